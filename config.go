@@ -1,0 +1,124 @@
+package peonify
+
+import (
+	"log/slog"
+	"runtime"
+	"strconv"
+	"time"
+)
+
+// Config configures a Processor. The zero value is valid: every field says
+// what its zero value means. Negative sizes and durations are errors.
+type Config struct {
+	// Workers is how many tasks run at once. Defaults to 10 per CPU
+	// (GOMAXPROCS).
+	Workers int
+
+	// QueueSize is how many claimed tasks may wait in the local queue for a
+	// free worker. The processor never holds more than Workers running plus
+	// QueueSize waiting. Defaults to Workers.
+	QueueSize int
+
+	// LowWatermark is the local queue depth at or below which the processor
+	// polls its streams for more (the seed's "queue is becoming
+	// depleted"). Defaults to QueueSize/2; must be below QueueSize.
+	LowWatermark int
+
+	// TaskTimeout bounds one attempt: the task's context is cancelled with
+	// cause ErrTaskTimeout when it ends. Defaults to 1 minute.
+	TaskTimeout time.Duration
+
+	// ShutdownGrace is how long running tasks may go on after Run's context
+	// ends; their leases are kept alive meanwhile. After it their contexts
+	// are cancelled with cause ErrShutdown. Defaults to 25 seconds, under
+	// the 30 seconds most orchestrators wait before SIGKILL.
+	ShutdownGrace time.Duration
+
+	// PollInterval is the longest wait between polls of a stream that had
+	// nothing to deliver; idle polls back off from MinPollInterval up to it
+	// with jitter. A stream that implements Waker is polled at once when it
+	// signals. Defaults to 1s.
+	PollInterval time.Duration
+
+	// MinPollInterval is the first wait after an empty poll. Defaults to
+	// 10ms.
+	MinPollInterval time.Duration
+
+	// Retry decides when failed tasks are retried. The zero value is the
+	// default policy.
+	Retry RetryPolicy
+
+	// Middleware wraps every handler, the first element outermost.
+	Middleware []Middleware
+
+	// OnEvent, when set, is called synchronously from the worker after each
+	// task outcome. It must be fast and must not block.
+	OnEvent func(Event)
+
+	// Logger receives the processor's logs. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Workers < 0:
+		return &ConfigError{"Config.Workers", "must not be negative (0 means the default, 10 per CPU)"}
+	case c.QueueSize < 0:
+		return &ConfigError{"Config.QueueSize", "must not be negative (0 means the default, Workers)"}
+	case c.LowWatermark < 0:
+		return &ConfigError{"Config.LowWatermark", "must not be negative (0 means the default, QueueSize/2)"}
+	case c.TaskTimeout < 0:
+		return &ConfigError{"Config.TaskTimeout", "must not be negative (0 means the default, 1m)"}
+	case c.ShutdownGrace < 0:
+		return &ConfigError{"Config.ShutdownGrace", "must not be negative (0 means the default, 25s)"}
+	case c.PollInterval < 0:
+		return &ConfigError{"Config.PollInterval", "must not be negative (0 means the default, 1s)"}
+	case c.MinPollInterval < 0:
+		return &ConfigError{"Config.MinPollInterval", "must not be negative (0 means the default, 10ms)"}
+	}
+	for i, m := range c.Middleware {
+		if m == nil {
+			return &ConfigError{"Config.Middleware", "element " + strconv.Itoa(i) + " is nil"}
+		}
+	}
+	if err := c.Retry.validate(); err != nil {
+		return err
+	}
+	d := c.withDefaults()
+	if d.LowWatermark >= d.QueueSize {
+		return &ConfigError{"Config.LowWatermark", "must be below QueueSize (" + strconv.Itoa(d.QueueSize) + ")"}
+	}
+	if d.MinPollInterval > d.PollInterval {
+		return &ConfigError{"Config.MinPollInterval", "must not exceed PollInterval"}
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.Workers == 0 {
+		c.Workers = 10 * runtime.GOMAXPROCS(0)
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = c.Workers
+	}
+	if c.LowWatermark == 0 {
+		c.LowWatermark = c.QueueSize / 2
+	}
+	if c.TaskTimeout == 0 {
+		c.TaskTimeout = time.Minute
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = 25 * time.Second
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = time.Second
+	}
+	if c.MinPollInterval == 0 {
+		c.MinPollInterval = min(10*time.Millisecond, c.PollInterval)
+	}
+	c.Retry = c.Retry.withDefaults()
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}

@@ -1,0 +1,213 @@
+package peonify
+
+import (
+	"context"
+	"time"
+)
+
+// Stream feeds tasks into a Processor: the seed's Stream, with poll and
+// notifyComplete. A stream is a plug-in in front of any inbound source (an
+// embedded store, a database table, a message broker, a webhook intake).
+//
+// The required interface is small; optional capabilities are separate
+// interfaces that the processor finds by type assertion: Extender, Waker,
+// Enqueuer and Inspector.
+//
+// All methods must be safe for concurrent use. The processor calls Poll from
+// one goroutine per stream, and Ack, Nack and Extend from many.
+type Stream interface {
+	// Poll claims up to max tasks (max >= 1) and returns them as
+	// deliveries. It must never return more than max: prefetching beyond
+	// the processor's free capacity lets leases expire in a buffer and
+	// causes duplicates. An empty result with a nil error means "nothing
+	// now"; Poll should return promptly rather than block for long, and must
+	// return when ctx ends.
+	//
+	// A claimed task is leased: no other Poll, in this process or another,
+	// returns it until it is acked, nacked, or its lease ends. When the
+	// lease ends without an ack the task becomes available again (this is
+	// how work held by a crashed process comes back). Each claim counts as
+	// an attempt: Task.Attempt is 1 on the first delivery.
+	Poll(ctx context.Context, max int) ([]Delivery, error)
+
+	// Ack marks tasks completed (the seed's notifyComplete); they are never
+	// delivered again. Ack is batched and idempotent: acking a delivery that
+	// was already acked is not an error.
+	//
+	// Ack is fenced: a delivery whose lease was lost (it expired and the task
+	// was claimed again) must not touch the newer claim. Such a stale ack
+	// is silently ignored, or reported with an error wrapping ErrLeaseLost;
+	// it never removes or changes the task.
+	Ack(ctx context.Context, ds ...Delivery) error
+
+	// Nack hands a delivery back with one of three outcomes (see Outcome):
+	// retry after opts.Delay, release without counting the attempt, or
+	// move to the stream's dead-letter place. Nack is fenced like Ack: a
+	// stale nack does not touch a newer claim and returns nil or an error
+	// wrapping ErrLeaseLost.
+	Nack(ctx context.Context, d Delivery, opts NackOptions) error
+
+	// Close releases the stream's resources. It does not close clients
+	// the caller passed in. Close is idempotent; the processor calls it once
+	// at the end of Run, after every ack and nack.
+	Close(ctx context.Context) error
+}
+
+// Delivery is one claim of a task by a processor. Streams fill it in Poll
+// and receive it back, unchanged, in Ack, Nack and Extend.
+type Delivery struct {
+	// Task is the delivered task. The processor and handlers do not modify
+	// it.
+	Task *Task
+
+	// Token is the stream's fencing token for this claim (a receipt, a
+	// lease generation, a delivery tag). A stream must be able to tell, from
+	// Task.ID and Token, whether this claim is still the current one.
+	Token uint64
+
+	// Deadline is when the lease ends. Zero means the stream does not
+	// expire claims (the processor then never calls Extend).
+	Deadline time.Time
+
+	// Ref is stream-private data for this claim, such as a broker message.
+	// The processor never looks at it.
+	Ref any
+}
+
+// Outcome says what a Nack does with a task.
+type Outcome int
+
+const (
+	// OutcomeFailed schedules a retry after NackOptions.Delay. The attempt
+	// counts towards MaxAttempts.
+	OutcomeFailed Outcome = iota + 1
+
+	// OutcomeReleased hands back a task that was not started, or was
+	// interrupted by shutdown, or was snoozed. It becomes available after
+	// NackOptions.Delay and the attempt does not count.
+	OutcomeReleased
+
+	// OutcomeDead moves the task to the stream's dead-letter place. It is
+	// never delivered again unless retried by an operator (see Inspector),
+	// and it stays inspectable with NackOptions.Reason.
+	OutcomeDead
+)
+
+// String returns the outcome's lower-case name.
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeFailed:
+		return "failed"
+	case OutcomeReleased:
+		return "released"
+	case OutcomeDead:
+		return "dead"
+	}
+	return "unknown"
+}
+
+// NackOptions describes a Nack.
+type NackOptions struct {
+	// Outcome is what happens to the task. Required.
+	Outcome Outcome
+
+	// Delay is how long the task waits before it can be delivered again.
+	// Ignored for OutcomeDead.
+	Delay time.Duration
+
+	// Reason is the error that caused a failure or a dead letter. Streams
+	// keep it as the task's last error.
+	Reason string
+}
+
+// Extender is implemented by streams whose claims expire. The processor
+// extends the lease of a running task when about a third of it is left,
+// and cancels the task's context with ErrLeaseLost if Extend fails with
+// ErrLeaseLost.
+type Extender interface {
+	// Extend renews the lease of d so that it ends lease from now, and
+	// returns the delivery with its new Deadline (and Token, if the stream
+	// rotates it). It returns an error wrapping ErrLeaseLost if the claim is
+	// no longer current; other errors are treated as transient.
+	Extend(ctx context.Context, d Delivery, lease time.Duration) (Delivery, error)
+}
+
+// Waker is implemented by streams that can tell when work arrives (a local
+// enqueue, LISTEN/NOTIFY, a blocking read). The processor polls an idle
+// stream early when the channel receives, so pickup takes milliseconds
+// rather than a poll interval. The channel is never closed; sends should be
+// non-blocking with a buffer of one.
+type Waker interface {
+	Wake() <-chan struct{}
+}
+
+// Enqueuer is the producer side of durable streams.
+type Enqueuer interface {
+	// Enqueue stores tasks durably: when it returns nil, every task
+	// survives a crash of this process. It fills empty IDs and EnqueuedAt
+	// (see Task.Prepare). A task whose ID, or UniqueKey while a task with
+	// that key is live, is already stored is not stored again: Enqueue
+	// stores the others and returns a *DuplicateError, which matches
+	// ErrDuplicate with errors.Is.
+	Enqueue(ctx context.Context, tasks ...*Task) error
+}
+
+// State is where a task is in a stream's life cycle, as seen by an
+// Inspector.
+type State string
+
+// The task states an Inspector reports.
+const (
+	StatePending   State = "pending"   // ready to be delivered
+	StateScheduled State = "scheduled" // waiting for RunAt or a retry delay
+	StateRunning   State = "running"   // leased by a processor
+	StateDead      State = "dead"      // dead-lettered, kept for inspection
+	StateDone      State = "done"      // completed, kept only if the stream retains finished tasks
+)
+
+// States lists every State in life-cycle order.
+var States = []State{StatePending, StateScheduled, StateRunning, StateDead, StateDone}
+
+// TaskInfo is a task as an Inspector shows it.
+type TaskInfo struct {
+	Task       Task
+	State      State
+	Attempts   int       // attempts counted so far
+	LastError  string    // error of the last failed attempt, or the dead reason
+	LeaseUntil time.Time // for StateRunning: when the lease ends
+	UpdatedAt  time.Time
+}
+
+// ListOptions selects tasks for Inspector.List.
+type ListOptions struct {
+	State State  // required
+	Type  string // only tasks of this type, when set
+	Limit int    // at most this many; 0 means 100
+	After string // paging cursor: list tasks whose ID sorts after this ID
+}
+
+// Inspector is implemented by stores that let operators look at and
+// repair their tasks; the CLI and the dashboard use it.
+type Inspector interface {
+	// Counts returns the number of tasks in each state. States with no
+	// tasks may be missing from the map.
+	Counts(ctx context.Context) (map[State]int, error)
+
+	// List returns tasks in opts.State ordered by ID.
+	List(ctx context.Context, opts ListOptions) ([]TaskInfo, error)
+
+	// Get returns one task, or an error wrapping ErrNotFound.
+	Get(ctx context.Context, id string) (TaskInfo, error)
+
+	// Retry makes dead tasks pending again with a fresh attempt count. With
+	// no ids it retries every dead task. It returns how many it retried.
+	Retry(ctx context.Context, ids ...string) (int, error)
+
+	// Delete removes tasks that are not running. It returns how many it
+	// removed.
+	Delete(ctx context.Context, ids ...string) (int, error)
+
+	// Purge removes every task in state (StateDead or StateDone, or
+	// StatePending to empty a queue) and returns how many it removed.
+	Purge(ctx context.Context, state State) (int, error)
+}
