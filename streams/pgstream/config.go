@@ -1,0 +1,124 @@
+package pgstream
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/peonify/peonify"
+)
+
+// Config configures a Stream. The zero value is valid: every field says
+// what its zero value means.
+type Config struct {
+	// Queue is the name of the queue this stream produces to and consumes
+	// from. Many queues share one table; a stream sees only its own.
+	// At most 255 bytes. Defaults to "default".
+	Queue string
+
+	// Schema is the Postgres schema that holds Peonify's tables; it must
+	// have been prepared with MigrateSchema (or Migrate, for "public").
+	// A lower-case SQL identifier of at most 40 bytes. Defaults to "public".
+	Schema string
+
+	// Lease is how long a claimed task stays invisible to other
+	// processors before it is handed out again, unless acked, nacked or
+	// extended. Defaults to 30 seconds.
+	Lease time.Duration
+
+	// KeepDone is how long completed tasks are kept (in state done, for
+	// inspection and for ID-based deduplication) before the cleaner
+	// deletes them. Zero, the default, deletes a task as soon as it is
+	// acked: the cheapest and the right choice for most queues.
+	KeepDone time.Duration
+
+	// KeepDead is how long dead-lettered tasks are kept for inspection
+	// and retry before the cleaner deletes them. A negative value keeps
+	// them until an operator deletes them. Defaults to 7 days.
+	KeepDead time.Duration
+
+	// RescueInterval is how often expired leases are looked for and their
+	// tasks made available again. Defaults to the smaller of 5 seconds and
+	// Lease/2.
+	RescueInterval time.Duration
+
+	// CleanupInterval is how often finished tasks older than KeepDone and
+	// KeepDead are deleted. Defaults to 1 minute.
+	CleanupInterval time.Duration
+
+	// Name identifies this process in the claimed_by column of the tasks
+	// it runs. Defaults to "hostname:pid".
+	Name string
+
+	// NoListen turns off LISTEN/NOTIFY: the stream then holds no
+	// connection of its own and Wake fires only on this stream's own
+	// Enqueue, so tasks from elsewhere are picked up at the processor's
+	// poll interval. Use it behind a pooler in transaction mode, which
+	// cannot LISTEN.
+	NoListen bool
+
+	// Logger receives the stream's logs (listener reconnects, rescued
+	// leases). Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// schemaRE is what Schema accepts: an identifier that needs no quoting
+// anywhere, so that the NOTIFY channel name is the same in SQL and Go.
+var schemaRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,39}$`)
+
+func validSchema(s string) error {
+	if !schemaRE.MatchString(s) {
+		return &peonify.ConfigError{Field: "pgstream schema", Reason: fmt.Sprintf("%q is not a lower-case SQL identifier of at most 40 bytes (letters, digits, _)", s)}
+	}
+	return nil
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Queue == "" {
+		c.Queue = "default"
+	}
+	if len(c.Queue) > 255 {
+		return c, &peonify.ConfigError{Field: "pgstream.Config.Queue", Reason: "is longer than 255 bytes"}
+	}
+	if c.Schema == "" {
+		c.Schema = "public"
+	}
+	if err := validSchema(c.Schema); err != nil {
+		return c, err
+	}
+	switch {
+	case c.Lease < 0:
+		return c, &peonify.ConfigError{Field: "pgstream.Config.Lease", Reason: "must not be negative (0 means the default, 30s)"}
+	case c.Lease > 0 && c.Lease < time.Millisecond:
+		return c, &peonify.ConfigError{Field: "pgstream.Config.Lease", Reason: "must be at least 1ms"}
+	case c.KeepDone < 0:
+		return c, &peonify.ConfigError{Field: "pgstream.Config.KeepDone", Reason: "must not be negative (0 deletes tasks when acked)"}
+	case c.RescueInterval < 0:
+		return c, &peonify.ConfigError{Field: "pgstream.Config.RescueInterval", Reason: "must not be negative (0 means the default)"}
+	case c.CleanupInterval < 0:
+		return c, &peonify.ConfigError{Field: "pgstream.Config.CleanupInterval", Reason: "must not be negative (0 means the default, 1m)"}
+	}
+	if c.Lease == 0 {
+		c.Lease = 30 * time.Second
+	}
+	if c.KeepDead == 0 {
+		c.KeepDead = 7 * 24 * time.Hour
+	}
+	if c.RescueInterval == 0 {
+		c.RescueInterval = min(5*time.Second, c.Lease/2)
+	}
+	if c.CleanupInterval == 0 {
+		c.CleanupInterval = time.Minute
+	}
+	if c.Name == "" {
+		host, _ := os.Hostname()
+		c.Name = host + ":" + strconv.Itoa(os.Getpid())
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}

@@ -1,0 +1,257 @@
+package pgstream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/peonify/peonify"
+)
+
+// CopyThreshold is the batch size above which Enqueue and EnqueueTx load
+// tasks with COPY (into a temporary table, then one INSERT that still skips
+// duplicates) instead of a single multi-row INSERT.
+const CopyThreshold = 100
+
+// querier is what enqueueing needs: a pool or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// Enqueue stores tasks in the queue durably, in one transaction: when it
+// returns nil every task is committed. It fills empty IDs and EnqueuedAt
+// (see peonify.Task.Prepare). Tasks whose ID is already stored in the
+// queue, or whose UniqueKey belongs to a live (pending, scheduled or
+// running) task, are skipped; the others are stored and the error is a
+// *peonify.DuplicateError naming the skipped ones. An invalid task stores
+// nothing.
+//
+// Processors listening on the queue are woken when the transaction
+// commits. Batches over CopyThreshold tasks are loaded with COPY.
+func (s *Stream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
+	if s.closed.Load() {
+		return peonify.ErrClosed
+	}
+	b, err := newBatch(tasks)
+	if err != nil || b.n() == 0 {
+		return err
+	}
+	var inserted []string
+	if b.n() > CopyThreshold {
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			inserted, err = s.copyInsert(ctx, tx, b)
+			return err
+		})
+	} else {
+		inserted, err = s.insert(ctx, s.pool, b)
+	}
+	if err != nil {
+		return err
+	}
+	if len(inserted) > 0 {
+		s.signal()
+	}
+	return b.duplicates(inserted)
+}
+
+// EnqueueTx stores tasks in the queue inside the caller's transaction tx,
+// so that they exist exactly when the caller's own changes commit, and
+// not at all if it rolls back. It otherwise behaves like Enqueue. tx must
+// belong to the stream's database; it stays open and owned by the caller.
+// A database error aborts tx, as any failed statement does.
+func (s *Stream) EnqueueTx(ctx context.Context, tx pgx.Tx, tasks ...*peonify.Task) error {
+	if s.closed.Load() {
+		return peonify.ErrClosed
+	}
+	if tx == nil {
+		return errors.New("pgstream: EnqueueTx needs the caller's pgx.Tx, got nil")
+	}
+	b, err := newBatch(tasks)
+	if err != nil || b.n() == 0 {
+		return err
+	}
+	var inserted []string
+	if b.n() > CopyThreshold {
+		inserted, err = s.copyInsert(ctx, tx, b)
+	} else {
+		inserted, err = s.insert(ctx, tx, b)
+	}
+	if err != nil {
+		return err
+	}
+	return b.duplicates(inserted)
+}
+
+// batch is a validated Enqueue call in column order.
+type batch struct {
+	tasks       []*peonify.Task // to insert, in call order
+	dups        []string        // IDs repeated within the call
+	ids, types  []string
+	payloads    [][]byte
+	headers     []*string
+	priorities  []int32
+	maxAttempts []int32
+	uniqueKeys  []*string
+	enqueuedAt  []time.Time
+	runAt       []pgtype.Timestamptz
+}
+
+func (b *batch) n() int { return len(b.tasks) }
+
+// newBatch prepares and validates tasks. An invalid task fails the whole
+// batch before anything is stored.
+func newBatch(tasks []*peonify.Task) (*batch, error) {
+	now := time.Now()
+	n := len(tasks)
+	b := &batch{
+		tasks: make([]*peonify.Task, 0, n), ids: make([]string, 0, n), types: make([]string, 0, n),
+		payloads: make([][]byte, 0, n), headers: make([]*string, 0, n), priorities: make([]int32, 0, n),
+		maxAttempts: make([]int32, 0, n), uniqueKeys: make([]*string, 0, n), enqueuedAt: make([]time.Time, 0, n),
+		runAt: make([]pgtype.Timestamptz, 0, n),
+	}
+	seen := make(map[string]struct{}, n)
+	for _, t := range tasks {
+		if err := t.Prepare(now); err != nil {
+			return nil, err
+		}
+		if err := validText(t); err != nil {
+			return nil, err
+		}
+		if t.Priority < math.MinInt32 || t.Priority > math.MaxInt32 || t.MaxAttempts > math.MaxInt32 {
+			return nil, &peonify.InvalidTaskError{ID: t.ID, Reason: "Priority or MaxAttempts does not fit in 32 bits"}
+		}
+		if _, ok := seen[t.ID]; ok {
+			b.dups = append(b.dups, t.ID)
+			continue
+		}
+		seen[t.ID] = struct{}{}
+		var h *string
+		if len(t.Headers) > 0 {
+			j, err := json.Marshal(t.Headers)
+			if err != nil {
+				return nil, &peonify.InvalidTaskError{ID: t.ID, Reason: "Headers do not encode as JSON: " + err.Error()}
+			}
+			js := string(j)
+			h = &js
+		}
+		var uk *string
+		if t.UniqueKey != "" {
+			k := t.UniqueKey
+			uk = &k
+		}
+		payload := t.Payload
+		if payload == nil {
+			payload = []byte{}
+		}
+		b.tasks = append(b.tasks, t)
+		b.ids = append(b.ids, t.ID)
+		b.types = append(b.types, t.Type)
+		b.payloads = append(b.payloads, payload)
+		b.headers = append(b.headers, h)
+		b.priorities = append(b.priorities, int32(t.Priority))
+		b.maxAttempts = append(b.maxAttempts, int32(t.MaxAttempts))
+		b.uniqueKeys = append(b.uniqueKeys, uk)
+		b.enqueuedAt = append(b.enqueuedAt, t.EnqueuedAt)
+		b.runAt = append(b.runAt, pgtype.Timestamptz{Time: t.RunAt, Valid: !t.RunAt.IsZero()})
+	}
+	return b, nil
+}
+
+// validText rejects strings that Postgres text columns cannot hold, with
+// a reason instead of a database error.
+func validText(t *peonify.Task) error {
+	for _, f := range []struct{ name, v string }{{"ID", t.ID}, {"Type", t.Type}, {"UniqueKey", t.UniqueKey}} {
+		if !utf8.ValidString(f.v) || strings.IndexByte(f.v, 0) >= 0 {
+			return &peonify.InvalidTaskError{ID: t.ID, Reason: "task " + f.name + " must be valid UTF-8 without NUL bytes"}
+		}
+	}
+	for k, v := range t.Headers {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) || strings.IndexByte(k, 0) >= 0 || strings.IndexByte(v, 0) >= 0 {
+			return &peonify.InvalidTaskError{ID: t.ID, Reason: "task Headers must be valid UTF-8 without NUL bytes"}
+		}
+	}
+	return nil
+}
+
+// duplicates returns the error for the tasks of b that are not in
+// inserted, or nil.
+func (b *batch) duplicates(inserted []string) error {
+	if len(inserted) == b.n() && len(b.dups) == 0 {
+		return nil
+	}
+	in := make(map[string]struct{}, len(inserted))
+	for _, id := range inserted {
+		in[id] = struct{}{}
+	}
+	var ids []string
+	for _, id := range b.ids {
+		if _, ok := in[id]; !ok {
+			ids = append(ids, id)
+		}
+	}
+	ids = append(ids, b.dups...)
+	if len(ids) == 0 {
+		return nil
+	}
+	return &peonify.DuplicateError{IDs: ids}
+}
+
+// insert stores b with one INSERT ... SELECT FROM unnest(...) and returns
+// the IDs it inserted.
+func (s *Stream) insert(ctx context.Context, q querier, b *batch) ([]string, error) {
+	rows, err := q.Query(ctx, s.sql.insert, s.cfg.Queue, b.ids, b.types, b.payloads, b.headers, b.priorities,
+		b.maxAttempts, b.uniqueKeys, b.enqueuedAt, b.runAt)
+	if err != nil {
+		return nil, s.dbError("enqueueing tasks", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, s.dbError("enqueueing tasks", err)
+	}
+	return ids, nil
+}
+
+// copyInsert stores b in tx with COPY into a temporary table and one
+// INSERT ... ON CONFLICT DO NOTHING from it, and returns the IDs it
+// inserted. The temporary table is dropped before it returns, so the
+// caller's transaction can enqueue again.
+func (s *Stream) copyInsert(ctx context.Context, tx pgx.Tx, b *batch) ([]string, error) {
+	if _, err := tx.Exec(ctx, s.sql.createTemp); err != nil {
+		return nil, s.dbError("preparing a bulk enqueue", err)
+	}
+	cols := []string{"ord", "id", "type", "payload", "headers", "priority", "max_attempts", "unique_key", "enqueued_at", "run_at"}
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"pg_temp", "peonify_enqueue"}, cols,
+		pgx.CopyFromSlice(b.n(), func(i int) ([]any, error) {
+			var h any
+			if b.headers[i] != nil {
+				h = *b.headers[i]
+			}
+			var uk any
+			if b.uniqueKeys[i] != nil {
+				uk = *b.uniqueKeys[i]
+			}
+			return []any{int32(i), b.ids[i], b.types[i], b.payloads[i], h, b.priorities[i], b.maxAttempts[i],
+				uk, b.enqueuedAt[i], b.runAt[i]}, nil
+		}))
+	if err != nil {
+		return nil, s.dbError("copying tasks", err)
+	}
+	rows, err := tx.Query(ctx, s.sql.insertFromTemp, s.cfg.Queue)
+	if err != nil {
+		return nil, s.dbError("enqueueing tasks", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, s.dbError("enqueueing tasks", err)
+	}
+	if _, err := tx.Exec(ctx, s.sql.dropTemp); err != nil {
+		return nil, s.dbError("finishing a bulk enqueue", err)
+	}
+	return ids, nil
+}

@@ -1,0 +1,147 @@
+package pgstream
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/testenv"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// migrateOnce migrates the public schema once per test binary.
+var migrateOnce sync.Once
+
+// testPool returns a pool on the test database with the public schema
+// migrated, closed when the test ends. appName tags its connections.
+func testPool(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	url := testenv.URL(t, "postgres")
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = appName(t)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	var merr error
+	migrateOnce.Do(func() { merr = Migrate(context.Background(), pool) })
+	if merr != nil {
+		t.Fatal(merr)
+	}
+	return pool
+}
+
+// appName is a connection tag unique to the test.
+func appName(t testing.TB) string {
+	n := "pgstream-" + strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
+	if len(n) > 50 {
+		n = n[:50]
+	}
+	return n + "-" + randHex(4)
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// uniqueQueue returns a queue name that no other test uses.
+func uniqueQueue(t testing.TB) string {
+	return "t-" + t.Name() + "-" + randHex(6)
+}
+
+// newTestStream returns a stream on a fresh queue, closed when the test
+// ends. cfg.Queue, when empty, is set to a unique name.
+func newTestStream(t testing.TB, pool *pgxpool.Pool, cfg Config) *Stream {
+	t.Helper()
+	if cfg.Queue == "" {
+		cfg.Queue = uniqueQueue(t)
+	}
+	s, err := New(pool, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustEnqueue(t testing.TB, s *Stream, tasks ...*peonify.Task) {
+	t.Helper()
+	if err := s.Enqueue(ctxT(t), tasks...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustPoll(t testing.TB, s *Stream, max int) []peonify.Delivery {
+	t.Helper()
+	ds, err := s.Poll(ctxT(t), max)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ds
+}
+
+// pollUntil polls until it gets at least one delivery or the deadline
+// passes; it is for state that changes in the database on its own (lease
+// expiry, a scheduled time).
+func pollUntil(t testing.TB, s *Stream, max int, within time.Duration) []peonify.Delivery {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		if ds := mustPoll(t, s, max); len(ds) > 0 {
+			return ds
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no task delivered within %s", within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitWake waits for the stream's Wake channel.
+func waitWake(t testing.TB, s *Stream, within time.Duration) {
+	t.Helper()
+	select {
+	case <-s.Wake():
+	case <-time.After(within):
+		t.Fatalf("no wake-up within %s", within)
+	}
+}
+
+// drainWake empties a pending wake-up.
+func drainWake(s *Stream) {
+	select {
+	case <-s.Wake():
+	default:
+	}
+}
+
+func task(typ string) *peonify.Task {
+	return &peonify.Task{Type: typ, Payload: []byte(`{"n":1}`)}
+}
+
+func isDup(err error) bool { return errors.Is(err, peonify.ErrDuplicate) }

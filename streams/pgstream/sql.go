@@ -1,0 +1,183 @@
+package pgstream
+
+import (
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// statements holds the stream's SQL with the schema filled in. Every
+// statement is a single autocommit round trip; pgx prepares and caches each
+// one per connection.
+type statements struct {
+	claim, ackDelete, ackDone, nackFailed, nackReleased, nackDead, extend string
+	insert, createTemp, insertFromTemp, dropTemp                          string
+	rescue, cleanup, notify                                               string
+	counts, list, get, retry, deleteIDs, purge, pause, resume, paused     string
+}
+
+// taskColumns is what every statement that returns tasks returns, in the
+// order scanTask reads.
+const taskColumns = `t.id, t.type, t.payload, t.headers, t.state, t.priority, t.attempts, t.max_attempts,
+	t.unique_key, t.run_at, t.enqueued_at, t.updated_at, t.lease_until, t.token, t.last_error`
+
+func newStatements(schema string) statements {
+	s := pgx.Identifier{schema}.Sanitize()
+	r := strings.NewReplacer("{t}", s+".peonify_tasks", "{q}", s+".peonify_queues", "{seq}", s+".peonify_token_seq")
+	var st statements
+
+	// claim: lock up to $2 ready tasks, skipping those other claimers hold,
+	// and lease them in the same statement. One token per statement is
+	// enough: (id, token) is unique per claim.
+	st.claim = r.Replace(`
+UPDATE {t} t
+SET state = 'running', attempts = t.attempts + 1, token = (SELECT nextval('{seq}')),
+    lease_until = now() + $3::bigint * interval '1 microsecond', updated_at = now(), claimed_by = $4
+FROM (
+	SELECT c.queue, c.id FROM {t} c
+	WHERE c.queue = $1 AND c.state = 'pending' AND c.run_at <= now()
+	  AND NOT EXISTS (SELECT 1 FROM {q} p WHERE p.queue = $1 AND p.paused_at IS NOT NULL)
+	ORDER BY c.priority DESC, c.run_at, c.id
+	LIMIT $2
+	FOR UPDATE SKIP LOCKED
+) c
+WHERE t.queue = c.queue AND t.id = c.id
+RETURNING ` + taskColumns)
+
+	// Completion: all deliveries of a batch in one statement, fenced on the
+	// token so that a late ack of a lost lease matches nothing.
+	st.ackDelete = r.Replace(`
+DELETE FROM {t} t
+USING unnest($2::text[], $3::bigint[]) AS a(id, token)
+WHERE t.queue = $1 AND t.id = a.id AND t.token = a.token AND t.state = 'running'`)
+	st.ackDone = r.Replace(`
+UPDATE {t} t
+SET state = 'done', lease_until = NULL, updated_at = now()
+FROM unnest($2::text[], $3::bigint[]) AS a(id, token)
+WHERE t.queue = $1 AND t.id = a.id AND t.token = a.token AND t.state = 'running'`)
+
+	// Nacks wake listeners when the task is ready again at once (a task
+	// released at shutdown should move to another processor right away).
+	// Parameters: $1 queue, $2 id, $3 token, $4 NOTIFY channel, $5 reason,
+	// $6 delay in microseconds.
+	nack := func(set string) string {
+		return r.Replace(`
+WITH u AS (
+	UPDATE {t} t SET ` + set + `, lease_until = NULL, updated_at = now()
+	WHERE t.queue = $1 AND t.id = $2 AND t.token = $3 AND t.state = 'running'
+	RETURNING t.state = 'pending' AND t.run_at <= now() AS ready
+), n AS (
+	SELECT pg_notify($4, $1) FROM u WHERE u.ready
+)
+SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)`)
+	}
+	st.nackFailed = nack(`state = 'pending', run_at = now() + $6::bigint * interval '1 microsecond', last_error = $5`)
+	st.nackReleased = nack(`state = 'pending', run_at = now() + $6::bigint * interval '1 microsecond',
+		attempts = greatest(t.attempts - 1, 0), last_error = coalesce($5, t.last_error)`)
+	st.nackDead = nack(`state = 'dead', last_error = $5`)
+
+	st.extend = r.Replace(`
+UPDATE {t} t SET lease_until = now() + $4::bigint * interval '1 microsecond', updated_at = now()
+WHERE t.queue = $1 AND t.id = $2 AND t.token = $3 AND t.state = 'running'
+RETURNING t.lease_until`)
+
+	// Enqueue: duplicates of an id, or of a live unique key, are skipped
+	// and told apart by what RETURNING leaves out. The trigger on the table
+	// sends the wake-up NOTIFY.
+	st.insert = r.Replace(`
+INSERT INTO {t} (queue, id, type, payload, headers, priority, max_attempts, unique_key, enqueued_at, run_at)
+SELECT $1, i.id, i.type, i.payload, i.headers::jsonb, i.priority, i.max_attempts, i.unique_key, i.enqueued_at,
+       coalesce(i.run_at, now())
+FROM unnest($2::text[], $3::text[], $4::bytea[], $5::text[], $6::integer[], $7::integer[], $8::text[],
+            $9::timestamptz[], $10::timestamptz[])
+     AS i(id, type, payload, headers, priority, max_attempts, unique_key, enqueued_at, run_at)
+ON CONFLICT DO NOTHING
+RETURNING id`)
+	st.createTemp = `
+CREATE TEMP TABLE peonify_enqueue (
+	ord integer, id text, type text, payload bytea, headers jsonb, priority integer, max_attempts integer,
+	unique_key text, enqueued_at timestamptz, run_at timestamptz
+) ON COMMIT DROP`
+	st.insertFromTemp = r.Replace(`
+INSERT INTO {t} (queue, id, type, payload, headers, priority, max_attempts, unique_key, enqueued_at, run_at)
+SELECT $1, i.id, i.type, i.payload, i.headers, i.priority, i.max_attempts, i.unique_key, i.enqueued_at,
+       coalesce(i.run_at, now())
+FROM pg_temp.peonify_enqueue i
+ORDER BY i.ord
+ON CONFLICT DO NOTHING
+RETURNING id`)
+	st.dropTemp = `DROP TABLE pg_temp.peonify_enqueue`
+
+	// rescue: expired leases go back to pending, or to dead when the task's
+	// own MaxAttempts is used up (a task that crashes its process must not
+	// crash-loop the fleet).
+	st.rescue = r.Replace(`
+WITH x AS (
+	SELECT c.queue, c.id FROM {t} c
+	WHERE c.queue = $1 AND c.state = 'running' AND c.lease_until < now()
+	ORDER BY c.lease_until
+	LIMIT 1000
+	FOR UPDATE SKIP LOCKED
+), u AS (
+	UPDATE {t} t
+	SET state = CASE WHEN t.max_attempts > 0 AND t.attempts >= t.max_attempts THEN 'dead' ELSE 'pending' END,
+	    lease_until = NULL, updated_at = now(),
+	    last_error = 'lease expired after ' || t.attempts || ' attempt(s): the processor running it stopped or stalled'
+	FROM x WHERE t.queue = x.queue AND t.id = x.id
+	RETURNING t.state
+), n AS (
+	SELECT pg_notify($2, $1) WHERE EXISTS (SELECT 1 FROM u WHERE u.state = 'pending')
+)
+SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'dead'), (SELECT count(*) FROM n)
+FROM u`)
+
+	// cleanup: finished tasks past their retention, in bounded batches.
+	st.cleanup = r.Replace(`
+DELETE FROM {t} t USING (
+	SELECT c.queue, c.id FROM {t} c
+	WHERE c.queue = $1 AND c.state = $2 AND c.updated_at < now() - $3::bigint * interval '1 microsecond'
+	LIMIT $4
+	FOR UPDATE SKIP LOCKED
+) c
+WHERE t.queue = c.queue AND t.id = c.id`)
+	st.notify = `SELECT pg_notify($1, $2)`
+
+	// Inspector. "scheduled" is a pending task whose run_at is in the future.
+	stateExpr := `CASE WHEN t.state = 'pending' AND t.run_at > now() THEN 'scheduled' ELSE t.state END`
+	st.counts = r.Replace(`SELECT ` + stateExpr + `, count(*) FROM {t} t WHERE t.queue = $1 GROUP BY 1`)
+	st.list = r.Replace(`
+SELECT ` + taskColumns + ` FROM {t} t
+WHERE t.queue = $1 AND t.state = $2
+  AND ($3::text IS NULL OR t.type = $3) AND t.id > $4
+  AND ($6::boolean IS NULL OR (t.run_at > now()) = $6)
+ORDER BY t.id
+LIMIT $5`)
+	st.get = r.Replace(`SELECT ` + taskColumns + ` FROM {t} t WHERE t.queue = $1 AND t.id = $2`)
+	st.retry = r.Replace(`
+WITH u AS (
+	UPDATE {t} t SET state = 'pending', attempts = 0, run_at = now(), updated_at = now(), lease_until = NULL
+	WHERE t.queue = $1 AND t.state = 'dead' AND ($2::text[] IS NULL OR t.id = ANY($2))
+	  AND (t.unique_key IS NULL OR NOT EXISTS (
+		SELECT 1 FROM {t} l WHERE l.queue = t.queue AND l.unique_key = t.unique_key AND l.state IN ('pending', 'running')))
+	RETURNING 1
+), n AS (
+	SELECT pg_notify($3, $1) WHERE EXISTS (SELECT 1 FROM u)
+)
+SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)`)
+	st.deleteIDs = r.Replace(`DELETE FROM {t} t WHERE t.queue = $1 AND t.id = ANY($2) AND t.state <> 'running'`)
+	st.purge = r.Replace(`
+DELETE FROM {t} t WHERE t.queue = $1 AND t.state = $2 AND ($3::boolean IS NULL OR (t.run_at > now()) = $3)`)
+
+	st.pause = r.Replace(`
+INSERT INTO {q} (queue, paused_at) VALUES ($1, now())
+ON CONFLICT (queue) DO UPDATE SET paused_at = coalesce({q}.paused_at, now()), updated_at = now()`)
+	st.resume = r.Replace(`
+WITH u AS (
+	UPDATE {q} SET paused_at = NULL, updated_at = now() WHERE queue = $1 AND paused_at IS NOT NULL RETURNING 1
+), n AS (
+	SELECT pg_notify($2, $1) WHERE EXISTS (SELECT 1 FROM u)
+)
+SELECT (SELECT count(*) FROM n)`)
+	st.paused = r.Replace(`SELECT EXISTS (SELECT 1 FROM {q} WHERE queue = $1 AND paused_at IS NOT NULL)`)
+	return st
+}

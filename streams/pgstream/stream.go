@@ -1,0 +1,369 @@
+package pgstream
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/peonify/peonify"
+)
+
+// maxBatch caps one claim, whatever the processor asks for.
+const maxBatch = 10000
+
+// maxReason caps the stored last error of a task.
+const maxReason = 16 << 10
+
+// Stream is a Peonify stream backed by a Postgres table: one named queue
+// in the peonify_tasks table. It implements peonify.Stream, Extender,
+// Waker, Enqueuer and Inspector, and adds EnqueueTx, Pause and Resume.
+//
+// A Stream used only to enqueue starts nothing in the background. The first
+// Poll or Wake starts, until Close, the rescuer and cleaner goroutine and
+// (unless Config.NoListen) a listener that holds one pool connection.
+//
+// All methods are safe for concurrent use.
+type Stream struct {
+	pool    *pgxpool.Pool
+	cfg     Config
+	sql     statements
+	channel string // NOTIFY channel of the schema; the payload is the queue
+	lease   int64  // Config.Lease in microseconds
+
+	wake chan struct{}
+
+	closed atomic.Bool
+	mu     sync.Mutex // guards started, stop
+	start  bool
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+var (
+	_ peonify.Stream    = (*Stream)(nil)
+	_ peonify.Extender  = (*Stream)(nil)
+	_ peonify.Waker     = (*Stream)(nil)
+	_ peonify.Enqueuer  = (*Stream)(nil)
+	_ peonify.Inspector = (*Stream)(nil)
+)
+
+// New returns a stream on cfg.Queue in the database behind pool. The
+// schema must already exist: run Migrate (or MigrateSchema) once first.
+//
+// The caller owns pool and closes it after Close has returned; Close does
+// not close it. The pool should allow at least two connections: a polling
+// stream keeps one for LISTEN.
+func New(pool *pgxpool.Pool, cfg Config) (*Stream, error) {
+	if pool == nil {
+		return nil, errors.New("pgstream: New needs a *pgxpool.Pool, got nil")
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Stream{
+		pool:    pool,
+		cfg:     cfg,
+		sql:     newStatements(cfg.Schema),
+		channel: cfg.Schema + ".peonify_tasks",
+		lease:   cfg.Lease.Microseconds(),
+		wake:    make(chan struct{}, 1),
+	}, nil
+}
+
+// Queue returns the name of the stream's queue.
+func (s *Stream) Queue() string { return s.cfg.Queue }
+
+// Poll claims up to max ready tasks of the queue in one statement, highest
+// Priority first, then by RunAt and ID, and leases them for Config.Lease.
+// It returns nothing while the queue is paused.
+func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+	if s.closed.Load() {
+		return nil, peonify.ErrClosed
+	}
+	s.startBackground()
+	if max <= 0 {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, s.sql.claim, s.cfg.Queue, min(max, maxBatch), s.lease, s.cfg.Name)
+	if err != nil {
+		return nil, s.dbError("claiming tasks", err)
+	}
+	ds := make([]peonify.Delivery, 0, min(max, 64))
+	for rows.Next() {
+		info, token, err := scanTask(rows)
+		if err != nil {
+			rows.Close()
+			return nil, s.dbError("reading claimed tasks", err)
+		}
+		ds = append(ds, peonify.Delivery{Task: &info.Task, Token: token, Deadline: info.LeaseUntil})
+	}
+	if err := rows.Err(); err != nil {
+		// The claim is rolled back with the statement: nothing is leased.
+		return nil, s.dbError("claiming tasks", err)
+	}
+	slices.SortFunc(ds, func(a, b peonify.Delivery) int {
+		if c := cmp.Compare(b.Task.Priority, a.Task.Priority); c != 0 {
+			return c
+		}
+		if c := a.Task.RunAt.Compare(b.Task.RunAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Task.ID, b.Task.ID)
+	})
+	return ds, nil
+}
+
+// Ack completes deliveries in one statement: their tasks are deleted, or
+// kept in state done when Config.KeepDone is set. A delivery whose lease
+// was lost, or that was already acked, is silently ignored.
+func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
+	if s.closed.Load() {
+		return peonify.ErrClosed
+	}
+	if len(ds) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(ds))
+	tokens := make([]int64, 0, len(ds))
+	for _, d := range ds {
+		if d.Task == nil {
+			continue
+		}
+		ids = append(ids, d.Task.ID)
+		tokens = append(tokens, int64(d.Token))
+	}
+	q := s.sql.ackDelete
+	if s.cfg.KeepDone > 0 {
+		q = s.sql.ackDone
+	}
+	if _, err := s.pool.Exec(ctx, q, s.cfg.Queue, ids, tokens); err != nil {
+		return s.dbError("acking tasks", err)
+	}
+	return nil
+}
+
+// Nack hands a delivery back: OutcomeFailed and OutcomeReleased make the
+// task pending again after opts.Delay (Released does not count the
+// attempt); OutcomeDead moves it to state dead with opts.Reason as its last
+// error. A nack of a lost lease changes nothing and returns an error
+// wrapping peonify.ErrLeaseLost.
+func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.NackOptions) error {
+	if s.closed.Load() {
+		return peonify.ErrClosed
+	}
+	if d.Task == nil {
+		return errors.New("pgstream: Nack of a delivery without a Task")
+	}
+	var q string
+	switch opts.Outcome {
+	case peonify.OutcomeFailed:
+		q = s.sql.nackFailed
+	case peonify.OutcomeReleased:
+		q = s.sql.nackReleased
+	case peonify.OutcomeDead:
+		q = s.sql.nackDead
+	default:
+		return fmt.Errorf("pgstream: Nack of task %s: unknown NackOptions.Outcome %d: use OutcomeFailed, OutcomeReleased or OutcomeDead", d.Task.ID, opts.Outcome)
+	}
+	var reason *string
+	if opts.Reason != "" {
+		r := truncate(opts.Reason, maxReason)
+		reason = &r
+	}
+	args := []any{s.cfg.Queue, d.Task.ID, int64(d.Token), s.channel, reason}
+	if opts.Outcome != peonify.OutcomeDead {
+		args = append(args, max(opts.Delay, 0).Microseconds())
+	}
+	var n, notified int
+	err := s.pool.QueryRow(ctx, q, args...).Scan(&n, &notified)
+	if err != nil {
+		return s.dbError("nacking task "+d.Task.ID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("pgstream: nack of task %s ignored: %w", d.Task.ID, peonify.ErrLeaseLost)
+	}
+	return nil
+}
+
+// Extend renews the lease of d so that it ends lease from now (Config.Lease
+// when lease <= 0). It returns an error wrapping peonify.ErrLeaseLost if the
+// task was acked, nacked or claimed again since.
+func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Duration) (peonify.Delivery, error) {
+	if s.closed.Load() {
+		return d, peonify.ErrClosed
+	}
+	if d.Task == nil {
+		return d, errors.New("pgstream: Extend of a delivery without a Task")
+	}
+	us := s.lease
+	if lease > 0 {
+		us = max(lease.Microseconds(), 1)
+	}
+	var until time.Time
+	err := s.pool.QueryRow(ctx, s.sql.extend, s.cfg.Queue, d.Task.ID, int64(d.Token), us).Scan(&until)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return d, fmt.Errorf("pgstream: cannot extend task %s: %w", d.Task.ID, peonify.ErrLeaseLost)
+	}
+	if err != nil {
+		return d, s.dbError("extending the lease of task "+d.Task.ID, err)
+	}
+	d.Deadline = until
+	return d, nil
+}
+
+// Wake returns a channel that receives when tasks become ready in the
+// queue: on a NOTIFY from any producer (see the package documentation) and
+// on this stream's own Enqueue. The channel is never closed.
+func (s *Stream) Wake() <-chan struct{} {
+	s.startBackground()
+	return s.wake
+}
+
+// Close stops the stream's background goroutines and releases the
+// listener's connection. It does not close the pool. Close is idempotent;
+// after it, the stream's methods return peonify.ErrClosed.
+func (s *Stream) Close(ctx context.Context) error {
+	s.closed.Store(true)
+	s.mu.Lock()
+	stop := s.stop
+	s.stop = nil
+	s.mu.Unlock()
+	if stop == nil {
+		return nil
+	}
+	stop()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("pgstream: Close gave up waiting for background goroutines: %w", ctx.Err())
+	}
+}
+
+// startBackground starts the rescuer, the cleaner and the listener once.
+func (s *Stream) startBackground() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.start || s.closed.Load() {
+		return
+	}
+	s.start = true
+	ctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.maintain(ctx)
+	}()
+	if !s.cfg.NoListen {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.listen(ctx)
+		}()
+	}
+}
+
+// signal wakes an idle processor without blocking.
+func (s *Stream) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// dbError wraps a database error with what the stream was doing, and
+// turns a missing table into advice.
+func (s *Stream) dbError(doing string, err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (pe.Code == "42P01" || pe.Code == "3F000") {
+		return fmt.Errorf("pgstream: %s in queue %q: Peonify's tables are missing in schema %q: run pgstream.MigrateSchema(ctx, pool, %q) first: %w",
+			doing, s.cfg.Queue, s.cfg.Schema, s.cfg.Schema, err)
+	}
+	return fmt.Errorf("pgstream: %s in queue %q: %w", doing, s.cfg.Queue, err)
+}
+
+// scanTask reads one row of taskColumns.
+func scanTask(rows pgx.Rows) (peonify.TaskInfo, uint64, error) {
+	var (
+		info      peonify.TaskInfo
+		t         = &info.Task
+		headers   []byte
+		state     string
+		uniqueKey pgtype.Text
+		lease     pgtype.Timestamptz
+		token     int64
+		lastError pgtype.Text
+	)
+	err := rows.Scan(&t.ID, &t.Type, &t.Payload, &headers, &state, &t.Priority, &info.Attempts, &t.MaxAttempts,
+		&uniqueKey, &t.RunAt, &t.EnqueuedAt, &info.UpdatedAt, &lease, &token, &lastError)
+	if err != nil {
+		return info, 0, err
+	}
+	t.Headers = decodeHeaders(headers)
+	t.UniqueKey = uniqueKey.String
+	t.LastError = lastError.String
+	t.Attempt = info.Attempts
+	info.State = peonify.State(state)
+	if state == "pending" && t.RunAt.After(time.Now()) {
+		info.State = peonify.StateScheduled
+	}
+	info.LastError = lastError.String
+	if lease.Valid {
+		info.LeaseUntil = lease.Time
+	}
+	return info, uint64(token), nil
+}
+
+// decodeHeaders reads the headers column, a JSON object. Values that other
+// producers stored as non-strings are kept as their JSON text; a malformed
+// column yields no headers rather than an undeliverable task.
+func decodeHeaders(b []byte) map[string]string {
+	if len(b) == 0 {
+		return nil
+	}
+	var raw map[string]json.RawMessage
+	if json.Unmarshal(b, &raw) != nil || len(raw) == 0 {
+		return nil
+	}
+	h := make(map[string]string, len(raw))
+	for k, v := range raw {
+		var str string
+		if json.Unmarshal(v, &str) == nil {
+			h[k] = str
+		} else {
+			h[k] = string(v)
+		}
+	}
+	return h
+}
+
+// truncate cuts s to at most n bytes without splitting a UTF-8 sequence,
+// and makes it storable as Postgres text (valid UTF-8, no NUL).
+func truncate(s string, n int) string {
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n]
+}
