@@ -1,0 +1,83 @@
+package periodic_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/periodic"
+)
+
+// storeFunc adapts a function to peonify.Enqueuer. Real programs pass a
+// durable stream shared by every processor instead.
+type storeFunc func(ctx context.Context, tasks ...*peonify.Task) error
+
+func (f storeFunc) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
+	return f(ctx, tasks...)
+}
+
+func Example() {
+	stored := make(chan *peonify.Task, 10)
+	stream := storeFunc(func(_ context.Context, tasks ...*peonify.Task) error {
+		for _, t := range tasks {
+			stored <- t
+		}
+		return nil
+	})
+
+	sched, err := periodic.New(stream, periodic.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = sched.Add(periodic.Job{
+		Name: "hourly-report",
+		Spec: "@hourly",
+		Task: peonify.Task{Type: "report", Payload: []byte(`{"format":"pdf"}`)},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sched.Run(ctx) }()
+
+	// Run catches up the slot of the last full hour at once, then waits
+	// for the next.
+	t := <-stored
+	cancel()
+	if err := <-done; err != nil {
+		log.Fatal(err)
+	}
+
+	slot, _ := periodic.Slot(t)
+	fmt.Println(t.Type, t.Headers[periodic.HeaderJob], string(t.Payload))
+	fmt.Println("on the hour:", slot.Equal(slot.Truncate(time.Hour)))
+	fmt.Println("one per slot:", t.ID == periodic.TaskID("hourly-report", slot), t.UniqueKey == periodic.UniqueKey("hourly-report", slot))
+	// Output:
+	// report hourly-report {"format":"pdf"}
+	// on the hour: true
+	// one per slot: true true
+}
+
+func ExampleUniqueKey() {
+	slot := time.Date(2025, 3, 14, 3, 0, 0, 0, time.UTC)
+	fmt.Println(periodic.UniqueKey("nightly-report", slot))
+	fmt.Println(periodic.TaskID("nightly-report", slot))
+	// Output:
+	// periodic:nightly-report:2025-03-14T03:00:00Z
+	// 01959298-2780-72f4-b18c-38305ab5a789
+}
+
+func ExampleScheduler_Add() {
+	sched, err := periodic.New(storeFunc(func(context.Context, ...*peonify.Task) error { return nil }), periodic.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = sched.Add(periodic.Job{Name: "cleanup", Spec: "every day at noon", Task: peonify.Task{Type: "cleanup"}})
+	fmt.Println(err)
+	// Output:
+	// periodic: job "cleanup": invalid Spec "every day at noon": expected 5 to 6 fields, found 4: [every day at noon]; use a cron expression with 5 fields (minute hour day-of-month month day-of-week, e.g. "*/5 * * * *" every 5 minutes) or 6 with seconds first (e.g. "0 30 9 * * MON-FRI"), a descriptor ("@hourly", "@daily", "@weekly", "@monthly", "@yearly"), or an interval ("@every 10m"); prefix "CRON_TZ=Europe/Paris " to use a time zone
+}
