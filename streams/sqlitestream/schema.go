@@ -1,0 +1,91 @@
+package sqlitestream
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// migrations creates and upgrades the schema. migrations[i] takes a file
+// from PRAGMA user_version i to i+1; append new steps, never edit old ones.
+//
+// One row is one task. state is its life-cycle state, and visible_at the
+// time that matters in that state: when a scheduled task falls due, when a
+// running task's lease ends, when a dead or done task finished. Each state
+// has its own partial index, so a claim reads only pending rows in priority
+// order, and the due scheduled tasks and expired leases are found by one
+// range each. token is the fencing token of the latest claim, 0 when the
+// task is not claimed.
+var migrations = []string{
+	`CREATE TABLE peonify_tasks (
+		id           TEXT    NOT NULL PRIMARY KEY,
+		type         TEXT    NOT NULL,
+		payload      BLOB,
+		headers      TEXT,
+		priority     INTEGER NOT NULL DEFAULT 0,
+		unique_key   TEXT,
+		max_attempts INTEGER NOT NULL DEFAULT 0,
+		run_at       INTEGER NOT NULL DEFAULT 0,
+		enqueued_at  INTEGER NOT NULL,
+		state        TEXT    NOT NULL CHECK (state IN ('pending', 'scheduled', 'running', 'dead', 'done')),
+		visible_at   INTEGER NOT NULL,
+		attempts     INTEGER NOT NULL DEFAULT 0,
+		token        INTEGER NOT NULL DEFAULT 0,
+		last_error   TEXT    NOT NULL DEFAULT '',
+		updated_at   INTEGER NOT NULL
+	) STRICT;
+	CREATE INDEX peonify_tasks_pending   ON peonify_tasks (priority DESC, visible_at) WHERE state = 'pending';
+	CREATE INDEX peonify_tasks_scheduled ON peonify_tasks (visible_at) WHERE state = 'scheduled';
+	CREATE INDEX peonify_tasks_running   ON peonify_tasks (visible_at) WHERE state = 'running';
+	CREATE INDEX peonify_tasks_dead      ON peonify_tasks (visible_at) WHERE state = 'dead';
+	CREATE INDEX peonify_tasks_done      ON peonify_tasks (visible_at) WHERE state = 'done';
+	CREATE UNIQUE INDEX peonify_tasks_unique ON peonify_tasks (unique_key)
+		WHERE unique_key IS NOT NULL AND state IN ('pending', 'scheduled', 'running');`,
+}
+
+// migrate brings the schema of the database on conn up to date in one
+// write transaction, so that processes opening the file at once do not race.
+func migrate(ctx context.Context, conn *sql.Conn) (err error) {
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return fmt.Errorf("lock the database to check its schema: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_, _ = conn.ExecContext(ctx, "ROLLBACK")
+		}
+	}()
+	var version int
+	if err := conn.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return fmt.Errorf("read the schema version: %w", err)
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("the file has schema version %d, newer than the %d this sqlitestream knows: "+
+			"open it with a newer release of peonify", version, len(migrations))
+	}
+	if version == 0 {
+		// A file with tables of its own must not be one of ours already.
+		var n int
+		if err := conn.QueryRowContext(ctx,
+			"SELECT count(*) FROM sqlite_schema WHERE name = 'peonify_tasks'").Scan(&n); err != nil {
+			return fmt.Errorf("read the schema: %w", err)
+		}
+		if n > 0 {
+			return fmt.Errorf("the file has a peonify_tasks table but no schema version: " +
+				"it was not made by sqlitestream; rename that table or use another file")
+		}
+	}
+	for v := version; v < len(migrations); v++ {
+		if _, err := conn.ExecContext(ctx, migrations[v]); err != nil {
+			return fmt.Errorf("migrate the schema to version %d: %w", v+1, err)
+		}
+	}
+	if version < len(migrations) {
+		if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
+			return fmt.Errorf("record the schema version: %w", err)
+		}
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		return fmt.Errorf("commit the schema: %w", err)
+	}
+	return nil
+}

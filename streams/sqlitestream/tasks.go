@@ -1,0 +1,352 @@
+package sqlitestream
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/peonify/peonify"
+)
+
+// Enqueue stores tasks durably in one transaction: when it returns nil or
+// a *peonify.DuplicateError, the stored tasks survive a crash of the
+// process (and, with SynchronousFull, of the machine). It fills empty IDs
+// and EnqueuedAt. A task whose ID is already in the file, or whose
+// UniqueKey belongs to a pending, scheduled or running task, is not stored
+// again; the others are, and Enqueue returns a *peonify.DuplicateError
+// naming the duplicates. If a task is invalid, nothing is stored.
+//
+// With Config.KeepDone, an acked task keeps its ID taken until it is
+// cleaned up; otherwise an ID can be enqueued again once its task is acked.
+func (s *Stream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
+	if len(tasks) == 0 {
+		return nil
+	}
+	now := s.now()
+	rows := make([][]any, len(tasks))
+	for i, t := range tasks {
+		if err := t.Prepare(now); err != nil {
+			return err
+		}
+		row, err := insertArgs(t, now)
+		if err != nil {
+			return err
+		}
+		rows[i] = row
+	}
+	stored := make([]bool, len(tasks))
+	err := s.w.do(ctx, func(tx *wtx) error {
+		for i, row := range rows {
+			n, err := tx.exec(tx.st.insert, row...)
+			if err != nil {
+				return fmt.Errorf("enqueue task %s: %w", tasks[i].ID, err)
+			}
+			stored[i] = n > 0
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var (
+		ready bool
+		next  time.Time
+		dups  []string
+	)
+	for i, t := range tasks {
+		if !stored[i] {
+			dups = append(dups, t.ID)
+			continue
+		}
+		if t.RunAt.After(now) {
+			if next.IsZero() || t.RunAt.Before(next) {
+				next = t.RunAt
+			}
+		} else {
+			ready = true
+		}
+	}
+	if ready {
+		s.signal()
+	}
+	if !next.IsZero() {
+		s.wakeAt(next)
+	}
+	if len(dups) > 0 {
+		return &peonify.DuplicateError{IDs: dups}
+	}
+	return nil
+}
+
+// insertArgs returns the arguments of the insert statement for t.
+func insertArgs(t *peonify.Task, now time.Time) ([]any, error) {
+	var headers sql.NullString
+	if len(t.Headers) > 0 {
+		b, err := json.Marshal(t.Headers)
+		if err != nil {
+			return nil, &peonify.InvalidTaskError{ID: t.ID, Reason: "headers cannot be stored: " + err.Error()}
+		}
+		headers = sql.NullString{String: string(b), Valid: true}
+	}
+	uniqueKey := sql.NullString{String: t.UniqueKey, Valid: t.UniqueKey != ""}
+	state, visible := "pending", t.RunAt
+	if t.RunAt.After(now) {
+		state = "scheduled"
+	} else if t.RunAt.IsZero() {
+		visible = now
+	}
+	payload := t.Payload
+	if payload == nil {
+		payload = []byte{}
+	}
+	return []any{t.ID, t.Type, payload, headers, t.Priority, uniqueKey, t.MaxAttempts,
+		toNanos(t.RunAt), toNanos(t.EnqueuedAt), state, visible.UnixNano(), now.UnixNano()}, nil
+}
+
+// Poll claims up to max ready tasks, highest Priority first and then the
+// longest ready, and leases them for Config.Lease. Each claim counts an
+// attempt and gets a new random fencing token.
+func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+	if max < 1 {
+		return nil, fmt.Errorf("sqlitestream: Poll with max %d: ask for at least one task", max)
+	}
+	var (
+		ds   []peonify.Delivery
+		next time.Time
+	)
+	err := s.w.do(ctx, func(tx *wtx) error {
+		ds, next = ds[:0], time.Time{}
+		now := tx.now.UnixNano()
+		if _, err := tx.exec(tx.st.promote, now); err != nil {
+			return fmt.Errorf("poll: %w", err)
+		}
+		if _, err := tx.exec(tx.st.rescue, now); err != nil {
+			return fmt.Errorf("poll: %w", err)
+		}
+		rows, err := tx.st.claim.Query(now, tx.now.Add(s.cfg.Lease).UnixNano(), max)
+		if err != nil {
+			return fmt.Errorf("poll: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			info, err := scanTask(rows)
+			if err != nil {
+				return fmt.Errorf("poll: %w", err)
+			}
+			ds = append(ds, peonify.Delivery{Task: &info.Task, Token: info.token, Deadline: info.LeaseUntil})
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("poll: %w", err)
+		}
+		if len(ds) == max {
+			return nil
+		}
+		// Nothing else is ready: find when something will be.
+		var sched, lease sql.NullInt64
+		if err := tx.st.nextDue.QueryRow().Scan(&sched, &lease); err != nil {
+			return fmt.Errorf("poll: %w", err)
+		}
+		for _, n := range []sql.NullInt64{sched, lease} {
+			if n.Valid && (next.IsZero() || n.Int64 < next.UnixNano()) {
+				next = time.Unix(0, n.Int64)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// RETURNING yields rows in no particular order.
+	slices.SortStableFunc(ds, func(a, b peonify.Delivery) int {
+		return cmp.Or(cmp.Compare(b.Task.Priority, a.Task.Priority), cmp.Compare(a.Task.ID, b.Task.ID))
+	})
+	if !next.IsZero() {
+		s.wakeAt(next)
+	}
+	return ds, nil
+}
+
+// Ack deletes the tasks of ds, or marks them done when Config.KeepDone is
+// set, in one transaction. It is fenced by each delivery's Token: a
+// delivery whose task was claimed again since, or was acked or nacked
+// already, changes nothing and is not an error.
+func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	for _, d := range ds {
+		if d.Task == nil {
+			return errors.New("sqlitestream: Ack of a delivery without a Task: pass the deliveries Poll returned")
+		}
+	}
+	return s.w.do(ctx, func(tx *wtx) error {
+		for _, d := range ds {
+			if d.Token == 0 { // never a claim: there is nothing to ack
+				continue
+			}
+			var err error
+			if s.cfg.KeepDone > 0 {
+				_, err = tx.exec(tx.st.ackDone, d.Task.ID, int64(d.Token), tx.now.UnixNano())
+			} else {
+				_, err = tx.exec(tx.st.ackDelete, d.Task.ID, int64(d.Token))
+			}
+			if err != nil {
+				return fmt.Errorf("ack task %s: %w", d.Task.ID, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Nack hands a delivery back. OutcomeFailed makes the task ready again
+// after opts.Delay and records opts.Reason as its last error; the attempt
+// counts. OutcomeReleased makes it ready after opts.Delay and gives the
+// attempt back. OutcomeDead moves it to peonify.StateDead with opts.Reason,
+// where it stays until an Inspector retries, deletes or purges it. A
+// delivery that is no longer the task's current claim changes nothing and
+// Nack returns an error wrapping peonify.ErrLeaseLost.
+func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.NackOptions) error {
+	if d.Task == nil {
+		return errors.New("sqlitestream: Nack of a delivery without a Task: pass a delivery Poll returned")
+	}
+	if opts.Delay < 0 {
+		opts.Delay = 0
+	}
+	switch opts.Outcome {
+	case peonify.OutcomeFailed, peonify.OutcomeReleased, peonify.OutcomeDead:
+	default:
+		return fmt.Errorf("sqlitestream: Nack of task %s with outcome %d: use OutcomeFailed, OutcomeReleased or OutcomeDead",
+			d.Task.ID, opts.Outcome)
+	}
+	if d.Token == 0 {
+		return fmt.Errorf("sqlitestream: nack of task %s without a Token: %w (pass a delivery Poll returned)",
+			d.Task.ID, peonify.ErrLeaseLost)
+	}
+	var (
+		lost bool
+		at   time.Time
+	)
+	err := s.w.do(ctx, func(tx *wtx) error {
+		at = tx.now.Add(opts.Delay)
+		state := "pending"
+		if opts.Delay > 0 {
+			state = "scheduled"
+		}
+		var n int64
+		var err error
+		id, token, now := d.Task.ID, int64(d.Token), tx.now.UnixNano()
+		switch opts.Outcome {
+		case peonify.OutcomeFailed:
+			n, err = tx.exec(tx.st.retry, id, token, state, at.UnixNano(), opts.Reason, now)
+		case peonify.OutcomeReleased:
+			n, err = tx.exec(tx.st.release, id, token, state, at.UnixNano(), now)
+		case peonify.OutcomeDead:
+			n, err = tx.exec(tx.st.bury, id, token, now, opts.Reason)
+		}
+		if err != nil {
+			return fmt.Errorf("nack task %s: %w", id, err)
+		}
+		lost = n == 0
+		return nil
+	})
+	switch {
+	case err != nil:
+		return err
+	case lost:
+		return fmt.Errorf("sqlitestream: nack of task %s ignored: %w (it was acked, nacked or claimed again)",
+			d.Task.ID, peonify.ErrLeaseLost)
+	case opts.Outcome != peonify.OutcomeDead:
+		s.wakeAt(at)
+	}
+	return nil
+}
+
+// Extend renews the lease of d so that it ends lease from now (Config.Lease
+// when lease is not positive). It returns an error wrapping
+// peonify.ErrLeaseLost if the task was claimed again, acked or nacked since.
+// A lease that ended is renewed if no other poll claimed the task meanwhile.
+func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Duration) (peonify.Delivery, error) {
+	if d.Task == nil {
+		return d, errors.New("sqlitestream: Extend of a delivery without a Task: pass a delivery Poll returned")
+	}
+	if lease <= 0 {
+		lease = s.cfg.Lease
+	}
+	if d.Token == 0 {
+		return d, fmt.Errorf("sqlitestream: lease of task %s without a Token: %w (pass a delivery Poll returned)",
+			d.Task.ID, peonify.ErrLeaseLost)
+	}
+	var (
+		lost     bool
+		deadline time.Time
+	)
+	err := s.w.do(ctx, func(tx *wtx) error {
+		deadline = tx.now.Add(lease)
+		n, err := tx.exec(tx.st.extend, d.Task.ID, int64(d.Token), deadline.UnixNano(), tx.now.UnixNano())
+		if err != nil {
+			return fmt.Errorf("extend the lease of task %s: %w", d.Task.ID, err)
+		}
+		lost = n == 0
+		return nil
+	})
+	switch {
+	case err != nil:
+		return d, err
+	case lost:
+		return d, fmt.Errorf("sqlitestream: lease of task %s: %w (it was acked, nacked or claimed again)",
+			d.Task.ID, peonify.ErrLeaseLost)
+	}
+	d.Deadline = deadline
+	return d, nil
+}
+
+// taskRow is a scanned task with the columns that TaskInfo leaves out.
+type taskRow struct {
+	peonify.TaskInfo
+	token     uint64
+	rawState  string
+	visibleAt time.Time
+}
+
+// scanTask reads the columns listed in taskColumns.
+func scanTask(rows interface{ Scan(...any) error }) (taskRow, error) {
+	var (
+		r          taskRow
+		headers    sql.NullString
+		uniqueKey  sql.NullString
+		runAt      int64
+		enqueuedAt int64
+		token      int64
+		visibleAt  int64
+		updatedAt  int64
+	)
+	t := &r.Task
+	err := rows.Scan(&t.ID, &t.Type, &t.Payload, &headers, &t.Priority, &uniqueKey, &t.MaxAttempts,
+		&runAt, &enqueuedAt, &r.Attempts, &r.LastError, &token, &r.rawState, &visibleAt, &updatedAt)
+	if err != nil {
+		return r, err
+	}
+	if headers.Valid {
+		if err := json.Unmarshal([]byte(headers.String), &t.Headers); err != nil {
+			return r, fmt.Errorf("task %s has unreadable headers: %w", t.ID, err)
+		}
+	}
+	t.UniqueKey = uniqueKey.String
+	t.RunAt = fromNanos(runAt)
+	t.EnqueuedAt = fromNanos(enqueuedAt)
+	t.Attempt = r.Attempts
+	t.LastError = r.LastError
+	r.token = uint64(token)
+	r.visibleAt = time.Unix(0, visibleAt)
+	r.UpdatedAt = time.Unix(0, updatedAt)
+	r.State = peonify.State(r.rawState)
+	if r.State == peonify.StateRunning {
+		r.LeaseUntil = r.visibleAt
+	}
+	return r, nil
+}

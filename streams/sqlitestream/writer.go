@@ -1,0 +1,383 @@
+package sqlitestream
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// writer runs every write of a Stream on one connection. SQLite has a single
+// writer per file anyway; funnelling the writes through one goroutine lets
+// it put all operations that arrive while a transaction commits into the
+// next transaction (group commit), so many enqueues, claims and acks share
+// one sync to disk. An operation that arrives while the writer is idle runs
+// at once: batching adds no latency.
+type writer struct {
+	db       *sql.DB
+	conn     *sql.Conn
+	st       stmts
+	ops      chan *op // unbuffered: callers wait in line while a transaction runs
+	quit     chan struct{}
+	exited   chan struct{}
+	closeErr error // set before exited is closed
+	maxBatch int
+	now      func() time.Time
+	log      *slog.Logger
+
+	cleanEvery time.Duration // 0 when nothing needs cleaning up
+	clean      func(tx *wtx) (more bool, err error)
+}
+
+// op is one operation for the writer. run executes its statements inside
+// the batch's transaction; an error from run is a database failure, which
+// rolls the batch back. Outcomes that are not failures (a lost lease, a
+// duplicate) are recorded by run in variables it captured. run may be called
+// again after a rollback, so it must reset what it records.
+type op struct {
+	run  func(tx *wtx) error
+	err  error
+	done chan struct{}
+}
+
+// wtx is the transaction that a batch of operations runs in.
+type wtx struct {
+	st   *stmts
+	conn *sql.Conn
+	now  time.Time
+}
+
+// exec runs a prepared statement and returns how many rows it changed.
+func (tx *wtx) exec(stmt *sql.Stmt, args ...any) (int64, error) {
+	res, err := stmt.Exec(args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// execSQL runs a statement that is not prepared (a rare one, such as an
+// Inspector's repair) and returns how many rows it changed.
+func (tx *wtx) execSQL(query string, args ...any) (int64, error) {
+	res, err := tx.conn.ExecContext(context.Background(), query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func newWriter(db *sql.DB, cfg Config, now func() time.Time) (*writer, error) {
+	ctx := context.Background()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var mode string
+	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if mode != "wal" {
+		conn.Close()
+		return nil, fmt.Errorf("the database could not be put in WAL mode (it is in %q mode): "+
+			"it must be on a local file system that supports shared memory", mode)
+	}
+	if err := migrate(ctx, conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	w := &writer{
+		db:       db,
+		conn:     conn,
+		ops:      make(chan *op),
+		quit:     make(chan struct{}),
+		exited:   make(chan struct{}),
+		maxBatch: cfg.MaxBatch,
+		now:      now,
+		log:      cfg.Logger,
+	}
+	if err := w.st.prepare(ctx, conn); err != nil {
+		w.st.close()
+		conn.Close()
+		return nil, err
+	}
+	if cfg.KeepDone > 0 || cfg.KeepDead > 0 {
+		w.cleanEvery = cleanupInterval(cfg)
+		w.clean = func(tx *wtx) (bool, error) { return cleanup(tx, cfg) }
+	}
+	return w, nil
+}
+
+// cleanupInterval is how often finished tasks are deleted: often enough that
+// they outlive their retention by at most a quarter of it, at most once a
+// second and at least once a minute.
+func cleanupInterval(cfg Config) time.Duration {
+	d := time.Minute
+	for _, keep := range []time.Duration{cfg.KeepDone, cfg.KeepDead} {
+		if keep > 0 {
+			d = min(d, keep/4)
+		}
+	}
+	return max(d, time.Second)
+}
+
+// do hands run to the writer and waits for its transaction to commit. If ctx
+// ends before the writer takes the operation, do returns ctx's error and
+// run never executes; once taken, the operation completes.
+func (w *writer) do(ctx context.Context, run func(tx *wtx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case <-w.quit:
+		return errClosed
+	default:
+	}
+	o := &op{run: run, done: make(chan struct{})}
+	select {
+	case w.ops <- o:
+	case <-w.quit:
+		return errClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	<-o.done
+	return o.err
+}
+
+// loop is the writer goroutine. It ends when quit is closed, after the batch
+// in progress, and then closes the database.
+func (w *writer) loop() {
+	defer w.shutdown()
+	var tick <-chan time.Time
+	if w.cleanEvery > 0 {
+		t := time.NewTicker(w.cleanEvery)
+		defer t.Stop()
+		tick = t.C
+	}
+	batch := make([]*op, 0, w.maxBatch)
+	for {
+		select {
+		case o := <-w.ops:
+			batch = append(batch, o)
+		case <-tick:
+			w.cleanup()
+			continue
+		case <-w.quit:
+			return
+		}
+	fill:
+		for len(batch) < w.maxBatch {
+			select {
+			case o := <-w.ops:
+				batch = append(batch, o)
+			default:
+				break fill
+			}
+		}
+		w.commit(batch)
+		clear(batch)
+		batch = batch[:0]
+	}
+}
+
+// cleanup deletes finished tasks past their retention, a bounded number per
+// transaction so that it never holds the write lock for long.
+func (w *writer) cleanup() {
+	for {
+		var more bool
+		o := &op{done: make(chan struct{}), run: func(tx *wtx) (err error) {
+			more, err = w.clean(tx)
+			return err
+		}}
+		w.commit([]*op{o})
+		if o.err != nil {
+			w.log.Error("sqlitestream: deleting finished tasks past their retention failed; will retry", "err", o.err)
+			return
+		}
+		if !more {
+			return
+		}
+		select {
+		case <-w.quit:
+			return
+		default:
+		}
+	}
+}
+
+// commit runs a batch in one transaction and completes its operations. If
+// an operation fails, the batch is rolled back and every operation is run
+// again in a transaction of its own, so that one failure fails only its
+// own caller.
+func (w *writer) commit(batch []*op) {
+	tx := &wtx{st: &w.st, conn: w.conn, now: w.now()}
+	err := w.exec("BEGIN IMMEDIATE")
+	if err != nil {
+		w.finish(batch, fmt.Errorf("sqlitestream: begin a write transaction: %w", err))
+		return
+	}
+	for _, o := range batch {
+		if err = o.run(tx); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		if err = w.exec("COMMIT"); err == nil {
+			w.finish(batch, nil)
+			return
+		}
+		err = fmt.Errorf("sqlitestream: commit: %w", err)
+	} else {
+		err = fmt.Errorf("sqlitestream: %w", err)
+	}
+	_ = w.exec("ROLLBACK") // fails harmlessly when SQLite already rolled back
+	if len(batch) == 1 {
+		w.finish(batch, err)
+		return
+	}
+	for _, o := range batch {
+		w.commit([]*op{o})
+	}
+}
+
+func (w *writer) finish(batch []*op, err error) {
+	for _, o := range batch {
+		o.err = err
+		close(o.done)
+	}
+}
+
+func (w *writer) exec(query string) error {
+	_, err := w.conn.ExecContext(context.Background(), query)
+	return err
+}
+
+// shutdown closes the statements, the connection and the database.
+func (w *writer) shutdown() {
+	w.st.close()
+	err := w.conn.Close()
+	if dbErr := w.db.Close(); err == nil {
+		err = dbErr
+	}
+	if err != nil {
+		w.closeErr = fmt.Errorf("sqlitestream: close: %w", err)
+	}
+	close(w.exited)
+}
+
+// stmts are the writer's prepared statements.
+type stmts struct {
+	insert    *sql.Stmt
+	promote   *sql.Stmt
+	rescue    *sql.Stmt
+	claim     *sql.Stmt
+	nextDue   *sql.Stmt
+	ackDelete *sql.Stmt
+	ackDone   *sql.Stmt
+	retry     *sql.Stmt
+	release   *sql.Stmt
+	bury      *sql.Stmt
+	extend    *sql.Stmt
+	cleanDone *sql.Stmt
+	cleanDead *sql.Stmt
+	all       []*sql.Stmt
+}
+
+// The columns of a task, in the order scanTask reads them.
+const taskColumns = `id, type, payload, headers, priority, unique_key, max_attempts, run_at, enqueued_at,
+	attempts, last_error, token, state, visible_at, updated_at`
+
+func (s *stmts) prepare(ctx context.Context, conn *sql.Conn) error {
+	for _, p := range []struct {
+		dst   **sql.Stmt
+		query string
+	}{
+		{&s.insert, `INSERT INTO peonify_tasks (id, type, payload, headers, priority, unique_key, max_attempts,
+				run_at, enqueued_at, state, visible_at, updated_at)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+			ON CONFLICT DO NOTHING`},
+		// A claim first makes due scheduled tasks and expired leases
+		// pending, then leases the first pending tasks in priority order.
+		// An expired lease keeps its token until the task is claimed again,
+		// so a slow worker that finishes before that can still ack it.
+		{&s.promote, `UPDATE peonify_tasks SET state = 'pending', updated_at = ?1
+			WHERE state = 'scheduled' AND visible_at <= ?1`},
+		{&s.rescue, `UPDATE peonify_tasks SET state = 'pending', updated_at = ?1
+			WHERE state = 'running' AND visible_at <= ?1`},
+		{&s.claim, `UPDATE peonify_tasks
+			SET state = 'running', visible_at = ?2, token = random() | 1, attempts = attempts + 1, updated_at = ?1
+			WHERE rowid IN (SELECT rowid FROM peonify_tasks WHERE state = 'pending'
+				ORDER BY priority DESC, visible_at LIMIT ?3)
+			RETURNING ` + taskColumns},
+		{&s.nextDue, `SELECT (SELECT min(visible_at) FROM peonify_tasks WHERE state = 'scheduled'),
+			(SELECT min(visible_at) FROM peonify_tasks WHERE state = 'running')`},
+		// Fenced by token: a claim that is no longer current matches no row.
+		{&s.ackDelete, `DELETE FROM peonify_tasks WHERE id = ?1 AND token = ?2`},
+		{&s.ackDone, `UPDATE peonify_tasks SET state = 'done', token = 0, visible_at = ?3, updated_at = ?3
+			WHERE id = ?1 AND token = ?2`},
+		{&s.retry, `UPDATE peonify_tasks
+			SET state = ?3, token = 0, visible_at = ?4, last_error = ?5, updated_at = ?6
+			WHERE id = ?1 AND token = ?2`},
+		{&s.release, `UPDATE peonify_tasks
+			SET state = ?3, token = 0, visible_at = ?4, attempts = max(attempts - 1, 0), updated_at = ?5
+			WHERE id = ?1 AND token = ?2`},
+		{&s.bury, `UPDATE peonify_tasks SET state = 'dead', token = 0, visible_at = ?3, last_error = ?4, updated_at = ?3
+			WHERE id = ?1 AND token = ?2`},
+		{&s.extend, `UPDATE peonify_tasks SET state = 'running', visible_at = ?3, updated_at = ?4
+			WHERE id = ?1 AND token = ?2`},
+		// The state is written out, not bound, so that the partial
+		// index of that state can serve the query.
+		{&s.cleanDone, `DELETE FROM peonify_tasks WHERE rowid IN
+			(SELECT rowid FROM peonify_tasks WHERE state = 'done' AND visible_at <= ?1 LIMIT ?2)`},
+		{&s.cleanDead, `DELETE FROM peonify_tasks WHERE rowid IN
+			(SELECT rowid FROM peonify_tasks WHERE state = 'dead' AND visible_at <= ?1 LIMIT ?2)`},
+	} {
+		stmt, err := conn.PrepareContext(ctx, p.query)
+		if err != nil {
+			return fmt.Errorf("prepare %q: %w", firstLine(p.query), err)
+		}
+		*p.dst = stmt
+		s.all = append(s.all, stmt)
+	}
+	return nil
+}
+
+func (s *stmts) close() {
+	for _, stmt := range s.all {
+		_ = stmt.Close()
+	}
+	s.all = nil
+}
+
+func firstLine(s string) string {
+	for i, c := range s {
+		if c == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}
+
+// cleanup deletes up to cleanupLimit finished tasks past their retention and
+// reports whether more may remain.
+func cleanup(tx *wtx, cfg Config) (more bool, err error) {
+	const cleanupLimit = 1000
+	for _, c := range []struct {
+		stmt *sql.Stmt
+		keep time.Duration
+	}{{tx.st.cleanDone, cfg.KeepDone}, {tx.st.cleanDead, cfg.KeepDead}} {
+		if c.keep <= 0 {
+			continue
+		}
+		n, err := tx.exec(c.stmt, tx.now.Add(-c.keep).UnixNano(), cleanupLimit)
+		if err != nil {
+			return false, err
+		}
+		if n == cleanupLimit {
+			more = true
+		}
+	}
+	return more, nil
+}
