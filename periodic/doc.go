@@ -38,16 +38,21 @@
 //	if err != nil {
 //		log.Fatal(err)
 //	}
-//	p.AddTaskList(peonify.TaskList{"report": peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
+//	err = p.AddTaskList(peonify.TaskList{"report": peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
 //		slot, _ := periodic.Slot(t)
-//		return writeReport(ctx, slot)
+//		return writeReport(ctx, slot) // idempotent for a given slot
 //	})})
-//	p.AddStream(stream)
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	if err := p.AddStream(stream); err != nil {
+//		log.Fatal(err)
+//	}
 //
 //	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 //	defer stop()
 //	var wg sync.WaitGroup
 //	wg.Go(func() { sched.Run(ctx) })
-//	err = p.Run(ctx)
+//	err = p.Run(ctx) // returns after a graceful drain once ctx ends
 //	wg.Wait()
 package periodic

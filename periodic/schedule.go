@@ -37,9 +37,9 @@ func parseSpec(spec string, loc *time.Location, now time.Time) (schedule, error)
 		return nil, fmt.Errorf("spec is empty")
 	}
 	hasTZ := strings.HasPrefix(spec, "TZ=") || strings.HasPrefix(spec, "CRON_TZ=")
-	if hasTZ && !strings.ContainsAny(spec, " \t") {
+	if hasTZ && !strings.Contains(spec, " ") {
 		// The cron parser slices the spec at its first space.
-		return nil, fmt.Errorf("time zone prefix %q is not followed by a schedule", spec)
+		return nil, fmt.Errorf("time zone prefix %q is not followed by a space and a schedule", spec)
 	}
 	s, err := parse(spec)
 	if err != nil {

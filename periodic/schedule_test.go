@@ -88,8 +88,9 @@ func TestParseSpecErrors(t *testing.T) {
 		{"@every 1500ms", "whole number of seconds"},
 		{"0 0 30 2 *", "never fires"},
 		{"CRON_TZ=Nowhere/Atlantis * * * * *", "bad location"},
-		{"CRON_TZ=UTC", "not followed by a schedule"},
-		{"TZ=UTC", "not followed by a schedule"},
+		{"CRON_TZ=UTC", "not followed by a space and a schedule"},
+		{"TZ=UTC", "not followed by a space and a schedule"},
+		{"TZ=UTC\t@daily", "not followed by a space and a schedule"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.spec, func(t *testing.T) {
