@@ -289,12 +289,17 @@ type stmts struct {
 const taskColumns = `id, type, payload, headers, priority, unique_key, max_attempts, run_at, enqueued_at,
 	attempts, last_error, token, state, visible_at, updated_at`
 
-func (s *stmts) prepare(ctx context.Context, conn *sql.Conn) error {
-	for _, p := range []struct {
-		dst   **sql.Stmt
-		query string
-	}{
-		{&s.insert, `INSERT INTO peonify_tasks (id, type, payload, headers, priority, unique_key, max_attempts,
+// stmtDef is a statement to prepare, and where to keep it.
+type stmtDef struct {
+	name  string
+	dst   **sql.Stmt
+	query string
+}
+
+// defs lists the statements that prepare prepares.
+func (s *stmts) defs() []stmtDef {
+	return []stmtDef{
+		{"insert", &s.insert, `INSERT INTO peonify_tasks (id, type, payload, headers, priority, unique_key, max_attempts,
 				run_at, enqueued_at, state, visible_at, updated_at)
 			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
 			ON CONFLICT DO NOTHING`},
@@ -302,41 +307,45 @@ func (s *stmts) prepare(ctx context.Context, conn *sql.Conn) error {
 		// pending, then leases the first pending tasks in priority order.
 		// An expired lease keeps its token until the task is claimed again,
 		// so a slow worker that finishes before that can still ack it.
-		{&s.promote, `UPDATE peonify_tasks SET state = 'pending', updated_at = ?1
+		{"promote", &s.promote, `UPDATE peonify_tasks SET state = 'pending', updated_at = ?1
 			WHERE state = 'scheduled' AND visible_at <= ?1`},
-		{&s.rescue, `UPDATE peonify_tasks SET state = 'pending', updated_at = ?1
+		{"rescue", &s.rescue, `UPDATE peonify_tasks SET state = 'pending', updated_at = ?1
 			WHERE state = 'running' AND visible_at <= ?1`},
-		{&s.claim, `UPDATE peonify_tasks
+		{"claim", &s.claim, `UPDATE peonify_tasks
 			SET state = 'running', visible_at = ?2, token = random() | 1, attempts = attempts + 1, updated_at = ?1
 			WHERE rowid IN (SELECT rowid FROM peonify_tasks WHERE state = 'pending'
 				ORDER BY priority DESC, visible_at LIMIT ?3)
 			RETURNING ` + taskColumns},
-		{&s.nextDue, `SELECT (SELECT min(visible_at) FROM peonify_tasks WHERE state = 'scheduled'),
+		{"nextDue", &s.nextDue, `SELECT (SELECT min(visible_at) FROM peonify_tasks WHERE state = 'scheduled'),
 			(SELECT min(visible_at) FROM peonify_tasks WHERE state = 'running')`},
 		// Fenced by token: a claim that is no longer current matches no row.
-		{&s.ackDelete, `DELETE FROM peonify_tasks WHERE id = ?1 AND token = ?2`},
-		{&s.ackDone, `UPDATE peonify_tasks SET state = 'done', token = 0, visible_at = ?3, updated_at = ?3
+		{"ackDelete", &s.ackDelete, `DELETE FROM peonify_tasks WHERE id = ?1 AND token = ?2`},
+		{"ackDone", &s.ackDone, `UPDATE peonify_tasks SET state = 'done', token = 0, visible_at = ?3, updated_at = ?3
 			WHERE id = ?1 AND token = ?2`},
-		{&s.retry, `UPDATE peonify_tasks
+		{"retry", &s.retry, `UPDATE peonify_tasks
 			SET state = ?3, token = 0, visible_at = ?4, last_error = ?5, updated_at = ?6
 			WHERE id = ?1 AND token = ?2`},
-		{&s.release, `UPDATE peonify_tasks
+		{"release", &s.release, `UPDATE peonify_tasks
 			SET state = ?3, token = 0, visible_at = ?4, attempts = max(attempts - 1, 0), updated_at = ?5
 			WHERE id = ?1 AND token = ?2`},
-		{&s.bury, `UPDATE peonify_tasks SET state = 'dead', token = 0, visible_at = ?3, last_error = ?4, updated_at = ?3
+		{"bury", &s.bury, `UPDATE peonify_tasks SET state = 'dead', token = 0, visible_at = ?3, last_error = ?4, updated_at = ?3
 			WHERE id = ?1 AND token = ?2`},
-		{&s.extend, `UPDATE peonify_tasks SET state = 'running', visible_at = ?3, updated_at = ?4
+		{"extend", &s.extend, `UPDATE peonify_tasks SET state = 'running', visible_at = ?3, updated_at = ?4
 			WHERE id = ?1 AND token = ?2`},
 		// The state is written out, not bound, so that the partial
 		// index of that state can serve the query.
-		{&s.cleanDone, `DELETE FROM peonify_tasks WHERE rowid IN
+		{"cleanDone", &s.cleanDone, `DELETE FROM peonify_tasks WHERE rowid IN
 			(SELECT rowid FROM peonify_tasks WHERE state = 'done' AND visible_at <= ?1 LIMIT ?2)`},
-		{&s.cleanDead, `DELETE FROM peonify_tasks WHERE rowid IN
+		{"cleanDead", &s.cleanDead, `DELETE FROM peonify_tasks WHERE rowid IN
 			(SELECT rowid FROM peonify_tasks WHERE state = 'dead' AND visible_at <= ?1 LIMIT ?2)`},
-	} {
+	}
+}
+
+func (s *stmts) prepare(ctx context.Context, conn *sql.Conn) error {
+	for _, p := range s.defs() {
 		stmt, err := conn.PrepareContext(ctx, p.query)
 		if err != nil {
-			return fmt.Errorf("prepare %q: %w", firstLine(p.query), err)
+			return fmt.Errorf("prepare the %s statement: %w", p.name, err)
 		}
 		*p.dst = stmt
 		s.all = append(s.all, stmt)
@@ -349,15 +358,6 @@ func (s *stmts) close() {
 		_ = stmt.Close()
 	}
 	s.all = nil
-}
-
-func firstLine(s string) string {
-	for i, c := range s {
-		if c == '\n' {
-			return s[:i]
-		}
-	}
-	return s
 }
 
 // cleanup deletes up to cleanupLimit finished tasks past their retention and

@@ -1,0 +1,56 @@
+package sqlitestream
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestQueryPlans checks that every statement of the writer reads through an
+// index, and never sorts: the cost of a claim or an ack must not grow with
+// the number of tasks in other states.
+func TestQueryPlans(t *testing.T) {
+	s := openTest(t, Config{}, nil)
+	want := map[string]string{
+		"insert":    "",
+		"promote":   "peonify_tasks_scheduled",
+		"rescue":    "peonify_tasks_running",
+		"claim":     "peonify_tasks_pending",
+		"nextDue":   "peonify_tasks_running",
+		"ackDelete": "sqlite_autoindex_peonify_tasks_1",
+		"ackDone":   "sqlite_autoindex_peonify_tasks_1",
+		"retry":     "sqlite_autoindex_peonify_tasks_1",
+		"release":   "sqlite_autoindex_peonify_tasks_1",
+		"bury":      "sqlite_autoindex_peonify_tasks_1",
+		"extend":    "sqlite_autoindex_peonify_tasks_1",
+		"cleanDone": "peonify_tasks_done",
+		"cleanDead": "peonify_tasks_dead",
+	}
+	var st stmts
+	for _, def := range st.defs() {
+		index, ok := want[def.name]
+		if !ok {
+			t.Errorf("statement %s has no expected plan in this test", def.name)
+			continue
+		}
+		args := make([]any, strings.Count(def.query, "?")) // enough for ?1..?n
+		rows, err := s.db.Query("EXPLAIN QUERY PLAN "+def.query, args...)
+		if err != nil {
+			t.Fatalf("%s: %v", def.name, err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		text := strings.Join(plan, "; ")
+		if strings.Contains(text, "TEMP B-TREE") || strings.Contains(text, "SCAN peonify_tasks;") ||
+			strings.HasSuffix(text, "SCAN peonify_tasks") || !strings.Contains(text, index) {
+			t.Errorf("plan of %s = %q, want it to use index %q without a sort or a full scan", def.name, text, index)
+		}
+	}
+}
