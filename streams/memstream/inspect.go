@@ -1,0 +1,277 @@
+package memstream
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/peonify/peonify"
+)
+
+// Counts returns the number of tasks in each state, after moving scheduled
+// tasks that fell due and expired leases as Poll would. StateDone is
+// always 0: acked tasks are not kept.
+func (s *Stream) Counts(ctx context.Context) (map[peonify.State]int, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, peonify.ErrClosed
+	}
+	s.advance(now)
+	return map[peonify.State]int{
+		peonify.StatePending:   s.ready.len(),
+		peonify.StateScheduled: s.scheduled.len(),
+		peonify.StateRunning:   s.leased.len(),
+		peonify.StateDead:      s.deadCount,
+		peonify.StateDone:      0,
+	}, nil
+}
+
+// defaultListLimit is the page size of List when ListOptions.Limit is 0.
+const defaultListLimit = 100
+
+// List returns up to opts.Limit tasks in opts.State (and of opts.Type, when
+// set) whose ID sorts after opts.After, ordered by ID. To page, pass the
+// last ID of a page as the next page's After. Listing StateDone returns
+// nothing: acked tasks are not kept.
+func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.TaskInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	want, err := parseState(opts.State, "ListOptions.State")
+	if err != nil {
+		return nil, err
+	}
+	if opts.Limit < 0 {
+		return nil, fmt.Errorf("memstream: ListOptions.Limit is %d: use a positive page size, or 0 for %d", opts.Limit, defaultListLimit)
+	}
+	limit := opts.Limit
+	if limit == 0 {
+		limit = defaultListLimit
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, peonify.ErrClosed
+	}
+	s.advance(now)
+	var pick []*entry
+	add := func(e *entry) {
+		if (opts.Type == "" || e.task.Type == opts.Type) && e.task.ID > opts.After {
+			pick = append(pick, e)
+		}
+	}
+	switch want {
+	case statePending:
+		s.ready.each(add)
+	case stateScheduled:
+		s.scheduled.each(add)
+	case stateRunning:
+		s.leased.each(add)
+	case stateDead:
+		for e := s.deadHead; e != nil; e = e.next {
+			add(e)
+		}
+	}
+	slices.SortFunc(pick, func(a, b *entry) int { return strings.Compare(a.task.ID, b.task.ID) })
+	if len(pick) > limit {
+		pick = pick[:limit]
+	}
+	infos := make([]peonify.TaskInfo, len(pick))
+	for i, e := range pick {
+		infos[i] = e.info()
+	}
+	return infos, nil
+}
+
+// parseState maps a public state to the stream's, or explains what is
+// wrong with it, naming field.
+func parseState(st peonify.State, field string) (state, error) {
+	switch st {
+	case peonify.StatePending:
+		return statePending, nil
+	case peonify.StateScheduled:
+		return stateScheduled, nil
+	case peonify.StateRunning:
+		return stateRunning, nil
+	case peonify.StateDead:
+		return stateDead, nil
+	case peonify.StateDone:
+		return stateGone, nil
+	case "":
+		return 0, fmt.Errorf("memstream: %s is empty: choose one of %v", field, peonify.States)
+	}
+	return 0, fmt.Errorf("memstream: %s %q is unknown: choose one of %v", field, st, peonify.States)
+}
+
+// info describes e with a deep copy of its task. s.mu must be held.
+func (e *entry) info() peonify.TaskInfo {
+	t := e.t.Clone()
+	t.Attempt = e.attempts
+	t.LastError = e.lastError
+	ti := peonify.TaskInfo{
+		Task:      *t,
+		State:     e.st.public(),
+		Attempts:  e.attempts,
+		LastError: e.lastError,
+		UpdatedAt: e.updated,
+	}
+	if e.st == stateRunning {
+		ti.LeaseUntil = e.deadline
+	}
+	return ti
+}
+
+// Get returns the task with the given ID, or an error wrapping
+// peonify.ErrNotFound (acked tasks are not kept).
+func (s *Stream) Get(ctx context.Context, id string) (peonify.TaskInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return peonify.TaskInfo{}, err
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return peonify.TaskInfo{}, peonify.ErrClosed
+	}
+	s.advance(now)
+	e := s.byID[id]
+	if e == nil {
+		return peonify.TaskInfo{}, fmt.Errorf("memstream: task %q: %w", id, peonify.ErrNotFound)
+	}
+	return e.info(), nil
+}
+
+// Retry makes the given dead tasks, or every dead task when no ids are
+// given, pending again with no attempts counted and no last error. IDs that
+// are unknown or not dead are skipped. It returns how many tasks it retried.
+//
+// A retried task takes back its UniqueKey unless another live task holds
+// it meanwhile; then both stay, and the key stays with the other one.
+func (s *Stream) Retry(ctx context.Context, ids ...string) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, peonify.ErrClosed
+	}
+	n := 0
+	revive := func(e *entry) {
+		s.unlinkDead(e)
+		e.attempts = 0
+		e.lastError = ""
+		e.updated = now
+		e.avail = now
+		e.st = statePending
+		if k := e.task.UniqueKey; k != "" && s.byUnique[k] == nil {
+			s.byUnique[k] = e
+		}
+		s.pushReady(e)
+		n++
+	}
+	if len(ids) == 0 {
+		for s.deadHead != nil {
+			revive(s.deadHead)
+		}
+	}
+	for _, id := range ids {
+		if e := s.byID[id]; e != nil && e.st == stateDead {
+			revive(e)
+		}
+	}
+	if n > 0 {
+		s.signal()
+	}
+	return n, nil
+}
+
+// Delete removes the given tasks unless they are running. Unknown IDs and
+// running tasks are skipped. It returns how many tasks it removed.
+func (s *Stream) Delete(ctx context.Context, ids ...string) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, peonify.ErrClosed
+	}
+	s.advance(now)
+	n := 0
+	for _, id := range ids {
+		if e := s.byID[id]; e != nil && e.st != stateRunning {
+			s.remove(e)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// remove deletes e, which is not running, from the stream. s.mu must be
+// held.
+func (s *Stream) remove(e *entry) {
+	switch e.st {
+	case statePending:
+		s.ready.remove(e)
+	case stateScheduled:
+		s.scheduled.remove(e)
+	case stateDead:
+		s.unlinkDead(e)
+	}
+	s.forget(e)
+}
+
+// Purge removes every task in state and returns how many it removed.
+// StatePending, StateScheduled and StateDead may be purged; StateDone is
+// always empty, so purging it removes nothing. Running tasks cannot be
+// purged: ack or nack them, or let their leases expire.
+func (s *Stream) Purge(ctx context.Context, st peonify.State) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	want, err := parseState(st, "Purge state")
+	if err != nil {
+		return 0, err
+	}
+	if want == stateRunning {
+		return 0, fmt.Errorf("memstream: cannot purge %s tasks: ack or nack them, or let their leases expire", st)
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, peonify.ErrClosed
+	}
+	s.advance(now)
+	n := 0
+	switch want {
+	case statePending:
+		for _, e := range s.ready.drain() {
+			s.forget(e)
+			n++
+		}
+	case stateScheduled:
+		for _, e := range s.scheduled.drain() {
+			s.forget(e)
+			n++
+		}
+	case stateDead:
+		for s.deadHead != nil {
+			e := s.deadHead
+			s.unlinkDead(e)
+			s.forget(e)
+			n++
+		}
+	}
+	return n, nil
+}

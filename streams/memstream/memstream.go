@@ -1,0 +1,586 @@
+package memstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/peonify/peonify"
+)
+
+// Compile-time checks that Stream provides the whole contract.
+var (
+	_ peonify.Stream    = (*Stream)(nil)
+	_ peonify.Extender  = (*Stream)(nil)
+	_ peonify.Waker     = (*Stream)(nil)
+	_ peonify.Enqueuer  = (*Stream)(nil)
+	_ peonify.Inspector = (*Stream)(nil)
+)
+
+// Default values of Config fields.
+const (
+	DefaultLease   = 30 * time.Second
+	DefaultName    = "memory"
+	DefaultMaxDead = 10000
+)
+
+// Config configures a Stream. The zero value is valid.
+type Config struct {
+	// Lease is how long a polled task stays claimed before it becomes
+	// available again unless it is acked, nacked or extended. Defaults to
+	// DefaultLease (30s); zero or negative means the default.
+	Lease time.Duration
+
+	// Name is what Name returns, used by the processor in logs and stats.
+	// Defaults to DefaultName ("memory").
+	Name string
+
+	// MaxDead bounds how many dead tasks are kept for inspection. When a
+	// task dies beyond it, the oldest dead task is dropped for good.
+	// Defaults to DefaultMaxDead (10000); zero or negative means the
+	// default.
+	MaxDead int
+
+	// Now is the clock, for tests that drive time by hand. It must be safe
+	// for concurrent use. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// state is where an entry is in its life cycle.
+type state uint8
+
+const (
+	statePending state = iota + 1
+	stateScheduled
+	stateRunning
+	stateDead
+	stateGone // acked, deleted or purged: no longer stored
+)
+
+func (st state) public() peonify.State {
+	switch st {
+	case statePending:
+		return peonify.StatePending
+	case stateScheduled:
+		return peonify.StateScheduled
+	case stateRunning:
+		return peonify.StateRunning
+	case stateDead:
+		return peonify.StateDead
+	}
+	return peonify.StateDone
+}
+
+// entry is one stored task. Its first Task lives inside the entry, so that
+// Enqueue allocates once per task and the first Poll hands out a pointer to
+// it without copying.
+type entry struct {
+	owner *Stream
+	task  peonify.Task  // storage for the first version of the task
+	t     *peonify.Task // the current version: &task until a change is needed after a Poll handed it out
+	given bool          // t was handed out by Poll: it is read-only from then on
+
+	st        state
+	prio      int
+	seq       uint64    // enqueue order
+	token     uint64    // fencing token of the current (or last) claim
+	attempts  int       // attempts counted so far
+	avail     time.Time // when the task is (or became) available
+	deadline  time.Time // end of the lease while running
+	lastError string
+	updated   time.Time
+
+	k          key    // order in the queue that holds it
+	pos        int    // position in that queue
+	prev, next *entry // neighbours in the dead list
+}
+
+// Stream is an in-memory stream: a priority queue of tasks with leases,
+// retries, scheduling, dead letters and inspection, all held in this
+// process. Nothing survives the process, so it suits tests, examples,
+// benchmarks and fan-in between goroutines of one program.
+//
+// Stream implements peonify.Stream, peonify.Extender, peonify.Waker,
+// peonify.Enqueuer and peonify.Inspector, and is safe for concurrent use.
+//
+// Poll hands out the stored task itself rather than a copy, so handlers
+// must not modify the *peonify.Task they receive (the peonify contract
+// already says so). Later changes, such as the attempt number of a retry,
+// go into a new Task value and never touch one already handed out.
+//
+// Completed tasks are forgotten: once acked, a task's ID may be enqueued
+// again and StateDone is always empty.
+type Stream struct {
+	name    string
+	lease   time.Duration
+	maxDead int
+	now     func() time.Time
+	wake    chan struct{}
+
+	mu        sync.Mutex
+	closed    bool
+	byID      map[string]*entry
+	byUnique  map[string]*entry // live (pending, scheduled, running) tasks by UniqueKey
+	ready     queue             // pending tasks
+	scheduled queue             // tasks waiting for RunAt or a retry delay
+	leased    queue             // running tasks, by lease deadline
+	deadHead  *entry            // oldest dead task
+	deadTail  *entry            // newest dead task
+	deadCount int
+	seq       uint64
+	token     uint64
+}
+
+// New returns an empty Stream configured by cfg.
+func New(cfg Config) *Stream {
+	if cfg.Lease <= 0 {
+		cfg.Lease = DefaultLease
+	}
+	if cfg.Name == "" {
+		cfg.Name = DefaultName
+	}
+	if cfg.MaxDead <= 0 {
+		cfg.MaxDead = DefaultMaxDead
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Stream{
+		name:     cfg.Name,
+		lease:    cfg.Lease,
+		maxDead:  cfg.MaxDead,
+		now:      cfg.Now,
+		wake:     make(chan struct{}, 1),
+		byID:     make(map[string]*entry),
+		byUnique: make(map[string]*entry),
+	}
+}
+
+// Name returns the stream's name from Config.Name.
+func (s *Stream) Name() string { return s.name }
+
+// Wake returns a channel that receives when tasks may have become available:
+// after Enqueue, after a Nack or Retry that makes a task ready at once. It
+// does not fire when a scheduled task falls due or a lease expires; the
+// processor's regular polling finds those. The channel has a buffer of one
+// and is never closed.
+func (s *Stream) Wake() <-chan struct{} { return s.wake }
+
+func (s *Stream) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Poll claims up to max tasks, highest Priority first and then in the
+// order they became available. Each claimed task is leased until
+// Config.Lease from now and its Attempt counts this claim. Poll also moves
+// scheduled tasks that fell due and tasks whose lease expired back into the
+// ready queue. It never blocks.
+func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if max < 1 {
+		return nil, fmt.Errorf("memstream: Poll max is %d: ask for at least 1 task", max)
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, peonify.ErrClosed
+	}
+	s.advance(now)
+	n := min(max, s.ready.len())
+	if n == 0 {
+		return nil, nil
+	}
+	deadline := now.Add(s.lease)
+	ds := make([]peonify.Delivery, n)
+	for i := range ds {
+		e := s.ready.pop()
+		s.token++
+		e.token = s.token
+		e.attempts++
+		e.st = stateRunning
+		e.deadline = deadline
+		e.updated = now
+		t := e.t
+		if e.given {
+			c := *t
+			t = &c
+			e.t = t
+		}
+		t.Attempt = e.attempts
+		t.LastError = e.lastError
+		e.given = true
+		s.pushLeased(e)
+		ds[i] = peonify.Delivery{Task: t, Token: e.token, Deadline: deadline, Ref: e}
+	}
+	return ds, nil
+}
+
+// advance makes scheduled tasks that fell due ready, and expired leases
+// available again, as of now. s.mu must be held.
+func (s *Stream) advance(now time.Time) {
+	for e := s.scheduled.peek(); e != nil && !now.Before(e.avail); e = s.scheduled.peek() {
+		s.scheduled.pop()
+		e.st = statePending
+		e.updated = now
+		s.pushReady(e)
+	}
+	for e := s.leased.peek(); e != nil && !now.Before(e.deadline); e = s.leased.peek() {
+		s.leased.pop()
+		// The attempt stays counted: the task ran, or its process died.
+		// It keeps its place in line so that it is not starved.
+		e.st = statePending
+		e.lastError = "lease expired before the task was acked or nacked"
+		e.updated = now
+		s.pushReady(e)
+	}
+}
+
+// pushReady, pushScheduled and pushLeased put e in a queue with the key
+// that orders it there. s.mu must be held.
+func (s *Stream) pushReady(e *entry) {
+	e.k = key{prio: e.prio, at: e.avail, seq: e.seq}
+	s.ready.push(e)
+}
+
+func (s *Stream) pushScheduled(e *entry) {
+	e.k = key{at: e.avail, seq: e.seq}
+	s.scheduled.push(e)
+}
+
+func (s *Stream) pushLeased(e *entry) {
+	e.k = key{at: e.deadline, seq: e.token}
+	s.leased.push(e)
+}
+
+// current returns the stored entry of d if d's claim is still current: the
+// task is running under d's token. A claim whose deadline passed stays
+// current until the stream notices and makes the task available again (see
+// advance): until then no one else holds the task, so a late Ack or Nack
+// is accepted.
+//
+// current returns a nil entry and a nil error when the claim ended because
+// the task was acked (or deleted), so that Ack is idempotent, and an error
+// wrapping peonify.ErrLeaseLost when the claim ended for any other reason.
+// s.mu must be held.
+func (s *Stream) current(d peonify.Delivery) (*entry, error) {
+	e, _ := d.Ref.(*entry)
+	if e == nil || e.owner != s {
+		if d.Task == nil {
+			return nil, errors.New("memstream: delivery has no Task: pass the Delivery exactly as Poll returned it")
+		}
+		e = s.byID[d.Task.ID]
+		if e == nil {
+			return nil, nil
+		}
+	}
+	switch {
+	case e.token != d.Token:
+		return nil, leaseLost(e, d, "the task was claimed again")
+	case e.st == stateGone:
+		return nil, nil
+	case e.st != stateRunning:
+		return nil, leaseLost(e, d, "the claim already ended (nacked, or its lease expired)")
+	}
+	return e, nil
+}
+
+// acked is the error of a Nack or Extend whose task was already acked.
+func acked(d peonify.Delivery) error {
+	id := "?"
+	if e, ok := d.Ref.(*entry); ok && e != nil {
+		id = e.task.ID
+	} else if d.Task != nil {
+		id = d.Task.ID
+	}
+	return fmt.Errorf("memstream: claim %d of task %s is stale: the task was already acked: %w", d.Token, id, peonify.ErrLeaseLost)
+}
+
+func leaseLost(e *entry, d peonify.Delivery, why string) error {
+	return fmt.Errorf("memstream: claim %d of task %s is stale: %s: %w", d.Token, e.task.ID, why, peonify.ErrLeaseLost)
+}
+
+// Ack completes the deliveries' tasks and forgets them. Acking a delivery
+// twice is not an error. A delivery whose claim is no longer current is
+// left alone and reported with an error wrapping peonify.ErrLeaseLost; the
+// other deliveries of the call are still acked.
+//
+// A claim is current until the task is acked, nacked or made available
+// again. The stream makes the task of an expired lease available again
+// when it next looks (in Poll and the Inspector methods), so an Ack that
+// arrives after the deadline but before that is accepted: no one else holds
+// the task. Ack does not read the clock.
+func (s *Stream) Ack(_ context.Context, ds ...peonify.Delivery) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return peonify.ErrClosed
+	}
+	var errs []error
+	for _, d := range ds {
+		e, err := s.current(d)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if e == nil {
+			continue
+		}
+		s.leased.remove(e)
+		s.forget(e)
+	}
+	return errors.Join(errs...)
+}
+
+// forget removes e, which is in no heap and not in the dead list, from the
+// indexes.
+func (s *Stream) forget(e *entry) {
+	e.st = stateGone
+	delete(s.byID, e.task.ID)
+	s.releaseUnique(e)
+}
+
+func (s *Stream) releaseUnique(e *entry) {
+	if k := e.task.UniqueKey; k != "" && s.byUnique[k] == e {
+		delete(s.byUnique, k)
+	}
+}
+
+// Nack hands a delivery back (see peonify.Outcome):
+//
+//   - OutcomeFailed: the attempt counts, Reason becomes the task's
+//     LastError, and it is available again after Delay.
+//   - OutcomeReleased: the attempt does not count and the task is available
+//     again after Delay; with no Delay it keeps its place in line.
+//   - OutcomeDead: the task becomes dead with Reason and its attempts, and
+//     stays inspectable until retried, deleted, purged or pushed out by
+//     Config.MaxDead newer dead tasks.
+//
+// A stale delivery is left alone and reported with an error wrapping
+// peonify.ErrLeaseLost. Like Ack, Nack accepts a claim whose deadline
+// passed as long as the stream has not made the task available again.
+func (s *Stream) Nack(_ context.Context, d peonify.Delivery, opts peonify.NackOptions) error {
+	switch opts.Outcome {
+	case peonify.OutcomeFailed, peonify.OutcomeReleased, peonify.OutcomeDead:
+	default:
+		return fmt.Errorf("memstream: NackOptions.Outcome is %d: use OutcomeFailed, OutcomeReleased or OutcomeDead", int(opts.Outcome))
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return peonify.ErrClosed
+	}
+	e, err := s.current(d)
+	if err != nil {
+		return err
+	}
+	if e == nil {
+		return acked(d)
+	}
+	s.leased.remove(e)
+	e.updated = now
+	switch opts.Outcome {
+	case peonify.OutcomeFailed:
+		e.lastError = opts.Reason
+		s.makeAvailable(e, now, opts.Delay)
+	case peonify.OutcomeReleased:
+		e.attempts--
+		if opts.Delay > 0 {
+			s.makeAvailable(e, now, opts.Delay)
+		} else {
+			e.st = statePending
+			s.pushReady(e)
+			s.signal()
+		}
+	case peonify.OutcomeDead:
+		e.lastError = opts.Reason
+		s.bury(e)
+	}
+	return nil
+}
+
+// makeAvailable queues e to be delivered after delay from now. s.mu must
+// be held.
+func (s *Stream) makeAvailable(e *entry, now time.Time, delay time.Duration) {
+	if delay > 0 {
+		e.avail = now.Add(delay)
+		e.st = stateScheduled
+		s.pushScheduled(e)
+		return
+	}
+	e.avail = now
+	e.st = statePending
+	s.pushReady(e)
+	s.signal()
+}
+
+// bury appends e, which is in no heap, to the dead list and drops the
+// oldest dead tasks beyond Config.MaxDead. s.mu must be held.
+func (s *Stream) bury(e *entry) {
+	e.st = stateDead
+	s.releaseUnique(e)
+	e.prev, e.next = s.deadTail, nil
+	if s.deadTail != nil {
+		s.deadTail.next = e
+	} else {
+		s.deadHead = e
+	}
+	s.deadTail = e
+	s.deadCount++
+	for s.deadCount > s.maxDead {
+		old := s.deadHead
+		s.unlinkDead(old)
+		s.forget(old)
+	}
+}
+
+func (s *Stream) unlinkDead(e *entry) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		s.deadHead = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		s.deadTail = e.prev
+	}
+	e.prev, e.next = nil, nil
+	s.deadCount--
+}
+
+// Extend renews the lease of d so that it ends lease from now, and returns
+// d with its new Deadline; the Token does not change. A stale delivery, or
+// one whose Deadline has passed, is reported with an error wrapping
+// peonify.ErrLeaseLost: an expired lease is not revived.
+func (s *Stream) Extend(_ context.Context, d peonify.Delivery, lease time.Duration) (peonify.Delivery, error) {
+	if lease <= 0 {
+		return d, fmt.Errorf("memstream: Extend lease is %s: it must be positive", lease)
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return d, peonify.ErrClosed
+	}
+	e, err := s.current(d)
+	if err != nil {
+		return d, err
+	}
+	if e == nil {
+		return d, acked(d)
+	}
+	if !now.Before(e.deadline) {
+		return d, leaseLost(e, d, "its lease ended at "+e.deadline.Format(time.RFC3339Nano))
+	}
+	s.leased.remove(e)
+	e.deadline = now.Add(lease)
+	e.updated = now
+	s.pushLeased(e)
+	d.Deadline = e.deadline
+	d.Ref = e
+	return d, nil
+}
+
+// Enqueue stores copies of tasks, so the caller may reuse them afterwards.
+// Like every peonify.Enqueuer it first fills each task's empty ID and zero
+// EnqueuedAt in place (see peonify.Task.Prepare). If any task is invalid,
+// Enqueue stores none and returns its *peonify.InvalidTaskError.
+//
+// A task whose ID is already stored (pending, scheduled, running or dead),
+// or whose UniqueKey belongs to a live task (pending, scheduled or running),
+// is not stored; the others are, and Enqueue returns a
+// *peonify.DuplicateError listing the duplicates.
+//
+// A task with a RunAt in the future is scheduled until then.
+func (s *Stream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		if err := t.Validate(); err != nil {
+			return err
+		}
+	}
+	now := s.now()
+	for _, t := range tasks {
+		if err := t.Prepare(now); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return peonify.ErrClosed
+	}
+	var dups []string
+	readyNow := false
+	for _, t := range tasks {
+		if s.byID[t.ID] != nil || (t.UniqueKey != "" && s.byUnique[t.UniqueKey] != nil) {
+			dups = append(dups, t.ID)
+			continue
+		}
+		e := &entry{owner: s, task: *t, prio: t.Priority, updated: now, pos: -1}
+		e.t = &e.task
+		e.task.Attempt = 0
+		e.task.LastError = ""
+		if t.Payload != nil {
+			e.task.Payload = append(make([]byte, 0, len(t.Payload)), t.Payload...)
+		}
+		if t.Headers != nil {
+			e.task.Headers = make(map[string]string, len(t.Headers))
+			for k, v := range t.Headers {
+				e.task.Headers[k] = v
+			}
+		}
+		s.seq++
+		e.seq = s.seq
+		s.byID[t.ID] = e
+		if t.UniqueKey != "" {
+			s.byUnique[t.UniqueKey] = e
+		}
+		if t.RunAt.After(now) {
+			e.avail = t.RunAt
+			e.st = stateScheduled
+			s.pushScheduled(e)
+			continue
+		}
+		e.avail = t.EnqueuedAt
+		if !t.RunAt.IsZero() {
+			e.avail = t.RunAt
+		}
+		e.st = statePending
+		s.pushReady(e)
+		readyNow = true
+	}
+	if readyNow {
+		s.signal()
+	}
+	if dups != nil {
+		return &peonify.DuplicateError{IDs: dups}
+	}
+	return nil
+}
+
+// Close drops every stored task and makes later calls return
+// peonify.ErrClosed. It is idempotent.
+func (s *Stream) Close(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.byID, s.byUnique = nil, nil
+	s.ready, s.scheduled, s.leased = queue{}, queue{}, queue{}
+	s.deadHead, s.deadTail, s.deadCount = nil, nil, 0
+	return nil
+}
