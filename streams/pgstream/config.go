@@ -60,6 +60,16 @@ type Config struct {
 	// cannot LISTEN.
 	NoListen bool
 
+	// SyncCommit makes claims and acks wait until they are flushed to the
+	// write-ahead log, like every other statement. By default they commit
+	// asynchronously (synchronous_commit off for those statements only):
+	// a database crash may then forget the last fraction of a second of
+	// claims and acks, so those tasks are delivered again, which
+	// at-least-once delivery allows, and drains spend no time waiting for
+	// the disk. Enqueue is always synchronous: a task it reported stored
+	// survives a crash.
+	SyncCommit bool
+
 	// Logger receives the stream's logs (listener reconnects, rescued
 	// leases). Defaults to slog.Default().
 	Logger *slog.Logger

@@ -16,15 +16,26 @@ type statements struct {
 	counts, list, get, retry, deleteIDs, purge, pause, resume, paused     string
 }
 
+// asyncCommit, in the WHERE clause of an autocommit statement, lets its
+// commit return before the WAL reaches the disk. Claims and acks use it:
+// losing one in a database crash only delivers a task again, which
+// at-least-once delivery allows. Enqueue never uses it.
+const asyncCommit = `
+  AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'`
+
 // taskColumns is what every statement that returns tasks returns, in the
 // order scanTask reads.
 const taskColumns = `t.id, t.type, t.payload, t.headers, t.state, t.priority, t.attempts, t.max_attempts,
 	t.unique_key, t.run_at, t.enqueued_at, t.updated_at, t.lease_until, t.token, t.last_error`
 
-func newStatements(schema string) statements {
+func newStatements(schema string, syncCommit bool) statements {
 	s := pgx.Identifier{schema}.Sanitize()
 	r := strings.NewReplacer("{t}", s+".peonify_tasks", "{q}", s+".peonify_queues", "{seq}", s+".peonify_token_seq")
 	var st statements
+	asyncCommit := asyncCommit
+	if syncCommit {
+		asyncCommit = ""
+	}
 
 	// claim: lock up to $2 ready tasks, skipping those other claimers hold,
 	// and lease them in the same statement. One token per statement is
@@ -41,7 +52,7 @@ FROM (
 	LIMIT $2
 	FOR UPDATE SKIP LOCKED
 ) c
-WHERE t.queue = c.queue AND t.id = c.id
+WHERE t.queue = c.queue AND t.id = c.id` + asyncCommit + `
 RETURNING ` + taskColumns)
 
 	// Completion: all deliveries of a batch in one statement, fenced on the
@@ -49,12 +60,12 @@ RETURNING ` + taskColumns)
 	st.ackDelete = r.Replace(`
 DELETE FROM {t} t
 USING unnest($2::text[], $3::bigint[]) AS a(id, token)
-WHERE t.queue = $1 AND t.id = a.id AND t.token = a.token AND t.state = 'running'`)
+WHERE t.queue = $1 AND t.id = a.id AND t.token = a.token AND t.state = 'running'` + asyncCommit)
 	st.ackDone = r.Replace(`
 UPDATE {t} t
 SET state = 'done', lease_until = NULL, updated_at = now()
 FROM unnest($2::text[], $3::bigint[]) AS a(id, token)
-WHERE t.queue = $1 AND t.id = a.id AND t.token = a.token AND t.state = 'running'`)
+WHERE t.queue = $1 AND t.id = a.id AND t.token = a.token AND t.state = 'running'` + asyncCommit)
 
 	// Nacks wake listeners when the task is ready again at once (a task
 	// released at shutdown should move to another processor right away).
@@ -143,8 +154,14 @@ WHERE t.queue = c.queue AND t.id = c.id`)
 	st.notify = `SELECT pg_notify($1, $2)`
 
 	// Inspector. "scheduled" is a pending task whose run_at is in the future.
-	stateExpr := `CASE WHEN t.state = 'pending' AND t.run_at > now() THEN 'scheduled' ELSE t.state END`
-	st.counts = r.Replace(`SELECT ` + stateExpr + `, count(*) FROM {t} t WHERE t.queue = $1 GROUP BY 1`)
+	// counts reads each state through its partial index.
+	st.counts = r.Replace(`
+SELECT CASE WHEN t.run_at > now() THEN 'scheduled' ELSE 'pending' END, count(*)
+FROM {t} t WHERE t.queue = $1 AND t.state = 'pending' GROUP BY 1
+UNION ALL
+SELECT 'running', count(*) FROM {t} t WHERE t.queue = $1 AND t.state = 'running' HAVING count(*) > 0
+UNION ALL
+SELECT t.state, count(*) FROM {t} t WHERE t.queue = $1 AND t.state IN ('dead', 'done') GROUP BY 1`)
 	st.list = r.Replace(`
 SELECT ` + taskColumns + ` FROM {t} t
 WHERE t.queue = $1 AND t.state = $2

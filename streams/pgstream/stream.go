@@ -75,7 +75,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Stream, error) {
 	return &Stream{
 		pool:    pool,
 		cfg:     cfg,
-		sql:     newStatements(cfg.Schema),
+		sql:     newStatements(cfg.Schema, cfg.SyncCommit),
 		channel: cfg.Schema + ".peonify_tasks",
 		lease:   cfg.Lease.Microseconds(),
 		wake:    make(chan struct{}, 1),

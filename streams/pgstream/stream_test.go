@@ -446,3 +446,20 @@ func TestMigrateConcurrentlyIntoNewSchema(t *testing.T) {
 		t.Fatal("MigrateSchema accepted an invalid schema name")
 	}
 }
+
+func TestSyncCommit(t *testing.T) {
+	pool := testPool(t)
+	s := newTestStream(t, pool, Config{SyncCommit: true})
+	ctx := ctxT(t)
+	mustEnqueue(t, s, task("a"), task("b"))
+	ds := mustPoll(t, s, 10)
+	if len(ds) != 2 {
+		t.Fatalf("polled %d", len(ds))
+	}
+	if err := s.Ack(ctx, ds...); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := s.Counts(ctx); err != nil || len(c) != 0 {
+		t.Fatalf("Counts = %v, %v", c, err)
+	}
+}

@@ -32,7 +32,7 @@ CREATE TABLE {schema}.peonify_tasks (
   token        bigint      NOT NULL DEFAULT 0,
   claimed_by   text,
   last_error   text,
-  PRIMARY KEY (queue, id),
+  PRIMARY KEY (id, queue),
   CONSTRAINT peonify_tasks_state_check CHECK (state IN ('pending', 'running', 'dead', 'done')),
   CONSTRAINT peonify_tasks_queue_check CHECK (octet_length(queue) BETWEEN 1 AND 255),
   CONSTRAINT peonify_tasks_id_check CHECK (octet_length(id) BETWEEN 1 AND 255),
