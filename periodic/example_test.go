@@ -8,24 +8,13 @@ import (
 
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/periodic"
+	"github.com/peonify/peonify/streams/memstream"
 )
 
-// storeFunc adapts a function to peonify.Enqueuer. Real programs pass a
-// durable stream shared by every processor instead.
-type storeFunc func(ctx context.Context, tasks ...*peonify.Task) error
-
-func (f storeFunc) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
-	return f(ctx, tasks...)
-}
-
 func Example() {
-	stored := make(chan *peonify.Task, 10)
-	stream := storeFunc(func(_ context.Context, tasks ...*peonify.Task) error {
-		for _, t := range tasks {
-			stored <- t
-		}
-		return nil
-	})
+	// Any stream that implements peonify.Enqueuer; processors on several
+	// machines would share a durable one.
+	stream := memstream.New(memstream.Config{})
 
 	sched, err := periodic.New(stream, periodic.Config{})
 	if err != nil {
@@ -45,13 +34,19 @@ func Example() {
 	go func() { done <- sched.Run(ctx) }()
 
 	// Run catches up the slot of the last full hour at once, then waits
-	// for the next.
-	t := <-stored
+	// for the next. A processor polling the stream would run it; here we
+	// poll by hand.
+	<-stream.Wake()
+	ds, err := stream.Poll(ctx, 1)
+	if err != nil || len(ds) != 1 {
+		log.Fatal(ds, err)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		log.Fatal(err)
 	}
 
+	t := ds[0].Task
 	slot, _ := periodic.Slot(t)
 	fmt.Println(t.Type, t.Headers[periodic.HeaderJob], string(t.Payload))
 	fmt.Println("on the hour:", slot.Equal(slot.Truncate(time.Hour)))
@@ -72,7 +67,7 @@ func ExampleUniqueKey() {
 }
 
 func ExampleScheduler_Add() {
-	sched, err := periodic.New(storeFunc(func(context.Context, ...*peonify.Task) error { return nil }), periodic.Config{})
+	sched, err := periodic.New(memstream.New(memstream.Config{}), periodic.Config{})
 	if err != nil {
 		log.Fatal(err)
 	}

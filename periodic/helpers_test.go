@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/streams/memstream"
 )
 
 // fakeClock is a Clock that moves only when the test advances it.
@@ -120,89 +121,61 @@ type skewedClock struct {
 
 func (c skewedClock) Now() time.Time { return c.fakeClock.Now().Add(c.skew) }
 
-// store is a stand-in for a durable stream shared by several schedulers,
-// with the deduplication the peonify.Enqueuer contract asks for: a task
-// ID already stored, or a UniqueKey of a live task, is a duplicate.
-// Completed tasks are forgotten, as memstream does, which is the hardest
-// case for one task per slot.
+// store is a memstream shared by several schedulers, seen through the
+// eyes of a processor. memstream forgets completed tasks, which is the
+// hardest case for one task per slot.
 type store struct {
-	now func() time.Time
+	*memstream.Stream
 
-	mu     sync.Mutex
-	byID   map[string]*peonify.Task
-	byKey  map[string]*peonify.Task
-	calls  int
-	stored chan struct{} // receives after each stored task; buffer of one
+	mu    sync.Mutex
+	calls int
 }
 
 func newStore(now func() time.Time) *store {
-	return &store{
-		now:    now,
-		byID:   make(map[string]*peonify.Task),
-		byKey:  make(map[string]*peonify.Task),
-		stored: make(chan struct{}, 1),
-	}
+	return &store{Stream: memstream.New(memstream.Config{Now: now})}
 }
 
+// Enqueue counts the call and enqueues into the memstream.
 func (s *store) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	now := s.now()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.calls++
-	var dups []string
-	for _, t := range tasks {
-		if err := t.Prepare(now); err != nil {
-			return err
-		}
-		if s.byID[t.ID] != nil || (t.UniqueKey != "" && s.byKey[t.UniqueKey] != nil) {
-			dups = append(dups, t.ID)
-			continue
-		}
-		c := t.Clone()
-		s.byID[c.ID] = c
-		if c.UniqueKey != "" {
-			s.byKey[c.UniqueKey] = c
-		}
-		select {
-		case s.stored <- struct{}{}:
-		default:
-		}
-	}
-	if dups != nil {
-		return &peonify.DuplicateError{IDs: dups}
-	}
-	return nil
+	s.mu.Unlock()
+	return s.Stream.Enqueue(ctx, tasks...)
 }
 
-// Drain takes the tasks that are due, as a processor would, completes them
-// and forgets them. They are returned in RunAt order.
-func (s *store) Drain() []*peonify.Task {
-	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var due []*peonify.Task
-	for id, t := range s.byID {
-		if t.RunAt.After(now) {
-			continue
-		}
-		due = append(due, t)
-		delete(s.byID, id)
-		delete(s.byKey, t.UniqueKey)
+// Drain takes the tasks that are due, as a processor would, and acks them
+// (memstream then forgets them). They are returned in RunAt order.
+func (s *store) Drain(tb testing.TB) []*peonify.Task {
+	tb.Helper()
+	ctx := context.Background()
+	ds, err := s.Poll(ctx, 1000)
+	if err != nil {
+		tb.Fatalf("Poll: %v", err)
+	}
+	if err := s.Ack(ctx, ds...); err != nil {
+		tb.Fatalf("Ack: %v", err)
+	}
+	due := make([]*peonify.Task, len(ds))
+	for i, d := range ds {
+		due[i] = d.Task
 	}
 	sort.Slice(due, func(i, j int) bool { return due[i].RunAt.Before(due[j].RunAt) })
 	return due
 }
 
-// Tasks returns the stored tasks in RunAt order without taking them.
-func (s *store) Tasks() []*peonify.Task {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// Tasks returns the pending and scheduled tasks in RunAt order without
+// taking them.
+func (s *store) Tasks(tb testing.TB) []*peonify.Task {
+	tb.Helper()
 	var all []*peonify.Task
-	for _, t := range s.byID {
-		all = append(all, t)
+	for _, st := range []peonify.State{peonify.StatePending, peonify.StateScheduled} {
+		infos, err := s.List(context.Background(), peonify.ListOptions{State: st, Limit: 1000})
+		if err != nil {
+			tb.Fatalf("List(%s): %v", st, err)
+		}
+		for _, info := range infos {
+			all = append(all, &info.Task)
+		}
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].RunAt.Before(all[j].RunAt) })
 	return all

@@ -149,7 +149,7 @@ func TestTaskOfSlot(t *testing.T) {
 	runScheduler(t, s)
 	clock.WaitTimers(t, 1)
 
-	tasks := st.Tasks()
+	tasks := st.Tasks(t)
 	if len(tasks) != 1 {
 		t.Fatalf("stored %d tasks, want the caught-up 10:00 slot only", len(tasks))
 	}
@@ -203,7 +203,7 @@ func TestOneTaskPerSlot(t *testing.T) {
 	for range 10 * 60 * 4 { // ten minutes in steps of 250ms
 		clock.Advance(250 * time.Millisecond)
 		clock.WaitTimers(t, armed)
-		for _, task := range st.Drain() {
+		for _, task := range st.Drain(t) {
 			ran[task.UniqueKey]++
 			if now := clock.Now(); task.RunAt.After(now) {
 				t.Errorf("task of slot %s ran early, at %s", task.RunAt, now)
@@ -251,7 +251,7 @@ func TestCatchUp(t *testing.T) {
 			mustAdd(t, s, Job{Name: "job", Spec: tt.spec, Task: taskTemplate})
 			runScheduler(t, s)
 			clock.WaitTimers(t, 1)
-			if got := slots(t, st.Tasks()); !slices.Equal(got, tt.want) {
+			if got := slots(t, st.Tasks(t)); !slices.Equal(got, tt.want) {
 				t.Errorf("stored slots %v, want %v", got, tt.want)
 			}
 		})
@@ -271,7 +271,7 @@ func TestMissedSlotsWhileRunning(t *testing.T) {
 	clock.Advance(5 * time.Hour) // 15:30
 	clock.WaitTimers(t, 1)
 	want := []string{"2025-03-14T15:00:00Z"}
-	if got := slots(t, st.Tasks()); !slices.Equal(got, want) {
+	if got := slots(t, st.Tasks(t)); !slices.Equal(got, want) {
 		t.Errorf("stored slots %v, want %v", got, want)
 	}
 	if !strings.Contains(log.String(), "slots missed") {
@@ -316,7 +316,7 @@ func TestEnqueueRetries(t *testing.T) {
 	if got := enq.Calls(); got != 3 {
 		t.Fatalf("%d Enqueue calls after the second backoff, want 3", got)
 	}
-	if got, want := slots(t, st.Tasks()), []string{"2025-03-14T10:00:00Z"}; !slices.Equal(got, want) {
+	if got, want := slots(t, st.Tasks(t)), []string{"2025-03-14T10:00:00Z"}; !slices.Equal(got, want) {
 		t.Errorf("stored slots %v, want %v", got, want)
 	}
 	if info := s.Jobs()[0]; info.Err != nil || !info.Last.Equal(at(t, "2025-03-14T10:00:00Z")) {
@@ -359,7 +359,7 @@ func TestEnqueueGivesUpAtNextSlot(t *testing.T) {
 	up.Store(true)
 	clock.AdvanceTo(at(t, "2025-03-14T10:04:00Z"))
 	clock.WaitTimers(t, 1)
-	if got, want := slots(t, st.Tasks()), []string{"2025-03-14T10:03:00Z", "2025-03-14T10:04:00Z"}; !slices.Equal(got, want) {
+	if got, want := slots(t, st.Tasks(t)), []string{"2025-03-14T10:03:00Z", "2025-03-14T10:04:00Z"}; !slices.Equal(got, want) {
 		t.Errorf("after recovery, stored slots %v, want %v", got, want)
 	}
 }
@@ -415,7 +415,7 @@ func TestAddWhileRunning(t *testing.T) {
 	stop := runScheduler(t, s)
 	mustAdd(t, s, Job{Name: "late", Spec: "@hourly", Task: taskTemplate})
 	clock.WaitTimers(t, 1)
-	if got, want := slots(t, st.Tasks()), []string{"2025-03-14T10:00:00Z"}; !slices.Equal(got, want) {
+	if got, want := slots(t, st.Tasks(t)), []string{"2025-03-14T10:00:00Z"}; !slices.Equal(got, want) {
 		t.Errorf("stored slots %v, want %v", got, want)
 	}
 	stop()
@@ -501,7 +501,7 @@ func TestSystemClock(t *testing.T) {
 		var ran []*peonify.Task
 		for range 10 * 60 {
 			time.Sleep(time.Second)
-			ran = append(ran, st.Drain()...)
+			ran = append(ran, st.Drain(t)...)
 		}
 		cancel()
 		for range 3 {
