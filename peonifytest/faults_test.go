@@ -1,0 +1,192 @@
+package peonifytest_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/peonifytest"
+	"github.com/peonify/peonify/streams/memstream"
+)
+
+// lease is the lease of the streams the suite runs against here.
+const lease = 300 * time.Millisecond
+
+// faultEnv names the fault that TestFaultyStream injects; unset, it runs the
+// suite against a correct stream.
+const faultEnv = "PEONIFYTEST_FAULT"
+
+// faulty wraps a memstream with one deliberate bug, so that the suite can
+// be shown to catch it.
+type faulty struct {
+	*memstream.Stream
+	fault string
+
+	mu     sync.Mutex
+	latest map[string]peonify.Delivery // newest claim of each task
+	closed bool
+}
+
+func (f *faulty) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+	if f.fault == "poll-over-max" {
+		max++
+	}
+	ds, err := f.Stream.Poll(ctx, max)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, d := range ds {
+		f.latest[d.Task.ID] = d
+		if f.fault == "mangle-payload" {
+			t := d.Task.Clone()
+			t.Payload = []byte(strings.ToValidUTF8(string(t.Payload), "?"))
+			ds[i].Task = t
+		}
+	}
+	return ds, err
+}
+
+// current swaps a stale delivery for the task's newest claim: what a stream
+// without fencing does.
+func (f *faulty) current(d peonify.Delivery) peonify.Delivery {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if d.Task != nil {
+		if l, ok := f.latest[d.Task.ID]; ok {
+			return l
+		}
+	}
+	return d
+}
+
+func (f *faulty) Ack(ctx context.Context, ds ...peonify.Delivery) error {
+	if f.fault == "unfenced-ack" {
+		for i := range ds {
+			ds[i] = f.current(ds[i])
+		}
+	}
+	return f.Stream.Ack(ctx, ds...)
+}
+
+func (f *faulty) Nack(ctx context.Context, d peonify.Delivery, opts peonify.NackOptions) error {
+	switch f.fault {
+	case "unfenced-nack":
+		d = f.current(d)
+	case "release-counts":
+		if opts.Outcome == peonify.OutcomeReleased {
+			opts.Outcome = peonify.OutcomeFailed
+		}
+	case "ignore-delay":
+		opts.Delay = 0
+	case "dead-redelivered":
+		if opts.Outcome == peonify.OutcomeDead {
+			opts.Outcome = peonify.OutcomeReleased
+		}
+	}
+	return f.Stream.Nack(ctx, d, opts)
+}
+
+func (f *faulty) Extend(ctx context.Context, d peonify.Delivery, l time.Duration) (peonify.Delivery, error) {
+	if f.fault == "unfenced-extend" {
+		d = f.current(d)
+	}
+	return f.Stream.Extend(ctx, d, l)
+}
+
+func (f *faulty) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
+	if f.fault == "ignore-run-at" {
+		for _, t := range tasks {
+			t.RunAt = time.Time{}
+		}
+	}
+	err := f.Stream.Enqueue(ctx, tasks...)
+	if f.fault == "hide-duplicates" && errors.Is(err, peonify.ErrDuplicate) {
+		return nil
+	}
+	return err
+}
+
+func (f *faulty) Close(ctx context.Context) error {
+	f.mu.Lock()
+	again := f.closed
+	f.closed = true
+	f.mu.Unlock()
+	if again && f.fault == "close-twice-errors" {
+		return errors.New("already closed")
+	}
+	return f.Stream.Close(ctx)
+}
+
+// TestFaultyStream runs the suite against memstream, with the fault named by
+// PEONIFYTEST_FAULT injected when it is set (see TestSuiteCatchesFaults).
+func TestFaultyStream(t *testing.T) {
+	fault := os.Getenv(faultEnv)
+	peonifytest.TestStream(t, func(t *testing.T) peonify.Stream {
+		s := &faulty{
+			Stream: memstream.New(memstream.Config{Lease: lease}),
+			fault:  fault,
+			latest: make(map[string]peonify.Delivery),
+		}
+		t.Cleanup(func() { _ = s.Stream.Close(context.Background()) })
+		return s
+	}, peonifytest.Features{Lease: lease})
+}
+
+// TestSuiteCatchesFaults shows that each check fails on the bug it is meant
+// to find: it runs the check in a child process against a stream with that
+// bug and expects it to fail.
+func TestSuiteCatchesFaults(t *testing.T) {
+	if os.Getenv(faultEnv) != "" {
+		t.Skip("running as a child of TestSuiteCatchesFaults")
+	}
+	if testing.Short() {
+		t.Skip("starts a child test process per fault")
+	}
+	faults := []struct{ fault, check string }{
+		{"poll-over-max", "PollHonoursMax"},
+		{"mangle-payload", "RoundTrip"},
+		{"unfenced-ack", "StaleAckKeepsNewClaim"},
+		{"unfenced-nack", "StaleNackKeepsNewClaim"},
+		{"unfenced-extend", "StaleExtendReportsLeaseLost"},
+		{"release-counts", "NackReleasedDoesNotCountAttempt"},
+		{"ignore-delay", "NackFailedHonoursDelay"},
+		{"dead-redelivered", "NackDeadIsNotRedelivered"},
+		{"ignore-run-at", "ScheduledNotEarly"},
+		{"hide-duplicates", "DuplicateID"},
+		{"close-twice-errors", "Close"},
+	}
+	for _, tc := range faults {
+		t.Run(tc.fault, func(t *testing.T) {
+			t.Parallel()
+			run := "^TestFaultyStream$/^" + regexp.QuoteMeta(tc.check) + "$"
+			cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run="+run, "-test.v", "-test.count=1")
+			cmd.Env = append(os.Environ(), faultEnv+"="+tc.fault)
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) {
+				t.Fatalf("with fault %s, check %s passed or did not run (err %v):\n%s", tc.fault, tc.check, err, out)
+			}
+			if !strings.Contains(string(out), "--- FAIL: TestFaultyStream/"+tc.check+" ") {
+				t.Fatalf("with fault %s, check %s did not fail:\n%s", tc.fault, tc.check, out)
+			}
+			t.Logf("with fault %s, %s failed as it should:\n%s", tc.fault, tc.check, failures(out))
+		})
+	}
+}
+
+// failures returns the failure messages of a child test run.
+func failures(out []byte) string {
+	var b strings.Builder
+	for line := range strings.Lines(string(out)) {
+		if strings.Contains(line, ".go:") {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,147 @@
+package peonifytest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/peonify/peonify"
+)
+
+// Features describes the stream under test: how to feed it, the lease it
+// was configured with, and what it cannot do. The zero value describes a
+// complete stream that implements peonify.Enqueuer and never expires claims.
+type Features struct {
+	// Lease is the lease the stream was configured with: how long a claim
+	// lasts without Ack, Nack or Extend. Configure the stream with a short
+	// one (300ms to 1s) so that the expiry tests are quick. Zero means the
+	// stream's claims never expire; the tests of lease expiry, Extend and
+	// stale acks are then skipped.
+	Lease time.Duration
+
+	// Enqueue stores tasks in s. It is used only when the stream does not
+	// implement peonify.Enqueuer, for example to publish to the broker
+	// subject or queue that the stream reads; it is then required. It
+	// should store each task with the ID the suite gives it.
+	Enqueue func(ctx context.Context, s peonify.Stream, tasks ...*peonify.Task) error
+
+	// NoScheduling says the stream cannot hold a task until Task.RunAt.
+	NoScheduling bool
+
+	// NoPriority says the stream does not deliver higher Task.Priority
+	// first.
+	NoPriority bool
+
+	// NoHeaders says the stream does not carry Task.Headers.
+	NoHeaders bool
+
+	// NoLastError says the stream does not keep NackOptions.Reason as the
+	// Task.LastError of the next delivery.
+	NoLastError bool
+
+	// NoDuplicateCheck says the stream does not detect a second Enqueue of
+	// a task ID (nor of a live UniqueKey).
+	NoDuplicateCheck bool
+
+	// NoUniqueKey says the stream detects duplicate IDs but not duplicate
+	// live Task.UniqueKey values.
+	NoUniqueKey bool
+
+	// MaxPayload is the largest Task.Payload, in bytes, that the stream
+	// carries. Zero means at least 256 KiB, the largest payload the suite
+	// sends.
+	MaxPayload int
+
+	// Timeout bounds every wait for something that should happen: a
+	// delivery, a redelivery after a lease or a delay, a wake-up.
+	// Defaults to 10s.
+	Timeout time.Duration
+
+	// Settle is how long the suite keeps polling to be sure that something
+	// does not happen, such as a second delivery of a leased task.
+	// Defaults to 100ms; raise it for a broker that takes longer to make a
+	// stored task visible.
+	Settle time.Duration
+}
+
+func (f Features) withDefaults() Features {
+	if f.Timeout <= 0 {
+		f.Timeout = 10 * time.Second
+	}
+	if f.Settle <= 0 {
+		f.Settle = 100 * time.Millisecond
+	}
+	return f
+}
+
+// largePayload is the size of the large payload round-trip, capped by
+// Features.MaxPayload.
+const largePayload = 256 << 10
+
+// test is one conformance check.
+type test struct {
+	name string
+	run  func(h *harness)
+}
+
+// tests lists the suite in the order it is reported.
+var tests = []test{
+	{"RoundTrip", testRoundTrip},
+	{"EnqueueCopiesTask", testEnqueueCopiesTask},
+	{"EnqueueFillsIDAndEnqueuedAt", testEnqueueFills},
+	{"PollEmptyReturnsPromptly", testPollEmpty},
+	{"PollReturnsWhenContextEnds", testPollContext},
+	{"PollHonoursMax", testPollMax},
+	{"PollSetsLeaseDeadline", testPollDeadline},
+	{"LeasedTaskIsInvisible", testLeasedInvisible},
+	{"ConcurrentPollers", testConcurrentPollers},
+	{"AckRemoves", testAckRemoves},
+	{"AckIsIdempotent", testAckIdempotent},
+	{"LeaseExpiryRedelivers", testLeaseExpiry},
+	{"ExtendKeepsLease", testExtendKeepsLease},
+	{"StaleAckKeepsNewClaim", testStaleAck},
+	{"StaleNackKeepsNewClaim", testStaleNack},
+	{"StaleExtendReportsLeaseLost", testStaleExtend},
+	{"NackFailedHonoursDelay", testNackFailed},
+	{"NackReleasedDoesNotCountAttempt", testNackReleased},
+	{"NackDeadIsNotRedelivered", testNackDead},
+	{"DeadIsInspectable", testDeadInspectable},
+	{"Inspector", testInspector},
+	{"ScheduledNotEarly", testScheduled},
+	{"Priority", testPriority},
+	{"DuplicateID", testDuplicateID},
+	{"DuplicateUniqueKey", testDuplicateUniqueKey},
+	{"InvalidTask", testInvalidTask},
+	{"Wake", testWake},
+	{"BadInputDoesNotPanic", testBadInput},
+	{"Close", testClose},
+}
+
+// TestStream runs the conformance suite against the stream that newStream
+// returns. Each check is a parallel subtest of t with its own stream:
+// newStream must return a new, empty, isolated stream (its own queue,
+// table or subject) each time it is called, may be called from several
+// goroutines at once, and registers the stream's cleanup with t.Cleanup.
+// It fails t, with t.Fatal, if it cannot make the stream.
+//
+// Because the subtests are parallel, TestStream returns before they run:
+// release anything they share with t.Cleanup, not with defer.
+//
+// f says how the stream was configured and what it cannot do; checks that
+// need a missing capability are skipped with a message saying why.
+func TestStream(t *testing.T, newStream func(t *testing.T) peonify.Stream, f Features) {
+	t.Helper()
+	if newStream == nil {
+		t.Fatal("peonifytest: newStream is nil: pass a function that returns a new, empty stream")
+	}
+	if f.Lease < 0 || f.MaxPayload < 0 {
+		t.Fatal("peonifytest: Features.Lease and Features.MaxPayload must not be negative")
+	}
+	f = f.withDefaults()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.run(newHarness(t, newStream, f))
+		})
+	}
+}
