@@ -7,22 +7,32 @@
 // for tests, examples, benchmarks and fan-in between goroutines of one
 // program. Use a durable stream when tasks must outlive a crash.
 //
-// A minimal program enqueues tasks and lets a processor run them:
+// A minimal program enqueues a task and lets a processor run it until ctx
+// ends:
 //
-//	s := memstream.New(memstream.Config{})
-//	p, err := peonify.New(peonify.Config{})
-//	if err != nil {
-//		log.Fatal(err)
+//	func run(ctx context.Context) error {
+//		s := memstream.New(memstream.Config{})
+//		p, err := peonify.New(peonify.Config{})
+//		if err != nil {
+//			return err
+//		}
+//		err = p.AddTaskList(peonify.TaskList{
+//			"greet": peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
+//				fmt.Printf("hello, %s\n", t.Payload)
+//				return nil
+//			}),
+//		})
+//		if err != nil {
+//			return err
+//		}
+//		if err := p.AddStream(s); err != nil {
+//			return err
+//		}
+//		if err := s.Enqueue(ctx, &peonify.Task{Type: "greet", Payload: []byte("world")}); err != nil {
+//			return err
+//		}
+//		return p.Run(ctx)
 //	}
-//	p.AddTaskList(peonify.TaskList{
-//		"greet": peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
-//			fmt.Printf("hello, %s\n", t.Payload)
-//			return nil
-//		}),
-//	})
-//	p.AddStream(s)
-//	s.Enqueue(ctx, &peonify.Task{Type: "greet", Payload: []byte("world")})
-//	err = p.Run(ctx) // until ctx ends
 //
 // Poll hands out the stored *peonify.Task itself, without copying it, so
 // handlers must treat it as read-only, as the peonify contract requires.

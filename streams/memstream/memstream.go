@@ -131,6 +131,7 @@ type Stream struct {
 	deadCount int
 	seq       uint64
 	token     uint64
+	peak      int // most tasks held since byID was last made
 }
 
 // New returns an empty Stream configured by cfg.
@@ -345,6 +346,10 @@ func (s *Stream) forget(e *entry) {
 	e.st = stateGone
 	delete(s.byID, e.task.ID)
 	s.releaseUnique(e)
+	if len(s.byID) == 0 && s.peak > 4096 {
+		// Maps do not shrink: give back the memory of a large burst.
+		s.byID, s.byUnique, s.peak = make(map[string]*entry), make(map[string]*entry), 0
+	}
 }
 
 func (s *Stream) releaseUnique(e *entry) {
@@ -561,6 +566,7 @@ func (s *Stream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
 		s.pushReady(e)
 		readyNow = true
 	}
+	s.peak = max(s.peak, len(s.byID))
 	if readyNow {
 		s.signal()
 	}

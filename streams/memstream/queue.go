@@ -28,14 +28,14 @@ func (a *key) less(b *key) bool {
 // leases taken with the same duration. An entry that is not less than the
 // newest one in the run is appended to a FIFO run in O(1); any other goes
 // to a binary heap. The least entry is the lesser of the run's head and the
-// heap's top. Removing an entry from the run leaves a hole that pops skip.
+// heap's top. Removing an entry from the run leaves a hole that pops skip;
+// when the run is full and at least half holes, it is squeezed.
 //
 // Each entry is in at most one queue at a time; entry.pos records where.
 type queue struct {
 	run   []*entry // in key order; nil slots are holes
-	head  int      // run[:head] has been popped
-	base  int      // absolute position of run[0]; entry.pos = base + index
-	live  int      // entries in run[head:] that are not holes
+	head  int      // run[:head] are holes; run[head] is not, unless live is 0
+	live  int      // entries in run that are not holes
 	tail  key      // key of the newest entry appended to the run
 	heap  []*entry
 	count int
@@ -49,13 +49,10 @@ func (q *queue) len() int { return q.count }
 func (q *queue) push(e *entry) {
 	q.count++
 	if q.live == 0 || !e.k.less(&q.tail) {
-		if len(q.run) == cap(q.run) && q.head > 0 && q.head >= len(q.run)/4 {
-			n := copy(q.run, q.run[q.head:])
-			clear(q.run[n:])
-			q.base += q.head
-			q.run, q.head = q.run[:n], 0
+		if len(q.run) == cap(q.run) && q.live <= len(q.run)/2 {
+			q.squeeze()
 		}
-		e.pos = inRun | (q.base + len(q.run))
+		e.pos = inRun | len(q.run)
 		q.run = append(q.run, e)
 		q.live++
 		q.tail = e.k
@@ -70,9 +67,6 @@ func (q *queue) push(e *entry) {
 func (q *queue) peek() *entry {
 	var r *entry
 	if q.live > 0 {
-		for q.run[q.head] == nil {
-			q.head++
-		}
 		r = q.run[q.head]
 	}
 	if len(q.heap) > 0 && (r == nil || q.heap[0].k.less(&r.k)) {
@@ -92,14 +86,14 @@ func (q *queue) pop() *entry {
 func (q *queue) remove(e *entry) {
 	q.count--
 	if e.pos&inRun != 0 {
-		i := e.pos&^inRun - q.base
+		i := e.pos &^ inRun
 		q.run[i] = nil
 		q.live--
-		if i == q.head {
-			q.head++
-		}
 		if q.live == 0 {
 			q.reset()
+		} else if i == q.head {
+			for q.head++; q.run[q.head] == nil; q.head++ {
+			}
 		}
 		e.pos = -1
 		return
@@ -119,14 +113,29 @@ func (q *queue) remove(e *entry) {
 	}
 }
 
-// reset empties the run, giving back the memory of a large burst.
+// reset empties the run, which holds only holes, giving back the memory
+// of a large burst.
 func (q *queue) reset() {
-	q.base += len(q.run)
-	clear(q.run[q.head:])
 	q.run, q.head = q.run[:0], 0
 	if cap(q.run) > 4096 {
 		q.run = nil
 	}
+}
+
+// squeeze moves the run's entries to its front, dropping the holes, so
+// that a long-lived entry at the head does not make the run grow without
+// bound behind it.
+func (q *queue) squeeze() {
+	n := 0
+	for _, e := range q.run[q.head:] {
+		if e != nil {
+			e.pos = inRun | n
+			q.run[n] = e
+			n++
+		}
+	}
+	clear(q.run[n:])
+	q.run, q.head = q.run[:n], 0
 }
 
 // each calls f for every entry, in no particular order.
@@ -148,7 +157,7 @@ func (q *queue) drain() []*entry {
 		e.pos = -1
 		all = append(all, e)
 	})
-	*q = queue{base: q.base + len(q.run)}
+	*q = queue{}
 	return all
 }
 

@@ -76,3 +76,27 @@ func TestQueueMatchesSortedModel(t *testing.T) {
 		t.Fatalf("drain returned %d, each saw %d, model has %d; queue left with %d", len(all), n, len(model), q.len())
 	}
 }
+
+// TestQueueRunStaysBounded checks that one long-lived entry at the head of
+// the run does not make the run grow with every entry removed behind it,
+// as with one slow task among many fast ones in the leased queue.
+func TestQueueRunStaysBounded(t *testing.T) {
+	var q queue
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	slow := &entry{k: key{at: base, seq: 0}}
+	q.push(slow)
+	for i := 1; i <= 100_000; i++ {
+		e := &entry{k: key{at: base.Add(time.Duration(i)), seq: uint64(i)}}
+		q.push(e)
+		if e.pos&inRun == 0 {
+			t.Fatalf("entry %d, in order, went to the heap", i)
+		}
+		q.remove(e)
+	}
+	if c := cap(q.run); c > 64 {
+		t.Errorf("run capacity grew to %d behind one live entry", c)
+	}
+	if q.pop() != slow || q.len() != 0 {
+		t.Error("the long-lived entry was lost")
+	}
+}
