@@ -62,8 +62,9 @@ var (
 // schema must already exist: run Migrate (or MigrateSchema) once first.
 //
 // The caller owns pool and closes it after Close has returned; Close does
-// not close it. The pool should allow at least two connections: a polling
-// stream keeps one for LISTEN.
+// not close it. A polling stream takes one connection out of the pool for
+// LISTEN (see Config.NoListen); the pool then opens another in its place,
+// so the stream uses one connection beyond the pool's MaxConns.
 func New(pool *pgxpool.Pool, cfg Config) (*Stream, error) {
 	if pool == nil {
 		return nil, errors.New("pgstream: New needs a *pgxpool.Pool, got nil")

@@ -39,7 +39,8 @@ CREATE TABLE {schema}.peonify_tasks (
   CONSTRAINT peonify_tasks_type_check CHECK (octet_length(type) BETWEEN 1 AND 255),
   CONSTRAINT peonify_tasks_unique_key_check CHECK (octet_length(unique_key) BETWEEN 1 AND 255),
   CONSTRAINT peonify_tasks_headers_check CHECK (headers IS NULL OR jsonb_typeof(headers) = 'object'),
-  CONSTRAINT peonify_tasks_attempts_check CHECK (attempts >= 0 AND max_attempts >= 0)
+  CONSTRAINT peonify_tasks_attempts_check CHECK (attempts >= 0 AND max_attempts >= 0),
+  CONSTRAINT peonify_tasks_lease_check CHECK (state <> 'running' OR lease_until IS NOT NULL)
 );
 
 -- The claim index: ready tasks of a queue in delivery order.
