@@ -275,6 +275,24 @@ func TestPlainSQLInsertIsAValidTask(t *testing.T) {
 	if err := s.Ack(ctx, ds...); err != nil {
 		t.Fatal(err)
 	}
+
+	// Skipping duplicates and scheduling, as the README shows.
+	for range 2 {
+		_, err = pool.Exec(ctx, `INSERT INTO public.peonify_tasks (queue, id, type, payload, unique_key, run_at)
+			VALUES ($1, 'report-1', 'daily-report', '\x', 'daily-report:1', now() + interval '1 hour')
+			ON CONFLICT DO NOTHING`, s.Queue())
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c, err := s.Counts(ctx); err != nil || c[peonify.StateScheduled] != 1 || len(c) != 1 {
+		t.Fatalf("Counts after two plain inserts of one scheduled task = %v, %v", c, err)
+	}
+	// A running row without a lease would never be rescued: refused.
+	_, err = pool.Exec(ctx, `INSERT INTO public.peonify_tasks (queue, type, state) VALUES ($1, 'x', 'running')`, s.Queue())
+	if err == nil {
+		t.Fatal("a running task without lease_until was accepted")
+	}
 }
 
 func TestPauseResume(t *testing.T) {
