@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
-
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
 
 // Compile-time checks that Stream offers every capability.
@@ -181,7 +179,6 @@ func open(path string, cfg Config, now func() time.Time) (*Stream, error) {
 
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(cfg.BusyTimeout.Milliseconds(), 10)+")")
-	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous("+cfg.Synchronous.String()+")")
 	db, err := sql.Open("sqlite", path+"?"+q.Encode())
 	if err != nil {

@@ -810,3 +810,68 @@ func TestTwoStreamsOneFile(t *testing.T) {
 	}
 	wantCounts(t, a, nil)
 }
+
+// TestGroupCommit checks that operations arriving while a transaction runs
+// share the next one.
+func TestGroupCommit(t *testing.T) {
+	s := openTest(t, Config{}, nil)
+	ctx := context.Background()
+	// Hold the writer in a transaction until every producer has started.
+	var started sync.WaitGroup
+	const producers = 40
+	started.Add(producers)
+	hold := make(chan struct{})
+	go func() { started.Wait(); close(hold) }()
+	holding := make(chan struct{})
+	go func() {
+		_ = s.w.do(ctx, func(*wtx) error { close(holding); <-hold; return nil })
+	}()
+	<-holding
+	before := s.w.commits.Load()
+	var wg sync.WaitGroup
+	for i := range producers {
+		wg.Go(func() {
+			started.Done()
+			if err := s.Enqueue(ctx, task(fmt.Sprint(i))); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	commits := s.w.commits.Load() - before
+	if commits >= producers || s.w.largest.Load() < 2 {
+		t.Fatalf("%d enqueues took %d transactions, at most %d in one; want them batched",
+			producers, commits, s.w.largest.Load())
+	}
+	t.Logf("%d concurrent enqueues in %d transactions", producers, commits)
+	wantCounts(t, s, map[peonify.State]int{peonify.StatePending: producers})
+}
+
+// TestOpenConcurrently opens one new file from several streams at once, as
+// processes starting together would: one creates the schema, the others
+// find it.
+func TestOpenConcurrently(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tasks.db")
+	var wg sync.WaitGroup
+	streams := make([]*Stream, 6)
+	for i := range streams {
+		wg.Go(func() {
+			s, err := Open(path, Config{})
+			if err != nil {
+				t.Errorf("open %d: %v", i, err)
+				return
+			}
+			streams[i] = s
+		})
+	}
+	wg.Wait()
+	for i, s := range streams {
+		if s == nil {
+			continue
+		}
+		enqueue(t, s, task(fmt.Sprint(i)))
+		if err := s.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}
+}

@@ -3,9 +3,14 @@ package sqlitestream
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // writer runs every write of a Stream on one connection. SQLite has a single
@@ -28,6 +33,11 @@ type writer struct {
 
 	cleanEvery time.Duration // 0 when nothing needs cleaning up
 	clean      func(tx *wtx) (more bool, err error)
+
+	// For tests: how many transactions ran, and the most operations one
+	// of them carried.
+	commits atomic.Int64
+	largest atomic.Int64
 }
 
 // op is one operation for the writer. run executes its statements inside
@@ -71,17 +81,11 @@ func newWriter(db *sql.DB, cfg Config, now func() time.Time) (*writer, error) {
 	ctx := context.Background()
 	conn, err := db.Conn(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("connect: %w", err)
 	}
-	var mode string
-	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+	if err := enableWAL(ctx, conn, cfg.BusyTimeout); err != nil {
 		conn.Close()
 		return nil, err
-	}
-	if mode != "wal" {
-		conn.Close()
-		return nil, fmt.Errorf("the database could not be put in WAL mode (it is in %q mode): "+
-			"it must be on a local file system that supports shared memory", mode)
 	}
 	if err := migrate(ctx, conn); err != nil {
 		conn.Close()
@@ -107,6 +111,34 @@ func newWriter(db *sql.DB, cfg Config, now func() time.Time) (*writer, error) {
 		w.clean = func(tx *wtx) (bool, error) { return cleanup(tx, cfg) }
 	}
 	return w, nil
+}
+
+// enableWAL puts the database in WAL mode, which the file remembers. SQLite
+// answers SQLITE_BUSY at once, without waiting, while another connection
+// converts a new file, so enableWAL retries until busyTimeout has passed.
+func enableWAL(ctx context.Context, conn *sql.Conn, busyTimeout time.Duration) error {
+	deadline := time.Now().Add(busyTimeout)
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		var mode string
+		err := conn.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode)
+		switch {
+		case err == nil && mode == "wal":
+			return nil
+		case err == nil:
+			return fmt.Errorf("the database could not be put in WAL mode (it is in %q mode): "+
+				"it must be on a local file system that supports shared memory", mode)
+		case !isBusy(err) || time.Now().After(deadline):
+			return fmt.Errorf("put the database in WAL mode: %w", err)
+		}
+		time.Sleep(wait)
+	}
+}
+
+// isBusy reports whether err is SQLite's SQLITE_BUSY: another connection
+// holds a lock.
+func isBusy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
 // cleanupInterval is how often finished tasks are deleted: often enough that
@@ -212,6 +244,10 @@ func (w *writer) cleanup() {
 // again in a transaction of its own, so that one failure fails only its
 // own caller.
 func (w *writer) commit(batch []*op) {
+	w.commits.Add(1)
+	if n := int64(len(batch)); n > w.largest.Load() {
+		w.largest.Store(n) // only the writer goroutine stores
+	}
 	tx := &wtx{st: &w.st, conn: w.conn, now: w.now()}
 	err := w.exec("BEGIN IMMEDIATE")
 	if err != nil {
