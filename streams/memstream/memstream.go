@@ -44,7 +44,9 @@ type Config struct {
 	MaxDead int
 
 	// Now is the clock, for tests that drive time by hand. It must be safe
-	// for concurrent use. Defaults to time.Now.
+	// for concurrent use. Defaults to time.Now. With a clock of its own the
+	// stream does not signal Wake when a scheduled task falls due or a lease
+	// ends, since it cannot tell when that happens.
 	Now func() time.Time
 }
 
@@ -117,6 +119,7 @@ type Stream struct {
 	lease   time.Duration
 	maxDead int
 	now     func() time.Time
+	realClk bool // now is time.Now: timers can tell when tasks fall due
 	wake    chan struct{}
 
 	mu        sync.Mutex
@@ -131,7 +134,9 @@ type Stream struct {
 	deadCount int
 	seq       uint64
 	token     uint64
-	peak      int // most tasks held since byID was last made
+	peak      int         // most tasks held since byID was last made
+	timer     *time.Timer // signals Wake at armedAt
+	armedAt   time.Time   // zero when the timer is not armed
 }
 
 // New returns an empty Stream configured by cfg.
@@ -145,7 +150,8 @@ func New(cfg Config) *Stream {
 	if cfg.MaxDead <= 0 {
 		cfg.MaxDead = DefaultMaxDead
 	}
-	if cfg.Now == nil {
+	realClock := cfg.Now == nil
+	if realClock {
 		cfg.Now = time.Now
 	}
 	return &Stream{
@@ -153,6 +159,7 @@ func New(cfg Config) *Stream {
 		lease:    cfg.Lease,
 		maxDead:  cfg.MaxDead,
 		now:      cfg.Now,
+		realClk:  realClock,
 		wake:     make(chan struct{}, 1),
 		byID:     make(map[string]*entry),
 		byUnique: make(map[string]*entry),
@@ -163,10 +170,9 @@ func New(cfg Config) *Stream {
 func (s *Stream) Name() string { return s.name }
 
 // Wake returns a channel that receives when tasks may have become available:
-// after Enqueue, after a Nack or Retry that makes a task ready at once. It
-// does not fire when a scheduled task falls due or a lease expires; the
-// processor's regular polling finds those. The channel has a buffer of one
-// and is never closed.
+// after an Enqueue, Nack or Retry that makes a task ready at once, and, on
+// the real clock, when a scheduled task or a retry delay falls due or a
+// lease ends. The channel has a buffer of one and is never closed.
 func (s *Stream) Wake() <-chan struct{} { return s.wake }
 
 func (s *Stream) signal() {
@@ -174,6 +180,49 @@ func (s *Stream) signal() {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// arm makes the timer signal Wake at at, unless it is already armed to
+// fire no later. s.mu must be held.
+func (s *Stream) arm(at, now time.Time) {
+	if !s.realClk || s.closed || (!s.armedAt.IsZero() && !at.Before(s.armedAt)) {
+		return
+	}
+	s.armedAt = at
+	if s.timer == nil {
+		s.timer = time.AfterFunc(at.Sub(now), s.fire)
+	} else {
+		s.timer.Reset(at.Sub(now))
+	}
+}
+
+// armNext arms the timer for the next time a task falls due or a lease
+// ends after now. s.mu must be held.
+func (s *Stream) armNext(now time.Time) {
+	var next time.Time
+	if e := s.scheduled.peek(); e != nil {
+		next = e.avail
+	}
+	if e := s.leased.peek(); e != nil && (next.IsZero() || e.deadline.Before(next)) {
+		next = e.deadline
+	}
+	if next.After(now) {
+		s.arm(next, now)
+	}
+}
+
+// fire runs on the timer's goroutine: it signals Wake, so that the
+// processor polls and Poll moves the due tasks, and arms the timer for the
+// next time still to come.
+func (s *Stream) fire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.armedAt = time.Time{}
+	if s.closed {
+		return
+	}
+	s.signal()
+	s.armNext(s.now())
 }
 
 // Poll claims up to max tasks, highest Priority first and then in the
@@ -197,6 +246,7 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 	s.advance(now)
 	n := min(max, s.ready.len())
 	if n == 0 {
+		s.armNext(now)
 		return nil, nil
 	}
 	deadline := now.Add(s.lease)
@@ -221,6 +271,7 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 		s.pushLeased(e)
 		ds[i] = peonify.Delivery{Task: t, Token: e.token, Deadline: deadline, Ref: e}
 	}
+	s.armNext(now)
 	return ds, nil
 }
 
@@ -419,6 +470,7 @@ func (s *Stream) makeAvailable(e *entry, now time.Time, delay time.Duration) {
 		e.avail = now.Add(delay)
 		e.st = stateScheduled
 		s.pushScheduled(e)
+		s.arm(e.avail, now)
 		return
 	}
 	e.avail = now
@@ -490,6 +542,7 @@ func (s *Stream) Extend(_ context.Context, d peonify.Delivery, lease time.Durati
 	e.deadline = now.Add(lease)
 	e.updated = now
 	s.pushLeased(e)
+	s.arm(e.deadline, now)
 	d.Deadline = e.deadline
 	d.Ref = e
 	return d, nil
@@ -556,6 +609,7 @@ func (s *Stream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
 			e.avail = t.RunAt
 			e.st = stateScheduled
 			s.pushScheduled(e)
+			s.arm(e.avail, now)
 			continue
 		}
 		e.avail = t.EnqueuedAt
@@ -585,6 +639,9 @@ func (s *Stream) Close(context.Context) error {
 		return nil
 	}
 	s.closed = true
+	if s.timer != nil {
+		s.timer.Stop()
+	}
 	s.byID, s.byUnique = nil, nil
 	s.ready, s.scheduled, s.leased = queue{}, queue{}, queue{}
 	s.deadHead, s.deadTail, s.deadCount = nil, nil, 0

@@ -724,6 +724,39 @@ func TestWake(t *testing.T) {
 	}
 }
 
+// TestWakeOnRealClock checks that, on the real clock, Wake fires when a
+// scheduled task falls due, a retry delay ends and a lease expires.
+func TestWakeOnRealClock(t *testing.T) {
+	s := memstream.New(memstream.Config{Lease: 30 * time.Millisecond})
+	defer s.Close(context.Background())
+	waitWake := func(what string) {
+		t.Helper()
+		select {
+		case <-s.Wake():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no Wake after %s", what)
+		}
+	}
+	enqueue(t, s, &peonify.Task{ID: "a", Type: "x", RunAt: time.Now().Add(30 * time.Millisecond)})
+	waitWake("RunAt")
+	d := pollOne(t, s)
+
+	// Poll armed the timer for the lease; Nack arms it for the delay.
+	if err := s.Nack(context.Background(), d, peonify.NackOptions{Outcome: peonify.OutcomeFailed, Delay: 10 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		waitWake("a retry delay")
+		if ds := poll(t, s, 1); len(ds) == 1 {
+			break // the wake for the expired first lease may come first
+		}
+	}
+	waitWake("a lease expiry")
+	if d := pollOne(t, s); d.Task.Attempt != 3 {
+		t.Errorf("after the lease expired, Attempt %d, want 3", d.Task.Attempt)
+	}
+}
+
 // TestConcurrentPollers runs pollers, ackers and producers at once on the
 // real clock and checks that every task is delivered exactly once.
 func TestConcurrentPollers(t *testing.T) {
