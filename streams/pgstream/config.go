@@ -60,6 +60,12 @@ type Config struct {
 	// cannot LISTEN.
 	NoListen bool
 
+	// Listener, when set, is shared with other streams of the same
+	// database and schema, so that they all use one LISTEN connection
+	// instead of one each. The caller closes it after the streams. Ignored
+	// with NoListen.
+	Listener *Listener
+
 	// SyncCommit makes claims and acks wait until they are flushed to the
 	// write-ahead log, like every other statement. By default they commit
 	// asynchronously (synchronous_commit off for those statements only):
@@ -129,6 +135,13 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.NoListen {
+		c.Listener = nil
+	}
+	if c.Listener != nil && c.Listener.schema != c.Schema {
+		return c, &peonify.ConfigError{Field: "pgstream.Config.Listener", Reason: fmt.Sprintf(
+			"listens to schema %q but the stream uses schema %q: give NewListener the same Schema", c.Listener.schema, c.Schema)}
 	}
 	return c, nil
 }

@@ -132,6 +132,28 @@ func waitWake(t testing.TB, s *Stream, within time.Duration) {
 	}
 }
 
+// waitListening waits until the stream's listener has connected (and sent
+// its connect wake-up) at least n times, then empties the wake channel: a
+// wake-up after it comes from a notification.
+func waitListening(t testing.TB, s *Stream, n int64) {
+	t.Helper()
+	s.Wake() // starts the listener
+	s.mu.Lock()
+	l := s.listener
+	s.mu.Unlock()
+	if l == nil {
+		t.Fatal("the stream has no listener")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for l.connects.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("listener connected %d times within 10s, want %d", l.connects.Load(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	drainWake(s)
+}
+
 // drainWake empties a pending wake-up.
 func drainWake(s *Stream) {
 	select {

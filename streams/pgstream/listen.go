@@ -2,29 +2,175 @@ package pgstream
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// listen holds one pool connection in LISTEN on the schema's channel and
-// turns notifications for this queue into wake-ups, until ctx ends. A lost
-// connection is replaced after a jittered, growing delay, and a wake-up is
-// sent after every (re)connect since notifications may have been missed.
-func (s *Stream) listen(ctx context.Context) {
+// ListenerConfig configures a Listener. The zero value is valid.
+type ListenerConfig struct {
+	// Schema is the schema whose tasks the listener hears about; streams
+	// that share the listener must use the same Config.Schema. Defaults to
+	// "public".
+	Schema string
+
+	// Logger receives reconnect warnings. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Listener holds one connection in LISTEN and wakes the streams that
+// subscribe to it when tasks become ready in their queues. Every polling
+// stream needs one: by default each makes its own, so a process that polls
+// many queues of one database can save connections by giving them one
+// shared Listener in Config.Listener.
+//
+// The connection is taken out of the pool when the first stream starts
+// polling, and replaced after a jittered, growing delay when it is lost.
+// Close releases it; close a shared Listener after its streams.
+type Listener struct {
+	pool    *pgxpool.Pool
+	schema  string
+	channel string // the payload of each notification is a queue name
+	logger  *slog.Logger
+
+	connects atomic.Int64 // sessions that got as far as listening, for tests
+
+	mu     sync.Mutex
+	subs   map[string]map[chan<- struct{}]struct{} // queue -> wake channels
+	stop   context.CancelFunc                      // nil until started
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// NewListener returns a Listener on the database behind pool. It starts
+// nothing until a stream subscribes.
+func NewListener(pool *pgxpool.Pool, cfg ListenerConfig) (*Listener, error) {
+	if pool == nil {
+		return nil, errors.New("pgstream: NewListener needs a *pgxpool.Pool, got nil")
+	}
+	if cfg.Schema == "" {
+		cfg.Schema = "public"
+	}
+	if err := validSchema(cfg.Schema); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Listener{
+		pool:    pool,
+		schema:  cfg.Schema,
+		channel: channelName(cfg.Schema),
+		logger:  cfg.Logger,
+		subs:    make(map[string]map[chan<- struct{}]struct{}),
+	}, nil
+}
+
+// channelName is the NOTIFY channel of a schema's tasks, as the trigger
+// names it.
+func channelName(schema string) string { return schema + ".peonify_tasks" }
+
+// Close stops listening and closes the listener's connection. Streams that
+// still use the listener are no longer woken (they still poll). Close is
+// idempotent.
+func (l *Listener) Close(ctx context.Context) error {
+	l.mu.Lock()
+	l.closed = true
+	stop := l.stop
+	l.stop = nil
+	l.mu.Unlock()
+	if stop == nil {
+		return nil
+	}
+	stop()
+	done := make(chan struct{})
+	go func() {
+		l.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return errors.Join(errors.New("pgstream: Listener.Close gave up waiting for the listener to stop"), ctx.Err())
+	}
+}
+
+// subscribe makes ch receive (without blocking) at once, when queue gets
+// ready tasks, and after every (re)connect, since notifications may have
+// been missed. It starts listening on first use. The returned function ends
+// the subscription.
+func (l *Listener) subscribe(queue string, ch chan<- struct{}) (unsubscribe func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return func() {}
+	}
+	if l.subs[queue] == nil {
+		l.subs[queue] = make(map[chan<- struct{}]struct{})
+	}
+	l.subs[queue][ch] = struct{}{}
+	// A first poll finds what arrived before the subscription.
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+	if l.stop == nil {
+		ctx, stop := context.WithCancel(context.Background())
+		l.stop = stop
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			l.run(ctx)
+		}()
+	}
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		delete(l.subs[queue], ch)
+		if len(l.subs[queue]) == 0 {
+			delete(l.subs, queue)
+		}
+	}
+}
+
+// notify wakes the subscribers of queue, or all of them when all is set.
+func (l *Listener) notify(queue string, all bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for q, chans := range l.subs {
+		if !all && q != queue {
+			continue
+		}
+		for ch := range chans {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// run listens until ctx ends, reconnecting after failures.
+func (l *Listener) run(ctx context.Context) {
 	const minDelay, maxDelay = 100 * time.Millisecond, 10 * time.Second
 	delay := minDelay
 	for ctx.Err() == nil {
-		connected, err := s.listenOnce(ctx)
+		connected, err := l.listenOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if connected {
 			delay = minDelay
 		}
-		s.cfg.Logger.Warn("pgstream: LISTEN connection lost; reconnecting",
-			"queue", s.cfg.Queue, "err", err, "retry_in", delay)
+		l.logger.Warn("pgstream: LISTEN connection lost; reconnecting",
+			"channel", l.channel, "err", err, "retry_in", delay)
 		if !sleep(ctx, jitter(delay)) {
 			return
 		}
@@ -34,8 +180,8 @@ func (s *Stream) listen(ctx context.Context) {
 
 // listenOnce runs one LISTEN session. It reports whether it got as far as
 // listening, and why it ended.
-func (s *Stream) listenOnce(ctx context.Context) (bool, error) {
-	pc, err := s.pool.Acquire(ctx)
+func (l *Listener) listenOnce(ctx context.Context) (bool, error) {
+	pc, err := l.pool.Acquire(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -47,18 +193,17 @@ func (s *Stream) listenOnce(ctx context.Context) (bool, error) {
 		defer cancel()
 		_ = conn.Close(closeCtx)
 	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.channel}.Sanitize()); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{l.channel}.Sanitize()); err != nil {
 		return false, err
 	}
-	s.signal()
+	l.notify("", true)
+	l.connects.Add(1)
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return true, err
 		}
-		if n.Payload == s.cfg.Queue {
-			s.signal()
-		}
+		l.notify(n.Payload, false)
 	}
 }
 

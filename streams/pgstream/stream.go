@@ -41,12 +41,13 @@ type Stream struct {
 	channel string // NOTIFY channel of the schema; the payload is the queue
 	lease   int64  // Config.Lease in microseconds
 
-	wake chan struct{}
+	wake     chan struct{}
+	listener *Listener // shared or own; nil with NoListen or before the first Poll or Wake
 
 	closed atomic.Bool
 	mu     sync.Mutex // guards started, stop
 	start  bool
-	stop   context.CancelFunc
+	stop   func(context.Context) error // stops the background work; nil until started
 	wg     sync.WaitGroup
 }
 
@@ -77,7 +78,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Stream, error) {
 		pool:    pool,
 		cfg:     cfg,
 		sql:     newStatements(cfg.Schema, cfg.SyncCommit),
-		channel: cfg.Schema + ".peonify_tasks",
+		channel: channelName(cfg.Schema),
 		lease:   cfg.Lease.Microseconds(),
 		wake:    make(chan struct{}, 1),
 	}, nil
@@ -232,9 +233,10 @@ func (s *Stream) Wake() <-chan struct{} {
 	return s.wake
 }
 
-// Close stops the stream's background goroutines and releases the
-// listener's connection. It does not close the pool. Close is idempotent;
-// after it, the stream's methods return peonify.ErrClosed.
+// Close stops the stream's background goroutines and, unless it shares a
+// Config.Listener, closes its listening connection. It does not close the
+// pool. Close is idempotent; after it, the stream's methods return
+// peonify.ErrClosed.
 func (s *Stream) Close(ctx context.Context) error {
 	s.closed.Store(true)
 	s.mu.Lock()
@@ -244,7 +246,7 @@ func (s *Stream) Close(ctx context.Context) error {
 	if stop == nil {
 		return nil
 	}
-	stop()
+	err := stop(ctx)
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
@@ -252,13 +254,14 @@ func (s *Stream) Close(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
-		return nil
+		return err
 	case <-ctx.Done():
 		return fmt.Errorf("pgstream: Close gave up waiting for background goroutines: %w", ctx.Err())
 	}
 }
 
-// startBackground starts the rescuer, the cleaner and the listener once.
+// startBackground starts the rescuer and cleaner, and subscribes to a
+// listener, once.
 func (s *Stream) startBackground() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -267,18 +270,32 @@ func (s *Stream) startBackground() {
 	}
 	s.start = true
 	ctx, stop := context.WithCancel(context.Background())
-	s.stop = stop
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		s.maintain(ctx)
 	}()
-	if !s.cfg.NoListen {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.listen(ctx)
-		}()
+	var unsubscribe func()
+	var own *Listener
+	switch {
+	case s.cfg.Listener != nil:
+		s.listener = s.cfg.Listener
+		unsubscribe = s.cfg.Listener.subscribe(s.cfg.Queue, s.wake)
+	case !s.cfg.NoListen:
+		// New validated the schema, so NewListener cannot fail.
+		own, _ = NewListener(s.pool, ListenerConfig{Schema: s.cfg.Schema, Logger: s.cfg.Logger})
+		s.listener = own
+		unsubscribe = own.subscribe(s.cfg.Queue, s.wake)
+	}
+	s.stop = func(ctx context.Context) error {
+		stop()
+		if unsubscribe != nil {
+			unsubscribe()
+		}
+		if own != nil {
+			return own.Close(ctx)
+		}
+		return nil
 	}
 }
 

@@ -233,7 +233,7 @@ func TestWakeOnEnqueueFromAnotherProcess(t *testing.T) {
 	producer := newTestStream(t, producerPool, Config{Queue: consumer.Queue()})
 	other := newTestStream(t, producerPool, Config{})
 
-	waitWake(t, consumer, 10*time.Second) // the wake-up sent once listening
+	waitListening(t, consumer, 1)
 	mustEnqueue(t, other, task("elsewhere"))
 	mustEnqueue(t, producer, task("here"))
 	waitWake(t, consumer, 10*time.Second)
@@ -246,7 +246,7 @@ func TestPlainSQLInsertIsAValidTask(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{})
 	ctx := ctxT(t)
-	waitWake(t, s, 10*time.Second) // listening
+	waitListening(t, s, 1)
 
 	// What a producer in any language does: no Peonify code involved.
 	_, err := pool.Exec(ctx, `INSERT INTO public.peonify_tasks (queue, type, payload)
@@ -358,7 +358,7 @@ func TestClosedStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitWake(t, s, 10*time.Second) // background started and listening
+	waitListening(t, s, 1)
 	ctx := ctxT(t)
 	if err := s.Close(ctx); err != nil {
 		t.Fatal(err)
@@ -382,7 +382,7 @@ func TestListenerReconnects(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{})
 	ctx := ctxT(t)
-	waitWake(t, s, 10*time.Second)
+	waitListening(t, s, 1)
 
 	app := pool.Config().ConnConfig.RuntimeParams["application_name"]
 	var killed int
@@ -391,7 +391,7 @@ func TestListenerReconnects(t *testing.T) {
 	if err != nil || killed != 1 {
 		t.Fatalf("terminated %d listener connections (%v), want 1", killed, err)
 	}
-	waitWake(t, s, 10*time.Second) // sent after the reconnect
+	waitListening(t, s, 2)
 	other := testPool(t)
 	producer := newTestStream(t, other, Config{Queue: s.Queue()})
 	mustEnqueue(t, producer, task("after-reconnect"))
@@ -479,5 +479,50 @@ func TestSyncCommit(t *testing.T) {
 	}
 	if c, err := s.Counts(ctx); err != nil || len(c) != 0 {
 		t.Fatalf("Counts = %v, %v", c, err)
+	}
+}
+
+func TestSharedListener(t *testing.T) {
+	pool := testPool(t)
+	ctx := ctxT(t)
+	l, err := NewListener(pool, ListenerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // after the streams' own cleanups
+		if err := l.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	a := newTestStream(t, pool, Config{Listener: l})
+	b := newTestStream(t, pool, Config{Listener: l})
+	waitListening(t, a, 1)
+	waitListening(t, b, 1)
+
+	var listening int
+	app := pool.Config().ConnConfig.RuntimeParams["application_name"]
+	err = pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'LISTEN%'`, app).Scan(&listening)
+	if err != nil || listening != 1 {
+		t.Fatalf("%d LISTEN connections for two streams sharing a Listener (%v), want 1", listening, err)
+	}
+
+	producer := newTestStream(t, testPool(t), Config{Queue: b.Queue()})
+	drainWake(b)
+	mustEnqueue(t, producer, task("for-b"))
+	waitWake(t, b, 10*time.Second)
+
+	// Notifications reach only the subscribers of their queue.
+	drainWake(a)
+	drainWake(b)
+	l.notify(b.Queue(), false)
+	select {
+	case <-a.Wake():
+		t.Fatal("a notification for queue b woke the stream of queue a")
+	default:
+	}
+	waitWake(t, b, time.Second)
+
+	if _, err := New(pool, Config{Listener: l, Schema: "other"}); err == nil {
+		t.Fatal("a stream accepted a Listener of another schema")
 	}
 }
