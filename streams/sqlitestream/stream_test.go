@@ -875,3 +875,52 @@ func TestOpenConcurrently(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchFailureIsolated checks that an operation failing inside a group
+// commit fails alone: its writes are rolled back, and the operations that
+// shared its transaction are committed.
+func TestBatchFailureIsolated(t *testing.T) {
+	s := openTest(t, Config{}, nil)
+	ctx := context.Background()
+	hold, holding := make(chan struct{}), make(chan struct{})
+	go func() {
+		_ = s.w.do(ctx, func(*wtx) error { close(holding); <-hold; return nil })
+	}()
+	<-holding
+	var wg sync.WaitGroup
+	var started sync.WaitGroup
+	started.Add(11)
+	errBoom := errors.New("boom")
+	var failErr error
+	wg.Go(func() {
+		started.Done()
+		failErr = s.w.do(ctx, func(tx *wtx) error {
+			row, err := insertArgs(task("doomed"), tx.now)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.exec(tx.st.insert, row...); err != nil {
+				return err
+			}
+			return errBoom
+		})
+	})
+	for i := range 10 {
+		wg.Go(func() {
+			started.Done()
+			if err := s.Enqueue(ctx, task(fmt.Sprint(i))); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	started.Wait()
+	close(hold)
+	wg.Wait()
+	if !errors.Is(failErr, errBoom) {
+		t.Fatalf("failing operation returned %v, want boom", failErr)
+	}
+	if _, err := s.Get(ctx, "doomed"); !errors.Is(err, peonify.ErrNotFound) {
+		t.Fatalf("the failed operation's insert was kept: %v", err)
+	}
+	wantCounts(t, s, map[peonify.State]int{peonify.StatePending: 10})
+}

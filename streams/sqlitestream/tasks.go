@@ -161,14 +161,24 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 	if err != nil {
 		return nil, err
 	}
-	// RETURNING yields rows in no particular order.
-	slices.SortStableFunc(ds, func(a, b peonify.Delivery) int {
-		return cmp.Or(cmp.Compare(b.Task.Priority, a.Task.Priority), cmp.Compare(a.Task.ID, b.Task.ID))
+	// RETURNING yields rows in no particular order: restore the claim's
+	// order, as far as the tasks tell it.
+	slices.SortFunc(ds, func(a, b peonify.Delivery) int {
+		return cmp.Or(cmp.Compare(b.Task.Priority, a.Task.Priority),
+			readySince(a.Task).Compare(readySince(b.Task)), cmp.Compare(a.Task.ID, b.Task.ID))
 	})
 	if !next.IsZero() {
 		s.wakeAt(next)
 	}
 	return ds, nil
+}
+
+// readySince is when a task first became ready.
+func readySince(t *peonify.Task) time.Time {
+	if t.RunAt.IsZero() {
+		return t.EnqueuedAt
+	}
+	return t.RunAt
 }
 
 // Ack deletes the tasks of ds, or marks them done when Config.KeepDone is
