@@ -186,10 +186,14 @@ func TestEnqueueFillsIDAndEmptyPayload(t *testing.T) {
 
 func TestEnqueueInvalidStoresNothing(t *testing.T) {
 	s := openTest(t, Config{}, nil)
-	err := s.Enqueue(context.Background(), task("ok"), &peonify.Task{ID: "no-type"})
+	ok := &peonify.Task{Type: "test"}
+	err := s.Enqueue(context.Background(), ok, &peonify.Task{ID: "no-type"})
 	var invalid *peonify.InvalidTaskError
 	if !errors.As(err, &invalid) || invalid.ID != "no-type" {
 		t.Fatalf("Enqueue of a task without Type = %v, want *peonify.InvalidTaskError for no-type", err)
+	}
+	if ok.ID != "" || !ok.EnqueuedAt.IsZero() {
+		t.Errorf("a rejected Enqueue changed the valid task: %+v", ok)
 	}
 	wantCounts(t, s, nil)
 	if err := s.Enqueue(context.Background(), nil); err == nil {
@@ -923,4 +927,14 @@ func TestBatchFailureIsolated(t *testing.T) {
 		t.Fatalf("the failed operation's insert was kept: %v", err)
 	}
 	wantCounts(t, s, map[peonify.State]int{peonify.StatePending: 10})
+}
+
+func TestHeadersMustBeText(t *testing.T) {
+	s := openTest(t, Config{}, nil)
+	bad := &peonify.Task{ID: "bin", Type: "test", Headers: map[string]string{"sig": "\xff\xfe"}}
+	var invalid *peonify.InvalidTaskError
+	if err := s.Enqueue(context.Background(), bad); !errors.As(err, &invalid) {
+		t.Fatalf("Enqueue with a binary header = %v, want *peonify.InvalidTaskError", err)
+	}
+	wantCounts(t, s, nil)
 }

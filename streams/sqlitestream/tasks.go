@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/peonify/peonify"
 )
@@ -26,6 +27,11 @@ import (
 func (s *Stream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
 	if len(tasks) == 0 {
 		return nil
+	}
+	for _, t := range tasks { // before Prepare changes any of them
+		if err := t.Validate(); err != nil {
+			return err
+		}
 	}
 	now := s.now()
 	rows := make([][]any, len(tasks))
@@ -87,6 +93,12 @@ func (s *Stream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
 func insertArgs(t *peonify.Task, now time.Time) ([]any, error) {
 	var headers sql.NullString
 	if len(t.Headers) > 0 {
+		for k, v := range t.Headers {
+			if !utf8.ValidString(k) || !utf8.ValidString(v) {
+				return nil, &peonify.InvalidTaskError{ID: t.ID,
+					Reason: fmt.Sprintf("header %q is not valid UTF-8: encode binary header values, e.g. in base64", k)}
+			}
+		}
 		b, err := json.Marshal(t.Headers)
 		if err != nil {
 			return nil, &peonify.InvalidTaskError{ID: t.ID, Reason: "headers cannot be stored: " + err.Error()}
