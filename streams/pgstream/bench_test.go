@@ -61,12 +61,12 @@ func BenchmarkEnqueueBatch(b *testing.B) {
 	})
 }
 
-// BenchmarkPollAck measures draining a queue: claims of up to 100 tasks and
-// one batched Ack per claim, by 1 and by 4 concurrent consumers (the
+// BenchmarkPollAck measures draining a queue: claims of up to batch tasks
+// and one batched Ack per claim, by 1 and by 4 concurrent consumers (the
 // processor's shape: several pollers on one table). Each op is one task.
 func BenchmarkPollAck(b *testing.B) {
-	for _, consumers := range []int{1, 4} {
-		b.Run(fmt.Sprintf("consumers=%d", consumers), func(b *testing.B) {
+	for _, bc := range []struct{ batch, consumers int }{{10, 1}, {100, 1}, {10, 4}, {100, 4}} {
+		b.Run(fmt.Sprintf("batch=%d/consumers=%d", bc.batch, bc.consumers), func(b *testing.B) {
 			pool := testPool(b)
 			ctx := context.Background()
 			s := newTestStream(b, pool, Config{NoListen: true})
@@ -77,12 +77,12 @@ func BenchmarkPollAck(b *testing.B) {
 				}
 			}
 			var wg sync.WaitGroup
-			errs := make(chan error, consumers)
+			errs := make(chan error, bc.consumers)
 			b.ResetTimer()
-			for range consumers {
+			for range bc.consumers {
 				wg.Go(func() {
 					for {
-						ds, err := s.Poll(ctx, 100)
+						ds, err := s.Poll(ctx, bc.batch)
 						if err != nil {
 							errs <- err
 							return

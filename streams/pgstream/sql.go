@@ -55,17 +55,24 @@ FROM (
 WHERE t.queue = c.queue AND t.id = c.id` + asyncCommit + `
 RETURNING ` + taskColumns)
 
-	// Completion: all deliveries of a batch in one statement, fenced on the
-	// token so that a late ack of a lost lease matches nothing.
+	// Fencing: a claim gives its rows a new token, unique across claims, and
+	// every way out of the claim (ack, nack, rescue) sets it back to 0, which
+	// no delivery carries. So (id, token) matches a row exactly while that
+	// claim is current, and the statements below need no state condition,
+	// which keeps their plans on the primary key whatever the statistics
+	// say (a state condition would invite a scan of the running index, dead
+	// entries included).
+	//
+	// Completion: all deliveries of a batch in one statement.
 	st.ackDelete = r.Replace(`
 DELETE FROM {t} t
 USING unnest($2::text[], $3::bigint[]) AS a(id, token)
-WHERE t.queue = $1 AND t.id = a.id AND t.token = a.token AND t.state = 'running'` + asyncCommit)
+WHERE t.queue = $1 AND t.id = a.id AND t.token = a.token` + asyncCommit)
 	st.ackDone = r.Replace(`
 UPDATE {t} t
-SET state = 'done', lease_until = NULL, updated_at = now()
+SET state = 'done', token = 0, lease_until = NULL, updated_at = now()
 FROM unnest($2::text[], $3::bigint[]) AS a(id, token)
-WHERE t.queue = $1 AND t.id = a.id AND t.token = a.token AND t.state = 'running'` + asyncCommit)
+WHERE t.queue = $1 AND t.id = a.id AND t.token = a.token` + asyncCommit)
 
 	// Nacks wake listeners when the task is ready again at once (a task
 	// released at shutdown should move to another processor right away).
@@ -74,8 +81,8 @@ WHERE t.queue = $1 AND t.id = a.id AND t.token = a.token AND t.state = 'running'
 	nack := func(set string) string {
 		return r.Replace(`
 WITH u AS (
-	UPDATE {t} t SET ` + set + `, lease_until = NULL, updated_at = now()
-	WHERE t.queue = $1 AND t.id = $2 AND t.token = $3 AND t.state = 'running'
+	UPDATE {t} t SET ` + set + `, token = 0, lease_until = NULL, updated_at = now()
+	WHERE t.queue = $1 AND t.id = $2 AND t.token = $3
 	RETURNING t.state = 'pending' AND t.run_at <= now() AS ready
 ), n AS (
 	SELECT pg_notify($4, $1) FROM u WHERE u.ready
@@ -89,7 +96,7 @@ SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)`)
 
 	st.extend = r.Replace(`
 UPDATE {t} t SET lease_until = now() + $4::bigint * interval '1 microsecond', updated_at = now()
-WHERE t.queue = $1 AND t.id = $2 AND t.token = $3 AND t.state = 'running'
+WHERE t.queue = $1 AND t.id = $2 AND t.token = $3
 RETURNING t.lease_until`)
 
 	// Enqueue: duplicates of an id, or of a live unique key, are skipped
@@ -132,7 +139,7 @@ WITH x AS (
 ), u AS (
 	UPDATE {t} t
 	SET state = CASE WHEN t.max_attempts > 0 AND t.attempts >= t.max_attempts THEN 'dead' ELSE 'pending' END,
-	    lease_until = NULL, updated_at = now(),
+	    token = 0, lease_until = NULL, updated_at = now(),
 	    last_error = 'lease expired after ' || t.attempts || ' attempt(s): the processor running it stopped or stalled'
 	FROM x WHERE t.queue = x.queue AND t.id = x.id
 	RETURNING t.state

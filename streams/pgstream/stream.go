@@ -140,11 +140,14 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	ids := make([]string, 0, len(ds))
 	tokens := make([]int64, 0, len(ds))
 	for _, d := range ds {
-		if d.Task == nil {
-			continue
+		if d.Task == nil || d.Token == 0 {
+			continue // not a delivery of this stream: there is nothing to ack
 		}
 		ids = append(ids, d.Task.ID)
 		tokens = append(tokens, int64(d.Token))
+	}
+	if len(ids) == 0 {
+		return nil
 	}
 	q := s.sql.ackDelete
 	if s.cfg.KeepDone > 0 {
@@ -167,6 +170,9 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	}
 	if d.Task == nil {
 		return errors.New("pgstream: Nack of a delivery without a Task")
+	}
+	if d.Token == 0 {
+		return fmt.Errorf("pgstream: Nack of task %s without a claim token (not a delivery from Poll): %w", d.Task.ID, peonify.ErrLeaseLost)
 	}
 	var q string
 	switch opts.Outcome {
@@ -208,6 +214,9 @@ func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Dura
 	}
 	if d.Task == nil {
 		return d, errors.New("pgstream: Extend of a delivery without a Task")
+	}
+	if d.Token == 0 {
+		return d, fmt.Errorf("pgstream: Extend of task %s without a claim token (not a delivery from Poll): %w", d.Task.ID, peonify.ErrLeaseLost)
 	}
 	us := s.lease
 	if lease > 0 {

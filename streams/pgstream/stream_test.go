@@ -122,6 +122,17 @@ func TestLeaseExpiryAndFencing(t *testing.T) {
 	if err != nil || info.State != peonify.StateRunning || info.Attempts != 2 {
 		t.Fatalf("after stale ack/nack: %+v, %v; want running, attempt 2", info, err)
 	}
+	// A delivery that no Poll made (token 0) touches nothing.
+	forged := peonify.Delivery{Task: &peonify.Task{ID: first[0].Task.ID}}
+	if err := s.Ack(ctx, forged); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Nack(ctx, forged, peonify.NackOptions{Outcome: peonify.OutcomeDead}); !errors.Is(err, peonify.ErrLeaseLost) {
+		t.Fatalf("Nack without a token = %v, want ErrLeaseLost", err)
+	}
+	if info, err := s.Get(ctx, first[0].Task.ID); err != nil || info.State != peonify.StateRunning {
+		t.Fatalf("after a forged ack: %+v, %v", info, err)
+	}
 	// The current claim extends and completes.
 	d, err := s.Extend(ctx, second[0], time.Minute)
 	if err != nil || time.Until(d.Deadline) < 50*time.Second {
