@@ -55,7 +55,8 @@ func (s Synchronous) String() string {
 }
 
 // Config configures a Stream. The zero value is valid: every field says what
-// its zero value means. Negative durations and sizes are errors.
+// its zero value means. Negative durations and sizes are errors, except
+// where a field says otherwise.
 type Config struct {
 	// Name names the stream in the processor's logs, stats and events.
 	// Defaults to "sqlite".
@@ -87,6 +88,14 @@ type Config struct {
 	// MaxBatch bounds how many operations (enqueues, claims, acks, nacks,
 	// extensions) one group-commit transaction carries. Defaults to 256.
 	MaxBatch int
+
+	// WatchInterval is how often the stream looks for commits made by other
+	// processes (another producer enqueueing into the same file) to wake
+	// the processor, so that their tasks are picked up within about this
+	// interval instead of at the processor's next idle poll. It costs one
+	// tiny read per interval. Defaults to 100ms; a negative value turns the
+	// watch off.
+	WatchInterval time.Duration
 
 	// Logger receives errors of background work (the cleanup of finished
 	// tasks). Defaults to slog.Default().
@@ -123,6 +132,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBatch == 0 {
 		c.MaxBatch = 256
+	}
+	if c.WatchInterval == 0 {
+		c.WatchInterval = 100 * time.Millisecond
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -184,10 +196,11 @@ func open(path string, cfg Config, now func() time.Time) (*Stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestream: open %s: %w", path, err)
 	}
-	// One connection belongs to the writer for the stream's lifetime; the
-	// others serve the Inspector's reads, which WAL mode runs beside it.
-	db.SetMaxOpenConns(4)
-	db.SetMaxIdleConns(4)
+	// One connection belongs to the writer for the stream's lifetime and
+	// one to the watch; the others serve the Inspector's reads, which WAL
+	// mode runs beside the writer.
+	db.SetMaxOpenConns(5)
+	db.SetMaxIdleConns(5)
 
 	s := &Stream{cfg: cfg, db: db, now: now, wake: make(chan struct{}, 1)}
 	w, err := newWriter(db, cfg, now)
@@ -196,17 +209,64 @@ func open(path string, cfg Config, now func() time.Time) (*Stream, error) {
 		return nil, fmt.Errorf("sqlitestream: open %s: %w", path, err)
 	}
 	s.w = w
+	if cfg.WatchInterval > 0 {
+		w.watchDone = make(chan struct{})
+		go s.watch(cfg.WatchInterval)
+	}
 	go w.loop()
 	return s, nil
+}
+
+// watch wakes the processor when another connection, usually another
+// process, commits to the database, until the stream is closed. SQLite's
+// data_version changes on every such commit; a transaction that changed
+// nothing, like an empty poll, does not change it.
+func (s *Stream) watch(every time.Duration) {
+	defer close(s.w.watchDone)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.w.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.cfg.Logger.Error("sqlitestream: cannot watch for tasks from other processes; they are found by polling", "err", err)
+		}
+		return
+	}
+	defer conn.Close()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := int64(-1)
+	for {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+		var v int64
+		if err := conn.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err != nil {
+			continue // transient (busy); the processor still polls
+		}
+		if last >= 0 && v != last {
+			s.signal()
+		}
+		last = v
+	}
 }
 
 // Name returns Config.Name; the processor uses it to name the stream.
 func (s *Stream) Name() string { return s.cfg.Name }
 
-// Wake returns a channel that receives when a task becomes ready through
-// this Stream: an Enqueue, a Nack or a Retry in this process, or a
-// scheduled task or retry delay falling due. Tasks enqueued by another
-// process are found by the processor's next poll.
+// Wake returns a channel that receives when a task may have become ready:
+// at once after an Enqueue, a Nack or a Retry through this Stream, when a
+// scheduled task or a retry delay falls due, and within
+// Config.WatchInterval after another process commits to the file.
 func (s *Stream) Wake() <-chan struct{} { return s.wake }
 
 // signal wakes a waiting processor without blocking.

@@ -538,7 +538,9 @@ func TestExtend(t *testing.T) {
 }
 
 func TestWake(t *testing.T) {
-	s := openTest(t, Config{}, nil)
+	// Without the watch, whose wakes after the stream's own commits would
+	// blur the timing checked here.
+	s := openTest(t, Config{WatchInterval: -1}, nil)
 	ctx := context.Background()
 	drain := func() {
 		select {
@@ -937,4 +939,42 @@ func TestHeadersMustBeText(t *testing.T) {
 		t.Fatalf("Enqueue with a binary header = %v, want *peonify.InvalidTaskError", err)
 	}
 	wantCounts(t, s, nil)
+}
+
+// TestWatchOtherProcess checks that a commit through another connection to
+// the file, as another process makes, wakes the stream.
+func TestWatchOtherProcess(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tasks.db")
+	s := openFile(t, path, Config{WatchInterval: 10 * time.Millisecond}, nil)
+	producer := openFile(t, path, Config{WatchInterval: -1}, nil)
+	// settle drops wakes until none came for a while: the watch has read
+	// the current data_version.
+	settle := func() {
+		for {
+			select {
+			case <-s.Wake():
+				continue
+			case <-time.After(50 * time.Millisecond):
+			}
+			return
+		}
+	}
+	settle()
+	enqueue(t, producer, task("from-afar"))
+	select {
+	case <-s.Wake():
+	case <-time.After(5 * time.Second):
+		t.Fatal("no wake within 5s after another connection enqueued")
+	}
+	if d := pollOne(t, s); d.Task.ID != "from-afar" {
+		t.Fatalf("polled %s", d.Task.ID)
+	}
+	// An empty poll commits nothing, so it wakes no one.
+	settle()
+	pollNone(t, producer)
+	select {
+	case <-s.Wake():
+		t.Fatal("an empty poll by another connection woke the stream")
+	case <-time.After(100 * time.Millisecond):
+	}
 }

@@ -27,9 +27,13 @@ type writer struct {
 	quit     chan struct{}
 	exited   chan struct{}
 	closeErr error // set before exited is closed
-	maxBatch int
-	now      func() time.Time
-	log      *slog.Logger
+
+	// watchDone, when not nil, is closed when the Stream's watch goroutine
+	// has returned its connection; the database closes after that.
+	watchDone chan struct{}
+	maxBatch  int
+	now       func() time.Time
+	log       *slog.Logger
 
 	cleanEvery time.Duration // 0 when nothing needs cleaning up
 	clean      func(tx *wtx) (more bool, err error)
@@ -294,6 +298,9 @@ func (w *writer) exec(query string) error {
 func (w *writer) shutdown() {
 	w.st.close()
 	err := w.conn.Close()
+	if w.watchDone != nil {
+		<-w.watchDone
+	}
 	if dbErr := w.db.Close(); err == nil {
 		err = dbErr
 	}
