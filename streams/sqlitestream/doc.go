@@ -53,9 +53,10 @@
 // Processes may share a file on a local file system. Writes take SQLite's
 // write lock with BEGIN IMMEDIATE and wait up to Config.BusyTimeout for
 // another process to release it; a claim is one transaction, so a task is
-// never claimed by two processes at once. Wake tells a processor about tasks
-// made ready by its own Stream (and about scheduled tasks falling due);
-// tasks enqueued by another process are found by the next poll.
+// never claimed by two processes at once. Wake tells a processor at once
+// about tasks made ready through its own Stream and about scheduled tasks
+// falling due, and within Config.WatchInterval about commits by other
+// processes.
 //
 // # Finished tasks
 //
