@@ -1,0 +1,226 @@
+package peonify
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// streamState is the processor's view of one added stream.
+type streamState struct {
+	s      Stream
+	name   string
+	weight int
+	index  int
+	pass   float64         // stride-scheduling position, guarded by capMu
+	ready  bool            // waiting in reserve, guarded by capMu
+	idled  bool            // the last poll had less than asked, guarded by capMu
+	ext    Extender        // nil if the stream's claims do not expire
+	wake   <-chan struct{} // nil if the stream is not a Waker
+
+	ackMu   sync.Mutex
+	acks    []Delivery // successful deliveries waiting for the flusher
+	ackSpin []Delivery // the flusher's spare buffer
+
+	polls      atomic.Uint64
+	pollErrors atomic.Uint64
+	lastErr    atomic.Pointer[string]
+	backoff    atomic.Bool // in error backoff
+}
+
+// Error backoff for a failing stream: from errMin doubling to errMax, with
+// jitter, so a broker outage never turns into a hot loop or a reconnect
+// storm, and the other streams go on.
+const (
+	errBackoffMin = 100 * time.Millisecond
+	errBackoffMax = 30 * time.Second
+)
+
+// pollLoop polls one stream until ctx ends. Each stream has its own loop,
+// so a slow or failing stream never holds up the others.
+func (p *Processor) pollLoop(ctx context.Context, st *streamState) {
+	idle := p.cfg.MinPollInterval
+	errWait := time.Duration(0)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+
+	for {
+		n := p.reserve(ctx, st)
+		if n == 0 {
+			return
+		}
+		ds, err := p.poll(ctx, st, n)
+		claimedAt := time.Now()
+		if len(ds) > n {
+			p.log.Error("peonify: stream returned more tasks than asked; releasing the extra ones",
+				"stream", st.name, "asked", n, "got", len(ds))
+			for _, d := range ds[n:] {
+				p.nack(st, d, NackOptions{Outcome: OutcomeReleased, Reason: "stream returned more tasks than asked"})
+			}
+			ds = ds[:n]
+		}
+		p.polled(st, n, len(ds))
+		for _, d := range ds {
+			p.queue <- job{d: d, st: st, claimedAt: claimedAt} // never blocks: space was reserved
+		}
+		st.polls.Add(1)
+		p.counters.polled.Add(uint64(len(ds)))
+
+		var wait time.Duration
+		switch {
+		case err != nil:
+			if ctx.Err() != nil {
+				return
+			}
+			errWait = min(max(errWait*2, errBackoffMin), errBackoffMax)
+			wait = jitter(errWait, 0.5)
+			st.pollErrors.Add(1)
+			msg := err.Error()
+			st.lastErr.Store(&msg)
+			st.backoff.Store(true)
+			p.log.Error("peonify: poll failed; backing off this stream", "stream", st.name, "retry_in", wait, "err", err)
+		case len(ds) == n:
+			errWait, idle = 0, p.cfg.MinPollInterval
+			st.backoff.Store(false)
+			continue // the stream may have more: poll again at once
+		case len(ds) > 0:
+			// A partial batch: the stream is drained for now.
+			errWait, idle = 0, p.cfg.MinPollInterval
+			st.backoff.Store(false)
+			wait = jitter(idle, 0.2)
+		default:
+			errWait = 0
+			st.backoff.Store(false)
+			wait = jitter(idle, 0.2)
+			idle = min(idle*2, p.cfg.PollInterval)
+		}
+
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		case <-st.wake: // nil for streams without Waker: never ready
+			if err == nil {
+				idle = p.cfg.MinPollInterval
+			}
+			if !timer.Stop() {
+				<-timer.C
+			}
+		}
+	}
+}
+
+// poll calls the stream's Poll, turning a panic into an error.
+func (p *Processor) poll(ctx context.Context, st *streamState, n int) (ds []Delivery, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			ds, err = nil, fmt.Errorf("peonify: stream %s panicked in Poll: %v", st.name, r)
+		}
+	}()
+	return st.s.Poll(ctx, n)
+}
+
+// reserve waits until the local queue is at or below its low watermark
+// and it is st's turn, then reserves all free space for st's next poll. It
+// returns 0 when ctx ends.
+//
+// Turns follow stride scheduling: each stream's pass grows by the number
+// of tasks it claimed divided by its weight, and among the streams waiting
+// to poll the one with the lowest pass goes first. Over time each busy
+// stream claims tasks in proportion to its weight, while a stream that is
+// idle, backing off or in a slow Poll never holds up the others.
+func (p *Processor) reserve(ctx context.Context, st *streamState) int {
+	p.capMu.Lock()
+	defer p.capMu.Unlock()
+	// A stream coming back from idle starts level with the waiting ones
+	// rather than with credit saved up while it had no work.
+	if low, ok := p.lowestPass(nil); ok && st.pass < low && st.idled {
+		st.pass = low
+	}
+	st.ready = true
+	for {
+		if p.held <= p.cfg.LowWatermark {
+			if low, ok := p.lowestPass(st); !ok || st.pass < low || (st.pass == low && p.firstAtPass(st)) {
+				n := p.cfg.QueueSize - p.held
+				p.held += n
+				st.ready = false
+				return n
+			}
+		}
+		p.waiting = true
+		space := p.space
+		p.capMu.Unlock()
+		select {
+		case <-ctx.Done():
+			p.capMu.Lock()
+			st.ready = false
+			p.wake()
+			return 0
+		case <-space:
+		}
+		p.capMu.Lock()
+	}
+}
+
+// lowestPass returns the lowest pass among waiting streams other than
+// except. capMu must be held.
+func (p *Processor) lowestPass(except *streamState) (float64, bool) {
+	low, found := 0.0, false
+	for _, o := range p.streams {
+		if o != except && o.ready && (!found || o.pass < low) {
+			low, found = o.pass, true
+		}
+	}
+	return low, found
+}
+
+// firstAtPass breaks a tie: st goes first if no waiting stream added
+// before it has the same pass. capMu must be held.
+func (p *Processor) firstAtPass(st *streamState) bool {
+	for _, o := range p.streams[:st.index] {
+		if o.ready && o.pass == st.pass {
+			return false
+		}
+	}
+	return true
+}
+
+// polled settles a poll of st that reserved n places and claimed got
+// tasks: unused places are given back and st's pass advances.
+func (p *Processor) polled(st *streamState, n, got int) {
+	p.capMu.Lock()
+	st.pass += float64(got) / float64(st.weight)
+	st.idled = got < n
+	p.held -= n - got
+	p.maybeWake()
+	p.capMu.Unlock()
+}
+
+// dequeued records that a task left the local queue.
+func (p *Processor) dequeued() {
+	p.capMu.Lock()
+	p.held--
+	p.maybeWake()
+	p.capMu.Unlock()
+}
+
+// maybeWake wakes waiting pollers if the queue is low enough for one of
+// them to go ahead. capMu must be held.
+func (p *Processor) maybeWake() {
+	if p.waiting && p.held <= p.cfg.LowWatermark {
+		p.wake()
+	}
+}
+
+// wake wakes every waiting poller. capMu must be held.
+func (p *Processor) wake() {
+	if p.waiting {
+		p.waiting = false
+		close(p.space)
+		p.space = make(chan struct{})
+	}
+}

@@ -1,0 +1,217 @@
+package peonify_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/streams/memstream"
+)
+
+// countingStream wraps a memstream and records how the processor polls it.
+type countingStream struct {
+	*memstream.Stream
+	name     string
+	maxAsked atomic.Int64
+	polls    atomic.Int64
+	out      atomic.Int64 // delivered and not yet acked or nacked
+	maxOut   atomic.Int64
+	failPoll error
+	panicky  bool
+	greedy   bool // returns one task more than asked
+}
+
+func (c *countingStream) Name() string { return c.name }
+
+func (c *countingStream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+	c.polls.Add(1)
+	if int64(max) > c.maxAsked.Load() {
+		c.maxAsked.Store(int64(max))
+	}
+	if c.panicky {
+		panic("poll bug")
+	}
+	if c.failPoll != nil {
+		return nil, c.failPoll
+	}
+	if c.greedy {
+		max++
+	}
+	ds, err := c.Stream.Poll(ctx, max)
+	if o := c.out.Add(int64(len(ds))); o > c.maxOut.Load() {
+		c.maxOut.Store(o)
+	}
+	return ds, err
+}
+
+// finished records that the handler finished one task of this stream.
+func (c *countingStream) finished() { c.out.Add(-1) }
+
+func fill(t *testing.T, s *memstream.Stream, typ string, n int) {
+	t.Helper()
+	tasks := make([]*peonify.Task, n)
+	for i := range tasks {
+		tasks[i] = &peonify.Task{Type: typ}
+	}
+	if err := s.Enqueue(context.Background(), tasks...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runUntil runs p until n tasks succeeded (counted by done) and returns
+// Run's error.
+func runUntil(t *testing.T, p *peonify.Processor, done *atomic.Int64, n int64) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for done.Load() < n {
+		if time.Now().After(deadline) {
+			cancel()
+			<-errc
+			t.Fatalf("only %d of %d tasks done in 20s", done.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+}
+
+func TestFetchesOnlyFreeCapacity(t *testing.T) {
+	cs := &countingStream{Stream: memstream.New(memstream.Config{}), name: "counted"}
+	fill(t, cs.Stream, "t", 2000)
+	var done atomic.Int64
+	p, _ := peonify.New(peonify.Config{Workers: 4, QueueSize: 8, Logger: quiet})
+	_ = p.AddTaskList(peonify.TaskList{"t": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
+		cs.finished()
+		done.Add(1)
+		return nil
+	})})
+	_ = p.AddStream(cs)
+	runUntil(t, p, &done, 2000)
+	if m := cs.maxAsked.Load(); m > 8 {
+		t.Errorf("a poll asked for %d tasks, more than the local queue's 8", m)
+	}
+	if m := cs.maxOut.Load(); m > 4+8 {
+		t.Errorf("%d tasks were claimed and unfinished at once; workers+queue is 12", m)
+	}
+	if polls := cs.polls.Load(); polls > 2000/4+50 {
+		t.Errorf("%d polls for 2000 tasks: the low watermark should batch polls of at least 4", polls)
+	}
+}
+
+func TestFailingStreamBacksOffAlone(t *testing.T) {
+	bad := &countingStream{Stream: memstream.New(memstream.Config{}), name: "bad", failPoll: errors.New("broker down")}
+	panicky := &countingStream{Stream: memstream.New(memstream.Config{}), name: "panicky", panicky: true}
+	good := &countingStream{Stream: memstream.New(memstream.Config{}), name: "good"}
+	fill(t, good.Stream, "t", 300)
+	var done atomic.Int64
+	p, _ := peonify.New(peonify.Config{Logger: quiet, PollInterval: 5 * time.Millisecond, MinPollInterval: time.Millisecond})
+	_ = p.AddTaskList(peonify.TaskList{"t": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
+		if done.Add(1) == 300 {
+			time.Sleep(400 * time.Millisecond) // keep running a while so backoff can be observed
+		}
+		return nil
+	})})
+	_ = p.AddStream(bad)
+	_ = p.AddStream(panicky)
+	_ = p.AddStream(good)
+	runUntil(t, p, &done, 300)
+	// 100ms doubling with ±50% jitter: about 4 polls in 400ms; an idle
+	// healthy stream at 5ms would poll ~80 times.
+	for _, s := range []*countingStream{bad, panicky} {
+		if n := s.polls.Load(); n > 10 {
+			t.Errorf("failing stream %s was polled %d times: it loops hot instead of backing off", s.name, n)
+		}
+	}
+	st := p.Stats()
+	if st.Streams[0].PollErrors == 0 || st.Streams[0].LastError != "broker down" {
+		t.Errorf("stats of the failing stream = %+v, want its errors counted and the last one kept", st.Streams[0])
+	}
+}
+
+func TestWeightedFairness(t *testing.T) {
+	heavy := &countingStream{Stream: memstream.New(memstream.Config{}), name: "heavy"}
+	light := &countingStream{Stream: memstream.New(memstream.Config{}), name: "light"}
+	fill(t, heavy.Stream, "heavy", 3000)
+	fill(t, light.Stream, "light", 3000)
+	var mu sync.Mutex
+	var order []string
+	var done atomic.Int64
+	p, _ := peonify.New(peonify.Config{Workers: 2, QueueSize: 16, Logger: quiet})
+	record := peonify.HandlerFunc(func(_ context.Context, task *peonify.Task) error {
+		mu.Lock()
+		order = append(order, task.Type)
+		mu.Unlock()
+		done.Add(1)
+		return nil
+	})
+	_ = p.AddTaskList(peonify.TaskList{"heavy": record, "light": record})
+	_ = p.AddStream(heavy, peonify.Weight(3))
+	_ = p.AddStream(light, peonify.Weight(1))
+	runUntil(t, p, &done, 2000)
+	mu.Lock()
+	defer mu.Unlock()
+	var h, l int
+	for _, typ := range order[200:2000] { // skip the start, before both streams are active
+		if typ == "heavy" {
+			h++
+		} else {
+			l++
+		}
+	}
+	ratio := float64(h) / float64(l)
+	if ratio < 2 || ratio > 4.5 {
+		t.Errorf("heavy:light = %d:%d (%.2f), want about 3 for weights 3:1", h, l, ratio)
+	}
+}
+
+func TestGreedyStreamExtrasAreReleased(t *testing.T) {
+	g := &countingStream{Stream: memstream.New(memstream.Config{}), name: "greedy", greedy: true}
+	fill(t, g.Stream, "t", 50)
+	var done atomic.Int64
+	p, _ := peonify.New(peonify.Config{Workers: 2, QueueSize: 4, Logger: quiet})
+	_ = p.AddTaskList(peonify.TaskList{"t": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
+		done.Add(1)
+		return nil
+	})})
+	_ = p.AddStream(g)
+	runUntil(t, p, &done, 50)
+	if p.Stats().Released == 0 && done.Load() != 50 {
+		t.Error("extras were neither released nor run")
+	}
+	counts, _ := g.Counts(context.Background())
+	if counts[peonify.StateRunning] != 0 || counts[peonify.StatePending] != 0 {
+		t.Errorf("left behind: %v", counts)
+	}
+}
+
+func TestStatsShowInFlight(t *testing.T) {
+	release := make(chan struct{})
+	h := newHarness(t, peonify.Config{Workers: 3}, peonify.TaskList{
+		"hold": peonify.HandlerFunc(func(context.Context, *peonify.Task) error { <-release; return nil }),
+	}, memstream.Config{})
+	h.enqueue(&peonify.Task{ID: "a", Type: "hold"}, &peonify.Task{ID: "b", Type: "hold"})
+	h.start()
+	for len(h.p.Stats().InFlight) < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	s := h.p.Stats()
+	for _, f := range s.InFlight {
+		if f.Type != "hold" || f.Attempt != 1 || f.Running <= 0 || f.Stream != "memory" {
+			t.Errorf("in flight: %+v", f)
+		}
+	}
+	close(release)
+	h.waitKind(peonify.EventSucceeded, 2)
+	if q := h.p.Stats().Types["hold"].Quantile(0.99); q <= 0 {
+		t.Errorf("p99 = %s, want a positive latency", q)
+	}
+}

@@ -1,0 +1,358 @@
+package peonify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Processor runs tasks from its streams on a pool of workers: the seed's
+// Peonify instance. It holds a bounded local queue of tasks that this
+// process will attempt, polls its streams when the queue runs low, and
+// acknowledges each task when it completes.
+//
+// Create one with New, register handlers with AddTaskList and sources with
+// AddStream, then call Run. A Processor runs once.
+type Processor struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex // guards the fields below until Run starts
+	handlers map[string]Handler
+	streams  []*streamState
+	started  bool
+
+	// Set up by Run; read-only while it runs.
+	wrapped  map[string]Handler
+	types    map[string]*typeStats
+	unknown  typeStats
+	base     context.Context // Run's ctx without its cancellation: parent of task contexts
+	queue    chan job
+	slots    []slot
+	stopping atomic.Bool   // workers take no new task once set
+	stopCh   chan struct{} // closed with stopping set
+
+	capMu   sync.Mutex
+	held    int           // tasks in the local queue plus poll reservations
+	waiting bool          // a poller waits on space
+	space   chan struct{} // closed to wake waiting pollers
+
+	watchKick  chan struct{}
+	watchArmed atomic.Int64 // unix nanos of the watchdog's next wake; 0 when disarmed
+	renewing   sync.WaitGroup
+
+	ackKick chan struct{}
+
+	counters counters
+}
+
+// job is a claimed task travelling through the local queue.
+type job struct {
+	d         Delivery
+	st        *streamState
+	claimedAt time.Time
+}
+
+// New returns a Processor configured by cfg. It reports an error naming the
+// field if cfg is invalid.
+func New(cfg Config) (*Processor, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	return &Processor{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		handlers: make(map[string]Handler),
+	}, nil
+}
+
+// AddTaskList registers the handler of each task type in tl. A type that is
+// empty, has a nil handler, or is already registered is an error, and then
+// nothing from tl is registered. It must be called before Run.
+func (p *Processor) AddTaskList(tl TaskList) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.started {
+		return errors.New("peonify: AddTaskList called after Run: register every task type before Run")
+	}
+	for typ, h := range tl {
+		switch {
+		case typ == "":
+			return &ConfigError{"TaskList", "a task type name is empty"}
+		case h == nil:
+			return &ConfigError{"TaskList", fmt.Sprintf("handler for task type %q is nil", typ)}
+		case p.handlers[typ] != nil:
+			return &ConfigError{"TaskList", fmt.Sprintf("task type %q is already registered; each type has one handler", typ)}
+		}
+	}
+	for typ, h := range tl {
+		p.handlers[typ] = h
+	}
+	return nil
+}
+
+// StreamOption configures one stream added with AddStream.
+type StreamOption func(*streamOptions)
+
+type streamOptions struct {
+	weight int
+	name   string
+}
+
+// Weight sets a stream's share of the processor's capacity when several
+// streams have work: a stream with weight 2 gets about twice the tasks of a
+// stream with weight 1. Defaults to 1; must be at least 1.
+func Weight(w int) StreamOption { return func(o *streamOptions) { o.weight = w } }
+
+// StreamName names a stream in logs, stats and events. Defaults to the
+// stream's Name method if it has one, else its Go type.
+func StreamName(name string) StreamOption { return func(o *streamOptions) { o.name = name } }
+
+// AddStream adds a source of tasks. Any number of streams of any kind may be
+// added; they are polled fairly, in proportion to their weights. It must be
+// called before Run. The processor closes the stream when Run returns.
+func (p *Processor) AddStream(s Stream, opts ...StreamOption) error {
+	if s == nil {
+		return &ConfigError{"AddStream", "stream is nil"}
+	}
+	o := streamOptions{weight: 1}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.weight < 1 {
+		return &ConfigError{"AddStream", fmt.Sprintf("weight %d is below 1", o.weight)}
+	}
+	if o.name == "" {
+		if n, ok := s.(interface{ Name() string }); ok {
+			o.name = n.Name()
+		} else {
+			o.name = fmt.Sprintf("%T", s)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.started {
+		return errors.New("peonify: AddStream called after Run: add every stream before Run")
+	}
+	name := o.name
+	for i := 2; p.hasStream(name); i++ {
+		name = fmt.Sprintf("%s#%d", o.name, i)
+	}
+	st := &streamState{s: s, name: name, weight: o.weight, index: len(p.streams)}
+	st.ext, _ = s.(Extender)
+	if w, ok := s.(Waker); ok {
+		st.wake = w.Wake()
+	}
+	p.streams = append(p.streams, st)
+	return nil
+}
+
+func (p *Processor) hasStream(name string) bool {
+	for _, st := range p.streams {
+		if st.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Run processes tasks until ctx ends, then shuts down gracefully and
+// returns nil:
+//
+//  1. it stops polling;
+//  2. every task that was claimed but not started is handed back with
+//     Nack(OutcomeReleased), which does not count an attempt;
+//  3. running tasks get Config.ShutdownGrace to finish, with their leases
+//     kept alive; then their contexts are cancelled with cause ErrShutdown
+//     and those that return an error are released too;
+//  4. pending acks are flushed and every stream is closed.
+//
+// Run never installs signal handlers: wire SIGTERM and SIGINT to ctx with
+// signal.NotifyContext. If a handler ignores its cancelled context for
+// longer than the grace period again, Run gives up on it, releases its
+// task and returns an error naming it.
+func (p *Processor) Run(ctx context.Context) error {
+	if err := p.start(ctx); err != nil {
+		return err
+	}
+	pollCtx, stopPolling := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPolling()
+
+	var pollers, workers, helpers sync.WaitGroup
+	for _, st := range p.streams {
+		pollers.Go(func() { p.pollLoop(pollCtx, st) })
+	}
+	for i := range p.slots {
+		workers.Go(func() { p.work(&p.slots[i]) })
+	}
+	watchDone := make(chan struct{})
+	helpers.Go(func() { p.watchdog(watchDone) })
+	ackDone := make(chan struct{})
+	helpers.Go(func() { p.flusher(ackDone) })
+
+	<-ctx.Done()
+	p.log.Info("peonify: shutting down", "grace", p.cfg.ShutdownGrace)
+
+	// 1. Stop polling. A poll in flight may still deliver; its tasks go
+	// to the queue and are released below.
+	stopPolling()
+	pollers.Wait()
+
+	// 2. Workers take nothing new; hand back what never started.
+	p.stopping.Store(true)
+	close(p.stopCh)
+	p.releaseQueued()
+
+	// 3. Let running tasks finish within the grace period.
+	var err error
+	allDone := make(chan struct{})
+	go func() { workers.Wait(); close(allDone) }()
+	if !p.waitFor(allDone, p.cfg.ShutdownGrace) {
+		n := p.cancelRunning(ErrShutdown)
+		p.log.Warn("peonify: shutdown grace period ended; cancelled running tasks", "tasks", n)
+		if !p.waitFor(allDone, min(p.cfg.ShutdownGrace, 5*time.Second)) {
+			err = p.abandonRunning()
+		}
+	}
+	p.releaseQueued() // a worker may have taken a task as shutdown began
+
+	// 4. Flush acks and close streams.
+	close(watchDone)
+	close(ackDone)
+	helpers.Wait()
+	p.renewing.Wait()
+	p.flushAcks()
+	closeCtx, cancel := context.WithTimeout(p.base, 10*time.Second)
+	defer cancel()
+	for _, st := range p.streams {
+		if cerr := st.s.Close(closeCtx); cerr != nil {
+			p.log.Error("peonify: closing stream failed", "stream", st.name, "err", cerr)
+		}
+	}
+	p.log.Info("peonify: stopped", "succeeded", p.counters.succeeded.Load(), "released", p.counters.released.Load())
+	return err
+}
+
+// start validates that the processor can run and sets up its run state.
+func (p *Processor) start(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.started:
+		return errors.New("peonify: Run called twice: a Processor runs once; create another with New")
+	case len(p.streams) == 0:
+		return errors.New("peonify: no streams: add at least one with AddStream before Run")
+	case len(p.handlers) == 0:
+		return errors.New("peonify: no task types: register handlers with AddTaskList before Run")
+	}
+	p.started = true
+
+	p.wrapped = make(map[string]Handler, len(p.handlers))
+	p.types = make(map[string]*typeStats, len(p.handlers))
+	for typ, h := range p.handlers {
+		for i := len(p.cfg.Middleware) - 1; i >= 0; i-- {
+			h = p.cfg.Middleware[i](h)
+		}
+		p.wrapped[typ] = h
+		p.types[typ] = new(typeStats)
+	}
+	p.base = context.WithoutCancel(ctx)
+	p.queue = make(chan job, p.cfg.QueueSize)
+	p.stopCh = make(chan struct{})
+	p.slots = make([]slot, p.cfg.Workers)
+	p.space = make(chan struct{})
+	p.watchKick = make(chan struct{}, 1)
+	p.ackKick = make(chan struct{}, 1)
+	return nil
+}
+
+// waitFor waits until done is closed or d passes, and reports which.
+func (p *Processor) waitFor(done <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// releaseQueued hands back every task waiting in the local queue.
+func (p *Processor) releaseQueued() {
+	for {
+		select {
+		case j := <-p.queue:
+			p.dequeued()
+			p.release(j, "processor shutting down before the task started")
+		default:
+			return
+		}
+	}
+}
+
+// release hands back a task without counting the attempt.
+func (p *Processor) release(j job, reason string) {
+	p.nack(j.st, j.d, NackOptions{Outcome: OutcomeReleased, Reason: reason})
+	p.counters.released.Add(1)
+	p.emit(Event{Kind: EventReleased, Task: j.d.Task, Stream: j.st.name})
+}
+
+// cancelRunning cancels the context of every running task with cause and
+// returns how many it cancelled.
+func (p *Processor) cancelRunning(cause error) int {
+	n := 0
+	for i := range p.slots {
+		s := &p.slots[i]
+		s.mu.Lock()
+		if s.running && s.cancel != nil {
+			s.cancel(cause)
+			n++
+		}
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// abandonRunning gives up on handlers that ignored their cancelled
+// context: their tasks are released so another process can run them.
+func (p *Processor) abandonRunning() error {
+	var ids []string
+	for i := range p.slots {
+		s := &p.slots[i]
+		s.mu.Lock()
+		if s.running && !s.abandoned {
+			s.abandoned = true
+			ids = append(ids, s.d.Task.Type+"/"+s.d.Task.ID)
+			p.nack(s.st, s.d, NackOptions{Outcome: OutcomeReleased, Reason: "handler did not return after shutdown"})
+		}
+		s.mu.Unlock()
+	}
+	sort.Strings(ids)
+	return fmt.Errorf("peonify: %d handlers ignored context cancellation at shutdown; their tasks were released and may run again: %s",
+		len(ids), strings.Join(ids, ", "))
+}
+
+// nack calls the stream's Nack with a bounded context and logs a failure;
+// a task whose nack fails comes back when its lease ends.
+func (p *Processor) nack(st *streamState, d Delivery, opts NackOptions) {
+	ctx, cancel := context.WithTimeout(p.base, 10*time.Second)
+	defer cancel()
+	if err := st.s.Nack(ctx, d, opts); err != nil && !errors.Is(err, ErrLeaseLost) {
+		p.log.Error("peonify: nack failed; the task returns when its lease ends",
+			"stream", st.name, "task_id", d.Task.ID, "outcome", opts.Outcome.String(), "err", err)
+	}
+}
+
+func (p *Processor) emit(e Event) {
+	if p.cfg.OnEvent != nil {
+		p.cfg.OnEvent(e)
+	}
+}

@@ -1,0 +1,213 @@
+package peonify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// slot is one worker's record of the task it runs. The watchdog reads it
+// to time out tasks and extend their leases; Stats reads it to list tasks
+// in flight.
+type slot struct {
+	mu        sync.Mutex
+	running   bool
+	abandoned bool // shutdown gave up on the handler
+	d         Delivery
+	st        *streamState
+	started   time.Time
+	timeoutAt time.Time
+	lease     time.Duration // 0: no extension needed
+	extendAt  time.Time
+	extending bool
+	leaseLost bool
+	cancel    context.CancelCauseFunc
+}
+
+// work is one worker: it runs tasks from the local queue until shutdown.
+func (p *Processor) work(s *slot) {
+	for {
+		var j job
+		select {
+		case <-p.stopCh:
+			return
+		case j = <-p.queue:
+		}
+		p.dequeued()
+		if p.stopping.Load() {
+			p.release(j, "processor shutting down before the task started")
+			return
+		}
+		p.execute(s, j)
+		if p.stopping.Load() {
+			return
+		}
+	}
+}
+
+// execute runs one task and settles its outcome.
+func (p *Processor) execute(s *slot, j job) {
+	t := j.d.Task
+	h := p.wrapped[t.Type]
+	if h == nil {
+		p.unknown.record(0, false)
+		err := fmt.Errorf("%w %q: register one with AddTaskList (registered: %s)", ErrUnknownType, t.Type, p.typeNames())
+		p.kill(j.st, j.d, err, 0)
+		return
+	}
+
+	now := time.Now()
+	if j.d.Deadline.IsZero() || j.st.ext == nil {
+		j.d.Deadline = time.Time{}
+	} else if lease := j.d.Deadline.Sub(j.claimedAt); now.Sub(j.claimedAt) > lease/3 {
+		// The task waited in the local queue for a third of its lease:
+		// renew before starting so it does not run on a lease about to end.
+		d, err := p.extend(j.st, j.d, lease)
+		if err != nil {
+			p.leaseLost(j, err)
+			return
+		}
+		j.d, j.claimedAt = d, now
+	}
+
+	ctx, cancel := context.WithCancelCause(p.base)
+	s.mu.Lock()
+	s.running, s.d, s.st, s.started, s.cancel = true, j.d, j.st, now, cancel
+	s.timeoutAt = now.Add(p.cfg.TaskTimeout)
+	s.leaseLost = false
+	if !j.d.Deadline.IsZero() {
+		s.lease = j.d.Deadline.Sub(j.claimedAt)
+		s.extendAt = j.claimedAt.Add(s.lease / 3)
+	} else {
+		s.lease = 0
+	}
+	next := s.timeoutAt
+	if s.lease > 0 && s.extendAt.Before(next) {
+		next = s.extendAt
+	}
+	s.mu.Unlock()
+	p.counters.started.Add(1)
+	if armed := p.watchArmed.Load(); armed == 0 || armed > next.UnixNano() {
+		select {
+		case p.watchKick <- struct{}{}:
+		default:
+		}
+	}
+
+	err := p.call(ctx, h, t)
+	took := time.Since(now)
+
+	s.mu.Lock()
+	d, lost, abandoned := s.d, s.leaseLost, s.abandoned
+	s.running, s.cancel, s.st = false, nil, nil
+	s.d = Delivery{}
+	s.mu.Unlock()
+	cause := context.Cause(ctx)
+	cancel(nil)
+
+	ts := p.types[t.Type]
+	ts.record(took, err == nil)
+	switch {
+	case abandoned:
+		// Shutdown released the task already.
+	case lost:
+		p.counters.leaseLost.Add(1)
+		p.emit(Event{Kind: EventLeaseLost, Task: t, Stream: j.st.name, Duration: took, Err: err})
+	case err == nil:
+		p.ack(j.st, d)
+		p.counters.succeeded.Add(1)
+		p.emit(Event{Kind: EventSucceeded, Task: t, Stream: j.st.name, Duration: took})
+	default:
+		p.settle(j.st, d, err, cause, took)
+	}
+}
+
+// settle decides what happens to a task whose handler returned err.
+func (p *Processor) settle(st *streamState, d Delivery, err, cause error, took time.Duration) {
+	t := d.Task
+	p.counters.failed.Add(1)
+
+	if errors.Is(cause, ErrShutdown) {
+		p.nack(st, d, NackOptions{Outcome: OutcomeReleased, Reason: "interrupted by shutdown: " + err.Error()})
+		p.counters.released.Add(1)
+		p.emit(Event{Kind: EventReleased, Task: t, Stream: st.name, Duration: took, Err: err})
+		return
+	}
+	var skip *skipRetryError
+	if errors.As(err, &skip) {
+		p.kill(st, d, err, took)
+		return
+	}
+	var ra *retryAfterError
+	hasRA := errors.As(err, &ra)
+	if hasRA && ra.snooze {
+		p.nack(st, d, NackOptions{Outcome: OutcomeReleased, Delay: ra.delay, Reason: err.Error()})
+		p.counters.snoozed.Add(1)
+		p.emit(Event{Kind: EventSnoozed, Task: t, Stream: st.name, Duration: took, Delay: ra.delay})
+		return
+	}
+
+	maxAttempts := p.cfg.Retry.MaxAttempts
+	if t.MaxAttempts > 0 {
+		maxAttempts = t.MaxAttempts
+	}
+	if errors.Is(cause, ErrTaskTimeout) && !errors.Is(err, ErrTaskTimeout) {
+		err = fmt.Errorf("%w after %s: %w", ErrTaskTimeout, p.cfg.TaskTimeout, err)
+	}
+	if t.Attempt >= maxAttempts {
+		p.kill(st, d, fmt.Errorf("out of attempts (%d of %d): %w", t.Attempt, maxAttempts, err), took)
+		return
+	}
+	delay := p.cfg.Retry.Backoff(t.Attempt)
+	if hasRA {
+		delay = ra.delay
+	}
+	p.nack(st, d, NackOptions{Outcome: OutcomeFailed, Delay: delay, Reason: err.Error()})
+	p.counters.retried.Add(1)
+	p.emit(Event{Kind: EventRetried, Task: t, Stream: st.name, Duration: took, Delay: delay, Err: err})
+}
+
+// kill dead-letters a task.
+func (p *Processor) kill(st *streamState, d Delivery, err error, took time.Duration) {
+	p.log.Warn("peonify: task is dead", "stream", st.name, "task_id", d.Task.ID, "type", d.Task.Type,
+		"attempt", d.Task.Attempt, "err", err)
+	p.nack(st, d, NackOptions{Outcome: OutcomeDead, Reason: err.Error()})
+	p.counters.dead.Add(1)
+	p.emit(Event{Kind: EventDead, Task: d.Task, Stream: st.name, Duration: took, Err: err})
+}
+
+// leaseLost drops a task whose lease ended before it started.
+func (p *Processor) leaseLost(j job, err error) {
+	p.log.Warn("peonify: lease lost before the task started; skipping it", "stream", j.st.name,
+		"task_id", j.d.Task.ID, "err", err)
+	p.counters.leaseLost.Add(1)
+	p.emit(Event{Kind: EventLeaseLost, Task: j.d.Task, Stream: j.st.name, Err: err})
+}
+
+// call runs the handler, turning a panic into a *PanicError. The stack is
+// logged, as net/http does for a panicking request.
+func (p *Processor) call(ctx context.Context, h Handler, t *Task) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			buf := make([]byte, 64<<10)
+			buf = buf[:runtime.Stack(buf, false)]
+			err = &PanicError{Value: r, Stack: buf}
+			p.log.Error("peonify: task handler panicked", "task_id", t.ID, "type", t.Type, "panic", r, "stack", string(buf))
+		}
+	}()
+	return h.Execute(ctx, t)
+}
+
+func (p *Processor) typeNames() string {
+	names := make([]string, 0, len(p.wrapped))
+	for typ := range p.wrapped {
+		names = append(names, fmt.Sprintf("%q", typ))
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
