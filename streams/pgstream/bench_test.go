@@ -20,7 +20,7 @@ func benchTasks(n int) []*peonify.Task {
 
 // BenchmarkEnqueueBatch measures Enqueue of batches of several sizes;
 // batches over CopyThreshold go through COPY. The unnest and copy variants
-// at 1000 compare the two paths on the same batch.
+// compare the two paths on the same batches.
 func BenchmarkEnqueueBatch(b *testing.B) {
 	pool := testPool(b)
 	ctx := context.Background()
@@ -41,24 +41,26 @@ func BenchmarkEnqueueBatch(b *testing.B) {
 			return s.Enqueue(ctx, tasks...)
 		})
 	}
-	run("unnest-1000", 1000, func(s *Stream, tasks []*peonify.Task) error {
-		bt, err := newBatch(tasks)
-		if err != nil {
-			return err
-		}
-		_, err = s.insert(ctx, s.pool, bt)
-		return err
-	})
-	run("copy-1000", 1000, func(s *Stream, tasks []*peonify.Task) error {
-		bt, err := newBatch(tasks)
-		if err != nil {
-			return err
-		}
-		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			_, err := s.copyInsert(ctx, tx, bt)
+	for _, size := range []int{100, 1000, 10000} {
+		run(fmt.Sprintf("unnest-%d", size), size, func(s *Stream, tasks []*peonify.Task) error {
+			bt, err := newBatch(tasks)
+			if err != nil {
+				return err
+			}
+			_, err = s.insert(ctx, s.pool, bt)
 			return err
 		})
-	})
+		run(fmt.Sprintf("copy-%d", size), size, func(s *Stream, tasks []*peonify.Task) error {
+			bt, err := newBatch(tasks)
+			if err != nil {
+				return err
+			}
+			return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+				_, err := s.copyInsert(ctx, tx, bt)
+				return err
+			})
+		})
+	}
 }
 
 // BenchmarkPollAck measures draining a queue: claims of up to batch tasks

@@ -10,13 +10,15 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/peonify/peonify"
 )
 
 // CopyThreshold is the batch size above which Enqueue and EnqueueTx load
-// tasks with COPY (into a temporary table, then one INSERT that still skips
-// duplicates) instead of a single multi-row INSERT.
+// tasks with COPY instead of a single multi-row INSERT. COPY cannot skip
+// duplicates: a batch in which it meets one is inserted again, in the same
+// transaction, by the INSERT that skips and reports them.
 const CopyThreshold = 100
 
 // querier is what enqueueing needs: a pool or a transaction.
@@ -217,41 +219,70 @@ func (s *Stream) insert(ctx context.Context, q querier, b *batch) ([]string, err
 	return ids, nil
 }
 
-// copyInsert stores b in tx with COPY into a temporary table and one
-// INSERT ... ON CONFLICT DO NOTHING from it, and returns the IDs it
-// inserted. The temporary table is dropped before it returns, so the
-// caller's transaction can enqueue again.
+// copyInsert stores b in tx with COPY, the fastest way into Postgres, in a
+// savepoint. COPY cannot skip duplicates: if one makes it fail, the
+// savepoint is rolled back and the batch goes through insert, which skips
+// and reports them. It returns the IDs it inserted.
 func (s *Stream) copyInsert(ctx context.Context, tx pgx.Tx, b *batch) ([]string, error) {
-	if _, err := tx.Exec(ctx, s.sql.createTemp); err != nil {
-		return nil, s.dbError("preparing a bulk enqueue", err)
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return nil, s.dbError("starting a bulk enqueue", err)
 	}
-	cols := []string{"ord", "id", "type", "payload", "headers", "priority", "max_attempts", "unique_key", "enqueued_at", "run_at"}
-	_, err := tx.CopyFrom(ctx, pgx.Identifier{"pg_temp", "peonify_enqueue"}, cols,
-		pgx.CopyFromSlice(b.n(), func(i int) ([]any, error) {
-			var h any
+	err = s.copyRows(ctx, sp, b)
+	if err == nil {
+		if err := sp.Commit(ctx); err != nil {
+			return nil, s.dbError("finishing a bulk enqueue", err)
+		}
+		return b.ids, nil
+	}
+	if rbErr := sp.Rollback(ctx); rbErr != nil {
+		return nil, s.dbError("undoing a bulk enqueue", errors.Join(err, rbErr))
+	}
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "23505" { // unique_violation
+		return nil, s.dbError("copying tasks", err)
+	}
+	return s.insert(ctx, tx, b)
+}
+
+// copyRows copies b into the task table: the tasks without RunAt without
+// that column, so that they get the database's now() as the other paths
+// give them, and the scheduled ones with it.
+func (s *Stream) copyRows(ctx context.Context, tx pgx.Tx, b *batch) error {
+	table := pgx.Identifier{s.cfg.Schema, "peonify_tasks"}
+	cols := []string{"queue", "id", "type", "payload", "headers", "priority", "max_attempts", "unique_key", "enqueued_at", "run_at"}
+	for _, scheduled := range []bool{false, true} {
+		var rows []int
+		for i, r := range b.runAt {
+			if r.Valid == scheduled {
+				rows = append(rows, i)
+			}
+		}
+		if len(rows) == 0 {
+			continue
+		}
+		c := cols
+		if !scheduled {
+			c = cols[:len(cols)-1]
+		}
+		_, err := tx.CopyFrom(ctx, table, c, pgx.CopyFromSlice(len(rows), func(j int) ([]any, error) {
+			i := rows[j]
+			var h, uk any
 			if b.headers[i] != nil {
 				h = *b.headers[i]
 			}
-			var uk any
 			if b.uniqueKeys[i] != nil {
 				uk = *b.uniqueKeys[i]
 			}
-			return []any{int32(i), b.ids[i], b.types[i], b.payloads[i], h, b.priorities[i], b.maxAttempts[i],
-				uk, b.enqueuedAt[i], b.runAt[i]}, nil
+			v := []any{s.cfg.Queue, b.ids[i], b.types[i], b.payloads[i], h, b.priorities[i], b.maxAttempts[i], uk, b.enqueuedAt[i]}
+			if scheduled {
+				v = append(v, b.runAt[i])
+			}
+			return v, nil
 		}))
-	if err != nil {
-		return nil, s.dbError("copying tasks", err)
+		if err != nil {
+			return err
+		}
 	}
-	rows, err := tx.Query(ctx, s.sql.insertFromTemp, s.cfg.Queue)
-	if err != nil {
-		return nil, s.dbError("enqueueing tasks", err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, s.dbError("enqueueing tasks", err)
-	}
-	if _, err := tx.Exec(ctx, s.sql.dropTemp); err != nil {
-		return nil, s.dbError("finishing a bulk enqueue", err)
-	}
-	return ids, nil
+	return nil
 }

@@ -1,10 +1,12 @@
 package pgstream
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/peonify/peonify"
@@ -185,5 +187,49 @@ func TestEnqueueTx(t *testing.T) {
 	}
 	if err := s.EnqueueTx(ctx, nil, task("x")); err == nil {
 		t.Fatal("EnqueueTx(nil tx) succeeded")
+	}
+}
+
+func TestEnqueueLargeBatchWithoutDuplicates(t *testing.T) {
+	pool := testPool(t)
+	s := newTestStream(t, pool, Config{})
+	ctx := ctxT(t)
+	var tasks []*peonify.Task
+	for i := range 2 * CopyThreshold {
+		tk := &peonify.Task{Type: "bulk", Payload: []byte{byte(i), 0}, Headers: map[string]string{"i": fmt.Sprint(i)}}
+		if i%4 == 0 {
+			tk.RunAt = time.Now().Add(time.Hour)
+		}
+		if i%10 == 0 {
+			tk.UniqueKey = fmt.Sprint("key-", i)
+		}
+		tasks = append(tasks, tk)
+	}
+	if err := s.Enqueue(ctx, tasks...); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.Counts(ctx)
+	if err != nil || c[peonify.StateScheduled] != CopyThreshold/2 || c[peonify.StatePending] != 3*CopyThreshold/2 {
+		t.Fatalf("Counts = %v, %v", c, err)
+	}
+	for _, i := range []int{0, 1, 10} {
+		info, err := s.Get(ctx, tasks[i].ID)
+		if err != nil || info.Task.Headers["i"] != fmt.Sprint(i) || info.Task.UniqueKey != tasks[i].UniqueKey ||
+			!bytes.Equal(info.Task.Payload, tasks[i].Payload) || (i%4 == 0) != (info.State == peonify.StateScheduled) {
+			t.Fatalf("task %d stored as %+v, %v", i, info, err)
+		}
+	}
+	// A unique key already live makes the whole COPY fail; the batch is
+	// stored again without it.
+	again := []*peonify.Task{{Type: "bulk", UniqueKey: "key-10"}}
+	for range CopyThreshold {
+		again = append(again, &peonify.Task{Type: "bulk"})
+	}
+	var de *peonify.DuplicateError
+	if err := s.Enqueue(ctx, again...); !errors.As(err, &de) || !slices.Equal(de.IDs, []string{again[0].ID}) {
+		t.Fatalf("bulk Enqueue with a live unique key = %v", err)
+	}
+	if c, _ := s.Counts(ctx); c[peonify.StatePending] != 3*CopyThreshold/2+CopyThreshold {
+		t.Fatalf("Counts = %v", c)
 	}
 }

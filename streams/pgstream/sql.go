@@ -111,21 +111,6 @@ FROM unnest($2::text[], $3::text[], $4::bytea[], $5::text[], $6::integer[], $7::
      AS i(id, type, payload, headers, priority, max_attempts, unique_key, enqueued_at, run_at)
 ON CONFLICT DO NOTHING
 RETURNING id`)
-	st.createTemp = `
-CREATE TEMP TABLE peonify_enqueue (
-	ord integer, id text, type text, payload bytea, headers jsonb, priority integer, max_attempts integer,
-	unique_key text, enqueued_at timestamptz, run_at timestamptz
-) ON COMMIT DROP`
-	st.insertFromTemp = r.Replace(`
-INSERT INTO {t} (queue, id, type, payload, headers, priority, max_attempts, unique_key, enqueued_at, run_at)
-SELECT $1, i.id, i.type, i.payload, i.headers, i.priority, i.max_attempts, i.unique_key, i.enqueued_at,
-       coalesce(i.run_at, now())
-FROM pg_temp.peonify_enqueue i
-ORDER BY i.ord
-ON CONFLICT DO NOTHING
-RETURNING id`)
-	st.dropTemp = `DROP TABLE pg_temp.peonify_enqueue`
-
 	// rescue: expired leases go back to pending, or to dead when the task's
 	// own MaxAttempts is used up (a task that crashes its process must not
 	// crash-loop the fleet).
