@@ -143,15 +143,18 @@ func (p *Processor) reserve(ctx context.Context, st *streamState) int {
 	}
 	st.ready = true
 	for {
-		if p.held <= p.cfg.LowWatermark {
+		// waiting is set before held is read, and dequeued changes held
+		// before it reads waiting, so a wake-up cannot be missed.
+		p.waiting.Store(true)
+		if held := int(p.held.Load()); held <= p.cfg.LowWatermark {
 			if low, ok := p.lowestPass(st); !ok || st.pass < low || (st.pass == low && p.firstAtPass(st)) {
-				n := p.cfg.QueueSize - p.held
-				p.held += n
+				n := p.cfg.QueueSize - held
+				p.held.Add(int64(n)) // only pollers add, and they hold capMu
 				st.ready = false
+				p.waiting.Store(p.anyReady())
 				return n
 			}
 		}
-		p.waiting = true
 		space := p.space
 		p.capMu.Unlock()
 		select {
@@ -195,31 +198,36 @@ func (p *Processor) polled(st *streamState, n, got int) {
 	p.capMu.Lock()
 	st.pass += float64(got) / float64(st.weight)
 	st.idled = got < n
-	p.held -= n - got
-	p.maybeWake()
-	p.capMu.Unlock()
-}
-
-// dequeued records that a task left the local queue.
-func (p *Processor) dequeued() {
-	p.capMu.Lock()
-	p.held--
-	p.maybeWake()
-	p.capMu.Unlock()
-}
-
-// maybeWake wakes waiting pollers if the queue is low enough for one of
-// them to go ahead. capMu must be held.
-func (p *Processor) maybeWake() {
-	if p.waiting && p.held <= p.cfg.LowWatermark {
+	if int(p.held.Add(-int64(n-got))) <= p.cfg.LowWatermark {
 		p.wake()
 	}
+	p.capMu.Unlock()
+}
+
+// dequeued records that a task left the local queue. It is on every
+// task's path, so it takes the lock only when a poller waits for space.
+func (p *Processor) dequeued() {
+	if int(p.held.Add(-1)) <= p.cfg.LowWatermark && p.waiting.Load() {
+		p.capMu.Lock()
+		p.wake()
+		p.capMu.Unlock()
+	}
+}
+
+// anyReady reports whether a stream waits to poll. capMu must be held.
+func (p *Processor) anyReady() bool {
+	for _, o := range p.streams {
+		if o.ready {
+			return true
+		}
+	}
+	return false
 }
 
 // wake wakes every waiting poller. capMu must be held.
 func (p *Processor) wake() {
-	if p.waiting {
-		p.waiting = false
+	if p.waiting.Load() {
+		p.waiting.Store(false)
 		close(p.space)
 		p.space = make(chan struct{})
 	}

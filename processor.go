@@ -39,9 +39,9 @@ type Processor struct {
 	stopCh   chan struct{} // closed with stopping set
 
 	capMu   sync.Mutex
-	held    int           // tasks in the local queue plus poll reservations
-	waiting bool          // a poller waits on space
-	space   chan struct{} // closed to wake waiting pollers
+	held    atomic.Int64  // tasks in the local queue plus poll reservations
+	waiting atomic.Bool   // a poller may wait on space; stored under capMu
+	space   chan struct{} // closed to wake waiting pollers; guarded by capMu
 
 	watchKick  chan struct{}
 	watchArmed atomic.Int64 // unix nanos of the watchdog's next wake; 0 when disarmed
