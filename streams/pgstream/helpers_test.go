@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -70,6 +71,9 @@ func newTestStream(t testing.TB, pool *pgxpool.Pool, cfg Config) *Stream {
 	t.Helper()
 	if cfg.Queue == "" {
 		cfg.Queue = uniqueQueue(t)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	s, err := New(pool, cfg)
 	if err != nil {

@@ -11,8 +11,7 @@ import (
 // one per connection.
 type statements struct {
 	claim, ackDelete, ackDone, nackFailed, nackReleased, nackDead, extend string
-	insert, createTemp, insertFromTemp, dropTemp                          string
-	rescue, cleanup, notify                                               string
+	insert, rescue, cleanup                                               string
 	counts, list, get, retry, deleteIDs, purge, pause, resume, paused     string
 }
 
@@ -111,6 +110,7 @@ FROM unnest($2::text[], $3::text[], $4::bytea[], $5::text[], $6::integer[], $7::
      AS i(id, type, payload, headers, priority, max_attempts, unique_key, enqueued_at, run_at)
 ON CONFLICT DO NOTHING
 RETURNING id`)
+
 	// rescue: expired leases go back to pending, or to dead when the task's
 	// own MaxAttempts is used up (a task that crashes its process must not
 	// crash-loop the fleet).
@@ -143,7 +143,6 @@ DELETE FROM {t} t USING (
 	FOR UPDATE SKIP LOCKED
 ) c
 WHERE t.queue = c.queue AND t.id = c.id`)
-	st.notify = `SELECT pg_notify($1, $2)`
 
 	// Inspector. "scheduled" is a pending task whose run_at is in the future.
 	// counts reads each state through its partial index.

@@ -112,7 +112,8 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 		ds = append(ds, peonify.Delivery{Task: &info.Task, Token: token, Deadline: info.LeaseUntil})
 	}
 	if err := rows.Err(); err != nil {
-		// The claim is rolled back with the statement: nothing is leased.
+		// Nothing is leased if the statement failed; if only its reply was
+		// lost, the leases expire and the rescuer hands the tasks out again.
 		return nil, s.dbError("claiming tasks", err)
 	}
 	slices.SortFunc(ds, func(a, b peonify.Delivery) int {
