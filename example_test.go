@@ -1,0 +1,179 @@
+package peonify_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/streams/memstream"
+)
+
+// runUntilEvents runs p until n task events happened, then shuts it down.
+// OnEvent must forward to events.
+func runUntilEvents(p *peonify.Processor, events <-chan peonify.Event, n int) []peonify.Event {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- p.Run(ctx) }()
+	var got []peonify.Event
+	for len(got) < n {
+		got = append(got, <-events)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		fmt.Println("run:", err)
+	}
+	return got
+}
+
+// The seed's Getting Started: a processor, a task list, a stream, Run.
+func Example() {
+	store := memstream.New(memstream.Config{})
+	_ = store.Enqueue(context.Background(),
+		&peonify.Task{ID: "1", Type: "email-task", Payload: []byte(`{"to":"ada@example.com"}`)})
+
+	done := make(chan peonify.Event, 1)
+	p, _ := peonify.New(peonify.Config{
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnEvent: func(e peonify.Event) { done <- e },
+	})
+	_ = p.AddTaskList(peonify.TaskList{
+		"email-task": peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
+			fmt.Printf("sending email %s: %s\n", t.ID, t.Payload)
+			return nil
+		}),
+	})
+	_ = p.AddStream(store)
+
+	// In a program: ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-done; cancel() }()
+	if err := p.Run(ctx); err != nil { // returns after a graceful drain
+		fmt.Println(err)
+	}
+	fmt.Println("succeeded:", p.Stats().Succeeded)
+	// Output:
+	// sending email 1: {"to":"ada@example.com"}
+	// succeeded: 1
+}
+
+type welcome struct {
+	Name string `json:"name"`
+}
+
+// JSON decodes payloads into a typed struct; a payload that does not
+// decode is dead at once with a reason, never retried.
+func ExampleJSON() {
+	store := memstream.New(memstream.Config{})
+	_ = store.Enqueue(context.Background(),
+		&peonify.Task{ID: "good", Type: "welcome", Payload: []byte(`{"name":"Ada"}`)},
+		&peonify.Task{ID: "bad", Type: "welcome", Payload: []byte(`{"name":42}`)})
+
+	events := make(chan peonify.Event, 2)
+	p, _ := peonify.New(peonify.Config{Workers: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnEvent: func(e peonify.Event) { events <- e }})
+	_ = p.AddTaskList(peonify.TaskList{
+		"welcome": peonify.JSON(func(ctx context.Context, w welcome) error {
+			fmt.Println("hello,", w.Name)
+			return nil
+		}),
+	})
+	_ = p.AddStream(store)
+	for _, e := range runUntilEvents(p, events, 2) {
+		fmt.Println(e.Task.ID, e.Kind, e.Err)
+	}
+	// Output:
+	// hello, Ada
+	// good succeeded <nil>
+	// bad dead payload of "welcome" task is not a valid peonify_test.welcome: json: cannot unmarshal number into Go struct field welcome.name of type string
+}
+
+// Handlers steer retries by wrapping their errors.
+func ExampleSkipRetry() {
+	store := memstream.New(memstream.Config{})
+	_ = store.Enqueue(context.Background(),
+		&peonify.Task{ID: "permanent", Type: "charge"},
+		&peonify.Task{ID: "rate-limited", Type: "charge"},
+		&peonify.Task{ID: "not-ready", Type: "charge"})
+
+	events := make(chan peonify.Event, 3)
+	p, _ := peonify.New(peonify.Config{Workers: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnEvent: func(e peonify.Event) { events <- e }})
+	_ = p.AddTaskList(peonify.TaskList{
+		"charge": peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
+			switch t.ID {
+			case "permanent": // no retry can fix it: dead at once
+				return peonify.SkipRetry(errors.New("card number is invalid"))
+			case "rate-limited": // retry at a chosen time; the attempt counts
+				return peonify.RetryAfter(time.Minute, errors.New("429 Too Many Requests"))
+			default: // run later; the attempt does not count
+				return peonify.Snooze(time.Hour)
+			}
+		}),
+	})
+	_ = p.AddStream(store)
+	for _, e := range runUntilEvents(p, events, 3) {
+		fmt.Printf("%s: %s (next attempt in %s)\n", e.Task.ID, e.Kind, e.Delay)
+	}
+	// Output:
+	// permanent: dead (next attempt in 0s)
+	// rate-limited: retried (next attempt in 1m0s)
+	// not-ready: snoozed (next attempt in 1h0m0s)
+}
+
+// Middleware wraps every handler, for logging, tracing or metrics.
+func ExampleMiddleware() {
+	logTasks := func(next peonify.Handler) peonify.Handler {
+		return peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
+			fmt.Println("start", t.Type, t.ID)
+			err := next.Execute(ctx, t)
+			fmt.Println("end", t.Type, t.ID, err)
+			return err
+		})
+	}
+	store := memstream.New(memstream.Config{})
+	_ = store.Enqueue(context.Background(), &peonify.Task{ID: "7", Type: "resize"})
+
+	events := make(chan peonify.Event, 1)
+	p, _ := peonify.New(peonify.Config{
+		Middleware: []peonify.Middleware{logTasks},
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnEvent:    func(e peonify.Event) { events <- e },
+	})
+	_ = p.AddTaskList(peonify.TaskList{"resize": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
+		fmt.Println("resizing")
+		return nil
+	})})
+	_ = p.AddStream(store)
+	runUntilEvents(p, events, 1)
+	// Output:
+	// start resize 7
+	// resizing
+	// end resize 7 <nil>
+}
+
+// Several streams feed one processor; weights share its capacity when
+// more than one has work.
+func ExampleProcessor_AddStream() {
+	urgent := memstream.New(memstream.Config{Name: "urgent"})
+	bulk := memstream.New(memstream.Config{Name: "bulk"})
+	_ = urgent.Enqueue(context.Background(), &peonify.Task{Type: "job"})
+	_ = bulk.Enqueue(context.Background(), &peonify.Task{Type: "job"})
+
+	events := make(chan peonify.Event, 2)
+	p, _ := peonify.New(peonify.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnEvent: func(e peonify.Event) { events <- e }})
+	_ = p.AddTaskList(peonify.TaskList{"job": peonify.HandlerFunc(func(context.Context, *peonify.Task) error { return nil })})
+	_ = p.AddStream(urgent, peonify.Weight(4))
+	_ = p.AddStream(bulk)
+	runUntilEvents(p, events, 2)
+	for _, s := range p.Stats().Streams {
+		fmt.Println(s.Name, "weight", s.Weight)
+	}
+	// Output:
+	// urgent weight 4
+	// bulk weight 1
+}
