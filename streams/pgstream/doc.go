@@ -98,8 +98,15 @@
 //     dead tasks are kept for Config.KeepDead (7 days) for inspection. A
 //     background cleaner deletes them afterwards, so the table does not
 //     grow without bound.
-//   - A polling stream holds one pool connection for LISTEN. Behind a
-//     connection pooler in transaction mode, set Config.NoListen.
+//   - A polling stream takes one connection out of the pool for LISTEN.
+//     Streams of many queues can share one through a Listener
+//     (Config.Listener); behind a connection pooler in transaction mode,
+//     which cannot LISTEN, set Config.NoListen. Tasks scheduled for later,
+//     and retries after a delay, are picked up at the processor's poll
+//     interval.
+//   - Claims and acks commit asynchronously (see Config.SyncCommit): a
+//     database crash can only make a task run again. Enqueue always waits
+//     for the disk.
 //   - Schema changes are versioned in the peonify_migrations table.
 //     MigrateSchema puts the tables in another schema than "public".
 package pgstream
