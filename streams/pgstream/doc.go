@@ -12,6 +12,8 @@
 // are rescued in the background, and LISTEN/NOTIFY wakes idle processors
 // within milliseconds of an enqueue, from Peonify or from any other client.
 //
+// It needs Postgres 13 or later.
+//
 // # Getting started
 //
 // Migrate once (at deployment or start-up), then add the stream to a
@@ -104,6 +106,9 @@
 //     which cannot LISTEN, set Config.NoListen. Tasks scheduled for later,
 //     and retries after a delay, are picked up at the processor's poll
 //     interval.
+//   - Every statement also works without prepared statements
+//     (pgx.QueryExecModeExec or QueryExecModeSimpleProtocol), as poolers
+//     in transaction mode require.
 //   - Claims and acks commit asynchronously (see Config.SyncCommit): a
 //     database crash can only make a task run again. Enqueue always waits
 //     for the disk.

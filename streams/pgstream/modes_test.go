@@ -1,0 +1,78 @@
+package pgstream
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/testenv"
+)
+
+// TestQueryExecModes runs the main paths with the query modes that
+// connection poolers in transaction mode need (no prepared statements).
+func TestQueryExecModes(t *testing.T) {
+	testPool(t) // migrated
+	for name, mode := range map[string]pgx.QueryExecMode{
+		"exec":   pgx.QueryExecModeExec,
+		"simple": pgx.QueryExecModeSimpleProtocol,
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg, err := pgxpool.ParseConfig(testenv.URL(t, "postgres"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.ConnConfig.DefaultQueryExecMode = mode
+			pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(pool.Close)
+			s := newTestStream(t, pool, Config{NoListen: true})
+			ctx := ctxT(t)
+
+			small := &peonify.Task{Type: "a", Payload: []byte{0, 1, 0xff}, Headers: map[string]string{"h": "v"},
+				UniqueKey: "u", RunAt: time.Now().Add(-time.Second)}
+			mustEnqueue(t, s, small)
+			bulk := make([]*peonify.Task, CopyThreshold+1)
+			for i := range bulk {
+				bulk[i] = task("bulk")
+			}
+			mustEnqueue(t, s, bulk...)
+			if err := s.Enqueue(ctx, small); !isDup(err) {
+				t.Fatalf("duplicate = %v", err)
+			}
+			ds := mustPoll(t, s, 500)
+			if len(ds) != len(bulk)+1 {
+				t.Fatalf("polled %d", len(ds))
+			}
+			if d, err := s.Extend(ctx, ds[0], time.Minute); err != nil || d.Deadline.IsZero() {
+				t.Fatalf("Extend = %v", err)
+			}
+			if err := s.Nack(ctx, ds[0], peonify.NackOptions{Outcome: peonify.OutcomeFailed, Delay: time.Hour, Reason: "r"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Ack(ctx, ds[1:]...); err != nil {
+				t.Fatal(err)
+			}
+			c, err := s.Counts(ctx)
+			if err != nil || c[peonify.StateScheduled] != 1 || len(c) != 1 {
+				t.Fatalf("Counts = %v, %v", c, err)
+			}
+			if _, err := s.List(ctx, peonify.ListOptions{State: peonify.StateScheduled, Type: "a"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Pause(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Resume(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := s.rescue(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
