@@ -37,7 +37,8 @@ type Stream interface {
 	// Ack is fenced: a delivery whose lease was lost (it expired and the task
 	// was claimed again) must not touch the newer claim. Such a stale ack
 	// is silently ignored, or reported with an error wrapping ErrLeaseLost;
-	// it never removes or changes the task.
+	// it never removes or changes the task. A batch with stale deliveries
+	// still acks all the current ones.
 	Ack(ctx context.Context, ds ...Delivery) error
 
 	// Nack hands a delivery back with one of three outcomes (see Outcome):
@@ -121,9 +122,10 @@ type NackOptions struct {
 }
 
 // Extender is implemented by streams whose claims expire. The processor
-// extends the lease of a running task when about a third of it is left,
+// extends the lease of a running task each time a third of it has passed
+// (and before starting a task that waited that long in the local queue),
 // and cancels the task's context with ErrLeaseLost if Extend fails with
-// ErrLeaseLost.
+// ErrLeaseLost or the lease ends while extensions keep failing.
 type Extender interface {
 	// Extend renews the lease of d so that it ends lease from now, and
 	// returns the delivery with its new Deadline (and Token, if the stream
@@ -148,7 +150,9 @@ type Enqueuer interface {
 	// (see Task.Prepare). A task whose ID, or UniqueKey while a task with
 	// that key is live, is already stored is not stored again: Enqueue
 	// stores the others and returns a *DuplicateError, which matches
-	// ErrDuplicate with errors.Is.
+	// ErrDuplicate with errors.Is. Because Enqueue writes the generated ID
+	// into the caller's Task, enqueueing the same *Task value twice is a
+	// duplicate: build a new Task for each new piece of work.
 	Enqueue(ctx context.Context, tasks ...*Task) error
 }
 

@@ -62,9 +62,8 @@ func (p *Processor) execute(s *slot, j job) {
 	}
 
 	now := time.Now()
-	if j.d.Deadline.IsZero() || j.st.ext == nil {
-		j.d.Deadline = time.Time{}
-	} else if lease := j.d.Deadline.Sub(j.claimedAt); now.Sub(j.claimedAt) > lease/3 {
+	leased := !j.d.Deadline.IsZero() && j.st.ext != nil
+	if lease := j.d.Deadline.Sub(j.claimedAt); leased && now.Sub(j.claimedAt) > lease/3 {
 		// The task waited in the local queue for a third of its lease:
 		// renew before starting so it does not run on a lease about to end.
 		d, err := p.extend(j.st, j.d, lease)
@@ -80,7 +79,7 @@ func (p *Processor) execute(s *slot, j job) {
 	s.running, s.d, s.st, s.started, s.cancel = true, j.d, j.st, now, cancel
 	s.timeoutAt = now.Add(p.cfg.TaskTimeout)
 	s.leaseLost = false
-	if !j.d.Deadline.IsZero() {
+	if leased {
 		s.lease = j.d.Deadline.Sub(j.claimedAt)
 		s.extendAt = j.claimedAt.Add(s.lease / 3)
 	} else {
