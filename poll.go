@@ -25,6 +25,7 @@ type streamState struct {
 	ackSpin []Delivery // the flusher's spare buffer
 
 	polls      atomic.Uint64
+	polled     atomic.Uint64 // tasks delivered
 	pollErrors atomic.Uint64
 	lastErr    atomic.Pointer[string]
 	backoff    atomic.Bool // in error backoff
@@ -67,6 +68,7 @@ func (p *Processor) pollLoop(ctx context.Context, st *streamState) {
 			p.queue <- job{d: d, st: st, claimedAt: claimedAt} // never blocks: space was reserved
 		}
 		st.polls.Add(1)
+		st.polled.Add(uint64(len(ds)))
 		p.counters.polled.Add(uint64(len(ds)))
 
 		var wait time.Duration

@@ -302,7 +302,7 @@ func (p *Processor) releaseQueued() {
 func (p *Processor) release(j job, reason string) {
 	p.nack(j.st, j.d, NackOptions{Outcome: OutcomeReleased, Reason: reason})
 	p.counters.released.Add(1)
-	p.emit(Event{Kind: EventReleased, Task: j.d.Task, Stream: j.st.name})
+	p.emit(Event{Kind: EventReleased, Task: j.d.Task, Stream: j.st.name, Claimed: j.claimedAt})
 }
 
 // cancelRunning cancels the context of every running task with cause and

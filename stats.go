@@ -45,6 +45,8 @@ type Event struct {
 	Kind     EventKind
 	Task     *Task         // read-only
 	Stream   string        // name of the stream the task came from
+	Claimed  time.Time     // when the stream delivered the task to this processor
+	Started  time.Time     // when the handler started; zero if it did not run
 	Duration time.Duration // how long the handler ran; zero if it did not run
 	Delay    time.Duration // for EventRetried and EventSnoozed: wait before the next attempt
 	Err      error         // the handler's error, or why the task is dead
@@ -142,7 +144,8 @@ func (ts TypeStats) Quantile(q float64) time.Duration {
 type StreamStats struct {
 	Name       string
 	Weight     int
-	Polls      uint64
+	Polls      uint64 // Poll calls
+	Polled     uint64 // tasks delivered
 	PollErrors uint64
 	LastError  string // the last poll error, if any
 	BackingOff bool   // the last poll failed and the stream is waiting to retry
@@ -164,7 +167,7 @@ func (p *Processor) Stats() Stats {
 	streams := p.streams
 	p.mu.Unlock()
 	for _, st := range streams {
-		ss := StreamStats{Name: st.name, Weight: st.weight, Polls: st.polls.Load(),
+		ss := StreamStats{Name: st.name, Weight: st.weight, Polls: st.polls.Load(), Polled: st.polled.Load(),
 			PollErrors: st.pollErrors.Load(), BackingOff: st.backoff.Load()}
 		if e := st.lastErr.Load(); e != nil {
 			ss.LastError = *e

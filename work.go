@@ -57,7 +57,7 @@ func (p *Processor) execute(s *slot, j job) {
 	if h == nil {
 		p.unknown.record(0, false)
 		err := fmt.Errorf("%w %q: register one with AddTaskList (registered: %s)", ErrUnknownType, t.Type, p.typeNames())
-		p.kill(j.st, j.d, err, 0)
+		p.kill(&attempt{st: j.st, d: j.d, claimed: j.claimedAt}, err)
 		return
 	}
 
@@ -111,35 +111,50 @@ func (p *Processor) execute(s *slot, j job) {
 
 	ts := p.types[t.Type]
 	ts.record(took, err == nil)
+	a := attempt{st: j.st, d: d, claimed: j.claimedAt, started: now, took: took}
 	switch {
 	case abandoned:
 		// Shutdown released the task already.
 	case lost:
 		p.counters.leaseLost.Add(1)
-		p.emit(Event{Kind: EventLeaseLost, Task: t, Stream: j.st.name, Duration: took, Err: err})
+		p.emit(a.event(EventLeaseLost, err, 0))
 	case err == nil:
 		p.ack(j.st, d)
 		p.counters.succeeded.Add(1)
-		p.emit(Event{Kind: EventSucceeded, Task: t, Stream: j.st.name, Duration: took})
+		p.emit(a.event(EventSucceeded, nil, 0))
 	default:
-		p.settle(j.st, d, err, cause, took)
+		p.settle(&a, err, cause)
 	}
 }
 
+// attempt is one handler run being settled.
+type attempt struct {
+	st      *streamState
+	d       Delivery
+	claimed time.Time
+	started time.Time // zero if the handler did not run
+	took    time.Duration
+}
+
+func (a *attempt) event(kind EventKind, err error, delay time.Duration) Event {
+	return Event{Kind: kind, Task: a.d.Task, Stream: a.st.name, Claimed: a.claimed, Started: a.started,
+		Duration: a.took, Delay: delay, Err: err}
+}
+
 // settle decides what happens to a task whose handler returned err.
-func (p *Processor) settle(st *streamState, d Delivery, err, cause error, took time.Duration) {
-	t := d.Task
+func (p *Processor) settle(a *attempt, err, cause error) {
+	st, d, t := a.st, a.d, a.d.Task
 	p.counters.failed.Add(1)
 
 	if errors.Is(cause, ErrShutdown) {
 		p.nack(st, d, NackOptions{Outcome: OutcomeReleased, Reason: "interrupted by shutdown: " + err.Error()})
 		p.counters.released.Add(1)
-		p.emit(Event{Kind: EventReleased, Task: t, Stream: st.name, Duration: took, Err: err})
+		p.emit(a.event(EventReleased, err, 0))
 		return
 	}
 	var skip *skipRetryError
 	if errors.As(err, &skip) {
-		p.kill(st, d, err, took)
+		p.kill(a, err)
 		return
 	}
 	var ra *retryAfterError
@@ -147,7 +162,7 @@ func (p *Processor) settle(st *streamState, d Delivery, err, cause error, took t
 	if hasRA && ra.snooze {
 		p.nack(st, d, NackOptions{Outcome: OutcomeReleased, Delay: ra.delay, Reason: err.Error()})
 		p.counters.snoozed.Add(1)
-		p.emit(Event{Kind: EventSnoozed, Task: t, Stream: st.name, Duration: took, Delay: ra.delay})
+		p.emit(a.event(EventSnoozed, nil, ra.delay))
 		return
 	}
 
@@ -159,7 +174,7 @@ func (p *Processor) settle(st *streamState, d Delivery, err, cause error, took t
 		err = fmt.Errorf("%w after %s: %w", ErrTaskTimeout, p.cfg.TaskTimeout, err)
 	}
 	if t.Attempt >= maxAttempts {
-		p.kill(st, d, fmt.Errorf("out of attempts (%d of %d): %w", t.Attempt, maxAttempts, err), took)
+		p.kill(a, fmt.Errorf("out of attempts (%d of %d): %w", t.Attempt, maxAttempts, err))
 		return
 	}
 	delay := p.cfg.Retry.Backoff(t.Attempt)
@@ -168,16 +183,17 @@ func (p *Processor) settle(st *streamState, d Delivery, err, cause error, took t
 	}
 	p.nack(st, d, NackOptions{Outcome: OutcomeFailed, Delay: delay, Reason: err.Error()})
 	p.counters.retried.Add(1)
-	p.emit(Event{Kind: EventRetried, Task: t, Stream: st.name, Duration: took, Delay: delay, Err: err})
+	p.emit(a.event(EventRetried, err, delay))
 }
 
 // kill dead-letters a task.
-func (p *Processor) kill(st *streamState, d Delivery, err error, took time.Duration) {
+func (p *Processor) kill(a *attempt, err error) {
+	st, d := a.st, a.d
 	p.log.Warn("peonify: task is dead", "stream", st.name, "task_id", d.Task.ID, "type", d.Task.Type,
 		"attempt", d.Task.Attempt, "err", err)
 	p.nack(st, d, NackOptions{Outcome: OutcomeDead, Reason: err.Error()})
 	p.counters.dead.Add(1)
-	p.emit(Event{Kind: EventDead, Task: d.Task, Stream: st.name, Duration: took, Err: err})
+	p.emit(a.event(EventDead, err, 0))
 }
 
 // leaseLost drops a task whose lease ended before it started.
