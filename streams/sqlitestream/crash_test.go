@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -135,7 +136,6 @@ func TestCrashChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close(context.Background())
 	enqueued := openLog(t, filepath.Join(dir, "enqueued.log"))
 	completed := openLog(t, filepath.Join(dir, "completed.log"))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -167,41 +167,42 @@ func TestCrashChild(t *testing.T) {
 			}
 		})
 	}
-	// Consume: log each task as completed, then ack it.
-	for range 3 {
+	// Consume with a processor: the handler logs the task as completed
+	// and returns, and the processor acks it.
+	p, err := peonify.New(peonify.Config{
+		Workers: 4,
+		Logger:  slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.AddTaskList(peonify.TaskList{"crash": peonify.HandlerFunc(func(_ context.Context, tk *peonify.Task) error {
+		_, err := completed.WriteString(tk.ID + "\n")
+		return err
+	})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddStream(s); err != nil {
+		t.Fatal(err)
+	}
+	if mode == "drain" {
+		// Stop once nothing is left, leased tasks included.
 		wg.Go(func() {
-			for ctx.Err() == nil {
-				ds, err := s.Poll(ctx, 4)
-				if err != nil {
-					t.Errorf("poll: %v", err)
+			for !drained(t, s) {
+				select {
+				case <-ctx.Done():
 					return
-				}
-				if len(ds) == 0 {
-					if mode == "drain" && drained(t, s) {
-						cancel()
-						return
-					}
-					select {
-					case <-s.Wake():
-					case <-time.After(20 * time.Millisecond):
-					}
-					continue
-				}
-				var ids strings.Builder
-				for _, d := range ds {
-					ids.WriteString(d.Task.ID + "\n")
-				}
-				if _, err := completed.WriteString(ids.String()); err != nil {
-					t.Errorf("log: %v", err)
-					return
-				}
-				if err := s.Ack(ctx, ds...); err != nil {
-					t.Errorf("ack: %v", err)
-					return
+				case <-time.After(20 * time.Millisecond):
 				}
 			}
+			cancel()
 		})
 	}
+	if err := p.Run(ctx); err != nil { // closes s
+		t.Errorf("run: %v", err)
+	}
+	cancel()
 	wg.Wait()
 }
 
