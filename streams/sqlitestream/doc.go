@@ -2,22 +2,31 @@
 // default stream: tasks live in one SQLite file, with no server to run. It
 // uses the pure-Go SQLite driver, so it needs no cgo.
 //
+//	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+//	defer stop()
 //	s, err := sqlitestream.Open("tasks.db", sqlitestream.Config{})
 //	if err != nil {
 //		log.Fatal(err)
 //	}
-//	// Producers, in this process or another one opening the same file:
-//	err = s.Enqueue(ctx, &peonify.Task{Type: "email", Payload: []byte(`{"to":"a@example.com"}`)})
+//	// Producers, in this process or in another one opening the same file:
+//	err = s.Enqueue(ctx, &peonify.Task{Type: "email", Payload: []byte(`{"to":"ada@example.com"}`)})
+//	if err != nil {
+//		log.Fatal(err)
+//	}
 //
 //	p, err := peonify.New(peonify.Config{})
 //	if err != nil {
 //		log.Fatal(err)
 //	}
-//	p.AddTaskList(peonify.TaskList{"email": emailHandler})
-//	p.AddStream(s) // the processor closes s when Run returns
-//	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-//	defer stop()
-//	err = p.Run(ctx)
+//	if err := p.AddTaskList(peonify.TaskList{"email": emailHandler}); err != nil {
+//		log.Fatal(err)
+//	}
+//	if err := p.AddStream(s); err != nil { // the processor closes s when Run returns
+//		log.Fatal(err)
+//	}
+//	if err := p.Run(ctx); err != nil {
+//		log.Fatal(err)
+//	}
 //
 // # Durability
 //

@@ -5,12 +5,65 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"log/slog"
 	"os"
 	"path/filepath"
 
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/streams/sqlitestream"
 )
+
+// The embedded store feeding a processor: the tasks survive a restart of
+// the program until they are done.
+func Example() {
+	dir, err := os.MkdirTemp("", "sqlitestream-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	s, err := sqlitestream.Open(filepath.Join(dir, "tasks.db"), sqlitestream.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, to := range []string{"ada", "grace", "linus"} {
+		payload := []byte(`{"to":"` + to + `"}`)
+		if err := s.Enqueue(ctx, &peonify.Task{Type: "email", Payload: payload}); err != nil {
+			log.Fatal(err)
+		}
+	}
+
+	type email struct{ To string }
+	sent := 0
+	p, err := peonify.New(peonify.Config{Workers: 1, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = p.AddTaskList(peonify.TaskList{
+		"email": peonify.JSON(func(ctx context.Context, e email) error {
+			fmt.Println("sending to", e.To)
+			if sent++; sent == 3 {
+				stop() // a real program runs until SIGTERM
+			}
+			return nil
+		}),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := p.AddStream(s); err != nil { // Run closes s when it returns
+		log.Fatal(err)
+	}
+	if err := p.Run(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// sending to ada
+	// sending to grace
+	// sending to linus
+}
 
 // A producer enqueues tasks durably; a consumer claims, runs and acks them.
 // Usually the consumer is a peonify.Processor: see the package example.
