@@ -1,0 +1,20 @@
+// Package executor holds the built-in task handlers of the peonify command,
+// which let teams that do not write Go run their tasks with Peonify:
+//
+//   - HTTP delivers a task's payload to a URL and reads the answer: 2xx is
+//     done, 408, 429, 5xx and network errors are retried (honouring
+//     Retry-After), any other status is a permanent failure.
+//   - Exec runs a command with the payload on its standard input: exit
+//     status 0 is done, anything else is retried, and a timeout or a
+//     shutdown kills the command's whole process group.
+//
+// Both are peonify.Handler values, built from a config whose field names
+// are those of the peonify.yaml file:
+//
+//	h, err := executor.NewHTTP(executor.HTTPConfig{URL: "https://example.com/hooks/email"})
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	defer h.Close()
+//	err = p.AddTaskList(peonify.TaskList{"email": h})
+package executor

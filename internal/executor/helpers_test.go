@@ -1,0 +1,58 @@
+package executor
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/streams/memstream"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// outcome runs task through a real processor with h as its handler and
+// returns the first outcome event (succeeded, retried or dead), so that
+// tests see exactly what the processor makes of the executor's error.
+func outcome(t *testing.T, h peonify.Handler, task *peonify.Task) peonify.Event {
+	t.Helper()
+	events := make(chan peonify.Event, 16)
+	p, err := peonify.New(peonify.Config{
+		Workers: 1,
+		Retry:   peonify.RetryPolicy{MinBackoff: time.Hour, MaxBackoff: time.Hour},
+		Logger:  slog.New(slog.DiscardHandler),
+		OnEvent: func(e peonify.Event) { events <- e },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddTaskList(peonify.TaskList{task.Type: h}); err != nil {
+		t.Fatal(err)
+	}
+	s := memstream.New(memstream.Config{})
+	if err := s.Enqueue(context.Background(), task); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddStream(s); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	select {
+	case e := <-events:
+		return e
+	case <-time.After(20 * time.Second):
+		t.Fatal("no outcome within 20s")
+		return peonify.Event{}
+	}
+}
