@@ -137,10 +137,16 @@ func TestProcessor(t *testing.T) {
 }
 
 // BenchmarkProcessor measures end-to-end throughput: a processor with
-// no-op handlers drains tasks stored beforehand, claiming, running and
-// acking them durably.
+// no-op handlers and default settings drains tasks stored beforehand,
+// claiming, running and acking them durably.
 func BenchmarkProcessor(b *testing.B) {
-	s, err := sqlitestream.Open(filepath.Join(b.TempDir(), "tasks.db"), sqlitestream.Config{})
+	for _, sync := range []sqlitestream.Synchronous{sqlitestream.SynchronousFull, sqlitestream.SynchronousNormal} {
+		b.Run("sync="+sync.String(), func(b *testing.B) { benchProcessor(b, sync) })
+	}
+}
+
+func benchProcessor(b *testing.B, sync sqlitestream.Synchronous) {
+	s, err := sqlitestream.Open(filepath.Join(b.TempDir(), "tasks.db"), sqlitestream.Config{Synchronous: sync})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -161,13 +167,18 @@ func BenchmarkProcessor(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	p.AddTaskList(peonify.TaskList{"noop": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
+	err = p.AddTaskList(peonify.TaskList{"noop": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
 		if done.Add(1) == int64(b.N) {
 			close(finished)
 		}
 		return nil
 	})})
-	p.AddStream(s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := p.AddStream(s); err != nil {
+		b.Fatal(err)
+	}
 	runCtx, stop := context.WithCancel(ctx)
 	runErr := make(chan error, 1)
 	b.ResetTimer()
