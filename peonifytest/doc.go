@@ -36,7 +36,9 @@
 // empty and large payloads; that Poll never returns more than asked; that
 // leased tasks are invisible and come back when the lease ends; that Ack,
 // Nack and Extend are fenced against stale claims; the three Nack outcomes;
-// scheduling, priorities and duplicate detection.
+// scheduling, priorities and duplicate detection; and, last, a real
+// peonify.Processor processing tasks from the stream and shutting down
+// cleanly.
 //
 // This package imports only the standard library and peonify.
 package peonifytest

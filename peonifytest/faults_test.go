@@ -3,6 +3,7 @@ package peonifytest_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -66,9 +67,16 @@ func (f *faulty) current(d peonify.Delivery) peonify.Delivery {
 }
 
 func (f *faulty) Ack(ctx context.Context, ds ...peonify.Delivery) error {
-	if f.fault == "unfenced-ack" {
+	switch f.fault {
+	case "unfenced-ack":
 		for i := range ds {
 			ds[i] = f.current(ds[i])
+		}
+	case "stale-fails-batch":
+		for _, d := range ds {
+			if d.Task != nil && f.current(d).Token != d.Token {
+				return fmt.Errorf("task %s: %w", d.Task.ID, peonify.ErrLeaseLost)
+			}
 		}
 	}
 	return f.Stream.Ack(ctx, ds...)
@@ -152,6 +160,7 @@ func TestSuiteCatchesFaults(t *testing.T) {
 		{"poll-over-max", "PollHonoursMax"},
 		{"mangle-payload", "RoundTrip"},
 		{"unfenced-ack", "StaleAckKeepsNewClaim"},
+		{"stale-fails-batch", "StaleAckKeepsNewClaim"},
 		{"unfenced-nack", "StaleNackKeepsNewClaim"},
 		{"unfenced-extend", "StaleExtendReportsLeaseLost"},
 		{"release-counts", "NackReleasedDoesNotCountAttempt"},

@@ -140,15 +140,22 @@ func (h *harness) checkClaimHolds(current peonify.Delivery, after string) peonif
 }
 
 // testStaleAck checks that an Ack from a claim whose lease ended and whose
-// task was claimed again does not remove the new claim.
+// task was claimed again does not remove the new claim, and does not stop
+// the current deliveries of its batch from being acked.
 func testStaleAck(h *harness) {
 	stale, current := h.staleSetup()
-	h.checkStaleResult("Ack", h.s.Ack(h.ctx(), stale))
+	h.enqueue(h.newTask())
+	other := h.next()
+	err := h.s.Ack(h.ctx(), stale, other)
+	h.noteLate(other.Deadline)
+	h.checkStaleResult("Ack of a batch with a stale delivery", err)
 	current = h.checkClaimHolds(current, "a stale Ack")
 	h.ack(current)
-	h.nothingUntil(h.afterLease(current.Deadline), "the task was acked by its current claim; it must not be delivered a third time")
+	h.nothingUntil(h.afterLease(latestDeadline([]peonify.Delivery{current, other})),
+		"both tasks were acked by their current claims; neither may be delivered again")
 	if h.ins != nil {
 		h.wantGone(current.Task.ID, "after the current claim's Ack")
+		h.wantGone(other.Task.ID, "after an Ack of it in a batch with a stale delivery")
 	}
 }
 

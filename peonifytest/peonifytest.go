@@ -115,6 +115,7 @@ var tests = []test{
 	{"Wake", testWake},
 	{"BadInputDoesNotPanic", testBadInput},
 	{"Close", testClose},
+	{"Processor", testProcessor},
 }
 
 // TestStream runs the conformance suite against the stream that newStream
