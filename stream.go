@@ -38,19 +38,20 @@ type Stream interface {
 	// was claimed again) must not touch the newer claim. Such a stale ack
 	// is silently ignored, or reported with an error wrapping ErrLeaseLost;
 	// it never removes or changes the task. A batch with stale deliveries
-	// still acks all the current ones.
+	// still acks all the current ones; Ack with no deliveries returns nil.
 	Ack(ctx context.Context, ds ...Delivery) error
 
 	// Nack hands a delivery back with one of three outcomes (see Outcome):
 	// retry after opts.Delay, release without counting the attempt, or
 	// move to the stream's dead-letter place. Nack is fenced like Ack: a
 	// stale nack does not touch a newer claim and returns nil or an error
-	// wrapping ErrLeaseLost.
+	// wrapping ErrLeaseLost. An unknown Outcome is an error.
 	Nack(ctx context.Context, d Delivery, opts NackOptions) error
 
 	// Close releases the stream's resources. It does not close clients
 	// the caller passed in. Close is idempotent; the processor calls it once
-	// at the end of Run, after every ack and nack.
+	// at the end of Run, after every ack and nack. Other calls after Close
+	// return an error wrapping ErrClosed.
 	Close(ctx context.Context) error
 }
 
@@ -62,8 +63,9 @@ type Delivery struct {
 	Task *Task
 
 	// Token is the stream's fencing token for this claim (a receipt, a
-	// lease generation, a delivery tag). A stream must be able to tell, from
-	// Task.ID and Token, whether this claim is still the current one.
+	// lease generation, a delivery tag). Every claim of a task gets a new
+	// one, so that a stream can tell, from Task.ID and Token, whether this
+	// claim is still the current one.
 	Token uint64
 
 	// Deadline is when the lease ends. Zero means the stream does not
@@ -150,7 +152,9 @@ type Enqueuer interface {
 	// (see Task.Prepare). A task whose ID, or UniqueKey while a task with
 	// that key is live, is already stored is not stored again: Enqueue
 	// stores the others and returns a *DuplicateError, which matches
-	// ErrDuplicate with errors.Is. Because Enqueue writes the generated ID
+	// ErrDuplicate with errors.Is. Enqueue copies what it stores: the caller
+	// may reuse a task's Payload and Headers afterwards. Because Enqueue
+	// writes the generated ID
 	// into the caller's Task, enqueueing the same *Task value twice is a
 	// duplicate: build a new Task for each new piece of work.
 	Enqueue(ctx context.Context, tasks ...*Task) error
@@ -203,7 +207,8 @@ type Inspector interface {
 	// Get returns one task, or an error wrapping ErrNotFound.
 	Get(ctx context.Context, id string) (TaskInfo, error)
 
-	// Retry makes dead tasks pending again with a fresh attempt count. With
+	// Retry makes dead tasks pending again with a fresh attempt count (the
+	// next delivery is Attempt 1). With
 	// no ids it retries every dead task. It returns how many it retried.
 	Retry(ctx context.Context, ids ...string) (int, error)
 
