@@ -25,8 +25,9 @@ func TestQueryPlans(t *testing.T) {
 		"cleanDone": "peonify_tasks_done",
 		"cleanDead": "peonify_tasks_dead",
 	}
+	want["ready"] = "peonify_tasks_pending"
 	var st stmts
-	for _, def := range st.defs() {
+	for _, def := range append(st.defs(), stmtDef{name: "ready", query: readyQuery}) {
 		index, ok := want[def.name]
 		if !ok {
 			t.Errorf("statement %s has no expected plan in this test", def.name)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/peonify/peonify"
@@ -152,6 +153,8 @@ type Stream struct {
 	w    *writer
 	now  func() time.Time
 	wake chan struct{}
+
+	lastFull atomic.Bool // the last Poll returned as many tasks as asked
 
 	timerMu sync.Mutex
 	timer   *time.Timer // wakes the processor when a scheduled task is due

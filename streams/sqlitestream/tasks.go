@@ -127,6 +127,21 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 	if max < 1 {
 		return nil, fmt.Errorf("sqlitestream: Poll with max %d: ask for at least one task", max)
 	}
+	if !s.lastFull.Load() {
+		// The last poll emptied the store, as an idle processor's polls
+		// do: look with a read, beside the writer, before taking the
+		// write lock that other processes may be waiting for.
+		ready, next, err := s.readyAt(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if !ready {
+			if !next.IsZero() {
+				s.wakeAt(next)
+			}
+			return nil, nil
+		}
+	}
 	var (
 		ds   []peonify.Delivery
 		next time.Time
@@ -173,6 +188,7 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 	if err != nil {
 		return nil, err
 	}
+	s.lastFull.Store(len(ds) == max)
 	// RETURNING yields rows in no particular order: restore the claim's
 	// order, as far as the tasks tell it.
 	slices.SortFunc(ds, func(a, b peonify.Delivery) int {
@@ -183,6 +199,40 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 		s.wakeAt(next)
 	}
 	return ds, nil
+}
+
+// readyAt reports whether a task can be claimed now and, if not, when the
+// first one can (zero if none is scheduled or leased). It reads through the
+// partial indexes only. A task enqueued by this Stream meanwhile signals
+// Wake, so the processor polls again.
+func (s *Stream) readyAt(ctx context.Context) (ready bool, next time.Time, err error) {
+	var (
+		pending       bool
+		sched, leased sql.NullInt64
+	)
+	err = s.w.ready.QueryRowContext(ctx).Scan(&pending, &sched, &leased)
+	if err != nil {
+		if s.isClosed() {
+			return false, time.Time{}, errClosed
+		}
+		return false, time.Time{}, fmt.Errorf("sqlitestream: poll: %w", err)
+	}
+	if pending {
+		return true, time.Time{}, nil
+	}
+	now := s.now().UnixNano()
+	for _, n := range []sql.NullInt64{sched, leased} {
+		if !n.Valid {
+			continue
+		}
+		if n.Int64 <= now {
+			return true, time.Time{}, nil
+		}
+		if next.IsZero() || n.Int64 < next.UnixNano() {
+			next = time.Unix(0, n.Int64)
+		}
+	}
+	return false, next, nil
 }
 
 // readySince is when a task first became ready.

@@ -23,7 +23,8 @@ type writer struct {
 	db       *sql.DB
 	conn     *sql.Conn
 	st       stmts
-	ops      chan *op // unbuffered: callers wait in line while a transaction runs
+	ready    *sql.Stmt // on the pool: whether anything can be claimed (see Stream.readyAt)
+	ops      chan *op  // unbuffered: callers wait in line while a transaction runs
 	quit     chan struct{}
 	exited   chan struct{}
 	closeErr error // set before exited is closed
@@ -109,6 +110,14 @@ func newWriter(db *sql.DB, cfg Config, now func() time.Time) (*writer, error) {
 		w.st.close()
 		conn.Close()
 		return nil, err
+	}
+	// Prepared on the pool, not on the writer's connection: Poll runs it
+	// beside the writer.
+	w.ready, err = db.PrepareContext(ctx, readyQuery)
+	if err != nil {
+		w.st.close()
+		conn.Close()
+		return nil, fmt.Errorf("prepare the ready statement: %w", err)
 	}
 	if cfg.KeepDone > 0 || cfg.KeepDead > 0 {
 		w.cleanEvery = cleanupInterval(cfg)
@@ -297,6 +306,7 @@ func (w *writer) exec(query string) error {
 // shutdown closes the statements, the connection and the database.
 func (w *writer) shutdown() {
 	w.st.close()
+	_ = w.ready.Close()
 	err := w.conn.Close()
 	if w.watchDone != nil {
 		<-w.watchDone
@@ -327,6 +337,12 @@ type stmts struct {
 	cleanDead *sql.Stmt
 	all       []*sql.Stmt
 }
+
+// readyQuery tells whether a task is pending, and when the first scheduled
+// task falls due and the first lease ends.
+const readyQuery = `SELECT EXISTS (SELECT 1 FROM peonify_tasks WHERE state = 'pending'),
+	(SELECT min(visible_at) FROM peonify_tasks WHERE state = 'scheduled'),
+	(SELECT min(visible_at) FROM peonify_tasks WHERE state = 'running')`
 
 // The columns of a task, in the order scanTask reads them.
 const taskColumns = `id, type, payload, headers, priority, unique_key, max_attempts, run_at, enqueued_at,
