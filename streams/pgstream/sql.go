@@ -10,9 +10,9 @@ import (
 // statement is a single autocommit round trip; pgx prepares and caches each
 // one per connection.
 type statements struct {
-	claim, ackDelete, ackDone, nackFailed, nackReleased, nackDead, extend string
-	insert, rescue, cleanup                                               string
-	counts, list, get, retry, deleteIDs, purge, pause, resume, paused     string
+	claim, claimAfter, ackDelete, ackDone, nackFailed, nackReleased, nackDead, extend string
+	insert, rescue, cleanup                                                           string
+	counts, list, get, retry, deleteIDs, purge, pause, resume, paused                 string
 }
 
 // asyncCommit, in the WHERE clause of an autocommit statement, lets its
@@ -39,13 +39,19 @@ func newStatements(schema string, syncCommit bool) statements {
 	// claim: lock up to $2 ready tasks, skipping those other claimers hold,
 	// and lease them in the same statement. One token per statement is
 	// enough: (id, token) is unique per claim.
-	st.claim = r.Replace(`
+	//
+	// claimAfter is the same claim resumed after the last task that this
+	// stream claimed ($5 its priority, $6 and $7 its run_at and id): the
+	// index scan starts there instead of walking, from the front of the
+	// queue, the entries of every task claimed since the last VACUUM.
+	claim := func(after string) string {
+		return r.Replace(`
 UPDATE {t} t
 SET state = 'running', attempts = t.attempts + 1, token = (SELECT nextval('{seq}')),
     lease_until = now() + $3::bigint * interval '1 microsecond', updated_at = now(), claimed_by = $4
 FROM (
 	SELECT c.queue, c.id FROM {t} c
-	WHERE c.queue = $1 AND c.state = 'pending' AND c.run_at <= now()
+	WHERE c.queue = $1 AND c.state = 'pending' AND c.run_at <= now()` + after + `
 	  AND NOT EXISTS (SELECT 1 FROM {q} p WHERE p.queue = $1 AND p.paused_at IS NOT NULL)
 	ORDER BY c.priority DESC, c.run_at, c.id
 	LIMIT $2
@@ -53,6 +59,10 @@ FROM (
 ) c
 WHERE t.queue = c.queue AND t.id = c.id` + asyncCommit + `
 RETURNING ` + taskColumns)
+	}
+	st.claim = claim("")
+	st.claimAfter = claim(`
+	  AND c.priority = $5 AND (c.run_at, c.id) > ($6::timestamptz, $7::text)`)
 
 	// Fencing: a claim gives its rows a new token, unique across claims, and
 	// every way out of the claim (ack, nack, rescue) sets it back to 0, which

@@ -41,6 +41,12 @@ type Stream struct {
 	channel string // NOTIFY channel of the schema; the payload is the queue
 	lease   int64  // Config.Lease in microseconds
 
+	// fullClaimEvery bounds how long claims may resume after hint before
+	// one starts from the front of the queue again.
+	fullClaimEvery time.Duration
+	hintMu         sync.Mutex
+	hint           claimHint
+
 	wake     chan struct{}
 	listener *Listener // shared or own; nil with NoListen or before the first Poll or Wake
 
@@ -81,6 +87,8 @@ func New(pool *pgxpool.Pool, cfg Config) (*Stream, error) {
 		channel: channelName(cfg.Schema),
 		lease:   cfg.Lease.Microseconds(),
 		wake:    make(chan struct{}, 1),
+
+		fullClaimEvery: 250 * time.Millisecond,
 	}, nil
 }
 
@@ -98,7 +106,76 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 	if max <= 0 {
 		return nil, nil
 	}
-	rows, err := s.pool.Query(ctx, s.sql.claim, s.cfg.Queue, min(max, maxBatch), s.lease, s.cfg.Name)
+	max = min(max, maxBatch)
+
+	// While a backlog drains, resume after the last task claimed: a claim
+	// from the front of the queue would walk the index entries of every
+	// task claimed since the last VACUUM. A full claim now and then (and
+	// whenever the resumed one comes up short) still finds tasks that
+	// sort before that point: higher priorities enqueued meanwhile, and
+	// tasks whose lease expired.
+	s.hintMu.Lock()
+	h := s.hint
+	useHint := h.valid && time.Since(h.lastFull) < s.fullClaimEvery
+	s.hintMu.Unlock()
+
+	var ds []peonify.Delivery
+	if useHint {
+		var err error
+		ds, err = s.claim(ctx, s.sql.claimAfter, max, h.priority, h.runAt, h.id)
+		if err != nil {
+			return nil, err
+		}
+		if len(ds) == max {
+			s.setHint(ds, false, true)
+			return ds, nil
+		}
+	}
+	rest, err := s.claim(ctx, s.sql.claim, max-len(ds))
+	if err != nil {
+		if len(ds) > 0 {
+			// Keep what the first claim leased rather than leave it to
+			// expire; the error shows again on the next Poll.
+			return ds, nil
+		}
+		return nil, err
+	}
+	// A full claim that comes up short means the backlog is gone: until
+	// the next full batch, claims start from the front.
+	s.setHint(rest, true, len(rest) == max-len(ds))
+	return append(ds, rest...), nil
+}
+
+// claimHint is where the last claim of this stream ended.
+type claimHint struct {
+	valid    bool
+	priority int
+	runAt    time.Time
+	id       string
+	lastFull time.Time // of the last claim from the front of the queue
+}
+
+// setHint records the end of a claim that returned ds (sorted), and when
+// the last full claim ran. keep says whether a hint is worth keeping.
+func (s *Stream) setHint(ds []peonify.Delivery, full, keep bool) {
+	s.hintMu.Lock()
+	defer s.hintMu.Unlock()
+	if full {
+		s.hint.lastFull = time.Now()
+	}
+	if !keep || len(ds) == 0 {
+		s.hint.valid = false
+		return
+	}
+	last := ds[len(ds)-1].Task
+	s.hint.valid, s.hint.priority, s.hint.runAt, s.hint.id = true, last.Priority, last.RunAt, last.ID
+}
+
+// claim runs one claim statement and returns its deliveries in delivery
+// order.
+func (s *Stream) claim(ctx context.Context, q string, max int, after ...any) ([]peonify.Delivery, error) {
+	args := append([]any{s.cfg.Queue, max, s.lease, s.cfg.Name}, after...)
+	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, s.dbError("claiming tasks", err)
 	}

@@ -537,3 +537,48 @@ func TestSharedListener(t *testing.T) {
 		t.Fatal("a stream accepted a Listener of another schema")
 	}
 }
+
+// TestResumedClaimsStillFindEarlierTasks checks that claims resuming a
+// drain after the last claimed task (see Poll) still deliver, within a
+// full-claim period, the tasks that sort before that point: a higher
+// priority enqueued during the drain, and a task whose lease expired.
+func TestResumedClaimsStillFindEarlierTasks(t *testing.T) {
+	pool := testPool(t)
+	s := newTestStream(t, pool, Config{Lease: 200 * time.Millisecond, RescueInterval: 20 * time.Millisecond})
+	s.fullClaimEvery = 30 * time.Millisecond
+	ctx := ctxT(t)
+	var backlog []*peonify.Task
+	for range 200 {
+		backlog = append(backlog, task("backlog"))
+	}
+	mustEnqueue(t, s, backlog...)
+
+	first := mustPoll(t, s, 1) // a full claim; later ones resume after it
+	urgent := task("urgent")
+	urgent.Priority = 5
+	mustEnqueue(t, s, urgent)
+
+	var gotUrgent, gotExpired bool
+	drained := 1
+	for drained < len(backlog) && !(gotUrgent && gotExpired) {
+		ds := mustPoll(t, s, 1)
+		for _, d := range ds {
+			switch {
+			case d.Task.ID == urgent.ID:
+				gotUrgent = true
+			case d.Task.ID == first[0].Task.ID:
+				gotExpired = true
+			default:
+				drained++
+			}
+		}
+		if err := s.Ack(ctx, ds...); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond) // pace the drain against the clock of leases and full claims
+	}
+	if !gotUrgent || !gotExpired {
+		t.Fatalf("after draining %d of %d backlog tasks: urgent delivered %v, expired lease redelivered %v; want both before the backlog ends",
+			drained, len(backlog), gotUrgent, gotExpired)
+	}
+}
