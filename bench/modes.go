@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// result is one line of the report.
+type result struct {
+	mode, system, config string
+	n                    int
+	elapsed              time.Duration // from start of work until all n were done
+	cpu                  time.Duration // process CPU time over elapsed
+	p50, p99             time.Duration
+	hasLatency           bool
+	insertRate           float64 // tasks/s of the preceding bulk insert, 0 if none
+
+	runs             int // runs this result is the median of
+	minRate, maxRate float64
+}
+
+func (r result) jobsPerSec() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(r.n) / r.elapsed.Seconds()
+}
+
+// cpuPer1k is the process's CPU seconds per 1,000 tasks.
+func (r result) cpuPer1k() float64 {
+	if r.n == 0 {
+		return 0
+	}
+	return r.cpu.Seconds() * 1000 / float64(r.n)
+}
+
+// contender is a system to run, with the name and configuration the report
+// shows.
+type contender struct {
+	name, config string
+	make         newSystemFunc
+}
+
+// runner runs the modes of one benchmark.
+type runner struct {
+	env        *env
+	batch      int           // bulk insert batch size
+	producers  int           // concurrent producers in insert-while-working
+	idleTasks  int           // tasks in the idle-pickup run
+	idleEvery  time.Duration // interval between them
+	timeout    time.Duration // longest wait for a run to finish
+	profileDir string        // where CPU profiles go, if set
+}
+
+// setup makes a fresh system for one run.
+func (r *runner) setup(ctx context.Context, c contender, n int) (system, *recorder, error) {
+	rec := newRecorder(n)
+	sys, err := c.make(ctx, r.env, rec)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: set up: %w", c.name, err)
+	}
+	return sys, rec, nil
+}
+
+// finish waits for every task to complete, stops the system and checks
+// that each task ran once and none is left in the database.
+func (r *runner) finish(ctx context.Context, c contender, sys system, rec *recorder) error {
+	timer := time.NewTimer(r.timeout)
+	defer timer.Stop()
+	select {
+	case <-rec.done:
+	case <-timer.C:
+		return fmt.Errorf("%s: only %d of %d tasks completed (%d started) within %s",
+			c.name, rec.completed.Load(), rec.n, rec.distinct.Load(), r.timeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	stopCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := sys.Stop(stopCtx); err != nil {
+		return fmt.Errorf("%s: stop: %w", c.name, err)
+	}
+	if err := rec.check(); err != nil {
+		return fmt.Errorf("%s: %w", c.name, err)
+	}
+	if err := sys.Verify(ctx, rec.n); err != nil {
+		return fmt.Errorf("%s: %w", c.name, err)
+	}
+	return nil
+}
+
+// profile starts a CPU profile of one run if -profile is set, and returns
+// the function that ends it.
+func (r *runner) profile(mode, name string) (func(), error) {
+	if r.profileDir == "" {
+		return func() {}, nil
+	}
+	clean := strings.NewReplacer(" ", "", "(", "", ")", "", ",", "").Replace(name)
+	f, err := os.Create(filepath.Join(r.profileDir, fmt.Sprintf("%s-%s-%s.pprof", r.env.backend, mode, clean)))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// insertAll bulk-inserts n tasks in batches and returns the insert rate.
+func (r *runner) insertAll(ctx context.Context, sys system, n int) (float64, error) {
+	t0 := time.Now()
+	for first := 0; first < n; first += r.batch {
+		if err := sys.Insert(ctx, first, min(r.batch, n-first)); err != nil {
+			return 0, fmt.Errorf("insert: %w", err)
+		}
+	}
+	return float64(n) / time.Since(t0).Seconds(), nil
+}
+
+// drain inserts n tasks first, then times the system working all of them.
+// Latency is from the start of work to each handler's start.
+func (r *runner) drain(ctx context.Context, c contender, n int) (result, error) {
+	res := result{mode: "drain", system: c.name, config: c.config, n: n, hasLatency: true}
+	sys, rec, err := r.setup(ctx, c, n)
+	if err != nil {
+		return res, err
+	}
+	defer sys.Close()
+	if res.insertRate, err = r.insertAll(ctx, sys, n); err != nil {
+		return res, fmt.Errorf("%s: %w", c.name, err)
+	}
+	runtime.GC()
+	stopProfile, err := r.profile("drain", c.name)
+	if err != nil {
+		return res, err
+	}
+	cpu0 := cpuTime()
+	start := rec.now()
+	rec.inserted(0, n, start)
+	if err := sys.Start(ctx); err != nil {
+		stopProfile()
+		return res, fmt.Errorf("%s: start: %w", c.name, err)
+	}
+	err = r.finish(ctx, c, sys, rec)
+	stopProfile()
+	if err != nil {
+		return res, err
+	}
+	r.measure(&res, rec, start, cpu0)
+	return res, nil
+}
+
+// measure fills res from a finished run that started at start (recorder
+// time) with the process at cpu0 CPU time. The CPU time includes the
+// system's shutdown, which is short next to the work.
+func (r *runner) measure(res *result, rec *recorder, start int64, cpu0 time.Duration) {
+	res.elapsed = time.Duration(rec.doneAt.Load() - start)
+	res.cpu = cpuTime() - cpu0
+	lat := rec.latencies()
+	res.p50, res.p99 = percentile(lat, 0.50), percentile(lat, 0.99)
+}
+
+// insertWhileWorking starts the system first, then has r.producers
+// goroutines insert n tasks in batches of 100 as fast as they can. The time
+// runs from the first insert until all n are done; latency is from each
+// batch's committed insert to its handler's start.
+func (r *runner) insertWhileWorking(ctx context.Context, c contender, n int) (result, error) {
+	const batch = 100
+	res := result{mode: "insert-while-working", system: c.name, config: c.config, n: n, hasLatency: true}
+	sys, rec, err := r.setup(ctx, c, n)
+	if err != nil {
+		return res, err
+	}
+	defer sys.Close()
+	if err := sys.Start(ctx); err != nil {
+		return res, fmt.Errorf("%s: start: %w", c.name, err)
+	}
+	time.Sleep(100 * time.Millisecond) // let the system reach its steady idle state
+	runtime.GC()
+	stopProfile, err := r.profile("insert-while-working", c.name)
+	if err != nil {
+		return res, err
+	}
+	cpu0 := cpuTime()
+	start := rec.now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, r.producers)
+	for range r.producers {
+		wg.Go(func() {
+			for {
+				first := int(next.Add(batch)) - batch
+				if first >= n {
+					return
+				}
+				count := min(batch, n-first)
+				if err := sys.Insert(ctx, first, count); err != nil {
+					errs <- fmt.Errorf("%s: insert: %w", c.name, err)
+					return
+				}
+				rec.inserted(first, count, rec.now())
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		stopProfile()
+		return res, err
+	}
+	err = r.finish(ctx, c, sys, rec)
+	stopProfile()
+	if err != nil {
+		return res, err
+	}
+	r.measure(&res, rec, start, cpu0)
+	return res, nil
+}
+
+// idle inserts one task every r.idleEvery into an idle system and measures
+// the time from each insert's return to its handler's start.
+func (r *runner) idle(ctx context.Context, c contender) (result, error) {
+	n := r.idleTasks
+	res := result{mode: "idle-pickup", system: c.name, config: c.config, n: n, hasLatency: true}
+	sys, rec, err := r.setup(ctx, c, n)
+	if err != nil {
+		return res, err
+	}
+	defer sys.Close()
+	if err := sys.Start(ctx); err != nil {
+		return res, fmt.Errorf("%s: start: %w", c.name, err)
+	}
+	time.Sleep(500 * time.Millisecond) // let the system go idle
+	cpu0 := cpuTime()
+	start := rec.now()
+	tick := time.NewTicker(r.idleEvery)
+	defer tick.Stop()
+	for i := range n {
+		if err := sys.Insert(ctx, i, 1); err != nil {
+			return res, fmt.Errorf("%s: insert: %w", c.name, err)
+		}
+		rec.inserted(i, 1, rec.now())
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+	}
+	if err := r.finish(ctx, c, sys, rec); err != nil {
+		return res, err
+	}
+	r.measure(&res, rec, start, cpu0)
+	return res, nil
+}
