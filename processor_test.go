@@ -603,3 +603,43 @@ func TestWakePicksUpAtOnce(t *testing.T) {
 		t.Fatalf("event %s", e.Kind)
 	}
 }
+
+// crashLooper is a memstream whose deliveries claim that many earlier
+// attempts never finished, as after a task crashed its process each time.
+type crashLooper struct{ *memstream.Stream }
+
+func (c crashLooper) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+	ds, err := c.Stream.Poll(ctx, max)
+	for i := range ds {
+		t := *ds[i].Task
+		t.Attempt = 4
+		ds[i].Task = &t
+	}
+	return ds, err
+}
+
+func TestTaskPastMaxAttemptsIsDeadWithoutRunning(t *testing.T) {
+	ms := memstream.New(memstream.Config{})
+	_ = ms.Enqueue(context.Background(), &peonify.Task{ID: "poison", Type: "crash", MaxAttempts: 3})
+	var ran atomic.Bool
+	events := make(chan peonify.Event, 1)
+	p, _ := peonify.New(peonify.Config{Logger: quiet, OnEvent: func(e peonify.Event) { events <- e }})
+	_ = p.AddTaskList(peonify.TaskList{"crash": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
+		ran.Store(true)
+		return nil
+	})})
+	_ = p.AddStream(crashLooper{ms})
+	t.Cleanup(func() { _ = ms.Close(context.Background()) })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- p.Run(ctx) }()
+	e := <-events
+	cancel()
+	<-done
+	if e.Kind != peonify.EventDead || !strings.Contains(e.Err.Error(), "out of attempts (4 of 3)") {
+		t.Errorf("event %s %v, want dead, out of attempts", e.Kind, e.Err)
+	}
+	if ran.Load() {
+		t.Error("the handler ran an attempt past the limit")
+	}
+}

@@ -61,6 +61,15 @@ func (p *Processor) execute(s *slot, j job) {
 		return
 	}
 
+	if max := p.maxAttempts(t); t.Attempt > max {
+		// Every attempt counts when it is claimed, so an attempt past the
+		// limit means earlier ones never finished: the task may be crashing
+		// its process. Running it again could crash this one too.
+		p.kill(&attempt{st: j.st, d: j.d, claimed: j.claimedAt},
+			fmt.Errorf("out of attempts (%d of %d): earlier attempts never finished; the task may crash its process", t.Attempt, max))
+		return
+	}
+
 	now := time.Now()
 	leased := !j.d.Deadline.IsZero() && j.st.ext != nil
 	if lease := j.d.Deadline.Sub(j.claimedAt); leased && now.Sub(j.claimedAt) > lease/3 {
@@ -166,10 +175,7 @@ func (p *Processor) settle(a *attempt, err, cause error) {
 		return
 	}
 
-	maxAttempts := p.cfg.Retry.MaxAttempts
-	if t.MaxAttempts > 0 {
-		maxAttempts = t.MaxAttempts
-	}
+	maxAttempts := p.maxAttempts(t)
 	if errors.Is(cause, ErrTaskTimeout) && !errors.Is(err, ErrTaskTimeout) {
 		err = fmt.Errorf("%w after %s: %w", ErrTaskTimeout, p.cfg.TaskTimeout, err)
 	}
@@ -184,6 +190,14 @@ func (p *Processor) settle(a *attempt, err, cause error) {
 	p.nack(st, d, NackOptions{Outcome: OutcomeFailed, Delay: delay, Reason: err.Error()})
 	p.counters.retried.Add(1)
 	p.emit(a.event(EventRetried, err, delay))
+}
+
+// maxAttempts returns the attempt limit that applies to t.
+func (p *Processor) maxAttempts(t *Task) int {
+	if t.MaxAttempts > 0 {
+		return t.MaxAttempts
+	}
+	return p.cfg.Retry.MaxAttempts
 }
 
 // kill dead-letters a task.
