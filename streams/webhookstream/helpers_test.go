@@ -1,0 +1,326 @@
+package webhookstream
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/streams/memstream"
+)
+
+// The secrets of the tests' senders.
+const (
+	githubSecret   = "It's a Secret to Everybody"
+	stripeSecret   = "whsec_test_secret_for_stripe"
+	standardSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	hmacSecret     = "generic-shared-secret"
+)
+
+// signGitHub computes X-Hub-Signature-256 as GitHub documents it: "sha256="
+// and the hex HMAC-SHA256 of the body under the webhook secret.
+func signGitHub(secret string, body []byte) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(body)
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+}
+
+// stripeV1 computes a v1 signature as Stripe documents it: the hex
+// HMAC-SHA256 of "<t>.<body>" under the endpoint secret.
+func stripeV1(secret string, t int64, body []byte) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(strconv.FormatInt(t, 10) + "." + string(body)))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// signStripe builds a Stripe-Signature header for one secret.
+func signStripe(secret string, t int64, body []byte) string {
+	return "t=" + strconv.FormatInt(t, 10) + ",v1=" + stripeV1(secret, t, body)
+}
+
+// signStandard computes one webhook-signature entry as the Standard Webhooks
+// specification documents it: "v1," and the base64 HMAC-SHA256 of
+// "<id>.<timestamp>.<body>" under the base64-decoded secret.
+func signStandard(secret, id string, ts int64, body []byte) string {
+	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+	if err != nil {
+		panic(err)
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(id + "." + strconv.FormatInt(ts, 10) + "." + string(body)))
+	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
+}
+
+func secrets(s ...string) []Secret {
+	out := make([]Secret, len(s))
+	for i, x := range s {
+		out[i] = NewSecret(x)
+	}
+	return out
+}
+
+// testRoutes has one route per preset plus an unsigned one.
+func testRoutes() map[string]Route {
+	return map[string]Route{
+		"/github":   {Type: "github", Verifier: GitHub{Secrets: secrets(githubSecret)}, JSON: true},
+		"/stripe":   {Type: "stripe", Verifier: Stripe{Secrets: secrets(stripeSecret)}, JSON: true},
+		"/standard": {Type: "standard", Verifier: StandardWebhooks{Secrets: secrets(standardSecret)}, JSON: true},
+		"/hmac": {Type: "hmac", Verifier: HMAC{Header: "X-Signature", Prefix: "sha256=", Encoding: Base64,
+			Secrets: secrets(hmacSecret), IDHeader: "X-Delivery", EventHeader: "X-Event"}},
+		"/open": {Type: "open", AllowUnsigned: true},
+	}
+}
+
+// store is a memstream that counts Enqueue calls and can be made to fail
+// or stall, to inject store faults in front of a real implementation.
+type store struct {
+	*memstream.Stream
+	calls atomic.Int64
+	fail  atomic.Pointer[error]
+	stall atomic.Bool // block until ctx ends
+}
+
+func newStore(t *testing.T) *store {
+	s := &store{Stream: memstream.New(memstream.Config{})}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	return s
+}
+
+func (s *store) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
+	s.calls.Add(1)
+	if s.stall.Load() {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	if err := s.fail.Load(); err != nil {
+		return *err
+	}
+	return s.Stream.Enqueue(ctx, tasks...)
+}
+
+func (s *store) failWith(err error) {
+	if err == nil {
+		s.fail.Store(nil)
+		return
+	}
+	s.fail.Store(&err)
+}
+
+// stored returns how many tasks the store holds, in any state.
+func (s *store) stored(t *testing.T) int {
+	t.Helper()
+	counts, err := s.Counts(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, c := range counts {
+		n += c
+	}
+	return n
+}
+
+// get returns a stored task.
+func (s *store) get(t *testing.T, id string) peonify.Task {
+	t.Helper()
+	info, err := s.Get(context.Background(), id)
+	if err != nil {
+		t.Fatalf("task %q: %v", id, err)
+	}
+	return info.Task
+}
+
+// newHandler returns a Handler on st with cfg (Routes default to
+// testRoutes) whose logs go to the test's output.
+func newHandler(t *testing.T, st peonify.Enqueuer, cfg Config) *Handler {
+	t.Helper()
+	if cfg.Routes == nil {
+		cfg.Routes = testRoutes()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	h, err := New(st, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// testWriter sends log lines to t.Log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// request is a webhook request to send in a test.
+type request struct {
+	method string // defaults to POST
+	path   string
+	body   []byte
+	header map[string]string
+}
+
+// answer is what the handler responded.
+type answer struct {
+	status int
+	header http.Header
+	body   map[string]string // the JSON answer, if it was one
+	raw    string
+}
+
+// serve sends req to h through an httptest.ResponseRecorder.
+func serve(t *testing.T, h http.Handler, req request) answer {
+	t.Helper()
+	if req.method == "" {
+		req.method = http.MethodPost
+	}
+	r := httptest.NewRequest(req.method, req.path, strings.NewReader(string(req.body)))
+	for k, v := range req.header {
+		r.Header.Set(k, v)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	return decodeAnswer(t, rec.Code, rec.Header(), rec.Body)
+}
+
+func decodeAnswer(t *testing.T, status int, h http.Header, body io.Reader) answer {
+	t.Helper()
+	raw, err := io.ReadAll(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := answer{status: status, header: h, raw: string(raw)}
+	if strings.HasPrefix(h.Get("Content-Type"), "application/json") {
+		if err := json.Unmarshal(raw, &a.body); err != nil {
+			t.Fatalf("answer %d is not a JSON object of strings: %v\n%s", status, err, raw)
+		}
+	}
+	return a
+}
+
+// want fails the test unless the answer has the status.
+func (a answer) want(t *testing.T, status int) answer {
+	t.Helper()
+	if a.status != status {
+		t.Fatalf("status %d, want %d; body: %s", a.status, status, a.raw)
+	}
+	return a
+}
+
+// githubRequest is a correctly signed GitHub delivery.
+func githubRequest(delivery string, body []byte) request {
+	return request{path: "/github", body: body, header: map[string]string{
+		"Content-Type":        "application/json",
+		"X-GitHub-Event":      "push",
+		"X-GitHub-Delivery":   delivery,
+		"X-Hub-Signature-256": signGitHub(githubSecret, body),
+	}}
+}
+
+// stripeRequest is a Stripe delivery of the event with this id, signed at
+// time at.
+func stripeRequest(id string, at time.Time) request {
+	body := []byte(`{"id":"` + id + `","object":"event","type":"invoice.paid","data":{"object":{}}}`)
+	return request{path: "/stripe", body: body, header: map[string]string{
+		"Content-Type":     "application/json; charset=utf-8",
+		"Stripe-Signature": signStripe(stripeSecret, at.Unix(), body),
+	}}
+}
+
+// standardRequest is a Standard Webhooks delivery signed at time at.
+func standardRequest(id string, at time.Time, body []byte) request {
+	return request{path: "/standard", body: body, header: map[string]string{
+		"Content-Type":      "application/json",
+		"webhook-id":        id,
+		"webhook-timestamp": strconv.FormatInt(at.Unix(), 10),
+		"webhook-signature": signStandard(standardSecret, id, at.Unix(), body),
+	}}
+}
+
+// hmacRequest is a delivery signed with the generic HMAC scheme.
+func hmacRequest(id string, body []byte) request {
+	m := hmac.New(sha256.New, []byte(hmacSecret))
+	m.Write(body)
+	return request{path: "/hmac", body: body, header: map[string]string{
+		"X-Signature": "sha256=" + base64.StdEncoding.EncodeToString(m.Sum(nil)),
+		"X-Delivery":  id,
+		"X-Event":     "thing.created",
+	}}
+}
+
+// errStore is the failure the faulty store reports.
+var errStore = errors.New("disk full")
+
+// recorder collects what a task handler ran.
+type recorder struct {
+	mu   sync.Mutex
+	runs []*peonify.Task
+	ch   chan *peonify.Task
+}
+
+func newRecorder() *recorder { return &recorder{ch: make(chan *peonify.Task, 100)} }
+
+func (r *recorder) handler() peonify.Handler {
+	return peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
+		r.mu.Lock()
+		r.runs = append(r.runs, t.Clone())
+		r.mu.Unlock()
+		r.ch <- t.Clone()
+		return nil
+	})
+}
+
+// next waits for the next task run.
+func (r *recorder) next(t *testing.T) *peonify.Task {
+	t.Helper()
+	select {
+	case task := <-r.ch:
+		return task
+	case <-time.After(10 * time.Second):
+		t.Fatal("no task ran within 10s")
+		return nil
+	}
+}
+
+// runProcessor runs a processor with the task list and middleware on s
+// until the test ends.
+func runProcessor(t *testing.T, s peonify.Stream, tl peonify.TaskList, mw ...peonify.Middleware) {
+	t.Helper()
+	p, err := peonify.New(peonify.Config{Workers: 2, Middleware: mw, ShutdownGrace: time.Second,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddTaskList(tl); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddStream(s); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
