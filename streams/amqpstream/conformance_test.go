@@ -1,0 +1,34 @@
+package amqpstream
+
+import (
+	"testing"
+
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/peonifytest"
+)
+
+// conformanceFeatures is what the suite should expect of the stream.
+// Claims never expire (the broker holds an unacknowledged message until
+// its channel closes), so Lease is 0; RabbitMQ cannot detect duplicates;
+// a plain work queue is FIFO.
+var conformanceFeatures = peonifytest.Features{
+	NoDuplicateCheck: true,
+	NoPriority:       true,
+}
+
+// TestConformance runs the public stream suite against the real broker,
+// each check on its own queue.
+func TestConformance(t *testing.T) {
+	testURL(t)
+	peonifytest.TestStream(t, func(t *testing.T) peonify.Stream {
+		return newTestStream(t, Config{})
+	}, conformanceFeatures)
+}
+
+// TestConformanceQuorum runs the suite on quorum queues.
+func TestConformanceQuorum(t *testing.T) {
+	testURL(t)
+	peonifytest.TestStream(t, func(t *testing.T) peonify.Stream {
+		return newTestStream(t, Config{Quorum: true})
+	}, conformanceFeatures)
+}

@@ -1,0 +1,564 @@
+package amqpstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/peonify/peonify"
+)
+
+// Stream is a Peonify stream on a RabbitMQ (AMQP 0-9-1) work queue. It
+// implements peonify.Stream, peonify.Waker and peonify.Enqueuer; its
+// Inspector method returns what the broker can show of the queue.
+//
+// The stream owns its connection: it connects on first use (Poll,
+// Enqueue, Wake or the Inspector), and when the connection is lost it
+// reconnects by itself with a jittered backoff, declares its queues again
+// and resumes consuming. Deliveries claimed on a lost connection are
+// stale: Ack and Nack report them with peonify.ErrLeaseLost, and the
+// broker delivers their tasks again.
+//
+// All methods are safe for concurrent use.
+type Stream struct {
+	url      string
+	redacted string // url without the password, for messages
+	cfg      Config
+	wake     chan struct{}
+	tokens   atomic.Uint64 // claim tokens
+	sessions atomic.Uint64 // session ids
+
+	closed atomic.Bool
+	mu     sync.Mutex
+	start  bool               // the supervisor was started
+	stop   context.CancelFunc // stops the supervisor
+	cur    *session           // the live session, or nil
+	busy   bool               // a connection attempt is under way
+	last   error              // why the last attempt or session failed
+	change chan struct{}      // closed and replaced when cur, busy or last change
+	wg     sync.WaitGroup
+}
+
+var (
+	_ peonify.Stream   = (*Stream)(nil)
+	_ peonify.Waker    = (*Stream)(nil)
+	_ peonify.Enqueuer = (*Stream)(nil)
+)
+
+// New returns a stream on cfg.Queue of the broker at rawURL, an AMQP URI
+// such as "amqp://user:password@host:5672/vhost" (amqps for TLS; see
+// amqp.ParseURI). It checks the URI and cfg but does not connect: the
+// stream connects on first use and reconnects by itself, which is why it
+// takes an address rather than an *amqp.Connection (see the package
+// documentation). Close the stream to close its connection.
+func New(rawURL string, cfg Config) (*Stream, error) {
+	uri, err := amqp.ParseURI(rawURL)
+	if err != nil {
+		return nil, &peonify.ConfigError{Field: "amqpstream URL", Reason: fmt.Sprintf(
+			"%v: want an AMQP URI such as amqp://user:password@localhost:5672/ (percent-encode reserved characters in the user and password)", err)}
+	}
+	cfg, err = cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Stream{
+		url:      rawURL,
+		redacted: redact(uri),
+		cfg:      cfg,
+		wake:     make(chan struct{}, 1),
+		change:   make(chan struct{}),
+	}, nil
+}
+
+// redact renders a URI without its password.
+func redact(u amqp.URI) string {
+	v := &url.URL{Scheme: u.Scheme, Host: u.Host + ":" + strconv.Itoa(u.Port), Path: "/"}
+	if u.Vhost != "/" {
+		v.Path += u.Vhost
+	}
+	if u.Username != "" {
+		v.User = url.User(u.Username)
+	}
+	return v.String()
+}
+
+// Queue returns the name of the stream's work queue.
+func (s *Stream) Queue() string { return s.cfg.Queue }
+
+// Name names the stream in the processor's logs and stats: "amqp:" and
+// the work queue.
+func (s *Stream) Name() string { return "amqp:" + s.cfg.Queue }
+
+// Poll hands out up to max tasks from the messages the broker has sent to
+// this stream's consumer, in the order it sent them. It never waits for
+// messages to arrive: when none are buffered it returns nothing, and Wake
+// signals when some come. On the first Poll the stream starts consuming;
+// unless Config.Prefetch is set, the consumer's prefetch count grows to
+// what the caller holds plus max, so the broker never sends more than the
+// caller has room for. Poll returns an error while the stream is not
+// connected, after waiting for a connection attempt under way.
+//
+// Poll itself never returns a task that is not due (Task.RunAt, a retry
+// delay): such a message goes on to a delay queue. A message the broker
+// redelivers because the connection that held it was lost goes back to
+// the work queue with that attempt counted (see the package
+// documentation).
+func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+	if s.closed.Load() {
+		return nil, peonify.ErrClosed
+	}
+	if max <= 0 {
+		return nil, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ss, err := s.session(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	c, err := ss.consumer(max)
+	if err != nil {
+		ss.fail(err)
+		return nil, err
+	}
+	msgs := c.take(max)
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	ds := make([]peonify.Delivery, len(msgs))
+	for i, m := range msgs {
+		ds[i] = peonify.Delivery{
+			Task:  decodeTask(m),
+			Token: s.tokens.Add(1),
+			Ref:   &claim{ss: ss, msg: m},
+		}
+	}
+	return ds, nil
+}
+
+// claim is a delivery's Ref: the message and the session it came on.
+type claim struct {
+	ss  *session
+	msg *amqp.Delivery
+}
+
+// Ack acknowledges deliveries: their messages are removed from the queue.
+// Deliveries of the same connection are acknowledged together, with one
+// basic.ack for every run of consecutive delivery tags. Acking a delivery
+// twice, or one that was nacked, does nothing. A delivery of a connection
+// that was lost since cannot be acked (the broker has already put its
+// message back for another delivery); Ack then returns an error wrapping
+// peonify.ErrLeaseLost.
+//
+// AMQP does not confirm acks: if the connection fails just after Ack
+// returns, the broker may deliver a task again, as at-least-once delivery
+// allows.
+func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
+	if s.closed.Load() {
+		return peonify.ErrClosed
+	}
+	var (
+		lost int
+		ss   *session
+		tags []uint64
+	)
+	flush := func() {
+		if len(tags) == 0 {
+			return
+		}
+		ss.consMu.Lock()
+		c := ss.cons
+		ss.consMu.Unlock()
+		if c == nil {
+			lost += len(tags)
+		} else {
+			lost += c.ack(tags)
+		}
+		tags = tags[:0]
+	}
+	for _, d := range ds {
+		cl, ok := d.Ref.(*claim)
+		if !ok || cl == nil || cl.ss == nil {
+			continue // not a delivery of this stream: nothing to ack
+		}
+		if cl.ss != ss {
+			flush()
+			ss = cl.ss
+		}
+		tags = append(tags, cl.msg.DeliveryTag)
+	}
+	flush()
+	if lost > 0 {
+		return fmt.Errorf("amqpstream: %d of %d acks were for deliveries of a lost connection; the broker delivers those tasks again: %w",
+			lost, len(ds), peonify.ErrLeaseLost)
+	}
+	return nil
+}
+
+// Nack hands a delivery back. AMQP cannot change a message in place, so
+// every outcome republishes the task and then acks the delivery:
+//
+//   - OutcomeFailed: to the work queue, through a delay queue when
+//     opts.Delay is set, with the attempt counted and opts.Reason as the
+//     task's last error.
+//   - OutcomeReleased: the same, without counting the attempt. (A
+//     basic.nack with requeue would mark the message redelivered, which
+//     the stream counts as an attempt.)
+//   - OutcomeDead: to the dead-letter queue, with opts.Reason in the
+//     x-peonify-dead-reason and x-peonify-last-error headers.
+//
+// The delivery is acked only after the broker confirmed the copy. If the
+// copy cannot be stored, the delivery is requeued instead (the broker then
+// delivers it marked redelivered, which counts an attempt) and Nack
+// returns an error. A nack of a delivery already acked or nacked, or of a
+// lost connection, changes nothing and returns an error wrapping
+// peonify.ErrLeaseLost.
+func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.NackOptions) error {
+	if s.closed.Load() {
+		return peonify.ErrClosed
+	}
+	cl, ok := d.Ref.(*claim)
+	if !ok || cl == nil || cl.ss == nil || d.Task == nil {
+		return errors.New("amqpstream: Nack of a delivery that this stream's Poll did not return")
+	}
+	switch opts.Outcome {
+	case peonify.OutcomeFailed, peonify.OutcomeReleased, peonify.OutcomeDead:
+	default:
+		return fmt.Errorf("amqpstream: Nack of task %s: unknown NackOptions.Outcome %d: use OutcomeFailed, OutcomeReleased or OutcomeDead",
+			d.Task.ID, opts.Outcome)
+	}
+	ss := cl.ss
+	ss.consMu.Lock()
+	c := ss.cons
+	ss.consMu.Unlock()
+	tag := cl.msg.DeliveryTag
+	if c == nil || !c.begin(tag) {
+		if ss.dead() {
+			return fmt.Errorf("amqpstream: nack of task %s: the connection that delivered it was lost; the broker delivers it again: %w",
+				d.Task.ID, peonify.ErrLeaseLost)
+		}
+		return fmt.Errorf("amqpstream: nack of task %s ignored: the delivery was already acked or nacked: %w", d.Task.ID, peonify.ErrLeaseLost)
+	}
+
+	t := *d.Task // the task as the handler saw it; the copy carries the changes
+	t.RunAt = time.Time{}
+	queue := s.cfg.Queue
+	attempts := max(t.Attempt, 1) // Failed and Dead count this attempt
+	switch opts.Outcome {
+	case peonify.OutcomeFailed:
+		t.LastError = opts.Reason
+	case peonify.OutcomeReleased:
+		attempts--
+	case peonify.OutcomeDead:
+		queue = deadQueue(s.cfg.Queue)
+		if opts.Reason != "" {
+			t.LastError = opts.Reason
+		}
+	}
+	var err error
+	if opts.Outcome != peonify.OutcomeDead && opts.Delay > 0 {
+		t.RunAt = time.Now().Add(opts.Delay)
+		queue, err = ss.ensureDelay(bucketFor(opts.Delay))
+	}
+	if err == nil {
+		msg := repost(cl.msg, &t, attempts, s.cfg.MaxPriority)
+		if opts.Outcome == peonify.OutcomeDead {
+			markDead(msg.Headers, opts.Reason)
+		}
+		err = ss.publishOne(ctx, queue, msg)
+	}
+	if err != nil {
+		_ = c.finish(tag, true)
+		return fmt.Errorf("amqpstream: nack (%s) of task %s: %w; the message was requeued instead, so its next delivery counts an attempt",
+			opts.Outcome, d.Task.ID, err)
+	}
+	if err := c.finish(tag, false); err != nil {
+		// The copy is stored but the original could not be acked: the
+		// broker delivers it again, a duplicate that at-least-once
+		// delivery allows.
+		s.cfg.Logger.Warn("amqpstream: task republished but its delivery could not be acked; it will run again",
+			"queue", s.cfg.Queue, "task_id", d.Task.ID, "err", err)
+	}
+	return nil
+}
+
+// Enqueue publishes tasks to the work queue (a task with a RunAt in the
+// future to a delay queue), as persistent messages, and returns once the
+// broker has confirmed every one of them (publisher confirms): then they
+// survive a broker restart. It fills empty IDs and EnqueuedAt (see
+// peonify.Task.Prepare) and checks every task before publishing any.
+// Enqueue waits for a connection until ctx ends.
+//
+// RabbitMQ has no way to find a message by ID, so Enqueue does not detect
+// duplicates: a second Enqueue of a task ID, or of a live Task.UniqueKey,
+// stores another message. Handlers see Task.ID and must be idempotent, as
+// at-least-once delivery requires anyway.
+//
+// If Enqueue returns an error, the tasks it names may or may not be
+// stored; enqueueing them again may store them twice.
+func (s *Stream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
+	if s.closed.Load() {
+		return peonify.ErrClosed
+	}
+	now := time.Now()
+	for _, t := range tasks {
+		if err := t.Prepare(now); err != nil {
+			return err
+		}
+		if err := validateHeaders(t); err != nil {
+			return err
+		}
+	}
+	if len(tasks) == 0 {
+		return nil
+	}
+	ss, err := s.session(ctx, true)
+	if err != nil {
+		return err
+	}
+	out := make([]outgoing, len(tasks))
+	for i, t := range tasks {
+		queue := s.cfg.Queue
+		if d := time.Until(t.RunAt); !t.RunAt.IsZero() && d >= time.Millisecond {
+			if queue, err = ss.ensureDelay(bucketFor(d)); err != nil {
+				return err
+			}
+		}
+		out[i] = outgoing{queue: queue, msg: encodeTask(t, 0, s.cfg.MaxPriority)}
+	}
+	err = ss.pub.publish(ctx, out)
+	if err == nil {
+		return nil
+	}
+	var failed []string
+	for i := range out {
+		if out[i].err != nil {
+			failed = append(failed, tasks[i].ID)
+			if errors.Is(out[i].err, errReturned) {
+				ss.forget(out[i].queue)
+			}
+		}
+	}
+	return fmt.Errorf("amqpstream: %d of %d tasks may not be stored (%s): %w", len(failed), len(tasks), short(failed), err)
+}
+
+// short lists at most 5 IDs.
+func short(ids []string) string {
+	if len(ids) <= 5 {
+		return fmt.Sprint(ids)
+	}
+	return fmt.Sprint(ids[:5]) + fmt.Sprintf(" and %d more", len(ids)-5)
+}
+
+// Wake returns a channel that receives when messages arrive for Poll, and
+// when the stream has reconnected. It starts the connection. The channel
+// is never closed.
+func (s *Stream) Wake() <-chan struct{} {
+	s.ensureStarted()
+	return s.wake
+}
+
+// signal wakes an idle processor without blocking.
+func (s *Stream) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops consuming, hands the messages buffered for Poll back to the
+// queue without counting an attempt, and closes the connection. Settle
+// (Ack or Nack) every delivery first: the broker requeues an unsettled one
+// when the connection closes, marked redelivered, which counts an attempt.
+// Close is idempotent; afterwards the stream's methods return
+// peonify.ErrClosed.
+func (s *Stream) Close(ctx context.Context) error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.mu.Lock()
+	stop, cur := s.stop, s.cur
+	s.cur = nil
+	s.broadcast()
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	var err error
+	if cur != nil {
+		err = cur.close(ctx)
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("amqpstream: Close gave up waiting for the connection to close: %w", ctx.Err())
+	}
+}
+
+// ensureStarted starts the supervisor once.
+func (s *Stream) ensureStarted() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.start || s.closed.Load() {
+		return
+	}
+	s.start = true
+	s.busy = true
+	ctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	s.wg.Go(func() { s.supervise(ctx) })
+}
+
+// session returns the live session. Without wait it returns an error at
+// once while the stream is between connection attempts; it always waits
+// for an attempt under way. It returns early if ctx ends.
+func (s *Stream) session(ctx context.Context, wait bool) (*session, error) {
+	s.ensureStarted()
+	for {
+		s.mu.Lock()
+		if s.closed.Load() {
+			s.mu.Unlock()
+			return nil, peonify.ErrClosed
+		}
+		cur, busy, last, change := s.cur, s.busy, s.last, s.change
+		s.mu.Unlock()
+		if cur != nil && !cur.dead() {
+			return cur, nil
+		}
+		if !wait && !busy && last != nil {
+			return nil, fmt.Errorf("amqpstream: not connected to %s (reconnecting): %w", s.redacted, last)
+		}
+		select {
+		case <-change:
+		case <-ctx.Done():
+			if last != nil {
+				return nil, fmt.Errorf("amqpstream: not connected to %s: %w (last error: %v)", s.redacted, ctx.Err(), last)
+			}
+			return nil, fmt.Errorf("amqpstream: connecting to %s: %w", s.redacted, ctx.Err())
+		}
+	}
+}
+
+// broadcast wakes callers waiting in session. s.mu must be held.
+func (s *Stream) broadcast() {
+	close(s.change)
+	s.change = make(chan struct{})
+}
+
+// supervise connects, waits for the session to end and connects again,
+// until ctx ends. Waits between attempts double from ReconnectMin to
+// ReconnectMax, with jitter; a session that lived for a while resets
+// them.
+func (s *Stream) supervise(ctx context.Context) {
+	wait := s.cfg.ReconnectMin
+	log := s.cfg.Logger
+	for {
+		s.setBusy(true)
+		ss, err := s.connect(ctx, s.sessions.Add(1))
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.setDown(err)
+			d := jitter(wait)
+			log.Warn("amqpstream: cannot connect; retrying", "queue", s.cfg.Queue, "retry_in", d, "err", err)
+			if !sleep(ctx, d) {
+				return
+			}
+			wait = min(wait*2, s.cfg.ReconnectMax)
+			continue
+		}
+		if !s.setUp(ss) {
+			ss.shutdown(context.Background()) // Close came first
+			return
+		}
+		s.signal()
+		select {
+		case <-ss.done:
+		case <-ctx.Done():
+			return // Close closes the session
+		}
+		s.setDown(ss.err)
+		ss.shutdown(context.Background())
+		if time.Since(ss.born) > 10*time.Second {
+			wait = s.cfg.ReconnectMin
+		}
+		d := jitter(wait)
+		log.Warn("amqpstream: connection lost; reconnecting", "queue", s.cfg.Queue, "retry_in", d, "err", ss.err)
+		if !sleep(ctx, d) {
+			return
+		}
+		wait = min(wait*2, s.cfg.ReconnectMax)
+	}
+}
+
+func (s *Stream) setBusy(busy bool) {
+	s.mu.Lock()
+	s.busy = busy
+	s.broadcast()
+	s.mu.Unlock()
+}
+
+func (s *Stream) setDown(err error) {
+	s.mu.Lock()
+	if s.cur != nil && s.cur.dead() {
+		s.cur = nil
+	}
+	s.busy = false
+	s.last = err
+	s.broadcast()
+	s.mu.Unlock()
+}
+
+// setUp makes ss the live session; it reports false if the stream was
+// closed meanwhile.
+func (s *Stream) setUp(ss *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.busy = false
+	s.broadcast()
+	if s.closed.Load() {
+		return false
+	}
+	s.cur = ss
+	s.last = nil
+	if ss.id > 1 {
+		s.cfg.Logger.Info("amqpstream: reconnected", "queue", s.cfg.Queue)
+	}
+	return true
+}
+
+// jitter returns a random duration between d/2 and d.
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits for d; it reports false if ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
