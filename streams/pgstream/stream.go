@@ -31,7 +31,8 @@ const maxReason = 16 << 10
 //
 // A Stream used only to enqueue starts nothing in the background. The first
 // Poll or Wake starts, until Close, the rescuer and cleaner goroutine and
-// (unless Config.NoListen) a listener that holds one pool connection.
+// (unless Config.NoListen) subscribes to a Listener: its own, which holds
+// one connection, or the one shared through Config.Listener.
 //
 // All methods are safe for concurrent use.
 type Stream struct {
@@ -51,7 +52,7 @@ type Stream struct {
 	listener *Listener // shared or own; nil with NoListen or before the first Poll or Wake
 
 	closed atomic.Bool
-	mu     sync.Mutex // guards started, stop
+	mu     sync.Mutex // guards start, stop and listener
 	start  bool
 	stop   func(context.Context) error // stops the background work; nil until started
 	wg     sync.WaitGroup
@@ -98,6 +99,11 @@ func (s *Stream) Queue() string { return s.cfg.Queue }
 // Poll claims up to max ready tasks of the queue in one statement, highest
 // Priority first, then by RunAt and ID, and leases them for Config.Lease.
 // It returns nothing while the queue is paused.
+//
+// While a backlog drains, a stream's claims resume where its previous
+// claim ended, so a task that sorts before that point (a higher priority
+// enqueued meanwhile, a task whose lease expired) waits for the next claim
+// from the front of the queue: at most about a quarter of a second.
 func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
 	if s.closed.Load() {
 		return nil, peonify.ErrClosed
