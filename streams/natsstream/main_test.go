@@ -1,0 +1,137 @@
+package natsstream
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/testenv"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testConn connects to the test server, reconnecting for ever, and closes
+// the connection when the test ends.
+func testConn(t testing.TB) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(testenv.URL(t, "nats"),
+		nats.Name("natsstream-test "+t.Name()),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(50*time.Millisecond),
+		nats.ReconnectJitter(20*time.Millisecond, 20*time.Millisecond),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// testJS returns a JetStream context on a new test connection.
+func testJS(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(testConn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// uniqueConfig fills cfg with a stream and subject no other test uses.
+func uniqueConfig(t testing.TB, cfg Config) Config {
+	t.Helper()
+	id := randHex(6)
+	if cfg.Stream == "" {
+		name := strings.NewReplacer("/", "_", " ", "_", ".", "_", "*", "_", ">", "_").Replace(t.Name())
+		if len(name) > 40 {
+			name = name[:40]
+		}
+		cfg.Stream = "T_" + name + "_" + id
+	}
+	if cfg.Subject == "" {
+		cfg.Subject = "natsstream.test." + id
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	return cfg
+}
+
+// setupTest runs Setup for cfg and deletes its streams when the test ends.
+func setupTest(t testing.TB, js jetstream.JetStream, cfg Config) {
+	t.Helper()
+	if err := Setup(ctxT(t), js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := Teardown(ctx, js, cfg); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// newTestStream sets up a fresh stream, closed and deleted when the test
+// ends.
+func newTestStream(t testing.TB, js jetstream.JetStream, cfg Config) (*Stream, Config) {
+	t.Helper()
+	cfg = uniqueConfig(t, cfg)
+	setupTest(t, js, cfg)
+	s, err := New(js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	return s, cfg
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustEnqueue(t testing.TB, s *Stream, tasks ...*peonify.Task) {
+	t.Helper()
+	if err := s.Enqueue(ctxT(t), tasks...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pollUntil polls until it has at least one delivery or within passes.
+func pollUntil(t testing.TB, s *Stream, max int, within time.Duration) []peonify.Delivery {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ds, err := s.Poll(ctxT(t), max)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) > 0 {
+			return ds
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing delivered within %s", within)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
