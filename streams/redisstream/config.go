@@ -1,0 +1,180 @@
+package redisstream
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/peonify/peonify"
+)
+
+// Group is the name of the consumer group that every processor of a queue
+// joins. All processors of a queue share it: each task goes to one of them.
+const Group = "peonify"
+
+// Config configures a Stream. The zero value is valid: every field says
+// what its zero value means.
+type Config struct {
+	// Queue names the queue: processors of the same queue share its
+	// tasks. It is the hash tag of every key of the queue, so that one
+	// queue lives in one slot of a Redis Cluster. At most 200 bytes,
+	// without '{' or '}'. Defaults to "default".
+	Queue string
+
+	// Prefix starts every key name, so that several applications can share
+	// one database. At most 50 bytes, without '{' or '}'. Defaults to
+	// "peonify". The queue's keys are listed by Stream.Keys.
+	Prefix string
+
+	// Consumer is this stream's name in the queue's consumer group. A
+	// stream first takes back the entries its consumer name still holds
+	// (those of a previous run with the same name, or a read whose reply
+	// was lost) before it reads new ones. Set it to a name that survives
+	// restarts, such as a StatefulSet pod name, so that a restarted
+	// processor resumes its own entries at once instead of waiting for
+	// their leases to end; no two running streams may use the same name.
+	// At most 200 bytes. Defaults to "hostname-pid-xxxx", where xxxx is
+	// random, unique to each Stream value.
+	Consumer string
+
+	// Lease is how long a delivered task stays invisible to other
+	// processors before it is handed out again, unless acked, nacked or
+	// extended. Redis measures it in whole milliseconds on its own
+	// clock. Defaults to 30 seconds.
+	Lease time.Duration
+
+	// RescueInterval is how often Poll looks for tasks whose lease ended
+	// (their processor died or stalled) and claims them. Defaults to the
+	// smaller of 1 second and Lease/2.
+	RescueInterval time.Duration
+
+	// DedupWindow is how long the ID of a finished (acked or deleted)
+	// task still counts as a duplicate for Enqueue. A live task's ID
+	// always does. The cost is one small key per task for the window,
+	// about 150 bytes. A negative value forgets an ID as soon as its task
+	// is acked. Defaults to 5 minutes.
+	DedupWindow time.Duration
+
+	// KeepDead is how long dead-lettered tasks are kept in the dead
+	// stream for inspection and retry; older ones are trimmed when new
+	// ones arrive. A negative value keeps them until an operator deletes
+	// them. Defaults to 7 days.
+	KeepDead time.Duration
+
+	// Logger receives the stream's logs (reconnects of the wake-up
+	// reader, failed clean-ups). Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Queue == "" {
+		c.Queue = "default"
+	}
+	if c.Prefix == "" {
+		c.Prefix = "peonify"
+	}
+	if err := checkName("Config.Queue", c.Queue, 200); err != nil {
+		return c, err
+	}
+	if err := checkName("Config.Prefix", c.Prefix, 50); err != nil {
+		return c, err
+	}
+	if len(c.Consumer) > 200 {
+		return c, &peonify.ConfigError{Field: "redisstream.Config.Consumer", Reason: "is longer than 200 bytes"}
+	}
+	switch {
+	case c.Lease < 0:
+		return c, &peonify.ConfigError{Field: "redisstream.Config.Lease", Reason: "must not be negative (0 means the default, 30s)"}
+	case c.Lease > 0 && c.Lease < time.Millisecond:
+		return c, &peonify.ConfigError{Field: "redisstream.Config.Lease", Reason: "must be at least 1ms: Redis counts idle time in milliseconds"}
+	case c.RescueInterval < 0:
+		return c, &peonify.ConfigError{Field: "redisstream.Config.RescueInterval", Reason: "must not be negative (0 means the default)"}
+	}
+	if c.Lease == 0 {
+		c.Lease = 30 * time.Second
+	}
+	if c.RescueInterval == 0 {
+		c.RescueInterval = min(time.Second, c.Lease/2)
+	}
+	if c.DedupWindow == 0 {
+		c.DedupWindow = 5 * time.Minute
+	}
+	if c.KeepDead == 0 {
+		c.KeepDead = 7 * 24 * time.Hour
+	}
+	if c.Consumer == "" {
+		c.Consumer = defaultConsumer()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}
+
+// checkName validates a queue name or key prefix.
+func checkName(field, s string, max int) error {
+	switch {
+	case len(s) > max:
+		return &peonify.ConfigError{Field: "redisstream." + field, Reason: fmt.Sprintf("is longer than %d bytes", max)}
+	case strings.ContainsAny(s, "{}"):
+		return &peonify.ConfigError{Field: "redisstream." + field, Reason: fmt.Sprintf("%q contains '{' or '}', which would break the key's hash tag", s)}
+	}
+	return nil
+}
+
+// defaultConsumer returns "hostname-pid-xxxx".
+func defaultConsumer() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "peonify"
+	}
+	var b [2]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never returns an error
+	return host + "-" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b[:])
+}
+
+// Keys names the Redis keys of one queue. Every key of a queue shares the
+// hash tag {queue}, so that a Redis Cluster keeps the queue in one slot.
+type Keys struct {
+	// Stream is the stream of ready and running tasks, read by the
+	// consumer group Group. Producers XADD tasks here (see the README).
+	Stream string
+
+	// Schedule is a sorted set of the IDs of tasks waiting for their
+	// RunAt or a retry delay, scored by the Unix time in milliseconds at
+	// which they are due.
+	Schedule string
+
+	// Dead is the stream of dead-lettered tasks, each with its last
+	// error.
+	Dead string
+
+	// Scheduled starts the name of the hash that holds the fields of a
+	// waiting task: Scheduled + task ID.
+	Scheduled string
+
+	// ID starts the name of a task's ID key, ID + task ID: where the task
+	// is, for Enqueue's duplicate check and the Inspector.
+	ID string
+
+	// Unique starts the name of a unique key's lock, Unique +
+	// Task.UniqueKey, whose value is the ID of the live task holding it.
+	Unique string
+}
+
+func newKeys(prefix, queue string) Keys {
+	base := prefix + ":{" + queue + "}"
+	return Keys{
+		Stream:    base + ":stream",
+		Schedule:  base + ":schedule",
+		Dead:      base + ":dead",
+		Scheduled: base + ":scheduled:",
+		ID:        base + ":id:",
+		Unique:    base + ":unique:",
+	}
+}

@@ -1,0 +1,84 @@
+// Package redisstream is Peonify's Redis stream: a durable task queue in a
+// Redis stream, shared by any number of processors on any number of
+// machines through one consumer group.
+//
+// Tasks are stream entries (see the package README for the fields, so
+// that any Redis client, redis-cli included, can enqueue with a plain
+// XADD). A processor claims them with XREADGROUP: each delivery is leased
+// to the stream's consumer name until it is acked, nacked or extended, and
+// fenced by its entry ID and delivery count, so that a worker whose lease
+// ended cannot complete, fail or extend the task's newer claim. Acks are
+// batched into one server-side script that checks the claims, then XACKs
+// and XDELs the entries (the stream is never trimmed by length, which
+// would drop unacked entries). Entries whose lease ended, because their
+// processor died or stalled, are claimed again by the next Poll that looks
+// for them (Config.RescueInterval). Retries with a delay and tasks
+// scheduled for later wait in a sorted set and move back into the stream
+// atomically, by script, when due; dead tasks go to a dead-letter stream
+// with their last error.
+//
+// It needs Redis 6.2 or later, and works with a Redis Cluster: every key
+// of a queue shares the hash tag {queue}.
+//
+// # Getting started
+//
+//	client := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
+//	defer client.Close() // the client is yours: the stream never closes it
+//
+//	stream, err := redisstream.New(client, redisstream.Config{Queue: "emails"})
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//
+//	p, err := peonify.New(peonify.Config{})
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	if err := p.AddTaskList(peonify.TaskList{"email-task": EmailTask{}}); err != nil {
+//		log.Fatal(err)
+//	}
+//	if err := p.AddStream(stream); err != nil {
+//		log.Fatal(err)
+//	}
+//
+//	// Producers, anywhere:
+//	err = stream.Enqueue(ctx, &peonify.Task{Type: "email-task", Payload: []byte(`{"to":"a@example.com"}`)})
+//
+//	log.Fatal(p.Run(ctx)) // until ctx ends, then drains
+//
+// # Delivery and attempts
+//
+// Task.Attempt is the number of attempts counted before the entry was
+// added (its attempts field) plus the entry's delivery count in the group.
+// A failed or released task is added again as a new entry with the
+// attempts counted so far; a release does not count its delivery. Each
+// stream has a consumer name (Config.Consumer): on its first Poll, and
+// after a Poll failed, it takes back the entries its name still holds
+// before it reads new ones, so a read whose reply was lost, or the work of
+// a previous run under the same name, is not stranded until its lease ends.
+//
+// New entries are delivered in stream order; Task.Priority is carried but
+// not used for ordering. Idle processors are woken by a blocking read (see
+// Stream.Wake), so an enqueued task starts within milliseconds.
+//
+// # Durability
+//
+// Redis keeps the queue in memory. Whether a task survives a restart of
+// Redis is the operator's choice: with appendonly yes (and appendfsync
+// everysec or always) it does; without persistence a restart empties the
+// queue. The stream recovers from a restart by itself either way: it
+// reconnects with jittered backoff and creates the consumer group again if
+// it is gone.
+//
+// # Operations
+//
+//   - Stream implements peonify.Inspector (counts, listing, retry of dead
+//     tasks, delete, purge). Listing reads the whole stream: it is an
+//     operator's tool.
+//   - Acked entries are deleted at once. A task's ID key is kept for
+//     Config.DedupWindow afterwards so that a second Enqueue of the ID is
+//     reported as a duplicate; dead tasks are kept for Config.KeepDead.
+//   - A Stream that polls sends one pipelined round trip per Poll, one
+//     script run per Ack batch, Nack and Extend, and, while idle, one
+//     blocking read per second on a connection of its own.
+package redisstream

@@ -1,0 +1,577 @@
+package redisstream
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/peonify/peonify"
+	"github.com/redis/go-redis/v9"
+)
+
+// inspectPage is how many entries the Inspector reads or changes per round
+// trip or script run.
+const inspectPage = 500
+
+// retryScript makes dead tasks pending again with a fresh attempt count.
+// ARGV[6] is 'all' (retry the first ARGV[7] dead tasks) or 'ids' (retry the
+// tasks whose IDs follow). It returns how many it retried.
+var retryScript = redis.NewScript(luaPrelude + `
+local function revive(did, fields, id)
+  local out, uniq = {}, nil
+  for i = 1, #fields, 2 do
+    local f, v = fields[i], fields[i + 1]
+    if f ~= 'attempts' and f ~= 'dead_at' then
+      out[#out + 1] = f
+      out[#out + 1] = v
+    end
+    if f == 'unique_key' then uniq = v end
+  end
+  redis.call('SET', idPrefix .. id, redis.call('XADD', stream, '*', unpackAll(out)))
+  if uniq and uniq ~= '' then redis.call('SET', uniquePrefix .. uniq, id, 'NX') end
+  redis.call('XDEL', dead, did)
+end
+local n = 0
+if ARGV[6] == 'all' then
+  for _, e in ipairs(redis.call('XRANGE', dead, '-', '+', 'COUNT', tonumber(ARGV[7]))) do
+    revive(e[1], e[2], field(e[2], 'id') or e[1])
+    n = n + 1
+  end
+  return n
+end
+for i = 7, #ARGV do
+  local id = ARGV[i]
+  local loc = redis.call('GET', idPrefix .. id)
+  if loc and string.sub(loc, 1, 1) == 'd' then
+    local did = string.sub(loc, 2)
+    local e = redis.call('XRANGE', dead, did, did)
+    if #e > 0 then
+      revive(did, e[1][2], id)
+      n = n + 1
+    end
+  end
+end
+return n
+`)
+
+// deleteScript removes the tasks whose IDs are ARGV[6..] unless they are
+// running, and returns how many it removed.
+var deleteScript = redis.NewScript(luaPrelude + `
+local n = 0
+for i = 6, #ARGV do
+  local id = ARGV[i]
+  local idKey = idPrefix .. id
+  local loc = redis.call('GET', idKey)
+  if not loc and string.match(id, '^%d+%-%d+$') then loc = id end
+  if loc == 's' then
+    local h = schedPrefix .. id
+    local uniq = redis.call('HGET', h, 'unique_key')
+    if redis.call('DEL', h) + redis.call('ZREM', schedule, id) > 0 then
+      n = n + 1
+      redis.call('DEL', idKey)
+      release(uniq, id)
+    end
+  elseif loc and string.sub(loc, 1, 1) == 'd' then
+    if redis.call('XDEL', dead, string.sub(loc, 2)) == 1 then
+      n = n + 1
+      redis.call('DEL', idKey)
+    end
+  elseif loc and claimOf(loc) == nil then
+    local e = redis.call('XRANGE', stream, loc, loc)
+    if #e > 0 and (field(e[1][2], 'id') or loc) == id then
+      redis.call('XDEL', stream, loc)
+      redis.call('DEL', idKey)
+      release(field(e[1][2], 'unique_key'), id)
+      n = n + 1
+    end
+  end
+end
+return n
+`)
+
+// purgeScript removes up to ARGV[8] tasks in state ARGV[6] ('pending',
+// 'scheduled' or 'dead'), starting after entry ID ARGV[7] for pending. It
+// returns {removed, entries looked at, last entry ID looked at}.
+var purgeScript = redis.NewScript(luaPrelude + `
+local state, after, count = ARGV[6], ARGV[7], tonumber(ARGV[8])
+local n, seen, last = 0, 0, after
+local function forget(id, loc, uniq)
+  local idKey = idPrefix .. id
+  if redis.call('GET', idKey) == loc then redis.call('DEL', idKey) end
+  release(uniq, id)
+end
+if state == 'pending' then
+  for _, e in ipairs(redis.call('XRANGE', stream, '(' .. after, '+', 'COUNT', count)) do
+    seen, last = seen + 1, e[1]
+    if claimOf(e[1]) == nil then
+      redis.call('XDEL', stream, e[1])
+      forget(field(e[2], 'id') or e[1], e[1], field(e[2], 'unique_key'))
+      n = n + 1
+    end
+  end
+elseif state == 'scheduled' then
+  for _, id in ipairs(redis.call('ZRANGE', schedule, 0, count - 1)) do
+    seen = seen + 1
+    local h = schedPrefix .. id
+    local uniq = redis.call('HGET', h, 'unique_key')
+    redis.call('DEL', h)
+    redis.call('ZREM', schedule, id)
+    forget(id, 's', uniq)
+    n = n + 1
+  end
+elseif state == 'dead' then
+  for _, e in ipairs(redis.call('XRANGE', dead, '-', '+', 'COUNT', count)) do
+    seen, last = seen + 1, e[1]
+    redis.call('XDEL', dead, e[1])
+    forget(field(e[2], 'id') or e[1], 'd' .. e[1], nil)
+    n = n + 1
+  end
+end
+return {n, seen, last}
+`)
+
+// entryIDRE matches a stream entry ID, which is the task ID of an entry
+// added without an id field.
+var entryIDRE = regexp.MustCompile(`^[0-9]+-[0-9]+$`)
+
+// Counts returns the number of tasks in each state: pending is the
+// stream's length less the entries the group has delivered and not acked
+// (running); scheduled counts the schedule (due tasks not yet moved into
+// the stream included); dead the dead stream. Done tasks are not kept.
+func (s *Stream) Counts(ctx context.Context) (map[peonify.State]int, error) {
+	if s.closed.Load() {
+		return nil, peonify.ErrClosed
+	}
+	pipe := s.client.Pipeline()
+	length := pipe.XLen(ctx, s.keys.Stream)
+	groups := pipe.XInfoGroups(ctx, s.keys.Stream)
+	scheduled := pipe.ZCard(ctx, s.keys.Schedule)
+	dead := pipe.XLen(ctx, s.keys.Dead)
+	_, _ = pipe.Exec(ctx)
+	for _, c := range []redis.Cmder{length, scheduled, dead} {
+		if err := c.Err(); err != nil {
+			return nil, s.redisError("counting tasks", err)
+		}
+	}
+	running := int64(0)
+	gs, err := groups.Result()
+	if err != nil && !isNoGroup(err) {
+		return nil, s.redisError("counting running tasks", err)
+	}
+	for _, g := range gs {
+		if g.Name == Group {
+			running = g.Pending
+		}
+	}
+	return map[peonify.State]int{
+		peonify.StatePending:   int(max(length.Val()-running, 0)),
+		peonify.StateRunning:   int(running),
+		peonify.StateScheduled: int(scheduled.Val()),
+		peonify.StateDead:      int(dead.Val()),
+	}, nil
+}
+
+// Get returns one task, or an error wrapping peonify.ErrNotFound.
+func (s *Stream) Get(ctx context.Context, id string) (peonify.TaskInfo, error) {
+	if s.closed.Load() {
+		return peonify.TaskInfo{}, peonify.ErrClosed
+	}
+	notFound := fmt.Errorf("redisstream: task %q in queue %q: %w", id, s.cfg.Queue, peonify.ErrNotFound)
+	loc, err := s.client.Get(ctx, s.keys.ID+id).Result()
+	switch {
+	case errors.Is(err, redis.Nil) && entryIDRE.MatchString(id):
+		loc = id // a task added without an id field
+	case errors.Is(err, redis.Nil) || err == nil && loc == "":
+		return peonify.TaskInfo{}, notFound
+	case err != nil:
+		return peonify.TaskInfo{}, s.redisError("looking up task "+id, err)
+	}
+	var info peonify.TaskInfo
+	var ok bool
+	switch {
+	case loc == "s":
+		infos, err := s.scheduledInfos(ctx, []string{id}, "")
+		if err != nil {
+			return info, err
+		}
+		if ok = len(infos) == 1; ok {
+			info = infos[0]
+		}
+	case loc[0] == 'd':
+		info, ok, err = s.deadInfo(ctx, loc[1:])
+	default:
+		info, ok, err = s.streamInfo(ctx, loc)
+	}
+	if err != nil {
+		return info, err
+	}
+	if !ok || info.Task.ID != id {
+		return peonify.TaskInfo{}, notFound
+	}
+	return info, nil
+}
+
+// streamInfo reads one entry of the stream, pending or running.
+func (s *Stream) streamInfo(ctx context.Context, eid string) (peonify.TaskInfo, bool, error) {
+	pipe := s.client.Pipeline()
+	rng := pipe.XRange(ctx, s.keys.Stream, eid, eid)
+	pend := pipe.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: s.keys.Stream, Group: Group, Start: eid, End: eid, Count: 1})
+	_, _ = pipe.Exec(ctx)
+	msgs, err := rng.Result()
+	if err != nil {
+		return peonify.TaskInfo{}, false, s.redisError("reading task entry "+eid, err)
+	}
+	if len(msgs) == 0 {
+		return peonify.TaskInfo{}, false, nil
+	}
+	ps, err := pend.Result()
+	if err != nil && !isNoGroup(err) {
+		return peonify.TaskInfo{}, false, s.redisError("reading the claim of task entry "+eid, err)
+	}
+	e := entryFromMap(msgs[0].Values)
+	var p *redis.XPendingExt
+	if len(ps) == 1 {
+		p = &ps[0]
+	}
+	return s.info(eid, e, p, time.Now()), true, nil
+}
+
+// info describes a stream entry; p is its claim if it is running.
+func (s *Stream) info(eid string, e entry, p *redis.XPendingExt, now time.Time) peonify.TaskInfo {
+	t := e.task(eid)
+	info := peonify.TaskInfo{State: peonify.StatePending, Attempts: e.counted(), LastError: e.lastError}
+	if ms, _, ok := parseEntryID(eid); ok {
+		info.UpdatedAt = time.UnixMilli(int64(ms))
+	}
+	if p != nil {
+		info.State = peonify.StateRunning
+		info.Attempts += int(p.RetryCount)
+		info.UpdatedAt = now.Add(-p.Idle)
+		info.LeaseUntil = info.UpdatedAt.Add(s.cfg.Lease)
+		t.Attempt = info.Attempts
+	}
+	info.Task = *t
+	return info
+}
+
+// deadInfo reads one entry of the dead stream.
+func (s *Stream) deadInfo(ctx context.Context, did string) (peonify.TaskInfo, bool, error) {
+	msgs, err := s.client.XRange(ctx, s.keys.Dead, did, did).Result()
+	if err != nil {
+		return peonify.TaskInfo{}, false, s.redisError("reading dead task entry "+did, err)
+	}
+	if len(msgs) == 0 {
+		return peonify.TaskInfo{}, false, nil
+	}
+	return deadInfo(did, entryFromMap(msgs[0].Values)), true, nil
+}
+
+func deadInfo(did string, e entry) peonify.TaskInfo {
+	t := e.task(did)
+	info := peonify.TaskInfo{State: peonify.StateDead, Attempts: e.counted(), LastError: e.lastError}
+	if at, ok := parseMs(e.deadAt); ok {
+		info.UpdatedAt = at
+	}
+	t.Attempt = info.Attempts
+	info.Task = *t
+	return info
+}
+
+// scheduledInfos reads scheduled tasks by ID, skipping those gone or not of
+// type typ (when set).
+func (s *Stream) scheduledInfos(ctx context.Context, ids []string, typ string) ([]peonify.TaskInfo, error) {
+	pipe := s.client.Pipeline()
+	hashes := make([]*redis.MapStringStringCmd, len(ids))
+	scores := make([]*redis.FloatCmd, len(ids))
+	for i, id := range ids {
+		hashes[i] = pipe.HGetAll(ctx, s.keys.Scheduled+id)
+		scores[i] = pipe.ZScore(ctx, s.keys.Schedule, id)
+	}
+	_, _ = pipe.Exec(ctx)
+	infos := make([]peonify.TaskInfo, 0, len(ids))
+	for i, id := range ids {
+		h, err := hashes[i].Result()
+		if err != nil {
+			return nil, s.redisError("reading scheduled task "+id, err)
+		}
+		score, err := scores[i].Result()
+		if len(h) == 0 || errors.Is(err, redis.Nil) {
+			continue // promoted or deleted meanwhile
+		}
+		if err != nil {
+			return nil, s.redisError("reading the schedule of task "+id, err)
+		}
+		var e entry
+		for k, v := range h {
+			e.set(k, v)
+		}
+		if typ != "" && e.typ != typ {
+			continue
+		}
+		t := e.task(id)
+		t.RunAt = time.UnixMilli(int64(score))
+		infos = append(infos, peonify.TaskInfo{Task: *t, State: peonify.StateScheduled, Attempts: e.counted(),
+			LastError: e.lastError, UpdatedAt: t.EnqueuedAt})
+	}
+	return infos, nil
+}
+
+// List returns tasks in opts.State ordered by ID. Redis keeps no index by
+// task ID, so listing pending or dead tasks reads the whole stream, and
+// listing scheduled tasks the whole schedule: fine for an operator, not for
+// a hot path.
+func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.TaskInfo, error) {
+	if s.closed.Load() {
+		return nil, peonify.ErrClosed
+	}
+	limit := opts.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	top := topN{limit: limit}
+	keep := func(info peonify.TaskInfo) {
+		if (opts.Type == "" || info.Task.Type == opts.Type) && info.Task.ID > opts.After {
+			top.add(info)
+		}
+	}
+	switch opts.State {
+	case peonify.StatePending, peonify.StateRunning:
+		claims, err := s.claims(ctx)
+		if err != nil {
+			return nil, err
+		}
+		now := time.Now()
+		if opts.State == peonify.StateRunning {
+			if err := s.listRunning(ctx, claims, now, keep); err != nil {
+				return nil, err
+			}
+			break
+		}
+		err = s.scan(ctx, s.keys.Stream, func(eid string, e entry) {
+			if _, running := claims[eid]; !running {
+				keep(s.info(eid, e, nil, now))
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	case peonify.StateScheduled:
+		ids, err := s.client.ZRange(ctx, s.keys.Schedule, 0, -1).Result()
+		if err != nil {
+			return nil, s.redisError("listing scheduled tasks", err)
+		}
+		ids = slices.DeleteFunc(ids, func(id string) bool { return id <= opts.After })
+		slices.Sort(ids)
+		for chunk := range slices.Chunk(ids, inspectPage) {
+			infos, err := s.scheduledInfos(ctx, chunk, opts.Type)
+			if err != nil {
+				return nil, err
+			}
+			for _, info := range infos {
+				keep(info)
+			}
+			if len(top.infos) >= limit {
+				break
+			}
+		}
+	case peonify.StateDead:
+		err := s.scan(ctx, s.keys.Dead, func(did string, e entry) { keep(deadInfo(did, e)) })
+		if err != nil {
+			return nil, err
+		}
+	case peonify.StateDone:
+		return nil, nil // acked tasks are deleted
+	default:
+		return nil, fmt.Errorf("redisstream: List of unknown state %q: use one of %v", opts.State, peonify.States)
+	}
+	return top.sorted(), nil
+}
+
+// claims returns the group's pending entries: the running tasks.
+func (s *Stream) claims(ctx context.Context) (map[string]redis.XPendingExt, error) {
+	claims := make(map[string]redis.XPendingExt)
+	start := "-"
+	for {
+		ps, err := s.client.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: s.keys.Stream, Group: Group, Start: start, End: "+", Count: inspectPage}).Result()
+		if isNoGroup(err) {
+			return claims, nil
+		}
+		if err != nil {
+			return nil, s.redisError("listing running tasks", err)
+		}
+		for _, p := range ps {
+			claims[p.ID] = p
+		}
+		if len(ps) < inspectPage {
+			return claims, nil
+		}
+		start = "(" + ps[len(ps)-1].ID
+	}
+}
+
+// listRunning reads the entries of claims.
+func (s *Stream) listRunning(ctx context.Context, claims map[string]redis.XPendingExt, now time.Time, keep func(peonify.TaskInfo)) error {
+	eids := slices.SortedFunc(maps.Keys(claims), func(a, b string) int {
+		if entryLess(a, b) {
+			return -1
+		}
+		return 1
+	})
+	for chunk := range slices.Chunk(eids, inspectPage) {
+		pipe := s.client.Pipeline()
+		cmds := make([]*redis.XMessageSliceCmd, len(chunk))
+		for i, eid := range chunk {
+			cmds[i] = pipe.XRange(ctx, s.keys.Stream, eid, eid)
+		}
+		_, _ = pipe.Exec(ctx)
+		for i, cmd := range cmds {
+			msgs, err := cmd.Result()
+			if err != nil {
+				return s.redisError("reading running tasks", err)
+			}
+			if len(msgs) == 1 {
+				p := claims[chunk[i]]
+				keep(s.info(chunk[i], entryFromMap(msgs[0].Values), &p, now))
+			}
+		}
+	}
+	return nil
+}
+
+// scan calls fn for every entry of a stream key, a page at a time.
+func (s *Stream) scan(ctx context.Context, key string, fn func(eid string, e entry)) error {
+	start := "-"
+	for {
+		msgs, err := s.client.XRangeN(ctx, key, start, "+", inspectPage).Result()
+		if err != nil {
+			return s.redisError("reading "+key, err)
+		}
+		for _, m := range msgs {
+			fn(m.ID, entryFromMap(m.Values))
+		}
+		if len(msgs) < inspectPage {
+			return nil
+		}
+		start = "(" + msgs[len(msgs)-1].ID
+	}
+}
+
+// topN keeps the limit tasks with the lowest IDs.
+type topN struct {
+	limit int
+	infos []peonify.TaskInfo
+}
+
+func (t *topN) add(info peonify.TaskInfo) {
+	t.infos = append(t.infos, info)
+	if len(t.infos) >= 4*t.limit {
+		t.infos = t.sorted()
+	}
+}
+
+func (t *topN) sorted() []peonify.TaskInfo {
+	slices.SortFunc(t.infos, func(a, b peonify.TaskInfo) int { return cmp.Compare(a.Task.ID, b.Task.ID) })
+	if len(t.infos) > t.limit {
+		clear(t.infos[t.limit:])
+		t.infos = t.infos[:t.limit]
+	}
+	return t.infos
+}
+
+// Retry makes dead tasks pending again, at the end of the stream, with a
+// fresh attempt count; with no ids it retries every dead task. It returns
+// how many it retried.
+func (s *Stream) Retry(ctx context.Context, ids ...string) (int, error) {
+	if s.closed.Load() {
+		return 0, peonify.ErrClosed
+	}
+	total := 0
+	defer func() {
+		if total > 0 {
+			s.signal()
+		}
+	}()
+	if len(ids) == 0 {
+		for {
+			n, err := s.run(ctx, retryScript, "all", inspectPage).Int()
+			if err != nil {
+				return total, s.redisError("retrying dead tasks", err)
+			}
+			total += n
+			if n < inspectPage {
+				return total, nil
+			}
+		}
+	}
+	for chunk := range slices.Chunk(ids, inspectPage) {
+		n, err := s.run(ctx, retryScript, append([]any{"ids"}, strs(chunk)...)...).Int()
+		if err != nil {
+			return total, s.redisError("retrying dead tasks", err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// Delete removes tasks that are not running: pending, scheduled or dead.
+// A deleted task's ID is forgotten at once. It returns how many it removed.
+func (s *Stream) Delete(ctx context.Context, ids ...string) (int, error) {
+	if s.closed.Load() {
+		return 0, peonify.ErrClosed
+	}
+	total := 0
+	for chunk := range slices.Chunk(ids, inspectPage) {
+		n, err := s.run(ctx, deleteScript, strs(chunk)...).Int()
+		if err != nil {
+			return total, s.redisError("deleting tasks", err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// Purge removes every task in state: StatePending (the tasks waiting in
+// the stream, not the running ones), StateScheduled or StateDead.
+// StateDone has nothing to remove. It returns how many it removed.
+func (s *Stream) Purge(ctx context.Context, state peonify.State) (int, error) {
+	if s.closed.Load() {
+		return 0, peonify.ErrClosed
+	}
+	switch state {
+	case peonify.StatePending, peonify.StateScheduled, peonify.StateDead:
+	case peonify.StateDone:
+		return 0, nil
+	case peonify.StateRunning:
+		return 0, errors.New("redisstream: Purge of running tasks: processors hold their leases; purge pending, scheduled or dead tasks, or let the running ones finish")
+	default:
+		return 0, fmt.Errorf("redisstream: Purge of unknown state %q: use pending, scheduled or dead", state)
+	}
+	total, after := 0, "0-0"
+	for {
+		res, err := s.run(ctx, purgeScript, string(state), after, inspectPage).Slice()
+		if err != nil || len(res) != 3 {
+			return total, s.redisError("purging "+string(state)+" tasks", cmp.Or(err, errors.New("unexpected reply")))
+		}
+		n, _ := res[0].(int64)
+		seen, _ := res[1].(int64)
+		after, _ = res[2].(string)
+		total += int(n)
+		if seen < inspectPage {
+			return total, nil
+		}
+	}
+}
+
+// strs turns strings into script arguments.
+func strs(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}

@@ -1,0 +1,295 @@
+package redisstream
+
+import "github.com/redis/go-redis/v9"
+
+// The server-side scripts. Every script gets the same keys and leading
+// arguments (see Stream.run):
+//
+//	KEYS[1] stream, KEYS[2] schedule, KEYS[3] dead
+//	ARGV[1] ID key prefix, ARGV[2] unique key prefix, ARGV[3] scheduled hash prefix,
+//	ARGV[4] group, ARGV[5] consumer
+//
+// and its own arguments from ARGV[6]. Keys other than KEYS are built from
+// the prefixes; they share the queue's hash tag, so they live in the same
+// Redis Cluster slot. Times are the server's clock, in Unix milliseconds.
+const luaPrelude = `
+local stream, schedule, dead = KEYS[1], KEYS[2], KEYS[3]
+local idPrefix, uniquePrefix, schedPrefix = ARGV[1], ARGV[2], ARGV[3]
+local group, me = ARGV[4], ARGV[5]
+local function nowMs()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- claimOf returns the consumer and delivery count of a pending entry, or
+-- nil if the entry is not pending (acked, or the group is gone).
+local function claimOf(eid)
+  local p = redis.pcall('XPENDING', stream, group, eid, eid, 1)
+  if type(p) ~= 'table' or p.err or #p == 0 then return nil end
+  return p[1][2], tonumber(p[1][4])
+end
+-- field returns the value of field name in a flat field list.
+local function field(list, name)
+  for i = 1, #list, 2 do
+    if list[i] == name then return list[i + 1] end
+  end
+  return nil
+end
+-- release frees a unique key if task id holds it.
+local function release(uniq, id)
+  if uniq and uniq ~= '' then
+    local k = uniquePrefix .. uniq
+    if redis.call('GET', k) == id then redis.call('DEL', k) end
+  end
+end
+-- live reports whether location loc (an entry ID of the stream, 's' for
+-- scheduled, 'd' and an entry ID of the dead stream) still holds task id.
+local function live(loc, id)
+  if loc == 's' then return redis.call('EXISTS', schedPrefix .. id) == 1 end
+  local key, eid = stream, loc
+  if string.sub(loc, 1, 1) == 'd' then key, eid = dead, string.sub(loc, 2) end
+  return #redis.call('XRANGE', key, eid, eid) > 0
+end
+-- unpackAll spreads a list into arguments.
+local function unpackAll(t) return unpack(t, 1, #t) end
+`
+
+// enqueueScript stores tasks. ARGV[6..]: for each task its ID, unique key
+// ('' for none), due time (0: now), field count n and n field-value pairs.
+// It returns, for each task, its location (an entry ID or 's') or 0 when
+// it was a duplicate.
+var enqueueScript = redis.NewScript(luaPrelude + `
+local now = nowMs()
+local out = {}
+local i = 6
+while i <= #ARGV do
+  local id, uniq, due, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local fields = {unpack(ARGV, i + 4, i + 3 + 2 * n)}
+  i = i + 4 + 2 * n
+  local idKey = idPrefix .. id
+  local dup = false
+  local loc = redis.call('GET', idKey)
+  if loc then
+    -- A key with a TTL is a finished task within the dedup window (or a
+    -- dead one): a duplicate. Without one, the task is live unless its
+    -- location lost it to something outside Peonify.
+    dup = redis.call('PTTL', idKey) >= 0 or live(loc, id)
+  end
+  local uniqKey = nil
+  if not dup and uniq ~= '' then
+    uniqKey = uniquePrefix .. uniq
+    local holder = redis.call('GET', uniqKey)
+    if holder then
+      local hk = idPrefix .. holder
+      local hloc = redis.call('GET', hk)
+      dup = hloc ~= false and redis.call('PTTL', hk) == -1 and string.sub(hloc, 1, 1) ~= 'd' and live(hloc, holder)
+    end
+  end
+  if dup then
+    out[#out + 1] = 0
+  else
+    if uniqKey then redis.call('SET', uniqKey, id) end
+    if due > now then
+      local h = schedPrefix .. id
+      redis.call('DEL', h)
+      redis.call('HSET', h, unpackAll(fields))
+      redis.call('ZADD', schedule, due, id)
+      loc = 's'
+    else
+      loc = redis.call('XADD', stream, '*', unpackAll(fields))
+    end
+    redis.call('SET', idKey, loc)
+    out[#out + 1] = loc
+  end
+end
+return out
+`)
+
+// promoteScript moves up to ARGV[6] due tasks from the schedule to the
+// stream and returns how many it moved.
+var promoteScript = redis.NewScript(luaPrelude + `
+local ids = redis.call('ZRANGEBYSCORE', schedule, '-inf', nowMs(), 'LIMIT', 0, tonumber(ARGV[6]))
+for _, id in ipairs(ids) do
+  local h = schedPrefix .. id
+  local fields = redis.call('HGETALL', h)
+  redis.call('ZREM', schedule, id)
+  if #fields > 0 then
+    local eid = redis.call('XADD', stream, '*', unpackAll(fields))
+    redis.call('DEL', h)
+    redis.call('SET', idPrefix .. id, eid)
+  end
+end
+return #ids
+`)
+
+// ackScript completes deliveries. ARGV[6] is the dedup window in
+// milliseconds (0: forget the ID at once), ARGV[7] and ARGV[8] the lowest
+// and highest entry ID of the batch, then for each delivery its entry ID,
+// delivery count (the fencing token), task ID and unique key. A delivery
+// counts only if this consumer still holds its entry with the same
+// delivery count. It returns how many were acked.
+var ackScript = redis.NewScript(luaPrelude + `
+local window = tonumber(ARGV[6])
+local mine = {}
+local from = ARGV[7]
+while true do
+  local page = redis.pcall('XPENDING', stream, group, from, ARGV[8], 1000, me)
+  if type(page) ~= 'table' or page.err then return 0 end
+  for _, p in ipairs(page) do mine[p[1]] = tonumber(p[4]) end
+  if #page < 1000 then break end
+  from = '(' .. page[#page][1]
+end
+local ids, n = {}, 0
+for i = 9, #ARGV, 4 do
+  local eid, id = ARGV[i], ARGV[i + 2]
+  if mine[eid] == tonumber(ARGV[i + 1]) then
+    mine[eid] = nil
+    n = n + 1
+    ids[n] = eid
+    local idKey = idPrefix .. id
+    if redis.call('GET', idKey) == eid then
+      if window > 0 then redis.call('PEXPIRE', idKey, window) else redis.call('DEL', idKey) end
+    end
+    release(ARGV[i + 3], id)
+  end
+end
+for i = 1, n, 1000 do
+  local chunk = {unpack(ids, i, math.min(i + 999, n))}
+  redis.call('XACK', stream, group, unpackAll(chunk))
+  redis.call('XDEL', stream, unpackAll(chunk))
+end
+return n
+`)
+
+// nackScript hands a delivery back. ARGV[6..]: entry ID, delivery count,
+// task ID, outcome ('failed', 'released' or 'dead'), delay in ms, reason,
+// KeepDead in ms (0: forever), dedup window in ms. It returns 1, or 0 if
+// the claim is no longer this consumer's with that delivery count.
+var nackScript = redis.NewScript(luaPrelude + `
+local eid, token, id, outcome = ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9]
+local delay, reason, keepDead, window = tonumber(ARGV[10]), ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
+local owner, count = claimOf(eid)
+if owner ~= me or count ~= token then return 0 end
+local e = redis.call('XRANGE', stream, eid, eid)
+redis.call('XACK', stream, group, eid)
+redis.call('XDEL', stream, eid)
+if #e == 0 then return 1 end
+local old = e[1][2]
+local fields, attempts, lastErr, uniq, hasID = {}, 0, nil, nil, false
+for i = 1, #old, 2 do
+  local f, v = old[i], old[i + 1]
+  if f == 'attempts' then attempts = tonumber(v) or 0
+  elseif f == 'last_error' then lastErr = v
+  elseif f ~= 'dead_at' then
+    if f == 'id' then hasID = true elseif f == 'unique_key' then uniq = v end
+    fields[#fields + 1] = f
+    fields[#fields + 1] = v
+  end
+end
+if not hasID then
+  fields[#fields + 1] = 'id'
+  fields[#fields + 1] = id
+end
+if outcome == 'released' then
+  attempts = attempts + token - 1
+else
+  attempts = attempts + token
+  if reason ~= '' then lastErr = reason end
+end
+fields[#fields + 1] = 'attempts'
+fields[#fields + 1] = tostring(attempts)
+if lastErr then
+  fields[#fields + 1] = 'last_error'
+  fields[#fields + 1] = lastErr
+end
+local idKey = idPrefix .. id
+local now = nowMs()
+if outcome == 'dead' then
+  fields[#fields + 1] = 'dead_at'
+  fields[#fields + 1] = tostring(now)
+  local did
+  if keepDead > 0 then
+    did = redis.call('XADD', dead, 'MINID', tostring(now - keepDead), '*', unpackAll(fields))
+    redis.call('SET', idKey, 'd' .. did, 'PX', keepDead + math.max(window, 0) + 1)
+  else
+    did = redis.call('XADD', dead, '*', unpackAll(fields))
+    redis.call('SET', idKey, 'd' .. did)
+  end
+  release(uniq, id)
+elseif delay > 0 then
+  local h = schedPrefix .. id
+  redis.call('DEL', h)
+  redis.call('HSET', h, unpackAll(fields))
+  redis.call('ZADD', schedule, now + delay, id)
+  redis.call('SET', idKey, 's')
+else
+  redis.call('SET', idKey, redis.call('XADD', stream, '*', unpackAll(fields)))
+end
+return 1
+`)
+
+// extendScript renews a lease: ARGV[6..] entry ID, delivery count, and the
+// idle time in ms to leave on the entry. It returns 1, or 0 if the claim is
+// no longer this consumer's with that delivery count.
+var extendScript = redis.NewScript(luaPrelude + `
+local eid = ARGV[6]
+local owner, count = claimOf(eid)
+if owner ~= me or count ~= tonumber(ARGV[7]) then return 0 end
+redis.call('XCLAIM', stream, group, me, 0, eid, 'IDLE', tonumber(ARGV[8]), 'JUSTID')
+return 1
+`)
+
+// claimScript claims pending entries for this consumer and returns them as
+// {entry ID, fields, delivery count} triples. ARGV[6] is the mode: 'own'
+// takes back this consumer's own entries, except those listed from
+// ARGV[9] on (the ones this process holds); 'idle' takes entries of any
+// consumer idle for at least ARGV[7] ms (expired leases). ARGV[8] is the
+// most to claim. Entries deleted from the stream are dropped from the
+// group's pending list.
+var claimScript = redis.NewScript(luaPrelude + `
+local mode, minIdle, want = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+local skip = {}
+for i = 9, #ARGV do skip[ARGV[i]] = true end
+local out = {}
+local from = '-'
+while #out < want do
+  local page
+  if mode == 'own' then
+    page = redis.pcall('XPENDING', stream, group, from, '+', 1000, me)
+  else
+    page = redis.pcall('XPENDING', stream, group, 'IDLE', minIdle, from, '+', 1000)
+  end
+  if type(page) ~= 'table' or page.err then return out end
+  for _, p in ipairs(page) do
+    local eid, count = p[1], tonumber(p[4])
+    if #out < want and not skip[eid] then
+      local c = redis.call('XCLAIM', stream, group, me, minIdle, eid, 'RETRYCOUNT', count + 1)
+      if #c > 0 and c[1] and c[1][2] then
+        out[#out + 1] = {eid, c[1][2], count + 1}
+      else
+        redis.call('XACK', stream, group, eid)
+      end
+    end
+  end
+  if #page < 1000 then break end
+  from = '(' .. page[#page][1]
+end
+return out
+`)
+
+// forgetScript deletes, from the group, this consumer if it holds no
+// entries and other consumers that hold none and were idle for more than
+// ARGV[6] ms: processors that stopped or died. It returns how many it
+// deleted.
+var forgetScript = redis.NewScript(luaPrelude + `
+local cs = redis.pcall('XINFO', 'CONSUMERS', stream, group)
+if type(cs) ~= 'table' or cs.err then return 0 end
+local n = 0
+for _, c in ipairs(cs) do
+  local name, pending, idle = field(c, 'name'), tonumber(field(c, 'pending')), tonumber(field(c, 'idle'))
+  if pending == 0 and (name == me or idle > tonumber(ARGV[6])) then
+    redis.call('XGROUP', 'DELCONSUMER', stream, group, name)
+    n = n + 1
+  end
+end
+return n
+`)

@@ -1,0 +1,525 @@
+package redisstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/peonify/peonify"
+	"github.com/redis/go-redis/v9"
+)
+
+// maxBatch caps one claim, whatever the processor asks for.
+const maxBatch = 10000
+
+// promoteEvery is how often Poll at most moves due scheduled tasks into
+// the stream, and promoteLimit how many it moves at once.
+const (
+	promoteEvery = 5 * time.Millisecond
+	promoteLimit = 1000
+)
+
+// forgetIdle is how long a consumer that holds no entries must have been
+// idle before a starting stream deletes it from the group.
+const forgetIdle = time.Hour
+
+// Stream is a Peonify stream on a Redis stream: one named queue, shared
+// by any number of processors through a consumer group. It implements
+// peonify.Stream, Extender, Waker, Enqueuer and Inspector.
+//
+// A Stream used only to enqueue starts nothing in the background. Wake
+// starts, until Close, a goroutine that waits for new entries with a
+// blocking read on a connection of its own.
+//
+// All methods are safe for concurrent use.
+type Stream struct {
+	client redis.UniversalClient
+	cfg    Config
+	keys   Keys
+	skeys  []string // the keys every script gets
+	head   []any    // the leading arguments every script gets
+	read   []string // XREADGROUP's STREAMS arguments
+
+	wake  chan struct{} // Wake's channel
+	armed chan struct{} // a Poll came back short: the watcher should look for work
+
+	closed      atomic.Bool
+	readOwn     atomic.Bool  // take back this consumer's own pending entries first
+	started     atomic.Bool  // the first Poll ran its start-up work
+	lastRescue  atomic.Int64 // Unix nanoseconds of the last look for expired leases
+	lastPromote atomic.Int64 // Unix nanoseconds of the last move of due tasks
+
+	pollMu sync.RWMutex // held for writing while taking back own entries, for reading by other polls
+
+	mu       sync.Mutex
+	inflight map[string]struct{} // entry IDs this stream delivered and has not seen acked or nacked
+	stop     context.CancelFunc  // stops the watcher; nil if it never started
+	wg       sync.WaitGroup
+}
+
+var (
+	_ peonify.Stream    = (*Stream)(nil)
+	_ peonify.Extender  = (*Stream)(nil)
+	_ peonify.Waker     = (*Stream)(nil)
+	_ peonify.Enqueuer  = (*Stream)(nil)
+	_ peonify.Inspector = (*Stream)(nil)
+)
+
+// New returns a stream on cfg.Queue in the database behind client. It does
+// no I/O: the consumer group is created, from the start of the stream, the
+// first time it is needed.
+//
+// The caller owns client and closes it after Close has returned; Close
+// does not close it. The stream needs Redis 6.2 or later.
+func New(client redis.UniversalClient, cfg Config) (*Stream, error) {
+	if client == nil {
+		return nil, errors.New("redisstream: New needs a redis.UniversalClient, got nil")
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	keys := newKeys(cfg.Prefix, cfg.Queue)
+	s := &Stream{
+		client:   client,
+		cfg:      cfg,
+		keys:     keys,
+		skeys:    []string{keys.Stream, keys.Schedule, keys.Dead},
+		head:     []any{keys.ID, keys.Unique, keys.Scheduled, Group, cfg.Consumer},
+		read:     []string{keys.Stream, ">"},
+		wake:     make(chan struct{}, 1),
+		armed:    make(chan struct{}, 1),
+		inflight: make(map[string]struct{}),
+	}
+	s.readOwn.Store(true)
+	s.armed <- struct{}{}
+	return s, nil
+}
+
+// Name returns "redis:" and the queue name; the processor uses it in logs
+// and stats.
+func (s *Stream) Name() string { return "redis:" + s.cfg.Queue }
+
+// Queue returns the name of the stream's queue.
+func (s *Stream) Queue() string { return s.cfg.Queue }
+
+// Consumer returns the stream's name in the consumer group.
+func (s *Stream) Consumer() string { return s.cfg.Consumer }
+
+// Keys returns the names of the queue's Redis keys.
+func (s *Stream) Keys() Keys { return s.keys }
+
+// Poll claims up to max tasks: first entries this consumer already holds
+// (after a start or a failed read), then, once per Config.RescueInterval,
+// entries whose lease ended, then new entries, in one XREADGROUP pipelined
+// with the move of due scheduled tasks into the stream. New entries come in
+// stream order (FIFO); Task.Priority is not used for ordering. Poll does
+// not block: it returns what is there.
+func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+	if s.closed.Load() {
+		return nil, peonify.ErrClosed
+	}
+	if max <= 0 {
+		return nil, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	max = min(max, maxBatch)
+	start := time.Now()
+	if !s.started.Swap(true) {
+		// Tidy the group of consumers that died long ago holding nothing.
+		_ = s.run(ctx, forgetScript, forgetIdle.Milliseconds()).Err()
+	}
+	ds, err := s.poll(ctx, max, start)
+	if err != nil {
+		// A failed read may have claimed entries whose reply was lost: take
+		// them back first next time.
+		s.readOwn.Store(true)
+		if len(ds) == 0 {
+			return nil, err
+		}
+	}
+	if len(ds) < max {
+		s.arm()
+	}
+	return ds, nil
+}
+
+// poll claims up to max tasks and tracks them. Taking back this
+// consumer's own entries excludes the other polls of this stream, so that
+// it never takes an entry that another poll has just read but not tracked.
+func (s *Stream) poll(ctx context.Context, max int, start time.Time) ([]peonify.Delivery, error) {
+	var ds []peonify.Delivery
+	if s.readOwn.Load() {
+		s.pollMu.Lock()
+		if s.readOwn.Load() {
+			got, err := s.claim(ctx, "own", 0, max, start)
+			if err != nil {
+				s.pollMu.Unlock()
+				return nil, err
+			}
+			if len(got) < max {
+				s.readOwn.Store(false)
+			}
+			s.track(got)
+			ds = got
+		}
+		s.pollMu.Unlock()
+		if len(ds) == max {
+			return ds, nil
+		}
+	}
+	s.pollMu.RLock()
+	defer s.pollMu.RUnlock()
+	n := len(ds)
+	ds, err := s.claimNew(ctx, ds, max, start)
+	s.track(ds[n:])
+	return ds, err
+}
+
+// claimNew claims, after ds, entries whose lease ended (once per
+// RescueInterval) and new entries, up to max in all.
+func (s *Stream) claimNew(ctx context.Context, ds []peonify.Delivery, max int, start time.Time) ([]peonify.Delivery, error) {
+	if last := s.lastRescue.Load(); start.UnixNano()-last >= int64(s.cfg.RescueInterval) && s.lastRescue.CompareAndSwap(last, start.UnixNano()) {
+		got, err := s.claim(ctx, "idle", s.cfg.Lease, max-len(ds), start)
+		if err != nil {
+			return ds, err
+		}
+		if ds = append(ds, got...); len(ds) == max {
+			return ds, nil
+		}
+	}
+	return s.readNew(ctx, ds, max, start, true)
+}
+
+// readNew claims new entries, and first moves due scheduled tasks into the
+// stream, in one round trip.
+func (s *Stream) readNew(ctx context.Context, ds []peonify.Delivery, max int, start time.Time, retry bool) ([]peonify.Delivery, error) {
+	pipe := s.client.Pipeline()
+	var promote *redis.Cmd
+	if last := s.lastPromote.Load(); start.UnixNano()-last >= int64(promoteEvery) && s.lastPromote.CompareAndSwap(last, start.UnixNano()) {
+		promote = promoteScript.EvalSha(ctx, pipe, s.skeys, append(s.head[:len(s.head):len(s.head)], promoteLimit)...)
+	}
+	read := pipe.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group:    Group,
+		Consumer: s.cfg.Consumer,
+		Streams:  s.read,
+		Count:    int64(max - len(ds)),
+		Block:    -1,
+	})
+	_, _ = pipe.Exec(ctx)
+
+	var promoteErr error
+	if promote != nil {
+		if err := promote.Err(); isNoScript(err) {
+			// The server lost its script cache (a restart): load it for
+			// the next poll.
+			s.lastPromote.Store(0)
+			_ = promoteScript.Load(ctx, s.client).Err()
+		} else if err != nil {
+			s.lastPromote.Store(0)
+			promoteErr = s.redisError("moving due tasks into the stream", err)
+		}
+	}
+	streams, err := read.Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return ds, promoteErr
+	case err != nil && retry && isNoGroup(err):
+		if err := s.ensureGroup(ctx); err != nil {
+			return ds, err
+		}
+		return s.readNew(ctx, ds, max, start, false)
+	case err != nil:
+		return ds, s.redisError("reading new tasks", err)
+	}
+	deadline := s.deadline(start)
+	for _, st := range streams {
+		for _, m := range st.Messages {
+			if len(ds) == max {
+				break // never more than asked, whatever the server sent
+			}
+			e := entryFromMap(m.Values)
+			t := e.task(m.ID)
+			t.Attempt = e.counted() + 1
+			ds = append(ds, peonify.Delivery{Task: t, Token: 1, Deadline: deadline, Ref: m.ID})
+		}
+	}
+	return ds, nil
+}
+
+// claim runs claimScript in mode "own" or "idle".
+func (s *Stream) claim(ctx context.Context, mode string, minIdle time.Duration, want int, start time.Time) ([]peonify.Delivery, error) {
+	args := []any{mode, minIdle.Milliseconds(), want}
+	if mode == "own" {
+		s.mu.Lock()
+		for id := range s.inflight {
+			args = append(args, id)
+		}
+		s.mu.Unlock()
+	}
+	res, err := s.run(ctx, claimScript, args...).Slice()
+	if err != nil {
+		what := "claiming tasks whose lease ended"
+		if mode == "own" {
+			what = "taking back this consumer's pending tasks"
+		}
+		return nil, s.redisError(what, err)
+	}
+	deadline := s.deadline(start)
+	ds := make([]peonify.Delivery, 0, len(res))
+	for _, r := range res {
+		triple, _ := r.([]any)
+		if len(triple) != 3 {
+			continue
+		}
+		eid, _ := triple[0].(string)
+		list, _ := triple[1].([]any)
+		count, _ := triple[2].(int64)
+		if eid == "" || count <= 0 || len(ds) == want {
+			continue
+		}
+		e := entryFromList(list)
+		t := e.task(eid)
+		t.Attempt = e.counted() + int(count)
+		ds = append(ds, peonify.Delivery{Task: t, Token: uint64(count), Deadline: deadline, Ref: eid})
+	}
+	return ds, nil
+}
+
+// deadline is when a claim made at start ends, by this machine's clock: a
+// millisecond early, since Redis counts idle time in whole milliseconds.
+func (s *Stream) deadline(start time.Time) time.Time {
+	return start.Add(s.cfg.Lease - time.Millisecond)
+}
+
+// track records deliveries as held by this process, so that taking back
+// this consumer's own entries skips them.
+func (s *Stream) track(ds []peonify.Delivery) {
+	if len(ds) == 0 {
+		return
+	}
+	s.mu.Lock()
+	for _, d := range ds {
+		s.inflight[d.Ref.(string)] = struct{}{}
+	}
+	s.mu.Unlock()
+}
+
+// untrack forgets deliveries that were acked or nacked.
+func (s *Stream) untrack(eids ...string) {
+	s.mu.Lock()
+	for _, id := range eids {
+		delete(s.inflight, id)
+	}
+	if len(s.inflight) == 0 && len(eids) > 0 {
+		s.inflight = make(map[string]struct{}) // give back the memory of a burst
+	}
+	s.mu.Unlock()
+}
+
+// ref returns the entry ID of a delivery from this stream, or "".
+func ref(d peonify.Delivery) string {
+	if d.Task == nil || d.Token == 0 {
+		return ""
+	}
+	eid, _ := d.Ref.(string)
+	if _, _, ok := parseEntryID(eid); !ok {
+		return ""
+	}
+	return eid
+}
+
+// Ack completes deliveries in one script run: their entries are acked and
+// deleted from the stream (never trimmed, so no pending entry is lost),
+// and their IDs count as duplicates for Config.DedupWindow. A delivery
+// whose lease was lost (its entry is no longer this consumer's with the
+// same delivery count), or that was already acked, is silently ignored.
+func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
+	if s.closed.Load() {
+		return peonify.ErrClosed
+	}
+	args := make([]any, 0, 3+4*len(ds))
+	args = append(args, max(s.cfg.DedupWindow.Milliseconds(), 0), "", "")
+	eids := make([]string, 0, len(ds))
+	lo, hi := "", ""
+	for _, d := range ds {
+		eid := ref(d)
+		if eid == "" {
+			continue // not a delivery of this stream: there is nothing to ack
+		}
+		if lo == "" || entryLess(eid, lo) {
+			lo = eid
+		}
+		if hi == "" || entryLess(hi, eid) {
+			hi = eid
+		}
+		eids = append(eids, eid)
+		args = append(args, eid, d.Token, d.Task.ID, d.Task.UniqueKey)
+	}
+	if len(eids) == 0 {
+		return nil
+	}
+	args[1], args[2] = lo, hi
+	err := s.run(ctx, ackScript, args...).Err()
+	// Forgotten only now, so that taking back own entries meanwhile skips
+	// them; if the ack failed, that is what brings them back soon.
+	s.untrack(eids...)
+	if err != nil {
+		return s.redisError("acking tasks", err)
+	}
+	return nil
+}
+
+// Nack hands a delivery back: OutcomeFailed and OutcomeReleased add the
+// task again, at the end of the stream or, after opts.Delay, through the
+// schedule (Released does not count the attempt); OutcomeDead moves it to
+// the dead stream with opts.Reason as its last error. A nack of a lost
+// lease changes nothing and returns an error wrapping peonify.ErrLeaseLost.
+func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.NackOptions) error {
+	if s.closed.Load() {
+		return peonify.ErrClosed
+	}
+	if d.Task == nil {
+		return errors.New("redisstream: Nack of a delivery without a Task")
+	}
+	var outcome string
+	switch opts.Outcome {
+	case peonify.OutcomeFailed:
+		outcome = "failed"
+	case peonify.OutcomeReleased:
+		outcome = "released"
+	case peonify.OutcomeDead:
+		outcome = "dead"
+	default:
+		return fmt.Errorf("redisstream: Nack of task %s: unknown NackOptions.Outcome %d: use OutcomeFailed, OutcomeReleased or OutcomeDead", d.Task.ID, opts.Outcome)
+	}
+	eid := ref(d)
+	if eid == "" {
+		return fmt.Errorf("redisstream: Nack of task %s, which is not a delivery from Poll: %w", d.Task.ID, peonify.ErrLeaseLost)
+	}
+	defer s.untrack(eid)
+	delay := int64(0)
+	if opts.Outcome != peonify.OutcomeDead && opts.Delay > 0 {
+		delay = max((opts.Delay+time.Millisecond-1).Milliseconds(), 1)
+	}
+	keepDead := max(s.cfg.KeepDead.Milliseconds(), 0)
+	n, err := s.run(ctx, nackScript, eid, d.Token, d.Task.ID, outcome, delay,
+		truncate(opts.Reason, maxReason), keepDead, max(s.cfg.DedupWindow.Milliseconds(), 0)).Int()
+	if err != nil {
+		return s.redisError("nacking task "+d.Task.ID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("redisstream: nack of task %s ignored: %w", d.Task.ID, peonify.ErrLeaseLost)
+	}
+	if opts.Outcome != peonify.OutcomeDead && delay == 0 {
+		s.signal()
+	}
+	return nil
+}
+
+// Extend renews the lease of d so that it ends lease from now: the entry's
+// idle time is reset. A lease longer than Config.Lease is cut to it, since
+// Redis keeps one lease per queue. It returns an error wrapping
+// peonify.ErrLeaseLost if the task was acked, nacked or claimed again
+// since.
+func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Duration) (peonify.Delivery, error) {
+	if s.closed.Load() {
+		return d, peonify.ErrClosed
+	}
+	if d.Task == nil {
+		return d, errors.New("redisstream: Extend of a delivery without a Task")
+	}
+	eid := ref(d)
+	if eid == "" {
+		return d, fmt.Errorf("redisstream: Extend of task %s, which is not a delivery from Poll: %w", d.Task.ID, peonify.ErrLeaseLost)
+	}
+	if lease <= 0 || lease > s.cfg.Lease {
+		lease = s.cfg.Lease
+	}
+	start := time.Now()
+	n, err := s.run(ctx, extendScript, eid, d.Token, (s.cfg.Lease - lease).Milliseconds()).Int()
+	if err != nil {
+		return d, s.redisError("extending the lease of task "+d.Task.ID, err)
+	}
+	if n == 0 {
+		return d, fmt.Errorf("redisstream: cannot extend task %s: %w", d.Task.ID, peonify.ErrLeaseLost)
+	}
+	d.Deadline = start.Add(lease - time.Millisecond)
+	return d, nil
+}
+
+// Close stops the wake-up reader and removes this consumer from the group
+// if it holds no entries. It does not close the client. Close is
+// idempotent; after it, the stream's methods return peonify.ErrClosed.
+func (s *Stream) Close(ctx context.Context) error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	err := s.stopWatching(ctx)
+	if s.started.Load() {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		if ferr := s.run(ctx, forgetScript, forgetIdle.Milliseconds()).Err(); ferr != nil {
+			s.cfg.Logger.Debug("redisstream: could not remove this consumer from the group", "queue", s.cfg.Queue, "consumer", s.cfg.Consumer, "err", ferr)
+		}
+		cancel()
+	}
+	return err
+}
+
+// run runs a script with the keys and leading arguments that every
+// script gets.
+func (s *Stream) run(ctx context.Context, sc *redis.Script, args ...any) *redis.Cmd {
+	return sc.Run(ctx, s.client, s.skeys, append(s.head[:len(s.head):len(s.head)], args...)...)
+}
+
+// ensureGroup creates the consumer group, and the stream if need be. A new
+// group starts at the beginning of the stream, so that tasks added before
+// any processor started are delivered.
+func (s *Stream) ensureGroup(ctx context.Context) error {
+	err := s.client.XGroupCreateMkStream(ctx, s.keys.Stream, Group, "0").Err()
+	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
+		return s.redisError("creating the consumer group", err)
+	}
+	return nil
+}
+
+// signal wakes an idle processor without blocking.
+func (s *Stream) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// arm tells the watcher that the processor may be idle.
+func (s *Stream) arm() {
+	select {
+	case s.armed <- struct{}{}:
+	default:
+	}
+}
+
+// redisError wraps a Redis error with what the stream was doing.
+func (s *Stream) redisError(doing string, err error) error {
+	return fmt.Errorf("redisstream: %s in queue %q: %w", doing, s.cfg.Queue, err)
+}
+
+// isNoGroup reports whether err says the stream or the group is missing.
+func isNoGroup(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "NOGROUP") || strings.Contains(err.Error(), "no such key"))
+}
+
+// isNoScript reports whether err says the server does not know a script.
+func isNoScript(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "NOSCRIPT")
+}
+
+// ms formats a time as Unix milliseconds.
+func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }

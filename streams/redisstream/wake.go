@@ -1,0 +1,206 @@
+package redisstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// maxBlock caps one blocking read of the watcher, so that it looks at the
+// schedule again at least this often.
+const maxBlock = time.Second
+
+// Backoff of the watcher after a failed read: from watchBackoffMin doubling
+// to watchBackoffMax, with jitter, so that a Redis restart does not meet a
+// reconnect storm.
+const (
+	watchBackoffMin = 100 * time.Millisecond
+	watchBackoffMax = 5 * time.Second
+)
+
+// Wake returns a channel that receives when tasks are ready while the
+// processor is idle: a new entry in the stream (from Peonify's Enqueue or
+// from any other producer), a scheduled task or retry falling due, or this
+// stream's own Enqueue or Nack. The channel is never closed.
+//
+// The first call starts a watcher goroutine, stopped by Close. While the
+// last Poll came back short it waits for the next entry with a blocking
+// XREAD from the group's last delivered ID, so an idle processor picks up
+// a task within about two round trips; while Poll returns full batches it
+// does nothing.
+func (s *Stream) Wake() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stop == nil && !s.closed.Load() {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stop = cancel
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.watch(ctx)
+		}()
+	}
+	return s.wake
+}
+
+// stopKey is the watcher's private stream: Close adds an entry to it to end
+// a blocking read at once.
+func (s *Stream) stopKey() string {
+	return s.cfg.Prefix + ":{" + s.cfg.Queue + "}:wake:" + s.cfg.Consumer
+}
+
+// watch signals Wake when work shows up while the processor may be idle,
+// until ctx ends.
+func (s *Stream) watch(ctx context.Context) {
+	var wait time.Duration
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.armed:
+		}
+		for {
+			found, err := s.look(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				if wait == 0 {
+					s.cfg.Logger.Warn("redisstream: waiting for new tasks failed; retrying with backoff", "queue", s.cfg.Queue, "err", err)
+				}
+				wait = min(max(wait*2, watchBackoffMin), watchBackoffMax)
+				if !sleep(ctx, time.Duration(float64(wait)*(0.5+rand.Float64()))) {
+					return
+				}
+				continue
+			}
+			if wait > 0 {
+				s.cfg.Logger.Info("redisstream: waiting for new tasks again", "queue", s.cfg.Queue)
+				wait = 0
+			}
+			if found {
+				s.signal()
+				break // until a Poll comes back short again
+			}
+		}
+	}
+}
+
+// look waits up to maxBlock for work: an entry after the group's last
+// delivered ID, or the first scheduled task falling due. It reports
+// whether there is some.
+func (s *Stream) look(ctx context.Context) (bool, error) {
+	pipe := s.client.Pipeline()
+	groups := pipe.XInfoGroups(ctx, s.keys.Stream)
+	first := pipe.ZRangeWithScores(ctx, s.keys.Schedule, 0, 0)
+	now := pipe.Time(ctx)
+	_, _ = pipe.Exec(ctx)
+
+	gs, err := groups.Result()
+	if isNoGroup(err) {
+		return false, s.ensureGroup(ctx)
+	}
+	if err != nil {
+		return false, err
+	}
+	last := ""
+	for _, g := range gs {
+		if g.Name == Group {
+			last = g.LastDeliveredID
+		}
+	}
+	if last == "" {
+		return false, s.ensureGroup(ctx)
+	}
+	zs, err := first.Result()
+	if err != nil {
+		return false, err
+	}
+	serverNow, err := now.Result()
+	if err != nil {
+		return false, err
+	}
+	block := maxBlock
+	if len(zs) > 0 {
+		wait := time.UnixMilli(int64(zs[0].Score)).Sub(serverNow)
+		if wait <= 0 {
+			return true, nil
+		}
+		block = min(block, wait)
+	}
+	res, err := s.client.XRead(ctx, &redis.XReadArgs{
+		Streams: []string{s.keys.Stream, s.stopKey(), last, "0-0"},
+		Count:   1,
+		Block:   max(block, time.Millisecond),
+	}).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return len(zs) > 0 && block < maxBlock, nil // timed out: the scheduled task is due
+	case err != nil:
+		return false, err
+	}
+	found := false
+	for _, st := range res {
+		switch {
+		case len(st.Messages) == 0:
+		case st.Stream == s.keys.Stream:
+			found = true
+		case ctx.Err() == nil:
+			// A stop left over from an earlier stream with this consumer
+			// name whose Close could not delete it.
+			_ = s.client.Del(ctx, s.stopKey()).Err()
+		}
+	}
+	return found, nil
+}
+
+// stopWatching stops the watcher and waits for it.
+func (s *Stream) stopWatching(ctx context.Context) error {
+	s.mu.Lock()
+	stop := s.stop
+	s.mu.Unlock()
+	if stop == nil {
+		return nil
+	}
+	stop()
+	// End the blocking read at once rather than after maxBlock.
+	key := s.stopKey()
+	ictx, cancel := context.WithTimeout(ctx, time.Second)
+	pipe := s.client.Pipeline()
+	pipe.XAdd(ictx, &redis.XAddArgs{Stream: key, Values: []any{"stop", "1"}})
+	pipe.PExpire(ictx, key, time.Minute)
+	_, _ = pipe.Exec(ictx)
+	cancel()
+
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("redisstream: Close gave up waiting for the wake-up reader: %w", ctx.Err())
+	}
+	ictx, cancel = context.WithTimeout(ctx, time.Second)
+	_ = s.client.Del(ictx, key).Err()
+	cancel()
+	return nil
+}
+
+// sleep waits for d or until ctx ends, and reports whether ctx is still
+// live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
