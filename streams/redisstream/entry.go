@@ -33,10 +33,10 @@ const maxReason = 16 << 10
 // entry holds the fields of a stream entry or scheduled hash that Peonify
 // reads. Unknown fields are ignored here and kept by the scripts.
 type entry struct {
-	id, typ, payload, headers, priority, maxAttempts string
-	uniqueKey, enqueuedAt, runAt, attempts, lastError  string
-	deadAt                                             string
-	hasPayload                                         bool
+	id, typ, payload, headers, priority, maxAttempts  string
+	uniqueKey, enqueuedAt, runAt, attempts, lastError string
+	deadAt                                            string
+	hasPayload                                        bool
 }
 
 // set records one field.

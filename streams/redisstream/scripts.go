@@ -54,7 +54,7 @@ local function unpackAll(t) return unpack(t, 1, #t) end
 `
 
 // enqueueScript stores tasks. ARGV[6..]: for each task its ID, unique key
-// ('' for none), due time (0: now), field count n and n field-value pairs.
+// (empty for none), due time (0: now), field count n and n field-value pairs.
 // It returns, for each task, its location (an entry ID or 's') or 0 when
 // it was a duplicate.
 var enqueueScript = redis.NewScript(luaPrelude + `

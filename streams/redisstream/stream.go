@@ -407,7 +407,7 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	defer s.untrack(eid)
 	delay := int64(0)
 	if opts.Outcome != peonify.OutcomeDead && opts.Delay > 0 {
-		delay = max((opts.Delay+time.Millisecond-1).Milliseconds(), 1)
+		delay = max((opts.Delay + time.Millisecond - 1).Milliseconds(), 1)
 	}
 	keepDead := max(s.cfg.KeepDead.Milliseconds(), 0)
 	n, err := s.run(ctx, nackScript, eid, d.Token, d.Task.ID, outcome, delay,
