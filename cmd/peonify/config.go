@@ -1,0 +1,326 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/periodic"
+)
+
+// fileConfig is the peonify.yaml file of `peonify run`. Its reference is
+// in README.md; keep the two in step.
+type fileConfig struct {
+	Processor processorConfig `yaml:"processor"`
+	Log       logConfig       `yaml:"log"`
+	Streams   []node          `yaml:"streams"`
+	Tasks     map[string]node `yaml:"tasks"`
+	Periodic  []periodicEntry `yaml:"periodic"`
+}
+
+// processorConfig maps onto peonify.Config.
+type processorConfig struct {
+	Workers         int         `yaml:"workers"`
+	QueueSize       int         `yaml:"queue_size"`
+	LowWatermark    int         `yaml:"low_watermark"`
+	TaskTimeout     duration    `yaml:"task_timeout"`
+	ShutdownGrace   duration    `yaml:"shutdown_grace"`
+	PollInterval    duration    `yaml:"poll_interval"`
+	MinPollInterval duration    `yaml:"min_poll_interval"`
+	Retry           retryConfig `yaml:"retry"`
+}
+
+// retryConfig maps onto peonify.RetryPolicy.
+type retryConfig struct {
+	MaxAttempts int      `yaml:"max_attempts"`
+	MinBackoff  duration `yaml:"min_backoff"`
+	MaxBackoff  duration `yaml:"max_backoff"`
+	Jitter      float64  `yaml:"jitter"`
+}
+
+// logConfig sets up the daemon's log on stderr.
+type logConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn or error; defaults to info
+	Format string `yaml:"format"` // text or json; defaults to text
+}
+
+// periodicEntry is one task enqueued on a schedule.
+type periodicEntry struct {
+	Name        string            `yaml:"name"`
+	Spec        string            `yaml:"spec"`
+	Type        string            `yaml:"type"`
+	Payload     payload           `yaml:"payload"`
+	Headers     map[string]string `yaml:"headers"`
+	Priority    int               `yaml:"priority"`
+	MaxAttempts int               `yaml:"max_attempts"`
+	Stream      string            `yaml:"stream"`
+}
+
+// config is a loaded and validated config file.
+type config struct {
+	path      string
+	processor peonify.Config
+	log       logConfig
+	streams   []streamSpec
+	tasks     map[string]taskSpec
+	periodic  []periodicEntry
+}
+
+// configError is a config file that cannot be used; the command exits
+// with status 2.
+type configError struct {
+	file string
+	err  error
+}
+
+func (e *configError) Error() string {
+	var fe *fieldError
+	if errors.As(e.err, &fe) && fe.pos != nil {
+		return fmt.Sprintf("%s:%d:%d: %s", e.file, fe.pos.Line, fe.pos.Column, fe.Error())
+	}
+	return e.file + ": " + e.err.Error()
+}
+
+func (e *configError) Unwrap() error { return e.err }
+
+// loadConfig reads, expands and validates the config file at path.
+func loadConfig(path string, lookupEnv func(string) (string, bool)) (*config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, &configError{path, errors.New("no such file: give the config file with -c (see `peonify run --help` for an example)")}
+		}
+		return nil, &configError{path, err}
+	}
+	c, err := parseConfig(data, lookupEnv)
+	if err != nil {
+		return nil, &configError{path, err}
+	}
+	c.path = path
+	return c, nil
+}
+
+// parseConfig parses and validates a config file's contents.
+func parseConfig(data []byte, lookupEnv func(string) (string, bool)) (*config, error) {
+	f, err := parser.ParseBytes(data, 0)
+	if err != nil {
+		return nil, syntaxError(err)
+	}
+	if len(f.Docs) != 1 || f.Docs[0].Body == nil {
+		return nil, errors.New("the file is empty: it needs at least streams and tasks (see `peonify run --help`)")
+	}
+	body := f.Docs[0].Body
+	if _, ok := body.(*ast.MappingNode); !ok {
+		if _, ok := body.(*ast.MappingValueNode); !ok {
+			return nil, &fieldError{pos: body.GetToken().Position, msg: "the file must be a mapping with streams, tasks and other sections"}
+		}
+	}
+	if err := expandEnv(body, lookupEnv); err != nil {
+		return nil, err
+	}
+	var fc fileConfig
+	if err := decodeStrict(body, &fc); err != nil {
+		return nil, err
+	}
+	c := &config{log: fc.Log, periodic: fc.Periodic, tasks: make(map[string]taskSpec)}
+
+	if c.processor, err = fc.Processor.toPeonify(); err != nil {
+		return nil, err
+	}
+	switch strings.ToLower(fc.Log.Level) {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return nil, errorf("log.level", "%q is not a level: use debug, info, warn or error", fc.Log.Level)
+	}
+	switch fc.Log.Format {
+	case "", "text", "json":
+	default:
+		return nil, errorf("log.format", "%q is not a format: use text or json", fc.Log.Format)
+	}
+
+	if len(fc.Streams) == 0 {
+		return nil, errorf("streams", "required: list at least one stream, e.g. {kind: sqlite, path: peonify.db}")
+	}
+	names := make(map[string]int)
+	for i, sn := range fc.Streams {
+		path := fmt.Sprintf("streams[%d]", i)
+		s, err := decodeStream(sn.n, path)
+		if err != nil {
+			return nil, err
+		}
+		name := s.common().Name
+		if j, dup := names[name]; dup {
+			return nil, errorf(path+".name", "%q is also the name of streams[%d]: give each stream its own name", name, j)
+		}
+		names[name] = i
+		c.streams = append(c.streams, s)
+	}
+
+	if len(fc.Tasks) == 0 {
+		return nil, errorf("tasks", "required: map at least one task type to an executor, e.g. {email: {executor: http, url: ...}}")
+	}
+	for _, typ := range sortedKeys(fc.Tasks) {
+		path := "tasks." + typ
+		if len(typ) > 255 {
+			return nil, errorf(path, "the task type name is longer than 255 bytes")
+		}
+		t, err := decodeTask(fc.Tasks[typ].n, path)
+		if err != nil {
+			return nil, err
+		}
+		c.tasks[typ] = t
+	}
+
+	if len(c.periodic) > 0 {
+		check, err := periodic.New(discardEnqueuer{}, periodic.Config{Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			return nil, err
+		}
+		for i := range c.periodic {
+			if err := c.checkPeriodic(i); err != nil {
+				return nil, err
+			}
+			if err := check.Add(c.periodic[i].job()); err != nil {
+				return nil, periodicError(i, err)
+			}
+		}
+	}
+	return c, nil
+}
+
+// syntaxError keeps the position of a YAML syntax error.
+func syntaxError(err error) error {
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		return fe
+	}
+	var ye yaml.Error
+	if errors.As(err, &ye) && ye.GetToken() != nil {
+		return &fieldError{pos: ye.GetToken().Position, msg: "YAML syntax: " + ye.GetMessage()}
+	}
+	return fmt.Errorf("YAML syntax: %w", err)
+}
+
+// checkPeriodic validates periodic[i] against the streams and task types.
+func (c *config) checkPeriodic(i int) error {
+	pe := &c.periodic[i]
+	path := fmt.Sprintf("periodic[%d]", i)
+	switch {
+	case pe.Name == "":
+		return errorf(path+".name", "required: a name that stays the same across restarts and processors")
+	case pe.Spec == "":
+		return errorf(path+".spec", `required: a cron expression ("0 3 * * *"), a descriptor ("@daily") or an interval ("@every 10m")`)
+	case pe.Type == "":
+		return errorf(path+".type", "required: the task type to enqueue")
+	case pe.MaxAttempts < 0:
+		return errorf(path+".max_attempts", "must not be negative (0 means the processor's retry.max_attempts)")
+	}
+	for j := range i {
+		if c.periodic[j].Name == pe.Name {
+			return errorf(path+".name", "%q is also the name of periodic[%d]: names must be unique", pe.Name, j)
+		}
+	}
+	if _, ok := c.tasks[pe.Type]; !ok {
+		return errorf(path+".type", "%q is not a task type of this file (tasks: %s)", pe.Type, quoteList(sortedKeys(c.tasks)))
+	}
+	if pe.Stream == "" {
+		if len(c.streams) > 1 {
+			return errorf(path+".stream", "required when there are several streams: name the stream the task goes to (%s)", quoteList(c.streamNames()))
+		}
+		pe.Stream = c.streams[0].common().Name
+	}
+	if c.stream(pe.Stream) == nil {
+		return errorf(path+".stream", "%q is not the name of a stream (streams: %s)", pe.Stream, quoteList(c.streamNames()))
+	}
+	return nil
+}
+
+// stream returns the stream spec named name, or nil.
+func (c *config) stream(name string) streamSpec {
+	for _, s := range c.streams {
+		if s.common().Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+func (c *config) streamNames() []string {
+	names := make([]string, len(c.streams))
+	for i, s := range c.streams {
+		names[i] = s.common().Name
+	}
+	return names
+}
+
+// toPeonify validates the processor section and returns it as a
+// peonify.Config, reporting errors under the file's field names.
+func (pc processorConfig) toPeonify() (peonify.Config, error) {
+	cfg := peonify.Config{
+		Workers:         pc.Workers,
+		QueueSize:       pc.QueueSize,
+		LowWatermark:    pc.LowWatermark,
+		TaskTimeout:     time.Duration(pc.TaskTimeout),
+		ShutdownGrace:   time.Duration(pc.ShutdownGrace),
+		PollInterval:    time.Duration(pc.PollInterval),
+		MinPollInterval: time.Duration(pc.MinPollInterval),
+		Retry: peonify.RetryPolicy{
+			MaxAttempts: pc.Retry.MaxAttempts,
+			MinBackoff:  time.Duration(pc.Retry.MinBackoff),
+			MaxBackoff:  time.Duration(pc.Retry.MaxBackoff),
+			Jitter:      pc.Retry.Jitter,
+		},
+	}
+	_, err := peonify.New(cfg)
+	var ce *peonify.ConfigError
+	if errors.As(err, &ce) {
+		field, ok := processorFields[ce.Field]
+		if !ok {
+			field = "processor"
+		}
+		return cfg, errorf(field, "%s", ce.Reason)
+	}
+	return cfg, err
+}
+
+// processorFields names peonify.Config's fields as the file does.
+var processorFields = map[string]string{
+	"Config.Workers":           "processor.workers",
+	"Config.QueueSize":         "processor.queue_size",
+	"Config.LowWatermark":      "processor.low_watermark",
+	"Config.TaskTimeout":       "processor.task_timeout",
+	"Config.ShutdownGrace":     "processor.shutdown_grace",
+	"Config.PollInterval":      "processor.poll_interval",
+	"Config.MinPollInterval":   "processor.min_poll_interval",
+	"Config.Retry.MaxAttempts": "processor.retry.max_attempts",
+	"Config.Retry.MinBackoff":  "processor.retry.min_backoff",
+	"Config.Retry.MaxBackoff":  "processor.retry.max_backoff",
+	"Config.Retry.Jitter":      "processor.retry.jitter",
+}
+
+// logger returns the daemon's logger, writing to w.
+func (lc logConfig) logger(w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	switch strings.ToLower(lc.Level) {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if lc.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,37 @@
+// Command peonify runs Peonify without writing Go: a demo, a standalone
+// processor configured by a YAML file, and tools to enqueue and inspect
+// tasks.
+//
+//	peonify demo                     # sample tasks on a local store, with progress and a summary
+//	peonify run -c peonify.yaml      # the standalone processor (SIGTERM drains it)
+//	peonify enqueue --store peonify.db --type email --payload '{"to":"ada@example.com"}'
+//	peonify tasks stats --store peonify.db
+//	peonify tasks list --state dead --store peonify.db
+//	peonify tasks retry --all --store peonify.db
+//	peonify migrate --postgres "$DATABASE_URL"
+//	peonify version
+//
+// A minimal peonify.yaml takes tasks from an embedded SQLite store and
+// runs each task type with a built-in executor: http delivers the payload
+// to a URL, exec runs a command with the payload on its standard input.
+//
+//	streams:
+//	  - kind: sqlite
+//	    path: peonify.db
+//	tasks:
+//	  email:
+//	    executor: http
+//	    url: https://mailer.internal/send
+//	  thumbnail:
+//	    executor: exec
+//	    command: ["./make-thumbnail.sh"]
+//
+// The config file is checked before anything starts: an unknown field, a
+// missing one or an unset ${VARIABLE} is reported with its place in the
+// file, and peonify exits with status 2. README.md in this directory is
+// the reference of every command and config field.
+//
+// This is the only package that imports every stream: the table from a
+// config file's stream kinds to their constructors is streamKinds, and
+// the table of executors is executorKinds.
+package main

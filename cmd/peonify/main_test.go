@@ -1,0 +1,227 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// bin is the peonify binary the tests run, built once by TestMain.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "peonify-cli-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "peonify")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command(goTool(), append(args, ".")...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the peonify binary:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	if raceEnabled {
+		// A race-enabled program sleeps a second at exit by default.
+		os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	}
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { os.RemoveAll(dir) }))
+}
+
+// goTool finds the go command that runs these tests.
+func goTool() string {
+	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
+		return p
+	}
+	return "go"
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// result is what a run of the binary produced.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+}
+
+// run runs the binary in dir with args and stdin, and waits for it.
+func run(t *testing.T, dir, stdin string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.WaitDelay = 5 * time.Second
+	err := cmd.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("peonify %s did not finish within 60s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), &out, &errb)
+	}
+	r := result{stdout: out.String(), stderr: errb.String()}
+	if strings.Contains(r.stderr, "WARNING: DATA RACE") {
+		t.Errorf("peonify %s had a data race:\n%s", strings.Join(args, " "), r.stderr)
+	}
+	var xe *exec.ExitError
+	switch {
+	case errors.As(err, &xe):
+		r.code = xe.ExitCode()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return r
+}
+
+// mustRun runs the binary and fails the test unless it exits with 0.
+func mustRun(t *testing.T, dir, stdin string, args ...string) result {
+	t.Helper()
+	r := run(t, dir, stdin, args...)
+	if r.code != 0 {
+		t.Fatalf("peonify %s: %s", strings.Join(args, " "), r)
+	}
+	return r
+}
+
+// daemon is a `peonify run` in the background.
+type daemon struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan error
+}
+
+// startDaemon starts `peonify run -c config` in dir.
+func startDaemon(t *testing.T, dir, config string, env ...string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, stderr: new(syncBuffer), done: make(chan error, 1)}
+	d.cmd = exec.Command(bin, "run", "-c", config)
+	d.cmd.Dir = dir
+	d.cmd.Env = append(os.Environ(), env...)
+	d.cmd.Stdout = io.Discard
+	d.cmd.Stderr = d.stderr
+	d.cmd.WaitDelay = 5 * time.Second
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.done <- d.cmd.Wait() }()
+	t.Cleanup(func() {
+		d.checkRace()
+		if d.cmd.ProcessState == nil {
+			_ = d.cmd.Process.Kill()
+			<-d.done
+		}
+	})
+	return d
+}
+
+// stop sends SIGTERM and returns the exit status and the log.
+func (d *daemon) stop() (int, string) {
+	d.t.Helper()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		d.t.Fatal(err)
+	}
+	select {
+	case err := <-d.done:
+		var xe *exec.ExitError
+		if errors.As(err, &xe) {
+			return xe.ExitCode(), d.stderr.String()
+		}
+		if err != nil {
+			d.t.Fatal(err)
+		}
+		return 0, d.stderr.String()
+	case <-time.After(30 * time.Second):
+		d.t.Fatalf("peonify run did not exit within 30s of SIGTERM; log:\n%s", d.stderr)
+		return 0, ""
+	}
+}
+
+// checkRace fails the test if the daemon reported a data race.
+func (d *daemon) checkRace() {
+	if log := d.stderr.String(); strings.Contains(log, "WARNING: DATA RACE") {
+		d.t.Errorf("peonify run had a data race:\n%s", log)
+	}
+}
+
+// waitLog waits until the daemon's log contains s.
+func (d *daemon) waitLog(s string) {
+	d.t.Helper()
+	waitFor(d.t, "the log to contain "+s, func() bool { return strings.Contains(d.stderr.String(), s) }, d.stderr)
+}
+
+// waitFor polls cond until it holds or 20s pass.
+func waitFor(t *testing.T, what string, cond func() bool, log fmt.Stringer) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			msg := "timed out waiting for " + what
+			if log != nil {
+				msg += "\nlog:\n" + log.String()
+			}
+			t.Fatal(msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// writeFile writes a file in dir and returns its path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/periodic"
+)
+
+func runCommand() *command {
+	return &command{
+		name:    "run",
+		summary: "run the processor configured by a peonify.yaml file",
+		usage:   "run [-c peonify.yaml] [--check]",
+		about: `Run is the standalone processor: it takes tasks from the streams of a config
+file and runs each with the executor of its type (http: POST the payload to
+a URL; exec: run a command with the payload on stdin), so that services in
+any language can use Peonify. It also enqueues the file's periodic tasks.
+
+SIGTERM or Ctrl-C stops it gracefully: it stops taking tasks, lets running
+ones finish within processor.shutdown_grace, hands back the rest, and exits
+with status 0. A second Ctrl-C exits at once.
+
+A bad config file is reported with the field at fault, and exit status 2.
+The file format is described in the README of cmd/peonify. A minimal file:
+
+  streams:
+    - kind: sqlite
+      path: peonify.db
+  tasks:
+    email:
+      executor: http
+      url: https://mailer.internal/send
+    thumbnail:
+      executor: exec
+      command: ["./make-thumbnail.sh"]`,
+		example: `peonify run -c peonify.yaml
+peonify run -c peonify.yaml --check   # validate the file and exit
+peonify enqueue --store peonify.db --type email --payload '{"to":"ada@example.com"}'`,
+		run: (*cli).run,
+	}
+}
+
+func (c *cli) run(cmd *command, args []string) error {
+	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
+	path := fs.String("c", "peonify.yaml", "the config `file`")
+	check := fs.Bool("check", false, "validate the config file and exit")
+	args, err := c.parse(cmd, fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path, c.lookupEnv)
+	if err != nil {
+		return err
+	}
+	if *check {
+		fmt.Fprintf(c.stdout, "%s is valid: %s\n", *path, cfg.summary())
+		return nil
+	}
+	log := cfg.log.logger(c.stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal has its default effect: exit at once
+	}()
+	return c.serve(ctx, cfg, log)
+}
+
+// summary describes a config in one line.
+func (cfg *config) summary() string {
+	var streams, tasks []string
+	for _, s := range cfg.streams {
+		streams = append(streams, s.common().Name+" ("+s.common().Kind+")")
+	}
+	for _, typ := range sortedKeys(cfg.tasks) {
+		tasks = append(tasks, typ+" ("+cfg.tasks[typ].common().Executor+")")
+	}
+	out := fmt.Sprintf("streams %s; task types %s", strings.Join(streams, ", "), strings.Join(tasks, ", "))
+	if n := len(cfg.periodic); n > 0 {
+		out += fmt.Sprintf("; %d periodic %s", n, plural(n, "task", "tasks"))
+	}
+	return out
+}
+
+// serve runs the processor of cfg until ctx ends, then drains it.
+func (c *cli) serve(ctx context.Context, cfg *config, log *slog.Logger) error {
+	pcfg := cfg.processor
+	pcfg.Logger = log
+	pcfg.OnEvent = eventLogger(log)
+	p, err := peonify.New(pcfg)
+	if err != nil {
+		return err
+	}
+
+	tl := make(peonify.TaskList, len(cfg.tasks))
+	for typ, spec := range cfg.tasks {
+		h, closeFn, err := spec.handler(c.stdout)
+		if err != nil {
+			return &configError{cfg.path, err}
+		}
+		defer closeFn()
+		tl[typ] = h
+	}
+	if err := p.AddTaskList(tl); err != nil {
+		return err
+	}
+
+	r := newResources(log, true)
+	defer r.close() // after Run has closed the streams
+	opened := make(map[string]peonify.Stream, len(cfg.streams))
+	running := false
+	defer func() {
+		if !running { // Run closes the streams it ran
+			for _, s := range opened {
+				_ = s.Close(context.Background())
+			}
+		}
+	}()
+	for _, spec := range cfg.streams {
+		sc := spec.common()
+		s, err := spec.open(ctx, r)
+		if err != nil {
+			return err
+		}
+		opened[sc.Name] = s
+		if err := p.AddStream(s, peonify.StreamName(sc.Name), peonify.Weight(sc.Weight)); err != nil {
+			return err
+		}
+	}
+	scheds, err := schedulers(cfg, opened, log)
+	if err != nil {
+		return err
+	}
+
+	log.Info("peonify: running", "config", cfg.path, "streams", strings.Join(cfg.streamNames(), ","),
+		"task_types", strings.Join(sortedKeys(cfg.tasks), ","), "workers", p.Stats().Workers, "periodic", len(cfg.periodic))
+
+	// The schedulers stop first, so that none enqueues into a stream the
+	// processor has closed.
+	var wg sync.WaitGroup
+	for _, s := range scheds {
+		wg.Go(func() { _ = s.Run(ctx) })
+	}
+	procCtx, stopProc := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopProc()
+	go func() {
+		<-ctx.Done()
+		wg.Wait()
+		stopProc()
+	}()
+	running = true
+	err = p.Run(procCtx)
+	wg.Wait()
+	st := p.Stats()
+	log.Info("peonify: exiting", "succeeded", st.Succeeded, "retried", st.Retried, "dead", st.Dead, "released", st.Released)
+	return err
+}
+
+// eventLogger logs task outcomes: retries at info level, the others at
+// debug level (the processor itself logs dead tasks as warnings).
+func eventLogger(log *slog.Logger) func(peonify.Event) {
+	debug := log.Enabled(context.Background(), slog.LevelDebug)
+	return func(e peonify.Event) {
+		switch {
+		case e.Kind == peonify.EventRetried:
+			log.Info("peonify: task failed; will retry", "task_id", e.Task.ID, "type", e.Task.Type,
+				"attempt", e.Task.Attempt, "retry_in", e.Delay, "err", e.Err)
+		case debug && e.Kind != peonify.EventDead:
+			args := []any{"task_id", e.Task.ID, "type", e.Task.Type, "attempt", e.Task.Attempt, "took", e.Duration}
+			if e.Err != nil {
+				args = append(args, "err", e.Err)
+			}
+			log.Debug("peonify: task "+e.Kind.String(), args...)
+		}
+	}
+}
+
+// schedulers builds one periodic scheduler per stream that periodic tasks
+// go to.
+func schedulers(cfg *config, streams map[string]peonify.Stream, log *slog.Logger) ([]*periodic.Scheduler, error) {
+	byStream := make(map[string]*periodic.Scheduler)
+	var out []*periodic.Scheduler
+	for i, pe := range cfg.periodic {
+		s := byStream[pe.Stream]
+		if s == nil {
+			enq, ok := streams[pe.Stream].(peonify.Enqueuer)
+			if !ok {
+				return nil, &configError{cfg.path, errorf(fmt.Sprintf("periodic[%d].stream", i), "stream %q does not take enqueued tasks", pe.Stream)}
+			}
+			var err error
+			if s, err = periodic.New(enq, periodic.Config{Logger: log}); err != nil {
+				return nil, err
+			}
+			byStream[pe.Stream] = s
+			out = append(out, s)
+		}
+		if err := s.Add(pe.job()); err != nil {
+			return nil, &configError{cfg.path, periodicError(i, err)}
+		}
+	}
+	return out, nil
+}
+
+// job returns the periodic.Job of an entry.
+func (pe *periodicEntry) job() periodic.Job {
+	return periodic.Job{Name: pe.Name, Spec: pe.Spec, Task: peonify.Task{
+		Type: pe.Type, Payload: pe.Payload, Headers: pe.Headers, Priority: pe.Priority, MaxAttempts: pe.MaxAttempts}}
+}
+
+// periodicError names the field of periodic[i] that Scheduler.Add
+// rejected.
+func periodicError(i int, err error) error {
+	path := fmt.Sprintf("periodic[%d]", i)
+	var se *periodic.SpecError
+	if errors.As(err, &se) {
+		return errorf(path+".spec", "%v", se.Err)
+	}
+	var ce *peonify.ConfigError
+	if errors.As(err, &ce) && ce.Field == "Job.Name" {
+		return errorf(path+".name", "%s", ce.Reason)
+	}
+	return errorf(path, "%v", err)
+}
+
+// discardEnqueuer lets the config check build a scheduler that is never
+// run, to validate periodic entries.
+type discardEnqueuer struct{}
+
+func (discardEnqueuer) Enqueue(context.Context, ...*peonify.Task) error { return nil }

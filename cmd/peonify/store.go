@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/peonify/peonify"
+)
+
+// storeFlags choose the store that enqueue and tasks work on.
+type storeFlags struct {
+	store    string
+	postgres string
+	queue    string
+	schema   string
+	config   string
+	stream   string
+}
+
+func (sf *storeFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&sf.store, "store", "", "the SQLite store `file` (a sqlite stream's path)")
+	fs.StringVar(&sf.postgres, "postgres", "", "a Postgres database `URL` (with --queue)")
+	fs.StringVar(&sf.queue, "queue", "default", "the Postgres `queue`, with --postgres")
+	fs.StringVar(&sf.schema, "schema", "public", "the Postgres `schema`, with --postgres")
+	fs.StringVar(&sf.config, "c", "", "a peonify.yaml `file`: use its stream named by --stream")
+	fs.StringVar(&sf.stream, "stream", "", "the stream `name` in the -c file (needed when it has several)")
+}
+
+// store is an open stream for a one-shot command.
+type store struct {
+	stream peonify.Stream
+	desc   string // what the store is, for messages
+	flag   string // the flags that select it, for hints
+	r      *resources
+}
+
+func (s *store) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = s.stream.Close(ctx)
+	s.r.close()
+}
+
+// open opens the store the flags select. With mustExist, a SQLite file
+// that does not exist is an error instead of a new empty store.
+func (sf *storeFlags) open(ctx context.Context, c *cli, mustExist bool) (*store, error) {
+	n := 0
+	for _, set := range []bool{sf.store != "", sf.postgres != "", sf.config != ""} {
+		if set {
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		return nil, usagef("no store given: use --store FILE (SQLite), --postgres URL [--queue Q], or -c peonify.yaml [--stream NAME]")
+	case n > 1:
+		return nil, usagef("give only one of --store, --postgres and -c")
+	case sf.stream != "" && sf.config == "":
+		return nil, usagef("--stream names a stream of a config file: give the file with -c")
+	}
+	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	r := newResources(log, false)
+	var (
+		spec streamSpec
+		st   = &store{r: r}
+	)
+	switch {
+	case sf.store != "":
+		if _, err := os.Stat(sf.store); mustExist && errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("no store at %s: check --store (a store is created by `peonify run`, `peonify enqueue` or `peonify demo --store`)", sf.store)
+		}
+		s := &sqliteSpec{Path: sf.store}
+		s.Common.Name = "sqlite"
+		spec, st.desc, st.flag = s, "SQLite store "+sf.store, "--store "+shellQuote(sf.store)
+	case sf.postgres != "":
+		s := &postgresSpec{URL: sf.postgres, Queue: sf.queue, Schema: sf.schema}
+		spec, st.desc = s, fmt.Sprintf("queue %q at %s", sf.queue, redactURL(sf.postgres))
+		st.flag = "--postgres URL --queue " + shellQuote(sf.queue)
+	default:
+		cfg, err := loadConfig(sf.config, c.lookupEnv)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case sf.stream != "":
+			spec = cfg.stream(sf.stream)
+			if spec == nil {
+				return nil, usagef("--stream %q is not a stream of %s (streams: %s)", sf.stream, sf.config, quoteList(cfg.streamNames()))
+			}
+		case len(cfg.streams) == 1:
+			spec = cfg.streams[0]
+		default:
+			return nil, usagef("%s has several streams: choose one with --stream (%s)", sf.config, quoteList(cfg.streamNames()))
+		}
+		st.desc = fmt.Sprintf("stream %q of %s", spec.common().Name, sf.config)
+		st.flag = "-c " + shellQuote(sf.config) + " --stream " + shellQuote(spec.common().Name)
+	}
+	if sf.config == "" {
+		if err := spec.check(); err != nil {
+			var fe *fieldError
+			if errors.As(err, &fe) {
+				return nil, usagef("%s", fe.msg)
+			}
+			return nil, err
+		}
+	}
+	s, err := spec.open(ctx, r)
+	if err != nil {
+		r.close()
+		return nil, err
+	}
+	st.stream = s
+	return st, nil
+}
+
+// inspector returns the store's Inspector.
+func (s *store) inspector() (peonify.Inspector, error) {
+	in, ok := s.stream.(peonify.Inspector)
+	if !ok {
+		return nil, fmt.Errorf("the %s cannot be inspected", s.desc)
+	}
+	return in, nil
+}
+
+// enqueuer returns the store's Enqueuer.
+func (s *store) enqueuer() (peonify.Enqueuer, error) {
+	e, ok := s.stream.(peonify.Enqueuer)
+	if !ok {
+		return nil, fmt.Errorf("the %s does not take tasks from producers", s.desc)
+	}
+	return e, nil
+}
+
+// shellQuote quotes s for a command line shown to the user, if needed.
+func shellQuote(s string) string {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' || r == '/' || r == ':') {
+			return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+		}
+	}
+	if s == "" {
+		return "''"
+	}
+	return s
+}

@@ -1,0 +1,510 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/peonify/peonify"
+)
+
+const storeHelp = `STORE is --store FILE (a SQLite store), --postgres URL [--queue Q], or
+-c peonify.yaml [--stream NAME].`
+
+func tasksCommand() *command {
+	return &command{
+		name:    "tasks",
+		summary: "inspect a store's tasks; retry, delete or purge them",
+		usage:   "tasks stats|list|show|retry|delete|purge [flags] STORE",
+		about: `Tasks looks at the tasks of a store and repairs them:
+
+  stats    count the tasks in each state
+  list     list tasks, by state and type
+  show     show one task, with its payload and last error
+  retry    make dead tasks pending again, with a fresh attempt count
+  delete   remove tasks that are not running
+  purge    remove every task in a state (dead, done or pending)
+
+Every subcommand takes --json for output that programs can read.
+` + storeHelp + `
+
+Run 'peonify tasks <subcommand> --help' for its flags.`,
+		example: `peonify tasks stats --store peonify.db
+peonify tasks list --state dead --store peonify.db
+peonify tasks show 0194d3c2-7a4e-7b1c-9f00-2b6a4c1d9e11 --store peonify.db
+peonify tasks retry --all --store peonify.db`,
+		run: (*cli).tasks,
+	}
+}
+
+// taskSubcommands lists the subcommands of tasks.
+func taskSubcommands() []*command {
+	return []*command{
+		{name: "tasks stats", usage: "tasks stats [--json] STORE", run: (*cli).tasksStats,
+			about: "Stats counts the store's tasks in each state.\n\n" + storeHelp,
+			example: `peonify tasks stats --store peonify.db
+peonify tasks stats --postgres "$DATABASE_URL" --queue emails --json`},
+		{name: "tasks list", usage: "tasks list [--state S] [--type T] [--limit N] [--after ID] [--json] STORE", run: (*cli).tasksList,
+			about: "List lists tasks ordered by ID (which is creation order for generated IDs),\nin one state or, by default, in every state.\n\n" + storeHelp,
+			example: `peonify tasks list --state dead --store peonify.db
+peonify tasks list --state pending --type email --limit 10 --store peonify.db`},
+		{name: "tasks show", usage: "tasks show [--json] ID STORE", run: (*cli).tasksShow,
+			about:   "Show prints one task: its state, attempts, times, headers, last error and\npayload.\n\n" + storeHelp,
+			example: `peonify tasks show welcome-42 --store peonify.db`},
+		{name: "tasks retry", usage: "tasks retry [--json] (ID... | --all) STORE", run: (*cli).tasksRetry,
+			about: "Retry makes dead tasks pending again with a fresh attempt count.\n\n" + storeHelp,
+			example: `peonify tasks retry welcome-42 invoice-7 --store peonify.db
+peonify tasks retry --all --store peonify.db`},
+		{name: "tasks delete", usage: "tasks delete [--json] ID... STORE", run: (*cli).tasksDelete,
+			about:   "Delete removes tasks that are not running.\n\n" + storeHelp,
+			example: `peonify tasks delete welcome-42 --store peonify.db`},
+		{name: "tasks purge", usage: "tasks purge --state dead|done|pending [--yes] [--json] STORE", run: (*cli).tasksPurge,
+			about:   "Purge removes every task in a state. Purging pending tasks empties the queue\nand needs --yes.\n\n" + storeHelp,
+			example: `peonify tasks purge --state dead --store peonify.db`},
+	}
+}
+
+func (c *cli) tasks(cmd *command, args []string) error {
+	if len(args) == 0 {
+		return usagef("which subcommand? stats, list, show, retry, delete or purge")
+	}
+	if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
+		c.commandHelp(cmd, nil)
+		return errHelp
+	}
+	for _, sub := range taskSubcommands() {
+		if sub.name == "tasks "+args[0] {
+			err := sub.run(c, sub, args[1:])
+			var ue *usageError
+			if errors.As(err, &ue) {
+				return usagef("%s: %s", args[0], ue.msg)
+			}
+			return err
+		}
+	}
+	return usagef("unknown subcommand %q: use stats, list, show, retry, delete or purge", args[0])
+}
+
+// inspectFlags are the flags every tasks subcommand has.
+type inspectFlags struct {
+	storeFlags
+	json bool
+}
+
+func (f *inspectFlags) register(fs *flag.FlagSet) {
+	f.storeFlags.register(fs)
+	fs.BoolVar(&f.json, "json", false, "print JSON instead of text")
+}
+
+// withInspector opens the store and runs fn with its Inspector.
+func (c *cli) withInspector(f *inspectFlags, fn func(ctx context.Context, in peonify.Inspector, st *store) error) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	st, err := f.open(ctx, c, true)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	in, err := st.inspector()
+	if err != nil {
+		return err
+	}
+	return fn(ctx, in, st)
+}
+
+func (c *cli) printJSON(v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = c.stdout.Write(append(b, '\n'))
+	return err
+}
+
+func (c *cli) tasksStats(cmd *command, args []string) error {
+	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
+	var f inspectFlags
+	f.register(fs)
+	args, err := c.parse(cmd, fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(args); err != nil {
+		return err
+	}
+	return c.withInspector(&f, func(ctx context.Context, in peonify.Inspector, st *store) error {
+		counts, err := in.Counts(ctx)
+		if err != nil {
+			return err
+		}
+		total := 0
+		for _, n := range counts {
+			total += n
+		}
+		if f.json {
+			out := map[string]int{"total": total}
+			for _, s := range peonify.States {
+				out[string(s)] = counts[s]
+			}
+			return c.printJSON(out)
+		}
+		tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintf(tw, "STATE\tTASKS\t\n")
+		for _, s := range peonify.States {
+			fmt.Fprintf(tw, "%s\t%d\t\n", s, counts[s])
+		}
+		fmt.Fprintf(tw, "total\t%d\t\n", total)
+		return tw.Flush()
+	})
+}
+
+// parseState reads a --state flag; "" is allowed when all is.
+func parseState(s string, allowed ...peonify.State) (peonify.State, error) {
+	for _, a := range allowed {
+		if string(a) == s {
+			return a, nil
+		}
+	}
+	names := make([]string, len(allowed))
+	for i, a := range allowed {
+		names[i] = string(a)
+	}
+	return "", usagef("--state %q is not one of %s", s, strings.Join(names, ", "))
+}
+
+func (c *cli) tasksList(cmd *command, args []string) error {
+	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
+	var f inspectFlags
+	f.register(fs)
+	state := fs.String("state", "", "list only tasks in this `state`: pending, scheduled, running, dead or done (default: all)")
+	typ := fs.String("type", "", "list only tasks of this `type`")
+	limit := fs.Int("limit", 50, "list at most `n` tasks")
+	after := fs.String("after", "", "list tasks whose ID sorts after this `ID` (the last one of the previous page), with --state")
+	args, err := c.parse(cmd, fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(args); err != nil {
+		return err
+	}
+	states := peonify.States
+	if *state != "" {
+		s, err := parseState(*state, peonify.States...)
+		if err != nil {
+			return err
+		}
+		states = []peonify.State{s}
+	} else if *after != "" {
+		return usagef("--after pages through one state: give --state too")
+	}
+	if *limit < 1 {
+		return usagef("--limit must be at least 1")
+	}
+	return c.withInspector(&f, func(ctx context.Context, in peonify.Inspector, st *store) error {
+		var infos []peonify.TaskInfo
+		for _, s := range states {
+			if len(infos) >= *limit {
+				break
+			}
+			got, err := in.List(ctx, peonify.ListOptions{State: s, Type: *typ, Limit: *limit - len(infos), After: *after})
+			if err != nil {
+				return err
+			}
+			infos = append(infos, got...)
+		}
+		if f.json {
+			out := make([]taskJSON, len(infos))
+			for i, ti := range infos {
+				out[i] = toJSON(ti, false)
+			}
+			return c.printJSON(out)
+		}
+		if len(infos) == 0 {
+			fmt.Fprintln(c.stderr, "no tasks")
+			return nil
+		}
+		now := time.Now()
+		tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tTYPE\tSTATE\tATTEMPTS\tUPDATED\tLAST ERROR")
+		for _, ti := range infos {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", ti.Task.ID, ti.Task.Type, ti.State, ti.Attempts,
+				ago(ti.UpdatedAt, now), oneLine(ti.LastError, 60))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if len(infos) == *limit && len(states) == 1 {
+			fmt.Fprintf(c.stderr, "more may follow: add --after %s\n", infos[len(infos)-1].Task.ID)
+		}
+		return nil
+	})
+}
+
+func (c *cli) tasksShow(cmd *command, args []string) error {
+	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
+	var f inspectFlags
+	f.register(fs)
+	args, err := c.parse(cmd, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(args) != 1 {
+		return usagef("give one task ID")
+	}
+	return c.withInspector(&f, func(ctx context.Context, in peonify.Inspector, st *store) error {
+		ti, err := in.Get(ctx, args[0])
+		if errors.Is(err, peonify.ErrNotFound) {
+			return fmt.Errorf("no task %q in the %s (an acked task is deleted unless the store keeps done tasks)", args[0], st.desc)
+		}
+		if err != nil {
+			return err
+		}
+		if f.json {
+			return c.printJSON(toJSON(ti, true))
+		}
+		now := time.Now()
+		tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+		row := func(k, v string) {
+			if v != "" {
+				fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+			}
+		}
+		t := ti.Task
+		row("ID", t.ID)
+		row("Type", t.Type)
+		row("State", string(ti.State))
+		attempts := fmt.Sprint(ti.Attempts)
+		if t.MaxAttempts > 0 {
+			attempts += fmt.Sprintf(" (at most %d)", t.MaxAttempts)
+		}
+		row("Attempts", attempts)
+		if t.Priority != 0 {
+			row("Priority", fmt.Sprint(t.Priority))
+		}
+		row("Unique key", t.UniqueKey)
+		row("Enqueued", stamp(t.EnqueuedAt, now))
+		if ti.State == peonify.StateScheduled || ti.State == peonify.StatePending {
+			row("Run at", stamp(t.RunAt, now))
+		}
+		if ti.State == peonify.StateRunning {
+			row("Lease until", stamp(ti.LeaseUntil, now))
+		}
+		row("Updated", stamp(ti.UpdatedAt, now))
+		for _, k := range sortedKeys(t.Headers) {
+			row("Header "+k, t.Headers[k])
+		}
+		row("Last error", ti.LastError)
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "Payload: %s\n", showPayload(t.Payload))
+		return nil
+	})
+}
+
+func (c *cli) tasksRetry(cmd *command, args []string) error {
+	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
+	var f inspectFlags
+	f.register(fs)
+	all := fs.Bool("all", false, "retry every dead task")
+	args, err := c.parse(cmd, fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case *all && len(args) > 0:
+		return usagef("give task IDs or --all, not both")
+	case !*all && len(args) == 0:
+		return usagef("give the IDs of dead tasks to retry, or --all to retry every dead task")
+	}
+	return c.withInspector(&f, func(ctx context.Context, in peonify.Inspector, st *store) error {
+		n, err := in.Retry(ctx, args...)
+		if err != nil {
+			return err
+		}
+		if f.json {
+			return c.printJSON(map[string]int{"retried": n})
+		}
+		fmt.Fprintf(c.stdout, "retried %d dead %s\n", n, plural(n, "task", "tasks"))
+		if len(args) > n {
+			fmt.Fprintf(c.stderr, "%d of the IDs are not dead tasks of the %s\n", len(args)-n, st.desc)
+		}
+		return nil
+	})
+}
+
+func (c *cli) tasksDelete(cmd *command, args []string) error {
+	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
+	var f inspectFlags
+	f.register(fs)
+	args, err := c.parse(cmd, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(args) == 0 {
+		return usagef("give the IDs of the tasks to delete (to delete every task in a state, use purge)")
+	}
+	return c.withInspector(&f, func(ctx context.Context, in peonify.Inspector, st *store) error {
+		n, err := in.Delete(ctx, args...)
+		if err != nil {
+			return err
+		}
+		if f.json {
+			return c.printJSON(map[string]int{"deleted": n})
+		}
+		fmt.Fprintf(c.stdout, "deleted %d %s\n", n, plural(n, "task", "tasks"))
+		if len(args) > n {
+			fmt.Fprintf(c.stderr, "%d of the IDs are running or not in the %s\n", len(args)-n, st.desc)
+		}
+		return nil
+	})
+}
+
+func (c *cli) tasksPurge(cmd *command, args []string) error {
+	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
+	var f inspectFlags
+	f.register(fs)
+	state := fs.String("state", "", "the `state` to empty: dead, done or pending (required)")
+	yes := fs.Bool("yes", false, "confirm purging pending tasks, which have not run yet")
+	args, err := c.parse(cmd, fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(args); err != nil {
+		return err
+	}
+	if *state == "" {
+		return usagef("--state is required: dead, done or pending")
+	}
+	s, err := parseState(*state, peonify.StateDead, peonify.StateDone, peonify.StatePending)
+	if err != nil {
+		return err
+	}
+	if s == peonify.StatePending && !*yes {
+		return usagef("purging pending tasks deletes work that has not run: add --yes if that is what you want")
+	}
+	return c.withInspector(&f, func(ctx context.Context, in peonify.Inspector, st *store) error {
+		n, err := in.Purge(ctx, s)
+		if err != nil {
+			return err
+		}
+		if f.json {
+			return c.printJSON(map[string]int{"purged": n})
+		}
+		fmt.Fprintf(c.stdout, "purged %d %s %s\n", n, s, plural(n, "task", "tasks"))
+		return nil
+	})
+}
+
+// taskJSON is a task in --json output.
+type taskJSON struct {
+	ID            string            `json:"id"`
+	Type          string            `json:"type"`
+	State         peonify.State     `json:"state"`
+	Attempts      int               `json:"attempts"`
+	MaxAttempts   int               `json:"max_attempts,omitempty"`
+	Priority      int               `json:"priority,omitempty"`
+	UniqueKey     string            `json:"unique_key,omitempty"`
+	Headers       map[string]string `json:"headers,omitempty"`
+	LastError     string            `json:"last_error,omitempty"`
+	EnqueuedAt    *time.Time        `json:"enqueued_at,omitempty"`
+	RunAt         *time.Time        `json:"run_at,omitempty"`
+	LeaseUntil    *time.Time        `json:"lease_until,omitempty"`
+	UpdatedAt     *time.Time        `json:"updated_at,omitempty"`
+	Payload       json.RawMessage   `json:"payload,omitempty"`        // when it is JSON
+	PayloadBase64 []byte            `json:"payload_base64,omitempty"` // when it is not
+}
+
+func toJSON(ti peonify.TaskInfo, withPayload bool) taskJSON {
+	t := ti.Task
+	opt := func(tm time.Time) *time.Time {
+		if tm.IsZero() {
+			return nil
+		}
+		return &tm
+	}
+	out := taskJSON{ID: t.ID, Type: t.Type, State: ti.State, Attempts: ti.Attempts, MaxAttempts: t.MaxAttempts,
+		Priority: t.Priority, UniqueKey: t.UniqueKey, Headers: t.Headers, LastError: ti.LastError,
+		EnqueuedAt: opt(t.EnqueuedAt), RunAt: opt(t.RunAt), LeaseUntil: opt(ti.LeaseUntil), UpdatedAt: opt(ti.UpdatedAt)}
+	if withPayload && len(t.Payload) > 0 {
+		if json.Valid(t.Payload) {
+			out.Payload = t.Payload
+		} else {
+			out.PayloadBase64 = t.Payload
+		}
+	}
+	return out
+}
+
+// showPayload formats a payload for people: indented JSON, text, or a
+// size for binary data.
+func showPayload(p []byte) string {
+	if len(p) == 0 {
+		return "(empty)"
+	}
+	var buf bytes.Buffer
+	if json.Valid(p) && json.Indent(&buf, p, "  ", "  ") == nil {
+		return "\n  " + buf.String()
+	}
+	if utf8.Valid(p) && !slices.ContainsFunc([]rune(string(p)), func(r rune) bool { return r < ' ' && r != '\n' && r != '\t' }) {
+		return fmt.Sprintf("%q", p)
+	}
+	return fmt.Sprintf("(%d bytes of binary data; --json shows them in base64)", len(p))
+}
+
+// stamp formats a time with how far it is from now.
+func stamp(t, now time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.Local().Format("2006-01-02 15:04:05") + " (" + ago(t, now) + ")"
+}
+
+// ago says how long ago (or how far ahead) t is, roughly.
+func ago(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(t)
+	suffix := " ago"
+	if d < 0 {
+		d, suffix = -d, " from now"
+	}
+	switch {
+	case d < time.Second:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds%s", int(d.Seconds()), suffix)
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%s", int(d.Minutes()), suffix)
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%s", int(d.Hours()), suffix)
+	}
+	return fmt.Sprintf("%dd%s", int(d.Hours()/24), suffix)
+}
+
+// oneLine shortens s to one line of at most n runes.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n-1]) + "…"
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}

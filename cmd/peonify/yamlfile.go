@@ -1,0 +1,438 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/token"
+)
+
+// This file holds the YAML plumbing of the config file: strict decoding
+// with errors that name the field, ${ENV} expansion, and the value types
+// the file uses (durations, payloads, nodes decoded later by kind).
+
+// fieldError is a config mistake at a field, named by its path in the
+// file, e.g. "streams[1].url".
+type fieldError struct {
+	path string
+	pos  *token.Position // where it is in the file, when known
+	msg  string
+}
+
+func (e *fieldError) Error() string {
+	if e.path == "" {
+		return e.msg
+	}
+	return e.path + ": " + e.msg
+}
+
+// errorf returns a *fieldError at path.
+func errorf(path, format string, args ...any) error {
+	return &fieldError{path: path, msg: fmt.Sprintf(format, args...)}
+}
+
+// nodePath returns the path of a node in the file's terms: "streams[1].url"
+// rather than goccy's "$.streams[1].url".
+func nodePath(n ast.Node) string {
+	p := strings.TrimPrefix(n.GetPath(), "$")
+	return strings.TrimPrefix(p, ".")
+}
+
+// join appends a field name to a path.
+func join(path, field string) string {
+	if path == "" {
+		return field
+	}
+	return path + "." + field
+}
+
+// node keeps a part of the file undecoded until its kind is known (a
+// stream's kind, a task type's executor).
+type node struct{ n ast.Node }
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (n *node) UnmarshalYAML(a ast.Node) error {
+	n.n = a
+	return nil
+}
+
+// duration is a time.Duration written as "30s", "5m" or "1h30m".
+type duration time.Duration
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (d *duration) UnmarshalYAML(n ast.Node) error {
+	var s string
+	switch v := n.(type) {
+	case *ast.StringNode:
+		s = v.Value
+	case *ast.IntegerNode:
+		if v.GetToken().Value == "0" {
+			*d = 0
+			return nil
+		}
+		return &fieldError{path: nodePath(n), pos: n.GetToken().Position,
+			msg: fmt.Sprintf("%s has no unit: write a duration like 30s, 5m or 1h", v.GetToken().Value)}
+	case *ast.NullNode:
+		*d = 0
+		return nil
+	default:
+		return &fieldError{path: nodePath(n), pos: n.GetToken().Position, msg: "want a duration like 30s, 5m or 1h"}
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return &fieldError{path: nodePath(n), pos: n.GetToken().Position,
+			msg: fmt.Sprintf("%q is not a duration: write one like 30s, 5m or 1h", s)}
+	}
+	*d = duration(v)
+	return nil
+}
+
+// payload is a task payload: a string is taken byte for byte; any other
+// value (a mapping, a list, a number) is encoded as JSON.
+type payload []byte
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (p *payload) UnmarshalYAML(n ast.Node) error {
+	switch v := n.(type) {
+	case *ast.StringNode:
+		*p = []byte(v.Value)
+		return nil
+	case *ast.LiteralNode:
+		*p = []byte(v.Value.Value)
+		return nil
+	case *ast.NullNode:
+		*p = nil
+		return nil
+	}
+	var val any
+	if err := yaml.NodeToValue(n, &val); err != nil {
+		return err
+	}
+	b, err := json.Marshal(val)
+	if err != nil {
+		return &fieldError{path: nodePath(n), pos: n.GetToken().Position, msg: "cannot be written as JSON: " + err.Error()}
+	}
+	*p = b
+	return nil
+}
+
+// decodeStrict decodes n into v, rejecting unknown fields, and turns the
+// decoder's errors into *fieldError values naming the field.
+func decodeStrict(n ast.Node, v any) error {
+	return fieldErr(n, v, yaml.NodeToValue(n, v, yaml.Strict()))
+}
+
+// decodeLoose decodes the fields of v found in n and ignores the others.
+func decodeLoose(n ast.Node, v any) error {
+	return fieldErr(n, v, yaml.NodeToValue(n, v))
+}
+
+// fieldErr turns an error of decoding n into v into a *fieldError.
+func fieldErr(n ast.Node, v any, err error) error {
+	if err == nil {
+		return nil
+	}
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		return fe
+	}
+	var ye yaml.Error
+	if !errors.As(err, &ye) {
+		return &fieldError{path: nodePath(n), msg: err.Error()}
+	}
+	tok := ye.GetToken()
+	at := find(n, tok)
+	path := nodePath(n)
+	if at != nil {
+		path = nodePath(at)
+	}
+	out := &fieldError{path: path, msg: ye.GetMessage()}
+	if tok != nil {
+		out.pos = tok.Position
+	}
+	var (
+		unknown *yaml.UnknownFieldError
+		typeErr *yaml.TypeError
+		shape   *yaml.UnexpectedNodeTypeError
+	)
+	switch {
+	case errors.As(err, &unknown):
+		out.msg = "unknown field"
+		parent := path[:max(strings.LastIndexByte(path, '.'), 0)]
+		if names := fieldNames(v, strings.TrimPrefix(parent, nodePath(n))); len(names) > 0 {
+			where := parent
+			if where == "" {
+				where = "the top level"
+			}
+			out.msg += fmt.Sprintf(" (fields of %s: %s)", where, strings.Join(names, ", "))
+		}
+	case errors.As(err, &typeErr):
+		out.msg = fmt.Sprintf("want %s, got %q", describe(typeErr.DstType), tok.Value)
+	case errors.As(err, &shape):
+		out.msg = fmt.Sprintf("want %s, got %s", shapeName(shape.Expected), shapeName(shape.Actual))
+	}
+	return out
+}
+
+// find returns the node of root whose token is tok.
+func find(root ast.Node, tok *token.Token) ast.Node {
+	if tok == nil {
+		return nil
+	}
+	var found ast.Node
+	ast.Walk(visitor(func(n ast.Node) bool {
+		if found != nil {
+			return false
+		}
+		if t := n.GetToken(); t == tok || (t != nil && t.Position != nil && tok.Position != nil &&
+			t.Position.Offset == tok.Position.Offset && t.Value == tok.Value) {
+			found = n
+			return false
+		}
+		return true
+	}), root)
+	return found
+}
+
+type visitor func(ast.Node) bool
+
+func (v visitor) Visit(n ast.Node) ast.Visitor {
+	if v(n) {
+		return v
+	}
+	return nil
+}
+
+// fieldNames lists the YAML field names of the struct that v (a pointer)
+// holds at the relative path rel ("" for v itself, ".retry", "[2]").
+func fieldNames(v any, rel string) []string {
+	t := reflect.TypeOf(v)
+	for _, seg := range splitPath(rel) {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		switch {
+		case t.Kind() == reflect.Slice && strings.HasPrefix(seg, "["):
+			t = t.Elem()
+		case t.Kind() == reflect.Map:
+			t = t.Elem()
+		case t.Kind() == reflect.Struct:
+			f, ok := structField(t, seg)
+			if !ok {
+				return nil
+			}
+			t = f.Type
+		default:
+			return nil
+		}
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	return yamlNames(t)
+}
+
+// splitPath splits ".a.b[2].c" into "a", "b", "[2]", "c".
+func splitPath(p string) []string {
+	var segs []string
+	for p != "" {
+		switch p[0] {
+		case '.':
+			p = p[1:]
+		case '[':
+			i := strings.IndexByte(p, ']')
+			if i < 0 {
+				return append(segs, p)
+			}
+			segs = append(segs, p[:i+1])
+			p = p[i+1:]
+		default:
+			i := strings.IndexAny(p, ".[")
+			if i < 0 {
+				return append(segs, p)
+			}
+			segs = append(segs, p[:i])
+			p = p[i:]
+		}
+	}
+	return segs
+}
+
+// yamlNames returns the YAML names of a struct's fields, inline ones
+// included, in declaration order.
+func yamlNames(t reflect.Type) []string {
+	var names []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		switch {
+		case name == "-" || !f.IsExported():
+		case opts == "inline":
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			names = append(names, yamlNames(ft)...)
+		case name != "":
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// structField finds the field of t named name in YAML, looking into
+// inline fields.
+func structField(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		n, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if opts == "inline" {
+			if sf, ok := structField(f.Type, name); ok {
+				return sf, true
+			}
+		}
+		if n == name {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+// describe names what a Go type expects, in words for a config file.
+func describe(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "a mapping (key: value lines)"
+	}
+	return t.String()
+}
+
+func shapeName(t ast.NodeType) string {
+	switch t {
+	case ast.MappingType, ast.MappingValueType:
+		return "a mapping (key: value lines)"
+	case ast.SequenceType:
+		return "a list"
+	case ast.StringType, ast.LiteralType:
+		return "a string"
+	case ast.IntegerType, ast.FloatType:
+		return "a number"
+	case ast.NullType:
+		return "nothing"
+	}
+	return strings.ToLower(t.String())
+}
+
+// envRef matches what expandEnv replaces: $$, ${NAME} and ${NAME:-default}.
+var envRef = regexp.MustCompile(`\$\$|\$\{([^}]*)\}`)
+
+// envName is a valid environment variable name.
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// expandEnv replaces ${NAME} in every string value of the file (not in
+// keys) with the variable's value. ${NAME:-default} gives a default for an
+// unset or empty variable, and $$ is a literal $. An unset variable
+// without a default is an error naming the field and the variable.
+func expandEnv(n ast.Node, lookup func(string) (string, bool)) error {
+	switch v := n.(type) {
+	case nil:
+		return nil
+	case *ast.DocumentNode:
+		return expandEnv(v.Body, lookup)
+	case *ast.MappingNode:
+		for _, mv := range v.Values {
+			if err := expandEnv(mv.Value, lookup); err != nil {
+				return err
+			}
+		}
+	case *ast.MappingValueNode:
+		return expandEnv(v.Value, lookup)
+	case *ast.SequenceNode:
+		for _, e := range v.Values {
+			if err := expandEnv(e, lookup); err != nil {
+				return err
+			}
+		}
+	case *ast.TagNode:
+		return expandEnv(v.Value, lookup)
+	case *ast.AnchorNode:
+		return expandEnv(v.Value, lookup)
+	case *ast.LiteralNode:
+		return expandEnv(v.Value, lookup)
+	case *ast.StringNode:
+		if !strings.Contains(v.Value, "$") {
+			return nil
+		}
+		var err error
+		v.Value = envRef.ReplaceAllStringFunc(v.Value, func(m string) string {
+			if m == "$$" {
+				return "$"
+			}
+			ref := m[2 : len(m)-1]
+			name, def, hasDef := strings.Cut(ref, ":-")
+			if !envName.MatchString(name) {
+				if err == nil {
+					err = &fieldError{path: nodePath(v), pos: v.GetToken().Position,
+						msg: fmt.Sprintf("%s is not a valid variable reference: write ${NAME} or ${NAME:-default} (and $$ for a literal $)", m)}
+				}
+				return m
+			}
+			val, ok := lookup(name)
+			if ok && (val != "" || !hasDef) {
+				return val
+			}
+			if hasDef {
+				return def
+			}
+			if err == nil {
+				err = &fieldError{path: nodePath(v), pos: v.GetToken().Position,
+					msg: fmt.Sprintf("environment variable %s is not set: export it, or write ${%s:-default}", name, name)}
+			}
+			return m
+		})
+		return err
+	}
+	return nil
+}
+
+// sortedKeys returns the keys of a map in order, for stable errors.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// quoteList formats names as "a", "b" and "c".
+func quoteList(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	return strings.Join(q, ", ")
+}
