@@ -87,7 +87,7 @@ func setupTest(t testing.TB, js jetstream.JetStream, cfg Config) {
 }
 
 // newTestStream sets up a fresh stream, closed and deleted when the test
-// ends.
+// ends, and returns it with its Config, defaults filled in.
 func newTestStream(t testing.TB, js jetstream.JetStream, cfg Config) (*Stream, Config) {
 	t.Helper()
 	cfg = uniqueConfig(t, cfg)
@@ -101,7 +101,7 @@ func newTestStream(t testing.TB, js jetstream.JetStream, cfg Config) (*Stream, C
 			t.Error(err)
 		}
 	})
-	return s, cfg
+	return s, s.cfg
 }
 
 func ctxT(t testing.TB) context.Context {

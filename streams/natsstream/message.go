@@ -71,112 +71,128 @@ type decoded struct {
 	attempts   int    // counted before this copy (HeaderAttempts)
 	deadReason string // HeaderDeadReason
 	deadAt     time.Time
-	hasID      bool // the ID came from a header, not from the sequence
 }
 
 // decodeTask reads a task from a message's headers and body. stored is
 // when JetStream stored the message and seq its stream sequence; they
 // stand in for a missing enqueue time and ID. It fails on a message that
 // is not a valid task, such as one without a type. Payload aliases data.
+//
+// Header names are matched in any case; when one is given in several
+// spellings, the exact one wins, else the one that sorts first.
 func decodeTask(h nats.Header, data []byte, stored time.Time, seq uint64) (decoded, error) {
 	var (
-		d          decoded
-		msgID, id  string
-		typeSeen   bool
-		user       map[string]string
-		firstError error
+		d      decoded
+		user   map[string]string
+		folded bool // a Nats- or Peonify- header is one decodeTask does not know, or spelled unusually
 	)
-	fail := func(err error) {
-		if firstError == nil {
-			firstError = err
-		}
-	}
 	for k, vs := range h {
 		if len(vs) == 0 {
 			continue
 		}
-		v := vs[0]
-		switch {
-		case hasPrefixFold(k, "Nats-"):
-			if strings.EqualFold(k, HeaderMsgID) {
-				msgID = v
-			}
-		case hasPrefixFold(k, "Peonify-"):
-			switch {
-			case strings.EqualFold(k, HeaderType):
-				d.task.Type, typeSeen = v, true
-			case strings.EqualFold(k, HeaderID):
-				id = v
-			case strings.EqualFold(k, HeaderEnqueuedAt):
-				t, err := time.Parse(time.RFC3339Nano, v)
-				if err != nil {
-					fail(fmt.Errorf("header %s: %q is not an RFC 3339 time", HeaderEnqueuedAt, v))
-				}
-				d.task.EnqueuedAt = t
-			case strings.EqualFold(k, HeaderRunAt):
-				t, err := time.Parse(time.RFC3339Nano, v)
-				if err != nil {
-					fail(fmt.Errorf("header %s: %q is not an RFC 3339 time", HeaderRunAt, v))
-				}
-				d.task.RunAt = t
-			case strings.EqualFold(k, HeaderMaxAttempts):
-				n, err := strconv.Atoi(v)
-				if err != nil || n < 0 {
-					fail(fmt.Errorf("header %s: %q is not a non-negative integer", HeaderMaxAttempts, v))
-				}
-				d.task.MaxAttempts = max(n, 0)
-			case strings.EqualFold(k, HeaderPriority):
-				n, err := strconv.Atoi(v)
-				if err != nil {
-					fail(fmt.Errorf("header %s: %q is not an integer", HeaderPriority, v))
-				}
-				d.task.Priority = n
-			case strings.EqualFold(k, HeaderUniqueKey):
-				d.task.UniqueKey = v
-			case strings.EqualFold(k, HeaderAttempts):
-				n, err := strconv.Atoi(v)
-				if err != nil || n < 0 {
-					fail(fmt.Errorf("header %s: %q is not a non-negative integer", HeaderAttempts, v))
-				}
-				d.attempts = max(n, 0)
-			case strings.EqualFold(k, HeaderLastError):
-				d.task.LastError = v
-			case strings.EqualFold(k, HeaderDeadReason):
-				d.deadReason = v
-			case strings.EqualFold(k, HeaderDeadAt):
-				d.deadAt, _ = time.Parse(time.RFC3339Nano, v)
-			}
-		default:
-			if user == nil {
-				user = make(map[string]string, len(h))
-			}
-			user[k] = v
+		if hasPrefixFold(k, "Nats-") || hasPrefixFold(k, "Peonify-") {
+			folded = folded || !known[k]
+			continue
+		}
+		if user == nil {
+			user = make(map[string]string, len(h))
+		}
+		user[k] = vs[0]
+	}
+	get := func(name string) string {
+		if vs := h[name]; len(vs) > 0 {
+			return vs[0]
+		}
+		if folded {
+			return foldValue(h, name)
+		}
+		return ""
+	}
+
+	var errs []error
+	t := &d.task
+	t.Type = get(HeaderType)
+	t.Headers = user
+	t.Payload = data
+	t.UniqueKey = get(HeaderUniqueKey)
+	t.LastError = get(HeaderLastError)
+	d.deadReason = get(HeaderDeadReason)
+	if v := get(HeaderDeadAt); v != "" {
+		d.deadAt, _ = time.Parse(time.RFC3339Nano, v)
+	}
+	if v := get(HeaderEnqueuedAt); v != "" {
+		var err error
+		if t.EnqueuedAt, err = time.Parse(time.RFC3339Nano, v); err != nil {
+			errs = append(errs, fmt.Errorf("header %s: %q is not an RFC 3339 time", HeaderEnqueuedAt, v))
 		}
 	}
-	d.task.Headers = user
-	d.task.Payload = data
+	if v := get(HeaderRunAt); v != "" {
+		var err error
+		if t.RunAt, err = time.Parse(time.RFC3339Nano, v); err != nil {
+			errs = append(errs, fmt.Errorf("header %s: %q is not an RFC 3339 time", HeaderRunAt, v))
+		}
+	}
+	if v := get(HeaderMaxAttempts); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			errs = append(errs, fmt.Errorf("header %s: %q is not a non-negative integer", HeaderMaxAttempts, v))
+		}
+		t.MaxAttempts = max(n, 0)
+	}
+	if v := get(HeaderPriority); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("header %s: %q is not an integer", HeaderPriority, v))
+		}
+		t.Priority = n
+	}
+	if v := get(HeaderAttempts); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			errs = append(errs, fmt.Errorf("header %s: %q is not a non-negative integer", HeaderAttempts, v))
+		}
+		d.attempts = max(n, 0)
+	}
+	if id := get(HeaderID); id != "" {
+		t.ID = id
+	} else if id := get(HeaderMsgID); id != "" {
+		t.ID = id
+	} else {
+		t.ID = "seq-" + strconv.FormatUint(seq, 10)
+	}
+	if t.EnqueuedAt.IsZero() {
+		t.EnqueuedAt = stored
+	}
 	switch {
-	case id != "":
-		d.task.ID, d.hasID = id, true
-	case msgID != "":
-		d.task.ID, d.hasID = msgID, true
-	default:
-		d.task.ID = "seq-" + strconv.FormatUint(seq, 10)
+	case len(errs) > 0:
+		return d, errs[0]
+	case t.Type == "":
+		return d, fmt.Errorf("the message has no %s header: a producer must name the task type", HeaderType)
+	case len(t.Type) > 255:
+		return d, fmt.Errorf("header %s is longer than 255 bytes", HeaderType)
+	case len(t.ID) > 255:
+		return d, errors.New("the task ID is longer than 255 bytes")
 	}
-	if d.task.EnqueuedAt.IsZero() {
-		d.task.EnqueuedAt = stored
-	}
-	if firstError == nil {
-		switch {
-		case !typeSeen || d.task.Type == "":
-			firstError = fmt.Errorf("the message has no %s header: a producer must name the task type", HeaderType)
-		case len(d.task.Type) > 255:
-			firstError = fmt.Errorf("header %s is longer than 255 bytes", HeaderType)
-		case len(d.task.ID) > 255:
-			firstError = errors.New("the task ID is longer than 255 bytes")
+	return d, nil
+}
+
+// known holds the exact spellings of the headers decodeTask reads.
+var known = map[string]bool{
+	HeaderMsgID: true, HeaderType: true, HeaderID: true, HeaderEnqueuedAt: true, HeaderRunAt: true,
+	HeaderMaxAttempts: true, HeaderPriority: true, HeaderUniqueKey: true, HeaderAttempts: true,
+	HeaderLastError: true, HeaderDeadReason: true, HeaderDeadAt: true,
+}
+
+// foldValue returns the first value of the spelling of name, in any case,
+// that sorts first.
+func foldValue(h nats.Header, name string) string {
+	var key, v string
+	for k, vs := range h {
+		if len(vs) > 0 && strings.EqualFold(k, name) && (key == "" || k < key) {
+			key, v = k, vs[0]
 		}
 	}
-	return d, firstError
+	return v
 }
 
 // hasPrefixFold reports whether s starts with prefix, ignoring case.
@@ -217,9 +233,9 @@ func checkHeaders(t *peonify.Task) error {
 		}
 	}
 	for _, f := range []struct{ name, v string }{{"ID", t.ID}, {"Type", t.Type}, {"UniqueKey", t.UniqueKey}} {
-		if strings.ContainsAny(f.v, "\r\n") || strings.HasPrefix(f.v, " ") || strings.HasPrefix(f.v, "\t") {
+		if strings.ContainsAny(f.v, "\r\n") || untrimmed(f.v) {
 			return &peonify.InvalidTaskError{ID: t.ID, Reason: "task " + f.name +
-				" contains a line break or starts with white space, which a NATS header cannot carry"}
+				" contains a line break or starts or ends with white space, which a NATS header does not keep"}
 		}
 	}
 	return nil
@@ -241,14 +257,22 @@ func checkHeader(k, v string) error {
 	if strings.ContainsAny(v, "\r\n") {
 		return fmt.Errorf("task header %q has a line break in its value, which a NATS header cannot carry", k)
 	}
-	if strings.HasPrefix(v, " ") || strings.HasPrefix(v, "\t") {
-		return fmt.Errorf("task header %q has a value starting with white space, which NATS drops", k)
+	if untrimmed(v) {
+		return fmt.Errorf("task header %q has a value starting or ending with white space, which NATS headers drop", k)
 	}
 	return nil
 }
 
+// untrimmed reports whether s starts or ends with the white space that
+// NATS trims from header values.
+func untrimmed(s string) bool {
+	return s != "" && (isBlank(s[0]) || isBlank(s[len(s)-1]))
+}
+
+func isBlank(c byte) bool { return c == ' ' || c == '\t' }
+
 // headerText makes s fit in a header value: line breaks become spaces,
-// leading white space goes, and it is cut at maxReason bytes.
+// white space at either end goes, and it is cut at maxReason bytes.
 func headerText(s string) string {
 	if len(s) > maxReason {
 		s = s[:maxReason]
@@ -256,7 +280,7 @@ func headerText(s string) string {
 	if strings.ContainsAny(s, "\r\n") {
 		s = strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ").Replace(s)
 	}
-	return strings.TrimLeft(s, " \t")
+	return strings.Trim(s, " \t")
 }
 
 func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }

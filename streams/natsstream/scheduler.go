@@ -4,7 +4,6 @@ import (
 	"context"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -159,17 +158,13 @@ func (s *Stream) moveIfDue(ctx context.Context, m jetstream.Msg) {
 	}
 }
 
-// headerValue returns the first value of header name, in any spelling.
+// headerValue returns the first value of header name, in any spelling,
+// the exact one first.
 func headerValue(h nats.Header, name string) string {
 	if vs := h[name]; len(vs) > 0 {
 		return vs[0]
 	}
-	for k, vs := range h {
-		if len(vs) > 0 && strings.EqualFold(k, name) {
-			return vs[0]
-		}
-	}
-	return ""
+	return foldValue(h, name)
 }
 
 // taskID returns the task ID of a message as decodeTask reads it.

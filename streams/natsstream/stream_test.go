@@ -1,0 +1,340 @@
+package natsstream
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/peonify/peonify"
+)
+
+// TestPlainNATSProducer publishes tasks the way README.md tells producers
+// in other languages to, with nothing but a NATS client, and checks what
+// the stream makes of them.
+func TestPlainNATSProducer(t *testing.T) {
+	js := testJS(t)
+	s, cfg := newTestStream(t, js, Config{AckWait: 5 * time.Second})
+	ctx := ctxT(t)
+	nc := js.Conn()
+	wake := s.Wake()
+
+	publish := func(h map[string]string, body string) {
+		t.Helper()
+		m := nats.NewMsg(cfg.Subject)
+		for k, v := range h {
+			m.Header.Set(k, v)
+		}
+		m.Data = []byte(body)
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(map[string]string{"Nats-Msg-Id": "order-1", "Peonify-Type": "send-email", "traceparent": "00-abc-01", "Tenant": "acme"}, `{"to":"a@example.com"}`)
+	select {
+	case <-wake:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a task published with plain NATS did not wake the stream")
+	}
+	d := pollUntil(t, s, 10, 5*time.Second)[0]
+	want := map[string]string{"traceparent": "00-abc-01", "Tenant": "acme"}
+	switch tk := d.Task; {
+	case tk.ID != "order-1" || tk.Type != "send-email" || string(tk.Payload) != `{"to":"a@example.com"}`:
+		t.Errorf("got task %q of type %q with payload %q", tk.ID, tk.Type, tk.Payload)
+	case len(tk.Headers) != 2 || tk.Headers["traceparent"] != want["traceparent"] || tk.Headers["Tenant"] != want["Tenant"]:
+		t.Errorf("got headers %q, want %q", tk.Headers, want)
+	case tk.Attempt != 1 || tk.EnqueuedAt.IsZero():
+		t.Errorf("got Attempt %d and EnqueuedAt %s, want 1 and the time the message was stored", tk.Attempt, tk.EnqueuedAt)
+	}
+	if err := s.Ack(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+
+	// A duplicate Nats-Msg-Id is dropped by the server.
+	publish(map[string]string{"Nats-Msg-Id": "order-1", "Peonify-Type": "send-email"}, "again")
+
+	// A scheduled task, without an ID: Poll holds it in the scheduler until
+	// its time, without counting an attempt.
+	runAt := time.Now().Add(300 * time.Millisecond)
+	publish(map[string]string{"Peonify-Type": "later", "Peonify-Run-At": runAt.Format(time.RFC3339Nano)}, "")
+	d = pollUntil(t, s, 10, 5*time.Second)[0]
+	if time.Now().Before(runAt) {
+		t.Errorf("a task due at %s was delivered at %s", runAt.Format(time.StampMilli), time.Now().Format(time.StampMilli))
+	}
+	if d.Task.Type != "later" || d.Task.Attempt != 1 || !strings.HasPrefix(d.Task.ID, "seq-") {
+		t.Errorf("scheduled task: got type %q, Attempt %d, ID %q; want later, 1 and an ID from its sequence", d.Task.Type, d.Task.Attempt, d.Task.ID)
+	}
+	if err := s.Ack(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+
+	// A message without a type is dead-lettered, with the reason.
+	publish(map[string]string{"Nats-Msg-Id": "no-type"}, "?")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ds, err := s.Poll(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) > 0 {
+			t.Fatalf("a message without a type was delivered: %+v", ds[0].Task)
+		}
+		info, err := s.Get(ctx, "no-type")
+		if err == nil && info.State == peonify.StateDead {
+			if !strings.Contains(info.LastError, HeaderType) {
+				t.Errorf("dead reason %q does not name the missing header", info.LastError)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the message without a type was not dead-lettered: Get = %+v, %v", info, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestJetStreamDoesNotFenceAcks records the server behaviour that the
+// stream's own fencing exists for: an acknowledgement sent on the reply
+// subject of an expired delivery acknowledges the message's newer
+// delivery. If this test fails, the server fences acknowledgements and
+// README.md's section on fencing should say so.
+func TestJetStreamDoesNotFenceAcks(t *testing.T) {
+	js := testJS(t)
+	_, cfg := newTestStream(t, js, Config{AckWait: 200 * time.Millisecond})
+	ctx := ctxT(t)
+	if _, err := js.Publish(ctx, cfg.Subject, nil, jetstream.WithMsgID("fence")); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.Consumer(ctx, cfg.Stream, cfg.Consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := func() jetstream.Msg {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			b, err := cons.FetchNoWait(1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for m := range b.Messages() {
+				return m
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatal("no delivery")
+		return nil
+	}
+	first := fetch()
+	second := fetch() // after the first delivery's AckWait
+	if md, _ := second.Metadata(); md.NumDelivered != 2 {
+		t.Fatalf("second delivery has NumDelivered %d, want 2", md.NumDelivered)
+	}
+	if _, err := js.Conn().Request(first.Reply(), ackAck, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	info, err := js.Stream(ctx, cfg.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.CachedInfo().State.Msgs; n != 0 {
+		t.Fatalf("the server kept the message after a stale ack (%d left): it now fences acknowledgements; update README.md", n)
+	}
+}
+
+// TestStaleAckIsNotSent checks the stream's fence: once a claim's lease
+// has run out, Ack, Nack and Extend report ErrLeaseLost and leave the
+// message to be delivered again, even before anyone claimed it again.
+func TestStaleAckIsNotSent(t *testing.T) {
+	js := testJS(t)
+	s, _ := newTestStream(t, js, Config{AckWait: 200 * time.Millisecond})
+	ctx := ctxT(t)
+	mustEnqueue(t, s, &peonify.Task{ID: "stale", Type: "t"})
+	d := pollUntil(t, s, 1, 5*time.Second)[0]
+	time.Sleep(time.Until(d.Deadline))
+	if err := s.Ack(ctx, d); !errors.Is(err, peonify.ErrLeaseLost) {
+		t.Errorf("Ack after the lease: %v, want ErrLeaseLost", err)
+	}
+	if err := s.Nack(ctx, d, peonify.NackOptions{Outcome: peonify.OutcomeDead}); !errors.Is(err, peonify.ErrLeaseLost) {
+		t.Errorf("Nack after the lease: %v, want ErrLeaseLost", err)
+	}
+	if _, err := s.Extend(ctx, d, time.Second); !errors.Is(err, peonify.ErrLeaseLost) {
+		t.Errorf("Extend after the lease: %v, want ErrLeaseLost", err)
+	}
+	d2 := pollUntil(t, s, 1, 5*time.Second)[0]
+	if d2.Task.ID != "stale" || d2.Task.Attempt != 2 {
+		t.Fatalf("got %s attempt %d, want the task again as attempt 2", d2.Task.ID, d2.Task.Attempt)
+	}
+	if err := s.Ack(ctx, d2); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAttemptsAcrossOutcomes follows one task through an expired lease, a
+// release, a failure and death, checking the attempt count and the
+// headers of the dead letter.
+func TestAttemptsAcrossOutcomes(t *testing.T) {
+	js := testJS(t)
+	s, cfg := newTestStream(t, js, Config{AckWait: 300 * time.Millisecond})
+	ctx := ctxT(t)
+	mustEnqueue(t, s, &peonify.Task{ID: "a1", Type: "t", Payload: []byte("p"), Headers: map[string]string{"k": "v"}})
+
+	d := pollUntil(t, s, 1, 5*time.Second)[0] // attempt 1; let its lease run out
+	d = pollUntil(t, s, 1, 5*time.Second)[0]
+	if d.Task.Attempt != 2 {
+		t.Fatalf("after an expired lease: Attempt %d, want 2", d.Task.Attempt)
+	}
+	if err := s.Nack(ctx, d, peonify.NackOptions{Outcome: peonify.OutcomeReleased}); err != nil {
+		t.Fatal(err)
+	}
+	d = pollUntil(t, s, 1, 5*time.Second)[0]
+	if d.Task.Attempt != 2 {
+		t.Fatalf("after a release: Attempt %d, want 2", d.Task.Attempt)
+	}
+	if err := s.Nack(ctx, d, peonify.NackOptions{Outcome: peonify.OutcomeFailed, Reason: "line one\nline two"}); err != nil {
+		t.Fatal(err)
+	}
+	d = pollUntil(t, s, 1, 5*time.Second)[0]
+	if d.Task.Attempt != 3 || d.Task.LastError != "line one line two" {
+		t.Fatalf("after a failure: Attempt %d, LastError %q; want 3 and the reason on one line", d.Task.Attempt, d.Task.LastError)
+	}
+	if err := s.Nack(ctx, d, peonify.NackOptions{Outcome: peonify.OutcomeDead, Reason: "poison"}); err != nil {
+		t.Fatal(err)
+	}
+
+	dead, err := js.Stream(ctx, cfg.DeadStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm, err := dead.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{
+		HeaderID: "a1", HeaderType: "t", HeaderAttempts: "3", HeaderDeadReason: "poison",
+		HeaderLastError: "line one line two", "k": "v",
+	} {
+		if got := rm.Header.Get(k); got != want {
+			t.Errorf("dead letter header %s = %q, want %q", k, got, want)
+		}
+	}
+	if rm.Header.Get(HeaderDeadAt) == "" || string(rm.Data) != "p" {
+		t.Errorf("dead letter: %s %q, payload %q", HeaderDeadAt, rm.Header.Get(HeaderDeadAt), rm.Data)
+	}
+	info, err := s.Get(ctx, "a1")
+	if err != nil || info.State != peonify.StateDead || info.Attempts != 3 || info.LastError != "poison" {
+		t.Errorf("Get = %+v, %v; want dead after 3 attempts with reason poison", info, err)
+	}
+}
+
+// TestMaxDeliver checks that a task whose every claim ends without an
+// outcome, as when it crashes its processor, is dead-lettered by Poll once
+// it has had Config.MaxDeliver attempts.
+func TestMaxDeliver(t *testing.T) {
+	js := testJS(t)
+	s, _ := newTestStream(t, js, Config{AckWait: 100 * time.Millisecond, MaxDeliver: 2})
+	ctx := ctxT(t)
+	mustEnqueue(t, s, &peonify.Task{ID: "crashy", Type: "t"})
+	for want := 1; want <= 2; want++ {
+		d := pollUntil(t, s, 1, 5*time.Second)[0]
+		if d.Task.Attempt != want {
+			t.Fatalf("delivery %d has Attempt %d", want, d.Task.Attempt)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ds, err := s.Poll(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) > 0 {
+			t.Fatalf("the task was delivered a third time (Attempt %d) with MaxDeliver 2", ds[0].Task.Attempt)
+		}
+		if info, err := s.Get(ctx, "crashy"); err == nil && info.State == peonify.StateDead {
+			if info.Attempts != 2 || !strings.Contains(info.LastError, "MaxDeliver") {
+				t.Errorf("dead task: Attempts %d, reason %q", info.Attempts, info.LastError)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the task was not dead-lettered")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestEnqueueRejects checks that tasks NATS cannot carry unchanged are
+// refused before anything is stored.
+func TestEnqueueRejects(t *testing.T) {
+	js := testJS(t)
+	s, _ := newTestStream(t, js, Config{})
+	ctx := ctxT(t)
+	good := &peonify.Task{Type: "t"}
+	for name, bad := range map[string]*peonify.Task{
+		"reserved header":    {Type: "t", Headers: map[string]string{"Nats-Expected-Stream": "x"}},
+		"peonify header":     {Type: "t", Headers: map[string]string{"peonify-type": "x"}},
+		"colon in name":      {Type: "t", Headers: map[string]string{"a:b": "x"}},
+		"space in name":      {Type: "t", Headers: map[string]string{"a b": "x"}},
+		"line break":         {Type: "t", Headers: map[string]string{"k": "a\r\nb"}},
+		"leading space":      {Type: "t", Headers: map[string]string{"k": " a"}},
+		"trailing tab":       {Type: "t", Headers: map[string]string{"k": "a\t"}},
+		"line break in ID":   {ID: "a\nb", Type: "t"},
+		"line break in type": {Type: "a\nb"},
+		"too large":          {Type: "t", Payload: make([]byte, js.Conn().MaxPayload()+1)},
+	} {
+		err := s.Enqueue(ctx, good.Clone(), bad)
+		var ie *peonify.InvalidTaskError
+		if !errors.As(err, &ie) {
+			t.Errorf("%s: Enqueue returned %v, want an InvalidTaskError", name, err)
+		}
+	}
+	counts, err := s.Counts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts[peonify.StatePending] != 0 {
+		t.Errorf("rejected Enqueues stored %d tasks", counts[peonify.StatePending])
+	}
+}
+
+// TestConfigErrors checks that New and Setup refuse bad configurations
+// with a ConfigError naming the field.
+func TestConfigErrors(t *testing.T) {
+	for _, c := range []struct {
+		cfg   Config
+		field string
+	}{
+		{Config{Stream: "a.b"}, "Stream"},
+		{Config{Consumer: "a b"}, "Consumer"},
+		{Config{Subject: "a.*"}, "Subject"},
+		{Config{Subject: "a..b"}, "Subject"},
+		{Config{Subject: "_peonify.x"}, "Subject"},
+		{Config{AckWait: time.Millisecond}, "AckWait"},
+		{Config{Stream: "S", DeadStream: "S"}, "DeadStream"},
+		{Config{Replicas: 7}, "Replicas"},
+	} {
+		_, err := New(fakeJS{}, c.cfg)
+		var ce *peonify.ConfigError
+		if !errors.As(err, &ce) || !strings.HasSuffix(ce.Field, "."+c.field) {
+			t.Errorf("New(%+v) = %v, want a ConfigError for %s", c.cfg, err, c.field)
+		}
+		if err := Setup(context.Background(), fakeJS{}, c.cfg); !errors.As(err, &ce) {
+			t.Errorf("Setup(%+v) = %v, want a ConfigError", c.cfg, err)
+		}
+	}
+	if _, err := New(nil, Config{}); err == nil {
+		t.Error("New(nil) returned no error")
+	}
+}
+
+// fakeJS satisfies jetstream.JetStream for the checks that fail before
+// any call to the server; calling it panics.
+type fakeJS struct{ jetstream.JetStream }
+
+func (fakeJS) Conn() *nats.Conn { return nil }
