@@ -1,0 +1,228 @@
+package wsstream
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/streams/sqlitestream"
+)
+
+// crashEnv makes the test binary the server of TestKillAfterAck; its value
+// is the directory of the store.
+const crashEnv = "WSSTREAM_CRASH_CHILD"
+
+// TestKillAfterAck runs the server in a child process over a SQLite store,
+// sends it tasks from several goroutines, and kills it with SIGKILL right
+// after an ack arrives. Every task that was acknowledged must be in the
+// store afterwards: an ack means the task is durable.
+func TestKillAfterAck(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills a child process; skipped with -short")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashServer$", "-test.count=1", "-test.timeout=2m")
+	cmd.Env = append(os.Environ(), crashEnv+"="+dir)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	defer func() {
+		if !killed {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	}()
+	addr := ""
+	sc := bufio.NewScanner(out)
+	for addr == "" && sc.Scan() {
+		addr, _ = strings.CutPrefix(sc.Text(), "listening on ")
+	}
+	if addr == "" {
+		t.Fatalf("the child server did not start:\n%s", stderr.String())
+	}
+	go func() { _, _ = bufio.NewReader(out).WriteTo(&bytes.Buffer{}) }() // drain the rest
+
+	c, err := Dial(context.Background(), "ws://"+addr, DialOptions{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var (
+		mu    sync.Mutex
+		acked []string
+		kill  = make(chan struct{})
+		once  sync.Once
+		wg    sync.WaitGroup
+	)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := 0; ctx.Err() == nil; i++ {
+				id := fmt.Sprintf("g%d-%d", g, i)
+				if err := c.Send(ctx, &peonify.Task{ID: id, Type: "crash", Payload: []byte(`{"n":` + fmt.Sprint(i) + `}`)}); err != nil {
+					return
+				}
+				mu.Lock()
+				acked = append(acked, id)
+				n := len(acked)
+				mu.Unlock()
+				if n >= 300 {
+					once.Do(func() { close(kill) })
+				}
+			}
+		})
+	}
+	select {
+	case <-kill:
+	case <-time.After(30 * time.Second):
+		t.Fatal("300 tasks were not acknowledged within 30s")
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	killed = true
+	cancel()
+	wg.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	s, err := sqlitestream.Open(filepath.Join(dir, "tasks.db"), sqlitestream.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	var lost []string
+	for _, id := range acked {
+		if _, err := s.Get(context.Background(), id); errors.Is(err, peonify.ErrNotFound) {
+			lost = append(lost, id)
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(lost) > 0 {
+		t.Fatalf("%d of %d acknowledged tasks are not in the store after the kill, e.g. %v", len(lost), len(acked), lost[:min(10, len(lost))])
+	}
+	t.Logf("%d acknowledged tasks, all in the store after SIGKILL", len(acked))
+}
+
+// TestCrashServer is the server process that TestKillAfterAck kills.
+func TestCrashServer(t *testing.T) {
+	dir := os.Getenv(crashEnv)
+	if dir == "" {
+		t.Skip("runs only as a child process of TestKillAfterAck")
+	}
+	store, err := sqlitestream.Open(filepath.Join(dir, "tasks.db"), sqlitestream.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(store, Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("listening on %s\n", ln.Addr())
+	_ = http.Serve(ln, h) // until killed
+}
+
+// Tasks sent by a client run on a Processor reading the same store, with
+// their payloads byte-exact.
+func TestProcessorEndToEnd(t *testing.T) {
+	store, err := sqlitestream.Open(filepath.Join(t.TempDir(), "tasks.db"), sqlitestream.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, url := serve(t, store, Config{})
+
+	const n = 60
+	var (
+		mu   sync.Mutex
+		got  = make(map[string][]byte)
+		done = make(chan struct{})
+	)
+	p, err := peonify.New(peonify.Config{Workers: 4, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.AddTaskList(peonify.TaskList{"echo": peonify.HandlerFunc(func(_ context.Context, tk *peonify.Task) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got[tk.ID] = tk.Payload
+		if len(got) == n {
+			close(done)
+		}
+		return nil
+	})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddStream(store); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- p.Run(ctx) }()
+
+	c := dial(t, url, DialOptions{})
+	want := make(map[string][]byte)
+	var wg sync.WaitGroup
+	for i := range n {
+		id := fmt.Sprint("e", i)
+		payload := []byte(fmt.Sprintf(`{"i": %d}`, i))
+		if i%3 == 0 {
+			payload = []byte{byte(i), 0xff, 0}
+		}
+		want[id] = payload
+		wg.Go(func() {
+			if err := c.Send(context.Background(), &peonify.Task{ID: id, Type: "echo", Payload: payload}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the processor did not run every task within 20s")
+	}
+	if err := h.Shutdown(context.Background()); err != nil { // stop the intake before the store closes
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-ran; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for id, p := range want {
+		if !bytes.Equal(got[id], p) {
+			t.Errorf("task %s ran with payload %q, want %q", id, got[id], p)
+		}
+	}
+}

@@ -1,0 +1,267 @@
+package wsstream
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/streams/memstream"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testLogger writes to the test's output.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tlogWriter struct{ t testing.TB }
+
+func (w tlogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// newMem returns an in-memory store, closed at the end of the test.
+func newMem(t testing.TB) *memstream.Stream {
+	s := memstream.New(memstream.Config{})
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	return s
+}
+
+// faultStore wraps a real store to refuse or hold its enqueues.
+type faultStore struct {
+	peonify.Enqueuer
+	refuse   atomic.Int32  // refuse this many more calls
+	refuseID string        // refuse every call with a task of this ID
+	err      error         // what a refused call returns; defaults to errUnavailable
+	calls    atomic.Int32  // Enqueue calls, refused ones included
+	gate     chan struct{} // when not nil, each call waits for a receive... from release
+	held     chan []string // when gate is set, receives the IDs of each held call
+}
+
+var errUnavailable = errors.New("disk full (injected)")
+
+func (f *faultStore) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
+	f.calls.Add(1)
+	if f.gate != nil {
+		var ids []string
+		for _, t := range tasks {
+			ids = append(ids, t.ID)
+		}
+		f.held <- ids
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for _, t := range tasks {
+		if f.refuseID != "" && t.ID == f.refuseID {
+			return &peonify.InvalidTaskError{ID: t.ID, Reason: "refused"}
+		}
+	}
+	if f.refuse.Add(-1) >= 0 {
+		if f.err != nil {
+			return f.err
+		}
+		return errUnavailable
+	}
+	return f.Enqueuer.Enqueue(ctx, tasks...)
+}
+
+// serve starts a Handler over store on a test server; both are shut
+// down at the end of the test. It returns the handler and the ws:// URL.
+func serve(t *testing.T, store peonify.Enqueuer, cfg Config) (*Handler, string) {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	h, err := New(store, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := h.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		srv.Close()
+	})
+	return h, "ws" + strings.TrimPrefix(srv.URL, "http")
+}
+
+// dial returns a Client, closed at the end of the test.
+func dial(t *testing.T, url string, opts DialOptions) *Client {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = testLogger(t)
+	}
+	if opts.MinBackoff == 0 {
+		opts.MinBackoff = 10 * time.Millisecond
+	}
+	if opts.MaxBackoff == 0 {
+		opts.MaxBackoff = 100 * time.Millisecond
+	}
+	c, err := Dial(context.Background(), url, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// rawConn is a WebSocket connection driven by hand, to send what the
+// Client never would.
+type rawConn struct {
+	t  *testing.T
+	ws *websocket.Conn
+}
+
+func dialRaw(t *testing.T, url string, header http.Header) *rawConn {
+	t.Helper()
+	ws, _, err := websocket.Dial(context.Background(), url, &websocket.DialOptions{HTTPHeader: header})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ws.CloseNow() })
+	return &rawConn{t, ws}
+}
+
+func (c *rawConn) send(msg string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.ws.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+// next reads the next answer, or returns the error that ended the
+// connection.
+func (c *rawConn) next() (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, data, err := c.ws.Read(ctx)
+	return string(data), err
+}
+
+func (c *rawConn) want(answer string) {
+	c.t.Helper()
+	got, err := c.next()
+	if err != nil {
+		c.t.Fatalf("waiting for %s: %v", answer, err)
+	}
+	if got != answer {
+		c.t.Fatalf("answer = %s, want %s", got, answer)
+	}
+}
+
+// stored returns the task with this ID in a memstream, or nil.
+func stored(t *testing.T, s peonify.Inspector, id string) *peonify.Task {
+	t.Helper()
+	info, err := s.Get(context.Background(), id)
+	if errors.Is(err, peonify.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &info.Task
+}
+
+// total returns how many tasks a store holds in any state.
+func total(t *testing.T, s peonify.Inspector) int {
+	t.Helper()
+	c, err := s.Counts(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, v := range c {
+		n += v
+	}
+	return n
+}
+
+// proxy forwards TCP connections to a server and can cut them all, as a
+// network failure would.
+type proxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target}
+	p.wg.Go(p.accept)
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.cut()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *proxy) accept() {
+	for {
+		in, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		out, err := net.Dial("tcp", p.target)
+		if err != nil {
+			_ = in.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, in, out)
+		p.mu.Unlock()
+		p.wg.Go(func() { _, _ = io.Copy(out, in); _ = out.Close() })
+		p.wg.Go(func() { _, _ = io.Copy(in, out); _ = in.Close() })
+	}
+}
+
+// cut closes every connection made so far.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+}
+
+// eventually waits until cond holds, polling external state.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
