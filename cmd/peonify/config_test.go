@@ -2,7 +2,10 @@ package main
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -231,5 +234,51 @@ func TestExecutorFieldErrors(t *testing.T) {
 	err := fieldOf("tasks.x", &executor.FieldError{Field: "url", Reason: "required"})
 	if err.Error() != "tasks.x.url: required" {
 		t.Errorf("got %q", err)
+	}
+}
+
+// The README's complete config and the example file are valid.
+func TestDocumentedConfigsParse(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(readme), "<!-- config-reference: the tests parse this block -->\n```yaml\n")
+	if !ok {
+		t.Fatal("README.md lost its config-reference block")
+	}
+	block, _, _ = strings.Cut(block, "```")
+	// The example's program and directory are those of a real server.
+	block = strings.NewReplacer("/usr/local/bin/thumbnail", "sh", "/srv/images", t.TempDir()).Replace(block)
+	c, err := parseConfig([]byte(block), env(map[string]string{"PGPASSWORD": "pw", "MAILER_TOKEN": "t"}))
+	if err != nil {
+		t.Fatalf("the README's config: %v", err)
+	}
+	if len(c.streams) != 2 || len(c.tasks) != 2 || len(c.periodic) != 1 {
+		t.Errorf("the README's config defines %s", c.summary())
+	}
+
+	example, err := os.ReadFile(filepath.Join("..", "..", "examples", "peonify.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parseConfig(example, env(nil)); err != nil {
+		t.Fatalf("examples/peonify.yaml: %v", err)
+	}
+}
+
+// Every field of the config types is in the README.
+func TestREADMEDocumentsEveryField(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []any{fileConfig{}, processorConfig{}, retryConfig{}, logConfig{}, periodicEntry{},
+		sqliteSpec{}, postgresSpec{}, httpTask{}, execTask{}} {
+		for _, name := range yamlNames(reflect.TypeOf(v)) {
+			if !regexp.MustCompile(`(?m)^[ #-]*` + name + `:`).Match(readme) {
+				t.Errorf("README.md does not show the field %s of %T", name, v)
+			}
+		}
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -190,6 +191,9 @@ func (c *cli) demo(cmd *command, args []string) error {
 		batch = append(batch, demoTask(i, run))
 		if len(batch) == cap(batch) || i == *n-1 {
 			if err := stream.Enqueue(ctx, batch...); err != nil {
+				if ctx.Err() != nil {
+					return errors.New("interrupted while enqueueing the sample tasks")
+				}
 				return fmt.Errorf("enqueue: %w", err)
 			}
 			batch = batch[:0]
@@ -233,6 +237,8 @@ func (c *cli) demo(cmd *command, args []string) error {
 	interrupted := ctx.Err() != nil
 	tr.summary(c.stdout, p.Stats(), end.Sub(pr.start), enqTook)
 	switch {
+	case interrupted && *storePath == "":
+		fmt.Fprintln(c.stdout, "\nInterrupted.")
 	case interrupted:
 		fmt.Fprintln(c.stdout, "\nInterrupted: the unfinished tasks were handed back to the store.")
 	case *storePath == "":

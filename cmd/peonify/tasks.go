@@ -158,13 +158,13 @@ func (c *cli) tasksStats(cmd *command, args []string) error {
 			}
 			return c.printJSON(out)
 		}
-		tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintf(tw, "STATE\tTASKS\t\n")
+		width := len(fmt.Sprint(total))
+		fmt.Fprintf(c.stdout, "%-10s %*s\n", "STATE", max(width, 5), "TASKS")
 		for _, s := range peonify.States {
-			fmt.Fprintf(tw, "%s\t%d\t\n", s, counts[s])
+			fmt.Fprintf(c.stdout, "%-10s %*d\n", s, max(width, 5), counts[s])
 		}
-		fmt.Fprintf(tw, "total\t%d\t\n", total)
-		return tw.Flush()
+		_, err = fmt.Fprintf(c.stdout, "%-10s %*d\n", "total", max(width, 5), total)
+		return err
 	})
 }
 
