@@ -87,14 +87,14 @@ func (m HMAC) parse(v string) ([]byte, error) {
 	switch m.Encoding {
 	case Base64:
 		if len(enc) == base64.StdEncoding.EncodedLen(sha256Size) {
-			sig, err = base64.StdEncoding.DecodeString(enc)
+			sig, err = base64.StdEncoding.Strict().DecodeString(enc) // canonical only, as senders write it
 		}
 	default:
 		if len(enc) == 2*sha256Size {
 			sig, err = hex.DecodeString(enc)
 		}
 	}
-	if sig == nil || err != nil {
+	if err != nil || len(sig) != sha256Size { // 44 base64 digits without padding decode to 33 bytes
 		return nil, fmt.Errorf("%w: %s is not a %s HMAC-SHA256", ErrBadSignature, m.Header, m.Encoding)
 	}
 	return sig, nil

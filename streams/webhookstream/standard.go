@@ -100,7 +100,7 @@ func parseStandardSignatures(v string) ([][]byte, error) {
 		if !ok || len(b64) != base64.StdEncoding.EncodedLen(sha256Size) {
 			continue
 		}
-		if sig, err := base64.StdEncoding.DecodeString(b64); err == nil {
+		if sig, err := base64.StdEncoding.Strict().DecodeString(b64); err == nil && len(sig) == sha256Size {
 			sigs = append(sigs, sig)
 		}
 	}

@@ -1,0 +1,250 @@
+package webhookstream
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/peonify/peonify/streams/sqlitestream"
+)
+
+// A store that fails makes the handler answer 503 with Retry-After and
+// store nothing; the sender's retry succeeds once the store is back.
+func TestStoreFailure(t *testing.T) {
+	st := newStore(t)
+	h := newHandler(t, st, Config{RetryAfter: 1500 * time.Millisecond})
+	req := githubRequest("retry-me", []byte(`{"n":1}`))
+
+	st.failWith(errStore)
+	a := serve(t, h, req).want(t, http.StatusServiceUnavailable)
+	if a.header.Get("Retry-After") != "2" {
+		t.Fatalf("Retry-After %q, want 2 (1.5s rounded up)", a.header.Get("Retry-After"))
+	}
+	if strings.Contains(a.raw, "disk full") {
+		t.Fatalf("the answer shows the store's error: %s", a.raw)
+	}
+	if n := st.stored(t); n != 0 {
+		t.Fatalf("%d tasks stored by a failing store", n)
+	}
+
+	st.failWith(nil)
+	a = serve(t, h, req).want(t, http.StatusAccepted)
+	if got := st.get(t, a.body["task_id"]); string(got.Payload) != `{"n":1}` {
+		t.Fatalf("stored payload %q", got.Payload)
+	}
+}
+
+// A store that does not answer within EnqueueTimeout makes the handler
+// answer 503 instead of holding the sender.
+func TestStoreTimeout(t *testing.T) {
+	st := newStore(t)
+	h := newHandler(t, st, Config{EnqueueTimeout: 50 * time.Millisecond})
+	st.stall.Store(true)
+	serve(t, h, githubRequest("slow", []byte(`{}`))).want(t, http.StatusServiceUnavailable)
+	st.stall.Store(false)
+	serve(t, h, githubRequest("slow", []byte(`{}`))).want(t, http.StatusAccepted)
+}
+
+// A client that sends its body too slowly is answered 408 when
+// BodyTimeout passes, and nothing is stored.
+func TestSlowBody(t *testing.T) {
+	st := newStore(t)
+	h := newHandler(t, st, Config{BodyTimeout: 200 * time.Millisecond})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := `{"n":1}`
+	fmt.Fprintf(conn, "POST /github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"+
+		"X-Hub-Signature-256: %s\r\nX-GitHub-Delivery: slow\r\nContent-Length: %d\r\n\r\n%s",
+		signGitHub(githubSecret, []byte(body)), len(body), body[:3]) // and never the rest
+	start := time.Now()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	defer resp.Body.Close()
+	a := decodeAnswer(t, resp.StatusCode, resp.Header, resp.Body).want(t, http.StatusRequestTimeout)
+	if waited := time.Since(start); waited < 150*time.Millisecond {
+		t.Fatalf("answered after %s, before the body timeout", waited)
+	}
+	if !strings.Contains(a.body["error"], "200ms") {
+		t.Fatalf("error %q does not give the timeout", a.body["error"])
+	}
+	if n := st.stored(t); n != 0 || st.calls.Load() != 0 {
+		t.Fatalf("%d tasks stored; want none", n)
+	}
+
+	// The deadline does not outlive the request: a keep-alive connection
+	// that idles longer than BodyTimeout before its next request works.
+	client := srv.Client()
+	reused := false
+	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused }}
+	for i := range 2 {
+		r := githubRequest(fmt.Sprint("fast-", i), []byte(body))
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace),
+			http.MethodPost, srv.URL+"/github", strings.NewReader(body))
+		for k, v := range r.header {
+			req.Header.Set(k, v)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("request %d: status %d", i, resp.StatusCode)
+		}
+		if i == 0 {
+			time.Sleep(300 * time.Millisecond) // the condition under test: idle longer than BodyTimeout
+		}
+	}
+	if !reused {
+		t.Fatal("the second request did not reuse the connection; the test proves nothing")
+	}
+}
+
+// childEnv makes the test binary the child process of TestKillAfterAccept;
+// its value is the directory holding the database and the address file.
+const childEnv = "WEBHOOKSTREAM_SERVE_CHILD"
+
+// TestKillAfterAccept proves that 202 means durable: a child process serves
+// the handler on a SQLite store; the test posts deliveries, reads each 202,
+// kills the child with SIGKILL at once, and finds every accepted task, byte
+// for byte, in the file.
+func TestKillAfterAccept(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills a child process; skipped with -short")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestServeChild$", "-test.count=1", "-test.timeout=2m")
+	cmd.Env = append(os.Environ(), childEnv+"="+dir)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	defer func() {
+		if !killed {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	}()
+
+	addrFile := filepath.Join(dir, "addr")
+	var addr []byte
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if b, err := os.ReadFile(addrFile); err == nil {
+			addr = b
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the child did not start serving within 20s\n%s", out.String())
+		}
+	}
+
+	// Post concurrently; kill the child the moment the last 202 is read.
+	const n = 20
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	bodies := make([][]byte, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		bodies[i] = fmt.Appendf(nil, "{\"n\": %d, \"pad\": %q}\n", i, strings.Repeat("x", i*37))
+		wg.Go(func() {
+			r := githubRequest(fmt.Sprint("kill-", i), bodies[i])
+			req, _ := http.NewRequest(http.MethodPost, "http://"+string(addr)+"/github", bytes.NewReader(bodies[i]))
+			for k, v := range r.header {
+				req.Header.Set(k, v)
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted {
+				errs <- fmt.Errorf("delivery %d: status %d", i, resp.StatusCode)
+			}
+		})
+	}
+	wg.Wait()
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	killed = true
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	s, err := sqlitestream.Open(filepath.Join(dir, "tasks.db"), sqlitestream.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	for i := range n {
+		info, err := s.Get(context.Background(), fmt.Sprint("github:kill-", i))
+		if err != nil {
+			t.Fatalf("accepted delivery %d is not in the store after SIGKILL: %v", i, err)
+		}
+		if !bytes.Equal(info.Task.Payload, bodies[i]) || info.Task.Type != "github" {
+			t.Fatalf("delivery %d stored as %q %q", i, info.Task.Type, info.Task.Payload)
+		}
+	}
+}
+
+// TestServeChild is the process that TestKillAfterAccept starts and kills.
+func TestServeChild(t *testing.T) {
+	dir := os.Getenv(childEnv)
+	if dir == "" {
+		t.Skip("runs only as a child process of TestKillAfterAccept")
+	}
+	s, err := sqlitestream.Open(filepath.Join(dir, "tasks.db"), sqlitestream.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(s, Config{Routes: testRoutes()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Publish the address atomically: the parent reads it once it exists.
+	tmp := filepath.Join(dir, "addr.tmp")
+	if err := os.WriteFile(tmp, []byte(ln.Addr().String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "addr")); err != nil {
+		t.Fatal(err)
+	}
+	t.Fatal(Server("", h).Serve(ln)) // serves until killed
+}
