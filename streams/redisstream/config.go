@@ -53,11 +53,12 @@ type Config struct {
 	// smaller of 1 second and Lease/2.
 	RescueInterval time.Duration
 
-	// DedupWindow is how long the ID of a finished (acked or deleted)
-	// task still counts as a duplicate for Enqueue. A live task's ID
-	// always does. The cost is one small key per task for the window,
-	// about 150 bytes. A negative value forgets an ID as soon as its task
-	// is acked. Defaults to 5 minutes.
+	// DedupWindow is how long after an Enqueue a second Enqueue of the
+	// same task ID is reported as a duplicate, even if the first task has
+	// finished meanwhile. While a task is live (pending, scheduled,
+	// running) or dead its ID is always a duplicate. The cost is one small
+	// key per task for the window, about 100 bytes. A negative value turns
+	// the window off. Defaults to 5 minutes.
 	DedupWindow time.Duration
 
 	// KeepDead is how long dead-lettered tasks are kept in the dead
@@ -158,9 +159,15 @@ type Keys struct {
 	// waiting task: Scheduled + task ID.
 	Scheduled string
 
-	// ID starts the name of a task's ID key, ID + task ID: where the task
-	// is, for Enqueue's duplicate check and the Inspector.
-	ID string
+	// Tasks is a hash from the ID of every live or dead task to where it
+	// is: its entry ID in Stream, "s" while scheduled, or "d" and its
+	// entry ID in Dead. Enqueue checks it for duplicates and the
+	// Inspector finds tasks by ID through it.
+	Tasks string
+
+	// Seen starts the name of the key, Seen + task ID, that marks an ID as
+	// enqueued for Config.DedupWindow.
+	Seen string
 
 	// Unique starts the name of a unique key's lock, Unique +
 	// Task.UniqueKey, whose value is the ID of the live task holding it.
@@ -174,7 +181,8 @@ func newKeys(prefix, queue string) Keys {
 		Schedule:  base + ":schedule",
 		Dead:      base + ":dead",
 		Scheduled: base + ":scheduled:",
-		ID:        base + ":id:",
+		Tasks:     base + ":tasks",
+		Seen:      base + ":seen:",
 		Unique:    base + ":unique:",
 	}
 }

@@ -21,8 +21,8 @@ const (
 // to the stream (XADD), tasks with a RunAt in the future to the schedule.
 // It fills empty IDs and EnqueuedAt (see peonify.Task.Prepare).
 //
-// A task whose ID is already stored (live, dead, or finished within
-// Config.DedupWindow), or whose UniqueKey a live task holds, is not stored
+// A task whose ID is already stored (live or dead), or was enqueued within
+// Config.DedupWindow, or whose UniqueKey a live task holds, is not stored
 // again: Enqueue stores the others and returns a *peonify.DuplicateError.
 // A task is refused, before anything is stored, if it is invalid or has
 // headers that are not valid UTF-8.
@@ -75,9 +75,10 @@ func (s *Stream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
 		chunks = append(chunks, cur)
 	}
 
+	window := max(s.cfg.DedupWindow.Milliseconds(), 0)
 	calls := make([][]any, len(chunks))
 	for i, c := range chunks {
-		calls[i] = c.args
+		calls[i] = append([]any{window}, c.args...)
 	}
 	cmds := s.runAll(ctx, enqueueScript, calls)
 	var dups []string

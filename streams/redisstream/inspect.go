@@ -32,7 +32,7 @@ local function revive(did, fields, id)
     end
     if f == 'unique_key' then uniq = v end
   end
-  redis.call('SET', idPrefix .. id, redis.call('XADD', stream, '*', unpackAll(out)))
+  redis.call('HSET', tasks, id, redis.call('XADD', stream, '*', unpackAll(out)))
   if uniq and uniq ~= '' then redis.call('SET', uniquePrefix .. uniq, id, 'NX') end
   redis.call('XDEL', dead, did)
 end
@@ -46,7 +46,7 @@ if ARGV[6] == 'all' then
 end
 for i = 7, #ARGV do
   local id = ARGV[i]
-  local loc = redis.call('GET', idPrefix .. id)
+  local loc = redis.call('HGET', tasks, id)
   if loc and string.sub(loc, 1, 1) == 'd' then
     local did = string.sub(loc, 2)
     local e = redis.call('XRANGE', dead, did, did)
@@ -65,30 +65,27 @@ var deleteScript = redis.NewScript(luaPrelude + `
 local n = 0
 for i = 6, #ARGV do
   local id = ARGV[i]
-  local idKey = idPrefix .. id
-  local loc = redis.call('GET', idKey)
+  local loc = redis.call('HGET', tasks, id)
   if not loc and string.match(id, '^%d+%-%d+$') then loc = id end
   if loc == 's' then
     local h = schedPrefix .. id
     local uniq = redis.call('HGET', h, 'unique_key')
     if redis.call('DEL', h) + redis.call('ZREM', schedule, id) > 0 then
       n = n + 1
-      redis.call('DEL', idKey)
       release(uniq, id)
     end
+    forget(id, loc)
   elseif loc and string.sub(loc, 1, 1) == 'd' then
-    if redis.call('XDEL', dead, string.sub(loc, 2)) == 1 then
-      n = n + 1
-      redis.call('DEL', idKey)
-    end
+    n = n + redis.call('XDEL', dead, string.sub(loc, 2))
+    forget(id, loc)
   elseif loc and claimOf(loc) == nil then
     local e = redis.call('XRANGE', stream, loc, loc)
     if #e > 0 and (field(e[1][2], 'id') or loc) == id then
       redis.call('XDEL', stream, loc)
-      redis.call('DEL', idKey)
       release(field(e[1][2], 'unique_key'), id)
       n = n + 1
     end
+    forget(id, loc)
   end
 end
 return n
@@ -100,17 +97,14 @@ return n
 var purgeScript = redis.NewScript(luaPrelude + `
 local state, after, count = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local n, seen, last = 0, 0, after
-local function forget(id, loc, uniq)
-  local idKey = idPrefix .. id
-  if redis.call('GET', idKey) == loc then redis.call('DEL', idKey) end
-  release(uniq, id)
-end
 if state == 'pending' then
   for _, e in ipairs(redis.call('XRANGE', stream, '(' .. after, '+', 'COUNT', count)) do
     seen, last = seen + 1, e[1]
     if claimOf(e[1]) == nil then
+      local id = field(e[2], 'id') or e[1]
       redis.call('XDEL', stream, e[1])
-      forget(field(e[2], 'id') or e[1], e[1], field(e[2], 'unique_key'))
+      forget(id, e[1])
+      release(field(e[2], 'unique_key'), id)
       n = n + 1
     end
   end
@@ -118,17 +112,17 @@ elseif state == 'scheduled' then
   for _, id in ipairs(redis.call('ZRANGE', schedule, 0, count - 1)) do
     seen = seen + 1
     local h = schedPrefix .. id
-    local uniq = redis.call('HGET', h, 'unique_key')
+    release(redis.call('HGET', h, 'unique_key'), id)
     redis.call('DEL', h)
     redis.call('ZREM', schedule, id)
-    forget(id, 's', uniq)
+    forget(id, 's')
     n = n + 1
   end
 elseif state == 'dead' then
   for _, e in ipairs(redis.call('XRANGE', dead, '-', '+', 'COUNT', count)) do
     seen, last = seen + 1, e[1]
     redis.call('XDEL', dead, e[1])
-    forget(field(e[2], 'id') or e[1], 'd' .. e[1], nil)
+    forget(field(e[2], 'id') or e[1], 'd' .. e[1])
     n = n + 1
   end
 end
@@ -182,7 +176,7 @@ func (s *Stream) Get(ctx context.Context, id string) (peonify.TaskInfo, error) {
 		return peonify.TaskInfo{}, peonify.ErrClosed
 	}
 	notFound := fmt.Errorf("redisstream: task %q in queue %q: %w", id, s.cfg.Queue, peonify.ErrNotFound)
-	loc, err := s.client.Get(ctx, s.keys.ID+id).Result()
+	loc, err := s.client.HGet(ctx, s.keys.Tasks, id).Result()
 	switch {
 	case errors.Is(err, redis.Nil) && entryIDRE.MatchString(id):
 		loc = id // a task added without an id field
@@ -519,7 +513,7 @@ func (s *Stream) Retry(ctx context.Context, ids ...string) (int, error) {
 }
 
 // Delete removes tasks that are not running: pending, scheduled or dead.
-// A deleted task's ID is forgotten at once. It returns how many it removed.
+// It returns how many it removed.
 func (s *Stream) Delete(ctx context.Context, ids ...string) (int, error) {
 	if s.closed.Load() {
 		return 0, peonify.ErrClosed

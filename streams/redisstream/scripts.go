@@ -5,16 +5,16 @@ import "github.com/redis/go-redis/v9"
 // The server-side scripts. Every script gets the same keys and leading
 // arguments (see Stream.run):
 //
-//	KEYS[1] stream, KEYS[2] schedule, KEYS[3] dead
-//	ARGV[1] ID key prefix, ARGV[2] unique key prefix, ARGV[3] scheduled hash prefix,
+//	KEYS[1] stream, KEYS[2] schedule, KEYS[3] dead, KEYS[4] tasks
+//	ARGV[1] seen key prefix, ARGV[2] unique key prefix, ARGV[3] scheduled hash prefix,
 //	ARGV[4] group, ARGV[5] consumer
 //
 // and its own arguments from ARGV[6]. Keys other than KEYS are built from
 // the prefixes; they share the queue's hash tag, so they live in the same
 // Redis Cluster slot. Times are the server's clock, in Unix milliseconds.
 const luaPrelude = `
-local stream, schedule, dead = KEYS[1], KEYS[2], KEYS[3]
-local idPrefix, uniquePrefix, schedPrefix = ARGV[1], ARGV[2], ARGV[3]
+local stream, schedule, dead, tasks = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local seenPrefix, uniquePrefix, schedPrefix = ARGV[1], ARGV[2], ARGV[3]
 local group, me = ARGV[4], ARGV[5]
 local function nowMs()
   local t = redis.call('TIME')
@@ -49,40 +49,42 @@ local function live(loc, id)
   if string.sub(loc, 1, 1) == 'd' then key, eid = dead, string.sub(loc, 2) end
   return #redis.call('XRANGE', key, eid, eid) > 0
 end
+-- forget removes task id from the tasks hash if it is still at loc.
+local function forget(id, loc)
+  if redis.call('HGET', tasks, id) == loc then redis.call('HDEL', tasks, id) end
+end
 -- unpackAll spreads a list into arguments.
 local function unpackAll(t) return unpack(t, 1, #t) end
 `
 
-// enqueueScript stores tasks. ARGV[6..]: for each task its ID, unique key
-// (empty for none), due time (0: now), field count n and n field-value pairs.
-// It returns, for each task, its location (an entry ID or 's') or 0 when
-// it was a duplicate.
+// enqueueScript stores tasks. ARGV[6] is the dedup window in ms (0: none);
+// then, for each task, its ID, unique key (empty for none), due time (0:
+// now), field count n and n field-value pairs. It returns, for each task,
+// its location (an entry ID or 's') or 0 when it was a duplicate.
 var enqueueScript = redis.NewScript(luaPrelude + `
+local window = tonumber(ARGV[6])
 local now = nowMs()
 local out = {}
-local i = 6
+local i = 7
 while i <= #ARGV do
   local id, uniq, due, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   local fields = {unpack(ARGV, i + 4, i + 3 + 2 * n)}
   i = i + 4 + 2 * n
-  local idKey = idPrefix .. id
-  local dup = false
-  local loc = redis.call('GET', idKey)
-  if loc then
-    -- A key with a TTL is a finished task within the dedup window (or a
-    -- dead one): a duplicate. Without one, the task is live unless its
-    -- location lost it to something outside Peonify.
-    dup = redis.call('PTTL', idKey) >= 0 or live(loc, id)
-  end
+  -- A live or dead task holds its ID, unless something outside Peonify
+  -- removed it.
+  local loc = redis.call('HGET', tasks, id)
+  local dup = loc and live(loc, id)
   local uniqKey = nil
   if not dup and uniq ~= '' then
     uniqKey = uniquePrefix .. uniq
     local holder = redis.call('GET', uniqKey)
     if holder then
-      local hk = idPrefix .. holder
-      local hloc = redis.call('GET', hk)
-      dup = hloc ~= false and redis.call('PTTL', hk) == -1 and string.sub(hloc, 1, 1) ~= 'd' and live(hloc, holder)
+      local hloc = redis.call('HGET', tasks, holder)
+      dup = hloc and string.sub(hloc, 1, 1) ~= 'd' and live(hloc, holder)
     end
+  end
+  if not dup and window > 0 then
+    dup = not redis.call('SET', seenPrefix .. id, '1', 'NX', 'PX', window)
   end
   if dup then
     out[#out + 1] = 0
@@ -97,7 +99,7 @@ while i <= #ARGV do
     else
       loc = redis.call('XADD', stream, '*', unpackAll(fields))
     end
-    redis.call('SET', idKey, loc)
+    redis.call('HSET', tasks, id, loc)
     out[#out + 1] = loc
   end
 end
@@ -113,66 +115,69 @@ for _, id in ipairs(ids) do
   local fields = redis.call('HGETALL', h)
   redis.call('ZREM', schedule, id)
   if #fields > 0 then
-    local eid = redis.call('XADD', stream, '*', unpackAll(fields))
+    redis.call('HSET', tasks, id, redis.call('XADD', stream, '*', unpackAll(fields)))
     redis.call('DEL', h)
-    redis.call('SET', idPrefix .. id, eid)
   end
 end
 return #ids
 `)
 
-// ackScript completes deliveries. ARGV[6] is the dedup window in
-// milliseconds (0: forget the ID at once), ARGV[7] and ARGV[8] the lowest
-// and highest entry ID of the batch, then for each delivery its entry ID,
-// delivery count (the fencing token), task ID and unique key. A delivery
-// counts only if this consumer still holds its entry with the same
-// delivery count. It returns how many were acked.
+// ackScript completes deliveries. ARGV[6] and ARGV[7] are the lowest and
+// highest entry ID of the batch and ARGV[8] the number of deliveries n;
+// then come their n entry IDs, n delivery counts (the fencing tokens), n
+// task IDs, and, for the deliveries whose task has a unique key, pairs of
+// entry ID and unique key. A delivery counts only if this consumer still
+// holds its entry with the same delivery count. It returns how many were
+// acked.
 var ackScript = redis.NewScript(luaPrelude + `
-local window = tonumber(ARGV[6])
+local n = tonumber(ARGV[8])
 local mine = {}
-local from = ARGV[7]
+local from = ARGV[6]
 while true do
-  local page = redis.pcall('XPENDING', stream, group, from, ARGV[8], 1000, me)
+  local page = redis.pcall('XPENDING', stream, group, from, ARGV[7], 1000, me)
   if type(page) ~= 'table' or page.err then return 0 end
   for _, p in ipairs(page) do mine[p[1]] = tonumber(p[4]) end
   if #page < 1000 then break end
   from = '(' .. page[#page][1]
 end
-local ids, n = {}, 0
-for i = 9, #ARGV, 4 do
-  local eid, id = ARGV[i], ARGV[i + 2]
-  if mine[eid] == tonumber(ARGV[i + 1]) then
-    mine[eid] = nil
-    n = n + 1
-    ids[n] = eid
-    local idKey = idPrefix .. id
-    if redis.call('GET', idKey) == eid then
-      if window > 0 then redis.call('PEXPIRE', idKey, window) else redis.call('DEL', idKey) end
-    end
-    release(ARGV[i + 3], id)
+local eids, ids, done, k = {}, {}, {}, 0
+for i = 9, 8 + n do
+  local eid = ARGV[i]
+  if not done[eid] and mine[eid] == tonumber(ARGV[i + n]) then
+    k = k + 1
+    eids[k] = eid
+    ids[k] = ARGV[i + 2 * n]
+    done[eid] = ids[k]
   end
 end
-for i = 1, n, 1000 do
-  local chunk = {unpack(ids, i, math.min(i + 999, n))}
-  redis.call('XACK', stream, group, unpackAll(chunk))
-  redis.call('XDEL', stream, unpackAll(chunk))
+for i = 9 + 3 * n, #ARGV, 2 do
+  if done[ARGV[i]] then release(ARGV[i + 1], done[ARGV[i]]) end
 end
-return n
+for i = 1, k, 1000 do
+  local j = math.min(i + 999, k)
+  redis.call('XACK', stream, group, unpack(eids, i, j))
+  redis.call('XDEL', stream, unpack(eids, i, j))
+  redis.call('HDEL', tasks, unpack(ids, i, j))
+end
+return k
 `)
 
 // nackScript hands a delivery back. ARGV[6..]: entry ID, delivery count,
 // task ID, outcome ('failed', 'released' or 'dead'), delay in ms, reason,
-// KeepDead in ms (0: forever), dedup window in ms. It returns 1, or 0 if
-// the claim is no longer this consumer's with that delivery count.
+// KeepDead in ms (0: forever). It returns 1, or 0 if the claim is no
+// longer this consumer's with that delivery count.
 var nackScript = redis.NewScript(luaPrelude + `
 local eid, token, id, outcome = ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9]
-local delay, reason, keepDead, window = tonumber(ARGV[10]), ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
+local delay, reason, keepDead = tonumber(ARGV[10]), ARGV[11], tonumber(ARGV[12])
 local owner, count = claimOf(eid)
 if owner ~= me or count ~= token then return 0 end
 local e = redis.call('XRANGE', stream, eid, eid)
 redis.call('XACK', stream, group, eid)
 redis.call('XDEL', stream, eid)
-if #e == 0 then return 1 end
+if #e == 0 then
+  forget(id, eid)
+  return 1
+end
 local old = e[1][2]
 local fields, attempts, lastErr, uniq, hasID = {}, 0, nil, nil, false
 for i = 1, #old, 2 do
@@ -201,28 +206,28 @@ if lastErr then
   fields[#fields + 1] = 'last_error'
   fields[#fields + 1] = lastErr
 end
-local idKey = idPrefix .. id
 local now = nowMs()
 if outcome == 'dead' then
+  if keepDead > 0 then
+    -- Drop dead tasks older than KeepDead, a few at a time.
+    local cutoff = tostring(now - keepDead)
+    for _, old in ipairs(redis.call('XRANGE', dead, '-', '(' .. cutoff, 'COUNT', 100)) do
+      forget(field(old[2], 'id') or old[1], 'd' .. old[1])
+      redis.call('XDEL', dead, old[1])
+    end
+  end
   fields[#fields + 1] = 'dead_at'
   fields[#fields + 1] = tostring(now)
-  local did
-  if keepDead > 0 then
-    did = redis.call('XADD', dead, 'MINID', tostring(now - keepDead), '*', unpackAll(fields))
-    redis.call('SET', idKey, 'd' .. did, 'PX', keepDead + math.max(window, 0) + 1)
-  else
-    did = redis.call('XADD', dead, '*', unpackAll(fields))
-    redis.call('SET', idKey, 'd' .. did)
-  end
+  redis.call('HSET', tasks, id, 'd' .. redis.call('XADD', dead, '*', unpackAll(fields)))
   release(uniq, id)
 elseif delay > 0 then
   local h = schedPrefix .. id
   redis.call('DEL', h)
   redis.call('HSET', h, unpackAll(fields))
   redis.call('ZADD', schedule, now + delay, id)
-  redis.call('SET', idKey, 's')
+  redis.call('HSET', tasks, id, 's')
 else
-  redis.call('SET', idKey, redis.call('XADD', stream, '*', unpackAll(fields)))
+  redis.call('HSET', tasks, id, redis.call('XADD', stream, '*', unpackAll(fields)))
 end
 return 1
 `)

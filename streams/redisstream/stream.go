@@ -89,8 +89,8 @@ func New(client redis.UniversalClient, cfg Config) (*Stream, error) {
 		client:   client,
 		cfg:      cfg,
 		keys:     keys,
-		skeys:    []string{keys.Stream, keys.Schedule, keys.Dead},
-		head:     []any{keys.ID, keys.Unique, keys.Scheduled, Group, cfg.Consumer},
+		skeys:    []string{keys.Stream, keys.Schedule, keys.Dead, keys.Tasks},
+		head:     []any{keys.Seen, keys.Unique, keys.Scheduled, Group, cfg.Consumer},
 		read:     []string{keys.Stream, ">"},
 		wake:     make(chan struct{}, 1),
 		armed:    make(chan struct{}, 1),
@@ -337,17 +337,16 @@ func ref(d peonify.Delivery) string {
 }
 
 // Ack completes deliveries in one script run: their entries are acked and
-// deleted from the stream (never trimmed, so no pending entry is lost),
-// and their IDs count as duplicates for Config.DedupWindow. A delivery
-// whose lease was lost (its entry is no longer this consumer's with the
-// same delivery count), or that was already acked, is silently ignored.
+// deleted from the stream (never trimmed by length, so no pending entry is
+// lost). A delivery whose lease was lost (its entry is no longer this
+// consumer's with the same delivery count), or that was already acked, is
+// silently ignored.
 func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	if s.closed.Load() {
 		return peonify.ErrClosed
 	}
-	args := make([]any, 0, 3+4*len(ds))
-	args = append(args, max(s.cfg.DedupWindow.Milliseconds(), 0), "", "")
 	eids := make([]string, 0, len(ds))
+	var uniques []any
 	lo, hi := "", ""
 	for _, d := range ds {
 		eid := ref(d)
@@ -361,12 +360,24 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 			hi = eid
 		}
 		eids = append(eids, eid)
-		args = append(args, eid, d.Token, d.Task.ID, d.Task.UniqueKey)
+		if d.Task.UniqueKey != "" {
+			uniques = append(uniques, eid, d.Task.UniqueKey)
+		}
 	}
-	if len(eids) == 0 {
+	n := len(eids)
+	if n == 0 {
 		return nil
 	}
-	args[1], args[2] = lo, hi
+	args := make([]any, 3+3*n, 3+3*n+len(uniques))
+	args[0], args[1], args[2] = lo, hi, n
+	i := 0
+	for _, d := range ds {
+		if eid := ref(d); eid != "" {
+			args[3+i], args[3+n+i], args[3+2*n+i] = eid, d.Token, d.Task.ID
+			i++
+		}
+	}
+	args = append(args, uniques...)
 	err := s.run(ctx, ackScript, args...).Err()
 	// Forgotten only now, so that taking back own entries meanwhile skips
 	// them; if the ack failed, that is what brings them back soon.
@@ -411,7 +422,7 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	}
 	keepDead := max(s.cfg.KeepDead.Milliseconds(), 0)
 	n, err := s.run(ctx, nackScript, eid, d.Token, d.Task.ID, outcome, delay,
-		truncate(opts.Reason, maxReason), keepDead, max(s.cfg.DedupWindow.Milliseconds(), 0)).Int()
+		truncate(opts.Reason, maxReason), keepDead).Int()
 	if err != nil {
 		return s.redisError("nacking task "+d.Task.ID, err)
 	}

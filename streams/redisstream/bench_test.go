@@ -1,0 +1,275 @@
+package redisstream
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/peonify/peonify"
+	"github.com/redis/go-redis/v9"
+)
+
+// cpuMeter measures the CPU time used by this process and by the Redis
+// server between start and report, per op: on a shared machine these are
+// steadier than wall time, and they show where the cost is.
+type cpuMeter struct {
+	client redis.UniversalClient
+	proc   float64
+	server float64
+}
+
+func startCPU(c redis.UniversalClient) *cpuMeter {
+	return &cpuMeter{client: c, proc: processCPU(), server: serverCPU(c)}
+}
+
+// report adds client-µs/op and redis-µs/op to b's results.
+func (m *cpuMeter) report(b *testing.B, ops int) {
+	proc, server := processCPU()-m.proc, serverCPU(m.client)-m.server
+	if m.proc > 0 {
+		b.ReportMetric(proc*1e6/float64(ops), "client-µs/op")
+	}
+	if m.server > 0 {
+		b.ReportMetric(server*1e6/float64(ops), "redis-µs/op")
+	}
+}
+
+// serverCPU returns the CPU time the Redis server has used, in seconds,
+// or 0 if INFO does not say.
+func serverCPU(c redis.UniversalClient) float64 {
+	info, err := c.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		return 0
+	}
+	total := 0.0
+	for _, line := range strings.Split(info, "\n") {
+		name, value, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (name == "used_cpu_sys" || name == "used_cpu_user") {
+			v, _ := strconv.ParseFloat(value, 64)
+			total += v
+		}
+	}
+	return total
+}
+
+func benchTasks(n int) []*peonify.Task {
+	tasks := make([]*peonify.Task, n)
+	for i := range tasks {
+		tasks[i] = &peonify.Task{Type: "bench", Payload: []byte(`{"user_id":12345,"template":"welcome"}`)}
+	}
+	return tasks
+}
+
+// fill enqueues n bench tasks in batches of 1000.
+func fill(b *testing.B, s *Stream, n int) {
+	b.Helper()
+	for n > 0 {
+		if err := s.Enqueue(context.Background(), benchTasks(min(n, 1000))...); err != nil {
+			b.Fatal(err)
+		}
+		n -= 1000
+	}
+}
+
+// BenchmarkProcessorDrain measures what users see: a Processor draining a
+// backlog from the stream with a handler that does nothing, so the figure
+// is the cost of claiming, dispatching and completing. Each op is one
+// task. A larger local queue lets each claim take more tasks per round
+// trip.
+func BenchmarkProcessorDrain(b *testing.B) {
+	for _, c := range []struct{ workers, queue int }{{20, 0}, {20, 400}, {100, 1000}} {
+		b.Run(fmt.Sprintf("workers=%d/queue=%d", c.workers, c.queue), func(b *testing.B) {
+			client := testClient(b)
+			s := newTestStream(b, client, Config{DedupWindow: -1})
+			fill(b, s, b.N)
+			var done atomic.Int64
+			all := make(chan struct{})
+			p, err := peonify.New(peonify.Config{
+				Workers:   c.workers,
+				QueueSize: c.queue,
+				Logger:    testLogger(b),
+				OnEvent: func(e peonify.Event) {
+					if e.Kind == peonify.EventSucceeded && done.Add(1) == int64(b.N) {
+						close(all)
+					}
+				},
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			noop := peonify.HandlerFunc(func(context.Context, *peonify.Task) error { return nil })
+			if err := p.AddTaskList(peonify.TaskList{"bench": noop}); err != nil {
+				b.Fatal(err)
+			}
+			if err := p.AddStream(s); err != nil {
+				b.Fatal(err)
+			}
+			ctx, stop := context.WithCancel(context.Background())
+			errc := make(chan error, 1)
+			b.ResetTimer()
+			cpu := startCPU(client)
+			go func() { errc <- p.Run(ctx) }()
+			<-all
+			b.StopTimer()
+			cpu.report(b, b.N)
+			stop()
+			if err := <-errc; err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+		})
+	}
+}
+
+// BenchmarkRawCeiling is the ceiling of the same drain written directly on
+// the client, without Peonify: XREADGROUP batches and, for each, a
+// pipelined XACK and XDEL, with no fencing, no dedup keys and no
+// processor. The gap to BenchmarkProcessorDrain is what Peonify costs.
+func BenchmarkRawCeiling(b *testing.B) {
+	for _, batch := range []int{10, 100, 500} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			client := testClient(b)
+			ctx := context.Background()
+			key := uniquePrefix(b, client) + ":{raw}:stream"
+			payload := []byte(`{"user_id":12345,"template":"welcome"}`)
+			for n := b.N; n > 0; n -= 1000 {
+				pipe := client.Pipeline()
+				for range min(n, 1000) {
+					pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: []any{"type", "bench", "payload", payload}})
+				}
+				if _, err := pipe.Exec(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := client.XGroupCreate(ctx, key, Group, "0").Err(); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			cpu := startCPU(client)
+			for got := 0; got < b.N; {
+				res, err := client.XReadGroup(ctx, &redis.XReadGroupArgs{Group: Group, Consumer: "raw", Streams: []string{key, ">"}, Count: int64(batch), Block: -1}).Result()
+				if err != nil {
+					b.Fatal(err)
+				}
+				ids := make([]string, 0, batch)
+				for _, m := range res[0].Messages {
+					ids = append(ids, m.ID)
+				}
+				pipe := client.Pipeline()
+				pipe.XAck(ctx, key, Group, ids...)
+				pipe.XDel(ctx, key, ids...)
+				if _, err := pipe.Exec(ctx); err != nil {
+					b.Fatal(err)
+				}
+				got += len(ids)
+			}
+			b.StopTimer()
+			cpu.report(b, b.N)
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+		})
+	}
+}
+
+// BenchmarkPollAck measures the stream alone: Poll batches and one Ack
+// per batch, by one consumer. Each op is one task.
+func BenchmarkPollAck(b *testing.B) {
+	for _, batch := range []int{10, 100, 500} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			client := testClient(b)
+			ctx := context.Background()
+			s := newTestStream(b, client, Config{DedupWindow: -1})
+			fill(b, s, b.N)
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu := startCPU(client)
+			for got := 0; got < b.N; {
+				ds, err := s.Poll(ctx, batch)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := s.Ack(ctx, ds...); err != nil {
+					b.Fatal(err)
+				}
+				got += len(ds)
+			}
+			b.StopTimer()
+			cpu.report(b, b.N)
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+		})
+	}
+}
+
+// BenchmarkEnqueue measures Enqueue of batches of several sizes. Each op is
+// one task.
+func BenchmarkEnqueue(b *testing.B) {
+	for _, size := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			client := testClient(b)
+			s := newTestStream(b, client, Config{})
+			ctx := context.Background()
+			b.ResetTimer()
+			cpu := startCPU(client)
+			for n := b.N; n > 0; n -= size {
+				if err := s.Enqueue(ctx, benchTasks(min(n, size))...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			cpu.report(b, b.N)
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+		})
+	}
+}
+
+// BenchmarkIdlePickup measures how long an idle processor takes to start a
+// task enqueued by another client: from before the Enqueue call to the
+// start of the handler. Each op is one task, enqueued once the previous
+// one ran; p50 and p99 are reported.
+func BenchmarkIdlePickup(b *testing.B) {
+	client := testClient(b)
+	producerClient := testClient(b)
+	s := newTestStream(b, client, Config{})
+	producer := newTestStream(b, producerClient, Config{Prefix: s.cfg.Prefix, Queue: s.cfg.Queue})
+	started := make(chan time.Time, 1)
+	p, err := peonify.New(peonify.Config{Workers: 4, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = p.AddTaskList(peonify.TaskList{"bench": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
+		started <- time.Now()
+		return nil
+	})})
+	_ = p.AddStream(s)
+	ctx, stop := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	defer func() {
+		stop()
+		if err := <-errc; err != nil {
+			b.Error(err)
+		}
+	}()
+	// Let the processor go idle: its polls back off, so only Wake brings
+	// the next task in quickly.
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		time.Sleep(20 * time.Millisecond)
+		b.StartTimer()
+		begin := time.Now()
+		if err := producer.Enqueue(ctx, benchTasks(1)...); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, (<-started).Sub(begin))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[min(len(lat)*99/100, len(lat)-1)].Microseconds())/1000, "p99-ms")
+}
