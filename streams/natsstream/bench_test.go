@@ -1,0 +1,139 @@
+package natsstream
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/peonify/peonify"
+)
+
+// benchBacklog stores n small tasks in s.
+func benchBacklog(b *testing.B, s *Stream, n int) {
+	b.Helper()
+	ctx := context.Background()
+	for n > 0 {
+		tasks := make([]*peonify.Task, min(n, 1000))
+		for i := range tasks {
+			tasks[i] = &peonify.Task{Type: "bench", Payload: []byte(`{"n":1}`)}
+		}
+		if err := s.Enqueue(ctx, tasks...); err != nil {
+			b.Fatal(err)
+		}
+		n -= len(tasks)
+	}
+}
+
+// BenchmarkProcessorDrain measures what users see: a Processor draining a
+// backlog from the stream with a handler that does nothing, so the figure
+// is the cost of fetching, dispatching and acknowledging. Each op is one
+// task. Compare it with BenchmarkFetchAckLoop, the same server and client
+// without Peonify.
+func BenchmarkProcessorDrain(b *testing.B) {
+	for _, c := range []struct{ workers, queue int }{{20, 0}, {20, 200}, {100, 0}} {
+		b.Run(fmt.Sprintf("workers=%d/queue=%d", c.workers, c.queue), func(b *testing.B) {
+			js := testJS(b)
+			s, _ := newTestStream(b, js, Config{})
+			benchBacklog(b, s, b.N)
+			var done atomic.Int64
+			all := make(chan struct{})
+			p, err := peonify.New(peonify.Config{
+				Workers:   c.workers,
+				QueueSize: c.queue,
+				Logger:    slog.New(slog.NewTextHandler(b.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+				OnEvent: func(e peonify.Event) {
+					if e.Kind == peonify.EventSucceeded && done.Add(1) == int64(b.N) {
+						close(all)
+					}
+				},
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			noop := peonify.HandlerFunc(func(context.Context, *peonify.Task) error { return nil })
+			if err := p.AddTaskList(peonify.TaskList{"bench": noop}); err != nil {
+				b.Fatal(err)
+			}
+			if err := p.AddStream(s); err != nil {
+				b.Fatal(err)
+			}
+			ctx, stop := context.WithCancel(context.Background())
+			errc := make(chan error, 1)
+			b.ResetTimer()
+			go func() { errc <- p.Run(ctx) }()
+			<-all
+			b.StopTimer()
+			stop()
+			if err := <-errc; err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+		})
+	}
+}
+
+// BenchmarkFetchAckLoop is the ceiling for BenchmarkProcessorDrain: one
+// goroutine fetching batches from the same consumer with FetchNoWait and
+// acknowledging each message, on the nats.go client alone. Each op is one
+// message.
+func BenchmarkFetchAckLoop(b *testing.B) {
+	for _, batch := range []int{20, 200} {
+		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
+			js := testJS(b)
+			s, cfg := newTestStream(b, js, Config{})
+			benchBacklog(b, s, b.N)
+			cons, err := js.Consumer(context.Background(), cfg.Stream, cfg.Consumer)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for got := 0; got < b.N; {
+				msgs, err := cons.FetchNoWait(batch)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for m := range msgs.Messages() {
+					if err := m.Ack(); err != nil {
+						b.Fatal(err)
+					}
+					got++
+				}
+				if err := msgs.Error(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := js.Conn().Flush(); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
+// BenchmarkEnqueue measures durable enqueue: one task per call, and
+// batches of 100 published together and confirmed at once.
+func BenchmarkEnqueue(b *testing.B) {
+	for _, n := range []int{1, 100} {
+		b.Run("batch="+strconv.Itoa(n), func(b *testing.B) {
+			js := testJS(b)
+			s, _ := newTestStream(b, js, Config{})
+			ctx := context.Background()
+			b.ResetTimer()
+			for i := 0; i < b.N; i += n {
+				tasks := make([]*peonify.Task, min(n, b.N-i))
+				for j := range tasks {
+					tasks[j] = &peonify.Task{Type: "bench", Payload: []byte(`{"n":1}`)}
+				}
+				if err := s.Enqueue(ctx, tasks...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+		})
+	}
+}
