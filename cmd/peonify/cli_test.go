@@ -143,14 +143,22 @@ tasks:
   slow:
     executor: exec
     command: ["sh", "-c", "touch started; sleep 0.5; cat > \"marks/$PEONIFY_TASK_ID.json\""]
+  tick:
+    executor: exec
+    shell: 'cat > ticks/$PEONIFY_TASK_ID'
+periodic:
+  # Caught up at start: the last slot, this year's, runs at once.
+  - {name: yearly, spec: "0 0 1 1 *", type: tick, payload: {every: year}}
 `
 
 // A daemon runs tasks that another process enqueues into the same SQLite
 // file, and drains a running task on SIGTERM.
 func TestRunExecTasksFromEnqueue(t *testing.T) {
 	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "marks"), 0o755); err != nil {
-		t.Fatal(err)
+	for _, sub := range []string{"marks", "ticks"} {
+		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	writeFile(t, dir, "peonify.yaml", execConfig)
 	store := []string{"--store", "store.db"}
@@ -201,6 +209,15 @@ func TestRunExecTasksFromEnqueue(t *testing.T) {
 		}, d.stderr)
 	}
 
+	var ticks []os.DirEntry
+	waitFor(t, "the periodic task", func() bool {
+		ticks, _ = os.ReadDir(filepath.Join(dir, "ticks"))
+		return len(ticks) == 1
+	}, d.stderr)
+	if b, _ := os.ReadFile(filepath.Join(dir, "ticks", ticks[0].Name())); string(b) != `{"every":"year"}` {
+		t.Errorf("periodic task %s got payload %q", ticks[0].Name(), b)
+	}
+
 	// SIGTERM while a task runs: it finishes, then the daemon exits 0.
 	mustRun(t, dir, "", append([]string{"enqueue", "--type", "slow", "--id", "slow"}, store...)...)
 	waitFor(t, "the slow task to start", func() bool { return fileExists(filepath.Join(dir, "started")) }, d.stderr)
@@ -211,7 +228,7 @@ func TestRunExecTasksFromEnqueue(t *testing.T) {
 	if !fileExists(filepath.Join(dir, "marks", "slow.json")) {
 		t.Errorf("the task running at SIGTERM did not finish before exit; log:\n%s", log)
 	}
-	if !strings.Contains(log, "shutting down") || !strings.Contains(log, "succeeded=5") {
+	if !strings.Contains(log, "shutting down") || !strings.Contains(log, "succeeded=6") {
 		t.Errorf("log lacks the graceful shutdown:\n%s", log)
 	}
 	if s := stats(t, dir, store...); s["scheduled"] != 1 || s["total"] != 1 {

@@ -149,19 +149,22 @@ func (c *cli) serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 
 	// The schedulers stop first, so that none enqueues into a stream the
 	// processor has closed.
+	schedCtx, stopScheds := context.WithCancel(ctx)
+	defer stopScheds()
 	var wg sync.WaitGroup
 	for _, s := range scheds {
-		wg.Go(func() { _ = s.Run(ctx) })
+		wg.Go(func() { _ = s.Run(schedCtx) })
 	}
 	procCtx, stopProc := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopProc()
 	go func() {
-		<-ctx.Done()
+		<-schedCtx.Done()
 		wg.Wait()
 		stopProc()
 	}()
 	running = true
 	err = p.Run(procCtx)
+	stopScheds() // in case Run returned on its own
 	wg.Wait()
 	st := p.Stats()
 	log.Info("peonify: exiting", "succeeded", st.Succeeded, "retried", st.Retried, "dead", st.Dead, "released", st.Released)

@@ -253,7 +253,11 @@ func checkSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error {
 		return fmt.Errorf("checking for the peonify tables: %w", err)
 	}
 	if !found {
-		return fmt.Errorf("the peonify tables are missing in schema %q: run `peonify migrate --postgres URL` once (or set migrate: true)", schema)
+		flag := ""
+		if schema != "public" {
+			flag = " --schema " + schema
+		}
+		return fmt.Errorf("the peonify tables are missing in schema %q: run `peonify migrate --postgres URL%s` once (or set migrate: true in the config file)", schema, flag)
 	}
 	return nil
 }
