@@ -506,28 +506,37 @@ func (s *Stream) deadLetterLogged(ctx context.Context, src source, attempts int,
 // JetStream republish; the first call starts the subscription.
 func (s *Stream) Wake() <-chan struct{} {
 	s.wakeOnce.Do(func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.closed.Load() {
-			return
+		if s.subscribeWake() {
+			// Make the subscription live before Wake returns, so that a
+			// task stored right after is not missed (when the server is
+			// reachable).
+			_ = s.nc.FlushTimeout(time.Second)
 		}
-		sub, err := s.nc.Subscribe(s.subj.wake, func(*nats.Msg) {
-			select {
-			case s.wake <- struct{}{}:
-			default:
-			}
-		})
-		if err != nil {
-			s.log.Error("natsstream: subscribing to wake-ups failed; the processor will find tasks at its poll interval",
-				"stream", s.cfg.Stream, "err", err)
-			return
-		}
-		s.wakeSub = sub
-		// Make the subscription live before Wake returns, so that a task
-		// stored right after is not missed (when the server is reachable).
-		_ = s.nc.FlushTimeout(time.Second)
 	})
 	return s.wake
+}
+
+// subscribeWake subscribes to the wake subject, unless the stream is
+// closed, and reports whether it did.
+func (s *Stream) subscribeWake() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return false
+	}
+	sub, err := s.nc.Subscribe(s.subj.wake, func(*nats.Msg) {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		s.log.Error("natsstream: subscribing to wake-ups failed; the processor will find tasks at its poll interval",
+			"stream", s.cfg.Stream, "err", err)
+		return false
+	}
+	s.wakeSub = sub
+	return true
 }
 
 // Close stops the scheduler goroutine and the wake-up subscription. It
