@@ -62,8 +62,9 @@ const (
 // HTTP is a peonify.Handler that delivers each task to a URL.
 //
 // The request carries the payload as its body, HTTPConfig.Headers, the
-// task's Headers (those that are valid HTTP header names and do not
-// clash with the ones the executor sets), and the task's identity in
+// task's Headers (those that are valid HTTP header names and do not clash
+// with HTTPConfig.Headers or the ones the executor sets), and the task's
+// identity in
 // Idempotency-Key, Peonify-Task-Id, Peonify-Task-Type and
 // Peonify-Task-Attempt. The answer decides the outcome:
 //
@@ -169,14 +170,14 @@ func (h *HTTP) Execute(ctx context.Context, t *peonify.Task) error {
 	if err != nil {
 		return peonify.SkipRetry(fmt.Errorf("http executor: build request: %w", err))
 	}
-	for k, vs := range h.headers {
-		req.Header[k] = vs
-	}
 	for k, v := range t.Headers {
 		ck := http.CanonicalHeaderKey(k)
 		if validToken(k) && !reserved[ck] && !strings.HasPrefix(ck, "Peonify-") && !strings.ContainsAny(v, "\r\n\x00") {
 			req.Header.Set(ck, v)
 		}
+	}
+	for k, vs := range h.headers { // the operator's headers win over a producer's
+		req.Header[k] = vs
 	}
 	req.Header.Set("Content-Type", h.contentType)
 	req.Header.Set(HeaderIdempotencyKey, t.ID)

@@ -57,7 +57,7 @@ func TestHTTPSuccessSendsPayloadAndIdentity(t *testing.T) {
 	srv, seen := server(t, status(http.StatusAccepted))
 	h := newHTTP(t, HTTPConfig{URL: srv.URL + "/hook", Headers: map[string]string{"Authorization": "Bearer s3cret"}})
 	task := &peonify.Task{ID: "task-1", Type: "notify", Payload: []byte(`{"to":"ada"}`),
-		Headers: map[string]string{"traceparent": "00-abc-def-01", "Idempotency-Key": "forged", "Bad Name": "x"}}
+		Headers: map[string]string{"traceparent": "00-abc-def-01", "Idempotency-Key": "forged", "Bad Name": "x", "authorization": "Bearer forged"}}
 
 	e := outcome(t, h, task)
 	if e.Kind != peonify.EventSucceeded {
