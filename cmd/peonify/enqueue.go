@@ -79,13 +79,13 @@ func (c *cli) enqueue(cmd *command, args []string) error {
 	var sf storeFlags
 	sf.register(fs)
 	typ := fs.String("type", "", "the task `type` (required without --jsonl)")
-	payloadArg := fs.String("payload", "", "the payload: JSON text, @`FILE` to read a file, or - to read stdin")
+	payloadArg := fs.String("payload", "", "the payload: `JSON|@FILE|-` (JSON text, a file to read, or stdin)")
 	raw := fs.Bool("raw", false, "take the payload as bytes, without checking that it is JSON")
 	id := fs.String("id", "", "the task `ID` and idempotency key (default: a new UUIDv7)")
 	delay := fs.Duration("delay", 0, "run the task after this `duration`, e.g. 30s or 2h")
 	runAt := fs.String("run-at", "", "run the task at this `time` (RFC 3339, e.g. 2030-01-02T15:04:05Z)")
 	priority := fs.Int("priority", 0, "higher `number`s run first")
-	maxAttempts := fs.Int("max-attempts", 0, "attempts before the task is dead (`n`; default: the processor's)")
+	maxAttempts := fs.Int("max-attempts", 0, "`n` attempts before the task is dead (default: the processor's retry.max_attempts)")
 	uniqueKey := fs.String("unique-key", "", "store at most one live task with this `key`")
 	headers := headerFlags{}
 	fs.Var(headers, "header", "a task header as `key=value` (repeatable)")

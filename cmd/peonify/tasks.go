@@ -36,6 +36,7 @@ func tasksCommand() *command {
   purge    remove every task in a state (dead, done or pending)
 
 Every subcommand takes --json for output that programs can read.
+
 ` + storeHelp + `
 
 Run 'peonify tasks <subcommand> --help' for its flags.`,
