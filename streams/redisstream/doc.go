@@ -80,5 +80,5 @@
 //     reported as a duplicate; dead tasks are kept for Config.KeepDead.
 //   - A Stream that polls sends one pipelined round trip per Poll, one
 //     script run per Ack batch, Nack and Extend, and, while idle, one
-//     blocking read per second on a connection of its own.
+//     blocking read of up to half a second at a time.
 package redisstream

@@ -83,6 +83,7 @@ func (s *Stream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
 	cmds := s.runAll(ctx, enqueueScript, calls)
 	var dups []string
 	stored := false
+	var firstDue time.Time
 	for i, cmd := range cmds {
 		res, err := cmd.Slice()
 		if err != nil {
@@ -96,11 +97,20 @@ func (s *Stream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
 				dups = append(dups, chunks[i].tasks[j].ID)
 				continue
 			}
+			if loc, _ := r.(string); loc == "s" {
+				if t := chunks[i].tasks[j].RunAt; firstDue.IsZero() || t.Before(firstDue) {
+					firstDue = t
+				}
+				continue
+			}
 			stored = true
 		}
 	}
 	if stored {
 		s.signal()
+	}
+	if !firstDue.IsZero() {
+		s.noteDue(firstDue)
 	}
 	if len(dups) > 0 {
 		return &peonify.DuplicateError{IDs: dups}

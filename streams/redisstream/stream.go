@@ -59,6 +59,8 @@ type Stream struct {
 	mu       sync.Mutex
 	inflight map[string]struct{} // entry IDs this stream delivered and has not seen acked or nacked
 	stop     context.CancelFunc  // stops the watcher; nil if it never started
+	dueAt    time.Time           // when dueTimer fires; zero if it is not set
+	dueTimer *time.Timer         // fires Wake when a task this stream scheduled is due
 	wg       sync.WaitGroup
 }
 
@@ -429,8 +431,12 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	if n == 0 {
 		return fmt.Errorf("redisstream: nack of task %s ignored: %w", d.Task.ID, peonify.ErrLeaseLost)
 	}
-	if opts.Outcome != peonify.OutcomeDead && delay == 0 {
+	switch {
+	case opts.Outcome == peonify.OutcomeDead:
+	case delay == 0:
 		s.signal()
+	default:
+		s.noteDue(time.Now().Add(time.Duration(delay) * time.Millisecond))
 	}
 	return nil
 }

@@ -12,7 +12,7 @@ import (
 
 // maxBlock caps one blocking read of the watcher, so that it looks at the
 // schedule again at least this often.
-const maxBlock = time.Second
+const maxBlock = 500 * time.Millisecond
 
 // Backoff of the watcher after a failed read: from watchBackoffMin doubling
 // to watchBackoffMax, with jitter, so that a Redis restart does not meet a
@@ -47,6 +47,33 @@ func (s *Stream) Wake() <-chan struct{} {
 	return s.wake
 }
 
+// noteDue makes Wake fire at due, when this stream has scheduled a task
+// for then: the watcher may be blocked in a read that began before, and
+// would only see it at its next look. Tasks other processes schedule are
+// seen at that next look, within maxBlock.
+func (s *Stream) noteDue(due time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stop == nil || s.closed.Load() || !s.dueAt.IsZero() && !due.Before(s.dueAt) {
+		return
+	}
+	s.dueAt = due
+	wait := max(time.Until(due), 0)
+	if s.dueTimer == nil {
+		s.dueTimer = time.AfterFunc(wait, s.due)
+	} else {
+		s.dueTimer.Reset(wait)
+	}
+}
+
+// due fires the timer of noteDue.
+func (s *Stream) due() {
+	s.mu.Lock()
+	s.dueAt = time.Time{}
+	s.mu.Unlock()
+	s.signal()
+}
+
 // stopKey is the watcher's private stream: Close adds an entry to it to end
 // a blocking read at once.
 func (s *Stream) stopKey() string {
@@ -73,8 +100,16 @@ func (s *Stream) watch(ctx context.Context) {
 					s.cfg.Logger.Warn("redisstream: waiting for new tasks failed; retrying with backoff", "queue", s.cfg.Queue, "err", err)
 				}
 				wait = min(max(wait*2, watchBackoffMin), watchBackoffMax)
-				if !sleep(ctx, time.Duration(float64(wait)*(0.5+rand.Float64()))) {
+				// Retry after the backoff, or as soon as a Poll succeeds: the
+				// server is back.
+				timer := time.NewTimer(time.Duration(float64(wait) * (0.5 + rand.Float64())))
+				select {
+				case <-ctx.Done():
+					timer.Stop()
 					return
+				case <-timer.C:
+				case <-s.armed:
+					timer.Stop()
 				}
 				continue
 			}
@@ -162,6 +197,9 @@ func (s *Stream) look(ctx context.Context) (bool, error) {
 func (s *Stream) stopWatching(ctx context.Context) error {
 	s.mu.Lock()
 	stop := s.stop
+	if s.dueTimer != nil {
+		s.dueTimer.Stop()
+	}
 	s.mu.Unlock()
 	if stop == nil {
 		return nil
