@@ -88,7 +88,7 @@ func ExampleJSON() {
 	// Output:
 	// hello, Ada
 	// good succeeded <nil>
-	// bad dead payload of "welcome" task is not a valid peonify_test.welcome: json: cannot unmarshal number into Go struct field welcome.name of type string
+	// bad dead payload of "welcome" task does not decode as the handler's JSON: json: cannot unmarshal number into Go struct field welcome.name of type string
 }
 
 // Handlers steer retries by wrapping their errors.

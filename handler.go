@@ -44,7 +44,7 @@ func JSON[T any](fn func(ctx context.Context, args T) error) Handler {
 		if len(bytes.TrimSpace(t.Payload)) > 0 {
 			dec := json.NewDecoder(bytes.NewReader(t.Payload))
 			if err := dec.Decode(&args); err != nil {
-				return SkipRetry(fmt.Errorf("payload of %q task is not a valid %T: %w", t.Type, args, err))
+				return SkipRetry(fmt.Errorf("payload of %q task does not decode as the handler's JSON: %w", t.Type, err))
 			}
 			if dec.More() {
 				return SkipRetry(fmt.Errorf("payload of %q task has data after its JSON value", t.Type))

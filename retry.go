@@ -37,10 +37,7 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 	if p.Jitter == 0 {
 		p.Jitter = 0.2
 	}
-	if p.Jitter < 0 {
-		p.Jitter = 0
-	}
-	return p
+	return p // a negative Jitter stays negative: no jitter, and idempotent
 }
 
 func (p RetryPolicy) validate() error {
