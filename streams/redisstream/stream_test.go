@@ -113,6 +113,45 @@ func TestRawProducer(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantCounts(t, s, map[peonify.State]int{})
+
+	// The README's recipe for duplicates and lookups by ID.
+	seen := func() bool {
+		ok, err := c.SetNX(ctx, s.Keys().Seen+"order-43", "1", 300*time.Second).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !seen() {
+		t.Fatal("SET NX of a new ID failed")
+	}
+	eid, err = c.Do(ctx, "XADD", key, "*", "id", "order-43", "type", "email-task", "payload", `{"order":43}`).Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Do(ctx, "HSET", s.Keys().Tasks, "order-43", eid).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if seen() {
+		t.Error("a second SET NX of the ID succeeded")
+	}
+	if err := s.Enqueue(ctx, &peonify.Task{ID: "order-43", Type: "email-task"}); !isDup(err) {
+		t.Errorf("Enqueue of an ID added by the recipe: %v, want a duplicate", err)
+	}
+	if info, err := s.Get(ctx, "order-43"); err != nil || info.State != peonify.StatePending {
+		t.Errorf("Get(order-43) = %+v, %v; want the pending task", info, err)
+	}
+	d = mustPoll(t, s, 10)
+	if len(d) != 1 || d[0].Task.ID != "order-43" {
+		t.Fatalf("Poll returned %v, want order-43", d)
+	}
+	if err := s.Ack(ctx, d...); err != nil {
+		t.Fatal(err)
+	}
+	wantCounts(t, s, map[peonify.State]int{})
+	if n := c.HLen(ctx, s.Keys().Tasks).Val(); n != 0 {
+		t.Errorf("the tasks hash holds %d IDs after the ack", n)
+	}
 }
 
 // TestRawProducerSchedule follows the README's recipe for a task that
