@@ -41,7 +41,8 @@ func (s *Stream) startScheduler() {
 }
 
 // runScheduler moves due tasks to the work subject until ctx ends,
-// backing off with jitter while the server cannot be reached.
+// backing off with jitter while the server cannot be reached. Between
+// fetches it also forgets expired claims.
 func (s *Stream) runScheduler(ctx context.Context) {
 	defer s.wg.Done()
 	var wait time.Duration
@@ -60,6 +61,7 @@ func (s *Stream) runScheduler(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		s.forgetExpired()
 		err := s.scheduleOnce(ctx)
 		switch {
 		case ctx.Err() != nil:

@@ -213,6 +213,12 @@ type source struct {
 	reply string // where to acknowledge it
 }
 
+// sourceOf describes message m, the task id at stream sequence seq, for
+// copying.
+func sourceOf(m jetstream.Msg, id string, seq uint64) source {
+	return source{hdr: m.Headers(), data: m.Data(), id: id, msgID: id + "@" + strconv.FormatUint(seq, 10), reply: m.Reply()}
+}
+
 // claim turns a fetched message into a delivery, or deals with it and
 // reports false.
 func (s *Stream) claim(ctx context.Context, m jetstream.Msg, start time.Duration) (peonify.Delivery, bool) {
@@ -224,22 +230,21 @@ func (s *Stream) claim(ctx context.Context, m jetstream.Msg, start time.Duration
 	seq := meta.Sequence.Stream
 	dec, derr := decodeTask(m.Headers(), m.Data(), meta.Timestamp, seq)
 	attempt := dec.attempts + int(meta.NumDelivered)
-	src := source{hdr: m.Headers(), data: m.Data(), id: dec.task.ID, msgID: dec.task.ID + "@" + strconv.FormatUint(seq, 10), reply: m.Reply()}
 	switch {
 	case derr != nil:
-		s.deadLetterLogged(ctx, src, attempt-1, "natsstream: the message is not a valid task: "+derr.Error())
+		s.deadLetterLogged(ctx, sourceOf(m, dec.task.ID, seq), attempt-1, "natsstream: the message is not a valid task: "+derr.Error())
 		return peonify.Delivery{}, false
 	case s.cfg.MaxDeliver > 0 && attempt > s.cfg.MaxDeliver:
-		s.deadLetterLogged(ctx, src, attempt-1, fmt.Sprintf(
+		s.deadLetterLogged(ctx, sourceOf(m, dec.task.ID, seq), attempt-1, fmt.Sprintf(
 			"natsstream: task was delivered %d times without completing (its processor crashed or lost the lease each time); Config.MaxDeliver is %d",
 			attempt-1, s.cfg.MaxDeliver))
 		return peonify.Delivery{}, false
-	case dec.task.RunAt.After(time.Now()):
+	case !dec.task.RunAt.IsZero() && dec.task.RunAt.After(time.Now()):
 		// A producer's scheduled task: hold it in the scheduler, and do
 		// not count this early delivery.
-		if err := s.requeue(ctx, src, attempt-1, nil, dec.task.RunAt); err != nil {
+		if err := s.requeue(ctx, sourceOf(m, dec.task.ID, seq), attempt-1, nil, dec.task.RunAt); err != nil {
 			s.log.Error("natsstream: moving a scheduled task to the scheduler failed; it comes back after AckWait",
-				"stream", s.cfg.Stream, "task_id", src.id, "err", err)
+				"stream", s.cfg.Stream, "task_id", dec.task.ID, "err", err)
 		}
 		return peonify.Delivery{}, false
 	}
@@ -265,6 +270,23 @@ func (s *Stream) claimOf(d peonify.Delivery) (*claim, error) {
 func (s *Stream) finish(c *claim) {
 	c.done.Store(true)
 	s.claims.CompareAndDelete(c.seq, c)
+}
+
+// forget drops c from the claims this process holds, when its lease has
+// ended.
+func (s *Stream) forget(c *claim) { s.claims.CompareAndDelete(c.seq, c) }
+
+// forgetExpired drops the claims whose lease ended without an ack or nack
+// (the processor lost them, or was given up on), so that the record of
+// claims does not grow.
+func (s *Stream) forgetExpired() {
+	now := s.clock()
+	s.claims.Range(func(_, v any) bool {
+		if c := v.(*claim); time.Duration(c.deadline.Load()) < now {
+			s.forget(c)
+		}
+		return true
+	})
 }
 
 // flush waits until the server has every message published so far.
@@ -311,6 +333,7 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 		case c.done.Load():
 			continue
 		case !s.holds(c):
+			s.forget(c)
 			lost++
 			continue
 		}
@@ -366,13 +389,13 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 		return nil
 	}
 	if !s.holds(c) {
+		s.forget(c)
 		return errLost(1)
 	}
 	if err := s.connected(); err != nil {
 		return err
 	}
-	src := source{hdr: c.msg.Headers(), data: c.msg.Data(), id: c.task.ID,
-		msgID: c.task.ID + "@" + strconv.FormatUint(c.seq, 10), reply: c.msg.Reply()}
+	src := sourceOf(c.msg, c.task.ID, c.seq)
 	body := ackAck
 	switch opts.Outcome {
 	case peonify.OutcomeFailed:
@@ -389,6 +412,7 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	if !s.holds(c) {
 		// The copy is out, but the lease ended meanwhile: acknowledging
 		// now could hit a newer delivery. The task may run once more.
+		s.forget(c)
 		return errLost(1)
 	}
 	if err := s.settle(ctx, src.reply, body); err != nil {
@@ -423,6 +447,7 @@ func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Dura
 		return d, fmt.Errorf("%w: the delivery was already acked or nacked", peonify.ErrLeaseLost)
 	}
 	if !s.holds(c) {
+		s.forget(c)
 		return d, errLost(1)
 	}
 	start := s.clock()

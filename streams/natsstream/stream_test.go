@@ -338,3 +338,29 @@ func TestConfigErrors(t *testing.T) {
 type fakeJS struct{ jetstream.JetStream }
 
 func (fakeJS) Conn() *nats.Conn { return nil }
+
+// TestExpiredClaimsAreForgotten checks that the stream's record of the
+// claims it holds does not keep those that ended without an outcome.
+func TestExpiredClaimsAreForgotten(t *testing.T) {
+	js := testJS(t)
+	s, _ := newTestStream(t, js, Config{AckWait: 100 * time.Millisecond})
+	mustEnqueue(t, s, &peonify.Task{Type: "t"}, &peonify.Task{Type: "t"})
+	ds := pollUntil(t, s, 2, 5*time.Second)
+	held := func() int {
+		n := 0
+		s.claims.Range(func(any, any) bool { n++; return true })
+		return n
+	}
+	if n := held(); n != len(ds) {
+		t.Fatalf("the stream records %d claims after delivering %d", n, len(ds))
+	}
+	time.Sleep(time.Until(ds[0].Deadline))
+	if err := s.Ack(ctxT(t), ds[0]); !errors.Is(err, peonify.ErrLeaseLost) {
+		t.Fatalf("Ack after the lease: %v", err)
+	}
+	time.Sleep(time.Until(ds[len(ds)-1].Deadline))
+	s.forgetExpired()
+	if n := held(); n != 0 {
+		t.Errorf("the stream still records %d claims whose lease ended", n)
+	}
+}
