@@ -8,9 +8,10 @@
 // to the stream's consumer name until it is acked, nacked or extended, and
 // fenced by its entry ID and delivery count, so that a worker whose lease
 // ended cannot complete, fail or extend the task's newer claim. Acks are
-// batched into one server-side script that checks the claims, then XACKs
-// and XDELs the entries (the stream is never trimmed by length, which
-// would drop unacked entries). Entries whose lease ended, because their
+// batched into one server-side script that checks the claims, XACKs the
+// entries and removes them: by XTRIM MINID up to the oldest entry still
+// running or undelivered, by XDEL past it (the stream is never trimmed by
+// length, which would drop unacked entries). Entries whose lease ended, because their
 // processor died or stalled, are claimed again by the next Poll that looks
 // for them (Config.RescueInterval). Retries with a delay and tasks
 // scheduled for later wait in a sorted set and move back into the stream

@@ -53,6 +53,13 @@ end
 local function forget(id, loc)
   if redis.call('HGET', tasks, id) == loc then redis.call('HDEL', tasks, id) end
 end
+-- idLess orders two entry IDs.
+local function idLess(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, bm = tonumber(am), tonumber(bm)
+  return am < bm or am == bm and tonumber(as) < tonumber(bs)
+end
 -- unpackAll spreads a list into arguments.
 local function unpackAll(t) return unpack(t, 1, #t) end
 `
@@ -156,8 +163,33 @@ end
 for i = 1, k, 1000 do
   local j = math.min(i + 999, k)
   redis.call('XACK', stream, group, unpack(eids, i, j))
-  redis.call('XDEL', stream, unpack(eids, i, j))
   redis.call('HDEL', tasks, unpack(ids, i, j))
+end
+if k == 0 then return 0 end
+-- Delete the acked entries. Every entry older than both the oldest
+-- pending one and the first not yet delivered is acked: trimming them
+-- by MINID drops whole nodes of the stream at once, far cheaper than
+-- XDEL of each. Entries acked ahead of an older running one are
+-- deleted one by one.
+local keep = nil
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+  if field(g, 'name') == group then
+    local ms, seq = string.match(field(g, 'last-delivered-id'), '^(%d+)-(%d+)$')
+    keep = ms .. '-' .. (tonumber(seq) + 1)
+  end
+end
+local oldest = redis.call('XPENDING', stream, group)[2]
+if oldest and (not keep or idLess(oldest, keep)) then keep = oldest end
+if keep then redis.call('XTRIM', stream, 'MINID', keep) end
+local rest, r = {}, 0
+for i = 1, k do
+  if not keep or not idLess(eids[i], keep) then
+    r = r + 1
+    rest[r] = eids[i]
+  end
+end
+for i = 1, r, 1000 do
+  redis.call('XDEL', stream, unpack(rest, i, math.min(i + 999, r)))
 end
 return k
 `)

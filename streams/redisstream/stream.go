@@ -57,7 +57,7 @@ type Stream struct {
 	pollMu sync.RWMutex // held for writing while taking back own entries, for reading by other polls
 
 	mu       sync.Mutex
-	inflight map[string]struct{} // entry IDs this stream delivered and has not seen acked or nacked
+	inflight map[string]int // entry IDs this stream delivered and has not seen acked or nacked, with how many deliveries
 	stop     context.CancelFunc  // stops the watcher; nil if it never started
 	dueAt    time.Time           // when dueTimer fires; zero if it is not set
 	dueTimer *time.Timer         // fires Wake when a task this stream scheduled is due
@@ -96,7 +96,7 @@ func New(client redis.UniversalClient, cfg Config) (*Stream, error) {
 		read:     []string{keys.Stream, ">"},
 		wake:     make(chan struct{}, 1),
 		armed:    make(chan struct{}, 1),
-		inflight: make(map[string]struct{}),
+		inflight: make(map[string]int),
 	}
 	s.readOwn.Store(true)
 	s.armed <- struct{}{}
@@ -309,7 +309,7 @@ func (s *Stream) track(ds []peonify.Delivery) {
 	}
 	s.mu.Lock()
 	for _, d := range ds {
-		s.inflight[d.Ref.(string)] = struct{}{}
+		s.inflight[d.Ref.(string)]++
 	}
 	s.mu.Unlock()
 }
@@ -318,10 +318,16 @@ func (s *Stream) track(ds []peonify.Delivery) {
 func (s *Stream) untrack(eids ...string) {
 	s.mu.Lock()
 	for _, id := range eids {
-		delete(s.inflight, id)
+		// An entry can be delivered twice to this stream when it rescues
+		// its own expired lease: it is held until both deliveries end.
+		if n := s.inflight[id]; n > 1 {
+			s.inflight[id] = n - 1
+		} else {
+			delete(s.inflight, id)
+		}
 	}
-	if len(s.inflight) == 0 && len(eids) > 0 {
-		s.inflight = make(map[string]struct{}) // give back the memory of a burst
+	if len(s.inflight) == 0 && len(eids) > 64 {
+		s.inflight = make(map[string]int) // give back the memory of a burst
 	}
 	s.mu.Unlock()
 }
@@ -339,8 +345,10 @@ func ref(d peonify.Delivery) string {
 }
 
 // Ack completes deliveries in one script run: their entries are acked and
-// deleted from the stream (never trimmed by length, so no pending entry is
-// lost). A delivery whose lease was lost (its entry is no longer this
+// removed from the stream, those older than every running and undelivered
+// entry by XTRIM MINID (whole nodes at once), the others by XDEL. The
+// stream is never trimmed by length, which would drop entries that are
+// still running or not yet delivered. A delivery whose lease was lost (its entry is no longer this
 // consumer's with the same delivery count), or that was already acked, is
 // silently ignored.
 func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
