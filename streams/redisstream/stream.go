@@ -57,10 +57,10 @@ type Stream struct {
 	pollMu sync.RWMutex // held for writing while taking back own entries, for reading by other polls
 
 	mu       sync.Mutex
-	inflight map[string]int // entry IDs this stream delivered and has not seen acked or nacked, with how many deliveries
-	stop     context.CancelFunc  // stops the watcher; nil if it never started
-	dueAt    time.Time           // when dueTimer fires; zero if it is not set
-	dueTimer *time.Timer         // fires Wake when a task this stream scheduled is due
+	inflight map[string]int     // entry IDs this stream delivered and has not seen acked or nacked, with how many deliveries
+	stop     context.CancelFunc // stops the watcher; nil if it never started
+	dueAt    time.Time          // when dueTimer fires; zero if it is not set
+	dueTimer *time.Timer        // fires Wake when a task this stream scheduled is due
 	wg       sync.WaitGroup
 }
 
