@@ -1,0 +1,75 @@
+// Package peonifyprom exports a peonify processor's activity as Prometheus
+// metrics.
+//
+// A Metrics counts task outcomes from the processor's events and reads
+// its queue, workers and streams from Processor.Stats at each scrape. A
+// processor is configured before it exists, so wiring takes three steps:
+// create the Metrics, pass its OnEvent in peonify.Config, then Attach it
+// to the processor and register it:
+//
+//	func run(ctx context.Context) error {
+//		m, err := peonifyprom.New(peonifyprom.Config{})
+//		if err != nil {
+//			return err
+//		}
+//		p, err := peonify.New(peonify.Config{OnEvent: m.OnEvent})
+//		if err != nil {
+//			return err
+//		}
+//		if err := p.AddTaskList(peonify.TaskList{"email": sendEmail}); err != nil {
+//			return err
+//		}
+//		if err := p.AddStream(memstream.New(memstream.Config{})); err != nil {
+//			return err
+//		}
+//		if err := m.Attach(p); err != nil {
+//			return err
+//		}
+//		reg := prometheus.NewRegistry()
+//		reg.MustRegister(m, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+//		http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+//		go http.ListenAndServe(":9090", nil)
+//		return p.Run(ctx)
+//	}
+//
+// To keep an OnEvent of your own, call both from one function:
+//
+//	OnEvent: func(e peonify.Event) { m.OnEvent(e); mine(e) }
+//
+// # Metrics
+//
+// Counted from events, labelled by stream and task type:
+//
+//	peonify_tasks_succeeded_total      handler returned nil; acked
+//	peonify_tasks_failed_total         retried + dead
+//	peonify_tasks_retried_total        failed attempts that will be tried again
+//	peonify_tasks_dead_total           dead-lettered (permanent error, out of attempts, unknown type)
+//	peonify_tasks_released_total       handed back at shutdown, not counted as attempts
+//	peonify_tasks_snoozed_total        asked to run later, not counted as attempts
+//	peonify_tasks_lease_lost_total     lease lost; the result was discarded
+//	peonify_task_run_seconds           histogram of handler run time, per attempt
+//	peonify_task_local_wait_seconds    histogram of the wait in the local queue (claimed → started)
+//	peonify_task_wait_seconds          histogram of the end-to-end wait of first attempts
+//	                                   (enqueued, or RunAt if later → started)
+//
+// Read from Processor.Stats at each scrape:
+//
+//	peonify_workers                         worker pool size
+//	peonify_queued_tasks                    tasks claimed and waiting for a worker
+//	peonify_tasks_in_flight                 running tasks, by stream and type
+//	peonify_task_oldest_running_seconds     run time of the longest-running task (alert on stuck tasks)
+//	peonify_ack_errors_total                acks that failed; those tasks will run again
+//	peonify_tasks_polled_total              tasks delivered, by stream
+//	peonify_stream_polls_total              Poll calls, by stream
+//	peonify_stream_poll_errors_total        failed Poll calls, by stream
+//	peonify_stream_backing_off              1 while a stream's polling waits after an error
+//
+// # Cardinality
+//
+// Stream names are the ones given to AddStream, and the type label is
+// the task's type only if the attached processor has a handler for it;
+// every other type is labelled UnknownType ("unknown"). The number of
+// series is therefore bounded by streams × registered types, whatever
+// producers send. Several processors can share a registry when each
+// Metrics has its own Config.ConstLabels.
+package peonifyprom
