@@ -47,8 +47,11 @@ type Config struct {
 
 	// MaxAckPending caps the tasks that all processors together hold at
 	// once (delivered and not yet acked or nacked); JetStream delivers no
-	// more until some are done. Defaults to 10000; a negative value
-	// removes the cap.
+	// more until some are done. While the cap is reached, a Poll finds
+	// nothing after waiting a second (nats.go's limit for a fetch without
+	// wait, which the server leaves unanswered). Each processor already
+	// holds at most its own capacity, so the default is no cap (zero or
+	// negative).
 	MaxAckPending int
 
 	// DuplicateWindow is how long JetStream remembers a task ID to reject
@@ -84,7 +87,6 @@ const (
 	defaultConsumer        = "peonify"
 	defaultAckWait         = 30 * time.Second
 	defaultMaxDeliver      = 100
-	defaultMaxAckPending   = 10000
 	defaultDuplicateWindow = 2 * time.Minute
 	defaultKeepDead        = 7 * 24 * time.Hour
 	minAckWait             = 100 * time.Millisecond
@@ -153,10 +155,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxDeliver < 0 {
 		c.MaxDeliver = -1
 	}
-	if c.MaxAckPending == 0 {
-		c.MaxAckPending = defaultMaxAckPending
-	}
-	if c.MaxAckPending < 0 {
+	if c.MaxAckPending <= 0 {
 		c.MaxAckPending = -1
 	}
 	if c.DuplicateWindow == 0 {

@@ -364,3 +364,27 @@ func TestExpiredClaimsAreForgotten(t *testing.T) {
 		t.Errorf("the stream still records %d claims whose lease ended", n)
 	}
 }
+
+// TestMaxAckPending checks the consumer's cap on claims: once all
+// processors together hold that many, Poll finds nothing, and the next task
+// comes, as a first attempt, once a claim is acked.
+func TestMaxAckPending(t *testing.T) {
+	js := testJS(t)
+	s, _ := newTestStream(t, js, Config{MaxAckPending: 2})
+	ctx := ctxT(t)
+	mustEnqueue(t, s, &peonify.Task{Type: "t"}, &peonify.Task{Type: "t"}, &peonify.Task{Type: "t"})
+	ds := pollUntil(t, s, 10, 5*time.Second)
+	if len(ds) != 2 {
+		t.Fatalf("first Poll claimed %d tasks, want the cap of 2", len(ds))
+	}
+	if more, err := s.Poll(ctx, 10); err != nil || len(more) != 0 {
+		t.Fatalf("Poll at the cap = %d tasks, %v; want none and no error", len(more), err)
+	}
+	if err := s.Ack(ctx, ds...); err != nil {
+		t.Fatal(err)
+	}
+	d := pollUntil(t, s, 10, 5*time.Second)
+	if len(d) != 1 || d[0].Task.Attempt != 1 {
+		t.Fatalf("after the acks, Poll returned %d tasks (first attempt %d), want the third task as attempt 1", len(d), d[0].Task.Attempt)
+	}
+}
