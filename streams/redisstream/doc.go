@@ -11,15 +11,17 @@
 // batched into one server-side script that checks the claims, XACKs the
 // entries and removes them: by XTRIM MINID up to the oldest entry still
 // running or undelivered, by XDEL past it (the stream is never trimmed by
-// length, which would drop unacked entries). Entries whose lease ended, because their
-// processor died or stalled, are claimed again by the next Poll that looks
-// for them (Config.RescueInterval). Retries with a delay and tasks
+// length, which would drop unacked entries). Entries whose lease ended,
+// because their processor died or stalled, are claimed again by the next
+// Poll that looks for them (Config.RescueInterval). Retries with a delay and tasks
 // scheduled for later wait in a sorted set and move back into the stream
 // atomically, by script, when due; dead tasks go to a dead-letter stream
 // with their last error.
 //
-// It needs Redis 6.2 or later, and works with a Redis Cluster: every key
-// of a queue shares the hash tag {queue}.
+// It needs Redis 6.2 or later (it is tested on 7.0). Every key of a queue
+// shares the hash tag {queue}, and every script touches the keys of one
+// queue only, so a queue lives in one slot of a Redis Cluster; the tests
+// run on a single server.
 //
 // # Getting started
 //
@@ -76,9 +78,9 @@
 //   - Stream implements peonify.Inspector (counts, listing, retry of dead
 //     tasks, delete, purge). Listing reads the whole stream: it is an
 //     operator's tool.
-//   - Acked entries are deleted at once. A task's ID key is kept for
-//     Config.DedupWindow afterwards so that a second Enqueue of the ID is
-//     reported as a duplicate; dead tasks are kept for Config.KeepDead.
+//   - Acked entries are deleted at once. A second Enqueue of an ID within
+//     Config.DedupWindow of the first is reported as a duplicate, even if
+//     the task has finished; dead tasks are kept for Config.KeepDead.
 //   - A Stream that polls sends one pipelined round trip per Poll, one
 //     script run per Ack batch, Nack and Extend, and, while idle, one
 //     blocking read of up to half a second at a time.
