@@ -125,6 +125,50 @@ func TestSlowBody(t *testing.T) {
 	}
 }
 
+// A request refused before its body was read is answered at once, and its
+// connection is closed within BodyTimeout even if the client never sends
+// the rest: net/http drains a refused body before it closes, and the
+// handler's deadline bounds that too.
+func TestRefusedUnreadBody(t *testing.T) {
+	st := newStore(t)
+	h := newHandler(t, st, Config{BodyTimeout: 300 * time.Millisecond, MaxBodyBytes: 64})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	for _, tc := range []struct {
+		start  string
+		status int
+	}{
+		{"POST /nowhere", http.StatusNotFound},
+		{"PUT /github", http.StatusMethodNotAllowed},
+		{"POST /github", http.StatusRequestEntityTooLarge}, // over MaxBodyBytes
+	} {
+		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close() // on failure too, or srv.Close would wait for the server's read
+		fmt.Fprintf(conn, "%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n{\"a\"", tc.start, 1000) // under the 256 KiB net/http would wait for
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(conn)
+		start := time.Now()
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: no answer: %v", tc.start, err)
+		}
+		if waited := time.Since(start); waited > 250*time.Millisecond {
+			t.Fatalf("%s: answered after %s; the handler waited for the body", tc.start, waited)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || !resp.Close {
+			t.Fatalf("%s: status %d, close %v; want %d and the connection closed", tc.start, resp.StatusCode, resp.Close, tc.status)
+		}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("%s: the server kept the connection: %v", tc.start, err)
+		}
+	}
+}
+
 // childEnv makes the test binary the child process of TestKillAfterAccept;
 // its value is the directory holding the database and the address file.
 const childEnv = "WEBHOOKSTREAM_SERVE_CHILD"

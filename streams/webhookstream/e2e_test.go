@@ -214,3 +214,26 @@ func TestSyncPanic(t *testing.T) {
 		t.Fatal("the panic was not reported")
 	}
 }
+
+// The body deadline ends with the body: a synchronous wait longer than
+// BodyTimeout still gets its answer.
+func TestSyncOutlivesBodyTimeout(t *testing.T) {
+	st := newStore(t)
+	results := NewResults()
+	h := newHandler(t, st, Config{BodyTimeout: 50 * time.Millisecond, Results: results,
+		Routes: map[string]Route{"/s": {Type: "s", AllowUnsigned: true, Sync: true}}})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	runProcessor(t, st, peonify.TaskList{"s": peonify.HandlerFunc(func(ctx context.Context, _ *peonify.Task) error {
+		select {
+		case <-time.After(200 * time.Millisecond): // longer than BodyTimeout
+		case <-ctx.Done():
+		}
+		Respond(ctx, Reply{Body: []byte("late but fine")})
+		return nil
+	})}, results.Middleware())
+	a := post(t, srv.Client(), srv.URL, request{path: "/s", body: []byte("x")}).want(t, http.StatusOK)
+	if a.raw != "late but fine" {
+		t.Fatalf("answer %q", a.raw)
+	}
+}

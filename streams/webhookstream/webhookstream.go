@@ -264,24 +264,27 @@ func New(store peonify.Enqueuer, cfg Config) (*Handler, error) {
 // Every answer has a JSON body: {"task_id": "...", "status": "accepted"}
 // (or "duplicate", "done"), or {"error": "..."} saying what is wrong.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// Until the body is read in full, every answer closes the connection:
-	// net/http would otherwise read the rest of the body to reuse it, for
-	// as long as a slow client cares to take.
+	if r.ContentLength != 0 {
+		// Bound every read of the body: the handler's own, and the one
+		// net/http makes after an early answer to drain what is left.
+		// net/http lifts the deadline once the body is read to its end.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.cfg.BodyTimeout))
+	}
 	rt := h.routes[r.URL.Path]
 	if rt == nil {
-		w.Header().Set("Connection", "close")
+		closeUnread(w, r)
 		h.fail(w, r, nil, http.StatusNotFound, "no webhook route at "+r.URL.Path, nil)
 		return
 	}
 	if r.Method != http.MethodPost {
-		w.Header().Set("Connection", "close")
+		closeUnread(w, r)
 		w.Header().Set("Allow", http.MethodPost)
 		h.fail(w, r, rt, http.StatusMethodNotAllowed, "webhooks must be sent with POST, not "+r.Method, nil)
 		return
 	}
 	body, status, err := h.readBody(w, r, rt)
 	if err != nil {
-		w.Header().Set("Connection", "close")
+		closeUnread(w, r)
 		h.fail(w, r, rt, status, err.Error(), nil)
 		return
 	}
@@ -341,6 +344,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]string{"task_id": task.ID, "status": "accepted"})
 }
 
+// closeUnread makes an answer given before the body was read in full close
+// the connection rather than keep it for another request.
+func closeUnread(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
+}
+
 // readBody reads the whole raw body within the route's size limit and the
 // body timeout. On failure it returns the status to answer with.
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, rt *route) ([]byte, int, error) {
@@ -349,10 +360,6 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, rt *route) ([
 		return nil, http.StatusRequestEntityTooLarge,
 			fmt.Errorf("the body is %d bytes, more than the %d bytes this endpoint accepts", r.ContentLength, limit)
 	}
-	// The deadline stays set if the read fails, so that nothing else reads
-	// from this connection without one; it is lifted once the body is in.
-	rc := http.NewResponseController(w)
-	deadline := rc.SetReadDeadline(time.Now().Add(h.cfg.BodyTimeout)) == nil
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
 		buf.Grow(int(r.ContentLength))
@@ -361,9 +368,6 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, rt *route) ([
 	var tooLarge *http.MaxBytesError
 	switch {
 	case err == nil:
-		if deadline {
-			_ = rc.SetReadDeadline(time.Time{})
-		}
 		return buf.Bytes(), 0, nil
 	case errors.As(err, &tooLarge):
 		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("the body is more than the %d bytes this endpoint accepts", limit)
