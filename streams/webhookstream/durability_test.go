@@ -146,7 +146,7 @@ func TestRefusedUnreadBody(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer conn.Close() // on failure too, or srv.Close would wait for the server's read
+		defer conn.Close()                                                                              // on failure too, or srv.Close would wait for the server's read
 		fmt.Fprintf(conn, "%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n{\"a\"", tc.start, 1000) // under the 256 KiB net/http would wait for
 		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 		br := bufio.NewReader(conn)
