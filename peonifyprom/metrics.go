@@ -187,9 +187,9 @@ func New(cfg Config) (*Metrics, error) {
 // one Metrics describes one processor (create one Metrics per processor,
 // with distinct Config.ConstLabels).
 //
-// Without Attach, m still counts events, but only the gauges of the
-// processor are missing and tasks that did not start are labelled
-// UnknownType, since m cannot tell which types are registered.
+// Without Attach, m still counts events but exports none of the metrics
+// read from Stats, and it labels tasks that never started UnknownType,
+// since it cannot tell which types are registered.
 func (m *Metrics) Attach(p *peonify.Processor) error {
 	if p == nil {
 		return errors.New("peonifyprom: Attach was given a nil processor: pass the *peonify.Processor that peonify.New returned")
