@@ -16,6 +16,8 @@
 // store fails or is too slow, the Handler answers 503 with Retry-After, so
 // the sender tries again later.
 //
+//	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+//	defer stop()
 //	store, err := sqlitestream.Open("tasks.db", sqlitestream.Config{KeepDone: 24 * time.Hour})
 //	if err != nil {
 //		log.Fatal(err)

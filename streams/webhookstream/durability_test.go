@@ -146,8 +146,10 @@ func TestRefusedUnreadBody(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer conn.Close()                                                                              // on failure too, or srv.Close would wait for the server's read
-		fmt.Fprintf(conn, "%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n{\"a\"", tc.start, 1000) // under the 256 KiB net/http would wait for
+		defer conn.Close() // on failure too, or srv.Close would wait for the server's read
+		// Declare a body under the 256 KiB that net/http would drain, and
+		// send only its start.
+		fmt.Fprintf(conn, "%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n{\"a\"", tc.start, 1000)
 		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 		br := bufio.NewReader(conn)
 		start := time.Now()
