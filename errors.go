@@ -127,6 +127,16 @@ func Snooze(d time.Duration) error {
 	return &retryAfterError{delay: max(d, 0), snooze: true}
 }
 
+// IsSnooze reports whether err came from Snooze, and if so the delay it
+// asked for. Middleware uses it to tell a snooze from a failure.
+func IsSnooze(err error) (time.Duration, bool) {
+	var ra *retryAfterError
+	if errors.As(err, &ra) && ra.snooze {
+		return ra.delay, true
+	}
+	return 0, false
+}
+
 // PanicError is the error recorded for a task whose handler panicked.
 type PanicError struct {
 	Value any    // the value passed to panic

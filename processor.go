@@ -98,6 +98,18 @@ func (p *Processor) AddTaskList(tl TaskList) error {
 	return nil
 }
 
+// TaskTypes returns the registered task types, sorted.
+func (p *Processor) TaskTypes() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	types := make([]string, 0, len(p.handlers))
+	for typ := range p.handlers {
+		types = append(types, typ)
+	}
+	sort.Strings(types)
+	return types
+}
+
 // StreamOption configures one stream added with AddStream.
 type StreamOption func(*streamOptions)
 

@@ -1,6 +1,8 @@
 package peonify_test
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -22,5 +24,14 @@ func TestBackoff(t *testing.T) {
 	}
 	if d := (peonify.RetryPolicy{}).Backoff(1); d < 800*time.Millisecond || d > 1200*time.Millisecond {
 		t.Errorf("default first backoff = %s, want 1s ±20%%", d)
+	}
+}
+
+func TestIsSnooze(t *testing.T) {
+	if d, ok := peonify.IsSnooze(fmt.Errorf("wrapped: %w", peonify.Snooze(time.Minute))); !ok || d != time.Minute {
+		t.Errorf("IsSnooze(wrapped Snooze(1m)) = %s, %v", d, ok)
+	}
+	if _, ok := peonify.IsSnooze(peonify.RetryAfter(time.Minute, errors.New("x"))); ok {
+		t.Error("RetryAfter reported as a snooze")
 	}
 }
