@@ -85,7 +85,7 @@ func (f *faultStore) Enqueue(ctx context.Context, tasks ...*peonify.Task) error 
 
 // serve starts a Handler over store on a test server; both are shut
 // down at the end of the test. It returns the handler and the ws:// URL.
-func serve(t *testing.T, store peonify.Enqueuer, cfg Config) (*Handler, string) {
+func serve(t testing.TB, store peonify.Enqueuer, cfg Config) (*Handler, string) {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
@@ -107,7 +107,7 @@ func serve(t *testing.T, store peonify.Enqueuer, cfg Config) (*Handler, string) 
 }
 
 // dial returns a Client, closed at the end of the test.
-func dial(t *testing.T, url string, opts DialOptions) *Client {
+func dial(t testing.TB, url string, opts DialOptions) *Client {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = testLogger(t)
