@@ -30,8 +30,8 @@ const (
 type Config struct {
 	// Servers are the broker addresses, tried in turn: mqtt:// or tcp://
 	// (plain TCP, port 1883 by default), mqtts://, tls:// or ssl://
-	// (TLS, see TLSConfig), ws:// or wss:// (MQTT over WebSocket, with the
-	// path). A user and password in the URL are used when Username is
+	// (TLS, port 8883 by default, see TLSConfig), ws:// or wss:// (MQTT
+	// over WebSocket, with the path). A user and password in the URL are used when Username is
 	// empty. Required.
 	Servers []string
 
@@ -110,7 +110,7 @@ type Config struct {
 }
 
 // schemes are the URL schemes the MQTT client can dial.
-var schemes = []string{"mqtt", "tcp", "mqtts", "tls", "ssl", "tcps", "ws", "wss"}
+var schemes = []string{"mqtt", "tcp", "mqtts", "tls", "ssl", "tcps", "mqtt+ssl", "ws", "wss"}
 
 func (c Config) validate() error {
 	bad := func(field, format string, args ...any) error {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"slices"
 	"strings"
@@ -91,6 +92,14 @@ func New(store peonify.Enqueuer, cfg Config) (*Intake, error) {
 				in.password, _ = u.User.Password()
 			}
 			u.User = nil
+		}
+		if u.Port() == "" {
+			switch strings.ToLower(u.Scheme) {
+			case "mqtt", "tcp":
+				u.Host = net.JoinHostPort(u.Hostname(), "1883")
+			case "mqtts", "tls", "ssl", "tcps", "mqtt+ssl":
+				u.Host = net.JoinHostPort(u.Hostname(), "8883")
+			}
 		}
 		in.servers = append(in.servers, u)
 	}

@@ -103,7 +103,7 @@ func TestConfigErrors(t *testing.T) {
 
 func TestNewTakesCredentialsAndShareGroup(t *testing.T) {
 	in, err := New(newMem(t), Config{
-		Servers:    []string{"mqtt://ada:s3cret@broker.example:1883", "tcp://other.example:1883"},
+		Servers:    []string{"mqtt://ada:s3cret@broker.example", "tcp://other.example:1883"},
 		ClientID:   "c",
 		Routes:     map[string]string{"a/+": "t", "$share/explicit/b": "u"},
 		ShareGroup: "",
@@ -113,6 +113,9 @@ func TestNewTakesCredentialsAndShareGroup(t *testing.T) {
 	}
 	if in.username != "ada" || in.password != "s3cret" || in.servers[0].User != nil {
 		t.Errorf("credentials: user %q, password %q, URL %v", in.username, in.password, in.servers[0])
+	}
+	if in.servers[0].Host != "broker.example:1883" || in.servers[1].Host != "other.example:1883" {
+		t.Errorf("servers = %v", in.servers)
 	}
 	if strings.Join(in.filters, " ") != "$share/explicit/b a/+" {
 		t.Errorf("filters = %v", in.filters)

@@ -32,6 +32,7 @@ type NackError struct {
 	Reason string // the server's explanation
 }
 
+// Error returns the server's reason with the task's ID.
 func (e *NackError) Error() string {
 	return fmt.Sprintf("wsstream: server refused task %s: %s", e.ID, e.Reason)
 }
@@ -176,6 +177,7 @@ type HandshakeError struct {
 	Body       string // the start of the server's explanation
 }
 
+// Error says what the status means and how to fix it.
 func (e *HandshakeError) Error() string {
 	hint := ""
 	switch e.StatusCode {
