@@ -26,6 +26,7 @@ type Processor struct {
 	mu       sync.Mutex // guards the fields below until Run starts
 	handlers map[string]Handler
 	streams  []*streamState
+	intakes  []Intake
 	started  bool
 
 	// Set up by Run; read-only while it runs.
@@ -175,9 +176,43 @@ func (p *Processor) hasStream(name string) bool {
 	return false
 }
 
+// Intake is a push source, such as an HTTP webhook endpoint or an MQTT
+// subscription, that writes the tasks it accepts into a durable stream
+// (an Enqueuer) before it acknowledges the sender. Run serves until ctx
+// ends and then returns once everything it acknowledged is stored.
+type Intake interface {
+	Run(ctx context.Context) error
+}
+
+// IntakeFunc adapts a function to an Intake.
+type IntakeFunc func(ctx context.Context) error
+
+// Run calls f(ctx).
+func (f IntakeFunc) Run(ctx context.Context) error { return f(ctx) }
+
+// AddIntake adds a push source that the processor runs for as long as Run
+// and stops first at shutdown, before it stops polling, so that nothing is
+// accepted from senders once draining begins. If an intake returns before
+// shutdown, the processor logs it and shuts down, and Run returns the
+// intake's error (or an error saying it stopped): a processor that has lost
+// an intake is not healthy. It must be called before Run.
+func (p *Processor) AddIntake(in Intake) error {
+	if in == nil {
+		return &ConfigError{"AddIntake", "intake is nil"}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.started {
+		return errors.New("peonify: AddIntake called after Run: add every intake before Run")
+	}
+	p.intakes = append(p.intakes, in)
+	return nil
+}
+
 // Run processes tasks until ctx ends, then shuts down gracefully and
 // returns nil:
 //
+//  0. it stops its intakes (see AddIntake) and waits for them;
 //  1. it stops polling;
 //  2. every task that was claimed but not started is handed back with
 //     Nack(OutcomeReleased), which does not count an attempt;
@@ -196,6 +231,32 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 	pollCtx, stopPolling := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopPolling()
+	// An intake that fails ends the run, as ctx does.
+	ctx, stopRun := context.WithCancelCause(ctx)
+	defer stopRun(nil)
+	intakeCtx, stopIntakes := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopIntakes()
+	var intakes sync.WaitGroup
+	var intakeErr error
+	var intakeErrOnce sync.Once
+	for _, in := range p.intakes {
+		intakes.Go(func() {
+			err := in.Run(intakeCtx)
+			if intakeCtx.Err() != nil {
+				if err != nil && !errors.Is(err, context.Canceled) {
+					p.log.Error("peonify: intake failed while stopping", "err", err)
+				}
+				return
+			}
+			if err == nil {
+				err = errors.New("intake stopped on its own")
+			}
+			err = fmt.Errorf("peonify: intake %T: %w", in, err)
+			p.log.Error("peonify: an intake stopped; shutting down", "err", err)
+			intakeErrOnce.Do(func() { intakeErr = err })
+			stopRun(err)
+		})
+	}
 
 	var pollers, workers, helpers sync.WaitGroup
 	for _, st := range p.streams {
@@ -211,6 +272,10 @@ func (p *Processor) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	p.log.Info("peonify: shutting down", "grace", p.cfg.ShutdownGrace)
+
+	// 0. Accept nothing more from senders.
+	stopIntakes()
+	intakes.Wait()
 
 	// 1. Stop polling. A poll in flight may still deliver; its tasks go
 	// to the queue and are released below.
@@ -249,7 +314,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		}
 	}
 	p.log.Info("peonify: stopped", "succeeded", p.counters.succeeded.Load(), "released", p.counters.released.Load())
-	return err
+	return errors.Join(intakeErr, err)
 }
 
 // start validates that the processor can run and sets up its run state.

@@ -643,3 +643,50 @@ func TestTaskPastMaxAttemptsIsDeadWithoutRunning(t *testing.T) {
 		t.Error("the handler ran an attempt past the limit")
 	}
 }
+
+func TestIntakeRunsWithProcessorAndStopsFirst(t *testing.T) {
+	ms := memstream.New(memstream.Config{})
+	events := make(chan peonify.Event, 10)
+	p, _ := peonify.New(peonify.Config{Logger: quiet, OnEvent: func(e peonify.Event) { events <- e }})
+	_ = p.AddTaskList(peonify.TaskList{"pushed": peonify.HandlerFunc(ok)})
+	_ = p.AddStream(ms)
+	intakeStopped := make(chan struct{})
+	_ = p.AddIntake(peonify.IntakeFunc(func(ctx context.Context) error {
+		// A push source: accept one task, store it durably, then serve until stopped.
+		if err := ms.Enqueue(ctx, &peonify.Task{ID: "pushed-1", Type: "pushed"}); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		close(intakeStopped)
+		return nil
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- p.Run(ctx) }()
+	if e := <-events; e.Kind != peonify.EventSucceeded || e.Task.ID != "pushed-1" {
+		t.Fatalf("event %s for %s, want the pushed task to succeed", e.Kind, e.Task.ID)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-intakeStopped:
+	default:
+		t.Fatal("Run returned before its intake stopped")
+	}
+}
+
+func TestFailedIntakeEndsRun(t *testing.T) {
+	p, _ := peonify.New(peonify.Config{Logger: quiet})
+	_ = p.AddTaskList(peonify.TaskList{"t": peonify.HandlerFunc(ok)})
+	_ = p.AddStream(memstream.New(memstream.Config{}))
+	_ = p.AddIntake(peonify.IntakeFunc(func(context.Context) error { return errors.New("listen tcp :80: address in use") }))
+	err := p.Run(context.Background()) // ends without ctx being cancelled
+	if err == nil || !strings.Contains(err.Error(), "address in use") {
+		t.Fatalf("Run = %v, want the intake's error", err)
+	}
+	if err := p.AddIntake(nil); err == nil {
+		t.Error("AddIntake(nil) accepted")
+	}
+}

@@ -156,7 +156,10 @@ type Enqueuer interface {
 	// may reuse a task's Payload and Headers afterwards. Because Enqueue
 	// writes the generated ID
 	// into the caller's Task, enqueueing the same *Task value twice is a
-	// duplicate: build a new Task for each new piece of work.
+	// duplicate: build a new Task for each new piece of work. After any
+	// other error, any subset of the tasks may have been stored: retrying
+	// the same tasks (same IDs) is safe, the stored ones come back as
+	// duplicates.
 	Enqueue(ctx context.Context, tasks ...*Task) error
 }
 
