@@ -37,11 +37,13 @@ type Config struct {
 
 	// Prefetch fixes how many unacknowledged messages the broker may send
 	// to this stream (the consumer's QoS prefetch count), that is how many
-	// tasks it holds at most, handed out or buffered. Zero, the default,
-	// lets it follow the processor: it starts at the first Poll's max and
-	// grows to what the processor holds plus what it asks for, which is
-	// never more than the processor's free capacity (Workers + QueueSize,
-	// plus the tasks whose acks are on their way).
+	// tasks it holds at most: handed out, or buffered for the next Poll.
+	// Zero, the default, lets it follow the processor: it starts at the
+	// first Poll's max and grows only when a Poll finds nothing buffered
+	// while every prefetched message is still unacknowledged, that is when
+	// the caller has room that the prefetch denies it. It settles at what
+	// the processor holds (Workers + QueueSize at most) plus the tasks it
+	// has finished but not yet acked (a processor batches its acks).
 	Prefetch int
 
 	// MaxPriority, when positive, makes the work queue a priority queue

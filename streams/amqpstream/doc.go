@@ -63,11 +63,13 @@
 // The stream consumes with manual acknowledgements. The broker pushes
 // messages up to the consumer's prefetch count; Poll hands out at most max
 // of them. Unless Config.Prefetch fixes it, the prefetch count follows the
-// processor: it starts at the first Poll's max and grows to what the
-// processor holds plus what it asks for, so the broker never sends this
-// process more tasks than it has room for, and the rest stay in the queue
-// for other processors. Acks are batched into one basic.ack (multiple) per
-// run of consecutive delivery tags.
+// processor: it starts at the first Poll's max and grows only while the
+// processor asks for tasks that the broker holds back because every
+// prefetched message is unacknowledged. It settles at what the processor
+// holds plus the tasks it finished and has not acked yet, so the broker
+// never sends a process more than it has room for, and the rest of the
+// queue stays available to other processors. Acks are batched into one
+// basic.ack (multiple) for every run of consecutive delivery tags.
 //
 // Claims do not expire: the broker keeps an unacknowledged message for its
 // consumer until the connection or channel closes (or until RabbitMQ's

@@ -222,8 +222,8 @@ func setMeta(h amqp.Table, t *peonify.Task, attempts int) {
 	setInt(headerMaxAttempts, int64(t.MaxAttempts))
 	setInt(headerPriority, int64(t.Priority))
 	var runAt int64
-	if !t.RunAt.IsZero() && t.RunAt.After(time.Now()) {
-		runAt = t.RunAt.UnixMilli()
+	if !t.RunAt.IsZero() {
+		runAt = max(t.RunAt.UnixMilli(), 1)
 	}
 	setInt(headerRunAt, runAt)
 	setStr(headerUniqueKey, t.UniqueKey)

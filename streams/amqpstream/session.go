@@ -135,6 +135,14 @@ func (ss *session) dead() bool {
 	}
 }
 
+// cause returns why the session ended, or nil while it lives.
+func (ss *session) cause() error {
+	if ss.dead() {
+		return ss.err // written before done was closed
+	}
+	return nil
+}
+
 // shutdown closes the connection and waits for the session's goroutines.
 func (ss *session) shutdown(ctx context.Context) {
 	ss.fail(errors.New("amqpstream: session closed"))
@@ -238,12 +246,26 @@ func (ss *session) ensureDelay(ms int64) (string, error) {
 	return name, nil
 }
 
-// forget drops a delay queue from the declared set, after the broker said
-// it does not exist (an operator deleted it).
+// forget is called after the broker returned a message to queue name as
+// unroutable: an operator deleted the queue. A delay queue is declared
+// again on its next use; the work and dead-letter queues at once, so that
+// the next publish succeeds.
 func (ss *session) forget(name string) {
-	ss.topoMu.Lock()
-	delete(ss.declared, name)
-	ss.topoMu.Unlock()
+	cfg := ss.s.cfg
+	switch name {
+	case cfg.Queue:
+		if err := ss.declare(name, cfg.queueArgs()); err != nil {
+			cfg.Logger.Warn("amqpstream: declaring a deleted queue again failed", "queue", name, "err", err)
+		}
+	case deadQueue(cfg.Queue):
+		if err := ss.declare(name, cfg.deadArgs()); err != nil {
+			cfg.Logger.Warn("amqpstream: declaring a deleted queue again failed", "queue", name, "err", err)
+		}
+	default:
+		ss.topoMu.Lock()
+		delete(ss.declared, name)
+		ss.topoMu.Unlock()
+	}
 }
 
 // inspect returns the number of ready messages in queue, or ok false if
@@ -414,8 +436,8 @@ func (p *publisher) publish(ctx context.Context, out []outgoing) error {
 		select {
 		case <-o.dc.Done():
 			if !o.dc.Acked() {
-				err := p.ss.err
-				if !p.ss.dead() || err == nil {
+				err := p.ss.cause()
+				if err == nil {
 					err = errors.New("the broker refused the message (basic.nack)")
 				}
 				fail(o, fmt.Errorf("amqpstream: publishing to queue %s was not confirmed: %w", o.queue, err))
@@ -498,11 +520,11 @@ type consumer struct {
 
 // maxConsumers caps the AMQP consumers one stream adds as its prefetch
 // grows.
-const maxConsumers = 4
+const maxConsumers = 16
 
-// consumer returns the session's consumer, starting it on the first call,
-// and grows its prefetch to cover what the caller holds plus want.
-func (ss *session) consumer(want int) (*consumer, error) {
+// consumer returns the session's consumer, starting it on the first call
+// with a prefetch of Config.Prefetch, or else first.
+func (ss *session) consumer(first int) (*consumer, error) {
 	ss.consMu.Lock()
 	c := ss.cons
 	if c == nil {
@@ -535,32 +557,61 @@ func (ss *session) consumer(want int) (*consumer, error) {
 
 	c.setup.Lock()
 	defer c.setup.Unlock()
-	target := ss.s.cfg.Prefetch
-	if target == 0 {
-		c.mu.Lock()
-		target = min(c.handedOut+want, 65535)
-		c.mu.Unlock()
+	if c.prefetch == 0 {
+		n := ss.s.cfg.Prefetch
+		if n == 0 {
+			n = first
+		}
+		if err := c.add(n); err != nil {
+			return nil, err
+		}
 	}
-	if target <= c.prefetch || (len(c.tags) >= maxConsumers && ss.s.cfg.Prefetch == 0) {
-		return c, nil
+	return c, nil
+}
+
+// grow raises the prefetch after a Poll got short fewer tasks than it
+// asked for, if the broker could not send more because all of the
+// prefetch was in use: the caller has room that the prefetch denies it.
+// Tasks done but not yet acked (a processor batches its acks) hold
+// prefetch too, so the prefetch settles at what the caller can hold plus
+// what it has in flight to the broker. Each step adds an AMQP consumer
+// with its own prefetch count: the broker applies a new count only to new
+// consumers.
+func (c *consumer) grow(short int) error {
+	c.setup.Lock()
+	defer c.setup.Unlock()
+	c.mu.Lock()
+	blocked := len(c.state) >= c.prefetch
+	c.mu.Unlock()
+	if !blocked || len(c.tags) >= maxConsumers {
+		return nil
 	}
-	add := target - c.prefetch
-	if err := c.ch.Qos(add, 0, false); err != nil {
-		return nil, fmt.Errorf("amqpstream: setting the prefetch count: %w", err)
+	step := min(max(short, c.prefetch/8), 65535-c.prefetch)
+	if step <= 0 {
+		return nil
+	}
+	return c.add(step)
+}
+
+// add starts an AMQP consumer with prefetch n. c.setup must be held.
+func (c *consumer) add(n int) error {
+	ss := c.ss
+	if err := c.ch.Qos(n, 0, false); err != nil {
+		return fmt.Errorf("amqpstream: setting the prefetch count: %w", err)
 	}
 	tag := fmt.Sprintf("%s #%d.%d", ss.s.cfg.Name, ss.id, len(c.tags)+1)
 	deliveries, err := c.ch.Consume(ss.s.cfg.Queue, tag, false, false, false, false, nil)
 	if err != nil {
-		return nil, explain("consuming from queue "+ss.s.cfg.Queue, err)
+		return explain("consuming from queue "+ss.s.cfg.Queue, err)
 	}
 	c.tags = append(c.tags, tag)
-	c.prefetch += add
+	c.prefetch += n
 	c.pumps.Add(1)
 	ss.wg.Go(func() {
 		defer c.pumps.Done()
 		c.pump(deliveries)
 	})
-	return c, nil
+	return nil
 }
 
 // pump files the deliveries of one AMQP consumer until it ends: a due task
@@ -572,7 +623,7 @@ func (c *consumer) pump(deliveries <-chan amqp.Delivery) {
 		dp := &d
 		kind := uint8(stBuffered)
 		m := readMeta(d.Headers)
-		if (!m.runAt.IsZero() && time.Until(m.runAt) >= time.Millisecond) || d.Redelivered {
+		if (!m.runAt.IsZero() && time.Now().Before(m.runAt)) || d.Redelivered {
 			kind = stHop
 		}
 		c.mu.Lock()
@@ -753,6 +804,7 @@ func (c *consumer) kill() {
 	c.mu.Lock()
 	c.dead = true
 	clear(c.state)
+	clear(c.early)
 	c.order, c.head = nil, 0
 	clear(c.buf)
 	c.buf, c.bufHead = nil, 0
@@ -877,7 +929,7 @@ func (c *consumer) hop(batch []*amqp.Delivery) (failed []*amqp.Delivery) {
 		queue := cfg.Queue
 		msg := amqp.Publishing{}
 		switch remaining := time.Until(t.RunAt); {
-		case !t.RunAt.IsZero() && remaining >= time.Millisecond:
+		case !t.RunAt.IsZero() && remaining > 0:
 			name, err := ss.ensureDelay(bucketFor(remaining))
 			if err != nil {
 				firstErr = cmpErr(firstErr, err)

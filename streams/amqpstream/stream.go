@@ -43,6 +43,7 @@ type Stream struct {
 	cur    *session           // the live session, or nil
 	busy   bool               // a connection attempt is under way
 	last   error              // why the last attempt or session failed
+	upOnce bool               // a session was up before
 	change chan struct{}      // closed and replaced when cur, busy or last change
 	wg     sync.WaitGroup
 }
@@ -100,11 +101,11 @@ func (s *Stream) Name() string { return "amqp:" + s.cfg.Queue }
 // Poll hands out up to max tasks from the messages the broker has sent to
 // this stream's consumer, in the order it sent them. It never waits for
 // messages to arrive: when none are buffered it returns nothing, and Wake
-// signals when some come. On the first Poll the stream starts consuming;
-// unless Config.Prefetch is set, the consumer's prefetch count grows to
-// what the caller holds plus max, so the broker never sends more than the
-// caller has room for. Poll returns an error while the stream is not
-// connected, after waiting for a connection attempt under way.
+// signals when some come. The first Poll starts consuming, with a
+// prefetch of Config.Prefetch or else of max, which then follows the
+// caller (see Config.Prefetch), so the broker does not send this process
+// more than it has room for. Poll returns an error while the stream is
+// not connected, after waiting for a connection attempt under way.
 //
 // Poll itself never returns a task that is not due (Task.RunAt, a retry
 // delay): such a message goes on to a delay queue. A message the broker
@@ -131,6 +132,12 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 		return nil, err
 	}
 	msgs := c.take(max)
+	if len(msgs) < max && s.cfg.Prefetch == 0 {
+		if err := c.grow(max - len(msgs)); err != nil {
+			ss.fail(err)
+			return nil, err
+		}
+	}
 	if len(msgs) == 0 {
 		return nil, nil
 	}
@@ -328,7 +335,7 @@ func (s *Stream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
 	out := make([]outgoing, len(tasks))
 	for i, t := range tasks {
 		queue := s.cfg.Queue
-		if d := time.Until(t.RunAt); !t.RunAt.IsZero() && d >= time.Millisecond {
+		if d := time.Until(t.RunAt); !t.RunAt.IsZero() && d > 0 {
 			if queue, err = ss.ensureDelay(bucketFor(d)); err != nil {
 				return err
 			}
@@ -357,6 +364,38 @@ func short(ids []string) string {
 		return fmt.Sprint(ids)
 	}
 	return fmt.Sprint(ids[:5]) + fmt.Sprintf(" and %d more", len(ids)-5)
+}
+
+// Connect connects to the broker and declares the work and dead-letter
+// queues, waiting until it succeeds or ctx ends; it returns the last
+// connection error then. Other methods connect on first use, so Connect is
+// optional: call it at start-up to fail fast on a wrong address or
+// credentials, or to create the queues before producers in other
+// languages publish to them.
+func (s *Stream) Connect(ctx context.Context) error {
+	if s.closed.Load() {
+		return peonify.ErrClosed
+	}
+	_, err := s.session(ctx, true)
+	return err
+}
+
+// Publishing returns the AMQP message that stores t, exactly as Enqueue
+// publishes it, for a Go producer that publishes with its own amqp091-go
+// channel: publish it to the default exchange ("") with the work queue's
+// name (Queue) as the routing key, persistent, with publisher confirms to
+// know it is stored. A task with a RunAt in the future may be published to
+// the work queue too: the stream moves it to the delay queues. Publishing
+// fills t's empty ID and EnqueuedAt (see peonify.Task.Prepare) and checks
+// it as Enqueue does. README.md describes the format for other languages.
+func (s *Stream) Publishing(t *peonify.Task) (amqp.Publishing, error) {
+	if err := t.Prepare(time.Now()); err != nil {
+		return amqp.Publishing{}, err
+	}
+	if err := validateHeaders(t); err != nil {
+		return amqp.Publishing{}, err
+	}
+	return encodeTask(t, 0, s.cfg.MaxPriority), nil
 }
 
 // Wake returns a channel that receives when messages arrive for Poll, and
@@ -537,9 +576,10 @@ func (s *Stream) setUp(ss *session) bool {
 	}
 	s.cur = ss
 	s.last = nil
-	if ss.id > 1 {
+	if s.upOnce {
 		s.cfg.Logger.Info("amqpstream: reconnected", "queue", s.cfg.Queue)
 	}
+	s.upOnce = true
 	return true
 }
 
