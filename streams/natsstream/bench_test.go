@@ -156,3 +156,32 @@ func cpuTime() time.Duration {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkPollAckLoop is BenchmarkFetchAckLoop through the Stream, with
+// no processor: Poll a batch, Ack it. The difference from the fetch loop
+// is the stream's own cost per task.
+func BenchmarkPollAckLoop(b *testing.B) {
+	for _, batch := range []int{10, 200} {
+		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
+			js := testJS(b)
+			s, _ := newTestStream(b, js, Config{})
+			benchBacklog(b, s, b.N)
+			ctx := context.Background()
+			cpu := cpuTime()
+			b.ResetTimer()
+			for got := 0; got < b.N; {
+				ds, err := s.Poll(ctx, batch)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := s.Ack(ctx, ds...); err != nil {
+					b.Fatal(err)
+				}
+				got += len(ds)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/task")
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+		})
+	}
+}

@@ -101,8 +101,7 @@ func (s *Stream) info(rm *jetstream.RawStreamMsg, state peonify.State) peonify.T
 		// JetStream does not say how often a message was delivered, nor
 		// when its lease ends, except to the process holding it.
 		ti.Attempts = dec.attempts + 1
-		if v, ok := s.claims.Load(rm.Sequence); ok {
-			c := v.(*claim)
+		if c := s.claims.get(rm.Sequence); c != nil {
 			ti.Attempts = c.task.Attempt
 			ti.LeaseUntil = s.origin.Add(time.Duration(c.deadline.Load()))
 		}

@@ -82,16 +82,22 @@ type decoded struct {
 // spellings, the exact one wins, else the one that sorts first.
 func decodeTask(h nats.Header, data []byte, stored time.Time, seq uint64) (decoded, error) {
 	var (
-		d      decoded
-		user   map[string]string
-		folded bool // a Nats- or Peonify- header is one decodeTask does not know, or spelled unusually
+		d    decoded
+		user map[string]string
+		// The values of the headers decodeTask reads, by index in names.
+		vals   [len(names)]string
+		folded bool // a Nats- or Peonify- header not spelled as in names
 	)
 	for k, vs := range h {
 		if len(vs) == 0 {
 			continue
 		}
+		if i, ok := nameIndex(k); ok {
+			vals[i] = vs[0]
+			continue
+		}
 		if hasPrefixFold(k, "Nats-") || hasPrefixFold(k, "Peonify-") {
-			folded = folded || !known[k]
+			folded = true
 			continue
 		}
 		if user == nil {
@@ -99,63 +105,60 @@ func decodeTask(h nats.Header, data []byte, stored time.Time, seq uint64) (decod
 		}
 		user[k] = vs[0]
 	}
-	get := func(name string) string {
-		if vs := h[name]; len(vs) > 0 {
-			return vs[0]
+	if folded {
+		for i, name := range names {
+			if vals[i] == "" {
+				vals[i] = foldValue(h, name)
+			}
 		}
-		if folded {
-			return foldValue(h, name)
-		}
-		return ""
 	}
-
 	var errs []error
 	t := &d.task
-	t.Type = get(HeaderType)
+	t.Type = vals[iType]
 	t.Headers = user
 	t.Payload = data
-	t.UniqueKey = get(HeaderUniqueKey)
-	t.LastError = get(HeaderLastError)
-	d.deadReason = get(HeaderDeadReason)
-	if v := get(HeaderDeadAt); v != "" {
+	t.UniqueKey = vals[iUniqueKey]
+	t.LastError = vals[iLastError]
+	d.deadReason = vals[iDeadReason]
+	if v := vals[iDeadAt]; v != "" {
 		d.deadAt, _ = time.Parse(time.RFC3339Nano, v)
 	}
-	if v := get(HeaderEnqueuedAt); v != "" {
+	if v := vals[iEnqueuedAt]; v != "" {
 		var err error
 		if t.EnqueuedAt, err = time.Parse(time.RFC3339Nano, v); err != nil {
 			errs = append(errs, fmt.Errorf("header %s: %q is not an RFC 3339 time", HeaderEnqueuedAt, v))
 		}
 	}
-	if v := get(HeaderRunAt); v != "" {
+	if v := vals[iRunAt]; v != "" {
 		var err error
 		if t.RunAt, err = time.Parse(time.RFC3339Nano, v); err != nil {
 			errs = append(errs, fmt.Errorf("header %s: %q is not an RFC 3339 time", HeaderRunAt, v))
 		}
 	}
-	if v := get(HeaderMaxAttempts); v != "" {
+	if v := vals[iMaxAttempts]; v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
 			errs = append(errs, fmt.Errorf("header %s: %q is not a non-negative integer", HeaderMaxAttempts, v))
 		}
 		t.MaxAttempts = max(n, 0)
 	}
-	if v := get(HeaderPriority); v != "" {
+	if v := vals[iPriority]; v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("header %s: %q is not an integer", HeaderPriority, v))
 		}
 		t.Priority = n
 	}
-	if v := get(HeaderAttempts); v != "" {
+	if v := vals[iAttempts]; v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
 			errs = append(errs, fmt.Errorf("header %s: %q is not a non-negative integer", HeaderAttempts, v))
 		}
 		d.attempts = max(n, 0)
 	}
-	if id := get(HeaderID); id != "" {
+	if id := vals[iID]; id != "" {
 		t.ID = id
-	} else if id := get(HeaderMsgID); id != "" {
+	} else if id := vals[iMsgID]; id != "" {
 		t.ID = id
 	} else {
 		t.ID = "seq-" + strconv.FormatUint(seq, 10)
@@ -176,11 +179,57 @@ func decodeTask(h nats.Header, data []byte, stored time.Time, seq uint64) (decod
 	return d, nil
 }
 
-// known holds the exact spellings of the headers decodeTask reads.
-var known = map[string]bool{
-	HeaderMsgID: true, HeaderType: true, HeaderID: true, HeaderEnqueuedAt: true, HeaderRunAt: true,
-	HeaderMaxAttempts: true, HeaderPriority: true, HeaderUniqueKey: true, HeaderAttempts: true,
-	HeaderLastError: true, HeaderDeadReason: true, HeaderDeadAt: true,
+// names are the headers decodeTask reads, indexed by the i constants.
+var names = [...]string{
+	iMsgID: HeaderMsgID, iType: HeaderType, iID: HeaderID, iEnqueuedAt: HeaderEnqueuedAt, iRunAt: HeaderRunAt,
+	iMaxAttempts: HeaderMaxAttempts, iPriority: HeaderPriority, iUniqueKey: HeaderUniqueKey, iAttempts: HeaderAttempts,
+	iLastError: HeaderLastError, iDeadReason: HeaderDeadReason, iDeadAt: HeaderDeadAt,
+}
+
+const (
+	iMsgID = iota
+	iType
+	iID
+	iEnqueuedAt
+	iRunAt
+	iMaxAttempts
+	iPriority
+	iUniqueKey
+	iAttempts
+	iLastError
+	iDeadReason
+	iDeadAt
+)
+
+// nameIndex returns the index in names of header k, spelled exactly.
+func nameIndex(k string) (int, bool) {
+	switch k {
+	case HeaderMsgID:
+		return iMsgID, true
+	case HeaderType:
+		return iType, true
+	case HeaderID:
+		return iID, true
+	case HeaderEnqueuedAt:
+		return iEnqueuedAt, true
+	case HeaderRunAt:
+		return iRunAt, true
+	case HeaderMaxAttempts:
+		return iMaxAttempts, true
+	case HeaderPriority:
+		return iPriority, true
+	case HeaderUniqueKey:
+		return iUniqueKey, true
+	case HeaderAttempts:
+		return iAttempts, true
+	case HeaderLastError:
+		return iLastError, true
+	case HeaderDeadReason:
+		return iDeadReason, true
+	case HeaderDeadAt:
+		return iDeadAt, true
+	}
+	return 0, false
 }
 
 // foldValue returns the first value of the spelling of name, in any case,

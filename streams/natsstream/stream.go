@@ -57,7 +57,7 @@ type Stream struct {
 	wg       sync.WaitGroup
 
 	wake   chan struct{}
-	claims sync.Map // stream sequence -> *claim, the claims this process holds
+	claims claimSet // the claims this process holds
 	closed atomic.Bool
 }
 
@@ -73,9 +73,9 @@ var (
 type claim struct {
 	s        *Stream
 	msg      jetstream.Msg
-	seq      uint64 // stream sequence
-	attempts int    // HeaderAttempts of the message
-	task     *peonify.Task
+	seq      uint64       // stream sequence
+	attempts int          // HeaderAttempts of the message
+	task     peonify.Task // the delivered task, allocated with the claim
 	deadline atomic.Int64 // lease end, as an offset from Stream.origin
 	done     atomic.Bool  // acked or nacked
 }
@@ -195,6 +195,9 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 	var ds []peonify.Delivery
 	for m := range batch.Messages() {
 		if d, ok := s.claim(ctx, m, start); ok {
+			if ds == nil {
+				ds = make([]peonify.Delivery, 0, min(max, maxBatch))
+			}
 			ds = append(ds, d)
 		}
 	}
@@ -248,13 +251,12 @@ func (s *Stream) claim(ctx context.Context, m jetstream.Msg, start time.Duration
 		}
 		return peonify.Delivery{}, false
 	}
-	t := &dec.task
-	t.Attempt = attempt
-	c := &claim{s: s, msg: m, seq: seq, attempts: dec.attempts, task: t}
+	c := &claim{s: s, msg: m, seq: seq, attempts: dec.attempts, task: dec.task}
+	c.task.Attempt = attempt
 	deadline := start + s.cfg.AckWait
 	c.deadline.Store(int64(deadline))
-	s.claims.Store(seq, c)
-	return peonify.Delivery{Task: t, Token: meta.Sequence.Consumer, Deadline: s.origin.Add(deadline), Ref: c}, true
+	s.claims.add(c)
+	return peonify.Delivery{Task: &c.task, Token: meta.Sequence.Consumer, Deadline: s.origin.Add(deadline), Ref: c}, true
 }
 
 // claimOf returns the claim behind d.
@@ -269,24 +271,19 @@ func (s *Stream) claimOf(d peonify.Delivery) (*claim, error) {
 // finish records that c was acked or nacked.
 func (s *Stream) finish(c *claim) {
 	c.done.Store(true)
-	s.claims.CompareAndDelete(c.seq, c)
+	s.claims.remove(c)
 }
 
 // forget drops c from the claims this process holds, when its lease has
 // ended.
-func (s *Stream) forget(c *claim) { s.claims.CompareAndDelete(c.seq, c) }
+func (s *Stream) forget(c *claim) { s.claims.remove(c) }
 
 // forgetExpired drops the claims whose lease ended without an ack or nack
 // (the processor lost them, or was given up on), so that the record of
 // claims does not grow.
 func (s *Stream) forgetExpired() {
 	now := s.clock()
-	s.claims.Range(func(_, v any) bool {
-		if c := v.(*claim); time.Duration(c.deadline.Load()) < now {
-			s.forget(c)
-		}
-		return true
-	})
+	s.claims.removeIf(func(c *claim) bool { return time.Duration(c.deadline.Load()) < now })
 }
 
 // flush waits until the server has every message published so far.

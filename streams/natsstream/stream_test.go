@@ -346,11 +346,7 @@ func TestExpiredClaimsAreForgotten(t *testing.T) {
 	s, _ := newTestStream(t, js, Config{AckWait: 100 * time.Millisecond})
 	mustEnqueue(t, s, &peonify.Task{Type: "t"}, &peonify.Task{Type: "t"})
 	ds := pollUntil(t, s, 2, 5*time.Second)
-	held := func() int {
-		n := 0
-		s.claims.Range(func(any, any) bool { n++; return true })
-		return n
-	}
+	held := s.claims.len
 	if n := held(); n != len(ds) {
 		t.Fatalf("the stream records %d claims after delivering %d", n, len(ds))
 	}
