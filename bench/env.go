@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -8,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -71,7 +74,7 @@ func (e *env) newSchema(ctx context.Context) (*freshSchema, error) {
 	}
 	cfg.MaxConns = e.pgConns
 	cfg.ConnConfig.RuntimeParams["search_path"] = name
-	cfg.ConnConfig.RuntimeParams["application_name"] = "peonify-bench"
+	cfg.ConnConfig.RuntimeParams["application_name"] = "pbench-" + name
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -90,4 +93,70 @@ func (s *freshSchema) drop() {
 	}
 	defer conn.Close(ctx)
 	_, _ = conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+s.name+" CASCADE")
+}
+
+// backendCPU returns the CPU time used so far by each server process that
+// serves the schema's pool, found by the pool's application_name. It
+// returns nil when the server does not run on this machine (its processes
+// are not in /proc) or on any error: the report then shows no server CPU.
+func (s *freshSchema) backendCPU(ctx context.Context) map[int]time.Duration {
+	rows, err := s.pool.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = $1`, "pbench-"+s.name)
+	if err != nil {
+		return nil
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		return nil
+	}
+	out := make(map[int]time.Duration, len(pids))
+	for _, pid := range pids {
+		d, ok := procCPU(pid)
+		if !ok {
+			return nil
+		}
+		out[pid] = d
+	}
+	return out
+}
+
+// serverCPUBetween returns the server CPU time used between two snapshots
+// of backendCPU, and false if it cannot tell.
+func serverCPUBetween(before, after map[int]time.Duration) (time.Duration, bool) {
+	if before == nil || after == nil {
+		return 0, false
+	}
+	var sum time.Duration
+	for pid, d := range after {
+		sum += d - before[pid] // a process started meanwhile began at zero
+	}
+	return sum, true
+}
+
+// clockTick is the unit of the CPU times in /proc/<pid>/stat (USER_HZ),
+// 100 per second on every Linux architecture Go supports.
+const clockTick = 10 * time.Millisecond
+
+// procCPU reads the user plus system CPU time of a process from
+// /proc/<pid>/stat.
+func procCPU(pid int) (time.Duration, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	// The command name, in parentheses, may hold spaces: count fields
+	// after its closing parenthesis, where the state is the first.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, false
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(utime+stime) * clockTick, true
 }

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -19,24 +20,25 @@ import (
 
 // options are the command's flags.
 type options struct {
-	backend      string
-	tasks        int
-	modes        string
-	pgURL        string
-	pgConns      int
-	batch        int
-	producers    int
-	idleTasks    int
-	idleEvery    time.Duration
-	rawLoops     int
-	workers      int
-	queueSize    int
-	riverDefault bool
-	sweep        bool
-	count        int
-	timeout      time.Duration
-	profileDir   string
-	verbose      bool
+	backend    string
+	tasks      int
+	modes      map[string]bool
+	systems    map[string]bool
+	pgURL      string
+	pgConns    int
+	batch      int
+	producers  int
+	idleTasks  int
+	idleEvery  time.Duration
+	rawLoops   int
+	workers    int
+	queueSize  int
+	sweep      []peonifyConfig
+	splitPoll  int
+	count      int
+	timeout    time.Duration
+	profileDir string
+	verbose    bool
 }
 
 // Peonify's configuration for the benchmark, chosen by measuring drains on
@@ -44,8 +46,8 @@ type options struct {
 // waits for one, and a local queue deep enough that each claim is a large
 // batch.
 const (
-	defaultWorkers   = 200
-	defaultQueueSize = 1000
+	defaultWorkers   = 50
+	defaultQueueSize = 5000
 )
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -54,8 +56,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.backend, "backend", "sqlite", "database both libraries use: sqlite or postgres")
 	fs.IntVar(&o.tasks, "tasks", 50000, "tasks in the drain and insert-while-working runs")
-	fs.StringVar(&o.modes, "modes", "drain,insert,idle",
+	modes := fs.String("modes", "drain,insert,idle",
 		"comma-separated runs: drain, insert (insert-while-working, postgres only), idle, raw (postgres only)")
+	systems := fs.String("systems", "peonify,river,river-default",
+		"comma-separated systems to run: peonify, river (tuned), river-default (postgres drain only)")
 	fs.StringVar(&o.pgURL, "pg-url", os.Getenv("PEONIFY_TEST_POSTGRES_URL"),
 		"Postgres URL (default $PEONIFY_TEST_POSTGRES_URL); each run makes and drops its own schema there")
 	fs.IntVar(&o.pgConns, "pg-conns", 20, "connection pool size of every system on postgres")
@@ -66,12 +70,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.rawLoops, "raw-loops", 4, "concurrent loops of the raw SQL ceiling")
 	fs.IntVar(&o.workers, "workers", defaultWorkers, "Peonify Config.Workers")
 	fs.IntVar(&o.queueSize, "queue-size", defaultQueueSize, "Peonify Config.QueueSize")
+	fs.IntVar(&o.splitPoll, "split-poll", 1, "experiment: split each Peonify Poll into this many concurrent claims")
 	fs.IntVar(&o.count, "count", 3, "runs of each drain and insert-while-working, interleaved; the report shows the median")
-	fs.BoolVar(&o.sweep, "sweep", false, "only drain with Peonify in several Workers/QueueSize configurations, to choose the best")
-	fs.BoolVar(&o.riverDefault, "river-default", true, "on postgres, also drain with River's default configuration")
+	sweepSpec := fs.String("sweep", "", `only drain with Peonify in these configurations, interleaved, to choose the best: `+
+		`comma-separated Workers/QueueSize[/SplitPoll], or "grid" for a standard set`)
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "longest wait for one run to finish")
 	fs.StringVar(&o.profileDir, "profile", "", "write a CPU profile of each drain and insert-while-working run into this directory")
-	fs.BoolVar(&o.verbose, "v", false, "log the libraries' warnings")
+	fs.BoolVar(&o.verbose, "v", false, "log the libraries' warnings and show how Peonify used its stream")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -90,14 +95,31 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-backend postgres needs -pg-url or PEONIFY_TEST_POSTGRES_URL " +
 			"(e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")
 	}
-	for _, m := range strings.Split(o.modes, ",") {
-		switch m {
-		case "drain", "insert", "idle", "raw":
-		default:
-			return o, fmt.Errorf("-modes: unknown run %q: use drain, insert, idle or raw", m)
+	var err error
+	if *sweepSpec != "" {
+		if o.sweep, err = parseSweep(*sweepSpec); err != nil {
+			return o, err
 		}
 	}
+	if o.modes, err = set("-modes", *modes, "drain", "insert", "idle", "raw"); err != nil {
+		return o, err
+	}
+	if o.systems, err = set("-systems", *systems, "peonify", riverTuned.Label, riverDefault.Label); err != nil {
+		return o, err
+	}
 	return o, nil
+}
+
+// set parses a comma-separated list of names from allowed.
+func set(flagName, list string, allowed ...string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, name := range strings.Split(list, ",") {
+		if !slices.Contains(allowed, name) {
+			return nil, fmt.Errorf("%s: unknown name %q: use %s", flagName, name, strings.Join(allowed, ", "))
+		}
+		out[name] = true
+	}
+	return out, nil
 }
 
 func main() {
@@ -134,11 +156,6 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	r := &runner{env: e, batch: o.batch, producers: o.producers, idleTasks: o.idleTasks,
 		idleEvery: o.idleEvery, timeout: o.timeout, profileDir: o.profileDir}
 
-	pcfg := peonifyConfig{Workers: o.workers, QueueSize: o.queueSize}
-	peon := contender{name: "peonify", config: pcfg.String(), make: newPeonify(pcfg)}
-	peer := contender{name: riverTuned.Label, config: riverTuned.String(), make: newRiver(riverTuned)}
-	def := contender{name: riverDefault.Label, config: riverDefault.String(), make: newRiver(riverDefault)}
-
 	fmt.Fprintf(w, "peonify bench: backend=%s tasks=%d %s/%s GOMAXPROCS=%d %s\n",
 		o.backend, o.tasks, runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0), runtime.Version())
 	if o.backend == "sqlite" {
@@ -146,89 +163,143 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	} else {
 		fmt.Fprintf(w, "postgres: a fresh schema per run, pool of %d connections for each system\n", o.pgConns)
 	}
-
-	if o.sweep {
-		return sweep(ctx, r, o.tasks, o.count, w)
+	if o.sweep != nil {
+		return sweep(ctx, r, o.sweep, o.tasks, o.count, w)
 	}
 
-	modes := map[string]bool{}
-	for _, m := range strings.Split(o.modes, ",") {
-		modes[m] = true
-	}
-	var results []result
-	printHeader(w)
-	// show prints the median of each set of runs; the first is the
-	// caller's to keep.
-	show := func(rs []result, err error) ([]result, error) {
-		if err != nil {
-			return nil, err
+	pcfg := peonifyConfig{Workers: o.workers, QueueSize: o.queueSize, SplitPoll: o.splitPoll}
+	peon := contender{name: "peonify", config: pcfg.String(), make: newPeonify(pcfg)}
+	peer := contender{name: riverTuned.Label, config: riverTuned.String(), make: newRiver(riverTuned)}
+	def := contender{name: riverDefault.Label, config: riverDefault.String(), make: newRiver(riverDefault)}
+	var chosen []contender // peonify and tuned River, as selected
+	for _, c := range []contender{peon, peer} {
+		if o.systems[c.name] {
+			chosen = append(chosen, c)
 		}
-		for _, res := range rs {
-			results = append(results, res)
-			printResult(w, res)
-		}
-		return rs, nil
 	}
+	pg := o.backend == "postgres"
 
-	var peonDrain, peerDrain, rawAsync result
-	if modes["drain"] {
-		runs := []func() (result, error){
-			func() (result, error) { return r.drain(ctx, peon, o.tasks) },
-			func() (result, error) { return r.drain(ctx, peer, o.tasks) },
+	rep := report{w: w, verbose: o.verbose, byKey: map[string]result{}}
+	rep.header()
+	if o.modes["drain"] {
+		var runs []func() (result, error)
+		for _, c := range chosen {
+			runs = append(runs, func() (result, error) { return r.drain(ctx, c, o.tasks) })
 		}
-		if o.backend == "postgres" && o.riverDefault {
-			runs = append(runs, func() (result, error) { return r.drain(ctx, def, o.tasks) })
-		}
-		rs, err := show(repeat(o.count, runs...))
-		if err != nil {
+		if err := rep.add(repeat(o.count, runs...)); err != nil {
 			return err
 		}
-		peonDrain, peerDrain = rs[0], rs[1]
-	}
-	if modes["raw"] || (modes["drain"] && o.backend == "postgres") {
-		if o.backend != "postgres" {
-			return errors.New("-modes raw needs -backend postgres")
+		if pg && o.systems[def.name] {
+			// Its rate is set by its fetch cooldown, the same every run.
+			if err := rep.add(repeat(1, func() (result, error) { return r.drain(ctx, def, o.tasks) })); err != nil {
+				return err
+			}
 		}
-		rs, err := show(repeat(o.count,
+	}
+	if pg && (o.modes["raw"] || o.modes["drain"]) {
+		if err := rep.add(repeat(o.count,
 			func() (result, error) { return rawCeiling(ctx, e, o.tasks, o.rawLoops, true) },
-			func() (result, error) { return rawCeiling(ctx, e, o.tasks, o.rawLoops, false) }))
-		if err != nil {
-			return err
-		}
-		rawAsync = rs[0]
-	}
-	if modes["insert"] && o.backend == "postgres" {
-		if _, err := show(repeat(o.count,
-			func() (result, error) { return r.insertWhileWorking(ctx, peon, o.tasks) },
-			func() (result, error) { return r.insertWhileWorking(ctx, peer, o.tasks) })); err != nil {
+			func() (result, error) { return rawCeiling(ctx, e, o.tasks, o.rawLoops, false) })); err != nil {
 			return err
 		}
 	}
-	var peonIdle result
-	if modes["idle"] {
-		rs, err := show(repeat(1,
-			func() (result, error) { return r.idle(ctx, peon) },
-			func() (result, error) { return r.idle(ctx, peer) }))
-		if err != nil {
+	if pg && o.modes["insert"] {
+		var runs []func() (result, error)
+		for _, c := range chosen {
+			runs = append(runs, func() (result, error) { return r.insertWhileWorking(ctx, c, o.tasks) })
+		}
+		if err := rep.add(repeat(o.count, runs...)); err != nil {
 			return err
 		}
-		peonIdle = rs[0]
 	}
+	if o.modes["idle"] {
+		var runs []func() (result, error)
+		for _, c := range chosen {
+			runs = append(runs, func() (result, error) { return r.idle(ctx, c) })
+		}
+		if err := rep.add(repeat(1, runs...)); err != nil {
+			return err
+		}
+	}
+	rep.configurations()
+	rep.goals(o.backend)
+	return nil
+}
 
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "configurations:")
-	seen := map[string]bool{}
-	for _, res := range results {
-		if !seen[res.system] {
-			seen[res.system] = true
-			fmt.Fprintf(w, "  %-26s %s\n", res.system, res.config)
-		}
+// report prints results as they come and keeps them by mode and system.
+type report struct {
+	w       io.Writer
+	verbose bool // print each result's detail
+	results []result
+	byKey   map[string]result
+}
+
+func (r *report) add(rs []result, err error) error {
+	if err != nil {
+		return err
 	}
-	if peonDrain.n > 0 && peerDrain.n > 0 {
-		printGoals(w, o.backend, peonDrain, peerDrain, rawAsync, peonIdle)
-		fmt.Fprintln(w, resultLine(o.backend, peonDrain.jobsPerSec(), peerDrain.jobsPerSec()))
+	for _, res := range rs {
+		r.results = append(r.results, res)
+		r.byKey[res.mode+"/"+res.system] = res
+		printResult(r.w, res)
+		if r.verbose && res.detail != "" {
+			fmt.Fprintf(r.w, "  %s\n", res.detail)
+		}
 	}
 	return nil
+}
+
+func (r *report) get(mode, system string) (result, bool) {
+	res, ok := r.byKey[mode+"/"+system]
+	return res, ok
+}
+
+func (r *report) header() { printHeader(r.w) }
+
+// configurations lists how each system was configured.
+func (r *report) configurations() {
+	fmt.Fprintln(r.w)
+	fmt.Fprintln(r.w, "configurations:")
+	seen := map[string]bool{}
+	for _, res := range r.results {
+		if !seen[res.system] {
+			seen[res.system] = true
+			fmt.Fprintf(r.w, "  %-23s %s\n", res.system, res.config)
+		}
+	}
+}
+
+// goals says whether Peonify meets the project's goals, and ends with the
+// RESULT line when both drains ran.
+func (r *report) goals(backend string) {
+	fmt.Fprintln(r.w)
+	fmt.Fprintln(r.w, "goals:")
+	check := func(name string, ok bool, got string) {
+		mark := "met"
+		if !ok {
+			mark = "MISSED"
+		}
+		fmt.Fprintf(r.w, "  %-40s %-7s %s\n", name, mark, got)
+	}
+	peon, okPeon := r.get("drain", "peonify")
+	peer, okPeer := r.get("drain", riverTuned.Label)
+	if okPeon && okPeer {
+		ratio := peon.jobsPerSec() / peer.jobsPerSec()
+		check("drain ratio peonify/river >= 1.5", ratio >= 1.5, fmt.Sprintf("%.2f", ratio))
+	}
+	if raw, ok := r.get("drain", rawAsyncLabel); ok && okPeon {
+		share := peon.jobsPerSec() / raw.jobsPerSec()
+		check("drain >= 60% of the raw SQL ceiling", share >= 0.6, fmt.Sprintf("%.0f%% of %s", 100*share, rawAsyncLabel))
+	}
+	if idle, ok := r.get("idle-pickup", "peonify"); ok {
+		check("idle pickup p50 <= 1ms", idle.p50 <= time.Millisecond, fmtDur(idle.p50))
+		if backend == "postgres" {
+			check("idle pickup p99 <= 5ms", idle.p99 <= 5*time.Millisecond, fmtDur(idle.p99))
+		}
+	}
+	if okPeon && okPeer {
+		fmt.Fprintln(r.w, resultLine(backend, peon.jobsPerSec(), peer.jobsPerSec()))
+	}
 }
 
 // repeat runs each of fns count times, interleaved so that a slow
@@ -258,8 +329,8 @@ func repeat(count int, fns ...func() (result, error)) ([]result, error) {
 
 func printHeader(w io.Writer) {
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "%-21s %-23s %8s %8s %8s %9s %10s  %s\n",
-		"mode", "system", "jobs/s", "p50", "p99", "cpu-s/1k", "insert/s", "runs: jobs/s min-max")
+	fmt.Fprintf(w, "%-21s %-23s %8s %8s %8s %8s %8s %9s  %s\n",
+		"mode", "system", "jobs/s", "p50", "p99", "cpu/1k", "db-cpu/1k", "insert/s", "runs: jobs/s min-max")
 }
 
 func printResult(w io.Writer, r result) {
@@ -277,7 +348,12 @@ func printResult(w io.Writer, r result) {
 	if r.runs > 1 {
 		spread = fmt.Sprintf("%d: %.0f-%.0f", r.runs, r.minRate, r.maxRate)
 	}
-	line := fmt.Sprintf("%-21s %-23s %8s %8s %8s %9.3f %10s  %s", r.mode, r.system, rate, p50, p99, r.cpuPer1k(), ins, spread)
+	db := "-"
+	if r.hasDBCPU {
+		db = fmt.Sprintf("%.3f", r.dbCPUPer1k())
+	}
+	line := fmt.Sprintf("%-21s %-23s %8s %8s %8s %8.3f %9s %9s  %s",
+		r.mode, r.system, rate, p50, p99, r.cpuPer1k(), db, ins, spread)
 	fmt.Fprintln(w, strings.TrimRight(line, " "))
 }
 
@@ -292,31 +368,6 @@ func fmtDur(d time.Duration) string {
 	return fmt.Sprintf("%.3gs", d.Seconds())
 }
 
-// printGoals says whether Peonify meets the project's goals.
-func printGoals(w io.Writer, backend string, peon, peer, raw, idle result) {
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "goals:")
-	check := func(name string, ok bool, got string) {
-		mark := "met"
-		if !ok {
-			mark = "MISSED"
-		}
-		fmt.Fprintf(w, "  %-40s %-7s %s\n", name, mark, got)
-	}
-	ratio := peon.jobsPerSec() / peer.jobsPerSec()
-	check("drain ratio peonify/river >= 1.5", ratio >= 1.5, fmt.Sprintf("%.2f", ratio))
-	if backend == "postgres" && raw.n > 0 {
-		share := peon.jobsPerSec() / raw.jobsPerSec()
-		check("drain >= 60% of the raw SQL ceiling", share >= 0.6, fmt.Sprintf("%.0f%%", 100*share))
-	}
-	if idle.n > 0 {
-		check("idle pickup p50 <= 1ms", idle.p50 <= time.Millisecond, fmtDur(idle.p50))
-		if backend == "postgres" {
-			check("idle pickup p99 <= 5ms", idle.p99 <= 5*time.Millisecond, fmtDur(idle.p99))
-		}
-	}
-}
-
 // resultLine is the report's last line, for scripts.
 func resultLine(backend string, peonify, peer float64) string {
 	ratio := 0.0
@@ -326,34 +377,61 @@ func resultLine(backend string, peonify, peer float64) string {
 	return fmt.Sprintf("RESULT backend=%s peonify=%.0f peer=river:%.0f ratio=%.2f", backend, peonify, peer, ratio)
 }
 
-// sweepWorkers and sweepQueues are the configurations -sweep tries.
-var (
-	sweepWorkers = []int{20, 50, 100, 200, 500, 2000}
-	sweepQueues  = []int{0, 1000, 5000} // 0: QueueSize = Workers
-)
+// sweepGrid is what "-sweep grid" tries: Workers/QueueSize pairs.
+const sweepGrid = "20/20,20/1000,20/5000,50/50,50/1000,50/5000,100/100,100/1000,100/5000," +
+	"200/200,200/1000,200/5000,500/500,500/1000,500/5000,2000/2000,2000/5000"
 
-// sweep drains with Peonify in each configuration of the grid and reports
-// which was fastest.
-func sweep(ctx context.Context, r *runner, n, count int, w io.Writer) error {
+// parseSweep parses -sweep: comma-separated Workers/QueueSize pairs, each
+// optionally followed by /S to split every Poll into S concurrent claims
+// (an experiment), or "grid" for sweepGrid.
+func parseSweep(spec string) ([]peonifyConfig, error) {
+	if spec == "grid" {
+		spec = sweepGrid
+	}
+	var out []peonifyConfig
+	for _, item := range strings.Split(spec, ",") {
+		var nums []int
+		for _, f := range strings.Split(item, "/") {
+			v, err := strconv.Atoi(f)
+			if err != nil || v < 1 {
+				return nil, fmt.Errorf("-sweep: %q is not Workers/QueueSize[/SplitPoll] with positive numbers", item)
+			}
+			nums = append(nums, v)
+		}
+		if len(nums) < 2 || len(nums) > 3 || nums[1] < 2 {
+			return nil, fmt.Errorf("-sweep: %q is not Workers/QueueSize[/SplitPoll] with QueueSize at least 2", item)
+		}
+		c := peonifyConfig{Workers: nums[0], QueueSize: nums[1]}
+		if len(nums) == 3 {
+			c.SplitPoll = nums[2]
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// sweep drains with Peonify in each configuration, the runs of all of them
+// interleaved, and reports which was fastest.
+func sweep(ctx context.Context, r *runner, cfgs []peonifyConfig, n, count int, w io.Writer) error {
 	printHeader(w)
+	var runs []func() (result, error)
+	for _, cfg := range cfgs {
+		name := fmt.Sprintf("peonify %d/%d", cfg.Workers, cfg.QueueSize)
+		if cfg.SplitPoll > 1 {
+			name += fmt.Sprintf("/%d", cfg.SplitPoll)
+		}
+		c := contender{name: name, config: cfg.String(), make: newPeonify(cfg)}
+		runs = append(runs, func() (result, error) { return r.drain(ctx, c, n) })
+	}
+	rs, err := repeat(count, runs...)
+	if err != nil {
+		return err
+	}
 	var best result
-	for _, workers := range sweepWorkers {
-		for _, q := range sweepQueues {
-			cfg := peonifyConfig{Workers: workers, QueueSize: cmp.Or(q, workers)}
-			if q != 0 && q <= workers {
-				continue
-			}
-			c := contender{name: fmt.Sprintf("peonify W=%d Q=%d", cfg.Workers, cfg.QueueSize),
-				config: cfg.String(), make: newPeonify(cfg)}
-			rs, err := repeat(count, func() (result, error) { return r.drain(ctx, c, n) })
-			if err != nil {
-				return err
-			}
-			res := rs[0]
-			printResult(w, res)
-			if res.jobsPerSec() > best.jobsPerSec() {
-				best = res
-			}
+	for _, res := range rs {
+		printResult(w, res)
+		if res.jobsPerSec() > best.jobsPerSec() {
+			best = res
 		}
 	}
 	fmt.Fprintf(w, "\nfastest: %s (%.0f jobs/s)\n", best.config, best.jobsPerSec())

@@ -128,6 +128,8 @@ func TestParseFlagsRejects(t *testing.T) {
 		{"-modes", "drain,fast"},
 		{"-backend", "postgres", "-pg-url", ""},
 		{"-queue-size", "1"},
+		{"-systems", "peonify,sidekiq"},
+		{"-count", "0"},
 	} {
 		if _, err := parseFlags(args, &bytes.Buffer{}); err == nil {
 			t.Errorf("parseFlags(%q) accepted", args)

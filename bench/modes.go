@@ -19,9 +19,13 @@ type result struct {
 	n                    int
 	elapsed              time.Duration // from start of work until all n were done
 	cpu                  time.Duration // process CPU time over elapsed
+	dbCPU                time.Duration // CPU time of the Postgres server processes serving the system
+	hasDBCPU             bool
 	p50, p99             time.Duration
 	hasLatency           bool
 	insertRate           float64 // tasks/s of the preceding bulk insert, 0 if none
+
+	detail string // what the system says about the run, for -v
 
 	runs             int // runs this result is the median of
 	minRate, maxRate float64
@@ -40,6 +44,20 @@ func (r result) cpuPer1k() float64 {
 		return 0
 	}
 	return r.cpu.Seconds() * 1000 / float64(r.n)
+}
+
+// dbCPUPer1k is the database server's CPU seconds per 1,000 tasks.
+func (r result) dbCPUPer1k() float64 {
+	if r.n == 0 {
+		return 0
+	}
+	return r.dbCPU.Seconds() * 1000 / float64(r.n)
+}
+
+// serverCPUer is implemented by systems on a Postgres server on this
+// machine, whose server processes' CPU time the report shows.
+type serverCPUer interface {
+	schema() *freshSchema
 }
 
 // contender is a system to run, with the name and configuration the report
@@ -70,31 +88,47 @@ func (r *runner) setup(ctx context.Context, c contender, n int) (system, *record
 	return sys, rec, nil
 }
 
-// finish waits for every task to complete, stops the system and checks
-// that each task ran once and none is left in the database.
-func (r *runner) finish(ctx context.Context, c contender, sys system, rec *recorder) error {
+// sample is the process's and the server's CPU time at one moment.
+type sample struct {
+	cpu time.Duration
+	db  map[int]time.Duration // nil if the server's CPU cannot be read
+}
+
+func takeSample(ctx context.Context, sys system) sample {
+	var db map[int]time.Duration
+	if s, ok := sys.(serverCPUer); ok && s.schema() != nil {
+		db = s.schema().backendCPU(ctx)
+	}
+	return sample{cpu: cpuTime(), db: db}
+}
+
+// finish waits for every task to complete, samples the CPU times, stops
+// the system and checks that each task ran once and none is left in the
+// database.
+func (r *runner) finish(ctx context.Context, c contender, sys system, rec *recorder) (sample, error) {
 	timer := time.NewTimer(r.timeout)
 	defer timer.Stop()
 	select {
 	case <-rec.done:
 	case <-timer.C:
-		return fmt.Errorf("%s: only %d of %d tasks completed (%d started) within %s",
+		return sample{}, fmt.Errorf("%s: only %d of %d tasks completed (%d started) within %s",
 			c.name, rec.completed.Load(), rec.n, rec.distinct.Load(), r.timeout)
 	case <-ctx.Done():
-		return ctx.Err()
+		return sample{}, ctx.Err()
 	}
+	end := takeSample(ctx, sys)
 	stopCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if err := sys.Stop(stopCtx); err != nil {
-		return fmt.Errorf("%s: stop: %w", c.name, err)
+		return sample{}, fmt.Errorf("%s: stop: %w", c.name, err)
 	}
 	if err := rec.check(); err != nil {
-		return fmt.Errorf("%s: %w", c.name, err)
+		return sample{}, fmt.Errorf("%s: %w", c.name, err)
 	}
 	if err := sys.Verify(ctx, rec.n); err != nil {
-		return fmt.Errorf("%s: %w", c.name, err)
+		return sample{}, fmt.Errorf("%s: %w", c.name, err)
 	}
-	return nil
+	return end, nil
 }
 
 // profile starts a CPU profile of one run if -profile is set, and returns
@@ -143,28 +177,31 @@ func (r *runner) drain(ctx context.Context, c contender, n int) (result, error) 
 	if err != nil {
 		return res, err
 	}
-	cpu0 := cpuTime()
+	begin := takeSample(ctx, sys)
 	start := rec.now()
 	rec.inserted(0, n, start)
 	if err := sys.Start(ctx); err != nil {
 		stopProfile()
 		return res, fmt.Errorf("%s: start: %w", c.name, err)
 	}
-	err = r.finish(ctx, c, sys, rec)
+	end, err := r.finish(ctx, c, sys, rec)
 	stopProfile()
 	if err != nil {
 		return res, err
 	}
-	r.measure(&res, rec, start, cpu0)
+	r.measure(&res, sys, rec, start, begin, end)
 	return res, nil
 }
 
 // measure fills res from a finished run that started at start (recorder
-// time) with the process at cpu0 CPU time. The CPU time includes the
-// system's shutdown, which is short next to the work.
-func (r *runner) measure(res *result, rec *recorder, start int64, cpu0 time.Duration) {
+// time), with the CPU samples taken at its start and when all was done.
+func (r *runner) measure(res *result, sys system, rec *recorder, start int64, begin, end sample) {
 	res.elapsed = time.Duration(rec.doneAt.Load() - start)
-	res.cpu = cpuTime() - cpu0
+	res.cpu = end.cpu - begin.cpu
+	res.dbCPU, res.hasDBCPU = serverCPUBetween(begin.db, end.db)
+	if d, ok := sys.(interface{ Detail() string }); ok {
+		res.detail = d.Detail()
+	}
 	lat := rec.latencies()
 	res.p50, res.p99 = percentile(lat, 0.50), percentile(lat, 0.99)
 }
@@ -190,7 +227,7 @@ func (r *runner) insertWhileWorking(ctx context.Context, c contender, n int) (re
 	if err != nil {
 		return res, err
 	}
-	cpu0 := cpuTime()
+	begin := takeSample(ctx, sys)
 	start := rec.now()
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -217,12 +254,12 @@ func (r *runner) insertWhileWorking(ctx context.Context, c contender, n int) (re
 		stopProfile()
 		return res, err
 	}
-	err = r.finish(ctx, c, sys, rec)
+	end, err := r.finish(ctx, c, sys, rec)
 	stopProfile()
 	if err != nil {
 		return res, err
 	}
-	r.measure(&res, rec, start, cpu0)
+	r.measure(&res, sys, rec, start, begin, end)
 	return res, nil
 }
 
@@ -240,7 +277,7 @@ func (r *runner) idle(ctx context.Context, c contender) (result, error) {
 		return res, fmt.Errorf("%s: start: %w", c.name, err)
 	}
 	time.Sleep(500 * time.Millisecond) // let the system go idle
-	cpu0 := cpuTime()
+	begin := takeSample(ctx, sys)
 	start := rec.now()
 	tick := time.NewTicker(r.idleEvery)
 	defer tick.Stop()
@@ -255,9 +292,10 @@ func (r *runner) idle(ctx context.Context, c contender) (result, error) {
 			return res, ctx.Err()
 		}
 	}
-	if err := r.finish(ctx, c, sys, rec); err != nil {
+	end, err := r.finish(ctx, c, sys, rec)
+	if err != nil {
 		return res, err
 	}
-	r.measure(&res, rec, start, cpu0)
+	r.measure(&res, sys, rec, start, begin, end)
 	return res, nil
 }

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/peonify/peonify"
@@ -15,10 +18,15 @@ import (
 type peonifyConfig struct {
 	Workers   int
 	QueueSize int
+	SplitPoll int // experiment: split each Poll into this many concurrent claims when above 1
 }
 
 func (c peonifyConfig) String() string {
-	return fmt.Sprintf("Workers %d, QueueSize %d", c.Workers, c.QueueSize)
+	s := fmt.Sprintf("Workers %d, QueueSize %d", c.Workers, c.QueueSize)
+	if c.SplitPoll > 1 {
+		s += fmt.Sprintf(", experiment: each Poll split into %d concurrent claims", c.SplitPoll)
+	}
+	return s
 }
 
 // durableStream is what the benchmark needs of a Peonify stream: the
@@ -32,15 +40,48 @@ type durableStream interface {
 }
 
 // countingStream reports every successful Ack to the recorder, so that a
-// task counts as done only once its completion is stored. It keeps the
+// task counts as done only once its completion is stored, and counts the
+// processor's calls of Poll and Ack with the time they took. It keeps the
 // stream's Wake and Extend, which the processor finds by type assertion.
 type countingStream struct {
 	durableStream
-	rec *recorder
+	rec   *recorder
+	calls *streamCalls
+}
+
+// streamCalls counts a processor's calls of its stream.
+type streamCalls struct {
+	polls, polled, pollNanos atomic.Int64
+	acks, acked, ackNanos    atomic.Int64
+}
+
+func (c *streamCalls) String() string {
+	per := func(n, d int64) float64 {
+		if d == 0 {
+			return 0
+		}
+		return float64(n) / float64(d)
+	}
+	return fmt.Sprintf("%d polls of %.0f tasks, %.2fms each; %d acks of %.0f tasks, %.2fms each",
+		c.polls.Load(), per(c.polled.Load(), c.polls.Load()), per(c.pollNanos.Load(), c.polls.Load())/1e6,
+		c.acks.Load(), per(c.acked.Load(), c.acks.Load()), per(c.ackNanos.Load(), c.acks.Load())/1e6)
+}
+
+func (s countingStream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+	t0 := time.Now()
+	ds, err := s.durableStream.Poll(ctx, max)
+	s.calls.pollNanos.Add(int64(time.Since(t0)))
+	s.calls.polls.Add(1)
+	s.calls.polled.Add(int64(len(ds)))
+	return ds, err
 }
 
 func (s countingStream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
+	t0 := time.Now()
 	err := s.durableStream.Ack(ctx, ds...)
+	s.calls.ackNanos.Add(int64(time.Since(t0)))
+	s.calls.acks.Add(1)
+	s.calls.acked.Add(int64(len(ds)))
 	if err == nil {
 		s.rec.completedN(len(ds))
 	}
@@ -52,8 +93,10 @@ type peonifySystem struct {
 	cfg     peonifyConfig
 	rec     *recorder
 	stream  durableStream
+	calls   streamCalls
 	reopen  func(ctx context.Context) (durableStream, error) // a second stream on the same queue, for Verify
 	cleanup func()
+	sc      *freshSchema // on postgres
 
 	proc   *peonify.Processor
 	ran    bool // Run owns the stream and closes it
@@ -93,7 +136,7 @@ func newPeonify(cfg peonifyConfig) newSystemFunc {
 				sc.drop()
 				return nil, err
 			}
-			s.stream, s.reopen, s.cleanup = st, open, sc.drop
+			s.stream, s.reopen, s.cleanup, s.sc = st, open, sc.drop, sc
 		default:
 			return nil, fmt.Errorf("unknown backend %q", e.backend)
 		}
@@ -115,7 +158,11 @@ func newPeonify(cfg peonifyConfig) newSystemFunc {
 			s.Close()
 			return nil, err
 		}
-		if err := p.AddStream(countingStream{s.stream, rec}); err != nil {
+		var st durableStream = countingStream{s.stream, rec, &s.calls}
+		if cfg.SplitPoll > 1 {
+			st = splitStream{st, cfg.SplitPoll}
+		}
+		if err := p.AddStream(st); err != nil {
 			s.Close()
 			return nil, err
 		}
@@ -123,6 +170,11 @@ func newPeonify(cfg peonifyConfig) newSystemFunc {
 		return s, nil
 	}
 }
+
+func (s *peonifySystem) schema() *freshSchema { return s.sc }
+
+// Detail reports how the processor used its stream.
+func (s *peonifySystem) Detail() string { return s.calls.String() }
 
 func (s *peonifySystem) Insert(ctx context.Context, first, count int) error {
 	tasks := make([]*peonify.Task, count)
@@ -188,4 +240,39 @@ func (s *peonifySystem) Close() {
 	if s.cleanup != nil {
 		s.cleanup()
 	}
+}
+
+// splitStream is an experiment (-split-poll): it turns each large Poll into
+// k concurrent smaller ones, to show what claiming on several connections
+// at once would gain. It is not how Peonify runs by default.
+type splitStream struct {
+	durableStream
+	k int
+}
+
+func (s splitStream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+	const minChunk = 200
+	k := min(s.k, max/minChunk)
+	if k < 2 {
+		return s.durableStream.Poll(ctx, max)
+	}
+	parts := make([][]peonify.Delivery, k)
+	errs := make([]error, k)
+	var wg sync.WaitGroup
+	for i := range k {
+		share := max / k
+		if i < max%k {
+			share++
+		}
+		wg.Go(func() { parts[i], errs[i] = s.durableStream.Poll(ctx, share) })
+	}
+	wg.Wait()
+	var out []peonify.Delivery
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	if len(out) == 0 {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil // keep what was claimed; an error shows again next time
 }

@@ -15,6 +15,12 @@ import (
 // server can drain a queue at all, so the libraries can be read against it.
 const rawBatch = 100
 
+// The names of the raw ceiling's two runs in the report.
+const (
+	rawAsyncLabel = "raw-sql (async commit)"
+	rawSyncLabel  = "raw-sql (sync commit)"
+)
+
 const rawSchemaSQL = `
 CREATE TABLE raw_jobs (
 	id          bigint PRIMARY KEY,
@@ -50,11 +56,9 @@ const rawCompleteSQL = `DELETE FROM raw_jobs WHERE id = ANY($1) AND state = 'run
 // concurrent loops. With asyncCommit the claims and completions commit
 // without waiting for the disk, as pgstream's do by default.
 func rawCeiling(ctx context.Context, e *env, n, loops int, asyncCommit bool) (result, error) {
-	label := "raw-sql"
+	label := rawSyncLabel
 	if asyncCommit {
-		label += " (async commit)"
-	} else {
-		label += " (sync commit)"
+		label = rawAsyncLabel
 	}
 	res := result{mode: "drain", system: label,
 		config: fmt.Sprintf("%d loops, claim %d + one DELETE", loops, rawBatch), n: n}
@@ -88,7 +92,9 @@ func rawCeiling(ctx context.Context, e *env, n, loops int, asyncCommit bool) (re
 	var mu sync.Mutex // guards seen, done and dups
 	done, dups := 0, 0
 
-	cpu0, t0 := cpuTime(), time.Now()
+	// The claims run on a second pool of the same schema, found by the
+	// same application_name.
+	db0, cpu0, t0 := sc.backendCPU(ctx), cpuTime(), time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, loops)
 	for range loops {
@@ -138,6 +144,7 @@ func rawCeiling(ctx context.Context, e *env, n, loops int, asyncCommit bool) (re
 	}
 	wg.Wait()
 	elapsed, cpu := time.Since(t0), cpuTime()-cpu0
+	res.dbCPU, res.hasDBCPU = serverCPUBetween(db0, sc.backendCPU(ctx))
 	close(errs)
 	if err := <-errs; err != nil {
 		return res, err

@@ -67,6 +67,7 @@ type riverSystem[TTx any] struct {
 	queue   string
 	count   func(ctx context.Context) (map[string]int, error)
 	cleanup func()
+	sc      *freshSchema // on postgres
 
 	subDone chan struct{}
 	unsub   func()
@@ -126,7 +127,7 @@ func newRiver(cfg riverConfig) newSystemFunc {
 				sc.drop()
 				return nil, err
 			}
-			s.count, s.cleanup = count, sc.drop
+			s.count, s.cleanup, s.sc = count, sc.drop, sc
 			return s, nil
 		}
 		return nil, fmt.Errorf("unknown backend %q", e.backend)
@@ -181,6 +182,8 @@ func countRows(ctx context.Context, query func(context.Context, string, ...any) 
 	}
 	return out, rows.Err()
 }
+
+func (s *riverSystem[TTx]) schema() *freshSchema { return s.sc }
 
 func (s *riverSystem[TTx]) Insert(ctx context.Context, first, count int) error {
 	params := make([]river.InsertManyParams, count)
