@@ -74,7 +74,6 @@ type claim struct {
 	s        *Stream
 	msg      jetstream.Msg
 	seq      uint64       // stream sequence
-	attempts int          // HeaderAttempts of the message
 	task     peonify.Task // the delivered task, allocated with the claim
 	deadline atomic.Int64 // lease end, as an offset from Stream.origin
 	done     atomic.Bool  // acked or nacked
@@ -251,7 +250,7 @@ func (s *Stream) claim(ctx context.Context, m jetstream.Msg, start time.Duration
 		}
 		return peonify.Delivery{}, false
 	}
-	c := &claim{s: s, msg: m, seq: seq, attempts: dec.attempts, task: dec.task}
+	c := &claim{s: s, msg: m, seq: seq, task: dec.task}
 	c.task.Attempt = attempt
 	deadline := start + s.cfg.AckWait
 	c.deadline.Store(int64(deadline))
@@ -310,11 +309,12 @@ func errLost(n int) error {
 // The acknowledgements of one call are sent together and confirmed with a
 // single round trip.
 //
-// Ack is fenced on the lease: a delivery whose AckWait has run out (less a
-// safety margin of a tenth of it) is not acknowledged, because JetStream
-// would apply the acknowledgement to a newer delivery of the same message;
-// Ack then returns an error wrapping peonify.ErrLeaseLost and the task runs
-// again. Acking an acked delivery does nothing.
+// Ack is fenced on the lease: a delivery whose AckWait has run out, or
+// will within a safety margin (a tenth of AckWait, between 10ms and 2s), is
+// not acknowledged, because JetStream would apply the acknowledgement to a
+// newer delivery of the same message; Ack then returns an error wrapping
+// peonify.ErrLeaseLost and the task runs again. Acking an acked delivery
+// does nothing.
 func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	var (
 		sent []*claim
