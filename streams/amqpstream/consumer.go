@@ -222,6 +222,13 @@ func (c *consumer) lowest() uint64 {
 	return c.order[c.head]
 }
 
+// buffered returns how many deliveries wait for Poll.
+func (c *consumer) buffered() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.buf) - c.bufHead
+}
+
 // take hands out up to max buffered deliveries.
 func (c *consumer) take(max int) []*amqp.Delivery {
 	c.mu.Lock()
@@ -322,6 +329,7 @@ func (c *consumer) finish(tag uint64, requeue bool) error {
 	if st == stBusy {
 		c.handedOut--
 	}
+	c.lowest() // lets order drop settled tags when nothing is ever acked
 	if requeue {
 		return c.ch.Nack(tag, false, true)
 	}

@@ -68,8 +68,9 @@
 // prefetched message is unacknowledged. It settles at what the processor
 // holds plus the tasks it finished and has not acked yet, so the broker
 // never sends a process more than it has room for, and the rest of the
-// queue stays available to other processors. Acks are batched into one
-// basic.ack (multiple) for every run of consecutive delivery tags.
+// queue stays available to other processors. A batch of acks goes out as
+// one basic.ack (multiple) for the deliveries older than every other
+// unacknowledged one, and one basic.ack each for the rest.
 //
 // Claims do not expire: the broker keeps an unacknowledged message for its
 // consumer until the connection or channel closes (or until RabbitMQ's

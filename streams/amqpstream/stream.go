@@ -131,13 +131,13 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 		ss.fail(err)
 		return nil, err
 	}
-	msgs := c.take(max)
-	if len(msgs) < max && s.cfg.Prefetch == 0 {
-		if err := c.grow(max - len(msgs)); err != nil {
+	if short := max - c.buffered(); short > 0 && s.cfg.Prefetch == 0 {
+		if err := c.grow(short); err != nil {
 			ss.fail(err)
 			return nil, err
 		}
 	}
+	msgs := c.take(max)
 	if len(msgs) == 0 {
 		return nil, nil
 	}
@@ -159,8 +159,8 @@ type claim struct {
 }
 
 // Ack acknowledges deliveries: their messages are removed from the queue.
-// Deliveries of the same connection are acknowledged together, with one
-// basic.ack for every run of consecutive delivery tags. Acking a delivery
+// The deliveries older than every other unacknowledged one are acked with
+// a single basic.ack (multiple), the others one by one. Acking a delivery
 // twice, or one that was nacked, does nothing. A delivery of a connection
 // that was lost since cannot be acked (the broker has already put its
 // message back for another delivery); Ack then returns an error wrapping
