@@ -121,8 +121,9 @@ func mustEnqueue(t testing.TB, s *Stream, tasks ...*peonify.Task) {
 func pollUntil(t testing.TB, s *Stream, max int, within time.Duration) []peonify.Delivery {
 	t.Helper()
 	deadline := time.Now().Add(within)
+	ctx := ctxT(t)
 	for {
-		ds, err := s.Poll(ctxT(t), max)
+		ds, err := s.Poll(ctx, max)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -101,6 +101,7 @@ func TestScaleOut(t *testing.T) {
 	// The claims of the killed process come back after their AckWait;
 	// wait until they are done too and the stream is empty.
 	completions := make(map[string]int, scaleTasks)
+	ctx := ctxT(t)
 	waitFor(t, 60*time.Second, "every task completed and the stream empty", func() bool {
 		clear(completions)
 		for _, l := range logs {
@@ -111,7 +112,7 @@ func TestScaleOut(t *testing.T) {
 		if len(completions) < scaleTasks {
 			return false
 		}
-		counts, err := s.Counts(ctxT(t))
+		counts, err := s.Counts(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -157,7 +158,7 @@ func TestScaleOut(t *testing.T) {
 	}
 	t.Logf("4 processes drained %d tasks in %s (one SIGKILLed after %s, holding %d completed tasks unacknowledged); %d repeats",
 		scaleTasks, took.Round(time.Millisecond), killedAt.Sub(start).Round(time.Millisecond), len(held), repeats)
-	counts, err := s.Counts(ctxT(t))
+	counts, err := s.Counts(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
