@@ -1,0 +1,80 @@
+package dashboard_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/dashboard"
+	"github.com/peonify/peonify/internal/testenv"
+	"github.com/peonify/peonify/streams/pgstream"
+)
+
+func TestPauseAndResumeAPostgresQueue(t *testing.T) {
+	url := testenv.URL(t, "postgres")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := pgstream.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	var suffix [6]byte
+	_, _ = rand.Read(suffix[:])
+	s, err := pgstream.New(pool, pgstream.Config{Queue: "dashboard-pause-" + hex.EncodeToString(suffix[:]), NoListen: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	var _ dashboard.Pauser = s // pgstream's Stream is found to pause by type assertion
+
+	f := newFixture(t, dashboard.Config{Stores: []dashboard.Store{{Name: "pg", Inspector: s}}, Auth: dashboard.Auth{Token: testToken}})
+	f.signIn(request{})
+	storeView := func() dashboard.StoreView {
+		t.Helper()
+		res, body := f.do("GET", "/api/stats", nil, request{})
+		wantStatus(t, res, body, http.StatusOK, "")
+		var snap dashboard.Snapshot
+		decode(t, body, &snap)
+		return snap.Stores[0]
+	}
+	if v := storeView(); !v.Pausable || v.Paused || v.Error != "" {
+		t.Fatalf("store before pausing: %+v", v)
+	}
+
+	res, body := f.do("POST", "/api/stores/pg/pause", nil, request{})
+	wantStatus(t, res, body, http.StatusOK, "")
+	if paused, err := s.Paused(ctx); err != nil || !paused {
+		t.Fatalf("Paused after the pause request: %v, %v", paused, err)
+	}
+	if v := storeView(); !v.Paused {
+		t.Fatalf("store after pausing: %+v", v)
+	}
+	if err := s.Enqueue(ctx, &peonify.Task{Type: "email"}); err != nil {
+		t.Fatal(err)
+	}
+	if ds, err := s.Poll(ctx, 1); err != nil || len(ds) != 0 {
+		t.Fatalf("Poll of a paused queue: %d deliveries, %v", len(ds), err)
+	}
+
+	res, body = f.do("POST", "/api/stores/pg/resume", nil, request{})
+	wantStatus(t, res, body, http.StatusOK, "")
+	if v := storeView(); v.Paused || v.Counts[peonify.StatePending] != 1 {
+		t.Fatalf("store after resuming: %+v", v)
+	}
+	ds, err := s.Poll(ctx, 1)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("Poll of a resumed queue: %d deliveries, %v", len(ds), err)
+	}
+	if err := s.Ack(ctx, ds...); err != nil {
+		t.Fatal(err)
+	}
+}
