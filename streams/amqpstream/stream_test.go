@@ -785,3 +785,102 @@ func TestClosedStream(t *testing.T) {
 		t.Errorf("Counts after Close = %v", err)
 	}
 }
+
+// TestPrefetchStaysNearCapacity runs slow tasks through a processor that
+// holds at most 8 (4 workers, a local queue of 4) and checks that the
+// prefetch, which bounds what the broker sends this process, stays close
+// to that: the rest of the queue stays available to other processors. It
+// may exceed 8 by the tasks done but not yet acked (the processor batches
+// acks for a few milliseconds), and by a growth step.
+func TestPrefetchStaysNearCapacity(t *testing.T) {
+	s := newTestStream(t, Config{})
+	const n = 120
+	tasks := make([]*peonify.Task, n)
+	for i := range tasks {
+		tasks[i] = task("slow")
+	}
+	mustEnqueue(t, s, tasks...)
+	var done atomic.Int32
+	all := make(chan struct{})
+	p, err := peonify.New(peonify.Config{Workers: 4, QueueSize: 4, Logger: testLogger(t),
+		OnEvent: func(e peonify.Event) {
+			if e.Kind == peonify.EventSucceeded && done.Add(1) == n {
+				close(all)
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = p.AddTaskList(peonify.TaskList{"slow": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
+		time.Sleep(5 * time.Millisecond)
+		return nil
+	})})
+	_ = p.AddStream(s)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	high := 0
+	for waiting := true; waiting; {
+		select {
+		case <-all:
+			waiting = false
+		case <-time.After(time.Millisecond):
+		}
+		high = max(high, s.prefetch())
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("prefetch reached %d for a processor holding at most 8", high)
+	if high > 16 {
+		t.Errorf("prefetch reached %d for a processor that holds at most 8 slow tasks", high)
+	}
+}
+
+// TestIdlePickupUsesWake: an idle processor, whose poll interval is a
+// minute, starts a task enqueued by another process within milliseconds,
+// because the stream's Wake fires when the broker pushes the message.
+func TestIdlePickupUsesWake(t *testing.T) {
+	s := newTestStream(t, Config{})
+	producer := newTestStream(t, Config{Queue: s.Queue()})
+	started := make(chan time.Time, 1)
+	p, err := peonify.New(peonify.Config{Workers: 2, PollInterval: time.Minute, MinPollInterval: time.Minute, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = p.AddTaskList(peonify.TaskList{"ping": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
+		started <- time.Now()
+		return nil
+	})})
+	_ = p.AddStream(s)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}()
+	// Idle: the processor has polled the empty queue and now waits.
+	deadline := time.Now().Add(10 * time.Second)
+	for st := p.Stats(); len(st.Streams) == 0 || st.Streams[0].Polls < 1 || s.prefetch() == 0; st = p.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatal("the processor did not poll within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	enqueued := time.Now()
+	mustEnqueue(t, producer, task("ping"))
+	select {
+	case at := <-started:
+		took := at.Sub(enqueued)
+		t.Logf("an idle processor started a task %s after its Enqueue began", took)
+		if took > 2*time.Second {
+			t.Errorf("pickup took %s: Wake did not fire", took)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the task did not start within 10s of its Enqueue")
+	}
+}
