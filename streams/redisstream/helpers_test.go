@@ -139,3 +139,16 @@ func task(typ string) *peonify.Task {
 }
 
 func isDup(err error) bool { return errors.Is(err, peonify.ErrDuplicate) }
+
+// sleep waits for d or until ctx ends, and reports whether ctx is still
+// live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

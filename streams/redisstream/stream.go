@@ -34,7 +34,7 @@ const forgetIdle = time.Hour
 //
 // A Stream used only to enqueue starts nothing in the background. Wake
 // starts, until Close, a goroutine that waits for new entries with a
-// blocking read on a connection of its own.
+// blocking read, which holds one of the client's pooled connections.
 //
 // All methods are safe for concurrent use.
 type Stream struct {

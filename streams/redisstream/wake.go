@@ -229,16 +229,3 @@ func (s *Stream) stopWatching(ctx context.Context) error {
 	cancel()
 	return nil
 }
-
-// sleep waits for d or until ctx ends, and reports whether ctx is still
-// live.
-func sleep(ctx context.Context, d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
