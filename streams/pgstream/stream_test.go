@@ -195,7 +195,8 @@ func TestNackOutcomes(t *testing.T) {
 	}
 
 	// Failed: retried after the delay, the attempt counts, the error is kept.
-	if err := s.Nack(ctx, byID[a.ID], peonify.NackOptions{Outcome: peonify.OutcomeFailed, Delay: 300 * time.Millisecond, Reason: "boom"}); err != nil {
+	// The delay outlasts the checks below even on a loaded CI machine.
+	if err := s.Nack(ctx, byID[a.ID], peonify.NackOptions{Outcome: peonify.OutcomeFailed, Delay: 2 * time.Second, Reason: "boom"}); err != nil {
 		t.Fatal(err)
 	}
 	// Released: at once, the attempt does not count.
@@ -346,7 +347,7 @@ func TestScheduledTask(t *testing.T) {
 	s := newTestStream(t, pool, Config{})
 	ctx := ctxT(t)
 	tk := task("later")
-	tk.RunAt = time.Now().Add(400 * time.Millisecond)
+	tk.RunAt = time.Now().Add(2 * time.Second) // outlasts Enqueue and Poll on a loaded CI machine
 	mustEnqueue(t, s, tk)
 	if ds := mustPoll(t, s, 1); len(ds) != 0 {
 		t.Fatal("scheduled task delivered early")
