@@ -383,7 +383,7 @@ func (c *consumer) giveBack(ctx context.Context) error {
 		t := decodeTask(d)
 		out[i] = outgoing{queue: c.ss.s.cfg.Queue, msg: repost(d, t, t.Attempt-1, maxPrio)}
 	}
-	err := c.ss.pub.publish(ctx, out)
+	err := c.ss.publish(ctx, out)
 	for i, d := range left {
 		if out[i].err == nil {
 			c.mu.Lock()
@@ -492,7 +492,7 @@ func (c *consumer) hop(batch []*amqp.Delivery) (failed []*amqp.Delivery) {
 		sent = append(sent, d)
 	}
 	if len(out) > 0 {
-		_ = ss.pub.publish(ctx, out)
+		_ = ss.publish(ctx, out)
 	}
 	for i, d := range sent {
 		if err := out[i].err; err != nil {

@@ -36,12 +36,13 @@
 // of the connections (TLS, heartbeat, SASL, a custom dialer). The stream
 // owns them and closes them in Close.
 //
-// It reconnects by itself: when the connection, its publishing channel or
-// its consuming channel fails, or the broker cancels its consumer, the
-// stream waits (from Config.ReconnectMin, doubling up to ReconnectMax,
-// randomly shortened by up to half so that a fleet does not reconnect in
-// step), dials again, declares its queues, sets its prefetch again and
-// resumes consuming, then wakes the processor. The client's own,
+// It reconnects by itself: when the connection or its consuming channel
+// fails, or the broker cancels its consumer, the stream waits (from
+// Config.ReconnectMin, doubling up to ReconnectMax, randomly shortened by
+// up to half so that a fleet does not reconnect in step), dials again,
+// declares its queues, sets its prefetch again and resumes consuming, then
+// wakes the processor. A publishing channel that the broker closes (for a
+// message it refuses) is simply opened again. The client's own,
 // experimental, recovery is not used: a recovered channel numbers its
 // deliveries from 1 again, so a stale ack could settle the wrong message.
 //

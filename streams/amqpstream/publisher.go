@@ -26,10 +26,15 @@ type publisher struct {
 // claimed (their publisher gave up waiting).
 const maxReturned = 4096
 
+// newPublisher opens a publishing channel. Unlike the consuming channel,
+// its failure does not end the session: the broker closes a channel for a
+// publish it refuses (a message over its size limit), and that must not
+// make every delivery of the session stale. The next publish opens
+// another.
 func newPublisher(ss *session) (*publisher, error) {
-	ch, err := ss.channel()
+	ch, err := ss.conn.Channel()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("amqpstream: opening a channel: %w", err)
 	}
 	if err := ch.Confirm(false); err != nil {
 		return nil, fmt.Errorf("amqpstream: enabling publisher confirms: %w", err)
@@ -150,10 +155,30 @@ func (p *publisher) publish(ctx context.Context, out []outgoing) error {
 // returned as unroutable.
 var errReturned = errors.New("the queue does not exist (was it deleted?); the stream declares its queues again when it reconnects")
 
+// publish publishes on the session's publishing channel, opening a new
+// one if the broker closed the last (see newPublisher).
+func (ss *session) publish(ctx context.Context, out []outgoing) error {
+	ss.pubMu.Lock()
+	p := ss.pub
+	if p == nil || p.ch.IsClosed() {
+		var err error
+		if p, err = newPublisher(ss); err != nil {
+			ss.pubMu.Unlock()
+			for i := range out {
+				out[i].err = err
+			}
+			return err
+		}
+		ss.pub = p
+	}
+	ss.pubMu.Unlock()
+	return p.publish(ctx, out)
+}
+
 // publishOne publishes one message and waits for its confirm.
 func (ss *session) publishOne(ctx context.Context, queue string, msg amqp.Publishing) error {
 	out := []outgoing{{queue: queue, msg: msg}}
-	err := ss.pub.publish(ctx, out)
+	err := ss.publish(ctx, out)
 	if errors.Is(err, errReturned) {
 		ss.forget(queue)
 	}

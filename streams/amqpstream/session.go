@@ -12,16 +12,17 @@ import (
 )
 
 // session is one connection to the broker and the channels the stream uses
-// on it. A session never reconnects: when its connection, its publishing
-// channel or its consuming channel fails, the session ends (done is
-// closed) and the stream opens a new one. Delivery tags are numbers of the
-// consuming channel, so a claim made on an ended session is stale: its ack
-// could never reach the broker, which has already put the message back.
+// on it. A session never reconnects: when its connection or its consuming
+// channel fails, the session ends (done is closed) and the stream opens a
+// new one. Delivery tags are numbers of the consuming channel, so a claim
+// made on an ended session is stale: its ack could never reach the
+// broker, which has already put the message back.
 type session struct {
 	s     *Stream
 	id    uint64
 	conn  *amqp.Connection
-	pub   *publisher
+	pubMu sync.Mutex
+	pub   *publisher // reopened after the broker closes its channel
 	born  time.Time
 	done  chan struct{} // closed when the session ends
 	once  sync.Once
@@ -70,7 +71,9 @@ func (s *Stream) dial(ctx context.Context) (*amqp.Connection, error) {
 }
 
 // connect opens a session: a connection, a publishing channel in confirm
-// mode, and the work and dead-letter queues declared.
+// mode, and the work and dead-letter queues declared. The connection and
+// the consuming channel (opened by the first Poll) live as long as the
+// session.
 func (s *Stream) connect(ctx context.Context, id uint64) (*session, error) {
 	conn, err := s.dial(ctx)
 	if err != nil {
@@ -186,8 +189,8 @@ func (ss *session) close(ctx context.Context) error {
 	return err
 }
 
-// channel opens a channel and ends the session when it fails, as a
-// publishing or consuming channel must not be lost silently.
+// channel opens a channel and ends the session when it fails, as the
+// consuming channel must not be lost silently.
 func (ss *session) channel() (*amqp.Channel, error) {
 	ch, err := ss.conn.Channel()
 	if err != nil {

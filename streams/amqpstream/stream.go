@@ -342,7 +342,7 @@ func (s *Stream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
 		}
 		out[i] = outgoing{queue: queue, msg: encodeTask(t, 0, s.cfg.MaxPriority)}
 	}
-	err = ss.pub.publish(ctx, out)
+	err = ss.publish(ctx, out)
 	if err == nil {
 		return nil
 	}

@@ -884,3 +884,36 @@ func TestIdlePickupUsesWake(t *testing.T) {
 		t.Fatal("the task did not start within 10s of its Enqueue")
 	}
 }
+
+// TestPublishChannelLossKeepsDeliveries: when the broker closes the
+// publishing channel (as it does for a message it refuses), the session
+// and its deliveries live on, and the next publish opens a new channel.
+func TestPublishChannelLossKeepsDeliveries(t *testing.T) {
+	s := newTestStream(t, Config{})
+	mustEnqueue(t, s, task("a"), task("b"))
+	ds := pollN(t, s, 2, 10*time.Second)
+	s.mu.Lock()
+	ss := s.cur
+	s.mu.Unlock()
+	ss.pubMu.Lock()
+	_ = ss.pub.ch.Close()
+	ss.pubMu.Unlock()
+
+	if err := s.Nack(ctxT(t), ds[0], peonify.NackOptions{Outcome: peonify.OutcomeFailed, Reason: "r"}); err != nil {
+		t.Fatalf("Nack after the publishing channel closed: %v", err)
+	}
+	if err := s.Ack(ctxT(t), ds[1]); err != nil {
+		t.Fatalf("Ack after the publishing channel closed: %v", err)
+	}
+	mustEnqueue(t, s, task("c"))
+	got := pollN(t, s, 2, 10*time.Second)
+	if ss.dead() {
+		t.Fatal("losing the publishing channel ended the session")
+	}
+	for _, d := range got {
+		if d.Task.Type == "a" && d.Task.Attempt != 2 {
+			t.Errorf("the nacked task came back as attempt %d, want 2", d.Task.Attempt)
+		}
+	}
+	_ = s.Ack(ctxT(t), got...)
+}
