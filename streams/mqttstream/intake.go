@@ -7,8 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/peonify/peonify/internal/backoff"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/url"
 	"slices"
@@ -237,7 +237,7 @@ func (in *Intake) clientConfig(onPublish func(paho.PublishReceived) (bool, error
 		CleanStartOnInitialConnection: false,
 		SessionExpiryInterval:         uint32(in.cfg.SessionExpiry / time.Second),
 		ReconnectBackoff: func(attempt int) time.Duration {
-			return backoff(attempt, in.cfg.MinBackoff, in.cfg.MaxBackoff)
+			return backoff.Duration(attempt, in.cfg.MinBackoff, in.cfg.MaxBackoff)
 		},
 		ConnectTimeout:  in.cfg.ConnectTimeout,
 		ConnectUsername: in.username,
@@ -417,9 +417,9 @@ func (in *Intake) store1(ctx context.Context, t *peonify.Task) bool {
 		case ctx.Err() != nil:
 			return false
 		}
-		wait := backoff(attempt, in.cfg.MinBackoff, in.cfg.MaxBackoff)
+		wait := backoff.Duration(attempt, in.cfg.MinBackoff, in.cfg.MaxBackoff)
 		in.log.Error("mqttstream: storing a message failed; holding it unacknowledged and retrying", "id", t.ID, "retry_in", wait, "err", err)
-		if !sleep(ctx, wait) {
+		if !backoff.Sleep(ctx, wait) {
 			return false
 		}
 	}
@@ -563,29 +563,6 @@ func (l pahoLogger) Println(v ...any) {
 
 func (l pahoLogger) Printf(format string, v ...any) {
 	l.log.Debug("mqttstream: client: " + strings.TrimSpace(fmt.Sprintf(format, v...)))
-}
-
-// backoff returns the wait before retry number n (from 0): lo doubled n
-// times, at most hi, with the upper half jittered.
-func backoff(n int, lo, hi time.Duration) time.Duration {
-	d := hi
-	if n < 30 {
-		d = min(lo<<n, hi)
-	}
-	half := d / 2
-	return half + rand.N(half+1)
-}
-
-// sleep waits for d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 func isInvalid(err error) bool {

@@ -3,6 +3,7 @@ package pgstream
 import (
 	"context"
 	"errors"
+	"github.com/peonify/peonify/internal/backoff"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -171,7 +172,7 @@ func (l *Listener) run(ctx context.Context) {
 		}
 		l.logger.Warn("pgstream: LISTEN connection lost; reconnecting",
 			"channel", l.channel, "err", err, "retry_in", delay)
-		if !sleep(ctx, jitter(delay)) {
+		if !backoff.Sleep(ctx, jitter(delay)) {
 			return
 		}
 		delay = min(delay*2, maxDelay)
@@ -211,16 +212,4 @@ func (l *Listener) listenOnce(ctx context.Context) (bool, error) {
 // the database together do not reconnect together.
 func jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d)
-}
-
-// sleep waits for d or until ctx ends, and reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

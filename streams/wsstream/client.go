@@ -6,9 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/peonify/peonify/internal/backoff"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strings"
@@ -208,7 +208,7 @@ func (c *Client) run(ctx context.Context, ws *websocket.Conn) {
 		if ctx.Err() != nil {
 			return
 		}
-		if !sleep(ctx, backoff(failures, c.opts.MinBackoff, c.opts.MaxBackoff)) {
+		if !backoff.Sleep(ctx, backoff.Duration(failures, c.opts.MinBackoff, c.opts.MaxBackoff)) {
 			return
 		}
 		var err error
@@ -365,7 +365,7 @@ func (c *Client) retryLater(id, reason string) {
 	c.mu.Lock()
 	p := c.pending[id]
 	if p != nil {
-		p.retryAt = time.Now().Add(backoff(p.nacks, c.opts.MinBackoff, c.opts.MaxBackoff))
+		p.retryAt = time.Now().Add(backoff.Duration(p.nacks, c.opts.MinBackoff, c.opts.MaxBackoff))
 		p.nacks++
 		c.lastErr = fmt.Errorf("server could not store task %s: %s", id, reason)
 	}
@@ -492,27 +492,4 @@ func (c *Client) Close() error {
 	c.cancel()
 	<-c.done
 	return nil
-}
-
-// backoff returns the wait before retry number n (from 0): lo doubled n
-// times, at most hi, with the upper half jittered.
-func backoff(n int, lo, hi time.Duration) time.Duration {
-	d := hi
-	if n < 30 {
-		d = min(lo<<n, hi)
-	}
-	half := d / 2
-	return half + rand.N(half+1)
-}
-
-// sleep waits for d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
