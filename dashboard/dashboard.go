@@ -291,6 +291,7 @@ type snapshotCache struct {
 	mu   sync.Mutex
 	at   time.Time
 	json []byte
+	gen  uint64 // bumped by invalidate
 }
 
 var _ http.Handler = (*Dashboard)(nil)

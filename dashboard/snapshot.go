@@ -134,6 +134,9 @@ func (d *Dashboard) snapshotJSON(ctx context.Context) ([]byte, error) {
 	if b := fresh(); b != nil {
 		return b, nil
 	}
+	c.mu.Lock()
+	gen := c.gen
+	c.mu.Unlock()
 	s := d.snapshot(ctx)
 	if err := ctx.Err(); err != nil {
 		return nil, err // the store errors in s may only say that ctx ended
@@ -143,7 +146,9 @@ func (d *Dashboard) snapshotJSON(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	c.mu.Lock()
-	c.json, c.at = b, time.Now()
+	if c.gen == gen { // else a change was made while it was built: do not keep it
+		c.json, c.at = b, time.Now()
+	}
 	c.mu.Unlock()
 	return b, nil
 }

@@ -276,6 +276,7 @@ func (d *Dashboard) setPaused(w http.ResponseWriter, r *http.Request, st *store,
 func (d *Dashboard) invalidate() {
 	d.snapshots.mu.Lock()
 	d.snapshots.json = nil
+	d.snapshots.gen++
 	d.snapshots.mu.Unlock()
 }
 

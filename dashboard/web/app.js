@@ -378,7 +378,7 @@
     st.tbody = el('tbody');
     st.more = el('button', {class: 'btn ghost small', type: 'button', hidden: true, on: {click: () => loadTasks(st, true)}}, 'Load more');
     st.root = el('section', {class: 'panel store', data: {store: name}},
-      el('h2', null, 'Store ', el('span', null, name), st.badge, st.pauseBtn),
+      el('h2', null, el('span', {class: 'kind'}, 'Store'), el('span', null, name), st.badge, st.pauseBtn),
       st.error,
       counts,
       el('div', {class: 'toolbar'}, el('span', {class: 'hint'}, 'Click a task ID to see all of it.'), el('span', {class: 'spacer'}), st.retryAll, st.deleteAll),

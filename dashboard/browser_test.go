@@ -1,0 +1,291 @@
+package dashboard_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/dashboard"
+	"github.com/peonify/peonify/streams/memstream"
+)
+
+// findChromium returns the path of Chromium, or skips the test (fails it
+// under PEONIFY_REQUIRE_SERVICES=1) when it is not installed.
+func findChromium(t *testing.T) string {
+	t.Helper()
+	path, err := exec.LookPath("chromium")
+	if err == nil {
+		return path
+	}
+	msg := "needs Chromium on PATH (Debian: apt-get install chromium): " + err.Error()
+	if os.Getenv("PEONIFY_REQUIRE_SERVICES") == "1" {
+		t.Fatal(msg + "; PEONIFY_REQUIRE_SERVICES=1 makes a missing browser an error")
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// browserProblems collects what a page reports to its console: console.error
+// calls, uncaught exceptions, and browser log errors such as failed loads
+// and Content-Security-Policy violations.
+type browserProblems struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (b *browserProblems) listen(ev any) {
+	var p string
+	switch ev := ev.(type) {
+	case *runtime.EventConsoleAPICalled:
+		if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeAssert {
+			var args []string
+			for _, a := range ev.Args {
+				args = append(args, string(a.Value)+a.Description)
+			}
+			p = "console." + string(ev.Type) + ": " + strings.Join(args, " ")
+		}
+	case *runtime.EventExceptionThrown:
+		d := ev.ExceptionDetails
+		p = "exception: " + d.Text
+		if d.Exception != nil {
+			p += " " + d.Exception.Description
+		}
+	case *log.EventEntryAdded:
+		if ev.Entry.Level == log.EntryLevelError {
+			p = "log: " + ev.Entry.Text + " " + ev.Entry.URL
+		}
+	}
+	if p != "" {
+		b.mu.Lock()
+		b.list = append(b.list, p)
+		b.mu.Unlock()
+	}
+}
+
+func (b *browserProblems) get() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.list...)
+}
+
+// TestBrowser drives the dashboard in a real headless Chromium: it signs in
+// from a token link, watches the numbers change while tasks run, checks that
+// hostile task data stays text, and retries a dead task with its button.
+func TestBrowser(t *testing.T) {
+	chrome := findChromium(t)
+
+	// A processor over a memstream. A "charge" task fails permanently on
+	// its first run and succeeds once retried; an "evil" one dies with
+	// HTML in its payload and error; "slow" ones keep the workers busy.
+	mem := memstream.New(memstream.Config{Name: "mem"})
+	var (
+		mu   sync.Mutex
+		runs = map[string]int{}
+	)
+	recovered := make(chan string, 1)
+	dead := make(chan string, 10)
+	p, err := peonify.New(peonify.Config{
+		Workers: 2,
+		Logger:  slog.New(slog.DiscardHandler),
+		OnEvent: func(e peonify.Event) {
+			if e.Kind == peonify.EventDead {
+				dead <- e.Task.ID
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.AddTaskList(peonify.TaskList{
+		"slow": peonify.HandlerFunc(func(ctx context.Context, _ *peonify.Task) error {
+			select {
+			case <-time.After(100 * time.Millisecond):
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}),
+		"charge": peonify.HandlerFunc(func(_ context.Context, task *peonify.Task) error {
+			mu.Lock()
+			runs[task.ID]++
+			n := runs[task.ID]
+			mu.Unlock()
+			if n == 1 {
+				return peonify.SkipRetry(errors.New("card declined"))
+			}
+			select {
+			case recovered <- task.ID:
+			default:
+			}
+			return nil
+		}),
+		"evil": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
+			return peonify.SkipRetry(errors.New(`<img src=x onerror="window.__xss='error'">`))
+		}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddStream(mem); err != nil {
+		t.Fatal(err)
+	}
+	runProcessor(t, p)
+	ctx := context.Background()
+	err = mem.Enqueue(ctx,
+		&peonify.Task{ID: "charge-1", Type: "charge", Payload: []byte(`{"order":42,"cents":1999}`)},
+		&peonify.Task{ID: "evil-1", Type: "evil",
+			Payload: []byte(`<script>window.__xss='script'</script><img src=x onerror="window.__xss='payload'">`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		select {
+		case <-dead:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the tasks did not die")
+		}
+	}
+
+	d, err := dashboard.New(dashboard.Config{
+		Processor: p,
+		Stores:    []dashboard.Store{{Name: "mem", Inspector: mem}},
+		Auth:      dashboard.Auth{Token: testToken},
+		Interval:  200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(d)
+	defer srv.Close()
+
+	actx, acancel := chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(chrome),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true), // /dev/shm is small in containers
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 1100),
+	)
+	defer acancel()
+	bctx, bcancel := chromedp.NewContext(actx)
+	defer bcancel()
+	bctx, cancel := context.WithTimeout(bctx, 25*time.Second)
+	defer cancel()
+
+	var problems browserProblems
+	if err := chromedp.Listen(bctx, problems.listen); err != nil {
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	do := func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(bctx, actions...); err != nil {
+			t.Fatalf("%s: %v; page problems: %q", what, err, problems.get())
+		}
+	}
+	waitJS := func(what, expr string) {
+		t.Helper()
+		do(what, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(10*time.Second)))
+	}
+	evalJS := func(expr string) string {
+		t.Helper()
+		v, err := chromedp.Run(bctx, chromedp.Evaluate[string](expr))
+		if err != nil {
+			t.Fatalf("evaluating %s: %v", expr, err)
+		}
+		return v
+	}
+
+	// Sign in from the link an operator is given.
+	do("loading the page", chromedp.Navigate(srv.URL+"/#token="+testToken))
+	waitJS("waiting for live updates", `document.getElementById('status').dataset.state === 'live'`)
+	if href := evalJS(`location.href`); strings.Contains(href, "token") {
+		t.Errorf("the token stays in the address bar: %s", href)
+	}
+
+	// The dead tasks are listed; hostile data is shown as text and runs
+	// nothing.
+	retry := `button[data-action="retry"][data-id="charge-1"]`
+	do("waiting for the dead task", chromedp.WaitVisible(chromedp.CSS(retry)))
+	if got := evalJS(`document.querySelector('tr[data-id="evil-1"] td.payload').textContent`); !strings.Contains(got, `<script>window.__xss='script'</script>`) {
+		t.Errorf("the hostile payload is not shown as text: %q", got)
+	}
+	if got := evalJS(`document.querySelector('tr[data-id="evil-1"] td.err').textContent`); !strings.HasPrefix(got, `<img src=x`) {
+		t.Errorf("the hostile error is not shown as text: %q", got)
+	}
+	if got := evalJS(`String(window.__xss) + ' ' + document.querySelectorAll('script').length + ' ' + document.querySelectorAll('main img').length`); got != "undefined 1 0" {
+		t.Errorf("task data became markup: window.__xss, scripts, images = %s", got)
+	}
+
+	// The numbers change while tasks run, without a reload.
+	marker := evalJS(`(window.__marker = 'same page')`)
+	before := evalJS(`document.getElementById('stat-succeeded').textContent`)
+	slow := make([]*peonify.Task, 30)
+	for i := range slow {
+		slow[i] = &peonify.Task{Type: "slow", Payload: []byte(`{"n":` + strconv.Itoa(i) + `}`)}
+	}
+	if err := mem.Enqueue(ctx, slow...); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("waiting for running tasks to show", `document.querySelectorAll('#inflight tbody td.id').length > 0`)
+	waitJS("waiting for the succeeded count to change",
+		fmt.Sprintf(`document.getElementById('stat-succeeded').textContent !== %s`, strconv.Quote(before)))
+	waitJS("waiting for a throughput", `Number(document.getElementById('stat-rate').textContent) > 0`)
+	if evalJS(`window.__marker`) != marker {
+		t.Error("the page reloaded")
+	}
+
+	// Retry the dead task with its button: it runs again and succeeds, and
+	// the page shows it.
+	do("clicking Retry", chromedp.Click(chromedp.CSS(retry)))
+	select {
+	case id := <-recovered:
+		if id != "charge-1" {
+			t.Fatalf("recovered %s", id)
+		}
+	case <-bctx.Done():
+		t.Fatalf("the retried task did not run again; page problems: %q", problems.get())
+	}
+	waitJS("waiting for the retried task to leave the dead list",
+		`!document.querySelector('tr[data-id="charge-1"]') && document.querySelector('[data-store="mem"] .count.dead .n').textContent === '1'`)
+	if got := evalJS(`document.getElementById('notice').textContent`); got != "Retried 1 task in mem." {
+		t.Errorf("notice after the retry: %q", got)
+	}
+	waitJS("waiting for the slow tasks", `document.getElementById('stat-succeeded').textContent === '31'`)
+
+	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	dir := os.Getenv("PEONIFY_SCREENSHOT_DIR")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	shot := filepath.Join(dir, "dashboard.png")
+	if err := os.WriteFile(shot, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", shot)
+
+	if ps := problems.get(); len(ps) > 0 {
+		t.Errorf("the page reported problems:\n%s", strings.Join(ps, "\n"))
+	}
+}
