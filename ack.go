@@ -8,10 +8,11 @@ import (
 
 // Acks are batched: workers append successful deliveries to their stream's
 // buffer and the flusher acks each buffer in one call, at most ackDelay
-// after the first of them, or at once when ackBatch have gathered.
+// after the first of them, or at once when ackBatch have gathered; no
+// Ack call carries more than ackBatch deliveries.
 const (
 	ackDelay = 2 * time.Millisecond
-	ackBatch = 512
+	ackBatch = 256
 )
 
 // ack queues a successful delivery for the flusher.
@@ -66,7 +67,14 @@ func (p *Processor) flushAcks() {
 			st.ackMu.Unlock()
 			continue
 		}
-		p.ackBatch(st, batch)
+		// A long backlog of acks (after a slow ack) goes out in bounded
+		// calls, so one huge statement cannot outlast its timeout and let
+		// leases of finished tasks run out.
+		for rest := batch; len(rest) > 0; {
+			n := min(len(rest), ackBatch)
+			p.ackBatch(st, rest[:n])
+			rest = rest[n:]
+		}
 		clear(batch) // drop task references
 		st.ackMu.Lock()
 		st.ackSpin = batch[:0]

@@ -215,3 +215,39 @@ func TestStatsShowInFlight(t *testing.T) {
 		t.Errorf("p99 = %s, want a positive latency", q)
 	}
 }
+
+// slowAcker delays every Ack and records the largest batch.
+type slowAcker struct {
+	*memstream.Stream
+	maxBatch atomic.Int64
+}
+
+func (s *slowAcker) Ack(ctx context.Context, ds ...peonify.Delivery) error {
+	if n := int64(len(ds)); n > s.maxBatch.Load() {
+		s.maxBatch.Store(n)
+	}
+	time.Sleep(20 * time.Millisecond) // a slow database: acks pile up meanwhile
+	return s.Stream.Ack(ctx, ds...)
+}
+
+// Close keeps the memstream open so the test can inspect it after Run.
+func (s *slowAcker) Close(context.Context) error { return nil }
+
+func TestAckBatchesAreBounded(t *testing.T) {
+	sa := &slowAcker{Stream: memstream.New(memstream.Config{})}
+	fill(t, sa.Stream, "t", 3000)
+	var done atomic.Int64
+	p, _ := peonify.New(peonify.Config{Workers: 16, QueueSize: 256, Logger: quiet})
+	_ = p.AddTaskList(peonify.TaskList{"t": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
+		done.Add(1)
+		return nil
+	})})
+	_ = p.AddStream(sa)
+	runUntil(t, p, &done, 3000)
+	if m := sa.maxBatch.Load(); m > 256 {
+		t.Errorf("an Ack carried %d deliveries; calls must stay bounded (256)", m)
+	}
+	if n, err := sa.Counts(context.Background()); err != nil || n[peonify.StatePending]+n[peonify.StateRunning] != 0 {
+		t.Errorf("left after the drain: %v", n)
+	}
+}
