@@ -32,6 +32,10 @@ const (
 // XREAD from the group's last delivered ID, so an idle processor picks up
 // a task within about two round trips; while Poll returns full batches it
 // does nothing.
+//
+// The blocked read holds one of the client's pooled connections, for up to
+// half a second at a time: when many streams share a client, give it a
+// PoolSize well above their number (go-redis defaults to 10 per CPU).
 func (s *Stream) Wake() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
