@@ -137,7 +137,10 @@ func (d *Dashboard) taskView(ti peonify.TaskInfo, preview int, full bool) TaskVi
 		v.PayloadTruncated = len(t.Payload) > 0
 	default:
 		v.Binary = !utf8.Valid(t.Payload)
-		v.Payload, v.PayloadTruncated = truncate(string(t.Payload), preview)
+		// Copy no more of a large payload than is shown.
+		b := t.Payload[:min(len(t.Payload), preview+utf8.UTFMax)]
+		v.Payload, v.PayloadTruncated = truncate(string(b), preview)
+		v.PayloadTruncated = v.PayloadTruncated || len(t.Payload) > len(b)
 		if full && len(t.Headers) > 0 {
 			v.Headers = t.Headers
 		}
