@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -25,6 +26,7 @@ type fileConfig struct {
 	Streams   []node          `yaml:"streams"`
 	Tasks     map[string]node `yaml:"tasks"`
 	Periodic  []periodicEntry `yaml:"periodic"`
+	HTTP      httpConfig      `yaml:"http"`
 }
 
 // processorConfig maps onto peonify.Config.
@@ -73,6 +75,7 @@ type config struct {
 	streams   []streamSpec
 	tasks     map[string]taskSpec
 	periodic  []periodicEntry
+	http      httpConfig
 }
 
 // configError is a config file that cannot be used; the command exits
@@ -131,7 +134,7 @@ func parseConfig(data []byte, lookupEnv func(string) (string, bool)) (*config, e
 	if err := decodeStrict(body, &fc); err != nil {
 		return nil, err
 	}
-	c := &config{log: fc.Log, periodic: fc.Periodic, tasks: make(map[string]taskSpec)}
+	c := &config{log: fc.Log, periodic: fc.Periodic, http: fc.HTTP, tasks: make(map[string]taskSpec)}
 
 	if c.processor, err = fc.Processor.toPeonify(); err != nil {
 		return nil, err
@@ -178,6 +181,15 @@ func parseConfig(data []byte, lookupEnv func(string) (string, bool)) (*config, e
 			return nil, err
 		}
 		c.tasks[typ] = t
+	}
+	if err := c.checkIntakes(); err != nil {
+		return nil, err
+	}
+	if err := c.http.check(); err != nil {
+		return nil, err
+	}
+	if err := c.checkListeners(); err != nil {
+		return nil, err
 	}
 
 	if len(c.periodic) > 0 {
@@ -232,16 +244,110 @@ func (c *config) checkPeriodic(i int) error {
 	if _, ok := c.tasks[pe.Type]; !ok {
 		return errorf(path+".type", "%q is not a task type of this file (tasks: %s)", pe.Type, quoteList(sortedKeys(c.tasks)))
 	}
+	stores := c.storeNames()
 	if pe.Stream == "" {
-		if len(c.streams) > 1 {
-			return errorf(path+".stream", "required when there are several streams: name the stream the task goes to (%s)", quoteList(c.streamNames()))
+		if len(stores) != 1 {
+			return errorf(path+".stream", "required when there are several stores: name the stream the task goes to (%s)", quoteList(stores))
 		}
-		pe.Stream = c.streams[0].common().Name
+		pe.Stream = stores[0]
 	}
-	if c.stream(pe.Stream) == nil {
-		return errorf(path+".stream", "%q is not the name of a stream (streams: %s)", pe.Stream, quoteList(c.streamNames()))
+	switch s := c.stream(pe.Stream); s.(type) {
+	case nil:
+		return errorf(path+".stream", "%q is not the name of a stream (stores: %s)", pe.Stream, quoteList(stores))
+	case intakeSpec:
+		return errorf(path+".stream", "%q is a %s intake, which stores into another stream: name a store (%s)", pe.Stream, s.common().Kind, quoteList(stores))
 	}
 	return nil
+}
+
+// checkIntakes resolves the store of each intake, checks the task types
+// its routes name, and keeps finished tasks in a webhook's SQLite store
+// for a day unless keep_done says otherwise, so that redeliveries of
+// acked webhooks are still recognised.
+func (c *config) checkIntakes() error {
+	stores := c.storeNames()
+	if len(stores) == 0 {
+		return errorf("streams", "no store to run tasks from: intakes (webhook, websocket, mqtt) write into a store of the file, such as {kind: sqlite, path: peonify.db}")
+	}
+	for _, s := range c.streams {
+		in, ok := s.(intakeSpec)
+		if !ok {
+			continue
+		}
+		path := s.common().path
+		store := in.storeField()
+		if *store == "" {
+			if len(stores) > 1 {
+				return errorf(path+".store", "required when there are several stores: name the stream the intake stores its tasks in (%s)", quoteList(stores))
+			}
+			*store = stores[0]
+		}
+		switch st := c.stream(*store).(type) {
+		case nil:
+			return errorf(path+".store", "%q is not the name of a stream (stores: %s)", *store, quoteList(stores))
+		case intakeSpec:
+			return errorf(path+".store", "%q is an intake, not a store: name a store (%s)", *store, quoteList(stores))
+		case *sqliteSpec:
+			if _, hook := s.(*webhookSpec); hook && st.KeepDone == nil {
+				day := duration(24 * time.Hour)
+				st.KeepDone = &day
+			}
+		}
+		for _, ref := range in.taskTypes() {
+			if _, ok := c.tasks[ref.typ]; !ok {
+				return errorf(ref.path, "%q is not a task type of this file (tasks: %s)", ref.typ, quoteList(sortedKeys(c.tasks)))
+			}
+		}
+	}
+	return nil
+}
+
+// checkListeners refuses two servers of the file on one address.
+func (c *config) checkListeners() error {
+	seen := make(map[string]string)
+	add := func(addr, path string) error {
+		if addr == "" {
+			return nil
+		}
+		if other, dup := seen[addr]; dup {
+			return errorf(path, "%q is also the address of %s: give each server its own port", addr, other)
+		}
+		seen[addr] = path
+		return nil
+	}
+	if err := add(c.http.Listen, "http.listen"); err != nil {
+		return err
+	}
+	for _, s := range c.streams {
+		var sf *serverFields
+		switch v := s.(type) {
+		case *webhookSpec:
+			sf = &v.Server
+		case *websocketSpec:
+			sf = &v.Server
+		default:
+			continue
+		}
+		if _, port, _ := net.SplitHostPort(sf.Listen); port == "0" {
+			continue // a port chosen by the system is never taken twice
+		}
+		if err := add(sf.Listen, s.common().path+".listen"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// storeNames returns the names of the streams that are stores, not
+// intakes.
+func (c *config) storeNames() []string {
+	var names []string
+	for _, s := range c.streams {
+		if _, ok := s.(storeSpec); ok {
+			names = append(names, s.common().Name)
+		}
+	}
+	return names
 }
 
 // stream returns the stream spec named name, or nil.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify/internal/executor"
+	"github.com/peonify/peonify/streams/webhookstream"
 )
 
 func env(vars map[string]string) func(string) (string, bool) {
@@ -128,13 +130,13 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"syntax", "streams: [\n", "YAML syntax"},
 		{"duplicate key", base + "streams: []\n", "YAML syntax"},
 		{"unknown top-level field", base + "proccessor: {}\n",
-			`proccessor: unknown field (fields of the top level: processor, log, streams, tasks, periodic)`},
+			`proccessor: unknown field (fields of the top level: processor, log, streams, tasks, periodic, http)`},
 		{"unknown nested field", base + "processor:\n  retry:\n    attempts: 3\n",
 			`processor.retry.attempts: unknown field (fields of processor.retry: max_attempts, min_backoff, max_backoff, jitter)`},
 		{"no streams", "tasks: {a: {executor: http, url: http://x}}\n", "streams: required"},
 		{"streams not a list", "streams: {kind: sqlite}\n", "streams: want a list, got a mapping"},
-		{"no kind", "streams:\n  - path: x.db\n", `streams[0].kind: required: one of "postgres", "sqlite"`},
-		{"unknown kind", "streams:\n  - kind: kafka\n", `streams[0].kind: unknown stream kind "kafka": use one of "postgres", "sqlite"`},
+		{"no kind", "streams:\n  - path: x.db\n", `streams[0].kind: required: one of "mqtt", "postgres", "sqlite", "webhook", "websocket"`},
+		{"unknown kind", "streams:\n  - kind: kafka\n", `streams[0].kind: unknown stream kind "kafka": use one of "mqtt", "postgres", "sqlite", "webhook", "websocket"`},
 		{"unknown stream field", "streams:\n  - kind: sqlite\n    pth: x.db\n",
 			`streams[0].pth: unknown field (fields of streams[0]: name, kind, weight, path, lease, keep_done, keep_dead, synchronous, busy_timeout)`},
 		{"sqlite without path", "streams:\n  - kind: sqlite\n", "streams[0].path: required"},
@@ -168,6 +170,58 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"periodic bad spec", base + "periodic:\n  - {name: a, spec: 'every day', type: email}\n", "periodic[0].spec: "},
 		{"periodic unknown type", base + "periodic:\n  - {name: a, spec: '@daily', type: sms}\n", `periodic[0].type: "sms" is not a task type of this file (tasks: "email")`},
 		{"periodic unknown stream", base + "periodic:\n  - {name: a, spec: '@daily', type: email, stream: pg}\n", `periodic[0].stream: "pg" is not the name of a stream`},
+		{"webhook without listen", hook(""), "streams[1].listen: required"},
+		{"webhook bad listen", hook("listen: '8080'"), `streams[1].listen: "8080" is not host:port`},
+		{"webhook without routes", "streams:\n  - {kind: sqlite, path: x.db}\n  - {kind: webhook, listen: ':8080'}\n" + tasksOnly, "streams[1].routes: required"},
+		{"webhook route without verify", hookRoute("{path: /gh, type: email}"), "streams[1].routes[0].verify: required: github, stripe, standard"},
+		{"webhook bad verify", hookRoute("{path: /gh, type: email, verify: md5, secrets: [s]}"), `streams[1].routes[0].verify: "md5" is not a scheme`},
+		{"webhook route without path", hookRoute("{type: email, verify: none}"), "streams[1].routes[0].path: required"},
+		{"webhook relative path", hookRoute("{path: gh, type: email, verify: none}"), `streams[1].routes[0].path: "gh" must start with /`},
+		{"webhook route without type", hookRoute("{path: /gh, verify: none}"), "streams[1].routes[0].type: required"},
+		{"webhook unknown type", hookRoute("{path: /gh, type: sms, verify: none}"), `streams[1].routes[0].type: "sms" is not a task type of this file (tasks: "email")`},
+		{"webhook without secrets", hookRoute("{path: /gh, type: email, verify: github}"), "streams[1].routes[0].secrets: required with verify: github"},
+		{"webhook empty secret", hookRoute("{path: /gh, type: email, verify: github, secrets: ['${EMPTY:-}']}"), "streams[1].routes[0].secrets[0]: is empty"},
+		{"webhook none with secrets", hookRoute("{path: /gh, type: email, verify: none, secrets: [s]}"), "streams[1].routes[0].secrets: a route with verify: none checks no signature"},
+		{"webhook hmac without header", hookRoute("{path: /gh, type: email, verify: hmac, secrets: [s]}"), "streams[1].routes[0].header: required with verify: hmac"},
+		{"webhook hmac bad encoding", hookRoute("{path: /gh, type: email, verify: hmac, secrets: [s], header: X-Sig, encoding: b32}"), `streams[1].routes[0].encoding: "b32" is not an encoding`},
+		{"webhook header on github", hookRoute("{path: /gh, type: email, verify: github, secrets: [s], header: X-Sig}"), "streams[1].routes[0].header: applies to verify: hmac only"},
+		{"webhook tolerance on github", hookRoute("{path: /gh, type: email, verify: github, secrets: [s], tolerance: 1m}"), "streams[1].routes[0].tolerance: applies to verify: stripe and standard only"},
+		{"webhook standard secret", hookRoute("{path: /sw, type: email, verify: standard, secrets: ['whsec_???']}"), `streams[1].routes[0].secrets[0]: StandardWebhooks.Secrets[0] is not "whsec_" followed by a base64 key`},
+		{"webhook sync_timeout without sync", hookRoute("{path: /gh, type: email, verify: none, sync_timeout: 5s}"), "streams[1].routes[0].sync_timeout: applies to synchronous routes only"},
+		{"webhook bad header name", hookRoute("{path: /gh, type: email, verify: none, headers: ['a b']}"), `streams[1].routes[0]: Headers holds "a b"`},
+		{"webhook duplicate path", hookRoute("{path: /gh, type: email, verify: none}\n      - {path: /gh, type: email, verify: none}"), `streams[1].routes[1].path: "/gh" is also the path of routes[0]`},
+		{"webhook bad size", hook("listen: ':8080'\n    max_body: lots"), `streams[1].max_body: "lots" is not a size`},
+		{"webhook negative timeout", hook("listen: ':8080'\n    body_timeout: -1s"), "streams[1].body_timeout: must not be negative"},
+		{"webhook weight", hook("listen: ':8080'\n    weight: 2"), "streams[1].weight: unknown field (fields of streams[1]: name, kind, store, listen, tls_cert, tls_key, max_body"},
+		{"webhook tls_cert without key", hook("listen: ':8443'\n    tls_cert: cert.pem"), "streams[1].tls_key: required with tls_cert"},
+		{"webhook unknown store", hook("listen: ':8080'\n    store: nowhere"), `streams[1].store: "nowhere" is not the name of a stream (stores: "sqlite")`},
+		{"webhook store required", "streams:\n  - {kind: sqlite, path: x.db}\n  - {kind: sqlite, name: b, path: b.db}\n  - {kind: webhook, listen: ':8080', routes: [{path: /a, type: email, verify: none}]}\n" + tasksOnly,
+			`streams[2].store: required when there are several stores: name the stream the intake stores its tasks in ("sqlite", "b")`},
+		{"store is an intake", "streams:\n  - {kind: sqlite, path: x.db}\n  - {kind: websocket, listen: ':8081'}\n  - {kind: webhook, listen: ':8080', store: websocket, routes: [{path: /a, type: email, verify: none}]}\n" + tasksOnly,
+			`streams[2].store: "websocket" is an intake, not a store`},
+		{"only intakes", "streams:\n  - {kind: websocket, listen: ':8081'}\n" + tasksOnly, "streams: no store to run tasks from"},
+		{"same listen address", "streams:\n  - {kind: sqlite, path: x.db}\n  - {kind: websocket, listen: ':8081'}\n  - {kind: webhook, listen: ':8081', routes: [{path: /a, type: email, verify: none}]}\n" + tasksOnly,
+			`streams[2].listen: ":8081" is also the address of streams[1].listen`},
+		{"websocket short token", "streams:\n  - {kind: sqlite, path: x.db}\n  - {kind: websocket, listen: ':8081', bearer_tokens: [short]}\n" + tasksOnly, "streams[1].bearer_tokens[0]: is 5 bytes long: use at least 16"},
+		{"websocket any origin", "streams:\n  - {kind: sqlite, path: x.db}\n  - {kind: websocket, listen: ':8081', origins: [a.example.com, '*']}\n" + tasksOnly, "streams[1].origins[1]: must name hosts"},
+		{"websocket relative path", "streams:\n  - {kind: sqlite, path: x.db}\n  - {kind: websocket, listen: ':8081', path: ws}\n" + tasksOnly, `streams[1].path: "ws" must start with /`},
+		{"websocket unknown field", "streams:\n  - {kind: sqlite, path: x.db}\n  - {kind: websocket, listen: ':8081', token: x}\n" + tasksOnly, "streams[1].token: unknown field (fields of streams[1]: name, kind, store, listen, tls_cert, tls_key, path, origins"},
+		{"mqtt without url", mqtt("client_id: a\n    routes: {a/b: email}"), "streams[1].url: required"},
+		{"mqtt url and servers", mqtt("url: mqtt://h\n    servers: [mqtt://h]\n    client_id: a\n    routes: {a/b: email}"), "streams[1].servers: set either url or servers"},
+		{"mqtt bad scheme", mqtt("url: http://h\n    client_id: a\n    routes: {a/b: email}"), `streams[1].url: scheme "http" is not one of`},
+		{"mqtt bad server", mqtt("servers: [mqtt://h, 'x']\n    client_id: a\n    routes: {a/b: email}"), `streams[1].servers[1]: "x" is not a URL with a host`},
+		{"mqtt without client_id", mqtt("url: mqtt://h\n    routes: {a/b: email}"), "streams[1].client_id: required"},
+		{"mqtt without routes", mqtt("url: mqtt://h\n    client_id: a"), "streams[1].routes: required"},
+		{"mqtt overlapping routes", mqtt("url: mqtt://h\n    client_id: a\n    routes: {a/+: email, a/b: email}"), `streams[1].routes: filters "a/+" and "a/b" both match some topics`},
+		{"mqtt unknown type", mqtt("url: mqtt://h\n    client_id: a\n    routes: {a/b: sms}"), `streams[1].routes["a/b"]: "sms" is not a task type of this file`},
+		{"mqtt bad share group", mqtt("url: mqtt://h\n    client_id: a\n    routes: {a/b: email}\n    share_group: a/b"), `streams[1].share_group: "a/b" must not contain /, + or #`},
+		{"mqtt short session", mqtt("url: mqtt://h\n    client_id: a\n    routes: {a/b: email}\n    session_expiry: 10ms"), "streams[1].session_expiry: must be at least 1s"},
+		{"mqtt tls_cert without key", mqtt("url: mqtts://h\n    client_id: a\n    routes: {a/b: email}\n    tls_cert: c.pem"), "streams[1].tls_key: set tls_cert and tls_key together"},
+		{"mqtt missing ca", mqtt("url: mqtts://h\n    client_id: a\n    routes: {a/b: email}\n    tls_ca: /no/such/ca.pem"), "streams[1].tls_ca: open /no/such/ca.pem"},
+		{"periodic into an intake", "streams:\n  - {kind: sqlite, path: x.db}\n  - {kind: websocket, listen: ':8081'}\n" + tasksOnly + "periodic:\n  - {name: a, spec: '@daily', type: email, stream: websocket}\n",
+			`periodic[0].stream: "websocket" is a websocket intake, which stores into another stream: name a store ("sqlite")`},
+		{"http bad listen", base + "http: {listen: 'localhost'}\n", `http.listen: "localhost" is not host:port`},
+		{"http unknown field", base + "http: {listen: ':9090', port: 9090}\n", "http.port: unknown field (fields of http: listen"},
 		{"periodic duplicate name", base + "periodic:\n  - {name: a, spec: '@daily', type: email}\n  - {name: a, spec: '@hourly', type: email}\n", `periodic[1].name: "a" is also the name of periodic[0]`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -179,6 +233,157 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 				t.Errorf("error:\n  %v\nwant it to contain:\n  %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// tasksOnly is the tasks section of the intake error cases.
+const tasksOnly = "tasks:\n  email: {executor: http, url: 'http://mailer.internal/send'}\n"
+
+// hook returns a file with a sqlite store and a webhook entry with the
+// given fields and one route.
+func hook(fields string) string {
+	return "streams:\n  - {kind: sqlite, path: x.db}\n  - kind: webhook\n    " + fields +
+		"\n    routes: [{path: /a, type: email, verify: none}]\n" + tasksOnly
+}
+
+// hookRoute returns a file with a webhook entry whose routes list holds
+// route.
+func hookRoute(route string) string {
+	return "streams:\n  - {kind: sqlite, path: x.db}\n  - kind: webhook\n    listen: ':8080'\n    routes:\n      - " + route + "\n" + tasksOnly
+}
+
+// mqtt returns a file with a sqlite store and an mqtt entry with fields.
+func mqtt(fields string) string {
+	return "streams:\n  - {kind: sqlite, path: x.db}\n  - kind: mqtt\n    " + fields + "\n" + tasksOnly
+}
+
+const intakesConfig = `
+streams:
+  - name: local
+    kind: sqlite
+    path: local.db
+  - name: kept
+    kind: sqlite
+    path: kept.db
+    keep_done: 0s
+  - name: hooks
+    kind: webhook
+    store: local
+    listen: 127.0.0.1:8080
+    max_body: 2MiB
+    routes:
+      - path: /hooks/github
+        type: github-event
+        verify: github
+        secrets: ["${GH_SECRET}", old-secret]
+        json: true
+        headers: [X-Request-Id]
+      - path: /hooks/stripe
+        type: github-event
+        verify: stripe
+        secrets: [whsec_abc]
+        tolerance: 2m
+        max_body: 64KiB
+      - path: /hooks/mine
+        type: github-event
+        verify: hmac
+        secrets: [s3cret]
+        header: X-Signature
+        prefix: "sha256="
+        encoding: base64
+        sync: true
+        sync_timeout: 3s
+  - name: hooks-kept
+    kind: webhook
+    store: kept
+    listen: 127.0.0.1:8082
+    routes: [{path: /a, type: github-event, verify: none}]
+  - name: ws
+    kind: websocket
+    store: kept
+    listen: :8081
+    path: /tasks
+    origins: [app.example.com]
+    bearer_tokens: ["${WS_TOKEN}"]
+  - name: devices
+    kind: mqtt
+    store: local
+    url: mqtt://user:pw@broker:1883
+    client_id: peonify-1
+    routes: {"devices/+/events": github-event}
+    share_group: workers
+tasks:
+  github-event: {executor: exec, shell: 'cat'}
+http:
+  listen: 127.0.0.1:9090
+`
+
+func TestParseIntakes(t *testing.T) {
+	c, err := parseConfig([]byte(intakesConfig), env(map[string]string{"GH_SECRET": "gh", "WS_TOKEN": "0123456789abcdef"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.summary(); !strings.Contains(got, "hooks (webhook into local), hooks-kept (webhook into kept), ws (websocket into kept), devices (mqtt into local)") ||
+		!strings.Contains(got, "http on 127.0.0.1:9090") {
+		t.Errorf("summary %q", got)
+	}
+	if got := c.storeNames(); strings.Join(got, ",") != "local,kept" {
+		t.Errorf("stores %v", got)
+	}
+	// A webhook's SQLite store keeps finished tasks a day, so that a
+	// redelivery is still a duplicate; an explicit keep_done stays.
+	local, _ := c.stream("local").(*sqliteSpec).config(nil, false)
+	kept, _ := c.stream("kept").(*sqliteSpec).config(nil, false)
+	if local.KeepDone != 24*time.Hour || kept.KeepDone != 0 {
+		t.Errorf("keep_done: local %s, kept %s; want 24h and 0s", local.KeepDone, kept.KeepDone)
+	}
+	hooks := c.stream("hooks").(*webhookSpec)
+	cfg, err := hooks.config(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh, stripe, mine := cfg.Routes["/hooks/github"], cfg.Routes["/hooks/stripe"], cfg.Routes["/hooks/mine"]
+	if v, ok := gh.Verifier.(webhookstream.GitHub); !ok || len(v.Secrets) != 2 || !gh.JSON || gh.Headers[0] != "X-Request-Id" {
+		t.Errorf("github route %+v", gh)
+	}
+	if v, ok := stripe.Verifier.(webhookstream.Stripe); !ok || v.Tolerance != 2*time.Minute || stripe.MaxBodyBytes != 64<<10 {
+		t.Errorf("stripe route %+v", stripe)
+	}
+	if v, ok := mine.Verifier.(webhookstream.HMAC); !ok || v.Header != "X-Signature" || v.Prefix != "sha256=" || v.Encoding != webhookstream.Base64 ||
+		!mine.Sync || mine.SyncTimeout != 3*time.Second {
+		t.Errorf("hmac route %+v", mine)
+	}
+	if cfg.MaxBodyBytes != 2<<20 || !c.syncWebhooks() {
+		t.Errorf("webhook config %+v", cfg)
+	}
+	if kc, err := c.stream("hooks-kept").(*webhookSpec).config(nil, nil); err != nil || !kc.Routes["/a"].AllowUnsigned || kc.Routes["/a"].Verifier != nil {
+		t.Errorf("verify: none gives %+v, %v; want an unsigned route", kc.Routes["/a"], err)
+	}
+	ws := c.stream("ws").(*websocketSpec).config(nil)
+	if ws.Authenticate == nil || ws.OriginPatterns[0] != "app.example.com" {
+		t.Errorf("websocket config %+v", ws)
+	}
+	m := c.stream("devices").(*mqttSpec).config(nil)
+	if m.Servers[0] != "mqtt://user:pw@broker:1883" || m.ClientID != "peonify-1" || m.Routes["devices/+/events"] != "github-event" || m.ShareGroup != "workers" {
+		t.Errorf("mqtt config %+v", m)
+	}
+}
+
+// The websocket intake's bearer tokens are checked in constant time, and
+// any of them is accepted.
+func TestBearerAuth(t *testing.T) {
+	auth := bearerAuth([]string{"first-token-0123456", "second-token-012345"})
+	for header, ok := range map[string]bool{
+		"Bearer first-token-0123456": true, "Bearer second-token-012345": true,
+		"Bearer first-token-012345": false, "first-token-0123456": false, "": false, "Bearer ": false,
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		if header != "" {
+			r.Header.Set("Authorization", header)
+		}
+		if err := auth(r); (err == nil) != ok {
+			t.Errorf("Authorization %q: err %v, want accepted %v", header, err, ok)
+		}
 	}
 }
 
@@ -250,11 +455,12 @@ func TestDocumentedConfigsParse(t *testing.T) {
 	block, _, _ = strings.Cut(block, "```")
 	// The example's program and directory are those of a real server.
 	block = strings.NewReplacer("/usr/local/bin/thumbnail", "sh", "/srv/images", t.TempDir()).Replace(block)
-	c, err := parseConfig([]byte(block), env(map[string]string{"PGPASSWORD": "pw", "MAILER_TOKEN": "t"}))
+	c, err := parseConfig([]byte(block), env(map[string]string{"PGPASSWORD": "pw", "MAILER_TOKEN": "t",
+		"GITHUB_WEBHOOK_SECRET": "s", "CHAT_SECRET": "s", "INTAKE_TOKEN": "0123456789abcdef", "MQTT_PASSWORD": "pw"}))
 	if err != nil {
 		t.Fatalf("the README's config: %v", err)
 	}
-	if len(c.streams) != 2 || len(c.tasks) != 2 || len(c.periodic) != 1 {
+	if len(c.streams) != 5 || len(c.tasks) != 5 || len(c.periodic) != 1 || c.http.Listen == "" {
 		t.Errorf("the README's config defines %s", c.summary())
 	}
 
@@ -273,8 +479,8 @@ func TestREADMEDocumentsEveryField(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range []any{fileConfig{}, processorConfig{}, retryConfig{}, logConfig{}, periodicEntry{},
-		sqliteSpec{}, postgresSpec{}, httpTask{}, execTask{}} {
+	for _, v := range []any{fileConfig{}, processorConfig{}, retryConfig{}, logConfig{}, periodicEntry{}, httpConfig{},
+		sqliteSpec{}, postgresSpec{}, webhookSpec{}, webhookRoute{}, websocketSpec{}, mqttSpec{}, httpTask{}, execTask{}} {
 		for _, name := range yamlNames(reflect.TypeOf(v)) {
 			if !regexp.MustCompile(`(?m)^[ #-]*` + name + `:`).Match(readme) {
 				t.Errorf("README.md does not show the field %s of %T", name, v)

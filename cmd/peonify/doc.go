@@ -26,6 +26,22 @@
 //	    executor: exec
 //	    command: ["./make-thumbnail.sh"]
 //
+// The streams list also takes push intakes, which store what they receive
+// in one of the file's stores before acknowledging it: webhook (signed HTTP
+// webhooks), websocket (producers over a WebSocket) and mqtt (MQTT
+// subscriptions). An http section serves Prometheus metrics and health
+// checks:
+//
+//	streams:
+//	  - {kind: sqlite, path: peonify.db}
+//	  - name: github
+//	    kind: webhook
+//	    listen: :8080
+//	    routes:
+//	      - {path: /hooks/github, type: email, verify: github, secrets: ["${GITHUB_WEBHOOK_SECRET}"]}
+//	http:
+//	  listen: 127.0.0.1:9090   # /metrics, /healthz, /readyz
+//
 // The config file is checked before anything starts: an unknown field, a
 // missing one or an unset ${VARIABLE} is reported with its place in the
 // file, and peonify exits with status 2. README.md in this directory is

@@ -12,7 +12,9 @@ import (
 	"syscall"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/peonifyprom"
 	"github.com/peonify/peonify/periodic"
+	"github.com/peonify/peonify/streams/webhookstream"
 )
 
 func runCommand() *command {
@@ -23,11 +25,14 @@ func runCommand() *command {
 		about: `Run is the standalone processor: it takes tasks from the streams of a config
 file and runs each with the executor of its type (http: POST the payload to
 a URL; exec: run a command with the payload on stdin), so that services in
-any language can use Peonify. It also enqueues the file's periodic tasks.
+any language can use Peonify. It also enqueues the file's periodic tasks,
+serves the file's intakes (webhooks, a WebSocket endpoint, MQTT
+subscriptions), which store what they receive before acknowledging it, and,
+with an http section, serves /metrics, /healthz and /readyz.
 
-SIGTERM or Ctrl-C stops it gracefully: it stops taking tasks, lets running
-ones finish within processor.shutdown_grace, hands back the rest, and exits
-with status 0. A second Ctrl-C exits at once.
+SIGTERM or Ctrl-C stops it gracefully: it stops its intakes, stops taking
+tasks, lets running ones finish within processor.shutdown_grace, hands back
+the rest, and exits with status 0. A second Ctrl-C exits at once.
 
 A bad config file is reported with the field at fault, and exit status 2.
 The file format is described in the README of cmd/peonify. A minimal file:
@@ -82,7 +87,11 @@ func (c *cli) run(cmd *command, args []string) error {
 func (cfg *config) summary() string {
 	var streams, tasks []string
 	for _, s := range cfg.streams {
-		streams = append(streams, s.common().Name+" ("+s.common().Kind+")")
+		desc := s.common().Name + " (" + s.common().Kind
+		if in, ok := s.(intakeSpec); ok {
+			desc += " into " + *in.storeField()
+		}
+		streams = append(streams, desc+")")
 	}
 	for _, typ := range sortedKeys(cfg.tasks) {
 		tasks = append(tasks, typ+" ("+cfg.tasks[typ].common().Executor+")")
@@ -91,7 +100,21 @@ func (cfg *config) summary() string {
 	if n := len(cfg.periodic); n > 0 {
 		out += fmt.Sprintf("; %d periodic %s", n, plural(n, "task", "tasks"))
 	}
+	if cfg.http.Listen != "" {
+		out += "; http on " + cfg.http.Listen
+	}
 	return out
+}
+
+// syncWebhooks reports whether a webhook route of cfg answers with its
+// task's result, which needs the processor's middleware.
+func (cfg *config) syncWebhooks() bool {
+	for _, s := range cfg.streams {
+		if w, ok := s.(*webhookSpec); ok && w.sync() {
+			return true
+		}
+	}
+	return false
 }
 
 // serve runs the processor of cfg until ctx ends, then drains it.
@@ -99,6 +122,20 @@ func (c *cli) serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	pcfg := cfg.processor
 	pcfg.Logger = log
 	pcfg.OnEvent = eventLogger(log)
+	var metrics *peonifyprom.Metrics
+	if cfg.http.Listen != "" {
+		var err error
+		if metrics, err = peonifyprom.New(peonifyprom.Config{}); err != nil {
+			return err
+		}
+		logEvent := pcfg.OnEvent
+		pcfg.OnEvent = func(e peonify.Event) { metrics.OnEvent(e); logEvent(e) }
+	}
+	w := &wiring{log: log}
+	if cfg.syncWebhooks() {
+		w.results = webhookstream.NewResults()
+		pcfg.Middleware = append(pcfg.Middleware, w.results.Middleware())
+	}
 	p, err := peonify.New(pcfg)
 	if err != nil {
 		return err
@@ -119,6 +156,11 @@ func (c *cli) serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 
 	r := newResources(log, true)
 	defer r.close() // after Run has closed the streams
+	defer func() {
+		for _, closeFn := range w.closers {
+			closeFn()
+		}
+	}()
 	opened := make(map[string]peonify.Stream, len(cfg.streams))
 	running := false
 	defer func() {
@@ -128,9 +170,15 @@ func (c *cli) serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 			}
 		}
 	}()
+	var intakes []string
 	for _, spec := range cfg.streams {
 		sc := spec.common()
-		s, err := spec.open(ctx, r)
+		store, ok := spec.(storeSpec)
+		if !ok {
+			intakes = append(intakes, sc.Name)
+			continue
+		}
+		s, err := store.open(ctx, r)
 		if err != nil {
 			return err
 		}
@@ -139,13 +187,42 @@ func (c *cli) serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 			return err
 		}
 	}
+	for _, spec := range cfg.streams {
+		in, ok := spec.(intakeSpec)
+		if !ok {
+			continue
+		}
+		store := *in.storeField()
+		enq, ok := opened[store].(peonify.Enqueuer)
+		if !ok {
+			return &configError{cfg.path, errorf(spec.common().path+".store", "stream %q does not take enqueued tasks", store)}
+		}
+		intake, err := in.intake(enq, w)
+		if err != nil {
+			return err
+		}
+		if err := p.AddIntake(intake); err != nil {
+			return err
+		}
+	}
 	scheds, err := schedulers(cfg, opened, log)
 	if err != nil {
 		return err
 	}
+	if metrics != nil {
+		if err := metrics.Attach(p); err != nil {
+			return err
+		}
+		admin, err := startAdmin(cfg.http, p, metrics, w.ready, func() bool { return ctx.Err() != nil }, log)
+		if err != nil {
+			return err
+		}
+		defer admin.stop() // after Run: the drain can be watched
+	}
 
-	log.Info("peonify: running", "config", cfg.path, "streams", strings.Join(cfg.streamNames(), ","),
-		"task_types", strings.Join(sortedKeys(cfg.tasks), ","), "workers", p.Stats().Workers, "periodic", len(cfg.periodic))
+	log.Info("peonify: running", "config", cfg.path, "streams", strings.Join(cfg.storeNames(), ","),
+		"intakes", strings.Join(intakes, ","), "task_types", strings.Join(sortedKeys(cfg.tasks), ","),
+		"workers", p.Stats().Workers, "periodic", len(cfg.periodic))
 
 	// The schedulers stop first, so that none enqueues into a stream the
 	// processor has closed.

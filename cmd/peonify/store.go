@@ -93,10 +93,14 @@ func (sf *storeFlags) open(ctx context.Context, c *cli, mustExist bool) (*store,
 			if spec == nil {
 				return nil, usagef("--stream %q is not a stream of %s (streams: %s)", sf.stream, sf.config, quoteList(cfg.streamNames()))
 			}
-		case len(cfg.streams) == 1:
-			spec = cfg.streams[0]
+		case len(cfg.storeNames()) == 1:
+			spec = cfg.stream(cfg.storeNames()[0])
 		default:
-			return nil, usagef("%s has several streams: choose one with --stream (%s)", sf.config, quoteList(cfg.streamNames()))
+			return nil, usagef("%s has several stores: choose one with --stream (%s)", sf.config, quoteList(cfg.storeNames()))
+		}
+		if in, ok := spec.(intakeSpec); ok {
+			return nil, usagef("stream %q of %s is a %s intake, which stores its tasks in %q: use --stream %s",
+				sf.stream, sf.config, spec.common().Kind, *in.storeField(), shellQuote(*in.storeField()))
 		}
 		st.desc = fmt.Sprintf("stream %q of %s", spec.common().Name, sf.config)
 		st.flag = "-c " + shellQuote(sf.config) + " --stream " + shellQuote(spec.common().Name)
@@ -110,7 +114,7 @@ func (sf *storeFlags) open(ctx context.Context, c *cli, mustExist bool) (*store,
 			return nil, err
 		}
 	}
-	s, err := spec.open(ctx, r)
+	s, err := spec.(storeSpec).open(ctx, r)
 	if err != nil {
 		r.close()
 		return nil, err

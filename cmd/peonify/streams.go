@@ -19,20 +19,31 @@ import (
 
 // streamKinds is the table of stream kinds a config file can name, from
 // the kind: field to the type that decodes the entry's other fields. To
-// add a kind, write its spec type (fields, check, open) and list it here.
+// add a kind, write its spec type (fields, check, and open for a store or
+// intake for a push intake) and list it here.
 var streamKinds = map[string]struct {
 	summary string
 	new     func() streamSpec
 }{
-	"sqlite":   {"the embedded durable store: one SQLite file, no server", func() streamSpec { return new(sqliteSpec) }},
-	"postgres": {"a queue in a Postgres table, shared by any number of processors", func() streamSpec { return new(postgresSpec) }},
+	"sqlite":    {"the embedded durable store: one SQLite file, no server", func() streamSpec { return new(sqliteSpec) }},
+	"postgres":  {"a queue in a Postgres table, shared by any number of processors", func() streamSpec { return new(postgresSpec) }},
+	"webhook":   {"an HTTP endpoint for signed webhooks, stored into a store of the file", func() streamSpec { return new(webhookSpec) }},
+	"websocket": {"a WebSocket endpoint for producers, stored into a store of the file", func() streamSpec { return new(websocketSpec) }},
+	"mqtt":      {"MQTT subscriptions, stored into a store of the file", func() streamSpec { return new(mqttSpec) }},
 }
 
-// streamSpec is one entry of the streams list, decoded for its kind.
+// streamSpec is one entry of the streams list, decoded for its kind. It
+// is a storeSpec (a store the processor polls) or an intakeSpec (a push
+// source that writes into one of the stores).
 type streamSpec interface {
 	common() *streamCommon
 	// check validates the kind's fields and fills defaults.
 	check() error
+}
+
+// storeSpec is a stream the processor polls.
+type storeSpec interface {
+	streamSpec
 	// open returns the stream, using (and adding to) the shared clients
 	// in r.
 	open(ctx context.Context, r *resources) (peonify.Stream, error)
@@ -51,6 +62,7 @@ type streamCommon struct {
 func decodeStream(n ast.Node, path string) (streamSpec, error) {
 	var head struct {
 		Kind string `yaml:"kind"`
+		Name string `yaml:"name"`
 	}
 	if _, ok := n.(*ast.MappingNode); !ok {
 		if _, ok := n.(*ast.MappingValueNode); !ok {
@@ -73,6 +85,7 @@ func decodeStream(n ast.Node, path string) (streamSpec, error) {
 	}
 	c := s.common()
 	c.path = path
+	c.Name, c.Kind = head.Name, head.Kind // intakes keep them outside their fields
 	if c.Weight < 0 {
 		return nil, errorf(path+".weight", "must be at least 1 (0 means the default, 1)")
 	}
@@ -93,7 +106,7 @@ type sqliteSpec struct {
 	Common      streamCommon `yaml:",inline"`
 	Path        string       `yaml:"path"`         // required: the database file, created if missing
 	Lease       duration     `yaml:"lease"`        // defaults to 30s
-	KeepDone    duration     `yaml:"keep_done"`    // defaults to 0: acked tasks are deleted
+	KeepDone    *duration    `yaml:"keep_done"`    // defaults to 0 (acked tasks are deleted), or 24h for a webhook's store
 	KeepDead    duration     `yaml:"keep_dead"`    // defaults to 0: dead tasks are kept until purged
 	Synchronous string       `yaml:"synchronous"`  // full (default) or normal
 	BusyTimeout duration     `yaml:"busy_timeout"` // defaults to 5s
@@ -120,10 +133,12 @@ func (s *sqliteSpec) config(log *slog.Logger, watch bool) (sqlitestream.Config, 
 	cfg := sqlitestream.Config{
 		Name:        s.Common.Name,
 		Lease:       time.Duration(s.Lease),
-		KeepDone:    time.Duration(s.KeepDone),
 		KeepDead:    time.Duration(s.KeepDead),
 		BusyTimeout: time.Duration(s.BusyTimeout),
 		Logger:      log,
+	}
+	if s.KeepDone != nil {
+		cfg.KeepDone = time.Duration(*s.KeepDone)
 	}
 	if cfg.Name == "" {
 		cfg.Name = "sqlite"
@@ -134,7 +149,7 @@ func (s *sqliteSpec) config(log *slog.Logger, watch bool) (sqlitestream.Config, 
 	if !watch {
 		cfg.WatchInterval = -1
 	}
-	for field, d := range map[string]duration{"lease": s.Lease, "keep_done": s.KeepDone, "keep_dead": s.KeepDead, "busy_timeout": s.BusyTimeout} {
+	for field, d := range map[string]duration{"lease": s.Lease, "keep_done": duration(cfg.KeepDone), "keep_dead": s.KeepDead, "busy_timeout": s.BusyTimeout} {
 		if d < 0 {
 			return cfg, errorf(s.Common.path+"."+field, "must not be negative")
 		}

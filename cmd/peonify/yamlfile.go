@@ -96,6 +96,51 @@ func (d *duration) UnmarshalYAML(n ast.Node) error {
 	return nil
 }
 
+// byteSize is a size in bytes, written as a whole number of bytes or with
+// a unit: 512KiB, 1MiB, 25MB.
+type byteSize int64
+
+// byteUnits are the units a byteSize may be written with.
+var byteUnits = []struct {
+	suffix string
+	n      int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
+	{"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000},
+	{"B", 1},
+}
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (b *byteSize) UnmarshalYAML(n ast.Node) error {
+	bad := &fieldError{path: nodePath(n), pos: n.GetToken().Position,
+		msg: fmt.Sprintf("%q is not a size: write bytes as a whole number, or with a unit like 512KiB, 1MiB or 25MB", n.GetToken().Value)}
+	var s string
+	switch v := n.(type) {
+	case *ast.NullNode:
+		*b = 0
+		return nil
+	case *ast.IntegerNode:
+		s = v.GetToken().Value
+	case *ast.StringNode:
+		s = strings.TrimSpace(v.Value)
+	default:
+		return bad
+	}
+	mult := int64(1)
+	for _, u := range byteUnits {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(num), u.n
+			break
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 || v > (1<<62)/mult {
+		return bad
+	}
+	*b = byteSize(v * mult)
+	return nil
+}
+
 // payload is a task payload: a string is taken byte for byte; any other
 // value (a mapping, a list, a number) is encoded as JSON.
 type payload []byte

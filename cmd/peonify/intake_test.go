@@ -1,0 +1,332 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/testenv"
+	"github.com/peonify/peonify/streams/wsstream"
+)
+
+// listenAddr waits until the daemon logs the address of a server whose
+// log line contains what, and returns it (http://127.0.0.1:port).
+func (d *daemon) listenAddr(what string) string {
+	d.t.Helper()
+	re := regexp.MustCompile(regexp.QuoteMeta(what) + `.* addr=(https?://\S+)`)
+	var addr string
+	waitFor(d.t, "the address of the "+what, func() bool {
+		m := re.FindStringSubmatch(d.stderr.String())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	}, d.stderr)
+	return addr
+}
+
+// get fetches a URL and returns its status and body.
+func get(t *testing.T, u string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// githubPost sends body to u signed as GitHub signs webhooks.
+func githubPost(t *testing.T, u, secret, delivery string, body []byte) *http.Response {
+	t.Helper()
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write(body)
+	req, err := http.NewRequest("POST", u, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	req.Header.Set("X-GitHub-Delivery", delivery)
+	req.Header.Set("X-GitHub-Event", "push")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+const intakeDaemonConfig = `
+processor:
+  workers: 4
+streams:
+  - kind: sqlite
+    path: store.db
+  - name: hooks
+    kind: webhook
+    listen: 127.0.0.1:0
+    routes:
+      - path: /hooks/github
+        type: mark
+        verify: github
+        secrets: ["${PEONIFY_CLI_TEST_GH_SECRET}"]
+        json: true
+  - name: producers
+    kind: websocket
+    listen: 127.0.0.1:0
+    path: /tasks
+    bearer_tokens: ["${PEONIFY_CLI_TEST_WS_TOKEN}"]
+tasks:
+  mark:
+    executor: exec
+    shell: 'cat > "marks/$PEONIFY_TASK_ID.json"'
+http:
+  listen: 127.0.0.1:0
+`
+
+// A GitHub webhook and a WebSocket producer give the daemon tasks, which
+// its exec executor runs; the metrics count them and the health checks
+// pass.
+func TestRunWebhookWebSocketAndMetrics(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "marks"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "peonify.yaml", intakeDaemonConfig)
+	const secret, token = "gh-secret-for-the-test", "ws-token-0123456789"
+	d := startDaemon(t, dir, "peonify.yaml", "PEONIFY_CLI_TEST_GH_SECRET="+secret, "PEONIFY_CLI_TEST_WS_TOKEN="+token)
+	hooks := d.listenAddr("kind=webhook intake=hooks")
+	ws := d.listenAddr("kind=websocket intake=producers")
+	admin := d.listenAddr("serving metrics and health checks")
+	d.waitLog("peonify: running")
+
+	// A signed delivery is stored, then run; its ID is the delivery's.
+	body := []byte(`{"ref":"refs/heads/main"}`)
+	if resp := githubPost(t, hooks+"/hooks/github", secret, "d-1", body); resp.StatusCode != http.StatusAccepted || resp.Header.Get("Peonify-Task-Id") != "mark:d-1" {
+		t.Fatalf("signed webhook answered %s, task %q; want 202 and task mark:d-1", resp.Status, resp.Header.Get("Peonify-Task-Id"))
+	}
+	waitFor(t, "the webhook's task to run", func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, "marks", "mark:d-1.json"))
+		return bytes.Equal(b, body)
+	}, d.stderr)
+	// GitHub redelivers: the store kept the finished task (keep_done is
+	// 24h for a webhook's SQLite store), so it is not run again.
+	if resp := githubPost(t, hooks+"/hooks/github", secret, "d-1", body); resp.StatusCode != http.StatusOK || resp.Header.Get("Peonify-Duplicate") != "true" {
+		t.Errorf("redelivery answered %s (duplicate %q); want 200 and a duplicate", resp.Status, resp.Header.Get("Peonify-Duplicate"))
+	}
+	if resp := githubPost(t, hooks+"/hooks/github", "wrong-secret", "d-2", body); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("a wrongly signed webhook answered %s, want 401", resp.Status)
+	}
+
+	// A WebSocket producer with the token sends a task; one without is
+	// refused at the handshake.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	wsURL := "ws" + strings.TrimPrefix(ws, "http") + "/tasks"
+	_, err := wsstream.Dial(ctx, wsURL, wsstream.DialOptions{})
+	var he *wsstream.HandshakeError
+	if !errors.As(err, &he) || he.StatusCode != http.StatusUnauthorized {
+		t.Errorf("dial without a token: %v, want a 401 handshake error", err)
+	}
+	c, err := wsstream.Dial(ctx, wsURL, wsstream.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + token}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Send(ctx, &peonify.Task{ID: "ws-1", Type: "mark", Payload: []byte(`{"from":"ws"}`)})
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the WebSocket task to run", func() bool { return fileExists(filepath.Join(dir, "marks", "ws-1.json")) }, d.stderr)
+
+	// Both tasks are counted once they are acked.
+	var metrics string
+	waitFor(t, "the metrics to count both tasks", func() bool {
+		_, metrics = get(t, admin+"/metrics")
+		return strings.Contains(metrics, `peonify_tasks_succeeded_total{stream="sqlite",type="mark"} 2`)
+	}, d.stderr)
+	for _, want := range []string{"go_goroutines", "process_resident_memory_bytes", `peonify_workers 4`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if code, body := get(t, admin+"/healthz"); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	if code, body := get(t, admin+"/readyz"); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("/readyz: %d %q", code, body)
+	}
+
+	code, log := d.stop()
+	if code != 0 {
+		t.Fatalf("peonify run exited %d after SIGTERM; log:\n%s", code, log)
+	}
+	if s := stats(t, dir, "--store", "store.db"); s["done"] != 2 || s["total"] != 2 {
+		t.Errorf("stats %v, want the two tasks kept as done", s)
+	}
+}
+
+// An MQTT message published with mosquitto_pub becomes a task that runs;
+// /readyz waits for the subscription.
+func TestRunMQTT(t *testing.T) {
+	broker := testenv.URL(t, "mqtt")
+	pub, err := exec.LookPath("mosquitto_pub")
+	if err != nil {
+		if os.Getenv("PEONIFY_REQUIRE_SERVICES") == "1" {
+			t.Fatal("mosquitto_pub is not installed; PEONIFY_REQUIRE_SERVICES=1 needs it")
+		}
+		t.Skip("needs mosquitto_pub (the mosquitto-clients package)")
+	}
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "marks"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run := fmt.Sprintf("%d", time.Now().UnixNano())
+	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(`
+streams:
+  - kind: sqlite
+    path: store.db
+  - name: devices
+    kind: mqtt
+    url: ${PEONIFY_CLI_TEST_MQTT}
+    client_id: peonify-cli-test-%[1]s
+    session_expiry: 2s
+    routes: {"peonify-cli-test/%[1]s/+": mark}
+tasks:
+  mark:
+    executor: exec
+    shell: 'cat > "marks/$PEONIFY_TASK_ID.json"'
+http:
+  listen: 127.0.0.1:0
+`, run))
+	d := startDaemon(t, dir, "peonify.yaml", "PEONIFY_CLI_TEST_MQTT="+broker)
+	admin := d.listenAddr("serving metrics and health checks")
+	waitFor(t, "/readyz to see the subscription", func() bool {
+		code, _ := get(t, admin+"/readyz")
+		return code == http.StatusOK
+	}, d.stderr)
+
+	u, err := url.Parse(broker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		host, port = u.Host, "1883"
+	}
+	out, err := exec.Command(pub, "-h", host, "-p", port, "-V", "mqttv5", "-q", "1",
+		"-t", "peonify-cli-test/"+run+"/sensor-1", "-D", "publish", "user-property", "id", "m-"+run,
+		"-m", `{"celsius":21}`).CombinedOutput()
+	if err != nil {
+		t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+	}
+	p := filepath.Join(dir, "marks", "m-"+run+".json")
+	waitFor(t, "the MQTT message's task to run", func() bool {
+		b, _ := os.ReadFile(p)
+		return string(b) == `{"celsius":21}`
+	}, d.stderr)
+	if code, log := d.stop(); code != 0 {
+		t.Fatalf("peonify run exited %d after SIGTERM; log:\n%s", code, log)
+	}
+}
+
+// /readyz says why the processor is not ready: here an MQTT intake whose
+// broker does not answer. The daemon still stops cleanly.
+func TestReadyzReportsWhatIsDown(t *testing.T) {
+	// A port with nothing listening: take one, then free it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	dir := t.TempDir()
+	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(`
+streams:
+  - kind: sqlite
+    path: store.db
+  - name: devices
+    kind: mqtt
+    url: mqtt://%s
+    client_id: peonify-cli-test-down
+    connect_timeout: 1s
+    routes: {"a/b": mark}
+tasks:
+  mark: {executor: exec, shell: 'true'}
+http:
+  listen: 127.0.0.1:0
+`, dead))
+	d := startDaemon(t, dir, "peonify.yaml")
+	admin := d.listenAddr("serving metrics and health checks")
+	d.waitLog("peonify: running")
+	code, body := get(t, admin+"/readyz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, `mqtt intake "devices" has not subscribed yet`) {
+		t.Errorf("/readyz: %d %q, want 503 naming the mqtt intake", code, body)
+	}
+	if code, _ := get(t, admin+"/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz: %d, want 200: the process is alive", code)
+	}
+	if code, log := d.stop(); code != 0 {
+		t.Fatalf("peonify run exited %d after SIGTERM; log:\n%s", code, log)
+	}
+}
+
+// A port that is taken fails the start with status 1, before any task
+// runs; a mistake in an intake's config is status 2 with the field.
+func TestIntakeStartAndConfigErrors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dir := t.TempDir()
+	writeFile(t, dir, "taken.yaml", fmt.Sprintf(`
+streams:
+  - {kind: sqlite, path: store.db}
+  - {kind: websocket, listen: "%s"}
+tasks:
+  mark: {executor: exec, shell: 'true'}
+`, ln.Addr()))
+	r := run(t, dir, "", "run", "-c", "taken.yaml")
+	if r.code != exitFailure || !strings.Contains(r.stderr, "websocket intake \"websocket\": listen tcp "+ln.Addr().String()) ||
+		!strings.Contains(r.stderr, "address already in use") {
+		t.Errorf("a taken port: %s", r)
+	}
+
+	const store = "streams:\n  - {kind: sqlite, path: store.db}\n"
+	const tasks = "tasks:\n  mark: {executor: exec, shell: 'true'}\n"
+	for _, tc := range []struct{ yaml, want string }{
+		{store + "  - {kind: webhook, listen: ':8080', routes: [{path: /gh, type: mark, verify: github}]}\n" + tasks,
+			"bad.yaml: streams[1].routes[0].secrets: required with verify: github"},
+		{store + "  - kind: websocket\n    listen: ':8081'\n    bearer_tokens: ['${PEONIFY_CLI_TEST_UNSET:-}']\n" + tasks,
+			"bad.yaml: streams[1].bearer_tokens[0]: is 0 bytes long"},
+		{store + "  - {kind: mqtt, url: 'mqtt://broker', routes: {a/b: mark}}\n" + tasks,
+			"bad.yaml: streams[1].client_id: required"},
+		{store + tasks + "http: {listen: 9090}\n",
+			`bad.yaml: http.listen: "9090" is not host:port`},
+	} {
+		writeFile(t, dir, "bad.yaml", tc.yaml)
+		if r := run(t, dir, "", "run", "-c", "bad.yaml"); r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("want exit 2 and %q: %s", tc.want, r)
+		}
+	}
+}
