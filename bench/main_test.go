@@ -54,7 +54,7 @@ func TestPostgres(t *testing.T) {
 	if m := resultRE.FindStringSubmatch(out); m == nil || m[1] != "postgres" {
 		t.Fatalf("no RESULT line for postgres")
 	}
-	for _, want := range []string{"river-default ", "raw-sql (async commit) ", "insert-while-working "} {
+	for _, want := range []string{"river-default ", "raw-sql (async commit) ", "insert-while-working ", "idle-pickup-remote "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q", want)
 		}

@@ -54,6 +54,12 @@ func (r result) dbCPUPer1k() float64 {
 	return r.dbCPU.Seconds() * 1000 / float64(r.n)
 }
 
+// remoteInserter is implemented by systems that can insert through a
+// second handle on their database, as another process would.
+type remoteInserter interface {
+	RemoteInsert(ctx context.Context, first, count int) error
+}
+
 // serverCPUer is implemented by systems on a Postgres server on this
 // machine, whose server processes' CPU time the report shows.
 type serverCPUer interface {
@@ -265,14 +271,30 @@ func (r *runner) insertWhileWorking(ctx context.Context, c contender, n int) (re
 
 // idle inserts one task every r.idleEvery into an idle system and measures
 // the time from each insert's return to its handler's start.
-func (r *runner) idle(ctx context.Context, c contender) (result, error) {
+//
+// With remote set, the tasks are inserted through a second handle on the
+// database (a producer-only stream, an insert-only River client), as by
+// another process: the processor then learns of them through the
+// database's notifications rather than from its own handle.
+func (r *runner) idle(ctx context.Context, c contender, remote bool) (result, error) {
 	n := r.idleTasks
 	res := result{mode: "idle-pickup", system: c.name, config: c.config, n: n, hasLatency: true}
+	if remote {
+		res.mode = "idle-pickup-remote"
+	}
 	sys, rec, err := r.setup(ctx, c, n)
 	if err != nil {
 		return res, err
 	}
 	defer sys.Close()
+	insert := sys.Insert
+	if remote {
+		rs, ok := sys.(remoteInserter)
+		if !ok {
+			return res, fmt.Errorf("%s has no remote producer on %s", c.name, r.env.backend)
+		}
+		insert = rs.RemoteInsert
+	}
 	if err := sys.Start(ctx); err != nil {
 		return res, fmt.Errorf("%s: start: %w", c.name, err)
 	}
@@ -282,7 +304,7 @@ func (r *runner) idle(ctx context.Context, c contender) (result, error) {
 	tick := time.NewTicker(r.idleEvery)
 	defer tick.Stop()
 	for i := range n {
-		if err := sys.Insert(ctx, i, 1); err != nil {
+		if err := insert(ctx, i, 1); err != nil {
 			return res, fmt.Errorf("%s: insert: %w", c.name, err)
 		}
 		rec.inserted(i, 1, rec.now())

@@ -96,7 +96,8 @@ type peonifySystem struct {
 	calls   streamCalls
 	reopen  func(ctx context.Context) (durableStream, error) // a second stream on the same queue, for Verify
 	cleanup func()
-	sc      *freshSchema // on postgres
+	sc      *freshSchema  // on postgres
+	remote  durableStream // producer-only stream on postgres, made by the first RemoteInsert
 
 	proc   *peonify.Processor
 	ran    bool // Run owns the stream and closes it
@@ -173,15 +174,37 @@ func newPeonify(cfg peonifyConfig) newSystemFunc {
 
 func (s *peonifySystem) schema() *freshSchema { return s.sc }
 
-// Detail reports how the processor used its stream.
-func (s *peonifySystem) Detail() string { return s.calls.String() }
+// RemoteInsert enqueues through a second, producer-only stream on the same
+// queue, so the processor hears of the tasks through LISTEN/NOTIFY as it
+// would from another process.
+func (s *peonifySystem) RemoteInsert(ctx context.Context, first, count int) error {
+	if s.sc == nil {
+		return errors.New("peonify: a remote producer needs postgres")
+	}
+	if s.remote == nil {
+		st, err := s.reopen(ctx)
+		if err != nil {
+			return err
+		}
+		s.remote = st
+	}
+	return enqueue(ctx, s.remote, first, count)
+}
 
-func (s *peonifySystem) Insert(ctx context.Context, first, count int) error {
+// enqueue stores tasks first..first+count-1 through st.
+func enqueue(ctx context.Context, st durableStream, first, count int) error {
 	tasks := make([]*peonify.Task, count)
 	for i := range tasks {
 		tasks[i] = &peonify.Task{Type: "bench", Payload: payload(first + i)}
 	}
-	return s.stream.Enqueue(ctx, tasks...)
+	return st.Enqueue(ctx, tasks...)
+}
+
+// Detail reports how the processor used its stream.
+func (s *peonifySystem) Detail() string { return s.calls.String() }
+
+func (s *peonifySystem) Insert(ctx context.Context, first, count int) error {
+	return enqueue(ctx, s.stream, first, count)
 }
 
 func (s *peonifySystem) Start(ctx context.Context) error {
@@ -233,6 +256,9 @@ func (s *peonifySystem) Close() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		_ = s.Stop(ctx)
 		cancel()
+	}
+	if s.remote != nil {
+		_ = s.remote.Close(context.Background())
 	}
 	if !s.ran && s.stream != nil {
 		_ = s.stream.Close(context.Background())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -62,12 +63,16 @@ func (w *riverWorker) Work(_ context.Context, j *river.Job[riverArgs]) error {
 // riverSystem is a River client on Postgres (pgx) or SQLite
 // (database/sql); TTx is the driver's transaction type.
 type riverSystem[TTx any] struct {
-	client  *river.Client[TTx]
-	rec     *recorder
-	queue   string
-	count   func(ctx context.Context) (map[string]int, error)
-	cleanup func()
-	sc      *freshSchema // on postgres
+	client     *river.Client[TTx]
+	rec        *recorder
+	queue      string
+	count      func(ctx context.Context) (map[string]int, error)
+	cleanup    func()
+	sc         *freshSchema // on postgres
+	schemaName string
+	driver     riverdriver.Driver[TTx]
+	remote     *river.Client[TTx] // insert-only client, made by the first RemoteInsert
+	log        *slog.Logger
 
 	subDone chan struct{}
 	unsub   func()
@@ -160,7 +165,7 @@ func startRiver[TTx any](ctx context.Context, driver riverdriver.Driver[TTx], sc
 	if err != nil {
 		return nil, err
 	}
-	return &riverSystem[TTx]{client: client, rec: rec, queue: queue}, nil
+	return &riverSystem[TTx]{client: client, rec: rec, queue: queue, driver: driver, schemaName: schema, log: e.log}, nil
 }
 
 // countRows runs a "state, count" query through database/sql.
@@ -185,13 +190,31 @@ func countRows(ctx context.Context, query func(context.Context, string, ...any) 
 
 func (s *riverSystem[TTx]) schema() *freshSchema { return s.sc }
 
+// RemoteInsert inserts through a second, insert-only client, as another
+// process would.
+func (s *riverSystem[TTx]) RemoteInsert(ctx context.Context, first, count int) error {
+	if s.remote == nil {
+		c, err := river.NewClient(s.driver, &river.Config{Schema: s.schemaName, Logger: s.log})
+		if err != nil {
+			return err
+		}
+		s.remote = c
+	}
+	return insertRiver(ctx, s.remote, s.queue, first, count)
+}
+
 func (s *riverSystem[TTx]) Insert(ctx context.Context, first, count int) error {
+	return insertRiver(ctx, s.client, s.queue, first, count)
+}
+
+// insertRiver inserts jobs first..first+count-1 with InsertManyFast.
+func insertRiver[TTx any](ctx context.Context, client *river.Client[TTx], queue string, first, count int) error {
 	params := make([]river.InsertManyParams, count)
-	opts := &river.InsertOpts{Queue: s.queue}
+	opts := &river.InsertOpts{Queue: queue}
 	for i := range params {
 		params[i] = river.InsertManyParams{Args: riverArgs{Seq: first + i}, InsertOpts: opts}
 	}
-	n, err := s.client.InsertManyFast(ctx, params)
+	n, err := client.InsertManyFast(ctx, params)
 	if err == nil && n != count {
 		err = fmt.Errorf("river InsertManyFast stored %d of %d jobs", n, count)
 	}
