@@ -37,7 +37,8 @@ type Config struct {
 	// HidePayload reports whether the payload and headers of tasks of a
 	// type must not be shown, for types that carry personal data or
 	// secrets. HideTypes builds one from a list of types. Defaults to
-	// showing every payload.
+	// showing every payload. A task's last error is still shown: a handler
+	// of such a type should not quote its payload in errors.
 	HidePayload func(taskType string) bool
 
 	// PreviewBytes is how much of a payload the task lists show. Defaults
