@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/internal/testenv"
@@ -87,6 +88,17 @@ func newTestStream(t testing.TB, pool *pgxpool.Pool, cfg Config) *Stream {
 	t.Cleanup(func() {
 		if err := s.Close(context.Background()); err != nil {
 			t.Error(err)
+		}
+		// Leave the shared test database as we found it.
+		schema := cfg.Schema
+		if schema == "" {
+			schema = "public"
+		}
+		for _, table := range []string{"peonify_tasks", "peonify_queues"} {
+			q := "DELETE FROM " + pgx.Identifier{schema, table}.Sanitize() + " WHERE queue = $1"
+			if _, err := pool.Exec(context.Background(), q, cfg.Queue); err != nil {
+				t.Logf("cleaning up queue %s: %v", cfg.Queue, err)
+			}
 		}
 	})
 	return s
