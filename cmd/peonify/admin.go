@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/dashboard"
 	"github.com/peonify/peonify/peonifyprom"
 )
 
@@ -23,24 +24,73 @@ import (
 
 // httpConfig is the http section of the file.
 type httpConfig struct {
-	Listen string `yaml:"listen"` // host:port; the server is off without it
+	Listen    string          `yaml:"listen"` // host:port; the server is off without it
+	Dashboard dashboardConfig `yaml:"dashboard"`
+}
+
+// dashboardConfig is the http.dashboard section.
+type dashboardConfig struct {
+	Enabled      *bool    `yaml:"enabled"`       // defaults to true
+	Token        string   `yaml:"token"`         // a bearer token of at least 16 bytes
+	Username     string   `yaml:"username"`      // basic authentication, with password
+	Password     string   `yaml:"password"`      //
+	HidePayloads []string `yaml:"hide_payloads"` // task types whose payloads and headers are not shown
+}
+
+// on reports whether the dashboard is served.
+func (dc *dashboardConfig) on() bool { return dc.Enabled == nil || *dc.Enabled }
+
+// config returns the dashboard.Config of the section, without the
+// processor and stores.
+func (dc *dashboardConfig) config(log *slog.Logger) dashboard.Config {
+	cfg := dashboard.Config{
+		Auth:   dashboard.Auth{Token: dc.Token, Username: dc.Username, Password: dc.Password},
+		Logger: log,
+	}
+	if len(dc.HidePayloads) > 0 {
+		cfg.HidePayload = dashboard.HideTypes(dc.HidePayloads...)
+	}
+	return cfg
 }
 
 func (hc *httpConfig) check() error {
 	if hc.Listen == "" {
+		if hc.Dashboard.Enabled != nil || hc.Dashboard.Token != "" || hc.Dashboard.Username != "" {
+			return errorf("http.listen", "required with http.dashboard: the address to serve on, e.g. 127.0.0.1:9090")
+		}
 		return nil
 	}
 	if err := checkListen(hc.Listen); err != nil {
 		return errorf("http.listen", "%v", err)
+	}
+	dc := &hc.Dashboard
+	if !dc.on() {
+		return nil
+	}
+	switch {
+	case dc.Token != "" && len(dc.Token) < 16:
+		return errorf("http.dashboard.token", "is %d bytes long: use at least 16 random characters (e.g. from: openssl rand -hex 16)", len(dc.Token))
+	case dc.Username != "" && dc.Password == "":
+		return errorf("http.dashboard.password", "required with username: set both for basic authentication, or neither")
+	case dc.Username == "" && dc.Password != "":
+		return errorf("http.dashboard.username", "required with password: set both for basic authentication, or neither")
+	}
+	if err := dashboard.CheckAddr(hc.Listen, dc.config(nil)); err != nil {
+		if dc.Token == "" && dc.Username == "" {
+			return errorf("http.dashboard.token", "required when http.listen (%s) can be reached from other machines: "+
+				"set a token (e.g. ${PEONIFY_DASHBOARD_TOKEN}) or username and password, listen on 127.0.0.1, or set dashboard: {enabled: false}", hc.Listen)
+		}
+		return errorf("http.dashboard", "%v", err)
 	}
 	return nil
 }
 
 // adminServer is the running server of the http section.
 type adminServer struct {
-	srv  *http.Server
-	ln   net.Listener
-	done chan error
+	srv    *http.Server
+	ln     net.Listener
+	done   chan error
+	cancel context.CancelFunc // ends the requests' context: the dashboard's event streams
 }
 
 // startAdmin listens on hc.Listen and serves, until stop:
@@ -49,9 +99,10 @@ type adminServer struct {
 //	/healthz  200 while the process runs
 //	/readyz   200 while every stream polls without error and every intake is
 //	          connected; 503 with the reasons otherwise, and once shutdown began
+//	/dashboard/  the dashboard of p and of stores, unless turned off
 //
 // draining reports whether shutdown began.
-func startAdmin(hc httpConfig, p *peonify.Processor, m *peonifyprom.Metrics, ready []readyCheck, draining func() bool, log *slog.Logger) (*adminServer, error) {
+func startAdmin(hc httpConfig, p *peonify.Processor, stores []dashboard.Store, m *peonifyprom.Metrics, ready []readyCheck, draining func() bool, log *slog.Logger) (*adminServer, error) {
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(m); err != nil {
 		return nil, err
@@ -75,23 +126,43 @@ func startAdmin(hc httpConfig, p *peonify.Processor, m *peonifyprom.Metrics, rea
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	index := "peonify: /metrics (Prometheus), /healthz (alive), /readyz (streams and intakes connected)"
+	var dash *dashboard.Dashboard
+	if hc.Dashboard.on() {
+		dcfg := hc.Dashboard.config(log)
+		dcfg.Processor, dcfg.Stores = p, stores
+		var err error
+		if dash, err = dashboard.New(dcfg); err != nil {
+			return nil, err
+		}
+		mux.Handle("/dashboard/", http.StripPrefix("/dashboard", dash))
+		index += ", /dashboard/"
+	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, "peonify: /metrics (Prometheus), /healthz (alive), /readyz (streams and intakes connected)")
+		fmt.Fprintln(w, index)
 	})
 
 	ln, err := net.Listen("tcp", hc.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("http.listen: %w", err)
 	}
+	base, cancel := context.WithCancel(context.Background())
 	a := &adminServer{
 		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)},
-		ln:   ln,
-		done: make(chan error, 1),
+			BaseContext: func(net.Listener) context.Context { return base },
+			ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelDebug)},
+		ln:     ln,
+		done:   make(chan error, 1),
+		cancel: cancel,
 	}
 	log.Info("peonify: serving metrics and health checks", "addr", "http://"+ln.Addr().String(),
 		"paths", "/metrics /healthz /readyz")
+	if dash != nil {
+		// The token is a password: it is not logged, and the operator
+		// opens the URL and signs in with it.
+		log.Info("peonify: serving the dashboard", "url", strings.TrimSuffix(dash.URL(ln.Addr()), "/")+"/dashboard/")
+	}
 	go func() { a.done <- a.srv.Serve(ln) }()
 	return a, nil
 }
@@ -119,6 +190,7 @@ func notReady(st peonify.Stats, ready []readyCheck, draining bool) []string {
 
 // stop shuts the server down, waiting a little for scrapes in flight.
 func (a *adminServer) stop() {
+	a.cancel()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := a.srv.Shutdown(ctx); err != nil {

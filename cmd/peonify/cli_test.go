@@ -53,7 +53,8 @@ func TestDemoThenInspectRetryAndPurge(t *testing.T) {
 	dir := t.TempDir()
 	store := []string{"--store", filepath.Join(dir, "demo.db")}
 	r := mustRun(t, dir, "", append([]string{"demo", "--tasks", "2000", "--workers", "32"}, store...)...)
-	for _, want := range []string{"succeeded", "retried", "dead", "throughput", "tasks/s", "p50", "p99", "charge-card", "peonify tasks list --state dead"} {
+	for _, want := range []string{"succeeded", "retried", "dead", "throughput", "tasks/s", "p50", "p99", "charge-card", "peonify tasks list --state dead",
+		"Dashboard: http://127.0.0.1:", "/#token="} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("demo summary lacks %q:\n%s", want, r.stdout)
 		}

@@ -221,7 +221,10 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"periodic into an intake", "streams:\n  - {kind: sqlite, path: x.db}\n  - {kind: websocket, listen: ':8081'}\n" + tasksOnly + "periodic:\n  - {name: a, spec: '@daily', type: email, stream: websocket}\n",
 			`periodic[0].stream: "websocket" is a websocket intake, which stores into another stream: name a store ("sqlite")`},
 		{"http bad listen", base + "http: {listen: 'localhost'}\n", `http.listen: "localhost" is not host:port`},
-		{"http unknown field", base + "http: {listen: ':9090', port: 9090}\n", "http.port: unknown field (fields of http: listen"},
+		{"http unknown field", base + "http: {listen: ':9090', port: 9090}\n", "http.port: unknown field (fields of http: listen, dashboard)"},
+		{"dashboard without listen", base + "http: {dashboard: {token: 0123456789abcdef}}\n", "http.listen: required with http.dashboard"},
+		{"dashboard open to all", base + "http: {listen: '0.0.0.0:9090'}\n", "http.dashboard.token: required when http.listen (0.0.0.0:9090) can be reached from other machines"},
+		{"dashboard user without password", base + "http: {listen: ':9090', dashboard: {username: ops}}\n", "http.dashboard.password: required with username"},
 		{"periodic duplicate name", base + "periodic:\n  - {name: a, spec: '@daily', type: email}\n  - {name: a, spec: '@hourly', type: email}\n", `periodic[1].name: "a" is also the name of periodic[0]`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -387,6 +390,29 @@ func TestBearerAuth(t *testing.T) {
 	}
 }
 
+// The dashboard is on by default; on an address other machines reach it
+// needs credentials, unless it is turned off.
+func TestHTTPDashboardConfig(t *testing.T) {
+	for _, tc := range []struct {
+		http string
+		on   bool
+	}{
+		{"{listen: '127.0.0.1:9090'}", true},
+		{"{listen: ':9090', dashboard: {enabled: false}}", false},
+		{"{listen: ':9090', dashboard: {token: 0123456789abcdef, hide_payloads: [email]}}", true},
+		{"{listen: ':9090', dashboard: {username: ops, password: pw}}", true},
+	} {
+		c, err := parseConfig([]byte(base+"http: "+tc.http+"\n"), env(nil))
+		if err != nil {
+			t.Errorf("http: %s: %v", tc.http, err)
+			continue
+		}
+		if c.http.Dashboard.on() != tc.on {
+			t.Errorf("http: %s: dashboard on %v, want %v", tc.http, c.http.Dashboard.on(), tc.on)
+		}
+	}
+}
+
 func TestConfigErrorShowsFileAndLine(t *testing.T) {
 	dir := t.TempDir()
 	p := writeFile(t, dir, "peonify.yaml", "streams:\n  - kind: sqlite\n    path: x.db\n    leese: 1m\ntasks: {}\n")
@@ -456,7 +482,8 @@ func TestDocumentedConfigsParse(t *testing.T) {
 	// The example's program and directory are those of a real server.
 	block = strings.NewReplacer("/usr/local/bin/thumbnail", "sh", "/srv/images", t.TempDir()).Replace(block)
 	c, err := parseConfig([]byte(block), env(map[string]string{"PGPASSWORD": "pw", "MAILER_TOKEN": "t",
-		"GITHUB_WEBHOOK_SECRET": "s", "CHAT_SECRET": "s", "INTAKE_TOKEN": "0123456789abcdef", "MQTT_PASSWORD": "pw"}))
+		"GITHUB_WEBHOOK_SECRET": "s", "CHAT_SECRET": "s", "INTAKE_TOKEN": "0123456789abcdef", "MQTT_PASSWORD": "pw",
+		"PEONIFY_DASHBOARD_TOKEN": "0123456789abcdef"}))
 	if err != nil {
 		t.Fatalf("the README's config: %v", err)
 	}
@@ -479,7 +506,7 @@ func TestREADMEDocumentsEveryField(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range []any{fileConfig{}, processorConfig{}, retryConfig{}, logConfig{}, periodicEntry{}, httpConfig{},
+	for _, v := range []any{fileConfig{}, processorConfig{}, retryConfig{}, logConfig{}, periodicEntry{}, httpConfig{}, dashboardConfig{},
 		sqliteSpec{}, postgresSpec{}, webhookSpec{}, webhookRoute{}, websocketSpec{}, mqttSpec{}, httpTask{}, execTask{}} {
 		for _, name := range yamlNames(reflect.TypeOf(v)) {
 			if !regexp.MustCompile(`(?m)^[ #-]*` + name + `:`).Match(readme) {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/dashboard"
 	"github.com/peonify/peonify/streams/sqlitestream"
 )
 
@@ -26,13 +27,18 @@ func demoCommand() *command {
 	return &command{
 		name:    "demo",
 		summary: "run sample tasks on a local store and show what happens",
-		usage:   "demo [--tasks N] [--workers N] [--store FILE]",
+		usage:   "demo [--tasks N] [--workers N] [--store FILE] [--dashboard=false]",
 		about: `Demo shows Peonify at work with nothing to set up. It enqueues sample tasks
 into an embedded store (a temporary file unless --store names one) and runs
 them: emails, image resizes, card charges that fail now and then (they are
 retried after a short backoff, and some run out of attempts), and reports
 whose payload is sometimes malformed (they are dead at once, since no retry
 can fix them). A progress line shows the rate; a summary closes the run.
+
+The web dashboard shows the run at a URL on 127.0.0.1 that the demo prints
+(it carries a sign-in token: open it on this machine). On a terminal the
+dashboard stays up after the summary, to look at the dead tasks and retry
+them, until Ctrl-C. --dashboard=false turns it off.
 
 With --store, the store stays afterwards, to look at with 'peonify tasks'.`,
 		example: `peonify demo
@@ -127,6 +133,7 @@ func (c *cli) demo(cmd *command, args []string) error {
 	n := fs.Int("tasks", 10000, "how many tasks to enqueue and run")
 	workers := fs.Int("workers", 64, "how many tasks run at once")
 	storePath := fs.String("store", "", "keep the store in this `file` (default: a temporary file, deleted at the end)")
+	withDashboard := fs.Bool("dashboard", true, "serve the web dashboard on 127.0.0.1 and print its URL")
 	args, err := c.parse(cmd, fs, args)
 	if err != nil {
 		return err
@@ -157,12 +164,9 @@ func (c *cli) demo(cmd *command, args []string) error {
 	if err != nil {
 		return err
 	}
-	streamOwned := true
-	defer func() {
-		if streamOwned {
-			_ = stream.Close(context.Background())
-		}
-	}()
+	// The stream outlives Run, which closes only the wrapper, so that the
+	// dashboard can still show the store after the run.
+	defer stream.Close(context.Background())
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -201,10 +205,19 @@ func (c *cli) demo(cmd *command, args []string) error {
 	}
 	enqTook := time.Since(enqStart)
 
-	if err := p.AddStream(stream); err != nil {
+	if err := p.AddStream(keepOpen{stream}); err != nil {
 		return err
 	}
-	streamOwned = false // Run closes it
+	var dashURL string
+	if *withDashboard {
+		dashCtx, stopDash := context.WithCancel(context.Background())
+		var dashDone sync.WaitGroup
+		defer func() { stopDash(); dashDone.Wait() }()
+		if dashURL, err = serveDemoDashboard(dashCtx, &dashDone, p, stream, log); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "Dashboard: %s\n", dashURL)
+	}
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -247,7 +260,42 @@ func (c *cli) demo(cmd *command, args []string) error {
 		fmt.Fprintf(c.stdout, "\nLook inside the store:\n  peonify tasks stats --store %[1]s\n  peonify tasks list --state dead --store %[1]s\n", shellQuote(*storePath))
 	}
 	fmt.Fprintln(c.stdout, "Run your own tasks (HTTP endpoints, commands): peonify run --help")
+	if dashURL != "" && c.tty && !interrupted {
+		fmt.Fprintf(c.stdout, "\nThe dashboard stays up for a look at the tasks: %s\nPress Ctrl-C to exit.\n", dashURL)
+		<-ctx.Done()
+	}
 	return nil
+}
+
+// keepOpen is a stream whose Close does nothing, for a stream that must
+// outlive the processor's Run.
+type keepOpen struct{ *sqlitestream.Stream }
+
+// Close does nothing; the owner closes the stream.
+func (keepOpen) Close(context.Context) error { return nil }
+
+// serveDemoDashboard serves the dashboard of p and store on a free port of
+// 127.0.0.1 until ctx ends, and returns its URL with a sign-in token.
+func serveDemoDashboard(ctx context.Context, wg *sync.WaitGroup, p *peonify.Processor, store *sqlitestream.Stream, log *slog.Logger) (string, error) {
+	dash, err := dashboard.New(dashboard.Config{
+		Processor: p,
+		Stores:    []dashboard.Store{{Name: "demo", Inspector: store}},
+		Auth:      dashboard.Auth{Token: dashboard.NewToken()},
+		Logger:    log,
+	})
+	if err != nil {
+		return "", err
+	}
+	ln, err := dash.Listen("127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	wg.Go(func() {
+		if err := dash.Serve(ctx, ln); err != nil {
+			log.Error("peonify: dashboard", "err", err)
+		}
+	})
+	return dash.TokenURL(ln.Addr()), nil
 }
 
 // tracker counts the outcomes of one demo run's tasks from the

@@ -175,6 +175,13 @@ func TestRunWebhookWebSocketAndMetrics(t *testing.T) {
 	if code, body := get(t, admin+"/readyz"); code != http.StatusOK || body != "ok\n" {
 		t.Errorf("/readyz: %d %q", code, body)
 	}
+	// The dashboard, read-only without credentials on a loopback address.
+	if code, body := get(t, admin+"/dashboard/"); code != http.StatusOK || !strings.Contains(body, "<html") {
+		t.Errorf("/dashboard/: %d %.200q", code, body)
+	}
+	if code, body := get(t, admin+"/dashboard/api/stores/sqlite/tasks?state=done"); code != http.StatusOK || !strings.Contains(body, `"mark:d-1"`) {
+		t.Errorf("/dashboard/ store listing: %d %.300q", code, body)
+	}
 
 	code, log := d.stop()
 	if code != 0 {
@@ -323,6 +330,10 @@ tasks:
 			"bad.yaml: streams[1].client_id: required"},
 		{store + tasks + "http: {listen: 9090}\n",
 			`bad.yaml: http.listen: "9090" is not host:port`},
+		{store + tasks + "http: {listen: ':9090'}\n",
+			"bad.yaml: http.dashboard.token: required when http.listen (:9090) can be reached from other machines"},
+		{store + tasks + "http: {listen: '127.0.0.1:9090', dashboard: {token: short}}\n",
+			"bad.yaml: http.dashboard.token: is 5 bytes long"},
 	} {
 		writeFile(t, dir, "bad.yaml", tc.yaml)
 		if r := run(t, dir, "", "run", "-c", "bad.yaml"); r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {

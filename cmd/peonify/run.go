@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/dashboard"
 	"github.com/peonify/peonify/peonifyprom"
 	"github.com/peonify/peonify/periodic"
 	"github.com/peonify/peonify/streams/webhookstream"
@@ -213,7 +214,13 @@ func (c *cli) serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		if err := metrics.Attach(p); err != nil {
 			return err
 		}
-		admin, err := startAdmin(cfg.http, p, metrics, w.ready, func() bool { return ctx.Err() != nil }, log)
+		var stores []dashboard.Store
+		for _, name := range cfg.storeNames() {
+			if in, ok := opened[name].(peonify.Inspector); ok {
+				stores = append(stores, dashboard.Store{Name: name, Inspector: in})
+			}
+		}
+		admin, err := startAdmin(cfg.http, p, stores, metrics, w.ready, func() bool { return ctx.Err() != nil }, log)
 		if err != nil {
 			return err
 		}
