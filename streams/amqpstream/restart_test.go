@@ -69,8 +69,11 @@ func TestBrokerRestart(t *testing.T) {
 		}
 		return nil
 	}
+	s := newTestStream(t, Config{ReconnectMin: 50 * time.Millisecond, ReconnectMax: 500 * time.Millisecond})
+	producer := newTestStream(t, Config{Queue: s.Queue(), ReconnectMin: 50 * time.Millisecond, ReconnectMax: 500 * time.Millisecond})
 	t.Cleanup(func() {
-		// Leave the broker running, whatever happened.
+		// Leave the broker running, whatever happened. Registered after
+		// the streams, so it runs before their cleanups.
 		if err := run("start_app"); err != nil {
 			t.Error(err)
 		}
@@ -83,9 +86,6 @@ func TestBrokerRestart(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	})
-
-	s := newTestStream(t, Config{ReconnectMin: 50 * time.Millisecond, ReconnectMax: 500 * time.Millisecond})
-	producer := newTestStream(t, Config{Queue: s.Queue(), ReconnectMin: 50 * time.Millisecond, ReconnectMax: 500 * time.Millisecond})
 	var (
 		mu     sync.Mutex
 		done   = make(map[string]int)  // completions per task ID
