@@ -369,7 +369,7 @@ tasks:
   email: {executor: http, url: "http://localhost/send"}
 `)
 	r := run(t, dir, "", "run", "-c", "bad.yaml")
-	if r.code != exitUsage || !strings.Contains(r.stderr, "bad.yaml: streams[1].url: required") {
+	if r.code != exitUsage || !strings.Contains(r.stderr, "bad.yaml:5:5: streams[1].url: required") {
 		t.Errorf("want exit 2 naming streams[1].url: %s", r)
 	}
 	r = run(t, dir, "", "run", "-c", "missing.yaml")

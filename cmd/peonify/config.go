@@ -113,7 +113,7 @@ func loadConfig(path string, lookupEnv func(string) (string, bool)) (*config, er
 }
 
 // parseConfig parses and validates a config file's contents.
-func parseConfig(data []byte, lookupEnv func(string) (string, bool)) (*config, error) {
+func parseConfig(data []byte, lookupEnv func(string) (string, bool)) (_ *config, err error) {
 	f, err := parser.ParseBytes(data, 0)
 	if err != nil {
 		return nil, syntaxError(err)
@@ -122,6 +122,7 @@ func parseConfig(data []byte, lookupEnv func(string) (string, bool)) (*config, e
 		return nil, errors.New("the file is empty: it needs at least streams and tasks (see `peonify run --help`)")
 	}
 	body := f.Docs[0].Body
+	defer func() { err = withPosition(err, body) }()
 	if _, ok := body.(*ast.MappingNode); !ok {
 		if _, ok := body.(*ast.MappingValueNode); !ok {
 			return nil, &fieldError{pos: body.GetToken().Position, msg: "the file must be a mapping with streams, tasks and other sections"}

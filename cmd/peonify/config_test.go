@@ -425,6 +425,18 @@ func TestConfigErrorShowsFileAndLine(t *testing.T) {
 	if !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("error %q, want it to start with %q", err, want)
 	}
+	// Errors found by checks, after decoding, have a place too: the field,
+	// or the entry a required field is missing from.
+	p = writeFile(t, dir, "peonify.yaml", "streams:\n  - kind: sqlite\n    path: x.db\n  - kind: postgres\n    queue: q\ntasks:\n  email: {executor: http, url: 'http://x', timeout: -1s}\n")
+	_, err = loadConfig(p, env(nil))
+	if want := p + ":4:5: streams[1].url: required"; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("error %v, want it to start with %q", err, want)
+	}
+	p = writeFile(t, dir, "peonify.yaml", "streams:\n  - kind: sqlite\n    path: x.db\ntasks:\n  email: {executor: http, url: 'ftp://x'}\n")
+	_, err = loadConfig(p, env(nil))
+	if want := p + ":5:32: tasks.email.url:"; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("error %v, want it to start with %q", err, want)
+	}
 	_, err = loadConfig(filepath.Join(dir, "missing.yaml"), env(nil))
 	if err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("missing file: %v", err)

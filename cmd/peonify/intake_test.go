@@ -323,17 +323,17 @@ tasks:
 	const tasks = "tasks:\n  mark: {executor: exec, shell: 'true'}\n"
 	for _, tc := range []struct{ yaml, want string }{
 		{store + "  - {kind: webhook, listen: ':8080', routes: [{path: /gh, type: mark, verify: github}]}\n" + tasks,
-			"bad.yaml: streams[1].routes[0].secrets: required with verify: github"},
+			"bad.yaml:3:48: streams[1].routes[0].secrets: required with verify: github"},
 		{store + "  - kind: websocket\n    listen: ':8081'\n    bearer_tokens: ['${PEONIFY_CLI_TEST_UNSET:-}']\n" + tasks,
-			"bad.yaml: streams[1].bearer_tokens[0]: is 0 bytes long"},
+			"bad.yaml:5:21: streams[1].bearer_tokens[0]: is 0 bytes long"},
 		{store + "  - {kind: mqtt, url: 'mqtt://broker', routes: {a/b: mark}}\n" + tasks,
-			"bad.yaml: streams[1].client_id: required"},
+			"bad.yaml:3:6: streams[1].client_id: required"},
 		{store + tasks + "http: {listen: 9090}\n",
-			`bad.yaml: http.listen: "9090" is not host:port`},
+			`bad.yaml:5:16: http.listen: "9090" is not host:port`},
 		{store + tasks + "http: {listen: ':9090'}\n",
-			"bad.yaml: http.dashboard.token: required when http.listen (:9090) can be reached from other machines"},
+			"bad.yaml:5:8: http.dashboard.token: required when http.listen (:9090) can be reached from other machines"},
 		{store + tasks + "http: {listen: '127.0.0.1:9090', dashboard: {token: short}}\n",
-			"bad.yaml: http.dashboard.token: is 5 bytes long"},
+			"bad.yaml:5:53: http.dashboard.token: is 5 bytes long"},
 	} {
 		writeFile(t, dir, "bad.yaml", tc.yaml)
 		if r := run(t, dir, "", "run", "-c", "bad.yaml"); r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {

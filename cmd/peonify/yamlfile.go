@@ -228,6 +228,82 @@ func fieldErr(n ast.Node, v any, err error) error {
 	return out
 }
 
+// withPosition gives a *fieldError found by a check, which knows the
+// field's path but not its place, the position of that field in the file,
+// or of the nearest enclosing one that is there (the entry a required
+// field is missing from).
+func withPosition(err error, root ast.Node) error {
+	var fe *fieldError
+	if !errors.As(err, &fe) || fe.pos != nil || fe.path == "" {
+		return err
+	}
+	n, depth := root, 0
+	for _, seg := range splitPath(fe.path) {
+		next := child(n, seg)
+		if next == nil {
+			break
+		}
+		n, depth = next, depth+1
+	}
+	// A mapping (the entry a field is missing from) is shown at its
+	// first key.
+	switch v := n.(type) {
+	case *ast.MappingNode:
+		if len(v.Values) > 0 {
+			n = v.Values[0].Key
+		}
+	case *ast.MappingValueNode:
+		n = v.Key
+	}
+	if depth > 0 && n.GetToken() != nil {
+		fe.pos = n.GetToken().Position
+	}
+	return err
+}
+
+// child returns the value of n at one path segment: a key of a mapping
+// ("url", or `["a/b"]` for keys with dots or slashes) or an index of a
+// list ("[2]").
+func child(n ast.Node, seg string) ast.Node {
+	for {
+		switch v := n.(type) {
+		case *ast.TagNode:
+			n = v.Value
+			continue
+		case *ast.AnchorNode:
+			n = v.Value
+			continue
+		}
+		break
+	}
+	key := seg
+	if strings.HasPrefix(seg, "[") {
+		inner := strings.TrimSuffix(strings.TrimPrefix(seg, "["), "]")
+		if i, err := strconv.Atoi(inner); err == nil {
+			if sn, ok := n.(*ast.SequenceNode); ok && i >= 0 && i < len(sn.Values) {
+				return sn.Values[i]
+			}
+			return nil
+		}
+		if uq, err := strconv.Unquote(inner); err == nil {
+			key = uq
+		}
+	}
+	var pairs []*ast.MappingValueNode
+	switch v := n.(type) {
+	case *ast.MappingNode:
+		pairs = v.Values
+	case *ast.MappingValueNode:
+		pairs = []*ast.MappingValueNode{v}
+	}
+	for _, mv := range pairs {
+		if k := mv.Key.GetToken(); k != nil && k.Value == key {
+			return mv.Value
+		}
+	}
+	return nil
+}
+
 // find returns the node of root whose token is tok.
 func find(root ast.Node, tok *token.Token) ast.Node {
 	if tok == nil {
