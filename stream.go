@@ -156,7 +156,9 @@ type Enqueuer interface {
 	// may reuse a task's Payload and Headers afterwards. Because Enqueue
 	// writes the generated ID
 	// into the caller's Task, enqueueing the same *Task value twice is a
-	// duplicate: build a new Task for each new piece of work. After any
+	// duplicate: build a new Task for each new piece of work. A stream whose
+	// broker cannot detect duplicates (RabbitMQ) says so in its package
+	// documentation; tasks there may be stored twice. After any
 	// other error, any subset of the tasks may have been stored: retrying
 	// the same tasks (same IDs) is safe, the stored ones come back as
 	// duplicates.
@@ -198,7 +200,11 @@ type ListOptions struct {
 }
 
 // Inspector is implemented by stores that let operators look at and
-// repair their tasks; the CLI and the dashboard use it.
+// repair their tasks; the CLI and the dashboard use it. A store that can
+// answer only some of these questions (a broker that can list its dead
+// letters but not its pending messages) returns an error wrapping
+// errors.ErrUnsupported for the others, so that tools can tell "cannot
+// say" from "none".
 type Inspector interface {
 	// Counts returns the number of tasks in each state. States with no
 	// tasks may be missing from the map.
