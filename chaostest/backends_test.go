@@ -1,0 +1,326 @@
+//go:build unix
+
+package chaostest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/testenv"
+	"github.com/peonify/peonify/streams/amqpstream"
+	"github.com/peonify/peonify/streams/natsstream"
+	"github.com/peonify/peonify/streams/pgstream"
+	"github.com/peonify/peonify/streams/redisstream"
+	"github.com/peonify/peonify/streams/sqlitestream"
+)
+
+// streamSpec tells a process, the test or a child, how to open the
+// stream of one cell. It travels to children as JSON.
+type streamSpec struct {
+	Kind  string        // a backend name: "sqlite", "postgres", "redis", "nats", "amqp"
+	Addr  string        // the database file, or the server's URL
+	Queue string        // the queue, stream or key prefix unique to the cell
+	Lease time.Duration // the stream's lease (AckWait for NATS); for AMQP the heartbeat
+}
+
+// opened is a stream opened from a streamSpec, with what its kind offers
+// besides the Stream contract.
+type opened struct {
+	s    peonify.Stream
+	enq  peonify.Enqueuer
+	insp peonify.Inspector
+	done func() // closes the client the stream was built on, after the stream is closed
+}
+
+// leaseOf returns the lease and rescue interval of a cell's streams.
+const (
+	chaosLease  = 2 * time.Second
+	chaosRescue = chaosLease / 4
+)
+
+// openStream opens the stream spec describes. name identifies the process
+// to the server where the stream has such a setting (consumer names,
+// claimed_by, connection names).
+func openStream(ctx context.Context, spec streamSpec, name string, logger *slog.Logger) (*opened, error) {
+	switch spec.Kind {
+	case "sqlite":
+		s, err := sqlitestream.Open(spec.Addr, sqlitestream.Config{Lease: spec.Lease, Logger: logger})
+		if err != nil {
+			return nil, err
+		}
+		return &opened{s: s, enq: s, insp: s, done: func() {}}, nil
+
+	case "postgres":
+		cfg, err := pgxpool.ParseConfig(spec.Addr)
+		if err != nil {
+			return nil, err
+		}
+		cfg.ConnConfig.RuntimeParams["application_name"] = "chaostest-" + name
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		s, err := pgstream.New(pool, pgstream.Config{Queue: spec.Queue, Lease: spec.Lease, RescueInterval: spec.Lease / 4,
+			Name: name, Logger: logger})
+		if err != nil {
+			pool.Close()
+			return nil, err
+		}
+		return &opened{s: s, enq: s, insp: s, done: pool.Close}, nil
+
+	case "redis":
+		opts, err := redis.ParseURL(spec.Addr)
+		if err != nil {
+			return nil, err
+		}
+		c := redis.NewClient(opts)
+		s, err := redisstream.New(c, redisstream.Config{Prefix: spec.Queue, Queue: "chaos", Consumer: name,
+			Lease: spec.Lease, RescueInterval: spec.Lease / 4, Logger: logger})
+		if err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+		return &opened{s: s, enq: s, insp: s, done: func() { _ = c.Close() }}, nil
+
+	case "nats":
+		nc, err := nats.Connect(spec.Addr, nats.Name("chaostest-"+name), nats.MaxReconnects(-1),
+			nats.ReconnectWait(50*time.Millisecond), nats.ReconnectJitter(50*time.Millisecond, 50*time.Millisecond))
+		if err != nil {
+			return nil, err
+		}
+		js, err := jetstream.New(nc)
+		if err != nil {
+			nc.Close()
+			return nil, err
+		}
+		s, err := natsstream.New(js, natsConfig(spec, logger))
+		if err != nil {
+			nc.Close()
+			return nil, err
+		}
+		return &opened{s: s, enq: s, insp: s, done: nc.Close}, nil
+
+	case "amqp":
+		s, err := amqpstream.New(spec.Addr, amqpstream.Config{Queue: spec.Queue, Name: "chaostest-" + name,
+			AMQP:         amqp.Config{Heartbeat: spec.Lease},
+			ReconnectMin: 50 * time.Millisecond, ReconnectMax: time.Second, Logger: logger})
+		if err != nil {
+			return nil, err
+		}
+		return &opened{s: s, enq: s, insp: s.Inspector(), done: func() {}}, nil
+	}
+	return nil, fmt.Errorf("unknown stream kind %q", spec.Kind)
+}
+
+func natsConfig(spec streamSpec, logger *slog.Logger) natsstream.Config {
+	return natsstream.Config{Stream: spec.Queue, Subject: "chaos." + spec.Queue, AckWait: spec.Lease, Logger: logger}
+}
+
+// backend is one kind of durable stream in the matrix.
+type backend struct {
+	name string
+
+	// prepare makes a fresh queue for one cell, on the server at addr or,
+	// when addr is empty, on the tests' server, and returns its spec. The
+	// queue is removed when the test ends.
+	prepare func(t *testing.T, dir, addr string) streamSpec
+
+	// restarter returns a server the restart scenario may restart; nil for
+	// the embedded store.
+	restarter func(t *testing.T, dir string) *restarter
+
+	// seesRunning says whether the Inspector of one process counts and
+	// finds the tasks other processes are running.
+	seesRunning bool
+}
+
+var backends = []*backend{
+	{name: "sqlite", prepare: prepareSQLite, seesRunning: true},
+	{name: "postgres", prepare: preparePostgres, restarter: sharedPostgres, seesRunning: true},
+	{name: "redis", prepare: prepareRedis, restarter: privateRedis, seesRunning: true},
+	{name: "nats", prepare: prepareNATS, restarter: privateNATS, seesRunning: true},
+	{name: "amqp", prepare: prepareAMQP, restarter: sharedRabbitMQ},
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func prepareSQLite(t *testing.T, dir, _ string) streamSpec {
+	return streamSpec{Kind: "sqlite", Addr: filepath.Join(dir, "tasks.db"), Queue: "chaos", Lease: chaosLease}
+}
+
+var migrated sync.Once
+
+func preparePostgres(t *testing.T, _, url string) streamSpec {
+	if url == "" {
+		url = testenv.URL(t, "postgres")
+	}
+	spec := streamSpec{Kind: "postgres", Addr: url, Queue: "chaos-" + randHex(6), Lease: chaosLease}
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var merr error
+	migrated.Do(func() { merr = pgstream.Migrate(context.Background(), pool) })
+	if merr != nil {
+		t.Fatal(merr)
+	}
+	t.Cleanup(func() {
+		pool, err := pgxpool.New(context.Background(), url)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer pool.Close()
+		if _, err := pool.Exec(context.Background(), "DELETE FROM peonify_tasks WHERE queue = $1", spec.Queue); err != nil {
+			t.Errorf("removing queue %s: %v", spec.Queue, err)
+		}
+	})
+	return spec
+}
+
+func prepareRedis(t *testing.T, _, url string) streamSpec {
+	if url == "" {
+		url = testenv.URL(t, "redis")
+	}
+	spec := streamSpec{Kind: "redis", Addr: url, Queue: "chaos-" + randHex(6), Lease: chaosLease}
+	t.Cleanup(func() { deleteRedisKeys(t, spec) })
+	return spec
+}
+
+// deleteRedisKeys deletes every key of the cell.
+func deleteRedisKeys(t *testing.T, spec streamSpec) {
+	opts, err := redis.ParseURL(spec.Addr)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	iter := c.Scan(ctx, 0, spec.Queue+":*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Errorf("listing the keys of %s: %v", spec.Queue, err)
+		return
+	}
+	for len(keys) > 0 {
+		n := min(len(keys), 500)
+		if err := c.Del(ctx, keys[:n]...).Err(); err != nil {
+			t.Errorf("deleting the keys of %s: %v", spec.Queue, err)
+			return
+		}
+		keys = keys[n:]
+	}
+}
+
+func prepareNATS(t *testing.T, _, url string) streamSpec {
+	if url == "" {
+		url = testenv.URL(t, "nats")
+	}
+	spec := streamSpec{Kind: "nats", Addr: url, Queue: "CHAOS_" + randHex(6), Lease: chaosLease}
+	withJS(t, url, func(ctx context.Context, js jetstream.JetStream) error {
+		return natsstream.Setup(ctx, js, natsConfig(spec, nil))
+	})
+	t.Cleanup(func() {
+		withJS(t, spec.Addr, func(ctx context.Context, js jetstream.JetStream) error {
+			return natsstream.Teardown(ctx, js, natsConfig(spec, nil))
+		})
+	})
+	return spec
+}
+
+// withJS runs fn on a connection of its own to the NATS server at url.
+func withJS(t *testing.T, url string, fn func(context.Context, jetstream.JetStream) error) {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.Name("chaostest-setup"))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := fn(ctx, js); err != nil {
+		t.Error(err)
+	}
+}
+
+func prepareAMQP(t *testing.T, _, url string) streamSpec {
+	if url == "" {
+		url = testenv.URL(t, "amqp")
+	}
+	// The heartbeat is how a broker notices a stopped process: it drops
+	// the connection after missing two, and requeues its messages.
+	spec := streamSpec{Kind: "amqp", Addr: url, Queue: "chaos." + randHex(6), Lease: time.Second}
+	t.Cleanup(func() { deleteAMQPQueues(t, spec) })
+	return spec
+}
+
+// deleteAMQPQueues deletes the work queue of the cell, its dead-letter
+// queue and every delay queue its stream may have declared (powers of two
+// of milliseconds).
+func deleteAMQPQueues(t *testing.T, spec streamSpec) {
+	conn, err := amqp.Dial(spec.Addr)
+	if err != nil {
+		t.Errorf("deleting the queues of %s: %v", spec.Queue, err)
+		return
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Errorf("deleting the queues of %s: %v", spec.Queue, err)
+		return
+	}
+	names := []string{spec.Queue, spec.Queue + ".dead"}
+	for e := range 32 {
+		names = append(names, fmt.Sprintf("%s.delay.%d", spec.Queue, int64(1)<<e))
+	}
+	for _, name := range names {
+		if _, err := ch.QueueDelete(name, false, false, false); err != nil {
+			t.Errorf("deleting queue %s: %v", name, err)
+			return
+		}
+	}
+}
+
+// pingPostgres returns nil once Postgres at rawURL answers a query.
+func pingPostgres(ctx context.Context, rawURL string) error {
+	pool, err := pgxpool.New(ctx, rawURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	return pool.Ping(ctx)
+}
+
+// chaosEnabled reports whether the full matrix runs.
+func chaosEnabled() bool { return os.Getenv("PEONIFY_CHAOS") == "1" }

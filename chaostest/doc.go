@@ -1,0 +1,90 @@
+// Package chaostest is Peonify's fault-injection suite, and the small
+// toolkit it is built on, for chaos tests of your own processors.
+//
+// # The suite
+//
+// The package's tests start processor processes (the test binary, run
+// again as a child) on each durable stream — the embedded SQLite store,
+// Postgres, Redis, NATS JetStream and RabbitMQ — inject one fault per
+// scenario, heal it, wait until the queue is quiet, then check every task:
+//
+//	kill       a processor is SIGKILLed mid-task three times in one run, and another is SIGTERMed under load
+//	stop       a processor is SIGSTOPped past its leases and resumed after another claimed its tasks again:
+//	           its late acks must not remove or change the newer claims
+//	restart    the server is stopped and started again under two processors and a producer
+//	panic      handlers panic; every panic is a failed, retried attempt and no worker is lost
+//	ignorectx  handlers ignore their context at shutdown; the process still exits within its drain deadline
+//	poison     a task that always fails and one that crashes its process end dead after their attempts,
+//	           without a crash loop
+//	payloads   malformed payloads and an unknown task type end dead with a reason; big payloads are
+//	           refused at Enqueue or delivered
+//	backlog    a million queued tasks drain while the processor's live heap and goroutines stay flat
+//
+// Each scenario asserts that every task whose Enqueue returned nil
+// completed at least once, that no other task appeared, that tasks ran
+// more than once only if they were in flight at a fault (and no more often
+// than such faults), that nothing stays leased once the fault is healed,
+// that each process exits within its drain deadline on SIGTERM, and that
+// each process's goroutines return to their baseline when Run returns.
+// Each is bounded to a minute and prints a row of a table:
+//
+//	scenario  stream    tasks  lost  duplicates  seconds  result  note
+//	kill      postgres  600    0     4 (≤ 23)    6.2      ok      3 SIGKILLs holding 23 tasks
+//
+// "go test ./chaostest" runs a smoke subset on the embedded store, which
+// needs no server. PEONIFY_CHAOS=1 runs the whole matrix against the
+// servers named by the PEONIFY_TEST_*_URL variables. It restarts the local
+// Postgres and RabbitMQ servers, so run it on its own, not beside other
+// tests; it leaves them running. Redis and NATS are restarted as private
+// servers that the scenario starts itself. PEONIFY_CHAOS_TABLE=file also
+// writes the table to file.
+//
+// # The toolkit
+//
+// A Ledger is a file that processor processes append to: each completed
+// handler run (through Ledger.Middleware, before the handler returns to the
+// processor, so a run whose ack never happened is on record), and each
+// claim, ack and nack (through Ledger.Wrap). ReadLedger reads it back into
+// a History, which says what each process held when it was killed
+// (History.Held) and checks the end result (History.Verify). A Table
+// prints the results.
+//
+// A processor process records its work:
+//
+//	ledger, err := chaostest.OpenLedger(os.Getenv("LEDGER"), chaostest.LedgerConfig{})
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	p, err := peonify.New(peonify.Config{Middleware: []peonify.Middleware{ledger.Middleware()}})
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	if err := p.AddTaskList(tasks); err != nil {
+//		log.Fatal(err)
+//	}
+//	if err := p.AddStream(ledger.Wrap(stream)); err != nil {
+//		log.Fatal(err)
+//	}
+//	log.Fatal(p.Run(ctx))
+//
+// The test kills it, notes what it held, lets another process finish the
+// work, and checks:
+//
+//	_ = worker.Process.Kill()
+//	_ = worker.Wait()
+//	h, err := chaostest.ReadLedger(ledgerPath)
+//	if err != nil {
+//		t.Fatal(err)
+//	}
+//	inFlight := h.Held(worker.Process.Pid)
+//	// ... start another worker, wait until the queue is empty ...
+//	if err := h.Refresh(); err != nil {
+//		t.Fatal(err)
+//	}
+//	if err := h.Verify(enqueuedIDs, inFlight).Err(); err != nil {
+//		t.Fatal(err)
+//	}
+//
+// To disturb a stream inside one process instead (failed calls, latency, a
+// stall), wrap it with peonifytest.NewFaultStream.
+package chaostest

@@ -1,0 +1,596 @@
+//go:build unix
+
+package chaostest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/peonify/peonify"
+)
+
+// cellBudget bounds one scenario on one stream, setup excluded.
+const cellBudget = 60 * time.Second
+
+// childGrace is the children's Config.ShutdownGrace.
+const childGrace = 2 * time.Second
+
+// drainDeadline is how long a processor may take to exit after SIGTERM:
+// its grace period, the wait for cancelled handlers (the smaller of the
+// grace period and 5s), then time to flush acks, close its stream and its
+// client.
+func drainDeadline(grace time.Duration) time.Duration {
+	return grace + min(grace, 5*time.Second) + 5*time.Second
+}
+
+// cell is one scenario run against one backend: its queue, its ledger, its
+// child processes, and what it expects of them.
+type cell struct {
+	t        *testing.T
+	b        *backend
+	scenario string
+	dir      string
+	spec     streamSpec
+	st       *opened // the test's own handle on the queue: Enqueue and Inspector
+	srv      *restarter
+	bin      string // the program run as a child
+	ledger   string
+	start    time.Time
+	deadline time.Time
+
+	mu       sync.Mutex // guards the fields below, which a producer goroutine may change
+	hist     *History
+	enqueued []string   // tasks whose Enqueue returned nil and that must complete
+	dead     []string   // tasks that must end dead
+	faults   [][]string // tasks in flight at each fault
+	verdict  *Verdict   // set by finish
+	notes    []string
+	children []*child
+	seq      int
+}
+
+// newCell prepares a fresh queue for scenario on b, on a server the
+// scenario may restart if restart is set. The cell's row is added to tbl
+// when the test ends.
+func newCell(t *testing.T, b *backend, scenario string, restart bool, tbl *Table) *cell {
+	dir := t.TempDir()
+	c := &cell{t: t, b: b, scenario: scenario, dir: dir, ledger: filepath.Join(dir, "ledger"), bin: os.Args[0]}
+	t.Cleanup(c.addRow(tbl))
+	addr := ""
+	if restart {
+		if b.restarter == nil {
+			c.skip("the embedded store has no server to restart")
+		}
+		c.srv = b.restarter(t, dir)
+		addr = c.srv.addr
+	}
+	c.spec = b.prepare(t, dir, addr)
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
+	st, err := openStream(context.Background(), c.spec, "test-"+randHex(3), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.st = st
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := st.s.Close(ctx); err != nil {
+			t.Errorf("closing the test's stream: %v", err)
+		}
+		st.done()
+	})
+	h, err := ReadLedger(c.ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.hist = h
+	t.Cleanup(c.stopChildren)
+	c.start = time.Now()
+	c.deadline = c.start.Add(cellBudget)
+	return c
+}
+
+// skip ends the cell as not applicable, with a row saying why.
+func (c *cell) skip(why string) {
+	c.note("skipped: %s", why)
+	c.t.Skip(why)
+}
+
+// note adds a remark to the cell's row.
+func (c *cell) note(format string, args ...any) {
+	c.mu.Lock()
+	c.notes = append(c.notes, fmt.Sprintf(format, args...))
+	c.mu.Unlock()
+}
+
+// addRow returns the cleanup that reports the cell in tbl.
+func (c *cell) addRow(tbl *Table) func() {
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		r := Row{Scenario: c.scenario, Stream: c.b.name, Failed: c.t.Failed(), Skipped: c.t.Skipped(),
+			Note: strings.Join(c.notes, "; ")}
+		if !c.start.IsZero() && c.hist != nil {
+			v := c.verdict
+			if v == nil {
+				vv := c.hist.Verify(c.enqueued, c.faults...)
+				v = &vv
+			}
+			r.Tasks, r.Lost, r.Duplicates, r.Bound = v.Tasks, len(v.Lost), v.Duplicates, v.Bound
+			r.Took = time.Since(c.start)
+		}
+		tbl.Add(r)
+	}
+}
+
+// remaining returns the time left in the cell's budget, at least a second
+// so that a late step still reports what it waited for.
+func (c *cell) remaining() time.Duration { return max(time.Until(c.deadline), time.Second) }
+
+// refresh reads what the children recorded since the last look.
+func (c *cell) refresh() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.hist.Refresh(); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// child is one processor process.
+type child struct {
+	o        orders
+	cmd      *exec.Cmd
+	pid      int
+	out      *syncBuffer
+	done     chan struct{} // closed when the process has exited
+	err      error         // cmd.Wait's result, set before done is closed
+	exitedAt time.Time
+	signaled bool // the test ended it on purpose
+}
+
+// exited reports whether the process has exited.
+func (ch *child) exited() bool {
+	select {
+	case <-ch.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// startChild starts a processor process; change adjusts its default
+// orders.
+func (c *cell) startChild(change func(*orders)) *child {
+	c.t.Helper()
+	c.mu.Lock()
+	c.seq++
+	n := c.seq
+	c.mu.Unlock()
+	o := orders{
+		Spec: c.spec, Ledger: c.ledger, Name: fmt.Sprintf("%s-%s-%d-%s", c.scenario, c.b.name, n, randHex(2)),
+		Workers: 4, QueueSize: 4, Grace: childGrace, MaxAttempts: 5,
+	}
+	if change != nil {
+		change(&o)
+	}
+	env, err := json.Marshal(o)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ch := &child{o: o, out: new(syncBuffer), done: make(chan struct{})}
+	ch.cmd = exec.Command(c.bin, "-test.run=^$")
+	ch.cmd.Env = append(os.Environ(), childEnv+"="+string(env))
+	ch.cmd.Stdout, ch.cmd.Stderr = ch.out, ch.out
+	if err := ch.cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	ch.pid = ch.cmd.Process.Pid
+	go func() {
+		err := ch.cmd.Wait()
+		ch.err, ch.exitedAt = err, time.Now()
+		close(ch.done)
+	}()
+	c.mu.Lock()
+	c.children = append(c.children, ch)
+	c.mu.Unlock()
+	return ch
+}
+
+// stopChildren kills the children still running when the test ends and
+// shows the output of every child if the test failed.
+func (c *cell) stopChildren() {
+	c.mu.Lock()
+	children := slices.Clone(c.children)
+	c.mu.Unlock()
+	for _, ch := range children {
+		if !ch.exited() {
+			_ = ch.cmd.Process.Signal(syscall.SIGCONT)
+			_ = ch.cmd.Process.Kill()
+			<-ch.done
+		}
+		out := ch.out.String()
+		if strings.Contains(out, "WARNING: DATA RACE") {
+			c.t.Errorf("child %s found a data race:\n%s", ch.o.Name, out)
+		} else if c.t.Failed() && out != "" {
+			c.t.Logf("output of child %s (pid %d, %v):\n%s", ch.o.Name, ch.pid, ch.err, out)
+		}
+	}
+}
+
+// kill ends ch with SIGKILL and records the tasks it held as in flight at
+// a fault.
+func (c *cell) kill(ch *child) []string {
+	c.t.Helper()
+	ch.signaled = true
+	if err := ch.cmd.Process.Kill(); err != nil {
+		c.t.Fatal(err)
+	}
+	<-ch.done
+	return c.fault(ch.pid)
+}
+
+// fault records the tasks process pid holds now as in flight at a fault,
+// and returns them.
+func (c *cell) fault(pids ...int) []string {
+	c.refresh()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var held []string
+	for _, pid := range pids {
+		held = append(held, c.hist.Held(pid)...)
+	}
+	c.faults = append(c.faults, held)
+	return held
+}
+
+// freeze stops ch with SIGSTOP, waits until it is stopped, and returns
+// the tasks it holds, recorded as in flight at a fault.
+func (c *cell) freeze(ch *child) []string {
+	c.t.Helper()
+	if err := ch.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		c.t.Fatal(err)
+	}
+	if !waitFor(5*time.Second, func() bool { return processState(ch.pid) == 'T' }) {
+		c.t.Fatalf("child %s did not stop within 5s of SIGSTOP", ch.o.Name)
+	}
+	return c.fault(ch.pid)
+}
+
+// processState returns the state letter of process pid ('R', 'S', 'T',
+// ...), or 'T' where the system does not tell, after a moment for the
+// signal to land.
+func processState(pid int) byte {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		time.Sleep(100 * time.Millisecond)
+		return 'T'
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return '?'
+	}
+	return b[i+2]
+}
+
+// thaw resumes a stopped child with SIGCONT.
+func (c *cell) thaw(ch *child) {
+	c.t.Helper()
+	if err := ch.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// terminate sends ch SIGTERM and checks that it exits within its drain
+// deadline with want as its exit code, reporting on its goroutines. It
+// returns how long the drain took.
+func (c *cell) terminate(ch *child, want int) time.Duration {
+	c.t.Helper()
+	ch.signaled = true
+	sent := time.Now()
+	if err := ch.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		c.t.Fatal(err)
+	}
+	limit := drainDeadline(ch.o.Grace)
+	select {
+	case <-ch.done:
+	case <-time.After(limit + 10*time.Second):
+		_ = ch.cmd.Process.Kill()
+		<-ch.done
+		c.t.Errorf("child %s did not exit within %s of SIGTERM; killed it", ch.o.Name, limit+10*time.Second)
+	}
+	took := ch.exitedAt.Sub(sent)
+	if took > limit {
+		c.t.Errorf("child %s exited %s after SIGTERM, beyond its drain deadline of %s", ch.o.Name, took.Round(time.Millisecond), limit)
+	}
+	if code := exitCode(ch.err); code != want {
+		c.t.Errorf("child %s exited with %v (code %d) after SIGTERM, want code %d; its output:\n%s", ch.o.Name, ch.err, code, want, ch.out)
+	}
+	r, ok := c.report(ch)
+	switch {
+	case !ok:
+		c.t.Errorf("child %s wrote no exit report", ch.o.Name)
+	case r.Leak != "":
+		c.t.Errorf("child %s left goroutines after Run returned (baseline %d, after %d): %s", ch.o.Name, r.Baseline, r.Goroutines, r.Leak)
+	}
+	return took
+}
+
+// report returns the exit report of ch.
+func (c *cell) report(ch *child) (exitReport, bool) {
+	c.refresh()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.hist.notes {
+		if n.kind == kindExit && n.pid == ch.pid && len(n.fields) == 1 {
+			var r exitReport
+			if err := json.Unmarshal([]byte(unescape(n.fields[0])), &r); err != nil {
+				c.t.Errorf("child %s: bad exit report: %v", ch.o.Name, err)
+				return r, false
+			}
+			return r, true
+		}
+	}
+	return exitReport{}, false
+}
+
+// notes returns the test-only records of kind, optionally of one process.
+func (c *cell) notesOf(kind byte, pid int) []note {
+	c.refresh()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []note
+	for _, n := range c.hist.notes {
+		if n.kind == kind && (pid == 0 || n.pid == pid) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// tasks returns n new tasks named prefix-0000 on, each doing w.
+func (c *cell) tasks(prefix string, n int, w work) []*peonify.Task {
+	payload, err := json.Marshal(w)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	tasks := make([]*peonify.Task, n)
+	for i := range tasks {
+		tasks[i] = &peonify.Task{ID: fmt.Sprintf("%s-%04d", prefix, i), Type: "chaos", Payload: payload}
+	}
+	return tasks
+}
+
+// payload returns w as JSON.
+func payload(w work) []byte {
+	b, _ := json.Marshal(w)
+	return b
+}
+
+// enqueue stores tasks that must complete, failing the test if Enqueue
+// fails.
+func (c *cell) enqueue(tasks ...*peonify.Task) {
+	c.t.Helper()
+	if err := c.tryEnqueue(false, tasks...); err != nil {
+		c.t.Fatalf("Enqueue: %v", err)
+	}
+}
+
+// enqueueDead stores tasks that must end dead.
+func (c *cell) enqueueDead(tasks ...*peonify.Task) {
+	c.t.Helper()
+	if err := c.tryEnqueue(true, tasks...); err != nil {
+		c.t.Fatalf("Enqueue: %v", err)
+	}
+}
+
+// tryEnqueue stores tasks and, if Enqueue returned nil or reported them
+// as stored already, counts them as tasks that must complete (or end dead).
+func (c *cell) tryEnqueue(dead bool, tasks ...*peonify.Task) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := c.st.enq.Enqueue(ctx, tasks...)
+	if err != nil && !errors.Is(err, peonify.ErrDuplicate) {
+		return err
+	}
+	// A duplicate is a task an earlier Enqueue stored before its reply
+	// was lost; Enqueue stored the others.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, tk := range tasks {
+		if dead {
+			c.dead = append(c.dead, tk.ID)
+		} else {
+			c.enqueued = append(c.enqueued, tk.ID)
+		}
+	}
+	return nil
+}
+
+// completed returns how many of ids completed at least once.
+func (c *cell) completed(ids []string) int {
+	c.refresh()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, id := range ids {
+		if c.hist.Completions(id) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// ids returns the IDs of tasks.
+func ids(tasks []*peonify.Task) []string {
+	out := make([]string, len(tasks))
+	for i, t := range tasks {
+		out[i] = t.ID
+	}
+	return out
+}
+
+// waitCompleted waits until at least n of ids completed.
+func (c *cell) waitCompleted(ids []string, n int) {
+	c.t.Helper()
+	var got int
+	if !waitFor(c.remaining(), func() bool { got = c.completed(ids); return got >= n }) {
+		c.t.Fatalf("only %d of %d tasks completed within the cell's %s", got, n, cellBudget)
+	}
+}
+
+// waitAll waits until every task enqueued to complete has completed.
+func (c *cell) waitAll() {
+	c.t.Helper()
+	c.mu.Lock()
+	all := slices.Clone(c.enqueued)
+	c.mu.Unlock()
+	c.waitCompleted(all, len(all))
+}
+
+// waitHolding waits until ch holds at least n tasks, and reports whether
+// it did within a few seconds.
+func (c *cell) waitHolding(ch *child, n int) bool {
+	return waitFor(min(10*time.Second, c.remaining()), func() bool {
+		c.refresh()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.hist.held[ch.pid]) >= n
+	})
+}
+
+// counts returns the queue's tasks by state, as the test's Inspector sees
+// them.
+func (c *cell) counts() (map[peonify.State]int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return c.st.insp.Counts(ctx)
+}
+
+// waitQuiet waits until nothing is pending, scheduled or running (where
+// the Inspector can see other processes' running tasks) and every task
+// that must end dead is dead: the queue is quiet and nothing stays leased.
+func (c *cell) waitQuiet() {
+	c.t.Helper()
+	var last map[peonify.State]int
+	var lastErr error
+	quiet := func() bool {
+		last, lastErr = c.counts()
+		if lastErr != nil {
+			return false
+		}
+		running := last[peonify.StateRunning]
+		if !c.b.seesRunning {
+			running = 0
+		}
+		return last[peonify.StatePending] == 0 && last[peonify.StateScheduled] == 0 && running == 0 &&
+			last[peonify.StateDead] == len(c.dead)
+	}
+	if !waitFor(c.remaining(), quiet) {
+		c.t.Fatalf("the queue did not become quiet (nothing pending, scheduled or running; %d dead): tasks by state %v, error %v",
+			len(c.dead), last, lastErr)
+	}
+}
+
+// finish ends the cell: it terminates the children still running and
+// checks what the scenario always asserts: every enqueued task completed,
+// nothing else did, duplicates only for tasks in flight at the faults, the
+// queue empty of live tasks, dead tasks dead.
+func (c *cell) finish() {
+	c.t.Helper()
+	c.mu.Lock()
+	children := slices.Clone(c.children)
+	c.mu.Unlock()
+	for _, ch := range children {
+		if !ch.exited() {
+			c.terminate(ch, exitOK)
+		}
+	}
+	counts, err := c.counts()
+	if err != nil {
+		c.t.Errorf("counting the queue's tasks after the children exited: %v", err)
+	} else if n := counts[peonify.StatePending] + counts[peonify.StateScheduled] + counts[peonify.StateRunning]; n > 0 {
+		c.t.Errorf("after every child exited, %d tasks are still live (by state: %v): something was not acked, or came back", n, counts)
+	}
+	c.checkDead()
+	c.refresh()
+	c.mu.Lock()
+	v := c.hist.Verify(c.enqueued, c.faults...)
+	c.verdict = &v
+	c.mu.Unlock()
+	if err := v.Err(); err != nil {
+		c.t.Error(err)
+	}
+}
+
+// checkDead checks that every task that must be dead is, with a reason.
+func (c *cell) checkDead() {
+	c.t.Helper()
+	c.mu.Lock()
+	dead := slices.Clone(c.dead)
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, id := range dead {
+		info, err := c.st.insp.Get(ctx, id)
+		switch {
+		case err != nil:
+			c.t.Errorf("dead task %s: Get: %v", id, err)
+		case info.State != peonify.StateDead:
+			c.t.Errorf("task %s is %s, want dead", id, info.State)
+		case info.LastError == "":
+			c.t.Errorf("dead task %s has no reason", id)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a
+// process's stdout and stderr. It keeps the first and last 64 KiB.
+type syncBuffer struct {
+	mu   sync.Mutex
+	head bytes.Buffer
+	tail []byte
+	cut  int // bytes dropped between head and tail
+}
+
+const syncBufferHalf = 64 << 10
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := len(p)
+	if room := syncBufferHalf - b.head.Len(); room > 0 {
+		k := min(room, len(p))
+		b.head.Write(p[:k])
+		p = p[k:]
+	}
+	b.tail = append(b.tail, p...)
+	if over := len(b.tail) - syncBufferHalf; over > 0 {
+		b.cut += over
+		b.tail = append(b.tail[:0], b.tail[over:]...)
+	}
+	return n, nil
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cut == 0 {
+		return b.head.String() + string(b.tail)
+	}
+	return b.head.String() + fmt.Sprintf("\n[... %d bytes ...]\n", b.cut) + string(b.tail)
+}

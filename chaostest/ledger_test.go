@@ -1,0 +1,331 @@
+package chaostest
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/streams/memstream"
+)
+
+func openTestLedger(t *testing.T) (*Ledger, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ledger")
+	l, err := OpenLedger(path, LedgerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, path
+}
+
+func readTestLedger(t *testing.T, path string) *History {
+	t.Helper()
+	h, err := ReadLedger(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// Records written at once from many goroutines and two ledger handles,
+// as by two processes, all arrive whole.
+func TestLedgerConcurrentWriters(t *testing.T) {
+	l1, path := openTestLedger(t)
+	l2, err := OpenLedger(path, LedgerConfig{Sync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	const goroutines, each = 8, 200
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		l := l1
+		if g%2 == 1 {
+			l = l2
+		}
+		wg.Go(func() {
+			for i := range each {
+				if err := l.Done(&peonify.Task{ID: strconv.Itoa(g) + "-" + strconv.Itoa(i), Attempt: 1}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	h := readTestLedger(t, path)
+	if got := h.Completed(); got != goroutines*each {
+		t.Fatalf("Completed() = %d, want %d", got, goroutines*each)
+	}
+	for g := range goroutines {
+		for i := range each {
+			if n := h.Completions(strconv.Itoa(g) + "-" + strconv.Itoa(i)); n != 1 {
+				t.Fatalf("task %d-%d: %d completions, want 1", g, i, n)
+			}
+		}
+	}
+}
+
+// Refresh reads only what was appended, and a record cut in the middle
+// is read once its end arrives.
+func TestHistoryRefreshPartialRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger")
+	h := readTestLedger(t, path) // a missing file is an empty history
+	if h.Completed() != 0 {
+		t.Fatal("a missing ledger has completions")
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	write := func(s string) {
+		t.Helper()
+		if _, err := f.WriteString(s); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Refresh(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("D 1 a 1\nD 1 b")
+	if h.Completions("a") != 1 || h.Completions("b") != 0 {
+		t.Fatalf("after a record and a half: a %d, b %d; want 1 and 0", h.Completions("a"), h.Completions("b"))
+	}
+	write(" 1\nD 1 b 2\n")
+	if h.Completions("a") != 1 || h.Completions("b") != 2 {
+		t.Fatalf("after the rest: a %d, b %d; want 1 and 2", h.Completions("a"), h.Completions("b"))
+	}
+	write("garbage\n\nX\nD notapid a 1\n")
+	if h.Completions("a") != 1 {
+		t.Fatal("malformed records changed the history")
+	}
+}
+
+// Held follows each process's claims, acks and nacks through the
+// wrapper; failed acks leave tasks held.
+func TestWrapRecordsHeldTasks(t *testing.T) {
+	l, path := openTestLedger(t)
+	ctx := context.Background()
+	s := memstream.New(memstream.Config{Lease: time.Minute})
+	for _, id := range []string{"a", "b", "c", "d"} {
+		if err := s.Enqueue(ctx, &peonify.Task{ID: id, Type: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := l.Wrap(s)
+	ds, err := w.Poll(ctx, 4)
+	if err != nil || len(ds) != 4 {
+		t.Fatalf("Poll = %d deliveries, %v; want 4", len(ds), err)
+	}
+	pid := os.Getpid()
+	if got := readTestLedger(t, path).Held(pid); strings.Join(got, ",") != "a,b,c,d" {
+		t.Fatalf("Held after claiming = %v, want all four", got)
+	}
+	if err := w.Ack(ctx, ds[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Nack(ctx, ds[1], peonify.NackOptions{Outcome: peonify.OutcomeReleased}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Ack(ctx, ds[2]); err == nil {
+		t.Fatal("Ack after Close succeeded")
+	}
+	h := readTestLedger(t, path)
+	if got := h.Held(pid); strings.Join(got, ",") != "c,d" {
+		t.Fatalf("Held after an ack, a nack and a failed ack = %v, want [c d]", got)
+	}
+	if h.Acked("a") != 1 || h.Acked("c") != 0 {
+		t.Fatalf("Acked: a %d, c %d; want 1 and 0", h.Acked("a"), h.Acked("c"))
+	}
+}
+
+// The wrapper passes Extend and Wake through, and reports a stream
+// without Extend as unsupported.
+func TestWrapCapabilities(t *testing.T) {
+	l, _ := openTestLedger(t)
+	ctx := context.Background()
+	s := memstream.New(memstream.Config{Lease: time.Minute})
+	if err := s.Enqueue(ctx, &peonify.Task{ID: "a", Type: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	w := l.Wrap(s)
+	if w.(peonify.Waker).Wake() != s.Wake() {
+		t.Error("Wake is not the wrapped stream's channel")
+	}
+	if name := w.(interface{ Name() string }).Name(); name != s.Name() {
+		t.Errorf("Name() = %q, want the wrapped stream's %q", name, s.Name())
+	}
+	ds, err := w.Poll(ctx, 1)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("Poll = %d, %v", len(ds), err)
+	}
+	d, err := w.(peonify.Extender).Extend(ctx, ds[0], time.Hour)
+	if err != nil || time.Until(d.Deadline) < 50*time.Minute {
+		t.Fatalf("Extend = deadline in %s, %v; want about an hour", time.Until(d.Deadline), err)
+	}
+
+	bare := l.Wrap(struct{ peonify.Stream }{s})
+	if _, err := bare.(peonify.Extender).Extend(ctx, ds[0], time.Hour); !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("Extend of a stream without it = %v, want errors.ErrUnsupported", err)
+	}
+	if bare.(peonify.Waker).Wake() != nil {
+		t.Error("Wake of a stream without it is not nil")
+	}
+}
+
+// A middleware failure to record fails the run, so it is retried rather
+// than acked unrecorded.
+func TestMiddlewareFailsRunItCannotRecord(t *testing.T) {
+	l, _ := openTestLedger(t)
+	h := l.Middleware()(peonify.HandlerFunc(func(context.Context, *peonify.Task) error { return nil }))
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Execute(context.Background(), &peonify.Task{ID: "a"}); err == nil {
+		t.Fatal("a run whose completion could not be recorded succeeded")
+	}
+	boom := errors.New("boom")
+	h = l.Middleware()(peonify.HandlerFunc(func(context.Context, *peonify.Task) error { return boom }))
+	if err := h.Execute(context.Background(), &peonify.Task{ID: "a"}); err != boom {
+		t.Fatalf("Execute = %v, want the handler's own error", err)
+	}
+}
+
+func TestOpenLedgerErrors(t *testing.T) {
+	if _, err := OpenLedger("", LedgerConfig{}); err == nil || !strings.Contains(err.Error(), "ledger path") {
+		t.Errorf("OpenLedger(\"\") = %v, want an error naming the path", err)
+	}
+	if _, err := OpenLedger(filepath.Join(t.TempDir(), "missing", "ledger"), LedgerConfig{}); err == nil {
+		t.Error("OpenLedger in a missing directory succeeded")
+	}
+}
+
+func TestVerify(t *testing.T) {
+	l, path := openTestLedger(t)
+	for _, id := range []string{"a", "b", "b", "c", "c", "c", "x"} {
+		if err := l.Done(&peonify.Task{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := readTestLedger(t, path)
+	enqueued := []string{"a", "b", "c", "d"}
+
+	v := h.Verify(enqueued, []string{"b", "c"}, []string{"c"})
+	if strings.Join(v.Lost, ",") != "d" || strings.Join(v.Unknown, ",") != "x" || v.Duplicates != 3 || v.Bound != 3 || len(v.Excess) != 0 {
+		t.Fatalf("Verify = %+v; want d lost, x unknown, 3 duplicates within a bound of 3", v)
+	}
+	err := v.Err()
+	if err == nil || !strings.Contains(err.Error(), "never completed") || !strings.Contains(err.Error(), "never enqueued") {
+		t.Fatalf("Err() = %v, want lost and unknown tasks named", err)
+	}
+
+	v = h.Verify([]string{"a", "b", "c"}, []string{"b", "c"})
+	if strings.Join(v.Excess, ",") != "c" || v.Duplicates != 3 || v.Bound != 2 {
+		t.Fatalf("Verify = %+v; want c in excess, 3 duplicates over a bound of 2", v)
+	}
+	if err := v.Err(); err == nil || !strings.Contains(err.Error(), "more often") {
+		t.Fatalf("Err() = %v, want the excess named", err)
+	}
+	if err := h.Verify([]string{"a", "b", "c", "x"}, []string{"b", "c", "c"}).Err(); err != nil {
+		t.Fatalf("a passing history: %v", err)
+	}
+}
+
+func TestVerdictErrListsSome(t *testing.T) {
+	var lost []string
+	for i := range 12 {
+		lost = append(lost, strconv.Itoa(i))
+	}
+	err := Verdict{Tasks: 12, Lost: lost}.Err()
+	if err == nil || !strings.Contains(err.Error(), "and 7 more") {
+		t.Fatalf("Err() = %v, want the first five and a count of the rest", err)
+	}
+}
+
+func TestEscape(t *testing.T) {
+	for _, id := range []string{"", "plain", "with space", "new\nline", "per%cent", "%", "%41", "tab\there", "\x7f", "ünï🙂"} {
+		e := escape(id)
+		if strings.ContainsAny(e, " \n\t") || e == "" {
+			t.Errorf("escape(%q) = %q, which is not one field", id, e)
+		}
+		if got := unescape(e); got != id {
+			t.Errorf("unescape(escape(%q)) = %q", id, got)
+		}
+	}
+}
+
+func TestTable(t *testing.T) {
+	var tbl Table
+	tbl.Add(Row{Scenario: "kill", Stream: "sqlite", Tasks: 600, Duplicates: 3, Bound: 20, Took: 4200 * time.Millisecond, Note: "3 kills"})
+	tbl.Add(Row{Scenario: "restart", Stream: "sqlite", Skipped: true, Note: "no server"})
+	tbl.Add(Row{Scenario: "stop", Stream: "postgres", Tasks: 300, Lost: 1, Failed: true})
+	got := tbl.String()
+	for _, want := range []string{"scenario", "kill", "3 (≤ 20)", "4.2", "ok", "skip", "FAIL", "3 kills"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, got)
+		}
+	}
+	if n := len(tbl.Rows()); n != 3 {
+		t.Errorf("Rows() has %d rows, want 3", n)
+	}
+}
+
+// FuzzHistory feeds arbitrary bytes to the ledger reader: it must never
+// panic, whatever a dying process left in the file.
+func FuzzHistory(f *testing.F) {
+	f.Add([]byte("C 1 a 1 b 2\nD 1 a 1\nA 1 a\nN 1 released b\na 1 c\nE 1 %7B%7D\n"))
+	f.Add([]byte("D 1 a"))
+	f.Add([]byte("\n\n%%%\nC 2 x\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		path := filepath.Join(t.TempDir(), "ledger")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		h, err := ReadLedger(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = h.Held(1)
+		_ = h.Verify([]string{"a"}, h.Held(1)).Err()
+	})
+}
+
+// FuzzEscape checks that any ID survives the ledger as one field.
+func FuzzEscape(f *testing.F) {
+	f.Add("a b")
+	f.Add("%zz")
+	f.Add("non\u00a0breaking")
+	f.Fuzz(func(t *testing.T, id string) {
+		path := filepath.Join(t.TempDir(), "ledger")
+		l, err := OpenLedger(path, LedgerConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		if err := l.Done(&peonify.Task{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+		if h, err := ReadLedger(path); err != nil || h.Completions(id) != 1 {
+			t.Fatalf("the completion of %q did not read back: %v", id, err)
+		}
+		e := escape(id)
+		if strings.ContainsAny(e, " \n\t\r\v\f") || e == "" {
+			t.Fatalf("escape(%q) = %q, not one field", id, e)
+		}
+		if got := unescape(e); got != id {
+			t.Fatalf("unescape(escape(%q)) = %q", id, got)
+		}
+	})
+}

@@ -1,0 +1,454 @@
+//go:build unix
+
+package chaostest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/peonify/peonify"
+)
+
+// scenario is one fault, run against each backend.
+type scenario struct {
+	name    string
+	restart bool   // restarts a server: the cell runs on one it may restart
+	smoke   bool   // part of the default run, on the embedded store
+	only    string // the one backend it applies to, if any
+	run     func(c *cell)
+}
+
+var scenarios = []scenario{
+	{name: "kill", smoke: true, run: scenarioKill},
+	{name: "stop", smoke: true, run: scenarioStop},
+	{name: "restart", restart: true, run: scenarioRestart},
+	{name: "panic", run: scenarioPanic},
+	{name: "ignorectx", smoke: true, run: scenarioIgnoreCtx},
+	{name: "poison", smoke: true, run: scenarioPoison},
+	{name: "payloads", run: scenarioPayloads},
+	{name: "backlog", only: "sqlite", run: scenarioBacklog},
+}
+
+// TestChaos runs processor processes on each durable stream, injects one
+// fault per scenario, heals it, waits for the queue to be quiet and checks
+// every task (see cell.finish). By default it runs a smoke subset on the
+// embedded store; PEONIFY_CHAOS=1 runs the whole matrix, server restarts
+// and the million-task backlog included, and should run alone: it restarts
+// the shared Postgres and RabbitMQ servers. It logs a table of scenario ×
+// stream, also written to the file named by PEONIFY_CHAOS_TABLE if set.
+func TestChaos(t *testing.T) {
+	full := chaosEnabled()
+	var tbl Table
+	t.Run("cells", func(t *testing.T) {
+		for _, sc := range scenarios {
+			for _, b := range backends {
+				if sc.only != "" && sc.only != b.name {
+					continue
+				}
+				if !full && (!sc.smoke || b.name != "sqlite") {
+					continue
+				}
+				t.Run(sc.name+"/"+b.name, func(t *testing.T) {
+					if !full {
+						t.Parallel() // the embedded store's cells share nothing
+					}
+					sc.run(newCell(t, b, sc.name, sc.restart, &tbl))
+				})
+			}
+		}
+	})
+	mode := "smoke subset; PEONIFY_CHAOS=1 runs the full matrix"
+	if full {
+		mode = "full matrix"
+	}
+	t.Logf("chaos table (%s):\n%s", mode, tbl.String())
+	if path := os.Getenv("PEONIFY_CHAOS_TABLE"); path != "" {
+		if err := os.WriteFile(path, []byte(tbl.String()), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// waitUp waits until each child is about to poll.
+func (c *cell) waitUp(children ...*child) {
+	c.t.Helper()
+	for _, ch := range children {
+		if !waitFor(min(30*time.Second, c.remaining()), func() bool { return len(c.notesOf(kindUp, ch.pid)) > 0 || ch.exited() }) {
+			c.t.Fatalf("child %s did not start within 30s", ch.o.Name)
+		}
+		if ch.exited() {
+			c.t.Fatalf("child %s exited at start with %v:\n%s", ch.o.Name, ch.err, ch.out)
+		}
+	}
+}
+
+// heldBy returns the tasks the processes hold now.
+func (c *cell) heldBy(pids ...int) []string {
+	c.refresh()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var held []string
+	for _, pid := range pids {
+		held = append(held, c.hist.Held(pid)...)
+	}
+	slices.Sort(held)
+	return slices.Compact(held)
+}
+
+// reports returns the exit reports of every child that wrote one.
+func (c *cell) reports() []exitReport {
+	c.mu.Lock()
+	children := slices.Clone(c.children)
+	c.mu.Unlock()
+	var out []exitReport
+	for _, ch := range children {
+		if r, ok := c.report(ch); ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// scenarioKill SIGKILLs a processor three times while it holds tasks,
+// starting another in its place each time, and SIGTERMs the other
+// processor once under load. Only the killed processes' tasks may run
+// twice.
+func scenarioKill(c *cell) {
+	const waves, perWave = 4, 150
+	victim, other := c.startChild(nil), c.startChild(nil)
+	c.waitUp(victim, other)
+	var held int
+	for w := range waves {
+		tasks := c.tasks(fmt.Sprintf("kill%d", w), perWave, work{Ms: 20})
+		c.enqueue(tasks...)
+		if w < waves-1 {
+			if !c.waitHolding(victim, 2) {
+				c.note("wave %d: the victim held fewer than 2 tasks when killed", w)
+			}
+			held += len(c.kill(victim))
+			victim = c.startChild(nil)
+			c.waitUp(victim)
+			continue
+		}
+		c.waitHolding(other, 2)
+		c.note("SIGTERM under load drained in %s", c.terminate(other, exitOK).Round(time.Millisecond))
+		other = c.startChild(nil)
+	}
+	c.waitAll()
+	c.waitQuiet()
+	c.note("%d SIGKILLs holding %d tasks", waves-1, held)
+	c.finish()
+}
+
+// scenarioStop stops a processor with SIGSTOP while it runs tasks, until
+// their leases end and another processor has claimed them again, then
+// resumes it. Its late acks must not touch the newer claims, which the
+// other processor holds at a gate until the stale acks have been sent.
+func scenarioStop(c *cell) {
+	gate := filepath.Join(c.dir, "gate")
+	a := c.startChild(nil)
+	b := c.startChild(func(o *orders) { o.Gate, o.Workers, o.QueueSize = gate, 8, 8 })
+	c.waitUp(a, b)
+	c.enqueue(c.tasks("stop", 300, work{Ms: 50, Busy: true})...)
+	if !c.waitHolding(a, 4) {
+		c.t.Fatal("the process to stop never held 4 tasks")
+	}
+	heldA := c.freeze(a)
+	stopped := time.Now()
+
+	// B claims A's tasks again once their leases end (for AMQP, once the
+	// broker has dropped A's connection for missed heartbeats).
+	var reclaimed []string
+	waitFor(min(c.remaining(), 4*c.spec.Lease+10*time.Second), func() bool {
+		held := c.heldBy(b.pid)
+		reclaimed = reclaimed[:0]
+		for _, id := range heldA {
+			if _, ok := slices.BinarySearch(held, id); ok {
+				reclaimed = append(reclaimed, id)
+			}
+		}
+		return len(reclaimed) == len(heldA)
+	})
+	if len(reclaimed) == 0 {
+		c.t.Fatalf("no task of the %d the stopped process held was claimed again within %s", len(heldA), time.Since(stopped))
+	}
+	c.thaw(a)
+	c.note("stopped for %s holding %d tasks, %d claimed again", time.Since(stopped).Round(100*time.Millisecond), len(heldA), len(reclaimed))
+	c.terminate(a, exitOK) // when it has exited, its stale acks and nacks have been sent
+
+	c.refresh()
+	c.mu.Lock()
+	stale := 0
+	for _, id := range reclaimed {
+		if k := c.hist.settled[a.pid][id]; k == kindAck || k == kindAckErr {
+			stale++
+		}
+	}
+	c.mu.Unlock()
+	c.note("%d stale acks fenced", stale)
+	if c.b.seesRunning {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		for _, id := range reclaimed {
+			info, err := c.st.insp.Get(ctx, id)
+			switch {
+			case err != nil:
+				c.t.Errorf("task %s, claimed again while its first process was stopped: after that process resumed, Get: %v (a stale ack removed the newer claim?)", id, err)
+			case info.State != peonify.StateRunning:
+				c.t.Errorf("task %s, claimed again while its first process was stopped: after that process resumed, it is %s, want running (a stale ack or nack touched the newer claim)", id, info.State)
+			}
+		}
+		cancel()
+	}
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	c.waitAll()
+	c.waitQuiet()
+	c.finish()
+	c.refresh()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range reclaimed {
+		if k := c.hist.settled[b.pid][id]; k != kindAck {
+			c.t.Errorf("task %s: the ack of its newer claim did not go through (record %q)", id, k)
+		}
+	}
+}
+
+// scenarioRestart stops the server under two running processors and a
+// producer, keeps it down for a moment, and starts it again. Tasks whose
+// Enqueue failed during the outage are enqueued again.
+func scenarioRestart(c *cell) {
+	a, b := c.startChild(nil), c.startChild(nil)
+	c.waitUp(a, b)
+	const total, batch = 1200, 20
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var failures int
+	wg.Go(func() {
+		for i := 0; i < total && ctx.Err() == nil; i += batch {
+			tasks := c.tasks(fmt.Sprintf("restart%04d", i), batch, work{Ms: 10})
+			for c.tryEnqueue(false, tasks...) != nil {
+				failures++
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	c.t.Cleanup(func() { cancel(); wg.Wait() })
+
+	// Restart once a quarter is enqueued and a sixth done.
+	waitFor(c.remaining(), func() bool {
+		c.mu.Lock()
+		stored := slices.Clone(c.enqueued)
+		c.mu.Unlock()
+		return len(stored) >= total/4 && c.completed(stored) >= total/6
+	})
+	before := c.heldBy(a.pid, b.pid)
+	down := time.Now()
+	c.srv.restart(c.t, 1500*time.Millisecond)
+	c.note("server down for %s", time.Since(down).Round(100*time.Millisecond))
+	after := c.heldBy(a.pid, b.pid)
+	inFlight := slices.Compact(slices.Sorted(slices.Values(append(before, after...))))
+	c.mu.Lock()
+	c.faults = append(c.faults, inFlight)
+	c.mu.Unlock()
+
+	produced := make(chan struct{})
+	go func() { wg.Wait(); close(produced) }()
+	select {
+	case <-produced:
+	case <-time.After(c.remaining()):
+		c.t.Fatal("the producer did not finish within the cell's budget")
+	}
+	c.waitAll()
+	c.waitQuiet()
+	c.note("%d enqueues failed and were retried", failures)
+	c.finish()
+}
+
+// scenarioPanic runs tasks whose handlers panic on their first attempts.
+// Each panic is a failed attempt, retried; no process crashes and no
+// worker is lost. One processor is SIGTERMed under load.
+func scenarioPanic(c *cell) {
+	a, b := c.startChild(nil), c.startChild(nil)
+	c.waitUp(a, b)
+	tasks := make([]*peonify.Task, 300)
+	panics := 0
+	for i := range tasks {
+		w := work{Ms: 5}
+		switch {
+		case i%10 == 0:
+			w.Panic = 2
+		case i%3 == 0:
+			w.Panic = 1
+		}
+		panics += w.Panic
+		tasks[i] = &peonify.Task{ID: fmt.Sprintf("panic-%04d", i), Type: "chaos", Payload: payload(w)}
+	}
+	c.enqueue(tasks...)
+	c.waitCompleted(ids(tasks), len(tasks)/2)
+	c.note("SIGTERM under load drained in %s", c.terminate(b, exitOK).Round(time.Millisecond))
+	c.startChild(nil)
+	c.waitAll()
+	c.waitQuiet()
+	c.finish()
+	var failed uint64
+	for _, r := range c.reports() {
+		failed += r.Stats.Failed
+	}
+	if failed != uint64(panics) {
+		c.t.Errorf("the processors counted %d failed runs, want the %d panics", failed, panics)
+	}
+	c.note("%d panics recovered", panics)
+}
+
+// scenarioIgnoreCtx SIGTERMs a processor whose every worker runs a handler
+// that ignores its context. The process must still exit within its drain
+// deadline, reporting the abandoned handlers, and their tasks must run to
+// completion elsewhere.
+func scenarioIgnoreCtx(c *cell) {
+	a := c.startChild(func(o *orders) { o.Stuck = true })
+	c.waitUp(a)
+	c.enqueue(c.tasks("stuck", a.o.Workers, work{Stuck: true})...)
+	if !waitFor(c.remaining(), func() bool { return len(c.notesOf(kindStuck, a.pid)) == a.o.Workers }) {
+		c.t.Fatalf("the %d stuck tasks did not all start", a.o.Workers)
+	}
+	c.enqueue(c.tasks("ctx", 100, work{Ms: 10})...)
+	c.startChild(nil)
+	took := c.terminate(a, exitRunErr)
+	c.note("drained in %s with %d handlers ignoring ctx (deadline %s)", took.Round(time.Millisecond), a.o.Workers, drainDeadline(a.o.Grace))
+	if r, ok := c.report(a); ok {
+		if r.Stuck != a.o.Workers || !strings.Contains(r.RunErr, "ignored context cancellation") {
+			c.t.Errorf("the stuck process reported %d stuck handlers and Run error %q; want %d and an error naming them", r.Stuck, r.RunErr, a.o.Workers)
+		}
+	}
+	c.waitAll()
+	c.waitQuiet()
+	c.finish()
+}
+
+// scenarioPoison runs a task that crashes its process and one that always
+// fails, among ordinary tasks. Both must end dead after their attempts,
+// the crashing one without a crash loop: the processor stops running it
+// once its attempts are used up.
+func scenarioPoison(c *cell) {
+	const maxAttempts = 3
+	crash := &peonify.Task{ID: "poison-crash", Type: "chaos", MaxAttempts: maxAttempts, Payload: payload(work{Crash: true})}
+	fail := &peonify.Task{ID: "poison-fail", Type: "chaos", MaxAttempts: maxAttempts, Payload: payload(work{Fail: true})}
+	normal := c.tasks("poison", 200, work{Ms: 5})
+	ch := c.startChild(nil)
+	c.waitUp(ch)
+	c.enqueue(normal...)
+	c.enqueueDead(crash, fail)
+
+	crashes := 0
+	settled := func() bool {
+		if c.completed(ids(normal)) < len(normal) {
+			return false
+		}
+		counts, err := c.counts()
+		return err == nil && counts[peonify.StateDead] == 2
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for !settled() {
+		if time.Now().After(c.deadline) {
+			c.t.Fatal("the poison tasks did not end dead within the cell's budget")
+		}
+		select {
+		case <-ch.done:
+			if code := exitCode(ch.err); code != exitCrash {
+				c.t.Fatalf("child %s exited with %v, want the crash of the poison task; its output:\n%s", ch.o.Name, ch.err, ch.out)
+			}
+			crashes++
+			if crashes > maxAttempts {
+				c.t.Fatalf("crash loop: the poison task crashed %d processes, more than its %d attempts", crashes, maxAttempts)
+			}
+			c.fault(ch.pid)
+			ch = c.startChild(nil) // as a service manager would
+		case <-tick.C:
+		}
+	}
+	runs := func(id string) int {
+		n := 0
+		for _, r := range c.notesOf(kindRun, 0) {
+			if len(r.fields) > 0 && unescape(r.fields[0]) == id {
+				n++
+			}
+		}
+		return n
+	}
+	if n := runs(crash.ID); n != crashes || crashes == 0 || crashes > maxAttempts {
+		c.t.Errorf("the crashing task ran %d times and crashed %d processes; want the same number, 1 to %d", n, crashes, maxAttempts)
+	}
+	if n := runs(fail.ID); n == 0 || n > maxAttempts {
+		c.t.Errorf("the failing task ran %d times, want 1 to %d", n, maxAttempts)
+	}
+	c.note("crashed %d processes, failed %d times, both dead", crashes, runs(fail.ID))
+	c.waitQuiet()
+	c.finish()
+}
+
+// scenarioPayloads enqueues malformed payloads and a task of an unknown
+// type, which must end dead with a reason and crash nothing, and payloads
+// of growing size, which a stream either refuses at Enqueue or delivers
+// intact.
+func scenarioPayloads(c *cell) {
+	a, b := c.startChild(nil), c.startChild(nil)
+	c.waitUp(a, b)
+	c.enqueue(c.tasks("payload", 100, work{Ms: 2})...)
+	malformed := []struct{ name, payload string }{
+		{"truncated", `{"ms":`},
+		{"text", `not json at all`},
+		{"binary", "\xff\xfe\x00\x01\x02"},
+		{"wrong-type", `{"ms":"slow"}`},
+		{"two-values", `{"ms":1} {"ms":2}`},
+		{"array", `[1,2,3]`},
+	}
+	for _, m := range malformed {
+		c.enqueueDead(&peonify.Task{ID: "malformed-" + m.name, Type: "chaos", Payload: []byte(m.payload)})
+	}
+	c.enqueueDead(&peonify.Task{ID: "unknown-type", Type: "chaos-unknown", Payload: []byte(`{}`)})
+	c.enqueue(
+		&peonify.Task{ID: "empty", Type: "chaos"},
+		&peonify.Task{ID: "null", Type: "chaos", Payload: []byte(`null`)},
+		&peonify.Task{ID: "odd-text", Type: "chaos", Payload: payload(work{Pad: "NUL \x00, quote \", emoji 🙂, invalid \xff"})},
+	)
+	for _, size := range []int{256 << 10, 1536 << 10, 17 << 20} {
+		pad := bytes.Repeat([]byte{'x'}, size)
+		tk := &peonify.Task{ID: fmt.Sprintf("big-%dk", size>>10), Type: "chaos", Payload: payload(work{Pad: string(pad)})}
+		if err := c.tryEnqueue(false, tk); err != nil {
+			msg := err.Error()
+			if len(msg) > 120 {
+				msg = msg[:120] + "…"
+			}
+			c.note("%d KiB refused at Enqueue (%s)", size>>10, msg)
+		}
+	}
+	c.waitAll()
+	c.waitQuiet()
+	c.finish()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, m := range malformed {
+		if info, err := c.st.insp.Get(ctx, "malformed-"+m.name); err == nil && !strings.Contains(info.LastError, "decode") && !strings.Contains(info.LastError, "after its JSON") {
+			c.t.Errorf("malformed payload %s is dead with reason %q, which does not say the payload does not decode", m.name, info.LastError)
+		}
+	}
+	if info, err := c.st.insp.Get(ctx, "unknown-type"); err == nil && !strings.Contains(info.LastError, "no handler") {
+		c.t.Errorf("the task of an unknown type is dead with reason %q, which does not say it has no handler", info.LastError)
+	}
+}
