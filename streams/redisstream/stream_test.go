@@ -175,10 +175,13 @@ func TestRawProducerSchedule(t *testing.T) {
 	if err := s.Enqueue(ctx, &peonify.Task{ID: "report-7", Type: "report"}); !isDup(err) {
 		t.Errorf("Enqueue of the ID of a scheduled task: %v, want a duplicate", err)
 	}
-	if ds := mustPoll(t, s, 1); len(ds) != 0 {
+	ds := mustPoll(t, s, 1)
+	if len(ds) != 0 && time.Now().Before(due) {
 		t.Fatalf("the task was delivered before it was due: %v", ds[0].Task)
 	}
-	ds := pollUntil(t, s, 1, 5*time.Second)
+	if len(ds) == 0 {
+		ds = pollUntil(t, s, 1, 5*time.Second)
+	}
 	if time.Now().Before(due) || ds[0].Task.ID != "report-7" {
 		t.Fatalf("got %s at %s, want report-7 after %s", ds[0].Task.ID, time.Now(), due)
 	}
@@ -482,8 +485,8 @@ func TestExtendShorterLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if left := time.Until(nd.Deadline); left > 200*time.Millisecond || left < 100*time.Millisecond {
-		t.Errorf("Extend(200ms) set a deadline %s away", left)
+	if lease := nd.Deadline.Sub(start); lease < 190*time.Millisecond || lease > time.Since(start)+200*time.Millisecond {
+		t.Errorf("Extend(200ms) set a deadline %s after the call began", lease)
 	}
 	again := pollUntil(t, s, 1, 5*time.Second)
 	if time.Since(start) < 200*time.Millisecond || again[0].Task.ID != d.Task.ID {
@@ -532,6 +535,14 @@ func TestWakeOnRawXAdd(t *testing.T) {
 		if err := by.Enqueue(ctx, &peonify.Task{Type: "x", RunAt: due}); err != nil {
 			t.Fatal(err)
 		}
+		if by == s {
+			s.mu.Lock()
+			armed := s.dueAt.Equal(due)
+			s.mu.Unlock()
+			if !armed {
+				t.Error("Enqueue of a scheduled task did not set the stream's due timer")
+			}
+		}
 		drain(wake)
 		waitWake(t, wake, 5*time.Second)
 		late := time.Since(due)
@@ -539,7 +550,7 @@ func TestWakeOnRawXAdd(t *testing.T) {
 		switch {
 		case late < -20*time.Millisecond:
 			t.Errorf("woken %s before the task was due", -late)
-		case by == s && late > 200*time.Millisecond:
+		case by == s && late > 300*time.Millisecond: // far less than maxBlock, but a loaded machine is slow
 			t.Errorf("woken %s after a task this stream scheduled was due", late)
 		}
 		ds = mustPoll(t, s, 10)
@@ -566,7 +577,7 @@ func TestCloseStopsWatcherAtOnce(t *testing.T) {
 	if err := s.Close(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(start); took > maxBlock/2 {
+	if took := time.Since(start); took > maxBlock*4/5 {
 		t.Errorf("Close took %s; the blocking read should end at once", took)
 	}
 	if n := c.Exists(ctxT(t), s.stopKey()).Val(); n != 0 {
