@@ -60,7 +60,9 @@ func (s *Stream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
 		}
 		due := int64(0)
 		if !t.RunAt.IsZero() {
-			due = t.RunAt.UnixMilli()
+			// Rounded up: the schedule has milliseconds, and a task must
+			// never run before its RunAt.
+			due = (t.RunAt.UnixMicro() + 999) / 1000
 		}
 		cur.args = append(cur.args, t.ID, t.UniqueKey, due, len(f)/2)
 		cur.args = append(cur.args, f...)

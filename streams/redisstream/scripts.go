@@ -256,7 +256,8 @@ elseif delay > 0 then
   local h = schedPrefix .. id
   redis.call('DEL', h)
   redis.call('HSET', h, unpackAll(fields))
-  redis.call('ZADD', schedule, now + delay, id)
+  -- A millisecond late rather than early: now is rounded down.
+  redis.call('ZADD', schedule, now + delay + 1, id)
   redis.call('HSET', tasks, id, 's')
 else
   redis.call('HSET', tasks, id, redis.call('XADD', stream, '*', unpackAll(fields)))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -203,19 +202,23 @@ func (s *Stream) claimNew(ctx context.Context, ds []peonify.Delivery, max int, s
 // readNew claims new entries, and first moves due scheduled tasks into the
 // stream, in one round trip.
 func (s *Stream) readNew(ctx context.Context, ds []peonify.Delivery, max int, start time.Time, retry bool) ([]peonify.Delivery, error) {
-	pipe := s.client.Pipeline()
-	var promote *redis.Cmd
-	if last := s.lastPromote.Load(); start.UnixNano()-last >= int64(promoteEvery) && s.lastPromote.CompareAndSwap(last, start.UnixNano()) {
-		promote = promoteScript.EvalSha(ctx, pipe, s.skeys, append(s.head[:len(s.head):len(s.head)], promoteLimit)...)
-	}
-	read := pipe.XReadGroup(ctx, &redis.XReadGroupArgs{
+	args := &redis.XReadGroupArgs{
 		Group:    Group,
 		Consumer: s.cfg.Consumer,
 		Streams:  s.read,
 		Count:    int64(max - len(ds)),
 		Block:    -1,
-	})
-	_, _ = pipe.Exec(ctx)
+	}
+	var promote *redis.Cmd
+	var read *redis.XStreamSliceCmd
+	if last := s.lastPromote.Load(); start.UnixNano()-last >= int64(promoteEvery) && s.lastPromote.CompareAndSwap(last, start.UnixNano()) {
+		pipe := s.client.Pipeline()
+		promote = promoteScript.EvalSha(ctx, pipe, s.skeys, append(s.head[:len(s.head):len(s.head)], promoteLimit)...)
+		read = pipe.XReadGroup(ctx, args)
+		_, _ = pipe.Exec(ctx)
+	} else {
+		read = s.client.XReadGroup(ctx, args)
+	}
 
 	var promoteErr error
 	if promote != nil {
@@ -545,6 +548,3 @@ func isNoGroup(err error) bool {
 func isNoScript(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "NOSCRIPT")
 }
-
-// ms formats a time as Unix milliseconds.
-func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }

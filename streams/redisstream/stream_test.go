@@ -161,7 +161,7 @@ func TestRawProducerSchedule(t *testing.T) {
 	s := newTestStream(t, c, Config{})
 	ctx := ctxT(t)
 	k := s.Keys()
-	due := time.Now().Add(300 * time.Millisecond)
+	due := time.UnixMilli(time.Now().Add(300 * time.Millisecond).UnixMilli()) // the schedule has milliseconds
 	pipe := c.TxPipeline()
 	pipe.HSet(ctx, k.Scheduled+"report-7", "id", "report-7", "type", "report", "payload", "{}")
 	pipe.ZAdd(ctx, k.Schedule, redis.Z{Score: float64(due.UnixMilli()), Member: "report-7"})
@@ -302,21 +302,34 @@ func TestLostReplyRecovered(t *testing.T) {
 	wantCounts(t, s, map[peonify.State]int{})
 }
 
-// loseReplies is a client hook that, when next is set, lets one pipeline
-// run on the server and then fails it as if the connection broke before
-// the reply arrived.
+// loseReplies is a client hook that, when next is set, lets one command or
+// pipeline run on the server and then fails it as if the connection broke
+// before the reply arrived.
 type loseReplies struct{ next atomic.Bool }
 
-func (*loseReplies) DialHook(next redis.DialHook) redis.DialHook          { return next }
-func (*loseReplies) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+var errLostReply = errors.New("injected fault: connection lost before the reply")
+
+func (*loseReplies) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (l *loseReplies) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if l.next.CompareAndSwap(true, false) {
+			cmd.SetErr(errLostReply)
+			return errLostReply
+		}
+		return err
+	}
+}
+
 func (l *loseReplies) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		err := next(ctx, cmds)
 		if l.next.CompareAndSwap(true, false) {
-			err = errors.New("injected fault: connection lost before the reply")
 			for _, cmd := range cmds {
-				cmd.SetErr(err)
+				cmd.SetErr(errLostReply)
 			}
+			return errLostReply
 		}
 		return err
 	}
