@@ -135,8 +135,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 			`processor.retry.attempts: unknown field (fields of processor.retry: max_attempts, min_backoff, max_backoff, jitter)`},
 		{"no streams", "tasks: {a: {executor: http, url: http://x}}\n", "streams: required"},
 		{"streams not a list", "streams: {kind: sqlite}\n", "streams: want a list, got a mapping"},
-		{"no kind", "streams:\n  - path: x.db\n", `streams[0].kind: required: one of "mqtt", "postgres", "sqlite", "webhook", "websocket"`},
-		{"unknown kind", "streams:\n  - kind: kafka\n", `streams[0].kind: unknown stream kind "kafka": use one of "mqtt", "postgres", "sqlite", "webhook", "websocket"`},
+		{"no kind", "streams:\n  - path: x.db\n", `streams[0].kind: required: one of "amqp", "mqtt", "nats", "postgres", "redis", "sqlite", "webhook", "websocket"`},
+		{"unknown kind", "streams:\n  - kind: kafka\n", `streams[0].kind: unknown stream kind "kafka": use one of "amqp", "mqtt", "nats", "postgres", "redis", "sqlite", "webhook", "websocket"`},
 		{"unknown stream field", "streams:\n  - kind: sqlite\n    pth: x.db\n",
 			`streams[0].pth: unknown field (fields of streams[0]: name, kind, weight, path, lease, keep_done, keep_dead, synchronous, busy_timeout)`},
 		{"sqlite without path", "streams:\n  - kind: sqlite\n", "streams[0].path: required"},
@@ -225,6 +225,22 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"dashboard without listen", base + "http: {dashboard: {token: 0123456789abcdef}}\n", "http.listen: required with http.dashboard"},
 		{"dashboard open to all", base + "http: {listen: '0.0.0.0:9090'}\n", "http.dashboard.token: required when http.listen (0.0.0.0:9090) can be reached from other machines"},
 		{"dashboard user without password", base + "http: {listen: ':9090', dashboard: {username: ops}}\n", "http.dashboard.password: required with username"},
+		{"redis without url", "streams:\n  - {kind: redis, queue: q}\n" + tasksOnly, "streams[0].url: required"},
+		{"bad redis url", "streams:\n  - {kind: redis, url: 'http://x'}\n" + tasksOnly, "streams[0].url: not a Redis URL"},
+		{"redis queue with braces", "streams:\n  - {kind: redis, url: 'redis://x', queue: 'a{b}'}\n" + tasksOnly, `streams[0].queue: "a{b}" contains '{' or '}'`},
+		{"redis short lease", "streams:\n  - {kind: redis, url: 'redis://x', lease: 10us}\n" + tasksOnly, "streams[0].lease: must be at least 1ms"},
+		{"redis negative pool", "streams:\n  - {kind: redis, url: 'redis://x', pool_size: -1}\n" + tasksOnly, "streams[0].pool_size: must not be negative"},
+		{"nats without url", "streams:\n  - {kind: nats}\n" + tasksOnly, "streams[0].url: required"},
+		{"nats bad stream name", "streams:\n  - {kind: nats, url: 'nats://x', stream: 'a.b'}\n" + tasksOnly, "streams[0].stream: "},
+		{"nats wildcard subject", "streams:\n  - {kind: nats, url: 'nats://x', subject: 'tasks.*'}\n" + tasksOnly, "streams[0].subject: "},
+		{"nats short ack wait", "streams:\n  - {kind: nats, url: 'nats://x', ack_wait: 10ms}\n" + tasksOnly, "streams[0].ack_wait: must be at least 100ms"},
+		{"nats replicas", "streams:\n  - {kind: nats, url: 'nats://x', replicas: 7}\n" + tasksOnly, "streams[0].replicas: must be between 1 and 5"},
+		{"nats missing credentials", "streams:\n  - {kind: nats, url: 'nats://x', credentials: /no/such.creds}\n" + tasksOnly, "streams[0].credentials: stat /no/such.creds"},
+		{"amqp without url", "streams:\n  - {kind: amqp, queue: q}\n" + tasksOnly, "streams[0].url: required"},
+		{"bad amqp url", "streams:\n  - {kind: amqp, url: 'http://x'}\n" + tasksOnly, "streams[0].url: "},
+		{"amqp reserved queue", "streams:\n  - {kind: amqp, url: 'amqp://x', queue: amq.x}\n" + tasksOnly, `streams[0].queue: "amq.x" starts with "amq."`},
+		{"amqp priority and quorum", "streams:\n  - {kind: amqp, url: 'amqp://x', max_priority: 5, quorum: true}\n" + tasksOnly, "streams[0].max_priority: quorum queues do not support"},
+		{"amqp tls key without cert", "streams:\n  - {kind: amqp, url: 'amqps://x', tls_key: k.pem}\n" + tasksOnly, "streams[0].tls_key: set tls_cert and tls_key together"},
 		{"periodic duplicate name", base + "periodic:\n  - {name: a, spec: '@daily', type: email}\n  - {name: a, spec: '@hourly', type: email}\n", `periodic[1].name: "a" is also the name of periodic[0]`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -413,6 +429,44 @@ func TestHTTPDashboardConfig(t *testing.T) {
 	}
 }
 
+func TestParseBrokers(t *testing.T) {
+	c, err := parseConfig([]byte(`
+streams:
+  - kind: redis
+    url: redis://:${PW}@redis:6379/0
+    queue: emails
+    consumer: worker-1
+    dedup_window: -1s
+  - kind: nats
+    url: nats://nats:4222
+    stream: ORDERS
+    ack_wait: 1m
+    max_bytes: 1GiB
+    setup: false
+  - kind: amqp
+    url: amqp://guest:${PW}@rabbit:5672/
+    queue: reports
+    quorum: true
+`+tasksOnly), env(map[string]string{"PW": "pw"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.streamNames(), ","); got != "redis/emails,nats/ORDERS,amqp/reports" {
+		t.Errorf("default names %s", got)
+	}
+	rc := c.streams[0].(*redisSpec).config(nil)
+	if rc.Queue != "emails" || rc.Consumer != "worker-1" || rc.DedupWindow != -time.Second {
+		t.Errorf("redis config %+v", rc)
+	}
+	ns := c.streams[1].(*natsSpec)
+	if nc := ns.config(nil); nc.Stream != "ORDERS" || nc.AckWait != time.Minute || nc.MaxBytes != 1<<30 || ns.setup() {
+		t.Errorf("nats config %+v, setup %v", nc, ns.setup())
+	}
+	if ac := c.streams[2].(*amqpSpec).config(nil); ac.Queue != "reports" || !ac.Quorum {
+		t.Errorf("amqp config %+v", ac)
+	}
+}
+
 func TestConfigErrorShowsFileAndLine(t *testing.T) {
 	dir := t.TempDir()
 	p := writeFile(t, dir, "peonify.yaml", "streams:\n  - kind: sqlite\n    path: x.db\n    leese: 1m\ntasks: {}\n")
@@ -495,11 +549,12 @@ func TestDocumentedConfigsParse(t *testing.T) {
 	block = strings.NewReplacer("/usr/local/bin/thumbnail", "sh", "/srv/images", t.TempDir()).Replace(block)
 	c, err := parseConfig([]byte(block), env(map[string]string{"PGPASSWORD": "pw", "MAILER_TOKEN": "t",
 		"GITHUB_WEBHOOK_SECRET": "s", "CHAT_SECRET": "s", "INTAKE_TOKEN": "0123456789abcdef", "MQTT_PASSWORD": "pw",
-		"PEONIFY_DASHBOARD_TOKEN": "0123456789abcdef"}))
+		"PEONIFY_DASHBOARD_TOKEN": "0123456789abcdef",
+		"REDIS_PASSWORD":          "pw", "RABBITMQ_PASSWORD": "pw"}))
 	if err != nil {
 		t.Fatalf("the README's config: %v", err)
 	}
-	if len(c.streams) != 5 || len(c.tasks) != 5 || len(c.periodic) != 1 || c.http.Listen == "" {
+	if len(c.streams) != 8 || len(c.tasks) != 5 || len(c.periodic) != 1 || c.http.Listen == "" {
 		t.Errorf("the README's config defines %s", c.summary())
 	}
 
@@ -519,7 +574,8 @@ func TestREADMEDocumentsEveryField(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, v := range []any{fileConfig{}, processorConfig{}, retryConfig{}, logConfig{}, periodicEntry{}, httpConfig{}, dashboardConfig{},
-		sqliteSpec{}, postgresSpec{}, webhookSpec{}, webhookRoute{}, websocketSpec{}, mqttSpec{}, httpTask{}, execTask{}} {
+		sqliteSpec{}, postgresSpec{}, redisSpec{}, natsSpec{}, amqpSpec{}, webhookSpec{}, webhookRoute{}, websocketSpec{}, mqttSpec{},
+		httpTask{}, execTask{}} {
 		for _, name := range yamlNames(reflect.TypeOf(v)) {
 			if !regexp.MustCompile(`(?m)^[ #-]*` + name + `:`).Match(readme) {
 				t.Errorf("README.md does not show the field %s of %T", name, v)

@@ -28,8 +28,9 @@ in a durable store, and prints the ID of each (a new sortable ID unless --id
 gives one). A task whose ID is already stored is not stored again: enqueue
 says so on stderr and still succeeds, so retrying a script is safe.
 
-STORE is --store FILE (a SQLite store), --postgres URL [--queue Q], or
--c peonify.yaml [--stream NAME].
+STORE is --store FILE (a SQLite store), --postgres URL [--queue Q],
+--redis URL [--queue Q], --nats URL [--nats-stream S], --amqp URL [--queue Q],
+or -c peonify.yaml [--stream NAME].
 
 With --jsonl, each line of stdin is one task:
   {"type": "email", "payload": {"to": "ada@example.com"}, "id": "welcome-42",

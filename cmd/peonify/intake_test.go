@@ -35,8 +35,14 @@ func (d *daemon) listenAddr(what string) string {
 		m := re.FindStringSubmatch(d.stderr.String())
 		if m != nil {
 			addr = m[1]
+			return true
 		}
-		return m != nil
+		select {
+		case <-d.exited:
+			d.t.Fatalf("peonify run exited (%v) before it logged %s; log:\n%s", d.err, what, d.stderr)
+		default:
+		}
+		return false
 	}, d.stderr)
 	return addr
 }

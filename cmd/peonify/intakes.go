@@ -5,13 +5,11 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -523,9 +521,7 @@ type mqttSpec struct {
 	ContentIDs     bool              `yaml:"content_ids"`
 	Username       string            `yaml:"username"`
 	Password       string            `yaml:"password"`
-	TLSCA          string            `yaml:"tls_ca"`   // PEM roots to trust instead of the system's
-	TLSCert        string            `yaml:"tls_cert"` // client certificate (PEM) ...
-	TLSKey         string            `yaml:"tls_key"`  // ... and its key
+	TLS            tlsFiles          `yaml:",inline"`
 
 	tls *tls.Config // built by check
 }
@@ -559,35 +555,17 @@ func (s *mqttSpec) check() error {
 		return errorf(path+".client_id", "required: an ID that stays the same across restarts and is unique per processor, e.g. peonify-worker-1, so that the broker keeps the session's messages while peonify is down")
 	case len(s.Routes) == 0:
 		return errorf(path+".routes", `required: map topic filters to task types, e.g. {"devices/+/events": device-event}`)
-	case (s.TLSCert == "") != (s.TLSKey == ""):
-		return errorf(path+".tls_key", "set tls_cert and tls_key together: the client certificate and its private key (PEM)")
 	}
 	for f, typ := range s.Routes {
 		if typ == "" {
 			return errorf(fmt.Sprintf("%s.routes[%q]", path, f), "required: the task type of the messages on this filter")
 		}
 	}
-	if s.TLSCA != "" || s.TLSCert != "" {
-		s.tls = &tls.Config{MinVersion: tls.VersionTLS12}
-		if s.TLSCA != "" {
-			pem, err := os.ReadFile(s.TLSCA)
-			if err != nil {
-				return errorf(path+".tls_ca", "%v", err)
-			}
-			s.tls.RootCAs = x509.NewCertPool()
-			if !s.tls.RootCAs.AppendCertsFromPEM(pem) {
-				return errorf(path+".tls_ca", "%s holds no PEM certificate", s.TLSCA)
-			}
-		}
-		if s.TLSCert != "" {
-			cert, err := tls.LoadX509KeyPair(s.TLSCert, s.TLSKey)
-			if err != nil {
-				return errorf(path+".tls_cert", "cannot load the certificate and key: %v", err)
-			}
-			s.tls.Certificates = []tls.Certificate{cert}
-		}
+	var err error
+	if s.tls, err = s.TLS.config(path); err != nil {
+		return err
 	}
-	_, err := mqttstream.New(discardEnqueuer{}, s.config(nil))
+	_, err = mqttstream.New(discardEnqueuer{}, s.config(nil))
 	var ce *peonify.ConfigError
 	if errors.As(err, &ce) {
 		field, _, _ := strings.Cut(strings.TrimPrefix(ce.Field, "mqttstream.Config."), "[")

@@ -111,13 +111,14 @@ type daemon struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	stderr *syncBuffer
-	done   chan error
+	exited chan struct{} // closed when the process has exited
+	err    error         // cmd.Wait's error; read after exited is closed
 }
 
 // startDaemon starts `peonify run -c config` in dir.
 func startDaemon(t *testing.T, dir, config string, env ...string) *daemon {
 	t.Helper()
-	d := &daemon{t: t, stderr: new(syncBuffer), done: make(chan error, 1)}
+	d := &daemon{t: t, stderr: new(syncBuffer), exited: make(chan struct{})}
 	d.cmd = exec.Command(bin, "run", "-c", config)
 	d.cmd.Dir = dir
 	d.cmd.Env = append(os.Environ(), env...)
@@ -127,13 +128,18 @@ func startDaemon(t *testing.T, dir, config string, env ...string) *daemon {
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { d.done <- d.cmd.Wait() }()
+	go func() {
+		d.err = d.cmd.Wait()
+		close(d.exited)
+	}()
 	t.Cleanup(func() {
-		d.checkRace()
-		if d.cmd.ProcessState == nil {
+		select {
+		case <-d.exited:
+		default:
 			_ = d.cmd.Process.Kill()
-			<-d.done
+			<-d.exited
 		}
+		d.checkRace()
 	})
 	return d
 }
@@ -141,17 +147,22 @@ func startDaemon(t *testing.T, dir, config string, env ...string) *daemon {
 // stop sends SIGTERM and returns the exit status and the log.
 func (d *daemon) stop() (int, string) {
 	d.t.Helper()
+	select {
+	case <-d.exited:
+		d.t.Fatalf("peonify run had exited before SIGTERM (%v); log:\n%s", d.err, d.stderr)
+	default:
+	}
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		d.t.Fatal(err)
 	}
 	select {
-	case err := <-d.done:
+	case <-d.exited:
 		var xe *exec.ExitError
-		if errors.As(err, &xe) {
+		if errors.As(d.err, &xe) {
 			return xe.ExitCode(), d.stderr.String()
 		}
-		if err != nil {
-			d.t.Fatal(err)
+		if d.err != nil {
+			d.t.Fatal(d.err)
 		}
 		return 0, d.stderr.String()
 	case <-time.After(30 * time.Second):
@@ -167,10 +178,21 @@ func (d *daemon) checkRace() {
 	}
 }
 
-// waitLog waits until the daemon's log contains s.
+// waitLog waits until the daemon's log contains s, and fails at once if
+// the daemon exits first.
 func (d *daemon) waitLog(s string) {
 	d.t.Helper()
-	waitFor(d.t, "the log to contain "+s, func() bool { return strings.Contains(d.stderr.String(), s) }, d.stderr)
+	waitFor(d.t, "the log to contain "+s, func() bool {
+		if strings.Contains(d.stderr.String(), s) {
+			return true
+		}
+		select {
+		case <-d.exited:
+			d.t.Fatalf("peonify run exited (%v) before its log said %q; log:\n%s", d.err, s, d.stderr)
+		default:
+		}
+		return false
+	}, d.stderr)
 }
 
 // waitFor polls cond until it holds or 20s pass.

@@ -216,7 +216,7 @@ func (c *cli) serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		}
 		var stores []dashboard.Store
 		for _, name := range cfg.storeNames() {
-			if in, ok := opened[name].(peonify.Inspector); ok {
+			if in, ok := inspectorOf(opened[name]); ok {
 				stores = append(stores, dashboard.Store{Name: name, Inspector: in})
 			}
 		}

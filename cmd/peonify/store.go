@@ -15,19 +15,27 @@ import (
 
 // storeFlags choose the store that enqueue and tasks work on.
 type storeFlags struct {
-	store    string
-	postgres string
-	queue    string
-	schema   string
-	config   string
-	stream   string
+	store      string
+	postgres   string
+	redis      string
+	nats       string
+	amqp       string
+	queue      string
+	schema     string
+	natsStream string
+	config     string
+	stream     string
 }
 
 func (sf *storeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&sf.store, "store", "", "the SQLite store `file` (a sqlite stream's path)")
 	fs.StringVar(&sf.postgres, "postgres", "", "a Postgres database `URL` (with --queue)")
-	fs.StringVar(&sf.queue, "queue", "default", "the Postgres `queue`, with --postgres")
+	fs.StringVar(&sf.redis, "redis", "", "a Redis server `URL` (with --queue)")
+	fs.StringVar(&sf.nats, "nats", "", "a NATS server `URL` (with --nats-stream)")
+	fs.StringVar(&sf.amqp, "amqp", "", "a RabbitMQ broker `URL` (with --queue)")
+	fs.StringVar(&sf.queue, "queue", "", "the `queue`, with --postgres or --redis (default \"default\"), or --amqp (default \"peonify\")")
 	fs.StringVar(&sf.schema, "schema", "public", "the Postgres `schema`, with --postgres")
+	fs.StringVar(&sf.natsStream, "nats-stream", "PEONIFY", "the JetStream `stream`, with --nats")
 	fs.StringVar(&sf.config, "c", "", "a peonify.yaml `file`: use its stream named by --stream")
 	fs.StringVar(&sf.stream, "stream", "", "the stream `name` in the -c file (needed when it has several)")
 }
@@ -51,18 +59,24 @@ func (s *store) close() {
 // that does not exist is an error instead of a new empty store.
 func (sf *storeFlags) open(ctx context.Context, c *cli, mustExist bool) (*store, error) {
 	n := 0
-	for _, set := range []bool{sf.store != "", sf.postgres != "", sf.config != ""} {
+	for _, set := range []bool{sf.store != "", sf.postgres != "", sf.redis != "", sf.nats != "", sf.amqp != "", sf.config != ""} {
 		if set {
 			n++
 		}
 	}
 	switch {
 	case n == 0:
-		return nil, usagef("no store given: use --store FILE (SQLite), --postgres URL [--queue Q], or -c peonify.yaml [--stream NAME]")
+		return nil, usagef("no store given: use --store FILE (SQLite), --postgres URL, --redis URL, --nats URL or --amqp URL, or -c peonify.yaml [--stream NAME]")
 	case n > 1:
-		return nil, usagef("give only one of --store, --postgres and -c")
+		return nil, usagef("give only one of --store, --postgres, --redis, --nats, --amqp and -c")
 	case sf.stream != "" && sf.config == "":
 		return nil, usagef("--stream names a stream of a config file: give the file with -c")
+	}
+	queue := func(def string) string {
+		if sf.queue == "" {
+			return def
+		}
+		return sf.queue
 	}
 	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	r := newResources(log, false)
@@ -79,9 +93,21 @@ func (sf *storeFlags) open(ctx context.Context, c *cli, mustExist bool) (*store,
 		s.Common.Name = "sqlite"
 		spec, st.desc, st.flag = s, "SQLite store "+sf.store, "--store "+shellQuote(sf.store)
 	case sf.postgres != "":
-		s := &postgresSpec{URL: sf.postgres, Queue: sf.queue, Schema: sf.schema}
-		spec, st.desc = s, fmt.Sprintf("queue %q at %s", sf.queue, redactURL(sf.postgres))
-		st.flag = "--postgres URL --queue " + shellQuote(sf.queue)
+		q := queue("default")
+		s := &postgresSpec{URL: sf.postgres, Queue: q, Schema: sf.schema}
+		spec, st.desc = s, fmt.Sprintf("queue %q at %s", q, redactURL(sf.postgres))
+		st.flag = "--postgres URL --queue " + shellQuote(q)
+	case sf.redis != "":
+		q := queue("default")
+		spec, st.desc = &redisSpec{URL: sf.redis, Queue: q}, fmt.Sprintf("Redis queue %q at %s", q, redactURL(sf.redis))
+		st.flag = "--redis URL --queue " + shellQuote(q)
+	case sf.nats != "":
+		spec, st.desc = &natsSpec{URL: sf.nats, Stream: sf.natsStream}, fmt.Sprintf("JetStream stream %q at %s", sf.natsStream, redactURL(sf.nats))
+		st.flag = "--nats URL --nats-stream " + shellQuote(sf.natsStream)
+	case sf.amqp != "":
+		q := queue("peonify")
+		spec, st.desc = &amqpSpec{URL: sf.amqp, Queue: q}, fmt.Sprintf("RabbitMQ queue %q at %s", q, redactURL(sf.amqp))
+		st.flag = "--amqp URL --queue " + shellQuote(q)
 	default:
 		cfg, err := loadConfig(sf.config, c.lookupEnv)
 		if err != nil {
@@ -125,7 +151,7 @@ func (sf *storeFlags) open(ctx context.Context, c *cli, mustExist bool) (*store,
 
 // inspector returns the store's Inspector.
 func (s *store) inspector() (peonify.Inspector, error) {
-	in, ok := s.stream.(peonify.Inspector)
+	in, ok := inspectorOf(s.stream)
 	if !ok {
 		return nil, fmt.Errorf("the %s cannot be inspected", s.desc)
 	}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/goccy/go-yaml/ast"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/streams/pgstream"
@@ -27,6 +29,9 @@ var streamKinds = map[string]struct {
 }{
 	"sqlite":    {"the embedded durable store: one SQLite file, no server", func() streamSpec { return new(sqliteSpec) }},
 	"postgres":  {"a queue in a Postgres table, shared by any number of processors", func() streamSpec { return new(postgresSpec) }},
+	"redis":     {"a queue on Redis Streams, shared by any number of processors", func() streamSpec { return new(redisSpec) }},
+	"nats":      {"a work queue on NATS JetStream, shared by any number of processors", func() streamSpec { return new(natsSpec) }},
+	"amqp":      {"a RabbitMQ work queue, shared by any number of processors", func() streamSpec { return new(amqpSpec) }},
 	"webhook":   {"an HTTP endpoint for signed webhooks, stored into a store of the file", func() streamSpec { return new(webhookSpec) }},
 	"websocket": {"a WebSocket endpoint for producers, stored into a store of the file", func() streamSpec { return new(websocketSpec) }},
 	"mqtt":      {"MQTT subscriptions, stored into a store of the file", func() streamSpec { return new(mqttSpec) }},
@@ -284,13 +289,16 @@ type resources struct {
 	// commands (enqueue, tasks) start no listener and no watch.
 	processing bool
 
-	pools     map[string]*pgxpool.Pool
-	listeners map[string]*pgstream.Listener // by URL and schema
+	pools        map[string]*pgxpool.Pool
+	listeners    map[string]*pgstream.Listener // by URL and schema
+	redisClients map[string]*redis.Client
+	natsConns    map[string]*nats.Conn // by URL and credentials
 }
 
 func newResources(log *slog.Logger, processing bool) *resources {
 	return &resources{log: log, processing: processing,
-		pools: make(map[string]*pgxpool.Pool), listeners: make(map[string]*pgstream.Listener)}
+		pools: make(map[string]*pgxpool.Pool), listeners: make(map[string]*pgstream.Listener),
+		redisClients: make(map[string]*redis.Client), natsConns: make(map[string]*nats.Conn)}
 }
 
 // pool returns the pool of a Postgres URL, connecting on first use.
@@ -334,8 +342,8 @@ func (r *resources) listener(pool *pgxpool.Pool, rawURL, schema string) (*pgstre
 	return l, nil
 }
 
-// close closes the listeners, then the pools. Call it after the streams
-// are closed.
+// close closes the listeners, then the pools and the broker clients. Call
+// it after the streams are closed.
 func (r *resources) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -346,6 +354,12 @@ func (r *resources) close() {
 	}
 	for _, p := range r.pools {
 		p.Close()
+	}
+	for _, c := range r.redisClients {
+		_ = c.Close()
+	}
+	for _, nc := range r.natsConns {
+		nc.Close()
 	}
 }
 

@@ -18,8 +18,9 @@ import (
 	"github.com/peonify/peonify"
 )
 
-const storeHelp = `STORE is --store FILE (a SQLite store), --postgres URL [--queue Q], or
--c peonify.yaml [--stream NAME].`
+const storeHelp = `STORE is --store FILE (a SQLite store), --postgres URL [--queue Q],
+--redis URL [--queue Q], --nats URL [--nats-stream S], --amqp URL [--queue Q],
+or -c peonify.yaml [--stream NAME].`
 
 func tasksCommand() *command {
 	return &command{
