@@ -56,7 +56,7 @@ type Stream struct {
 	pollMu sync.RWMutex // held for writing while taking back own entries, for reading by other polls
 
 	mu       sync.Mutex
-	inflight map[string]int     // entry IDs this stream delivered and has not seen acked or nacked, with how many deliveries
+	inflight map[string]uint64  // entry ID -> token of the latest delivery this stream made and has not seen acked or nacked
 	stop     context.CancelFunc // stops the watcher; nil if it never started
 	dueAt    time.Time          // when dueTimer fires; zero if it is not set
 	dueTimer *time.Timer        // fires Wake when a task this stream scheduled is due
@@ -95,7 +95,7 @@ func New(client redis.UniversalClient, cfg Config) (*Stream, error) {
 		read:     []string{keys.Stream, ">"},
 		wake:     make(chan struct{}, 1),
 		armed:    make(chan struct{}, 1),
-		inflight: make(map[string]int),
+		inflight: make(map[string]uint64),
 	}
 	s.readOwn.Store(true)
 	s.armed <- struct{}{}
@@ -115,10 +115,11 @@ func (s *Stream) Consumer() string { return s.cfg.Consumer }
 // Keys returns the names of the queue's Redis keys.
 func (s *Stream) Keys() Keys { return s.keys }
 
-// Poll claims up to max tasks: first entries this consumer already holds
-// (after a start or a failed read), then, once per Config.RescueInterval,
-// entries whose lease ended, then new entries, in one XREADGROUP pipelined
-// with the move of due scheduled tasks into the stream. New entries come in
+// Poll claims up to max tasks: first entries this consumer holds but this
+// stream does not (after a start or a failed read, and once per
+// Config.RescueInterval), then, once per RescueInterval, entries whose
+// lease ended, then new entries, in one XREADGROUP pipelined with the move
+// of due scheduled tasks into the stream. New entries come in
 // stream order (FIFO); Task.Priority is not used for ordering. Poll does
 // not block: it returns what is there.
 func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
@@ -152,51 +153,52 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 	return ds, nil
 }
 
-// poll claims up to max tasks and tracks them. Taking back this
-// consumer's own entries excludes the other polls of this stream, so that
-// it never takes an entry that another poll has just read but not tracked.
+// poll claims up to max tasks and tracks them: this consumer's own
+// entries that this stream does not hold (after a start or a failed read,
+// and once per RescueInterval), then entries whose lease ended (once per
+// RescueInterval), then new entries.
+//
+// The periodic look at its own entries catches reads whose reply was lost
+// although no error reached the stream: go-redis retries a command once
+// its connection breaks, and the entries the first try claimed would
+// otherwise wait for their lease to end. Taking back own entries excludes
+// the other polls of this stream, so that it never takes an entry that
+// another poll has just read but not tracked yet.
 func (s *Stream) poll(ctx context.Context, max int, start time.Time) ([]peonify.Delivery, error) {
+	rescue := false
+	if last := s.lastRescue.Load(); start.UnixNano()-last >= int64(s.cfg.RescueInterval) {
+		rescue = s.lastRescue.CompareAndSwap(last, start.UnixNano())
+	}
 	var ds []peonify.Delivery
-	if s.readOwn.Load() {
+	if rescue || s.readOwn.Load() {
 		s.pollMu.Lock()
-		if s.readOwn.Load() {
-			got, err := s.claim(ctx, "own", 0, max, start)
-			if err != nil {
-				s.pollMu.Unlock()
-				return nil, err
-			}
-			if len(got) < max {
-				s.readOwn.Store(false)
-			}
-			s.track(got)
-			ds = got
+		got, err := s.claim(ctx, "own", 0, max, start)
+		if err != nil {
+			s.pollMu.Unlock()
+			return nil, err
 		}
+		s.readOwn.Store(len(got) == max) // there may be more
+		s.track(got)
 		s.pollMu.Unlock()
-		if len(ds) == max {
+		if ds = got; len(ds) == max {
 			return ds, nil
 		}
 	}
 	s.pollMu.RLock()
 	defer s.pollMu.RUnlock()
 	n := len(ds)
-	ds, err := s.claimNew(ctx, ds, max, start)
-	s.track(ds[n:])
-	return ds, err
-}
-
-// claimNew claims, after ds, entries whose lease ended (once per
-// RescueInterval) and new entries, up to max in all.
-func (s *Stream) claimNew(ctx context.Context, ds []peonify.Delivery, max int, start time.Time) ([]peonify.Delivery, error) {
-	if last := s.lastRescue.Load(); start.UnixNano()-last >= int64(s.cfg.RescueInterval) && s.lastRescue.CompareAndSwap(last, start.UnixNano()) {
-		got, err := s.claim(ctx, "idle", s.cfg.Lease, max-len(ds), start)
-		if err != nil {
-			return ds, err
-		}
-		if ds = append(ds, got...); len(ds) == max {
-			return ds, nil
+	var err error
+	if rescue {
+		var got []peonify.Delivery
+		if got, err = s.claim(ctx, "idle", s.cfg.Lease, max-len(ds), start); err == nil {
+			ds = append(ds, got...)
 		}
 	}
-	return s.readNew(ctx, ds, max, start, true)
+	if err == nil && len(ds) < max {
+		ds, err = s.readNew(ctx, ds, max, start, true)
+	}
+	s.track(ds[n:])
+	return ds, err
 }
 
 // readNew claims new entries, and first moves due scheduled tasks into the
@@ -312,25 +314,23 @@ func (s *Stream) track(ds []peonify.Delivery) {
 	}
 	s.mu.Lock()
 	for _, d := range ds {
-		s.inflight[d.Ref.(string)]++
+		s.inflight[d.Ref.(string)] = d.Token
 	}
 	s.mu.Unlock()
 }
 
-// untrack forgets deliveries that were acked or nacked.
-func (s *Stream) untrack(eids ...string) {
+// untrack forgets deliveries that were acked or nacked. A delivery of an
+// entry that this stream has delivered again since (it rescued its own
+// expired lease) is stale: the newer delivery stays tracked.
+func (s *Stream) untrack(ds ...peonify.Delivery) {
 	s.mu.Lock()
-	for _, id := range eids {
-		// An entry can be delivered twice to this stream when it rescues
-		// its own expired lease: it is held until both deliveries end.
-		if n := s.inflight[id]; n > 1 {
-			s.inflight[id] = n - 1
-		} else {
-			delete(s.inflight, id)
+	for _, d := range ds {
+		if eid := ref(d); eid != "" && s.inflight[eid] == d.Token {
+			delete(s.inflight, eid)
 		}
 	}
-	if len(s.inflight) == 0 && len(eids) > 64 {
-		s.inflight = make(map[string]int) // give back the memory of a burst
+	if len(s.inflight) == 0 && len(ds) > 64 {
+		s.inflight = make(map[string]uint64) // give back the memory of a burst
 	}
 	s.mu.Unlock()
 }
@@ -394,7 +394,7 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	err := s.run(ctx, ackScript, args...).Err()
 	// Forgotten only now, so that taking back own entries meanwhile skips
 	// them; if the ack failed, that is what brings them back soon.
-	s.untrack(eids...)
+	s.untrack(ds...)
 	if err != nil {
 		return s.redisError("acking tasks", err)
 	}
@@ -428,7 +428,7 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	if eid == "" {
 		return fmt.Errorf("redisstream: Nack of task %s, which is not a delivery from Poll: %w", d.Task.ID, peonify.ErrLeaseLost)
 	}
-	defer s.untrack(eid)
+	defer s.untrack(d)
 	delay := int64(0)
 	if opts.Outcome != peonify.OutcomeDead && opts.Delay > 0 {
 		delay = max((opts.Delay + time.Millisecond - 1).Milliseconds(), 1)

@@ -3,6 +3,7 @@ package redisstream
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -332,6 +333,61 @@ func (l *loseReplies) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 			return errLostReply
 		}
 		return err
+	}
+}
+
+// TestSilentRetryRecovered covers a lost reply that never reaches the
+// stream as an error: go-redis sends a command again when its connection
+// breaks, so the entries the first try claimed are held by this consumer
+// but were never delivered. The stream takes them back within
+// RescueInterval, long before their lease ends.
+func TestSilentRetryRecovered(t *testing.T) {
+	c := testClient(t)
+	retry := &retryReads{}
+	c.AddHook(retry)
+	s := newTestStream(t, c, Config{Lease: time.Hour, RescueInterval: 50 * time.Millisecond})
+	ctx := ctxT(t)
+	mustPoll(t, s, 1) // creates the group
+	mustEnqueue(t, s, task("first"), task("second"))
+	retry.next.Store(true)
+	ds := mustPoll(t, s, 1)
+	if len(ds) != 1 || ds[0].Task.Type != "second" {
+		t.Fatalf("Poll returned %v, want the task the retried read claimed", ds)
+	}
+	got := pollUntil(t, s, 1, 5*time.Second)
+	if got[0].Task.Type != "first" || got[0].Task.Attempt != 2 {
+		t.Fatalf("Poll returned %v, want the stranded task as attempt 2", got[0].Task)
+	}
+	if err := s.Ack(ctx, append(ds, got...)...); err != nil {
+		t.Fatal(err)
+	}
+	wantCounts(t, s, map[peonify.State]int{})
+}
+
+// retryReads is a client hook that, when next is set, runs the next
+// XREADGROUP twice and keeps only the second reply, as go-redis does when
+// the first reply is lost with its connection.
+type retryReads struct{ next atomic.Bool }
+
+func isRead(cmd redis.Cmder) bool { return cmd.Name() == "xreadgroup" }
+
+func (*retryReads) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (r *retryReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isRead(cmd) && r.next.CompareAndSwap(true, false) {
+			_ = next(ctx, cmd)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (r *retryReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if slices.ContainsFunc(cmds, isRead) && r.next.CompareAndSwap(true, false) {
+			_ = next(ctx, cmds)
+		}
+		return next(ctx, cmds)
 	}
 }
 
