@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -380,6 +381,9 @@ func (r *resources) redis(ctx context.Context, rawURL string, poolSize int, tlsC
 		}
 		opts.TLSConfig = tlsCfg
 	}
+	// go-redis logs through a logger of its package; send its lines to the
+	// daemon's log, which this process has one of.
+	redis.SetLogger(redisLogger{r.log})
 	c := redis.NewClient(opts)
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -414,4 +418,13 @@ func (r *resources) nats(rawURL, credentials string, tlsCfg *tls.Config) (*nats.
 	}
 	r.natsConns[key] = nc
 	return nc, nil
+}
+
+// redisLogger sends go-redis's log lines (failed dials, mostly) to a
+// slog.Logger at warning level.
+type redisLogger struct{ log *slog.Logger }
+
+// Printf implements go-redis's logging interface.
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "peonify: redis client: "+strings.TrimSpace(fmt.Sprintf(format, v...)))
 }

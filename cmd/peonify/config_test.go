@@ -583,3 +583,25 @@ func TestREADMEDocumentsEveryField(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkParseConfig measures checking the README's complete config,
+// every kind of stream included: the cost of `peonify run --check` and of
+// each start-up, besides connecting.
+func BenchmarkParseConfig(b *testing.B) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, block, _ := strings.Cut(string(readme), "<!-- config-reference: the tests parse this block -->\n```yaml\n")
+	block, _, _ = strings.Cut(block, "```")
+	block = strings.NewReplacer("/usr/local/bin/thumbnail", "sh", "/srv/images", b.TempDir()).Replace(block)
+	vars := env(map[string]string{"PGPASSWORD": "pw", "MAILER_TOKEN": "t", "GITHUB_WEBHOOK_SECRET": "s", "CHAT_SECRET": "s",
+		"INTAKE_TOKEN": "0123456789abcdef", "MQTT_PASSWORD": "pw", "PEONIFY_DASHBOARD_TOKEN": "0123456789abcdef",
+		"REDIS_PASSWORD": "pw", "RABBITMQ_PASSWORD": "pw"})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := parseConfig([]byte(block), vars); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -96,6 +96,10 @@ streams:
         verify: github
         secrets: ["${PEONIFY_CLI_TEST_GH_SECRET}"]
         json: true
+      - path: /hooks/sync
+        type: mark
+        verify: none
+        sync: true
   - name: producers
     kind: websocket
     listen: 127.0.0.1:0
@@ -142,13 +146,25 @@ func TestRunWebhookWebSocketAndMetrics(t *testing.T) {
 	if resp := githubPost(t, hooks+"/hooks/github", "wrong-secret", "d-2", body); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("a wrongly signed webhook answered %s, want 401", resp.Status)
 	}
+	// A synchronous route answers once its task has run: the processor
+	// has the results middleware.
+	resp, err := http.Post(hooks+"/hooks/sync", "application/json", strings.NewReader(`{"sync":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	id := resp.Header.Get("Peonify-Task-Id")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(answer), `"done"`) || !fileExists(filepath.Join(dir, "marks", id+".json")) {
+		t.Errorf("synchronous route answered %s %s (task %q), want 200 once the task ran", resp.Status, answer, id)
+	}
 
 	// A WebSocket producer with the token sends a task; one without is
 	// refused at the handshake.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	wsURL := "ws" + strings.TrimPrefix(ws, "http") + "/tasks"
-	_, err := wsstream.Dial(ctx, wsURL, wsstream.DialOptions{})
+	_, err = wsstream.Dial(ctx, wsURL, wsstream.DialOptions{})
 	var he *wsstream.HandshakeError
 	if !errors.As(err, &he) || he.StatusCode != http.StatusUnauthorized {
 		t.Errorf("dial without a token: %v, want a 401 handshake error", err)
@@ -164,11 +180,11 @@ func TestRunWebhookWebSocketAndMetrics(t *testing.T) {
 	}
 	waitFor(t, "the WebSocket task to run", func() bool { return fileExists(filepath.Join(dir, "marks", "ws-1.json")) }, d.stderr)
 
-	// Both tasks are counted once they are acked.
+	// The tasks are counted once they are acked.
 	var metrics string
-	waitFor(t, "the metrics to count both tasks", func() bool {
+	waitFor(t, "the metrics to count the three tasks", func() bool {
 		_, metrics = get(t, admin+"/metrics")
-		return strings.Contains(metrics, `peonify_tasks_succeeded_total{stream="sqlite",type="mark"} 2`)
+		return strings.Contains(metrics, `peonify_tasks_succeeded_total{stream="sqlite",type="mark"} 3`)
 	}, d.stderr)
 	for _, want := range []string{"go_goroutines", "process_resident_memory_bytes", `peonify_workers 4`} {
 		if !strings.Contains(metrics, want) {
@@ -193,8 +209,8 @@ func TestRunWebhookWebSocketAndMetrics(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("peonify run exited %d after SIGTERM; log:\n%s", code, log)
 	}
-	if s := stats(t, dir, "--store", "store.db"); s["done"] != 2 || s["total"] != 2 {
-		t.Errorf("stats %v, want the two tasks kept as done", s)
+	if s := stats(t, dir, "--store", "store.db"); s["done"] != 3 || s["total"] != 3 {
+		t.Errorf("stats %v, want the three tasks kept as done", s)
 	}
 }
 
