@@ -179,3 +179,61 @@ func skipOrFail(t *testing.T, why string) {
 	}
 	t.Skip(why)
 }
+
+// TestConnectionsKilled breaks every client connection several times while
+// a processor drains a backlog: reads, acks and the watcher's blocking
+// read fail or are resent by go-redis mid-flight. The server keeps its
+// data, so no task may be lost; only tasks in flight at a break may run
+// twice.
+func TestConnectionsKilled(t *testing.T) {
+	c := testClient(t)
+	killer := testClient(t)
+	s := newTestStream(t, c, Config{Lease: 2 * time.Second, RescueInterval: 100 * time.Millisecond})
+	const n = 3000
+	tasks := make([]*peonify.Task, n)
+	for i := range tasks {
+		tasks[i] = &peonify.Task{ID: "k-" + strconv.Itoa(i), Type: "kill"}
+	}
+	mustEnqueue(t, s, tasks...)
+	var (
+		mu   sync.Mutex
+		runs = make(map[string]int)
+		all  = make(chan struct{})
+	)
+	stop := runProcessor(t, s, peonify.Config{Workers: 8, QueueSize: 64}, peonify.TaskList{
+		"kill": peonify.HandlerFunc(func(_ context.Context, tk *peonify.Task) error {
+			time.Sleep(2 * time.Millisecond)
+			mu.Lock()
+			defer mu.Unlock()
+			if runs[tk.ID]++; runs[tk.ID] == 1 && len(runs) == n {
+				close(all)
+			}
+			return nil
+		}),
+	})
+	for kill := 0; kill < 5; kill++ {
+		time.Sleep(100 * time.Millisecond)
+		mu.Lock()
+		if len(runs) == n {
+			mu.Unlock()
+			t.Fatalf("the processor finished before break %d: make the run longer", kill+1)
+		}
+		mu.Unlock()
+		if err := killer.Do(ctxT(t), "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-all:
+	case <-time.After(30 * time.Second):
+		mu.Lock()
+		t.Fatalf("%d of %d tasks ran within 30s of the connections breaking", len(runs), n)
+	}
+	stop()
+	dups := 0
+	for _, r := range runs {
+		dups += r - 1
+	}
+	t.Logf("%d tasks ran through 5 broken connections, %d of them twice", n, dups)
+	wantCounts(t, newTestStream(t, c, Config{Prefix: s.cfg.Prefix}), map[peonify.State]int{})
+}
