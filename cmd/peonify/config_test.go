@@ -356,6 +356,9 @@ func TestParseIntakes(t *testing.T) {
 	if local.KeepDone != 24*time.Hour || kept.KeepDone != 0 {
 		t.Errorf("keep_done: local %s, kept %s; want 24h and 0s", local.KeepDone, kept.KeepDone)
 	}
+	if c.forgetsDone("local") || !c.forgetsDone("kept") {
+		t.Errorf("forgetsDone: local %v, kept %v; want false and true", c.forgetsDone("local"), c.forgetsDone("kept"))
+	}
 	hooks := c.stream("hooks").(*webhookSpec)
 	cfg, err := hooks.config(nil, nil)
 	if err != nil {

@@ -90,23 +90,30 @@ func (sf *storeFlags) open(ctx context.Context, c *cli, mustExist bool) (*store,
 			return nil, fmt.Errorf("no store at %s: check --store (a store is created by `peonify run`, `peonify enqueue` or `peonify demo --store`)", sf.store)
 		}
 		s := &sqliteSpec{Path: sf.store}
-		s.Common.Name = "sqlite"
+		s.Common.Name, s.Common.path = "sqlite", "--store"
 		spec, st.desc, st.flag = s, "SQLite store "+sf.store, "--store "+shellQuote(sf.store)
 	case sf.postgres != "":
 		q := queue("default")
 		s := &postgresSpec{URL: sf.postgres, Queue: q, Schema: sf.schema}
+		s.Common.path = "--postgres"
 		spec, st.desc = s, fmt.Sprintf("queue %q at %s", q, redactURL(sf.postgres))
 		st.flag = "--postgres URL --queue " + shellQuote(q)
 	case sf.redis != "":
 		q := queue("default")
-		spec, st.desc = &redisSpec{URL: sf.redis, Queue: q}, fmt.Sprintf("Redis queue %q at %s", q, redactURL(sf.redis))
+		s := &redisSpec{URL: sf.redis, Queue: q}
+		s.Common.path = "--redis"
+		spec, st.desc = s, fmt.Sprintf("Redis queue %q at %s", q, redactURL(sf.redis))
 		st.flag = "--redis URL --queue " + shellQuote(q)
 	case sf.nats != "":
-		spec, st.desc = &natsSpec{URL: sf.nats, Stream: sf.natsStream}, fmt.Sprintf("JetStream stream %q at %s", sf.natsStream, redactURL(sf.nats))
+		s := &natsSpec{URL: sf.nats, Stream: sf.natsStream}
+		s.Common.path = "--nats"
+		spec, st.desc = s, fmt.Sprintf("JetStream stream %q at %s", sf.natsStream, redactURL(sf.nats))
 		st.flag = "--nats URL --nats-stream " + shellQuote(sf.natsStream)
 	case sf.amqp != "":
 		q := queue("peonify")
-		spec, st.desc = &amqpSpec{URL: sf.amqp, Queue: q}, fmt.Sprintf("RabbitMQ queue %q at %s", q, redactURL(sf.amqp))
+		s := &amqpSpec{URL: sf.amqp, Queue: q}
+		s.Common.path = "--amqp"
+		spec, st.desc = s, fmt.Sprintf("RabbitMQ queue %q at %s", q, redactURL(sf.amqp))
 		st.flag = "--amqp URL --queue " + shellQuote(q)
 	default:
 		cfg, err := loadConfig(sf.config, c.lookupEnv)
