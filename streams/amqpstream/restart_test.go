@@ -3,6 +3,7 @@ package amqpstream
 import (
 	"context"
 	"fmt"
+	"github.com/peonify/peonify/internal/testenv"
 	"log/slog"
 	"net"
 	"net/url"
@@ -57,6 +58,7 @@ func answers(rawURL string) bool {
 // again: the stream reconnects by itself, and every task whose Enqueue
 // returned nil is completed. The broker is started again in any case.
 func TestBrokerRestart(t *testing.T) {
+	testenv.ServerFaults(t)
 	ctl := rabbitmqctl(t)
 	rawURL := testURL(t)
 	if u, _ := url.Parse(rawURL); u == nil || (u.Hostname() != "127.0.0.1" && u.Hostname() != "localhost") {

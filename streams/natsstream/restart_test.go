@@ -33,6 +33,7 @@ var natsServerArgs = []string{"-a", "127.0.0.1", "-p", "4222", "-js", "-sd", "/v
 // again, and checks that the processor recovers by itself and completes
 // every task. It leaves the server running, even when it fails.
 func TestServerRestart(t *testing.T) {
+	testenv.ServerFaults(t)
 	if testing.Short() {
 		t.Skip("restarts the NATS server; skipped with -short")
 	}
