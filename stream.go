@@ -64,8 +64,8 @@ type Delivery struct {
 
 	// Token is the stream's fencing token for this claim (a receipt, a
 	// lease generation, a delivery tag). Every claim of a task gets a new
-	// one, so that a stream can tell, from Task.ID and Token, whether this
-	// claim is still the current one.
+	// one, so that a stream can tell, from Task.ID, Token and Ref, whether
+	// this claim is still the current one.
 	Token uint64
 
 	// Deadline is when the lease ends. Zero means the stream does not

@@ -29,6 +29,7 @@ var (
 // by itself, recreate its consumer group and run every task enqueued after
 // the restart, woken by its watcher as before.
 func TestServerRestart(t *testing.T) {
+	testenv.ServerFaults(t)
 	if testing.Short() {
 		t.Skip("restarts the Redis server; skipped with -short")
 	}
