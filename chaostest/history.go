@@ -106,14 +106,14 @@ func (h *History) consume(b []byte) {
 func (h *History) parse(line string) {
 	// Fields are separated by single spaces; escape keeps them out of IDs.
 	fields := strings.Split(line, " ")
-	if len(fields) < 2 || len(fields[0]) != 1 {
+	if len(fields) < 3 || len(fields[0]) != 1 {
 		return
 	}
 	pid, err := strconv.Atoi(fields[1])
 	if err != nil {
 		return
 	}
-	kind, args := fields[0][0], fields[2:]
+	kind, args := fields[0][0], fields[3:]
 	switch kind {
 	case kindDone:
 		if len(args) >= 1 {

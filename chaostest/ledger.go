@@ -13,7 +13,8 @@ import (
 )
 
 // Record kinds. Each record is one line: the kind, the writer's process
-// ID, then fields separated by spaces.
+// ID, the time in microseconds since the Unix epoch, then fields, all
+// separated by single spaces.
 const (
 	kindClaim  = 'C' // task ID and attempt, for each task a Poll returned
 	kindDone   = 'D' // task ID and attempt of a handler run that completed
@@ -67,13 +68,15 @@ func (l *Ledger) Close() error { return l.f.Close() }
 
 // write appends one record made of kind, the process ID and fields.
 func (l *Ledger) write(kind byte, fields ...string) error {
-	n := 2 + len(l.pid)
+	n := 22 + len(l.pid)
 	for _, f := range fields {
 		n += 1 + len(f)
 	}
 	b := make([]byte, 0, n)
 	b = append(b, kind)
 	b = append(b, l.pid...)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, time.Now().UnixMicro(), 10)
 	for _, f := range fields {
 		b = append(b, ' ')
 		b = append(b, f...)

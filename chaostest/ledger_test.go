@@ -96,15 +96,15 @@ func TestHistoryRefreshPartialRecord(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("D 1 a 1\nD 1 b")
+	write("D 1 0 a 1\nD 1 0 b")
 	if h.Completions("a") != 1 || h.Completions("b") != 0 {
 		t.Fatalf("after a record and a half: a %d, b %d; want 1 and 0", h.Completions("a"), h.Completions("b"))
 	}
-	write(" 1\nD 1 b 2\n")
+	write(" 1\nD 1 0 b 2\n")
 	if h.Completions("a") != 1 || h.Completions("b") != 2 {
 		t.Fatalf("after the rest: a %d, b %d; want 1 and 2", h.Completions("a"), h.Completions("b"))
 	}
-	write("garbage\n\nX\nD notapid a 1\n")
+	write("garbage\n\nX\nD notapid 0 a 1\nD 1\n")
 	if h.Completions("a") != 1 {
 		t.Fatal("malformed records changed the history")
 	}
@@ -285,9 +285,9 @@ func TestTable(t *testing.T) {
 // FuzzHistory feeds arbitrary bytes to the ledger reader: it must never
 // panic, whatever a dying process left in the file.
 func FuzzHistory(f *testing.F) {
-	f.Add([]byte("C 1 a 1 b 2\nD 1 a 1\nA 1 a\nN 1 released b\na 1 c\nE 1 %7B%7D\n"))
-	f.Add([]byte("D 1 a"))
-	f.Add([]byte("\n\n%%%\nC 2 x\n"))
+	f.Add([]byte("C 1 5 a 1 b 2\nD 1 6 a 1\nA 1 7 a\nN 1 8 released b\na 1 9 c\nE 1 10 %7B%7D\n"))
+	f.Add([]byte("D 1 5 a"))
+	f.Add([]byte("\n\n%%%\nC 2 3 x\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		path := filepath.Join(t.TempDir(), "ledger")
 		if err := os.WriteFile(path, b, 0o644); err != nil {

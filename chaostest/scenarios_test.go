@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -237,6 +238,11 @@ func scenarioRestart(c *cell) {
 		for i := 0; i < total && ctx.Err() == nil; i += batch {
 			tasks := c.tasks(fmt.Sprintf("restart%04d", i), batch, work{Ms: 10})
 			for c.tryEnqueue(false, tasks...) != nil {
+				// The failed call may have stored some of the tasks, and a
+				// broker that cannot refuse a duplicate ID stores them again.
+				c.mu.Lock()
+				c.faults = append(c.faults, ids(tasks))
+				c.mu.Unlock()
 				failures++
 				select {
 				case <-ctx.Done():
@@ -258,12 +264,18 @@ func scenarioRestart(c *cell) {
 	})
 	before := c.heldBy(a.pid, b.pid)
 	down := time.Now()
-	c.srv.restart(c.t, 1500*time.Millisecond)
+	stopped := c.srv.restart(c.t, 1500*time.Millisecond)
 	c.note("server down for %s", time.Since(down).Round(100*time.Millisecond))
 	after := c.heldBy(a.pid, b.pid)
-	inFlight := slices.Compact(slices.Sorted(slices.Values(append(before, after...))))
+	// In flight at the restart: what the processors held when it began or
+	// when it ended, and every task they claimed, ran, acked or nacked in
+	// between, since a stopping server may lose acknowledgements it has
+	// received but not yet applied.
+	held := slices.Compact(slices.Sorted(slices.Values(append(before, after...))))
+	touched, _ := c.recordsBetween(down, time.Now())
+	_, firstOK := c.recordsBetween(down, stopped)
 	c.mu.Lock()
-	c.faults = append(c.faults, inFlight)
+	c.faults = append(c.faults, slices.Compact(slices.Sorted(slices.Values(append(held, touched...)))))
 	c.mu.Unlock()
 
 	produced := make(chan struct{})
@@ -277,6 +289,70 @@ func scenarioRestart(c *cell) {
 	c.waitQuiet()
 	c.note("%d enqueues failed and were retried", failures)
 	c.finish()
+	var again []string
+	c.mu.Lock()
+	for _, id := range firstOK {
+		if _, ok := slices.BinarySearch(held, id); !ok && c.hist.Completions(id) > 1 {
+			again = append(again, id)
+		}
+	}
+	c.mu.Unlock()
+	if len(again) > 0 {
+		c.note("%d tasks acked just before the server stopped ran again", len(again))
+		if testing.Verbose() {
+			c.trace(some5(again))
+		}
+	}
+}
+
+// recordsBetween returns, sorted, the tasks that have a claim, run, ack or
+// nack record between from and to, and those of them whose first ack in
+// that time returned nil rather than failing.
+func (c *cell) recordsBetween(from, to time.Time) (touched, ackedFirst []string) {
+	b, err := os.ReadFile(c.ledger)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	first := make(map[string]byte)
+	for line := range strings.SplitSeq(string(b), "\n") {
+		f := strings.Split(line, " ")
+		if len(f) < 4 || len(f[0]) != 1 {
+			continue
+		}
+		us, err := strconv.ParseInt(f[2], 10, 64)
+		if at := time.UnixMicro(us); err != nil || at.Before(from) || at.After(to) {
+			continue
+		}
+		var ids []string
+		switch k := f[0][0]; k {
+		case kindClaim:
+			for i := 3; i < len(f); i += 2 {
+				ids = append(ids, f[i])
+			}
+		case kindDone:
+			ids = f[3:4]
+		case kindNack:
+			ids = f[4:min(5, len(f))]
+		case kindAck, kindAckErr:
+			ids = f[3:]
+			for _, id := range ids {
+				if _, ok := first[id]; !ok {
+					first[id] = k
+				}
+			}
+		}
+		for _, id := range ids {
+			touched = append(touched, unescape(id))
+		}
+	}
+	for id, k := range first {
+		if k == kindAck {
+			ackedFirst = append(ackedFirst, unescape(id))
+		}
+	}
+	slices.Sort(touched)
+	slices.Sort(ackedFirst)
+	return slices.Compact(touched), ackedFirst
 }
 
 // scenarioPanic runs tasks whose handlers panic on their first attempts.
@@ -340,33 +416,49 @@ func scenarioIgnoreCtx(c *cell) {
 	c.finish()
 }
 
-// scenarioPoison runs a task that crashes its process and one that always
-// fails, among ordinary tasks. Both must end dead after their attempts,
-// the crashing one without a crash loop: the processor stops running it
-// once its attempts are used up.
+// scenarioPoison runs, among ordinary tasks, first a task that always
+// fails, then one that crashes its process beside another that always
+// fails. All must end dead after their attempts, the crashing one without
+// a crash loop: once its attempts are used up the processor dead-letters
+// it without running it.
 func scenarioPoison(c *cell) {
 	const maxAttempts = 3
-	crash := &peonify.Task{ID: "poison-crash", Type: "chaos", MaxAttempts: maxAttempts, Payload: payload(work{Crash: true})}
 	fail := &peonify.Task{ID: "poison-fail", Type: "chaos", MaxAttempts: maxAttempts, Payload: payload(work{Fail: true})}
-	normal := c.tasks("poison", 200, work{Ms: 5})
+	crash := &peonify.Task{ID: "poison-crash", Type: "chaos", MaxAttempts: maxAttempts, Payload: payload(work{Crash: true})}
+	runs := func(id string) int {
+		n := 0
+		for _, r := range c.notesOf(kindRun, 0) {
+			if len(r.fields) > 0 && unescape(r.fields[0]) == id {
+				n++
+			}
+		}
+		return n
+	}
 	ch := c.startChild(nil)
 	c.waitUp(ch)
-	c.enqueue(normal...)
-	c.enqueueDead(crash, fail)
 
-	crashes := 0
-	settled := func() bool {
-		if c.completed(ids(normal)) < len(normal) {
-			return false
-		}
-		counts, err := c.counts()
-		return err == nil && counts[peonify.StateDead] == 2
+	// The failing task runs exactly its attempts, then is dead.
+	c.enqueue(c.tasks("poison1", 100, work{Ms: 5})...)
+	c.enqueueDead(fail)
+	c.waitDead(fail.ID)
+	if n := runs(fail.ID); n != maxAttempts {
+		c.t.Errorf("the failing task ran %d times, want its %d attempts", n, maxAttempts)
 	}
+
+	// The crashing task crashes a process per attempt, restarted as a
+	// service manager would, and then is dead. Another failing task, whose
+	// retries are under way when the processes crash, ends dead too.
+	fail2 := &peonify.Task{ID: "poison-fail-2", Type: "chaos", MaxAttempts: maxAttempts, Payload: payload(work{Fail: true, Ms: 50})}
+	normal := c.tasks("poison2", 100, work{Ms: 5})
+	c.enqueue(normal...)
+	c.enqueueDead(crash, fail2)
+	crashes := 0
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	for !settled() {
+	for !c.isDead(crash.ID) || !c.isDead(fail2.ID) {
 		if time.Now().After(c.deadline) {
-			c.t.Fatal("the poison tasks did not end dead within the cell's budget")
+			c.t.Fatalf("after %d crashes, within the cell's budget, the crashing task is %s; the other failing task is %s",
+				crashes, c.describe(crash.ID), c.describe(fail2.ID))
 		}
 		select {
 		case <-ch.done:
@@ -378,28 +470,45 @@ func scenarioPoison(c *cell) {
 				c.t.Fatalf("crash loop: the poison task crashed %d processes, more than its %d attempts", crashes, maxAttempts)
 			}
 			c.fault(ch.pid)
-			ch = c.startChild(nil) // as a service manager would
+			ch = c.startChild(nil)
 		case <-tick.C:
 		}
 	}
-	runs := func(id string) int {
-		n := 0
-		for _, r := range c.notesOf(kindRun, 0) {
-			if len(r.fields) > 0 && unescape(r.fields[0]) == id {
-				n++
-			}
-		}
-		return n
-	}
-	if n := runs(crash.ID); n != crashes || crashes == 0 || crashes > maxAttempts {
+	if n := runs(crash.ID); n != crashes || crashes == 0 {
 		c.t.Errorf("the crashing task ran %d times and crashed %d processes; want the same number, 1 to %d", n, crashes, maxAttempts)
 	}
-	if n := runs(fail.ID); n == 0 || n > maxAttempts {
-		c.t.Errorf("the failing task ran %d times, want 1 to %d", n, maxAttempts)
-	}
-	c.note("crashed %d processes, failed %d times, both dead", crashes, runs(fail.ID))
+	c.note("the failing task ran %d times, the crashing one crashed %d processes; both dead", runs(fail.ID), crashes)
+	c.waitAll()
 	c.waitQuiet()
 	c.finish()
+}
+
+// isDead reports whether the task with this ID is dead.
+func (c *cell) isDead(id string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	info, err := c.st.insp.Get(ctx, id)
+	return err == nil && info.State == peonify.StateDead
+}
+
+// describe says what the test's Inspector knows of a task.
+func (c *cell) describe(id string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	counts, cerr := c.st.insp.Counts(ctx)
+	info, err := c.st.insp.Get(ctx, id)
+	if err != nil {
+		return fmt.Sprintf("Get: %v; tasks by state %v (%v)", err, counts, cerr)
+	}
+	return fmt.Sprintf("state %s, attempts %d, last error %q; tasks by state %v (%v)", info.State, info.Attempts, info.LastError, counts, cerr)
+}
+
+// waitDead waits until the task with this ID is dead.
+func (c *cell) waitDead(id string) {
+	c.t.Helper()
+	if !waitFor(c.remaining(), func() bool { return c.isDead(id) }) {
+		c.t.Fatalf("task %s is not dead within the cell's budget: %s", id, c.describe(id))
+	}
 }
 
 // scenarioPayloads enqueues malformed payloads and a task of an unknown

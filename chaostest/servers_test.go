@@ -34,10 +34,12 @@ import (
 // tasks does.
 
 // restarter is what a restart scenario needs of a backend: the address of
-// a server it may restart, and how.
+// a server it may restart, and how. restart stops the server, keeps it
+// down for down, starts it again, waits until it serves, and returns when
+// it had stopped.
 type restarter struct {
 	addr    string
-	restart func(t *testing.T, down time.Duration)
+	restart func(t *testing.T, down time.Duration) (stopped time.Time)
 }
 
 // skipOrFail skips the test with why, or fails it when
@@ -155,10 +157,12 @@ func (s *privateServer) stop(t *testing.T) {
 
 // restarter returns the restart of the private server.
 func (s *privateServer) restarter() *restarter {
-	return &restarter{addr: s.addr, restart: func(t *testing.T, down time.Duration) {
+	return &restarter{addr: s.addr, restart: func(t *testing.T, down time.Duration) time.Time {
 		s.stop(t)
+		stopped := time.Now()
 		time.Sleep(down) // the outage itself: clients fail meanwhile
 		s.start(t)
+		return stopped
 	}}
 }
 
@@ -237,7 +241,7 @@ func sharedPostgres(t *testing.T, _ string) *restarter {
 		return nil
 	}
 	ready := func() bool { return answers(addr) && pgReady(rawURL) == nil }
-	return &restarter{addr: rawURL, restart: func(t *testing.T, down time.Duration) {
+	return &restarter{addr: rawURL, restart: func(t *testing.T, down time.Duration) time.Time {
 		t.Cleanup(func() {
 			// Leave the server running, whatever happened.
 			if !answers(addr) {
@@ -252,6 +256,7 @@ func sharedPostgres(t *testing.T, _ string) *restarter {
 		if err := run("stop"); err != nil {
 			t.Fatal(err)
 		}
+		stopped := time.Now()
 		time.Sleep(down)
 		if err := run("start"); err != nil {
 			t.Fatal(err)
@@ -259,6 +264,7 @@ func sharedPostgres(t *testing.T, _ string) *restarter {
 		if !waitFor(60*time.Second, ready) {
 			t.Fatal("Postgres does not serve 60s after it was started again")
 		}
+		return stopped
 	}}
 }
 
@@ -311,7 +317,7 @@ func sharedRabbitMQ(t *testing.T, _ string) *restarter {
 		conn.Close()
 		return true
 	}
-	return &restarter{addr: rawURL, restart: func(t *testing.T, down time.Duration) {
+	return &restarter{addr: rawURL, restart: func(t *testing.T, down time.Duration) time.Time {
 		t.Cleanup(func() {
 			if err := run("start_app"); err != nil {
 				t.Error(err)
@@ -323,6 +329,7 @@ func sharedRabbitMQ(t *testing.T, _ string) *restarter {
 		if err := run("stop_app"); err != nil {
 			t.Fatal(err)
 		}
+		stopped := time.Now()
 		time.Sleep(down)
 		if err := run("start_app"); err != nil {
 			t.Fatal(err)
@@ -330,6 +337,7 @@ func sharedRabbitMQ(t *testing.T, _ string) *restarter {
 		if !waitFor(60*time.Second, ready) {
 			t.Fatal("RabbitMQ does not accept connections 60s after start_app")
 		}
+		return stopped
 	}}
 }
 
