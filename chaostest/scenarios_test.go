@@ -276,12 +276,14 @@ func scenarioRestart(c *cell) {
 	wg.Go(func() {
 		for i := 0; i < total && ctx.Err() == nil; i += batch {
 			tasks := c.tasks(fmt.Sprintf("restart%04d", i), batch, work{Ms: 10})
-			for c.tryEnqueue(false, tasks...) != nil {
+			for try := 0; c.tryEnqueue(false, tasks...) != nil; try++ {
 				// The failed call may have stored some of the tasks, and a
 				// broker that cannot refuse a duplicate ID stores them again.
-				c.mu.Lock()
-				c.faults = append(c.faults, ids(tasks))
-				c.mu.Unlock()
+				if try == 0 {
+					c.mu.Lock()
+					c.faults = append(c.faults, ids(tasks))
+					c.mu.Unlock()
+				}
 				failures++
 				select {
 				case <-ctx.Done():
@@ -307,12 +309,11 @@ func scenarioRestart(c *cell) {
 	c.note("server down for %s", time.Since(down).Round(100*time.Millisecond))
 	after := c.heldBy(a.pid, b.pid)
 	// In flight at the restart: what the processors held when it began or
-	// when it ended, and every task they claimed, ran, acked or nacked in
-	// between, since a stopping server may lose acknowledgements it has
-	// received but not yet applied.
+	// when it ended, and every task they claimed, ran, acked or nacked
+	// while the server was stopping, since a stopping server may lose
+	// acknowledgements it has received but not yet applied.
 	held := slices.Compact(slices.Sorted(slices.Values(append(before, after...))))
-	touched, _ := c.recordsBetween(down, time.Now())
-	_, firstOK := c.recordsBetween(down, stopped)
+	touched, firstOK := c.recordsBetween(down, stopped)
 	c.mu.Lock()
 	c.faults = append(c.faults, slices.Compact(slices.Sorted(slices.Values(append(held, touched...)))))
 	c.mu.Unlock()
