@@ -17,6 +17,7 @@ type streamState struct {
 	pass   float64         // stride-scheduling position, guarded by capMu
 	ready  bool            // waiting in reserve, guarded by capMu
 	idled  bool            // the last poll had less than asked, guarded by capMu
+	inPoll bool            // between a reservation and the end of its Poll, guarded by capMu
 	ext    Extender        // nil if the stream's claims do not expire
 	wake   <-chan struct{} // nil if the stream is not a Waker
 
@@ -152,7 +153,7 @@ func (p *Processor) reserve(ctx context.Context, st *streamState) int {
 			if low, ok := p.lowestPass(st); !ok || st.pass < low || (st.pass == low && p.firstAtPass(st)) {
 				n := p.cfg.QueueSize - held
 				p.held.Add(int64(n)) // only pollers add, and they hold capMu
-				st.ready = false
+				st.ready, st.inPoll = false, true
 				p.waiting.Store(p.anyReady())
 				return n
 			}
@@ -171,12 +172,20 @@ func (p *Processor) reserve(ctx context.Context, st *streamState) int {
 	}
 }
 
-// lowestPass returns the lowest pass among waiting streams other than
+// competing reports whether the stream takes part in the turns: it waits
+// to poll, or it just polled a full batch and is on its way back to wait.
+// A stream in a Poll, or resting after an empty or failed one, does not
+// hold up the others. capMu must be held.
+func (st *streamState) competing() bool {
+	return st.ready || (!st.inPoll && !st.idled)
+}
+
+// lowestPass returns the lowest pass among competing streams other than
 // except. capMu must be held.
 func (p *Processor) lowestPass(except *streamState) (float64, bool) {
 	low, found := 0.0, false
 	for _, o := range p.streams {
-		if o != except && o.ready && (!found || o.pass < low) {
+		if o != except && o.competing() && (!found || o.pass < low) {
 			low, found = o.pass, true
 		}
 	}
@@ -187,7 +196,7 @@ func (p *Processor) lowestPass(except *streamState) (float64, bool) {
 // before it has the same pass. capMu must be held.
 func (p *Processor) firstAtPass(st *streamState) bool {
 	for _, o := range p.streams[:st.index] {
-		if o.ready && o.pass == st.pass {
+		if o.competing() && o.pass == st.pass {
 			return false
 		}
 	}
@@ -199,7 +208,7 @@ func (p *Processor) firstAtPass(st *streamState) bool {
 func (p *Processor) polled(st *streamState, n, got int) {
 	p.capMu.Lock()
 	st.pass += float64(got) / float64(st.weight)
-	st.idled = got < n
+	st.idled, st.inPoll = got < n, false
 	if int(p.held.Add(-int64(n-got))) <= p.cfg.LowWatermark {
 		p.wake()
 	}
