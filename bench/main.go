@@ -47,7 +47,7 @@ type options struct {
 // batch.
 const (
 	defaultWorkers   = 50
-	defaultQueueSize = 5000
+	defaultQueueSize = 20000
 )
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
