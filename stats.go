@@ -13,7 +13,7 @@ type EventKind int
 
 // The kinds of Event.
 const (
-	EventSucceeded EventKind = iota + 1 // the handler returned nil; the task is acked
+	EventSucceeded EventKind = iota + 1 // the handler returned nil; the ack is batched and reaches the stream within milliseconds
 	EventRetried                        // the attempt failed; the task will be retried after Event.Delay
 	EventDead                           // the task was dead-lettered (permanent error, out of attempts, unknown type)
 	EventReleased                       // the task was handed back unstarted or interrupted, not counted as an attempt
