@@ -147,14 +147,20 @@ type backend struct {
 	// seesRunning says whether the Inspector of one process counts and
 	// finds the tasks other processes are running.
 	seesRunning bool
+
+	// raw stores odd tasks the way producers in other languages do, with
+	// the broker's own client, and returns those that must complete and
+	// those that must end dead; nil where the stream documents no such
+	// producers.
+	raw func(t *testing.T, spec streamSpec) (complete, dead []string)
 }
 
 var backends = []*backend{
 	{name: "sqlite", prepare: prepareSQLite, seesRunning: true},
-	{name: "postgres", prepare: preparePostgres, restarter: sharedPostgres, seesRunning: true},
-	{name: "redis", prepare: prepareRedis, restarter: privateRedis, seesRunning: true},
-	{name: "nats", prepare: prepareNATS, restarter: privateNATS, seesRunning: true},
-	{name: "amqp", prepare: prepareAMQP, restarter: sharedRabbitMQ},
+	{name: "postgres", prepare: preparePostgres, restarter: sharedPostgres, seesRunning: true, raw: rawPostgres},
+	{name: "redis", prepare: prepareRedis, restarter: privateRedis, seesRunning: true, raw: rawRedis},
+	{name: "nats", prepare: prepareNATS, restarter: privateNATS, seesRunning: true, raw: rawNATS},
+	{name: "amqp", prepare: prepareAMQP, restarter: sharedRabbitMQ, raw: rawAMQP},
 }
 
 func randHex(n int) string {
@@ -324,3 +330,109 @@ func pingPostgres(ctx context.Context, rawURL string) error {
 
 // chaosEnabled reports whether the full matrix runs.
 func chaosEnabled() bool { return os.Getenv("PEONIFY_CHAOS") == "1" }
+
+// rawPostgres inserts rows as a plain SQL producer would: headers with
+// values that are not strings, and a type no processor handles.
+func rawPostgres(t *testing.T, spec streamSpec) (complete, dead []string) {
+	pool, err := pgxpool.New(context.Background(), spec.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = pool.Exec(ctx, `INSERT INTO peonify_tasks (queue, id, type, payload, headers) VALUES
+		($1, 'raw-odd-headers', 'chaos', convert_to('{}', 'UTF8'), '{"nested":{"a":1},"number":2,"list":[1],"null":null,"s":"x"}'),
+		($1, 'raw-no-payload', 'chaos', DEFAULT, NULL),
+		($1, 'raw-unknown-type', 'no-such-type', convert_to('{}', 'UTF8'), NULL)`, spec.Queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []string{"raw-odd-headers", "raw-no-payload"}, []string{"raw-unknown-type"}
+}
+
+// rawRedis adds entries as a plain XADD would: numbers and headers that do
+// not parse, no payload, and no type.
+func rawRedis(t *testing.T, spec streamSpec) (complete, dead []string) {
+	opts, err := redis.ParseURL(spec.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	key := spec.Queue + ":{chaos}:stream" // redisstream.Keys.Stream of Prefix spec.Queue, Queue "chaos"
+	for _, fields := range [][]any{
+		{"type", "chaos", "id", "raw-bad-fields", "payload", "{}", "max_attempts", "many", "priority", "high",
+			"enqueued_at", "yesterday", "headers", "{not json"},
+		{"type", "chaos", "id", "raw-no-payload"},
+		{"id", "raw-no-type", "payload", "{}"},
+	} {
+		if err := c.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: fields}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return []string{"raw-bad-fields", "raw-no-payload"}, []string{"raw-no-type"}
+}
+
+// rawNATS publishes messages as another NATS client would: one without a
+// type, one whose run-at time does not parse, and one with an extra header.
+func rawNATS(t *testing.T, spec streamSpec) (complete, dead []string) {
+	withJS(t, spec.Addr, func(ctx context.Context, js jetstream.JetStream) error {
+		subject := natsConfig(spec, nil).Subject
+		for _, m := range []struct {
+			id      string
+			headers map[string]string
+		}{
+			{"raw-no-type", nil},
+			{"raw-bad-run-at", map[string]string{"Peonify-Type": "chaos", "Peonify-Run-At": "tomorrow-ish"}},
+			{"raw-extra-header", map[string]string{"Peonify-Type": "chaos", "X-Tenant": "acme"}},
+		} {
+			msg := nats.NewMsg(subject)
+			msg.Data = []byte(`{}`)
+			msg.Header.Set("Nats-Msg-Id", m.id)
+			for k, v := range m.headers {
+				msg.Header.Set(k, v)
+			}
+			if _, err := js.PublishMsg(ctx, msg); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return []string{"raw-extra-header"}, []string{"raw-no-type", "raw-bad-run-at"}
+}
+
+// rawAMQP publishes messages as another AMQP client would: one without a
+// type, and one whose headers are tables and numbers.
+func rawAMQP(t *testing.T, spec streamSpec) (complete, dead []string) {
+	conn, err := amqp.Dial(spec.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, p := range []amqp.Publishing{
+		{MessageId: "raw-no-type", DeliveryMode: amqp.Persistent, Body: []byte(`{}`)},
+		{MessageId: "raw-odd-headers", Type: "chaos", DeliveryMode: amqp.Persistent, Body: []byte(`{}`),
+			Headers: amqp.Table{"nested": amqp.Table{"a": int32(1)}, "number": int64(2), "flag": true, "list": []any{"x", int32(1)}}},
+	} {
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", spec.Queue, true, false, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := dc.WaitContext(ctx); err != nil || !ok {
+			t.Fatalf("the broker did not confirm message %s: %v", p.MessageId, err)
+		}
+	}
+	return []string{"raw-odd-headers"}, []string{"raw-no-type"}
+}

@@ -4,6 +4,8 @@ package chaostest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -204,8 +206,20 @@ func runChild(env string) int {
 // program, and does what the work says.
 func (c *childRun) handler() peonify.Handler {
 	return peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
+		if sum, ok := t.Headers[sumHeader]; ok && sum != checksum(t.Payload) {
+			return peonify.SkipRetry(fmt.Errorf("the payload of %d bytes changed on its way: its %s header does not match", len(t.Payload), sumHeader))
+		}
 		return peonify.JSON(func(ctx context.Context, w work) error { return c.run(ctx, t, w) }).Execute(ctx, t)
 	})
+}
+
+// sumHeader is the task header that carries a checksum of the payload,
+// checked by the handler: a payload must arrive byte for byte.
+const sumHeader = "chaos-sha256"
+
+func checksum(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 func (c *childRun) run(ctx context.Context, t *peonify.Task, w work) error {

@@ -444,12 +444,45 @@ func ids(tasks []*peonify.Task) []string {
 	return out
 }
 
-// waitCompleted waits until at least n of ids completed.
+// waitCompleted waits until at least n of ids completed. It gives up
+// early if one of them is dead.
 func (c *cell) waitCompleted(ids []string, n int) {
 	c.t.Helper()
 	var got int
-	if !waitFor(c.remaining(), func() bool { got = c.completed(ids); return got >= n }) {
+	next := time.Now()
+	if !waitFor(c.remaining(), func() bool {
+		if got = c.completed(ids); got >= n {
+			return true
+		}
+		if time.Now().After(next) {
+			next = time.Now().Add(time.Second)
+			c.failIfDead(ids)
+		}
+		return false
+	}) {
 		c.t.Fatalf("only %d of %d tasks completed within the cell's %s", got, n, cellBudget)
+	}
+}
+
+// failIfDead ends the test if one of ids, which must complete, is dead.
+func (c *cell) failIfDead(ids []string) {
+	c.t.Helper()
+	c.mu.Lock()
+	expected := len(c.dead)
+	c.mu.Unlock()
+	if counts, err := c.counts(); err != nil || counts[peonify.StateDead] <= expected {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	infos, err := c.st.insp.List(ctx, peonify.ListOptions{State: peonify.StateDead, Limit: 1000})
+	if err != nil {
+		return
+	}
+	for _, info := range infos {
+		if slices.Contains(ids, info.Task.ID) {
+			c.t.Fatalf("task %s, which must complete, is dead: %s", info.Task.ID, info.LastError)
+		}
 	}
 }
 

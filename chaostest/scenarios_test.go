@@ -552,9 +552,10 @@ func (c *cell) waitDead(id string) {
 }
 
 // scenarioPayloads enqueues malformed payloads and a task of an unknown
-// type, which must end dead with a reason and crash nothing, and payloads
-// of growing size, which a stream either refuses at Enqueue or delivers
-// intact.
+// type, which must end dead with a reason and crash nothing; odd messages
+// written with the broker's own client, as producers in other languages
+// do; and payloads of growing size, which a stream either refuses at
+// Enqueue or delivers intact.
 func scenarioPayloads(c *cell) {
 	a, b := c.startChild(nil), c.startChild(nil)
 	c.waitUp(a, b)
@@ -571,14 +572,29 @@ func scenarioPayloads(c *cell) {
 		c.enqueueDead(&peonify.Task{ID: "malformed-" + m.name, Type: "chaos", Payload: []byte(m.payload)})
 	}
 	c.enqueueDead(&peonify.Task{ID: "unknown-type", Type: "chaos-unknown", Payload: []byte(`{}`)})
+	summed := func(tk *peonify.Task) *peonify.Task {
+		tk.Headers = map[string]string{sumHeader: checksum(tk.Payload)}
+		return tk
+	}
 	c.enqueue(
 		&peonify.Task{ID: "empty", Type: "chaos"},
-		&peonify.Task{ID: "null", Type: "chaos", Payload: []byte(`null`)},
-		&peonify.Task{ID: "odd-text", Type: "chaos", Payload: payload(work{Pad: "NUL \x00, quote \", emoji 🙂, invalid \xff"})},
+		summed(&peonify.Task{ID: "null", Type: "chaos", Payload: []byte(`null`)}),
+		summed(&peonify.Task{ID: "odd-text", Type: "chaos", Payload: payload(work{Pad: "NUL \x00, quote \", emoji 🙂, invalid \xff"})}),
+		// Invalid UTF-8 in a string and white space around the value:
+		// valid for Go's decoder, and it must arrive byte for byte.
+		summed(&peonify.Task{ID: "odd-bytes", Type: "chaos", Payload: []byte("\r\n {\"pad\":\"\xff\xfe\\u0000\"}\t \n")}),
 	)
+	if c.b.raw != nil {
+		complete, dead := c.b.raw(c.t, c.spec)
+		c.mu.Lock()
+		c.enqueued = append(c.enqueued, complete...)
+		c.dead = append(c.dead, dead...)
+		c.mu.Unlock()
+		c.note("%d raw producer messages", len(complete)+len(dead))
+	}
 	for _, size := range []int{256 << 10, 1536 << 10, 17 << 20} {
 		pad := bytes.Repeat([]byte{'x'}, size)
-		tk := &peonify.Task{ID: fmt.Sprintf("big-%dk", size>>10), Type: "chaos", Payload: payload(work{Pad: string(pad)})}
+		tk := summed(&peonify.Task{ID: fmt.Sprintf("big-%dk", size>>10), Type: "chaos", Payload: payload(work{Pad: string(pad)})})
 		if err := c.tryEnqueue(false, tk); err != nil {
 			msg := err.Error()
 			if len(msg) > 120 {
