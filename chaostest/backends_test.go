@@ -148,6 +148,11 @@ type backend struct {
 	// finds the tasks other processes are running.
 	seesRunning bool
 
+	// acksConfirmed says whether an Ack that returned nil has been applied
+	// by the server, so that a server restart right after it cannot
+	// deliver the task again. AMQP does not confirm acks.
+	acksConfirmed bool
+
 	// raw stores odd tasks the way producers in other languages do, with
 	// the broker's own client, and returns those that must complete and
 	// those that must end dead; nil where the stream documents no such
@@ -156,10 +161,10 @@ type backend struct {
 }
 
 var backends = []*backend{
-	{name: "sqlite", prepare: prepareSQLite, seesRunning: true},
-	{name: "postgres", prepare: preparePostgres, restarter: sharedPostgres, seesRunning: true, raw: rawPostgres},
-	{name: "redis", prepare: prepareRedis, restarter: privateRedis, seesRunning: true, raw: rawRedis},
-	{name: "nats", prepare: prepareNATS, restarter: privateNATS, seesRunning: true, raw: rawNATS},
+	{name: "sqlite", prepare: prepareSQLite, seesRunning: true, acksConfirmed: true},
+	{name: "postgres", prepare: preparePostgres, restarter: sharedPostgres, seesRunning: true, acksConfirmed: true, raw: rawPostgres},
+	{name: "redis", prepare: prepareRedis, restarter: privateRedis, seesRunning: true, acksConfirmed: true, raw: rawRedis},
+	{name: "nats", prepare: prepareNATS, restarter: privateNATS, seesRunning: true, acksConfirmed: true, raw: rawNATS},
 	{name: "amqp", prepare: prepareAMQP, restarter: sharedRabbitMQ, raw: rawAMQP},
 }
 

@@ -35,7 +35,9 @@ const (
 // -race the scenario builds a test binary without it.
 func scenarioBacklog(c *cell) {
 	c.bin = plainBinary(c.t)
-	c.start, c.deadline = time.Now(), time.Now().Add(2*cellBudget) // enqueueing a million tasks is half of it
+	// Enqueueing a million tasks is setup, with a budget of its own; the
+	// drain has the cell's.
+	c.start, c.deadline = time.Now(), time.Now().Add(cellBudget)
 	ch := c.startChild(func(o *orders) {
 		o.Backlog, o.Workers, o.QueueSize, o.Sample = backlogTasks, 16, 256, time.Second
 	})
@@ -52,6 +54,7 @@ func scenarioBacklog(c *cell) {
 	}
 	fillMs, _ := strconv.Atoi(filled[0].fields[1])
 	drain := time.Now()
+	c.deadline = drain.Add(cellBudget)
 	if !waitFor(c.remaining(), func() bool {
 		c.refresh()
 		c.mu.Lock()

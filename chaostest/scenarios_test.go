@@ -39,6 +39,15 @@ var scenarios = []scenario{
 	{name: "backlog", only: "sqlite", run: scenarioBacklog},
 }
 
+// knownIssues are the failures, by scenario/backend, that a stream's
+// owner has been told about: the cell notes them instead of failing. The
+// check runs as for any cell, so a fix shows as the note disappearing;
+// remove the entry then.
+var knownIssues = map[string]string{
+	"restart/nats": "natsstream's Ack waits until the server has received the acks (a flush), not until JetStream has applied them " +
+		"(an ack with a reply, as AckSync does), so a server that stops right after loses them",
+}
+
 // TestChaos runs processor processes on each durable stream, injects one
 // fault per scenario, heals it, waits for the queue to be quiet and checks
 // every task (see cell.finish). By default it runs a smoke subset on the
@@ -339,7 +348,16 @@ func scenarioRestart(c *cell) {
 	c.mu.Unlock()
 	if len(again) > 0 {
 		c.note("%d tasks acked just before the server stopped ran again", len(again))
-		if testing.Verbose() {
+		switch issue, known := knownIssues[c.scenario+"/"+c.b.name]; {
+		case !c.b.acksConfirmed:
+			c.note("allowed: the broker does not confirm acks")
+		case known:
+			c.note("known issue: %s", issue)
+		default:
+			c.t.Errorf("%d tasks whose Ack returned nil before the server stopped were delivered again after it restarted: %s",
+				len(again), some(again))
+		}
+		if testing.Verbose() || c.t.Failed() {
 			c.trace(some5(again))
 		}
 	}
