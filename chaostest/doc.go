@@ -87,4 +87,13 @@
 //
 // To disturb a stream inside one process instead (failed calls, latency, a
 // stall), wrap it with peonifytest.NewFaultStream.
+//
+// # Time
+//
+// Tests of a processor's timing need no clock of Peonify's own: the
+// processor and memstream take all their time from the time package, so
+// inside a testing/synctest bubble they run on its virtual clock, and an
+// hour of task timeout, lease renewals, retry backoff or shutdown grace
+// passes in milliseconds, exactly (see TestVirtualTime). Streams on a server
+// cannot run in a bubble: their leases run on the server's clock.
 package chaostest
