@@ -39,6 +39,8 @@ type options struct {
 	timeout    time.Duration
 	profileDir string
 	verbose    bool
+
+	brokerOptions // -backend redis, nats and amqp (brokers.go)
 }
 
 // Peonify's configuration for the benchmark, chosen by measuring drains on
@@ -54,12 +56,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.backend, "backend", "sqlite", "database both libraries use: sqlite or postgres")
+	fs.StringVar(&o.backend, "backend", "sqlite", "database or broker the systems use: sqlite, postgres, redis, nats or amqp")
 	fs.IntVar(&o.tasks, "tasks", 50000, "tasks in the drain and insert-while-working runs")
 	modes := fs.String("modes", "drain,insert,idle",
-		"comma-separated runs: drain, insert (insert-while-working, postgres only), idle, raw (postgres only)")
+		"comma-separated runs: drain, insert (insert-while-working, not sqlite), idle, "+
+			"raw (the raw ceiling, postgres and brokers; runs with drain too)")
 	systems := fs.String("systems", "peonify,river,river-default",
-		"comma-separated systems to run: peonify, river (tuned), river-default (postgres drain only)")
+		"comma-separated systems to run: peonify, river (tuned), river-default (postgres drain only); "+
+			"redis: peonify, asynq, asynq-default, raw (default all); nats, amqp: peonify, raw (default both)")
 	fs.StringVar(&o.pgURL, "pg-url", os.Getenv("PEONIFY_TEST_POSTGRES_URL"),
 		"Postgres URL (default $PEONIFY_TEST_POSTGRES_URL); each run makes and drops its own schema there")
 	fs.IntVar(&o.pgConns, "pg-conns", 20, "connection pool size of every system on postgres")
@@ -77,12 +81,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "longest wait for one run to finish")
 	fs.StringVar(&o.profileDir, "profile", "", "write a CPU profile of each drain and insert-while-working run into this directory")
 	fs.BoolVar(&o.verbose, "v", false, "log the libraries' warnings and show how Peonify used its stream")
+	addBrokerFlags(fs, &o.brokerOptions)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	switch {
-	case o.backend != "sqlite" && o.backend != "postgres":
-		return o, fmt.Errorf("-backend %q: use sqlite or postgres", o.backend)
+	case o.backend != "sqlite" && o.backend != "postgres" && !isBroker(o.backend):
+		return o, fmt.Errorf("-backend %q: use sqlite, postgres, redis, nats or amqp", o.backend)
 	case o.tasks < 1 || o.idleTasks < 1 || o.batch < 1 || o.producers < 1 || o.rawLoops < 1 || o.count < 1:
 		return o, errors.New("-tasks, -idle-tasks, -batch, -producers, -raw-loops and -count must be at least 1")
 	case o.pgConns < 2:
@@ -104,10 +109,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.modes, err = set("-modes", *modes, "drain", "insert", "idle", "raw"); err != nil {
 		return o, err
 	}
-	if o.systems, err = set("-systems", *systems, "peonify", riverTuned.Label, riverDefault.Label); err != nil {
+	if o.systems, err = set("-systems", *systems, "peonify", riverTuned.Label, riverDefault.Label,
+		asynqTuned.Label, asynqDefault.Label, rawSystem); err != nil {
 		return o, err
 	}
-	return o, nil
+	return o, checkBrokerFlags(&o, fs)
 }
 
 // set parses a comma-separated list of names from allowed.
@@ -142,6 +148,9 @@ func main() {
 
 // run runs the benchmark that o describes and writes the report to w.
 func run(ctx context.Context, o options, w io.Writer) error {
+	if isBroker(o.backend) {
+		return runBroker(ctx, o, w)
+	}
 	dir, err := os.MkdirTemp("", "peonify-bench-")
 	if err != nil {
 		return err
@@ -327,7 +336,7 @@ func (r *report) goals(backend string) {
 		}
 	}
 	if okPeon && okPeer {
-		fmt.Fprintln(r.w, resultLine(backend, peon.jobsPerSec(), peer.jobsPerSec()))
+		fmt.Fprintln(r.w, resultLine(backend, "river", peon.jobsPerSec(), peer.jobsPerSec()))
 	}
 }
 
@@ -397,13 +406,14 @@ func fmtDur(d time.Duration) string {
 	return fmt.Sprintf("%.3gs", d.Seconds())
 }
 
-// resultLine is the report's last line, for scripts.
-func resultLine(backend string, peonify, peer float64) string {
+// resultLine is the report's last line, for scripts: the drain rates of
+// Peonify and of the peer system named peerName (river, asynq, raw).
+func resultLine(backend, peerName string, peonify, peer float64) string {
 	ratio := 0.0
 	if peer > 0 {
 		ratio = peonify / peer
 	}
-	return fmt.Sprintf("RESULT backend=%s peonify=%.0f peer=river:%.0f ratio=%.2f", backend, peonify, peer, ratio)
+	return fmt.Sprintf("RESULT backend=%s peonify=%.0f peer=%s:%.0f ratio=%.2f", backend, peonify, peerName, peer, ratio)
 }
 
 // sweepGrid is what "-sweep grid" tries: Workers/QueueSize pairs.
