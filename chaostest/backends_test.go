@@ -47,11 +47,11 @@ type opened struct {
 	done func() // closes the client the stream was built on, after the stream is closed
 }
 
-// leaseOf returns the lease and rescue interval of a cell's streams.
-const (
-	chaosLease  = 2 * time.Second
-	chaosRescue = chaosLease / 4
-)
+// chaosLease is the lease of the cells' streams: short, so that the tasks
+// of a killed or stopped process come back within seconds, and long enough
+// that a live process under load never loses one. Streams look for expired
+// leases every quarter of it.
+const chaosLease = 2 * time.Second
 
 // openStream opens the stream spec describes. name identifies the process
 // to the server where the stream has such a setting (consumer names,

@@ -124,6 +124,9 @@ func (c *cell) addRow(tbl *Table) func() {
 		defer c.mu.Unlock()
 		r := Row{Scenario: c.scenario, Stream: c.b.name, Failed: c.t.Failed(), Skipped: c.t.Skipped(),
 			Note: strings.Join(c.notes, "; ")}
+		if r.Skipped && r.Note == "" {
+			r.Note = "skipped: see the test's log (a service is not configured?)"
+		}
 		if !c.start.IsZero() && c.hist != nil {
 			v := c.verdict
 			if v == nil {
@@ -348,7 +351,8 @@ func (c *cell) report(ch *child) (exitReport, bool) {
 	return exitReport{}, false
 }
 
-// notes returns the test-only records of kind, optionally of one process.
+// notesOf returns the test-only records of kind, of process pid or, if
+// pid is 0, of every process.
 func (c *cell) notesOf(kind byte, pid int) []note {
 	c.refresh()
 	c.mu.Lock()
