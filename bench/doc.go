@@ -1,31 +1,40 @@
 // Command bench compares Peonify with River, side by side on the same
 // database server, with handlers that do nothing, so that the figures are
-// the cost of the task processors themselves.
+// the cost of the task processors themselves. On the message brokers it
+// compares Peonify with asynq (Redis) and with the raw ceiling: a
+// consume-and-ack loop written directly on the broker's client (Redis
+// Streams, NATS JetStream, RabbitMQ).
 //
 // Run it from this directory:
 //
 //	go run . -backend sqlite -tasks 50000
 //	PEONIFY_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test?sslmode=disable \
 //		go run . -backend postgres -tasks 50000
+//	go run . -backend redis -tasks 50000 # -redis-url, default $PEONIFY_TEST_REDIS_URL or the local server
+//	go run . -backend nats -tasks 50000  # -nats-url
+//	go run . -backend amqp -tasks 50000  # -amqp-url
 //
 // Each library runs on a fresh database: a new SQLite file (WAL, a sync at
-// every commit) or a new Postgres schema, dropped afterwards. The runs are:
+// every commit) or a new Postgres schema, dropped afterwards; on a broker,
+// keys, streams or queues of its own, deleted afterwards. The runs are:
 //
 //   - drain: N tasks are inserted first with each library's fastest batch
 //     insert, then worked; the time runs from the start of work until the
 //     library reports all N completions stored.
-//   - insert-while-working (postgres): the processor runs while producers
+//   - insert-while-working (not sqlite): the processor runs while producers
 //     insert N tasks in batches of 100.
 //   - idle-pickup: one task every 20 ms into an idle processor; latency is
 //     from the insert's return to the handler's start.
 //   - raw SQL ceiling (postgres): a minimal queue table drained by a few
 //     loops of SKIP LOCKED claims and batched deletes, with no library.
+//   - raw ceiling (redis, nats, amqp): XREADGROUP and pipelined XACK, a
+//     FetchNoWait and Ack loop, or Qos, Consume and Ack, on the client alone.
 //
 // Every run checks that exactly N distinct tasks ran once and that the
 // database holds nothing else, and fails loudly otherwise. The last line
 // of the report is
 //
-//	RESULT backend=<b> peonify=<jobs/s> peer=river:<jobs/s> ratio=<peonify/peer>
+//	RESULT backend=<b> peonify=<jobs/s> peer=<river|asynq|raw>:<jobs/s> ratio=<peonify/peer>
 //
 // See README.md for the flags, what each column means and the latest
 // figures.
