@@ -514,6 +514,7 @@ type serverWatch struct {
 	before     bool // an Insert came before Start
 	started    bool
 	begun      bool
+	waiting    bool // the background wait runs
 	begin, end time.Duration
 	ok         bool // begin and end were read
 	quit, done chan struct{}
@@ -556,7 +557,7 @@ func (w *serverWatch) beginLocked() {
 	if !ok {
 		return
 	}
-	w.begin = begin
+	w.begin, w.waiting = begin, true
 	go func() {
 		defer close(w.done)
 		select {
@@ -581,7 +582,7 @@ func (w *serverWatch) stop() {
 	}
 	close(w.quit)
 	w.mu.Lock()
-	waiting := w.begun && w.meter != nil
+	waiting := w.waiting
 	w.mu.Unlock()
 	if waiting {
 		select {

@@ -52,12 +52,12 @@ func TestRedis(t *testing.T) {
 	defer c.Close()
 	ctx := t.Context()
 	for _, pattern := range []string{"peonify:{bench_*", "asynq:{bench_*", "pbench:*"} {
-		keys, _, err := c.Scan(ctx, 0, pattern, 100000).Result()
-		if err != nil {
-			t.Fatal(err)
+		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			t.Errorf("key left behind: %s", iter.Val())
 		}
-		if len(keys) != 0 {
-			t.Errorf("keys left behind: %v", keys[:min(len(keys), 5)])
+		if err := iter.Err(); err != nil {
+			t.Fatal(err)
 		}
 	}
 	queues, err := c.SMembers(ctx, "asynq:queues").Result()
@@ -174,5 +174,55 @@ func TestSeenSet(t *testing.T) {
 	s.add(payload(1))
 	if err := s.check(); err != nil {
 		t.Errorf("check of a complete set = %v", err)
+	}
+}
+
+// TestServerWatch checks the window of a broker server's CPU time: from
+// Start after a backlog was inserted, or else from the first Insert after
+// Start, until the last completion.
+func TestServerWatch(t *testing.T) {
+	var clock time.Duration
+	meter := func(context.Context) (time.Duration, bool) { clock += time.Second; return clock, true }
+
+	// Drain: inserts, then Start.
+	rec := newRecorder(1)
+	w := newServerWatch(meter, rec)
+	w.inserted() // before Start: not the start of the window
+	w.start()    // reads 1s
+	rec.completedN(1)
+	w.stop() // the background wait read 2s when the recorder was done
+	if d, ok := w.result(); !ok || d != time.Second {
+		t.Errorf("drain: %s, %v; want 1s", d, ok)
+	}
+
+	// Idle: Start, then inserts.
+	clock = 0
+	rec = newRecorder(1)
+	w = newServerWatch(meter, rec)
+	w.start()
+	w.inserted() // reads 1s
+	w.inserted()
+	rec.completedN(1)
+	w.stop()
+	if d, ok := w.result(); !ok || d != time.Second {
+		t.Errorf("idle: %s, %v; want 1s", d, ok)
+	}
+
+	// A meter that cannot read, or a run that never finished: no figure,
+	// and stop returns at once.
+	w = newServerWatch(func(context.Context) (time.Duration, bool) { return 0, false }, newRecorder(1))
+	w.start()
+	w.inserted()
+	w.stop()
+	w.stop()
+	if _, ok := w.result(); ok {
+		t.Error("a meter that failed gave a figure")
+	}
+	w = newServerWatch(meter, newRecorder(1))
+	w.inserted()
+	w.start()
+	w.stop()
+	if _, ok := w.result(); ok {
+		t.Error("an unfinished run gave a figure")
 	}
 }
