@@ -72,12 +72,12 @@ func envOr(name, def string) string {
 // addBrokerFlags defines the flags of the broker backends on fs.
 func addBrokerFlags(fs *flag.FlagSet, b *brokerOptions) {
 	fs.StringVar(&b.redisURL, "redis-url", envOr("PEONIFY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
-		"Redis URL for -backend redis (default $PEONIFY_TEST_REDIS_URL or redis://127.0.0.1:6379/0); "+
+		"Redis URL for -backend redis, $PEONIFY_TEST_REDIS_URL when set; "+
 			"every run uses keys of its own and deletes them afterwards")
 	fs.StringVar(&b.natsURL, "nats-url", envOr("PEONIFY_TEST_NATS_URL", "nats://127.0.0.1:4222"),
-		"NATS URL with JetStream for -backend nats (default $PEONIFY_TEST_NATS_URL or nats://127.0.0.1:4222)")
+		"NATS URL with JetStream for -backend nats, $PEONIFY_TEST_NATS_URL when set")
 	fs.StringVar(&b.amqpURL, "amqp-url", envOr("PEONIFY_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
-		"RabbitMQ URL for -backend amqp (default $PEONIFY_TEST_AMQP_URL or amqp://guest:guest@127.0.0.1:5672/)")
+		"RabbitMQ URL for -backend amqp, $PEONIFY_TEST_AMQP_URL when set")
 	fs.IntVar(&b.prefetch, "prefetch", 0,
 		"amqp: prefetch count of Peonify's stream and of the raw loop; nats: fetch size of the raw loop "+
 			"(default: derived from -workers and -queue-size)")
