@@ -43,10 +43,7 @@ var scenarios = []scenario{
 // owner has been told about: the cell notes them instead of failing. The
 // check runs as for any cell, so a fix shows as the note disappearing;
 // remove the entry then.
-var knownIssues = map[string]string{
-	"restart/nats": "natsstream's Ack waits until the server has received the acks (a flush), not until JetStream has applied them " +
-		"(an ack with a reply, as AckSync does), so a server that stops right after loses them",
-}
+var knownIssues = map[string]string{}
 
 // TestChaos runs processor processes on each durable stream, injects one
 // fault per scenario, heals it, waits for the queue to be quiet and checks

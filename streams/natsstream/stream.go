@@ -298,6 +298,21 @@ func (s *Stream) flush(ctx context.Context) error {
 	return nil
 }
 
+// awaitConfirms waits for n ack confirmations on sub.
+func (s *Stream) awaitConfirms(ctx context.Context, sub *nats.Subscription, n int) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	for range n {
+		if _, err := sub.NextMsgWithContext(ctx); err != nil {
+			return fmt.Errorf("natsstream: waiting for JetStream to confirm acknowledgements: %w", err)
+		}
+	}
+	return nil
+}
+
 // errLost is the error of an operation on a claim whose lease may have
 // ended.
 func errLost(n int) error {
@@ -306,8 +321,10 @@ func errLost(n int) error {
 }
 
 // Ack acknowledges deliveries: JetStream removes them from the work queue.
-// The acknowledgements of one call are sent together and confirmed with a
-// single round trip.
+// The acknowledgements of one call are sent together, each with a reply
+// subject, and Ack returns once JetStream has confirmed applying every one
+// of them: an ack the server received but had not applied when it stopped
+// is never reported as done.
 //
 // Ack is fenced on the lease: a delivery whose AckWait has run out, or
 // will within a safety margin (a tenth of AckWait, between 10ms and 2s), is
@@ -317,9 +334,11 @@ func errLost(n int) error {
 // does nothing.
 func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	var (
-		sent []*claim
-		lost int
-		bad  error
+		sent     []*claim
+		lost     int
+		bad      error
+		inbox    string
+		confirms *nats.Subscription
 	)
 	for _, d := range ds {
 		c, err := s.claimOf(d)
@@ -338,14 +357,24 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 			if err := s.connected(); err != nil {
 				return err
 			}
+			// JetStream confirms an ack sent with a reply subject once it
+			// has applied it; without the confirmation an ack the server
+			// received but had not applied when it stopped is lost, and
+			// the task runs again although Ack returned nil.
+			inbox = s.nc.NewRespInbox()
+			var err error
+			if confirms, err = s.nc.SubscribeSync(inbox); err != nil {
+				return fmt.Errorf("natsstream: subscribing to ack confirmations: %w", err)
+			}
+			defer func() { _ = confirms.Unsubscribe() }()
 		}
-		if err := s.nc.Publish(c.msg.Reply(), ackAck); err != nil {
+		if err := s.nc.PublishRequest(c.msg.Reply(), inbox, ackAck); err != nil {
 			return fmt.Errorf("natsstream: sending an ack: %w", err)
 		}
 		sent = append(sent, c)
 	}
 	if len(sent) > 0 {
-		if err := s.flush(ctx); err != nil {
+		if err := s.awaitConfirms(ctx, confirms, len(sent)); err != nil {
 			return err
 		}
 		for _, c := range sent {
