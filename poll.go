@@ -10,16 +10,17 @@ import (
 
 // streamState is the processor's view of one added stream.
 type streamState struct {
-	s      Stream
-	name   string
-	weight int
-	index  int
-	pass   float64         // stride-scheduling position, guarded by capMu
-	ready  bool            // waiting in reserve, guarded by capMu
-	idled  bool            // the last poll had less than asked, guarded by capMu
-	inPoll bool            // between a reservation and the end of its Poll, guarded by capMu
-	ext    Extender        // nil if the stream's claims do not expire
-	wake   <-chan struct{} // nil if the stream is not a Waker
+	s       Stream
+	name    string
+	weight  int
+	index   int
+	pass    float64         // stride-scheduling position, guarded by capMu
+	ready   bool            // waiting in reserve, guarded by capMu
+	idled   bool            // the last poll had less than asked, guarded by capMu
+	inPoll  bool            // between a reservation and the end of its Poll, guarded by capMu
+	ext     Extender        // nil if the stream's claims do not expire
+	maxPoll int             // most tasks one Poll returns; 0: no limit
+	wake    <-chan struct{} // nil if the stream is not a Waker
 
 	ackMu   sync.Mutex
 	acks    []Delivery // successful deliveries waiting for the flusher
@@ -152,6 +153,9 @@ func (p *Processor) reserve(ctx context.Context, st *streamState) int {
 		if held := int(p.held.Load()); held <= p.cfg.LowWatermark {
 			if low, ok := p.lowestPass(st); !ok || st.pass < low || (st.pass == low && p.firstAtPass(st)) {
 				n := p.cfg.QueueSize - held
+				if st.maxPoll > 0 {
+					n = min(n, st.maxPoll)
+				}
 				p.held.Add(int64(n)) // only pollers add, and they hold capMu
 				st.ready, st.inPoll = false, true
 				p.waiting.Store(p.anyReady())

@@ -251,3 +251,33 @@ func TestAckBatchesAreBounded(t *testing.T) {
 		t.Errorf("left after the drain: %v", n)
 	}
 }
+
+// limitedStream returns at most 5 tasks per Poll, as a broker's fetch limit.
+type limitedStream struct{ *countingStream }
+
+func (limitedStream) MaxPoll() int { return 5 }
+
+func (l limitedStream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+	return l.countingStream.Poll(ctx, min(max, 5))
+}
+
+func TestPollLimiterCapsRequests(t *testing.T) {
+	cs := &countingStream{Stream: memstream.New(memstream.Config{}), name: "limited"}
+	fill(t, cs.Stream, "t", 500)
+	var done atomic.Int64
+	p, _ := peonify.New(peonify.Config{Workers: 4, QueueSize: 40, Logger: quiet,
+		MinPollInterval: time.Second, PollInterval: time.Second}) // a rest after a "short" batch would take seconds
+	_ = p.AddTaskList(peonify.TaskList{"t": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
+		done.Add(1)
+		return nil
+	})})
+	_ = p.AddStream(limitedStream{cs})
+	start := time.Now()
+	runUntil(t, p, &done, 500)
+	if m := cs.maxAsked.Load(); m > 5 {
+		t.Errorf("asked for %d tasks from a stream whose MaxPoll is 5", m)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("500 tasks took %s: full batches of the limit were taken for a drained stream", el)
+	}
+}

@@ -160,6 +160,9 @@ func (p *Processor) AddStream(s Stream, opts ...StreamOption) error {
 	}
 	st := &streamState{s: s, name: name, weight: o.weight, index: len(p.streams)}
 	st.ext, _ = s.(Extender)
+	if l, ok := s.(PollLimiter); ok && l.MaxPoll() > 0 {
+		st.maxPoll = l.MaxPoll()
+	}
 	if w, ok := s.(Waker); ok {
 		st.wake = w.Wake()
 	}

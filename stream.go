@@ -136,6 +136,15 @@ type Extender interface {
 	Extend(ctx context.Context, d Delivery, lease time.Duration) (Delivery, error)
 }
 
+// PollLimiter is implemented by streams that return at most MaxPoll tasks
+// from one Poll, however many are asked for (a broker's fetch limit). The
+// processor then asks for no more than that, so that a full batch is seen
+// as full and the stream is polled again at once, not left to rest as if
+// it had run dry.
+type PollLimiter interface {
+	MaxPoll() int
+}
+
 // Waker is implemented by streams that can tell when work arrives (a local
 // enqueue, LISTEN/NOTIFY, a blocking read). The processor polls an idle
 // stream early when the channel receives, so pickup takes milliseconds

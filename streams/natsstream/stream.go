@@ -18,6 +18,10 @@ import (
 // maxBatch caps one fetch, whatever the processor asks for.
 const maxBatch = 1000
 
+// MaxPoll returns the most tasks one Poll returns, so that the processor
+// asks for no more (peonify.PollLimiter).
+func (s *Stream) MaxPoll() int { return maxBatch }
+
 // The bodies of JetStream's acknowledgements, sent to a message's reply
 // subject.
 var (

@@ -16,6 +16,10 @@ import (
 // maxBatch caps one claim, whatever the processor asks for.
 const maxBatch = 10000
 
+// MaxPoll returns the most tasks one Poll returns, so that the processor
+// asks for no more (peonify.PollLimiter).
+func (s *Stream) MaxPoll() int { return maxBatch }
+
 // promoteEvery is how often Poll at most moves due scheduled tasks into
 // the stream, and promoteLimit how many it moves at once.
 const (
