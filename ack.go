@@ -3,6 +3,7 @@ package peonify
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 )
 
@@ -70,11 +71,17 @@ func (p *Processor) flushAcks() {
 		// A long backlog of acks (after a slow ack) goes out in bounded
 		// calls, so one huge statement cannot outlast its timeout and let
 		// leases of finished tasks run out.
+		// The calls run side by side (streams are safe for concurrent
+		// use), so a stream that confirms each ack call with a round trip
+		// keeps up with a fast drain.
+		var calls sync.WaitGroup
 		for rest := batch; len(rest) > 0; {
 			n := min(len(rest), ackBatch)
-			p.ackBatch(st, rest[:n])
+			chunk := rest[:n]
+			calls.Go(func() { p.ackBatch(st, chunk) })
 			rest = rest[n:]
 		}
+		calls.Wait()
 		clear(batch) // drop task references
 		st.ackMu.Lock()
 		st.ackSpin = batch[:0]
