@@ -325,9 +325,10 @@ func errLost(n int) error {
 }
 
 // Ack acknowledges deliveries: JetStream removes them from the work queue.
-// The acknowledgements of one call are sent together, each with a reply
-// subject, and Ack returns once JetStream has confirmed applying every one
-// of them: an ack the server received but had not applied when it stopped
+// The acknowledgements of one call are sent together, the last with a
+// reply subject, and Ack returns once JetStream has confirmed applying it;
+// the consumer applies one connection's acks in order, so that covers the
+// batch: an ack the server received but had not applied when it stopped
 // is never reported as done.
 //
 // Ack is fenced on the lease: a delivery whose AckWait has run out, or
@@ -372,13 +373,24 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 			}
 			defer func() { _ = confirms.Unsubscribe() }()
 		}
-		if err := s.nc.PublishRequest(c.msg.Reply(), inbox, ackAck); err != nil {
-			return fmt.Errorf("natsstream: sending an ack: %w", err)
-		}
 		sent = append(sent, c)
 	}
+	// The consumer applies the acks of one connection in the order they
+	// arrive, so a confirmation of the last one covers the batch: the others
+	// go without a reply subject, saving a reply per task.
+	for i, c := range sent {
+		var err error
+		if i == len(sent)-1 {
+			err = s.nc.PublishRequest(c.msg.Reply(), inbox, ackAck)
+		} else {
+			err = s.nc.Publish(c.msg.Reply(), ackAck)
+		}
+		if err != nil {
+			return fmt.Errorf("natsstream: sending an ack: %w", err)
+		}
+	}
 	if len(sent) > 0 {
-		if err := s.awaitConfirms(ctx, confirms, len(sent)); err != nil {
+		if err := s.awaitConfirms(ctx, confirms, 1); err != nil {
 			return err
 		}
 		for _, c := range sent {
