@@ -334,14 +334,7 @@ func (c *cli) tasksRetry(cmd *command, args []string) error {
 		if err != nil {
 			return err
 		}
-		if f.json {
-			return c.printJSON(map[string]int{"retried": n})
-		}
-		fmt.Fprintf(c.stdout, "retried %d dead %s\n", n, plural(n, "task", "tasks"))
-		if len(args) > n {
-			fmt.Fprintf(c.stderr, "%d of the IDs are not dead tasks of the %s\n", len(args)-n, st.desc)
-		}
-		return nil
+		return c.reportChanged(&f, "retried", n, "dead ", len(args), "not dead tasks of the "+st.desc)
 	})
 }
 
@@ -361,15 +354,22 @@ func (c *cli) tasksDelete(cmd *command, args []string) error {
 		if err != nil {
 			return err
 		}
-		if f.json {
-			return c.printJSON(map[string]int{"deleted": n})
-		}
-		fmt.Fprintf(c.stdout, "deleted %d %s\n", n, plural(n, "task", "tasks"))
-		if len(args) > n {
-			fmt.Fprintf(c.stderr, "%d of the IDs are running or not in the %s\n", len(args)-n, st.desc)
-		}
-		return nil
+		return c.reportChanged(&f, "deleted", n, "", len(args), "running or not in the "+st.desc)
 	})
+}
+
+// reportChanged prints how many tasks a retry or delete changed ("retried
+// 3 dead tasks", or {"retried": 3} with --json), and on stderr how many of
+// the asked IDs it did not change, and why (missing).
+func (c *cli) reportChanged(f *inspectFlags, verb string, n int, kind string, asked int, missing string) error {
+	if f.json {
+		return c.printJSON(map[string]int{verb: n})
+	}
+	fmt.Fprintf(c.stdout, "%s %d %s%s\n", verb, n, kind, plural(n, "task", "tasks"))
+	if asked > n {
+		fmt.Fprintf(c.stderr, "%d of the IDs are %s\n", asked-n, missing)
+	}
+	return nil
 }
 
 func (c *cli) tasksPurge(cmd *command, args []string) error {
