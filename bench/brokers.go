@@ -357,24 +357,11 @@ type ackCounter struct {
 }
 
 func (s ackCounter) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
-	t0 := time.Now()
-	ds, err := s.brokerStream.Poll(ctx, max)
-	s.calls.pollNanos.Add(int64(time.Since(t0)))
-	s.calls.polls.Add(1)
-	s.calls.polled.Add(int64(len(ds)))
-	return ds, err
+	return s.calls.poll(ctx, s.brokerStream, max)
 }
 
 func (s ackCounter) Ack(ctx context.Context, ds ...peonify.Delivery) error {
-	t0 := time.Now()
-	err := s.brokerStream.Ack(ctx, ds...)
-	s.calls.ackNanos.Add(int64(time.Since(t0)))
-	s.calls.acks.Add(1)
-	s.calls.acked.Add(int64(len(ds)))
-	if err == nil {
-		s.rec.completedN(len(ds))
-	}
-	return err
+	return s.calls.ack(ctx, s.brokerStream, s.rec, ds)
 }
 
 // ackCounterExtend is an ackCounter of a stream whose leases expire: the

@@ -67,25 +67,36 @@ func (c *streamCalls) String() string {
 		c.acks.Load(), per(c.acked.Load(), c.acks.Load()), per(c.ackNanos.Load(), c.acks.Load())/1e6)
 }
 
-func (s countingStream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+// poll calls s.Poll and counts it.
+func (c *streamCalls) poll(ctx context.Context, s peonify.Stream, max int) ([]peonify.Delivery, error) {
 	t0 := time.Now()
-	ds, err := s.durableStream.Poll(ctx, max)
-	s.calls.pollNanos.Add(int64(time.Since(t0)))
-	s.calls.polls.Add(1)
-	s.calls.polled.Add(int64(len(ds)))
+	ds, err := s.Poll(ctx, max)
+	c.pollNanos.Add(int64(time.Since(t0)))
+	c.polls.Add(1)
+	c.polled.Add(int64(len(ds)))
 	return ds, err
 }
 
-func (s countingStream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
+// ack calls s.Ack, counts it, and reports the acked tasks to rec as
+// completed.
+func (c *streamCalls) ack(ctx context.Context, s peonify.Stream, rec *recorder, ds []peonify.Delivery) error {
 	t0 := time.Now()
-	err := s.durableStream.Ack(ctx, ds...)
-	s.calls.ackNanos.Add(int64(time.Since(t0)))
-	s.calls.acks.Add(1)
-	s.calls.acked.Add(int64(len(ds)))
+	err := s.Ack(ctx, ds...)
+	c.ackNanos.Add(int64(time.Since(t0)))
+	c.acks.Add(1)
+	c.acked.Add(int64(len(ds)))
 	if err == nil {
-		s.rec.completedN(len(ds))
+		rec.completedN(len(ds))
 	}
 	return err
+}
+
+func (s countingStream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+	return s.calls.poll(ctx, s.durableStream, max)
+}
+
+func (s countingStream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
+	return s.calls.ack(ctx, s.durableStream, s.rec, ds)
 }
 
 // peonifySystem is a Peonify processor on a sqlitestream or pgstream.
