@@ -42,12 +42,10 @@ func JSON[T any](fn func(ctx context.Context, args T) error) Handler {
 	return HandlerFunc(func(ctx context.Context, t *Task) error {
 		var args T
 		if len(bytes.TrimSpace(t.Payload)) > 0 {
-			dec := json.NewDecoder(bytes.NewReader(t.Payload))
-			if err := dec.Decode(&args); err != nil {
+			// Unmarshal checks the whole payload, so trailing data is an
+			// error too, and costs less than a Decoder per task.
+			if err := json.Unmarshal(t.Payload, &args); err != nil {
 				return SkipRetry(fmt.Errorf("payload of %q task does not decode as the handler's JSON: %w", t.Type, err))
-			}
-			if dec.More() {
-				return SkipRetry(fmt.Errorf("payload of %q task has data after its JSON value", t.Type))
 			}
 		}
 		return fn(ctx, args)

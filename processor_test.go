@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -367,18 +368,25 @@ func TestJSONHandler(t *testing.T) {
 	type email struct {
 		To string `json:"to"`
 	}
-	got := make(chan string, 1)
-	h := newHarness(t, peonify.Config{}, peonify.TaskList{
+	got := make(chan string, 2)
+	h := newHarness(t, peonify.Config{Workers: 1}, peonify.TaskList{
 		"email": peonify.JSON(func(_ context.Context, e email) error { got <- e.To; return nil }),
 	}, memstream.Config{})
 	h.enqueue(&peonify.Task{ID: "j1", Type: "email", Payload: []byte(`{"to":"ada@example.com"}`)},
 		&peonify.Task{ID: "j2", Type: "email", Payload: []byte(`{"to":`)},
-		&peonify.Task{ID: "j3", Type: "email", Payload: []byte(`{"to":7}`)})
+		&peonify.Task{ID: "j3", Type: "email", Payload: []byte(`{"to":7}`)},
+		&peonify.Task{ID: "j4", Type: "email", Payload: []byte(`{"to":"a"} {"to":"b"}`)},
+		&peonify.Task{ID: "j5", Type: "email", Payload: []byte(" \n")})
 	h.start()
-	if to := <-got; to != "ada@example.com" {
-		t.Errorf("decoded to = %q", to)
+	var tos []string
+	for range 2 {
+		tos = append(tos, <-got)
 	}
-	dead := h.waitKind(peonify.EventDead, 2)
+	slices.Sort(tos)
+	if fmt.Sprint(tos) != "[ ada@example.com]" {
+		t.Errorf("decoded to = %q, want the address and, from the blank payload, the zero value", tos)
+	}
+	dead := h.waitKind(peonify.EventDead, 3)
 	for _, e := range dead {
 		if e.Task.Attempt != 1 || !strings.Contains(e.Err.Error(), `payload of "email" task`) {
 			t.Errorf("task %s dead at attempt %d with %v, want dead at once with the type named", e.Task.ID, e.Task.Attempt, e.Err)

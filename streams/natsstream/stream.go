@@ -289,30 +289,20 @@ func (s *Stream) forgetExpired() {
 	s.claims.removeIf(func(c *claim) bool { return time.Duration(c.deadline.Load()) < now })
 }
 
-// flush waits until the server has every message published so far.
-func (s *Stream) flush(ctx context.Context) error {
+// confirm sends an acknowledgement with a reply subject and waits for
+// JetStream's reply, which it sends once the consumer has applied the
+// acknowledgement (and, the consumer applying one connection's
+// acknowledgements in order, every one this connection sent before). The
+// reply comes through the connection's shared response subscription, so a
+// confirmation costs no subscription of its own.
+func (s *Stream) confirm(ctx context.Context, reply string, body []byte) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 	}
-	if err := s.nc.FlushWithContext(ctx); err != nil {
-		return fmt.Errorf("natsstream: waiting for the server to receive acknowledgements: %w", err)
-	}
-	return nil
-}
-
-// awaitConfirms waits for n ack confirmations on sub.
-func (s *Stream) awaitConfirms(ctx context.Context, sub *nats.Subscription, n int) error {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-	}
-	for range n {
-		if _, err := sub.NextMsgWithContext(ctx); err != nil {
-			return fmt.Errorf("natsstream: waiting for JetStream to confirm acknowledgements: %w", err)
-		}
+	if _, err := s.nc.RequestWithContext(ctx, reply, body); err != nil {
+		return fmt.Errorf("natsstream: waiting for JetStream to confirm %s: %w", body, err)
 	}
 	return nil
 }
@@ -339,11 +329,9 @@ func errLost(n int) error {
 // does nothing.
 func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	var (
-		sent     []*claim
-		lost     int
-		bad      error
-		inbox    string
-		confirms *nats.Subscription
+		sent []*claim
+		lost int
+		bad  error
 	)
 	for _, d := range ds {
 		c, err := s.claimOf(d)
@@ -358,39 +346,25 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 			lost++
 			continue
 		}
-		if len(sent) == 0 {
-			if err := s.connected(); err != nil {
-				return err
-			}
-			// JetStream confirms an ack sent with a reply subject once it
-			// has applied it; without the confirmation an ack the server
-			// received but had not applied when it stopped is lost, and
-			// the task runs again although Ack returned nil.
-			inbox = s.nc.NewRespInbox()
-			var err error
-			if confirms, err = s.nc.SubscribeSync(inbox); err != nil {
-				return fmt.Errorf("natsstream: subscribing to ack confirmations: %w", err)
-			}
-			defer func() { _ = confirms.Unsubscribe() }()
-		}
 		sent = append(sent, c)
 	}
-	// The consumer applies the acks of one connection in the order they
-	// arrive, so a confirmation of the last one covers the batch: the others
-	// go without a reply subject, saving a reply per task.
-	for i, c := range sent {
-		var err error
-		if i == len(sent)-1 {
-			err = s.nc.PublishRequest(c.msg.Reply(), inbox, ackAck)
-		} else {
-			err = s.nc.Publish(c.msg.Reply(), ackAck)
-		}
-		if err != nil {
-			return fmt.Errorf("natsstream: sending an ack: %w", err)
-		}
-	}
 	if len(sent) > 0 {
-		if err := s.awaitConfirms(ctx, confirms, 1); err != nil {
+		if err := s.connected(); err != nil {
+			return err
+		}
+		// The consumer applies the acks of one connection in the order they
+		// arrive, so a confirmation of the last one covers the batch: the
+		// others go without a reply subject, saving a reply per task.
+		// Without the confirmation, an ack the server received but had not
+		// applied when it stopped would be lost, and the task would run
+		// again although Ack returned nil.
+		last := len(sent) - 1
+		for _, c := range sent[:last] {
+			if err := s.nc.Publish(c.msg.Reply(), ackAck); err != nil {
+				return fmt.Errorf("natsstream: sending an ack: %w", err)
+			}
+		}
+		if err := s.confirm(ctx, sent[last].msg.Reply(), ackAck); err != nil {
 			return err
 		}
 		for _, c := range sent {
@@ -464,15 +438,13 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	return nil
 }
 
-// settle sends an acknowledgement and waits until the server has it.
+// settle sends an acknowledgement and waits until JetStream has applied
+// it.
 func (s *Stream) settle(ctx context.Context, reply string, body []byte) error {
 	if err := s.connected(); err != nil {
 		return err
 	}
-	if err := s.nc.Publish(reply, body); err != nil {
-		return fmt.Errorf("natsstream: sending %s: %w", body, err)
-	}
-	return s.flush(ctx)
+	return s.confirm(ctx, reply, body)
 }
 
 // Extend renews the lease of d: it sends JetStream's in-progress
