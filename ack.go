@@ -3,34 +3,56 @@ package peonify
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 )
 
 // Acks are batched: workers append successful deliveries to their stream's
-// buffer and the flusher acks each buffer in one call, at most ackDelay
-// after the first of them, or at once when ackBatch have gathered; no
-// Ack call carries more than ackBatch deliveries.
+// buffer, and the flusher sends the buffer at most ackDelay after the
+// oldest delivery in it, or at once when ackBatch have gathered. No Ack
+// call carries more than ackBatch deliveries, and each stream has up to
+// ackCalls calls in flight, so a stream that confirms every call with a
+// round trip keeps up with a fast drain instead of making each batch wait
+// for the one before.
 const (
 	ackDelay = 2 * time.Millisecond
 	ackBatch = 256
+	ackCalls = 4
 )
+
+// ackQueue is a stream's buffer of deliveries waiting to be acked. Its
+// fields are guarded by streamState.ackMu.
+type ackQueue struct {
+	acks   []Delivery // successful deliveries waiting for the flusher
+	oldest time.Time  // when the first of acks was added
+	calls  int        // Ack calls in flight
+	spare  []Delivery // an emptied array for acks to reuse
+}
 
 // ack queues a successful delivery for the flusher.
 func (p *Processor) ack(st *streamState, d Delivery) {
 	st.ackMu.Lock()
-	st.acks = append(st.acks, d)
-	n := len(st.acks)
+	q := &st.ackQ
+	q.acks = append(q.acks, d)
+	n := len(q.acks)
+	if n == 1 {
+		q.oldest = time.Now()
+	}
 	st.ackMu.Unlock()
-	if n == 1 || n >= ackBatch {
-		select {
-		case p.ackKick <- struct{}{}:
-		default:
-		}
+	if n == 1 || n == ackBatch {
+		p.kickAcks()
 	}
 }
 
-// flusher acks batched deliveries until done is closed.
+// kickAcks wakes the flusher.
+func (p *Processor) kickAcks() {
+	select {
+	case p.ackKick <- struct{}{}:
+	default:
+	}
+}
+
+// flusher sends batched acks until done is closed; the calls it starts may
+// still be running when it returns.
 func (p *Processor) flusher(done <-chan struct{}) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -41,58 +63,99 @@ func (p *Processor) flusher(done <-chan struct{}) {
 			return
 		case <-p.ackKick:
 		}
-		// Gather for a moment unless a batch is already full.
-		timer.Reset(ackDelay)
-		select {
-		case <-done:
-			timer.Stop()
-			return
-		case <-timer.C:
-		case <-p.ackKick:
-			timer.Stop()
+		for {
+			// Gather until the oldest waiting ack is ackDelay old, unless
+			// a batch is full or the waiting acks are old already (they
+			// waited for a free call).
+			wait, _ := p.sendAcks(false)
+			if wait <= 0 {
+				break
+			}
+			timer.Reset(wait)
+			select {
+			case <-done:
+				timer.Stop()
+				return
+			case <-timer.C:
+			case <-p.ackKick:
+				timer.Stop()
+			}
 		}
-		p.flushAcks()
 	}
 }
 
-// flushAcks acks every buffered delivery, stream by stream.
-func (p *Processor) flushAcks() {
+// sendAcks starts an Ack call for each full batch, and for each batch whose
+// oldest delivery is due, while the stream has a call free. It returns how
+// long until the next partial batch is due, or 0 if none waits (or all
+// that wait need a free call, whose end kicks the flusher), and whether
+// any delivery is left waiting. With now, every batch is due.
+func (p *Processor) sendAcks(now bool) (next time.Duration, left bool) {
+	t := time.Now()
 	for _, st := range p.streams {
 		st.ackMu.Lock()
-		batch := st.acks
-		st.acks, st.ackSpin = st.ackSpin[:0], nil
-		st.ackMu.Unlock()
-		if len(batch) == 0 {
-			st.ackMu.Lock()
-			st.ackSpin = batch
-			st.ackMu.Unlock()
-			continue
+		q := &st.ackQ
+		for len(q.acks) > 0 && q.calls < ackCalls {
+			n := len(q.acks)
+			if n < ackBatch && !now {
+				if due := ackDelay - t.Sub(q.oldest); due > 0 {
+					if next == 0 || due < next {
+						next = due
+					}
+					break
+				}
+			}
+			n = min(n, ackBatch)
+			// A batch of everything takes the array, and acks go on in the
+			// spare one; otherwise the batch keeps its part of the array and
+			// later appends go past it.
+			batch, whole := q.acks[:n], n == len(q.acks)
+			if whole {
+				q.acks, q.spare = q.spare, nil
+			} else {
+				batch = batch[:n:n]
+				q.acks = q.acks[n:]
+			}
+			q.calls++
+			p.ackCalls.Add(1)
+			go p.ackBatch(st, batch, whole)
 		}
-		// A long backlog of acks (after a slow ack) goes out in bounded
-		// calls, so one huge statement cannot outlast its timeout and let
-		// leases of finished tasks run out.
-		// The calls run side by side (streams are safe for concurrent
-		// use), so a stream that confirms each ack call with a round trip
-		// keeps up with a fast drain.
-		var calls sync.WaitGroup
-		for rest := batch; len(rest) > 0; {
-			n := min(len(rest), ackBatch)
-			chunk := rest[:n]
-			calls.Go(func() { p.ackBatch(st, chunk) })
-			rest = rest[n:]
-		}
-		calls.Wait()
-		clear(batch) // drop task references
-		st.ackMu.Lock()
-		st.ackSpin = batch[:0]
+		left = left || len(q.acks) > 0
 		st.ackMu.Unlock()
 	}
+	return next, left
+}
+
+// flushAcks sends every waiting ack, within the limit of calls in flight,
+// and waits for all Ack calls to end. The flusher must have stopped.
+func (p *Processor) flushAcks() {
+	for {
+		if _, left := p.sendAcks(true); !left {
+			break
+		}
+		<-p.ackKick // a call ended with acks waiting
+	}
+	p.ackCalls.Wait()
 }
 
 // ackBatch acks one batch, retrying transient errors a few times. If the
 // stream still fails, the tasks come back when their leases end and run
-// again: at-least-once, never lost.
-func (p *Processor) ackBatch(st *streamState, batch []Delivery) {
+// again: at-least-once, never lost. An array that the batch owns (whole)
+// becomes the stream's spare afterwards.
+func (p *Processor) ackBatch(st *streamState, batch []Delivery, whole bool) {
+	defer func() {
+		clear(batch) // drop task references
+		st.ackMu.Lock()
+		if whole && st.ackQ.spare == nil {
+			st.ackQ.spare = batch[:0]
+		}
+		st.ackQ.calls--
+		waiting := len(st.ackQ.acks) > 0
+		st.ackMu.Unlock()
+		p.ackCalls.Done()
+		if waiting {
+			p.kickAcks()
+		}
+	}()
 	wait := 50 * time.Millisecond
 	for try := 1; ; try++ {
 		ctx, cancel := context.WithTimeout(p.base, 10*time.Second)

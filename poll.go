@@ -22,9 +22,8 @@ type streamState struct {
 	maxPoll int             // most tasks one Poll returns; 0: no limit
 	wake    <-chan struct{} // nil if the stream is not a Waker
 
-	ackMu   sync.Mutex
-	acks    []Delivery // successful deliveries waiting for the flusher
-	ackSpin []Delivery // the flusher's spare buffer
+	ackMu sync.Mutex
+	ackQ  ackQueue // guarded by ackMu
 
 	polls      atomic.Uint64
 	polled     atomic.Uint64 // tasks delivered

@@ -216,16 +216,23 @@ func TestStatsShowInFlight(t *testing.T) {
 	}
 }
 
-// slowAcker delays every Ack and records the largest batch.
+// slowAcker delays every Ack and records the largest batch and the most
+// calls in flight at once.
 type slowAcker struct {
 	*memstream.Stream
 	maxBatch atomic.Int64
+	inFlight atomic.Int64
+	maxCalls atomic.Int64
 }
 
 func (s *slowAcker) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	if n := int64(len(ds)); n > s.maxBatch.Load() {
 		s.maxBatch.Store(n)
 	}
+	if n := s.inFlight.Add(1); n > s.maxCalls.Load() {
+		s.maxCalls.Store(n)
+	}
+	defer s.inFlight.Add(-1)
 	time.Sleep(20 * time.Millisecond) // a slow database: acks pile up meanwhile
 	return s.Stream.Ack(ctx, ds...)
 }
@@ -246,6 +253,11 @@ func TestAckBatchesAreBounded(t *testing.T) {
 	runUntil(t, p, &done, 3000)
 	if m := sa.maxBatch.Load(); m > 256 {
 		t.Errorf("an Ack carried %d deliveries; calls must stay bounded (256)", m)
+	}
+	// A slow Ack must not hold up the next batch, nor may calls pile up
+	// without bound.
+	if m := sa.maxCalls.Load(); m < 2 || m > 4 {
+		t.Errorf("at most %d Ack calls were in flight at once, want 2 to 4", m)
 	}
 	if n, err := sa.Counts(context.Background()); err != nil || n[peonify.StatePending]+n[peonify.StateRunning] != 0 {
 		t.Errorf("left after the drain: %v", n)

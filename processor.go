@@ -48,7 +48,8 @@ type Processor struct {
 	watchArmed atomic.Int64 // unix nanos of the watchdog's next wake; 0 when disarmed
 	renewing   sync.WaitGroup
 
-	ackKick chan struct{}
+	ackKick  chan struct{}
+	ackCalls sync.WaitGroup // Ack calls in flight
 
 	counters counters
 }
