@@ -1,10 +1,12 @@
 package natsstream
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -358,6 +360,9 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 		// Without the confirmation, an ack the server received but had not
 		// applied when it stopped would be lost, and the task would run
 		// again although Ack returned nil.
+		// The stream removes an acked message; removing the oldest is
+		// cheapest, so acks go out in stream order.
+		slices.SortFunc(sent, func(a, b *claim) int { return cmp.Compare(a.seq, b.seq) })
 		last := len(sent) - 1
 		for _, c := range sent[:last] {
 			if err := s.nc.Publish(c.msg.Reply(), ackAck); err != nil {
