@@ -364,6 +364,16 @@ func (s ackCounter) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	return s.calls.ack(ctx, s.brokerStream, s.rec, ds)
 }
 
+// MaxPoll passes on the stream's cap on one Poll (peonify.PollLimiter):
+// without it the processor would take a capped batch for a drained
+// stream and rest before the next poll.
+func (s ackCounter) MaxPoll() int {
+	if l, ok := s.brokerStream.(peonify.PollLimiter); ok {
+		return l.MaxPoll()
+	}
+	return 0
+}
+
 // ackCounterExtend is an ackCounter of a stream whose leases expire: the
 // processor finds Extend on it by type assertion.
 type ackCounterExtend struct {
