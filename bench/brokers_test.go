@@ -147,19 +147,6 @@ func TestParseFlagsBrokers(t *testing.T) {
 	}
 }
 
-func TestParseSeq(t *testing.T) {
-	for in, want := range map[string]int{`{"seq":0}`: 0, `{"seq":49999}`: 49999, string(payload(123456)): 123456} {
-		if got, ok := parseSeq([]byte(in)); !ok || got != want {
-			t.Errorf("parseSeq(%s) = %d, %v; want %d", in, got, ok, want)
-		}
-	}
-	for _, in := range []string{``, `{"seq":}`, `{"seq":-1}`, `{"seq":1 }`, `{"n":1}`, `{"seq":12`} {
-		if _, ok := parseSeq([]byte(in)); ok {
-			t.Errorf("parseSeq(%s) accepted", in)
-		}
-	}
-}
-
 func TestSeenSet(t *testing.T) {
 	s := newSeenSet(3)
 	for _, p := range []string{`{"seq":0}`, `{"seq":1}`, `{"seq":1}`, `{"seq":7}`, `junk`} {
