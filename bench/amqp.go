@@ -132,7 +132,7 @@ func (b *amqpBroker) peers(map[string]bool) (tuned, once []contender) { return n
 func (b *amqpBroker) raw(ctx context.Context, n int, cfg peonifyConfig) (result, error) {
 	prefetch := b.prefetchFor(cfg)
 	res := result{mode: "drain", system: rawLabel("amqp"), n: n,
-		config: fmt.Sprintf("Qos(%d), Consume, Ack of each message", prefetch)}
+		config: fmt.Sprintf("Qos(%d), Consume, JSON decode + Ack of each message", prefetch)}
 	queue := randName("pbench.")
 	defer b.deleteQueues(queue)
 	producer, err := amqpstream.New(b.url, amqpstream.Config{Queue: queue, Logger: b.log})

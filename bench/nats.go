@@ -139,7 +139,7 @@ func (b *natsBroker) peers(map[string]bool) (tuned, once []contender) { return n
 func (b *natsBroker) raw(ctx context.Context, n int, cfg peonifyConfig) (result, error) {
 	fetch := b.rawFetch(cfg)
 	res := result{mode: "drain", system: rawLabel("nats"), n: n,
-		config: fmt.Sprintf("FetchNoWait(%d) + Ack of each message, one loop", fetch)}
+		config: fmt.Sprintf("FetchNoWait(%d), JSON decode + Ack of each message, one loop", fetch)}
 	nc, js, err := connectNATS(b.url)
 	if err != nil {
 		return res, err

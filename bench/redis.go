@@ -181,7 +181,7 @@ const rawRedisBatch = 100
 // overlaps its claims and acks. No fencing, no task index, no handler.
 func (b *redisBroker) raw(ctx context.Context, n int, _ peonifyConfig) (result, error) {
 	res := result{mode: "drain", system: rawLabel("redis"), n: n,
-		config: fmt.Sprintf("XREADGROUP COUNT %d, then XACK + XDEL pipelined by a second goroutine", rawRedisBatch)}
+		config: fmt.Sprintf("XREADGROUP COUNT %d and a JSON decode of each entry, then XACK + XDEL pipelined by a second goroutine", rawRedisBatch)}
 	client := b.client()
 	defer client.Close()
 	queue := randName("raw_")
