@@ -479,8 +479,16 @@ func (s *Stream) session(ctx context.Context, wait bool) (*session, error) {
 		if cur != nil && !cur.dead() {
 			return cur, nil
 		}
-		if !wait && !busy && last != nil {
-			return nil, fmt.Errorf("amqpstream: not connected to %s (reconnecting): %w", s.redacted, last)
+		if !busy && last != nil {
+			if refused(last) {
+				// Waiting would not help: the broker turned the user or the
+				// vhost away. The supervisor keeps trying, slowly, in case
+				// the broker's side is fixed.
+				return nil, fmt.Errorf("amqpstream: the broker at %s refused the connection: check the user, password and vhost in the URL, and the user's permissions: %w", s.redacted, last)
+			}
+			if !wait {
+				return nil, fmt.Errorf("amqpstream: not connected to %s (reconnecting): %w", s.redacted, last)
+			}
 		}
 		select {
 		case <-change:
@@ -491,6 +499,13 @@ func (s *Stream) session(ctx context.Context, wait bool) (*session, error) {
 			return nil, fmt.Errorf("amqpstream: connecting to %s: %w", s.redacted, ctx.Err())
 		}
 	}
+}
+
+// refused reports whether err is the broker refusing the credentials or
+// the vhost, which no retry fixes.
+func refused(err error) bool {
+	var e *amqp.Error
+	return errors.As(err, &e) && (e.Code == amqp.AccessRefused || e.Code == amqp.NotAllowed)
 }
 
 // broadcast wakes callers waiting in session. s.mu must be held.
@@ -515,7 +530,12 @@ func (s *Stream) supervise(ctx context.Context) {
 			}
 			s.setDown(err)
 			d := jitter(wait)
-			log.Warn("amqpstream: cannot connect; retrying", "queue", s.cfg.Queue, "retry_in", d, "err", err)
+			if refused(err) {
+				log.Error("amqpstream: the broker refused the connection; check the user, password, vhost and permissions; retrying",
+					"queue", s.cfg.Queue, "retry_in", d, "err", err)
+			} else {
+				log.Warn("amqpstream: cannot connect; retrying", "queue", s.cfg.Queue, "retry_in", d, "err", err)
+			}
 			if !sleep(ctx, d) {
 				return
 			}

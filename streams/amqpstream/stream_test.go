@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -757,6 +758,41 @@ func TestUnreachableBroker(t *testing.T) {
 	defer cancel()
 	if err := s.Enqueue(ctx, task("x")); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Enqueue with no broker = %v, want the context's error", err)
+	}
+}
+
+// TestRefusedCredentials checks that a wrong password or vhost fails
+// Connect and Enqueue as soon as the broker says so, with an error that
+// says what to fix, instead of waiting for the context to end.
+func TestRefusedCredentials(t *testing.T) {
+	u, err := url.Parse(testURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongPassword, wrongVhost := *u, *u
+	wrongPassword.User = url.UserPassword(u.User.Username(), "not-the-password")
+	wrongVhost.Path = "/no-such-vhost-" + uniqueQueue(t)
+	for name, addr := range map[string]string{"password": wrongPassword.String(), "vhost": wrongVhost.String()} {
+		t.Run(name, func(t *testing.T) {
+			s, err := New(addr, Config{Logger: slog.New(slog.DiscardHandler), Queue: uniqueQueue(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close(context.Background())
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			start := time.Now()
+			err = s.Connect(ctx)
+			if err == nil || !strings.Contains(err.Error(), "check the user, password and vhost") || ctx.Err() != nil {
+				t.Fatalf("Connect = %v after %s, want the refusal at once, naming what to check", err, time.Since(start))
+			}
+			if strings.Contains(err.Error(), "not-the-password") {
+				t.Errorf("the error shows the password: %v", err)
+			}
+			if err := s.Enqueue(ctx, task("x")); err == nil || ctx.Err() != nil {
+				t.Errorf("Enqueue = %v, want the refusal before the context ends", err)
+			}
+		})
 	}
 }
 
