@@ -51,9 +51,9 @@ func (p *Processor) kickAcks() {
 	}
 }
 
-// flusher sends batched acks until done is closed; the calls it starts may
-// still be running when it returns.
-func (p *Processor) flusher(done <-chan struct{}) {
+// flusher sends batched acks until done is closed; the calls it starts,
+// which give up when ctx ends, may still be running when it returns.
+func (p *Processor) flusher(ctx context.Context, done <-chan struct{}) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -67,7 +67,7 @@ func (p *Processor) flusher(done <-chan struct{}) {
 			// Gather until the oldest waiting ack is ackDelay old, unless
 			// a batch is full or the waiting acks are old already (they
 			// waited for a free call).
-			wait, _ := p.sendAcks(false)
+			wait, _ := p.sendAcks(ctx, false)
 			if wait <= 0 {
 				break
 			}
@@ -88,8 +88,9 @@ func (p *Processor) flusher(done <-chan struct{}) {
 // oldest delivery is due, while the stream has a call free. It returns how
 // long until the next partial batch is due, or 0 if none waits (or all
 // that wait need a free call, whose end kicks the flusher), and whether
-// any delivery is left waiting. With now, every batch is due.
-func (p *Processor) sendAcks(now bool) (next time.Duration, left bool) {
+// any delivery is left waiting. With now, every batch is due. The calls
+// give up when ctx ends.
+func (p *Processor) sendAcks(ctx context.Context, now bool) (next time.Duration, left bool) {
 	t := time.Now()
 	for _, st := range p.streams {
 		st.ackMu.Lock()
@@ -117,7 +118,7 @@ func (p *Processor) sendAcks(now bool) (next time.Duration, left bool) {
 			}
 			q.calls++
 			p.ackCalls.Add(1)
-			go p.ackBatch(st, batch, whole)
+			go p.ackBatch(ctx, st, batch, whole)
 		}
 		left = left || len(q.acks) > 0
 		st.ackMu.Unlock()
@@ -126,10 +127,11 @@ func (p *Processor) sendAcks(now bool) (next time.Duration, left bool) {
 }
 
 // flushAcks sends every waiting ack, within the limit of calls in flight,
-// and waits for all Ack calls to end. The flusher must have stopped.
-func (p *Processor) flushAcks() {
+// and waits for all Ack calls to end; calls it starts give up when ctx
+// ends. The flusher must have stopped.
+func (p *Processor) flushAcks(ctx context.Context) {
 	for {
-		if _, left := p.sendAcks(true); !left {
+		if _, left := p.sendAcks(ctx, true); !left {
 			break
 		}
 		<-p.ackKick // a call ended with acks waiting
@@ -137,11 +139,11 @@ func (p *Processor) flushAcks() {
 	p.ackCalls.Wait()
 }
 
-// ackBatch acks one batch, retrying transient errors a few times. If the
-// stream still fails, the tasks come back when their leases end and run
-// again: at-least-once, never lost. An array that the batch owns (whole)
-// becomes the stream's spare afterwards.
-func (p *Processor) ackBatch(st *streamState, batch []Delivery, whole bool) {
+// ackBatch acks one batch, retrying transient errors a few times while ctx
+// lasts. If the stream still fails, the tasks come back when their leases
+// end and run again: at-least-once, never lost. An array that the batch
+// owns (whole) becomes the stream's spare afterwards.
+func (p *Processor) ackBatch(ctx context.Context, st *streamState, batch []Delivery, whole bool) {
 	defer func() {
 		clear(batch) // drop task references
 		st.ackMu.Lock()
@@ -158,19 +160,31 @@ func (p *Processor) ackBatch(st *streamState, batch []Delivery, whole bool) {
 	}()
 	wait := 50 * time.Millisecond
 	for try := 1; ; try++ {
-		ctx, cancel := context.WithTimeout(p.base, 10*time.Second)
-		err := st.s.Ack(ctx, batch...)
+		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := st.s.Ack(callCtx, batch...)
 		cancel()
 		if err == nil || errors.Is(err, ErrLeaseLost) {
 			return
 		}
-		if try == 3 {
+		if try == 3 || !sleepCtx(ctx, jitter(wait, 0.5)) {
 			p.log.Error("peonify: ack failed; these tasks will run again when their leases end",
 				"stream", st.name, "tasks", len(batch), "err", err)
 			p.counters.ackErrors.Add(uint64(len(batch)))
 			return
 		}
-		time.Sleep(jitter(wait, 0.5))
 		wait *= 4
+	}
+}
+
+// sleepCtx waits for d and reports true, or reports false when ctx ends
+// first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }

@@ -213,6 +213,10 @@ func (p *Processor) AddIntake(in Intake) error {
 	return nil
 }
 
+// shutdownFlush bounds each of the last two steps of a shutdown: flushing
+// acks, and closing the streams.
+const shutdownFlush = 10 * time.Second
+
 // Run processes tasks until ctx ends, then shuts down gracefully and
 // returns nil:
 //
@@ -223,7 +227,9 @@ func (p *Processor) AddIntake(in Intake) error {
 //  3. running tasks get Config.ShutdownGrace to finish, with their leases
 //     kept alive; then their contexts are cancelled with cause ErrShutdown
 //     and those that return an error are released too;
-//  4. pending acks are flushed and every stream is closed.
+//  4. pending acks are flushed, within 10 seconds (acks that fail mean
+//     tasks that run again, never lost ones), and then every stream is
+//     closed, side by side, within 10 seconds more.
 //
 // Run never installs signal handlers: wire SIGTERM and SIGINT to ctx with
 // signal.NotifyContext. If a handler ignores its cancelled context for
@@ -272,7 +278,11 @@ func (p *Processor) Run(ctx context.Context) error {
 	watchDone := make(chan struct{})
 	helpers.Go(func() { p.watchdog(watchDone) })
 	ackDone := make(chan struct{})
-	helpers.Go(func() { p.flusher(ackDone) })
+	// Ack calls end with ackCtx, which the shutdown cancels once acks have
+	// had their time.
+	ackCtx, cancelAcks := context.WithCancel(p.base)
+	defer cancelAcks()
+	helpers.Go(func() { p.flusher(ackCtx, ackDone) })
 
 	<-ctx.Done()
 	p.log.Info("peonify: shutting down", "grace", p.cfg.ShutdownGrace)
@@ -309,14 +319,23 @@ func (p *Processor) Run(ctx context.Context) error {
 	close(ackDone)
 	helpers.Wait()
 	p.renewing.Wait()
-	p.flushAcks()
-	closeCtx, cancel := context.WithTimeout(p.base, 10*time.Second)
+	// Acks get a bounded time, so a store that stopped answering cannot
+	// hold up the exit: acks that fail are tasks that run again.
+	flushEnd := time.AfterFunc(shutdownFlush, cancelAcks)
+	p.flushAcks(ackCtx)
+	flushEnd.Stop()
+	// Streams close side by side, each within the same bound.
+	closeCtx, cancel := context.WithTimeout(p.base, shutdownFlush)
 	defer cancel()
+	var closing sync.WaitGroup
 	for _, st := range p.streams {
-		if cerr := st.s.Close(closeCtx); cerr != nil {
-			p.log.Error("peonify: closing stream failed", "stream", st.name, "err", cerr)
-		}
+		closing.Go(func() {
+			if cerr := st.s.Close(closeCtx); cerr != nil {
+				p.log.Error("peonify: closing stream failed", "stream", st.name, "err", cerr)
+			}
+		})
 	}
+	closing.Wait()
 	p.log.Info("peonify: stopped", "succeeded", p.counters.succeeded.Load(), "released", p.counters.released.Load())
 	return errors.Join(intakeErr, err)
 }
