@@ -166,25 +166,13 @@ func (p *Processor) ackBatch(ctx context.Context, st *streamState, batch []Deliv
 		if err == nil || errors.Is(err, ErrLeaseLost) {
 			return
 		}
-		if try == 3 || !sleepCtx(ctx, jitter(wait, 0.5)) {
+		// Wait before the next try, unless ctx ends meanwhile.
+		if try == 3 || p.waitFor(ctx.Done(), jitter(wait, 0.5)) {
 			p.log.Error("peonify: ack failed; these tasks will run again when their leases end",
 				"stream", st.name, "tasks", len(batch), "err", err)
 			p.counters.ackErrors.Add(uint64(len(batch)))
 			return
 		}
 		wait *= 4
-	}
-}
-
-// sleepCtx waits for d and reports true, or reports false when ctx ends
-// first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
