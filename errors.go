@@ -43,6 +43,7 @@ type DuplicateError struct {
 	IDs []string // IDs of the duplicate tasks, as given (or generated)
 }
 
+// Error names the duplicate tasks.
 func (e *DuplicateError) Error() string {
 	if len(e.IDs) == 1 {
 		return fmt.Sprintf("peonify: task %s already enqueued (same ID or UniqueKey); not stored again", e.IDs[0])
@@ -60,6 +61,7 @@ type InvalidTaskError struct {
 	Reason string
 }
 
+// Error names the task, if it has an ID, and what is wrong with it.
 func (e *InvalidTaskError) Error() string {
 	if e.ID == "" {
 		return "peonify: invalid task: " + e.Reason
@@ -73,6 +75,7 @@ type ConfigError struct {
 	Reason string
 }
 
+// Error names the field and what is wrong with it.
 func (e *ConfigError) Error() string {
 	return fmt.Sprintf("peonify: invalid %s: %s", e.Field, e.Reason)
 }
@@ -143,4 +146,5 @@ type PanicError struct {
 	Stack []byte // the goroutine's stack at the panic
 }
 
+// Error gives the value passed to panic; Stack has the stack.
 func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }

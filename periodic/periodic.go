@@ -29,6 +29,7 @@ type SpecError struct {
 	Err  error  // what is wrong with it
 }
 
+// Error names the job and its spec, says what is wrong, and shows valid specs.
 func (e *SpecError) Error() string {
 	return fmt.Sprintf("periodic: job %q: invalid Spec %q: %v; %s", e.Job, e.Spec, e.Err, specExamples)
 }

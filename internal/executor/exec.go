@@ -270,6 +270,7 @@ type ExitError struct {
 	cause  error
 }
 
+// Error gives the message and the end of the command's standard error.
 func (e *ExitError) Error() string {
 	if e.Stderr == "" {
 		return e.Msg

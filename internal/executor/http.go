@@ -23,6 +23,7 @@ type FieldError struct {
 	Reason string
 }
 
+// Error names the field and what is wrong with it.
 func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
 
 // HTTPConfig configures an HTTP executor. Only URL is required.
@@ -227,6 +228,7 @@ type StatusError struct {
 	Location string // for a redirect: where it points
 }
 
+// Error gives the request, the status and what the response said.
 func (e *StatusError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s: %s", e.Method, e.URL, e.Status)
