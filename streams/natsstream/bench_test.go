@@ -3,31 +3,12 @@ package natsstream
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strconv"
-	"sync/atomic"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 )
-
-// benchBacklog stores n small tasks in s.
-func benchBacklog(b *testing.B, s *Stream, n int) {
-	b.Helper()
-	ctx := context.Background()
-	for n > 0 {
-		tasks := make([]*peonify.Task, min(n, 1000))
-		for i := range tasks {
-			tasks[i] = &peonify.Task{Type: "bench", Payload: []byte(`{"n":1}`)}
-		}
-		if err := s.Enqueue(ctx, tasks...); err != nil {
-			b.Fatal(err)
-		}
-		n -= len(tasks)
-	}
-}
 
 // BenchmarkProcessorDrain measures what users see: a Processor draining a
 // backlog from the stream with a handler that does nothing, so the figure
@@ -40,47 +21,8 @@ func benchBacklog(b *testing.B, s *Stream, n int) {
 func BenchmarkProcessorDrain(b *testing.B) {
 	for _, c := range []struct{ workers, queue int }{{20, 0}, {20, 200}, {100, 0}} {
 		b.Run(fmt.Sprintf("workers=%d/queue=%d", c.workers, c.queue), func(b *testing.B) {
-			js := testJS(b)
-			s, _ := newTestStream(b, js, Config{})
-			benchBacklog(b, s, b.N)
-			var done atomic.Int64
-			all := make(chan struct{})
-			p, err := peonify.New(peonify.Config{
-				Workers:   c.workers,
-				QueueSize: c.queue,
-				Logger:    slog.New(slog.NewTextHandler(b.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
-				OnEvent: func(e peonify.Event) {
-					if e.Kind == peonify.EventSucceeded && done.Add(1) == int64(b.N) {
-						close(all)
-					}
-				},
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			noop := peonify.HandlerFunc(func(context.Context, *peonify.Task) error { return nil })
-			if err := p.AddTaskList(peonify.TaskList{"bench": noop}); err != nil {
-				b.Fatal(err)
-			}
-			if err := p.AddStream(s); err != nil {
-				b.Fatal(err)
-			}
-			ctx, stop := context.WithCancel(context.Background())
-			errc := make(chan error, 1)
-			cpu := cpuTime()
-			b.ResetTimer()
-			go func() { errc <- p.Run(ctx) }()
-			<-all
-			b.StopTimer()
-			b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/task")
-			if st := p.Stats(); len(st.Streams) == 1 && st.Streams[0].Polls > 0 {
-				b.ReportMetric(float64(st.Polled)/float64(st.Streams[0].Polls), "tasks/poll")
-			}
-			stop()
-			if err := <-errc; err != nil {
-				b.Fatal(err)
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+			s, _ := newTestStream(b, testJS(b), Config{})
+			streamtest.Drain{Workers: c.workers, QueueSize: c.queue}.Run(b, s)
 		})
 	}
 }
@@ -94,12 +36,12 @@ func BenchmarkFetchAckLoop(b *testing.B) {
 		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
 			js := testJS(b)
 			s, cfg := newTestStream(b, js, Config{})
-			benchBacklog(b, s, b.N)
+			streamtest.Backlog(b, s, b.N, nil)
 			cons, err := js.Consumer(context.Background(), cfg.Stream, cfg.Consumer)
 			if err != nil {
 				b.Fatal(err)
 			}
-			cpu := cpuTime()
+			cpu := streamtest.CPUTime()
 			b.ResetTimer()
 			for got := 0; got < b.N; {
 				msgs, err := cons.FetchNoWait(batch)
@@ -120,7 +62,7 @@ func BenchmarkFetchAckLoop(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.StopTimer()
-			b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/msg")
+			b.ReportMetric(float64(streamtest.CPUTime()-cpu)/float64(b.N), "cpu-ns/msg")
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 		})
 	}
@@ -150,13 +92,6 @@ func BenchmarkEnqueue(b *testing.B) {
 	}
 }
 
-// cpuTime returns the CPU time this process has used, user and system.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // BenchmarkPollAckLoop is BenchmarkFetchAckLoop through the Stream, with
 // no processor: Poll a batch, Ack it. The difference from the fetch loop
 // is the stream's own cost per task.
@@ -165,9 +100,9 @@ func BenchmarkPollAckLoop(b *testing.B) {
 		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
 			js := testJS(b)
 			s, _ := newTestStream(b, js, Config{})
-			benchBacklog(b, s, b.N)
+			streamtest.Backlog(b, s, b.N, nil)
 			ctx := context.Background()
-			cpu := cpuTime()
+			cpu := streamtest.CPUTime()
 			b.ResetTimer()
 			for got := 0; got < b.N; {
 				ds, err := s.Poll(ctx, batch)
@@ -180,7 +115,7 @@ func BenchmarkPollAckLoop(b *testing.B) {
 				got += len(ds)
 			}
 			b.StopTimer()
-			b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/task")
+			b.ReportMetric(float64(streamtest.CPUTime()-cpu)/float64(b.N), "cpu-ns/task")
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
 		})
 	}

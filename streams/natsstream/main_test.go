@@ -2,16 +2,12 @@ package natsstream
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"log/slog"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/internal/testenv"
 	"go.uber.org/goleak"
 )
@@ -45,28 +41,17 @@ func testJS(t testing.TB) jetstream.JetStream {
 	return js
 }
 
-func randHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 // uniqueConfig fills cfg with a stream and subject no other test uses.
 func uniqueConfig(t testing.TB, cfg Config) Config {
 	t.Helper()
-	id := randHex(6)
 	if cfg.Stream == "" {
-		name := strings.NewReplacer("/", "_", " ", "_", ".", "_", "*", "_", ">", "_").Replace(t.Name())
-		if len(name) > 40 {
-			name = name[:40]
-		}
-		cfg.Stream = "T_" + name + "_" + id
+		cfg.Stream = "T_" + streamtest.Name(t, 40)
 	}
 	if cfg.Subject == "" {
-		cfg.Subject = "natsstream.test." + id
+		cfg.Subject = "natsstream.test." + streamtest.RandHex(6)
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+		cfg.Logger = streamtest.Logger(t)
 	}
 	return cfg
 }
@@ -74,7 +59,7 @@ func uniqueConfig(t testing.TB, cfg Config) Config {
 // setupTest runs Setup for cfg and deletes its streams when the test ends.
 func setupTest(t testing.TB, js jetstream.JetStream, cfg Config) {
 	t.Helper()
-	if err := Setup(ctxT(t), js, cfg); err != nil {
+	if err := Setup(streamtest.Context(t), js, cfg); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -102,37 +87,4 @@ func newTestStream(t testing.TB, js jetstream.JetStream, cfg Config) (*Stream, C
 		}
 	})
 	return s, s.cfg
-}
-
-func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-func mustEnqueue(t testing.TB, s *Stream, tasks ...*peonify.Task) {
-	t.Helper()
-	if err := s.Enqueue(ctxT(t), tasks...); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// pollUntil polls until it has at least one delivery or within passes.
-func pollUntil(t testing.TB, s *Stream, max int, within time.Duration) []peonify.Delivery {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	ctx := ctxT(t)
-	for {
-		ds, err := s.Poll(ctx, max)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(ds) > 0 {
-			return ds
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing delivered within %s", within)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

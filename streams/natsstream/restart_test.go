@@ -3,6 +3,7 @@ package natsstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	neturl "net/url"
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/internal/testenv"
 )
 
@@ -57,7 +59,7 @@ func TestServerRestart(t *testing.T) {
 	for range n {
 		tasks = append(tasks, &peonify.Task{Type: "restart"})
 	}
-	mustEnqueue(t, s, tasks...) // fills in the IDs
+	streamtest.Enqueue(t, s, tasks...) // fills in the IDs
 
 	var (
 		mu      sync.Mutex
@@ -104,7 +106,10 @@ func TestServerRestart(t *testing.T) {
 	runErr := make(chan error, 1)
 	go func() { runErr <- p.Run(ctx) }()
 
-	waitFor(t, 30*time.Second, "a quarter of the tasks done", func() bool { return count() >= n/4 })
+	streamtest.WaitUntil(t, "a quarter of the tasks done", 30*time.Second, func() (bool, string) {
+		done := count()
+		return done >= n/4, fmt.Sprintf("%d of %d done", done, n)
+	})
 	stopServer(t)
 	before := count()
 
@@ -166,7 +171,7 @@ func stopServer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("stopping nats-server: %v\n%s", err, out)
 	}
-	waitFor(t, 20*time.Second, "nats-server to stop", func() bool { return !answers() })
+	streamtest.WaitUntil(t, "nats-server to stop", 20*time.Second, func() (bool, string) { return !answers(), "it still answers" })
 }
 
 func startServer(t *testing.T) {

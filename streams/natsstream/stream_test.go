@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 )
 
 // TestPlainNATSProducer publishes tasks the way README.md tells producers
@@ -18,7 +19,7 @@ import (
 func TestPlainNATSProducer(t *testing.T) {
 	js := testJS(t)
 	s, cfg := newTestStream(t, js, Config{AckWait: 5 * time.Second})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	nc := js.Conn()
 	wake := s.Wake()
 
@@ -39,7 +40,7 @@ func TestPlainNATSProducer(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a task published with plain NATS did not wake the stream")
 	}
-	d := pollUntil(t, s, 10, 5*time.Second)[0]
+	d := streamtest.PollUntil(t, s, 10, 5*time.Second)[0]
 	want := map[string]string{"traceparent": "00-abc-01", "Tenant": "acme"}
 	switch tk := d.Task; {
 	case tk.ID != "order-1" || tk.Type != "send-email" || string(tk.Payload) != `{"to":"a@example.com"}`:
@@ -60,7 +61,7 @@ func TestPlainNATSProducer(t *testing.T) {
 	// its time, without counting an attempt.
 	runAt := time.Now().Add(300 * time.Millisecond)
 	publish(map[string]string{"Peonify-Type": "later", "Peonify-Run-At": runAt.Format(time.RFC3339Nano)}, "")
-	d = pollUntil(t, s, 10, 5*time.Second)[0]
+	d = streamtest.PollUntil(t, s, 10, 5*time.Second)[0]
 	if time.Now().Before(runAt) {
 		t.Errorf("a task due at %s was delivered at %s", runAt.Format(time.StampMilli), time.Now().Format(time.StampMilli))
 	}
@@ -107,7 +108,7 @@ func TestPlainNATSProducer(t *testing.T) {
 func TestJetStreamDoesNotFenceAcks(t *testing.T) {
 	js := testJS(t)
 	_, cfg := newTestStream(t, js, Config{AckWait: 200 * time.Millisecond})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	if _, err := js.Publish(ctx, cfg.Subject, nil, jetstream.WithMsgID("fence")); err != nil {
 		t.Fatal(err)
 	}
@@ -154,9 +155,9 @@ func TestJetStreamDoesNotFenceAcks(t *testing.T) {
 func TestStaleAckIsNotSent(t *testing.T) {
 	js := testJS(t)
 	s, _ := newTestStream(t, js, Config{AckWait: 200 * time.Millisecond})
-	ctx := ctxT(t)
-	mustEnqueue(t, s, &peonify.Task{ID: "stale", Type: "t"})
-	d := pollUntil(t, s, 1, 5*time.Second)[0]
+	ctx := streamtest.Context(t)
+	streamtest.Enqueue(t, s, &peonify.Task{ID: "stale", Type: "t"})
+	d := streamtest.PollUntil(t, s, 1, 5*time.Second)[0]
 	time.Sleep(time.Until(d.Deadline))
 	if err := s.Ack(ctx, d); !errors.Is(err, peonify.ErrLeaseLost) {
 		t.Errorf("Ack after the lease: %v, want ErrLeaseLost", err)
@@ -167,7 +168,7 @@ func TestStaleAckIsNotSent(t *testing.T) {
 	if _, err := s.Extend(ctx, d, time.Second); !errors.Is(err, peonify.ErrLeaseLost) {
 		t.Errorf("Extend after the lease: %v, want ErrLeaseLost", err)
 	}
-	d2 := pollUntil(t, s, 1, 5*time.Second)[0]
+	d2 := streamtest.PollUntil(t, s, 1, 5*time.Second)[0]
 	if d2.Task.ID != "stale" || d2.Task.Attempt != 2 {
 		t.Fatalf("got %s attempt %d, want the task again as attempt 2", d2.Task.ID, d2.Task.Attempt)
 	}
@@ -182,25 +183,25 @@ func TestStaleAckIsNotSent(t *testing.T) {
 func TestAttemptsAcrossOutcomes(t *testing.T) {
 	js := testJS(t)
 	s, cfg := newTestStream(t, js, Config{AckWait: 300 * time.Millisecond})
-	ctx := ctxT(t)
-	mustEnqueue(t, s, &peonify.Task{ID: "a1", Type: "t", Payload: []byte("p"), Headers: map[string]string{"k": "v"}})
+	ctx := streamtest.Context(t)
+	streamtest.Enqueue(t, s, &peonify.Task{ID: "a1", Type: "t", Payload: []byte("p"), Headers: map[string]string{"k": "v"}})
 
-	d := pollUntil(t, s, 1, 5*time.Second)[0] // attempt 1; let its lease run out
-	d = pollUntil(t, s, 1, 5*time.Second)[0]
+	d := streamtest.PollUntil(t, s, 1, 5*time.Second)[0] // attempt 1; let its lease run out
+	d = streamtest.PollUntil(t, s, 1, 5*time.Second)[0]
 	if d.Task.Attempt != 2 {
 		t.Fatalf("after an expired lease: Attempt %d, want 2", d.Task.Attempt)
 	}
 	if err := s.Nack(ctx, d, peonify.NackOptions{Outcome: peonify.OutcomeReleased}); err != nil {
 		t.Fatal(err)
 	}
-	d = pollUntil(t, s, 1, 5*time.Second)[0]
+	d = streamtest.PollUntil(t, s, 1, 5*time.Second)[0]
 	if d.Task.Attempt != 2 {
 		t.Fatalf("after a release: Attempt %d, want 2", d.Task.Attempt)
 	}
 	if err := s.Nack(ctx, d, peonify.NackOptions{Outcome: peonify.OutcomeFailed, Reason: "line one\nline two"}); err != nil {
 		t.Fatal(err)
 	}
-	d = pollUntil(t, s, 1, 5*time.Second)[0]
+	d = streamtest.PollUntil(t, s, 1, 5*time.Second)[0]
 	if d.Task.Attempt != 3 || d.Task.LastError != "line one line two" {
 		t.Fatalf("after a failure: Attempt %d, LastError %q; want 3 and the reason on one line", d.Task.Attempt, d.Task.LastError)
 	}
@@ -239,10 +240,10 @@ func TestAttemptsAcrossOutcomes(t *testing.T) {
 func TestMaxDeliver(t *testing.T) {
 	js := testJS(t)
 	s, _ := newTestStream(t, js, Config{AckWait: 100 * time.Millisecond, MaxDeliver: 2})
-	ctx := ctxT(t)
-	mustEnqueue(t, s, &peonify.Task{ID: "crashy", Type: "t"})
+	ctx := streamtest.Context(t)
+	streamtest.Enqueue(t, s, &peonify.Task{ID: "crashy", Type: "t"})
 	for want := 1; want <= 2; want++ {
-		d := pollUntil(t, s, 1, 5*time.Second)[0]
+		d := streamtest.PollUntil(t, s, 1, 5*time.Second)[0]
 		if d.Task.Attempt != want {
 			t.Fatalf("delivery %d has Attempt %d", want, d.Task.Attempt)
 		}
@@ -274,7 +275,7 @@ func TestMaxDeliver(t *testing.T) {
 func TestEnqueueRejects(t *testing.T) {
 	js := testJS(t)
 	s, _ := newTestStream(t, js, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	good := &peonify.Task{Type: "t"}
 	for name, bad := range map[string]*peonify.Task{
 		"reserved header":    {Type: "t", Headers: map[string]string{"Nats-Expected-Stream": "x"}},
@@ -344,14 +345,14 @@ func (fakeJS) Conn() *nats.Conn { return nil }
 func TestExpiredClaimsAreForgotten(t *testing.T) {
 	js := testJS(t)
 	s, _ := newTestStream(t, js, Config{AckWait: 100 * time.Millisecond})
-	mustEnqueue(t, s, &peonify.Task{Type: "t"}, &peonify.Task{Type: "t"})
-	ds := pollUntil(t, s, 2, 5*time.Second)
+	streamtest.Enqueue(t, s, &peonify.Task{Type: "t"}, &peonify.Task{Type: "t"})
+	ds := streamtest.PollUntil(t, s, 2, 5*time.Second)
 	held := s.claims.len
 	if n := held(); n != len(ds) {
 		t.Fatalf("the stream records %d claims after delivering %d", n, len(ds))
 	}
 	time.Sleep(time.Until(ds[0].Deadline))
-	if err := s.Ack(ctxT(t), ds[0]); !errors.Is(err, peonify.ErrLeaseLost) {
+	if err := s.Ack(streamtest.Context(t), ds[0]); !errors.Is(err, peonify.ErrLeaseLost) {
 		t.Fatalf("Ack after the lease: %v", err)
 	}
 	time.Sleep(time.Until(ds[len(ds)-1].Deadline))
@@ -367,9 +368,9 @@ func TestExpiredClaimsAreForgotten(t *testing.T) {
 func TestMaxAckPending(t *testing.T) {
 	js := testJS(t)
 	s, _ := newTestStream(t, js, Config{MaxAckPending: 2})
-	ctx := ctxT(t)
-	mustEnqueue(t, s, &peonify.Task{Type: "t"}, &peonify.Task{Type: "t"}, &peonify.Task{Type: "t"})
-	ds := pollUntil(t, s, 10, 5*time.Second)
+	ctx := streamtest.Context(t)
+	streamtest.Enqueue(t, s, &peonify.Task{Type: "t"}, &peonify.Task{Type: "t"}, &peonify.Task{Type: "t"})
+	ds := streamtest.PollUntil(t, s, 10, 5*time.Second)
 	if len(ds) != 2 {
 		t.Fatalf("first Poll claimed %d tasks, want the cap of 2", len(ds))
 	}
@@ -379,7 +380,7 @@ func TestMaxAckPending(t *testing.T) {
 	if err := s.Ack(ctx, ds...); err != nil {
 		t.Fatal(err)
 	}
-	d := pollUntil(t, s, 10, 5*time.Second)
+	d := streamtest.PollUntil(t, s, 10, 5*time.Second)
 	if len(d) != 1 || d[0].Task.Attempt != 1 {
 		t.Fatalf("after the acks, Poll returned %d tasks (first attempt %d), want the third task as attempt 1", len(d), d[0].Task.Attempt)
 	}

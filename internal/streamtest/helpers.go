@@ -1,0 +1,102 @@
+package streamtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/peonify/peonify"
+)
+
+// Timeout bounds each call made with a Context: far above what a call to a
+// server on loopback takes, so that only a hang reaches it.
+const Timeout = 30 * time.Second
+
+// Stream is a stream that tasks can be enqueued on, as every stream
+// package's own is.
+type Stream interface {
+	peonify.Stream
+	peonify.Enqueuer
+}
+
+// Counter is the part of peonify.Inspector that the harness reads.
+type Counter interface {
+	Counts(ctx context.Context) (map[peonify.State]int, error)
+}
+
+// Context returns a context that ends after Timeout or when the test
+// ends, whichever comes first.
+func Context(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Enqueue enqueues tasks on e, failing the test if that fails.
+func Enqueue(t testing.TB, e peonify.Enqueuer, tasks ...*peonify.Task) {
+	t.Helper()
+	if err := e.Enqueue(Context(t), tasks...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Poll polls s once for up to max tasks, failing the test on an error.
+func Poll(t testing.TB, s peonify.Stream, max int) []peonify.Delivery {
+	t.Helper()
+	ds, err := s.Poll(Context(t), max)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ds
+}
+
+// PollUntil polls s until it delivers at least one task, failing the test
+// if within passes first. It is for state that changes in the server on
+// its own (a lease expiry, a scheduled time).
+func PollUntil(t testing.TB, s peonify.Stream, max int, within time.Duration) []peonify.Delivery {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		if ds := Poll(t, s, max); len(ds) > 0 {
+			return ds
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no task delivered within %s", within)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// RandHex returns n random bytes in hex.
+func RandHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Name returns the test's name, cut to max bytes, with every character
+// but ASCII letters, digits, '-' and '_' replaced by '_', then '-' and 12
+// random hex digits: a queue or stream name that no other test uses and
+// that every server accepts.
+func Name(t testing.TB, max int) string {
+	name := strings.Map(func(r rune) rune {
+		if r == '-' || r == '_' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' {
+			return r
+		}
+		return '_'
+	}, t.Name())
+	if len(name) > max {
+		name = name[:max]
+	}
+	return name + "-" + RandHex(6)
+}
+
+// Logger returns a logger that writes warnings and errors to the test's
+// output, where they show up next to the failure they explain.
+func Logger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
