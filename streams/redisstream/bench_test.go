@@ -7,11 +7,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -25,12 +25,12 @@ type cpuMeter struct {
 }
 
 func startCPU(c redis.UniversalClient) *cpuMeter {
-	return &cpuMeter{client: c, proc: processCPU(), server: serverCPU(c)}
+	return &cpuMeter{client: c, proc: streamtest.CPUTime().Seconds(), server: serverCPU(c)}
 }
 
 // report adds client-µs/op and redis-µs/op to b's results.
 func (m *cpuMeter) report(b *testing.B, ops int) {
-	proc, server := processCPU()-m.proc, serverCPU(m.client)-m.server
+	proc, server := streamtest.CPUTime().Seconds()-m.proc, serverCPU(m.client)-m.server
 	if m.proc > 0 {
 		b.ReportMetric(proc*1e6/float64(ops), "client-µs/op")
 	}
@@ -60,68 +60,33 @@ func serverCPU(c redis.UniversalClient) float64 {
 func benchTasks(n int) []*peonify.Task {
 	tasks := make([]*peonify.Task, n)
 	for i := range tasks {
-		tasks[i] = &peonify.Task{Type: "bench", Payload: []byte(`{"user_id":12345,"template":"welcome"}`)}
+		tasks[i] = &peonify.Task{Type: "bench", Payload: benchPayload}
 	}
 	return tasks
 }
 
-// fill enqueues n bench tasks in batches of 1000.
-func fill(b *testing.B, s *Stream, n int) {
-	b.Helper()
-	for n > 0 {
-		if err := s.Enqueue(context.Background(), benchTasks(min(n, 1000))...); err != nil {
-			b.Fatal(err)
-		}
-		n -= 1000
-	}
-}
+// benchPayload is the payload of the tasks that the drains run.
+var benchPayload = []byte(`{"user_id":12345,"template":"welcome"}`)
 
 // BenchmarkProcessorDrain measures what users see: a Processor draining a
 // backlog from the stream with a handler that does nothing, so the figure
 // is the cost of claiming, dispatching and completing. Each op is one
 // task. A larger local queue lets each claim take more tasks per round
-// trip.
+// trip. redis-µs/op is the server's CPU time.
 func BenchmarkProcessorDrain(b *testing.B) {
 	for _, c := range []struct{ workers, queue int }{{20, 0}, {20, 400}, {50, 5000}} {
 		b.Run(fmt.Sprintf("workers=%d/queue=%d", c.workers, c.queue), func(b *testing.B) {
 			client := testClient(b)
 			s := newTestStream(b, client, Config{DedupWindow: -1})
-			fill(b, s, b.N)
-			var done atomic.Int64
-			all := make(chan struct{})
-			p, err := peonify.New(peonify.Config{
+			streamtest.Drain{
 				Workers:   c.workers,
 				QueueSize: c.queue,
-				Logger:    testLogger(b),
-				OnEvent: func(e peonify.Event) {
-					if e.Kind == peonify.EventSucceeded && done.Add(1) == int64(b.N) {
-						close(all)
-					}
+				Payload:   benchPayload,
+				Meter: func(b *testing.B) func() {
+					cpu := startCPU(client)
+					return func() { cpu.report(b, b.N) }
 				},
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			noop := peonify.HandlerFunc(func(context.Context, *peonify.Task) error { return nil })
-			if err := p.AddTaskList(peonify.TaskList{"bench": noop}); err != nil {
-				b.Fatal(err)
-			}
-			if err := p.AddStream(s); err != nil {
-				b.Fatal(err)
-			}
-			ctx, stop := context.WithCancel(context.Background())
-			errc := make(chan error, 1)
-			b.ResetTimer()
-			cpu := startCPU(client)
-			go func() { errc <- p.Run(ctx) }()
-			<-all
-			b.StopTimer()
-			cpu.report(b, b.N)
-			stop()
-			if err := <-errc; err != nil {
-				b.Fatal(err)
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+			}.Run(b, s)
 		})
 	}
 }
@@ -137,7 +102,7 @@ func BenchmarkRawCeiling(b *testing.B) {
 			client := testClient(b)
 			ctx := context.Background()
 			key := uniquePrefix(b, client) + ":{raw}:stream"
-			payload := []byte(`{"user_id":12345,"template":"welcome"}`)
+			payload := benchPayload
 			for n := b.N; n > 0; n -= 1000 {
 				pipe := client.Pipeline()
 				for range min(n, 1000) {
@@ -197,7 +162,7 @@ func BenchmarkPollAck(b *testing.B) {
 			client := testClient(b)
 			ctx := context.Background()
 			s := newTestStream(b, client, Config{DedupWindow: -1})
-			fill(b, s, b.N)
+			streamtest.Backlog(b, s, b.N, benchPayload)
 			b.ReportAllocs()
 			b.ResetTimer()
 			cpu := startCPU(client)

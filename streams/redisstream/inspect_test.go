@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 )
 
 // TestInspectorStates walks tasks through every state and checks Counts,
@@ -14,7 +15,7 @@ import (
 func TestInspectorStates(t *testing.T) {
 	c := testClient(t)
 	s := newTestStream(t, c, Config{Lease: time.Hour})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	ids := func(infos []peonify.TaskInfo) []string {
 		out := make([]string, 0, len(infos))
 		for _, i := range infos {
@@ -37,14 +38,14 @@ func TestInspectorStates(t *testing.T) {
 	}
 
 	// IDs out of enqueue order: List sorts by ID, not by stream position.
-	mustEnqueue(t, s,
+	streamtest.Enqueue(t, s,
 		&peonify.Task{ID: "p3", Type: "a"}, &peonify.Task{ID: "p1", Type: "b"}, &peonify.Task{ID: "p2", Type: "a"},
 		&peonify.Task{ID: "s2", Type: "a", RunAt: time.Now().Add(time.Hour)},
 		&peonify.Task{ID: "s1", Type: "b", RunAt: time.Now().Add(2 * time.Hour)},
 		&peonify.Task{ID: "r1", Type: "a"}, &peonify.Task{ID: "d1", Type: "a"}, &peonify.Task{ID: "d2", Type: "b"},
 	)
 	// Claim p3, p1, p2, r1, d1, d2 in stream order, then put the p* back.
-	ds := mustPoll(t, s, 6)
+	ds := streamtest.Poll(t, s, 6)
 	if len(ds) != 6 {
 		t.Fatalf("Poll returned %d tasks", len(ds))
 	}
@@ -113,12 +114,12 @@ func TestInspectorStates(t *testing.T) {
 func TestInspectorRepair(t *testing.T) {
 	c := testClient(t)
 	s := newTestStream(t, c, Config{Lease: time.Hour})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	kill := func(ids ...string) {
 		t.Helper()
 		for _, id := range ids {
-			mustEnqueue(t, s, &peonify.Task{ID: id, Type: "x", UniqueKey: "u-" + id})
-			d := mustPoll(t, s, 1)[0]
+			streamtest.Enqueue(t, s, &peonify.Task{ID: id, Type: "x", UniqueKey: "u-" + id})
+			d := streamtest.Poll(t, s, 1)[0]
 			if err := s.Nack(ctx, d, peonify.NackOptions{Outcome: peonify.OutcomeDead, Reason: "poison"}); err != nil {
 				t.Fatal(err)
 			}
@@ -128,7 +129,7 @@ func TestInspectorRepair(t *testing.T) {
 	if n, err := s.Retry(ctx, "d2", "nope"); n != 1 || err != nil {
 		t.Fatalf("Retry(d2, nope) = %d, %v; want 1", n, err)
 	}
-	d := mustPoll(t, s, 5)
+	d := streamtest.Poll(t, s, 5)
 	if len(d) != 1 || d[0].Task.ID != "d2" || d[0].Task.Attempt != 1 || d[0].Task.LastError != "poison" {
 		t.Fatalf("after Retry, Poll returned %v; want d2 as attempt 1 with its last error", d)
 	}
@@ -146,14 +147,14 @@ func TestInspectorRepair(t *testing.T) {
 	}
 	wantCounts(t, s, map[peonify.State]int{peonify.StatePending: 2})
 
-	mustEnqueue(t, s, &peonify.Task{ID: "later", Type: "x", RunAt: time.Now().Add(time.Hour), UniqueKey: "u-later"})
+	streamtest.Enqueue(t, s, &peonify.Task{ID: "later", Type: "x", RunAt: time.Now().Add(time.Hour), UniqueKey: "u-later"})
 	if n, err := s.Delete(ctx, "d1", "later", "nope"); n != 2 || err != nil {
 		t.Fatalf("Delete(d1, later, nope) = %d, %v; want 2", n, err)
 	}
-	mustEnqueue(t, s, &peonify.Task{Type: "x", UniqueKey: "u-later"}) // Delete freed the key
+	streamtest.Enqueue(t, s, &peonify.Task{Type: "x", UniqueKey: "u-later"}) // Delete freed the key
 	kill("d4", "d5")
 	wantCounts(t, s, map[peonify.State]int{peonify.StatePending: 2, peonify.StateDead: 2})
-	mustEnqueue(t, s, &peonify.Task{ID: "s1", Type: "x", RunAt: time.Now().Add(time.Hour)})
+	streamtest.Enqueue(t, s, &peonify.Task{ID: "s1", Type: "x", RunAt: time.Now().Add(time.Hour)})
 
 	if _, err := s.Purge(ctx, peonify.StateRunning); err == nil {
 		t.Error("Purge(running) returned no error")
@@ -180,13 +181,13 @@ func TestInspectorRepair(t *testing.T) {
 func TestPurgeKeepsRunning(t *testing.T) {
 	c := testClient(t)
 	s := newTestStream(t, c, Config{Lease: time.Hour})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	tasks := make([]*peonify.Task, 1200)
 	for i := range tasks {
 		tasks[i] = task("x")
 	}
-	mustEnqueue(t, s, tasks...)
-	running := mustPoll(t, s, 700)
+	streamtest.Enqueue(t, s, tasks...)
+	running := streamtest.Poll(t, s, 700)
 	if n, err := s.Purge(ctx, peonify.StatePending); n != 500 || err != nil {
 		t.Fatalf("Purge(pending) = %d, %v; want 500", n, err)
 	}

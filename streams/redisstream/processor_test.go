@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 )
 
 // runProcessor runs a processor over s until the returned stop is called.
@@ -49,7 +50,7 @@ func waitCounts(t *testing.T, s *Stream, want map[peonify.State]int, within time
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		got, err := s.Counts(ctxT(t))
+		got, err := s.Counts(streamtest.Context(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +94,7 @@ func TestProcessorRetriesAndDeadLetters(t *testing.T) {
 	add("poison", 5)
 	add("skip", 5)
 	add("unknown", 2)
-	mustEnqueue(t, s, tasks...)
+	streamtest.Enqueue(t, s, tasks...)
 
 	runProcessor(t, s, peonify.Config{
 		Workers:         8,
@@ -137,7 +138,7 @@ func TestProcessorRetriesAndDeadLetters(t *testing.T) {
 			t.Errorf("task %s ran as attempts %v, want %v", tk.ID, got, want)
 		}
 	}
-	dead, err := s.List(ctxT(t), peonify.ListOptions{State: peonify.StateDead})
+	dead, err := s.List(streamtest.Context(t), peonify.ListOptions{State: peonify.StateDead})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +160,7 @@ func TestProcessorShutdownReleases(t *testing.T) {
 	for i := range tasks {
 		tasks[i] = task("slow")
 	}
-	mustEnqueue(t, s, tasks...)
+	streamtest.Enqueue(t, s, tasks...)
 	started := make(chan string, 10)
 	release := make(chan struct{})
 	stop := runProcessor(t, s, peonify.Config{Workers: 1, QueueSize: 20, LowWatermark: 10}, peonify.TaskList{
@@ -180,10 +181,10 @@ func TestProcessorShutdownReleases(t *testing.T) {
 	}
 	next := newTestStream(t, c, Config{Prefix: s.cfg.Prefix}) // Run closed s
 	wantCounts(t, next, map[peonify.State]int{peonify.StatePending: 9})
-	if _, err := next.Get(ctxT(t), first); !errors.Is(err, peonify.ErrNotFound) {
+	if _, err := next.Get(streamtest.Context(t), first); !errors.Is(err, peonify.ErrNotFound) {
 		t.Errorf("the task that ran during shutdown is still there: %v", err)
 	}
-	ds := mustPoll(t, next, 20)
+	ds := streamtest.Poll(t, next, 20)
 	if len(ds) != 9 {
 		t.Fatalf("a new processor got %d tasks, want the 9 released ones", len(ds))
 	}
@@ -192,7 +193,7 @@ func TestProcessorShutdownReleases(t *testing.T) {
 			t.Errorf("released task %s came back as attempt %d, want 1", d.Task.ID, d.Task.Attempt)
 		}
 	}
-	if err := next.Ack(ctxT(t), ds...); err != nil {
+	if err := next.Ack(streamtest.Context(t), ds...); err != nil {
 		t.Fatal(err)
 	}
 }

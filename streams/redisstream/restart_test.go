@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/internal/testenv"
 )
 
@@ -59,7 +60,7 @@ func TestServerRestart(t *testing.T) {
 		done     = make(map[string]bool)
 		progress = make(chan struct{}, 1)
 	)
-	p, err := peonify.New(peonify.Config{Workers: 8, Logger: testLogger(t), ShutdownGrace: 5 * time.Second})
+	p, err := peonify.New(peonify.Config{Workers: 8, Logger: streamtest.Logger(t), ShutdownGrace: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func TestServerRestart(t *testing.T) {
 		}
 		deadline := time.Now().Add(within)
 		for {
-			err := s.Enqueue(ctxT(t), tasks...)
+			err := s.Enqueue(streamtest.Context(t), tasks...)
 			if err == nil || isDup(err) { // a lost reply after the tasks were stored
 				break
 			}
@@ -128,7 +129,7 @@ func TestServerRestart(t *testing.T) {
 		t.Fatalf("stopping redis-server: %v\n%s", err, out)
 	}
 	waitAnswers(t, false)
-	if err := s.Enqueue(ctxT(t), &peonify.Task{Type: "restart"}); err == nil {
+	if err := s.Enqueue(streamtest.Context(t), &peonify.Task{Type: "restart"}); err == nil {
 		t.Error("Enqueue succeeded while the server was down")
 	}
 	time.Sleep(time.Second) // the processor's polls and the watcher fail meanwhile
@@ -195,7 +196,7 @@ func TestConnectionsKilled(t *testing.T) {
 	for i := range tasks {
 		tasks[i] = &peonify.Task{ID: "k-" + strconv.Itoa(i), Type: "kill"}
 	}
-	mustEnqueue(t, s, tasks...)
+	streamtest.Enqueue(t, s, tasks...)
 	var (
 		mu   sync.Mutex
 		runs = make(map[string]int)
@@ -220,7 +221,7 @@ func TestConnectionsKilled(t *testing.T) {
 			t.Fatalf("the processor finished before break %d: make the run longer", kill+1)
 		}
 		mu.Unlock()
-		if err := killer.Do(ctxT(t), "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes").Err(); err != nil {
+		if err := killer.Do(streamtest.Context(t), "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes").Err(); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -56,7 +57,7 @@ func TestNewValidatesConfig(t *testing.T) {
 func TestRawProducer(t *testing.T) {
 	c := testClient(t)
 	s := newTestStream(t, c, Config{Queue: "emails"})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	key := s.Keys().Stream
 	if !strings.HasSuffix(key, ":{emails}:stream") {
 		t.Fatalf("stream key %q does not follow the README", key)
@@ -77,7 +78,7 @@ func TestRawProducer(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ds := mustPoll(t, s, 10)
+	ds := streamtest.Poll(t, s, 10)
 	if len(ds) != 2 {
 		t.Fatalf("Poll returned %d tasks, want the 2 added with XADD", len(ds))
 	}
@@ -106,7 +107,7 @@ func TestRawProducer(t *testing.T) {
 	if err := s.Ack(ctx, ds[1]); err != nil {
 		t.Fatal(err)
 	}
-	d := mustPoll(t, s, 10)
+	d := streamtest.Poll(t, s, 10)
 	if len(d) != 1 || d[0].Task.ID != eid || d[0].Task.Attempt != 2 || d[0].Task.LastError != "smtp down" {
 		t.Fatalf("after a failed attempt, Poll returned %+v; want task %s as attempt 2 with its error", d, eid)
 	}
@@ -142,7 +143,7 @@ func TestRawProducer(t *testing.T) {
 	if info, err := s.Get(ctx, "order-43"); err != nil || info.State != peonify.StatePending {
 		t.Errorf("Get(order-43) = %+v, %v; want the pending task", info, err)
 	}
-	d = mustPoll(t, s, 10)
+	d = streamtest.Poll(t, s, 10)
 	if len(d) != 1 || d[0].Task.ID != "order-43" {
 		t.Fatalf("Poll returned %v, want order-43", d)
 	}
@@ -160,7 +161,7 @@ func TestRawProducer(t *testing.T) {
 func TestRawProducerSchedule(t *testing.T) {
 	c := testClient(t)
 	s := newTestStream(t, c, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	k := s.Keys()
 	due := time.UnixMilli(time.Now().Add(300 * time.Millisecond).UnixMilli()) // the schedule has milliseconds
 	pipe := c.TxPipeline()
@@ -176,12 +177,12 @@ func TestRawProducerSchedule(t *testing.T) {
 	if err := s.Enqueue(ctx, &peonify.Task{ID: "report-7", Type: "report"}); !isDup(err) {
 		t.Errorf("Enqueue of the ID of a scheduled task: %v, want a duplicate", err)
 	}
-	ds := mustPoll(t, s, 1)
+	ds := streamtest.Poll(t, s, 1)
 	if len(ds) != 0 && time.Now().Before(due) {
 		t.Fatalf("the task was delivered before it was due: %v", ds[0].Task)
 	}
 	if len(ds) == 0 {
-		ds = pollUntil(t, s, 1, 5*time.Second)
+		ds = streamtest.PollUntil(t, s, 1, 5*time.Second)
 	}
 	if time.Now().Before(due) || ds[0].Task.ID != "report-7" {
 		t.Fatalf("got %s at %s, want report-7 after %s", ds[0].Task.ID, time.Now(), due)
@@ -199,13 +200,13 @@ func TestStaleAckAcrossConsumers(t *testing.T) {
 	const lease = 200 * time.Millisecond
 	a := newTestStream(t, c, Config{Lease: lease, RescueInterval: 10 * time.Millisecond})
 	b := newTestStream(t, c, Config{Prefix: a.cfg.Prefix, Lease: lease, RescueInterval: 10 * time.Millisecond})
-	ctx := ctxT(t)
-	mustEnqueue(t, a, task("x"))
-	da := mustPoll(t, a, 1)
+	ctx := streamtest.Context(t)
+	streamtest.Enqueue(t, a, task("x"))
+	da := streamtest.Poll(t, a, 1)
 	if len(da) != 1 {
 		t.Fatal("no delivery")
 	}
-	db := pollUntil(t, b, 1, 5*time.Second)
+	db := streamtest.PollUntil(t, b, 1, 5*time.Second)
 	if time.Now().Before(da[0].Deadline) {
 		t.Fatalf("b rescued the task before a's lease ended (%s)", da[0].Deadline)
 	}
@@ -241,20 +242,20 @@ func TestOwnPendingOnStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustEnqueue(t, first, task("a"), task("b"))
-	held := mustPoll(t, first, 2)
+	streamtest.Enqueue(t, first, task("a"), task("b"))
+	held := streamtest.Poll(t, first, 2)
 	if len(held) != 2 {
 		t.Fatalf("got %d tasks", len(held))
 	}
 	// The process "dies": no ack, no Close.
 
 	second := newTestStream(t, c, Config{Prefix: prefix, Consumer: "worker-0", Lease: time.Hour})
-	mustEnqueue(t, second, task("c"))
-	ds := mustPoll(t, second, 1) // never more than asked, own entries first
+	streamtest.Enqueue(t, second, task("c"))
+	ds := streamtest.Poll(t, second, 1) // never more than asked, own entries first
 	if len(ds) != 1 || ds[0].Task.ID != held[0].Task.ID {
 		t.Fatalf("Poll(1) of the restarted consumer returned %v, want its first own pending task", ds)
 	}
-	ds = append(ds, mustPoll(t, second, 10)...)
+	ds = append(ds, streamtest.Poll(t, second, 10)...)
 	if len(ds) != 3 {
 		t.Fatalf("the restarted consumer got %d tasks, want its 2 own pending ones and the new one", len(ds))
 	}
@@ -267,11 +268,11 @@ func TestOwnPendingOnStart(t *testing.T) {
 		t.Errorf("third delivery %+v, want the new task", ds[2].Task)
 	}
 	// The old claims are stale now.
-	if err := first.Ack(ctxT(t), held...); err != nil {
+	if err := first.Ack(streamtest.Context(t), held...); err != nil {
 		t.Fatal(err)
 	}
 	wantCounts(t, second, map[peonify.State]int{peonify.StateRunning: 3})
-	if err := second.Ack(ctxT(t), ds...); err != nil {
+	if err := second.Ack(streamtest.Context(t), ds...); err != nil {
 		t.Fatal(err)
 	}
 	wantCounts(t, second, map[peonify.State]int{})
@@ -285,15 +286,15 @@ func TestLostReplyRecovered(t *testing.T) {
 	lose := &loseReplies{}
 	c.AddHook(lose)
 	s := newTestStream(t, c, Config{Lease: time.Hour})
-	ctx := ctxT(t)
-	mustEnqueue(t, s, task("running"))
-	running := mustPoll(t, s, 1)
-	mustEnqueue(t, s, task("lost"))
+	ctx := streamtest.Context(t)
+	streamtest.Enqueue(t, s, task("running"))
+	running := streamtest.Poll(t, s, 1)
+	streamtest.Enqueue(t, s, task("lost"))
 	lose.next.Store(true)
 	if ds, err := s.Poll(ctx, 10); err == nil || len(ds) != 0 {
 		t.Fatalf("Poll whose reply was lost returned %v, %v; want an error", ds, err)
 	}
-	ds := mustPoll(t, s, 10)
+	ds := streamtest.Poll(t, s, 10)
 	if len(ds) != 1 || ds[0].Task.Type != "lost" || ds[0].Task.Attempt != 2 {
 		t.Fatalf("after a lost reply, Poll returned %d tasks (%v), want the lost one as attempt 2", len(ds), ds)
 	}
@@ -346,15 +347,15 @@ func TestSilentRetryRecovered(t *testing.T) {
 	retry := &retryReads{}
 	c.AddHook(retry)
 	s := newTestStream(t, c, Config{Lease: time.Hour, RescueInterval: 50 * time.Millisecond})
-	ctx := ctxT(t)
-	mustPoll(t, s, 1) // creates the group
-	mustEnqueue(t, s, task("first"), task("second"))
+	ctx := streamtest.Context(t)
+	streamtest.Poll(t, s, 1) // creates the group
+	streamtest.Enqueue(t, s, task("first"), task("second"))
 	retry.next.Store(true)
-	ds := mustPoll(t, s, 1)
+	ds := streamtest.Poll(t, s, 1)
 	if len(ds) != 1 || ds[0].Task.Type != "second" {
 		t.Fatalf("Poll returned %v, want the task the retried read claimed", ds)
 	}
-	got := pollUntil(t, s, 1, 5*time.Second)
+	got := streamtest.PollUntil(t, s, 1, 5*time.Second)
 	if got[0].Task.Type != "first" || got[0].Task.Attempt != 2 {
 		t.Fatalf("Poll returned %v, want the stranded task as attempt 2", got[0].Task)
 	}
@@ -395,12 +396,12 @@ func (r *retryReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 // after its Enqueue, even once the task is done, and not after.
 func TestDedupWindow(t *testing.T) {
 	c := testClient(t)
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	run := func(t *testing.T, window time.Duration) (*Stream, *peonify.Task) {
 		s := newTestStream(t, c, Config{DedupWindow: window})
 		tk := &peonify.Task{ID: "once", Type: "x"}
-		mustEnqueue(t, s, tk)
-		ds := mustPoll(t, s, 1)
+		streamtest.Enqueue(t, s, tk)
+		ds := streamtest.Poll(t, s, 1)
 		if err := s.Ack(ctx, ds...); err != nil {
 			t.Fatal(err)
 		}
@@ -418,7 +419,7 @@ func TestDedupWindow(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		if ds := mustPoll(t, s, 2); len(ds) != 1 || ds[0].Task.ID != "once" {
+		if ds := streamtest.Poll(t, s, 2); len(ds) != 1 || ds[0].Task.ID != "once" {
 			t.Fatalf("after the window, Poll returned %d tasks, want the second 'once'", len(ds))
 		}
 	})
@@ -441,8 +442,8 @@ func TestDedupWindow(t *testing.T) {
 func TestEnqueueStaleIndex(t *testing.T) {
 	c := testClient(t)
 	s := newTestStream(t, c, Config{DedupWindow: -1})
-	ctx := ctxT(t)
-	mustEnqueue(t, s, &peonify.Task{ID: "t1", Type: "x", UniqueKey: "k"})
+	ctx := streamtest.Context(t)
+	streamtest.Enqueue(t, s, &peonify.Task{ID: "t1", Type: "x", UniqueKey: "k"})
 	loc := c.HGet(ctx, s.Keys().Tasks, "t1").Val()
 	if err := c.XDel(ctx, s.Keys().Stream, loc).Err(); err != nil {
 		t.Fatal(err)
@@ -460,7 +461,7 @@ func TestEnqueueStaleIndex(t *testing.T) {
 func TestLargeBatch(t *testing.T) {
 	c := testClient(t)
 	s := newTestStream(t, c, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	tasks := make([]*peonify.Task, 2500)
 	for i := range tasks {
 		tasks[i] = task("bulk")
@@ -473,7 +474,7 @@ func TestLargeBatch(t *testing.T) {
 	}
 	got := 0
 	for got < 2499 {
-		ds := mustPoll(t, s, 2000)
+		ds := streamtest.Poll(t, s, 2000)
 		if len(ds) == 0 {
 			t.Fatalf("only %d of 2499 tasks delivered", got)
 		}
@@ -493,10 +494,10 @@ func TestLargeBatch(t *testing.T) {
 func TestUniqueKeyReleased(t *testing.T) {
 	c := testClient(t)
 	s := newTestStream(t, c, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	keyed := func() *peonify.Task { return &peonify.Task{Type: "x", UniqueKey: "daily"} }
-	mustEnqueue(t, s, keyed())
-	d := mustPoll(t, s, 1)[0]
+	streamtest.Enqueue(t, s, keyed())
+	d := streamtest.Poll(t, s, 1)[0]
 	if err := s.Nack(ctx, d, peonify.NackOptions{Outcome: peonify.OutcomeFailed, Delay: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
@@ -506,12 +507,12 @@ func TestUniqueKeyReleased(t *testing.T) {
 	if n, err := s.Delete(ctx, d.Task.ID); n != 1 || err != nil {
 		t.Fatalf("Delete = %d, %v", n, err)
 	}
-	mustEnqueue(t, s, keyed())
-	d = mustPoll(t, s, 1)[0]
+	streamtest.Enqueue(t, s, keyed())
+	d = streamtest.Poll(t, s, 1)[0]
 	if err := s.Nack(ctx, d, peonify.NackOptions{Outcome: peonify.OutcomeDead, Reason: "poison"}); err != nil {
 		t.Fatal(err)
 	}
-	mustEnqueue(t, s, keyed()) // the dead task no longer holds the key
+	streamtest.Enqueue(t, s, keyed()) // the dead task no longer holds the key
 }
 
 // TestDeadTrimmed checks that dead tasks older than KeepDead are dropped
@@ -519,11 +520,11 @@ func TestUniqueKeyReleased(t *testing.T) {
 func TestDeadTrimmed(t *testing.T) {
 	c := testClient(t)
 	s := newTestStream(t, c, Config{KeepDead: 200 * time.Millisecond, DedupWindow: -1})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	kill := func(id string) {
 		t.Helper()
-		mustEnqueue(t, s, &peonify.Task{ID: id, Type: "x"})
-		d := mustPoll(t, s, 1)[0]
+		streamtest.Enqueue(t, s, &peonify.Task{ID: id, Type: "x"})
+		d := streamtest.Poll(t, s, 1)[0]
 		if err := s.Nack(ctx, d, peonify.NackOptions{Outcome: peonify.OutcomeDead, Reason: "poison"}); err != nil {
 			t.Fatal(err)
 		}
@@ -538,7 +539,7 @@ func TestDeadTrimmed(t *testing.T) {
 	if _, err := s.Get(ctx, "old"); !errors.Is(err, peonify.ErrNotFound) {
 		t.Errorf("Get of a trimmed dead task: %v, want ErrNotFound", err)
 	}
-	mustEnqueue(t, s, &peonify.Task{ID: "old", Type: "x"}) // its ID is free again
+	streamtest.Enqueue(t, s, &peonify.Task{ID: "old", Type: "x"}) // its ID is free again
 }
 
 // TestExtendShorterLease checks that Extend with a lease shorter than
@@ -546,9 +547,9 @@ func TestDeadTrimmed(t *testing.T) {
 func TestExtendShorterLease(t *testing.T) {
 	c := testClient(t)
 	s := newTestStream(t, c, Config{Lease: time.Hour, RescueInterval: 10 * time.Millisecond})
-	ctx := ctxT(t)
-	mustEnqueue(t, s, task("x"))
-	d := mustPoll(t, s, 1)[0]
+	ctx := streamtest.Context(t)
+	streamtest.Enqueue(t, s, task("x"))
+	d := streamtest.Poll(t, s, 1)[0]
 	start := time.Now()
 	nd, err := s.Extend(ctx, d, 200*time.Millisecond)
 	if err != nil {
@@ -557,7 +558,7 @@ func TestExtendShorterLease(t *testing.T) {
 	if lease := nd.Deadline.Sub(start); lease < 190*time.Millisecond || lease > time.Since(start)+200*time.Millisecond {
 		t.Errorf("Extend(200ms) set a deadline %s after the call began", lease)
 	}
-	again := pollUntil(t, s, 1, 5*time.Second)
+	again := streamtest.PollUntil(t, s, 1, 5*time.Second)
 	if time.Since(start) < 200*time.Millisecond || again[0].Task.ID != d.Task.ID {
 		t.Fatalf("the task came back after %s, want after 200ms", time.Since(start))
 	}
@@ -574,9 +575,9 @@ func TestExtendShorterLease(t *testing.T) {
 func TestWakeOnRawXAdd(t *testing.T) {
 	c := testClient(t)
 	s := newTestStream(t, c, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	wake := s.Wake()
-	if ds := mustPoll(t, s, 10); len(ds) != 0 { // an idle processor's empty poll arms the watcher
+	if ds := streamtest.Poll(t, s, 10); len(ds) != 0 { // an idle processor's empty poll arms the watcher
 		t.Fatal("new stream not empty")
 	}
 	drain(wake)
@@ -587,7 +588,7 @@ func TestWakeOnRawXAdd(t *testing.T) {
 	}
 	waitWake(t, wake, 5*time.Second)
 	t.Logf("woken %s after a raw XADD", time.Since(start))
-	ds := mustPoll(t, s, 10)
+	ds := streamtest.Poll(t, s, 10)
 	if len(ds) != 1 {
 		t.Fatalf("after the wake-up Poll returned %d tasks", len(ds))
 	}
@@ -622,7 +623,7 @@ func TestWakeOnRawXAdd(t *testing.T) {
 		case by == s && late > 300*time.Millisecond: // far less than maxBlock, but a loaded machine is slow
 			t.Errorf("woken %s after a task this stream scheduled was due", late)
 		}
-		ds = mustPoll(t, s, 10)
+		ds = streamtest.Poll(t, s, 10)
 		if len(ds) != 1 {
 			t.Fatalf("after the due wake-up Poll returned %d tasks", len(ds))
 		}
@@ -636,20 +637,20 @@ func TestWakeOnRawXAdd(t *testing.T) {
 // blocking read without waiting for it to time out.
 func TestCloseStopsWatcherAtOnce(t *testing.T) {
 	c := testClient(t)
-	s, err := New(c, Config{Prefix: uniquePrefix(t, c), Logger: testLogger(t)})
+	s, err := New(c, Config{Prefix: uniquePrefix(t, c), Logger: streamtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.Wake()
 	time.Sleep(50 * time.Millisecond) // let the watcher block
 	start := time.Now()
-	if err := s.Close(ctxT(t)); err != nil {
+	if err := s.Close(streamtest.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	if took := time.Since(start); took > maxBlock*4/5 {
 		t.Errorf("Close took %s; the blocking read should end at once", took)
 	}
-	if n := c.Exists(ctxT(t), s.stopKey()).Val(); n != 0 {
+	if n := c.Exists(streamtest.Context(t), s.stopKey()).Val(); n != 0 {
 		t.Error("Close left the watcher's stop key behind")
 	}
 }
@@ -659,9 +660,9 @@ func TestCloseStopsWatcherAtOnce(t *testing.T) {
 func TestGroupRecreated(t *testing.T) {
 	c := testClient(t)
 	s := newTestStream(t, c, Config{})
-	ctx := ctxT(t)
-	mustEnqueue(t, s, task("x"))
-	old := mustPoll(t, s, 1)
+	ctx := streamtest.Context(t)
+	streamtest.Enqueue(t, s, task("x"))
+	old := streamtest.Poll(t, s, 1)
 	if err := c.Del(ctx, s.Keys().Stream, s.Keys().Tasks).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -671,8 +672,8 @@ func TestGroupRecreated(t *testing.T) {
 	if _, err := s.Extend(ctx, old[0], time.Second); !errors.Is(err, peonify.ErrLeaseLost) {
 		t.Errorf("Extend after the group vanished: %v, want ErrLeaseLost", err)
 	}
-	mustEnqueue(t, s, task("y"))
-	ds := mustPoll(t, s, 1)
+	streamtest.Enqueue(t, s, task("y"))
+	ds := streamtest.Poll(t, s, 1)
 	if len(ds) != 1 || ds[0].Task.Type != "y" {
 		t.Fatalf("after the group vanished, Poll returned %v", ds)
 	}
@@ -686,11 +687,11 @@ func TestGroupRecreated(t *testing.T) {
 func TestForgetConsumers(t *testing.T) {
 	c := testClient(t)
 	prefix := uniquePrefix(t, c)
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	idle, _ := New(c, Config{Prefix: prefix, Consumer: "idle"})
 	busy, _ := New(c, Config{Prefix: prefix, Consumer: "busy", Lease: time.Hour})
-	mustEnqueue(t, busy, task("x"))
-	if len(mustPoll(t, busy, 1)) != 1 || len(mustPoll(t, idle, 1)) != 0 {
+	streamtest.Enqueue(t, busy, task("x"))
+	if len(streamtest.Poll(t, busy, 1)) != 1 || len(streamtest.Poll(t, idle, 1)) != 0 {
 		t.Fatal("unexpected deliveries")
 	}
 	for _, s := range []*Stream{idle, busy} {
@@ -727,7 +728,7 @@ func waitWake(t testing.TB, ch <-chan struct{}, within time.Duration) {
 // wantCounts checks the Inspector's counts; missing states mean 0.
 func wantCounts(t testing.TB, s *Stream, want map[peonify.State]int) {
 	t.Helper()
-	got, err := s.Counts(ctxT(t))
+	got, err := s.Counts(streamtest.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,0 @@
-//go:build !unix
-
-package redisstream
-
-// processCPU is not measured on this platform.
-func processCPU() float64 { return 0 }
