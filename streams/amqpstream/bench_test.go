@@ -3,32 +3,16 @@ package amqpstream
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"sync/atomic"
 	"testing"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 )
 
 // benchPayload is the body of every benchmark task.
 var benchPayload = []byte(`{"user_id":12345,"template":"welcome"}`)
-
-// fill enqueues n tasks of type "bench" with the stream, in batches.
-func fill(b *testing.B, s *Stream, n int) {
-	b.Helper()
-	for n > 0 {
-		batch := make([]*peonify.Task, min(n, 1000))
-		for i := range batch {
-			batch[i] = &peonify.Task{Type: "bench", Payload: benchPayload}
-		}
-		if err := s.Enqueue(context.Background(), batch...); err != nil {
-			b.Fatal(err)
-		}
-		n -= len(batch)
-	}
-}
 
 // BenchmarkDrain compares draining a backlog through a Processor with
 // the ceiling: a plain consume loop written directly on amqp091-go, with
@@ -57,7 +41,7 @@ func BenchmarkDrain(b *testing.B) {
 // ackEvery messages (with multiple when more than one).
 func benchRaw(b *testing.B, prefetch, ackEvery int) {
 	s := newTestStream(b, Config{})
-	fill(b, s, b.N)
+	streamtest.Backlog(b, s, b.N, benchPayload)
 	conn, err := amqp.Dial(testURL(b))
 	if err != nil {
 		b.Fatal(err)
@@ -90,40 +74,7 @@ func benchRaw(b *testing.B, prefetch, ackEvery int) {
 // benchProcessor drains b.N tasks through a Processor whose handler does
 // nothing, so the figure is the cost of the stream and the processor.
 func benchProcessor(b *testing.B, workers int) {
-	s := newTestStream(b, Config{})
-	fill(b, s, b.N)
-	var done atomic.Int64
-	all := make(chan struct{})
-	p, err := peonify.New(peonify.Config{
-		Workers: workers,
-		Logger:  slog.New(slog.NewTextHandler(b.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
-		OnEvent: func(e peonify.Event) {
-			if e.Kind == peonify.EventSucceeded && done.Add(1) == int64(b.N) {
-				close(all)
-			}
-		},
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	noop := peonify.HandlerFunc(func(context.Context, *peonify.Task) error { return nil })
-	if err := p.AddTaskList(peonify.TaskList{"bench": noop}); err != nil {
-		b.Fatal(err)
-	}
-	if err := p.AddStream(s); err != nil {
-		b.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	b.ResetTimer()
-	go func() { errc <- p.Run(ctx) }()
-	<-all
-	b.StopTimer()
-	stop()
-	if err := <-errc; err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+	streamtest.Drain{Workers: workers, Payload: benchPayload}.Run(b, newTestStream(b, Config{}))
 }
 
 // BenchmarkEnqueue measures Enqueue, which waits for the broker's

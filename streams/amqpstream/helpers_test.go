@@ -2,16 +2,13 @@ package amqpstream
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"log/slog"
-	"strings"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/internal/testenv"
 )
 
@@ -21,21 +18,11 @@ func testURL(t testing.TB) string {
 	return testenv.URL(t, "amqp")
 }
 
-func randHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 // uniqueQueue returns a queue name that no other test uses, and deletes the
 // queue, its dead-letter queue and its delay queues when the test ends.
 func uniqueQueue(t testing.TB) string {
 	t.Helper()
-	name := strings.NewReplacer("/", ".", " ", "-").Replace(t.Name())
-	if len(name) > 60 {
-		name = name[:60]
-	}
-	q := "t." + name + "." + randHex(4)
+	q := "t." + streamtest.Name(t, 60)
 	url := testURL(t)
 	t.Cleanup(func() { deleteQueues(t, url, q) })
 	return q
@@ -62,11 +49,6 @@ func deleteQueues(t testing.TB, url, q string) {
 	}
 }
 
-// testLogger writes the stream's warnings to the test's output.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
 // newTestStream returns a stream on a fresh queue (unless cfg.Queue is
 // set), closed when the test ends.
 func newTestStream(t testing.TB, cfg Config) *Stream {
@@ -75,7 +57,7 @@ func newTestStream(t testing.TB, cfg Config) *Stream {
 		cfg.Queue = uniqueQueue(t)
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t)
+		cfg.Logger = streamtest.Logger(t)
 	}
 	s, err := New(testURL(t), cfg)
 	if err != nil {
@@ -89,26 +71,13 @@ func newTestStream(t testing.TB, cfg Config) *Stream {
 	return s
 }
 
-func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-func mustEnqueue(t testing.TB, s *Stream, tasks ...*peonify.Task) {
-	t.Helper()
-	if err := s.Enqueue(ctxT(t), tasks...); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // pollN polls until it has n deliveries, failing the test after within.
 func pollN(t testing.TB, s *Stream, n int, within time.Duration) []peonify.Delivery {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	var got []peonify.Delivery
 	for len(got) < n {
-		ds, err := s.Poll(ctxT(t), n-len(got))
+		ds, err := s.Poll(streamtest.Context(t), n-len(got))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -132,7 +101,7 @@ func nothingFor(t testing.TB, s *Stream, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
-		ds, err := s.Poll(ctxT(t), 100)
+		ds, err := s.Poll(streamtest.Context(t), 100)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 )
 
 // rabbitmqctl returns the path of the broker's control tool, or skips the
@@ -98,7 +99,7 @@ func TestBrokerRestart(t *testing.T) {
 		backlog[i] = &peonify.Task{ID: fmt.Sprintf("backlog-%04d", i), Type: "restart"}
 		stored[backlog[i].ID] = true
 	}
-	mustEnqueue(t, producer, backlog...)
+	streamtest.Enqueue(t, producer, backlog...)
 
 	// A producer that goes on through the outage: a task every 2ms, each
 	// counted as stored only when Enqueue returned nil.

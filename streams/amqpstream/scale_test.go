@@ -1,28 +1,30 @@
 package amqpstream
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 )
 
-// scaleEnv makes the test binary a child of TestScaleOut. Its value is
-// "<queue> <dir> <n>": the queue, the directory of the logs, and the
-// child's number.
+// scaleEnv carries a child's scaleOrders from TestScaleOut to
+// TestScaleChild in the re-executed test binary.
 const scaleEnv = "AMQPSTREAM_SCALE_CHILD"
+
+// scaleOrders tell a child which queue to drain and where to log.
+type scaleOrders struct {
+	Queue  string
+	Ledger streamtest.Ledger
+	Child  int
+}
 
 // TestScaleOut drains 20,000 tasks with 4 processor processes on one
 // queue and SIGKILLs one of them mid-run. Every task must complete, and the
@@ -34,127 +36,42 @@ func TestScaleOut(t *testing.T) {
 	}
 	const n, children = 20000, 4
 	s := newTestStream(t, Config{})
-	dir := t.TempDir()
-	ctx := ctxT(t)
+	ids := make([]string, 0, n)
 	for i := 0; i < n; i += 1000 {
 		batch := make([]*peonify.Task, 1000)
 		for j := range batch {
 			batch[j] = &peonify.Task{ID: fmt.Sprintf("task-%05d", i+j), Type: "scale"}
+			ids = append(ids, batch[j].ID)
 		}
-		mustEnqueue(t, s, batch...)
+		streamtest.Enqueue(t, s, batch...)
 	}
 
-	start := time.Now()
-	cmds := make([]*exec.Cmd, children)
-	for i := range cmds {
-		cmds[i] = startChild(t, s.Queue(), dir, i)
-	}
-	t.Cleanup(func() {
-		for _, c := range cmds {
-			_ = c.Process.Kill()
-			_ = c.Wait()
-		}
-	})
-
-	// Kill child 0 once a quarter of the tasks are done.
-	for completed(t, dir, children) < n/4 {
-		waitFor(t, start, 60*time.Second, "a quarter of the tasks")
-	}
-	if err := cmds[0].Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmds[0].Wait()
-	killedAt := time.Now()
-	held := readPrefetch(t, dir, 0)
-
-	for {
-		runs, distinct := tally(t, dir, children)
-		if distinct == n {
-			took := time.Since(start)
-			for _, c := range cmds[1:] {
-				_ = c.Process.Signal(syscall.SIGTERM)
-			}
-			for _, c := range cmds[1:] {
-				if err := c.Wait(); err != nil {
-					t.Errorf("child exited with %v after SIGTERM:\n%s", err, c.Stderr)
-				}
-			}
-			dups := runs - distinct
-			t.Logf("%d processes drained %d tasks in %s (%.0f tasks/s); child 0 was killed after %s holding up to %d tasks; %d tasks ran twice",
-				children, n, took.Round(time.Millisecond), float64(n)/took.Seconds(), killedAt.Sub(start).Round(time.Millisecond), held, dups)
-			if dups > held {
-				t.Errorf("%d tasks ran twice, more than the %d the killed process could hold", dups, held)
-			}
-			break
-		}
-		waitFor(t, start, 60*time.Second, fmt.Sprintf("all tasks (%d of %d done)", distinct, n))
-	}
-	counts, err := s.Inspector().Counts(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if counts[peonify.StatePending] != 0 || counts[peonify.StateDead] != 0 || counts[peonify.StateScheduled] != 0 {
-		t.Errorf("after the drain the queues hold %v, want nothing", counts)
-	}
+	ledger := streamtest.NewLedger(t)
+	streamtest.ScaleOut{
+		IDs:      ids,
+		Children: children,
+		Start: func(t *testing.T, i int) *streamtest.Child {
+			return streamtest.StartChild(t, "TestScaleChild", scaleEnv, scaleOrders{s.Queue(), ledger, i})
+		},
+		Runs: func(t *testing.T) []streamtest.Run { return ledger.Runs(t, children) },
+		Held: func(t *testing.T) streamtest.Held {
+			return streamtest.Held{Count: readPrefetch(t, ledger, 0)}
+		},
+		// The queue counts no unacked message, so all tasks done is the
+		// end of the drain.
+		Drained: func(*testing.T) (bool, string) { return true, "" },
+	}.Run(t)
+	streamtest.WantEmpty(t, s.Inspector(), peonify.StatePending, peonify.StateDead, peonify.StateScheduled)
 }
 
-// waitFor sleeps a little, failing the test once limit has passed since
-// start.
-func waitFor(t *testing.T, start time.Time, limit time.Duration, what string) {
-	t.Helper()
-	if time.Since(start) > limit {
-		t.Fatalf("waited %s for %s", limit, what)
-	}
-	time.Sleep(20 * time.Millisecond)
-}
-
-func startChild(t *testing.T, queue, dir string, i int) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestScaleChild$", "-test.count=1", "-test.timeout=2m")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", scaleEnv, queue, dir, i))
-	cmd.Stderr = new(bytes.Buffer)
-	cmd.Stdout = cmd.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return cmd
-}
-
-// completed counts completion lines in every child's log.
-func completed(t *testing.T, dir string, children int) int {
-	runs, _ := tally(t, dir, children)
-	return runs
-}
-
-// tally returns the completions logged by the children and the distinct
-// tasks among them.
-func tally(t *testing.T, dir string, children int) (runs, distinct int) {
-	t.Helper()
-	seen := make(map[string]bool)
-	for i := range children {
-		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("done-%d.log", i)))
-		if err != nil && !os.IsNotExist(err) {
-			t.Fatal(err)
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if line != "" {
-				runs++
-				seen[line] = true
-			}
-		}
-	}
-	return runs, len(seen)
-}
+// prefetchLog is the log of the prefetch counts that child i reached.
+func prefetchLog(i int) string { return fmt.Sprintf("prefetch-%d.log", i) }
 
 // readPrefetch returns the largest prefetch count child i reported.
-func readPrefetch(t *testing.T, dir string, i int) int {
+func readPrefetch(t *testing.T, ledger streamtest.Ledger, i int) int {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("prefetch-%d.log", i)))
-	if err != nil {
-		t.Fatal(err)
-	}
 	high := 0
-	for _, f := range strings.Fields(string(b)) {
+	for _, f := range ledger.Read(t, prefetchLog(i)) {
 		if n, err := strconv.Atoi(f); err == nil {
 			high = max(high, n)
 		}
@@ -186,45 +103,11 @@ func (s *Stream) prefetch() int {
 // logs each task it completes, and every prefetch count its stream
 // reaches, then runs until SIGTERM or SIGKILL.
 func TestScaleChild(t *testing.T) {
-	env := os.Getenv(scaleEnv)
-	if env == "" {
-		t.Skip("runs only as a child process of TestScaleOut")
-	}
-	var (
-		queue, dir string
-		i          int
-	)
-	if _, err := fmt.Sscanf(env, "%s %s %d", &queue, &dir, &i); err != nil {
-		t.Fatalf("bad %s=%q: %v", scaleEnv, env, err)
-	}
-	open := func(name string) *os.File {
-		f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, i)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		return f
-	}
-	done, prefetch := open("done"), open("prefetch")
-	s, err := New(testURL(t), Config{Queue: queue, Logger: testLogger(t)})
+	var o scaleOrders
+	streamtest.Orders(t, scaleEnv, &o)
+	done, prefetch := o.Ledger.Open(t, streamtest.ChildLog(o.Child)), o.Ledger.Open(t, prefetchLog(o.Child))
+	s, err := New(testURL(t), Config{Queue: o.Queue, Logger: streamtest.Logger(t)})
 	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := peonify.New(peonify.Config{Workers: 16, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex // one write per line, unbuffered, so a kill loses none
-	err = p.AddTaskList(peonify.TaskList{"scale": peonify.HandlerFunc(func(_ context.Context, tk *peonify.Task) error {
-		mu.Lock()
-		defer mu.Unlock()
-		_, err := done.WriteString(tk.ID + "\n")
-		return err
-	})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AddStream(s); err != nil {
 		t.Fatal(err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
@@ -235,14 +118,15 @@ func TestScaleChild(t *testing.T) {
 		for ctx.Err() == nil {
 			if n := s.prefetch(); n != last {
 				last = n
-				_, _ = prefetch.WriteString(strconv.Itoa(n) + "\n")
+				_ = prefetch.Add(strconv.Itoa(n))
 			}
 			time.Sleep(time.Millisecond)
 		}
 	})
-	if err := p.Run(ctx); err != nil {
-		t.Error(err)
-	}
+	cfg := peonify.Config{Workers: 16, Logger: slog.New(slog.DiscardHandler)}
+	streamtest.RunProcessor(t, ctx, cfg, s, "scale", func(_ context.Context, tk *peonify.Task) error {
+		return done.Add(tk.ID) // one write per line, unbuffered, so a kill loses none
+	})
 	stop()
 	wg.Wait()
 }

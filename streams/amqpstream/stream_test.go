@@ -16,6 +16,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 )
 
 // TestPlainClientPublish publishes tasks the way README.md tells producers
@@ -23,7 +24,7 @@ import (
 // stream delivers them field by field.
 func TestPlainClientPublish(t *testing.T) {
 	s := newTestStream(t, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	if err := s.Connect(ctx); err != nil { // declares the queues, as a deployment would
 		t.Fatal(err)
 	}
@@ -79,7 +80,7 @@ func TestPlainClientPublish(t *testing.T) {
 // Stream.Publishing on the caller's channel is delivered as one enqueued.
 func TestPublishingMatchesEnqueue(t *testing.T) {
 	s := newTestStream(t, Config{})
-	if err := s.Connect(ctxT(t)); err != nil {
+	if err := s.Connect(streamtest.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	tk := &peonify.Task{Type: "t", Payload: []byte("p"), Headers: map[string]string{"k": "v"}, MaxAttempts: 2, UniqueKey: "u"}
@@ -98,17 +99,17 @@ func TestPublishingMatchesEnqueue(t *testing.T) {
 	if _, err := s.Publishing(&peonify.Task{Type: "t", Headers: map[string]string{"x-peonify-attempts": "0"}}); err == nil {
 		t.Error("Publishing accepted a reserved header")
 	}
-	_ = s.Ack(ctxT(t), d)
+	_ = s.Ack(streamtest.Context(t), d)
 }
 
 // TestAttemptsAndDeadLetter follows one task through a failure, a release
 // and a dead letter, and reads the dead-letter queue with a plain client.
 func TestAttemptsAndDeadLetter(t *testing.T) {
 	s := newTestStream(t, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	tk := task("fragile")
 	tk.Headers = map[string]string{"tenant": "t1"}
-	mustEnqueue(t, s, tk)
+	streamtest.Enqueue(t, s, tk)
 
 	d := pollN(t, s, 1, 10*time.Second)[0]
 	if err := s.Nack(ctx, d, peonify.NackOptions{Outcome: peonify.OutcomeFailed, Reason: "boom 1"}); err != nil {
@@ -154,7 +155,7 @@ func TestPoisonNeverHotLoops(t *testing.T) {
 	s := newTestStream(t, Config{})
 	tk := task("poison")
 	tk.MaxAttempts = 3
-	mustEnqueue(t, s, tk)
+	streamtest.Enqueue(t, s, tk)
 	var runs atomic.Int32
 	dead := make(chan struct{})
 	p, err := peonify.New(peonify.Config{
@@ -195,7 +196,7 @@ func TestPoisonNeverHotLoops(t *testing.T) {
 	if took < 150*time.Millisecond { // backoffs of 50ms and 100ms
 		t.Errorf("three attempts took %s: the retry delays were not honoured", took)
 	}
-	n, err := s2(t, s).Inspector().Counts(ctxT(t))
+	n, err := s2(t, s).Inspector().Counts(streamtest.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,8 +245,8 @@ func (c *cutter) cut() {
 func TestLostConnectionFencesAndCounts(t *testing.T) {
 	var net cutter
 	s := newTestStream(t, Config{AMQP: amqp.Config{Dial: net.dial}, ReconnectMin: 10 * time.Millisecond})
-	ctx := ctxT(t)
-	mustEnqueue(t, s, task("held"))
+	ctx := streamtest.Context(t)
+	streamtest.Enqueue(t, s, task("held"))
 	stale := pollN(t, s, 1, 10*time.Second)[0]
 	net.cut()
 
@@ -275,7 +276,7 @@ func pollAfterReconnect(t *testing.T, s *Stream) peonify.Delivery {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		ds, err := s.Poll(ctxT(t), 1)
+		ds, err := s.Poll(streamtest.Context(t), 1)
 		if err == nil && len(ds) == 1 {
 			return ds[0]
 		}
@@ -296,7 +297,7 @@ func TestCrashLoopEndsDead(t *testing.T) {
 	s := newTestStream(t, Config{AMQP: amqp.Config{Dial: net.dial}, ReconnectMin: 10 * time.Millisecond})
 	tk := task("crasher")
 	tk.MaxAttempts = 2
-	mustEnqueue(t, s, tk)
+	streamtest.Enqueue(t, s, tk)
 	d := pollN(t, s, 1, 10*time.Second)[0]
 	net.cut() // attempt 1 lost
 	d = pollAfterReconnect(t, s)
@@ -307,11 +308,11 @@ func TestCrashLoopEndsDead(t *testing.T) {
 	in := s.Inspector()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		ds, _ := s.Poll(ctxT(t), 1)
+		ds, _ := s.Poll(streamtest.Context(t), 1)
 		if len(ds) > 0 {
 			t.Fatalf("a task out of attempts was delivered again: attempt %d", ds[0].Task.Attempt)
 		}
-		if info, err := in.Get(ctxT(t), tk.ID); err == nil {
+		if info, err := in.Get(streamtest.Context(t), tk.ID); err == nil {
 			if info.State != peonify.StateDead || !strings.Contains(info.LastError, "out of attempts (2 of 2)") || info.Attempts != 2 {
 				t.Errorf("dead task: %+v", info)
 			}
@@ -330,12 +331,12 @@ func TestCrashLoopEndsDead(t *testing.T) {
 // asking for 5 more, at most 10.
 func TestPrefetchFollowsPoll(t *testing.T) {
 	s := newTestStream(t, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	tasks := make([]*peonify.Task, 100)
 	for i := range tasks {
 		tasks[i] = task("p")
 	}
-	mustEnqueue(t, s, tasks...)
+	streamtest.Enqueue(t, s, tasks...)
 	first := pollN(t, s, 5, 10*time.Second)
 	held := func() int {
 		s.mu.Lock()
@@ -380,12 +381,12 @@ func TestFixedPrefetch(t *testing.T) {
 	for i := range tasks {
 		tasks[i] = task("p")
 	}
-	mustEnqueue(t, s, tasks...)
+	streamtest.Enqueue(t, s, tasks...)
 	var all []peonify.Delivery
 	for range 3 {
 		all = append(all, pollN(t, s, 5, 10*time.Second)...)
 		if len(all) > 7 {
-			ds, _ := s.Poll(ctxT(t), 5)
+			ds, _ := s.Poll(streamtest.Context(t), 5)
 			t.Fatalf("holding %d deliveries with Prefetch 7; another Poll returned %d", len(all), len(ds))
 		}
 		if len(all) == 5 {
@@ -395,7 +396,7 @@ func TestFixedPrefetch(t *testing.T) {
 			break
 		}
 	}
-	if err := s.Ack(ctxT(t), all...); err != nil {
+	if err := s.Ack(streamtest.Context(t), all...); err != nil {
 		t.Fatal(err)
 	}
 	pollN(t, s, 7, 10*time.Second)
@@ -406,12 +407,12 @@ func TestFixedPrefetch(t *testing.T) {
 // exactly the acked tasks are gone.
 func TestAckBatchesAcrossGaps(t *testing.T) {
 	s := newTestStream(t, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	tasks := make([]*peonify.Task, 30)
 	for i := range tasks {
 		tasks[i] = task("a")
 	}
-	mustEnqueue(t, s, tasks...)
+	streamtest.Enqueue(t, s, tasks...)
 	ds := pollN(t, s, 30, 10*time.Second)
 	var even, odd []peonify.Delivery
 	for i, d := range ds {
@@ -447,8 +448,8 @@ func TestAckBatchesAcrossGaps(t *testing.T) {
 // several delay queues, and checks when it comes back.
 func TestDelayIsNeverEarly(t *testing.T) {
 	s := newTestStream(t, Config{})
-	ctx := ctxT(t)
-	mustEnqueue(t, s, task("d"))
+	ctx := streamtest.Context(t)
+	streamtest.Enqueue(t, s, task("d"))
 	d := pollN(t, s, 1, 10*time.Second)[0]
 	const delay = 1100 * time.Millisecond
 	start := time.Now()
@@ -498,7 +499,7 @@ func TestBucketFor(t *testing.T) {
 func TestInspector(t *testing.T) {
 	s := newTestStream(t, Config{})
 	in := s.Inspector()
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	want := func(st peonify.State, n int) {
 		t.Helper()
 		counts, err := in.Counts(ctx)
@@ -515,7 +516,7 @@ func TestInspector(t *testing.T) {
 	}
 	later := task("later")
 	later.RunAt = time.Now().Add(time.Hour)
-	mustEnqueue(t, s, append(tasks, later)...)
+	streamtest.Enqueue(t, s, append(tasks, later)...)
 	want(peonify.StatePending, 5)
 	want(peonify.StateScheduled, 1)
 
@@ -602,19 +603,19 @@ func ids(infos []peonify.TaskInfo) []string {
 // after that succeeds, the stream having declared the queue again.
 func TestDeletedQueue(t *testing.T) {
 	s := newTestStream(t, Config{})
-	if err := s.Connect(ctxT(t)); err != nil {
+	if err := s.Connect(streamtest.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	ch := rawChannel(t)
 	if _, err := ch.QueueDelete(s.Queue(), false, false, false); err != nil {
 		t.Fatal(err)
 	}
-	err := s.Enqueue(ctxT(t), task("x"))
+	err := s.Enqueue(streamtest.Context(t), task("x"))
 	if !errors.Is(err, errReturned) {
 		t.Fatalf("Enqueue to a deleted queue = %v, want an error saying the queue does not exist", err)
 	}
 	t.Log(err)
-	mustEnqueue(t, s, task("x"))
+	streamtest.Enqueue(t, s, task("x"))
 	pollN(t, s, 1, 10*time.Second)
 }
 
@@ -626,9 +627,9 @@ func TestCloseGivesBackBuffered(t *testing.T) {
 	for i := range tasks {
 		tasks[i] = task("b")
 	}
-	mustEnqueue(t, a, tasks...)
+	streamtest.Enqueue(t, a, tasks...)
 	d := pollN(t, a, 1, 10*time.Second)
-	if err := a.Ack(ctxT(t), d...); err != nil {
+	if err := a.Ack(streamtest.Context(t), d...); err != nil {
 		t.Fatal(err)
 	}
 	// Wait until the broker has sent the other 19 to a.
@@ -648,7 +649,7 @@ func TestCloseGivesBackBuffered(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if err := a.Close(ctxT(t)); err != nil {
+	if err := a.Close(streamtest.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	b := newTestStream(t, Config{Queue: a.Queue()})
@@ -670,13 +671,13 @@ func TestPriority(t *testing.T) {
 		tk.Priority = p
 		tasks = append(tasks, tk)
 	}
-	mustEnqueue(t, s, tasks...)
+	streamtest.Enqueue(t, s, tasks...)
 	time.Sleep(50 * time.Millisecond) // let all five reach the queue before the consumer starts
 	var got []int
 	for range prios {
 		d := pollN(t, s, 1, 10*time.Second)[0]
 		got = append(got, d.Task.Priority)
-		_ = s.Ack(ctxT(t), d)
+		_ = s.Ack(streamtest.Context(t), d)
 	}
 	if fmt.Sprint(got) != "[12 7 5 1 0]" {
 		t.Errorf("delivered priorities %v, want [12 7 5 1 0]", got)
@@ -687,7 +688,7 @@ func TestPriority(t *testing.T) {
 // publishes to the work queue gets the task delayed.
 func TestScheduledFromPlainClient(t *testing.T) {
 	s := newTestStream(t, Config{})
-	if err := s.Connect(ctxT(t)); err != nil {
+	if err := s.Connect(streamtest.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	ch := rawChannel(t)
@@ -751,7 +752,7 @@ func TestUnreachableBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close(context.Background())
-	if _, err := s.Poll(ctxT(t), 1); err == nil || !strings.Contains(err.Error(), "connect") {
+	if _, err := s.Poll(streamtest.Context(t), 1); err == nil || !strings.Contains(err.Error(), "connect") {
 		t.Errorf("Poll with no broker = %v, want a connection error", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
@@ -799,12 +800,12 @@ func TestRefusedCredentials(t *testing.T) {
 // TestClosedStream checks ErrClosed after Close, and an idempotent Close.
 func TestClosedStream(t *testing.T) {
 	s := newTestStream(t, Config{})
-	mustEnqueue(t, s, task("c"))
+	streamtest.Enqueue(t, s, task("c"))
 	d := pollN(t, s, 1, 10*time.Second)[0]
-	if err := s.Ack(ctxT(t), d); err != nil {
+	if err := s.Ack(streamtest.Context(t), d); err != nil {
 		t.Fatal(err)
 	}
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	if err := s.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -835,10 +836,10 @@ func TestPrefetchStaysNearCapacity(t *testing.T) {
 	for i := range tasks {
 		tasks[i] = task("slow")
 	}
-	mustEnqueue(t, s, tasks...)
+	streamtest.Enqueue(t, s, tasks...)
 	var done atomic.Int32
 	all := make(chan struct{})
-	p, err := peonify.New(peonify.Config{Workers: 4, QueueSize: 4, Logger: testLogger(t),
+	p, err := peonify.New(peonify.Config{Workers: 4, QueueSize: 4, Logger: streamtest.Logger(t),
 		OnEvent: func(e peonify.Event) {
 			if e.Kind == peonify.EventSucceeded && done.Add(1) == n {
 				close(all)
@@ -881,7 +882,7 @@ func TestIdlePickupUsesWake(t *testing.T) {
 	s := newTestStream(t, Config{})
 	producer := newTestStream(t, Config{Queue: s.Queue()})
 	started := make(chan time.Time, 1)
-	p, err := peonify.New(peonify.Config{Workers: 2, PollInterval: time.Minute, MinPollInterval: time.Minute, Logger: testLogger(t)})
+	p, err := peonify.New(peonify.Config{Workers: 2, PollInterval: time.Minute, MinPollInterval: time.Minute, Logger: streamtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -908,7 +909,7 @@ func TestIdlePickupUsesWake(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	enqueued := time.Now()
-	mustEnqueue(t, producer, task("ping"))
+	streamtest.Enqueue(t, producer, task("ping"))
 	select {
 	case at := <-started:
 		took := at.Sub(enqueued)
@@ -926,7 +927,7 @@ func TestIdlePickupUsesWake(t *testing.T) {
 // and its deliveries live on, and the next publish opens a new channel.
 func TestPublishChannelLossKeepsDeliveries(t *testing.T) {
 	s := newTestStream(t, Config{})
-	mustEnqueue(t, s, task("a"), task("b"))
+	streamtest.Enqueue(t, s, task("a"), task("b"))
 	ds := pollN(t, s, 2, 10*time.Second)
 	s.mu.Lock()
 	ss := s.cur
@@ -935,13 +936,13 @@ func TestPublishChannelLossKeepsDeliveries(t *testing.T) {
 	_ = ss.pub.ch.Close()
 	ss.pubMu.Unlock()
 
-	if err := s.Nack(ctxT(t), ds[0], peonify.NackOptions{Outcome: peonify.OutcomeFailed, Reason: "r"}); err != nil {
+	if err := s.Nack(streamtest.Context(t), ds[0], peonify.NackOptions{Outcome: peonify.OutcomeFailed, Reason: "r"}); err != nil {
 		t.Fatalf("Nack after the publishing channel closed: %v", err)
 	}
-	if err := s.Ack(ctxT(t), ds[1]); err != nil {
+	if err := s.Ack(streamtest.Context(t), ds[1]); err != nil {
 		t.Fatalf("Ack after the publishing channel closed: %v", err)
 	}
-	mustEnqueue(t, s, task("c"))
+	streamtest.Enqueue(t, s, task("c"))
 	got := pollN(t, s, 2, 10*time.Second)
 	if ss.dead() {
 		t.Fatal("losing the publishing channel ended the session")
@@ -951,5 +952,5 @@ func TestPublishChannelLossKeepsDeliveries(t *testing.T) {
 			t.Errorf("the nacked task came back as attempt %d, want 2", d.Task.Attempt)
 		}
 	}
-	_ = s.Ack(ctxT(t), got...)
+	_ = s.Ack(streamtest.Context(t), got...)
 }
