@@ -10,16 +10,17 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 )
 
 func TestEnqueueDuplicates(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 
 	a := task("a")
 	a.ID = "fixed-id"
-	mustEnqueue(t, s, a)
+	streamtest.Enqueue(t, s, a)
 
 	again := task("a")
 	again.ID = "fixed-id"
@@ -68,7 +69,7 @@ func TestEnqueueDuplicates(t *testing.T) {
 func TestEnqueueInvalidStoresNothing(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	for name, bad := range map[string]*peonify.Task{
 		"no type":       {},
 		"nul in type":   {Type: "a\x00b"},
@@ -98,10 +99,10 @@ func TestEnqueueInvalidStoresNothing(t *testing.T) {
 func TestEnqueueLargeBatchUsesCopyAndFindsDuplicates(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	pre := task("p")
 	pre.ID = "already-there"
-	mustEnqueue(t, s, pre)
+	streamtest.Enqueue(t, s, pre)
 
 	var tasks []*peonify.Task
 	for i := range 3 * CopyThreshold {
@@ -134,7 +135,7 @@ func TestEnqueueLargeBatchUsesCopyAndFindsDuplicates(t *testing.T) {
 func TestEnqueueTx(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 
 	// Rolled back: the task never existed.
 	rolled := task("order-created")
@@ -193,7 +194,7 @@ func TestEnqueueTx(t *testing.T) {
 func TestEnqueueLargeBatchWithoutDuplicates(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	var tasks []*peonify.Task
 	for i := range 2 * CopyThreshold {
 		tk := &peonify.Task{Type: "bulk", Payload: []byte{byte(i), 0}, Headers: map[string]string{"i": fmt.Sprint(i)}}

@@ -2,10 +2,7 @@ package pgstream
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/internal/testenv"
 	"go.uber.org/goleak"
 )
@@ -57,18 +55,12 @@ func appName(t testing.TB) string {
 	if len(n) > 50 {
 		n = n[:50]
 	}
-	return n + "-" + randHex(4)
-}
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+	return n + "-" + streamtest.RandHex(4)
 }
 
 // uniqueQueue returns a queue name that no other test uses.
 func uniqueQueue(t testing.TB) string {
-	return "t-" + t.Name() + "-" + randHex(6)
+	return "t-" + t.Name() + "-" + streamtest.RandHex(6)
 }
 
 // newTestStream returns a stream on a fresh queue, closed when the test
@@ -79,7 +71,7 @@ func newTestStream(t testing.TB, pool *pgxpool.Pool, cfg Config) *Stream {
 		cfg.Queue = uniqueQueue(t)
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+		cfg.Logger = streamtest.Logger(t)
 	}
 	s, err := New(pool, cfg)
 	if err != nil {
@@ -102,45 +94,6 @@ func newTestStream(t testing.TB, pool *pgxpool.Pool, cfg Config) *Stream {
 		}
 	})
 	return s
-}
-
-func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-func mustEnqueue(t testing.TB, s *Stream, tasks ...*peonify.Task) {
-	t.Helper()
-	if err := s.Enqueue(ctxT(t), tasks...); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func mustPoll(t testing.TB, s *Stream, max int) []peonify.Delivery {
-	t.Helper()
-	ds, err := s.Poll(ctxT(t), max)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ds
-}
-
-// pollUntil polls until it gets at least one delivery or the deadline
-// passes; it is for state that changes in the database on its own (lease
-// expiry, a scheduled time).
-func pollUntil(t testing.TB, s *Stream, max int, within time.Duration) []peonify.Delivery {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		if ds := mustPoll(t, s, max); len(ds) > 0 {
-			return ds
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no task delivered within %s", within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // waitWake waits for the stream's Wake channel.

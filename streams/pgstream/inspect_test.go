@@ -6,12 +6,13 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 )
 
 func TestInspector(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 
 	var tasks []*peonify.Task
 	for i := range 5 {
@@ -23,10 +24,10 @@ func TestInspector(t *testing.T) {
 	}
 	later := task("later")
 	later.RunAt = time.Now().Add(time.Hour)
-	mustEnqueue(t, s, append(tasks, later)...)
+	streamtest.Enqueue(t, s, append(tasks, later)...)
 
-	running := mustPoll(t, s, 2)
-	dead := mustPoll(t, s, 1)
+	running := streamtest.Poll(t, s, 2)
+	dead := streamtest.Poll(t, s, 1)
 	if err := s.Nack(ctx, dead[0], peonify.NackOptions{Outcome: peonify.OutcomeDead, Reason: "bad payload"}); err != nil {
 		t.Fatal(err)
 	}
@@ -106,17 +107,17 @@ func TestInspector(t *testing.T) {
 func TestRetryKeepsUniqueKeyUnique(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	first := task("u")
 	first.UniqueKey = "k"
-	mustEnqueue(t, s, first)
-	ds := mustPoll(t, s, 1)
+	streamtest.Enqueue(t, s, first)
+	ds := streamtest.Poll(t, s, 1)
 	if err := s.Nack(ctx, ds[0], peonify.NackOptions{Outcome: peonify.OutcomeDead}); err != nil {
 		t.Fatal(err)
 	}
 	second := task("u")
 	second.UniqueKey = "k"
-	mustEnqueue(t, s, second) // the dead task is not live
+	streamtest.Enqueue(t, s, second) // the dead task is not live
 	if n, err := s.Retry(ctx, first.ID); err != nil || n != 0 {
 		t.Fatalf("Retry of a dead task whose key is live again = %d, %v; want 0, nil", n, err)
 	}
@@ -125,10 +126,10 @@ func TestRetryKeepsUniqueKeyUnique(t *testing.T) {
 func TestKeepDoneAndCleanup(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{KeepDone: time.Millisecond, KeepDead: time.Millisecond, CleanupInterval: time.Hour})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	a, b := task("a"), task("b")
-	mustEnqueue(t, s, a, b)
-	ds := mustPoll(t, s, 2)
+	streamtest.Enqueue(t, s, a, b)
+	ds := streamtest.Poll(t, s, 2)
 	if err := s.Ack(ctx, ds[0]); err != nil {
 		t.Fatal(err)
 	}
@@ -161,8 +162,8 @@ func TestKeepDoneAndCleanup(t *testing.T) {
 	}
 
 	forever := newTestStream(t, pool, Config{KeepDead: -1})
-	mustEnqueue(t, forever, task("d"))
-	d := mustPoll(t, forever, 1)
+	streamtest.Enqueue(t, forever, task("d"))
+	d := streamtest.Poll(t, forever, 1)
 	if err := forever.Nack(ctx, d[0], peonify.NackOptions{Outcome: peonify.OutcomeDead}); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/internal/testenv"
 )
 
@@ -31,20 +32,20 @@ func TestQueryExecModes(t *testing.T) {
 			}
 			t.Cleanup(pool.Close)
 			s := newTestStream(t, pool, Config{NoListen: true})
-			ctx := ctxT(t)
+			ctx := streamtest.Context(t)
 
 			small := &peonify.Task{Type: "a", Payload: []byte{0, 1, 0xff}, Headers: map[string]string{"h": "v"},
 				UniqueKey: "u", RunAt: time.Now().Add(-time.Second)}
-			mustEnqueue(t, s, small)
+			streamtest.Enqueue(t, s, small)
 			bulk := make([]*peonify.Task, CopyThreshold+1)
 			for i := range bulk {
 				bulk[i] = task("bulk")
 			}
-			mustEnqueue(t, s, bulk...)
+			streamtest.Enqueue(t, s, bulk...)
 			if err := s.Enqueue(ctx, small); !isDup(err) {
 				t.Fatalf("duplicate = %v", err)
 			}
-			ds := mustPoll(t, s, 500)
+			ds := streamtest.Poll(t, s, 500)
 			if len(ds) != len(bulk)+1 {
 				t.Fatalf("polled %d", len(ds))
 			}

@@ -8,12 +8,13 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 )
 
 func TestEnqueuePollAckRoundTrip(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 
 	payload := []byte{0, 1, 2, 0xff, '\\', 'x'}
 	in := &peonify.Task{
@@ -26,7 +27,7 @@ func TestEnqueuePollAckRoundTrip(t *testing.T) {
 	if in.ID == "" || in.EnqueuedAt.IsZero() {
 		t.Fatalf("Enqueue did not fill ID and EnqueuedAt: %+v", in)
 	}
-	ds := mustPoll(t, s, 10)
+	ds := streamtest.Poll(t, s, 10)
 	if len(ds) != 1 {
 		t.Fatalf("Poll returned %d deliveries, want 1", len(ds))
 	}
@@ -43,7 +44,7 @@ func TestEnqueuePollAckRoundTrip(t *testing.T) {
 	if d.Token == 0 || time.Until(d.Deadline) < 25*time.Second {
 		t.Errorf("delivery has token %d and deadline %v; want a token and a 30s lease", d.Token, d.Deadline)
 	}
-	if again := mustPoll(t, s, 10); len(again) != 0 {
+	if again := streamtest.Poll(t, s, 10); len(again) != 0 {
 		t.Fatalf("leased task delivered twice")
 	}
 	if err := s.Ack(ctx, d); err != nil {
@@ -60,15 +61,15 @@ func TestEnqueuePollAckRoundTrip(t *testing.T) {
 func TestPollNeverExceedsMaxAndOrders(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	var tasks []*peonify.Task
 	for i := range 10 {
 		tk := task("t")
 		tk.Priority = i % 3
 		tasks = append(tasks, tk)
 	}
-	mustEnqueue(t, s, tasks...)
-	ds := mustPoll(t, s, 4)
+	streamtest.Enqueue(t, s, tasks...)
+	ds := streamtest.Poll(t, s, 4)
 	if len(ds) != 4 {
 		t.Fatalf("Poll(4) returned %d", len(ds))
 	}
@@ -77,7 +78,7 @@ func TestPollNeverExceedsMaxAndOrders(t *testing.T) {
 			t.Errorf("first claims should be the priority-2 tasks, got priority %d", d.Task.Priority)
 		}
 	}
-	rest := mustPoll(t, s, 100)
+	rest := streamtest.Poll(t, s, 100)
 	if len(rest) != 6 {
 		t.Fatalf("second Poll returned %d, want the 6 left", len(rest))
 	}
@@ -95,13 +96,13 @@ func TestPollNeverExceedsMaxAndOrders(t *testing.T) {
 func TestLeaseExpiryAndFencing(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{Lease: 300 * time.Millisecond, RescueInterval: 50 * time.Millisecond})
-	ctx := ctxT(t)
-	mustEnqueue(t, s, task("slow"))
-	first := mustPoll(t, s, 1)
+	ctx := streamtest.Context(t)
+	streamtest.Enqueue(t, s, task("slow"))
+	first := streamtest.Poll(t, s, 1)
 	if len(first) != 1 {
 		t.Fatal("no delivery")
 	}
-	second := pollUntil(t, s, 1, 10*time.Second)
+	second := streamtest.PollUntil(t, s, 1, 10*time.Second)
 	if second[0].Task.ID != first[0].Task.ID || second[0].Task.Attempt != 2 || second[0].Token == first[0].Token {
 		t.Fatalf("redelivery after lease expiry: got %+v token %d; first token %d", second[0].Task, second[0].Token, first[0].Token)
 	}
@@ -152,11 +153,11 @@ func TestLeaseExpiryAndFencing(t *testing.T) {
 func TestRescueDeadWhenAttemptsUsedUp(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{Lease: 100 * time.Millisecond, RescueInterval: time.Hour})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	tk := task("crasher")
 	tk.MaxAttempts = 1
-	mustEnqueue(t, s, tk)
-	if len(mustPoll(t, s, 1)) != 1 {
+	streamtest.Enqueue(t, s, tk)
+	if len(streamtest.Poll(t, s, 1)) != 1 {
 		t.Fatal("no delivery")
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -182,10 +183,10 @@ func TestRescueDeadWhenAttemptsUsedUp(t *testing.T) {
 func TestNackOutcomes(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	a, b, c := task("a"), task("b"), task("c")
-	mustEnqueue(t, s, a, b, c)
-	ds := mustPoll(t, s, 3)
+	streamtest.Enqueue(t, s, a, b, c)
+	ds := streamtest.Poll(t, s, 3)
 	if len(ds) != 3 {
 		t.Fatalf("got %d deliveries", len(ds))
 	}
@@ -226,11 +227,11 @@ func TestNackOutcomes(t *testing.T) {
 		t.Fatalf("dead task = %+v, %v", info, err)
 	}
 
-	released := mustPoll(t, s, 10)
+	released := streamtest.Poll(t, s, 10)
 	if len(released) != 1 || released[0].Task.ID != b.ID || released[0].Task.Attempt != 1 {
 		t.Fatalf("after release got %+v, want task b again at attempt 1", released)
 	}
-	retried := pollUntil(t, s, 10, 10*time.Second)
+	retried := streamtest.PollUntil(t, s, 10, 10*time.Second)
 	if retried[0].Task.ID != a.ID || retried[0].Task.Attempt != 2 || retried[0].Task.LastError != "boom" {
 		t.Fatalf("retried task = %+v, want a at attempt 2 with LastError boom", retried[0].Task)
 	}
@@ -246,10 +247,10 @@ func TestWakeOnEnqueueFromAnotherProcess(t *testing.T) {
 	other := newTestStream(t, producerPool, Config{})
 
 	waitListening(t, consumer, 1)
-	mustEnqueue(t, other, task("elsewhere"))
-	mustEnqueue(t, producer, task("here"))
+	streamtest.Enqueue(t, other, task("elsewhere"))
+	streamtest.Enqueue(t, producer, task("here"))
 	waitWake(t, consumer, 10*time.Second)
-	if ds := mustPoll(t, consumer, 10); len(ds) != 1 || ds[0].Task.Type != "here" {
+	if ds := streamtest.Poll(t, consumer, 10); len(ds) != 1 || ds[0].Task.Type != "here" {
 		t.Fatalf("after wake-up polled %v", ds)
 	}
 }
@@ -257,7 +258,7 @@ func TestWakeOnEnqueueFromAnotherProcess(t *testing.T) {
 func TestPlainSQLInsertIsAValidTask(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	waitListening(t, s, 1)
 
 	// What a producer in any language does: no Peonify code involved.
@@ -272,7 +273,7 @@ func TestPlainSQLInsertIsAValidTask(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitWake(t, s, 10*time.Second)
-	ds := mustPoll(t, s, 10)
+	ds := streamtest.Poll(t, s, 10)
 	if len(ds) != 2 {
 		t.Fatalf("polled %d tasks, want 2", len(ds))
 	}
@@ -311,22 +312,22 @@ func TestPauseResume(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{})
 	other := newTestStream(t, pool, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	if err := s.Pause(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Pause(ctx); err != nil {
 		t.Fatalf("second Pause: %v", err)
 	}
-	mustEnqueue(t, s, task("x"))
-	mustEnqueue(t, other, task("y"))
+	streamtest.Enqueue(t, s, task("x"))
+	streamtest.Enqueue(t, other, task("y"))
 	if p, err := s.Paused(ctx); err != nil || !p {
 		t.Fatalf("Paused = %v, %v", p, err)
 	}
-	if ds := mustPoll(t, s, 10); len(ds) != 0 {
+	if ds := streamtest.Poll(t, s, 10); len(ds) != 0 {
 		t.Fatalf("paused queue delivered %d tasks", len(ds))
 	}
-	if ds := mustPoll(t, other, 10); len(ds) != 1 {
+	if ds := streamtest.Poll(t, other, 10); len(ds) != 1 {
 		t.Fatalf("pausing one queue stopped another: %d", len(ds))
 	}
 	drainWake(s)
@@ -337,7 +338,7 @@ func TestPauseResume(t *testing.T) {
 	if p, err := s.Paused(ctx); err != nil || p {
 		t.Fatalf("Paused after Resume = %v, %v", p, err)
 	}
-	if ds := mustPoll(t, s, 10); len(ds) != 1 {
+	if ds := streamtest.Poll(t, s, 10); len(ds) != 1 {
 		t.Fatalf("resumed queue delivered %d tasks", len(ds))
 	}
 }
@@ -345,17 +346,17 @@ func TestPauseResume(t *testing.T) {
 func TestScheduledTask(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	tk := task("later")
 	tk.RunAt = time.Now().Add(2 * time.Second) // outlasts Enqueue and Poll on a loaded CI machine
-	mustEnqueue(t, s, tk)
-	if ds := mustPoll(t, s, 1); len(ds) != 0 {
+	streamtest.Enqueue(t, s, tk)
+	if ds := streamtest.Poll(t, s, 1); len(ds) != 0 {
 		t.Fatal("scheduled task delivered early")
 	}
 	if c, _ := s.Counts(ctx); c[peonify.StateScheduled] != 1 {
 		t.Fatalf("Counts = %v, want 1 scheduled", c)
 	}
-	ds := pollUntil(t, s, 1, 10*time.Second)
+	ds := streamtest.PollUntil(t, s, 1, 10*time.Second)
 	if time.Now().Before(tk.RunAt) {
 		t.Fatal("delivered before RunAt")
 	}
@@ -371,7 +372,7 @@ func TestClosedStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitListening(t, s, 1)
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	if err := s.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -393,7 +394,7 @@ func TestClosedStream(t *testing.T) {
 func TestListenerReconnects(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{})
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	waitListening(t, s, 1)
 
 	app := pool.Config().ConnConfig.RuntimeParams["application_name"]
@@ -406,9 +407,9 @@ func TestListenerReconnects(t *testing.T) {
 	waitListening(t, s, 2)
 	other := testPool(t)
 	producer := newTestStream(t, other, Config{Queue: s.Queue()})
-	mustEnqueue(t, producer, task("after-reconnect"))
+	streamtest.Enqueue(t, producer, task("after-reconnect"))
 	waitWake(t, s, 10*time.Second)
-	if ds := mustPoll(t, s, 1); len(ds) != 1 {
+	if ds := streamtest.Poll(t, s, 1); len(ds) != 1 {
 		t.Fatal("task not delivered after reconnect")
 	}
 }
@@ -435,8 +436,8 @@ func TestConfigErrors(t *testing.T) {
 
 func TestMissingSchemaSaysToMigrate(t *testing.T) {
 	pool := testPool(t)
-	s := newTestStream(t, pool, Config{Schema: "peonify_missing_" + randHex(4), NoListen: true})
-	_, err := s.Poll(ctxT(t), 1)
+	s := newTestStream(t, pool, Config{Schema: "peonify_missing_" + streamtest.RandHex(4), NoListen: true})
+	_, err := s.Poll(streamtest.Context(t), 1)
 	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("MigrateSchema")) {
 		t.Fatalf("Poll on an unmigrated schema = %v; want advice to run MigrateSchema", err)
 	}
@@ -444,8 +445,8 @@ func TestMissingSchemaSaysToMigrate(t *testing.T) {
 
 func TestMigrateConcurrentlyIntoNewSchema(t *testing.T) {
 	pool := testPool(t)
-	schema := "peonify_mig_" + randHex(4)
-	ctx := ctxT(t)
+	schema := "peonify_mig_" + streamtest.RandHex(4)
+	ctx := streamtest.Context(t)
 	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
 	errs := make(chan error, 4)
 	for range 4 {
@@ -467,9 +468,9 @@ func TestMigrateConcurrentlyIntoNewSchema(t *testing.T) {
 		t.Fatalf("schema at version %d with %d records, want %d", v, n, SchemaVersion)
 	}
 	s := newTestStream(t, pool, Config{Schema: schema})
-	mustEnqueue(t, s, task("in-own-schema"))
+	streamtest.Enqueue(t, s, task("in-own-schema"))
 	waitWake(t, s, 10*time.Second)
-	if ds := mustPoll(t, s, 5); len(ds) != 1 {
+	if ds := streamtest.Poll(t, s, 5); len(ds) != 1 {
 		t.Fatalf("polled %d from schema %s", len(ds), schema)
 	}
 	if err := MigrateSchema(ctx, pool, "Bad-Name"); err == nil {
@@ -480,9 +481,9 @@ func TestMigrateConcurrentlyIntoNewSchema(t *testing.T) {
 func TestSyncCommit(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{SyncCommit: true})
-	ctx := ctxT(t)
-	mustEnqueue(t, s, task("a"), task("b"))
-	ds := mustPoll(t, s, 10)
+	ctx := streamtest.Context(t)
+	streamtest.Enqueue(t, s, task("a"), task("b"))
+	ds := streamtest.Poll(t, s, 10)
 	if len(ds) != 2 {
 		t.Fatalf("polled %d", len(ds))
 	}
@@ -496,7 +497,7 @@ func TestSyncCommit(t *testing.T) {
 
 func TestSharedListener(t *testing.T) {
 	pool := testPool(t)
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	l, err := NewListener(pool, ListenerConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -520,7 +521,7 @@ func TestSharedListener(t *testing.T) {
 
 	producer := newTestStream(t, testPool(t), Config{Queue: b.Queue()})
 	drainWake(b)
-	mustEnqueue(t, producer, task("for-b"))
+	streamtest.Enqueue(t, producer, task("for-b"))
 	waitWake(t, b, 10*time.Second)
 
 	// Notifications reach only the subscribers of their queue.
@@ -547,22 +548,22 @@ func TestResumedClaimsStillFindEarlierTasks(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{Lease: 200 * time.Millisecond, RescueInterval: 20 * time.Millisecond})
 	s.fullClaimEvery = 30 * time.Millisecond
-	ctx := ctxT(t)
+	ctx := streamtest.Context(t)
 	var backlog []*peonify.Task
 	for range 200 {
 		backlog = append(backlog, task("backlog"))
 	}
-	mustEnqueue(t, s, backlog...)
+	streamtest.Enqueue(t, s, backlog...)
 
-	first := mustPoll(t, s, 1) // a full claim; later ones resume after it
+	first := streamtest.Poll(t, s, 1) // a full claim; later ones resume after it
 	urgent := task("urgent")
 	urgent.Priority = 5
-	mustEnqueue(t, s, urgent)
+	streamtest.Enqueue(t, s, urgent)
 
 	var gotUrgent, gotExpired bool
 	drained := 1
 	for drained < len(backlog) && !(gotUrgent && gotExpired) {
-		ds := mustPoll(t, s, 1)
+		ds := streamtest.Poll(t, s, 1)
 		for _, d := range ds {
 			switch {
 			case d.Task.ID == urgent.ID:
