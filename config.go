@@ -16,7 +16,10 @@ type Config struct {
 
 	// QueueSize is how many claimed tasks may wait in the local queue for a
 	// free worker. The processor never holds more than Workers running plus
-	// QueueSize waiting. Defaults to Workers.
+	// QueueSize waiting; on a stream whose claims have a lease, it holds no
+	// more waiting than its workers start within a third of the lease (and
+	// at least Workers), so that no lease runs out in the queue. Defaults to
+	// Workers.
 	QueueSize int
 
 	// LowWatermark is the local queue depth at or below which the processor

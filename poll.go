@@ -14,13 +14,16 @@ type streamState struct {
 	name    string
 	weight  int
 	index   int
-	pass    float64         // stride-scheduling position, guarded by capMu
-	ready   bool            // waiting in reserve, guarded by capMu
-	idled   bool            // the last poll had less than asked, guarded by capMu
-	inPoll  bool            // between a reservation and the end of its Poll, guarded by capMu
-	ext     Extender        // nil if the stream's claims do not expire
-	maxPoll int             // most tasks one Poll returns; 0: no limit
-	wake    <-chan struct{} // nil if the stream is not a Waker
+	pass    float64       // stride-scheduling position, guarded by capMu
+	ready   bool          // waiting in reserve, guarded by capMu
+	idled   bool          // the last poll had less than asked, guarded by capMu
+	inPoll  bool          // between a reservation and the end of its Poll, guarded by capMu
+	ext     Extender      // nil if the stream's claims do not expire
+	maxPoll int           // most tasks one Poll returns; 0: no limit
+	lease   time.Duration // lease of the last claims, 0 if none; guarded by capMu
+	// leaseKnown is set once st returned claims; guarded by capMu.
+	leaseKnown bool
+	wake       <-chan struct{} // nil if the stream is not a Waker
 
 	ackMu sync.Mutex
 	ackQ  ackQueue // guarded by ackMu
@@ -64,7 +67,11 @@ func (p *Processor) pollLoop(ctx context.Context, st *streamState) {
 			}
 			ds = ds[:n]
 		}
-		p.polled(st, n, len(ds))
+		var lease time.Duration
+		if len(ds) > 0 && st.ext != nil && !ds[0].Deadline.IsZero() {
+			lease = ds[0].Deadline.Sub(claimedAt)
+		}
+		p.polled(st, n, len(ds), lease)
 		for _, d := range ds {
 			p.queue <- job{d: d, st: st, claimedAt: claimedAt} // never blocks: space was reserved
 		}
@@ -155,10 +162,22 @@ func (p *Processor) reserve(ctx context.Context, st *streamState) int {
 				if st.maxPoll > 0 {
 					n = min(n, st.maxPoll)
 				}
-				p.held.Add(int64(n)) // only pollers add, and they hold capMu
-				st.ready, st.inPoll = false, true
-				p.waiting.Store(p.anyReady())
-				return n
+				if limit, ok := p.startable(st); ok {
+					// The limit has a low watermark of its own, half of it,
+					// so that polls stay batches.
+					if held > limit/2 {
+						n = 0
+					}
+					n = min(n, limit-held)
+				}
+				if n > 0 {
+					p.held.Add(int64(n)) // only pollers add, and they hold capMu
+					st.ready, st.inPoll = false, true
+					p.waiting.Store(p.anyReady())
+					return n
+				}
+				// As many wait as can start within a third of the lease:
+				// wait for some to start.
 			}
 		}
 		space := p.space
@@ -174,6 +193,49 @@ func (p *Processor) reserve(ctx context.Context, st *streamState) int {
 		p.capMu.Lock()
 	}
 }
+
+// startable returns how many tasks of st may wait in the local queue, for
+// a stream whose claims have a lease: as many as the workers start within
+// a third of the lease, at the rate they have been starting tasks, and at
+// least Workers. A task that waited longer would have its lease renewed
+// before it starts, and one that waited the whole lease would be lost, run
+// by another processor meanwhile; and a processor that holds more than it
+// can soon start keeps work from the others. Until a stream that can
+// extend leases has returned claims, their lease is unknown and the limit
+// is Workers. It reports false for a stream without leases. capMu must be
+// held.
+func (p *Processor) startable(st *streamState) (int, bool) {
+	switch {
+	case st.ext == nil || (st.leaseKnown && st.lease <= 0):
+		return 0, false
+	case !st.leaseKnown:
+		return p.cfg.Workers, true
+	}
+	rate := p.startRate(time.Now())
+	return max(p.cfg.Workers, int(rate*st.lease.Seconds()/3)), true
+}
+
+// startRate returns how many tasks per second the workers have been
+// starting: measured over at least rateWindow or Workers starts, whichever
+// comes first, and averaged over about a second. capMu must be held.
+func (p *Processor) startRate(now time.Time) float64 {
+	el := now.Sub(p.rateAt)
+	n := p.counters.started.Load()
+	if el <= 0 || (el < rateWindow && n-p.rateStarted < uint64(p.cfg.Workers)) {
+		return p.rate
+	}
+	inst := float64(n-p.rateStarted) / el.Seconds()
+	if w := el.Seconds(); p.rate == 0 || w >= 1 {
+		p.rate = inst
+	} else {
+		p.rate = p.rate*(1-w) + inst*w
+	}
+	p.rateAt, p.rateStarted = now, n
+	return p.rate
+}
+
+// rateWindow is the shortest time over which startRate measures.
+const rateWindow = 10 * time.Millisecond
 
 // competing reports whether the stream takes part in the turns: it waits
 // to poll, or it just polled a full batch and is on its way back to wait.
@@ -207,9 +269,13 @@ func (p *Processor) firstAtPass(st *streamState) bool {
 }
 
 // polled settles a poll of st that reserved n places and claimed got
-// tasks: unused places are given back and st's pass advances.
-func (p *Processor) polled(st *streamState, n, got int) {
+// tasks, with the given lease (0 if they have none that expires): unused
+// places are given back and st's pass advances.
+func (p *Processor) polled(st *streamState, n, got int, lease time.Duration) {
 	p.capMu.Lock()
+	if got > 0 {
+		st.lease, st.leaseKnown = lease, true
+	}
 	st.pass += float64(got) / float64(st.weight)
 	st.idled, st.inPoll = got < n, false
 	if int(p.held.Add(-int64(n-got))) <= p.cfg.LowWatermark {

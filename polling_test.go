@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/peonify/peonify"
@@ -292,4 +293,38 @@ func TestPollLimiterCapsRequests(t *testing.T) {
 	if el := time.Since(start); el > 5*time.Second {
 		t.Errorf("500 tasks took %s: full batches of the limit were taken for a drained stream", el)
 	}
+}
+
+// TestQueueHoldsWhatStartsWithinTheLease checks that the processor claims
+// no more tasks than its workers start within a third of the lease, however
+// large QueueSize is: two workers on one-second tasks and a 3s lease keep
+// about two tasks waiting, and no lease runs out in the local queue. With
+// 40 tasks claimed at once the last would wait 19s. Virtual time.
+func TestQueueHoldsWhatStartsWithinTheLease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ms := memstream.New(memstream.Config{Lease: 3 * time.Second})
+		fill(t, ms, "t", 40)
+		var done, deepest atomic.Int64
+		p, err := peonify.New(peonify.Config{Workers: 2, QueueSize: 100, Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = p.AddTaskList(peonify.TaskList{"t": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
+			if d := int64(p.Stats().QueueDepth); d > deepest.Load() {
+				deepest.Store(d)
+			}
+			time.Sleep(time.Second)
+			done.Add(1)
+			return nil
+		})})
+		_ = p.AddStream(ms)
+		runUntil(t, p, &done, 40)
+		st := p.Stats()
+		if st.LeaseLost != 0 || st.Succeeded != 40 {
+			t.Errorf("%d leases lost and %d tasks succeeded, want 0 and 40", st.LeaseLost, st.Succeeded)
+		}
+		if d := deepest.Load(); d > 4 {
+			t.Errorf("up to %d tasks waited in the local queue, want about 2: what two workers start in a second", d)
+		}
+	})
 }

@@ -44,6 +44,12 @@ type Processor struct {
 	waiting atomic.Bool   // a poller may wait on space; stored under capMu
 	space   chan struct{} // closed to wake waiting pollers; guarded by capMu
 
+	// The rate at which workers start tasks (see startRate); guarded by
+	// capMu.
+	rate        float64
+	rateAt      time.Time
+	rateStarted uint64
+
 	watchKick  chan struct{}
 	watchArmed atomic.Int64 // unix nanos of the watchdog's next wake; 0 when disarmed
 	renewing   sync.WaitGroup

@@ -495,14 +495,15 @@ func TestShutdownReleasesUnstartedAndFinishesRunning(t *testing.T) {
 	}
 	h.start()
 	running := []string{<-started, <-started}
-	// Wait until the local queue has refilled to above its low watermark
-	// of 3, so there are unstarted claims to hand back.
-	for h.p.Stats().QueueDepth < 4 {
+	// Wait until the local queue has refilled, so there are unstarted
+	// claims to hand back. With both workers stuck it holds at least one
+	// task per worker (see TestQueueHoldsWhatStartsWithinTheLease).
+	for h.p.Stats().QueueDepth < 2 {
 		time.Sleep(time.Millisecond)
 	}
 	stopped := make(chan error, 1)
 	go func() { stopped <- h.stop() }()
-	released := h.waitKind(peonify.EventReleased, 4)
+	released := h.waitKind(peonify.EventReleased, 2)
 	close(finish)
 	if err := <-stopped; err != nil {
 		t.Fatalf("Run = %v, want nil", err)
