@@ -183,6 +183,16 @@ func (f *FaultStream) Wake() <-chan struct{} {
 	return nil
 }
 
+// MaxPoll passes on the wrapped stream's cap on one Poll
+// (peonify.PollLimiter), or 0 for none, so that the processor does not take
+// a capped batch for a drained stream.
+func (f *FaultStream) MaxPoll() int {
+	if l, ok := f.inner.(peonify.PollLimiter); ok {
+		return l.MaxPoll()
+	}
+	return 0
+}
+
 // Enqueue calls the wrapped stream's Enqueue unless a fault intervenes.
 func (f *FaultStream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
 	e, ok := f.inner.(peonify.Enqueuer)

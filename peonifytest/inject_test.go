@@ -74,3 +74,21 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// capped is a stream whose polls return at most 7 tasks.
+type capped struct{ *memstream.Stream }
+
+func (capped) MaxPoll() int { return 7 }
+
+// TestFaultStreamPassesOnMaxPoll checks that wrapping a stream keeps its
+// PollLimiter, which the processor needs to tell a capped batch from a
+// drained stream.
+func TestFaultStreamPassesOnMaxPoll(t *testing.T) {
+	var s peonify.Stream = peonifytest.NewFaultStream(capped{memstream.New(memstream.Config{})})
+	if l, ok := s.(peonify.PollLimiter); !ok || l.MaxPoll() != 7 {
+		t.Errorf("a FaultStream over a stream with MaxPoll 7 reports %v", s)
+	}
+	if l := peonifytest.NewFaultStream(memstream.New(memstream.Config{})); l.MaxPoll() != 0 {
+		t.Errorf("a FaultStream over a stream without a cap reports MaxPoll %d, want 0", l.MaxPoll())
+	}
+}
