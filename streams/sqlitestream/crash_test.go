@@ -1,257 +1,157 @@
 package sqlitestream
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 )
 
-// crashEnv makes the test binary a child of TestCrash. Its value is
-// "<dir> <mode> <run>": the directory with the database and the logs,
-// "work" (enqueue and process until killed) or "drain" (process until
-// nothing is left, then exit), and a number naming this child's tasks.
+// crashEnv carries a child's orders, as JSON, from TestCrash to
+// TestCrashChild in the re-executed test binary.
 const crashEnv = "SQLITESTREAM_CRASH_CHILD"
 
 // The lease of the crash children: the tasks of a killed child come back
 // after it.
 const crashLease = 300 * time.Millisecond
 
+// The logs of the crash test's ledger, which sits next to the database.
+const (
+	enqueuedLog  = "enqueued.log"  // each task whose Enqueue returned
+	completedLog = "completed.log" // each run of a task, by any child
+)
+
+// crashOrders tell a child of TestCrash what to do.
+type crashOrders struct {
+	Ledger streamtest.Ledger // the directory of the database and the logs
+	Drain  bool              // process until nothing is left, then exit; else enqueue and process until killed
+	Run    int               // names this child's tasks
+}
+
 // TestCrash kills processes that enqueue and process tasks with SIGKILL,
 // several times, sometimes two at once on the same file, then lets a last
 // process drain the store. Every task whose Enqueue returned must have been
 // completed at least once, and the store must end empty: no task is lost to
 // a crash, and every lease held by a dead process ends.
+//
+// A task may have been completed without being logged as enqueued (its
+// child died between Enqueue and the log), and tasks in flight at a kill
+// run again, so neither unknown completions nor repeats are errors here.
 func TestCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills child processes; skipped with -short")
 	}
-	dir := t.TempDir()
+	ledger := streamtest.NewLedger(t)
 	rounds := 5
 	if raceEnabled {
 		rounds = 3
 	}
-	completed := filepath.Join(dir, "completed.log")
 	run := 0
 	for round := range rounds {
 		children := 1 + round%2 // every other round, two processes share the file
-		var cmds []*exec.Cmd
+		var workers []*streamtest.Child
 		for range children {
 			run++
-			cmds = append(cmds, startCrashChild(t, dir, "work", run))
+			workers = append(workers, streamtest.StartChild(t, "TestCrashChild", crashEnv, crashOrders{Ledger: ledger, Run: run}))
 		}
 		// Let them work for a while, then kill them mid-run.
-		before := fileSize(completed)
-		deadline := time.Now().Add(30 * time.Second)
-		for fileSize(completed) < before+2000 { // about 200 completions
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: the children completed nothing within 30s", round)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		before := ledger.Size(completedLog)
+		streamtest.WaitUntil(t, fmt.Sprintf("round %d's children to complete about 200 tasks", round), 30*time.Second, func() (bool, string) {
+			n := ledger.Size(completedLog) - before
+			return n >= 2000, fmt.Sprintf("%d bytes of completions logged", n)
+		})
 		time.Sleep(time.Duration(rand.IntN(50)) * time.Millisecond) // a random moment of the run
-		for _, cmd := range cmds {
-			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
-			_ = cmd.Wait()
+		for _, c := range workers {
+			c.Kill(t)
 		}
 	}
 
-	drain := startCrashChild(t, dir, "drain", 0)
-	done := make(chan error, 1)
-	go func() { done <- drain.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("drain process: %v\n%s", err, drain.Stderr)
-		}
-	case <-time.After(60 * time.Second):
-		_ = drain.Process.Signal(syscall.SIGKILL)
-		<-done
-		t.Fatalf("drain process did not finish within 60s\n%s", drain.Stderr)
+	drain := streamtest.StartChild(t, "TestCrashChild", crashEnv, crashOrders{Ledger: ledger, Drain: true})
+	if err := drain.Wait(60 * time.Second); err != nil {
+		t.Fatalf("drain process: %v", err)
 	}
 
-	enqueued := readLines(t, filepath.Join(dir, "enqueued.log"))
-	completions := readLines(t, completed)
-	done1 := make(map[string]int, len(completions))
+	enqueued := ledger.Read(t, enqueuedLog)
+	if len(enqueued) == 0 {
+		t.Fatal("no child logged an enqueued task: the kills tested nothing")
+	}
+	completions := ledger.Read(t, completedLog)
+	runs := make(map[string]int, len(completions))
 	for _, id := range completions {
-		done1[id]++
+		runs[id]++
 	}
 	var lost []string
 	for _, id := range enqueued {
-		if done1[id] == 0 {
+		if runs[id] == 0 {
 			lost = append(lost, id)
 		}
 	}
-	if len(lost) > 0 {
-		t.Fatalf("%d of %d enqueued tasks were never completed, e.g. %v", len(lost), len(enqueued), lost[:min(len(lost), 10)])
-	}
-	dups := len(completions) - len(done1)
+	streamtest.SomeErrors(t, fmt.Sprintf("of %d enqueued tasks were never completed", len(enqueued)), lost)
 	t.Logf("%d rounds: %d tasks enqueued, %d completions, %d of them repeats of tasks in flight at a kill",
-		rounds, len(enqueued), len(completions), dups)
+		rounds, len(enqueued), len(completions), len(completions)-len(runs))
 
-	s := openFile(t, filepath.Join(dir, "tasks.db"), Config{}, nil)
-	wantCounts(t, s, nil)
+	s := openFile(t, filepath.Join(string(ledger), "tasks.db"), Config{}, nil)
+	streamtest.WantEmpty(t, s)
 }
 
-func startCrashChild(t *testing.T, dir, mode string, run int) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1", "-test.timeout=2m")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", crashEnv, dir, mode, run))
-	cmd.Stderr = new(bytes.Buffer)
-	cmd.Stdout = cmd.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return cmd
-}
-
-// TestCrashChild is the process that TestCrash starts and kills.
+// TestCrashChild is the process that TestCrash starts and kills. Run
+// alone, it skips.
 func TestCrashChild(t *testing.T) {
-	env := os.Getenv(crashEnv)
-	if env == "" {
-		t.Skip("runs only as a child process of TestCrash")
-	}
-	var (
-		dir, mode string
-		run       int
-	)
-	if _, err := fmt.Sscanf(env, "%s %s %d", &dir, &mode, &run); err != nil {
-		t.Fatalf("bad %s=%q: %v", crashEnv, env, err)
-	}
-	s, err := Open(filepath.Join(dir, "tasks.db"), Config{Lease: crashLease, BusyTimeout: 10 * time.Second})
+	var o crashOrders
+	streamtest.Orders(t, crashEnv, &o)
+	s, err := Open(filepath.Join(string(o.Ledger), "tasks.db"), Config{Lease: crashLease, BusyTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	enqueued := openLog(t, filepath.Join(dir, "enqueued.log"))
-	completed := openLog(t, filepath.Join(dir, "completed.log"))
+	enqueued := o.Ledger.Open(t, enqueuedLog)
+	completed := o.Ledger.Open(t, completedLog)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
 	var wg sync.WaitGroup
-	if mode == "work" {
+	if !o.Drain {
 		// Produce until killed, in batches of 1 to 5 tasks; log each task
 		// only after Enqueue returned.
 		wg.Go(func() {
 			for i := 0; ctx.Err() == nil; {
 				var batch []*peonify.Task
+				var ids []string
 				for range 1 + rand.IntN(5) {
-					batch = append(batch, &peonify.Task{ID: fmt.Sprintf("r%d-%d", run, i), Type: "crash"})
+					ids = append(ids, fmt.Sprintf("r%d-%d", o.Run, i))
+					batch = append(batch, &peonify.Task{ID: ids[len(ids)-1], Type: "crash"})
 					i++
 				}
 				if err := s.Enqueue(ctx, batch...); err != nil {
 					t.Errorf("enqueue: %v", err)
 					return
 				}
-				var ids strings.Builder
-				for _, tk := range batch {
-					ids.WriteString(tk.ID + "\n")
-				}
-				if _, err := enqueued.WriteString(ids.String()); err != nil {
+				if err := enqueued.Add(ids...); err != nil {
 					t.Errorf("log: %v", err)
 					return
 				}
 			}
 		})
 	}
-	// Consume with a processor: the handler logs the task as completed
-	// and returns, and the processor acks it.
-	p, err := peonify.New(peonify.Config{
-		Workers: 4,
-		Logger:  slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = p.AddTaskList(peonify.TaskList{"crash": peonify.HandlerFunc(func(_ context.Context, tk *peonify.Task) error {
-		_, err := completed.WriteString(tk.ID + "\n")
-		return err
-	})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AddStream(s); err != nil {
-		t.Fatal(err)
-	}
-	if mode == "drain" {
+	runCtx := ctx
+	if o.Drain {
 		// Stop once nothing is left, leased tasks included.
-		wg.Go(func() {
-			for !drained(t, s) {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(20 * time.Millisecond):
-				}
-			}
-			cancel()
-		})
+		var stop func()
+		runCtx, stop = streamtest.UntilDrained(t, ctx, s, 20*time.Millisecond)
+		defer stop()
 	}
-	if err := p.Run(ctx); err != nil { // closes s
-		t.Errorf("run: %v", err)
-	}
+	// Consume with a processor: the handler logs the task as completed
+	// and returns, and the processor acks it. Run closes s.
+	cfg := peonify.Config{Workers: 4, Logger: slog.New(slog.DiscardHandler)}
+	streamtest.RunProcessor(t, runCtx, cfg, s, "crash", func(_ context.Context, tk *peonify.Task) error {
+		return completed.Add(tk.ID)
+	})
 	cancel()
 	wg.Wait()
-}
-
-// drained reports whether the store holds no task at all, leased ones
-// included.
-func drained(t *testing.T, s *Stream) bool {
-	c, err := s.Counts(context.Background())
-	if err != nil {
-		t.Errorf("counts: %v", err)
-		return true
-	}
-	return c[peonify.StatePending]+c[peonify.StateScheduled]+c[peonify.StateRunning] == 0
-}
-
-func openLog(t *testing.T, path string) *os.File {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return f
-}
-
-func fileSize(path string) int64 {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
-// readLines returns the complete lines of a log; a write cut by a kill
-// leaves no partial line, because each write is one append.
-func readLines(t *testing.T, path string) []string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if line := sc.Text(); line != "" {
-			lines = append(lines, line)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return lines
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/streams/sqlitestream"
 )
 
@@ -138,7 +139,7 @@ func TestProcessor(t *testing.T) {
 
 // BenchmarkProcessor measures end-to-end throughput: a processor with
 // no-op handlers and default settings drains tasks stored beforehand,
-// claiming, running and acking them durably.
+// claiming, running and acking them durably (see streamtest.Drain).
 func BenchmarkProcessor(b *testing.B) {
 	for _, sync := range []sqlitestream.Synchronous{sqlitestream.SynchronousFull, sqlitestream.SynchronousNormal} {
 		b.Run("sync="+sync.String(), func(b *testing.B) { benchProcessor(b, sync) })
@@ -150,44 +151,5 @@ func benchProcessor(b *testing.B, sync sqlitestream.Synchronous) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx := context.Background()
-	for left := b.N; left > 0; {
-		batch := make([]*peonify.Task, min(left, 1000))
-		for i := range batch {
-			batch[i] = &peonify.Task{Type: "noop", Payload: []byte(`{"n":1}`)}
-		}
-		if err := s.Enqueue(ctx, batch...); err != nil {
-			b.Fatal(err)
-		}
-		left -= len(batch)
-	}
-	var done atomic.Int64
-	finished := make(chan struct{})
-	p, err := peonify.New(peonify.Config{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	err = p.AddTaskList(peonify.TaskList{"noop": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
-		if done.Add(1) == int64(b.N) {
-			close(finished)
-		}
-		return nil
-	})})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := p.AddStream(s); err != nil {
-		b.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	runErr := make(chan error, 1)
-	b.ResetTimer()
-	go func() { runErr <- p.Run(runCtx) }()
-	<-finished
-	b.StopTimer()
-	stop()
-	if err := <-runErr; err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+	streamtest.Drain{}.Run(b, s) // the processor closes s
 }
