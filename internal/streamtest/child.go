@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -16,7 +17,8 @@ import (
 )
 
 // Child is the test binary re-executed to run one test function, the
-// child side of a scale-out or crash test, in a process of its own.
+// child side of a scale-out, crash or durability test, in a process of
+// its own.
 type Child struct {
 	name   string
 	cmd    *exec.Cmd
@@ -92,6 +94,45 @@ func (c *Child) Wait(within time.Duration) error {
 		return fmt.Errorf("child %s: %w\n%s", c.name, c.err, c.Output())
 	}
 	return nil
+}
+
+// Listening starts the line in which a child that serves tells the test
+// where it listens, the address following it: the parent reads it with
+// Line. A child prints the line in one write, so that it is read whole.
+const Listening = "listening on "
+
+// Line waits up to within for the child to write a whole line that
+// starts with prefix, and returns the rest of that line: how a child
+// that serves tells the test where it listens. It fails the test if the
+// child exits first or within passes; StartChild's cleanup then logs the
+// child's output.
+func (c *Child) Line(t *testing.T, prefix string, within time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		// Whether it has exited comes first: all it wrote before then is
+		// in the output read next.
+		if !c.exited {
+			select {
+			case c.err = <-c.done:
+				c.exited = true
+			default:
+			}
+		}
+		out := c.Output()
+		for line := range strings.Lines(out) {
+			if rest, ok := strings.CutPrefix(line, prefix); ok && strings.HasSuffix(rest, "\n") {
+				return strings.TrimSuffix(rest, "\n")
+			}
+		}
+		if c.exited {
+			t.Fatalf("child %s exited (%v) without writing a line %q...", c.name, c.err, prefix)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child %s wrote no line %q... within %s", c.name, prefix, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // Output returns what the child has written to stdout and stderr so far.

@@ -11,15 +11,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/streams/sqlitestream"
 )
 
@@ -172,7 +170,7 @@ func TestRefusedUnreadBody(t *testing.T) {
 }
 
 // childEnv makes the test binary the child process of TestKillAfterAccept;
-// its value is the directory holding the database and the address file.
+// its value is the directory holding the database, as JSON.
 const childEnv = "WEBHOOKSTREAM_SERVE_CHILD"
 
 // TestKillAfterAccept proves that 202 means durable: a child process serves
@@ -184,32 +182,8 @@ func TestKillAfterAccept(t *testing.T) {
 		t.Skip("kills a child process; skipped with -short")
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestServeChild$", "-test.count=1", "-test.timeout=2m")
-	cmd.Env = append(os.Environ(), childEnv+"="+dir)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	defer func() {
-		if !killed {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	}()
-
-	addrFile := filepath.Join(dir, "addr")
-	var addr []byte
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if b, err := os.ReadFile(addrFile); err == nil {
-			addr = b
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the child did not start serving within 20s\n%s", out.String())
-		}
-	}
+	child := streamtest.StartChild(t, "TestServeChild", childEnv, dir)
+	addr := child.Line(t, streamtest.Listening, 20*time.Second)
 
 	// Post concurrently; kill the child the moment the last 202 is read.
 	const n = 20
@@ -223,7 +197,7 @@ func TestKillAfterAccept(t *testing.T) {
 		bodies[i] = fmt.Appendf(nil, "{\"n\": %d, \"pad\": %q}\n", i, strings.Repeat("x", i*37))
 		wg.Go(func() {
 			r := githubRequest(fmt.Sprint("kill-", i), bodies[i])
-			req, _ := http.NewRequest(http.MethodPost, "http://"+string(addr)+"/github", bytes.NewReader(bodies[i]))
+			req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/github", bytes.NewReader(bodies[i]))
 			for k, v := range r.header {
 				req.Header.Set(k, v)
 			}
@@ -240,11 +214,7 @@ func TestKillAfterAccept(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
-	killed = true
+	child.Kill(t)
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
@@ -266,12 +236,11 @@ func TestKillAfterAccept(t *testing.T) {
 	}
 }
 
-// TestServeChild is the process that TestKillAfterAccept starts and kills.
+// TestServeChild is the process that TestKillAfterAccept starts and
+// kills. Run alone, it skips.
 func TestServeChild(t *testing.T) {
-	dir := os.Getenv(childEnv)
-	if dir == "" {
-		t.Skip("runs only as a child process of TestKillAfterAccept")
-	}
+	var dir string
+	streamtest.Orders(t, childEnv, &dir)
 	s, err := sqlitestream.Open(filepath.Join(dir, "tasks.db"), sqlitestream.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -284,13 +253,6 @@ func TestServeChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Publish the address atomically: the parent reads it once it exists.
-	tmp := filepath.Join(dir, "addr.tmp")
-	if err := os.WriteFile(tmp, []byte(ln.Addr().String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "addr")); err != nil {
-		t.Fatal(err)
-	}
-	t.Fatal(Server("", h).Serve(ln)) // serves until killed
+	fmt.Printf("%s%s\n", streamtest.Listening, ln.Addr()) // one write: the parent reads the whole line
+	t.Fatal(Server("", h).Serve(ln))                      // serves until killed
 }

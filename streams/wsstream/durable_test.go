@@ -1,7 +1,6 @@
 package wsstream
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -9,21 +8,18 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/streams/sqlitestream"
 )
 
 // crashEnv makes the test binary the server of TestKillAfterAck; its value
-// is the directory of the store.
+// is the directory of the store, as JSON.
 const crashEnv = "WSSTREAM_CRASH_CHILD"
 
 // TestKillAfterAck runs the server in a child process over a SQLite store,
@@ -35,33 +31,8 @@ func TestKillAfterAck(t *testing.T) {
 		t.Skip("kills a child process; skipped with -short")
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashServer$", "-test.count=1", "-test.timeout=2m")
-	cmd.Env = append(os.Environ(), crashEnv+"="+dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	defer func() {
-		if !killed {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	}()
-	addr := ""
-	sc := bufio.NewScanner(out)
-	for addr == "" && sc.Scan() {
-		addr, _ = strings.CutPrefix(sc.Text(), "listening on ")
-	}
-	if addr == "" {
-		t.Fatalf("the child server did not start:\n%s", stderr.String())
-	}
-	go func() { _, _ = bufio.NewReader(out).WriteTo(&bytes.Buffer{}) }() // drain the rest
+	child := streamtest.StartChild(t, "TestCrashServer", crashEnv, dir)
+	addr := child.Line(t, streamtest.Listening, 30*time.Second)
 
 	c, err := Dial(context.Background(), "ws://"+addr, DialOptions{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -100,11 +71,7 @@ func TestKillAfterAck(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("300 tasks were not acknowledged within 30s")
 	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
-	killed = true
+	child.Kill(t)
 	cancel()
 	wg.Wait()
 
@@ -129,12 +96,11 @@ func TestKillAfterAck(t *testing.T) {
 	t.Logf("%d acknowledged tasks, all in the store after SIGKILL", len(acked))
 }
 
-// TestCrashServer is the server process that TestKillAfterAck kills.
+// TestCrashServer is the server process that TestKillAfterAck kills. Run
+// alone, it skips.
 func TestCrashServer(t *testing.T) {
-	dir := os.Getenv(crashEnv)
-	if dir == "" {
-		t.Skip("runs only as a child process of TestKillAfterAck")
-	}
+	var dir string
+	streamtest.Orders(t, crashEnv, &dir)
 	store, err := sqlitestream.Open(filepath.Join(dir, "tasks.db"), sqlitestream.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -147,8 +113,8 @@ func TestCrashServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Printf("listening on %s\n", ln.Addr())
-	_ = http.Serve(ln, h) // until killed
+	fmt.Printf("%s%s\n", streamtest.Listening, ln.Addr()) // one write: the parent reads the whole line
+	_ = http.Serve(ln, h)                                 // until killed
 }
 
 // Tasks sent by a client run on a Processor reading the same store, with
