@@ -57,7 +57,8 @@ func (d Drain) Run(b *testing.B, s Stream) {
 	Backlog(b, s, b.N, d.Payload)
 	var done atomic.Int64
 	all := make(chan struct{})
-	p, err := peonify.New(peonify.Config{
+	noop := peonify.HandlerFunc(func(context.Context, *peonify.Task) error { return nil })
+	p := Processor(b, peonify.Config{
 		Workers:   d.Workers,
 		QueueSize: d.QueueSize,
 		Logger:    Logger(b),
@@ -66,17 +67,7 @@ func (d Drain) Run(b *testing.B, s Stream) {
 				close(all)
 			}
 		},
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	noop := peonify.HandlerFunc(func(context.Context, *peonify.Task) error { return nil })
-	if err := p.AddTaskList(peonify.TaskList{BenchType: noop}); err != nil {
-		b.Fatal(err)
-	}
-	if err := p.AddStream(s); err != nil {
-		b.Fatal(err)
-	}
+	}, s, peonify.TaskList{BenchType: noop})
 	ctx, stop := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	b.ResetTimer()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -96,14 +97,34 @@ func (c *Child) Wait(within time.Duration) error {
 	return nil
 }
 
-// Listening starts the line in which a child that serves tells the test
-// where it listens, the address following it: the parent reads it with
-// Line. A child prints the line in one write, so that it is read whole.
-const Listening = "listening on "
+// listening starts the line in which a child that serves tells the test
+// where it listens, the address following it.
+const listening = "listening on "
+
+// Listen, in a child that serves, listens on a free port of the loopback
+// interface and tells the parent test where, in a line that the parent
+// reads with Addr.
+func Listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("%s%s\n", listening, ln.Addr()) // one write, so that the parent reads it whole
+	return ln
+}
+
+// Addr waits up to within for the child to call Listen and returns the
+// address it listens on. It fails the test if the child exits first or
+// within passes.
+func (c *Child) Addr(t *testing.T, within time.Duration) string {
+	t.Helper()
+	return c.Line(t, listening, within)
+}
 
 // Line waits up to within for the child to write a whole line that
 // starts with prefix, and returns the rest of that line: how a child
-// that serves tells the test where it listens. It fails the test if the
+// tells the test what only it knows, such as where it listens. It fails the test if the
 // child exits first or within passes; StartChild's cleanup then logs the
 // child's output.
 func (c *Child) Line(t *testing.T, prefix string, within time.Duration) string {
@@ -156,16 +177,7 @@ func Orders(t *testing.T, env string, orders any) {
 // each task of type typ goes to handle, which records it. Run closes s.
 func RunProcessor(t *testing.T, ctx context.Context, cfg peonify.Config, s peonify.Stream, typ string, handle peonify.HandlerFunc) {
 	t.Helper()
-	p, err := peonify.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AddTaskList(peonify.TaskList{typ: handle}); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AddStream(s); err != nil {
-		t.Fatal(err)
-	}
+	p := Processor(t, cfg, s, peonify.TaskList{typ: handle})
 	if err := p.Run(ctx); err != nil {
 		t.Errorf("run: %v", err)
 	}

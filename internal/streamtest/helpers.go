@@ -44,6 +44,23 @@ func Enqueue(t testing.TB, e peonify.Enqueuer, tasks ...*peonify.Task) {
 	}
 }
 
+// Processor returns a processor with cfg that runs the handlers of tl on
+// the tasks of s, failing the test if it cannot be set up.
+func Processor(t testing.TB, cfg peonify.Config, s peonify.Stream, tl peonify.TaskList) *peonify.Processor {
+	t.Helper()
+	p, err := peonify.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddTaskList(tl); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddStream(s); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // Poll polls s once for up to max tasks, failing the test on an error.
 func Poll(t testing.TB, s peonify.Stream, max int) []peonify.Delivery {
 	t.Helper()

@@ -53,7 +53,7 @@ func TestProcessor(t *testing.T) {
 		runs[t.ID]++
 		return runs[t.ID]
 	}
-	p, err := peonify.New(peonify.Config{
+	p := streamtest.Processor(t, peonify.Config{
 		Logger:  slog.New(slog.DiscardHandler),
 		Workers: 8,
 		Retry:   peonify.RetryPolicy{MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond},
@@ -64,11 +64,7 @@ func TestProcessor(t *testing.T) {
 				}
 			}
 		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = p.AddTaskList(peonify.TaskList{
+	}, s, peonify.TaskList{
 		"ok": peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error { count(t); return nil }),
 		"flaky": peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
 			if count(t) == 1 {
@@ -81,12 +77,6 @@ func TestProcessor(t *testing.T) {
 			return peonify.SkipRetry(errors.New("cannot ever work"))
 		}),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AddStream(s); err != nil {
-		t.Fatal(err)
-	}
 	runCtx, stop := context.WithCancel(ctx)
 	runErr := make(chan error, 1)
 	go func() { runErr <- p.Run(runCtx) }()

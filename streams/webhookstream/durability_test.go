@@ -183,7 +183,7 @@ func TestKillAfterAccept(t *testing.T) {
 	}
 	dir := t.TempDir()
 	child := streamtest.StartChild(t, "TestServeChild", childEnv, dir)
-	addr := child.Line(t, streamtest.Listening, 20*time.Second)
+	addr := child.Addr(t, 20*time.Second)
 
 	// Post concurrently; kill the child the moment the last 202 is read.
 	const n = 20
@@ -249,10 +249,5 @@ func TestServeChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Printf("%s%s\n", streamtest.Listening, ln.Addr()) // one write: the parent reads the whole line
-	t.Fatal(Server("", h).Serve(ln))                      // serves until killed
+	t.Fatal(Server("", h).Serve(streamtest.Listen(t))) // serves until killed
 }

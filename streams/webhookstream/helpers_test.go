@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/streams/memstream"
 )
 
@@ -303,17 +304,8 @@ func (r *recorder) next(t *testing.T) *peonify.Task {
 // until the test ends.
 func runProcessor(t *testing.T, s peonify.Stream, tl peonify.TaskList, mw ...peonify.Middleware) {
 	t.Helper()
-	p, err := peonify.New(peonify.Config{Workers: 2, Middleware: mw, ShutdownGrace: time.Second,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AddTaskList(tl); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AddStream(s); err != nil {
-		t.Fatal(err)
-	}
+	p := streamtest.Processor(t, peonify.Config{Workers: 2, Middleware: mw, ShutdownGrace: time.Second,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))}, s, tl)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()

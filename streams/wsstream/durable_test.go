@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"path/filepath"
 	"sync"
@@ -32,7 +31,7 @@ func TestKillAfterAck(t *testing.T) {
 	}
 	dir := t.TempDir()
 	child := streamtest.StartChild(t, "TestCrashServer", crashEnv, dir)
-	addr := child.Line(t, streamtest.Listening, 30*time.Second)
+	addr := child.Addr(t, 30*time.Second)
 
 	c, err := Dial(context.Background(), "ws://"+addr, DialOptions{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -109,12 +108,7 @@ func TestCrashServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Printf("%s%s\n", streamtest.Listening, ln.Addr()) // one write: the parent reads the whole line
-	_ = http.Serve(ln, h)                                 // until killed
+	_ = http.Serve(streamtest.Listen(t), h) // until killed
 }
 
 // Tasks sent by a client run on a Processor reading the same store, with
@@ -132,25 +126,17 @@ func TestProcessorEndToEnd(t *testing.T) {
 		got  = make(map[string][]byte)
 		done = make(chan struct{})
 	)
-	p, err := peonify.New(peonify.Config{Workers: 4, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = p.AddTaskList(peonify.TaskList{"echo": peonify.HandlerFunc(func(_ context.Context, tk *peonify.Task) error {
-		mu.Lock()
-		defer mu.Unlock()
-		got[tk.ID] = tk.Payload
-		if len(got) == n {
-			close(done)
-		}
-		return nil
-	})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AddStream(store); err != nil {
-		t.Fatal(err)
-	}
+	p := streamtest.Processor(t, peonify.Config{Workers: 4, Logger: testLogger(t)}, store, peonify.TaskList{
+		"echo": peonify.HandlerFunc(func(_ context.Context, tk *peonify.Task) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got[tk.ID] = tk.Payload
+			if len(got) == n {
+				close(done)
+			}
+			return nil
+		}),
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- p.Run(ctx) }()
