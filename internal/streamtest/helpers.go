@@ -44,6 +44,22 @@ func Enqueue(t testing.TB, e peonify.Enqueuer, tasks ...*peonify.Task) {
 	}
 }
 
+// Backfill enqueues n tasks of type typ on e, in calls of 1000, the task
+// with index i having the ID id(i), and returns the IDs in order.
+func Backfill(t testing.TB, e peonify.Enqueuer, n int, typ string, id func(i int) string) []string {
+	t.Helper()
+	ids := make([]string, 0, n)
+	for lo := 0; lo < n; lo += 1000 {
+		batch := make([]*peonify.Task, 0, 1000)
+		for i := lo; i < min(lo+1000, n); i++ {
+			batch = append(batch, &peonify.Task{ID: id(i), Type: typ})
+			ids = append(ids, batch[len(batch)-1].ID)
+		}
+		Enqueue(t, e, batch...)
+	}
+	return ids
+}
+
 // Processor returns a processor with cfg that runs the handlers of tl on
 // the tasks of s, failing the test if it cannot be set up.
 func Processor(t testing.TB, cfg peonify.Config, s peonify.Stream, tl peonify.TaskList) *peonify.Processor {

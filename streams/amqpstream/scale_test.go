@@ -36,15 +36,7 @@ func TestScaleOut(t *testing.T) {
 	}
 	const n, children = 20000, 4
 	s := newTestStream(t, Config{})
-	ids := make([]string, 0, n)
-	for i := 0; i < n; i += 1000 {
-		batch := make([]*peonify.Task, 1000)
-		for j := range batch {
-			batch[j] = &peonify.Task{ID: fmt.Sprintf("task-%05d", i+j), Type: "scale"}
-			ids = append(ids, batch[j].ID)
-		}
-		streamtest.Enqueue(t, s, batch...)
-	}
+	ids := streamtest.Backfill(t, s, n, "scale", func(i int) string { return fmt.Sprintf("task-%05d", i) })
 
 	ledger := streamtest.NewLedger(t)
 	streamtest.ScaleOut{

@@ -47,15 +47,7 @@ func TestScaleOut(t *testing.T) {
 	}
 	js := testJS(t)
 	s, cfg := newTestStream(t, js, Config{AckWait: scaleAckWait})
-	var ids []string
-	for lo := 0; lo < scaleTasks; lo += 1000 {
-		var batch []*peonify.Task
-		for i := lo; i < lo+1000; i++ {
-			batch = append(batch, &peonify.Task{ID: fmt.Sprintf("t-%05d", i), Type: "scale"})
-			ids = append(ids, batch[len(batch)-1].ID)
-		}
-		streamtest.Enqueue(t, s, batch...)
-	}
+	ids := streamtest.Backfill(t, s, scaleTasks, "scale", func(i int) string { return fmt.Sprintf("t-%05d", i) })
 
 	ledger := streamtest.NewLedger(t)
 	streamtest.ScaleOut{

@@ -19,16 +19,7 @@ func runProcessor(t *testing.T, s *Stream, cfg peonify.Config, tl peonify.TaskLi
 	t.Helper()
 	// Dead tasks are expected: log only errors.
 	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
-	p, err := peonify.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AddTaskList(tl); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AddStream(s); err != nil {
-		t.Fatal(err)
-	}
+	p := streamtest.Processor(t, cfg, s, tl)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- p.Run(ctx) }()

@@ -40,15 +40,7 @@ func TestScaleOut(t *testing.T) {
 	prefix := uniquePrefix(t, c)
 	s := newTestStream(t, c, Config{Prefix: prefix})
 	const n = 20000
-	ids := make([]string, 0, n)
-	for i := 0; i < n; i += 1000 {
-		batch := make([]*peonify.Task, 0, 1000)
-		for j := i; j < min(i+1000, n); j++ {
-			batch = append(batch, &peonify.Task{ID: "t" + strconv.Itoa(j), Type: "scale"})
-			ids = append(ids, batch[len(batch)-1].ID)
-		}
-		streamtest.Enqueue(t, s, batch...)
-	}
+	ids := streamtest.Backfill(t, s, n, "scale", func(i int) string { return "t" + strconv.Itoa(i) })
 
 	ledger := streamtest.NewLedger(t)
 	streamtest.ScaleOut{
