@@ -399,14 +399,10 @@ func counted(st brokerStream, rec *recorder, calls *streamCalls) peonify.Stream 
 type brokerPeonify struct {
 	stream  brokerStream
 	calls   streamCalls
-	proc    *peonify.Processor
 	verify  func(ctx context.Context, n int) error // checks the broker after the run
 	cleanup func()                                 // deletes the queue's keys, streams or queues
 	watch   *serverWatch
-
-	cancel context.CancelFunc
-	errc   chan error
-	ran    bool // Run owns the stream and closes it
+	run     procRun
 }
 
 // newBrokerPeonify builds a processor with cfg and a no-op handler on st.
@@ -431,7 +427,7 @@ func newBrokerPeonify(cfg peonifyConfig, e *env, rec *recorder, st brokerStream,
 		s.Close()
 		return nil, err
 	}
-	s.proc = p
+	s.run.proc = p
 	return s, nil
 }
 
@@ -451,26 +447,16 @@ func enqueueBroker(ctx context.Context, st peonify.Enqueuer, first, count int) e
 
 func (s *brokerPeonify) Start(ctx context.Context) error {
 	s.watch.start()
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel, s.ran = cancel, true
-	s.errc = make(chan error, 1)
-	go func() { s.errc <- s.proc.Run(runCtx) }()
+	s.run.start(ctx)
 	return nil
 }
 
 func (s *brokerPeonify) Stop(ctx context.Context) error {
-	if s.cancel == nil {
+	if s.run.cancel == nil {
 		return nil
 	}
-	s.cancel()
-	s.cancel = nil
 	defer s.watch.stop()
-	select {
-	case err := <-s.errc:
-		return err // Run closed the stream
-	case <-ctx.Done():
-		return fmt.Errorf("peonify did not stop: %w", ctx.Err())
-	}
+	return s.run.stop(ctx)
 }
 
 func (s *brokerPeonify) Verify(ctx context.Context, n int) error { return s.verify(ctx, n) }
@@ -481,13 +467,9 @@ func (s *brokerPeonify) Detail() string { return s.calls.String() }
 func (s *brokerPeonify) serverCPU() (time.Duration, bool) { return s.watch.result() }
 
 func (s *brokerPeonify) Close() {
-	if s.cancel != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		_ = s.Stop(ctx)
-		cancel()
-	}
+	s.run.close()
 	s.watch.stop()
-	if !s.ran && s.stream != nil {
+	if !s.run.ran && s.stream != nil {
 		_ = s.stream.Close(context.Background())
 	}
 	if s.cleanup != nil {

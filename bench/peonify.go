@@ -110,10 +110,7 @@ type peonifySystem struct {
 	sc      *freshSchema  // on postgres
 	remote  durableStream // producer-only stream on postgres, made by the first RemoteInsert
 
-	proc   *peonify.Processor
-	ran    bool // Run owns the stream and closes it
-	cancel context.CancelFunc
-	errc   chan error
+	run procRun
 }
 
 // newPeonify returns the constructor of Peonify systems with cfg.
@@ -178,7 +175,7 @@ func newPeonify(cfg peonifyConfig) newSystemFunc {
 			s.Close()
 			return nil, err
 		}
-		s.proc = p
+		s.run.proc = p
 		return s, nil
 	}
 }
@@ -219,26 +216,11 @@ func (s *peonifySystem) Insert(ctx context.Context, first, count int) error {
 }
 
 func (s *peonifySystem) Start(ctx context.Context) error {
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel, s.ran = cancel, true
-	s.errc = make(chan error, 1)
-	go func() { s.errc <- s.proc.Run(runCtx) }()
+	s.run.start(ctx)
 	return nil
 }
 
-func (s *peonifySystem) Stop(ctx context.Context) error {
-	if s.cancel == nil {
-		return nil
-	}
-	s.cancel()
-	s.cancel = nil
-	select {
-	case err := <-s.errc:
-		return err // Run closed the stream
-	case <-ctx.Done():
-		return fmt.Errorf("peonify did not stop: %w", ctx.Err())
-	}
-}
+func (s *peonifySystem) Stop(ctx context.Context) error { return s.run.stop(ctx) }
 
 func (s *peonifySystem) Verify(ctx context.Context, n int) error {
 	st, err := s.reopen(ctx)
@@ -263,15 +245,11 @@ func (s *peonifySystem) Verify(ctx context.Context, n int) error {
 }
 
 func (s *peonifySystem) Close() {
-	if s.cancel != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		_ = s.Stop(ctx)
-		cancel()
-	}
+	s.run.close()
 	if s.remote != nil {
 		_ = s.remote.Close(context.Background())
 	}
-	if !s.ran && s.stream != nil {
+	if !s.run.ran && s.stream != nil {
 		_ = s.stream.Close(context.Background())
 	}
 	if s.cleanup != nil {
@@ -312,4 +290,45 @@ func (s splitStream) Poll(ctx context.Context, max int) ([]peonify.Delivery, err
 		return nil, errors.Join(errs...)
 	}
 	return out, nil // keep what was claimed; an error shows again next time
+}
+
+// procRun runs a Peonify processor for a benchmark system, from Start to
+// Stop.
+type procRun struct {
+	proc   *peonify.Processor
+	ran    bool // Run owns the stream and closes it
+	cancel context.CancelFunc
+	errc   chan error
+}
+
+// start runs the processor until stop, whatever happens to ctx.
+func (r *procRun) start(ctx context.Context) {
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r.cancel, r.ran = cancel, true
+	r.errc = make(chan error, 1)
+	go func() { r.errc <- r.proc.Run(runCtx) }()
+}
+
+// stop ends the run and returns Run's error; Run closed the stream.
+func (r *procRun) stop(ctx context.Context) error {
+	if r.cancel == nil {
+		return nil
+	}
+	r.cancel()
+	r.cancel = nil
+	select {
+	case err := <-r.errc:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("peonify did not stop: %w", ctx.Err())
+	}
+}
+
+// close stops a run still going, within a minute.
+func (r *procRun) close() {
+	if r.cancel != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		_ = r.stop(ctx)
+		cancel()
+	}
 }
