@@ -14,16 +14,16 @@ type streamState struct {
 	name    string
 	weight  int
 	index   int
-	pass    float64       // stride-scheduling position, guarded by capMu
-	ready   bool          // waiting in reserve, guarded by capMu
-	idled   bool          // the last poll had less than asked, guarded by capMu
-	inPoll  bool          // between a reservation and the end of its Poll, guarded by capMu
-	ext     Extender      // nil if the stream's claims do not expire
-	maxPoll int           // most tasks one Poll returns; 0: no limit
-	lease   time.Duration // lease of the last claims, 0 if none; guarded by capMu
-	// leaseKnown is set once st returned claims; guarded by capMu.
-	leaseKnown bool
-	wake       <-chan struct{} // nil if the stream is not a Waker
+	pass    float64         // stride-scheduling position, guarded by capMu
+	ready   bool            // waiting in reserve, guarded by capMu
+	idled   bool            // the last poll had less than asked, guarded by capMu
+	inPoll  bool            // between a reservation and the end of its Poll, guarded by capMu
+	ext     Extender        // nil if the stream's claims do not expire
+	maxPoll int             // most tasks one Poll returns; 0: no limit
+	wake    <-chan struct{} // nil if the stream is not a Waker
+
+	lease      time.Duration // lease of the last claims, 0 if none; guarded by capMu
+	leaseKnown bool          // st has returned claims, so lease is known; guarded by capMu
 
 	ackMu sync.Mutex
 	ackQ  ackQueue // guarded by ackMu
