@@ -1,7 +1,7 @@
 // Package webhookstream is Peonify's HTTP webhook intake: an http.Handler
 // that turns authenticated POST requests from webhook senders (GitHub,
-// Stripe, Standard Webhooks senders, or any HMAC-signing service) into
-// tasks.
+// Stripe, Slack, Shopify, Standard Webhooks senders, or any HMAC-signing
+// service) into tasks.
 //
 // # Design: a push intake in front of a durable store
 //
@@ -65,29 +65,53 @@
 // # Verification
 //
 // Each route has a Verifier that checks the request's signature over the
-// raw body, in constant time, before anything parses the body. Presets
-// cover GitHub (X-Hub-Signature-256), Stripe (Stripe-Signature), Standard
-// Webhooks (webhook-id, webhook-timestamp, webhook-signature) and a generic
-// HMAC-SHA256 header. Each accepts several secrets, so a secret can be
-// rotated without refusing deliveries. Secrets are held in the Secret type,
-// which prints and logs as "[redacted]".
+// raw body, in constant time, before anything parses the body. The presets:
+//
+//   - GitHub: X-Hub-Signature-256, the hex HMAC-SHA256 of the body.
+//   - Stripe: Stripe-Signature, a signed timestamp and hex HMAC-SHA256s.
+//   - StandardWebhooks: webhook-id, webhook-timestamp, webhook-signature
+//     (Svix and the senders that follow the specification).
+//   - Slack: X-Slack-Signature, the hex HMAC-SHA256 of
+//     "v0:<X-Slack-Request-Timestamp>:<body>".
+//   - Shopify: X-Shopify-Hmac-Sha256, the base64 HMAC-SHA256 of the body.
+//   - HMAC: any header holding the hex or base64 HMAC-SHA256 of the body,
+//     after an optional prefix.
+//
+// Each accepts several secrets, so a secret can be rotated without
+// refusing deliveries. Secrets are held in the Secret type, which prints
+// and logs as "[redacted]".
+//
+// A custom Verifier holds its secrets as Secret values too, and uses them
+// without reading their bytes: MatchHMAC checks a signature against all of
+// them in constant time (Secret.HMAC serves schemes it does not fit, and
+// Secret.Matches those that send the secret itself). The bytes never leave
+// the Secret, so a custom Verifier cannot log or leak them by mistake, and
+// it rotates its secrets as the presets do, by listing the old and the new
+// one. See the MatchHMAC example.
 //
 // # Replays and redeliveries
 //
-// Where the scheme signs a timestamp (Stripe, Standard Webhooks), a request
-// signed more than the tolerance (5 minutes by default) before or after the
-// receiver's clock is refused. And where the sender gives each delivery an
-// ID (X-GitHub-Delivery, the Stripe event's "id", webhook-id), that ID,
-// after Route.IDPrefix, becomes the task's ID: a redelivery of an event the
+// Where the scheme signs a timestamp (Stripe, Standard Webhooks, Slack), a
+// request signed more than the tolerance (5 minutes by default) before or
+// after the receiver's clock is refused. And where the sender gives each
+// delivery an ID (X-GitHub-Delivery, the Stripe event's "id", webhook-id,
+// the Slack event's "event_id", X-Shopify-Webhook-Id), that ID, after
+// Route.IDPrefix, becomes the task's ID: a redelivery of an event the
 // store still holds is answered 200 OK with the Peonify-Duplicate header
 // and is not enqueued again. A replay with a bad signature is refused like
 // any other forged request.
 //
+// Slack gives no ID to a slash command or an interaction (and does not
+// retry them): the Slack preset makes their ID from the signed timestamp
+// and a digest of the signature, so only an identical replay, within the
+// tolerance, is a duplicate, and a later one is refused as stale. A user
+// who runs the same command twice gets two tasks.
+//
 // A store forgets a task's ID when the task is deleted, which sqlitestream
 // does when the task is acked unless its Config.KeepDone keeps finished
 // tasks. Keep them at least as long as the sender may redeliver (longer
-// than the timestamp tolerance for Stripe and Standard Webhooks), or a
-// late redelivery runs again. Task handlers must be idempotent anyway: a
+// than the timestamp tolerance for Stripe, Standard Webhooks and Slack;
+// Shopify retries for 4 hours), or a late redelivery runs again. Task handlers must be idempotent anyway: a
 // processor delivers at least once.
 //
 // # Tasks

@@ -2,6 +2,8 @@ package webhookstream
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"net/http"
@@ -141,6 +143,52 @@ func FuzzHMACHeader(f *testing.F) {
 		}
 		if !strings.EqualFold(want, v) && want != v {
 			t.Fatalf("%q parsed as %x", v, sig)
+		}
+	})
+}
+
+func FuzzSlackSignature(f *testing.F) {
+	f.Add("v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503", "1531420618")
+	f.Add("v0=", "")
+	f.Add("v1="+strings.Repeat("0", 64), "0001531420618")
+	f.Fuzz(func(t *testing.T, v, ts string) {
+		sig, err := parseSlackSignature(v)
+		if err == nil && (len(sig) != sha256Size || !strings.EqualFold("v0="+hex.EncodeToString(sig), v)) {
+			t.Fatalf("%q parsed as %x", v, sig)
+		}
+		h := http.Header{}
+		h.Set("X-Slack-Signature", v)
+		h.Set("X-Slack-Request-Timestamp", ts)
+		unix, _ := parseUnix(ts)
+		body := []byte(slackCommand)
+		got, err := (Slack{Secrets: secrets(slackSecret)}).Verify(h, body, time.Unix(unix, 0))
+		if err != nil {
+			return
+		}
+		m := hmac.New(sha256.New, []byte(slackSecret))
+		m.Write([]byte("v0:" + ts + ":" + slackCommand))
+		if !strings.EqualFold(v, "v0="+hex.EncodeToString(m.Sum(nil))) {
+			t.Fatalf("%q at %q verified", v, ts)
+		}
+		if !strings.HasPrefix(got.ID, ts+"-") || got.Event != "/deploy" {
+			t.Fatalf("verified as %+v", got)
+		}
+	})
+}
+
+// Whatever a signed Slack body holds, the ID and event type it gives are
+// usable as a task ID and header.
+func FuzzSlackBody(f *testing.F) {
+	f.Add([]byte(slackCommand))
+	f.Add(slackEvent("Ev0PV52K21"))
+	f.Add([]byte(`payload=%7B%22type%22%3A%22shortcut%22%7D`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		id, event := slackDelivery(body)
+		if id != "" && !slackToken(id) {
+			t.Fatalf("ID %q", id)
+		}
+		if plainText(event) != event {
+			t.Fatalf("event %q", event)
 		}
 	})
 }

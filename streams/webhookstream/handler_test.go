@@ -19,6 +19,7 @@ import (
 func TestAccepts(t *testing.T) {
 	now := time.Now()
 	ghBody := []byte("{\"ref\":\"refs/heads/main\",  \"x\": \"\u00e9\"}\n")
+	slackCmd := slackRequest(now, []byte(slackCommand))
 	for _, tc := range []struct {
 		name      string
 		req       request
@@ -30,6 +31,10 @@ func TestAccepts(t *testing.T) {
 		{"standard", standardRequest("msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", now, []byte(`{"type":"user.created","data":{}}`)),
 			"standard:msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", "user.created"},
 		{"hmac", hmacRequest("d-1", []byte("not json \x00\xff")), "hmac:d-1", "thing.created"},
+		{"slack", slackRequest(now, slackEvent("Ev0PV52K21")), "slack:Ev0PV52K21", "app_mention"},
+		{"slack", slackCmd, "slack:" + slackSignatureID(slackCmd), "/deploy"},
+		{"shopify", shopifyRequest("b54557e4-bdd9-4b37-8a5f-bf7d70bcd043", []byte(`{"id":820982911946154508}`)),
+			"shopify:b54557e4-bdd9-4b37-8a5f-bf7d70bcd043", "orders/create"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := newStore(t)
@@ -85,6 +90,8 @@ func TestRefuses(t *testing.T) {
 	sr := stripeRequest("evt_1", now)
 	sw := standardRequest("msg_1", now, body)
 	hm := hmacRequest("h1", body)
+	sl := slackRequest(now, []byte(slackCommand))
+	sh := shopifyRequest("s1", body)
 	for _, tc := range []struct {
 		name   string
 		req    request
@@ -126,6 +133,23 @@ func TestRefuses(t *testing.T) {
 		{"hmac wrong secret", tamper(hm, func(r *request) { r.header["X-Signature"] = "sha256=" + strings.Repeat("A", 43) + "=" }), 401, "does not match"},
 		{"hmac no prefix", tamper(hm, func(r *request) { r.header["X-Signature"] = strings.TrimPrefix(r.header["X-Signature"], "sha256=") }), 401, "must start with"},
 		{"hmac missing", tamper(hm, func(r *request) { delete(r.header, "X-Signature") }), 401, "no X-Signature"},
+
+		{"slack wrong secret", tamper(sl, func(r *request) { r.header["X-Slack-Signature"] = signSlack("other", now.Unix(), r.body) }), 401, "does not match"},
+		{"slack missing signature", tamper(sl, func(r *request) { delete(r.header, "X-Slack-Signature") }), 401, "no X-Slack-Signature"},
+		{"slack missing timestamp", tamper(sl, func(r *request) { delete(r.header, "X-Slack-Request-Timestamp") }), 401, "X-Slack-Request-Timestamp"},
+		{"slack tampered body", tamper(sl, func(r *request) { r.body = append(r.body, 'x') }), 401, "does not match"},
+		{"slack timestamp changed", tamper(sl, func(r *request) { r.header["X-Slack-Request-Timestamp"] = strconv.FormatInt(now.Unix()-1, 10) }), 401, "does not match"},
+		{"slack bad timestamp", tamper(sl, func(r *request) { r.header["X-Slack-Request-Timestamp"] = "-5" }), 401, "Unix time"},
+		{"slack not v0", tamper(sl, func(r *request) { r.header["X-Slack-Signature"] = "v1=" + strings.Repeat("a", 64) }), 401, "v0="},
+		{"slack not hex", tamper(sl, func(r *request) { r.header["X-Slack-Signature"] = "v0=" + strings.Repeat("z", 64) }), 401, "not hexadecimal"},
+		{"slack short", tamper(sl, func(r *request) { r.header["X-Slack-Signature"] = "v0=abcd" }), 401, "64 hex digits"},
+		{"slack stale", slackRequest(now.Add(-6*time.Minute), []byte(slackCommand)), 401, "ago"},
+		{"slack future", slackRequest(now.Add(6*time.Minute), []byte(slackCommand)), 401, "in the future"},
+
+		{"shopify wrong secret", tamper(sh, func(r *request) { r.header["X-Shopify-Hmac-Sha256"] = signShopify("other", body) }), 401, "does not match"},
+		{"shopify missing", tamper(sh, func(r *request) { delete(r.header, "X-Shopify-Hmac-Sha256") }), 401, "no X-Shopify-Hmac-Sha256"},
+		{"shopify tampered body", tamper(sh, func(r *request) { r.body = []byte(`{"ok":false}`) }), 401, "does not match"},
+		{"shopify hex", tamper(sh, func(r *request) { r.header["X-Shopify-Hmac-Sha256"] = strings.Repeat("ab", 32) }), 401, "not a base64"},
 
 		{"malformed json", func() request {
 			b := []byte(`{"ok":tru`)
@@ -182,6 +206,18 @@ func TestReplay(t *testing.T) {
 			r.body = []byte(`{"n":2}`) // same signature, other body
 			return r
 		}},
+		{"slack", slackRequest(now, slackEvent("Ev9")), func(r request) request {
+			r.header["X-Slack-Signature"] = signSlack("guess", now.Unix(), r.body)
+			return r
+		}},
+		{"slack command", slackRequest(now, []byte(slackCommand)), func(r request) request {
+			r.header["X-Slack-Request-Timestamp"] = strconv.FormatInt(now.Unix()+1, 10) // same signature, other time
+			return r
+		}},
+		{"shopify", shopifyRequest("s-9", body), func(r request) request {
+			r.header["X-Shopify-Hmac-Sha256"] = signShopify("guess", r.body)
+			return r
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := newStore(t)
@@ -223,6 +259,8 @@ func TestRotation(t *testing.T) {
 		"/github":   {Type: "github", Verifier: GitHub{Secrets: secrets("old", githubSecret)}},
 		"/stripe":   {Type: "stripe", Verifier: Stripe{Secrets: secrets("whsec_old", stripeSecret)}},
 		"/standard": {Type: "standard", Verifier: StandardWebhooks{Secrets: secrets(newStd, standardSecret)}},
+		"/slack":    {Type: "slack", Verifier: Slack{Secrets: secrets("old", slackSecret)}},
+		"/shopify":  {Type: "shopify", Verifier: Shopify{Secrets: secrets(shopifySecret, "new")}},
 	}
 	st := newStore(t)
 	h := newHandler(t, st, Config{Routes: routes})
@@ -245,8 +283,17 @@ func TestRotation(t *testing.T) {
 	r.header["webhook-signature"] = signStandard(newStd, "msg_s", now.Unix(), body)
 	serve(t, h, r).want(t, http.StatusAccepted)
 
-	if n := st.stored(t); n != 5 {
-		t.Fatalf("%d tasks stored, want 5", n)
+	serve(t, h, slackRequest(now, slackEvent("EvA"))).want(t, http.StatusAccepted)
+	r = slackRequest(now, slackEvent("EvB"))
+	r.header["X-Slack-Signature"] = signSlack("old", now.Unix(), r.body)
+	serve(t, h, r).want(t, http.StatusAccepted)
+	serve(t, h, shopifyRequest("sa", body)).want(t, http.StatusAccepted)
+	r = shopifyRequest("sb", body)
+	r.header["X-Shopify-Hmac-Sha256"] = signShopify("new", body)
+	serve(t, h, r).want(t, http.StatusAccepted)
+
+	if n := st.stored(t); n != 9 {
+		t.Fatalf("%d tasks stored, want 9", n)
 	}
 }
 
@@ -278,6 +325,38 @@ func TestKnownAnswers(t *testing.T) {
 	v = StandardWebhooks{Secrets: secrets("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")}
 	if _, err := v.Verify(h, []byte(`{"test": 2432232314}`), time.Unix(1614265330, 0)); err != nil {
 		t.Errorf("secret without whsec_: %v", err)
+	}
+
+	// Slack's "Verifying requests from Slack": a slash command signed with
+	// secret 8f742231b10e8888abcd99yyyzzz85a5 at 1531420618.
+	h = http.Header{}
+	h.Set("X-Slack-Request-Timestamp", "1531420618")
+	h.Set("X-Slack-Signature", "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503")
+	body := []byte("token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V" +
+		"&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=" +
+		"&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN" +
+		"&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c")
+	slack := Slack{Secrets: secrets("8f742231b10e8888abcd99yyyzzz85a5")}
+	got, err = slack.Verify(h, body, time.Unix(1531420618, 0).Add(4*time.Minute))
+	if err != nil || got.Event != "/webhook-collect" || !strings.HasPrefix(got.ID, "1531420618-") {
+		t.Errorf("Slack's example: %+v, %v", got, err)
+	}
+	if _, err := slack.Verify(h, body, time.Unix(1531420618, 0).Add(6*time.Minute)); !errors.Is(err, ErrTimestamp) {
+		t.Errorf("6 minutes late: %v, want ErrTimestamp", err)
+	}
+	if _, err := (Slack{Secrets: secrets("8f742231b10e8888abcd99yyyzzz85a6")}).Verify(h, body, time.Unix(1531420618, 0)); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("another secret: %v, want ErrBadSignature", err)
+	}
+
+	// Shopify publishes no vector: this one was computed with Python's hmac
+	// module, base64.b64encode(hmac.new(secret, body, sha256).digest()).
+	h = http.Header{}
+	h.Set("X-Shopify-Hmac-Sha256", "3dGZCgBHCrTEHtWQSGgJGFBJo3JEsxLmtPhqMVKwLaM=")
+	h.Set("X-Shopify-Webhook-Id", "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043")
+	h.Set("X-Shopify-Topic", "orders/create")
+	got, err = (Shopify{Secrets: secrets("shpss_5c1f3e1b2a9d4e8f")}).Verify(h, []byte(`{"id":820982911946154508,"email":"jon@example.com"}`), time.Now())
+	if err != nil || got.ID != "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043" || got.Event != "orders/create" {
+		t.Errorf("Shopify vector: %+v, %v", got, err)
 	}
 }
 

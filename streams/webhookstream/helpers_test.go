@@ -30,6 +30,8 @@ const (
 	stripeSecret   = "whsec_test_secret_for_stripe"
 	standardSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	hmacSecret     = "generic-shared-secret"
+	slackSecret    = "8f742231b10e8888abcd99yyyzzz85a5"
+	shopifySecret  = "shpss_5c1f3e1b2a9d4e8f"
 )
 
 // signGitHub computes X-Hub-Signature-256 as GitHub documents it: "sha256="
@@ -66,6 +68,22 @@ func signStandard(secret, id string, ts int64, body []byte) string {
 	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
 }
 
+// signSlack computes X-Slack-Signature as Slack documents it: "v0=" and
+// the hex HMAC-SHA256 of "v0:<timestamp>:<body>" under the signing secret.
+func signSlack(secret string, ts int64, body []byte) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte("v0:" + strconv.FormatInt(ts, 10) + ":" + string(body)))
+	return "v0=" + hex.EncodeToString(m.Sum(nil))
+}
+
+// signShopify computes X-Shopify-Hmac-Sha256 as Shopify documents it: the
+// base64 HMAC-SHA256 of the body under the client secret.
+func signShopify(secret string, body []byte) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(body)
+	return base64.StdEncoding.EncodeToString(m.Sum(nil))
+}
+
 func secrets(s ...string) []Secret {
 	out := make([]Secret, len(s))
 	for i, x := range s {
@@ -82,7 +100,9 @@ func testRoutes() map[string]Route {
 		"/standard": {Type: "standard", Verifier: StandardWebhooks{Secrets: secrets(standardSecret)}, JSON: true},
 		"/hmac": {Type: "hmac", Verifier: HMAC{Header: "X-Signature", Prefix: "sha256=", Encoding: Base64,
 			Secrets: secrets(hmacSecret), IDHeader: "X-Delivery", EventHeader: "X-Event"}},
-		"/open": {Type: "open", AllowUnsigned: true},
+		"/slack":   {Type: "slack", Verifier: Slack{Secrets: secrets(slackSecret)}},
+		"/shopify": {Type: "shopify", Verifier: Shopify{Secrets: secrets(shopifySecret)}, JSON: true},
+		"/open":    {Type: "open", AllowUnsigned: true},
 	}
 }
 
@@ -263,6 +283,56 @@ func hmacRequest(id string, body []byte) request {
 		"X-Signature": "sha256=" + base64.StdEncoding.EncodeToString(m.Sum(nil)),
 		"X-Delivery":  id,
 		"X-Event":     "thing.created",
+	}}
+}
+
+// slackEvent is the body of a Slack Events API callback with this event_id.
+func slackEvent(eventID string) []byte {
+	return []byte(`{"token":"z26uFbvR1xHJEdHE1OQiO6t8","team_id":"T061EG9RZ","api_app_id":"A0FFV41KK",` +
+		`"event":{"type":"app_mention","user":"U061F7AUR","text":"<@U0LAN0Z89> is it everything?","ts":"1515449522.000016","channel":"C0LAN2Q65"},` +
+		`"type":"event_callback","event_id":"` + eventID + `","event_time":1515449522}`)
+}
+
+// slackCommand is the body of a slash command, as in Slack's documented
+// example but for the command.
+const slackCommand = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V" +
+	"&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fdeploy&text=prod" +
+	"&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN" +
+	"&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c"
+
+// slackRequest is a request from Slack signed at time at.
+func slackRequest(at time.Time, body []byte) request {
+	ct := "application/x-www-form-urlencoded"
+	if len(body) > 0 && body[0] == '{' {
+		ct = "application/json"
+	}
+	return request{path: "/slack", body: body, header: map[string]string{
+		"Content-Type":              ct,
+		"X-Slack-Request-Timestamp": strconv.FormatInt(at.Unix(), 10),
+		"X-Slack-Signature":         signSlack(slackSecret, at.Unix(), body),
+	}}
+}
+
+// slackSignatureID is the delivery ID the Slack preset gives a request
+// without an event_id, computed here from its definition: the timestamp,
+// "-", and the first 16 bytes of the SHA-256 of the signature, in hex.
+func slackSignatureID(r request) string {
+	sig, err := hex.DecodeString(strings.TrimPrefix(r.header["X-Slack-Signature"], "v0="))
+	if err != nil {
+		panic(err)
+	}
+	d := sha256.Sum256(sig)
+	return r.header["X-Slack-Request-Timestamp"] + "-" + hex.EncodeToString(d[:16])
+}
+
+// shopifyRequest is a Shopify delivery with this webhook ID.
+func shopifyRequest(id string, body []byte) request {
+	return request{path: "/shopify", body: body, header: map[string]string{
+		"Content-Type":          "application/json",
+		"X-Shopify-Topic":       "orders/create",
+		"X-Shopify-Webhook-Id":  id,
+		"X-Shopify-Event-Id":    "98880550-7158-44d4-b7cd-2c97c8a091b5",
+		"X-Shopify-Hmac-Sha256": signShopify(shopifySecret, body),
 	}}
 }
 

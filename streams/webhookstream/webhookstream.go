@@ -65,8 +65,8 @@ type Route struct {
 	Type string
 
 	// Verifier authenticates each request from the raw body before
-	// anything parses it: GitHub, Stripe, StandardWebhooks, HMAC or a
-	// custom one. Required unless AllowUnsigned is set.
+	// anything parses it: GitHub, Stripe, StandardWebhooks, Slack,
+	// Shopify, HMAC or a custom one. Required unless AllowUnsigned is set.
 	Verifier Verifier
 
 	// AllowUnsigned accepts requests without a Verifier: anyone who can
@@ -153,7 +153,7 @@ func (r Route) validate(path string, haveResults bool) error {
 	case t.Validate() != nil:
 		return t.Validate()
 	case r.Verifier == nil && !r.AllowUnsigned:
-		return errors.New("Verifier is nil: set GitHub, Stripe, StandardWebhooks or HMAC (or AllowUnsigned if something in front authenticates senders)")
+		return errors.New("Verifier is nil: set GitHub, Stripe, StandardWebhooks, Slack, Shopify or HMAC (or AllowUnsigned if something in front authenticates senders)")
 	case r.Verifier != nil && r.AllowUnsigned:
 		return errors.New("AllowUnsigned is set with a Verifier: choose one")
 	case r.Sync && !haveResults:
