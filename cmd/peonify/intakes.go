@@ -178,9 +178,9 @@ type webhookSpec struct {
 type webhookRoute struct {
 	Path        string   `yaml:"path"`         // required: /hooks/github
 	Type        string   `yaml:"type"`         // required: the task type
-	Verify      string   `yaml:"verify"`       // required: github, stripe, standard, hmac or none
+	Verify      string   `yaml:"verify"`       // required: github, stripe, standard, slack, shopify, hmac or none
 	Secrets     []string `yaml:"secrets"`      // required unless verify: none
-	Tolerance   duration `yaml:"tolerance"`    // stripe, standard: defaults to 5m
+	Tolerance   duration `yaml:"tolerance"`    // stripe, standard, slack: defaults to 5m
 	Header      string   `yaml:"header"`       // hmac: required
 	Prefix      string   `yaml:"prefix"`       // hmac
 	Encoding    string   `yaml:"encoding"`     // hmac: hex (default) or base64
@@ -266,10 +266,10 @@ func (r *webhookRoute) check(path string) error {
 	hmacOnly := map[string]string{"header": r.Header, "prefix": r.Prefix, "encoding": r.Encoding, "id_header": r.IDHeader, "event_header": r.EventHeader}
 	switch r.Verify {
 	case "":
-		return errorf(path+".verify", "required: github, stripe, standard (Standard Webhooks), hmac, or none (anyone who can reach the endpoint may enqueue)")
-	case "github", "stripe", "standard", "hmac", "none":
+		return errorf(path+".verify", "required: github, stripe, standard (Standard Webhooks), slack, shopify, hmac, or none (anyone who can reach the endpoint may enqueue)")
+	case "github", "stripe", "standard", "slack", "shopify", "hmac", "none":
 	default:
-		return errorf(path+".verify", "%q is not a scheme: use github, stripe, standard, hmac or none", r.Verify)
+		return errorf(path+".verify", "%q is not a scheme: use github, stripe, standard, slack, shopify, hmac or none", r.Verify)
 	}
 	if r.Verify != "hmac" {
 		for _, f := range sortedKeys(hmacOnly) {
@@ -278,8 +278,8 @@ func (r *webhookRoute) check(path string) error {
 			}
 		}
 	}
-	if r.Tolerance != 0 && r.Verify != "stripe" && r.Verify != "standard" {
-		return errorf(path+".tolerance", "applies to verify: stripe and standard only, which sign a timestamp")
+	if r.Tolerance != 0 && r.Verify != "stripe" && r.Verify != "standard" && r.Verify != "slack" {
+		return errorf(path+".tolerance", "applies to verify: stripe, standard and slack only, which sign a timestamp")
 	}
 	if r.Verify == "none" {
 		if len(r.Secrets) > 0 {
@@ -321,6 +321,10 @@ func (r *webhookRoute) verifier() webhookstream.Verifier {
 		return webhookstream.Stripe{Secrets: secrets, Tolerance: time.Duration(r.Tolerance)}
 	case "standard":
 		return webhookstream.StandardWebhooks{Secrets: secrets, Tolerance: time.Duration(r.Tolerance)}
+	case "slack":
+		return webhookstream.Slack{Secrets: secrets, Tolerance: time.Duration(r.Tolerance)}
+	case "shopify":
+		return webhookstream.Shopify{Secrets: secrets}
 	case "hmac":
 		enc := webhookstream.Hex
 		if r.Encoding == "base64" {
