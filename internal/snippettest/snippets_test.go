@@ -344,7 +344,7 @@ func runSnippet(t *testing.T, bin, nodeModules string, s snippet) {
 		if id := s.attr["id"]; id != "" && r.id != id {
 			t.Errorf("%s: the task's ID is %q, want %q", s, r.id, id)
 		}
-		t.Logf("the daemon ran task %s of type %s with payload %q", r.id, r.typ, r.body)
+		t.Logf("the daemon ran task %s of type %s with payload %q; the snippet's output:\n%s", r.id, r.typ, r.body, out)
 	case <-time.After(30 * time.Second):
 		d.logOutput(t)
 		t.Fatalf("%s: the daemon ran no task within 30s of the snippet's end; the snippet's output:\n%s", s, out)

@@ -1,0 +1,106 @@
+package snippettest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+var (
+	commandUse  = regexp.MustCompile("(?:^|[\\s`(|$])peonify ([a-z]+)(?: ([a-z]+))?")
+	codeSpan    = regexp.MustCompile("`([^`]+)`")
+	htmlComment = regexp.MustCompile(`(?s)<!--.*?-->`)
+	helpCommand = regexp.MustCompile(`(?m)^  ([a-z]+)  `)
+	tasksUsage  = regexp.MustCompile(`peonify tasks ([a-z|]+)`)
+)
+
+// TestCommands checks that every use of the peonify command in the
+// READMEs' code (inline code and shell blocks) names a command, and a
+// tasks subcommand, that the binary has: a README once sent readers to
+// `peonify tasks get`, which is `peonify tasks show`.
+func TestCommands(t *testing.T) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := buildPeonify(t, root)
+	help, _ := exec.Command(bin, "--help").CombinedOutput()
+	var commands []string
+	for _, m := range helpCommand.FindAllStringSubmatch(string(help), -1) {
+		commands = append(commands, m[1])
+	}
+	tasksHelp, _ := exec.Command(bin, "tasks", "--help").CombinedOutput()
+	m := tasksUsage.FindStringSubmatch(string(tasksHelp))
+	if len(commands) < 5 || m == nil {
+		t.Fatalf("cannot read the commands from peonify --help:\n%s\nor peonify tasks --help:\n%s", help, tasksHelp)
+	}
+	subcommands := strings.Split(m[1], "|")
+
+	files, err := readmes(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, f := range files {
+		b, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range commandUses(string(b)) {
+			checked++
+			switch {
+			case !slices.Contains(commands, u.cmd):
+				t.Errorf("%s:%d: `peonify %s` is not a command; peonify --help lists %s", f, u.line, u.cmd, strings.Join(commands, ", "))
+			case u.cmd == "tasks" && u.sub != "" && !slices.Contains(subcommands, u.sub):
+				t.Errorf("%s:%d: `peonify tasks %s` is not a subcommand; peonify tasks --help lists %s", f, u.line, u.sub, strings.Join(subcommands, ", "))
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("found no use of the peonify command in the READMEs")
+	}
+}
+
+type commandUseAt struct {
+	line     int
+	cmd, sub string
+}
+
+func (u commandUseAt) String() string { return fmt.Sprintf("%d:%s %s", u.line, u.cmd, u.sub) }
+
+// commandUses finds `peonify CMD [SUB]` in a README's inline code and in
+// its shell (or untagged) code blocks.
+func commandUses(text string) []commandUseAt {
+	// Comments are blanked, keeping their line breaks.
+	text = htmlComment.ReplaceAllStringFunc(text, func(c string) string { return strings.Repeat("\n", strings.Count(c, "\n")) })
+	var out []commandUseAt
+	inFence, shell := false, false
+	for i, line := range strings.Split(text, "\n") {
+		if f := fence.FindStringSubmatch(strings.TrimSpace(line)); f != nil {
+			inFence = !inFence
+			lang := strings.ToLower(f[2])
+			shell = inFence && slices.Contains([]string{"", "sh", "bash", "shell", "console"}, lang)
+			continue
+		}
+		var spans []string
+		switch {
+		case inFence && shell:
+			spans = []string{line}
+		case !inFence:
+			for _, m := range codeSpan.FindAllStringSubmatch(line, -1) {
+				spans = append(spans, m[1])
+			}
+		}
+		for _, s := range spans {
+			for _, m := range commandUse.FindAllStringSubmatch(s, -1) {
+				out = append(out, commandUseAt{line: i + 1, cmd: m[1], sub: m[2]})
+			}
+		}
+	}
+	return out
+}
