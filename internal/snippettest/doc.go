@@ -3,8 +3,13 @@
 // of the repository as written, runs it with its real client (Python,
 // Node.js, psql, redis-cli, curl, mosquitto_pub) against the real server,
 // and checks that `peonify run`, built from ./cmd/peonify and run as a
-// child process, executes the task with its payload byte for byte. It has
-// no code of its own: only this comment and the test.
+// child process, executes the task with its payload byte for byte. Its
+// other test (TestCommands) checks that every `peonify ...` the READMEs
+// show in code names a command, and a tasks subcommand, that the binary
+// has. The package has no code of its own: only this comment and the
+// tests. (It is a package of its own, not a test of cmd/peonify or of a
+// stream, because it needs every server and the foreign clients at once,
+// and builds the binary as a user would.)
 //
 // # Markers
 //
@@ -58,7 +63,8 @@
 // A snippet whose client has no package on Debian or npm is listed, with
 // the reason, in the test's log (go test -v), never silently skipped:
 //
-//   - Python snippets that import nats (nats-py is on PyPI only).
+//   - Python snippets that import nats (nats-py is on PyPI only), unless
+//     nats-py was installed by hand for /usr/bin/python3.
 //
 // Any other missing client (a python3-* package, node_modules, psql) skips
 // the test with the command that installs it, or fails it when

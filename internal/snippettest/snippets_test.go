@@ -128,12 +128,13 @@ func TestSnippets(t *testing.T) {
 	}
 }
 
-// unrunnableWhy says why s cannot run anywhere this project installs from,
-// or "" when it can.
+// unrunnableWhy says why s cannot run, its client having no package on
+// the registries this project installs from, or "" when it can (a client
+// that is installed after all, by hand, is used).
 func unrunnableWhy(s snippet) string {
 	if s.runner() == "python" {
 		for _, m := range pythonImports(s.code) {
-			if why, ok := unrunnable["python "+m]; ok {
+			if why, ok := unrunnable["python "+m]; ok && exec.Command(python, "-c", "import "+m).Run() != nil {
 				return why
 			}
 		}
