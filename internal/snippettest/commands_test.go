@@ -12,7 +12,9 @@ import (
 )
 
 var (
-	commandUse  = regexp.MustCompile("(?:^|[\\s`(|$])peonify ([a-z]+)(?: ([a-z]+))?")
+	commandUse  = regexp.MustCompile("(?:^|[\\s`(|$])peonify ([a-z]+)(?: ([a-z]+))?([^|#;`)]*)")
+	flagUse     = regexp.MustCompile(`(?:^|\s)--?([a-z][a-z-]*)`)
+	helpFlag    = regexp.MustCompile(`(?m)^  -([a-z][a-z-]*)`)
 	codeSpan    = regexp.MustCompile("`([^`]+)`")
 	htmlComment = regexp.MustCompile(`(?s)<!--.*?-->`)
 	helpCommand = regexp.MustCompile(`(?m)^  ([a-z]+)  `)
@@ -20,8 +22,8 @@ var (
 )
 
 // TestCommands checks that every use of the peonify command in the
-// READMEs' code (inline code and shell blocks) names a command, and a
-// tasks subcommand, that the binary has: a README once sent readers to
+// READMEs' code (inline code and shell blocks) names a command, a tasks
+// subcommand and flags that the binary has: a README once sent readers to
 // `peonify tasks get`, which is `peonify tasks show`.
 func TestCommands(t *testing.T) {
 	root, err := filepath.Abs("../..")
@@ -45,6 +47,21 @@ func TestCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// flags lists the flags of a command from its --help.
+	flagsOf := map[string][]string{}
+	flags := func(args ...string) []string {
+		key := strings.Join(args, " ")
+		if f, ok := flagsOf[key]; ok {
+			return f
+		}
+		out, _ := exec.Command(bin, append(args, "--help")...).CombinedOutput()
+		f := []string{"help", "h"}
+		for _, m := range helpFlag.FindAllStringSubmatch(string(out), -1) {
+			f = append(f, m[1])
+		}
+		flagsOf[key] = f
+		return f
+	}
 	checked := 0
 	for _, f := range files {
 		b, err := os.ReadFile(filepath.Join(root, f))
@@ -58,6 +75,17 @@ func TestCommands(t *testing.T) {
 				t.Errorf("%s:%d: `peonify %s` is not a command; peonify --help lists %s", f, u.line, u.cmd, strings.Join(commands, ", "))
 			case u.cmd == "tasks" && u.sub != "" && !slices.Contains(subcommands, u.sub):
 				t.Errorf("%s:%d: `peonify tasks %s` is not a subcommand; peonify tasks --help lists %s", f, u.line, u.sub, strings.Join(subcommands, ", "))
+			default:
+				args := []string{u.cmd}
+				if u.cmd == "tasks" && u.sub != "" {
+					args = append(args, u.sub)
+				}
+				known := flags(args...)
+				for _, m := range flagUse.FindAllStringSubmatch(u.rest, -1) {
+					if !slices.Contains(known, m[1]) {
+						t.Errorf("%s:%d: `peonify %s` has no flag -%s; its --help lists %s", f, u.line, strings.Join(args, " "), m[1], strings.Join(known, ", "))
+					}
+				}
 			}
 		}
 	}
@@ -67,8 +95,8 @@ func TestCommands(t *testing.T) {
 }
 
 type commandUseAt struct {
-	line     int
-	cmd, sub string
+	line           int
+	cmd, sub, rest string // rest: the line after them, up to a pipe, comment or the code span's end
 }
 
 func (u commandUseAt) String() string { return fmt.Sprintf("%d:%s %s", u.line, u.cmd, u.sub) }
@@ -98,7 +126,11 @@ func commandUses(text string) []commandUseAt {
 		}
 		for _, s := range spans {
 			for _, m := range commandUse.FindAllStringSubmatch(s, -1) {
-				out = append(out, commandUseAt{line: i + 1, cmd: m[1], sub: m[2]})
+				rest := m[3]
+				if m[2] != "" && m[1] != "tasks" { // a second word that is an argument, not a subcommand
+					rest = " " + m[2] + rest
+				}
+				out = append(out, commandUseAt{line: i + 1, cmd: m[1], sub: m[2], rest: rest})
 			}
 		}
 	}
