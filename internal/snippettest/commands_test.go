@@ -136,3 +136,73 @@ func commandUses(text string) []commandUseAt {
 	}
 	return out
 }
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)`)
+
+// TestConfigs checks with `peonify run --check` every whole config file
+// that a README shows: a YAML block that starts with "streams:". The
+// variables it names are set to a placeholder.
+func TestConfigs(t *testing.T) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := buildPeonify(t, root)
+	files, err := readmes(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, f := range files {
+		b, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range yamlBlocks(string(b)) {
+			if !strings.HasPrefix(c.text, "streams:") {
+				continue
+			}
+			checked++
+			path := filepath.Join(t.TempDir(), "peonify.yaml")
+			if err := os.WriteFile(path, []byte(c.text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(bin, "run", "--check", "-c", path)
+			cmd.Env = os.Environ()
+			for _, m := range envRef.FindAllStringSubmatch(c.text, -1) {
+				cmd.Env = append(cmd.Env, m[1]+"=placeholder-secret-0123456789")
+			}
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("%s:%d: peonify run --check refuses the config: %v\n%s", f, c.line, err, out)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("found no config file in the READMEs")
+	}
+	t.Logf("checked %d config files", checked)
+}
+
+type block struct {
+	line int
+	text string
+}
+
+// yamlBlocks returns the fenced YAML blocks of a README.
+func yamlBlocks(text string) []block {
+	var out []block
+	var cur *block
+	for i, line := range strings.Split(text, "\n") {
+		f := fence.FindStringSubmatch(strings.TrimSpace(line))
+		switch {
+		case cur == nil && f != nil && strings.ToLower(f[2]) == "yaml":
+			cur = &block{line: i + 1}
+		case cur != nil && f != nil:
+			out = append(out, *cur)
+			cur = nil
+		case cur != nil:
+			cur.text += line + "\n"
+		}
+	}
+	return out
+}
