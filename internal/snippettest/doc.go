@@ -4,10 +4,12 @@
 // Node.js, psql, redis-cli, curl, mosquitto_pub) against the real server,
 // and checks that `peonify run`, built from ./cmd/peonify and run as a
 // child process, executes the task with its payload byte for byte. Its
-// other test (TestCommands) checks that every `peonify ...` the READMEs
-// show in code names a command, and a tasks subcommand, that the binary
-// has. The package has no code of its own: only this comment and the
-// tests. (It is a package of its own, not a test of cmd/peonify or of a
+// other tests check the rest of what the READMEs tell users to type:
+// TestCommands that every `peonify ...` they show in code names a
+// command, tasks subcommand and flags that the binary has, and
+// TestConfigs that every whole config file they show (a YAML block that
+// starts with "streams:") passes `peonify run --check`. The package has
+// no code of its own: only this comment and the tests. (It is a package of its own, not a test of cmd/peonify or of a
 // stream, because it needs every server and the foreign clients at once,
 // and builds the binary as a user would.)
 //
