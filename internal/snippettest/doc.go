@@ -46,6 +46,9 @@
 //	secret=, header=, prefix=, id_header=
 //	                 a webhook route's HMAC settings (verify: hmac)
 //	run=redis-cli    the runner of an untagged block (redis commands)
+//	resend=once      the README promises that sending the same task again
+//	                 stores it once: the test runs the snippet a second
+//	                 time, after the task ran, and fails if it runs again
 //	payload=BYTES    the payload the task must carry, to the end of the
 //	                 comment, white space trimmed at both ends (required)
 //

@@ -180,7 +180,7 @@ func parseMarker(m string) (snippet, error) {
 	if !ok {
 		return s, fmt.Errorf("unknown kind %q: one of postgres, redis, nats, amqp, mqtt, webhook, websocket or none", kind)
 	}
-	keys = append([]string{"type", "id", "url", "host", "run"}, keys...)
+	keys = append([]string{"type", "id", "url", "host", "run", "resend"}, keys...)
 	rest = strings.TrimSpace(rest)
 	for rest != "" {
 		var word string
@@ -206,6 +206,9 @@ func parseMarker(m string) (snippet, error) {
 		if _, ok := s.attr[k]; !ok {
 			return s, fmt.Errorf("%s= is required", k)
 		}
+	}
+	if r, ok := s.attr["resend"]; ok && r != "once" {
+		return s, fmt.Errorf("resend=%s: the only value is resend=once", r)
 	}
 	return s, nil
 }
@@ -268,6 +271,7 @@ func TestExtract(t *testing.T) {
 		"<!-- snippet: redis type=t run=redis-cli payload=x -->\n```\nXADD\n",    // never closed
 		"<!-- snippet: redis type=t type=u payload=x -->\n```sh\nx\n```\n",       // twice
 		"text\n<!-- snippet: redis type=t payload=x -->\n",                       // no block
+		"<!-- snippet: redis type=t resend=twice payload=x -->\n```sh\nx\n```\n", // resend=once only
 		"<!-- snippet: webhook type=t secret=s header=h payload=x -->\n```sh\n`", // never closed
 	} {
 		if _, errs := extract("R.md", bad); len(errs) == 0 {
