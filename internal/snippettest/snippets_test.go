@@ -37,7 +37,12 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if buildBin != "" {
+			_ = os.RemoveAll(filepath.Dir(buildBin))
+		}
+		os.Exit(code)
+	}))
 }
 
 // python is Debian's interpreter, which sees the python3-* packages (a
