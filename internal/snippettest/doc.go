@@ -66,7 +66,8 @@
 // # Snippets that cannot run here
 //
 // A snippet whose client has no package on Debian or npm is listed, with
-// the reason, in the test's log (go test -v), never silently skipped:
+// the reason, in the test's log (go test -v), never silently skipped; a
+// Python one must still parse:
 //
 //   - Python snippets that import nats (nats-py is on PyPI only), unless
 //     nats-py was installed by hand for /usr/bin/python3.

@@ -96,7 +96,8 @@ func TestSnippets(t *testing.T) {
 		case s.kind == "none":
 			none = append(none, fmt.Sprintf("%s:%d: %s", s.file, s.line, s.why))
 		case unrunnableWhy(s) != "":
-			cannot = append(cannot, fmt.Sprintf("%s: %s", s, unrunnableWhy(s)))
+			cannot = append(cannot, fmt.Sprintf("%s: %s (its syntax is checked)", s, unrunnableWhy(s)))
+			checkSyntax(t, s)
 		default:
 			for _, m := range missingClients(s) {
 				missing[m] = true
@@ -145,6 +146,20 @@ func unrunnableWhy(s snippet) string {
 		}
 	}
 	return ""
+}
+
+// checkSyntax fails the test if a Python snippet that cannot run does not
+// even parse.
+func checkSyntax(t *testing.T, s snippet) {
+	t.Helper()
+	if s.runner() != "python" {
+		return
+	}
+	cmd := exec.Command(python, "-c", "import ast, sys; ast.parse(sys.stdin.read())")
+	cmd.Stdin = strings.NewReader(s.code)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("%s does not parse: %v\n%s", s, err, out)
+	}
 }
 
 var (
