@@ -55,10 +55,11 @@ type Intake struct {
 	filters  []string // subscription filters, with the share group
 	routes   []route
 
-	started atomic.Bool
-	ready   chan struct{}
-	once    sync.Once
-	resends *resend.Log // set by Run; nil when Config.ResendWindow is negative
+	started      atomic.Bool
+	ready        chan struct{}
+	once         sync.Once
+	resends      *resend.Log // set by Run; nil when Config.ResendWindow is negative
+	recordFailed atomic.Bool // the resend log failed, which is logged once
 
 	stats struct {
 		received, enqueued, duplicates, dropped, storeErrors atomic.Uint64
@@ -325,6 +326,7 @@ func (in *Intake) clientConfig(onPublish func(paho.PublishReceived) (bool, error
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 			in.stats.connected.Store(true)
 			in.stats.everConnected.Store(true)
+			in.stats.connectErr.Store(nil)
 			in.log.Info("mqttstream: connected", "client_id", in.cfg.ClientID, "session_present", ca.SessionPresent)
 			onUp(cm)
 		},
@@ -493,8 +495,8 @@ func (in *Intake) process(ctx context.Context, batch []received) {
 // says which; a new random ID never comes again), once the tasks are
 // stored and before the messages are acknowledged. If the resend log
 // cannot be written the messages are still acknowledged, since their
-// tasks are stored; only their redeliveries after the store forgets them
-// are not recognised.
+// tasks are stored; the IDs are then remembered in memory only, and the
+// failure is logged once.
 func (in *Intake) record(tasks []*peonify.Task, owned []bool) {
 	if in.resends == nil {
 		return
@@ -505,8 +507,8 @@ func (in *Intake) record(tasks []*peonify.Task, owned []bool) {
 			ids = append(ids, t.ID)
 		}
 	}
-	if err := in.resends.Record(ids...); err != nil {
-		in.log.Error("mqttstream: cannot record stored task IDs in Config.ResendLog; a redelivery after the store forgets them would be stored again", "err", err)
+	if err := in.resends.Record(ids...); err != nil && !in.recordFailed.Swap(true) {
+		in.log.Error("mqttstream: cannot write Config.ResendLog; from now on stored task IDs are remembered in memory only, and a redelivery after a restart is recognised only while the store holds its task", "err", err)
 	}
 }
 

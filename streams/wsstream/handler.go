@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -156,11 +157,12 @@ func (c Config) withDefaults() Config {
 // store's Enqueue, and only then acknowledges it to the client. Mount it
 // on any path of a server; stop it with Shutdown.
 type Handler struct {
-	store   peonify.Enqueuer
-	cfg     Config
-	log     *slog.Logger
-	accept  websocket.AcceptOptions
-	resends *resend.Log // nil when Config.ResendWindow is negative
+	store        peonify.Enqueuer
+	cfg          Config
+	log          *slog.Logger
+	accept       websocket.AcceptOptions
+	resends      *resend.Log // nil when Config.ResendWindow is negative
+	recordFailed atomic.Bool // the resend log failed, which is logged once
 
 	mu        sync.Mutex
 	closing   bool
@@ -504,8 +506,8 @@ func (c *serverConn) store(ctx context.Context, batch []inbound) []*failure {
 
 // record remembers the IDs of the tasks that were stored, before they are
 // acknowledged. If the resend log cannot be written the tasks are still
-// acknowledged, since they are stored; only their resends after the
-// store forgets them are not recognised.
+// acknowledged, since they are stored; the IDs are then remembered in
+// memory only, and the failure is logged once.
 func (c *serverConn) record(tasks []*peonify.Task, failed map[string]*failure) {
 	if c.h.resends == nil {
 		return
@@ -516,8 +518,8 @@ func (c *serverConn) record(tasks []*peonify.Task, failed map[string]*failure) {
 			ids = append(ids, t.ID)
 		}
 	}
-	if err := c.h.resends.Record(ids...); err != nil {
-		c.h.log.Error("wsstream: cannot record stored task IDs in Config.ResendLog; a resend after the store forgets them would be stored again", "err", err)
+	if err := c.h.resends.Record(ids...); err != nil && !c.h.recordFailed.Swap(true) {
+		c.h.log.Error("wsstream: cannot write Config.ResendLog; from now on stored task IDs are remembered in memory only, and a resend after a restart is recognised only while the store holds its task", "err", err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,5 +122,13 @@ func TestResendWindowEnds(t *testing.T) {
 				t.Fatalf("the store holds %d tasks, want the resend stored again", n)
 			}
 		})
+	}
+}
+
+// A ResendLog that cannot be opened fails New, naming the field.
+func TestResendLogCannotOpen(t *testing.T) {
+	_, err := New(newMem(t), Config{ResendLog: t.TempDir()}) // a directory
+	if err == nil || !strings.Contains(err.Error(), "Config.ResendLog") {
+		t.Fatalf("New = %v, want an error naming Config.ResendLog", err)
 	}
 }
