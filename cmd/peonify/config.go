@@ -264,12 +264,14 @@ func (c *config) checkPeriodic(i int) error {
 // checkIntakes resolves the store of each intake, checks the task types
 // its routes name, and keeps finished tasks in a webhook's SQLite store
 // for a day unless keep_done says otherwise, so that redeliveries of
-// acked webhooks are still recognised.
+// acked webhooks are still recognised; the websocket and mqtt intakes
+// recognise resends themselves, in their resend_log.
 func (c *config) checkIntakes() error {
 	stores := c.storeNames()
 	if len(stores) == 0 {
 		return errorf("streams", "no store to run tasks from: intakes (webhook, websocket, mqtt) write into a store of the file, such as {kind: sqlite, path: peonify.db}")
 	}
+	resendLogs := make(map[string]string) // file -> the path of the intake that uses it
 	for _, s := range c.streams {
 		in, ok := s.(intakeSpec)
 		if !ok {
@@ -293,6 +295,16 @@ func (c *config) checkIntakes() error {
 				day := duration(24 * time.Hour)
 				st.KeepDone = &day
 			}
+		}
+		if ri, ok := s.(resendIntake); ok {
+			rf := ri.resends()
+			if rf.Log == "" && rf.Window >= 0 {
+				rf.Log = defaultResendLog(s.common().Name, c.stream(*store))
+			}
+			if other, dup := resendLogs[rf.Log]; dup && rf.Log != "" {
+				return errorf(path+".resend_log", "%q is also the resend_log of %s: give each intake its own file", rf.Log, other)
+			}
+			resendLogs[rf.Log] = path
 		}
 		for _, ref := range in.taskTypes() {
 			if _, ok := c.tasks[ref.typ]; !ok {

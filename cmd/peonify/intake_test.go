@@ -215,7 +215,8 @@ func TestRunWebhookWebSocketAndMetrics(t *testing.T) {
 }
 
 // An MQTT message published with mosquitto_pub becomes a task that runs;
-// /readyz waits for the subscription.
+// /readyz waits for the subscription. Published again after its task ran
+// and the store deleted it, it does not run again.
 func TestRunMQTT(t *testing.T) {
 	broker := testenv.URL(t, "mqtt")
 	pub, err := exec.LookPath("mosquitto_pub")
@@ -231,6 +232,8 @@ func TestRunMQTT(t *testing.T) {
 	}
 	run := fmt.Sprintf("%d", time.Now().UnixNano())
 	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(`
+processor:
+  workers: 1
 streams:
   - kind: sqlite
     path: store.db
@@ -243,7 +246,7 @@ streams:
 tasks:
   mark:
     executor: exec
-    shell: 'cat > "marks/$PEONIFY_TASK_ID.json"'
+    shell: 'cat > "marks/$PEONIFY_TASK_ID.json"; echo run >> "marks/$PEONIFY_TASK_ID.runs"'
 http:
   listen: 127.0.0.1:0
 `, run))
@@ -262,24 +265,40 @@ http:
 	if err != nil {
 		host, port = u.Host, "1883"
 	}
-	out, err := exec.Command(pub, "-h", host, "-p", port, "-V", "mqttv5", "-q", "1",
-		"-t", "peonify-cli-test/"+run+"/sensor-1", "-D", "publish", "user-property", "id", "m-"+run,
-		"-m", `{"celsius":21}`).CombinedOutput()
-	if err != nil {
-		t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+	publish := func(id string) {
+		t.Helper()
+		out, err := exec.Command(pub, "-h", host, "-p", port, "-V", "mqttv5", "-q", "1",
+			"-t", "peonify-cli-test/"+run+"/sensor-1", "-D", "publish", "user-property", "id", id,
+			"-m", `{"celsius":21}`).CombinedOutput()
+		if err != nil {
+			t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+		}
 	}
+	publish("m-" + run)
 	p := filepath.Join(dir, "marks", "m-"+run+".json")
 	waitFor(t, "the MQTT message's task to run", func() bool {
 		b, _ := os.ReadFile(p)
 		return string(b) == `{"celsius":21}`
 	}, d.stderr)
+	waitFor(t, "the task to be deleted once done", func() bool {
+		return stats(t, dir, "--store", "store.db")["total"] == 0
+	}, d.stderr)
+	// Published again, then a new message: once the new one ran on the
+	// one worker, the first has not run again.
+	publish("m-" + run)
+	publish("after-" + run)
+	waitFor(t, "the next message's task to run", func() bool { return runs(dir, "after-"+run) == 1 }, d.stderr)
+	if n := runs(dir, "m-"+run); n != 1 {
+		t.Errorf("the message published twice ran %d times, want once", n)
+	}
 	if code, log := d.stop(); code != 0 {
 		t.Fatalf("peonify run exited %d after SIGTERM; log:\n%s", code, log)
 	}
 }
 
-// /readyz says why the processor is not ready: here an MQTT intake whose
-// broker does not answer. The daemon still stops cleanly.
+// /readyz says why the processor is not ready: here an MQTT intake told
+// to wait for a broker that does not answer. The daemon still stops
+// cleanly.
 func TestReadyzReportsWhatIsDown(t *testing.T) {
 	// A port with nothing listening: take one, then free it.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -298,6 +317,7 @@ streams:
     url: mqtt://%s
     client_id: peonify-cli-test-down
     connect_timeout: 1s
+    wait_for_broker: true
     routes: {"a/b": mark}
 tasks:
   mark: {executor: exec, shell: 'true'}
@@ -307,9 +327,14 @@ http:
 	d := startDaemon(t, dir, "peonify.yaml")
 	admin := d.listenAddr("serving metrics and health checks")
 	d.waitLog("peonify: running")
-	code, body := get(t, admin+"/readyz")
-	if code != http.StatusServiceUnavailable || !strings.Contains(body, `mqtt intake "devices" has not subscribed yet`) {
-		t.Errorf("/readyz: %d %q, want 503 naming the mqtt intake", code, body)
+	var code int
+	var body string
+	waitFor(t, "/readyz to name the connection error", func() bool {
+		code, body = get(t, admin+"/readyz")
+		return strings.Contains(body, "connection refused")
+	}, d.stderr)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, `mqtt intake "devices" cannot connect to the broker: failed to connect to mqtt://`+dead) {
+		t.Errorf("/readyz: %d %q, want 503 naming the mqtt intake and why it cannot connect", code, body)
 	}
 	if code, _ := get(t, admin+"/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz: %d, want 200: the process is alive", code)
@@ -361,5 +386,150 @@ tasks:
 		if r := run(t, dir, "", "run", "-c", "bad.yaml"); r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {
 			t.Errorf("want exit 2 and %q: %s", tc.want, r)
 		}
+	}
+}
+
+// An MQTT intake whose broker cannot be reached at start-up stops the
+// daemon at once with one line that says why, as a store would.
+func TestRunMQTTUnreachableBroker(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	dir := t.TempDir()
+	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(`
+streams:
+  - kind: sqlite
+    path: store.db
+  - name: devices
+    kind: mqtt
+    url: mqtt://%s
+    client_id: peonify-cli-test-unreachable
+    routes: {"a/b": mark}
+tasks:
+  mark: {executor: exec, shell: 'true'}
+`, dead))
+	start := time.Now()
+	r := run(t, dir, "", "run", "-c", "peonify.yaml")
+	took := time.Since(start)
+	want := `peonify run: streams[1]: mqtt intake "devices" cannot connect to the broker: failed to connect to mqtt://` + dead
+	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	if r.code != exitFailure || len(lines) != 1 || !strings.HasPrefix(lines[0], want) || !strings.Contains(lines[0], "connection refused") {
+		t.Errorf("want exit 1 and one line %q...: %s", want, r)
+	}
+	if took > 5*time.Second {
+		t.Errorf("peonify run took %s to give up", took)
+	}
+}
+
+// wsResendConfig runs each task on one worker, in order, and counts its
+// runs in marks/<id>.runs. Its SQLite store keeps no finished task.
+const wsResendConfig = `
+processor:
+  workers: 1
+streams:
+  - kind: sqlite
+    path: store.db
+  - name: producers
+    kind: websocket
+    listen: 127.0.0.1:0
+tasks:
+  mark:
+    executor: exec
+    shell: 'echo run >> "marks/$PEONIFY_TASK_ID.runs"'
+`
+
+// runs returns how many times the task id ran, by its marks file.
+func runs(dir, id string) int {
+	b, _ := os.ReadFile(filepath.Join(dir, "marks", id+".runs"))
+	return strings.Count(string(b), "run\n")
+}
+
+// A WebSocket producer resends a task after it ran and the store deleted
+// it, and again after the daemon restarted: it runs once.
+func TestRunWebSocketResend(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "marks"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "peonify.yaml", wsResendConfig)
+	for round := range 2 { // the second after a restart
+		d := startDaemon(t, dir, "peonify.yaml")
+		ws := d.listenAddr("kind=websocket intake=producers")
+		d.waitLog("peonify: running")
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		c, err := wsstream.Dial(ctx, "ws"+strings.TrimPrefix(ws, "http")+"/", wsstream.DialOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		send := func(id string) {
+			t.Helper()
+			if err := c.Send(ctx, &peonify.Task{ID: id, Type: "mark", Payload: []byte(`{}`)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if round == 0 {
+			send("dup-1")
+			waitFor(t, "dup-1 to run and be deleted", func() bool {
+				return runs(dir, "dup-1") == 1 && stats(t, dir, "--store", "store.db")["total"] == 0
+			}, d.stderr)
+		}
+		// The resend is acknowledged; a task sent after it shows, once it
+		// ran on the one worker, that the resend was not run again.
+		after := fmt.Sprint("after-", round)
+		send("dup-1")
+		send(after)
+		waitFor(t, after+" to run", func() bool { return runs(dir, after) == 1 }, d.stderr)
+		c.Close()
+		cancel()
+		if code, log := d.stop(); code != 0 {
+			t.Fatalf("peonify run exited %d after SIGTERM; log:\n%s", code, log)
+		}
+		if n := runs(dir, "dup-1"); n != 1 {
+			t.Fatalf("round %d: dup-1 ran %d times, want once", round, n)
+		}
+	}
+	if !fileExists(filepath.Join(dir, "store.db-producers.resends")) {
+		t.Error("the resend log is not next to the store")
+	}
+}
+
+// Where each intake keeps its resend log by default, and a file shared by
+// two intakes is refused.
+func TestResendLogDefaults(t *testing.T) {
+	c, err := parseConfig([]byte(`
+streams:
+  - {kind: sqlite, path: data/x.db}
+  - {name: r, kind: redis, url: 'redis://h'}
+  - {name: "ws/1", kind: websocket, listen: ':8081', store: sqlite}
+  - {name: ws2, kind: websocket, listen: ':8082', store: r}
+  - {name: m, kind: mqtt, url: 'mqtt://h', client_id: a, routes: {a/b: t}, store: sqlite, resend_window: 1h, resend_log: /var/lib/m.resends}
+  - {name: off, kind: mqtt, url: 'mqtt://h', client_id: b, routes: {a/c: t}, store: sqlite, resend_window: -1s}
+tasks:
+  t: {executor: exec, shell: 'true'}
+`), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws1 := c.stream("ws/1").(*websocketSpec).config(nil)
+	ws2 := c.stream("ws2").(*websocketSpec).config(nil)
+	m := c.stream("m").(*mqttSpec).config(nil)
+	off := c.stream("off").(*mqttSpec).config(nil)
+	if ws1.ResendLog != "data/x.db-ws_1.resends" || ws2.ResendLog != "peonify-ws2.resends" ||
+		m.ResendLog != "/var/lib/m.resends" || m.ResendWindow != time.Hour || off.ResendLog != "" || off.ResendWindow >= 0 {
+		t.Errorf("resend logs %q %q %q (%s) %q (%s)", ws1.ResendLog, ws2.ResendLog, m.ResendLog, m.ResendWindow, off.ResendLog, off.ResendWindow)
+	}
+	_, err = parseConfig([]byte(`
+streams:
+  - {kind: sqlite, path: x.db}
+  - {name: a, kind: websocket, listen: ':8081', resend_log: r}
+  - {name: b, kind: websocket, listen: ':8082', resend_log: r}
+tasks:
+  t: {executor: exec, shell: 'true'}
+`), env(nil))
+	if err == nil || !strings.Contains(err.Error(), `streams[2].resend_log: "r" is also the resend_log of streams[1]`) {
+		t.Errorf("a shared resend_log: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -410,11 +411,13 @@ type websocketSpec struct {
 	WriteTimeout   duration     `yaml:"write_timeout"`   // defaults to 10s
 	PingInterval   duration     `yaml:"ping_interval"`   // defaults to 30s
 	BearerTokens   []string     `yaml:"bearer_tokens"`   // accepted tokens; none: no authentication
+	Resends        resendFields `yaml:",inline"`
 }
 
-func (s *websocketSpec) common() *streamCommon { return s.Intake.common() }
-func (s *websocketSpec) storeField() *string   { return s.Intake.storeField() }
-func (s *websocketSpec) taskTypes() []typeRef  { return nil }
+func (s *websocketSpec) common() *streamCommon  { return s.Intake.common() }
+func (s *websocketSpec) storeField() *string    { return s.Intake.storeField() }
+func (s *websocketSpec) taskTypes() []typeRef   { return nil }
+func (s *websocketSpec) resends() *resendFields { return &s.Resends }
 
 func (s *websocketSpec) check() error {
 	path := s.Intake.c.path
@@ -440,7 +443,12 @@ func (s *websocketSpec) check() error {
 			return errorf(fmt.Sprintf("%s.bearer_tokens[%d]", path, i), "is %d bytes long: use at least 16 random characters (is its variable set?)", len(tok))
 		}
 	}
-	_, err := wsstream.New(discardEnqueuer{}, s.config(nil))
+	if err := s.Resends.check(path); err != nil {
+		return err
+	}
+	cfg := s.config(nil)
+	cfg.ResendLog = "" // checking the file opens no file
+	_, err := wsstream.New(discardEnqueuer{}, cfg)
 	var ce *peonify.ConfigError
 	if errors.As(err, &ce) {
 		if strings.HasPrefix(ce.Field, "wsstream.Config.OriginPatterns") {
@@ -459,6 +467,9 @@ func (s *websocketSpec) config(log *slog.Logger) wsstream.Config {
 		EnqueueTimeout: time.Duration(s.EnqueueTimeout),
 		WriteTimeout:   time.Duration(s.WriteTimeout),
 		PingInterval:   time.Duration(s.PingInterval),
+		ResendWindow:   time.Duration(s.Resends.Window),
+		ResendLog:      s.Resends.Log,
+		ResendMaxIDs:   s.Resends.MaxIDs,
 		Logger:         log,
 	}
 	if len(s.BearerTokens) > 0 {
@@ -499,7 +510,7 @@ func (s *websocketSpec) intake(store peonify.Enqueuer, w *wiring) (peonify.Intak
 	}
 	h, err := wsstream.New(store, s.config(w.log))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", s.Intake.c.path, err)
+		return nil, fmt.Errorf("%s.resend_log: %w", s.Intake.c.path, err) // the only error left after check
 	}
 	mux := http.NewServeMux()
 	mux.Handle(s.Path, h)
@@ -523,6 +534,8 @@ type mqttSpec struct {
 	MinBackoff     duration          `yaml:"min_backoff"`     // defaults to 100ms
 	MaxBackoff     duration          `yaml:"max_backoff"`     // defaults to 30s
 	ContentIDs     bool              `yaml:"content_ids"`
+	WaitForBroker  bool              `yaml:"wait_for_broker"` // defaults to false: no broker at start-up is an error
+	Resends        resendFields      `yaml:",inline"`
 	Username       string            `yaml:"username"`
 	Password       string            `yaml:"password"`
 	TLS            tlsFiles          `yaml:",inline"`
@@ -530,8 +543,9 @@ type mqttSpec struct {
 	tls *tls.Config // built by check
 }
 
-func (s *mqttSpec) common() *streamCommon { return s.Intake.common() }
-func (s *mqttSpec) storeField() *string   { return s.Intake.storeField() }
+func (s *mqttSpec) common() *streamCommon  { return s.Intake.common() }
+func (s *mqttSpec) storeField() *string    { return s.Intake.storeField() }
+func (s *mqttSpec) resends() *resendFields { return &s.Resends }
 
 func (s *mqttSpec) taskTypes() []typeRef {
 	var refs []typeRef
@@ -546,6 +560,7 @@ var mqttFields = map[string]string{
 	"ClientID": "client_id", "Routes": "routes", "ShareGroup": "share_group", "SessionExpiry": "session_expiry",
 	"KeepAlive": "keep_alive", "ReceiveMaximum": "receive_maximum", "ConnectTimeout": "connect_timeout",
 	"EnqueueTimeout": "enqueue_timeout", "MinBackoff": "min_backoff", "MaxBackoff": "max_backoff",
+	"ResendLog": "resend_log", "ResendMaxIDs": "resend_max_ids",
 }
 
 func (s *mqttSpec) check() error {
@@ -564,6 +579,9 @@ func (s *mqttSpec) check() error {
 		if typ == "" {
 			return errorf(fmt.Sprintf("%s.routes[%q]", path, f), "required: the task type of the messages on this filter")
 		}
+	}
+	if err := s.Resends.check(path); err != nil {
+		return err
 	}
 	var err error
 	if s.tls, err = s.TLS.config(path); err != nil {
@@ -607,26 +625,108 @@ func (s *mqttSpec) config(log *slog.Logger) mqttstream.Config {
 		MinBackoff:     time.Duration(s.MinBackoff),
 		MaxBackoff:     time.Duration(s.MaxBackoff),
 		ContentIDs:     s.ContentIDs,
+		WaitForBroker:  s.WaitForBroker,
+		ResendWindow:   time.Duration(s.Resends.Window),
+		ResendLog:      s.Resends.Log,
+		ResendMaxIDs:   s.Resends.MaxIDs,
 		Logger:         log,
 	}
 }
 
 func (s *mqttSpec) intake(store peonify.Enqueuer, w *wiring) (peonify.Intake, error) {
+	path, name := s.Intake.c.path, s.Intake.c.Name
 	in, err := mqttstream.New(store, s.config(w.log))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", s.Intake.c.path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	name := s.Intake.c.Name
 	w.ready = append(w.ready, readyCheck{name: name, check: func() error {
-		select {
-		case <-in.Ready():
-		default:
-			return fmt.Errorf("mqtt intake %q has not subscribed yet", name)
-		}
-		if !in.Stats().Connected {
+		st := in.Stats()
+		switch {
+		case st.ConnectError != nil:
+			return fmt.Errorf("mqtt intake %q cannot connect to the broker: %v", name, st.ConnectError)
+		case !st.Connected:
 			return fmt.Errorf("mqtt intake %q is not connected to the broker", name)
 		}
-		return nil
+		select {
+		case <-in.Ready():
+			return nil
+		default:
+			return fmt.Errorf("mqtt intake %q is connected but has not subscribed yet", name)
+		}
 	}})
-	return in, nil
+	if s.WaitForBroker {
+		return in, nil
+	}
+	// Connect and subscribe now, as stores connect when they are opened,
+	// so that an unreachable broker, wrong credentials or a refused
+	// subscription stop the start-up with one error.
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var runErr error
+	go func() {
+		defer close(done)
+		runErr = in.Run(runCtx)
+	}()
+	stop := func() { cancel(); <-done }
+	w.closers = append(w.closers, stop)
+	servers := max(len(s.Servers), 1)
+	wait := time.Duration(servers+1) * cmp.Or(time.Duration(s.ConnectTimeout), mqttstream.DefaultConnectTimeout)
+	select {
+	case <-in.Ready():
+	case <-done:
+		var ce *mqttstream.ConnectError
+		if errors.As(runErr, &ce) {
+			return nil, fmt.Errorf("%s: mqtt intake %q cannot connect to the broker: %v (set wait_for_broker: true to start anyway and wait for it)", path, name, ce.Err)
+		}
+		return nil, fmt.Errorf("%s: %w", path, runErr)
+	case <-time.After(wait):
+		stop()
+		return nil, fmt.Errorf("%s: mqtt intake %q did not subscribe within %s of connecting (see the warnings above)", path, name, wait)
+	}
+	return peonify.IntakeFunc(func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			stop()
+		case <-done:
+		}
+		return runErr
+	}), nil
 }
+
+// resendFields are the fields of the intakes that recognise resends
+// themselves (websocket, mqtt).
+type resendFields struct {
+	Window duration `yaml:"resend_window"`  // defaults to 24h; negative: off
+	Log    string   `yaml:"resend_log"`     // defaults to a file next to the store, see defaultResendLog
+	MaxIDs int      `yaml:"resend_max_ids"` // defaults to 1000000
+}
+
+func (rf *resendFields) check(path string) error {
+	if rf.MaxIDs < 0 {
+		return errorf(path+".resend_max_ids", "must not be negative (0 means the default, 1000000)")
+	}
+	if rf.Log != "" && rf.Window < 0 {
+		return errorf(path+".resend_log", "is set but resend_window is negative (off): remove one of them")
+	}
+	return nil
+}
+
+// resendIntake is an intake with resendFields.
+type resendIntake interface {
+	intakeSpec
+	resends() *resendFields
+}
+
+// defaultResendLog is where an intake named name records the IDs it
+// stored when resend_log is not set: next to the database of a SQLite
+// store, else in the working directory (where a relative SQLite path is
+// too).
+func defaultResendLog(name string, store streamSpec) string {
+	name = unsafeFileChars.ReplaceAllString(name, "_")
+	if st, ok := store.(*sqliteSpec); ok {
+		return st.Path + "-" + name + ".resends"
+	}
+	return "peonify-" + name + ".resends"
+}
+
+var unsafeFileChars = regexp.MustCompile(`[^A-Za-z0-9._-]+`)

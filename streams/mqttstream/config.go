@@ -23,6 +23,8 @@ const (
 	DefaultEnqueueTimeout = 10 * time.Second
 	DefaultMinBackoff     = 100 * time.Millisecond
 	DefaultMaxBackoff     = 30 * time.Second
+	DefaultResendWindow   = 24 * time.Hour
+	DefaultResendMaxIDs   = 1_000_000
 )
 
 // Config configures an Intake. Servers, ClientID and Routes are required;
@@ -85,6 +87,14 @@ type Config struct {
 	// DefaultConnectTimeout (10s).
 	ConnectTimeout time.Duration
 
+	// WaitForBroker makes Run keep trying, with backoff, when it cannot
+	// connect at start-up, as it does whenever a connection is lost
+	// later. Defaults to false: if every server of Servers fails once
+	// (refused, unreachable within ConnectTimeout, or refusing the
+	// credentials) before the first connection, Run returns a
+	// *ConnectError, so that a wrong address or password shows at once.
+	WaitForBroker bool
+
 	// EnqueueTimeout bounds one Enqueue; a slower store counts as failed
 	// and is tried again. Defaults to DefaultEnqueueTimeout (10s).
 	EnqueueTimeout time.Duration
@@ -101,9 +111,39 @@ type Config struct {
 	// payload and properties, instead of a new random ID. A redelivery of
 	// the same message is then recognised as a duplicate and not stored
 	// twice, but so is a second, distinct message with the same content
-	// while the first task is still in the store. See the package
-	// documentation.
+	// within ResendWindow or while the first task is still in the store.
+	// See the package documentation.
 	ContentIDs bool
+
+	// ResendWindow is how long after a message's task was stored a
+	// redelivery or a republish of the message with the same ID (its "id"
+	// user property, its correlation data, or its content with
+	// ContentIDs) is recognised, acknowledged and not stored again,
+	// whatever the store keeps: also after the task ran and the store
+	// deleted it (sqlitestream or pgstream without KeepDone), and in a
+	// store that does not detect duplicates (RabbitMQ). The intake
+	// remembers the IDs itself, in memory and in ResendLog. Messages
+	// without an ID get a new one each time, so their redeliveries cannot
+	// be recognised. Defaults to DefaultResendWindow (24h), as long as the
+	// default SessionExpiry, for which the broker may redeliver a message
+	// whose acknowledgement was lost; negative turns this off, and then
+	// only the store detects duplicates, for as long as it keeps the
+	// task's ID.
+	ResendWindow time.Duration
+
+	// ResendLog is the file in which the intake records the IDs it
+	// stored, synced before each acknowledgement, so that the
+	// ResendWindow holds across restarts and crashes. One intake per file.
+	// Defaults to none: the IDs are remembered while Run runs, and after
+	// a restart a redelivery is recognised only while the store still
+	// holds the task.
+	ResendLog string
+
+	// ResendMaxIDs is the most IDs remembered (about 80 bytes of memory
+	// and 24 bytes of ResendLog each); beyond it the oldest are forgotten
+	// before their ResendWindow ends. Defaults to DefaultResendMaxIDs
+	// (1,000,000: a day's window at 11 messages a second).
+	ResendMaxIDs int
 
 	// Logger receives the intake's logs. Defaults to slog.Default().
 	Logger *slog.Logger
@@ -151,6 +191,10 @@ func (c Config) validate() error {
 		return bad("EnqueueTimeout", "must not be negative (0 means the default, 10s)")
 	case c.MinBackoff < 0 || c.MaxBackoff < 0:
 		return bad("MinBackoff", "backoffs must not be negative (0 means the defaults, 100ms and 30s)")
+	case c.ResendMaxIDs < 0:
+		return bad("ResendMaxIDs", "must not be negative (0 means the default, %d)", DefaultResendMaxIDs)
+	case c.ResendLog != "" && c.ResendWindow < 0:
+		return bad("ResendLog", "is set but ResendWindow is negative (off): remove one of them")
 	}
 	var filters []string
 	for f, typ := range c.Routes {
@@ -200,6 +244,12 @@ func (c Config) withDefaults() Config {
 		c.MaxBackoff = DefaultMaxBackoff
 	}
 	c.MaxBackoff = max(c.MaxBackoff, c.MinBackoff)
+	if c.ResendWindow == 0 {
+		c.ResendWindow = DefaultResendWindow
+	}
+	if c.ResendMaxIDs == 0 {
+		c.ResendMaxIDs = DefaultResendMaxIDs
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

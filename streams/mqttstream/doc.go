@@ -73,6 +73,15 @@
 // broker, the broker delivers the message again to the next session, and
 // it is stored again unless its task ID is the same (see below).
 //
+// # Start-up
+//
+// If Run cannot connect to any of Config.Servers at start-up (refused,
+// unreachable within Config.ConnectTimeout, or the credentials refused),
+// it returns a *ConnectError at once, so that a wrong address or password
+// shows when the program starts. With Config.WaitForBroker it keeps
+// trying instead, with backoff, and Stats.ConnectError says why meanwhile.
+// Once connected, a lost connection is always retried.
+//
 // # Store failures
 //
 // MQTT does not redeliver a message on the connection it was sent on, so
@@ -103,14 +112,30 @@
 //     properties;
 //  4. else a new random ID (peonify.NewID).
 //
-// A store keeps one task per ID, so with 1 to 3 a redelivery of the same
-// PUBLISH after a crash is recognised as a duplicate and acknowledged
-// without a second task. With 4, the default for messages that carry no
-// ID, a redelivery becomes a second task: handlers must be idempotent, as
-// they must anyway under at-least-once delivery. ContentIDs avoids that
-// duplicate, at a cost: two distinct messages with the same content
-// (a sensor sending the same reading twice) become one task while the
-// first is in the store. Publishers that can should set the "id" user
+// # Redeliveries and resends
+//
+// With an ID from 1 to 3, a message delivered or published again within
+// Config.ResendWindow (24 hours by default, as long as the default
+// SessionExpiry for which the broker may redeliver it) of the moment its
+// task was stored is acknowledged without a second task, whatever the
+// store keeps: also after the task ran and a store that keeps no finished
+// tasks deleted it (sqlitestream or pgstream without KeepDone, Redis or
+// NATS past their duplicate windows), and in RabbitMQ, which detects no
+// duplicates. The intake remembers the IDs it stored (at most
+// Config.ResendMaxIDs, 1,000,000 by default) in memory and, with
+// Config.ResendLog, in a file synced before each acknowledgement, so that
+// the window also holds across restarts and crashes; without ResendLog a
+// redelivery after a restart is recognised only while the store still
+// holds the task. After the window, the store alone decides. Each intake
+// remembers its own IDs, so with a ShareGroup a message that reaches
+// another member is recognised only by the store.
+//
+// With 4, the default for messages that carry no ID, a redelivery becomes
+// a second task: handlers must be idempotent, as they must anyway under
+// at-least-once delivery. ContentIDs avoids that duplicate, at a cost:
+// two distinct messages with the same content (a sensor sending the same
+// reading twice) within the ResendWindow, or while the first is in the
+// store, become one task. Publishers that can should set the "id" user
 // property.
 //
 // The payload is kept byte for byte. The message's user properties become

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/peonify/peonify/internal/backoff"
 	"log/slog"
 	"net"
 	"net/url"
@@ -23,6 +22,8 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/backoff"
+	"github.com/peonify/peonify/internal/resend"
 )
 
 // Headers the intake sets on every task, besides the message's user
@@ -54,15 +55,51 @@ type Intake struct {
 	filters  []string // subscription filters, with the share group
 	routes   []route
 
-	started atomic.Bool
-	ready   chan struct{}
-	once    sync.Once
+	started      atomic.Bool
+	ready        chan struct{}
+	once         sync.Once
+	resends      *resend.Log // set by Run; nil when Config.ResendWindow is negative
+	recordFailed atomic.Bool // the resend log failed, which is logged once
 
 	stats struct {
 		received, enqueued, duplicates, dropped, storeErrors atomic.Uint64
-		connected                                            atomic.Bool
+		connected, everConnected                             atomic.Bool
+		connectErr                                           atomic.Pointer[error]
 	}
 }
+
+// ConnectError is the error of a Run that could not connect to any
+// broker at start-up, without Config.WaitForBroker.
+type ConnectError struct {
+	Err error // why each server failed
+}
+
+func (e *ConnectError) Error() string {
+	return "mqttstream: cannot connect to the broker: " + e.Err.Error() + " (or set Config.WaitForBroker to wait for it)"
+}
+
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// joinErrs joins errors on one line, separated by semicolons.
+func joinErrs(errs []error) error {
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	return lineErrs(errs)
+}
+
+// lineErrs are errors shown on one line.
+type lineErrs []error
+
+func (e lineErrs) Error() string {
+	msgs := make([]string, len(e))
+	for i, err := range e {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (e lineErrs) Unwrap() []error { return e }
 
 // route is one entry of Config.Routes.
 type route struct {
@@ -131,11 +168,15 @@ type Stats struct {
 	Dropped     uint64 // messages acknowledged without a task: no route, or refused by the store as invalid
 	StoreErrors uint64 // failed Enqueue calls, retried after a backoff
 	Connected   bool   // whether a connection to the broker is up
+
+	// ConnectError is why the last attempt to connect failed, while no
+	// connection is up; nil when connected.
+	ConnectError error
 }
 
 // Stats returns the intake's counters.
 func (in *Intake) Stats() Stats {
-	return Stats{
+	st := Stats{
 		Received:    in.stats.received.Load(),
 		Enqueued:    in.stats.enqueued.Load(),
 		Duplicates:  in.stats.duplicates.Load(),
@@ -143,6 +184,10 @@ func (in *Intake) Stats() Stats {
 		StoreErrors: in.stats.storeErrors.Load(),
 		Connected:   in.stats.connected.Load(),
 	}
+	if p := in.stats.connectErr.Load(); p != nil && !st.Connected {
+		st.ConnectError = *p
+	}
+	return st
 }
 
 // received is one message handed over by the MQTT client.
@@ -157,11 +202,22 @@ type received struct {
 // lets the Enqueue in flight finish and acknowledges its messages, and
 // disconnects, leaving its session with the broker: the messages it did
 // not store, and those published while it is away, are delivered to the
-// next Run with the same ClientID. Then it returns nil. It returns an error if the broker refuses
-// a subscription. Run may be called once.
+// next Run with the same ClientID. Then it returns nil. It returns an
+// error if the broker refuses a subscription, if Config.ResendLog cannot
+// be opened, and, unless Config.WaitForBroker is set, a *ConnectError if
+// it cannot connect to any of the servers at start-up. Run may be called
+// once.
 func (in *Intake) Run(ctx context.Context) error {
 	if !in.started.CompareAndSwap(false, true) {
 		return errors.New("mqttstream: Run called twice: an Intake runs once; create another with New")
+	}
+	if in.cfg.ResendWindow > 0 {
+		l, err := resend.Open(in.cfg.ResendLog, in.cfg.ResendWindow, in.cfg.ResendMaxIDs, nil)
+		if err != nil {
+			return fmt.Errorf("mqttstream: Config.ResendLog: %w", err)
+		}
+		in.resends = l
+		defer l.Close()
 	}
 	// Messages wait here for the store. The broker sends at most
 	// ReceiveMaximum unacknowledged QoS 1 messages; QoS 0 ones are not
@@ -170,6 +226,24 @@ func (in *Intake) Run(ctx context.Context) error {
 	var stopping atomic.Bool
 	stop := make(chan struct{})
 	fatal := make(chan error, 1)
+
+	// Without WaitForBroker, a first round of attempts that fails on
+	// every server ends Run. OnConnectError runs on one goroutine.
+	var startErrs []error
+	onConnectErr := func(err error) {
+		in.stats.connectErr.Store(&err)
+		if in.cfg.WaitForBroker || in.stats.everConnected.Load() {
+			in.logConnectErr(err)
+			return
+		}
+		startErrs = append(startErrs, err)
+		if len(startErrs) == len(in.servers) {
+			select {
+			case fatal <- &ConnectError{Err: joinErrs(startErrs)}:
+			default:
+			}
+		}
+	}
 
 	var subs sync.WaitGroup
 	connCtx, disconnect := context.WithCancel(context.WithoutCancel(ctx))
@@ -193,7 +267,7 @@ func (in *Intake) Run(ctx context.Context) error {
 				}
 			}
 		})
-	}))
+	}, onConnectErr))
 	if err != nil {
 		return fmt.Errorf("mqttstream: %w", err)
 	}
@@ -227,7 +301,7 @@ loop:
 
 // clientConfig is the MQTT client's configuration: QoS 1 subscriptions
 // in a persistent session, with manual acknowledgements.
-func (in *Intake) clientConfig(onPublish func(paho.PublishReceived) (bool, error), onUp func(*autopaho.ConnectionManager)) autopaho.ClientConfig {
+func (in *Intake) clientConfig(onPublish func(paho.PublishReceived) (bool, error), onUp func(*autopaho.ConnectionManager), onConnectErr func(error)) autopaho.ClientConfig {
 	receiveMax := uint16(in.cfg.ReceiveMaximum)
 	errLog := pahoLogger{in.log}
 	return autopaho.ClientConfig{
@@ -251,6 +325,8 @@ func (in *Intake) clientConfig(onPublish func(paho.PublishReceived) (bool, error
 		},
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 			in.stats.connected.Store(true)
+			in.stats.everConnected.Store(true)
+			in.stats.connectErr.Store(nil)
 			in.log.Info("mqttstream: connected", "client_id", in.cfg.ClientID, "session_present", ca.SessionPresent)
 			onUp(cm)
 		},
@@ -259,17 +335,9 @@ func (in *Intake) clientConfig(onPublish func(paho.PublishReceived) (bool, error
 			in.log.Warn("mqttstream: connection lost; reconnecting", "client_id", in.cfg.ClientID)
 			return true
 		},
-		OnConnectError: func(err error) {
-			var ce *autopaho.ConnackError
-			if errors.As(err, &ce) {
-				in.log.Error("mqttstream: broker refused the connection; retrying", "client_id", in.cfg.ClientID,
-					"reason_code", fmt.Sprintf("0x%02x", ce.ReasonCode), "reason", ce.Reason, "err", err)
-				return
-			}
-			in.log.Warn("mqttstream: connecting failed; retrying", "err", err)
-		},
-		Errors:     errLog,
-		PahoErrors: errLog,
+		OnConnectError: onConnectErr,
+		Errors:         errLog,
+		PahoErrors:     errLog,
 		ClientConfig: paho.ClientConfig{
 			ClientID:                   in.cfg.ClientID,
 			EnableManualAcknowledgment: true,
@@ -284,6 +352,17 @@ func (in *Intake) clientConfig(onPublish func(paho.PublishReceived) (bool, error
 			},
 		},
 	}
+}
+
+// logConnectErr logs a failed connection attempt, which is retried.
+func (in *Intake) logConnectErr(err error) {
+	var ce *autopaho.ConnackError
+	if errors.As(err, &ce) {
+		in.log.Error("mqttstream: broker refused the connection; retrying", "client_id", in.cfg.ClientID,
+			"reason_code", fmt.Sprintf("0x%02x", ce.ReasonCode), "reason", ce.Reason, "err", err)
+		return
+	}
+	in.log.Warn("mqttstream: connecting failed; retrying", "err", err)
 }
 
 // subscribe subscribes to every route at QoS 1. A refused subscription is
@@ -369,23 +448,33 @@ func (in *Intake) process(ctx context.Context, batch []received) {
 	var (
 		tasks []*peonify.Task
 		keep  []received
+		owned []bool // whether each task's ID came with its message
 	)
 	for _, m := range batch {
-		t, ok := in.task(m.pb)
-		if !ok {
+		t, own, ok := in.task(m.pb)
+		switch {
+		case !ok:
 			in.stats.dropped.Add(1)
 			in.log.Error("mqttstream: message on a topic that matches no route; acknowledged and dropped (a subscription left in the session by an earlier configuration?)", "topic", m.pb.Topic)
+			in.ack(m)
+			continue
+		case own && in.resends != nil && in.resends.Seen(t.ID):
+			// Stored within the ResendWindow: the store may have forgotten it.
+			in.stats.duplicates.Add(1)
+			in.log.Debug("mqttstream: message redelivered within Config.ResendWindow; acknowledged without storing it again", "topic", m.pb.Topic, "id", t.ID)
 			in.ack(m)
 			continue
 		}
 		tasks = append(tasks, t)
 		keep = append(keep, m)
+		owned = append(owned, own)
 	}
 	if len(tasks) == 0 {
 		return
 	}
 	err := in.enqueue(ctx, tasks...)
 	if err == nil {
+		in.record(tasks, owned)
 		for _, m := range keep {
 			in.ack(m)
 		}
@@ -397,7 +486,29 @@ func (in *Intake) process(ctx context.Context, batch []received) {
 		if !in.store1(ctx, t) {
 			return // ctx ended: this message and those after it stay unacknowledged
 		}
+		in.record(tasks[i:i+1], owned[i:i+1])
 		in.ack(keep[i])
+	}
+}
+
+// record remembers the IDs of tasks that came with their messages (owned
+// says which; a new random ID never comes again), once the tasks are
+// stored and before the messages are acknowledged. If the resend log
+// cannot be written the messages are still acknowledged, since their
+// tasks are stored; the IDs are then remembered in memory only, and the
+// failure is logged once.
+func (in *Intake) record(tasks []*peonify.Task, owned []bool) {
+	if in.resends == nil {
+		return
+	}
+	ids := make([]string, 0, len(tasks))
+	for i, t := range tasks {
+		if owned[i] {
+			ids = append(ids, t.ID)
+		}
+	}
+	if err := in.resends.Record(ids...); err != nil && !in.recordFailed.Swap(true) {
+		in.log.Error("mqttstream: cannot write Config.ResendLog; from now on stored task IDs are remembered in memory only, and a redelivery after a restart is recognised only while the store holds its task", "err", err)
 	}
 }
 
@@ -457,9 +568,10 @@ func (in *Intake) ack(m received) {
 	}
 }
 
-// task turns a message into a task; it reports false when no route
-// matches its topic.
-func (in *Intake) task(pb *paho.Publish) (*peonify.Task, bool) {
+// task turns a message into a task; it reports whether the task's ID
+// came with the message (rather than a new random one), and false when no
+// route matches its topic.
+func (in *Intake) task(pb *paho.Publish) (t *peonify.Task, own, ok bool) {
 	typ := ""
 	for _, r := range in.routes {
 		if match(r.filter, pb.Topic) {
@@ -468,9 +580,9 @@ func (in *Intake) task(pb *paho.Publish) (*peonify.Task, bool) {
 		}
 	}
 	if typ == "" {
-		return nil, false
+		return nil, false, false
 	}
-	t := &peonify.Task{Type: typ, Headers: map[string]string{HeaderTopic: pb.Topic}}
+	t = &peonify.Task{Type: typ, Headers: map[string]string{HeaderTopic: pb.Topic}}
 	if len(pb.Payload) > 0 {
 		t.Payload = append([]byte(nil), pb.Payload...)
 	}
@@ -503,8 +615,9 @@ func (in *Intake) task(pb *paho.Publish) (*peonify.Task, bool) {
 		t.ID = contentID(pb)
 	default:
 		t.ID = peonify.NewID()
+		return t, false, true
 	}
-	return t, true
+	return t, true, true
 }
 
 // clampID keeps an ID of at most 255 bytes as it is, and replaces a

@@ -140,19 +140,24 @@ func TestTaskFromMessage(t *testing.T) {
 		User:            paho.UserProperties{{Key: "k", Value: "1"}, {Key: "k", Value: "2"}, {Key: HeaderTopic, Value: "spoofed"}},
 		ResponseTopic:   "replies/7",
 	}}
-	tk, ok := in.task(pb)
+	tk, own, ok := in.task(pb)
 	switch {
 	case !ok:
 		t.Fatal("no route for dev/7/ev")
+	case !own:
+		t.Fatal("an ID from correlation data is not reported as the message's own")
 	case tk.ID != "00ff", tk.Type != "event", string(tk.Payload) != "\x00\x01",
 		tk.Headers["k"] != "1, 2", tk.Headers[HeaderTopic] != "dev/7/ev", tk.Headers[HeaderResponseTopic] != "replies/7":
 		t.Fatalf("task = %+v", tk)
 	}
-	if _, ok := in.task(&paho.Publish{Topic: "dev/7/other"}); ok {
+	if _, _, ok := in.task(&paho.Publish{Topic: "dev/7/other"}); ok {
 		t.Fatal("dev/7/other was routed")
 	}
+	if _, own, _ := in.task(&paho.Publish{Topic: "dev/7/ev"}); own {
+		t.Fatal("a new random ID is reported as the message's own")
+	}
 	long := strings.Repeat("x", 300)
-	tk, _ = in.task(&paho.Publish{Topic: "dev/1/ev", Properties: &paho.PublishProperties{User: paho.UserProperties{{Key: IDProperty, Value: long}}}})
+	tk, _, _ = in.task(&paho.Publish{Topic: "dev/1/ev", Properties: &paho.PublishProperties{User: paho.UserProperties{{Key: IDProperty, Value: long}}}})
 	if len(tk.ID) > 255 || tk.ID != clampID(long) {
 		t.Fatalf("long id became %q", tk.ID)
 	}

@@ -118,7 +118,8 @@ func TestSendReturnsNackError(t *testing.T) {
 func TestReconnectResendsUnacknowledged(t *testing.T) {
 	mem := newMem(t)
 	store := &faultStore{Enqueuer: mem, gate: make(chan struct{}), held: make(chan []string, 100)}
-	_, url := serve(t, store, Config{})
+	// The window off: the resend reaches the store, which shows it came.
+	_, url := serve(t, store, Config{ResendWindow: -1})
 	p := newProxy(t, strings.TrimPrefix(url, "ws://"))
 	c := dial(t, "ws://"+p.ln.Addr().String(), DialOptions{})
 

@@ -18,6 +18,23 @@
 // key). No task that was acknowledged can be lost, and none that was not
 // is dropped by a well-behaved client.
 //
+// # Resends
+//
+// A resend of a task, recognised by its ID, is acknowledged and not
+// stored again for Config.ResendWindow (24 hours by default) after the
+// Handler stored the task, whatever the store keeps: also after the task
+// ran and a store that keeps no finished tasks deleted it (sqlitestream
+// or pgstream without KeepDone, Redis or NATS past their duplicate
+// windows), and in RabbitMQ, which detects no duplicates. The Handler
+// remembers the IDs it stored (at most Config.ResendMaxIDs, 1,000,000 by
+// default) in memory and, with Config.ResendLog, in a file synced before
+// each acknowledgement, so that the window also holds across restarts and
+// crashes of the server. Without ResendLog a resend after a restart is
+// recognised only while the store still holds the task. Each Handler
+// remembers its own IDs: behind a load balancer, a resend that reaches
+// another server is recognised by the store alone (give the store a
+// retention, such as KeepDone, as long as the window).
+//
 // The protocol (JSON messages, one task per message) is described in the
 // package's README.md, for clients in other languages.
 //

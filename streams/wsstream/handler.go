@@ -4,15 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/resend"
 )
 
 // Defaults of Config.
@@ -22,6 +25,8 @@ const (
 	DefaultEnqueueTimeout = 10 * time.Second
 	DefaultWriteTimeout   = 10 * time.Second
 	DefaultPingInterval   = 30 * time.Second
+	DefaultResendWindow   = 24 * time.Hour
+	DefaultResendMaxIDs   = 1_000_000
 )
 
 // Config configures a Handler. The zero value is valid.
@@ -67,6 +72,30 @@ type Config struct {
 	// Defaults to DefaultPingInterval (30s); negative disables pings.
 	PingInterval time.Duration
 
+	// ResendWindow is how long after a task was stored a resend of its
+	// ID is recognised and acknowledged without storing the task again,
+	// whatever the store keeps: also after the task ran and the store
+	// deleted it (sqlitestream or pgstream without KeepDone), and in a
+	// store that does not detect duplicates (RabbitMQ). The Handler
+	// remembers the IDs itself, in memory and in ResendLog. Defaults to
+	// DefaultResendWindow (24h); negative turns this off, and then only
+	// the store detects resends, for as long as it keeps the task's ID.
+	ResendWindow time.Duration
+
+	// ResendLog is the file in which the Handler records the IDs it
+	// stored, synced before each acknowledgement, so that the
+	// ResendWindow holds across restarts and crashes. One Handler per
+	// file. Defaults to none: the IDs are remembered in memory only, and
+	// after a restart a resend is recognised only while the store still
+	// holds the task.
+	ResendLog string
+
+	// ResendMaxIDs is the most IDs remembered (about 80 bytes of memory
+	// and 24 bytes of ResendLog each); beyond it the oldest are forgotten
+	// before their ResendWindow ends. Defaults to DefaultResendMaxIDs
+	// (1,000,000: a day's window at 11 tasks a second).
+	ResendMaxIDs int
+
 	// Logger receives the Handler's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -81,6 +110,10 @@ func (c Config) validate() error {
 		return &peonify.ConfigError{Field: "wsstream.Config.EnqueueTimeout", Reason: "must not be negative (0 means the default, 10s)"}
 	case c.WriteTimeout < 0:
 		return &peonify.ConfigError{Field: "wsstream.Config.WriteTimeout", Reason: "must not be negative (0 means the default, 10s)"}
+	case c.ResendMaxIDs < 0:
+		return &peonify.ConfigError{Field: "wsstream.Config.ResendMaxIDs", Reason: "must not be negative (0 means the default, 1000000)"}
+	case c.ResendLog != "" && c.ResendWindow < 0:
+		return &peonify.ConfigError{Field: "wsstream.Config.ResendLog", Reason: "is set but ResendWindow is negative (off): remove one of them"}
 	}
 	for i, p := range c.OriginPatterns {
 		if p == "" || p == "*" {
@@ -107,6 +140,12 @@ func (c Config) withDefaults() Config {
 	if c.PingInterval == 0 {
 		c.PingInterval = DefaultPingInterval
 	}
+	if c.ResendWindow == 0 {
+		c.ResendWindow = DefaultResendWindow
+	}
+	if c.ResendMaxIDs == 0 {
+		c.ResendMaxIDs = DefaultResendMaxIDs
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -118,10 +157,12 @@ func (c Config) withDefaults() Config {
 // store's Enqueue, and only then acknowledges it to the client. Mount it
 // on any path of a server; stop it with Shutdown.
 type Handler struct {
-	store  peonify.Enqueuer
-	cfg    Config
-	log    *slog.Logger
-	accept websocket.AcceptOptions
+	store        peonify.Enqueuer
+	cfg          Config
+	log          *slog.Logger
+	accept       websocket.AcceptOptions
+	resends      *resend.Log // nil when Config.ResendWindow is negative
+	recordFailed atomic.Bool // the resend log failed, which is logged once
 
 	mu        sync.Mutex
 	closing   bool
@@ -136,7 +177,7 @@ var _ http.Handler = (*Handler)(nil)
 // must be durable (sqlitestream, pgstream, or another stream whose Enqueue
 // returns only once the tasks survive a crash): the client is told a task
 // is accepted only after store.Enqueue returned. The Handler does not close
-// store.
+// store. New opens Config.ResendLog, if any; Shutdown closes it.
 func New(store peonify.Enqueuer, cfg Config) (*Handler, error) {
 	if store == nil {
 		return nil, &peonify.ConfigError{Field: "wsstream.New", Reason: "store is nil: pass a durable stream such as sqlitestream"}
@@ -145,10 +186,18 @@ func New(store peonify.Enqueuer, cfg Config) (*Handler, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	var resends *resend.Log
+	if cfg.ResendWindow > 0 {
+		var err error
+		if resends, err = resend.Open(cfg.ResendLog, cfg.ResendWindow, cfg.ResendMaxIDs, nil); err != nil {
+			return nil, fmt.Errorf("wsstream: Config.ResendLog: %w", err)
+		}
+	}
 	return &Handler{
-		store: store,
-		cfg:   cfg,
-		log:   cfg.Logger,
+		store:   store,
+		cfg:     cfg,
+		resends: resends,
+		log:     cfg.Logger,
 		accept: websocket.AcceptOptions{
 			Subprotocols:   []string{Subprotocol},
 			OriginPatterns: cfg.OriginPatterns,
@@ -225,8 +274,9 @@ func (h *Handler) unregister(c *serverConn) {
 // If ctx ends first, Shutdown cancels the enqueues in flight, closes the
 // remaining connections at once and returns ctx's error; unanswered
 // messages are then resent by their clients too. Shutdown does not close
-// the store. Call it before the http.Server's Shutdown, which does not
-// wait for WebSocket connections.
+// the store; it closes Config.ResendLog once every connection ended. Call
+// it before the http.Server's Shutdown, which does not wait for WebSocket
+// connections.
 func (h *Handler) Shutdown(ctx context.Context) error {
 	h.mu.Lock()
 	if !h.closing {
@@ -242,7 +292,7 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
-		return nil
+		return h.closeResends()
 	case <-ctx.Done():
 	}
 	h.mu.Lock()
@@ -252,7 +302,17 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 	}
 	h.mu.Unlock()
 	<-done
-	return ctx.Err()
+	return errors.Join(ctx.Err(), h.closeResends())
+}
+
+func (h *Handler) closeResends() error {
+	if h.resends == nil {
+		return nil
+	}
+	if err := h.resends.Close(); err != nil {
+		return fmt.Errorf("wsstream: closing Config.ResendLog: %w", err)
+	}
+	return nil
 }
 
 // serverConn is one client connection.
@@ -400,15 +460,23 @@ type failure struct {
 
 // store enqueues the tasks of a batch and returns, by position, nil for
 // each task that is stored (now or before) and the failure of the others.
+// A task whose ID the Handler stored within Config.ResendWindow is
+// answered as stored without asking the store, which may have forgotten
+// it.
 func (c *serverConn) store(ctx context.Context, batch []inbound) []*failure {
 	results := make([]*failure, len(batch))
 	var tasks []*peonify.Task
 	seen := make(map[string]bool)
 	for _, in := range batch {
-		if in.task != nil && !seen[in.task.ID] { // a repeat within the batch is answered with the first
-			seen[in.task.ID] = true
-			tasks = append(tasks, in.task)
+		if in.task == nil || seen[in.task.ID] { // a repeat within the batch is answered with the first
+			continue
 		}
+		seen[in.task.ID] = true
+		if c.h.resends != nil && c.h.resends.Seen(in.task.ID) {
+			c.h.log.Debug("wsstream: task resent within Config.ResendWindow; acknowledged without storing it again", "remote", c.remote, "id", in.task.ID)
+			continue
+		}
+		tasks = append(tasks, in.task)
 	}
 	if len(tasks) == 0 {
 		return results
@@ -427,12 +495,32 @@ func (c *serverConn) store(ctx context.Context, batch []inbound) []*failure {
 			}
 		}
 	}
+	c.record(tasks, failed)
 	for i, in := range batch {
 		if in.task != nil {
 			results[i] = failed[in.task.ID]
 		}
 	}
 	return results
+}
+
+// record remembers the IDs of the tasks that were stored, before they are
+// acknowledged. If the resend log cannot be written the tasks are still
+// acknowledged, since they are stored; the IDs are then remembered in
+// memory only, and the failure is logged once.
+func (c *serverConn) record(tasks []*peonify.Task, failed map[string]*failure) {
+	if c.h.resends == nil {
+		return
+	}
+	ids := make([]string, 0, len(tasks))
+	for _, t := range tasks {
+		if failed[t.ID] == nil {
+			ids = append(ids, t.ID)
+		}
+	}
+	if err := c.h.resends.Record(ids...); err != nil && !c.h.recordFailed.Swap(true) {
+		c.h.log.Error("wsstream: cannot write Config.ResendLog; from now on stored task IDs are remembered in memory only, and a resend after a restart is recognised only while the store holds its task", "err", err)
+	}
 }
 
 // enqueue stores tasks; a task that is already stored counts as stored.
