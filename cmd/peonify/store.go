@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/peonify/peonify"
 )
@@ -247,4 +250,23 @@ func (s *store) taskSize(t *peonify.Task) int64 {
 		}
 	}
 	return n
+}
+
+// pgConnectError returns pgx's connection error as one line: pgx lists
+// the error of each attempt on a line of its own (sslmode=prefer tries
+// with TLS, then without; a host name may have several addresses), most
+// often the same error twice. The user and database are in the URL that
+// the caller shows.
+func pgConnectError(err error) error {
+	var ce *pgconn.ConnectError
+	if !errors.As(err, &ce) || ce.Unwrap() == nil {
+		return err
+	}
+	var causes []string
+	for _, line := range strings.Split(ce.Unwrap().Error(), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !slices.Contains(causes, line) {
+			causes = append(causes, line)
+		}
+	}
+	return errors.New(strings.Join(causes, "; "))
 }
