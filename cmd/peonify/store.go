@@ -223,9 +223,9 @@ const natsEnvelope = 512
 func (s *store) payloadLimit() (int64, string) {
 	switch s.spec.(type) {
 	case *sqliteSpec:
-		return 1_000_000_000, "SQLite's largest value"
+		return 1_000_000_000 - 1<<20, "SQLite's largest row, less room for the task's other fields"
 	case *postgresSpec:
-		return 1<<30 - 1, "Postgres's largest bytea value"
+		return 1<<30 - 1<<20, "Postgres's largest value and message, less room for the task's other fields"
 	case *redisSpec:
 		return 512 << 20, "Redis's largest string (proto-max-bulk-len)"
 	case *amqpSpec:
