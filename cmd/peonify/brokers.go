@@ -344,7 +344,8 @@ func (s *amqpSpec) open(ctx context.Context, r *resources) (peonify.Stream, erro
 	defer cancel()
 	if err := st.Connect(cctx); err != nil {
 		_ = st.Close(context.Background())
-		return nil, fmt.Errorf("%s: connect to %s: %s", s.Common.path, redactURL(s.URL), redactErr(err, s.URL))
+		// The error names the broker, without the password.
+		return nil, fmt.Errorf("%s: %s", s.Common.path, redactErr(err, s.URL))
 	}
 	return st, nil
 }
@@ -420,11 +421,18 @@ func (r *resources) nats(rawURL, credentials string, tlsCfg *tls.Config) (*nats.
 	return nc, nil
 }
 
-// redisLogger sends go-redis's log lines (failed dials, mostly) to a
-// slog.Logger at warning level.
+// redisLogger sends go-redis's log lines to a slog.Logger: failed dials
+// at debug level, since go-redis also returns them to the command that
+// dialed, whose caller reports them (the start-up ping as the daemon's
+// error, a poll as a poll error), and the rest at warning level.
 type redisLogger struct{ log *slog.Logger }
 
 // Printf implements go-redis's logging interface.
 func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
-	l.log.WarnContext(ctx, "peonify: redis client: "+strings.TrimSpace(fmt.Sprintf(format, v...)))
+	msg := "peonify: redis client: " + strings.TrimSpace(fmt.Sprintf(format, v...))
+	level := slog.LevelWarn
+	if strings.Contains(format, "failed to dial") {
+		level = slog.LevelDebug
+	}
+	l.log.Log(ctx, level, msg)
 }

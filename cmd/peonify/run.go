@@ -256,10 +256,14 @@ func (c *cli) serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	// processor has closed.
 	schedCtx, stopScheds := context.WithCancel(ctx)
 	defer stopScheds()
-	var wg sync.WaitGroup
-	for _, s := range scheds {
-		wg.Go(func() { _ = s.Run(schedCtx) })
-	}
+	schedErr := make(chan error, 1)
+	wg := runSchedulers(schedCtx, scheds, log, func(err error) {
+		select {
+		case schedErr <- err:
+		default:
+		}
+		stopScheds() // and so the processor: the daemon stops
+	})
 	procCtx, stopProc := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopProc()
 	go func() {
@@ -271,9 +275,32 @@ func (c *cli) serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	err = p.Run(procCtx)
 	stopScheds() // in case Run returned on its own
 	wg.Wait()
+	select {
+	case e := <-schedErr:
+		err = errors.Join(err, e)
+	default:
+	}
 	st := p.Stats()
 	log.Info("peonify: exiting", "succeeded", st.Succeeded, "retried", st.Retried, "dead", st.Dead, "released", st.Released)
 	return err
+}
+
+// runSchedulers runs the periodic schedulers until ctx ends. A scheduler
+// that cannot run is logged and passed to fail, which should stop the
+// daemon: its periodic tasks would otherwise silently never be enqueued.
+// (A scheduler logs its enqueue errors itself, and retries them.)
+func runSchedulers(ctx context.Context, scheds []*periodic.Scheduler, log *slog.Logger, fail func(error)) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for _, s := range scheds {
+		wg.Go(func() {
+			if err := s.Run(ctx); err != nil {
+				err = fmt.Errorf("the periodic tasks cannot run: %w", err)
+				log.Error("peonify: "+err.Error()+"; stopping", "jobs", len(s.Jobs()))
+				fail(err)
+			}
+		})
+	}
+	return &wg
 }
 
 // eventLogger logs task outcomes: retries at info level, the others at

@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/peonify/peonify"
 )
@@ -40,9 +43,11 @@ func (sf *storeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&sf.stream, "stream", "", "the stream `name` in the -c file (needed when it has several)")
 }
 
-// store is an open stream for a one-shot command.
+// store is a stream for a one-shot command: resolved from the flags by
+// resolve, then opened by open.
 type store struct {
-	stream peonify.Stream
+	stream peonify.Stream // set by open
+	spec   storeSpec
 	desc   string // what the store is, for messages
 	flag   string // the flags that select it, for hints
 	r      *resources
@@ -58,6 +63,19 @@ func (s *store) close() {
 // open opens the store the flags select. With mustExist, a SQLite file
 // that does not exist is an error instead of a new empty store.
 func (sf *storeFlags) open(ctx context.Context, c *cli, mustExist bool) (*store, error) {
+	st, err := sf.resolve(c, mustExist)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.open(ctx); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// resolve finds the store the flags select and checks its settings,
+// without connecting to it.
+func (sf *storeFlags) resolve(c *cli, mustExist bool) (*store, error) {
 	n := 0
 	for _, set := range []bool{sf.store != "", sf.postgres != "", sf.redis != "", sf.nats != "", sf.amqp != "", sf.config != ""} {
 		if set {
@@ -79,10 +97,9 @@ func (sf *storeFlags) open(ctx context.Context, c *cli, mustExist bool) (*store,
 		return sf.queue
 	}
 	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	r := newResources(log, false)
 	var (
 		spec streamSpec
-		st   = &store{r: r}
+		st   = &store{r: newResources(log, false)}
 	)
 	switch {
 	case sf.store != "":
@@ -147,13 +164,19 @@ func (sf *storeFlags) open(ctx context.Context, c *cli, mustExist bool) (*store,
 			return nil, err
 		}
 	}
-	s, err := spec.(storeSpec).open(ctx, r)
-	if err != nil {
-		r.close()
-		return nil, err
-	}
-	st.stream = s
+	st.spec = spec.(storeSpec)
 	return st, nil
+}
+
+// open connects to the store that resolve found.
+func (s *store) open(ctx context.Context) error {
+	stream, err := s.spec.open(ctx, s.r)
+	if err != nil {
+		s.r.close()
+		return err
+	}
+	s.stream = stream
+	return nil
 }
 
 // inspector returns the store's Inspector.
@@ -185,4 +208,65 @@ func shellQuote(s string) string {
 		return "''"
 	}
 	return s
+}
+
+// natsEnvelope is room left in a NATS message for the headers that carry a
+// task's fields, beyond the task's own ID, type, unique key and headers.
+const natsEnvelope = 512
+
+// payloadLimit is the largest task payload, in bytes, that the store
+// takes, and what sets that limit. A NATS store's limit is its server's
+// max_payload, less the task's headers, and known once the store is open;
+// before, it is the most any NATS server takes. The other limits are those
+// of the servers' defaults: a broker configured lower refuses a larger
+// task itself, when it is stored.
+func (s *store) payloadLimit() (int64, string) {
+	switch s.spec.(type) {
+	case *sqliteSpec:
+		return 1_000_000_000 - 1<<20, "SQLite's largest row, less room for the task's other fields"
+	case *postgresSpec:
+		return 1<<30 - 1<<20, "Postgres's largest value and message, less room for the task's other fields"
+	case *redisSpec:
+		return 512 << 20, "Redis's largest string (proto-max-bulk-len)"
+	case *amqpSpec:
+		return 128 << 20, "RabbitMQ's default max_message_size"
+	case *natsSpec:
+		for _, nc := range s.r.natsConns {
+			return nc.MaxPayload() - natsEnvelope, "its server's max_payload, less the task's headers"
+		}
+		return 64 << 20, "the largest max_payload of a NATS server"
+	}
+	return 1<<31 - 1, "the largest payload enqueue takes"
+}
+
+// taskSize is the size of t that payloadLimit bounds: its payload, and on
+// NATS its other fields, which travel as headers.
+func (s *store) taskSize(t *peonify.Task) int64 {
+	n := int64(len(t.Payload))
+	if _, ok := s.spec.(*natsSpec); ok {
+		n += int64(len(t.ID) + len(t.Type) + len(t.UniqueKey))
+		for k, v := range t.Headers {
+			n += int64(len(k) + len(v) + 4)
+		}
+	}
+	return n
+}
+
+// pgConnectError returns pgx's connection error as one line: pgx lists
+// the error of each attempt on a line of its own (sslmode=prefer tries
+// with TLS, then without; a host name may have several addresses), most
+// often the same error twice. The user and database are in the URL that
+// the caller shows.
+func pgConnectError(err error) error {
+	var ce *pgconn.ConnectError
+	if !errors.As(err, &ce) || ce.Unwrap() == nil {
+		return err
+	}
+	var causes []string
+	for _, line := range strings.Split(ce.Unwrap().Error(), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !slices.Contains(causes, line) {
+			causes = append(causes, line)
+		}
+	}
+	return errors.New(strings.Join(causes, "; "))
 }

@@ -315,13 +315,13 @@ func (r *resources) pool(ctx context.Context, rawURL string, maxConns int32) (*p
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
-		return nil, fmt.Errorf("connect to postgres at %s: %s", redactURL(rawURL), redactErr(err, rawURL))
+		return nil, fmt.Errorf("connect to postgres at %s: %s", redactURL(rawURL), redactErr(pgConnectError(err), rawURL))
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := pool.Ping(pingCtx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connect to postgres at %s: %s", redactURL(rawURL), redactErr(err, rawURL))
+		return nil, fmt.Errorf("connect to postgres at %s: %s", redactURL(rawURL), redactErr(pgConnectError(err), rawURL))
 	}
 	r.pools[rawURL] = pool
 	return pool, nil

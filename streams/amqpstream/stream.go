@@ -35,6 +35,7 @@ type Stream struct {
 	wake     chan struct{}
 	tokens   atomic.Uint64 // claim tokens
 	sessions atomic.Uint64 // session ids
+	waiting  atomic.Int32  // Connect calls waiting, which return the errors
 
 	closed atomic.Bool
 	mu     sync.Mutex
@@ -371,11 +372,14 @@ func short(ids []string) string {
 // connection error then. Other methods connect on first use, so Connect is
 // optional: call it at start-up to fail fast on a wrong address or
 // credentials, or to create the queues before producers in other
-// languages publish to them.
+// languages publish to them. While Connect waits, failed attempts are
+// logged at debug level only: Connect returns the error.
 func (s *Stream) Connect(ctx context.Context) error {
 	if s.closed.Load() {
 		return peonify.ErrClosed
 	}
+	s.waiting.Add(1)
+	defer s.waiting.Add(-1)
 	_, err := s.session(ctx, true)
 	return err
 }
@@ -484,7 +488,9 @@ func (s *Stream) session(ctx context.Context, wait bool) (*session, error) {
 				// Waiting would not help: the broker turned the user or the
 				// vhost away. The supervisor keeps trying, slowly, in case
 				// the broker's side is fixed.
-				return nil, fmt.Errorf("amqpstream: the broker at %s refused the connection: check the user, password and vhost in the URL, and the user's permissions: %w", s.redacted, last)
+				var why *amqp.Error
+				errors.As(last, &why)
+				return nil, fmt.Errorf("amqpstream: the broker at %s refused the connection: check the user, password and vhost in the URL, and the user's permissions: %w", s.redacted, why)
 			}
 			if !wait {
 				return nil, fmt.Errorf("amqpstream: not connected to %s (reconnecting): %w", s.redacted, last)
@@ -528,12 +534,16 @@ func (s *Stream) supervise(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			quiet := s.waiting.Load() > 0 // before setDown lets Connect return
 			s.setDown(err)
 			d := jitter(wait)
-			if refused(err) {
+			switch {
+			case quiet:
+				log.Debug("amqpstream: cannot connect; Connect returns the error", "queue", s.cfg.Queue, "retry_in", d, "err", err)
+			case refused(err):
 				log.Error("amqpstream: the broker refused the connection; check the user, password, vhost and permissions; retrying",
 					"queue", s.cfg.Queue, "retry_in", d, "err", err)
-			} else {
+			default:
 				log.Warn("amqpstream: cannot connect; retrying", "queue", s.cfg.Queue, "retry_in", d, "err", err)
 			}
 			if !sleep(ctx, d) {
