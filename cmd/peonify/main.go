@@ -8,9 +8,15 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/peonify/peonify/internal/executor"
 )
 
 func main() {
+	// The hidden supervisor of an exec task's command (see internal/executor).
+	if code, ok := executor.SupervisorMain(os.Args[1:]); ok {
+		os.Exit(code)
+	}
 	c := &cli{
 		stdin:     os.Stdin,
 		stdout:    os.Stdout,

@@ -15,12 +15,17 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/peonify/peonify/internal/executor"
 )
 
 // bin is the peonify binary the tests run, built once by TestMain.
 var bin string
 
 func TestMain(m *testing.M) {
+	if code, ok := executor.SupervisorMain(os.Args[1:]); ok { // as main does
+		os.Exit(code)
+	}
 	dir, err := os.MkdirTemp("", "peonify-cli-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

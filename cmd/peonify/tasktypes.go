@@ -104,6 +104,9 @@ type execTask struct {
 
 func (t *execTask) handler(stdout io.Writer) (peonify.Handler, func(), error) {
 	cfg := t.ExecConfig
+	// Each command's process group dies with peonify, even by SIGKILL:
+	// main runs the supervisor.
+	cfg.Supervise = true
 	switch t.Stdout {
 	case "", "discard":
 	case "inherit":

@@ -26,3 +26,21 @@ func BenchmarkExecExecute(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkExecExecuteSupervised is BenchmarkExecExecute with each command
+// run under a supervisor, the test binary started again.
+func BenchmarkExecExecuteSupervised(b *testing.B) {
+	e, err := NewExec(ExecConfig{Command: []string{"true"}, Supervise: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		t := &peonify.Task{ID: "bench", Type: "job", Payload: []byte(`{"user":42}`), Attempt: 1}
+		for pb.Next() {
+			if err := e.Execute(context.Background(), t); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

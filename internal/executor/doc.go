@@ -6,7 +6,8 @@
 //     Retry-After), any other status is a permanent failure.
 //   - Exec runs a command with the payload on its standard input: exit
 //     status 0 is done, anything else is retried, and a timeout or a
-//     shutdown kills the command's whole process group.
+//     shutdown kills the command's whole process group; supervised, the
+//     group also dies at once with this process, even by SIGKILL.
 //
 // Both are peonify.Handler values, built from a config whose field names
 // are those of the peonify.yaml file:

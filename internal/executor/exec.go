@@ -55,6 +55,15 @@ type ExecConfig struct {
 	// Stdout receives the command's standard output. Defaults to nil:
 	// discarded.
 	Stdout io.Writer `yaml:"-"`
+
+	// Supervise runs each command under a supervisor, this very program
+	// started again, that kills the command's process group with SIGKILL
+	// as soon as this process dies, even by SIGKILL, so that no process of
+	// a task runs on beside its next attempt. The program's main must call
+	// SupervisorMain first. It works on Unix systems; elsewhere it does
+	// nothing. Defaults to false: a command outlives a crash of this
+	// process, though not a timeout or a shutdown.
+	Supervise bool `yaml:"-"`
 }
 
 // The environment variables that tell a command which task it runs.
@@ -80,7 +89,9 @@ const stderrTail = 2 << 10
 // The command runs in its own process group. When the task's context ends
 // (the task timeout, ExecConfig.Timeout, a lost lease, or the end of the
 // shutdown grace period), the whole group gets SIGTERM, then SIGKILL after
-// KillGrace, so that no child the command started outlives the task.
+// KillGrace, so that no child the command started outlives the task. With
+// ExecConfig.Supervise, the group also dies, at once, with this process.
+// A process that leaves the group (setsid, setpgid) is not followed.
 type Exec struct {
 	path      string
 	args      []string
@@ -90,6 +101,7 @@ type Exec struct {
 	killGrace time.Duration
 	dead      []int
 	stdout    io.Writer
+	self      string // the program that supervises each command; "" for none
 }
 
 var _ peonify.Handler = (*Exec)(nil)
@@ -138,6 +150,11 @@ func NewExec(cfg ExecConfig) (*Exec, error) {
 	}
 	if e.killGrace == 0 {
 		e.killGrace = 2 * time.Second
+	}
+	if cfg.Supervise && canSupervise {
+		if e.self, err = selfProgram(); err != nil {
+			return nil, fmt.Errorf("find this program, to supervise commands: %w", err)
+		}
 	}
 	keys := make([]string, 0, len(cfg.Env))
 	for k := range cfg.Env {
@@ -202,6 +219,13 @@ func (e *Exec) Execute(ctx context.Context, t *peonify.Task) error {
 	cmd.Stdout = e.stdout
 	cmd.Stderr = &stderr
 	ownGroup(cmd)
+	var sup *supervision
+	if e.self != "" {
+		var err error
+		if sup, err = supervise(cmd, e.self, e.path, e.args); err != nil {
+			return err
+		}
+	}
 	var (
 		mu       sync.Mutex
 		killer   *time.Timer
@@ -220,20 +244,31 @@ func (e *Exec) Execute(ctx context.Context, t *peonify.Task) error {
 	cmd.WaitDelay = e.killGrace + time.Second
 
 	err := cmd.Start()
+	if sup != nil {
+		sup.started(cmd, err)
+	}
 	if err != nil {
 		return fmt.Errorf("start %s: %w", e.path, err)
 	}
 	err = cmd.Wait()
+	end := endingOf(err)
+	if sup != nil {
+		end = sup.ended(err)
+	}
 	mu.Lock()
 	if killer != nil {
 		killer.Stop()
 	}
-	if canceled {
-		// Whatever of the group survived SIGTERM goes now.
+	if canceled || end.lost {
+		// Whatever of the group survived SIGTERM, or its supervisor, goes
+		// now.
 		killGroup(cmd.Process.Pid)
 	}
 	mu.Unlock()
-	if err == nil {
+	if end.startErr != nil {
+		return fmt.Errorf("start %s: %w", e.path, end.startErr)
+	}
+	if end.exited && end.code == 0 && end.err == nil {
 		return nil
 	}
 
@@ -245,13 +280,13 @@ func (e *Exec) Execute(ctx context.Context, t *peonify.Task) error {
 		}
 		return &ExitError{Msg: msg, Stderr: tail, Code: -1, cause: context.Cause(ctx)}
 	}
-	var xe *exec.ExitError
-	if !errors.As(err, &xe) {
-		return fmt.Errorf("run %s: %w", e.path, err)
+	if !end.exited || end.code == 0 {
+		// Such as output pipes that a child kept open past WaitDelay.
+		return fmt.Errorf("run %s: %w", e.path, end.err)
 	}
-	ee := &ExitError{Code: xe.ExitCode(), Stderr: tail}
-	if sig := signalOf(xe); sig != "" {
-		ee.Msg = "command killed by signal " + sig
+	ee := &ExitError{Code: end.code, Stderr: tail}
+	if end.signal != "" {
+		ee.Msg = "command killed by signal " + end.signal
 	} else {
 		ee.Msg = "command exited with status " + strconv.Itoa(ee.Code)
 	}
@@ -260,6 +295,29 @@ func (e *Exec) Execute(ctx context.Context, t *peonify.Task) error {
 		return peonify.SkipRetry(ee)
 	}
 	return ee
+}
+
+// ending is how a command ended.
+type ending struct {
+	exited   bool   // code and signal are known
+	code     int    // the exit status; -1 if a signal killed it
+	signal   string // the signal that killed it, if one did
+	err      error  // nil if the command, and its output, ended cleanly
+	startErr error  // the command could not start (reported by its supervisor)
+	lost     bool   // its supervisor ended without saying how the command did
+}
+
+// endingOf returns how a command run without a supervisor ended, from
+// cmd.Wait's error.
+func endingOf(err error) ending {
+	var xe *exec.ExitError
+	switch {
+	case err == nil:
+		return ending{exited: true}
+	case errors.As(err, &xe):
+		return ending{exited: true, code: xe.ExitCode(), signal: signalOf(xe), err: err}
+	}
+	return ending{err: err}
 }
 
 // ExitError is the error of a command that did not exit with status 0.

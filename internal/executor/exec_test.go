@@ -3,9 +3,11 @@
 package executor
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,12 +26,24 @@ func newExec(t *testing.T, cfg ExecConfig) *Exec {
 	return e
 }
 
+// eachWay runs test with commands run directly and under a supervisor,
+// which must not change what a command sees or what its end means.
+func eachWay(t *testing.T, test func(t *testing.T, supervise bool)) {
+	t.Run("direct", func(t *testing.T) { test(t, false) })
+	t.Run("supervised", func(t *testing.T) { test(t, true) })
+}
+
 func TestExecPassesPayloadAndEnvironment(t *testing.T) {
+	eachWay(t, testExecPassesPayloadAndEnvironment)
+}
+
+func testExecPassesPayloadAndEnvironment(t *testing.T, supervise bool) {
 	dir := t.TempDir()
 	e := newExec(t, ExecConfig{
-		Shell: `cat > "$PEONIFY_TASK_ID.in"; printf '%s %s %s %s' "$PEONIFY_TASK_TYPE" "$PEONIFY_TASK_ATTEMPT" "$GREETING" "$PEONIFY_TASK_HEADERS" > "$PEONIFY_TASK_ID.env"`,
-		Dir:   dir,
-		Env:   map[string]string{"GREETING": "hello"},
+		Shell:     `cat > "$PEONIFY_TASK_ID.in"; printf '%s %s %s %s' "$PEONIFY_TASK_TYPE" "$PEONIFY_TASK_ATTEMPT" "$GREETING" "$PEONIFY_TASK_HEADERS" > "$PEONIFY_TASK_ID.env"`,
+		Dir:       dir,
+		Env:       map[string]string{"GREETING": "hello"},
+		Supervise: supervise,
 	})
 	ev := outcome(t, e, &peonify.Task{ID: "t1", Type: "resize", Payload: []byte(`{"w":64}`), Headers: map[string]string{"tenant": "acme"}})
 	if ev.Kind != peonify.EventSucceeded {
@@ -46,7 +60,14 @@ func TestExecPassesPayloadAndEnvironment(t *testing.T) {
 }
 
 func TestExecFailureIsRetriedWithStderrTail(t *testing.T) {
-	e := newExec(t, ExecConfig{Command: []string{"sh", "-c", `echo noise; i=0; while [ $i -lt 500 ]; do echo "line $i" >&2; i=$((i+1)); done; echo "disk full" >&2; exit 3`}})
+	eachWay(t, testExecFailureIsRetriedWithStderrTail)
+}
+
+func testExecFailureIsRetriedWithStderrTail(t *testing.T, supervise bool) {
+	e := newExec(t, ExecConfig{
+		Command:   []string{"sh", "-c", `echo noise; i=0; while [ $i -lt 500 ]; do echo "line $i" >&2; i=$((i+1)); done; echo "disk full" >&2; exit 3`},
+		Supervise: supervise,
+	})
 	ev := outcome(t, e, &peonify.Task{Type: "job"})
 	if ev.Kind != peonify.EventRetried {
 		t.Fatalf("outcome %s (%v), want retried", ev.Kind, ev.Err)
@@ -64,8 +85,10 @@ func TestExecFailureIsRetriedWithStderrTail(t *testing.T) {
 	}
 }
 
-func TestExecDeadExitCode(t *testing.T) {
-	e := newExec(t, ExecConfig{Shell: "echo bad input >&2; exit 65", DeadExitCodes: []int{65}})
+func TestExecDeadExitCode(t *testing.T) { eachWay(t, testExecDeadExitCode) }
+
+func testExecDeadExitCode(t *testing.T, supervise bool) {
+	e := newExec(t, ExecConfig{Shell: "echo bad input >&2; exit 65", DeadExitCodes: []int{65}, Supervise: supervise})
 	ev := outcome(t, e, &peonify.Task{Type: "job"})
 	if ev.Kind != peonify.EventDead || !strings.Contains(ev.Err.Error(), "status 65") {
 		t.Fatalf("outcome %s (%v), want dead with status 65", ev.Kind, ev.Err)
@@ -74,7 +97,9 @@ func TestExecDeadExitCode(t *testing.T) {
 
 // A timeout stops the command and every process it started, even one
 // that ignores SIGTERM.
-func TestExecTimeoutKillsProcessGroup(t *testing.T) {
+func TestExecTimeoutKillsProcessGroup(t *testing.T) { eachWay(t, testExecTimeoutKillsProcessGroup) }
+
+func testExecTimeoutKillsProcessGroup(t *testing.T, supervise bool) {
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "child.pid")
 	e := newExec(t, ExecConfig{
@@ -82,6 +107,7 @@ func TestExecTimeoutKillsProcessGroup(t *testing.T) {
 		Dir:       dir,
 		Timeout:   200 * time.Millisecond,
 		KillGrace: 100 * time.Millisecond,
+		Supervise: supervise,
 	})
 	start := time.Now()
 	ev := outcome(t, e, &peonify.Task{Type: "job"})
@@ -96,13 +122,153 @@ func TestExecTimeoutKillsProcessGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	deadline := time.Now().Add(5 * time.Second)
-	for syscall.Kill(pid, 0) == nil {
+	waitDead(t, 5*time.Second, pid)
+}
+
+// When the task's context ends (a lost lease, the end of the shutdown
+// grace period), the command and every process it started are stopped.
+func TestExecCancelKillsProcessGroup(t *testing.T) { eachWay(t, testExecCancelKillsProcessGroup) }
+
+func testExecCancelKillsProcessGroup(t *testing.T, supervise bool) {
+	dir := t.TempDir()
+	e := newExec(t, ExecConfig{
+		Shell:     `sleep 60 & (sleep 60; :) & echo $$ $! > pids.tmp; mv pids.tmp pids; wait`,
+		Dir:       dir,
+		KillGrace: 100 * time.Millisecond,
+		Supervise: supervise,
+	})
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	done := make(chan error, 1)
+	go func() { done <- e.Execute(ctx, &peonify.Task{ID: "c1", Type: "job"}) }()
+	pids := readPids(t, filepath.Join(dir, "pids"), done)
+	cancel(errors.New("lease lost"))
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Execute did not return within 10s of its context's end")
+	}
+	var xe *ExitError
+	if !errors.As(err, &xe) || !strings.HasPrefix(err.Error(), "command stopped: lease lost") {
+		t.Errorf("error %v, want the command stopped for the lost lease", err)
+	}
+	waitDead(t, 5*time.Second, pids...)
+}
+
+// A command that cannot start gives an error that says so, supervised or
+// not.
+func TestExecStartFailure(t *testing.T) { eachWay(t, testExecStartFailure) }
+
+func testExecStartFailure(t *testing.T, supervise bool) {
+	dir := t.TempDir()
+	prog := filepath.Join(dir, "job.sh")
+	if err := os.WriteFile(prog, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := newExec(t, ExecConfig{Command: []string{prog}, Supervise: supervise})
+	if err := os.Remove(prog); err != nil {
+		t.Fatal(err)
+	}
+	err := e.Execute(context.Background(), &peonify.Task{ID: "s1", Type: "job"})
+	if err == nil || !strings.HasPrefix(err.Error(), "start "+prog+": ") || !errors.Is(err, os.ErrNotExist) && !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("error %v, want start %s: …no such file", err, prog)
+	}
+}
+
+// A supervisor killed on its own takes its command along, and the task
+// fails rather than hangs or succeeds.
+func TestExecSupervisorKilled(t *testing.T) {
+	dir := t.TempDir()
+	e := newExec(t, ExecConfig{
+		Shell:     `sleep 60 & echo $PPID $$ $! > pids.tmp; mv pids.tmp pids; wait`,
+		Dir:       dir,
+		Supervise: true,
+	})
+	done := make(chan error, 1)
+	go func() { done <- e.Execute(context.Background(), &peonify.Task{ID: "k1", Type: "job"}) }()
+	pids := readPids(t, filepath.Join(dir, "pids"), done)
+	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Execute did not return within 10s of its supervisor's death")
+	}
+	if err == nil || !strings.Contains(err.Error(), "its supervisor ended without saying how the command did") {
+		t.Errorf("error %v, want the supervisor's death", err)
+	}
+	waitDead(t, 5*time.Second, pids[1:]...)
+}
+
+// readPids waits for a command to write the file of its process IDs, and
+// fails the test if the command ends first (done).
+func readPids(t *testing.T, file string, done <-chan error) []int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if b, err := os.ReadFile(file); err == nil {
+			var pids []int
+			for _, f := range strings.Fields(string(b)) {
+				pid, err := strconv.Atoi(f)
+				if err != nil {
+					t.Fatalf("%s holds %q", file, b)
+				}
+				pids = append(pids, pid)
+			}
+			return pids
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the command ended (%v) before writing %s", err, file)
+		default:
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("child %d of the command is still alive", pid)
+			t.Fatalf("the command wrote no %s within 10s", file)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// waitDead waits until none of pids runs, and fails the test, after
+// killing them, if one still does after within.
+func waitDead(t *testing.T, within time.Duration, pids ...int) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		var live []int
+		for _, pid := range pids {
+			if running(pid) {
+				live = append(live, pid)
+			}
+		}
+		if len(live) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, pid := range live {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+			t.Fatalf("processes %v of the command still run after %s", live, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// running reports whether process pid exists and is not a zombie.
+func running(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return !errors.Is(err, os.ErrNotExist) || runtime.GOOS != "linux"
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(stat), ')')
+	return i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z'
 }
 
 func TestNewExecRejectsBadConfig(t *testing.T) {

@@ -3,6 +3,8 @@ package executor
 import (
 	"context"
 	"log/slog"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,7 +14,19 @@ import (
 	"github.com/peonify/peonify/streams/memstream"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// The test binary is the supervisor of the commands of Exec executors
+	// with Supervise, as peonify is in peonify run.
+	if code, ok := SupervisorMain(os.Args[1:]); ok {
+		os.Exit(code)
+	}
+	if raceEnabled {
+		// A race-enabled program, each supervisor included, sleeps a second
+		// at exit by default.
+		os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // outcome runs task through a real processor with h as its handler and
 // returns the first outcome event (succeeded, retried or dead), so that
