@@ -27,8 +27,11 @@ const maxBrowse = 10000
 // the package documentation).
 var _ peonify.Inspector = (*Stream)(nil)
 
-// Counts returns the number of tasks in each state that the broker can
-// count (see the list above): the running tasks are this stream's only.
+// Counts returns the number of tasks in each state: pending (ready in the
+// work queue, and received by this stream but not handed out), scheduled
+// (in the delay queues), dead, and running: the deliveries this stream has
+// handed out and not settled, as other processes' are not visible over
+// AMQP. There are no done tasks.
 func (s *Stream) Counts(ctx context.Context) (map[peonify.State]int, error) {
 	ss, err := s.session(ctx, true)
 	if err != nil {
