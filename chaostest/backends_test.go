@@ -122,7 +122,7 @@ func openStream(ctx context.Context, spec streamSpec, name string, logger *slog.
 		if err != nil {
 			return nil, err
 		}
-		return &opened{s: s, enq: s, insp: s.Inspector(), done: func() {}}, nil
+		return &opened{s: s, enq: s, insp: s, done: func() {}}, nil
 	}
 	return nil, fmt.Errorf("unknown stream kind %q", spec.Kind)
 }

@@ -31,6 +31,10 @@
 // detection, large payloads); checks that need a missing capability, or an
 // optional interface the stream does not implement (peonify.Extender,
 // peonify.Inspector, peonify.Waker), are skipped with a message saying why.
+// A stream whose server cannot answer some Inspector calls lists them in
+// Features.InspectorUnsupported: the suite then accepts
+// errors.ErrUnsupported from those calls, checks that they do return it,
+// and fails on it from any other.
 //
 // The suite checks, among other things: byte-exact round trips of binary,
 // empty and large payloads; that Poll never returns more than asked; that

@@ -120,6 +120,21 @@ func (f *faulty) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
 	return err
 }
 
+// List answers List(pending) with an error wrapping errors.ErrUnsupported
+// under the faults whose names start with "unsupported-", and with a bare
+// errors.ErrUnsupported under "bare-unsupported".
+func (f *faulty) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.TaskInfo, error) {
+	if opts.State == peonify.StatePending {
+		switch {
+		case f.fault == "bare-unsupported":
+			return nil, errors.ErrUnsupported
+		case strings.HasPrefix(f.fault, "unsupported-"):
+			return nil, fmt.Errorf("faulty: cannot list pending tasks: %w", errors.ErrUnsupported)
+		}
+	}
+	return f.Stream.List(ctx, opts)
+}
+
 func (f *faulty) Close(ctx context.Context) error {
 	f.mu.Lock()
 	again := f.closed
@@ -135,6 +150,10 @@ func (f *faulty) Close(ctx context.Context) error {
 // PEONIFYTEST_FAULT injected when it is set (see TestSuiteCatchesFaults).
 func TestFaultyStream(t *testing.T) {
 	fault := os.Getenv(faultEnv)
+	var unsupported []peonifytest.InspectCall
+	if fault == "unsupported-declared" || fault == "bare-unsupported" || fault == "declared-but-answers" {
+		unsupported = []peonifytest.InspectCall{"List(pending)"}
+	}
 	peonifytest.TestStream(t, func(t *testing.T) peonify.Stream {
 		s := &faulty{
 			Stream: memstream.New(memstream.Config{Lease: lease}),
@@ -143,7 +162,7 @@ func TestFaultyStream(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = s.Stream.Close(context.Background()) })
 		return s
-	}, peonifytest.Features{Lease: lease})
+	}, peonifytest.Features{Lease: lease, InspectorUnsupported: unsupported})
 }
 
 // TestSuiteCatchesFaults shows that each check fails on the bug it is meant
@@ -169,9 +188,13 @@ func TestSuiteCatchesFaults(t *testing.T) {
 		{"ignore-run-at", "ScheduledNotEarly"},
 		{"hide-duplicates", "DuplicateID"},
 		{"close-twice-errors", "Close"},
+		{"unsupported-undeclared", "Inspector"},
+		{"bare-unsupported", "InspectorUnsupported"},
+		{"declared-but-answers", "InspectorUnsupported"},
+		{"declared-but-answers", "Inspector"},
 	}
 	for _, tc := range faults {
-		t.Run(tc.fault, func(t *testing.T) {
+		t.Run(tc.fault+"/"+tc.check, func(t *testing.T) {
 			t.Parallel()
 			run := "^TestFaultyStream$/^" + regexp.QuoteMeta(tc.check) + "$"
 			cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run="+run, "-test.v", "-test.count=1")
@@ -186,6 +209,22 @@ func TestSuiteCatchesFaults(t *testing.T) {
 			}
 			t.Logf("with fault %s, %s failed as it should:\n%s", tc.fault, tc.check, failures(out))
 		})
+	}
+}
+
+// TestSuiteAcceptsDeclaredUnsupported runs the Inspector checks in a child
+// process against a stream that cannot list pending tasks and says so in
+// Features.InspectorUnsupported: they pass.
+func TestSuiteAcceptsDeclaredUnsupported(t *testing.T) {
+	if os.Getenv(faultEnv) != "" {
+		t.Skip("running as a child of TestSuiteCatchesFaults")
+	}
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestFaultyStream$/^(Inspector|InspectorUnsupported|DeadIsInspectable)$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), faultEnv+"=unsupported-declared")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestFaultyStream/InspectorUnsupported ") ||
+		!strings.Contains(string(out), "--- PASS: TestFaultyStream/Inspector ") {
+		t.Fatalf("the Inspector checks of a stream that declares List(pending) unsupported did not pass (err %v):\n%s", err, out)
 	}
 }
 

@@ -30,7 +30,10 @@ type harness struct {
 	f   Features
 	ext peonify.Extender  // nil if the stream does not extend leases
 	ins peonify.Inspector // nil if the stream cannot be inspected
-	enq peonify.Enqueuer  // nil if the suite enqueues with Features.Enqueue
+
+	// unsupported holds Features.InspectorUnsupported.
+	unsupported map[InspectCall]bool
+	enq         peonify.Enqueuer // nil if the suite enqueues with Features.Enqueue
 
 	// late is set when the test ran so slowly that a lease it relied on may
 	// have ended (see noteLate).
@@ -43,7 +46,10 @@ func newHarness(t *testing.T, newStream func(t *testing.T) peonify.Stream, f Fea
 	if s == nil {
 		t.Fatal("peonifytest: newStream returned a nil stream")
 	}
-	h := &harness{t: t, s: s, f: f}
+	h := &harness{t: t, s: s, f: f, unsupported: map[InspectCall]bool{}}
+	for _, c := range f.InspectorUnsupported {
+		h.unsupported[c] = true
+	}
 	h.ext, _ = s.(peonify.Extender)
 	h.ins, _ = s.(peonify.Inspector)
 	h.enq, _ = s.(peonify.Enqueuer)
@@ -358,43 +364,6 @@ func (h *harness) reclaim(d peonify.Delivery) peonify.Delivery {
 			d.Task.ID, d.Token)
 	}
 	return d2
-}
-
-// get returns the task as the Inspector sees it, failing the test on an
-// error.
-func (h *harness) get(id string) peonify.TaskInfo {
-	h.t.Helper()
-	info, err := h.ins.Get(h.ctx(), id)
-	if err != nil {
-		h.t.Fatalf("Inspector.Get(%s): %v", id, err)
-	}
-	if info.Task.ID != id {
-		h.t.Fatalf("Inspector.Get(%s) returned task %q", id, info.Task.ID)
-	}
-	return info
-}
-
-// wantState checks the Inspector's state of task id.
-func (h *harness) wantState(id string, want peonify.State, when string) peonify.TaskInfo {
-	h.t.Helper()
-	info := h.get(id)
-	if info.State != want {
-		h.t.Errorf("%s: Inspector.Get(%s).State = %q, want %q", when, id, info.State, want)
-	}
-	return info
-}
-
-// wantGone checks that the Inspector shows task id as removed or done.
-func (h *harness) wantGone(id, when string) {
-	h.t.Helper()
-	info, err := h.ins.Get(h.ctx(), id)
-	switch {
-	case errors.Is(err, peonify.ErrNotFound):
-	case err != nil:
-		h.t.Errorf("%s: Inspector.Get(%s): %v, want an error wrapping peonify.ErrNotFound or a done task", when, id, err)
-	case info.State != peonify.StateDone:
-		h.t.Errorf("%s: Inspector.Get(%s).State = %q, want the task gone or %q", when, id, info.State, peonify.StateDone)
-	}
 }
 
 // checkStaleResult checks the result of an Ack, Nack or Extend of a claim

@@ -3,11 +3,14 @@ package peonifytest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/peonify/peonify"
 )
+
+//go:generate go run ../internal/capgen -base FaultStream -wrapping faultStream -out capability_gen.go
 
 // Op names a Stream method that a FaultStream can disturb.
 type Op string
@@ -31,10 +34,46 @@ var ErrInjected = errors.New("peonifytest: injected fault")
 // packets). It is for users' own tests of handlers and configurations, and
 // for chaos tests: the wrapped stream stays real.
 //
-// FaultStream implements every optional interface; one the wrapped stream
-// lacks returns errors.ErrUnsupported (Extend, Enqueue, Inspector methods)
-// or never signals (Wake).
-type FaultStream struct {
+// A FaultStream's dynamic type implements, of the optional interfaces
+// peonify.Extender, peonify.Waker, peonify.Enqueuer, peonify.Inspector and
+// peonify.PollLimiter, exactly those that the wrapped stream implements, so
+// that the processor sees the stream as it is. Assert one to call it:
+// fs.(peonify.Enqueuer).Enqueue(ctx, tasks...). Inspection, Wake and
+// MaxPoll are never disturbed; Close only ends a pause.
+type FaultStream interface {
+	peonify.Stream
+
+	// FailNext makes the next n calls of op fail with err (ErrInjected if
+	// nil) without reaching the wrapped stream.
+	FailNext(op Op, n int, err error)
+
+	// Delay adds d of latency before every call of op reaches the wrapped
+	// stream; zero removes it. A delayed call still ends early when its
+	// ctx does.
+	Delay(op Op, d time.Duration)
+
+	// Pause makes every call of an Op block until Resume or until its ctx
+	// ends.
+	Pause()
+
+	// Resume releases the calls blocked by Pause.
+	Resume()
+
+	// Calls returns how many calls of op reached the FaultStream, failed
+	// or not.
+	Calls(op Op) int
+
+	// Unwrap returns the wrapped stream.
+	Unwrap() peonify.Stream
+
+	// Name returns the wrapped stream's name (its Name method, or else its
+	// type), so that the processor's logs and stats name it as before.
+	Name() string
+}
+
+// faultStream is a FaultStream with every optional method; NewFaultStream
+// hides those that the wrapped stream lacks.
+type faultStream struct {
 	inner peonify.Stream
 
 	mu      sync.Mutex
@@ -45,15 +84,17 @@ type FaultStream struct {
 	calls   map[Op]int
 }
 
-// NewFaultStream wraps s. With no fault set it behaves exactly like s.
-func NewFaultStream(s peonify.Stream) *FaultStream {
-	return &FaultStream{inner: s, fail: map[Op]int{}, failErr: map[Op]error{},
+// NewFaultStream wraps s. With no fault set it behaves exactly like s, and
+// it has the optional interfaces that s has, no more.
+func NewFaultStream(s peonify.Stream) FaultStream {
+	f := &faultStream{inner: s, fail: map[Op]int{}, failErr: map[Op]error{},
 		delay: map[Op]time.Duration{}, calls: map[Op]int{}}
+	return f.like(capabilitiesOf(s))
 }
 
 // FailNext makes the next n calls of op fail with err (ErrInjected if nil)
 // without reaching the wrapped stream.
-func (f *FaultStream) FailNext(op Op, n int, err error) {
+func (f *faultStream) FailNext(op Op, n int, err error) {
 	if err == nil {
 		err = ErrInjected
 	}
@@ -65,14 +106,14 @@ func (f *FaultStream) FailNext(op Op, n int, err error) {
 // Delay adds d of latency before every call of op reaches the wrapped
 // stream; zero removes it. A delayed call still ends early when its ctx
 // does.
-func (f *FaultStream) Delay(op Op, d time.Duration) {
+func (f *faultStream) Delay(op Op, d time.Duration) {
 	f.mu.Lock()
 	f.delay[op] = d
 	f.mu.Unlock()
 }
 
 // Pause makes every call block until Resume or until its ctx ends.
-func (f *FaultStream) Pause() {
+func (f *faultStream) Pause() {
 	f.mu.Lock()
 	if f.paused == nil {
 		f.paused = make(chan struct{})
@@ -81,7 +122,7 @@ func (f *FaultStream) Pause() {
 }
 
 // Resume releases the calls blocked by Pause.
-func (f *FaultStream) Resume() {
+func (f *faultStream) Resume() {
 	f.mu.Lock()
 	if f.paused != nil {
 		close(f.paused)
@@ -92,17 +133,18 @@ func (f *FaultStream) Resume() {
 
 // Calls returns how many calls of op reached the FaultStream, failed or
 // not.
-func (f *FaultStream) Calls(op Op) int {
+func (f *faultStream) Calls(op Op) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.calls[op]
 }
 
-// Unwrap returns the wrapped stream.
-func (f *FaultStream) Unwrap() peonify.Stream { return f.inner }
+func (f *faultStream) Unwrap() peonify.Stream { return f.inner }
+
+func (f *faultStream) Name() string { return nameOf(f.inner) }
 
 // before applies the faults set for op; a non-nil error ends the call.
-func (f *FaultStream) before(ctx context.Context, op Op) error {
+func (f *faultStream) before(ctx context.Context, op Op) error {
 	f.mu.Lock()
 	f.calls[op]++
 	paused, d := f.paused, f.delay[op]
@@ -132,7 +174,7 @@ func (f *FaultStream) before(ctx context.Context, op Op) error {
 }
 
 // Poll calls the wrapped stream's Poll unless a fault intervenes.
-func (f *FaultStream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+func (f *faultStream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
 	if err := f.before(ctx, OpPoll); err != nil {
 		return nil, err
 	}
@@ -140,7 +182,7 @@ func (f *FaultStream) Poll(ctx context.Context, max int) ([]peonify.Delivery, er
 }
 
 // Ack calls the wrapped stream's Ack unless a fault intervenes.
-func (f *FaultStream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
+func (f *faultStream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	if err := f.before(ctx, OpAck); err != nil {
 		return err
 	}
@@ -148,7 +190,7 @@ func (f *FaultStream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 }
 
 // Nack calls the wrapped stream's Nack unless a fault intervenes.
-func (f *FaultStream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.NackOptions) error {
+func (f *faultStream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.NackOptions) error {
 	if err := f.before(ctx, OpNack); err != nil {
 		return err
 	}
@@ -157,120 +199,78 @@ func (f *FaultStream) Nack(ctx context.Context, d peonify.Delivery, opts peonify
 
 // Close closes the wrapped stream. It is never disturbed, so that tests
 // can always clean up.
-func (f *FaultStream) Close(ctx context.Context) error {
+func (f *faultStream) Close(ctx context.Context) error {
 	f.Resume()
 	return f.inner.Close(ctx)
 }
 
 // Extend calls the wrapped stream's Extend unless a fault intervenes.
-func (f *FaultStream) Extend(ctx context.Context, d peonify.Delivery, lease time.Duration) (peonify.Delivery, error) {
-	e, ok := f.inner.(peonify.Extender)
-	if !ok {
-		return d, errors.ErrUnsupported
-	}
+func (f *faultStream) Extend(ctx context.Context, d peonify.Delivery, lease time.Duration) (peonify.Delivery, error) {
 	if err := f.before(ctx, OpExtend); err != nil {
 		return d, err
 	}
-	return e.Extend(ctx, d, lease)
+	return f.inner.(peonify.Extender).Extend(ctx, d, lease)
 }
 
-// Wake returns the wrapped stream's wake channel, or one that never
-// signals.
-func (f *FaultStream) Wake() <-chan struct{} {
-	if w, ok := f.inner.(peonify.Waker); ok {
-		return w.Wake()
-	}
-	return nil
-}
+// Wake returns the wrapped stream's wake channel.
+func (f *faultStream) Wake() <-chan struct{} { return f.inner.(peonify.Waker).Wake() }
 
-// MaxPoll passes on the wrapped stream's cap on one Poll
-// (peonify.PollLimiter), or 0 for none, so that the processor does not take
-// a capped batch for a drained stream.
-func (f *FaultStream) MaxPoll() int {
-	if l, ok := f.inner.(peonify.PollLimiter); ok {
-		return l.MaxPoll()
-	}
-	return 0
-}
+// MaxPoll passes on the wrapped stream's cap on one Poll, so that the
+// processor does not take a capped batch for a drained stream.
+func (f *faultStream) MaxPoll() int { return f.inner.(peonify.PollLimiter).MaxPoll() }
 
 // Enqueue calls the wrapped stream's Enqueue unless a fault intervenes.
-func (f *FaultStream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
-	e, ok := f.inner.(peonify.Enqueuer)
-	if !ok {
-		return errors.ErrUnsupported
-	}
+func (f *faultStream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
 	if err := f.before(ctx, OpEnqueue); err != nil {
 		return err
 	}
-	return e.Enqueue(ctx, tasks...)
-}
-
-func (f *FaultStream) inspector() (peonify.Inspector, error) {
-	if i, ok := f.inner.(peonify.Inspector); ok {
-		return i, nil
-	}
-	return nil, errors.ErrUnsupported
+	return f.inner.(peonify.Enqueuer).Enqueue(ctx, tasks...)
 }
 
 // Counts calls the wrapped stream's Inspector. Inspection is never
 // disturbed.
-func (f *FaultStream) Counts(ctx context.Context) (map[peonify.State]int, error) {
-	i, err := f.inspector()
-	if err != nil {
-		return nil, err
-	}
-	return i.Counts(ctx)
+func (f *faultStream) Counts(ctx context.Context) (map[peonify.State]int, error) {
+	return f.inner.(peonify.Inspector).Counts(ctx)
 }
 
 // List calls the wrapped stream's Inspector.
-func (f *FaultStream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.TaskInfo, error) {
-	i, err := f.inspector()
-	if err != nil {
-		return nil, err
-	}
-	return i.List(ctx, opts)
+func (f *faultStream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.TaskInfo, error) {
+	return f.inner.(peonify.Inspector).List(ctx, opts)
 }
 
 // Get calls the wrapped stream's Inspector.
-func (f *FaultStream) Get(ctx context.Context, id string) (peonify.TaskInfo, error) {
-	i, err := f.inspector()
-	if err != nil {
-		return peonify.TaskInfo{}, err
-	}
-	return i.Get(ctx, id)
+func (f *faultStream) Get(ctx context.Context, id string) (peonify.TaskInfo, error) {
+	return f.inner.(peonify.Inspector).Get(ctx, id)
 }
 
 // Retry calls the wrapped stream's Inspector.
-func (f *FaultStream) Retry(ctx context.Context, ids ...string) (int, error) {
-	i, err := f.inspector()
-	if err != nil {
-		return 0, err
-	}
-	return i.Retry(ctx, ids...)
+func (f *faultStream) Retry(ctx context.Context, ids ...string) (int, error) {
+	return f.inner.(peonify.Inspector).Retry(ctx, ids...)
 }
 
 // Delete calls the wrapped stream's Inspector.
-func (f *FaultStream) Delete(ctx context.Context, ids ...string) (int, error) {
-	i, err := f.inspector()
-	if err != nil {
-		return 0, err
-	}
-	return i.Delete(ctx, ids...)
+func (f *faultStream) Delete(ctx context.Context, ids ...string) (int, error) {
+	return f.inner.(peonify.Inspector).Delete(ctx, ids...)
 }
 
 // Purge calls the wrapped stream's Inspector.
-func (f *FaultStream) Purge(ctx context.Context, state peonify.State) (int, error) {
-	i, err := f.inspector()
-	if err != nil {
-		return 0, err
-	}
-	return i.Purge(ctx, state)
+func (f *faultStream) Purge(ctx context.Context, state peonify.State) (int, error) {
+	return f.inner.(peonify.Inspector).Purge(ctx, state)
 }
 
 var (
-	_ peonify.Stream    = (*FaultStream)(nil)
-	_ peonify.Extender  = (*FaultStream)(nil)
-	_ peonify.Waker     = (*FaultStream)(nil)
-	_ peonify.Enqueuer  = (*FaultStream)(nil)
-	_ peonify.Inspector = (*FaultStream)(nil)
+	_ FaultStream         = (*faultStream)(nil)
+	_ peonify.Extender    = (*faultStream)(nil)
+	_ peonify.Waker       = (*faultStream)(nil)
+	_ peonify.Enqueuer    = (*faultStream)(nil)
+	_ peonify.Inspector   = (*faultStream)(nil)
+	_ peonify.PollLimiter = (*faultStream)(nil)
 )
+
+// nameOf names s as the processor does: its Name method, or else its type.
+func nameOf(s peonify.Stream) string {
+	if n, ok := s.(interface{ Name() string }); ok {
+		return n.Name()
+	}
+	return fmt.Sprintf("%T", s)
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,7 +22,7 @@ func TestFaultStreamProcessorRecovers(t *testing.T) {
 	fs := peonifytest.NewFaultStream(ms)
 	const n = 50
 	for range n {
-		if err := fs.Enqueue(context.Background(), &peonify.Task{Type: "t"}); err != nil {
+		if err := fs.(peonify.Enqueuer).Enqueue(context.Background(), &peonify.Task{Type: "t"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -80,15 +81,55 @@ type capped struct{ *memstream.Stream }
 
 func (capped) MaxPoll() int { return 7 }
 
-// TestFaultStreamPassesOnMaxPoll checks that wrapping a stream keeps its
-// PollLimiter, which the processor needs to tell a capped batch from a
-// drained stream.
-func TestFaultStreamPassesOnMaxPoll(t *testing.T) {
-	var s peonify.Stream = peonifytest.NewFaultStream(capped{memstream.New(memstream.Config{})})
-	if l, ok := s.(peonify.PollLimiter); !ok || l.MaxPoll() != 7 {
-		t.Errorf("a FaultStream over a stream with MaxPoll 7 reports %v", s)
+// capabilities names the optional interfaces that s implements.
+func capabilities(s peonify.Stream) []string {
+	var names []string
+	if _, ok := s.(peonify.Extender); ok {
+		names = append(names, "Extender")
 	}
-	if l := peonifytest.NewFaultStream(memstream.New(memstream.Config{})); l.MaxPoll() != 0 {
-		t.Errorf("a FaultStream over a stream without a cap reports MaxPoll %d, want 0", l.MaxPoll())
+	if _, ok := s.(peonify.Waker); ok {
+		names = append(names, "Waker")
+	}
+	if _, ok := s.(peonify.Enqueuer); ok {
+		names = append(names, "Enqueuer")
+	}
+	if _, ok := s.(peonify.Inspector); ok {
+		names = append(names, "Inspector")
+	}
+	if _, ok := s.(peonify.PollLimiter); ok {
+		names = append(names, "PollLimiter")
+	}
+	return names
+}
+
+// TestFaultStreamCapabilities checks that a FaultStream implements exactly
+// the optional interfaces of the stream it wraps, so that the processor
+// neither misses one (a PollLimiter's cap) nor sees one the stream lacks
+// (an Extender that would fail every renewal), and passes their calls on.
+func TestFaultStreamCapabilities(t *testing.T) {
+	ms := memstream.New(memstream.Config{})
+	for _, inner := range []peonify.Stream{
+		ms,
+		capped{ms},
+		struct{ peonify.Stream }{ms},
+		struct {
+			peonify.Stream
+			peonify.Waker
+		}{ms, ms},
+		peonifytest.NewFaultStream(capped{ms}),
+	} {
+		fs := peonifytest.NewFaultStream(inner)
+		if got, want := capabilities(fs), capabilities(inner); !slices.Equal(got, want) {
+			t.Errorf("a FaultStream over %T implements %v, want exactly %v", inner, got, want)
+		}
+		if fs.Unwrap() != inner {
+			t.Errorf("Unwrap of a FaultStream over %T does not return it", inner)
+		}
+	}
+	if l, ok := peonifytest.NewFaultStream(capped{ms}).(peonify.PollLimiter); !ok || l.MaxPoll() != 7 {
+		t.Error("a FaultStream over a stream with MaxPoll 7 does not pass it on")
+	}
+	if name := peonifytest.NewFaultStream(ms).Name(); name != ms.Name() {
+		t.Errorf("Name() = %q, want the wrapped stream's %q", name, ms.Name())
 	}
 }

@@ -16,20 +16,11 @@ func testAckRemoves(h *harness) {
 	ds := h.collect(len(tasks), len(tasks))
 	h.ack(ds...)
 	h.nothingUntil(h.afterLease(latestDeadline(ds)), "every task was acked, so none may be delivered again")
-	if h.ins == nil {
-		return
-	}
 	for _, tk := range tasks {
 		h.wantGone(tk.ID, "after Ack")
 	}
-	counts, err := h.ins.Counts(h.ctx())
-	if err != nil {
-		h.t.Fatalf("Inspector.Counts: %v", err)
-	}
 	for _, st := range []peonify.State{peonify.StatePending, peonify.StateScheduled, peonify.StateRunning, peonify.StateDead} {
-		if counts[st] != 0 {
-			h.t.Errorf("after every task was acked, Inspector.Counts()[%q] = %d, want 0", st, counts[st])
-		}
+		h.wantCount(st, 0)
 	}
 }
 
@@ -51,9 +42,7 @@ func testAckIdempotent(h *harness) {
 	err = h.s.Nack(h.ctx(), d, peonify.NackOptions{Outcome: peonify.OutcomeDead, Reason: "peonifytest: nack after ack"})
 	h.checkStaleResult("Nack(dead) after Ack", err)
 	h.nothingUntil(h.afterLease(d.Deadline), "the task was acked; a later Nack must not bring it back")
-	if h.ins != nil {
-		h.wantGone(tk.ID, "after Ack then Nack")
-	}
+	h.wantGone(tk.ID, "after Ack then Nack")
 }
 
 // testLeaseExpiry checks that a task whose lease ends without an ack comes
@@ -118,6 +107,7 @@ func (h *harness) checkClaimHolds(current peonify.Delivery, after string) peonif
 		info, err := h.ins.Get(h.ctx(), current.Task.ID)
 		h.noteLate(current.Deadline)
 		switch {
+		case !h.answered(callOf("Get", peonify.StateRunning), err):
 		case err != nil:
 			h.failf("after %s, Inspector.Get(%s): %v; the stale call must not remove a task that a newer claim holds",
 				after, current.Task.ID, err)
@@ -153,10 +143,8 @@ func testStaleAck(h *harness) {
 	h.ack(current)
 	h.nothingUntil(h.afterLease(latestDeadline([]peonify.Delivery{current, other})),
 		"both tasks were acked by their current claims; neither may be delivered again")
-	if h.ins != nil {
-		h.wantGone(current.Task.ID, "after the current claim's Ack")
-		h.wantGone(other.Task.ID, "after an Ack of it in a batch with a stale delivery")
-	}
+	h.wantGone(current.Task.ID, "after the current claim's Ack")
+	h.wantGone(other.Task.ID, "after an Ack of it in a batch with a stale delivery")
 }
 
 // testStaleNack checks that Nacks from a claim whose lease ended and whose
@@ -170,9 +158,7 @@ func testStaleNack(h *harness) {
 	current = h.checkClaimHolds(current, "stale Nacks")
 	h.ack(current)
 	h.nothingUntil(h.afterLease(current.Deadline), "the task was acked by its current claim; it must not be delivered a third time")
-	if h.ins != nil {
-		h.wantGone(current.Task.ID, "after stale Nacks and the current claim's Ack")
-	}
+	h.wantGone(current.Task.ID, "after stale Nacks and the current claim's Ack")
 }
 
 // testStaleExtend checks that Extend of a claim that is no longer current

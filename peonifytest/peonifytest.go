@@ -47,6 +47,20 @@ type Features struct {
 	// live Task.UniqueKey values.
 	NoUniqueKey bool
 
+	// InspectorUnsupported lists the peonify.Inspector calls that the
+	// stream answers with an error wrapping errors.ErrUnsupported, because
+	// its server cannot answer them (a broker that cannot list a queue, or
+	// find a message by ID), as in
+	//
+	//	[]peonifytest.InspectCall{"List(pending)", "Get(running)"}
+	//
+	// The Inspector checks accept that error from these calls, and from no
+	// others, and skip what depends on their answers; the
+	// InspectorUnsupported check makes each listed call and fails unless it
+	// returns such an error, wrapped with the reason, so that the list
+	// stays true.
+	InspectorUnsupported []InspectCall
+
 	// MaxPayload is the largest Task.Payload, in bytes, that the stream
 	// carries. Zero means at least 256 KiB, the largest payload the suite
 	// sends.
@@ -107,6 +121,7 @@ var tests = []test{
 	{"NackDeadIsNotRedelivered", testNackDead},
 	{"DeadIsInspectable", testDeadInspectable},
 	{"Inspector", testInspector},
+	{"InspectorUnsupported", testInspectorUnsupported},
 	{"ScheduledNotEarly", testScheduled},
 	{"Priority", testPriority},
 	{"DuplicateID", testDuplicateID},
@@ -137,6 +152,9 @@ func TestStream(t *testing.T, newStream func(t *testing.T) peonify.Stream, f Fea
 	}
 	if f.Lease < 0 || f.MaxPayload < 0 {
 		t.Fatal("peonifytest: Features.Lease and Features.MaxPayload must not be negative")
+	}
+	if err := checkInspectCalls(f.InspectorUnsupported); err != nil {
+		t.Fatal("peonifytest: ", err)
 	}
 	f = f.withDefaults()
 	for _, tc := range tests {

@@ -350,17 +350,12 @@ func (s *amqpSpec) open(ctx context.Context, r *resources) (peonify.Stream, erro
 	return st, nil
 }
 
-// inspectorOf returns the Inspector of a stream: the stream itself, or
-// what its Inspector method returns (amqpstream, whose Inspector sees
-// less than a full one).
+// inspectorOf returns the Inspector of a stream: the stream itself, if it
+// is one. One that cannot answer some questions (amqpstream) says so with
+// errors.ErrUnsupported.
 func inspectorOf(s peonify.Stream) (peonify.Inspector, bool) {
-	switch v := s.(type) {
-	case peonify.Inspector:
-		return v, true
-	case interface{ Inspector() *amqpstream.Inspector }:
-		return v.Inspector(), true
-	}
-	return nil, false
+	in, ok := s.(peonify.Inspector)
+	return in, ok
 }
 
 // redis returns the client of a Redis URL, connecting on first use.

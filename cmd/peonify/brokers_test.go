@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +84,12 @@ tasks:
 	}
 	if len(dead) != 1 || dead[0].ID != "p1" || !strings.Contains(dead[0].LastError, "cannot parse this") {
 		t.Errorf("dead tasks %+v, want p1 with its error", dead)
+	}
+	// Every state, on a store that cannot list some of them (amqp): the
+	// others are listed, the dead task among them.
+	r = mustRun(t, dir, "", append([]string{"tasks", "list", "--json"}, store...)...)
+	if err := json.Unmarshal([]byte(r.stdout), &dead); err != nil || !slices.ContainsFunc(dead, func(tj taskJSON) bool { return tj.ID == "p1" }) {
+		t.Errorf("tasks list --json of every state does not show the dead task p1 (%v):\n%s", err, r)
 	}
 	if tj := show(t, dir, "p1", store...); tj.State != "dead" || tj.Type != "poison" {
 		t.Errorf("tasks show p1: %+v", tj)

@@ -219,6 +219,11 @@ func (c *cli) tasksList(cmd *command, args []string) error {
 				break
 			}
 			got, err := in.List(ctx, peonify.ListOptions{State: s, Type: *typ, Limit: *limit - len(infos), After: *after})
+			if errors.Is(err, errors.ErrUnsupported) && len(states) > 1 {
+				// A store that cannot list this state (amqp): list the others.
+				fmt.Fprintf(c.stderr, "not listed: %v\n", err)
+				continue
+			}
 			if err != nil {
 				return err
 			}

@@ -10,10 +10,17 @@ import (
 // conformanceFeatures is what the suite should expect of the stream.
 // Claims never expire (the broker holds an unacknowledged message until
 // its channel closes), so Lease is 0; RabbitMQ cannot detect duplicates;
-// a plain work queue is FIFO.
+// a plain work queue is FIFO. The Inspector sees dead tasks only: it
+// cannot list the other states, nor find a task that is not dead by ID
+// (nor tell one from a task that is gone).
 var conformanceFeatures = peonifytest.Features{
 	NoDuplicateCheck: true,
 	NoPriority:       true,
+	InspectorUnsupported: []peonifytest.InspectCall{
+		"List(pending)", "List(scheduled)", "List(running)",
+		"Get(pending)", "Get(scheduled)", "Get(running)", "Get(done)",
+		"Delete(pending)", "Delete(scheduled)", "Delete(running)", "Delete(done)",
+	},
 }
 
 // TestConformance runs the public stream suite against the real broker,

@@ -118,9 +118,15 @@
 //   - Deduplicate: RabbitMQ cannot find a message by ID, so Enqueue of a
 //     task ID already stored (or of a live Task.UniqueKey) stores another
 //     copy. Handlers must be idempotent; Task.ID is the key to use.
-//   - Inspect one task: the Inspector (Stream.Inspector) counts tasks by
-//     state, and lists, retries and deletes dead tasks, but cannot look up
-//     or list pending and scheduled tasks. Stream does not implement
-//     peonify.Inspector itself, so that nothing mistakes those limits for
-//     an empty queue.
+//   - Inspect one task: as a peonify.Inspector the Stream counts tasks by
+//     state (pending: ready in the work queue or received by this stream
+//     and not handed out; scheduled: in the delay queues; dead; running:
+//     handed out by this stream, as other processes' deliveries are not
+//     visible over AMQP), and lists, gets, retries and deletes dead tasks
+//     (reading the dead-letter queue with basic.get, at most 10,000
+//     messages, and putting back the others). It cannot list pending,
+//     scheduled or running tasks, nor get or delete one by ID: those calls
+//     return an error wrapping errors.ErrUnsupported, so that nothing
+//     mistakes those limits for an empty queue. Purge empties the queue of
+//     pending, scheduled or dead tasks.
 package amqpstream

@@ -94,14 +94,14 @@ func ExampleStream_Publishing() {
 // Dead tasks, as the broker can show them: counts of every state, and the
 // dead-letter queue's tasks with their reasons. (Not run by go test: it
 // needs a broker at AMQP_URL.)
-func ExampleInspector() {
+func ExampleStream_inspect() {
 	ctx := context.Background()
 	stream, err := amqpstream.New(os.Getenv("AMQP_URL"), amqpstream.Config{Queue: "emails"})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer stream.Close(ctx)
-	in := stream.Inspector()
+	var in peonify.Inspector = stream
 	counts, err := in.Counts(ctx)
 	if err != nil {
 		log.Fatal(err)

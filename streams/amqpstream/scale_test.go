@@ -53,7 +53,7 @@ func TestScaleOut(t *testing.T) {
 		// end of the drain.
 		Drained: func(*testing.T) (bool, string) { return true, "" },
 	}.Run(t)
-	streamtest.WantEmpty(t, s.Inspector(), peonify.StatePending, peonify.StateDead, peonify.StateScheduled)
+	streamtest.WantEmpty(t, s, peonify.StatePending, peonify.StateDead, peonify.StateScheduled)
 }
 
 // prefetchLog is the log of the prefetch counts that child i reached.

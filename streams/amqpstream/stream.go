@@ -17,11 +17,13 @@ import (
 )
 
 // Stream is a Peonify stream on a RabbitMQ (AMQP 0-9-1) work queue. It
-// implements peonify.Stream, peonify.Waker and peonify.Enqueuer; its
-// Inspector method returns what the broker can show of the queue.
+// implements peonify.Stream, peonify.Waker, peonify.Enqueuer and
+// peonify.Inspector; as an Inspector it answers what the broker can show
+// of the queue, and errors.ErrUnsupported for the rest (see Counts, List,
+// Get and Delete).
 //
 // The stream owns its connection: it connects on first use (Poll,
-// Enqueue, Wake or the Inspector), and when the connection is lost it
+// Enqueue, Wake or an Inspector method), and when the connection is lost it
 // reconnects by itself with a jittered backoff, declares its queues again
 // and resumes consuming. Deliveries claimed on a lost connection are
 // stale: Ack and Nack report them with peonify.ErrLeaseLost, and the

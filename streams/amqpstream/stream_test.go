@@ -196,7 +196,7 @@ func TestPoisonNeverHotLoops(t *testing.T) {
 	if took < 150*time.Millisecond { // backoffs of 50ms and 100ms
 		t.Errorf("three attempts took %s: the retry delays were not honoured", took)
 	}
-	n, err := s2(t, s).Inspector().Counts(streamtest.Context(t))
+	n, err := s2(t, s).Counts(streamtest.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +305,6 @@ func TestCrashLoopEndsDead(t *testing.T) {
 		t.Fatalf("second delivery has attempt %d, want 2", d.Task.Attempt)
 	}
 	net.cut() // attempt 2, the last, lost
-	in := s.Inspector()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ds, _ := s.Poll(streamtest.Context(t), 1)
@@ -320,7 +319,7 @@ func TestCrashLoopEndsDead(t *testing.T) {
 			net.cut()
 			continue
 		}
-		if info, err := in.Get(streamtest.Context(t), tk.ID); err == nil {
+		if info, err := s.Get(streamtest.Context(t), tk.ID); err == nil {
 			if info.State != peonify.StateDead || !strings.Contains(info.LastError, "out of attempts (2 of 2)") || info.Attempts != 2 {
 				t.Errorf("dead task: %+v", info)
 			}
@@ -356,7 +355,7 @@ func TestPrefetchFollowsPoll(t *testing.T) {
 		return len(c.state)
 	}
 	ready := func() int {
-		n, err := s.Inspector().Counts(ctx)
+		n, err := s.Counts(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -503,10 +502,15 @@ func TestBucketFor(t *testing.T) {
 	}
 }
 
-// TestInspector walks tasks through the states the Inspector can see.
+// TestInspector walks tasks through the states the Inspector can see, and
+// checks that the stream itself is the peonify.Inspector that tools find
+// by type assertion, answering errors.ErrUnsupported where it cannot see.
 func TestInspector(t *testing.T) {
 	s := newTestStream(t, Config{})
-	in := s.Inspector()
+	in, ok := peonify.Stream(s).(peonify.Inspector)
+	if !ok {
+		t.Fatal("amqpstream.Stream does not implement peonify.Inspector: the CLI, the dashboard and the conformance suite cannot inspect it")
+	}
 	ctx := streamtest.Context(t)
 	want := func(st peonify.State, n int) {
 		t.Helper()
@@ -538,11 +542,19 @@ func TestInspector(t *testing.T) {
 	want(peonify.StateDead, 3)
 	want(peonify.StateRunning, 2)
 
-	if _, err := in.Get(ctx, later.ID); !errors.Is(err, peonify.ErrNotFound) {
-		t.Errorf("Get of a scheduled task = %v, want ErrNotFound (it cannot be looked up)", err)
+	if _, err := in.Get(ctx, later.ID); !errors.Is(err, errors.ErrUnsupported) || errors.Is(err, peonify.ErrNotFound) {
+		t.Errorf("Get of a scheduled task = %v, want errors.ErrUnsupported (it cannot be looked up), not ErrNotFound", err)
 	}
-	if _, err := in.List(ctx, peonify.ListOptions{State: peonify.StatePending}); !errors.Is(err, errors.ErrUnsupported) {
-		t.Errorf("List(pending) = %v, want errors.ErrUnsupported", err)
+	if n, err := in.Delete(ctx, later.ID); n != 0 || !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("Delete of a scheduled task = %d, %v; want 0 and errors.ErrUnsupported (it cannot be found)", n, err)
+	}
+	for _, st := range []peonify.State{peonify.StatePending, peonify.StateScheduled, peonify.StateRunning} {
+		if _, err := in.List(ctx, peonify.ListOptions{State: st}); !errors.Is(err, errors.ErrUnsupported) {
+			t.Errorf("List(%s) = %v, want errors.ErrUnsupported", st, err)
+		}
+	}
+	if l, err := in.List(ctx, peonify.ListOptions{State: peonify.StateDone}); len(l) != 0 || err != nil {
+		t.Errorf("List(done) = %v, %v; want nothing: the broker keeps no done task", ids(l), err)
 	}
 	dead := []string{ds[0].Task.ID, ds[1].Task.ID, ds[2].Task.ID}
 	list, err := in.List(ctx, peonify.ListOptions{State: peonify.StateDead})
@@ -561,6 +573,13 @@ func TestInspector(t *testing.T) {
 	}
 	if n, err := in.Delete(ctx, dead[0]); n != 1 || err != nil {
 		t.Errorf("Delete(dead task) = %d, %v; want 1", n, err)
+	}
+	if n, err := in.Delete(ctx, later.ID, "no-such-task"); n != 0 || !errors.Is(err, errors.ErrUnsupported) ||
+		!strings.Contains(err.Error(), later.ID) || !strings.Contains(err.Error(), "no-such-task") {
+		t.Errorf("Delete(a scheduled and an unknown task) = %d, %v; want 0 and errors.ErrUnsupported naming both", n, err)
+	}
+	if n, err := in.Retry(ctx, later.ID); n != 0 || err != nil {
+		t.Errorf("Retry of a scheduled task = %d, %v; want 0, nil: it is not dead", n, err)
 	}
 	if n, err := in.Retry(ctx, dead[1]); n != 1 || err != nil {
 		t.Errorf("Retry(dead task) = %d, %v; want 1", n, err)
@@ -581,7 +600,7 @@ func TestInspector(t *testing.T) {
 	if err := s.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	in = newTestStream(t, Config{Queue: s.Queue()}).Inspector()
+	in = newTestStream(t, Config{Queue: s.Queue()})
 	for _, c := range []struct {
 		st peonify.State
 		n  int
@@ -826,7 +845,7 @@ func TestClosedStream(t *testing.T) {
 	if err := s.Enqueue(ctx, task("c")); !errors.Is(err, peonify.ErrClosed) {
 		t.Errorf("Enqueue after Close = %v", err)
 	}
-	if _, err := s.Inspector().Counts(ctx); !errors.Is(err, peonify.ErrClosed) {
+	if _, err := s.Counts(ctx); !errors.Is(err, peonify.ErrClosed) {
 		t.Errorf("Counts after Close = %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/peonify/peonify"
@@ -321,15 +322,28 @@ func untrimmed(s string) bool {
 func isBlank(c byte) bool { return c == ' ' || c == '\t' }
 
 // headerText makes s fit in a header value: line breaks become spaces,
-// white space at either end goes, and it is cut at maxReason bytes.
+// white space at either end goes, and it is cut to at most maxReason
+// bytes, never inside a UTF-8 character.
 func headerText(s string) string {
 	if len(s) > maxReason {
-		s = s[:maxReason]
+		s = s[:runeCut(s, maxReason)]
 	}
 	if strings.ContainsAny(s, "\r\n") {
 		s = strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ").Replace(s)
 	}
 	return strings.Trim(s, " \t")
+}
+
+// runeCut returns the largest n <= max, with max < len(s), such that
+// s[:n] does not end inside a UTF-8 character. Invalid bytes count as
+// characters of their own: at most utf8.UTFMax-1 bytes are given up.
+func runeCut(s string, max int) int {
+	for n := max; n > max-utf8.UTFMax && n > 0; n-- {
+		if utf8.RuneStart(s[n]) {
+			return n
+		}
+	}
+	return max
 }
 
 func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
