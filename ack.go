@@ -160,8 +160,8 @@ func (p *Processor) ackBatch(ctx context.Context, st *streamState, batch []Deliv
 	}()
 	wait := 50 * time.Millisecond
 	for try := 1; ; try++ {
-		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := st.s.Ack(callCtx, batch...)
+		callCtx, cancel := context.WithTimeout(ctx, p.cfg.StoreTimeout)
+		err := timedOut(callCtx, "Ack", st, p.cfg.StoreTimeout, st.s.Ack(callCtx, batch...))
 		cancel()
 		if err == nil || errors.Is(err, ErrLeaseLost) {
 			return
