@@ -288,7 +288,12 @@ func (p *Processor) Run(ctx context.Context) error {
 		pollers.Go(func() { p.pollLoop(pollCtx, st) })
 	}
 	for i := range p.slots {
-		workers.Go(func() { p.work(&p.slots[i]) })
+		s := &p.slots[i]
+		s.exited = make(chan struct{})
+		workers.Go(func() {
+			defer close(s.exited)
+			p.work(s)
+		})
 	}
 	watchDone := make(chan struct{})
 	helpers.Go(func() { p.watchdog(watchDone) })
@@ -335,6 +340,9 @@ func (p *Processor) Run(ctx context.Context) error {
 		p.log.Warn("peonify: shutdown grace period ended; cancelled running tasks", "tasks", n)
 		if !p.waitUntil(allDone, cancelEnd) {
 			err = p.abandonRunning()
+			// The workers whose handlers returned are settling their tasks;
+			// their calls end by callsEnd.
+			p.waitSettled(callsEnd)
 		}
 	}
 	releasing.Wait()
@@ -366,6 +374,27 @@ func (p *Processor) Run(ctx context.Context) error {
 	p.log.Info("peonify: stopped", "succeeded", p.counters.succeeded.Load(), "released", p.counters.released.Load(),
 		"took", time.Since(start).Round(time.Millisecond))
 	return errors.Join(intakeErr, err)
+}
+
+// waitSettled waits, until t at most, for every worker to return but those
+// running a handler that shutdown gave up on.
+func (p *Processor) waitSettled(t time.Time) {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	for i := range p.slots {
+		s := &p.slots[i]
+		s.mu.Lock()
+		abandoned := s.abandoned
+		s.mu.Unlock()
+		if abandoned {
+			continue
+		}
+		select {
+		case <-s.exited:
+		case <-timer.C:
+			return
+		}
+	}
 }
 
 // shutdownTail is the part of ShutdownTimeout t that the grace period
