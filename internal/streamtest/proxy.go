@@ -82,7 +82,7 @@ func (p *Proxy) Held() int {
 	return n
 }
 
-// Close stops the proxy and closes every connection.
+// Close stops the proxy and closes every connection. It is idempotent.
 func (p *Proxy) Close() {
 	p.mu.Lock()
 	p.closed = true
