@@ -236,8 +236,8 @@ func (p *Processor) AddIntake(in Intake) error {
 //  3. running tasks get Config.ShutdownGrace to finish (cut short to leave
 //     the steps after it 30% of T, at most 8 seconds), with their leases
 //     kept alive; then their contexts are cancelled with cause ErrShutdown,
-//     they get a tenth of T (at most 3 seconds) to return, and those that
-//     return an error are released too;
+//     they get as long again to return (at most a tenth of T, and 3
+//     seconds), and those that return an error are released too;
 //  4. pending acks are flushed; this and every other call to a stream
 //     ends a tenth of T (at most 2 seconds) before T runs out;
 //  5. every stream is closed, side by side, within what is left of T.
@@ -306,7 +306,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	start := time.Now()
 	end := start.Add(t)
 	graceEnd := start.Add(min(p.cfg.ShutdownGrace, t-shutdownTail(t)))
-	cancelEnd := graceEnd.Add(min(t/10, 3*time.Second))
+	cancelEnd := graceEnd.Add(min(p.cfg.ShutdownGrace, t/10, 3*time.Second))
 	callsEnd := end.Add(-min(t/10, 2*time.Second))
 	endCalls := time.AfterFunc(time.Until(callsEnd), p.endCalls)
 	defer endCalls.Stop()

@@ -27,7 +27,7 @@ func proxiedPool(t *testing.T) (*pgxpool.Pool, *streamtest.Proxy) {
 	cfg.ConnConfig.Host, cfg.ConnConfig.Port = host, uint16(p)
 	cfg.ConnConfig.Fallbacks = nil
 	cfg.ConnConfig.RuntimeParams["application_name"] = appName(t)
-	cfg.MaxConns = 4
+	cfg.MaxConns = 2
 	// Without a connect timeout, a connection attempt into the blackhole
 	// would hang for good and hold a place in the pool (see New).
 	cfg.ConnConfig.ConnectTimeout = time.Second
