@@ -19,6 +19,7 @@
 // Migrate once (at deployment or start-up), then add the stream to a
 // processor:
 //
+//	// e.g. postgres://app@db/app?connect_timeout=10 (see New)
 //	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
 //	if err != nil {
 //		log.Fatal(err)
