@@ -350,12 +350,18 @@ func (p *Processor) Run(ctx context.Context) error {
 
 	// 4. Flush acks. They end with p.calls, at callsEnd, so a store that
 	// stopped answering cannot hold up the exit: acks that fail are tasks
-	// that run again.
+	// that run again. A call that does not return when its context ends
+	// is left behind at the deadline.
 	close(watchDone)
 	close(ackDone)
 	helpers.Wait()
 	p.flushAcks(p.calls)
-	p.renewing.Wait()
+	if !p.waitUntil(doneCh(&p.ackCalls), end) {
+		p.log.Error("peonify: a stream's Ack did not return when its context ended; going on without it")
+	}
+	if !p.waitUntil(doneCh(&p.renewing), end) {
+		p.log.Error("peonify: a stream's Extend did not return when its context ended; going on without it")
+	}
 
 	// 5. Close the streams side by side, within what is left.
 	closeCtx, cancel := context.WithDeadline(p.base, end)
@@ -368,7 +374,7 @@ func (p *Processor) Run(ctx context.Context) error {
 			}
 		})
 	}
-	if !p.waitUntil(doneCh(&closing), end.Add(time.Second)) {
+	if !p.waitUntil(doneCh(&closing), end.Add(closeSlack)) {
 		p.log.Error("peonify: a stream's Close did not return when its context ended; going on without it")
 	}
 	p.log.Info("peonify: stopped", "succeeded", p.counters.succeeded.Load(), "released", p.counters.released.Load(),
@@ -397,9 +403,33 @@ func (p *Processor) waitSettled(t time.Time) {
 	}
 }
 
+// closeSlack is how long after the shutdown's deadline Run waits for
+// streams to return from Close once its context has ended.
+const closeSlack = 250 * time.Millisecond
+
 // shutdownTail is the part of ShutdownTimeout t that the grace period
 // leaves to the steps after it: 30%, at most 8 seconds.
 func shutdownTail(t time.Duration) time.Duration { return min(t*3/10, 8*time.Second) }
+
+// waitCtx waits for wg's goroutines, or until ctx ends, and reports
+// whether they all returned. Goroutines that call a stream with ctx are
+// given a moment past its end to return, since they return only then.
+func waitCtx(ctx context.Context, wg *sync.WaitGroup) bool {
+	done := doneCh(wg)
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(closeSlack)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
 
 // doneCh returns a channel closed when wg's goroutines have all returned.
 func doneCh(wg *sync.WaitGroup) <-chan struct{} {
@@ -471,7 +501,7 @@ func (p *Processor) releaseQueued() {
 	ctx, cancel := context.WithTimeout(p.calls, p.cfg.StoreTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
-	var failed atomic.Int64
+	var pending atomic.Int64 // tasks not handed back (yet)
 	var lastErr atomic.Pointer[error]
 	sem := make(chan struct{}, releaseCalls)
 	for {
@@ -479,20 +509,31 @@ func (p *Processor) releaseQueued() {
 		select {
 		case j = <-p.queue:
 		default:
-			wg.Wait()
-			if n := failed.Load(); n > 0 {
+			var err error
+			if !waitCtx(ctx, &wg) {
+				err = fmt.Errorf("a stream's Nack did not return when its context ended: %w", ctx.Err())
+			} else if e := lastErr.Load(); e != nil {
+				err = *e
+			}
+			if err != nil {
 				p.log.Error("peonify: could not hand back tasks at shutdown; they return when their leases end",
-					"tasks", n, "err", *lastErr.Load())
+					"tasks", pending.Load(), "err", err)
 			}
 			return
 		}
 		p.dequeued()
-		sem <- struct{}{}
+		pending.Add(1)
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			continue // out of time: the task is left to its lease
+		}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			if err := p.releaseWith(ctx, j, "processor shutting down before the task started"); err != nil {
-				failed.Add(1)
 				lastErr.Store(&err)
+			} else {
+				pending.Add(-1)
 			}
 		})
 	}
@@ -564,7 +605,9 @@ func (p *Processor) abandonRunning() error {
 			}
 		})
 	}
-	wg.Wait()
+	if !waitCtx(ctx, &wg) {
+		p.log.Error("peonify: a stream's Nack did not return when its context ended; going on without it")
+	}
 	sort.Strings(ids)
 	return fmt.Errorf("peonify: %d handlers ignored context cancellation at shutdown; their tasks were released and may run again: %s",
 		len(ids), strings.Join(ids, ", "))

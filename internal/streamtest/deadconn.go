@@ -129,3 +129,99 @@ func WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) 
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// DeadShutdown is the shutdown check of every network stream: a
+// processor on Stream, whose connections go through Proxy, has every
+// worker busy and its local queue full when the proxy blackholes its
+// connections and its context ends. Run must return within
+// ShutdownTimeout (plus a second), although no release, ack or close
+// reaches the store; and no task is lost: a processor on Reader, a stream
+// of the same queue straight to the server, then runs every task, those
+// that could not be handed back once their leases end.
+type DeadShutdown struct {
+	Proxy    *Proxy
+	Stream   peonify.Stream   // its connections go through Proxy; its lease should be short
+	Producer peonify.Enqueuer // straight to the server
+	Reader   peonify.Stream   // the same queue, straight to the server
+
+	// ShutdownTimeout is the processor's Config.ShutdownTimeout. Defaults
+	// to 4s; StoreTimeout and ShutdownGrace are a second.
+	ShutdownTimeout time.Duration
+
+	// Within is how long the tasks may take to run again after the
+	// shutdown: their lease, and the time the store takes to notice that
+	// it ended. Defaults to 30s.
+	Within time.Duration
+}
+
+// Run runs the check, failing t if the stream does not hold up.
+func (c DeadShutdown) Run(t *testing.T) {
+	t.Helper()
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 4 * time.Second
+	}
+	if c.Within == 0 {
+		c.Within = 30 * time.Second
+	}
+	const workers, total = 2, 6
+	var ids []string
+	for range total {
+		task := &peonify.Task{Type: "t"}
+		Enqueue(t, c.Producer, task)
+		ids = append(ids, task.ID)
+	}
+	p := Processor(t, peonify.Config{Workers: workers, QueueSize: workers, StoreTimeout: time.Second,
+		ShutdownGrace: time.Second, ShutdownTimeout: c.ShutdownTimeout, Logger: Logger(t)},
+		c.Stream, peonify.TaskList{"t": peonify.HandlerFunc(func(ctx context.Context, _ *peonify.Task) error {
+			<-ctx.Done() // runs until shutdown cancels it
+			return context.Cause(ctx)
+		})})
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	WaitFor(t, 30*time.Second, "every worker busy and the queue full", func() bool {
+		st := p.Stats()
+		return len(st.InFlight) == workers && st.QueueDepth == workers
+	})
+
+	c.Proxy.Blackhole()
+	start := time.Now()
+	cancel()
+	if err := <-errc; err != nil {
+		t.Errorf("Run = %v", err)
+	}
+	took := time.Since(start)
+	t.Logf("Run returned %s after its context ended", took.Round(time.Millisecond))
+	if took > c.ShutdownTimeout+time.Second {
+		t.Errorf("Run took %s after its context ended; want at most the ShutdownTimeout, %s", took, c.ShutdownTimeout)
+	}
+
+	var mu sync.Mutex
+	ran := make(map[string]bool)
+	check := Processor(t, peonify.Config{Workers: workers, Logger: Logger(t)}, c.Reader,
+		peonify.TaskList{"t": peonify.HandlerFunc(func(_ context.Context, task *peonify.Task) error {
+			mu.Lock()
+			ran[task.ID] = true
+			mu.Unlock()
+			return nil
+		})})
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() { errc <- check.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	}()
+	WaitFor(t, c.Within, "every task to run again after the shutdown", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, id := range ids {
+			if !ran[id] {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("every task ran again %s after the shutdown began", time.Since(start).Round(time.Millisecond))
+}

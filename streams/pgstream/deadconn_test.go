@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/internal/testenv"
 )
@@ -72,13 +71,10 @@ func TestDeadConnectionIsAPollErrorAndRecovers(t *testing.T) {
 	streamtest.WaitFor(t, 20*time.Second, "the client to close its dead connections", func() bool { return proxy.Held() == 0 })
 }
 
-// TestShutdownWithDeadConnectionIsBounded stops a processor whose
-// Postgres stopped answering (every connection blackholed) with every
-// worker busy and the local queue full: Run returns within
-// Config.ShutdownTimeout, and no task is lost: once their leases end, all
-// are pending again.
+// TestShutdownWithDeadConnectionIsBounded runs streamtest.DeadShutdown:
+// a processor whose Postgres stopped answering shuts down within its
+// ShutdownTimeout, and its tasks run again once their leases end.
 func TestShutdownWithDeadConnectionIsBounded(t *testing.T) {
-	const workers, total = 2, 6
 	direct := testPool(t)
 	producer := newTestStream(t, direct, Config{})
 	pool, proxy := proxiedPool(t)
@@ -86,44 +82,6 @@ func TestShutdownWithDeadConnectionIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const timeout = 4 * time.Second
-	p := streamtest.Processor(t, peonify.Config{Workers: workers, QueueSize: workers, StoreTimeout: time.Second,
-		ShutdownGrace: time.Second, ShutdownTimeout: timeout, Logger: streamtest.Logger(t)},
-		s, peonify.TaskList{"t": peonify.HandlerFunc(func(ctx context.Context, _ *peonify.Task) error {
-			<-ctx.Done() // runs until shutdown cancels it
-			return context.Cause(ctx)
-		})})
-	for range total {
-		streamtest.Enqueue(t, producer, &peonify.Task{Type: "t"})
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
-	streamtest.WaitFor(t, 10*time.Second, "every worker busy and the queue full", func() bool {
-		st := p.Stats()
-		return len(st.InFlight) == workers && st.QueueDepth == workers
-	})
-
-	proxy.Blackhole()
-	start := time.Now()
-	cancel()
-	if err := <-errc; err != nil {
-		t.Errorf("Run = %v", err)
-	}
-	took := time.Since(start)
-	t.Logf("Run returned %s after its context ended", took.Round(time.Millisecond))
-	if took > timeout+time.Second {
-		t.Errorf("Run took %s after its context ended; want at most the ShutdownTimeout, %s", took, timeout)
-	}
-	streamtest.WaitFor(t, 15*time.Second, "every task to be pending again once the leases ended", func() bool {
-		if _, _, err := producer.rescue(streamtest.Context(t)); err != nil {
-			t.Fatal(err)
-		}
-		counts, err := producer.Counts(streamtest.Context(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return counts[peonify.StatePending] == total
-	})
-	t.Logf("all pending again %s after the shutdown began", time.Since(start).Round(time.Millisecond))
+	reader := newTestStream(t, direct, Config{Queue: producer.Queue(), RescueInterval: 200 * time.Millisecond})
+	streamtest.DeadShutdown{Proxy: proxy, Stream: s, Producer: producer, Reader: reader}.Run(t)
 }

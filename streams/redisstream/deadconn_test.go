@@ -41,3 +41,33 @@ func TestDeadConnection(t *testing.T) {
 		})
 	}
 }
+
+// TestShutdownWithDeadConnection runs streamtest.DeadShutdown with a
+// client that leaves go-redis's default timeouts: a processor whose Redis
+// stopped answering shuts down within its ShutdownTimeout, and its tasks
+// run again once their leases end.
+func TestShutdownWithDeadConnection(t *testing.T) {
+	direct := testClient(t)
+	opts, err := redis.ParseURL(testenv.URL(t, "redis"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := streamtest.NewProxy(t, opts.Addr)
+	opts.Addr = proxy.Addr()
+	proxied := redis.NewClient(opts)
+	t.Cleanup(func() { _ = proxied.Close() })
+	// Without ContextTimeoutEnabled a call outlives its context, and Run
+	// leaves it behind at its deadline; it ends at the client's
+	// ReadTimeout, before goleak looks.
+	t.Cleanup(func() {
+		streamtest.WaitFor(t, 10*time.Second, "the calls left behind to end", func() bool {
+			st := proxied.PoolStats()
+			return st.TotalConns == st.IdleConns
+		})
+	})
+	prefix := uniquePrefix(t, direct)
+	producer := newTestStream(t, direct, Config{Prefix: prefix})
+	s := newTestStream(t, proxied, Config{Prefix: prefix, Consumer: "blackholed", Lease: 3 * time.Second})
+	reader := newTestStream(t, direct, Config{Prefix: prefix, Consumer: "reader", Lease: 3 * time.Second})
+	streamtest.DeadShutdown{Proxy: proxy, Stream: s, Producer: producer, Reader: reader}.Run(t)
+}
