@@ -2,8 +2,10 @@ package streamtest
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,6 +154,39 @@ type DeadShutdown struct {
 	// shutdown: their lease, and the time the store takes to notice that
 	// it ended. Defaults to 30s.
 	Within time.Duration
+
+	// LeavesCallsBehind says that the stream's calls may outlive their
+	// context (a client that bounds them by its own timeouts), so that
+	// the processor leaves them behind at its deadline. Otherwise every
+	// call must return when its context ends.
+	LeavesCallsBehind bool
+}
+
+// leftBehind is what the processor logs when a stream's call outlived its
+// context.
+const leftBehind = "did not return when its context ended"
+
+// countingHandler passes records on and counts those whose message
+// contains substr.
+type countingHandler struct {
+	slog.Handler
+	substr string
+	n      *atomic.Int64
+}
+
+func (h countingHandler) Handle(ctx context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, h.substr) {
+		h.n.Add(1)
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h countingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return countingHandler{h.Handler.WithAttrs(as), h.substr, h.n}
+}
+
+func (h countingHandler) WithGroup(name string) slog.Handler {
+	return countingHandler{h.Handler.WithGroup(name), h.substr, h.n}
 }
 
 // Run runs the check, failing t if the stream does not hold up.
@@ -170,8 +205,10 @@ func (c DeadShutdown) Run(t *testing.T) {
 		Enqueue(t, c.Producer, task)
 		ids = append(ids, task.ID)
 	}
+	var left atomic.Int64
+	logger := slog.New(countingHandler{Logger(t).Handler(), leftBehind, &left})
 	p := Processor(t, peonify.Config{Workers: workers, QueueSize: workers, StoreTimeout: time.Second,
-		ShutdownGrace: time.Second, ShutdownTimeout: c.ShutdownTimeout, Logger: Logger(t)},
+		ShutdownGrace: time.Second, ShutdownTimeout: c.ShutdownTimeout, Logger: logger},
 		c.Stream, peonify.TaskList{"t": peonify.HandlerFunc(func(ctx context.Context, _ *peonify.Task) error {
 			<-ctx.Done() // runs until shutdown cancels it
 			return context.Cause(ctx)
@@ -194,6 +231,9 @@ func (c DeadShutdown) Run(t *testing.T) {
 	t.Logf("Run returned %s after its context ended", took.Round(time.Millisecond))
 	if took > c.ShutdownTimeout+time.Second {
 		t.Errorf("Run took %s after its context ended; want at most the ShutdownTimeout, %s", took, c.ShutdownTimeout)
+	}
+	if n := left.Load(); n > 0 && !c.LeavesCallsBehind {
+		t.Errorf("the processor left %d calls of the stream behind: they %s", n, leftBehind)
 	}
 
 	var mu sync.Mutex

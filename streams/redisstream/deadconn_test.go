@@ -1,6 +1,7 @@
 package redisstream
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -42,32 +43,38 @@ func TestDeadConnection(t *testing.T) {
 	}
 }
 
-// TestShutdownWithDeadConnection runs streamtest.DeadShutdown with a
-// client that leaves go-redis's default timeouts: a processor whose Redis
-// stopped answering shuts down within its ShutdownTimeout, and its tasks
-// run again once their leases end.
+// TestShutdownWithDeadConnection runs streamtest.DeadShutdown: a
+// processor whose Redis stopped answering shuts down within its
+// ShutdownTimeout, and its tasks run again once their leases end. With
+// go-redis's default timeouts a call outlives its context (until the
+// ReadTimeout) and the processor leaves it behind at the deadline; with
+// ContextTimeoutEnabled every call returns in time.
 func TestShutdownWithDeadConnection(t *testing.T) {
-	direct := testClient(t)
-	opts, err := redis.ParseURL(testenv.URL(t, "redis"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := streamtest.NewProxy(t, opts.Addr)
-	opts.Addr = proxy.Addr()
-	proxied := redis.NewClient(opts)
-	t.Cleanup(func() { _ = proxied.Close() })
-	// Without ContextTimeoutEnabled a call outlives its context, and Run
-	// leaves it behind at its deadline; it ends at the client's
-	// ReadTimeout, before goleak looks.
-	t.Cleanup(func() {
-		streamtest.WaitFor(t, 10*time.Second, "the calls left behind to end", func() bool {
-			st := proxied.PoolStats()
-			return st.TotalConns == st.IdleConns
+	for _, ctxTimeout := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ContextTimeoutEnabled=%t", ctxTimeout), func(t *testing.T) {
+			direct := testClient(t)
+			opts, err := redis.ParseURL(testenv.URL(t, "redis"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			proxy := streamtest.NewProxy(t, opts.Addr)
+			opts.Addr = proxy.Addr()
+			opts.ContextTimeoutEnabled = ctxTimeout
+			proxied := redis.NewClient(opts)
+			t.Cleanup(func() { _ = proxied.Close() })
+			// The calls left behind end at the client's ReadTimeout: wait
+			// for them before goleak looks.
+			t.Cleanup(func() {
+				streamtest.WaitFor(t, 10*time.Second, "the calls left behind to end", func() bool {
+					st := proxied.PoolStats()
+					return st.TotalConns == st.IdleConns
+				})
+			})
+			prefix := uniquePrefix(t, direct)
+			producer := newTestStream(t, direct, Config{Prefix: prefix})
+			s := newTestStream(t, proxied, Config{Prefix: prefix, Consumer: "blackholed", Lease: 3 * time.Second})
+			reader := newTestStream(t, direct, Config{Prefix: prefix, Consumer: "reader", Lease: 3 * time.Second})
+			streamtest.DeadShutdown{Proxy: proxy, Stream: s, Producer: producer, Reader: reader, LeavesCallsBehind: !ctxTimeout}.Run(t)
 		})
-	})
-	prefix := uniquePrefix(t, direct)
-	producer := newTestStream(t, direct, Config{Prefix: prefix})
-	s := newTestStream(t, proxied, Config{Prefix: prefix, Consumer: "blackholed", Lease: 3 * time.Second})
-	reader := newTestStream(t, direct, Config{Prefix: prefix, Consumer: "reader", Lease: 3 * time.Second})
-	streamtest.DeadShutdown{Proxy: proxy, Stream: s, Producer: producer, Reader: reader}.Run(t)
+	}
 }
