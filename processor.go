@@ -225,8 +225,9 @@ func (p *Processor) AddIntake(in Intake) error {
 
 // Run processes tasks until ctx ends, then shuts down gracefully and
 // returns nil. The whole shutdown takes at most Config.ShutdownTimeout
-// (call it T), however the streams behave, as long as they return when
-// their contexts end:
+// (call it T), whatever the store does; a stream call that does not
+// return when its context ends is logged and left behind, and Close gets a
+// quarter of a second past T to return:
 //
 //  0. it stops its intakes (see AddIntake) and waits for them;
 //  1. it stops polling;
