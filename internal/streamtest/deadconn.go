@@ -29,7 +29,9 @@ type DeadConnection struct {
 	StoreTimeout time.Duration
 
 	// ErrorWithin is how long after the blackhole the poll error must
-	// show. Defaults to 3 StoreTimeouts.
+	// show: the rest of an idle wait (at most the processor's
+	// PollInterval, 1s, plus jitter), then a timeout. Defaults to 3
+	// StoreTimeouts.
 	ErrorWithin time.Duration
 
 	// Dead is how long the network stays dead after the first poll
