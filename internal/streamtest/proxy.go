@@ -11,9 +11,12 @@ import (
 // drops a connection's state: Blackhole turns every connection it carries,
 // and every new one, into a hole that accepts bytes and forwards nothing,
 // without closing anything, so the client sees no error and no reset, only
-// silence. Restore makes new connections work again; the connections that
-// were blackholed stay dead, as they would behind a NAT that forgot them,
-// until the client closes them.
+// silence. The server's side of each connection is closed at once, as the
+// server would end it once its own keepalives or heartbeats gave up, so
+// that it lets go of what the connection held. Restore makes new
+// connections work again; the connections that were blackholed stay dead,
+// as they would behind a NAT that forgot them, until the client closes
+// them.
 type Proxy struct {
 	ln     net.Listener
 	target string
