@@ -127,16 +127,37 @@ func (p *Processor) sendAcks(ctx context.Context, now bool) (next time.Duration,
 }
 
 // flushAcks sends every waiting ack, within the limit of calls in flight,
-// and waits for all Ack calls to end; calls it starts give up when ctx
-// ends. The flusher must have stopped.
+// until ctx ends; the calls it starts give up when ctx ends. The caller
+// waits for them. The flusher must have stopped.
 func (p *Processor) flushAcks(ctx context.Context) {
 	for {
 		if _, left := p.sendAcks(ctx, true); !left {
-			break
+			return
 		}
-		<-p.ackKick // a call ended with acks waiting
+		select {
+		case <-p.ackKick: // a call ended with acks waiting
+		case <-ctx.Done():
+			p.dropAcks()
+			return
+		}
 	}
-	p.ackCalls.Wait()
+}
+
+// dropAcks gives up on the acks still waiting when the shutdown ran out
+// of time for them: their tasks run again when their leases end.
+func (p *Processor) dropAcks() {
+	for _, st := range p.streams {
+		st.ackMu.Lock()
+		n := len(st.ackQ.acks)
+		clear(st.ackQ.acks)
+		st.ackQ.acks = st.ackQ.acks[:0]
+		st.ackMu.Unlock()
+		if n > 0 {
+			p.counters.ackErrors.Add(uint64(n))
+			p.log.Error("peonify: shutdown ran out of time to ack these tasks; they will run again when their leases end",
+				"stream", st.name, "tasks", n)
+		}
+	}
 }
 
 // ackBatch acks one batch, retrying transient errors a few times while ctx
@@ -160,8 +181,8 @@ func (p *Processor) ackBatch(ctx context.Context, st *streamState, batch []Deliv
 	}()
 	wait := 50 * time.Millisecond
 	for try := 1; ; try++ {
-		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := st.s.Ack(callCtx, batch...)
+		callCtx, cancel := context.WithTimeout(ctx, p.cfg.StoreTimeout)
+		err := timedOut(callCtx, "Ack", st, p.cfg.StoreTimeout, st.s.Ack(callCtx, batch...))
 		cancel()
 		if err == nil || errors.Is(err, ErrLeaseLost) {
 			return

@@ -33,9 +33,31 @@ type Config struct {
 
 	// ShutdownGrace is how long running tasks may go on after Run's context
 	// ends; their leases are kept alive meanwhile. After it their contexts
-	// are cancelled with cause ErrShutdown. Defaults to 25 seconds, under
-	// the 30 seconds most orchestrators wait before SIGKILL.
+	// are cancelled with cause ErrShutdown. It is cut short, if need be, to
+	// leave the rest of the shutdown at least 30% of ShutdownTimeout (8
+	// seconds at most). Defaults to 20 seconds, or less when a shorter
+	// ShutdownTimeout leaves less. Must be below ShutdownTimeout.
 	ShutdownGrace time.Duration
+
+	// ShutdownTimeout bounds the whole shutdown, from the end of Run's
+	// context to Run's return: releasing the tasks that never started,
+	// the grace period of running tasks, acks, and closing the streams
+	// (see Run). A task that cannot be handed back in time, because the
+	// store does not answer, is left to its lease and comes back when the
+	// lease ends: nothing is lost. Defaults to 28 seconds, under the 30
+	// seconds most orchestrators wait before SIGKILL, or ShutdownGrace plus
+	// 8 seconds when that is more.
+	ShutdownTimeout time.Duration
+
+	// StoreTimeout bounds every call the processor makes to a stream
+	// (Poll, Ack, Nack, Extend), so that a store that stops answering (a
+	// dead connection that no reset ever ends) cannot stall the processor.
+	// A Poll that reaches it fails with an error wrapping ErrStoreTimeout,
+	// which counts as a poll error like any other: the stream backs off,
+	// StreamStats shows it, and it is logged. Extend is also bounded by a
+	// third of the lease (at least a second). A stream must return when its
+	// context ends. Defaults to 10 seconds.
+	StoreTimeout time.Duration
 
 	// PollInterval is the longest wait between polls of a stream that had
 	// nothing to deliver; idle polls back off from MinPollInterval up to it
@@ -73,7 +95,13 @@ func (c Config) validate() error {
 	case c.TaskTimeout < 0:
 		return &ConfigError{"Config.TaskTimeout", "must not be negative (0 means the default, 1m)"}
 	case c.ShutdownGrace < 0:
-		return &ConfigError{"Config.ShutdownGrace", "must not be negative (0 means the default, 25s)"}
+		return &ConfigError{"Config.ShutdownGrace", "must not be negative (0 means the default, 20s)"}
+	case c.ShutdownTimeout < 0:
+		return &ConfigError{"Config.ShutdownTimeout", "must not be negative (0 means the default, 28s)"}
+	case c.ShutdownGrace > 0 && c.ShutdownTimeout > 0 && c.ShutdownGrace >= c.ShutdownTimeout:
+		return &ConfigError{"Config.ShutdownGrace", "must be below ShutdownTimeout, which bounds the whole shutdown"}
+	case c.StoreTimeout < 0:
+		return &ConfigError{"Config.StoreTimeout", "must not be negative (0 means the default, 10s)"}
 	case c.PollInterval < 0:
 		return &ConfigError{"Config.PollInterval", "must not be negative (0 means the default, 1s)"}
 	case c.MinPollInterval < 0:
@@ -110,8 +138,14 @@ func (c Config) withDefaults() Config {
 	if c.TaskTimeout == 0 {
 		c.TaskTimeout = time.Minute
 	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = max(28*time.Second, c.ShutdownGrace+8*time.Second)
+	}
 	if c.ShutdownGrace == 0 {
-		c.ShutdownGrace = 25 * time.Second
+		c.ShutdownGrace = min(20*time.Second, c.ShutdownTimeout-shutdownTail(c.ShutdownTimeout))
+	}
+	if c.StoreTimeout == 0 {
+		c.StoreTimeout = 10 * time.Second
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = time.Second

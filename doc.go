@@ -56,5 +56,10 @@
 // When Run's context ends the processor stops polling, hands back tasks
 // that never started (OutcomeReleased, not counted as attempts), lets running
 // tasks finish within Config.ShutdownGrace, flushes acks, closes its streams
-// and returns. The library never installs signal handlers.
+// and returns, all within Config.ShutdownTimeout even if the store stopped
+// answering: what it could not hand back returns when its lease ends. The
+// library never installs signal handlers.
+//
+// Every call to a stream runs within Config.StoreTimeout; a Poll that
+// times out is a poll error (ErrStoreTimeout) that Stats shows.
 package peonify

@@ -22,6 +22,11 @@ var (
 	// not counted as a failed attempt.
 	ErrShutdown = errors.New("peonify: processor shutting down")
 
+	// ErrStoreTimeout is wrapped by the error of a call to a stream that
+	// did not return within Config.StoreTimeout: the store, or the network
+	// to it, stopped answering.
+	ErrStoreTimeout = errors.New("peonify: the store did not answer within Config.StoreTimeout")
+
 	// ErrUnknownType is wrapped by the dead reason of a task whose type has
 	// no handler.
 	ErrUnknownType = errors.New("peonify: no handler for task type")

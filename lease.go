@@ -102,9 +102,12 @@ func (p *Processor) renew(s *slot, st *streamState, d Delivery, lease time.Durat
 	}
 }
 
-// extend calls the stream's Extend with a bounded context.
+// extend calls the stream's Extend within a third of the lease (at least
+// a second) and StoreTimeout.
 func (p *Processor) extend(st *streamState, d Delivery, lease time.Duration) (Delivery, error) {
-	ctx, cancel := context.WithTimeout(p.base, max(lease/3, time.Second))
+	limit := min(max(lease/3, time.Second), p.cfg.StoreTimeout)
+	ctx, cancel := context.WithTimeout(p.calls, limit)
 	defer cancel()
-	return st.ext.Extend(ctx, d, lease)
+	nd, err := st.ext.Extend(ctx, d, lease)
+	return nd, timedOut(ctx, "Extend", st, limit, err)
 }

@@ -124,14 +124,19 @@ func (p *Processor) pollLoop(ctx context.Context, st *streamState) {
 	}
 }
 
-// poll calls the stream's Poll, turning a panic into an error.
+// poll calls the stream's Poll within StoreTimeout, turning a panic into
+// an error. A Poll that runs out of time fails with an error wrapping
+// ErrStoreTimeout.
 func (p *Processor) poll(ctx context.Context, st *streamState, n int) (ds []Delivery, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			ds, err = nil, fmt.Errorf("peonify: stream %s panicked in Poll: %v", st.name, r)
 		}
 	}()
-	return st.s.Poll(ctx, n)
+	pctx, cancel := context.WithTimeout(ctx, p.cfg.StoreTimeout)
+	defer cancel()
+	ds, err = st.s.Poll(pctx, n)
+	return ds, timedOut(pctx, "Poll", st, p.cfg.StoreTimeout, err)
 }
 
 // reserve waits until the local queue is at or below its low watermark

@@ -30,10 +30,14 @@ type Processor struct {
 	started  bool
 
 	// Set up by Run; read-only while it runs.
-	wrapped  map[string]Handler
-	types    map[string]*typeStats
-	unknown  typeStats
-	base     context.Context // Run's ctx without its cancellation: parent of task contexts
+	wrapped map[string]Handler
+	types   map[string]*typeStats
+	unknown typeStats
+	base    context.Context // Run's ctx without its cancellation: parent of task contexts
+	// calls is the parent of every call to a stream but Close: base, until
+	// the shutdown ends it (endCalls) when its store calls are out of time.
+	calls    context.Context
+	endCalls context.CancelFunc
 	queue    chan job
 	slots    []slot
 	stopping atomic.Bool   // workers take no new task once set
@@ -219,32 +223,38 @@ func (p *Processor) AddIntake(in Intake) error {
 	return nil
 }
 
-// shutdownFlush bounds each of the last two steps of a shutdown: flushing
-// acks, and closing the streams.
-const shutdownFlush = 10 * time.Second
-
 // Run processes tasks until ctx ends, then shuts down gracefully and
-// returns nil:
+// returns nil. The whole shutdown takes at most Config.ShutdownTimeout
+// (call it T), whatever the store does; a stream call that does not
+// return when its context ends is logged and left behind, and Close gets a
+// quarter of a second past T to return:
 //
 //  0. it stops its intakes (see AddIntake) and waits for them;
 //  1. it stops polling;
 //  2. every task that was claimed but not started is handed back with
-//     Nack(OutcomeReleased), which does not count an attempt;
-//  3. running tasks get Config.ShutdownGrace to finish, with their leases
-//     kept alive; then their contexts are cancelled with cause ErrShutdown
-//     and those that return an error are released too;
-//  4. pending acks are flushed, within 10 seconds (acks that fail mean
-//     tasks that run again, never lost ones), and then every stream is
-//     closed, side by side, within 10 seconds more.
+//     Nack(OutcomeReleased), which does not count an attempt: all at once,
+//     within Config.StoreTimeout, while the running tasks go on;
+//  3. running tasks get Config.ShutdownGrace to finish (cut short to leave
+//     the steps after it 30% of T, at most 8 seconds), with their leases
+//     kept alive; then their contexts are cancelled with cause ErrShutdown,
+//     they get as long again to return (at most a tenth of T, and 3
+//     seconds), and those that return an error are released too;
+//  4. pending acks are flushed; this and every other call to a stream
+//     ends a tenth of T (at most 2 seconds) before T runs out;
+//  5. every stream is closed, side by side, within what is left of T.
+//
+// A task that could not be acked or handed back in time, because the store
+// did not answer, runs again when its lease ends: at-least-once, never
+// lost.
 //
 // Run never installs signal handlers: wire SIGTERM and SIGINT to ctx with
-// signal.NotifyContext. If a handler ignores its cancelled context for
-// longer than the grace period again, Run gives up on it, releases its
-// task and returns an error naming it.
+// signal.NotifyContext. If a handler ignores its cancelled context, Run
+// gives up on it, releases its task and returns an error naming it.
 func (p *Processor) Run(ctx context.Context) error {
 	if err := p.start(ctx); err != nil {
 		return err
 	}
+	defer p.endCalls()
 	pollCtx, stopPolling := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopPolling()
 	// An intake that fails ends the run, as ctx does.
@@ -279,59 +289,83 @@ func (p *Processor) Run(ctx context.Context) error {
 		pollers.Go(func() { p.pollLoop(pollCtx, st) })
 	}
 	for i := range p.slots {
-		workers.Go(func() { p.work(&p.slots[i]) })
+		s := &p.slots[i]
+		s.exited = make(chan struct{})
+		workers.Go(func() {
+			defer close(s.exited)
+			p.work(s)
+		})
 	}
 	watchDone := make(chan struct{})
 	helpers.Go(func() { p.watchdog(watchDone) })
 	ackDone := make(chan struct{})
-	// Ack calls end with ackCtx, which the shutdown cancels once acks have
-	// had their time.
-	ackCtx, cancelAcks := context.WithCancel(p.base)
-	defer cancelAcks()
-	helpers.Go(func() { p.flusher(ackCtx, ackDone) })
+	helpers.Go(func() { p.flusher(p.calls, ackDone) })
 
 	<-ctx.Done()
-	p.log.Info("peonify: shutting down", "grace", p.cfg.ShutdownGrace)
+	// The shutdown's timeline: see the steps above.
+	t := p.cfg.ShutdownTimeout
+	start := time.Now()
+	end := start.Add(t)
+	graceEnd := start.Add(min(p.cfg.ShutdownGrace, t-shutdownTail(t)))
+	cancelEnd := graceEnd.Add(min(p.cfg.ShutdownGrace, t/10, 3*time.Second))
+	callsEnd := end.Add(-min(t/10, 2*time.Second))
+	endCalls := time.AfterFunc(time.Until(callsEnd), p.endCalls)
+	defer endCalls.Stop()
+	p.log.Info("peonify: shutting down", "grace", graceEnd.Sub(start), "timeout", t)
 
 	// 0. Accept nothing more from senders.
 	stopIntakes()
-	intakes.Wait()
+	if !p.waitUntil(doneCh(&intakes), callsEnd) {
+		p.log.Error("peonify: an intake did not stop within the shutdown timeout; going on without it")
+	}
 
 	// 1. Stop polling. A poll in flight may still deliver; its tasks go
 	// to the queue and are released below.
 	stopPolling()
-	pollers.Wait()
+	if !p.waitUntil(doneCh(&pollers), callsEnd) {
+		p.log.Error("peonify: a stream's Poll did not return when its context ended; going on without it")
+	}
 
-	// 2. Workers take nothing new; hand back what never started.
+	// 2. Workers take nothing new; hand back what never started while
+	// running tasks go on.
 	p.stopping.Store(true)
 	close(p.stopCh)
-	p.releaseQueued()
+	var releasing sync.WaitGroup
+	releasing.Go(p.releaseQueued)
 
 	// 3. Let running tasks finish within the grace period.
 	var err error
-	allDone := make(chan struct{})
-	go func() { workers.Wait(); close(allDone) }()
-	if !p.waitFor(allDone, p.cfg.ShutdownGrace) {
+	allDone := doneCh(&workers)
+	if !p.waitUntil(allDone, graceEnd) {
 		n := p.cancelRunning(ErrShutdown)
 		p.log.Warn("peonify: shutdown grace period ended; cancelled running tasks", "tasks", n)
-		if !p.waitFor(allDone, min(p.cfg.ShutdownGrace, 5*time.Second)) {
+		if !p.waitUntil(allDone, cancelEnd) {
 			err = p.abandonRunning()
+			// The workers whose handlers returned are settling their tasks;
+			// their calls end by callsEnd.
+			p.waitSettled(callsEnd)
 		}
 	}
+	releasing.Wait()
 	p.releaseQueued() // a worker may have taken a task as shutdown began
 
-	// 4. Flush acks and close streams.
+	// 4. Flush acks. They end with p.calls, at callsEnd, so a store that
+	// stopped answering cannot hold up the exit: acks that fail are tasks
+	// that run again. A call that does not return when its context ends
+	// is left behind at the deadline.
 	close(watchDone)
 	close(ackDone)
 	helpers.Wait()
-	p.renewing.Wait()
-	// Acks get a bounded time, so a store that stopped answering cannot
-	// hold up the exit: acks that fail are tasks that run again.
-	flushEnd := time.AfterFunc(shutdownFlush, cancelAcks)
-	p.flushAcks(ackCtx)
-	flushEnd.Stop()
-	// Streams close side by side, each within the same bound.
-	closeCtx, cancel := context.WithTimeout(p.base, shutdownFlush)
+	p.flushAcks(p.calls)
+	if !p.waitUntil(doneCh(&p.ackCalls), end) {
+		p.log.Error("peonify: a stream's Ack did not return when its context ended; going on without it")
+	}
+	if !p.waitUntil(doneCh(&p.renewing), end) {
+		p.log.Error("peonify: a stream's Extend did not return when its context ended; going on without it")
+	}
+
+	// 5. Close the streams side by side, within what is left.
+	closeCtx, cancel := context.WithDeadline(p.base, end)
 	defer cancel()
 	var closing sync.WaitGroup
 	for _, st := range p.streams {
@@ -341,9 +375,68 @@ func (p *Processor) Run(ctx context.Context) error {
 			}
 		})
 	}
-	closing.Wait()
-	p.log.Info("peonify: stopped", "succeeded", p.counters.succeeded.Load(), "released", p.counters.released.Load())
+	if !p.waitUntil(doneCh(&closing), end.Add(closeSlack)) {
+		p.log.Error("peonify: a stream's Close did not return when its context ended; going on without it")
+	}
+	p.log.Info("peonify: stopped", "succeeded", p.counters.succeeded.Load(), "released", p.counters.released.Load(),
+		"took", time.Since(start).Round(time.Millisecond))
 	return errors.Join(intakeErr, err)
+}
+
+// waitSettled waits, until t at most, for every worker to return but those
+// running a handler that shutdown gave up on.
+func (p *Processor) waitSettled(t time.Time) {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	for i := range p.slots {
+		s := &p.slots[i]
+		s.mu.Lock()
+		abandoned := s.abandoned
+		s.mu.Unlock()
+		if abandoned {
+			continue
+		}
+		select {
+		case <-s.exited:
+		case <-timer.C:
+			return
+		}
+	}
+}
+
+// closeSlack is how long after the shutdown's deadline Run waits for
+// streams to return from Close once its context has ended.
+const closeSlack = 250 * time.Millisecond
+
+// shutdownTail is the part of ShutdownTimeout t that the grace period
+// leaves to the steps after it: 30%, at most 8 seconds.
+func shutdownTail(t time.Duration) time.Duration { return min(t*3/10, 8*time.Second) }
+
+// waitCtx waits for wg's goroutines, or until ctx ends, and reports
+// whether they all returned. Goroutines that call a stream with ctx are
+// given a moment past its end to return, since they return only then.
+func waitCtx(ctx context.Context, wg *sync.WaitGroup) bool {
+	done := doneCh(wg)
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(closeSlack)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// doneCh returns a channel closed when wg's goroutines have all returned.
+func doneCh(wg *sync.WaitGroup) <-chan struct{} {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	return done
 }
 
 // start validates that the processor can run and sets up its run state.
@@ -370,6 +463,7 @@ func (p *Processor) start(ctx context.Context) error {
 		p.types[typ] = new(typeStats)
 	}
 	p.base = context.WithoutCancel(ctx)
+	p.calls, p.endCalls = context.WithCancel(p.base)
 	p.queue = make(chan job, p.cfg.QueueSize)
 	p.stopCh = make(chan struct{})
 	p.slots = make([]slot, p.cfg.Workers)
@@ -391,24 +485,77 @@ func (p *Processor) waitFor(done <-chan struct{}, d time.Duration) bool {
 	}
 }
 
-// releaseQueued hands back every task waiting in the local queue.
+// waitUntil waits until done is closed or t passes, and reports which.
+func (p *Processor) waitUntil(done <-chan struct{}, t time.Time) bool {
+	return p.waitFor(done, time.Until(t))
+}
+
+// releaseCalls bounds the Nack calls that a shutdown makes at once.
+const releaseCalls = 64
+
+// releaseQueued hands back every task waiting in the local queue, many at
+// once and all within one StoreTimeout: a store that does not answer
+// costs the shutdown one timeout, not one per task. A task whose release
+// fails comes back when its lease ends; the failures are logged in one
+// line.
 func (p *Processor) releaseQueued() {
+	ctx, cancel := context.WithTimeout(p.calls, p.cfg.StoreTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	var pending atomic.Int64 // tasks not handed back (yet)
+	var lastErr atomic.Pointer[error]
+	sem := make(chan struct{}, releaseCalls)
 	for {
+		var j job
 		select {
-		case j := <-p.queue:
-			p.dequeued()
-			p.release(j, "processor shutting down before the task started")
+		case j = <-p.queue:
 		default:
+			var err error
+			if !waitCtx(ctx, &wg) {
+				err = fmt.Errorf("a stream's Nack did not return when its context ended: %w", ctx.Err())
+			} else if e := lastErr.Load(); e != nil {
+				err = *e
+			}
+			if err != nil {
+				p.log.Error("peonify: could not hand back tasks at shutdown; they return when their leases end",
+					"tasks", pending.Load(), "err", err)
+			}
 			return
 		}
+		p.dequeued()
+		pending.Add(1)
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			continue // out of time: the task is left to its lease
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := p.releaseWith(ctx, j, "processor shutting down before the task started"); err != nil {
+				lastErr.Store(&err)
+			} else {
+				pending.Add(-1)
+			}
+		})
 	}
 }
 
-// release hands back a task without counting the attempt.
+// release hands back a task without counting the attempt, logging a
+// failure.
 func (p *Processor) release(j job, reason string) {
-	p.nack(j.st, j.d, NackOptions{Outcome: OutcomeReleased, Reason: reason})
+	ctx, cancel := context.WithTimeout(p.calls, p.cfg.StoreTimeout)
+	defer cancel()
+	if err := p.releaseWith(ctx, j, reason); err != nil {
+		p.logNackError(j.st, j.d, OutcomeReleased, err)
+	}
+}
+
+// releaseWith hands back a task within ctx and returns the stream's error.
+func (p *Processor) releaseWith(ctx context.Context, j job, reason string) error {
+	err := p.callNack(ctx, j.st, j.d, NackOptions{Outcome: OutcomeReleased, Reason: reason})
 	p.counters.released.Add(1)
 	p.emit(Event{Kind: EventReleased, Task: j.d.Task, Stream: j.st.name, Claimed: j.claimedAt})
+	return err
 }
 
 // cancelRunning cancels the context of every running task with cause and
@@ -428,33 +575,78 @@ func (p *Processor) cancelRunning(cause error) int {
 }
 
 // abandonRunning gives up on handlers that ignored their cancelled
-// context: their tasks are released so another process can run them.
+// context: their tasks are released so another process can run them. The
+// slots are marked under their locks and the tasks released after, all at
+// once within one StoreTimeout, so that a slow store holds up neither the
+// workers nor Stats.
 func (p *Processor) abandonRunning() error {
-	var ids []string
+	var js []job
 	for i := range p.slots {
 		s := &p.slots[i]
 		s.mu.Lock()
 		if s.running && !s.abandoned {
 			s.abandoned = true
-			ids = append(ids, s.d.Task.Type+"/"+s.d.Task.ID)
-			p.nack(s.st, s.d, NackOptions{Outcome: OutcomeReleased, Reason: "handler did not return after shutdown"})
+			js = append(js, job{d: s.d, st: s.st})
 		}
 		s.mu.Unlock()
+	}
+	if len(js) == 0 {
+		return nil // the handlers returned; their workers are settling
+	}
+	ctx, cancel := context.WithTimeout(p.calls, p.cfg.StoreTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	ids := make([]string, len(js))
+	for i, j := range js {
+		ids[i] = j.d.Task.Type + "/" + j.d.Task.ID
+		wg.Go(func() {
+			err := p.callNack(ctx, j.st, j.d, NackOptions{Outcome: OutcomeReleased, Reason: "handler did not return after shutdown"})
+			if err != nil {
+				p.logNackError(j.st, j.d, OutcomeReleased, err)
+			}
+		})
+	}
+	if !waitCtx(ctx, &wg) {
+		p.log.Error("peonify: a stream's Nack did not return when its context ended; going on without it")
 	}
 	sort.Strings(ids)
 	return fmt.Errorf("peonify: %d handlers ignored context cancellation at shutdown; their tasks were released and may run again: %s",
 		len(ids), strings.Join(ids, ", "))
 }
 
-// nack calls the stream's Nack with a bounded context and logs a failure;
-// a task whose nack fails comes back when its lease ends.
+// nack calls the stream's Nack within StoreTimeout and logs a failure; a
+// task whose nack fails comes back when its lease ends.
 func (p *Processor) nack(st *streamState, d Delivery, opts NackOptions) {
-	ctx, cancel := context.WithTimeout(p.base, 10*time.Second)
+	ctx, cancel := context.WithTimeout(p.calls, p.cfg.StoreTimeout)
 	defer cancel()
-	if err := st.s.Nack(ctx, d, opts); err != nil && !errors.Is(err, ErrLeaseLost) {
-		p.log.Error("peonify: nack failed; the task returns when its lease ends",
-			"stream", st.name, "task_id", d.Task.ID, "outcome", opts.Outcome.String(), "err", err)
+	if err := p.callNack(ctx, st, d, opts); err != nil {
+		p.logNackError(st, d, opts.Outcome, err)
 	}
+}
+
+// callNack calls the stream's Nack within ctx. A stale claim is not an
+// error: the task is someone else's now.
+func (p *Processor) callNack(ctx context.Context, st *streamState, d Delivery, opts NackOptions) error {
+	err := st.s.Nack(ctx, d, opts)
+	if err == nil || errors.Is(err, ErrLeaseLost) {
+		return nil
+	}
+	return timedOut(ctx, "Nack", st, p.cfg.StoreTimeout, err)
+}
+
+func (p *Processor) logNackError(st *streamState, d Delivery, o Outcome, err error) {
+	p.log.Error("peonify: nack failed; the task returns when its lease ends",
+		"stream", st.name, "task_id", d.Task.ID, "outcome", o.String(), "err", err)
+}
+
+// timedOut wraps err with ErrStoreTimeout if it is the error of call (on
+// st) whose context ran out of time.
+func timedOut(ctx context.Context, call string, st *streamState, limit time.Duration, err error) error {
+	if err == nil || !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("%w: %s on stream %s did not return within %s: %w",
+		ErrStoreTimeout, call, st.name, limit, err)
 }
 
 func (p *Processor) emit(e Event) {

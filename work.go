@@ -17,7 +17,8 @@ import (
 type slot struct {
 	mu        sync.Mutex
 	running   bool
-	abandoned bool // shutdown gave up on the handler
+	abandoned bool          // shutdown gave up on the handler
+	exited    chan struct{} // closed when the worker returns
 	d         Delivery
 	st        *streamState
 	started   time.Time

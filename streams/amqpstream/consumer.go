@@ -354,11 +354,26 @@ func (c *consumer) kill() {
 // republished as it was, then acked. (Closing the channel would requeue
 // them too, but marked redelivered, which counts an attempt.)
 func (c *consumer) giveBack(ctx context.Context) error {
-	c.setup.Lock()
-	for _, tag := range c.tags {
-		_ = c.ch.Cancel(tag, false)
+	// basic.cancel waits for the broker's reply with no deadline: on a
+	// connection that went silent it would wait until the heartbeats give
+	// up. It runs in the session's goroutine group, so that Close can
+	// give up at its deadline; closing the connection ends it.
+	cancelled := make(chan struct{})
+	c.ss.wg.Go(func() {
+		defer close(cancelled)
+		c.setup.Lock()
+		defer c.setup.Unlock()
+		for _, tag := range c.tags {
+			_ = c.ch.Cancel(tag, false)
+		}
+	})
+	select {
+	case <-cancelled:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.ss.done:
+		return nil
 	}
-	c.setup.Unlock()
 	pumped := make(chan struct{})
 	go func() {
 		c.pumps.Wait()

@@ -46,6 +46,12 @@
 // experimental, recovery is not used: a recovered channel numbers its
 // deliveries from 1 again, so a stale ack could settle the wrong message.
 //
+// A connection that dies without a reset (a middlebox that dropped its
+// state) is noticed by its heartbeats: when the broker's frames stop for
+// about three heartbeat intervals (Config.AMQP.Heartbeat, 10s by default)
+// the connection fails, Poll reports it, and the stream reconnects as
+// above. A shorter heartbeat notices sooner.
+//
 // # Queues
 //
 // For Config.Queue "emails" the stream declares, all durable:

@@ -193,6 +193,7 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 	s.startScheduler()
 
 	start := s.clock() // the server's AckWait starts later than this
+	fetched := time.Now()
 	batch, err := cons.FetchNoWait(min(max, maxBatch))
 	if err != nil {
 		return nil, fmt.Errorf("natsstream: fetching from consumer %s: %w", s.cfg.Consumer, err)
@@ -208,6 +209,9 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 	}
 	if err := batch.Error(); err != nil && len(ds) == 0 {
 		return nil, fmt.Errorf("natsstream: fetching from consumer %s: %w", s.cfg.Consumer, err)
+	}
+	if len(ds) == 0 {
+		return nil, s.checkSilence(ctx, fetched)
 	}
 	return ds, nil
 }

@@ -19,6 +19,7 @@
 // Migrate once (at deployment or start-up), then add the stream to a
 // processor:
 //
+//	// e.g. postgres://app@db/app?connect_timeout=10 (see New)
 //	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
 //	if err != nil {
 //		log.Fatal(err)
@@ -105,7 +106,12 @@
 //     (Config.Listener); behind a connection pooler in transaction mode,
 //     which cannot LISTEN, set Config.NoListen. Tasks scheduled for later,
 //     and retries after a delay, are picked up at the processor's poll
-//     interval.
+//     interval. A quiet LISTEN connection is pinged every
+//     ListenerConfig.HealthCheck (10s), so one that died without a reset
+//     is replaced within seconds.
+//   - Every call ends with its context (the processor bounds each with
+//     its StoreTimeout), and pgx drops a connection whose query was cut
+//     short. Give the pool a connect timeout too (see New).
 //   - Every statement also works without prepared statements
 //     (pgx.QueryExecModeExec or QueryExecModeSimpleProtocol), as poolers
 //     in transaction mode require.

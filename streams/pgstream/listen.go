@@ -3,7 +3,7 @@ package pgstream
 import (
 	"context"
 	"errors"
-	"github.com/peonify/peonify/internal/backoff"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -11,7 +11,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/backoff"
 )
 
 // ListenerConfig configures a Listener. The zero value is valid.
@@ -20,6 +23,15 @@ type ListenerConfig struct {
 	// that share the listener must use the same Config.Schema. Defaults to
 	// "public".
 	Schema string
+
+	// HealthCheck bounds how long the listener trusts a quiet connection:
+	// after that long without a notification it pings the server, and a
+	// connection whose ping, connect or LISTEN does not answer within it
+	// is dropped and replaced. So a connection that died without a reset
+	// (a middlebox that dropped its state) is noticed within twice
+	// HealthCheck, not when the operating system gives up on it minutes
+	// later. Defaults to 10 seconds.
+	HealthCheck time.Duration
 
 	// Logger receives reconnect warnings. Defaults to slog.Default().
 	Logger *slog.Logger
@@ -39,6 +51,7 @@ type Listener struct {
 	schema  string
 	channel string // the payload of each notification is a queue name
 	logger  *slog.Logger
+	health  time.Duration // ListenerConfig.HealthCheck
 
 	connects atomic.Int64 // sessions that got as far as listening, for tests
 
@@ -61,10 +74,17 @@ func NewListener(pool *pgxpool.Pool, cfg ListenerConfig) (*Listener, error) {
 	if err := validSchema(cfg.Schema); err != nil {
 		return nil, err
 	}
+	if cfg.HealthCheck < 0 {
+		return nil, &peonify.ConfigError{Field: "pgstream.ListenerConfig.HealthCheck", Reason: "must not be negative (0 means the default, 10s)"}
+	}
+	if cfg.HealthCheck == 0 {
+		cfg.HealthCheck = 10 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	return &Listener{
+		health:  cfg.HealthCheck,
 		pool:    pool,
 		schema:  cfg.Schema,
 		channel: channelName(cfg.Schema),
@@ -180,9 +200,14 @@ func (l *Listener) run(ctx context.Context) {
 }
 
 // listenOnce runs one LISTEN session. It reports whether it got as far as
-// listening, and why it ended.
+// listening, and why it ended. Every step is bounded by the health check
+// period: connecting and LISTEN, each ping, and each wait for a
+// notification, after which a ping checks that the connection still
+// carries bytes.
 func (l *Listener) listenOnce(ctx context.Context) (bool, error) {
-	pc, err := l.pool.Acquire(ctx)
+	step, cancel := context.WithTimeout(ctx, l.health)
+	defer cancel()
+	pc, err := l.pool.Acquire(step)
 	if err != nil {
 		return false, err
 	}
@@ -194,17 +219,32 @@ func (l *Listener) listenOnce(ctx context.Context) (bool, error) {
 		defer cancel()
 		_ = conn.Close(closeCtx)
 	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{l.channel}.Sanitize()); err != nil {
+	if _, err := conn.Exec(step, "LISTEN "+pgx.Identifier{l.channel}.Sanitize()); err != nil {
 		return false, err
 	}
+	cancel()
 	l.notify("", true)
 	l.connects.Add(1)
 	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
+		wait, cancel := context.WithTimeout(ctx, l.health)
+		n, err := conn.WaitForNotification(wait)
+		cancel()
+		switch {
+		case err == nil:
+			l.notify(n.Payload, false)
+			continue
+		case ctx.Err() != nil || !pgconn.Timeout(err):
 			return true, err
 		}
-		l.notify(n.Payload, false)
+		// Quiet for a whole period: make sure the server still answers.
+		// A timeout leaves the connection usable, so notifications that
+		// arrive meanwhile are read by the next wait.
+		ping, cancel := context.WithTimeout(ctx, l.health)
+		err = conn.Ping(ping)
+		cancel()
+		if err != nil {
+			return true, fmt.Errorf("pgstream: the LISTEN connection did not answer a ping within %s: %w", l.health, err)
+		}
 	}
 }
 

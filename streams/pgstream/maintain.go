@@ -9,6 +9,11 @@ import (
 // never holds many row locks or writes a huge transaction.
 const cleanupBatch = 5000
 
+// maintainTimeout bounds each statement of the rescuer and the cleaner,
+// so that a dead connection cannot stall them until the operating system
+// gives up on it.
+const maintainTimeout = 30 * time.Second
+
 // maintain runs the rescuer every RescueInterval and the cleaner every
 // CleanupInterval until ctx ends. Every processor on a queue runs them;
 // SKIP LOCKED keeps them from blocking each other or the claimers.
@@ -36,6 +41,8 @@ func (s *Stream) maintain(ctx context.Context) {
 // rescue makes tasks whose lease expired pending again (or dead when their
 // own MaxAttempts is used up) and reports how many of each.
 func (s *Stream) rescue(ctx context.Context) (pending, dead int, err error) {
+	ctx, cancel := context.WithTimeout(ctx, maintainTimeout)
+	defer cancel()
 	var notified int
 	err = s.pool.QueryRow(ctx, s.sql.rescue, s.cfg.Queue, s.channel).Scan(&pending, &dead, &notified)
 	if err != nil {
@@ -60,7 +67,9 @@ func (s *Stream) cleanup(ctx context.Context) (int, error) {
 			continue // dead tasks kept until an operator deletes them
 		}
 		for {
-			tag, err := s.pool.Exec(ctx, s.sql.cleanup, s.cfg.Queue, r.state, r.keep.Microseconds(), cleanupBatch)
+			stmt, cancel := context.WithTimeout(ctx, maintainTimeout)
+			tag, err := s.pool.Exec(stmt, s.sql.cleanup, s.cfg.Queue, r.state, r.keep.Microseconds(), cleanupBatch)
+			cancel()
 			if err != nil {
 				return total, s.dbError("deleting "+r.state+" tasks", err)
 			}

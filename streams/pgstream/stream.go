@@ -73,6 +73,15 @@ var (
 // not close it. A polling stream takes one connection out of the pool for
 // LISTEN (see Config.NoListen); the pool then opens another in its place,
 // so the stream uses one connection beyond the pool's MaxConns.
+//
+// Give the pool a connect timeout (connect_timeout in the URL, or
+// ConnConfig.ConnectTimeout). Every call of the stream ends with its
+// context, and a connection whose query was cut short is dropped, so a
+// connection that died without a reset costs one timeout. But pgxpool goes
+// on opening a connection after the call that asked for it gave up: with
+// no connect timeout, an attempt into a network that swallows packets
+// hangs for good and holds a place in the pool, and enough of them stall
+// the pool after the network recovers.
 func New(pool *pgxpool.Pool, cfg Config) (*Stream, error) {
 	if pool == nil {
 		return nil, errors.New("pgstream: New needs a *pgxpool.Pool, got nil")

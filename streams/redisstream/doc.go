@@ -49,6 +49,13 @@
 //
 //	log.Fatal(p.Run(ctx)) // until ctx ends, then drains
 //
+// Give the client ContextTimeoutEnabled: true, so that the deadline of
+// the processor's calls (peonify.Config.StoreTimeout) bounds each Redis
+// command. Without it go-redis ignores context deadlines, and a command
+// on a connection that died without a reset waits for the client's
+// ReadTimeout (3s by default) instead; the stream still recovers, a few
+// seconds later.
+//
 // # Delivery and attempts
 //
 // Task.Attempt is the number of attempts counted before the entry was

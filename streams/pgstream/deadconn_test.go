@@ -1,0 +1,87 @@
+package pgstream
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/peonify/peonify/internal/streamtest"
+	"github.com/peonify/peonify/internal/testenv"
+)
+
+// proxiedPool returns a pool on the test database whose connections go
+// through a streamtest.Proxy, closed when the test ends.
+func proxiedPool(t *testing.T) (*pgxpool.Pool, *streamtest.Proxy) {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(testenv.URL(t, "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := streamtest.NewProxy(t, net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))))
+	host, port, _ := net.SplitHostPort(proxy.Addr())
+	p, _ := strconv.Atoi(port)
+	cfg.ConnConfig.Host, cfg.ConnConfig.Port = host, uint16(p)
+	cfg.ConnConfig.Fallbacks = nil
+	cfg.ConnConfig.RuntimeParams["application_name"] = appName(t)
+	cfg.MaxConns = 2
+	// Without a connect timeout, a connection attempt into the blackhole
+	// would hang for good and hold a place in the pool (see New).
+	cfg.ConnConfig.ConnectTimeout = time.Second
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	// The proxy closes first: pgx sends a cancel request for a query it
+	// gave up on, and the pool waits for it, up to 15s, when the proxy
+	// still blackholes it.
+	t.Cleanup(proxy.Close)
+	return pool, proxy
+}
+
+// TestDeadConnectionIsAPollErrorAndRecovers runs
+// streamtest.DeadConnection: a dead connection to Postgres (no reset, no
+// bytes) shows within the StoreTimeout as a poll error that says the store
+// timed out, and the tasks enqueued meanwhile run once the network works.
+// By then the listener has replaced its own dead connection, and the pool
+// has dropped every dead one.
+func TestDeadConnectionIsAPollErrorAndRecovers(t *testing.T) {
+	producer := newTestStream(t, testPool(t), Config{})
+	pool, proxy := proxiedPool(t)
+	l, err := NewListener(pool, ListenerConfig{HealthCheck: 500 * time.Millisecond, Logger: streamtest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := l.Close(streamtest.Context(t)); err != nil {
+			t.Error(err)
+		}
+	}()
+	s, err := New(pool, Config{Queue: producer.Queue(), Listener: l, Logger: streamtest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamtest.DeadConnection{Proxy: proxy, Stream: s, Producer: producer}.Run(t)
+	streamtest.WaitFor(t, 10*time.Second, "the listener to replace its dead connection", func() bool { return l.connects.Load() >= 2 })
+	// The pool dropped the connections that timed out, and the idle ones
+	// as it tried them; the listener its own.
+	streamtest.WaitFor(t, 20*time.Second, "the client to close its dead connections", func() bool { return proxy.Held() == 0 })
+}
+
+// TestShutdownWithDeadConnectionIsBounded runs streamtest.DeadShutdown:
+// a processor whose Postgres stopped answering shuts down within its
+// ShutdownTimeout, and its tasks run again once their leases end.
+func TestShutdownWithDeadConnectionIsBounded(t *testing.T) {
+	direct := testPool(t)
+	producer := newTestStream(t, direct, Config{})
+	pool, proxy := proxiedPool(t)
+	s, err := New(pool, Config{Queue: producer.Queue(), Lease: 3 * time.Second, NoListen: true, Logger: streamtest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := newTestStream(t, direct, Config{Queue: producer.Queue(), RescueInterval: 200 * time.Millisecond})
+	streamtest.DeadShutdown{Proxy: proxy, Stream: s, Producer: producer, Reader: reader}.Run(t)
+}
