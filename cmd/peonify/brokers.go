@@ -370,6 +370,9 @@ func (r *resources) redis(ctx context.Context, rawURL string, poolSize int, tlsC
 	if poolSize > 0 {
 		opts.PoolSize = poolSize
 	}
+	// Each command's context (the processor's store_timeout) bounds it,
+	// not only the client's read timeout.
+	opts.ContextTimeoutEnabled = true
 	if tlsCfg != nil {
 		tlsCfg = tlsCfg.Clone()
 		if opts.TLSConfig != nil {

@@ -36,6 +36,8 @@ type processorConfig struct {
 	LowWatermark    int         `yaml:"low_watermark"`
 	TaskTimeout     duration    `yaml:"task_timeout"`
 	ShutdownGrace   duration    `yaml:"shutdown_grace"`
+	ShutdownTimeout duration    `yaml:"shutdown_timeout"`
+	StoreTimeout    duration    `yaml:"store_timeout"`
 	PollInterval    duration    `yaml:"poll_interval"`
 	MinPollInterval duration    `yaml:"min_poll_interval"`
 	Retry           retryConfig `yaml:"retry"`
@@ -390,6 +392,8 @@ func (pc processorConfig) toPeonify() (peonify.Config, error) {
 		LowWatermark:    pc.LowWatermark,
 		TaskTimeout:     time.Duration(pc.TaskTimeout),
 		ShutdownGrace:   time.Duration(pc.ShutdownGrace),
+		ShutdownTimeout: time.Duration(pc.ShutdownTimeout),
+		StoreTimeout:    time.Duration(pc.StoreTimeout),
 		PollInterval:    time.Duration(pc.PollInterval),
 		MinPollInterval: time.Duration(pc.MinPollInterval),
 		Retry: peonify.RetryPolicy{
@@ -418,6 +422,8 @@ var processorFields = map[string]string{
 	"Config.LowWatermark":      "processor.low_watermark",
 	"Config.TaskTimeout":       "processor.task_timeout",
 	"Config.ShutdownGrace":     "processor.shutdown_grace",
+	"Config.ShutdownTimeout":   "processor.shutdown_timeout",
+	"Config.StoreTimeout":      "processor.store_timeout",
 	"Config.PollInterval":      "processor.poll_interval",
 	"Config.MinPollInterval":   "processor.min_poll_interval",
 	"Config.Retry.MaxAttempts": "processor.retry.max_attempts",

@@ -28,6 +28,8 @@ processor:
   queue_size: 16
   task_timeout: 2m
   shutdown_grace: 10s
+  shutdown_timeout: 15s
+  store_timeout: 3s
   retry:
     max_attempts: 5
     min_backoff: 500ms
@@ -79,6 +81,7 @@ func TestParseFullConfig(t *testing.T) {
 	}
 	p := c.processor
 	if p.Workers != 8 || p.QueueSize != 16 || p.TaskTimeout != 2*time.Minute || p.ShutdownGrace != 10*time.Second ||
+		p.ShutdownTimeout != 15*time.Second || p.StoreTimeout != 3*time.Second ||
 		p.Retry.MaxAttempts != 5 || p.Retry.MinBackoff != 500*time.Millisecond || p.Retry.MaxBackoff != 10*time.Minute || p.Retry.Jitter != 0.1 {
 		t.Errorf("processor config %+v", p)
 	}
@@ -151,6 +154,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"bad variable reference", "streams:\n  - kind: sqlite\n    path: ${1X}\n", "streams[0].path: ${1X} is not a valid variable reference"},
 		{"bad duration", base + "processor:\n  task_timeout: 10q\n", `processor.task_timeout: "10q" is not a duration`},
 		{"duration without unit", base + "processor:\n  task_timeout: 30\n", "processor.task_timeout: 30 has no unit"},
+		{"grace past the shutdown", base + "processor:\n  shutdown_grace: 30s\n  shutdown_timeout: 20s\n", "processor.shutdown_grace: "},
 		{"not a number", base + "processor:\n  workers: many\n", `processor.workers: want a whole number, got "many"`},
 		{"negative workers", base + "processor:\n  workers: -1\n", "processor.workers: must not be negative"},
 		{"jitter above 1", base + "processor:\n  retry: {jitter: 2}\n", "processor.retry.jitter: must be at most 1"},

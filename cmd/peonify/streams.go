@@ -313,6 +313,12 @@ func (r *resources) pool(ctx context.Context, rawURL string, maxConns int32) (*p
 	if maxConns > 0 {
 		pc.MaxConns = maxConns
 	}
+	// pgxpool goes on opening a connection after the call that asked for
+	// it gave up; without a bound such dials hang on a dead network and
+	// hold the pool's slots for good.
+	if pc.ConnConfig.ConnectTimeout == 0 {
+		pc.ConnConfig.ConnectTimeout = 10 * time.Second
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres at %s: %s", redactURL(rawURL), redactErr(pgConnectError(err), rawURL))
