@@ -57,4 +57,14 @@
 // that never started (OutcomeReleased, not counted as attempts), lets running
 // tasks finish within Config.ShutdownGrace, flushes acks, closes its streams
 // and returns. The library never installs signal handlers.
+//
+// # Origin
+//
+// Peonify began as a design written for JavaScript, which these docs call
+// the seed. Where a doc comment says "the seed's X", X is that design's name
+// for the concept: new Peonify() is New and the Processor, the generic task
+// format is Task, a TaskImplementation with execute() is a Handler, the
+// task list is TaskList, a Stream's poll() and notifyComplete() are Poll and
+// Ack, and beginProcessing() is Run. The README's Concepts table maps them
+// too.
 package peonify
