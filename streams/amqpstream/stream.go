@@ -97,8 +97,8 @@ func redact(u amqp.URI) string {
 // Queue returns the name of the stream's work queue.
 func (s *Stream) Queue() string { return s.cfg.Queue }
 
-// Name names the stream in the processor's logs and stats: "amqp:" and
-// the work queue.
+// Name returns "amqp:" and the work queue's name, such as "amqp:emails";
+// the processor uses it in logs and stats unless AddStream is given another.
 func (s *Stream) Name() string { return "amqp:" + s.cfg.Queue }
 
 // Poll hands out up to max tasks from the messages the broker has sent to

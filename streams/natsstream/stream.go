@@ -116,8 +116,9 @@ func New(js jetstream.JetStream, cfg Config) (*Stream, error) {
 	}, nil
 }
 
-// Name returns "nats:" and the JetStream stream's name, the processor's
-// name for the stream.
+// Name returns "nats:" and the JetStream stream's name, such as
+// "nats:ORDERS"; the processor uses it in logs and stats unless AddStream is
+// given another.
 func (s *Stream) Name() string { return "nats:" + s.cfg.Stream }
 
 // clock returns the time since s.origin, on the monotonic clock.

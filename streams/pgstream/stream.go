@@ -318,6 +318,10 @@ func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Dura
 	return d, nil
 }
 
+// Name returns "postgres:" and the queue name, such as "postgres:emails";
+// the processor uses it in logs and stats unless AddStream is given another.
+func (s *Stream) Name() string { return "postgres:" + s.cfg.Queue }
+
 // Wake returns a channel that receives when tasks become ready in the
 // queue: on a NOTIFY from any producer (see the package documentation) and
 // on this stream's own Enqueue. The channel is never closed.

@@ -106,9 +106,9 @@ func New(client redis.UniversalClient, cfg Config) (*Stream, error) {
 	return s, nil
 }
 
-// Name returns "redis/" and the queue name; the processor uses it in logs
-// and stats unless AddStream is given another.
-func (s *Stream) Name() string { return "redis/" + s.cfg.Queue }
+// Name returns "redis:" and the queue name, such as "redis:emails"; the
+// processor uses it in logs and stats unless AddStream is given another.
+func (s *Stream) Name() string { return "redis:" + s.cfg.Queue }
 
 // Queue returns the name of the stream's queue.
 func (s *Stream) Queue() string { return s.cfg.Queue }

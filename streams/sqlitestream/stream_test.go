@@ -978,3 +978,14 @@ func TestWatchOtherProcess(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 }
+
+// TestName: the stream is named "sqlite:" and its file's base name, the
+// kind:name form every stream uses, unless Config.Name says otherwise.
+func TestName(t *testing.T) {
+	if got := openTest(t, Config{}, nil).Name(); got != "sqlite:tasks.db" {
+		t.Errorf("Name() = %q, want sqlite:tasks.db", got)
+	}
+	if got := openTest(t, Config{Name: "local"}, nil).Name(); got != "local" {
+		t.Errorf("Name() with Config.Name = %q, want local", got)
+	}
+}
