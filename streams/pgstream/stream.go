@@ -180,7 +180,7 @@ func (s *Stream) setHint(ds []peonify.Delivery, full, keep bool) {
 // claim runs one claim statement and returns its deliveries in delivery
 // order.
 func (s *Stream) claim(ctx context.Context, q string, max int, after ...any) ([]peonify.Delivery, error) {
-	args := append([]any{s.cfg.Queue, max, s.lease, s.cfg.Name}, after...)
+	args := append([]any{s.cfg.Queue, max, s.lease, s.cfg.Identity}, after...)
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, s.dbError("claiming tasks", err)
