@@ -229,11 +229,11 @@ func (c *consumer) buffered() int {
 	return len(c.buf) - c.bufHead
 }
 
-// take hands out up to max buffered deliveries.
-func (c *consumer) take(max int) []*amqp.Delivery {
+// take hands out up to limit buffered deliveries.
+func (c *consumer) take(limit int) []*amqp.Delivery {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := min(max, len(c.buf)-c.bufHead)
+	n := min(limit, len(c.buf)-c.bufHead)
 	if n <= 0 || c.dead {
 		return nil
 	}

@@ -166,7 +166,7 @@ func (s *Stream) setupError(what string, err error) error {
 	return fmt.Errorf("natsstream: looking up %s: %w", what, err)
 }
 
-// Poll fetches up to max tasks from the durable consumer (one FetchNoWait
+// Poll fetches up to limit tasks from the durable consumer (one FetchNoWait
 // request for exactly that many, never more) and leases them for
 // Config.AckWait. It does not wait for tasks to arrive: Wake signals that.
 //
@@ -174,11 +174,11 @@ func (s *Stream) setupError(what string, err error) error {
 // Config.MaxDeliver times, is dead-lettered instead of returned; one
 // whose RunAt is still ahead is moved to the scheduler without counting an
 // attempt.
-func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
 	if s.closed.Load() {
 		return nil, peonify.ErrClosed
 	}
-	if max <= 0 {
+	if limit <= 0 {
 		return nil, nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -194,7 +194,7 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 	s.startScheduler()
 
 	start := s.clock() // the server's AckWait starts later than this
-	batch, err := cons.FetchNoWait(min(max, maxBatch))
+	batch, err := cons.FetchNoWait(min(limit, maxBatch))
 	if err != nil {
 		return nil, fmt.Errorf("natsstream: fetching from consumer %s: %w", s.cfg.Consumer, err)
 	}
@@ -202,7 +202,7 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 	for m := range batch.Messages() {
 		if d, ok := s.claim(ctx, m, start); ok {
 			if ds == nil {
-				ds = make([]peonify.Delivery, 0, min(max, maxBatch))
+				ds = make([]peonify.Delivery, 0, min(limit, maxBatch))
 			}
 			ds = append(ds, d)
 		}

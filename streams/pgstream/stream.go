@@ -96,7 +96,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Stream, error) {
 // Queue returns the name of the stream's queue.
 func (s *Stream) Queue() string { return s.cfg.Queue }
 
-// Poll claims up to max ready tasks of the queue in one statement, highest
+// Poll claims up to limit ready tasks of the queue in one statement, highest
 // Priority first, then by RunAt and ID, and leases them for Config.Lease.
 // It returns nothing while the queue is paused.
 //
@@ -104,15 +104,15 @@ func (s *Stream) Queue() string { return s.cfg.Queue }
 // claim ended, so a task that sorts before that point (a higher priority
 // enqueued meanwhile, a task whose lease expired) waits for the next claim
 // from the front of the queue: at most about a quarter of a second.
-func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
 	if s.closed.Load() {
 		return nil, peonify.ErrClosed
 	}
 	s.startBackground()
-	if max <= 0 {
+	if limit <= 0 {
 		return nil, nil
 	}
-	max = min(max, maxBatch)
+	limit = min(limit, maxBatch)
 
 	// While a backlog drains, resume after the last task claimed: a claim
 	// from the front of the queue would walk the index entries of every
@@ -128,16 +128,16 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 	var ds []peonify.Delivery
 	if useHint {
 		var err error
-		ds, err = s.claim(ctx, s.sql.claimAfter, max, h.priority, h.runAt, h.id)
+		ds, err = s.claim(ctx, s.sql.claimAfter, limit, h.priority, h.runAt, h.id)
 		if err != nil {
 			return nil, err
 		}
-		if len(ds) == max {
+		if len(ds) == limit {
 			s.setHint(ds, false, true)
 			return ds, nil
 		}
 	}
-	rest, err := s.claim(ctx, s.sql.claim, max-len(ds))
+	rest, err := s.claim(ctx, s.sql.claim, limit-len(ds))
 	if err != nil {
 		if len(ds) > 0 {
 			// Keep what the first claim leased rather than leave it to
@@ -148,7 +148,7 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 	}
 	// A full claim that comes up short means the backlog is gone: until
 	// the next full batch, claims start from the front.
-	s.setHint(rest, true, len(rest) == max-len(ds))
+	s.setHint(rest, true, len(rest) == limit-len(ds))
 	return append(ds, rest...), nil
 }
 
@@ -179,13 +179,13 @@ func (s *Stream) setHint(ds []peonify.Delivery, full, keep bool) {
 
 // claim runs one claim statement and returns its deliveries in delivery
 // order.
-func (s *Stream) claim(ctx context.Context, q string, max int, after ...any) ([]peonify.Delivery, error) {
-	args := append([]any{s.cfg.Queue, max, s.lease, s.cfg.Identity}, after...)
+func (s *Stream) claim(ctx context.Context, q string, limit int, after ...any) ([]peonify.Delivery, error) {
+	args := append([]any{s.cfg.Queue, limit, s.lease, s.cfg.Identity}, after...)
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, s.dbError("claiming tasks", err)
 	}
-	ds := make([]peonify.Delivery, 0, min(max, 64))
+	ds := make([]peonify.Delivery, 0, min(limit, 64))
 	for rows.Next() {
 		info, token, err := scanTask(rows)
 		if err != nil {
