@@ -38,8 +38,8 @@
 //
 // The Stream interface is small: Poll claims up to max tasks, Ack completes
 // them, Nack fails, releases or dead-letters one, Close ends the stream.
-// Optional capabilities are extra interfaces: Extender, Waker, Enqueuer and
-// Inspector. The peonifytest package is the conformance suite every stream
+// Optional capabilities are extra interfaces: Extender, Waker, Enqueuer,
+// Inspector and PollLimiter. The peonifytest package is the conformance suite every stream
 // passes.
 //
 // # Handlers and retries

@@ -33,7 +33,7 @@ var (
 )
 
 // Stream is a Peonify stream on a JetStream work queue. It implements
-// peonify.Stream, Extender, Waker, Enqueuer and Inspector.
+// peonify.Stream, Extender, Waker, Enqueuer, Inspector and PollLimiter.
 //
 // Every processor of the stream shares one durable pull consumer and
 // fetches at most its free capacity; JetStream's AckWait is the lease. A
@@ -68,11 +68,12 @@ type Stream struct {
 }
 
 var (
-	_ peonify.Stream    = (*Stream)(nil)
-	_ peonify.Extender  = (*Stream)(nil)
-	_ peonify.Waker     = (*Stream)(nil)
-	_ peonify.Enqueuer  = (*Stream)(nil)
-	_ peonify.Inspector = (*Stream)(nil)
+	_ peonify.Stream      = (*Stream)(nil)
+	_ peonify.Extender    = (*Stream)(nil)
+	_ peonify.Waker       = (*Stream)(nil)
+	_ peonify.Enqueuer    = (*Stream)(nil)
+	_ peonify.Inspector   = (*Stream)(nil)
+	_ peonify.PollLimiter = (*Stream)(nil)
 )
 
 // claim is the stream's record of one delivery, kept in Delivery.Ref.

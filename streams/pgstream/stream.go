@@ -27,7 +27,8 @@ const maxReason = 16 << 10
 
 // Stream is a Peonify stream backed by a Postgres table: one named queue
 // in the peonify_tasks table. It implements peonify.Stream, Extender,
-// Waker, Enqueuer and Inspector, and adds EnqueueTx, Pause and Resume.
+// Waker, Enqueuer, Inspector and PollLimiter, and adds EnqueueTx, Pause and
+// Resume.
 //
 // A Stream used only to enqueue starts nothing in the background. The first
 // Poll or Wake starts, until Close, the rescuer and cleaner goroutine and

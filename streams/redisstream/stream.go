@@ -33,7 +33,7 @@ const forgetIdle = time.Hour
 
 // Stream is a Peonify stream on a Redis stream: one named queue, shared
 // by any number of processors through a consumer group. It implements
-// peonify.Stream, Extender, Waker, Enqueuer and Inspector.
+// peonify.Stream, Extender, Waker, Enqueuer, Inspector and PollLimiter.
 //
 // A Stream used only to enqueue starts nothing in the background. Wake
 // starts, until Close, a goroutine that waits for new entries with a
@@ -68,11 +68,12 @@ type Stream struct {
 }
 
 var (
-	_ peonify.Stream    = (*Stream)(nil)
-	_ peonify.Extender  = (*Stream)(nil)
-	_ peonify.Waker     = (*Stream)(nil)
-	_ peonify.Enqueuer  = (*Stream)(nil)
-	_ peonify.Inspector = (*Stream)(nil)
+	_ peonify.Stream      = (*Stream)(nil)
+	_ peonify.Extender    = (*Stream)(nil)
+	_ peonify.Waker       = (*Stream)(nil)
+	_ peonify.Enqueuer    = (*Stream)(nil)
+	_ peonify.Inspector   = (*Stream)(nil)
+	_ peonify.PollLimiter = (*Stream)(nil)
 )
 
 // New returns a stream on cfg.Queue in the database behind client. It does

@@ -17,7 +17,7 @@ import (
 	"github.com/peonify/peonify"
 )
 
-// Compile-time checks that Stream offers every capability.
+// Compile-time checks of the interfaces Stream implements.
 var (
 	_ peonify.Stream    = (*Stream)(nil)
 	_ peonify.Extender  = (*Stream)(nil)
@@ -143,9 +143,8 @@ func (c Config) withDefaults() Config {
 }
 
 // Stream is a durable task store in one SQLite file. It implements
-// peonify.Stream and every optional capability: Extender, Waker, Enqueuer
-// and Inspector. It is safe for concurrent use, and several processes may
-// open the same file.
+// peonify.Stream, Extender, Waker, Enqueuer and Inspector. It is safe for
+// concurrent use, and several processes may open the same file.
 type Stream struct {
 	cfg  Config
 	db   *sql.DB
