@@ -38,8 +38,8 @@
 //
 // The Stream interface is small: Poll claims up to max tasks, Ack completes
 // them, Nack fails, releases or dead-letters one, Close ends the stream.
-// Optional capabilities are extra interfaces: Extender, Waker, Enqueuer and
-// Inspector. The peonifytest package is the conformance suite every stream
+// Optional capabilities are extra interfaces: Extender, Waker, Enqueuer,
+// Inspector and PollLimiter. The peonifytest package is the conformance suite every stream
 // passes.
 //
 // # Handlers and retries
@@ -62,4 +62,14 @@
 //
 // Every call to a stream runs within Config.StoreTimeout; a Poll that
 // times out is a poll error (ErrStoreTimeout) that Stats shows.
+//
+// # Origin
+//
+// Peonify began as a design written for JavaScript, which these docs call
+// the seed. Where a doc comment says "the seed's X", X is that design's name
+// for the concept: new Peonify() is New and the Processor, the generic task
+// format is Task, a TaskImplementation with execute() is a Handler, the
+// task list is TaskList, a Stream's poll() and notifyComplete() are Poll and
+// Ack, and beginProcessing() is Run. The README's Concepts table maps them
+// too.
 package peonify

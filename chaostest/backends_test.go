@@ -76,7 +76,7 @@ func openStream(ctx context.Context, spec streamSpec, name string, logger *slog.
 			return nil, err
 		}
 		s, err := pgstream.New(pool, pgstream.Config{Queue: spec.Queue, Lease: spec.Lease, RescueInterval: spec.Lease / 4,
-			Name: name, Logger: logger})
+			Identity: name, Logger: logger})
 		if err != nil {
 			pool.Close()
 			return nil, err
@@ -116,7 +116,7 @@ func openStream(ctx context.Context, spec streamSpec, name string, logger *slog.
 		return &opened{s: s, enq: s, insp: s, done: nc.Close}, nil
 
 	case "amqp":
-		s, err := amqpstream.New(spec.Addr, amqpstream.Config{Queue: spec.Queue, Name: "chaostest-" + name,
+		s, err := amqpstream.New(spec.Addr, amqpstream.Config{Queue: spec.Queue, Identity: "chaostest-" + name,
 			AMQP:         amqp.Config{Heartbeat: spec.Lease},
 			ReconnectMin: 50 * time.Millisecond, ReconnectMax: time.Second, Logger: logger})
 		if err != nil {

@@ -153,8 +153,8 @@ var (
 	_ peonify.PollLimiter = (*recorded)(nil)
 )
 
-func (r *recorded) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
-	ds, err := r.s.Poll(ctx, max)
+func (r *recorded) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
+	ds, err := r.s.Poll(ctx, limit)
 	if len(ds) > 0 {
 		fields := make([]string, 0, 2*len(ds))
 		for _, d := range ds {

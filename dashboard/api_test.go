@@ -45,7 +45,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 
 func TestMutationWithoutAuthIs401(t *testing.T) {
 	f := newFixture(t, dashboard.Config{Auth: dashboard.Auth{Token: testToken}})
-	id := killTask(t, f.mem, &peonify.Task{ID: "t1", Type: "email"}, "boom")
+	id := deadLetter(t, f.mem, &peonify.Task{ID: "t1", Type: "email"}, "boom")
 	f.signIn(request{}) // a valid CSRF token does not stand in for a credential
 
 	for _, o := range []request{
@@ -79,7 +79,7 @@ func TestReadsNeedAuthWhenConfigured(t *testing.T) {
 
 func TestMutationWithoutCSRFTokenIs403(t *testing.T) {
 	f := newFixture(t, dashboard.Config{Auth: dashboard.Auth{Token: testToken}})
-	id := killTask(t, f.mem, &peonify.Task{ID: "t1", Type: "email"}, "boom")
+	id := deadLetter(t, f.mem, &peonify.Task{ID: "t1", Type: "email"}, "boom")
 	sel := dashboard.Selection{IDs: []string{id}}
 
 	// No token at all.
@@ -118,7 +118,7 @@ func TestMutationWithoutCSRFTokenIs403(t *testing.T) {
 
 func TestCSRFTokenIsBoundToTheUser(t *testing.T) {
 	f := newFixture(t, dashboard.Config{Auth: dashboard.Auth{Token: testToken, Username: "ada", Password: "lovelace"}})
-	id := killTask(t, f.mem, &peonify.Task{ID: "t1", Type: "email"}, "boom")
+	id := deadLetter(t, f.mem, &peonify.Task{ID: "t1", Type: "email"}, "boom")
 	f.signIn(request{}) // as the token holder
 	res, body := f.do("POST", "/api/stores/mem/retry", dashboard.Selection{IDs: []string{id}},
 		request{basic: [2]string{"ada", "lovelace"}})
@@ -127,8 +127,8 @@ func TestCSRFTokenIsBoundToTheUser(t *testing.T) {
 
 func TestRetryDeadTaskWithAuthAndCSRF(t *testing.T) {
 	f := newFixture(t, dashboard.Config{Auth: dashboard.Auth{Token: testToken}})
-	id := killTask(t, f.mem, &peonify.Task{ID: "t1", Type: "email", Payload: []byte(`{"to":"ada"}`)}, "smtp: 550")
-	killTask(t, f.mem, &peonify.Task{ID: "t2", Type: "email"}, "smtp: 550")
+	id := deadLetter(t, f.mem, &peonify.Task{ID: "t1", Type: "email", Payload: []byte(`{"to":"ada"}`)}, "smtp: 550")
+	deadLetter(t, f.mem, &peonify.Task{ID: "t2", Type: "email"}, "smtp: 550")
 	f.signIn(request{})
 
 	res, body := f.do("POST", "/api/stores/mem/retry", dashboard.Selection{IDs: []string{id}}, request{})
@@ -161,7 +161,7 @@ func TestRetryDeadTaskWithAuthAndCSRF(t *testing.T) {
 func TestRetryAndDeleteAll(t *testing.T) {
 	f := newFixture(t, dashboard.Config{Auth: dashboard.Auth{Token: testToken}})
 	for _, id := range []string{"a", "b", "c"} {
-		killTask(t, f.mem, &peonify.Task{ID: id, Type: "email"}, "boom")
+		deadLetter(t, f.mem, &peonify.Task{ID: id, Type: "email"}, "boom")
 	}
 	f.signIn(request{})
 	res, body := f.do("POST", "/api/stores/mem/retry", dashboard.Selection{All: true}, request{})
@@ -171,9 +171,9 @@ func TestRetryAndDeleteAll(t *testing.T) {
 	}
 
 	for _, id := range []string{"d", "e"} {
-		// A higher priority, so that killTask claims it before the
+		// A higher priority, so that deadLetter claims it before the
 		// pending tasks.
-		killTask(t, f.mem, &peonify.Task{ID: id, Type: "email", Priority: 1}, "boom")
+		deadLetter(t, f.mem, &peonify.Task{ID: id, Type: "email", Priority: 1}, "boom")
 	}
 	res, body = f.do("POST", "/api/stores/mem/delete", dashboard.Selection{All: true}, request{})
 	wantStatus(t, res, body, http.StatusOK, "")
@@ -212,7 +212,7 @@ func TestBadSelectionsAre400(t *testing.T) {
 
 func TestBasicAuth(t *testing.T) {
 	f := newFixture(t, dashboard.Config{Auth: dashboard.Auth{Username: "ada", Password: "lovelace"}})
-	id := killTask(t, f.mem, &peonify.Task{ID: "t1", Type: "email"}, "boom")
+	id := deadLetter(t, f.mem, &peonify.Task{ID: "t1", Type: "email"}, "boom")
 	good := request{basic: [2]string{"ada", "lovelace"}}
 
 	res, body := f.do("GET", "/api/stats", nil, request{basic: [2]string{"ada", "wrong"}})
@@ -230,7 +230,7 @@ func TestBasicAuth(t *testing.T) {
 
 func TestCrossOriginMutationIs403(t *testing.T) {
 	f := newFixture(t, dashboard.Config{Auth: dashboard.Auth{Token: testToken}})
-	id := killTask(t, f.mem, &peonify.Task{ID: "t1", Type: "email"}, "boom")
+	id := deadLetter(t, f.mem, &peonify.Task{ID: "t1", Type: "email"}, "boom")
 	f.signIn(request{})
 	for _, h := range []http.Header{
 		{"Sec-Fetch-Site": {"cross-site"}},
@@ -247,7 +247,7 @@ func TestCrossOriginMutationIs403(t *testing.T) {
 
 func TestWithoutAuthTheDashboardIsReadOnly(t *testing.T) {
 	f := newFixture(t, dashboard.Config{})
-	id := killTask(t, f.mem, &peonify.Task{ID: "t1", Type: "email"}, "boom")
+	id := deadLetter(t, f.mem, &peonify.Task{ID: "t1", Type: "email"}, "boom")
 
 	res, body := f.do("GET", "/api/session", nil, request{})
 	wantStatus(t, res, body, http.StatusOK, "")
@@ -269,7 +269,7 @@ func TestWithoutAuthTheDashboardIsReadOnly(t *testing.T) {
 func TestTaskDataIsJSONEscaped(t *testing.T) {
 	f := newFixture(t, dashboard.Config{})
 	const evil = `<script>alert("payload")</script><img src=x onerror=alert(1)>`
-	id := killTask(t, f.mem, &peonify.Task{ID: "<b>id</b>", Type: "<i>type</i>", Payload: []byte(evil),
+	id := deadLetter(t, f.mem, &peonify.Task{ID: "<b>id</b>", Type: "<i>type</i>", Payload: []byte(evil),
 		Headers: map[string]string{"x": "<script>h</script>"}}, "<script>alert('error')</script>")
 
 	for _, path := range []string{"/api/stores/mem/tasks?state=dead", "/api/stores/mem/tasks/" + url.PathEscape(id)} {
@@ -294,9 +294,9 @@ func TestTaskDataIsJSONEscaped(t *testing.T) {
 
 func TestHidePayload(t *testing.T) {
 	f := newFixture(t, dashboard.Config{HidePayload: dashboard.HideTypes("charge")})
-	killTask(t, f.mem, &peonify.Task{ID: "c1", Type: "charge", Payload: []byte(`{"card":"4242424242424242"}`),
+	deadLetter(t, f.mem, &peonify.Task{ID: "c1", Type: "charge", Payload: []byte(`{"card":"4242424242424242"}`),
 		Headers: map[string]string{"tenant": "acme"}}, "declined")
-	killTask(t, f.mem, &peonify.Task{ID: "e1", Type: "email", Payload: []byte(`{"to":"ada"}`),
+	deadLetter(t, f.mem, &peonify.Task{ID: "e1", Type: "email", Payload: []byte(`{"to":"ada"}`),
 		Headers: map[string]string{"tenant": "acme"}}, "bounced")
 
 	res, body := f.do("GET", "/api/stores/mem/tasks?state=dead", nil, request{})
@@ -328,8 +328,8 @@ func TestPayloadPreview(t *testing.T) {
 	f := newFixture(t, dashboard.Config{PreviewBytes: 10})
 	// "é" is two bytes: a cut at 10 bytes falls inside the fifth one.
 	long := strings.Repeat("é", 100)
-	killTask(t, f.mem, &peonify.Task{ID: "a", Type: "t", Payload: []byte(long)}, "x")
-	killTask(t, f.mem, &peonify.Task{ID: "b", Type: "t", Payload: []byte{0xff, 'o', 'k'}}, "x")
+	deadLetter(t, f.mem, &peonify.Task{ID: "a", Type: "t", Payload: []byte(long)}, "x")
+	deadLetter(t, f.mem, &peonify.Task{ID: "b", Type: "t", Payload: []byte{0xff, 'o', 'k'}}, "x")
 
 	res, body := f.do("GET", "/api/stores/mem/tasks?state=dead", nil, request{})
 	wantStatus(t, res, body, http.StatusOK, "")
@@ -353,7 +353,7 @@ func TestPayloadPreview(t *testing.T) {
 func TestListPagingAndErrors(t *testing.T) {
 	f := newFixture(t, dashboard.Config{})
 	for _, id := range []string{"a", "b", "c", "d", "e"} {
-		killTask(t, f.mem, &peonify.Task{ID: id, Type: "t"}, "x")
+		deadLetter(t, f.mem, &peonify.Task{ID: id, Type: "t"}, "x")
 	}
 	var ids []string
 	after := ""
@@ -420,7 +420,7 @@ func TestSnapshotsAreSharedAndRefreshedAfterChanges(t *testing.T) {
 		Auth:     dashboard.Auth{Token: testToken},
 		Interval: time.Minute, // a snapshot stays fresh for 30s
 	})
-	killTask(t, mem, &peonify.Task{ID: "a", Type: "t"}, "x")
+	deadLetter(t, mem, &peonify.Task{ID: "a", Type: "t"}, "x")
 	for range 10 {
 		res, body := f.do("GET", "/api/stats", nil, request{})
 		wantStatus(t, res, body, http.StatusOK, "")

@@ -21,7 +21,7 @@ func Example() {
 	ctx := context.Background()
 	store := memstream.New(memstream.Config{})
 	defer store.Close(ctx)
-	killForExample(store, &peonify.Task{ID: "welcome-ada", Type: "email", Payload: []byte(`{"to":"ada@example.com"}`)},
+	deadLetterForExample(store, &peonify.Task{ID: "welcome-ada", Type: "email", Payload: []byte(`{"to":"ada@example.com"}`)},
 		"smtp: mailbox full")
 
 	dash, err := dashboard.New(dashboard.Config{
@@ -58,7 +58,7 @@ func Example_retry() {
 	ctx := context.Background()
 	store := memstream.New(memstream.Config{})
 	defer store.Close(ctx)
-	killForExample(store, &peonify.Task{ID: "charge-42", Type: "charge"}, "card declined")
+	deadLetterForExample(store, &peonify.Task{ID: "charge-42", Type: "charge"}, "card declined")
 
 	const token = "0123456789abcdef0123456789abcdef" // dashboard.NewToken() in real use
 	dash, err := dashboard.New(dashboard.Config{
@@ -138,8 +138,8 @@ func ExampleDashboard_TokenURL() {
 	// http://localhost:8080/#token=0123456789abcdef0123456789abcdef
 }
 
-// killForExample stores a dead task in s.
-func killForExample(s *memstream.Stream, t *peonify.Task, reason string) {
+// deadLetterForExample stores a dead task in s.
+func deadLetterForExample(s *memstream.Stream, t *peonify.Task, reason string) {
 	ctx := context.Background()
 	if err := s.Enqueue(ctx, t); err != nil {
 		panic(err)

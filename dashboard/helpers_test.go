@@ -158,9 +158,9 @@ func wantStatus(t *testing.T, res *http.Response, body []byte, status int, code 
 	}
 }
 
-// killTask stores a dead task in s: it enqueues t, claims it and nacks it
+// deadLetter stores a dead task in s: it enqueues t, claims it and nacks it
 // dead with reason. It returns the task's ID.
-func killTask(t *testing.T, s *memstream.Stream, task *peonify.Task, reason string) string {
+func deadLetter(t *testing.T, s *memstream.Stream, task *peonify.Task, reason string) string {
 	t.Helper()
 	ctx := context.Background()
 	if err := s.Enqueue(ctx, task); err != nil {
@@ -168,7 +168,7 @@ func killTask(t *testing.T, s *memstream.Stream, task *peonify.Task, reason stri
 	}
 	ds, err := s.Poll(ctx, 1)
 	if err != nil || len(ds) != 1 || ds[0].Task.ID != task.ID {
-		t.Fatalf("claiming the task to kill: %v, %d deliveries", err, len(ds))
+		t.Fatalf("claiming the task to dead-letter: %v, %d deliveries", err, len(ds))
 	}
 	if err := s.Nack(ctx, ds[0], peonify.NackOptions{Outcome: peonify.OutcomeDead, Reason: reason}); err != nil {
 		t.Fatal(err)

@@ -174,11 +174,11 @@ func (f *faultStream) before(ctx context.Context, op Op) error {
 }
 
 // Poll calls the wrapped stream's Poll unless a fault intervenes.
-func (f *faultStream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+func (f *faultStream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
 	if err := f.before(ctx, OpPoll); err != nil {
 		return nil, err
 	}
-	return f.inner.Poll(ctx, max)
+	return f.inner.Poll(ctx, limit)
 }
 
 // Ack calls the wrapped stream's Ack unless a fault intervenes.

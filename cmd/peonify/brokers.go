@@ -110,7 +110,7 @@ func (s *redisSpec) check() error {
 		s.Queue = "default"
 	}
 	if s.Common.Name == "" {
-		s.Common.Name = "redis/" + s.Queue
+		s.Common.Name = "redis:" + s.Queue
 	}
 	if s.PoolSize < 0 {
 		return errorf(path+".pool_size", "must not be negative (0 means go-redis's default, 10 per CPU)")
@@ -200,7 +200,7 @@ func (s *natsSpec) check() error {
 		s.Stream = "PEONIFY"
 	}
 	if s.Common.Name == "" {
-		s.Common.Name = "nats/" + s.Stream
+		s.Common.Name = "nats:" + s.Stream
 	}
 	if s.Credentials != "" {
 		if _, err := os.Stat(s.Credentials); err != nil {
@@ -298,7 +298,7 @@ func (s *amqpSpec) check() error {
 		s.Queue = "peonify"
 	}
 	if s.Common.Name == "" {
-		s.Common.Name = "amqp/" + s.Queue
+		s.Common.Name = "amqp:" + s.Queue
 	}
 	var err error
 	if s.tls, err = s.TLS.config(path); err != nil {

@@ -70,7 +70,7 @@ periodic:
   - name: ping
     spec: "@every 1m"
     type: email
-    stream: postgres/emails
+    stream: postgres:emails
     payload: '{"raw": true}'
 `
 
@@ -93,7 +93,7 @@ func TestParseFullConfig(t *testing.T) {
 		t.Errorf("sqlite stream %+v", c.streams[0])
 	}
 	pg, ok := c.streams[1].(*postgresSpec)
-	if !ok || pg.Common.Name != "postgres/emails" || pg.URL != "postgres://app:pw@db:5432/app" || pg.Queue != "emails" ||
+	if !ok || pg.Common.Name != "postgres:emails" || pg.URL != "postgres://app:pw@db:5432/app" || pg.Queue != "emails" ||
 		pg.Schema != "public" || pg.Common.Weight != 3 || !pg.Migrate {
 		t.Errorf("postgres stream %+v", c.streams[1])
 	}
@@ -458,7 +458,7 @@ streams:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(c.streamNames(), ","); got != "redis/emails,nats/ORDERS,amqp/reports" {
+	if got := strings.Join(c.streamNames(), ","); got != "redis:emails,nats:ORDERS,amqp:reports" {
 		t.Errorf("default names %s", got)
 	}
 	rc := c.streams[0].(*redisSpec).config(nil)

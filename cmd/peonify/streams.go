@@ -56,7 +56,7 @@ type storeSpec interface {
 
 // streamCommon are the fields every stream entry has.
 type streamCommon struct {
-	Name   string `yaml:"name"`   // defaults to the kind, or postgres/<queue>
+	Name   string `yaml:"name"`   // defaults to the kind, or kind:queue (postgres:emails)
 	Kind   string `yaml:"kind"`   // required: a key of streamKinds
 	Weight int    `yaml:"weight"` // share of capacity; defaults to 1
 
@@ -208,7 +208,7 @@ func (s *postgresSpec) check() error {
 		return errorf(s.Common.path+".max_conns", "must not be negative (0 means the driver's default)")
 	}
 	if s.Common.Name == "" {
-		s.Common.Name = "postgres/" + s.Queue
+		s.Common.Name = "postgres:" + s.Queue
 	}
 	switch {
 	case len(s.Queue) > 255:

@@ -76,9 +76,11 @@ type Config struct {
 	// and AMQP handshakes. Ignored when AMQP.Dial is set. Defaults to 10s.
 	DialTimeout time.Duration
 
-	// Name identifies this process in the broker: in consumer tags and as
-	// the connection name. Defaults to "peonify hostname:pid".
-	Name string
+	// Identity identifies this process in the broker: in consumer tags and
+	// as the connection name. Defaults to "peonify hostname:pid". (The
+	// stream's display name, in the processor's logs and stats, is
+	// Stream.Name.)
+	Identity string
 
 	// Logger receives the stream's logs (connection losses and
 	// reconnections, messages it could not route). Defaults to
@@ -133,9 +135,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.DialTimeout == 0 {
 		c.DialTimeout = 10 * time.Second
 	}
-	if c.Name == "" {
+	if c.Identity == "" {
 		host, _ := os.Hostname()
-		c.Name = "peonify " + host + ":" + strconv.Itoa(os.Getpid())
+		c.Identity = "peonify " + host + ":" + strconv.Itoa(os.Getpid())
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -128,7 +128,7 @@ func (c *consumer) add(n int) error {
 	if err := c.ch.Qos(n, 0, false); err != nil {
 		return fmt.Errorf("amqpstream: setting the prefetch count: %w", err)
 	}
-	tag := fmt.Sprintf("%s #%d.%d", ss.s.cfg.Name, ss.id, len(c.tags)+1)
+	tag := fmt.Sprintf("%s #%d.%d", ss.s.cfg.Identity, ss.id, len(c.tags)+1)
 	deliveries, err := c.ch.Consume(ss.s.cfg.Queue, tag, false, false, false, false, nil)
 	if err != nil {
 		return explain("consuming from queue "+ss.s.cfg.Queue, err)
@@ -229,11 +229,11 @@ func (c *consumer) buffered() int {
 	return len(c.buf) - c.bufHead
 }
 
-// take hands out up to max buffered deliveries.
-func (c *consumer) take(max int) []*amqp.Delivery {
+// take hands out up to limit buffered deliveries.
+func (c *consumer) take(limit int) []*amqp.Delivery {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := min(max, len(c.buf)-c.bufHead)
+	n := min(limit, len(c.buf)-c.bufHead)
 	if n <= 0 || c.dead {
 		return nil
 	}

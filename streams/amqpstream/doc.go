@@ -68,11 +68,11 @@
 // # Acknowledgements, prefetch and fencing
 //
 // The stream consumes with manual acknowledgements. The broker pushes
-// messages up to the consumer's prefetch count; Poll hands out at most max
-// of them. Unless Config.Prefetch fixes it, the prefetch count follows the
-// processor: it starts at the first Poll's max and grows only while the
-// processor asks for tasks that the broker holds back because every
-// prefetched message is unacknowledged. It settles at what the processor
+// messages up to the consumer's prefetch count; Poll hands out at most the
+// number asked for. Unless Config.Prefetch fixes it, the prefetch count
+// follows the processor: it starts at the first Poll's limit and grows
+// only while the processor asks for tasks that the broker holds back
+// because every prefetched message is unacknowledged. It settles at what the processor
 // holds plus the tasks it finished and has not acked yet, so the broker
 // never sends a process more than it has room for, and the rest of the
 // queue stays available to other processors. A batch of acks goes out as

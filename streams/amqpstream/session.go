@@ -48,7 +48,7 @@ func (s *Stream) dial(ctx context.Context) (*amqp.Connection, error) {
 		cfg.Properties = cloneTable(cfg.Properties)
 	}
 	if _, ok := cfg.Properties["connection_name"]; !ok {
-		cfg.Properties["connection_name"] = s.cfg.Name + " " + s.cfg.Queue
+		cfg.Properties["connection_name"] = s.cfg.Identity + " " + s.cfg.Queue
 	}
 	if cfg.Dial == nil {
 		timeout := s.cfg.DialTimeout

@@ -97,15 +97,15 @@ func redact(u amqp.URI) string {
 // Queue returns the name of the stream's work queue.
 func (s *Stream) Queue() string { return s.cfg.Queue }
 
-// Name names the stream in the processor's logs and stats: "amqp:" and
-// the work queue.
+// Name returns "amqp:" and the work queue's name, such as "amqp:emails";
+// the processor uses it in logs and stats unless AddStream is given another.
 func (s *Stream) Name() string { return "amqp:" + s.cfg.Queue }
 
-// Poll hands out up to max tasks from the messages the broker has sent to
+// Poll hands out up to limit tasks from the messages the broker has sent to
 // this stream's consumer, in the order it sent them. It never waits for
 // messages to arrive: when none are buffered it returns nothing, and Wake
 // signals when some come. The first Poll starts consuming, with a
-// prefetch of Config.Prefetch or else of max, which then follows the
+// prefetch of Config.Prefetch or else of limit, which then follows the
 // caller (see Config.Prefetch), so the broker does not send this process
 // more than it has room for. Poll returns an error while the stream is
 // not connected, after waiting for a connection attempt under way.
@@ -115,11 +115,11 @@ func (s *Stream) Name() string { return "amqp:" + s.cfg.Queue }
 // redelivers because the connection that held it was lost goes back to
 // the work queue with that attempt counted (see the package
 // documentation).
-func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
 	if s.closed.Load() {
 		return nil, peonify.ErrClosed
 	}
-	if max <= 0 {
+	if limit <= 0 {
 		return nil, nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -129,18 +129,18 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 	if err != nil {
 		return nil, err
 	}
-	c, err := ss.consumer(max)
+	c, err := ss.consumer(limit)
 	if err != nil {
 		ss.fail(err)
 		return nil, err
 	}
-	if short := max - c.buffered(); short > 0 && s.cfg.Prefetch == 0 {
+	if short := limit - c.buffered(); short > 0 && s.cfg.Prefetch == 0 {
 		if err := c.grow(short); err != nil {
 			ss.fail(err)
 			return nil, err
 		}
 	}
-	msgs := c.take(max)
+	msgs := c.take(limit)
 	if len(msgs) == 0 {
 		return nil, nil
 	}

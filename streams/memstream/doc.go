@@ -2,10 +2,9 @@
 // tasks with leases, fenced acks, retries, scheduling, dead letters and
 // inspection, held entirely in this process.
 //
-// It implements the whole stream contract (peonify.Stream, Extender, Waker,
-// Enqueuer and Inspector) but nothing survives the process, so it is meant
-// for tests, examples, benchmarks and fan-in between goroutines of one
-// program. Use a durable stream when tasks must outlive a crash.
+// It implements peonify.Stream, Extender, Waker, Enqueuer and Inspector,
+// but nothing survives the process, so it is meant for tests, examples,
+// benchmarks and fan-in between goroutines of one program. Use a durable stream when tasks must outlive a crash.
 //
 // A minimal program enqueues a task and lets a processor run it until ctx
 // ends:

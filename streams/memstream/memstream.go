@@ -225,17 +225,17 @@ func (s *Stream) fire() {
 	s.armNext(s.now())
 }
 
-// Poll claims up to max tasks, highest Priority first and then in the
+// Poll claims up to limit tasks, highest Priority first and then in the
 // order they became available. Each claimed task is leased until
 // Config.Lease from now and its Attempt counts this claim. Poll also moves
 // scheduled tasks that fell due and tasks whose lease expired back into the
 // ready queue. It never blocks.
-func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if max < 1 {
-		return nil, fmt.Errorf("memstream: Poll max is %d: ask for at least 1 task", max)
+	if limit < 1 {
+		return nil, fmt.Errorf("memstream: Poll limit is %d: ask for at least 1 task", limit)
 	}
 	now := s.now()
 	s.mu.Lock()
@@ -244,7 +244,7 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 		return nil, peonify.ErrClosed
 	}
 	s.advance(now)
-	n := min(max, s.ready.len())
+	n := min(limit, s.ready.len())
 	if n == 0 {
 		s.armNext(now)
 		return nil, nil

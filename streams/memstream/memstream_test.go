@@ -50,14 +50,14 @@ func enqueue(t *testing.T, s *memstream.Stream, tasks ...*peonify.Task) {
 	}
 }
 
-func poll(t *testing.T, s *memstream.Stream, max int) []peonify.Delivery {
+func poll(t *testing.T, s *memstream.Stream, limit int) []peonify.Delivery {
 	t.Helper()
-	ds, err := s.Poll(context.Background(), max)
+	ds, err := s.Poll(context.Background(), limit)
 	if err != nil {
-		t.Fatalf("Poll(%d): %v", max, err)
+		t.Fatalf("Poll(%d): %v", limit, err)
 	}
-	if len(ds) > max {
-		t.Fatalf("Poll(%d) returned %d deliveries", max, len(ds))
+	if len(ds) > limit {
+		t.Fatalf("Poll(%d) returned %d deliveries", limit, len(ds))
 	}
 	return ds
 }
@@ -210,9 +210,9 @@ func TestEnqueueInvalidStoresNothing(t *testing.T) {
 func TestPollArguments(t *testing.T) {
 	s, _ := newStream(t)
 	enqueue(t, s, &peonify.Task{Type: "x"}, &peonify.Task{Type: "x"}, &peonify.Task{Type: "x"})
-	for _, max := range []int{0, -1} {
-		if _, err := s.Poll(context.Background(), max); err == nil {
-			t.Errorf("Poll(%d) returned no error", max)
+	for _, limit := range []int{0, -1} {
+		if _, err := s.Poll(context.Background(), limit); err == nil {
+			t.Errorf("Poll(%d) returned no error", limit)
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -334,16 +334,16 @@ func headerText(s string) string {
 	return strings.Trim(s, " \t")
 }
 
-// runeCut returns the largest n <= max, with max < len(s), such that
+// runeCut returns the largest n <= limit, with limit < len(s), such that
 // s[:n] does not end inside a UTF-8 character. Invalid bytes count as
 // characters of their own: at most utf8.UTFMax-1 bytes are given up.
-func runeCut(s string, max int) int {
-	for n := max; n > max-utf8.UTFMax && n > 0; n-- {
+func runeCut(s string, limit int) int {
+	for n := limit; n > limit-utf8.UTFMax && n > 0; n-- {
 		if utf8.RuneStart(s[n]) {
 			return n
 		}
 	}
-	return max
+	return limit
 }
 
 func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }

@@ -71,3 +71,12 @@ func FuzzHeaderText(f *testing.F) {
 		}
 	})
 }
+
+// TestName: the processor names the stream "nats:" and its JetStream
+// stream, the kind:name form every stream uses.
+func TestName(t *testing.T) {
+	s, cfg := newTestStream(t, testJS(t), Config{})
+	if got, want := s.Name(), "nats:"+cfg.Stream; got != want {
+		t.Errorf("Name() = %q, want %q", got, want)
+	}
+}

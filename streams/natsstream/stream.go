@@ -33,7 +33,7 @@ var (
 )
 
 // Stream is a Peonify stream on a JetStream work queue. It implements
-// peonify.Stream, Extender, Waker, Enqueuer and Inspector.
+// peonify.Stream, Extender, Waker, Enqueuer, Inspector and PollLimiter.
 //
 // Every processor of the stream shares one durable pull consumer and
 // fetches at most its free capacity; JetStream's AckWait is the lease. A
@@ -68,11 +68,12 @@ type Stream struct {
 }
 
 var (
-	_ peonify.Stream    = (*Stream)(nil)
-	_ peonify.Extender  = (*Stream)(nil)
-	_ peonify.Waker     = (*Stream)(nil)
-	_ peonify.Enqueuer  = (*Stream)(nil)
-	_ peonify.Inspector = (*Stream)(nil)
+	_ peonify.Stream      = (*Stream)(nil)
+	_ peonify.Extender    = (*Stream)(nil)
+	_ peonify.Waker       = (*Stream)(nil)
+	_ peonify.Enqueuer    = (*Stream)(nil)
+	_ peonify.Inspector   = (*Stream)(nil)
+	_ peonify.PollLimiter = (*Stream)(nil)
 )
 
 // claim is the stream's record of one delivery, kept in Delivery.Ref.
@@ -116,8 +117,9 @@ func New(js jetstream.JetStream, cfg Config) (*Stream, error) {
 	}, nil
 }
 
-// Name returns "nats:" and the JetStream stream's name, the processor's
-// name for the stream.
+// Name returns "nats:" and the JetStream stream's name, such as
+// "nats:ORDERS"; the processor uses it in logs and stats unless AddStream is
+// given another.
 func (s *Stream) Name() string { return "nats:" + s.cfg.Stream }
 
 // clock returns the time since s.origin, on the monotonic clock.
@@ -165,7 +167,7 @@ func (s *Stream) setupError(what string, err error) error {
 	return fmt.Errorf("natsstream: looking up %s: %w", what, err)
 }
 
-// Poll fetches up to max tasks from the durable consumer (one FetchNoWait
+// Poll fetches up to limit tasks from the durable consumer (one FetchNoWait
 // request for exactly that many, never more) and leases them for
 // Config.AckWait. It does not wait for tasks to arrive: Wake signals that.
 //
@@ -173,11 +175,11 @@ func (s *Stream) setupError(what string, err error) error {
 // Config.MaxDeliver times, is dead-lettered instead of returned; one
 // whose RunAt is still ahead is moved to the scheduler without counting an
 // attempt.
-func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
 	if s.closed.Load() {
 		return nil, peonify.ErrClosed
 	}
-	if max <= 0 {
+	if limit <= 0 {
 		return nil, nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -194,7 +196,7 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 
 	start := s.clock() // the server's AckWait starts later than this
 	fetched := time.Now()
-	batch, err := cons.FetchNoWait(min(max, maxBatch))
+	batch, err := cons.FetchNoWait(min(limit, maxBatch))
 	if err != nil {
 		return nil, fmt.Errorf("natsstream: fetching from consumer %s: %w", s.cfg.Consumer, err)
 	}
@@ -202,7 +204,7 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 	for m := range batch.Messages() {
 		if d, ok := s.claim(ctx, m, start); ok {
 			if ds == nil {
-				ds = make([]peonify.Delivery, 0, min(max, maxBatch))
+				ds = make([]peonify.Delivery, 0, min(limit, maxBatch))
 			}
 			ds = append(ds, d)
 		}

@@ -49,9 +49,10 @@ type Config struct {
 	// KeepDead are deleted. Defaults to 1 minute.
 	CleanupInterval time.Duration
 
-	// Name identifies this process in the claimed_by column of the tasks
-	// it runs. Defaults to "hostname:pid".
-	Name string
+	// Identity identifies this process in the claimed_by column of the
+	// tasks it runs. Defaults to "hostname:pid". (The stream's display
+	// name, in the processor's logs and stats, is Stream.Name.)
+	Identity string
 
 	// NoListen turns off LISTEN/NOTIFY: the stream then holds no
 	// connection of its own and Wake fires only on this stream's own
@@ -129,9 +130,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.CleanupInterval == 0 {
 		c.CleanupInterval = time.Minute
 	}
-	if c.Name == "" {
+	if c.Identity == "" {
 		host, _ := os.Hostname()
-		c.Name = host + ":" + strconv.Itoa(os.Getpid())
+		c.Identity = host + ":" + strconv.Itoa(os.Getpid())
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

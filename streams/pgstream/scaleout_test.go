@@ -40,12 +40,12 @@ const (
 
 // scaleOutOrders tell a child process what to run.
 type scaleOutOrders struct {
-	Schema string // the schema of the queue's tables
-	Queue  string // the shared queue
-	Table  string // where the handler records each completion
-	Child  int    // the child's index, recorded with its completions
-	Name   string // the stream's Config.Name: claimed_by of the rows it leases
-	App    string // application_name of the child's connections
+	Schema   string // the schema of the queue's tables
+	Queue    string // the shared queue
+	Table    string // where the handler records each completion
+	Child    int    // the child's index, recorded with its completions
+	Identity string // the stream's Config.Identity: claimed_by of the rows it leases
+	App      string // application_name of the child's connections
 }
 
 // TestScaleOut runs four processor processes on one queue of 20,000 tasks
@@ -116,12 +116,12 @@ func TestScaleOut(t *testing.T) {
 	}
 	orders := func(i int) scaleOutOrders {
 		return scaleOutOrders{
-			Schema: schema,
-			Queue:  queue,
-			Table:  table,
-			Child:  i,
-			Name:   fmt.Sprintf("scaleout-%d", i),
-			App:    fmt.Sprintf("pgstream-scaleout-%s-%d", tag, i),
+			Schema:   schema,
+			Queue:    queue,
+			Table:    table,
+			Child:    i,
+			Identity: fmt.Sprintf("scaleout-%d", i),
+			App:      fmt.Sprintf("pgstream-scaleout-%s-%d", tag, i),
 		}
 	}
 	streamtest.ScaleOut{
@@ -157,7 +157,7 @@ func TestScaleOut(t *testing.T) {
 			// It took each of these leases moments before the kill, for
 			// scaleOutLease, so none has ended and been rescued yet.
 			rows, err := pool.Query(ctx, "SELECT id, lease_until FROM "+tasksTable+" WHERE queue = $1 AND state = 'running' AND claimed_by = $2",
-				queue, victim.Name)
+				queue, victim.Identity)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -212,7 +212,7 @@ func TestScaleOutHelper(t *testing.T) {
 	defer pool.Close()
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	s, err := New(pool, Config{Schema: o.Schema, Queue: o.Queue, Lease: scaleOutLease, RescueInterval: scaleOutRescue, Name: o.Name, Logger: logger})
+	s, err := New(pool, Config{Schema: o.Schema, Queue: o.Queue, Lease: scaleOutLease, RescueInterval: scaleOutRescue, Identity: o.Identity, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}

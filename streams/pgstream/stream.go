@@ -27,7 +27,8 @@ const maxReason = 16 << 10
 
 // Stream is a Peonify stream backed by a Postgres table: one named queue
 // in the peonify_tasks table. It implements peonify.Stream, Extender,
-// Waker, Enqueuer and Inspector, and adds EnqueueTx, Pause and Resume.
+// Waker, Enqueuer, Inspector and PollLimiter, and adds EnqueueTx, Pause and
+// Resume.
 //
 // A Stream used only to enqueue starts nothing in the background. The first
 // Poll or Wake starts, until Close, the rescuer and cleaner goroutine and
@@ -105,7 +106,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Stream, error) {
 // Queue returns the name of the stream's queue.
 func (s *Stream) Queue() string { return s.cfg.Queue }
 
-// Poll claims up to max ready tasks of the queue in one statement, highest
+// Poll claims up to limit ready tasks of the queue in one statement, highest
 // Priority first, then by RunAt and ID, and leases them for Config.Lease.
 // It returns nothing while the queue is paused.
 //
@@ -113,15 +114,15 @@ func (s *Stream) Queue() string { return s.cfg.Queue }
 // claim ended, so a task that sorts before that point (a higher priority
 // enqueued meanwhile, a task whose lease expired) waits for the next claim
 // from the front of the queue: at most about a quarter of a second.
-func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
 	if s.closed.Load() {
 		return nil, peonify.ErrClosed
 	}
 	s.startBackground()
-	if max <= 0 {
+	if limit <= 0 {
 		return nil, nil
 	}
-	max = min(max, maxBatch)
+	limit = min(limit, maxBatch)
 
 	// While a backlog drains, resume after the last task claimed: a claim
 	// from the front of the queue would walk the index entries of every
@@ -137,16 +138,16 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 	var ds []peonify.Delivery
 	if useHint {
 		var err error
-		ds, err = s.claim(ctx, s.sql.claimAfter, max, h.priority, h.runAt, h.id)
+		ds, err = s.claim(ctx, s.sql.claimAfter, limit, h.priority, h.runAt, h.id)
 		if err != nil {
 			return nil, err
 		}
-		if len(ds) == max {
+		if len(ds) == limit {
 			s.setHint(ds, false, true)
 			return ds, nil
 		}
 	}
-	rest, err := s.claim(ctx, s.sql.claim, max-len(ds))
+	rest, err := s.claim(ctx, s.sql.claim, limit-len(ds))
 	if err != nil {
 		if len(ds) > 0 {
 			// Keep what the first claim leased rather than leave it to
@@ -157,7 +158,7 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 	}
 	// A full claim that comes up short means the backlog is gone: until
 	// the next full batch, claims start from the front.
-	s.setHint(rest, true, len(rest) == max-len(ds))
+	s.setHint(rest, true, len(rest) == limit-len(ds))
 	return append(ds, rest...), nil
 }
 
@@ -188,13 +189,13 @@ func (s *Stream) setHint(ds []peonify.Delivery, full, keep bool) {
 
 // claim runs one claim statement and returns its deliveries in delivery
 // order.
-func (s *Stream) claim(ctx context.Context, q string, max int, after ...any) ([]peonify.Delivery, error) {
-	args := append([]any{s.cfg.Queue, max, s.lease, s.cfg.Name}, after...)
+func (s *Stream) claim(ctx context.Context, q string, limit int, after ...any) ([]peonify.Delivery, error) {
+	args := append([]any{s.cfg.Queue, limit, s.lease, s.cfg.Identity}, after...)
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, s.dbError("claiming tasks", err)
 	}
-	ds := make([]peonify.Delivery, 0, min(max, 64))
+	ds := make([]peonify.Delivery, 0, min(limit, 64))
 	for rows.Next() {
 		info, token, err := scanTask(rows)
 		if err != nil {
@@ -326,6 +327,10 @@ func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Dura
 	d.Deadline = until
 	return d, nil
 }
+
+// Name returns "postgres:" and the queue name, such as "postgres:emails";
+// the processor uses it in logs and stats unless AddStream is given another.
+func (s *Stream) Name() string { return "postgres:" + s.cfg.Queue }
 
 // Wake returns a channel that receives when tasks become ready in the
 // queue: on a NOTIFY from any producer (see the package documentation) and

@@ -584,3 +584,13 @@ func TestResumedClaimsStillFindEarlierTasks(t *testing.T) {
 			drained, len(backlog), gotUrgent, gotExpired)
 	}
 }
+
+// TestName: the processor names the stream "postgres:" and its queue, the
+// kind:name form every stream uses.
+func TestName(t *testing.T) {
+	queue := uniqueQueue(t)
+	s := newTestStream(t, testPool(t), Config{Queue: queue})
+	if got, want := s.Name(), "postgres:"+queue; got != want {
+		t.Errorf("Name() = %q, want %q", got, want)
+	}
+}

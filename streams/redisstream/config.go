@@ -118,10 +118,10 @@ func (c Config) withDefaults() (Config, error) {
 }
 
 // checkName validates a queue name or key prefix.
-func checkName(field, s string, max int) error {
+func checkName(field, s string, limit int) error {
 	switch {
-	case len(s) > max:
-		return &peonify.ConfigError{Field: "redisstream." + field, Reason: fmt.Sprintf("is longer than %d bytes", max)}
+	case len(s) > limit:
+		return &peonify.ConfigError{Field: "redisstream." + field, Reason: fmt.Sprintf("is longer than %d bytes", limit)}
 	case strings.ContainsAny(s, "{}"):
 		return &peonify.ConfigError{Field: "redisstream." + field, Reason: fmt.Sprintf("%q contains '{' or '}', which would break the key's hash tag", s)}
 	}

@@ -33,7 +33,7 @@ const forgetIdle = time.Hour
 
 // Stream is a Peonify stream on a Redis stream: one named queue, shared
 // by any number of processors through a consumer group. It implements
-// peonify.Stream, Extender, Waker, Enqueuer and Inspector.
+// peonify.Stream, Extender, Waker, Enqueuer, Inspector and PollLimiter.
 //
 // A Stream used only to enqueue starts nothing in the background. Wake
 // starts, until Close, a goroutine that waits for new entries with a
@@ -68,11 +68,12 @@ type Stream struct {
 }
 
 var (
-	_ peonify.Stream    = (*Stream)(nil)
-	_ peonify.Extender  = (*Stream)(nil)
-	_ peonify.Waker     = (*Stream)(nil)
-	_ peonify.Enqueuer  = (*Stream)(nil)
-	_ peonify.Inspector = (*Stream)(nil)
+	_ peonify.Stream      = (*Stream)(nil)
+	_ peonify.Extender    = (*Stream)(nil)
+	_ peonify.Waker       = (*Stream)(nil)
+	_ peonify.Enqueuer    = (*Stream)(nil)
+	_ peonify.Inspector   = (*Stream)(nil)
+	_ peonify.PollLimiter = (*Stream)(nil)
 )
 
 // New returns a stream on cfg.Queue in the database behind client. It does
@@ -106,9 +107,9 @@ func New(client redis.UniversalClient, cfg Config) (*Stream, error) {
 	return s, nil
 }
 
-// Name returns "redis/" and the queue name; the processor uses it in logs
-// and stats unless AddStream is given another.
-func (s *Stream) Name() string { return "redis/" + s.cfg.Queue }
+// Name returns "redis:" and the queue name, such as "redis:emails"; the
+// processor uses it in logs and stats unless AddStream is given another.
+func (s *Stream) Name() string { return "redis:" + s.cfg.Queue }
 
 // Queue returns the name of the stream's queue.
 func (s *Stream) Queue() string { return s.cfg.Queue }
@@ -119,30 +120,30 @@ func (s *Stream) Consumer() string { return s.cfg.Consumer }
 // Keys returns the names of the queue's Redis keys.
 func (s *Stream) Keys() Keys { return s.keys }
 
-// Poll claims up to max tasks: first entries this consumer holds but this
+// Poll claims up to limit tasks: first entries this consumer holds but this
 // stream does not (after a start or a failed read, and once per
 // Config.RescueInterval), then, once per RescueInterval, entries whose
 // lease ended, then new entries, in one XREADGROUP pipelined with the move
 // of due scheduled tasks into the stream. New entries come in
 // stream order (FIFO); Task.Priority is not used for ordering. Poll does
 // not block: it returns what is there.
-func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
 	if s.closed.Load() {
 		return nil, peonify.ErrClosed
 	}
-	if max <= 0 {
+	if limit <= 0 {
 		return nil, nil
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	max = min(max, maxBatch)
+	limit = min(limit, maxBatch)
 	start := time.Now()
 	if !s.started.Swap(true) {
 		// Tidy the group of consumers that died long ago holding nothing.
 		_ = s.run(ctx, forgetScript, forgetIdle.Milliseconds()).Err()
 	}
-	ds, err := s.poll(ctx, max, start)
+	ds, err := s.poll(ctx, limit, start)
 	if err != nil {
 		// A failed read may have claimed entries whose reply was lost: take
 		// them back first next time.
@@ -151,13 +152,13 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 			return nil, err
 		}
 	}
-	if len(ds) < max {
+	if len(ds) < limit {
 		s.arm()
 	}
 	return ds, nil
 }
 
-// poll claims up to max tasks and tracks them: this consumer's own
+// poll claims up to limit tasks and tracks them: this consumer's own
 // entries that this stream does not hold (after a start or a failed read,
 // and once per RescueInterval), then entries whose lease ended (once per
 // RescueInterval), then new entries.
@@ -168,7 +169,7 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 // otherwise wait for their lease to end. Taking back own entries excludes
 // the other polls of this stream, so that it never takes an entry that
 // another poll has just read but not tracked yet.
-func (s *Stream) poll(ctx context.Context, max int, start time.Time) ([]peonify.Delivery, error) {
+func (s *Stream) poll(ctx context.Context, limit int, start time.Time) ([]peonify.Delivery, error) {
 	rescue := false
 	if last := s.lastRescue.Load(); start.UnixNano()-last >= int64(s.cfg.RescueInterval) {
 		rescue = s.lastRescue.CompareAndSwap(last, start.UnixNano())
@@ -176,15 +177,15 @@ func (s *Stream) poll(ctx context.Context, max int, start time.Time) ([]peonify.
 	var ds []peonify.Delivery
 	if rescue || s.readOwn.Load() {
 		s.pollMu.Lock()
-		got, err := s.claim(ctx, "own", 0, max, start)
+		got, err := s.claim(ctx, "own", 0, limit, start)
 		if err != nil {
 			s.pollMu.Unlock()
 			return nil, err
 		}
-		s.readOwn.Store(len(got) == max) // there may be more
+		s.readOwn.Store(len(got) == limit) // there may be more
 		s.track(got)
 		s.pollMu.Unlock()
-		if ds = got; len(ds) == max {
+		if ds = got; len(ds) == limit {
 			return ds, nil
 		}
 	}
@@ -194,12 +195,12 @@ func (s *Stream) poll(ctx context.Context, max int, start time.Time) ([]peonify.
 	var err error
 	if rescue {
 		var got []peonify.Delivery
-		if got, err = s.claim(ctx, "idle", s.cfg.Lease, max-len(ds), start); err == nil {
+		if got, err = s.claim(ctx, "idle", s.cfg.Lease, limit-len(ds), start); err == nil {
 			ds = append(ds, got...)
 		}
 	}
-	if err == nil && len(ds) < max {
-		ds, err = s.readNew(ctx, ds, max, start, true)
+	if err == nil && len(ds) < limit {
+		ds, err = s.readNew(ctx, ds, limit, start, true)
 	}
 	s.track(ds[n:])
 	return ds, err
@@ -207,12 +208,12 @@ func (s *Stream) poll(ctx context.Context, max int, start time.Time) ([]peonify.
 
 // readNew claims new entries, and first moves due scheduled tasks into the
 // stream, in one round trip.
-func (s *Stream) readNew(ctx context.Context, ds []peonify.Delivery, max int, start time.Time, retry bool) ([]peonify.Delivery, error) {
+func (s *Stream) readNew(ctx context.Context, ds []peonify.Delivery, limit int, start time.Time, retry bool) ([]peonify.Delivery, error) {
 	args := &redis.XReadGroupArgs{
 		Group:    Group,
 		Consumer: s.cfg.Consumer,
 		Streams:  s.read,
-		Count:    int64(max - len(ds)),
+		Count:    int64(limit - len(ds)),
 		Block:    -1,
 	}
 	var promote *redis.Cmd
@@ -246,14 +247,14 @@ func (s *Stream) readNew(ctx context.Context, ds []peonify.Delivery, max int, st
 		if err := s.ensureGroup(ctx); err != nil {
 			return ds, err
 		}
-		return s.readNew(ctx, ds, max, start, false)
+		return s.readNew(ctx, ds, limit, start, false)
 	case err != nil:
 		return ds, s.redisError("reading new tasks", err)
 	}
 	deadline := s.deadline(start)
 	for _, st := range streams {
 		for _, m := range st.Messages {
-			if len(ds) == max {
+			if len(ds) == limit {
 				break // never more than asked, whatever the server sent
 			}
 			e := entryFromMap(m.Values)

@@ -739,3 +739,12 @@ func wantCounts(t testing.TB, s *Stream, want map[peonify.State]int) {
 		}
 	}
 }
+
+// TestName: the processor names the stream "redis:" and its queue, the
+// kind:name form every stream uses.
+func TestName(t *testing.T) {
+	s := newTestStream(t, testClient(t), Config{Queue: "emails"})
+	if got := s.Name(); got != "redis:emails" {
+		t.Errorf("Name() = %q, want redis:emails", got)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,7 +17,7 @@ import (
 	"github.com/peonify/peonify"
 )
 
-// Compile-time checks that Stream offers every capability.
+// Compile-time checks of the interfaces Stream implements.
 var (
 	_ peonify.Stream    = (*Stream)(nil)
 	_ peonify.Extender  = (*Stream)(nil)
@@ -60,7 +61,8 @@ func (s Synchronous) String() string {
 // where a field says otherwise.
 type Config struct {
 	// Name names the stream in the processor's logs, stats and events.
-	// Defaults to "sqlite".
+	// Defaults to "sqlite:" and the file's base name, such as
+	// "sqlite:tasks.db".
 	Name string
 
 	// Lease is how long a claimed task stays invisible to other polls before
@@ -122,9 +124,6 @@ func (c Config) validate() error {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Name == "" {
-		c.Name = "sqlite"
-	}
 	if c.Lease == 0 {
 		c.Lease = 30 * time.Second
 	}
@@ -144,9 +143,8 @@ func (c Config) withDefaults() Config {
 }
 
 // Stream is a durable task store in one SQLite file. It implements
-// peonify.Stream and every optional capability: Extender, Waker, Enqueuer
-// and Inspector. It is safe for concurrent use, and several processes may
-// open the same file.
+// peonify.Stream, Extender, Waker, Enqueuer and Inspector. It is safe for
+// concurrent use, and several processes may open the same file.
 type Stream struct {
 	cfg  Config
 	db   *sql.DB
@@ -190,6 +188,9 @@ func open(path string, cfg Config, now func() time.Time) (*Stream, error) {
 			"give a file name (a temporary file in tests), or use the memstream package")
 	case strings.ContainsAny(path, "?#"):
 		return nil, fmt.Errorf("sqlitestream: path %q contains '?' or '#': choose a file name without them", path)
+	}
+	if cfg.Name == "" {
+		cfg.Name = "sqlite:" + filepath.Base(path)
 	}
 
 	q := url.Values{}

@@ -69,14 +69,14 @@ func enqueue(t testing.TB, s *Stream, tasks ...*peonify.Task) {
 	}
 }
 
-func poll(t testing.TB, s *Stream, max int) []peonify.Delivery {
+func poll(t testing.TB, s *Stream, limit int) []peonify.Delivery {
 	t.Helper()
-	ds, err := s.Poll(context.Background(), max)
+	ds, err := s.Poll(context.Background(), limit)
 	if err != nil {
 		t.Fatalf("poll: %v", err)
 	}
-	if len(ds) > max {
-		t.Fatalf("poll(%d) returned %d deliveries", max, len(ds))
+	if len(ds) > limit {
+		t.Fatalf("poll(%d) returned %d deliveries", limit, len(ds))
 	}
 	return ds
 }
@@ -261,8 +261,8 @@ func TestPollMax(t *testing.T) {
 		enqueue(t, s, task(fmt.Sprintf("t%02d", i)))
 	}
 	seen := map[string]bool{}
-	for _, max := range []int{1, 7, 10, 100} {
-		for _, d := range poll(t, s, max) {
+	for _, limit := range []int{1, 7, 10, 100} {
+		for _, d := range poll(t, s, limit) {
 			if seen[d.Task.ID] {
 				t.Fatalf("task %s delivered twice while leased", d.Task.ID)
 			}
@@ -272,9 +272,9 @@ func TestPollMax(t *testing.T) {
 	if len(seen) != 25 {
 		t.Fatalf("delivered %d tasks, want 25", len(seen))
 	}
-	for _, max := range []int{0, -1} {
-		if _, err := s.Poll(context.Background(), max); err == nil {
-			t.Errorf("Poll(%d) succeeded", max)
+	for _, limit := range []int{0, -1} {
+		if _, err := s.Poll(context.Background(), limit); err == nil {
+			t.Errorf("Poll(%d) succeeded", limit)
 		}
 	}
 }
@@ -976,5 +976,16 @@ func TestWatchOtherProcess(t *testing.T) {
 	case <-s.Wake():
 		t.Fatal("an empty poll by another connection woke the stream")
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// TestName: the stream is named "sqlite:" and its file's base name, the
+// kind:name form every stream uses, unless Config.Name says otherwise.
+func TestName(t *testing.T) {
+	if got := openTest(t, Config{}, nil).Name(); got != "sqlite:tasks.db" {
+		t.Errorf("Name() = %q, want sqlite:tasks.db", got)
+	}
+	if got := openTest(t, Config{Name: "local"}, nil).Name(); got != "local" {
+		t.Errorf("Name() with Config.Name = %q, want local", got)
 	}
 }

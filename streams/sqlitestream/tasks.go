@@ -120,12 +120,12 @@ func insertArgs(t *peonify.Task, now time.Time) ([]any, error) {
 		toNanos(t.RunAt), toNanos(t.EnqueuedAt), state, visible.UnixNano(), now.UnixNano()}, nil
 }
 
-// Poll claims up to max ready tasks, highest Priority first and then the
+// Poll claims up to limit ready tasks, highest Priority first and then the
 // longest ready, and leases them for Config.Lease. Each claim counts an
 // attempt and gets a new random fencing token.
-func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
-	if max < 1 {
-		return nil, fmt.Errorf("sqlitestream: Poll with max %d: ask for at least one task", max)
+func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("sqlitestream: Poll with limit %d: ask for at least one task", limit)
 	}
 	if !s.lastFull.Load() {
 		// The last poll emptied the store, as an idle processor's polls
@@ -155,7 +155,7 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 		if _, err := tx.exec(tx.st.rescue, now); err != nil {
 			return fmt.Errorf("poll: %w", err)
 		}
-		rows, err := tx.st.claim.Query(now, tx.now.Add(s.cfg.Lease).UnixNano(), max)
+		rows, err := tx.st.claim.Query(now, tx.now.Add(s.cfg.Lease).UnixNano(), limit)
 		if err != nil {
 			return fmt.Errorf("poll: %w", err)
 		}
@@ -170,7 +170,7 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("poll: %w", err)
 		}
-		if len(ds) == max {
+		if len(ds) == limit {
 			return nil
 		}
 		// Nothing else is ready: find when something will be.
@@ -188,7 +188,7 @@ func (s *Stream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) 
 	if err != nil {
 		return nil, err
 	}
-	s.lastFull.Store(len(ds) == max)
+	s.lastFull.Store(len(ds) == limit)
 	// RETURNING yields rows in no particular order: restore the claim's
 	// order, as far as the tasks tell it.
 	slices.SortFunc(ds, func(a, b peonify.Delivery) int {

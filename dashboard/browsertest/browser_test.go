@@ -1,4 +1,4 @@
-package dashboard_test
+package browsertest_test
 
 import (
 	"context"
@@ -21,7 +21,27 @@ import (
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/dashboard"
 	"github.com/peonify/peonify/streams/memstream"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testToken is the dashboard's bearer token in the test.
+const testToken = "test-token-0123456789abcdef"
+
+// runProcessor runs p until the test ends.
+func runProcessor(t *testing.T, p *peonify.Processor) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
 
 // findChromium returns the path of Chromium, or skips the test (fails it
 // under PEONIFY_REQUIRE_SERVICES=1) when it is not installed.
