@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peonify/peonify/internal/intaketest"
 	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/streams/sqlitestream"
 )
@@ -28,7 +29,7 @@ func TestStoreFailure(t *testing.T) {
 	h := newHandler(t, st, Config{RetryAfter: 1500 * time.Millisecond})
 	req := githubRequest("retry-me", []byte(`{"n":1}`))
 
-	st.failWith(errStore)
+	st.Fail(intaketest.ErrUnavailable)
 	a := serve(t, h, req).want(t, http.StatusServiceUnavailable)
 	if a.header.Get("Retry-After") != "2" {
 		t.Fatalf("Retry-After %q, want 2 (1.5s rounded up)", a.header.Get("Retry-After"))
@@ -40,7 +41,7 @@ func TestStoreFailure(t *testing.T) {
 		t.Fatalf("%d tasks stored by a failing store", n)
 	}
 
-	st.failWith(nil)
+	st.Fail(nil)
 	a = serve(t, h, req).want(t, http.StatusAccepted)
 	if got := st.get(t, a.body["task_id"]); string(got.Payload) != `{"n":1}` {
 		t.Fatalf("stored payload %q", got.Payload)
@@ -52,9 +53,9 @@ func TestStoreFailure(t *testing.T) {
 func TestStoreTimeout(t *testing.T) {
 	st := newStore(t)
 	h := newHandler(t, st, Config{EnqueueTimeout: 50 * time.Millisecond})
-	st.stall.Store(true)
+	st.Hold()
 	serve(t, h, githubRequest("slow", []byte(`{}`))).want(t, http.StatusServiceUnavailable)
-	st.stall.Store(false)
+	st.Release()
 	serve(t, h, githubRequest("slow", []byte(`{}`))).want(t, http.StatusAccepted)
 }
 
@@ -89,7 +90,7 @@ func TestSlowBody(t *testing.T) {
 	if !strings.Contains(a.body["error"], "200ms") {
 		t.Fatalf("error %q does not give the timeout", a.body["error"])
 	}
-	if n := st.stored(t); n != 0 || st.calls.Load() != 0 {
+	if n := st.stored(t); n != 0 || st.Calls() != 0 {
 		t.Fatalf("%d tasks stored; want none", n)
 	}
 

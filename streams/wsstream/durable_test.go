@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/intaketest"
 	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/streams/sqlitestream"
 )
@@ -126,7 +127,7 @@ func TestProcessorEndToEnd(t *testing.T) {
 		got  = make(map[string][]byte)
 		done = make(chan struct{})
 	)
-	p := streamtest.Processor(t, peonify.Config{Workers: 4, Logger: testLogger(t)}, store, peonify.TaskList{
+	p := streamtest.Processor(t, peonify.Config{Workers: 4, Logger: intaketest.Logger(t)}, store, peonify.TaskList{
 		"echo": peonify.HandlerFunc(func(_ context.Context, tk *peonify.Task) error {
 			mu.Lock()
 			defer mu.Unlock()
