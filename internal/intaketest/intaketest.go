@@ -23,7 +23,9 @@
 // only the standard library, and the suite's value is in running on a real
 // store (sqlitestream), which peonifytest could not import. Each intake
 // package supplies a small Driver: how to start it over a store, and how a
-// sender sends one task and learns what it was told.
+// sender sends one task and learns what it was told. KillAfterAck proves
+// the first promise across a SIGKILL of the intake's process, which runs
+// with streamtest's child harness.
 package intaketest
 
 import (

@@ -6,14 +6,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -175,9 +173,9 @@ func TestRefusedUnreadBody(t *testing.T) {
 const childEnv = "WEBHOOKSTREAM_SERVE_CHILD"
 
 // TestKillAfterAccept proves that 202 means durable: a child process serves
-// the handler on a SQLite store; the test posts deliveries, reads each 202,
-// kills the child with SIGKILL at once, and finds every accepted task, byte
-// for byte, in the file.
+// the handler on a SQLite store; the test posts deliveries from several
+// goroutines, kills the child with SIGKILL right after a 202, and finds
+// every accepted task, byte for byte, in the file.
 func TestKillAfterAccept(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills a child process; skipped with -short")
@@ -185,56 +183,24 @@ func TestKillAfterAccept(t *testing.T) {
 	dir := t.TempDir()
 	child := streamtest.StartChild(t, "TestServeChild", childEnv, dir)
 	addr := child.Addr(t, 20*time.Second)
-
-	// Post concurrently; kill the child the moment the last 202 is read.
-	const n = 20
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	bodies := make([][]byte, n)
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := range n {
-		bodies[i] = fmt.Appendf(nil, "{\"n\": %d, \"pad\": %q}\n", i, strings.Repeat("x", i*37))
-		wg.Go(func() {
-			r := githubRequest(fmt.Sprint("kill-", i), bodies[i])
-			req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/github", bytes.NewReader(bodies[i]))
+	intaketest.KillAfterAck(t, child, filepath.Join(dir, "tasks.db"), func(id string) string { return "github:" + id },
+		func(ctx context.Context, id string, payload []byte) bool {
+			r := githubRequest(id, payload)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/github", bytes.NewReader(payload))
 			for k, v := range r.header {
 				req.Header.Set(k, v)
 			}
 			resp, err := client.Do(req)
 			if err != nil {
-				errs <- err
-				return
+				return false
 			}
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != http.StatusAccepted {
-				errs <- fmt.Errorf("delivery %d: status %d", i, resp.StatusCode)
-			}
+			return resp.StatusCode == http.StatusAccepted
 		})
-	}
-	wg.Wait()
-	child.Kill(t)
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-
-	s, err := sqlitestream.Open(filepath.Join(dir, "tasks.db"), sqlitestream.Config{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(context.Background())
-	for i := range n {
-		info, err := s.Get(context.Background(), fmt.Sprint("github:kill-", i))
-		if err != nil {
-			t.Fatalf("accepted delivery %d is not in the store after SIGKILL: %v", i, err)
-		}
-		if !bytes.Equal(info.Task.Payload, bodies[i]) || info.Task.Type != "github" {
-			t.Fatalf("delivery %d stored as %q %q", i, info.Task.Type, info.Task.Payload)
-		}
-	}
 }
 
 // TestServeChild is the process that TestKillAfterAccept starts and
