@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,17 +15,27 @@ import (
 )
 
 // KillAfterAck proves that an acknowledgement means the task is durable,
-// across a crash of the intake's process: child serves the intake over the
-// SQLite store in the file db; send, called from several goroutines at
-// once, sends one task to it and reports whether the sender was told the
-// task is accepted (false for any other answer, or an error, quietly: the
+// across a crash of the intake's process. It starts the test function
+// named test as a child (streamtest.StartChild with env), whose orders are
+// a directory as a string: the child serves the intake, on
+// streamtest.Listen, over a SQLite store in the file tasks.db of that
+// directory. connect returns a sender to the child's address, which the
+// test's goroutines call at once to send one task each and learn whether
+// it was accepted (false for any other answer, or an error, quietly: the
 // kill breaks the calls in flight). Once enough tasks are accepted the
 // child is killed with SIGKILL, at once, and every accepted task must be
 // in the store, byte for byte. taskID maps a sent ID to the stored one
 // (nil: the same).
-func KillAfterAck(t *testing.T, child *streamtest.Child, db string, taskID func(string) string,
-	send func(ctx context.Context, id string, payload []byte) bool) {
+func KillAfterAck(t *testing.T, test, env string, taskID func(string) string,
+	connect func(t *testing.T, addr string) func(ctx context.Context, id string, payload []byte) bool) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("kills a child process; skipped with -short")
+	}
+	dir := t.TempDir()
+	child := streamtest.StartChild(t, test, env, dir)
+	send := connect(t, child.Addr(t, 30*time.Second))
+	db := filepath.Join(dir, "tasks.db")
 	const senders, enough = 8, 300
 	if taskID == nil {
 		taskID = func(id string) string { return id }

@@ -177,17 +177,12 @@ const childEnv = "WEBHOOKSTREAM_SERVE_CHILD"
 // goroutines, kills the child with SIGKILL right after a 202, and finds
 // every accepted task, byte for byte, in the file.
 func TestKillAfterAccept(t *testing.T) {
-	if testing.Short() {
-		t.Skip("kills a child process; skipped with -short")
-	}
-	dir := t.TempDir()
-	child := streamtest.StartChild(t, "TestServeChild", childEnv, dir)
-	addr := child.Addr(t, 20*time.Second)
-	tr := &http.Transport{}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	intaketest.KillAfterAck(t, child, filepath.Join(dir, "tasks.db"), func(id string) string { return "github:" + id },
-		func(ctx context.Context, id string, payload []byte) bool {
+	github := func(id string) string { return "github:" + id }
+	intaketest.KillAfterAck(t, "TestServeChild", childEnv, github, func(t *testing.T, addr string) func(context.Context, string, []byte) bool {
+		tr := &http.Transport{}
+		t.Cleanup(tr.CloseIdleConnections)
+		client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		return func(ctx context.Context, id string, payload []byte) bool {
 			r := githubRequest(id, payload)
 			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/github", bytes.NewReader(payload))
 			for k, v := range r.header {
@@ -200,7 +195,8 @@ func TestKillAfterAccept(t *testing.T) {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			return resp.StatusCode == http.StatusAccepted
-		})
+		}
+	})
 }
 
 // TestServeChild is the process that TestKillAfterAccept starts and

@@ -26,19 +26,15 @@ const crashEnv = "WSSTREAM_CRASH_CHILD"
 // after an ack arrives. Every task that was acknowledged must be in the
 // store afterwards: an ack means the task is durable.
 func TestKillAfterAck(t *testing.T) {
-	if testing.Short() {
-		t.Skip("kills a child process; skipped with -short")
-	}
-	dir := t.TempDir()
-	child := streamtest.StartChild(t, "TestCrashServer", crashEnv, dir)
-	addr := child.Addr(t, 30*time.Second)
-	c, err := Dial(context.Background(), "ws://"+addr, DialOptions{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	intaketest.KillAfterAck(t, child, filepath.Join(dir, "tasks.db"), nil, func(ctx context.Context, id string, payload []byte) bool {
-		return c.Send(ctx, &peonify.Task{ID: id, Type: "crash", Payload: payload}) == nil
+	intaketest.KillAfterAck(t, "TestCrashServer", crashEnv, nil, func(t *testing.T, addr string) func(context.Context, string, []byte) bool {
+		c, err := Dial(context.Background(), "ws://"+addr, DialOptions{Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return func(ctx context.Context, id string, payload []byte) bool {
+			return c.Send(ctx, &peonify.Task{ID: id, Type: "crash", Payload: payload}) == nil
+		}
 	})
 }
 
