@@ -49,8 +49,8 @@ func scenarioBacklog(c *cell) {
 	c.mu.Unlock()
 
 	var filled []note
-	if !waitFor(c.remaining(), func() bool { filled = c.notesOf(kindBacklog, ch.pid); return len(filled) > 0 || ch.exited() }) || ch.exited() {
-		c.t.Fatalf("the child did not enqueue the backlog: %v\n%s", ch.err, ch.out)
+	if !waitFor(c.remaining(), func() bool { filled = c.notesOf(kindBacklog, ch.pid); return len(filled) > 0 || ch.Exited() }) || ch.Exited() {
+		c.t.Fatalf("the child did not enqueue the backlog: %v\n%s", ch.Err(), ch.Output())
 	}
 	fillMs, _ := strconv.Atoi(filled[0].fields[1])
 	drain := time.Now()

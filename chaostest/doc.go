@@ -44,10 +44,13 @@
 // A Ledger is a file that processor processes append to: each completed
 // handler run (through Ledger.Middleware, before the handler returns to the
 // processor, so a run whose ack never happened is on record), and each
-// claim, ack and nack (through Ledger.Wrap). ReadLedger reads it back into
-// a History, which says what each process held when it was killed
-// (History.Held) and checks the end result (History.Verify). A Table
-// prints the results.
+// claim, ack and nack (through Ledger.Wrap); a producer that may be
+// killed too records what its Enqueue stored (Ledger.Enqueued). ReadLedger
+// reads it back into a History, which says what each process held when it
+// was killed (History.Held) and checks the end result (History.Verify). A
+// Table prints the results. Peonify's own crash tests of each stream use
+// the same Ledger and Verify: they are the one definition of "nothing
+// lost, duplicates bounded".
 //
 // A processor process records its work:
 //

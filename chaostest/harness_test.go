@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 )
 
 // cellBudget bounds one scenario on one stream, setup excluded.
@@ -47,7 +47,7 @@ type cell struct {
 	spec     streamSpec
 	st       *opened // the test's own handle on the queue: Enqueue and Inspector
 	srv      *restarter
-	bin      string // the program run as a child
+	bin      string // the program run as a child; this one when empty
 	ledger   string
 	start    time.Time
 	deadline time.Time
@@ -68,7 +68,7 @@ type cell struct {
 // when the test ends.
 func newCell(t *testing.T, b *backend, scenario string, restart bool, tbl *Table) *cell {
 	dir := t.TempDir()
-	c := &cell{t: t, b: b, scenario: scenario, dir: dir, ledger: filepath.Join(dir, "ledger"), bin: os.Args[0]}
+	c := &cell{t: t, b: b, scenario: scenario, dir: dir, ledger: filepath.Join(dir, "ledger")}
 	t.Cleanup(c.addRow(tbl))
 	addr := ""
 	if restart {
@@ -98,7 +98,6 @@ func newCell(t *testing.T, b *backend, scenario string, restart bool, tbl *Table
 		t.Fatal(err)
 	}
 	c.hist = h
-	t.Cleanup(c.stopChildren)
 	c.start = time.Now()
 	c.deadline = c.start.Add(cellBudget)
 	return c
@@ -155,24 +154,10 @@ func (c *cell) refresh() {
 
 // child is one processor process.
 type child struct {
+	*streamtest.Child
 	o        orders
-	cmd      *exec.Cmd
 	pid      int
-	out      *syncBuffer
-	done     chan struct{} // closed when the process has exited
-	err      error         // cmd.Wait's result, set before done is closed
-	exitedAt time.Time
 	signaled bool // the test ended it on purpose
-}
-
-// exited reports whether the process has exited.
-func (ch *child) exited() bool {
-	select {
-	case <-ch.done:
-		return true
-	default:
-		return false
-	}
 }
 
 // startChild starts a processor process; change adjusts its default
@@ -190,48 +175,12 @@ func (c *cell) startChild(change func(*orders)) *child {
 	if change != nil {
 		change(&o)
 	}
-	env, err := json.Marshal(o)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	ch := &child{o: o, out: new(syncBuffer), done: make(chan struct{})}
-	ch.cmd = exec.Command(c.bin, "-test.run=^$")
-	ch.cmd.Env = append(os.Environ(), childEnv+"="+string(env))
-	ch.cmd.Stdout, ch.cmd.Stderr = ch.out, ch.out
-	if err := ch.cmd.Start(); err != nil {
-		c.t.Fatal(err)
-	}
-	ch.pid = ch.cmd.Process.Pid
-	go func() {
-		err := ch.cmd.Wait()
-		ch.err, ch.exitedAt = err, time.Now()
-		close(ch.done)
-	}()
+	ch := &child{Child: streamtest.StartMain(c.t, c.bin, childEnv, o), o: o}
+	ch.pid = ch.Pid()
 	c.mu.Lock()
 	c.children = append(c.children, ch)
 	c.mu.Unlock()
 	return ch
-}
-
-// stopChildren kills the children still running when the test ends and
-// shows the output of every child if the test failed.
-func (c *cell) stopChildren() {
-	c.mu.Lock()
-	children := slices.Clone(c.children)
-	c.mu.Unlock()
-	for _, ch := range children {
-		if !ch.exited() {
-			_ = ch.cmd.Process.Signal(syscall.SIGCONT)
-			_ = ch.cmd.Process.Kill()
-			<-ch.done
-		}
-		out := ch.out.String()
-		if strings.Contains(out, "WARNING: DATA RACE") {
-			c.t.Errorf("child %s found a data race:\n%s", ch.o.Name, out)
-		} else if c.t.Failed() && out != "" {
-			c.t.Logf("output of child %s (pid %d, %v):\n%s", ch.o.Name, ch.pid, ch.err, out)
-		}
-	}
 }
 
 // kill ends ch with SIGKILL and records the tasks it held as in flight at
@@ -239,23 +188,16 @@ func (c *cell) stopChildren() {
 func (c *cell) kill(ch *child) []string {
 	c.t.Helper()
 	ch.signaled = true
-	if err := ch.cmd.Process.Kill(); err != nil {
-		c.t.Fatal(err)
-	}
-	<-ch.done
+	ch.Kill(c.t)
 	return c.fault(ch.pid)
 }
 
 // fault records the tasks process pid holds now as in flight at a fault,
 // and returns them.
 func (c *cell) fault(pids ...int) []string {
-	c.refresh()
+	held := c.heldBy(pids...)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var held []string
-	for _, pid := range pids {
-		held = append(held, c.hist.Held(pid)...)
-	}
 	c.faults = append(c.faults, held)
 	return held
 }
@@ -264,7 +206,7 @@ func (c *cell) fault(pids ...int) []string {
 // the tasks it holds, recorded as in flight at a fault.
 func (c *cell) freeze(ch *child) []string {
 	c.t.Helper()
-	if err := ch.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := ch.Signal(syscall.SIGSTOP); err != nil {
 		c.t.Fatal(err)
 	}
 	if !waitFor(5*time.Second, func() bool { return processState(ch.pid) == 'T' }) {
@@ -293,7 +235,7 @@ func processState(pid int) byte {
 // thaw resumes a stopped child with SIGCONT.
 func (c *cell) thaw(ch *child) {
 	c.t.Helper()
-	if err := ch.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := ch.Signal(syscall.SIGCONT); err != nil {
 		c.t.Fatal(err)
 	}
 }
@@ -305,23 +247,23 @@ func (c *cell) terminate(ch *child, want int) time.Duration {
 	c.t.Helper()
 	ch.signaled = true
 	sent := time.Now()
-	if err := ch.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := ch.Signal(syscall.SIGTERM); err != nil {
 		c.t.Fatal(err)
 	}
 	limit := drainDeadline(ch.o.Grace)
 	select {
-	case <-ch.done:
+	case <-ch.Done():
 	case <-time.After(limit + 10*time.Second):
-		_ = ch.cmd.Process.Kill()
-		<-ch.done
+		_ = ch.Signal(syscall.SIGKILL)
+		<-ch.Done()
 		c.t.Errorf("child %s did not exit within %s of SIGTERM; killed it", ch.o.Name, limit+10*time.Second)
 	}
-	took := ch.exitedAt.Sub(sent)
+	took := ch.ExitedAt().Sub(sent)
 	if took > limit {
 		c.t.Errorf("child %s exited %s after SIGTERM, beyond its drain deadline of %s", ch.o.Name, took.Round(time.Millisecond), limit)
 	}
-	if code := exitCode(ch.err); code != want {
-		c.t.Errorf("child %s exited with %v (code %d) after SIGTERM, want code %d; its output:\n%s", ch.o.Name, ch.err, code, want, ch.out)
+	if code := exitCode(ch.Err()); code != want {
+		c.t.Errorf("child %s exited with %v (code %d) after SIGTERM, want code %d; its output:\n%s", ch.o.Name, ch.Err(), code, want, ch.Output())
 	}
 	r, ok := c.report(ch)
 	switch {
@@ -555,7 +497,7 @@ func (c *cell) finish() {
 	children := slices.Clone(c.children)
 	c.mu.Unlock()
 	for _, ch := range children {
-		if !ch.exited() {
+		if !ch.Exited() {
 			c.terminate(ch, exitOK)
 		}
 	}
@@ -681,41 +623,4 @@ func (c *cell) checkDead() {
 	if twice > 0 {
 		c.note("%d tasks in flight at a crash were dead-lettered twice", twice)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a
-// process's stdout and stderr. It keeps the first and last 64 KiB.
-type syncBuffer struct {
-	mu   sync.Mutex
-	head bytes.Buffer
-	tail []byte
-	cut  int // bytes dropped between head and tail
-}
-
-const syncBufferHalf = 64 << 10
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := len(p)
-	if room := syncBufferHalf - b.head.Len(); room > 0 {
-		k := min(room, len(p))
-		b.head.Write(p[:k])
-		p = p[k:]
-	}
-	b.tail = append(b.tail, p...)
-	if over := len(b.tail) - syncBufferHalf; over > 0 {
-		b.cut += over
-		b.tail = append(b.tail[:0], b.tail[over:]...)
-	}
-	return n, nil
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.cut == 0 {
-		return b.head.String() + string(b.tail)
-	}
-	return b.head.String() + fmt.Sprintf("\n[... %d bytes ...]\n", b.cut) + string(b.tail)
 }

@@ -18,9 +18,10 @@ type History struct {
 	off     int64  // bytes of the file read so far
 	partial []byte // a record whose end has not been written yet
 
-	done  map[string]int              // completed runs per task ID
-	held  map[int]map[string]struct{} // per process: tasks claimed and not yet acked or nacked
-	acked map[string]int              // acks that returned nil, per task ID
+	queued []string                    // tasks recorded as enqueued, in order
+	done   map[string]int              // completed runs per task ID
+	held   map[int]map[string]struct{} // per process: tasks claimed and not yet acked or nacked
+	acked  map[string]int              // acks that returned nil, per task ID
 	// settled is, per process, how each task's last ack or nack ended:
 	// kindAck, kindAckErr or kindNack.
 	settled map[int]map[string]byte
@@ -115,6 +116,10 @@ func (h *History) parse(line string) {
 	}
 	kind, args := fields[0][0], fields[3:]
 	switch kind {
+	case kindQueued:
+		for _, id := range args {
+			h.queued = append(h.queued, unescape(id))
+		}
 	case kindDone:
 		if len(args) >= 1 {
 			h.done[unescape(args[0])]++
@@ -159,6 +164,10 @@ func (h *History) settle(pid int, id string, kind byte) {
 	}
 	m[id] = kind
 }
+
+// Enqueued returns the tasks recorded with Ledger.Enqueued, in the order
+// they were recorded.
+func (h *History) Enqueued() []string { return slices.Clone(h.queued) }
 
 // Completions returns how many runs of the task with this ID completed.
 func (h *History) Completions(id string) int { return h.done[id] }

@@ -21,6 +21,7 @@ const (
 	kindAck    = 'A' // task IDs of an Ack that returned nil
 	kindAckErr = 'a' // task IDs of an Ack that returned an error
 	kindNack   = 'N' // outcome and task ID of a Nack that returned nil
+	kindQueued = 'Q' // task IDs of an Enqueue that returned nil
 )
 
 // LedgerConfig configures a Ledger. The zero value is valid.
@@ -97,6 +98,20 @@ func (l *Ledger) write(kind byte, fields ...string) error {
 // yourself from a handler to record a completion at another point.
 func (l *Ledger) Done(t *peonify.Task) error {
 	return l.write(kindDone, escape(t.ID), strconv.Itoa(t.Attempt))
+}
+
+// Enqueued records that an Enqueue of the tasks with these IDs returned
+// nil: for a producer process that the test may kill, so that the test
+// learns which tasks must complete (History.Enqueued).
+func (l *Ledger) Enqueued(ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	fields := make([]string, len(ids))
+	for i, id := range ids {
+		fields[i] = escape(id)
+	}
+	return l.write(kindQueued, fields...)
 }
 
 // Middleware returns a middleware that records each handler run that

@@ -218,6 +218,30 @@ func TestOpenLedgerErrors(t *testing.T) {
 	}
 }
 
+// Enqueued records read back in order, with IDs that need escaping, and
+// a history whose producer recorded its tasks verifies against them.
+func TestLedgerEnqueued(t *testing.T) {
+	l, path := openTestLedger(t)
+	if err := l.Enqueued("a", "b c", "%d"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Enqueued(); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b c", "%d"} {
+		if err := l.Done(&peonify.Task{ID: id, Attempt: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := readTestLedger(t, path)
+	if got := h.Enqueued(); strings.Join(got, "|") != "a|b c|%d" {
+		t.Fatalf("Enqueued = %q, want a, b c, %%d", got)
+	}
+	if err := h.Verify(h.Enqueued()).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestVerify(t *testing.T) {
 	l, path := openTestLedger(t)
 	for _, id := range []string{"a", "b", "b", "c", "c", "c", "x"} {

@@ -89,11 +89,11 @@ func TestChaos(t *testing.T) {
 func (c *cell) waitUp(children ...*child) {
 	c.t.Helper()
 	for _, ch := range children {
-		if !waitFor(min(30*time.Second, c.remaining()), func() bool { return len(c.notesOf(kindUp, ch.pid)) > 0 || ch.exited() }) {
+		if !waitFor(min(30*time.Second, c.remaining()), func() bool { return len(c.notesOf(kindUp, ch.pid)) > 0 || ch.Exited() }) {
 			c.t.Fatalf("child %s did not start within 30s", ch.o.Name)
 		}
-		if ch.exited() {
-			c.t.Fatalf("child %s exited at start with %v:\n%s", ch.o.Name, ch.err, ch.out)
+		if ch.Exited() {
+			c.t.Fatalf("child %s exited at start with %v:\n%s", ch.o.Name, ch.Err(), ch.Output())
 		}
 	}
 }
@@ -516,9 +516,9 @@ func scenarioPoison(c *cell) {
 				crashes, c.describe(crash.ID), c.describe(fail2.ID))
 		}
 		select {
-		case <-ch.done:
-			if code := exitCode(ch.err); code != exitCrash {
-				c.t.Fatalf("child %s exited with %v, want the crash of the poison task; its output:\n%s", ch.o.Name, ch.err, ch.out)
+		case <-ch.Done():
+			if code := exitCode(ch.Err()); code != exitCrash {
+				c.t.Fatalf("child %s exited with %v, want the crash of the poison task; its output:\n%s", ch.o.Name, ch.Err(), ch.Output())
 			}
 			crashes++
 			if crashes > maxAttempts {

@@ -21,6 +21,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/internal/testenv"
 )
 
@@ -118,13 +119,13 @@ type privateServer struct {
 	ready func() error // nil once the server serves requests
 	cmd   *exec.Cmd
 	done  chan struct{}
-	out   *syncBuffer
+	out   *streamtest.BoundedBuffer
 }
 
 func (s *privateServer) start(t *testing.T) {
 	t.Helper()
 	s.cmd = exec.Command(s.bin, s.args...)
-	s.out = new(syncBuffer)
+	s.out = new(streamtest.BoundedBuffer)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", s.name, err)

@@ -17,55 +17,107 @@ import (
 	"github.com/peonify/peonify"
 )
 
-// Child is the test binary re-executed to run one test function, the
-// child side of a scale-out, crash or durability test, in a process of
-// its own.
+// Child is the test binary re-executed as a child process: the child side
+// of a scale-out, crash, chaos or durability test, in a process of its
+// own that the test can signal and kill.
 type Child struct {
-	name   string
-	cmd    *exec.Cmd
-	out    lockedBuffer
-	done   chan error // receives cmd.Wait's result once
-	exited bool       // done has been received from
-	err    error      // what done gave
+	name     string
+	cmd      *exec.Cmd
+	out      BoundedBuffer
+	done     chan struct{} // closed once the child has exited
+	err      error         // cmd.Wait's result, set before done is closed
+	exitedAt time.Time     // set before done is closed
 }
 
 // StartChild starts the test binary again running only the test function
 // named test, with orders encoded as JSON in the environment variable env,
 // where the child reads them with Orders. A child still running when the
-// test ends is killed, and a failed test logs the output of each child.
+// test ends is killed; a failed test logs the output of each child, and a
+// child that reports a data race fails the test.
 func StartChild(t *testing.T, test, env string, orders any) *Child {
+	t.Helper()
+	return start(t, test, env, orders, "-test.run=^"+test+"$", "-test.count=1", "-test.timeout=10m", "-test.v=false")
+}
+
+// StartMain starts a test binary, bin or this one if bin is empty, with
+// orders encoded as JSON in the environment variable env and no test to
+// run: for a package whose TestMain runs the child itself when env is set.
+// Otherwise it is as StartChild.
+func StartMain(t *testing.T, bin, env string, orders any) *Child {
+	t.Helper()
+	if bin == "" {
+		bin = os.Args[0]
+	}
+	return startBinary(t, bin, "TestMain", env, orders, "-test.run=^$")
+}
+
+func start(t *testing.T, name, env string, orders any, args ...string) *Child {
+	t.Helper()
+	return startBinary(t, os.Args[0], name, env, orders, args...)
+}
+
+func startBinary(t *testing.T, bin, name, env string, orders any, args ...string) *Child {
 	t.Helper()
 	b, err := json.Marshal(orders)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Child{name: fmt.Sprintf("%s %s", test, b), done: make(chan error, 1)}
-	c.cmd = exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1", "-test.timeout=2m", "-test.v=false")
+	c := &Child{name: fmt.Sprintf("%s %.200s", name, b), done: make(chan struct{})}
+	c.cmd = exec.Command(bin, args...)
 	c.cmd.Env = append(os.Environ(), env+"="+string(b))
 	c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.out
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { c.done <- c.cmd.Wait() }()
+	go func() {
+		err := c.cmd.Wait()
+		c.err, c.exitedAt = err, time.Now()
+		close(c.done)
+	}()
 	t.Cleanup(func() {
-		if !c.exited {
+		if !c.Exited() {
 			_ = c.cmd.Process.Kill()
-			c.wait()
+			<-c.done
 		}
-		if t.Failed() {
-			t.Logf("child %s output:\n%s", c.name, c.Output())
+		out := c.Output()
+		if strings.Contains(out, "WARNING: DATA RACE") {
+			t.Errorf("child %s (pid %d) found a data race:\n%s", c.name, c.Pid(), out)
+		} else if t.Failed() && out != "" {
+			t.Logf("child %s (pid %d, %v) output:\n%s", c.name, c.Pid(), c.err, out)
 		}
 	})
 	return c
 }
 
-// wait waits for the child to exit, once.
-func (c *Child) wait() error {
-	if !c.exited {
-		c.err = <-c.done
-		c.exited = true
+// Pid returns the child's process ID.
+func (c *Child) Pid() int { return c.cmd.Process.Pid }
+
+// Signal sends sig to the child.
+func (c *Child) Signal(sig os.Signal) error { return c.cmd.Process.Signal(sig) }
+
+// Done returns a channel that is closed once the child has exited.
+func (c *Child) Done() <-chan struct{} { return c.done }
+
+// Exited reports whether the child has exited.
+func (c *Child) Exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
 	}
+}
+
+// Err returns how the child exited (cmd.Wait's result) once it has.
+func (c *Child) Err() error {
+	<-c.done
 	return c.err
+}
+
+// ExitedAt returns when the child exited, once it has.
+func (c *Child) ExitedAt() time.Time {
+	<-c.done
+	return c.exitedAt
 }
 
 // Kill kills the child with SIGKILL and waits for it to exit.
@@ -74,7 +126,7 @@ func (c *Child) Kill(t *testing.T) {
 	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	if c.wait() == nil {
+	if c.Err() == nil {
 		t.Fatalf("child %s exited cleanly after SIGKILL; want it killed", c.name)
 	}
 }
@@ -83,13 +135,10 @@ func (c *Child) Kill(t *testing.T) {
 // error, with the child's output, if the child failed or did not exit in
 // time; a child that does not exit runs until the test ends.
 func (c *Child) Wait(within time.Duration) error {
-	if !c.exited {
-		select {
-		case c.err = <-c.done:
-			c.exited = true
-		case <-time.After(within):
-			return fmt.Errorf("child %s did not exit within %s\n%s", c.name, within, c.Output())
-		}
+	select {
+	case <-c.done:
+	case <-time.After(within):
+		return fmt.Errorf("child %s did not exit within %s\n%s", c.name, within, c.Output())
 	}
 	if c.err != nil {
 		return fmt.Errorf("child %s: %w\n%s", c.name, c.err, c.Output())
@@ -133,20 +182,14 @@ func (c *Child) Line(t *testing.T, prefix string, within time.Duration) string {
 	for {
 		// Whether it has exited comes first: all it wrote before then is
 		// in the output read next.
-		if !c.exited {
-			select {
-			case c.err = <-c.done:
-				c.exited = true
-			default:
-			}
-		}
+		exited := c.Exited()
 		out := c.Output()
 		for line := range strings.Lines(out) {
 			if rest, ok := strings.CutPrefix(line, prefix); ok && strings.HasSuffix(rest, "\n") {
 				return strings.TrimSuffix(rest, "\n")
 			}
 		}
-		if c.exited {
+		if exited {
 			t.Fatalf("child %s exited (%v) without writing a line %q...", c.name, c.err, prefix)
 		}
 		if time.Now().After(deadline) {
@@ -170,16 +213,6 @@ func Orders(t *testing.T, env string, orders any) {
 	}
 	if err := json.Unmarshal([]byte(s), orders); err != nil {
 		t.Fatalf("%s holds bad orders %q: %v", env, s, err)
-	}
-}
-
-// RunProcessor runs, in a child, a processor with cfg on s until ctx ends:
-// each task of type typ goes to handle, which records it. Run closes s.
-func RunProcessor(t *testing.T, ctx context.Context, cfg peonify.Config, s peonify.Stream, typ string, handle peonify.HandlerFunc) {
-	t.Helper()
-	p := Processor(t, cfg, s, peonify.TaskList{typ: handle})
-	if err := p.Run(ctx); err != nil {
-		t.Errorf("run: %v", err)
 	}
 }
 
@@ -214,21 +247,40 @@ func UntilDrained(t *testing.T, ctx context.Context, c Counter, every time.Durat
 	return ctx, func() { cancel(); wg.Wait() }
 }
 
-// lockedBuffer is a bytes.Buffer that a child's output can be read from
-// while the child writes to it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+// BoundedBuffer is where a child process's stdout and stderr go: safe for
+// their concurrent writes and for reading while the child writes, it keeps
+// the first and the last 64 KiB of what a chatty child writes.
+type BoundedBuffer struct {
+	mu   sync.Mutex
+	head bytes.Buffer
+	tail []byte
+	cut  int // bytes dropped between head and tail
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+const boundedHalf = 64 << 10
+
+func (b *BoundedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.buf.Write(p)
+	n := len(p)
+	if room := boundedHalf - b.head.Len(); room > 0 {
+		k := min(room, len(p))
+		b.head.Write(p[:k])
+		p = p[k:]
+	}
+	b.tail = append(b.tail, p...)
+	if over := len(b.tail) - boundedHalf; over > 0 {
+		b.cut += over
+		b.tail = append(b.tail[:0], b.tail[over:]...)
+	}
+	return n, nil
 }
 
-func (b *lockedBuffer) String() string {
+func (b *BoundedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.buf.String()
+	if b.cut == 0 {
+		return b.head.String() + string(b.tail)
+	}
+	return b.head.String() + fmt.Sprintf("\n[... %d bytes ...]\n", b.cut) + string(b.tail)
 }

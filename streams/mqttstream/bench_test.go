@@ -14,6 +14,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/intaketest"
 	"github.com/peonify/peonify/streams/sqlitestream"
 )
 
@@ -21,7 +22,7 @@ import (
 // stored task, into an in-memory store. The messages are published at
 // QoS 1 by 8 goroutines of a Go client in this process.
 func BenchmarkIntake(b *testing.B) {
-	benchmarkIntake(b, newMem(b))
+	benchmarkIntake(b, intaketest.NewMem(b))
 }
 
 // BenchmarkIntakeSQLite is BenchmarkIntake into the durable embedded

@@ -5,8 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
-	"log/slog"
 	"net/url"
 	"os"
 	"os/exec"
@@ -19,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/intaketest"
 	"github.com/peonify/peonify/internal/testenv"
 	"github.com/peonify/peonify/streams/memstream"
 )
@@ -97,7 +96,7 @@ func testConfig(t testing.TB, brokerURL string, routes map[string]string) Config
 		SessionExpiry: time.Minute,
 		MinBackoff:    10 * time.Millisecond,
 		MaxBackoff:    200 * time.Millisecond,
-		Logger:        testLogger(t),
+		Logger:        intaketest.Logger(t),
 	}
 }
 
@@ -134,13 +133,6 @@ func start(t testing.TB, store peonify.Enqueuer, cfg Config) (in *Intake, stop f
 	return in, stop
 }
 
-// newMem returns an in-memory store, closed at the end of the test.
-func newMem(t testing.TB) *memstream.Stream {
-	s := memstream.New(memstream.Config{})
-	t.Cleanup(func() { _ = s.Close(context.Background()) })
-	return s
-}
-
 // all returns every task a store holds, by ID.
 func all(t *testing.T, s *memstream.Stream) map[string]peonify.Task {
 	t.Helper()
@@ -155,45 +147,4 @@ func all(t *testing.T, s *memstream.Stream) map[string]peonify.Task {
 		}
 	}
 	return out
-}
-
-// faultStore wraps a real store to refuse enqueues.
-type faultStore struct {
-	peonify.Enqueuer
-	refuse atomic.Int64 // refuse this many more calls
-	calls  atomic.Int64
-}
-
-var errUnavailable = errors.New("disk full (injected)")
-
-func (f *faultStore) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
-	f.calls.Add(1)
-	if f.refuse.Add(-1) >= 0 {
-		return errUnavailable
-	}
-	return f.Enqueuer.Enqueue(ctx, tasks...)
-}
-
-// eventually waits until cond holds, polling external state.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// testLogger writes to the test's output.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tlogWriter struct{ t testing.TB }
-
-func (w tlogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
 }

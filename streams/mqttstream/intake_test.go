@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/intaketest"
 	"github.com/peonify/peonify/streams/memstream"
 	"github.com/peonify/peonify/streams/sqlitestream"
 )
@@ -44,7 +45,7 @@ func TestMessagesBecomeTasks(t *testing.T) {
 		ran  = make(map[string]*peonify.Task)
 		done = make(chan struct{})
 	)
-	p, err := peonify.New(peonify.Config{Workers: 2, Logger: testLogger(t)})
+	p, err := peonify.New(peonify.Config{Workers: 2, Logger: intaketest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,16 +107,16 @@ func TestMessagesBecomeTasks(t *testing.T) {
 func TestAcknowledgedMessagesAreNotRedelivered(t *testing.T) {
 	url := broker(t)
 	topic := testTopic(t)
-	store := newMem(t)
+	store := intaketest.NewMem(t)
 	cfg := testConfig(t, url, map[string]string{topic + "/#": "t"})
 	in, stop := start(t, store, cfg)
 	publish(t, url, topic+"/a", []byte("m1\nm2\nm3\nm4\nm5"), true)
-	eventually(t, "5 tasks are stored", func() bool { return in.Stats().Enqueued == 5 })
+	intaketest.Eventually(t, "5 tasks are stored", func() bool { return in.Stats().Enqueued == 5 })
 	stop()
 
 	again, _ := start(t, store, cfg) // same ClientID: same session
 	publish(t, url, topic+"/marker", []byte("marker"), false)
-	eventually(t, "the marker arrives", func() bool { return len(all(t, store)) == 6 })
+	intaketest.Eventually(t, "the marker arrives", func() bool { return len(all(t, store)) == 6 })
 	if st := again.Stats(); st.Received != 1 {
 		t.Fatalf("the second intake received %d messages, want only the marker: acknowledged ones came again", st.Received)
 	}
@@ -126,12 +127,12 @@ func TestAcknowledgedMessagesAreNotRedelivered(t *testing.T) {
 func TestStoreRefusalIsRetried(t *testing.T) {
 	url := broker(t)
 	topic := testTopic(t)
-	mem := newMem(t)
-	store := &faultStore{Enqueuer: mem}
-	store.refuse.Store(3)
+	mem := intaketest.NewMem(t)
+	store := &intaketest.FaultStore{Enqueuer: mem}
+	store.Refuse(3, nil)
 	in, _ := start(t, store, testConfig(t, url, map[string]string{topic: "t"}))
 	publish(t, url, topic, []byte("r1\nr2"), true)
-	eventually(t, "both messages are stored", func() bool { return len(all(t, mem)) == 2 })
+	intaketest.Eventually(t, "both messages are stored", func() bool { return len(all(t, mem)) == 2 })
 	if st := in.Stats(); st.StoreErrors < 3 || st.Enqueued != 2 {
 		t.Fatalf("stats = %+v, want at least 3 store errors and 2 tasks", st)
 	}
@@ -142,17 +143,17 @@ func TestStoreRefusalIsRetried(t *testing.T) {
 func TestUnstoredMessageIsRedelivered(t *testing.T) {
 	url := broker(t)
 	topic := testTopic(t)
-	store := &faultStore{Enqueuer: newMem(t)}
-	store.refuse.Store(1 << 40)
+	store := &intaketest.FaultStore{Enqueuer: intaketest.NewMem(t)}
+	store.Refuse(1<<40, nil)
 	cfg := testConfig(t, url, map[string]string{topic: "t"})
 	_, stop := start(t, store, cfg)
 	publish(t, url, topic, []byte("keep me"), false, "-D", "publish", "user-property", "id", "u-1")
-	eventually(t, "the store refused the message", func() bool { return store.calls.Load() >= 2 })
+	intaketest.Eventually(t, "the store refused the message", func() bool { return store.Calls() >= 2 })
 	stop()
 
-	mem := newMem(t)
+	mem := intaketest.NewMem(t)
 	start(t, mem, cfg)
-	eventually(t, "the message is stored by the next intake", func() bool {
+	intaketest.Eventually(t, "the message is stored by the next intake", func() bool {
 		tk, ok := all(t, mem)["u-1"]
 		return ok && string(tk.Payload) == "keep me"
 	})
@@ -163,7 +164,7 @@ func TestUnstoredMessageIsRedelivered(t *testing.T) {
 func TestPersistentSession(t *testing.T) {
 	url := broker(t)
 	topic := testTopic(t)
-	store := newMem(t)
+	store := intaketest.NewMem(t)
 	cfg := testConfig(t, url, map[string]string{topic + "/+": "t"})
 	_, stop := start(t, store, cfg)
 	stop()
@@ -175,7 +176,7 @@ func TestPersistentSession(t *testing.T) {
 	publish(t, url, topic+"/x", []byte(strings.Join(lines, "\n")), true)
 
 	start(t, store, cfg)
-	eventually(t, "the 5 messages published while away arrive", func() bool { return len(all(t, store)) == 5 })
+	intaketest.Eventually(t, "the 5 messages published while away arrive", func() bool { return len(all(t, store)) == 5 })
 	got := make(map[string]bool)
 	for _, tk := range all(t, store) {
 		got[string(tk.Payload)] = true
@@ -193,7 +194,7 @@ func TestSharedSubscriptionSplitsMessages(t *testing.T) {
 	url := broker(t)
 	topic := testTopic(t)
 	group := unique("g")
-	stores := []*memstream.Stream{newMem(t), newMem(t)}
+	stores := []*memstream.Stream{intaketest.NewMem(t), intaketest.NewMem(t)}
 	for _, s := range stores {
 		cfg := testConfig(t, url, map[string]string{topic + "/jobs": "t"})
 		cfg.ShareGroup = group
@@ -209,7 +210,7 @@ func TestSharedSubscriptionSplitsMessages(t *testing.T) {
 	count := func() (int, int) {
 		return len(all(t, stores[0])), len(all(t, stores[1]))
 	}
-	eventually(t, "all messages are stored", func() bool { a, b := count(); return a+b == n })
+	intaketest.Eventually(t, "all messages are stored", func() bool { a, b := count(); return a+b == n })
 	a, b := count()
 	if a == 0 || b == 0 {
 		t.Fatalf("one intake got every message (%d and %d): the subscription is not shared", a, b)
@@ -231,12 +232,12 @@ func TestSharedSubscriptionSplitsMessages(t *testing.T) {
 func TestContentIDs(t *testing.T) {
 	url := broker(t)
 	topic := testTopic(t)
-	store := newMem(t)
+	store := intaketest.NewMem(t)
 	cfg := testConfig(t, url, map[string]string{topic: "t"})
 	cfg.ContentIDs = true
 	in, _ := start(t, store, cfg)
 	publish(t, url, topic, []byte("same\nsame\nother"), true)
-	eventually(t, "three messages are handled", func() bool { st := in.Stats(); return st.Enqueued+st.Duplicates == 3 })
+	intaketest.Eventually(t, "three messages are handled", func() bool { st := in.Stats(); return st.Enqueued+st.Duplicates == 3 })
 	if n := len(all(t, store)); n != 2 {
 		t.Fatalf("store holds %d tasks, want 2", n)
 	}

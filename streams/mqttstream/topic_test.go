@@ -8,6 +8,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/intaketest"
 )
 
 func TestMatch(t *testing.T) {
@@ -65,7 +66,7 @@ func TestOverlap(t *testing.T) {
 
 func TestConfigErrors(t *testing.T) {
 	ok := Config{Servers: []string{"mqtt://localhost:1883"}, ClientID: "c", Routes: map[string]string{"a/#": "t"}}
-	if _, err := New(newMem(t), ok); err != nil {
+	if _, err := New(intaketest.NewMem(t), ok); err != nil {
 		t.Fatalf("valid config: %v", err)
 	}
 	for _, tc := range []struct {
@@ -90,7 +91,7 @@ func TestConfigErrors(t *testing.T) {
 		cfg := ok
 		cfg.Routes = map[string]string{"a/#": "t"}
 		tc.change(&cfg)
-		_, err := New(newMem(t), cfg)
+		_, err := New(intaketest.NewMem(t), cfg)
 		var ce *peonify.ConfigError
 		if !errors.As(err, &ce) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("config %+v: error %v, want a ConfigError mentioning %q", cfg, err, tc.want)
@@ -102,7 +103,7 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestNewTakesCredentialsAndShareGroup(t *testing.T) {
-	in, err := New(newMem(t), Config{
+	in, err := New(intaketest.NewMem(t), Config{
 		Servers:    []string{"mqtt://ada:s3cret@broker.example", "tcp://other.example:1883"},
 		ClientID:   "c",
 		Routes:     map[string]string{"a/+": "t", "$share/explicit/b": "u"},
@@ -121,7 +122,7 @@ func TestNewTakesCredentialsAndShareGroup(t *testing.T) {
 		t.Errorf("filters = %v", in.filters)
 	}
 
-	in, err = New(newMem(t), Config{Servers: []string{"mqtt://b:1883"}, ClientID: "c", Routes: map[string]string{"a/+": "t"}, ShareGroup: "workers"})
+	in, err = New(intaketest.NewMem(t), Config{Servers: []string{"mqtt://b:1883"}, ClientID: "c", Routes: map[string]string{"a/+": "t"}, ShareGroup: "workers"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +132,7 @@ func TestNewTakesCredentialsAndShareGroup(t *testing.T) {
 }
 
 func TestTaskFromMessage(t *testing.T) {
-	in, err := New(newMem(t), Config{Servers: []string{"mqtt://b:1883"}, ClientID: "c", Routes: map[string]string{"dev/+/ev": "event"}})
+	in, err := New(intaketest.NewMem(t), Config{Servers: []string{"mqtt://b:1883"}, ClientID: "c", Routes: map[string]string{"dev/+/ev": "event"}})
 	if err != nil {
 		t.Fatal(err)
 	}

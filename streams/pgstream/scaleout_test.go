@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/crashtest"
 	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/internal/testenv"
 )
@@ -42,8 +44,7 @@ const (
 type scaleOutOrders struct {
 	Schema   string // the schema of the queue's tables
 	Queue    string // the shared queue
-	Table    string // where the handler records each completion
-	Child    int    // the child's index, recorded with its completions
+	Ledger   string // the ledger file every child records in
 	Identity string // the stream's Config.Identity: claimed_by of the rows it leases
 	App      string // application_name of the child's connections
 }
@@ -55,10 +56,10 @@ type scaleOutOrders struct {
 // queue must end empty; the survivors must drain and exit cleanly on
 // SIGTERM.
 //
-// Each run records itself in a table from inside the handler, before the
-// handler returns, so a run that happened before the kill is never lost:
-// a task recorded but not yet acked when its process died runs again and
-// shows up as a duplicate.
+// Each run records itself in the ledger before the handler returns to the
+// processor, so a run that happened before the kill is never lost: a task
+// recorded but not yet acked when its process died runs again and shows
+// up as a duplicate.
 //
 // The test has a schema of its own, as a deployment would: the public
 // one is shared with every other test and benchmark run against the
@@ -75,16 +76,12 @@ func TestScaleOut(t *testing.T) {
 	tag := streamtest.RandHex(4)
 	schema := "peonify_scaleout_" + tag
 	tasksTable := schema + ".peonify_tasks"
-	table := schema + ".completions"
 	t.Cleanup(func() {
 		if _, err := pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE"); err != nil {
 			t.Error(err)
 		}
 	})
 	if err := MigrateSchema(ctx, pool, schema); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pool.Exec(ctx, "CREATE TABLE "+table+" (task_id text NOT NULL, child int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -106,6 +103,7 @@ func TestScaleOut(t *testing.T) {
 	for id := range enqueued {
 		ids = append(ids, id)
 	}
+	ledger := filepath.Join(t.TempDir(), "ledger")
 	count := func(query string, args ...any) int {
 		t.Helper()
 		var n int
@@ -118,32 +116,20 @@ func TestScaleOut(t *testing.T) {
 		return scaleOutOrders{
 			Schema:   schema,
 			Queue:    queue,
-			Table:    table,
-			Child:    i,
+			Ledger:   ledger,
 			Identity: fmt.Sprintf("scaleout-%d", i),
 			App:      fmt.Sprintf("pgstream-scaleout-%s-%d", tag, i),
 		}
 	}
-	streamtest.ScaleOut{
+	crashtest.ScaleOut{
 		IDs:      ids,
+		Ledger:   ledger,
 		Children: scaleOutChildren,
 		Victim:   scaleOutVictim,
 		Start: func(t *testing.T, i int) *streamtest.Child {
 			return streamtest.StartChild(t, "TestScaleOutHelper", scaleOutEnv, orders(i))
 		},
-		Runs: func(t *testing.T) []streamtest.Run {
-			rows, err := pool.Query(ctx, "SELECT task_id, child, at FROM "+table)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var runs []streamtest.Run
-			var r streamtest.Run
-			if _, err := pgx.ForEachRow(rows, []any{&r.ID, &r.Child, &r.At}, func() error { runs = append(runs, r); return nil }); err != nil {
-				t.Fatal(err)
-			}
-			return runs
-		},
-		Held: func(t *testing.T) streamtest.Held {
+		Leases: func(t *testing.T, held []string) map[string]time.Time {
 			// Wait until the database has seen the last of the killed
 			// child's connections, so that no claim or ack of it is
 			// still on the way.
@@ -152,25 +138,24 @@ func TestScaleOut(t *testing.T) {
 				n := count("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", victim.App)
 				return n == 0, fmt.Sprintf("%d still open", n)
 			})
-			// What it held leased when it died, and until when: the only
-			// tasks that may run twice, and not before their leases end.
-			// It took each of these leases moments before the kill, for
-			// scaleOutLease, so none has ended and been rescued yet.
+			// When the leases it held end: it took each of them moments
+			// before the kill, for scaleOutLease, so none has ended and
+			// been rescued yet.
 			rows, err := pool.Query(ctx, "SELECT id, lease_until FROM "+tasksTable+" WHERE queue = $1 AND state = 'running' AND claimed_by = $2",
 				queue, victim.Identity)
 			if err != nil {
 				t.Fatal(err)
 			}
-			held := make(map[string]time.Time) // task ID → end of the victim's lease
+			ends := make(map[string]time.Time) // task ID → end of the victim's lease
 			var id string
 			var at time.Time
-			if _, err := pgx.ForEachRow(rows, []any{&id, &at}, func() error { held[id] = at; return nil }); err != nil {
+			if _, err := pgx.ForEachRow(rows, []any{&id, &at}, func() error { ends[id] = at; return nil }); err != nil {
 				t.Fatal(err)
 			}
-			if len(held) == 0 {
-				t.Fatal("the killed child held no leased task: the kill tested nothing; make the run slower or kill earlier")
+			if len(ends) == 0 || len(held) == 0 {
+				t.Fatalf("the killed child held no leased task (%d in the ledger): the kill tested nothing; make the run slower or kill earlier", len(held))
 			}
-			return streamtest.Held{IDs: held}
+			return ends
 		},
 		// With KeepDone 0 an ack deletes its row, so an empty queue means
 		// every task was acked and nothing is leased or dead. The killed
@@ -185,7 +170,6 @@ func TestScaleOut(t *testing.T) {
 		// The survivors drain and exit 0 on SIGTERM, within their grace
 		// period plus time to close.
 		StopWithin: scaleOutGrace + 10*time.Second,
-		MaxRuns:    2,
 	}.Run(t)
 }
 
@@ -202,7 +186,7 @@ func TestScaleOutHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = o.App
-	// A record must outlive this process, not the database: committing
+	// An ack must outlive this process, not the database: committing
 	// without waiting for the disk keeps busy disks from stalling runs.
 	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
@@ -222,10 +206,8 @@ func TestScaleOutHelper(t *testing.T) {
 		ShutdownGrace: scaleOutGrace,
 		Logger:        logger,
 	}
-	record := "INSERT INTO " + o.Table + " (task_id, child) VALUES ($1, $2)"
-	streamtest.RunProcessor(t, ctx, pcfg, s, "scaleout", func(ctx context.Context, tk *peonify.Task) error {
-		time.Sleep(rand.N(time.Millisecond)) // a little work
-		_, err := pool.Exec(ctx, record, tk.ID, o.Child)
-		return err
+	crashtest.RunChild(t, ctx, o.Ledger, pcfg, s, "scaleout", func(context.Context, *peonify.Task) error {
+		time.Sleep(rand.N(time.Millisecond)) // a little work; the ledger records the run
+		return nil
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/crashtest"
 	"github.com/peonify/peonify/internal/streamtest"
 )
 
@@ -22,17 +23,11 @@ const crashEnv = "SQLITESTREAM_CRASH_CHILD"
 // after it.
 const crashLease = 300 * time.Millisecond
 
-// The logs of the crash test's ledger, which sits next to the database.
-const (
-	enqueuedLog  = "enqueued.log"  // each task whose Enqueue returned
-	completedLog = "completed.log" // each run of a task, by any child
-)
-
 // crashOrders tell a child of TestCrash what to do.
 type crashOrders struct {
-	Ledger streamtest.Ledger // the directory of the database and the logs
-	Drain  bool              // process until nothing is left, then exit; else enqueue and process until killed
-	Run    int               // names this child's tasks
+	Dir   string // the directory of the database and the ledger
+	Drain bool   // process until nothing is left, then exit; else enqueue and process until killed
+	Run   int    // names this child's tasks
 }
 
 // TestCrash kills processes that enqueue and process tasks with SIGKILL,
@@ -41,63 +36,65 @@ type crashOrders struct {
 // completed at least once, and the store must end empty: no task is lost to
 // a crash, and every lease held by a dead process ends.
 //
-// A task may have been completed without being logged as enqueued (its
-// child died between Enqueue and the log), and tasks in flight at a kill
-// run again, so neither unknown completions nor repeats are errors here.
+// Every process records in one ledger the tasks its Enqueue stored and
+// what its processor claimed, ran and acked. A task may have been
+// completed without being recorded as enqueued (its child died between
+// Enqueue and the record), so unknown completions are no error here; a
+// task may run again only if a killed process held it.
 func TestCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills child processes; skipped with -short")
 	}
-	ledger := streamtest.NewLedger(t)
+	dir := t.TempDir()
+	h := crashtest.ReadLedger(t, filepath.Join(dir, "ledger"))
 	rounds := 5
 	if raceEnabled {
 		rounds = 3
 	}
 	run := 0
+	var inFlight [][]string // what each killed child held
 	for round := range rounds {
 		children := 1 + round%2 // every other round, two processes share the file
 		var workers []*streamtest.Child
 		for range children {
 			run++
-			workers = append(workers, streamtest.StartChild(t, "TestCrashChild", crashEnv, crashOrders{Ledger: ledger, Run: run}))
+			workers = append(workers, streamtest.StartChild(t, "TestCrashChild", crashEnv, crashOrders{Dir: dir, Run: run}))
 		}
 		// Let them work for a while, then kill them mid-run.
-		before := ledger.Size(completedLog)
-		streamtest.WaitUntil(t, fmt.Sprintf("round %d's children to complete about 200 tasks", round), 30*time.Second, func() (bool, string) {
-			n := ledger.Size(completedLog) - before
-			return n >= 2000, fmt.Sprintf("%d bytes of completions logged", n)
+		crashtest.Refresh(t, h)
+		before := h.Completed()
+		streamtest.WaitUntil(t, fmt.Sprintf("round %d's children to complete 200 tasks", round), 30*time.Second, func() (bool, string) {
+			crashtest.Refresh(t, h)
+			n := h.Completed() - before
+			return n >= 200, fmt.Sprintf("%d tasks completed", n)
 		})
 		time.Sleep(time.Duration(rand.IntN(50)) * time.Millisecond) // a random moment of the run
 		for _, c := range workers {
 			c.Kill(t)
 		}
+		crashtest.Refresh(t, h)
+		for _, c := range workers {
+			inFlight = append(inFlight, h.Held(c.Pid()))
+		}
 	}
 
-	drain := streamtest.StartChild(t, "TestCrashChild", crashEnv, crashOrders{Ledger: ledger, Drain: true})
+	drain := streamtest.StartChild(t, "TestCrashChild", crashEnv, crashOrders{Dir: dir, Drain: true})
 	if err := drain.Wait(60 * time.Second); err != nil {
 		t.Fatalf("drain process: %v", err)
 	}
 
-	enqueued := ledger.Read(t, enqueuedLog)
+	crashtest.Refresh(t, h)
+	enqueued := h.Enqueued()
 	if len(enqueued) == 0 {
-		t.Fatal("no child logged an enqueued task: the kills tested nothing")
+		t.Fatal("no child recorded an enqueued task: the kills tested nothing")
 	}
-	completions := ledger.Read(t, completedLog)
-	runs := make(map[string]int, len(completions))
-	for _, id := range completions {
-		runs[id]++
-	}
-	var lost []string
-	for _, id := range enqueued {
-		if runs[id] == 0 {
-			lost = append(lost, id)
-		}
-	}
-	streamtest.SomeErrors(t, fmt.Sprintf("of %d enqueued tasks were never completed", len(enqueued)), lost)
-	t.Logf("%d rounds: %d tasks enqueued, %d completions, %d of them repeats of tasks in flight at a kill",
-		rounds, len(enqueued), len(completions), len(completions)-len(runs))
+	v := h.Verify(enqueued, inFlight...)
+	streamtest.SomeErrors(t, fmt.Sprintf("of %d enqueued tasks were never completed", len(enqueued)), v.Lost)
+	streamtest.SomeErrors(t, "tasks ran more often than the kills that found them in flight allow", v.Excess)
+	t.Logf("%d rounds: %d tasks enqueued, %d completed, %d repeats of tasks in flight at a kill (at most %d)",
+		rounds, len(enqueued), h.Completed(), v.Duplicates, v.Bound)
 
-	s := openFile(t, filepath.Join(string(ledger), "tasks.db"), Config{}, nil)
+	s := openFile(t, filepath.Join(dir, "tasks.db"), Config{}, nil)
 	streamtest.WantEmpty(t, s)
 }
 
@@ -106,19 +103,19 @@ func TestCrash(t *testing.T) {
 func TestCrashChild(t *testing.T) {
 	var o crashOrders
 	streamtest.Orders(t, crashEnv, &o)
-	s, err := Open(filepath.Join(string(o.Ledger), "tasks.db"), Config{Lease: crashLease, BusyTimeout: 10 * time.Second})
+	s, err := Open(filepath.Join(o.Dir, "tasks.db"), Config{Lease: crashLease, BusyTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	enqueued := o.Ledger.Open(t, enqueuedLog)
-	completed := o.Ledger.Open(t, completedLog)
+	ledger := filepath.Join(o.Dir, "ledger")
+	enqueued := crashtest.OpenLedger(t, ledger)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
 	var wg sync.WaitGroup
 	if !o.Drain {
-		// Produce until killed, in batches of 1 to 5 tasks; log each task
-		// only after Enqueue returned.
+		// Produce until killed, in batches of 1 to 5 tasks; record each
+		// task only after Enqueue returned.
 		wg.Go(func() {
 			for i := 0; ctx.Err() == nil; {
 				var batch []*peonify.Task
@@ -132,8 +129,8 @@ func TestCrashChild(t *testing.T) {
 					t.Errorf("enqueue: %v", err)
 					return
 				}
-				if err := enqueued.Add(ids...); err != nil {
-					t.Errorf("log: %v", err)
+				if err := enqueued.Enqueued(ids...); err != nil {
+					t.Errorf("ledger: %v", err)
 					return
 				}
 			}
@@ -146,12 +143,10 @@ func TestCrashChild(t *testing.T) {
 		runCtx, stop = streamtest.UntilDrained(t, ctx, s, 20*time.Millisecond)
 		defer stop()
 	}
-	// Consume with a processor: the handler logs the task as completed
-	// and returns, and the processor acks it. Run closes s.
+	// Consume with a processor: the ledger records each run before the
+	// handler returns, and the processor acks it. Run closes s.
 	cfg := peonify.Config{Workers: 4, Logger: slog.New(slog.DiscardHandler)}
-	streamtest.RunProcessor(t, runCtx, cfg, s, "crash", func(_ context.Context, tk *peonify.Task) error {
-		return completed.Add(tk.ID)
-	})
+	crashtest.RunChild(t, runCtx, ledger, cfg, s, "crash", func(context.Context, *peonify.Task) error { return nil })
 	cancel()
 	wg.Wait()
 }

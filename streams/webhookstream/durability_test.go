@@ -6,17 +6,16 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/peonify/peonify/internal/intaketest"
 	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/streams/sqlitestream"
 )
@@ -28,7 +27,7 @@ func TestStoreFailure(t *testing.T) {
 	h := newHandler(t, st, Config{RetryAfter: 1500 * time.Millisecond})
 	req := githubRequest("retry-me", []byte(`{"n":1}`))
 
-	st.failWith(errStore)
+	st.Fail(intaketest.ErrUnavailable)
 	a := serve(t, h, req).want(t, http.StatusServiceUnavailable)
 	if a.header.Get("Retry-After") != "2" {
 		t.Fatalf("Retry-After %q, want 2 (1.5s rounded up)", a.header.Get("Retry-After"))
@@ -40,7 +39,7 @@ func TestStoreFailure(t *testing.T) {
 		t.Fatalf("%d tasks stored by a failing store", n)
 	}
 
-	st.failWith(nil)
+	st.Fail(nil)
 	a = serve(t, h, req).want(t, http.StatusAccepted)
 	if got := st.get(t, a.body["task_id"]); string(got.Payload) != `{"n":1}` {
 		t.Fatalf("stored payload %q", got.Payload)
@@ -52,9 +51,9 @@ func TestStoreFailure(t *testing.T) {
 func TestStoreTimeout(t *testing.T) {
 	st := newStore(t)
 	h := newHandler(t, st, Config{EnqueueTimeout: 50 * time.Millisecond})
-	st.stall.Store(true)
+	st.Hold()
 	serve(t, h, githubRequest("slow", []byte(`{}`))).want(t, http.StatusServiceUnavailable)
-	st.stall.Store(false)
+	st.Release()
 	serve(t, h, githubRequest("slow", []byte(`{}`))).want(t, http.StatusAccepted)
 }
 
@@ -89,7 +88,7 @@ func TestSlowBody(t *testing.T) {
 	if !strings.Contains(a.body["error"], "200ms") {
 		t.Fatalf("error %q does not give the timeout", a.body["error"])
 	}
-	if n := st.stored(t); n != 0 || st.calls.Load() != 0 {
+	if n := st.stored(t); n != 0 || st.Calls() != 0 {
 		t.Fatalf("%d tasks stored; want none", n)
 	}
 
@@ -174,66 +173,30 @@ func TestRefusedUnreadBody(t *testing.T) {
 const childEnv = "WEBHOOKSTREAM_SERVE_CHILD"
 
 // TestKillAfterAccept proves that 202 means durable: a child process serves
-// the handler on a SQLite store; the test posts deliveries, reads each 202,
-// kills the child with SIGKILL at once, and finds every accepted task, byte
-// for byte, in the file.
+// the handler on a SQLite store; the test posts deliveries from several
+// goroutines, kills the child with SIGKILL right after a 202, and finds
+// every accepted task, byte for byte, in the file.
 func TestKillAfterAccept(t *testing.T) {
-	if testing.Short() {
-		t.Skip("kills a child process; skipped with -short")
-	}
-	dir := t.TempDir()
-	child := streamtest.StartChild(t, "TestServeChild", childEnv, dir)
-	addr := child.Addr(t, 20*time.Second)
-
-	// Post concurrently; kill the child the moment the last 202 is read.
-	const n = 20
-	tr := &http.Transport{}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	bodies := make([][]byte, n)
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := range n {
-		bodies[i] = fmt.Appendf(nil, "{\"n\": %d, \"pad\": %q}\n", i, strings.Repeat("x", i*37))
-		wg.Go(func() {
-			r := githubRequest(fmt.Sprint("kill-", i), bodies[i])
-			req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/github", bytes.NewReader(bodies[i]))
+	github := func(id string) string { return "github:" + id }
+	intaketest.KillAfterAck(t, "TestServeChild", childEnv, github, func(t *testing.T, addr string) func(context.Context, string, []byte) bool {
+		tr := &http.Transport{}
+		t.Cleanup(tr.CloseIdleConnections)
+		client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		return func(ctx context.Context, id string, payload []byte) bool {
+			r := githubRequest(id, payload)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/github", bytes.NewReader(payload))
 			for k, v := range r.header {
 				req.Header.Set(k, v)
 			}
 			resp, err := client.Do(req)
 			if err != nil {
-				errs <- err
-				return
+				return false
 			}
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != http.StatusAccepted {
-				errs <- fmt.Errorf("delivery %d: status %d", i, resp.StatusCode)
-			}
-		})
-	}
-	wg.Wait()
-	child.Kill(t)
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-
-	s, err := sqlitestream.Open(filepath.Join(dir, "tasks.db"), sqlitestream.Config{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(context.Background())
-	for i := range n {
-		info, err := s.Get(context.Background(), fmt.Sprint("github:kill-", i))
-		if err != nil {
-			t.Fatalf("accepted delivery %d is not in the store after SIGKILL: %v", i, err)
+			return resp.StatusCode == http.StatusAccepted
 		}
-		if !bytes.Equal(info.Task.Payload, bodies[i]) || info.Task.Type != "github" {
-			t.Fatalf("delivery %d stored as %q %q", i, info.Task.Type, info.Task.Payload)
-		}
-	}
+	})
 }
 
 // TestServeChild is the process that TestKillAfterAccept starts and

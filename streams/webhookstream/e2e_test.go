@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/intaketest"
 	"github.com/peonify/peonify/streams/sqlitestream"
 )
 
@@ -21,7 +21,7 @@ import (
 func openSQLite(t *testing.T, cfg sqlitestream.Config) *sqlitestream.Stream {
 	t.Helper()
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+		cfg.Logger = intaketest.Logger(t)
 	}
 	s, err := sqlitestream.Open(filepath.Join(t.TempDir(), "tasks.db"), cfg)
 	if err != nil {
@@ -224,7 +224,7 @@ func TestSyncOutlivesBodyTimeout(t *testing.T) {
 		Routes: map[string]Route{"/s": {Type: "s", AllowUnsigned: true, Sync: true}}})
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	runProcessor(t, st, peonify.TaskList{"s": peonify.HandlerFunc(func(ctx context.Context, _ *peonify.Task) error {
+	runProcessor(t, st.mem, peonify.TaskList{"s": peonify.HandlerFunc(func(ctx context.Context, _ *peonify.Task) error {
 		select {
 		case <-time.After(200 * time.Millisecond): // longer than BodyTimeout
 		case <-ctx.Done():

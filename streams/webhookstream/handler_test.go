@@ -172,8 +172,8 @@ func TestRefuses(t *testing.T) {
 			if tc.status == http.StatusMethodNotAllowed && a.header.Get("Allow") != "POST" {
 				t.Fatalf("Allow: %q, want POST", a.header.Get("Allow"))
 			}
-			if n := st.stored(t); n != 0 || st.calls.Load() != 0 {
-				t.Fatalf("%d tasks stored after %d Enqueue calls; want none", n, st.calls.Load())
+			if n := st.stored(t); n != 0 || st.Calls() != 0 {
+				t.Fatalf("%d tasks stored after %d Enqueue calls; want none", n, st.Calls())
 			}
 		})
 	}
@@ -233,7 +233,7 @@ func TestReplay(t *testing.T) {
 			if n := st.stored(t); n != 1 {
 				t.Fatalf("%d tasks stored, want 1", n)
 			}
-			if c := st.calls.Load(); c != 2 {
+			if c := st.Calls(); c != 2 {
 				t.Fatalf("%d Enqueue calls, want 2 (the forged replay must not reach the store)", c)
 			}
 		})
@@ -384,7 +384,7 @@ func TestBodyLimit(t *testing.T) {
 	if rec.Code != http.StatusRequestEntityTooLarge {
 		t.Fatalf("chunked oversized body: status %d, want 413", rec.Code)
 	}
-	if n := st.stored(t); n != 0 || st.calls.Load() != 0 {
+	if n := st.stored(t); n != 0 || st.Calls() != 0 {
 		t.Fatalf("%d tasks stored; want none", n)
 	}
 	exact := []byte(`{"x":"` + strings.Repeat("a", 64-8) + `"}`)

@@ -7,19 +7,17 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/intaketest"
 	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/streams/memstream"
 )
@@ -106,63 +104,29 @@ func testRoutes() map[string]Route {
 	}
 }
 
-// store is a memstream that counts Enqueue calls and can be made to fail
-// or stall, to inject store faults in front of a real implementation.
+// store is a real in-memory store behind a FaultStore, which counts its
+// Enqueue calls and can be made to fail or stall.
 type store struct {
-	*memstream.Stream
-	calls atomic.Int64
-	fail  atomic.Pointer[error]
-	stall atomic.Bool // block until ctx ends
+	*intaketest.FaultStore
+	mem *memstream.Stream
 }
 
 func newStore(t *testing.T) *store {
-	s := &store{Stream: memstream.New(memstream.Config{})}
-	t.Cleanup(func() { _ = s.Close(context.Background()) })
-	return s
-}
-
-func (s *store) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
-	s.calls.Add(1)
-	if s.stall.Load() {
-		<-ctx.Done()
-		return ctx.Err()
-	}
-	if err := s.fail.Load(); err != nil {
-		return *err
-	}
-	return s.Stream.Enqueue(ctx, tasks...)
-}
-
-func (s *store) failWith(err error) {
-	if err == nil {
-		s.fail.Store(nil)
-		return
-	}
-	s.fail.Store(&err)
+	mem := intaketest.NewMem(t)
+	return &store{FaultStore: &intaketest.FaultStore{Enqueuer: mem}, mem: mem}
 }
 
 // stored returns how many tasks the store holds, in any state.
-func (s *store) stored(t *testing.T) int {
-	t.Helper()
-	counts, err := s.Counts(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, c := range counts {
-		n += c
-	}
-	return n
-}
+func (s *store) stored(t *testing.T) int { return intaketest.Total(t, s.mem) }
 
 // get returns a stored task.
 func (s *store) get(t *testing.T, id string) peonify.Task {
 	t.Helper()
-	info, err := s.Get(context.Background(), id)
-	if err != nil {
-		t.Fatalf("task %q: %v", id, err)
+	task := intaketest.Stored(t, s.mem, id)
+	if task == nil {
+		t.Fatalf("task %q is not stored", id)
 	}
-	return info.Task
+	return *task
 }
 
 // newHandler returns a Handler on st with cfg (Routes default to
@@ -173,21 +137,13 @@ func newHandler(t *testing.T, st peonify.Enqueuer, cfg Config) *Handler {
 		cfg.Routes = testRoutes()
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		cfg.Logger = intaketest.Logger(t)
 	}
 	h, err := New(st, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return h
-}
-
-// testWriter sends log lines to t.Log.
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
 }
 
 // request is a webhook request to send in a test.
@@ -336,9 +292,6 @@ func shopifyRequest(id string, body []byte) request {
 	}}
 }
 
-// errStore is the failure the faulty store reports.
-var errStore = errors.New("disk full")
-
 // recorder collects what a task handler ran.
 type recorder struct {
 	mu   sync.Mutex
@@ -375,7 +328,7 @@ func (r *recorder) next(t *testing.T) *peonify.Task {
 func runProcessor(t *testing.T, s peonify.Stream, tl peonify.TaskList, mw ...peonify.Middleware) {
 	t.Helper()
 	p := streamtest.Processor(t, peonify.Config{Workers: 2, Middleware: mw, ShutdownGrace: time.Second,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))}, s, tl)
+		Logger: intaketest.Logger(t)}, s, tl)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()

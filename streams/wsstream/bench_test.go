@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/intaketest"
 	"github.com/peonify/peonify/streams/sqlitestream"
 )
 
@@ -16,7 +17,7 @@ import (
 // client connection, from many goroutines, into an in-memory store: the
 // cost of the protocol and the batching.
 func BenchmarkSend(b *testing.B) {
-	benchmarkSend(b, newMem(b))
+	benchmarkSend(b, intaketest.NewMem(b))
 }
 
 // BenchmarkSendSQLite is BenchmarkSend into the durable embedded store,

@@ -13,10 +13,11 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/intaketest"
 )
 
 func TestSendStoresTaskExactly(t *testing.T) {
-	store := newMem(t)
+	store := intaketest.NewMem(t)
 	_, url := serve(t, store, Config{})
 	c := dial(t, url, DialOptions{})
 
@@ -34,7 +35,7 @@ func TestSendStoresTaskExactly(t *testing.T) {
 		}
 	}
 	for _, want := range tasks {
-		got := stored(t, store, want.ID)
+		got := intaketest.Stored(t, store, want.ID)
 		switch {
 		case got == nil:
 			t.Fatalf("%s not stored", want.ID)
@@ -46,7 +47,7 @@ func TestSendStoresTaskExactly(t *testing.T) {
 	}
 	// A task without an ID gets one.
 	tk := &peonify.Task{Type: "t"}
-	if err := c.Send(context.Background(), tk); err != nil || tk.ID == "" || stored(t, store, tk.ID) == nil {
+	if err := c.Send(context.Background(), tk); err != nil || tk.ID == "" || intaketest.Stored(t, store, tk.ID) == nil {
 		t.Fatalf("send without ID: err %v, ID %q", err, tk.ID)
 	}
 	if n := c.Pending(); n != 0 {
@@ -55,7 +56,7 @@ func TestSendStoresTaskExactly(t *testing.T) {
 }
 
 func TestSendRefusesBadTasksLocally(t *testing.T) {
-	_, url := serve(t, newMem(t), Config{})
+	_, url := serve(t, intaketest.NewMem(t), Config{})
 	c := dial(t, url, DialOptions{MaxMessageSize: 100})
 	var ie *peonify.InvalidTaskError
 	for _, tk := range []*peonify.Task{
@@ -71,24 +72,24 @@ func TestSendRefusesBadTasksLocally(t *testing.T) {
 }
 
 func TestSendRetriesWhileStoreRefuses(t *testing.T) {
-	mem := newMem(t)
-	store := &faultStore{Enqueuer: mem}
-	store.refuse.Store(3)
+	mem := intaketest.NewMem(t)
+	store := &intaketest.FaultStore{Enqueuer: mem}
+	store.Refuse(3, nil)
 	_, url := serve(t, store, Config{})
 	c := dial(t, url, DialOptions{})
 
 	if err := c.Send(context.Background(), &peonify.Task{ID: "r1", Type: "t"}); err != nil {
 		t.Fatal(err)
 	}
-	if calls := store.calls.Load(); calls != 4 {
+	if calls := store.Calls(); calls != 4 {
 		t.Fatalf("store saw %d enqueues, want 3 refused and 1 accepted", calls)
 	}
-	if stored(t, mem, "r1") == nil {
+	if intaketest.Stored(t, mem, "r1") == nil {
 		t.Fatal("task not stored")
 	}
 
 	// While the store keeps refusing, Send gives up with ctx and says why.
-	store.refuse.Store(1 << 30)
+	store.Refuse(1<<30, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	err := c.Send(ctx, &peonify.Task{ID: "r2", Type: "t"})
@@ -101,8 +102,8 @@ func TestSendRetriesWhileStoreRefuses(t *testing.T) {
 }
 
 func TestSendReturnsNackError(t *testing.T) {
-	store := &faultStore{Enqueuer: newMem(t), err: &peonify.InvalidTaskError{ID: "p1", Reason: "payload too large for this store"}}
-	store.refuse.Store(1)
+	store := &intaketest.FaultStore{Enqueuer: intaketest.NewMem(t)}
+	store.Refuse(1, &peonify.InvalidTaskError{ID: "p1", Reason: "payload too large for this store"})
 	_, url := serve(t, store, Config{})
 	c := dial(t, url, DialOptions{})
 	err := c.Send(context.Background(), &peonify.Task{ID: "p1", Type: "t"})
@@ -116,8 +117,8 @@ func TestSendReturnsNackError(t *testing.T) {
 // arrived, is made again and the task is resent; the server acks it as
 // already stored.
 func TestReconnectResendsUnacknowledged(t *testing.T) {
-	mem := newMem(t)
-	store := &faultStore{Enqueuer: mem, gate: make(chan struct{}), held: make(chan []string, 100)}
+	mem := intaketest.NewMem(t)
+	store := intaketest.Holding(mem)
 	// The window off: the resend reaches the store, which shows it came.
 	_, url := serve(t, store, Config{ResendWindow: -1})
 	p := newProxy(t, strings.TrimPrefix(url, "ws://"))
@@ -125,16 +126,16 @@ func TestReconnectResendsUnacknowledged(t *testing.T) {
 
 	sent := make(chan error, 1)
 	go func() { sent <- c.Send(context.Background(), &peonify.Task{ID: "x1", Type: "t"}) }()
-	<-store.held // the server is storing x1
+	store.Held(t) // the server is storing x1
 	p.cut()
-	close(store.gate) // stored, but its ack cannot reach the client
+	store.Release() // stored, but its ack cannot reach the client
 	if err := <-sent; err != nil {
 		t.Fatal(err)
 	}
-	if calls := store.calls.Load(); calls < 2 {
+	if calls := store.Calls(); calls < 2 {
 		t.Fatalf("store saw %d enqueues; the task was not resent", calls)
 	}
-	if n := total(t, mem); n != 1 {
+	if n := intaketest.Total(t, mem); n != 1 {
 		t.Fatalf("store holds %d tasks, want 1", n)
 	}
 
@@ -149,7 +150,7 @@ func TestReconnectResendsUnacknowledged(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := total(t, mem); n != 21 {
+	if n := intaketest.Total(t, mem); n != 21 {
 		t.Fatalf("store holds %d tasks, want 21", n)
 	}
 }
@@ -162,8 +163,8 @@ func TestServerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	first := &faultStore{Enqueuer: newMem(t), gate: make(chan struct{}), held: make(chan []string, 10)}
-	h1, err := New(first, Config{Logger: testLogger(t)})
+	first := intaketest.Holding(intaketest.NewMem(t))
+	h1, err := New(first, Config{Logger: intaketest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +175,7 @@ func TestServerRestart(t *testing.T) {
 
 	sent := make(chan error, 1)
 	go func() { sent <- c.Send(context.Background(), &peonify.Task{ID: "z1", Type: "t"}) }()
-	<-first.held // never stored: the first server is stopped meanwhile
+	first.Held(t) // never stored: the first server is stopped meanwhile
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if err := h1.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
@@ -182,12 +183,12 @@ func TestServerRestart(t *testing.T) {
 	}
 	srv1.Close()
 
-	second := newMem(t)
+	second := intaketest.NewMem(t)
 	ln2, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h2, err := New(second, Config{Logger: testLogger(t)})
+	h2, err := New(second, Config{Logger: intaketest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,22 +201,22 @@ func TestServerRestart(t *testing.T) {
 	if err := <-sent; err != nil {
 		t.Fatal(err)
 	}
-	if stored(t, second, "z1") == nil {
+	if intaketest.Stored(t, second, "z1") == nil {
 		t.Fatal("z1 is not in the second server's store")
 	}
 }
 
 func TestCloseEndsWaitingSends(t *testing.T) {
-	store := &faultStore{Enqueuer: newMem(t), gate: make(chan struct{}), held: make(chan []string, 10)}
+	store := intaketest.Holding(intaketest.NewMem(t))
 	_, url := serve(t, store, Config{})
-	t.Cleanup(func() { close(store.gate) })
-	c, err := Dial(context.Background(), url, DialOptions{Logger: testLogger(t)})
+	t.Cleanup(func() { store.Release() })
+	c, err := Dial(context.Background(), url, DialOptions{Logger: intaketest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sent := make(chan error, 1)
 	go func() { sent <- c.Send(context.Background(), &peonify.Task{ID: "c1", Type: "t"}) }()
-	<-store.held
+	store.Held(t)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package wsstream
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/intaketest"
 	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/streams/sqlitestream"
 )
@@ -26,73 +26,16 @@ const crashEnv = "WSSTREAM_CRASH_CHILD"
 // after an ack arrives. Every task that was acknowledged must be in the
 // store afterwards: an ack means the task is durable.
 func TestKillAfterAck(t *testing.T) {
-	if testing.Short() {
-		t.Skip("kills a child process; skipped with -short")
-	}
-	dir := t.TempDir()
-	child := streamtest.StartChild(t, "TestCrashServer", crashEnv, dir)
-	addr := child.Addr(t, 30*time.Second)
-
-	c, err := Dial(context.Background(), "ws://"+addr, DialOptions{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var (
-		mu    sync.Mutex
-		acked []string
-		kill  = make(chan struct{})
-		once  sync.Once
-		wg    sync.WaitGroup
-	)
-	for g := range 8 {
-		wg.Go(func() {
-			for i := 0; ctx.Err() == nil; i++ {
-				id := fmt.Sprintf("g%d-%d", g, i)
-				if err := c.Send(ctx, &peonify.Task{ID: id, Type: "crash", Payload: []byte(`{"n":` + fmt.Sprint(i) + `}`)}); err != nil {
-					return
-				}
-				mu.Lock()
-				acked = append(acked, id)
-				n := len(acked)
-				mu.Unlock()
-				if n >= 300 {
-					once.Do(func() { close(kill) })
-				}
-			}
-		})
-	}
-	select {
-	case <-kill:
-	case <-time.After(30 * time.Second):
-		t.Fatal("300 tasks were not acknowledged within 30s")
-	}
-	child.Kill(t)
-	cancel()
-	wg.Wait()
-
-	mu.Lock()
-	defer mu.Unlock()
-	s, err := sqlitestream.Open(filepath.Join(dir, "tasks.db"), sqlitestream.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(context.Background())
-	var lost []string
-	for _, id := range acked {
-		if _, err := s.Get(context.Background(), id); errors.Is(err, peonify.ErrNotFound) {
-			lost = append(lost, id)
-		} else if err != nil {
+	intaketest.KillAfterAck(t, "TestCrashServer", crashEnv, nil, func(t *testing.T, addr string) func(context.Context, string, []byte) bool {
+		c, err := Dial(context.Background(), "ws://"+addr, DialOptions{Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	if len(lost) > 0 {
-		t.Fatalf("%d of %d acknowledged tasks are not in the store after the kill, e.g. %v", len(lost), len(acked), lost[:min(10, len(lost))])
-	}
-	t.Logf("%d acknowledged tasks, all in the store after SIGKILL", len(acked))
+		t.Cleanup(func() { _ = c.Close() })
+		return func(ctx context.Context, id string, payload []byte) bool {
+			return c.Send(ctx, &peonify.Task{ID: id, Type: "crash", Payload: payload}) == nil
+		}
+	})
 }
 
 // TestCrashServer is the server process that TestKillAfterAck kills. Run
@@ -126,7 +69,7 @@ func TestProcessorEndToEnd(t *testing.T) {
 		got  = make(map[string][]byte)
 		done = make(chan struct{})
 	)
-	p := streamtest.Processor(t, peonify.Config{Workers: 4, Logger: testLogger(t)}, store, peonify.TaskList{
+	p := streamtest.Processor(t, peonify.Config{Workers: 4, Logger: intaketest.Logger(t)}, store, peonify.TaskList{
 		"echo": peonify.HandlerFunc(func(_ context.Context, tk *peonify.Task) error {
 			mu.Lock()
 			defer mu.Unlock()

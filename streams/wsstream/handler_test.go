@@ -11,10 +11,11 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/intaketest"
 )
 
 func TestOriginAllowList(t *testing.T) {
-	store := newMem(t)
+	store := intaketest.NewMem(t)
 	_, url := serve(t, store, Config{OriginPatterns: []string{"app.example.com", "*.trusted.example"}})
 
 	for _, origin := range []string{"https://evil.example", "https://app.example.com.evil.example", "null"} {
@@ -30,13 +31,13 @@ func TestOriginAllowList(t *testing.T) {
 			t.Errorf("origin %q: %v", origin, err)
 		}
 	}
-	if n := total(t, store); n != 3 {
+	if n := intaketest.Total(t, store); n != 3 {
 		t.Fatalf("store holds %d tasks, want 3 (one per allowed origin, none from refused ones)", n)
 	}
 }
 
 func TestAuthenticate(t *testing.T) {
-	store := newMem(t)
+	store := intaketest.NewMem(t)
 	_, url := serve(t, store, Config{Authenticate: func(r *http.Request) error {
 		if r.Header.Get("Authorization") != "Bearer s3cret" {
 			return errors.New("missing or wrong bearer token")
@@ -57,13 +58,13 @@ func TestAuthenticate(t *testing.T) {
 	if err := c.Send(context.Background(), &peonify.Task{ID: "a1", Type: "ok"}); err != nil {
 		t.Fatal(err)
 	}
-	if stored(t, store, "a1") == nil {
+	if intaketest.Stored(t, store, "a1") == nil {
 		t.Fatal("acked task is not in the store")
 	}
 }
 
 func TestOversizeMessageClosesWith1009(t *testing.T) {
-	store := newMem(t)
+	store := intaketest.NewMem(t)
 	_, url := serve(t, store, Config{ReadLimit: 1024})
 	c := dialRaw(t, url, nil)
 
@@ -74,13 +75,13 @@ func TestOversizeMessageClosesWith1009(t *testing.T) {
 	if st := websocket.CloseStatus(err); st != websocket.StatusMessageTooBig {
 		t.Fatalf("after an oversize message: %v (status %d), want close status 1009", err, st)
 	}
-	if stored(t, store, "big") != nil || total(t, store) != 1 {
-		t.Fatalf("the oversize message was enqueued (store holds %d tasks)", total(t, store))
+	if intaketest.Stored(t, store, "big") != nil || intaketest.Total(t, store) != 1 {
+		t.Fatalf("the oversize message was enqueued (store holds %d tasks)", intaketest.Total(t, store))
 	}
 }
 
 func TestInvalidMessagesAreNacked(t *testing.T) {
-	store := newMem(t)
+	store := intaketest.NewMem(t)
 	_, url := serve(t, store, Config{})
 	c := dialRaw(t, url, nil)
 
@@ -103,13 +104,13 @@ func TestInvalidMessagesAreNacked(t *testing.T) {
 	// The connection still works, and nothing invalid was stored.
 	c.send(`{"id":"good","type":"t"}`)
 	c.want(`{"ack":"good"}`)
-	if n := total(t, store); n != 1 {
+	if n := intaketest.Total(t, store); n != 1 {
 		t.Fatalf("store holds %d tasks, want 1", n)
 	}
 }
 
 func TestMessageFieldsReachTheStore(t *testing.T) {
-	store := newMem(t)
+	store := intaketest.NewMem(t)
 	_, url := serve(t, store, Config{})
 	c := dialRaw(t, url, nil)
 
@@ -118,7 +119,7 @@ func TestMessageFieldsReachTheStore(t *testing.T) {
 	c.send(`{"id":"f2","type":"blob","payload_b64":"AAH/"}`)
 	c.want(`{"ack":"f2"}`)
 
-	got := stored(t, store, "f1")
+	got := intaketest.Stored(t, store, "f1")
 	switch {
 	case got == nil:
 		t.Fatal("f1 not stored")
@@ -127,27 +128,27 @@ func TestMessageFieldsReachTheStore(t *testing.T) {
 		!got.RunAt.Equal(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)):
 		t.Fatalf("f1 stored as %+v", got)
 	}
-	if got := stored(t, store, "f2"); got == nil || string(got.Payload) != "\x00\x01\xff" {
+	if got := intaketest.Stored(t, store, "f2"); got == nil || string(got.Payload) != "\x00\x01\xff" {
 		t.Fatalf("f2 stored as %+v, want payload 00 01 ff", got)
 	}
 }
 
 func TestDuplicateIsAcked(t *testing.T) {
-	store := newMem(t)
+	store := intaketest.NewMem(t)
 	_, url := serve(t, store, Config{})
 	c := dialRaw(t, url, nil)
 	for range 3 {
 		c.send(`{"id":"d1","type":"t","payload":1}`)
 		c.want(`{"ack":"d1"}`)
 	}
-	if n := total(t, store); n != 1 {
+	if n := intaketest.Total(t, store); n != 1 {
 		t.Fatalf("store holds %d tasks, want 1", n)
 	}
 }
 
 func TestStoreFailureIsRetryableNack(t *testing.T) {
-	store := &faultStore{Enqueuer: newMem(t)}
-	store.refuse.Store(1)
+	store := &intaketest.FaultStore{Enqueuer: intaketest.NewMem(t)}
+	store.Refuse(1, nil)
 	_, url := serve(t, store, Config{})
 	c := dialRaw(t, url, nil)
 
@@ -157,8 +158,7 @@ func TestStoreFailureIsRetryableNack(t *testing.T) {
 	c.want(`{"ack":"s1"}`)
 
 	// A task the store calls invalid is refused for good.
-	store.err = &peonify.InvalidTaskError{ID: "s2", Reason: "header is not UTF-8"}
-	store.refuse.Store(1)
+	store.Refuse(1, &peonify.InvalidTaskError{ID: "s2", Reason: "header is not UTF-8"})
 	c.send(`{"id":"s2","type":"t"}`)
 	c.want(`{"nack":"s2","error":"peonify: invalid task s2: header is not UTF-8"}`)
 }
@@ -166,17 +166,18 @@ func TestStoreFailureIsRetryableNack(t *testing.T) {
 // A batch in which the store refuses one task still stores and acks the
 // others.
 func TestRefusedTaskDoesNotFailItsBatch(t *testing.T) {
-	mem := newMem(t)
-	store := &faultStore{Enqueuer: mem, gate: make(chan struct{}), held: make(chan []string, 100), refuseID: "b1"}
+	mem := intaketest.NewMem(t)
+	store := intaketest.Holding(mem)
+	store.RefuseID("b1")
 	h, url := serve(t, store, Config{})
 	c := dialRaw(t, url, nil)
 
 	c.send(`{"id":"b0","type":"t"}`)
-	<-store.held // b0 alone, held while the next ones queue up
+	store.Held(t) // b0 alone, held while the next ones queue up
 	for _, id := range []string{"b1", "b2", "b3"} {
 		c.send(`{"id":"` + id + `","type":"t"}`)
 	}
-	eventually(t, "the server has read the three messages", func() bool {
+	intaketest.Eventually(t, "the server has read the three messages", func() bool {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		for sc := range h.conns {
@@ -184,35 +185,35 @@ func TestRefusedTaskDoesNotFailItsBatch(t *testing.T) {
 		}
 		return false
 	})
-	close(store.gate)
+	store.Release()
 	c.want(`{"ack":"b0"}`)
 	c.want(`{"nack":"b1","error":"peonify: invalid task b1: refused"}`)
 	c.want(`{"ack":"b2"}`)
 	c.want(`{"ack":"b3"}`)
-	if ids := <-store.held; len(ids) != 3 {
+	if ids := store.Held(t); len(ids) != 3 {
 		t.Fatalf("the second Enqueue carried %v, want the three waiting tasks in one batch", ids)
 	}
-	if n := total(t, mem); n != 3 {
+	if n := intaketest.Total(t, mem); n != 3 {
 		t.Fatalf("store holds %d tasks, want b0, b2 and b3", n)
 	}
 }
 
 func TestShutdownClosesWithGoingAway(t *testing.T) {
-	mem := newMem(t)
-	store := &faultStore{Enqueuer: mem, gate: make(chan struct{}), held: make(chan []string, 10)}
+	mem := intaketest.NewMem(t)
+	store := intaketest.Holding(mem)
 	h, url := serve(t, store, Config{})
 	c := dialRaw(t, url, nil)
 
 	// A message being stored when Shutdown starts is still answered.
 	c.send(`{"id":"g1","type":"t"}`)
-	<-store.held
+	store.Held(t)
 	shut := make(chan error, 1)
 	go func() { shut <- h.Shutdown(context.Background()) }()
-	eventually(t, "new handshakes are refused", func() bool {
+	intaketest.Eventually(t, "new handshakes are refused", func() bool {
 		_, resp, err := websocket.Dial(context.Background(), url, nil)
 		return err != nil && resp != nil && resp.StatusCode == http.StatusServiceUnavailable
 	})
-	close(store.gate)
+	store.Release()
 	c.want(`{"ack":"g1"}`)
 	_, err := c.next()
 	if st := websocket.CloseStatus(err); st != websocket.StatusGoingAway {
@@ -224,11 +225,11 @@ func TestShutdownClosesWithGoingAway(t *testing.T) {
 }
 
 func TestShutdownDeadlineAbortsEnqueues(t *testing.T) {
-	store := &faultStore{Enqueuer: newMem(t), gate: make(chan struct{}), held: make(chan []string, 10)}
+	store := intaketest.Holding(intaketest.NewMem(t))
 	h, url := serve(t, store, Config{})
 	c := dialRaw(t, url, nil)
 	c.send(`{"id":"h1","type":"t"}`)
-	<-store.held // never released
+	store.Held(t) // never released
 
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -248,7 +249,7 @@ func TestShutdownDeadlineAbortsEnqueues(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	store := newMem(t)
+	store := intaketest.NewMem(t)
 	for _, cfg := range []Config{{ReadLimit: -1}, {MaxInFlight: -1}, {OriginPatterns: []string{"*"}}, {EnqueueTimeout: -1}} {
 		if _, err := New(store, cfg); err == nil {
 			t.Errorf("New(%+v) succeeded", cfg)

@@ -2,15 +2,12 @@ package wsstream
 
 import (
 	"context"
-	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,77 +15,17 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/peonify/peonify"
-	"github.com/peonify/peonify/streams/memstream"
+	"github.com/peonify/peonify/internal/intaketest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// testLogger writes to the test's output.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tlogWriter struct{ t testing.TB }
-
-func (w tlogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
-// newMem returns an in-memory store, closed at the end of the test.
-func newMem(t testing.TB) *memstream.Stream {
-	s := memstream.New(memstream.Config{})
-	t.Cleanup(func() { _ = s.Close(context.Background()) })
-	return s
-}
-
-// faultStore wraps a real store to refuse or hold its enqueues.
-type faultStore struct {
-	peonify.Enqueuer
-	refuse   atomic.Int32  // refuse this many more calls
-	refuseID string        // refuse every call with a task of this ID
-	err      error         // what a refused call returns; defaults to errUnavailable
-	calls    atomic.Int32  // Enqueue calls, refused ones included
-	gate     chan struct{} // when not nil, each call waits for a receive... from release
-	held     chan []string // when gate is set, receives the IDs of each held call
-}
-
-var errUnavailable = errors.New("disk full (injected)")
-
-func (f *faultStore) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
-	f.calls.Add(1)
-	if f.gate != nil {
-		var ids []string
-		for _, t := range tasks {
-			ids = append(ids, t.ID)
-		}
-		f.held <- ids
-		select {
-		case <-f.gate:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	for _, t := range tasks {
-		if f.refuseID != "" && t.ID == f.refuseID {
-			return &peonify.InvalidTaskError{ID: t.ID, Reason: "refused"}
-		}
-	}
-	if f.refuse.Add(-1) >= 0 {
-		if f.err != nil {
-			return f.err
-		}
-		return errUnavailable
-	}
-	return f.Enqueuer.Enqueue(ctx, tasks...)
-}
 
 // serve starts a Handler over store on a test server; both are shut
 // down at the end of the test. It returns the handler and the ws:// URL.
 func serve(t testing.TB, store peonify.Enqueuer, cfg Config) (*Handler, string) {
 	t.Helper()
 	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t)
+		cfg.Logger = intaketest.Logger(t)
 	}
 	h, err := New(store, cfg)
 	if err != nil {
@@ -110,7 +47,7 @@ func serve(t testing.TB, store peonify.Enqueuer, cfg Config) (*Handler, string) 
 func dial(t testing.TB, url string, opts DialOptions) *Client {
 	t.Helper()
 	if opts.Logger == nil {
-		opts.Logger = testLogger(t)
+		opts.Logger = intaketest.Logger(t)
 	}
 	if opts.MinBackoff == 0 {
 		opts.MinBackoff = 10 * time.Millisecond
@@ -172,33 +109,6 @@ func (c *rawConn) want(answer string) {
 	}
 }
 
-// stored returns the task with this ID in a memstream, or nil.
-func stored(t *testing.T, s peonify.Inspector, id string) *peonify.Task {
-	t.Helper()
-	info, err := s.Get(context.Background(), id)
-	if errors.Is(err, peonify.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &info.Task
-}
-
-// total returns how many tasks a store holds in any state.
-func total(t *testing.T, s peonify.Inspector) int {
-	t.Helper()
-	c, err := s.Counts(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, v := range c {
-		n += v
-	}
-	return n
-}
-
 // proxy forwards TCP connections to a server and can cut them all, as a
 // network failure would.
 type proxy struct {
@@ -252,16 +162,4 @@ func (p *proxy) cut() {
 		_ = c.Close()
 	}
 	p.conns = nil
-}
-
-// eventually waits until cond holds, polling external state.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
