@@ -125,6 +125,13 @@ func TestServerRestart(t *testing.T) {
 		t.Error("Poll returned nil while the server was down")
 	}
 
+	// The processor must notice the outage itself: its polls fail while
+	// the server is down (how soon depends on when its queue runs low).
+	streamtest.WaitUntil(t, "a poll error in the processor's stats", 20*time.Second, func() (bool, string) {
+		st := p.Stats().Streams[0]
+		return st.PollErrors > 0, fmt.Sprintf("stream stats %+v", st)
+	})
+
 	startServer(t)
 	select {
 	case <-allDone:
