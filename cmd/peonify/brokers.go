@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/peonify/peonify"
@@ -60,21 +60,6 @@ func (tf *tlsFiles) config(path string) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// libraryField turns a *peonify.ConfigError of a stream package, whose
-// Field is like "redisstream.Config.Lease", into an error at the entry's
-// field, named by fields (Go name -> file name).
-func libraryField(path string, err error, fields map[string]string) error {
-	var ce *peonify.ConfigError
-	if !errors.As(err, &ce) {
-		return errorf(path, "%v", err)
-	}
-	_, goName, _ := strings.Cut(ce.Field, ".Config.")
-	if name, ok := fields[goName]; ok {
-		return errorf(path+"."+name, "%s", ce.Reason)
-	}
-	return errorf(path, "%s", ce.Reason)
-}
-
 // redisSpec is a stream of kind redis: redisstream.
 type redisSpec struct {
 	Common         streamCommon `yaml:",inline"`
@@ -93,10 +78,6 @@ type redisSpec struct {
 }
 
 func (s *redisSpec) common() *streamCommon { return &s.Common }
-
-// redisFields names redisstream.Config's fields as the file does.
-var redisFields = map[string]string{"Queue": "queue", "Prefix": "prefix", "Consumer": "consumer",
-	"Lease": "lease", "RescueInterval": "rescue_interval"}
 
 func (s *redisSpec) check() error {
 	path := s.Common.path
@@ -119,10 +100,8 @@ func (s *redisSpec) check() error {
 	if s.tls, err = s.TLS.config(path); err != nil {
 		return err
 	}
-	// New does no I/O and only keeps the client: check the fields with
-	// a client that is never used.
-	if _, err := redisstream.New(struct{ redis.UniversalClient }{}, s.config(nil)); err != nil {
-		return libraryField(path, err, redisFields)
+	if err := s.config(nil).Validate(); err != nil {
+		return libraryError(path, s, err)
 	}
 	return nil
 }
@@ -180,17 +159,6 @@ type natsSpec struct {
 
 func (s *natsSpec) common() *streamCommon { return &s.Common }
 
-// natsFields names natsstream.Config's fields as the file does.
-var natsFields = map[string]string{"Stream": "stream", "Subject": "subject", "Consumer": "consumer",
-	"DeadStream": "dead_stream", "AckWait": "ack_wait", "DuplicateWindow": "duplicate_window",
-	"MaxBytes": "max_bytes", "Replicas": "replicas", "MaxDeliver": "max_deliver", "KeepDead": "keep_dead"}
-
-// checkJS stands in for a JetStream context when the config is checked:
-// natsstream.New only keeps it.
-type checkJS struct{ jetstream.JetStream }
-
-func (checkJS) Conn() *nats.Conn { return nil }
-
 func (s *natsSpec) check() error {
 	path := s.Common.path
 	if s.URL == "" {
@@ -211,8 +179,8 @@ func (s *natsSpec) check() error {
 	if s.tls, err = s.TLS.config(path); err != nil {
 		return err
 	}
-	if _, err := natsstream.New(checkJS{}, s.config(nil)); err != nil {
-		return libraryField(path, err, natsFields)
+	if err := s.config(nil).Validate(); err != nil {
+		return libraryError(path, s, err)
 	}
 	return nil
 }
@@ -285,10 +253,6 @@ type amqpSpec struct {
 
 func (s *amqpSpec) common() *streamCommon { return &s.Common }
 
-// amqpFields names amqpstream.Config's fields as the file does.
-var amqpFields = map[string]string{"Queue": "queue", "Prefetch": "prefetch", "MaxPriority": "max_priority",
-	"KeepDead": "keep_dead", "ReconnectMin": "reconnect_min", "ReconnectMax": "reconnect_max", "DialTimeout": "dial_timeout"}
-
 func (s *amqpSpec) check() error {
 	path := s.Common.path
 	if s.URL == "" {
@@ -304,12 +268,11 @@ func (s *amqpSpec) check() error {
 	if s.tls, err = s.TLS.config(path); err != nil {
 		return err
 	}
-	if _, err := amqpstream.New(s.URL, s.config(nil)); err != nil {
-		var ce *peonify.ConfigError
-		if errors.As(err, &ce) && ce.Field == "amqpstream URL" {
-			return errorf(path+".url", "%s", redactErr(errors.New(ce.Reason), s.URL))
-		}
-		return libraryField(path, err, amqpFields)
+	if _, err := amqp.ParseURI(s.URL); err != nil {
+		return errorf(path+".url", "not an AMQP URL: %s: want one such as amqp://user:password@rabbitmq:5672/ (percent-encode reserved characters in the user and password)", redactErr(err, s.URL))
+	}
+	if err := s.config(nil).Validate(); err != nil {
+		return libraryError(path, s, err)
 	}
 	return nil
 }

@@ -298,13 +298,13 @@ func (c *config) checkIntakes() error {
 		}
 		if ri, ok := s.(resendIntake); ok {
 			rf := ri.resends()
-			if rf.Log == "" && rf.Window >= 0 {
-				rf.Log = defaultResendLog(s.common().Name, c.stream(*store))
+			if rf.ResendLog == "" && rf.ResendWindow >= 0 {
+				rf.ResendLog = defaultResendLog(s.common().Name, c.stream(*store))
 			}
-			if other, dup := resendLogs[rf.Log]; dup && rf.Log != "" {
-				return errorf(path+".resend_log", "%q is also the resend_log of %s: give each intake its own file", rf.Log, other)
+			if other, dup := resendLogs[rf.ResendLog]; dup && rf.ResendLog != "" {
+				return errorf(path+".resend_log", "%q is also the resend_log of %s: give each intake its own file", rf.ResendLog, other)
 			}
-			resendLogs[rf.Log] = path
+			resendLogs[rf.ResendLog] = path
 		}
 		for _, ref := range in.taskTypes() {
 			if _, ok := c.tasks[ref.typ]; !ok {
@@ -399,31 +399,25 @@ func (pc processorConfig) toPeonify() (peonify.Config, error) {
 			Jitter:      pc.Retry.Jitter,
 		},
 	}
-	_, err := peonify.New(cfg)
-	var ce *peonify.ConfigError
-	if errors.As(err, &ce) {
-		field, ok := processorFields[ce.Field]
-		if !ok {
-			field = "processor"
-		}
-		return cfg, errorf(field, "%s", ce.Reason)
+	if _, err := peonify.New(cfg); err != nil {
+		return cfg, libraryError("processor", pc, err)
 	}
-	return cfg, err
+	return cfg, nil
 }
 
-// processorFields names peonify.Config's fields as the file does.
-var processorFields = map[string]string{
-	"Config.Workers":           "processor.workers",
-	"Config.QueueSize":         "processor.queue_size",
-	"Config.LowWatermark":      "processor.low_watermark",
-	"Config.TaskTimeout":       "processor.task_timeout",
-	"Config.ShutdownGrace":     "processor.shutdown_grace",
-	"Config.PollInterval":      "processor.poll_interval",
-	"Config.MinPollInterval":   "processor.min_poll_interval",
-	"Config.Retry.MaxAttempts": "processor.retry.max_attempts",
-	"Config.Retry.MinBackoff":  "processor.retry.min_backoff",
-	"Config.Retry.MaxBackoff":  "processor.retry.max_backoff",
-	"Config.Retry.Jitter":      "processor.retry.jitter",
+// libraryError turns a *peonify.ConfigError of the library, whose Field
+// names a field in Go terms ("redisstream.Config.Lease",
+// "Config.Retry.Jitter"), into an error at the same field of the section
+// at path, found by the yaml tags of spec: the fields of a section carry
+// the Go names of the config they map onto (see yamlPathOf). Another
+// error is reported at path.
+func libraryError(path string, spec any, err error) error {
+	var ce *peonify.ConfigError
+	if !errors.As(err, &ce) {
+		return errorf(path, "%v", err)
+	}
+	_, goPath, _ := strings.Cut(ce.Field, "Config.")
+	return errorf(path+yamlPathOf(spec, goPath), "%s", ce.Reason)
 }
 
 // logger returns the daemon's logger, writing to w.

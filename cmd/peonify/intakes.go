@@ -168,7 +168,7 @@ func (sf *serverFields) serve(w *wiring, kind, name string, srv *http.Server, st
 type webhookSpec struct {
 	Intake         intakeCommon   `yaml:",inline"`
 	Server         serverFields   `yaml:",inline"`
-	MaxBody        byteSize       `yaml:"max_body"`        // defaults to 1MiB
+	MaxBodyBytes   byteSize       `yaml:"max_body"`        // defaults to 1MiB
 	BodyTimeout    duration       `yaml:"body_timeout"`    // defaults to 10s
 	EnqueueTimeout duration       `yaml:"enqueue_timeout"` // defaults to 5s
 	RetryAfter     duration       `yaml:"retry_after"`     // defaults to 10s
@@ -348,7 +348,7 @@ func (s *webhookSpec) config(results *webhookstream.Results, log *slog.Logger) (
 	}
 	cfg := webhookstream.Config{
 		Routes:         make(map[string]webhookstream.Route, len(s.Routes)),
-		MaxBodyBytes:   int64(s.MaxBody),
+		MaxBodyBytes:   int64(s.MaxBodyBytes),
 		BodyTimeout:    time.Duration(s.BodyTimeout),
 		EnqueueTimeout: time.Duration(s.EnqueueTimeout),
 		RetryAfter:     time.Duration(s.RetryAfter),
@@ -364,22 +364,16 @@ func (s *webhookSpec) config(results *webhookstream.Results, log *slog.Logger) (
 		// Check each route alone, so that an error names it.
 		one := cfg
 		one.Routes = map[string]webhookstream.Route{r.Path: route}
-		if _, err := webhookstream.New(discardEnqueuer{}, one); err != nil {
+		if err := one.Validate(); err != nil {
 			rpath := fmt.Sprintf("%s.routes[%d]", s.Intake.c.path, i)
 			var ce *peonify.ConfigError
-			if !errors.As(err, &ce) {
-				return cfg, errorf(rpath, "%v", err)
-			}
-			switch {
-			case ce.Field == "webhookstream.Config.MaxBodyBytes":
-				return cfg, errorf(s.Intake.c.path+".max_body", "%s", ce.Reason)
-			case strings.HasPrefix(ce.Field, "webhookstream.Config.Routes"):
+			if errors.As(err, &ce) && strings.HasPrefix(ce.Field, "webhookstream.Config.Routes") {
 				if m := secretIndex.FindStringSubmatch(ce.Reason); m != nil {
 					return cfg, errorf(rpath+".secrets["+m[1]+"]", "%s", ce.Reason)
 				}
 				return cfg, errorf(rpath, "%s", ce.Reason)
 			}
-			return cfg, errorf(s.Intake.c.path, "%s", ce.Reason)
+			return cfg, libraryError(s.Intake.c.path, s, err)
 		}
 		cfg.Routes[r.Path] = route
 	}
@@ -404,7 +398,7 @@ type websocketSpec struct {
 	Intake         intakeCommon `yaml:",inline"`
 	Server         serverFields `yaml:",inline"`
 	Path           string       `yaml:"path"`            // defaults to /
-	Origins        []string     `yaml:"origins"`         // browser origins besides the request's own host
+	OriginPatterns []string     `yaml:"origins"`         // browser origins besides the request's own host
 	ReadLimit      byteSize     `yaml:"read_limit"`      // defaults to 1MiB
 	MaxInFlight    int          `yaml:"max_in_flight"`   // defaults to 256
 	EnqueueTimeout duration     `yaml:"enqueue_timeout"` // defaults to 10s
@@ -446,30 +440,23 @@ func (s *websocketSpec) check() error {
 	if err := s.Resends.check(path); err != nil {
 		return err
 	}
-	cfg := s.config(nil)
-	cfg.ResendLog = "" // checking the file opens no file
-	_, err := wsstream.New(discardEnqueuer{}, cfg)
-	var ce *peonify.ConfigError
-	if errors.As(err, &ce) {
-		if strings.HasPrefix(ce.Field, "wsstream.Config.OriginPatterns") {
-			return errorf(path+".origins"+strings.TrimPrefix(ce.Field, "wsstream.Config.OriginPatterns"), "%s", ce.Reason)
-		}
-		return errorf(path, "%s", ce.Reason)
+	if err := s.config(nil).Validate(); err != nil {
+		return libraryError(path, s, err)
 	}
-	return err
+	return nil
 }
 
 func (s *websocketSpec) config(log *slog.Logger) wsstream.Config {
 	cfg := wsstream.Config{
-		OriginPatterns: s.Origins,
+		OriginPatterns: s.OriginPatterns,
 		ReadLimit:      int64(s.ReadLimit),
 		MaxInFlight:    s.MaxInFlight,
 		EnqueueTimeout: time.Duration(s.EnqueueTimeout),
 		WriteTimeout:   time.Duration(s.WriteTimeout),
 		PingInterval:   time.Duration(s.PingInterval),
-		ResendWindow:   time.Duration(s.Resends.Window),
-		ResendLog:      s.Resends.Log,
-		ResendMaxIDs:   s.Resends.MaxIDs,
+		ResendWindow:   time.Duration(s.Resends.ResendWindow),
+		ResendLog:      s.Resends.ResendLog,
+		ResendMaxIDs:   s.Resends.ResendMaxIDs,
 		Logger:         log,
 	}
 	if len(s.BearerTokens) > 0 {
@@ -555,14 +542,6 @@ func (s *mqttSpec) taskTypes() []typeRef {
 	return refs
 }
 
-// mqttFields names mqttstream.Config's fields as the file does.
-var mqttFields = map[string]string{
-	"ClientID": "client_id", "Routes": "routes", "ShareGroup": "share_group", "SessionExpiry": "session_expiry",
-	"KeepAlive": "keep_alive", "ReceiveMaximum": "receive_maximum", "ConnectTimeout": "connect_timeout",
-	"EnqueueTimeout": "enqueue_timeout", "MinBackoff": "min_backoff", "MaxBackoff": "max_backoff",
-	"ResendLog": "resend_log", "ResendMaxIDs": "resend_max_ids",
-}
-
 func (s *mqttSpec) check() error {
 	path := s.Intake.c.path
 	switch {
@@ -587,21 +566,14 @@ func (s *mqttSpec) check() error {
 	if s.tls, err = s.TLS.config(path); err != nil {
 		return err
 	}
-	_, err = mqttstream.New(discardEnqueuer{}, s.config(nil))
-	var ce *peonify.ConfigError
-	if errors.As(err, &ce) {
-		field, _, _ := strings.Cut(strings.TrimPrefix(ce.Field, "mqttstream.Config."), "[")
-		switch {
-		case field == "Servers" && s.URL != "":
-			return errorf(path+".url", "%s", ce.Reason)
-		case field == "Servers":
-			return errorf(path+".servers"+strings.TrimPrefix(ce.Field, "mqttstream.Config.Servers"), "%s", ce.Reason)
-		case mqttFields[field] != "":
-			return errorf(path+"."+mqttFields[field], "%s", ce.Reason)
+	if err := s.config(nil).Validate(); err != nil {
+		var ce *peonify.ConfigError
+		if errors.As(err, &ce) && s.URL != "" && strings.HasPrefix(ce.Field, "mqttstream.Config.Servers") {
+			return errorf(path+".url", "%s", ce.Reason) // url is Servers[0]
 		}
-		return errorf(path, "%s", ce.Reason)
+		return libraryError(path, s, err)
 	}
-	return err
+	return nil
 }
 
 func (s *mqttSpec) config(log *slog.Logger) mqttstream.Config {
@@ -626,9 +598,9 @@ func (s *mqttSpec) config(log *slog.Logger) mqttstream.Config {
 		MaxBackoff:     time.Duration(s.MaxBackoff),
 		ContentIDs:     s.ContentIDs,
 		WaitForBroker:  s.WaitForBroker,
-		ResendWindow:   time.Duration(s.Resends.Window),
-		ResendLog:      s.Resends.Log,
-		ResendMaxIDs:   s.Resends.MaxIDs,
+		ResendWindow:   time.Duration(s.Resends.ResendWindow),
+		ResendLog:      s.Resends.ResendLog,
+		ResendMaxIDs:   s.Resends.ResendMaxIDs,
 		Logger:         log,
 	}
 }
@@ -696,16 +668,16 @@ func (s *mqttSpec) intake(store peonify.Enqueuer, w *wiring) (peonify.Intake, er
 // resendFields are the fields of the intakes that recognise resends
 // themselves (websocket, mqtt).
 type resendFields struct {
-	Window duration `yaml:"resend_window"`  // defaults to 24h; negative: off
-	Log    string   `yaml:"resend_log"`     // defaults to a file next to the store, see defaultResendLog
-	MaxIDs int      `yaml:"resend_max_ids"` // defaults to 1000000
+	ResendWindow duration `yaml:"resend_window"`  // defaults to 24h; negative: off
+	ResendLog    string   `yaml:"resend_log"`     // defaults to a file next to the store, see defaultResendLog
+	ResendMaxIDs int      `yaml:"resend_max_ids"` // defaults to 1000000
 }
 
 func (rf *resendFields) check(path string) error {
-	if rf.MaxIDs < 0 {
+	if rf.ResendMaxIDs < 0 {
 		return errorf(path+".resend_max_ids", "must not be negative (0 means the default, 1000000)")
 	}
-	if rf.Log != "" && rf.Window < 0 {
+	if rf.ResendLog != "" && rf.ResendWindow < 0 {
 		return errorf(path+".resend_log", "is set but resend_window is negative (off): remove one of them")
 	}
 	return nil

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 
@@ -154,10 +153,8 @@ func (s *sqliteSpec) config(log *slog.Logger, watch bool) (sqlitestream.Config, 
 	if !watch {
 		cfg.WatchInterval = -1
 	}
-	for field, d := range map[string]duration{"lease": s.Lease, "keep_done": duration(cfg.KeepDone), "keep_dead": s.KeepDead, "busy_timeout": s.BusyTimeout} {
-		if d < 0 {
-			return cfg, errorf(s.Common.path+"."+field, "must not be negative")
-		}
+	if err := cfg.Validate(); err != nil {
+		return cfg, libraryError(s.Common.path, s, err)
 	}
 	return cfg, nil
 }
@@ -210,21 +207,11 @@ func (s *postgresSpec) check() error {
 	if s.Common.Name == "" {
 		s.Common.Name = "postgres/" + s.Queue
 	}
-	switch {
-	case len(s.Queue) > 255:
-		return errorf(s.Common.path+".queue", "is longer than 255 bytes")
-	case !schemaName.MatchString(s.Schema):
-		return errorf(s.Common.path+".schema", "%q is not a lower-case SQL identifier of at most 40 bytes (letters, digits, _)", s.Schema)
-	case s.Lease < 0 || (s.Lease > 0 && s.Lease < duration(time.Millisecond)):
-		return errorf(s.Common.path+".lease", "must be at least 1ms (0 means the default, 30s)")
-	case s.KeepDone < 0:
-		return errorf(s.Common.path+".keep_done", "must not be negative (0 deletes tasks when they are acked)")
+	if err := s.config(nil, nil).Validate(); err != nil {
+		return libraryError(s.Common.path, s, err)
 	}
 	return nil
 }
-
-// schemaName is what pgstream accepts as a schema.
-var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,39}$`)
 
 func (s *postgresSpec) config(log *slog.Logger, l *pgstream.Listener) pgstream.Config {
 	return pgstream.Config{

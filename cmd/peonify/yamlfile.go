@@ -431,6 +431,64 @@ func structField(t reflect.Type, name string) (reflect.StructField, bool) {
 	return reflect.StructField{}, false
 }
 
+// yamlPathOf turns the path of a field in Go terms, such as
+// "Retry.MaxAttempts" or "Servers[1]", into the path in the file of the
+// same field of v: ".retry.max_attempts", ".servers[1]". The fields of v
+// carry the Go names of the library config they map onto, and yaml tags;
+// inline fields are looked into. It stops at the first part that v has no
+// field for, so that an error lands on the nearest enclosing field ("" for
+// v itself).
+func yamlPathOf(v any, goPath string) string {
+	t := reflect.TypeOf(v)
+	var out strings.Builder
+	for _, seg := range splitPath(goPath) {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if strings.HasPrefix(seg, "[") {
+			if t.Kind() != reflect.Slice && t.Kind() != reflect.Map {
+				break
+			}
+			out.WriteString(seg)
+			t = t.Elem()
+			continue
+		}
+		if t.Kind() != reflect.Struct {
+			break
+		}
+		f, ok := goField(t, seg)
+		if !ok {
+			break
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		out.WriteString("." + name)
+		t = f.Type
+	}
+	return out.String()
+}
+
+// goField finds the field of t named name in Go that the file names,
+// looking into inline fields.
+func goField(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		n, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if opts == "inline" {
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if sf, ok := goField(ft, name); ok {
+				return sf, true
+			}
+		}
+		if f.Name == name && n != "" && n != "-" {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
 // describe names what a Go type expects, in words for a config file.
 func describe(t reflect.Type) string {
 	switch t.Kind() {
