@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/streams/sqlitestream"
+)
+
+// sqliteSpec is a stream of kind sqlite: sqlitestream.
+type sqliteSpec struct {
+	Common      streamCommon `yaml:",inline"`
+	Path        string       `yaml:"path"`         // required: the database file, created if missing
+	Lease       duration     `yaml:"lease"`        // defaults to 30s
+	KeepDone    *duration    `yaml:"keep_done"`    // defaults to 0 (acked tasks are deleted), or 24h for a webhook's store
+	KeepDead    duration     `yaml:"keep_dead"`    // defaults to 0: dead tasks are kept until purged
+	Synchronous string       `yaml:"synchronous"`  // full (default) or normal
+	BusyTimeout duration     `yaml:"busy_timeout"` // defaults to 5s
+}
+
+func (s *sqliteSpec) common() *streamCommon { return &s.Common }
+
+func (s *sqliteSpec) check() error {
+	if s.Path == "" {
+		return errorf(s.Common.path+".path", "required: the database file (created if missing), e.g. peonify.db")
+	}
+	switch strings.ToLower(s.Synchronous) {
+	case "", "full", "normal":
+	default:
+		return errorf(s.Common.path+".synchronous", "%q is not a setting: use full (survives power loss) or normal (survives a process crash, faster)", s.Synchronous)
+	}
+	_, err := s.config(nil, false)
+	return err
+}
+
+// config returns the sqlitestream.Config of the entry; watch turns on the
+// watch for other processes' commits, which only a processor needs.
+func (s *sqliteSpec) config(log *slog.Logger, watch bool) (sqlitestream.Config, error) {
+	cfg := sqlitestream.Config{
+		Name:        s.Common.Name,
+		Lease:       time.Duration(s.Lease),
+		KeepDead:    time.Duration(s.KeepDead),
+		BusyTimeout: time.Duration(s.BusyTimeout),
+		Logger:      log,
+	}
+	if s.KeepDone != nil {
+		cfg.KeepDone = time.Duration(*s.KeepDone)
+	}
+	if cfg.Name == "" {
+		cfg.Name = "sqlite"
+	}
+	if strings.EqualFold(s.Synchronous, "normal") {
+		cfg.Synchronous = sqlitestream.SynchronousNormal
+	}
+	if !watch {
+		cfg.WatchInterval = -1
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, libraryError(s.Common.path, s, err)
+	}
+	return cfg, nil
+}
+
+func (s *sqliteSpec) open(_ context.Context, r *resources) (peonify.Stream, error) {
+	cfg, err := s.config(r.log, r.processing)
+	if err != nil {
+		return nil, err
+	}
+	st, err := sqlitestream.Open(s.Path, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Common.path, err)
+	}
+	return st, nil
+}
