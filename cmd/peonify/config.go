@@ -261,11 +261,10 @@ func (c *config) checkPeriodic(i int) error {
 	return nil
 }
 
-// checkIntakes resolves the store of each intake, checks the task types
-// its routes name, and keeps finished tasks in a webhook's SQLite store
-// for a day unless keep_done says otherwise, so that redeliveries of
-// acked webhooks are still recognised; the websocket and mqtt intakes
-// recognise resends themselves, in their resend_log.
+// checkIntakes resolves the store of each intake, lets the intake set
+// defaults of its store (a webhook keeps finished tasks in a SQLite store
+// for a day), gives the intakes that recognise resends themselves their
+// resend_log, and checks the task types their routes name.
 func (c *config) checkIntakes() error {
 	stores := c.storeNames()
 	if len(stores) == 0 {
@@ -290,10 +289,9 @@ func (c *config) checkIntakes() error {
 			return errorf(path+".store", "%q is not the name of a stream (stores: %s)", *store, quoteList(stores))
 		case intakeSpec:
 			return errorf(path+".store", "%q is an intake, not a store: name a store (%s)", *store, quoteList(stores))
-		case *sqliteSpec:
-			if _, hook := s.(*webhookSpec); hook && st.KeepDone == nil {
-				day := duration(24 * time.Hour)
-				st.KeepDone = &day
+		case storeSpec:
+			if d, ok := s.(storeDefaulter); ok {
+				d.defaultStore(st)
 			}
 		}
 		if ri, ok := s.(resendIntake); ok {
@@ -332,15 +330,11 @@ func (c *config) checkListeners() error {
 		return err
 	}
 	for _, s := range c.streams {
-		var sf *serverFields
-		switch v := s.(type) {
-		case *webhookSpec:
-			sf = &v.Server
-		case *websocketSpec:
-			sf = &v.Server
-		default:
+		hi, ok := s.(httpIntake)
+		if !ok {
 			continue
 		}
+		sf := hi.server()
 		if _, port, _ := net.SplitHostPort(sf.Listen); port == "0" {
 			continue // a port chosen by the system is never taken twice
 		}

@@ -361,8 +361,9 @@ func TestParseIntakes(t *testing.T) {
 	if local.KeepDone != 24*time.Hour || kept.KeepDone != 0 {
 		t.Errorf("keep_done: local %s, kept %s; want 24h and 0s", local.KeepDone, kept.KeepDone)
 	}
-	if c.forgetsDone("local") || !c.forgetsDone("kept") {
-		t.Errorf("forgetsDone: local %v, kept %v; want false and true", c.forgetsDone("local"), c.forgetsDone("kept"))
+	forgets := func(name string) bool { return c.stream(name).(storeSpec).forgetsDone() }
+	if forgets("local") || !forgets("kept") {
+		t.Errorf("forgetsDone: local %v, kept %v; want false and true", forgets("local"), forgets("kept"))
 	}
 	hooks := c.stream("hooks").(*webhookSpec)
 	cfg, err := hooks.config(nil, nil)

@@ -37,6 +37,33 @@ type intakeSpec interface {
 	intake(store peonify.Enqueuer, w *wiring) (peonify.Intake, error)
 }
 
+// httpIntake is an intake that serves HTTP on its own address.
+type httpIntake interface {
+	intakeSpec
+	server() *serverFields
+}
+
+// storeDefaulter is an intake that sets defaults of its store's fields
+// the store's entry leaves unset.
+type storeDefaulter interface {
+	intakeSpec
+	defaultStore(store storeSpec)
+}
+
+// storeWarner is an intake that warns, at start-up, of a store it works
+// poorly with: storeWarning returns the log message, or "".
+type storeWarner interface {
+	intakeSpec
+	storeWarning(store storeSpec) string
+}
+
+// syncIntake is an intake that may answer with its tasks' results, which
+// needs the processor's middleware.
+type syncIntake interface {
+	intakeSpec
+	sync() bool
+}
+
 // typeRef is a task type named by a field of the file.
 type typeRef struct{ path, typ string }
 
@@ -62,7 +89,7 @@ type readyCheck struct {
 // intakeCommon are the fields every intake entry has besides its kind's.
 type intakeCommon struct {
 	Name  string `yaml:"name"`  // defaults to the kind
-	Kind  string `yaml:"kind"`  // required: a key of streamKinds
+	Kind  string `yaml:"kind"`  // required: the name of one of kinds()
 	Store string `yaml:"store"` // the store it writes into; required when the file has several
 
 	c streamCommon // name, kind and path, filled by decodeStream
@@ -188,8 +215,8 @@ type resendIntake interface {
 // too).
 func defaultResendLog(name string, store streamSpec) string {
 	name = unsafeFileChars.ReplaceAllString(name, "_")
-	if st, ok := store.(*sqliteSpec); ok {
-		return st.Path + "-" + name + ".resends"
+	if st, ok := store.(interface{ file() string }); ok {
+		return st.file() + "-" + name + ".resends"
 	}
 	return "peonify-" + name + ".resends"
 }

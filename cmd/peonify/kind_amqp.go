@@ -31,6 +31,25 @@ type amqpSpec struct {
 
 func (s *amqpSpec) common() *streamCommon { return &s.Common }
 
+// amqpKind is the kind amqp, which --amqp names.
+func amqpKind() kind {
+	return kind{name: "amqp", summary: "a RabbitMQ work queue, shared by any number of processors",
+		new: func() streamSpec { return new(amqpSpec) },
+		flag: &storeFlag{name: "amqp", usage: "a RabbitMQ broker `URL` (with --queue)", hint: "--amqp URL",
+			spec: func(value string, sf *storeFlags, _ bool) (storeSpec, string, string, error) {
+				q := sf.queueOr("peonify")
+				s := &amqpSpec{URL: value, Queue: q}
+				return s, fmt.Sprintf("RabbitMQ queue %q at %s", q, redactURL(value)), "--amqp URL --queue " + shellQuote(q), nil
+			}}}
+}
+
+// forgetsDone is true: RabbitMQ has no duplicate detection.
+func (s *amqpSpec) forgetsDone() bool { return true }
+
+func (s *amqpSpec) payloadLimit(*resources) (int64, string) {
+	return 128 << 20, "RabbitMQ's default max_message_size"
+}
+
 func (s *amqpSpec) check() error {
 	path := s.Common.path
 	if s.URL == "" {

@@ -39,7 +39,13 @@ type mqttSpec struct {
 	tls *tls.Config // built by check
 }
 
-func (s *mqttSpec) common() *streamCommon  { return s.Intake.common() }
+func (s *mqttSpec) common() *streamCommon { return s.Intake.common() }
+
+// mqttKind is the kind mqtt.
+func mqttKind() kind {
+	return kind{name: "mqtt", summary: "MQTT subscriptions, stored into a store of the file",
+		new: func() streamSpec { return new(mqttSpec) }}
+}
 func (s *mqttSpec) storeField() *string    { return s.Intake.storeField() }
 func (s *mqttSpec) resends() *resendFields { return &s.Resends }
 

@@ -37,6 +37,41 @@ type natsSpec struct {
 
 func (s *natsSpec) common() *streamCommon { return &s.Common }
 
+// natsKind is the kind nats, which --nats names.
+func natsKind() kind {
+	return kind{name: "nats", summary: "a work queue on NATS JetStream, shared by any number of processors",
+		new: func() streamSpec { return new(natsSpec) },
+		flag: &storeFlag{name: "nats", usage: "a NATS server `URL` (with --nats-stream)", hint: "--nats URL",
+			extra: []flagDef{{"nats-stream", "PEONIFY", "the JetStream `stream`, with --nats"}},
+			spec: func(value string, sf *storeFlags, _ bool) (storeSpec, string, string, error) {
+				stream := sf.value("nats-stream")
+				s := &natsSpec{URL: value, Stream: stream}
+				return s, fmt.Sprintf("JetStream stream %q at %s", stream, redactURL(value)), "--nats URL --nats-stream " + shellQuote(stream), nil
+			}}}
+}
+
+// forgetsDone is false: JetStream remembers IDs for duplicate_window.
+func (s *natsSpec) forgetsDone() bool { return false }
+
+// payloadLimit is the server's max_payload once connected, less the
+// task's headers (see envelope).
+func (s *natsSpec) payloadLimit(r *resources) (int64, string) {
+	for _, nc := range r.natsConns {
+		return nc.MaxPayload() - natsEnvelope, "its server's max_payload, less the task's headers"
+	}
+	return 64 << 20, "the largest max_payload of a NATS server"
+}
+
+// envelope is the size of a task's fields other than its payload, which
+// travel as headers and count against max_payload.
+func (s *natsSpec) envelope(t *peonify.Task) int64 {
+	n := int64(len(t.ID) + len(t.Type) + len(t.UniqueKey))
+	for k, v := range t.Headers {
+		n += int64(len(k) + len(v) + 4)
+	}
+	return n
+}
+
 func (s *natsSpec) check() error {
 	path := s.Common.path
 	if s.URL == "" {

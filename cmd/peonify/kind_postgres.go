@@ -28,6 +28,25 @@ type postgresSpec struct {
 
 func (s *postgresSpec) common() *streamCommon { return &s.Common }
 
+// postgresKind is the kind postgres, which --postgres names.
+func postgresKind() kind {
+	return kind{name: "postgres", summary: "a queue in a Postgres table, shared by any number of processors",
+		new: func() streamSpec { return new(postgresSpec) },
+		flag: &storeFlag{name: "postgres", usage: "a Postgres database `URL` (with --queue)", hint: "--postgres URL",
+			extra: []flagDef{{"schema", "public", "the Postgres `schema`, with --postgres"}},
+			spec: func(value string, sf *storeFlags, _ bool) (storeSpec, string, string, error) {
+				q := sf.queueOr("default")
+				s := &postgresSpec{URL: value, Queue: q, Schema: sf.value("schema")}
+				return s, fmt.Sprintf("queue %q at %s", q, redactURL(value)), "--postgres URL --queue " + shellQuote(q), nil
+			}}}
+}
+
+func (s *postgresSpec) forgetsDone() bool { return s.KeepDone == 0 }
+
+func (s *postgresSpec) payloadLimit(*resources) (int64, string) {
+	return 1<<30 - 1<<20, "Postgres's largest value and message, less room for the task's other fields"
+}
+
 func (s *postgresSpec) check() error {
 	if s.URL == "" {
 		return errorf(s.Common.path+".url", "required: the database address, e.g. postgres://user:${PGPASSWORD}@db:5432/app")

@@ -30,6 +30,25 @@ type redisSpec struct {
 
 func (s *redisSpec) common() *streamCommon { return &s.Common }
 
+// redisKind is the kind redis, which --redis names.
+func redisKind() kind {
+	return kind{name: "redis", summary: "a queue on Redis Streams, shared by any number of processors",
+		new: func() streamSpec { return new(redisSpec) },
+		flag: &storeFlag{name: "redis", usage: "a Redis server `URL` (with --queue)", hint: "--redis URL",
+			spec: func(value string, sf *storeFlags, _ bool) (storeSpec, string, string, error) {
+				q := sf.queueOr("default")
+				s := &redisSpec{URL: value, Queue: q}
+				return s, fmt.Sprintf("Redis queue %q at %s", q, redactURL(value)), "--redis URL --queue " + shellQuote(q), nil
+			}}}
+}
+
+// forgetsDone is false: Redis remembers IDs for dedup_window.
+func (s *redisSpec) forgetsDone() bool { return false }
+
+func (s *redisSpec) payloadLimit(*resources) (int64, string) {
+	return 512 << 20, "Redis's largest string (proto-max-bulk-len)"
+}
+
 func (s *redisSpec) check() error {
 	path := s.Common.path
 	if s.URL == "" {

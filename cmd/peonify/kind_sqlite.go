@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -23,6 +25,33 @@ type sqliteSpec struct {
 }
 
 func (s *sqliteSpec) common() *streamCommon { return &s.Common }
+
+// sqliteKind is the kind sqlite, which --store names.
+func sqliteKind() kind {
+	return kind{name: "sqlite", summary: "the embedded durable store: one SQLite file, no server",
+		new: func() streamSpec { return new(sqliteSpec) },
+		flag: &storeFlag{name: "store", usage: "the SQLite store `file` (a sqlite stream's path)", hint: "--store FILE (SQLite)",
+			spec: func(value string, _ *storeFlags, mustExist bool) (storeSpec, string, string, error) {
+				if _, err := os.Stat(value); mustExist && errors.Is(err, os.ErrNotExist) {
+					return nil, "", "", fmt.Errorf("no store at %s: check --store (a store is created by `peonify run`, `peonify enqueue` or `peonify demo --store`)", value)
+				}
+				s := &sqliteSpec{Path: value}
+				s.Common.Name = "sqlite"
+				return s, "SQLite store " + value, "--store " + shellQuote(value), nil
+			}}}
+}
+
+// forgetsDone reports whether the store deletes tasks when they are
+// acked: keep_done 0, its default unless a webhook stores into it.
+func (s *sqliteSpec) forgetsDone() bool { return s.KeepDone == nil || *s.KeepDone == 0 }
+
+func (s *sqliteSpec) payloadLimit(*resources) (int64, string) {
+	return 1_000_000_000 - 1<<20, "SQLite's largest row, less room for the task's other fields"
+}
+
+// file is the database file, next to which intakes keep their resend
+// logs.
+func (s *sqliteSpec) file() string { return s.Path }
 
 func (s *sqliteSpec) check() error {
 	if s.Path == "" {

@@ -46,7 +46,33 @@ type webhookRoute struct {
 }
 
 func (s *webhookSpec) common() *streamCommon { return s.Intake.common() }
-func (s *webhookSpec) storeField() *string   { return s.Intake.storeField() }
+
+// webhookKind is the kind webhook.
+func webhookKind() kind {
+	return kind{name: "webhook", summary: "an HTTP endpoint for signed webhooks, stored into a store of the file",
+		new: func() streamSpec { return new(webhookSpec) }}
+}
+
+func (s *webhookSpec) server() *serverFields { return &s.Server }
+
+// defaultStore keeps finished tasks in a SQLite store for a day unless
+// its keep_done says otherwise, so that redeliveries of acked webhooks
+// are still recognised.
+func (s *webhookSpec) defaultStore(store storeSpec) {
+	if st, ok := store.(*sqliteSpec); ok && st.KeepDone == nil {
+		day := duration(24 * time.Hour)
+		st.KeepDone = &day
+	}
+}
+
+// storeWarning warns of a store that forgets finished tasks at once.
+func (s *webhookSpec) storeWarning(store storeSpec) string {
+	if !store.forgetsDone() {
+		return ""
+	}
+	return "peonify: the store of a webhook intake forgets finished tasks at once, so a redelivery of a webhook whose task already ran runs it again; set keep_done on the store to keep them"
+}
+func (s *webhookSpec) storeField() *string { return s.Intake.storeField() }
 
 func (s *webhookSpec) taskTypes() []typeRef {
 	refs := make([]typeRef, len(s.Routes))

@@ -29,7 +29,15 @@ type websocketSpec struct {
 	Resends        resendFields `yaml:",inline"`
 }
 
-func (s *websocketSpec) common() *streamCommon  { return s.Intake.common() }
+func (s *websocketSpec) common() *streamCommon { return s.Intake.common() }
+
+// websocketKind is the kind websocket.
+func websocketKind() kind {
+	return kind{name: "websocket", summary: "a WebSocket endpoint for producers, stored into a store of the file",
+		new: func() streamSpec { return new(websocketSpec) }}
+}
+
+func (s *websocketSpec) server() *serverFields  { return &s.Server }
 func (s *websocketSpec) storeField() *string    { return s.Intake.storeField() }
 func (s *websocketSpec) taskTypes() []typeRef   { return nil }
 func (s *websocketSpec) resends() *resendFields { return &s.Resends }

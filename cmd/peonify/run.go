@@ -109,28 +109,11 @@ func (cfg *config) summary() string {
 	return out
 }
 
-// forgetsDone reports whether the store named name forgets the ID of a
-// task as soon as the task is done, so that the same ID enqueued again is
-// stored again: a SQLite or Postgres store with keep_done 0, or RabbitMQ,
-// which has no duplicate detection. (Redis and NATS remember IDs for their
-// dedup_window and duplicate_window.)
-func (cfg *config) forgetsDone(name string) bool {
-	switch s := cfg.stream(name).(type) {
-	case *sqliteSpec:
-		return s.KeepDone == nil || *s.KeepDone == 0
-	case *postgresSpec:
-		return s.KeepDone == 0
-	case *amqpSpec:
-		return true
-	}
-	return false
-}
-
 // syncWebhooks reports whether a webhook route of cfg answers with its
 // task's result, which needs the processor's middleware.
 func (cfg *config) syncWebhooks() bool {
 	for _, s := range cfg.streams {
-		if w, ok := s.(*webhookSpec); ok && w.sync() {
+		if w, ok := s.(syncIntake); ok && w.sync() {
 			return true
 		}
 	}
@@ -254,9 +237,10 @@ func newDaemon(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Wri
 		if !ok {
 			return nil, &configError{cfg.path, errorf(spec.common().path+".store", "stream %q does not take enqueued tasks", store)}
 		}
-		if _, hook := spec.(*webhookSpec); hook && cfg.forgetsDone(store) {
-			log.Warn("peonify: the store of a webhook intake forgets finished tasks at once, so a redelivery of a webhook whose task already ran runs it again; set keep_done on the store to keep them",
-				"intake", spec.common().Name, "store", store)
+		if w, ok := spec.(storeWarner); ok {
+			if msg := w.storeWarning(cfg.stream(store).(storeSpec)); msg != "" {
+				log.Warn(msg, "intake", spec.common().Name, "store", store)
+			}
 		}
 		intake, err := in.intake(enq, w)
 		if err != nil {

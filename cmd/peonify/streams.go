@@ -17,24 +17,6 @@ import (
 	"github.com/peonify/peonify/streams/pgstream"
 )
 
-// streamKinds is the table of stream kinds a config file can name, from
-// the kind: field to the type that decodes the entry's other fields. To
-// add a kind, write its spec type (fields, check, and open for a store or
-// intake for a push intake) and list it here.
-var streamKinds = map[string]struct {
-	summary string
-	new     func() streamSpec
-}{
-	"sqlite":    {"the embedded durable store: one SQLite file, no server", func() streamSpec { return new(sqliteSpec) }},
-	"postgres":  {"a queue in a Postgres table, shared by any number of processors", func() streamSpec { return new(postgresSpec) }},
-	"redis":     {"a queue on Redis Streams, shared by any number of processors", func() streamSpec { return new(redisSpec) }},
-	"nats":      {"a work queue on NATS JetStream, shared by any number of processors", func() streamSpec { return new(natsSpec) }},
-	"amqp":      {"a RabbitMQ work queue, shared by any number of processors", func() streamSpec { return new(amqpSpec) }},
-	"webhook":   {"an HTTP endpoint for signed webhooks, stored into a store of the file", func() streamSpec { return new(webhookSpec) }},
-	"websocket": {"a WebSocket endpoint for producers, stored into a store of the file", func() streamSpec { return new(websocketSpec) }},
-	"mqtt":      {"MQTT subscriptions, stored into a store of the file", func() streamSpec { return new(mqttSpec) }},
-}
-
 // streamSpec is one entry of the streams list, decoded for its kind. It
 // is a storeSpec (a store the processor polls) or an intakeSpec (a push
 // source that writes into one of the stores).
@@ -50,12 +32,20 @@ type storeSpec interface {
 	// open returns the stream, using (and adding to) the shared clients
 	// in r.
 	open(ctx context.Context, r *resources) (peonify.Stream, error)
+	// forgetsDone reports whether the store forgets the ID of a task as
+	// soon as the task is done, so that the same ID enqueued again is
+	// stored again.
+	forgetsDone() bool
+	// payloadLimit is the largest task payload, in bytes, that the store
+	// takes, and what sets that limit. r holds the store's client once
+	// it is open.
+	payloadLimit(r *resources) (int64, string)
 }
 
 // streamCommon are the fields every stream entry has.
 type streamCommon struct {
 	Name   string `yaml:"name"`   // defaults to the kind, or postgres/<queue>
-	Kind   string `yaml:"kind"`   // required: a key of streamKinds
+	Kind   string `yaml:"kind"`   // required: the name of one of kinds()
 	Weight int    `yaml:"weight"` // share of capacity; defaults to 1
 
 	path string // "streams[1]", for errors
@@ -75,12 +65,12 @@ func decodeStream(n ast.Node, path string) (streamSpec, error) {
 	if err := decodeLoose(n, &head); err != nil {
 		return nil, err
 	}
-	kind, ok := streamKinds[head.Kind]
+	kind, ok := kindNamed(head.Kind)
 	if !ok {
 		if head.Kind == "" {
-			return nil, errorf(path+".kind", "required: one of %s", quoteList(sortedKeys(streamKinds)))
+			return nil, errorf(path+".kind", "required: one of %s", quoteList(kindNames()))
 		}
-		return nil, errorf(path+".kind", "unknown stream kind %q: use one of %s", head.Kind, quoteList(sortedKeys(streamKinds)))
+		return nil, errorf(path+".kind", "unknown stream kind %q: use one of %s", head.Kind, quoteList(kindNames()))
 	}
 	s := kind.new()
 	if err := decodeStrict(n, s); err != nil {
