@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 )
 
 // This file holds the stores on message brokers: redis, nats and amqp
@@ -32,23 +33,23 @@ func (tf *tlsFiles) config(path string) (*tls.Config, error) {
 		return nil, nil
 	}
 	if (tf.TLSCert == "") != (tf.TLSKey == "") {
-		return nil, errorf(path+".tls_key", "set tls_cert and tls_key together: the client certificate and its private key (PEM)")
+		return nil, yamlfile.Errorf(path+".tls_key", "set tls_cert and tls_key together: the client certificate and its private key (PEM)")
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if tf.TLSCA != "" {
 		pem, err := os.ReadFile(tf.TLSCA)
 		if err != nil {
-			return nil, errorf(path+".tls_ca", "%v", err)
+			return nil, yamlfile.Errorf(path+".tls_ca", "%v", err)
 		}
 		cfg.RootCAs = x509.NewCertPool()
 		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, errorf(path+".tls_ca", "%s holds no PEM certificate", tf.TLSCA)
+			return nil, yamlfile.Errorf(path+".tls_ca", "%s holds no PEM certificate", tf.TLSCA)
 		}
 	}
 	if tf.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(tf.TLSCert, tf.TLSKey)
 		if err != nil {
-			return nil, errorf(path+".tls_cert", "cannot load the certificate and key: %v", err)
+			return nil, yamlfile.Errorf(path+".tls_cert", "cannot load the certificate and key: %v", err)
 		}
 		cfg.Certificates = []tls.Certificate{cert}
 	}

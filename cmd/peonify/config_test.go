@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/internal/executor"
 	"github.com/peonify/peonify/streams/webhookstream"
 )
@@ -86,7 +87,7 @@ func TestParseFullConfig(t *testing.T) {
 		t.Errorf("log config %+v", c.log)
 	}
 	sq, ok := c.streams[0].(*sqliteSpec)
-	if !ok || sq.Common.Name != "local" || sq.Path != "/var/lib/peonify/peonify.db" || sq.Lease != duration(time.Minute) || sq.Common.Weight != 1 {
+	if !ok || sq.Common.Name != "local" || sq.Path != "/var/lib/peonify/peonify.db" || sq.Lease != yamlfile.Duration(time.Minute) || sq.Common.Weight != 1 {
 		t.Errorf("sqlite stream %+v", c.streams[0])
 	}
 	pg, ok := c.streams[1].(*postgresSpec)
@@ -585,7 +586,7 @@ func TestREADMEDocumentsEveryField(t *testing.T) {
 	for _, v := range []any{fileConfig{}, processorConfig{}, retryConfig{}, logConfig{}, periodicEntry{}, httpConfig{}, dashboardConfig{},
 		sqliteSpec{}, postgresSpec{}, redisSpec{}, natsSpec{}, amqpSpec{}, webhookSpec{}, webhookRoute{}, websocketSpec{}, mqttSpec{},
 		httpTask{}, execTask{}} {
-		for _, name := range yamlNames(reflect.TypeOf(v)) {
+		for _, name := range yamlfile.Names(reflect.TypeOf(v)) {
 			if !regexp.MustCompile(`(?m)^[ #-]*` + name + `:`).Match(readme) {
 				t.Errorf("README.md does not show the field %s of %T", name, v)
 			}
@@ -634,8 +635,8 @@ func TestYAMLPathOf(t *testing.T) {
 		{&amqpSpec{}, "AMQP.Recovery", ""},         // not in the file: the entry itself
 		{&natsSpec{}, "Stream.Nothing", ".stream"}, // the nearest enclosing field
 	} {
-		if got := yamlPathOf(tc.v, tc.goPath); got != tc.want {
-			t.Errorf("yamlPathOf(%T, %q) = %q, want %q", tc.v, tc.goPath, got, tc.want)
+		if got := yamlfile.PathOf(tc.v, tc.goPath); got != tc.want {
+			t.Errorf("yamlfile.PathOf(%T, %q) = %q, want %q", tc.v, tc.goPath, got, tc.want)
 		}
 	}
 }

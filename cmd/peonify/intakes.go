@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/streams/webhookstream"
 )
 
@@ -111,19 +112,19 @@ type serverFields struct {
 
 func (sf *serverFields) check(path string) error {
 	if sf.Listen == "" {
-		return errorf(path+".listen", "required: the address to serve on, e.g. :8080 or 127.0.0.1:8080")
+		return yamlfile.Errorf(path+".listen", "required: the address to serve on, e.g. :8080 or 127.0.0.1:8080")
 	}
 	if err := checkListen(sf.Listen); err != nil {
-		return errorf(path+".listen", "%v", err)
+		return yamlfile.Errorf(path+".listen", "%v", err)
 	}
 	switch {
 	case sf.TLSCert != "" && sf.TLSKey == "":
-		return errorf(path+".tls_key", "required with tls_cert: the certificate's private key file (PEM)")
+		return yamlfile.Errorf(path+".tls_key", "required with tls_cert: the certificate's private key file (PEM)")
 	case sf.TLSKey != "" && sf.TLSCert == "":
-		return errorf(path+".tls_cert", "required with tls_key: the certificate file (PEM)")
+		return yamlfile.Errorf(path+".tls_cert", "required with tls_key: the certificate file (PEM)")
 	case sf.TLSCert != "":
 		if _, err := tls.LoadX509KeyPair(sf.TLSCert, sf.TLSKey); err != nil {
-			return errorf(path+".tls_cert", "cannot load the certificate and key: %v", err)
+			return yamlfile.Errorf(path+".tls_cert", "cannot load the certificate and key: %v", err)
 		}
 	}
 	return nil
@@ -188,17 +189,17 @@ func (sf *serverFields) serve(w *wiring, kind, name string, srv *http.Server, st
 // resendFields are the fields of the intakes that recognise resends
 // themselves (websocket, mqtt).
 type resendFields struct {
-	ResendWindow duration `yaml:"resend_window"`  // defaults to 24h; negative: off
-	ResendLog    string   `yaml:"resend_log"`     // defaults to a file next to the store, see defaultResendLog
-	ResendMaxIDs int      `yaml:"resend_max_ids"` // defaults to 1000000
+	ResendWindow yamlfile.Duration `yaml:"resend_window"`  // defaults to 24h; negative: off
+	ResendLog    string            `yaml:"resend_log"`     // defaults to a file next to the store, see defaultResendLog
+	ResendMaxIDs int               `yaml:"resend_max_ids"` // defaults to 1000000
 }
 
 func (rf *resendFields) check(path string) error {
 	if rf.ResendMaxIDs < 0 {
-		return errorf(path+".resend_max_ids", "must not be negative (0 means the default, 1000000)")
+		return yamlfile.Errorf(path+".resend_max_ids", "must not be negative (0 means the default, 1000000)")
 	}
 	if rf.ResendLog != "" && rf.ResendWindow < 0 {
-		return errorf(path+".resend_log", "is set but resend_window is negative (off): remove one of them")
+		return yamlfile.Errorf(path+".resend_log", "is set but resend_window is negative (off): remove one of them")
 	}
 	return nil
 }

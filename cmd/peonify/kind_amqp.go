@@ -9,22 +9,23 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/streams/amqpstream"
 )
 
 // amqpSpec is a stream of kind amqp: amqpstream.
 type amqpSpec struct {
-	Common       streamCommon `yaml:",inline"`
-	URL          string       `yaml:"url"`           // required: amqp://user:password@host:5672/vhost
-	Queue        string       `yaml:"queue"`         // defaults to peonify
-	Prefetch     int          `yaml:"prefetch"`      // defaults to following the processor
-	MaxPriority  int          `yaml:"max_priority"`  // defaults to 0: a FIFO queue
-	Quorum       bool         `yaml:"quorum"`        // quorum queues
-	KeepDead     duration     `yaml:"keep_dead"`     // defaults to 7 days; negative: until removed
-	ReconnectMin duration     `yaml:"reconnect_min"` // defaults to 100ms
-	ReconnectMax duration     `yaml:"reconnect_max"` // defaults to 30s
-	DialTimeout  duration     `yaml:"dial_timeout"`  // defaults to 10s
-	TLS          tlsFiles     `yaml:",inline"`
+	Common       streamCommon      `yaml:",inline"`
+	URL          string            `yaml:"url"`           // required: amqp://user:password@host:5672/vhost
+	Queue        string            `yaml:"queue"`         // defaults to peonify
+	Prefetch     int               `yaml:"prefetch"`      // defaults to following the processor
+	MaxPriority  int               `yaml:"max_priority"`  // defaults to 0: a FIFO queue
+	Quorum       bool              `yaml:"quorum"`        // quorum queues
+	KeepDead     yamlfile.Duration `yaml:"keep_dead"`     // defaults to 7 days; negative: until removed
+	ReconnectMin yamlfile.Duration `yaml:"reconnect_min"` // defaults to 100ms
+	ReconnectMax yamlfile.Duration `yaml:"reconnect_max"` // defaults to 30s
+	DialTimeout  yamlfile.Duration `yaml:"dial_timeout"`  // defaults to 10s
+	TLS          tlsFiles          `yaml:",inline"`
 
 	tls *tls.Config // built by check
 }
@@ -53,7 +54,7 @@ func (s *amqpSpec) payloadLimit(*resources) (int64, string) {
 func (s *amqpSpec) check() error {
 	path := s.Common.path
 	if s.URL == "" {
-		return errorf(path+".url", "required: the broker's address, e.g. amqp://peonify:${RABBITMQ_PASSWORD}@rabbitmq:5672/ (amqps:// for TLS)")
+		return yamlfile.Errorf(path+".url", "required: the broker's address, e.g. amqp://peonify:${RABBITMQ_PASSWORD}@rabbitmq:5672/ (amqps:// for TLS)")
 	}
 	if s.Queue == "" {
 		s.Queue = "peonify"
@@ -66,7 +67,7 @@ func (s *amqpSpec) check() error {
 		return err
 	}
 	if _, err := amqp.ParseURI(s.URL); err != nil {
-		return errorf(path+".url", "not an AMQP URL: %s: want one such as amqp://user:password@rabbitmq:5672/ (percent-encode reserved characters in the user and password)", redactErr(err, s.URL))
+		return yamlfile.Errorf(path+".url", "not an AMQP URL: %s: want one such as amqp://user:password@rabbitmq:5672/ (percent-encode reserved characters in the user and password)", redactErr(err, s.URL))
 	}
 	if err := s.config(nil).Validate(); err != nil {
 		return libraryError(path, s, err)

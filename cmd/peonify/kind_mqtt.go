@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/streams/mqttstream"
 )
 
@@ -22,13 +23,13 @@ type mqttSpec struct {
 	ClientID       string            `yaml:"client_id"` // required: stable and unique
 	Routes         map[string]string `yaml:"routes"`    // required: topic filter -> task type
 	ShareGroup     string            `yaml:"share_group"`
-	SessionExpiry  duration          `yaml:"session_expiry"`  // defaults to 24h
-	KeepAlive      duration          `yaml:"keep_alive"`      // defaults to 30s
+	SessionExpiry  yamlfile.Duration `yaml:"session_expiry"`  // defaults to 24h
+	KeepAlive      yamlfile.Duration `yaml:"keep_alive"`      // defaults to 30s
 	ReceiveMaximum int               `yaml:"receive_maximum"` // defaults to 100
-	ConnectTimeout duration          `yaml:"connect_timeout"` // defaults to 10s
-	EnqueueTimeout duration          `yaml:"enqueue_timeout"` // defaults to 10s
-	MinBackoff     duration          `yaml:"min_backoff"`     // defaults to 100ms
-	MaxBackoff     duration          `yaml:"max_backoff"`     // defaults to 30s
+	ConnectTimeout yamlfile.Duration `yaml:"connect_timeout"` // defaults to 10s
+	EnqueueTimeout yamlfile.Duration `yaml:"enqueue_timeout"` // defaults to 10s
+	MinBackoff     yamlfile.Duration `yaml:"min_backoff"`     // defaults to 100ms
+	MaxBackoff     yamlfile.Duration `yaml:"max_backoff"`     // defaults to 30s
 	ContentIDs     bool              `yaml:"content_ids"`
 	WaitForBroker  bool              `yaml:"wait_for_broker"` // defaults to false: no broker at start-up is an error
 	Resends        resendFields      `yaml:",inline"`
@@ -51,7 +52,7 @@ func (s *mqttSpec) resends() *resendFields { return &s.Resends }
 
 func (s *mqttSpec) taskTypes() []typeRef {
 	var refs []typeRef
-	for _, f := range sortedKeys(s.Routes) {
+	for _, f := range yamlfile.SortedKeys(s.Routes) {
 		refs = append(refs, typeRef{fmt.Sprintf("%s.routes[%q]", s.Intake.c.path, f), s.Routes[f]})
 	}
 	return refs
@@ -61,17 +62,17 @@ func (s *mqttSpec) check() error {
 	path := s.Intake.c.path
 	switch {
 	case s.URL == "" && len(s.Servers) == 0:
-		return errorf(path+".url", "required: the broker's address, e.g. mqtt://broker:1883 (or a list in servers:)")
+		return yamlfile.Errorf(path+".url", "required: the broker's address, e.g. mqtt://broker:1883 (or a list in servers:)")
 	case s.URL != "" && len(s.Servers) > 0:
-		return errorf(path+".servers", "set either url or servers, not both")
+		return yamlfile.Errorf(path+".servers", "set either url or servers, not both")
 	case s.ClientID == "":
-		return errorf(path+".client_id", "required: an ID that stays the same across restarts and is unique per processor, e.g. peonify-worker-1, so that the broker keeps the session's messages while peonify is down")
+		return yamlfile.Errorf(path+".client_id", "required: an ID that stays the same across restarts and is unique per processor, e.g. peonify-worker-1, so that the broker keeps the session's messages while peonify is down")
 	case len(s.Routes) == 0:
-		return errorf(path+".routes", `required: map topic filters to task types, e.g. {"devices/+/events": device-event}`)
+		return yamlfile.Errorf(path+".routes", `required: map topic filters to task types, e.g. {"devices/+/events": device-event}`)
 	}
 	for f, typ := range s.Routes {
 		if typ == "" {
-			return errorf(fmt.Sprintf("%s.routes[%q]", path, f), "required: the task type of the messages on this filter")
+			return yamlfile.Errorf(fmt.Sprintf("%s.routes[%q]", path, f), "required: the task type of the messages on this filter")
 		}
 	}
 	if err := s.Resends.check(path); err != nil {
@@ -84,7 +85,7 @@ func (s *mqttSpec) check() error {
 	if err := s.config(nil).Validate(); err != nil {
 		var ce *peonify.ConfigError
 		if errors.As(err, &ce) && s.URL != "" && strings.HasPrefix(ce.Field, "mqttstream.Config.Servers") {
-			return errorf(path+".url", "%s", ce.Reason) // url is Servers[0]
+			return yamlfile.Errorf(path+".url", "%s", ce.Reason) // url is Servers[0]
 		}
 		return libraryError(path, s, err)
 	}

@@ -9,28 +9,29 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/streams/natsstream"
 )
 
 // natsSpec is a stream of kind nats: natsstream.
 type natsSpec struct {
-	Common          streamCommon `yaml:",inline"`
-	URL             string       `yaml:"url"`              // required: nats://host:4222 (several, comma-separated)
-	Credentials     string       `yaml:"credentials"`      // a .creds file (JWT and NKey seed)
-	Stream          string       `yaml:"stream"`           // the JetStream stream; defaults to PEONIFY
-	Subject         string       `yaml:"subject"`          // defaults to peonify.tasks
-	Consumer        string       `yaml:"consumer"`         // defaults to peonify
-	DeadStream      string       `yaml:"dead_stream"`      // defaults to <stream>_DEAD
-	AckWait         duration     `yaml:"ack_wait"`         // the lease; defaults to 30s
-	MaxDeliver      int          `yaml:"max_deliver"`      // defaults to 100; negative: no limit
-	MaxAckPending   int          `yaml:"max_ack_pending"`  // defaults to no cap
-	DuplicateWindow duration     `yaml:"duplicate_window"` // defaults to 2m
-	KeepDead        duration     `yaml:"keep_dead"`        // defaults to 7 days; negative: until deleted
-	MaxBytes        byteSize     `yaml:"max_bytes"`        // defaults to no limit
-	Replicas        int          `yaml:"replicas"`         // defaults to 1
-	MemoryStorage   bool         `yaml:"memory_storage"`
-	Setup           *bool        `yaml:"setup"` // create or update the JetStream objects at start-up; defaults to true
-	TLS             tlsFiles     `yaml:",inline"`
+	Common          streamCommon      `yaml:",inline"`
+	URL             string            `yaml:"url"`              // required: nats://host:4222 (several, comma-separated)
+	Credentials     string            `yaml:"credentials"`      // a .creds file (JWT and NKey seed)
+	Stream          string            `yaml:"stream"`           // the JetStream stream; defaults to PEONIFY
+	Subject         string            `yaml:"subject"`          // defaults to peonify.tasks
+	Consumer        string            `yaml:"consumer"`         // defaults to peonify
+	DeadStream      string            `yaml:"dead_stream"`      // defaults to <stream>_DEAD
+	AckWait         yamlfile.Duration `yaml:"ack_wait"`         // the lease; defaults to 30s
+	MaxDeliver      int               `yaml:"max_deliver"`      // defaults to 100; negative: no limit
+	MaxAckPending   int               `yaml:"max_ack_pending"`  // defaults to no cap
+	DuplicateWindow yamlfile.Duration `yaml:"duplicate_window"` // defaults to 2m
+	KeepDead        yamlfile.Duration `yaml:"keep_dead"`        // defaults to 7 days; negative: until deleted
+	MaxBytes        yamlfile.ByteSize `yaml:"max_bytes"`        // defaults to no limit
+	Replicas        int               `yaml:"replicas"`         // defaults to 1
+	MemoryStorage   bool              `yaml:"memory_storage"`
+	Setup           *bool             `yaml:"setup"` // create or update the JetStream objects at start-up; defaults to true
+	TLS             tlsFiles          `yaml:",inline"`
 
 	tls *tls.Config // built by check
 }
@@ -75,7 +76,7 @@ func (s *natsSpec) envelope(t *peonify.Task) int64 {
 func (s *natsSpec) check() error {
 	path := s.Common.path
 	if s.URL == "" {
-		return errorf(path+".url", "required: the server's address, e.g. nats://nats:4222 (tls:// for TLS; several separated by commas)")
+		return yamlfile.Errorf(path+".url", "required: the server's address, e.g. nats://nats:4222 (tls:// for TLS; several separated by commas)")
 	}
 	if s.Stream == "" {
 		s.Stream = "PEONIFY"
@@ -85,7 +86,7 @@ func (s *natsSpec) check() error {
 	}
 	if s.Credentials != "" {
 		if _, err := os.Stat(s.Credentials); err != nil {
-			return errorf(path+".credentials", "%v", err)
+			return yamlfile.Errorf(path+".credentials", "%v", err)
 		}
 	}
 	var err error

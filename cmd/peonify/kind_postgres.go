@@ -8,22 +8,23 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/streams/pgstream"
 )
 
 // postgresSpec is a stream of kind postgres: pgstream.
 type postgresSpec struct {
-	Common     streamCommon `yaml:",inline"`
-	URL        string       `yaml:"url"`         // required: postgres://user:password@host:5432/db
-	Queue      string       `yaml:"queue"`       // defaults to "default"
-	Schema     string       `yaml:"schema"`      // defaults to public
-	Lease      duration     `yaml:"lease"`       // defaults to 30s
-	KeepDone   duration     `yaml:"keep_done"`   // defaults to 0: acked tasks are deleted
-	KeepDead   duration     `yaml:"keep_dead"`   // defaults to 7 days
-	NoListen   bool         `yaml:"no_listen"`   // for poolers in transaction mode
-	SyncCommit bool         `yaml:"sync_commit"` // claims and acks wait for the disk
-	Migrate    bool         `yaml:"migrate"`     // create or upgrade the tables at start-up
-	MaxConns   int32        `yaml:"max_conns"`   // pool size for this URL; defaults to pgx's default
+	Common     streamCommon      `yaml:",inline"`
+	URL        string            `yaml:"url"`         // required: postgres://user:password@host:5432/db
+	Queue      string            `yaml:"queue"`       // defaults to "default"
+	Schema     string            `yaml:"schema"`      // defaults to public
+	Lease      yamlfile.Duration `yaml:"lease"`       // defaults to 30s
+	KeepDone   yamlfile.Duration `yaml:"keep_done"`   // defaults to 0: acked tasks are deleted
+	KeepDead   yamlfile.Duration `yaml:"keep_dead"`   // defaults to 7 days
+	NoListen   bool              `yaml:"no_listen"`   // for poolers in transaction mode
+	SyncCommit bool              `yaml:"sync_commit"` // claims and acks wait for the disk
+	Migrate    bool              `yaml:"migrate"`     // create or upgrade the tables at start-up
+	MaxConns   int32             `yaml:"max_conns"`   // pool size for this URL; defaults to pgx's default
 }
 
 func (s *postgresSpec) common() *streamCommon { return &s.Common }
@@ -49,10 +50,10 @@ func (s *postgresSpec) payloadLimit(*resources) (int64, string) {
 
 func (s *postgresSpec) check() error {
 	if s.URL == "" {
-		return errorf(s.Common.path+".url", "required: the database address, e.g. postgres://user:${PGPASSWORD}@db:5432/app")
+		return yamlfile.Errorf(s.Common.path+".url", "required: the database address, e.g. postgres://user:${PGPASSWORD}@db:5432/app")
 	}
 	if _, err := pgxpool.ParseConfig(s.URL); err != nil {
-		return errorf(s.Common.path+".url", "not a Postgres URL or connection string: %s", redactErr(err, s.URL))
+		return yamlfile.Errorf(s.Common.path+".url", "not a Postgres URL or connection string: %s", redactErr(err, s.URL))
 	}
 	if s.Queue == "" {
 		s.Queue = "default"
@@ -61,7 +62,7 @@ func (s *postgresSpec) check() error {
 		s.Schema = "public"
 	}
 	if s.MaxConns < 0 {
-		return errorf(s.Common.path+".max_conns", "must not be negative (0 means the driver's default)")
+		return yamlfile.Errorf(s.Common.path+".max_conns", "must not be negative (0 means the driver's default)")
 	}
 	if s.Common.Name == "" {
 		s.Common.Name = "postgres/" + s.Queue

@@ -7,23 +7,24 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/streams/redisstream"
 	"github.com/redis/go-redis/v9"
 )
 
 // redisSpec is a stream of kind redis: redisstream.
 type redisSpec struct {
-	Common         streamCommon `yaml:",inline"`
-	URL            string       `yaml:"url"`             // required: redis://user:password@host:6379/0
-	Queue          string       `yaml:"queue"`           // defaults to "default"
-	Prefix         string       `yaml:"prefix"`          // defaults to "peonify"
-	Consumer       string       `yaml:"consumer"`        // defaults to hostname-pid-random
-	Lease          duration     `yaml:"lease"`           // defaults to 30s
-	RescueInterval duration     `yaml:"rescue_interval"` // defaults to min(1s, lease/2)
-	DedupWindow    duration     `yaml:"dedup_window"`    // defaults to 5m; negative: off
-	KeepDead       duration     `yaml:"keep_dead"`       // defaults to 7 days; negative: until deleted
-	PoolSize       int          `yaml:"pool_size"`       // connections for this URL; defaults to go-redis's
-	TLS            tlsFiles     `yaml:",inline"`
+	Common         streamCommon      `yaml:",inline"`
+	URL            string            `yaml:"url"`             // required: redis://user:password@host:6379/0
+	Queue          string            `yaml:"queue"`           // defaults to "default"
+	Prefix         string            `yaml:"prefix"`          // defaults to "peonify"
+	Consumer       string            `yaml:"consumer"`        // defaults to hostname-pid-random
+	Lease          yamlfile.Duration `yaml:"lease"`           // defaults to 30s
+	RescueInterval yamlfile.Duration `yaml:"rescue_interval"` // defaults to min(1s, lease/2)
+	DedupWindow    yamlfile.Duration `yaml:"dedup_window"`    // defaults to 5m; negative: off
+	KeepDead       yamlfile.Duration `yaml:"keep_dead"`       // defaults to 7 days; negative: until deleted
+	PoolSize       int               `yaml:"pool_size"`       // connections for this URL; defaults to go-redis's
+	TLS            tlsFiles          `yaml:",inline"`
 
 	tls *tls.Config // built by check
 }
@@ -52,10 +53,10 @@ func (s *redisSpec) payloadLimit(*resources) (int64, string) {
 func (s *redisSpec) check() error {
 	path := s.Common.path
 	if s.URL == "" {
-		return errorf(path+".url", "required: the server's address, e.g. redis://:${REDIS_PASSWORD}@redis:6379/0 (rediss:// for TLS)")
+		return yamlfile.Errorf(path+".url", "required: the server's address, e.g. redis://:${REDIS_PASSWORD}@redis:6379/0 (rediss:// for TLS)")
 	}
 	if _, err := redis.ParseURL(s.URL); err != nil {
-		return errorf(path+".url", "not a Redis URL: %s", redactErr(err, s.URL))
+		return yamlfile.Errorf(path+".url", "not a Redis URL: %s", redactErr(err, s.URL))
 	}
 	if s.Queue == "" {
 		s.Queue = "default"
@@ -64,7 +65,7 @@ func (s *redisSpec) check() error {
 		s.Common.Name = "redis/" + s.Queue
 	}
 	if s.PoolSize < 0 {
-		return errorf(path+".pool_size", "must not be negative (0 means go-redis's default, 10 per CPU)")
+		return yamlfile.Errorf(path+".pool_size", "must not be negative (0 means go-redis's default, 10 per CPU)")
 	}
 	var err error
 	if s.tls, err = s.TLS.config(path); err != nil {

@@ -10,18 +10,19 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/streams/sqlitestream"
 )
 
 // sqliteSpec is a stream of kind sqlite: sqlitestream.
 type sqliteSpec struct {
-	Common      streamCommon `yaml:",inline"`
-	Path        string       `yaml:"path"`         // required: the database file, created if missing
-	Lease       duration     `yaml:"lease"`        // defaults to 30s
-	KeepDone    *duration    `yaml:"keep_done"`    // defaults to 0 (acked tasks are deleted), or 24h for a webhook's store
-	KeepDead    duration     `yaml:"keep_dead"`    // defaults to 0: dead tasks are kept until purged
-	Synchronous string       `yaml:"synchronous"`  // full (default) or normal
-	BusyTimeout duration     `yaml:"busy_timeout"` // defaults to 5s
+	Common      streamCommon       `yaml:",inline"`
+	Path        string             `yaml:"path"`         // required: the database file, created if missing
+	Lease       yamlfile.Duration  `yaml:"lease"`        // defaults to 30s
+	KeepDone    *yamlfile.Duration `yaml:"keep_done"`    // defaults to 0 (acked tasks are deleted), or 24h for a webhook's store
+	KeepDead    yamlfile.Duration  `yaml:"keep_dead"`    // defaults to 0: dead tasks are kept until purged
+	Synchronous string             `yaml:"synchronous"`  // full (default) or normal
+	BusyTimeout yamlfile.Duration  `yaml:"busy_timeout"` // defaults to 5s
 }
 
 func (s *sqliteSpec) common() *streamCommon { return &s.Common }
@@ -55,12 +56,12 @@ func (s *sqliteSpec) file() string { return s.Path }
 
 func (s *sqliteSpec) check() error {
 	if s.Path == "" {
-		return errorf(s.Common.path+".path", "required: the database file (created if missing), e.g. peonify.db")
+		return yamlfile.Errorf(s.Common.path+".path", "required: the database file (created if missing), e.g. peonify.db")
 	}
 	switch strings.ToLower(s.Synchronous) {
 	case "", "full", "normal":
 	default:
-		return errorf(s.Common.path+".synchronous", "%q is not a setting: use full (survives power loss) or normal (survives a process crash, faster)", s.Synchronous)
+		return yamlfile.Errorf(s.Common.path+".synchronous", "%q is not a setting: use full (survives power loss) or normal (survives a process crash, faster)", s.Synchronous)
 	}
 	_, err := s.config(nil, false)
 	return err

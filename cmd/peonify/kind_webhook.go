@@ -9,40 +9,41 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/streams/webhookstream"
 )
 
 // webhookSpec is an intake of kind webhook: webhookstream.
 type webhookSpec struct {
-	Intake         intakeCommon   `yaml:",inline"`
-	Server         serverFields   `yaml:",inline"`
-	MaxBodyBytes   byteSize       `yaml:"max_body"`        // defaults to 1MiB
-	BodyTimeout    duration       `yaml:"body_timeout"`    // defaults to 10s
-	EnqueueTimeout duration       `yaml:"enqueue_timeout"` // defaults to 5s
-	RetryAfter     duration       `yaml:"retry_after"`     // defaults to 10s
-	Routes         []webhookRoute `yaml:"routes"`          // required
+	Intake         intakeCommon      `yaml:",inline"`
+	Server         serverFields      `yaml:",inline"`
+	MaxBodyBytes   yamlfile.ByteSize `yaml:"max_body"`        // defaults to 1MiB
+	BodyTimeout    yamlfile.Duration `yaml:"body_timeout"`    // defaults to 10s
+	EnqueueTimeout yamlfile.Duration `yaml:"enqueue_timeout"` // defaults to 5s
+	RetryAfter     yamlfile.Duration `yaml:"retry_after"`     // defaults to 10s
+	Routes         []webhookRoute    `yaml:"routes"`          // required
 }
 
 // webhookRoute is one path of a webhook intake.
 type webhookRoute struct {
-	Path        string   `yaml:"path"`         // required: /hooks/github
-	Type        string   `yaml:"type"`         // required: the task type
-	Verify      string   `yaml:"verify"`       // required: github, stripe, standard, slack, shopify, hmac or none
-	Secrets     []string `yaml:"secrets"`      // required unless verify: none
-	Tolerance   duration `yaml:"tolerance"`    // stripe, standard, slack: defaults to 5m
-	Header      string   `yaml:"header"`       // hmac: required
-	Prefix      string   `yaml:"prefix"`       // hmac
-	Encoding    string   `yaml:"encoding"`     // hmac: hex (default) or base64
-	IDHeader    string   `yaml:"id_header"`    // hmac
-	EventHeader string   `yaml:"event_header"` // hmac
-	JSON        bool     `yaml:"json"`
-	Headers     []string `yaml:"headers"`
-	IDPrefix    string   `yaml:"id_prefix"` // defaults to the type and ":"
-	MaxBody     byteSize `yaml:"max_body"`  // defaults to the entry's
-	MaxAttempts int      `yaml:"max_attempts"`
-	Priority    int      `yaml:"priority"`
-	Sync        bool     `yaml:"sync"`
-	SyncTimeout duration `yaml:"sync_timeout"` // defaults to 10s
+	Path        string            `yaml:"path"`         // required: /hooks/github
+	Type        string            `yaml:"type"`         // required: the task type
+	Verify      string            `yaml:"verify"`       // required: github, stripe, standard, slack, shopify, hmac or none
+	Secrets     []string          `yaml:"secrets"`      // required unless verify: none
+	Tolerance   yamlfile.Duration `yaml:"tolerance"`    // stripe, standard, slack: defaults to 5m
+	Header      string            `yaml:"header"`       // hmac: required
+	Prefix      string            `yaml:"prefix"`       // hmac
+	Encoding    string            `yaml:"encoding"`     // hmac: hex (default) or base64
+	IDHeader    string            `yaml:"id_header"`    // hmac
+	EventHeader string            `yaml:"event_header"` // hmac
+	JSON        bool              `yaml:"json"`
+	Headers     []string          `yaml:"headers"`
+	IDPrefix    string            `yaml:"id_prefix"` // defaults to the type and ":"
+	MaxBody     yamlfile.ByteSize `yaml:"max_body"`  // defaults to the entry's
+	MaxAttempts int               `yaml:"max_attempts"`
+	Priority    int               `yaml:"priority"`
+	Sync        bool              `yaml:"sync"`
+	SyncTimeout yamlfile.Duration `yaml:"sync_timeout"` // defaults to 10s
 }
 
 func (s *webhookSpec) common() *streamCommon { return s.Intake.common() }
@@ -60,7 +61,7 @@ func (s *webhookSpec) server() *serverFields { return &s.Server }
 // are still recognised.
 func (s *webhookSpec) defaultStore(store storeSpec) {
 	if st, ok := store.(*sqliteSpec); ok && st.KeepDone == nil {
-		day := duration(24 * time.Hour)
+		day := yamlfile.Duration(24 * time.Hour)
 		st.KeepDone = &day
 	}
 }
@@ -97,20 +98,20 @@ func (s *webhookSpec) check() error {
 	if err := s.Server.check(path); err != nil {
 		return err
 	}
-	for field, d := range map[string]duration{"body_timeout": s.BodyTimeout, "enqueue_timeout": s.EnqueueTimeout, "retry_after": s.RetryAfter} {
+	for field, d := range map[string]yamlfile.Duration{"body_timeout": s.BodyTimeout, "enqueue_timeout": s.EnqueueTimeout, "retry_after": s.RetryAfter} {
 		if d < 0 {
-			return errorf(path+"."+field, "must not be negative (0 means the default)")
+			return yamlfile.Errorf(path+"."+field, "must not be negative (0 means the default)")
 		}
 	}
 	if len(s.Routes) == 0 {
-		return errorf(path+".routes", "required: list at least one route, e.g. {path: /hooks/github, type: github-event, verify: github, secrets: [${GITHUB_WEBHOOK_SECRET}]}")
+		return yamlfile.Errorf(path+".routes", "required: list at least one route, e.g. {path: /hooks/github, type: github-event, verify: github, secrets: [${GITHUB_WEBHOOK_SECRET}]}")
 	}
 	seen := make(map[string]int)
 	for i := range s.Routes {
 		rpath := fmt.Sprintf("%s.routes[%d]", path, i)
 		r := &s.Routes[i]
 		if j, dup := seen[r.Path]; dup && r.Path != "" {
-			return errorf(rpath+".path", "%q is also the path of routes[%d]: give each route its own path", r.Path, j)
+			return yamlfile.Errorf(rpath+".path", "%q is also the path of routes[%d]: give each route its own path", r.Path, j)
 		}
 		seen[r.Path] = i
 		if err := r.check(rpath); err != nil {
@@ -124,60 +125,60 @@ func (s *webhookSpec) check() error {
 func (r *webhookRoute) check(path string) error {
 	switch {
 	case r.Path == "":
-		return errorf(path+".path", "required: the URL path senders POST to, e.g. /hooks/github")
+		return yamlfile.Errorf(path+".path", "required: the URL path senders POST to, e.g. /hooks/github")
 	case !strings.HasPrefix(r.Path, "/"):
-		return errorf(path+".path", "%q must start with /", r.Path)
+		return yamlfile.Errorf(path+".path", "%q must start with /", r.Path)
 	case r.Type == "":
-		return errorf(path+".type", "required: the task type of the requests accepted here")
+		return yamlfile.Errorf(path+".type", "required: the task type of the requests accepted here")
 	case r.MaxAttempts < 0:
-		return errorf(path+".max_attempts", "must not be negative (0 means the processor's retry.max_attempts)")
+		return yamlfile.Errorf(path+".max_attempts", "must not be negative (0 means the processor's retry.max_attempts)")
 	case r.Tolerance < 0:
-		return errorf(path+".tolerance", "must not be negative (0 means the default, 5m)")
+		return yamlfile.Errorf(path+".tolerance", "must not be negative (0 means the default, 5m)")
 	case r.SyncTimeout < 0:
-		return errorf(path+".sync_timeout", "must not be negative (0 means the default, 10s)")
+		return yamlfile.Errorf(path+".sync_timeout", "must not be negative (0 means the default, 10s)")
 	case r.SyncTimeout > 0 && !r.Sync:
-		return errorf(path+".sync_timeout", "applies to synchronous routes only: set sync: true, or remove it")
+		return yamlfile.Errorf(path+".sync_timeout", "applies to synchronous routes only: set sync: true, or remove it")
 	}
 	hmacOnly := map[string]string{"header": r.Header, "prefix": r.Prefix, "encoding": r.Encoding, "id_header": r.IDHeader, "event_header": r.EventHeader}
 	switch r.Verify {
 	case "":
-		return errorf(path+".verify", "required: github, stripe, standard (Standard Webhooks), slack, shopify, hmac, or none (anyone who can reach the endpoint may enqueue)")
+		return yamlfile.Errorf(path+".verify", "required: github, stripe, standard (Standard Webhooks), slack, shopify, hmac, or none (anyone who can reach the endpoint may enqueue)")
 	case "github", "stripe", "standard", "slack", "shopify", "hmac", "none":
 	default:
-		return errorf(path+".verify", "%q is not a scheme: use github, stripe, standard, slack, shopify, hmac or none", r.Verify)
+		return yamlfile.Errorf(path+".verify", "%q is not a scheme: use github, stripe, standard, slack, shopify, hmac or none", r.Verify)
 	}
 	if r.Verify != "hmac" {
-		for _, f := range sortedKeys(hmacOnly) {
+		for _, f := range yamlfile.SortedKeys(hmacOnly) {
 			if hmacOnly[f] != "" {
-				return errorf(path+"."+f, "applies to verify: hmac only (this route verifies %s)", r.Verify)
+				return yamlfile.Errorf(path+"."+f, "applies to verify: hmac only (this route verifies %s)", r.Verify)
 			}
 		}
 	}
 	if r.Tolerance != 0 && r.Verify != "stripe" && r.Verify != "standard" && r.Verify != "slack" {
-		return errorf(path+".tolerance", "applies to verify: stripe, standard and slack only, which sign a timestamp")
+		return yamlfile.Errorf(path+".tolerance", "applies to verify: stripe, standard and slack only, which sign a timestamp")
 	}
 	if r.Verify == "none" {
 		if len(r.Secrets) > 0 {
-			return errorf(path+".secrets", "a route with verify: none checks no signature: remove the secrets, or choose a scheme")
+			return yamlfile.Errorf(path+".secrets", "a route with verify: none checks no signature: remove the secrets, or choose a scheme")
 		}
 		return nil
 	}
 	if len(r.Secrets) == 0 {
-		return errorf(path+".secrets", "required with verify: %s: the signing secrets, e.g. [${WEBHOOK_SECRET}] (several while a secret is rotated)", r.Verify)
+		return yamlfile.Errorf(path+".secrets", "required with verify: %s: the signing secrets, e.g. [${WEBHOOK_SECRET}] (several while a secret is rotated)", r.Verify)
 	}
 	for j, sec := range r.Secrets {
 		if sec == "" {
-			return errorf(fmt.Sprintf("%s.secrets[%d]", path, j), "is empty (is its variable set to an empty value?)")
+			return yamlfile.Errorf(fmt.Sprintf("%s.secrets[%d]", path, j), "is empty (is its variable set to an empty value?)")
 		}
 	}
 	if r.Verify == "hmac" {
 		if r.Header == "" {
-			return errorf(path+".header", "required with verify: hmac: the request header that carries the signature, e.g. X-Signature")
+			return yamlfile.Errorf(path+".header", "required with verify: hmac: the request header that carries the signature, e.g. X-Signature")
 		}
 		switch r.Encoding {
 		case "", "hex", "base64":
 		default:
-			return errorf(path+".encoding", "%q is not an encoding: use hex (the default) or base64", r.Encoding)
+			return yamlfile.Errorf(path+".encoding", "%q is not an encoding: use hex (the default) or base64", r.Encoding)
 		}
 	}
 	return nil
@@ -243,9 +244,9 @@ func (s *webhookSpec) config(results *webhookstream.Results, log *slog.Logger) (
 			var ce *peonify.ConfigError
 			if errors.As(err, &ce) && strings.HasPrefix(ce.Field, "webhookstream.Config.Routes") {
 				if m := secretIndex.FindStringSubmatch(ce.Reason); m != nil {
-					return cfg, errorf(rpath+".secrets["+m[1]+"]", "%s", ce.Reason)
+					return cfg, yamlfile.Errorf(rpath+".secrets["+m[1]+"]", "%s", ce.Reason)
 				}
-				return cfg, errorf(rpath, "%s", ce.Reason)
+				return cfg, yamlfile.Errorf(rpath, "%s", ce.Reason)
 			}
 			return cfg, libraryError(s.Intake.c.path, s, err)
 		}

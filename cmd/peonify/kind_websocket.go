@@ -11,22 +11,23 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/streams/wsstream"
 )
 
 // websocketSpec is an intake of kind websocket: wsstream.
 type websocketSpec struct {
-	Intake         intakeCommon `yaml:",inline"`
-	Server         serverFields `yaml:",inline"`
-	Path           string       `yaml:"path"`            // defaults to /
-	OriginPatterns []string     `yaml:"origins"`         // browser origins besides the request's own host
-	ReadLimit      byteSize     `yaml:"read_limit"`      // defaults to 1MiB
-	MaxInFlight    int          `yaml:"max_in_flight"`   // defaults to 256
-	EnqueueTimeout duration     `yaml:"enqueue_timeout"` // defaults to 10s
-	WriteTimeout   duration     `yaml:"write_timeout"`   // defaults to 10s
-	PingInterval   duration     `yaml:"ping_interval"`   // defaults to 30s
-	BearerTokens   []string     `yaml:"bearer_tokens"`   // accepted tokens; none: no authentication
-	Resends        resendFields `yaml:",inline"`
+	Intake         intakeCommon      `yaml:",inline"`
+	Server         serverFields      `yaml:",inline"`
+	Path           string            `yaml:"path"`            // defaults to /
+	OriginPatterns []string          `yaml:"origins"`         // browser origins besides the request's own host
+	ReadLimit      yamlfile.ByteSize `yaml:"read_limit"`      // defaults to 1MiB
+	MaxInFlight    int               `yaml:"max_in_flight"`   // defaults to 256
+	EnqueueTimeout yamlfile.Duration `yaml:"enqueue_timeout"` // defaults to 10s
+	WriteTimeout   yamlfile.Duration `yaml:"write_timeout"`   // defaults to 10s
+	PingInterval   yamlfile.Duration `yaml:"ping_interval"`   // defaults to 30s
+	BearerTokens   []string          `yaml:"bearer_tokens"`   // accepted tokens; none: no authentication
+	Resends        resendFields      `yaml:",inline"`
 }
 
 func (s *websocketSpec) common() *streamCommon { return s.Intake.common() }
@@ -52,18 +53,18 @@ func (s *websocketSpec) check() error {
 	}
 	switch {
 	case !strings.HasPrefix(s.Path, "/"):
-		return errorf(path+".path", "%q must start with /", s.Path)
+		return yamlfile.Errorf(path+".path", "%q must start with /", s.Path)
 	case s.MaxInFlight < 0:
-		return errorf(path+".max_in_flight", "must not be negative (0 means the default, %d)", wsstream.DefaultMaxInFlight)
+		return yamlfile.Errorf(path+".max_in_flight", "must not be negative (0 means the default, %d)", wsstream.DefaultMaxInFlight)
 	}
-	for field, d := range map[string]duration{"enqueue_timeout": s.EnqueueTimeout, "write_timeout": s.WriteTimeout, "ping_interval": s.PingInterval} {
+	for field, d := range map[string]yamlfile.Duration{"enqueue_timeout": s.EnqueueTimeout, "write_timeout": s.WriteTimeout, "ping_interval": s.PingInterval} {
 		if d < 0 {
-			return errorf(path+"."+field, "must not be negative (0 means the default)")
+			return yamlfile.Errorf(path+"."+field, "must not be negative (0 means the default)")
 		}
 	}
 	for i, tok := range s.BearerTokens {
 		if len(tok) < 16 {
-			return errorf(fmt.Sprintf("%s.bearer_tokens[%d]", path, i), "is %d bytes long: use at least 16 random characters (is its variable set?)", len(tok))
+			return yamlfile.Errorf(fmt.Sprintf("%s.bearer_tokens[%d]", path, i), "is %d bytes long: use at least 16 random characters (is its variable set?)", len(tok))
 		}
 	}
 	if err := s.Resends.check(path); err != nil {

@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/dashboard"
 	"github.com/peonify/peonify/peonifyprom"
 	"github.com/peonify/peonify/periodic"
@@ -96,7 +97,7 @@ func (cfg *config) summary() string {
 		}
 		streams = append(streams, desc+")")
 	}
-	for _, typ := range sortedKeys(cfg.tasks) {
+	for _, typ := range yamlfile.SortedKeys(cfg.tasks) {
 		tasks = append(tasks, typ+" ("+cfg.tasks[typ].common().Executor+")")
 	}
 	out := fmt.Sprintf("streams %s; task types %s", strings.Join(streams, ", "), strings.Join(tasks, ", "))
@@ -235,7 +236,7 @@ func newDaemon(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Wri
 		store := *in.storeField()
 		enq, ok := opened[store].(peonify.Enqueuer)
 		if !ok {
-			return nil, &configError{cfg.path, errorf(spec.common().path+".store", "stream %q does not take enqueued tasks", store)}
+			return nil, &configError{cfg.path, yamlfile.Errorf(spec.common().path+".store", "stream %q does not take enqueued tasks", store)}
 		}
 		if w, ok := spec.(storeWarner); ok {
 			if msg := w.storeWarning(cfg.stream(store).(storeSpec)); msg != "" {
@@ -290,7 +291,7 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	defer stopWatch()
 	cfg, log, p := d.cfg, d.log, d.p
 	log.Info("peonify: running", "config", cfg.path, "streams", strings.Join(cfg.storeNames(), ","),
-		"intakes", strings.Join(d.intakes, ","), "task_types", strings.Join(sortedKeys(cfg.tasks), ","),
+		"intakes", strings.Join(d.intakes, ","), "task_types", strings.Join(yamlfile.SortedKeys(cfg.tasks), ","),
 		"workers", p.Stats().Workers, "periodic", len(cfg.periodic))
 
 	// The schedulers stop first, so that none enqueues into a stream the
@@ -373,7 +374,7 @@ func schedulers(cfg *config, streams map[string]peonify.Stream, log *slog.Logger
 		if s == nil {
 			enq, ok := streams[pe.Stream].(peonify.Enqueuer)
 			if !ok {
-				return nil, &configError{cfg.path, errorf(fmt.Sprintf("periodic[%d].stream", i), "stream %q does not take enqueued tasks", pe.Stream)}
+				return nil, &configError{cfg.path, yamlfile.Errorf(fmt.Sprintf("periodic[%d].stream", i), "stream %q does not take enqueued tasks", pe.Stream)}
 			}
 			var err error
 			if s, err = periodic.New(enq, periodic.Config{Logger: log}); err != nil {
@@ -401,13 +402,13 @@ func periodicError(i int, err error) error {
 	path := fmt.Sprintf("periodic[%d]", i)
 	var se *periodic.SpecError
 	if errors.As(err, &se) {
-		return errorf(path+".spec", "%v", se.Err)
+		return yamlfile.Errorf(path+".spec", "%v", se.Err)
 	}
 	var ce *peonify.ConfigError
 	if errors.As(err, &ce) && ce.Field == "Job.Name" {
-		return errorf(path+".name", "%s", ce.Reason)
+		return yamlfile.Errorf(path+".name", "%s", ce.Reason)
 	}
-	return errorf(path, "%v", err)
+	return yamlfile.Errorf(path, "%v", err)
 }
 
 // discardEnqueuer lets the config check build a scheduler that is never

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 )
 
 // storeFlags choose the store that enqueue and tasks work on: the flag
@@ -150,12 +151,12 @@ func (sf *storeFlags) resolve(c *cli, mustExist bool) (*store, error) {
 		case sf.stream != "":
 			spec = cfg.stream(sf.stream)
 			if spec == nil {
-				return nil, usagef("--stream %q is not a stream of %s (streams: %s)", sf.stream, sf.config, quoteList(cfg.streamNames()))
+				return nil, usagef("--stream %q is not a stream of %s (streams: %s)", sf.stream, sf.config, yamlfile.QuoteList(cfg.streamNames()))
 			}
 		case len(cfg.storeNames()) == 1:
 			spec = cfg.stream(cfg.storeNames()[0])
 		default:
-			return nil, usagef("%s has several stores: choose one with --stream (%s)", sf.config, quoteList(cfg.storeNames()))
+			return nil, usagef("%s has several stores: choose one with --stream (%s)", sf.config, yamlfile.QuoteList(cfg.storeNames()))
 		}
 		if in, ok := spec.(intakeSpec); ok {
 			return nil, usagef("stream %q of %s is a %s intake, which stores its tasks in %q: use --stream %s",
@@ -166,9 +167,9 @@ func (sf *storeFlags) resolve(c *cli, mustExist bool) (*store, error) {
 	}
 	if sf.config == "" {
 		if err := spec.check(); err != nil {
-			var fe *fieldError
+			var fe *yamlfile.FieldError
 			if errors.As(err, &fe) {
-				return nil, usagef("%s", fe.msg)
+				return nil, usagef("%s", fe.Msg)
 			}
 			return nil, err
 		}

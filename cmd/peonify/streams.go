@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/streams/pgstream"
 )
 
@@ -59,28 +60,28 @@ func decodeStream(n ast.Node, path string) (streamSpec, error) {
 	}
 	if _, ok := n.(*ast.MappingNode); !ok {
 		if _, ok := n.(*ast.MappingValueNode); !ok {
-			return nil, &fieldError{path: path, pos: n.GetToken().Position, msg: "want a mapping with kind: and the kind's fields"}
+			return nil, &yamlfile.FieldError{Path: path, Pos: n.GetToken().Position, Msg: "want a mapping with kind: and the kind's fields"}
 		}
 	}
-	if err := decodeLoose(n, &head); err != nil {
+	if err := yamlfile.DecodeLoose(n, &head); err != nil {
 		return nil, err
 	}
 	kind, ok := kindNamed(head.Kind)
 	if !ok {
 		if head.Kind == "" {
-			return nil, errorf(path+".kind", "required: one of %s", quoteList(kindNames()))
+			return nil, yamlfile.Errorf(path+".kind", "required: one of %s", yamlfile.QuoteList(kindNames()))
 		}
-		return nil, errorf(path+".kind", "unknown stream kind %q: use one of %s", head.Kind, quoteList(kindNames()))
+		return nil, yamlfile.Errorf(path+".kind", "unknown stream kind %q: use one of %s", head.Kind, yamlfile.QuoteList(kindNames()))
 	}
 	s := kind.new()
-	if err := decodeStrict(n, s); err != nil {
+	if err := yamlfile.DecodeStrict(n, s); err != nil {
 		return nil, err
 	}
 	c := s.common()
 	c.path = path
 	c.Name, c.Kind = head.Name, head.Kind // intakes keep them outside their fields
 	if c.Weight < 0 {
-		return nil, errorf(path+".weight", "must be at least 1 (0 means the default, 1)")
+		return nil, yamlfile.Errorf(path+".weight", "must be at least 1 (0 means the default, 1)")
 	}
 	if c.Weight == 0 {
 		c.Weight = 1
