@@ -405,9 +405,12 @@ func (pc processorConfig) toPeonify() (peonify.Config, error) {
 // "Config.Retry.Jitter"), into an error at the same field of the section
 // at path, found by the yaml tags of spec: the fields of a section carry
 // the Go names of the config they map onto (see yamlfile.PathOf). Another
-// error is reported at path.
+// error is reported at path; nil stays nil.
 func libraryError(path string, spec any, err error) error {
 	var ce *peonify.ConfigError
+	if err == nil {
+		return nil
+	}
 	if !errors.As(err, &ce) {
 		return yamlfile.Errorf(path, "%v", err)
 	}

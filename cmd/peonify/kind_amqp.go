@@ -32,23 +32,19 @@ type amqpSpec struct {
 
 func (s *amqpSpec) common() *streamCommon { return &s.Common }
 
-// amqpKind is the kind amqp, which --amqp names.
-func amqpKind() kind {
-	return kind{name: "amqp", summary: "a RabbitMQ work queue, shared by any number of processors",
-		new: func() streamSpec { return new(amqpSpec) },
-		flag: &storeFlag{name: "amqp", usage: "a RabbitMQ broker `URL` (with --queue)", hint: "--amqp URL",
-			spec: func(value string, sf *storeFlags, _ bool) (storeSpec, string, string, error) {
-				q := sf.queueOr("peonify")
-				s := &amqpSpec{URL: value, Queue: q}
-				return s, fmt.Sprintf("RabbitMQ queue %q at %s", q, redactURL(value)), "--amqp URL --queue " + shellQuote(q), nil
-			}}}
-}
-
 // forgetsDone is true: RabbitMQ has no duplicate detection.
 func (s *amqpSpec) forgetsDone() bool { return true }
 
 func (s *amqpSpec) payloadLimit(*resources) (int64, string) {
 	return 128 << 20, "RabbitMQ's default max_message_size"
+}
+
+// amqpKind is the kind amqp, which --amqp names.
+func amqpKind() kind {
+	return kind{name: "amqp", summary: "a RabbitMQ work queue, shared by any number of processors",
+		new: func() streamSpec { return new(amqpSpec) },
+		flag: queueFlag("amqp", "a RabbitMQ broker `URL` (with --queue)", "peonify", "RabbitMQ queue", nil,
+			func(url, queue string, _ *storeFlags) storeSpec { return &amqpSpec{URL: url, Queue: queue} })}
 }
 
 func (s *amqpSpec) check() error {
@@ -69,10 +65,7 @@ func (s *amqpSpec) check() error {
 	if _, err := amqp.ParseURI(s.URL); err != nil {
 		return yamlfile.Errorf(path+".url", "not an AMQP URL: %s: want one such as amqp://user:password@rabbitmq:5672/ (percent-encode reserved characters in the user and password)", redactErr(err, s.URL))
 	}
-	if err := s.config(nil).Validate(); err != nil {
-		return libraryError(path, s, err)
-	}
-	return nil
+	return libraryError(path, s, s.config(nil).Validate())
 }
 
 func (s *amqpSpec) config(r *resources) amqpstream.Config {

@@ -40,13 +40,7 @@ type mqttSpec struct {
 	tls *tls.Config // built by check
 }
 
-func (s *mqttSpec) common() *streamCommon { return s.Intake.common() }
-
-// mqttKind is the kind mqtt.
-func mqttKind() kind {
-	return kind{name: "mqtt", summary: "MQTT subscriptions, stored into a store of the file",
-		new: func() streamSpec { return new(mqttSpec) }}
-}
+func (s *mqttSpec) common() *streamCommon  { return s.Intake.common() }
 func (s *mqttSpec) storeField() *string    { return s.Intake.storeField() }
 func (s *mqttSpec) resends() *resendFields { return &s.Resends }
 
@@ -56,6 +50,12 @@ func (s *mqttSpec) taskTypes() []typeRef {
 		refs = append(refs, typeRef{fmt.Sprintf("%s.routes[%q]", s.Intake.c.path, f), s.Routes[f]})
 	}
 	return refs
+}
+
+// mqttKind is the kind mqtt.
+func mqttKind() kind {
+	return kind{name: "mqtt", summary: "MQTT subscriptions, stored into a store of the file",
+		new: func() streamSpec { return new(mqttSpec) }}
 }
 
 func (s *mqttSpec) check() error {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/streams/natsstream"
@@ -38,19 +39,6 @@ type natsSpec struct {
 
 func (s *natsSpec) common() *streamCommon { return &s.Common }
 
-// natsKind is the kind nats, which --nats names.
-func natsKind() kind {
-	return kind{name: "nats", summary: "a work queue on NATS JetStream, shared by any number of processors",
-		new: func() streamSpec { return new(natsSpec) },
-		flag: &storeFlag{name: "nats", usage: "a NATS server `URL` (with --nats-stream)", hint: "--nats URL",
-			extra: []flagDef{{"nats-stream", "PEONIFY", "the JetStream `stream`, with --nats"}},
-			spec: func(value string, sf *storeFlags, _ bool) (storeSpec, string, string, error) {
-				stream := sf.value("nats-stream")
-				s := &natsSpec{URL: value, Stream: stream}
-				return s, fmt.Sprintf("JetStream stream %q at %s", stream, redactURL(value)), "--nats URL --nats-stream " + shellQuote(stream), nil
-			}}}
-}
-
 // forgetsDone is false: JetStream remembers IDs for duplicate_window.
 func (s *natsSpec) forgetsDone() bool { return false }
 
@@ -73,6 +61,19 @@ func (s *natsSpec) envelope(t *peonify.Task) int64 {
 	return n
 }
 
+// natsKind is the kind nats, which --nats names.
+func natsKind() kind {
+	return kind{name: "nats", summary: "a work queue on NATS JetStream, shared by any number of processors",
+		new: func() streamSpec { return new(natsSpec) },
+		flag: &storeFlag{name: "nats", usage: "a NATS server `URL` (with --nats-stream)", hint: "--nats URL",
+			extra: []flagDef{{"nats-stream", "PEONIFY", "the JetStream `stream`, with --nats"}},
+			spec: func(value string, sf *storeFlags, _ bool) (storeSpec, string, string, error) {
+				stream := sf.value("nats-stream")
+				s := &natsSpec{URL: value, Stream: stream}
+				return s, fmt.Sprintf("JetStream stream %q at %s", stream, redactURL(value)), "--nats URL --nats-stream " + shellQuote(stream), nil
+			}}}
+}
+
 func (s *natsSpec) check() error {
 	path := s.Common.path
 	if s.URL == "" {
@@ -93,10 +94,7 @@ func (s *natsSpec) check() error {
 	if s.tls, err = s.TLS.config(path); err != nil {
 		return err
 	}
-	if err := s.config(nil).Validate(); err != nil {
-		return libraryError(path, s, err)
-	}
-	return nil
+	return libraryError(path, s, s.config(nil).Validate())
 }
 
 // setup reports whether the entry creates its JetStream objects.

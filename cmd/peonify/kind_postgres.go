@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/streams/pgstream"
@@ -29,23 +30,22 @@ type postgresSpec struct {
 
 func (s *postgresSpec) common() *streamCommon { return &s.Common }
 
-// postgresKind is the kind postgres, which --postgres names.
-func postgresKind() kind {
-	return kind{name: "postgres", summary: "a queue in a Postgres table, shared by any number of processors",
-		new: func() streamSpec { return new(postgresSpec) },
-		flag: &storeFlag{name: "postgres", usage: "a Postgres database `URL` (with --queue)", hint: "--postgres URL",
-			extra: []flagDef{{"schema", "public", "the Postgres `schema`, with --postgres"}},
-			spec: func(value string, sf *storeFlags, _ bool) (storeSpec, string, string, error) {
-				q := sf.queueOr("default")
-				s := &postgresSpec{URL: value, Queue: q, Schema: sf.value("schema")}
-				return s, fmt.Sprintf("queue %q at %s", q, redactURL(value)), "--postgres URL --queue " + shellQuote(q), nil
-			}}}
-}
-
 func (s *postgresSpec) forgetsDone() bool { return s.KeepDone == 0 }
 
 func (s *postgresSpec) payloadLimit(*resources) (int64, string) {
 	return 1<<30 - 1<<20, "Postgres's largest value and message, less room for the task's other fields"
+}
+
+// postgresKind is the kind postgres, which --postgres (and --schema)
+// names.
+func postgresKind() kind {
+	return kind{name: "postgres", summary: "a queue in a Postgres table, shared by any number of processors",
+		new: func() streamSpec { return new(postgresSpec) },
+		flag: queueFlag("postgres", "a Postgres database `URL` (with --queue)", "default", "queue",
+			[]flagDef{{"schema", "public", "the Postgres `schema`, with --postgres"}},
+			func(url, queue string, sf *storeFlags) storeSpec {
+				return &postgresSpec{URL: url, Queue: queue, Schema: sf.value("schema")}
+			})}
 }
 
 func (s *postgresSpec) check() error {
@@ -67,10 +67,7 @@ func (s *postgresSpec) check() error {
 	if s.Common.Name == "" {
 		s.Common.Name = "postgres/" + s.Queue
 	}
-	if err := s.config(nil, nil).Validate(); err != nil {
-		return libraryError(s.Common.path, s, err)
-	}
-	return nil
+	return libraryError(s.Common.path, s, s.config(nil, nil).Validate())
 }
 
 func (s *postgresSpec) config(log *slog.Logger, l *pgstream.Listener) pgstream.Config {

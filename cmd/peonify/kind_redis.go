@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/streams/redisstream"
-	"github.com/redis/go-redis/v9"
 )
 
 // redisSpec is a stream of kind redis: redisstream.
@@ -31,23 +32,19 @@ type redisSpec struct {
 
 func (s *redisSpec) common() *streamCommon { return &s.Common }
 
-// redisKind is the kind redis, which --redis names.
-func redisKind() kind {
-	return kind{name: "redis", summary: "a queue on Redis Streams, shared by any number of processors",
-		new: func() streamSpec { return new(redisSpec) },
-		flag: &storeFlag{name: "redis", usage: "a Redis server `URL` (with --queue)", hint: "--redis URL",
-			spec: func(value string, sf *storeFlags, _ bool) (storeSpec, string, string, error) {
-				q := sf.queueOr("default")
-				s := &redisSpec{URL: value, Queue: q}
-				return s, fmt.Sprintf("Redis queue %q at %s", q, redactURL(value)), "--redis URL --queue " + shellQuote(q), nil
-			}}}
-}
-
 // forgetsDone is false: Redis remembers IDs for dedup_window.
 func (s *redisSpec) forgetsDone() bool { return false }
 
 func (s *redisSpec) payloadLimit(*resources) (int64, string) {
 	return 512 << 20, "Redis's largest string (proto-max-bulk-len)"
+}
+
+// redisKind is the kind redis, which --redis names.
+func redisKind() kind {
+	return kind{name: "redis", summary: "a queue on Redis Streams, shared by any number of processors",
+		new: func() streamSpec { return new(redisSpec) },
+		flag: queueFlag("redis", "a Redis server `URL` (with --queue)", "default", "Redis queue", nil,
+			func(url, queue string, _ *storeFlags) storeSpec { return &redisSpec{URL: url, Queue: queue} })}
 }
 
 func (s *redisSpec) check() error {
@@ -71,10 +68,7 @@ func (s *redisSpec) check() error {
 	if s.tls, err = s.TLS.config(path); err != nil {
 		return err
 	}
-	if err := s.config(nil).Validate(); err != nil {
-		return libraryError(path, s, err)
-	}
-	return nil
+	return libraryError(path, s, s.config(nil).Validate())
 }
 
 func (s *redisSpec) config(r *resources) redisstream.Config {

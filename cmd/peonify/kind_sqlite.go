@@ -27,6 +27,18 @@ type sqliteSpec struct {
 
 func (s *sqliteSpec) common() *streamCommon { return &s.Common }
 
+// forgetsDone reports whether the store deletes tasks when they are
+// acked: keep_done 0, its default unless a webhook stores into it.
+func (s *sqliteSpec) forgetsDone() bool { return s.KeepDone == nil || *s.KeepDone == 0 }
+
+func (s *sqliteSpec) payloadLimit(*resources) (int64, string) {
+	return 1_000_000_000 - 1<<20, "SQLite's largest row, less room for the task's other fields"
+}
+
+// file is the database file, next to which intakes keep their resend
+// logs.
+func (s *sqliteSpec) file() string { return s.Path }
+
 // sqliteKind is the kind sqlite, which --store names.
 func sqliteKind() kind {
 	return kind{name: "sqlite", summary: "the embedded durable store: one SQLite file, no server",
@@ -41,18 +53,6 @@ func sqliteKind() kind {
 				return s, "SQLite store " + value, "--store " + shellQuote(value), nil
 			}}}
 }
-
-// forgetsDone reports whether the store deletes tasks when they are
-// acked: keep_done 0, its default unless a webhook stores into it.
-func (s *sqliteSpec) forgetsDone() bool { return s.KeepDone == nil || *s.KeepDone == 0 }
-
-func (s *sqliteSpec) payloadLimit(*resources) (int64, string) {
-	return 1_000_000_000 - 1<<20, "SQLite's largest row, less room for the task's other fields"
-}
-
-// file is the database file, next to which intakes keep their resend
-// logs.
-func (s *sqliteSpec) file() string { return s.Path }
 
 func (s *sqliteSpec) check() error {
 	if s.Path == "" {

@@ -48,12 +48,6 @@ type webhookRoute struct {
 
 func (s *webhookSpec) common() *streamCommon { return s.Intake.common() }
 
-// webhookKind is the kind webhook.
-func webhookKind() kind {
-	return kind{name: "webhook", summary: "an HTTP endpoint for signed webhooks, stored into a store of the file",
-		new: func() streamSpec { return new(webhookSpec) }}
-}
-
 func (s *webhookSpec) server() *serverFields { return &s.Server }
 
 // defaultStore keeps finished tasks in a SQLite store for a day unless
@@ -91,6 +85,12 @@ func (s *webhookSpec) sync() bool {
 		}
 	}
 	return false
+}
+
+// webhookKind is the kind webhook.
+func webhookKind() kind {
+	return kind{name: "webhook", summary: "an HTTP endpoint for signed webhooks, stored into a store of the file",
+		new: func() streamSpec { return new(webhookSpec) }}
 }
 
 func (s *webhookSpec) check() error {

@@ -30,18 +30,17 @@ type websocketSpec struct {
 	Resends        resendFields      `yaml:",inline"`
 }
 
-func (s *websocketSpec) common() *streamCommon { return s.Intake.common() }
+func (s *websocketSpec) common() *streamCommon  { return s.Intake.common() }
+func (s *websocketSpec) server() *serverFields  { return &s.Server }
+func (s *websocketSpec) storeField() *string    { return s.Intake.storeField() }
+func (s *websocketSpec) taskTypes() []typeRef   { return nil }
+func (s *websocketSpec) resends() *resendFields { return &s.Resends }
 
 // websocketKind is the kind websocket.
 func websocketKind() kind {
 	return kind{name: "websocket", summary: "a WebSocket endpoint for producers, stored into a store of the file",
 		new: func() streamSpec { return new(websocketSpec) }}
 }
-
-func (s *websocketSpec) server() *serverFields  { return &s.Server }
-func (s *websocketSpec) storeField() *string    { return s.Intake.storeField() }
-func (s *websocketSpec) taskTypes() []typeRef   { return nil }
-func (s *websocketSpec) resends() *resendFields { return &s.Resends }
 
 func (s *websocketSpec) check() error {
 	path := s.Intake.c.path
@@ -70,10 +69,7 @@ func (s *websocketSpec) check() error {
 	if err := s.Resends.check(path); err != nil {
 		return err
 	}
-	if err := s.config(nil).Validate(); err != nil {
-		return libraryError(path, s, err)
-	}
-	return nil
+	return libraryError(path, s, s.config(nil).Validate())
 }
 
 func (s *websocketSpec) config(log *slog.Logger) wsstream.Config {

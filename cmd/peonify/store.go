@@ -39,6 +39,17 @@ type storeFlag struct {
 	spec func(value string, sf *storeFlags, mustExist bool) (spec storeSpec, desc, flags string, err error)
 }
 
+// queueFlag is the storeFlag of a kind whose server --name URL gives and
+// --queue a queue of (def by default): newSpec returns the entry, and
+// what names the store in messages ("Redis queue").
+func queueFlag(name, usage, def, what string, extra []flagDef, newSpec func(url, queue string, sf *storeFlags) storeSpec) *storeFlag {
+	return &storeFlag{name: name, usage: usage, hint: "--" + name + " URL", extra: extra,
+		spec: func(value string, sf *storeFlags, _ bool) (storeSpec, string, string, error) {
+			q := sf.queueOr(def)
+			return newSpec(value, q, sf), fmt.Sprintf("%s %q at %s", what, q, redactURL(value)), "--" + name + " URL --queue " + shellQuote(q), nil
+		}}
+}
+
 // flagDef is a string flag.
 type flagDef struct{ name, value, usage string }
 
