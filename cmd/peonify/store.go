@@ -32,6 +32,7 @@ type storeFlag struct {
 	usage string    // its help
 	hint  string    // how a message names it: "--postgres URL"
 	extra []flagDef // the kind's other flags, such as --schema
+	queue string    // the default of --queue, for a kind it names a queue of
 	// spec returns the entry that the flag's value selects, what the
 	// store is (for messages) and the flags that select it (for hints).
 	// sf holds the other flags. With mustExist, a store that does not
@@ -43,7 +44,7 @@ type storeFlag struct {
 // --queue a queue of (def by default): newSpec returns the entry, and
 // what names the store in messages ("Redis queue").
 func queueFlag(name, usage, def, what string, extra []flagDef, newSpec func(url, queue string, sf *storeFlags) storeSpec) *storeFlag {
-	return &storeFlag{name: name, usage: usage, hint: "--" + name + " URL", extra: extra,
+	return &storeFlag{name: name, usage: usage, hint: "--" + name + " URL", extra: extra, queue: def,
 		spec: func(value string, sf *storeFlags, _ bool) (storeSpec, string, string, error) {
 			q := sf.queueOr(def)
 			return newSpec(value, q, sf), fmt.Sprintf("%s %q at %s", what, q, redactURL(value)), "--" + name + " URL --queue " + shellQuote(q), nil
@@ -55,15 +56,19 @@ type flagDef struct{ name, value, usage string }
 
 func (sf *storeFlags) register(fs *flag.FlagSet) {
 	sf.values = make(map[string]*string)
+	var queues []string // "--redis (default \"default\")"
 	for _, k := range kinds() {
 		if f := k.flag; f != nil {
 			sf.values[f.name] = fs.String(f.name, "", f.usage)
+			if f.queue != "" {
+				queues = append(queues, fmt.Sprintf("--%s (default %q)", f.name, f.queue))
+			}
 			for _, x := range f.extra {
 				sf.values[x.name] = fs.String(x.name, x.value, x.usage)
 			}
 		}
 	}
-	fs.StringVar(&sf.queue, "queue", "", "the `queue`, with --postgres or --redis (default \"default\"), or --amqp (default \"peonify\")")
+	fs.StringVar(&sf.queue, "queue", "", "the `queue`, with "+strings.Join(queues, ", "))
 	fs.StringVar(&sf.config, "c", "", "a peonify.yaml `file`: use its stream named by --stream")
 	fs.StringVar(&sf.stream, "stream", "", "the stream `name` in the -c file (needed when it has several)")
 }
