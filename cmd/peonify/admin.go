@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/dashboard"
 	"github.com/peonify/peonify/peonifyprom"
 )
@@ -56,12 +57,12 @@ func (dc *dashboardConfig) config(log *slog.Logger) dashboard.Config {
 func (hc *httpConfig) check() error {
 	if hc.Listen == "" {
 		if hc.Dashboard.Enabled != nil || hc.Dashboard.Token != "" || hc.Dashboard.Username != "" {
-			return errorf("http.listen", "required with http.dashboard: the address to serve on, e.g. 127.0.0.1:9090")
+			return yamlfile.Errorf("http.listen", "required with http.dashboard: the address to serve on, e.g. 127.0.0.1:9090")
 		}
 		return nil
 	}
 	if err := checkListen(hc.Listen); err != nil {
-		return errorf("http.listen", "%v", err)
+		return yamlfile.Errorf("http.listen", "%v", err)
 	}
 	dc := &hc.Dashboard
 	if !dc.on() {
@@ -69,18 +70,18 @@ func (hc *httpConfig) check() error {
 	}
 	switch {
 	case dc.Token != "" && len(dc.Token) < 16:
-		return errorf("http.dashboard.token", "is %d bytes long: use at least 16 random characters (e.g. from: openssl rand -hex 16)", len(dc.Token))
+		return yamlfile.Errorf("http.dashboard.token", "is %d bytes long: use at least 16 random characters (e.g. from: openssl rand -hex 16)", len(dc.Token))
 	case dc.Username != "" && dc.Password == "":
-		return errorf("http.dashboard.password", "required with username: set both for basic authentication, or neither")
+		return yamlfile.Errorf("http.dashboard.password", "required with username: set both for basic authentication, or neither")
 	case dc.Username == "" && dc.Password != "":
-		return errorf("http.dashboard.username", "required with password: set both for basic authentication, or neither")
+		return yamlfile.Errorf("http.dashboard.username", "required with password: set both for basic authentication, or neither")
 	}
 	if err := dashboard.CheckAddr(hc.Listen, dc.config(nil)); err != nil {
 		if dc.Token == "" && dc.Username == "" {
-			return errorf("http.dashboard.token", "required when http.listen (%s) can be reached from other machines: "+
+			return yamlfile.Errorf("http.dashboard.token", "required when http.listen (%s) can be reached from other machines: "+
 				"set a token (e.g. ${PEONIFY_DASHBOARD_TOKEN}) or username and password, listen on 127.0.0.1, or set dashboard: {enabled: false}", hc.Listen)
 		}
-		return errorf("http.dashboard", "%v", err)
+		return yamlfile.Errorf("http.dashboard", "%v", err)
 	}
 	return nil
 }

@@ -15,40 +15,41 @@ import (
 	"github.com/goccy/go-yaml/parser"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/periodic"
 )
 
 // fileConfig is the peonify.yaml file of `peonify run`. Its reference is
 // in README.md; keep the two in step.
 type fileConfig struct {
-	Processor processorConfig `yaml:"processor"`
-	Log       logConfig       `yaml:"log"`
-	Streams   []node          `yaml:"streams"`
-	Tasks     map[string]node `yaml:"tasks"`
-	Periodic  []periodicEntry `yaml:"periodic"`
-	HTTP      httpConfig      `yaml:"http"`
+	Processor processorConfig          `yaml:"processor"`
+	Log       logConfig                `yaml:"log"`
+	Streams   []yamlfile.Node          `yaml:"streams"`
+	Tasks     map[string]yamlfile.Node `yaml:"tasks"`
+	Periodic  []periodicEntry          `yaml:"periodic"`
+	HTTP      httpConfig               `yaml:"http"`
 }
 
 // processorConfig maps onto peonify.Config.
 type processorConfig struct {
-	Workers         int         `yaml:"workers"`
-	QueueSize       int         `yaml:"queue_size"`
-	LowWatermark    int         `yaml:"low_watermark"`
-	TaskTimeout     duration    `yaml:"task_timeout"`
-	ShutdownGrace   duration    `yaml:"shutdown_grace"`
-	ShutdownTimeout duration    `yaml:"shutdown_timeout"`
-	StoreTimeout    duration    `yaml:"store_timeout"`
-	PollInterval    duration    `yaml:"poll_interval"`
-	MinPollInterval duration    `yaml:"min_poll_interval"`
-	Retry           retryConfig `yaml:"retry"`
+	Workers         int               `yaml:"workers"`
+	QueueSize       int               `yaml:"queue_size"`
+	LowWatermark    int               `yaml:"low_watermark"`
+	TaskTimeout     yamlfile.Duration `yaml:"task_timeout"`
+	ShutdownGrace   yamlfile.Duration `yaml:"shutdown_grace"`
+	ShutdownTimeout yamlfile.Duration `yaml:"shutdown_timeout"`
+	StoreTimeout    yamlfile.Duration `yaml:"store_timeout"`
+	PollInterval    yamlfile.Duration `yaml:"poll_interval"`
+	MinPollInterval yamlfile.Duration `yaml:"min_poll_interval"`
+	Retry           retryConfig       `yaml:"retry"`
 }
 
 // retryConfig maps onto peonify.RetryPolicy.
 type retryConfig struct {
-	MaxAttempts int      `yaml:"max_attempts"`
-	MinBackoff  duration `yaml:"min_backoff"`
-	MaxBackoff  duration `yaml:"max_backoff"`
-	Jitter      float64  `yaml:"jitter"`
+	MaxAttempts int               `yaml:"max_attempts"`
+	MinBackoff  yamlfile.Duration `yaml:"min_backoff"`
+	MaxBackoff  yamlfile.Duration `yaml:"max_backoff"`
+	Jitter      float64           `yaml:"jitter"`
 }
 
 // logConfig sets up the daemon's log on stderr.
@@ -62,7 +63,7 @@ type periodicEntry struct {
 	Name        string            `yaml:"name"`
 	Spec        string            `yaml:"spec"`
 	Type        string            `yaml:"type"`
-	Payload     payload           `yaml:"payload"`
+	Payload     yamlfile.Payload  `yaml:"payload"`
 	Headers     map[string]string `yaml:"headers"`
 	Priority    int               `yaml:"priority"`
 	MaxAttempts int               `yaml:"max_attempts"`
@@ -88,9 +89,9 @@ type configError struct {
 }
 
 func (e *configError) Error() string {
-	var fe *fieldError
-	if errors.As(e.err, &fe) && fe.pos != nil {
-		return fmt.Sprintf("%s:%d:%d: %s", e.file, fe.pos.Line, fe.pos.Column, fe.Error())
+	var fe *yamlfile.FieldError
+	if errors.As(e.err, &fe) && fe.Pos != nil {
+		return fmt.Sprintf("%s:%d:%d: %s", e.file, fe.Pos.Line, fe.Pos.Column, fe.Error())
 	}
 	return e.file + ": " + e.err.Error()
 }
@@ -124,17 +125,17 @@ func parseConfig(data []byte, lookupEnv func(string) (string, bool)) (_ *config,
 		return nil, errors.New("the file is empty: it needs at least streams and tasks (see `peonify run --help`)")
 	}
 	body := f.Docs[0].Body
-	defer func() { err = withPosition(err, body) }()
+	defer func() { err = yamlfile.WithPosition(err, body) }()
 	if _, ok := body.(*ast.MappingNode); !ok {
 		if _, ok := body.(*ast.MappingValueNode); !ok {
-			return nil, &fieldError{pos: body.GetToken().Position, msg: "the file must be a mapping with streams, tasks and other sections"}
+			return nil, &yamlfile.FieldError{Pos: body.GetToken().Position, Msg: "the file must be a mapping with streams, tasks and other sections"}
 		}
 	}
-	if err := expandEnv(body, lookupEnv); err != nil {
+	if err := yamlfile.ExpandEnv(body, lookupEnv); err != nil {
 		return nil, err
 	}
 	var fc fileConfig
-	if err := decodeStrict(body, &fc); err != nil {
+	if err := yamlfile.DecodeStrict(body, &fc); err != nil {
 		return nil, err
 	}
 	c := &config{log: fc.Log, periodic: fc.Periodic, http: fc.HTTP, tasks: make(map[string]taskSpec)}
@@ -145,41 +146,41 @@ func parseConfig(data []byte, lookupEnv func(string) (string, bool)) (_ *config,
 	switch strings.ToLower(fc.Log.Level) {
 	case "", "debug", "info", "warn", "error":
 	default:
-		return nil, errorf("log.level", "%q is not a level: use debug, info, warn or error", fc.Log.Level)
+		return nil, yamlfile.Errorf("log.level", "%q is not a level: use debug, info, warn or error", fc.Log.Level)
 	}
 	switch fc.Log.Format {
 	case "", "text", "json":
 	default:
-		return nil, errorf("log.format", "%q is not a format: use text or json", fc.Log.Format)
+		return nil, yamlfile.Errorf("log.format", "%q is not a format: use text or json", fc.Log.Format)
 	}
 
 	if len(fc.Streams) == 0 {
-		return nil, errorf("streams", "required: list at least one stream, e.g. {kind: sqlite, path: peonify.db}")
+		return nil, yamlfile.Errorf("streams", "required: list at least one stream, e.g. {kind: sqlite, path: peonify.db}")
 	}
 	names := make(map[string]int)
 	for i, sn := range fc.Streams {
 		path := fmt.Sprintf("streams[%d]", i)
-		s, err := decodeStream(sn.n, path)
+		s, err := decodeStream(sn.N, path)
 		if err != nil {
 			return nil, err
 		}
 		name := s.common().Name
 		if j, dup := names[name]; dup {
-			return nil, errorf(path+".name", "%q is also the name of streams[%d]: give each stream its own name", name, j)
+			return nil, yamlfile.Errorf(path+".name", "%q is also the name of streams[%d]: give each stream its own name", name, j)
 		}
 		names[name] = i
 		c.streams = append(c.streams, s)
 	}
 
 	if len(fc.Tasks) == 0 {
-		return nil, errorf("tasks", "required: map at least one task type to an executor, e.g. {email: {executor: http, url: ...}}")
+		return nil, yamlfile.Errorf("tasks", "required: map at least one task type to an executor, e.g. {email: {executor: http, url: ...}}")
 	}
-	for _, typ := range sortedKeys(fc.Tasks) {
+	for _, typ := range yamlfile.SortedKeys(fc.Tasks) {
 		path := "tasks." + typ
 		if len(typ) > 255 {
-			return nil, errorf(path, "the task type name is longer than 255 bytes")
+			return nil, yamlfile.Errorf(path, "the task type name is longer than 255 bytes")
 		}
-		t, err := decodeTask(fc.Tasks[typ].n, path)
+		t, err := decodeTask(fc.Tasks[typ].N, path)
 		if err != nil {
 			return nil, err
 		}
@@ -214,13 +215,13 @@ func parseConfig(data []byte, lookupEnv func(string) (string, bool)) (_ *config,
 
 // syntaxError keeps the position of a YAML syntax error.
 func syntaxError(err error) error {
-	var fe *fieldError
+	var fe *yamlfile.FieldError
 	if errors.As(err, &fe) {
 		return fe
 	}
 	var ye yaml.Error
 	if errors.As(err, &ye) && ye.GetToken() != nil {
-		return &fieldError{pos: ye.GetToken().Position, msg: "YAML syntax: " + ye.GetMessage()}
+		return &yamlfile.FieldError{Pos: ye.GetToken().Position, Msg: "YAML syntax: " + ye.GetMessage()}
 	}
 	return fmt.Errorf("YAML syntax: %w", err)
 }
@@ -231,47 +232,46 @@ func (c *config) checkPeriodic(i int) error {
 	path := fmt.Sprintf("periodic[%d]", i)
 	switch {
 	case pe.Name == "":
-		return errorf(path+".name", "required: a name that stays the same across restarts and processors")
+		return yamlfile.Errorf(path+".name", "required: a name that stays the same across restarts and processors")
 	case pe.Spec == "":
-		return errorf(path+".spec", `required: a cron expression ("0 3 * * *"), a descriptor ("@daily") or an interval ("@every 10m")`)
+		return yamlfile.Errorf(path+".spec", `required: a cron expression ("0 3 * * *"), a descriptor ("@daily") or an interval ("@every 10m")`)
 	case pe.Type == "":
-		return errorf(path+".type", "required: the task type to enqueue")
+		return yamlfile.Errorf(path+".type", "required: the task type to enqueue")
 	case pe.MaxAttempts < 0:
-		return errorf(path+".max_attempts", "must not be negative (0 means the processor's retry.max_attempts)")
+		return yamlfile.Errorf(path+".max_attempts", "must not be negative (0 means the processor's retry.max_attempts)")
 	}
 	for j := range i {
 		if c.periodic[j].Name == pe.Name {
-			return errorf(path+".name", "%q is also the name of periodic[%d]: names must be unique", pe.Name, j)
+			return yamlfile.Errorf(path+".name", "%q is also the name of periodic[%d]: names must be unique", pe.Name, j)
 		}
 	}
 	if _, ok := c.tasks[pe.Type]; !ok {
-		return errorf(path+".type", "%q is not a task type of this file (tasks: %s)", pe.Type, quoteList(sortedKeys(c.tasks)))
+		return yamlfile.Errorf(path+".type", "%q is not a task type of this file (tasks: %s)", pe.Type, yamlfile.QuoteList(yamlfile.SortedKeys(c.tasks)))
 	}
 	stores := c.storeNames()
 	if pe.Stream == "" {
 		if len(stores) != 1 {
-			return errorf(path+".stream", "required when there are several stores: name the stream the task goes to (%s)", quoteList(stores))
+			return yamlfile.Errorf(path+".stream", "required when there are several stores: name the stream the task goes to (%s)", yamlfile.QuoteList(stores))
 		}
 		pe.Stream = stores[0]
 	}
 	switch s := c.stream(pe.Stream); s.(type) {
 	case nil:
-		return errorf(path+".stream", "%q is not the name of a stream (stores: %s)", pe.Stream, quoteList(stores))
+		return yamlfile.Errorf(path+".stream", "%q is not the name of a stream (stores: %s)", pe.Stream, yamlfile.QuoteList(stores))
 	case intakeSpec:
-		return errorf(path+".stream", "%q is a %s intake, which stores into another stream: name a store (%s)", pe.Stream, s.common().Kind, quoteList(stores))
+		return yamlfile.Errorf(path+".stream", "%q is a %s intake, which stores into another stream: name a store (%s)", pe.Stream, s.common().Kind, yamlfile.QuoteList(stores))
 	}
 	return nil
 }
 
-// checkIntakes resolves the store of each intake, checks the task types
-// its routes name, and keeps finished tasks in a webhook's SQLite store
-// for a day unless keep_done says otherwise, so that redeliveries of
-// acked webhooks are still recognised; the websocket and mqtt intakes
-// recognise resends themselves, in their resend_log.
+// checkIntakes resolves the store of each intake, lets the intake set
+// defaults of its store (a webhook keeps finished tasks in a SQLite store
+// for a day), gives the intakes that recognise resends themselves their
+// resend_log, and checks the task types their routes name.
 func (c *config) checkIntakes() error {
 	stores := c.storeNames()
 	if len(stores) == 0 {
-		return errorf("streams", "no store to run tasks from: intakes (webhook, websocket, mqtt) write into a store of the file, such as {kind: sqlite, path: peonify.db}")
+		return yamlfile.Errorf("streams", "no store to run tasks from: intakes (webhook, websocket, mqtt) write into a store of the file, such as {kind: sqlite, path: peonify.db}")
 	}
 	resendLogs := make(map[string]string) // file -> the path of the intake that uses it
 	for _, s := range c.streams {
@@ -283,34 +283,33 @@ func (c *config) checkIntakes() error {
 		store := in.storeField()
 		if *store == "" {
 			if len(stores) > 1 {
-				return errorf(path+".store", "required when there are several stores: name the stream the intake stores its tasks in (%s)", quoteList(stores))
+				return yamlfile.Errorf(path+".store", "required when there are several stores: name the stream the intake stores its tasks in (%s)", yamlfile.QuoteList(stores))
 			}
 			*store = stores[0]
 		}
 		switch st := c.stream(*store).(type) {
 		case nil:
-			return errorf(path+".store", "%q is not the name of a stream (stores: %s)", *store, quoteList(stores))
+			return yamlfile.Errorf(path+".store", "%q is not the name of a stream (stores: %s)", *store, yamlfile.QuoteList(stores))
 		case intakeSpec:
-			return errorf(path+".store", "%q is an intake, not a store: name a store (%s)", *store, quoteList(stores))
-		case *sqliteSpec:
-			if _, hook := s.(*webhookSpec); hook && st.KeepDone == nil {
-				day := duration(24 * time.Hour)
-				st.KeepDone = &day
+			return yamlfile.Errorf(path+".store", "%q is an intake, not a store: name a store (%s)", *store, yamlfile.QuoteList(stores))
+		case storeSpec:
+			if d, ok := s.(storeDefaulter); ok {
+				d.defaultStore(st)
 			}
 		}
 		if ri, ok := s.(resendIntake); ok {
 			rf := ri.resends()
-			if rf.Log == "" && rf.Window >= 0 {
-				rf.Log = defaultResendLog(s.common().Name, c.stream(*store))
+			if rf.ResendLog == "" && rf.ResendWindow >= 0 {
+				rf.ResendLog = defaultResendLog(s.common().Name, c.stream(*store))
 			}
-			if other, dup := resendLogs[rf.Log]; dup && rf.Log != "" {
-				return errorf(path+".resend_log", "%q is also the resend_log of %s: give each intake its own file", rf.Log, other)
+			if other, dup := resendLogs[rf.ResendLog]; dup && rf.ResendLog != "" {
+				return yamlfile.Errorf(path+".resend_log", "%q is also the resend_log of %s: give each intake its own file", rf.ResendLog, other)
 			}
-			resendLogs[rf.Log] = path
+			resendLogs[rf.ResendLog] = path
 		}
 		for _, ref := range in.taskTypes() {
 			if _, ok := c.tasks[ref.typ]; !ok {
-				return errorf(ref.path, "%q is not a task type of this file (tasks: %s)", ref.typ, quoteList(sortedKeys(c.tasks)))
+				return yamlfile.Errorf(ref.path, "%q is not a task type of this file (tasks: %s)", ref.typ, yamlfile.QuoteList(yamlfile.SortedKeys(c.tasks)))
 			}
 		}
 	}
@@ -325,7 +324,7 @@ func (c *config) checkListeners() error {
 			return nil
 		}
 		if other, dup := seen[addr]; dup {
-			return errorf(path, "%q is also the address of %s: give each server its own port", addr, other)
+			return yamlfile.Errorf(path, "%q is also the address of %s: give each server its own port", addr, other)
 		}
 		seen[addr] = path
 		return nil
@@ -334,15 +333,11 @@ func (c *config) checkListeners() error {
 		return err
 	}
 	for _, s := range c.streams {
-		var sf *serverFields
-		switch v := s.(type) {
-		case *webhookSpec:
-			sf = &v.Server
-		case *websocketSpec:
-			sf = &v.Server
-		default:
+		hi, ok := s.(httpIntake)
+		if !ok {
 			continue
 		}
+		sf := hi.server()
 		if _, port, _ := net.SplitHostPort(sf.Listen); port == "0" {
 			continue // a port chosen by the system is never taken twice
 		}
@@ -403,33 +398,28 @@ func (pc processorConfig) toPeonify() (peonify.Config, error) {
 			Jitter:      pc.Retry.Jitter,
 		},
 	}
-	_, err := peonify.New(cfg)
-	var ce *peonify.ConfigError
-	if errors.As(err, &ce) {
-		field, ok := processorFields[ce.Field]
-		if !ok {
-			field = "processor"
-		}
-		return cfg, errorf(field, "%s", ce.Reason)
+	if _, err := peonify.New(cfg); err != nil {
+		return cfg, libraryError("processor", pc, err)
 	}
-	return cfg, err
+	return cfg, nil
 }
 
-// processorFields names peonify.Config's fields as the file does.
-var processorFields = map[string]string{
-	"Config.Workers":           "processor.workers",
-	"Config.QueueSize":         "processor.queue_size",
-	"Config.LowWatermark":      "processor.low_watermark",
-	"Config.TaskTimeout":       "processor.task_timeout",
-	"Config.ShutdownGrace":     "processor.shutdown_grace",
-	"Config.ShutdownTimeout":   "processor.shutdown_timeout",
-	"Config.StoreTimeout":      "processor.store_timeout",
-	"Config.PollInterval":      "processor.poll_interval",
-	"Config.MinPollInterval":   "processor.min_poll_interval",
-	"Config.Retry.MaxAttempts": "processor.retry.max_attempts",
-	"Config.Retry.MinBackoff":  "processor.retry.min_backoff",
-	"Config.Retry.MaxBackoff":  "processor.retry.max_backoff",
-	"Config.Retry.Jitter":      "processor.retry.jitter",
+// libraryError turns a *peonify.ConfigError of the library, whose Field
+// names a field in Go terms ("redisstream.Config.Lease",
+// "Config.Retry.Jitter"), into an error at the same field of the section
+// at path, found by the yaml tags of spec: the fields of a section carry
+// the Go names of the config they map onto (see yamlfile.PathOf). Another
+// error is reported at path; nil stays nil.
+func libraryError(path string, spec any, err error) error {
+	var ce *peonify.ConfigError
+	if err == nil {
+		return nil
+	}
+	if !errors.As(err, &ce) {
+		return yamlfile.Errorf(path, "%v", err)
+	}
+	_, goPath, _ := strings.Cut(ce.Field, "Config.")
+	return yamlfile.Errorf(path+yamlfile.PathOf(spec, goPath), "%s", ce.Reason)
 }
 
 // logger returns the daemon's logger, writing to w.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/internal/executor"
 	"github.com/peonify/peonify/streams/webhookstream"
 )
@@ -89,7 +90,7 @@ func TestParseFullConfig(t *testing.T) {
 		t.Errorf("log config %+v", c.log)
 	}
 	sq, ok := c.streams[0].(*sqliteSpec)
-	if !ok || sq.Common.Name != "local" || sq.Path != "/var/lib/peonify/peonify.db" || sq.Lease != duration(time.Minute) || sq.Common.Weight != 1 {
+	if !ok || sq.Common.Name != "local" || sq.Path != "/var/lib/peonify/peonify.db" || sq.Lease != yamlfile.Duration(time.Minute) || sq.Common.Weight != 1 {
 		t.Errorf("sqlite stream %+v", c.streams[0])
 	}
 	pg, ok := c.streams[1].(*postgresSpec)
@@ -245,6 +246,11 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"amqp reserved queue", "streams:\n  - {kind: amqp, url: 'amqp://x', queue: amq.x}\n" + tasksOnly, `streams[0].queue: "amq.x" starts with "amq."`},
 		{"amqp priority and quorum", "streams:\n  - {kind: amqp, url: 'amqp://x', max_priority: 5, quorum: true}\n" + tasksOnly, "streams[0].max_priority: quorum queues do not support"},
 		{"amqp tls key without cert", "streams:\n  - {kind: amqp, url: 'amqps://x', tls_key: k.pem}\n" + tasksOnly, "streams[0].tls_key: set tls_cert and tls_key together"},
+		{"sqlite negative busy timeout", "streams:\n  - {kind: sqlite, path: x.db, busy_timeout: -1s}\n" + tasksOnly, "streams[0].busy_timeout: must not be negative (0 means the default, 5s)"},
+		{"postgres negative lease", "streams:\n  - {kind: postgres, url: 'postgres://db/app', lease: -1s}\n" + tasksOnly, "streams[0].lease: must not be negative (0 means the default, 30s)"},
+		{"postgres short lease", "streams:\n  - {kind: postgres, url: 'postgres://db/app', lease: 10us}\n" + tasksOnly, "streams[0].lease: must be at least 1ms"},
+		{"amqp reconnect bounds", "streams:\n  - {kind: amqp, url: 'amqp://x', reconnect_min: 1m, reconnect_max: 1s}\n" + tasksOnly, "streams[0].reconnect_max: must not be below ReconnectMin"},
+		{"mqtt negative backoff", mqtt("url: mqtt://h\n    client_id: a\n    routes: {a/b: email}\n    min_backoff: -1s"), "streams[1].min_backoff: backoffs must not be negative"},
 		{"periodic duplicate name", base + "periodic:\n  - {name: a, spec: '@daily', type: email}\n  - {name: a, spec: '@hourly', type: email}\n", `periodic[1].name: "a" is also the name of periodic[0]`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -360,8 +366,9 @@ func TestParseIntakes(t *testing.T) {
 	if local.KeepDone != 24*time.Hour || kept.KeepDone != 0 {
 		t.Errorf("keep_done: local %s, kept %s; want 24h and 0s", local.KeepDone, kept.KeepDone)
 	}
-	if c.forgetsDone("local") || !c.forgetsDone("kept") {
-		t.Errorf("forgetsDone: local %v, kept %v; want false and true", c.forgetsDone("local"), c.forgetsDone("kept"))
+	forgets := func(name string) bool { return c.stream(name).(storeSpec).forgetsDone() }
+	if forgets("local") || !forgets("kept") {
+		t.Errorf("forgetsDone: local %v, kept %v; want false and true", forgets("local"), forgets("kept"))
 	}
 	hooks := c.stream("hooks").(*webhookSpec)
 	cfg, err := hooks.config(nil, nil)
@@ -583,7 +590,7 @@ func TestREADMEDocumentsEveryField(t *testing.T) {
 	for _, v := range []any{fileConfig{}, processorConfig{}, retryConfig{}, logConfig{}, periodicEntry{}, httpConfig{}, dashboardConfig{},
 		sqliteSpec{}, postgresSpec{}, redisSpec{}, natsSpec{}, amqpSpec{}, webhookSpec{}, webhookRoute{}, websocketSpec{}, mqttSpec{},
 		httpTask{}, execTask{}} {
-		for _, name := range yamlNames(reflect.TypeOf(v)) {
+		for _, name := range yamlfile.Names(reflect.TypeOf(v)) {
 			if !regexp.MustCompile(`(?m)^[ #-]*` + name + `:`).Match(readme) {
 				t.Errorf("README.md does not show the field %s of %T", name, v)
 			}
@@ -609,6 +616,31 @@ func BenchmarkParseConfig(b *testing.B) {
 	for b.Loop() {
 		if _, err := parseConfig([]byte(block), vars); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestYAMLPathOf checks that a field named in Go terms by a library's
+// *peonify.ConfigError is found in the file by the yaml tags of the
+// entry's type, looking into inline fields and keeping list indexes.
+func TestYAMLPathOf(t *testing.T) {
+	for _, tc := range []struct {
+		v      any
+		goPath string
+		want   string
+	}{
+		{processorConfig{}, "Workers", ".workers"},
+		{processorConfig{}, "Retry.Jitter", ".retry.jitter"},
+		{&mqttSpec{}, "Servers[1]", ".servers[1]"},
+		{&mqttSpec{}, "ResendLog", ".resend_log"}, // inline resendFields
+		{&websocketSpec{}, "OriginPatterns[2]", ".origins[2]"},
+		{&redisSpec{}, "RescueInterval", ".rescue_interval"},
+		{&sqliteSpec{}, "KeepDone", ".keep_done"},  // a pointer field
+		{&amqpSpec{}, "AMQP.Recovery", ""},         // not in the file: the entry itself
+		{&natsSpec{}, "Stream.Nothing", ".stream"}, // the nearest enclosing field
+	} {
+		if got := yamlfile.PathOf(tc.v, tc.goPath); got != tc.want {
+			t.Errorf("yamlfile.PathOf(%T, %q) = %q, want %q", tc.v, tc.goPath, got, tc.want)
 		}
 	}
 }

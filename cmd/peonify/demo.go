@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/dashboard"
 	"github.com/peonify/peonify/streams/sqlitestream"
 )
@@ -413,7 +414,7 @@ func (tr *tracker) summary(w io.Writer, st peonify.Stats, took, enqTook time.Dur
 		width = max(width, len(typ))
 	}
 	fmt.Fprintf(tw, "  %-*s\tsucceeded\tretried\tdead\tp50\tp99\t\n", width, "type")
-	for _, typ := range sortedKeys(tr.types) {
+	for _, typ := range yamlfile.SortedKeys(tr.types) {
 		tt := tr.types[typ]
 		fmt.Fprintf(tw, "  %-*s\t%d\t%d\t%d\t%s\t%s\t\n", width, typ, tt.succeeded, tt.retried, tt.dead,
 			round(quantile(tt.runs, 0.5)), round(quantile(tt.runs, 0.99)))

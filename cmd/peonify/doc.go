@@ -48,6 +48,6 @@
 // the reference of every command and config field.
 //
 // This is the only package that imports every stream: the table from a
-// config file's stream kinds to their constructors is streamKinds, and
+// config file's stream kinds to their files (kind_<name>.go) is kinds, and
 // the table of executors is executorKinds.
 package main

@@ -27,7 +27,7 @@ import (
 
 // listenAddr waits until the daemon logs the address of a server whose
 // log line contains what, and returns it (http://127.0.0.1:port).
-func (d *daemon) listenAddr(what string) string {
+func (d *daemonProc) listenAddr(what string) string {
 	d.t.Helper()
 	re := regexp.MustCompile(regexp.QuoteMeta(what) + `.* addr=(https?://\S+)`)
 	var addr string

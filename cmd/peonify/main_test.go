@@ -111,8 +111,8 @@ func mustRun(t *testing.T, dir, stdin string, args ...string) result {
 	return r
 }
 
-// daemon is a `peonify run` in the background.
-type daemon struct {
+// daemonProc is a `peonify run` in the background.
+type daemonProc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	stderr *syncBuffer
@@ -121,9 +121,9 @@ type daemon struct {
 }
 
 // startDaemon starts `peonify run -c config` in dir.
-func startDaemon(t *testing.T, dir, config string, env ...string) *daemon {
+func startDaemon(t *testing.T, dir, config string, env ...string) *daemonProc {
 	t.Helper()
-	d := &daemon{t: t, stderr: new(syncBuffer), exited: make(chan struct{})}
+	d := &daemonProc{t: t, stderr: new(syncBuffer), exited: make(chan struct{})}
 	d.cmd = exec.Command(bin, "run", "-c", config)
 	d.cmd.Dir = dir
 	d.cmd.Env = append(os.Environ(), env...)
@@ -150,7 +150,7 @@ func startDaemon(t *testing.T, dir, config string, env ...string) *daemon {
 }
 
 // stop sends SIGTERM and returns the exit status and the log.
-func (d *daemon) stop() (int, string) {
+func (d *daemonProc) stop() (int, string) {
 	d.t.Helper()
 	select {
 	case <-d.exited:
@@ -177,7 +177,7 @@ func (d *daemon) stop() (int, string) {
 }
 
 // checkRace fails the test if the daemon reported a data race.
-func (d *daemon) checkRace() {
+func (d *daemonProc) checkRace() {
 	if log := d.stderr.String(); strings.Contains(log, "WARNING: DATA RACE") {
 		d.t.Errorf("peonify run had a data race:\n%s", log)
 	}
@@ -185,7 +185,7 @@ func (d *daemon) checkRace() {
 
 // waitLog waits until the daemon's log contains s, and fails at once if
 // the daemon exits first.
-func (d *daemon) waitLog(s string) {
+func (d *daemonProc) waitLog(s string) {
 	d.t.Helper()
 	waitFor(d.t, "the log to contain "+s, func() bool {
 		if strings.Contains(d.stderr.String(), s) {

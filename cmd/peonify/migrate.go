@@ -41,7 +41,7 @@ func (c *cli) migrate(cmd *command, args []string) error {
 	if *pgURL == "" {
 		return usagef("--postgres is required: give the database URL")
 	}
-	if !schemaName.MatchString(*schema) {
+	if err := (pgstream.Config{Schema: *schema}).Validate(); err != nil {
 		return usagef("--schema %q is not a lower-case SQL identifier of at most 40 bytes", *schema)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

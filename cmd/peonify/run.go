@@ -5,13 +5,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/dashboard"
 	"github.com/peonify/peonify/peonifyprom"
 	"github.com/peonify/peonify/periodic"
@@ -94,7 +97,7 @@ func (cfg *config) summary() string {
 		}
 		streams = append(streams, desc+")")
 	}
-	for _, typ := range sortedKeys(cfg.tasks) {
+	for _, typ := range yamlfile.SortedKeys(cfg.tasks) {
 		tasks = append(tasks, typ+" ("+cfg.tasks[typ].common().Executor+")")
 	}
 	out := fmt.Sprintf("streams %s; task types %s", strings.Join(streams, ", "), strings.Join(tasks, ", "))
@@ -107,28 +110,11 @@ func (cfg *config) summary() string {
 	return out
 }
 
-// forgetsDone reports whether the store named name forgets the ID of a
-// task as soon as the task is done, so that the same ID enqueued again is
-// stored again: a SQLite or Postgres store with keep_done 0, or RabbitMQ,
-// which has no duplicate detection. (Redis and NATS remember IDs for their
-// dedup_window and duplicate_window.)
-func (cfg *config) forgetsDone(name string) bool {
-	switch s := cfg.stream(name).(type) {
-	case *sqliteSpec:
-		return s.KeepDone == nil || *s.KeepDone == 0
-	case *postgresSpec:
-		return s.KeepDone == 0
-	case *amqpSpec:
-		return true
-	}
-	return false
-}
-
 // syncWebhooks reports whether a webhook route of cfg answers with its
 // task's result, which needs the processor's middleware.
 func (cfg *config) syncWebhooks() bool {
 	for _, s := range cfg.streams {
-		if w, ok := s.(*webhookSpec); ok && w.sync() {
+		if w, ok := s.(syncIntake); ok && w.sync() {
 			return true
 		}
 	}
@@ -137,6 +123,44 @@ func (cfg *config) syncWebhooks() bool {
 
 // serve runs the processor of cfg until ctx ends, then drains it.
 func (c *cli) serve(ctx context.Context, cfg *config, log *slog.Logger) error {
+	d, err := newDaemon(ctx, cfg, log, c.stdout)
+	if err != nil {
+		return err
+	}
+	return d.run(ctx)
+}
+
+// daemon is the processor of a config file with what it runs: its
+// streams, intakes, periodic schedulers and admin server. newDaemon builds
+// it, opening the streams and starting the servers, so that a start-up
+// error shows before anything runs; run runs it and closes it.
+type daemon struct {
+	cfg     *config
+	log     *slog.Logger
+	p       *peonify.Processor
+	scheds  []*periodic.Scheduler
+	intakes []string // the names of the intakes, for the log
+
+	// stopping is set when the context of run ends: /readyz then reports
+	// the drain.
+	stopping atomic.Bool
+	// running is set when the processor runs, which closes the streams
+	// itself.
+	running bool
+	// cleanup undoes what newDaemon did, last first.
+	cleanup []func()
+}
+
+// newDaemon builds the daemon of cfg, logging to log; exec tasks whose
+// stdout is kept write to stdout. ctx bounds the start-up (connecting to
+// the stores). On error, what was built is closed again.
+func newDaemon(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Writer) (_ *daemon, err error) {
+	d := &daemon{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
 	pcfg := cfg.processor
 	pcfg.Logger = log
 	pcfg.OnEvent = eventLogger(log)
@@ -144,7 +168,7 @@ func (c *cli) serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if cfg.http.Listen != "" {
 		var err error
 		if metrics, err = peonifyprom.New(peonifyprom.Config{}); err != nil {
-			return err
+			return nil, err
 		}
 		logEvent := pcfg.OnEvent
 		pcfg.OnEvent = func(e peonify.Event) { metrics.OnEvent(e); logEvent(e) }
@@ -156,53 +180,52 @@ func (c *cli) serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	p, err := peonify.New(pcfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	d.p = p
 
 	tl := make(peonify.TaskList, len(cfg.tasks))
 	for typ, spec := range cfg.tasks {
-		h, closeFn, err := spec.handler(c.stdout)
+		h, closeFn, err := spec.handler(stdout)
 		if err != nil {
-			return &configError{cfg.path, err}
+			return nil, &configError{cfg.path, err}
 		}
-		defer closeFn()
+		d.cleanup = append(d.cleanup, closeFn)
 		tl[typ] = h
 	}
 	if err := p.AddTaskList(tl); err != nil {
-		return err
+		return nil, err
 	}
 
 	r := newResources(log, true)
-	defer r.close() // after Run has closed the streams
-	defer func() {
+	d.cleanup = append(d.cleanup, r.close) // after Run has closed the streams
+	d.cleanup = append(d.cleanup, func() {
 		for _, closeFn := range w.closers {
 			closeFn()
 		}
-	}()
+	})
 	opened := make(map[string]peonify.Stream, len(cfg.streams))
-	running := false
-	defer func() {
-		if !running { // Run closes the streams it ran
+	d.cleanup = append(d.cleanup, func() {
+		if !d.running { // Run closes the streams it ran
 			for _, s := range opened {
 				_ = s.Close(context.Background())
 			}
 		}
-	}()
-	var intakes []string
+	})
 	for _, spec := range cfg.streams {
 		sc := spec.common()
 		store, ok := spec.(storeSpec)
 		if !ok {
-			intakes = append(intakes, sc.Name)
+			d.intakes = append(d.intakes, sc.Name)
 			continue
 		}
 		s, err := store.open(ctx, r)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		opened[sc.Name] = s
 		if err := p.AddStream(s, peonify.StreamName(sc.Name), peonify.Weight(sc.Weight)); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for _, spec := range cfg.streams {
@@ -213,27 +236,27 @@ func (c *cli) serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		store := *in.storeField()
 		enq, ok := opened[store].(peonify.Enqueuer)
 		if !ok {
-			return &configError{cfg.path, errorf(spec.common().path+".store", "stream %q does not take enqueued tasks", store)}
+			return nil, &configError{cfg.path, yamlfile.Errorf(spec.common().path+".store", "stream %q does not take enqueued tasks", store)}
 		}
-		if _, hook := spec.(*webhookSpec); hook && cfg.forgetsDone(store) {
-			log.Warn("peonify: the store of a webhook intake forgets finished tasks at once, so a redelivery of a webhook whose task already ran runs it again; set keep_done on the store to keep them",
-				"intake", spec.common().Name, "store", store)
+		if w, ok := spec.(storeWarner); ok {
+			if msg := w.storeWarning(cfg.stream(store).(storeSpec)); msg != "" {
+				log.Warn(msg, "intake", spec.common().Name, "store", store)
+			}
 		}
 		intake, err := in.intake(enq, w)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := p.AddIntake(intake); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	scheds, err := schedulers(cfg, opened, log)
-	if err != nil {
-		return err
+	if d.scheds, err = schedulers(cfg, opened, log); err != nil {
+		return nil, err
 	}
 	if metrics != nil {
 		if err := metrics.Attach(p); err != nil {
-			return err
+			return nil, err
 		}
 		var stores []dashboard.Store
 		for _, name := range cfg.storeNames() {
@@ -241,15 +264,34 @@ func (c *cli) serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 				stores = append(stores, dashboard.Store{Name: name, Inspector: in})
 			}
 		}
-		admin, err := startAdmin(cfg.http, p, stores, metrics, w.ready, func() bool { return ctx.Err() != nil }, log)
+		admin, err := startAdmin(cfg.http, p, stores, metrics, w.ready, d.stopping.Load, log)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		defer admin.stop() // after Run: the drain can be watched
+		d.cleanup = append(d.cleanup, admin.stop) // after Run: the drain can be watched
 	}
+	return d, nil
+}
 
+// close undoes newDaemon, last first: the admin server, the streams if
+// the processor did not run them, the intakes' listeners, the shared
+// clients, the executors.
+func (d *daemon) close() {
+	for i := len(d.cleanup) - 1; i >= 0; i-- {
+		d.cleanup[i]()
+	}
+	d.cleanup = nil
+}
+
+// run runs the daemon until ctx ends or a periodic scheduler fails, then
+// drains the processor and closes what the daemon holds. Call it once.
+func (d *daemon) run(ctx context.Context) (err error) {
+	defer d.close()
+	stopWatch := context.AfterFunc(ctx, func() { d.stopping.Store(true) })
+	defer stopWatch()
+	cfg, log, p := d.cfg, d.log, d.p
 	log.Info("peonify: running", "config", cfg.path, "streams", strings.Join(cfg.storeNames(), ","),
-		"intakes", strings.Join(intakes, ","), "task_types", strings.Join(sortedKeys(cfg.tasks), ","),
+		"intakes", strings.Join(d.intakes, ","), "task_types", strings.Join(yamlfile.SortedKeys(cfg.tasks), ","),
 		"workers", p.Stats().Workers, "periodic", len(cfg.periodic))
 
 	// The schedulers stop first, so that none enqueues into a stream the
@@ -257,7 +299,7 @@ func (c *cli) serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	schedCtx, stopScheds := context.WithCancel(ctx)
 	defer stopScheds()
 	schedErr := make(chan error, 1)
-	wg := runSchedulers(schedCtx, scheds, log, func(err error) {
+	wg := runSchedulers(schedCtx, d.scheds, log, func(err error) {
 		select {
 		case schedErr <- err:
 		default:
@@ -271,7 +313,7 @@ func (c *cli) serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		wg.Wait()
 		stopProc()
 	}()
-	running = true
+	d.running = true
 	err = p.Run(procCtx)
 	stopScheds() // in case Run returned on its own
 	wg.Wait()
@@ -332,7 +374,7 @@ func schedulers(cfg *config, streams map[string]peonify.Stream, log *slog.Logger
 		if s == nil {
 			enq, ok := streams[pe.Stream].(peonify.Enqueuer)
 			if !ok {
-				return nil, &configError{cfg.path, errorf(fmt.Sprintf("periodic[%d].stream", i), "stream %q does not take enqueued tasks", pe.Stream)}
+				return nil, &configError{cfg.path, yamlfile.Errorf(fmt.Sprintf("periodic[%d].stream", i), "stream %q does not take enqueued tasks", pe.Stream)}
 			}
 			var err error
 			if s, err = periodic.New(enq, periodic.Config{Logger: log}); err != nil {
@@ -360,13 +402,13 @@ func periodicError(i int, err error) error {
 	path := fmt.Sprintf("periodic[%d]", i)
 	var se *periodic.SpecError
 	if errors.As(err, &se) {
-		return errorf(path+".spec", "%v", se.Err)
+		return yamlfile.Errorf(path+".spec", "%v", se.Err)
 	}
 	var ce *peonify.ConfigError
 	if errors.As(err, &ce) && ce.Field == "Job.Name" {
-		return errorf(path+".name", "%s", ce.Reason)
+		return yamlfile.Errorf(path+".name", "%s", ce.Reason)
 	}
-	return errorf(path, "%v", err)
+	return yamlfile.Errorf(path, "%v", err)
 }
 
 // discardEnqueuer lets the config check build a scheduler that is never

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -14,33 +13,80 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 )
 
-// storeFlags choose the store that enqueue and tasks work on.
+// storeFlags choose the store that enqueue and tasks work on: the flag
+// of a kind (--store, --postgres...), or a stream of a config file.
 type storeFlags struct {
-	store      string
-	postgres   string
-	redis      string
-	nats       string
-	amqp       string
-	queue      string
-	schema     string
-	natsStream string
-	config     string
-	stream     string
+	values map[string]*string // the kinds' flags and their extra flags, by name
+	queue  string
+	config string
+	stream string
 }
 
+// storeFlag is how enqueue and tasks name a store of a kind without a
+// config file: --<name> VALUE, with --queue and the kind's extra flags.
+type storeFlag struct {
+	name  string    // the flag, "postgres"
+	usage string    // its help
+	hint  string    // how a message names it: "--postgres URL"
+	extra []flagDef // the kind's other flags, such as --schema
+	queue string    // the default of --queue, for a kind it names a queue of
+	// spec returns the entry that the flag's value selects, what the
+	// store is (for messages) and the flags that select it (for hints).
+	// sf holds the other flags. With mustExist, a store that does not
+	// exist yet is an error.
+	spec func(value string, sf *storeFlags, mustExist bool) (spec storeSpec, desc, flags string, err error)
+}
+
+// queueFlag is the storeFlag of a kind whose server --name URL gives and
+// --queue a queue of (def by default): newSpec returns the entry, and
+// what names the store in messages ("Redis queue").
+func queueFlag(name, usage, def, what string, extra []flagDef, newSpec func(url, queue string, sf *storeFlags) storeSpec) *storeFlag {
+	return &storeFlag{name: name, usage: usage, hint: "--" + name + " URL", extra: extra, queue: def,
+		spec: func(value string, sf *storeFlags, _ bool) (storeSpec, string, string, error) {
+			q := sf.queueOr(def)
+			return newSpec(value, q, sf), fmt.Sprintf("%s %q at %s", what, q, redactURL(value)), "--" + name + " URL --queue " + shellQuote(q), nil
+		}}
+}
+
+// flagDef is a string flag.
+type flagDef struct{ name, value, usage string }
+
 func (sf *storeFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&sf.store, "store", "", "the SQLite store `file` (a sqlite stream's path)")
-	fs.StringVar(&sf.postgres, "postgres", "", "a Postgres database `URL` (with --queue)")
-	fs.StringVar(&sf.redis, "redis", "", "a Redis server `URL` (with --queue)")
-	fs.StringVar(&sf.nats, "nats", "", "a NATS server `URL` (with --nats-stream)")
-	fs.StringVar(&sf.amqp, "amqp", "", "a RabbitMQ broker `URL` (with --queue)")
-	fs.StringVar(&sf.queue, "queue", "", "the `queue`, with --postgres or --redis (default \"default\"), or --amqp (default \"peonify\")")
-	fs.StringVar(&sf.schema, "schema", "public", "the Postgres `schema`, with --postgres")
-	fs.StringVar(&sf.natsStream, "nats-stream", "PEONIFY", "the JetStream `stream`, with --nats")
+	sf.values = make(map[string]*string)
+	var queues []string // "--redis (default \"default\")"
+	for _, k := range kinds() {
+		if f := k.flag; f != nil {
+			sf.values[f.name] = fs.String(f.name, "", f.usage)
+			if f.queue != "" {
+				queues = append(queues, fmt.Sprintf("--%s (default %q)", f.name, f.queue))
+			}
+			for _, x := range f.extra {
+				sf.values[x.name] = fs.String(x.name, x.value, x.usage)
+			}
+		}
+	}
+	fs.StringVar(&sf.queue, "queue", "", "the `queue`, with "+strings.Join(queues, ", "))
 	fs.StringVar(&sf.config, "c", "", "a peonify.yaml `file`: use its stream named by --stream")
 	fs.StringVar(&sf.stream, "stream", "", "the stream `name` in the -c file (needed when it has several)")
+}
+
+// value returns the value of the flag name of a kind.
+func (sf *storeFlags) value(name string) string {
+	if v := sf.values[name]; v != nil {
+		return *v
+	}
+	return ""
+}
+
+// queueOr returns --queue, or def when it is not given.
+func (sf *storeFlags) queueOr(def string) string {
+	if sf.queue == "" {
+		return def
+	}
+	return sf.queue
 }
 
 // store is a stream for a one-shot command: resolved from the flags by
@@ -76,25 +122,27 @@ func (sf *storeFlags) open(ctx context.Context, c *cli, mustExist bool) (*store,
 // resolve finds the store the flags select and checks its settings,
 // without connecting to it.
 func (sf *storeFlags) resolve(c *cli, mustExist bool) (*store, error) {
-	n := 0
-	for _, set := range []bool{sf.store != "", sf.postgres != "", sf.redis != "", sf.nats != "", sf.amqp != "", sf.config != ""} {
-		if set {
-			n++
+	var chosen []*storeFlag
+	var names, hints []string
+	for _, k := range kinds() {
+		if f := k.flag; f != nil {
+			names, hints = append(names, "--"+f.name), append(hints, f.hint)
+			if sf.value(f.name) != "" {
+				chosen = append(chosen, f)
+			}
 		}
+	}
+	n := len(chosen)
+	if sf.config != "" {
+		n++
 	}
 	switch {
 	case n == 0:
-		return nil, usagef("no store given: use --store FILE (SQLite), --postgres URL, --redis URL, --nats URL or --amqp URL, or -c peonify.yaml [--stream NAME]")
+		return nil, usagef("no store given: use %s or %s, or -c peonify.yaml [--stream NAME]", strings.Join(hints[:len(hints)-1], ", "), hints[len(hints)-1])
 	case n > 1:
-		return nil, usagef("give only one of --store, --postgres, --redis, --nats, --amqp and -c")
+		return nil, usagef("give only one of %s and -c", strings.Join(names, ", "))
 	case sf.stream != "" && sf.config == "":
 		return nil, usagef("--stream names a stream of a config file: give the file with -c")
-	}
-	queue := func(def string) string {
-		if sf.queue == "" {
-			return def
-		}
-		return sf.queue
 	}
 	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	var (
@@ -102,36 +150,14 @@ func (sf *storeFlags) resolve(c *cli, mustExist bool) (*store, error) {
 		st   = &store{r: newResources(log, false)}
 	)
 	switch {
-	case sf.store != "":
-		if _, err := os.Stat(sf.store); mustExist && errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("no store at %s: check --store (a store is created by `peonify run`, `peonify enqueue` or `peonify demo --store`)", sf.store)
+	case len(chosen) == 1:
+		f := chosen[0]
+		s, desc, flags, err := f.spec(sf.value(f.name), sf, mustExist)
+		if err != nil {
+			return nil, err
 		}
-		s := &sqliteSpec{Path: sf.store}
-		s.Common.Name, s.Common.path = "sqlite", "--store"
-		spec, st.desc, st.flag = s, "SQLite store "+sf.store, "--store "+shellQuote(sf.store)
-	case sf.postgres != "":
-		q := queue("default")
-		s := &postgresSpec{URL: sf.postgres, Queue: q, Schema: sf.schema}
-		s.Common.path = "--postgres"
-		spec, st.desc = s, fmt.Sprintf("queue %q at %s", q, redactURL(sf.postgres))
-		st.flag = "--postgres URL --queue " + shellQuote(q)
-	case sf.redis != "":
-		q := queue("default")
-		s := &redisSpec{URL: sf.redis, Queue: q}
-		s.Common.path = "--redis"
-		spec, st.desc = s, fmt.Sprintf("Redis queue %q at %s", q, redactURL(sf.redis))
-		st.flag = "--redis URL --queue " + shellQuote(q)
-	case sf.nats != "":
-		s := &natsSpec{URL: sf.nats, Stream: sf.natsStream}
-		s.Common.path = "--nats"
-		spec, st.desc = s, fmt.Sprintf("JetStream stream %q at %s", sf.natsStream, redactURL(sf.nats))
-		st.flag = "--nats URL --nats-stream " + shellQuote(sf.natsStream)
-	case sf.amqp != "":
-		q := queue("peonify")
-		s := &amqpSpec{URL: sf.amqp, Queue: q}
-		s.Common.path = "--amqp"
-		spec, st.desc = s, fmt.Sprintf("RabbitMQ queue %q at %s", q, redactURL(sf.amqp))
-		st.flag = "--amqp URL --queue " + shellQuote(q)
+		s.common().path = "--" + f.name
+		spec, st.desc, st.flag = s, desc, flags
 	default:
 		cfg, err := loadConfig(sf.config, c.lookupEnv)
 		if err != nil {
@@ -141,12 +167,12 @@ func (sf *storeFlags) resolve(c *cli, mustExist bool) (*store, error) {
 		case sf.stream != "":
 			spec = cfg.stream(sf.stream)
 			if spec == nil {
-				return nil, usagef("--stream %q is not a stream of %s (streams: %s)", sf.stream, sf.config, quoteList(cfg.streamNames()))
+				return nil, usagef("--stream %q is not a stream of %s (streams: %s)", sf.stream, sf.config, yamlfile.QuoteList(cfg.streamNames()))
 			}
 		case len(cfg.storeNames()) == 1:
 			spec = cfg.stream(cfg.storeNames()[0])
 		default:
-			return nil, usagef("%s has several stores: choose one with --stream (%s)", sf.config, quoteList(cfg.storeNames()))
+			return nil, usagef("%s has several stores: choose one with --stream (%s)", sf.config, yamlfile.QuoteList(cfg.storeNames()))
 		}
 		if in, ok := spec.(intakeSpec); ok {
 			return nil, usagef("stream %q of %s is a %s intake, which stores its tasks in %q: use --stream %s",
@@ -157,9 +183,9 @@ func (sf *storeFlags) resolve(c *cli, mustExist bool) (*store, error) {
 	}
 	if sf.config == "" {
 		if err := spec.check(); err != nil {
-			var fe *fieldError
+			var fe *yamlfile.FieldError
 			if errors.As(err, &fe) {
-				return nil, usagef("%s", fe.msg)
+				return nil, usagef("%s", fe.Msg)
 			}
 			return nil, err
 		}
@@ -221,33 +247,15 @@ const natsEnvelope = 512
 // of the servers' defaults: a broker configured lower refuses a larger
 // task itself, when it is stored.
 func (s *store) payloadLimit() (int64, string) {
-	switch s.spec.(type) {
-	case *sqliteSpec:
-		return 1_000_000_000 - 1<<20, "SQLite's largest row, less room for the task's other fields"
-	case *postgresSpec:
-		return 1<<30 - 1<<20, "Postgres's largest value and message, less room for the task's other fields"
-	case *redisSpec:
-		return 512 << 20, "Redis's largest string (proto-max-bulk-len)"
-	case *amqpSpec:
-		return 128 << 20, "RabbitMQ's default max_message_size"
-	case *natsSpec:
-		for _, nc := range s.r.natsConns {
-			return nc.MaxPayload() - natsEnvelope, "its server's max_payload, less the task's headers"
-		}
-		return 64 << 20, "the largest max_payload of a NATS server"
-	}
-	return 1<<31 - 1, "the largest payload enqueue takes"
+	return s.spec.payloadLimit(s.r)
 }
 
 // taskSize is the size of t that payloadLimit bounds: its payload, and on
 // NATS its other fields, which travel as headers.
 func (s *store) taskSize(t *peonify.Task) int64 {
 	n := int64(len(t.Payload))
-	if _, ok := s.spec.(*natsSpec); ok {
-		n += int64(len(t.ID) + len(t.Type) + len(t.UniqueKey))
-		for k, v := range t.Headers {
-			n += int64(len(k) + len(v) + 4)
-		}
+	if e, ok := s.spec.(interface{ envelope(*peonify.Task) int64 }); ok {
+		n += e.envelope(t)
 	}
 	return n
 }

@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 )
 
 const storeHelp = `STORE is --store FILE (a SQLite store), --postgres URL [--queue Q],
@@ -307,7 +308,7 @@ func (c *cli) tasksShow(cmd *command, args []string) error {
 			row("Lease until", stamp(ti.LeaseUntil, now))
 		}
 		row("Updated", stamp(ti.UpdatedAt, now))
-		for _, k := range sortedKeys(t.Headers) {
+		for _, k := range yamlfile.SortedKeys(t.Headers) {
 			row("Header "+k, t.Headers[k])
 		}
 		row("Last error", ti.LastError)

@@ -7,6 +7,7 @@ import (
 	"github.com/goccy/go-yaml/ast"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/internal/executor"
 )
 
@@ -42,24 +43,24 @@ func (t *execTask) common() *taskCommon { return &t.Common }
 func decodeTask(n ast.Node, path string) (taskSpec, error) {
 	if _, ok := n.(*ast.MappingNode); !ok {
 		if _, ok := n.(*ast.MappingValueNode); !ok {
-			return nil, &fieldError{path: path, pos: n.GetToken().Position, msg: "want a mapping with executor: and the executor's fields"}
+			return nil, &yamlfile.FieldError{Path: path, Pos: n.GetToken().Position, Msg: "want a mapping with executor: and the executor's fields"}
 		}
 	}
 	var head struct {
 		Executor string `yaml:"executor"`
 	}
-	if err := decodeLoose(n, &head); err != nil {
+	if err := yamlfile.DecodeLoose(n, &head); err != nil {
 		return nil, err
 	}
 	kind, ok := executorKinds[head.Executor]
 	if !ok {
 		if head.Executor == "" {
-			return nil, errorf(path+".executor", "required: one of %s", quoteList(sortedKeys(executorKinds)))
+			return nil, yamlfile.Errorf(path+".executor", "required: one of %s", yamlfile.QuoteList(yamlfile.SortedKeys(executorKinds)))
 		}
-		return nil, errorf(path+".executor", "unknown executor %q: use one of %s", head.Executor, quoteList(sortedKeys(executorKinds)))
+		return nil, yamlfile.Errorf(path+".executor", "unknown executor %q: use one of %s", head.Executor, yamlfile.QuoteList(yamlfile.SortedKeys(executorKinds)))
 	}
 	t := kind.new()
-	if err := decodeStrict(n, t); err != nil {
+	if err := yamlfile.DecodeStrict(n, t); err != nil {
 		return nil, err
 	}
 	t.common().path = path
@@ -71,14 +72,14 @@ func decodeTask(n ast.Node, path string) (taskSpec, error) {
 	return t, nil
 }
 
-// fieldOf turns an executor's *executor.FieldError into a *fieldError
+// fieldOf turns an executor's *executor.FieldError into a *yamlfile.FieldError
 // under path.
 func fieldOf(path string, err error) error {
 	var fe *executor.FieldError
 	if errors.As(err, &fe) {
-		return errorf(join(path, fe.Field), "%s", fe.Reason)
+		return yamlfile.Errorf(yamlfile.Join(path, fe.Field), "%s", fe.Reason)
 	}
-	return errorf(path, "%v", err)
+	return yamlfile.Errorf(path, "%v", err)
 }
 
 // httpTask is a task type run by the http executor.
@@ -112,7 +113,7 @@ func (t *execTask) handler(stdout io.Writer) (peonify.Handler, func(), error) {
 	case "inherit":
 		cfg.Stdout = stdout
 	default:
-		return nil, nil, errorf(t.Common.path+".stdout", "%q is not a choice: use discard (the default) or inherit (peonify's own stdout)", t.Stdout)
+		return nil, nil, yamlfile.Errorf(t.Common.path+".stdout", "%q is not a choice: use discard (the default) or inherit (peonify's own stdout)", t.Stdout)
 	}
 	e, err := executor.NewExec(cfg)
 	if err != nil {

@@ -92,6 +92,14 @@ func configError(field, format string, args ...any) error {
 	return &peonify.ConfigError{Field: "amqpstream.Config." + field, Reason: fmt.Sprintf(format, args...)}
 }
 
+// Validate reports whether c can configure a stream, without I/O and
+// without a client: nil, or a *peonify.ConfigError whose Field names the
+// field at fault in Go terms, such as "amqpstream.Config.Prefetch". New reports the same errors, and checks its URL too.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
 func (c Config) withDefaults() (Config, error) {
 	if c.Queue == "" {
 		c.Queue = "peonify"

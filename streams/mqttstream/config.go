@@ -152,6 +152,12 @@ type Config struct {
 // schemes are the URL schemes the MQTT client can dial.
 var schemes = []string{"mqtt", "tcp", "mqtts", "tls", "ssl", "tcps", "mqtt+ssl", "ws", "wss"}
 
+// Validate reports whether c can configure an Intake, without I/O: nil,
+// or a *peonify.ConfigError whose Field names the field at fault in Go
+// terms, such as "mqttstream.Config.ClientID", or an element of a list by
+// its index, "mqttstream.Config.Servers[1]". New reports the same errors.
+func (c Config) Validate() error { return c.validate() }
+
 func (c Config) validate() error {
 	bad := func(field, format string, args ...any) error {
 		return &peonify.ConfigError{Field: "mqttstream.Config." + field, Reason: fmt.Sprintf(format, args...)}

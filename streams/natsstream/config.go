@@ -108,6 +108,14 @@ func newSubjects(cfg Config) subjects {
 // schedulerConsumer names the consumer of the scheduled subject.
 func (c Config) schedulerConsumer() string { return c.Consumer + "_scheduler" }
 
+// Validate reports whether c can configure a stream, without I/O and
+// without a client: nil, or a *peonify.ConfigError whose Field names the
+// field at fault in Go terms, such as "natsstream.Config.AckWait". New and Setup report the same errors.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
 func (c Config) withDefaults() (Config, error) {
 	if c.Stream == "" {
 		c.Stream = defaultStream

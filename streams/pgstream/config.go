@@ -86,11 +86,22 @@ type Config struct {
 // anywhere, so that the NOTIFY channel name is the same in SQL and Go.
 var schemaRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,39}$`)
 
-func validSchema(s string) error {
+func validSchema(s string) error { return checkSchema("pgstream schema", s) }
+
+// checkSchema checks a schema name given in field.
+func checkSchema(field, s string) error {
 	if !schemaRE.MatchString(s) {
-		return &peonify.ConfigError{Field: "pgstream schema", Reason: fmt.Sprintf("%q is not a lower-case SQL identifier of at most 40 bytes (letters, digits, _)", s)}
+		return &peonify.ConfigError{Field: field, Reason: fmt.Sprintf("%q is not a lower-case SQL identifier of at most 40 bytes (letters, digits, _)", s)}
 	}
 	return nil
+}
+
+// Validate reports whether c can configure a stream, without I/O and
+// without a client: nil, or a *peonify.ConfigError whose Field names the
+// field at fault in Go terms, such as "pgstream.Config.Lease". New reports the same errors.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -103,7 +114,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Schema == "" {
 		c.Schema = "public"
 	}
-	if err := validSchema(c.Schema); err != nil {
+	if err := checkSchema("pgstream.Config.Schema", c.Schema); err != nil {
 		return c, err
 	}
 	switch {

@@ -72,6 +72,14 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// Validate reports whether c can configure a stream, without I/O and
+// without a client: nil, or a *peonify.ConfigError whose Field names the
+// field at fault in Go terms, such as "redisstream.Config.Lease". New reports the same errors.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
 func (c Config) withDefaults() (Config, error) {
 	if c.Queue == "" {
 		c.Queue = "default"

@@ -1,4 +1,10 @@
-package main
+// Package yamlfile is the YAML plumbing of peonify's config file: strict
+// decoding with errors that name the field and its place in the file
+// (FieldError), ${ENV} expansion, the value types the file uses
+// (durations, sizes, payloads, nodes decoded later by kind), and the
+// translation of a library's field names in Go terms to the file's
+// (PathOf).
+package yamlfile
 
 import (
 	"encoding/json"
@@ -16,28 +22,24 @@ import (
 	"github.com/goccy/go-yaml/token"
 )
 
-// This file holds the YAML plumbing of the config file: strict decoding
-// with errors that name the field, ${ENV} expansion, and the value types
-// the file uses (durations, payloads, nodes decoded later by kind).
-
-// fieldError is a config mistake at a field, named by its path in the
+// FieldError is a config mistake at a field, named by its path in the
 // file, e.g. "streams[1].url".
-type fieldError struct {
-	path string
-	pos  *token.Position // where it is in the file, when known
-	msg  string
+type FieldError struct {
+	Path string          // "streams[1].url"; "" for the whole file
+	Pos  *token.Position // where it is in the file, when known
+	Msg  string          // what is wrong
 }
 
-func (e *fieldError) Error() string {
-	if e.path == "" {
-		return e.msg
+func (e *FieldError) Error() string {
+	if e.Path == "" {
+		return e.Msg
 	}
-	return e.path + ": " + e.msg
+	return e.Path + ": " + e.Msg
 }
 
-// errorf returns a *fieldError at path.
-func errorf(path, format string, args ...any) error {
-	return &fieldError{path: path, msg: fmt.Sprintf(format, args...)}
+// Errorf returns a *FieldError at path.
+func Errorf(path, format string, args ...any) error {
+	return &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)}
 }
 
 // nodePath returns the path of a node in the file's terms: "streams[1].url"
@@ -47,29 +49,29 @@ func nodePath(n ast.Node) string {
 	return strings.TrimPrefix(p, ".")
 }
 
-// join appends a field name to a path.
-func join(path, field string) string {
+// Join appends a field name to a path.
+func Join(path, field string) string {
 	if path == "" {
 		return field
 	}
 	return path + "." + field
 }
 
-// node keeps a part of the file undecoded until its kind is known (a
+// Node keeps a part of the file undecoded until its kind is known (a
 // stream's kind, a task type's executor).
-type node struct{ n ast.Node }
+type Node struct{ N ast.Node }
 
 // UnmarshalYAML implements yaml.NodeUnmarshaler.
-func (n *node) UnmarshalYAML(a ast.Node) error {
-	n.n = a
+func (n *Node) UnmarshalYAML(a ast.Node) error {
+	n.N = a
 	return nil
 }
 
-// duration is a time.Duration written as "30s", "5m" or "1h30m".
-type duration time.Duration
+// Duration is a time.Duration written as "30s", "5m" or "1h30m".
+type Duration time.Duration
 
 // UnmarshalYAML implements yaml.NodeUnmarshaler.
-func (d *duration) UnmarshalYAML(n ast.Node) error {
+func (d *Duration) UnmarshalYAML(n ast.Node) error {
 	var s string
 	switch v := n.(type) {
 	case *ast.StringNode:
@@ -79,26 +81,26 @@ func (d *duration) UnmarshalYAML(n ast.Node) error {
 			*d = 0
 			return nil
 		}
-		return &fieldError{path: nodePath(n), pos: n.GetToken().Position,
-			msg: fmt.Sprintf("%s has no unit: write a duration like 30s, 5m or 1h", v.GetToken().Value)}
+		return &FieldError{Path: nodePath(n), Pos: n.GetToken().Position,
+			Msg: fmt.Sprintf("%s has no unit: write a duration like 30s, 5m or 1h", v.GetToken().Value)}
 	case *ast.NullNode:
 		*d = 0
 		return nil
 	default:
-		return &fieldError{path: nodePath(n), pos: n.GetToken().Position, msg: "want a duration like 30s, 5m or 1h"}
+		return &FieldError{Path: nodePath(n), Pos: n.GetToken().Position, Msg: "want a duration like 30s, 5m or 1h"}
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return &fieldError{path: nodePath(n), pos: n.GetToken().Position,
-			msg: fmt.Sprintf("%q is not a duration: write one like 30s, 5m or 1h", s)}
+		return &FieldError{Path: nodePath(n), Pos: n.GetToken().Position,
+			Msg: fmt.Sprintf("%q is not a duration: write one like 30s, 5m or 1h", s)}
 	}
-	*d = duration(v)
+	*d = Duration(v)
 	return nil
 }
 
-// byteSize is a size in bytes, written as a whole number of bytes or with
+// ByteSize is a size in bytes, written as a whole number of bytes or with
 // a unit: 512KiB, 1MiB, 25MB.
-type byteSize int64
+type ByteSize int64
 
 // byteUnits are the units a byteSize may be written with.
 var byteUnits = []struct {
@@ -111,9 +113,9 @@ var byteUnits = []struct {
 }
 
 // UnmarshalYAML implements yaml.NodeUnmarshaler.
-func (b *byteSize) UnmarshalYAML(n ast.Node) error {
-	bad := &fieldError{path: nodePath(n), pos: n.GetToken().Position,
-		msg: fmt.Sprintf("%q is not a size: write bytes as a whole number, or with a unit like 512KiB, 1MiB or 25MB", n.GetToken().Value)}
+func (b *ByteSize) UnmarshalYAML(n ast.Node) error {
+	bad := &FieldError{Path: nodePath(n), Pos: n.GetToken().Position,
+		Msg: fmt.Sprintf("%q is not a size: write bytes as a whole number, or with a unit like 512KiB, 1MiB or 25MB", n.GetToken().Value)}
 	var s string
 	switch v := n.(type) {
 	case *ast.NullNode:
@@ -137,16 +139,16 @@ func (b *byteSize) UnmarshalYAML(n ast.Node) error {
 	if err != nil || v < 0 || v > (1<<62)/mult {
 		return bad
 	}
-	*b = byteSize(v * mult)
+	*b = ByteSize(v * mult)
 	return nil
 }
 
-// payload is a task payload: a string is taken byte for byte; any other
+// Payload is a task payload: a string is taken byte for byte; any other
 // value (a mapping, a list, a number) is encoded as JSON.
-type payload []byte
+type Payload []byte
 
 // UnmarshalYAML implements yaml.NodeUnmarshaler.
-func (p *payload) UnmarshalYAML(n ast.Node) error {
+func (p *Payload) UnmarshalYAML(n ast.Node) error {
 	switch v := n.(type) {
 	case *ast.StringNode:
 		*p = []byte(v.Value)
@@ -164,35 +166,35 @@ func (p *payload) UnmarshalYAML(n ast.Node) error {
 	}
 	b, err := json.Marshal(val)
 	if err != nil {
-		return &fieldError{path: nodePath(n), pos: n.GetToken().Position, msg: "cannot be written as JSON: " + err.Error()}
+		return &FieldError{Path: nodePath(n), Pos: n.GetToken().Position, Msg: "cannot be written as JSON: " + err.Error()}
 	}
 	*p = b
 	return nil
 }
 
-// decodeStrict decodes n into v, rejecting unknown fields, and turns the
-// decoder's errors into *fieldError values naming the field.
-func decodeStrict(n ast.Node, v any) error {
+// DecodeStrict decodes n into v, rejecting unknown fields, and turns the
+// decoder's errors into *FieldError values naming the field.
+func DecodeStrict(n ast.Node, v any) error {
 	return fieldErr(n, v, yaml.NodeToValue(n, v, yaml.Strict()))
 }
 
-// decodeLoose decodes the fields of v found in n and ignores the others.
-func decodeLoose(n ast.Node, v any) error {
+// DecodeLoose decodes the fields of v found in n and ignores the others.
+func DecodeLoose(n ast.Node, v any) error {
 	return fieldErr(n, v, yaml.NodeToValue(n, v))
 }
 
-// fieldErr turns an error of decoding n into v into a *fieldError.
+// fieldErr turns an error of decoding n into v into a *FieldError.
 func fieldErr(n ast.Node, v any, err error) error {
 	if err == nil {
 		return nil
 	}
-	var fe *fieldError
+	var fe *FieldError
 	if errors.As(err, &fe) {
 		return fe
 	}
 	var ye yaml.Error
 	if !errors.As(err, &ye) {
-		return &fieldError{path: nodePath(n), msg: err.Error()}
+		return &FieldError{Path: nodePath(n), Msg: err.Error()}
 	}
 	tok := ye.GetToken()
 	at := find(n, tok)
@@ -200,9 +202,9 @@ func fieldErr(n ast.Node, v any, err error) error {
 	if at != nil {
 		path = nodePath(at)
 	}
-	out := &fieldError{path: path, msg: ye.GetMessage()}
+	out := &FieldError{Path: path, Msg: ye.GetMessage()}
 	if tok != nil {
-		out.pos = tok.Position
+		out.Pos = tok.Position
 	}
 	var (
 		unknown *yaml.UnknownFieldError
@@ -211,34 +213,34 @@ func fieldErr(n ast.Node, v any, err error) error {
 	)
 	switch {
 	case errors.As(err, &unknown):
-		out.msg = "unknown field"
+		out.Msg = "unknown field"
 		parent := path[:max(strings.LastIndexByte(path, '.'), 0)]
 		if names := fieldNames(v, strings.TrimPrefix(parent, nodePath(n))); len(names) > 0 {
 			where := parent
 			if where == "" {
 				where = "the top level"
 			}
-			out.msg += fmt.Sprintf(" (fields of %s: %s)", where, strings.Join(names, ", "))
+			out.Msg += fmt.Sprintf(" (fields of %s: %s)", where, strings.Join(names, ", "))
 		}
 	case errors.As(err, &typeErr):
-		out.msg = fmt.Sprintf("want %s, got %q", describe(typeErr.DstType), tok.Value)
+		out.Msg = fmt.Sprintf("want %s, got %q", describe(typeErr.DstType), tok.Value)
 	case errors.As(err, &shape):
-		out.msg = fmt.Sprintf("want %s, got %s", shapeName(shape.Expected), shapeName(shape.Actual))
+		out.Msg = fmt.Sprintf("want %s, got %s", shapeName(shape.Expected), shapeName(shape.Actual))
 	}
 	return out
 }
 
-// withPosition gives a *fieldError found by a check, which knows the
+// WithPosition gives a *FieldError found by a check, which knows the
 // field's path but not its place, the position of that field in the file,
 // or of the nearest enclosing one that is there (the entry a required
 // field is missing from).
-func withPosition(err error, root ast.Node) error {
-	var fe *fieldError
-	if !errors.As(err, &fe) || fe.pos != nil || fe.path == "" {
+func WithPosition(err error, root ast.Node) error {
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Pos != nil || fe.Path == "" {
 		return err
 	}
 	n, depth := root, 0
-	for _, seg := range splitPath(fe.path) {
+	for _, seg := range splitPath(fe.Path) {
 		next := child(n, seg)
 		if next == nil {
 			break
@@ -256,7 +258,7 @@ func withPosition(err error, root ast.Node) error {
 		n = v.Key
 	}
 	if depth > 0 && n.GetToken() != nil {
-		fe.pos = n.GetToken().Position
+		fe.Pos = n.GetToken().Position
 	}
 	return err
 }
@@ -362,7 +364,7 @@ func fieldNames(v any, rel string) []string {
 	if t.Kind() != reflect.Struct {
 		return nil
 	}
-	return yamlNames(t)
+	return Names(t)
 }
 
 // splitPath splits ".a.b[2].c" into "a", "b", "[2]", "c".
@@ -391,9 +393,9 @@ func splitPath(p string) []string {
 	return segs
 }
 
-// yamlNames returns the YAML names of a struct's fields, inline ones
+// Names returns the YAML names of a struct's fields, inline ones
 // included, in declaration order.
-func yamlNames(t reflect.Type) []string {
+func Names(t reflect.Type) []string {
 	var names []string
 	for i := range t.NumField() {
 		f := t.Field(i)
@@ -405,7 +407,7 @@ func yamlNames(t reflect.Type) []string {
 			for ft.Kind() == reflect.Pointer {
 				ft = ft.Elem()
 			}
-			names = append(names, yamlNames(ft)...)
+			names = append(names, Names(ft)...)
 		case name != "":
 			names = append(names, name)
 		}
@@ -425,6 +427,64 @@ func structField(t reflect.Type, name string) (reflect.StructField, bool) {
 			}
 		}
 		if n == name {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+// PathOf turns the path of a field in Go terms, such as
+// "Retry.MaxAttempts" or "Servers[1]", into the path in the file of the
+// same field of v: ".retry.max_attempts", ".servers[1]". The fields of v
+// carry the Go names of the library config they map onto, and yaml tags;
+// inline fields are looked into. It stops at the first part that v has no
+// field for, so that an error lands on the nearest enclosing field ("" for
+// v itself).
+func PathOf(v any, goPath string) string {
+	t := reflect.TypeOf(v)
+	var out strings.Builder
+	for _, seg := range splitPath(goPath) {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if strings.HasPrefix(seg, "[") {
+			if t.Kind() != reflect.Slice && t.Kind() != reflect.Map {
+				break
+			}
+			out.WriteString(seg)
+			t = t.Elem()
+			continue
+		}
+		if t.Kind() != reflect.Struct {
+			break
+		}
+		f, ok := goField(t, seg)
+		if !ok {
+			break
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		out.WriteString("." + name)
+		t = f.Type
+	}
+	return out.String()
+}
+
+// goField finds the field of t named name in Go that the file names,
+// looking into inline fields.
+func goField(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		n, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if opts == "inline" {
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if sf, ok := goField(ft, name); ok {
+				return sf, true
+			}
+		}
+		if f.Name == name && n != "" && n != "-" {
 			return f, true
 		}
 	}
@@ -473,36 +533,36 @@ var envRef = regexp.MustCompile(`\$\$|\$\{([^}]*)\}`)
 // envName is a valid environment variable name.
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
-// expandEnv replaces ${NAME} in every string value of the file (not in
+// ExpandEnv replaces ${NAME} in every string value of the file (not in
 // keys) with the variable's value. ${NAME:-default} gives a default for an
 // unset or empty variable, and $$ is a literal $. An unset variable
 // without a default is an error naming the field and the variable.
-func expandEnv(n ast.Node, lookup func(string) (string, bool)) error {
+func ExpandEnv(n ast.Node, lookup func(string) (string, bool)) error {
 	switch v := n.(type) {
 	case nil:
 		return nil
 	case *ast.DocumentNode:
-		return expandEnv(v.Body, lookup)
+		return ExpandEnv(v.Body, lookup)
 	case *ast.MappingNode:
 		for _, mv := range v.Values {
-			if err := expandEnv(mv.Value, lookup); err != nil {
+			if err := ExpandEnv(mv.Value, lookup); err != nil {
 				return err
 			}
 		}
 	case *ast.MappingValueNode:
-		return expandEnv(v.Value, lookup)
+		return ExpandEnv(v.Value, lookup)
 	case *ast.SequenceNode:
 		for _, e := range v.Values {
-			if err := expandEnv(e, lookup); err != nil {
+			if err := ExpandEnv(e, lookup); err != nil {
 				return err
 			}
 		}
 	case *ast.TagNode:
-		return expandEnv(v.Value, lookup)
+		return ExpandEnv(v.Value, lookup)
 	case *ast.AnchorNode:
-		return expandEnv(v.Value, lookup)
+		return ExpandEnv(v.Value, lookup)
 	case *ast.LiteralNode:
-		return expandEnv(v.Value, lookup)
+		return ExpandEnv(v.Value, lookup)
 	case *ast.StringNode:
 		if !strings.Contains(v.Value, "$") {
 			return nil
@@ -516,8 +576,8 @@ func expandEnv(n ast.Node, lookup func(string) (string, bool)) error {
 			name, def, hasDef := strings.Cut(ref, ":-")
 			if !envName.MatchString(name) {
 				if err == nil {
-					err = &fieldError{path: nodePath(v), pos: v.GetToken().Position,
-						msg: fmt.Sprintf("%s is not a valid variable reference: write ${NAME} or ${NAME:-default} (and $$ for a literal $)", m)}
+					err = &FieldError{Path: nodePath(v), Pos: v.GetToken().Position,
+						Msg: fmt.Sprintf("%s is not a valid variable reference: write ${NAME} or ${NAME:-default} (and $$ for a literal $)", m)}
 				}
 				return m
 			}
@@ -529,8 +589,8 @@ func expandEnv(n ast.Node, lookup func(string) (string, bool)) error {
 				return def
 			}
 			if err == nil {
-				err = &fieldError{path: nodePath(v), pos: v.GetToken().Position,
-					msg: fmt.Sprintf("environment variable %s is not set: export it, or write ${%s:-default}", name, name)}
+				err = &FieldError{Path: nodePath(v), Pos: v.GetToken().Position,
+					Msg: fmt.Sprintf("environment variable %s is not set: export it, or write ${%s:-default}", name, name)}
 			}
 			return m
 		})
@@ -539,8 +599,8 @@ func expandEnv(n ast.Node, lookup func(string) (string, bool)) error {
 	return nil
 }
 
-// sortedKeys returns the keys of a map in order, for stable errors.
-func sortedKeys[V any](m map[string]V) []string {
+// SortedKeys returns the keys of a map in order, for stable errors.
+func SortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -549,8 +609,8 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// quoteList formats names as "a", "b" and "c".
-func quoteList(names []string) string {
+// QuoteList formats names as "a", "b" and "c".
+func QuoteList(names []string) string {
 	q := make([]string, len(names))
 	for i, n := range names {
 		q[i] = strconv.Quote(n)

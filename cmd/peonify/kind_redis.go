@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
+	"github.com/peonify/peonify/streams/redisstream"
+)
+
+// redisSpec is a stream of kind redis: redisstream.
+type redisSpec struct {
+	Common         streamCommon      `yaml:",inline"`
+	URL            string            `yaml:"url"`             // required: redis://user:password@host:6379/0
+	Queue          string            `yaml:"queue"`           // defaults to "default"
+	Prefix         string            `yaml:"prefix"`          // defaults to "peonify"
+	Consumer       string            `yaml:"consumer"`        // defaults to hostname-pid-random
+	Lease          yamlfile.Duration `yaml:"lease"`           // defaults to 30s
+	RescueInterval yamlfile.Duration `yaml:"rescue_interval"` // defaults to min(1s, lease/2)
+	DedupWindow    yamlfile.Duration `yaml:"dedup_window"`    // defaults to 5m; negative: off
+	KeepDead       yamlfile.Duration `yaml:"keep_dead"`       // defaults to 7 days; negative: until deleted
+	PoolSize       int               `yaml:"pool_size"`       // connections for this URL; defaults to go-redis's
+	TLS            tlsFiles          `yaml:",inline"`
+
+	tls *tls.Config // built by check
+}
+
+func (s *redisSpec) common() *streamCommon { return &s.Common }
+
+// forgetsDone is false: Redis remembers IDs for dedup_window.
+func (s *redisSpec) forgetsDone() bool { return false }
+
+func (s *redisSpec) payloadLimit(*resources) (int64, string) {
+	return 512 << 20, "Redis's largest string (proto-max-bulk-len)"
+}
+
+// redisKind is the kind redis, which --redis names.
+func redisKind() kind {
+	return kind{name: "redis", summary: "a queue on Redis Streams, shared by any number of processors",
+		new: func() streamSpec { return new(redisSpec) },
+		flag: queueFlag("redis", "a Redis server `URL` (with --queue)", "default", "Redis queue", nil,
+			func(url, queue string, _ *storeFlags) storeSpec { return &redisSpec{URL: url, Queue: queue} })}
+}
+
+func (s *redisSpec) check() error {
+	path := s.Common.path
+	if s.URL == "" {
+		return yamlfile.Errorf(path+".url", "required: the server's address, e.g. redis://:${REDIS_PASSWORD}@redis:6379/0 (rediss:// for TLS)")
+	}
+	if _, err := redis.ParseURL(s.URL); err != nil {
+		return yamlfile.Errorf(path+".url", "not a Redis URL: %s", redactErr(err, s.URL))
+	}
+	if s.Queue == "" {
+		s.Queue = "default"
+	}
+	if s.Common.Name == "" {
+		s.Common.Name = "redis:" + s.Queue
+	}
+	if s.PoolSize < 0 {
+		return yamlfile.Errorf(path+".pool_size", "must not be negative (0 means go-redis's default, 10 per CPU)")
+	}
+	var err error
+	if s.tls, err = s.TLS.config(path); err != nil {
+		return err
+	}
+	return libraryError(path, s, s.config(nil).Validate())
+}
+
+func (s *redisSpec) config(r *resources) redisstream.Config {
+	cfg := redisstream.Config{
+		Queue:          s.Queue,
+		Prefix:         s.Prefix,
+		Consumer:       s.Consumer,
+		Lease:          time.Duration(s.Lease),
+		RescueInterval: time.Duration(s.RescueInterval),
+		DedupWindow:    time.Duration(s.DedupWindow),
+		KeepDead:       time.Duration(s.KeepDead),
+	}
+	if r != nil {
+		cfg.Logger = r.log
+	}
+	return cfg
+}
+
+func (s *redisSpec) open(ctx context.Context, r *resources) (peonify.Stream, error) {
+	c, err := r.redis(ctx, s.URL, s.PoolSize, s.tls)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Common.path, err)
+	}
+	st, err := redisstream.New(c, s.config(r))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Common.path, err)
+	}
+	return st, nil
+}
