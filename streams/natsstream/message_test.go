@@ -10,22 +10,6 @@ import (
 	"github.com/peonify/peonify/internal/streamtest"
 )
 
-// TestHeaderTextKeepsUTF8 cuts reasons whose multi-byte characters
-// straddle peonify.MaxReasonLen at every offset: what is kept is valid UTF-8, a
-// prefix of the reason, and at most peonify.MaxReasonLen bytes.
-func TestHeaderTextKeepsUTF8(t *testing.T) {
-	for _, r := range []string{"é", "€", "😀"} {
-		for pad := range utf8.UTFMax {
-			reason := strings.Repeat("x", pad) + strings.Repeat(r, peonify.MaxReasonLen)
-			got := headerText(reason)
-			if !utf8.ValidString(got) || !strings.HasPrefix(reason, got) || len(got) > peonify.MaxReasonLen || len(got) <= peonify.MaxReasonLen-utf8.UTFMax {
-				t.Errorf("%d x's then %q: kept %d bytes ending %q, want a valid UTF-8 prefix of at most %d bytes",
-					pad, r, len(got), got[max(0, len(got)-8):], peonify.MaxReasonLen)
-			}
-		}
-	}
-}
-
 // TestLongUTF8ReasonIsInspectable dead-letters a task with a reason longer
 // than peonify.MaxReasonLen whose cut falls inside a character, and checks the
 // Inspector shows a valid UTF-8 prefix of it.
