@@ -1,12 +1,17 @@
 package peonify_test
 
 import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/streams/memstream"
 )
 
 // TestTruncateReasonKeepsUTF8 cuts reasons whose multi-byte characters
@@ -107,5 +112,60 @@ func TestValidateLimits(t *testing.T) {
 		if err := bad.Validate(); err == nil {
 			t.Errorf("a task over a limit (type %d, ID %d, key %d bytes) is valid", len(bad.Type), len(bad.ID), len(bad.UniqueKey))
 		}
+	}
+}
+
+// nackRecorder passes every Nack on to its stream, after sending the
+// options it got to nacks.
+type nackRecorder struct {
+	*memstream.Stream
+	nacks chan peonify.NackOptions
+}
+
+func (r nackRecorder) Nack(ctx context.Context, d peonify.Delivery, opts peonify.NackOptions) error {
+	r.nacks <- opts
+	return r.Stream.Nack(ctx, d, opts)
+}
+
+// TestProcessorNormalizesNack checks that the processor hands a stream's
+// Nack normalized options: a handler error longer than MaxReasonLen
+// reaches the stream cut by TruncateReason.
+func TestProcessorNormalizesNack(t *testing.T) {
+	long := "x" + strings.Repeat("é", peonify.MaxReasonLen)
+	p, err := peonify.New(peonify.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.AddTaskList(peonify.TaskList{"long": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
+		return peonify.SkipRetry(errors.New(long))
+	})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := nackRecorder{memstream.New(memstream.Config{}), make(chan peonify.NackOptions, 1)}
+	if err := rec.Enqueue(context.Background(), &peonify.Task{Type: "long"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddStream(rec); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	select {
+	case opts := <-rec.nacks:
+		if opts.Outcome != peonify.OutcomeDead || len(opts.Reason) > peonify.MaxReasonLen || !utf8.ValidString(opts.Reason) ||
+			!strings.Contains(long, opts.Reason[len(opts.Reason)-16:]) {
+			t.Errorf("the stream got a %s Nack with a %d-byte reason (valid UTF-8: %t), want dead with at most MaxReasonLen (%d) bytes",
+				opts.Outcome, len(opts.Reason), utf8.ValidString(opts.Reason), peonify.MaxReasonLen)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no Nack within 10s")
 	}
 }
