@@ -132,40 +132,37 @@ func (r nackRecorder) Nack(ctx context.Context, d peonify.Delivery, opts peonify
 // reaches the stream cut by TruncateReason.
 func TestProcessorNormalizesNack(t *testing.T) {
 	long := "x" + strings.Repeat("é", peonify.MaxReasonLen)
-	p, err := peonify.New(peonify.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = p.AddTaskList(peonify.TaskList{"long": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
-		return peonify.SkipRetry(errors.New(long))
-	})})
-	if err != nil {
-		t.Fatal(err)
-	}
 	rec := nackRecorder{memstream.New(memstream.Config{}), make(chan peonify.NackOptions, 1)}
-	if err := rec.Enqueue(context.Background(), &peonify.Task{Type: "long"}); err != nil {
+	fail := peonify.HandlerFunc(func(context.Context, *peonify.Task) error { return peonify.SkipRetry(errors.New(long)) })
+	p, err := peonify.New(peonify.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err == nil {
+		err = p.AddTaskList(peonify.TaskList{"long": fail})
+	}
+	if err == nil {
+		err = p.AddStream(rec)
+	}
+	if err == nil {
+		err = rec.Enqueue(context.Background(), &peonify.Task{Type: "long"})
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.AddStream(rec); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	ctx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+	ran := make(chan error, 1)
+	go func() { ran <- p.Run(ctx) }()
+	var got peonify.NackOptions
 	select {
-	case opts := <-rec.nacks:
-		if opts.Outcome != peonify.OutcomeDead || len(opts.Reason) > peonify.MaxReasonLen || !utf8.ValidString(opts.Reason) ||
-			!strings.Contains(long, opts.Reason[len(opts.Reason)-16:]) {
-			t.Errorf("the stream got a %s Nack with a %d-byte reason (valid UTF-8: %t), want dead with at most MaxReasonLen (%d) bytes",
-				opts.Outcome, len(opts.Reason), utf8.ValidString(opts.Reason), peonify.MaxReasonLen)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no Nack within 10s")
+	case got = <-rec.nacks:
+	case <-ctx.Done():
+		t.Error("no Nack within 10s")
+	}
+	stop()
+	if err := <-ran; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if got.Outcome != peonify.OutcomeDead || len(got.Reason) > peonify.MaxReasonLen || !utf8.ValidString(got.Reason) || len(got.Reason) < 16 ||
+		!strings.Contains(long, got.Reason[len(got.Reason)-16:]) {
+		t.Errorf("the stream got a %s Nack with a %d-byte reason (valid UTF-8: %t), want dead with at most MaxReasonLen (%d) bytes",
+			got.Outcome, len(got.Reason), utf8.ValidString(got.Reason), peonify.MaxReasonLen)
 	}
 }
