@@ -624,10 +624,14 @@ func (p *Processor) nack(st *streamState, d Delivery, opts NackOptions) {
 	}
 }
 
-// callNack calls the stream's Nack within ctx. A stale claim is not an
-// error: the task is someone else's now.
+// callNack calls the stream's Nack within ctx, with opts normalized. A
+// stale claim is not an error: the task is someone else's now.
 func (p *Processor) callNack(ctx context.Context, st *streamState, d Delivery, opts NackOptions) error {
-	err := st.s.Nack(ctx, d, opts)
+	opts, err := opts.Normalize()
+	if err != nil {
+		return err
+	}
+	err = st.s.Nack(ctx, d, opts)
 	if err == nil || errors.Is(err, ErrLeaseLost) {
 		return nil
 	}

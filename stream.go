@@ -115,11 +115,12 @@ type NackOptions struct {
 	Outcome Outcome
 
 	// Delay is how long the task waits before it can be delivered again.
-	// Ignored for OutcomeDead.
+	// Ignored for OutcomeDead; a negative Delay is 0.
 	Delay time.Duration
 
 	// Reason is the error that caused a failure or a dead letter. Streams
-	// keep it as the task's last error.
+	// keep it as the task's last error, cut to at most MaxReasonLen bytes
+	// (see TruncateReason).
 	Reason string
 }
 
@@ -200,11 +201,12 @@ type TaskInfo struct {
 	UpdatedAt  time.Time
 }
 
-// ListOptions selects tasks for Inspector.List.
+// ListOptions selects tasks for Inspector.List. Normalize checks it and
+// fills its defaults.
 type ListOptions struct {
 	State State  // required
 	Type  string // only tasks of this type, when set
-	Limit int    // at most this many; 0 means 100
+	Limit int    // at most this many; 0 means DefaultListLimit (100), and a negative Limit is an error
 	After string // paging cursor: list tasks whose ID sorts after this ID
 }
 

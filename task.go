@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -78,20 +79,21 @@ func (t *Task) Clone() *Task {
 	return &c
 }
 
-// Validate reports whether t can be enqueued: it must have a Type, and an
-// ID and UniqueKey no longer than 255 bytes. Streams call it from Enqueue.
+// Validate reports whether t can be enqueued: it must have a Type of at
+// most MaxTypeLen bytes, an ID of at most MaxIDLen bytes and a UniqueKey of
+// at most MaxUniqueKeyLen bytes. Streams call it from Enqueue.
 func (t *Task) Validate() error {
 	switch {
 	case t == nil:
 		return &InvalidTaskError{Reason: "task is nil"}
 	case t.Type == "":
 		return &InvalidTaskError{ID: t.ID, Reason: "task has no Type: set Task.Type to a name registered in a TaskList"}
-	case len(t.Type) > 255:
-		return &InvalidTaskError{ID: t.ID, Reason: "task Type is longer than 255 bytes"}
-	case len(t.ID) > 255:
-		return &InvalidTaskError{ID: t.ID[:32] + "…", Reason: "task ID is longer than 255 bytes"}
-	case len(t.UniqueKey) > 255:
-		return &InvalidTaskError{ID: t.ID, Reason: "task UniqueKey is longer than 255 bytes"}
+	case len(t.Type) > MaxTypeLen:
+		return &InvalidTaskError{ID: t.ID, Reason: fmt.Sprintf("task Type is longer than %d bytes", MaxTypeLen)}
+	case len(t.ID) > MaxIDLen:
+		return &InvalidTaskError{ID: t.ID[:32] + "…", Reason: fmt.Sprintf("task ID is longer than %d bytes", MaxIDLen)}
+	case len(t.UniqueKey) > MaxUniqueKeyLen:
+		return &InvalidTaskError{ID: t.ID, Reason: fmt.Sprintf("task UniqueKey is longer than %d bytes", MaxUniqueKeyLen)}
 	case t.MaxAttempts < 0:
 		return &InvalidTaskError{ID: t.ID, Reason: "task MaxAttempts is negative: use 0 for the processor's default"}
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -301,14 +300,3 @@ var _ http.Handler = (*Dashboard)(nil)
 func (d *Dashboard) hidden(taskType string) bool {
 	return d.cfg.HidePayload != nil && d.cfg.HidePayload(taskType)
 }
-
-// validStates lists the states an Inspector can list, for error messages.
-func validStates() string {
-	names := make([]string, len(peonify.States))
-	for i, s := range peonify.States {
-		names[i] = string(s)
-	}
-	return strings.Join(names, ", ")
-}
-
-func isState(s peonify.State) bool { return slices.Contains(peonify.States, s) }

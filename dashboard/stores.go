@@ -76,11 +76,6 @@ func (d *Dashboard) withStore(h func(http.ResponseWriter, *http.Request, *store)
 func (d *Dashboard) serveTasks(w http.ResponseWriter, r *http.Request, st *store) {
 	q := r.URL.Query()
 	opts := peonify.ListOptions{State: peonify.State(q.Get("state")), Type: q.Get("type"), After: q.Get("after"), Limit: defaultPageSize}
-	if !isState(opts.State) {
-		writeError(w, http.StatusBadRequest, "bad_request",
-			fmt.Sprintf("state %q is not a task state: use state= one of %s", opts.State, validStates()))
-		return
-	}
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > maxPageSize {
@@ -89,6 +84,11 @@ func (d *Dashboard) serveTasks(w http.ResponseWriter, r *http.Request, st *store
 			return
 		}
 		opts.Limit = n
+	}
+	opts, err := opts.Normalize()
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("%v (the state= parameter)", err))
+		return
 	}
 	infos, err := st.insp.List(r.Context(), opts)
 	if err != nil {

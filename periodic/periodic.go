@@ -11,7 +11,7 @@ import (
 	"github.com/peonify/peonify"
 )
 
-// maxNameLen keeps UniqueKey within the 255 bytes a stream accepts.
+// maxNameLen keeps UniqueKey within peonify.MaxUniqueKeyLen.
 const maxNameLen = 200
 
 // maxWait caps one timer, so that the scheduler notices a wall clock that

@@ -177,8 +177,8 @@ func parseConfig(data []byte, lookupEnv func(string) (string, bool)) (_ *config,
 	}
 	for _, typ := range yamlfile.SortedKeys(fc.Tasks) {
 		path := "tasks." + typ
-		if len(typ) > 255 {
-			return nil, yamlfile.Errorf(path, "the task type name is longer than 255 bytes")
+		if len(typ) > peonify.MaxTypeLen {
+			return nil, yamlfile.Errorf(path, "the task type name is longer than %d bytes", peonify.MaxTypeLen)
 		}
 		t, err := decodeTask(fc.Tasks[typ].N, path)
 		if err != nil {

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/backoff"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
@@ -425,7 +427,7 @@ func (c *consumer) giveBack(ctx context.Context) error {
 // error (a delay queue declared with other arguments) cannot hot-loop.
 func (c *consumer) hopper() {
 	ss := c.ss
-	wait := 50 * time.Millisecond
+	b := backoff.Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
 	var batch []*amqp.Delivery
 	for {
 		if len(batch) == 0 {
@@ -448,17 +450,16 @@ func (c *consumer) hopper() {
 		failed := c.hop(batch)
 		batch = append(batch[:0], failed...)
 		if len(failed) == 0 {
-			wait = 50 * time.Millisecond
+			b.Reset()
 			continue
 		}
-		timer := time.NewTimer(jitter(wait))
+		timer := time.NewTimer(b.Next())
 		select {
 		case <-timer.C:
 		case <-ss.done:
 			timer.Stop()
 			return
 		}
-		wait = min(wait*2, 5*time.Second)
 	}
 }
 
@@ -536,9 +537,9 @@ func cmpErr(first, err error) error {
 
 // markDead adds the dead-letter headers.
 func markDead(h amqp.Table, reason string) {
-	h[headerDeadReason] = truncate(reason, maxReason)
+	h[headerDeadReason] = peonify.TruncateReason(reason)
 	h[headerDeadAt] = time.Now().UnixMilli()
 	if reason != "" {
-		h[headerLastError] = truncate(reason, maxReason)
+		h[headerLastError] = peonify.TruncateReason(reason)
 	}
 }

@@ -59,7 +59,7 @@ func FuzzDecodeTask(f *testing.F) {
 				t.Fatalf("header %q = %q, want %q", k, out.Headers[k], v)
 			}
 		}
-		if out.LastError != truncate(s, maxReason) {
+		if out.LastError != peonify.TruncateReason(s) {
 			t.Fatalf("last error %q, want %q", out.LastError, s)
 		}
 	})

@@ -1,7 +1,6 @@
 package amqpstream
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/listing"
 )
 
 // maxBrowse bounds how many dead tasks one List, Get, Retry or Delete
@@ -70,6 +70,10 @@ func (s *Stream) Counts(ctx context.Context) (map[peonify.State]int, error) {
 // broker deletes a message when it is acked. For pending, scheduled and
 // running tasks it returns an error wrapping errors.ErrUnsupported.
 func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.TaskInfo, error) {
+	opts, err := opts.Normalize()
+	if err != nil {
+		return nil, fmt.Errorf("amqpstream: %w", err)
+	}
 	switch opts.State {
 	case peonify.StateDead:
 	case peonify.StateDone:
@@ -80,23 +84,15 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 	default:
 		return nil, fmt.Errorf("amqpstream: cannot list tasks in state %q: list pending, scheduled, running, dead or done tasks", opts.State)
 	}
-	limit := opts.Limit
-	if limit <= 0 {
-		limit = 100
-	}
-	var infos []peonify.TaskInfo
-	err := s.browse(ctx, func(d *amqp.Delivery) action {
-		info := deadInfo(d)
-		if (opts.Type == "" || info.Task.Type == opts.Type) && info.Task.ID > opts.After {
-			infos = append(infos, info)
-		}
+	page := listing.Infos(opts)
+	err = s.browse(ctx, func(d *amqp.Delivery) action {
+		page.Add(deadInfo(d))
 		return keep
 	})
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(infos, func(a, b peonify.TaskInfo) int { return cmp.Compare(a.Task.ID, b.Task.ID) })
-	return infos[:min(limit, len(infos))], nil
+	return page.Items(), nil
 }
 
 // Get returns a dead task. A task that is not dead (pending, scheduled or

@@ -27,10 +27,6 @@ const (
 	headerDeadAt      = "x-peonify-dead-at"      // when, in Unix milliseconds
 )
 
-// maxReason caps the stored last error and dead reason, so that one long
-// error (a stack, a response body) cannot make every retry heavy.
-const maxReason = 8 << 10
-
 // brokerHeader reports whether RabbitMQ sets the header itself (dead
 // lettering, quorum queue delivery counts). Such headers are not task
 // headers, and a republished task drops them.
@@ -227,7 +223,7 @@ func setMeta(h amqp.Table, t *peonify.Task, attempts int) {
 	}
 	setInt(headerRunAt, runAt)
 	setStr(headerUniqueKey, t.UniqueKey)
-	setStr(headerLastError, truncate(t.LastError, maxReason))
+	setStr(headerLastError, peonify.TruncateReason(t.LastError))
 }
 
 // repost builds the message that carries a delivered task on (a retry, a
@@ -274,25 +270,14 @@ func validateHeaders(t *peonify.Task) error {
 		switch {
 		case k == "":
 			return &peonify.InvalidTaskError{ID: t.ID, Reason: "a header name is empty"}
-		case len(k) > 255:
-			return &peonify.InvalidTaskError{ID: t.ID, Reason: "header name " + strconv.Quote(k[:32]+"…") + " is longer than 255 bytes, the AMQP limit"}
+		case len(k) > peonify.MaxHeaderNameLen:
+			return &peonify.InvalidTaskError{ID: t.ID, Reason: fmt.Sprintf("header name %q is longer than %d bytes, the AMQP limit", k[:32]+"…", peonify.MaxHeaderNameLen)}
 		case reservedHeader(k):
 			return &peonify.InvalidTaskError{ID: t.ID, Reason: "header name " + strconv.Quote(k) +
 				" is reserved: names starting with x-peonify- belong to the stream, and x-death, x-first-death-*, x-last-death-* and x-delivery-count to RabbitMQ"}
 		}
 	}
 	return nil
-}
-
-// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n]
 }
 
 // Delays. A retry or a scheduled task waits in delay queues: each has one

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/url"
 	"strconv"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/backoff"
 )
 
 // Stream is a Peonify stream on a RabbitMQ (AMQP 0-9-1) work queue. It
@@ -240,11 +240,9 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	if !ok || cl == nil || cl.ss == nil || d.Task == nil {
 		return errors.New("amqpstream: Nack of a delivery that this stream's Poll did not return")
 	}
-	switch opts.Outcome {
-	case peonify.OutcomeFailed, peonify.OutcomeReleased, peonify.OutcomeDead:
-	default:
-		return fmt.Errorf("amqpstream: Nack of task %s: unknown NackOptions.Outcome %d: use OutcomeFailed, OutcomeReleased or OutcomeDead",
-			d.Task.ID, opts.Outcome)
+	opts, err := opts.Normalize()
+	if err != nil {
+		return fmt.Errorf("amqpstream: Nack of task %s: %w", d.Task.ID, err)
 	}
 	ss := cl.ss
 	ss.consMu.Lock()
@@ -274,8 +272,7 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 			t.LastError = opts.Reason
 		}
 	}
-	var err error
-	if opts.Outcome != peonify.OutcomeDead && opts.Delay > 0 {
+	if opts.Delay > 0 {
 		t.RunAt = time.Now().Add(opts.Delay)
 		queue, err = ss.ensureDelay(bucketFor(opts.Delay))
 	}
@@ -527,7 +524,7 @@ func (s *Stream) broadcast() {
 // ReconnectMax, with jitter; a session that lived for a while resets
 // them.
 func (s *Stream) supervise(ctx context.Context) {
-	wait := s.cfg.ReconnectMin
+	b := backoff.Backoff{Min: s.cfg.ReconnectMin, Max: s.cfg.ReconnectMax}
 	log := s.cfg.Logger
 	for {
 		s.setBusy(true)
@@ -538,7 +535,7 @@ func (s *Stream) supervise(ctx context.Context) {
 			}
 			quiet := s.waiting.Load() > 0 // before setDown lets Connect return
 			s.setDown(err)
-			d := jitter(wait)
+			d := b.Next()
 			switch {
 			case quiet:
 				log.Debug("amqpstream: cannot connect; Connect returns the error", "queue", s.cfg.Queue, "retry_in", d, "err", err)
@@ -548,10 +545,9 @@ func (s *Stream) supervise(ctx context.Context) {
 			default:
 				log.Warn("amqpstream: cannot connect; retrying", "queue", s.cfg.Queue, "retry_in", d, "err", err)
 			}
-			if !sleep(ctx, d) {
+			if !backoff.Sleep(ctx, d) {
 				return
 			}
-			wait = min(wait*2, s.cfg.ReconnectMax)
 			continue
 		}
 		if !s.setUp(ss) {
@@ -567,14 +563,13 @@ func (s *Stream) supervise(ctx context.Context) {
 		s.setDown(ss.err)
 		ss.shutdown(context.Background())
 		if time.Since(ss.born) > 10*time.Second {
-			wait = s.cfg.ReconnectMin
+			b.Reset()
 		}
-		d := jitter(wait)
+		d := b.Next()
 		log.Warn("amqpstream: connection lost; reconnecting", "queue", s.cfg.Queue, "retry_in", d, "err", ss.err)
-		if !sleep(ctx, d) {
+		if !backoff.Sleep(ctx, d) {
 			return
 		}
-		wait = min(wait*2, s.cfg.ReconnectMax)
 	}
 }
 
@@ -613,24 +608,4 @@ func (s *Stream) setUp(ss *session) bool {
 	}
 	s.upOnce = true
 	return true
-}
-
-// jitter returns a random duration between d/2 and d.
-func jitter(d time.Duration) time.Duration {
-	if d <= 1 {
-		return d
-	}
-	return d/2 + rand.N(d/2+1)
-}
-
-// sleep waits for d; it reports false if ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

@@ -3,10 +3,9 @@ package memstream
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/listing"
 )
 
 // Counts returns the number of tasks in each state, after moving scheduled
@@ -32,9 +31,6 @@ func (s *Stream) Counts(ctx context.Context) (map[peonify.State]int, error) {
 	}, nil
 }
 
-// defaultListLimit is the page size of List when ListOptions.Limit is 0.
-const defaultListLimit = 100
-
 // List returns up to opts.Limit tasks in opts.State (and of opts.Type, when
 // set) whose ID sorts after opts.After, ordered by ID. To page, pass the
 // last ID of a page as the next page's After. Listing StateDone returns
@@ -43,16 +39,13 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	opts, err := opts.Normalize()
+	if err != nil {
+		return nil, fmt.Errorf("memstream: %w", err)
+	}
 	want, err := parseState(opts.State, "ListOptions.State")
 	if err != nil {
 		return nil, err
-	}
-	if opts.Limit < 0 {
-		return nil, fmt.Errorf("memstream: ListOptions.Limit is %d: use a positive page size, or 0 for %d", opts.Limit, defaultListLimit)
-	}
-	limit := opts.Limit
-	if limit == 0 {
-		limit = defaultListLimit
 	}
 	now := s.now()
 	s.mu.Lock()
@@ -61,12 +54,8 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 		return nil, peonify.ErrClosed
 	}
 	s.advance(now)
-	var pick []*entry
-	add := func(e *entry) {
-		if (opts.Type == "" || e.task.Type == opts.Type) && e.task.ID > opts.After {
-			pick = append(pick, e)
-		}
-	}
+	page := listing.New(opts, func(e *entry) *peonify.Task { return &e.task })
+	add := page.Add
 	switch want {
 	case statePending:
 		s.ready.each(add)
@@ -79,10 +68,7 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 			add(e)
 		}
 	}
-	slices.SortFunc(pick, func(a, b *entry) int { return strings.Compare(a.task.ID, b.task.ID) })
-	if len(pick) > limit {
-		pick = pick[:limit]
-	}
+	pick := page.Items()
 	infos := make([]peonify.TaskInfo, len(pick))
 	for i, e := range pick {
 		infos[i] = e.info()

@@ -423,10 +423,9 @@ func (s *Stream) releaseUnique(e *entry) {
 // peonify.ErrLeaseLost. Like Ack, Nack accepts a claim whose deadline
 // passed as long as the stream has not made the task available again.
 func (s *Stream) Nack(_ context.Context, d peonify.Delivery, opts peonify.NackOptions) error {
-	switch opts.Outcome {
-	case peonify.OutcomeFailed, peonify.OutcomeReleased, peonify.OutcomeDead:
-	default:
-		return fmt.Errorf("memstream: NackOptions.Outcome is %d: use OutcomeFailed, OutcomeReleased or OutcomeDead", int(opts.Outcome))
+	opts, err := opts.Normalize()
+	if err != nil {
+		return fmt.Errorf("memstream: %w", err)
 	}
 	now := s.now()
 	s.mu.Lock()

@@ -211,8 +211,8 @@ func (c Config) validate() error {
 		if group != "" && c.ShareGroup != "" && group != c.ShareGroup {
 			return bad("Routes", "filter %q names share group %q but ShareGroup is %q: use one of them", f, group, c.ShareGroup)
 		}
-		if typ == "" || len(typ) > 255 {
-			return bad("Routes", "filter %q maps to task type %q: a type is 1 to 255 bytes", f, typ)
+		if typ == "" || len(typ) > peonify.MaxTypeLen {
+			return bad("Routes", "filter %q maps to task type %q: a type is 1 to %d bytes", f, typ, peonify.MaxTypeLen)
 		}
 		filters = append(filters, filter)
 	}

@@ -104,7 +104,7 @@
 // order:
 //
 //  1. the value of the MQTT 5 user property "id" (IDProperty), if present
-//     (hashed if longer than 255 bytes);
+//     (hashed if longer than peonify.MaxIDLen, 255 bytes);
 //  2. else the message's correlation data, as text if it is printable
 //     UTF-8, else in hex;
 //  3. else, with Config.ContentIDs, "mqtt-" and a hash of the topic, the

@@ -620,10 +620,10 @@ func (in *Intake) task(pb *paho.Publish) (t *peonify.Task, own, ok bool) {
 	return t, true, true
 }
 
-// clampID keeps an ID of at most 255 bytes as it is, and replaces a
-// longer one with a hash of it.
+// clampID keeps an ID of at most peonify.MaxIDLen bytes as it is, and
+// replaces a longer one with a hash of it.
 func clampID(id string) string {
-	if len(id) <= 255 {
+	if len(id) <= peonify.MaxIDLen {
 		return id
 	}
 	sum := sha256.Sum256([]byte(id))

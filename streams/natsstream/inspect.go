@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/listing"
 )
 
 // maxScan bounds how many messages of one subject List, Get, Delete and
@@ -154,23 +153,16 @@ func (s *Stream) Counts(ctx context.Context) (map[peonify.State]int, error) {
 // suits queues of thousands of tasks rather than millions. Done tasks are
 // not kept, so that list is always empty.
 func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.TaskInfo, error) {
-	limit := opts.Limit
-	switch {
-	case limit < 0:
-		return nil, errors.New("natsstream: ListOptions.Limit is negative (0 means 100)")
-	case limit == 0:
-		limit = 100
+	opts, err := opts.Normalize()
+	if err != nil {
+		return nil, fmt.Errorf("natsstream: %w", err)
 	}
 	main, dead, err := s.handles(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var out []peonify.TaskInfo
-	add := func(ti peonify.TaskInfo) {
-		if (opts.Type == "" || ti.Task.Type == opts.Type) && (opts.After == "" || ti.Task.ID > opts.After) {
-			out = append(out, ti)
-		}
-	}
+	page := listing.Infos(opts)
+	add := page.Add
 	switch opts.State {
 	case peonify.StatePending, peonify.StateRunning:
 		delivered, err := s.delivered(ctx)
@@ -200,11 +192,7 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(out, func(a, b peonify.TaskInfo) int { return strings.Compare(a.Task.ID, b.Task.ID) })
-	if len(out) > limit {
-		out = out[:limit]
-	}
-	return out, nil
+	return page.Items(), nil
 }
 
 // Get returns the task with the given ID: from the dead-letter stream,

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/peonify/peonify"
@@ -62,9 +61,6 @@ const (
 	// HeaderDeadAt is when a task was dead-lettered, in RFC 3339.
 	HeaderDeadAt = "Peonify-Dead-At"
 )
-
-// maxReason caps the length of an error kept in a header.
-const maxReason = 4 << 10
 
 // decoded is a task read from a message, with the stream's own fields.
 type decoded struct {
@@ -172,10 +168,10 @@ func decodeTask(h nats.Header, data []byte, stored time.Time, seq uint64) (decod
 		return d, errs[0]
 	case t.Type == "":
 		return d, fmt.Errorf("the message has no %s header: a producer must name the task type", HeaderType)
-	case len(t.Type) > 255:
-		return d, fmt.Errorf("header %s is longer than 255 bytes", HeaderType)
-	case len(t.ID) > 255:
-		return d, errors.New("the task ID is longer than 255 bytes")
+	case len(t.Type) > peonify.MaxTypeLen:
+		return d, fmt.Errorf("header %s is longer than %d bytes", HeaderType, peonify.MaxTypeLen)
+	case len(t.ID) > peonify.MaxIDLen:
+		return d, fmt.Errorf("the task ID is longer than %d bytes", peonify.MaxIDLen)
 	}
 	return d, nil
 }
@@ -322,28 +318,14 @@ func untrimmed(s string) bool {
 func isBlank(c byte) bool { return c == ' ' || c == '\t' }
 
 // headerText makes s fit in a header value: line breaks become spaces,
-// white space at either end goes, and it is cut to at most maxReason
-// bytes, never inside a UTF-8 character.
+// white space at either end goes, and it is cut by
+// peonify.TruncateReason, never inside a UTF-8 character.
 func headerText(s string) string {
-	if len(s) > maxReason {
-		s = s[:runeCut(s, maxReason)]
-	}
+	s = peonify.TruncateReason(s)
 	if strings.ContainsAny(s, "\r\n") {
 		s = strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ").Replace(s)
 	}
 	return strings.Trim(s, " \t")
-}
-
-// runeCut returns the largest n <= limit, with limit < len(s), such that
-// s[:n] does not end inside a UTF-8 character. Invalid bytes count as
-// characters of their own: at most utf8.UTFMax-1 bytes are given up.
-func runeCut(s string, limit int) int {
-	for n := limit; n > limit-utf8.UTFMax && n > 0; n-- {
-		if utf8.RuneStart(s[n]) {
-			return n
-		}
-	}
-	return limit
 }
 
 func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }

@@ -10,24 +10,8 @@ import (
 	"github.com/peonify/peonify/internal/streamtest"
 )
 
-// TestHeaderTextKeepsUTF8 cuts reasons whose multi-byte characters
-// straddle maxReason at every offset: what is kept is valid UTF-8, a
-// prefix of the reason, and at most maxReason bytes.
-func TestHeaderTextKeepsUTF8(t *testing.T) {
-	for _, r := range []string{"é", "€", "😀"} {
-		for pad := range utf8.UTFMax {
-			reason := strings.Repeat("x", pad) + strings.Repeat(r, maxReason)
-			got := headerText(reason)
-			if !utf8.ValidString(got) || !strings.HasPrefix(reason, got) || len(got) > maxReason || len(got) <= maxReason-utf8.UTFMax {
-				t.Errorf("%d x's then %q: kept %d bytes ending %q, want a valid UTF-8 prefix of at most %d bytes",
-					pad, r, len(got), got[max(0, len(got)-8):], maxReason)
-			}
-		}
-	}
-}
-
 // TestLongUTF8ReasonIsInspectable dead-letters a task with a reason longer
-// than maxReason whose cut falls inside a character, and checks the
+// than peonify.MaxReasonLen whose cut falls inside a character, and checks the
 // Inspector shows a valid UTF-8 prefix of it.
 func TestLongUTF8ReasonIsInspectable(t *testing.T) {
 	js := testJS(t)
@@ -38,7 +22,7 @@ func TestLongUTF8ReasonIsInspectable(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := streamtest.PollUntil(t, s, 1, 5*time.Second)[0]
-	reason := "x" + strings.Repeat("é", maxReason)
+	reason := "x" + strings.Repeat("é", peonify.MaxReasonLen)
 	if err := s.Nack(ctx, d, peonify.NackOptions{Outcome: peonify.OutcomeDead, Reason: reason}); err != nil {
 		t.Fatal(err)
 	}
@@ -46,22 +30,22 @@ func TestLongUTF8ReasonIsInspectable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !utf8.ValidString(info.LastError) || !strings.HasPrefix(reason, info.LastError) || len(info.LastError) < maxReason-utf8.UTFMax {
+	if !utf8.ValidString(info.LastError) || !strings.HasPrefix(reason, info.LastError) || len(info.LastError) < peonify.MaxReasonLen-utf8.UTFMax {
 		t.Errorf("dead reason kept as %d bytes (valid UTF-8: %t), want a valid prefix of the reason of about %d bytes",
-			len(info.LastError), utf8.ValidString(info.LastError), maxReason)
+			len(info.LastError), utf8.ValidString(info.LastError), peonify.MaxReasonLen)
 	}
 }
 
 // FuzzHeaderText checks that headerText keeps valid UTF-8 valid, never
-// keeps more than maxReason bytes, and leaves no line break.
+// keeps more than peonify.MaxReasonLen bytes, and leaves no line break.
 func FuzzHeaderText(f *testing.F) {
-	f.Add("x" + strings.Repeat("é", maxReason))
-	f.Add(strings.Repeat("😀", maxReason/3) + "\r\n")
-	f.Add(strings.Repeat("\x80", maxReason+10))
+	f.Add("x" + strings.Repeat("é", peonify.MaxReasonLen))
+	f.Add(strings.Repeat("😀", peonify.MaxReasonLen/3) + "\r\n")
+	f.Add(strings.Repeat("\x80", peonify.MaxReasonLen+10))
 	f.Fuzz(func(t *testing.T, s string) {
 		got := headerText(s)
-		if len(got) > maxReason {
-			t.Fatalf("kept %d bytes, more than %d", len(got), maxReason)
+		if len(got) > peonify.MaxReasonLen {
+			t.Fatalf("kept %d bytes, more than %d", len(got), peonify.MaxReasonLen)
 		}
 		if utf8.ValidString(s) && !utf8.ValidString(got) {
 			t.Fatalf("cut valid UTF-8 into invalid UTF-8: %q", got[max(0, len(got)-8):])

@@ -2,12 +2,12 @@ package natsstream
 
 import (
 	"context"
-	"math/rand/v2"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/peonify/peonify/internal/backoff"
 )
 
 // JetStream cannot hold a message until a given time, so tasks due later
@@ -46,6 +46,7 @@ func (s *Stream) startScheduler() {
 func (s *Stream) runScheduler(ctx context.Context) {
 	defer s.wg.Done()
 	var wait time.Duration
+	b := backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -67,12 +68,12 @@ func (s *Stream) runScheduler(ctx context.Context) {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
-			if wait == 0 {
+			if !b.Failing() {
 				s.log.Warn("natsstream: scheduler cannot fetch; retrying with backoff", "stream", s.cfg.Stream, "err", err)
 			}
-			wait = min(max(wait*2, 100*time.Millisecond), 5*time.Second)
-			wait = time.Duration(float64(wait) * (0.75 + rand.Float64()/2))
+			wait = b.Next()
 		default:
+			b.Reset()
 			wait = 0
 		}
 	}

@@ -403,10 +403,9 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 // Copies are deduplicated by JetStream, so a Nack retried after an error
 // publishes one copy. Nack is fenced like Ack.
 func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.NackOptions) error {
-	switch opts.Outcome {
-	case peonify.OutcomeFailed, peonify.OutcomeReleased, peonify.OutcomeDead:
-	default:
-		return fmt.Errorf("natsstream: Nack with unknown outcome %d: use peonify.OutcomeFailed, OutcomeReleased or OutcomeDead", opts.Outcome)
+	opts, err := opts.Normalize()
+	if err != nil {
+		return fmt.Errorf("natsstream: %w", err)
 	}
 	c, err := s.claimOf(d)
 	if err != nil {

@@ -55,14 +55,15 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 	if s.closed.Load() {
 		return nil, peonify.ErrClosed
 	}
+	opts, err := opts.Normalize()
+	if err != nil {
+		return nil, fmt.Errorf("pgstream: %w", err)
+	}
 	state, future, err := stateFilter(opts.State)
 	if err != nil {
 		return nil, err
 	}
 	limit := opts.Limit
-	if limit <= 0 {
-		limit = 100
-	}
 	var typ *string
 	if opts.Type != "" {
 		typ = &opts.Type

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -180,22 +179,21 @@ func (l *Listener) notify(queue string, all bool) {
 
 // run listens until ctx ends, reconnecting after failures.
 func (l *Listener) run(ctx context.Context) {
-	const minDelay, maxDelay = 100 * time.Millisecond, 10 * time.Second
-	delay := minDelay
+	b := backoff.Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}
 	for ctx.Err() == nil {
 		connected, err := l.listenOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if connected {
-			delay = minDelay
+			b.Reset()
 		}
+		delay := b.Next()
 		l.logger.Warn("pgstream: LISTEN connection lost; reconnecting",
 			"channel", l.channel, "err", err, "retry_in", delay)
-		if !backoff.Sleep(ctx, jitter(delay)) {
+		if !backoff.Sleep(ctx, delay) {
 			return
 		}
-		delay = min(delay*2, maxDelay)
 	}
 }
 
@@ -246,10 +244,4 @@ func (l *Listener) listenOnce(ctx context.Context) (bool, error) {
 			return true, fmt.Errorf("pgstream: the LISTEN connection did not answer a ping within %s: %w", l.health, err)
 		}
 	}
-}
-
-// jitter spreads d randomly over [d/2, 3d/2) so that processors that lost
-// the database together do not reconnect together.
-func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d)
 }

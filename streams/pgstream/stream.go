@@ -22,9 +22,6 @@ import (
 // maxBatch caps one claim, whatever the processor asks for.
 const maxBatch = 10000
 
-// maxReason caps the stored last error of a task.
-const maxReason = 16 << 10
-
 // Stream is a Peonify stream backed by a Postgres table: one named queue
 // in the peonify_tasks table. It implements peonify.Stream, Extender,
 // Waker, Enqueuer, Inspector and PollLimiter, and adds EnqueueTx, Pause and
@@ -268,6 +265,10 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	if d.Token == 0 {
 		return fmt.Errorf("pgstream: Nack of task %s without a claim token (not a delivery from Poll): %w", d.Task.ID, peonify.ErrLeaseLost)
 	}
+	opts, err := opts.Normalize()
+	if err != nil {
+		return fmt.Errorf("pgstream: Nack of task %s: %w", d.Task.ID, err)
+	}
 	var q string
 	switch opts.Outcome {
 	case peonify.OutcomeFailed:
@@ -276,20 +277,18 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 		q = s.sql.nackReleased
 	case peonify.OutcomeDead:
 		q = s.sql.nackDead
-	default:
-		return fmt.Errorf("pgstream: Nack of task %s: unknown NackOptions.Outcome %d: use OutcomeFailed, OutcomeReleased or OutcomeDead", d.Task.ID, opts.Outcome)
 	}
 	var reason *string
 	if opts.Reason != "" {
-		r := truncate(opts.Reason, maxReason)
+		r := peonify.TruncateReason(storableText(opts.Reason))
 		reason = &r
 	}
 	args := []any{s.cfg.Queue, d.Task.ID, int64(d.Token), s.channel, reason}
 	if opts.Outcome != peonify.OutcomeDead {
-		args = append(args, max(opts.Delay, 0).Microseconds())
+		args = append(args, opts.Delay.Microseconds())
 	}
 	var n, notified int
-	err := s.pool.QueryRow(ctx, q, args...).Scan(&n, &notified)
+	err = s.pool.QueryRow(ctx, q, args...).Scan(&n, &notified)
 	if err != nil {
 		return s.dbError("nacking task "+d.Task.ID, err)
 	}
@@ -480,15 +479,7 @@ func decodeHeaders(b []byte) map[string]string {
 	return h
 }
 
-// truncate cuts s to at most n bytes without splitting a UTF-8 sequence,
-// and makes it storable as Postgres text (valid UTF-8, no NUL).
-func truncate(s string, n int) string {
-	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n]
+// storableText makes s storable as Postgres text: valid UTF-8, no NUL.
+func storableText(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
 }

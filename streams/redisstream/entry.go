@@ -27,9 +27,6 @@ const (
 	fieldDeadAt      = "dead_at"      // Unix milliseconds, in the dead stream
 )
 
-// maxReason caps the stored last error of a task.
-const maxReason = 16 << 10
-
 // entry holds the fields of a stream entry or scheduled hash that Peonify
 // reads. Unknown fields are ignored here and kept by the scripts.
 type entry struct {
@@ -241,15 +238,4 @@ func fields(t *peonify.Task) ([]any, error) {
 		f = append(f, fieldRunAt, strconv.FormatInt(t.RunAt.UnixMilli(), 10))
 	}
 	return f, nil
-}
-
-// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n]
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/listing"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -323,16 +324,12 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 	if s.closed.Load() {
 		return nil, peonify.ErrClosed
 	}
-	limit := opts.Limit
-	if limit <= 0 {
-		limit = 100
+	opts, err := opts.Normalize()
+	if err != nil {
+		return nil, fmt.Errorf("redisstream: %w", err)
 	}
-	top := topN{limit: limit}
-	keep := func(info peonify.TaskInfo) {
-		if (opts.Type == "" || info.Task.Type == opts.Type) && info.Task.ID > opts.After {
-			top.add(info)
-		}
-	}
+	page := listing.Infos(opts)
+	keep := page.Add
 	switch opts.State {
 	case peonify.StatePending, peonify.StateRunning:
 		claims, err := s.claims(ctx)
@@ -369,7 +366,7 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 			for _, info := range infos {
 				keep(info)
 			}
-			if len(top.infos) >= limit {
+			if page.Full() {
 				break
 			}
 		}
@@ -383,7 +380,7 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 	default:
 		return nil, fmt.Errorf("redisstream: List of unknown state %q: use one of %v", opts.State, peonify.States)
 	}
-	return top.sorted(), nil
+	return page.Items(), nil
 }
 
 // claims returns the group's pending entries: the running tasks.
@@ -453,28 +450,6 @@ func (s *Stream) scan(ctx context.Context, key string, fn func(eid string, e ent
 		}
 		start = "(" + msgs[len(msgs)-1].ID
 	}
-}
-
-// topN keeps the limit tasks with the lowest IDs.
-type topN struct {
-	limit int
-	infos []peonify.TaskInfo
-}
-
-func (t *topN) add(info peonify.TaskInfo) {
-	t.infos = append(t.infos, info)
-	if len(t.infos) >= 4*t.limit {
-		t.infos = t.sorted()
-	}
-}
-
-func (t *topN) sorted() []peonify.TaskInfo {
-	slices.SortFunc(t.infos, func(a, b peonify.TaskInfo) int { return cmp.Compare(a.Task.ID, b.Task.ID) })
-	if len(t.infos) > t.limit {
-		clear(t.infos[t.limit:])
-		t.infos = t.infos[:t.limit]
-	}
-	return t.infos
 }
 
 // Retry makes dead tasks pending again, at the end of the stream, with a

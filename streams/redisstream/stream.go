@@ -418,29 +418,23 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	if d.Task == nil {
 		return errors.New("redisstream: Nack of a delivery without a Task")
 	}
-	var outcome string
-	switch opts.Outcome {
-	case peonify.OutcomeFailed:
-		outcome = "failed"
-	case peonify.OutcomeReleased:
-		outcome = "released"
-	case peonify.OutcomeDead:
-		outcome = "dead"
-	default:
-		return fmt.Errorf("redisstream: Nack of task %s: unknown NackOptions.Outcome %d: use OutcomeFailed, OutcomeReleased or OutcomeDead", d.Task.ID, opts.Outcome)
+	opts, err := opts.Normalize()
+	if err != nil {
+		return fmt.Errorf("redisstream: Nack of task %s: %w", d.Task.ID, err)
 	}
+	outcome := opts.Outcome.String() // failed, released or dead, as the script names them
 	eid := ref(d)
 	if eid == "" {
 		return fmt.Errorf("redisstream: Nack of task %s, which is not a delivery from Poll: %w", d.Task.ID, peonify.ErrLeaseLost)
 	}
 	defer s.untrack(d)
 	delay := int64(0)
-	if opts.Outcome != peonify.OutcomeDead && opts.Delay > 0 {
+	if opts.Delay > 0 {
 		delay = max((opts.Delay + time.Millisecond - 1).Milliseconds(), 1)
 	}
 	keepDead := max(s.cfg.KeepDead.Milliseconds(), 0)
 	n, err := s.run(ctx, nackScript, eid, d.Token, d.Task.ID, outcome, delay,
-		truncate(opts.Reason, maxReason), keepDead).Int()
+		opts.Reason, keepDead).Int()
 	if err != nil {
 		return s.redisError("nacking task "+d.Task.ID, err)
 	}

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
+	"github.com/peonify/peonify/internal/backoff"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -87,7 +87,7 @@ func (s *Stream) stopKey() string {
 // watch signals Wake when work shows up while the processor may be idle,
 // until ctx ends.
 func (s *Stream) watch(ctx context.Context) {
-	var wait time.Duration
+	b := backoff.Backoff{Min: watchBackoffMin, Max: watchBackoffMax}
 	for {
 		select {
 		case <-ctx.Done():
@@ -100,13 +100,12 @@ func (s *Stream) watch(ctx context.Context) {
 				return
 			}
 			if err != nil {
-				if wait == 0 {
+				if !b.Failing() {
 					s.cfg.Logger.Warn("redisstream: waiting for new tasks failed; retrying with backoff", "queue", s.cfg.Queue, "err", err)
 				}
-				wait = min(max(wait*2, watchBackoffMin), watchBackoffMax)
 				// Retry after the backoff, or as soon as a Poll succeeds: the
 				// server is back.
-				timer := time.NewTimer(time.Duration(float64(wait) * (0.5 + rand.Float64())))
+				timer := time.NewTimer(b.Next())
 				select {
 				case <-ctx.Done():
 					timer.Stop()
@@ -117,9 +116,9 @@ func (s *Stream) watch(ctx context.Context) {
 				}
 				continue
 			}
-			if wait > 0 {
+			if b.Failing() {
 				s.cfg.Logger.Info("redisstream: waiting for new tasks again", "queue", s.cfg.Queue)
-				wait = 0
+				b.Reset()
 			}
 			if found {
 				s.signal()

@@ -80,15 +80,13 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 	if s.isClosed() {
 		return nil, errClosed
 	}
+	opts, err := opts.Normalize()
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestream: %w", err)
+	}
 	where, err := stateWhere(opts.State)
 	if err != nil {
 		return nil, err
-	}
-	switch {
-	case opts.Limit < 0:
-		return nil, fmt.Errorf("sqlitestream: List with Limit %d: use a positive limit, or 0 for 100", opts.Limit)
-	case opts.Limit == 0:
-		opts.Limit = 100
 	}
 	now := s.now()
 	rows, err := s.db.QueryContext(ctx, `SELECT `+taskColumns+` FROM peonify_tasks

@@ -286,14 +286,9 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	if d.Task == nil {
 		return errors.New("sqlitestream: Nack of a delivery without a Task: pass a delivery Poll returned")
 	}
-	if opts.Delay < 0 {
-		opts.Delay = 0
-	}
-	switch opts.Outcome {
-	case peonify.OutcomeFailed, peonify.OutcomeReleased, peonify.OutcomeDead:
-	default:
-		return fmt.Errorf("sqlitestream: Nack of task %s with outcome %d: use OutcomeFailed, OutcomeReleased or OutcomeDead",
-			d.Task.ID, opts.Outcome)
+	opts, err := opts.Normalize()
+	if err != nil {
+		return fmt.Errorf("sqlitestream: Nack of task %s: %w", d.Task.ID, err)
 	}
 	if d.Token == 0 {
 		return fmt.Errorf("sqlitestream: nack of task %s without a Token: %w (pass a delivery Poll returned)",
@@ -303,7 +298,7 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 		lost bool
 		at   time.Time
 	)
-	err := s.w.do(ctx, func(tx *wtx) error {
+	err = s.w.do(ctx, func(tx *wtx) error {
 		at = tx.now.Add(opts.Delay)
 		state := "pending"
 		if opts.Delay > 0 {

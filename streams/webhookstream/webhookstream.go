@@ -411,8 +411,8 @@ func (h *Handler) task(r *http.Request, rt *route, v Verified, body []byte) (*pe
 		return nil, err
 	}
 	t.ID = rt.IDPrefix + v.ID
-	if len(t.ID) > 255 {
-		return nil, fmt.Errorf("the delivery ID is longer than %d bytes", 255-len(rt.IDPrefix))
+	if len(t.ID) > peonify.MaxIDLen {
+		return nil, fmt.Errorf("the delivery ID is longer than %d bytes", peonify.MaxIDLen-len(rt.IDPrefix))
 	}
 	for _, c := range v.ID {
 		if c < ' ' || c == 0x7f {
