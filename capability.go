@@ -21,8 +21,8 @@ type wrapper interface {
 // net/http.ResponseController looks through a ResponseWriter: a wrapper
 // that intercepts a capability is found before the stream it wraps, and
 // one that passes it through is looked past. The processor, the
-// conformance suite (peonifytest), the CLI and the dashboard find every
-// capability with As, never with a type assertion of their own.
+// conformance suite (peonifytest), the CLI and the dashboard find
+// capabilities with As.
 func As[T any](s Stream) (T, bool) {
 	for s != nil {
 		if t, ok := s.(T); ok {

@@ -135,8 +135,9 @@ type streamOptions struct {
 // stream with weight 1. Defaults to 1; must be at least 1.
 func Weight(w int) StreamOption { return func(o *streamOptions) { o.weight = w } }
 
-// StreamName names a stream in logs, stats and events. Defaults to the
-// stream's Name method if it has one, else its Go type.
+// StreamName names a stream in logs, stats and events. Defaults to the name
+// of the stream's Namer, found through wrappers (see As), else the Go type
+// of the innermost stream.
 func StreamName(name string) StreamOption { return func(o *streamOptions) { o.name = name } }
 
 // AddStream adds a source of tasks. Any number of streams of any kind may be
@@ -223,7 +224,9 @@ func (p *Processor) AddIntake(in Intake) error {
 	return nil
 }
 
-// Run processes tasks until ctx ends, then shuts down gracefully and
+// Run starts each stream that is a Starter before its first Poll (a Start
+// that fails is retried like a Poll that fails, and holds up no other
+// stream), processes tasks until ctx ends, then shuts down gracefully and
 // returns nil. The whole shutdown takes at most Config.ShutdownTimeout
 // (call it T), whatever the store does; a stream call that does not
 // return when its context ends is logged and left behind, and Close gets a
