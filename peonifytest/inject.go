@@ -71,6 +71,8 @@ type FaultStream interface {
 // NewFaultStream hides those that the wrapped stream lacks.
 type faultStream struct {
 	inner peonify.Stream
+	ext   peonify.Extender // the inner stream's, found with peonify.As; nil if none
+	enq   peonify.Enqueuer // likewise
 
 	mu      sync.Mutex
 	fail    map[Op]int
@@ -85,9 +87,9 @@ type faultStream struct {
 func NewFaultStream(s peonify.Stream) FaultStream {
 	f := &faultStream{inner: s, fail: map[Op]int{}, failErr: map[Op]error{},
 		delay: map[Op]time.Duration{}, calls: map[Op]int{}}
-	_, ext := peonify.As[peonify.Extender](s)
-	_, enq := peonify.As[peonify.Enqueuer](s)
-	switch {
+	f.ext, _ = peonify.As[peonify.Extender](s)
+	f.enq, _ = peonify.As[peonify.Enqueuer](s)
+	switch ext, enq := f.ext != nil, f.enq != nil; {
 	case ext && enq:
 		return struct {
 			FaultStream
@@ -223,8 +225,7 @@ func (f *faultStream) Extend(ctx context.Context, d peonify.Delivery, lease time
 	if err := f.before(ctx, OpExtend); err != nil {
 		return d, err
 	}
-	ext, _ := peonify.As[peonify.Extender](f.inner)
-	return ext.Extend(ctx, d, lease)
+	return f.ext.Extend(ctx, d, lease)
 }
 
 // Enqueue calls the wrapped stream's Enqueue unless a fault intervenes.
@@ -232,8 +233,7 @@ func (f *faultStream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error
 	if err := f.before(ctx, OpEnqueue); err != nil {
 		return err
 	}
-	enq, _ := peonify.As[peonify.Enqueuer](f.inner)
-	return enq.Enqueue(ctx, tasks...)
+	return f.enq.Enqueue(ctx, tasks...)
 }
 
 var (
