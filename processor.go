@@ -135,13 +135,15 @@ type streamOptions struct {
 // stream with weight 1. Defaults to 1; must be at least 1.
 func Weight(w int) StreamOption { return func(o *streamOptions) { o.weight = w } }
 
-// StreamName names a stream in logs, stats and events. Defaults to the
-// stream's Name method if it has one, else its Go type.
+// StreamName names a stream in logs, stats and events. Defaults to the name
+// of the stream's Namer, found through wrappers (see As), else the Go type
+// of the innermost stream.
 func StreamName(name string) StreamOption { return func(o *streamOptions) { o.name = name } }
 
 // AddStream adds a source of tasks. Any number of streams of any kind may be
 // added; they are polled fairly, in proportion to their weights. It must be
-// called before Run. The processor closes the stream when Run returns.
+// called before Run. AddStream does no I/O: Run starts the stream (see
+// Starter) and closes it when Run returns.
 func (p *Processor) AddStream(s Stream, opts ...StreamOption) error {
 	if s == nil {
 		return &ConfigError{"AddStream", "stream is nil"}
@@ -154,11 +156,7 @@ func (p *Processor) AddStream(s Stream, opts ...StreamOption) error {
 		return &ConfigError{"AddStream", fmt.Sprintf("weight %d is below 1", o.weight)}
 	}
 	if o.name == "" {
-		if n, ok := s.(interface{ Name() string }); ok {
-			o.name = n.Name()
-		} else {
-			o.name = fmt.Sprintf("%T", s)
-		}
+		o.name = streamName(s)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -170,11 +168,14 @@ func (p *Processor) AddStream(s Stream, opts ...StreamOption) error {
 		name = fmt.Sprintf("%s#%d", o.name, i)
 	}
 	st := &streamState{s: s, name: name, weight: o.weight, index: len(p.streams)}
-	st.ext, _ = s.(Extender)
-	if l, ok := s.(PollLimiter); ok && l.MaxPoll() > 0 {
+	// Capabilities are found through wrappers (see As). Wake and MaxPoll
+	// are accessors: registering a stream does no I/O; Run starts it.
+	st.ext, _ = As[Extender](s)
+	st.start, _ = As[Starter](s)
+	if l, ok := As[PollLimiter](s); ok && l.MaxPoll() > 0 {
 		st.maxPoll = l.MaxPoll()
 	}
-	if w, ok := s.(Waker); ok {
+	if w, ok := As[Waker](s); ok {
 		st.wake = w.Wake()
 	}
 	p.streams = append(p.streams, st)
@@ -223,7 +224,9 @@ func (p *Processor) AddIntake(in Intake) error {
 	return nil
 }
 
-// Run processes tasks until ctx ends, then shuts down gracefully and
+// Run starts each stream that is a Starter before its first Poll (a Start
+// that fails is retried like a Poll that fails, and holds up no other
+// stream), processes tasks until ctx ends, then shuts down gracefully and
 // returns nil. The whole shutdown takes at most Config.ShutdownTimeout
 // (call it T), whatever the store does; a stream call that does not
 // return when its context ends is logged and left behind, and Close gets a
@@ -286,7 +289,11 @@ func (p *Processor) Run(ctx context.Context) error {
 
 	var pollers, workers, helpers sync.WaitGroup
 	for _, st := range p.streams {
-		pollers.Go(func() { p.pollLoop(pollCtx, st) })
+		pollers.Go(func() {
+			if p.startStream(pollCtx, st) {
+				p.pollLoop(pollCtx, st)
+			}
+		})
 	}
 	for i := range p.slots {
 		s := &p.slots[i]
@@ -381,6 +388,60 @@ func (p *Processor) Run(ctx context.Context) error {
 	p.log.Info("peonify: stopped", "succeeded", p.counters.succeeded.Load(), "released", p.counters.released.Load(),
 		"took", time.Since(start).Round(time.Millisecond))
 	return errors.Join(intakeErr, err)
+}
+
+// startStream calls the stream's Start, if it is a Starter, until it
+// succeeds, and reports whether it did before ctx ended. A failed Start is
+// handled like a failed Poll: logged, counted in the stream's stats and
+// tried again after the same backoff, while the other streams go on.
+func (p *Processor) startStream(ctx context.Context, st *streamState) bool {
+	if st.start == nil {
+		return true
+	}
+	// Until it has started, the stream does not take part in the turns
+	// (see reserve), as if its last poll had found nothing.
+	p.capMu.Lock()
+	st.idled = true
+	p.wake()
+	p.capMu.Unlock()
+	var errWait time.Duration
+	for {
+		err := p.callStart(ctx, st)
+		if err == nil {
+			st.backoff.Store(false)
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		errWait = min(max(errWait*2, errBackoffMin), errBackoffMax)
+		wait := jitter(errWait, 0.5)
+		st.pollErrors.Add(1)
+		msg := err.Error()
+		st.lastErr.Store(&msg)
+		st.backoff.Store(true)
+		p.log.Error("peonify: starting a stream failed; trying again before polling it", "stream", st.name, "retry_in", wait, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+// callStart calls the stream's Start within StoreTimeout, turning a panic
+// into an error.
+func (p *Processor) callStart(ctx context.Context, st *streamState) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("peonify: stream %s panicked in Start: %v", st.name, r)
+		}
+	}()
+	sctx, cancel := context.WithTimeout(ctx, p.cfg.StoreTimeout)
+	defer cancel()
+	return timedOut(sctx, "Start", st, p.cfg.StoreTimeout, st.start.Start(sctx))
 }
 
 // waitSettled waits, until t at most, for every worker to return but those

@@ -146,9 +146,9 @@ type StreamStats struct {
 	Weight     int
 	Polls      uint64 // Poll calls
 	Polled     uint64 // tasks delivered
-	PollErrors uint64
-	LastError  string // the last poll error, if any
-	BackingOff bool   // the last poll failed and the stream is waiting to retry
+	PollErrors uint64 // failed Polls, and failed Starts (see Starter)
+	LastError  string // the last poll (or start) error, if any
+	BackingOff bool   // the last poll (or start) failed and the stream is waiting to retry
 }
 
 // Stats returns a snapshot of the processor's counters, queue and running

@@ -10,8 +10,16 @@ import (
 // embedded store, a database table, a message broker, a webhook intake).
 //
 // The required interface is small; optional capabilities are separate
-// interfaces that the processor finds by type assertion: Extender, Waker,
-// Enqueuer and Inspector.
+// interfaces: Extender, PollLimiter, Waker, Starter, Namer, Enqueuer and
+// Inspector. The processor, the conformance suite and the tools find them
+// with As, which looks through wrappers: a stream that wraps another (to
+// inject faults, record calls or measure them) has a method
+//
+//	Unwrap() Stream
+//
+// that returns the wrapped stream, and implements an optional interface
+// itself only to intercept its calls, and then only if the wrapped stream
+// has it too; every other capability is found on the wrapped stream.
 //
 // All methods must be safe for concurrent use. The processor calls Poll from
 // one goroutine per stream, and Ack, Nack and Extend from many.
@@ -151,8 +159,39 @@ type PollLimiter interface {
 // stream early when the channel receives, so pickup takes milliseconds
 // rather than a poll interval. The channel is never closed; sends should be
 // non-blocking with a buffer of one.
+//
+// Wake is an accessor: it returns the same channel on every call and does
+// no I/O and starts nothing (AddStream calls it). A stream whose wake-ups
+// need work in the background (a subscription, a blocking read) is also a
+// Starter and does that work once started.
 type Waker interface {
 	Wake() <-chan struct{}
+}
+
+// Starter is implemented by streams with work of their own in the
+// background: a wake-up subscription, a scheduler, a connection
+// supervisor. Creating and registering a stream (New, AddStream) does no
+// I/O; Run calls Start for each stream that has it, before that stream's
+// first Poll, and Close stops what Start started.
+type Starter interface {
+	// Start starts the stream's background work, which runs until Close.
+	// ctx bounds Start itself (the processor gives it Config.StoreTimeout),
+	// not the work it starts. When Start returns nil, Wake (for a Waker)
+	// receives for every task stored from then on.
+	//
+	// The processor treats an error like a failed Poll: it logs it, counts
+	// it in the stream's StreamStats, and calls Start again after the same
+	// backoff, polling the stream only once Start has returned nil. Start
+	// is idempotent: after it returned nil, another call does nothing and
+	// returns nil. After Close it returns an error wrapping ErrClosed.
+	Start(ctx context.Context) error
+}
+
+// Namer is implemented by streams that have a display name. The processor
+// names a stream by it in logs, stats and events, unless AddStream is
+// given StreamName; a stream without one is named by its Go type.
+type Namer interface {
+	Name() string
 }
 
 // Enqueuer is the producer side of durable streams.

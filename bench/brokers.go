@@ -349,8 +349,9 @@ type brokerStream interface {
 
 // ackCounter reports every successful Ack to the recorder, so that a task
 // counts as done only once the stream's Ack returned, and counts the
-// processor's Poll and Ack calls. It keeps the stream's Wake; see
-// withExtend for Extend.
+// processor's Poll and Ack calls. It intercepts nothing else: Unwrap
+// leads the processor (peonify.As) to the stream's Start, Extend and
+// MaxPoll.
 type ackCounter struct {
 	brokerStream
 	rec   *recorder
@@ -365,34 +366,12 @@ func (s ackCounter) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	return s.calls.ack(ctx, s.brokerStream, s.rec, ds)
 }
 
-// MaxPoll passes on the stream's cap on one Poll (peonify.PollLimiter):
-// without it the processor would take a capped batch for a drained
-// stream and rest before the next poll.
-func (s ackCounter) MaxPoll() int {
-	if l, ok := s.brokerStream.(peonify.PollLimiter); ok {
-		return l.MaxPoll()
-	}
-	return 0
-}
+// Unwrap returns the counted stream.
+func (s ackCounter) Unwrap() peonify.Stream { return s.brokerStream }
 
-// ackCounterExtend is an ackCounter of a stream whose leases expire: the
-// processor finds Extend on it by type assertion.
-type ackCounterExtend struct {
-	ackCounter
-	ext peonify.Extender
-}
-
-func (s ackCounterExtend) Extend(ctx context.Context, d peonify.Delivery, lease time.Duration) (peonify.Delivery, error) {
-	return s.ext.Extend(ctx, d, lease)
-}
-
-// counted wraps st in an ackCounter that keeps its Extend, if it has one.
+// counted wraps st in an ackCounter.
 func counted(st brokerStream, rec *recorder, calls *streamCalls) peonify.Stream {
-	c := ackCounter{st, rec, calls}
-	if ext, ok := st.(peonify.Extender); ok {
-		return ackCounterExtend{c, ext}
-	}
-	return c
+	return ackCounter{st, rec, calls}
 }
 
 // brokerPeonify is a Peonify processor on a broker stream.

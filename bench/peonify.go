@@ -41,13 +41,16 @@ type durableStream interface {
 
 // countingStream reports every successful Ack to the recorder, so that a
 // task counts as done only once its completion is stored, and counts the
-// processor's calls of Poll and Ack with the time they took. It keeps the
-// stream's Wake and Extend, which the processor finds by type assertion.
+// processor's calls of Poll and Ack with the time they took. The processor
+// finds the stream's other capabilities (Start among them) through Unwrap.
 type countingStream struct {
 	durableStream
 	rec   *recorder
 	calls *streamCalls
 }
+
+// Unwrap returns the counted stream.
+func (c countingStream) Unwrap() peonify.Stream { return c.durableStream }
 
 // streamCalls counts a processor's calls of its stream.
 type streamCalls struct {

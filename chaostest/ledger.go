@@ -134,39 +134,18 @@ func (l *Ledger) Middleware() peonify.Middleware {
 // Wrap returns s with every claim, ack and nack recorded, so that a test
 // knows which tasks a process held when it was killed or stopped (see
 // History.Held). Claims are recorded before Poll returns them; acks and
-// nacks after the stream accepted them. The wrapper implements, of the
-// optional interfaces peonify.Extender, Waker, Enqueuer, Inspector and
-// PollLimiter, exactly those that s implements, and passes their calls
-// on; it names itself as s does, and Unwrap returns s.
+// nacks after the stream accepted them. The wrapper intercepts only Poll,
+// Ack and Nack; its Unwrap returns s, through which peonify.As, and with
+// it the processor, finds s's optional interfaces and name.
 func (l *Ledger) Wrap(s peonify.Stream) peonify.Stream {
-	r := &recorded{s: s, l: l}
-	return r.like(capabilitiesOf(s))
-}
-
-//go:generate go run ../internal/capgen -base recorder -wrapping recorded -out capability_gen.go
-
-// recorder is what every wrapper made by Wrap implements.
-type recorder interface {
-	peonify.Stream
-	Unwrap() peonify.Stream
-	Name() string
+	return &recorded{s: s, l: l}
 }
 
 // recorded is a Stream that writes its claims, acks and nacks to a Ledger.
-// It has every optional method; Wrap hides those that s lacks.
 type recorded struct {
 	s peonify.Stream
 	l *Ledger
 }
-
-var (
-	_ recorder            = (*recorded)(nil)
-	_ peonify.Extender    = (*recorded)(nil)
-	_ peonify.Waker       = (*recorded)(nil)
-	_ peonify.Enqueuer    = (*recorded)(nil)
-	_ peonify.Inspector   = (*recorded)(nil)
-	_ peonify.PollLimiter = (*recorded)(nil)
-)
 
 func (r *recorded) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
 	ds, err := r.s.Poll(ctx, limit)
@@ -217,53 +196,8 @@ func (r *recorded) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Na
 
 func (r *recorded) Close(ctx context.Context) error { return r.s.Close(ctx) }
 
-func (r *recorded) Extend(ctx context.Context, d peonify.Delivery, lease time.Duration) (peonify.Delivery, error) {
-	return r.s.(peonify.Extender).Extend(ctx, d, lease)
-}
-
-func (r *recorded) Wake() <-chan struct{} { return r.s.(peonify.Waker).Wake() }
-
-func (r *recorded) MaxPoll() int { return r.s.(peonify.PollLimiter).MaxPoll() }
-
-func (r *recorded) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
-	return r.s.(peonify.Enqueuer).Enqueue(ctx, tasks...)
-}
-
-func (r *recorded) Counts(ctx context.Context) (map[peonify.State]int, error) {
-	return r.s.(peonify.Inspector).Counts(ctx)
-}
-
-func (r *recorded) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.TaskInfo, error) {
-	return r.s.(peonify.Inspector).List(ctx, opts)
-}
-
-func (r *recorded) Get(ctx context.Context, id string) (peonify.TaskInfo, error) {
-	return r.s.(peonify.Inspector).Get(ctx, id)
-}
-
-func (r *recorded) Retry(ctx context.Context, ids ...string) (int, error) {
-	return r.s.(peonify.Inspector).Retry(ctx, ids...)
-}
-
-func (r *recorded) Delete(ctx context.Context, ids ...string) (int, error) {
-	return r.s.(peonify.Inspector).Delete(ctx, ids...)
-}
-
-func (r *recorded) Purge(ctx context.Context, state peonify.State) (int, error) {
-	return r.s.(peonify.Inspector).Purge(ctx, state)
-}
-
 // Unwrap returns the wrapped stream.
 func (r *recorded) Unwrap() peonify.Stream { return r.s }
-
-// Name returns the wrapped stream's name, if it has one, so that the
-// processor's logs and stats name it as before.
-func (r *recorded) Name() string {
-	if n, ok := r.s.(interface{ Name() string }); ok {
-		return n.Name()
-	}
-	return fmt.Sprintf("%T", r.s)
-}
 
 // escape makes a task ID safe to write as one field: bytes that would
 // split it (space, control characters) and '%' are percent-encoded. IDs

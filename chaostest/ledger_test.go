@@ -151,8 +151,8 @@ func TestWrapRecordsHeldTasks(t *testing.T) {
 	}
 }
 
-// The wrapper passes Extend and Wake through, and has neither for a
-// stream without them.
+// peonify.As finds the wrapped stream's Extend, Wake and name through the
+// wrapper, and neither Extend nor Wake for a stream without them.
 func TestWrapCapabilities(t *testing.T) {
 	l, _ := openTestLedger(t)
 	ctx := context.Background()
@@ -161,29 +161,33 @@ func TestWrapCapabilities(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := l.Wrap(s)
-	if w.(peonify.Waker).Wake() != s.Wake() {
+	if wk, ok := peonify.As[peonify.Waker](w); !ok || wk.Wake() != s.Wake() {
 		t.Error("Wake is not the wrapped stream's channel")
 	}
-	if name := w.(interface{ Name() string }).Name(); name != s.Name() {
-		t.Errorf("Name() = %q, want the wrapped stream's %q", name, s.Name())
+	if n, ok := peonify.As[peonify.Namer](w); !ok || n.Name() != s.Name() {
+		t.Errorf("As[Namer] does not find the wrapped stream's name %q", s.Name())
 	}
 	ds, err := w.Poll(ctx, 1)
 	if err != nil || len(ds) != 1 {
 		t.Fatalf("Poll = %d, %v", len(ds), err)
 	}
-	d, err := w.(peonify.Extender).Extend(ctx, ds[0], time.Hour)
+	ext, ok := peonify.As[peonify.Extender](w)
+	if !ok {
+		t.Fatal("As[Extender] does not find the wrapped stream's Extend")
+	}
+	d, err := ext.Extend(ctx, ds[0], time.Hour)
 	if err != nil || time.Until(d.Deadline) < 50*time.Minute {
 		t.Fatalf("Extend = deadline in %s, %v; want about an hour", time.Until(d.Deadline), err)
 	}
 
-	// A stream without the optional interfaces gets a wrapper without
-	// them, so that the processor does not take it for one that has them.
+	// Through the wrapper of a stream without the optional interfaces, the
+	// processor does not take it for one that has them.
 	inner := struct{ peonify.Stream }{s}
 	bare := l.Wrap(inner)
-	if _, ok := bare.(peonify.Extender); ok {
+	if _, ok := peonify.As[peonify.Extender](bare); ok {
 		t.Error("the wrapper of a stream without Extend implements peonify.Extender")
 	}
-	if _, ok := bare.(peonify.Waker); ok {
+	if _, ok := peonify.As[peonify.Waker](bare); ok {
 		t.Error("the wrapper of a stream without Wake implements peonify.Waker")
 	}
 	if u, ok := bare.(interface{ Unwrap() peonify.Stream }); !ok || u.Unwrap() != inner {

@@ -121,7 +121,8 @@ func HideTypes(types ...string) func(taskType string) bool {
 
 // Pauser is implemented by stores that can stop delivering tasks for a
 // while, such as pgstream's Stream. The dashboard offers Pause and Resume
-// buttons for a store whose Inspector implements it.
+// buttons for a store whose Inspector implements it, or is a stream
+// through whose wrappers peonify.As finds it.
 type Pauser interface {
 	// Pause stops delivery of the store's tasks to every processor.
 	Pause(ctx context.Context) error
@@ -129,6 +130,21 @@ type Pauser interface {
 	Resume(ctx context.Context) error
 	// Paused reports whether delivery is paused.
 	Paused(ctx context.Context) (bool, error)
+}
+
+// pauserOf returns the Pauser of a store: its Inspector, or, if that is a
+// stream, the first Pauser that peonify.As finds through its wrappers; nil
+// if there is none.
+func pauserOf(in peonify.Inspector) Pauser {
+	if p, ok := in.(Pauser); ok {
+		return p
+	}
+	if s, ok := in.(peonify.Stream); ok {
+		if p, ok := peonify.As[Pauser](s); ok {
+			return p
+		}
+	}
+	return nil
 }
 
 // Dashboard is the web dashboard: an http.Handler serving the page, its
@@ -201,7 +217,7 @@ func New(cfg Config) (*Dashboard, error) {
 			return nil, fmt.Errorf("dashboard: Config.Stores has two stores named %q: names must be unique", s.Name)
 		}
 		st := &store{name: s.Name, insp: s.Inspector}
-		st.pauser, _ = s.Inspector.(Pauser)
+		st.pauser = pauserOf(s.Inspector)
 		d.stores[s.Name] = st
 		d.order = append(d.order, st)
 	}

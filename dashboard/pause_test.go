@@ -78,3 +78,45 @@ func TestPauseAndResumeAPostgresQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// inspecting wraps a stream and intercepts its Inspector, as a wrapper that
+// measures inspection would; Unwrap leads to the stream.
+type inspecting struct {
+	peonify.Stream
+	peonify.Inspector
+}
+
+func (w inspecting) Unwrap() peonify.Stream { return w.Stream }
+
+// A store whose Inspector is a wrapper of a pgstream is pausable: the
+// dashboard finds Pause through the wrapper with peonify.As.
+func TestPauserFoundThroughWrapper(t *testing.T) {
+	url := testenv.URL(t, "postgres")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := pgstream.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	var suffix [6]byte
+	_, _ = rand.Read(suffix[:])
+	s, err := pgstream.New(pool, pgstream.Config{Queue: "dashboard-wrapped-" + hex.EncodeToString(suffix[:]), NoListen: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+
+	f := newFixture(t, dashboard.Config{Stores: []dashboard.Store{{Name: "pg", Inspector: inspecting{s, s}}}, Auth: dashboard.Auth{Token: testToken}})
+	f.signIn(request{})
+	res, body := f.do("GET", "/api/stats", nil, request{})
+	wantStatus(t, res, body, http.StatusOK, "")
+	var snap dashboard.Snapshot
+	decode(t, body, &snap)
+	if v := snap.Stores[0]; !v.Pausable {
+		t.Fatalf("a wrapped pgstream is not pausable: %+v", v)
+	}
+}

@@ -30,7 +30,9 @@
 // the stream cannot do (scheduling, priorities, headers, duplicate
 // detection, large payloads); checks that need a missing capability, or an
 // optional interface the stream does not implement (peonify.Extender,
-// peonify.Inspector, peonify.Waker), are skipped with a message saying why.
+// peonify.Inspector, peonify.Waker, peonify.Starter), are skipped with a
+// message saying why. The suite finds them with peonify.As, so a stream
+// behind a wrapper with an Unwrap method is tested as the stream it wraps.
 // A stream whose server cannot answer some Inspector calls lists them in
 // Features.InspectorUnsupported: the suite then accepts
 // errors.ErrUnsupported from those calls, checks that they do return it,

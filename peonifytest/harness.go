@@ -50,9 +50,9 @@ func newHarness(t *testing.T, newStream func(t *testing.T) peonify.Stream, f Fea
 	for _, c := range f.InspectorUnsupported {
 		h.unsupported[c] = true
 	}
-	h.ext, _ = s.(peonify.Extender)
-	h.ins, _ = s.(peonify.Inspector)
-	h.enq, _ = s.(peonify.Enqueuer)
+	h.ext, _ = peonify.As[peonify.Extender](s)
+	h.ins, _ = peonify.As[peonify.Inspector](s)
+	h.enq, _ = peonify.As[peonify.Enqueuer](s)
 	return h
 }
 

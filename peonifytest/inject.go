@@ -3,14 +3,11 @@ package peonifytest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
 	"github.com/peonify/peonify"
 )
-
-//go:generate go run ../internal/capgen -base FaultStream -wrapping faultStream -out capability_gen.go
 
 // Op names a Stream method that a FaultStream can disturb.
 type Op string
@@ -34,12 +31,15 @@ var ErrInjected = errors.New("peonifytest: injected fault")
 // packets). It is for users' own tests of handlers and configurations, and
 // for chaos tests: the wrapped stream stays real.
 //
-// A FaultStream's dynamic type implements, of the optional interfaces
-// peonify.Extender, peonify.Waker, peonify.Enqueuer, peonify.Inspector and
-// peonify.PollLimiter, exactly those that the wrapped stream implements, so
-// that the processor sees the stream as it is. Assert one to call it:
-// fs.(peonify.Enqueuer).Enqueue(ctx, tasks...). Inspection, Wake and
-// MaxPoll are never disturbed; Close only ends a pause.
+// Its Unwrap returns the wrapped stream, so that peonify.As, and with it
+// the processor, finds every optional interface of the wrapped stream
+// through it. Of those, a FaultStream intercepts only peonify.Extender and
+// peonify.Enqueuer, to disturb their calls; its dynamic type implements
+// each of the two exactly when the wrapped stream does (call one with
+// fs.(peonify.Enqueuer).Enqueue(ctx, tasks...) or through peonify.As).
+// Every other capability (Waker, PollLimiter, Starter, Namer, Inspector)
+// is the wrapped stream's, found by peonify.As and never disturbed; Close
+// only ends a pause.
 type FaultStream interface {
 	peonify.Stream
 
@@ -65,16 +65,14 @@ type FaultStream interface {
 
 	// Unwrap returns the wrapped stream.
 	Unwrap() peonify.Stream
-
-	// Name returns the wrapped stream's name (its Name method, or else its
-	// type), so that the processor's logs and stats name it as before.
-	Name() string
 }
 
-// faultStream is a FaultStream with every optional method; NewFaultStream
-// hides those that the wrapped stream lacks.
+// faultStream is a FaultStream with both optional methods it intercepts;
+// NewFaultStream hides those that the wrapped stream lacks.
 type faultStream struct {
 	inner peonify.Stream
+	ext   peonify.Extender // the inner stream's, found with peonify.As; nil if none
+	enq   peonify.Enqueuer // likewise
 
 	mu      sync.Mutex
 	fail    map[Op]int
@@ -85,11 +83,31 @@ type faultStream struct {
 }
 
 // NewFaultStream wraps s. With no fault set it behaves exactly like s, and
-// it has the optional interfaces that s has, no more.
+// peonify.As finds through it the optional interfaces that s has, no more.
 func NewFaultStream(s peonify.Stream) FaultStream {
 	f := &faultStream{inner: s, fail: map[Op]int{}, failErr: map[Op]error{},
 		delay: map[Op]time.Duration{}, calls: map[Op]int{}}
-	return f.like(capabilitiesOf(s))
+	f.ext, _ = peonify.As[peonify.Extender](s)
+	f.enq, _ = peonify.As[peonify.Enqueuer](s)
+	switch ext, enq := f.ext != nil, f.enq != nil; {
+	case ext && enq:
+		return struct {
+			FaultStream
+			peonify.Extender
+			peonify.Enqueuer
+		}{f, f, f}
+	case ext:
+		return struct {
+			FaultStream
+			peonify.Extender
+		}{f, f}
+	case enq:
+		return struct {
+			FaultStream
+			peonify.Enqueuer
+		}{f, f}
+	}
+	return struct{ FaultStream }{f}
 }
 
 // FailNext makes the next n calls of op fail with err (ErrInjected if nil)
@@ -140,8 +158,6 @@ func (f *faultStream) Calls(op Op) int {
 }
 
 func (f *faultStream) Unwrap() peonify.Stream { return f.inner }
-
-func (f *faultStream) Name() string { return nameOf(f.inner) }
 
 // before applies the faults set for op; a non-nil error ends the call.
 func (f *faultStream) before(ctx context.Context, op Op) error {
@@ -209,68 +225,19 @@ func (f *faultStream) Extend(ctx context.Context, d peonify.Delivery, lease time
 	if err := f.before(ctx, OpExtend); err != nil {
 		return d, err
 	}
-	return f.inner.(peonify.Extender).Extend(ctx, d, lease)
+	return f.ext.Extend(ctx, d, lease)
 }
-
-// Wake returns the wrapped stream's wake channel.
-func (f *faultStream) Wake() <-chan struct{} { return f.inner.(peonify.Waker).Wake() }
-
-// MaxPoll passes on the wrapped stream's cap on one Poll, so that the
-// processor does not take a capped batch for a drained stream.
-func (f *faultStream) MaxPoll() int { return f.inner.(peonify.PollLimiter).MaxPoll() }
 
 // Enqueue calls the wrapped stream's Enqueue unless a fault intervenes.
 func (f *faultStream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
 	if err := f.before(ctx, OpEnqueue); err != nil {
 		return err
 	}
-	return f.inner.(peonify.Enqueuer).Enqueue(ctx, tasks...)
-}
-
-// Counts calls the wrapped stream's Inspector. Inspection is never
-// disturbed.
-func (f *faultStream) Counts(ctx context.Context) (map[peonify.State]int, error) {
-	return f.inner.(peonify.Inspector).Counts(ctx)
-}
-
-// List calls the wrapped stream's Inspector.
-func (f *faultStream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.TaskInfo, error) {
-	return f.inner.(peonify.Inspector).List(ctx, opts)
-}
-
-// Get calls the wrapped stream's Inspector.
-func (f *faultStream) Get(ctx context.Context, id string) (peonify.TaskInfo, error) {
-	return f.inner.(peonify.Inspector).Get(ctx, id)
-}
-
-// Retry calls the wrapped stream's Inspector.
-func (f *faultStream) Retry(ctx context.Context, ids ...string) (int, error) {
-	return f.inner.(peonify.Inspector).Retry(ctx, ids...)
-}
-
-// Delete calls the wrapped stream's Inspector.
-func (f *faultStream) Delete(ctx context.Context, ids ...string) (int, error) {
-	return f.inner.(peonify.Inspector).Delete(ctx, ids...)
-}
-
-// Purge calls the wrapped stream's Inspector.
-func (f *faultStream) Purge(ctx context.Context, state peonify.State) (int, error) {
-	return f.inner.(peonify.Inspector).Purge(ctx, state)
+	return f.enq.Enqueue(ctx, tasks...)
 }
 
 var (
-	_ FaultStream         = (*faultStream)(nil)
-	_ peonify.Extender    = (*faultStream)(nil)
-	_ peonify.Waker       = (*faultStream)(nil)
-	_ peonify.Enqueuer    = (*faultStream)(nil)
-	_ peonify.Inspector   = (*faultStream)(nil)
-	_ peonify.PollLimiter = (*faultStream)(nil)
+	_ FaultStream      = (*faultStream)(nil)
+	_ peonify.Extender = (*faultStream)(nil)
+	_ peonify.Enqueuer = (*faultStream)(nil)
 )
-
-// nameOf names s as the processor does: its Name method, or else its type.
-func nameOf(s peonify.Stream) string {
-	if n, ok := s.(interface{ Name() string }); ok {
-		return n.Name()
-	}
-	return fmt.Sprintf("%T", s)
-}

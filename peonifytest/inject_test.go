@@ -81,33 +81,44 @@ type capped struct{ *memstream.Stream }
 
 func (capped) MaxPoll() int { return 7 }
 
-// capabilities names the optional interfaces that s implements.
+// capabilities names the optional interfaces that peonify.As finds
+// through s.
 func capabilities(s peonify.Stream) []string {
 	var names []string
-	if _, ok := s.(peonify.Extender); ok {
-		names = append(names, "Extender")
+	for name, ok := range map[string]bool{
+		"Extender":    has[peonify.Extender](s),
+		"PollLimiter": has[peonify.PollLimiter](s),
+		"Waker":       has[peonify.Waker](s),
+		"Starter":     has[peonify.Starter](s),
+		"Namer":       has[peonify.Namer](s),
+		"Enqueuer":    has[peonify.Enqueuer](s),
+		"Inspector":   has[peonify.Inspector](s),
+	} {
+		if ok {
+			names = append(names, name)
+		}
 	}
-	if _, ok := s.(peonify.Waker); ok {
-		names = append(names, "Waker")
-	}
-	if _, ok := s.(peonify.Enqueuer); ok {
-		names = append(names, "Enqueuer")
-	}
-	if _, ok := s.(peonify.Inspector); ok {
-		names = append(names, "Inspector")
-	}
-	if _, ok := s.(peonify.PollLimiter); ok {
-		names = append(names, "PollLimiter")
-	}
+	slices.Sort(names)
 	return names
 }
 
-// TestFaultStreamCapabilities checks that a FaultStream implements exactly
-// the optional interfaces of the stream it wraps, so that the processor
-// neither misses one (a PollLimiter's cap) nor sees one the stream lacks
-// (an Extender that would fail every renewal), and passes their calls on.
+func has[T any](s peonify.Stream) bool {
+	_, ok := peonify.As[T](s)
+	return ok
+}
+
+// starter is a stream with a Start.
+type starter struct{ peonify.Stream }
+
+func (starter) Start(context.Context) error { return nil }
+
+// TestFaultStreamCapabilities checks that peonify.As finds through a
+// FaultStream exactly the optional interfaces of the stream it wraps, so
+// that the processor neither misses one (a PollLimiter's cap, a Start)
+// nor sees one the stream lacks (an Extender that would fail every
+// renewal), and that the ones it intercepts pass their calls on.
 func TestFaultStreamCapabilities(t *testing.T) {
-	ms := memstream.New(memstream.Config{})
+	ms := memstream.New(memstream.Config{Lease: time.Minute})
 	for _, inner := range []peonify.Stream{
 		ms,
 		capped{ms},
@@ -116,20 +127,45 @@ func TestFaultStreamCapabilities(t *testing.T) {
 			peonify.Stream
 			peonify.Waker
 		}{ms, ms},
+		starter{ms},
 		peonifytest.NewFaultStream(capped{ms}),
+		peonifytest.NewFaultStream(struct{ peonify.Stream }{ms}),
 	} {
 		fs := peonifytest.NewFaultStream(inner)
 		if got, want := capabilities(fs), capabilities(inner); !slices.Equal(got, want) {
-			t.Errorf("a FaultStream over %T implements %v, want exactly %v", inner, got, want)
+			t.Errorf("through a FaultStream over %T, As finds %v, want exactly %v", inner, got, want)
+		}
+		// Of the two it intercepts, its own type has exactly the inner's.
+		_, ext := peonify.Stream(fs).(peonify.Extender)
+		_, enq := peonify.Stream(fs).(peonify.Enqueuer)
+		if ext != has[peonify.Extender](inner) || enq != has[peonify.Enqueuer](inner) {
+			t.Errorf("a FaultStream over %T implements Extender %v, Enqueuer %v; want the inner's", inner, ext, enq)
 		}
 		if fs.Unwrap() != inner {
 			t.Errorf("Unwrap of a FaultStream over %T does not return it", inner)
 		}
 	}
-	if l, ok := peonifytest.NewFaultStream(capped{ms}).(peonify.PollLimiter); !ok || l.MaxPoll() != 7 {
-		t.Error("a FaultStream over a stream with MaxPoll 7 does not pass it on")
+	if l, ok := peonify.As[peonify.PollLimiter](peonifytest.NewFaultStream(capped{ms})); !ok || l.MaxPoll() != 7 {
+		t.Error("As does not find the MaxPoll of 7 of the stream under a FaultStream")
 	}
-	if name := peonifytest.NewFaultStream(ms).Name(); name != ms.Name() {
-		t.Errorf("Name() = %q, want the wrapped stream's %q", name, ms.Name())
+	if n, ok := peonify.As[peonify.Namer](peonifytest.NewFaultStream(ms)); !ok || n.Name() != ms.Name() {
+		t.Errorf("As[Namer] through a FaultStream does not find the wrapped stream's name %q", ms.Name())
+	}
+
+	// Extend reaches the stream, and an injected fault stops it.
+	fs := peonifytest.NewFaultStream(ms)
+	if err := fs.(peonify.Enqueuer).Enqueue(context.Background(), &peonify.Task{Type: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := fs.Poll(context.Background(), 1)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("Poll = %d, %v", len(ds), err)
+	}
+	fs.FailNext(peonifytest.OpExtend, 1, nil)
+	if _, err := fs.(peonify.Extender).Extend(context.Background(), ds[0], time.Hour); !errors.Is(err, peonifytest.ErrInjected) {
+		t.Errorf("Extend with a fault set = %v, want ErrInjected", err)
+	}
+	if d, err := fs.(peonify.Extender).Extend(context.Background(), ds[0], time.Hour); err != nil || time.Until(d.Deadline) < 50*time.Minute {
+		t.Errorf("Extend = deadline in %s, %v; want about an hour", time.Until(d.Deadline), err)
 	}
 }

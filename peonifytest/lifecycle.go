@@ -7,15 +7,24 @@ import (
 	"github.com/peonify/peonify"
 )
 
-// testWake checks that a Waker signals after a task is enqueued.
+// testWake checks that a Waker signals after a task is enqueued, once the
+// stream is started if it is a Starter.
 func testWake(h *harness) {
-	w, ok := h.s.(peonify.Waker)
+	w, ok := peonify.As[peonify.Waker](h.s)
 	if !ok {
 		h.t.Skipf("%T does not implement peonify.Waker", h.s)
 	}
 	ch := w.Wake()
 	if ch == nil {
 		h.t.Fatal("Wake returned a nil channel")
+	}
+	if w.Wake() != ch {
+		h.t.Error("Wake returned another channel on its second call: it must be an accessor of one channel")
+	}
+	if st, ok := peonify.As[peonify.Starter](h.s); ok {
+		if err := st.Start(h.ctx()); err != nil {
+			h.t.Fatalf("Start: %v", err)
+		}
 	}
 	for drained := false; !drained; {
 		select {
@@ -78,6 +87,32 @@ func testBadInput(h *harness) {
 	}
 	h.ack(d)
 	h.nothingUntil(h.afterLease(d.Deadline), "the task was acked")
+}
+
+// testStart checks that Start is idempotent, that a started stream works
+// and closes cleanly (goleak, in the stream's own tests, sees a goroutine
+// that Close left behind), and that Start after Close fails.
+func testStart(h *harness) {
+	st, ok := peonify.As[peonify.Starter](h.s)
+	if !ok {
+		h.t.Skipf("%T does not implement peonify.Starter", h.s)
+	}
+	ctx := h.ctx()
+	for i := range 2 {
+		if err := st.Start(ctx); err != nil {
+			h.t.Fatalf("Start (call %d): %v", i+1, err)
+		}
+	}
+	h.enqueue(h.newTask())
+	h.ack(h.next())
+	if err := h.s.Close(ctx); err != nil {
+		h.t.Fatalf("Close: %v", err)
+	}
+	noPanic(h.t, "Start after Close", func() {
+		if err := st.Start(ctx); !errors.Is(err, peonify.ErrClosed) {
+			h.t.Errorf("Start after Close returned %v, want an error wrapping peonify.ErrClosed", err)
+		}
+	})
 }
 
 // testClose checks that Close is idempotent and that a closed stream

@@ -130,6 +130,7 @@ var tests = []test{
 	{"DuplicateUniqueKey", testDuplicateUniqueKey},
 	{"InvalidTask", testInvalidTask},
 	{"Wake", testWake},
+	{"Start", testStart},
 	{"BadInputDoesNotPanic", testBadInput},
 	{"Close", testClose},
 	{"Processor", testProcessor},

@@ -56,12 +56,11 @@ func (tf *tlsFiles) config(path string) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// inspectorOf returns the Inspector of a stream: the stream itself, if it
-// is one. One that cannot answer some questions (amqpstream) says so with
-// errors.ErrUnsupported.
+// inspectorOf returns the Inspector of a stream, found through wrappers
+// (peonify.As). One that cannot answer some questions (amqpstream) says so
+// with errors.ErrUnsupported.
 func inspectorOf(s peonify.Stream) (peonify.Inspector, bool) {
-	in, ok := s.(peonify.Inspector)
-	return in, ok
+	return peonify.As[peonify.Inspector](s)
 }
 
 // redis returns the client of a Redis URL, connecting on first use.

@@ -234,7 +234,7 @@ func newDaemon(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Wri
 			continue
 		}
 		store := *in.storeField()
-		enq, ok := opened[store].(peonify.Enqueuer)
+		enq, ok := peonify.As[peonify.Enqueuer](opened[store])
 		if !ok {
 			return nil, &configError{cfg.path, yamlfile.Errorf(spec.common().path+".store", "stream %q does not take enqueued tasks", store)}
 		}
@@ -372,7 +372,7 @@ func schedulers(cfg *config, streams map[string]peonify.Stream, log *slog.Logger
 	for i, pe := range cfg.periodic {
 		s := byStream[pe.Stream]
 		if s == nil {
-			enq, ok := streams[pe.Stream].(peonify.Enqueuer)
+			enq, ok := peonify.As[peonify.Enqueuer](streams[pe.Stream])
 			if !ok {
 				return nil, &configError{cfg.path, yamlfile.Errorf(fmt.Sprintf("periodic[%d].stream", i), "stream %q does not take enqueued tasks", pe.Stream)}
 			}

@@ -216,7 +216,7 @@ func (s *store) inspector() (peonify.Inspector, error) {
 
 // enqueuer returns the store's Enqueuer.
 func (s *store) enqueuer() (peonify.Enqueuer, error) {
-	e, ok := s.stream.(peonify.Enqueuer)
+	e, ok := peonify.As[peonify.Enqueuer](s.stream)
 	if !ok {
 		return nil, fmt.Errorf("the %s does not take tasks from producers", s.desc)
 	}

@@ -17,13 +17,13 @@ import (
 )
 
 // Stream is a Peonify stream on a RabbitMQ (AMQP 0-9-1) work queue. It
-// implements peonify.Stream, peonify.Waker, peonify.Enqueuer and
-// peonify.Inspector; as an Inspector it answers what the broker can show
+// implements peonify.Stream, peonify.Waker, peonify.Starter,
+// peonify.Enqueuer and peonify.Inspector; as an Inspector it answers what the broker can show
 // of the queue, and errors.ErrUnsupported for the rest (see Counts, List,
 // Get and Delete).
 //
-// The stream owns its connection: it connects on first use (Poll,
-// Enqueue, Wake or an Inspector method), and when the connection is lost it
+// The stream owns its connection: it connects when started (Start) or on
+// first use (Poll, Enqueue or an Inspector method), and when the connection is lost it
 // reconnects by itself with a jittered backoff, declares its queues again
 // and resumes consuming. Deliveries claimed on a lost connection are
 // stale: Ack and Nack report them with peonify.ErrLeaseLost, and the
@@ -54,6 +54,7 @@ type Stream struct {
 var (
 	_ peonify.Stream   = (*Stream)(nil)
 	_ peonify.Waker    = (*Stream)(nil)
+	_ peonify.Starter  = (*Stream)(nil)
 	_ peonify.Enqueuer = (*Stream)(nil)
 )
 
@@ -402,11 +403,22 @@ func (s *Stream) Publishing(t *peonify.Task) (amqp.Publishing, error) {
 }
 
 // Wake returns a channel that receives when messages arrive for Poll, and
-// when the stream has reconnected. It starts the connection. The channel
-// is never closed.
-func (s *Stream) Wake() <-chan struct{} {
+// when the stream has reconnected. Wake does no I/O: the connection starts
+// with Start or the first use. The channel is never closed.
+func (s *Stream) Wake() <-chan struct{} { return s.wake }
+
+// Start starts the goroutine that connects and reconnects, and returns at
+// once; Wake receives when the connection is up, and the next Poll starts
+// consuming, after which Wake receives as messages arrive. A processor's
+// Run calls Start; without it, the first Poll, Enqueue or Inspector call
+// starts the same. Start is idempotent; after Close it returns
+// peonify.ErrClosed.
+func (s *Stream) Start(ctx context.Context) error {
 	s.ensureStarted()
-	return s.wake
+	if s.closed.Load() {
+		return peonify.ErrClosed
+	}
+	return nil
 }
 
 // signal wakes an idle processor without blocking.

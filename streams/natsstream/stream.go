@@ -33,13 +33,15 @@ var (
 )
 
 // Stream is a Peonify stream on a JetStream work queue. It implements
-// peonify.Stream, Extender, Waker, Enqueuer, Inspector and PollLimiter.
+// peonify.Stream, Extender, Waker, Starter, Enqueuer, Inspector and
+// PollLimiter.
 //
 // Every processor of the stream shares one durable pull consumer and
 // fetches at most its free capacity; JetStream's AckWait is the lease. A
-// Stream used only to enqueue starts nothing in the background; the first
-// Poll starts the scheduler goroutine, which moves tasks whose RunAt or
-// retry delay has passed onto Config.Subject, until Close.
+// Stream used only to enqueue starts nothing in the background. Start (or
+// else the first Poll) starts, until Close, the scheduler goroutine, which
+// moves tasks whose RunAt or retry delay has passed onto Config.Subject,
+// and the subscription that feeds Wake.
 //
 // All methods are safe for concurrent use.
 type Stream struct {
@@ -51,16 +53,17 @@ type Stream struct {
 	margin time.Duration // an operation on a claim must start this long before its lease ends
 	origin time.Time     // claim deadlines are kept as monotonic offsets from it
 
-	mu       sync.Mutex // guards the handles, started, stop and wakeSub
-	work     jetstream.Consumer
-	sched    jetstream.Consumer
-	main     jetstream.Stream
-	dead     jetstream.Stream
-	started  bool
-	stop     context.CancelFunc
-	wakeSub  *nats.Subscription
-	wakeOnce sync.Once
-	wg       sync.WaitGroup
+	mu      sync.Mutex // guards the handles, started, stop, wakeSub and live
+	work    jetstream.Consumer
+	sched   jetstream.Consumer
+	main    jetstream.Stream
+	dead    jetstream.Stream
+	started bool
+	stop    context.CancelFunc
+	wakeSub *nats.Subscription
+	live    bool // a Start saw the server take wakeSub
+	lazySub sync.Once
+	wg      sync.WaitGroup
 
 	wake   chan struct{}
 	claims claimSet // the claims this process holds
@@ -71,6 +74,7 @@ var (
 	_ peonify.Stream      = (*Stream)(nil)
 	_ peonify.Extender    = (*Stream)(nil)
 	_ peonify.Waker       = (*Stream)(nil)
+	_ peonify.Starter     = (*Stream)(nil)
 	_ peonify.Enqueuer    = (*Stream)(nil)
 	_ peonify.Inspector   = (*Stream)(nil)
 	_ peonify.PollLimiter = (*Stream)(nil)
@@ -192,7 +196,7 @@ func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error
 	if err != nil {
 		return nil, err
 	}
-	s.startScheduler()
+	s.startLazily()
 
 	start := s.clock() // the server's AckWait starts later than this
 	fetched := time.Now()
@@ -550,28 +554,69 @@ func (s *Stream) deadLetterLogged(ctx context.Context, src source, attempts int,
 }
 
 // Wake returns a channel that receives when a task is stored on
-// Config.Subject, by Enqueue, by another producer or by the scheduler.
-// The stream subscribes to the headers-only copies that Setup has
-// JetStream republish; the first call starts the subscription.
-func (s *Stream) Wake() <-chan struct{} {
-	s.wakeOnce.Do(func() {
-		if s.subscribeWake() {
-			// Make the subscription live before Wake returns, so that a
-			// task stored right after is not missed (when the server is
-			// reachable).
-			_ = s.nc.FlushTimeout(time.Second)
-		}
-	})
-	return s.wake
+// Config.Subject, by Enqueue, by another producer or by the scheduler,
+// once the stream is started (see Start). The stream subscribes to the
+// headers-only copies that Setup has JetStream republish. Wake does no
+// I/O. The channel is never closed.
+func (s *Stream) Wake() <-chan struct{} { return s.wake }
+
+// Start starts the scheduler goroutine and subscribes to the wake-up
+// subject, and returns once the server has the subscription, so that
+// Wake receives for every task stored after Start returns. A processor's
+// Run calls it; without it, the first Poll starts the same, without the
+// wait. If the server cannot be reached, Start returns an error once ctx
+// ends (or after Config.AckWait, if ctx has no deadline); the
+// subscription is made when the connection comes back, and a later Start
+// waits for it again. Start is idempotent; after Close it returns
+// peonify.ErrClosed.
+func (s *Stream) Start(ctx context.Context) error {
+	s.startScheduler()
+	if err := s.subscribeWake(); err != nil {
+		return fmt.Errorf("natsstream: starting stream %s: %w", s.cfg.Stream, err)
+	}
+	s.mu.Lock()
+	live := s.live
+	s.mu.Unlock()
+	if live {
+		return nil
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.AckWait)
+		defer cancel()
+	}
+	if err := s.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("natsstream: starting stream %s: the server did not confirm the wake-up subscription: %w", s.cfg.Stream, err)
+	}
+	s.mu.Lock()
+	s.live = true
+	s.mu.Unlock()
+	return nil
 }
 
-// subscribeWake subscribes to the wake subject, unless the stream is
-// closed, and reports whether it did.
-func (s *Stream) subscribeWake() bool {
+// startLazily starts, for a stream that Poll finds not started, what
+// Start would, without waiting for the server. It tries to subscribe
+// once.
+func (s *Stream) startLazily() {
+	s.startScheduler()
+	s.lazySub.Do(func() {
+		if err := s.subscribeWake(); err != nil && !errors.Is(err, peonify.ErrClosed) {
+			s.log.Error("natsstream: subscribing to wake-ups failed; the processor will find tasks at its poll interval",
+				"stream", s.cfg.Stream, "err", err)
+		}
+	})
+}
+
+// subscribeWake subscribes to the wake subject, unless it did already; it
+// does not wait for the server. After Close it returns peonify.ErrClosed.
+func (s *Stream) subscribeWake() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed.Load() {
-		return false
+		return peonify.ErrClosed
+	}
+	if s.wakeSub != nil {
+		return nil
 	}
 	sub, err := s.nc.Subscribe(s.subj.wake, func(*nats.Msg) {
 		select {
@@ -580,12 +625,10 @@ func (s *Stream) subscribeWake() bool {
 		}
 	})
 	if err != nil {
-		s.log.Error("natsstream: subscribing to wake-ups failed; the processor will find tasks at its poll interval",
-			"stream", s.cfg.Stream, "err", err)
-		return false
+		return fmt.Errorf("subscribing to wake-ups on %s: %w", s.subj.wake, err)
 	}
 	s.wakeSub = sub
-	return true
+	return nil
 }
 
 // Close stops the scheduler goroutine and the wake-up subscription. It

@@ -22,6 +22,9 @@ func TestPlainNATSProducer(t *testing.T) {
 	ctx := streamtest.Context(t)
 	nc := js.Conn()
 	wake := s.Wake()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
 
 	publish := func(h map[string]string, body string) {
 		t.Helper()

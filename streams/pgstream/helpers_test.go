@@ -111,7 +111,9 @@ func waitWake(t testing.TB, s *Stream, within time.Duration) {
 // wake-up after it comes from a notification.
 func waitListening(t testing.TB, s *Stream, n int64) {
 	t.Helper()
-	s.Wake() // starts the listener
+	if err := s.Start(context.Background()); err != nil { // starts the listener
+		t.Fatal(err)
+	}
 	s.mu.Lock()
 	l := s.listener
 	s.mu.Unlock()

@@ -24,13 +24,13 @@ const maxBatch = 10000
 
 // Stream is a Peonify stream backed by a Postgres table: one named queue
 // in the peonify_tasks table. It implements peonify.Stream, Extender,
-// Waker, Enqueuer, Inspector and PollLimiter, and adds EnqueueTx, Pause and
+// Waker, Starter, Enqueuer, Inspector and PollLimiter, and adds EnqueueTx, Pause and
 // Resume.
 //
-// A Stream used only to enqueue starts nothing in the background. The first
-// Poll or Wake starts, until Close, the rescuer and cleaner goroutine and
-// (unless Config.NoListen) subscribes to a Listener: its own, which holds
-// one connection, or the one shared through Config.Listener.
+// A Stream used only to enqueue starts nothing in the background. Start
+// (or else the first Poll) starts, until Close, the rescuer and cleaner
+// goroutine and (unless Config.NoListen) subscribes to a Listener: its own,
+// which holds one connection, or the one shared through Config.Listener.
 //
 // All methods are safe for concurrent use.
 type Stream struct {
@@ -47,7 +47,7 @@ type Stream struct {
 	hint           claimHint
 
 	wake     chan struct{}
-	listener *Listener // shared or own; nil with NoListen or before the first Poll or Wake
+	listener *Listener // shared or own; nil with NoListen or before Start or the first Poll
 
 	closed atomic.Bool
 	mu     sync.Mutex // guards start, stop and listener
@@ -60,6 +60,7 @@ var (
 	_ peonify.Stream    = (*Stream)(nil)
 	_ peonify.Extender  = (*Stream)(nil)
 	_ peonify.Waker     = (*Stream)(nil)
+	_ peonify.Starter   = (*Stream)(nil)
 	_ peonify.Enqueuer  = (*Stream)(nil)
 	_ peonify.Inspector = (*Stream)(nil)
 )
@@ -332,11 +333,23 @@ func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Dura
 func (s *Stream) Name() string { return "postgres:" + s.cfg.Queue }
 
 // Wake returns a channel that receives when tasks become ready in the
-// queue: on a NOTIFY from any producer (see the package documentation) and
-// on this stream's own Enqueue. The channel is never closed.
-func (s *Stream) Wake() <-chan struct{} {
-	s.startBackground()
-	return s.wake
+// queue: on a NOTIFY from any producer (see the package documentation),
+// once the stream is started (see Start), and on this stream's own
+// Enqueue. Wake does no I/O. The channel is never closed.
+func (s *Stream) Wake() <-chan struct{} { return s.wake }
+
+// Start starts the rescuer and cleaner goroutine and, unless
+// Config.NoListen, subscribes to the stream's Listener, which connects in
+// the background. It does not wait for the listening connection: the
+// listener wakes the stream each time it has (re)connected, so a task
+// stored before it listens is found then. A processor's Run calls Start;
+// without it, the first Poll starts the same. Start is idempotent; after
+// Close it returns peonify.ErrClosed.
+func (s *Stream) Start(ctx context.Context) error {
+	if !s.startBackground() {
+		return peonify.ErrClosed
+	}
+	return nil
 }
 
 // Close stops the stream's background goroutines and, unless it shares a
@@ -367,12 +380,15 @@ func (s *Stream) Close(ctx context.Context) error {
 }
 
 // startBackground starts the rescuer and cleaner, and subscribes to a
-// listener, once.
-func (s *Stream) startBackground() {
+// listener, once. It reports false if the stream is closed.
+func (s *Stream) startBackground() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.start || s.closed.Load() {
-		return
+	if s.closed.Load() {
+		return false
+	}
+	if s.start {
+		return true
 	}
 	s.start = true
 	ctx, stop := context.WithCancel(context.Background())
@@ -403,6 +419,7 @@ func (s *Stream) startBackground() {
 		}
 		return nil
 	}
+	return true
 }
 
 // signal wakes an idle processor without blocking.

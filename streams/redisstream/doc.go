@@ -69,7 +69,7 @@
 //
 // New entries are delivered in stream order; Task.Priority is carried but
 // not used for ordering. Idle processors are woken by a blocking read (see
-// Stream.Wake), so an enqueued task starts within milliseconds.
+// Stream.Start), so an enqueued task starts within milliseconds.
 //
 // # Durability
 //

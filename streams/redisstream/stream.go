@@ -33,11 +33,13 @@ const forgetIdle = time.Hour
 
 // Stream is a Peonify stream on a Redis stream: one named queue, shared
 // by any number of processors through a consumer group. It implements
-// peonify.Stream, Extender, Waker, Enqueuer, Inspector and PollLimiter.
+// peonify.Stream, Extender, Waker, Starter, Enqueuer, Inspector and
+// PollLimiter.
 //
-// A Stream used only to enqueue starts nothing in the background. Wake
-// starts, until Close, a goroutine that waits for new entries with a
-// blocking read, which holds one of the client's pooled connections.
+// A Stream used only to enqueue or polled without Start starts nothing in
+// the background. Start starts, until Close, a goroutine that waits for new
+// entries with a blocking read, which holds one of the client's pooled
+// connections.
 //
 // All methods are safe for concurrent use.
 type Stream struct {
@@ -71,6 +73,7 @@ var (
 	_ peonify.Stream      = (*Stream)(nil)
 	_ peonify.Extender    = (*Stream)(nil)
 	_ peonify.Waker       = (*Stream)(nil)
+	_ peonify.Starter     = (*Stream)(nil)
 	_ peonify.Enqueuer    = (*Stream)(nil)
 	_ peonify.Inspector   = (*Stream)(nil)
 	_ peonify.PollLimiter = (*Stream)(nil)

@@ -577,6 +577,9 @@ func TestWakeOnRawXAdd(t *testing.T) {
 	s := newTestStream(t, c, Config{})
 	ctx := streamtest.Context(t)
 	wake := s.Wake()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if ds := streamtest.Poll(t, s, 10); len(ds) != 0 { // an idle processor's empty poll arms the watcher
 		t.Fatal("new stream not empty")
 	}
@@ -641,7 +644,9 @@ func TestCloseStopsWatcherAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Wake()
+	if err := s.Start(streamtest.Context(t)); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(50 * time.Millisecond) // let the watcher block
 	start := time.Now()
 	if err := s.Close(streamtest.Context(t)); err != nil {

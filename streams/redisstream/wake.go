@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/internal/backoff"
 	"github.com/redis/go-redis/v9"
 )
@@ -24,22 +25,39 @@ const (
 
 // Wake returns a channel that receives when tasks are ready while the
 // processor is idle: a new entry in the stream (from Peonify's Enqueue or
-// from any other producer), a scheduled task or retry falling due, or this
-// stream's own Enqueue or Nack. The channel is never closed.
-//
-// The first call starts a watcher goroutine, stopped by Close. While the
-// last Poll came back short it waits for the next entry with a blocking
-// XREAD from the group's last delivered ID, so an idle processor picks up
-// a task within about two round trips; while Poll returns full batches it
-// does nothing.
+// from any other producer), a scheduled task or retry falling due, once
+// the stream is started (see Start), and this stream's own Enqueue or
+// Nack. Wake does no I/O. The channel is never closed.
+func (s *Stream) Wake() <-chan struct{} { return s.wake }
+
+// Start starts the watcher goroutine that feeds Wake, stopped by Close.
+// While the last Poll came back short it waits for the next entry with a
+// blocking XREAD from the group's last delivered ID, so an idle processor
+// picks up a task within about two round trips; while Poll returns full
+// batches it does nothing. Start does no I/O itself and returns at once. A
+// processor's Run calls it; without it, Wake receives only for this
+// stream's own Enqueue and Nack. Start is idempotent; after Close it
+// returns peonify.ErrClosed.
 //
 // The blocked read holds one of the client's pooled connections, for up to
 // half a second at a time: when many streams share a client, give it a
 // PoolSize well above their number (go-redis defaults to 10 per CPU).
-func (s *Stream) Wake() <-chan struct{} {
+func (s *Stream) Start(ctx context.Context) error {
+	if !s.startWatcher() {
+		return peonify.ErrClosed
+	}
+	return nil
+}
+
+// startWatcher starts the watcher once, and reports false if the stream is
+// closed.
+func (s *Stream) startWatcher() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stop == nil && !s.closed.Load() {
+	if s.closed.Load() {
+		return false
+	}
+	if s.stop == nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		s.stop = cancel
 		s.wg.Add(1)
@@ -48,7 +66,7 @@ func (s *Stream) Wake() <-chan struct{} {
 			s.watch(ctx)
 		}()
 	}
-	return s.wake
+	return true
 }
 
 // noteDue makes Wake fire at due, when this stream has scheduled a task
