@@ -121,14 +121,17 @@ func (so ScaleOut) Run(t *testing.T) {
 	for i := range children {
 		children[i] = so.Start(t, i)
 	}
-	streamtest.WaitUntil(t, "a quarter of the tasks to complete", so.Within, func() (bool, string) {
+	victim := children[so.Victim]
+	// Kill the victim while it holds work: on a loaded machine the other
+	// children may do a quarter of the tasks before it claims any.
+	streamtest.WaitUntil(t, "a quarter of the tasks to complete, the victim holding some", so.Within, func() (bool, string) {
 		Refresh(t, h)
-		return h.Completed() >= len(so.IDs)/4, fmt.Sprintf("%d tasks completed", h.Completed())
+		held := len(h.Held(victim.Pid()))
+		return h.Completed() >= len(so.IDs)/4 && held > 0, fmt.Sprintf("%d tasks completed; the victim holds %d", h.Completed(), held)
 	})
 	if so.Jitter > 0 {
 		time.Sleep(rand.N(so.Jitter))
 	}
-	victim := children[so.Victim]
 	victim.Kill(t)
 	killedAt := time.Now()
 	Refresh(t, h)
