@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamkit"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -62,11 +63,11 @@ type Stream struct {
 	pollMu sync.RWMutex // held for writing while taking back own entries, for reading by other polls
 
 	mu       sync.Mutex
-	inflight map[string]uint64  // entry ID -> token of the latest delivery this stream made and has not seen acked or nacked
-	stop     context.CancelFunc // stops the watcher; nil if it never started
-	dueAt    time.Time          // when dueTimer fires; zero if it is not set
-	dueTimer *time.Timer        // fires Wake when a task this stream scheduled is due
-	wg       sync.WaitGroup
+	inflight map[string]uint64 // entry ID -> token of the latest delivery this stream made and has not seen acked or nacked
+	stop     func()            // stops the watcher; nil if it never started
+	dueAt    time.Time         // when dueTimer fires; zero if it is not set
+	dueTimer *time.Timer       // fires Wake when a task this stream scheduled is due
+	bg       streamkit.Group   // the watcher
 }
 
 var (
@@ -131,13 +132,7 @@ func (s *Stream) Keys() Keys { return s.keys }
 // stream order (FIFO); Task.Priority is not used for ordering. Poll does
 // not block: it returns what is there.
 func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
-	if s.closed.Load() {
-		return nil, peonify.ErrClosed
-	}
-	if limit <= 0 {
-		return nil, nil
-	}
-	if err := ctx.Err(); err != nil {
+	if done, err := streamkit.CheckPoll(ctx, s.closed.Load(), limit); done {
 		return nil, err
 	}
 	limit = min(limit, maxBatch)
