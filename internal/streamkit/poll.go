@@ -2,6 +2,7 @@ package streamkit
 
 import (
 	"context"
+	"errors"
 
 	"github.com/peonify/peonify"
 )
@@ -21,4 +22,18 @@ func CheckPoll(ctx context.Context, closed bool, limit int) (done bool, err erro
 		return true, err
 	}
 	return false, nil
+}
+
+// CheckDelivery makes the checks at the top of a stream's Nack or Extend
+// (op) of d: after Close (closed) it returns peonify.ErrClosed, and for a
+// delivery without a Task an error that says so, prefixed with the
+// stream's package name (pkg).
+func CheckDelivery(closed bool, d peonify.Delivery, pkg, op string) error {
+	if closed {
+		return peonify.ErrClosed
+	}
+	if d.Task == nil {
+		return errors.New(pkg + ": " + op + " of a delivery without a Task")
+	}
+	return nil
 }

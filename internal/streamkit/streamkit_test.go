@@ -120,3 +120,16 @@ func FuzzDecodeHeaders(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckDelivery(t *testing.T) {
+	if err := CheckDelivery(false, peonify.Delivery{Task: &peonify.Task{ID: "a"}}, "pkg", "Nack"); err != nil {
+		t.Errorf("CheckDelivery of a delivery with a Task = %v, want nil", err)
+	}
+	if err := CheckDelivery(true, peonify.Delivery{}, "pkg", "Nack"); !errors.Is(err, peonify.ErrClosed) {
+		t.Errorf("CheckDelivery after Close = %v, want peonify.ErrClosed", err)
+	}
+	err := CheckDelivery(false, peonify.Delivery{}, "pkg", "Extend")
+	if err == nil || err.Error() != "pkg: Extend of a delivery without a Task" {
+		t.Errorf("CheckDelivery without a Task = %v, want %q", err, "pkg: Extend of a delivery without a Task")
+	}
+}
