@@ -257,11 +257,8 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 // error. A nack of a lost lease changes nothing and returns an error
 // wrapping peonify.ErrLeaseLost.
 func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.NackOptions) error {
-	if s.closed.Load() {
-		return peonify.ErrClosed
-	}
-	if d.Task == nil {
-		return errors.New("pgstream: Nack of a delivery without a Task")
+	if err := streamkit.CheckDelivery(s.closed.Load(), d, "pgstream", "Nack"); err != nil {
+		return err
 	}
 	if d.Token == 0 {
 		return fmt.Errorf("pgstream: Nack of task %s without a claim token (not a delivery from Poll): %w", d.Task.ID, peonify.ErrLeaseLost)
@@ -303,11 +300,8 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 // when lease <= 0). It returns an error wrapping peonify.ErrLeaseLost if the
 // task was acked, nacked or claimed again since.
 func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Duration) (peonify.Delivery, error) {
-	if s.closed.Load() {
-		return d, peonify.ErrClosed
-	}
-	if d.Task == nil {
-		return d, errors.New("pgstream: Extend of a delivery without a Task")
+	if err := streamkit.CheckDelivery(s.closed.Load(), d, "pgstream", "Extend"); err != nil {
+		return d, err
 	}
 	if d.Token == 0 {
 		return d, fmt.Errorf("pgstream: Extend of task %s without a claim token (not a delivery from Poll): %w", d.Task.ID, peonify.ErrLeaseLost)

@@ -410,11 +410,8 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 // the dead stream with opts.Reason as its last error. A nack of a lost
 // lease changes nothing and returns an error wrapping peonify.ErrLeaseLost.
 func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.NackOptions) error {
-	if s.closed.Load() {
-		return peonify.ErrClosed
-	}
-	if d.Task == nil {
-		return errors.New("redisstream: Nack of a delivery without a Task")
+	if err := streamkit.CheckDelivery(s.closed.Load(), d, "redisstream", "Nack"); err != nil {
+		return err
 	}
 	opts, err := opts.Normalize()
 	if err != nil {
@@ -455,11 +452,8 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 // peonify.ErrLeaseLost if the task was acked, nacked or claimed again
 // since.
 func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Duration) (peonify.Delivery, error) {
-	if s.closed.Load() {
-		return d, peonify.ErrClosed
-	}
-	if d.Task == nil {
-		return d, errors.New("redisstream: Extend of a delivery without a Task")
+	if err := streamkit.CheckDelivery(s.closed.Load(), d, "redisstream", "Extend"); err != nil {
+		return d, err
 	}
 	eid := ref(d)
 	if eid == "" {
