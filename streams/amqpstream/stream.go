@@ -14,6 +14,7 @@ import (
 
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/internal/backoff"
+	"github.com/peonify/peonify/internal/streamkit"
 )
 
 // Stream is a Peonify stream on a RabbitMQ (AMQP 0-9-1) work queue. It
@@ -41,14 +42,13 @@ type Stream struct {
 
 	closed atomic.Bool
 	mu     sync.Mutex
-	start  bool               // the supervisor was started
-	stop   context.CancelFunc // stops the supervisor
-	cur    *session           // the live session, or nil
-	busy   bool               // a connection attempt is under way
-	last   error              // why the last attempt or session failed
-	upOnce bool               // a session was up before
-	change chan struct{}      // closed and replaced when cur, busy or last change
-	wg     sync.WaitGroup
+	start  bool            // the supervisor was started
+	cur    *session        // the live session, or nil
+	busy   bool            // a connection attempt is under way
+	last   error           // why the last attempt or session failed
+	upOnce bool            // a session was up before
+	change chan struct{}   // closed and replaced when cur, busy or last change
+	bg     streamkit.Group // the supervisor
 }
 
 var (
@@ -117,13 +117,7 @@ func (s *Stream) Name() string { return "amqp:" + s.cfg.Queue }
 // the work queue with that attempt counted (see the package
 // documentation).
 func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
-	if s.closed.Load() {
-		return nil, peonify.ErrClosed
-	}
-	if limit <= 0 {
-		return nil, nil
-	}
-	if err := ctx.Err(); err != nil {
+	if done, err := streamkit.CheckPoll(ctx, s.closed.Load(), limit); done {
 		return nil, err
 	}
 	ss, err := s.session(ctx, false)
@@ -440,28 +434,19 @@ func (s *Stream) Close(ctx context.Context) error {
 		return nil
 	}
 	s.mu.Lock()
-	stop, cur := s.stop, s.cur
+	cur := s.cur
 	s.cur = nil
 	s.broadcast()
 	s.mu.Unlock()
-	if stop != nil {
-		stop()
-	}
+	s.bg.Cancel()
 	var err error
 	if cur != nil {
 		err = cur.close(ctx)
 	}
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("amqpstream: Close gave up waiting for the connection to close: %w", ctx.Err())
+	if werr := s.bg.Wait(ctx); werr != nil {
+		return fmt.Errorf("amqpstream: Close gave up waiting for the connection to close: %w", werr)
 	}
+	return err
 }
 
 // ensureStarted starts the supervisor once.
@@ -473,9 +458,7 @@ func (s *Stream) ensureStarted() {
 	}
 	s.start = true
 	s.busy = true
-	ctx, stop := context.WithCancel(context.Background())
-	s.stop = stop
-	s.wg.Go(func() { s.supervise(ctx) })
+	s.bg.Go(s.supervise)
 }
 
 // session returns the live session. Without wait it returns an error at

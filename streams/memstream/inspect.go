@@ -15,13 +15,10 @@ func (s *Stream) Counts(ctx context.Context) (map[peonify.State]int, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, peonify.ErrClosed
+	if _, err := s.lockAdvanced(); err != nil {
+		return nil, err
 	}
-	s.advance(now)
+	defer s.mu.Unlock()
 	return map[peonify.State]int{
 		peonify.StatePending:   s.ready.len(),
 		peonify.StateScheduled: s.scheduled.len(),
@@ -47,13 +44,10 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 	if err != nil {
 		return nil, err
 	}
-	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, peonify.ErrClosed
+	if _, err := s.lockAdvanced(); err != nil {
+		return nil, err
 	}
-	s.advance(now)
+	defer s.mu.Unlock()
 	page := listing.New(opts, func(e *entry) *peonify.Task { return &e.task })
 	add := page.Add
 	switch want {
@@ -120,13 +114,10 @@ func (s *Stream) Get(ctx context.Context, id string) (peonify.TaskInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return peonify.TaskInfo{}, err
 	}
-	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return peonify.TaskInfo{}, peonify.ErrClosed
+	if _, err := s.lockAdvanced(); err != nil {
+		return peonify.TaskInfo{}, err
 	}
-	s.advance(now)
+	defer s.mu.Unlock()
 	e := s.byID[id]
 	if e == nil {
 		return peonify.TaskInfo{}, fmt.Errorf("memstream: task %q: %w", id, peonify.ErrNotFound)
@@ -186,13 +177,10 @@ func (s *Stream) Delete(ctx context.Context, ids ...string) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return 0, peonify.ErrClosed
+	if _, err := s.lockAdvanced(); err != nil {
+		return 0, err
 	}
-	s.advance(now)
+	defer s.mu.Unlock()
 	n := 0
 	for _, id := range ids {
 		if e := s.byID[id]; e != nil && e.st != stateRunning {
@@ -232,13 +220,10 @@ func (s *Stream) Purge(ctx context.Context, st peonify.State) (int, error) {
 	if want == stateRunning {
 		return 0, fmt.Errorf("memstream: cannot purge %s tasks: ack or nack them, or let their leases expire", st)
 	}
-	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return 0, peonify.ErrClosed
+	if _, err := s.lockAdvanced(); err != nil {
+		return 0, err
 	}
-	s.advance(now)
+	defer s.mu.Unlock()
 	n := 0
 	switch want {
 	case statePending:

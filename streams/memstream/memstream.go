@@ -237,13 +237,11 @@ func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error
 	if limit < 1 {
 		return nil, fmt.Errorf("memstream: Poll limit is %d: ask for at least 1 task", limit)
 	}
-	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, peonify.ErrClosed
+	now, err := s.lockAdvanced()
+	if err != nil {
+		return nil, err
 	}
-	s.advance(now)
+	defer s.mu.Unlock()
 	n := min(limit, s.ready.len())
 	if n == 0 {
 		s.armNext(now)
@@ -273,6 +271,21 @@ func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error
 	}
 	s.armNext(now)
 	return ds, nil
+}
+
+// lockAdvanced locks s.mu for a method that reads or claims tasks, and
+// advances the stream to now as Poll does; it returns now. After Close it
+// leaves s.mu unlocked and returns peonify.ErrClosed. The caller unlocks
+// s.mu.
+func (s *Stream) lockAdvanced() (time.Time, error) {
+	now := s.now()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return now, peonify.ErrClosed
+	}
+	s.advance(now)
+	return now, nil
 }
 
 // advance makes scheduled tasks that fell due ready, and expired leases

@@ -34,17 +34,13 @@ func (s *Stream) startScheduler() {
 		return
 	}
 	s.started = true
-	ctx, cancel := context.WithCancel(context.Background())
-	s.stop = cancel
-	s.wg.Add(1)
-	go s.runScheduler(ctx)
+	s.bg.Go(s.runScheduler)
 }
 
 // runScheduler moves due tasks to the work subject until ctx ends,
 // backing off with jitter while the server cannot be reached. Between
 // fetches it also forgets expired claims.
 func (s *Stream) runScheduler(ctx context.Context) {
-	defer s.wg.Done()
 	var wait time.Duration
 	b := backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	timer := time.NewTimer(time.Hour)

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamkit"
 )
 
 // maxBatch caps one fetch, whatever the processor asks for.
@@ -53,17 +54,16 @@ type Stream struct {
 	margin time.Duration // an operation on a claim must start this long before its lease ends
 	origin time.Time     // claim deadlines are kept as monotonic offsets from it
 
-	mu      sync.Mutex // guards the handles, started, stop, wakeSub and live
+	mu      sync.Mutex // guards the handles, started, wakeSub and live
 	work    jetstream.Consumer
 	sched   jetstream.Consumer
 	main    jetstream.Stream
 	dead    jetstream.Stream
 	started bool
-	stop    context.CancelFunc
 	wakeSub *nats.Subscription
 	live    bool // a Start saw the server take wakeSub
 	lazySub sync.Once
-	wg      sync.WaitGroup
+	bg      streamkit.Group // the scheduler
 
 	wake   chan struct{}
 	claims claimSet // the claims this process holds
@@ -180,13 +180,7 @@ func (s *Stream) setupError(what string, err error) error {
 // whose RunAt is still ahead is moved to the scheduler without counting an
 // attempt.
 func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
-	if s.closed.Load() {
-		return nil, peonify.ErrClosed
-	}
-	if limit <= 0 {
-		return nil, nil
-	}
-	if err := ctx.Err(); err != nil {
+	if done, err := streamkit.CheckPoll(ctx, s.closed.Load(), limit); done {
 		return nil, err
 	}
 	if err := s.connected(); err != nil {
@@ -640,21 +634,14 @@ func (s *Stream) Close(ctx context.Context) error {
 		return nil
 	}
 	s.mu.Lock()
-	stop, sub := s.stop, s.wakeSub
+	sub := s.wakeSub
 	s.wakeSub = nil
 	s.mu.Unlock()
 	if sub != nil {
 		_ = sub.Unsubscribe()
 	}
-	if stop != nil {
-		stop()
+	if err := s.bg.Stop(ctx); err != nil {
+		return fmt.Errorf("natsstream: Close: the scheduler did not stop: %w", err)
 	}
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("natsstream: Close: the scheduler did not stop: %w", ctx.Err())
-	}
+	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/internal/backoff"
+	"github.com/peonify/peonify/internal/streamkit"
 )
 
 // ListenerConfig configures a Listener. The zero value is valid.
@@ -54,11 +55,11 @@ type Listener struct {
 
 	connects atomic.Int64 // sessions that got as far as listening, for tests
 
-	mu     sync.Mutex
-	subs   map[string]map[chan<- struct{}]struct{} // queue -> wake channels
-	stop   context.CancelFunc                      // nil until started
-	closed bool
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	subs    map[string]map[chan<- struct{}]struct{} // queue -> wake channels
+	running bool                                    // from the first subscription until Close
+	closed  bool
+	bg      streamkit.Group // the listening goroutine
 }
 
 // NewListener returns a Listener on the database behind pool. It starts
@@ -102,24 +103,16 @@ func channelName(schema string) string { return schema + ".peonify_tasks" }
 func (l *Listener) Close(ctx context.Context) error {
 	l.mu.Lock()
 	l.closed = true
-	stop := l.stop
-	l.stop = nil
+	running := l.running
+	l.running = false
 	l.mu.Unlock()
-	if stop == nil {
+	if !running {
 		return nil
 	}
-	stop()
-	done := make(chan struct{})
-	go func() {
-		l.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return errors.Join(errors.New("pgstream: Listener.Close gave up waiting for the listener to stop"), ctx.Err())
+	if err := l.bg.Stop(ctx); err != nil {
+		return errors.Join(errors.New("pgstream: Listener.Close gave up waiting for the listener to stop"), err)
 	}
+	return nil
 }
 
 // subscribe makes ch receive (without blocking) at once, when queue gets
@@ -141,14 +134,9 @@ func (l *Listener) subscribe(queue string, ch chan<- struct{}) (unsubscribe func
 	case ch <- struct{}{}:
 	default:
 	}
-	if l.stop == nil {
-		ctx, stop := context.WithCancel(context.Background())
-		l.stop = stop
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			l.run(ctx)
-		}()
+	if !l.running {
+		l.running = true
+		l.bg.Go(l.run)
 	}
 	return func() {
 		l.mu.Lock()

@@ -3,7 +3,6 @@ package pgstream
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamkit"
 )
 
 // maxBatch caps one claim, whatever the processor asks for.
@@ -52,8 +52,8 @@ type Stream struct {
 	closed atomic.Bool
 	mu     sync.Mutex // guards start, stop and listener
 	start  bool
-	stop   func(context.Context) error // stops the background work; nil until started
-	wg     sync.WaitGroup
+	stop   func(context.Context) error // stops the listening; nil until started
+	bg     streamkit.Group             // the rescuer and cleaner
 }
 
 var (
@@ -257,11 +257,8 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 // error. A nack of a lost lease changes nothing and returns an error
 // wrapping peonify.ErrLeaseLost.
 func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.NackOptions) error {
-	if s.closed.Load() {
-		return peonify.ErrClosed
-	}
-	if d.Task == nil {
-		return errors.New("pgstream: Nack of a delivery without a Task")
+	if err := streamkit.CheckDelivery(s.closed.Load(), d, "pgstream", "Nack"); err != nil {
+		return err
 	}
 	if d.Token == 0 {
 		return fmt.Errorf("pgstream: Nack of task %s without a claim token (not a delivery from Poll): %w", d.Task.ID, peonify.ErrLeaseLost)
@@ -303,11 +300,8 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 // when lease <= 0). It returns an error wrapping peonify.ErrLeaseLost if the
 // task was acked, nacked or claimed again since.
 func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Duration) (peonify.Delivery, error) {
-	if s.closed.Load() {
-		return d, peonify.ErrClosed
-	}
-	if d.Task == nil {
-		return d, errors.New("pgstream: Extend of a delivery without a Task")
+	if err := streamkit.CheckDelivery(s.closed.Load(), d, "pgstream", "Extend"); err != nil {
+		return d, err
 	}
 	if d.Token == 0 {
 		return d, fmt.Errorf("pgstream: Extend of task %s without a claim token (not a delivery from Poll): %w", d.Task.ID, peonify.ErrLeaseLost)
@@ -365,18 +359,12 @@ func (s *Stream) Close(ctx context.Context) error {
 	if stop == nil {
 		return nil
 	}
+	s.bg.Cancel()
 	err := stop(ctx)
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("pgstream: Close gave up waiting for background goroutines: %w", ctx.Err())
+	if werr := s.bg.Wait(ctx); werr != nil {
+		return fmt.Errorf("pgstream: Close gave up waiting for background goroutines: %w", werr)
 	}
+	return err
 }
 
 // startBackground starts the rescuer and cleaner, and subscribes to a
@@ -391,12 +379,7 @@ func (s *Stream) startBackground() bool {
 		return true
 	}
 	s.start = true
-	ctx, stop := context.WithCancel(context.Background())
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.maintain(ctx)
-	}()
+	s.bg.Go(s.maintain)
 	var unsubscribe func()
 	var own *Listener
 	switch {
@@ -410,7 +393,6 @@ func (s *Stream) startBackground() bool {
 		unsubscribe = own.subscribe(s.cfg.Queue, s.wake)
 	}
 	s.stop = func(ctx context.Context) error {
-		stop()
 		if unsubscribe != nil {
 			unsubscribe()
 		}
@@ -458,7 +440,7 @@ func scanTask(rows pgx.Rows) (peonify.TaskInfo, uint64, error) {
 	if err != nil {
 		return info, 0, err
 	}
-	t.Headers = decodeHeaders(headers)
+	t.Headers = streamkit.DecodeHeaders(headers)
 	t.UniqueKey = uniqueKey.String
 	t.LastError = lastError.String
 	t.Attempt = info.Attempts
@@ -471,29 +453,6 @@ func scanTask(rows pgx.Rows) (peonify.TaskInfo, uint64, error) {
 		info.LeaseUntil = lease.Time
 	}
 	return info, uint64(token), nil
-}
-
-// decodeHeaders reads the headers column, a JSON object. Values that other
-// producers stored as non-strings are kept as their JSON text; a malformed
-// column yields no headers rather than an undeliverable task.
-func decodeHeaders(b []byte) map[string]string {
-	if len(b) == 0 {
-		return nil
-	}
-	var raw map[string]json.RawMessage
-	if json.Unmarshal(b, &raw) != nil || len(raw) == 0 {
-		return nil
-	}
-	h := make(map[string]string, len(raw))
-	for k, v := range raw {
-		var str string
-		if json.Unmarshal(v, &str) == nil {
-			h[k] = str
-		} else {
-			h[k] = string(v)
-		}
-	}
-	return h
 }
 
 // storableText makes s storable as Postgres text: valid UTF-8, no NUL.

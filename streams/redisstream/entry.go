@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamkit"
 )
 
 // The fields of a stream entry: the format documented in README.md for
@@ -100,7 +101,7 @@ func (e *entry) task(eid string) *peonify.Task {
 		Type:      e.typ,
 		UniqueKey: e.uniqueKey,
 		LastError: e.lastError,
-		Headers:   decodeHeaders(e.headers),
+		Headers:   streamkit.DecodeHeaders([]byte(e.headers)),
 	}
 	if t.ID == "" {
 		t.ID = eid
@@ -170,29 +171,6 @@ func entryLess(a, b string) bool {
 	am, as, _ := parseEntryID(a)
 	bm, bs, _ := parseEntryID(b)
 	return am < bm || am == bm && as < bs
-}
-
-// decodeHeaders reads the headers field, a JSON object. Values that other
-// producers stored as non-strings are kept as their JSON text; a malformed
-// field yields no headers rather than an undeliverable task.
-func decodeHeaders(s string) map[string]string {
-	if s == "" {
-		return nil
-	}
-	var raw map[string]json.RawMessage
-	if json.Unmarshal([]byte(s), &raw) != nil || len(raw) == 0 {
-		return nil
-	}
-	h := make(map[string]string, len(raw))
-	for k, v := range raw {
-		var str string
-		if json.Unmarshal(v, &str) == nil {
-			h[k] = str
-		} else {
-			h[k] = string(v)
-		}
-	}
-	return h
 }
 
 // checkTask refuses what the entry format cannot carry unchanged.

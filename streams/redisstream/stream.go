@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamkit"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -62,11 +63,11 @@ type Stream struct {
 	pollMu sync.RWMutex // held for writing while taking back own entries, for reading by other polls
 
 	mu       sync.Mutex
-	inflight map[string]uint64  // entry ID -> token of the latest delivery this stream made and has not seen acked or nacked
-	stop     context.CancelFunc // stops the watcher; nil if it never started
-	dueAt    time.Time          // when dueTimer fires; zero if it is not set
-	dueTimer *time.Timer        // fires Wake when a task this stream scheduled is due
-	wg       sync.WaitGroup
+	inflight map[string]uint64 // entry ID -> token of the latest delivery this stream made and has not seen acked or nacked
+	stop     func()            // stops the watcher; nil if it never started
+	dueAt    time.Time         // when dueTimer fires; zero if it is not set
+	dueTimer *time.Timer       // fires Wake when a task this stream scheduled is due
+	bg       streamkit.Group   // the watcher
 }
 
 var (
@@ -131,13 +132,7 @@ func (s *Stream) Keys() Keys { return s.keys }
 // stream order (FIFO); Task.Priority is not used for ordering. Poll does
 // not block: it returns what is there.
 func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
-	if s.closed.Load() {
-		return nil, peonify.ErrClosed
-	}
-	if limit <= 0 {
-		return nil, nil
-	}
-	if err := ctx.Err(); err != nil {
+	if done, err := streamkit.CheckPoll(ctx, s.closed.Load(), limit); done {
 		return nil, err
 	}
 	limit = min(limit, maxBatch)
@@ -415,11 +410,8 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 // the dead stream with opts.Reason as its last error. A nack of a lost
 // lease changes nothing and returns an error wrapping peonify.ErrLeaseLost.
 func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.NackOptions) error {
-	if s.closed.Load() {
-		return peonify.ErrClosed
-	}
-	if d.Task == nil {
-		return errors.New("redisstream: Nack of a delivery without a Task")
+	if err := streamkit.CheckDelivery(s.closed.Load(), d, "redisstream", "Nack"); err != nil {
+		return err
 	}
 	opts, err := opts.Normalize()
 	if err != nil {
@@ -460,11 +452,8 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 // peonify.ErrLeaseLost if the task was acked, nacked or claimed again
 // since.
 func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Duration) (peonify.Delivery, error) {
-	if s.closed.Load() {
-		return d, peonify.ErrClosed
-	}
-	if d.Task == nil {
-		return d, errors.New("redisstream: Extend of a delivery without a Task")
+	if err := streamkit.CheckDelivery(s.closed.Load(), d, "redisstream", "Extend"); err != nil {
+		return d, err
 	}
 	eid := ref(d)
 	if eid == "" {

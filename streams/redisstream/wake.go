@@ -58,13 +58,8 @@ func (s *Stream) startWatcher() bool {
 		return false
 	}
 	if s.stop == nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		s.stop = cancel
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.watch(ctx)
-		}()
+		s.stop = s.bg.Cancel
+		s.bg.Go(s.watch)
 	}
 	return true
 }
@@ -235,15 +230,8 @@ func (s *Stream) stopWatching(ctx context.Context) error {
 	_, _ = pipe.Exec(ictx)
 	cancel()
 
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return fmt.Errorf("redisstream: Close gave up waiting for the wake-up reader: %w", ctx.Err())
+	if err := s.bg.Wait(ctx); err != nil {
+		return fmt.Errorf("redisstream: Close gave up waiting for the wake-up reader: %w", err)
 	}
 	ictx, cancel = context.WithTimeout(ctx, time.Second)
 	_ = s.client.Del(ictx, key).Err()
