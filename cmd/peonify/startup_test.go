@@ -52,6 +52,14 @@ func TestStartupErrorIsOneLine(t *testing.T) {
 			hidden: "not-the-password",
 		},
 		{
+			// The daemon waits for the broker up to its dial timeout (10s),
+			// then names the broker once.
+			name: "amqp closed port", kind: "amqp",
+			url:    func(t *testing.T) string { return "amqp://peonify:pw-of-closed@" + closedPort(t) + "/" },
+			want:   []string{"connecting to amqp://peonify@", "connection refused"},
+			hidden: "pw-of-closed",
+		},
+		{
 			name: "redis closed port", kind: "redis",
 			url:  func(t *testing.T) string { return "redis://" + closedPort(t) + "/0" },
 			want: []string{"connect to redis", "connection refused"},

@@ -494,7 +494,8 @@ func (s *Stream) session(ctx context.Context, wait bool) (*session, error) {
 		case <-change:
 		case <-ctx.Done():
 			if last != nil {
-				return nil, fmt.Errorf("amqpstream: not connected to %s: %w (last error: %v)", s.redacted, ctx.Err(), last)
+				// last names the broker already: say it once.
+				return nil, fmt.Errorf("%w (gave up waiting: %w)", last, ctx.Err())
 			}
 			return nil, fmt.Errorf("amqpstream: connecting to %s: %w", s.redacted, ctx.Err())
 		}
