@@ -55,11 +55,10 @@ type Intake struct {
 	filters  []string // subscription filters, with the share group
 	routes   []route
 
-	started      atomic.Bool
-	ready        chan struct{}
-	once         sync.Once
-	resends      *resend.Log // set by Run; nil when Config.ResendWindow is negative
-	recordFailed atomic.Bool // the resend log failed, which is logged once
+	started atomic.Bool
+	ready   chan struct{}
+	once    sync.Once
+	resends *resend.Window // set by Run; nil when Config.ResendWindow is negative
 
 	stats struct {
 		received, enqueued, duplicates, dropped, storeErrors atomic.Uint64
@@ -211,14 +210,12 @@ func (in *Intake) Run(ctx context.Context) error {
 	if !in.started.CompareAndSwap(false, true) {
 		return errors.New("mqttstream: Run called twice: an Intake runs once; create another with New")
 	}
-	if in.cfg.ResendWindow > 0 {
-		l, err := resend.Open(in.cfg.ResendLog, in.cfg.ResendWindow, in.cfg.ResendMaxIDs, nil)
-		if err != nil {
-			return fmt.Errorf("mqttstream: Config.ResendLog: %w", err)
-		}
-		in.resends = l
-		defer l.Close()
+	resends, err := resend.OpenWindow(in.cfg.resendConfig(), in.log)
+	if err != nil {
+		return err
 	}
+	in.resends = resends
+	defer resends.Close()
 	// Messages wait here for the store. The broker sends at most
 	// ReceiveMaximum unacknowledged QoS 1 messages; QoS 0 ones are not
 	// counted, and the client waits for room for them.
@@ -458,7 +455,7 @@ func (in *Intake) process(ctx context.Context, batch []received) {
 			in.log.Error("mqttstream: message on a topic that matches no route; acknowledged and dropped (a subscription left in the session by an earlier configuration?)", "topic", m.pb.Topic)
 			in.ack(m)
 			continue
-		case own && in.resends != nil && in.resends.Seen(t.ID):
+		case own && in.resends.Seen(t.ID):
 			// Stored within the ResendWindow: the store may have forgotten it.
 			in.stats.duplicates.Add(1)
 			in.log.Debug("mqttstream: message redelivered within Config.ResendWindow; acknowledged without storing it again", "topic", m.pb.Topic, "id", t.ID)
@@ -493,10 +490,8 @@ func (in *Intake) process(ctx context.Context, batch []received) {
 
 // record remembers the IDs of tasks that came with their messages (owned
 // says which; a new random ID never comes again), once the tasks are
-// stored and before the messages are acknowledged. If the resend log
-// cannot be written the messages are still acknowledged, since their
-// tasks are stored; the IDs are then remembered in memory only, and the
-// failure is logged once.
+// stored and before the messages are acknowledged (see
+// resend.Window.Record).
 func (in *Intake) record(tasks []*peonify.Task, owned []bool) {
 	if in.resends == nil {
 		return
@@ -507,9 +502,7 @@ func (in *Intake) record(tasks []*peonify.Task, owned []bool) {
 			ids = append(ids, t.ID)
 		}
 	}
-	if err := in.resends.Record(ids...); err != nil && !in.recordFailed.Swap(true) {
-		in.log.Error("mqttstream: cannot write Config.ResendLog; from now on stored task IDs are remembered in memory only, and a redelivery after a restart is recognised only while the store holds its task", "err", err)
-	}
+	in.resends.Record(ids...)
 }
 
 // store1 stores one task, retrying failures with backoff. It reports
