@@ -23,6 +23,7 @@ import (
 
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/internal/backoff"
+	"github.com/peonify/peonify/internal/intake"
 	"github.com/peonify/peonify/internal/resend"
 )
 
@@ -274,7 +275,7 @@ loop:
 	for {
 		select {
 		case m := <-msgs:
-			in.process(ctx, in.batch(m, msgs))
+			in.process(ctx, intake.Batch(m, msgs, cap(msgs)))
 		case runErr = <-fatal:
 			break loop
 		case <-ctx.Done():
@@ -423,20 +424,6 @@ func subackReason(code byte) string {
 	return "unknown"
 }
 
-// batch returns first with the messages already waiting behind it.
-func (in *Intake) batch(first received, msgs chan received) []received {
-	b := []received{first}
-	for len(b) < cap(msgs) {
-		select {
-		case m := <-msgs:
-			b = append(b, m)
-		default:
-			return b
-		}
-	}
-	return b
-}
-
 // process stores a batch of messages and acknowledges each one once its
 // task is stored. A store failure is retried with backoff until ctx
 // ends; the messages not stored by then are left unacknowledged, and the
@@ -533,17 +520,18 @@ func (in *Intake) store1(ctx context.Context, t *peonify.Task) bool {
 // in flight when ctx ends still completes, so that its messages can be
 // acknowledged.
 func (in *Intake) enqueue(ctx context.Context, tasks ...*peonify.Task) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.cfg.EnqueueTimeout)
-	defer cancel()
-	err := in.store.Enqueue(ctx, tasks...)
+	dup, err := intake.Enqueue(context.WithoutCancel(ctx), in.store, in.cfg.EnqueueTimeout, tasks...)
 	var de *peonify.DuplicateError
 	switch {
-	case err == nil:
+	case err == nil && dup == nil:
 		in.stats.enqueued.Add(uint64(len(tasks)))
 		return nil
-	case errors.As(err, &de):
+	case errors.As(dup, &de):
 		in.stats.duplicates.Add(uint64(len(de.IDs)))
 		in.stats.enqueued.Add(uint64(len(tasks) - min(len(de.IDs), len(tasks))))
+		return nil
+	case err == nil: // a bare peonify.ErrDuplicate: every task was stored before
+		in.stats.duplicates.Add(uint64(len(tasks)))
 		return nil
 	}
 	if !isInvalid(err) {

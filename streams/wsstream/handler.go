@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/intake"
 	"github.com/peonify/peonify/internal/resend"
 )
 
@@ -362,7 +363,7 @@ func (c *serverConn) answer(ctx context.Context) {
 			if !ok {
 				return
 			}
-			c.process(ctx, c.batch(in))
+			c.process(ctx, intake.Batch(in, c.in, cap(c.in)))
 		case <-c.h.goingAway:
 			if c.drain(ctx) {
 				_ = c.ws.Close(websocket.StatusGoingAway, "server shutting down; reconnect and resend unacknowledged tasks")
@@ -381,7 +382,7 @@ func (c *serverConn) drain(ctx context.Context) bool {
 			if !ok {
 				return false
 			}
-			c.process(ctx, c.batch(in))
+			c.process(ctx, intake.Batch(in, c.in, cap(c.in)))
 		default:
 			return true
 		}
@@ -395,23 +396,6 @@ func (c *serverConn) cancelOnPanic() {
 		c.h.log.Error("wsstream: panic while storing tasks; closed the connection", "remote", c.remote, "panic", v)
 		c.cancel()
 	}
-}
-
-// batch returns first with the messages already waiting behind it.
-func (c *serverConn) batch(first inbound) []inbound {
-	b := []inbound{first}
-	for len(b) < cap(c.in) {
-		select {
-		case in, ok := <-c.in:
-			if !ok {
-				return b
-			}
-			b = append(b, in)
-		default:
-			return b
-		}
-	}
-	return b
 }
 
 // process stores the tasks of a batch and answers every message of it in
@@ -502,13 +486,9 @@ func (c *serverConn) record(tasks []*peonify.Task, failed map[string]*failure) {
 }
 
 // enqueue stores tasks; a task that is already stored counts as stored.
+// Shutdown's deadline cancels it, through ctx.
 func (c *serverConn) enqueue(ctx context.Context, tasks ...*peonify.Task) error {
-	ctx, cancel := context.WithTimeout(ctx, c.h.cfg.EnqueueTimeout)
-	defer cancel()
-	err := c.h.store.Enqueue(ctx, tasks...)
-	if errors.Is(err, peonify.ErrDuplicate) {
-		return nil
-	}
+	_, err := intake.Enqueue(ctx, c.h.store, c.h.cfg.EnqueueTimeout, tasks...)
 	return err
 }
 
