@@ -9,15 +9,14 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/peonify/peonify"
-	"github.com/peonify/peonify/streams/memstream"
+	"github.com/peonify/peonify/internal/intaketest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // A task stored before counts as stored, and dup says so.
 func TestEnqueueDuplicateCountsAsStored(t *testing.T) {
-	store := memstream.New(memstream.Config{})
-	defer store.Close(context.Background())
+	store := intaketest.NewMem(t)
 	a := &peonify.Task{ID: "a", Type: "t"}
 	if dup, err := Enqueue(context.Background(), store, time.Second, a); dup != nil || err != nil {
 		t.Fatalf("first Enqueue: %v, %v; want nil, nil", dup, err)
