@@ -38,7 +38,17 @@ func NewMem(t testing.TB) *memstream.Stream {
 // unless a processor closed it first.
 func OpenSQLite(t testing.TB, path string) *sqlitestream.Stream {
 	t.Helper()
-	s, err := sqlitestream.Open(path, sqlitestream.Config{Logger: Logger(t)})
+	return OpenSQLiteWith(t, path, sqlitestream.Config{})
+}
+
+// OpenSQLiteWith is OpenSQLite with cfg, whose Logger defaults to the
+// test's.
+func OpenSQLiteWith(t testing.TB, path string, cfg sqlitestream.Config) *sqlitestream.Stream {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = Logger(t)
+	}
+	s, err := sqlitestream.Open(path, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,11 @@
 // (or kill -9) of the process. The file is read back by Open and rewritten
 // without expired records when they make up most of it. One Log per file:
 // two processes must not share a file.
+//
+// Config and Window are what the intakes share around a Log: the defaults
+// and checks of their ResendWindow, ResendLog and ResendMaxIDs fields, a
+// window turned off (a nil *Window), and the one log line when the file
+// cannot be written.
 package resend
 
 import (

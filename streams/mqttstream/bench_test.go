@@ -15,7 +15,6 @@ import (
 
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/internal/intaketest"
-	"github.com/peonify/peonify/streams/sqlitestream"
 )
 
 // BenchmarkIntake measures messages per second from publication to
@@ -28,12 +27,7 @@ func BenchmarkIntake(b *testing.B) {
 // BenchmarkIntakeSQLite is BenchmarkIntake into the durable embedded
 // store.
 func BenchmarkIntakeSQLite(b *testing.B) {
-	store, err := sqlitestream.Open(filepath.Join(b.TempDir(), "tasks.db"), sqlitestream.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = store.Close(context.Background()) })
-	benchmarkIntake(b, store)
+	benchmarkIntake(b, intaketest.OpenSQLite(b, filepath.Join(b.TempDir(), "tasks.db")))
 }
 
 func benchmarkIntake(b *testing.B, store peonify.Enqueuer) {

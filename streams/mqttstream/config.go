@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/resend"
 )
 
 // Defaults of Config.
@@ -23,8 +24,8 @@ const (
 	DefaultEnqueueTimeout = 10 * time.Second
 	DefaultMinBackoff     = 100 * time.Millisecond
 	DefaultMaxBackoff     = 30 * time.Second
-	DefaultResendWindow   = 24 * time.Hour
-	DefaultResendMaxIDs   = 1_000_000
+	DefaultResendWindow   = resend.DefaultWindow // 24h
+	DefaultResendMaxIDs   = resend.DefaultMaxIDs // 1,000,000
 )
 
 // Config configures an Intake. Servers, ClientID and Routes are required;
@@ -197,10 +198,9 @@ func (c Config) validate() error {
 		return bad("EnqueueTimeout", "must not be negative (0 means the default, 10s)")
 	case c.MinBackoff < 0 || c.MaxBackoff < 0:
 		return bad("MinBackoff", "backoffs must not be negative (0 means the defaults, 100ms and 30s)")
-	case c.ResendMaxIDs < 0:
-		return bad("ResendMaxIDs", "must not be negative (0 means the default, %d)", DefaultResendMaxIDs)
-	case c.ResendLog != "" && c.ResendWindow < 0:
-		return bad("ResendLog", "is set but ResendWindow is negative (off): remove one of them")
+	}
+	if err := c.resendConfig().Check(); err != nil {
+		return err
 	}
 	var filters []string
 	for f, typ := range c.Routes {
@@ -250,16 +250,15 @@ func (c Config) withDefaults() Config {
 		c.MaxBackoff = DefaultMaxBackoff
 	}
 	c.MaxBackoff = max(c.MaxBackoff, c.MinBackoff)
-	if c.ResendWindow == 0 {
-		c.ResendWindow = DefaultResendWindow
-	}
-	if c.ResendMaxIDs == 0 {
-		c.ResendMaxIDs = DefaultResendMaxIDs
-	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return c
+}
+
+// resendConfig is the resend window that c configures.
+func (c Config) resendConfig() resend.Config {
+	return resend.Config{Intake: "mqttstream", Resend: "redelivery", Window: c.ResendWindow, Path: c.ResendLog, MaxIDs: c.ResendMaxIDs}
 }
 
 // redact hides the password of a URL for error messages.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/internal/backoff"
+	"github.com/peonify/peonify/internal/intake"
 	"github.com/peonify/peonify/internal/resend"
 )
 
@@ -55,11 +56,10 @@ type Intake struct {
 	filters  []string // subscription filters, with the share group
 	routes   []route
 
-	started      atomic.Bool
-	ready        chan struct{}
-	once         sync.Once
-	resends      *resend.Log // set by Run; nil when Config.ResendWindow is negative
-	recordFailed atomic.Bool // the resend log failed, which is logged once
+	started atomic.Bool
+	ready   chan struct{}
+	once    sync.Once
+	resends *resend.Window // set by Run; nil when Config.ResendWindow is negative
 
 	stats struct {
 		received, enqueued, duplicates, dropped, storeErrors atomic.Uint64
@@ -211,14 +211,12 @@ func (in *Intake) Run(ctx context.Context) error {
 	if !in.started.CompareAndSwap(false, true) {
 		return errors.New("mqttstream: Run called twice: an Intake runs once; create another with New")
 	}
-	if in.cfg.ResendWindow > 0 {
-		l, err := resend.Open(in.cfg.ResendLog, in.cfg.ResendWindow, in.cfg.ResendMaxIDs, nil)
-		if err != nil {
-			return fmt.Errorf("mqttstream: Config.ResendLog: %w", err)
-		}
-		in.resends = l
-		defer l.Close()
+	resends, err := resend.OpenWindow(in.cfg.resendConfig(), in.log)
+	if err != nil {
+		return err
 	}
+	in.resends = resends
+	defer resends.Close()
 	// Messages wait here for the store. The broker sends at most
 	// ReceiveMaximum unacknowledged QoS 1 messages; QoS 0 ones are not
 	// counted, and the client waits for room for them.
@@ -277,7 +275,7 @@ loop:
 	for {
 		select {
 		case m := <-msgs:
-			in.process(ctx, in.batch(m, msgs))
+			in.process(ctx, intake.Batch(m, msgs, cap(msgs)))
 		case runErr = <-fatal:
 			break loop
 		case <-ctx.Done():
@@ -426,20 +424,6 @@ func subackReason(code byte) string {
 	return "unknown"
 }
 
-// batch returns first with the messages already waiting behind it.
-func (in *Intake) batch(first received, msgs chan received) []received {
-	b := []received{first}
-	for len(b) < cap(msgs) {
-		select {
-		case m := <-msgs:
-			b = append(b, m)
-		default:
-			return b
-		}
-	}
-	return b
-}
-
 // process stores a batch of messages and acknowledges each one once its
 // task is stored. A store failure is retried with backoff until ctx
 // ends; the messages not stored by then are left unacknowledged, and the
@@ -458,7 +442,7 @@ func (in *Intake) process(ctx context.Context, batch []received) {
 			in.log.Error("mqttstream: message on a topic that matches no route; acknowledged and dropped (a subscription left in the session by an earlier configuration?)", "topic", m.pb.Topic)
 			in.ack(m)
 			continue
-		case own && in.resends != nil && in.resends.Seen(t.ID):
+		case own && in.resends.Seen(t.ID):
 			// Stored within the ResendWindow: the store may have forgotten it.
 			in.stats.duplicates.Add(1)
 			in.log.Debug("mqttstream: message redelivered within Config.ResendWindow; acknowledged without storing it again", "topic", m.pb.Topic, "id", t.ID)
@@ -493,10 +477,8 @@ func (in *Intake) process(ctx context.Context, batch []received) {
 
 // record remembers the IDs of tasks that came with their messages (owned
 // says which; a new random ID never comes again), once the tasks are
-// stored and before the messages are acknowledged. If the resend log
-// cannot be written the messages are still acknowledged, since their
-// tasks are stored; the IDs are then remembered in memory only, and the
-// failure is logged once.
+// stored and before the messages are acknowledged (see
+// resend.Window.Record).
 func (in *Intake) record(tasks []*peonify.Task, owned []bool) {
 	if in.resends == nil {
 		return
@@ -507,9 +489,7 @@ func (in *Intake) record(tasks []*peonify.Task, owned []bool) {
 			ids = append(ids, t.ID)
 		}
 	}
-	if err := in.resends.Record(ids...); err != nil && !in.recordFailed.Swap(true) {
-		in.log.Error("mqttstream: cannot write Config.ResendLog; from now on stored task IDs are remembered in memory only, and a redelivery after a restart is recognised only while the store holds its task", "err", err)
-	}
+	in.resends.Record(ids...)
 }
 
 // store1 stores one task, retrying failures with backoff. It reports
@@ -540,17 +520,18 @@ func (in *Intake) store1(ctx context.Context, t *peonify.Task) bool {
 // in flight when ctx ends still completes, so that its messages can be
 // acknowledged.
 func (in *Intake) enqueue(ctx context.Context, tasks ...*peonify.Task) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.cfg.EnqueueTimeout)
-	defer cancel()
-	err := in.store.Enqueue(ctx, tasks...)
+	dup, err := intake.Enqueue(context.WithoutCancel(ctx), in.store, in.cfg.EnqueueTimeout, tasks...)
 	var de *peonify.DuplicateError
 	switch {
-	case err == nil:
+	case err == nil && dup == nil:
 		in.stats.enqueued.Add(uint64(len(tasks)))
 		return nil
-	case errors.As(err, &de):
+	case errors.As(dup, &de):
 		in.stats.duplicates.Add(uint64(len(de.IDs)))
 		in.stats.enqueued.Add(uint64(len(tasks) - min(len(de.IDs), len(tasks))))
+		return nil
+	case err == nil: // a bare peonify.ErrDuplicate: every task was stored before
+		in.stats.duplicates.Add(uint64(len(tasks)))
 		return nil
 	}
 	if !isInvalid(err) {

@@ -12,7 +12,6 @@ import (
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/internal/intaketest"
 	"github.com/peonify/peonify/streams/memstream"
-	"github.com/peonify/peonify/streams/sqlitestream"
 )
 
 // Messages published with mosquitto_pub become tasks in a SQLite store,
@@ -21,10 +20,7 @@ import (
 func TestMessagesBecomeTasks(t *testing.T) {
 	url := broker(t)
 	topic := testTopic(t)
-	store, err := sqlitestream.Open(filepath.Join(t.TempDir(), "tasks.db"), sqlitestream.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := intaketest.OpenSQLite(t, filepath.Join(t.TempDir(), "tasks.db"))
 	cfg := testConfig(t, url, map[string]string{topic + "/email": "email", topic + "/sms/+": "sms"})
 	in, stop := start(t, store, cfg)
 

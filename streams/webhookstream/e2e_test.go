@@ -20,15 +20,7 @@ import (
 // a processor closes it first.
 func openSQLite(t *testing.T, cfg sqlitestream.Config) *sqlitestream.Stream {
 	t.Helper()
-	if cfg.Logger == nil {
-		cfg.Logger = intaketest.Logger(t)
-	}
-	s, err := sqlitestream.Open(filepath.Join(t.TempDir(), "tasks.db"), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close(context.Background()) })
-	return s
+	return intaketest.OpenSQLiteWith(t, filepath.Join(t.TempDir(), "tasks.db"), cfg)
 }
 
 // post sends req to the server at base over the network.

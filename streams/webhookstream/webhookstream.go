@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/intake"
 )
 
 // Config configures a Handler. Routes is required; every other field's zero
@@ -426,13 +427,8 @@ func (h *Handler) task(r *http.Request, rt *route, v Verified, body []byte) (*pe
 // hangs up does not cancel a write in progress: the task may be stored
 // anyway, and a redelivery then finds it as a duplicate.
 func (h *Handler) enqueue(ctx context.Context, t *peonify.Task) (dup bool, err error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.EnqueueTimeout)
-	defer cancel()
-	err = h.store.Enqueue(ctx, t)
-	if errors.Is(err, peonify.ErrDuplicate) {
-		return true, nil
-	}
-	return false, err
+	found, err := intake.Enqueue(context.WithoutCancel(ctx), h.store, h.cfg.EnqueueTimeout, t)
+	return found != nil, err
 }
 
 // answerSync waits for the task's first attempt and answers with its

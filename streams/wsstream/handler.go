@@ -4,17 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/intake"
 	"github.com/peonify/peonify/internal/resend"
 )
 
@@ -25,8 +24,8 @@ const (
 	DefaultEnqueueTimeout = 10 * time.Second
 	DefaultWriteTimeout   = 10 * time.Second
 	DefaultPingInterval   = 30 * time.Second
-	DefaultResendWindow   = 24 * time.Hour
-	DefaultResendMaxIDs   = 1_000_000
+	DefaultResendWindow   = resend.DefaultWindow // 24h
+	DefaultResendMaxIDs   = resend.DefaultMaxIDs // 1,000,000
 )
 
 // Config configures a Handler. The zero value is valid.
@@ -110,10 +109,9 @@ func (c Config) validate() error {
 		return &peonify.ConfigError{Field: "wsstream.Config.EnqueueTimeout", Reason: "must not be negative (0 means the default, 10s)"}
 	case c.WriteTimeout < 0:
 		return &peonify.ConfigError{Field: "wsstream.Config.WriteTimeout", Reason: "must not be negative (0 means the default, 10s)"}
-	case c.ResendMaxIDs < 0:
-		return &peonify.ConfigError{Field: "wsstream.Config.ResendMaxIDs", Reason: "must not be negative (0 means the default, 1000000)"}
-	case c.ResendLog != "" && c.ResendWindow < 0:
-		return &peonify.ConfigError{Field: "wsstream.Config.ResendLog", Reason: "is set but ResendWindow is negative (off): remove one of them"}
+	}
+	if err := c.resendConfig().Check(); err != nil {
+		return err
 	}
 	for i, p := range c.OriginPatterns {
 		if p == "" || p == "*" {
@@ -140,16 +138,15 @@ func (c Config) withDefaults() Config {
 	if c.PingInterval == 0 {
 		c.PingInterval = DefaultPingInterval
 	}
-	if c.ResendWindow == 0 {
-		c.ResendWindow = DefaultResendWindow
-	}
-	if c.ResendMaxIDs == 0 {
-		c.ResendMaxIDs = DefaultResendMaxIDs
-	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return c
+}
+
+// resendConfig is the resend window that c configures.
+func (c Config) resendConfig() resend.Config {
+	return resend.Config{Intake: "wsstream", Resend: "resend", Window: c.ResendWindow, Path: c.ResendLog, MaxIDs: c.ResendMaxIDs}
 }
 
 // Handler is the WebSocket intake: an http.Handler that upgrades each
@@ -157,12 +154,11 @@ func (c Config) withDefaults() Config {
 // store's Enqueue, and only then acknowledges it to the client. Mount it
 // on any path of a server; stop it with Shutdown.
 type Handler struct {
-	store        peonify.Enqueuer
-	cfg          Config
-	log          *slog.Logger
-	accept       websocket.AcceptOptions
-	resends      *resend.Log // nil when Config.ResendWindow is negative
-	recordFailed atomic.Bool // the resend log failed, which is logged once
+	store   peonify.Enqueuer
+	cfg     Config
+	log     *slog.Logger
+	accept  websocket.AcceptOptions
+	resends *resend.Window // nil when Config.ResendWindow is negative
 
 	mu        sync.Mutex
 	closing   bool
@@ -186,12 +182,9 @@ func New(store peonify.Enqueuer, cfg Config) (*Handler, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	var resends *resend.Log
-	if cfg.ResendWindow > 0 {
-		var err error
-		if resends, err = resend.Open(cfg.ResendLog, cfg.ResendWindow, cfg.ResendMaxIDs, nil); err != nil {
-			return nil, fmt.Errorf("wsstream: Config.ResendLog: %w", err)
-		}
+	resends, err := resend.OpenWindow(cfg.resendConfig(), cfg.Logger)
+	if err != nil {
+		return nil, err
 	}
 	return &Handler{
 		store:   store,
@@ -292,7 +285,7 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
-		return h.closeResends()
+		return h.resends.Close()
 	case <-ctx.Done():
 	}
 	h.mu.Lock()
@@ -302,17 +295,7 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 	}
 	h.mu.Unlock()
 	<-done
-	return errors.Join(ctx.Err(), h.closeResends())
-}
-
-func (h *Handler) closeResends() error {
-	if h.resends == nil {
-		return nil
-	}
-	if err := h.resends.Close(); err != nil {
-		return fmt.Errorf("wsstream: closing Config.ResendLog: %w", err)
-	}
-	return nil
+	return errors.Join(ctx.Err(), h.resends.Close())
 }
 
 // serverConn is one client connection.
@@ -380,7 +363,7 @@ func (c *serverConn) answer(ctx context.Context) {
 			if !ok {
 				return
 			}
-			c.process(ctx, c.batch(in))
+			c.process(ctx, intake.Batch(in, c.in, cap(c.in)))
 		case <-c.h.goingAway:
 			if c.drain(ctx) {
 				_ = c.ws.Close(websocket.StatusGoingAway, "server shutting down; reconnect and resend unacknowledged tasks")
@@ -399,7 +382,7 @@ func (c *serverConn) drain(ctx context.Context) bool {
 			if !ok {
 				return false
 			}
-			c.process(ctx, c.batch(in))
+			c.process(ctx, intake.Batch(in, c.in, cap(c.in)))
 		default:
 			return true
 		}
@@ -413,23 +396,6 @@ func (c *serverConn) cancelOnPanic() {
 		c.h.log.Error("wsstream: panic while storing tasks; closed the connection", "remote", c.remote, "panic", v)
 		c.cancel()
 	}
-}
-
-// batch returns first with the messages already waiting behind it.
-func (c *serverConn) batch(first inbound) []inbound {
-	b := []inbound{first}
-	for len(b) < cap(c.in) {
-		select {
-		case in, ok := <-c.in:
-			if !ok {
-				return b
-			}
-			b = append(b, in)
-		default:
-			return b
-		}
-	}
-	return b
 }
 
 // process stores the tasks of a batch and answers every message of it in
@@ -472,7 +438,7 @@ func (c *serverConn) store(ctx context.Context, batch []inbound) []*failure {
 			continue
 		}
 		seen[in.task.ID] = true
-		if c.h.resends != nil && c.h.resends.Seen(in.task.ID) {
+		if c.h.resends.Seen(in.task.ID) {
 			c.h.log.Debug("wsstream: task resent within Config.ResendWindow; acknowledged without storing it again", "remote", c.remote, "id", in.task.ID)
 			continue
 		}
@@ -505,9 +471,7 @@ func (c *serverConn) store(ctx context.Context, batch []inbound) []*failure {
 }
 
 // record remembers the IDs of the tasks that were stored, before they are
-// acknowledged. If the resend log cannot be written the tasks are still
-// acknowledged, since they are stored; the IDs are then remembered in
-// memory only, and the failure is logged once.
+// acknowledged (see resend.Window.Record).
 func (c *serverConn) record(tasks []*peonify.Task, failed map[string]*failure) {
 	if c.h.resends == nil {
 		return
@@ -518,19 +482,13 @@ func (c *serverConn) record(tasks []*peonify.Task, failed map[string]*failure) {
 			ids = append(ids, t.ID)
 		}
 	}
-	if err := c.h.resends.Record(ids...); err != nil && !c.h.recordFailed.Swap(true) {
-		c.h.log.Error("wsstream: cannot write Config.ResendLog; from now on stored task IDs are remembered in memory only, and a resend after a restart is recognised only while the store holds its task", "err", err)
-	}
+	c.h.resends.Record(ids...)
 }
 
 // enqueue stores tasks; a task that is already stored counts as stored.
+// Shutdown's deadline cancels it, through ctx.
 func (c *serverConn) enqueue(ctx context.Context, tasks ...*peonify.Task) error {
-	ctx, cancel := context.WithTimeout(ctx, c.h.cfg.EnqueueTimeout)
-	defer cancel()
-	err := c.h.store.Enqueue(ctx, tasks...)
-	if errors.Is(err, peonify.ErrDuplicate) {
-		return nil
-	}
+	_, err := intake.Enqueue(ctx, c.h.store, c.h.cfg.EnqueueTimeout, tasks...)
 	return err
 }
 
