@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/streams/memstream"
 )
 
@@ -77,15 +78,7 @@ func TestAddStreamSeesThroughWrappers(t *testing.T) {
 	if got := p.Stats().Streams[0].Name; got != "wrapped" {
 		t.Errorf("the wrapped stream is named %q, want the inner stream's name %q", got, "wrapped")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("Run = %v", err)
-		}
-	}()
+	defer streamtest.Run(t, p)()
 	for w.polls.Load() == 0 { // the first poll finds nothing; then the stream idles
 		time.Sleep(time.Millisecond)
 	}

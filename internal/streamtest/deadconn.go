@@ -78,15 +78,7 @@ func (c DeadConnection) Run(t *testing.T) {
 			mu.Unlock()
 			return nil
 		})})
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("Run = %v", err)
-		}
-	}()
+	defer Run(t, p)()
 
 	first := &peonify.Task{Type: "t"}
 	Enqueue(t, c.Producer, first)
