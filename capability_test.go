@@ -150,18 +150,7 @@ func TestRunStartsStreams(t *testing.T) {
 	if starts != 0 {
 		t.Fatalf("AddStream called Start %d times: registering a stream must not start it", starts)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
-	select {
-	case <-s.polled:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the stream was never polled")
-	}
-	cancel()
-	if err := <-errc; err != nil {
-		t.Fatalf("Run = %v", err)
-	}
+	streamtest.RunUntil(t, p, s.polled, "the stream was never polled")
 	if s.early.Load() {
 		t.Error("the stream was polled before Start succeeded")
 	}
@@ -190,18 +179,7 @@ func TestStreamThatCannotStart(t *testing.T) {
 	})})
 	_ = p.AddStream(s)
 	_ = p.AddStream(good)
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the other stream's task did not run")
-	}
-	cancel()
-	if err := <-errc; err != nil {
-		t.Fatalf("Run = %v", err)
-	}
+	streamtest.RunUntil(t, p, done, "the other stream's task did not run")
 	select {
 	case <-s.polled:
 		t.Error("a stream whose Start never succeeded was polled")

@@ -173,3 +173,23 @@ func CloseAtEnd(t testing.TB, s interface{ Close(context.Context) error }) {
 		}
 	})
 }
+
+// RunUntil runs p until done is closed or receives, then ends Run. It
+// fails the test with Fatal, saying what, if that takes over 10s, and if
+// Run returns an error.
+func RunUntil(t testing.TB, p *peonify.Processor, done <-chan struct{}, what string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal(what)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+}
