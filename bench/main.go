@@ -303,18 +303,24 @@ func (r *report) configurations() {
 	}
 }
 
-// goals says whether Peonify meets the project's goals, and ends with the
-// RESULT line when both drains ran.
-func (r *report) goals(backend string) {
+// goalChecker starts the goals section of the report and returns the
+// function that prints one goal, met or missed.
+func (r *report) goalChecker() func(name string, ok bool, got string) {
 	fmt.Fprintln(r.w)
 	fmt.Fprintln(r.w, "goals:")
-	check := func(name string, ok bool, got string) {
+	return func(name string, ok bool, got string) {
 		mark := "met"
 		if !ok {
 			mark = "MISSED"
 		}
 		fmt.Fprintf(r.w, "  %-40s %-7s %s\n", name, mark, got)
 	}
+}
+
+// goals says whether Peonify meets the project's goals, and ends with the
+// RESULT line when both drains ran.
+func (r *report) goals(backend string) {
+	check := r.goalChecker()
 	peon, okPeon := r.get("drain", "peonify")
 	peer, okPeer := r.get("drain", riverTuned.Label)
 	if okPeon && okPeer {
