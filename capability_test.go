@@ -67,11 +67,7 @@ func TestAddStreamSeesThroughWrappers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	_ = p.AddTaskList(peonify.TaskList{"t": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
-		close(done)
-		return nil
-	})})
+	done := streamtest.CloseOnRun(t, p, "t")
 	if err := p.AddStream(w); err != nil {
 		t.Fatal(err)
 	}
@@ -171,12 +167,8 @@ func TestStreamThatCannotStart(t *testing.T) {
 	s := &starting{Stream: memstream.New(memstream.Config{}), fails: 1 << 30, polled: make(chan struct{})}
 	good := memstream.New(memstream.Config{})
 	fill(t, good, "t", 1)
-	done := make(chan struct{})
 	p, _ := peonify.New(peonify.Config{Logger: quiet})
-	_ = p.AddTaskList(peonify.TaskList{"t": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
-		close(done)
-		return nil
-	})})
+	done := streamtest.CloseOnRun(t, p, "t")
 	_ = p.AddStream(s)
 	_ = p.AddStream(good)
 	streamtest.RunUntil(t, p, done, "the other stream's task did not run")

@@ -314,20 +314,13 @@ func brokerSweep(ctx context.Context, r *runner, b broker, cfgs []peonifyConfig,
 	if err != nil {
 		return err
 	}
-	var best result
 	for _, res := range rs {
 		printResult(w, res)
 		if res.detail != "" {
 			fmt.Fprintf(w, "  %s\n", res.detail)
 		}
-		if res.jobsPerSec() > best.jobsPerSec() {
-			best = res
-		}
 	}
-	fmt.Fprintf(w, "\nfastest: %s (%.0f jobs/s)\n", best.config, best.jobsPerSec())
-	if la := loadAverage(); la != "" {
-		fmt.Fprintf(w, "load average after: %s\n", la)
-	}
+	printFastest(w, rs)
 	return nil
 }
 

@@ -472,9 +472,17 @@ func sweep(ctx context.Context, r *runner, cfgs []peonifyConfig, n, count int, w
 	if err != nil {
 		return err
 	}
-	var best result
 	for _, res := range rs {
 		printResult(w, res)
+	}
+	printFastest(w, rs)
+	return nil
+}
+
+// printFastest names the fastest of rs and the load average after them.
+func printFastest(w io.Writer, rs []result) {
+	var best result
+	for _, res := range rs {
 		if res.jobsPerSec() > best.jobsPerSec() {
 			best = res
 		}
@@ -483,5 +491,4 @@ func sweep(ctx context.Context, r *runner, cfgs []peonifyConfig, n, count int, w
 	if la := loadAverage(); la != "" {
 		fmt.Fprintf(w, "load average after: %s\n", la)
 	}
-	return nil
 }

@@ -162,11 +162,7 @@ func TestWrappedStreamNamedAndStarted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	_ = p.AddTaskList(peonify.TaskList{"t": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
-		close(done)
-		return nil
-	})})
+	done := streamtest.CloseOnRun(t, p, "t")
 	if err := p.AddStream(l.Wrap(peonifytest.NewFaultStream(st))); err != nil {
 		t.Fatal(err)
 	}

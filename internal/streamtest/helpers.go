@@ -193,3 +193,18 @@ func RunUntil(t testing.TB, p *peonify.Processor, done <-chan struct{}, what str
 		t.Fatalf("Run = %v", err)
 	}
 }
+
+// CloseOnRun adds to p a handler for tasks of type typ that closes the
+// returned channel when it runs, failing the test if it cannot be added.
+// A second run panics.
+func CloseOnRun(t testing.TB, p *peonify.Processor, typ string) <-chan struct{} {
+	t.Helper()
+	done := make(chan struct{})
+	if err := p.AddTaskList(peonify.TaskList{typ: peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
+		close(done)
+		return nil
+	})}); err != nil {
+		t.Fatal(err)
+	}
+	return done
+}
