@@ -178,13 +178,10 @@ func (r *runner) drain(ctx context.Context, c contender, n int) (result, error) 
 	if res.insertRate, err = r.insertAll(ctx, sys, n); err != nil {
 		return res, fmt.Errorf("%s: %w", c.name, err)
 	}
-	runtime.GC()
-	stopProfile, err := r.profile("drain", c.name)
+	stopProfile, begin, start, err := r.startMeasure(ctx, "drain", c.name, sys, rec)
 	if err != nil {
 		return res, err
 	}
-	begin := takeSample(ctx, sys)
-	start := rec.now()
 	rec.inserted(0, n, start)
 	if err := sys.Start(ctx); err != nil {
 		stopProfile()
@@ -228,13 +225,10 @@ func (r *runner) insertWhileWorking(ctx context.Context, c contender, n int) (re
 		return res, fmt.Errorf("%s: start: %w", c.name, err)
 	}
 	time.Sleep(100 * time.Millisecond) // let the system reach its steady idle state
-	runtime.GC()
-	stopProfile, err := r.profile("insert-while-working", c.name)
+	stopProfile, begin, start, err := r.startMeasure(ctx, "insert-while-working", c.name, sys, rec)
 	if err != nil {
 		return res, err
 	}
-	begin := takeSample(ctx, sys)
-	start := rec.now()
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, r.producers)
@@ -320,4 +314,15 @@ func (r *runner) idle(ctx context.Context, c contender, remote bool) (result, er
 	}
 	r.measure(&res, sys, rec, start, begin, end)
 	return res, nil
+}
+
+// startMeasure begins a measured phase of mode: it collects garbage,
+// starts the profile and takes the samples and time the phase starts from.
+func (r *runner) startMeasure(ctx context.Context, mode, name string, sys system, rec *recorder) (stopProfile func(), begin sample, start int64, err error) {
+	runtime.GC()
+	stopProfile, err = r.profile(mode, name)
+	if err != nil {
+		return nil, sample{}, 0, err
+	}
+	return stopProfile, takeSample(ctx, sys), rec.now(), nil
 }
