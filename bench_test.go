@@ -25,31 +25,7 @@ func BenchmarkProcessor(b *testing.B) {
 			if err := ms.Enqueue(context.Background(), tasks...); err != nil {
 				b.Fatal(err)
 			}
-			var done atomic.Int64
-			finished := make(chan struct{})
-			n := int64(b.N)
-			p, err := peonify.New(peonify.Config{Workers: workers, Logger: quiet})
-			if err != nil {
-				b.Fatal(err)
-			}
-			_ = p.AddTaskList(peonify.TaskList{"noop": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
-				if done.Add(1) == n {
-					close(finished)
-				}
-				return nil
-			})})
-			_ = p.AddStream(ms)
-			ctx, cancel := context.WithCancel(context.Background())
-			b.ReportAllocs()
-			b.ResetTimer()
-			errc := make(chan error, 1)
-			go func() { errc <- p.Run(ctx) }()
-			<-finished
-			cancel()
-			if err := <-errc; err != nil {
-				b.Fatal(err)
-			}
-			b.StopTimer()
+			drain(b, workers, ms)
 		})
 	}
 }
@@ -74,27 +50,37 @@ func (*genStream) Close(context.Context) error                                  
 func BenchmarkProcessorOverhead(b *testing.B) {
 	for _, workers := range []int{1, 16, 256} {
 		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
-			var done atomic.Int64
-			finished := make(chan struct{})
-			n := int64(b.N)
-			p, _ := peonify.New(peonify.Config{Workers: workers, Logger: quiet})
-			_ = p.AddTaskList(peonify.TaskList{"noop": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
-				if done.Add(1) == n {
-					close(finished)
-				}
-				return nil
-			})})
-			_ = p.AddStream(&genStream{task: peonify.Task{ID: "x", Type: "noop"}})
-			ctx, cancel := context.WithCancel(context.Background())
-			b.ReportAllocs()
-			b.ResetTimer()
-			errc := make(chan error, 1)
-			go func() { errc <- p.Run(ctx) }()
-			<-finished
-			cancel()
-			if err := <-errc; err != nil {
-				b.Fatal(err)
-			}
+			drain(b, workers, &genStream{task: peonify.Task{ID: "x", Type: "noop"}})
 		})
 	}
+}
+
+// drain runs a processor with workers on s, from the timer's reset until
+// its no-op handler has run b.N times; ns/op and allocs/op are per task.
+func drain(b *testing.B, workers int, s peonify.Stream) {
+	var done atomic.Int64
+	finished := make(chan struct{})
+	n := int64(b.N)
+	p, err := peonify.New(peonify.Config{Workers: workers, Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = p.AddTaskList(peonify.TaskList{"noop": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
+		if done.Add(1) == n {
+			close(finished)
+		}
+		return nil
+	})})
+	_ = p.AddStream(s)
+	ctx, cancel := context.WithCancel(context.Background())
+	b.ReportAllocs()
+	b.ResetTimer()
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	<-finished
+	cancel()
+	if err := <-errc; err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
 }

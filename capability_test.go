@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/streams/memstream"
 )
 
@@ -66,26 +67,14 @@ func TestAddStreamSeesThroughWrappers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	_ = p.AddTaskList(peonify.TaskList{"t": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
-		close(done)
-		return nil
-	})})
+	done := streamtest.CloseOnRun(t, p, "t")
 	if err := p.AddStream(w); err != nil {
 		t.Fatal(err)
 	}
 	if got := p.Stats().Streams[0].Name; got != "wrapped" {
 		t.Errorf("the wrapped stream is named %q, want the inner stream's name %q", got, "wrapped")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("Run = %v", err)
-		}
-	}()
+	defer streamtest.Run(t, p)()
 	for w.polls.Load() == 0 { // the first poll finds nothing; then the stream idles
 		time.Sleep(time.Millisecond)
 	}
@@ -157,18 +146,7 @@ func TestRunStartsStreams(t *testing.T) {
 	if starts != 0 {
 		t.Fatalf("AddStream called Start %d times: registering a stream must not start it", starts)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
-	select {
-	case <-s.polled:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the stream was never polled")
-	}
-	cancel()
-	if err := <-errc; err != nil {
-		t.Fatalf("Run = %v", err)
-	}
+	streamtest.RunUntil(t, p, s.polled, "the stream was never polled")
 	if s.early.Load() {
 		t.Error("the stream was polled before Start succeeded")
 	}
@@ -189,26 +167,11 @@ func TestStreamThatCannotStart(t *testing.T) {
 	s := &starting{Stream: memstream.New(memstream.Config{}), fails: 1 << 30, polled: make(chan struct{})}
 	good := memstream.New(memstream.Config{})
 	fill(t, good, "t", 1)
-	done := make(chan struct{})
 	p, _ := peonify.New(peonify.Config{Logger: quiet})
-	_ = p.AddTaskList(peonify.TaskList{"t": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
-		close(done)
-		return nil
-	})})
+	done := streamtest.CloseOnRun(t, p, "t")
 	_ = p.AddStream(s)
 	_ = p.AddStream(good)
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the other stream's task did not run")
-	}
-	cancel()
-	if err := <-errc; err != nil {
-		t.Fatalf("Run = %v", err)
-	}
+	streamtest.RunUntil(t, p, done, "the other stream's task did not run")
 	select {
 	case <-s.polled:
 		t.Error("a stream whose Start never succeeded was polled")

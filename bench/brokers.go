@@ -267,15 +267,7 @@ func runBroker(ctx context.Context, o options, w io.Writer) error {
 // and ends with the RESULT line when Peonify's and the peer's drains ran:
 // asynq (Concurrency 100) on Redis, the raw ceiling on NATS and RabbitMQ.
 func brokerGoals(r *report, backend string) {
-	fmt.Fprintln(r.w)
-	fmt.Fprintln(r.w, "goals:")
-	check := func(name string, ok bool, got string) {
-		mark := "met"
-		if !ok {
-			mark = "MISSED"
-		}
-		fmt.Fprintf(r.w, "  %-40s %-7s %s\n", name, mark, got)
-	}
+	check := r.goalChecker()
 	peon, okPeon := r.get("drain", "peonify")
 	raw, okRaw := r.get("drain", rawLabel(backend))
 	peerName, peerSystem, goal := rawSystem, rawLabel(backend), 0.7
@@ -322,20 +314,13 @@ func brokerSweep(ctx context.Context, r *runner, b broker, cfgs []peonifyConfig,
 	if err != nil {
 		return err
 	}
-	var best result
 	for _, res := range rs {
 		printResult(w, res)
 		if res.detail != "" {
 			fmt.Fprintf(w, "  %s\n", res.detail)
 		}
-		if res.jobsPerSec() > best.jobsPerSec() {
-			best = res
-		}
 	}
-	fmt.Fprintf(w, "\nfastest: %s (%.0f jobs/s)\n", best.config, best.jobsPerSec())
-	if la := loadAverage(); la != "" {
-		fmt.Fprintf(w, "load average after: %s\n", la)
-	}
+	printFastest(w, rs)
 	return nil
 }
 
@@ -389,16 +374,8 @@ type brokerPeonify struct {
 func newBrokerPeonify(cfg peonifyConfig, e *env, rec *recorder, st brokerStream, meter cpuMeter,
 	verify func(context.Context, int) error, cleanup func()) (*brokerPeonify, error) {
 	s := &brokerPeonify{stream: st, verify: verify, cleanup: cleanup, watch: newServerWatch(meter, rec)}
-	p, err := peonify.New(peonify.Config{Workers: cfg.Workers, QueueSize: cfg.QueueSize, Logger: e.log})
+	p, err := newBenchProcessor(cfg, e, rec)
 	if err != nil {
-		s.Close()
-		return nil, err
-	}
-	h := peonify.JSON(func(_ context.Context, a benchArgs) error {
-		rec.started(a.Seq)
-		return nil
-	})
-	if err := p.AddTaskList(peonify.TaskList{"bench": h}); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -413,6 +390,21 @@ func newBrokerPeonify(cfg peonifyConfig, e *env, rec *recorder, st brokerStream,
 func (s *brokerPeonify) Insert(ctx context.Context, first, count int) error {
 	s.watch.inserted()
 	return enqueueBroker(ctx, s.stream, first, count)
+}
+
+// enqueueAndClose enqueues n tasks on producer, 1000 at a time, for a raw
+// drain, then closes it.
+func enqueueAndClose(ctx context.Context, producer interface {
+	peonify.Enqueuer
+	Close(context.Context) error
+}, n int) error {
+	for first := 0; first < n; first += 1000 {
+		if err := enqueueBroker(ctx, producer, first, min(1000, n-first)); err != nil {
+			_ = producer.Close(ctx)
+			return fmt.Errorf("raw: enqueue: %w", err)
+		}
+	}
+	return producer.Close(ctx)
 }
 
 // enqueueBroker stores tasks first..first+count-1 through st.

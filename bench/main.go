@@ -303,18 +303,24 @@ func (r *report) configurations() {
 	}
 }
 
-// goals says whether Peonify meets the project's goals, and ends with the
-// RESULT line when both drains ran.
-func (r *report) goals(backend string) {
+// goalChecker starts the goals section of the report and returns the
+// function that prints one goal, met or missed.
+func (r *report) goalChecker() func(name string, ok bool, got string) {
 	fmt.Fprintln(r.w)
 	fmt.Fprintln(r.w, "goals:")
-	check := func(name string, ok bool, got string) {
+	return func(name string, ok bool, got string) {
 		mark := "met"
 		if !ok {
 			mark = "MISSED"
 		}
 		fmt.Fprintf(r.w, "  %-40s %-7s %s\n", name, mark, got)
 	}
+}
+
+// goals says whether Peonify meets the project's goals, and ends with the
+// RESULT line when both drains ran.
+func (r *report) goals(backend string) {
+	check := r.goalChecker()
 	peon, okPeon := r.get("drain", "peonify")
 	peer, okPeer := r.get("drain", riverTuned.Label)
 	if okPeon && okPeer {
@@ -466,9 +472,17 @@ func sweep(ctx context.Context, r *runner, cfgs []peonifyConfig, n, count int, w
 	if err != nil {
 		return err
 	}
-	var best result
 	for _, res := range rs {
 		printResult(w, res)
+	}
+	printFastest(w, rs)
+	return nil
+}
+
+// printFastest names the fastest of rs and the load average after them.
+func printFastest(w io.Writer, rs []result) {
+	var best result
+	for _, res := range rs {
 		if res.jobsPerSec() > best.jobsPerSec() {
 			best = res
 		}
@@ -477,5 +491,4 @@ func sweep(ctx context.Context, r *runner, cfgs []peonifyConfig, n, count int, w
 	if la := loadAverage(); la != "" {
 		fmt.Fprintf(w, "load average after: %s\n", la)
 	}
-	return nil
 }

@@ -178,24 +178,18 @@ func (r *runner) drain(ctx context.Context, c contender, n int) (result, error) 
 	if res.insertRate, err = r.insertAll(ctx, sys, n); err != nil {
 		return res, fmt.Errorf("%s: %w", c.name, err)
 	}
-	runtime.GC()
-	stopProfile, err := r.profile("drain", c.name)
+	ph, err := r.startPhase(ctx, "drain", c.name, sys, rec)
 	if err != nil {
 		return res, err
 	}
-	begin := takeSample(ctx, sys)
-	start := rec.now()
-	rec.inserted(0, n, start)
+	rec.inserted(0, n, ph.start)
 	if err := sys.Start(ctx); err != nil {
-		stopProfile()
+		ph.stopProfile()
 		return res, fmt.Errorf("%s: start: %w", c.name, err)
 	}
-	end, err := r.finish(ctx, c, sys, rec)
-	stopProfile()
-	if err != nil {
+	if err := r.endPhase(ctx, ph, &res, c, sys, rec); err != nil {
 		return res, err
 	}
-	r.measure(&res, sys, rec, start, begin, end)
 	return res, nil
 }
 
@@ -228,13 +222,10 @@ func (r *runner) insertWhileWorking(ctx context.Context, c contender, n int) (re
 		return res, fmt.Errorf("%s: start: %w", c.name, err)
 	}
 	time.Sleep(100 * time.Millisecond) // let the system reach its steady idle state
-	runtime.GC()
-	stopProfile, err := r.profile("insert-while-working", c.name)
+	ph, err := r.startPhase(ctx, "insert-while-working", c.name, sys, rec)
 	if err != nil {
 		return res, err
 	}
-	begin := takeSample(ctx, sys)
-	start := rec.now()
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, r.producers)
@@ -257,15 +248,12 @@ func (r *runner) insertWhileWorking(ctx context.Context, c contender, n int) (re
 	wg.Wait()
 	close(errs)
 	if err := <-errs; err != nil {
-		stopProfile()
+		ph.stopProfile()
 		return res, err
 	}
-	end, err := r.finish(ctx, c, sys, rec)
-	stopProfile()
-	if err != nil {
+	if err := r.endPhase(ctx, ph, &res, c, sys, rec); err != nil {
 		return res, err
 	}
-	r.measure(&res, sys, rec, start, begin, end)
 	return res, nil
 }
 
@@ -320,4 +308,34 @@ func (r *runner) idle(ctx context.Context, c contender, remote bool) (result, er
 	}
 	r.measure(&res, sys, rec, start, begin, end)
 	return res, nil
+}
+
+// phase is a measured part of a run: its profile, and the samples and
+// recorder time it starts from.
+type phase struct {
+	stopProfile func()
+	begin       sample
+	start       int64
+}
+
+// startPhase begins a measured phase of mode: it collects garbage, starts
+// the profile and takes the samples and time the phase starts from.
+func (r *runner) startPhase(ctx context.Context, mode, name string, sys system, rec *recorder) (phase, error) {
+	runtime.GC()
+	stopProfile, err := r.profile(mode, name)
+	if err != nil {
+		return phase{}, err
+	}
+	return phase{stopProfile: stopProfile, begin: takeSample(ctx, sys), start: rec.now()}, nil
+}
+
+// endPhase waits for the run to finish, stops the profile and fills res.
+func (r *runner) endPhase(ctx context.Context, ph phase, res *result, c contender, sys system, rec *recorder) error {
+	end, err := r.finish(ctx, c, sys, rec)
+	ph.stopProfile()
+	if err != nil {
+		return err
+	}
+	r.measure(res, sys, rec, ph.start, ph.begin, end)
+	return nil
 }

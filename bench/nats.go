@@ -154,13 +154,7 @@ func (b *natsBroker) raw(ctx context.Context, n int, cfg peonifyConfig) (result,
 	if err != nil {
 		return res, err
 	}
-	for first := 0; first < n; first += 1000 {
-		if err := enqueueBroker(ctx, producer, first, min(1000, n-first)); err != nil {
-			_ = producer.Close(ctx)
-			return res, fmt.Errorf("raw: enqueue: %w", err)
-		}
-	}
-	if err := producer.Close(ctx); err != nil {
+	if err := enqueueAndClose(ctx, producer, n); err != nil {
 		return res, err
 	}
 	cons, err := js.Consumer(ctx, scfg.Stream, "peonify") // natsstream's default consumer

@@ -153,20 +153,8 @@ func newPeonify(cfg peonifyConfig) newSystemFunc {
 			return nil, fmt.Errorf("unknown backend %q", e.backend)
 		}
 
-		p, err := peonify.New(peonify.Config{
-			Workers:   cfg.Workers,
-			QueueSize: cfg.QueueSize,
-			Logger:    e.log,
-		})
+		p, err := newBenchProcessor(cfg, e, rec)
 		if err != nil {
-			s.Close()
-			return nil, err
-		}
-		h := peonify.JSON(func(_ context.Context, a benchArgs) error {
-			rec.started(a.Seq)
-			return nil
-		})
-		if err := p.AddTaskList(peonify.TaskList{"bench": h}); err != nil {
 			s.Close()
 			return nil, err
 		}
@@ -231,20 +219,7 @@ func (s *peonifySystem) Verify(ctx context.Context, n int) error {
 		return err
 	}
 	defer st.Close(context.WithoutCancel(ctx))
-	counts, err := st.Counts(ctx)
-	if err != nil {
-		return err
-	}
-	var left []string
-	for _, state := range peonify.States {
-		if c := counts[state]; c != 0 {
-			left = append(left, fmt.Sprintf("%d %s", c, state))
-		}
-	}
-	if left != nil {
-		return fmt.Errorf("tasks left in the stream after all %d were acked: %v", n, left)
-	}
-	return nil
+	return emptyCounts(ctx, st, n)
 }
 
 func (s *peonifySystem) Close() {
@@ -334,4 +309,21 @@ func (r *procRun) close() {
 		_ = r.stop(ctx)
 		cancel()
 	}
+}
+
+// newBenchProcessor builds a processor with cfg whose "bench" handler
+// records each task's start.
+func newBenchProcessor(cfg peonifyConfig, e *env, rec *recorder) (*peonify.Processor, error) {
+	p, err := peonify.New(peonify.Config{Workers: cfg.Workers, QueueSize: cfg.QueueSize, Logger: e.log})
+	if err != nil {
+		return nil, err
+	}
+	h := peonify.JSON(func(_ context.Context, a benchArgs) error {
+		rec.started(a.Seq)
+		return nil
+	})
+	if err := p.AddTaskList(peonify.TaskList{"bench": h}); err != nil {
+		return nil, err
+	}
+	return p, nil
 }

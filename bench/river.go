@@ -116,16 +116,7 @@ func newRiver(cfg riverConfig) newSystemFunc {
 					return nil, err
 				}
 				defer rows.Close()
-				out := map[string]int{}
-				for rows.Next() {
-					var state string
-					var n int
-					if err := rows.Scan(&state, &n); err != nil {
-						return nil, err
-					}
-					out[state] = n
-				}
-				return out, rows.Err()
+				return scanCounts(rows)
 			}
 			s, err := startRiver(ctx, riverpgxv5.New(sc.pool), sc.name, cfg, queue, e, rec)
 			if err != nil {
@@ -176,6 +167,15 @@ func countRows(ctx context.Context, query func(context.Context, string, ...any) 
 		return nil, err
 	}
 	defer rows.Close()
+	return scanCounts(rows)
+}
+
+// scanCounts reads the rows of a "state, count" query.
+func scanCounts(rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}) (map[string]int, error) {
 	out := map[string]int{}
 	for rows.Next() {
 		var state string

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/peonifytest"
 	"github.com/peonify/peonify/streams/memstream"
 )
@@ -161,11 +162,7 @@ func TestWrappedStreamNamedAndStarted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	_ = p.AddTaskList(peonify.TaskList{"t": peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
-		close(done)
-		return nil
-	})})
+	done := streamtest.CloseOnRun(t, p, "t")
 	if err := p.AddStream(l.Wrap(peonifytest.NewFaultStream(st))); err != nil {
 		t.Fatal(err)
 	}
@@ -175,18 +172,7 @@ func TestWrappedStreamNamedAndStarted(t *testing.T) {
 	if err := ms.Enqueue(context.Background(), &peonify.Task{Type: "t"}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the task did not run")
-	}
-	cancel()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
+	streamtest.RunUntil(t, p, done, "the task did not run")
 	if n := st.starts.Load(); n != 1 {
 		t.Errorf("Start was called %d times through the wrappers, want 1", n)
 	}

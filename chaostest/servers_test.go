@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
@@ -200,28 +198,10 @@ func privateNATS(t *testing.T, dir string) *restarter {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	s := &privateServer{name: "nats-server " + addr, bin: bin, addr: "nats://" + addr,
 		args:  []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "nats")},
-		ready: func() error { return jetStreamReady("nats://" + addr) }}
+		ready: func() error { return testenv.JetStreamReady("nats://" + addr) }}
 	s.start(t)
 	t.Cleanup(func() { s.stop(t) })
 	return s.restarter()
-}
-
-// jetStreamReady returns nil once the server at url answers JetStream
-// requests.
-func jetStreamReady(url string) error {
-	nc, err := nats.Connect(url, nats.Timeout(time.Second))
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	_, err = js.AccountInfo(ctx)
-	return err
 }
 
 // sharedPostgres returns the restart of the local Postgres cluster of the

@@ -16,24 +16,9 @@ import (
 )
 
 func TestPauseAndResumeAPostgresQueue(t *testing.T) {
-	url := testenv.URL(t, "postgres")
+	s := pgQueue(t, "dashboard-pause-")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if err := pgstream.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	var suffix [6]byte
-	_, _ = rand.Read(suffix[:])
-	s, err := pgstream.New(pool, pgstream.Config{Queue: "dashboard-pause-" + hex.EncodeToString(suffix[:]), NoListen: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close(context.Background()) })
 	var _ dashboard.Pauser = s // pgstream's Stream is found to pause by type assertion
 
 	f := newFixture(t, dashboard.Config{Stores: []dashboard.Store{{Name: "pg", Inspector: s}}, Auth: dashboard.Auth{Token: testToken}})
@@ -91,24 +76,7 @@ func (w inspecting) Unwrap() peonify.Stream { return w.Stream }
 // A store whose Inspector is a wrapper of a pgstream is pausable: the
 // dashboard finds Pause through the wrapper with peonify.As.
 func TestPauserFoundThroughWrapper(t *testing.T) {
-	url := testenv.URL(t, "postgres")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if err := pgstream.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	var suffix [6]byte
-	_, _ = rand.Read(suffix[:])
-	s, err := pgstream.New(pool, pgstream.Config{Queue: "dashboard-wrapped-" + hex.EncodeToString(suffix[:]), NoListen: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	s := pgQueue(t, "dashboard-wrapped-")
 
 	f := newFixture(t, dashboard.Config{Stores: []dashboard.Store{{Name: "pg", Inspector: inspecting{s, s}}}, Auth: dashboard.Auth{Token: testToken}})
 	f.signIn(request{})
@@ -119,4 +87,28 @@ func TestPauserFoundThroughWrapper(t *testing.T) {
 	if v := snap.Stores[0]; !v.Pausable {
 		t.Fatalf("a wrapped pgstream is not pausable: %+v", v)
 	}
+}
+
+// pgQueue returns a pgstream on a new queue whose name starts with prefix,
+// closed when the test ends.
+func pgQueue(t *testing.T, prefix string) *pgstream.Stream {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, testenv.URL(t, "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := pgstream.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	var suffix [6]byte
+	_, _ = rand.Read(suffix[:])
+	s, err := pgstream.New(pool, pgstream.Config{Queue: prefix + hex.EncodeToString(suffix[:]), NoListen: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	return s
 }

@@ -14,13 +14,14 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 )
 
 var taskTemplate = peonify.Task{Type: "report", Payload: []byte(`{"kind":"daily"}`)}
 
 // newTestScheduler returns a scheduler on clock writing its logs into the
 // returned buffer.
-func newTestScheduler(t *testing.T, enq peonify.Enqueuer, clock Clock, cfg Config) (*Scheduler, *syncBuffer) {
+func newTestScheduler(t *testing.T, enq peonify.Enqueuer, clock Clock, cfg Config) (*Scheduler, *streamtest.SyncBuffer) {
 	t.Helper()
 	log, buf := testLogger()
 	cfg.Clock = clock

@@ -135,11 +135,7 @@ func (c *cli) demo(cmd *command, args []string) error {
 	workers := fs.Int("workers", 64, "how many tasks run at once")
 	storePath := fs.String("store", "", "keep the store in this `file` (default: a temporary file, deleted at the end)")
 	withDashboard := fs.Bool("dashboard", true, "serve the web dashboard on 127.0.0.1 and print its URL")
-	args, err := c.parse(cmd, fs, args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(args); err != nil {
+	if err := c.parseFlags(cmd, fs, args); err != nil {
 		return err
 	}
 	switch {

@@ -101,11 +101,7 @@ func (c *cli) enqueue(cmd *command, args []string) error {
 	fs.Var(headers, "header", "a task header as `key=value` (repeatable)")
 	jsonl := fs.Bool("jsonl", false, "read tasks from stdin, one JSON object per line")
 	jsonOut := fs.Bool("json", false, `print {"id", "duplicate"} per task instead of the bare ID`)
-	args, err := c.parse(cmd, fs, args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(args); err != nil {
+	if err := c.parseFlags(cmd, fs, args); err != nil {
 		return err
 	}
 

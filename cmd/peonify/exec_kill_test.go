@@ -7,11 +7,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/peonify/peonify/internal/streamtest"
 )
 
 // When the daemon dies by SIGKILL, the processes of the exec tasks it was
@@ -36,7 +37,7 @@ tasks:
 	d.waitLog("peonify: running")
 	mustRun(t, dir, "", "enqueue", "--store", "store.db", "--type", "family", "--id", id)
 	waitFor(t, "the task to start", func() bool { return fileExists(filepath.Join(dir, "started")) }, d.stderr)
-	if pids := taskProcesses(t, id); len(pids) < 4 {
+	if pids := streamtest.Processes(t, "PEONIFY_TASK_ID", id); len(pids) < 4 {
 		t.Fatalf("the running task has processes %v, want at least sh, sleep, the subshell and its sleep", pids)
 	}
 
@@ -46,7 +47,7 @@ tasks:
 	<-d.exited
 	deadline := time.Now().Add(time.Second)
 	for {
-		pids := taskProcesses(t, id)
+		pids := streamtest.Processes(t, "PEONIFY_TASK_ID", id)
 		if len(pids) == 0 {
 			break
 		}
@@ -58,32 +59,6 @@ tasks:
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// taskProcesses returns the live processes whose environment names task
-// id; zombies, which have no environment left, are dead.
-func taskProcesses(t *testing.T, id string) []int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []byte("\x00PEONIFY_TASK_ID=" + id + "\x00")
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if err != nil {
-			continue // gone, or not ours
-		}
-		if bytes.Contains(append(append([]byte{0}, env...), 0), want) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }
 
 // commandLines gives the command line of each process, for a failure message.

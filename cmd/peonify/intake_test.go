@@ -300,13 +300,7 @@ http:
 // to wait for a broker that does not answer. The daemon still stops
 // cleanly.
 func TestReadyzReportsWhatIsDown(t *testing.T) {
-	// A port with nothing listening: take one, then free it.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := closedPort(t) // nothing listens there
 	dir := t.TempDir()
 	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(`
 streams:
@@ -392,12 +386,7 @@ tasks:
 // An MQTT intake whose broker cannot be reached at start-up stops the
 // daemon at once with one line that says why, as a store would.
 func TestRunMQTTUnreachableBroker(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := closedPort(t)
 	dir := t.TempDir()
 	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(`
 streams:

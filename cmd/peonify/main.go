@@ -193,8 +193,13 @@ func (c *cli) parse(cmd *command, fs *flag.FlagSet, args []string) ([]string, er
 	}
 }
 
-// noArgs rejects positional arguments of a command that takes none.
-func noArgs(args []string) error {
+// parseFlags parses the flags of a command that takes no positional
+// arguments, and rejects any.
+func (c *cli) parseFlags(cmd *command, fs *flag.FlagSet, args []string) error {
+	args, err := c.parse(cmd, fs, args)
+	if err != nil {
+		return err
+	}
 	if len(args) > 0 {
 		return usagef("unexpected argument %q (this command takes flags only)", args[0])
 	}

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/peonify/peonify/internal/executor"
+	"github.com/peonify/peonify/internal/streamtest"
 )
 
 // bin is the peonify binary the tests run, built once by TestMain.
@@ -115,7 +115,7 @@ func mustRun(t *testing.T, dir, stdin string, args ...string) result {
 type daemonProc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *streamtest.SyncBuffer
 	exited chan struct{} // closed when the process has exited
 	err    error         // cmd.Wait's error; read after exited is closed
 }
@@ -123,7 +123,7 @@ type daemonProc struct {
 // startDaemon starts `peonify run -c config` in dir.
 func startDaemon(t *testing.T, dir, config string, env ...string) *daemonProc {
 	t.Helper()
-	d := &daemonProc{t: t, stderr: new(syncBuffer), exited: make(chan struct{})}
+	d := &daemonProc{t: t, stderr: new(streamtest.SyncBuffer), exited: make(chan struct{})}
 	d.cmd = exec.Command(bin, "run", "-c", config)
 	d.cmd.Dir = dir
 	d.cmd.Env = append(os.Environ(), env...)
@@ -214,24 +214,6 @@ func waitFor(t *testing.T, what string, cond func() bool, log fmt.Stringer) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // writeFile writes a file in dir and returns its path.

@@ -31,11 +31,7 @@ func (c *cli) migrate(cmd *command, args []string) error {
 	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
 	pgURL := fs.String("postgres", "", "the database `URL`, e.g. postgres://user:password@host:5432/db")
 	schema := fs.String("schema", "public", "the `schema` that holds the tables (created if missing)")
-	args, err := c.parse(cmd, fs, args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(args); err != nil {
+	if err := c.parseFlags(cmd, fs, args); err != nil {
 		return err
 	}
 	if *pgURL == "" {

@@ -62,11 +62,7 @@ func (c *cli) run(cmd *command, args []string) error {
 	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
 	path := fs.String("c", "peonify.yaml", "the config `file`")
 	check := fs.Bool("check", false, "validate the config file and exit")
-	args, err := c.parse(cmd, fs, args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(args); err != nil {
+	if err := c.parseFlags(cmd, fs, args); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(*path, c.lookupEnv)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/periodic"
 )
 
@@ -27,7 +28,7 @@ func TestSchedulerThatCannotRunStopsTheDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var logs syncBuffer
+	var logs streamtest.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()

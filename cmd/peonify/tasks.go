@@ -104,6 +104,15 @@ type inspectFlags struct {
 	json bool
 }
 
+// newInspectFlags returns the flag set of a tasks subcommand with the
+// flags every one has registered.
+func newInspectFlags(cmd *command) (*flag.FlagSet, *inspectFlags) {
+	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
+	f := new(inspectFlags)
+	f.register(fs)
+	return fs, f
+}
+
 func (f *inspectFlags) register(fs *flag.FlagSet) {
 	f.storeFlags.register(fs)
 	fs.BoolVar(&f.json, "json", false, "print JSON instead of text")
@@ -135,17 +144,11 @@ func (c *cli) printJSON(v any) error {
 }
 
 func (c *cli) tasksStats(cmd *command, args []string) error {
-	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
-	var f inspectFlags
-	f.register(fs)
-	args, err := c.parse(cmd, fs, args)
-	if err != nil {
+	fs, f := newInspectFlags(cmd)
+	if err := c.parseFlags(cmd, fs, args); err != nil {
 		return err
 	}
-	if err := noArgs(args); err != nil {
-		return err
-	}
-	return c.withInspector(&f, func(ctx context.Context, in peonify.Inspector, st *store) error {
+	return c.withInspector(f, func(ctx context.Context, in peonify.Inspector, st *store) error {
 		counts, err := in.Counts(ctx)
 		if err != nil {
 			return err
@@ -186,18 +189,12 @@ func parseState(s string, allowed ...peonify.State) (peonify.State, error) {
 }
 
 func (c *cli) tasksList(cmd *command, args []string) error {
-	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
-	var f inspectFlags
-	f.register(fs)
+	fs, f := newInspectFlags(cmd)
 	state := fs.String("state", "", "list only tasks in this `state`: pending, scheduled, running, dead or done (default: all)")
 	typ := fs.String("type", "", "list only tasks of this `type`")
 	limit := fs.Int("limit", 50, "list at most `n` tasks")
 	after := fs.String("after", "", "list tasks whose ID sorts after this `ID` (the last one of the previous page), with --state")
-	args, err := c.parse(cmd, fs, args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(args); err != nil {
+	if err := c.parseFlags(cmd, fs, args); err != nil {
 		return err
 	}
 	states := peonify.States
@@ -213,7 +210,7 @@ func (c *cli) tasksList(cmd *command, args []string) error {
 	if *limit < 1 {
 		return usagef("--limit must be at least 1")
 	}
-	return c.withInspector(&f, func(ctx context.Context, in peonify.Inspector, st *store) error {
+	return c.withInspector(f, func(ctx context.Context, in peonify.Inspector, st *store) error {
 		var infos []peonify.TaskInfo
 		for _, s := range states {
 			if len(infos) >= *limit {
@@ -259,9 +256,7 @@ func (c *cli) tasksList(cmd *command, args []string) error {
 }
 
 func (c *cli) tasksShow(cmd *command, args []string) error {
-	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
-	var f inspectFlags
-	f.register(fs)
+	fs, f := newInspectFlags(cmd)
 	args, err := c.parse(cmd, fs, args)
 	if err != nil {
 		return err
@@ -269,7 +264,7 @@ func (c *cli) tasksShow(cmd *command, args []string) error {
 	if len(args) != 1 {
 		return usagef("give one task ID")
 	}
-	return c.withInspector(&f, func(ctx context.Context, in peonify.Inspector, st *store) error {
+	return c.withInspector(f, func(ctx context.Context, in peonify.Inspector, st *store) error {
 		ti, err := in.Get(ctx, args[0])
 		if errors.Is(err, peonify.ErrNotFound) {
 			return fmt.Errorf("no task %q in the %s (an acked task is deleted unless the store keeps done tasks)", args[0], st.desc)
@@ -321,9 +316,7 @@ func (c *cli) tasksShow(cmd *command, args []string) error {
 }
 
 func (c *cli) tasksRetry(cmd *command, args []string) error {
-	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
-	var f inspectFlags
-	f.register(fs)
+	fs, f := newInspectFlags(cmd)
 	all := fs.Bool("all", false, "retry every dead task")
 	args, err := c.parse(cmd, fs, args)
 	if err != nil {
@@ -335,19 +328,17 @@ func (c *cli) tasksRetry(cmd *command, args []string) error {
 	case !*all && len(args) == 0:
 		return usagef("give the IDs of dead tasks to retry, or --all to retry every dead task")
 	}
-	return c.withInspector(&f, func(ctx context.Context, in peonify.Inspector, st *store) error {
+	return c.withInspector(f, func(ctx context.Context, in peonify.Inspector, st *store) error {
 		n, err := in.Retry(ctx, args...)
 		if err != nil {
 			return err
 		}
-		return c.reportChanged(&f, "retried", n, "dead ", len(args), "not dead tasks of the "+st.desc)
+		return c.reportChanged(f, "retried", n, "dead ", len(args), "not dead tasks of the "+st.desc)
 	})
 }
 
 func (c *cli) tasksDelete(cmd *command, args []string) error {
-	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
-	var f inspectFlags
-	f.register(fs)
+	fs, f := newInspectFlags(cmd)
 	args, err := c.parse(cmd, fs, args)
 	if err != nil {
 		return err
@@ -355,12 +346,12 @@ func (c *cli) tasksDelete(cmd *command, args []string) error {
 	if len(args) == 0 {
 		return usagef("give the IDs of the tasks to delete (to delete every task in a state, use purge)")
 	}
-	return c.withInspector(&f, func(ctx context.Context, in peonify.Inspector, st *store) error {
+	return c.withInspector(f, func(ctx context.Context, in peonify.Inspector, st *store) error {
 		n, err := in.Delete(ctx, args...)
 		if err != nil {
 			return err
 		}
-		return c.reportChanged(&f, "deleted", n, "", len(args), "running or not in the "+st.desc)
+		return c.reportChanged(f, "deleted", n, "", len(args), "running or not in the "+st.desc)
 	})
 }
 
@@ -379,16 +370,10 @@ func (c *cli) reportChanged(f *inspectFlags, verb string, n int, kind string, as
 }
 
 func (c *cli) tasksPurge(cmd *command, args []string) error {
-	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
-	var f inspectFlags
-	f.register(fs)
+	fs, f := newInspectFlags(cmd)
 	state := fs.String("state", "", "the `state` to empty: dead, done or pending (required)")
 	yes := fs.Bool("yes", false, "confirm purging pending tasks, which have not run yet")
-	args, err := c.parse(cmd, fs, args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(args); err != nil {
+	if err := c.parseFlags(cmd, fs, args); err != nil {
 		return err
 	}
 	if *state == "" {
@@ -401,7 +386,7 @@ func (c *cli) tasksPurge(cmd *command, args []string) error {
 	if s == peonify.StatePending && !*yes {
 		return usagef("purging pending tasks deletes work that has not run: add --yes if that is what you want")
 	}
-	return c.withInspector(&f, func(ctx context.Context, in peonify.Inspector, st *store) error {
+	return c.withInspector(f, func(ctx context.Context, in peonify.Inspector, st *store) error {
 		n, err := in.Purge(ctx, s)
 		if err != nil {
 			return err

@@ -20,11 +20,7 @@ func versionCommand() *command {
 
 func (c *cli) version(cmd *command, args []string) error {
 	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
-	args, err := c.parse(cmd, fs, args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(args); err != nil {
+	if err := c.parseFlags(cmd, fs, args); err != nil {
 		return err
 	}
 	fmt.Fprintln(c.stdout, versionString())

@@ -1,12 +1,10 @@
 package executor
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -30,13 +28,13 @@ func TestExecSupervisedDiesWithProcess(t *testing.T) {
 	id := fmt.Sprintf("family-%d-%d", os.Getpid(), time.Now().UnixNano())
 	c := streamtest.StartChild(t, "TestExecSupervisedChild", childEnv, childOrders{Dir: dir, ID: id})
 	waitFile(t, filepath.Join(dir, "running"), c)
-	if pids := taskProcesses(t, id); len(pids) < 5 {
+	if pids := streamtest.Processes(t, EnvTaskID, id); len(pids) < 5 {
 		t.Fatalf("the running task has processes %v, want at least the supervisor, sh, sleep, the subshell and its sleep", pids)
 	}
 	c.Kill(t)
 	deadline := time.Now().Add(time.Second)
 	for {
-		pids := taskProcesses(t, id)
+		pids := streamtest.Processes(t, EnvTaskID, id)
 		if len(pids) == 0 {
 			return
 		}
@@ -77,31 +75,4 @@ func waitFile(t *testing.T, file string, c *streamtest.Child) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// taskProcesses returns the live processes whose environment names task
-// id, as each process the command starts inherits it; zombies, which have
-// no environment left, are dead.
-func taskProcesses(t *testing.T, id string) []int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []byte("\x00" + EnvTaskID + "=" + id + "\x00")
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if err != nil {
-			continue // gone, or not ours
-		}
-		if bytes.Contains(append(append([]byte{0}, env...), 0), want) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }

@@ -92,3 +92,19 @@ func (d Drain) Run(b *testing.B, s Stream) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
 }
+
+// PollAck polls s for up to batch tasks at a time and acks them until n
+// tasks have come, failing the benchmark on an error.
+func PollAck(b *testing.B, s peonify.Stream, n, batch int) {
+	ctx := context.Background()
+	for got := 0; got < n; {
+		ds, err := s.Poll(ctx, batch)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Ack(ctx, ds...); err != nil {
+			b.Fatal(err)
+		}
+		got += len(ds)
+	}
+}

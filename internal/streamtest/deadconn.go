@@ -59,38 +59,14 @@ func (c DeadConnection) Run(t *testing.T) {
 	if c.RecoverWithin == 0 {
 		c.RecoverWithin = 30 * time.Second
 	}
-	var mu sync.Mutex
-	ran := make(map[string]bool)
-	has := func(ids ...string) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, id := range ids {
-			if !ran[id] {
-				return false
-			}
-		}
-		return true
-	}
+	var ran ranSet
 	p := Processor(t, peonify.Config{Workers: 2, StoreTimeout: c.StoreTimeout, Logger: Logger(t)}, c.Stream,
-		peonify.TaskList{"t": peonify.HandlerFunc(func(_ context.Context, task *peonify.Task) error {
-			mu.Lock()
-			ran[task.ID] = true
-			mu.Unlock()
-			return nil
-		})})
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("Run = %v", err)
-		}
-	}()
+		peonify.TaskList{"t": ran.handler()})
+	defer Run(t, p)()
 
 	first := &peonify.Task{Type: "t"}
 	Enqueue(t, c.Producer, first)
-	WaitFor(t, 30*time.Second, "the first task to run through the proxy", func() bool { return has(first.ID) })
+	WaitFor(t, 30*time.Second, "the first task to run through the proxy", func() bool { return ran.has(first.ID) })
 
 	c.Proxy.Blackhole()
 	blackholed := time.Now()
@@ -109,14 +85,14 @@ func (c DeadConnection) Run(t *testing.T) {
 	if msg := strings.ToLower(ss.LastError); !ss.BackingOff || !strings.Contains(msg, "timeout") && !strings.Contains(msg, "deadline") {
 		t.Errorf("stream stats = %+v; want it backing off after a timeout", ss)
 	}
-	if has(ids...) {
+	if ran.has(ids...) {
 		t.Fatal("the tasks ran through a blackholed proxy")
 	}
 
 	time.Sleep(c.Dead)
 	c.Proxy.Restore()
 	restored := time.Now()
-	WaitFor(t, c.RecoverWithin, "the tasks to run once the network works again", func() bool { return has(ids...) })
+	WaitFor(t, c.RecoverWithin, "the tasks to run once the network works again", func() bool { return ran.has(ids...) })
 	t.Logf("the tasks ran %s after the network came back", time.Since(restored).Round(time.Millisecond))
 }
 
@@ -238,32 +214,40 @@ func (c DeadShutdown) Run(t *testing.T) {
 		t.Errorf("the processor left %d calls of the stream behind: they %s", n, leftBehind)
 	}
 
-	var mu sync.Mutex
-	ran := make(map[string]bool)
+	var ran ranSet
 	check := Processor(t, peonify.Config{Workers: workers, Logger: Logger(t)}, c.Reader,
-		peonify.TaskList{"t": peonify.HandlerFunc(func(_ context.Context, task *peonify.Task) error {
-			mu.Lock()
-			ran[task.ID] = true
-			mu.Unlock()
-			return nil
-		})})
-	ctx, cancel = context.WithCancel(context.Background())
-	go func() { errc <- check.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("Run = %v", err)
-		}
-	}()
-	WaitFor(t, c.Within, "every task to run again after the shutdown", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, id := range ids {
-			if !ran[id] {
-				return false
-			}
-		}
-		return true
-	})
+		peonify.TaskList{"t": ran.handler()})
+	defer Run(t, check)()
+	WaitFor(t, c.Within, "every task to run again after the shutdown", func() bool { return ran.has(ids...) })
 	t.Logf("every task ran again %s after the shutdown began", time.Since(start).Round(time.Millisecond))
+}
+
+// ranSet records the IDs of the tasks its handler ran.
+type ranSet struct {
+	mu  sync.Mutex
+	ran map[string]bool
+}
+
+func (r *ranSet) handler() peonify.Handler {
+	return peonify.HandlerFunc(func(_ context.Context, task *peonify.Task) error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.ran == nil {
+			r.ran = make(map[string]bool)
+		}
+		r.ran[task.ID] = true
+		return nil
+	})
+}
+
+// has reports whether every task of ids ran.
+func (r *ranSet) has(ids ...string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, id := range ids {
+		if !r.ran[id] {
+			return false
+		}
+	}
+	return true
 }

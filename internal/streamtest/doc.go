@@ -1,6 +1,8 @@
 // Package streamtest holds the test code that every stream package under
-// streams/ shares: helpers that fail the test instead of returning errors,
-// the Processor drain benchmark, the dead-connection checks
+// streams/ shares, and that the root, periodic, executor and CLI tests use
+// too: helpers that fail the test instead of returning errors (Run,
+// RunUntil and Register for a processor, CloseAtEnd, SyncBuffer, Processes
+// to find a task's processes in /proc), the Processor drain benchmark, the dead-connection checks
 // (DeadConnection, DeadShutdown) that put a blackholing Proxy between a
 // processor and its server, and the child-process harness (Child,
 // StartChild, StartMain, Orders) of every test that runs part of itself in

@@ -133,3 +133,78 @@ func Name(t testing.TB, max int) string {
 func Logger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
+
+// Run runs p in the background until the returned stop is called. stop
+// ends Run's context, waits for Run to return and fails the test with
+// Errorf if Run returned an error.
+func Run(t testing.TB, p *peonify.Processor) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	return func() {
+		t.Helper()
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	}
+}
+
+// Register adds s to a new processor that logs to the test, failing the
+// test if either step fails, and returns the processor.
+func Register(t testing.TB, s peonify.Stream) *peonify.Processor {
+	t.Helper()
+	p, err := peonify.New(peonify.Config{Logger: Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddStream(s); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// CloseAtEnd closes s when the test ends, failing the test with Error if
+// Close returns an error.
+func CloseAtEnd(t testing.TB, s interface{ Close(context.Context) error }) {
+	t.Cleanup(func() {
+		if err := s.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// RunUntil runs p until done is closed or receives, then ends Run. It
+// fails the test with Fatal, saying what, if that takes over 10s, and if
+// Run returns an error.
+func RunUntil(t testing.TB, p *peonify.Processor, done <-chan struct{}, what string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal(what)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+}
+
+// CloseOnRun adds to p a handler for tasks of type typ that closes the
+// returned channel when it runs, failing the test if it cannot be added.
+// A second run panics.
+func CloseOnRun(t testing.TB, p *peonify.Processor, typ string) <-chan struct{} {
+	t.Helper()
+	done := make(chan struct{})
+	if err := p.AddTaskList(peonify.TaskList{typ: peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
+		close(done)
+		return nil
+	})}); err != nil {
+		t.Fatal(err)
+	}
+	return done
+}

@@ -1,4 +1,5 @@
-// Package testenv finds the real services that backend tests run against.
+// Package testenv finds the real services that backend tests run against
+// and tells when a server is ready.
 package testenv
 
 import (

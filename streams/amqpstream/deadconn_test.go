@@ -13,17 +13,11 @@ import (
 // broker's frames stop), shows as a poll error, and the stream reconnects
 // once the network works.
 func TestDeadConnection(t *testing.T) {
-	u, err := url.Parse(testURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := streamtest.NewProxy(t, u.Host)
+	proxied, proxy := proxiedURL(t)
 	producer := newTestStream(t, Config{})
-	pu := *u
-	pu.Host = proxy.Addr()
 	cfg := Config{Queue: producer.cfg.Queue, DialTimeout: time.Second, ReconnectMax: time.Second, Logger: streamtest.Logger(t)}
 	cfg.AMQP.Heartbeat = time.Second
-	s, err := New(pu.String(), cfg)
+	s, err := New(proxied, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,18 +29,25 @@ func TestDeadConnection(t *testing.T) {
 // its ShutdownTimeout, and its tasks run again (the broker requeues the
 // messages of a connection once it is closed).
 func TestShutdownWithDeadConnection(t *testing.T) {
-	u, err := url.Parse(testURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := streamtest.NewProxy(t, u.Host)
+	proxied, proxy := proxiedURL(t)
 	producer := newTestStream(t, Config{})
-	pu := *u
-	pu.Host = proxy.Addr()
-	s, err := New(pu.String(), Config{Queue: producer.cfg.Queue, DialTimeout: time.Second, Logger: streamtest.Logger(t)})
+	s, err := New(proxied, Config{Queue: producer.cfg.Queue, DialTimeout: time.Second, Logger: streamtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	reader := newTestStream(t, Config{Queue: producer.cfg.Queue})
 	streamtest.DeadShutdown{Proxy: proxy, Stream: s, Producer: producer, Reader: reader}.Run(t)
+}
+
+// proxiedURL returns the address of the test broker through the returned
+// proxy.
+func proxiedURL(t *testing.T) (string, *streamtest.Proxy) {
+	t.Helper()
+	u, err := url.Parse(testURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := streamtest.NewProxy(t, u.Host)
+	u.Host = proxy.Addr()
+	return u.String(), proxy
 }

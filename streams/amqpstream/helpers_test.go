@@ -1,7 +1,6 @@
 package amqpstream
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -63,11 +62,7 @@ func newTestStream(t testing.TB, cfg Config) *Stream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := s.Close(context.Background()); err != nil {
-			t.Error(err)
-		}
-	})
+	streamtest.CloseAtEnd(t, s)
 	return s
 }
 

@@ -15,13 +15,7 @@ import (
 // Wake receives once connected and the queued message is polled.
 func TestWakeStartsNothing(t *testing.T) {
 	s := newTestStream(t, Config{})
-	p, err := peonify.New(peonify.Config{Logger: streamtest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AddStream(s); err != nil {
-		t.Fatal(err)
-	}
+	streamtest.Register(t, s)
 	wake := s.Wake()
 	s.mu.Lock()
 	started := s.start

@@ -918,15 +918,7 @@ func TestIdlePickupUsesWake(t *testing.T) {
 		return nil
 	})})
 	_ = p.AddStream(s)
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Error(err)
-		}
-	}()
+	defer streamtest.Run(t, p)()
 	// Idle: the processor has polled the empty queue and now waits.
 	deadline := time.Now().Add(10 * time.Second)
 	for st := p.Stats(); len(st.Streams) == 0 || st.Streams[0].Polls < 1 || s.prefetch() == 0; st = p.Stats() {

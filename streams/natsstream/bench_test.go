@@ -101,19 +101,9 @@ func BenchmarkPollAckLoop(b *testing.B) {
 			js := testJS(b)
 			s, _ := newTestStream(b, js, Config{})
 			streamtest.Backlog(b, s, b.N, nil)
-			ctx := context.Background()
 			cpu := streamtest.CPUTime()
 			b.ResetTimer()
-			for got := 0; got < b.N; {
-				ds, err := s.Poll(ctx, batch)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := s.Ack(ctx, ds...); err != nil {
-					b.Fatal(err)
-				}
-				got += len(ds)
-			}
+			streamtest.PollAck(b, s, b.N, batch)
 			b.StopTimer()
 			b.ReportMetric(float64(streamtest.CPUTime()-cpu)/float64(b.N), "cpu-ns/task")
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")

@@ -2,6 +2,7 @@ package natsstream
 
 import (
 	"context"
+	"net/url"
 	"testing"
 	"time"
 
@@ -81,10 +82,35 @@ func newTestStream(t testing.TB, js jetstream.JetStream, cfg Config) (*Stream, C
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := s.Close(context.Background()); err != nil {
-			t.Error(err)
-		}
-	})
+	streamtest.CloseAtEnd(t, s)
 	return s, s.cfg
+}
+
+// proxiedStream sets up a fresh stream and returns it twice: through a
+// connection, made with opts besides its name and endless reconnects, that
+// runs through the returned proxy, and as producer, on a direct connection.
+func proxiedStream(t *testing.T, cfg Config, opts ...nats.Option) (s *Stream, nc *nats.Conn, proxy *streamtest.Proxy, producer *Stream, _ Config) {
+	t.Helper()
+	u, err := url.Parse(testenv.URL(t, "nats"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy = streamtest.NewProxy(t, u.Host)
+	u.Host = proxy.Addr()
+	nc, err = nats.Connect(u.String(), append([]nats.Option{nats.Name("natsstream-test " + t.Name()), nats.MaxReconnects(-1)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	proxied, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	producer, cfg = newTestStream(t, testJS(t), cfg)
+	s, err = New(proxied, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	return s, nc, proxy, producer, cfg
 }

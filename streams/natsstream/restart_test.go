@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/internal/testenv"
@@ -212,26 +210,10 @@ func waitJetStream(within time.Duration) error {
 	deadline := time.Now().Add(within)
 	var last error
 	for time.Now().Before(deadline) {
-		if last = jetStreamReady(); last == nil {
+		if last = testenv.JetStreamReady("nats://" + natsServerAddr); last == nil {
 			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return errors.Join(errors.New("nats-server did not serve JetStream requests in time"), last)
-}
-
-func jetStreamReady() error {
-	nc, err := nats.Connect("nats://"+natsServerAddr, nats.Timeout(time.Second))
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	_, err = js.AccountInfo(ctx)
-	return err
 }

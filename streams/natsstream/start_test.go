@@ -3,15 +3,12 @@ package natsstream
 import (
 	"context"
 	"errors"
-	"net/url"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/internal/streamtest"
-	"github.com/peonify/peonify/internal/testenv"
 )
 
 // TestRegisterDoesNoIO registers a stream whose server has stopped
@@ -19,33 +16,11 @@ import (
 // Start fails when its context ends, and once the network works again
 // Start succeeds and Wake receives for a task stored after it.
 func TestRegisterDoesNoIO(t *testing.T) {
-	u, err := url.Parse(testenv.URL(t, "nats"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := streamtest.NewProxy(t, u.Host)
-	u.Host = proxy.Addr()
-	nc, err := nats.Connect(u.String(),
-		nats.Name("natsstream-test "+t.Name()),
-		nats.MaxReconnects(-1),
+	s, nc, proxy, producer, _ := proxiedStream(t, Config{},
 		nats.ReconnectWait(50*time.Millisecond),
 		nats.PingInterval(100*time.Millisecond),
 		nats.MaxPingsOutstanding(2),
 	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	proxied, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	producer, cfg := newTestStream(t, testJS(t), Config{})
-	s, err := New(proxied, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close(context.Background()) })
 	proxy.Blackhole()
 
 	p, err := peonify.New(peonify.Config{Logger: streamtest.Logger(t)})

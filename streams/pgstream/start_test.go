@@ -16,13 +16,7 @@ import (
 func TestWakeStartsNothing(t *testing.T) {
 	pool := testPool(t)
 	s := newTestStream(t, pool, Config{})
-	p, err := peonify.New(peonify.Config{Logger: streamtest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AddStream(s); err != nil {
-		t.Fatal(err)
-	}
+	streamtest.Register(t, s)
 	_ = s.Wake()
 	s.mu.Lock()
 	started, l := s.start, s.listener

@@ -160,22 +160,12 @@ func BenchmarkPollAck(b *testing.B) {
 	for _, batch := range []int{10, 100, 500} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
 			client := testClient(b)
-			ctx := context.Background()
 			s := newTestStream(b, client, Config{DedupWindow: -1})
 			streamtest.Backlog(b, s, b.N, benchPayload)
 			b.ReportAllocs()
 			b.ResetTimer()
 			cpu := startCPU(client)
-			for got := 0; got < b.N; {
-				ds, err := s.Poll(ctx, batch)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := s.Ack(ctx, ds...); err != nil {
-					b.Fatal(err)
-				}
-				got += len(ds)
-			}
+			streamtest.PollAck(b, s, b.N, batch)
 			b.StopTimer()
 			cpu.report(b, b.N)
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
@@ -226,21 +216,13 @@ func BenchmarkIdlePickup(b *testing.B) {
 		return nil
 	})})
 	_ = p.AddStream(s)
-	ctx, stop := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
-	defer func() {
-		stop()
-		if err := <-errc; err != nil {
-			b.Error(err)
-		}
-	}()
+	defer streamtest.Run(b, p)()
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for range b.N {
 		time.Sleep(20 * time.Millisecond)
 		begin := time.Now()
-		if err := producer.Enqueue(ctx, benchTasks(1)...); err != nil {
+		if err := producer.Enqueue(context.Background(), benchTasks(1)...); err != nil {
 			b.Fatal(err)
 		}
 		lat = append(lat, (<-started).Sub(begin))

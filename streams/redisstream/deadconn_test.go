@@ -26,15 +26,7 @@ func TestDeadConnection(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			direct := testClient(t)
-			opts, err := redis.ParseURL(testenv.URL(t, "redis"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			proxy := streamtest.NewProxy(t, opts.Addr)
-			opts.Addr = proxy.Addr()
-			opts.ContextTimeoutEnabled = tc.ctxTimeout
-			proxied := redis.NewClient(opts)
-			t.Cleanup(func() { _ = proxied.Close() })
+			proxied, proxy := proxiedClient(t, tc.ctxTimeout)
 			prefix := uniquePrefix(t, direct)
 			producer := newTestStream(t, direct, Config{Prefix: prefix})
 			s := newTestStream(t, proxied, Config{Prefix: prefix})
@@ -53,15 +45,7 @@ func TestShutdownWithDeadConnection(t *testing.T) {
 	for _, ctxTimeout := range []bool{false, true} {
 		t.Run(fmt.Sprintf("ContextTimeoutEnabled=%t", ctxTimeout), func(t *testing.T) {
 			direct := testClient(t)
-			opts, err := redis.ParseURL(testenv.URL(t, "redis"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			proxy := streamtest.NewProxy(t, opts.Addr)
-			opts.Addr = proxy.Addr()
-			opts.ContextTimeoutEnabled = ctxTimeout
-			proxied := redis.NewClient(opts)
-			t.Cleanup(func() { _ = proxied.Close() })
+			proxied, proxy := proxiedClient(t, ctxTimeout)
 			// The calls left behind end at the client's ReadTimeout: wait
 			// for them before goleak looks.
 			t.Cleanup(func() {
@@ -77,4 +61,21 @@ func TestShutdownWithDeadConnection(t *testing.T) {
 			streamtest.DeadShutdown{Proxy: proxy, Stream: s, Producer: producer, Reader: reader, LeavesCallsBehind: !ctxTimeout}.Run(t)
 		})
 	}
+}
+
+// proxiedClient returns a client of the test server, closed when the test
+// ends, that connects through the returned proxy, with
+// ContextTimeoutEnabled set to ctxTimeout.
+func proxiedClient(t *testing.T, ctxTimeout bool) (*redis.Client, *streamtest.Proxy) {
+	t.Helper()
+	opts, err := redis.ParseURL(testenv.URL(t, "redis"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := streamtest.NewProxy(t, opts.Addr)
+	opts.Addr = proxy.Addr()
+	opts.ContextTimeoutEnabled = ctxTimeout
+	proxied := redis.NewClient(opts)
+	t.Cleanup(func() { _ = proxied.Close() })
+	return proxied, proxy
 }

@@ -74,11 +74,7 @@ func newTestStream(t testing.TB, c redis.UniversalClient, cfg Config) *Stream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := s.Close(context.Background()); err != nil {
-			t.Error(err)
-		}
-	})
+	streamtest.CloseAtEnd(t, s)
 	return s
 }
 

@@ -75,15 +75,7 @@ func TestServerRestart(t *testing.T) {
 		return nil
 	})})
 	_ = p.AddStream(s)
-	ctx, stop := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
-	defer func() {
-		stop()
-		if err := <-errc; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	defer streamtest.Run(t, p)()
 
 	enqueueAndWait := func(label string, n int, within time.Duration) {
 		t.Helper()

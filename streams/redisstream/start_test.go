@@ -13,13 +13,7 @@ import (
 // (registering a stream does no I/O) and that Start does.
 func TestWakeStartsNothing(t *testing.T) {
 	s := newTestStream(t, testClient(t), Config{})
-	p, err := peonify.New(peonify.Config{Logger: streamtest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AddStream(s); err != nil {
-		t.Fatal(err)
-	}
+	streamtest.Register(t, s)
 	_ = s.Wake()
 	s.mu.Lock()
 	started := s.stop != nil
