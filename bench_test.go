@@ -34,8 +34,8 @@ func BenchmarkProcessor(b *testing.B) {
 // isolates the processor's own overhead from any store's.
 type genStream struct{ task peonify.Task }
 
-func (g *genStream) Poll(_ context.Context, max int) ([]peonify.Delivery, error) {
-	ds := make([]peonify.Delivery, max)
+func (g *genStream) Poll(_ context.Context, limit int) ([]peonify.Delivery, error) {
+	ds := make([]peonify.Delivery, limit)
 	for i := range ds {
 		ds[i].Task = &g.task
 	}

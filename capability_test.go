@@ -20,9 +20,9 @@ type passThrough struct {
 	polls atomic.Int64
 }
 
-func (w *passThrough) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+func (w *passThrough) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
 	w.polls.Add(1)
-	return w.Stream.Poll(ctx, max)
+	return w.Stream.Poll(ctx, limit)
 }
 
 func (w *passThrough) Unwrap() peonify.Stream { return w.Stream }
@@ -120,14 +120,14 @@ func (s *starting) Start(ctx context.Context) error {
 	return nil
 }
 
-func (s *starting) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+func (s *starting) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
 	s.mu.Lock()
 	if !s.started {
 		s.early.Store(true)
 	}
 	s.mu.Unlock()
 	s.once.Do(func() { close(s.polled) })
-	return s.Stream.Poll(ctx, max)
+	return s.Stream.Poll(ctx, limit)
 }
 
 // Registering a stream does not start it; Run does, through a wrapper,

@@ -36,7 +36,7 @@
 //
 // # Streams
 //
-// The Stream interface is small: Poll claims up to max tasks, Ack completes
+// The Stream interface is small: Poll claims up to limit tasks, Ack completes
 // them, Nack fails, releases or dead-letters one, Close ends the stream.
 // Optional capabilities are extra interfaces: Extender, PollLimiter, Waker,
 // Starter, Namer, Enqueuer and Inspector, found with As, which looks through

@@ -28,10 +28,10 @@ type countingStream struct {
 
 func (c *countingStream) Name() string { return c.name }
 
-func (c *countingStream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+func (c *countingStream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
 	c.polls.Add(1)
-	if int64(max) > c.maxAsked.Load() {
-		c.maxAsked.Store(int64(max))
+	if int64(limit) > c.maxAsked.Load() {
+		c.maxAsked.Store(int64(limit))
 	}
 	if c.panicky {
 		panic("poll bug")
@@ -40,9 +40,9 @@ func (c *countingStream) Poll(ctx context.Context, max int) ([]peonify.Delivery,
 		return nil, c.failPoll
 	}
 	if c.greedy {
-		max++
+		limit++
 	}
-	ds, err := c.Stream.Poll(ctx, max)
+	ds, err := c.Stream.Poll(ctx, limit)
 	if o := c.out.Add(int64(len(ds))); o > c.maxOut.Load() {
 		c.maxOut.Store(o)
 	}
@@ -270,8 +270,8 @@ type limitedStream struct{ *countingStream }
 
 func (limitedStream) MaxPoll() int { return 5 }
 
-func (l limitedStream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
-	return l.countingStream.Poll(ctx, min(max, 5))
+func (l limitedStream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
+	return l.countingStream.Poll(ctx, min(limit, 5))
 }
 
 func TestPollLimiterCapsRequests(t *testing.T) {

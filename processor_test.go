@@ -620,8 +620,8 @@ func TestWakePicksUpAtOnce(t *testing.T) {
 // attempts never finished, as after a task crashed its process each time.
 type crashLooper struct{ *memstream.Stream }
 
-func (c crashLooper) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
-	ds, err := c.Stream.Poll(ctx, max)
+func (c crashLooper) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
+	ds, err := c.Stream.Poll(ctx, limit)
 	for i := range ds {
 		t := *ds[i].Task
 		t.Attempt = 4

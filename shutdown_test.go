@@ -82,11 +82,11 @@ func (b *blackholed) hang(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func (b *blackholed) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+func (b *blackholed) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
 	if b.dead.Load() {
 		return nil, b.hang(ctx)
 	}
-	return b.Stream.Poll(ctx, max)
+	return b.Stream.Poll(ctx, limit)
 }
 
 func (b *blackholed) Ack(ctx context.Context, ds ...peonify.Delivery) error {

@@ -24,8 +24,8 @@ import (
 // All methods must be safe for concurrent use. The processor calls Poll from
 // one goroutine per stream, and Ack, Nack and Extend from many.
 type Stream interface {
-	// Poll claims up to max tasks (max >= 1) and returns them as
-	// deliveries. It must never return more than max: prefetching beyond
+	// Poll claims up to limit tasks (limit >= 1) and returns them as
+	// deliveries. It must never return more than limit: prefetching beyond
 	// the processor's free capacity lets leases expire in a buffer and
 	// causes duplicates. An empty result with a nil error means "nothing
 	// now"; Poll should return promptly rather than block for long, and must
@@ -36,7 +36,7 @@ type Stream interface {
 	// lease ends without an ack the task becomes available again (this is
 	// how work held by a crashed process comes back). Each claim counts as
 	// an attempt: Task.Attempt is 1 on the first delivery.
-	Poll(ctx context.Context, max int) ([]Delivery, error)
+	Poll(ctx context.Context, limit int) ([]Delivery, error)
 
 	// Ack marks tasks completed (the seed's notifyComplete); they are never
 	// delivered again. Ack is batched and idempotent: acking a delivery that

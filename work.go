@@ -58,7 +58,7 @@ func (p *Processor) execute(s *slot, j job) {
 	if h == nil {
 		p.unknown.record(0, false)
 		err := fmt.Errorf("%w %q: register one with AddTaskList (registered: %s)", ErrUnknownType, t.Type, p.typeNames())
-		p.kill(&attempt{st: j.st, d: j.d, claimed: j.claimedAt}, err)
+		p.deadLetter(&attempt{st: j.st, d: j.d, claimed: j.claimedAt}, err)
 		return
 	}
 
@@ -66,7 +66,7 @@ func (p *Processor) execute(s *slot, j job) {
 		// Every attempt counts when it is claimed, so an attempt past the
 		// limit means earlier ones never finished: the task may be crashing
 		// its process. Running it again could crash this one too.
-		p.kill(&attempt{st: j.st, d: j.d, claimed: j.claimedAt},
+		p.deadLetter(&attempt{st: j.st, d: j.d, claimed: j.claimedAt},
 			fmt.Errorf("out of attempts (%d of %d): earlier attempts never finished; the task may crash its process", t.Attempt, max))
 		return
 	}
@@ -164,7 +164,7 @@ func (p *Processor) settle(a *attempt, err, cause error) {
 	}
 	var skip *skipRetryError
 	if errors.As(err, &skip) {
-		p.kill(a, err)
+		p.deadLetter(a, err)
 		return
 	}
 	var ra *retryAfterError
@@ -181,7 +181,7 @@ func (p *Processor) settle(a *attempt, err, cause error) {
 		err = fmt.Errorf("%w after %s: %w", ErrTaskTimeout, p.cfg.TaskTimeout, err)
 	}
 	if t.Attempt >= maxAttempts {
-		p.kill(a, fmt.Errorf("out of attempts (%d of %d): %w", t.Attempt, maxAttempts, err))
+		p.deadLetter(a, fmt.Errorf("out of attempts (%d of %d): %w", t.Attempt, maxAttempts, err))
 		return
 	}
 	delay := p.cfg.Retry.Backoff(t.Attempt)
@@ -201,8 +201,8 @@ func (p *Processor) maxAttempts(t *Task) int {
 	return p.cfg.Retry.MaxAttempts
 }
 
-// kill dead-letters a task.
-func (p *Processor) kill(a *attempt, err error) {
+// deadLetter moves a task to its stream's dead-letter place.
+func (p *Processor) deadLetter(a *attempt, err error) {
 	st, d := a.st, a.d
 	p.log.Warn("peonify: task is dead", "stream", st.name, "task_id", d.Task.ID, "type", d.Task.Type,
 		"attempt", d.Task.Attempt, "err", err)

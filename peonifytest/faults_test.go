@@ -35,11 +35,11 @@ type faulty struct {
 	closed bool
 }
 
-func (f *faulty) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+func (f *faulty) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
 	if f.fault == "poll-over-max" {
-		max++
+		limit++
 	}
-	ds, err := f.Stream.Poll(ctx, max)
+	ds, err := f.Stream.Poll(ctx, limit)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, d := range ds {

@@ -134,39 +134,39 @@ func (h *harness) enqueue(tasks ...*peonify.Task) {
 }
 
 // poll calls Poll once and checks what every Poll must do: no error, no
-// more than max deliveries, and each delivery with a task.
-func (h *harness) poll(max int) []peonify.Delivery {
+// more than limit deliveries, and each delivery with a task.
+func (h *harness) poll(limit int) []peonify.Delivery {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(h.ctx(), h.f.Timeout)
 	defer cancel()
-	ds, err := h.s.Poll(ctx, max)
+	ds, err := h.s.Poll(ctx, limit)
 	if err != nil {
-		h.t.Fatalf("Poll(max=%d): %v", max, err)
+		h.t.Fatalf("Poll(limit=%d): %v", limit, err)
 	}
-	if len(ds) > max {
-		h.t.Fatalf("Poll(max=%d) returned %d deliveries: a stream must never claim more than max", max, len(ds))
+	if len(ds) > limit {
+		h.t.Fatalf("Poll(limit=%d) returned %d deliveries: a stream must never claim more than limit", limit, len(ds))
 	}
 	for i, d := range ds {
 		if d.Task == nil {
-			h.t.Fatalf("Poll(max=%d): delivery %d has a nil Task", max, i)
+			h.t.Fatalf("Poll(limit=%d): delivery %d has a nil Task", limit, i)
 		}
 	}
 	return ds
 }
 
-// collect polls with max until it has n deliveries, failing the test if
+// collect polls with limit until it has n deliveries, failing the test if
 // they do not come within Features.Timeout or if more than n come.
-func (h *harness) collect(n, max int) []peonify.Delivery {
+func (h *harness) collect(n, limit int) []peonify.Delivery {
 	h.t.Helper()
-	return h.collectBy(n, max, time.Now().Add(h.f.Timeout))
+	return h.collectBy(n, limit, time.Now().Add(h.f.Timeout))
 }
 
 // collectBy is collect with an explicit deadline.
-func (h *harness) collectBy(n, max int, deadline time.Time) []peonify.Delivery {
+func (h *harness) collectBy(n, limit int, deadline time.Time) []peonify.Delivery {
 	h.t.Helper()
 	var got []peonify.Delivery
 	for len(got) < n {
-		ds := h.poll(max)
+		ds := h.poll(limit)
 		got = append(got, ds...)
 		if len(ds) > 0 {
 			continue

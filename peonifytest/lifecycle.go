@@ -55,16 +55,16 @@ func testWake(h *harness) {
 func testBadInput(h *harness) {
 	ctx := h.ctx()
 	h.enqueue(h.newTask())
-	for _, max := range []int{0, -1} {
-		noPanic(h.t, "Poll(max<1)", func() {
-			if ds, _ := h.s.Poll(ctx, max); len(ds) != 0 {
-				h.t.Errorf("Poll(max=%d) returned %s, want nothing", max, describe(ds))
+	for _, limit := range []int{0, -1} {
+		noPanic(h.t, "Poll(limit<1)", func() {
+			if ds, _ := h.s.Poll(ctx, limit); len(ds) != 0 {
+				h.t.Errorf("Poll(limit=%d) returned %s, want nothing", limit, describe(ds))
 			}
 		})
 	}
 	d := h.next()
 	if d.Task.Attempt != 1 {
-		h.t.Errorf("after Poll(max<1), the task came with Attempt %d: that Poll claimed it without returning it", d.Task.Attempt)
+		h.t.Errorf("after Poll(limit<1), the task came with Attempt %d: that Poll claimed it without returning it", d.Task.Attempt)
 	}
 
 	noPanic(h.t, "Ack(Delivery{})", func() { _ = h.s.Ack(ctx, peonify.Delivery{}) })

@@ -14,8 +14,8 @@ import (
 // Features.Enqueue.
 type minimal struct{ s *memstream.Stream }
 
-func (m minimal) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
-	return m.s.Poll(ctx, max)
+func (m minimal) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
+	return m.s.Poll(ctx, limit)
 }
 
 func (m minimal) Ack(ctx context.Context, ds ...peonify.Delivery) error { return m.s.Ack(ctx, ds...) }

@@ -158,7 +158,7 @@ func testPollContext(h *harness) {
 	h.ack(d)
 }
 
-// testPollMax checks that Poll never returns more than max, whatever is
+// testPollMax checks that Poll never returns more than limit, whatever is
 // available, and that Poll(1), Poll(3) and Poll(more than left) deliver
 // every task once.
 func testPollMax(h *harness) {
@@ -180,7 +180,7 @@ func testPollMax(h *harness) {
 	}
 	slices.Sort(want)
 	if !slices.Equal(ids, want) {
-		h.t.Errorf("polling 5 tasks with max 1, 3 and 10 delivered %v, want each of %v once", ids, want)
+		h.t.Errorf("polling 5 tasks with limit 1, 3 and 10 delivered %v, want each of %v once", ids, want)
 	}
 	h.ack(got...)
 	h.nothingUntil(h.afterLease(latestDeadline(got)), "every task was acked")
@@ -267,7 +267,7 @@ func testConcurrentPollers(h *harness) {
 					return
 				}
 				if len(ds) > batch {
-					h.t.Errorf("poller %d: Poll(max=%d) returned %d deliveries", p, batch, len(ds))
+					h.t.Errorf("poller %d: Poll(limit=%d) returned %d deliveries", p, batch, len(ds))
 				}
 				if len(ds) == 0 {
 					sleep(ctx, time.Millisecond)

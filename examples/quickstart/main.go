@@ -57,16 +57,16 @@ type TaskGenerator struct {
 	returned []*peonify.Task // handed back by Nack, delivered again first
 }
 
-// Poll returns up to max tasks: those handed back, then a new one if due.
-func (g *TaskGenerator) Poll(_ context.Context, max int) ([]peonify.Delivery, error) {
+// Poll returns up to limit tasks: those handed back, then a new one if due.
+func (g *TaskGenerator) Poll(_ context.Context, limit int) ([]peonify.Delivery, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var ds []peonify.Delivery
-	for len(ds) < max && len(g.returned) > 0 {
+	for len(ds) < limit && len(g.returned) > 0 {
 		ds = append(ds, peonify.Delivery{Task: g.returned[0]})
 		g.returned = g.returned[1:]
 	}
-	if len(ds) < max && !time.Now().Before(g.next) {
+	if len(ds) < limit && !time.Now().Before(g.next) {
 		g.n++
 		g.next = time.Now().Add(g.interval)
 		payload, _ := json.Marshal(emailArgs{To: fmt.Sprintf("user%d@example.com", g.n), Subject: "Welcome"})

@@ -77,10 +77,10 @@ func Processor(t testing.TB, cfg peonify.Config, s peonify.Stream, tl peonify.Ta
 	return p
 }
 
-// Poll polls s once for up to max tasks, failing the test on an error.
-func Poll(t testing.TB, s peonify.Stream, max int) []peonify.Delivery {
+// Poll polls s once for up to limit tasks, failing the test on an error.
+func Poll(t testing.TB, s peonify.Stream, limit int) []peonify.Delivery {
 	t.Helper()
-	ds, err := s.Poll(Context(t), max)
+	ds, err := s.Poll(Context(t), limit)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,11 +90,11 @@ func Poll(t testing.TB, s peonify.Stream, max int) []peonify.Delivery {
 // PollUntil polls s until it delivers at least one task, failing the test
 // if within passes first. It is for state that changes in the server on
 // its own (a lease expiry, a scheduled time).
-func PollUntil(t testing.TB, s peonify.Stream, max int, within time.Duration) []peonify.Delivery {
+func PollUntil(t testing.TB, s peonify.Stream, limit int, within time.Duration) []peonify.Delivery {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		if ds := Poll(t, s, max); len(ds) > 0 {
+		if ds := Poll(t, s, limit); len(ds) > 0 {
 			return ds
 		}
 		if time.Now().After(deadline) {
