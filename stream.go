@@ -24,12 +24,14 @@ import (
 // All methods must be safe for concurrent use. The processor calls Poll from
 // one goroutine per stream, and Ack, Nack and Extend from many.
 type Stream interface {
-	// Poll claims up to limit tasks (limit >= 1) and returns them as
-	// deliveries. It must never return more than limit: prefetching beyond
-	// the processor's free capacity lets leases expire in a buffer and
-	// causes duplicates. An empty result with a nil error means "nothing
-	// now"; Poll should return promptly rather than block for long, and must
-	// return when ctx ends.
+	// Poll claims up to limit tasks and returns them as deliveries. It
+	// must never return more than limit: prefetching beyond the
+	// processor's free capacity lets leases expire in a buffer and causes
+	// duplicates. An empty result with a nil error means "nothing now";
+	// Poll should return promptly rather than block for long, and must
+	// return when ctx ends. A limit below 1 asks for nothing: Poll claims
+	// nothing and returns no deliveries and a nil error (after Close, an
+	// error wrapping ErrClosed, as every call does).
 	//
 	// A claimed task is leased: no other Poll, in this process or another,
 	// returns it until it is acked, nacked, or its lease ends. When the

@@ -39,7 +39,8 @@
 // and fails on it from any other.
 //
 // The suite checks, among other things: byte-exact round trips of binary,
-// empty and large payloads; that Poll never returns more than asked; that
+// empty and large payloads; that Poll never returns more than asked, and
+// that a Poll for fewer than one task claims nothing and is no error; that
 // leased tasks are invisible and come back when the lease ends; that Ack,
 // Nack and Extend are fenced against stale claims; the three Nack outcomes;
 // scheduling, priorities and duplicate detection; and, last, a real

@@ -36,8 +36,14 @@ type faulty struct {
 }
 
 func (f *faulty) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
-	if f.fault == "poll-over-max" {
+	switch {
+	case f.fault == "poll-over-max":
 		limit++
+	case f.fault == "poll-below-one-errors" && limit < 1:
+		return nil, fmt.Errorf("faulty: Poll limit is %d: ask for at least 1 task", limit)
+	case f.fault == "poll-below-one-claims" && limit < 1:
+		_, err := f.Stream.Poll(ctx, 1) // claims a task and drops it
+		return nil, err
 	}
 	ds, err := f.Stream.Poll(ctx, limit)
 	f.mu.Lock()
@@ -177,6 +183,8 @@ func TestSuiteCatchesFaults(t *testing.T) {
 	}
 	faults := []struct{ fault, check string }{
 		{"poll-over-max", "PollHonoursMax"},
+		{"poll-below-one-errors", "PollBelowOneAsksForNothing"},
+		{"poll-below-one-claims", "PollBelowOneAsksForNothing"},
 		{"mangle-payload", "RoundTrip"},
 		{"unfenced-ack", "StaleAckKeepsNewClaim"},
 		{"stale-fails-batch", "StaleAckKeepsNewClaim"},

@@ -55,17 +55,7 @@ func testWake(h *harness) {
 func testBadInput(h *harness) {
 	ctx := h.ctx()
 	h.enqueue(h.newTask())
-	for _, limit := range []int{0, -1} {
-		noPanic(h.t, "Poll(limit<1)", func() {
-			if ds, _ := h.s.Poll(ctx, limit); len(ds) != 0 {
-				h.t.Errorf("Poll(limit=%d) returned %s, want nothing", limit, describe(ds))
-			}
-		})
-	}
 	d := h.next()
-	if d.Task.Attempt != 1 {
-		h.t.Errorf("after Poll(limit<1), the task came with Attempt %d: that Poll claimed it without returning it", d.Task.Attempt)
-	}
 
 	noPanic(h.t, "Ack(Delivery{})", func() { _ = h.s.Ack(ctx, peonify.Delivery{}) })
 	noPanic(h.t, "Nack(Delivery{})", func() {

@@ -106,6 +106,7 @@ var tests = []test{
 	{"PollEmptyReturnsPromptly", testPollEmpty},
 	{"PollReturnsWhenContextEnds", testPollContext},
 	{"PollHonoursMax", testPollMax},
+	{"PollBelowOneAsksForNothing", testPollBelowOne},
 	{"PollSetsLeaseDeadline", testPollDeadline},
 	{"LeasedTaskIsInvisible", testLeasedInvisible},
 	{"ConcurrentPollers", testConcurrentPollers},

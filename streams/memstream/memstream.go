@@ -235,7 +235,13 @@ func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error
 		return nil, err
 	}
 	if limit < 1 {
-		return nil, fmt.Errorf("memstream: Poll limit is %d: ask for at least 1 task", limit)
+		// Asks for nothing (see peonify.Stream): no deliveries, no error.
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closed {
+			return nil, peonify.ErrClosed
+		}
+		return nil, nil
 	}
 	now, err := s.lockAdvanced()
 	if err != nil {

@@ -211,8 +211,8 @@ func TestPollArguments(t *testing.T) {
 	s, _ := newStream(t)
 	enqueue(t, s, &peonify.Task{Type: "x"}, &peonify.Task{Type: "x"}, &peonify.Task{Type: "x"})
 	for _, limit := range []int{0, -1} {
-		if _, err := s.Poll(context.Background(), limit); err == nil {
-			t.Errorf("Poll(%d) returned no error", limit)
+		if ds, err := s.Poll(context.Background(), limit); err != nil || len(ds) != 0 {
+			t.Errorf("Poll(%d) = %d deliveries, %v; want none and no error", limit, len(ds), err)
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -273,8 +273,8 @@ func TestPollMax(t *testing.T) {
 		t.Fatalf("delivered %d tasks, want 25", len(seen))
 	}
 	for _, limit := range []int{0, -1} {
-		if _, err := s.Poll(context.Background(), limit); err == nil {
-			t.Errorf("Poll(%d) succeeded", limit)
+		if ds, err := s.Poll(context.Background(), limit); err != nil || len(ds) != 0 {
+			t.Errorf("Poll(%d) = %d deliveries, %v; want none and no error", limit, len(ds), err)
 		}
 	}
 }

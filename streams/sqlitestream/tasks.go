@@ -125,7 +125,11 @@ func insertArgs(t *peonify.Task, now time.Time) ([]any, error) {
 // attempt and gets a new random fencing token.
 func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
 	if limit < 1 {
-		return nil, fmt.Errorf("sqlitestream: Poll with limit %d: ask for at least one task", limit)
+		// Asks for nothing (see peonify.Stream): no deliveries, no error.
+		if s.isClosed() {
+			return nil, errClosed
+		}
+		return nil, nil
 	}
 	if !s.lastFull.Load() {
 		// The last poll emptied the store, as an idle processor's polls
