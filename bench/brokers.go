@@ -343,8 +343,8 @@ type ackCounter struct {
 	calls *streamCalls
 }
 
-func (s ackCounter) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
-	return s.calls.poll(ctx, s.brokerStream, max)
+func (s ackCounter) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
+	return s.calls.poll(ctx, s.brokerStream, limit)
 }
 
 func (s ackCounter) Ack(ctx context.Context, ds ...peonify.Delivery) error {

@@ -94,8 +94,8 @@ func (c *streamCalls) ack(ctx context.Context, s peonify.Stream, rec *recorder, 
 	return err
 }
 
-func (s countingStream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
-	return s.calls.poll(ctx, s.durableStream, max)
+func (s countingStream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
+	return s.calls.poll(ctx, s.durableStream, limit)
 }
 
 func (s countingStream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
@@ -243,18 +243,18 @@ type splitStream struct {
 	k int
 }
 
-func (s splitStream) Poll(ctx context.Context, max int) ([]peonify.Delivery, error) {
+func (s splitStream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
 	const minChunk = 200
-	k := min(s.k, max/minChunk)
+	k := min(s.k, limit/minChunk)
 	if k < 2 {
-		return s.durableStream.Poll(ctx, max)
+		return s.durableStream.Poll(ctx, limit)
 	}
 	parts := make([][]peonify.Delivery, k)
 	errs := make([]error, k)
 	var wg sync.WaitGroup
 	for i := range k {
-		share := max / k
-		if i < max%k {
+		share := limit / k
+		if i < limit%k {
 			share++
 		}
 		wg.Go(func() { parts[i], errs[i] = s.durableStream.Poll(ctx, share) })
