@@ -71,9 +71,9 @@ func (c *streamCalls) String() string {
 }
 
 // poll calls s.Poll and counts it.
-func (c *streamCalls) poll(ctx context.Context, s peonify.Stream, max int) ([]peonify.Delivery, error) {
+func (c *streamCalls) poll(ctx context.Context, s peonify.Stream, limit int) ([]peonify.Delivery, error) {
 	t0 := time.Now()
-	ds, err := s.Poll(ctx, max)
+	ds, err := s.Poll(ctx, limit)
 	c.pollNanos.Add(int64(time.Since(t0)))
 	c.polls.Add(1)
 	c.polled.Add(int64(len(ds)))
