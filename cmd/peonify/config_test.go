@@ -191,7 +191,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"webhook hmac bad encoding", hookRoute("{path: /gh, type: email, verify: hmac, secrets: [s], header: X-Sig, encoding: b32}"), `streams[1].routes[0].encoding: "b32" is not an encoding`},
 		{"webhook header on github", hookRoute("{path: /gh, type: email, verify: github, secrets: [s], header: X-Sig}"), "streams[1].routes[0].header: applies to verify: hmac only"},
 		{"webhook tolerance on github", hookRoute("{path: /gh, type: email, verify: github, secrets: [s], tolerance: 1m}"), "streams[1].routes[0].tolerance: applies to verify: stripe, standard and slack only"},
-		{"webhook standard secret", hookRoute("{path: /sw, type: email, verify: standard, secrets: ['whsec_???']}"), `streams[1].routes[0].secrets[0]: StandardWebhooks.Secrets[0] is not "whsec_" followed by a base64 key`},
+		{"webhook standard secret", hookRoute("{path: /sw, type: email, verify: standard, secrets: [whsec_c2VjcmV0, 'whsec_???']}"), `streams[1].routes[0].secrets[1]: is not "whsec_" followed by a base64 key`},
 		{"webhook sync_timeout without sync", hookRoute("{path: /gh, type: email, verify: none, sync_timeout: 5s}"), "streams[1].routes[0].sync_timeout: applies to synchronous routes only"},
 		{"webhook bad header name", hookRoute("{path: /gh, type: email, verify: none, headers: ['a b']}"), `streams[1].routes[0]: Headers holds "a b"`},
 		{"webhook duplicate path", hookRoute("{path: /gh, type: email, verify: none}\n      - {path: /gh, type: email, verify: none}"), `streams[1].routes[1].path: "/gh" is also the path of routes[0]`},

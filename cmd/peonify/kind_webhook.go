@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strings"
 	"time"
 
@@ -212,9 +211,6 @@ func (r *webhookRoute) verifier() webhookstream.Verifier {
 	return nil
 }
 
-// secretIndex finds "Secrets[3]" in the text of a verifier's error.
-var secretIndex = regexp.MustCompile(`Secrets\[(\d+)\]`)
-
 // config returns the webhookstream.Config of the entry, checked by
 // webhookstream.New; results may be nil when checking the file.
 func (s *webhookSpec) config(results *webhookstream.Results, log *slog.Logger) (webhookstream.Config, error) {
@@ -240,19 +236,30 @@ func (s *webhookSpec) config(results *webhookstream.Results, log *slog.Logger) (
 		one := cfg
 		one.Routes = map[string]webhookstream.Route{r.Path: route}
 		if err := one.Validate(); err != nil {
-			rpath := fmt.Sprintf("%s.routes[%d]", s.Intake.c.path, i)
-			var ce *peonify.ConfigError
-			if errors.As(err, &ce) && strings.HasPrefix(ce.Field, "webhookstream.Config.Routes") {
-				if m := secretIndex.FindStringSubmatch(ce.Reason); m != nil {
-					return cfg, yamlfile.Errorf(rpath+".secrets["+m[1]+"]", "%s", ce.Reason)
-				}
-				return cfg, yamlfile.Errorf(rpath, "%s", ce.Reason)
-			}
-			return cfg, libraryError(s.Intake.c.path, s, err)
+			return cfg, s.routeError(i, err)
 		}
 		cfg.Routes[r.Path] = route
 	}
 	return cfg, nil
+}
+
+// routeError turns the error of webhookstream's Config.Validate for route
+// i alone into an error at the same field of the route in the file: a
+// *peonify.ConfigError names the route (`webhookstream.Config.Routes["/gh"]`)
+// or a field of it or of its Verifier (`...Routes["/gh"].Verifier.Secrets[1]`),
+// whose fields the file sets on the route, found by the yaml tags of
+// webhookRoute as libraryError finds a section's. Another error is
+// reported at the entry.
+func (s *webhookSpec) routeError(i int, err error) error {
+	r := &s.Routes[i]
+	route := fmt.Sprintf("webhookstream.Config.Routes[%q]", r.Path)
+	var ce *peonify.ConfigError
+	if !errors.As(err, &ce) || !strings.HasPrefix(ce.Field, route) {
+		return libraryError(s.Intake.c.path, s, err)
+	}
+	goPath := strings.TrimPrefix(strings.TrimPrefix(ce.Field, route), ".")
+	goPath = strings.TrimPrefix(goPath, "Verifier.")
+	return yamlfile.Errorf(fmt.Sprintf("%s.routes[%d]%s", s.Intake.c.path, i, yamlfile.PathOf(r, goPath)), "%s", ce.Reason)
 }
 
 func (s *webhookSpec) intake(store peonify.Enqueuer, w *wiring) (peonify.Intake, error) {

@@ -7,7 +7,10 @@
 // A Log holds a 16-byte hash of each ID with the time it was recorded, in
 // memory, and, when it has a file, appends each record to the file and
 // syncs it before Record returns, so that the window survives a restart
-// (or kill -9) of the process. The file is read back by Open and rewritten
+// (or kill -9) of the process. Concurrent Records share one write and
+// sync of the file (a group commit): the first caller to find the file idle
+// writes the records of every caller waiting, and the others wait for the
+// sync that covers theirs. The file is read back by Open and rewritten
 // without expired records when they make up most of it. One Log per file:
 // two processes must not share a file.
 //
@@ -62,6 +65,24 @@ type Log struct {
 	f      *os.File       // nil without a file
 	inFile int            // records in the file
 	err    error          // a failed write: the file is no longer appended to
+
+	// The group commit. At most one batch is being written (writing) and
+	// at most one is open to more records (next, nil when none); a batch
+	// is opened only while another is written, so next != nil implies
+	// writing. synced is broadcast when a batch is written.
+	writing bool
+	next    *batch
+	synced  *sync.Cond // on mu
+
+	sync func(*os.File) error // (*os.File).Sync; the tests wrap it
+}
+
+// batch is the records of the Records that share one write and sync.
+type batch struct {
+	buf  []byte
+	n    int   // records in buf
+	done bool  // written, or failed with err
+	err  error // what every Record of the batch returns
 }
 
 // Open returns a Log that remembers IDs for window, at most max of them
@@ -74,6 +95,8 @@ func Open(path string, window time.Duration, max int, now func() time.Time) (*Lo
 		now = time.Now
 	}
 	l := &Log{window: window, max: max, now: now, path: path, seen: make(map[hash]int64)}
+	l.synced = sync.NewCond(&l.mu)
+	l.sync = (*os.File).Sync
 	if path == "" {
 		return l, nil
 	}
@@ -109,7 +132,8 @@ func (l *Log) Seen(id string) bool {
 
 // Record remembers ids as stored now. With a file, it returns once the
 // records are synced to it; after a write error the Log keeps remembering
-// in memory and every Record returns that error.
+// in memory and every Record returns that error (the Records whose
+// records the failed write held included).
 func (l *Log) Record(ids ...string) error {
 	if len(ids) == 0 {
 		return nil
@@ -117,40 +141,83 @@ func (l *Log) Record(ids ...string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	at := l.now().UnixMilli()
-	buf := make([]byte, 0, len(ids)*recordSize)
+	var b *batch // the batch the records join, nil when not written
+	if l.f != nil && l.err == nil {
+		if l.next == nil {
+			l.next = new(batch)
+		}
+		b = l.next
+	}
 	for _, id := range ids {
 		e := entry{h: sum(id), at: at}
 		l.push(e)
-		buf = binary.BigEndian.AppendUint64(buf, uint64(at))
-		buf = append(buf, e.h[:]...)
-	}
-	l.expire()
-	if l.f == nil || l.err != nil {
-		return l.err
-	}
-	if _, err := l.f.Write(buf); err != nil {
-		l.err = fmt.Errorf("writing the resend log %s: %w", l.path, err)
-		return l.err
-	}
-	if err := l.f.Sync(); err != nil {
-		l.err = fmt.Errorf("syncing the resend log %s: %w", l.path, err)
-		return l.err
-	}
-	l.inFile += len(ids)
-	// Rewrite the file when expired records make up most of it.
-	if live := len(l.order) - l.head; l.inFile > 4096 && l.inFile > 4*live {
-		if err := l.rewrite(); err != nil {
-			l.err = err
-			return err
+		if b != nil {
+			b.buf = binary.BigEndian.AppendUint64(b.buf, uint64(at))
+			b.buf = append(b.buf, e.h[:]...)
+			b.n++
 		}
 	}
-	return nil
+	l.expire()
+	if b == nil {
+		return l.err
+	}
+	for !b.done && l.writing {
+		l.synced.Wait()
+	}
+	if !b.done { // the file is idle and b is still open: write it
+		l.write(b)
+	}
+	return b.err
 }
 
-// Close closes the file.
+// write writes and syncs b, the open batch, with l.mu held on entry and
+// on return but not while it waits for the file, so that more Records
+// join the next batch meanwhile. It wakes the Records waiting for b, and
+// those of the next batch, one of which writes it.
+func (l *Log) write(b *batch) {
+	l.next = nil
+	l.writing = true
+	f := l.f
+	l.mu.Unlock()
+	var err error
+	if _, werr := f.Write(b.buf); werr != nil {
+		err = fmt.Errorf("writing the resend log %s: %w", l.path, werr)
+	} else if serr := l.sync(f); serr != nil {
+		err = fmt.Errorf("syncing the resend log %s: %w", l.path, serr)
+	}
+	l.mu.Lock()
+	if err == nil {
+		l.inFile += b.n
+		// Rewrite the file when expired records make up most of it.
+		// The new file holds every record remembered, those of the
+		// next batch included: that batch is written too.
+		if live := len(l.order) - l.head; l.inFile > 4096 && l.inFile > 4*live {
+			if err = l.rewrite(); err == nil && l.next != nil {
+				l.next.done = true
+				l.next = nil
+			}
+		}
+	}
+	if err != nil {
+		l.err = err
+		if l.next != nil { // its records are not written: fail them too
+			l.next.done, l.next.err = true, err
+			l.next = nil
+		}
+	}
+	b.done, b.err = true, err
+	l.writing = false
+	l.synced.Broadcast()
+}
+
+// Close closes the file, once the records of the Records under way are
+// written.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for l.writing || l.next != nil {
+		l.synced.Wait()
+	}
 	if l.f == nil {
 		return nil
 	}

@@ -45,7 +45,7 @@ func (g GitHub) Verify(h http.Header, body []byte, _ time.Time) (Verified, error
 	return Verified{ID: h.Get("X-GitHub-Delivery"), Event: h.Get("X-GitHub-Event")}, nil
 }
 
-func (g GitHub) check() error { return checkSecrets("GitHub", g.Secrets) }
+func (g GitHub) check() error { return checkSecrets(g.Secrets) }
 
 // parseGitHubSignature parses "sha256=<64 hex digits>" into the 32-byte
 // MAC.

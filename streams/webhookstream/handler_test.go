@@ -443,32 +443,36 @@ func TestConfigErrors(t *testing.T) {
 	st := newStore(t)
 	gh := GitHub{Secrets: secrets("s")}
 	for _, tc := range []struct {
-		name string
-		cfg  Config
-		want string
+		name  string
+		cfg   Config
+		want  string
+		field string // the ConfigError's Field, when the test names it
 	}{
-		{"no routes", Config{}, "Routes"},
-		{"negative limit", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: gh}}, MaxBodyBytes: -1}, "MaxBodyBytes"},
-		{"negative timeout", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: gh}}, BodyTimeout: -1}, "BodyTimeout"},
-		{"relative path", Config{Routes: map[string]Route{"a": {Type: "a", Verifier: gh}}}, "start with"},
-		{"no type", Config{Routes: map[string]Route{"/a": {Verifier: gh}}}, "Type is empty"},
-		{"no verifier", Config{Routes: map[string]Route{"/a": {Type: "a"}}}, "Verifier is nil"},
-		{"both", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: gh, AllowUnsigned: true}}}, "choose one"},
-		{"no secret", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: GitHub{}}}}, "Secrets is empty"},
-		{"empty secret", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: Stripe{Secrets: []Secret{{}}}}}}, "Secrets[0] is empty"},
-		{"bad standard secret", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: StandardWebhooks{Secrets: secrets("whsec_!!")}}}}, "base64"},
-		{"negative tolerance", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: Stripe{Secrets: secrets("s"), Tolerance: -1}}}}, "Tolerance"},
-		{"hmac no header", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: HMAC{Secrets: secrets("s")}}}}, "HMAC.Header"},
-		{"hmac encoding", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: HMAC{Header: "X", Encoding: 7, Secrets: secrets("s")}}}}, "Encoding"},
-		{"sync without results", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: gh, Sync: true}}}, "Results"},
-		{"bad header name", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: gh, Headers: []string{"a b"}}}}, "header name"},
-		{"bad max attempts", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: gh, MaxAttempts: -1}}}, "MaxAttempts"},
+		{"no routes", Config{}, "Routes", ""},
+		{"negative limit", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: gh}}, MaxBodyBytes: -1}, "MaxBodyBytes", ""},
+		{"negative timeout", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: gh}}, BodyTimeout: -1}, "BodyTimeout", ""},
+		{"relative path", Config{Routes: map[string]Route{"a": {Type: "a", Verifier: gh}}}, "start with", ""},
+		{"no type", Config{Routes: map[string]Route{"/a": {Verifier: gh}}}, "Type is empty", ""},
+		{"no verifier", Config{Routes: map[string]Route{"/a": {Type: "a"}}}, "Verifier is nil", ""},
+		{"both", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: gh, AllowUnsigned: true}}}, "choose one", ""},
+		{"no secret", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: GitHub{}}}}, "Secrets: is empty", `webhookstream.Config.Routes["/a"].Verifier.Secrets`},
+		{"empty secret", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: Stripe{Secrets: []Secret{{}}}}}}, "Secrets[0]: is empty", `webhookstream.Config.Routes["/a"].Verifier.Secrets[0]`},
+		{"bad standard secret", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: StandardWebhooks{Secrets: secrets("whsec_c2VjcmV0", "whsec_!!")}}}}, "base64", `webhookstream.Config.Routes["/a"].Verifier.Secrets[1]`},
+		{"negative tolerance", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: Stripe{Secrets: secrets("s"), Tolerance: -1}}}}, "Tolerance", `webhookstream.Config.Routes["/a"].Verifier.Tolerance`},
+		{"hmac no header", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: HMAC{Secrets: secrets("s")}}}}, "Header", `webhookstream.Config.Routes["/a"].Verifier.Header`},
+		{"hmac encoding", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: HMAC{Header: "X", Encoding: 7, Secrets: secrets("s")}}}}, "Encoding", `webhookstream.Config.Routes["/a"].Verifier.Encoding`},
+		{"sync without results", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: gh, Sync: true}}}, "Results", ""},
+		{"bad header name", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: gh, Headers: []string{"a b"}}}}, "header name", ""},
+		{"bad max attempts", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: gh, MaxAttempts: -1}}}, "MaxAttempts", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(st, tc.cfg)
 			var ce *peonify.ConfigError
 			if !errors.As(err, &ce) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("New: %v, want a ConfigError saying %q", err, tc.want)
+			}
+			if tc.field != "" && ce.Field != tc.field {
+				t.Fatalf("New: a ConfigError of %s, want %s", ce.Field, tc.field)
 			}
 		})
 	}

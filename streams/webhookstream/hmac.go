@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/peonify/peonify"
 )
 
 // Encoding says how a generic HMAC header writes the signature's bytes.
@@ -103,11 +105,11 @@ func (m HMAC) parse(v string) ([]byte, error) {
 func (m HMAC) check() error {
 	switch {
 	case m.Header == "":
-		return fmt.Errorf("HMAC.Header is empty: name the request header that carries the signature")
+		return &peonify.ConfigError{Field: "Header", Reason: "is empty: name the request header that carries the signature"}
 	case m.Encoding != Hex && m.Encoding != Base64:
-		return fmt.Errorf("HMAC.Encoding must be Hex or Base64")
+		return &peonify.ConfigError{Field: "Encoding", Reason: "must be Hex or Base64"}
 	}
-	return checkSecrets("HMAC", m.Secrets)
+	return checkSecrets(m.Secrets)
 }
 
 // String returns "hex" or "base64".

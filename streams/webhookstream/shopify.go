@@ -36,4 +36,4 @@ func (s Shopify) hmac() HMAC {
 		IDHeader: "X-Shopify-Webhook-Id", EventHeader: "X-Shopify-Topic"}
 }
 
-func (s Shopify) check() error { return checkSecrets("Shopify", s.Secrets) }
+func (s Shopify) check() error { return checkSecrets(s.Secrets) }

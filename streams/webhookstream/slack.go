@@ -98,10 +98,10 @@ func (s Slack) Verify(h http.Header, body []byte, now time.Time) (Verified, erro
 }
 
 func (s Slack) check() error {
-	if err := checkSecrets("Slack", s.Secrets); err != nil {
+	if err := checkSecrets(s.Secrets); err != nil {
 		return err
 	}
-	return checkTolerance("Slack", s.Tolerance)
+	return checkTolerance(s.Tolerance)
 }
 
 // parseSlackSignature parses "v0=<64 hex digits>" into the 32-byte MAC.

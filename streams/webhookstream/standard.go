@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/peonify/peonify"
 )
 
 // StandardWebhooks verifies webhooks signed as the Standard Webhooks
@@ -47,9 +49,9 @@ func (s StandardWebhooks) Verify(h http.Header, body []byte, now time.Time) (Ver
 	if err != nil {
 		return Verified{}, err
 	}
-	keys, err := standardKeys(s.Secrets)
-	if err != nil {
-		return Verified{}, err // New rejects such secrets; only a Verifier used on its own gets here
+	keys, bad := standardKeys(s.Secrets)
+	if bad >= 0 { // New rejects such secrets; only a Verifier used on its own gets here
+		return Verified{}, fmt.Errorf("StandardWebhooks.Secrets[%d] %s", bad, notStandardSecret)
 	}
 	if !matchAny(keys, sigs, []byte(id), []byte{'.'}, []byte(ts), []byte{'.'}, body) {
 		return Verified{}, fmt.Errorf("%w: no v1 signature in webhook-signature matches with any configured secret", ErrBadSignature)
@@ -65,27 +67,30 @@ func (s StandardWebhooks) Verify(h http.Header, body []byte, now time.Time) (Ver
 }
 
 func (s StandardWebhooks) check() error {
-	if err := checkSecrets("StandardWebhooks", s.Secrets); err != nil {
+	if err := checkSecrets(s.Secrets); err != nil {
 		return err
 	}
-	if _, err := standardKeys(s.Secrets); err != nil {
-		return err
+	if _, bad := standardKeys(s.Secrets); bad >= 0 {
+		return &peonify.ConfigError{Field: fmt.Sprintf("Secrets[%d]", bad), Reason: notStandardSecret}
 	}
-	return checkTolerance("StandardWebhooks", s.Tolerance)
+	return checkTolerance(s.Tolerance)
 }
 
-// standardKeys decodes "whsec_<base64>" secrets into HMAC keys.
-func standardKeys(secrets []Secret) ([][]byte, error) {
-	keys := make([][]byte, len(secrets))
+const notStandardSecret = `is not "whsec_" followed by a base64 key`
+
+// standardKeys decodes "whsec_<base64>" secrets into HMAC keys. bad is the
+// index of the first secret that is not one, or -1.
+func standardKeys(secrets []Secret) (keys [][]byte, bad int) {
+	keys = make([][]byte, len(secrets))
 	for i, s := range secrets {
 		b64 := strings.TrimPrefix(string(s.b), "whsec_")
 		k, err := base64.StdEncoding.DecodeString(b64)
 		if err != nil || len(k) == 0 {
-			return nil, fmt.Errorf("StandardWebhooks.Secrets[%d] is not \"whsec_\" followed by a base64 key", i)
+			return nil, i
 		}
 		keys[i] = k
 	}
-	return keys, nil
+	return keys, -1
 }
 
 // parseStandardSignatures parses a webhook-signature header: signatures

@@ -60,10 +60,10 @@ func (s Stripe) Verify(h http.Header, body []byte, now time.Time) (Verified, err
 }
 
 func (s Stripe) check() error {
-	if err := checkSecrets("Stripe", s.Secrets); err != nil {
+	if err := checkSecrets(s.Secrets); err != nil {
 		return err
 	}
-	return checkTolerance("Stripe", s.Tolerance)
+	return checkTolerance(s.Tolerance)
 }
 
 // parseStripeHeader parses a Stripe-Signature header: comma-separated

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/peonify/peonify"
 )
 
 // Verifier authenticates a webhook request before anything else reads it.
@@ -63,27 +65,30 @@ var (
 const DefaultTolerance = 5 * time.Minute
 
 // checker is implemented by the presets so that New reports a wrong
-// verifier configuration at once rather than on every request.
+// verifier configuration at once rather than on every request. check
+// returns nil or a *peonify.ConfigError whose Field names the preset's
+// field at fault, such as "Secrets[1]"; Config.Validate puts the route's
+// Verifier in front of it.
 type checker interface {
 	check() error
 }
 
 // checkSecrets reports a verifier without secrets or with an empty one.
-func checkSecrets(name string, secrets []Secret) error {
+func checkSecrets(secrets []Secret) error {
 	if len(secrets) == 0 {
-		return fmt.Errorf("%s.Secrets is empty: set the endpoint's signing secret (several during a rotation)", name)
+		return &peonify.ConfigError{Field: "Secrets", Reason: "is empty: set the endpoint's signing secret (several during a rotation)"}
 	}
 	for i, s := range secrets {
 		if s.IsZero() {
-			return fmt.Errorf("%s.Secrets[%d] is empty", name, i)
+			return &peonify.ConfigError{Field: fmt.Sprintf("Secrets[%d]", i), Reason: "is empty"}
 		}
 	}
 	return nil
 }
 
-func checkTolerance(name string, d time.Duration) error {
+func checkTolerance(d time.Duration) error {
 	if d < 0 {
-		return fmt.Errorf("%s.Tolerance must not be negative (0 means the default, %s)", name, DefaultTolerance)
+		return &peonify.ConfigError{Field: "Tolerance", Reason: fmt.Sprintf("must not be negative (0 means the default, %s)", DefaultTolerance)}
 	}
 	return nil
 }

@@ -138,6 +138,10 @@ func (c Config) validate() error {
 	for path, r := range c.Routes {
 		field := fmt.Sprintf("webhookstream.Config.Routes[%q]", path)
 		if err := r.validate(path, c.Results != nil); err != nil {
+			var ce *peonify.ConfigError
+			if errors.As(err, &ce) { // a field of the route's Verifier
+				return &peonify.ConfigError{Field: field + ".Verifier." + ce.Field, Reason: ce.Reason}
+			}
 			return &peonify.ConfigError{Field: field, Reason: err.Error()}
 		}
 	}
