@@ -39,9 +39,10 @@ func (s *amqpSpec) payloadLimit(*resources) (int64, string) {
 	return 128 << 20, "RabbitMQ's default max_message_size"
 }
 
-// amqpKind is the kind amqp, which --amqp names.
+// amqpKind is the kind amqp, which --amqp names: a RabbitMQ work queue,
+// shared by any number of processors.
 func amqpKind() kind {
-	return kind{name: "amqp", summary: "a RabbitMQ work queue, shared by any number of processors",
+	return kind{name: "amqp",
 		new: func() streamSpec { return new(amqpSpec) },
 		flag: queueFlag("amqp", "a RabbitMQ broker `URL` (with --queue)", "peonify", "RabbitMQ queue", nil,
 			func(url, queue string, _ *storeFlags) storeSpec { return &amqpSpec{URL: url, Queue: queue} })}

@@ -52,9 +52,10 @@ func (s *mqttSpec) taskTypes() []typeRef {
 	return refs
 }
 
-// mqttKind is the kind mqtt.
+// mqttKind is the kind mqtt: MQTT subscriptions, stored into a store of the
+// file.
 func mqttKind() kind {
-	return kind{name: "mqtt", summary: "MQTT subscriptions, stored into a store of the file",
+	return kind{name: "mqtt",
 		new: func() streamSpec { return new(mqttSpec) }}
 }
 

@@ -61,9 +61,10 @@ func (s *natsSpec) envelope(t *peonify.Task) int64 {
 	return n
 }
 
-// natsKind is the kind nats, which --nats names.
+// natsKind is the kind nats, which --nats names: a work queue on NATS
+// JetStream, shared by any number of processors.
 func natsKind() kind {
-	return kind{name: "nats", summary: "a work queue on NATS JetStream, shared by any number of processors",
+	return kind{name: "nats",
 		new: func() streamSpec { return new(natsSpec) },
 		flag: &storeFlag{name: "nats", usage: "a NATS server `URL` (with --nats-stream)", hint: "--nats URL",
 			extra: []flagDef{{"nats-stream", "PEONIFY", "the JetStream `stream`, with --nats"}},

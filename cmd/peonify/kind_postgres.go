@@ -37,9 +37,9 @@ func (s *postgresSpec) payloadLimit(*resources) (int64, string) {
 }
 
 // postgresKind is the kind postgres, which --postgres (and --schema)
-// names.
+// names: a queue in a Postgres table, shared by any number of processors.
 func postgresKind() kind {
-	return kind{name: "postgres", summary: "a queue in a Postgres table, shared by any number of processors",
+	return kind{name: "postgres",
 		new: func() streamSpec { return new(postgresSpec) },
 		flag: queueFlag("postgres", "a Postgres database `URL` (with --queue)", "default", "queue",
 			[]flagDef{{"schema", "public", "the Postgres `schema`, with --postgres"}},

@@ -39,9 +39,10 @@ func (s *redisSpec) payloadLimit(*resources) (int64, string) {
 	return 512 << 20, "Redis's largest string (proto-max-bulk-len)"
 }
 
-// redisKind is the kind redis, which --redis names.
+// redisKind is the kind redis, which --redis names: a queue on Redis
+// Streams, shared by any number of processors.
 func redisKind() kind {
-	return kind{name: "redis", summary: "a queue on Redis Streams, shared by any number of processors",
+	return kind{name: "redis",
 		new: func() streamSpec { return new(redisSpec) },
 		flag: queueFlag("redis", "a Redis server `URL` (with --queue)", "default", "Redis queue", nil,
 			func(url, queue string, _ *storeFlags) storeSpec { return &redisSpec{URL: url, Queue: queue} })}

@@ -39,9 +39,10 @@ func (s *sqliteSpec) payloadLimit(*resources) (int64, string) {
 // logs.
 func (s *sqliteSpec) file() string { return s.Path }
 
-// sqliteKind is the kind sqlite, which --store names.
+// sqliteKind is the kind sqlite, which --store names: the embedded durable
+// store: one SQLite file, no server.
 func sqliteKind() kind {
-	return kind{name: "sqlite", summary: "the embedded durable store: one SQLite file, no server",
+	return kind{name: "sqlite",
 		new: func() streamSpec { return new(sqliteSpec) },
 		flag: &storeFlag{name: "store", usage: "the SQLite store `file` (a sqlite stream's path)", hint: "--store FILE (SQLite)",
 			spec: func(value string, _ *storeFlags, mustExist bool) (storeSpec, string, string, error) {

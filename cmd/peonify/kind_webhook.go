@@ -86,9 +86,10 @@ func (s *webhookSpec) sync() bool {
 	return false
 }
 
-// webhookKind is the kind webhook.
+// webhookKind is the kind webhook: an HTTP endpoint for signed webhooks,
+// stored into a store of the file.
 func webhookKind() kind {
-	return kind{name: "webhook", summary: "an HTTP endpoint for signed webhooks, stored into a store of the file",
+	return kind{name: "webhook",
 		new: func() streamSpec { return new(webhookSpec) }}
 }
 

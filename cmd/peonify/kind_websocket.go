@@ -36,9 +36,10 @@ func (s *websocketSpec) storeField() *string    { return s.Intake.storeField() }
 func (s *websocketSpec) taskTypes() []typeRef   { return nil }
 func (s *websocketSpec) resends() *resendFields { return &s.Resends }
 
-// websocketKind is the kind websocket.
+// websocketKind is the kind websocket: a WebSocket endpoint for producers,
+// stored into a store of the file.
 func websocketKind() kind {
-	return kind{name: "websocket", summary: "a WebSocket endpoint for producers, stored into a store of the file",
+	return kind{name: "websocket",
 		new: func() streamSpec { return new(websocketSpec) }}
 }
 

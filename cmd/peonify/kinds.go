@@ -9,9 +9,8 @@ import "slices"
 // kind; kinds lists them. Adding a kind is writing that file and listing
 // it there.
 type kind struct {
-	name    string
-	summary string
-	new     func() streamSpec
+	name string
+	new  func() streamSpec
 	// flag, when set, names a store of the kind on the command line of
 	// enqueue and tasks, without a config file.
 	flag *storeFlag
