@@ -68,6 +68,7 @@ const (
 	kindRun     = 'R' // task ID and attempt of a run of a poison task, written when it starts
 	kindGated   = 'G' // task ID of a run waiting at the gate
 	kindStuck   = 'S' // task ID of a run that will never return
+	kindPanic   = 'P' // task ID and attempt of a run about to panic on purpose
 	kindSample  = 'M' // milliseconds since start, live heap bytes, goroutines, completed runs
 	kindBacklog = 'B' // tasks enqueued and milliseconds taken, before the processor started
 	kindExit    = 'E' // the child's exitReport, as escaped JSON
@@ -242,6 +243,9 @@ func (c *childRun) run(ctx context.Context, t *peonify.Task, w work) error {
 		_ = c.led.write(kindStuck, escape(t.ID))
 		stuck()
 	case t.Attempt <= w.Panic:
+		if err := c.led.write(kindPanic, escape(t.ID), strconv.Itoa(t.Attempt)); err != nil {
+			return err
+		}
 		panic(fmt.Sprintf("chaostest: task %s panics on attempt %d, on purpose", t.ID, t.Attempt))
 	case w.Fail:
 		return errors.New("chaostest: this task fails every attempt, on purpose")

@@ -440,10 +440,19 @@ func scenarioPanic(c *cell) {
 	for _, r := range c.reports() {
 		failed += r.Stats.Failed
 	}
-	if failed != uint64(panics) {
-		c.t.Errorf("the processors counted %d failed runs, want the %d panics", failed, panics)
+	// A claim whose lease ran out before its handler started (a loaded
+	// machine, the SIGTERMed process) uses up an attempt without running
+	// it, so a task may skip a planned panic. What must hold is that every
+	// panic that happened was counted as a failed run, and that most
+	// planned panics happened.
+	happened := len(c.notesOf(kindPanic, 0))
+	if failed != uint64(happened) {
+		c.t.Errorf("the processors counted %d failed runs, but handlers panicked %d times", failed, happened)
 	}
-	c.note("%d panics recovered", panics)
+	if happened < panics*9/10 || happened > panics {
+		c.t.Errorf("handlers panicked %d times, want about the %d planned", happened, panics)
+	}
+	c.note("%d of %d planned panics happened and were recovered", happened, panics)
 }
 
 // scenarioIgnoreCtx SIGTERMs a processor whose every worker runs a handler
