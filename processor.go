@@ -128,6 +128,7 @@ type StreamOption func(*streamOptions)
 type streamOptions struct {
 	weight int
 	name   string
+	limits []Limit
 }
 
 // Weight sets a stream's share of the processor's capacity when several
@@ -162,6 +163,15 @@ func (p *Processor) AddStream(s Stream, opts ...StreamOption) error {
 	defer p.mu.Unlock()
 	if p.started {
 		return errors.New("peonify: AddStream called after Run: add every stream before Run")
+	}
+	if len(o.limits) > 0 {
+		l, ok := As[Limiter](s)
+		if !ok {
+			return fmt.Errorf("peonify: stream %s cannot enforce limits (it is not a Limiter): %w", o.name, errors.ErrUnsupported)
+		}
+		if err := l.SetLimits(o.limits); err != nil {
+			return err
+		}
 	}
 	name := o.name
 	for i := 2; p.hasStream(name); i++ {

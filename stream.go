@@ -247,6 +247,7 @@ type TaskInfo struct {
 type ListOptions struct {
 	State State  // required
 	Type  string // only tasks of this type, when set
+	Key   string // only tasks with this Task.Key, when set
 	Limit int    // at most this many; 0 means DefaultListLimit (100), and a negative Limit is an error
 	After string // paging cursor: list tasks whose ID sorts after this ID
 }

@@ -50,6 +50,14 @@ type Task struct {
 	// produce one task per time slot however many processors run.
 	UniqueKey string
 
+	// Key is what the task belongs to for flow control: a customer, a
+	// tenant, an API account. Limits with PerKey apply to each key on its
+	// own (see Limit): per-key concurrency and rates, per-key ordering,
+	// and fair shares between keys. Producers set it; a raw producer that
+	// cannot set the field sets the KeyHeader header instead. At most
+	// MaxKeyLen bytes; empty means no key.
+	Key string
+
 	// EnqueuedAt is when the task was first stored. Enqueue sets it when
 	// zero.
 	EnqueuedAt time.Time
@@ -80,8 +88,8 @@ func (t *Task) Clone() *Task {
 }
 
 // Validate reports whether t can be enqueued: it must have a Type of at
-// most MaxTypeLen bytes, an ID of at most MaxIDLen bytes and a UniqueKey of
-// at most MaxUniqueKeyLen bytes. Streams call it from Enqueue.
+// most MaxTypeLen bytes, an ID of at most MaxIDLen bytes, a UniqueKey of
+// at most MaxUniqueKeyLen bytes and a Key of at most MaxKeyLen bytes. Streams call it from Enqueue.
 func (t *Task) Validate() error {
 	switch {
 	case t == nil:
@@ -94,6 +102,8 @@ func (t *Task) Validate() error {
 		return &InvalidTaskError{ID: t.ID[:32] + "…", Reason: fmt.Sprintf("task ID is longer than %d bytes", MaxIDLen)}
 	case len(t.UniqueKey) > MaxUniqueKeyLen:
 		return &InvalidTaskError{ID: t.ID, Reason: fmt.Sprintf("task UniqueKey is longer than %d bytes", MaxUniqueKeyLen)}
+	case len(t.Key) > MaxKeyLen:
+		return &InvalidTaskError{ID: t.ID, Reason: fmt.Sprintf("task Key is longer than %d bytes", MaxKeyLen)}
 	case t.MaxAttempts < 0:
 		return &InvalidTaskError{ID: t.ID, Reason: "task MaxAttempts is negative: use 0 for the processor's default"}
 	}
