@@ -137,6 +137,7 @@ type Stream struct {
 	peak      int         // most tasks held since byID was last made
 	timer     *time.Timer // signals Wake at armedAt
 	armedAt   time.Time   // zero when the timer is not armed
+	limits    []*limiter  // what Poll enforces (see SetLimits); nil for none
 }
 
 // New returns an empty Stream configured by cfg.
@@ -248,6 +249,9 @@ func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error
 		return nil, err
 	}
 	defer s.mu.Unlock()
+	if len(s.limits) > 0 {
+		return s.pollLimited(now, limit), nil
+	}
 	n := min(limit, s.ready.len())
 	if n == 0 {
 		s.armNext(now)
@@ -256,27 +260,32 @@ func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error
 	deadline := now.Add(s.lease)
 	ds := make([]peonify.Delivery, n)
 	for i := range ds {
-		e := s.ready.pop()
-		s.token++
-		e.token = s.token
-		e.attempts++
-		e.st = stateRunning
-		e.deadline = deadline
-		e.updated = now
-		t := e.t
-		if e.given {
-			c := *t
-			t = &c
-			e.t = t
-		}
-		t.Attempt = e.attempts
-		t.LastError = e.lastError
-		e.given = true
-		s.pushLeased(e)
-		ds[i] = peonify.Delivery{Task: t, Token: e.token, Deadline: deadline, Ref: e}
+		ds[i] = s.claim(s.ready.pop(), now, deadline)
 	}
 	s.armNext(now)
 	return ds, nil
+}
+
+// claim leases e, which was just taken out of the ready queue, until
+// deadline, and returns its delivery. s.mu must be held.
+func (s *Stream) claim(e *entry, now, deadline time.Time) peonify.Delivery {
+	s.token++
+	e.token = s.token
+	e.attempts++
+	e.st = stateRunning
+	e.deadline = deadline
+	e.updated = now
+	t := e.t
+	if e.given {
+		c := *t
+		t = &c
+		e.t = t
+	}
+	t.Attempt = e.attempts
+	t.LastError = e.lastError
+	e.given = true
+	s.pushLeased(e)
+	return peonify.Delivery{Task: t, Token: e.token, Deadline: deadline, Ref: e}
 }
 
 // lockAdvanced locks s.mu for a method that reads or claims tasks, and
@@ -395,6 +404,7 @@ func (s *Stream) Ack(_ context.Context, ds ...peonify.Delivery) error {
 		return peonify.ErrClosed
 	}
 	var errs []error
+	freed := false
 	for _, d := range ds {
 		e, err := s.current(d)
 		if err != nil {
@@ -406,6 +416,10 @@ func (s *Stream) Ack(_ context.Context, ds ...peonify.Delivery) error {
 		}
 		s.leased.remove(e)
 		s.forget(e)
+		freed = freed || s.freesPermit(e)
+	}
+	if freed {
+		s.signal() // a task a limit held back may start now
 	}
 	return errors.Join(errs...)
 }
@@ -477,6 +491,9 @@ func (s *Stream) Nack(_ context.Context, d peonify.Delivery, opts peonify.NackOp
 	case peonify.OutcomeDead:
 		e.lastError = opts.Reason
 		s.bury(e)
+	}
+	if s.freesPermit(e) {
+		s.signal() // a task a limit held back may start now
 	}
 	return nil
 }
