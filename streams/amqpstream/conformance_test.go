@@ -16,6 +16,11 @@ import (
 var conformanceFeatures = peonifytest.Features{
 	NoDuplicateCheck: true,
 	NoPriority:       true,
+	// The stream does not carry Task.Key (the peonify-key header) nor
+	// enforce limits yet: the suite fails once it does, asking for these
+	// flags to go.
+	NoKey:     true,
+	NoLimiter: true,
 	InspectorUnsupported: []peonifytest.InspectCall{
 		"List(pending)", "List(scheduled)", "List(running)",
 		"Get(pending)", "Get(scheduled)", "Get(running)", "Get(done)",
