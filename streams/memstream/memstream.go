@@ -105,7 +105,8 @@ type entry struct {
 // benchmarks and fan-in between goroutines of one program.
 //
 // Stream implements peonify.Stream, peonify.Extender, peonify.Waker,
-// peonify.Enqueuer and peonify.Inspector, and is safe for concurrent use.
+// peonify.Enqueuer, peonify.Inspector and peonify.Limiter, and is safe for
+// concurrent use.
 //
 // Poll hands out the stored task itself rather than a copy, so handlers
 // must not modify the *peonify.Task they receive (the peonify contract
@@ -173,7 +174,10 @@ func (s *Stream) Name() string { return s.name }
 // Wake returns a channel that receives when tasks may have become available:
 // after an Enqueue, Nack or Retry that makes a task ready at once, and, on
 // the real clock, when a scheduled task or a retry delay falls due or a
-// lease ends. The channel has a buffer of one and is never closed.
+// lease ends. With limits set (see SetLimits) it also receives when a task
+// that a limit held back may start: after an Ack or Nack that frees a
+// permit, and, on the real clock, when a rate token falls due. The channel
+// has a buffer of one and is never closed.
 func (s *Stream) Wake() <-chan struct{} { return s.wake }
 
 func (s *Stream) signal() {
@@ -230,7 +234,9 @@ func (s *Stream) fire() {
 // order they became available. Each claimed task is leased until
 // Config.Lease from now and its Attempt counts this claim. Poll also moves
 // scheduled tasks that fell due and tasks whose lease expired back into the
-// ready queue. It never blocks.
+// ready queue. It never blocks. With limits set (see SetLimits), it claims
+// only the tasks they admit, taking keys in turn (see the package
+// documentation).
 func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
