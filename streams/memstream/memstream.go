@@ -45,8 +45,9 @@ type Config struct {
 
 	// Now is the clock, for tests that drive time by hand. It must be safe
 	// for concurrent use. Defaults to time.Now. With a clock of its own the
-	// stream does not signal Wake when a scheduled task falls due or a lease
-	// ends, since it cannot tell when that happens.
+	// stream does not signal Wake when a scheduled task falls due, a lease
+	// ends or a rate token falls due, since it cannot tell when that
+	// happens. Rate limits (see SetLimits) refill on this clock.
 	Now func() time.Time
 }
 
