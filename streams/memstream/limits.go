@@ -226,6 +226,9 @@ func (s *Stream) claimOrder() []*entry {
 		}
 		return 0
 	})
+	if !slices.ContainsFunc(s.limits, func(l *limiter) bool { return l.PerKey }) {
+		return all // every task ranks 1
+	}
 	seen := make(map[string]int) // tasks of each key ranked so far
 	var ranks [][]*entry         // ranks[r] holds the tasks of rank r+1
 	for _, e := range all {
