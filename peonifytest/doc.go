@@ -88,6 +88,9 @@
 //     returns nothing at once, and a Waker receives when an Ack frees a
 //     permit.
 //   - LimitStats: InUse, Waiting and the busiest keys of each limit.
+//   - LimitProcessor: a real peonify.Processor given a PerKey limit with
+//     peonify.Limits runs every task, never more of a key at once than
+//     the limit.
 //
 // Each takes well under two seconds. A claim beyond a limit made after a
 // lease the check holds may have ended makes the check inconclusive (it

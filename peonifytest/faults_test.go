@@ -241,6 +241,7 @@ func TestSuiteCatchesFaults(t *testing.T) {
 		{"ignore-limits", "LimitRate"},
 		{"ignore-limits", "LimitOrdered"},
 		{"ignore-limits", "LimitStats"},
+		{"ignore-limits", "LimitProcessor"},
 		{"no-wake", "LimitBlockedPollWakes"},
 		{"no-wake", "LimitRateWakes"},
 		{"declared-no-key", "KeyRoundTrip"},

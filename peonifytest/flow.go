@@ -1,10 +1,13 @@
 package peonifytest
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/peonify/peonify"
@@ -658,4 +661,84 @@ func testLimitStats(h *harness) {
 		}
 		h.pause(pollPause)
 	}
+}
+
+// testLimitProcessor runs a real peonify.Processor over the stream with a
+// PerKey limit given through peonify.Limits, as a program would: every
+// task runs, and no key ever runs more tasks at once than its limit,
+// though the processor has room for more.
+func testLimitProcessor(h *harness) {
+	h.limiter()
+	typ := h.typeOf()
+	const limit = 2
+	tasks := slices.Concat(h.keyed("k", 30), h.keyed("other", 10))
+	h.enqueue(tasks...)
+
+	var (
+		mu      sync.Mutex
+		running = map[string]int{}
+		most    = map[string]int{}
+		done    = map[string]bool{}
+		allDone = make(chan struct{})
+	)
+	handler := peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
+		mu.Lock()
+		running[t.Key]++
+		most[t.Key] = max(most[t.Key], running[t.Key])
+		mu.Unlock()
+		sleep(ctx, 2*time.Millisecond)
+		mu.Lock()
+		defer mu.Unlock()
+		running[t.Key]--
+		if !done[t.ID] {
+			done[t.ID] = true
+			if len(done) == len(tasks) {
+				close(allDone)
+			}
+		}
+		return nil
+	})
+	p, err := peonify.New(peonify.Config{
+		Workers:         8,
+		PollInterval:    50 * time.Millisecond,
+		MinPollInterval: time.Millisecond,
+		ShutdownGrace:   h.f.Timeout,
+		Logger:          slog.New(slog.NewTextHandler(h.t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		h.t.Fatalf("peonify.New: %v", err)
+	}
+	if err := p.AddTaskList(peonify.TaskList{typ: handler}); err != nil {
+		h.t.Fatalf("AddTaskList: %v", err)
+	}
+	if err := p.AddStream(h.s, peonify.Limits(peonify.Limit{Type: typ, PerKey: true, Concurrency: limit})); err != nil {
+		h.t.Fatalf("AddStream with a PerKey limit: %v", err)
+	}
+	ctx, cancel := context.WithCancel(h.ctx())
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- p.Run(ctx) }()
+	timer := time.NewTimer(h.f.Timeout)
+	defer timer.Stop()
+	select {
+	case <-allDone:
+	case err := <-runErr:
+		h.t.Fatalf("Processor.Run returned %v before its context ended", err)
+	case <-timer.C:
+		mu.Lock()
+		h.t.Errorf("the processor completed %d of %d tasks within %s under a PerKey limit of %d", len(done), len(tasks), h.f.Timeout, limit)
+		mu.Unlock()
+	}
+	cancel()
+	if err := <-runErr; err != nil {
+		h.t.Errorf("Processor.Run returned %v after its context was cancelled, want nil", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for key, n := range most {
+		if n > limit {
+			h.t.Errorf("key %s ran %d tasks at once under a PerKey Concurrency %d limit", key, n, limit)
+		}
+	}
+	h.t.Logf("at most %v tasks ran at once per key (limit %d, 8 workers)", most, limit)
 }

@@ -174,6 +174,7 @@ var tests = []test{
 	{"LimitHeldBackIsNotAnAttempt", testLimitHeldBackIsNotAnAttempt},
 	{"LimitBlockedPollWakes", testLimitBlockedPollWakes},
 	{"LimitStats", testLimitStats},
+	{"LimitProcessor", testLimitProcessor},
 	{"Close", testClose},
 	{"Processor", testProcessor},
 }
