@@ -61,7 +61,8 @@
 //     scheduled or running, in enqueue order) of its key is one the limit
 //     applies to. A failed task keeps its place, its key waiting through
 //     the retry delay; a task that goes dead, or is deleted, releases the
-//     key.
+//     key. A dead task that Retry revives takes its place back: being
+//     older, it runs before its key's newer tasks.
 //   - Fairness: the tasks a PerKey limit applies to are ranked within their
 //     key in the usual order (Priority, then when they became available,
 //     then enqueue order), and a Poll takes every key's first task before

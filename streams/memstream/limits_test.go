@@ -440,3 +440,25 @@ func TestLimitsModel(t *testing.T) {
 		}
 	}
 }
+
+func TestLimitOrderedRetryTakesPlaceBack(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStream(t)
+	setLimits(t, s, peonify.Limit{PerKey: true, Ordered: true})
+	enqueue(t, s, keyed("t", "k", 3)...)
+	d := pollOne(t, s)
+	if err := s.Nack(ctx, d, peonify.NackOptions{Outcome: peonify.OutcomeDead}); err != nil {
+		t.Fatal(err)
+	}
+	d = pollOne(t, s) // k-2
+	if n, err := s.Retry(ctx, "k-1"); n != 1 || err != nil {
+		t.Fatalf("Retry(k-1) = %d, %v", n, err)
+	}
+	if err := s.Ack(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if d := pollOne(t, s); d.Task.ID != "k-1" {
+		t.Fatalf("after k-1 was retried, Poll claimed %s, want k-1, the oldest task of its key", d.Task.ID)
+	}
+	pollNone(t, s)
+}
