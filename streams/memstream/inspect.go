@@ -29,9 +29,9 @@ func (s *Stream) Counts(ctx context.Context) (map[peonify.State]int, error) {
 }
 
 // List returns up to opts.Limit tasks in opts.State (and of opts.Type and
-// with opts.Key, when set) whose ID sorts after opts.After, ordered by ID. To page, pass the
-// last ID of a page as the next page's After. Listing StateDone returns
-// nothing: acked tasks are not kept.
+// with opts.Key, when set) whose ID sorts after opts.After, ordered by ID.
+// To page, pass the last ID of a page as the next page's After. Listing
+// StateDone returns nothing: acked tasks are not kept.
 func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.TaskInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
