@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/intake"
 )
 
 // Subprotocol is the WebSocket subprotocol name of the protocol described
@@ -30,6 +31,7 @@ type message struct {
 	MaxAttempts int               `json:"max_attempts,omitempty"`
 	RunAt       *time.Time        `json:"run_at,omitempty"`
 	UniqueKey   string            `json:"unique_key,omitempty"`
+	Key         string            `json:"key,omitempty"`
 }
 
 // reply is the server's answer to one message: an ack or a nack.
@@ -72,8 +74,13 @@ func decode(data []byte) (*peonify.Task, *decodeError) {
 	case m.Payload != nil && m.PayloadB64 != nil:
 		return nil, &decodeError{ID: m.ID, Reason: `message has both "payload" and "payload_b64": send one of them`}
 	}
+	key, err := intake.Key(m.Key, m.Headers)
+	if err != nil {
+		return nil, &decodeError{ID: m.ID, Reason: `"key": ` + err.Error()}
+	}
 	t := &peonify.Task{
 		ID:          m.ID,
+		Key:         key,
 		Type:        m.Type,
 		Headers:     m.Headers,
 		Priority:    m.Priority,
@@ -187,6 +194,10 @@ func encode(t *peonify.Task) ([]byte, error) {
 		b.WriteString(`,"unique_key":`)
 		writeString(&b, t.UniqueKey)
 	}
+	if t.Key != "" {
+		b.WriteString(`,"key":`)
+		writeString(&b, t.Key)
+	}
 	b.WriteByte('}')
 	return b.Bytes(), nil
 }
@@ -221,6 +232,8 @@ func checkUTF8(t *peonify.Task) error {
 		return bad("task Type")
 	case !utf8.ValidString(t.UniqueKey):
 		return bad("task UniqueKey")
+	case !utf8.ValidString(t.Key):
+		return bad("task Key")
 	}
 	for k, v := range t.Headers {
 		if !utf8.ValidString(k) || !utf8.ValidString(v) {
