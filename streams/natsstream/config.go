@@ -48,7 +48,7 @@ type Config struct {
 	// MaxAckPending caps the tasks that all processors together hold at
 	// once (delivered and not yet acked or nacked); JetStream delivers no
 	// more until some are done. While the cap is reached, a Poll waits up
-	// to 50ms for a claim to be freed and returns what it could take.
+	// to 10ms for a claim to be freed and returns what it could take.
 	// Each processor already holds at most its own capacity, so the
 	// default is no cap (zero or negative).
 	MaxAckPending int

@@ -5,8 +5,9 @@
 // Every processor of a queue fetches from one durable pull consumer with
 // explicit acknowledgements. Poll asks for exactly the processor's free
 // capacity (a pull request with no wait, which the server ends within
-// 50ms), never a prefetch buffer whose leases run out unseen; the consumer's AckWait is the lease, renewed by the
-// in-progress acknowledgement (Extend). Acks are sent together and
+// 10ms), never a prefetch buffer whose leases run out unseen; the
+// consumer's AckWait is the lease, renewed by the in-progress
+// acknowledgement (Extend). Acks are sent together and
 // confirmed with one round trip per batch, and removed tasks are gone from
 // the work queue.
 //

@@ -177,7 +177,7 @@ func (s *Stream) setupError(what string, err error) error {
 // pull request for exactly that many, never more) and leases them for
 // Config.AckWait. It does not wait for tasks to arrive (Wake signals
 // that): on an empty consumer, or one at its MaxAckPending, the server
-// answers within 50ms, with what was stored or freed meanwhile. Poll
+// answers within 10ms, with what was stored or freed meanwhile. Poll
 // returns only once the server has ended its request, so no request of
 // it is left on the server to take a task after it returned.
 //
