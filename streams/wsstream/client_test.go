@@ -64,6 +64,8 @@ func TestSendRefusesBadTasksLocally(t *testing.T) {
 		{ID: "x"},
 		{ID: "x", Type: "t", Payload: make([]byte, 200)},
 		{ID: "x", Type: "t", Headers: map[string]string{"k": "\xff"}},
+		{ID: "x", Type: "t", Key: strings.Repeat("k", peonify.MaxKeyLen+1)},
+		{ID: "x", Type: "t", Key: "acme", Headers: map[string]string{"Peonify-Key": "globex"}},
 	} {
 		if err := c.Send(context.Background(), tk); !errors.As(err, &ie) {
 			t.Errorf("Send(%+v) = %v, want an InvalidTaskError", tk, err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -150,6 +151,12 @@ func describeJSONError(err error) string {
 func encode(t *peonify.Task) ([]byte, error) {
 	if err := checkUTF8(t); err != nil {
 		return nil, err
+	}
+	if len(t.Headers) > 0 {
+		// The server would refuse a peonify-key header that is not the key.
+		if _, err := intake.Key(t.Key, maps.Clone(t.Headers)); err != nil {
+			return nil, &peonify.InvalidTaskError{ID: t.ID, Reason: "task Key: " + err.Error()}
+		}
 	}
 	var b bytes.Buffer
 	b.WriteString(`{"id":`)
