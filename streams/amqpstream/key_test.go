@@ -145,3 +145,30 @@ func TestLimitsUnsupported(t *testing.T) {
 		t.Errorf("AddStream without limits = %v, want nil", err)
 	}
 }
+
+// TestHeldTasksBlockOtherKeys records why a limiter outside the claim
+// cannot work on RabbitMQ (README.md, "Flow control"): tasks of one key
+// held by a processor fill its prefetch, so the broker sends that
+// processor no other key's task, and the held tasks are invisible to the
+// other processors, which get the rest.
+func TestHeldTasksBlockOtherKeys(t *testing.T) {
+	s := newTestStream(t, Config{Prefetch: 2})
+	ctx := streamtest.Context(t)
+	if err := s.Enqueue(ctx, &peonify.Task{Type: "t", Key: "a"}, &peonify.Task{Type: "t", Key: "a"}, &peonify.Task{Type: "t", Key: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	held := pollN(t, s, 2, 10*time.Second)
+	if held[0].Task.Key != "a" || held[1].Task.Key != "a" {
+		t.Fatalf("claimed keys %q and %q, want key a's two tasks", held[0].Task.Key, held[1].Task.Key)
+	}
+	nothingFor(t, s, 100*time.Millisecond)
+	other := newTestStream(t, Config{Queue: s.Queue(), Prefetch: 2}) // another processor
+	if d := pollN(t, other, 1, 10*time.Second); d[0].Task.Key != "b" {
+		t.Fatalf("the other processor got key %q, want b", d[0].Task.Key)
+	} else if err := other.Ack(ctx, d...); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ack(ctx, held...); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -141,3 +141,35 @@ func TestLimitsUnsupported(t *testing.T) {
 		t.Errorf("AddStream without limits = %v, want nil", err)
 	}
 }
+
+// TestHeldTasksBlockOtherKeys records why a limiter outside the claim
+// cannot work on JetStream (README.md, "Flow control"): tasks of one key
+// held by a processor count against the consumer's MaxAckPending, and
+// once they fill it the server delivers no other key's task to any
+// processor.
+func TestHeldTasksBlockOtherKeys(t *testing.T) {
+	js := testJS(t)
+	s, cfg := newTestStream(t, js, Config{MaxAckPending: 2})
+	other, err := New(testJS(t), cfg) // another processor
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamtest.CloseAtEnd(t, other)
+	ctx := streamtest.Context(t)
+	streamtest.Enqueue(t, s, &peonify.Task{Type: "t", Key: "a"}, &peonify.Task{Type: "t", Key: "a"}, &peonify.Task{Type: "t", Key: "b"})
+	held := streamtest.PollUntil(t, s, 2, 5*time.Second)
+	if len(held) != 2 || held[0].Task.Key != "a" || held[1].Task.Key != "a" {
+		t.Fatalf("claimed %d tasks, want key a's two", len(held))
+	}
+	for _, p := range []*Stream{s, other} {
+		if ds, err := p.Poll(ctx, 10); err != nil || len(ds) != 0 {
+			t.Fatalf("Poll with key a's tasks held = %d tasks, %v; want none: they fill MaxAckPending", len(ds), err)
+		}
+	}
+	if err := s.Ack(ctx, held...); err != nil {
+		t.Fatal(err)
+	}
+	if d := streamtest.PollUntil(t, other, 10, 5*time.Second); len(d) != 1 || d[0].Task.Key != "b" {
+		t.Fatalf("after the acks, Poll returned %d tasks, want key b's", len(d))
+	}
+}
