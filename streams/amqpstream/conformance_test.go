@@ -16,10 +16,8 @@ import (
 var conformanceFeatures = peonifytest.Features{
 	NoDuplicateCheck: true,
 	NoPriority:       true,
-	// The stream does not carry Task.Key (the peonify-key header) nor
-	// enforce limits yet: the suite fails once it does, asking for these
-	// flags to go.
-	NoKey:     true,
+	// The broker decides delivery, so the stream cannot enforce limits
+	// in its claim (see the package's Flow control section).
 	NoLimiter: true,
 	InspectorUnsupported: []peonifytest.InspectCall{
 		"List(pending)", "List(scheduled)", "List(running)",
