@@ -240,7 +240,7 @@ func (c *claim) admit(rowid int64, typ, key string) (blocked, error) {
 		if l.PerKey {
 			scope = blockedKey
 		}
-		if n, ok := l.ConcurrencyFor(key); ok || (l.PerKey && hasKey(l.KeyConcurrency, key)) {
+		if n, ok := l.ConcurrencyFor(key); ok { // KeyConcurrency 0 is ok with n 0: the key is held
 			inUse := c.use[i]
 			if l.PerKey {
 				inUse = c.keyUse[i][key]
@@ -279,11 +279,6 @@ func (c *claim) admit(rowid int64, typ, key string) (blocked, error) {
 		}
 	}
 	return worst, nil
-}
-
-func hasKey(m map[string]int, key string) bool {
-	_, ok := m[key]
-	return ok
 }
 
 // take counts a claimed task against every limit that applies to it.
@@ -394,7 +389,10 @@ func (c *claim) pick(limit int) ([]candidate, error) {
 			if skipped++; skipped >= scanRestart {
 				var more []string
 				for k, ks := range keys {
-					if !excluded[k] && (ks.blocked || len(ks.queue) >= limit) {
+					// With a PerKey limit of every type, every task
+					// of the key is one of those the claim has no use
+					// for; otherwise tasks of other types may be.
+					if !excluded[k] && (ks.blocked || c.ls.perKeyAll && len(ks.queue) >= limit) {
 						more = append(more, k)
 						excluded[k] = true
 					}

@@ -664,3 +664,19 @@ func readmeInsert(t testing.TB) string {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestLimitFairnessTyped: with a PerKey limit of one type, a claim that
+// reads again without a key's waiting tasks of that type still claims
+// the key's tasks of other types.
+func TestLimitFairnessTyped(t *testing.T) {
+	s := openTest(t, Config{}, nil)
+	setLimits(t, s, peonify.Limit{Type: "test", PerKey: true, Fair: true})
+	var batch []*peonify.Task
+	for i := range 600 {
+		batch = append(batch, keyed(fmt.Sprint("a", i), "A"))
+	}
+	batch = append(batch, &peonify.Task{ID: "other", Type: "other", Key: "A"}, keyed("b0", "B"))
+	enqueue(t, s, batch...)
+	got, _ := pollIDs(t, s, 4)
+	wantIDs(t, got, "a0", "other", "b0", "a1")
+}
