@@ -179,8 +179,8 @@ func ExampleStream_Retry() {
 	// retried 1 - pending: 1 dead: 0
 }
 
-// Flow control: each tenant's tasks run one at a time, in the order they
-// were enqueued, and at most two exports run at once across every
+// Flow control: each tenant's exports run one at a time, in the order
+// they were enqueued, and at most two exports run at once across every
 // processor sharing the file.
 func Example_flowControl() {
 	dir, err := os.MkdirTemp("", "sqlitestream-example")
@@ -197,7 +197,7 @@ func Example_flowControl() {
 	}
 	var tasks []*peonify.Task
 	for i := 1; i <= 3; i++ {
-		for _, tenant := range []string{"acme", "globex"} {
+		for _, tenant := range []string{"acme", "globex", "initech"} {
 			tasks = append(tasks, &peonify.Task{Type: "export", Key: tenant, Payload: []byte(fmt.Sprint(i))})
 		}
 	}
@@ -225,7 +225,7 @@ func Example_flowControl() {
 			time.Sleep(10 * time.Millisecond) // the export
 			mu.Lock()
 			defer mu.Unlock()
-			if running--; len(ran["acme"])+len(ran["globex"]) == len(tasks) && running == 0 {
+			if running--; len(ran["acme"])+len(ran["globex"])+len(ran["initech"]) == len(tasks) && running == 0 {
 				stop() // a real program runs until SIGTERM
 			}
 			return nil
@@ -246,11 +246,13 @@ func Example_flowControl() {
 	}
 	fmt.Println("acme:", ran["acme"])
 	fmt.Println("globex:", ran["globex"])
-	fmt.Println("most at once:", most)
+	fmt.Println("initech:", ran["initech"])
+	fmt.Println("at most 2 at once:", most <= 2)
 	// Output:
 	// acme: [1 2 3]
 	// globex: [1 2 3]
-	// most at once: 2
+	// initech: [1 2 3]
+	// at most 2 at once: true
 }
 
 // A claim holds back what the limits do not admit, without touching it,
