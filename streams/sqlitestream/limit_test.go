@@ -776,3 +776,36 @@ func TestLimitOrderedTwoProcesses(t *testing.T) {
 		}
 	}
 }
+
+// TestLimitBucketSweep: buckets that have filled up are deleted, which
+// changes no limit, since a missing bucket is a full one.
+func TestLimitBucketSweep(t *testing.T) {
+	clk := newClock()
+	s := openTest(t, Config{Lease: time.Hour}, clk)
+	setLimits(t, s, peonify.Limit{PerKey: true, Rate: 1, Period: time.Second, Burst: 2})
+	for i := range 3 {
+		enqueue(t, s, keyed(fmt.Sprint("a", i), "a"), keyed(fmt.Sprint("b", i), "b"))
+	}
+	got, _ := pollIDs(t, s, 10)
+	wantIDs(t, got, "a0", "b0", "a1", "b1")
+	buckets := func() (n int) {
+		t.Helper()
+		if err := s.db.QueryRow("SELECT count(*) FROM peonify_limit_buckets").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := buckets(); n != 2 {
+		t.Fatalf("%d buckets after taking tokens of 2 keys, want 2", n)
+	}
+	clk.Add(sweepEvery)
+	got, _ = pollIDs(t, s, 10) // sweeps first, then takes a token of each key
+	wantIDs(t, got, "a2", "b2")
+	clk.Add(sweepEvery)
+	enqueue(t, s, task("unkeyed")) // a claim runs only when a task is ready
+	got, _ = pollIDs(t, s, 10)
+	wantIDs(t, got, "unkeyed")
+	if n := buckets(); n != 0 {
+		t.Fatalf("%d buckets after they filled up, want 0", n)
+	}
+}

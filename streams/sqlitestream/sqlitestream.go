@@ -161,6 +161,10 @@ type Stream struct {
 
 	lastFull atomic.Bool // the last Poll returned as many tasks as asked
 
+	// sweptAt is when a limited claim last deleted the full buckets of
+	// rate limits (Unix nanoseconds); see sweepBuckets.
+	sweptAt atomic.Int64
+
 	timerMu sync.Mutex
 	timer   *time.Timer // wakes the processor when a scheduled task is due
 	timerAt time.Time   // when timer fires; zero when it is not armed
