@@ -809,3 +809,52 @@ func TestLimitBucketSweep(t *testing.T) {
 		t.Fatalf("%d buckets after they filled up, want 0", n)
 	}
 }
+
+// TestLimitWaitingIsIdle: a processor whose every ready task is held back
+// by a limit does not poll in a loop: while one task holds the only
+// permit, the file sees a few transactions at most.
+func TestLimitWaitingIsIdle(t *testing.T) {
+	s := openTest(t, Config{}, nil)
+	var batch []*peonify.Task
+	for i := range 50 {
+		batch = append(batch, task(fmt.Sprint(i)))
+	}
+	enqueue(t, s, batch...)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan struct{}, 1)
+	release := make(chan struct{})
+	p, err := peonify.New(peonify.Config{Workers: 4, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddTaskList(peonify.TaskList{"test": peonify.HandlerFunc(func(ctx context.Context, _ *peonify.Task) error {
+		started <- struct{}{}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	})}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddStream(s, peonify.Limits(peonify.Limit{Concurrency: 1})); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	<-started
+	time.Sleep(100 * time.Millisecond) // let the first polls settle
+	before := s.w.commits.Load()
+	time.Sleep(time.Second)
+	n := s.w.commits.Load() - before
+	close(release)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n > 10 {
+		t.Fatalf("%d transactions in the second that every ready task was held back, want a few at most", n)
+	}
+	t.Logf("%d transactions in the second that every ready task was held back", n)
+}
