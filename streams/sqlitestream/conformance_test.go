@@ -24,9 +24,5 @@ func TestConformance(t *testing.T) {
 		return s
 	}, peonifytest.Features{
 		Lease: lease,
-		// The stream does not store Task.Key nor enforce limits yet: the
-		// suite fails once it does, asking for these flags to go.
-		NoKey:     true,
-		NoLimiter: true,
 	})
 }
