@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"reflect"
 	"regexp"
 	"strings"
@@ -170,5 +171,30 @@ func TestWriteLimits(t *testing.T) {
 		if !regexp.MustCompile(`(?m)` + line).MatchString(got) {
 			t.Errorf("no line %s in:\n%s", line, got)
 		}
+	}
+}
+
+// The README's example of the limits section is valid and means what its
+// text says.
+func TestDocumentedLimitsExample(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(readme), "<!-- limits-example: the tests run this block -->\n```yaml\n")
+	if !ok {
+		t.Fatal("README.md lost its limits-example block")
+	}
+	block, _, _ = strings.Cut(block, "```")
+	c, err := parseConfig([]byte(block), env(nil))
+	if err != nil {
+		t.Fatalf("the README's limits example: %v", err)
+	}
+	want := []peonify.Limit{
+		{Name: "send-email", Type: "send-email", Rate: 20, Period: time.Second, Burst: 5},
+		{Name: "make-report/key", Type: "make-report", PerKey: true, Concurrency: 1, KeyConcurrency: map[string]int{"big-customer": 5}},
+	}
+	if !reflect.DeepEqual(c.limits["sqlite"], want) {
+		t.Errorf("the README's limits example gives %+v", c.limits)
 	}
 }
