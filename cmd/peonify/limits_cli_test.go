@@ -88,7 +88,7 @@ func TestLimitsEndToEnd(t *testing.T) {
 		t.Skip("this build's sqlitestream is not a peonify.Limiter: the rest runs once it is")
 	}
 
-	r := mustRun(t, dir, "", "tasks", "list", "--state", "pending", "--key", "acme", "--json")
+	r := mustRun(t, dir, "", "tasks", "list", "--state", "pending", "--key", "acme", "--json", "-c", "peonify.yaml")
 	var list []taskJSON
 	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil {
 		t.Fatal(err)
@@ -96,7 +96,7 @@ func TestLimitsEndToEnd(t *testing.T) {
 	if len(list) != 3 || list[0].ID != "a1" || list[0].Key != "acme" || list[2].ID != "a3" {
 		t.Fatalf("tasks list --key acme: %s", r)
 	}
-	r = mustRun(t, dir, "", "tasks", "list", "--state", "pending", "--key", "globex")
+	r = mustRun(t, dir, "", "tasks", "list", "--state", "pending", "--key", "globex", "-c", "peonify.yaml")
 	if !regexp.MustCompile(`(?m)^ID +TYPE +KEY +STATE +ATTEMPTS`).MatchString(r.stdout) || !regexp.MustCompile(`(?m)^g1 +slow +globex +pending +0`).MatchString(r.stdout) {
 		t.Errorf("tasks list --key globex shows no key column:\n%s", r)
 	}
