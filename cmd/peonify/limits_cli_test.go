@@ -1,31 +1,47 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/dashboard"
+	"github.com/peonify/peonify/internal/testenv"
+	"github.com/peonify/peonify/streams/pgstream"
+	"github.com/peonify/peonify/streams/redisstream"
 	"github.com/peonify/peonify/streams/sqlitestream"
+	"github.com/redis/go-redis/v9"
 )
 
-// sqliteLimits reports whether this build's sqlitestream enforces limits
-// and stores task keys (the same change brings both).
-func sqliteLimits() bool {
-	_, ok := any((*sqlitestream.Stream)(nil)).(peonify.Limiter)
+// enforcesLimits reports whether this build's stream of a kind enforces
+// limits and stores task keys (the same change brings both).
+func enforcesLimits(kind string) bool {
+	var s any
+	switch kind {
+	case "sqlite":
+		s = (*sqlitestream.Stream)(nil)
+	case "postgres":
+		s = (*pgstream.Stream)(nil)
+	case "redis":
+		s = (*redisstream.Stream)(nil)
+	}
+	_, ok := s.(peonify.Limiter)
 	return ok
 }
 
 // limitsDaemonConfig runs "slow" tasks for 3s each, one at a time per
-// key, on a SQLite store.
+// key, on the store of the entry %s.
 const limitsDaemonConfig = `
 processor:
   shutdown_grace: 1s
   shutdown_timeout: 5s
 streams:
-  - {kind: sqlite, path: p.db}
+  - %s
 tasks:
   slow: {executor: exec, shell: 'sleep 3'}
 limits:
@@ -40,7 +56,7 @@ http:
 // that enforces limits.
 func TestKeyAndLimitsUsage(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, dir, "peonify.yaml", limitsDaemonConfig)
+	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(limitsDaemonConfig, "{kind: sqlite, path: p.db}"))
 	writeFile(t, dir, "nolimits.yaml", "streams:\n  - {kind: sqlite, path: p.db}\ntasks:\n  slow: {executor: exec, shell: 'true'}\n")
 	for _, tc := range []struct {
 		stdin string
@@ -66,26 +82,49 @@ func TestKeyAndLimitsUsage(t *testing.T) {
 }
 
 // The daemon enforces the file's limits, exports them to Prometheus and
-// the dashboard, and `peonify tasks` lists what waits on a key. Without a
-// store that enforces limits, both the daemon and the command say so.
+// the dashboard, and `peonify tasks` lists what waits on a key, on each
+// kind of store that enforces limits. Without a store that enforces
+// limits, both the daemon and the command say so.
 func TestLimitsEndToEnd(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { limitsEndToEnd(t, "sqlite", "{kind: sqlite, path: p.db}", "sqlite") })
+	t.Run("postgres", func(t *testing.T) {
+		url := testenv.URL(t, "postgres")
+		t.Setenv("PEONIFY_CLI_TEST_PG", url)
+		if enforcesLimits("postgres") { // else the run below reports that it does not
+			mustRun(t, t.TempDir(), "", "migrate", "--postgres", url)
+		}
+		queue := fmt.Sprintf("cli_limits_%d", time.Now().UnixNano())
+		limitsEndToEnd(t, "postgres", "{kind: postgres, name: pg, url: '${PEONIFY_CLI_TEST_PG}', queue: "+queue+"}", "pg")
+	})
+	t.Run("redis", func(t *testing.T) {
+		url := testenv.URL(t, "redis")
+		t.Setenv("PEONIFY_CLI_TEST_REDIS", url)
+		queue := fmt.Sprintf("peonify-cli-limits-%d", time.Now().UnixNano())
+		t.Cleanup(func() { deleteRedisQueue(url, queue) })
+		limitsEndToEnd(t, "redis", "{kind: redis, name: rd, url: '${PEONIFY_CLI_TEST_REDIS}', queue: "+queue+"}", "rd")
+	})
+}
+
+// limitsEndToEnd runs the limits of limitsDaemonConfig on the store of
+// entry, a stream of kind named name.
+func limitsEndToEnd(t *testing.T, kind, entry, name string) {
 	dir := t.TempDir()
-	writeFile(t, dir, "peonify.yaml", limitsDaemonConfig)
+	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(limitsDaemonConfig, entry))
 	lines := `{"type": "slow", "id": "a1", "key": "acme"}` + "\n" + `{"type": "slow", "id": "a2", "key": "acme"}` + "\n" +
 		`{"type": "slow", "id": "g1", "key": "globex"}` + "\n"
 	mustRun(t, dir, lines, "enqueue", "-c", "peonify.yaml", "--jsonl")
 	mustRun(t, dir, "", "enqueue", "-c", "peonify.yaml", "--type", "slow", "--id", "a3", "--key", "acme")
 
-	if !sqliteLimits() {
+	if !enforcesLimits(kind) {
 		r := run(t, dir, "", "tasks", "limits", "-c", "peonify.yaml")
-		if r.code != exitFailure || !strings.Contains(r.stderr, `the stream "sqlite" of peonify.yaml cannot report its limits: this build's sqlite store does not enforce limits`) {
-			t.Errorf("tasks limits on a store that does not enforce limits: %s", r)
+		if want := fmt.Sprintf(`the stream %q of peonify.yaml cannot report its limits: this build's %s store does not enforce limits`, name, kind); r.code != exitFailure || !strings.Contains(r.stderr, want) {
+			t.Errorf("tasks limits on a store that does not enforce limits: %s\nwant %q", r, want)
 		}
 		r = run(t, dir, "", "run", "-c", "peonify.yaml")
-		if r.code != exitFailure || !strings.Contains(r.stderr, `the limits section gives stream "sqlite" limits, but this build's sqlite store cannot enforce them`) {
-			t.Errorf("run with limits on a store that does not enforce them: %s", r)
+		if want := fmt.Sprintf(`the limits section gives stream %q limits, but this build's %s store cannot enforce them`, name, kind); r.code != exitFailure || !strings.Contains(r.stderr, want) {
+			t.Errorf("run with limits on a store that does not enforce them: %s\nwant %q", r, want)
 		}
-		t.Skip("this build's sqlitestream is not a peonify.Limiter: the rest runs once it is")
+		t.Skipf("this build's %s stream is not a peonify.Limiter: the rest runs once it is", kind)
 	}
 
 	r := mustRun(t, dir, "", "tasks", "list", "--state", "pending", "--key", "acme", "--json", "-c", "peonify.yaml")
@@ -104,8 +143,8 @@ func TestLimitsEndToEnd(t *testing.T) {
 	d := startDaemon(t, dir, "peonify.yaml")
 	admin := d.listenAddr("serving metrics and health checks")
 	// One task of each key runs; acme's other two wait.
-	inUse := regexp.MustCompile(`(?m)^peonify_limit_in_use\{limit="slow/key",stream="sqlite"\} 2$`)
-	waiting := regexp.MustCompile(`(?m)^peonify_limit_waiting\{limit="slow/key",stream="sqlite"\} 2$`)
+	inUse := regexp.MustCompile(`(?m)^peonify_limit_in_use\{limit="slow/key",stream="` + name + `"\} 2$`)
+	waiting := regexp.MustCompile(`(?m)^peonify_limit_waiting\{limit="slow/key",stream="` + name + `"\} 2$`)
 	var metrics string
 	waitFor(t, "the limit's gauges", func() bool {
 		_, metrics = get(t, admin+"/metrics")
@@ -130,5 +169,22 @@ func TestLimitsEndToEnd(t *testing.T) {
 	}
 	if code, log := d.stop(); code != 0 {
 		t.Errorf("exit %d:\n%s", code, log)
+	}
+	mustRun(t, dir, "", "tasks", "purge", "--state", "pending", "--yes", "-c", "peonify.yaml")
+}
+
+// deleteRedisQueue removes the keys of a Redis queue a test made.
+func deleteRedisQueue(url, queue string) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	keys, _ := c.Keys(ctx, "peonify:*"+queue+"*").Result()
+	if len(keys) > 0 {
+		c.Del(ctx, keys...)
 	}
 }
