@@ -22,5 +22,11 @@ func TestConformance(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = s.Close(context.Background()) })
 		return s
-	}, peonifytest.Features{Lease: lease})
+	}, peonifytest.Features{
+		Lease: lease,
+		// The stream does not store Task.Key nor enforce limits yet: the
+		// suite fails once it does, asking for these flags to go.
+		NoKey:     true,
+		NoLimiter: true,
+	})
 }
