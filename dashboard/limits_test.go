@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -138,5 +139,37 @@ func TestTasksOfAKey(t *testing.T) {
 	wantStatus(t, res, body, http.StatusOK, "")
 	if !strings.Contains(string(body), `"key":"acme"`) {
 		t.Errorf("one task does not show its key: %s", body)
+	}
+}
+
+// With memstream, which enforces limits in its claims, the snapshot shows
+// what really runs and waits, and a key lists its own tasks.
+func TestLimitsOfMemstream(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, dashboard.Config{})
+	if err := f.mem.SetLimits([]peonify.Limit{{Type: "email", PerKey: true, Concurrency: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.mem.Enqueue(ctx, &peonify.Task{ID: "a1", Type: "email", Key: "acme"}, &peonify.Task{ID: "a2", Type: "email", Key: "acme"},
+		&peonify.Task{ID: "a3", Type: "email", Key: "acme"}, &peonify.Task{ID: "g1", Type: "email", Key: "globex"}); err != nil {
+		t.Fatal(err)
+	}
+	if ds, err := f.mem.Poll(ctx, 10); err != nil || len(ds) != 2 {
+		t.Fatalf("claimed %d tasks (%v), want one per key", len(ds), err)
+	}
+	_, body := f.do("GET", "/api/stats", nil, request{})
+	var s dashboard.Snapshot
+	decode(t, body, &s)
+	want := []dashboard.LimitView{{Name: "email/key", InUse: 2, Waiting: 2, Keys: []dashboard.KeyView{
+		{Key: "acme", InUse: 1, Waiting: 2}, {Key: "globex", InUse: 1, Waiting: 0}}}}
+	if !reflect.DeepEqual(s.Stores[0].Limits, want) {
+		t.Errorf("limits %+v, want %+v", s.Stores[0].Limits, want)
+	}
+	res, body := f.do("GET", "/api/stores/mem/tasks?state=pending&key=acme", nil, request{})
+	wantStatus(t, res, body, http.StatusOK, "")
+	var page dashboard.TaskPage
+	decode(t, body, &page)
+	if len(page.Tasks) != 2 || page.Tasks[0].ID != "a2" || page.Tasks[1].ID != "a3" {
+		t.Errorf("pending tasks of key acme: %s", body)
 	}
 }

@@ -158,3 +158,66 @@ func TestLimitTimeoutConfig(t *testing.T) {
 		t.Error("the limit label was taken as a constant label")
 	}
 }
+
+// With memstream, which enforces limits in its claims, the gauges follow
+// what really runs and waits.
+func TestLimitGaugesOfMemstream(t *testing.T) {
+	m, err := peonifyprom.New(peonifyprom.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := peonify.New(peonify.Config{Workers: 4, OnEvent: m.OnEvent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	started := make(chan string, 10)
+	if err := p.AddTaskList(peonify.TaskList{"email": peonify.HandlerFunc(func(ctx context.Context, task *peonify.Task) error {
+		started <- task.Key
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})}); err != nil {
+		t.Fatal(err)
+	}
+	mem := memstream.New(memstream.Config{Name: "mem"})
+	if err := p.AddStream(mem, peonify.Limits(peonify.Limit{Type: "email", PerKey: true, Concurrency: 1})); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Attach(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.AttachLimiter("mem", mem); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
+	ctx := context.Background()
+	if err := mem.Enqueue(ctx, &peonify.Task{Type: "email", Key: "acme"}, &peonify.Task{Type: "email", Key: "acme"},
+		&peonify.Task{Type: "email", Key: "acme"}, &peonify.Task{Type: "email", Key: "globex"}); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	defer func() {
+		close(release)
+		cancel()
+		<-done
+	}()
+	for range 2 {
+		select {
+		case <-started:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the first task of each key did not start")
+		}
+	}
+	inUse := sample(t, reg, "peonify_limit_in_use", "stream", "mem", "limit", "email/key")
+	waiting := sample(t, reg, "peonify_limit_waiting", "stream", "mem", "limit", "email/key")
+	if inUse.GetGauge().GetValue() != 2 || waiting.GetGauge().GetValue() != 2 {
+		t.Errorf("in use %v, waiting %v; want 2 running (one per key) and acme's other 2 waiting", inUse, waiting)
+	}
+}
