@@ -100,6 +100,15 @@ func (c *config) checkLimits(entries []limitEntry) error {
 	return nil
 }
 
+// limitCount returns the number of limits of the file, over every store.
+func (c *config) limitCount() int {
+	n := 0
+	for _, ls := range c.limits {
+		n += len(ls)
+	}
+	return n
+}
+
 // check validates the fields of one entry, at path, with the file's names
 // for them (peonify.Limit.Validate names the Go fields).
 func (le *limitEntry) check(path string) error {

@@ -100,11 +100,7 @@ func (cfg *config) summary() string {
 	if n := len(cfg.periodic); n > 0 {
 		out += fmt.Sprintf("; %d periodic %s", n, plural(n, "task", "tasks"))
 	}
-	n := 0
-	for _, ls := range cfg.limits {
-		n += len(ls)
-	}
-	if n > 0 {
+	if n := cfg.limitCount(); n > 0 {
 		out += fmt.Sprintf("; %d %s", n, plural(n, "limit", "limits"))
 	}
 	if cfg.http.Listen != "" {
@@ -313,7 +309,7 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	cfg, log, p := d.cfg, d.log, d.p
 	log.Info("peonify: running", "config", cfg.path, "streams", strings.Join(cfg.storeNames(), ","),
 		"intakes", strings.Join(d.intakes, ","), "task_types", strings.Join(yamlfile.SortedKeys(cfg.tasks), ","),
-		"workers", p.Stats().Workers, "periodic", len(cfg.periodic))
+		"workers", p.Stats().Workers, "periodic", len(cfg.periodic), "limits", cfg.limitCount())
 
 	// The schedulers stop first, so that none enqueues into a stream the
 	// processor has closed.
