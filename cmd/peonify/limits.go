@@ -247,7 +247,8 @@ type limitJSON struct {
 	Name    string    `json:"name"`
 	Type    string    `json:"type,omitempty"` // empty: every type
 	PerKey  bool      `json:"per_key,omitempty"`
-	Rule    string    `json:"rule"` // what the limit does, in words
+	Local   bool      `json:"local,omitempty"` // in_use counts this process's tasks: none
+	Rule    string    `json:"rule"`            // what the limit does, in words
 	InUse   int       `json:"in_use"`
 	Waiting int       `json:"waiting"`
 	Keys    []keyJSON `json:"keys,omitempty"` // the busiest keys of a per-key limit
@@ -270,7 +271,7 @@ func limitsJSON(limits []peonify.Limit, stats []peonify.LimitStat) []limitJSON {
 	out := make([]limitJSON, 0, len(limits))
 	for _, l := range limits {
 		s := byName[l.Name]
-		lj := limitJSON{Name: l.Name, Type: l.Type, PerKey: l.PerKey, Rule: describeLimit(l), InUse: s.InUse, Waiting: s.Waiting}
+		lj := limitJSON{Name: l.Name, Type: l.Type, PerKey: l.PerKey, Local: l.Local, Rule: describeLimit(l), InUse: s.InUse, Waiting: s.Waiting}
 		for _, k := range s.Keys {
 			lj.Keys = append(lj.Keys, keyJSON(k))
 		}
@@ -285,7 +286,11 @@ func writeLimits(w io.Writer, limits []limitJSON) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "LIMIT\tTYPE\tRULE\tIN USE\tWAITING")
 	for _, l := range limits {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\n", l.Name, cmp.Or(l.Type, "(every type)"), l.Rule, l.InUse, l.Waiting)
+		inUse := strconv.Itoa(l.InUse)
+		if l.Local {
+			inUse = "-" // a local limit counts each processor's own tasks, and this process runs none
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", l.Name, cmp.Or(l.Type, "(every type)"), l.Rule, inUse, l.Waiting)
 		for _, k := range l.Keys {
 			fmt.Fprintf(tw, "  key %s\t\t\t%d\t%d\n", showKey(k.Key), k.InUse, k.Waiting)
 		}
