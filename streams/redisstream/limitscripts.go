@@ -226,9 +226,9 @@ local function hold(eid, typ, key, ends)
     end
   end
 end
--- release gives back the permits of an entry that the caller took out of
+-- freePermits gives back the permits of an entry that the caller took out of
 -- lease, held by holder (default: this consumer).
-local function release(typ, key, holder)
+local function freePermits(typ, key, holder)
   local a = applying(typ, key, holder)
   for i, l in ipairs(a.ls) do
     if holds(l) then
@@ -354,7 +354,7 @@ for _, eid in ipairs(redis.call('ZRANGEBYSCORE', leaseKey, '-inf', now, 'LIMIT',
   else
     requeue(eid, e[1][2])
     local typ, key = about(e[1][2])
-    release(typ, key, holder)
+    freePermits(typ, key, holder)
   end
 end
 if rescue then
@@ -432,7 +432,7 @@ if type(gs) == 'table' and not gs.err then
   end
 end
 if not last then return redis.error_reply('NOGROUP the consumer group of the stream is missing') end
-local es = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', math.max(1000, 2 * want))
+local es = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', math.max(2000, 4 * want))
 if #es > 0 then
   redis.call('SET', lim .. 'mode', '1')
   local base = redis.call('INCRBY', lim .. 'ord', #es) - #es
@@ -655,7 +655,7 @@ if #fresh > 0 then
       for i, l in ipairs(a.ls) do
         if l.r > 0 then redis.call('HINCRBYFLOAT', a.bucket[i], 't', 1) end
       end
-      release(typ, key)
+      freePermits(typ, key)
       redis.call('HDEL', metaKey, f[1])
       redis.call('ZADD', activeKey, 'NX', curTurn(), f[3])
       got[f[1]] = false
@@ -717,7 +717,7 @@ for i = 1, k, 1000 do
   local held = redis.call('ZMSCORE', leaseKey, unpack(eids, i, j))
   for x = i, j do
     local typ, key = ARGV[ackEnd + at[x]], ARGV[ackEnd + n + at[x]]
-    if held[x - i + 1] then release(typ, key) end
+    if held[x - i + 1] then freePermits(typ, key) end
     leaveOrder(ids[x], typ, key)
   end
   redis.call('ZREM', leaseKey, unpack(eids, i, j))
@@ -734,23 +734,27 @@ return k
 // ARGV[13] and ARGV[14] are the task's type and key, ARGV[15] the limits.
 // The task added again keeps its place in its key's order (its ord field);
 // a dead one leaves it.
-var nackLimitedScript = redis.NewScript(luaPrelude + `
+var nackLimitedScript = redis.NewScript(nackLimitedSrc())
+
+func nackLimitedSrc() string {
+	return luaPrelude + `
 local LIMJSON, typ, key = ARGV[15], ARGV[13], ARGV[14]
 ` + limitsLib + `
 local function unhold(eid)
-  if redis.call('ZREM', leaseKey, eid) == 1 then release(typ, key) end
+  if redis.call('ZREM', leaseKey, eid) == 1 then freePermits(typ, key) end
   redis.call('HDEL', metaKey, eid)
 end
 ` + nackBody(map[string]string{
-	"gone": "unhold(eid)\n  leaveOrder(id, typ, key)\n  finish()",
-	"skip": "and f ~= 'ord'",
-	"fields": `local ord = redis.call('HGET', metaKey, eid)
+		"gone": "unhold(eid)\n  leaveOrder(id, typ, key)\n  finish()",
+		"skip": "and f ~= 'ord'",
+		"fields": `local ord = redis.call('HGET', metaKey, eid)
 if ord then
   fields[#fields + 1] = 'ord'
   fields[#fields + 1] = ord
 end`,
-	"done": "unhold(eid)\nif outcome == 'dead' then leaveOrder(id, typ, key) end\nfinish()",
-}))
+		"done": "unhold(eid)\nif outcome == 'dead' then leaveOrder(id, typ, key) end\nfinish()",
+	})
+}
 
 // extendLimitedScript is extendScript for a delivery claimed with limits:
 // ARGV[9] and ARGV[10] are the task's type and key, ARGV[11] the limits
@@ -782,16 +786,16 @@ for _, q in ipairs(redis.call('SMEMBERS', queuesKey)) do
 end
 -- Entries no claim has indexed yet are ready too.
 local gs = redis.pcall('XINFO', 'GROUPS', stream)
+local last = '0-0' -- no group yet: every entry is ready
 if type(gs) == 'table' and not gs.err then
   for _, g in ipairs(gs) do
-    if field(g, 'name') == group then
-      for _, e in ipairs(redis.call('XRANGE', stream, '(' .. field(g, 'last-delivered-id'), '+', 'COUNT', 10000)) do
-        local typ, key = about(e[2])
-        local q = qidFor(typ, key)
-        counts[q] = (counts[q] or 0) + 1
-      end
-    end
+    if field(g, 'name') == group then last = field(g, 'last-delivered-id') end
   end
+end
+for _, e in ipairs(redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 10000)) do
+  local typ, key = about(e[2])
+  local q = qidFor(typ, key)
+  counts[q] = (counts[q] or 0) + 1
 end
 for q, n in pairs(counts) do qs[#qs + 1] = {q, n} end
 local running = {}
