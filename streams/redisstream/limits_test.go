@@ -12,6 +12,7 @@ import (
 
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/internal/streamtest"
+	"github.com/redis/go-redis/v9"
 )
 
 // limited returns a test stream with limits.
@@ -639,5 +640,38 @@ func TestLimitStats(t *testing.T) {
 	}
 	if stats[1].InUse != 0 || stats[1].Waiting != 5 {
 		t.Errorf("rate stats %+v, want InUse 0 (a rate counts no running tasks), Waiting 5", stats[1])
+	}
+}
+
+// TestRemoveLimits: a queue claimed with limits, then without (the limits
+// were removed), delivers every task the limits had indexed.
+func TestRemoveLimits(t *testing.T) {
+	c := testClient(t)
+	s1 := limited(t, Config{RescueInterval: 20 * time.Millisecond}, peonify.Limit{PerKey: true, Concurrency: 1})
+	streamtest.Enqueue(t, s1, keyed("a", "K", "k", 5)...)
+	if err := c.XAdd(streamtest.Context(t), &redis.XAddArgs{Stream: s1.Keys().Stream, Values: []any{"type", "a", "key", "K"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	first := streamtest.Poll(t, s1, 10)
+	if len(first) != 1 {
+		t.Fatalf("with limits: %v", ids(first))
+	}
+	ack(t, s1, first...)
+	s2 := newTestStream(t, c, Config{Prefix: s1.cfg.Prefix, RescueInterval: 20 * time.Millisecond})
+	var got []string
+	deadline := time.Now().Add(5 * time.Second)
+	for len(got) < 5 && time.Now().Before(deadline) {
+		ds := streamtest.Poll(t, s2, 10)
+		for _, d := range ds {
+			got = append(got, d.Task.ID)
+		}
+		ack(t, s2, ds...)
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(got) != 5 {
+		t.Fatalf("without limits, got %v: want the 5 tasks left", got)
+	}
+	if n, err := c.Exists(streamtest.Context(t), s1.Keys().Limits+"mode").Result(); err != nil || n != 0 {
+		t.Errorf("the index is still marked in use: %d, %v", n, err)
 	}
 }

@@ -812,3 +812,46 @@ for _, l in ipairs(LIM) do
 end
 return {qs, running, locals}
 `)
+
+// unlimitScript undoes the index of a queue that was claimed with limits
+// and is now claimed without (the limits were removed): it adds the ready
+// entries of up to ARGV[6] queues again at the end of the stream, past the
+// group's last delivered ID, where XREADGROUP reads them, and deletes the
+// index once it is empty. Entries handed back after their lease ended stay
+// in the group's pending list, where the look for expired leases finds
+// them. It returns how many queues remain, 0 when there is nothing (left)
+// to undo.
+var unlimitScript = redis.NewScript(luaPrelude + `
+if redis.call('EXISTS', lim .. 'mode') == 0 then return 0 end
+local queues = redis.call('SRANDMEMBER', lim .. 'queues', tonumber(ARGV[6]))
+for _, q in ipairs(queues) do
+  local qk = lim .. 'q:' .. q
+  for _, m in ipairs(redis.call('ZRANGE', qk, 0, -1)) do
+    if string.sub(m, 1, 1) ~= 'r' then
+      local e = redis.call('XRANGE', stream, m, m)
+      if #e > 0 then
+        local fs = e[1][2]
+        local id = field(fs, 'id')
+        if not id then
+          id = m
+          fs[#fs + 1] = 'id'
+          fs[#fs + 1] = m
+        end
+        local loc = redis.call('XADD', stream, '*', unpackAll(fs))
+        redis.call('XDEL', stream, m)
+        local cur = redis.call('HGET', tasks, id)
+        if not cur or cur == m then redis.call('HSET', tasks, id, loc) end
+      end
+    end
+  end
+  redis.call('DEL', qk)
+  redis.call('SREM', lim .. 'queues', q)
+end
+local left = redis.call('SCARD', lim .. 'queues')
+if left == 0 then
+  for _, k in ipairs({'mode', 'queues', 'active', 'timed', 'lease', 'meta', 'turn', 'version', 'dirty'}) do
+    redis.call('DEL', lim .. k)
+  end
+end
+return left
+`)

@@ -205,6 +205,7 @@ func (s *Stream) poll(ctx context.Context, limit int, start time.Time) ([]peonif
 	n := len(ds)
 	var err error
 	if rescue {
+		s.unlimit(ctx)
 		var got []peonify.Delivery
 		if got, err = s.claim(ctx, "idle", s.cfg.Lease, limit-len(ds), start); err == nil {
 			ds = append(ds, got...)
