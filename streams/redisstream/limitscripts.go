@@ -111,13 +111,17 @@ local function concFor(l, key)
   if l.c > 0 then return l.c end
   return nil
 end
+-- keyed[typ] (or keyed[''] for every type) is true when a PerKey limit
+-- applies to the tasks of type typ that have a key; anyOrdered whether a
+-- limit is ordered.
+local keyed, anyOrdered = {}, false
+for _, l in ipairs(LIM) do
+  if l.k then keyed[l.t] = true end
+  anyOrdered = anyOrdered or l.o
+end
 -- qidFor returns the queue of a task.
 local function qidFor(typ, key)
-  if key ~= '' then
-    for _, l in ipairs(LIM) do
-      if l.k and (l.t == '' or l.t == typ) then return qidOf(typ, key) end
-    end
-  end
+  if key ~= '' and (keyed[''] or keyed[typ]) then return qidOf(typ, key) end
   return qidOf(typ, '')
 end
 -- splitQid returns the type and key of queue q.
@@ -449,8 +453,8 @@ if #es > 0 then
       fresh[q] = true
       qs[#qs + 1] = q
     end
-    local a = applying(typ, key)
-    if a.ordered then
+    if anyOrdered then
+      local a = applying(typ, key)
       for j, l in ipairs(a.ls) do
         if l.o then redis.call('ZADD', a.live[j], ord, id or eid) end
       end
@@ -491,10 +495,18 @@ end
 -- blocks the whole queue. New entries are claimed together at the end
 -- (fresh); what they took is given back if one was deleted meanwhile.
 local fresh, gone, leases = {}, {}, {}
+local qinfo = {}
+local function queueInfo(q)
+  local i = qinfo[q]
+  if not i then
+    local typ, key = splitQid(q)
+    i = {typ, key, applying(typ, key), lim .. 'q:' .. q}
+    qinfo[q] = i
+  end
+  return i[1], i[2], i[3], i[4]
+end
 local function pick(q)
-  local qk = lim .. 'q:' .. q
-  local typ, key = splitQid(q)
-  local a = applying(typ, key)
+  local typ, key, a, qk = queueInfo(q)
   local ls = a.ls
   while true do
     local counts, buckets = {}, {}
@@ -607,8 +619,7 @@ while #out < want do
   if #batch == 0 then break end
   local fields = {}
   for _, q in ipairs(batch) do
-    local typ, key = splitQid(q)
-    local a = applying(typ, key)
+    local _, _, a = queueInfo(q)
     for i, l in ipairs(a.ls) do
       if holds(l) then
         local fs = fields[a.nk[i]]
