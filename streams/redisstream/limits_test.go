@@ -675,3 +675,45 @@ func TestRemoveLimits(t *testing.T) {
 		t.Errorf("the index is still marked in use: %d, %v", n, err)
 	}
 }
+
+// TestProcessorFairness: a processor drains key A's 2,000 tasks, enqueued
+// first, and key B's 20: B's all finish before A is a tenth through.
+func TestProcessorFairness(t *testing.T) {
+	s := newTestStream(t, testClient(t), Config{})
+	streamtest.Enqueue(t, s, keyed("a", "A", "a", 2000)...)
+	streamtest.Enqueue(t, s, keyed("a", "B", "b", 20)...)
+	var mu sync.Mutex
+	as, bs, asAtB := 0, 0, -1
+	all := make(chan struct{})
+	p, err := peonify.New(peonify.Config{Workers: 10, Logger: streamtest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = p.AddTaskList(peonify.TaskList{"a": peonify.HandlerFunc(func(ctx context.Context, task *peonify.Task) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if task.Key == "A" {
+			as++
+		} else if bs++; bs == 20 {
+			asAtB = as
+		}
+		if as+bs == 2020 {
+			close(all)
+		}
+		return nil
+	})})
+	if err := p.AddStream(s, peonify.Limits(peonify.Limit{PerKey: true, Fair: true})); err != nil {
+		t.Fatal(err)
+	}
+	defer streamtest.Run(t, p)()
+	select {
+	case <-all:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the tasks did not all run")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if asAtB < 0 || asAtB >= 200 {
+		t.Errorf("B's 20 tasks were done after %d of A's: want fewer than 200", asAtB)
+	}
+}

@@ -436,7 +436,9 @@ if type(gs) == 'table' and not gs.err then
   end
 end
 if not last then return redis.error_reply('NOGROUP the consumer group of the stream is missing') end
-local es = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', math.max(2000, 4 * want))
+-- Ten times as many as the claim wants: a key enqueued behind a
+-- backlog is seen before the claims have taken a tenth of it.
+local es = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', math.max(2000, 10 * want))
 if #es > 0 then
   redis.call('SET', lim .. 'mode', '1')
   local base = redis.call('INCRBY', lim .. 'ord', #es) - #es
