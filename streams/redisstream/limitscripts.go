@@ -77,30 +77,36 @@ end
 -- holds reports whether limit l counts running tasks.
 local function holds(l) return l.c > 0 or l.kc ~= nil end
 -- applying returns what the limits that apply to a task of type typ with
--- key key need: ls the limits; for each, f its field in n:<name>, nk
--- n:<name>, s its scope, and park, live and bucket the keys of the scope;
--- ordered whether one is ordered. For Local limits, the field is the
--- holder's consumer name (by default this one).
-local appCache = {}
-local function applying(typ, key, holder)
-  holder = holder or me
-  local ck = #typ .. ':' .. typ .. key .. '\0' .. holder
-  local a = appCache[ck]
+-- key key need: ls the limits, nk for each its n:<name>, pfx the start
+-- of its scopes, and ordered whether one is ordered. It depends only on
+-- the type and whether there is a key: fld and skey add the key.
+local appCache = {[true] = {}, [false] = {}}
+local function applying(typ, key)
+  local byType = appCache[key ~= '']
+  local a = byType[typ]
   if a then return a end
-  a = {ls = {}, f = {}, nk = {}, s = {}, park = {}, live = {}, bucket = {}, ordered = false}
+  a = {ls = {}, nk = {}, pfx = {}, ordered = false}
   for _, l in ipairs(LIM) do
     if (l.t == '' or l.t == typ) and (not l.k or key ~= '') then
       local i = #a.ls + 1
-      local f = ''
-      if l.l then f = holder elseif l.k then f = key end
-      local s = scopeOf(l.n, f)
-      a.ls[i], a.f[i], a.nk[i], a.s[i] = l, f, lim .. 'n:' .. l.n, s
-      a.park[i], a.live[i], a.bucket[i] = lim .. 'park:' .. s, lim .. 'live:' .. s, lim .. 'bucket:' .. s
+      a.ls[i], a.nk[i], a.pfx[i] = l, lim .. 'n:' .. l.n, #l.n .. ':' .. l.n
       a.ordered = a.ordered or l.o
     end
   end
-  appCache[ck] = a
+  byType[typ] = a
   return a
+end
+-- fld returns the field in n:<name> of the i-th limit of a for a task
+-- with key key held by holder (default: this consumer).
+local function fld(a, i, key, holder)
+  local l = a.ls[i]
+  if l.l then return holder or me elseif l.k then return key end
+  return ''
+end
+-- skey returns the key of kind ('park:', 'live:' or 'bucket:') of the
+-- scope of the i-th limit of a for key and holder.
+local function skey(kind, a, i, key, holder)
+  return lim .. kind .. a.pfx[i] .. fld(a, i, key, holder)
 end
 -- concFor returns the concurrency of limit l for key, or nil for none.
 local function concFor(l, key)
@@ -226,18 +232,18 @@ local function hold(eid, typ, key, ends)
   if redis.call('ZADD', leaseKey, ends, eid) == 1 then
     local a = applying(typ, key)
     for i, l in ipairs(a.ls) do
-      if holds(l) then addCount(a.nk[i], a.f[i], 1) end
+      if holds(l) then addCount(a.nk[i], fld(a, i, key), 1) end
     end
   end
 end
 -- freePermits gives back the permits of an entry that the caller took out of
 -- lease, held by holder (default: this consumer).
 local function freePermits(typ, key, holder)
-  local a = applying(typ, key, holder)
+  local a = applying(typ, key)
   for i, l in ipairs(a.ls) do
     if holds(l) then
-      addCount(a.nk[i], a.f[i], -1)
-      if not l.l then reactivate(a.park[i]) end
+      addCount(a.nk[i], fld(a, i, key, holder), -1)
+      if not l.l then reactivate(skey('park:', a, i, key)) end
     end
   end
 end
@@ -247,8 +253,8 @@ local function leaveOrder(id, typ, key)
   local a = applying(typ, key)
   for i, l in ipairs(a.ls) do
     if l.o then
-      redis.call('ZREM', a.live[i], id)
-      reactivate(a.park[i])
+      redis.call('ZREM', skey('live:', a, i, key), id)
+      reactivate(skey('park:', a, i, key))
     end
   end
 end
@@ -276,9 +282,9 @@ local function recount()
       local typ, key = about(e[1][2])
       local holder = nil
       if hasLocal then holder = claimOf(eid) end
-      local a = applying(typ, key, holder)
+      local a = applying(typ, key)
       for i, l in ipairs(a.ls) do
-        if holds(l) then addCount(a.nk[i], a.f[i], 1) end
+        if holds(l) then addCount(a.nk[i], fld(a, i, key, holder), 1) end
       end
     end
   end
@@ -407,7 +413,7 @@ if redis.call('GET', lim .. 'version') ~= version then
         redis.call('SADD', queuesKey, nq)
         local a = applying(typ, key)
         for j, l in ipairs(a.ls) do
-          if l.o then redis.call('ZADD', a.live[j], 'NX', ord, id or eid) end
+          if l.o then redis.call('ZADD', skey('live:', a, j, key), 'NX', ord, id or eid) end
         end
       end
     end
@@ -458,7 +464,7 @@ if #es > 0 then
     if anyOrdered then
       local a = applying(typ, key)
       for j, l in ipairs(a.ls) do
-        if l.o then redis.call('ZADD', a.live[j], ord, id or eid) end
+        if l.o then redis.call('ZADD', skey('live:', a, j, key), ord, id or eid) end
       end
     end
   end
@@ -515,22 +521,23 @@ local function pick(q)
     for i, l in ipairs(ls) do
       local c = concFor(l, key)
       if c then
-        counts[i] = getCount(a.nk[i], a.f[i])
+        counts[i] = getCount(a.nk[i], fld(a, i, key))
         if counts[i] >= c then
           if l.l then return 'skip' end
-          redis.call('SADD', a.park[i], q)
+          redis.call('SADD', skey('park:', a, i, key), q)
           return 'gone'
         end
       end
       if l.r > 0 then
-        local b = redis.call('HMGET', a.bucket[i], 't', 'ts')
+        local bk = skey('bucket:', a, i, key)
+        local b = redis.call('HMGET', bk, 't', 'ts')
         local t = l.b
         if b[1] then t = math.min(l.b, tonumber(b[1]) + (now - tonumber(b[2])) * l.r / l.p) end
         if t < 1 then
           redis.call('ZADD', timedKey, now + math.ceil((1 - t) * l.p / l.r), q)
           return 'gone'
         end
-        buckets[#buckets + 1] = {i, t}
+        buckets[#buckets + 1] = {i, t, bk}
       end
     end
     local m, ord
@@ -543,9 +550,9 @@ local function pick(q)
       m, ord = h[1], tonumber(h[2])
       for i, l in ipairs(ls) do
         if l.o then
-          local head = liveHead(a.live[i])
+          local head = liveHead(skey('live:', a, i, key))
           if head and head < ord then
-            redis.call('SADD', a.park[i], q)
+            redis.call('SADD', skey('park:', a, i, key), q)
             return 'gone'
           end
         end
@@ -592,16 +599,16 @@ local function pick(q)
       leases[#leases + 1] = now + LEASE
       leases[#leases + 1] = eid
       for i, l in ipairs(ls) do
-        if holds(l) then addCount(a.nk[i], a.f[i], 1) end
+        if holds(l) then addCount(a.nk[i], fld(a, i, key), 1) end
       end
       for _, b in ipairs(buckets) do
         local l = ls[b[1]]
-        redis.call('HSET', a.bucket[b[1]], 't', tostring(b[2] - 1), 'ts', now)
-        redis.call('PEXPIRE', a.bucket[b[1]], math.ceil(l.b * l.p / l.r) + 1000)
+        redis.call('HSET', b[3], 't', tostring(b[2] - 1), 'ts', now)
+        redis.call('PEXPIRE', b[3], math.ceil(l.b * l.p / l.r) + 1000)
       end
       for i, l in ipairs(ls) do
         if counts[i] and not l.l and counts[i] + 1 >= concFor(l, key) then
-          redis.call('SADD', a.park[i], q)
+          redis.call('SADD', skey('park:', a, i, key), q)
           return 'gone'
         end
       end
@@ -621,7 +628,7 @@ while #out < want do
   if #batch == 0 then break end
   local fields = {}
   for _, q in ipairs(batch) do
-    local _, _, a = queueInfo(q)
+    local _, key, a = queueInfo(q)
     for i, l in ipairs(a.ls) do
       if holds(l) then
         local fs = fields[a.nk[i]]
@@ -629,7 +636,7 @@ while #out < want do
           fs = {}
           fields[a.nk[i]] = fs
         end
-        fs[#fs + 1] = a.f[i]
+        fs[#fs + 1] = fld(a, i, key)
       end
     end
   end
@@ -666,7 +673,7 @@ if #fresh > 0 then
       local typ, key = splitQid(f[3])
       local a = applying(typ, key)
       for i, l in ipairs(a.ls) do
-        if l.r > 0 then redis.call('HINCRBYFLOAT', a.bucket[i], 't', 1) end
+        if l.r > 0 then redis.call('HINCRBYFLOAT', skey('bucket:', a, i, key), 't', 1) end
       end
       freePermits(typ, key)
       redis.call('HDEL', metaKey, f[1])
@@ -716,11 +723,12 @@ local ackEnd = #ARGV - 1 - 2 * tonumber(ARGV[8])
 if k == 0 then return 0 end
 local fields = {}
 for x = 1, k do
-  local a = applying(ARGV[ackEnd + at[x]], ARGV[ackEnd + n + at[x]])
+  local key = ARGV[ackEnd + n + at[x]]
+  local a = applying(ARGV[ackEnd + at[x]], key)
   for i, l in ipairs(a.ls) do
     if holds(l) then
       fields[a.nk[i]] = fields[a.nk[i]] or {}
-      table.insert(fields[a.nk[i]], a.f[i])
+      table.insert(fields[a.nk[i]], fld(a, i, key))
     end
   end
 end
