@@ -717,3 +717,28 @@ func TestProcessorFairness(t *testing.T) {
 		t.Errorf("B's 20 tasks were done after %d of A's: want fewer than 200", asAtB)
 	}
 }
+
+// TestPerKeyAcrossTypes: a PerKey limit of every type, beside a limit of
+// one type, counts a key's tasks of every type together; an ack of one
+// type frees the key for the other.
+func TestPerKeyAcrossTypes(t *testing.T) {
+	s := limited(t, Config{}, peonify.Limit{PerKey: true, Concurrency: 1}, peonify.Limit{Type: "b", Concurrency: 100})
+	streamtest.Enqueue(t, s, keyed("a", "K", "a", 1)...)
+	streamtest.Enqueue(t, s, keyed("b", "K", "b", 2)...)
+	streamtest.Enqueue(t, s, keyed("b", "L", "l", 1)...)
+	ds := streamtest.Poll(t, s, 10)
+	if got := ids(ds); !slices.Equal(got, []string{"a-0", "l-0"}) && !slices.Equal(got, []string{"l-0", "a-0"}) {
+		t.Fatalf("first poll %v, want one task of each key", got)
+	}
+	if more := streamtest.Poll(t, s, 10); len(more) != 0 {
+		t.Fatalf("claimed %v while key K is at its limit", ids(more))
+	}
+	for _, d := range ds {
+		if d.Task.ID == "a-0" {
+			ack(t, s, d)
+		}
+	}
+	if got := ids(streamtest.Poll(t, s, 10)); !slices.Equal(got, []string{"b-0"}) {
+		t.Errorf("after a-0's ack: %v, want [b-0]", got)
+	}
+}

@@ -119,16 +119,24 @@ local function concFor(l, key)
 end
 -- keyed[typ] (or keyed[''] for every type) is true when a PerKey limit
 -- applies to the tasks of type typ that have a key; anyOrdered whether a
--- limit is ordered.
-local keyed, anyOrdered = {}, false
+-- limit is ordered; typeless whether no limit has a type, and then
+-- queues are per key only. A PerKey limit is direct (l.d) when each of
+-- its scopes holds one queue only (it has a type, or no limit has): a
+-- queue it holds is not parked in a set, and a permit it frees makes the
+-- queue of its task active again.
+local keyed, anyOrdered, typeless = {}, false, true
 for _, l in ipairs(LIM) do
   if l.k then keyed[l.t] = true end
   anyOrdered = anyOrdered or l.o
+  typeless = typeless and l.t == ''
 end
+for _, l in ipairs(LIM) do l.d = l.k and (l.t ~= '' or typeless) end
 -- qidFor returns the queue of a task.
 local function qidFor(typ, key)
-  if key ~= '' and (keyed[''] or keyed[typ]) then return qidOf(typ, key) end
-  return qidOf(typ, '')
+  local t = typ
+  if typeless then t = '' end
+  if key ~= '' and (keyed[''] or keyed[typ]) then return qidOf(t, key) end
+  return qidOf(t, '')
 end
 -- splitQid returns the type and key of queue q.
 local function splitQid(q)
@@ -243,7 +251,11 @@ local function freePermits(typ, key, holder)
   for i, l in ipairs(a.ls) do
     if holds(l) then
       addCount(a.nk[i], fld(a, i, key, holder), -1)
-      if not l.l then reactivate(skey('park:', a, i, key)) end
+      if l.d then
+        freed[#freed + 1] = qidFor(typ, key)
+      elseif not l.l then
+        reactivate(skey('park:', a, i, key))
+      end
     end
   end
 end
@@ -254,7 +266,7 @@ local function leaveOrder(id, typ, key)
   for i, l in ipairs(a.ls) do
     if l.o then
       redis.call('ZREM', skey('live:', a, i, key), id)
-      reactivate(skey('park:', a, i, key))
+      if l.d then freed[#freed + 1] = qidFor(typ, key) else reactivate(skey('park:', a, i, key)) end
     end
   end
 end
@@ -524,7 +536,7 @@ local function pick(q)
         counts[i] = getCount(a.nk[i], fld(a, i, key))
         if counts[i] >= c then
           if l.l then return 'skip' end
-          redis.call('SADD', skey('park:', a, i, key), q)
+          if not l.d then redis.call('SADD', skey('park:', a, i, key), q) end
           return 'gone'
         end
       end
@@ -552,7 +564,7 @@ local function pick(q)
         if l.o then
           local head = liveHead(skey('live:', a, i, key))
           if head and head < ord then
-            redis.call('SADD', skey('park:', a, i, key), q)
+            if not l.d then redis.call('SADD', skey('park:', a, i, key), q) end
             return 'gone'
           end
         end
@@ -608,7 +620,7 @@ local function pick(q)
       end
       for i, l in ipairs(ls) do
         if counts[i] and not l.l and counts[i] + 1 >= concFor(l, key) then
-          redis.call('SADD', skey('park:', a, i, key), q)
+          if not l.d then redis.call('SADD', skey('park:', a, i, key), q) end
           return 'gone'
         end
       end
@@ -739,7 +751,7 @@ for i = 1, k, 1000 do
   for x = i, j do
     local typ, key = ARGV[ackEnd + at[x]], ARGV[ackEnd + n + at[x]]
     if held[x - i + 1] then freePermits(typ, key) end
-    leaveOrder(ids[x], typ, key)
+    if anyOrdered then leaveOrder(ids[x], typ, key) end
   end
   redis.call('ZREM', leaseKey, unpack(eids, i, j))
   redis.call('HDEL', metaKey, unpack(eids, i, j))
