@@ -460,7 +460,7 @@ local es = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', math.max(2000
 if #es > 0 then
   redis.call('SET', lim .. 'mode', '1')
   local base = redis.call('INCRBY', lim .. 'ord', #es) - #es
-  local metas, fresh, qs = {}, {}, {}
+  local metas, byQueue, qs = {}, {}, {}
   for i, e in ipairs(es) do
     local eid = e[1]
     local typ, key, ord, id = about(e[2])
@@ -468,16 +468,24 @@ if #es > 0 then
     metas[#metas + 1] = eid
     metas[#metas + 1] = ord
     local q = qidFor(typ, key)
-    redis.call('ZADD', lim .. 'q:' .. q, ord, eid)
-    if not fresh[q] then
-      fresh[q] = true
+    local adds = byQueue[q]
+    if not adds then
+      adds = {}
+      byQueue[q] = adds
       qs[#qs + 1] = q
     end
+    adds[#adds + 1] = ord
+    adds[#adds + 1] = eid
     if anyOrdered then
       local a = applying(typ, key)
       for j, l in ipairs(a.ls) do
         if l.o then redis.call('ZADD', skey('live:', a, j, key), ord, id or eid) end
       end
+    end
+  end
+  for q, adds in pairs(byQueue) do
+    for i = 1, #adds, 1000 do
+      redis.call('ZADD', lim .. 'q:' .. q, unpack(adds, i, math.min(i + 999, #adds)))
     end
   end
   for i = 1, #metas, 1000 do
