@@ -742,3 +742,21 @@ func TestPerKeyAcrossTypes(t *testing.T) {
 		t.Errorf("after a-0's ack: %v, want [b-0]", got)
 	}
 }
+
+// TestChangeLimits: a processor with other limits re-indexes the ready
+// tasks and counts the running ones under its own.
+func TestChangeLimits(t *testing.T) {
+	c := testClient(t)
+	s1 := limited(t, Config{}, peonify.Limit{PerKey: true, Concurrency: 1})
+	streamtest.Enqueue(t, s1, keyed("a", "K", "k", 4)...)
+	if got := ids(streamtest.Poll(t, s1, 10)); !slices.Equal(got, []string{"k-0"}) {
+		t.Fatalf("under the first limits: %v", got)
+	}
+	s2 := newTestStream(t, c, Config{Prefix: s1.cfg.Prefix})
+	if err := s2.SetLimits([]peonify.Limit{{PerKey: true, Type: "a", Concurrency: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(streamtest.Poll(t, s2, 10)); !slices.Equal(got, []string{"k-1", "k-2"}) {
+		t.Fatalf("under the new limits: %v, want [k-1 k-2] (k-0 runs and counts)", got)
+	}
+}

@@ -11,7 +11,8 @@ import "github.com/redis/go-redis/v9"
 // limit that applies admits them. The keys, all under KEYS[5]:
 //
 //	mode        set once a claim with limits has indexed entries
-//	version     a hash of the limits the ready queues were indexed for
+//	version     a hash of the limits the running tasks were counted for
+//	layout      a hash of what the ready queues were indexed for
 //	ord         counter: the place of each task in its key's order
 //	meta        hash: entry ID -> its place (ord)
 //	q:<q>       sorted set: ready entries of queue q, scored by place
@@ -307,9 +308,10 @@ end
 // with leases of ARGV[7] ms. ARGV[9] is '1' to also look for entries whose
 // lease ended without being indexed, count the running tasks again and
 // look at every held queue; ARGV[10] '1' to first take back this
-// consumer's own entries, except those listed from ARGV[12] on. ARGV[11]
-// is the version of the limits: when it changes, the ready queues are
-// indexed again. It returns {{entry ID, fields, delivery count}..., how
+// consumer's own entries, except those listed from ARGV[13] on. ARGV[11]
+// is the version of the limits: when it changes, the running tasks are
+// counted again; ARGV[12] that of what the index depends on: when it
+// changes, the ready queues are indexed again. It returns {{entry ID, fields, delivery count}..., how
 // many of them were this consumer's own, ms until a held queue may be
 // free (a rate token or a lease end; -1: none)}.
 //
@@ -317,7 +319,7 @@ end
 // handed back after its lease ended, which its holder may still extend.
 var claimLimitedScript = redis.NewScript(luaPrelude + `
 local LIMJSON, LEASE = ARGV[6], tonumber(ARGV[7])
-local want, rescue, own, version = tonumber(ARGV[8]), ARGV[9] == '1', ARGV[10] == '1', ARGV[11]
+local want, rescue, own, version, layout = tonumber(ARGV[8]), ARGV[9] == '1', ARGV[10] == '1', ARGV[11], ARGV[12]
 ` + limitsLib + `
 local now = nowMs()
 local out = {}
@@ -325,7 +327,7 @@ local sweep, again = rescue, rescue
 -- Take back this consumer's own entries.
 if own then
   local skip = {}
-  for i = 12, #ARGV do skip[ARGV[i]] = true end
+  for i = 13, #ARGV do skip[ARGV[i]] = true end
   local from = '-'
   while #out < want do
     local page = redis.pcall('XPENDING', stream, group, from, '+', 1000, me)
@@ -407,8 +409,14 @@ if redis.call('GET', lim .. 'dirty') then
   sweep = true
 end
 if redis.call('GET', lim .. 'version') ~= version then
-  -- The limits changed: index the ready entries again, since which
-  -- queue a task belongs to, and which keys are ordered, depend on them.
+  -- The limits changed: count the running tasks again.
+  redis.call('SET', lim .. 'version', version)
+  again, sweep = true, true
+end
+if redis.call('GET', lim .. 'layout') ~= layout then
+  -- What the index depends on changed: index the ready entries again,
+  -- since which queue a task belongs to, and which keys are ordered,
+  -- depend on it.
   for _, q in ipairs(redis.call('SMEMBERS', queuesKey)) do
     local qk = lim .. 'q:' .. q
     local members = redis.call('ZRANGE', qk, 0, -1, 'WITHSCORES')
@@ -430,8 +438,8 @@ if redis.call('GET', lim .. 'version') ~= version then
       end
     end
   end
-  redis.call('SET', lim .. 'version', version)
-  again, sweep = true, true
+  redis.call('SET', lim .. 'layout', layout)
+  sweep = true
 end
 if again then recount() end
 if sweep then
@@ -890,7 +898,7 @@ for _, q in ipairs(queues) do
 end
 local left = redis.call('SCARD', lim .. 'queues')
 if left == 0 then
-  for _, k in ipairs({'mode', 'queues', 'active', 'timed', 'lease', 'meta', 'turn', 'version', 'dirty'}) do
+  for _, k in ipairs({'mode', 'queues', 'active', 'timed', 'lease', 'meta', 'turn', 'version', 'layout', 'dirty'}) do
     redis.call('DEL', lim .. k)
   end
 end
