@@ -278,6 +278,46 @@ local function finish()
   flushFreed()
   if woke then redis.call('XADD', lim .. 'wake', 'MAXLEN', '~', 16, '*', 'w', '1') end
 end
+-- index puts new entries in their ready queues: list holds {entry ID,
+-- type, key, place or nil, task ID or nil}, in stream order. The caller
+-- moves the group's last delivered ID past them.
+local function index(list)
+  redis.call('SET', lim .. 'mode', '1')
+  local base = redis.call('INCRBY', lim .. 'ord', #list) - #list
+  local metas, byQueue, qs = {}, {}, {}
+  for i, x in ipairs(list) do
+    local eid, typ, key, ord, id = x[1], x[2], x[3], x[4] or base + i, x[5]
+    metas[#metas + 1] = eid
+    metas[#metas + 1] = ord
+    local q = qidFor(typ, key)
+    local adds = byQueue[q]
+    if not adds then
+      adds = {}
+      byQueue[q] = adds
+      qs[#qs + 1] = q
+    end
+    adds[#adds + 1] = ord
+    adds[#adds + 1] = eid
+    if anyOrdered then
+      local a = applying(typ, key)
+      for j, l in ipairs(a.ls) do
+        if l.o then redis.call('ZADD', skey('live:', a, j, key), ord, id or eid) end
+      end
+    end
+  end
+  for q, adds in pairs(byQueue) do
+    for i = 1, #adds, 1000 do
+      redis.call('ZADD', lim .. 'q:' .. q, unpack(adds, i, math.min(i + 999, #adds)))
+    end
+  end
+  for i = 1, #metas, 1000 do
+    redis.call('HSET', metaKey, unpack(metas, i, math.min(i + 999, #metas)))
+  end
+  for i = 1, #qs, 1000 do
+    redis.call('SADD', queuesKey, unpack(qs, i, math.min(i + 999, #qs)))
+  end
+  activate(qs)
+end
 -- recount counts the entries of lease again into n:<name>, from scratch.
 local function recount()
   local hasLocal = false
@@ -466,43 +506,12 @@ if not last then return redis.error_reply('NOGROUP the consumer group of the str
 -- backlog is seen before the claims have taken a tenth of it.
 local es = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', math.max(2000, 10 * want))
 if #es > 0 then
-  redis.call('SET', lim .. 'mode', '1')
-  local base = redis.call('INCRBY', lim .. 'ord', #es) - #es
-  local metas, byQueue, qs = {}, {}, {}
+  local list = {}
   for i, e in ipairs(es) do
-    local eid = e[1]
     local typ, key, ord, id = about(e[2])
-    ord = ord or base + i
-    metas[#metas + 1] = eid
-    metas[#metas + 1] = ord
-    local q = qidFor(typ, key)
-    local adds = byQueue[q]
-    if not adds then
-      adds = {}
-      byQueue[q] = adds
-      qs[#qs + 1] = q
-    end
-    adds[#adds + 1] = ord
-    adds[#adds + 1] = eid
-    if anyOrdered then
-      local a = applying(typ, key)
-      for j, l in ipairs(a.ls) do
-        if l.o then redis.call('ZADD', skey('live:', a, j, key), ord, id or eid) end
-      end
-    end
+    list[i] = {e[1], typ, key, ord, id}
   end
-  for q, adds in pairs(byQueue) do
-    for i = 1, #adds, 1000 do
-      redis.call('ZADD', lim .. 'q:' .. q, unpack(adds, i, math.min(i + 999, #adds)))
-    end
-  end
-  for i = 1, #metas, 1000 do
-    redis.call('HSET', metaKey, unpack(metas, i, math.min(i + 999, #metas)))
-  end
-  for i = 1, #qs, 1000 do
-    redis.call('SADD', queuesKey, unpack(qs, i, math.min(i + 999, #qs)))
-  end
-  activate(qs)
+  index(list)
   redis.call('XGROUP', 'SETID', stream, group, es[#es][1])
 end
 
