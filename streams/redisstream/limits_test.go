@@ -760,3 +760,45 @@ func TestChangeLimits(t *testing.T) {
 		t.Fatalf("under the new limits: %v, want [k-1 k-2] (k-0 runs and counts)", got)
 	}
 }
+
+// TestLimitsOfEveryTask: a concurrency, Local or rate limit of every type
+// stops the claim when it is exhausted, whatever the keys, and its freed
+// permit or next token brings the next task.
+func TestLimitsOfEveryTask(t *testing.T) {
+	for _, lim := range []peonify.Limit{{Concurrency: 2}, {Concurrency: 2, Local: true}} {
+		s := limited(t, Config{}, lim, peonify.Limit{PerKey: true, Concurrency: 1})
+		for k := range 5 {
+			streamtest.Enqueue(t, s, keyed("a", fmt.Sprint("K", k), fmt.Sprint("k", k), 2)...)
+		}
+		ds := streamtest.Poll(t, s, 10)
+		if len(ds) != 2 {
+			t.Fatalf("%s: first poll %v, want 2", lim.Name, ids(ds))
+		}
+		if more := streamtest.Poll(t, s, 10); len(more) != 0 {
+			t.Fatalf("%s: claimed %v beyond the limit", lim.Name, ids(more))
+		}
+		ack(t, s, ds[0])
+		if got := streamtest.Poll(t, s, 10); len(got) != 1 {
+			t.Fatalf("%s: after an ack: %v, want one task", lim.Name, ids(got))
+		}
+	}
+
+	s := limited(t, Config{}, peonify.Limit{Rate: 20, Burst: 2}, peonify.Limit{PerKey: true, Fair: true})
+	if err := s.Start(streamtest.Context(t)); err != nil {
+		t.Fatal(err)
+	}
+	for k := range 5 {
+		streamtest.Enqueue(t, s, keyed("a", fmt.Sprint("K", k), fmt.Sprint("k", k), 2)...)
+	}
+	if ds := streamtest.Poll(t, s, 10); len(ds) != 2 {
+		t.Fatalf("rate: first poll %v, want the burst of 2", ids(ds))
+	}
+	select {
+	case <-s.Wake():
+	case <-time.After(time.Second):
+		t.Fatal("rate: no Wake when the next token fell due")
+	}
+	if ds := streamtest.PollUntil(t, s, 10, time.Second); len(ds) != 1 {
+		t.Errorf("rate: after the wake: %v, want one task", ids(ds))
+	}
+}

@@ -252,6 +252,7 @@ local function freePermits(typ, key, holder)
   for i, l in ipairs(a.ls) do
     if holds(l) then
       addCount(a.nk[i], fld(a, i, key, holder), -1)
+      if l.t == '' and not l.k and not l.l then woke = true end
       if l.d then
         freed[#freed + 1] = qidFor(typ, key)
       elseif not l.l then
@@ -534,12 +535,17 @@ end
 
 -- pick claims the first task of queue q if every limit admits it. It
 -- returns 'took', 'gone' (q leaves active: it is empty or held; the
--- caller takes it out) or 'skip' (q is held by a Local limit, for this
--- claim only). Every task of q has q's type and, if a PerKey limit
+-- caller takes it out), 'skip' (q is held by a Local limit, for this
+-- claim only) or 'stop' (a limit of every task is exhausted: nothing can
+-- be claimed; stopAt is when its next rate token is due, if that is what
+-- held it). Queues are not parked on a limit of every task: the claim
+-- stops instead, so a freed permit of such a limit need not make every
+-- queue active again. Every task of q has q's type and, if a PerKey limit
 -- applies to it, q's key: the limits are those of q, so a blocked head
 -- blocks the whole queue. New entries are claimed together at the end
 -- (fresh); what they took is given back if one was deleted meanwhile.
 local fresh, gone, leases = {}, {}, {}
+local stopAt = nil
 local qinfo = {}
 local function queueInfo(q)
   local i = qinfo[q]
@@ -560,6 +566,7 @@ local function pick(q)
       if c then
         counts[i] = getCount(a.nk[i], fld(a, i, key))
         if counts[i] >= c then
+          if l.t == '' and not l.k then return 'stop' end
           if l.l then return 'skip' end
           if not l.d then redis.call('SADD', skey('park:', a, i, key), q) end
           return 'gone'
@@ -571,7 +578,12 @@ local function pick(q)
         local t = l.b
         if b[1] then t = math.min(l.b, tonumber(b[1]) + (now - tonumber(b[2])) * l.r / l.p) end
         if t < 1 then
-          redis.call('ZADD', timedKey, now + math.ceil((1 - t) * l.p / l.r), q)
+          local at = now + math.ceil((1 - t) * l.p / l.r)
+          if l.t == '' and not l.k then
+            stopAt = at
+            return 'stop'
+          end
+          redis.call('ZADD', timedKey, at, q)
           return 'gone'
         end
         buckets[#buckets + 1] = {i, t, bk}
@@ -678,12 +690,18 @@ while #out < want do
     end
   end
   for nk, fs in pairs(fields) do prefetch(nk, fs) end
+  local stop = false
   for _, q in ipairs(batch) do
     if #out >= want then break end
     local r = pick(q)
+    if r == 'stop' then
+      stop = true
+      break
+    end
     if r ~= 'took' then skipped = skipped + 1 end
     if r == 'gone' then gone[#gone + 1] = q end
   end
+  if stop then break end
 end
 for i = 1, #gone, 1000 do
   redis.call('ZREM', activeKey, unpack(gone, i, math.min(i + 999, #gone)))
@@ -736,6 +754,7 @@ end
 if turn then redis.call('SET', lim .. 'turn', turn) end
 finish()
 local wait = -1
+if stopAt then wait = math.max(stopAt - now, 0) end
 if #out < want then
   for _, k in ipairs({timedKey, leaseKey}) do
     local first = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
