@@ -802,3 +802,17 @@ func TestLimitsOfEveryTask(t *testing.T) {
 		t.Errorf("rate: after the wake: %v, want one task", ids(ds))
 	}
 }
+
+// TestCountsUnderLimits: the Inspector counts held tasks as pending.
+func TestCountsUnderLimits(t *testing.T) {
+	s := limited(t, Config{}, peonify.Limit{PerKey: true, Concurrency: 1})
+	streamtest.Enqueue(t, s, keyed("a", "K", "k", 3)...)
+	streamtest.Poll(t, s, 10)
+	counts, err := s.Counts(streamtest.Context(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts[peonify.StateRunning] != 1 || counts[peonify.StatePending] != 2 {
+		t.Errorf("Counts = %v, want 1 running and 2 pending", counts)
+	}
+}
