@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -231,4 +232,111 @@ func BenchmarkIdlePickup(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[min(len(lat)*99/100, len(lat)-1)].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkLimits compares the throughput of claims under limits with the
+// same run unlimited: 20,000 tasks over 1,000 keys, with a PerKey
+// Concurrency 1 limit or none. Each op is one run of both. It reports the
+// tasks/s of each and their ratio (the goal is at least 0.5), and, steadier
+// on a shared machine, the CPU time per task of this process and of the
+// Redis server for each, and the ratio of their sums (cpu-ratio:
+// unlimited CPU per task over limited). "poll" claims and acks batches of
+// 100 directly on the stream, the stream's own cost; "processor" drains
+// with a Processor of 50 workers and a no-op handler, what users see.
+func BenchmarkLimits(b *testing.B) {
+	const tasks, keys = 20000, 1000
+	limit := peonify.Limit{PerKey: true, Concurrency: 1}
+	backlog := func(b *testing.B, s *Stream) {
+		ctx := context.Background()
+		for i := 0; i < tasks; i += 1000 {
+			batch := make([]*peonify.Task, 1000)
+			for j := range batch {
+				batch[j] = &peonify.Task{Type: streamtest.BenchType, Key: "tenant-" + strconv.Itoa((i+j)%keys), Payload: benchPayload}
+			}
+			if err := s.Enqueue(ctx, batch...); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	type result struct{ rate, client, server, perPoll float64 }
+	measure := func(client redis.UniversalClient, drain func()) result {
+		proc, server := streamtest.CPUTime().Seconds(), serverCPU(client)
+		start := time.Now()
+		drain()
+		return result{
+			rate:   tasks / time.Since(start).Seconds(),
+			client: (streamtest.CPUTime().Seconds() - proc) * 1e6 / tasks,
+			server: (serverCPU(client) - server) * 1e6 / tasks,
+		}
+	}
+	pollRun := func(b *testing.B, limits ...peonify.Limit) result {
+		client := testClient(b)
+		s := newTestStream(b, client, Config{DedupWindow: -1})
+		if err := s.SetLimits(limits); err != nil {
+			b.Fatal(err)
+		}
+		backlog(b, s)
+		return measure(client, func() { streamtest.PollAck(b, s, tasks, 100) })
+	}
+	drainRun := func(b *testing.B, limits ...peonify.Limit) result {
+		client := testClient(b)
+		s := newTestStream(b, client, Config{DedupWindow: -1})
+		backlog(b, s)
+		var done atomic.Int64
+		all := make(chan struct{})
+		p, err := peonify.New(peonify.Config{Workers: 50, Logger: slog.New(slog.DiscardHandler),
+			OnEvent: func(e peonify.Event) {
+				if e.Kind == peonify.EventSucceeded && done.Add(1) == tasks {
+					close(all)
+				}
+			}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = p.AddTaskList(peonify.TaskList{streamtest.BenchType: peonify.HandlerFunc(func(context.Context, *peonify.Task) error { return nil })})
+		var opts []peonify.StreamOption
+		if len(limits) > 0 {
+			opts = append(opts, peonify.Limits(limits...))
+		}
+		if err := p.AddStream(s, opts...); err != nil {
+			b.Fatal(err)
+		}
+		var stop func()
+		r := measure(client, func() {
+			stop = streamtest.Run(b, p)
+			<-all
+		})
+		if st := p.Stats(); len(st.Streams) == 1 && st.Streams[0].Polls > 0 {
+			r.perPoll = float64(st.Polled) / float64(st.Streams[0].Polls)
+		}
+		stop()
+		return r
+	}
+	for _, mode := range []struct {
+		name string
+		run  func(*testing.B, ...peonify.Limit) result
+	}{{"poll", pollRun}, {"processor", drainRun}} {
+		b.Run(mode.name, func(b *testing.B) {
+			var u, l result
+			for range b.N {
+				ur, lr := mode.run(b), mode.run(b, limit)
+				u.rate, u.client, u.server = u.rate+ur.rate, u.client+ur.client, u.server+ur.server
+				l.rate, l.client, l.server = l.rate+lr.rate, l.client+lr.client, l.server+lr.server
+				u.perPoll, l.perPoll = u.perPoll+ur.perPoll, l.perPoll+lr.perPoll
+			}
+			n := float64(b.N)
+			b.ReportMetric(u.rate/n, "unlimited-tasks/s")
+			b.ReportMetric(l.rate/n, "perkey-tasks/s")
+			b.ReportMetric(l.rate/u.rate, "ratio")
+			b.ReportMetric(u.client/n, "unlimited-client-µs/task")
+			b.ReportMetric(u.server/n, "unlimited-redis-µs/task")
+			b.ReportMetric(l.client/n, "perkey-client-µs/task")
+			b.ReportMetric(l.server/n, "perkey-redis-µs/task")
+			b.ReportMetric((u.client+u.server)/(l.client+l.server), "cpu-ratio")
+			if u.perPoll > 0 {
+				b.ReportMetric(u.perPoll/n, "unlimited-tasks/poll")
+				b.ReportMetric(l.perPoll/n, "perkey-tasks/poll")
+			}
+		})
+	}
 }

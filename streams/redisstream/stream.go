@@ -18,8 +18,14 @@ import (
 const maxBatch = 10000
 
 // MaxPoll returns the most tasks one Poll returns, so that the processor
-// asks for no more (peonify.PollLimiter).
-func (s *Stream) MaxPoll() int { return maxBatch }
+// asks for no more (peonify.PollLimiter): 10,000, or 1,000 with limits,
+// whose claims do more work per task.
+func (s *Stream) MaxPoll() int {
+	if s.lim.Load() != nil {
+		return maxLimitedBatch
+	}
+	return maxBatch
+}
 
 // promoteEvery is how often Poll at most moves due scheduled tasks into
 // the stream, and promoteLimit how many it moves at once.
@@ -34,8 +40,9 @@ const forgetIdle = time.Hour
 
 // Stream is a Peonify stream on a Redis stream: one named queue, shared
 // by any number of processors through a consumer group. It implements
-// peonify.Stream, Extender, Waker, Starter, Enqueuer, Inspector and
-// PollLimiter.
+// peonify.Stream, Extender, Waker, Starter, Enqueuer, Inspector,
+// PollLimiter and Limiter (see "Flow control" in the package
+// documentation).
 //
 // A Stream used only to enqueue or polled without Start starts nothing in
 // the background. Start starts, until Close, a goroutine that waits for new
@@ -54,6 +61,7 @@ type Stream struct {
 	wake  chan struct{} // Wake's channel
 	armed chan struct{} // a Poll came back short: the watcher should look for work
 
+	lim         atomic.Pointer[limitSet] // nil: no limits
 	closed      atomic.Bool
 	readOwn     atomic.Bool  // take back this consumer's own pending entries first
 	started     atomic.Bool  // the first Poll ran its start-up work
@@ -67,6 +75,7 @@ type Stream struct {
 	stop     func()            // stops the watcher; nil if it never started
 	dueAt    time.Time         // when dueTimer fires; zero if it is not set
 	dueTimer *time.Timer       // fires Wake when a task this stream scheduled is due
+	wakeID   string            // the last entry of the limits' wake stream the watcher saw; only the watcher uses it
 	bg       streamkit.Group   // the watcher
 }
 
@@ -99,7 +108,7 @@ func New(client redis.UniversalClient, cfg Config) (*Stream, error) {
 		client:   client,
 		cfg:      cfg,
 		keys:     keys,
-		skeys:    []string{keys.Stream, keys.Schedule, keys.Dead, keys.Tasks},
+		skeys:    []string{keys.Stream, keys.Schedule, keys.Dead, keys.Tasks, keys.Limits},
 		head:     []any{keys.Seen, keys.Unique, keys.Scheduled, Group, cfg.Consumer},
 		read:     []string{keys.Stream, ">"},
 		wake:     make(chan struct{}, 1),
@@ -141,7 +150,13 @@ func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error
 		// Tidy the group of consumers that died long ago holding nothing.
 		_ = s.run(ctx, forgetScript, forgetIdle.Milliseconds()).Err()
 	}
-	ds, err := s.poll(ctx, limit, start)
+	var ds []peonify.Delivery
+	var err error
+	if ls := s.lim.Load(); ls != nil {
+		ds, err = s.pollLimited(ctx, ls, limit, start)
+	} else {
+		ds, err = s.poll(ctx, limit, start)
+	}
 	if err != nil {
 		// A failed read may have claimed entries whose reply was lost: take
 		// them back first next time.
@@ -192,6 +207,7 @@ func (s *Stream) poll(ctx context.Context, limit int, start time.Time) ([]peonif
 	n := len(ds)
 	var err error
 	if rescue {
+		s.unlimit(ctx)
 		var got []peonify.Delivery
 		if got, err = s.claim(ctx, "idle", s.cfg.Lease, limit-len(ds), start); err == nil {
 			ds = append(ds, got...)
@@ -357,9 +373,17 @@ func ref(d peonify.Delivery) string {
 // still running or not yet delivered. A delivery whose lease was lost (its entry is no longer this
 // consumer's with the same delivery count), or that was already acked, is
 // silently ignored.
+//
+// With limits (see SetLimits) the entries are deleted one by one, since
+// ready entries sit below the group's last delivered ID, and the permits
+// the tasks held are freed in the same script: Wake fires, here and, through
+// their watchers, in the other processes.
 func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	if s.closed.Load() {
 		return peonify.ErrClosed
+	}
+	if ls := s.lim.Load(); ls != nil {
+		return s.ackLimited(ctx, ls, ds)
 	}
 	eids := make([]string, 0, len(ds))
 	var uniques []any
@@ -409,6 +433,8 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 // schedule (Released does not count the attempt); OutcomeDead moves it to
 // the dead stream with opts.Reason as its last error. A nack of a lost
 // lease changes nothing and returns an error wrapping peonify.ErrLeaseLost.
+// With limits, the task's permits are freed, and a failed or released task
+// keeps its place in its key's order, while a dead one releases the key.
 func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.NackOptions) error {
 	if err := streamkit.CheckDelivery(s.closed.Load(), d, "redisstream", "Nack"); err != nil {
 		return err
@@ -428,13 +454,24 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 		delay = max((opts.Delay + time.Millisecond - 1).Milliseconds(), 1)
 	}
 	keepDead := max(s.cfg.KeepDead.Milliseconds(), 0)
-	n, err := s.run(ctx, nackScript, eid, d.Token, d.Task.ID, outcome, delay,
-		opts.Reason, keepDead).Int()
+	var cmd *redis.Cmd
+	ls := s.lim.Load()
+	if ls != nil {
+		cmd = s.run(ctx, nackLimitedScript, eid, d.Token, d.Task.ID, outcome, delay,
+			opts.Reason, keepDead, d.Task.Type, d.Task.Key, ls.json)
+	} else {
+		cmd = s.run(ctx, nackScript, eid, d.Token, d.Task.ID, outcome, delay,
+			opts.Reason, keepDead)
+	}
+	n, err := cmd.Int()
 	if err != nil {
 		return s.redisError("nacking task "+d.Task.ID, err)
 	}
 	if n == 0 {
 		return fmt.Errorf("redisstream: nack of task %s ignored: %w", d.Task.ID, peonify.ErrLeaseLost)
+	}
+	if ls != nil && ls.holdsPermits(d.Task) {
+		s.signal() // a permit is free: a held task may start
 	}
 	switch {
 	case opts.Outcome == peonify.OutcomeDead:
@@ -450,7 +487,7 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 // idle time is reset. A lease longer than Config.Lease is cut to it, since
 // Redis keeps one lease per queue. It returns an error wrapping
 // peonify.ErrLeaseLost if the task was acked, nacked or claimed again
-// since.
+// since. With limits, the task's permits are held to the new lease end.
 func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Duration) (peonify.Delivery, error) {
 	if err := streamkit.CheckDelivery(s.closed.Load(), d, "redisstream", "Extend"); err != nil {
 		return d, err
@@ -463,7 +500,14 @@ func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Dura
 		lease = s.cfg.Lease
 	}
 	start := time.Now()
-	n, err := s.run(ctx, extendScript, eid, d.Token, (s.cfg.Lease - lease).Milliseconds()).Int()
+	var cmd *redis.Cmd
+	if ls := s.lim.Load(); ls != nil {
+		cmd = s.run(ctx, extendLimitedScript, eid, d.Token, (s.cfg.Lease - lease).Milliseconds(),
+			d.Task.Type, d.Task.Key, ls.json, s.cfg.Lease.Milliseconds())
+	} else {
+		cmd = s.run(ctx, extendScript, eid, d.Token, (s.cfg.Lease - lease).Milliseconds())
+	}
+	n, err := cmd.Int()
 	if err != nil {
 		return d, s.redisError("extending the lease of task "+d.Task.ID, err)
 	}
