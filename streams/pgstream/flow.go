@@ -83,6 +83,7 @@ type flowPlan struct {
 	rateDue        string // $1 queue: seconds until the next token of an empty bucket, or NULL
 	claim          string // $1 queue, $2 ids, $3 lease µs, $4 identity
 	buckets        string // $1 queue, $2 names, $3 keys, $4 empty_at
+	cleanBuckets   string // $1 queue: deletes buckets that are full again
 	stats          []string
 }
 
@@ -130,6 +131,15 @@ SELECT $1, u.name, u.key, u.empty_at FROM unnest($2::text[], $3::text[], $4::tim
 ON CONFLICT (queue, name, key) DO UPDATE SET empty_at = excluded.empty_at`
 	for i := range ls {
 		p.stats = append(p.stats, f.stats(p, i))
+	}
+	// A bucket whose empty_at is Burst intervals past is full, as a missing
+	// row is.
+	var span time.Duration
+	for i, l := range ls {
+		span = max(span, time.Duration(l.Burst)*p.period[i])
+	}
+	if span > 0 {
+		p.cleanBuckets = `DELETE FROM ` + f.b + ` b WHERE b.queue = $1 AND b.empty_at < now() - ` + interval(span+time.Second)
 	}
 	return p
 }
@@ -655,8 +665,22 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 		}
 		s.hintMu.Unlock()
 	}
-	if len(a.out) < limit && due.Valid {
-		s.wakeAfter(time.Duration(due.Float64*float64(time.Second)) + time.Millisecond)
+	if len(a.out) < limit {
+		// Tasks may wait for a token: wake up when the next one is due,
+		// in a bucket that was empty before this claim or that this claim
+		// emptied.
+		next, ok := time.Duration(0), false
+		if due.Valid {
+			next, ok = time.Duration(due.Float64*float64(time.Second)), true
+		}
+		for id, e := range a.buckets {
+			if d := e.Add(p.period[id.limit]).Sub(a.now); d > 0 && (!ok || d < next) {
+				next, ok = d, true
+			}
+		}
+		if ok {
+			s.wakeAfter(next + time.Millisecond)
+		}
 	}
 	if len(a.out) == 0 {
 		if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
