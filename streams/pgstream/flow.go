@@ -78,13 +78,14 @@ type flowPlan struct {
 	// Statements that read a limited claim's candidates. Parameters: $1
 	// queue, $2 most candidates, $3 Config.Identity, $4 the key after which
 	// the rotation over keys starts, $5 the limits (by index) that this
-	// claim has used up already, $6 the IDs it has taken already.
-	unkeyed, keyed string
-	rateDue        string // $1 queue: seconds until the next token of an empty bucket, or NULL
-	claim          string // $1 queue, $2 ids, $3 lease µs, $4 identity
-	buckets        string // $1 queue, $2 names, $3 keys, $4 empty_at
-	cleanBuckets   string // $1 queue: deletes buckets that are full again
-	stats          []string
+	// claim has used up already, $6 the IDs it has taken already, $7 the
+	// keys keyedHinted looks at.
+	unkeyed, keyed, keyedHinted string
+	rateDue                     string // $1 queue: seconds until the next token of an empty bucket, or NULL
+	claim                       string // $1 queue, $2 ids, $3 lease µs, $4 identity
+	buckets                     string // $1 queue, $2 names, $3 keys, $4 empty_at
+	cleanBuckets                string // $1 queue: deletes buckets that are full again
+	stats                       []string
 }
 
 // flowSQL builds statements of one schema.
@@ -116,14 +117,16 @@ func newFlowPlan(schema string, ls []peonify.Limit) *flowPlan {
 	p.deep = !allDepth1
 	p.unkeyed = f.unkeyed(p)
 	if p.perKey {
-		p.keyed = f.keyed(p)
+		p.keyed = f.keyed(p, false)
+		p.keyedHinted = f.keyed(p, true)
 	}
 	p.rateDue = f.rateDue(p)
 	p.claim = `
 UPDATE ` + f.t + ` t
 SET state = 'running', attempts = t.attempts + 1, token = (SELECT nextval('` + f.seq + `')),
     lease_until = now() + $3::bigint * interval '1 microsecond', updated_at = now(), claimed_by = $4
-WHERE t.queue = $1 AND t.id = ANY($2::text[]) AND t.state = 'pending'
+FROM unnest($2::text[]) AS c(id)
+WHERE t.queue = $1 AND t.id = c.id AND t.state = 'pending'
 RETURNING ` + taskColumns
 	p.buckets = `
 INSERT INTO ` + f.b + ` AS b (queue, name, key, empty_at)
@@ -295,7 +298,7 @@ func (f flowSQL) unkeyed(p *flowPlan) string {
 	return with + `SELECT ` + candColumns + `, 1` + f.extras(p, "c") + `
 FROM ` + f.t + ` c` + from + `
 WHERE c.queue = $1 AND c.state = 'pending' AND c.run_at <= now()` + scope + `
-  AND NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '' AND $4::text IS NOT NULL AND $5::int[] IS NOT NULL)
+  AND NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '' AND $4::text IS NOT NULL AND $5::int[] IS NOT NULL AND $7::text[] IS NOT NULL)
   AND NOT (` + f.blocked(p, "c") + `)
 ORDER BY ` + order + `
 LIMIT $2::int`
@@ -307,7 +310,10 @@ LIMIT $2::int`
 // each key (rank 2 on). Keys that an every-type PerKey limit saturates are
 // skipped without reading their tasks, so a blocked key costs one index
 // probe.
-func (f flowSQL) keyed(p *flowPlan) string {
+//
+// With hinted, it looks only at the keys in $7, whose permits were given
+// back since the last claim, and takes the next task of each.
+func (f flowSQL) keyed(p *flowPlan, hinted bool) string {
 	with, from := f.with(p)
 	if with != "" {
 		with += ",\n"
@@ -348,6 +354,19 @@ func (f flowSQL) keyed(p *flowPlan) string {
 			ORDER BY ` + order + ` ` + limit + `
 		) x`
 	}
+	if hinted {
+		return `WITH ` + with + `ks AS (
+	SELECT DISTINCT h.key FROM unnest($7::text[]) AS h(key) WHERE h.key <> '' AND $4::text IS NOT NULL
+)
+SELECT ` + candColumns + `, c.rank` + f.extras(p, "c") + ` FROM (
+	SELECT t.* FROM ks k` + from + ` CROSS JOIN LATERAL (
+		` + task(1, "LIMIT 1") + `
+	) t
+	WHERE true` + cond + `
+) c` + from + `
+WHERE NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '' AND $5::int[] IS NOT NULL)
+LIMIT $2::int`
+	}
 	q := `WITH RECURSIVE ` + with + `k1(key) AS (
 	` + next("$4") + `
 	UNION ALL
@@ -380,7 +399,7 @@ SELECT ` + candColumns + `, c.rank` + f.extras(p, "c") + ` FROM (
 	}
 	q += `
 ) c` + from + `
-WHERE NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '' AND $5::int[] IS NOT NULL)
+WHERE NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '' AND $5::int[] IS NOT NULL AND $7::text[] IS NOT NULL)
 LIMIT $2::int`
 	return q
 }
@@ -481,6 +500,7 @@ type admission struct {
 	taken   map[bucketID]int       // tasks taken per limit (and key)
 	buckets map[bucketID]time.Time // buckets taken from, with their new empty_at
 	ids     []string               // the tasks taken, in order
+	taking  map[string]bool        // the tasks taken
 	out     []candidate
 	full    []int32 // limits without PerKey that held back a task: used up
 	lastKey string  // the key of the last keyed task taken in the rotation
@@ -489,7 +509,7 @@ type admission struct {
 
 func newAdmission(p *flowPlan, n int, now time.Time) *admission {
 	return &admission{p: p, n: n, now: now, taken: make(map[bucketID]int), buckets: make(map[bucketID]time.Time),
-		ids: []string{}, full: []int32{}, lastPos: -1}
+		ids: []string{}, taking: make(map[string]bool), full: []int32{}, lastPos: -1}
 }
 
 // add admits candidates, up to the claim's n tasks: in rank order (a
@@ -516,7 +536,7 @@ func (a *admission) add(cands []candidate) (usedUp bool) {
 		if len(a.out) == a.n {
 			break
 		}
-		if slices.Contains(a.ids, c.id) {
+		if a.taking[c.id] {
 			continue
 		}
 		t := peonify.Task{Type: c.typ, Key: c.key}
@@ -562,6 +582,7 @@ func (a *admission) add(cands []candidate) (usedUp bool) {
 			continue
 		}
 		a.ids = append(a.ids, c.id)
+		a.taking[c.id] = true
 		a.out = append(a.out, c)
 		if c.keyed && c.pos > a.lastPos {
 			a.lastKey, a.lastPos = c.key, c.pos
@@ -601,9 +622,32 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 	// closed by the pool, which ends the transaction and its lock.
 	defer conn.Release()
 
+	// Claims look at every key from time to time, and when tasks may have
+	// become ready anywhere; in between, only at the keys whose permits
+	// were given back (see addHints), so that a claim costs what it takes,
+	// not what the keys with work number.
 	s.hintMu.Lock()
 	cursor := s.keyCursor
+	full := !p.perKey || s.needFull || len(s.hints) == 0 || time.Since(s.lastFull) > fullScanEvery
+	hints := make([]string, 0, len(s.hints))
+	for k := range s.hints {
+		hints = append(hints, k)
+	}
+	clear(s.hints)
+	if full {
+		s.needFull, s.lastFull = false, time.Now()
+	}
 	s.hintMu.Unlock()
+	keyed := p.keyed
+	if !full {
+		keyed = p.keyedHinted
+	}
+	ok := false
+	defer func() {
+		if !ok && p.perKey { // the hints were not used: look everywhere next time
+			s.addHints(nil)
+		}
+	}()
 
 	var (
 		a           = newAdmission(p, limit, time.Time{})
@@ -625,7 +669,7 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 	}
 	for round := 0; ; round++ {
 		var cands []candidate
-		args := []any{s.cfg.Queue, limit, s.cfg.Identity, cursor, slices.Clone(a.full), slices.Clone(a.ids)}
+		args := []any{s.cfg.Queue, limit, s.cfg.Identity, cursor, slices.Clone(a.full), slices.Clone(a.ids), hints}
 		b.Queue(p.unkeyed, args...).Query(func(rows pgx.Rows) error {
 			var err error
 			cands, err = scanCandidates(rows, p, cands, &pos, false)
@@ -633,12 +677,12 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 			return err
 		})
 		if p.perKey {
-			b.Queue(p.keyed, args...).Query(func(rows pgx.Rows) error {
+			b.Queue(keyed, args...).Query(func(rows pgx.Rows) error {
 				n := len(cands)
 				var err error
 				cands, err = scanCandidates(rows, p, cands, &pos, true)
 				moreKeyed = len(cands)-n == limit
-				wrapped = !moreKeyed
+				wrapped = full && !moreKeyed
 				return err
 			})
 		}
@@ -652,7 +696,7 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 		b = &pgx.Batch{}
 	}
 
-	if p.perKey {
+	if p.perKey && full {
 		// The next claim's rotation starts after the last key this one
 		// took a task of, or from the start after a claim that saw every
 		// key.
@@ -686,6 +730,7 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 		if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
 			return nil, s.dbError("claiming tasks", err)
 		}
+		ok = true
 		return nil, nil
 	}
 
@@ -725,6 +770,7 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 		return nil, s.dbError("claiming tasks", err)
 	}
 	slices.SortFunc(ds, func(x, y peonify.Delivery) int { return order[x.Task.ID] - order[y.Task.ID] })
+	ok = true
 	return ds, nil
 }
 
@@ -760,6 +806,67 @@ func (p *flowPlan) frees(t *peonify.Task) bool {
 		}
 	}
 	return false
+}
+
+// maxHints bounds the keys a stream remembers for its next limited claim;
+// past it, the claim looks at every key.
+const maxHints = 10000
+
+// fullScanEvery bounds how long limited claims look only at the keys
+// whose permits were given back (the hints) before one looks at every key
+// again, for the tasks that became ready without a notification: a
+// retry's backoff ending, a scheduled task coming due, a missed NOTIFY.
+const fullScanEvery = 250 * time.Millisecond
+
+// addHints records, for the next limited claim, keys whose permits were
+// given back; nil means that tasks may be ready anywhere, so that the
+// claim looks at every key. The Listener calls it too.
+func (s *Stream) addHints(keys []string) {
+	s.hintMu.Lock()
+	defer s.hintMu.Unlock()
+	if keys == nil || len(s.hints)+len(keys) > maxHints {
+		s.needFull = true
+		return
+	}
+	if s.hints == nil {
+		s.hints = make(map[string]struct{})
+	}
+	for _, k := range keys {
+		s.hints[k] = struct{}{}
+	}
+}
+
+// freeNote returns the keys whose permits the deliveries give back, or nil
+// if a permit they give back is not a key's (a limit without PerKey), and
+// the notification that tells the other processors.
+func (p *flowPlan) freeNote(queue string, ds []peonify.Delivery) ([]string, string) {
+	keys := []string{}
+	for _, d := range ds {
+		if d.Task == nil {
+			continue
+		}
+		for i, l := range p.limits {
+			if !p.conc[i] || !l.Applies(d.Task) {
+				continue
+			}
+			if !l.PerKey {
+				keys = nil
+				break
+			}
+			if !slices.Contains(keys, d.Task.Key) {
+				keys = append(keys, d.Task.Key)
+			}
+		}
+		if keys == nil {
+			break
+		}
+	}
+	note, _ := json.Marshal(freeNote{Queue: queue, Keys: keys})
+	if len(note) > 7900 { // NOTIFY's payload holds less than 8000 bytes
+		keys = nil
+		note, _ = json.Marshal(freeNote{Queue: queue})
+	}
+	return keys, string(note)
 }
 
 // LimitStats reports, for each limit in the order SetLimits was given

@@ -51,6 +51,10 @@ type Stream struct {
 	// hintMu); and the wake-up timer for a rate limit's next token.
 	plan      atomic.Pointer[flowPlan]
 	keyCursor string
+	hints     map[string]struct{} // keys whose permits were given back since the last claim
+	needFull  bool                // the next limited claim looks at every key
+	lastFull  time.Time           // of the last limited claim that looked at every key
+	free      string              // the free channel (see freeNote)
 	timerMu   sync.Mutex
 	timer     *time.Timer
 	timerAt   time.Time
@@ -103,6 +107,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Stream, error) {
 		cfg:     cfg,
 		sql:     newStatements(cfg.Schema, cfg.SyncCommit),
 		channel: channelName(cfg.Schema),
+		free:    freeChannelName(cfg.Schema),
 		lease:   cfg.Lease.Microseconds(),
 		wake:    make(chan struct{}, 1),
 
@@ -262,18 +267,22 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 		q = s.sql.ackDone
 	}
 	args := []any{s.cfg.Queue, ids, tokens}
+	var keys []string
 	if frees {
 		q = s.sql.ackDeleteNotify
 		if s.cfg.KeepDone > 0 {
 			q = s.sql.ackDoneNotify
 		}
-		args = append(args, s.channel)
+		var note string
+		keys, note = p.freeNote(s.cfg.Queue, ds)
+		args = append(args, s.free, note)
 	}
 	if _, err := s.pool.Exec(ctx, q, args...); err != nil {
 		return s.dbError("acking tasks", err)
 	}
 	if frees {
-		s.signal()
+		s.addHints(keys)
+		s.wakeUp()
 	}
 	return nil
 }
@@ -312,8 +321,8 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	if opts.Outcome != peonify.OutcomeDead {
 		args = append(args, opts.Delay.Microseconds())
 	}
-	frees := s.plan.Load().frees(d.Task)
-	args = append(args, frees)
+	p := s.plan.Load()
+	frees := p.frees(d.Task)
 	var n, notified int
 	err = s.pool.QueryRow(ctx, q, args...).Scan(&n, &notified)
 	if err != nil {
@@ -323,7 +332,13 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 		return fmt.Errorf("pgstream: nack of task %s ignored: %w", d.Task.ID, peonify.ErrLeaseLost)
 	}
 	if frees {
-		s.signal() // a permit is free again
+		// A permit is free again: here, and for the other processors.
+		keys, note := p.freeNote(s.cfg.Queue, []peonify.Delivery{d})
+		if _, err := s.pool.Exec(ctx, "SELECT pg_notify($1, $2)", s.free, note); err != nil {
+			s.cfg.Logger.Warn("pgstream: telling other processors of a freed permit failed", "queue", s.cfg.Queue, "err", err)
+		}
+		s.addHints(keys)
+		s.wakeUp()
 	}
 	return nil
 }
@@ -422,12 +437,12 @@ func (s *Stream) startBackground() bool {
 	switch {
 	case s.cfg.Listener != nil:
 		s.listener = s.cfg.Listener
-		unsubscribe = s.cfg.Listener.subscribe(s.cfg.Queue, s.wake)
+		unsubscribe = s.cfg.Listener.subscribe(s.cfg.Queue, s.wake, s.addHints)
 	case !s.cfg.NoListen:
 		// New validated the schema, so NewListener cannot fail.
 		own, _ = NewListener(s.pool, ListenerConfig{Schema: s.cfg.Schema, Logger: s.cfg.Logger})
 		s.listener = own
-		unsubscribe = own.subscribe(s.cfg.Queue, s.wake)
+		unsubscribe = own.subscribe(s.cfg.Queue, s.wake, s.addHints)
 	}
 	s.stop = func(ctx context.Context) error {
 		if unsubscribe != nil {
@@ -441,8 +456,15 @@ func (s *Stream) startBackground() bool {
 	return true
 }
 
-// signal wakes an idle processor without blocking.
+// signal wakes an idle processor without blocking. Tasks may be ready
+// anywhere in the queue: the next limited claim looks at every key.
 func (s *Stream) signal() {
+	s.addHints(nil)
+	s.wakeUp()
+}
+
+// wakeUp wakes an idle processor without blocking.
+func (s *Stream) wakeUp() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
