@@ -91,6 +91,11 @@ type flowPlan struct {
 // flowSQL builds statements of one schema.
 type flowSQL struct {
 	t, b, q, seq string
+
+	// unkeyed builds a statement that reads only tasks without a key, to
+	// which no PerKey limit applies; hinted, one that reads only the keys
+	// in $7.
+	unkeyed, hinted bool
 }
 
 // lit quotes s as an SQL string literal. SetLimits has checked that s is
@@ -115,18 +120,24 @@ func newFlowPlan(schema string, ls []peonify.Limit) *flowPlan {
 		}
 	}
 	p.deep = !allDepth1
-	p.unkeyed = f.unkeyed(p)
 	if p.perKey {
 		p.keyed = f.keyed(p, false)
-		p.keyedHinted = f.keyed(p, true)
+		h := f
+		h.hinted = true
+		p.keyedHinted = h.keyed(p, true)
+		f.unkeyed = true
 	}
+	p.unkeyed = f.unkeyedTasks(p)
 	p.rateDue = f.rateDue(p)
+	// The candidates were pending when read, under the lock; token 0 (not
+	// running) checks that no claim without limits took one meanwhile. A
+	// state condition would invite the planner to read the queue's
+	// pending index instead of the primary key.
 	p.claim = `
 UPDATE ` + f.t + ` t
 SET state = 'running', attempts = t.attempts + 1, token = (SELECT nextval('` + f.seq + `')),
     lease_until = now() + $3::bigint * interval '1 microsecond', updated_at = now(), claimed_by = $4
-FROM unnest($2::text[]) AS c(id)
-WHERE t.queue = $1 AND t.id = c.id AND t.state = 'pending'
+WHERE t.id = ANY($2::text[]) AND t.queue = $1 AND t.token = 0
 RETURNING ` + taskColumns
 	p.buckets = `
 INSERT INTO ` + f.b + ` AS b (queue, name, key, empty_at)
@@ -178,6 +189,9 @@ func (f flowSQL) usage(p *flowPlan, i int) string {
 	if l.Local {
 		where += " AND r.claimed_by = $3"
 	}
+	if l.PerKey && f.hinted {
+		where += " AND r.key = ANY($7::text[])"
+	}
 	if l.PerKey {
 		return fmt.Sprintf(`u%d AS (SELECT coalesce(jsonb_object_agg(x.key, x.n), '{}'::jsonb) AS m
 	FROM (SELECT r.key, count(*) AS n FROM %s r WHERE %s GROUP BY r.key) x)`, i, f.t, where)
@@ -225,6 +239,9 @@ func interval(d time.Duration) string {
 func (f flowSQL) blocked(p *flowPlan, a string) string {
 	c := []string{a + ".id = ANY($6::text[])"}
 	for i, l := range p.limits {
+		if f.unkeyed && l.PerKey {
+			continue // it applies to no task without a key
+		}
 		app := applies(l, a)
 		if !l.PerKey {
 			c = append(c, fmt.Sprintf("(%s AND %d = ANY($5::int[]))", app, i))
@@ -252,11 +269,16 @@ func (f flowSQL) blocked(p *flowPlan, a string) string {
 // bucket's empty_at (rate limits).
 func (f flowSQL) extras(p *flowPlan, a string) string {
 	var c []string
-	for i := range p.limits {
-		if p.conc[i] {
+	for i, l := range p.limits {
+		skip := f.unkeyed && l.PerKey
+		if p.conc[i] && skip {
+			c = append(c, "0")
+		} else if p.conc[i] {
 			c = append(c, used(p, i, a+".key"))
 		}
-		if p.period[i] > 0 {
+		if p.period[i] > 0 && skip {
+			c = append(c, "NULL::timestamptz")
+		} else if p.period[i] > 0 {
 			c = append(c, f.bucket(p, i, a+".key"))
 		}
 	}
@@ -269,8 +291,8 @@ func (f flowSQL) extras(p *flowPlan, a string) string {
 // with is the WITH clause of the usage CTEs, and the FROM items naming them.
 func (f flowSQL) with(p *flowPlan) (with, from string) {
 	var ctes, names []string
-	for i := range p.limits {
-		if p.conc[i] {
+	for i, l := range p.limits {
+		if p.conc[i] && !(f.unkeyed && l.PerKey) {
 			ctes = append(ctes, f.usage(p, i))
 			names = append(names, fmt.Sprintf("u%d", i))
 		}
@@ -286,7 +308,7 @@ const candColumns = "c.id, c.type, c.key, c.priority, coalesce(c.seq, 0)"
 // unkeyed selects up to $2 ready tasks in claim order that no limit holds
 // back: those without a key when some limit is PerKey (the keyed ones are
 // taken by key), else all of them.
-func (f flowSQL) unkeyed(p *flowPlan) string {
+func (f flowSQL) unkeyedTasks(p *flowPlan) string {
 	with, from := f.with(p)
 	if with != "" {
 		with = "WITH " + with + "\n"
@@ -346,11 +368,24 @@ func (f flowSQL) keyed(p *flowPlan, hinted bool) string {
 	if ordered {
 		order = "t.seq" // the key's first task is the only one that may start
 	}
+	// Beyond a key's first task, a typed PerKey concurrency limit is
+	// taken to have given that first task a permit: a later task of the
+	// key is a candidate only if the limit has room for one more.
+	var second []string
+	for i, l := range p.limits {
+		if l.PerKey && l.Type != "" && p.conc[i] {
+			second = append(second, fmt.Sprintf("(%s AND coalesce(%s + 1 >= %s, false))", applies(l, "t"), used(p, i, "t.key"), capOf(p, i, "t.key")))
+		}
+	}
 	task := func(first int, limit string) string {
+		filter := f.blocked(p, "t")
+		if first > 1 && len(second) > 0 {
+			filter += "\n\t  OR " + strings.Join(second, "\n\t  OR ")
+		}
 		return `SELECT x.*, ` + strconv.Itoa(first-1) + ` + row_number() OVER () AS rank FROM (
 			SELECT t.id, t.type, t.key, t.priority, t.seq FROM ` + f.t + ` t
 			WHERE t.queue = $1 AND t.key = k.key AND t.key <> '' AND t.state = 'pending' AND t.run_at <= now()
-			  AND NOT (` + f.blocked(p, "t") + `)
+			  AND NOT (` + filter + `)
 			ORDER BY ` + order + ` ` + limit + `
 		) x`
 	}
@@ -816,7 +851,7 @@ const maxHints = 10000
 // whose permits were given back (the hints) before one looks at every key
 // again, for the tasks that became ready without a notification: a
 // retry's backoff ending, a scheduled task coming due, a missed NOTIFY.
-const fullScanEvery = 250 * time.Millisecond
+const fullScanEvery = time.Second
 
 // addHints records, for the next limited claim, keys whose permits were
 // given back; nil means that tasks may be ready anywhere, so that the
