@@ -80,12 +80,12 @@ type flowPlan struct {
 	// the rotation over keys starts, $5 the limits (by index) that this
 	// claim has used up already, $6 the IDs it has taken already, $7 the
 	// keys keyedHinted looks at.
-	unkeyed, keyed, keyedHinted string
-	rateDue                     string // $1 queue: seconds until the next token of an empty bucket, or NULL
-	claim                       string // $1 queue, $2 ids, $3 lease µs, $4 identity
-	buckets                     string // $1 queue, $2 names, $3 keys, $4 empty_at
-	cleanBuckets                string // $1 queue: deletes buckets that are full again
-	stats                       []string
+	unkeyed, keyed, keyedHinted, keyedDeep string
+	rateDue                                string // $1 queue: seconds until the next token of an empty bucket, or NULL
+	claim                                  string // $1 queue, $2 ids, $3 lease µs, $4 identity
+	buckets                                string // $1 queue, $2 names, $3 keys, $4 empty_at
+	cleanBuckets                           string // $1 queue: deletes buckets that are full again
+	stats                                  []string
 }
 
 // flowSQL builds statements of one schema.
@@ -121,10 +121,13 @@ func newFlowPlan(schema string, ls []peonify.Limit) *flowPlan {
 	}
 	p.deep = !allDepth1
 	if p.perKey {
-		p.keyed = f.keyed(p, false)
+		p.keyed = f.keyed(p, false, false)
+		if p.deep {
+			p.keyedDeep = f.keyed(p, false, true)
+		}
 		h := f
 		h.hinted = true
-		p.keyedHinted = h.keyed(p, true)
+		p.keyedHinted = h.keyed(p, true, false)
 		f.unkeyed = true
 	}
 	p.unkeyed = f.unkeyedTasks(p)
@@ -190,7 +193,7 @@ func (f flowSQL) usage(p *flowPlan, i int) string {
 		where += " AND r.claimed_by = $3"
 	}
 	if l.PerKey && f.hinted {
-		where += " AND r.key = ANY($7::text[])"
+		where += " AND r.key IN (SELECT unnest($7::text[]))" // hashed: not a scan of $7 per row
 	}
 	if l.PerKey {
 		return fmt.Sprintf(`u%d AS (SELECT coalesce(jsonb_object_agg(x.key, x.n), '{}'::jsonb) AS m
@@ -320,7 +323,7 @@ func (f flowSQL) unkeyedTasks(p *flowPlan) string {
 	return with + `SELECT ` + candColumns + `, 1` + f.extras(p, "c") + `
 FROM ` + f.t + ` c` + from + `
 WHERE c.queue = $1 AND c.state = 'pending' AND c.run_at <= now()` + scope + `
-  AND NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '' AND $4::text IS NOT NULL AND $5::int[] IS NOT NULL AND $7::text[] IS NOT NULL)
+  AND NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '' AND $4::text IS NOT NULL AND $5::int[] IS NOT NULL AND $7::text[] IS NOT NULL AND $8::int IS NOT NULL)
   AND NOT (` + f.blocked(p, "c") + `)
 ORDER BY ` + order + `
 LIMIT $2::int`
@@ -334,8 +337,10 @@ LIMIT $2::int`
 // probe.
 //
 // With hinted, it looks only at the keys in $7, whose permits were given
-// back since the last claim, and takes the next task of each.
-func (f flowSQL) keyed(p *flowPlan, hinted bool) string {
+// back since the last claim, and takes the next task of each. With deep,
+// it reads the tasks after each key's next one (rank 2 on), which a claim
+// that took the next task of every key and still has room asks for.
+func (f flowSQL) keyed(p *flowPlan, hinted, deep bool) string {
 	with, from := f.with(p)
 	if with != "" {
 		with += ",\n"
@@ -399,7 +404,7 @@ SELECT ` + candColumns + `, c.rank` + f.extras(p, "c") + ` FROM (
 	) t
 	WHERE true` + cond + `
 ) c` + from + `
-WHERE NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '' AND $5::int[] IS NOT NULL)
+WHERE NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '' AND $5::int[] IS NOT NULL AND $8::int IS NOT NULL)
 LIMIT $2::int`
 	}
 	q := `WITH RECURSIVE ` + with + `k1(key) AS (
@@ -420,21 +425,23 @@ SELECT ` + candColumns + `, c.rank` + f.extras(p, "c") + ` FROM (
 		` + task(1, "LIMIT 1") + `
 	) t
 	WHERE true` + cond
-	if p.deep {
-		depth := "$2::int"
+	if deep {
+		// The tasks taken already are left out ($6), so the first task
+		// read is the key's second, or its first when the claim did not
+		// take that one.
+		depth := "$8::int"
 		if len(frees) > 0 {
-			depth = "least($2::int, " + strings.Join(frees, ", ") + ")"
+			depth = "least($8::int, " + strings.Join(frees, ", ") + ")"
 		}
-		q += `
-	UNION ALL
-	SELECT t.* FROM ks k` + from + ` CROSS JOIN LATERAL (
-		` + task(2, "LIMIT greatest(coalesce("+depth+", $2::int) - 1, 0) OFFSET 1") + `
-	) t
-	WHERE true` + cond
+		q = strings.Replace(q, task(1, "LIMIT 1"), task(2, "LIMIT coalesce("+depth+", $8::int)"), 1)
+	}
+	byRank := ""
+	if deep {
+		byRank = "\nORDER BY c.rank" // every key's second task before any key's third
 	}
 	q += `
 ) c` + from + `
-WHERE NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '' AND $5::int[] IS NOT NULL AND $7::text[] IS NOT NULL)
+WHERE NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '' AND $5::int[] IS NOT NULL AND $7::text[] IS NOT NULL AND $8::int IS NOT NULL)` + byRank + `
 LIMIT $2::int`
 	return q
 }
@@ -702,22 +709,32 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 	if p.rateDue != "" {
 		b.Queue(p.rateDue, s.cfg.Queue).QueryRow(func(r pgx.Row) error { return r.Scan(&due) })
 	}
+	deep := false // this round reads the keys' later tasks
+	depth := 1    // how many of them per key
 	for round := 0; ; round++ {
 		var cands []candidate
-		args := []any{s.cfg.Queue, limit, s.cfg.Identity, cursor, slices.Clone(a.full), slices.Clone(a.ids), hints}
-		b.Queue(p.unkeyed, args...).Query(func(rows pgx.Rows) error {
-			var err error
-			cands, err = scanCandidates(rows, p, cands, &pos, false)
-			moreUnkeyed = len(cands) == limit
-			return err
-		})
+		args := []any{s.cfg.Queue, limit, s.cfg.Identity, cursor, slices.Clone(a.full), slices.Clone(a.ids), hints, depth}
+		if !deep {
+			b.Queue(p.unkeyed, args...).Query(func(rows pgx.Rows) error {
+				var err error
+				cands, err = scanCandidates(rows, p, cands, &pos, false)
+				moreUnkeyed = len(cands) == limit
+				return err
+			})
+		}
 		if p.perKey {
-			b.Queue(keyed, args...).Query(func(rows pgx.Rows) error {
+			q := keyed
+			if deep {
+				q = p.keyedDeep
+			}
+			b.Queue(q, args...).Query(func(rows pgx.Rows) error {
 				n := len(cands)
 				var err error
 				cands, err = scanCandidates(rows, p, cands, &pos, true)
 				moreKeyed = len(cands)-n == limit
-				wrapped = full && !moreKeyed
+				if !deep {
+					wrapped = full && !moreKeyed
+				}
 				return err
 			})
 		}
@@ -725,12 +742,31 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 			return nil, s.dbError("claiming tasks", err)
 		}
 		usedUp := a.add(cands)
-		if len(a.out) == limit || !usedUp || !(moreUnkeyed || moreKeyed) || round+1 == maxRounds {
-			break
-		}
 		b = &pgx.Batch{}
+		switch {
+		case len(a.out) == limit || round+1 == maxRounds:
+		case !deep && usedUp && (moreUnkeyed || moreKeyed):
+			continue // look behind the tasks of the limits used up
+		case !deep && wrapped && p.keyedDeep != "" && s.wantDeep(p, cands):
+			// Every key's next task is read: the later ones now, as many
+			// of each key as the room left, shared among the keys, needs.
+			keys := make(map[string]bool)
+			for _, c := range cands {
+				if c.keyed {
+					keys[c.key] = true
+				}
+			}
+			deep, depth = true, (limit-len(a.out))/max(len(keys), 1)+2
+			continue
+		}
+		break
 	}
 
+	if p.perKey && len(a.out) == limit {
+		// A full claim may have left keys with room unread: the next one
+		// looks at every key again, from where this one stopped.
+		s.addHints(nil)
+	}
 	if p.perKey && full {
 		// The next claim's rotation starts after the last key this one
 		// took a task of, or from the start after a claim that saw every
@@ -841,6 +877,36 @@ func (p *flowPlan) frees(t *peonify.Task) bool {
 		}
 	}
 	return false
+}
+
+// wantDeep reports whether a claim that read the next task of every key
+// and has room should read the later ones: when a next task it read could
+// have company (no PerKey limit holds its key to one task at a time), and
+// otherwise once a second, for keys whose later tasks are of another
+// type than their next one.
+func (s *Stream) wantDeep(p *flowPlan, cands []candidate) bool {
+	for _, c := range cands {
+		if !c.keyed {
+			continue
+		}
+		t := peonify.Task{Type: c.typ, Key: c.key}
+		single := false
+		for i, l := range p.limits {
+			if n, ok := l.ConcurrencyFor(c.key); p.conc[i] && l.PerKey && l.Applies(&t) && ok && n <= 1 {
+				single = true
+			}
+		}
+		if !single {
+			return true
+		}
+	}
+	s.hintMu.Lock()
+	defer s.hintMu.Unlock()
+	if time.Since(s.lastDeep) < time.Second {
+		return false
+	}
+	s.lastDeep = time.Now()
+	return true
 }
 
 // maxHints bounds the keys a stream remembers for its next limited claim;
