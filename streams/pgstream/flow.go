@@ -864,21 +864,6 @@ func (s *Stream) wakeAfter(d time.Duration) {
 	s.timer = time.AfterFunc(time.Until(at), s.signal)
 }
 
-// frees reports whether completing or failing t gives back a permit that
-// a waiting task may need: a concurrency limit (or an Ordered one)
-// applies to it.
-func (p *flowPlan) frees(t *peonify.Task) bool {
-	if p == nil || t == nil {
-		return false
-	}
-	for i, l := range p.limits {
-		if p.conc[i] && l.Applies(t) {
-			return true
-		}
-	}
-	return false
-}
-
 // wantDeep reports whether a claim that read the next task of every key
 // and has room should read the later ones: when a next task it read could
 // have company (no PerKey limit holds its key to one task at a time), and
@@ -937,37 +922,111 @@ func (s *Stream) addHints(keys []string) {
 	}
 }
 
-// freeNote returns the keys whose permits the deliveries give back, or nil
-// if a permit they give back is not a key's (a limit without PerKey), and
-// the notification that tells the other processors.
-func (p *flowPlan) freeNote(queue string, ds []peonify.Delivery) ([]string, string) {
-	keys := []string{}
+// freedKeys returns the keys whose permits the deliveries give back, or
+// nil if a permit they give back is not a key's (a limit without PerKey),
+// and whether they give back any.
+func (p *flowPlan) freedKeys(ds []peonify.Delivery) (keys []string, any bool) {
+	keys = []string{}
 	for _, d := range ds {
-		if d.Task == nil {
-			continue
-		}
 		for i, l := range p.limits {
-			if !p.conc[i] || !l.Applies(d.Task) {
+			if d.Task == nil || !p.conc[i] || !l.Applies(d.Task) {
 				continue
 			}
+			any = true
 			if !l.PerKey {
-				keys = nil
-				break
+				return nil, true
 			}
 			if !slices.Contains(keys, d.Task.Key) {
 				keys = append(keys, d.Task.Key)
 			}
 		}
-		if keys == nil {
-			break
+	}
+	return keys, any
+}
+
+// freed tells this stream's next limited claim, at once, and the other
+// processors, through announceFreed, about the permits that the acked or
+// nacked deliveries gave back.
+func (s *Stream) freed(ds ...peonify.Delivery) {
+	p := s.plan.Load()
+	if p == nil {
+		return
+	}
+	keys, any := p.freedKeys(ds)
+	if !any {
+		return
+	}
+	s.addHints(keys)
+	s.wakeUp()
+	s.freeMu.Lock()
+	if keys == nil {
+		s.freeAll = true
+	}
+	s.freeKeys = append(s.freeKeys, keys...)
+	s.freeMu.Unlock()
+	select {
+	case s.freeKick <- struct{}{}:
+	default:
+	}
+}
+
+// announceFreed sends the freed keys to the other processors, until ctx
+// ends: one NOTIFY on the free channel for all those given back while the
+// previous one was sent, rather than one per ack.
+func (s *Stream) announceFreed(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.freeKick:
+		}
+		s.freeMu.Lock()
+		keys, all := s.freeKeys, s.freeAll
+		s.freeKeys, s.freeAll = nil, false
+		s.freeMu.Unlock()
+		for _, note := range freeNotes(s.cfg.Queue, keys, all) {
+			nctx, cancel := context.WithTimeout(ctx, maintainTimeout)
+			_, err := s.pool.Exec(nctx, "SELECT pg_notify($1, $2)", s.free, note)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				s.cfg.Logger.Warn("pgstream: telling other processors of freed permits failed; they find them within a second",
+					"queue", s.cfg.Queue, "err", err)
+			}
 		}
 	}
-	note, _ := json.Marshal(freeNote{Queue: queue, Keys: keys})
-	if len(note) > 7900 { // NOTIFY's payload holds less than 8000 bytes
-		keys = nil
-		note, _ = json.Marshal(freeNote{Queue: queue})
+}
+
+// maxNote is the most bytes of a NOTIFY payload (Postgres allows less
+// than 8000).
+const maxNote = 7900
+
+// freeNotes returns the payloads that announce keys (or, with all, any
+// key), each at most maxNote bytes.
+func freeNotes(queue string, keys []string, all bool) []string {
+	if all {
+		b, _ := json.Marshal(freeNote{Queue: queue})
+		return []string{string(b)}
 	}
-	return keys, string(note)
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	var notes []string
+	for len(keys) > 0 {
+		n := len(keys)
+		for {
+			b, _ := json.Marshal(freeNote{Queue: queue, Keys: keys[:n]})
+			if len(b) <= maxNote {
+				notes = append(notes, string(b))
+				break
+			}
+			if n == 1 {
+				b, _ = json.Marshal(freeNote{Queue: queue}) // a key too long to name: any key
+				return append(notes, string(b))
+			}
+			n /= 2
+		}
+		keys = keys[n:]
+	}
+	return notes
 }
 
 // LimitStats reports, for each limit in the order SetLimits was given

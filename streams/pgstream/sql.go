@@ -11,7 +11,6 @@ import (
 // one per connection.
 type statements struct {
 	claim, claimAfter, ackDelete, ackDone, nackFailed, nackReleased, nackDead, extend string
-	ackDeleteNotify, ackDoneNotify                                                    string
 	insert, rescue, cleanup                                                           string
 	counts, list, get, retry, deleteIDs, purge, pause, resume, paused                 string
 }
@@ -83,19 +82,6 @@ UPDATE {t} t
 SET state = 'done', token = 0, lease_until = NULL, updated_at = now()
 FROM unnest($2::text[], $3::bigint[]) AS a(id, token)
 WHERE t.queue = $1 AND t.id = a.id AND t.token = a.token` + asyncCommit)
-
-	// With limits, an ack gives back permits that tasks of other
-	// processors may wait for: $4 is the free channel, $5 the freeNote.
-	notifyAck := func(dml string) string {
-		return `WITH d AS (` + dml + `
-	RETURNING 1
-), n AS (
-	SELECT pg_notify($4, $5) WHERE EXISTS (SELECT 1 FROM d)
-)
-SELECT (SELECT count(*) FROM n)`
-	}
-	st.ackDeleteNotify = notifyAck(st.ackDelete)
-	st.ackDoneNotify = notifyAck(st.ackDone)
 
 	// Nacks wake listeners when the task is ready again at once (a task
 	// released at shutdown should move to another processor right away),

@@ -56,6 +56,10 @@ type Stream struct {
 	lastFull  time.Time           // of the last limited claim that looked at every key
 	lastDeep  time.Time           // of the last that read keys' later tasks for want of a reason
 	free      string              // the free channel (see freeNote)
+	freeMu    sync.Mutex          // guards freeKeys and freeAll
+	freeKeys  []string            // keys whose permits were given back, to announce
+	freeAll   bool                // a permit not of a key was given back
+	freeKick  chan struct{}       // wakes announceFreed
 	timerMu   sync.Mutex
 	timer     *time.Timer
 	timerAt   time.Time
@@ -104,13 +108,14 @@ func New(pool *pgxpool.Pool, cfg Config) (*Stream, error) {
 		return nil, err
 	}
 	return &Stream{
-		pool:    pool,
-		cfg:     cfg,
-		sql:     newStatements(cfg.Schema, cfg.SyncCommit),
-		channel: channelName(cfg.Schema),
-		free:    freeChannelName(cfg.Schema),
-		lease:   cfg.Lease.Microseconds(),
-		wake:    make(chan struct{}, 1),
+		pool:     pool,
+		cfg:      cfg,
+		sql:      newStatements(cfg.Schema, cfg.SyncCommit),
+		channel:  channelName(cfg.Schema),
+		free:     freeChannelName(cfg.Schema),
+		lease:    cfg.Lease.Microseconds(),
+		wake:     make(chan struct{}, 1),
+		freeKick: make(chan struct{}, 1),
 
 		fullClaimEvery: 250 * time.Millisecond,
 	}, nil
@@ -259,32 +264,17 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	// With limits, an ack of a task that holds a permit wakes this
-	// stream and, through NOTIFY, the other processors of the queue.
-	p := s.plan.Load()
-	frees := slices.ContainsFunc(ds, func(d peonify.Delivery) bool { return p.frees(d.Task) })
 	q := s.sql.ackDelete
 	if s.cfg.KeepDone > 0 {
 		q = s.sql.ackDone
 	}
 	args := []any{s.cfg.Queue, ids, tokens}
-	var keys []string
-	if frees {
-		q = s.sql.ackDeleteNotify
-		if s.cfg.KeepDone > 0 {
-			q = s.sql.ackDoneNotify
-		}
-		var note string
-		keys, note = p.freeNote(s.cfg.Queue, ds)
-		args = append(args, s.free, note)
-	}
 	if _, err := s.pool.Exec(ctx, q, args...); err != nil {
 		return s.dbError("acking tasks", err)
 	}
-	if frees {
-		s.addHints(keys)
-		s.wakeUp()
-	}
+	// With limits, an ack of a task that holds a permit wakes this
+	// stream and, through NOTIFY, the other processors of the queue.
+	s.freed(ds...)
 	return nil
 }
 
@@ -322,8 +312,7 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	if opts.Outcome != peonify.OutcomeDead {
 		args = append(args, opts.Delay.Microseconds())
 	}
-	p := s.plan.Load()
-	frees := p.frees(d.Task)
+
 	var n, notified int
 	err = s.pool.QueryRow(ctx, q, args...).Scan(&n, &notified)
 	if err != nil {
@@ -332,15 +321,7 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	if n == 0 {
 		return fmt.Errorf("pgstream: nack of task %s ignored: %w", d.Task.ID, peonify.ErrLeaseLost)
 	}
-	if frees {
-		// A permit is free again: here, and for the other processors.
-		keys, note := p.freeNote(s.cfg.Queue, []peonify.Delivery{d})
-		if _, err := s.pool.Exec(ctx, "SELECT pg_notify($1, $2)", s.free, note); err != nil {
-			s.cfg.Logger.Warn("pgstream: telling other processors of a freed permit failed", "queue", s.cfg.Queue, "err", err)
-		}
-		s.addHints(keys)
-		s.wakeUp()
-	}
+	s.freed(d) // a permit is free again: here, and for the other processors
 	return nil
 }
 
@@ -433,6 +414,7 @@ func (s *Stream) startBackground() bool {
 	}
 	s.start = true
 	s.bg.Go(s.maintain)
+	s.bg.Go(s.announceFreed)
 	var unsubscribe func()
 	var own *Listener
 	switch {
