@@ -159,20 +159,21 @@ WITH c AS (
 UPDATE ` + f.t + ` t
 SET state = 'running', attempts = t.attempts + 1, token = (SELECT nextval('` + f.seq + `')),
     lease_until = now() + $9::bigint * interval '1 microsecond', updated_at = now(), claimed_by = $3
-WHERE t.id = ANY(ARRAY(SELECT c.id FROM c)) AND t.queue = $1 AND t.token = 0
+WHERE t.id = ANY(ARRAY(SELECT c.id FROM c)) AND t.queue = $1 AND t.token = 0 AND t.state NOT IN ('dead', 'done')
 RETURNING ` + taskColumns
 	}
-	// The candidates were pending when read, under the lock; token 0 (not
-	// running) checks that no claim without limits took one meanwhile. A
-	// state condition would invite the planner to read the queue's
-	// pending index instead of the primary key, and so would a join, or
-	// an array whose size it knows, on a table whose statistics are not
-	// up to date yet: the ids come as an array of a size it cannot see.
+	// The candidates were pending when read, under the lock; token 0 and
+	// neither dead nor done check that they still are (a claim without
+	// limits may have taken one meanwhile). state = 'pending' would invite
+	// the planner to read the queue's pending index instead of the primary
+	// key, and so would a join, or an array whose size it knows, on a
+	// table whose statistics are not up to date yet: the ids come as an
+	// array of a size it cannot see.
 	p.claim = `
 UPDATE ` + f.t + ` t
 SET state = 'running', attempts = t.attempts + 1, token = (SELECT nextval('` + f.seq + `')),
     lease_until = now() + $3::bigint * interval '1 microsecond', updated_at = now(), claimed_by = $4
-WHERE t.id = ANY(ARRAY(SELECT unnest($2::text[]))) AND t.queue = $1 AND t.token = 0
+WHERE t.id = ANY(ARRAY(SELECT unnest($2::text[]))) AND t.queue = $1 AND t.token = 0 AND t.state NOT IN ('dead', 'done')
 RETURNING ` + taskColumns
 	p.buckets = `
 INSERT INTO ` + f.b + ` AS b (queue, name, key, empty_at)
