@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -24,6 +25,7 @@ var (
 	_ peonify.Waker     = (*Stream)(nil)
 	_ peonify.Enqueuer  = (*Stream)(nil)
 	_ peonify.Inspector = (*Stream)(nil)
+	_ peonify.Limiter   = (*Stream)(nil)
 )
 
 // Synchronous selects how hard SQLite works to make a commit durable: the
@@ -143,8 +145,8 @@ func (c Config) withDefaults() Config {
 }
 
 // Stream is a durable task store in one SQLite file. It implements
-// peonify.Stream, Extender, Waker, Enqueuer and Inspector. It is safe for
-// concurrent use, and several processes may open the same file.
+// peonify.Stream, Extender, Waker, Enqueuer, Inspector and Limiter. It is
+// safe for concurrent use, and several processes may open the same file.
 type Stream struct {
 	cfg  Config
 	db   *sql.DB
@@ -152,7 +154,16 @@ type Stream struct {
 	now  func() time.Time
 	wake chan struct{}
 
+	// instance identifies this Stream's claims in the file (the
+	// claimed_by column), which Local limits count.
+	instance int64
+	limits   atomic.Pointer[limitSet] // nil: no limits, the plain claim
+
 	lastFull atomic.Bool // the last Poll returned as many tasks as asked
+
+	// sweptAt is when a limited claim last deleted the full buckets of
+	// rate limits (Unix nanoseconds); see sweepBuckets.
+	sweptAt atomic.Int64
 
 	timerMu sync.Mutex
 	timer   *time.Timer // wakes the processor when a scheduled task is due
@@ -206,7 +217,7 @@ func open(path string, cfg Config, now func() time.Time) (*Stream, error) {
 	db.SetMaxOpenConns(5)
 	db.SetMaxIdleConns(5)
 
-	s := &Stream{cfg: cfg, db: db, now: now, wake: make(chan struct{}, 1)}
+	s := &Stream{cfg: cfg, db: db, now: now, wake: make(chan struct{}, 1), instance: rand.Int64() | 1}
 	w, err := newWriter(db, cfg, now)
 	if err != nil {
 		db.Close()
@@ -270,7 +281,10 @@ func (s *Stream) Name() string { return s.cfg.Name }
 // Wake returns a channel that receives when a task may have become ready:
 // at once after an Enqueue, a Nack or a Retry through this Stream, when a
 // scheduled task or a retry delay falls due, and within
-// Config.WatchInterval after another process commits to the file.
+// Config.WatchInterval after another process commits to the file. With
+// limits (see SetLimits) it also receives at once after an Ack, a Nack or
+// a Delete through this Stream frees a permit, and when the token a held
+// back task waits for is due.
 func (s *Stream) Wake() <-chan struct{} { return s.wake }
 
 // signal wakes a waiting processor without blocking.
