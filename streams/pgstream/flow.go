@@ -341,9 +341,9 @@ func (f flowSQL) with(p *flowPlan) (with, from string) {
 
 const candColumns = "c.id, c.type, c.key, c.priority, coalesce(c.seq, 0)"
 
-// unkeyed selects up to $2 ready tasks in claim order that no limit holds
-// back: those without a key when some limit is PerKey (the keyed ones are
-// taken by key), else all of them.
+// unkeyedTasks selects up to $2 ready tasks in claim order that no limit
+// holds back: those without a key when some limit is PerKey (the keyed
+// ones are taken by key), else all of them.
 func (f flowSQL) unkeyedTasks(p *flowPlan) string {
 	with, from := f.with(p)
 	if with != "" {
@@ -363,9 +363,8 @@ LIMIT $2::int`
 }
 
 // keyed selects ready keyed tasks round-robin across keys, starting after
-// the key $4 and wrapping around: first the next task of each key (rank 1)
-// that no limit holds back, then, if the claim has room, more tasks of
-// each key (rank 2 on). Keys that an every-type PerKey limit saturates are
+// the key $4 and wrapping around: the next task of each key (rank 1) that
+// no limit holds back. Keys that an every-type PerKey limit saturates are
 // skipped without reading their tasks, so a blocked key costs one index
 // probe.
 //
