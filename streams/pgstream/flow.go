@@ -784,7 +784,7 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 		case len(a.out) == limit || round+1 == maxRounds:
 		case !deep && usedUp && (moreUnkeyed || moreKeyed):
 			continue // look behind the tasks of the limits used up
-		case !deep && wrapped && p.keyedDeep != "" && s.wantDeep(p, cands):
+		case !deep && wrapped && p.keyedDeep != "" && wantDeep(p, cands):
 			// Every key's next task is read: the later ones now, as many
 			// of each key as the room left, shared among the keys, needs.
 			keys := make(map[string]bool)
@@ -903,10 +903,10 @@ func (s *Stream) wakeAfter(d time.Duration) {
 
 // wantDeep reports whether a claim that read the next task of every key
 // and has room should read the later ones: when a next task it read could
-// have company (no PerKey limit holds its key to one task at a time), and
-// otherwise once a second, for keys whose later tasks are of another
-// type than their next one.
-func (s *Stream) wantDeep(p *flowPlan, cands []candidate) bool {
+// have company, that is when no PerKey limit holds its key to one task at
+// a time. (Otherwise a key's later tasks are the next ones of the claims
+// that follow.)
+func wantDeep(p *flowPlan, cands []candidate) bool {
 	for _, c := range cands {
 		if !c.keyed {
 			continue
@@ -922,13 +922,7 @@ func (s *Stream) wantDeep(p *flowPlan, cands []candidate) bool {
 			return true
 		}
 	}
-	s.hintMu.Lock()
-	defer s.hintMu.Unlock()
-	if time.Since(s.lastDeep) < time.Second {
-		return false
-	}
-	s.lastDeep = time.Now()
-	return true
+	return false
 }
 
 // maxHints bounds the keys a stream remembers for its next limited claim;

@@ -54,7 +54,6 @@ type Stream struct {
 	hints     map[string]struct{} // keys whose permits were given back since the last claim
 	needFull  bool                // the next limited claim looks at every key
 	lastFull  time.Time           // of the last limited claim that looked at every key
-	lastDeep  time.Time           // of the last that read keys' later tasks for want of a reason
 	free      string              // the free channel (see freeNote)
 	freeMu    sync.Mutex          // guards freeKeys and freeAll
 	freeKeys  []string            // keys whose permits were given back, to announce
