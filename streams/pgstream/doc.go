@@ -137,7 +137,7 @@
 //     delay another key's 10.
 //
 // How: without limits, Poll claims with the single statement described
-// above, unchanged. With limits, a claim is one transaction of two round
+// above, unchanged. With limits, a claim is one transaction of (at most) two round
 // trips. It takes a transaction-scoped advisory lock of the queue
 // (pg_advisory_xact_lock(1885693530, hashtext('schema.queue'))), which
 // every limited claim of the queue takes, so each sees all the claims
