@@ -25,7 +25,7 @@ const asyncCommit = `
 // taskColumns is what every statement that returns tasks returns, in the
 // order scanTask reads.
 const taskColumns = `t.id, t.type, t.payload, t.headers, t.state, t.priority, t.attempts, t.max_attempts,
-	t.unique_key, t.run_at, t.enqueued_at, t.updated_at, t.lease_until, t.token, t.last_error`
+	t.unique_key, t.run_at, t.enqueued_at, t.updated_at, t.lease_until, t.token, t.last_error, t.key`
 
 func newStatements(schema string, syncCommit bool) statements {
 	s := pgx.Identifier{schema}.Sanitize()
@@ -84,7 +84,7 @@ FROM unnest($2::text[], $3::bigint[]) AS a(id, token)
 WHERE t.queue = $1 AND t.id = a.id AND t.token = a.token` + asyncCommit)
 
 	// Nacks wake listeners when the task is ready again at once (a task
-	// released at shutdown should move to another processor right away).
+	// released at shutdown should move to another processor right away),
 	// Parameters: $1 queue, $2 id, $3 token, $4 NOTIFY channel, $5 reason,
 	// $6 delay in microseconds.
 	nack := func(set string) string {
@@ -112,12 +112,12 @@ RETURNING t.lease_until`)
 	// and told apart by what RETURNING leaves out. The trigger on the table
 	// sends the wake-up NOTIFY.
 	st.insert = r.Replace(`
-INSERT INTO {t} (queue, id, type, payload, headers, priority, max_attempts, unique_key, enqueued_at, run_at)
+INSERT INTO {t} (queue, id, type, payload, headers, priority, max_attempts, unique_key, enqueued_at, run_at, key)
 SELECT $1, i.id, i.type, i.payload, i.headers::jsonb, i.priority, i.max_attempts, i.unique_key, i.enqueued_at,
-       coalesce(i.run_at, now())
+       coalesce(i.run_at, now()), i.key
 FROM unnest($2::text[], $3::text[], $4::bytea[], $5::text[], $6::integer[], $7::integer[], $8::text[],
-            $9::timestamptz[], $10::timestamptz[])
-     AS i(id, type, payload, headers, priority, max_attempts, unique_key, enqueued_at, run_at)
+            $9::timestamptz[], $10::timestamptz[], $11::text[])
+     AS i(id, type, payload, headers, priority, max_attempts, unique_key, enqueued_at, run_at, key)
 ON CONFLICT DO NOTHING
 RETURNING id`)
 
@@ -168,6 +168,7 @@ SELECT ` + taskColumns + ` FROM {t} t
 WHERE t.queue = $1 AND t.state = $2
   AND ($3::text IS NULL OR t.type = $3) AND t.id > $4
   AND ($6::boolean IS NULL OR (t.run_at > now()) = $6)
+  AND ($7::text IS NULL OR t.key = $7)
 ORDER BY t.id
 LIMIT $5`)
 	st.get = r.Replace(`SELECT ` + taskColumns + ` FROM {t} t WHERE t.queue = $1 AND t.id = $2`)

@@ -46,6 +46,23 @@ type Stream struct {
 	hintMu         sync.Mutex
 	hint           claimHint
 
+	// Flow control (see flow.go): the limits' plan, nil without limits;
+	// where the next limited claim's rotation over keys starts (guarded by
+	// hintMu); and the wake-up timer for a rate limit's next token.
+	plan      atomic.Pointer[flowPlan]
+	keyCursor string
+	hints     map[string]struct{} // keys whose permits were given back since the last claim
+	needFull  bool                // the next limited claim looks at every key
+	lastFull  time.Time           // of the last limited claim that looked at every key
+	free      string              // the free channel (see freeNote)
+	freeMu    sync.Mutex          // guards freeKeys and freeAll
+	freeKeys  []string            // keys whose permits were given back, to announce
+	freeAll   bool                // a permit not of a key was given back
+	freeKick  chan struct{}       // wakes announceFreed
+	timerMu   sync.Mutex
+	timer     *time.Timer
+	timerAt   time.Time
+
 	wake     chan struct{}
 	listener *Listener // shared or own; nil with NoListen or before Start or the first Poll
 
@@ -90,12 +107,14 @@ func New(pool *pgxpool.Pool, cfg Config) (*Stream, error) {
 		return nil, err
 	}
 	return &Stream{
-		pool:    pool,
-		cfg:     cfg,
-		sql:     newStatements(cfg.Schema, cfg.SyncCommit),
-		channel: channelName(cfg.Schema),
-		lease:   cfg.Lease.Microseconds(),
-		wake:    make(chan struct{}, 1),
+		pool:     pool,
+		cfg:      cfg,
+		sql:      newStatements(cfg.Schema, cfg.SyncCommit),
+		channel:  channelName(cfg.Schema),
+		free:     freeChannelName(cfg.Schema),
+		lease:    cfg.Lease.Microseconds(),
+		wake:     make(chan struct{}, 1),
+		freeKick: make(chan struct{}, 1),
 
 		fullClaimEvery: 250 * time.Millisecond,
 	}, nil
@@ -121,6 +140,9 @@ func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error
 		return nil, nil
 	}
 	limit = min(limit, maxBatch)
+	if p := s.plan.Load(); p != nil {
+		return s.pollLimited(ctx, p, limit)
+	}
 
 	// While a backlog drains, resume after the last task claimed: a claim
 	// from the front of the queue would walk the index entries of every
@@ -245,9 +267,13 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	if s.cfg.KeepDone > 0 {
 		q = s.sql.ackDone
 	}
-	if _, err := s.pool.Exec(ctx, q, s.cfg.Queue, ids, tokens); err != nil {
+	args := []any{s.cfg.Queue, ids, tokens}
+	if _, err := s.pool.Exec(ctx, q, args...); err != nil {
 		return s.dbError("acking tasks", err)
 	}
+	// With limits, an ack of a task that holds a permit wakes this
+	// stream and, through NOTIFY, the other processors of the queue.
+	s.freed(ds...)
 	return nil
 }
 
@@ -285,6 +311,7 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	if opts.Outcome != peonify.OutcomeDead {
 		args = append(args, opts.Delay.Microseconds())
 	}
+
 	var n, notified int
 	err = s.pool.QueryRow(ctx, q, args...).Scan(&n, &notified)
 	if err != nil {
@@ -292,6 +319,16 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	}
 	if n == 0 {
 		return fmt.Errorf("pgstream: nack of task %s ignored: %w", d.Task.ID, peonify.ErrLeaseLost)
+	}
+	s.freed(d) // a permit is free again: here, and for the other processors
+	if p := s.plan.Load(); p != nil && p.perKey && d.Task.Key != "" && opts.Outcome != peonify.OutcomeDead && opts.Delay > 0 {
+		// The retry is ready again after its backoff without a
+		// notification: look at its key then.
+		key := []string{d.Task.Key}
+		time.AfterFunc(opts.Delay, func() {
+			s.addHints(key)
+			s.wakeUp()
+		})
 	}
 	return nil
 }
@@ -352,6 +389,11 @@ func (s *Stream) Start(ctx context.Context) error {
 // peonify.ErrClosed.
 func (s *Stream) Close(ctx context.Context) error {
 	s.closed.Store(true)
+	s.timerMu.Lock()
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.timerMu.Unlock()
 	s.mu.Lock()
 	stop := s.stop
 	s.stop = nil
@@ -380,17 +422,18 @@ func (s *Stream) startBackground() bool {
 	}
 	s.start = true
 	s.bg.Go(s.maintain)
+	s.bg.Go(s.announceFreed)
 	var unsubscribe func()
 	var own *Listener
 	switch {
 	case s.cfg.Listener != nil:
 		s.listener = s.cfg.Listener
-		unsubscribe = s.cfg.Listener.subscribe(s.cfg.Queue, s.wake)
+		unsubscribe = s.cfg.Listener.subscribe(s.cfg.Queue, s.wake, s.addHints)
 	case !s.cfg.NoListen:
 		// New validated the schema, so NewListener cannot fail.
 		own, _ = NewListener(s.pool, ListenerConfig{Schema: s.cfg.Schema, Logger: s.cfg.Logger})
 		s.listener = own
-		unsubscribe = own.subscribe(s.cfg.Queue, s.wake)
+		unsubscribe = own.subscribe(s.cfg.Queue, s.wake, s.addHints)
 	}
 	s.stop = func(ctx context.Context) error {
 		if unsubscribe != nil {
@@ -404,8 +447,15 @@ func (s *Stream) startBackground() bool {
 	return true
 }
 
-// signal wakes an idle processor without blocking.
+// signal wakes an idle processor without blocking. Tasks may be ready
+// anywhere in the queue: the next limited claim looks at every key.
 func (s *Stream) signal() {
+	s.addHints(nil)
+	s.wakeUp()
+}
+
+// wakeUp wakes an idle processor without blocking.
+func (s *Stream) wakeUp() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -436,7 +486,7 @@ func scanTask(rows pgx.Rows) (peonify.TaskInfo, uint64, error) {
 		lastError pgtype.Text
 	)
 	err := rows.Scan(&t.ID, &t.Type, &t.Payload, &headers, &state, &t.Priority, &info.Attempts, &t.MaxAttempts,
-		&uniqueKey, &t.RunAt, &t.EnqueuedAt, &info.UpdatedAt, &lease, &token, &lastError)
+		&uniqueKey, &t.RunAt, &t.EnqueuedAt, &info.UpdatedAt, &lease, &token, &lastError, &t.Key)
 	if err != nil {
 		return info, 0, err
 	}
