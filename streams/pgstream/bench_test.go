@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/peonify/peonify"
@@ -108,4 +110,73 @@ func BenchmarkPollAck(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
 		})
 	}
+}
+
+// BenchmarkLimitsPerKey measures what a PerKey limit costs: the same
+// drain of 20,000 tasks over 1,000 keys (claims of up to 100 tasks and one
+// Ack per claim, by 4 concurrent consumers) with no limits and with a
+// PerKey Concurrency 1 limit, reported as tasks/s of each and their ratio
+// (the goal is at least 0.5). Each op is one pair of drains.
+func BenchmarkLimitsPerKey(b *testing.B) {
+	const tasks, keys, batch, consumers = 20000, 1000, 100, 4
+	pool := testPool(b)
+	ctx := context.Background()
+	drain := func(limits []peonify.Limit) float64 {
+		b.StopTimer()
+		s := newTestStream(b, pool, Config{NoListen: true})
+		if err := s.SetLimits(limits); err != nil {
+			b.Fatal(err)
+		}
+		for i := 0; i < tasks; i += 1000 {
+			ts := benchTasks(1000)
+			for j, t := range ts {
+				t.Key = fmt.Sprintf("key-%04d", (i+j)%keys)
+			}
+			if err := s.Enqueue(ctx, ts...); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := pool.Exec(ctx, "ANALYZE "+testSchema+".peonify_tasks"); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		var done atomic.Int64
+		var wg sync.WaitGroup
+		errs := make(chan error, consumers)
+		for range consumers {
+			wg.Go(func() {
+				for done.Load() < tasks {
+					ds, err := s.Poll(ctx, batch)
+					if err != nil {
+						errs <- err
+						return
+					}
+					if len(ds) == 0 {
+						time.Sleep(time.Millisecond) // keys busy with the other consumers' tasks
+						continue
+					}
+					if err := s.Ack(ctx, ds...); err != nil {
+						errs <- err
+						return
+					}
+					done.Add(int64(len(ds)))
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
+		return float64(tasks) / time.Since(start).Seconds()
+	}
+	var free, limited float64
+	for b.Loop() {
+		free += drain(nil)
+		limited += drain([]peonify.Limit{{PerKey: true, Concurrency: 1}})
+	}
+	b.ReportMetric(free/float64(b.N), "unlimited-tasks/s")
+	b.ReportMetric(limited/float64(b.N), "perkey1-tasks/s")
+	b.ReportMetric(limited/free, "ratio")
 }

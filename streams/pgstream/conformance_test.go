@@ -25,7 +25,7 @@ func TestConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	if err := Migrate(t.Context(), pool); err != nil {
+	if err := MigrateSchema(t.Context(), pool, testSchema); err != nil {
 		t.Fatal(err)
 	}
 	const lease = 500 * time.Millisecond

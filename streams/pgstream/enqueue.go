@@ -102,6 +102,7 @@ type batch struct {
 	uniqueKeys  []*string
 	enqueuedAt  []time.Time
 	runAt       []pgtype.Timestamptz
+	keys        []string
 }
 
 func (b *batch) n() int { return len(b.tasks) }
@@ -115,7 +116,7 @@ func newBatch(tasks []*peonify.Task) (*batch, error) {
 		tasks: make([]*peonify.Task, 0, n), ids: make([]string, 0, n), types: make([]string, 0, n),
 		payloads: make([][]byte, 0, n), headers: make([]*string, 0, n), priorities: make([]int32, 0, n),
 		maxAttempts: make([]int32, 0, n), uniqueKeys: make([]*string, 0, n), enqueuedAt: make([]time.Time, 0, n),
-		runAt: make([]pgtype.Timestamptz, 0, n),
+		runAt: make([]pgtype.Timestamptz, 0, n), keys: make([]string, 0, n),
 	}
 	seen := make(map[string]struct{}, n)
 	for _, t := range tasks {
@@ -161,6 +162,7 @@ func newBatch(tasks []*peonify.Task) (*batch, error) {
 		b.uniqueKeys = append(b.uniqueKeys, uk)
 		b.enqueuedAt = append(b.enqueuedAt, t.EnqueuedAt)
 		b.runAt = append(b.runAt, pgtype.Timestamptz{Time: t.RunAt, Valid: !t.RunAt.IsZero()})
+		b.keys = append(b.keys, t.Key)
 	}
 	return b, nil
 }
@@ -168,7 +170,7 @@ func newBatch(tasks []*peonify.Task) (*batch, error) {
 // validText rejects strings that Postgres text columns cannot hold, with
 // a reason instead of a database error.
 func validText(t *peonify.Task) error {
-	for _, f := range []struct{ name, v string }{{"ID", t.ID}, {"Type", t.Type}, {"UniqueKey", t.UniqueKey}} {
+	for _, f := range []struct{ name, v string }{{"ID", t.ID}, {"Type", t.Type}, {"UniqueKey", t.UniqueKey}, {"Key", t.Key}} {
 		if !utf8.ValidString(f.v) || strings.IndexByte(f.v, 0) >= 0 {
 			return &peonify.InvalidTaskError{ID: t.ID, Reason: "task " + f.name + " must be valid UTF-8 without NUL bytes"}
 		}
@@ -208,7 +210,7 @@ func (b *batch) duplicates(inserted []string) error {
 // the IDs it inserted.
 func (s *Stream) insert(ctx context.Context, q querier, b *batch) ([]string, error) {
 	rows, err := q.Query(ctx, s.sql.insert, s.cfg.Queue, b.ids, b.types, b.payloads, b.headers, b.priorities,
-		b.maxAttempts, b.uniqueKeys, b.enqueuedAt, b.runAt)
+		b.maxAttempts, b.uniqueKeys, b.enqueuedAt, b.runAt, b.keys)
 	if err != nil {
 		return nil, s.dbError("enqueueing tasks", err)
 	}
@@ -250,7 +252,7 @@ func (s *Stream) copyInsert(ctx context.Context, tx pgx.Tx, b *batch) ([]string,
 // give them, and the scheduled ones with it.
 func (s *Stream) copyRows(ctx context.Context, tx pgx.Tx, b *batch) error {
 	table := pgx.Identifier{s.cfg.Schema, "peonify_tasks"}
-	cols := []string{"queue", "id", "type", "payload", "headers", "priority", "max_attempts", "unique_key", "enqueued_at", "run_at"}
+	cols := []string{"queue", "id", "type", "payload", "headers", "priority", "max_attempts", "unique_key", "enqueued_at", "key", "run_at"}
 	for _, scheduled := range []bool{false, true} {
 		var rows []int
 		for i, r := range b.runAt {
@@ -274,7 +276,7 @@ func (s *Stream) copyRows(ctx context.Context, tx pgx.Tx, b *batch) error {
 			if b.uniqueKeys[i] != nil {
 				uk = *b.uniqueKeys[i]
 			}
-			v := []any{s.cfg.Queue, b.ids[i], b.types[i], b.payloads[i], h, b.priorities[i], b.maxAttempts[i], uk, b.enqueuedAt[i]}
+			v := []any{s.cfg.Queue, b.ids[i], b.types[i], b.payloads[i], h, b.priorities[i], b.maxAttempts[i], uk, b.enqueuedAt[i], b.keys[i]}
 			if scheduled {
 				v = append(v, b.runAt[i])
 			}

@@ -23,11 +23,16 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/jackc/pgx/v5/pgconn.(*PgConn).asyncClose.func1"))
 }
 
-// migrateOnce migrates the public schema once per test binary.
+// testSchema is the schema the tests use unless they make one of their
+// own: the public schema of a shared test server may be at an older
+// version, used by older builds, that migrating it would break.
+const testSchema = "pgstream_test"
+
+// migrateOnce migrates testSchema once per test binary.
 var migrateOnce sync.Once
 
-// testPool returns a pool on the test database with the public schema
-// migrated, closed when the test ends. appName tags its connections.
+// testPool returns a pool on the test database with testSchema migrated,
+// closed when the test ends. appName tags its connections.
 func testPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
 	url := testenv.URL(t, "postgres")
@@ -42,7 +47,7 @@ func testPool(t testing.TB) *pgxpool.Pool {
 	}
 	t.Cleanup(pool.Close)
 	var merr error
-	migrateOnce.Do(func() { merr = Migrate(context.Background(), pool) })
+	migrateOnce.Do(func() { merr = MigrateSchema(context.Background(), pool, testSchema) })
 	if merr != nil {
 		t.Fatal(merr)
 	}
@@ -64,11 +69,15 @@ func uniqueQueue(t testing.TB) string {
 }
 
 // newTestStream returns a stream on a fresh queue, closed when the test
-// ends. cfg.Queue, when empty, is set to a unique name.
+// ends. cfg.Queue, when empty, is set to a unique name, and cfg.Schema to
+// testSchema.
 func newTestStream(t testing.TB, pool *pgxpool.Pool, cfg Config) *Stream {
 	t.Helper()
 	if cfg.Queue == "" {
 		cfg.Queue = uniqueQueue(t)
+	}
+	if cfg.Schema == "" {
+		cfg.Schema = testSchema
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = streamtest.Logger(t)
@@ -82,12 +91,8 @@ func newTestStream(t testing.TB, pool *pgxpool.Pool, cfg Config) *Stream {
 			t.Error(err)
 		}
 		// Leave the shared test database as we found it.
-		schema := cfg.Schema
-		if schema == "" {
-			schema = "public"
-		}
-		for _, table := range []string{"peonify_tasks", "peonify_queues"} {
-			q := "DELETE FROM " + pgx.Identifier{schema, table}.Sanitize() + " WHERE queue = $1"
+		for _, table := range []string{"peonify_tasks", "peonify_queues", "peonify_buckets"} {
+			q := "DELETE FROM " + pgx.Identifier{cfg.Schema, table}.Sanitize() + " WHERE queue = $1"
 			if _, err := pool.Exec(context.Background(), q, cfg.Queue); err != nil {
 				t.Logf("cleaning up queue %s: %v", cfg.Queue, err)
 			}

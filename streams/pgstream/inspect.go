@@ -50,7 +50,8 @@ func stateFilter(st peonify.State) (string, *bool, error) {
 	return "", nil, fmt.Errorf("pgstream: unknown task state %q: use one of peonify.States", st)
 }
 
-// List returns tasks of the queue in opts.State, ordered by ID.
+// List returns tasks of the queue in opts.State, ordered by ID: only
+// those of opts.Type and opts.Key when they are set.
 func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.TaskInfo, error) {
 	if s.closed.Load() {
 		return nil, peonify.ErrClosed
@@ -68,7 +69,11 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 	if opts.Type != "" {
 		typ = &opts.Type
 	}
-	rows, err := s.pool.Query(ctx, s.sql.list, s.cfg.Queue, state, typ, opts.After, limit, future)
+	var key *string
+	if opts.Key != "" {
+		key = &opts.Key
+	}
+	rows, err := s.pool.Query(ctx, s.sql.list, s.cfg.Queue, state, typ, opts.After, limit, future, key)
 	if err != nil {
 		return nil, s.dbError("listing tasks", err)
 	}

@@ -11,6 +11,7 @@ import (
 // one per connection.
 type statements struct {
 	claim, claimAfter, ackDelete, ackDone, nackFailed, nackReleased, nackDead, extend string
+	ackDeleteNotify, ackDoneNotify                                                    string
 	insert, rescue, cleanup                                                           string
 	counts, list, get, retry, deleteIDs, purge, pause, resume, paused                 string
 }
@@ -25,7 +26,7 @@ const asyncCommit = `
 // taskColumns is what every statement that returns tasks returns, in the
 // order scanTask reads.
 const taskColumns = `t.id, t.type, t.payload, t.headers, t.state, t.priority, t.attempts, t.max_attempts,
-	t.unique_key, t.run_at, t.enqueued_at, t.updated_at, t.lease_until, t.token, t.last_error`
+	t.unique_key, t.run_at, t.enqueued_at, t.updated_at, t.lease_until, t.token, t.last_error, t.key`
 
 func newStatements(schema string, syncCommit bool) statements {
 	s := pgx.Identifier{schema}.Sanitize()
@@ -83,25 +84,39 @@ SET state = 'done', token = 0, lease_until = NULL, updated_at = now()
 FROM unnest($2::text[], $3::bigint[]) AS a(id, token)
 WHERE t.queue = $1 AND t.id = a.id AND t.token = a.token` + asyncCommit)
 
+	// With limits, an ack gives back permits that tasks of other
+	// processors may wait for: $4 is the NOTIFY channel.
+	notifyAck := func(dml string) string {
+		return `WITH d AS (` + dml + `
+	RETURNING 1
+), n AS (
+	SELECT pg_notify($4, $1) WHERE EXISTS (SELECT 1 FROM d)
+)
+SELECT (SELECT count(*) FROM n)`
+	}
+	st.ackDeleteNotify = notifyAck(st.ackDelete)
+	st.ackDoneNotify = notifyAck(st.ackDone)
+
 	// Nacks wake listeners when the task is ready again at once (a task
-	// released at shutdown should move to another processor right away).
+	// released at shutdown should move to another processor right away),
+	// or when flag says that it gave back a permit of a limit.
 	// Parameters: $1 queue, $2 id, $3 token, $4 NOTIFY channel, $5 reason,
-	// $6 delay in microseconds.
-	nack := func(set string) string {
+	// $6 delay in microseconds (not for dead), then the flag.
+	nack := func(set, flag string) string {
 		return r.Replace(`
 WITH u AS (
 	UPDATE {t} t SET ` + set + `, token = 0, lease_until = NULL, updated_at = now()
 	WHERE t.queue = $1 AND t.id = $2 AND t.token = $3
 	RETURNING t.state = 'pending' AND t.run_at <= now() AS ready
 ), n AS (
-	SELECT pg_notify($4, $1) FROM u WHERE u.ready
+	SELECT pg_notify($4, $1) FROM u WHERE u.ready OR ` + flag + `
 )
 SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)`)
 	}
-	st.nackFailed = nack(`state = 'pending', run_at = now() + $6::bigint * interval '1 microsecond', last_error = $5`)
+	st.nackFailed = nack(`state = 'pending', run_at = now() + $6::bigint * interval '1 microsecond', last_error = $5`, "$7::boolean")
 	st.nackReleased = nack(`state = 'pending', run_at = now() + $6::bigint * interval '1 microsecond',
-		attempts = greatest(t.attempts - 1, 0), last_error = coalesce($5, t.last_error)`)
-	st.nackDead = nack(`state = 'dead', last_error = $5`)
+		attempts = greatest(t.attempts - 1, 0), last_error = coalesce($5, t.last_error)`, "$7::boolean")
+	st.nackDead = nack(`state = 'dead', last_error = $5`, "$6::boolean")
 
 	st.extend = r.Replace(`
 UPDATE {t} t SET lease_until = now() + $4::bigint * interval '1 microsecond', updated_at = now()
@@ -112,12 +127,12 @@ RETURNING t.lease_until`)
 	// and told apart by what RETURNING leaves out. The trigger on the table
 	// sends the wake-up NOTIFY.
 	st.insert = r.Replace(`
-INSERT INTO {t} (queue, id, type, payload, headers, priority, max_attempts, unique_key, enqueued_at, run_at)
+INSERT INTO {t} (queue, id, type, payload, headers, priority, max_attempts, unique_key, enqueued_at, run_at, key)
 SELECT $1, i.id, i.type, i.payload, i.headers::jsonb, i.priority, i.max_attempts, i.unique_key, i.enqueued_at,
-       coalesce(i.run_at, now())
+       coalesce(i.run_at, now()), i.key
 FROM unnest($2::text[], $3::text[], $4::bytea[], $5::text[], $6::integer[], $7::integer[], $8::text[],
-            $9::timestamptz[], $10::timestamptz[])
-     AS i(id, type, payload, headers, priority, max_attempts, unique_key, enqueued_at, run_at)
+            $9::timestamptz[], $10::timestamptz[], $11::text[])
+     AS i(id, type, payload, headers, priority, max_attempts, unique_key, enqueued_at, run_at, key)
 ON CONFLICT DO NOTHING
 RETURNING id`)
 
@@ -168,6 +183,7 @@ SELECT ` + taskColumns + ` FROM {t} t
 WHERE t.queue = $1 AND t.state = $2
   AND ($3::text IS NULL OR t.type = $3) AND t.id > $4
   AND ($6::boolean IS NULL OR (t.run_at > now()) = $6)
+  AND ($7::text IS NULL OR t.key = $7)
 ORDER BY t.id
 LIMIT $5`)
 	st.get = r.Replace(`SELECT ` + taskColumns + ` FROM {t} t WHERE t.queue = $1 AND t.id = $2`)

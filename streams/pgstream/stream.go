@@ -46,6 +46,15 @@ type Stream struct {
 	hintMu         sync.Mutex
 	hint           claimHint
 
+	// Flow control (see flow.go): the limits' plan, nil without limits;
+	// where the next limited claim's rotation over keys starts (guarded by
+	// hintMu); and the wake-up timer for a rate limit's next token.
+	plan      atomic.Pointer[flowPlan]
+	keyCursor string
+	timerMu   sync.Mutex
+	timer     *time.Timer
+	timerAt   time.Time
+
 	wake     chan struct{}
 	listener *Listener // shared or own; nil with NoListen or before Start or the first Poll
 
@@ -121,6 +130,9 @@ func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error
 		return nil, nil
 	}
 	limit = min(limit, maxBatch)
+	if p := s.plan.Load(); p != nil {
+		return s.pollLimited(ctx, p, limit)
+	}
 
 	// While a backlog drains, resume after the last task claimed: a claim
 	// from the front of the queue would walk the index entries of every
@@ -241,12 +253,27 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	if len(ids) == 0 {
 		return nil
 	}
+	// With limits, an ack of a task that holds a permit wakes this
+	// stream and, through NOTIFY, the other processors of the queue.
+	p := s.plan.Load()
+	frees := slices.ContainsFunc(ds, func(d peonify.Delivery) bool { return p.frees(d.Task) })
 	q := s.sql.ackDelete
 	if s.cfg.KeepDone > 0 {
 		q = s.sql.ackDone
 	}
-	if _, err := s.pool.Exec(ctx, q, s.cfg.Queue, ids, tokens); err != nil {
+	args := []any{s.cfg.Queue, ids, tokens}
+	if frees {
+		q = s.sql.ackDeleteNotify
+		if s.cfg.KeepDone > 0 {
+			q = s.sql.ackDoneNotify
+		}
+		args = append(args, s.channel)
+	}
+	if _, err := s.pool.Exec(ctx, q, args...); err != nil {
 		return s.dbError("acking tasks", err)
+	}
+	if frees {
+		s.signal()
 	}
 	return nil
 }
@@ -285,6 +312,8 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	if opts.Outcome != peonify.OutcomeDead {
 		args = append(args, opts.Delay.Microseconds())
 	}
+	frees := s.plan.Load().frees(d.Task)
+	args = append(args, frees)
 	var n, notified int
 	err = s.pool.QueryRow(ctx, q, args...).Scan(&n, &notified)
 	if err != nil {
@@ -292,6 +321,9 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	}
 	if n == 0 {
 		return fmt.Errorf("pgstream: nack of task %s ignored: %w", d.Task.ID, peonify.ErrLeaseLost)
+	}
+	if frees {
+		s.signal() // a permit is free again
 	}
 	return nil
 }
@@ -352,6 +384,11 @@ func (s *Stream) Start(ctx context.Context) error {
 // peonify.ErrClosed.
 func (s *Stream) Close(ctx context.Context) error {
 	s.closed.Store(true)
+	s.timerMu.Lock()
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.timerMu.Unlock()
 	s.mu.Lock()
 	stop := s.stop
 	s.stop = nil
@@ -436,7 +473,7 @@ func scanTask(rows pgx.Rows) (peonify.TaskInfo, uint64, error) {
 		lastError pgtype.Text
 	)
 	err := rows.Scan(&t.ID, &t.Type, &t.Payload, &headers, &state, &t.Priority, &info.Attempts, &t.MaxAttempts,
-		&uniqueKey, &t.RunAt, &t.EnqueuedAt, &info.UpdatedAt, &lease, &token, &lastError)
+		&uniqueKey, &t.RunAt, &t.EnqueuedAt, &info.UpdatedAt, &lease, &token, &lastError, &t.Key)
 	if err != nil {
 		return info, 0, err
 	}

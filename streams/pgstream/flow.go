@@ -1,0 +1,754 @@
+package pgstream
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/peonify/peonify"
+)
+
+var _ peonify.Limiter = (*Stream)(nil)
+
+// flowLockClass is the first key of the advisory lock that serializes the
+// limited claims of one queue (the second is a hash of schema and queue).
+const flowLockClass = 1885693530
+
+// SetLimits replaces the limits that the stream's claims enforce (see
+// peonify.Limit and the package documentation, "Flow control"). It checks
+// them with peonify.NormalizeLimits and does no I/O. With no limits, Poll
+// claims exactly as it does without SetLimits.
+func (s *Stream) SetLimits(limits []peonify.Limit) error {
+	ls, err := peonify.NormalizeLimits(limits)
+	if err != nil {
+		return err
+	}
+	for _, l := range ls {
+		if err := storableLimit(l); err != nil {
+			return err
+		}
+	}
+	if len(ls) == 0 {
+		s.plan.Store(nil)
+		return nil
+	}
+	s.plan.Store(newFlowPlan(s.cfg.Schema, ls))
+	return nil
+}
+
+// storableLimit rejects names a Postgres text value cannot hold: a task
+// with such a type or key cannot be stored, so the limit would be a
+// mistake.
+func storableLimit(l peonify.Limit) error {
+	ok := func(v string) bool { return utf8.ValidString(v) && !strings.ContainsRune(v, 0) }
+	bad := ""
+	switch {
+	case !ok(l.Name):
+		bad = "Name"
+	case !ok(l.Type):
+		bad = "Type"
+	}
+	for k := range l.KeyConcurrency {
+		if !ok(k) {
+			bad = "a KeyConcurrency key"
+		}
+	}
+	if bad != "" {
+		return &peonify.ConfigError{Field: "Limit " + strconv.Quote(l.Name),
+			Reason: bad + " is not valid UTF-8 or holds a NUL byte, which no Postgres task can have"}
+	}
+	return nil
+}
+
+// flowPlan is a set of limits with the SQL that enforces them.
+type flowPlan struct {
+	limits []peonify.Limit
+	conc   []bool          // limit i bounds concurrency (Concurrency, KeyConcurrency or Ordered)
+	period []time.Duration // limit i's token interval (Period/Rate), 0 without Rate
+	perKey bool            // some limit is PerKey: keyed tasks are claimed round-robin by key
+	deep   bool            // a key may start more than one task per claim
+
+	// Statements of the limited claim. Parameters: $1 queue, $2 most
+	// candidates, $3 Config.Identity, and for keyed $4 the key after which
+	// the rotation starts.
+	unkeyed, keyed string
+	rateDue        string // $1 queue: seconds until the next token of an empty bucket, or NULL
+	claim          string // $1 queue, $2 ids, $3 lease µs, $4 identity
+	buckets        string // $1 queue, $2 names, $3 keys, $4 empty_at
+	stats          []string
+}
+
+// flowSQL builds statements of one schema.
+type flowSQL struct {
+	t, b, q, seq string
+}
+
+// lit quotes s as an SQL string literal. SetLimits has checked that s is
+// valid UTF-8 without NUL; pgx requires standard_conforming_strings.
+func lit(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+func newFlowPlan(schema string, ls []peonify.Limit) *flowPlan {
+	s := pgx.Identifier{schema}.Sanitize()
+	f := flowSQL{t: s + ".peonify_tasks", b: s + ".peonify_buckets", q: s + ".peonify_queues", seq: s + ".peonify_token_seq"}
+	p := &flowPlan{limits: ls, conc: make([]bool, len(ls)), period: make([]time.Duration, len(ls))}
+	allDepth1 := false // an every-type PerKey limit lets each key start one task at a time
+	for i, l := range ls {
+		p.conc[i] = l.Concurrency > 0 || len(l.KeyConcurrency) > 0
+		if l.Rate > 0 {
+			p.period[i] = l.Period / time.Duration(l.Rate)
+		}
+		if l.PerKey {
+			p.perKey = true
+			if l.Type == "" && (l.Ordered || (l.Concurrency == 1 && maxKeyConcurrency(l) <= 1)) {
+				allDepth1 = true
+			}
+		}
+	}
+	p.deep = !allDepth1
+	p.unkeyed = f.unkeyed(p)
+	if p.perKey {
+		p.keyed = f.keyed(p)
+	}
+	p.rateDue = f.rateDue(p)
+	p.claim = `
+UPDATE ` + f.t + ` t
+SET state = 'running', attempts = t.attempts + 1, token = (SELECT nextval('` + f.seq + `')),
+    lease_until = now() + $3::bigint * interval '1 microsecond', updated_at = now(), claimed_by = $4
+WHERE t.queue = $1 AND t.id = ANY($2::text[]) AND t.state = 'pending'
+RETURNING ` + taskColumns
+	p.buckets = `
+INSERT INTO ` + f.b + ` AS b (queue, name, key, empty_at)
+SELECT $1, u.name, u.key, u.empty_at FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS u(name, key, empty_at)
+ON CONFLICT (queue, name, key) DO UPDATE SET empty_at = excluded.empty_at`
+	for i := range ls {
+		p.stats = append(p.stats, f.stats(p, i))
+	}
+	return p
+}
+
+func maxKeyConcurrency(l peonify.Limit) int {
+	m := 0
+	for _, n := range l.KeyConcurrency {
+		m = max(m, n)
+	}
+	return m
+}
+
+// applies is the SQL condition that limit l applies to the task row a.
+func applies(l peonify.Limit, a string) string {
+	var c []string
+	if l.Type != "" {
+		c = append(c, a+".type = "+lit(l.Type))
+	}
+	if l.PerKey {
+		c = append(c, a+".key <> ''")
+	}
+	if len(c) == 0 {
+		return "true"
+	}
+	return "(" + strings.Join(c, " AND ") + ")"
+}
+
+// usage is the CTE u<i> holding limit i's running tasks: n, a count, or
+// for a PerKey limit m, a JSON object of counts by key.
+func (f flowSQL) usage(p *flowPlan, i int) string {
+	l := p.limits[i]
+	where := "r.queue = $1 AND r.state = 'running' AND " + applies(l, "r")
+	if l.Local {
+		where += " AND r.claimed_by = $3"
+	}
+	if l.PerKey {
+		return fmt.Sprintf(`u%d AS (SELECT coalesce(jsonb_object_agg(x.key, x.n), '{}'::jsonb) AS m
+	FROM (SELECT r.key, count(*) AS n FROM %s r WHERE %s GROUP BY r.key) x)`, i, f.t, where)
+	}
+	return fmt.Sprintf(`u%d AS (SELECT count(*)::int AS n FROM %s r WHERE %s)`, i, f.t, where)
+}
+
+// used is limit i's running count for key k (an SQL expression).
+func used(p *flowPlan, i int, k string) string {
+	if p.limits[i].PerKey {
+		return fmt.Sprintf("coalesce((u%d.m ->> %s)::int, 0)", i, k)
+	}
+	return fmt.Sprintf("u%d.n", i)
+}
+
+// capOf is limit i's concurrency for key k; NULL means unlimited.
+func capOf(p *flowPlan, i int, k string) string {
+	l := p.limits[i]
+	c := "NULL::int"
+	if l.Concurrency > 0 {
+		c = strconv.Itoa(l.Concurrency)
+	}
+	if len(l.KeyConcurrency) == 0 {
+		return c
+	}
+	j, _ := json.Marshal(l.KeyConcurrency)
+	return fmt.Sprintf("coalesce((%s::jsonb ->> %s)::int, %s)", lit(string(j)), k, c)
+}
+
+// bucket is limit i's bucket row's empty_at for key k.
+func (f flowSQL) bucket(p *flowPlan, i int, k string) string {
+	if !p.limits[i].PerKey {
+		k = "''"
+	}
+	return fmt.Sprintf("(SELECT b.empty_at FROM %s b WHERE b.queue = $1 AND b.name = %s AND b.key = %s)", f.b, lit(p.limits[i].Name), k)
+}
+
+// interval is d as an SQL interval.
+func interval(d time.Duration) string {
+	return fmt.Sprintf("(%d * interval '1 microsecond')", max(d.Microseconds(), 1))
+}
+
+// blocked is the SQL condition that a limit holds back the task row a now,
+// whatever else the claim takes.
+func (f flowSQL) blocked(p *flowPlan, a string) string {
+	var c []string
+	for i, l := range p.limits {
+		app := applies(l, a)
+		if p.conc[i] {
+			c = append(c, fmt.Sprintf("(%s AND coalesce(%s >= %s, false))", app, used(p, i, a+".key"), capOf(p, i, a+".key")))
+		}
+		if p.period[i] > 0 {
+			c = append(c, fmt.Sprintf("(%s AND coalesce(%s > now() - %s, false))", app, f.bucket(p, i, a+".key"), interval(p.period[i])))
+		}
+		if l.Ordered {
+			typ := ""
+			if l.Type != "" {
+				typ = " AND e.type = " + lit(l.Type)
+			}
+			c = append(c, fmt.Sprintf(`(%s AND EXISTS (SELECT 1 FROM %s e
+		WHERE e.queue = $1 AND e.key = %s.key AND e.key <> '' AND e.state = 'pending' AND e.seq < %s.seq%s))`, app, f.t, a, a, typ))
+		}
+	}
+	if len(c) == 0 {
+		return "false"
+	}
+	return strings.Join(c, "\n\t  OR ")
+}
+
+// extras are the columns after a candidate's own: for each limit, its
+// running count for the candidate's key (concurrency limits) and its
+// bucket's empty_at (rate limits).
+func (f flowSQL) extras(p *flowPlan, a string) string {
+	var c []string
+	for i := range p.limits {
+		if p.conc[i] {
+			c = append(c, used(p, i, a+".key"))
+		}
+		if p.period[i] > 0 {
+			c = append(c, f.bucket(p, i, a+".key"))
+		}
+	}
+	if len(c) == 0 {
+		return ""
+	}
+	return ", " + strings.Join(c, ", ")
+}
+
+// with is the WITH clause of the usage CTEs, and the FROM items naming them.
+func (f flowSQL) with(p *flowPlan) (with, from string) {
+	var ctes, names []string
+	for i := range p.limits {
+		if p.conc[i] {
+			ctes = append(ctes, f.usage(p, i))
+			names = append(names, fmt.Sprintf("u%d", i))
+		}
+	}
+	if len(ctes) == 0 {
+		return "", ""
+	}
+	return strings.Join(ctes, ",\n"), " CROSS JOIN " + strings.Join(names, " CROSS JOIN ")
+}
+
+const candColumns = "c.id, c.type, c.key, c.priority, coalesce(c.seq, 0)"
+
+// unkeyed selects up to $2 ready tasks in claim order that no limit holds
+// back: those without a key when some limit is PerKey (the keyed ones are
+// taken by key), else all of them.
+func (f flowSQL) unkeyed(p *flowPlan) string {
+	with, from := f.with(p)
+	if with != "" {
+		with = "WITH " + with + "\n"
+	}
+	scope, order := "", "c.priority DESC, c.run_at, c.id"
+	if p.perKey {
+		scope, order = " AND c.key = ''", "c.priority DESC, c.seq"
+	}
+	return with + `SELECT ` + candColumns + `, 1` + f.extras(p, "c") + `
+FROM ` + f.t + ` c` + from + `
+WHERE c.queue = $1 AND c.state = 'pending' AND c.run_at <= now()` + scope + `
+  AND NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '')
+  AND NOT (` + f.blocked(p, "c") + `)
+ORDER BY ` + order + `
+LIMIT $2`
+}
+
+// keyed selects ready keyed tasks round-robin across keys, starting after
+// the key $4 and wrapping around: first the next task of each key (rank 1)
+// that no limit holds back, then, if the claim has room, more tasks of
+// each key (rank 2 on). Keys that an every-type PerKey limit saturates are
+// skipped without reading their tasks, so a blocked key costs one index
+// probe.
+func (f flowSQL) keyed(p *flowPlan) string {
+	with, from := f.with(p)
+	if with != "" {
+		with += ",\n"
+	}
+	next := func(after string) string {
+		return `(SELECT n.key FROM ` + f.t + ` n WHERE n.queue = $1 AND n.state = 'pending' AND n.key > ` + after + ` ORDER BY n.key LIMIT 1)`
+	}
+	// free is how many more tasks the key may start under the every-type
+	// PerKey concurrency limits, NULL when they do not bound it.
+	var keyOK, frees []string
+	ordered := false
+	for i, l := range p.limits {
+		if !l.PerKey || l.Type != "" {
+			continue
+		}
+		if p.conc[i] {
+			keyOK = append(keyOK, fmt.Sprintf("coalesce(%s < %s, true)", used(p, i, "k.key"), capOf(p, i, "k.key")))
+			frees = append(frees, fmt.Sprintf("%s - %s", capOf(p, i, "k.key"), used(p, i, "k.key")))
+		}
+		if p.period[i] > 0 {
+			keyOK = append(keyOK, fmt.Sprintf("coalesce(%s <= now() - %s, true)", f.bucket(p, i, "k.key"), interval(p.period[i])))
+		}
+		ordered = ordered || l.Ordered
+	}
+	cond := ""
+	if len(keyOK) > 0 {
+		cond = " AND " + strings.Join(keyOK, " AND ")
+	}
+	order := "t.priority DESC, t.seq"
+	if ordered {
+		order = "t.seq" // the key's first task is the only one that may start
+	}
+	task := func(first int, limit string) string {
+		return `SELECT x.*, ` + strconv.Itoa(first-1) + ` + row_number() OVER () AS rank FROM (
+			SELECT t.id, t.type, t.key, t.priority, t.seq FROM ` + f.t + ` t
+			WHERE t.queue = $1 AND t.key = k.key AND t.key <> '' AND t.state = 'pending' AND t.run_at <= now()
+			  AND NOT (` + f.blocked(p, "t") + `)
+			ORDER BY ` + order + ` ` + limit + `
+		) x`
+	}
+	q := `WITH RECURSIVE ` + with + `k1(key) AS (
+	` + next("$4") + `
+	UNION ALL
+	SELECT ` + next("k1.key") + ` FROM k1 WHERE k1.key IS NOT NULL
+), k2(key) AS (
+	` + next("''") + `
+	UNION ALL
+	SELECT ` + next("k2.key") + ` FROM k2 WHERE k2.key IS NOT NULL AND k2.key < $4
+), ks AS (
+	SELECT key FROM k1 WHERE key IS NOT NULL
+	UNION ALL
+	SELECT key FROM k2 WHERE key IS NOT NULL AND key <= $4
+)
+SELECT ` + candColumns + `, c.rank` + f.extras(p, "c") + ` FROM (
+	SELECT t.* FROM ks k` + from + ` CROSS JOIN LATERAL (
+		` + task(1, "LIMIT 1") + `
+	) t
+	WHERE true` + cond
+	if p.deep {
+		depth := "$2"
+		if len(frees) > 0 {
+			depth = "least($2, " + strings.Join(frees, ", ") + ")"
+		}
+		q += `
+	UNION ALL
+	SELECT t.* FROM ks k` + from + ` CROSS JOIN LATERAL (
+		` + task(2, "LIMIT greatest(coalesce("+depth+", $2) - 1, 0) OFFSET 1") + `
+	) t
+	WHERE true` + cond
+	}
+	q += `
+) c` + from + `
+WHERE NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '')
+LIMIT $2`
+	return q
+}
+
+// rateDue returns how many seconds until the next token of a bucket that
+// holds back tasks is due, or NULL.
+func (f flowSQL) rateDue(p *flowPlan) string {
+	var parts []string
+	for i, l := range p.limits {
+		if p.period[i] == 0 {
+			continue
+		}
+		iv := interval(p.period[i])
+		parts = append(parts, fmt.Sprintf(`(SELECT min(b.empty_at) + %s FROM %s b WHERE b.queue = $1 AND b.name = %s AND b.empty_at > now() - %s)`,
+			iv, f.b, lit(l.Name), iv))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return `SELECT extract(epoch FROM least(` + strings.Join(parts, ", ") + `) - now())::float8`
+}
+
+// stats returns limit i's tasks by key (one row, key ”, unless PerKey):
+// running, ready, and totals over every key, busiest keys first.
+func (f flowSQL) stats(p *flowPlan, i int) string {
+	l := p.limits[i]
+	running := "t.state = 'running'"
+	if l.Local {
+		running += " AND t.claimed_by = $2"
+	} else {
+		running += " AND $2::text IS NOT NULL"
+	}
+	key := "''"
+	if l.PerKey {
+		key = "t.key"
+	}
+	return `SELECT x.key, x.r, x.w, sum(x.r) OVER ()::bigint, sum(x.w) OVER ()::bigint FROM (
+	SELECT ` + key + ` AS key, count(*) FILTER (WHERE ` + running + `) AS r,
+	       count(*) FILTER (WHERE t.state = 'pending' AND t.run_at <= now()) AS w
+	FROM ` + f.t + ` t
+	WHERE t.queue = $1 AND t.state IN ('pending', 'running') AND ` + applies(l, "t") + `
+	GROUP BY 1
+) x
+WHERE x.r + x.w > 0
+ORDER BY x.r + x.w DESC, x.key
+LIMIT ` + strconv.Itoa(peonify.MaxLimitStatKeys)
+}
+
+// candidate is a ready task that the limited claim may take.
+type candidate struct {
+	id, typ, key string
+	priority     int
+	seq          int64
+	rank         int
+	pos          int                  // order of arrival from the database
+	used         []int                // per limit: running count for the key (concurrency limits)
+	empty        []pgtype.Timestamptz // per limit: the bucket's empty_at (rate limits)
+}
+
+// scanCandidates reads the rows of unkeyed or keyed.
+func scanCandidates(rows pgx.Rows, p *flowPlan, out []candidate) ([]candidate, error) {
+	defer rows.Close()
+	for rows.Next() {
+		c := candidate{pos: len(out), used: make([]int, len(p.limits)), empty: make([]pgtype.Timestamptz, len(p.limits))}
+		var rank int64
+		dest := []any{&c.id, &c.typ, &c.key, &c.priority, &c.seq, &rank}
+		for i := range p.limits {
+			if p.conc[i] {
+				dest = append(dest, &c.used[i])
+			}
+			if p.period[i] > 0 {
+				dest = append(dest, &c.empty[i])
+			}
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return out, err
+		}
+		c.rank = int(rank)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// bucketID names a token bucket: a limit, and a key for PerKey limits.
+type bucketID struct {
+	limit int
+	key   string
+}
+
+// admit picks, from the candidates, the tasks that every limit admits,
+// up to n: in rank order (a key's next task before any key's second),
+// then by priority and arrival, counting each task it takes against its
+// limits. It returns them and the buckets it took tokens from, with their
+// new empty_at.
+func (p *flowPlan) admit(cands []candidate, n int, now time.Time) ([]candidate, map[bucketID]time.Time) {
+	slices.SortStableFunc(cands, func(a, b candidate) int {
+		switch {
+		case a.rank != b.rank:
+			return a.rank - b.rank
+		case a.priority != b.priority:
+			return b.priority - a.priority
+		case a.seq != b.seq && a.seq != 0 && b.seq != 0:
+			if a.seq < b.seq {
+				return -1
+			}
+			return 1
+		}
+		return a.pos - b.pos
+	})
+	taken := make(map[bucketID]int)
+	buckets := make(map[bucketID]time.Time)
+	var out []candidate
+	seen := make(map[string]bool, len(cands))
+	for _, c := range cands {
+		if len(out) == n {
+			break
+		}
+		if seen[c.id] {
+			continue
+		}
+		t := peonify.Task{Type: c.typ, Key: c.key}
+		ok := true
+		var spend []bucketID
+		var spendAt []time.Time
+		for i, l := range p.limits {
+			if !ok {
+				break
+			}
+			if !l.Applies(&t) {
+				continue
+			}
+			id := bucketID{i, ""}
+			if l.PerKey {
+				id.key = c.key
+			}
+			if p.conc[i] {
+				limit, bounded := l.ConcurrencyFor(c.key)
+				if bounded && c.used[i]+taken[id] >= limit {
+					ok = false
+				}
+			}
+			if ok && p.period[i] > 0 {
+				e, have := buckets[id]
+				if !have {
+					e = time.Time{}
+					if c.empty[i].Valid {
+						e = c.empty[i].Time
+					}
+				}
+				T := p.period[i]
+				if floor := now.Add(-time.Duration(l.Burst) * T); e.Before(floor) {
+					e = floor
+				}
+				if e.Add(T).After(now) {
+					ok = false
+				} else {
+					spend = append(spend, id)
+					spendAt = append(spendAt, e.Add(T))
+				}
+			}
+		}
+		if !ok {
+			continue
+		}
+		seen[c.id] = true
+		out = append(out, c)
+		for i, l := range p.limits {
+			if p.conc[i] && l.Applies(&t) {
+				id := bucketID{i, ""}
+				if l.PerKey {
+					id.key = c.key
+				}
+				taken[id]++
+			}
+		}
+		for j, id := range spend {
+			buckets[id] = spendAt[j]
+		}
+	}
+	return out, buckets
+}
+
+// pollLimited is Poll with limits: one transaction, under an advisory
+// lock per queue that every limited claim of the queue takes, so that
+// each sees the claims before it. It reads the candidates and what the
+// limits have in use, picks what the limits admit, and claims them and
+// takes their tokens before it commits: two round trips.
+func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peonify.Delivery, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, s.dbError("claiming tasks", err)
+	}
+	// A connection released inside the transaction (after an error) is
+	// closed by the pool, which ends the transaction and its lock.
+	defer conn.Release()
+
+	s.hintMu.Lock()
+	cursor := s.keyCursor
+	s.hintMu.Unlock()
+
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	if !s.cfg.SyncCommit {
+		b.Queue("SET LOCAL synchronous_commit = off")
+	}
+	b.Queue("SELECT pg_advisory_xact_lock($1::int, hashtext($2))", flowLockClass, s.cfg.Schema+"."+s.cfg.Queue)
+	var now time.Time
+	b.Queue("SELECT now()").QueryRow(func(r pgx.Row) error { return r.Scan(&now) })
+	var cands []candidate
+	b.Queue(p.unkeyed, s.cfg.Queue, limit, s.cfg.Identity).Query(func(rows pgx.Rows) error {
+		cands, err = scanCandidates(rows, p, cands)
+		return err
+	})
+	nUnkeyed := -1
+	var nKeyed int
+	if p.perKey {
+		b.Queue(p.keyed, s.cfg.Queue, limit, s.cfg.Identity, cursor).Query(func(rows pgx.Rows) error {
+			nUnkeyed = len(cands)
+			cands, err = scanCandidates(rows, p, cands)
+			nKeyed = len(cands) - nUnkeyed
+			return err
+		})
+	}
+	var due pgtype.Float8
+	if p.rateDue != "" {
+		b.Queue(p.rateDue, s.cfg.Queue).QueryRow(func(r pgx.Row) error { return r.Scan(&due) })
+	}
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return nil, s.dbError("claiming tasks", err)
+	}
+
+	chosen, buckets := p.admit(cands, limit, now)
+	if p.perKey && len(chosen) > 0 {
+		// The next claim's rotation starts after the last key this one
+		// took a task of.
+		last := -1
+		for _, c := range chosen {
+			if c.pos >= nUnkeyed && c.pos > last {
+				last = c.pos
+			}
+		}
+		s.hintMu.Lock()
+		switch {
+		case last >= 0:
+			s.keyCursor = cands[indexOfPos(cands, last)].key
+		case nKeyed == 0:
+			s.keyCursor = ""
+		}
+		s.hintMu.Unlock()
+	}
+	if len(chosen) < limit && due.Valid {
+		s.wakeAfter(time.Duration(due.Float64*float64(time.Second)) + time.Millisecond)
+	}
+	if len(chosen) == 0 {
+		if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
+			return nil, s.dbError("claiming tasks", err)
+		}
+		return nil, nil
+	}
+
+	ids := make([]string, len(chosen))
+	order := make(map[string]int, len(chosen))
+	for i, c := range chosen {
+		ids[i] = c.id
+		order[c.id] = i
+	}
+	b = &pgx.Batch{}
+	ds := make([]peonify.Delivery, 0, len(chosen))
+	b.Queue(p.claim, s.cfg.Queue, ids, s.lease, s.cfg.Identity).Query(func(rows pgx.Rows) error {
+		defer rows.Close()
+		for rows.Next() {
+			info, token, err := scanTask(rows)
+			if err != nil {
+				return err
+			}
+			ds = append(ds, peonify.Delivery{Task: &info.Task, Token: token, Deadline: info.LeaseUntil})
+		}
+		return rows.Err()
+	})
+	if len(buckets) > 0 {
+		var names, keys []string
+		var at []time.Time
+		for id, e := range buckets {
+			names = append(names, p.limits[id.limit].Name)
+			keys = append(keys, id.key)
+			// Rounded up to the microsecond Postgres keeps, so that a
+			// stored bucket never holds more than it did.
+			at = append(at, e.Add(time.Microsecond-time.Nanosecond).Truncate(time.Microsecond))
+		}
+		b.Queue(p.buckets, s.cfg.Queue, names, keys, at)
+	}
+	b.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		// Nothing is leased if the transaction failed; if only its reply
+		// was lost, the leases expire and the rescuer hands the tasks out.
+		return nil, s.dbError("claiming tasks", err)
+	}
+	slices.SortFunc(ds, func(a, b peonify.Delivery) int { return order[a.Task.ID] - order[b.Task.ID] })
+	return ds, nil
+}
+
+func indexOfPos(cands []candidate, pos int) int {
+	for i, c := range cands {
+		if c.pos == pos {
+			return i
+		}
+	}
+	return 0
+}
+
+// wakeAfter wakes the stream after d, when a rate limit's next token is
+// due: at most one timer is armed, for the earliest time asked.
+func (s *Stream) wakeAfter(d time.Duration) {
+	at := time.Now().Add(max(d, 0))
+	s.timerMu.Lock()
+	defer s.timerMu.Unlock()
+	if s.closed.Load() {
+		return
+	}
+	if s.timer != nil && !s.timerAt.IsZero() && s.timerAt.Before(at) && time.Until(s.timerAt) > 0 {
+		return // an earlier wake-up is armed
+	}
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.timerAt = at
+	s.timer = time.AfterFunc(time.Until(at), s.signal)
+}
+
+// frees reports whether completing or failing t gives back a permit that
+// a waiting task may need: a concurrency limit (or an Ordered one)
+// applies to it.
+func (p *flowPlan) frees(t *peonify.Task) bool {
+	if p == nil || t == nil {
+		return false
+	}
+	for i, l := range p.limits {
+		if p.conc[i] && l.Applies(t) {
+			return true
+		}
+	}
+	return false
+}
+
+// LimitStats reports, for each limit in the order SetLimits was given
+// them, its running tasks (this stream's own, for a Local limit), its
+// ready tasks, and for a PerKey limit its busiest keys. It reads the
+// table: one query per limit.
+func (s *Stream) LimitStats(ctx context.Context) ([]peonify.LimitStat, error) {
+	if s.closed.Load() {
+		return nil, peonify.ErrClosed
+	}
+	p := s.plan.Load()
+	if p == nil {
+		return nil, nil
+	}
+	out := make([]peonify.LimitStat, len(p.limits))
+	for i, l := range p.limits {
+		st := peonify.LimitStat{Name: l.Name}
+		rows, err := s.pool.Query(ctx, p.stats[i], s.cfg.Queue, s.cfg.Identity)
+		if err != nil {
+			return nil, s.dbError("reading the use of limit "+l.Name, err)
+		}
+		for rows.Next() {
+			var k peonify.KeyStat
+			var r, w int64
+			if err := rows.Scan(&k.Key, &k.InUse, &k.Waiting, &r, &w); err != nil {
+				rows.Close()
+				return nil, s.dbError("reading the use of limit "+l.Name, err)
+			}
+			st.InUse, st.Waiting = int(r), int(w)
+			if l.PerKey {
+				st.Keys = append(st.Keys, k)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return nil, s.dbError("reading the use of limit "+l.Name, err)
+		}
+		out[i] = st
+	}
+	return out, nil
+}
