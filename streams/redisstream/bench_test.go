@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -231,4 +232,84 @@ func BenchmarkIdlePickup(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[min(len(lat)*99/100, len(lat)-1)].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkLimits compares the throughput of claims under limits with the
+// same run unlimited: 20,000 tasks over 1,000 keys, with a PerKey
+// Concurrency 1 limit or none. Each op is one run of both; it reports
+// tasks/s of each and their ratio (the goal is at least 0.5). "poll" claims
+// and acks batches of 100 directly on the stream, the stream's own cost;
+// "processor" drains with a Processor of 50 workers and a no-op handler,
+// what users see.
+func BenchmarkLimits(b *testing.B) {
+	const tasks, keys = 20000, 1000
+	limit := peonify.Limit{PerKey: true, Concurrency: 1}
+	backlog := func(b *testing.B, s *Stream) {
+		ctx := context.Background()
+		for i := 0; i < tasks; i += 1000 {
+			batch := make([]*peonify.Task, 1000)
+			for j := range batch {
+				batch[j] = &peonify.Task{Type: streamtest.BenchType, Key: "tenant-" + strconv.Itoa((i+j)%keys), Payload: benchPayload}
+			}
+			if err := s.Enqueue(ctx, batch...); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	pollRun := func(b *testing.B, limits ...peonify.Limit) float64 {
+		client := testClient(b)
+		s := newTestStream(b, client, Config{DedupWindow: -1})
+		if err := s.SetLimits(limits); err != nil {
+			b.Fatal(err)
+		}
+		backlog(b, s)
+		start := time.Now()
+		streamtest.PollAck(b, s, tasks, 100)
+		return tasks / time.Since(start).Seconds()
+	}
+	drainRun := func(b *testing.B, limits ...peonify.Limit) float64 {
+		client := testClient(b)
+		s := newTestStream(b, client, Config{DedupWindow: -1})
+		backlog(b, s)
+		var done atomic.Int64
+		all := make(chan struct{})
+		p, err := peonify.New(peonify.Config{Workers: 50, Logger: slog.New(slog.DiscardHandler),
+			OnEvent: func(e peonify.Event) {
+				if e.Kind == peonify.EventSucceeded && done.Add(1) == tasks {
+					close(all)
+				}
+			}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = p.AddTaskList(peonify.TaskList{streamtest.BenchType: peonify.HandlerFunc(func(context.Context, *peonify.Task) error { return nil })})
+		var opts []peonify.StreamOption
+		if len(limits) > 0 {
+			opts = append(opts, peonify.Limits(limits...))
+		}
+		if err := p.AddStream(s, opts...); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		stop := streamtest.Run(b, p)
+		<-all
+		rate := tasks / time.Since(start).Seconds()
+		stop()
+		return rate
+	}
+	for _, mode := range []struct {
+		name string
+		run  func(*testing.B, ...peonify.Limit) float64
+	}{{"poll", pollRun}, {"processor", drainRun}} {
+		b.Run(mode.name, func(b *testing.B) {
+			var unlimited, perKey float64
+			for range b.N {
+				unlimited += mode.run(b)
+				perKey += mode.run(b, limit)
+			}
+			b.ReportMetric(unlimited/float64(b.N), "unlimited-tasks/s")
+			b.ReportMetric(perKey/float64(b.N), "perkey-tasks/s")
+			b.ReportMetric(perKey/unlimited, "ratio")
+		})
+	}
 }

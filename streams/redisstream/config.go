@@ -180,6 +180,12 @@ type Keys struct {
 	// Unique starts the name of a unique key's lock, Unique +
 	// Task.UniqueKey, whose value is the ID of the live task holding it.
 	Unique string
+
+	// Limits starts the names of the keys that flow control keeps (see
+	// the package documentation, "Flow control"): the ready tasks of each
+	// type and key, the permits in use, the rate buckets. They exist only
+	// once a stream with limits has polled the queue.
+	Limits string
 }
 
 func newKeys(prefix, queue string) Keys {
@@ -192,5 +198,6 @@ func newKeys(prefix, queue string) Keys {
 		Tasks:     base + ":tasks",
 		Seen:      base + ":seen:",
 		Unique:    base + ":unique:",
+		Limits:    base + ":lim:",
 	}
 }

@@ -21,11 +21,13 @@ const (
 	fieldPriority    = "priority"     // decimal integer, carried but not ordered on
 	fieldMaxAttempts = "max_attempts" // decimal integer
 	fieldUniqueKey   = "unique_key"   // Task.UniqueKey
+	fieldKey         = "key"          // Task.Key, for flow control
 	fieldEnqueuedAt  = "enqueued_at"  // Unix milliseconds; defaults to the entry ID's time
 	fieldRunAt       = "run_at"       // Unix milliseconds, as the producer asked
 	fieldAttempts    = "attempts"     // attempts counted before this entry was added
 	fieldLastError   = "last_error"   // error of the last failed attempt, or the dead reason
 	fieldDeadAt      = "dead_at"      // Unix milliseconds, in the dead stream
+	fieldOrd         = "ord"          // the task's place in its key's order, kept by retries (flow control)
 )
 
 // entry holds the fields of a stream entry or scheduled hash that Peonify
@@ -33,7 +35,7 @@ const (
 type entry struct {
 	id, typ, payload, headers, priority, maxAttempts  string
 	uniqueKey, enqueuedAt, runAt, attempts, lastError string
-	deadAt                                            string
+	deadAt, key                                       string
 	hasPayload                                        bool
 }
 
@@ -64,6 +66,8 @@ func (e *entry) set(name, value string) {
 		e.lastError = value
 	case fieldDeadAt:
 		e.deadAt = value
+	case fieldKey:
+		e.key = value
 	}
 }
 
@@ -100,8 +104,13 @@ func (e *entry) task(eid string) *peonify.Task {
 		ID:        e.id,
 		Type:      e.typ,
 		UniqueKey: e.uniqueKey,
+		Key:       e.key,
 		LastError: e.lastError,
 		Headers:   streamkit.DecodeHeaders([]byte(e.headers)),
+	}
+	if t.Key == "" {
+		// A producer that set the header rather than the field.
+		t.Key = t.Headers[peonify.KeyHeader]
 	}
 	if t.ID == "" {
 		t.ID = eid
@@ -211,6 +220,9 @@ func fields(t *peonify.Task) ([]any, error) {
 	}
 	if t.UniqueKey != "" {
 		f = append(f, fieldUniqueKey, t.UniqueKey)
+	}
+	if t.Key != "" {
+		f = append(f, fieldKey, t.Key)
 	}
 	if !t.RunAt.IsZero() {
 		f = append(f, fieldRunAt, strconv.FormatInt(t.RunAt.UnixMilli(), 10))

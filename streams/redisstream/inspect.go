@@ -27,7 +27,7 @@ local function revive(did, fields, id)
   local out, uniq = {}, nil
   for i = 1, #fields, 2 do
     local f, v = fields[i], fields[i + 1]
-    if f ~= 'attempts' and f ~= 'dead_at' then
+    if f ~= 'attempts' and f ~= 'dead_at' and f ~= 'ord' then
       out[#out + 1] = f
       out[#out + 1] = v
     end
@@ -89,6 +89,7 @@ for i = 6, #ARGV do
     forget(id, loc)
   end
 end
+if n > 0 then limitsChanged() end
 return n
 `)
 
@@ -127,6 +128,7 @@ elseif state == 'dead' then
     n = n + 1
   end
 end
+if n > 0 then limitsChanged() end
 return {n, seen, last}
 `)
 
@@ -330,6 +332,13 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 	}
 	page := listing.Infos(opts)
 	keep := page.Add
+	if opts.Key != "" {
+		keep = func(info peonify.TaskInfo) {
+			if info.Task.Key == opts.Key {
+				page.Add(info)
+			}
+		}
+	}
 	switch opts.State {
 	case peonify.StatePending, peonify.StateRunning:
 		claims, err := s.claims(ctx)

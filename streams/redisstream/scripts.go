@@ -1,11 +1,16 @@
 package redisstream
 
-import "github.com/redis/go-redis/v9"
+import (
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // The server-side scripts. Every script gets the same keys and leading
 // arguments (see Stream.run):
 //
-//	KEYS[1] stream, KEYS[2] schedule, KEYS[3] dead, KEYS[4] tasks
+//	KEYS[1] stream, KEYS[2] schedule, KEYS[3] dead, KEYS[4] tasks,
+//	KEYS[5] the prefix of the flow-control keys (see limitscripts.go)
 //	ARGV[1] seen key prefix, ARGV[2] unique key prefix, ARGV[3] scheduled hash prefix,
 //	ARGV[4] group, ARGV[5] consumer
 //
@@ -13,7 +18,7 @@ import "github.com/redis/go-redis/v9"
 // the prefixes; they share the queue's hash tag, so they live in the same
 // Redis Cluster slot. Times are the server's clock, in Unix milliseconds.
 const luaPrelude = `
-local stream, schedule, dead, tasks = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stream, schedule, dead, tasks, lim = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local seenPrefix, uniquePrefix, schedPrefix = ARGV[1], ARGV[2], ARGV[3]
 local group, me = ARGV[4], ARGV[5]
 local function nowMs()
@@ -59,6 +64,16 @@ local function idLess(a, b)
   local bm, bs = string.match(b, '^(%d+)-(%d+)$')
   am, bm = tonumber(am), tonumber(bm)
   return am < bm or am == bm and tonumber(as) < tonumber(bs)
+end
+-- limitsChanged tells the processors of a queue claimed with limits that
+-- tasks were removed behind their back (Inspector Delete or Purge), which
+-- may free keys held by an ordered limit: their next claim looks again at
+-- every held key, and the watchers wake them.
+local function limitsChanged()
+  if redis.call('EXISTS', lim .. 'mode') == 1 then
+    redis.call('SET', lim .. 'dirty', '1')
+    redis.call('XADD', lim .. 'wake', 'MAXLEN', '~', 16, '*', 'w', '1')
+  end
 end
 -- unpackAll spreads a list into arguments.
 local function unpackAll(t) return unpack(t, 1, #t) end
@@ -129,14 +144,16 @@ end
 return #ids
 `)
 
-// ackScript completes deliveries. ARGV[6] and ARGV[7] are the lowest and
-// highest entry ID of the batch and ARGV[8] the number of deliveries n;
-// then come their n entry IDs, n delivery counts (the fencing tokens), n
-// task IDs, and, for the deliveries whose task has a unique key, pairs of
-// entry ID and unique key. A delivery counts only if this consumer still
-// holds its entry with the same delivery count. It returns how many were
-// acked.
-var ackScript = redis.NewScript(luaPrelude + `
+// ackChecks is the start of the ack scripts: ARGV[6] and ARGV[7] are the
+// lowest and highest entry ID of the batch and ARGV[8] the number of
+// deliveries n; then come their n entry IDs, n delivery counts (the fencing
+// tokens), n task IDs, and, for the deliveries whose task has a unique key,
+// pairs of entry ID and unique key. A delivery counts only if this consumer
+// still holds its entry with the same delivery count. It leaves the k
+// deliveries that count in eids and ids, their positions among the n in
+// at, and their unique keys released. The unique-key pairs end at
+// ARGV[ackEnd], which the script sets before.
+const ackChecks = `
 local n = tonumber(ARGV[8])
 local mine = {}
 local from = ARGV[6]
@@ -147,25 +164,39 @@ while true do
   if #page < 1000 then break end
   from = '(' .. page[#page][1]
 end
-local eids, ids, done, k = {}, {}, {}, 0
+local eids, ids, at, done, k = {}, {}, {}, {}, 0
 for i = 9, 8 + n do
   local eid = ARGV[i]
   if not done[eid] and mine[eid] == tonumber(ARGV[i + n]) then
     k = k + 1
     eids[k] = eid
     ids[k] = ARGV[i + 2 * n]
+    at[k] = i - 8
     done[eid] = ids[k]
   end
 end
-for i = 9 + 3 * n, #ARGV, 2 do
+for i = 9 + 3 * n, ackEnd, 2 do
   if done[ARGV[i]] then release(ARGV[i + 1], done[ARGV[i]]) end
 end
+`
+
+// ackScript completes deliveries (see ackChecks for its arguments) and
+// returns how many were acked.
+var ackScript = redis.NewScript(luaPrelude + "local ackEnd = #ARGV\n" + ackChecks + `
 for i = 1, k, 1000 do
   local j = math.min(i + 999, k)
   redis.call('XACK', stream, group, unpack(eids, i, j))
   redis.call('HDEL', tasks, unpack(ids, i, j))
 end
 if k == 0 then return 0 end
+if redis.call('EXISTS', lim .. 'mode') == 1 then
+  -- The queue has been claimed with limits: entries below the group's
+  -- last delivered ID may be ready, not acked, so nothing is trimmed.
+  for i = 1, k, 1000 do
+    redis.call('XDEL', stream, unpack(eids, i, math.min(i + 999, k)))
+  end
+  return k
+end
 -- Delete the acked entries. Every entry older than both the oldest
 -- pending one and the first not yet delivered is acked: trimming them
 -- by MINID drops whole nodes of the stream at once, far cheaper than
@@ -198,7 +229,15 @@ return k
 // task ID, outcome ('failed', 'released' or 'dead'), delay in ms, reason,
 // KeepDead in ms (0: forever). It returns 1, or 0 if the claim is no
 // longer this consumer's with that delivery count.
-var nackScript = redis.NewScript(luaPrelude + `
+var nackScript = redis.NewScript(luaPrelude + nackBody(nil))
+
+// nackBody returns the body of a nack script with the Lua of hooks
+// spliced in at --[[name]]: "gone" (the entry was deleted meanwhile),
+// "skip" (a condition on field f: more fields to drop from the entry),
+// "fields" (the fields of the entry to add again are in fields) and "done"
+// (the task has moved).
+func nackBody(hooks map[string]string) string {
+	body := `
 local eid, token, id, outcome = ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9]
 local delay, reason, keepDead = tonumber(ARGV[10]), ARGV[11], tonumber(ARGV[12])
 local owner, count = claimOf(eid)
@@ -208,6 +247,7 @@ redis.call('XACK', stream, group, eid)
 redis.call('XDEL', stream, eid)
 if #e == 0 then
   forget(id, eid)
+  --[[gone]]
   return 1
 end
 local old = e[1][2]
@@ -216,7 +256,7 @@ for i = 1, #old, 2 do
   local f, v = old[i], old[i + 1]
   if f == 'attempts' then attempts = tonumber(v) or 0
   elseif f == 'last_error' then lastErr = v
-  elseif f ~= 'dead_at' then
+  elseif f ~= 'dead_at' --[[skip]] then
     if f == 'id' then hasID = true elseif f == 'unique_key' then uniq = v end
     fields[#fields + 1] = f
     fields[#fields + 1] = v
@@ -238,6 +278,7 @@ if lastErr then
   fields[#fields + 1] = 'last_error'
   fields[#fields + 1] = lastErr
 end
+--[[fields]]
 local now = nowMs()
 if outcome == 'dead' then
   if keepDead > 0 then
@@ -262,8 +303,14 @@ elseif delay > 0 then
 else
   redis.call('HSET', tasks, id, redis.call('XADD', stream, '*', unpackAll(fields)))
 end
+--[[done]]
 return 1
-`)
+`
+	for _, name := range []string{"gone", "skip", "fields", "done"} {
+		body = strings.Replace(body, "--[["+name+"]]", hooks[name], 1)
+	}
+	return body
+}
 
 // extendScript renews a lease: ARGV[6..] entry ID, delivery count, and the
 // idle time in ms to leave on the entry. It returns 1, or 0 if the claim is

@@ -19,7 +19,12 @@ const maxBatch = 10000
 
 // MaxPoll returns the most tasks one Poll returns, so that the processor
 // asks for no more (peonify.PollLimiter).
-func (s *Stream) MaxPoll() int { return maxBatch }
+func (s *Stream) MaxPoll() int {
+	if s.lim.Load() != nil {
+		return maxLimitedBatch
+	}
+	return maxBatch
+}
 
 // promoteEvery is how often Poll at most moves due scheduled tasks into
 // the stream, and promoteLimit how many it moves at once.
@@ -54,6 +59,7 @@ type Stream struct {
 	wake  chan struct{} // Wake's channel
 	armed chan struct{} // a Poll came back short: the watcher should look for work
 
+	lim         atomic.Pointer[limitSet] // nil: no limits
 	closed      atomic.Bool
 	readOwn     atomic.Bool  // take back this consumer's own pending entries first
 	started     atomic.Bool  // the first Poll ran its start-up work
@@ -67,6 +73,7 @@ type Stream struct {
 	stop     func()            // stops the watcher; nil if it never started
 	dueAt    time.Time         // when dueTimer fires; zero if it is not set
 	dueTimer *time.Timer       // fires Wake when a task this stream scheduled is due
+	wakeID   string            // the last entry of the limits' wake stream the watcher saw; only the watcher uses it
 	bg       streamkit.Group   // the watcher
 }
 
@@ -99,7 +106,7 @@ func New(client redis.UniversalClient, cfg Config) (*Stream, error) {
 		client:   client,
 		cfg:      cfg,
 		keys:     keys,
-		skeys:    []string{keys.Stream, keys.Schedule, keys.Dead, keys.Tasks},
+		skeys:    []string{keys.Stream, keys.Schedule, keys.Dead, keys.Tasks, keys.Limits},
 		head:     []any{keys.Seen, keys.Unique, keys.Scheduled, Group, cfg.Consumer},
 		read:     []string{keys.Stream, ">"},
 		wake:     make(chan struct{}, 1),
@@ -141,7 +148,13 @@ func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error
 		// Tidy the group of consumers that died long ago holding nothing.
 		_ = s.run(ctx, forgetScript, forgetIdle.Milliseconds()).Err()
 	}
-	ds, err := s.poll(ctx, limit, start)
+	var ds []peonify.Delivery
+	var err error
+	if ls := s.lim.Load(); ls != nil {
+		ds, err = s.pollLimited(ctx, ls, limit, start)
+	} else {
+		ds, err = s.poll(ctx, limit, start)
+	}
 	if err != nil {
 		// A failed read may have claimed entries whose reply was lost: take
 		// them back first next time.
@@ -361,6 +374,9 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	if s.closed.Load() {
 		return peonify.ErrClosed
 	}
+	if ls := s.lim.Load(); ls != nil {
+		return s.ackLimited(ctx, ls, ds)
+	}
 	eids := make([]string, 0, len(ds))
 	var uniques []any
 	lo, hi := "", ""
@@ -428,13 +444,24 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 		delay = max((opts.Delay + time.Millisecond - 1).Milliseconds(), 1)
 	}
 	keepDead := max(s.cfg.KeepDead.Milliseconds(), 0)
-	n, err := s.run(ctx, nackScript, eid, d.Token, d.Task.ID, outcome, delay,
-		opts.Reason, keepDead).Int()
+	var cmd *redis.Cmd
+	ls := s.lim.Load()
+	if ls != nil {
+		cmd = s.run(ctx, nackLimitedScript, eid, d.Token, d.Task.ID, outcome, delay,
+			opts.Reason, keepDead, d.Task.Type, d.Task.Key, ls.json)
+	} else {
+		cmd = s.run(ctx, nackScript, eid, d.Token, d.Task.ID, outcome, delay,
+			opts.Reason, keepDead)
+	}
+	n, err := cmd.Int()
 	if err != nil {
 		return s.redisError("nacking task "+d.Task.ID, err)
 	}
 	if n == 0 {
 		return fmt.Errorf("redisstream: nack of task %s ignored: %w", d.Task.ID, peonify.ErrLeaseLost)
+	}
+	if ls != nil && ls.holdsPermits(d.Task) {
+		s.signal() // a permit is free: a held task may start
 	}
 	switch {
 	case opts.Outcome == peonify.OutcomeDead:
@@ -463,7 +490,14 @@ func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Dura
 		lease = s.cfg.Lease
 	}
 	start := time.Now()
-	n, err := s.run(ctx, extendScript, eid, d.Token, (s.cfg.Lease - lease).Milliseconds()).Int()
+	var cmd *redis.Cmd
+	if ls := s.lim.Load(); ls != nil {
+		cmd = s.run(ctx, extendLimitedScript, eid, d.Token, (s.cfg.Lease - lease).Milliseconds(),
+			d.Task.Type, d.Task.Key, ls.json, s.cfg.Lease.Milliseconds())
+	} else {
+		cmd = s.run(ctx, extendScript, eid, d.Token, (s.cfg.Lease - lease).Milliseconds())
+	}
+	n, err := cmd.Int()
 	if err != nil {
 		return d, s.redisError("extending the lease of task "+d.Task.ID, err)
 	}

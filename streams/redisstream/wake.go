@@ -145,11 +145,26 @@ func (s *Stream) watch(ctx context.Context) {
 // delivered ID, or the first scheduled task falling due. It reports
 // whether there is some.
 func (s *Stream) look(ctx context.Context) (bool, error) {
+	limited := s.lim.Load() != nil
 	pipe := s.client.Pipeline()
 	groups := pipe.XInfoGroups(ctx, s.keys.Stream)
 	first := pipe.ZRangeWithScores(ctx, s.keys.Schedule, 0, 0)
 	now := pipe.Time(ctx)
+	var lastWake *redis.XMessageSliceCmd
+	if limited && s.wakeID == "" {
+		lastWake = pipe.XRevRangeN(ctx, s.keys.Limits+"wake", "+", "-", 1)
+	}
 	_, _ = pipe.Exec(ctx)
+	if lastWake != nil {
+		msgs, err := lastWake.Result()
+		if err != nil {
+			return false, err
+		}
+		s.wakeID = "0-0"
+		if len(msgs) > 0 {
+			s.wakeID = msgs[0].ID
+		}
+	}
 
 	gs, err := groups.Result()
 	if isNoGroup(err) {
@@ -183,8 +198,13 @@ func (s *Stream) look(ctx context.Context) (bool, error) {
 		}
 		block = min(block, wait)
 	}
+	streams := []string{s.keys.Stream, s.stopKey(), last, "0-0"}
+	if limited {
+		// Permits freed by other processes, which make held tasks ready.
+		streams = []string{s.keys.Stream, s.stopKey(), s.keys.Limits + "wake", last, "0-0", s.wakeID}
+	}
 	res, err := s.client.XRead(ctx, &redis.XReadArgs{
-		Streams: []string{s.keys.Stream, s.stopKey(), last, "0-0"},
+		Streams: streams,
 		Count:   1,
 		Block:   max(block, time.Millisecond),
 	}).Result()
@@ -199,6 +219,9 @@ func (s *Stream) look(ctx context.Context) (bool, error) {
 		switch {
 		case len(st.Messages) == 0:
 		case st.Stream == s.keys.Stream:
+			found = true
+		case st.Stream == s.keys.Limits+"wake":
+			s.wakeID = st.Messages[len(st.Messages)-1].ID
 			found = true
 		case ctx.Err() == nil:
 			// A stop left over from an earlier stream with this consumer

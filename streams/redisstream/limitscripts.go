@@ -1,0 +1,536 @@
+package redisstream
+
+import "github.com/redis/go-redis/v9"
+
+// The scripts of flow control (see "Flow control" in the package
+// documentation). A stream with limits claims through them instead of
+// XREADGROUP: each claim first indexes the entries added since the group's
+// last delivered ID into ready queues, one sorted set per task type and
+// key, then advances the group past them (XGROUP SETID), and takes tasks
+// from the queues round-robin, claiming each with XCLAIM FORCE once every
+// limit that applies admits it. The keys, all under KEYS[5]:
+//
+//	mode             set once a claim with limits has indexed entries
+//	ord              counter: the place of each task in its key's order
+//	meta             hash: entry ID -> its place (ord)
+//	q:<q>            sorted set: ready entries of queue q, scored by place
+//	queues           set: the queues with ready entries
+//	active           sorted set: queues that may have a task to claim,
+//	                 scored by turn (round-robin: a queue that gave a task
+//	                 goes to the back)
+//	turn             counter of active
+//	timed            sorted set: queues held by a rate limit, scored by
+//	                 when their next token is due (ms)
+//	park:<s>         set: queues held by the limit scope s (a limit, and
+//	                 the key for PerKey ones) until one of its permits frees
+//	parks            set: the scopes with held queues
+//	run:<s>          sorted set: running entries counted by scope s, scored
+//	                 by lease end (ms), so that the permits of a processor
+//	                 that died return when its leases end
+//	lease            sorted set: every entry claimed with limits, scored by
+//	                 lease end, to hand those whose lease ended back to
+//	                 their queues
+//	live:<s>         sorted set: the live tasks (ready, running, waiting for
+//	                 a retry) of an ordered scope, task ID scored by place
+//	bucket:<s>       hash: the token bucket of a rate scope (t tokens at ts)
+//	wake             stream: an entry when a permit frees, for the watchers
+//	                 of other processes
+//	dirty            set by Inspector Delete and Purge: look at held queues
+//
+// A queue q is #type ':' type key, with the task's key only if a PerKey
+// limit applies to the task (every task of a queue is then under the same
+// limits, so a blocked head blocks the whole queue and no claim looks past
+// it); a scope s is #name ':' name key, with the task's key for a PerKey
+// limit, the consumer's name for a Local one.
+
+// limitsLib is the Lua shared by the scripts of flow control. The script
+// sets LIMJSON (the limits, see limitsJSON) and LEASE (Config.Lease in ms)
+// before it.
+const limitsLib = `
+local LIM = cjson.decode(LIMJSON)
+local activeKey, timedKey, leaseKey, metaKey = lim .. 'active', lim .. 'timed', lim .. 'lease', lim .. 'meta'
+local parksKey, queuesKey = lim .. 'parks', lim .. 'queues'
+local function scopeOf(name, key) return #name .. ':' .. name .. key end
+local function qidOf(typ, key) return #typ .. ':' .. typ .. key end
+-- taskKey returns the key of an entry: its key field, else its
+-- peonify-key header.
+local function taskKey(fs)
+  local k = field(fs, 'key')
+  if k and k ~= '' then return k end
+  local h = field(fs, 'headers')
+  if h and string.find(h, 'peonify-key', 1, true) then
+    local ok, m = pcall(cjson.decode, h)
+    if ok and type(m) == 'table' and type(m['peonify-key']) == 'string' then return m['peonify-key'] end
+  end
+  return ''
+end
+-- applying returns the limits that apply to a task.
+local function applying(typ, key)
+  local out = {}
+  for _, l in ipairs(LIM) do
+    if (l.t == '' or l.t == typ) and (not l.k or key ~= '') then out[#out + 1] = l end
+  end
+  return out
+end
+-- scope returns the scope that counts a task with key under limit l.
+local function scope(l, key)
+  if l.l then return scopeOf(l.n, me) elseif l.k then return scopeOf(l.n, key) end
+  return scopeOf(l.n, '')
+end
+-- concFor returns the concurrency of limit l for key, or nil for none.
+local function concFor(l, key)
+  if l.k and l.kc then
+    local n = l.kc[key]
+    if n ~= nil then return n end
+  end
+  if l.c > 0 then return l.c end
+  return nil
+end
+-- holds reports whether limit l counts running tasks.
+local function holds(l) return l.c > 0 or l.kc ~= nil end
+-- qidFor returns the queue of a task.
+local function qidFor(typ, key)
+  if key ~= '' then
+    for _, l in ipairs(LIM) do
+      if l.k and (l.t == '' or l.t == typ) then return qidOf(typ, key) end
+    end
+  end
+  return qidOf(typ, '')
+end
+local turn = nil
+local function curTurn()
+  if not turn then turn = tonumber(redis.call('GET', lim .. 'turn') or '0') end
+  return turn
+end
+-- activate puts queues at the back of active, unless they are in it.
+local function activate(qs)
+  for i = 1, #qs, 500 do
+    local args = {}
+    for j = i, math.min(i + 499, #qs) do
+      args[#args + 1] = curTurn()
+      args[#args + 1] = qs[j]
+    end
+    redis.call('ZADD', activeKey, 'NX', unpackAll(args))
+  end
+end
+local woke = false
+-- reactivate makes the queues held by scope s active again.
+local function reactivate(s)
+  local k = lim .. 'park:' .. s
+  local qs = redis.call('SMEMBERS', k)
+  if #qs > 0 then
+    activate(qs)
+    redis.call('DEL', k)
+    woke = true
+  end
+  redis.call('SREM', parksKey, s)
+end
+-- park holds queue q until a permit of scope s frees.
+local function park(q, s)
+  redis.call('ZREM', activeKey, q)
+  redis.call('SADD', lim .. 'park:' .. s, q)
+  redis.call('SADD', parksKey, s)
+end
+-- hold counts the running entry eid against its limits until ends.
+local function hold(eid, typ, key, ends)
+  redis.call('ZADD', leaseKey, ends, eid)
+  for _, l in ipairs(applying(typ, key)) do
+    if holds(l) then redis.call('ZADD', lim .. 'run:' .. scope(l, key), ends, eid) end
+  end
+end
+-- freePermits gives back what the entry eid of task id held; gone: the
+-- task is done, dead or deleted, and leaves its key's order.
+local function freePermits(eid, id, typ, key, gone)
+  redis.call('ZREM', leaseKey, eid)
+  redis.call('HDEL', metaKey, eid)
+  redis.call('ZREM', lim .. 'q:' .. qidFor(typ, key), eid)
+  for _, l in ipairs(applying(typ, key)) do
+    local s = scope(l, key)
+    if holds(l) then redis.call('ZREM', lim .. 'run:' .. s, eid) end
+    if gone and l.o then redis.call('ZREM', lim .. 'live:' .. s, id) end
+    if holds(l) and not l.l then reactivate(s) end
+  end
+end
+-- wakeOthers tells the watchers of other processes that held queues are
+-- active again.
+local function wakeOthers()
+  if woke then redis.call('XADD', lim .. 'wake', 'MAXLEN', '~', 16, '*', 'w', '1') end
+end
+`
+
+// claimLimitedScript claims up to ARGV[8] tasks under the limits ARGV[6],
+// with leases of ARGV[7] ms. ARGV[9] is '1' to also look for entries whose
+// lease ended without being indexed, and at every held queue; ARGV[10] '1'
+// to first take back this consumer's own entries, except those listed from
+// ARGV[11] on. It returns {{entry ID, fields, delivery count}...,
+// how many of them were this consumer's own, ms until a held queue may
+// be free (a rate token or a lease end; -1: none)}.
+var claimLimitedScript = redis.NewScript(luaPrelude + `
+local LIMJSON, LEASE = ARGV[6], tonumber(ARGV[7])
+local want, rescue, own = tonumber(ARGV[8]), ARGV[9] == '1', ARGV[10] == '1'
+` + limitsLib + `
+local now = nowMs()
+local out = {}
+local sweep = rescue
+-- Take back this consumer's own entries.
+if own then
+  local skip = {}
+  for i = 11, #ARGV do skip[ARGV[i]] = true end
+  local from = '-'
+  while #out < want do
+    local page = redis.pcall('XPENDING', stream, group, from, '+', 1000, me)
+    if type(page) ~= 'table' or page.err then break end
+    for _, p in ipairs(page) do
+      local eid, count = p[1], tonumber(p[4])
+      if #out < want and not skip[eid] then
+        local c = redis.call('XCLAIM', stream, group, me, 0, eid, 'RETRYCOUNT', count + 1)
+        if #c > 0 and c[1] and c[1][2] then
+          out[#out + 1] = {eid, c[1][2], count + 1}
+          hold(eid, field(c[1][2], 'type') or '', taskKey(c[1][2]), now + LEASE)
+        else
+          redis.call('XACK', stream, group, eid)
+        end
+      end
+    end
+    if #page < 1000 then break end
+    from = '(' .. page[#page][1]
+  end
+end
+local ownN = #out
+
+-- requeue puts a ready entry, or one whose lease ended, in its queue.
+local function requeue(eid, fs)
+  local typ, key = field(fs, 'type') or '', taskKey(fs)
+  local ord = tonumber(redis.call('HGET', metaKey, eid) or field(fs, 'ord') or '')
+  if not ord then
+    ord = redis.call('INCR', lim .. 'ord')
+    redis.call('HSET', metaKey, eid, ord)
+  end
+  local q = qidFor(typ, key)
+  redis.call('ZADD', lim .. 'q:' .. q, ord, eid)
+  redis.call('SADD', queuesKey, q)
+  activate({q})
+  redis.call('ZREM', leaseKey, eid)
+  for _, l in ipairs(applying(typ, key)) do
+    if holds(l) then
+      local s = scope(l, key)
+      redis.call('ZREM', lim .. 'run:' .. s, eid)
+      if not l.l then reactivate(s) end
+    end
+  end
+end
+
+-- Hand entries whose lease ended back to their queues.
+for _, eid in ipairs(redis.call('ZRANGEBYSCORE', leaseKey, '-inf', now, 'LIMIT', 0, 1000)) do
+  local e = redis.call('XRANGE', stream, eid, eid)
+  if #e == 0 then
+    if claimOf(eid) then redis.call('XACK', stream, group, eid) end
+    redis.call('ZREM', leaseKey, eid)
+    redis.call('HDEL', metaKey, eid)
+    sweep = true
+  else
+    requeue(eid, e[1][2])
+  end
+end
+if rescue then
+  -- Entries whose lease ended that no claim with limits made (claimed
+  -- before the queue had limits).
+  local from, seen = '-', 0
+  while seen < 1000 do
+    local page = redis.pcall('XPENDING', stream, group, 'IDLE', LEASE, from, '+', 100)
+    if type(page) ~= 'table' or page.err then break end
+    for _, p in ipairs(page) do
+      if not redis.call('ZSCORE', leaseKey, p[1]) then
+        local e = redis.call('XRANGE', stream, p[1], p[1])
+        if #e == 0 then
+          redis.call('XACK', stream, group, p[1])
+        elseif not redis.call('ZSCORE', lim .. 'q:' .. qidFor(field(e[1][2], 'type') or '', taskKey(e[1][2])), p[1]) then
+          requeue(p[1], e[1][2])
+        end
+      end
+    end
+    seen = seen + #page
+    if #page < 100 then break end
+    from = '(' .. page[#page][1]
+  end
+end
+if redis.call('GET', lim .. 'dirty') then
+  redis.call('DEL', lim .. 'dirty')
+  sweep = true
+end
+if sweep then
+  -- Look again at every held queue, in case what held it went away
+  -- unseen (a task deleted, limits changed).
+  for _, s in ipairs(redis.call('SMEMBERS', parksKey)) do reactivate(s) end
+end
+local due = redis.call('ZRANGEBYSCORE', timedKey, '-inf', now)
+if #due > 0 then
+  activate(due)
+  redis.call('ZREMRANGEBYSCORE', timedKey, '-inf', now)
+end
+
+-- Index the entries added since the last claim.
+local gs = redis.pcall('XINFO', 'GROUPS', stream)
+local last = nil
+if type(gs) == 'table' and not gs.err then
+  for _, g in ipairs(gs) do
+    if field(g, 'name') == group then last = field(g, 'last-delivered-id') end
+  end
+end
+if not last then return redis.error_reply('NOGROUP the consumer group of the stream is missing') end
+local es = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', math.max(1000, 2 * want))
+if #es > 0 then
+  redis.call('SET', lim .. 'mode', '1')
+  local base = redis.call('INCRBY', lim .. 'ord', #es) - #es
+  local metas, fresh, qs = {}, {}, {}
+  for i, e in ipairs(es) do
+    local eid, fs = e[1], e[2]
+    local typ, key = field(fs, 'type') or '', taskKey(fs)
+    local ord = tonumber(field(fs, 'ord') or '') or base + i
+    metas[#metas + 1] = eid
+    metas[#metas + 1] = ord
+    local q = qidFor(typ, key)
+    redis.call('ZADD', lim .. 'q:' .. q, ord, eid)
+    if not fresh[q] then
+      fresh[q] = true
+      qs[#qs + 1] = q
+    end
+    for _, l in ipairs(applying(typ, key)) do
+      if l.o then redis.call('ZADD', lim .. 'live:' .. scope(l, key), ord, field(fs, 'id') or eid) end
+    end
+  end
+  for i = 1, #metas, 1000 do
+    redis.call('HSET', metaKey, unpack(metas, i, math.min(i + 999, #metas)))
+  end
+  for i = 1, #qs, 1000 do
+    redis.call('SADD', queuesKey, unpack(qs, i, math.min(i + 999, #qs)))
+  end
+  activate(qs)
+  redis.call('XGROUP', 'SETID', stream, group, es[#es][1])
+end
+
+-- isLive reports whether task id is pending, scheduled or running.
+local function isLive(id)
+  local loc = redis.call('HGET', tasks, id)
+  if loc then return string.sub(loc, 1, 1) ~= 'd' and live(loc, id) end
+  return string.match(id, '^%d+%-%d+$') ~= nil and #redis.call('XRANGE', stream, id, id) > 0
+end
+-- liveHead returns the first live task of an ordered scope.
+local function liveHead(k)
+  while true do
+    local h = redis.call('ZRANGE', k, 0, 0)
+    if #h == 0 then return nil end
+    if isLive(h[1]) then return h[1] end
+    redis.call('ZREM', k, h[1])
+  end
+end
+
+-- pick claims the first task of queue q if every limit admits it. It
+-- returns 'took', 'gone' (q left active: empty or held) or 'skip' (q is
+-- held by a Local limit, for this claim only).
+local function pick(q)
+  local qk = lim .. 'q:' .. q
+  while true do
+    local h = redis.call('ZRANGE', qk, 0, 0, 'WITHSCORES')
+    if #h == 0 then
+      redis.call('ZREM', activeKey, q)
+      redis.call('SREM', queuesKey, q)
+      return 'gone'
+    end
+    local eid, ord = h[1], tonumber(h[2])
+    local e = redis.call('XRANGE', stream, eid, eid)
+    if #e == 0 then
+      -- Deleted or acked meanwhile.
+      redis.call('ZREM', qk, eid)
+      redis.call('HDEL', metaKey, eid)
+    else
+      local fs = e[1][2]
+      local typ, key, id = field(fs, 'type') or '', taskKey(fs), field(fs, 'id') or eid
+      local p = redis.call('XPENDING', stream, group, eid, eid, 1)
+      local count = 0
+      if #p > 0 then count = tonumber(p[1][4]) end
+      if #p > 0 and tonumber(p[1][3]) < LEASE then
+        -- Its holder extended the lease after it ended: it runs.
+        redis.call('ZREM', qk, eid)
+        hold(eid, typ, key, now + LEASE - tonumber(p[1][3]))
+      else
+        local ls = applying(typ, key)
+        local counts, buckets = {}, {}
+        for i, l in ipairs(ls) do
+          local s = scope(l, key)
+          if l.o then
+            local lk = lim .. 'live:' .. s
+            redis.call('ZADD', lk, 'NX', ord, id)
+            if liveHead(lk) ~= id then
+              park(q, s)
+              return 'gone'
+            end
+          end
+          local c = concFor(l, key)
+          if c then
+            local rk = lim .. 'run:' .. s
+            redis.call('ZREMRANGEBYSCORE', rk, '-inf', now)
+            counts[i] = redis.call('ZCARD', rk)
+            if counts[i] >= c then
+              if l.l then return 'skip' end
+              park(q, s)
+              return 'gone'
+            end
+          end
+          if l.r > 0 then
+            local bk = lim .. 'bucket:' .. s
+            local b = redis.call('HMGET', bk, 't', 'ts')
+            local t = l.b
+            if b[1] then t = math.min(l.b, tonumber(b[1]) + (now - tonumber(b[2])) * l.r / l.p) end
+            if t < 1 then
+              redis.call('ZREM', activeKey, q)
+              redis.call('ZADD', timedKey, now + math.ceil((1 - t) * l.p / l.r), q)
+              return 'gone'
+            end
+            buckets[#buckets + 1] = {bk, t, l}
+          end
+        end
+        -- Every limit admits it: claim it.
+        redis.call('XCLAIM', stream, group, me, 0, eid, 'RETRYCOUNT', count + 1, 'FORCE')
+        redis.call('ZREM', qk, eid)
+        hold(eid, typ, key, now + LEASE)
+        for _, b in ipairs(buckets) do
+          redis.call('HSET', b[1], 't', tostring(b[2] - 1), 'ts', now)
+          redis.call('PEXPIRE', b[1], math.ceil(b[3].b * b[3].p / b[3].r) + 1000)
+        end
+        out[#out + 1] = {eid, fs, count + 1}
+        for i, l in ipairs(ls) do
+          if counts[i] and not l.l and counts[i] + 1 >= concFor(l, key) then
+            park(q, scope(l, key))
+            return 'took'
+          end
+        end
+        if redis.call('ZCARD', qk) == 0 then
+          redis.call('ZREM', activeKey, q)
+          redis.call('SREM', queuesKey, q)
+        else
+          turn = curTurn() + 1
+          redis.call('ZADD', activeKey, turn, q)
+        end
+        return 'took'
+      end
+    end
+  end
+end
+
+local skipped = 0
+while #out < want do
+  local f = redis.call('ZRANGE', activeKey, skipped, skipped)
+  if #f == 0 then break end
+  if pick(f[1]) == 'skip' then skipped = skipped + 1 end
+end
+if turn then redis.call('SET', lim .. 'turn', turn) end
+wakeOthers()
+local wait = -1
+if #out < want then
+  for _, k in ipairs({timedKey, leaseKey}) do
+    local first = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
+    if #first > 0 then
+      local w = math.max(tonumber(first[2]) - now, 0)
+      if wait < 0 or w < wait then wait = w end
+    end
+  end
+end
+return {out, ownN, wait}
+`)
+
+// ackLimitedScript completes deliveries claimed with limits: the arguments
+// of ackChecks, then the deliveries' n task types and n keys, then the
+// limits. It deletes the acked entries one by one (the stream holds ready
+// entries below the group's last delivered ID) and frees their permits.
+// It returns how many were acked.
+var ackLimitedScript = redis.NewScript(luaPrelude + `
+local LIMJSON = ARGV[#ARGV]
+local ackEnd = #ARGV - 1 - 2 * tonumber(ARGV[8])
+` + limitsLib + ackChecks + `
+for j = 1, k do
+  local i = at[j]
+  freePermits(eids[j], ids[j], ARGV[ackEnd + i], ARGV[ackEnd + n + i], true)
+end
+for i = 1, k, 1000 do
+  local j = math.min(i + 999, k)
+  redis.call('XACK', stream, group, unpack(eids, i, j))
+  redis.call('HDEL', tasks, unpack(ids, i, j))
+  redis.call('XDEL', stream, unpack(eids, i, j))
+end
+wakeOthers()
+return k
+`)
+
+// nackLimitedScript is nackScript for a delivery claimed with limits:
+// ARGV[13] and ARGV[14] are the task's type and key, ARGV[15] the limits.
+// The task added again keeps its place in its key's order (its ord field);
+// a dead one leaves it.
+var nackLimitedScript = redis.NewScript(luaPrelude + `
+local LIMJSON, typ, key = ARGV[15], ARGV[13], ARGV[14]
+` + limitsLib + nackBody(map[string]string{
+	"gone": "freePermits(eid, id, typ, key, true)\n  wakeOthers()",
+	"skip": "and f ~= 'ord'",
+	"fields": `local ord = redis.call('HGET', metaKey, eid)
+if ord then
+  fields[#fields + 1] = 'ord'
+  fields[#fields + 1] = ord
+end`,
+	"done": "freePermits(eid, id, typ, key, outcome == 'dead')\nwakeOthers()",
+}))
+
+// extendLimitedScript is extendScript for a delivery claimed with limits:
+// ARGV[9] and ARGV[10] are the task's type and key, ARGV[11] the limits
+// and ARGV[12] Config.Lease in ms. Its permits are held to the new lease
+// end.
+var extendLimitedScript = redis.NewScript(luaPrelude + `
+local LIMJSON, LEASE = ARGV[11], tonumber(ARGV[12])
+` + limitsLib + `
+local eid = ARGV[6]
+local owner, count = claimOf(eid)
+if owner ~= me or count ~= tonumber(ARGV[7]) then return 0 end
+redis.call('XCLAIM', stream, group, me, 0, eid, 'IDLE', tonumber(ARGV[8]), 'JUSTID')
+hold(eid, ARGV[9], ARGV[10], nowMs() + LEASE - tonumber(ARGV[8]))
+return 1
+`)
+
+// limitStatsScript reports what the limits ARGV[6] hold: {{queue, ready
+// entries}..., {{type, key}...} of the running entries claimed with
+// limits, {limit name, running}... of the Local limits of this consumer}.
+// Of the entries not indexed yet it counts the first 10,000.
+var limitStatsScript = redis.NewScript(luaPrelude + `
+local LIMJSON = ARGV[6]
+` + limitsLib + `
+local now = nowMs()
+local counts, qs = {}, {}
+for _, q in ipairs(redis.call('SMEMBERS', queuesKey)) do
+  counts[q] = redis.call('ZCARD', lim .. 'q:' .. q)
+end
+-- Entries no claim has indexed yet are ready too.
+local gs = redis.pcall('XINFO', 'GROUPS', stream)
+if type(gs) == 'table' and not gs.err then
+  for _, g in ipairs(gs) do
+    if field(g, 'name') == group then
+      for _, e in ipairs(redis.call('XRANGE', stream, '(' .. field(g, 'last-delivered-id'), '+', 'COUNT', 10000)) do
+        local q = qidFor(field(e[2], 'type') or '', taskKey(e[2]))
+        counts[q] = (counts[q] or 0) + 1
+      end
+    end
+  end
+end
+for q, n in pairs(counts) do qs[#qs + 1] = {q, n} end
+local running = {}
+for _, eid in ipairs(redis.call('ZRANGEBYSCORE', leaseKey, '(' .. now, '+inf')) do
+  local e = redis.call('XRANGE', stream, eid, eid)
+  if #e > 0 then running[#running + 1] = {field(e[1][2], 'type') or '', taskKey(e[1][2])} end
+end
+local locals = {}
+for _, l in ipairs(LIM) do
+  if l.l then
+    local rk = lim .. 'run:' .. scope(l, '')
+    redis.call('ZREMRANGEBYSCORE', rk, '-inf', now)
+    locals[#locals + 1] = {l.n, redis.call('ZCARD', rk)}
+  end
+end
+return {qs, running, locals}
+`)
