@@ -75,7 +75,8 @@ func (s *Stream) Counts(ctx context.Context) (map[peonify.State]int, error) {
 }
 
 // List returns up to opts.Limit tasks in opts.State ordered by ID, after
-// the ID opts.After, of type opts.Type when it is set.
+// the ID opts.After, of type opts.Type and with key opts.Key when they
+// are set.
 func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.TaskInfo, error) {
 	if s.isClosed() {
 		return nil, errClosed
@@ -90,8 +91,8 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 	}
 	now := s.now()
 	rows, err := s.db.QueryContext(ctx, `SELECT `+taskColumns+` FROM peonify_tasks
-		WHERE `+where+` AND (?2 = '' OR type = ?2) AND id > ?3 ORDER BY id LIMIT ?4`,
-		now.UnixNano(), opts.Type, opts.After, opts.Limit)
+		WHERE `+where+` AND (?2 = '' OR type = ?2) AND (?5 = '' OR key = ?5) AND id > ?3 ORDER BY id LIMIT ?4`,
+		now.UnixNano(), opts.Type, opts.After, opts.Limit, opts.Key)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestream: list %s tasks: %w", opts.State, err)
 	}

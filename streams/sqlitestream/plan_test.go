@@ -24,6 +24,13 @@ func TestQueryPlans(t *testing.T) {
 		"extend":    "sqlite_autoindex_peonify_tasks_1",
 		"cleanDone": "peonify_tasks_done",
 		"cleanDead": "peonify_tasks_dead",
+
+		"runningUse":  "peonify_tasks_running",
+		"pendingScan": "peonify_tasks_pending",
+		"keyHead":     "peonify_tasks_key",
+		"bucketGet":   "PRIMARY KEY",
+		"bucketPut":   "",
+		"claimPicked": "INTEGER PRIMARY KEY",
 	}
 	want["ready"] = "peonify_tasks_pending"
 	var st stmts

@@ -41,6 +41,26 @@ var migrations = []string{
 	CREATE INDEX peonify_tasks_done      ON peonify_tasks (visible_at) WHERE state = 'done';
 	CREATE UNIQUE INDEX peonify_tasks_unique ON peonify_tasks (unique_key)
 		WHERE unique_key IS NOT NULL AND state IN ('pending', 'scheduled', 'running');`,
+
+	// Flow control (see limit.go). key is Task.Key; claimed_by the
+	// instance (a random number per open Stream) that made the latest
+	// claim, which Local limits count. The key index holds the live tasks
+	// with a key only, so that stores without keys pay nothing for it; it
+	// finds the head of a key (its live task received first: the lowest
+	// rowid) for Ordered limits. peonify_limit_buckets holds the token
+	// buckets of rate limits, one row per limit and key ('' for a limit
+	// that is not per key).
+	`ALTER TABLE peonify_tasks ADD COLUMN key TEXT NOT NULL DEFAULT '';
+	ALTER TABLE peonify_tasks ADD COLUMN claimed_by INTEGER NOT NULL DEFAULT 0;
+	CREATE INDEX peonify_tasks_key ON peonify_tasks (key)
+		WHERE key <> '' AND state IN ('pending', 'scheduled', 'running');
+	CREATE TABLE peonify_limit_buckets (
+		name   TEXT    NOT NULL,
+		key    TEXT    NOT NULL,
+		tokens REAL    NOT NULL,
+		at     INTEGER NOT NULL,
+		PRIMARY KEY (name, key)
+	) STRICT, WITHOUT ROWID;`,
 }
 
 // migrate brings the schema of the database on conn up to date in one

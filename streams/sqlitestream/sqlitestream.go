@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -24,6 +25,7 @@ var (
 	_ peonify.Waker     = (*Stream)(nil)
 	_ peonify.Enqueuer  = (*Stream)(nil)
 	_ peonify.Inspector = (*Stream)(nil)
+	_ peonify.Limiter   = (*Stream)(nil)
 )
 
 // Synchronous selects how hard SQLite works to make a commit durable: the
@@ -143,14 +145,19 @@ func (c Config) withDefaults() Config {
 }
 
 // Stream is a durable task store in one SQLite file. It implements
-// peonify.Stream, Extender, Waker, Enqueuer and Inspector. It is safe for
-// concurrent use, and several processes may open the same file.
+// peonify.Stream, Extender, Waker, Enqueuer, Inspector and Limiter. It is
+// safe for concurrent use, and several processes may open the same file.
 type Stream struct {
 	cfg  Config
 	db   *sql.DB
 	w    *writer
 	now  func() time.Time
 	wake chan struct{}
+
+	// instance identifies this Stream's claims in the file (the
+	// claimed_by column), which Local limits count.
+	instance int64
+	limits   atomic.Pointer[limitSet] // nil: no limits, the plain claim
 
 	lastFull atomic.Bool // the last Poll returned as many tasks as asked
 
@@ -206,7 +213,7 @@ func open(path string, cfg Config, now func() time.Time) (*Stream, error) {
 	db.SetMaxOpenConns(5)
 	db.SetMaxIdleConns(5)
 
-	s := &Stream{cfg: cfg, db: db, now: now, wake: make(chan struct{}, 1)}
+	s := &Stream{cfg: cfg, db: db, now: now, wake: make(chan struct{}, 1), instance: rand.Int64() | 1}
 	w, err := newWriter(db, cfg, now)
 	if err != nil {
 		db.Close()

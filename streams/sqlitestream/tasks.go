@@ -117,7 +117,7 @@ func insertArgs(t *peonify.Task, now time.Time) ([]any, error) {
 		payload = []byte{}
 	}
 	return []any{t.ID, t.Type, payload, headers, t.Priority, uniqueKey, t.MaxAttempts,
-		toNanos(t.RunAt), toNanos(t.EnqueuedAt), state, visible.UnixNano(), now.UnixNano()}, nil
+		toNanos(t.RunAt), toNanos(t.EnqueuedAt), state, visible.UnixNano(), now.UnixNano(), t.Key}, nil
 }
 
 // Poll claims up to limit ready tasks, highest Priority first and then the
@@ -146,6 +146,9 @@ func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error
 			return nil, nil
 		}
 	}
+	if ls := s.limits.Load(); ls != nil {
+		return s.pollLimited(ctx, ls, limit)
+	}
 	var (
 		ds   []peonify.Delivery
 		next time.Time
@@ -159,7 +162,7 @@ func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error
 		if _, err := tx.exec(tx.st.rescue, now); err != nil {
 			return fmt.Errorf("poll: %w", err)
 		}
-		rows, err := tx.st.claim.Query(now, tx.now.Add(s.cfg.Lease).UnixNano(), limit)
+		rows, err := tx.st.claim.Query(now, tx.now.Add(s.cfg.Lease).UnixNano(), limit, s.instance)
 		if err != nil {
 			return fmt.Errorf("poll: %w", err)
 		}
@@ -260,7 +263,7 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 			return errors.New("sqlitestream: Ack of a delivery without a Task: pass the deliveries Poll returned")
 		}
 	}
-	return s.w.do(ctx, func(tx *wtx) error {
+	err := s.w.do(ctx, func(tx *wtx) error {
 		for _, d := range ds {
 			if d.Token == 0 { // never a claim: there is nothing to ack
 				continue
@@ -277,6 +280,10 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 		}
 		return nil
 	})
+	if err == nil && s.limits.Load().holdsAny(ds...) {
+		s.signal() // a permit is free: a task waiting for it can start
+	}
+	return err
 }
 
 // Nack hands a delivery back. OutcomeFailed makes the task ready again
@@ -331,7 +338,10 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	case lost:
 		return fmt.Errorf("sqlitestream: nack of task %s ignored: %w (it was acked, nacked or claimed again)",
 			d.Task.ID, peonify.ErrLeaseLost)
-	case opts.Outcome != peonify.OutcomeDead:
+	case s.limits.Load().holdsAny(d):
+		s.signal() // a permit is free (for an ordered key, after a dead task)
+	}
+	if opts.Outcome != peonify.OutcomeDead {
 		s.wakeAt(at)
 	}
 	return nil
@@ -398,7 +408,7 @@ func scanTask(rows interface{ Scan(...any) error }) (taskRow, error) {
 	)
 	t := &r.Task
 	err := rows.Scan(&t.ID, &t.Type, &t.Payload, &headers, &t.Priority, &uniqueKey, &t.MaxAttempts,
-		&runAt, &enqueuedAt, &r.Attempts, &r.LastError, &token, &r.rawState, &visibleAt, &updatedAt)
+		&runAt, &enqueuedAt, &r.Attempts, &r.LastError, &token, &r.rawState, &visibleAt, &updatedAt, &t.Key)
 	if err != nil {
 		return r, err
 	}

@@ -335,7 +335,16 @@ type stmts struct {
 	extend    *sql.Stmt
 	cleanDone *sql.Stmt
 	cleanDead *sql.Stmt
-	all       []*sql.Stmt
+
+	// The limit-aware claim's (see limit.go).
+	runningUse  *sql.Stmt
+	pendingScan *sql.Stmt
+	keyHead     *sql.Stmt
+	bucketGet   *sql.Stmt
+	bucketPut   *sql.Stmt
+	claimPicked *sql.Stmt
+
+	all []*sql.Stmt
 }
 
 // readyQuery tells whether a task is pending, and when the first scheduled
@@ -346,7 +355,7 @@ const readyQuery = `SELECT EXISTS (SELECT 1 FROM peonify_tasks WHERE state = 'pe
 
 // The columns of a task, in the order scanTask reads them.
 const taskColumns = `id, type, payload, headers, priority, unique_key, max_attempts, run_at, enqueued_at,
-	attempts, last_error, token, state, visible_at, updated_at`
+	attempts, last_error, token, state, visible_at, updated_at, key`
 
 // stmtDef is a statement to prepare, and where to keep it.
 type stmtDef struct {
@@ -359,8 +368,8 @@ type stmtDef struct {
 func (s *stmts) defs() []stmtDef {
 	return []stmtDef{
 		{"insert", &s.insert, `INSERT INTO peonify_tasks (id, type, payload, headers, priority, unique_key, max_attempts,
-				run_at, enqueued_at, state, visible_at, updated_at)
-			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+				run_at, enqueued_at, state, visible_at, updated_at, key)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
 			ON CONFLICT DO NOTHING`},
 		// A claim first makes due scheduled tasks and expired leases
 		// pending, then leases the first pending tasks in priority order.
@@ -371,7 +380,8 @@ func (s *stmts) defs() []stmtDef {
 		{"rescue", &s.rescue, `UPDATE peonify_tasks SET state = 'pending', updated_at = ?1
 			WHERE state = 'running' AND visible_at <= ?1`},
 		{"claim", &s.claim, `UPDATE peonify_tasks
-			SET state = 'running', visible_at = ?2, token = random() | 1, attempts = attempts + 1, updated_at = ?1
+			SET state = 'running', visible_at = ?2, token = random() | 1, attempts = attempts + 1, updated_at = ?1,
+				claimed_by = ?4
 			WHERE rowid IN (SELECT rowid FROM peonify_tasks WHERE state = 'pending'
 				ORDER BY priority DESC, visible_at LIMIT ?3)
 			RETURNING ` + taskColumns},
@@ -397,6 +407,31 @@ func (s *stmts) defs() []stmtDef {
 			(SELECT rowid FROM peonify_tasks WHERE state = 'done' AND visible_at <= ?1 LIMIT ?2)`},
 		{"cleanDead", &s.cleanDead, `DELETE FROM peonify_tasks WHERE rowid IN
 			(SELECT rowid FROM peonify_tasks WHERE state = 'dead' AND visible_at <= ?1 LIMIT ?2)`},
+
+		// The limit-aware claim runs after promote and rescue, so every
+		// running task holds a lease that has not ended.
+		{"runningUse", &s.runningUse, `SELECT type, key, claimed_by FROM peonify_tasks WHERE state = 'running'`},
+		// ?1 and ?2 list, as JSON arrays, the keys and the types the
+		// limits hold back before the claim starts: SQLite skips their
+		// tasks faster than the claim could.
+		{"pendingScan", &s.pendingScan, `SELECT rowid, id, type, key FROM peonify_tasks
+			WHERE state = 'pending' AND key NOT IN (SELECT value FROM json_each(?1))
+				AND type NOT IN (SELECT value FROM json_each(?2))
+			ORDER BY priority DESC, visible_at`},
+		// The terms of the key index's WHERE are written out so that the
+		// index serves the query; it keeps each key's rows in rowid
+		// order, the order the file received them.
+		{"keyHead", &s.keyHead, `SELECT rowid, state FROM peonify_tasks
+			WHERE key = ?1 AND key <> '' AND state IN ('pending', 'scheduled', 'running') AND (?2 = '' OR type = ?2)
+			ORDER BY rowid LIMIT 1`},
+		{"bucketGet", &s.bucketGet, `SELECT tokens, at FROM peonify_limit_buckets WHERE name = ?1 AND key = ?2`},
+		{"bucketPut", &s.bucketPut, `INSERT INTO peonify_limit_buckets (name, key, tokens, at) VALUES (?1, ?2, ?3, ?4)
+			ON CONFLICT (name, key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at`},
+		{"claimPicked", &s.claimPicked, `UPDATE peonify_tasks
+			SET state = 'running', visible_at = ?2, token = random() | 1, attempts = attempts + 1, updated_at = ?1,
+				claimed_by = ?4
+			WHERE rowid IN (SELECT value FROM json_each(?3)) AND state = 'pending'
+			RETURNING ` + taskColumns},
 	}
 }
 

@@ -1,0 +1,722 @@
+package sqlitestream
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/peonify/peonify"
+)
+
+// limitSet is what SetLimits keeps: the normalized limits and what the
+// claim asks of them on every row.
+type limitSet struct {
+	limits []peonify.Limit
+
+	// perKeyAll is true when a PerKey limit applies to every type;
+	// otherwise perKeyTypes lists the types some PerKey limit applies to.
+	// A task with a key and such a type is "keyed": it takes part in the
+	// round robin between keys.
+	perKeyAll   bool
+	perKeyTypes map[string]bool
+
+	// typed is true when some limit applies to one type only.
+	typed bool
+
+	// holds is true when a limit counts running tasks (a Concurrency, a
+	// KeyConcurrency or Ordered): an Ack or a Nack of a task it applies to
+	// frees a permit and wakes the processor.
+	holds bool
+}
+
+// SetLimits replaces the limits that Poll enforces (see peonify.Limiter
+// and the package documentation's "Flow control"). It checks them with
+// peonify.NormalizeLimits and does no I/O. With no limits, Poll claims as
+// if SetLimits had never been called.
+func (s *Stream) SetLimits(limits []peonify.Limit) error {
+	ls, err := peonify.NormalizeLimits(limits)
+	if err != nil {
+		return err
+	}
+	if len(ls) == 0 {
+		s.limits.Store(nil)
+		return nil
+	}
+	set := &limitSet{perKeyTypes: map[string]bool{}}
+	for _, l := range ls {
+		l.KeyConcurrency = maps.Clone(l.KeyConcurrency) // the caller's map may change
+		set.limits = append(set.limits, l)
+		if l.PerKey {
+			if l.Type == "" {
+				set.perKeyAll = true
+			}
+			set.perKeyTypes[l.Type] = true
+		}
+		if l.Type != "" {
+			set.typed = true
+		}
+		if l.Concurrency > 0 || len(l.KeyConcurrency) > 0 || l.Ordered {
+			set.holds = true
+		}
+	}
+	s.limits.Store(set)
+	return nil
+}
+
+// keyed reports whether a task of type typ with key takes part in the
+// round robin between keys.
+func (ls *limitSet) keyed(typ, key string) bool {
+	return key != "" && (ls.perKeyAll || ls.perKeyTypes[typ])
+}
+
+// holdsAny reports whether finishing one of ds frees a permit.
+func (ls *limitSet) holdsAny(ds ...peonify.Delivery) bool {
+	if ls == nil || !ls.holds {
+		return false
+	}
+	for _, d := range ds {
+		for _, l := range ls.limits {
+			if d.Task != nil && applies(l, d.Task.Type, d.Task.Key) &&
+				(l.Concurrency > 0 || len(l.KeyConcurrency) > 0) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// applies is peonify.Limit.Applies for a task's type and key.
+func applies(l peonify.Limit, typ, key string) bool {
+	return (l.Type == "" || l.Type == typ) && (!l.PerKey || key != "")
+}
+
+// bucket is a rate limit's token bucket as one claim sees it.
+type bucket struct {
+	tokens float64
+	at     int64 // Unix nanoseconds of tokens
+	dirty  bool  // a token was taken: write it back
+}
+
+// head is the live task of a key received first, for an Ordered limit.
+type head struct {
+	rowid   int64
+	pending bool // claimable now; otherwise running or scheduled
+}
+
+// blocked says why a task cannot be claimed now, and how much of the
+// rest of the claim that rules out.
+type blocked int
+
+const (
+	admitted   blocked = iota
+	blockedRow         // this task only (not the head of its key)
+	blockedKey         // every task of the same type and key
+	blockedAll         // every task of the same type
+)
+
+// claim is the state of one limit-aware claim: what the limits have in
+// use, counted in the transaction, plus what the claim took so far.
+type claim struct {
+	s   *Stream
+	tx  *wtx
+	ls  *limitSet
+	now int64
+
+	use     []int            // non-PerKey limits: running tasks counted (this instance's, when Local)
+	keyUse  []map[string]int // PerKey limits: running tasks per key
+	buckets map[[2]string]*bucket
+	heads   map[[2]string]head
+
+	rateAt int64 // when the earliest token a blocked task waits for is due; 0 if none
+}
+
+// bucketKey identifies limit l's bucket for a task with key.
+func bucketKey(l peonify.Limit, key string) [2]string {
+	if !l.PerKey {
+		key = ""
+	}
+	return [2]string{l.Name, key}
+}
+
+// load counts the running tasks each limit has in use.
+func (c *claim) load() error {
+	n := len(c.ls.limits)
+	c.use = make([]int, n)
+	c.keyUse = make([]map[string]int, n)
+	for i, l := range c.ls.limits {
+		if l.PerKey {
+			c.keyUse[i] = map[string]int{}
+		}
+	}
+	c.buckets = map[[2]string]*bucket{}
+	c.heads = map[[2]string]head{}
+	rows, err := c.tx.st.runningUse.Query()
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			typ, key string
+			by       int64
+		)
+		if err := rows.Scan(&typ, &key, &by); err != nil {
+			return err
+		}
+		for i, l := range c.ls.limits {
+			switch {
+			case !applies(l, typ, key):
+			case l.PerKey:
+				c.keyUse[i][key]++
+			case !l.Local || by == c.s.instance:
+				c.use[i]++
+			}
+		}
+	}
+	return rows.Err()
+}
+
+// bucket returns limit l's bucket for key, refilled up to now. A bucket
+// not in the file yet is full.
+func (c *claim) bucket(l peonify.Limit, key string) (*bucket, error) {
+	id := bucketKey(l, key)
+	b := c.buckets[id]
+	if b == nil {
+		b = &bucket{tokens: float64(l.Burst), at: c.now}
+		var tokens float64
+		var at int64
+		switch err := c.tx.st.bucketGet.QueryRow(id[0], id[1]).Scan(&tokens, &at); err {
+		case nil:
+			b.tokens, b.at = tokens, at
+		case sql.ErrNoRows:
+		default:
+			return nil, err
+		}
+		c.buckets[id] = b
+	}
+	if c.now > b.at {
+		b.tokens += float64(c.now-b.at) * float64(l.Rate) / float64(l.Period)
+		b.at = c.now
+	}
+	b.tokens = min(b.tokens, float64(l.Burst)) // also when Burst was lowered
+	return b, nil
+}
+
+// head returns the first live task of key that l applies to.
+func (c *claim) head(l peonify.Limit, key string) (head, error) {
+	id := [2]string{l.Type, key}
+	if h, ok := c.heads[id]; ok {
+		return h, nil
+	}
+	var (
+		h     head
+		state string
+	)
+	err := c.tx.st.keyHead.QueryRow(key, l.Type).Scan(&h.rowid, &state)
+	if err != nil && err != sql.ErrNoRows {
+		return h, err
+	}
+	h.pending = state == "pending"
+	c.heads[id] = h
+	return h, nil
+}
+
+// admit reports whether every limit admits the task, and if not what the
+// refusal rules out. It changes nothing; take does.
+func (c *claim) admit(rowid int64, typ, key string) (blocked, error) {
+	worst := admitted
+	for i, l := range c.ls.limits {
+		if !applies(l, typ, key) {
+			continue
+		}
+		why := admitted
+		scope := blockedAll
+		if l.PerKey {
+			scope = blockedKey
+		}
+		if n, ok := l.ConcurrencyFor(key); ok || (l.PerKey && hasKey(l.KeyConcurrency, key)) {
+			inUse := c.use[i]
+			if l.PerKey {
+				inUse = c.keyUse[i][key]
+			}
+			if inUse >= n {
+				why = scope
+			}
+		}
+		if why == admitted && l.Ordered {
+			h, err := c.head(l, key)
+			if err != nil {
+				return 0, fmt.Errorf("find the head of key %q: %w", key, err)
+			}
+			switch {
+			case !h.pending:
+				why = blockedKey // the head runs, or waits for its retry
+			case h.rowid != rowid:
+				why = blockedRow // the head is another pending task
+			}
+		}
+		if why == admitted && l.Rate > 0 {
+			b, err := c.bucket(l, key)
+			if err != nil {
+				return 0, fmt.Errorf("read the token bucket of limit %s: %w", l.Name, err)
+			}
+			if b.tokens < 1 {
+				why = scope
+				c.rateDue(l, b)
+			}
+		}
+		if why > worst {
+			worst = why
+		}
+		if worst == blockedAll {
+			break
+		}
+	}
+	return worst, nil
+}
+
+func hasKey(m map[string]int, key string) bool {
+	_, ok := m[key]
+	return ok
+}
+
+// take counts a claimed task against every limit that applies to it.
+func (c *claim) take(typ, key string) {
+	for i, l := range c.ls.limits {
+		if !applies(l, typ, key) {
+			continue
+		}
+		if l.PerKey {
+			c.keyUse[i][key]++
+		} else {
+			c.use[i]++
+		}
+		if l.Ordered {
+			c.heads[[2]string{l.Type, key}] = head{} // running now: the key waits
+		}
+		if l.Rate > 0 {
+			b := c.buckets[bucketKey(l, key)] // loaded by admit
+			b.tokens--
+			b.dirty = true
+		}
+	}
+}
+
+// candidate is a pending task the claim has looked at.
+type candidate struct {
+	rowid    int64
+	id       string
+	typ, key string
+	seq      int // position in the claim's usual order
+}
+
+// keyScan is what a claim has seen of one key.
+type keyScan struct {
+	first   bool // the key's first ready task was claimed: the others wait for the next round
+	blocked bool // no task of this key can be claimed
+	queue   []candidate
+}
+
+// pick chooses up to limit pending tasks that the limits admit and counts
+// them against the limits, in the order they are to be delivered.
+//
+// It reads the pending tasks in the usual order (priority, then the
+// longest ready) and takes the first ready task of each key (and every
+// task without one) as it comes: that is the first round of the round
+// robin, in the usual order between keys. A key's later tasks are kept
+// aside (at most limit of them); when the reading ends with room to spare,
+// the second tasks of every key are tried in the usual order, then the
+// third, and so on. A task a limit refuses is skipped, and with it every
+// task that limit must refuse too (all of its key, or all of its type), so
+// that a saturated key never holds up the others.
+func (c *claim) pick(limit int) ([]candidate, error) {
+	var (
+		picks     []candidate
+		keys      = map[string]*keyScan{}
+		blockKeys = map[[2]string]bool{} // type and key
+		blockType = map[string]bool{}
+	)
+	refused := func(cd candidate, why blocked, ks *keyScan) {
+		switch why {
+		case blockedKey:
+			if ks != nil && !c.ls.typed {
+				ks.blocked = true
+			}
+			blockKeys[[2]string{cd.typ, cd.key}] = true
+		case blockedAll:
+			blockType[cd.typ] = true
+		}
+	}
+	types, all, err := c.exhausted()
+	if err != nil || all {
+		return nil, err // a limit of every type holds back every task
+	}
+	for _, t := range types {
+		blockType[t] = true
+	}
+	rows, err := c.tx.st.pendingScan.Query(c.saturated(), jsonArray(types))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	seq := 0
+	for len(picks) < limit && rows.Next() {
+		var cd candidate
+		if err := rows.Scan(&cd.rowid, &cd.id, &cd.typ, &cd.key); err != nil {
+			return nil, err
+		}
+		cd.seq = seq
+		seq++
+		if blockType[cd.typ] || blockKeys[[2]string{cd.typ, cd.key}] {
+			continue
+		}
+		var ks *keyScan
+		if c.ls.keyed(cd.typ, cd.key) {
+			if ks = keys[cd.key]; ks == nil {
+				ks = &keyScan{}
+				keys[cd.key] = ks
+			}
+			if ks.blocked {
+				continue
+			}
+			if ks.first {
+				if len(ks.queue) < limit {
+					ks.queue = append(ks.queue, cd)
+				}
+				continue
+			}
+		}
+		why, err := c.admit(cd.rowid, cd.typ, cd.key)
+		if err != nil {
+			return nil, err
+		}
+		if why != admitted {
+			refused(cd, why, ks)
+			if why == blockedAll && c.blocksEveryType(cd.typ) {
+				break // nothing at all can be claimed
+			}
+			continue
+		}
+		c.take(cd.typ, cd.key)
+		picks = append(picks, cd)
+		if ks != nil {
+			ks.first = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	// The next rounds: each key's next task, in the usual order.
+	for round := 0; len(picks) < limit; round++ {
+		var next []candidate
+		for _, ks := range keys {
+			if !ks.blocked && round < len(ks.queue) {
+				next = append(next, ks.queue[round])
+			}
+		}
+		if len(next) == 0 {
+			break
+		}
+		slices.SortFunc(next, func(a, b candidate) int { return a.seq - b.seq })
+		for _, cd := range next {
+			if len(picks) == limit {
+				break
+			}
+			if blockType[cd.typ] || blockKeys[[2]string{cd.typ, cd.key}] {
+				continue
+			}
+			why, err := c.admit(cd.rowid, cd.typ, cd.key)
+			if err != nil {
+				return nil, err
+			}
+			if why != admitted {
+				refused(cd, why, keys[cd.key])
+				continue
+			}
+			c.take(cd.typ, cd.key)
+			picks = append(picks, cd)
+		}
+	}
+	return picks, nil
+}
+
+// blocksEveryType reports whether the limit that refused a task of typ
+// for every task of its type refuses every task: it is a limit of all
+// types that is not per key.
+func (c *claim) blocksEveryType(typ string) bool {
+	for i, l := range c.ls.limits {
+		if l.PerKey || l.Type != "" {
+			continue
+		}
+		if l.Concurrency > 0 && c.use[i] >= l.Concurrency {
+			return true
+		}
+		if l.Rate > 0 {
+			if b := c.buckets[bucketKey(l, "")]; b != nil && b.tokens < 1 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// exhausted returns the types whose every task a limit that is not
+// PerKey holds back before the claim starts (its running tasks fill its
+// concurrency, or its bucket is empty), and whether such a limit of every
+// type holds back every task.
+func (c *claim) exhausted() (types []string, all bool, err error) {
+	for i, l := range c.ls.limits {
+		if l.PerKey {
+			continue
+		}
+		full := l.Concurrency > 0 && c.use[i] >= l.Concurrency
+		if !full && l.Rate > 0 {
+			b, err := c.bucket(l, "")
+			if err != nil {
+				return nil, false, fmt.Errorf("read the token bucket of limit %s: %w", l.Name, err)
+			}
+			if b.tokens < 1 {
+				full = true
+				c.rateDue(l, b)
+			}
+		}
+		switch {
+		case !full:
+		case l.Type == "":
+			return nil, true, nil
+		default:
+			types = append(types, l.Type)
+		}
+	}
+	return types, false, nil
+}
+
+// rateDue notes when bucket b of limit l has its next token.
+func (c *claim) rateDue(l peonify.Limit, b *bucket) {
+	due := c.now + int64(math.Ceil((1-b.tokens)*float64(l.Period)/float64(l.Rate)))
+	if c.rateAt == 0 || due < c.rateAt {
+		c.rateAt = due
+	}
+}
+
+// jsonArray encodes a list of strings for json_each.
+func jsonArray(list []string) string {
+	if len(list) == 0 {
+		return "[]"
+	}
+	b, _ := json.Marshal(list)
+	return string(b)
+}
+
+// saturated returns, as a JSON array, the keys whose every task some
+// PerKey limit of every type refuses because the key's running tasks
+// fill its concurrency.
+func (c *claim) saturated() string {
+	var keys []string
+	for i, l := range c.ls.limits {
+		if !l.PerKey || l.Type != "" {
+			continue
+		}
+		for key, n := range c.keyUse[i] {
+			if max, ok := l.ConcurrencyFor(key); ok && n >= max {
+				keys = append(keys, key)
+			}
+		}
+		for key, max := range l.KeyConcurrency {
+			if max == 0 {
+				keys = append(keys, key)
+			}
+		}
+	}
+	return jsonArray(keys)
+}
+
+// save writes back the buckets the claim took tokens from.
+func (c *claim) save() error {
+	for id, b := range c.buckets {
+		if !b.dirty {
+			continue
+		}
+		if _, err := c.tx.exec(c.tx.st.bucketPut, id[0], id[1], b.tokens, b.at); err != nil {
+			return fmt.Errorf("store the token bucket of limit %s: %w", id[0], err)
+		}
+	}
+	return nil
+}
+
+// pollLimited is Poll with limits: one transaction that promotes due tasks,
+// picks the tasks the limits admit, claims them and updates the buckets.
+func (s *Stream) pollLimited(ctx context.Context, ls *limitSet, limit int) ([]peonify.Delivery, error) {
+	var (
+		ds     []peonify.Delivery
+		next   time.Time
+		rateAt int64
+	)
+	err := s.w.do(ctx, func(tx *wtx) error {
+		ds, next, rateAt = ds[:0], time.Time{}, 0
+		now := tx.now.UnixNano()
+		if _, err := tx.exec(tx.st.promote, now); err != nil {
+			return fmt.Errorf("poll: %w", err)
+		}
+		if _, err := tx.exec(tx.st.rescue, now); err != nil {
+			return fmt.Errorf("poll: %w", err)
+		}
+		c := &claim{s: s, tx: tx, ls: ls, now: now}
+		if err := c.load(); err != nil {
+			return fmt.Errorf("poll: count the tasks the limits hold: %w", err)
+		}
+		picks, err := c.pick(limit)
+		if err != nil {
+			return fmt.Errorf("poll: %w", err)
+		}
+		rateAt = c.rateAt
+		if len(picks) > 0 {
+			if ds, err = s.claimRows(tx, picks); err != nil {
+				return fmt.Errorf("poll: %w", err)
+			}
+			if err := c.save(); err != nil {
+				return fmt.Errorf("poll: %w", err)
+			}
+		}
+		if len(ds) == limit {
+			return nil
+		}
+		var sched, lease sql.NullInt64
+		if err := tx.st.nextDue.QueryRow().Scan(&sched, &lease); err != nil {
+			return fmt.Errorf("poll: %w", err)
+		}
+		for _, n := range []sql.NullInt64{sched, lease} {
+			if n.Valid && (next.IsZero() || n.Int64 < next.UnixNano()) {
+				next = time.Unix(0, n.Int64)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.lastFull.Store(len(ds) == limit)
+	if !next.IsZero() {
+		s.wakeAt(next)
+	}
+	if rateAt != 0 {
+		s.wakeAt(time.Unix(0, rateAt))
+	}
+	return ds, nil
+}
+
+// claimRows leases the picked tasks in one statement and returns their
+// deliveries in the order they were picked.
+func (s *Stream) claimRows(tx *wtx, picks []candidate) ([]peonify.Delivery, error) {
+	order := make(map[string]int, len(picks))
+	var ids strings.Builder
+	ids.WriteByte('[')
+	for i, p := range picks {
+		if i > 0 {
+			ids.WriteByte(',')
+		}
+		fmt.Fprint(&ids, p.rowid)
+		order[p.id] = i
+	}
+	ids.WriteByte(']')
+	now := tx.now.UnixNano()
+	rows, err := tx.st.claimPicked.Query(now, tx.now.Add(s.cfg.Lease).UnixNano(), ids.String(), s.instance)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	ds := make([]peonify.Delivery, len(picks))
+	n := 0
+	for rows.Next() {
+		info, err := scanTask(rows)
+		if err != nil {
+			return nil, err
+		}
+		i, ok := order[info.Task.ID]
+		if !ok {
+			return nil, fmt.Errorf("claimed task %s that was not picked", info.Task.ID)
+		}
+		ds[i] = peonify.Delivery{Task: &info.Task, Token: info.token, Deadline: info.LeaseUntil}
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if n != len(picks) {
+		return nil, fmt.Errorf("claimed %d of the %d tasks picked", n, len(picks))
+	}
+	return ds, nil
+}
+
+// LimitStats reports, for each limit in the order SetLimits was given
+// them, the running tasks it counts (InUse), the ready tasks it applies to
+// that have not started (Waiting) and, for a PerKey limit, its busiest
+// keys. It reads the file beside the writer, as the Inspector does, so it
+// sees every process's tasks. With no limits it returns nil.
+func (s *Stream) LimitStats(ctx context.Context) ([]peonify.LimitStat, error) {
+	if s.isClosed() {
+		return nil, errClosed
+	}
+	ls := s.limits.Load()
+	if ls == nil {
+		return nil, nil
+	}
+	now := s.now().UnixNano()
+	stats := make([]peonify.LimitStat, 0, len(ls.limits))
+	for _, l := range ls.limits {
+		st := peonify.LimitStat{Name: l.Name}
+		var by int64
+		if l.Local {
+			by = s.instance
+		}
+		// A due scheduled task and a running task whose lease ended are
+		// ready, as the Inspector reports them.
+		rows, err := s.db.QueryContext(ctx, `SELECT key,
+				count(*) FILTER (WHERE state = 'running' AND visible_at > ?1 AND (?4 = 0 OR claimed_by = ?4)),
+				count(*) FILTER (WHERE state = 'pending' OR visible_at <= ?1)
+			FROM peonify_tasks
+			WHERE state IN ('pending', 'scheduled', 'running') AND (?2 = '' OR type = ?2) AND (?3 = 0 OR key <> '')
+			GROUP BY CASE WHEN ?3 THEN key ELSE '' END`,
+			now, l.Type, l.PerKey, by)
+		if err != nil {
+			return nil, fmt.Errorf("sqlitestream: stats of limit %s: %w", l.Name, err)
+		}
+		for rows.Next() {
+			var k peonify.KeyStat
+			if err := rows.Scan(&k.Key, &k.InUse, &k.Waiting); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sqlitestream: stats of limit %s: %w", l.Name, err)
+			}
+			st.InUse += k.InUse
+			st.Waiting += k.Waiting
+			if l.PerKey && k.InUse+k.Waiting > 0 {
+				st.Keys = append(st.Keys, k)
+			}
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("sqlitestream: stats of limit %s: %w", l.Name, err)
+		}
+		slices.SortFunc(st.Keys, func(a, b peonify.KeyStat) int {
+			if d := (b.InUse + b.Waiting) - (a.InUse + a.Waiting); d != 0 {
+				return d
+			}
+			return strings.Compare(a.Key, b.Key)
+		})
+		if len(st.Keys) > peonify.MaxLimitStatKeys {
+			st.Keys = st.Keys[:peonify.MaxLimitStatKeys]
+		}
+		stats = append(stats, st)
+	}
+	return stats, nil
+}
