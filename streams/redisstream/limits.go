@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,8 +23,9 @@ const maxLimitedBatch = 1000
 // limitSet is what SetLimits keeps: the limits, and their form for the
 // scripts.
 type limitSet struct {
-	limits []peonify.Limit
-	json   string // the limits for the scripts (see limitsJSON)
+	limits  []peonify.Limit
+	json    string // the limits for the scripts (see limitsJSON)
+	version string // a hash of json: the claim indexes the ready tasks again when it changes
 }
 
 var _ peonify.Limiter = (*Stream)(nil)
@@ -48,7 +50,9 @@ func (s *Stream) SetLimits(limits []peonify.Limit) error {
 	if err != nil {
 		return err
 	}
-	s.lim.Store(&limitSet{limits: norm, json: js})
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(js))
+	s.lim.Store(&limitSet{limits: norm, json: js, version: strconv.FormatUint(h.Sum64(), 16)})
 	return nil
 }
 
@@ -108,7 +112,7 @@ func (s *Stream) pollLimited(ctx context.Context, ls *limitSet, limit int, start
 		}
 		return "0"
 	}
-	args := []any{ls.json, s.cfg.Lease.Milliseconds(), limit, flag(rescue), flag(own)}
+	args := []any{ls.json, s.cfg.Lease.Milliseconds(), limit, flag(rescue), flag(own), ls.version}
 	if own {
 		// Taking back own entries excludes the other polls of this stream
 		// (see poll).

@@ -44,38 +44,55 @@ import "github.com/redis/go-redis/v9"
 // limit, the consumer's name for a Local one.
 
 // limitsLib is the Lua shared by the scripts of flow control. The script
-// sets LIMJSON (the limits, see limitsJSON) and LEASE (Config.Lease in ms)
-// before it.
+// sets LIMJSON (the limits, see limitsJSON) before it.
 const limitsLib = `
 local LIM = cjson.decode(LIMJSON)
 local activeKey, timedKey, leaseKey, metaKey = lim .. 'active', lim .. 'timed', lim .. 'lease', lim .. 'meta'
-local parksKey, queuesKey = lim .. 'parks', lim .. 'queues'
+local queuesKey = lim .. 'queues'
 local function scopeOf(name, key) return #name .. ':' .. name .. key end
 local function qidOf(typ, key) return #typ .. ':' .. typ .. key end
--- taskKey returns the key of an entry: its key field, else its
--- peonify-key header.
+-- about reads the fields of an entry that flow control uses: type, key
+-- (the key field, else the peonify-key header), ord and id.
+local function about(fs)
+  local typ, key, ord, id, headers = '', '', nil, nil, nil
+  for i = 1, #fs, 2 do
+    local f = fs[i]
+    if f == 'type' then typ = fs[i + 1]
+    elseif f == 'key' then key = fs[i + 1]
+    elseif f == 'ord' then ord = tonumber(fs[i + 1])
+    elseif f == 'id' then id = fs[i + 1]
+    elseif f == 'headers' then headers = fs[i + 1]
+    end
+  end
+  if key == '' and headers and string.find(headers, 'peonify-key', 1, true) then
+    local ok, m = pcall(cjson.decode, headers)
+    if ok and type(m) == 'table' and type(m['peonify-key']) == 'string' then key = m['peonify-key'] end
+  end
+  return typ, key, ord, id
+end
 local function taskKey(fs)
-  local k = field(fs, 'key')
-  if k and k ~= '' then return k end
-  local h = field(fs, 'headers')
-  if h and string.find(h, 'peonify-key', 1, true) then
-    local ok, m = pcall(cjson.decode, h)
-    if ok and type(m) == 'table' and type(m['peonify-key']) == 'string' then return m['peonify-key'] end
-  end
-  return ''
+  local _, key = about(fs)
+  return key
 end
--- applying returns the limits that apply to a task.
+-- applying returns the limits that apply to a task, their scopes, and
+-- whether one of them is ordered.
+local appCache = {}
 local function applying(typ, key)
-  local out = {}
+  local ck = #typ .. ':' .. typ .. key
+  local c = appCache[ck]
+  if c then return c[1], c[2], c[3] end
+  local ls, ss, ordered = {}, {}, false
   for _, l in ipairs(LIM) do
-    if (l.t == '' or l.t == typ) and (not l.k or key ~= '') then out[#out + 1] = l end
+    if (l.t == '' or l.t == typ) and (not l.k or key ~= '') then
+      ls[#ls + 1] = l
+      ordered = ordered or l.o
+      if l.l then ss[#ss + 1] = scopeOf(l.n, me)
+      elseif l.k then ss[#ss + 1] = scopeOf(l.n, key)
+      else ss[#ss + 1] = scopeOf(l.n, '') end
+    end
   end
-  return out
-end
--- scope returns the scope that counts a task with key under limit l.
-local function scope(l, key)
-  if l.l then return scopeOf(l.n, me) elseif l.k then return scopeOf(l.n, key) end
-  return scopeOf(l.n, '')
+  appCache[ck] = {ls, ss, ordered}
+  return ls, ss, ordered
 end
 -- concFor returns the concurrency of limit l for key, or nil for none.
 local function concFor(l, key)
@@ -97,6 +114,12 @@ local function qidFor(typ, key)
   end
   return qidOf(typ, '')
 end
+-- splitQid returns the type and key of queue q.
+local function splitQid(q)
+  local n, rest = string.match(q, '^(%d+):(.*)$')
+  n = tonumber(n)
+  return string.sub(rest, 1, n), string.sub(rest, n + 1)
+end
 local turn = nil
 local function curTurn()
   if not turn then turn = tonumber(redis.call('GET', lim .. 'turn') or '0') end
@@ -114,46 +137,53 @@ local function activate(qs)
   end
 end
 local woke = false
--- reactivate makes the queues held by scope s active again.
+local freed = {}
+-- reactivate collects the queues held by scope s, for flushFreed.
 local function reactivate(s)
-  local k = lim .. 'park:' .. s
-  local qs = redis.call('SMEMBERS', k)
-  if #qs > 0 then
-    activate(qs)
-    redis.call('DEL', k)
+  while true do
+    local qs = redis.call('SPOP', lim .. 'park:' .. s, 1000)
+    for _, q in ipairs(qs) do freed[#freed + 1] = q end
+    if #qs < 1000 then return end
+  end
+end
+-- flushFreed makes the queues that reactivate collected active again.
+local function flushFreed()
+  if #freed > 0 then
+    activate(freed)
+    freed = {}
     woke = true
   end
-  redis.call('SREM', parksKey, s)
 end
--- park holds queue q until a permit of scope s frees.
+-- park holds queue q until a permit of scope s frees. The caller takes
+-- q out of active.
 local function park(q, s)
-  redis.call('ZREM', activeKey, q)
   redis.call('SADD', lim .. 'park:' .. s, q)
-  redis.call('SADD', parksKey, s)
 end
 -- hold counts the running entry eid against its limits until ends.
 local function hold(eid, typ, key, ends)
   redis.call('ZADD', leaseKey, ends, eid)
-  for _, l in ipairs(applying(typ, key)) do
-    if holds(l) then redis.call('ZADD', lim .. 'run:' .. scope(l, key), ends, eid) end
+  local ls, ss = applying(typ, key)
+  for i, l in ipairs(ls) do
+    if holds(l) then redis.call('ZADD', lim .. 'run:' .. ss[i], ends, eid) end
   end
 end
--- freePermits gives back what the entry eid of task id held; gone: the
--- task is done, dead or deleted, and leaves its key's order.
+-- freePermits gives back the permits of the running entry eid of task
+-- id (the caller removes it from lease and meta); gone: the task is done,
+-- dead or deleted, and leaves its key's order.
 local function freePermits(eid, id, typ, key, gone)
-  redis.call('ZREM', leaseKey, eid)
-  redis.call('HDEL', metaKey, eid)
-  redis.call('ZREM', lim .. 'q:' .. qidFor(typ, key), eid)
-  for _, l in ipairs(applying(typ, key)) do
-    local s = scope(l, key)
-    if holds(l) then redis.call('ZREM', lim .. 'run:' .. s, eid) end
-    if gone and l.o then redis.call('ZREM', lim .. 'live:' .. s, id) end
-    if holds(l) and not l.l then reactivate(s) end
+  local ls, ss = applying(typ, key)
+  for i, l in ipairs(ls) do
+    if gone and l.o then redis.call('ZREM', lim .. 'live:' .. ss[i], id) end
+    if holds(l) then
+      redis.call('ZREM', lim .. 'run:' .. ss[i], eid)
+      if not l.l then reactivate(ss[i]) end
+    end
   end
 end
 -- wakeOthers tells the watchers of other processes that held queues are
 -- active again.
 local function wakeOthers()
+  flushFreed()
   if woke then redis.call('XADD', lim .. 'wake', 'MAXLEN', '~', 16, '*', 'w', '1') end
 end
 `
@@ -162,20 +192,25 @@ end
 // with leases of ARGV[7] ms. ARGV[9] is '1' to also look for entries whose
 // lease ended without being indexed, and at every held queue; ARGV[10] '1'
 // to first take back this consumer's own entries, except those listed from
-// ARGV[11] on. It returns {{entry ID, fields, delivery count}...,
-// how many of them were this consumer's own, ms until a held queue may
-// be free (a rate token or a lease end; -1: none)}.
+// ARGV[12] on. ARGV[11] is the version of the limits: when it changes, the
+// ready queues are indexed again. It returns {{entry ID, fields, delivery
+// count}..., how many of them were this consumer's own, ms until a held
+// queue may be free (a rate token or a lease end; -1: none)}.
+//
+// A ready queue holds entry IDs, or 'r' and the entry ID for an entry
+// handed back after its lease ended, which its holder may still extend.
 var claimLimitedScript = redis.NewScript(luaPrelude + `
 local LIMJSON, LEASE = ARGV[6], tonumber(ARGV[7])
-local want, rescue, own = tonumber(ARGV[8]), ARGV[9] == '1', ARGV[10] == '1'
+local want, rescue, own, version = tonumber(ARGV[8]), ARGV[9] == '1', ARGV[10] == '1', ARGV[11]
 ` + limitsLib + `
 local now = nowMs()
 local out = {}
 local sweep = rescue
+local leases = {}
 -- Take back this consumer's own entries.
 if own then
   local skip = {}
-  for i = 11, #ARGV do skip[ARGV[i]] = true end
+  for i = 12, #ARGV do skip[ARGV[i]] = true end
   local from = '-'
   while #out < want do
     local page = redis.pcall('XPENDING', stream, group, from, '+', 1000, me)
@@ -186,7 +221,8 @@ if own then
         local c = redis.call('XCLAIM', stream, group, me, 0, eid, 'RETRYCOUNT', count + 1)
         if #c > 0 and c[1] and c[1][2] then
           out[#out + 1] = {eid, c[1][2], count + 1}
-          hold(eid, field(c[1][2], 'type') or '', taskKey(c[1][2]), now + LEASE)
+          local typ, key = about(c[1][2])
+          hold(eid, typ, key, now + LEASE)
         else
           redis.call('XACK', stream, group, eid)
         end
@@ -198,26 +234,20 @@ if own then
 end
 local ownN = #out
 
--- requeue puts a ready entry, or one whose lease ended, in its queue.
+-- requeue puts an entry whose lease ended in its queue, marked 'r'.
 local function requeue(eid, fs)
-  local typ, key = field(fs, 'type') or '', taskKey(fs)
-  local ord = tonumber(redis.call('HGET', metaKey, eid) or field(fs, 'ord') or '')
+  local typ, key, ord = about(fs)
+  ord = tonumber(redis.call('HGET', metaKey, eid) or '') or ord
   if not ord then
     ord = redis.call('INCR', lim .. 'ord')
     redis.call('HSET', metaKey, eid, ord)
   end
   local q = qidFor(typ, key)
-  redis.call('ZADD', lim .. 'q:' .. q, ord, eid)
+  redis.call('ZADD', lim .. 'q:' .. q, ord, 'r' .. eid)
   redis.call('SADD', queuesKey, q)
   activate({q})
   redis.call('ZREM', leaseKey, eid)
-  for _, l in ipairs(applying(typ, key)) do
-    if holds(l) then
-      local s = scope(l, key)
-      redis.call('ZREM', lim .. 'run:' .. s, eid)
-      if not l.l then reactivate(s) end
-    end
-  end
+  freePermits(eid, nil, typ, key, false)
 end
 
 -- Hand entries whose lease ended back to their queues.
@@ -244,8 +274,9 @@ if rescue then
         local e = redis.call('XRANGE', stream, p[1], p[1])
         if #e == 0 then
           redis.call('XACK', stream, group, p[1])
-        elseif not redis.call('ZSCORE', lim .. 'q:' .. qidFor(field(e[1][2], 'type') or '', taskKey(e[1][2])), p[1]) then
-          requeue(p[1], e[1][2])
+        else
+          local typ, key = about(e[1][2])
+          if not redis.call('ZSCORE', lim .. 'q:' .. qidFor(typ, key), 'r' .. p[1]) then requeue(p[1], e[1][2]) end
         end
       end
     end
@@ -258,16 +289,43 @@ if redis.call('GET', lim .. 'dirty') then
   redis.call('DEL', lim .. 'dirty')
   sweep = true
 end
+if redis.call('GET', lim .. 'version') ~= version then
+  -- The limits changed: index the ready entries again, since which
+  -- queue a task belongs to, and which keys are ordered, depend on them.
+  for _, q in ipairs(redis.call('SMEMBERS', queuesKey)) do
+    local qk = lim .. 'q:' .. q
+    local members = redis.call('ZRANGE', qk, 0, -1, 'WITHSCORES')
+    for i = 1, #members, 2 do
+      local m, ord = members[i], members[i + 1]
+      local eid = m
+      if string.sub(m, 1, 1) == 'r' then eid = string.sub(m, 2) end
+      local e = redis.call('XRANGE', stream, eid, eid)
+      redis.call('ZREM', qk, m)
+      if #e > 0 then
+        local typ, key, _, id = about(e[1][2])
+        local nq = qidFor(typ, key)
+        redis.call('ZADD', lim .. 'q:' .. nq, ord, m)
+        redis.call('SADD', queuesKey, nq)
+        local ls, ss = applying(typ, key)
+        for j, l in ipairs(ls) do
+          if l.o then redis.call('ZADD', lim .. 'live:' .. ss[j], 'NX', ord, id or eid) end
+        end
+      end
+    end
+  end
+  redis.call('SET', lim .. 'version', version)
+  sweep = true
+end
 if sweep then
-  -- Look again at every held queue, in case what held it went away
-  -- unseen (a task deleted, limits changed).
-  for _, s in ipairs(redis.call('SMEMBERS', parksKey)) do reactivate(s) end
+  -- Look again at every queue, in case what held it went away unseen.
+  activate(redis.call('SMEMBERS', queuesKey))
 end
 local due = redis.call('ZRANGEBYSCORE', timedKey, '-inf', now)
 if #due > 0 then
   activate(due)
   redis.call('ZREMRANGEBYSCORE', timedKey, '-inf', now)
 end
+flushFreed()
 
 -- Index the entries added since the last claim.
 local gs = redis.pcall('XINFO', 'GROUPS', stream)
@@ -284,9 +342,9 @@ if #es > 0 then
   local base = redis.call('INCRBY', lim .. 'ord', #es) - #es
   local metas, fresh, qs = {}, {}, {}
   for i, e in ipairs(es) do
-    local eid, fs = e[1], e[2]
-    local typ, key = field(fs, 'type') or '', taskKey(fs)
-    local ord = tonumber(field(fs, 'ord') or '') or base + i
+    local eid = e[1]
+    local typ, key, ord, id = about(e[2])
+    ord = ord or base + i
     metas[#metas + 1] = eid
     metas[#metas + 1] = ord
     local q = qidFor(typ, key)
@@ -295,8 +353,9 @@ if #es > 0 then
       fresh[q] = true
       qs[#qs + 1] = q
     end
-    for _, l in ipairs(applying(typ, key)) do
-      if l.o then redis.call('ZADD', lim .. 'live:' .. scope(l, key), ord, field(fs, 'id') or eid) end
+    local ls, ss = applying(typ, key)
+    for j, l in ipairs(ls) do
+      if l.o then redis.call('ZADD', lim .. 'live:' .. ss[j], ord, id or eid) end
     end
   end
   for i = 1, #metas, 1000 do
@@ -315,115 +374,187 @@ local function isLive(id)
   if loc then return string.sub(loc, 1, 1) ~= 'd' and live(loc, id) end
   return string.match(id, '^%d+%-%d+$') ~= nil and #redis.call('XRANGE', stream, id, id) > 0
 end
--- liveHead returns the first live task of an ordered scope.
+-- liveHead returns the place of the first live task of an ordered scope,
+-- or nil.
 local function liveHead(k)
   while true do
-    local h = redis.call('ZRANGE', k, 0, 0)
+    local h = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
     if #h == 0 then return nil end
-    if isLive(h[1]) then return h[1] end
+    if isLive(h[1]) then return tonumber(h[2]) end
     redis.call('ZREM', k, h[1])
   end
 end
 
 -- pick claims the first task of queue q if every limit admits it. It
--- returns 'took', 'gone' (q left active: empty or held) or 'skip' (q is
--- held by a Local limit, for this claim only).
+-- returns 'took', 'gone' (q leaves active: it is empty or held; the
+-- caller takes it out) or 'skip' (q is held by a Local limit, for this
+-- claim only). Every task of q has q's type and, if a PerKey limit
+-- applies to it, q's key: the limits are those of q, so a blocked head
+-- blocks the whole queue. New entries are claimed together at the end
+-- (fresh); the permits they take are given back if one was deleted
+-- meanwhile.
+local fresh, gone = {}, {}
 local function pick(q)
   local qk = lim .. 'q:' .. q
+  local typ, key = splitQid(q)
+  local ls, ss, ordered = applying(typ, key)
   while true do
-    local h = redis.call('ZRANGE', qk, 0, 0, 'WITHSCORES')
-    if #h == 0 then
-      redis.call('ZREM', activeKey, q)
-      redis.call('SREM', queuesKey, q)
-      return 'gone'
+    local counts, buckets = {}, {}
+    for i, l in ipairs(ls) do
+      local c = concFor(l, key)
+      if c then
+        counts[i] = redis.call('ZCOUNT', lim .. 'run:' .. ss[i], '(' .. now, '+inf')
+        if counts[i] >= c then
+          if l.l then return 'skip' end
+          park(q, ss[i])
+          return 'gone'
+        end
+      end
+      if l.r > 0 then
+        local bk = lim .. 'bucket:' .. ss[i]
+        local b = redis.call('HMGET', bk, 't', 'ts')
+        local t = l.b
+        if b[1] then t = math.min(l.b, tonumber(b[1]) + (now - tonumber(b[2])) * l.r / l.p) end
+        if t < 1 then
+          redis.call('ZADD', timedKey, now + math.ceil((1 - t) * l.p / l.r), q)
+          return 'gone'
+        end
+        buckets[#buckets + 1] = {bk, t, l}
+      end
     end
-    local eid, ord = h[1], tonumber(h[2])
-    local e = redis.call('XRANGE', stream, eid, eid)
-    if #e == 0 then
-      -- Deleted or acked meanwhile.
-      redis.call('ZREM', qk, eid)
-      redis.call('HDEL', metaKey, eid)
+    local m, ord
+    if ordered then
+      local h = redis.call('ZRANGE', qk, 0, 0, 'WITHSCORES')
+      if #h == 0 then
+        redis.call('SREM', queuesKey, q)
+        return 'gone'
+      end
+      m, ord = h[1], tonumber(h[2])
+      for i, l in ipairs(ls) do
+        if l.o then
+          local head = liveHead(lim .. 'live:' .. ss[i])
+          if head and head < ord then
+            park(q, ss[i])
+            return 'gone'
+          end
+        end
+      end
+      redis.call('ZREM', qk, m)
     else
-      local fs = e[1][2]
-      local typ, key, id = field(fs, 'type') or '', taskKey(fs), field(fs, 'id') or eid
-      local p = redis.call('XPENDING', stream, group, eid, eid, 1)
+      local h = redis.call('ZPOPMIN', qk)
+      if #h == 0 then
+        redis.call('SREM', queuesKey, q)
+        return 'gone'
+      end
+      m, ord = h[1], tonumber(h[2])
+    end
+    local eid, ok = m, true
+    if string.sub(m, 1, 1) == 'r' then
+      -- Handed back after its lease ended: still in the group's pending
+      -- list, and running again if its holder extended the lease since.
+      eid = string.sub(m, 2)
       local count = 0
+      local p = redis.call('XPENDING', stream, group, eid, eid, 1)
       if #p > 0 then count = tonumber(p[1][4]) end
       if #p > 0 and tonumber(p[1][3]) < LEASE then
-        -- Its holder extended the lease after it ended: it runs.
-        redis.call('ZREM', qk, eid)
-        hold(eid, typ, key, now + LEASE - tonumber(p[1][3]))
+        local e = redis.call('XRANGE', stream, eid, eid)
+        if #e > 0 then
+          local t, k = about(e[1][2])
+          hold(eid, t, k, now + LEASE - tonumber(p[1][3]))
+        end
+        ok = false
       else
-        local ls = applying(typ, key)
-        local counts, buckets = {}, {}
-        for i, l in ipairs(ls) do
-          local s = scope(l, key)
-          if l.o then
-            local lk = lim .. 'live:' .. s
-            redis.call('ZADD', lk, 'NX', ord, id)
-            if liveHead(lk) ~= id then
-              park(q, s)
-              return 'gone'
-            end
-          end
-          local c = concFor(l, key)
-          if c then
-            local rk = lim .. 'run:' .. s
-            redis.call('ZREMRANGEBYSCORE', rk, '-inf', now)
-            counts[i] = redis.call('ZCARD', rk)
-            if counts[i] >= c then
-              if l.l then return 'skip' end
-              park(q, s)
-              return 'gone'
-            end
-          end
-          if l.r > 0 then
-            local bk = lim .. 'bucket:' .. s
-            local b = redis.call('HMGET', bk, 't', 'ts')
-            local t = l.b
-            if b[1] then t = math.min(l.b, tonumber(b[1]) + (now - tonumber(b[2])) * l.r / l.p) end
-            if t < 1 then
-              redis.call('ZREM', activeKey, q)
-              redis.call('ZADD', timedKey, now + math.ceil((1 - t) * l.p / l.r), q)
-              return 'gone'
-            end
-            buckets[#buckets + 1] = {bk, t, l}
-          end
-        end
-        -- Every limit admits it: claim it.
-        redis.call('XCLAIM', stream, group, me, 0, eid, 'RETRYCOUNT', count + 1, 'FORCE')
-        redis.call('ZREM', qk, eid)
-        hold(eid, typ, key, now + LEASE)
-        for _, b in ipairs(buckets) do
-          redis.call('HSET', b[1], 't', tostring(b[2] - 1), 'ts', now)
-          redis.call('PEXPIRE', b[1], math.ceil(b[3].b * b[3].p / b[3].r) + 1000)
-        end
-        out[#out + 1] = {eid, fs, count + 1}
-        for i, l in ipairs(ls) do
-          if counts[i] and not l.l and counts[i] + 1 >= concFor(l, key) then
-            park(q, scope(l, key))
-            return 'took'
-          end
-        end
-        if redis.call('ZCARD', qk) == 0 then
-          redis.call('ZREM', activeKey, q)
-          redis.call('SREM', queuesKey, q)
+        local c = redis.call('XCLAIM', stream, group, me, 0, eid, 'RETRYCOUNT', count + 1, 'FORCE')
+        if #c > 0 and c[1] and c[1][2] then
+          out[#out + 1] = {eid, c[1][2], count + 1}
         else
-          turn = curTurn() + 1
-          redis.call('ZADD', activeKey, turn, q)
+          redis.call('HDEL', metaKey, eid)
+          ok = false
         end
-        return 'took'
       end
+    else
+      out[#out + 1] = false
+      fresh[#fresh + 1] = {eid, #out, q}
+    end
+    if ok then
+      -- Every limit admitted it: take its permits and tokens.
+      local ends = now + LEASE
+      leases[#leases + 1] = ends
+      leases[#leases + 1] = eid
+      for i, l in ipairs(ls) do
+        if holds(l) then redis.call('ZADD', lim .. 'run:' .. ss[i], ends, eid) end
+      end
+      for _, b in ipairs(buckets) do
+        redis.call('HSET', b[1], 't', tostring(b[2] - 1), 'ts', now)
+        redis.call('PEXPIRE', b[1], math.ceil(b[3].b * b[3].p / b[3].r) + 1000)
+      end
+      for i, l in ipairs(ls) do
+        if counts[i] and not l.l and counts[i] + 1 >= concFor(l, key) then
+          park(q, ss[i])
+          return 'gone'
+        end
+      end
+      turn = curTurn() + 1
+      redis.call('ZADD', activeKey, turn, q)
+      return 'took'
     end
   end
 end
 
+-- Take queues in turn. Queues that leave active stay in it, in front
+-- with the skipped ones, until the end of the loop.
 local skipped = 0
 while #out < want do
-  local f = redis.call('ZRANGE', activeKey, skipped, skipped)
-  if #f == 0 then break end
-  if pick(f[1]) == 'skip' then skipped = skipped + 1 end
+  local batch = redis.call('ZRANGE', activeKey, skipped, skipped + want - #out - 1)
+  if #batch == 0 then break end
+  for _, q in ipairs(batch) do
+    if #out >= want then break end
+    local r = pick(q)
+    if r ~= 'took' then skipped = skipped + 1 end
+    if r == 'gone' then gone[#gone + 1] = q end
+  end
 end
+for i = 1, #gone, 1000 do
+  redis.call('ZREM', activeKey, unpack(gone, i, math.min(i + 999, #gone)))
+end
+if #fresh > 0 then
+  local got = {}
+  for i = 1, #fresh, 1000 do
+    local args = {stream, group, me, 0}
+    for j = i, math.min(i + 999, #fresh) do args[#args + 1] = fresh[j][1] end
+    args[#args + 1] = 'RETRYCOUNT'
+    args[#args + 1] = 1
+    args[#args + 1] = 'FORCE'
+    for _, c in ipairs(redis.call('XCLAIM', unpackAll(args))) do
+      if c and c[2] then got[c[1]] = c[2] end
+    end
+  end
+  for _, f in ipairs(fresh) do
+    local fs = got[f[1]]
+    if fs then
+      out[f[2]] = {f[1], fs, 1}
+    else
+      -- Deleted since it was indexed: give back what it took.
+      local typ, key = splitQid(f[3])
+      local ls, ss = applying(typ, key)
+      for i, l in ipairs(ls) do
+        if l.r > 0 then redis.call('HINCRBYFLOAT', lim .. 'bucket:' .. ss[i], 't', 1) end
+      end
+      freePermits(f[1], nil, typ, key, false)
+      redis.call('HDEL', metaKey, f[1])
+      for i = 1, #leases, 2 do
+        if leases[i + 1] == f[1] then leases[i] = now end
+      end
+      redis.call('ZADD', activeKey, 'NX', curTurn(), f[3])
+    end
+  end
+  local compact = {}
+  for _, o in ipairs(out) do
+    if o then compact[#compact + 1] = o end
+  end
+  out = compact
+end
+if #leases > 0 then redis.call('ZADD', leaseKey, unpackAll(leases)) end
 if turn then redis.call('SET', lim .. 'turn', turn) end
 wakeOthers()
 local wait = -1
@@ -457,6 +588,8 @@ for i = 1, k, 1000 do
   redis.call('XACK', stream, group, unpack(eids, i, j))
   redis.call('HDEL', tasks, unpack(ids, i, j))
   redis.call('XDEL', stream, unpack(eids, i, j))
+  redis.call('ZREM', leaseKey, unpack(eids, i, j))
+  redis.call('HDEL', metaKey, unpack(eids, i, j))
 end
 wakeOthers()
 return k
@@ -469,14 +602,14 @@ return k
 var nackLimitedScript = redis.NewScript(luaPrelude + `
 local LIMJSON, typ, key = ARGV[15], ARGV[13], ARGV[14]
 ` + limitsLib + nackBody(map[string]string{
-	"gone": "freePermits(eid, id, typ, key, true)\n  wakeOthers()",
+	"gone": "redis.call('ZREM', leaseKey, eid)\n  redis.call('HDEL', metaKey, eid)\n  freePermits(eid, id, typ, key, true)\n  wakeOthers()",
 	"skip": "and f ~= 'ord'",
 	"fields": `local ord = redis.call('HGET', metaKey, eid)
 if ord then
   fields[#fields + 1] = 'ord'
   fields[#fields + 1] = ord
 end`,
-	"done": "freePermits(eid, id, typ, key, outcome == 'dead')\nwakeOthers()",
+	"done": "redis.call('ZREM', leaseKey, eid)\nredis.call('HDEL', metaKey, eid)\nfreePermits(eid, id, typ, key, outcome == 'dead')\nwakeOthers()",
 }))
 
 // extendLimitedScript is extendScript for a delivery claimed with limits:
