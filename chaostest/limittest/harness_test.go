@@ -77,8 +77,8 @@ func newScenario(t *testing.T, b backend, lease time.Duration, limits ...peonify
 }
 
 // start starts n processor processes with the scenario's limits, each
-// handling the task types types; change adjusts their orders. It returns
-// once each has written that it is about to run.
+// handling the task types types, one after the other; change adjusts
+// their orders. It returns once each has written that it is about to run.
 func (sc *scenario) start(n int, types []string, change func(*orders)) []*child {
 	sc.t.Helper()
 	var out []*child
@@ -95,8 +95,8 @@ func (sc *scenario) start(n int, types []string, change func(*orders)) []*child 
 		c.pid = c.Pid()
 		sc.children = append(sc.children, c)
 		out = append(out, c)
-	}
-	for _, c := range out {
+		// One at a time: the scenarios are about claims, not about
+		// processes opening a store at once.
 		streamtest.WaitUntil(sc.t, "child "+c.name+" to start", 30*time.Second, func() (bool, string) {
 			if c.Exited() {
 				sc.t.Fatalf("child %s exited (%v) before it started: %s", c.name, c.Err(), c.Output())

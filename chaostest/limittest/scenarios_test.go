@@ -180,7 +180,9 @@ func TestFair(t *testing.T) {
 		for i := range a {
 			a[i] = task(fmt.Sprintf("A-%05d", i), "fair", "A", work{})
 		}
+		stored := time.Now()
 		sc.store(a...)
+		storedIn := time.Since(stored)
 		sc.start(4, []string{"fair"}, func(o *orders) { o.Workers, o.QueueSize = 4, 4 })
 		streamtest.WaitUntil(t, "A's tasks to run", 60*time.Second, func() (bool, string) {
 			sc.refresh()
@@ -221,8 +223,8 @@ func TestFair(t *testing.T) {
 				t.Errorf("task %s completed %d times, want once", id, n)
 			}
 		}
-		t.Logf("B's %d tasks, enqueued when %d of A's had started, all finished %s later, when %d of A's had started (limit %d)",
-			nB, atEnqueue, lastB.Sub(enqueuedB).Round(time.Millisecond), before, nA/10)
+		t.Logf("A's %d tasks stored in %s; B's %d tasks, enqueued when %d of A's had started, all finished %s later, when %d of A's had started (limit %d)",
+			nA, storedIn.Round(time.Millisecond), nB, atEnqueue, lastB.Sub(enqueuedB).Round(time.Millisecond), before, nA/10)
 	})
 }
 
