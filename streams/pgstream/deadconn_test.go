@@ -51,7 +51,7 @@ func proxiedPool(t *testing.T) (*pgxpool.Pool, *streamtest.Proxy) {
 func TestDeadConnectionIsAPollErrorAndRecovers(t *testing.T) {
 	producer := newTestStream(t, testPool(t), Config{})
 	pool, proxy := proxiedPool(t)
-	l, err := NewListener(pool, ListenerConfig{HealthCheck: 500 * time.Millisecond, Logger: streamtest.Logger(t)})
+	l, err := NewListener(pool, ListenerConfig{Schema: testSchema, HealthCheck: 500 * time.Millisecond, Logger: streamtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestDeadConnectionIsAPollErrorAndRecovers(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	s, err := New(pool, Config{Queue: producer.Queue(), Listener: l, Logger: streamtest.Logger(t)})
+	s, err := New(pool, Config{Schema: testSchema, Queue: producer.Queue(), Listener: l, Logger: streamtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestShutdownWithDeadConnectionIsBounded(t *testing.T) {
 	direct := testPool(t)
 	producer := newTestStream(t, direct, Config{})
 	pool, proxy := proxiedPool(t)
-	s, err := New(pool, Config{Queue: producer.Queue(), Lease: 3 * time.Second, NoListen: true, Logger: streamtest.Logger(t)})
+	s, err := New(pool, Config{Schema: testSchema, Queue: producer.Queue(), Lease: 3 * time.Second, NoListen: true, Logger: streamtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,10 @@
 //
 // It needs Postgres 13 or later.
 //
+// Stream is a peonify.Limiter: concurrency limits, rate limits, per-key
+// ordering and fairness are enforced inside the claim, exactly, across every
+// processor sharing the table (see Flow control).
+//
 // # Getting started
 //
 // Migrate once (at deployment or start-up), then add the stream to a
@@ -85,12 +89,96 @@
 //	run_at        timestamptz  now()               not delivered before this time
 //	enqueued_at   timestamptz  now()               when the task was first stored
 //
+//	key           text         ''                  Task.Key, what flow control limits per key (a tenant), 0 to 255 bytes
+//
 // The other columns (state, attempts, updated_at, lease_until, token,
-// claimed_by, last_error) belong to the stream: leave them to their
+// claimed_by, last_error, seq) belong to the stream: leave them to their
 // defaults. To skip duplicates the way Enqueue does, add
 // ON CONFLICT DO NOTHING: a conflict means the id, or a live unique_key, is
 // already in the queue. State values are 'pending' (ready, or scheduled
 // when run_at is in the future), 'running', 'dead' and 'done'.
+//
+// A producer of a tenant's task sets the key column:
+//
+//	INSERT INTO public.peonify_tasks (queue, type, key, payload)
+//	VALUES ('emails', 'email-task', 'tenant-42', convert_to('{"to":"a@example.com"}', 'UTF8'));
+//
+// # Flow control
+//
+// Stream implements peonify.Limiter: give limits to the processor with
+// peonify.Limits (see the SetLimits example), and every claim enforces all
+// of them. Every kind of peonify.Limit is supported:
+//
+//   - Concurrency, per Type or for every type, counts the limit's tasks in
+//     state running, whichever processor runs them. PerKey counts them per
+//     Task.Key, with KeyConcurrency overriding the limit of named keys (0
+//     holds a key). Local counts only the running tasks whose claimed_by is
+//     this stream's Config.Identity, so give streams of one queue in one
+//     process distinct Identities if each should have its own.
+//   - Rate is a token bucket per limit (per key, with PerKey) in the
+//     peonify_buckets table, stored as the time the bucket was empty and
+//     read and written in the claim's transaction with the database's
+//     clock, now(): the same bucket for every processor.
+//   - Ordered runs each key's tasks in the order the table received them
+//     (the seq column, from a sequence; not enqueued_at, and not priority):
+//     a task starts only when no task of its key that the limit applies to
+//     and that was stored earlier is pending, scheduled or running. A
+//     failed task is pending again with its place, so the key waits through
+//     its backoff; a dead or deleted task releases the key. An operator
+//     unblocks a key held by a long-failing task with Delete, or by moving
+//     it to dead (`peonify tasks` lists a key's tasks with ListOptions.Key).
+//   - Fairness (every PerKey limit, and Fair): keyed tasks are claimed
+//     round-robin by key. A claim takes the next task of each key with
+//     room, key by key from where this stream's previous claim stopped,
+//     wrapping around, before it takes any key's second task; within a key
+//     tasks go by priority, then by arrival. A key at its limit is skipped
+//     at the cost of one index probe, so it never holds back another key's
+//     tasks (no head-of-line blocking), and one key's 100,000 tasks do not
+//     delay another key's 10.
+//
+// How: without limits, Poll claims with the single statement described
+// above, unchanged. With limits, a claim is one transaction of two round
+// trips. It takes a transaction-scoped advisory lock of the queue
+// (pg_advisory_xact_lock(1885693530, hashtext('schema.queue'))), which
+// every limited claim of the queue takes, so each sees all the claims
+// before it; then it reads, in one pipelined batch, what each limit has
+// running (from the running tasks, a short index scan) and the ready
+// candidates that no limit holds back at that point, each with its limits'
+// counts and buckets; it admits the candidates one by one, counting each
+// against every limit it takes, so that two tasks of one claim never
+// together exceed a limit either; and it claims the admitted tasks and
+// writes the buckets it took tokens from, then commits, which releases the
+// lock. Two processes claiming at once therefore never exceed a limit
+// together. Acks, nacks, enqueues and the rescuer take no lock: they only
+// free permits or add tasks. A claim held back entirely returns an empty
+// slice at once, having written nothing: no attempt, no lease, no token.
+// Limited claims of one queue run one at a time; each takes a few
+// milliseconds for a thousand keys with work.
+//
+// Waking: an Ack or Nack of a task that holds a concurrency permit wakes
+// this stream and sends the queue's NOTIFY, so other processors (unless
+// Config.NoListen) start a waiting task within milliseconds. A claim that
+// a rate limit held back arms a timer for the database's time of the next
+// token.
+//
+// Crashes and partitions: a processor that dies holding tasks keeps its
+// permits until the rescuer (of any processor) returns its tasks to
+// pending, at most Config.Lease plus Config.RescueInterval later; a
+// processor cut off from the database cannot claim, so it cannot
+// over-admit. What can exceed a limit is what exceeds a lease without
+// limits: a processor that lost its lease (partitioned, or stalled beyond
+// Config.Lease without extending it) may still run the task while the
+// limit already counts its permit free and another processor runs the
+// next, by at most the tasks it was running. Claims commit asynchronously
+// (see Config.SyncCommit): a database crash can forget the claims and
+// token takes of its last fraction of a second, and the limits then count
+// those tasks, still running on their processors, as not running; set
+// SyncCommit to rule that out. Every processor of a queue must be given
+// the same limits: a processor given none claims without them.
+//
+// Keys and limits read these columns: migration version 2 adds key, seq,
+// two partial indexes and the peonify_buckets table. LimitStats reads each
+// limit's pending and running tasks (one query per limit).
 //
 // # Operations
 //

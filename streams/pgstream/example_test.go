@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -96,4 +97,68 @@ func ExampleStream_Pause() {
 	if err := stream.Resume(ctx); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// Flow control: each tenant (Task.Key) runs at most 2 tasks at once (a
+// paying one 10, one on hold none), sends at most 5 emails a second with
+// bursts of 10, and runs its invoices one at a time in the order they were
+// enqueued. Every processor sharing the table enforces the same limits in
+// its claims, so they hold across all of them. (Not run by go test: it
+// needs a Postgres server in DATABASE_URL.)
+func ExampleStream_SetLimits() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	if err := pgstream.Migrate(ctx, pool); err != nil {
+		log.Fatal(err)
+	}
+	stream, err := pgstream.New(pool, pgstream.Config{Queue: "tenants"})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	p, err := peonify.New(peonify.Config{Workers: 50})
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = p.AddTaskList(peonify.TaskList{
+		"email":   peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error { return nil }),
+		"invoice": peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error { return nil }),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = p.AddStream(stream, peonify.Limits(
+		peonify.Limit{Name: "tenant", PerKey: true, Concurrency: 2,
+			KeyConcurrency: map[string]int{"acme": 10, "on-hold": 0}},
+		peonify.Limit{Type: "email", PerKey: true, Rate: 5, Period: time.Second, Burst: 10},
+		peonify.Limit{Type: "invoice", PerKey: true, Ordered: true},
+	))
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// Producers give each task its tenant.
+	err = stream.Enqueue(ctx,
+		&peonify.Task{Type: "invoice", Key: "acme", Payload: []byte(`{"invoice":1}`)},
+		&peonify.Task{Type: "invoice", Key: "acme", Payload: []byte(`{"invoice":2}`)}, // after 1
+		&peonify.Task{Type: "email", Key: "globex", Payload: []byte(`{"to":"a@example.com"}`)},
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// What each limit holds and what waits, as the dashboard shows it.
+	stats, err := stream.LimitStats(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, st := range stats {
+		fmt.Println(st.Name, st.InUse, st.Waiting)
+	}
+
+	log.Fatal(p.Run(ctx))
 }

@@ -75,13 +75,15 @@ type flowPlan struct {
 	perKey bool            // some limit is PerKey: keyed tasks are claimed round-robin by key
 	deep   bool            // a key may start more than one task per claim
 
-	// Statements of the limited claim. Parameters: $1 queue, $2 most
-	// candidates, $3 Config.Identity, and for keyed $4 the key after which
-	// the rotation starts.
+	// Statements that read a limited claim's candidates. Parameters: $1
+	// queue, $2 most candidates, $3 Config.Identity, $4 the key after which
+	// the rotation over keys starts, $5 the limits (by index) that this
+	// claim has used up already, $6 the IDs it has taken already.
 	unkeyed, keyed string
 	rateDue        string // $1 queue: seconds until the next token of an empty bucket, or NULL
 	claim          string // $1 queue, $2 ids, $3 lease µs, $4 identity
 	buckets        string // $1 queue, $2 names, $3 keys, $4 empty_at
+	cleanBuckets   string // $1 queue: deletes buckets that are full again
 	stats          []string
 }
 
@@ -129,6 +131,15 @@ SELECT $1, u.name, u.key, u.empty_at FROM unnest($2::text[], $3::text[], $4::tim
 ON CONFLICT (queue, name, key) DO UPDATE SET empty_at = excluded.empty_at`
 	for i := range ls {
 		p.stats = append(p.stats, f.stats(p, i))
+	}
+	// A bucket whose empty_at is Burst intervals past is full, as a missing
+	// row is.
+	var span time.Duration
+	for i, l := range ls {
+		span = max(span, time.Duration(l.Burst)*p.period[i])
+	}
+	if span > 0 {
+		p.cleanBuckets = `DELETE FROM ` + f.b + ` b WHERE b.queue = $1 AND b.empty_at < now() - ` + interval(span+time.Second)
 	}
 	return p
 }
@@ -209,9 +220,12 @@ func interval(d time.Duration) string {
 // blocked is the SQL condition that a limit holds back the task row a now,
 // whatever else the claim takes.
 func (f flowSQL) blocked(p *flowPlan, a string) string {
-	var c []string
+	c := []string{a + ".id = ANY($6::text[])"}
 	for i, l := range p.limits {
 		app := applies(l, a)
+		if !l.PerKey {
+			c = append(c, fmt.Sprintf("(%s AND %d = ANY($5::int[]))", app, i))
+		}
 		if p.conc[i] {
 			c = append(c, fmt.Sprintf("(%s AND coalesce(%s >= %s, false))", app, used(p, i, a+".key"), capOf(p, i, a+".key")))
 		}
@@ -226,9 +240,6 @@ func (f flowSQL) blocked(p *flowPlan, a string) string {
 			c = append(c, fmt.Sprintf(`(%s AND EXISTS (SELECT 1 FROM %s e
 		WHERE e.queue = $1 AND e.key = %s.key AND e.key <> '' AND e.state = 'pending' AND e.seq < %s.seq%s))`, app, f.t, a, a, typ))
 		}
-	}
-	if len(c) == 0 {
-		return "false"
 	}
 	return strings.Join(c, "\n\t  OR ")
 }
@@ -284,10 +295,10 @@ func (f flowSQL) unkeyed(p *flowPlan) string {
 	return with + `SELECT ` + candColumns + `, 1` + f.extras(p, "c") + `
 FROM ` + f.t + ` c` + from + `
 WHERE c.queue = $1 AND c.state = 'pending' AND c.run_at <= now()` + scope + `
-  AND NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '')
+  AND NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '' AND $4::text IS NOT NULL AND $5::int[] IS NOT NULL)
   AND NOT (` + f.blocked(p, "c") + `)
 ORDER BY ` + order + `
-LIMIT $2`
+LIMIT $2::int`
 }
 
 // keyed selects ready keyed tasks round-robin across keys, starting after
@@ -356,21 +367,21 @@ SELECT ` + candColumns + `, c.rank` + f.extras(p, "c") + ` FROM (
 	) t
 	WHERE true` + cond
 	if p.deep {
-		depth := "$2"
+		depth := "$2::int"
 		if len(frees) > 0 {
-			depth = "least($2, " + strings.Join(frees, ", ") + ")"
+			depth = "least($2::int, " + strings.Join(frees, ", ") + ")"
 		}
 		q += `
 	UNION ALL
 	SELECT t.* FROM ks k` + from + ` CROSS JOIN LATERAL (
-		` + task(2, "LIMIT greatest(coalesce("+depth+", $2) - 1, 0) OFFSET 1") + `
+		` + task(2, "LIMIT greatest(coalesce("+depth+", $2::int) - 1, 0) OFFSET 1") + `
 	) t
 	WHERE true` + cond
 	}
 	q += `
 ) c` + from + `
-WHERE NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '')
-LIMIT $2`
+WHERE NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '' AND $5::int[] IS NOT NULL)
+LIMIT $2::int`
 	return q
 }
 
@@ -424,16 +435,18 @@ type candidate struct {
 	priority     int
 	seq          int64
 	rank         int
+	keyed        bool                 // from the rotation over keys
 	pos          int                  // order of arrival from the database
 	used         []int                // per limit: running count for the key (concurrency limits)
 	empty        []pgtype.Timestamptz // per limit: the bucket's empty_at (rate limits)
 }
 
 // scanCandidates reads the rows of unkeyed or keyed.
-func scanCandidates(rows pgx.Rows, p *flowPlan, out []candidate) ([]candidate, error) {
+func scanCandidates(rows pgx.Rows, p *flowPlan, out []candidate, pos *int, keyed bool) ([]candidate, error) {
 	defer rows.Close()
 	for rows.Next() {
-		c := candidate{pos: len(out), used: make([]int, len(p.limits)), empty: make([]pgtype.Timestamptz, len(p.limits))}
+		*pos++
+		c := candidate{pos: *pos, keyed: keyed, used: make([]int, len(p.limits)), empty: make([]pgtype.Timestamptz, len(p.limits))}
 		var rank int64
 		dest := []any{&c.id, &c.typ, &c.key, &c.priority, &c.seq, &rank}
 		for i := range p.limits {
@@ -459,45 +472,58 @@ type bucketID struct {
 	key   string
 }
 
-// admit picks, from the candidates, the tasks that every limit admits,
-// up to n: in rank order (a key's next task before any key's second),
-// then by priority and arrival, counting each task it takes against its
-// limits. It returns them and the buckets it took tokens from, with their
-// new empty_at.
-func (p *flowPlan) admit(cands []candidate, n int, now time.Time) ([]candidate, map[bucketID]time.Time) {
-	slices.SortStableFunc(cands, func(a, b candidate) int {
+// admission picks, from the candidates of one claim, the tasks that every
+// limit admits, counting each task it takes against its limits.
+type admission struct {
+	p       *flowPlan
+	n       int // the most tasks the claim takes
+	now     time.Time
+	taken   map[bucketID]int       // tasks taken per limit (and key)
+	buckets map[bucketID]time.Time // buckets taken from, with their new empty_at
+	ids     []string               // the tasks taken, in order
+	out     []candidate
+	full    []int32 // limits without PerKey that held back a task: used up
+	lastKey string  // the key of the last keyed task taken in the rotation
+	lastPos int
+}
+
+func newAdmission(p *flowPlan, n int, now time.Time) *admission {
+	return &admission{p: p, n: n, now: now, taken: make(map[bucketID]int), buckets: make(map[bucketID]time.Time),
+		ids: []string{}, full: []int32{}, lastPos: -1}
+}
+
+// add admits candidates, up to the claim's n tasks: in rank order (a
+// key's next task before any key's second), then by priority and
+// arrival. It reports whether a limit without PerKey was used up by this
+// call, so that a claim that is not full yet may look further.
+func (a *admission) add(cands []candidate) (usedUp bool) {
+	p := a.p
+	slices.SortStableFunc(cands, func(x, y candidate) int {
 		switch {
-		case a.rank != b.rank:
-			return a.rank - b.rank
-		case a.priority != b.priority:
-			return b.priority - a.priority
-		case a.seq != b.seq && a.seq != 0 && b.seq != 0:
-			if a.seq < b.seq {
+		case x.rank != y.rank:
+			return x.rank - y.rank
+		case x.priority != y.priority:
+			return y.priority - x.priority
+		case x.seq != y.seq && x.seq != 0 && y.seq != 0:
+			if x.seq < y.seq {
 				return -1
 			}
 			return 1
 		}
-		return a.pos - b.pos
+		return x.pos - y.pos
 	})
-	taken := make(map[bucketID]int)
-	buckets := make(map[bucketID]time.Time)
-	var out []candidate
-	seen := make(map[string]bool, len(cands))
 	for _, c := range cands {
-		if len(out) == n {
+		if len(a.out) == a.n {
 			break
 		}
-		if seen[c.id] {
+		if slices.Contains(a.ids, c.id) {
 			continue
 		}
 		t := peonify.Task{Type: c.typ, Key: c.key}
-		ok := true
+		held := -1
 		var spend []bucketID
 		var spendAt []time.Time
 		for i, l := range p.limits {
-			if !ok {
-				break
-			}
 			if !l.Applies(&t) {
 				continue
 			}
@@ -506,57 +532,66 @@ func (p *flowPlan) admit(cands []candidate, n int, now time.Time) ([]candidate, 
 				id.key = c.key
 			}
 			if p.conc[i] {
-				limit, bounded := l.ConcurrencyFor(c.key)
-				if bounded && c.used[i]+taken[id] >= limit {
-					ok = false
+				if limit, bounded := l.ConcurrencyFor(c.key); bounded && c.used[i]+a.taken[id] >= limit {
+					held = i
+					break
 				}
 			}
-			if ok && p.period[i] > 0 {
-				e, have := buckets[id]
-				if !have {
-					e = time.Time{}
-					if c.empty[i].Valid {
-						e = c.empty[i].Time
-					}
+			if p.period[i] > 0 {
+				e, ok := a.buckets[id]
+				if !ok && c.empty[i].Valid {
+					e = c.empty[i].Time
 				}
 				T := p.period[i]
-				if floor := now.Add(-time.Duration(l.Burst) * T); e.Before(floor) {
-					e = floor
+				if floor := a.now.Add(-time.Duration(l.Burst) * T); e.Before(floor) {
+					e = floor // a bucket holds at most Burst tokens
 				}
-				if e.Add(T).After(now) {
-					ok = false
-				} else {
-					spend = append(spend, id)
-					spendAt = append(spendAt, e.Add(T))
+				if e.Add(T).After(a.now) {
+					held = i
+					break
 				}
+				spend = append(spend, id)
+				spendAt = append(spendAt, e.Add(T))
 			}
 		}
-		if !ok {
+		if held >= 0 {
+			if !p.limits[held].PerKey && !slices.Contains(a.full, int32(held)) {
+				a.full = append(a.full, int32(held))
+				usedUp = true
+			}
 			continue
 		}
-		seen[c.id] = true
-		out = append(out, c)
+		a.ids = append(a.ids, c.id)
+		a.out = append(a.out, c)
+		if c.keyed && c.pos > a.lastPos {
+			a.lastKey, a.lastPos = c.key, c.pos
+		}
 		for i, l := range p.limits {
 			if p.conc[i] && l.Applies(&t) {
 				id := bucketID{i, ""}
 				if l.PerKey {
 					id.key = c.key
 				}
-				taken[id]++
+				a.taken[id]++
 			}
 		}
 		for j, id := range spend {
-			buckets[id] = spendAt[j]
+			a.buckets[id] = spendAt[j]
 		}
 	}
-	return out, buckets
+	return usedUp
 }
+
+// maxRounds bounds how many times one limited claim reads candidates.
+const maxRounds = 4
 
 // pollLimited is Poll with limits: one transaction, under an advisory
 // lock per queue that every limited claim of the queue takes, so that
 // each sees the claims before it. It reads the candidates and what the
 // limits have in use, picks what the limits admit, and claims them and
-// takes their tokens before it commits: two round trips.
+// takes their tokens before it commits: two round trips, and one more
+// each time a limit without PerKey is used up by the claim before it is
+// full (the candidates behind that limit's tasks are read then).
 func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peonify.Delivery, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -570,75 +605,97 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 	cursor := s.keyCursor
 	s.hintMu.Unlock()
 
+	var (
+		a           = newAdmission(p, limit, time.Time{})
+		due         pgtype.Float8
+		pos         int
+		wrapped     bool // the rotation over keys saw every key
+		moreUnkeyed bool // the unkeyed candidates filled their limit
+		moreKeyed   bool
+	)
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	if !s.cfg.SyncCommit {
 		b.Queue("SET LOCAL synchronous_commit = off")
 	}
 	b.Queue("SELECT pg_advisory_xact_lock($1::int, hashtext($2))", flowLockClass, s.cfg.Schema+"."+s.cfg.Queue)
-	var now time.Time
-	b.Queue("SELECT now()").QueryRow(func(r pgx.Row) error { return r.Scan(&now) })
-	var cands []candidate
-	b.Queue(p.unkeyed, s.cfg.Queue, limit, s.cfg.Identity).Query(func(rows pgx.Rows) error {
-		cands, err = scanCandidates(rows, p, cands)
-		return err
-	})
-	nUnkeyed := -1
-	var nKeyed int
-	if p.perKey {
-		b.Queue(p.keyed, s.cfg.Queue, limit, s.cfg.Identity, cursor).Query(func(rows pgx.Rows) error {
-			nUnkeyed = len(cands)
-			cands, err = scanCandidates(rows, p, cands)
-			nKeyed = len(cands) - nUnkeyed
-			return err
-		})
-	}
-	var due pgtype.Float8
+	b.Queue("SELECT now()").QueryRow(func(r pgx.Row) error { return r.Scan(&a.now) })
 	if p.rateDue != "" {
 		b.Queue(p.rateDue, s.cfg.Queue).QueryRow(func(r pgx.Row) error { return r.Scan(&due) })
 	}
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		return nil, s.dbError("claiming tasks", err)
+	for round := 0; ; round++ {
+		var cands []candidate
+		args := []any{s.cfg.Queue, limit, s.cfg.Identity, cursor, slices.Clone(a.full), slices.Clone(a.ids)}
+		b.Queue(p.unkeyed, args...).Query(func(rows pgx.Rows) error {
+			var err error
+			cands, err = scanCandidates(rows, p, cands, &pos, false)
+			moreUnkeyed = len(cands) == limit
+			return err
+		})
+		if p.perKey {
+			b.Queue(p.keyed, args...).Query(func(rows pgx.Rows) error {
+				n := len(cands)
+				var err error
+				cands, err = scanCandidates(rows, p, cands, &pos, true)
+				moreKeyed = len(cands)-n == limit
+				wrapped = !moreKeyed
+				return err
+			})
+		}
+		if err := conn.SendBatch(ctx, b).Close(); err != nil {
+			return nil, s.dbError("claiming tasks", err)
+		}
+		usedUp := a.add(cands)
+		if len(a.out) == limit || !usedUp || !(moreUnkeyed || moreKeyed) || round+1 == maxRounds {
+			break
+		}
+		b = &pgx.Batch{}
 	}
 
-	chosen, buckets := p.admit(cands, limit, now)
-	if p.perKey && len(chosen) > 0 {
+	if p.perKey {
 		// The next claim's rotation starts after the last key this one
-		// took a task of.
-		last := -1
-		for _, c := range chosen {
-			if c.pos >= nUnkeyed && c.pos > last {
-				last = c.pos
-			}
-		}
+		// took a task of, or from the start after a claim that saw every
+		// key.
 		s.hintMu.Lock()
 		switch {
-		case last >= 0:
-			s.keyCursor = cands[indexOfPos(cands, last)].key
-		case nKeyed == 0:
+		case a.lastPos >= 0:
+			s.keyCursor = a.lastKey
+		case wrapped:
 			s.keyCursor = ""
 		}
 		s.hintMu.Unlock()
 	}
-	if len(chosen) < limit && due.Valid {
-		s.wakeAfter(time.Duration(due.Float64*float64(time.Second)) + time.Millisecond)
+	if len(a.out) < limit {
+		// Tasks may wait for a token: wake up when the next one is due,
+		// in a bucket that was empty before this claim or that this claim
+		// emptied.
+		next, ok := time.Duration(0), false
+		if due.Valid {
+			next, ok = time.Duration(due.Float64*float64(time.Second)), true
+		}
+		for id, e := range a.buckets {
+			if d := e.Add(p.period[id.limit]).Sub(a.now); d > 0 && (!ok || d < next) {
+				next, ok = d, true
+			}
+		}
+		if ok {
+			s.wakeAfter(next + time.Millisecond)
+		}
 	}
-	if len(chosen) == 0 {
+	if len(a.out) == 0 {
 		if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
 			return nil, s.dbError("claiming tasks", err)
 		}
 		return nil, nil
 	}
 
-	ids := make([]string, len(chosen))
-	order := make(map[string]int, len(chosen))
-	for i, c := range chosen {
-		ids[i] = c.id
-		order[c.id] = i
+	order := make(map[string]int, len(a.ids))
+	for i, id := range a.ids {
+		order[id] = i
 	}
 	b = &pgx.Batch{}
-	ds := make([]peonify.Delivery, 0, len(chosen))
-	b.Queue(p.claim, s.cfg.Queue, ids, s.lease, s.cfg.Identity).Query(func(rows pgx.Rows) error {
+	ds := make([]peonify.Delivery, 0, len(a.ids))
+	b.Queue(p.claim, s.cfg.Queue, a.ids, s.lease, s.cfg.Identity).Query(func(rows pgx.Rows) error {
 		defer rows.Close()
 		for rows.Next() {
 			info, token, err := scanTask(rows)
@@ -649,10 +706,10 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 		}
 		return rows.Err()
 	})
-	if len(buckets) > 0 {
+	if len(a.buckets) > 0 {
 		var names, keys []string
 		var at []time.Time
-		for id, e := range buckets {
+		for id, e := range a.buckets {
 			names = append(names, p.limits[id.limit].Name)
 			keys = append(keys, id.key)
 			// Rounded up to the microsecond Postgres keeps, so that a
@@ -667,17 +724,8 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 		// was lost, the leases expire and the rescuer hands the tasks out.
 		return nil, s.dbError("claiming tasks", err)
 	}
-	slices.SortFunc(ds, func(a, b peonify.Delivery) int { return order[a.Task.ID] - order[b.Task.ID] })
+	slices.SortFunc(ds, func(x, y peonify.Delivery) int { return order[x.Task.ID] - order[y.Task.ID] })
 	return ds, nil
-}
-
-func indexOfPos(cands []candidate, pos int) int {
-	for i, c := range cands {
-		if c.pos == pos {
-			return i
-		}
-	}
-	return 0
 }
 
 // wakeAfter wakes the stream after d, when a rate limit's next token is

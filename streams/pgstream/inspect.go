@@ -151,6 +151,9 @@ func (s *Stream) Delete(ctx context.Context, ids ...string) (int, error) {
 	if err != nil {
 		return 0, s.dbError("deleting tasks", err)
 	}
+	if tag.RowsAffected() > 0 && s.plan.Load() != nil {
+		s.signal() // a deleted task may have held back its key (Ordered)
+	}
 	return int(tag.RowsAffected()), nil
 }
 

@@ -56,9 +56,18 @@ func (s *Stream) rescue(ctx context.Context) (pending, dead int, err error) {
 }
 
 // cleanup deletes done tasks older than KeepDone and dead tasks older than
-// KeepDead, and reports how many.
+// KeepDead, and reports how many. It also deletes the rows of rate limits'
+// buckets that are full again.
 func (s *Stream) cleanup(ctx context.Context) (int, error) {
 	total := 0
+	if p := s.plan.Load(); p != nil && p.cleanBuckets != "" {
+		stmt, cancel := context.WithTimeout(ctx, maintainTimeout)
+		_, err := s.pool.Exec(stmt, p.cleanBuckets, s.cfg.Queue)
+		cancel()
+		if err != nil {
+			return total, s.dbError("deleting full token buckets", err)
+		}
+	}
 	for _, r := range []struct {
 		state string
 		keep  time.Duration

@@ -71,6 +71,12 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 // and reported with an error, so an old binary never runs against a newer
 // schema unnoticed.
 func MigrateSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error {
+	return migrateTo(ctx, pool, schema, SchemaVersion)
+}
+
+// migrateTo applies the migrations up to version upTo (tests use it to
+// make a schema of an older version).
+func migrateTo(ctx context.Context, pool *pgxpool.Pool, schema string, upTo int) error {
 	if pool == nil {
 		return errors.New("pgstream: Migrate needs a *pgxpool.Pool, got nil")
 	}
@@ -105,7 +111,7 @@ func MigrateSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error
 			return fmt.Errorf("pgstream: schema %s is at version %d but this build knows only up to %d: upgrade Peonify", schema, current, last)
 		}
 		for _, m := range ms {
-			if m.version <= current {
+			if m.version <= current || m.version > upTo {
 				continue
 			}
 			if _, err := tx.Exec(ctx, strings.ReplaceAll(m.sql, "{schema}", s)); err != nil {

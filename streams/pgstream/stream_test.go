@@ -367,7 +367,7 @@ func TestScheduledTask(t *testing.T) {
 
 func TestClosedStream(t *testing.T) {
 	pool := testPool(t)
-	s, err := New(pool, Config{Queue: uniqueQueue(t)})
+	s, err := New(pool, Config{Schema: testSchema, Queue: uniqueQueue(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -498,7 +498,7 @@ func TestSyncCommit(t *testing.T) {
 func TestSharedListener(t *testing.T) {
 	pool := testPool(t)
 	ctx := streamtest.Context(t)
-	l, err := NewListener(pool, ListenerConfig{})
+	l, err := NewListener(pool, ListenerConfig{Schema: testSchema})
 	if err != nil {
 		t.Fatal(err)
 	}
