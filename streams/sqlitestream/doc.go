@@ -67,6 +67,48 @@
 // falling due, and within Config.WatchInterval about commits by other
 // processes.
 //
+// # Flow control
+//
+// Stream is a peonify.Limiter: the limits given to the processor with
+// peonify.Limits are enforced inside the claim, one write transaction
+// that the file's write lock serializes with the claims of every other
+// process, so each claim sees exactly what runs and what the buckets hold.
+// Every peonify.Limit is supported:
+//
+//   - Concurrency (of a type or of all types): the tasks in state running
+//     whose lease has not ended, plus those the claim admits, stay below
+//     the limit. PerKey counts each Task.Key on its own, KeyConcurrency
+//     sets a key's own limit (0 holds the key), and Local counts only the
+//     running tasks this Stream claimed: each open Stream stamps its claims
+//     with a random instance number.
+//   - Rate: a token bucket per limit (per key with PerKey) in the table
+//     peonify_limit_buckets, read, refilled by the time since its last use
+//     and updated in the claim's transaction; each claimed task takes a
+//     token. The clock is the machine's, shared by the processes.
+//   - Ordered: a task is claimed only if no live task (pending, scheduled
+//     or running) of its key that the limit applies to came before it in
+//     the file (a lower rowid). A failed task keeps its place through its
+//     retry delay; a dead or deleted task releases the key. Retrying a dead
+//     task puts it back at the head of its key.
+//   - Fairness, for every PerKey limit: a claim takes the first ready task
+//     of each key, in the usual order, before the second of any key.
+//
+// A task held back stays pending, untouched: no attempt, no lease, no
+// token. A full or held key never stops the claim from reaching the tasks
+// of other keys, and a claim where everything ready is held back returns
+// nothing at once. An Ack or a Nack through this Stream of a task that a
+// concurrency or ordered limit applies to wakes the processor; other
+// processes' acks wake it through the file watch (Config.WatchInterval);
+// a claim held back by a bucket arms a timer for its next token. Without
+// limits Poll claims with the plain statement, as fast as ever.
+//
+// A crashed processor's running tasks hold their permits until their
+// leases end (Config.Lease), then become pending and count no more; a
+// limit is never exceeded meanwhile. There is no network between the
+// processes and the file, so nothing can make a limit over-admit, as long
+// as every process gives the file's streams the same limits. The file's
+// README shows the raw INSERT that sets a task's key.
+//
 // # Finished tasks
 //
 // An acked task is deleted, unless Config.KeepDone keeps it for a while as

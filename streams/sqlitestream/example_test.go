@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
+	"time"
 
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/streams/sqlitestream"
@@ -175,4 +177,136 @@ func ExampleStream_Retry() {
 	// Output:
 	// resize-1: image is corrupt after 1 attempt(s)
 	// retried 1 - pending: 1 dead: 0
+}
+
+// Flow control: each tenant's exports run one at a time, in the order
+// they were enqueued, and at most two exports run at once across every
+// processor sharing the file.
+func Example_flowControl() {
+	dir, err := os.MkdirTemp("", "sqlitestream-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	s, err := sqlitestream.Open(filepath.Join(dir, "tasks.db"), sqlitestream.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	var tasks []*peonify.Task
+	for i := 1; i <= 3; i++ {
+		for _, tenant := range []string{"acme", "globex", "initech"} {
+			tasks = append(tasks, &peonify.Task{Type: "export", Key: tenant, Payload: []byte(fmt.Sprint(i))})
+		}
+	}
+	if err := s.Enqueue(ctx, tasks...); err != nil {
+		log.Fatal(err)
+	}
+
+	var (
+		mu      sync.Mutex
+		ran     = map[string][]string{}
+		running int
+		most    int
+	)
+	p, err := peonify.New(peonify.Config{Workers: 8, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = p.AddTaskList(peonify.TaskList{
+		"export": peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
+			mu.Lock()
+			running++
+			most = max(most, running)
+			ran[t.Key] = append(ran[t.Key], string(t.Payload))
+			mu.Unlock()
+			time.Sleep(10 * time.Millisecond) // the export
+			mu.Lock()
+			defer mu.Unlock()
+			if running--; len(ran["acme"])+len(ran["globex"])+len(ran["initech"]) == len(tasks) && running == 0 {
+				stop() // a real program runs until SIGTERM
+			}
+			return nil
+		}),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = p.AddStream(s, peonify.Limits(
+		peonify.Limit{Type: "export", PerKey: true, Ordered: true},
+		peonify.Limit{Type: "export", Concurrency: 2},
+	))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := p.Run(ctx); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("acme:", ran["acme"])
+	fmt.Println("globex:", ran["globex"])
+	fmt.Println("initech:", ran["initech"])
+	fmt.Println("at most 2 at once:", most <= 2)
+	// Output:
+	// acme: [1 2 3]
+	// globex: [1 2 3]
+	// initech: [1 2 3]
+	// at most 2 at once: true
+}
+
+// A claim holds back what the limits do not admit, without touching it,
+// and takes the keys in turn; LimitStats tells what each limit holds.
+func ExampleStream_SetLimits() {
+	dir, err := os.MkdirTemp("", "sqlitestream-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+
+	ctx := context.Background()
+	s, err := sqlitestream.Open(filepath.Join(dir, "tasks.db"), sqlitestream.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close(ctx)
+	// A processor calls SetLimits with the limits given to AddStream.
+	err = s.SetLimits([]peonify.Limit{{PerKey: true, Concurrency: 1, KeyConcurrency: map[string]int{"acme": 2}}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = s.Enqueue(ctx,
+		&peonify.Task{ID: "a1", Type: "sync", Key: "acme"},
+		&peonify.Task{ID: "a2", Type: "sync", Key: "acme"},
+		&peonify.Task{ID: "a3", Type: "sync", Key: "acme"},
+		&peonify.Task{ID: "g1", Type: "sync", Key: "globex"},
+		&peonify.Task{ID: "g2", Type: "sync", Key: "globex"},
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ds, err := s.Poll(ctx, 10)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, d := range ds {
+		fmt.Println("run", d.Task.ID)
+	}
+	stats, err := s.LimitStats(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, st := range stats {
+		fmt.Printf("%s: %d in use, %d waiting\n", st.Name, st.InUse, st.Waiting)
+		for _, k := range st.Keys {
+			fmt.Printf("  %s: %d in use, %d waiting\n", k.Key, k.InUse, k.Waiting)
+		}
+	}
+	// Output:
+	// run a1
+	// run g1
+	// run a2
+	// */key: 3 in use, 2 waiting
+	//   acme: 2 in use, 1 waiting
+	//   globex: 1 in use, 1 waiting
 }

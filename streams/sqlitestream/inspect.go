@@ -183,6 +183,9 @@ func (s *Stream) Delete(ctx context.Context, ids ...string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("sqlitestream: delete tasks: %w", err)
 	}
+	if total > 0 && s.limits.Load() != nil {
+		s.signal() // a deleted task may have held an ordered key
+	}
 	return int(total), nil
 }
 

@@ -240,7 +240,7 @@ func (c *claim) admit(rowid int64, typ, key string) (blocked, error) {
 		if l.PerKey {
 			scope = blockedKey
 		}
-		if n, ok := l.ConcurrencyFor(key); ok || (l.PerKey && hasKey(l.KeyConcurrency, key)) {
+		if n, ok := l.ConcurrencyFor(key); ok { // KeyConcurrency 0 is ok with n 0: the key is held
 			inUse := c.use[i]
 			if l.PerKey {
 				inUse = c.keyUse[i][key]
@@ -279,11 +279,6 @@ func (c *claim) admit(rowid int64, typ, key string) (blocked, error) {
 		}
 	}
 	return worst, nil
-}
-
-func hasKey(m map[string]int, key string) bool {
-	_, ok := m[key]
-	return ok
 }
 
 // take counts a claimed task against every limit that applies to it.
@@ -360,60 +355,106 @@ func (c *claim) pick(limit int) ([]candidate, error) {
 	for _, t := range types {
 		blockType[t] = true
 	}
-	rows, err := c.tx.st.pendingScan.Query(c.saturated(), jsonArray(types))
-	if err != nil {
-		return nil, err
+	// The first round reads the pending tasks in order. When it has
+	// skipped many of them in a row, it reads again from the start with
+	// the keys it knows it has no use for (held back, or with limit tasks
+	// kept aside) left out by SQLite, and skips those it has seen.
+	var (
+		exclKeys = c.saturated()
+		excluded = map[string]bool{}
+		seen     = map[int64]bool{}
+		seq      = 0
+	)
+	for _, k := range exclKeys {
+		excluded[k] = true
 	}
-	defer rows.Close()
-	seq := 0
-	for len(picks) < limit && rows.Next() {
-		var cd candidate
-		if err := rows.Scan(&cd.rowid, &cd.id, &cd.typ, &cd.key); err != nil {
-			return nil, err
+	scan := func() (again bool, err error) {
+		rows, err := c.tx.st.pendingScan.Query(jsonArray(exclKeys), jsonArray(slices.Collect(maps.Keys(blockType))))
+		if err != nil {
+			return false, err
 		}
-		cd.seq = seq
-		seq++
-		if blockType[cd.typ] || blockKeys[[2]string{cd.typ, cd.key}] {
-			continue
-		}
-		var ks *keyScan
-		if c.ls.keyed(cd.typ, cd.key) {
-			if ks = keys[cd.key]; ks == nil {
-				ks = &keyScan{}
-				keys[cd.key] = ks
+		defer rows.Close()
+		skipped := 0
+		for len(picks) < limit && rows.Next() {
+			var cd candidate
+			if err := rows.Scan(&cd.rowid, &cd.id, &cd.typ, &cd.key); err != nil {
+				return false, err
 			}
-			if ks.blocked {
+			if seen[cd.rowid] {
 				continue
 			}
-			if ks.first {
-				if len(ks.queue) < limit {
-					ks.queue = append(ks.queue, cd)
+			seen[cd.rowid] = true
+			cd.seq = seq
+			seq++
+			if skipped++; skipped >= scanRestart {
+				var more []string
+				for k, ks := range keys {
+					// With a PerKey limit of every type, every task
+					// of the key is one of those the claim has no use
+					// for; otherwise tasks of other types may be.
+					if !excluded[k] && (ks.blocked || c.ls.perKeyAll && len(ks.queue) >= limit) {
+						more = append(more, k)
+						excluded[k] = true
+					}
+				}
+				if len(more) > 0 {
+					exclKeys = append(exclKeys, more...)
+					delete(seen, cd.rowid) // read it again
+					seq--
+					return true, rows.Close()
+				}
+				skipped = 0
+			}
+			if blockType[cd.typ] || blockKeys[[2]string{cd.typ, cd.key}] {
+				continue
+			}
+			var ks *keyScan
+			if c.ls.keyed(cd.typ, cd.key) {
+				if ks = keys[cd.key]; ks == nil {
+					ks = &keyScan{}
+					keys[cd.key] = ks
+				}
+				if ks.blocked {
+					continue
+				}
+				if ks.first {
+					if len(ks.queue) < limit {
+						ks.queue = append(ks.queue, cd)
+					}
+					continue
+				}
+			}
+			why, err := c.admit(cd.rowid, cd.typ, cd.key)
+			if err != nil {
+				return false, err
+			}
+			if why != admitted {
+				refused(cd, why, ks)
+				if why == blockedAll && c.blocksEveryType(cd.typ) {
+					break // nothing at all can be claimed
 				}
 				continue
 			}
+			c.take(cd.typ, cd.key)
+			picks = append(picks, cd)
+			skipped = 0
+			if ks != nil {
+				ks.first = true
+			}
 		}
-		why, err := c.admit(cd.rowid, cd.typ, cd.key)
+		if err := rows.Err(); err != nil {
+			return false, err
+		}
+		return false, rows.Close()
+	}
+	for {
+		again, err := scan()
 		if err != nil {
 			return nil, err
 		}
-		if why != admitted {
-			refused(cd, why, ks)
-			if why == blockedAll && c.blocksEveryType(cd.typ) {
-				break // nothing at all can be claimed
-			}
-			continue
+		if !again {
+			break
 		}
-		c.take(cd.typ, cd.key)
-		picks = append(picks, cd)
-		if ks != nil {
-			ks.first = true
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	if err := rows.Close(); err != nil {
-		return nil, err
 	}
 	// The next rounds: each key's next task, in the usual order.
 	for round := 0; len(picks) < limit; round++ {
@@ -517,10 +558,13 @@ func jsonArray(list []string) string {
 	return string(b)
 }
 
-// saturated returns, as a JSON array, the keys whose every task some
-// PerKey limit of every type refuses because the key's running tasks
-// fill its concurrency.
-func (c *claim) saturated() string {
+// scanRestart is how many pending tasks in a row a claim skips before it
+// reads again, leaving out the keys it has no use for.
+const scanRestart = 256
+
+// saturated returns the keys whose every task some PerKey limit of every
+// type refuses because the key's running tasks fill its concurrency.
+func (c *claim) saturated() []string {
 	var keys []string
 	for i, l := range c.ls.limits {
 		if !l.PerKey || l.Type != "" {
@@ -537,7 +581,7 @@ func (c *claim) saturated() string {
 			}
 		}
 	}
-	return jsonArray(keys)
+	return keys
 }
 
 // save writes back the buckets the claim took tokens from.

@@ -664,3 +664,115 @@ func readmeInsert(t testing.TB) string {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestLimitFairnessTyped: with a PerKey limit of one type, a claim that
+// reads again without a key's waiting tasks of that type still claims
+// the key's tasks of other types.
+func TestLimitFairnessTyped(t *testing.T) {
+	s := openTest(t, Config{}, nil)
+	setLimits(t, s, peonify.Limit{Type: "test", PerKey: true, Fair: true})
+	var batch []*peonify.Task
+	for i := range 600 {
+		batch = append(batch, keyed(fmt.Sprint("a", i), "A"))
+	}
+	batch = append(batch, &peonify.Task{ID: "other", Type: "other", Key: "A"}, keyed("b0", "B"))
+	enqueue(t, s, batch...)
+	got, _ := pollIDs(t, s, 4)
+	wantIDs(t, got, "a0", "other", "b0", "a1")
+}
+
+// TestLimitOrderedTwoProcesses: two Streams on one file, as two processes,
+// run each key's tasks one at a time in enqueue order, a failed task
+// keeping its place until it succeeds.
+func TestLimitOrderedTwoProcesses(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tasks.db")
+	a := openFile(t, path, Config{}, nil)
+	b := openFile(t, path, Config{}, nil)
+	for _, s := range []*Stream{a, b} {
+		setLimits(t, s, peonify.Limit{PerKey: true, Ordered: true})
+	}
+	keys, per := 8, 15
+	if raceEnabled {
+		per = 6
+	}
+	var batch []*peonify.Task
+	for i := range per {
+		for k := range keys {
+			batch = append(batch, keyed(fmt.Sprintf("%d-%03d", k, i), fmt.Sprint(k)))
+		}
+	}
+	enqueue(t, a, batch...)
+	ctx := context.Background()
+	var (
+		mu      sync.Mutex
+		running = map[string]bool{}
+		next    = map[string]int{} // the next task each key must run
+		failed  = map[string]bool{}
+		done    int
+		wg      sync.WaitGroup
+	)
+	total := keys * per
+	for _, s := range []*Stream{a, b, a, b} {
+		wg.Go(func() {
+			for {
+				mu.Lock()
+				finished := done == total
+				mu.Unlock()
+				if finished || t.Failed() {
+					return
+				}
+				ds, err := s.Poll(ctx, 3)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(ds) == 0 {
+					select {
+					case <-s.Wake():
+					case <-time.After(5 * time.Millisecond):
+					}
+					continue
+				}
+				for _, d := range ds {
+					key, id := d.Task.Key, d.Task.ID
+					var seq int
+					fmt.Sscanf(id[strings.Index(id, "-")+1:], "%d", &seq)
+					mu.Lock()
+					if running[key] {
+						t.Errorf("key %s ran two tasks at once (%s)", key, id)
+					}
+					if seq != next[key] {
+						t.Errorf("key %s ran task %s, want its task %d", key, id, next[key])
+					}
+					running[key] = true
+					fail := seq%4 == 1 && !failed[id]
+					failed[id] = true
+					mu.Unlock()
+					time.Sleep(time.Millisecond)
+					mu.Lock()
+					running[key] = false
+					if !fail {
+						next[key]++
+						done++
+					}
+					mu.Unlock()
+					if fail {
+						err = s.Nack(ctx, d, peonify.NackOptions{Outcome: peonify.OutcomeFailed, Reason: "once"})
+					} else {
+						err = s.Ack(ctx, d)
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for k := range keys {
+		if n := next[fmt.Sprint(k)]; n != per {
+			t.Errorf("key %d ran %d of its %d tasks", k, n, per)
+		}
+	}
+}
