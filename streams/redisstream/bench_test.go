@@ -236,11 +236,13 @@ func BenchmarkIdlePickup(b *testing.B) {
 
 // BenchmarkLimits compares the throughput of claims under limits with the
 // same run unlimited: 20,000 tasks over 1,000 keys, with a PerKey
-// Concurrency 1 limit or none. Each op is one run of both; it reports
-// tasks/s of each and their ratio (the goal is at least 0.5). "poll" claims
-// and acks batches of 100 directly on the stream, the stream's own cost;
-// "processor" drains with a Processor of 50 workers and a no-op handler,
-// what users see.
+// Concurrency 1 limit or none. Each op is one run of both. It reports the
+// tasks/s of each and their ratio (the goal is at least 0.5), and, steadier
+// on a shared machine, the CPU time per task of this process and of the
+// Redis server for each, and the ratio of their sums (cpu-ratio:
+// unlimited CPU per task over limited). "poll" claims and acks batches of
+// 100 directly on the stream, the stream's own cost; "processor" drains
+// with a Processor of 50 workers and a no-op handler, what users see.
 func BenchmarkLimits(b *testing.B) {
 	const tasks, keys = 20000, 1000
 	limit := peonify.Limit{PerKey: true, Concurrency: 1}
@@ -256,18 +258,27 @@ func BenchmarkLimits(b *testing.B) {
 			}
 		}
 	}
-	pollRun := func(b *testing.B, limits ...peonify.Limit) float64 {
+	type result struct{ rate, client, server float64 }
+	measure := func(client redis.UniversalClient, drain func()) result {
+		proc, server := streamtest.CPUTime().Seconds(), serverCPU(client)
+		start := time.Now()
+		drain()
+		return result{
+			rate:   tasks / time.Since(start).Seconds(),
+			client: (streamtest.CPUTime().Seconds() - proc) * 1e6 / tasks,
+			server: (serverCPU(client) - server) * 1e6 / tasks,
+		}
+	}
+	pollRun := func(b *testing.B, limits ...peonify.Limit) result {
 		client := testClient(b)
 		s := newTestStream(b, client, Config{DedupWindow: -1})
 		if err := s.SetLimits(limits); err != nil {
 			b.Fatal(err)
 		}
 		backlog(b, s)
-		start := time.Now()
-		streamtest.PollAck(b, s, tasks, 100)
-		return tasks / time.Since(start).Seconds()
+		return measure(client, func() { streamtest.PollAck(b, s, tasks, 100) })
 	}
-	drainRun := func(b *testing.B, limits ...peonify.Limit) float64 {
+	drainRun := func(b *testing.B, limits ...peonify.Limit) result {
 		client := testClient(b)
 		s := newTestStream(b, client, Config{DedupWindow: -1})
 		backlog(b, s)
@@ -290,26 +301,34 @@ func BenchmarkLimits(b *testing.B) {
 		if err := p.AddStream(s, opts...); err != nil {
 			b.Fatal(err)
 		}
-		start := time.Now()
-		stop := streamtest.Run(b, p)
-		<-all
-		rate := tasks / time.Since(start).Seconds()
+		var stop func()
+		r := measure(client, func() {
+			stop = streamtest.Run(b, p)
+			<-all
+		})
 		stop()
-		return rate
+		return r
 	}
 	for _, mode := range []struct {
 		name string
-		run  func(*testing.B, ...peonify.Limit) float64
+		run  func(*testing.B, ...peonify.Limit) result
 	}{{"poll", pollRun}, {"processor", drainRun}} {
 		b.Run(mode.name, func(b *testing.B) {
-			var unlimited, perKey float64
+			var u, l result
 			for range b.N {
-				unlimited += mode.run(b)
-				perKey += mode.run(b, limit)
+				ur, lr := mode.run(b), mode.run(b, limit)
+				u.rate, u.client, u.server = u.rate+ur.rate, u.client+ur.client, u.server+ur.server
+				l.rate, l.client, l.server = l.rate+lr.rate, l.client+lr.client, l.server+lr.server
 			}
-			b.ReportMetric(unlimited/float64(b.N), "unlimited-tasks/s")
-			b.ReportMetric(perKey/float64(b.N), "perkey-tasks/s")
-			b.ReportMetric(perKey/unlimited, "ratio")
+			n := float64(b.N)
+			b.ReportMetric(u.rate/n, "unlimited-tasks/s")
+			b.ReportMetric(l.rate/n, "perkey-tasks/s")
+			b.ReportMetric(l.rate/u.rate, "ratio")
+			b.ReportMetric(u.client/n, "unlimited-client-µs/task")
+			b.ReportMetric(u.server/n, "unlimited-redis-µs/task")
+			b.ReportMetric(l.client/n, "perkey-client-µs/task")
+			b.ReportMetric(l.server/n, "perkey-redis-µs/task")
+			b.ReportMetric((u.client+u.server)/(l.client+l.server), "cpu-ratio")
 		})
 	}
 }

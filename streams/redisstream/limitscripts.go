@@ -7,41 +7,41 @@ import "github.com/redis/go-redis/v9"
 // XREADGROUP: each claim first indexes the entries added since the group's
 // last delivered ID into ready queues, one sorted set per task type and
 // key, then advances the group past them (XGROUP SETID), and takes tasks
-// from the queues round-robin, claiming each with XCLAIM FORCE once every
-// limit that applies admits it. The keys, all under KEYS[5]:
+// from the queues round-robin, claiming them with XCLAIM FORCE once every
+// limit that applies admits them. The keys, all under KEYS[5]:
 //
-//	mode             set once a claim with limits has indexed entries
-//	ord              counter: the place of each task in its key's order
-//	meta             hash: entry ID -> its place (ord)
-//	q:<q>            sorted set: ready entries of queue q, scored by place
-//	queues           set: the queues with ready entries
-//	active           sorted set: queues that may have a task to claim,
-//	                 scored by turn (round-robin: a queue that gave a task
-//	                 goes to the back)
-//	turn             counter of active
-//	timed            sorted set: queues held by a rate limit, scored by
-//	                 when their next token is due (ms)
-//	park:<s>         set: queues held by the limit scope s (a limit, and
-//	                 the key for PerKey ones) until one of its permits frees
-//	parks            set: the scopes with held queues
-//	run:<s>          sorted set: running entries counted by scope s, scored
-//	                 by lease end (ms), so that the permits of a processor
-//	                 that died return when its leases end
-//	lease            sorted set: every entry claimed with limits, scored by
-//	                 lease end, to hand those whose lease ended back to
-//	                 their queues
-//	live:<s>         sorted set: the live tasks (ready, running, waiting for
-//	                 a retry) of an ordered scope, task ID scored by place
-//	bucket:<s>       hash: the token bucket of a rate scope (t tokens at ts)
-//	wake             stream: an entry when a permit frees, for the watchers
-//	                 of other processes
-//	dirty            set by Inspector Delete and Purge: look at held queues
+//	mode        set once a claim with limits has indexed entries
+//	version     a hash of the limits the ready queues were indexed for
+//	ord         counter: the place of each task in its key's order
+//	meta        hash: entry ID -> its place (ord)
+//	q:<q>       sorted set: ready entries of queue q, scored by place
+//	queues      set: the queues with ready entries
+//	active      sorted set: the queues that may have a task to claim,
+//	            scored by turn (round-robin: a queue that gave a task goes
+//	            to the back)
+//	turn        counter of active
+//	timed       sorted set: queues held by a rate limit, scored by when
+//	            their next token is due (ms)
+//	park:<s>    set: queues held by scope s until one of its permits frees
+//	lease       sorted set: every entry claimed with limits and not
+//	            finished, scored by lease end (ms); a claim hands those
+//	            whose lease ended back to their queues and frees their
+//	            permits, so the permits of a processor that died return
+//	            when its leases end
+//	n:<name>    hash: the running tasks each scope of limit name counts
+//	            (field: the key for PerKey, the consumer for Local, else
+//	            empty), the entries of lease that the limit applies to
+//	live:<s>    sorted set: the live tasks (ready, running, waiting for a
+//	            retry) of an ordered scope, task ID scored by place
+//	bucket:<s>  hash: the token bucket of a rate scope (t tokens at ts ms)
+//	wake        stream: an entry when a permit frees, for the watchers of
+//	            other processes
+//	dirty       set by Inspector Delete and Purge: look at held queues
 //
 // A queue q is #type ':' type key, with the task's key only if a PerKey
-// limit applies to the task (every task of a queue is then under the same
-// limits, so a blocked head blocks the whole queue and no claim looks past
-// it); a scope s is #name ':' name key, with the task's key for a PerKey
-// limit, the consumer's name for a Local one.
+// limit applies to the task, so that every task of a queue is under the
+// same limits: a blocked head blocks the whole queue, and no claim looks
+// past it. A scope s is #name ':' name field, field as in n:<name>.
 
 // limitsLib is the Lua shared by the scripts of flow control. The script
 // sets LIMJSON (the limits, see limitsJSON) before it.
@@ -49,7 +49,7 @@ const limitsLib = `
 local LIM = cjson.decode(LIMJSON)
 local activeKey, timedKey, leaseKey, metaKey = lim .. 'active', lim .. 'timed', lim .. 'lease', lim .. 'meta'
 local queuesKey = lim .. 'queues'
-local function scopeOf(name, key) return #name .. ':' .. name .. key end
+local function scopeOf(name, f) return #name .. ':' .. name .. f end
 local function qidOf(typ, key) return #typ .. ':' .. typ .. key end
 -- about reads the fields of an entry that flow control uses: type, key
 -- (the key field, else the peonify-key header), ord and id.
@@ -74,25 +74,33 @@ local function taskKey(fs)
   local _, key = about(fs)
   return key
 end
--- applying returns the limits that apply to a task, their scopes, and
--- whether one of them is ordered.
+-- holds reports whether limit l counts running tasks.
+local function holds(l) return l.c > 0 or l.kc ~= nil end
+-- applying returns what the limits that apply to a task of type typ with
+-- key key need: ls the limits; for each, f its field in n:<name>, nk
+-- n:<name>, s its scope, and park, live and bucket the keys of the scope;
+-- ordered whether one is ordered. For Local limits, the field is the
+-- holder's consumer name (by default this one).
 local appCache = {}
-local function applying(typ, key)
-  local ck = #typ .. ':' .. typ .. key
-  local c = appCache[ck]
-  if c then return c[1], c[2], c[3] end
-  local ls, ss, ordered = {}, {}, false
+local function applying(typ, key, holder)
+  holder = holder or me
+  local ck = #typ .. ':' .. typ .. key .. '\0' .. holder
+  local a = appCache[ck]
+  if a then return a end
+  a = {ls = {}, f = {}, nk = {}, s = {}, park = {}, live = {}, bucket = {}, ordered = false}
   for _, l in ipairs(LIM) do
     if (l.t == '' or l.t == typ) and (not l.k or key ~= '') then
-      ls[#ls + 1] = l
-      ordered = ordered or l.o
-      if l.l then ss[#ss + 1] = scopeOf(l.n, me)
-      elseif l.k then ss[#ss + 1] = scopeOf(l.n, key)
-      else ss[#ss + 1] = scopeOf(l.n, '') end
+      local i = #a.ls + 1
+      local f = ''
+      if l.l then f = holder elseif l.k then f = key end
+      local s = scopeOf(l.n, f)
+      a.ls[i], a.f[i], a.nk[i], a.s[i] = l, f, lim .. 'n:' .. l.n, s
+      a.park[i], a.live[i], a.bucket[i] = lim .. 'park:' .. s, lim .. 'live:' .. s, lim .. 'bucket:' .. s
+      a.ordered = a.ordered or l.o
     end
   end
-  appCache[ck] = {ls, ss, ordered}
-  return ls, ss, ordered
+  appCache[ck] = a
+  return a
 end
 -- concFor returns the concurrency of limit l for key, or nil for none.
 local function concFor(l, key)
@@ -103,8 +111,6 @@ local function concFor(l, key)
   if l.c > 0 then return l.c end
   return nil
 end
--- holds reports whether limit l counts running tasks.
-local function holds(l) return l.c > 0 or l.kc ~= nil end
 -- qidFor returns the queue of a task.
 local function qidFor(typ, key)
   if key ~= '' then
@@ -120,6 +126,62 @@ local function splitQid(q)
   n = tonumber(n)
   return string.sub(rest, 1, n), string.sub(rest, n + 1)
 end
+
+-- The counts of n:<name>, read once per script and written back by
+-- flushCounts.
+local cnt, cntDirty = {}, {}
+local function prefetch(nk, fields)
+  local t = cnt[nk]
+  if not t then
+    t = {}
+    cnt[nk] = t
+  end
+  local want = {}
+  for _, f in ipairs(fields) do
+    if t[f] == nil then want[#want + 1] = f end
+  end
+  for i = 1, #want, 1000 do
+    local chunk = {unpack(want, i, math.min(i + 999, #want))}
+    local vs = redis.call('HMGET', nk, unpackAll(chunk))
+    for j, f in ipairs(chunk) do t[f] = tonumber(vs[j]) or 0 end
+  end
+end
+local function getCount(nk, f)
+  local t = cnt[nk]
+  if not t or t[f] == nil then
+    prefetch(nk, {f})
+    t = cnt[nk]
+  end
+  return t[f]
+end
+local function addCount(nk, f, d)
+  local v = math.max(getCount(nk, f) + d, 0)
+  cnt[nk][f] = v
+  local dt = cntDirty[nk]
+  if not dt then
+    dt = {}
+    cntDirty[nk] = dt
+  end
+  dt[f] = true
+end
+local function flushCounts()
+  for nk, fs in pairs(cntDirty) do
+    local set, del = {}, {}
+    for f in pairs(fs) do
+      local v = cnt[nk][f]
+      if v > 0 then
+        set[#set + 1] = f
+        set[#set + 1] = v
+      else
+        del[#del + 1] = f
+      end
+    end
+    for i = 1, #set, 1000 do redis.call('HSET', nk, unpack(set, i, math.min(i + 999, #set))) end
+    for i = 1, #del, 1000 do redis.call('HDEL', nk, unpack(del, i, math.min(i + 999, #del))) end
+  end
+  cntDirty = {}
+end
+
 local turn = nil
 local function curTurn()
   if not turn then turn = tonumber(redis.call('GET', lim .. 'turn') or '0') end
@@ -138,10 +200,10 @@ local function activate(qs)
 end
 local woke = false
 local freed = {}
--- reactivate collects the queues held by scope s, for flushFreed.
-local function reactivate(s)
+-- reactivate collects the queues held by a park key, for flushFreed.
+local function reactivate(pk)
   while true do
-    local qs = redis.call('SPOP', lim .. 'park:' .. s, 1000)
+    local qs = redis.call('SPOP', pk, 1000)
     for _, q in ipairs(qs) do freed[#freed + 1] = q end
     if #qs < 1000 then return end
   end
@@ -154,48 +216,80 @@ local function flushFreed()
     woke = true
   end
 end
--- park holds queue q until a permit of scope s frees. The caller takes
--- q out of active.
-local function park(q, s)
-  redis.call('SADD', lim .. 'park:' .. s, q)
-end
--- hold counts the running entry eid against its limits until ends.
+-- hold counts the running entry eid of a task against its limits until
+-- ends (once: a renewal moves the end).
 local function hold(eid, typ, key, ends)
-  redis.call('ZADD', leaseKey, ends, eid)
-  local ls, ss = applying(typ, key)
-  for i, l in ipairs(ls) do
-    if holds(l) then redis.call('ZADD', lim .. 'run:' .. ss[i], ends, eid) end
-  end
-end
--- freePermits gives back the permits of the running entry eid of task
--- id (the caller removes it from lease and meta); gone: the task is done,
--- dead or deleted, and leaves its key's order.
-local function freePermits(eid, id, typ, key, gone)
-  local ls, ss = applying(typ, key)
-  for i, l in ipairs(ls) do
-    if gone and l.o then redis.call('ZREM', lim .. 'live:' .. ss[i], id) end
-    if holds(l) then
-      redis.call('ZREM', lim .. 'run:' .. ss[i], eid)
-      if not l.l then reactivate(ss[i]) end
+  if redis.call('ZADD', leaseKey, ends, eid) == 1 then
+    local a = applying(typ, key)
+    for i, l in ipairs(a.ls) do
+      if holds(l) then addCount(a.nk[i], a.f[i], 1) end
     end
   end
 end
--- wakeOthers tells the watchers of other processes that held queues are
--- active again.
-local function wakeOthers()
+-- release gives back the permits of an entry that the caller took out of
+-- lease, held by holder (default: this consumer).
+local function release(typ, key, holder)
+  local a = applying(typ, key, holder)
+  for i, l in ipairs(a.ls) do
+    if holds(l) then
+      addCount(a.nk[i], a.f[i], -1)
+      if not l.l then reactivate(a.park[i]) end
+    end
+  end
+end
+-- leaveOrder takes a finished task out of its key's order, which frees
+-- the key for the next.
+local function leaveOrder(id, typ, key)
+  local a = applying(typ, key)
+  for i, l in ipairs(a.ls) do
+    if l.o then
+      redis.call('ZREM', a.live[i], id)
+      reactivate(a.park[i])
+    end
+  end
+end
+-- finish writes back the counts and wakes the watchers of other
+-- processes if held queues are active again.
+local function finish()
+  flushCounts()
   flushFreed()
   if woke then redis.call('XADD', lim .. 'wake', 'MAXLEN', '~', 16, '*', 'w', '1') end
+end
+-- recount counts the entries of lease again into n:<name>, from scratch.
+local function recount()
+  local hasLocal = false
+  for _, l in ipairs(LIM) do
+    if holds(l) then
+      redis.call('DEL', lim .. 'n:' .. l.n)
+      cnt[lim .. 'n:' .. l.n] = {}
+    end
+    hasLocal = hasLocal or l.l
+  end
+  cntDirty = {}
+  for _, eid in ipairs(redis.call('ZRANGE', leaseKey, 0, -1)) do
+    local e = redis.call('XRANGE', stream, eid, eid)
+    if #e > 0 then
+      local typ, key = about(e[1][2])
+      local holder = nil
+      if hasLocal then holder = claimOf(eid) end
+      local a = applying(typ, key, holder)
+      for i, l in ipairs(a.ls) do
+        if holds(l) then addCount(a.nk[i], a.f[i], 1) end
+      end
+    end
+  end
 end
 `
 
 // claimLimitedScript claims up to ARGV[8] tasks under the limits ARGV[6],
 // with leases of ARGV[7] ms. ARGV[9] is '1' to also look for entries whose
-// lease ended without being indexed, and at every held queue; ARGV[10] '1'
-// to first take back this consumer's own entries, except those listed from
-// ARGV[12] on. ARGV[11] is the version of the limits: when it changes, the
-// ready queues are indexed again. It returns {{entry ID, fields, delivery
-// count}..., how many of them were this consumer's own, ms until a held
-// queue may be free (a rate token or a lease end; -1: none)}.
+// lease ended without being indexed, count the running tasks again and
+// look at every held queue; ARGV[10] '1' to first take back this
+// consumer's own entries, except those listed from ARGV[12] on. ARGV[11]
+// is the version of the limits: when it changes, the ready queues are
+// indexed again. It returns {{entry ID, fields, delivery count}..., how
+// many of them were this consumer's own, ms until a held queue may be
+// free (a rate token or a lease end; -1: none)}.
 //
 // A ready queue holds entry IDs, or 'r' and the entry ID for an entry
 // handed back after its lease ended, which its holder may still extend.
@@ -205,8 +299,7 @@ local want, rescue, own, version = tonumber(ARGV[8]), ARGV[9] == '1', ARGV[10] =
 ` + limitsLib + `
 local now = nowMs()
 local out = {}
-local sweep = rescue
-local leases = {}
+local sweep, again = rescue, rescue
 -- Take back this consumer's own entries.
 if own then
   local skip = {}
@@ -246,20 +339,22 @@ local function requeue(eid, fs)
   redis.call('ZADD', lim .. 'q:' .. q, ord, 'r' .. eid)
   redis.call('SADD', queuesKey, q)
   activate({q})
-  redis.call('ZREM', leaseKey, eid)
-  freePermits(eid, nil, typ, key, false)
 end
 
--- Hand entries whose lease ended back to their queues.
+-- Hand entries whose lease ended back to their queues, and free their
+-- permits.
 for _, eid in ipairs(redis.call('ZRANGEBYSCORE', leaseKey, '-inf', now, 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', leaseKey, eid)
   local e = redis.call('XRANGE', stream, eid, eid)
+  local holder = claimOf(eid)
   if #e == 0 then
-    if claimOf(eid) then redis.call('XACK', stream, group, eid) end
-    redis.call('ZREM', leaseKey, eid)
+    if holder then redis.call('XACK', stream, group, eid) end
     redis.call('HDEL', metaKey, eid)
-    sweep = true
+    again, sweep = true, true
   else
     requeue(eid, e[1][2])
+    local typ, key = about(e[1][2])
+    release(typ, key, holder)
   end
 end
 if rescue then
@@ -306,16 +401,17 @@ if redis.call('GET', lim .. 'version') ~= version then
         local nq = qidFor(typ, key)
         redis.call('ZADD', lim .. 'q:' .. nq, ord, m)
         redis.call('SADD', queuesKey, nq)
-        local ls, ss = applying(typ, key)
-        for j, l in ipairs(ls) do
-          if l.o then redis.call('ZADD', lim .. 'live:' .. ss[j], 'NX', ord, id or eid) end
+        local a = applying(typ, key)
+        for j, l in ipairs(a.ls) do
+          if l.o then redis.call('ZADD', a.live[j], 'NX', ord, id or eid) end
         end
       end
     end
   end
   redis.call('SET', lim .. 'version', version)
-  sweep = true
+  again, sweep = true, true
 end
+if again then recount() end
 if sweep then
   -- Look again at every queue, in case what held it went away unseen.
   activate(redis.call('SMEMBERS', queuesKey))
@@ -353,9 +449,11 @@ if #es > 0 then
       fresh[q] = true
       qs[#qs + 1] = q
     end
-    local ls, ss = applying(typ, key)
-    for j, l in ipairs(ls) do
-      if l.o then redis.call('ZADD', lim .. 'live:' .. ss[j], ord, id or eid) end
+    local a = applying(typ, key)
+    if a.ordered then
+      for j, l in ipairs(a.ls) do
+        if l.o then redis.call('ZADD', a.live[j], ord, id or eid) end
+      end
     end
   end
   for i = 1, #metas, 1000 do
@@ -391,39 +489,38 @@ end
 -- claim only). Every task of q has q's type and, if a PerKey limit
 -- applies to it, q's key: the limits are those of q, so a blocked head
 -- blocks the whole queue. New entries are claimed together at the end
--- (fresh); the permits they take are given back if one was deleted
--- meanwhile.
-local fresh, gone = {}, {}
+-- (fresh); what they took is given back if one was deleted meanwhile.
+local fresh, gone, leases = {}, {}, {}
 local function pick(q)
   local qk = lim .. 'q:' .. q
   local typ, key = splitQid(q)
-  local ls, ss, ordered = applying(typ, key)
+  local a = applying(typ, key)
+  local ls = a.ls
   while true do
     local counts, buckets = {}, {}
     for i, l in ipairs(ls) do
       local c = concFor(l, key)
       if c then
-        counts[i] = redis.call('ZCOUNT', lim .. 'run:' .. ss[i], '(' .. now, '+inf')
+        counts[i] = getCount(a.nk[i], a.f[i])
         if counts[i] >= c then
           if l.l then return 'skip' end
-          park(q, ss[i])
+          redis.call('SADD', a.park[i], q)
           return 'gone'
         end
       end
       if l.r > 0 then
-        local bk = lim .. 'bucket:' .. ss[i]
-        local b = redis.call('HMGET', bk, 't', 'ts')
+        local b = redis.call('HMGET', a.bucket[i], 't', 'ts')
         local t = l.b
         if b[1] then t = math.min(l.b, tonumber(b[1]) + (now - tonumber(b[2])) * l.r / l.p) end
         if t < 1 then
           redis.call('ZADD', timedKey, now + math.ceil((1 - t) * l.p / l.r), q)
           return 'gone'
         end
-        buckets[#buckets + 1] = {bk, t, l}
+        buckets[#buckets + 1] = {i, t}
       end
     end
     local m, ord
-    if ordered then
+    if a.ordered then
       local h = redis.call('ZRANGE', qk, 0, 0, 'WITHSCORES')
       if #h == 0 then
         redis.call('SREM', queuesKey, q)
@@ -432,9 +529,9 @@ local function pick(q)
       m, ord = h[1], tonumber(h[2])
       for i, l in ipairs(ls) do
         if l.o then
-          local head = liveHead(lim .. 'live:' .. ss[i])
+          local head = liveHead(a.live[i])
           if head and head < ord then
-            park(q, ss[i])
+            redis.call('SADD', a.park[i], q)
             return 'gone'
           end
         end
@@ -478,19 +575,19 @@ local function pick(q)
     end
     if ok then
       -- Every limit admitted it: take its permits and tokens.
-      local ends = now + LEASE
-      leases[#leases + 1] = ends
+      leases[#leases + 1] = now + LEASE
       leases[#leases + 1] = eid
       for i, l in ipairs(ls) do
-        if holds(l) then redis.call('ZADD', lim .. 'run:' .. ss[i], ends, eid) end
+        if holds(l) then addCount(a.nk[i], a.f[i], 1) end
       end
       for _, b in ipairs(buckets) do
-        redis.call('HSET', b[1], 't', tostring(b[2] - 1), 'ts', now)
-        redis.call('PEXPIRE', b[1], math.ceil(b[3].b * b[3].p / b[3].r) + 1000)
+        local l = ls[b[1]]
+        redis.call('HSET', a.bucket[b[1]], 't', tostring(b[2] - 1), 'ts', now)
+        redis.call('PEXPIRE', a.bucket[b[1]], math.ceil(l.b * l.p / l.r) + 1000)
       end
       for i, l in ipairs(ls) do
         if counts[i] and not l.l and counts[i] + 1 >= concFor(l, key) then
-          park(q, ss[i])
+          redis.call('SADD', a.park[i], q)
           return 'gone'
         end
       end
@@ -502,11 +599,28 @@ local function pick(q)
 end
 
 -- Take queues in turn. Queues that leave active stay in it, in front
--- with the skipped ones, until the end of the loop.
+-- with the skipped ones, until the end of the loop. The counts of each
+-- batch's scopes are read at once.
 local skipped = 0
 while #out < want do
   local batch = redis.call('ZRANGE', activeKey, skipped, skipped + want - #out - 1)
   if #batch == 0 then break end
+  local fields = {}
+  for _, q in ipairs(batch) do
+    local typ, key = splitQid(q)
+    local a = applying(typ, key)
+    for i, l in ipairs(a.ls) do
+      if holds(l) then
+        local fs = fields[a.nk[i]]
+        if not fs then
+          fs = {}
+          fields[a.nk[i]] = fs
+        end
+        fs[#fs + 1] = a.f[i]
+      end
+    end
+  end
+  for nk, fs in pairs(fields) do prefetch(nk, fs) end
   for _, q in ipairs(batch) do
     if #out >= want then break end
     local r = pick(q)
@@ -529,6 +643,7 @@ if #fresh > 0 then
       if c and c[2] then got[c[1]] = c[2] end
     end
   end
+  local compact, ls2 = {}, {}
   for _, f in ipairs(fresh) do
     local fs = got[f[1]]
     if fs then
@@ -536,27 +651,33 @@ if #fresh > 0 then
     else
       -- Deleted since it was indexed: give back what it took.
       local typ, key = splitQid(f[3])
-      local ls, ss = applying(typ, key)
-      for i, l in ipairs(ls) do
-        if l.r > 0 then redis.call('HINCRBYFLOAT', lim .. 'bucket:' .. ss[i], 't', 1) end
+      local a = applying(typ, key)
+      for i, l in ipairs(a.ls) do
+        if l.r > 0 then redis.call('HINCRBYFLOAT', a.bucket[i], 't', 1) end
       end
-      freePermits(f[1], nil, typ, key, false)
+      release(typ, key)
       redis.call('HDEL', metaKey, f[1])
-      for i = 1, #leases, 2 do
-        if leases[i + 1] == f[1] then leases[i] = now end
-      end
       redis.call('ZADD', activeKey, 'NX', curTurn(), f[3])
+      got[f[1]] = false
     end
   end
-  local compact = {}
+  for i = 1, #leases, 2 do
+    if got[leases[i + 1]] ~= false then
+      ls2[#ls2 + 1] = leases[i]
+      ls2[#ls2 + 1] = leases[i + 1]
+    end
+  end
+  leases = ls2
   for _, o in ipairs(out) do
     if o then compact[#compact + 1] = o end
   end
   out = compact
 end
-if #leases > 0 then redis.call('ZADD', leaseKey, unpackAll(leases)) end
+for i = 1, #leases, 1000 do
+  redis.call('ZADD', leaseKey, unpack(leases, i, math.min(i + 999, #leases)))
+end
 if turn then redis.call('SET', lim .. 'turn', turn) end
-wakeOthers()
+finish()
 local wait = -1
 if #out < want then
   for _, k in ipairs({timedKey, leaseKey}) do
@@ -573,25 +694,39 @@ return {out, ownN, wait}
 // ackLimitedScript completes deliveries claimed with limits: the arguments
 // of ackChecks, then the deliveries' n task types and n keys, then the
 // limits. It deletes the acked entries one by one (the stream holds ready
-// entries below the group's last delivered ID) and frees their permits.
-// It returns how many were acked.
+// entries below the group's last delivered ID), frees their permits and
+// takes them out of their keys' order. It returns how many were acked.
 var ackLimitedScript = redis.NewScript(luaPrelude + `
 local LIMJSON = ARGV[#ARGV]
 local ackEnd = #ARGV - 1 - 2 * tonumber(ARGV[8])
 ` + limitsLib + ackChecks + `
-for j = 1, k do
-  local i = at[j]
-  freePermits(eids[j], ids[j], ARGV[ackEnd + i], ARGV[ackEnd + n + i], true)
+if k == 0 then return 0 end
+local fields = {}
+for x = 1, k do
+  local a = applying(ARGV[ackEnd + at[x]], ARGV[ackEnd + n + at[x]])
+  for i, l in ipairs(a.ls) do
+    if holds(l) then
+      fields[a.nk[i]] = fields[a.nk[i]] or {}
+      table.insert(fields[a.nk[i]], a.f[i])
+    end
+  end
 end
+for nk, fs in pairs(fields) do prefetch(nk, fs) end
 for i = 1, k, 1000 do
   local j = math.min(i + 999, k)
+  local held = redis.call('ZMSCORE', leaseKey, unpack(eids, i, j))
+  for x = i, j do
+    local typ, key = ARGV[ackEnd + at[x]], ARGV[ackEnd + n + at[x]]
+    if held[x - i + 1] then release(typ, key) end
+    leaveOrder(ids[x], typ, key)
+  end
+  redis.call('ZREM', leaseKey, unpack(eids, i, j))
+  redis.call('HDEL', metaKey, unpack(eids, i, j))
   redis.call('XACK', stream, group, unpack(eids, i, j))
   redis.call('HDEL', tasks, unpack(ids, i, j))
   redis.call('XDEL', stream, unpack(eids, i, j))
-  redis.call('ZREM', leaseKey, unpack(eids, i, j))
-  redis.call('HDEL', metaKey, unpack(eids, i, j))
 end
-wakeOthers()
+finish()
 return k
 `)
 
@@ -601,15 +736,20 @@ return k
 // a dead one leaves it.
 var nackLimitedScript = redis.NewScript(luaPrelude + `
 local LIMJSON, typ, key = ARGV[15], ARGV[13], ARGV[14]
-` + limitsLib + nackBody(map[string]string{
-	"gone": "redis.call('ZREM', leaseKey, eid)\n  redis.call('HDEL', metaKey, eid)\n  freePermits(eid, id, typ, key, true)\n  wakeOthers()",
+` + limitsLib + `
+local function unhold(eid)
+  if redis.call('ZREM', leaseKey, eid) == 1 then release(typ, key) end
+  redis.call('HDEL', metaKey, eid)
+end
+` + nackBody(map[string]string{
+	"gone": "unhold(eid)\n  leaveOrder(id, typ, key)\n  finish()",
 	"skip": "and f ~= 'ord'",
 	"fields": `local ord = redis.call('HGET', metaKey, eid)
 if ord then
   fields[#fields + 1] = 'ord'
   fields[#fields + 1] = ord
 end`,
-	"done": "redis.call('ZREM', leaseKey, eid)\nredis.call('HDEL', metaKey, eid)\nfreePermits(eid, id, typ, key, outcome == 'dead')\nwakeOthers()",
+	"done": "unhold(eid)\nif outcome == 'dead' then leaveOrder(id, typ, key) end\nfinish()",
 }))
 
 // extendLimitedScript is extendScript for a delivery claimed with limits:
@@ -624,6 +764,7 @@ local owner, count = claimOf(eid)
 if owner ~= me or count ~= tonumber(ARGV[7]) then return 0 end
 redis.call('XCLAIM', stream, group, me, 0, eid, 'IDLE', tonumber(ARGV[8]), 'JUSTID')
 hold(eid, ARGV[9], ARGV[10], nowMs() + LEASE - tonumber(ARGV[8]))
+finish()
 return 1
 `)
 
@@ -645,7 +786,8 @@ if type(gs) == 'table' and not gs.err then
   for _, g in ipairs(gs) do
     if field(g, 'name') == group then
       for _, e in ipairs(redis.call('XRANGE', stream, '(' .. field(g, 'last-delivered-id'), '+', 'COUNT', 10000)) do
-        local q = qidFor(field(e[2], 'type') or '', taskKey(e[2]))
+        local typ, key = about(e[2])
+        local q = qidFor(typ, key)
         counts[q] = (counts[q] or 0) + 1
       end
     end
@@ -655,15 +797,14 @@ for q, n in pairs(counts) do qs[#qs + 1] = {q, n} end
 local running = {}
 for _, eid in ipairs(redis.call('ZRANGEBYSCORE', leaseKey, '(' .. now, '+inf')) do
   local e = redis.call('XRANGE', stream, eid, eid)
-  if #e > 0 then running[#running + 1] = {field(e[1][2], 'type') or '', taskKey(e[1][2])} end
+  if #e > 0 then
+    local typ, key = about(e[1][2])
+    running[#running + 1] = {typ, key}
+  end
 end
 local locals = {}
 for _, l in ipairs(LIM) do
-  if l.l then
-    local rk = lim .. 'run:' .. scope(l, '')
-    redis.call('ZREMRANGEBYSCORE', rk, '-inf', now)
-    locals[#locals + 1] = {l.n, redis.call('ZCARD', rk)}
-  end
+  if l.l then locals[#locals + 1] = {l.n, tonumber(redis.call('HGET', lim .. 'n:' .. l.n, me) or '0')} end
 end
 return {qs, running, locals}
 `)
