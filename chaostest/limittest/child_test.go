@@ -33,6 +33,7 @@ type orders struct {
 	QueueSize    int
 	PollInterval time.Duration // 0 for the processor's default
 	MaxAttempts  int
+	Gate         string // when set, the processor runs only once this file exists
 }
 
 // work is a task's payload: what its handler does.
@@ -52,7 +53,8 @@ const (
 // with the number of tasks it returned.
 const pollMark = "poll"
 
-// upMark is the mark a child writes just before it runs its processor.
+// upMark is the mark a child writes once it is ready to run its
+// processor, before it waits at its gate if it has one.
 const upMark = "up"
 
 // runChild runs a processor as ordered by env until SIGTERM and returns
@@ -111,6 +113,15 @@ func runChild(env string) int {
 	}
 	if err := led.Mark(upMark); err != nil {
 		return fail("writing the ledger", err)
+	}
+	for o.Gate != "" && ctx.Err() == nil {
+		if _, err := os.Stat(o.Gate); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 	if err := p.Run(ctx); err != nil { // closes the stream
 		fmt.Fprintf(os.Stderr, "limittest child %s: Run: %v\n", o.Name, err)

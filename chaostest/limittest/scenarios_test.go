@@ -5,6 +5,8 @@ package limittest
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -169,14 +171,16 @@ func position(id string) int {
 	return n
 }
 
-// Key A gets 20,000 tasks, then, while A's run, key B gets 20: under a
-// Fair limit over 4 processes, all of B's finish before a tenth of A's
-// have started.
+// Key A gets 20,000 tasks, then key B 20, before 4 processes start
+// together under a Fair limit: all of B's tasks finish before a tenth of
+// A's have started. Then, while A's run, key C gets 20: all of C's finish
+// before another tenth of A's have started.
 func TestFair(t *testing.T) {
 	forEachBackend(t, false, func(t *testing.T, b backend) {
 		sc := newScenario(t, b, 0, peonify.Limit{Name: "fair", Type: "fair", PerKey: true, Fair: true})
 		const nA, nB = 20000, 20
-		sc.start(4, []string{"fair"}, func(o *orders) { o.Workers, o.QueueSize = 4, 4 })
+		gate := filepath.Join(t.TempDir(), "gate")
+		sc.start(4, []string{"fair"}, func(o *orders) { o.Workers, o.QueueSize, o.Gate = 4, 4, gate })
 		stored := time.Now()
 		if b.bulk != nil {
 			b.bulk(t, sc.spec, nA, "fair", "A", "A-")
@@ -188,50 +192,87 @@ func TestFair(t *testing.T) {
 			sc.store(a...)
 		}
 		storedIn := time.Since(stored)
-		streamtest.WaitUntil(t, "200 of A's tasks to start", 60*time.Second, func() (bool, string) {
-			sc.refresh()
-			n := len(sc.runs(idPrefix("A-")))
-			polls := len(sc.hist.Marks(pollMark))
-			return n >= 200, fmt.Sprintf("%d of A's tasks started, in %d polls of 4 processes since they started: claims are slow", n, polls)
-		})
-		bt := make([]*peonify.Task, nB)
-		for i := range bt {
-			bt[i] = task(fmt.Sprintf("B-%02d", i), "fair", "B", work{})
+		keyTasks := func(key string) []*peonify.Task {
+			out := make([]*peonify.Task, nB)
+			for i := range out {
+				out[i] = task(fmt.Sprintf("%s-%02d", key, i), "fair", key, work{})
+			}
+			return out
 		}
-		enqueuedB := time.Now()
+		bt := keyTasks("B")
 		sc.enqueue(bt...)
-		enqueueB := time.Since(enqueuedB)
+		if err := os.WriteFile(gate, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
 		sc.waitCompleted(ids(bt), 60*time.Second)
+		bDone := sc.lastEnd("B-")
+		bBehind := sc.startedBetween("A-", time.Time{}, bDone)
+		if bBehind >= nA/10 {
+			t.Errorf("%d of A's %d tasks had started when B's last finished: B waited behind A", bBehind, nA)
+		}
+
+		streamtest.WaitUntil(t, "another 200 of A's tasks to start", 60*time.Second, func() (bool, string) {
+			sc.refresh()
+			n := sc.startedBetween("A-", time.Time{}, time.Now())
+			return n >= bBehind+200, fmt.Sprintf("%d of A's tasks started, in %d polls of 4 processes: claims are slow", n, len(sc.hist.Marks(pollMark)))
+		})
+		ct := keyTasks("C")
+		enqueuedC := time.Now()
+		sc.enqueue(ct...)
+		sc.waitCompleted(ids(ct), 60*time.Second)
 		sc.stopAll()
 		sc.refresh()
-
-		var lastB time.Time
-		for _, r := range sc.runs(idPrefix("B-")) {
-			if r.End.After(lastB) {
-				lastB = r.End
-			}
+		cDone := sc.lastEnd("C-")
+		cBehind := sc.startedBetween("A-", enqueuedC, cDone)
+		if cBehind >= nA/10 {
+			t.Errorf("%d of A's tasks started between C's enqueue and C's last finish: C waited behind A", cBehind)
 		}
-		aRuns := sc.runs(idPrefix("A-"))
-		before, atEnqueue := 0, 0
-		for _, r := range aRuns {
-			if r.Start.Before(lastB) {
-				before++
-			}
-			if r.Start.Before(enqueuedB) {
-				atEnqueue++
-			}
-		}
-		if before >= nA/10 {
-			t.Errorf("%d of A's %d tasks had started when B's last finished: B waited behind A", before, nA)
-		}
-		for _, id := range ids(bt) {
+		for _, id := range append(ids(bt), ids(ct)...) {
 			if n := sc.hist.Completions(id); n != 1 {
 				t.Errorf("task %s completed %d times, want once", id, n)
 			}
 		}
-		t.Logf("A's %d tasks stored in %s; B's %d tasks, enqueued (in %s) when %d of A's had started, all finished %s later, when %d of A's had started (limit %d)",
-			nA, storedIn.Round(time.Millisecond), nB, enqueueB.Round(time.Millisecond), atEnqueue, lastB.Sub(enqueuedB).Round(time.Millisecond), before, nA/10)
+		t.Logf("A's %d tasks stored in %s; B's %d finished %s after the processes started, when %d of A's had started; "+
+			"C's %d finished %s after their enqueue, while %d more of A's started (limit %d)",
+			nA, storedIn.Round(time.Millisecond), nB, bDone.Sub(sc.firstStart()).Round(time.Millisecond), bBehind,
+			nB, cDone.Sub(enqueuedC).Round(time.Millisecond), cBehind, nA/10)
 	})
+}
+
+// lastEnd returns when the last run of a task whose ID starts with prefix
+// returned.
+func (sc *scenario) lastEnd(prefix string) time.Time {
+	sc.refresh()
+	var last time.Time
+	for _, r := range sc.runs(idPrefix(prefix)) {
+		if r.End.After(last) {
+			last = r.End
+		}
+	}
+	return last
+}
+
+// startedBetween counts the runs of tasks whose ID starts with prefix
+// that began in [from, to).
+func (sc *scenario) startedBetween(prefix string, from, to time.Time) int {
+	n := 0
+	for _, r := range sc.hist.Runs() {
+		if strings.HasPrefix(r.ID, prefix) && !r.Start.Before(from) && r.Start.Before(to) {
+			n++
+		}
+	}
+	return n
+}
+
+// firstStart returns when the first recorded run began.
+func (sc *scenario) firstStart() time.Time {
+	var first time.Time
+	for _, r := range sc.hist.Runs() {
+		if first.IsZero() || r.Start.Before(first) {
+			first = r.Start
+		}
+	}
+	return first
 }
 
 // A process SIGKILLed while it holds all 3 permits of a key: its tasks
