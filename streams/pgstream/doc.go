@@ -152,14 +152,27 @@
 // together. Acks, nacks, enqueues and the rescuer take no lock: they only
 // free permits or add tasks. A claim held back entirely returns an empty
 // slice at once, having written nothing: no attempt, no lease, no token.
-// Limited claims of one queue run one at a time; each takes a few
-// milliseconds for a thousand keys with work.
+// Limited claims of one queue run one at a time.
+//
+// Which keys a claim reads: when tasks may have become ready anywhere (a
+// NOTIFY of new tasks, a Resume, a rescued lease, the first claim), after a
+// claim that filled up, and at least once a second, a claim looks at every
+// key with ready tasks, in the rotation described above. In between, a
+// claim looks only at the keys whose permits were given back since the
+// previous claim, by an ack or nack of this processor or of another one:
+// so a claim costs what it takes, not what the busy keys number. A
+// processor announces the keys its acks and nacks freed with a NOTIFY on
+// the channel "<schema>.peonify_free" (a JSON object: "q" the queue, "k"
+// the keys, or null for any key), one per batch of acks. A task that
+// becomes ready without a notification (a retry whose backoff ends, a
+// scheduled task coming due) is found by the next claim that looks at
+// every key.
 //
 // Waking: an Ack or Nack of a task that holds a concurrency permit wakes
-// this stream and sends the queue's NOTIFY, so other processors (unless
-// Config.NoListen) start a waiting task within milliseconds. A claim that
-// a rate limit held back arms a timer for the database's time of the next
-// token.
+// this stream at once, and the other processors (unless Config.NoListen)
+// through that NOTIFY, so a waiting task starts within milliseconds. A
+// claim that a rate limit held back arms a timer for the database's time
+// of the next token.
 //
 // Crashes and partitions: a processor that dies holding tasks keeps its
 // permits until the rescuer (of any processor) returns its tasks to

@@ -78,18 +78,24 @@ type flowPlan struct {
 	// Statements that read a limited claim's candidates. Parameters: $1
 	// queue, $2 most candidates, $3 Config.Identity, $4 the key after which
 	// the rotation over keys starts, $5 the limits (by index) that this
-	// claim has used up already, $6 the IDs it has taken already.
-	unkeyed, keyed string
-	rateDue        string // $1 queue: seconds until the next token of an empty bucket, or NULL
-	claim          string // $1 queue, $2 ids, $3 lease µs, $4 identity
-	buckets        string // $1 queue, $2 names, $3 keys, $4 empty_at
-	cleanBuckets   string // $1 queue: deletes buckets that are full again
-	stats          []string
+	// claim has used up already, $6 the IDs it has taken already, $7 the
+	// keys keyedHinted looks at.
+	unkeyed, keyed, keyedHinted, keyedDeep string
+	rateDue                                string // $1 queue: seconds until the next token of an empty bucket, or NULL
+	claim                                  string // $1 queue, $2 ids, $3 lease µs, $4 identity
+	buckets                                string // $1 queue, $2 names, $3 keys, $4 empty_at
+	cleanBuckets                           string // $1 queue: deletes buckets that are full again
+	stats                                  []string
 }
 
 // flowSQL builds statements of one schema.
 type flowSQL struct {
 	t, b, q, seq string
+
+	// unkeyed builds a statement that reads only tasks without a key, to
+	// which no PerKey limit applies; hinted, one that reads only the keys
+	// in $7.
+	unkeyed, hinted bool
 }
 
 // lit quotes s as an SQL string literal. SetLimits has checked that s is
@@ -114,16 +120,27 @@ func newFlowPlan(schema string, ls []peonify.Limit) *flowPlan {
 		}
 	}
 	p.deep = !allDepth1
-	p.unkeyed = f.unkeyed(p)
 	if p.perKey {
-		p.keyed = f.keyed(p)
+		p.keyed = f.keyed(p, false, false)
+		if p.deep {
+			p.keyedDeep = f.keyed(p, false, true)
+		}
+		h := f
+		h.hinted = true
+		p.keyedHinted = h.keyed(p, true, false)
+		f.unkeyed = true
 	}
+	p.unkeyed = f.unkeyedTasks(p)
 	p.rateDue = f.rateDue(p)
+	// The candidates were pending when read, under the lock; token 0 (not
+	// running) checks that no claim without limits took one meanwhile. A
+	// state condition would invite the planner to read the queue's
+	// pending index instead of the primary key.
 	p.claim = `
 UPDATE ` + f.t + ` t
 SET state = 'running', attempts = t.attempts + 1, token = (SELECT nextval('` + f.seq + `')),
     lease_until = now() + $3::bigint * interval '1 microsecond', updated_at = now(), claimed_by = $4
-WHERE t.queue = $1 AND t.id = ANY($2::text[]) AND t.state = 'pending'
+WHERE t.id = ANY($2::text[]) AND t.queue = $1 AND t.token = 0
 RETURNING ` + taskColumns
 	p.buckets = `
 INSERT INTO ` + f.b + ` AS b (queue, name, key, empty_at)
@@ -175,6 +192,9 @@ func (f flowSQL) usage(p *flowPlan, i int) string {
 	if l.Local {
 		where += " AND r.claimed_by = $3"
 	}
+	if l.PerKey && f.hinted {
+		where += " AND r.key IN (SELECT unnest($7::text[]))" // hashed: not a scan of $7 per row
+	}
 	if l.PerKey {
 		return fmt.Sprintf(`u%d AS (SELECT coalesce(jsonb_object_agg(x.key, x.n), '{}'::jsonb) AS m
 	FROM (SELECT r.key, count(*) AS n FROM %s r WHERE %s GROUP BY r.key) x)`, i, f.t, where)
@@ -222,6 +242,9 @@ func interval(d time.Duration) string {
 func (f flowSQL) blocked(p *flowPlan, a string) string {
 	c := []string{a + ".id = ANY($6::text[])"}
 	for i, l := range p.limits {
+		if f.unkeyed && l.PerKey {
+			continue // it applies to no task without a key
+		}
 		app := applies(l, a)
 		if !l.PerKey {
 			c = append(c, fmt.Sprintf("(%s AND %d = ANY($5::int[]))", app, i))
@@ -249,11 +272,16 @@ func (f flowSQL) blocked(p *flowPlan, a string) string {
 // bucket's empty_at (rate limits).
 func (f flowSQL) extras(p *flowPlan, a string) string {
 	var c []string
-	for i := range p.limits {
-		if p.conc[i] {
+	for i, l := range p.limits {
+		skip := f.unkeyed && l.PerKey
+		if p.conc[i] && skip {
+			c = append(c, "0")
+		} else if p.conc[i] {
 			c = append(c, used(p, i, a+".key"))
 		}
-		if p.period[i] > 0 {
+		if p.period[i] > 0 && skip {
+			c = append(c, "NULL::timestamptz")
+		} else if p.period[i] > 0 {
 			c = append(c, f.bucket(p, i, a+".key"))
 		}
 	}
@@ -266,8 +294,8 @@ func (f flowSQL) extras(p *flowPlan, a string) string {
 // with is the WITH clause of the usage CTEs, and the FROM items naming them.
 func (f flowSQL) with(p *flowPlan) (with, from string) {
 	var ctes, names []string
-	for i := range p.limits {
-		if p.conc[i] {
+	for i, l := range p.limits {
+		if p.conc[i] && !(f.unkeyed && l.PerKey) {
 			ctes = append(ctes, f.usage(p, i))
 			names = append(names, fmt.Sprintf("u%d", i))
 		}
@@ -283,7 +311,7 @@ const candColumns = "c.id, c.type, c.key, c.priority, coalesce(c.seq, 0)"
 // unkeyed selects up to $2 ready tasks in claim order that no limit holds
 // back: those without a key when some limit is PerKey (the keyed ones are
 // taken by key), else all of them.
-func (f flowSQL) unkeyed(p *flowPlan) string {
+func (f flowSQL) unkeyedTasks(p *flowPlan) string {
 	with, from := f.with(p)
 	if with != "" {
 		with = "WITH " + with + "\n"
@@ -295,7 +323,7 @@ func (f flowSQL) unkeyed(p *flowPlan) string {
 	return with + `SELECT ` + candColumns + `, 1` + f.extras(p, "c") + `
 FROM ` + f.t + ` c` + from + `
 WHERE c.queue = $1 AND c.state = 'pending' AND c.run_at <= now()` + scope + `
-  AND NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '' AND $4::text IS NOT NULL AND $5::int[] IS NOT NULL)
+  AND NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '' AND $4::text IS NOT NULL AND $5::int[] IS NOT NULL AND $7::text[] IS NOT NULL AND $8::int IS NOT NULL)
   AND NOT (` + f.blocked(p, "c") + `)
 ORDER BY ` + order + `
 LIMIT $2::int`
@@ -307,7 +335,12 @@ LIMIT $2::int`
 // each key (rank 2 on). Keys that an every-type PerKey limit saturates are
 // skipped without reading their tasks, so a blocked key costs one index
 // probe.
-func (f flowSQL) keyed(p *flowPlan) string {
+//
+// With hinted, it looks only at the keys in $7, whose permits were given
+// back since the last claim, and takes the next task of each. With deep,
+// it reads the tasks after each key's next one (rank 2 on), which a claim
+// that took the next task of every key and still has room asks for.
+func (f flowSQL) keyed(p *flowPlan, hinted, deep bool) string {
 	with, from := f.with(p)
 	if with != "" {
 		with += ",\n"
@@ -340,13 +373,39 @@ func (f flowSQL) keyed(p *flowPlan) string {
 	if ordered {
 		order = "t.seq" // the key's first task is the only one that may start
 	}
+	// Beyond a key's first task, a typed PerKey concurrency limit is
+	// taken to have given that first task a permit: a later task of the
+	// key is a candidate only if the limit has room for one more.
+	var second []string
+	for i, l := range p.limits {
+		if l.PerKey && l.Type != "" && p.conc[i] {
+			second = append(second, fmt.Sprintf("(%s AND coalesce(%s + 1 >= %s, false))", applies(l, "t"), used(p, i, "t.key"), capOf(p, i, "t.key")))
+		}
+	}
 	task := func(first int, limit string) string {
+		filter := f.blocked(p, "t")
+		if first > 1 && len(second) > 0 {
+			filter += "\n\t  OR " + strings.Join(second, "\n\t  OR ")
+		}
 		return `SELECT x.*, ` + strconv.Itoa(first-1) + ` + row_number() OVER () AS rank FROM (
 			SELECT t.id, t.type, t.key, t.priority, t.seq FROM ` + f.t + ` t
 			WHERE t.queue = $1 AND t.key = k.key AND t.key <> '' AND t.state = 'pending' AND t.run_at <= now()
-			  AND NOT (` + f.blocked(p, "t") + `)
+			  AND NOT (` + filter + `)
 			ORDER BY ` + order + ` ` + limit + `
 		) x`
+	}
+	if hinted {
+		return `WITH ` + with + `ks AS (
+	SELECT DISTINCT h.key FROM unnest($7::text[]) AS h(key) WHERE h.key <> '' AND $4::text IS NOT NULL
+)
+SELECT ` + candColumns + `, c.rank` + f.extras(p, "c") + ` FROM (
+	SELECT t.* FROM ks k` + from + ` CROSS JOIN LATERAL (
+		` + task(1, "LIMIT 1") + `
+	) t
+	WHERE true` + cond + `
+) c` + from + `
+WHERE NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '' AND $5::int[] IS NOT NULL AND $8::int IS NOT NULL)
+LIMIT $2::int`
 	}
 	q := `WITH RECURSIVE ` + with + `k1(key) AS (
 	` + next("$4") + `
@@ -366,21 +425,23 @@ SELECT ` + candColumns + `, c.rank` + f.extras(p, "c") + ` FROM (
 		` + task(1, "LIMIT 1") + `
 	) t
 	WHERE true` + cond
-	if p.deep {
-		depth := "$2::int"
+	if deep {
+		// The tasks taken already are left out ($6), so the first task
+		// read is the key's second, or its first when the claim did not
+		// take that one.
+		depth := "$8::int"
 		if len(frees) > 0 {
-			depth = "least($2::int, " + strings.Join(frees, ", ") + ")"
+			depth = "least($8::int, " + strings.Join(frees, ", ") + ")"
 		}
-		q += `
-	UNION ALL
-	SELECT t.* FROM ks k` + from + ` CROSS JOIN LATERAL (
-		` + task(2, "LIMIT greatest(coalesce("+depth+", $2::int) - 1, 0) OFFSET 1") + `
-	) t
-	WHERE true` + cond
+		q = strings.Replace(q, task(1, "LIMIT 1"), task(2, "LIMIT coalesce("+depth+", $8::int)"), 1)
+	}
+	byRank := ""
+	if deep {
+		byRank = "\nORDER BY c.rank" // every key's second task before any key's third
 	}
 	q += `
 ) c` + from + `
-WHERE NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '' AND $5::int[] IS NOT NULL)
+WHERE NOT EXISTS (SELECT 1 FROM ` + f.q + ` pq WHERE pq.queue = $1 AND pq.paused_at IS NOT NULL AND $3::text <> '' AND $5::int[] IS NOT NULL AND $7::text[] IS NOT NULL AND $8::int IS NOT NULL)` + byRank + `
 LIMIT $2::int`
 	return q
 }
@@ -481,6 +542,7 @@ type admission struct {
 	taken   map[bucketID]int       // tasks taken per limit (and key)
 	buckets map[bucketID]time.Time // buckets taken from, with their new empty_at
 	ids     []string               // the tasks taken, in order
+	taking  map[string]bool        // the tasks taken
 	out     []candidate
 	full    []int32 // limits without PerKey that held back a task: used up
 	lastKey string  // the key of the last keyed task taken in the rotation
@@ -489,7 +551,7 @@ type admission struct {
 
 func newAdmission(p *flowPlan, n int, now time.Time) *admission {
 	return &admission{p: p, n: n, now: now, taken: make(map[bucketID]int), buckets: make(map[bucketID]time.Time),
-		ids: []string{}, full: []int32{}, lastPos: -1}
+		ids: []string{}, taking: make(map[string]bool), full: []int32{}, lastPos: -1}
 }
 
 // add admits candidates, up to the claim's n tasks: in rank order (a
@@ -516,7 +578,7 @@ func (a *admission) add(cands []candidate) (usedUp bool) {
 		if len(a.out) == a.n {
 			break
 		}
-		if slices.Contains(a.ids, c.id) {
+		if a.taking[c.id] {
 			continue
 		}
 		t := peonify.Task{Type: c.typ, Key: c.key}
@@ -562,6 +624,7 @@ func (a *admission) add(cands []candidate) (usedUp bool) {
 			continue
 		}
 		a.ids = append(a.ids, c.id)
+		a.taking[c.id] = true
 		a.out = append(a.out, c)
 		if c.keyed && c.pos > a.lastPos {
 			a.lastKey, a.lastPos = c.key, c.pos
@@ -601,9 +664,32 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 	// closed by the pool, which ends the transaction and its lock.
 	defer conn.Release()
 
+	// Claims look at every key from time to time, and when tasks may have
+	// become ready anywhere; in between, only at the keys whose permits
+	// were given back (see addHints), so that a claim costs what it takes,
+	// not what the keys with work number.
 	s.hintMu.Lock()
 	cursor := s.keyCursor
+	full := !p.perKey || s.needFull || len(s.hints) == 0 || time.Since(s.lastFull) > fullScanEvery
+	hints := make([]string, 0, len(s.hints))
+	for k := range s.hints {
+		hints = append(hints, k)
+	}
+	clear(s.hints)
+	if full {
+		s.needFull, s.lastFull = false, time.Now()
+	}
 	s.hintMu.Unlock()
+	keyed := p.keyed
+	if !full {
+		keyed = p.keyedHinted
+	}
+	ok := false
+	defer func() {
+		if !ok && p.perKey { // the hints were not used: look everywhere next time
+			s.addHints(nil)
+		}
+	}()
 
 	var (
 		a           = newAdmission(p, limit, time.Time{})
@@ -623,22 +709,32 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 	if p.rateDue != "" {
 		b.Queue(p.rateDue, s.cfg.Queue).QueryRow(func(r pgx.Row) error { return r.Scan(&due) })
 	}
+	deep := false // this round reads the keys' later tasks
+	depth := 1    // how many of them per key
 	for round := 0; ; round++ {
 		var cands []candidate
-		args := []any{s.cfg.Queue, limit, s.cfg.Identity, cursor, slices.Clone(a.full), slices.Clone(a.ids)}
-		b.Queue(p.unkeyed, args...).Query(func(rows pgx.Rows) error {
-			var err error
-			cands, err = scanCandidates(rows, p, cands, &pos, false)
-			moreUnkeyed = len(cands) == limit
-			return err
-		})
+		args := []any{s.cfg.Queue, limit, s.cfg.Identity, cursor, slices.Clone(a.full), slices.Clone(a.ids), hints, depth}
+		if !deep {
+			b.Queue(p.unkeyed, args...).Query(func(rows pgx.Rows) error {
+				var err error
+				cands, err = scanCandidates(rows, p, cands, &pos, false)
+				moreUnkeyed = len(cands) == limit
+				return err
+			})
+		}
 		if p.perKey {
-			b.Queue(p.keyed, args...).Query(func(rows pgx.Rows) error {
+			q := keyed
+			if deep {
+				q = p.keyedDeep
+			}
+			b.Queue(q, args...).Query(func(rows pgx.Rows) error {
 				n := len(cands)
 				var err error
 				cands, err = scanCandidates(rows, p, cands, &pos, true)
 				moreKeyed = len(cands)-n == limit
-				wrapped = !moreKeyed
+				if !deep {
+					wrapped = full && !moreKeyed
+				}
 				return err
 			})
 		}
@@ -646,13 +742,32 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 			return nil, s.dbError("claiming tasks", err)
 		}
 		usedUp := a.add(cands)
-		if len(a.out) == limit || !usedUp || !(moreUnkeyed || moreKeyed) || round+1 == maxRounds {
-			break
-		}
 		b = &pgx.Batch{}
+		switch {
+		case len(a.out) == limit || round+1 == maxRounds:
+		case !deep && usedUp && (moreUnkeyed || moreKeyed):
+			continue // look behind the tasks of the limits used up
+		case !deep && wrapped && p.keyedDeep != "" && s.wantDeep(p, cands):
+			// Every key's next task is read: the later ones now, as many
+			// of each key as the room left, shared among the keys, needs.
+			keys := make(map[string]bool)
+			for _, c := range cands {
+				if c.keyed {
+					keys[c.key] = true
+				}
+			}
+			deep, depth = true, (limit-len(a.out))/max(len(keys), 1)+2
+			continue
+		}
+		break
 	}
 
-	if p.perKey {
+	if p.perKey && len(a.out) == limit {
+		// A full claim may have left keys with room unread: the next one
+		// looks at every key again, from where this one stopped.
+		s.addHints(nil)
+	}
+	if p.perKey && full {
 		// The next claim's rotation starts after the last key this one
 		// took a task of, or from the start after a claim that saw every
 		// key.
@@ -686,6 +801,7 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 		if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
 			return nil, s.dbError("claiming tasks", err)
 		}
+		ok = true
 		return nil, nil
 	}
 
@@ -725,6 +841,7 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 		return nil, s.dbError("claiming tasks", err)
 	}
 	slices.SortFunc(ds, func(x, y peonify.Delivery) int { return order[x.Task.ID] - order[y.Task.ID] })
+	ok = true
 	return ds, nil
 }
 
@@ -747,19 +864,169 @@ func (s *Stream) wakeAfter(d time.Duration) {
 	s.timer = time.AfterFunc(time.Until(at), s.signal)
 }
 
-// frees reports whether completing or failing t gives back a permit that
-// a waiting task may need: a concurrency limit (or an Ordered one)
-// applies to it.
-func (p *flowPlan) frees(t *peonify.Task) bool {
-	if p == nil || t == nil {
-		return false
-	}
-	for i, l := range p.limits {
-		if p.conc[i] && l.Applies(t) {
+// wantDeep reports whether a claim that read the next task of every key
+// and has room should read the later ones: when a next task it read could
+// have company (no PerKey limit holds its key to one task at a time), and
+// otherwise once a second, for keys whose later tasks are of another
+// type than their next one.
+func (s *Stream) wantDeep(p *flowPlan, cands []candidate) bool {
+	for _, c := range cands {
+		if !c.keyed {
+			continue
+		}
+		t := peonify.Task{Type: c.typ, Key: c.key}
+		single := false
+		for i, l := range p.limits {
+			if n, ok := l.ConcurrencyFor(c.key); p.conc[i] && l.PerKey && l.Applies(&t) && ok && n <= 1 {
+				single = true
+			}
+		}
+		if !single {
 			return true
 		}
 	}
-	return false
+	s.hintMu.Lock()
+	defer s.hintMu.Unlock()
+	if time.Since(s.lastDeep) < time.Second {
+		return false
+	}
+	s.lastDeep = time.Now()
+	return true
+}
+
+// maxHints bounds the keys a stream remembers for its next limited claim;
+// past it, the claim looks at every key.
+const maxHints = 10000
+
+// fullScanEvery bounds how long limited claims look only at the keys
+// whose permits were given back (the hints) before one looks at every key
+// again, for the tasks that became ready without a notification: a
+// retry's backoff ending, a scheduled task coming due, a missed NOTIFY.
+const fullScanEvery = time.Second
+
+// addHints records, for the next limited claim, keys whose permits were
+// given back; nil means that tasks may be ready anywhere, so that the
+// claim looks at every key. The Listener calls it too.
+func (s *Stream) addHints(keys []string) {
+	s.hintMu.Lock()
+	defer s.hintMu.Unlock()
+	if keys == nil || len(s.hints)+len(keys) > maxHints {
+		s.needFull = true
+		return
+	}
+	if s.hints == nil {
+		s.hints = make(map[string]struct{})
+	}
+	for _, k := range keys {
+		s.hints[k] = struct{}{}
+	}
+}
+
+// freedKeys returns the keys whose permits the deliveries give back, or
+// nil if a permit they give back is not a key's (a limit without PerKey),
+// and whether they give back any.
+func (p *flowPlan) freedKeys(ds []peonify.Delivery) (keys []string, any bool) {
+	keys = []string{}
+	for _, d := range ds {
+		for i, l := range p.limits {
+			if d.Task == nil || !p.conc[i] || !l.Applies(d.Task) {
+				continue
+			}
+			any = true
+			if !l.PerKey {
+				return nil, true
+			}
+			if !slices.Contains(keys, d.Task.Key) {
+				keys = append(keys, d.Task.Key)
+			}
+		}
+	}
+	return keys, any
+}
+
+// freed tells this stream's next limited claim, at once, and the other
+// processors, through announceFreed, about the permits that the acked or
+// nacked deliveries gave back.
+func (s *Stream) freed(ds ...peonify.Delivery) {
+	p := s.plan.Load()
+	if p == nil {
+		return
+	}
+	keys, any := p.freedKeys(ds)
+	if !any {
+		return
+	}
+	s.addHints(keys)
+	s.wakeUp()
+	s.freeMu.Lock()
+	if keys == nil {
+		s.freeAll = true
+	}
+	s.freeKeys = append(s.freeKeys, keys...)
+	s.freeMu.Unlock()
+	select {
+	case s.freeKick <- struct{}{}:
+	default:
+	}
+}
+
+// announceFreed sends the freed keys to the other processors, until ctx
+// ends: one NOTIFY on the free channel for all those given back while the
+// previous one was sent, rather than one per ack.
+func (s *Stream) announceFreed(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.freeKick:
+		}
+		s.freeMu.Lock()
+		keys, all := s.freeKeys, s.freeAll
+		s.freeKeys, s.freeAll = nil, false
+		s.freeMu.Unlock()
+		for _, note := range freeNotes(s.cfg.Queue, keys, all) {
+			nctx, cancel := context.WithTimeout(ctx, maintainTimeout)
+			_, err := s.pool.Exec(nctx, "SELECT pg_notify($1, $2)", s.free, note)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				s.cfg.Logger.Warn("pgstream: telling other processors of freed permits failed; they find them within a second",
+					"queue", s.cfg.Queue, "err", err)
+			}
+		}
+	}
+}
+
+// maxNote is the most bytes of a NOTIFY payload (Postgres allows less
+// than 8000).
+const maxNote = 7900
+
+// freeNotes returns the payloads that announce keys (or, with all, any
+// key), each at most maxNote bytes.
+func freeNotes(queue string, keys []string, all bool) []string {
+	if all {
+		b, _ := json.Marshal(freeNote{Queue: queue})
+		return []string{string(b)}
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	var notes []string
+	for len(keys) > 0 {
+		n := len(keys)
+		for {
+			b, _ := json.Marshal(freeNote{Queue: queue, Keys: keys[:n]})
+			if len(b) <= maxNote {
+				notes = append(notes, string(b))
+				break
+			}
+			if n == 1 {
+				b, _ = json.Marshal(freeNote{Queue: queue}) // a key too long to name: any key
+				return append(notes, string(b))
+			}
+			n /= 2
+		}
+		keys = keys[n:]
+	}
+	return notes
 }
 
 // LimitStats reports, for each limit in the order SetLimits was given

@@ -2,6 +2,7 @@ package pgstream
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,14 +51,15 @@ type Listener struct {
 	pool    *pgxpool.Pool
 	schema  string
 	channel string // the payload of each notification is a queue name
+	free    string // flow control: limits' permits freed, as a freeNote
 	logger  *slog.Logger
 	health  time.Duration // ListenerConfig.HealthCheck
 
 	connects atomic.Int64 // sessions that got as far as listening, for tests
 
 	mu      sync.Mutex
-	subs    map[string]map[chan<- struct{}]struct{} // queue -> wake channels
-	running bool                                    // from the first subscription until Close
+	subs    map[string]map[chan<- struct{}]func(keys []string) // queue -> wake channels and their hint function
+	running bool                                               // from the first subscription until Close
 	closed  bool
 	bg      streamkit.Group // the listening goroutine
 }
@@ -88,14 +90,28 @@ func NewListener(pool *pgxpool.Pool, cfg ListenerConfig) (*Listener, error) {
 		pool:    pool,
 		schema:  cfg.Schema,
 		channel: channelName(cfg.Schema),
+		free:    freeChannelName(cfg.Schema),
 		logger:  cfg.Logger,
-		subs:    make(map[string]map[chan<- struct{}]struct{}),
+		subs:    make(map[string]map[chan<- struct{}]func([]string)),
 	}, nil
 }
 
 // channelName is the NOTIFY channel of a schema's tasks, as the trigger
 // names it.
 func channelName(schema string) string { return schema + ".peonify_tasks" }
+
+// freeChannelName is the NOTIFY channel on which processors with limits
+// say which keys' permits their acks and nacks gave back; the payload is a
+// freeNote in JSON.
+func freeChannelName(schema string) string { return schema + ".peonify_free" }
+
+// freeNote is the payload of a notification on the free channel: the
+// queue, and the keys whose permits were given back (none, or null when
+// they did not fit, meaning any).
+type freeNote struct {
+	Queue string   `json:"q"`
+	Keys  []string `json:"k"`
+}
 
 // Close stops listening and closes the listener's connection. Streams that
 // still use the listener are no longer woken (they still poll). Close is
@@ -117,18 +133,20 @@ func (l *Listener) Close(ctx context.Context) error {
 
 // subscribe makes ch receive (without blocking) at once, when queue gets
 // ready tasks, and after every (re)connect, since notifications may have
-// been missed. It starts listening on first use. The returned function ends
-// the subscription.
-func (l *Listener) subscribe(queue string, ch chan<- struct{}) (unsubscribe func()) {
+// been missed. Before each wake-up it calls hint, if not nil, with the
+// keys whose permits a processor gave back, or with nil when tasks may be
+// ready anywhere in the queue. It starts listening on first use. The
+// returned function ends the subscription.
+func (l *Listener) subscribe(queue string, ch chan<- struct{}, hint func(keys []string)) (unsubscribe func()) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return func() {}
 	}
 	if l.subs[queue] == nil {
-		l.subs[queue] = make(map[chan<- struct{}]struct{})
+		l.subs[queue] = make(map[chan<- struct{}]func([]string))
 	}
-	l.subs[queue][ch] = struct{}{}
+	l.subs[queue][ch] = hint
 	// A first poll finds what arrived before the subscription.
 	select {
 	case ch <- struct{}{}:
@@ -148,15 +166,19 @@ func (l *Listener) subscribe(queue string, ch chan<- struct{}) (unsubscribe func
 	}
 }
 
-// notify wakes the subscribers of queue, or all of them when all is set.
-func (l *Listener) notify(queue string, all bool) {
+// notify wakes the subscribers of queue, or all of them when all is set,
+// passing keys to their hint functions (see subscribe).
+func (l *Listener) notify(queue string, all bool, keys []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for q, chans := range l.subs {
 		if !all && q != queue {
 			continue
 		}
-		for ch := range chans {
+		for ch, hint := range chans {
+			if hint != nil {
+				hint(keys)
+			}
 			select {
 			case ch <- struct{}{}:
 			default:
@@ -205,19 +227,27 @@ func (l *Listener) listenOnce(ctx context.Context) (bool, error) {
 		defer cancel()
 		_ = conn.Close(closeCtx)
 	}()
-	if _, err := conn.Exec(step, "LISTEN "+pgx.Identifier{l.channel}.Sanitize()); err != nil {
-		return false, err
+	for _, ch := range []string{l.channel, l.free} {
+		if _, err := conn.Exec(step, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
+			return false, err
+		}
 	}
 	cancel()
-	l.notify("", true)
+	l.notify("", true, nil)
 	l.connects.Add(1)
 	for {
 		wait, cancel := context.WithTimeout(ctx, l.health)
 		n, err := conn.WaitForNotification(wait)
 		cancel()
 		switch {
+		case err == nil && n.Channel == l.free:
+			var note freeNote
+			if json.Unmarshal([]byte(n.Payload), &note) == nil {
+				l.notify(note.Queue, false, note.Keys)
+			}
+			continue
 		case err == nil:
-			l.notify(n.Payload, false)
+			l.notify(n.Payload, false, nil)
 			continue
 		case ctx.Err() != nil || !pgconn.Timeout(err):
 			return true, err

@@ -11,7 +11,6 @@ import (
 // one per connection.
 type statements struct {
 	claim, claimAfter, ackDelete, ackDone, nackFailed, nackReleased, nackDead, extend string
-	ackDeleteNotify, ackDoneNotify                                                    string
 	insert, rescue, cleanup                                                           string
 	counts, list, get, retry, deleteIDs, purge, pause, resume, paused                 string
 }
@@ -84,39 +83,25 @@ SET state = 'done', token = 0, lease_until = NULL, updated_at = now()
 FROM unnest($2::text[], $3::bigint[]) AS a(id, token)
 WHERE t.queue = $1 AND t.id = a.id AND t.token = a.token` + asyncCommit)
 
-	// With limits, an ack gives back permits that tasks of other
-	// processors may wait for: $4 is the NOTIFY channel.
-	notifyAck := func(dml string) string {
-		return `WITH d AS (` + dml + `
-	RETURNING 1
-), n AS (
-	SELECT pg_notify($4, $1) WHERE EXISTS (SELECT 1 FROM d)
-)
-SELECT (SELECT count(*) FROM n)`
-	}
-	st.ackDeleteNotify = notifyAck(st.ackDelete)
-	st.ackDoneNotify = notifyAck(st.ackDone)
-
 	// Nacks wake listeners when the task is ready again at once (a task
 	// released at shutdown should move to another processor right away),
-	// or when flag says that it gave back a permit of a limit.
 	// Parameters: $1 queue, $2 id, $3 token, $4 NOTIFY channel, $5 reason,
-	// $6 delay in microseconds (not for dead), then the flag.
-	nack := func(set, flag string) string {
+	// $6 delay in microseconds.
+	nack := func(set string) string {
 		return r.Replace(`
 WITH u AS (
 	UPDATE {t} t SET ` + set + `, token = 0, lease_until = NULL, updated_at = now()
 	WHERE t.queue = $1 AND t.id = $2 AND t.token = $3
 	RETURNING t.state = 'pending' AND t.run_at <= now() AS ready
 ), n AS (
-	SELECT pg_notify($4, $1) FROM u WHERE u.ready OR ` + flag + `
+	SELECT pg_notify($4, $1) FROM u WHERE u.ready
 )
 SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)`)
 	}
-	st.nackFailed = nack(`state = 'pending', run_at = now() + $6::bigint * interval '1 microsecond', last_error = $5`, "$7::boolean")
+	st.nackFailed = nack(`state = 'pending', run_at = now() + $6::bigint * interval '1 microsecond', last_error = $5`)
 	st.nackReleased = nack(`state = 'pending', run_at = now() + $6::bigint * interval '1 microsecond',
-		attempts = greatest(t.attempts - 1, 0), last_error = coalesce($5, t.last_error)`, "$7::boolean")
-	st.nackDead = nack(`state = 'dead', last_error = $5`, "$6::boolean")
+		attempts = greatest(t.attempts - 1, 0), last_error = coalesce($5, t.last_error)`)
+	st.nackDead = nack(`state = 'dead', last_error = $5`)
 
 	st.extend = r.Replace(`
 UPDATE {t} t SET lease_until = now() + $4::bigint * interval '1 microsecond', updated_at = now()

@@ -51,6 +51,15 @@ type Stream struct {
 	// hintMu); and the wake-up timer for a rate limit's next token.
 	plan      atomic.Pointer[flowPlan]
 	keyCursor string
+	hints     map[string]struct{} // keys whose permits were given back since the last claim
+	needFull  bool                // the next limited claim looks at every key
+	lastFull  time.Time           // of the last limited claim that looked at every key
+	lastDeep  time.Time           // of the last that read keys' later tasks for want of a reason
+	free      string              // the free channel (see freeNote)
+	freeMu    sync.Mutex          // guards freeKeys and freeAll
+	freeKeys  []string            // keys whose permits were given back, to announce
+	freeAll   bool                // a permit not of a key was given back
+	freeKick  chan struct{}       // wakes announceFreed
 	timerMu   sync.Mutex
 	timer     *time.Timer
 	timerAt   time.Time
@@ -99,12 +108,14 @@ func New(pool *pgxpool.Pool, cfg Config) (*Stream, error) {
 		return nil, err
 	}
 	return &Stream{
-		pool:    pool,
-		cfg:     cfg,
-		sql:     newStatements(cfg.Schema, cfg.SyncCommit),
-		channel: channelName(cfg.Schema),
-		lease:   cfg.Lease.Microseconds(),
-		wake:    make(chan struct{}, 1),
+		pool:     pool,
+		cfg:      cfg,
+		sql:      newStatements(cfg.Schema, cfg.SyncCommit),
+		channel:  channelName(cfg.Schema),
+		free:     freeChannelName(cfg.Schema),
+		lease:    cfg.Lease.Microseconds(),
+		wake:     make(chan struct{}, 1),
+		freeKick: make(chan struct{}, 1),
 
 		fullClaimEvery: 250 * time.Millisecond,
 	}, nil
@@ -253,28 +264,17 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	// With limits, an ack of a task that holds a permit wakes this
-	// stream and, through NOTIFY, the other processors of the queue.
-	p := s.plan.Load()
-	frees := slices.ContainsFunc(ds, func(d peonify.Delivery) bool { return p.frees(d.Task) })
 	q := s.sql.ackDelete
 	if s.cfg.KeepDone > 0 {
 		q = s.sql.ackDone
 	}
 	args := []any{s.cfg.Queue, ids, tokens}
-	if frees {
-		q = s.sql.ackDeleteNotify
-		if s.cfg.KeepDone > 0 {
-			q = s.sql.ackDoneNotify
-		}
-		args = append(args, s.channel)
-	}
 	if _, err := s.pool.Exec(ctx, q, args...); err != nil {
 		return s.dbError("acking tasks", err)
 	}
-	if frees {
-		s.signal()
-	}
+	// With limits, an ack of a task that holds a permit wakes this
+	// stream and, through NOTIFY, the other processors of the queue.
+	s.freed(ds...)
 	return nil
 }
 
@@ -312,8 +312,7 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	if opts.Outcome != peonify.OutcomeDead {
 		args = append(args, opts.Delay.Microseconds())
 	}
-	frees := s.plan.Load().frees(d.Task)
-	args = append(args, frees)
+
 	var n, notified int
 	err = s.pool.QueryRow(ctx, q, args...).Scan(&n, &notified)
 	if err != nil {
@@ -322,9 +321,7 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	if n == 0 {
 		return fmt.Errorf("pgstream: nack of task %s ignored: %w", d.Task.ID, peonify.ErrLeaseLost)
 	}
-	if frees {
-		s.signal() // a permit is free again
-	}
+	s.freed(d) // a permit is free again: here, and for the other processors
 	return nil
 }
 
@@ -417,17 +414,18 @@ func (s *Stream) startBackground() bool {
 	}
 	s.start = true
 	s.bg.Go(s.maintain)
+	s.bg.Go(s.announceFreed)
 	var unsubscribe func()
 	var own *Listener
 	switch {
 	case s.cfg.Listener != nil:
 		s.listener = s.cfg.Listener
-		unsubscribe = s.cfg.Listener.subscribe(s.cfg.Queue, s.wake)
+		unsubscribe = s.cfg.Listener.subscribe(s.cfg.Queue, s.wake, s.addHints)
 	case !s.cfg.NoListen:
 		// New validated the schema, so NewListener cannot fail.
 		own, _ = NewListener(s.pool, ListenerConfig{Schema: s.cfg.Schema, Logger: s.cfg.Logger})
 		s.listener = own
-		unsubscribe = own.subscribe(s.cfg.Queue, s.wake)
+		unsubscribe = own.subscribe(s.cfg.Queue, s.wake, s.addHints)
 	}
 	s.stop = func(ctx context.Context) error {
 		if unsubscribe != nil {
@@ -441,8 +439,15 @@ func (s *Stream) startBackground() bool {
 	return true
 }
 
-// signal wakes an idle processor without blocking.
+// signal wakes an idle processor without blocking. Tasks may be ready
+// anywhere in the queue: the next limited claim looks at every key.
 func (s *Stream) signal() {
+	s.addHints(nil)
+	s.wakeUp()
+}
+
+// wakeUp wakes an idle processor without blocking.
+func (s *Stream) wakeUp() {
 	select {
 	case s.wake <- struct{}{}:
 	default:

@@ -527,7 +527,7 @@ func TestSharedListener(t *testing.T) {
 	// Notifications reach only the subscribers of their queue.
 	drainWake(a)
 	drainWake(b)
-	l.notify(b.Queue(), false)
+	l.notify(b.Queue(), false, nil)
 	select {
 	case <-a.Wake():
 		t.Fatal("a notification for queue b woke the stream of queue a")
