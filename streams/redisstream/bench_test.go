@@ -258,7 +258,7 @@ func BenchmarkLimits(b *testing.B) {
 			}
 		}
 	}
-	type result struct{ rate, client, server float64 }
+	type result struct{ rate, client, server, perPoll float64 }
 	measure := func(client redis.UniversalClient, drain func()) result {
 		proc, server := streamtest.CPUTime().Seconds(), serverCPU(client)
 		start := time.Now()
@@ -306,6 +306,9 @@ func BenchmarkLimits(b *testing.B) {
 			stop = streamtest.Run(b, p)
 			<-all
 		})
+		if st := p.Stats(); len(st.Streams) == 1 && st.Streams[0].Polls > 0 {
+			r.perPoll = float64(st.Polled) / float64(st.Streams[0].Polls)
+		}
 		stop()
 		return r
 	}
@@ -319,6 +322,7 @@ func BenchmarkLimits(b *testing.B) {
 				ur, lr := mode.run(b), mode.run(b, limit)
 				u.rate, u.client, u.server = u.rate+ur.rate, u.client+ur.client, u.server+ur.server
 				l.rate, l.client, l.server = l.rate+lr.rate, l.client+lr.client, l.server+lr.server
+				u.perPoll, l.perPoll = u.perPoll+ur.perPoll, l.perPoll+lr.perPoll
 			}
 			n := float64(b.N)
 			b.ReportMetric(u.rate/n, "unlimited-tasks/s")
@@ -329,6 +333,10 @@ func BenchmarkLimits(b *testing.B) {
 			b.ReportMetric(l.client/n, "perkey-client-µs/task")
 			b.ReportMetric(l.server/n, "perkey-redis-µs/task")
 			b.ReportMetric((u.client+u.server)/(l.client+l.server), "cpu-ratio")
+			if u.perPoll > 0 {
+				b.ReportMetric(u.perPoll/n, "unlimited-tasks/poll")
+				b.ReportMetric(l.perPoll/n, "perkey-tasks/poll")
+			}
 		})
 	}
 }

@@ -71,6 +71,42 @@
 // not used for ordering. Idle processors are woken by a blocking read (see
 // Stream.Start), so an enqueued task starts within milliseconds.
 //
+// # Flow control
+//
+// Stream is a peonify.Limiter: the limits given to AddStream with
+// peonify.Limits (concurrency global, per key with KeyConcurrency, or per
+// processor with Local; token-bucket rates; per-key ordering; fairness
+// between keys) are enforced by Redis inside the claim, by one Lua script
+// that checks every limit that applies to a task and claims it only if
+// all admit it. A held task is never delivered: it is not an attempt,
+// holds no lease and costs nothing while it waits. The key is Task.Key,
+// stored in the entry's key field, which producers in other languages set
+// with their XADD.
+//
+// With limits a claim cannot use XREADGROUP, which hands entries out
+// strictly in order. Each claim indexes the entries added since the last
+// one into ready queues, a sorted set per task type and key, moves the
+// group's last delivered ID past them, and takes tasks from the queues in
+// turn (round-robin between keys), claiming them with XCLAIM FORCE. A
+// queue whose first task is held is parked until a permit it waits for
+// frees, or its next rate token is due, so saturated keys cost nothing
+// and never hold up other keys. Running tasks are counted per limit and
+// key, with their lease ends: the permits of a processor that dies come
+// back when its leases end. Rate buckets live in Redis and are refilled
+// by its clock. A failed task keeps its place in its key's order; a dead
+// or deleted one releases the key. An ack or nack that frees a permit
+// fires Wake at once, in this process and, through the watcher, in every
+// other; a claim held back only by a rate bucket arms a timer for its
+// next token. Without limits the claim is the XREADGROUP of before.
+//
+// A processor cut off from Redis cannot claim, so it cannot over-admit;
+// a task that outlives its lease (its processor could not extend it) frees
+// its permit and may run again elsewhere, beside its replacement. A Redis
+// failover to a replica that missed the last writes may lose claims, whose
+// permits then look free. Every processor of a queue must be given the
+// same limits. The README ("Flow control") has the details and the
+// producer snippets.
+//
 // # Durability
 //
 // Redis keeps the queue in memory. Whether a task survives a restart of

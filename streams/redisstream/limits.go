@@ -381,3 +381,17 @@ func splitQueue(q string) (typ, key string, ok bool) {
 	}
 	return q[i+1 : i+1+n], q[i+1+n:], true
 }
+
+// unlimit undoes, a little at each look for expired leases, the index of
+// ready tasks that claims with limits left, when this stream has none: the
+// limits were removed. It costs one script run that returns at once when
+// there is no index.
+func (s *Stream) unlimit(ctx context.Context) {
+	n, err := s.run(ctx, unlimitScript, 100).Int()
+	switch {
+	case err != nil:
+		s.cfg.Logger.Debug("redisstream: could not undo the index of a queue claimed with limits", "queue", s.cfg.Queue, "err", err)
+	case n > 0:
+		s.cfg.Logger.Info("redisstream: moving the ready tasks that claims with limits indexed back to the stream", "queue", s.cfg.Queue, "left", n)
+	}
+}

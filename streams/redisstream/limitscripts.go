@@ -111,13 +111,17 @@ local function concFor(l, key)
   if l.c > 0 then return l.c end
   return nil
 end
+-- keyed[typ] (or keyed[''] for every type) is true when a PerKey limit
+-- applies to the tasks of type typ that have a key; anyOrdered whether a
+-- limit is ordered.
+local keyed, anyOrdered = {}, false
+for _, l in ipairs(LIM) do
+  if l.k then keyed[l.t] = true end
+  anyOrdered = anyOrdered or l.o
+end
 -- qidFor returns the queue of a task.
 local function qidFor(typ, key)
-  if key ~= '' then
-    for _, l in ipairs(LIM) do
-      if l.k and (l.t == '' or l.t == typ) then return qidOf(typ, key) end
-    end
-  end
+  if key ~= '' and (keyed[''] or keyed[typ]) then return qidOf(typ, key) end
   return qidOf(typ, '')
 end
 -- splitQid returns the type and key of queue q.
@@ -226,9 +230,9 @@ local function hold(eid, typ, key, ends)
     end
   end
 end
--- release gives back the permits of an entry that the caller took out of
+-- freePermits gives back the permits of an entry that the caller took out of
 -- lease, held by holder (default: this consumer).
-local function release(typ, key, holder)
+local function freePermits(typ, key, holder)
   local a = applying(typ, key, holder)
   for i, l in ipairs(a.ls) do
     if holds(l) then
@@ -354,7 +358,7 @@ for _, eid in ipairs(redis.call('ZRANGEBYSCORE', leaseKey, '-inf', now, 'LIMIT',
   else
     requeue(eid, e[1][2])
     local typ, key = about(e[1][2])
-    release(typ, key, holder)
+    freePermits(typ, key, holder)
   end
 end
 if rescue then
@@ -432,7 +436,9 @@ if type(gs) == 'table' and not gs.err then
   end
 end
 if not last then return redis.error_reply('NOGROUP the consumer group of the stream is missing') end
-local es = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', math.max(1000, 2 * want))
+-- Ten times as many as the claim wants: a key enqueued behind a
+-- backlog is seen before the claims have taken a tenth of it.
+local es = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', math.max(2000, 10 * want))
 if #es > 0 then
   redis.call('SET', lim .. 'mode', '1')
   local base = redis.call('INCRBY', lim .. 'ord', #es) - #es
@@ -449,8 +455,8 @@ if #es > 0 then
       fresh[q] = true
       qs[#qs + 1] = q
     end
-    local a = applying(typ, key)
-    if a.ordered then
+    if anyOrdered then
+      local a = applying(typ, key)
       for j, l in ipairs(a.ls) do
         if l.o then redis.call('ZADD', a.live[j], ord, id or eid) end
       end
@@ -491,10 +497,18 @@ end
 -- blocks the whole queue. New entries are claimed together at the end
 -- (fresh); what they took is given back if one was deleted meanwhile.
 local fresh, gone, leases = {}, {}, {}
+local qinfo = {}
+local function queueInfo(q)
+  local i = qinfo[q]
+  if not i then
+    local typ, key = splitQid(q)
+    i = {typ, key, applying(typ, key), lim .. 'q:' .. q}
+    qinfo[q] = i
+  end
+  return i[1], i[2], i[3], i[4]
+end
 local function pick(q)
-  local qk = lim .. 'q:' .. q
-  local typ, key = splitQid(q)
-  local a = applying(typ, key)
+  local typ, key, a, qk = queueInfo(q)
   local ls = a.ls
   while true do
     local counts, buckets = {}, {}
@@ -607,8 +621,7 @@ while #out < want do
   if #batch == 0 then break end
   local fields = {}
   for _, q in ipairs(batch) do
-    local typ, key = splitQid(q)
-    local a = applying(typ, key)
+    local _, _, a = queueInfo(q)
     for i, l in ipairs(a.ls) do
       if holds(l) then
         local fs = fields[a.nk[i]]
@@ -655,7 +668,7 @@ if #fresh > 0 then
       for i, l in ipairs(a.ls) do
         if l.r > 0 then redis.call('HINCRBYFLOAT', a.bucket[i], 't', 1) end
       end
-      release(typ, key)
+      freePermits(typ, key)
       redis.call('HDEL', metaKey, f[1])
       redis.call('ZADD', activeKey, 'NX', curTurn(), f[3])
       got[f[1]] = false
@@ -717,7 +730,7 @@ for i = 1, k, 1000 do
   local held = redis.call('ZMSCORE', leaseKey, unpack(eids, i, j))
   for x = i, j do
     local typ, key = ARGV[ackEnd + at[x]], ARGV[ackEnd + n + at[x]]
-    if held[x - i + 1] then release(typ, key) end
+    if held[x - i + 1] then freePermits(typ, key) end
     leaveOrder(ids[x], typ, key)
   end
   redis.call('ZREM', leaseKey, unpack(eids, i, j))
@@ -734,23 +747,27 @@ return k
 // ARGV[13] and ARGV[14] are the task's type and key, ARGV[15] the limits.
 // The task added again keeps its place in its key's order (its ord field);
 // a dead one leaves it.
-var nackLimitedScript = redis.NewScript(luaPrelude + `
+var nackLimitedScript = redis.NewScript(nackLimitedSrc())
+
+func nackLimitedSrc() string {
+	return luaPrelude + `
 local LIMJSON, typ, key = ARGV[15], ARGV[13], ARGV[14]
 ` + limitsLib + `
 local function unhold(eid)
-  if redis.call('ZREM', leaseKey, eid) == 1 then release(typ, key) end
+  if redis.call('ZREM', leaseKey, eid) == 1 then freePermits(typ, key) end
   redis.call('HDEL', metaKey, eid)
 end
 ` + nackBody(map[string]string{
-	"gone": "unhold(eid)\n  leaveOrder(id, typ, key)\n  finish()",
-	"skip": "and f ~= 'ord'",
-	"fields": `local ord = redis.call('HGET', metaKey, eid)
+		"gone": "unhold(eid)\n  leaveOrder(id, typ, key)\n  finish()",
+		"skip": "and f ~= 'ord'",
+		"fields": `local ord = redis.call('HGET', metaKey, eid)
 if ord then
   fields[#fields + 1] = 'ord'
   fields[#fields + 1] = ord
 end`,
-	"done": "unhold(eid)\nif outcome == 'dead' then leaveOrder(id, typ, key) end\nfinish()",
-}))
+		"done": "unhold(eid)\nif outcome == 'dead' then leaveOrder(id, typ, key) end\nfinish()",
+	})
+}
 
 // extendLimitedScript is extendScript for a delivery claimed with limits:
 // ARGV[9] and ARGV[10] are the task's type and key, ARGV[11] the limits
@@ -782,16 +799,16 @@ for _, q in ipairs(redis.call('SMEMBERS', queuesKey)) do
 end
 -- Entries no claim has indexed yet are ready too.
 local gs = redis.pcall('XINFO', 'GROUPS', stream)
+local last = '0-0' -- no group yet: every entry is ready
 if type(gs) == 'table' and not gs.err then
   for _, g in ipairs(gs) do
-    if field(g, 'name') == group then
-      for _, e in ipairs(redis.call('XRANGE', stream, '(' .. field(g, 'last-delivered-id'), '+', 'COUNT', 10000)) do
-        local typ, key = about(e[2])
-        local q = qidFor(typ, key)
-        counts[q] = (counts[q] or 0) + 1
-      end
-    end
+    if field(g, 'name') == group then last = field(g, 'last-delivered-id') end
   end
+end
+for _, e in ipairs(redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 10000)) do
+  local typ, key = about(e[2])
+  local q = qidFor(typ, key)
+  counts[q] = (counts[q] or 0) + 1
 end
 for q, n in pairs(counts) do qs[#qs + 1] = {q, n} end
 local running = {}
@@ -807,4 +824,47 @@ for _, l in ipairs(LIM) do
   if l.l then locals[#locals + 1] = {l.n, tonumber(redis.call('HGET', lim .. 'n:' .. l.n, me) or '0')} end
 end
 return {qs, running, locals}
+`)
+
+// unlimitScript undoes the index of a queue that was claimed with limits
+// and is now claimed without (the limits were removed): it adds the ready
+// entries of up to ARGV[6] queues again at the end of the stream, past the
+// group's last delivered ID, where XREADGROUP reads them, and deletes the
+// index once it is empty. Entries handed back after their lease ended stay
+// in the group's pending list, where the look for expired leases finds
+// them. It returns how many queues remain, 0 when there is nothing (left)
+// to undo.
+var unlimitScript = redis.NewScript(luaPrelude + `
+if redis.call('EXISTS', lim .. 'mode') == 0 then return 0 end
+local queues = redis.call('SRANDMEMBER', lim .. 'queues', tonumber(ARGV[6]))
+for _, q in ipairs(queues) do
+  local qk = lim .. 'q:' .. q
+  for _, m in ipairs(redis.call('ZRANGE', qk, 0, -1)) do
+    if string.sub(m, 1, 1) ~= 'r' then
+      local e = redis.call('XRANGE', stream, m, m)
+      if #e > 0 then
+        local fs = e[1][2]
+        local id = field(fs, 'id')
+        if not id then
+          id = m
+          fs[#fs + 1] = 'id'
+          fs[#fs + 1] = m
+        end
+        local loc = redis.call('XADD', stream, '*', unpackAll(fs))
+        redis.call('XDEL', stream, m)
+        local cur = redis.call('HGET', tasks, id)
+        if not cur or cur == m then redis.call('HSET', tasks, id, loc) end
+      end
+    end
+  end
+  redis.call('DEL', qk)
+  redis.call('SREM', lim .. 'queues', q)
+end
+local left = redis.call('SCARD', lim .. 'queues')
+if left == 0 then
+  for _, k in ipairs({'mode', 'queues', 'active', 'timed', 'lease', 'meta', 'turn', 'version', 'dirty'}) do
+    redis.call('DEL', lim .. k)
+  end
+end
+return left
 `)

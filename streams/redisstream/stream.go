@@ -18,7 +18,8 @@ import (
 const maxBatch = 10000
 
 // MaxPoll returns the most tasks one Poll returns, so that the processor
-// asks for no more (peonify.PollLimiter).
+// asks for no more (peonify.PollLimiter): 10,000, or 1,000 with limits,
+// whose claims do more work per task.
 func (s *Stream) MaxPoll() int {
 	if s.lim.Load() != nil {
 		return maxLimitedBatch
@@ -39,8 +40,9 @@ const forgetIdle = time.Hour
 
 // Stream is a Peonify stream on a Redis stream: one named queue, shared
 // by any number of processors through a consumer group. It implements
-// peonify.Stream, Extender, Waker, Starter, Enqueuer, Inspector and
-// PollLimiter.
+// peonify.Stream, Extender, Waker, Starter, Enqueuer, Inspector,
+// PollLimiter and Limiter (see "Flow control" in the package
+// documentation).
 //
 // A Stream used only to enqueue or polled without Start starts nothing in
 // the background. Start starts, until Close, a goroutine that waits for new
@@ -205,6 +207,7 @@ func (s *Stream) poll(ctx context.Context, limit int, start time.Time) ([]peonif
 	n := len(ds)
 	var err error
 	if rescue {
+		s.unlimit(ctx)
 		var got []peonify.Delivery
 		if got, err = s.claim(ctx, "idle", s.cfg.Lease, limit-len(ds), start); err == nil {
 			ds = append(ds, got...)
