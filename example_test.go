@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/peonify/peonify"
@@ -176,4 +177,84 @@ func ExampleProcessor_AddStream() {
 	// Output:
 	// urgent weight 4
 	// bulk weight 1
+}
+
+// Limits hold back tasks in the store's claim until they may start: here
+// each tenant (Task.Key) runs one task at a time, a paying tenant two,
+// and a tenant on hold none, while every tenant's tasks are shared out
+// fairly between them.
+func ExampleLimits() {
+	store := memstream.New(memstream.Config{})
+	var tasks []*peonify.Task
+	for tenant, n := range map[string]int{"ann": 3, "gold": 4, "held": 1} {
+		for i := range n {
+			tasks = append(tasks, &peonify.Task{ID: fmt.Sprintf("%s-%d", tenant, i), Type: "report", Key: tenant})
+		}
+	}
+	_ = store.Enqueue(context.Background(), tasks...)
+
+	var (
+		mu      sync.Mutex
+		running = map[string]int{} // per tenant, now
+		most    = map[string]int{} // per tenant, at once
+		done    = map[string]int{}
+		paired  = make(chan struct{}) // closed once two of gold's run together
+		pair    sync.Once
+	)
+	report := peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
+		mu.Lock()
+		running[t.Key]++
+		most[t.Key] = max(most[t.Key], running[t.Key])
+		if t.Key == "gold" && running[t.Key] == 2 {
+			pair.Do(func() { close(paired) })
+		}
+		mu.Unlock()
+		if t.Key == "gold" { // wait for the other one gold may run
+			select {
+			case <-paired:
+			case <-ctx.Done():
+			case <-time.After(5 * time.Second):
+			}
+		}
+		mu.Lock()
+		running[t.Key]--
+		done[t.Key]++
+		mu.Unlock()
+		return nil
+	})
+
+	events := make(chan peonify.Event, len(tasks))
+	p, _ := peonify.New(peonify.Config{Workers: 8, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnEvent: func(e peonify.Event) { events <- e }})
+	_ = p.AddTaskList(peonify.TaskList{"report": report})
+	err := p.AddStream(store, peonify.Limits(peonify.Limit{
+		Type:           "report",
+		PerKey:         true,
+		Concurrency:    1,
+		KeyConcurrency: map[string]int{"gold": 2, "held": 0},
+	}))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error)
+	go func() { stopped <- p.Run(ctx) }()
+	for range len(tasks) - 1 { // every task but held's
+		<-events
+	}
+	held, _ := store.List(ctx, peonify.ListOptions{State: peonify.StatePending, Key: "held"})
+	cancel()
+	if err := <-stopped; err != nil {
+		fmt.Println(err)
+	}
+	for _, tenant := range []string{"ann", "gold"} {
+		fmt.Printf("%s: %d done, at most %d at a time\n", tenant, done[tenant], most[tenant])
+	}
+	fmt.Printf("held: %d waiting, %s\n", len(held), held[0].Task.ID)
+	// Output:
+	// ann: 3 done, at most 1 at a time
+	// gold: 4 done, at most 2 at a time
+	// held: 1 waiting, held-0
 }

@@ -63,6 +63,13 @@ type Store struct {
 	// Inspector reads and repairs the store's tasks. Every durable stream
 	// of Peonify implements it.
 	Inspector peonify.Inspector
+
+	// Limiter reports the flow-control limits the store enforces: each
+	// limit's tasks in use and waiting, and its busiest keys. Defaults to
+	// the Inspector, or, if that is a stream, the first peonify.Limiter
+	// that peonify.As finds through its wrappers; a store with neither,
+	// or with no limits set, shows no limits.
+	Limiter peonify.Limiter
 }
 
 // Auth says who may use the dashboard. Set Token, Username and
@@ -147,6 +154,21 @@ func pauserOf(in peonify.Inspector) Pauser {
 	return nil
 }
 
+// limiterOf returns the Limiter of a store: its Inspector, or, if that is
+// a stream, the first Limiter that peonify.As finds through its wrappers;
+// nil if there is none.
+func limiterOf(in peonify.Inspector) peonify.Limiter {
+	if l, ok := in.(peonify.Limiter); ok {
+		return l
+	}
+	if s, ok := in.(peonify.Stream); ok {
+		if l, ok := peonify.As[peonify.Limiter](s); ok {
+			return l
+		}
+	}
+	return nil
+}
+
 // Dashboard is the web dashboard: an http.Handler serving the page, its
 // assets, the JSON API and the /events stream. Create it with New; it is
 // safe for concurrent use.
@@ -165,7 +187,8 @@ type Dashboard struct {
 type store struct {
 	name   string
 	insp   peonify.Inspector
-	pauser Pauser // nil if the store cannot pause
+	pauser Pauser          // nil if the store cannot pause
+	lim    peonify.Limiter // nil if the store enforces no limits
 }
 
 // Defaults and bounds of Config fields.
@@ -218,6 +241,10 @@ func New(cfg Config) (*Dashboard, error) {
 		}
 		st := &store{name: s.Name, insp: s.Inspector}
 		st.pauser = pauserOf(s.Inspector)
+		st.lim = s.Limiter
+		if st.lim == nil {
+			st.lim = limiterOf(s.Inspector)
+		}
 		d.stores[s.Name] = st
 		d.order = append(d.order, st)
 	}

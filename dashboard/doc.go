@@ -8,7 +8,10 @@
 // each store (any peonify.Inspector) it shows the number of tasks in each
 // state and lists them with a preview of their payload and their last
 // error; dead tasks can be retried or deleted, one by one or all at once,
-// and stores that implement Pauser can be paused and resumed.
+// and stores that implement Pauser can be paused and resumed. For a store
+// that enforces flow-control limits (a peonify.Limiter, see
+// Store.Limiter) it shows each limit with its tasks in use and waiting and
+// its busiest keys; clicking a key lists that key's tasks.
 //
 // The page is plain HTML, CSS and JavaScript embedded in the program: no
 // build step, nothing loaded from elsewhere, so it works offline.
@@ -109,12 +112,16 @@
 //	GET  api/session                     Session; sets the CSRF cookie
 //	GET  api/stats                       Snapshot
 //	GET  events                          a Snapshot every Interval, as "event: snapshot" server-sent events
-//	GET  api/stores/{name}/tasks         TaskPage; ?state=dead (required) &type= &after=<cursor> &limit=1..500
+//	GET  api/stores/{name}/tasks         TaskPage; ?state=dead (required) &type= &key= &after=<cursor> &limit=1..500
 //	GET  api/stores/{name}/tasks/{id}    TaskView with up to 64 KiB of payload and the headers
 //	POST api/stores/{name}/retry         Selection → Result: retry dead tasks ({"ids": [...]} or {"all": true})
 //	POST api/stores/{name}/delete        Selection → Result: delete tasks, or with "all" every dead task
 //	POST api/stores/{name}/pause         → PauseState, for stores that implement Pauser
 //	POST api/stores/{name}/resume        → PauseState
+//
+// A Snapshot's StoreView lists the store's limits (LimitView: name,
+// inUse, waiting and the busiest keys), read from its Limiter with the
+// counts, at most once per Interval however many pages are open.
 //
 // Errors are an APIError with a status of 400 (bad request), 401
 // (credential missing or wrong), 403 (read-only dashboard, cross-origin,

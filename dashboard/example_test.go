@@ -152,3 +152,46 @@ func deadLetterForExample(s *memstream.Stream, t *peonify.Task, reason string) {
 		panic(err)
 	}
 }
+
+// A store that enforces flow-control limits (a peonify.Limiter, found
+// through its Inspector or given as Store.Limiter) shows each limit with
+// its running and waiting tasks and its busiest keys.
+func Example_limits() {
+	ctx := context.Background()
+	store := memstream.New(memstream.Config{})
+	defer store.Close(ctx)
+	_ = store.SetLimits([]peonify.Limit{{Name: "email-per-tenant", Type: "email", PerKey: true, Concurrency: 1}})
+	for _, key := range []string{"acme", "acme", "acme", "globex"} {
+		_ = store.Enqueue(ctx, &peonify.Task{Type: "email", Key: key})
+	}
+	_, _ = store.Poll(ctx, 10) // as a processor claims: one task of each key
+
+	dash, err := dashboard.New(dashboard.Config{Stores: []dashboard.Store{{Name: "emails", Inspector: store}}})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	srv := httptest.NewServer(dash)
+	defer srv.Close()
+	res, err := http.Get(srv.URL + "/api/stats")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer res.Body.Close()
+	var snap dashboard.Snapshot
+	if err := json.NewDecoder(res.Body).Decode(&snap); err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, l := range snap.Stores[0].Limits {
+		fmt.Printf("%s: %d in use, %d waiting\n", l.Name, l.InUse, l.Waiting)
+		for _, k := range l.Keys {
+			fmt.Printf("  %s: %d in use, %d waiting\n", k.Key, k.InUse, k.Waiting)
+		}
+	}
+	// Output:
+	// email-per-tenant: 2 in use, 2 waiting
+	//   acme: 1 in use, 2 waiting
+	//   globex: 1 in use, 0 waiting
+}

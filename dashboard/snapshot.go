@@ -97,8 +97,36 @@ type StoreView struct {
 	Pausable bool `json:"pausable"`
 	Paused   bool `json:"paused"`
 
+	// Limits are the flow-control limits the store enforces (see
+	// Store.Limiter), in the order they were set; absent when it enforces
+	// none.
+	Limits []LimitView `json:"limits,omitempty"`
+
+	// LimitsError is why the limits could not be read, if they could not.
+	LimitsError string `json:"limitsError,omitempty"`
+
 	// Error is why the store could not be read, if it could not.
 	Error string `json:"error,omitempty"`
+}
+
+// LimitView is one flow-control limit of a store: its
+// peonify.LimitStat.
+type LimitView struct {
+	Name string `json:"name"`
+	// InUse counts the running tasks that count against the limit, and
+	// Waiting the ready tasks it applies to that have not started.
+	InUse   int `json:"inUse"`
+	Waiting int `json:"waiting"`
+	// Keys are the busiest keys of a per-key limit (at most
+	// peonify.MaxLimitStatKeys), most tasks in use or waiting first.
+	Keys []KeyView `json:"keys"`
+}
+
+// KeyView is one key's use of a per-key limit.
+type KeyView struct {
+	Key     string `json:"key"`
+	InUse   int    `json:"inUse"`
+	Waiting int    `json:"waiting"`
 }
 
 // maxInFlight bounds ProcessorView.InFlight, so that a processor with
@@ -184,6 +212,19 @@ func (d *Dashboard) storeView(ctx context.Context, st *store) StoreView {
 	if st.pauser != nil {
 		if v.Paused, err = st.pauser.Paused(ctx); err != nil {
 			v.Error = err.Error()
+		}
+	}
+	if st.lim != nil {
+		stats, err := st.lim.LimitStats(ctx)
+		if err != nil {
+			v.LimitsError = err.Error()
+		}
+		for _, ls := range stats {
+			lv := LimitView{Name: ls.Name, InUse: ls.InUse, Waiting: ls.Waiting, Keys: make([]KeyView, 0, len(ls.Keys))}
+			for _, k := range ls.Keys[:min(len(ls.Keys), peonify.MaxLimitStatKeys)] {
+				lv.Keys = append(lv.Keys, KeyView{Key: k.Key, InUse: k.InUse, Waiting: k.Waiting})
+			}
+			v.Limits = append(v.Limits, lv)
 		}
 	}
 	return v

@@ -19,6 +19,7 @@ import (
 type TaskView struct {
 	ID          string        `json:"id"`
 	Type        string        `json:"type"`
+	Key         string        `json:"key,omitempty"`
 	State       peonify.State `json:"state"`
 	Attempts    int           `json:"attempts"`
 	MaxAttempts int           `json:"maxAttempts,omitempty"`
@@ -75,7 +76,7 @@ func (d *Dashboard) withStore(h func(http.ResponseWriter, *http.Request, *store)
 
 func (d *Dashboard) serveTasks(w http.ResponseWriter, r *http.Request, st *store) {
 	q := r.URL.Query()
-	opts := peonify.ListOptions{State: peonify.State(q.Get("state")), Type: q.Get("type"), After: q.Get("after"), Limit: defaultPageSize}
+	opts := peonify.ListOptions{State: peonify.State(q.Get("state")), Type: q.Get("type"), Key: q.Get("key"), After: q.Get("after"), Limit: defaultPageSize}
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > maxPageSize {
@@ -123,7 +124,7 @@ func (d *Dashboard) serveTask(w http.ResponseWriter, r *http.Request, st *store)
 func (d *Dashboard) taskView(ti peonify.TaskInfo, preview int, full bool) TaskView {
 	t := &ti.Task
 	v := TaskView{
-		ID: t.ID, Type: t.Type, State: ti.State, Attempts: ti.Attempts, MaxAttempts: t.MaxAttempts,
+		ID: t.ID, Type: t.Type, Key: t.Key, State: ti.State, Attempts: ti.Attempts, MaxAttempts: t.MaxAttempts,
 		Priority: t.Priority, EnqueuedAt: t.EnqueuedAt, RunAt: t.RunAt, UpdatedAt: ti.UpdatedAt,
 		LeaseUntil: ti.LeaseUntil, LastError: cmp.Or(ti.LastError, t.LastError), PayloadSize: len(t.Payload),
 	}

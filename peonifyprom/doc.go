@@ -64,9 +64,32 @@
 //	peonify_stream_poll_errors_total        failed Poll calls, by stream
 //	peonify_stream_backing_off              1 while a stream's polling waits after an error
 //
+// Read at each scrape from the streams that enforce flow-control limits
+// (peonify.Limiter), once attached with AttachLimiter, labelled by stream
+// and limit (the peonify.Limit's Name):
+//
+//	peonify_limit_in_use                    running tasks that count against the limit
+//	peonify_limit_waiting                   ready tasks the limit applies to, not started yet
+//	peonify_limit_stats_errors_total        scrapes at which a stream's limit stats could not be
+//	                                        read within Config.LimitTimeout (by stream)
+//
+// The stats come from the store (a query, or a Redis script), so a scrape
+// costs one round trip per such stream; the streams are read at once, and
+// one that does not answer within Config.LimitTimeout (3s by default) is
+// left out of that scrape rather than holding it. Busiest keys are not
+// exported: keys are chosen by producers and would make series without
+// bound; the dashboard and `peonify tasks limits` show them.
+//
+//	if l, ok := peonify.As[peonify.Limiter](stream); ok {
+//		if err := m.AttachLimiter("orders", l); err != nil {
+//			return err
+//		}
+//	}
+//
 // # Cardinality
 //
-// Stream names are the ones given to AddStream, and the type label is
+// Stream names are the ones given to AddStream (and AttachLimiter), limit
+// names are those of the limits the program sets, and the type label is
 // the task's type only if the attached processor has a handler for it;
 // every other type is labelled UnknownType ("unknown"). The number of
 // series is therefore bounded by streams × registered types, whatever

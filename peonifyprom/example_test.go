@@ -90,3 +90,43 @@ func ExampleConfig_constLabels() {
 	// peonify_workers{processor="billing"} 3
 	// peonify_workers{processor="email"} 3
 }
+
+// A stream that enforces flow-control limits (a peonify.Limiter) exports
+// each limit's running and waiting tasks. Here one email per tenant runs
+// at a time: acme's first email runs, its other two wait.
+func ExampleMetrics_AttachLimiter() {
+	m, _ := peonifyprom.New(peonifyprom.Config{})
+	p, _ := peonify.New(peonify.Config{OnEvent: m.OnEvent})
+	store := memstream.New(memstream.Config{Name: "mail"})
+	defer store.Close(context.Background())
+	perTenant := peonify.Limit{Name: "email-per-tenant", Type: "email", PerKey: true, Concurrency: 1}
+	if err := p.AddStream(store, peonify.Limits(perTenant)); err != nil {
+		fmt.Println(err)
+		return
+	}
+	_ = m.Attach(p)
+	if l, ok := peonify.As[peonify.Limiter](store); ok {
+		if err := m.AttachLimiter("mail", l); err != nil {
+			fmt.Println(err)
+			return
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
+
+	ctx := context.Background()
+	for range 3 {
+		_ = store.Enqueue(ctx, &peonify.Task{Type: "email", Key: "acme"})
+	}
+	_, _ = store.Poll(ctx, 10) // as a processor claims: one task of the key
+
+	text, _ := testutil.GatherAndFormat(reg, expfmt.TypeTextPlain, "peonify_limit_in_use", "peonify_limit_waiting")
+	fmt.Print(string(text))
+	// Output:
+	// # HELP peonify_limit_in_use Running tasks that count against a flow-control limit of the stream (every key's, for a per-key limit).
+	// # TYPE peonify_limit_in_use gauge
+	// peonify_limit_in_use{limit="email-per-tenant",stream="mail"} 1
+	// # HELP peonify_limit_waiting Ready tasks a flow-control limit of the stream applies to that have not started.
+	// # TYPE peonify_limit_waiting gauge
+	// peonify_limit_waiting{limit="email-per-tenant",stream="mail"} 2
+}

@@ -1,8 +1,10 @@
 package peonifyprom
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,9 +35,22 @@ type Config struct {
 	// must increase. Defaults to RunBuckets' defaults followed by 15m and
 	// 1h.
 	WaitBuckets []float64
+
+	// LimitTimeout bounds the reading of the limiters' stats (see
+	// AttachLimiter) at each scrape; a limiter that does not answer in
+	// time is left out of that scrape and counted in
+	// peonify_limit_stats_errors_total. Defaults to 3s, under
+	// Prometheus's default scrape timeout of 10s.
+	LimitTimeout time.Duration
 }
 
+// defaultLimitTimeout is the default of Config.LimitTimeout.
+const defaultLimitTimeout = 3 * time.Second
+
 func (c Config) withDefaults() Config {
+	if c.LimitTimeout == 0 {
+		c.LimitTimeout = defaultLimitTimeout
+	}
 	if c.RunBuckets == nil {
 		c.RunBuckets = []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30, 60, 300}
 	}
@@ -60,8 +75,12 @@ func (c Config) validate() error {
 			}
 		}
 	}
+	if c.LimitTimeout < 0 {
+		return &peonify.ConfigError{Field: "peonifyprom.Config.LimitTimeout",
+			Reason: fmt.Sprintf("is %s: use a positive duration, or 0 for %s", c.LimitTimeout, defaultLimitTimeout)}
+	}
 	for name := range c.ConstLabels {
-		if name == "stream" || name == "type" {
+		if name == "stream" || name == "type" || name == "limit" {
 			return &peonify.ConfigError{Field: "peonifyprom.Config.ConstLabels",
 				Reason: fmt.Sprintf("label %q is one of the metrics' own labels: choose another name", name)}
 		}
@@ -95,6 +114,11 @@ type Metrics struct {
 
 	workers, queued, inFlight, oldest, ackErrors *prometheus.Desc
 	polled, polls, pollErrors, backingOff        *prometheus.Desc
+	limitInUse, limitWaiting                     *prometheus.Desc
+	limitErrors                                  *prometheus.CounterVec
+
+	limitTimeout time.Duration
+	limiters     atomic.Pointer[[]namedLimiter] // copied on write
 
 	proc   atomic.Pointer[peonify.Processor]
 	known  atomic.Pointer[map[string]bool] // the processor's task types, once it runs
@@ -178,7 +202,54 @@ func New(cfg Config) (*Metrics, error) {
 		polls:      desc("peonify_stream_polls_total", "Poll calls made to the stream.", "stream"),
 		pollErrors: desc("peonify_stream_poll_errors_total", "Poll calls that failed.", "stream"),
 		backingOff: desc("peonify_stream_backing_off", "1 while the stream's last poll failed and polling waits to retry, else 0.", "stream"),
+
+		limitInUse:   desc("peonify_limit_in_use", "Running tasks that count against a flow-control limit of the stream (every key's, for a per-key limit).", "stream", "limit"),
+		limitWaiting: desc("peonify_limit_waiting", "Ready tasks a flow-control limit of the stream applies to that have not started.", "stream", "limit"),
+		limitErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "peonify_limit_stats_errors_total",
+			Help: "Scrapes at which a stream's limit stats could not be read (an error, or no answer within the timeout).", ConstLabels: cfg.ConstLabels}, []string{"stream"}),
+		limitTimeout: cfg.LimitTimeout,
 	}, nil
+}
+
+// namedLimiter is a Limiter attached under its stream's name.
+type namedLimiter struct {
+	stream string
+	l      peonify.Limiter
+}
+
+// AttachLimiter makes m export, at each scrape, the in-use and waiting
+// counts of each limit that l enforces (see peonify.Limiter.LimitStats),
+// labelled with stream, the name the stream has in the processor, and
+// limit, the limit's name. A stream that enforces limits is a
+// peonify.Limiter, found through wrappers with peonify.As:
+//
+//	if l, ok := peonify.As[peonify.Limiter](stream); ok {
+//		err = m.AttachLimiter("orders", l)
+//	}
+//
+// The stats are read from the store when Prometheus scrapes, each
+// limiter at once, within Config.LimitTimeout. Attaching a second limiter
+// under the same stream name is an error.
+func (m *Metrics) AttachLimiter(stream string, l peonify.Limiter) error {
+	if l == nil {
+		return errors.New("peonifyprom: AttachLimiter was given a nil Limiter")
+	}
+	if stream == "" {
+		return errors.New("peonifyprom: AttachLimiter was given no stream name: pass the name the stream has in the processor")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var cur []namedLimiter
+	if p := m.limiters.Load(); p != nil {
+		cur = *p
+	}
+	if slices.ContainsFunc(cur, func(nl namedLimiter) bool { return nl.stream == stream }) {
+		return fmt.Errorf("peonifyprom: a Limiter is already attached for stream %q", stream)
+	}
+	next := append(slices.Clip(cur), namedLimiter{stream, l})
+	m.limiters.Store(&next)
+	m.limitErrors.WithLabelValues(stream) // from zero
+	return nil
 }
 
 // Attach makes m read p's stats at each scrape and label tasks with p's
@@ -343,6 +414,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.run.Describe(ch)
 	m.localWait.Describe(ch)
 	m.wait.Describe(ch)
+	m.limitErrors.Describe(ch)
 	for _, d := range m.descs() {
 		ch <- d
 	}
@@ -350,7 +422,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 
 func (m *Metrics) descs() []*prometheus.Desc {
 	return []*prometheus.Desc{m.workers, m.queued, m.inFlight, m.oldest, m.ackErrors,
-		m.polled, m.polls, m.pollErrors, m.backingOff}
+		m.polled, m.polls, m.pollErrors, m.backingOff, m.limitInUse, m.limitWaiting}
 }
 
 // Collect sends the current value of every metric: the event metrics, and
@@ -360,6 +432,8 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	if p := m.proc.Load(); p != nil {
 		m.collectStats(ch, p.Stats())
 	}
+	m.collectLimits(ch)
+	m.limitErrors.Collect(ch)
 	for _, v := range m.counterVecs() {
 		v.Collect(ch)
 	}
@@ -413,5 +487,47 @@ func (m *Metrics) collectStats(ch chan<- prometheus.Metric, s peonify.Stats) {
 	}
 	for k, n := range running {
 		gauge(m.inFlight, float64(n), k.stream, k.typ)
+	}
+}
+
+// collectLimits reads the stats of the attached limiters, all at once,
+// and sends a gauge of in use and of waiting per limit. A limiter that
+// fails or does not answer within limitTimeout sends nothing and counts
+// an error.
+func (m *Metrics) collectLimits(ch chan<- prometheus.Metric) {
+	p := m.limiters.Load()
+	if p == nil || len(*p) == 0 {
+		return
+	}
+	ls := *p
+	ctx, cancel := context.WithTimeout(context.Background(), m.limitTimeout)
+	defer cancel()
+	type answer struct {
+		stats []peonify.LimitStat
+		err   error
+	}
+	answers := make([]chan answer, len(ls))
+	for i, nl := range ls {
+		answers[i] = make(chan answer, 1)
+		go func() {
+			st, err := nl.l.LimitStats(ctx)
+			answers[i] <- answer{st, err}
+		}()
+	}
+	for i, nl := range ls {
+		var a answer
+		select {
+		case a = <-answers[i]:
+		case <-ctx.Done():
+			a.err = ctx.Err() // a limiter that ignores ctx is not waited for
+		}
+		if a.err != nil {
+			m.limitErrors.WithLabelValues(nl.stream).Inc()
+			continue
+		}
+		for _, st := range a.stats {
+			ch <- prometheus.MustNewConstMetric(m.limitInUse, prometheus.GaugeValue, float64(st.InUse), nl.stream, st.Name)
+			ch <- prometheus.MustNewConstMetric(m.limitWaiting, prometheus.GaugeValue, float64(st.Waiting), nl.stream, st.Name)
+		}
 	}
 }

@@ -43,9 +43,59 @@
 // that a Poll for fewer than one task claims nothing and is no error; that
 // leased tasks are invisible and come back when the lease ends; that Ack,
 // Nack and Extend are fenced against stale claims; the three Nack outcomes;
-// scheduling, priorities and duplicate detection; and, last, a real
-// peonify.Processor processing tasks from the stream and shutting down
-// cleanly.
+// scheduling, priorities and duplicate detection; flow control (below);
+// and, last, a real peonify.Processor processing tasks from the stream and
+// shutting down cleanly.
+//
+// Flow control (see peonify.Limit) has checks of its own. Every stream
+// must carry Task.Key (KeyRoundTrip) and an Inspector must list by it
+// (ListByKey); a stream that cannot yet sets Features.NoKey, and
+// KeyRoundTrip then fails once the key does come through, so that the
+// flag goes. The limit checks run against a stream that is a
+// peonify.Limiter (found with peonify.As), each giving the stream limits
+// on the check's own task type with SetLimits and then starting it, as
+// the processor does:
+//
+//   - Limiter: SetLimits refuses an invalid limit with a
+//     *peonify.ConfigError and accepts every kind of limit, except the
+//     kinds that Features.NoRateLimit, NoOrdered and NoLocalLimit name,
+//     which it must refuse with an error wrapping errors.ErrUnsupported
+//     (so that no limit is silently ignored); LimitStats names the limits
+//     in order. A stream that is not a Limiter fails this check unless
+//     Features.NoLimiter says that is meant, and one that is fails it if
+//     NoLimiter is set.
+//   - LimitConcurrency and LimitLocal: a Poll with room for many claims
+//     only as many as the limit; an Ack frees one permit and the next
+//     Poll claims one; tasks of other types are claimed as usual.
+//   - LimitPerKey: each key runs up to its limit, KeyConcurrency
+//     overrides it, KeyConcurrency 0 holds a key, and a task without a
+//     key is not limited.
+//   - LimitNoHeadOfLineBlocking: a saturated key with a long backlog does
+//     not stop another key's task, even in a Poll with room for two.
+//   - LimitFairness: key B's few tasks, enqueued after key A's many, are
+//     claimed within the first claims, not after A's backlog.
+//   - LimitRate, LimitRatePerKey and LimitRateWakes: the burst is claimed
+//     at once, and then never more than Burst + elapsed*Rate + 1 tasks
+//     since the limit was set (a bound a loaded machine cannot break);
+//     each key has a bucket of its own; a Waker receives when a held-back
+//     task's token falls due.
+//   - LimitOrdered: a key's tasks run one at a time in enqueue order,
+//     whatever their priorities; a failed task is retried in place, the
+//     key waiting through its delay; a dead task releases the key.
+//   - LimitHeldBackIsNotAnAttempt: polls that find a task held back leave
+//     it pending with no attempt, and its first claim is Attempt 1.
+//   - LimitBlockedPollWakes: a Poll whose every ready task is held back
+//     returns nothing at once, and a Waker receives when an Ack frees a
+//     permit.
+//   - LimitStats: InUse, Waiting and the busiest keys of each limit.
+//   - LimitProcessor: a real peonify.Processor given a PerKey limit with
+//     peonify.Limits runs every task, never more of a key at once than
+//     the limit.
+//
+// Each takes well under two seconds. A claim beyond a limit made after a
+// lease the check holds may have ended makes the check inconclusive (it
+// is skipped, saying so), not failed: the permit of an expired lease
+// comes back by design.
 //
 // This package imports only the standard library and peonify.
 package peonifytest

@@ -30,6 +30,8 @@ type faulty struct {
 	*memstream.Stream
 	fault string
 
+	silent chan struct{} // Wake under the fault "no-wake"
+
 	mu     sync.Mutex
 	latest map[string]peonify.Delivery // newest claim of each task
 	closed bool
@@ -114,9 +116,12 @@ func (f *faulty) Extend(ctx context.Context, d peonify.Delivery, l time.Duration
 }
 
 func (f *faulty) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
-	if f.fault == "ignore-run-at" {
-		for _, t := range tasks {
+	for _, t := range tasks {
+		switch f.fault {
+		case "ignore-run-at":
 			t.RunAt = time.Time{}
+		case "drop-key":
+			t.Key = ""
 		}
 	}
 	err := f.Stream.Enqueue(ctx, tasks...)
@@ -126,10 +131,28 @@ func (f *faulty) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
 	return err
 }
 
+func (f *faulty) SetLimits(limits []peonify.Limit) error {
+	if f.fault == "ignore-limits" {
+		return f.Stream.SetLimits(nil)
+	}
+	return f.Stream.SetLimits(limits)
+}
+
+// Wake returns a channel that never receives under the fault "no-wake".
+func (f *faulty) Wake() <-chan struct{} {
+	if f.fault == "no-wake" {
+		return f.silent
+	}
+	return f.Stream.Wake()
+}
+
 // List answers List(pending) with an error wrapping errors.ErrUnsupported
 // under the faults whose names start with "unsupported-", and with a bare
 // errors.ErrUnsupported under "bare-unsupported".
 func (f *faulty) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.TaskInfo, error) {
+	if f.fault == "list-ignores-key" {
+		opts.Key = ""
+	}
 	if opts.State == peonify.StatePending {
 		switch {
 		case f.fault == "bare-unsupported":
@@ -164,11 +187,20 @@ func TestFaultyStream(t *testing.T) {
 		s := &faulty{
 			Stream: memstream.New(memstream.Config{Lease: lease}),
 			fault:  fault,
+			silent: make(chan struct{}),
 			latest: make(map[string]peonify.Delivery),
 		}
 		t.Cleanup(func() { _ = s.Stream.Close(context.Background()) })
 		return s
-	}, peonifytest.Features{Lease: lease, InspectorUnsupported: unsupported})
+	}, peonifytest.Features{
+		Lease:                lease,
+		InspectorUnsupported: unsupported,
+		// Features that misdescribe the stream, which carries keys and
+		// enforces every kind of limit.
+		NoKey:       fault == "declared-no-key",
+		NoLimiter:   fault == "declared-no-limiter",
+		NoRateLimit: fault == "declared-no-rate-limit",
+	})
 }
 
 // TestSuiteCatchesFaults shows that each check fails on the bug it is meant
@@ -200,6 +232,21 @@ func TestSuiteCatchesFaults(t *testing.T) {
 		{"bare-unsupported", "InspectorUnsupported"},
 		{"declared-but-answers", "InspectorUnsupported"},
 		{"declared-but-answers", "Inspector"},
+		{"drop-key", "KeyRoundTrip"},
+		{"list-ignores-key", "ListByKey"},
+		{"ignore-limits", "LimitConcurrency"},
+		{"ignore-limits", "LimitPerKey"},
+		{"ignore-limits", "LimitNoHeadOfLineBlocking"},
+		{"ignore-limits", "LimitFairness"},
+		{"ignore-limits", "LimitRate"},
+		{"ignore-limits", "LimitOrdered"},
+		{"ignore-limits", "LimitStats"},
+		{"ignore-limits", "LimitProcessor"},
+		{"no-wake", "LimitBlockedPollWakes"},
+		{"no-wake", "LimitRateWakes"},
+		{"declared-no-key", "KeyRoundTrip"},
+		{"declared-no-limiter", "Limiter"},
+		{"declared-no-rate-limit", "Limiter"},
 	}
 	for _, tc := range faults {
 		t.Run(tc.fault+"/"+tc.check, func(t *testing.T) {

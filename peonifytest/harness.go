@@ -38,6 +38,9 @@ type harness struct {
 	// late is set when the test ran so slowly that a lease it relied on may
 	// have ended (see noteLate).
 	late bool
+
+	// claims counts the deliveries of each task that Poll returned.
+	claims map[string]int
 }
 
 func newHarness(t *testing.T, newStream func(t *testing.T) peonify.Stream, f Features) *harness {
@@ -46,7 +49,7 @@ func newHarness(t *testing.T, newStream func(t *testing.T) peonify.Stream, f Fea
 	if s == nil {
 		t.Fatal("peonifytest: newStream returned a nil stream")
 	}
-	h := &harness{t: t, s: s, f: f, unsupported: map[InspectCall]bool{}}
+	h := &harness{t: t, s: s, f: f, unsupported: map[InspectCall]bool{}, claims: map[string]int{}}
 	for _, c := range f.InspectorUnsupported {
 		h.unsupported[c] = true
 	}
@@ -150,6 +153,7 @@ func (h *harness) poll(limit int) []peonify.Delivery {
 		if d.Task == nil {
 			h.t.Fatalf("Poll(limit=%d): delivery %d has a nil Task", limit, i)
 		}
+		h.claims[d.Task.ID]++
 	}
 	return ds
 }

@@ -61,6 +61,32 @@ type Features struct {
 	// stays true.
 	InspectorUnsupported []InspectCall
 
+	// NoKey says the stream does not carry Task.Key. Every stream should:
+	// limits per key and Inspector.List by key rely on it. The KeyRoundTrip
+	// check then makes sure that the key is indeed lost, so that the flag
+	// is removed once the stream carries it; ListByKey is skipped.
+	NoKey bool
+
+	// NoLimiter says the stream is not a peonify.Limiter, by design: it
+	// cannot enforce limits in its claims, and peonify.Limits fails on it
+	// with errors.ErrUnsupported. The flow-control checks are skipped. A
+	// stream that is not a Limiter (found with peonify.As) fails the
+	// Limiter check unless this is set, so that a stream does not lose
+	// flow control by accident (as a wrapper without an Unwrap method
+	// would), and a stream that is one fails it if this is set.
+	NoLimiter bool
+
+	// NoRateLimit, NoOrdered and NoLocalLimit say that the stream, a
+	// peonify.Limiter, cannot enforce a kind of limit: one with a Rate,
+	// an Ordered one, or a Local one. Its SetLimits must refuse such a
+	// limit with an error wrapping errors.ErrUnsupported, so that no limit
+	// is silently ignored: the Limiter check makes sure it does (and that
+	// it accepts every kind not listed), and the checks of the kind are
+	// skipped.
+	NoRateLimit  bool
+	NoOrdered    bool
+	NoLocalLimit bool
+
 	// MaxPayload is the largest Task.Payload, in bytes, that the stream
 	// carries. Zero means at least 256 KiB, the largest payload the suite
 	// sends.
@@ -133,6 +159,22 @@ var tests = []test{
 	{"Wake", testWake},
 	{"Start", testStart},
 	{"BadInputDoesNotPanic", testBadInput},
+	{"KeyRoundTrip", testKeyRoundTrip},
+	{"ListByKey", testListByKey},
+	{"Limiter", testLimiter},
+	{"LimitConcurrency", testLimitConcurrency},
+	{"LimitLocal", testLimitLocal},
+	{"LimitPerKey", testLimitPerKey},
+	{"LimitNoHeadOfLineBlocking", testLimitNoHeadOfLineBlocking},
+	{"LimitFairness", testLimitFairness},
+	{"LimitRate", testLimitRate},
+	{"LimitRatePerKey", testLimitRatePerKey},
+	{"LimitRateWakes", testLimitRateWakes},
+	{"LimitOrdered", testLimitOrdered},
+	{"LimitHeldBackIsNotAnAttempt", testLimitHeldBackIsNotAnAttempt},
+	{"LimitBlockedPollWakes", testLimitBlockedPollWakes},
+	{"LimitStats", testLimitStats},
+	{"LimitProcessor", testLimitProcessor},
 	{"Close", testClose},
 	{"Processor", testProcessor},
 }

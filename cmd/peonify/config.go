@@ -27,6 +27,7 @@ type fileConfig struct {
 	Streams   []yamlfile.Node          `yaml:"streams"`
 	Tasks     map[string]yamlfile.Node `yaml:"tasks"`
 	Periodic  []periodicEntry          `yaml:"periodic"`
+	Limits    []limitEntry             `yaml:"limits"`
 	HTTP      httpConfig               `yaml:"http"`
 }
 
@@ -67,6 +68,7 @@ type periodicEntry struct {
 	Headers     map[string]string `yaml:"headers"`
 	Priority    int               `yaml:"priority"`
 	MaxAttempts int               `yaml:"max_attempts"`
+	Key         string            `yaml:"key"`
 	Stream      string            `yaml:"stream"`
 }
 
@@ -78,6 +80,7 @@ type config struct {
 	streams   []streamSpec
 	tasks     map[string]taskSpec
 	periodic  []periodicEntry
+	limits    map[string][]peonify.Limit // by the name of the store that enforces them
 	http      httpConfig
 }
 
@@ -186,6 +189,9 @@ func parseConfig(data []byte, lookupEnv func(string) (string, bool)) (_ *config,
 		}
 		c.tasks[typ] = t
 	}
+	if err := c.checkLimits(fc.Limits); err != nil {
+		return nil, err
+	}
 	if err := c.checkIntakes(); err != nil {
 		return nil, err
 	}
@@ -239,6 +245,8 @@ func (c *config) checkPeriodic(i int) error {
 		return yamlfile.Errorf(path+".type", "required: the task type to enqueue")
 	case pe.MaxAttempts < 0:
 		return yamlfile.Errorf(path+".max_attempts", "must not be negative (0 means the processor's retry.max_attempts)")
+	case len(pe.Key) > peonify.MaxKeyLen:
+		return yamlfile.Errorf(path+".key", "is longer than %d bytes", peonify.MaxKeyLen)
 	}
 	for j := range i {
 		if c.periodic[j].Name == pe.Name {

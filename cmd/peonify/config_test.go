@@ -134,7 +134,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"syntax", "streams: [\n", "YAML syntax"},
 		{"duplicate key", base + "streams: []\n", "YAML syntax"},
 		{"unknown top-level field", base + "proccessor: {}\n",
-			`proccessor: unknown field (fields of the top level: processor, log, streams, tasks, periodic, http)`},
+			`proccessor: unknown field (fields of the top level: processor, log, streams, tasks, periodic, limits, http)`},
 		{"unknown nested field", base + "processor:\n  retry:\n    attempts: 3\n",
 			`processor.retry.attempts: unknown field (fields of processor.retry: max_attempts, min_backoff, max_backoff, jitter)`},
 		{"no streams", "tasks: {a: {executor: http, url: http://x}}\n", "streams: required"},
@@ -587,7 +587,7 @@ func TestREADMEDocumentsEveryField(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range []any{fileConfig{}, processorConfig{}, retryConfig{}, logConfig{}, periodicEntry{}, httpConfig{}, dashboardConfig{},
+	for _, v := range []any{fileConfig{}, processorConfig{}, retryConfig{}, logConfig{}, periodicEntry{}, limitEntry{}, httpConfig{}, dashboardConfig{},
 		sqliteSpec{}, postgresSpec{}, redisSpec{}, natsSpec{}, amqpSpec{}, webhookSpec{}, webhookRoute{}, websocketSpec{}, mqttSpec{},
 		httpTask{}, execTask{}} {
 		for _, name := range yamlfile.Names(reflect.TypeOf(v)) {

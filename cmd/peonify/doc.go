@@ -8,6 +8,7 @@
 //	peonify tasks stats --store peonify.db
 //	peonify tasks list --state dead --store peonify.db
 //	peonify tasks retry --all --store peonify.db
+//	peonify tasks limits -c peonify.yaml   # each limit's tasks in use and waiting, busiest keys
 //	peonify migrate --postgres "$DATABASE_URL"
 //	peonify version
 //
@@ -41,6 +42,15 @@
 //	      - {path: /hooks/github, type: email, verify: github, secrets: ["${GITHUB_WEBHOOK_SECRET}"]}
 //	http:
 //	  listen: 127.0.0.1:9090   # /metrics, /healthz, /readyz
+//
+// A limits section adds flow control that the stores (sqlite, postgres,
+// redis) enforce in their claims, across every processor that shares them:
+// concurrency and rates per task type or per task key, per-key ordering
+// and fairness between keys (see limits.go and the README's "limits").
+//
+//	limits:
+//	  - {type: email, per_key: true, concurrency: 1}
+//	  - {type: email, rate: 20/s, burst: 5}
 //
 // The config file is checked before anything starts: an unknown field, a
 // missing one or an unset ${VARIABLE} is reported with its place in the

@@ -35,7 +35,7 @@ or -c peonify.yaml [--stream NAME].
 With --jsonl, each line of stdin is one task:
   {"type": "email", "payload": {"to": "ada@example.com"}, "id": "welcome-42",
    "delay": "10s", "run_at": "2030-01-02T15:04:05Z", "priority": 5,
-   "max_attempts": 3, "unique_key": "...", "headers": {"tenant": "acme"}}
+   "max_attempts": 3, "unique_key": "...", "key": "acme", "headers": {"tenant": "acme"}}
 Only type is required; payload is any JSON value and is stored as its JSON
 text. Every line is checked before any task is stored: a bad line (not
 JSON, no type, an ID that an earlier line has, a payload larger than the
@@ -78,6 +78,7 @@ type jsonlTask struct {
 	Priority    int               `json:"priority"`
 	MaxAttempts int               `json:"max_attempts"`
 	UniqueKey   string            `json:"unique_key"`
+	Key         string            `json:"key"`
 	Headers     map[string]string `json:"headers"`
 }
 
@@ -97,6 +98,7 @@ func (c *cli) enqueue(cmd *command, args []string) error {
 	priority := fs.Int("priority", 0, "higher `number`s run first")
 	maxAttempts := fs.Int("max-attempts", 0, "`n` attempts before the task is dead (default: the processor's retry.max_attempts)")
 	uniqueKey := fs.String("unique-key", "", "store at most one live task with this `key`")
+	key := fs.String("key", "", "the task's flow-control `key` (a tenant, a customer) that per-key limits apply to")
 	headers := headerFlags{}
 	fs.Var(headers, "header", "a task header as `key=value` (repeatable)")
 	jsonl := fs.Bool("jsonl", false, "read tasks from stdin, one JSON object per line")
@@ -115,7 +117,7 @@ func (c *cli) enqueue(cmd *command, args []string) error {
 	if *jsonl {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		for _, name := range []string{"type", "payload", "raw", "id", "delay", "run-at", "priority", "max-attempts", "unique-key", "header"} {
+		for _, name := range []string{"type", "payload", "raw", "id", "delay", "run-at", "priority", "max-attempts", "unique-key", "key", "header"} {
 			if set[name] {
 				return usagef("--%s cannot be used with --jsonl: each line sets its own fields", name)
 			}
@@ -139,7 +141,7 @@ func (c *cli) enqueue(cmd *command, args []string) error {
 		if *typ == "" {
 			return usagef("--type is required: the task type, as named in the processor's task list")
 		}
-		t := &peonify.Task{Type: *typ, ID: *id, Priority: *priority, MaxAttempts: *maxAttempts, UniqueKey: *uniqueKey}
+		t := &peonify.Task{Type: *typ, ID: *id, Priority: *priority, MaxAttempts: *maxAttempts, UniqueKey: *uniqueKey, Key: *key}
 		if len(headers) > 0 {
 			t.Headers = headers
 		}
@@ -530,7 +532,7 @@ func parseJSONLine(line []byte, n int, now time.Time) (*peonify.Task, error) {
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&jt); err != nil {
-		return nil, usagef("line %d: %s (fields: type, payload, id, delay, run_at, priority, max_attempts, unique_key, headers)",
+		return nil, usagef("line %d: %s (fields: type, payload, id, delay, run_at, priority, max_attempts, unique_key, key, headers)",
 			n, strings.TrimPrefix(err.Error(), "json: "))
 	}
 	if dec.More() {
@@ -540,7 +542,7 @@ func parseJSONLine(line []byte, n int, now time.Time) (*peonify.Task, error) {
 		return nil, usagef(`line %d: "type" is required`, n)
 	}
 	t := &peonify.Task{Type: jt.Type, ID: jt.ID, Priority: jt.Priority, MaxAttempts: jt.MaxAttempts,
-		UniqueKey: jt.UniqueKey, Headers: jt.Headers, RunAt: jt.RunAt}
+		UniqueKey: jt.UniqueKey, Key: jt.Key, Headers: jt.Headers, RunAt: jt.RunAt}
 	if len(jt.Payload) > 0 && !bytes.Equal(jt.Payload, []byte("null")) {
 		t.Payload = []byte(jt.Payload)
 	}

@@ -54,7 +54,7 @@ func (s *natsSpec) payloadLimit(r *resources) (int64, string) {
 // envelope is the size of a task's fields other than its payload, which
 // travel as headers and count against max_payload.
 func (s *natsSpec) envelope(t *peonify.Task) int64 {
-	n := int64(len(t.ID) + len(t.Type) + len(t.UniqueKey))
+	n := int64(len(t.ID) + len(t.Type) + len(t.UniqueKey) + len(t.Key))
 	for k, v := range t.Headers {
 		n += int64(len(k) + len(v) + 4)
 	}

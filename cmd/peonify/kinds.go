@@ -14,6 +14,9 @@ type kind struct {
 	// flag, when set, names a store of the kind on the command line of
 	// enqueue and tasks, without a config file.
 	flag *storeFlag
+	// limits is set for kinds whose stores enforce the limits section in
+	// their claims (peonify.Limiter).
+	limits bool
 }
 
 // kinds returns the kinds of the streams list, in the order that
@@ -42,5 +45,16 @@ func kindNames() []string {
 		names = append(names, k.name)
 	}
 	slices.Sort(names)
+	return names
+}
+
+// limitKinds returns the names of the kinds whose stores enforce limits.
+func limitKinds() []string {
+	var names []string
+	for _, k := range kinds() {
+		if k.limits {
+			names = append(names, k.name)
+		}
+	}
 	return names
 }

@@ -100,6 +100,9 @@ func (cfg *config) summary() string {
 	if n := len(cfg.periodic); n > 0 {
 		out += fmt.Sprintf("; %d periodic %s", n, plural(n, "task", "tasks"))
 	}
+	if n := cfg.limitCount(); n > 0 {
+		out += fmt.Sprintf("; %d %s", n, plural(n, "limit", "limits"))
+	}
 	if cfg.http.Listen != "" {
 		out += "; http on " + cfg.http.Listen
 	}
@@ -220,7 +223,14 @@ func newDaemon(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Wri
 			return nil, err
 		}
 		opened[sc.Name] = s
-		if err := p.AddStream(s, peonify.StreamName(sc.Name), peonify.Weight(sc.Weight)); err != nil {
+		opts := []peonify.StreamOption{peonify.StreamName(sc.Name), peonify.Weight(sc.Weight)}
+		if limits := cfg.limits[sc.Name]; len(limits) > 0 {
+			opts = append(opts, peonify.Limits(limits...))
+		}
+		if err := p.AddStream(s, opts...); err != nil {
+			if errors.Is(err, errors.ErrUnsupported) {
+				return nil, fmt.Errorf("%s: the limits section gives stream %q limits, but this build's %s store cannot enforce them: %w", cfg.path, sc.Name, sc.Kind, err)
+			}
 			return nil, err
 		}
 	}
@@ -256,8 +266,19 @@ func newDaemon(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Wri
 		}
 		var stores []dashboard.Store
 		for _, name := range cfg.storeNames() {
+			// A store's limits are exported and shown only when the file
+			// gives it some: AddStream has then set them.
+			var lim peonify.Limiter
+			if len(cfg.limits[name]) > 0 {
+				lim, _ = peonify.As[peonify.Limiter](opened[name])
+			}
+			if lim != nil {
+				if err := metrics.AttachLimiter(name, lim); err != nil {
+					return nil, err
+				}
+			}
 			if in, ok := inspectorOf(opened[name]); ok {
-				stores = append(stores, dashboard.Store{Name: name, Inspector: in})
+				stores = append(stores, dashboard.Store{Name: name, Inspector: in, Limiter: lim})
 			}
 		}
 		admin, err := startAdmin(cfg.http, p, stores, metrics, w.ready, d.stopping.Load, log)
@@ -288,7 +309,7 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	cfg, log, p := d.cfg, d.log, d.p
 	log.Info("peonify: running", "config", cfg.path, "streams", strings.Join(cfg.storeNames(), ","),
 		"intakes", strings.Join(d.intakes, ","), "task_types", strings.Join(yamlfile.SortedKeys(cfg.tasks), ","),
-		"workers", p.Stats().Workers, "periodic", len(cfg.periodic))
+		"workers", p.Stats().Workers, "periodic", len(cfg.periodic), "limits", cfg.limitCount())
 
 	// The schedulers stop first, so that none enqueues into a stream the
 	// processor has closed.
@@ -389,7 +410,7 @@ func schedulers(cfg *config, streams map[string]peonify.Stream, log *slog.Logger
 // job returns the periodic.Job of an entry.
 func (pe *periodicEntry) job() periodic.Job {
 	return periodic.Job{Name: pe.Name, Spec: pe.Spec, Task: peonify.Task{
-		Type: pe.Type, Payload: pe.Payload, Headers: pe.Headers, Priority: pe.Priority, MaxAttempts: pe.MaxAttempts}}
+		Type: pe.Type, Payload: pe.Payload, Headers: pe.Headers, Priority: pe.Priority, MaxAttempts: pe.MaxAttempts, Key: pe.Key}}
 }
 
 // periodicError names the field of periodic[i] that Scheduler.Add

@@ -97,6 +97,7 @@ type store struct {
 	desc   string // what the store is, for messages
 	flag   string // the flags that select it, for hints
 	r      *resources
+	cfg    *config // the config file it is a stream of, with -c
 }
 
 func (s *store) close() {
@@ -178,6 +179,7 @@ func (sf *storeFlags) resolve(c *cli, mustExist bool) (*store, error) {
 			return nil, usagef("stream %q of %s is a %s intake, which stores its tasks in %q: use --stream %s",
 				sf.stream, sf.config, spec.common().Kind, *in.storeField(), shellQuote(*in.storeField()))
 		}
+		st.cfg = cfg
 		st.desc = fmt.Sprintf("stream %q of %s", spec.common().Name, sf.config)
 		st.flag = "-c " + shellQuote(sf.config) + " --stream " + shellQuote(spec.common().Name)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,7 +28,7 @@ func tasksCommand() *command {
 	return &command{
 		name:    "tasks",
 		summary: "inspect a store's tasks; retry, delete or purge them",
-		usage:   "tasks stats|list|show|retry|delete|purge [flags] STORE",
+		usage:   "tasks stats|list|show|retry|delete|purge|limits [flags] STORE",
 		about: `Tasks looks at the tasks of a store and repairs them:
 
   stats    count the tasks in each state
@@ -36,6 +37,8 @@ func tasksCommand() *command {
   retry    make dead tasks pending again, with a fresh attempt count
   delete   remove tasks that are not running
   purge    remove every task in a state (dead, done or pending)
+  limits   show each flow-control limit of a config file's store: tasks in
+           use, waiting, and the busiest keys
 
 Every subcommand takes --json for output that programs can read.
 
@@ -45,7 +48,8 @@ Run 'peonify tasks <subcommand> --help' for its flags.`,
 		example: `peonify tasks stats --store peonify.db
 peonify tasks list --state dead --store peonify.db
 peonify tasks show 0194d3c2-7a4e-7b1c-9f00-2b6a4c1d9e11 --store peonify.db
-peonify tasks retry --all --store peonify.db`,
+peonify tasks retry --all --store peonify.db
+peonify tasks limits -c peonify.yaml`,
 		run: (*cli).tasks,
 	}
 }
@@ -57,10 +61,11 @@ func taskSubcommands() []*command {
 			about: "Stats counts the store's tasks in each state.\n\n" + storeHelp,
 			example: `peonify tasks stats --store peonify.db
 peonify tasks stats --postgres "$DATABASE_URL" --queue emails --json`},
-		{name: "tasks list", usage: "tasks list [--state S] [--type T] [--limit N] [--after ID] [--json] STORE", run: (*cli).tasksList,
-			about: "List lists tasks ordered by ID (which is creation order for generated IDs),\nin one state or, by default, in every state.\n\n" + storeHelp,
+		{name: "tasks list", usage: "tasks list [--state S] [--type T] [--key K] [--limit N] [--after ID] [--json] STORE", run: (*cli).tasksList,
+			about: "List lists tasks ordered by ID (which is creation order for generated IDs),\nin one state or, by default, in every state. With --key it lists the tasks\nof one flow-control key: what waits behind a per-key limit.\n\n" + storeHelp,
 			example: `peonify tasks list --state dead --store peonify.db
-peonify tasks list --state pending --type email --limit 10 --store peonify.db`},
+peonify tasks list --state pending --type email --limit 10 --store peonify.db
+peonify tasks list --state pending --key acme -c peonify.yaml`},
 		{name: "tasks show", usage: "tasks show [--json] ID STORE", run: (*cli).tasksShow,
 			about:   "Show prints one task: its state, attempts, times, headers, last error and\npayload.\n\n" + storeHelp,
 			example: `peonify tasks show welcome-42 --store peonify.db`},
@@ -74,12 +79,16 @@ peonify tasks retry --all --store peonify.db`},
 		{name: "tasks purge", usage: "tasks purge --state dead|done|pending [--yes] [--json] STORE", run: (*cli).tasksPurge,
 			about:   "Purge removes every task in a state. Purging pending tasks empties the queue\nand needs --yes.\n\n" + storeHelp,
 			example: `peonify tasks purge --state dead --store peonify.db`},
+		{name: "tasks limits", usage: "tasks limits [--json] -c peonify.yaml [--stream NAME]", run: (*cli).tasksLimits,
+			about: "Limits shows each limit of the limits section that a store of the config file\nenforces: its rule, how many of its tasks run (in use) and how many are\nready but held back (waiting), and for a per-key limit its busiest keys.\nList what waits on a key with 'peonify tasks list --state pending --key K'.\n\nThe store is -c peonify.yaml [--stream NAME]: the limits are those of the file.",
+			example: `peonify tasks limits -c peonify.yaml
+peonify tasks limits -c peonify.yaml --stream orders --json`},
 	}
 }
 
 func (c *cli) tasks(cmd *command, args []string) error {
 	if len(args) == 0 {
-		return usagef("which subcommand? stats, list, show, retry, delete or purge")
+		return usagef("which subcommand? stats, list, show, retry, delete, purge or limits")
 	}
 	if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
 		c.commandHelp(cmd, nil)
@@ -95,7 +104,7 @@ func (c *cli) tasks(cmd *command, args []string) error {
 			return err
 		}
 	}
-	return usagef("unknown subcommand %q: use stats, list, show, retry, delete or purge", args[0])
+	return usagef("unknown subcommand %q: use stats, list, show, retry, delete, purge or limits", args[0])
 }
 
 // inspectFlags are the flags every tasks subcommand has.
@@ -192,6 +201,7 @@ func (c *cli) tasksList(cmd *command, args []string) error {
 	fs, f := newInspectFlags(cmd)
 	state := fs.String("state", "", "list only tasks in this `state`: pending, scheduled, running, dead or done (default: all)")
 	typ := fs.String("type", "", "list only tasks of this `type`")
+	key := fs.String("key", "", "list only tasks of this flow-control `key`")
 	limit := fs.Int("limit", 50, "list at most `n` tasks")
 	after := fs.String("after", "", "list tasks whose ID sorts after this `ID` (the last one of the previous page), with --state")
 	if err := c.parseFlags(cmd, fs, args); err != nil {
@@ -216,7 +226,7 @@ func (c *cli) tasksList(cmd *command, args []string) error {
 			if len(infos) >= *limit {
 				break
 			}
-			got, err := in.List(ctx, peonify.ListOptions{State: s, Type: *typ, Limit: *limit - len(infos), After: *after})
+			got, err := in.List(ctx, peonify.ListOptions{State: s, Type: *typ, Key: *key, Limit: *limit - len(infos), After: *after})
 			if errors.Is(err, errors.ErrUnsupported) && len(states) > 1 {
 				// A store that cannot list this state (amqp): list the others.
 				fmt.Fprintf(c.stderr, "not listed: %v\n", err)
@@ -235,14 +245,28 @@ func (c *cli) tasksList(cmd *command, args []string) error {
 			return c.printJSON(out)
 		}
 		if len(infos) == 0 {
-			fmt.Fprintln(c.stderr, "no tasks")
+			if *key != "" {
+				fmt.Fprintf(c.stderr, "no tasks of key %q\n", *key)
+			} else {
+				fmt.Fprintln(c.stderr, "no tasks")
+			}
 			return nil
 		}
+		// The key column shows when keys are asked for or used.
+		keys := *key != "" || slices.ContainsFunc(infos, func(ti peonify.TaskInfo) bool { return ti.Task.Key != "" })
 		now := time.Now()
 		tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tTYPE\tSTATE\tATTEMPTS\tUPDATED\tLAST ERROR")
+		if keys {
+			fmt.Fprintln(tw, "ID\tTYPE\tKEY\tSTATE\tATTEMPTS\tUPDATED\tLAST ERROR")
+		} else {
+			fmt.Fprintln(tw, "ID\tTYPE\tSTATE\tATTEMPTS\tUPDATED\tLAST ERROR")
+		}
 		for _, ti := range infos {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", ti.Task.ID, ti.Task.Type, ti.State, ti.Attempts,
+			typ := ti.Task.Type
+			if keys {
+				typ += "\t" + cmp.Or(oneLine(ti.Task.Key, 40), "-")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", ti.Task.ID, typ, ti.State, ti.Attempts,
 				ago(ti.UpdatedAt, now), oneLine(ti.LastError, 60))
 		}
 		if err := tw.Flush(); err != nil {
@@ -295,6 +319,7 @@ func (c *cli) tasksShow(cmd *command, args []string) error {
 			row("Priority", fmt.Sprint(t.Priority))
 		}
 		row("Unique key", t.UniqueKey)
+		row("Key", t.Key)
 		row("Enqueued", stamp(t.EnqueuedAt, now))
 		if ti.State == peonify.StateScheduled || ti.State == peonify.StatePending {
 			row("Run at", stamp(t.RunAt, now))
@@ -408,6 +433,7 @@ type taskJSON struct {
 	MaxAttempts   int               `json:"max_attempts,omitempty"`
 	Priority      int               `json:"priority,omitempty"`
 	UniqueKey     string            `json:"unique_key,omitempty"`
+	Key           string            `json:"key,omitempty"`
 	Headers       map[string]string `json:"headers,omitempty"`
 	LastError     string            `json:"last_error,omitempty"`
 	EnqueuedAt    *time.Time        `json:"enqueued_at,omitempty"`
@@ -427,7 +453,7 @@ func toJSON(ti peonify.TaskInfo, withPayload bool) taskJSON {
 		return &tm
 	}
 	out := taskJSON{ID: t.ID, Type: t.Type, State: ti.State, Attempts: ti.Attempts, MaxAttempts: t.MaxAttempts,
-		Priority: t.Priority, UniqueKey: t.UniqueKey, Headers: t.Headers, LastError: ti.LastError,
+		Priority: t.Priority, UniqueKey: t.UniqueKey, Key: t.Key, Headers: t.Headers, LastError: ti.LastError,
 		EnqueuedAt: opt(t.EnqueuedAt), RunAt: opt(t.RunAt), LeaseUntil: opt(ti.LeaseUntil), UpdatedAt: opt(ti.UpdatedAt)}
 	if withPayload && len(t.Payload) > 0 {
 		if json.Valid(t.Payload) {

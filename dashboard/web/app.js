@@ -374,14 +374,28 @@
       on: {click: () => confirm('Retry every dead task of ' + name + '?') && act(st, 'retry', {all: true}, st.retryAll)}}, 'Retry all dead');
     st.deleteAll = el('button', {class: 'btn danger small', type: 'button', hidden: !canMutate, data: {action: 'delete-all'},
       on: {click: () => confirm('Delete every dead task of ' + name + '? This cannot be undone.') && act(st, 'delete', {all: true}, st.deleteAll)}}, 'Delete all dead');
+    st.key = ''; // the key the task list is filtered by, if any
+    st.keyChip = el('button', {class: 'btn ghost small keychip', type: 'button', hidden: true, title: 'Show the tasks of every key',
+      on: {click: () => filterKey(st, '')}});
+    st.limitsBody = el('tbody');
+    st.limitsError = el('p', {class: 'store-error', hidden: true});
+    st.limits = el('div', {class: 'limits', hidden: true},
+      el('h3', null, 'Limits'),
+      st.limitsError,
+      el('table', {class: 'limits'},
+        el('thead', null, el('tr', null,
+          el('th', null, 'Limit'), el('th', {class: 'num'}, 'In use'), el('th', {class: 'num'}, 'Waiting'),
+          el('th', null, 'Busiest keys (in use / waiting)'))),
+        st.limitsBody));
     st.whenTh = el('th', null, WHEN[st.tab]);
     st.tbody = el('tbody');
     st.more = el('button', {class: 'btn ghost small', type: 'button', hidden: true, on: {click: () => loadTasks(st, true)}}, 'Load more');
     st.root = el('section', {class: 'panel store', data: {store: name}},
       el('h2', null, el('span', {class: 'kind'}, 'Store'), el('span', null, name), st.badge, st.pauseBtn),
       st.error,
+      st.limits,
       counts,
-      el('div', {class: 'toolbar'}, el('span', {class: 'hint'}, 'Click a task ID to see all of it.'), el('span', {class: 'spacer'}), st.retryAll, st.deleteAll),
+      el('div', {class: 'toolbar'}, el('span', {class: 'hint'}, 'Click a task ID to see all of it.'), st.keyChip, el('span', {class: 'spacer'}), st.retryAll, st.deleteAll),
       el('div', {class: 'scroll'}, el('table', {class: 'tasks'},
         el('thead', null, el('tr', null,
           el('th', null, 'Task'), el('th', null, 'Type'), el('th', {class: 'num'}, 'Attempts'), st.whenTh,
@@ -415,11 +429,44 @@
     st.pauseBtn.hidden = !v.pausable || !(state.session && state.session.canMutate);
     st.pauseBtn.textContent = v.paused ? 'Resume' : 'Pause';
     st.pauseBtn.dataset.action = v.paused ? 'resume' : 'pause';
+    renderLimits(st, v);
     const key = JSON.stringify(v.counts);
     if (key !== st.countsKey) {
       st.countsKey = key;
       loadTasks(st, false);
     }
+  }
+
+  // renderLimits shows the store's flow-control limits: each one's tasks
+  // in use and waiting, and its busiest keys, which filter the task list
+  // when clicked.
+  function renderLimits(st, v) {
+    const limits = v.limits || [];
+    st.limits.hidden = limits.length === 0 && !v.limitsError;
+    st.limitsError.hidden = !v.limitsError;
+    st.limitsError.textContent = v.limitsError ? 'Cannot read the limits: ' + v.limitsError : '';
+    const rows = limits.map((l) => {
+      const keys = el('td', {class: 'keys'});
+      for (const k of l.keys || []) {
+        const b = el('button', {class: 'btn ghost small key', type: 'button', data: {key: k.key}, title: 'List the tasks of key ' + k.key,
+          on: {click: () => filterKey(st, k.key)}}, k.key + ' ' + fmtInt(k.inUse) + ' / ' + fmtInt(k.waiting));
+        keys.append(b, ' ');
+      }
+      return el('tr', {data: {limit: l.name}},
+        el('td', {class: 'name'}, l.name),
+        el('td', {class: 'num inuse'}, fmtInt(l.inUse)),
+        el('td', {class: 'num waiting'}, fmtInt(l.waiting)),
+        keys);
+    });
+    fill(st.limitsBody, rows, 4, 'No limits.');
+  }
+
+  // filterKey lists only the tasks of key (all tasks with '').
+  function filterKey(st, key) {
+    st.key = key;
+    st.keyChip.hidden = !key;
+    st.keyChip.textContent = key ? 'key: ' + key + ' \u2715' : '';
+    loadTasks(st, false);
   }
 
   // loadTasks lists the selected state's tasks: the first page, or with
@@ -430,12 +477,13 @@
     const tab = st.tab;
     try {
       let q = '?state=' + encodeURIComponent(tab);
+      if (st.key) q += '&key=' + encodeURIComponent(st.key);
       if (more && st.next) q += '&after=' + encodeURIComponent(st.next);
       const page = await api('GET', storePath(st.name, 'tasks' + q));
       if (tab === st.tab) {
         const rows = page.tasks.map((t) => taskRow(st, t));
         if (more) st.tbody.append(...rows);
-        else fill(st.tbody, rows, 7, 'No ' + tab + ' tasks.');
+        else fill(st.tbody, rows, 7, 'No ' + tab + ' tasks' + (st.key ? ' of key ' + st.key : '') + '.');
         st.next = page.next || '';
         st.more.hidden = !st.next;
       }
@@ -468,7 +516,7 @@
     idLink.addEventListener('click', (ev) => { ev.preventDefault(); showTask(st, t.id); });
     return el('tr', {data: {id: t.id}},
       el('td', {class: 'id'}, idLink),
-      el('td', null, t.type),
+      el('td', {class: 'type'}, t.type, t.key ? el('span', {class: 'taskkey', title: 'key'}, t.key) : null),
       el('td', {class: 'num'}, t.attempts + (t.maxAttempts ? ' / ' + t.maxAttempts : '')),
       el('td', {title: when || ''}, fmtWhen(when)),
       el('td', {class: 'err'}, t.lastError || ''),
@@ -485,7 +533,7 @@
       return;
     }
     const rows = [
-      ['ID', t.id], ['Type', t.type], ['State', t.state], ['Attempts', String(t.attempts)],
+      ['ID', t.id], ['Type', t.type], ['Key', t.key || ''], ['State', t.state], ['Attempts', String(t.attempts)],
       ['Enqueued', t.enqueuedAt || ''], ['Runs at', t.runAt || ''], ['Updated', t.updatedAt || ''],
     ].filter((r) => r[1] !== '');
     const close = el('button', {class: 'btn', type: 'button'}, 'Close');

@@ -1,8 +1,8 @@
 // Package intake holds the mechanics that Peonify's push intakes
 // (webhookstream, wsstream, mqttstream) share around their store: an
 // Enqueue bounded in time, after which a task that was already stored
-// counts as stored, and the batching of the messages that wait for the
-// store. Their resend window is package resend; their conformance suite
+// counts as stored, the batching of the messages that wait for the
+// store, and reading a task's key (Task.Key) from a message. Their resend window is package resend; their conformance suite
 // and test kit, package intaketest.
 package intake
 

@@ -1,7 +1,8 @@
 // Package listing builds one page of Inspector.List for streams that
 // look at their tasks in memory (a broker read message by message, a map
 // of claims): the tasks whose ID sorts after ListOptions.After, of
-// ListOptions.Type when it is set, the Limit smallest IDs in ID order.
+// ListOptions.Type and ListOptions.Key when they are set, the Limit
+// smallest IDs in ID order.
 package listing
 
 import (
@@ -33,10 +34,10 @@ func Infos(opts peonify.ListOptions) *Page[peonify.TaskInfo] {
 }
 
 // Add adds x if its task belongs on the page: its ID sorts after After
-// and it has the Type asked for, if any.
+// and it has the Type and the Key asked for, if any.
 func (p *Page[T]) Add(x T) {
 	t := p.task(x)
-	if t.ID <= p.opts.After || (p.opts.Type != "" && t.Type != p.opts.Type) {
+	if t.ID <= p.opts.After || (p.opts.Type != "" && t.Type != p.opts.Type) || (p.opts.Key != "" && t.Key != p.opts.Key) {
 		return
 	}
 	p.items = append(p.items, x)

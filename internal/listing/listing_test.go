@@ -16,7 +16,11 @@ func TestPage(t *testing.T) {
 		if i%3 == 0 {
 			typ = "b"
 		}
-		all = append(all, peonify.TaskInfo{Task: peonify.Task{ID: fmt.Sprintf("%04d", i), Type: typ}})
+		key := ""
+		if i%4 == 0 {
+			key = "k"
+		}
+		all = append(all, peonify.TaskInfo{Task: peonify.Task{ID: fmt.Sprintf("%04d", i), Type: typ, Key: key}})
 	}
 	for _, opts := range []peonify.ListOptions{
 		{Limit: 10},
@@ -24,10 +28,13 @@ func TestPage(t *testing.T) {
 		{Limit: 7, Type: "b", After: "0100"},
 		{Limit: 2000},
 		{Limit: 5, After: "9999"},
+		{Limit: 20, Key: "k", After: "0010"},
+		{Limit: 20, Key: "k", Type: "b"},
+		{Limit: 20, Key: "no-such-key"},
 	} {
 		var want []string
 		for _, ti := range all {
-			if ti.Task.ID > opts.After && (opts.Type == "" || ti.Task.Type == opts.Type) && len(want) < opts.Limit {
+			if ti.Task.ID > opts.After && (opts.Type == "" || ti.Task.Type == opts.Type) && (opts.Key == "" || ti.Task.Key == opts.Key) && len(want) < opts.Limit {
 				want = append(want, ti.Task.ID)
 			}
 		}

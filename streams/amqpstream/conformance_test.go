@@ -16,6 +16,9 @@ import (
 var conformanceFeatures = peonifytest.Features{
 	NoDuplicateCheck: true,
 	NoPriority:       true,
+	// The broker decides delivery, so the stream cannot enforce limits
+	// in its claim (see the package's Flow control section).
+	NoLimiter: true,
 	InspectorUnsupported: []peonifytest.InspectCall{
 		"List(pending)", "List(scheduled)", "List(running)",
 		"Get(pending)", "Get(scheduled)", "Get(running)", "Get(done)",

@@ -121,6 +121,16 @@
 //
 // # What RabbitMQ cannot do
 //
+//   - Enforce limits: Task.Key travels in the peonify-key header, but the
+//     broker pushes messages to whichever consumer has room under its
+//     prefetch, so a limit could only hold a delivered message (filling the
+//     prefetch, blocking every other key, with no lease to give back) or
+//     requeue it (a busy loop, counted as a lost attempt). The Stream is
+//     therefore not a peonify.Limiter, and AddStream with peonify.Limits
+//     fails with an error wrapping errors.ErrUnsupported. The processor's
+//     Workers caps one process; for limits across processors, per key,
+//     rates, ordering and fairness, forward the task type into a store that
+//     enforces them in its claim (see Example_flowControl and README.md).
 //   - Deduplicate: RabbitMQ cannot find a message by ID, so Enqueue of a
 //     task ID already stored (or of a live Task.UniqueKey) stores another
 //     copy. Handlers must be idempotent; Task.ID is the key to use.

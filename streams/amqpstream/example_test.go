@@ -2,6 +2,7 @@ package amqpstream_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -9,8 +10,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/streams/amqpstream"
+	"github.com/peonify/peonify/streams/pgstream"
 )
 
 // A processor that runs the tasks of a RabbitMQ queue until SIGTERM, and a
@@ -117,4 +121,73 @@ func ExampleStream_inspect() {
 	if _, err := in.Retry(ctx); err != nil { // every dead task, back to the queue
 		log.Fatal(err)
 	}
+}
+
+// Flow control for tasks that producers publish to RabbitMQ. The broker
+// cannot enforce limits in its claim, so AddStream refuses them rather than
+// ignore them; a processor instead forwards the limited task type, key
+// included, into a store that enforces limits (here Postgres), whose
+// processors run it under the limits. The RabbitMQ message is acknowledged
+// only once the task is stored; the forwarded task keeps its ID, so a
+// repeated forward is a duplicate, not a second task. (Not run by go
+// test: it needs a broker at AMQP_URL and Postgres at DATABASE_URL.)
+func Example_flowControl() {
+	ctx := context.Background()
+	fromRabbit, err := amqpstream.New(os.Getenv("AMQP_URL"), amqpstream.Config{Queue: "reports"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	if err := pgstream.Migrate(ctx, pool); err != nil {
+		log.Fatal(err)
+	}
+	limited, err := pgstream.New(pool, pgstream.Config{Queue: "reports"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	perTenant := peonify.Limit{Type: "tenant-report", PerKey: true, Concurrency: 2}
+
+	forwarder, err := peonify.New(peonify.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = forwarder.AddStream(fromRabbit, peonify.Limits(perTenant))
+	fmt.Println("limits on RabbitMQ unsupported:", errors.Is(err, errors.ErrUnsupported))
+
+	forward := peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
+		err := limited.Enqueue(ctx, &peonify.Task{ID: t.ID, Type: t.Type, Key: t.Key, Payload: t.Payload,
+			Headers: t.Headers, Priority: t.Priority, MaxAttempts: t.MaxAttempts})
+		if errors.Is(err, peonify.ErrDuplicate) {
+			return nil // stored by an earlier attempt
+		}
+		return err
+	})
+	if err := forwarder.AddTaskList(peonify.TaskList{"tenant-report": forward}); err != nil {
+		log.Fatal(err)
+	}
+	if err := forwarder.AddStream(fromRabbit); err != nil {
+		log.Fatal(err)
+	}
+	go func() { log.Fatal(forwarder.Run(ctx)) }()
+
+	// The processors that run the reports, on any number of machines.
+	runner, err := peonify.New(peonify.Config{Workers: 20})
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = runner.AddTaskList(peonify.TaskList{"tenant-report": peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
+		fmt.Println("report for", t.Key) // at most 2 per tenant at once, across every runner
+		return nil
+	})})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := runner.AddStream(limited, peonify.Limits(perTenant)); err != nil {
+		log.Fatal(err)
+	}
+	log.Fatal(runner.Run(ctx))
 }

@@ -86,7 +86,9 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 	}
 	page := listing.Infos(opts)
 	err = s.browse(ctx, func(d *amqp.Delivery) action {
-		page.Add(deadInfo(d))
+		if ti := deadInfo(d); opts.Key == "" || ti.Task.Key == opts.Key {
+			page.Add(ti)
+		}
 		return keep
 	})
 	if err != nil {

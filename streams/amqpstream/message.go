@@ -25,6 +25,10 @@ const (
 	headerUniqueKey   = "x-peonify-unique-key"   // Task.UniqueKey, carried but not enforced
 	headerDeadReason  = "x-peonify-dead-reason"  // why the task was dead-lettered
 	headerDeadAt      = "x-peonify-dead-at"      // when, in Unix milliseconds
+
+	// headerKey is Task.Key: peonify.KeyHeader, the header every raw
+	// producer can set, read in any case. It is not a Task header.
+	headerKey = peonify.KeyHeader
 )
 
 // brokerHeader reports whether RabbitMQ sets the header itself (dead
@@ -40,10 +44,13 @@ func brokerHeader(k string) bool {
 }
 
 // reservedHeader reports whether a task may not carry the header, because
-// the stream or the broker owns it.
+// the stream or the broker owns it, or it is Task.Key.
 func reservedHeader(k string) bool {
-	return strings.HasPrefix(k, headerPrefix) || brokerHeader(k)
+	return strings.HasPrefix(k, headerPrefix) || brokerHeader(k) || isKeyHeader(k)
 }
+
+// isKeyHeader reports whether k is headerKey, in any case.
+func isKeyHeader(k string) bool { return strings.EqualFold(k, headerKey) }
 
 // meta is what the stream reads from a message's headers to decide what to
 // do with it.
@@ -98,7 +105,21 @@ func decodeTask(d *amqp.Delivery) *peonify.Task {
 			t.UniqueKey = stringHeader(v)
 		case headerLastError:
 			t.LastError = stringHeader(v)
+		case headerKey:
+			// Spelled as the stream writes it: it wins over other spellings.
+			if key := stringHeader(v); len(key) <= peonify.MaxKeyLen {
+				t.Key = key
+			}
 		default:
+			if isKeyHeader(k) {
+				// Another spelling; kept unless the exact one is there.
+				if _, exact := d.Headers[headerKey]; !exact {
+					if key := stringHeader(v); len(key) <= peonify.MaxKeyLen {
+						t.Key = key
+					}
+				}
+				continue
+			}
 			if reservedHeader(k) {
 				continue
 			}
@@ -223,6 +244,12 @@ func setMeta(h amqp.Table, t *peonify.Task, attempts int) {
 	}
 	setInt(headerRunAt, runAt)
 	setStr(headerUniqueKey, t.UniqueKey)
+	for k := range h {
+		if isKeyHeader(k) && k != headerKey {
+			delete(h, k) // a producer's other spelling, replaced by t.Key
+		}
+	}
+	setStr(headerKey, t.Key)
 	setStr(headerLastError, peonify.TruncateReason(t.LastError))
 }
 
@@ -272,6 +299,9 @@ func validateHeaders(t *peonify.Task) error {
 			return &peonify.InvalidTaskError{ID: t.ID, Reason: "a header name is empty"}
 		case len(k) > peonify.MaxHeaderNameLen:
 			return &peonify.InvalidTaskError{ID: t.ID, Reason: fmt.Sprintf("header name %q is longer than %d bytes, the AMQP limit", k[:32]+"…", peonify.MaxHeaderNameLen)}
+		case isKeyHeader(k):
+			return &peonify.InvalidTaskError{ID: t.ID, Reason: "header name " + strconv.Quote(k) +
+				" is the task's key: set Task.Key instead"}
 		case reservedHeader(k):
 			return &peonify.InvalidTaskError{ID: t.ID, Reason: "header name " + strconv.Quote(k) +
 				" is reserved: names starting with x-peonify- belong to the stream, and x-death, x-first-death-*, x-last-death-* and x-delivery-count to RabbitMQ"}

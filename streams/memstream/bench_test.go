@@ -133,3 +133,55 @@ func preload(b *testing.B, s *memstream.Stream, first, n int) int {
 	}
 	return first + n
 }
+
+// BenchmarkDrainKeys drains 20,000 tasks over 1,000 keys with Poll(16) and
+// Ack, as 16 workers would, without limits and with a PerKey Concurrency
+// 1 limit: the cost of the limit-aware claim. Reported per task.
+func BenchmarkDrainKeys(b *testing.B) {
+	const (
+		tasks = 20_000
+		keys  = 1_000
+		batch = 16
+	)
+	for _, bc := range []struct {
+		name   string
+		limits []peonify.Limit
+	}{
+		{"unlimited", nil},
+		{"perkey", []peonify.Limit{{PerKey: true, Concurrency: 1}}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				s := memstream.New(memstream.Config{})
+				if err := s.SetLimits(bc.limits); err != nil {
+					b.Fatal(err)
+				}
+				all := make([]*peonify.Task, tasks)
+				for i := range all {
+					all[i] = &peonify.Task{ID: strconv.Itoa(i), Type: "bench", Key: strconv.Itoa(i % keys)}
+				}
+				if err := s.Enqueue(ctx, all...); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				for done := 0; done < tasks; {
+					ds, err := s.Poll(ctx, batch)
+					if err != nil || len(ds) == 0 {
+						b.Fatalf("Poll: %d tasks, %v", len(ds), err)
+					}
+					if err := s.Ack(ctx, ds...); err != nil {
+						b.Fatal(err)
+					}
+					done += len(ds)
+				}
+				b.StopTimer()
+				_ = s.Close(ctx)
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*tasks), "ns/task")
+		})
+	}
+}

@@ -28,10 +28,10 @@ func (s *Stream) Counts(ctx context.Context) (map[peonify.State]int, error) {
 	}, nil
 }
 
-// List returns up to opts.Limit tasks in opts.State (and of opts.Type, when
-// set) whose ID sorts after opts.After, ordered by ID. To page, pass the
-// last ID of a page as the next page's After. Listing StateDone returns
-// nothing: acked tasks are not kept.
+// List returns up to opts.Limit tasks in opts.State (and of opts.Type and
+// with opts.Key, when set) whose ID sorts after opts.After, ordered by ID.
+// To page, pass the last ID of a page as the next page's After. Listing
+// StateDone returns nothing: acked tasks are not kept.
 func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.TaskInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -182,11 +182,16 @@ func (s *Stream) Delete(ctx context.Context, ids ...string) (int, error) {
 	}
 	defer s.mu.Unlock()
 	n := 0
+	turn := false
 	for _, id := range ids {
 		if e := s.byID[id]; e != nil && e.st != stateRunning {
+			turn = turn || s.holdsTurn(e)
 			s.remove(e)
 			n++
 		}
+	}
+	if turn {
+		s.signal() // the next task of an ordered key may start now
 	}
 	return n, nil
 }
@@ -235,6 +240,9 @@ func (s *Stream) Purge(ctx context.Context, st peonify.State) (int, error) {
 		for _, e := range s.scheduled.drain() {
 			s.forget(e)
 			n++
+		}
+		if n > 0 && len(s.limits) > 0 {
+			s.signal() // a task waiting for its retry may have held its key's turn
 		}
 	case stateDead:
 		for s.deadHead != nil {

@@ -45,8 +45,9 @@ type Config struct {
 
 	// Now is the clock, for tests that drive time by hand. It must be safe
 	// for concurrent use. Defaults to time.Now. With a clock of its own the
-	// stream does not signal Wake when a scheduled task falls due or a lease
-	// ends, since it cannot tell when that happens.
+	// stream does not signal Wake when a scheduled task falls due, a lease
+	// ends or a rate token falls due, since it cannot tell when that
+	// happens. Rate limits (see SetLimits) refill on this clock.
 	Now func() time.Time
 }
 
@@ -105,7 +106,8 @@ type entry struct {
 // benchmarks and fan-in between goroutines of one program.
 //
 // Stream implements peonify.Stream, peonify.Extender, peonify.Waker,
-// peonify.Enqueuer and peonify.Inspector, and is safe for concurrent use.
+// peonify.Enqueuer, peonify.Inspector and peonify.Limiter, and is safe for
+// concurrent use.
 //
 // Poll hands out the stored task itself rather than a copy, so handlers
 // must not modify the *peonify.Task they receive (the peonify contract
@@ -137,6 +139,7 @@ type Stream struct {
 	peak      int         // most tasks held since byID was last made
 	timer     *time.Timer // signals Wake at armedAt
 	armedAt   time.Time   // zero when the timer is not armed
+	limits    []*limiter  // what Poll enforces (see SetLimits); nil for none
 }
 
 // New returns an empty Stream configured by cfg.
@@ -172,7 +175,10 @@ func (s *Stream) Name() string { return s.name }
 // Wake returns a channel that receives when tasks may have become available:
 // after an Enqueue, Nack or Retry that makes a task ready at once, and, on
 // the real clock, when a scheduled task or a retry delay falls due or a
-// lease ends. The channel has a buffer of one and is never closed.
+// lease ends. With limits set (see SetLimits) it also receives when a task
+// that a limit held back may start: after an Ack or Nack that frees a
+// permit, and, on the real clock, when a rate token falls due. The channel
+// has a buffer of one and is never closed.
 func (s *Stream) Wake() <-chan struct{} { return s.wake }
 
 func (s *Stream) signal() {
@@ -229,7 +235,9 @@ func (s *Stream) fire() {
 // order they became available. Each claimed task is leased until
 // Config.Lease from now and its Attempt counts this claim. Poll also moves
 // scheduled tasks that fell due and tasks whose lease expired back into the
-// ready queue. It never blocks.
+// ready queue. It never blocks. With limits set (see SetLimits), it claims
+// only the tasks they admit, taking keys in turn (see the package
+// documentation).
 func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -248,6 +256,9 @@ func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error
 		return nil, err
 	}
 	defer s.mu.Unlock()
+	if len(s.limits) > 0 {
+		return s.pollLimited(now, limit), nil
+	}
 	n := min(limit, s.ready.len())
 	if n == 0 {
 		s.armNext(now)
@@ -256,27 +267,32 @@ func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error
 	deadline := now.Add(s.lease)
 	ds := make([]peonify.Delivery, n)
 	for i := range ds {
-		e := s.ready.pop()
-		s.token++
-		e.token = s.token
-		e.attempts++
-		e.st = stateRunning
-		e.deadline = deadline
-		e.updated = now
-		t := e.t
-		if e.given {
-			c := *t
-			t = &c
-			e.t = t
-		}
-		t.Attempt = e.attempts
-		t.LastError = e.lastError
-		e.given = true
-		s.pushLeased(e)
-		ds[i] = peonify.Delivery{Task: t, Token: e.token, Deadline: deadline, Ref: e}
+		ds[i] = s.claim(s.ready.pop(), now, deadline)
 	}
 	s.armNext(now)
 	return ds, nil
+}
+
+// claim leases e, which was just taken out of the ready queue, until
+// deadline, and returns its delivery. s.mu must be held.
+func (s *Stream) claim(e *entry, now, deadline time.Time) peonify.Delivery {
+	s.token++
+	e.token = s.token
+	e.attempts++
+	e.st = stateRunning
+	e.deadline = deadline
+	e.updated = now
+	t := e.t
+	if e.given {
+		c := *t
+		t = &c
+		e.t = t
+	}
+	t.Attempt = e.attempts
+	t.LastError = e.lastError
+	e.given = true
+	s.pushLeased(e)
+	return peonify.Delivery{Task: t, Token: e.token, Deadline: deadline, Ref: e}
 }
 
 // lockAdvanced locks s.mu for a method that reads or claims tasks, and
@@ -395,6 +411,7 @@ func (s *Stream) Ack(_ context.Context, ds ...peonify.Delivery) error {
 		return peonify.ErrClosed
 	}
 	var errs []error
+	freed := false
 	for _, d := range ds {
 		e, err := s.current(d)
 		if err != nil {
@@ -406,6 +423,10 @@ func (s *Stream) Ack(_ context.Context, ds ...peonify.Delivery) error {
 		}
 		s.leased.remove(e)
 		s.forget(e)
+		freed = freed || s.freesPermit(e)
+	}
+	if freed {
+		s.signal() // a task a limit held back may start now
 	}
 	return errors.Join(errs...)
 }
@@ -477,6 +498,9 @@ func (s *Stream) Nack(_ context.Context, d peonify.Delivery, opts peonify.NackOp
 	case peonify.OutcomeDead:
 		e.lastError = opts.Reason
 		s.bury(e)
+	}
+	if s.freesPermit(e) {
+		s.signal() // a task a limit held back may start now
 	}
 	return nil
 }

@@ -112,6 +112,14 @@
 //     properties;
 //  4. else a new random ID (peonify.NewID).
 //
+// # Flow control
+//
+// The user property peonify-key (peonify.KeyHeader) is the task's Key,
+// which limits per key (peonify.Limit with PerKey) are enforced on by the
+// processors running from the store; the intake only carries it. A
+// message whose key is longer than peonify.MaxKeyLen is logged, counted as
+// dropped and acknowledged.
+//
 // # Redeliveries and resends
 //
 // With an ID from 1 to 3, a message delivered or published again within

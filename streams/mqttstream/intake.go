@@ -435,11 +435,18 @@ func (in *Intake) process(ctx context.Context, batch []received) {
 		owned []bool // whether each task's ID came with its message
 	)
 	for _, m := range batch {
-		t, own, ok := in.task(m.pb)
+		t, own, ok, bad := in.task(m.pb)
 		switch {
 		case !ok:
 			in.stats.dropped.Add(1)
 			in.log.Error("mqttstream: message on a topic that matches no route; acknowledged and dropped (a subscription left in the session by an earlier configuration?)", "topic", m.pb.Topic)
+			in.ack(m)
+			continue
+		case bad != nil:
+			// No retry could store it: drop it, as the store would.
+			in.stats.dropped.Add(1)
+			in.log.Error("mqttstream: message with an unusable "+peonify.KeyHeader+" user property; acknowledged and dropped",
+				"topic", m.pb.Topic, "id", t.ID, "err", bad)
 			in.ack(m)
 			continue
 		case own && in.resends.Seen(t.ID):
@@ -550,9 +557,10 @@ func (in *Intake) ack(m received) {
 }
 
 // task turns a message into a task; it reports whether the task's ID
-// came with the message (rather than a new random one), and false when no
-// route matches its topic.
-func (in *Intake) task(pb *paho.Publish) (t *peonify.Task, own, ok bool) {
+// came with the message (rather than a new random one), false when no
+// route matches its topic, and bad when the message's peonify-key user
+// property cannot be the task's Key.
+func (in *Intake) task(pb *paho.Publish) (t *peonify.Task, own, ok bool, bad error) {
 	typ := ""
 	for _, r := range in.routes {
 		if match(r.filter, pb.Topic) {
@@ -561,7 +569,7 @@ func (in *Intake) task(pb *paho.Publish) (t *peonify.Task, own, ok bool) {
 		}
 	}
 	if typ == "" {
-		return nil, false, false
+		return nil, false, false, nil
 	}
 	t = &peonify.Task{Type: typ, Headers: map[string]string{HeaderTopic: pb.Topic}}
 	if len(pb.Payload) > 0 {
@@ -587,6 +595,7 @@ func (in *Intake) task(pb *paho.Publish) (t *peonify.Task, own, ok bool) {
 		if id := p.User.Get(IDProperty); id != "" {
 			t.ID = clampID(id)
 		}
+		t.Key, bad = intake.Key("", t.Headers)
 	}
 	switch {
 	case t.ID != "":
@@ -596,9 +605,9 @@ func (in *Intake) task(pb *paho.Publish) (t *peonify.Task, own, ok bool) {
 		t.ID = contentID(pb)
 	default:
 		t.ID = peonify.NewID()
-		return t, false, true
+		return t, false, true, bad
 	}
-	return t, true, true
+	return t, true, true, bad
 }
 
 // clampID keeps an ID of at most peonify.MaxIDLen bytes as it is, and

@@ -249,3 +249,31 @@ func keys[V any](m map[string]V) []string {
 	}
 	return out
 }
+
+// The peonify-key user property becomes Task.Key, and not a header; a
+// message with a key longer than peonify.MaxKeyLen is acknowledged and
+// dropped, since no retry could store it, without holding up the others.
+func TestKeyUserProperty(t *testing.T) {
+	url := broker(t)
+	topic := testTopic(t)
+	store := intaketest.NewMem(t)
+	in, _ := start(t, store, testConfig(t, url, map[string]string{topic: "t"}))
+	publish(t, url, topic, []byte("keyed"), false,
+		"-D", "publish", "user-property", "id", "k1", "-D", "publish", "user-property", peonify.KeyHeader, "tenant-7")
+	publish(t, url, topic, []byte("too long"), false,
+		"-D", "publish", "user-property", "id", "k2", "-D", "publish", "user-property", peonify.KeyHeader, strings.Repeat("k", peonify.MaxKeyLen+1))
+	publish(t, url, topic, []byte("plain"), false, "-D", "publish", "user-property", "id", "k3")
+	intaketest.Eventually(t, "k3 is stored", func() bool { return intaketest.Stored(t, store, "k3") != nil })
+	if tk := intaketest.Stored(t, store, "k1"); tk == nil || tk.Key != "tenant-7" || tk.Headers[peonify.KeyHeader] != "" {
+		t.Errorf("k1 stored as %+v, want Key tenant-7 and no %s header", tk, peonify.KeyHeader)
+	}
+	if tk := intaketest.Stored(t, store, "k2"); tk != nil {
+		t.Errorf("k2, with a key of %d bytes, was stored as %+v", peonify.MaxKeyLen+1, tk)
+	}
+	if tk := intaketest.Stored(t, store, "k3"); tk.Key != "" {
+		t.Errorf("k3 stored with Key %q, want none", tk.Key)
+	}
+	if st := in.Stats(); st.Dropped != 1 || st.Enqueued != 2 {
+		t.Errorf("stats = %+v, want 2 enqueued and 1 dropped", st)
+	}
+}

@@ -141,7 +141,7 @@ func TestTaskFromMessage(t *testing.T) {
 		User:            paho.UserProperties{{Key: "k", Value: "1"}, {Key: "k", Value: "2"}, {Key: HeaderTopic, Value: "spoofed"}},
 		ResponseTopic:   "replies/7",
 	}}
-	tk, own, ok := in.task(pb)
+	tk, own, ok, _ := in.task(pb)
 	switch {
 	case !ok:
 		t.Fatal("no route for dev/7/ev")
@@ -151,14 +151,14 @@ func TestTaskFromMessage(t *testing.T) {
 		tk.Headers["k"] != "1, 2", tk.Headers[HeaderTopic] != "dev/7/ev", tk.Headers[HeaderResponseTopic] != "replies/7":
 		t.Fatalf("task = %+v", tk)
 	}
-	if _, _, ok := in.task(&paho.Publish{Topic: "dev/7/other"}); ok {
+	if _, _, ok, _ := in.task(&paho.Publish{Topic: "dev/7/other"}); ok {
 		t.Fatal("dev/7/other was routed")
 	}
-	if _, own, _ := in.task(&paho.Publish{Topic: "dev/7/ev"}); own {
+	if _, own, _, _ := in.task(&paho.Publish{Topic: "dev/7/ev"}); own {
 		t.Fatal("a new random ID is reported as the message's own")
 	}
 	long := strings.Repeat("x", 300)
-	tk, _, _ = in.task(&paho.Publish{Topic: "dev/1/ev", Properties: &paho.PublishProperties{User: paho.UserProperties{{Key: IDProperty, Value: long}}}})
+	tk, _, _, _ = in.task(&paho.Publish{Topic: "dev/1/ev", Properties: &paho.PublishProperties{User: paho.UserProperties{{Key: IDProperty, Value: long}}}})
 	if len(tk.ID) > 255 || tk.ID != clampID(long) {
 		t.Fatalf("long id became %q", tk.ID)
 	}

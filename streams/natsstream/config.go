@@ -47,11 +47,10 @@ type Config struct {
 
 	// MaxAckPending caps the tasks that all processors together hold at
 	// once (delivered and not yet acked or nacked); JetStream delivers no
-	// more until some are done. While the cap is reached, a Poll finds
-	// nothing after waiting a second (nats.go's limit for a fetch without
-	// wait, which the server leaves unanswered). Each processor already
-	// holds at most its own capacity, so the default is no cap (zero or
-	// negative).
+	// more until some are done. While the cap is reached, a Poll waits up
+	// to 10ms for a claim to be freed and returns what it could take.
+	// Each processor already holds at most its own capacity, so the
+	// default is no cap (zero or negative).
 	MaxAckPending int
 
 	// DuplicateWindow is how long JetStream remembers a task ID to reject
@@ -98,6 +97,7 @@ type subjects struct {
 	scheduled string // tasks waiting for their RunAt or a retry delay
 	wake      string // headers-only copies of new work messages
 	dead      string // dead letters, in Config.DeadStream
+	next      string // the API subject of pull requests to the work consumer (set by New)
 }
 
 func newSubjects(cfg Config) subjects {

@@ -4,9 +4,10 @@
 //
 // Every processor of a queue fetches from one durable pull consumer with
 // explicit acknowledgements. Poll asks for exactly the processor's free
-// capacity (Fetch with no wait), never a prefetch buffer whose leases run
-// out unseen; the consumer's AckWait is the lease, renewed by the
-// in-progress acknowledgement (Extend). Acks are sent together and
+// capacity (a pull request with no wait, which the server ends within
+// 10ms), never a prefetch buffer whose leases run out unseen; the
+// consumer's AckWait is the lease, renewed by the in-progress
+// acknowledgement (Extend). Acks are sent together and
 // confirmed with one round trip per batch, and removed tasks are gone from
 // the work queue.
 //
@@ -72,6 +73,21 @@
 // Peonify-Type header naming the task type and, for deduplication, a
 // Nats-Msg-Id header with the task ID. Other headers become the task's
 // headers. README.md lists every header.
+//
+// # Flow control
+//
+// Task.Key travels in the peonify-key header (HeaderKey). Limits are not
+// supported: JetStream decides which message a pull request gets, so a
+// limit could only be applied after the server delivered the task, with
+// its AckWait running and the delivery counted, and the held message would
+// count against the consumer's MaxAckPending, blocking every other key.
+// The stream is therefore not a peonify.Limiter, and AddStream with
+// peonify.Limits fails with an error wrapping errors.ErrUnsupported.
+// Config.MaxAckPending caps the claims of every processor together (the
+// whole stream: give a task type a stream of its own to cap it alone), and
+// the processor's Workers caps one process; for limits per key, rates,
+// ordering and fairness, forward the task type into a store that enforces
+// them in its claim (see Example_flowControl and README.md).
 //
 // # What JetStream cannot do
 //

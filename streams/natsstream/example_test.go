@@ -10,10 +10,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/streams/natsstream"
+	"github.com/peonify/peonify/streams/pgstream"
 )
 
 // A processor running tasks from a JetStream stream until SIGTERM.
@@ -101,10 +103,11 @@ func Example_plainProducer() {
 	m.Header.Set(natsstream.HeaderMsgID, "welcome-42")
 	m.Header.Set(natsstream.HeaderType, "email-task")
 	m.Header.Set(natsstream.HeaderRunAt, time.Date(2030, 1, 2, 15, 4, 5, 0, time.UTC).Format(time.RFC3339))
+	m.Header.Set(natsstream.HeaderKey, "customer-7") // Task.Key
 	m.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	m.Data = []byte(`{"To":"new@example.com"}`)
 
-	for _, k := range []string{natsstream.HeaderMsgID, natsstream.HeaderType, natsstream.HeaderRunAt, "traceparent"} {
+	for _, k := range []string{natsstream.HeaderMsgID, natsstream.HeaderType, natsstream.HeaderRunAt, natsstream.HeaderKey, "traceparent"} {
 		fmt.Printf("%s: %s\n", k, m.Header.Get(k))
 	}
 	fmt.Printf("%s\n", m.Data)
@@ -112,6 +115,84 @@ func Example_plainProducer() {
 	// Nats-Msg-Id: welcome-42
 	// Peonify-Type: email-task
 	// Peonify-Run-At: 2030-01-02T15:04:05Z
+	// peonify-key: customer-7
 	// traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
 	// {"To":"new@example.com"}
+}
+
+// Flow control for tasks that producers publish to NATS. JetStream
+// cannot enforce limits in its claim, so AddStream refuses them rather
+// than ignore them; a processor instead forwards the limited task type,
+// key included, into a store that enforces limits (here Postgres), whose
+// processors run it under the limits. The NATS message is acknowledged
+// only once the task is stored, and the forwarded task keeps its ID, so
+// a repeated forward is a duplicate, not a second task.
+func Example_flowControl() {
+	ctx := context.Background()
+	nc, err := nats.Connect(os.Getenv("NATS_URL"), nats.MaxReconnects(-1))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fromNATS, err := natsstream.New(js, natsstream.Config{Stream: "REPORTS", Subject: "tasks.reports"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	if err := pgstream.Migrate(ctx, pool); err != nil {
+		log.Fatal(err)
+	}
+	limited, err := pgstream.New(pool, pgstream.Config{Queue: "reports"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	perTenant := peonify.Limit{Type: "tenant-report", PerKey: true, Concurrency: 2}
+
+	forwarder, err := peonify.New(peonify.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = forwarder.AddStream(fromNATS, peonify.Limits(perTenant))
+	fmt.Println("limits on NATS unsupported:", errors.Is(err, errors.ErrUnsupported))
+
+	forward := peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
+		err := limited.Enqueue(ctx, &peonify.Task{ID: t.ID, Type: t.Type, Key: t.Key, Payload: t.Payload,
+			Headers: t.Headers, Priority: t.Priority, MaxAttempts: t.MaxAttempts})
+		if errors.Is(err, peonify.ErrDuplicate) {
+			return nil // stored by an earlier attempt
+		}
+		return err
+	})
+	if err := forwarder.AddTaskList(peonify.TaskList{"tenant-report": forward}); err != nil {
+		log.Fatal(err)
+	}
+	if err := forwarder.AddStream(fromNATS); err != nil {
+		log.Fatal(err)
+	}
+	go func() { log.Fatal(forwarder.Run(ctx)) }()
+
+	// The processors that run the reports, on any number of machines.
+	runner, err := peonify.New(peonify.Config{Workers: 20})
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = runner.AddTaskList(peonify.TaskList{"tenant-report": peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
+		fmt.Println("report for", t.Key) // at most 2 per tenant at once, across every runner
+		return nil
+	})})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := runner.AddStream(limited, peonify.Limits(perTenant)); err != nil {
+		log.Fatal(err)
+	}
+	log.Fatal(runner.Run(ctx))
 }

@@ -162,7 +162,11 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 		return nil, err
 	}
 	page := listing.Infos(opts)
-	add := page.Add
+	add := func(ti peonify.TaskInfo) {
+		if opts.Key == "" || ti.Task.Key == opts.Key {
+			page.Add(ti)
+		}
+	}
 	switch opts.State {
 	case peonify.StatePending, peonify.StateRunning:
 		delivered, err := s.delivered(ctx)

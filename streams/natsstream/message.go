@@ -47,6 +47,12 @@ const (
 	// HeaderUniqueKey is Task.UniqueKey, carried but not enforced.
 	HeaderUniqueKey = "Peonify-Unique-Key"
 
+	// HeaderKey is Task.Key, what the task belongs to for flow control (a
+	// customer, a tenant): peonify.KeyHeader, matched in any case, at most
+	// peonify.MaxKeyLen bytes. The stream carries it; it does not enforce
+	// limits (see README.md, "Flow control").
+	HeaderKey = peonify.KeyHeader
+
 	// HeaderAttempts is the number of attempts counted before this copy of
 	// the task was published. The stream sets it; producers leave it out.
 	HeaderAttempts = "Peonify-Attempts"
@@ -115,6 +121,7 @@ func decodeTask(h nats.Header, data []byte, stored time.Time, seq uint64) (decod
 	t.Headers = user
 	t.Payload = data
 	t.UniqueKey = vals[iUniqueKey]
+	t.Key = vals[iKey]
 	t.LastError = vals[iLastError]
 	d.deadReason = vals[iDeadReason]
 	if v := vals[iDeadAt]; v != "" {
@@ -172,6 +179,8 @@ func decodeTask(h nats.Header, data []byte, stored time.Time, seq uint64) (decod
 		return d, fmt.Errorf("header %s is longer than %d bytes", HeaderType, peonify.MaxTypeLen)
 	case len(t.ID) > peonify.MaxIDLen:
 		return d, fmt.Errorf("the task ID is longer than %d bytes", peonify.MaxIDLen)
+	case len(t.Key) > peonify.MaxKeyLen:
+		return d, fmt.Errorf("header %s is longer than %d bytes", HeaderKey, peonify.MaxKeyLen)
 	}
 	return d, nil
 }
@@ -180,7 +189,7 @@ func decodeTask(h nats.Header, data []byte, stored time.Time, seq uint64) (decod
 var names = [...]string{
 	iMsgID: HeaderMsgID, iType: HeaderType, iID: HeaderID, iEnqueuedAt: HeaderEnqueuedAt, iRunAt: HeaderRunAt,
 	iMaxAttempts: HeaderMaxAttempts, iPriority: HeaderPriority, iUniqueKey: HeaderUniqueKey, iAttempts: HeaderAttempts,
-	iLastError: HeaderLastError, iDeadReason: HeaderDeadReason, iDeadAt: HeaderDeadAt,
+	iLastError: HeaderLastError, iDeadReason: HeaderDeadReason, iDeadAt: HeaderDeadAt, iKey: HeaderKey,
 }
 
 const (
@@ -196,6 +205,7 @@ const (
 	iLastError
 	iDeadReason
 	iDeadAt
+	iKey
 )
 
 // nameIndex returns the index in names of header k, spelled exactly.
@@ -225,6 +235,8 @@ func nameIndex(k string) (int, bool) {
 		return iDeadReason, true
 	case HeaderDeadAt:
 		return iDeadAt, true
+	case HeaderKey:
+		return iKey, true
 	}
 	return 0, false
 }
@@ -268,6 +280,9 @@ func encodeTask(t *peonify.Task, subject string) *nats.Msg {
 	if t.UniqueKey != "" {
 		m.Header[HeaderUniqueKey] = []string{t.UniqueKey}
 	}
+	if t.Key != "" {
+		m.Header[HeaderKey] = []string{t.Key}
+	}
 	return m
 }
 
@@ -278,7 +293,7 @@ func checkHeaders(t *peonify.Task) error {
 			return &peonify.InvalidTaskError{ID: t.ID, Reason: err.Error()}
 		}
 	}
-	for _, f := range []struct{ name, v string }{{"ID", t.ID}, {"Type", t.Type}, {"UniqueKey", t.UniqueKey}} {
+	for _, f := range []struct{ name, v string }{{"ID", t.ID}, {"Type", t.Type}, {"UniqueKey", t.UniqueKey}, {"Key", t.Key}} {
 		if strings.ContainsAny(f.v, "\r\n") || untrimmed(f.v) {
 			return &peonify.InvalidTaskError{ID: t.ID, Reason: "task " + f.name +
 				" contains a line break or starts or ends with white space, which a NATS header does not keep"}

@@ -83,7 +83,7 @@ var (
 // claim is the stream's record of one delivery, kept in Delivery.Ref.
 type claim struct {
 	s        *Stream
-	msg      jetstream.Msg
+	msg      *nats.Msg
 	seq      uint64       // stream sequence
 	task     peonify.Task // the delivered task, allocated with the claim
 	deadline atomic.Int64 // lease end, as an offset from Stream.origin
@@ -109,11 +109,13 @@ func New(js jetstream.JetStream, cfg Config) (*Stream, error) {
 	if err != nil {
 		return nil, err
 	}
+	subj := newSubjects(cfg)
+	subj.next = nextSubject(js, cfg.Stream, cfg.Consumer)
 	return &Stream{
 		js:     js,
 		nc:     js.Conn(),
 		cfg:    cfg,
-		subj:   newSubjects(cfg),
+		subj:   subj,
 		log:    cfg.Logger,
 		margin: min(max(cfg.AckWait/10, 10*time.Millisecond), 2*time.Second),
 		origin: time.Now(),
@@ -171,9 +173,13 @@ func (s *Stream) setupError(what string, err error) error {
 	return fmt.Errorf("natsstream: looking up %s: %w", what, err)
 }
 
-// Poll fetches up to limit tasks from the durable consumer (one FetchNoWait
-// request for exactly that many, never more) and leases them for
-// Config.AckWait. It does not wait for tasks to arrive: Wake signals that.
+// Poll fetches up to limit tasks from the durable consumer (one no-wait
+// pull request for exactly that many, never more) and leases them for
+// Config.AckWait. It does not wait for tasks to arrive (Wake signals
+// that): on an empty consumer, or one at its MaxAckPending, the server
+// answers within 10ms, with what was stored or freed meanwhile. Poll
+// returns only once the server has ended its request, so no request of
+// it is left on the server to take a task after it returned.
 //
 // A message that is not a valid task, or that was delivered more than
 // Config.MaxDeliver times, is dead-lettered instead of returned; one
@@ -186,34 +192,33 @@ func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error
 	if err := s.connected(); err != nil {
 		return nil, err
 	}
-	cons, err := s.workConsumer(ctx)
-	if err != nil {
+	if _, err := s.workConsumer(ctx); err != nil {
 		return nil, err
 	}
 	s.startLazily()
 
 	start := s.clock() // the server's AckWait starts later than this
-	fetched := time.Now()
-	batch, err := cons.FetchNoWait(min(limit, maxBatch))
-	if err != nil {
-		return nil, fmt.Errorf("natsstream: fetching from consumer %s: %w", s.cfg.Consumer, err)
-	}
+	msgs, answered, err := s.fetch(min(limit, maxBatch), ctx.Done())
 	var ds []peonify.Delivery
-	for m := range batch.Messages() {
+	for _, m := range msgs {
 		if d, ok := s.claim(ctx, m, start); ok {
 			if ds == nil {
-				ds = make([]peonify.Delivery, 0, min(limit, maxBatch))
+				ds = make([]peonify.Delivery, 0, len(msgs))
 			}
 			ds = append(ds, d)
 		}
 	}
-	if err := batch.Error(); err != nil && len(ds) == 0 {
+	switch {
+	case len(ds) > 0:
+		return ds, nil
+	case err != nil:
 		return nil, fmt.Errorf("natsstream: fetching from consumer %s: %w", s.cfg.Consumer, err)
+	case answered:
+		return nil, nil
+	case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return nil, ctx.Err() // cancelled: nothing to say about the server
 	}
-	if len(ds) == 0 {
-		return nil, s.checkSilence(ctx, fetched)
-	}
-	return ds, nil
+	return nil, s.checkSilence(ctx)
 }
 
 // source is a message that the stream copies elsewhere.
@@ -227,20 +232,20 @@ type source struct {
 
 // sourceOf describes message m, the task id at stream sequence seq, for
 // copying.
-func sourceOf(m jetstream.Msg, id string, seq uint64) source {
-	return source{hdr: m.Headers(), data: m.Data(), id: id, msgID: id + "@" + strconv.FormatUint(seq, 10), reply: m.Reply()}
+func sourceOf(m *nats.Msg, id string, seq uint64) source {
+	return source{hdr: m.Header, data: m.Data, id: id, msgID: id + "@" + strconv.FormatUint(seq, 10), reply: m.Reply}
 }
 
 // claim turns a fetched message into a delivery, or deals with it and
 // reports false.
-func (s *Stream) claim(ctx context.Context, m jetstream.Msg, start time.Duration) (peonify.Delivery, bool) {
+func (s *Stream) claim(ctx context.Context, m *nats.Msg, start time.Duration) (peonify.Delivery, bool) {
 	meta, err := m.Metadata()
 	if err != nil {
 		s.log.Error("natsstream: fetched a message without JetStream metadata; ignoring it", "stream", s.cfg.Stream, "err", err)
 		return peonify.Delivery{}, false
 	}
 	seq := meta.Sequence.Stream
-	dec, derr := decodeTask(m.Headers(), m.Data(), meta.Timestamp, seq)
+	dec, derr := decodeTask(m.Header, m.Data, meta.Timestamp, seq)
 	attempt := dec.attempts + int(meta.NumDelivered)
 	switch {
 	case derr != nil:
@@ -369,11 +374,11 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 		slices.SortFunc(sent, func(a, b *claim) int { return cmp.Compare(a.seq, b.seq) })
 		last := len(sent) - 1
 		for _, c := range sent[:last] {
-			if err := s.nc.Publish(c.msg.Reply(), ackAck); err != nil {
+			if err := s.nc.Publish(c.msg.Reply, ackAck); err != nil {
 				return fmt.Errorf("natsstream: sending an ack: %w", err)
 			}
 		}
-		if err := s.confirm(ctx, sent[last].msg.Reply(), ackAck); err != nil {
+		if err := s.confirm(ctx, sent[last].msg.Reply, ackAck); err != nil {
 			return err
 		}
 		for _, c := range sent {
@@ -473,7 +478,7 @@ func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Dura
 		return d, errLost(1)
 	}
 	start := s.clock()
-	if err := s.settle(ctx, c.msg.Reply(), ackProgress); err != nil {
+	if err := s.settle(ctx, c.msg.Reply, ackProgress); err != nil {
 		return d, err
 	}
 	deadline := start + s.cfg.AckWait

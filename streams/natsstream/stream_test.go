@@ -365,26 +365,91 @@ func TestExpiredClaimsAreForgotten(t *testing.T) {
 	}
 }
 
-// TestMaxAckPending checks the consumer's cap on claims: once all
-// processors together hold that many, Poll finds nothing, and the next task
-// comes, as a first attempt, once a claim is acked.
+// TestMaxAckPending checks the consumer's cap on claims, and that Poll
+// leaves no pull request waiting on the server when it returns, whether
+// it filled the cap or found it full. A request left behind (as
+// nats.go's FetchNoWait leaves one, for a second after it gave up) takes
+// the task that an ack frees to a reply subject nobody reads: the task
+// is then stranded until its AckWait ends, and Poll finds nothing.
 func TestMaxAckPending(t *testing.T) {
 	js := testJS(t)
-	s, _ := newTestStream(t, js, Config{MaxAckPending: 2})
+	s, cfg := newTestStream(t, js, Config{MaxAckPending: 2})
 	ctx := streamtest.Context(t)
+	cons, err := js.Consumer(ctx, cfg.Stream, cfg.Consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noneWaiting := func(after string) {
+		t.Helper()
+		ci, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ci.NumWaiting != 0 {
+			t.Errorf("%d pull request(s) still wait on the server after %s, want none", ci.NumWaiting, after)
+		}
+	}
 	streamtest.Enqueue(t, s, &peonify.Task{Type: "t"}, &peonify.Task{Type: "t"}, &peonify.Task{Type: "t"})
 	ds := streamtest.PollUntil(t, s, 10, 5*time.Second)
 	if len(ds) != 2 {
 		t.Fatalf("first Poll claimed %d tasks, want the cap of 2", len(ds))
 	}
+	noneWaiting("a Poll that reached the cap")
+	start := time.Now()
 	if more, err := s.Poll(ctx, 10); err != nil || len(more) != 0 {
 		t.Fatalf("Poll at the cap = %d tasks, %v; want none and no error", len(more), err)
 	}
+	if took := time.Since(start); took >= fetchNoReply {
+		t.Errorf("Poll at the cap took %s: the server did not end the request, and Poll gave up on it", took)
+	}
+	noneWaiting("a Poll at the cap")
 	if err := s.Ack(ctx, ds...); err != nil {
 		t.Fatal(err)
 	}
 	d := streamtest.PollUntil(t, s, 10, 5*time.Second)
 	if len(d) != 1 || d[0].Task.Attempt != 1 {
 		t.Fatalf("after the acks, Poll returned %d tasks (first attempt %d), want the third task as attempt 1", len(d), d[0].Task.Attempt)
+	}
+}
+
+// TestPollAtCapTakesFreedTask frees a claim at different moments of a
+// Poll made at the consumer's MaxAckPending: the task waiting behind the
+// cap goes to that Poll or to the next, as its first attempt, and is
+// never stranded on a request nobody reads.
+func TestPollAtCapTakesFreedTask(t *testing.T) {
+	js := testJS(t)
+	s, _ := newTestStream(t, js, Config{MaxAckPending: 1})
+	ctx := streamtest.Context(t)
+	streamtest.Enqueue(t, s, &peonify.Task{Type: "t"})
+	held := streamtest.PollUntil(t, s, 10, 5*time.Second)
+	for i := range 8 {
+		streamtest.Enqueue(t, s, &peonify.Task{Type: "t"})
+		type result struct {
+			ds  []peonify.Delivery
+			err error
+		}
+		polled := make(chan result, 1)
+		go func() {
+			ds, err := s.Poll(ctx, 10)
+			polled <- result{ds, err}
+		}()
+		// From before the request reaches the server to after it expired.
+		time.Sleep(time.Duration(i) * fetchExpires / 4)
+		if err := s.Ack(ctx, held...); err != nil {
+			t.Fatal(err)
+		}
+		r := <-polled
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		got := r.ds
+		if len(got) == 0 {
+			got = streamtest.PollUntil(t, s, 10, 5*time.Second)
+		}
+		if len(got) != 1 || got[0].Task.Attempt != 1 {
+			t.Fatalf("ack %d/4 of fetchExpires into the Poll: got %d tasks (first attempt %d), want the freed one as attempt 1",
+				i, len(got), got[0].Task.Attempt)
+		}
+		held = got
 	}
 }

@@ -16,5 +16,12 @@ func TestConformance(t *testing.T) {
 	const lease = 500 * time.Millisecond
 	peonifytest.TestStream(t, func(t *testing.T) peonify.Stream {
 		return newTestStream(t, c, Config{Lease: lease, RescueInterval: 20 * time.Millisecond})
-	}, peonifytest.Features{Lease: lease, NoPriority: true})
+	}, peonifytest.Features{
+		Lease:      lease,
+		NoPriority: true,
+		// The stream does not store Task.Key nor enforce limits yet: the
+		// suite fails once it does, asking for these flags to go.
+		NoKey:     true,
+		NoLimiter: true,
+	})
 }

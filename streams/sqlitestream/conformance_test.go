@@ -22,5 +22,7 @@ func TestConformance(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = s.Close(context.Background()) })
 		return s
-	}, peonifytest.Features{Lease: lease})
+	}, peonifytest.Features{
+		Lease: lease,
+	})
 }

@@ -84,7 +84,8 @@
 //   - Rate: a token bucket per limit (per key with PerKey) in the table
 //     peonify_limit_buckets, read, refilled by the time since its last use
 //     and updated in the claim's transaction; each claimed task takes a
-//     token. The clock is the machine's, shared by the processes.
+//     token. The clock is the machine's, shared by the processes. A
+//     bucket with no row is full, so rows that have filled up are deleted.
 //   - Ordered: a task is claimed only if no live task (pending, scheduled
 //     or running) of its key that the limit applies to came before it in
 //     the file (a lower rowid). A failed task keeps its place through its

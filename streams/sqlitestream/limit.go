@@ -614,6 +614,9 @@ func (s *Stream) pollLimited(ctx context.Context, ls *limitSet, limit int) ([]pe
 		if _, err := tx.exec(tx.st.rescue, now); err != nil {
 			return fmt.Errorf("poll: %w", err)
 		}
+		if err := s.sweepBuckets(tx, ls); err != nil {
+			return fmt.Errorf("poll: %w", err)
+		}
 		c := &claim{s: s, tx: tx, ls: ls, now: now}
 		if err := c.load(); err != nil {
 			return fmt.Errorf("poll: count the tasks the limits hold: %w", err)
@@ -656,6 +659,31 @@ func (s *Stream) pollLimited(ctx context.Context, ls *limitSet, limit int) ([]pe
 		s.wakeAt(time.Unix(0, rateAt))
 	}
 	return ds, nil
+}
+
+// sweepEvery is how often a Stream deletes the buckets that have filled up.
+const sweepEvery = time.Minute
+
+// sweepBuckets deletes, at most once per sweepEvery, the buckets of rate
+// limits that have had the time to fill up since their last token was
+// taken. A bucket not in the file is full, so this changes no limit; it
+// keeps a PerKey rate limit from keeping a row for every key it ever saw.
+func (s *Stream) sweepBuckets(tx *wtx, ls *limitSet) error {
+	now := tx.now.UnixNano()
+	if last := s.sweptAt.Load(); last != 0 && now-last < int64(sweepEvery) && now >= last {
+		return nil
+	}
+	s.sweptAt.Store(now)
+	for _, l := range ls.limits {
+		if l.Rate == 0 {
+			continue
+		}
+		fill := int64(math.Ceil(float64(l.Burst) * float64(l.Period) / float64(l.Rate)))
+		if _, err := tx.execSQL(`DELETE FROM peonify_limit_buckets WHERE name = ?1 AND at < ?2`, l.Name, now-fill); err != nil {
+			return fmt.Errorf("delete the full buckets of limit %s: %w", l.Name, err)
+		}
+	}
+	return nil
 }
 
 // claimRows leases the picked tasks in one statement and returns their

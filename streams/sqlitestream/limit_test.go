@@ -776,3 +776,85 @@ func TestLimitOrderedTwoProcesses(t *testing.T) {
 		}
 	}
 }
+
+// TestLimitBucketSweep: buckets that have filled up are deleted, which
+// changes no limit, since a missing bucket is a full one.
+func TestLimitBucketSweep(t *testing.T) {
+	clk := newClock()
+	s := openTest(t, Config{Lease: time.Hour}, clk)
+	setLimits(t, s, peonify.Limit{PerKey: true, Rate: 1, Period: time.Second, Burst: 2})
+	for i := range 3 {
+		enqueue(t, s, keyed(fmt.Sprint("a", i), "a"), keyed(fmt.Sprint("b", i), "b"))
+	}
+	got, _ := pollIDs(t, s, 10)
+	wantIDs(t, got, "a0", "b0", "a1", "b1")
+	buckets := func() (n int) {
+		t.Helper()
+		if err := s.db.QueryRow("SELECT count(*) FROM peonify_limit_buckets").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := buckets(); n != 2 {
+		t.Fatalf("%d buckets after taking tokens of 2 keys, want 2", n)
+	}
+	clk.Add(sweepEvery)
+	got, _ = pollIDs(t, s, 10) // sweeps first, then takes a token of each key
+	wantIDs(t, got, "a2", "b2")
+	clk.Add(sweepEvery)
+	enqueue(t, s, task("unkeyed")) // a claim runs only when a task is ready
+	got, _ = pollIDs(t, s, 10)
+	wantIDs(t, got, "unkeyed")
+	if n := buckets(); n != 0 {
+		t.Fatalf("%d buckets after they filled up, want 0", n)
+	}
+}
+
+// TestLimitWaitingIsIdle: a processor whose every ready task is held back
+// by a limit does not poll in a loop: while one task holds the only
+// permit, the file sees a few transactions at most.
+func TestLimitWaitingIsIdle(t *testing.T) {
+	s := openTest(t, Config{}, nil)
+	var batch []*peonify.Task
+	for i := range 50 {
+		batch = append(batch, task(fmt.Sprint(i)))
+	}
+	enqueue(t, s, batch...)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan struct{}, 1)
+	release := make(chan struct{})
+	p, err := peonify.New(peonify.Config{Workers: 4, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddTaskList(peonify.TaskList{"test": peonify.HandlerFunc(func(ctx context.Context, _ *peonify.Task) error {
+		started <- struct{}{}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	})}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddStream(s, peonify.Limits(peonify.Limit{Concurrency: 1})); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	<-started
+	time.Sleep(100 * time.Millisecond) // let the first polls settle
+	before := s.w.commits.Load()
+	time.Sleep(time.Second)
+	n := s.w.commits.Load() - before
+	close(release)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n > 10 {
+		t.Fatalf("%d transactions in the second that every ready task was held back, want a few at most", n)
+	}
+	t.Logf("%d transactions in the second that every ready task was held back", n)
+}

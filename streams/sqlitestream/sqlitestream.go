@@ -161,6 +161,10 @@ type Stream struct {
 
 	lastFull atomic.Bool // the last Poll returned as many tasks as asked
 
+	// sweptAt is when a limited claim last deleted the full buckets of
+	// rate limits (Unix nanoseconds); see sweepBuckets.
+	sweptAt atomic.Int64
+
 	timerMu sync.Mutex
 	timer   *time.Timer // wakes the processor when a scheduled task is due
 	timerAt time.Time   // when timer fires; zero when it is not armed
@@ -277,7 +281,10 @@ func (s *Stream) Name() string { return s.cfg.Name }
 // Wake returns a channel that receives when a task may have become ready:
 // at once after an Enqueue, a Nack or a Retry through this Stream, when a
 // scheduled task or a retry delay falls due, and within
-// Config.WatchInterval after another process commits to the file.
+// Config.WatchInterval after another process commits to the file. With
+// limits (see SetLimits) it also receives at once after an Ack, a Nack or
+// a Delete through this Stream frees a permit, and when the token a held
+// back task waits for is due.
 func (s *Stream) Wake() <-chan struct{} { return s.wake }
 
 // signal wakes a waiting processor without blocking.

@@ -120,6 +120,10 @@
 // request's Content-Type (HeaderContentType), the delivery ID
 // (HeaderDeliveryID) and the event type (HeaderEvent) when known, and the
 // request headers named in Route.Headers under their lower-case names.
+// The Peonify-Key request header (or Route.KeyHeader) is Task.Key, which
+// limits per key (peonify.Limit with PerKey) are enforced on by the
+// processors running from the store; a key longer than peonify.MaxKeyLen
+// is answered 400 Bad Request.
 //
 // # Answers
 //

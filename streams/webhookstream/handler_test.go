@@ -418,6 +418,37 @@ func TestUnsignedRoute(t *testing.T) {
 	}
 }
 
+// The Peonify-Key request header, or the route's KeyHeader, is the task's
+// Key, and not a task header; one longer than peonify.MaxKeyLen is
+// refused with 400, naming the header, and nothing is stored.
+func TestKeyHeader(t *testing.T) {
+	st := newStore(t)
+	routes := map[string]Route{
+		"/in":   {Type: "in", AllowUnsigned: true, Headers: []string{"Peonify-Key", "X-Tenant"}},
+		"/shop": {Type: "shop", AllowUnsigned: true, KeyHeader: "x-shop-domain"},
+	}
+	h := newHandler(t, st, Config{Routes: routes})
+	a := serve(t, h, request{path: "/in", body: []byte("a"), header: map[string]string{"Peonify-Key": "tenant-7", "X-Tenant": "acme"}}).
+		want(t, http.StatusAccepted)
+	if task := st.get(t, a.body["task_id"]); task.Key != "tenant-7" || !equalMaps(task.Headers, map[string]string{"x-tenant": "acme"}) {
+		t.Errorf("task stored with Key %q and Headers %v, want tenant-7 and only x-tenant", task.Key, task.Headers)
+	}
+	b := serve(t, h, request{path: "/shop", body: []byte("b"), header: map[string]string{"X-Shop-Domain": "shop-1.example", "Peonify-Key": "ignored"}}).
+		want(t, http.StatusAccepted)
+	if task := st.get(t, b.body["task_id"]); task.Key != "shop-1.example" {
+		t.Errorf("task stored with Key %q, want the X-Shop-Domain header's shop-1.example", task.Key)
+	}
+	n := st.stored(t)
+	bad := serve(t, h, request{path: "/in", body: []byte("c"), header: map[string]string{"Peonify-Key": strings.Repeat("k", peonify.MaxKeyLen+1)}}).
+		want(t, http.StatusBadRequest)
+	if !strings.Contains(bad.raw, "Peonify-Key header") || !strings.Contains(bad.raw, "longer than 255") {
+		t.Errorf("answer to a long key: %s, want it to name the Peonify-Key header and the limit", bad.raw)
+	}
+	if st.stored(t) != n {
+		t.Error("a task with a key too long was stored")
+	}
+}
+
 // The same Stripe event sent to two routes of one store is two tasks.
 func TestIDPrefix(t *testing.T) {
 	now := time.Now()
@@ -464,6 +495,7 @@ func TestConfigErrors(t *testing.T) {
 		{"sync without results", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: gh, Sync: true}}}, "Results", ""},
 		{"bad header name", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: gh, Headers: []string{"a b"}}}}, "header name", ""},
 		{"bad max attempts", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: gh, MaxAttempts: -1}}}, "MaxAttempts", ""},
+		{"bad key header", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: gh, KeyHeader: "X Shop"}}}, "KeyHeader", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(st, tc.cfg)

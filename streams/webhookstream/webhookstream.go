@@ -2,6 +2,7 @@ package webhookstream
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -103,6 +104,13 @@ type Route struct {
 	// MaxAttempts and Priority are copied to each task (see peonify.Task).
 	MaxAttempts int
 	Priority    int
+
+	// KeyHeader names the request header whose value is the task's Key,
+	// what it belongs to for flow control: the sender's own tenant
+	// header, such as X-Shopify-Shop-Domain. Defaults to Peonify-Key
+	// (peonify.KeyHeader). A value longer than peonify.MaxKeyLen is
+	// refused with 400 Bad Request.
+	KeyHeader string
 }
 
 // The Task.Headers keys the handler sets on every task, in addition to the
@@ -175,6 +183,9 @@ func (r Route) validate(path string, haveResults bool) error {
 			return fmt.Errorf("Headers holds %q, which is not a header name", h)
 		}
 	}
+	if strings.ContainsAny(r.KeyHeader, " \t\r\n:") {
+		return fmt.Errorf("KeyHeader is %q, which is not a header name", r.KeyHeader)
+	}
 	if c, ok := r.Verifier.(checker); ok {
 		if err := c.check(); err != nil {
 			return err
@@ -217,8 +228,9 @@ type Handler struct {
 // route is a Route with its defaults applied.
 type route struct {
 	Route
-	path    string
-	headers []string // canonical header names to copy
+	path      string
+	headers   []string // canonical header names to copy
+	keyHeader string   // canonical name of the header that holds the task's key
 }
 
 // New returns a Handler that stores the tasks it accepts in store, a
@@ -249,6 +261,7 @@ func New(store peonify.Enqueuer, cfg Config) (*Handler, error) {
 		for _, name := range r.Headers {
 			rt.headers = append(rt.headers, http.CanonicalHeaderKey(name))
 		}
+		rt.keyHeader = http.CanonicalHeaderKey(cmp.Or(r.KeyHeader, peonify.KeyHeader))
 		h.routes[path] = rt
 	}
 	return h, nil
@@ -408,6 +421,12 @@ func (h *Handler) task(r *http.Request, rt *route, v Verified, body []byte) (*pe
 			return nil, err
 		}
 	}
+	key, err := intake.Key(r.Header.Get(rt.keyHeader), nil)
+	if err != nil {
+		return nil, fmt.Errorf("the %s header: %w", rt.keyHeader, err)
+	}
+	t.Key = key
+	delete(t.Headers, strings.ToLower(peonify.KeyHeader)) // the key is not also a header
 	if v.ID == "" {
 		t.ID = peonify.NewID() // known before Enqueue, so a synchronous request can wait for it
 		return t, nil

@@ -26,7 +26,7 @@ func TestSendStoresTaskExactly(t *testing.T) {
 		{ID: "binary", Type: "t", Payload: []byte{0, 1, 0xff, '\n'}},
 		{ID: "spaced", Type: "t", Payload: []byte(" {\"a\":1}\n")},
 		{ID: "empty", Type: "t"},
-		{ID: "all", Type: "t", Payload: []byte("1"), Priority: -2, MaxAttempts: 7, UniqueKey: "k",
+		{ID: "all", Type: "t", Payload: []byte("1"), Priority: -2, MaxAttempts: 7, UniqueKey: "k", Key: "tenant-7",
 			RunAt: time.Date(2031, 5, 6, 7, 8, 9, 123456789, time.UTC)},
 	}
 	for _, tk := range tasks {
@@ -41,7 +41,7 @@ func TestSendStoresTaskExactly(t *testing.T) {
 			t.Fatalf("%s not stored", want.ID)
 		case string(got.Payload) != string(want.Payload) || fmt.Sprint(got.Headers) != fmt.Sprint(want.Headers) ||
 			got.Priority != want.Priority || got.MaxAttempts != want.MaxAttempts || got.UniqueKey != want.UniqueKey ||
-			!got.RunAt.Equal(want.RunAt):
+			got.Key != want.Key || !got.RunAt.Equal(want.RunAt):
 			t.Errorf("%s stored as %+v, want %+v", want.ID, got, want)
 		}
 	}
@@ -64,6 +64,8 @@ func TestSendRefusesBadTasksLocally(t *testing.T) {
 		{ID: "x"},
 		{ID: "x", Type: "t", Payload: make([]byte, 200)},
 		{ID: "x", Type: "t", Headers: map[string]string{"k": "\xff"}},
+		{ID: "x", Type: "t", Key: strings.Repeat("k", peonify.MaxKeyLen+1)},
+		{ID: "x", Type: "t", Key: "acme", Headers: map[string]string{"Peonify-Key": "globex"}},
 	} {
 		if err := c.Send(context.Background(), tk); !errors.As(err, &ie) {
 			t.Errorf("Send(%+v) = %v, want an InvalidTaskError", tk, err)

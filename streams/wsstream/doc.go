@@ -35,6 +35,14 @@
 // another server is recognised by the store alone (give the store a
 // retention, such as KeepDone, as long as the window).
 //
+// # Flow control
+//
+// A message's "key" field (or, without it, a "peonify-key" entry of its
+// "headers") is the task's Key, which limits per key (peonify.Limit with
+// PerKey) are enforced on by the processors running from the store; the
+// Handler only carries it. A key longer than peonify.MaxKeyLen is nacked
+// as a bad field.
+//
 // The protocol (JSON messages, one task per message) is described in the
 // package's README.md, for clients in other languages.
 //

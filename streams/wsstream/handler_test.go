@@ -97,6 +97,8 @@ func TestInvalidMessagesAreNacked(t *testing.T) {
 		{`{"id":"n6","type":"t"} {"id":"n7","type":"t"}`, `{"nack":"n6","error":"message has data after its JSON object: send one task per message"}`},
 		{`{"id":"n8","type":"t","headers":{"a":1}}`, `{"nack":"n8","error":"message is not a task object: field \"headers\" must not be a number"}`},
 		{"{\"id\":\"n9\",\"type\":\"\xff\"}", `{"nack":"","error":"message is not valid UTF-8: send JSON text, and binary payloads in payload_b64"}`},
+		{`{"id":"n10","type":"t","key":"` + strings.Repeat("k", peonify.MaxKeyLen+1) + `"}`, `{"nack":"n10","error":"\"key\": the key is 256 bytes, longer than 255: use a shorter identifier of what the task belongs to (a tenant or account ID)"}`},
+		{`{"id":"n11","type":"t","key":"acme","headers":{"peonify-key":"globex"}}`, `{"nack":"n11","error":"\"key\": the key is given twice, with different values: \"acme\", and \"globex\" in the peonify-key header: give it once"}`},
 	} {
 		c.send(tc.msg)
 		c.want(tc.answer)
@@ -114,8 +116,10 @@ func TestMessageFieldsReachTheStore(t *testing.T) {
 	_, url := serve(t, store, Config{})
 	c := dialRaw(t, url, nil)
 
-	c.send(`{"id":"f1","type":"report","payload":{ "b" : [1, 2] },"headers":{"tenant":"acme"},"priority":5,"max_attempts":3,"run_at":"2030-01-02T03:04:05Z","unique_key":"r:1"}`)
+	c.send(`{"id":"f1","type":"report","payload":{ "b" : [1, 2] },"headers":{"tenant":"acme"},"priority":5,"max_attempts":3,"run_at":"2030-01-02T03:04:05Z","unique_key":"r:1","key":"acme-corp"}`)
 	c.want(`{"ack":"f1"}`)
+	c.send(`{"id":"f3","type":"report","headers":{"tenant":"globex","Peonify-Key":"globex-inc"}}`)
+	c.want(`{"ack":"f3"}`)
 	c.send(`{"id":"f2","type":"blob","payload_b64":"AAH/"}`)
 	c.want(`{"ack":"f2"}`)
 
@@ -124,9 +128,13 @@ func TestMessageFieldsReachTheStore(t *testing.T) {
 	case got == nil:
 		t.Fatal("f1 not stored")
 	case got.Type != "report" || string(got.Payload) != `{ "b" : [1, 2] }` || got.Headers["tenant"] != "acme" ||
-		got.Priority != 5 || got.MaxAttempts != 3 || got.UniqueKey != "r:1" ||
+		got.Priority != 5 || got.MaxAttempts != 3 || got.UniqueKey != "r:1" || got.Key != "acme-corp" ||
 		!got.RunAt.Equal(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)):
 		t.Fatalf("f1 stored as %+v", got)
+	}
+	// The peonify-key header of a producer that sets headers only is the key, not a header.
+	if got := intaketest.Stored(t, store, "f3"); got == nil || got.Key != "globex-inc" || len(got.Headers) != 1 || got.Headers["tenant"] != "globex" {
+		t.Fatalf("f3 stored as %+v, want Key globex-inc and the tenant header only", got)
 	}
 	if got := intaketest.Stored(t, store, "f2"); got == nil || string(got.Payload) != "\x00\x01\xff" {
 		t.Fatalf("f2 stored as %+v, want payload 00 01 ff", got)

@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strconv"
 	"time"
 	"unicode/utf8"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/intake"
 )
 
 // Subprotocol is the WebSocket subprotocol name of the protocol described
@@ -30,6 +32,7 @@ type message struct {
 	MaxAttempts int               `json:"max_attempts,omitempty"`
 	RunAt       *time.Time        `json:"run_at,omitempty"`
 	UniqueKey   string            `json:"unique_key,omitempty"`
+	Key         string            `json:"key,omitempty"`
 }
 
 // reply is the server's answer to one message: an ack or a nack.
@@ -72,8 +75,13 @@ func decode(data []byte) (*peonify.Task, *decodeError) {
 	case m.Payload != nil && m.PayloadB64 != nil:
 		return nil, &decodeError{ID: m.ID, Reason: `message has both "payload" and "payload_b64": send one of them`}
 	}
+	key, err := intake.Key(m.Key, m.Headers)
+	if err != nil {
+		return nil, &decodeError{ID: m.ID, Reason: `"key": ` + err.Error()}
+	}
 	t := &peonify.Task{
 		ID:          m.ID,
+		Key:         key,
 		Type:        m.Type,
 		Headers:     m.Headers,
 		Priority:    m.Priority,
@@ -144,6 +152,12 @@ func encode(t *peonify.Task) ([]byte, error) {
 	if err := checkUTF8(t); err != nil {
 		return nil, err
 	}
+	if len(t.Headers) > 0 {
+		// The server would refuse a peonify-key header that is not the key.
+		if _, err := intake.Key(t.Key, maps.Clone(t.Headers)); err != nil {
+			return nil, &peonify.InvalidTaskError{ID: t.ID, Reason: "task Key: " + err.Error()}
+		}
+	}
 	var b bytes.Buffer
 	b.WriteString(`{"id":`)
 	writeString(&b, t.ID)
@@ -187,6 +201,10 @@ func encode(t *peonify.Task) ([]byte, error) {
 		b.WriteString(`,"unique_key":`)
 		writeString(&b, t.UniqueKey)
 	}
+	if t.Key != "" {
+		b.WriteString(`,"key":`)
+		writeString(&b, t.Key)
+	}
 	b.WriteByte('}')
 	return b.Bytes(), nil
 }
@@ -221,6 +239,8 @@ func checkUTF8(t *peonify.Task) error {
 		return bad("task Type")
 	case !utf8.ValidString(t.UniqueKey):
 		return bad("task UniqueKey")
+	case !utf8.ValidString(t.Key):
+		return bad("task Key")
 	}
 	for k, v := range t.Headers {
 		if !utf8.ValidString(k) || !utf8.ValidString(v) {

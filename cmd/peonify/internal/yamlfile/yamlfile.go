@@ -98,6 +98,80 @@ func (d *Duration) UnmarshalYAML(n ast.Node) error {
 	return nil
 }
 
+// Rate is a number of events per period, written "20/s", "600/m",
+// "1000/h" or with any duration as the period: "5/10s", "90/1m30s". A
+// zero or absent rate is N 0.
+type Rate struct {
+	N   int           // events per Per
+	Per time.Duration // the period; 0 when N is 0
+}
+
+// String formats r as it is written in the file.
+func (r Rate) String() string {
+	if r.N == 0 {
+		return "0"
+	}
+	per := r.Per.String()
+	switch r.Per {
+	case time.Second:
+		per = "s"
+	case time.Minute:
+		per = "m"
+	case time.Hour:
+		per = "h"
+	}
+	return fmt.Sprintf("%d/%s", r.N, per)
+}
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (r *Rate) UnmarshalYAML(n ast.Node) error {
+	bad := func(format string, a ...any) error {
+		return &FieldError{Path: nodePath(n), Pos: n.GetToken().Position, Msg: fmt.Sprintf(format, a...)}
+	}
+	var s string
+	switch v := n.(type) {
+	case *ast.NullNode:
+		*r = Rate{}
+		return nil
+	case *ast.IntegerNode:
+		if v.GetToken().Value == "0" {
+			*r = Rate{}
+			return nil
+		}
+		return bad("%s has no period: write the starts per period, like %s/s, %s/m or %s/10s", v.GetToken().Value, v.GetToken().Value, v.GetToken().Value, v.GetToken().Value)
+	case *ast.StringNode:
+		s = strings.TrimSpace(v.Value)
+	default:
+		return bad("want a rate like 20/s, 600/m or 5/10s")
+	}
+	num, per, ok := strings.Cut(s, "/")
+	if !ok {
+		return bad("%q is not a rate: write the starts per period, like 20/s, 600/m or 5/10s", s)
+	}
+	count, err := strconv.Atoi(strings.TrimSpace(num))
+	if err != nil || count < 0 {
+		return bad("%q is not a rate: the part before / must be a whole number of starts, like 20/s", s)
+	}
+	var d time.Duration
+	switch per = strings.TrimSpace(per); per {
+	case "s":
+		d = time.Second
+	case "m":
+		d = time.Minute
+	case "h":
+		d = time.Hour
+	default:
+		if d, err = time.ParseDuration(per); err != nil || d <= 0 {
+			return bad("%q is not a rate: the part after / must be s, m, h or a positive duration like 10s", s)
+		}
+	}
+	if count == 0 {
+		d = 0
+	}
+	*r = Rate{N: count, Per: d}
+	return nil
+}
+
 // ByteSize is a size in bytes, written as a whole number of bytes or with
 // a unit: 512KiB, 1MiB, 25MB.
 type ByteSize int64
