@@ -26,10 +26,12 @@
 //	             next token is an hour away) uses next to no CPU and polls its store a few times a second
 //	             at most
 //
-// On SQLite the fairness scenario stores A's 20,000 tasks with the plain
-// INSERT that sqlitestream's README gives producers without Go: under the
-// race detector the SQLite engine is slow enough that 20,000 Enqueues
-// take half a minute.
+// On SQLite the fairness scenario stores A's tasks with the plain INSERT
+// that sqlitestream's README gives producers without Go, and under the
+// race detector it gives A 2,000 tasks rather than 20,000: the detector
+// slows the SQLite engine some 30 times, and a claim there reads a key's
+// ready tasks, so that four processes claiming back to back would hold
+// the file's write lock until other writers give up.
 //
 // Every scenario also checks, with chaostest's History.Verify, that every
 // task it waited for completed, and that only the tasks a killed process
