@@ -31,11 +31,5 @@ func TestConformance(t *testing.T) {
 	const lease = 500 * time.Millisecond
 	peonifytest.TestStream(t, func(t *testing.T) peonify.Stream {
 		return newTestStream(t, pool, Config{Lease: lease, RescueInterval: 25 * time.Millisecond})
-	}, peonifytest.Features{
-		Lease: lease,
-		// The stream does not store Task.Key nor enforce limits yet: the
-		// suite fails once it does, asking for these flags to go.
-		NoKey:     true,
-		NoLimiter: true,
-	})
+	}, peonifytest.Features{Lease: lease})
 }

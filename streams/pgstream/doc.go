@@ -160,13 +160,14 @@
 // key with ready tasks, in the rotation described above. In between, a
 // claim looks only at the keys whose permits were given back since the
 // previous claim, by an ack or nack of this processor or of another one:
-// so a claim costs what it takes, not what the busy keys number. A
+// so a claim costs what it takes, not what the busy keys number (and,
+// under PerKey concurrency, Ordered and Fair limits alone, takes one
+// statement in one round trip, since every task it reads passes). A
 // processor announces the keys its acks and nacks freed with a NOTIFY on
 // the channel "<schema>.peonify_free" (a JSON object: "q" the queue, "k"
-// the keys, or null for any key), one per batch of acks. A task that
-// becomes ready without a notification (a retry whose backoff ends, a
-// scheduled task coming due) is found by the next claim that looks at
-// every key.
+// the keys, or null for any key), one per batch of acks. A retry's key is
+// looked at again when the retry's backoff ends; a scheduled task coming
+// due is found by the next claim that looks at every key.
 //
 // Waking: an Ack or Nack of a task that holds a concurrency permit wakes
 // this stream at once, and the other processors (unless Config.NoListen)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/peonify/peonify"
 )
 
@@ -81,6 +82,8 @@ type flowPlan struct {
 	// claim has used up already, $6 the IDs it has taken already, $7 the
 	// keys keyedHinted looks at.
 	unkeyed, keyed, keyedHinted, keyedDeep string
+	fast                                   bool   // hinted claims take every candidate: see fastClaim
+	fastClaim                              string // a hinted claim in one statement; $9 the lease in µs
 	rateDue                                string // $1 queue: seconds until the next token of an empty bucket, or NULL
 	claim                                  string // $1 queue, $2 ids, $3 lease µs, $4 identity
 	buckets                                string // $1 queue, $2 names, $3 keys, $4 empty_at
@@ -132,15 +135,45 @@ func newFlowPlan(schema string, ls []peonify.Limit) *flowPlan {
 	}
 	p.unkeyed = f.unkeyedTasks(p)
 	p.rateDue = f.rateDue(p)
-	// The candidates were pending when read, under the lock; token 0 (not
-	// running) checks that no claim without limits took one meanwhile. A
-	// state condition would invite the planner to read the queue's
-	// pending index instead of the primary key.
+	// A plan of PerKey concurrency, Ordered and Fair limits only admits
+	// every candidate of a hinted read: one task per key, of a key with
+	// room under every limit that applies to it. Its hinted claims need no
+	// admission here, and take one statement.
+	p.fast = p.perKey
+	for i, l := range ls {
+		if !l.PerKey || p.period[i] > 0 {
+			p.fast = false
+		}
+	}
+	if p.fast {
+		p.fastClaim = `
+WITH c AS (
+	SELECT x.id FROM (
+		(` + p.unkeyed + `)
+		UNION ALL
+		(` + p.keyedHinted + `)
+	) AS x(id, type, key, priority, seq, rank)
+	ORDER BY x.rank, x.priority DESC, x.seq
+	LIMIT $2::int
+)
+UPDATE ` + f.t + ` t
+SET state = 'running', attempts = t.attempts + 1, token = (SELECT nextval('` + f.seq + `')),
+    lease_until = now() + $9::bigint * interval '1 microsecond', updated_at = now(), claimed_by = $3
+WHERE t.id = ANY(ARRAY(SELECT c.id FROM c)) AND t.queue = $1 AND t.token = 0 AND t.state NOT IN ('dead', 'done')
+RETURNING ` + taskColumns
+	}
+	// The candidates were pending when read, under the lock; token 0 and
+	// neither dead nor done check that they still are (a claim without
+	// limits may have taken one meanwhile). state = 'pending' would invite
+	// the planner to read the queue's pending index instead of the primary
+	// key, and so would a join, or an array whose size it knows, on a
+	// table whose statistics are not up to date yet: the ids come as an
+	// array of a size it cannot see.
 	p.claim = `
 UPDATE ` + f.t + ` t
 SET state = 'running', attempts = t.attempts + 1, token = (SELECT nextval('` + f.seq + `')),
     lease_until = now() + $3::bigint * interval '1 microsecond', updated_at = now(), claimed_by = $4
-WHERE t.id = ANY($2::text[]) AND t.queue = $1 AND t.token = 0
+WHERE t.id = ANY(ARRAY(SELECT unnest($2::text[]))) AND t.queue = $1 AND t.token = 0 AND t.state NOT IN ('dead', 'done')
 RETURNING ` + taskColumns
 	p.buckets = `
 INSERT INTO ` + f.b + ` AS b (queue, name, key, empty_at)
@@ -308,9 +341,9 @@ func (f flowSQL) with(p *flowPlan) (with, from string) {
 
 const candColumns = "c.id, c.type, c.key, c.priority, coalesce(c.seq, 0)"
 
-// unkeyed selects up to $2 ready tasks in claim order that no limit holds
-// back: those without a key when some limit is PerKey (the keyed ones are
-// taken by key), else all of them.
+// unkeyedTasks selects up to $2 ready tasks in claim order that no limit
+// holds back: those without a key when some limit is PerKey (the keyed
+// ones are taken by key), else all of them.
 func (f flowSQL) unkeyedTasks(p *flowPlan) string {
 	with, from := f.with(p)
 	if with != "" {
@@ -330,9 +363,8 @@ LIMIT $2::int`
 }
 
 // keyed selects ready keyed tasks round-robin across keys, starting after
-// the key $4 and wrapping around: first the next task of each key (rank 1)
-// that no limit holds back, then, if the claim has room, more tasks of
-// each key (rank 2 on). Keys that an every-type PerKey limit saturates are
+// the key $4 and wrapping around: the next task of each key (rank 1) that
+// no limit holds back. Keys that an every-type PerKey limit saturates are
 // skipped without reading their tasks, so a blocked key costs one index
 // probe.
 //
@@ -690,6 +722,11 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 			s.addHints(nil)
 		}
 	}()
+	if p.fast && !full {
+		ds, err := s.claimFast(ctx, conn, p, limit, hints)
+		ok = err == nil
+		return ds, err
+	}
 
 	var (
 		a           = newAdmission(p, limit, time.Time{})
@@ -1066,4 +1103,42 @@ func (s *Stream) LimitStats(ctx context.Context) ([]peonify.LimitStat, error) {
 		out[i] = st
 	}
 	return out, nil
+}
+
+// claimFast is a hinted claim of a plan whose candidates all pass (see
+// flowPlan.fast): the lock, the read and the claim in one transaction of
+// one round trip.
+func (s *Stream) claimFast(ctx context.Context, conn *pgxpool.Conn, p *flowPlan, limit int, hints []string) ([]peonify.Delivery, error) {
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	if !s.cfg.SyncCommit {
+		b.Queue("SET LOCAL synchronous_commit = off")
+	}
+	b.Queue("SELECT pg_advisory_xact_lock($1::int, hashtext($2))", flowLockClass, s.cfg.Schema+"."+s.cfg.Queue)
+	ds := make([]peonify.Delivery, 0, min(limit, len(hints)+16))
+	b.Queue(p.fastClaim, s.cfg.Queue, limit, s.cfg.Identity, "", []int32{}, []string{}, hints, 1, s.lease).Query(func(rows pgx.Rows) error {
+		defer rows.Close()
+		for rows.Next() {
+			info, token, err := scanTask(rows)
+			if err != nil {
+				return err
+			}
+			ds = append(ds, peonify.Delivery{Task: &info.Task, Token: token, Deadline: info.LeaseUntil})
+		}
+		return rows.Err()
+	})
+	b.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return nil, s.dbError("claiming tasks", err)
+	}
+	if len(ds) == limit {
+		s.addHints(nil) // keys with room may be left: look at every key next
+	}
+	slices.SortFunc(ds, func(x, y peonify.Delivery) int {
+		if c := y.Task.Priority - x.Task.Priority; c != 0 {
+			return c
+		}
+		return x.Task.EnqueuedAt.Compare(y.Task.EnqueuedAt)
+	})
+	return ds, nil
 }

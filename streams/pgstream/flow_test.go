@@ -518,3 +518,39 @@ func TestMigrateFromVersion1(t *testing.T) {
 		t.Fatalf("after the upgrade the poll took %q (ids %s, %s), want the old task and k-0", got, ds[0].Task.ID, ds[len(ds)-1].Task.ID)
 	}
 }
+
+// A processor that dies holding a permit gives it back when its lease
+// ends and the rescuer returns the task: not before.
+func TestLimitPermitOfCrashedProcessReturnsAfterLease(t *testing.T) {
+	queue := uniqueQueue(t)
+	lim := peonify.Limit{Type: "t", Concurrency: 1}
+	cfg := Config{Queue: queue, Lease: 500 * time.Millisecond, RescueInterval: 50 * time.Millisecond}
+	crashed := cfg
+	crashed.Identity, crashed.NoListen = "crashed", true
+	a := limitedStream(t, crashed, lim)
+	cfg.Identity = "survivor"
+	b := limitedStream(t, cfg, lim)
+	streamtest.Enqueue(t, a, keyed("t", "", 2)...)
+	ds := streamtest.Poll(t, a, 10)
+	if len(ds) != 1 {
+		t.Fatalf("claimed %d with concurrency 1", len(ds))
+	}
+	// a never acks: it crashed.
+	for time.Now().Before(ds[0].Deadline.Add(-100 * time.Millisecond)) {
+		if got := streamtest.Poll(t, b, 10); len(got) != 0 {
+			t.Fatalf("b claimed %q while the crashed processor's lease ran", payloads(got))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for n := 0; n == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the permit did not come back within 5s of the lease's end")
+		}
+		got := streamtest.Poll(t, b, 10)
+		if n = len(got); n > 1 {
+			t.Fatalf("b claimed %d at once, the limit is 1", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -74,6 +74,23 @@ func TestQueryExecModes(t *testing.T) {
 			if _, _, err := s.rescue(ctx); err != nil {
 				t.Fatal(err)
 			}
+
+			// The limited claim: a transaction over two batches.
+			err = s.SetLimits([]peonify.Limit{
+				{PerKey: true, Concurrency: 1, KeyConcurrency: map[string]int{"k'2": 2}},
+				{Type: "r", Rate: 100, Burst: 3}, {Type: "o", PerKey: true, Ordered: true}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			streamtest.Enqueue(t, s, append(append(keyed("t", "k1", 2), keyed("t", "k'2", 3)...), keyed("r", "", 5)...)...)
+			if ds := streamtest.Poll(t, s, 100); len(ds) != 6 {
+				t.Fatalf("limited poll claimed %d, want 1 + 2 + 3", len(ds))
+			} else if err := s.Ack(ctx, ds...); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.LimitStats(ctx); err != nil {
+				t.Fatal(err)
+			}
 		})
 	}
 }

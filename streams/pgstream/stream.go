@@ -322,6 +322,15 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 		return fmt.Errorf("pgstream: nack of task %s ignored: %w", d.Task.ID, peonify.ErrLeaseLost)
 	}
 	s.freed(d) // a permit is free again: here, and for the other processors
+	if p := s.plan.Load(); p != nil && p.perKey && d.Task.Key != "" && opts.Outcome != peonify.OutcomeDead && opts.Delay > 0 {
+		// The retry is ready again after its backoff without a
+		// notification: look at its key then.
+		key := []string{d.Task.Key}
+		time.AfterFunc(opts.Delay, func() {
+			s.addHints(key)
+			s.wakeUp()
+		})
+	}
 	return nil
 }
 
