@@ -43,6 +43,7 @@ var allCapabilities = []capability{
 	capabilityOf[peonify.Namer]("Namer"),
 	capabilityOf[peonify.Enqueuer]("Enqueuer"),
 	capabilityOf[peonify.Inspector]("Inspector"),
+	capabilityOf[peonify.Limiter]("Limiter"),
 }
 
 // capabilities names the optional interfaces that peonify.As finds

@@ -193,7 +193,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"webhook tolerance on github", hookRoute("{path: /gh, type: email, verify: github, secrets: [s], tolerance: 1m}"), "streams[1].routes[0].tolerance: applies to verify: stripe, standard and slack only"},
 		{"webhook standard secret", hookRoute("{path: /sw, type: email, verify: standard, secrets: [whsec_c2VjcmV0, 'whsec_???']}"), `streams[1].routes[0].secrets[1]: is not "whsec_" followed by a base64 key`},
 		{"webhook sync_timeout without sync", hookRoute("{path: /gh, type: email, verify: none, sync_timeout: 5s}"), "streams[1].routes[0].sync_timeout: applies to synchronous routes only"},
-		{"webhook bad header name", hookRoute("{path: /gh, type: email, verify: none, headers: ['a b']}"), `streams[1].routes[0]: Headers holds "a b"`},
+		{"webhook bad header name", hookRoute("{path: /gh, type: email, verify: none, headers: ['a b']}"), `streams[1].routes[0].headers[0]: "a b" is not a header name`},
 		{"webhook duplicate path", hookRoute("{path: /gh, type: email, verify: none}\n      - {path: /gh, type: email, verify: none}"), `streams[1].routes[1].path: "/gh" is also the path of routes[0]`},
 		{"webhook bad size", hook("listen: ':8080'\n    max_body: lots"), `streams[1].max_body: "lots" is not a size`},
 		{"webhook negative timeout", hook("listen: ':8080'\n    body_timeout: -1s"), "streams[1].body_timeout: must not be negative"},

@@ -37,8 +37,9 @@ type webhookRoute struct {
 	EventHeader string            `yaml:"event_header"` // hmac
 	JSON        bool              `yaml:"json"`
 	Headers     []string          `yaml:"headers"`
-	IDPrefix    string            `yaml:"id_prefix"` // defaults to the type and ":"
-	MaxBody     yamlfile.ByteSize `yaml:"max_body"`  // defaults to the entry's
+	IDPrefix    string            `yaml:"id_prefix"`  // defaults to the type and ":"
+	KeyHeader   string            `yaml:"key_header"` // the request header that is Task.Key; defaults to Peonify-Key
+	MaxBody     yamlfile.ByteSize `yaml:"max_body"`   // defaults to the entry's
 	MaxAttempts int               `yaml:"max_attempts"`
 	Priority    int               `yaml:"priority"`
 	Sync        bool              `yaml:"sync"`
@@ -230,7 +231,7 @@ func (s *webhookSpec) config(results *webhookstream.Results, log *slog.Logger) (
 	for i, r := range s.Routes {
 		route := webhookstream.Route{
 			Type: r.Type, Verifier: r.verifier(), AllowUnsigned: r.Verify == "none", JSON: r.JSON,
-			Headers: r.Headers, IDPrefix: r.IDPrefix, Sync: r.Sync, SyncTimeout: time.Duration(r.SyncTimeout),
+			Headers: r.Headers, IDPrefix: r.IDPrefix, KeyHeader: r.KeyHeader, Sync: r.Sync, SyncTimeout: time.Duration(r.SyncTimeout),
 			MaxBodyBytes: int64(r.MaxBody), MaxAttempts: r.MaxAttempts, Priority: r.Priority,
 		}
 		// Check each route alone, so that an error names it.

@@ -19,9 +19,5 @@ func TestConformance(t *testing.T) {
 	}, peonifytest.Features{
 		Lease:      lease,
 		NoPriority: true,
-		// The stream does not store Task.Key nor enforce limits yet: the
-		// suite fails once it does, asking for these flags to go.
-		NoKey:     true,
-		NoLimiter: true,
 	})
 }

@@ -25,7 +25,8 @@ const maxLimitedBatch = 1000
 type limitSet struct {
 	limits  []peonify.Limit
 	json    string // the limits for the scripts (see limitsJSON)
-	version string // a hash of json: the claim indexes the ready tasks again when it changes
+	version string // a hash of json: the claim counts the running tasks again when it changes
+	layout  string // a hash of what the index depends on: the claim indexes the ready tasks again when it changes
 }
 
 var _ peonify.Limiter = (*Stream)(nil)
@@ -50,10 +51,34 @@ func (s *Stream) SetLimits(limits []peonify.Limit) error {
 	if err != nil {
 		return err
 	}
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(js))
-	s.lim.Store(&limitSet{limits: norm, json: js, version: strconv.FormatUint(h.Sum64(), 16)})
+	s.lim.Store(&limitSet{limits: norm, json: js, version: hash(js), layout: hash(layoutOf(norm))})
 	return nil
+}
+
+// layoutOf describes what the index of ready tasks depends on: which
+// types PerKey limits cover, whether any limit has a type, and the
+// ordered limits. Other changes (a concurrency, a rate) keep the index.
+func layoutOf(limits []peonify.Limit) string {
+	var parts []string
+	for _, l := range limits {
+		switch {
+		case l.Ordered:
+			parts = append(parts, "o:"+l.Name+"\x00"+l.Type)
+		case l.PerKey:
+			parts = append(parts, "k:"+l.Type)
+		case l.Type != "":
+			parts = append(parts, "t")
+		}
+	}
+	slices.Sort(parts)
+	return strings.Join(slices.Compact(parts), "\x01")
+}
+
+// hash returns a short hash of s.
+func hash(s string) string {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(s))
+	return strconv.FormatUint(h.Sum64(), 16)
 }
 
 // limitsJSON encodes normalized limits for the scripts: n name, t type,
@@ -112,7 +137,7 @@ func (s *Stream) pollLimited(ctx context.Context, ls *limitSet, limit int, start
 		}
 		return "0"
 	}
-	args := []any{ls.json, s.cfg.Lease.Milliseconds(), limit, flag(rescue), flag(own), ls.version}
+	args := []any{ls.json, s.cfg.Lease.Milliseconds(), limit, flag(rescue), flag(own), ls.version, ls.layout}
 	if own {
 		// Taking back own entries excludes the other polls of this stream
 		// (see poll).

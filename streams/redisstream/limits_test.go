@@ -717,3 +717,102 @@ func TestProcessorFairness(t *testing.T) {
 		t.Errorf("B's 20 tasks were done after %d of A's: want fewer than 200", asAtB)
 	}
 }
+
+// TestPerKeyAcrossTypes: a PerKey limit of every type, beside a limit of
+// one type, counts a key's tasks of every type together; an ack of one
+// type frees the key for the other.
+func TestPerKeyAcrossTypes(t *testing.T) {
+	s := limited(t, Config{}, peonify.Limit{PerKey: true, Concurrency: 1}, peonify.Limit{Type: "b", Concurrency: 100})
+	streamtest.Enqueue(t, s, keyed("a", "K", "a", 1)...)
+	streamtest.Enqueue(t, s, keyed("b", "K", "b", 2)...)
+	streamtest.Enqueue(t, s, keyed("b", "L", "l", 1)...)
+	ds := streamtest.Poll(t, s, 10)
+	if got := ids(ds); !slices.Equal(got, []string{"a-0", "l-0"}) && !slices.Equal(got, []string{"l-0", "a-0"}) {
+		t.Fatalf("first poll %v, want one task of each key", got)
+	}
+	if more := streamtest.Poll(t, s, 10); len(more) != 0 {
+		t.Fatalf("claimed %v while key K is at its limit", ids(more))
+	}
+	for _, d := range ds {
+		if d.Task.ID == "a-0" {
+			ack(t, s, d)
+		}
+	}
+	if got := ids(streamtest.Poll(t, s, 10)); !slices.Equal(got, []string{"b-0"}) {
+		t.Errorf("after a-0's ack: %v, want [b-0]", got)
+	}
+}
+
+// TestChangeLimits: a processor with other limits re-indexes the ready
+// tasks and counts the running ones under its own.
+func TestChangeLimits(t *testing.T) {
+	c := testClient(t)
+	s1 := limited(t, Config{}, peonify.Limit{PerKey: true, Concurrency: 1})
+	streamtest.Enqueue(t, s1, keyed("a", "K", "k", 4)...)
+	if got := ids(streamtest.Poll(t, s1, 10)); !slices.Equal(got, []string{"k-0"}) {
+		t.Fatalf("under the first limits: %v", got)
+	}
+	s2 := newTestStream(t, c, Config{Prefix: s1.cfg.Prefix})
+	if err := s2.SetLimits([]peonify.Limit{{PerKey: true, Type: "a", Concurrency: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(streamtest.Poll(t, s2, 10)); !slices.Equal(got, []string{"k-1", "k-2"}) {
+		t.Fatalf("under the new limits: %v, want [k-1 k-2] (k-0 runs and counts)", got)
+	}
+}
+
+// TestLimitsOfEveryTask: a concurrency, Local or rate limit of every type
+// stops the claim when it is exhausted, whatever the keys, and its freed
+// permit or next token brings the next task.
+func TestLimitsOfEveryTask(t *testing.T) {
+	for _, lim := range []peonify.Limit{{Concurrency: 2}, {Concurrency: 2, Local: true}} {
+		s := limited(t, Config{}, lim, peonify.Limit{PerKey: true, Concurrency: 1})
+		for k := range 5 {
+			streamtest.Enqueue(t, s, keyed("a", fmt.Sprint("K", k), fmt.Sprint("k", k), 2)...)
+		}
+		ds := streamtest.Poll(t, s, 10)
+		if len(ds) != 2 {
+			t.Fatalf("%s: first poll %v, want 2", lim.Name, ids(ds))
+		}
+		if more := streamtest.Poll(t, s, 10); len(more) != 0 {
+			t.Fatalf("%s: claimed %v beyond the limit", lim.Name, ids(more))
+		}
+		ack(t, s, ds[0])
+		if got := streamtest.Poll(t, s, 10); len(got) != 1 {
+			t.Fatalf("%s: after an ack: %v, want one task", lim.Name, ids(got))
+		}
+	}
+
+	s := limited(t, Config{}, peonify.Limit{Rate: 20, Burst: 2}, peonify.Limit{PerKey: true, Fair: true})
+	if err := s.Start(streamtest.Context(t)); err != nil {
+		t.Fatal(err)
+	}
+	for k := range 5 {
+		streamtest.Enqueue(t, s, keyed("a", fmt.Sprint("K", k), fmt.Sprint("k", k), 2)...)
+	}
+	if ds := streamtest.Poll(t, s, 10); len(ds) != 2 {
+		t.Fatalf("rate: first poll %v, want the burst of 2", ids(ds))
+	}
+	select {
+	case <-s.Wake():
+	case <-time.After(time.Second):
+		t.Fatal("rate: no Wake when the next token fell due")
+	}
+	if ds := streamtest.PollUntil(t, s, 10, time.Second); len(ds) != 1 {
+		t.Errorf("rate: after the wake: %v, want one task", ids(ds))
+	}
+}
+
+// TestCountsUnderLimits: the Inspector counts held tasks as pending.
+func TestCountsUnderLimits(t *testing.T) {
+	s := limited(t, Config{}, peonify.Limit{PerKey: true, Concurrency: 1})
+	streamtest.Enqueue(t, s, keyed("a", "K", "k", 3)...)
+	streamtest.Poll(t, s, 10)
+	counts, err := s.Counts(streamtest.Context(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts[peonify.StateRunning] != 1 || counts[peonify.StatePending] != 2 {
+		t.Errorf("Counts = %v, want 1 running and 2 pending", counts)
+	}
+}

@@ -11,7 +11,8 @@ import "github.com/redis/go-redis/v9"
 // limit that applies admits them. The keys, all under KEYS[5]:
 //
 //	mode        set once a claim with limits has indexed entries
-//	version     a hash of the limits the ready queues were indexed for
+//	version     a hash of the limits the running tasks were counted for
+//	layout      a hash of what the ready queues were indexed for
 //	ord         counter: the place of each task in its key's order
 //	meta        hash: entry ID -> its place (ord)
 //	q:<q>       sorted set: ready entries of queue q, scored by place
@@ -77,30 +78,36 @@ end
 -- holds reports whether limit l counts running tasks.
 local function holds(l) return l.c > 0 or l.kc ~= nil end
 -- applying returns what the limits that apply to a task of type typ with
--- key key need: ls the limits; for each, f its field in n:<name>, nk
--- n:<name>, s its scope, and park, live and bucket the keys of the scope;
--- ordered whether one is ordered. For Local limits, the field is the
--- holder's consumer name (by default this one).
-local appCache = {}
-local function applying(typ, key, holder)
-  holder = holder or me
-  local ck = #typ .. ':' .. typ .. key .. '\0' .. holder
-  local a = appCache[ck]
+-- key key need: ls the limits, nk for each its n:<name>, pfx the start
+-- of its scopes, and ordered whether one is ordered. It depends only on
+-- the type and whether there is a key: fld and skey add the key.
+local appCache = {[true] = {}, [false] = {}}
+local function applying(typ, key)
+  local byType = appCache[key ~= '']
+  local a = byType[typ]
   if a then return a end
-  a = {ls = {}, f = {}, nk = {}, s = {}, park = {}, live = {}, bucket = {}, ordered = false}
+  a = {ls = {}, nk = {}, pfx = {}, ordered = false}
   for _, l in ipairs(LIM) do
     if (l.t == '' or l.t == typ) and (not l.k or key ~= '') then
       local i = #a.ls + 1
-      local f = ''
-      if l.l then f = holder elseif l.k then f = key end
-      local s = scopeOf(l.n, f)
-      a.ls[i], a.f[i], a.nk[i], a.s[i] = l, f, lim .. 'n:' .. l.n, s
-      a.park[i], a.live[i], a.bucket[i] = lim .. 'park:' .. s, lim .. 'live:' .. s, lim .. 'bucket:' .. s
+      a.ls[i], a.nk[i], a.pfx[i] = l, lim .. 'n:' .. l.n, #l.n .. ':' .. l.n
       a.ordered = a.ordered or l.o
     end
   end
-  appCache[ck] = a
+  byType[typ] = a
   return a
+end
+-- fld returns the field in n:<name> of the i-th limit of a for a task
+-- with key key held by holder (default: this consumer).
+local function fld(a, i, key, holder)
+  local l = a.ls[i]
+  if l.l then return holder or me elseif l.k then return key end
+  return ''
+end
+-- skey returns the key of kind ('park:', 'live:' or 'bucket:') of the
+-- scope of the i-th limit of a for key and holder.
+local function skey(kind, a, i, key, holder)
+  return lim .. kind .. a.pfx[i] .. fld(a, i, key, holder)
 end
 -- concFor returns the concurrency of limit l for key, or nil for none.
 local function concFor(l, key)
@@ -113,16 +120,24 @@ local function concFor(l, key)
 end
 -- keyed[typ] (or keyed[''] for every type) is true when a PerKey limit
 -- applies to the tasks of type typ that have a key; anyOrdered whether a
--- limit is ordered.
-local keyed, anyOrdered = {}, false
+-- limit is ordered; typeless whether no limit has a type, and then
+-- queues are per key only. A PerKey limit is direct (l.d) when each of
+-- its scopes holds one queue only (it has a type, or no limit has): a
+-- queue it holds is not parked in a set, and a permit it frees makes the
+-- queue of its task active again.
+local keyed, anyOrdered, typeless = {}, false, true
 for _, l in ipairs(LIM) do
   if l.k then keyed[l.t] = true end
   anyOrdered = anyOrdered or l.o
+  typeless = typeless and l.t == ''
 end
+for _, l in ipairs(LIM) do l.d = l.k and (l.t ~= '' or typeless) end
 -- qidFor returns the queue of a task.
 local function qidFor(typ, key)
-  if key ~= '' and (keyed[''] or keyed[typ]) then return qidOf(typ, key) end
-  return qidOf(typ, '')
+  local t = typ
+  if typeless then t = '' end
+  if key ~= '' and (keyed[''] or keyed[typ]) then return qidOf(t, key) end
+  return qidOf(t, '')
 end
 -- splitQid returns the type and key of queue q.
 local function splitQid(q)
@@ -226,18 +241,23 @@ local function hold(eid, typ, key, ends)
   if redis.call('ZADD', leaseKey, ends, eid) == 1 then
     local a = applying(typ, key)
     for i, l in ipairs(a.ls) do
-      if holds(l) then addCount(a.nk[i], a.f[i], 1) end
+      if holds(l) then addCount(a.nk[i], fld(a, i, key), 1) end
     end
   end
 end
 -- freePermits gives back the permits of an entry that the caller took out of
 -- lease, held by holder (default: this consumer).
 local function freePermits(typ, key, holder)
-  local a = applying(typ, key, holder)
+  local a = applying(typ, key)
   for i, l in ipairs(a.ls) do
     if holds(l) then
-      addCount(a.nk[i], a.f[i], -1)
-      if not l.l then reactivate(a.park[i]) end
+      addCount(a.nk[i], fld(a, i, key, holder), -1)
+      if l.t == '' and not l.k and not l.l then woke = true end
+      if l.d then
+        freed[#freed + 1] = qidFor(typ, key)
+      elseif not l.l then
+        reactivate(skey('park:', a, i, key))
+      end
     end
   end
 end
@@ -247,8 +267,8 @@ local function leaveOrder(id, typ, key)
   local a = applying(typ, key)
   for i, l in ipairs(a.ls) do
     if l.o then
-      redis.call('ZREM', a.live[i], id)
-      reactivate(a.park[i])
+      redis.call('ZREM', skey('live:', a, i, key), id)
+      if l.d then freed[#freed + 1] = qidFor(typ, key) else reactivate(skey('park:', a, i, key)) end
     end
   end
 end
@@ -258,6 +278,46 @@ local function finish()
   flushCounts()
   flushFreed()
   if woke then redis.call('XADD', lim .. 'wake', 'MAXLEN', '~', 16, '*', 'w', '1') end
+end
+-- index puts new entries in their ready queues: list holds {entry ID,
+-- type, key, place or nil, task ID or nil}, in stream order. The caller
+-- moves the group's last delivered ID past them.
+local function index(list)
+  redis.call('SET', lim .. 'mode', '1')
+  local base = redis.call('INCRBY', lim .. 'ord', #list) - #list
+  local metas, byQueue, qs = {}, {}, {}
+  for i, x in ipairs(list) do
+    local eid, typ, key, ord, id = x[1], x[2], x[3], x[4] or base + i, x[5]
+    metas[#metas + 1] = eid
+    metas[#metas + 1] = ord
+    local q = qidFor(typ, key)
+    local adds = byQueue[q]
+    if not adds then
+      adds = {}
+      byQueue[q] = adds
+      qs[#qs + 1] = q
+    end
+    adds[#adds + 1] = ord
+    adds[#adds + 1] = eid
+    if anyOrdered then
+      local a = applying(typ, key)
+      for j, l in ipairs(a.ls) do
+        if l.o then redis.call('ZADD', skey('live:', a, j, key), ord, id or eid) end
+      end
+    end
+  end
+  for q, adds in pairs(byQueue) do
+    for i = 1, #adds, 1000 do
+      redis.call('ZADD', lim .. 'q:' .. q, unpack(adds, i, math.min(i + 999, #adds)))
+    end
+  end
+  for i = 1, #metas, 1000 do
+    redis.call('HSET', metaKey, unpack(metas, i, math.min(i + 999, #metas)))
+  end
+  for i = 1, #qs, 1000 do
+    redis.call('SADD', queuesKey, unpack(qs, i, math.min(i + 999, #qs)))
+  end
+  activate(qs)
 end
 -- recount counts the entries of lease again into n:<name>, from scratch.
 local function recount()
@@ -276,9 +336,9 @@ local function recount()
       local typ, key = about(e[1][2])
       local holder = nil
       if hasLocal then holder = claimOf(eid) end
-      local a = applying(typ, key, holder)
+      local a = applying(typ, key)
       for i, l in ipairs(a.ls) do
-        if holds(l) then addCount(a.nk[i], a.f[i], 1) end
+        if holds(l) then addCount(a.nk[i], fld(a, i, key, holder), 1) end
       end
     end
   end
@@ -289,9 +349,10 @@ end
 // with leases of ARGV[7] ms. ARGV[9] is '1' to also look for entries whose
 // lease ended without being indexed, count the running tasks again and
 // look at every held queue; ARGV[10] '1' to first take back this
-// consumer's own entries, except those listed from ARGV[12] on. ARGV[11]
-// is the version of the limits: when it changes, the ready queues are
-// indexed again. It returns {{entry ID, fields, delivery count}..., how
+// consumer's own entries, except those listed from ARGV[13] on. ARGV[11]
+// is the version of the limits: when it changes, the running tasks are
+// counted again; ARGV[12] that of what the index depends on: when it
+// changes, the ready queues are indexed again. It returns {{entry ID, fields, delivery count}..., how
 // many of them were this consumer's own, ms until a held queue may be
 // free (a rate token or a lease end; -1: none)}.
 //
@@ -299,7 +360,7 @@ end
 // handed back after its lease ended, which its holder may still extend.
 var claimLimitedScript = redis.NewScript(luaPrelude + `
 local LIMJSON, LEASE = ARGV[6], tonumber(ARGV[7])
-local want, rescue, own, version = tonumber(ARGV[8]), ARGV[9] == '1', ARGV[10] == '1', ARGV[11]
+local want, rescue, own, version, layout = tonumber(ARGV[8]), ARGV[9] == '1', ARGV[10] == '1', ARGV[11], ARGV[12]
 ` + limitsLib + `
 local now = nowMs()
 local out = {}
@@ -307,7 +368,7 @@ local sweep, again = rescue, rescue
 -- Take back this consumer's own entries.
 if own then
   local skip = {}
-  for i = 12, #ARGV do skip[ARGV[i]] = true end
+  for i = 13, #ARGV do skip[ARGV[i]] = true end
   local from = '-'
   while #out < want do
     local page = redis.pcall('XPENDING', stream, group, from, '+', 1000, me)
@@ -389,8 +450,14 @@ if redis.call('GET', lim .. 'dirty') then
   sweep = true
 end
 if redis.call('GET', lim .. 'version') ~= version then
-  -- The limits changed: index the ready entries again, since which
-  -- queue a task belongs to, and which keys are ordered, depend on them.
+  -- The limits changed: count the running tasks again.
+  redis.call('SET', lim .. 'version', version)
+  again, sweep = true, true
+end
+if redis.call('GET', lim .. 'layout') ~= layout then
+  -- What the index depends on changed: index the ready entries again,
+  -- since which queue a task belongs to, and which keys are ordered,
+  -- depend on it.
   for _, q in ipairs(redis.call('SMEMBERS', queuesKey)) do
     local qk = lim .. 'q:' .. q
     local members = redis.call('ZRANGE', qk, 0, -1, 'WITHSCORES')
@@ -407,13 +474,13 @@ if redis.call('GET', lim .. 'version') ~= version then
         redis.call('SADD', queuesKey, nq)
         local a = applying(typ, key)
         for j, l in ipairs(a.ls) do
-          if l.o then redis.call('ZADD', a.live[j], 'NX', ord, id or eid) end
+          if l.o then redis.call('ZADD', skey('live:', a, j, key), 'NX', ord, id or eid) end
         end
       end
     end
   end
-  redis.call('SET', lim .. 'version', version)
-  again, sweep = true, true
+  redis.call('SET', lim .. 'layout', layout)
+  sweep = true
 end
 if again then recount() end
 if sweep then
@@ -440,35 +507,12 @@ if not last then return redis.error_reply('NOGROUP the consumer group of the str
 -- backlog is seen before the claims have taken a tenth of it.
 local es = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', math.max(2000, 10 * want))
 if #es > 0 then
-  redis.call('SET', lim .. 'mode', '1')
-  local base = redis.call('INCRBY', lim .. 'ord', #es) - #es
-  local metas, fresh, qs = {}, {}, {}
+  local list = {}
   for i, e in ipairs(es) do
-    local eid = e[1]
     local typ, key, ord, id = about(e[2])
-    ord = ord or base + i
-    metas[#metas + 1] = eid
-    metas[#metas + 1] = ord
-    local q = qidFor(typ, key)
-    redis.call('ZADD', lim .. 'q:' .. q, ord, eid)
-    if not fresh[q] then
-      fresh[q] = true
-      qs[#qs + 1] = q
-    end
-    if anyOrdered then
-      local a = applying(typ, key)
-      for j, l in ipairs(a.ls) do
-        if l.o then redis.call('ZADD', a.live[j], ord, id or eid) end
-      end
-    end
+    list[i] = {e[1], typ, key, ord, id}
   end
-  for i = 1, #metas, 1000 do
-    redis.call('HSET', metaKey, unpack(metas, i, math.min(i + 999, #metas)))
-  end
-  for i = 1, #qs, 1000 do
-    redis.call('SADD', queuesKey, unpack(qs, i, math.min(i + 999, #qs)))
-  end
-  activate(qs)
+  index(list)
   redis.call('XGROUP', 'SETID', stream, group, es[#es][1])
 end
 
@@ -491,12 +535,17 @@ end
 
 -- pick claims the first task of queue q if every limit admits it. It
 -- returns 'took', 'gone' (q leaves active: it is empty or held; the
--- caller takes it out) or 'skip' (q is held by a Local limit, for this
--- claim only). Every task of q has q's type and, if a PerKey limit
+-- caller takes it out), 'skip' (q is held by a Local limit, for this
+-- claim only) or 'stop' (a limit of every task is exhausted: nothing can
+-- be claimed; stopAt is when its next rate token is due, if that is what
+-- held it). Queues are not parked on a limit of every task: the claim
+-- stops instead, so a freed permit of such a limit need not make every
+-- queue active again. Every task of q has q's type and, if a PerKey limit
 -- applies to it, q's key: the limits are those of q, so a blocked head
 -- blocks the whole queue. New entries are claimed together at the end
 -- (fresh); what they took is given back if one was deleted meanwhile.
 local fresh, gone, leases = {}, {}, {}
+local stopAt = nil
 local qinfo = {}
 local function queueInfo(q)
   local i = qinfo[q]
@@ -515,22 +564,29 @@ local function pick(q)
     for i, l in ipairs(ls) do
       local c = concFor(l, key)
       if c then
-        counts[i] = getCount(a.nk[i], a.f[i])
+        counts[i] = getCount(a.nk[i], fld(a, i, key))
         if counts[i] >= c then
+          if l.t == '' and not l.k then return 'stop' end
           if l.l then return 'skip' end
-          redis.call('SADD', a.park[i], q)
+          if not l.d then redis.call('SADD', skey('park:', a, i, key), q) end
           return 'gone'
         end
       end
       if l.r > 0 then
-        local b = redis.call('HMGET', a.bucket[i], 't', 'ts')
+        local bk = skey('bucket:', a, i, key)
+        local b = redis.call('HMGET', bk, 't', 'ts')
         local t = l.b
         if b[1] then t = math.min(l.b, tonumber(b[1]) + (now - tonumber(b[2])) * l.r / l.p) end
         if t < 1 then
-          redis.call('ZADD', timedKey, now + math.ceil((1 - t) * l.p / l.r), q)
+          local at = now + math.ceil((1 - t) * l.p / l.r)
+          if l.t == '' and not l.k then
+            stopAt = at
+            return 'stop'
+          end
+          redis.call('ZADD', timedKey, at, q)
           return 'gone'
         end
-        buckets[#buckets + 1] = {i, t}
+        buckets[#buckets + 1] = {i, t, bk}
       end
     end
     local m, ord
@@ -543,9 +599,9 @@ local function pick(q)
       m, ord = h[1], tonumber(h[2])
       for i, l in ipairs(ls) do
         if l.o then
-          local head = liveHead(a.live[i])
+          local head = liveHead(skey('live:', a, i, key))
           if head and head < ord then
-            redis.call('SADD', a.park[i], q)
+            if not l.d then redis.call('SADD', skey('park:', a, i, key), q) end
             return 'gone'
           end
         end
@@ -592,16 +648,16 @@ local function pick(q)
       leases[#leases + 1] = now + LEASE
       leases[#leases + 1] = eid
       for i, l in ipairs(ls) do
-        if holds(l) then addCount(a.nk[i], a.f[i], 1) end
+        if holds(l) then addCount(a.nk[i], fld(a, i, key), 1) end
       end
       for _, b in ipairs(buckets) do
         local l = ls[b[1]]
-        redis.call('HSET', a.bucket[b[1]], 't', tostring(b[2] - 1), 'ts', now)
-        redis.call('PEXPIRE', a.bucket[b[1]], math.ceil(l.b * l.p / l.r) + 1000)
+        redis.call('HSET', b[3], 't', tostring(b[2] - 1), 'ts', now)
+        redis.call('PEXPIRE', b[3], math.ceil(l.b * l.p / l.r) + 1000)
       end
       for i, l in ipairs(ls) do
         if counts[i] and not l.l and counts[i] + 1 >= concFor(l, key) then
-          redis.call('SADD', a.park[i], q)
+          if not l.d then redis.call('SADD', skey('park:', a, i, key), q) end
           return 'gone'
         end
       end
@@ -621,7 +677,7 @@ while #out < want do
   if #batch == 0 then break end
   local fields = {}
   for _, q in ipairs(batch) do
-    local _, _, a = queueInfo(q)
+    local _, key, a = queueInfo(q)
     for i, l in ipairs(a.ls) do
       if holds(l) then
         local fs = fields[a.nk[i]]
@@ -629,17 +685,23 @@ while #out < want do
           fs = {}
           fields[a.nk[i]] = fs
         end
-        fs[#fs + 1] = a.f[i]
+        fs[#fs + 1] = fld(a, i, key)
       end
     end
   end
   for nk, fs in pairs(fields) do prefetch(nk, fs) end
+  local stop = false
   for _, q in ipairs(batch) do
     if #out >= want then break end
     local r = pick(q)
+    if r == 'stop' then
+      stop = true
+      break
+    end
     if r ~= 'took' then skipped = skipped + 1 end
     if r == 'gone' then gone[#gone + 1] = q end
   end
+  if stop then break end
 end
 for i = 1, #gone, 1000 do
   redis.call('ZREM', activeKey, unpack(gone, i, math.min(i + 999, #gone)))
@@ -666,7 +728,7 @@ if #fresh > 0 then
       local typ, key = splitQid(f[3])
       local a = applying(typ, key)
       for i, l in ipairs(a.ls) do
-        if l.r > 0 then redis.call('HINCRBYFLOAT', a.bucket[i], 't', 1) end
+        if l.r > 0 then redis.call('HINCRBYFLOAT', skey('bucket:', a, i, key), 't', 1) end
       end
       freePermits(typ, key)
       redis.call('HDEL', metaKey, f[1])
@@ -692,6 +754,7 @@ end
 if turn then redis.call('SET', lim .. 'turn', turn) end
 finish()
 local wait = -1
+if stopAt then wait = math.max(stopAt - now, 0) end
 if #out < want then
   for _, k in ipairs({timedKey, leaseKey}) do
     local first = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
@@ -716,11 +779,12 @@ local ackEnd = #ARGV - 1 - 2 * tonumber(ARGV[8])
 if k == 0 then return 0 end
 local fields = {}
 for x = 1, k do
-  local a = applying(ARGV[ackEnd + at[x]], ARGV[ackEnd + n + at[x]])
+  local key = ARGV[ackEnd + n + at[x]]
+  local a = applying(ARGV[ackEnd + at[x]], key)
   for i, l in ipairs(a.ls) do
     if holds(l) then
       fields[a.nk[i]] = fields[a.nk[i]] or {}
-      table.insert(fields[a.nk[i]], a.f[i])
+      table.insert(fields[a.nk[i]], fld(a, i, key))
     end
   end
 end
@@ -731,7 +795,7 @@ for i = 1, k, 1000 do
   for x = i, j do
     local typ, key = ARGV[ackEnd + at[x]], ARGV[ackEnd + n + at[x]]
     if held[x - i + 1] then freePermits(typ, key) end
-    leaveOrder(ids[x], typ, key)
+    if anyOrdered then leaveOrder(ids[x], typ, key) end
   end
   redis.call('ZREM', leaseKey, unpack(eids, i, j))
   redis.call('HDEL', metaKey, unpack(eids, i, j))
@@ -862,7 +926,7 @@ for _, q in ipairs(queues) do
 end
 local left = redis.call('SCARD', lim .. 'queues')
 if left == 0 then
-  for _, k in ipairs({'mode', 'queues', 'active', 'timed', 'lease', 'meta', 'turn', 'version', 'dirty'}) do
+  for _, k in ipairs({'mode', 'queues', 'active', 'timed', 'lease', 'meta', 'turn', 'version', 'layout', 'dirty'}) do
     redis.call('DEL', lim .. k)
   end
 end

@@ -373,6 +373,11 @@ func ref(d peonify.Delivery) string {
 // still running or not yet delivered. A delivery whose lease was lost (its entry is no longer this
 // consumer's with the same delivery count), or that was already acked, is
 // silently ignored.
+//
+// With limits (see SetLimits) the entries are deleted one by one, since
+// ready entries sit below the group's last delivered ID, and the permits
+// the tasks held are freed in the same script: Wake fires, here and, through
+// their watchers, in the other processes.
 func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	if s.closed.Load() {
 		return peonify.ErrClosed
@@ -428,6 +433,8 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 // schedule (Released does not count the attempt); OutcomeDead moves it to
 // the dead stream with opts.Reason as its last error. A nack of a lost
 // lease changes nothing and returns an error wrapping peonify.ErrLeaseLost.
+// With limits, the task's permits are freed, and a failed or released task
+// keeps its place in its key's order, while a dead one releases the key.
 func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.NackOptions) error {
 	if err := streamkit.CheckDelivery(s.closed.Load(), d, "redisstream", "Nack"); err != nil {
 		return err
@@ -480,7 +487,7 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 // idle time is reset. A lease longer than Config.Lease is cut to it, since
 // Redis keeps one lease per queue. It returns an error wrapping
 // peonify.ErrLeaseLost if the task was acked, nacked or claimed again
-// since.
+// since. With limits, the task's permits are held to the new lease end.
 func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Duration) (peonify.Delivery, error) {
 	if err := streamkit.CheckDelivery(s.closed.Load(), d, "redisstream", "Extend"); err != nil {
 		return d, err

@@ -27,7 +27,10 @@ const (
 // processor is idle: a new entry in the stream (from Peonify's Enqueue or
 // from any other producer), a scheduled task or retry falling due, once
 // the stream is started (see Start), and this stream's own Enqueue or
-// Nack. Wake does no I/O. The channel is never closed.
+// Nack. With limits it also receives when a permit frees (this stream's
+// Ack or Nack, or, once started, any process's), and when the next token
+// of a rate limit that held a claim back is due. Wake does no I/O. The
+// channel is never closed.
 func (s *Stream) Wake() <-chan struct{} { return s.wake }
 
 // Start starts the watcher goroutine that feeds Wake, stopped by Close.

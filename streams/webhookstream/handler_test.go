@@ -483,7 +483,7 @@ func TestConfigErrors(t *testing.T) {
 		{"negative limit", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: gh}}, MaxBodyBytes: -1}, "MaxBodyBytes", ""},
 		{"negative timeout", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: gh}}, BodyTimeout: -1}, "BodyTimeout", ""},
 		{"relative path", Config{Routes: map[string]Route{"a": {Type: "a", Verifier: gh}}}, "start with", ""},
-		{"no type", Config{Routes: map[string]Route{"/a": {Verifier: gh}}}, "Type is empty", ""},
+		{"no type", Config{Routes: map[string]Route{"/a": {Verifier: gh}}}, "Type: is empty", ""},
 		{"no verifier", Config{Routes: map[string]Route{"/a": {Type: "a"}}}, "Verifier is nil", ""},
 		{"both", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: gh, AllowUnsigned: true}}}, "choose one", ""},
 		{"no secret", Config{Routes: map[string]Route{"/a": {Type: "a", Verifier: GitHub{}}}}, "Secrets: is empty", `webhookstream.Config.Routes["/a"].Verifier.Secrets`},

@@ -147,8 +147,8 @@ func (c Config) validate() error {
 		field := fmt.Sprintf("webhookstream.Config.Routes[%q]", path)
 		if err := r.validate(path, c.Results != nil); err != nil {
 			var ce *peonify.ConfigError
-			if errors.As(err, &ce) { // a field of the route's Verifier
-				return &peonify.ConfigError{Field: field + ".Verifier." + ce.Field, Reason: ce.Reason}
+			if errors.As(err, &ce) { // a field of the route or of its Verifier
+				return &peonify.ConfigError{Field: field + "." + ce.Field, Reason: ce.Reason}
 			}
 			return &peonify.ConfigError{Field: field, Reason: err.Error()}
 		}
@@ -157,12 +157,13 @@ func (c Config) validate() error {
 }
 
 func (r Route) validate(path string, haveResults bool) error {
+	bad := func(field, reason string) error { return &peonify.ConfigError{Field: field, Reason: reason} }
 	t := peonify.Task{Type: r.Type, MaxAttempts: r.MaxAttempts}
 	switch {
 	case !strings.HasPrefix(path, "/"):
 		return errors.New("path must start with \"/\"")
 	case r.Type == "":
-		return errors.New("Type is empty: name the task type that handles these webhooks")
+		return bad("Type", "is empty: name the task type that handles these webhooks")
 	case t.Validate() != nil:
 		return t.Validate()
 	case r.Verifier == nil && !r.AllowUnsigned:
@@ -170,24 +171,28 @@ func (r Route) validate(path string, haveResults bool) error {
 	case r.Verifier != nil && r.AllowUnsigned:
 		return errors.New("AllowUnsigned is set with a Verifier: choose one")
 	case r.Sync && !haveResults:
-		return errors.New("Sync needs Config.Results, wired into the processor with Results.Middleware")
+		return bad("Sync", "needs Config.Results, wired into the processor with Results.Middleware")
 	case r.SyncTimeout < 0:
-		return errors.New("SyncTimeout must not be negative (0 means the default, 10s)")
+		return bad("SyncTimeout", "must not be negative (0 means the default, 10s)")
 	case r.MaxBodyBytes < 0:
-		return errors.New("MaxBodyBytes must not be negative (0 means Config.MaxBodyBytes)")
+		return bad("MaxBodyBytes", "must not be negative (0 means Config.MaxBodyBytes)")
 	case len(r.IDPrefix) > 128:
-		return errors.New("IDPrefix is longer than 128 bytes")
+		return bad("IDPrefix", "is longer than 128 bytes")
 	}
-	for _, h := range r.Headers {
+	for i, h := range r.Headers {
 		if h == "" || strings.ContainsAny(h, " \t\r\n:") {
-			return fmt.Errorf("Headers holds %q, which is not a header name", h)
+			return bad(fmt.Sprintf("Headers[%d]", i), fmt.Sprintf("%q is not a header name", h))
 		}
 	}
 	if strings.ContainsAny(r.KeyHeader, " \t\r\n:") {
-		return fmt.Errorf("KeyHeader is %q, which is not a header name", r.KeyHeader)
+		return bad("KeyHeader", fmt.Sprintf("%q is not a header name", r.KeyHeader))
 	}
 	if c, ok := r.Verifier.(checker); ok {
 		if err := c.check(); err != nil {
+			var ce *peonify.ConfigError
+			if errors.As(err, &ce) {
+				return &peonify.ConfigError{Field: "Verifier." + ce.Field, Reason: ce.Reason}
+			}
 			return err
 		}
 	}
