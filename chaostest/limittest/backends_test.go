@@ -31,6 +31,10 @@ type streamSpec struct {
 	Addr  string        // the database file, or the server's URL
 	Queue string        // the queue or key prefix of the scenario
 	Lease time.Duration // the stream's lease; 0 for its default
+
+	// Busy is how long a write to the SQLite file waits for the write
+	// lock; 0 for 30s.
+	Busy time.Duration
 }
 
 // store is the stream and what the test needs of it besides.
@@ -54,7 +58,11 @@ func openStream(ctx context.Context, spec streamSpec, name string, logger *slog.
 		// Writers wait for each other longer than the default 5s: on a
 		// loaded machine, and under the race detector, four processes
 		// claiming back to back can hold the file's write lock that long.
-		s, err := sqlitestream.Open(spec.Addr, sqlitestream.Config{Lease: spec.Lease, BusyTimeout: 30 * time.Second, Logger: logger})
+		busy := spec.Busy
+		if busy == 0 {
+			busy = 30 * time.Second
+		}
+		s, err := sqlitestream.Open(spec.Addr, sqlitestream.Config{Lease: spec.Lease, BusyTimeout: busy, Logger: logger})
 		if err != nil {
 			return nil, err
 		}

@@ -31,7 +31,9 @@
 // race detector it gives A 2,000 tasks rather than 20,000: the detector
 // slows the SQLite engine some 30 times, and a claim there reads a key's
 // ready tasks, so that four processes claiming back to back would hold
-// the file's write lock until other writers give up.
+// the file's write lock until other writers give up. The test's own
+// handle on the file waits up to two minutes for that lock, and the
+// scenario logs how long C's Enqueue waited for it.
 //
 // Every scenario also checks, with chaostest's History.Verify, that every
 // task it waited for completed, and that only the tasks a killed process
