@@ -255,6 +255,16 @@ func runBroker(ctx context.Context, o options, w io.Writer) error {
 			return err
 		}
 	}
+	if o.modes[limitsMode] {
+		drain := func(c contender) func() (result, error) {
+			wt := &watched{}
+			c = wt.contender(c)
+			return func() (result, error) { return wt.add(r.drainAs(ctx, limitsMode, c, o.tasks)) }
+		}
+		if err := runLimits(&rep, o.backend, o.keys, pcfg, b.peonify, drain, o.count); err != nil {
+			return err
+		}
+	}
 	rep.configurations()
 	if la := loadAverage(); la != "" {
 		fmt.Fprintf(w, "load average after: %s\n", la)
@@ -291,9 +301,11 @@ func brokerGoals(r *report, backend string) {
 			fmt.Fprintf(r.w, "  %-40s %-7s p50 %s, p99 %s\n", "idle-pickup", "info", fmtDur(idle.p50), fmtDur(idle.p99))
 		}
 	}
+	r.limitsGoals(check)
 	if okPeon && okPeer {
 		fmt.Fprintln(r.w, resultLine(backend, peerName, peon.jobsPerSec(), peer.jobsPerSec()))
 	}
+	r.limitsResult(backend)
 }
 
 // rawLabel is the report's name of a broker's raw ceiling.
@@ -362,6 +374,7 @@ func counted(st brokerStream, rec *recorder, calls *streamCalls) peonify.Stream 
 // brokerPeonify is a Peonify processor on a broker stream.
 type brokerPeonify struct {
 	stream  brokerStream
+	keys    int // peonifyConfig.Keys
 	calls   streamCalls
 	verify  func(ctx context.Context, n int) error // checks the broker after the run
 	cleanup func()                                 // deletes the queue's keys, streams or queues
@@ -373,13 +386,13 @@ type brokerPeonify struct {
 // It takes over cleanup: on an error it runs it.
 func newBrokerPeonify(cfg peonifyConfig, e *env, rec *recorder, st brokerStream, meter cpuMeter,
 	verify func(context.Context, int) error, cleanup func()) (*brokerPeonify, error) {
-	s := &brokerPeonify{stream: st, verify: verify, cleanup: cleanup, watch: newServerWatch(meter, rec)}
+	s := &brokerPeonify{stream: st, keys: cfg.Keys, verify: verify, cleanup: cleanup, watch: newServerWatch(meter, rec)}
 	p, err := newBenchProcessor(cfg, e, rec)
 	if err != nil {
 		s.Close()
 		return nil, err
 	}
-	if err := p.AddStream(counted(st, rec, &s.calls)); err != nil {
+	if err := p.AddStream(counted(st, rec, &s.calls), peonify.Limits(cfg.Limits...)); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -389,7 +402,7 @@ func newBrokerPeonify(cfg peonifyConfig, e *env, rec *recorder, st brokerStream,
 
 func (s *brokerPeonify) Insert(ctx context.Context, first, count int) error {
 	s.watch.inserted()
-	return enqueueBroker(ctx, s.stream, first, count)
+	return enqueue(ctx, s.stream, first, count, s.keys)
 }
 
 // enqueueAndClose enqueues n tasks on producer, 1000 at a time, for a raw
@@ -399,21 +412,12 @@ func enqueueAndClose(ctx context.Context, producer interface {
 	Close(context.Context) error
 }, n int) error {
 	for first := 0; first < n; first += 1000 {
-		if err := enqueueBroker(ctx, producer, first, min(1000, n-first)); err != nil {
+		if err := enqueue(ctx, producer, first, min(1000, n-first), 0); err != nil {
 			_ = producer.Close(ctx)
 			return fmt.Errorf("raw: enqueue: %w", err)
 		}
 	}
 	return producer.Close(ctx)
-}
-
-// enqueueBroker stores tasks first..first+count-1 through st.
-func enqueueBroker(ctx context.Context, st peonify.Enqueuer, first, count int) error {
-	tasks := make([]*peonify.Task, count)
-	for i := range tasks {
-		tasks[i] = &peonify.Task{Type: "bench", Payload: payload(first + i)}
-	}
-	return st.Enqueue(ctx, tasks...)
 }
 
 func (s *brokerPeonify) Start(ctx context.Context) error {

@@ -29,12 +29,20 @@
 //     loops of SKIP LOCKED claims and batched deletes, with no library.
 //   - raw ceiling (redis, nats, amqp): XREADGROUP and pipelined XACK, a
 //     FetchNoWait and Ack loop, or Qos, Consume and Ack, on the client alone.
+//   - limits (-modes limits, not by default): N tasks over -keys keys
+//     (1,000) drained with a PerKey Concurrency 1 limit, against the same
+//     drain unlimited: the cost of flow control. Streams that cannot
+//     enforce limits (nats, amqp) report it unsupported.
 //
 // Every run checks that exactly N distinct tasks ran once and that the
 // database holds nothing else, and fails loudly otherwise. The last line
 // of the report is
 //
 //	RESULT backend=<b> peonify=<jobs/s> peer=<river|asynq|raw>:<jobs/s> ratio=<peonify/peer>
+//
+// and -modes limits ends with
+//
+//	RESULT backend=<b> mode=limits peonify=<jobs/s> peer=unlimited:<jobs/s> ratio=<limited/unlimited>
 //
 // See README.md for the flags, what each column means and the latest
 // figures.

@@ -31,6 +31,7 @@ type options struct {
 	idleTasks  int
 	idleEvery  time.Duration
 	rawLoops   int
+	keys       int
 	workers    int
 	queueSize  int
 	sweep      []peonifyConfig
@@ -60,7 +61,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.tasks, "tasks", 50000, "tasks in the drain and insert-while-working runs")
 	modes := fs.String("modes", "drain,insert,idle",
 		"comma-separated runs: drain, insert (insert-while-working, not sqlite), idle, "+
-			"raw (the raw ceiling, postgres and brokers; runs with drain too)")
+			"raw (the raw ceiling, postgres and brokers; runs with drain too), "+
+			"limits (Peonify draining -keys keys with PerKey Concurrency 1, against the same unlimited)")
 	systems := fs.String("systems", "peonify,river,river-default",
 		"comma-separated systems to run: peonify, river (tuned), river-default (postgres drain only); "+
 			"redis: peonify, asynq, asynq-default, raw (default all); nats, amqp: peonify, raw (default both)")
@@ -72,6 +74,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.idleTasks, "idle-tasks", 200, "tasks in the idle-pickup run")
 	fs.DurationVar(&o.idleEvery, "idle-every", 20*time.Millisecond, "interval between idle-pickup tasks")
 	fs.IntVar(&o.rawLoops, "raw-loops", 4, "concurrent loops of the raw SQL ceiling")
+	fs.IntVar(&o.keys, "keys", 1000, "keys the tasks of -modes limits are spread over, each limited to one running task")
 	fs.IntVar(&o.workers, "workers", defaultWorkers, "Peonify Config.Workers")
 	fs.IntVar(&o.queueSize, "queue-size", defaultQueueSize, "Peonify Config.QueueSize")
 	fs.IntVar(&o.splitPoll, "split-poll", 1, "experiment: split each Peonify Poll into this many concurrent claims")
@@ -88,8 +91,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	switch {
 	case o.backend != "sqlite" && o.backend != "postgres" && !isBroker(o.backend):
 		return o, fmt.Errorf("-backend %q: use sqlite, postgres, redis, nats or amqp", o.backend)
-	case o.tasks < 1 || o.idleTasks < 1 || o.batch < 1 || o.producers < 1 || o.rawLoops < 1 || o.count < 1:
-		return o, errors.New("-tasks, -idle-tasks, -batch, -producers, -raw-loops and -count must be at least 1")
+	case o.tasks < 1 || o.idleTasks < 1 || o.batch < 1 || o.producers < 1 || o.rawLoops < 1 || o.count < 1 || o.keys < 1:
+		return o, errors.New("-tasks, -idle-tasks, -batch, -producers, -raw-loops, -count and -keys must be at least 1")
 	case o.pgConns < 2:
 		return o, errors.New("-pg-conns must be at least 2")
 	case o.workers < 1 || o.queueSize < 2:
@@ -106,7 +109,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			return o, err
 		}
 	}
-	if o.modes, err = set("-modes", *modes, "drain", "insert", "idle", "raw"); err != nil {
+	if o.modes, err = set("-modes", *modes, "drain", "insert", "idle", "raw", limitsMode); err != nil {
 		return o, err
 	}
 	if o.systems, err = set("-systems", *systems, "peonify", riverTuned.Label, riverDefault.Label,
@@ -238,6 +241,17 @@ func run(ctx context.Context, o options, w io.Writer) error {
 			return err
 		}
 	}
+	if o.modes[limitsMode] {
+		drain := func(c contender) func() (result, error) {
+			return func() (result, error) { return r.drainAs(ctx, limitsMode, c, o.tasks) }
+		}
+		mk := func(cfg peonifyConfig) contender {
+			return contender{name: "peonify", config: cfg.String(), make: newPeonify(cfg)}
+		}
+		if err := runLimits(&rep, o.backend, o.keys, pcfg, mk, drain, o.count); err != nil {
+			return err
+		}
+	}
 	rep.configurations()
 	if la := loadAverage(); la != "" {
 		fmt.Fprintf(w, "load average after: %s\n", la)
@@ -266,6 +280,10 @@ type report struct {
 	verbose bool // print each result's detail
 	results []result
 	byKey   map[string]result
+
+	// limitsUnsupported says why the limits mode could not run: the
+	// store cannot enforce limits.
+	limitsUnsupported string
 }
 
 func (r *report) add(rs []result, err error) error {
@@ -341,9 +359,11 @@ func (r *report) goals(backend string) {
 			check(mode+" p99 <= 5ms", idle.p99 <= 5*time.Millisecond, fmtDur(idle.p99))
 		}
 	}
+	r.limitsGoals(check)
 	if okPeon && okPeer {
 		fmt.Fprintln(r.w, resultLine(backend, "river", peon.jobsPerSec(), peer.jobsPerSec()))
 	}
+	r.limitsResult(backend)
 }
 
 // repeat runs each of fns count times, interleaved so that a slow

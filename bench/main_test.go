@@ -130,6 +130,7 @@ func TestParseFlagsRejects(t *testing.T) {
 		{"-queue-size", "1"},
 		{"-systems", "peonify,sidekiq"},
 		{"-count", "0"},
+		{"-keys", "0"},
 	} {
 		if _, err := parseFlags(args, &bytes.Buffer{}); err == nil {
 			t.Errorf("parseFlags(%q) accepted", args)

@@ -169,7 +169,12 @@ func (r *runner) insertAll(ctx context.Context, sys system, n int) (float64, err
 // drain inserts n tasks first, then times the system working all of them.
 // Latency is from the start of work to each handler's start.
 func (r *runner) drain(ctx context.Context, c contender, n int) (result, error) {
-	res := result{mode: "drain", system: c.name, config: c.config, n: n, hasLatency: true}
+	return r.drainAs(ctx, "drain", c, n)
+}
+
+// drainAs is drain reported as mode.
+func (r *runner) drainAs(ctx context.Context, mode string, c contender, n int) (result, error) {
+	res := result{mode: mode, system: c.name, config: c.config, n: n, hasLatency: true}
 	sys, rec, err := r.setup(ctx, c, n)
 	if err != nil {
 		return res, err
@@ -178,7 +183,7 @@ func (r *runner) drain(ctx context.Context, c contender, n int) (result, error) 
 	if res.insertRate, err = r.insertAll(ctx, sys, n); err != nil {
 		return res, fmt.Errorf("%s: %w", c.name, err)
 	}
-	ph, err := r.startPhase(ctx, "drain", c.name, sys, rec)
+	ph, err := r.startPhase(ctx, mode, c.name, sys, rec)
 	if err != nil {
 		return res, err
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +21,12 @@ type peonifyConfig struct {
 	Workers   int
 	QueueSize int
 	SplitPoll int // experiment: split each Poll into this many concurrent claims when above 1
+
+	// Keys, when above 0, gives the tasks keys: task i gets key
+	// "k<i mod Keys>", so each key has every Keys-th task (-modes limits).
+	Keys int
+	// Limits are given to the stream with peonify.Limits.
+	Limits []peonify.Limit
 }
 
 func (c peonifyConfig) String() string {
@@ -26,7 +34,34 @@ func (c peonifyConfig) String() string {
 	if c.SplitPoll > 1 {
 		s += fmt.Sprintf(", experiment: each Poll split into %d concurrent claims", c.SplitPoll)
 	}
+	if c.Keys > 0 {
+		s += fmt.Sprintf(", tasks over %d keys", c.Keys)
+	}
+	for _, l := range c.Limits {
+		s += ", limit " + describeLimit(l)
+	}
 	return s
+}
+
+// describeLimit says what a limit of the benchmark is, in a few words.
+func describeLimit(l peonify.Limit) string {
+	var parts []string
+	if l.PerKey {
+		parts = append(parts, "PerKey")
+	}
+	if l.Concurrency > 0 {
+		parts = append(parts, fmt.Sprintf("Concurrency %d", l.Concurrency))
+	}
+	if l.Rate > 0 {
+		parts = append(parts, fmt.Sprintf("Rate %d", l.Rate))
+	}
+	if l.Ordered {
+		parts = append(parts, "Ordered")
+	}
+	if l.Fair {
+		parts = append(parts, "Fair")
+	}
+	return strings.Join(parts, " ")
 }
 
 // durableStream is what the benchmark needs of a Peonify stream: the
@@ -162,7 +197,7 @@ func newPeonify(cfg peonifyConfig) newSystemFunc {
 		if cfg.SplitPoll > 1 {
 			st = splitStream{st, cfg.SplitPoll}
 		}
-		if err := p.AddStream(st); err != nil {
+		if err := p.AddStream(st, peonify.Limits(cfg.Limits...)); err != nil {
 			s.Close()
 			return nil, err
 		}
@@ -187,23 +222,33 @@ func (s *peonifySystem) RemoteInsert(ctx context.Context, first, count int) erro
 		}
 		s.remote = st
 	}
-	return enqueue(ctx, s.remote, first, count)
+	return enqueue(ctx, s.remote, first, count, s.cfg.Keys)
 }
 
-// enqueue stores tasks first..first+count-1 through st.
-func enqueue(ctx context.Context, st durableStream, first, count int) error {
+// enqueue stores tasks first..first+count-1 through st, over keys keys
+// when keys is above 0.
+func enqueue(ctx context.Context, st peonify.Enqueuer, first, count, keys int) error {
 	tasks := make([]*peonify.Task, count)
 	for i := range tasks {
-		tasks[i] = &peonify.Task{Type: "bench", Payload: payload(first + i)}
+		tasks[i] = &peonify.Task{Type: "bench", Payload: payload(first + i), Key: taskKey(first+i, keys)}
 	}
 	return st.Enqueue(ctx, tasks...)
+}
+
+// taskKey returns the key of task seq among keys keys: "k" and seq modulo
+// keys, or "" when keys is 0.
+func taskKey(seq, keys int) string {
+	if keys <= 0 {
+		return ""
+	}
+	return "k" + strconv.Itoa(seq%keys)
 }
 
 // Detail reports how the processor used its stream.
 func (s *peonifySystem) Detail() string { return s.calls.String() }
 
 func (s *peonifySystem) Insert(ctx context.Context, first, count int) error {
-	return enqueue(ctx, s.stream, first, count)
+	return enqueue(ctx, s.stream, first, count, s.cfg.Keys)
 }
 
 func (s *peonifySystem) Start(ctx context.Context) error {

@@ -88,6 +88,13 @@
 //		t.Fatal(err)
 //	}
 //
+// Ledger.Timed records when each handler run begins (with the task's key)
+// and returns, read back with History.Runs, for tests of when tasks ran:
+// how many overlapped, in what order they started. Ledger.Mark records
+// events of a test's own (a poll, a phase), read back with History.Marks.
+// The flow-control suite (chaostest/limittest) checks its limits with
+// them.
+//
 // To disturb a stream inside one process instead (failed calls, latency, a
 // stall), wrap it with peonifytest.NewFaultStream.
 //

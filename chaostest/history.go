@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // History is what a ledger file says happened, read by ReadLedger and
@@ -26,6 +27,43 @@ type History struct {
 	// kindAck, kindAckErr or kindNack.
 	settled map[int]map[string]byte
 	notes   []note // records of other kinds, in file order
+
+	runs    []Run          // handler runs recorded by Ledger.Timed, in file order
+	running map[runKey]int // index in runs of each run that has not returned
+	marks   []namedMark    // records written by Ledger.Mark, in file order
+}
+
+// Run is one handler run, as Ledger.Timed recorded it.
+type Run struct {
+	ID      string
+	Key     string // the task's Task.Key
+	Attempt int
+	Pid     int       // the process that ran it
+	Start   time.Time // when the handler was called
+	End     time.Time // when it returned; zero if it had not returned when last read (or its process died)
+	Failed  bool      // it returned an error
+}
+
+// Ended reports whether the run returned.
+func (r Run) Ended() bool { return !r.End.IsZero() }
+
+// Mark is a record written by Ledger.Mark.
+type Mark struct {
+	Pid    int
+	At     time.Time
+	Fields []string // the fields after the name
+}
+
+type namedMark struct {
+	name string
+	Mark
+}
+
+// runKey identifies a run that has begun and not yet returned.
+type runKey struct {
+	pid     int
+	id      string
+	attempt int
 }
 
 // note is a record of a kind History does not interpret itself.
@@ -44,6 +82,7 @@ func ReadLedger(path string) (*History, error) {
 		held:    make(map[int]map[string]struct{}),
 		acked:   make(map[string]int),
 		settled: make(map[int]map[string]byte),
+		running: make(map[runKey]int),
 	}
 	return h, h.Refresh()
 }
@@ -116,6 +155,13 @@ func (h *History) parse(line string) {
 	}
 	kind, args := fields[0][0], fields[3:]
 	switch kind {
+	case kindBegin, kindEnd, kindMark:
+		us, err := strconv.ParseInt(fields[2], 10, 64)
+		if err != nil {
+			return
+		}
+		h.timed(kind, pid, time.UnixMicro(us), args)
+		return
 	case kindQueued:
 		for _, id := range args {
 			h.queued = append(h.queued, unescape(id))
@@ -156,6 +202,39 @@ func (h *History) parse(line string) {
 	}
 }
 
+// timed applies a record of Ledger.Timed or Ledger.Mark.
+func (h *History) timed(kind byte, pid int, at time.Time, args []string) {
+	if kind == kindMark {
+		if len(args) == 0 {
+			return
+		}
+		m := namedMark{name: unescape(args[0]), Mark: Mark{Pid: pid, At: at, Fields: make([]string, len(args)-1)}}
+		for i, f := range args[1:] {
+			m.Fields[i] = unescape(f)
+		}
+		h.marks = append(h.marks, m)
+		return
+	}
+	if len(args) < 3 {
+		return
+	}
+	attempt, err := strconv.Atoi(args[1])
+	if err != nil {
+		return
+	}
+	k := runKey{pid: pid, id: unescape(args[0]), attempt: attempt}
+	if kind == kindBegin {
+		h.running[k] = len(h.runs)
+		h.runs = append(h.runs, Run{ID: k.id, Key: unescape(args[2]), Attempt: attempt, Pid: pid, Start: at})
+		return
+	}
+	if i, ok := h.running[k]; ok {
+		delete(h.running, k)
+		h.runs[i].End = at
+		h.runs[i].Failed = args[2] != "ok"
+	}
+}
+
 func (h *History) settle(pid int, id string, kind byte) {
 	m := h.settled[pid]
 	if m == nil {
@@ -189,6 +268,23 @@ func (h *History) Held(pid int) []string {
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// Runs returns the handler runs recorded with Ledger.Timed, in the order
+// they were recorded. A run that had not returned when the ledger was
+// last read has a zero End.
+func (h *History) Runs() []Run { return slices.Clone(h.runs) }
+
+// Marks returns, in the order they were recorded, the records that
+// Ledger.Mark wrote with this name.
+func (h *History) Marks(name string) []Mark {
+	var out []Mark
+	for _, m := range h.marks {
+		if m.name == name {
+			out = append(out, Mark{Pid: m.Pid, At: m.At, Fields: slices.Clone(m.Fields)})
+		}
+	}
+	return out
 }
 
 // Verdict is the outcome of History.Verify.

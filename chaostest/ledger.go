@@ -22,6 +22,9 @@ const (
 	kindAckErr = 'a' // task IDs of an Ack that returned an error
 	kindNack   = 'N' // outcome and task ID of a Nack that returned nil
 	kindQueued = 'Q' // task IDs of an Enqueue that returned nil
+	kindBegin  = 'b' // task ID, attempt and key of a handler run that began
+	kindEnd    = 'e' // task ID, attempt and "ok" or "err" of a handler run that returned
+	kindMark   = 'm' // a name and fields of the writer's own (Ledger.Mark)
 )
 
 // LedgerConfig configures a Ledger. The zero value is valid.
@@ -129,6 +132,46 @@ func (l *Ledger) Middleware() peonify.Middleware {
 			return l.Done(t)
 		})
 	}
+}
+
+// Timed returns a middleware that records when each handler run begins,
+// with the task's key, and when it returns, with whether it failed, so
+// that a test can tell which runs overlapped and in what order they
+// started (History.Runs): the flow-control tests check concurrency, rate
+// and ordering limits with it. A run whose begin cannot be recorded fails
+// with that error and is retried. Put it last in Config.Middleware, next
+// to the handler, so that its times are the handler's own.
+func (l *Ledger) Timed() peonify.Middleware {
+	return func(next peonify.Handler) peonify.Handler {
+		return peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
+			id, attempt := escape(t.ID), strconv.Itoa(t.Attempt)
+			if err := l.write(kindBegin, id, attempt, escape(t.Key)); err != nil {
+				return err
+			}
+			err := next.Execute(ctx, t)
+			outcome := "ok"
+			if err != nil {
+				outcome = "err"
+			}
+			if werr := l.write(kindEnd, id, attempt, outcome); werr != nil && err == nil {
+				return werr
+			}
+			return err
+		})
+	}
+}
+
+// Mark records an event of the test's own: name (one word, no spaces)
+// and fields, with the writer's process ID and the time, read back with
+// History.Marks. Fields are escaped as task IDs are, so they may hold
+// any text.
+func (l *Ledger) Mark(name string, fields ...string) error {
+	out := make([]string, 0, 1+len(fields))
+	out = append(out, escape(name))
+	for _, f := range fields {
+		out = append(out, escape(f))
+	}
+	return l.write(kindMark, out...)
 }
 
 // Wrap returns s with every claim, ack and nack recorded, so that a test

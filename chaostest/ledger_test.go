@@ -363,3 +363,84 @@ func FuzzEscape(f *testing.F) {
 		}
 	})
 }
+
+// Timed records each run's begin, key and end, failed or not, and a run
+// still going reads as not ended until its end arrives.
+func TestTimedRuns(t *testing.T) {
+	l, path := openTestLedger(t)
+	boom := errors.New("boom")
+	release := make(chan struct{})
+	began := make(chan struct{})
+	h := l.Timed()(peonify.HandlerFunc(func(_ context.Context, tk *peonify.Task) error {
+		switch tk.ID {
+		case "fails":
+			return boom
+		case "slow":
+			close(began)
+			<-release
+		}
+		return nil
+	}))
+	if err := h.Execute(context.Background(), &peonify.Task{ID: "ok one", Key: "tenant a", Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Execute(context.Background(), &peonify.Task{ID: "fails", Attempt: 2}); err != boom {
+		t.Fatalf("Execute = %v, want the handler's own error", err)
+	}
+	done := make(chan error)
+	go func() { done <- h.Execute(context.Background(), &peonify.Task{ID: "slow", Attempt: 1}) }()
+	<-began
+	hist := readTestLedger(t, path)
+	runs := hist.Runs()
+	if len(runs) != 3 {
+		t.Fatalf("Runs() = %+v, want 3", runs)
+	}
+	if r := runs[0]; r.ID != "ok one" || r.Key != "tenant a" || r.Attempt != 1 || r.Failed || !r.Ended() ||
+		r.Pid != os.Getpid() || r.End.Before(r.Start) || time.Since(r.Start) > time.Minute {
+		t.Errorf("first run = %+v", r)
+	}
+	if r := runs[1]; r.ID != "fails" || r.Key != "" || r.Attempt != 2 || !r.Failed || !r.Ended() {
+		t.Errorf("second run = %+v", r)
+	}
+	if r := runs[2]; r.ID != "slow" || r.Ended() {
+		t.Errorf("running run = %+v, want not ended", r)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := hist.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	if r := hist.Runs()[2]; !r.Ended() || r.Failed {
+		t.Errorf("run after it returned = %+v, want ended, not failed", r)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Execute(context.Background(), &peonify.Task{ID: "x"}); err == nil {
+		t.Error("a run whose begin could not be recorded succeeded")
+	}
+}
+
+// Marks read back by name, in order, with fields that need escaping.
+func TestMarks(t *testing.T) {
+	l, path := openTestLedger(t)
+	for _, m := range [][]string{{"poll", "0"}, {"up"}, {"poll", "3", "a b%"}} {
+		if err := l.Mark(m[0], m[1:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := readTestLedger(t, path)
+	polls := h.Marks("poll")
+	if len(polls) != 2 || strings.Join(polls[0].Fields, "|") != "0" || strings.Join(polls[1].Fields, "|") != "3|a b%" ||
+		polls[0].Pid != os.Getpid() || polls[1].At.Before(polls[0].At) {
+		t.Errorf("Marks(poll) = %+v", polls)
+	}
+	if up := h.Marks("up"); len(up) != 1 || len(up[0].Fields) != 0 {
+		t.Errorf("Marks(up) = %+v", up)
+	}
+	if n := h.Marks("none"); len(n) != 0 {
+		t.Errorf("Marks(none) = %+v", n)
+	}
+}

@@ -1,0 +1,224 @@
+//go:build unix
+
+package limittest
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+	_ "modernc.org/sqlite" // the driver of bulkSQLite, which sqlitestream uses too
+
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
+	"github.com/peonify/peonify/internal/testenv"
+	"github.com/peonify/peonify/streams/pgstream"
+	"github.com/peonify/peonify/streams/redisstream"
+	"github.com/peonify/peonify/streams/sqlitestream"
+)
+
+// streamSpec tells a process, the test or a child, how to open the
+// queue of one scenario. It travels to children as JSON.
+type streamSpec struct {
+	Kind  string        // "sqlite", "postgres" or "redis"
+	Addr  string        // the database file, or the server's URL
+	Queue string        // the queue or key prefix of the scenario
+	Lease time.Duration // the stream's lease; 0 for its default
+
+	// Busy is how long a write to the SQLite file waits for the write
+	// lock; 0 for 30s.
+	Busy time.Duration
+}
+
+// store is the stream and what the test needs of it besides.
+type store interface {
+	peonify.Stream
+	peonify.Enqueuer
+	peonify.Inspector
+}
+
+// opened is a stream opened from a streamSpec.
+type opened struct {
+	s    store
+	done func() // closes the client the stream was built on, after the stream is closed
+}
+
+// openStream opens the stream spec describes; name identifies the process
+// to the server.
+func openStream(ctx context.Context, spec streamSpec, name string, logger *slog.Logger) (*opened, error) {
+	switch spec.Kind {
+	case "sqlite":
+		// Writers wait for each other longer than the default 5s: on a
+		// loaded machine, and under the race detector, four processes
+		// claiming back to back can hold the file's write lock that long.
+		busy := spec.Busy
+		if busy == 0 {
+			busy = 30 * time.Second
+		}
+		s, err := sqlitestream.Open(spec.Addr, sqlitestream.Config{Lease: spec.Lease, BusyTimeout: busy, Logger: logger})
+		if err != nil {
+			return nil, err
+		}
+		return &opened{s: s, done: func() {}}, nil
+
+	case "postgres":
+		cfg, err := pgxpool.ParseConfig(spec.Addr)
+		if err != nil {
+			return nil, err
+		}
+		cfg.ConnConfig.RuntimeParams["application_name"] = "limittest-" + name
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		s, err := pgstream.New(pool, pgstream.Config{Queue: spec.Queue, Lease: spec.Lease, RescueInterval: spec.Lease / 4,
+			Identity: name, Logger: logger})
+		if err != nil {
+			pool.Close()
+			return nil, err
+		}
+		return &opened{s: s, done: pool.Close}, nil
+
+	case "redis":
+		opts, err := redis.ParseURL(spec.Addr)
+		if err != nil {
+			return nil, err
+		}
+		c := redis.NewClient(opts)
+		s, err := redisstream.New(c, redisstream.Config{Prefix: spec.Queue, Queue: "flow", Consumer: name,
+			Lease: spec.Lease, RescueInterval: spec.Lease / 4, Logger: logger})
+		if err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+		return &opened{s: s, done: func() { _ = c.Close() }}, nil
+	}
+	return nil, fmt.Errorf("unknown stream kind %q", spec.Kind)
+}
+
+// backend is one store the scenarios run on.
+type backend struct {
+	name string
+	// prepare makes a fresh queue for one scenario and returns its spec;
+	// the queue is removed when the test ends.
+	prepare func(t *testing.T, lease time.Duration) streamSpec
+	// bulk, when set, stores n tasks of typ with key, named prefix and a
+	// five-digit number from 0 on, in that order, faster than Enqueue,
+	// the way a producer without Go does.
+	bulk func(t *testing.T, spec streamSpec, n int, typ, key, prefix string)
+}
+
+var backends = []backend{
+	{name: "sqlite", prepare: prepareSQLite, bulk: bulkSQLite},
+	{name: "postgres", prepare: preparePostgres},
+	{name: "redis", prepare: prepareRedis},
+}
+
+// forEachBackend runs fn as a subtest on each backend, in parallel when
+// parallel is set.
+func forEachBackend(t *testing.T, parallel bool, fn func(t *testing.T, b backend)) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			if parallel {
+				t.Parallel()
+			}
+			fn(t, b)
+		})
+	}
+}
+
+func prepareSQLite(t *testing.T, lease time.Duration) streamSpec {
+	return streamSpec{Kind: "sqlite", Addr: filepath.Join(t.TempDir(), "tasks.db"), Queue: "flow", Lease: lease}
+}
+
+// bulkSQLite stores tasks with one plain INSERT, as sqlitestream's README
+// shows a producer without Go doing it: under the race detector the
+// SQLite engine is slow enough that 20,000 Enqueues take half a minute.
+func bulkSQLite(t *testing.T, spec streamSpec, n int, typ, key, prefix string) {
+	db, err := sql.Open("sqlite", "file:"+spec.Addr+"?_pragma=busy_timeout(30000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	_, err = db.ExecContext(streamtest.Context(t), `WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ? - 1)
+INSERT INTO peonify_tasks (id, type, payload, key, enqueued_at, state, visible_at, updated_at)
+SELECT ? || printf('%05d', i), ?, CAST('{}' AS BLOB), ?, now, 'pending', now, now
+FROM n, (SELECT CAST((julianday('now') - 2440587.5) * 86400000000000 AS INTEGER) AS now)
+ORDER BY i`, n, prefix, typ, key)
+	if err != nil {
+		t.Fatalf("storing %d tasks with a plain INSERT: %v", n, err)
+	}
+}
+
+var migrated sync.Once
+
+func preparePostgres(t *testing.T, lease time.Duration) streamSpec {
+	url := testenv.URL(t, "postgres")
+	spec := streamSpec{Kind: "postgres", Addr: url, Queue: streamtest.Name(t, 40), Lease: lease}
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var merr error
+	migrated.Do(func() { merr = pgstream.Migrate(context.Background(), pool) })
+	if merr != nil {
+		t.Fatal(merr)
+	}
+	t.Cleanup(func() {
+		pool, err := pgxpool.New(context.Background(), url)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer pool.Close()
+		if _, err := pool.Exec(context.Background(), "DELETE FROM peonify_tasks WHERE queue = $1", spec.Queue); err != nil {
+			t.Errorf("removing queue %s: %v", spec.Queue, err)
+		}
+	})
+	return spec
+}
+
+func prepareRedis(t *testing.T, lease time.Duration) streamSpec {
+	url := testenv.URL(t, "redis")
+	spec := streamSpec{Kind: "redis", Addr: url, Queue: streamtest.Name(t, 40), Lease: lease}
+	t.Cleanup(func() { deleteRedisKeys(t, spec) })
+	return spec
+}
+
+// deleteRedisKeys deletes every key of the scenario's prefix.
+func deleteRedisKeys(t *testing.T, spec streamSpec) {
+	opts, err := redis.ParseURL(spec.Addr)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	iter := c.Scan(ctx, 0, spec.Queue+":*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Errorf("listing the keys of %s: %v", spec.Queue, err)
+		return
+	}
+	for len(keys) > 0 {
+		n := min(len(keys), 500)
+		if err := c.Unlink(ctx, keys[:n]...).Err(); err != nil {
+			t.Errorf("deleting the keys of %s: %v", spec.Queue, err)
+			return
+		}
+		keys = keys[n:]
+	}
+}
