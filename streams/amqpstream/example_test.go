@@ -125,7 +125,7 @@ func ExampleStream_inspect() {
 
 // Flow control for tasks that producers publish to RabbitMQ. The broker
 // cannot enforce limits in its claim, so AddStream refuses them rather than
-// ignore them; a processor instead forwards the limited task type, key
+// ignore them; a processor instead forwards (peonify.Forward) the limited task type, key
 // included, into a store that enforces limits (here Postgres), whose
 // processors run it under the limits. The RabbitMQ message is acknowledged
 // only once the task is stored; the forwarded task keeps its ID, so a
@@ -158,15 +158,7 @@ func Example_flowControl() {
 	err = forwarder.AddStream(fromRabbit, peonify.Limits(perTenant))
 	fmt.Println("limits on RabbitMQ unsupported:", errors.Is(err, errors.ErrUnsupported))
 
-	forward := peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
-		err := limited.Enqueue(ctx, &peonify.Task{ID: t.ID, Type: t.Type, Key: t.Key, Payload: t.Payload,
-			Headers: t.Headers, Priority: t.Priority, MaxAttempts: t.MaxAttempts})
-		if errors.Is(err, peonify.ErrDuplicate) {
-			return nil // stored by an earlier attempt
-		}
-		return err
-	})
-	if err := forwarder.AddTaskList(peonify.TaskList{"tenant-report": forward}); err != nil {
+	if err := forwarder.AddTaskList(peonify.TaskList{"tenant-report": peonify.Forward(limited)}); err != nil {
 		log.Fatal(err)
 	}
 	if err := forwarder.AddStream(fromRabbit); err != nil {

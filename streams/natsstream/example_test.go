@@ -122,7 +122,7 @@ func Example_plainProducer() {
 
 // Flow control for tasks that producers publish to NATS. JetStream
 // cannot enforce limits in its claim, so AddStream refuses them rather
-// than ignore them; a processor instead forwards the limited task type,
+// than ignore them; a processor instead forwards (peonify.Forward) the limited task type,
 // key included, into a store that enforces limits (here Postgres), whose
 // processors run it under the limits. The NATS message is acknowledged
 // only once the task is stored, and the forwarded task keeps its ID, so
@@ -163,15 +163,7 @@ func Example_flowControl() {
 	err = forwarder.AddStream(fromNATS, peonify.Limits(perTenant))
 	fmt.Println("limits on NATS unsupported:", errors.Is(err, errors.ErrUnsupported))
 
-	forward := peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
-		err := limited.Enqueue(ctx, &peonify.Task{ID: t.ID, Type: t.Type, Key: t.Key, Payload: t.Payload,
-			Headers: t.Headers, Priority: t.Priority, MaxAttempts: t.MaxAttempts})
-		if errors.Is(err, peonify.ErrDuplicate) {
-			return nil // stored by an earlier attempt
-		}
-		return err
-	})
-	if err := forwarder.AddTaskList(peonify.TaskList{"tenant-report": forward}); err != nil {
+	if err := forwarder.AddTaskList(peonify.TaskList{"tenant-report": peonify.Forward(limited)}); err != nil {
 		log.Fatal(err)
 	}
 	if err := forwarder.AddStream(fromNATS); err != nil {
