@@ -192,47 +192,8 @@ func TestBrowser(t *testing.T) {
 	srv := httptest.NewServer(d)
 	defer srv.Close()
 
-	actx, acancel := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chrome),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true), // /dev/shm is small in containers
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 1100),
-	)
-	defer acancel()
-	bctx, bcancel := chromedp.NewContext(actx)
-	defer bcancel()
-	bctx, cancel := context.WithTimeout(bctx, 25*time.Second)
-	defer cancel()
-
-	var problems browserProblems
-	if err := chromedp.Listen(bctx, problems.listen); err != nil {
-		t.Fatalf("starting Chromium: %v", err)
-	}
-	do := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(bctx, actions...); err != nil {
-			t.Fatalf("%s: %v; page problems: %q", what, err, problems.get())
-		}
-	}
-	waitJS := func(what, expr string) {
-		t.Helper()
-		do(what, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(10*time.Second)))
-	}
-	evalJS := func(expr string) string {
-		t.Helper()
-		v, err := chromedp.Run(bctx, chromedp.Evaluate[string](expr))
-		if err != nil {
-			t.Fatalf("evaluating %s: %v", expr, err)
-		}
-		return v
-	}
+	b := newBrowser(t, ctx, chrome)
+	do, waitJS, evalJS, bctx, problems := b.do, b.waitJS, b.evalJS, b.ctx, b.problems
 
 	// Sign in from the link an operator is given.
 	do("loading the page", chromedp.Navigate(srv.URL+"/#token="+testToken))
@@ -308,4 +269,64 @@ func TestBrowser(t *testing.T) {
 	if ps := problems.get(); len(ps) > 0 {
 		t.Errorf("the page reported problems:\n%s", strings.Join(ps, "\n"))
 	}
+}
+
+// browser is a headless Chromium on one page, with the test's problems
+// (console errors, failed requests) collected for failure messages.
+type browser struct {
+	t        *testing.T
+	ctx      context.Context
+	problems *browserProblems
+}
+
+// newBrowser starts Chromium at path chrome; it stops when the test ends.
+func newBrowser(t *testing.T, ctx context.Context, chrome string) *browser {
+	t.Helper()
+	actx, acancel := chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(chrome),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true), // /dev/shm is small in containers
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 1100),
+	)
+	t.Cleanup(acancel)
+	bctx, bcancel := chromedp.NewContext(actx)
+	t.Cleanup(bcancel)
+	bctx, cancel := context.WithTimeout(bctx, 25*time.Second)
+	t.Cleanup(cancel)
+	b := &browser{t: t, ctx: bctx, problems: &browserProblems{}}
+	if err := chromedp.Listen(bctx, b.problems.listen); err != nil {
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	return b
+}
+
+// do runs actions, failing the test with what it was doing.
+func (b *browser) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	if err := chromedp.Do(b.ctx, actions...); err != nil {
+		b.t.Fatalf("%s: %v; page problems: %q", what, err, b.problems.get())
+	}
+}
+
+// waitJS waits until expr is true on the page.
+func (b *browser) waitJS(what, expr string) {
+	b.t.Helper()
+	b.do(what, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(10*time.Second)))
+}
+
+// evalJS returns the value of expr on the page.
+func (b *browser) evalJS(expr string) string {
+	b.t.Helper()
+	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](expr))
+	if err != nil {
+		b.t.Fatalf("evaluating %s: %v", expr, err)
+	}
+	return v
 }

@@ -90,47 +90,8 @@ func TestBrowserLimits(t *testing.T) {
 	srv := httptest.NewServer(d)
 	defer srv.Close()
 
-	actx, acancel := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chrome),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 1100),
-	)
-	defer acancel()
-	bctx, bcancel := chromedp.NewContext(actx)
-	defer bcancel()
-	bctx, cancel := context.WithTimeout(bctx, 25*time.Second)
-	defer cancel()
-
-	var problems browserProblems
-	if err := chromedp.Listen(bctx, problems.listen); err != nil {
-		t.Fatalf("starting Chromium: %v", err)
-	}
-	do := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(bctx, actions...); err != nil {
-			t.Fatalf("%s: %v; page problems: %q", what, err, problems.get())
-		}
-	}
-	waitJS := func(what, expr string) {
-		t.Helper()
-		do(what, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(10*time.Second)))
-	}
-	evalJS := func(expr string) string {
-		t.Helper()
-		v, err := chromedp.Run(bctx, chromedp.Evaluate[string](expr))
-		if err != nil {
-			t.Fatalf("evaluating %s: %v", expr, err)
-		}
-		return v
-	}
+	b := newBrowser(t, ctx, chrome)
+	do, waitJS, evalJS, bctx, problems := b.do, b.waitJS, b.evalJS, b.ctx, b.problems
 
 	do("loading the page", chromedp.Navigate(srv.URL+"/#token="+testToken))
 	row := `[data-store="mem"] tr[data-limit="email/key"]`
