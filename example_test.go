@@ -258,3 +258,49 @@ func ExampleLimits() {
 	// gold: 4 done, at most 2 at a time
 	// held: 1 waiting, held-0
 }
+
+// KeyFrom gives tasks a Key derived from their payload when the producer
+// set none, so that per-key limits see the tenant.
+func ExampleKeyFrom() {
+	ctx := context.Background()
+	store := memstream.New(memstream.Config{})
+	defer store.Close(ctx)
+	producer := peonify.KeyFrom(store, peonify.JSONKey("tenant"))
+
+	for i, tenant := range []string{"acme", "globex"} {
+		task := &peonify.Task{ID: fmt.Sprint("report-", i), Type: "report", Payload: []byte(`{"tenant":"` + tenant + `"}`)}
+		if err := producer.Enqueue(ctx, task); err != nil {
+			fmt.Println(err)
+			return
+		}
+	}
+	ds, _ := store.Poll(ctx, 10)
+	for _, d := range ds {
+		fmt.Println(d.Task.ID, "key", d.Task.Key)
+	}
+	// Output:
+	// report-0 key acme
+	// report-1 key globex
+}
+
+// Forward moves tasks from a stream that cannot enforce limits into one
+// that can, keeping their IDs and keys: a forward that runs twice stores
+// the task once.
+func ExampleForward() {
+	ctx := context.Background()
+	limited := memstream.New(memstream.Config{})
+	defer limited.Close(ctx)
+	forward := peonify.Forward(limited)
+
+	task := &peonify.Task{ID: "t-1", Type: "report", Key: "acme"}
+	for range 2 {
+		if err := forward.Execute(ctx, task); err != nil {
+			fmt.Println(err)
+			return
+		}
+	}
+	counts, _ := limited.Counts(ctx)
+	fmt.Println("pending:", counts[peonify.StatePending])
+	// Output:
+	// pending: 1
+}

@@ -54,7 +54,8 @@ type Task struct {
 	// tenant, an API account. Limits with PerKey apply to each key on its
 	// own (see Limit): per-key concurrency and rates, per-key ordering,
 	// and fair shares between keys. Producers set it; a raw producer that
-	// cannot set the field sets the KeyHeader header instead. At most
+	// cannot set the field sets the KeyHeader header instead, and KeyFrom
+	// derives it from the task for producers that do neither. At most
 	// MaxKeyLen bytes; empty means no key.
 	Key string
 

@@ -288,6 +288,9 @@ func (c *config) checkIntakes() error {
 			continue
 		}
 		path := s.common().path
+		if _, err := parseKeyFrom(in.keyFromField()); err != nil {
+			return yamlfile.Errorf(path+".key_from", "%v", err)
+		}
 		store := in.storeField()
 		if *store == "" {
 			if len(stores) > 1 {

@@ -102,6 +102,7 @@ streams:
         sync: true
   - name: producers
     kind: websocket
+    key_from: json:from
     listen: 127.0.0.1:0
     path: /tasks
     bearer_tokens: ["${PEONIFY_CLI_TEST_WS_TOKEN}"]
@@ -179,6 +180,11 @@ func TestRunWebhookWebSocketAndMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the WebSocket task to run", func() bool { return fileExists(filepath.Join(dir, "marks", "ws-1.json")) }, d.stderr)
+	// key_from: json:from gave the task, sent without a key, its payload's
+	// "from" as Task.Key.
+	if tj := show(t, dir, "ws-1", "--store", "store.db"); tj.Key != "ws" {
+		t.Errorf("the WebSocket task has key %q, want %q from key_from: json:from", tj.Key, "ws")
+	}
 
 	// The tasks are counted once they are acked.
 	var metrics string

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/peonify/peonify"
@@ -30,6 +31,8 @@ type intakeSpec interface {
 	// storeField is the entry's store: field, set to the store's name once
 	// the file is checked.
 	storeField() *string
+	// keyFromField is the entry's key_from: field.
+	keyFromField() string
 	// taskTypes lists the task types the intake gives its tasks, with the
 	// path of the field that names each; none when producers choose.
 	taskTypes() []typeRef
@@ -92,12 +95,32 @@ type intakeCommon struct {
 	Name  string `yaml:"name"`  // defaults to the kind
 	Kind  string `yaml:"kind"`  // required: the name of one of kinds()
 	Store string `yaml:"store"` // the store it writes into; required when the file has several
+	// KeyFrom derives Task.Key for tasks that arrive without one:
+	// "header:NAME" or "json:PATH" (see parseKeyFrom).
+	KeyFrom string `yaml:"key_from"`
 
 	c streamCommon // name, kind and path, filled by decodeStream
 }
 
 func (ic *intakeCommon) common() *streamCommon { return &ic.c }
 func (ic *intakeCommon) storeField() *string   { return &ic.Store }
+func (ic *intakeCommon) keyFromField() string  { return ic.KeyFrom }
+
+// parseKeyFrom turns an intake's key_from: into the function that derives
+// a task's key: "header:NAME" takes the task header NAME, "json:PATH" the
+// field PATH (dotted for nested objects) of the JSON payload. "" is none.
+func parseKeyFrom(s string) (peonify.KeyFunc, error) {
+	how, arg, _ := strings.Cut(s, ":")
+	switch {
+	case s == "":
+		return nil, nil
+	case how == "header" && arg != "" && !strings.ContainsAny(arg, " \t\r\n:"):
+		return peonify.HeaderKey(arg), nil
+	case how == "json" && arg != "" && !strings.Contains(arg, "..") && !strings.HasPrefix(arg, ".") && !strings.HasSuffix(arg, "."):
+		return peonify.JSONKey(arg), nil
+	}
+	return nil, fmt.Errorf("%q is not header:NAME or json:PATH (e.g. header:X-Tenant, json:account.id)", s)
+}
 
 // intakeStopTimeout bounds how long an HTTP intake waits, at shutdown,
 // for the requests it is answering.

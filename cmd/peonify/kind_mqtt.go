@@ -42,6 +42,7 @@ type mqttSpec struct {
 
 func (s *mqttSpec) common() *streamCommon  { return s.Intake.common() }
 func (s *mqttSpec) storeField() *string    { return s.Intake.storeField() }
+func (s *mqttSpec) keyFromField() string   { return s.Intake.keyFromField() }
 func (s *mqttSpec) resends() *resendFields { return &s.Resends }
 
 func (s *mqttSpec) taskTypes() []typeRef {

@@ -67,7 +67,8 @@ func (s *webhookSpec) storeWarning(store storeSpec) string {
 	}
 	return "peonify: the store of a webhook intake forgets finished tasks at once, so a redelivery of a webhook whose task already ran runs it again; set keep_done on the store to keep them"
 }
-func (s *webhookSpec) storeField() *string { return s.Intake.storeField() }
+func (s *webhookSpec) storeField() *string  { return s.Intake.storeField() }
+func (s *webhookSpec) keyFromField() string { return s.Intake.keyFromField() }
 
 func (s *webhookSpec) taskTypes() []typeRef {
 	refs := make([]typeRef, len(s.Routes))

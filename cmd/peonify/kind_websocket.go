@@ -33,6 +33,7 @@ type websocketSpec struct {
 func (s *websocketSpec) common() *streamCommon  { return s.Intake.common() }
 func (s *websocketSpec) server() *serverFields  { return &s.Server }
 func (s *websocketSpec) storeField() *string    { return s.Intake.storeField() }
+func (s *websocketSpec) keyFromField() string   { return s.Intake.keyFromField() }
 func (s *websocketSpec) taskTypes() []typeRef   { return nil }
 func (s *websocketSpec) resends() *resendFields { return &s.Resends }
 

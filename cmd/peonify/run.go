@@ -249,6 +249,9 @@ func newDaemon(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Wri
 				log.Warn(msg, "intake", spec.common().Name, "store", store)
 			}
 		}
+		if fn, _ := parseKeyFrom(in.keyFromField()); fn != nil { // checked with the file
+			enq = peonify.KeyFrom(enq, fn)
+		}
 		intake, err := in.intake(enq, w)
 		if err != nil {
 			return nil, err
