@@ -14,7 +14,9 @@ import "github.com/redis/go-redis/v9"
 //	version     a hash of the limits the running tasks were counted for
 //	layout      a hash of what the ready queues were indexed for
 //	ord         counter: the place of each task in its key's order
-//	meta        hash: entry ID -> its place (ord)
+//	meta        hash: entry ID -> its place (ord), of the entries claimed
+//	            with limits and not finished (the index keeps the place
+//	            of a ready entry as its score)
 //	q:<q>       sorted set: ready entries of queue q, scored by place
 //	queues      set: the queues with ready entries
 //	active      sorted set: the queues that may have a task to claim,
@@ -285,11 +287,9 @@ end
 local function index(list)
   redis.call('SET', lim .. 'mode', '1')
   local base = redis.call('INCRBY', lim .. 'ord', #list) - #list
-  local metas, byQueue, qs = {}, {}, {}
+  local byQueue, qs = {}, {}
   for i, x in ipairs(list) do
     local eid, typ, key, ord, id = x[1], x[2], x[3], x[4] or base + i, x[5]
-    metas[#metas + 1] = eid
-    metas[#metas + 1] = ord
     local q = qidFor(typ, key)
     local adds = byQueue[q]
     if not adds then
@@ -310,9 +310,6 @@ local function index(list)
     for i = 1, #adds, 1000 do
       redis.call('ZADD', lim .. 'q:' .. q, unpack(adds, i, math.min(i + 999, #adds)))
     end
-  end
-  for i = 1, #metas, 1000 do
-    redis.call('HSET', metaKey, unpack(metas, i, math.min(i + 999, #metas)))
   end
   for i = 1, #qs, 1000 do
     redis.call('SADD', queuesKey, unpack(qs, i, math.min(i + 999, #qs)))
@@ -544,7 +541,7 @@ end
 -- applies to it, q's key: the limits are those of q, so a blocked head
 -- blocks the whole queue. New entries are claimed together at the end
 -- (fresh); what they took is given back if one was deleted meanwhile.
-local fresh, gone, leases = {}, {}, {}
+local fresh, gone, leases, places = {}, {}, {}, {}
 local stopAt = nil
 local qinfo = {}
 local function queueInfo(q)
@@ -647,6 +644,8 @@ local function pick(q)
       -- Every limit admitted it: take its permits and tokens.
       leases[#leases + 1] = now + LEASE
       leases[#leases + 1] = eid
+      places[#places + 1] = eid
+      places[#places + 1] = ord
       for i, l in ipairs(ls) do
         if holds(l) then addCount(a.nk[i], fld(a, i, key), 1) end
       end
@@ -731,18 +730,20 @@ if #fresh > 0 then
         if l.r > 0 then redis.call('HINCRBYFLOAT', skey('bucket:', a, i, key), 't', 1) end
       end
       freePermits(typ, key)
-      redis.call('HDEL', metaKey, f[1])
       redis.call('ZADD', activeKey, 'NX', curTurn(), f[3])
       got[f[1]] = false
     end
   end
+  local ps2 = {}
   for i = 1, #leases, 2 do
     if got[leases[i + 1]] ~= false then
       ls2[#ls2 + 1] = leases[i]
       ls2[#ls2 + 1] = leases[i + 1]
+      ps2[#ps2 + 1] = places[i]
+      ps2[#ps2 + 1] = places[i + 1]
     end
   end
-  leases = ls2
+  leases, places = ls2, ps2
   for _, o in ipairs(out) do
     if o then compact[#compact + 1] = o end
   end
@@ -750,6 +751,7 @@ if #fresh > 0 then
 end
 for i = 1, #leases, 1000 do
   redis.call('ZADD', leaseKey, unpack(leases, i, math.min(i + 999, #leases)))
+  redis.call('HSET', metaKey, unpack(places, i, math.min(i + 999, #places)))
 end
 if turn then redis.call('SET', lim .. 'turn', turn) end
 finish()
