@@ -16,9 +16,6 @@ import "github.com/redis/go-redis/v9"
 //	version     a hash of the limits the running tasks were counted for
 //	layout      a hash of what the ready queues were indexed for
 //	ord         counter: the place of each task in its key's order
-//	meta        hash: entry ID -> its place (ord), of the entries claimed
-//	            with limits and not finished (the index keeps the place
-//	            of a ready entry as its score)
 //	q:<q>       sorted set: ready entries of queue q, scored by place
 //	queues      set: the queues with ready entries
 //	active      sorted set: the queues that may have a task to claim,
@@ -52,7 +49,7 @@ import "github.com/redis/go-redis/v9"
 // sets LIMJSON (the limits, see limitsJSON) before it.
 const limitsLib = `
 local LIM = cjson.decode(LIMJSON)
-local activeKey, timedKey, leaseKey, metaKey = lim .. 'active', lim .. 'timed', lim .. 'lease', lim .. 'meta'
+local activeKey, timedKey, leaseKey = lim .. 'active', lim .. 'timed', lim .. 'lease'
 local queuesKey = lim .. 'queues'
 local function scopeOf(name, f) return #name .. ':' .. name .. f end
 local function qidOf(typ, key) return #typ .. ':' .. typ .. key end
@@ -112,6 +109,21 @@ end
 -- scope of the i-th limit of a for key and holder.
 local function skey(kind, a, i, key, holder)
   return lim .. kind .. a.pfx[i] .. fld(a, i, key, holder)
+end
+-- placeOf returns the place of a task in its key's order that is not
+-- in a ready queue (running, or being retried): its ord field, else its
+-- place in the order of an ordered limit (task ID id), else nil. A task
+-- only under unordered limits keeps no place once claimed.
+local function placeOf(ord, typ, key, id)
+  if ord then return ord end
+  local a = applying(typ, key)
+  for i, l in ipairs(a.ls) do
+    if l.o then
+      local sc = redis.call('ZSCORE', skey('live:', a, i, key), id)
+      if sc then return tonumber(sc) end
+    end
+  end
+  return nil
 end
 -- concFor returns the concurrency of limit l for key, or nil for none.
 local function concFor(l, key)
@@ -411,15 +423,17 @@ if own then
 end
 local ownN = #out
 
--- requeue puts an entry whose lease ended in its queue, marked 'r'.
+-- requeue puts an entry whose lease ended in its queue, marked 'r', in
+-- its place; without one (only unordered limits apply), first: it was
+-- claimed before the tasks that wait in the queue.
 local function requeue(eid, fs)
-  local typ, key, ord = about(fs)
-  ord = tonumber(redis.call('HGET', metaKey, eid) or '') or ord
-  if not ord then
-    ord = redis.call('INCR', lim .. 'ord')
-    redis.call('HSET', metaKey, eid, ord)
-  end
+  local typ, key, ord, id = about(fs)
   local q = qidFor(typ, key)
+  ord = placeOf(ord, typ, key, id or eid)
+  if not ord then
+    local h = redis.call('ZRANGE', lim .. 'q:' .. q, 0, 0, 'WITHSCORES')
+    if #h > 0 then ord = tonumber(h[2]) - 1 else ord = redis.call('INCR', lim .. 'ord') end
+  end
   redis.call('ZADD', lim .. 'q:' .. q, ord, 'r' .. eid)
   redis.call('SADD', queuesKey, q)
   activate({q})
@@ -433,7 +447,6 @@ for _, eid in ipairs(redis.call('ZRANGEBYSCORE', leaseKey, '-inf', now, 'LIMIT',
   local holder = claimOf(eid)
   if #e == 0 then
     if holder then redis.call('XACK', stream, group, eid) end
-    redis.call('HDEL', metaKey, eid)
     again, sweep = true, true
   else
     requeue(eid, e[1][2])
@@ -551,7 +564,7 @@ end
 -- applies to it, q's key: the limits are those of q, so a blocked head
 -- blocks the whole queue. New entries are claimed together at the end
 -- (fresh); what they took is given back if one was deleted meanwhile.
-local fresh, goneSet, leases, places = {}, {}, {}, {}
+local fresh, goneSet, leases = {}, {}, {}
 local stopAt = nil
 local qinfo = {}
 local function queueInfo(q)
@@ -642,7 +655,6 @@ local function pick(q)
         if #c > 0 and c[1] and c[1][2] then
           out[#out + 1] = {eid, c[1][2], count + 1}
         else
-          redis.call('HDEL', metaKey, eid)
           ok = false
         end
       end
@@ -654,8 +666,6 @@ local function pick(q)
       -- Every limit admitted it: take its permits and tokens.
       leases[#leases + 1] = now + LEASE
       leases[#leases + 1] = eid
-      places[#places + 1] = eid
-      places[#places + 1] = ord
       for i, l in ipairs(ls) do
         if holds(l) then addCount(a.nk[i], fld(a, i, key), 1) end
       end
@@ -799,8 +809,6 @@ local function readNew(n)
       out[#out + 1] = {eid, es[i][2], 1}
       leases[#leases + 1] = now + LEASE
       leases[#leases + 1] = eid
-      places[#places + 1] = eid
-      places[#places + 1] = ord
       for j, l in ipairs(a.ls) do
         if holds(l) then addCount(a.nk[j], fld(a, j, key), 1) end
       end
@@ -878,16 +886,13 @@ if #fresh > 0 then
       got[f[1]] = false
     end
   end
-  local ps2 = {}
   for i = 1, #leases, 2 do
     if got[leases[i + 1]] ~= false then
       ls2[#ls2 + 1] = leases[i]
       ls2[#ls2 + 1] = leases[i + 1]
-      ps2[#ps2 + 1] = places[i]
-      ps2[#ps2 + 1] = places[i + 1]
     end
   end
-  leases, places = ls2, ps2
+  leases = ls2
   for _, o in ipairs(out) do
     if o then compact[#compact + 1] = o end
   end
@@ -895,7 +900,6 @@ if #fresh > 0 then
 end
 for i = 1, #leases, 1000 do
   redis.call('ZADD', leaseKey, unpack(leases, i, math.min(i + 999, #leases)))
-  redis.call('HSET', metaKey, unpack(places, i, math.min(i + 999, #places)))
 end
 if turn then redis.call('SET', lim .. 'turn', turn) end
 finish()
@@ -944,7 +948,6 @@ for i = 1, k, 1000 do
     if anyOrdered then leaveOrder(ids[x], typ, key) end
   end
   redis.call('ZREM', leaseKey, unpack(eids, i, j))
-  redis.call('HDEL', metaKey, unpack(eids, i, j))
   redis.call('XACK', stream, group, unpack(eids, i, j))
   redis.call('HDEL', tasks, unpack(ids, i, j))
   redis.call('XDEL', stream, unpack(eids, i, j))
@@ -965,15 +968,15 @@ local LIMJSON, typ, key = ARGV[15], ARGV[13], ARGV[14]
 ` + limitsLib + `
 local function unhold(eid)
   if redis.call('ZREM', leaseKey, eid) == 1 then freePermits(typ, key) end
-  redis.call('HDEL', metaKey, eid)
 end
 ` + nackBody(map[string]string{
 		"gone": "unhold(eid)\n  leaveOrder(id, typ, key)\n  finish()",
-		"skip": "and f ~= 'ord'",
-		"fields": `local ord = redis.call('HGET', metaKey, eid)
-if ord then
-  fields[#fields + 1] = 'ord'
-  fields[#fields + 1] = ord
+		"fields": `if not field(fields, 'ord') then
+  local ord = placeOf(nil, typ, key, id)
+  if ord then
+    fields[#fields + 1] = 'ord'
+    fields[#fields + 1] = ord
+  end
 end`,
 		"done": "unhold(eid)\nif outcome == 'dead' then leaveOrder(id, typ, key) end\nfinish()",
 	})
