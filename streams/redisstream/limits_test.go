@@ -876,3 +876,22 @@ func TestRankOneFirst(t *testing.T) {
 		t.Fatalf("third poll %v, want [c-0]", ids(ds))
 	}
 }
+
+// TestTypeLimitInOneClaim: tasks of a type under a concurrency limit of
+// that type, claimed as they are read, are admitted in stream order up to
+// the limit within one claim; the rest wait, in order, for a permit.
+func TestTypeLimitInOneClaim(t *testing.T) {
+	s := limited(t, Config{},
+		peonify.Limit{Type: "x", PerKey: true, Concurrency: 1},
+		peonify.Limit{Type: "y", Concurrency: 3})
+	streamtest.Enqueue(t, s, keyed("y", "", "y", 5)...)
+	streamtest.Enqueue(t, s, keyed("x", "K", "x", 2)...)
+	first := streamtest.Poll(t, s, 10)
+	if fmt.Sprint(ids(first)) != "[y-0 y-1 y-2 x-0]" {
+		t.Fatalf("first poll %v, want [y-0 y-1 y-2 x-0]", ids(first))
+	}
+	ack(t, s, first[0])
+	if ds := streamtest.Poll(t, s, 10); fmt.Sprint(ids(ds)) != "[y-3]" {
+		t.Fatalf("after an ack of y: %v, want [y-3]", ids(ds))
+	}
+}

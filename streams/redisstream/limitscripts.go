@@ -812,11 +812,14 @@ local function readNew(n)
       for j, l in ipairs(a.ls) do
         if holds(l) then addCount(a.nk[j], fld(a, j, key), 1) end
       end
+      -- The key's next task is its second in this claim: it waits for
+      -- the other keys' first. A queue of no key has no turns to keep.
+      if key ~= '' and (keyed[''] or keyed[typ]) then queued[q] = true end
     else
       file[#file + 1] = x
       acks[#acks + 1] = eid
+      queued[q] = true
     end
-    queued[q] = true
   end
   if #file > 0 then
     for i = 1, #acks, 1000 do
