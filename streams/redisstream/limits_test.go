@@ -895,3 +895,28 @@ func TestTypeLimitInOneClaim(t *testing.T) {
 		t.Fatalf("after an ack of y: %v, want [y-3]", ids(ds))
 	}
 }
+
+// TestWaitingThenNew: a key's waiting task is claimed before the new one
+// behind it, which waits in turn, while a new key's task is claimed as
+// it is read.
+func TestWaitingThenNew(t *testing.T) {
+	s := limited(t, Config{}, peonify.Limit{PerKey: true, Concurrency: 1})
+	streamtest.Enqueue(t, s, keyed("a", "K", "k", 2)...)
+	first := streamtest.Poll(t, s, 10)
+	if fmt.Sprint(ids(first)) != "[k-0]" {
+		t.Fatalf("first poll %v, want [k-0]", ids(first))
+	}
+	ack(t, s, first...)
+	streamtest.Enqueue(t, s, &peonify.Task{ID: "k-2", Type: "a", Key: "K"}, &peonify.Task{ID: "l-0", Type: "a", Key: "L"})
+	second := streamtest.Poll(t, s, 10)
+	if fmt.Sprint(ids(second)) != "[k-1 l-0]" {
+		t.Fatalf("second poll %v, want [k-1 l-0]", ids(second))
+	}
+	if more := streamtest.Poll(t, s, 10); len(more) != 0 {
+		t.Fatalf("k-2 was claimed while k-1 runs: %v", ids(more))
+	}
+	ack(t, s, second...)
+	if third := streamtest.Poll(t, s, 10); fmt.Sprint(ids(third)) != "[k-2]" {
+		t.Fatalf("third poll %v, want [k-2]", ids(third))
+	}
+}
