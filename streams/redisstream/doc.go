@@ -83,17 +83,19 @@
 // stored in the entry's key field, which producers in other languages set
 // with their XADD.
 //
-// With limits a claim cannot use XREADGROUP, which hands entries out
-// strictly in order. Each claim indexes the entries added since the last
-// one into ready queues, a sorted set per task type and key, moves the
-// group's last delivered ID past them, and takes tasks from the queues in
-// turn (round-robin between keys), claiming them with XCLAIM FORCE. A
+// With limits a claim cannot simply use XREADGROUP, which hands entries
+// out strictly in order: tasks that must wait are kept in ready queues, a
+// sorted set per task type and key. Each claim first takes tasks from the
+// queues in turn (round-robin between keys), claiming them with XCLAIM
+// FORCE, then reads new entries with XREADGROUP: one that nothing of its
+// key waits ahead of and that every limit admits is claimed as read; the
+// others go out of the group's pending list into their ready queues. A
 // queue whose first task is held is parked until a permit it waits for
 // frees, or its next rate token is due, so saturated keys cost nothing
 // and never hold up other keys. Running tasks are counted per limit and
 // key, with their lease ends: the permits of a processor that dies come
 // back when its leases end. Rate buckets live in Redis and are refilled
-// by its clock. A failed task keeps its place in its key's order; a dead
+// by its clock. A failed task keeps its place in its ordered key; a dead
 // or deleted one releases the key. An ack or nack that frees a permit
 // fires Wake at once, in this process and, through the watcher, in every
 // other; a claim held back only by a rate bucket arms a timer for its

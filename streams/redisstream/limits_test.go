@@ -816,3 +816,107 @@ func TestCountsUnderLimits(t *testing.T) {
 		t.Errorf("Counts = %v, want 1 running and 2 pending", counts)
 	}
 }
+
+// TestRawProducerUnderLimits: entries a raw producer adds (the key field,
+// or the header; with or without an id field) are claimed under the
+// limits, whether the claim takes them straight from the stream or from
+// their key's ready queue.
+func TestRawProducerUnderLimits(t *testing.T) {
+	c := testClient(t)
+	s := limited(t, Config{}, peonify.Limit{PerKey: true, Concurrency: 1})
+	ctx := streamtest.Context(t)
+	add := func(fields ...any) {
+		t.Helper()
+		if err := c.Do(ctx, append([]any{"XADD", s.Keys().Stream, "*"}, fields...)...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("id", "k1", "type", "a", "key", "K")
+	add("id", "k2", "type", "a", "headers", `{"peonify-key":"K"}`)
+	add("id", "l1", "type", "a", "key", "L")
+	add("type", "a", "key", "M") // no id: the entry ID is the task's
+	first := streamtest.Poll(t, s, 10)
+	got := map[string]string{}
+	for _, d := range first {
+		got[d.Task.Key] = d.Task.ID
+	}
+	if len(first) != 3 || got["K"] != "k1" || got["L"] != "l1" || got["M"] == "" {
+		t.Fatalf("first poll %v, want k1, l1 and M's task", ids(first))
+	}
+	if more := streamtest.Poll(t, s, 10); len(more) != 0 {
+		t.Fatalf("K's second task was claimed while its first runs: %v", ids(more))
+	}
+	for _, d := range first {
+		if d.Task.Key == "K" {
+			ack(t, s, d)
+		}
+	}
+	next := streamtest.PollUntil(t, s, 1, 5*time.Second)
+	if next[0].Task.ID != "k2" || next[0].Task.Key != "K" {
+		t.Errorf("after k1's ack got %v key %q, want k2 of K", ids(next), next[0].Task.Key)
+	}
+}
+
+// TestRankOneFirst: within one claim, each key's first ready task comes
+// before any key's second, both for tasks read in that claim and for
+// tasks already waiting in their keys' queues, which come first.
+func TestRankOneFirst(t *testing.T) {
+	s := limited(t, Config{}, peonify.Limit{PerKey: true, Concurrency: 5})
+	streamtest.Enqueue(t, s, keyed("a", "A", "a", 2)...)
+	streamtest.Enqueue(t, s, keyed("a", "B", "b", 1)...)
+	if ds := streamtest.Poll(t, s, 2); fmt.Sprint(ids(ds)) != "[a-0 b-0]" {
+		t.Fatalf("first poll %v, want [a-0 b-0]", ids(ds))
+	}
+	// a-1 waits in A's queue; C's task arrives after it.
+	streamtest.Enqueue(t, s, keyed("a", "C", "c", 1)...)
+	if ds := streamtest.Poll(t, s, 1); fmt.Sprint(ids(ds)) != "[a-1]" {
+		t.Fatalf("second poll %v, want the older waiting [a-1]", ids(ds))
+	}
+	if ds := streamtest.Poll(t, s, 5); fmt.Sprint(ids(ds)) != "[c-0]" {
+		t.Fatalf("third poll %v, want [c-0]", ids(ds))
+	}
+}
+
+// TestTypeLimitInOneClaim: tasks of a type under a concurrency limit of
+// that type, claimed as they are read, are admitted in stream order up to
+// the limit within one claim; the rest wait, in order, for a permit.
+func TestTypeLimitInOneClaim(t *testing.T) {
+	s := limited(t, Config{},
+		peonify.Limit{Type: "x", PerKey: true, Concurrency: 1},
+		peonify.Limit{Type: "y", Concurrency: 3})
+	streamtest.Enqueue(t, s, keyed("y", "", "y", 5)...)
+	streamtest.Enqueue(t, s, keyed("x", "K", "x", 2)...)
+	first := streamtest.Poll(t, s, 10)
+	if fmt.Sprint(ids(first)) != "[y-0 y-1 y-2 x-0]" {
+		t.Fatalf("first poll %v, want [y-0 y-1 y-2 x-0]", ids(first))
+	}
+	ack(t, s, first[0])
+	if ds := streamtest.Poll(t, s, 10); fmt.Sprint(ids(ds)) != "[y-3]" {
+		t.Fatalf("after an ack of y: %v, want [y-3]", ids(ds))
+	}
+}
+
+// TestWaitingThenNew: a key's waiting task is claimed before the new one
+// behind it, which waits in turn, while a new key's task is claimed as
+// it is read.
+func TestWaitingThenNew(t *testing.T) {
+	s := limited(t, Config{}, peonify.Limit{PerKey: true, Concurrency: 1})
+	streamtest.Enqueue(t, s, keyed("a", "K", "k", 2)...)
+	first := streamtest.Poll(t, s, 10)
+	if fmt.Sprint(ids(first)) != "[k-0]" {
+		t.Fatalf("first poll %v, want [k-0]", ids(first))
+	}
+	ack(t, s, first...)
+	streamtest.Enqueue(t, s, &peonify.Task{ID: "k-2", Type: "a", Key: "K"}, &peonify.Task{ID: "l-0", Type: "a", Key: "L"})
+	second := streamtest.Poll(t, s, 10)
+	if fmt.Sprint(ids(second)) != "[k-1 l-0]" {
+		t.Fatalf("second poll %v, want [k-1 l-0]", ids(second))
+	}
+	if more := streamtest.Poll(t, s, 10); len(more) != 0 {
+		t.Fatalf("k-2 was claimed while k-1 runs: %v", ids(more))
+	}
+	ack(t, s, second...)
+	if third := streamtest.Poll(t, s, 10); fmt.Sprint(ids(third)) != "[k-2]" {
+		t.Fatalf("third poll %v, want [k-2]", ids(third))
+	}
+}

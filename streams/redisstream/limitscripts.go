@@ -3,18 +3,19 @@ package redisstream
 import "github.com/redis/go-redis/v9"
 
 // The scripts of flow control (see "Flow control" in the package
-// documentation). A stream with limits claims through them instead of
-// XREADGROUP: each claim first indexes the entries added since the group's
-// last delivered ID into ready queues, one sorted set per task type and
-// key, then advances the group past them (XGROUP SETID), and takes tasks
-// from the queues round-robin, claiming them with XCLAIM FORCE once every
-// limit that applies admits them. The keys, all under KEYS[5]:
+// documentation). A stream with limits claims through them: each claim
+// first takes tasks from the ready queues (one sorted set per task type
+// and key) round-robin, claiming them with XCLAIM FORCE once every limit
+// that applies admits them, then reads new entries with XREADGROUP: an
+// entry whose key has nothing ready ahead of it and that every limit
+// admits (none ordered or with a rate) is claimed as read; the others are
+// acked out of the group's pending list and put in their ready queues.
+// The keys, all under KEYS[5]:
 //
 //	mode        set once a claim with limits has indexed entries
 //	version     a hash of the limits the running tasks were counted for
 //	layout      a hash of what the ready queues were indexed for
 //	ord         counter: the place of each task in its key's order
-//	meta        hash: entry ID -> its place (ord)
 //	q:<q>       sorted set: ready entries of queue q, scored by place
 //	queues      set: the queues with ready entries
 //	active      sorted set: the queues that may have a task to claim,
@@ -48,7 +49,7 @@ import "github.com/redis/go-redis/v9"
 // sets LIMJSON (the limits, see limitsJSON) before it.
 const limitsLib = `
 local LIM = cjson.decode(LIMJSON)
-local activeKey, timedKey, leaseKey, metaKey = lim .. 'active', lim .. 'timed', lim .. 'lease', lim .. 'meta'
+local activeKey, timedKey, leaseKey = lim .. 'active', lim .. 'timed', lim .. 'lease'
 local queuesKey = lim .. 'queues'
 local function scopeOf(name, f) return #name .. ':' .. name .. f end
 local function qidOf(typ, key) return #typ .. ':' .. typ .. key end
@@ -108,6 +109,21 @@ end
 -- scope of the i-th limit of a for key and holder.
 local function skey(kind, a, i, key, holder)
   return lim .. kind .. a.pfx[i] .. fld(a, i, key, holder)
+end
+-- placeOf returns the place of a task in its key's order that is not
+-- in a ready queue (running, or being retried): its ord field, else its
+-- place in the order of an ordered limit (task ID id), else nil. A task
+-- only under unordered limits keeps no place once claimed.
+local function placeOf(ord, typ, key, id)
+  if ord then return ord end
+  local a = applying(typ, key)
+  for i, l in ipairs(a.ls) do
+    if l.o then
+      local sc = redis.call('ZSCORE', skey('live:', a, i, key), id)
+      if sc then return tonumber(sc) end
+    end
+  end
+  return nil
 end
 -- concFor returns the concurrency of limit l for key, or nil for none.
 local function concFor(l, key)
@@ -227,10 +243,21 @@ local function reactivate(pk)
     if #qs < 1000 then return end
   end
 end
--- flushFreed makes the queues that reactivate collected active again.
+-- flushFreed makes the queues that reactivate and freePermits collected
+-- active again, those that have ready entries: a queue without any need
+-- not take a turn (its key's next task, when one is read, is claimed
+-- straight from the stream or makes its queue active).
 local function flushFreed()
   if #freed > 0 then
-    activate(freed)
+    local ready = {}
+    for i = 1, #freed, 1000 do
+      local j = math.min(i + 999, #freed)
+      local has = redis.call('SMISMEMBER', queuesKey, unpack(freed, i, j))
+      for x = i, j do
+        if has[x - i + 1] == 1 then ready[#ready + 1] = freed[x] end
+      end
+    end
+    activate(ready)
     freed = {}
     woke = true
   end
@@ -284,12 +311,19 @@ end
 -- moves the group's last delivered ID past them.
 local function index(list)
   redis.call('SET', lim .. 'mode', '1')
-  local base = redis.call('INCRBY', lim .. 'ord', #list) - #list
-  local metas, byQueue, qs = {}, {}, {}
-  for i, x in ipairs(list) do
-    local eid, typ, key, ord, id = x[1], x[2], x[3], x[4] or base + i, x[5]
-    metas[#metas + 1] = eid
-    metas[#metas + 1] = ord
+  local need = 0
+  for _, x in ipairs(list) do
+    if not x[4] then need = need + 1 end
+  end
+  local base = 0
+  if need > 0 then base = redis.call('INCRBY', lim .. 'ord', need) - need end
+  local byQueue, qs = {}, {}
+  for _, x in ipairs(list) do
+    if not x[4] then
+      base = base + 1
+      x[4] = base
+    end
+    local eid, typ, key, ord, id = x[1], x[2], x[3], x[4], x[5]
     local q = qidFor(typ, key)
     local adds = byQueue[q]
     if not adds then
@@ -310,9 +344,6 @@ local function index(list)
     for i = 1, #adds, 1000 do
       redis.call('ZADD', lim .. 'q:' .. q, unpack(adds, i, math.min(i + 999, #adds)))
     end
-  end
-  for i = 1, #metas, 1000 do
-    redis.call('HSET', metaKey, unpack(metas, i, math.min(i + 999, #metas)))
   end
   for i = 1, #qs, 1000 do
     redis.call('SADD', queuesKey, unpack(qs, i, math.min(i + 999, #qs)))
@@ -392,15 +423,17 @@ if own then
 end
 local ownN = #out
 
--- requeue puts an entry whose lease ended in its queue, marked 'r'.
+-- requeue puts an entry whose lease ended in its queue, marked 'r', in
+-- its place; without one (only unordered limits apply), first: it was
+-- claimed before the tasks that wait in the queue.
 local function requeue(eid, fs)
-  local typ, key, ord = about(fs)
-  ord = tonumber(redis.call('HGET', metaKey, eid) or '') or ord
-  if not ord then
-    ord = redis.call('INCR', lim .. 'ord')
-    redis.call('HSET', metaKey, eid, ord)
-  end
+  local typ, key, ord, id = about(fs)
   local q = qidFor(typ, key)
+  ord = placeOf(ord, typ, key, id or eid)
+  if not ord then
+    local h = redis.call('ZRANGE', lim .. 'q:' .. q, 0, 0, 'WITHSCORES')
+    if #h > 0 then ord = tonumber(h[2]) - 1 else ord = redis.call('INCR', lim .. 'ord') end
+  end
   redis.call('ZADD', lim .. 'q:' .. q, ord, 'r' .. eid)
   redis.call('SADD', queuesKey, q)
   activate({q})
@@ -414,7 +447,6 @@ for _, eid in ipairs(redis.call('ZRANGEBYSCORE', leaseKey, '-inf', now, 'LIMIT',
   local holder = claimOf(eid)
   if #e == 0 then
     if holder then redis.call('XACK', stream, group, eid) end
-    redis.call('HDEL', metaKey, eid)
     again, sweep = true, true
   else
     requeue(eid, e[1][2])
@@ -503,18 +535,6 @@ if type(gs) == 'table' and not gs.err then
   end
 end
 if not last then return redis.error_reply('NOGROUP the consumer group of the stream is missing') end
--- Ten times as many as the claim wants: a key enqueued behind a
--- backlog is seen before the claims have taken a tenth of it.
-local es = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', math.max(2000, 10 * want))
-if #es > 0 then
-  local list = {}
-  for i, e in ipairs(es) do
-    local typ, key, ord, id = about(e[2])
-    list[i] = {e[1], typ, key, ord, id}
-  end
-  index(list)
-  redis.call('XGROUP', 'SETID', stream, group, es[#es][1])
-end
 
 -- isLive reports whether task id is pending, scheduled or running.
 local function isLive(id)
@@ -544,7 +564,7 @@ end
 -- applies to it, q's key: the limits are those of q, so a blocked head
 -- blocks the whole queue. New entries are claimed together at the end
 -- (fresh); what they took is given back if one was deleted meanwhile.
-local fresh, gone, leases = {}, {}, {}
+local fresh, goneSet, leases = {}, {}, {}
 local stopAt = nil
 local qinfo = {}
 local function queueInfo(q)
@@ -635,7 +655,6 @@ local function pick(q)
         if #c > 0 and c[1] and c[1][2] then
           out[#out + 1] = {eid, c[1][2], count + 1}
         else
-          redis.call('HDEL', metaKey, eid)
           ok = false
         end
       end
@@ -668,41 +687,176 @@ local function pick(q)
   end
 end
 
--- Take queues in turn. Queues that leave active stay in it, in front
--- with the skipped ones, until the end of the loop. The counts of each
--- batch's scopes are read at once.
-local skipped = 0
-while #out < want do
-  local batch = redis.call('ZRANGE', activeKey, skipped, skipped + want - #out - 1)
-  if #batch == 0 then break end
-  local fields = {}
-  for _, q in ipairs(batch) do
-    local _, key, a = queueInfo(q)
-    for i, l in ipairs(a.ls) do
-      if holds(l) then
-        local fs = fields[a.nk[i]]
-        if not fs then
-          fs = {}
-          fields[a.nk[i]] = fs
+-- takeTurns takes queues in turn, those scored up to maxScore (nil: all).
+-- Queues that leave active stay in it, in front with the skipped ones,
+-- until the end of the claim. The counts of each batch's scopes are read
+-- at once.
+local skipped, stopped = 0, false
+local function takeTurns(maxScore)
+  while #out < want and not stopped do
+    local n = want - #out
+    local batch
+    if maxScore then
+      batch = redis.call('ZRANGE', activeKey, '-inf', maxScore, 'BYSCORE', 'LIMIT', skipped, n)
+    else
+      batch = redis.call('ZRANGE', activeKey, skipped, skipped + n - 1)
+    end
+    if #batch == 0 then return end
+    local fields = {}
+    for _, q in ipairs(batch) do
+      local _, key, a = queueInfo(q)
+      for i, l in ipairs(a.ls) do
+        if holds(l) then
+          local fs = fields[a.nk[i]]
+          if not fs then
+            fs = {}
+            fields[a.nk[i]] = fs
+          end
+          fs[#fs + 1] = fld(a, i, key)
         end
-        fs[#fs + 1] = fld(a, i, key)
+      end
+    end
+    for nk, fs in pairs(fields) do prefetch(nk, fs) end
+    for _, q in ipairs(batch) do
+      if #out >= want then break end
+      local r = pick(q)
+      if r == 'stop' then
+        stopped = true
+        break
+      end
+      if r ~= 'took' then skipped = skipped + 1 end
+      if r == 'gone' then goneSet[q] = true end
+    end
+  end
+end
+
+-- fast reports whether a task under the limits of a may be claimed
+-- straight from the stream: no limit of it is ordered or has a rate.
+local function fast(a)
+  if a.fast == nil then
+    a.fast = not a.ordered
+    for _, l in ipairs(a.ls) do
+      if l.r > 0 then a.fast = false end
+    end
+  end
+  return a.fast
+end
+-- queued[q] is true when queue q has ready entries, or gave a task in
+-- this claim: a new entry of q goes behind them.
+local queued = {}
+-- readNew reads up to n entries added since the last claim with
+-- XREADGROUP, which moves the group past them. An entry whose queue has
+-- nothing ready ahead of it and that every limit admits (and none is
+-- ordered or has a rate) is claimed at once: the rank-1 task of its key.
+-- The others are acked out of the group's pending list and put in their
+-- ready queues. It returns how many entries it read.
+local function readNew(n)
+  local r = redis.pcall('XREADGROUP', 'GROUP', group, me, 'COUNT', n, 'STREAMS', stream, '>')
+  if type(r) ~= 'table' or r.err or #r == 0 or #r[1][2] == 0 then return 0 end
+  local es = r[1][2]
+  redis.call('SET', lim .. 'mode', '1')
+  local list, ask, fields = {}, {}, {}
+  for i, e in ipairs(es) do
+    local typ, key, ord, id = about(e[2])
+    local q = qidFor(typ, key)
+    list[i] = {e[1], typ, key, ord, id, q}
+    if queued[q] == nil then
+      queued[q] = false
+      ask[#ask + 1] = q
+    end
+    local a = applying(typ, key)
+    for j, l in ipairs(a.ls) do
+      if holds(l) then
+        fields[a.nk[j]] = fields[a.nk[j]] or {}
+        table.insert(fields[a.nk[j]], fld(a, j, key))
       end
     end
   end
-  for nk, fs in pairs(fields) do prefetch(nk, fs) end
-  local stop = false
-  for _, q in ipairs(batch) do
-    if #out >= want then break end
-    local r = pick(q)
-    if r == 'stop' then
-      stop = true
-      break
-    end
-    if r ~= 'took' then skipped = skipped + 1 end
-    if r == 'gone' then gone[#gone + 1] = q end
+  for i = 1, #ask, 1000 do
+    local j = math.min(i + 999, #ask)
+    local has = redis.call('SMISMEMBER', queuesKey, unpack(ask, i, j))
+    for x = i, j do queued[ask[x]] = has[x - i + 1] == 1 end
   end
-  if stop then break end
+  for nk, fs in pairs(fields) do prefetch(nk, fs) end
+  local need = 0
+  for _, x in ipairs(list) do
+    if not x[4] then need = need + 1 end
+  end
+  if need > 0 then
+    local base = redis.call('INCRBY', lim .. 'ord', need) - need
+    for _, x in ipairs(list) do
+      if not x[4] then
+        base = base + 1
+        x[4] = base
+      end
+    end
+  end
+  local file, acks = {}, {}
+  for i, x in ipairs(list) do
+    local eid, typ, key, ord, q = x[1], x[2], x[3], x[4], x[6]
+    local a = applying(typ, key)
+    local ok = not stopped and #out < want and not queued[q] and fast(a)
+    if ok then
+      for j, l in ipairs(a.ls) do
+        local c = concFor(l, key)
+        if c and getCount(a.nk[j], fld(a, j, key)) >= c then
+          ok = false
+          break
+        end
+      end
+    end
+    if ok then
+      out[#out + 1] = {eid, es[i][2], 1}
+      leases[#leases + 1] = now + LEASE
+      leases[#leases + 1] = eid
+      for j, l in ipairs(a.ls) do
+        if holds(l) then addCount(a.nk[j], fld(a, j, key), 1) end
+      end
+      -- The key's next task is its second in this claim: it waits for
+      -- the other keys' first. A queue of no key has no turns to keep.
+      if key ~= '' and (keyed[''] or keyed[typ]) then queued[q] = true end
+    else
+      file[#file + 1] = x
+      acks[#acks + 1] = eid
+      queued[q] = true
+    end
+  end
+  if #file > 0 then
+    for i = 1, #acks, 1000 do
+      redis.call('XACK', stream, group, unpack(acks, i, math.min(i + 999, #acks)))
+    end
+    -- Behind the queues that took their turn in this claim.
+    turn = curTurn() + 1
+    index(file)
+    for _, x in ipairs(file) do
+      local q = x[6]
+      if goneSet[q] then
+        -- It left active in this claim (held or empty): look at it again.
+        goneSet[q] = nil
+        skipped = skipped - 1
+        redis.call('ZADD', activeKey, turn, q)
+      end
+    end
+  end
+  return #es
 end
+
+-- First each active queue once (the first ready task of each key that
+-- has some), then new entries, then the queues in turn again. New entries
+-- are read for the claim, and at least as many as it wants (a key
+-- enqueued behind held ones is seen as fast as the claims go), up to ten
+-- times as many when they are held.
+takeTurns(curTurn())
+local cap, got = math.max(2000, 10 * want), 0
+while got < cap and (got < want or (#out < want and not stopped)) do
+  local n = math.min(cap - got, math.max(want - #out, want - got))
+  local r = readNew(n)
+  got = got + r
+  if r < n then break end
+end
+takeTurns(nil)
+local gone = {}
+for q in pairs(goneSet) do gone[#gone + 1] = q end
 for i = 1, #gone, 1000 do
   redis.call('ZREM', activeKey, unpack(gone, i, math.min(i + 999, #gone)))
 end
@@ -731,7 +885,6 @@ if #fresh > 0 then
         if l.r > 0 then redis.call('HINCRBYFLOAT', skey('bucket:', a, i, key), 't', 1) end
       end
       freePermits(typ, key)
-      redis.call('HDEL', metaKey, f[1])
       redis.call('ZADD', activeKey, 'NX', curTurn(), f[3])
       got[f[1]] = false
     end
@@ -798,7 +951,6 @@ for i = 1, k, 1000 do
     if anyOrdered then leaveOrder(ids[x], typ, key) end
   end
   redis.call('ZREM', leaseKey, unpack(eids, i, j))
-  redis.call('HDEL', metaKey, unpack(eids, i, j))
   redis.call('XACK', stream, group, unpack(eids, i, j))
   redis.call('HDEL', tasks, unpack(ids, i, j))
   redis.call('XDEL', stream, unpack(eids, i, j))
@@ -819,15 +971,15 @@ local LIMJSON, typ, key = ARGV[15], ARGV[13], ARGV[14]
 ` + limitsLib + `
 local function unhold(eid)
   if redis.call('ZREM', leaseKey, eid) == 1 then freePermits(typ, key) end
-  redis.call('HDEL', metaKey, eid)
 end
 ` + nackBody(map[string]string{
 		"gone": "unhold(eid)\n  leaveOrder(id, typ, key)\n  finish()",
-		"skip": "and f ~= 'ord'",
-		"fields": `local ord = redis.call('HGET', metaKey, eid)
-if ord then
-  fields[#fields + 1] = 'ord'
-  fields[#fields + 1] = ord
+		"fields": `if not field(fields, 'ord') then
+  local ord = placeOf(nil, typ, key, id)
+  if ord then
+    fields[#fields + 1] = 'ord'
+    fields[#fields + 1] = ord
+  end
 end`,
 		"done": "unhold(eid)\nif outcome == 'dead' then leaveOrder(id, typ, key) end\nfinish()",
 	})
