@@ -165,6 +165,11 @@ type Stream struct {
 	// rate limits (Unix nanoseconds); see sweepBuckets.
 	sweptAt atomic.Int64
 
+	// cursor is the group (key and type) of pending tasks after which
+	// the next limited claim starts visiting groups; see claim.visit.
+	cursorMu sync.Mutex
+	cursor   group
+
 	timerMu sync.Mutex
 	timer   *time.Timer // wakes the processor when a scheduled task is due
 	timerAt time.Time   // when timer fires; zero when it is not armed
