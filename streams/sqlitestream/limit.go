@@ -385,9 +385,16 @@ func (p *picker) key(k string) *keyScan {
 	return ks
 }
 
-// windowExtra is how many tasks past the claim's limit a claim reads in
-// the usual order before it reads by group.
-const windowExtra = 16
+// windowSize is how many pending tasks a claim of up to limit tasks reads
+// in the usual order before it reads by group: a few more than it asks
+// for, but no more than windowMax, since in a large claim most of the
+// first tasks may belong to keys that take only one.
+func windowSize(limit int) int { return min(limit, windowMax) + windowExtra }
+
+const (
+	windowMax   = 48
+	windowExtra = 16
+)
 
 // pick chooses up to limit pending tasks that the limits admit and counts
 // them against the limits, in the order they are to be delivered.
@@ -450,7 +457,7 @@ func scanCandidate(rows *sql.Rows) (candidate, error) {
 // each key's first one and every task of no key. It reports whether
 // there may be pending tasks beyond it.
 func (p *picker) window() (more bool, err error) {
-	size := p.limit + windowExtra
+	size := windowSize(p.limit)
 	rows, err := p.c.tx.st.pendingWindow.Query(size)
 	if err != nil {
 		return false, err
@@ -567,7 +574,7 @@ func (p *picker) visit() error {
 	start := s.cursor
 	s.cursorMu.Unlock()
 	last, moved := start, false
-	chunk := max(2*(p.limit-len(p.picks)), 16)
+	chunk := p.limit - len(p.picks) + 8
 	pass := func(from group, inclusive bool, upTo *group) error {
 		for !p.full() {
 			stmt := p.c.tx.st.groupsAfter

@@ -212,6 +212,10 @@ func open(path string, cfg Config, now func() time.Time) (*Stream, error) {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(cfg.BusyTimeout.Milliseconds(), 10)+")")
 	q.Add("_pragma", "synchronous("+cfg.Synchronous.String()+")")
+	// A statement that changes several rows keeps the pages it changes
+	// in a statement journal, to undo itself alone; in memory, not in a
+	// temporary file that costs a write call a page.
+	q.Add("_pragma", "temp_store(memory)")
 	db, err := sql.Open("sqlite", path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestream: open %s: %w", path, err)
