@@ -97,7 +97,9 @@
 //     little, it goes round the keys in the index of pending tasks by
 //     key and type, each claim starting after the key where the
 //     previous one stopped. A claim's cost follows the tasks it takes
-//     and the keys it passes over, not the tasks waiting.
+//     and the keys it passes over, not the tasks waiting. The first
+//     limited claim on a file creates that index, so that a file used
+//     without limits does not maintain it.
 //
 // A task held back stays pending, untouched: no attempt, no lease, no
 // token. A full or held key never stops the claim from reaching the tasks

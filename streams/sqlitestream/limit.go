@@ -830,6 +830,11 @@ func (s *Stream) pollLimited(ctx context.Context, ls *limitSet, limit int) ([]pe
 		if err := s.sweepBuckets(tx, ls); err != nil {
 			return fmt.Errorf("poll: %w", err)
 		}
+		if !s.groupsReady.Load() {
+			if _, err := tx.execSQL(groupsIndex); err != nil {
+				return fmt.Errorf("poll: create the index of pending tasks by key and type: %w", err)
+			}
+		}
 		c := &claim{s: s, tx: tx, ls: ls, now: now}
 		if err := c.load(); err != nil {
 			return fmt.Errorf("poll: count the tasks the limits hold: %w", err)
@@ -864,6 +869,7 @@ func (s *Stream) pollLimited(ctx context.Context, ls *limitSet, limit int) ([]pe
 	if err != nil {
 		return nil, err
 	}
+	s.groupsReady.Store(true)
 	s.lastFull.Store(len(ds) == limit)
 	if !next.IsZero() {
 		s.wakeAt(next)

@@ -909,3 +909,29 @@ func TestLimitClaimCostIgnoresBacklog(t *testing.T) {
 	}
 	t.Logf("claims of 4 beside a key of 20,000 ready tasks took %v (median)", took[2])
 }
+
+// TestGroupsIndexOnlyWithLimits: the index of pending tasks by key and
+// type, which only limited claims read, is created by the first of them:
+// a file whose processors set no limits does not maintain it.
+func TestGroupsIndexOnlyWithLimits(t *testing.T) {
+	s := openTest(t, Config{}, nil)
+	has := func() bool {
+		var n int
+		if err := s.db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE name = 'peonify_tasks_groups'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+	enqueue(t, s, keyed("1", "k"), keyed("2", "k"))
+	got, _ := pollIDs(t, s, 1)
+	wantIDs(t, got, "1")
+	if has() {
+		t.Fatal("a claim without limits created the groups index")
+	}
+	setLimits(t, s, peonify.Limit{PerKey: true, Concurrency: 2})
+	got, _ = pollIDs(t, s, 1)
+	wantIDs(t, got, "2")
+	if !has() {
+		t.Fatal("a limited claim did not create the groups index")
+	}
+}

@@ -165,6 +165,10 @@ type Stream struct {
 	// rate limits (Unix nanoseconds); see sweepBuckets.
 	sweptAt atomic.Int64
 
+	// groupsReady is set once a limited claim of this Stream has made
+	// sure the file has the groups index (see groupsIndex).
+	groupsReady atomic.Bool
+
 	// cursor is the group (key and type) of pending tasks after which
 	// the next limited claim starts visiting groups; see claim.visit.
 	cursorMu sync.Mutex
