@@ -31,10 +31,6 @@ type streamSpec struct {
 	Addr  string        // the database file, or the server's URL
 	Queue string        // the queue or key prefix of the scenario
 	Lease time.Duration // the stream's lease; 0 for its default
-
-	// Busy is how long a write to the SQLite file waits for the write
-	// lock; 0 for 30s.
-	Busy time.Duration
 }
 
 // store is the stream and what the test needs of it besides.
@@ -55,14 +51,7 @@ type opened struct {
 func openStream(ctx context.Context, spec streamSpec, name string, logger *slog.Logger) (*opened, error) {
 	switch spec.Kind {
 	case "sqlite":
-		// Writers wait for each other longer than the default 5s: on a
-		// loaded machine, and under the race detector, four processes
-		// claiming back to back can hold the file's write lock that long.
-		busy := spec.Busy
-		if busy == 0 {
-			busy = 30 * time.Second
-		}
-		s, err := sqlitestream.Open(spec.Addr, sqlitestream.Config{Lease: spec.Lease, BusyTimeout: busy, Logger: logger})
+		s, err := sqlitestream.Open(spec.Addr, sqlitestream.Config{Lease: spec.Lease, Logger: logger})
 		if err != nil {
 			return nil, err
 		}
@@ -142,7 +131,7 @@ func prepareSQLite(t *testing.T, lease time.Duration) streamSpec {
 // shows a producer without Go doing it: under the race detector the
 // SQLite engine is slow enough that 20,000 Enqueues take half a minute.
 func bulkSQLite(t *testing.T, spec streamSpec, n int, typ, key, prefix string) {
-	db, err := sql.Open("sqlite", "file:"+spec.Addr+"?_pragma=busy_timeout(30000)")
+	db, err := sql.Open("sqlite", "file:"+spec.Addr+"?_pragma=busy_timeout(5000)") // as long as sqlitestream waits
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,13 +27,11 @@
 //	             at most
 //
 // On SQLite the fairness scenario stores A's tasks with the plain INSERT
-// that sqlitestream's README gives producers without Go, and under the
-// race detector it gives A 2,000 tasks rather than 20,000: the detector
-// slows the SQLite engine some 30 times, and a claim there reads a key's
-// ready tasks, so that four processes claiming back to back would hold
-// the file's write lock until other writers give up. The test's own
-// handle on the file waits up to two minutes for that lock, and the
-// scenario logs how long C's Enqueue waited for it.
+// that sqlitestream's README gives producers without Go: under the race
+// detector, which slows the SQLite engine some 30 times, 20,000 Enqueues
+// would take half a minute. The scenario logs how long C's Enqueue waited
+// for the file's write lock, which the four processes' claims and acks
+// take in turn.
 //
 // Every scenario also checks, with chaostest's History.Verify, that every
 // task it waited for completed, and that only the tasks a killed process

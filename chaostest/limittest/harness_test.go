@@ -49,13 +49,7 @@ func newScenario(t *testing.T, b backend, lease time.Duration, limits ...peonify
 	t.Helper()
 	sc := &scenario{t: t, b: b, limits: limits, ledger: filepath.Join(t.TempDir(), "ledger")}
 	sc.spec = b.prepare(t, lease)
-	// The test's own writes (the fairness scenario's enqueue while four
-	// processes claim) wait longer for SQLite's write lock than the
-	// children's: the scenario reports how long they waited, and what it
-	// checks is the claims.
-	own := sc.spec
-	own.Busy = 2 * time.Minute
-	st, err := openStream(context.Background(), own, "test", streamtest.Logger(t))
+	st, err := openStream(context.Background(), sc.spec, "test", streamtest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -178,15 +178,7 @@ func position(id string) int {
 func TestFair(t *testing.T) {
 	forEachBackend(t, false, func(t *testing.T, b backend) {
 		sc := newScenario(t, b, 0, peonify.Limit{Name: "fair", Type: "fair", PerKey: true, Fair: true})
-		nA, nB := 20000, 20
-		if raceEnabled && b.name == "sqlite" {
-			// A claim on SQLite reads a key's ready tasks, and the race
-			// detector makes the SQLite engine some 30 times slower: with
-			// 20,000 in one key, four processes claiming back to back
-			// hold the write lock until other writers give up.
-			nA = 2000
-			t.Logf("A gets %d tasks, not 20,000: the race detector slows the SQLite engine down too much", nA)
-		}
+		const nA, nB = 20000, 20
 		gate := filepath.Join(t.TempDir(), "gate")
 		sc.start(4, []string{"fair"}, func(o *orders) { o.Workers, o.QueueSize, o.Gate = 4, 4, gate })
 		stored := time.Now()

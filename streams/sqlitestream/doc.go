@@ -92,7 +92,14 @@
 //     retry delay; a dead or deleted task releases the key. Retrying a dead
 //     task puts it back at the head of its key.
 //   - Fairness, for every PerKey limit: a claim takes the first ready task
-//     of each key, in the usual order, before the second of any key.
+//     of each key before the second of any key. It looks at the oldest
+//     ready tasks first, in the usual order; when they give it too
+//     little, it goes round the keys in the index of pending tasks by
+//     key and type, each claim starting after the key where the
+//     previous one stopped. A claim's cost follows the tasks it takes
+//     and the keys it passes over, not the tasks waiting. The first
+//     limited claim on a file creates that index, so that a file used
+//     without limits does not maintain it.
 //
 // A task held back stays pending, untouched: no attempt, no lease, no
 // token. A full or held key never stops the claim from reaching the tasks

@@ -1,9 +1,9 @@
 package sqlitestream
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"math"
@@ -134,6 +134,10 @@ type claim struct {
 	heads   map[[2]string]head
 
 	rateAt int64 // when the earliest token a blocked task waits for is due; 0 if none
+
+	// wantHead is, after admit refused a task with blockedRow, the rowid
+	// of the pending head of its ordered key.
+	wantHead int64
 }
 
 // bucketKey identifies limit l's bucket for a task with key.
@@ -231,6 +235,7 @@ func (c *claim) head(l peonify.Limit, key string) (head, error) {
 // refusal rules out. It changes nothing; take does.
 func (c *claim) admit(rowid int64, typ, key string) (blocked, error) {
 	worst := admitted
+	c.wantHead = 0
 	for i, l := range c.ls.limits {
 		if !applies(l, typ, key) {
 			continue
@@ -259,6 +264,7 @@ func (c *claim) admit(rowid int64, typ, key string) (blocked, error) {
 				why = blockedKey // the head runs, or waits for its retry
 			case h.rowid != rowid:
 				why = blockedRow // the head is another pending task
+				c.wantHead = h.rowid
 			}
 		}
 		if why == admitted && l.Rate > 0 {
@@ -308,186 +314,428 @@ type candidate struct {
 	rowid    int64
 	id       string
 	typ, key string
-	seq      int // position in the claim's usual order
+	priority int64
+	visible  int64 // visible_at: when it became ready
+	rank     int   // 1: its key's first task in the claim, or a task of no key; 2: the second...
+}
+
+// usual orders tasks as the plain claim does: highest priority first,
+// then the longest ready, then the first received.
+func usual(a, b candidate) int {
+	if c := cmp.Compare(b.priority, a.priority); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.visible, b.visible); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.rowid, b.rowid)
+}
+
+// group is the pending tasks of one key and type, which the groups index
+// keeps together in the usual order: what a claim reads of a key beyond
+// the first tasks of the file.
+type group struct{ key, typ string }
+
+// compare orders groups as the groups index does.
+func (g group) compare(h group) int {
+	if c := strings.Compare(g.key, h.key); c != 0 {
+		return c
+	}
+	return strings.Compare(g.typ, h.typ)
 }
 
 // keyScan is what a claim has seen of one key.
 type keyScan struct {
-	first   bool // the key's first ready task was claimed: the others wait for the next round
-	blocked bool // no task of this key can be claimed
-	queue   []candidate
+	first   bool    // the key's first ready task was claimed: the others wait for the next round
+	blocked bool    // no task of this key can be claimed
+	groups  []group // the key's groups whose later tasks the next rounds may take
 }
+
+func (ks *keyScan) addGroup(g group) {
+	if !slices.Contains(ks.groups, g) {
+		ks.groups = append(ks.groups, g)
+	}
+}
+
+// picker is one claim's choice of tasks.
+type picker struct {
+	c         *claim
+	limit     int
+	picks     []candidate
+	taken     map[int64]bool
+	takenIn   map[group]int
+	seen      map[int64]bool // read by the window
+	seenIn    map[group]int  // how many of a group's tasks the window read
+	keys      map[string]*keyScan
+	keyOrder  []string // keys in the order the claim met them
+	blockKeys map[group]bool
+	blockType map[string]bool
+	none      bool // a limit of every type refuses everything: stop
+}
+
+func (p *picker) full() bool { return p.none || len(p.picks) >= p.limit }
+
+func (p *picker) key(k string) *keyScan {
+	ks := p.keys[k]
+	if ks == nil {
+		ks = &keyScan{}
+		p.keys[k] = ks
+		p.keyOrder = append(p.keyOrder, k)
+	}
+	return ks
+}
+
+// windowSize is how many pending tasks a claim of up to limit tasks reads
+// in the usual order before it reads by group: a few more than it asks
+// for, but no more than windowMax, since in a large claim most of the
+// first tasks may belong to keys that take only one.
+func windowSize(limit int) int { return min(limit, windowMax) + windowExtra }
+
+const (
+	windowMax   = 48
+	windowExtra = 16
+)
 
 // pick chooses up to limit pending tasks that the limits admit and counts
 // them against the limits, in the order they are to be delivered.
 //
-// It reads the pending tasks in the usual order (priority, then the
-// longest ready) and takes the first ready task of each key (and every
-// task without one) as it comes: that is the first round of the round
-// robin, in the usual order between keys. A key's later tasks are kept
-// aside (at most limit of them); when the reading ends with room to spare,
-// the second tasks of every key are tried in the usual order, then the
-// third, and so on. A task a limit refuses is skipped, and with it every
-// task that limit must refuse too (all of its key, or all of its type), so
-// that a saturated key never holds up the others.
+// The first round of the round robin takes the first ready task of each
+// key, and every task of no key, that the limits admit. It reads them in
+// two ways, so that its cost follows the tasks it takes and the keys it
+// passes, never the number of tasks waiting: first the window, the first
+// limit+windowExtra pending tasks in the usual order (priority, then the
+// longest ready), which serves most claims on its own; then, when the
+// window held too few tasks it could take, the groups (the pending tasks
+// of one key and type, in the groups index), one head at a time, going
+// on from the group where the previous claim stopped and wrapping around,
+// so that the claims take turns over every key. The next rounds read the
+// next tasks of the keys that took one and have room for more, and take
+// every key's second task before any key's third. A task a limit refuses
+// is skipped, and with it every task that limit must refuse too (all of
+// its key, or all of its type), so that a saturated key never holds up
+// the others.
 func (c *claim) pick(limit int) ([]candidate, error) {
-	var (
-		picks     []candidate
-		keys      = map[string]*keyScan{}
-		blockKeys = map[[2]string]bool{} // type and key
-		blockType = map[string]bool{}
-	)
-	refused := func(cd candidate, why blocked, ks *keyScan) {
-		switch why {
-		case blockedKey:
-			if ks != nil && !c.ls.typed {
-				ks.blocked = true
-			}
-			blockKeys[[2]string{cd.typ, cd.key}] = true
-		case blockedAll:
-			blockType[cd.typ] = true
-		}
-	}
+	p := &picker{c: c, limit: limit, taken: map[int64]bool{}, takenIn: map[group]int{}, seen: map[int64]bool{}, seenIn: map[group]int{},
+		keys: map[string]*keyScan{}, blockKeys: map[group]bool{}, blockType: map[string]bool{}}
 	types, all, err := c.exhausted()
 	if err != nil || all {
 		return nil, err // a limit of every type holds back every task
 	}
 	for _, t := range types {
-		blockType[t] = true
+		p.blockType[t] = true
 	}
-	// The first round reads the pending tasks in order. When it has
-	// skipped many of them in a row, it reads again from the start with
-	// the keys it knows it has no use for (held back, or with limit tasks
-	// kept aside) left out by SQLite, and skips those it has seen.
-	var (
-		exclKeys = c.saturated()
-		excluded = map[string]bool{}
-		seen     = map[int64]bool{}
-		seq      = 0
-	)
-	for _, k := range exclKeys {
-		excluded[k] = true
+	more, err := p.window()
+	if err != nil {
+		return nil, err
 	}
-	scan := func() (again bool, err error) {
-		rows, err := c.tx.st.pendingScan.Query(jsonArray(exclKeys), jsonArray(slices.Collect(maps.Keys(blockType))))
+	if more && !p.full() {
+		if err := p.visit(); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.rounds(); err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(p.picks, func(a, b candidate) int {
+		if a.rank != b.rank {
+			return a.rank - b.rank
+		}
+		return usual(a, b)
+	})
+	return p.picks, nil
+}
+
+// scanCandidate reads a candidate from rows of rowid, id, type, key,
+// priority and visible_at.
+func scanCandidate(rows *sql.Rows) (candidate, error) {
+	var cd candidate
+	err := rows.Scan(&cd.rowid, &cd.id, &cd.typ, &cd.key, &cd.priority, &cd.visible)
+	return cd, err
+}
+
+// window reads the first pending tasks in the usual order, and offers
+// each key's first one and every task of no key. It reports whether
+// there may be pending tasks beyond it.
+func (p *picker) window() (more bool, err error) {
+	size := windowSize(p.limit)
+	rows, err := p.c.tx.st.pendingWindow.Query(size)
+	if err != nil {
+		return false, err
+	}
+	defer rows.Close()
+	n := 0
+	for !p.full() && rows.Next() {
+		n++
+		cd, err := scanCandidate(rows)
 		if err != nil {
 			return false, err
 		}
-		defer rows.Close()
-		skipped := 0
-		for len(picks) < limit && rows.Next() {
-			var cd candidate
-			if err := rows.Scan(&cd.rowid, &cd.id, &cd.typ, &cd.key); err != nil {
-				return false, err
-			}
-			if seen[cd.rowid] {
-				continue
-			}
-			seen[cd.rowid] = true
-			cd.seq = seq
-			seq++
-			if skipped++; skipped >= scanRestart {
-				var more []string
-				for k, ks := range keys {
-					// With a PerKey limit of every type, every task
-					// of the key is one of those the claim has no use
-					// for; otherwise tasks of other types may be.
-					if !excluded[k] && (ks.blocked || c.ls.perKeyAll && len(ks.queue) >= limit) {
-						more = append(more, k)
-						excluded[k] = true
-					}
-				}
-				if len(more) > 0 {
-					exclKeys = append(exclKeys, more...)
-					delete(seen, cd.rowid) // read it again
-					seq--
-					return true, rows.Close()
-				}
-				skipped = 0
-			}
-			if blockType[cd.typ] || blockKeys[[2]string{cd.typ, cd.key}] {
-				continue
-			}
-			var ks *keyScan
-			if c.ls.keyed(cd.typ, cd.key) {
-				if ks = keys[cd.key]; ks == nil {
-					ks = &keyScan{}
-					keys[cd.key] = ks
-				}
-				if ks.blocked {
-					continue
-				}
-				if ks.first {
-					if len(ks.queue) < limit {
-						ks.queue = append(ks.queue, cd)
-					}
-					continue
-				}
-			}
-			why, err := c.admit(cd.rowid, cd.typ, cd.key)
-			if err != nil {
-				return false, err
-			}
-			if why != admitted {
-				refused(cd, why, ks)
-				if why == blockedAll && c.blocksEveryType(cd.typ) {
-					break // nothing at all can be claimed
-				}
-				continue
-			}
-			c.take(cd.typ, cd.key)
-			picks = append(picks, cd)
-			skipped = 0
-			if ks != nil {
-				ks.first = true
-			}
-		}
-		if err := rows.Err(); err != nil {
+		p.seen[cd.rowid] = true
+		p.seenIn[group{cd.key, cd.typ}]++
+		if err := p.offer(cd); err != nil {
 			return false, err
 		}
-		return false, rows.Close()
 	}
-	for {
-		again, err := scan()
+	if err := rows.Err(); err != nil {
+		return false, err
+	}
+	return n == size, rows.Close()
+}
+
+// offer tries cd as its key's first task of the claim, or as a task of no
+// key: it takes it if every limit admits it. A later task of a key that
+// took its first is left to the next rounds.
+func (p *picker) offer(cd candidate) error { return p.offerHead(cd, true) }
+
+// offerHead is offer; with head set, a task that is not the head of its
+// ordered key makes it offer the head instead (once: two ordered limits
+// of different types may name each other's head).
+func (p *picker) offerHead(cd candidate, head bool) error {
+	g := group{cd.key, cd.typ}
+	if p.taken[cd.rowid] || p.blockType[cd.typ] || p.blockKeys[g] {
+		return nil
+	}
+	var ks *keyScan
+	if p.c.ls.keyed(cd.typ, cd.key) {
+		ks = p.key(cd.key)
+		if ks.blocked {
+			return nil
+		}
+		if ks.first {
+			ks.addGroup(g)
+			return nil
+		}
+	}
+	why, err := p.c.admit(cd.rowid, cd.typ, cd.key)
+	if err != nil {
+		return err
+	}
+	if why == blockedRow {
+		// An ordered key whose head is another pending task, which may
+		// be far behind in the usual order (a lower priority): try it.
+		want := p.c.wantHead
+		if !head || want == 0 || p.taken[want] || want == cd.rowid {
+			return nil
+		}
+		var hd candidate
+		err := p.c.tx.st.pendingRow.QueryRow(want).Scan(&hd.rowid, &hd.id, &hd.typ, &hd.key, &hd.priority, &hd.visible)
+		if err == sql.ErrNoRows {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return p.offerHead(hd, false)
+	}
+	if why != admitted {
+		p.refused(cd, why, ks)
+		if why == blockedAll && p.c.blocksEveryType(cd.typ) {
+			p.none = true // nothing at all can be claimed
+		}
+		return nil
+	}
+	p.takeRank(cd, 1)
+	if ks != nil {
+		ks.first = true
+		ks.addGroup(g)
+	}
+	return nil
+}
+
+func (p *picker) takeRank(cd candidate, rank int) {
+	p.c.take(cd.typ, cd.key)
+	cd.rank = rank
+	p.picks = append(p.picks, cd)
+	p.taken[cd.rowid] = true
+	p.takenIn[group{cd.key, cd.typ}]++
+}
+
+func (p *picker) refused(cd candidate, why blocked, ks *keyScan) {
+	switch why {
+	case blockedKey:
+		if ks != nil && !p.c.ls.typed {
+			ks.blocked = true
+		}
+		p.blockKeys[group{cd.key, cd.typ}] = true
+	case blockedAll:
+		p.blockType[cd.typ] = true
+	}
+}
+
+// visit reads the groups of pending tasks in the groups index's order,
+// from the one after where the previous claim stopped, wrapping around,
+// until the claim has its tasks or every group was seen. Of a group of
+// keyed tasks it offers the head (the others are for the next rounds); of
+// a group of tasks of no key, as many as the claim has room for. The next
+// claim starts after the last group this one looked at.
+func (p *picker) visit() error {
+	s := p.c.s
+	s.cursorMu.Lock()
+	start := s.cursor
+	s.cursorMu.Unlock()
+	last, moved := start, false
+	chunk := p.limit - len(p.picks) + 8
+	pass := func(from group, inclusive bool, upTo *group) error {
+		for !p.full() {
+			stmt := p.c.tx.st.groupsAfter
+			if inclusive {
+				stmt = p.c.tx.st.groupsFrom
+			}
+			heads, err := p.read(stmt, from.key, from.typ, chunk)
+			if err != nil {
+				return err
+			}
+			for _, h := range heads {
+				g := group{h.key, h.typ}
+				if p.full() || upTo != nil && g.compare(*upTo) > 0 {
+					return nil
+				}
+				last, moved = g, true
+				if err := p.group(h); err != nil {
+					return err
+				}
+			}
+			if len(heads) < chunk {
+				return nil // the end of the index
+			}
+			from, inclusive = group{heads[len(heads)-1].key, heads[len(heads)-1].typ}, false
+			chunk *= 2
+		}
+		return nil
+	}
+	err := pass(start, false, nil)
+	if err == nil && start != (group{}) && !p.full() {
+		err = pass(group{}, true, &start)
+	}
+	if moved {
+		s.cursorMu.Lock()
+		s.cursor = last
+		s.cursorMu.Unlock()
+	}
+	return err
+}
+
+// read runs a query whose rows are candidates and returns them.
+func (p *picker) read(stmt *sql.Stmt, args ...any) ([]candidate, error) {
+	rows, err := stmt.Query(args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var cds []candidate
+	for rows.Next() {
+		cd, err := scanCandidate(rows)
 		if err != nil {
 			return nil, err
 		}
-		if !again {
+		cds = append(cds, cd)
+	}
+	return cds, rows.Err()
+}
+
+// group offers what the claim may take of the group whose head is h.
+func (p *picker) group(h candidate) error {
+	g := group{h.key, h.typ}
+	if p.c.ls.keyed(h.typ, h.key) {
+		if p.seen[h.rowid] { // the window offered it
+			if ks := p.keys[h.key]; ks != nil && ks.first {
+				ks.addGroup(g)
+			}
+			return nil
+		}
+		return p.offer(h)
+	}
+	// Tasks no PerKey limit covers: in the usual order, as many as the
+	// claim has room for, besides those the window read.
+	if p.blockType[g.typ] || p.blockKeys[g] {
+		return nil
+	}
+	tasks, err := p.read(p.c.tx.st.groupTasks, g.key, g.typ, p.limit-len(p.picks)+p.seenIn[g])
+	if err != nil {
+		return err
+	}
+	for _, cd := range tasks {
+		if p.full() || p.blockType[g.typ] || p.blockKeys[g] {
 			break
 		}
+		if !p.seen[cd.rowid] {
+			if err := p.offer(cd); err != nil {
+				return err
+			}
+		}
 	}
-	// The next rounds: each key's next task, in the usual order.
-	for round := 0; len(picks) < limit; round++ {
+	return nil
+}
+
+// rounds takes the later tasks of the keys that took their first: the
+// second task of every such key before the third of any, and so on, each
+// round in the usual order. It reads the next tasks only of the keys'
+// groups that every limit has room for one more of.
+func (p *picker) rounds() error {
+	if p.full() {
+		return nil
+	}
+	queues := map[string][]candidate{}
+	for _, k := range p.keyOrder {
+		ks := p.keys[k]
+		if !ks.first || ks.blocked {
+			continue
+		}
+		var q []candidate
+		for _, g := range ks.groups {
+			if p.blockKeys[g] || p.blockType[g.typ] {
+				continue
+			}
+			why, err := p.c.admit(0, g.typ, g.key) // a task of the group, not the head of an ordered key
+			if err != nil {
+				return err
+			}
+			if why != admitted {
+				continue
+			}
+			tasks, err := p.read(p.c.tx.st.groupTasks, g.key, g.typ, p.limit-len(p.picks)+p.takenIn[g])
+			if err != nil {
+				return err
+			}
+			for _, cd := range tasks {
+				if !p.taken[cd.rowid] {
+					q = append(q, cd)
+				}
+			}
+		}
+		slices.SortFunc(q, usual)
+		queues[k] = q[:min(len(q), p.limit-len(p.picks))]
+	}
+	for round := 0; !p.full(); round++ {
 		var next []candidate
-		for _, ks := range keys {
-			if !ks.blocked && round < len(ks.queue) {
-				next = append(next, ks.queue[round])
+		for _, k := range p.keyOrder {
+			if q := queues[k]; !p.keys[k].blocked && round < len(q) {
+				next = append(next, q[round])
 			}
 		}
 		if len(next) == 0 {
 			break
 		}
-		slices.SortFunc(next, func(a, b candidate) int { return a.seq - b.seq })
+		slices.SortFunc(next, usual)
 		for _, cd := range next {
-			if len(picks) == limit {
+			if p.full() {
 				break
 			}
-			if blockType[cd.typ] || blockKeys[[2]string{cd.typ, cd.key}] {
+			if p.blockType[cd.typ] || p.blockKeys[group{cd.key, cd.typ}] {
 				continue
 			}
-			why, err := c.admit(cd.rowid, cd.typ, cd.key)
+			why, err := p.c.admit(cd.rowid, cd.typ, cd.key)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			if why != admitted {
-				refused(cd, why, keys[cd.key])
+				p.refused(cd, why, p.keys[cd.key])
 				continue
 			}
-			c.take(cd.typ, cd.key)
-			picks = append(picks, cd)
+			p.takeRank(cd, round+2)
 		}
 	}
-	return picks, nil
+	return nil
 }
 
 // blocksEveryType reports whether the limit that refused a task of typ
@@ -549,41 +797,6 @@ func (c *claim) rateDue(l peonify.Limit, b *bucket) {
 	}
 }
 
-// jsonArray encodes a list of strings for json_each.
-func jsonArray(list []string) string {
-	if len(list) == 0 {
-		return "[]"
-	}
-	b, _ := json.Marshal(list)
-	return string(b)
-}
-
-// scanRestart is how many pending tasks in a row a claim skips before it
-// reads again, leaving out the keys it has no use for.
-const scanRestart = 256
-
-// saturated returns the keys whose every task some PerKey limit of every
-// type refuses because the key's running tasks fill its concurrency.
-func (c *claim) saturated() []string {
-	var keys []string
-	for i, l := range c.ls.limits {
-		if !l.PerKey || l.Type != "" {
-			continue
-		}
-		for key, n := range c.keyUse[i] {
-			if max, ok := l.ConcurrencyFor(key); ok && n >= max {
-				keys = append(keys, key)
-			}
-		}
-		for key, max := range l.KeyConcurrency {
-			if max == 0 {
-				keys = append(keys, key)
-			}
-		}
-	}
-	return keys
-}
-
 // save writes back the buckets the claim took tokens from.
 func (c *claim) save() error {
 	for id, b := range c.buckets {
@@ -616,6 +829,11 @@ func (s *Stream) pollLimited(ctx context.Context, ls *limitSet, limit int) ([]pe
 		}
 		if err := s.sweepBuckets(tx, ls); err != nil {
 			return fmt.Errorf("poll: %w", err)
+		}
+		if !s.groupsReady.Load() {
+			if _, err := tx.execSQL(groupsIndex); err != nil {
+				return fmt.Errorf("poll: create the index of pending tasks by key and type: %w", err)
+			}
 		}
 		c := &claim{s: s, tx: tx, ls: ls, now: now}
 		if err := c.load(); err != nil {
@@ -651,6 +869,7 @@ func (s *Stream) pollLimited(ctx context.Context, ls *limitSet, limit int) ([]pe
 	if err != nil {
 		return nil, err
 	}
+	s.groupsReady.Store(true)
 	s.lastFull.Store(len(ds) == limit)
 	if !next.IsZero() {
 		s.wakeAt(next)

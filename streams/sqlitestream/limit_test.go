@@ -858,3 +858,80 @@ func TestLimitWaitingIsIdle(t *testing.T) {
 	}
 	t.Logf("%d transactions in the second that every ready task was held back", n)
 }
+
+// TestLimitOrderedHeadBehind: the head of an ordered key is claimed even
+// when the key's later tasks, of a higher priority, come first in the
+// usual order and the head lies beyond the tasks a claim reads first.
+func TestLimitOrderedHeadBehind(t *testing.T) {
+	s := openTest(t, Config{}, nil)
+	setLimits(t, s, peonify.Limit{PerKey: true, Ordered: true})
+	batch := []*peonify.Task{keyed("k1", "K")}
+	for i := range 100 {
+		batch = append(batch, &peonify.Task{ID: fmt.Sprint("x", i), Type: "test", Key: "X", Priority: 1})
+	}
+	batch = append(batch, &peonify.Task{ID: "k2", Type: "test", Key: "K", Priority: 9})
+	enqueue(t, s, batch...)
+	got, _ := pollIDs(t, s, 4)
+	wantIDs(t, got, "x0", "k1")
+}
+
+// TestLimitClaimCostIgnoresBacklog: a claim reads the first tasks of each
+// key, not every ready task of a key with a long backlog, so it stays
+// quick however many tasks wait.
+func TestLimitClaimCostIgnoresBacklog(t *testing.T) {
+	s := openTest(t, Config{}, nil)
+	setLimits(t, s, peonify.Limit{Type: "test", PerKey: true, Fair: true})
+	// One plain INSERT, as a producer without Go does: 20,000 Enqueues
+	// are slow under the race detector.
+	if _, err := s.db.Exec(`WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 19999)
+		INSERT INTO peonify_tasks (id, type, payload, key, enqueued_at, state, visible_at, updated_at)
+		SELECT 'a' || i, 'test', x'', 'A', i, 'pending', i, i FROM n`); err != nil {
+		t.Fatal(err)
+	}
+	enqueue(t, s, keyed("b0", "B"), keyed("b1", "B"))
+	var took []time.Duration
+	for p := range 5 {
+		start := time.Now()
+		got, ds := pollIDs(t, s, 4)
+		took = append(took, time.Since(start))
+		if p == 0 {
+			wantIDs(t, got, "a0", "b0", "a1", "b1")
+		}
+		ack(t, s, ds...)
+	}
+	slices.Sort(took)
+	limit := 10 * time.Millisecond
+	if raceEnabled {
+		limit = 100 * time.Millisecond
+	}
+	if took[2] > limit {
+		t.Fatalf("claims of 4 beside a key of 20,000 ready tasks took %v (median), want under %v", took[2], limit)
+	}
+	t.Logf("claims of 4 beside a key of 20,000 ready tasks took %v (median)", took[2])
+}
+
+// TestGroupsIndexOnlyWithLimits: the index of pending tasks by key and
+// type, which only limited claims read, is created by the first of them:
+// a file whose processors set no limits does not maintain it.
+func TestGroupsIndexOnlyWithLimits(t *testing.T) {
+	s := openTest(t, Config{}, nil)
+	has := func() bool {
+		var n int
+		if err := s.db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE name = 'peonify_tasks_groups'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+	enqueue(t, s, keyed("1", "k"), keyed("2", "k"))
+	got, _ := pollIDs(t, s, 1)
+	wantIDs(t, got, "1")
+	if has() {
+		t.Fatal("a claim without limits created the groups index")
+	}
+	setLimits(t, s, peonify.Limit{PerKey: true, Concurrency: 2})
+	got, _ = pollIDs(t, s, 1)
+	wantIDs(t, got, "2")
+	if !has() {
+		t.Fatal("a limited claim did not create the groups index")
+	}
+}

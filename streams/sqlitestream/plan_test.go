@@ -10,6 +10,9 @@ import (
 // the number of tasks in other states.
 func TestQueryPlans(t *testing.T) {
 	s := openTest(t, Config{}, nil)
+	if _, err := s.db.Exec(groupsIndex); err != nil { // as the first limited claim does
+		t.Fatal(err)
+	}
 	want := map[string]string{
 		"insert":    "",
 		"promote":   "peonify_tasks_scheduled",
@@ -25,12 +28,16 @@ func TestQueryPlans(t *testing.T) {
 		"cleanDone": "peonify_tasks_done",
 		"cleanDead": "peonify_tasks_dead",
 
-		"runningUse":  "peonify_tasks_running",
-		"pendingScan": "peonify_tasks_pending",
-		"keyHead":     "peonify_tasks_key",
-		"bucketGet":   "PRIMARY KEY",
-		"bucketPut":   "",
-		"claimPicked": "INTEGER PRIMARY KEY",
+		"runningUse":    "peonify_tasks_running",
+		"pendingWindow": "peonify_tasks_pending",
+		"pendingRow":    "INTEGER PRIMARY KEY",
+		"groupsAfter":   "peonify_tasks_groups",
+		"groupsFrom":    "peonify_tasks_groups",
+		"groupTasks":    "peonify_tasks_groups",
+		"keyHead":       "peonify_tasks_key",
+		"bucketGet":     "PRIMARY KEY",
+		"bucketPut":     "",
+		"claimPicked":   "INTEGER PRIMARY KEY",
 	}
 	want["ready"] = "peonify_tasks_pending"
 	var st stmts

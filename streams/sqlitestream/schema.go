@@ -63,6 +63,17 @@ var migrations = []string{
 	) STRICT, WITHOUT ROWID;`,
 }
 
+// groupsIndex creates the groups index, which keeps the pending tasks of
+// each key and type together, in the usual order (priority, then the
+// longest ready), so that a limited claim finds the first tasks of a
+// group with one probe and steps from one group to the next with another,
+// however many tasks wait in each (see claim.pick). It is not one of the
+// migrations: the first limited claim on a file creates it, so that a
+// file whose processors never set limits does not pay for it on every
+// enqueue and claim.
+const groupsIndex = `CREATE INDEX IF NOT EXISTS peonify_tasks_groups
+	ON peonify_tasks (key, type, priority DESC, visible_at) WHERE state = 'pending'`
+
 // migrate brings the schema of the database on conn up to date in one
 // write transaction, so that processes opening the file at once do not race.
 func migrate(ctx context.Context, conn *sql.Conn) (err error) {

@@ -165,6 +165,15 @@ type Stream struct {
 	// rate limits (Unix nanoseconds); see sweepBuckets.
 	sweptAt atomic.Int64
 
+	// groupsReady is set once a limited claim of this Stream has made
+	// sure the file has the groups index (see groupsIndex).
+	groupsReady atomic.Bool
+
+	// cursor is the group (key and type) of pending tasks after which
+	// the next limited claim starts visiting groups; see claim.visit.
+	cursorMu sync.Mutex
+	cursor   group
+
 	timerMu sync.Mutex
 	timer   *time.Timer // wakes the processor when a scheduled task is due
 	timerAt time.Time   // when timer fires; zero when it is not armed
@@ -207,6 +216,10 @@ func open(path string, cfg Config, now func() time.Time) (*Stream, error) {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(cfg.BusyTimeout.Milliseconds(), 10)+")")
 	q.Add("_pragma", "synchronous("+cfg.Synchronous.String()+")")
+	// A statement that changes several rows keeps the pages it changes
+	// in a statement journal, to undo itself alone; in memory, not in a
+	// temporary file that costs a write call a page.
+	q.Add("_pragma", "temp_store(memory)")
 	db, err := sql.Open("sqlite", path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestream: open %s: %w", path, err)

@@ -337,12 +337,16 @@ type stmts struct {
 	cleanDead *sql.Stmt
 
 	// The limit-aware claim's (see limit.go).
-	runningUse  *sql.Stmt
-	pendingScan *sql.Stmt
-	keyHead     *sql.Stmt
-	bucketGet   *sql.Stmt
-	bucketPut   *sql.Stmt
-	claimPicked *sql.Stmt
+	runningUse    *sql.Stmt
+	pendingWindow *sql.Stmt
+	pendingRow    *sql.Stmt
+	groupsAfter   *sql.Stmt
+	groupsFrom    *sql.Stmt
+	groupTasks    *sql.Stmt
+	keyHead       *sql.Stmt
+	bucketGet     *sql.Stmt
+	bucketPut     *sql.Stmt
+	claimPicked   *sql.Stmt
 
 	all []*sql.Stmt
 }
@@ -356,6 +360,32 @@ const readyQuery = `SELECT EXISTS (SELECT 1 FROM peonify_tasks WHERE state = 'pe
 // The columns of a task, in the order scanTask reads them.
 const taskColumns = `id, type, payload, headers, priority, unique_key, max_attempts, run_at, enqueued_at,
 	attempts, last_error, token, state, visible_at, updated_at, key`
+
+// groupsQuery returns the query of the heads of the groups after (op ">")
+// or from (op ">=") the group ?1, ?2; see stmts.groupsAfter. A row value
+// comparison, (key, type) > (...), would serve the first probe but not
+// the recursive ones, which SQLite narrows by key alone: a key's many
+// tasks would be read. Each probe is written as two, of the same key
+// then of the next keys, so that each is one index search. The limit is
+// cast: SQLite prepares the statement again whenever a bare parameter in
+// a recursive query's LIMIT changes, which costs more than the query.
+func groupsQuery(op string) string {
+	next := func(t, key, typ, op string) string {
+		head := ` ORDER BY ` + t + `.key, ` + t + `.type, ` + t + `.priority DESC, ` + t + `.visible_at LIMIT 1)`
+		return `coalesce(
+			(SELECT ` + t + `.rowid FROM peonify_tasks ` + t + ` WHERE ` + t + `.state = 'pending' AND ` + t + `.key = ` + key +
+			` AND ` + t + `.type ` + op + ` ` + typ + head + `,
+			(SELECT ` + t + `.rowid FROM peonify_tasks ` + t + ` WHERE ` + t + `.state = 'pending' AND ` + t + `.key > ` + key + head + `)`
+	}
+	return `WITH RECURSIVE g(r) AS (
+		SELECT ` + next("f", "?1", "?2", op) + `
+		UNION ALL
+		SELECT ` + next("n", "p.key", "p.type", ">") + `
+		FROM g JOIN peonify_tasks p ON p.rowid = g.r
+		LIMIT CAST(?3 AS INTEGER)
+	)
+	SELECT t.rowid, t.id, t.type, t.key, t.priority, t.visible_at FROM g JOIN peonify_tasks t ON t.rowid = g.r`
+}
 
 // stmtDef is a statement to prepare, and where to keep it.
 type stmtDef struct {
@@ -411,13 +441,19 @@ func (s *stmts) defs() []stmtDef {
 		// The limit-aware claim runs after promote and rescue, so every
 		// running task holds a lease that has not ended.
 		{"runningUse", &s.runningUse, `SELECT type, key, claimed_by FROM peonify_tasks WHERE state = 'running'`},
-		// ?1 and ?2 list, as JSON arrays, the keys and the types the
-		// limits hold back before the claim starts: SQLite skips their
-		// tasks faster than the claim could.
-		{"pendingScan", &s.pendingScan, `SELECT rowid, id, type, key FROM peonify_tasks
-			WHERE state = 'pending' AND key NOT IN (SELECT value FROM json_each(?1))
-				AND type NOT IN (SELECT value FROM json_each(?2))
-			ORDER BY priority DESC, visible_at`},
+		// The first pending tasks in the usual order (see claim.pick).
+		{"pendingWindow", &s.pendingWindow, `SELECT rowid, id, type, key, priority, visible_at FROM peonify_tasks
+			WHERE state = 'pending' ORDER BY priority DESC, visible_at LIMIT ?1`},
+		{"pendingRow", &s.pendingRow, `SELECT rowid, id, type, key, priority, visible_at FROM peonify_tasks
+			WHERE rowid = ?1 AND state = 'pending'`},
+		// The heads (first task in the usual order) of up to ?3 groups,
+		// the pending tasks of one key and type, after the group (?1, ?2)
+		// (groupsFrom: from it on), one index probe per group: each step
+		// of the recursion finds the next group's head from the last one.
+		{"groupsAfter", &s.groupsAfter, groupsQuery(">")},
+		{"groupsFrom", &s.groupsFrom, groupsQuery(">=")},
+		{"groupTasks", &s.groupTasks, `SELECT rowid, id, type, key, priority, visible_at FROM peonify_tasks
+			WHERE state = 'pending' AND key = ?1 AND type = ?2 ORDER BY priority DESC, visible_at LIMIT ?3`},
 		// The terms of the key index's WHERE are written out so that the
 		// index serves the query; it keeps each key's rows in rowid
 		// order, the order the file received them.
