@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/internal/testenv"
+	"github.com/peonify/peonify/internal/testqueue"
 	"github.com/peonify/peonify/streams/amqpstream"
 	"github.com/peonify/peonify/streams/natsstream"
 	"github.com/peonify/peonify/streams/pgstream"
@@ -178,34 +178,12 @@ func prepareSQLite(t *testing.T, dir, _ string) streamSpec {
 	return streamSpec{Kind: "sqlite", Addr: filepath.Join(dir, "tasks.db"), Queue: "chaos", Lease: chaosLease}
 }
 
-var migrated sync.Once
-
 func preparePostgres(t *testing.T, _, url string) streamSpec {
 	if url == "" {
 		url = testenv.URL(t, "postgres")
 	}
 	spec := streamSpec{Kind: "postgres", Addr: url, Queue: "chaos-" + randHex(6), Lease: chaosLease}
-	pool, err := pgxpool.New(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	var merr error
-	migrated.Do(func() { merr = pgstream.Migrate(context.Background(), pool) })
-	if merr != nil {
-		t.Fatal(merr)
-	}
-	t.Cleanup(func() {
-		pool, err := pgxpool.New(context.Background(), url)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer pool.Close()
-		if _, err := pool.Exec(context.Background(), "DELETE FROM peonify_tasks WHERE queue = $1", spec.Queue); err != nil {
-			t.Errorf("removing queue %s: %v", spec.Queue, err)
-		}
-	})
+	testqueue.Postgres(t, url, spec.Queue)
 	return spec
 }
 
@@ -214,38 +192,8 @@ func prepareRedis(t *testing.T, _, url string) streamSpec {
 		url = testenv.URL(t, "redis")
 	}
 	spec := streamSpec{Kind: "redis", Addr: url, Queue: "chaos-" + randHex(6), Lease: chaosLease}
-	t.Cleanup(func() { deleteRedisKeys(t, spec) })
+	testqueue.Redis(t, url, spec.Queue)
 	return spec
-}
-
-// deleteRedisKeys deletes every key of the cell.
-func deleteRedisKeys(t *testing.T, spec streamSpec) {
-	opts, err := redis.ParseURL(spec.Addr)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	c := redis.NewClient(opts)
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	iter := c.Scan(ctx, 0, spec.Queue+":*", 1000).Iterator()
-	var keys []string
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		t.Errorf("listing the keys of %s: %v", spec.Queue, err)
-		return
-	}
-	for len(keys) > 0 {
-		n := min(len(keys), 500)
-		if err := c.Del(ctx, keys[:n]...).Err(); err != nil {
-			t.Errorf("deleting the keys of %s: %v", spec.Queue, err)
-			return
-		}
-		keys = keys[n:]
-	}
 }
 
 func prepareNATS(t *testing.T, _, url string) streamSpec {

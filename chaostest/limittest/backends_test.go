@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/internal/testenv"
+	"github.com/peonify/peonify/internal/testqueue"
 	"github.com/peonify/peonify/streams/pgstream"
 	"github.com/peonify/peonify/streams/redisstream"
 	"github.com/peonify/peonify/streams/sqlitestream"
@@ -146,68 +146,16 @@ ORDER BY i`, n, prefix, typ, key)
 	}
 }
 
-var migrated sync.Once
-
 func preparePostgres(t *testing.T, lease time.Duration) streamSpec {
 	url := testenv.URL(t, "postgres")
 	spec := streamSpec{Kind: "postgres", Addr: url, Queue: streamtest.Name(t, 40), Lease: lease}
-	pool, err := pgxpool.New(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	var merr error
-	migrated.Do(func() { merr = pgstream.Migrate(context.Background(), pool) })
-	if merr != nil {
-		t.Fatal(merr)
-	}
-	t.Cleanup(func() {
-		pool, err := pgxpool.New(context.Background(), url)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer pool.Close()
-		if _, err := pool.Exec(context.Background(), "DELETE FROM peonify_tasks WHERE queue = $1", spec.Queue); err != nil {
-			t.Errorf("removing queue %s: %v", spec.Queue, err)
-		}
-	})
+	testqueue.Postgres(t, url, spec.Queue)
 	return spec
 }
 
 func prepareRedis(t *testing.T, lease time.Duration) streamSpec {
 	url := testenv.URL(t, "redis")
 	spec := streamSpec{Kind: "redis", Addr: url, Queue: streamtest.Name(t, 40), Lease: lease}
-	t.Cleanup(func() { deleteRedisKeys(t, spec) })
+	testqueue.Redis(t, url, spec.Queue)
 	return spec
-}
-
-// deleteRedisKeys deletes every key of the scenario's prefix.
-func deleteRedisKeys(t *testing.T, spec streamSpec) {
-	opts, err := redis.ParseURL(spec.Addr)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	c := redis.NewClient(opts)
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	iter := c.Scan(ctx, 0, spec.Queue+":*", 1000).Iterator()
-	var keys []string
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		t.Errorf("listing the keys of %s: %v", spec.Queue, err)
-		return
-	}
-	for len(keys) > 0 {
-		n := min(len(keys), 500)
-		if err := c.Unlink(ctx, keys[:n]...).Err(); err != nil {
-			t.Errorf("deleting the keys of %s: %v", spec.Queue, err)
-			return
-		}
-		keys = keys[n:]
-	}
 }
