@@ -74,10 +74,12 @@ type ConnectError struct {
 	Err error // why each server failed
 }
 
+// Error says why no broker could be reached and how to wait for one.
 func (e *ConnectError) Error() string {
 	return "mqttstream: cannot connect to the broker: " + e.Err.Error() + " (or set Config.WaitForBroker to wait for it)"
 }
 
+// Unwrap returns the errors of the servers tried.
 func (e *ConnectError) Unwrap() error { return e.Err }
 
 // joinErrs joins errors on one line, separated by semicolons.
