@@ -76,7 +76,7 @@ func (b *natsBroker) rawFetch(cfg peonifyConfig) int {
 }
 
 func (b *natsBroker) fetchNote(cfg peonifyConfig) string {
-	return fmt.Sprintf("fetch: Peonify fetches its free capacity with FetchNoWait (at most QueueSize %d, capped at %d "+
+	return fmt.Sprintf("fetch: Peonify fetches its free capacity with a no-wait pull request that expires in 10ms (at most QueueSize %d, capped at %d "+
 		"per fetch); the raw loop FetchNoWait(%d); -v shows Peonify's mean fetch", cfg.QueueSize, natsMaxFetch, b.rawFetch(cfg))
 }
 
