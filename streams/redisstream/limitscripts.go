@@ -586,7 +586,8 @@ end
 -- applies to it, q's key: the limits are those of q, so a blocked head
 -- blocks the whole queue. New entries are claimed together at the end
 -- (fresh); what they took is given back if one was deleted meanwhile.
-local fresh, goneSet, leases = {}, {}, {}
+-- unready collects the members taken out of queues, for rdy.
+local fresh, goneSet, leases, unready = {}, {}, {}, {}
 local stopAt = nil
 local qinfo = {}
 local function queueInfo(q)
@@ -657,7 +658,7 @@ local function pick(q)
       end
       m, ord = h[1], tonumber(h[2])
     end
-    redis.call('ZREM', readyKey, m)
+    unready[#unready + 1] = m
     local eid, ok = m, true
     if string.sub(m, 1, 1) == 'r' then
       -- Handed back after its lease ended: still in the group's pending
@@ -930,6 +931,9 @@ if #leases > 0 then
 end
 for i = 1, #leases, 1000 do
   redis.call('ZADD', leaseKey, unpack(leases, i, math.min(i + 999, #leases)))
+end
+for i = 1, #unready, 1000 do
+  redis.call('ZREM', readyKey, unpack(unready, i, math.min(i + 999, #unready)))
 end
 if turn then redis.call('SET', lim .. 'turn', turn) end
 finish()
