@@ -51,14 +51,9 @@ func (s *Stream) SetLimits(limits []peonify.Limit) error {
 	if err != nil {
 		return err
 	}
-	s.lim.Store(&limitSet{limits: norm, json: js, version: hash(js), layout: hash(indexVersion + layoutOf(norm))})
+	s.lim.Store(&limitSet{limits: norm, json: js, version: hash(js), layout: hash(layoutOf(norm))})
 	return nil
 }
-
-// indexVersion is part of every layout, so that the first claim of a
-// version whose index differs indexes the ready tasks again: version 2
-// keeps rdy, which lets an ack trim the stream.
-const indexVersion = "2\x00"
 
 // layoutOf describes what the index of ready tasks depends on: which
 // types PerKey limits cover, whether any limit has a type, and the
@@ -256,7 +251,7 @@ func (s *Stream) ackLimited(ctx context.Context, ls *limitSet, ds []peonify.Deli
 	if n == 0 {
 		return nil
 	}
-	args := make([]any, 3+3*n, 3+5*n+len(uniques)+2)
+	args := make([]any, 3+3*n, 3+5*n+len(uniques)+1)
 	args[0], args[1], args[2] = lo, hi, n
 	for i, it := range items {
 		args[3+i], args[3+n+i], args[3+2*n+i] = it.eid, it.d.Token, it.d.Task.ID
@@ -268,7 +263,7 @@ func (s *Stream) ackLimited(ctx context.Context, ls *limitSet, ds []peonify.Deli
 	for _, it := range items {
 		args = append(args, it.d.Task.Key)
 	}
-	args = append(args, ls.layout, ls.json)
+	args = append(args, ls.json)
 	err := s.run(ctx, ackLimitedScript, args...).Err()
 	s.untrack(ds...)
 	if err != nil {

@@ -921,9 +921,10 @@ func TestWaitingThenNew(t *testing.T) {
 	}
 }
 
-// TestAckTrimKeepsReadyTasks checks that an ack under limits, which trims
-// the stream below the oldest entry still needed, keeps the ready tasks
-// that wait below the group's last delivered ID, and that it does trim.
+// TestAckTrimKeepsReadyTasks checks that an ack under limits keeps the
+// ready tasks that wait below the group's last delivered ID (an ack that
+// trimmed the stream below the oldest pending or undelivered entry would
+// drop them), and that it deletes the acked entries.
 func TestAckTrimKeepsReadyTasks(t *testing.T) {
 	c := testClient(t)
 	s := limited(t, Config{}, peonify.Limit{PerKey: true, Concurrency: 1})

@@ -18,9 +18,6 @@ import "github.com/redis/go-redis/v9"
 //	ord         counter: the place of each task in its key's order
 //	q:<q>       sorted set: ready entries of queue q, scored by place
 //	queues      set: the queues with ready entries
-//	rdy         sorted set: every member of every ready queue, scored by
-//	            the ms of its entry ID: an ack trims the stream below
-//	            the oldest
 //	active      sorted set: the queues that may have a task to claim,
 //	            scored by turn (round-robin: a queue that gave a task goes
 //	            to the back)
@@ -53,10 +50,7 @@ import "github.com/redis/go-redis/v9"
 const limitsLib = `
 local LIM = cjson.decode(LIMJSON)
 local activeKey, timedKey, leaseKey = lim .. 'active', lim .. 'timed', lim .. 'lease'
-local queuesKey, readyKey = lim .. 'queues', lim .. 'rdy'
--- msOf returns the milliseconds part of an entry ID, the score of its
--- members in rdy.
-local function msOf(eid) return tonumber(string.match(eid, '^r?(%d+)')) end
+local queuesKey = lim .. 'queues'
 -- SENT is a member of lease (scored +inf) and a field of each n:<name>
 -- that is no task: longer than Redis keeps in a listpack, it makes them a
 -- skip list and a hash table, which take a batch of updates in O(1) each
@@ -330,7 +324,7 @@ local function index(list)
   end
   local base = 0
   if need > 0 then base = redis.call('INCRBY', lim .. 'ord', need) - need end
-  local byQueue, qs, rdy = {}, {}, {}
+  local byQueue, qs = {}, {}
   for _, x in ipairs(list) do
     if not x[4] then
       base = base + 1
@@ -346,8 +340,6 @@ local function index(list)
     end
     adds[#adds + 1] = ord
     adds[#adds + 1] = eid
-    rdy[#rdy + 1] = msOf(eid)
-    rdy[#rdy + 1] = eid
     if anyOrdered then
       local a = applying(typ, key)
       for j, l in ipairs(a.ls) do
@@ -359,9 +351,6 @@ local function index(list)
     for i = 1, #adds, 1000 do
       redis.call('ZADD', lim .. 'q:' .. q, unpack(adds, i, math.min(i + 999, #adds)))
     end
-  end
-  for i = 1, #rdy, 1000 do
-    redis.call('ZADD', readyKey, unpack(rdy, i, math.min(i + 999, #rdy)))
   end
   for i = 1, #qs, 1000 do
     redis.call('SADD', queuesKey, unpack(qs, i, math.min(i + 999, #qs)))
@@ -453,7 +442,6 @@ local function requeue(eid, fs)
     if #h > 0 then ord = tonumber(h[2]) - 1 else ord = redis.call('INCR', lim .. 'ord') end
   end
   redis.call('ZADD', lim .. 'q:' .. q, ord, 'r' .. eid)
-  redis.call('ZADD', readyKey, msOf(eid), 'r' .. eid)
   redis.call('SADD', queuesKey, q)
   activate({q})
 end
@@ -508,9 +496,7 @@ end
 if redis.call('GET', lim .. 'layout') ~= layout then
   -- What the index depends on changed: index the ready entries again,
   -- since which queue a task belongs to, and which keys are ordered,
-  -- depend on it. rdy is built again too: a claim of an earlier version
-  -- may have indexed entries without it.
-  redis.call('DEL', readyKey)
+  -- depend on it.
   for _, q in ipairs(redis.call('SMEMBERS', queuesKey)) do
     local qk = lim .. 'q:' .. q
     local members = redis.call('ZRANGE', qk, 0, -1, 'WITHSCORES')
@@ -524,7 +510,6 @@ if redis.call('GET', lim .. 'layout') ~= layout then
         local typ, key, _, id = about(e[1][2])
         local nq = qidFor(typ, key)
         redis.call('ZADD', lim .. 'q:' .. nq, ord, m)
-        redis.call('ZADD', readyKey, msOf(eid), m)
         redis.call('SADD', queuesKey, nq)
         local a = applying(typ, key)
         for j, l in ipairs(a.ls) do
@@ -586,8 +571,7 @@ end
 -- applies to it, q's key: the limits are those of q, so a blocked head
 -- blocks the whole queue. New entries are claimed together at the end
 -- (fresh); what they took is given back if one was deleted meanwhile.
--- unready collects the members taken out of queues, for rdy.
-local fresh, goneSet, leases, unready = {}, {}, {}, {}
+local fresh, goneSet, leases = {}, {}, {}
 local stopAt = nil
 local qinfo = {}
 local function queueInfo(q)
@@ -658,7 +642,6 @@ local function pick(q)
       end
       m, ord = h[1], tonumber(h[2])
     end
-    unready[#unready + 1] = m
     local eid, ok = m, true
     if string.sub(m, 1, 1) == 'r' then
       -- Handed back after its lease ended: still in the group's pending
@@ -932,9 +915,6 @@ end
 for i = 1, #leases, 1000 do
   redis.call('ZADD', leaseKey, unpack(leases, i, math.min(i + 999, #leases)))
 end
-for i = 1, #unready, 1000 do
-  redis.call('ZREM', readyKey, unpack(unready, i, math.min(i + 999, #unready)))
-end
 if turn then redis.call('SET', lim .. 'turn', turn) end
 finish()
 local wait = -1
@@ -953,15 +933,12 @@ return {out, ownN, wait}
 
 // ackLimitedScript completes deliveries claimed with limits: the arguments
 // of ackChecks, then the deliveries' n task types and n keys, then the
-// layout of the limits, the limits. It frees their permits, takes them
-// out of their keys' order and deletes the acked entries: it trims the
-// stream below the oldest entry that is pending, not yet delivered or
-// ready (in rdy: the stream holds ready entries below the group's last
-// delivered ID), and deletes the rest one by one. It returns how many
-// were acked.
+// limits. It deletes the acked entries one by one (the stream holds ready
+// entries below the group's last delivered ID), frees their permits and
+// takes them out of their keys' order. It returns how many were acked.
 var ackLimitedScript = redis.NewScript(luaPrelude + `
-local LIMJSON, layout = ARGV[#ARGV], ARGV[#ARGV - 1]
-local ackEnd = #ARGV - 2 - 2 * tonumber(ARGV[8])
+local LIMJSON = ARGV[#ARGV]
+local ackEnd = #ARGV - 1 - 2 * tonumber(ARGV[8])
 ` + limitsLib + ackChecks + `
 if k == 0 then return 0 end
 local fields = {}
@@ -987,40 +964,9 @@ for i = 1, k, 1000 do
   redis.call('ZREM', leaseKey, unpack(eids, i, j))
   redis.call('XACK', stream, group, unpack(eids, i, j))
   redis.call('HDEL', tasks, unpack(ids, i, j))
+  redis.call('XDEL', stream, unpack(eids, i, j))
 end
 finish()
--- Delete the acked entries. Every entry older than the oldest pending
--- one, the first not yet delivered and the oldest ready one (rdy) is
--- finished: trim them by MINID, as ackScript does. rdy is complete only
--- when the queue was last indexed for this layout (a claim of an earlier
--- version keeps no rdy): else each entry is deleted by itself.
-local keep = nil
-if redis.call('GET', lim .. 'layout') == layout then
-  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-    if field(g, 'name') == group then
-      local ms, seq = string.match(field(g, 'last-delivered-id'), '^(%d+)-(%d+)$')
-      keep = ms .. '-' .. (tonumber(seq) + 1)
-    end
-  end
-  local oldest = redis.call('XPENDING', stream, group)[2]
-  if oldest and (not keep or idLess(oldest, keep)) then keep = oldest end
-  local r = redis.call('ZRANGE', readyKey, 0, 0, 'WITHSCORES')
-  if #r > 0 then
-    local low = string.format('%d-0', tonumber(r[2]))
-    if not keep or idLess(low, keep) then keep = low end
-  end
-  if keep then redis.call('XTRIM', stream, 'MINID', keep) end
-end
-local rest, r = {}, 0
-for i = 1, k do
-  if not keep or not idLess(eids[i], keep) then
-    r = r + 1
-    rest[r] = eids[i]
-  end
-end
-for i = 1, r, 1000 do
-  redis.call('XDEL', stream, unpack(rest, i, math.min(i + 999, r)))
-end
 return k
 `)
 
@@ -1143,7 +1089,7 @@ for _, q in ipairs(queues) do
 end
 local left = redis.call('SCARD', lim .. 'queues')
 if left == 0 then
-  for _, k in ipairs({'mode', 'queues', 'rdy', 'active', 'timed', 'lease', 'meta', 'turn', 'version', 'layout', 'dirty'}) do
+  for _, k in ipairs({'mode', 'queues', 'active', 'timed', 'lease', 'meta', 'turn', 'version', 'layout', 'dirty'}) do
     redis.call('DEL', lim .. k)
   end
 end
