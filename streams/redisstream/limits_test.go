@@ -920,3 +920,47 @@ func TestWaitingThenNew(t *testing.T) {
 		t.Fatalf("third poll %v, want [k-2]", ids(third))
 	}
 }
+
+// TestAckTrimKeepsReadyTasks checks that an ack under limits keeps the
+// ready tasks that wait below the group's last delivered ID (an ack that
+// trimmed the stream below the oldest pending or undelivered entry would
+// drop them), and that it deletes the acked entries.
+func TestAckTrimKeepsReadyTasks(t *testing.T) {
+	c := testClient(t)
+	s := limited(t, Config{}, peonify.Limit{PerKey: true, Concurrency: 1})
+	ctx := streamtest.Context(t)
+	streamtest.Enqueue(t, s, keyed("a", "held", "h", 5)...)
+	streamtest.Enqueue(t, s, keyed("a", "free", "f", 1)...)
+	ds, err := s.Poll(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(ds); !slices.Equal(got, []string{"h-0", "f-0"}) {
+		t.Fatalf("first claim = %v, want [h-0 f-0]", got)
+	}
+	// The other keys' tasks are acked past the waiting h-1..h-4.
+	for i := range 3 {
+		streamtest.Enqueue(t, s, keyed("a", fmt.Sprintf("k%d", i), fmt.Sprintf("k%d", i), 1)...)
+	}
+	more, err := s.Poll(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack(t, s, append(more, ds[1])...)
+	ack(t, s, ds[0])
+	var got []string
+	for range 4 {
+		d, err := s.Poll(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ids(d)...)
+		ack(t, s, d...)
+	}
+	if want := []string{"h-1", "h-2", "h-3", "h-4"}; !slices.Equal(got, want) {
+		t.Errorf("the held key's tasks = %v, want %v", got, want)
+	}
+	if n := c.XLen(ctx, s.Keys().Stream).Val(); n != 0 {
+		t.Errorf("%d entries left in the stream after every task was acked", n)
+	}
+}

@@ -51,6 +51,12 @@ const limitsLib = `
 local LIM = cjson.decode(LIMJSON)
 local activeKey, timedKey, leaseKey = lim .. 'active', lim .. 'timed', lim .. 'lease'
 local queuesKey = lim .. 'queues'
+-- SENT is a member of lease (scored +inf) and a field of each n:<name>
+-- that is no task: longer than Redis keeps in a listpack, it makes them a
+-- skip list and a hash table, which take a batch of updates in O(1) each
+-- rather than a scan of the whole listpack each; it also keeps them from
+-- being deleted, and created as listpacks again, when they empty.
+local SENT = string.rep('~', 72)
 local function scopeOf(name, f) return #name .. ':' .. name .. f end
 local function qidOf(typ, key) return #typ .. ':' .. typ .. key end
 -- about reads the fields of an entry that flow control uses: type, key
@@ -201,7 +207,7 @@ local function addCount(nk, f, d)
 end
 local function flushCounts()
   for nk, fs in pairs(cntDirty) do
-    local set, del = {}, {}
+    local set, del = {SENT, 0}, {}
     for f in pairs(fs) do
       local v = cnt[nk][f]
       if v > 0 then
@@ -259,7 +265,8 @@ local function flushFreed()
     end
     activate(ready)
     freed = {}
-    woke = true
+    -- Only a queue with ready tasks has someone waiting for it.
+    if #ready > 0 then woke = true end
   end
 end
 -- hold counts the running entry eid of a task against its limits until
@@ -361,7 +368,7 @@ local function recount()
     hasLocal = hasLocal or l.l
   end
   cntDirty = {}
-  for _, eid in ipairs(redis.call('ZRANGE', leaseKey, 0, -1)) do
+  for _, eid in ipairs(redis.call('ZRANGEBYSCORE', leaseKey, '-inf', '(+inf')) do
     local e = redis.call('XRANGE', stream, eid, eid)
     if #e > 0 then
       local typ, key = about(e[1][2])
@@ -901,6 +908,10 @@ if #fresh > 0 then
   end
   out = compact
 end
+if #leases > 0 then
+  leases[#leases + 1] = '+inf'
+  leases[#leases + 1] = SENT
+end
 for i = 1, #leases, 1000 do
   redis.call('ZADD', leaseKey, unpack(leases, i, math.min(i + 999, #leases)))
 end
@@ -911,7 +922,7 @@ if stopAt then wait = math.max(stopAt - now, 0) end
 if #out < want then
   for _, k in ipairs({timedKey, leaseKey}) do
     local first = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
-    if #first > 0 then
+    if #first > 0 and first[1] ~= SENT then
       local w = math.max(tonumber(first[2]) - now, 0)
       if wait < 0 or w < wait then wait = w end
     end
@@ -1028,7 +1039,7 @@ for _, e in ipairs(redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 10000
 end
 for q, n in pairs(counts) do qs[#qs + 1] = {q, n} end
 local running = {}
-for _, eid in ipairs(redis.call('ZRANGEBYSCORE', leaseKey, '(' .. now, '+inf')) do
+for _, eid in ipairs(redis.call('ZRANGEBYSCORE', leaseKey, '(' .. now, '(+inf')) do
   local e = redis.call('XRANGE', stream, eid, eid)
   if #e > 0 then
     local typ, key = about(e[1][2])
