@@ -166,20 +166,15 @@ func Example_flowControl() {
 	}
 	go func() { log.Fatal(forwarder.Run(ctx)) }()
 
-	// The processors that run the reports, on any number of machines.
+	// The processors that run the reports, on any number of machines, read
+	// limited with the same limits: at most 2 reports per tenant at once.
 	runner, err := peonify.New(peonify.Config{Workers: 20})
-	if err != nil {
-		log.Fatal(err)
-	}
-	err = runner.AddTaskList(peonify.TaskList{"tenant-report": peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
-		fmt.Println("report for", t.Key) // at most 2 per tenant at once, across every runner
-		return nil
-	})})
 	if err != nil {
 		log.Fatal(err)
 	}
 	if err := runner.AddStream(limited, peonify.Limits(perTenant)); err != nil {
 		log.Fatal(err)
 	}
+	// ... runner.AddTaskList with the "tenant-report" handler, then:
 	log.Fatal(runner.Run(ctx))
 }
