@@ -193,7 +193,7 @@ func TestBrowser(t *testing.T) {
 	defer srv.Close()
 
 	b := newBrowser(t, ctx, chrome)
-	do, waitJS, evalJS, bctx, problems := b.do, b.waitJS, b.evalJS, b.ctx, b.problems
+	do, waitJS, evalJS := b.do, b.waitJS, b.evalJS
 
 	// Sign in from the link an operator is given.
 	do("loading the page", chromedp.Navigate(srv.URL+"/#token="+testToken))
@@ -242,8 +242,8 @@ func TestBrowser(t *testing.T) {
 		if id != "charge-1" {
 			t.Fatalf("recovered %s", id)
 		}
-	case <-bctx.Done():
-		t.Fatalf("the retried task did not run again; page problems: %q", problems.get())
+	case <-b.ctx.Done():
+		t.Fatalf("the retried task did not run again; page problems: %q", b.problems.get())
 	}
 	waitJS("waiting for the retried task to leave the dead list",
 		`!document.querySelector('tr[data-id="charge-1"]') && document.querySelector('[data-store="mem"] .count.dead .n').textContent === '1'`)
@@ -252,23 +252,7 @@ func TestBrowser(t *testing.T) {
 	}
 	waitJS("waiting for the slow tasks", `document.getElementById('stat-succeeded').textContent === '31'`)
 
-	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatalf("screenshot: %v", err)
-	}
-	dir := os.Getenv("PEONIFY_SCREENSHOT_DIR")
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	shot := filepath.Join(dir, "dashboard.png")
-	if err := os.WriteFile(shot, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s", shot)
-
-	if ps := problems.get(); len(ps) > 0 {
-		t.Errorf("the page reported problems:\n%s", strings.Join(ps, "\n"))
-	}
+	b.finish("dashboard.png")
 }
 
 // browser is a headless Chromium on one page, with the test's problems
@@ -329,4 +313,27 @@ func (b *browser) evalJS(expr string) string {
 		b.t.Fatalf("evaluating %s: %v", expr, err)
 	}
 	return v
+}
+
+// finish saves a screenshot of the page as name, in PEONIFY_SCREENSHOT_DIR
+// or else a temporary directory, and fails the test if the page reported
+// problems.
+func (b *browser) finish(name string) {
+	b.t.Helper()
+	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Fatalf("screenshot: %v", err)
+	}
+	dir := os.Getenv("PEONIFY_SCREENSHOT_DIR")
+	if dir == "" {
+		dir = b.t.TempDir()
+	}
+	shot := filepath.Join(dir, name)
+	if err := os.WriteFile(shot, png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Logf("screenshot: %s", shot)
+	if ps := b.problems.get(); len(ps) > 0 {
+		b.t.Errorf("the page reported problems:\n%s", strings.Join(ps, "\n"))
+	}
 }

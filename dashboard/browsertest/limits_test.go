@@ -3,9 +3,6 @@ package browsertest_test
 import (
 	"context"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -91,7 +88,7 @@ func TestBrowserLimits(t *testing.T) {
 	defer srv.Close()
 
 	b := newBrowser(t, ctx, chrome)
-	do, waitJS, evalJS, bctx, problems := b.do, b.waitJS, b.evalJS, b.ctx, b.problems
+	do, waitJS, evalJS := b.do, b.waitJS, b.evalJS
 
 	do("loading the page", chromedp.Navigate(srv.URL+"/#token="+testToken))
 	row := `[data-store="mem"] tr[data-limit="email/key"]`
@@ -117,23 +114,7 @@ func TestBrowserLimits(t *testing.T) {
 	do("clearing the key filter", chromedp.Click(chromedp.CSS(`[data-store="mem"] .keychip`)))
 	waitFor(t, "the list of every key", func() bool { return ls.lastKey() == "" })
 
-	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatalf("screenshot: %v", err)
-	}
-	dir := os.Getenv("PEONIFY_SCREENSHOT_DIR")
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	shot := filepath.Join(dir, "dashboard-limits.png")
-	if err := os.WriteFile(shot, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s", shot)
-
-	if ps := problems.get(); len(ps) > 0 {
-		t.Errorf("the page reported problems:\n%s", strings.Join(ps, "\n"))
-	}
+	b.finish("dashboard-limits.png")
 }
 
 // waitFor polls cond for up to 10s.
