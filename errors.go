@@ -40,6 +40,14 @@ var (
 
 	// ErrClosed is returned by a stream used after Close.
 	ErrClosed = errors.New("peonify: stream closed")
+
+	// ErrCancelled means a task was cancelled (see Tracker.Cancel). A
+	// running task's context is cancelled with this cause when its
+	// processor learns of it, at the latest when it next extends the
+	// lease; the task is not retried and its result is discarded.
+	// Extend and SetProgress on a cancelled task return an error
+	// wrapping it.
+	ErrCancelled = errors.New("peonify: task cancelled")
 )
 
 // DuplicateError reports the tasks an Enqueue did not store because they

@@ -53,7 +53,7 @@ func (p *Processor) watchScan(now time.Time) time.Time {
 		} else {
 			due(s.timeoutAt)
 		}
-		if s.lease > 0 && !s.leaseLost && !s.extending {
+		if s.lease > 0 && !s.leaseLost && !s.cancelled && !s.extending {
 			if !now.Before(s.extendAt) {
 				s.extending = true
 				st, d, lease := s.st, s.d, s.lease
@@ -85,6 +85,9 @@ func (p *Processor) renew(s *slot, st *streamState, d Delivery, lease time.Durat
 	case err == nil:
 		s.d = nd
 		s.extendAt = now.Add(lease / 3)
+	case errors.Is(err, ErrCancelled):
+		s.cancelTask()
+		p.log.Info("peonify: task cancelled while it ran; cancelling its context", "stream", st.name, "task_id", d.Task.ID)
 	case errors.Is(err, ErrLeaseLost) || !now.Before(d.Deadline):
 		s.leaseLost = true
 		if s.cancel != nil {
@@ -110,4 +113,24 @@ func (p *Processor) extend(st *streamState, d Delivery, lease time.Duration) (De
 	defer cancel()
 	nd, err := st.ext.Extend(ctx, d, lease)
 	return nd, timedOut(ctx, "Extend", st, limit, err)
+}
+
+// cancelTask cancels the context of the task running in s, which the
+// store reports cancelled: it is neither acked nor nacked afterwards. The
+// caller holds s.mu.
+func (s *slot) cancelTask() {
+	s.cancelled = true
+	if s.cancel != nil {
+		s.cancel(ErrCancelled)
+	}
+}
+
+// cancelled cancels the task running in s if it still runs the claim d.
+func (p *Processor) cancelled(s *slot, d Delivery) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running && s.d.Task == d.Task && !s.cancelled {
+		s.cancelTask()
+		p.log.Info("peonify: task cancelled while it ran; cancelling its context", "task_id", d.Task.ID)
+	}
 }

@@ -79,7 +79,7 @@ func (o NackOptions) Normalize() (NackOptions, error) {
 // Inspector.List; Inspectors call it at the top of List.
 func (o ListOptions) Normalize() (ListOptions, error) {
 	switch o.State {
-	case StatePending, StateScheduled, StateRunning, StateDead, StateDone:
+	case StatePending, StateScheduled, StateRunning, StateDead, StateDone, StateWaiting, StateCancelled:
 	case "":
 		return o, fmt.Errorf("peonify: ListOptions.State is empty: use one of %v", States)
 	default:

@@ -19,6 +19,8 @@ type streamState struct {
 	idled   bool            // the last poll had less than asked, guarded by capMu
 	inPoll  bool            // between a reservation and the end of its Poll, guarded by capMu
 	ext     Extender        // nil if the stream's claims do not expire
+	tracker Tracker         // nil if the stream keeps no task state
+	wf      WorkflowStore   // nil if the stream has no workflows
 	start   Starter         // nil if the stream has nothing to start
 	maxPoll int             // most tasks one Poll returns; 0: no limit
 	wake    <-chan struct{} // nil if the stream is not a Waker

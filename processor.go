@@ -181,6 +181,8 @@ func (p *Processor) AddStream(s Stream, opts ...StreamOption) error {
 	// Capabilities are found through wrappers (see As). Wake and MaxPoll
 	// are accessors: registering a stream does no I/O; Run starts it.
 	st.ext, _ = As[Extender](s)
+	st.tracker, _ = As[Tracker](s)
+	st.wf, _ = As[WorkflowStore](s)
 	st.start, _ = As[Starter](s)
 	if l, ok := As[PollLimiter](s); ok && l.MaxPoll() > 0 {
 		st.maxPoll = l.MaxPoll()

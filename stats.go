@@ -19,6 +19,7 @@ const (
 	EventReleased                       // the task was handed back unstarted or interrupted, not counted as an attempt
 	EventSnoozed                        // the handler asked to run the task again after Event.Delay, not counted
 	EventLeaseLost                      // the task's lease was lost while it ran; its result was discarded
+	EventCancelled                      // the task was cancelled (see Tracker.Cancel) before it started or while it ran; its result was discarded
 )
 
 // String returns the kind's lower-case name.
@@ -36,6 +37,8 @@ func (k EventKind) String() string {
 		return "snoozed"
 	case EventLeaseLost:
 		return "lease_lost"
+	case EventCancelled:
+		return "cancelled"
 	}
 	return "unknown"
 }
@@ -54,7 +57,7 @@ type Event struct {
 
 // counters are the processor's totals since Run started.
 type counters struct {
-	polled, started, succeeded, failed, retried, dead, released, snoozed, leaseLost, ackErrors atomic.Uint64
+	polled, started, succeeded, failed, retried, dead, released, snoozed, leaseLost, cancelled, ackErrors atomic.Uint64
 }
 
 // latencyBuckets is the number of histogram buckets per task type; bucket i
@@ -92,6 +95,7 @@ type Stats struct {
 	Released  uint64 // tasks handed back without counting the attempt
 	Snoozed   uint64 // tasks that asked to run later
 	LeaseLost uint64 // tasks whose lease was lost
+	Cancelled uint64 // tasks found cancelled before they started or while they ran
 	AckErrors uint64 // acks that failed after retries (the tasks will run again)
 
 	Workers    int        // size of the worker pool
@@ -159,6 +163,7 @@ func (p *Processor) Stats() Stats {
 		Polled: c.polled.Load(), Started: c.started.Load(), Succeeded: c.succeeded.Load(),
 		Failed: c.failed.Load(), Retried: c.retried.Load(), Dead: c.dead.Load(),
 		Released: c.released.Load(), Snoozed: c.snoozed.Load(), LeaseLost: c.leaseLost.Load(),
+		Cancelled: c.cancelled.Load(),
 		AckErrors: c.ackErrors.Load(),
 		Workers:   p.cfg.Workers,
 	}

@@ -85,6 +85,12 @@ type Delivery struct {
 	// Ref is stream-private data for this claim, such as a broker message.
 	// The processor never looks at it.
 	Ref any
+
+	// Result is the handler's result (see SetResult), set by the processor
+	// on a successful delivery before it is acked. A Tracker stores it with
+	// the completed task in the same write as the ack; other streams
+	// ignore it. At most MaxResultLen bytes.
+	Result []byte
 }
 
 // Outcome says what a Nack does with a task.
@@ -227,10 +233,17 @@ const (
 	StateRunning   State = "running"   // leased by a processor
 	StateDead      State = "dead"      // dead-lettered, kept for inspection
 	StateDone      State = "done"      // completed, kept only if the stream retains finished tasks
+	StateWaiting   State = "waiting"   // in a workflow, waiting for its parents to finish
+	StateCancelled State = "cancelled" // cancelled (see Tracker.Cancel), or a dependent of a failed parent; kept for inspection
 )
 
 // States lists every State in life-cycle order.
-var States = []State{StatePending, StateScheduled, StateRunning, StateDead, StateDone}
+var States = []State{StateWaiting, StatePending, StateScheduled, StateRunning, StateDead, StateCancelled, StateDone}
+
+// Finished reports whether s is a final state: done, dead or cancelled.
+func (s State) Finished() bool {
+	return s == StateDone || s == StateDead || s == StateCancelled
+}
 
 // TaskInfo is a task as an Inspector shows it.
 type TaskInfo struct {
@@ -240,6 +253,14 @@ type TaskInfo struct {
 	LastError  string    // error of the last failed attempt, or the dead reason
 	LeaseUntil time.Time // for StateRunning: when the lease ends
 	UpdatedAt  time.Time
+
+	// Result is the result of a done task, kept by a Tracker (see
+	// SetResult); nil if the handler set none.
+	Result []byte
+
+	// Progress is the last progress a running task reported (see
+	// ReportProgress), kept by a Tracker; zero if none.
+	Progress Progress
 }
 
 // ListOptions selects tasks for Inspector.List. Normalize checks it and

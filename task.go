@@ -59,6 +59,22 @@ type Task struct {
 	// MaxKeyLen bytes; empty means no key.
 	Key string
 
+	// Workflow is the ID of the workflow the task belongs to (see
+	// Workflow), set by WorkflowStore.EnqueueWorkflow and Spawn. Empty
+	// for a task enqueued on its own.
+	Workflow string
+
+	// Parents are the IDs of the tasks of the same workflow that must
+	// succeed before this one starts (see Workflow). Only
+	// WorkflowStore.EnqueueWorkflow and Spawn take tasks with parents.
+	Parents []string
+
+	// AllowFailedParents makes the task run once its parents have
+	// finished, even if some went dead or were cancelled, instead of
+	// being cancelled with them: a batch callback. ParentResults then
+	// has the results of those that succeeded.
+	AllowFailedParents bool
+
 	// EnqueuedAt is when the task was first stored. Enqueue sets it when
 	// zero.
 	EnqueuedAt time.Time
@@ -85,13 +101,23 @@ func (t *Task) Clone() *Task {
 			c.Headers[k] = v
 		}
 	}
+	if t.Parents != nil {
+		c.Parents = append(make([]string, 0, len(t.Parents)), t.Parents...)
+	}
 	return &c
 }
 
 // Validate reports whether t can be enqueued: it must have a Type of at
 // most MaxTypeLen bytes, an ID of at most MaxIDLen bytes, a UniqueKey of
-// at most MaxUniqueKeyLen bytes and a Key of at most MaxKeyLen bytes. Streams call it from Enqueue.
+// at most MaxUniqueKeyLen bytes and a Key of at most MaxKeyLen bytes, and
+// no Parents (only a WorkflowStore takes those, see Workflow). Streams
+// call it from Enqueue.
 func (t *Task) Validate() error {
+	return t.validate(false)
+}
+
+// validate is Validate, allowing Parents in a workflow.
+func (t *Task) validate(inWorkflow bool) error {
 	switch {
 	case t == nil:
 		return &InvalidTaskError{Reason: "task is nil"}
@@ -107,6 +133,15 @@ func (t *Task) Validate() error {
 		return &InvalidTaskError{ID: t.ID, Reason: fmt.Sprintf("task Key is longer than %d bytes", MaxKeyLen)}
 	case t.MaxAttempts < 0:
 		return &InvalidTaskError{ID: t.ID, Reason: "task MaxAttempts is negative: use 0 for the processor's default"}
+	case len(t.Workflow) > MaxIDLen:
+		return &InvalidTaskError{ID: t.ID, Reason: fmt.Sprintf("task Workflow is longer than %d bytes", MaxIDLen)}
+	case !inWorkflow && (len(t.Parents) > 0 || t.AllowFailedParents):
+		return &InvalidTaskError{ID: t.ID, Reason: "task has Parents or AllowFailedParents: enqueue it in a Workflow with EnqueueWorkflow, or from a running task with Spawn"}
+	}
+	for _, p := range t.Parents {
+		if p == "" || len(p) > MaxIDLen {
+			return &InvalidTaskError{ID: t.ID, Reason: fmt.Sprintf("task has a parent ID that is empty or longer than %d bytes", MaxIDLen)}
+		}
 	}
 	return nil
 }

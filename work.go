@@ -27,6 +27,7 @@ type slot struct {
 	extendAt  time.Time
 	extending bool
 	leaseLost bool
+	cancelled bool // the store reported the task cancelled
 	cancel    context.CancelCauseFunc
 }
 
@@ -77,6 +78,11 @@ func (p *Processor) execute(s *slot, j job) {
 		// The task waited in the local queue for a third of its lease:
 		// renew before starting so it does not run on a lease about to end.
 		d, err := p.extend(j.st, j.d, lease)
+		if errors.Is(err, ErrCancelled) {
+			p.counters.cancelled.Add(1)
+			p.emit(Event{Kind: EventCancelled, Task: t, Stream: j.st.name, Claimed: j.claimedAt, Err: err})
+			return
+		}
 		if err != nil {
 			p.leaseLost(j, err)
 			return
@@ -85,10 +91,12 @@ func (p *Processor) execute(s *slot, j job) {
 	}
 
 	ctx, cancel := context.WithCancelCause(p.base)
+	r := &run{p: p, s: s, st: j.st, task: t, tracker: j.st.tracker, wf: j.st.wf}
+	ctx = context.WithValue(ctx, runKey{}, r)
 	s.mu.Lock()
 	s.running, s.d, s.st, s.started, s.cancel = true, j.d, j.st, now, cancel
 	s.timeoutAt = now.Add(p.cfg.TaskTimeout)
-	s.leaseLost = false
+	s.leaseLost, s.cancelled = false, false
 	if leased {
 		s.lease = j.d.Deadline.Sub(j.claimedAt)
 		s.extendAt = j.claimedAt.Add(s.lease / 3)
@@ -110,9 +118,10 @@ func (p *Processor) execute(s *slot, j job) {
 
 	err := p.call(ctx, h, t)
 	took := time.Since(now)
+	result := r.finish()
 
 	s.mu.Lock()
-	d, lost, abandoned := s.d, s.leaseLost, s.abandoned
+	d, lost, cancelled, abandoned := s.d, s.leaseLost, s.cancelled, s.abandoned
 	s.running, s.cancel, s.st = false, nil, nil
 	s.d = Delivery{}
 	s.mu.Unlock()
@@ -125,10 +134,14 @@ func (p *Processor) execute(s *slot, j job) {
 	switch {
 	case abandoned:
 		// Shutdown released the task already.
+	case cancelled:
+		p.counters.cancelled.Add(1)
+		p.emit(a.event(EventCancelled, err, 0))
 	case lost:
 		p.counters.leaseLost.Add(1)
 		p.emit(a.event(EventLeaseLost, err, 0))
 	case err == nil:
+		d.Result = result
 		p.ack(j.st, d)
 		p.counters.succeeded.Add(1)
 		p.emit(a.event(EventSucceeded, nil, 0))

@@ -76,7 +76,7 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 	}
 	switch opts.State {
 	case peonify.StateDead:
-	case peonify.StateDone:
+	case peonify.StateDone, peonify.StateWaiting, peonify.StateCancelled:
 		return nil, nil
 	case peonify.StatePending, peonify.StateScheduled, peonify.StateRunning:
 		return nil, fmt.Errorf("amqpstream: cannot list %s tasks: RabbitMQ cannot list a queue without taking its messages; only dead tasks can be listed: %w",
@@ -184,7 +184,7 @@ func (s *Stream) Purge(ctx context.Context, state peonify.State) (int, error) {
 		queues = allDelayQueues(s.cfg.Queue)
 	case peonify.StateDead:
 		queues = []string{deadQueue(s.cfg.Queue)}
-	case peonify.StateDone:
+	case peonify.StateDone, peonify.StateWaiting, peonify.StateCancelled:
 		return 0, nil
 	default:
 		return 0, fmt.Errorf("amqpstream: cannot purge %q tasks: purge pending, scheduled or dead tasks", state)

@@ -82,7 +82,7 @@ func parseState(st peonify.State, field string) (state, error) {
 		return stateRunning, nil
 	case peonify.StateDead:
 		return stateDead, nil
-	case peonify.StateDone:
+	case peonify.StateDone, peonify.StateWaiting, peonify.StateCancelled:
 		return stateGone, nil
 	case "":
 		return 0, fmt.Errorf("memstream: %s is empty: choose one of %v", field, peonify.States)

@@ -189,7 +189,7 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 			add(s.info(rm, peonify.StateDead))
 			return true
 		})
-	case peonify.StateDone:
+	case peonify.StateDone, peonify.StateWaiting, peonify.StateCancelled:
 	default:
 		return nil, fmt.Errorf("natsstream: List of unknown state %q: use one of %v", opts.State, peonify.States)
 	}
@@ -366,7 +366,7 @@ func (s *Stream) Purge(ctx context.Context, state peonify.State) (int, error) {
 		return purgeSubject(ctx, main, s.subj.scheduled)
 	case peonify.StateDead:
 		return purgeSubject(ctx, dead, s.subj.dead)
-	case peonify.StateDone:
+	case peonify.StateDone, peonify.StateWaiting, peonify.StateCancelled:
 		return 0, nil
 	case peonify.StateRunning:
 		return 0, errors.New("natsstream: running tasks cannot be purged: they are leased by processors; purge pending tasks, or stop the processors first")

@@ -44,7 +44,7 @@ func stateFilter(st peonify.State) (string, *bool, error) {
 		return "pending", &now, nil
 	case peonify.StateScheduled:
 		return "pending", &future, nil
-	case peonify.StateRunning, peonify.StateDead, peonify.StateDone:
+	case peonify.StateRunning, peonify.StateDead, peonify.StateDone, peonify.StateWaiting, peonify.StateCancelled:
 		return string(st), nil, nil
 	}
 	return "", nil, fmt.Errorf("pgstream: unknown task state %q: use one of peonify.States", st)

@@ -384,7 +384,7 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 		if err != nil {
 			return nil, err
 		}
-	case peonify.StateDone:
+	case peonify.StateDone, peonify.StateWaiting, peonify.StateCancelled:
 		return nil, nil // acked tasks are deleted
 	default:
 		return nil, fmt.Errorf("redisstream: List of unknown state %q: use one of %v", opts.State, peonify.States)
@@ -522,7 +522,7 @@ func (s *Stream) Purge(ctx context.Context, state peonify.State) (int, error) {
 	}
 	switch state {
 	case peonify.StatePending, peonify.StateScheduled, peonify.StateDead:
-	case peonify.StateDone:
+	case peonify.StateDone, peonify.StateWaiting, peonify.StateCancelled:
 		return 0, nil
 	case peonify.StateRunning:
 		return 0, errors.New("redisstream: Purge of running tasks: processors hold their leases; purge pending, scheduled or dead tasks, or let the running ones finish")

@@ -28,6 +28,10 @@ func stateWhere(state peonify.State) (string, error) {
 		return `(state = 'dead' AND ?1 = ?1)`, nil
 	case peonify.StateDone:
 		return `(state = 'done' AND ?1 = ?1)`, nil
+	case peonify.StateWaiting:
+		return `(state = 'waiting' AND ?1 = ?1)`, nil
+	case peonify.StateCancelled:
+		return `(state = 'cancelled' AND ?1 = ?1)`, nil
 	}
 	return "", fmt.Errorf("sqlitestream: unknown task state %q: use one of peonify.States", state)
 }
