@@ -20,7 +20,7 @@ func conformance(t *testing.T) {
 		s := memstream.New(memstream.Config{Lease: lease})
 		t.Cleanup(func() { _ = s.Close(context.Background()) })
 		return s
-	}, peonifytest.Features{Lease: lease, NoTracker: true, NoWorkflows: true})
+	}, peonifytest.Features{Lease: lease})
 }
 
 // A stream's conformance test, as it appears in the stream's package as

@@ -200,8 +200,6 @@ func TestFaultyStream(t *testing.T) {
 		NoKey:       fault == "declared-no-key",
 		NoLimiter:   fault == "declared-no-limiter",
 		NoRateLimit: fault == "declared-no-rate-limit",
-		NoTracker:   true,
-		NoWorkflows: true,
 	})
 }
 

@@ -18,5 +18,5 @@ func TestConformance(t *testing.T) {
 		s := memstream.New(memstream.Config{Lease: lease})
 		t.Cleanup(func() { _ = s.Close(context.Background()) })
 		return s
-	}, peonifytest.Features{Lease: lease, NoTracker: true, NoWorkflows: true})
+	}, peonifytest.Features{Lease: lease})
 }
