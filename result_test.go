@@ -171,24 +171,42 @@ func TestResultTooLargeIsDead(t *testing.T) {
 	}
 }
 
+// plain hides every optional interface of the stream it holds but Enqueuer.
+type plain struct {
+	peonify.Stream
+	peonify.Enqueuer
+}
+
 func TestResultOnStreamWithoutTracker(t *testing.T) {
 	ms := memstream.New(memstream.Config{})
-	if _, ok := peonify.As[peonify.Tracker](ms); ok {
-		t.Skip("memstream keeps results now: the recorder tests cover the processor side")
-	}
+	s := plain{ms, ms}
 	errs := make(chan error, 3)
-	h := newHarness(t, peonify.Config{}, peonify.TaskList{"t": peonify.HandlerFunc(func(ctx context.Context, _ *peonify.Task) error {
+	events := make(chan peonify.Event, 1)
+	p, _ := peonify.New(peonify.Config{Logger: quiet, OnEvent: func(e peonify.Event) { events <- e }})
+	_ = p.AddTaskList(peonify.TaskList{"t": peonify.HandlerFunc(func(ctx context.Context, _ *peonify.Task) error {
 		errs <- peonify.SetResult(ctx, []byte("x"))
 		errs <- peonify.ReportProgress(ctx, 0.5, "half")
 		errs <- peonify.Spawn(ctx, &peonify.Task{Type: "t"})
 		return nil
-	})}, memstream.Config{})
-	h.enqueue(&peonify.Task{Type: "t"})
-	h.start()
+	})})
+	if err := p.AddStream(s); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Enqueue(context.Background(), &peonify.Task{Type: "t"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
 	for range 3 {
 		if err := <-errs; !errors.Is(err, errors.ErrUnsupported) {
 			t.Errorf("err = %v, want one wrapping errors.ErrUnsupported", err)
 		}
+	}
+	if e := nextEvent(t, events); e.Kind != peonify.EventSucceeded {
+		t.Errorf("event %s, want succeeded", e.Kind)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
 
