@@ -36,6 +36,13 @@ func (p *Processor) ack(st *streamState, d Delivery) {
 	n := len(q.acks)
 	if n == 1 {
 		q.oldest = time.Now()
+		if p.running.Load() == 0 && len(p.queue) == 0 {
+			// Nothing runs or waits, so no ack will come to share the
+			// batch: send it at once. A workflow's next step, or a
+			// producer waiting for the result, is then not held back by
+			// the batching delay.
+			q.oldest = q.oldest.Add(-ackDelay)
+		}
 	}
 	st.ackMu.Unlock()
 	if n == 1 || n == ackBatch {
