@@ -8,7 +8,9 @@ import (
 
 // Acks are batched: workers append successful deliveries to their stream's
 // buffer, and the flusher sends the buffer at most ackDelay after the
-// oldest delivery in it, or at once when ackBatch have gathered. No Ack
+// oldest delivery in it, or at once when ackBatch have gathered or nothing
+// else runs or waits in the processor (an idle processor has no batch to
+// wait for, and a workflow's next step waits for this ack). No Ack
 // call carries more than ackBatch deliveries, and each stream has up to
 // ackCalls calls in flight, so a stream that confirms every call with a
 // round trip keeps up with a fast drain instead of making each batch wait
