@@ -12,7 +12,8 @@ import (
 //
 // One row is one task. state is its life-cycle state, and visible_at the
 // time that matters in that state: when a scheduled task falls due, when a
-// running task's lease ends, when a dead or done task finished. Each state
+// running task's lease ends, when a dead task finished (and, from version
+// 3, a cancelled one; a done one's is when the cleanup deletes it). Each state
 // has its own partial index, so a claim reads only pending rows in priority
 // order, and the due scheduled tasks and expired leases are found by one
 // range each. token is the fencing token of the latest claim, 0 when the

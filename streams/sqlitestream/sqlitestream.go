@@ -206,8 +206,9 @@ type Stream struct {
 
 // Open opens the SQLite database file at path, creating it and its schema
 // when missing, and returns a Stream that stores its tasks there. The file
-// may hold other tables: the stream's table is named peonify_tasks. Close
-// closes the database.
+// may hold other tables: the stream's tables are named peonify_tasks,
+// peonify_limit_buckets, peonify_deps and peonify_waiting. Close closes
+// the database.
 //
 // The schema is created or upgraded on Open and its version kept in the
 // file's PRAGMA user_version, so that number belongs to sqlitestream in a
@@ -320,7 +321,9 @@ func (s *Stream) watch(every time.Duration) {
 func (s *Stream) Name() string { return s.cfg.Name }
 
 // Wake returns a channel that receives when a task may have become ready:
-// at once after an Enqueue, a Nack or a Retry through this Stream, when a
+// at once after an Enqueue, a Nack or a Retry through this Stream, and
+// after an Ack, Nack, Cancel, Delete or Purge that releases waiting tasks
+// of a workflow (EnqueueWorkflow and Spawn too), when a
 // scheduled task or a retry delay falls due, and within
 // Config.WatchInterval after another process commits to the file. With
 // limits (see SetLimits) it also receives at once after an Ack, a Nack or
