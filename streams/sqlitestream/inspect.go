@@ -186,7 +186,7 @@ func (s *Stream) Delete(ctx context.Context, ids ...string) (int, error) {
 		rel.reset()
 		for _, id := range ids {
 			var wf, state string
-			err := tx.conn.QueryRowContext(context.Background(), `DELETE FROM peonify_tasks
+			err := tx.queryRowSQL(`DELETE FROM peonify_tasks
 				WHERE id = ?2 AND NOT (state = 'running' AND visible_at > ?1)
 				RETURNING workflow, state`, tx.now.UnixNano(), id).Scan(&wf, &state)
 			switch {
@@ -252,7 +252,7 @@ func (s *Stream) Purge(ctx context.Context, state peonify.State) (int, error) {
 		type gone struct{ id, wf, state string }
 		var wfs []gone
 		if !state.Finished() {
-			rows, err := tx.conn.QueryContext(context.Background(), `SELECT id, workflow, state FROM peonify_tasks
+			rows, err := tx.querySQL(`SELECT id, workflow, state FROM peonify_tasks
 				WHERE `+where+` AND workflow <> ''`, tx.now.UnixNano())
 			if err != nil {
 				return err

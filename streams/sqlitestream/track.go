@@ -109,7 +109,7 @@ func (s *Stream) SetProgress(ctx context.Context, d peonify.Delivery, p peonify.
 // claim.
 func claimCancelled(tx *wtx, d peonify.Delivery) (bool, error) {
 	var n int
-	err := tx.st.isCancelled.QueryRow(d.Task.ID, int64(d.Token)).Scan(&n)
+	err := tx.queryRow(tx.st.isCancelled, d.Task.ID, int64(d.Token)).Scan(&n)
 	return n > 0, err
 }
 
@@ -132,7 +132,7 @@ func (s *Stream) Cancel(ctx context.Context, ids ...string) (int, error) {
 		now := tx.now.UnixNano()
 		for _, id := range ids {
 			var wf string
-			err := tx.st.cancel.QueryRow(id, cancelledByRequest, now).Scan(&wf)
+			err := tx.queryRow(tx.st.cancel, id, cancelledByRequest, now).Scan(&wf)
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
 				continue

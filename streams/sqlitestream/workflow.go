@@ -100,7 +100,7 @@ func (s *Stream) finished(tx *wtx, id string, how finish, reason string, rel *re
 	queue := []end{{id, how, reason}}
 	for k := 0; k < len(queue); k++ {
 		e := queue[k]
-		children, err := queryStrings(tx.st.depsOf, e.id)
+		children, err := queryStrings(tx, tx.st.depsOf, e.id)
 		if err != nil {
 			return fmt.Errorf("find the dependents of task %s: %w", e.id, err)
 		}
@@ -120,7 +120,7 @@ func (s *Stream) finished(tx *wtx, id string, how finish, reason string, rel *re
 		if e.how == finishDone {
 			continue
 		}
-		cancel, err := queryStrings(tx.st.dropWaits, jsonList(children))
+		cancel, err := queryStrings(tx, tx.st.dropWaits, jsonList(children))
 		if err != nil {
 			return fmt.Errorf("cancel the dependents of task %s: %w", e.id, err)
 		}
@@ -132,7 +132,7 @@ func (s *Stream) finished(tx *wtx, id string, how finish, reason string, rel *re
 			why += ": " + e.reason
 		}
 		why = peonify.TruncateReason(why)
-		cancelled, err := queryStrings(tx.st.cancelChild, jsonList(cancel), why, now)
+		cancelled, err := queryStrings(tx, tx.st.cancelChild, jsonList(cancel), why, now)
 		if err != nil {
 			return fmt.Errorf("cancel the dependents of task %s: %w", e.id, err)
 		}
@@ -163,7 +163,7 @@ func countDown(tx *wtx, children []string, succeeded bool) ([]string, error) {
 				continue
 			}
 			var left int64
-			if err := tx.st.waitingOn.QueryRow(c).Scan(&left); err != nil {
+			if err := tx.queryRow(tx.st.waitingOn, c).Scan(&left); err != nil {
 				return nil, err
 			}
 			if left <= 0 {
@@ -172,7 +172,7 @@ func countDown(tx *wtx, children []string, succeeded bool) ([]string, error) {
 		}
 		return ready, nil
 	}
-	rows, err := tx.st.countDown.Query(jsonList(children), succeeded)
+	rows, err := tx.query(tx.st.countDown, jsonList(children), succeeded)
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +202,7 @@ func release(tx *wtx, ids []string, rel *released) error {
 	if _, err := tx.exec(tx.st.unwaitAll, list); err != nil {
 		return err
 	}
-	rows, err := tx.st.wakeUp.Query(list, tx.now.UnixNano())
+	rows, err := tx.query(tx.st.wakeUp, list, tx.now.UnixNano())
 	if err != nil {
 		return err
 	}
@@ -225,8 +225,8 @@ func release(tx *wtx, ids []string, rel *released) error {
 }
 
 // queryStrings runs stmt and returns the first column of its rows.
-func queryStrings(stmt *sql.Stmt, args ...any) ([]string, error) {
-	rows, err := stmt.Query(args...)
+func queryStrings(tx *wtx, stmt *sql.Stmt, args ...any) ([]string, error) {
+	rows, err := tx.query(stmt, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -322,7 +322,7 @@ func (s *Stream) EnqueueWorkflow(ctx context.Context, w *peonify.Workflow) error
 	err := s.w.do(ctx, func(tx *wtx) error {
 		dups = dups[:0]
 		var exists bool
-		if err := tx.st.wfExists.QueryRow(w.ID).Scan(&exists); err != nil {
+		if err := tx.queryRow(tx.st.wfExists, w.ID).Scan(&exists); err != nil {
 			return fmt.Errorf("enqueue workflow %s: %w", w.ID, err)
 		}
 		if exists {
@@ -451,7 +451,7 @@ func (s *Stream) Spawn(ctx context.Context, parent peonify.Delivery, children ..
 		lost, invalid, added = false, nil, added[:0]
 		rel.reset()
 		var wf string
-		err := tx.st.claimWf.QueryRow(parent.Task.ID, int64(parent.Token)).Scan(&wf)
+		err := tx.queryRow(tx.st.claimWf, parent.Task.ID, int64(parent.Token)).Scan(&wf)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			lost = true
@@ -520,7 +520,7 @@ func (s *Stream) linkChildren(tx *wtx, spawner string, added []*peonify.Task, st
 				continue
 			}
 			var state string
-			err := tx.st.stateOf.QueryRow(p).Scan(&state)
+			err := tx.queryRow(tx.st.stateOf, p).Scan(&state)
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
 				why = "parent " + p + " deleted"
@@ -542,7 +542,7 @@ func (s *Stream) linkChildren(tx *wtx, spawner string, added []*peonify.Task, st
 		}
 	}
 	if len(added) > 0 {
-		dependents, err := queryStrings(tx.st.addWaits, spawner, len(added))
+		dependents, err := queryStrings(tx, tx.st.addWaits, spawner, len(added))
 		if err != nil {
 			return fmt.Errorf("add the children of task %s to its dependents: %w", spawner, err)
 		}
@@ -565,7 +565,7 @@ func (s *Stream) linkChildren(tx *wtx, spawner string, added []*peonify.Task, st
 		if _, err := tx.exec(tx.st.unwait, f.id); err != nil {
 			return fmt.Errorf("cancel task %s: %w", f.id, err)
 		}
-		cancelled, err := queryStrings(tx.st.cancelChild, jsonList([]string{f.id}), f.why, tx.now.UnixNano())
+		cancelled, err := queryStrings(tx, tx.st.cancelChild, jsonList([]string{f.id}), f.why, tx.now.UnixNano())
 		if err != nil {
 			return fmt.Errorf("cancel task %s: %w", f.id, err)
 		}
@@ -583,7 +583,7 @@ func (s *Stream) linkChildren(tx *wtx, spawner string, added []*peonify.Task, st
 // waiting task d, so that ParentResults gives it their results.
 func addToParents(tx *wtx, d string, added []*peonify.Task) error {
 	var parents sql.NullString
-	if err := tx.conn.QueryRowContext(context.Background(),
+	if err := tx.queryRowSQL(
 		`SELECT parents FROM peonify_tasks WHERE id = ?1`, d).Scan(&parents); err != nil {
 		return fmt.Errorf("read the parents of task %s: %w", d, err)
 	}
@@ -684,14 +684,14 @@ func (s *Stream) CancelWorkflow(ctx context.Context, id string) (int, error) {
 	err := s.w.do(ctx, func(tx *wtx) error {
 		ids = ids[:0]
 		rel.reset()
-		if err := tx.st.wfExists.QueryRow(id).Scan(&exists); err != nil {
+		if err := tx.queryRow(tx.st.wfExists, id).Scan(&exists); err != nil {
 			return err
 		}
 		if !exists {
 			return nil
 		}
 		now := tx.now.UnixNano()
-		rows, err := tx.conn.QueryContext(context.Background(), `UPDATE peonify_tasks
+		rows, err := tx.querySQL(`UPDATE peonify_tasks
 			SET state = 'cancelled', token = -token, last_error = ?2, visible_at = ?3, updated_at = ?3
 			WHERE workflow = ?1 AND workflow <> '' AND state IN ('waiting', 'pending', 'scheduled', 'running')
 			RETURNING id`, id, cancelledByRequest, now)

@@ -39,10 +39,11 @@ type writer struct {
 	cleanEvery time.Duration // 0 when nothing needs cleaning up
 	clean      func(tx *wtx) (more bool, err error)
 
-	// For tests: how many transactions ran, and the most operations one
-	// of them carried.
-	commits atomic.Int64
-	largest atomic.Int64
+	// For tests: how many transactions ran, the most operations one of
+	// them carried, and how many statements the last one ran.
+	commits   atomic.Int64
+	largest   atomic.Int64
+	lastStmts atomic.Int64
 }
 
 // op is one operation for the writer. run executes its statements inside
@@ -61,10 +62,15 @@ type wtx struct {
 	st   *stmts
 	conn *sql.Conn
 	now  time.Time
+
+	// stmts counts the statements run through exec, execSQL, query and
+	// queryRow, for tests of what an operation costs.
+	stmts int
 }
 
 // exec runs a prepared statement and returns how many rows it changed.
 func (tx *wtx) exec(stmt *sql.Stmt, args ...any) (int64, error) {
+	tx.stmts++
 	res, err := stmt.Exec(args...)
 	if err != nil {
 		return 0, err
@@ -72,9 +78,34 @@ func (tx *wtx) exec(stmt *sql.Stmt, args ...any) (int64, error) {
 	return res.RowsAffected()
 }
 
+// query runs a prepared statement that returns rows.
+func (tx *wtx) query(stmt *sql.Stmt, args ...any) (*sql.Rows, error) {
+	tx.stmts++
+	return stmt.Query(args...)
+}
+
+// queryRow runs a prepared statement that returns a row.
+func (tx *wtx) queryRow(stmt *sql.Stmt, args ...any) *sql.Row {
+	tx.stmts++
+	return stmt.QueryRow(args...)
+}
+
+// querySQL and queryRowSQL run a statement that is not prepared and
+// returns rows.
+func (tx *wtx) querySQL(query string, args ...any) (*sql.Rows, error) {
+	tx.stmts++
+	return tx.conn.QueryContext(context.Background(), query, args...)
+}
+
+func (tx *wtx) queryRowSQL(query string, args ...any) *sql.Row {
+	tx.stmts++
+	return tx.conn.QueryRowContext(context.Background(), query, args...)
+}
+
 // execSQL runs a statement that is not prepared (a rare one, such as an
 // Inspector's repair) and returns how many rows it changed.
 func (tx *wtx) execSQL(query string, args ...any) (int64, error) {
+	tx.stmts++
 	res, err := tx.conn.ExecContext(context.Background(), query, args...)
 	if err != nil {
 		return 0, err
@@ -273,6 +304,7 @@ func (w *writer) commit(batch []*op) {
 		}
 	}
 	if err == nil {
+		w.lastStmts.Store(int64(tx.stmts))
 		if err = w.exec("COMMIT"); err == nil {
 			w.finish(batch, nil)
 			return
