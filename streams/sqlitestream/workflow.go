@@ -304,7 +304,7 @@ func (b *depBatch) store(tx *wtx) error {
 // its last parent finishes. If a task's ID, or its UniqueKey among the
 // live tasks, or w's ID is in the file already, it stores nothing and
 // returns a *peonify.DuplicateError naming them. A workflow of 10,000
-// tasks is one transaction of a few tens of milliseconds.
+// tasks and 20,000 dependencies is one transaction of about 0.2 s.
 func (s *Stream) EnqueueWorkflow(ctx context.Context, w *peonify.Workflow) error {
 	now := s.now()
 	if err := w.Prepare(now); err != nil {
