@@ -91,7 +91,9 @@ type Config struct {
 	// with their result, for this long after they finished (or KeepDone,
 	// if longer), so that Get, Results and Wait find them and a
 	// workflow's dependents read their parents' results; then the
-	// cleanup deletes them. Defaults to 24h.
+	// cleanup deletes them. Make it longer than a workflow runs: a task
+	// that starts after its parent was cleaned up does not see that
+	// parent's result. Defaults to 24h.
 	ResultRetention time.Duration
 
 	// Synchronous trades durability for speed; see its constants. Defaults
