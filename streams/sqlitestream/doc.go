@@ -120,7 +120,47 @@
 // # Finished tasks
 //
 // An acked task is deleted, unless Config.KeepDone keeps it for a while as
-// peonify.StateDone. A dead task keeps its last error, attempts and reason
-// until an operator retries, deletes or purges it (see the Inspector
-// methods), or until Config.KeepDead has passed.
+// peonify.StateDone, or it has a result or belongs to a workflow (see
+// below). A dead task keeps its last error, attempts and reason until an
+// operator retries, deletes or purges it (see the Inspector methods), or
+// until Config.KeepDead has passed; so does a cancelled one
+// (peonify.StateCancelled). One cleanup in the writer deletes what is past
+// its retention, at most 1,000 rows a transaction, through the index of
+// each state.
+//
+// # Results, progress, cancellation and workflows
+//
+// Stream is a peonify.Tracker and a peonify.WorkflowStore.
+//
+//   - Results: Ack stores Delivery.Result with the task in the statement
+//     that marks it done. A task acked with a result (an empty one too), or
+//     of a workflow, stays in peonify.StateDone with its result and its last
+//     progress for Config.ResultRetention (24h by default, or KeepDone if
+//     longer). Results reads many in one query. A task acked without a
+//     result outside workflows costs its one statement, as before.
+//   - Progress: SetProgress is fenced like Ack and kept in the task's row;
+//     Get and List show the last one, while the task runs and after.
+//   - Wait is woken at once when the task finishes through this Stream,
+//     within Config.WatchInterval when another process finishes it (the
+//     file watch), and in any case by a check every second.
+//   - Cancel moves waiting, pending, scheduled and running tasks to
+//     peonify.StateCancelled at once. A running task's claim is then
+//     stale: its Ack and Nack change nothing, it holds no limit permit, and
+//     its Extend and SetProgress return an error wrapping
+//     peonify.ErrCancelled, on which the processor cancels its context.
+//   - Workflows: EnqueueWorkflow stores all of a workflow's tasks or none,
+//     in one transaction. A task with parents waits in
+//     peonify.StateWaiting; the file keeps its dependencies by parent, and
+//     the number of parents it waits for. The transaction that finishes a
+//     task (its Ack, its dead Nack, Cancel, Delete, Purge) counts it off
+//     its dependents and makes those that wait for nothing more pending,
+//     waking the processor as an Enqueue does, or cancels them (and theirs)
+//     when it failed and they do not allow failed parents. Only the
+//     current claim's Ack counts, and it consumes the task's dependencies,
+//     so a stale or repeated ack releases nothing. Spawn is fenced like
+//     Ack, skips children already stored, and makes the spawning task's
+//     dependents wait for the new children, whose IDs it appends to their
+//     Task.Parents. Waiting tasks hold no limit permit and no ordered key.
+//
+// The file's README describes the tables and what each step costs.
 package sqlitestream

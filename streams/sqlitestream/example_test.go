@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -309,4 +310,88 @@ func ExampleStream_SetLimits() {
 	// */key: 3 in use, 2 waiting
 	//   acme: 2 in use, 1 waiting
 	//   globex: 1 in use, 1 waiting
+}
+
+// A workflow in the embedded store: fetch, then resize and thumbnail
+// from its result, then publish once both are done. The producer waits
+// for the last task and reads its result; the store keeps it for
+// Config.ResultRetention.
+func ExampleStream_EnqueueWorkflow() {
+	dir, err := os.MkdirTemp("", "sqlitestream-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	s, err := sqlitestream.Open(filepath.Join(dir, "tasks.db"), sqlitestream.Config{ResultRetention: time.Hour})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// Each step's result is its name after its parents' results.
+	step := func(name string) peonify.Handler {
+		return peonify.HandlerFunc(func(ctx context.Context, t *peonify.Task) error {
+			parents, err := peonify.ParentResults(ctx)
+			if err != nil {
+				return err
+			}
+			var in []string
+			for _, id := range t.Parents { // in the order they were added
+				in = append(in, string(parents[id]))
+			}
+			out := name
+			switch len(in) {
+			case 0:
+			case 1:
+				out = in[0] + " > " + name
+			default:
+				out = "(" + strings.Join(in, ", ") + ") > " + name
+			}
+			return peonify.SetResult(ctx, []byte(out))
+		})
+	}
+	p, err := peonify.New(peonify.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = p.AddTaskList(peonify.TaskList{
+		"fetch": step("fetch"), "resize": step("resize"), "thumbnail": step("thumbnail"), "publish": step("publish"),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := p.AddStream(s); err != nil { // Run closes s when it returns
+		log.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+
+	w := &peonify.Workflow{ID: "image-42"}
+	fetch := w.Add(&peonify.Task{Type: "fetch"})
+	resize := w.Add(&peonify.Task{Type: "resize"}, fetch)
+	thumb := w.Add(&peonify.Task{Type: "thumbnail"}, fetch)
+	publish := w.Add(&peonify.Task{Type: "publish"}, resize, thumb)
+	if err := s.EnqueueWorkflow(ctx, w); err != nil {
+		log.Fatal(err)
+	}
+	info, err := s.Wait(ctx, publish.ID)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(info.State, string(info.Result))
+	wf, err := s.GetWorkflow(ctx, "image-42")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(wf.State, wf.Counts[peonify.StateDone], "tasks done")
+
+	stop()
+	if err := <-done; err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// done (fetch > resize, fetch > thumbnail) > publish
+	// succeeded 4 tasks done
 }

@@ -39,10 +39,11 @@ type writer struct {
 	cleanEvery time.Duration // 0 when nothing needs cleaning up
 	clean      func(tx *wtx) (more bool, err error)
 
-	// For tests: how many transactions ran, and the most operations one
-	// of them carried.
-	commits atomic.Int64
-	largest atomic.Int64
+	// For tests: how many transactions ran, the most operations one of
+	// them carried, and how many statements the last one ran.
+	commits   atomic.Int64
+	largest   atomic.Int64
+	lastStmts atomic.Int64
 }
 
 // op is one operation for the writer. run executes its statements inside
@@ -61,10 +62,15 @@ type wtx struct {
 	st   *stmts
 	conn *sql.Conn
 	now  time.Time
+
+	// stmts counts the statements run through exec, execSQL, query and
+	// queryRow, for tests of what an operation costs.
+	stmts int
 }
 
 // exec runs a prepared statement and returns how many rows it changed.
 func (tx *wtx) exec(stmt *sql.Stmt, args ...any) (int64, error) {
+	tx.stmts++
 	res, err := stmt.Exec(args...)
 	if err != nil {
 		return 0, err
@@ -72,9 +78,34 @@ func (tx *wtx) exec(stmt *sql.Stmt, args ...any) (int64, error) {
 	return res.RowsAffected()
 }
 
+// query runs a prepared statement that returns rows.
+func (tx *wtx) query(stmt *sql.Stmt, args ...any) (*sql.Rows, error) {
+	tx.stmts++
+	return stmt.Query(args...)
+}
+
+// queryRow runs a prepared statement that returns a row.
+func (tx *wtx) queryRow(stmt *sql.Stmt, args ...any) *sql.Row {
+	tx.stmts++
+	return stmt.QueryRow(args...)
+}
+
+// querySQL and queryRowSQL run a statement that is not prepared and
+// returns rows.
+func (tx *wtx) querySQL(query string, args ...any) (*sql.Rows, error) {
+	tx.stmts++
+	return tx.conn.QueryContext(context.Background(), query, args...)
+}
+
+func (tx *wtx) queryRowSQL(query string, args ...any) *sql.Row {
+	tx.stmts++
+	return tx.conn.QueryRowContext(context.Background(), query, args...)
+}
+
 // execSQL runs a statement that is not prepared (a rare one, such as an
 // Inspector's repair) and returns how many rows it changed.
 func (tx *wtx) execSQL(query string, args ...any) (int64, error) {
+	tx.stmts++
 	res, err := tx.conn.ExecContext(context.Background(), query, args...)
 	if err != nil {
 		return 0, err
@@ -92,7 +123,7 @@ func newWriter(db *sql.DB, cfg Config, now func() time.Time) (*writer, error) {
 		conn.Close()
 		return nil, err
 	}
-	if err := migrate(ctx, conn); err != nil {
+	if err := migrate(ctx, conn, cfg.KeepDone); err != nil {
 		conn.Close()
 		return nil, err
 	}
@@ -119,10 +150,10 @@ func newWriter(db *sql.DB, cfg Config, now func() time.Time) (*writer, error) {
 		conn.Close()
 		return nil, fmt.Errorf("prepare the ready statement: %w", err)
 	}
-	if cfg.KeepDone > 0 || cfg.KeepDead > 0 {
-		w.cleanEvery = cleanupInterval(cfg)
-		w.clean = func(tx *wtx) (bool, error) { return cleanup(tx, cfg) }
-	}
+	// Done tasks with a result are kept for Config.ResultRetention, so
+	// there is always something that may need cleaning up.
+	w.cleanEvery = cleanupInterval(cfg)
+	w.clean = func(tx *wtx) (bool, error) { return cleanup(tx, cfg) }
 	return w, nil
 }
 
@@ -159,7 +190,7 @@ func isBusy(err error) bool {
 // second and at least once a minute.
 func cleanupInterval(cfg Config) time.Duration {
 	d := time.Minute
-	for _, keep := range []time.Duration{cfg.KeepDone, cfg.KeepDead} {
+	for _, keep := range []time.Duration{cfg.KeepDone, cfg.KeepDead, cfg.ResultRetention} {
 		if keep > 0 {
 			d = min(d, keep/4)
 		}
@@ -273,6 +304,7 @@ func (w *writer) commit(batch []*op) {
 		}
 	}
 	if err == nil {
+		w.lastStmts.Store(int64(tx.stmts))
 		if err = w.exec("COMMIT"); err == nil {
 			w.finish(batch, nil)
 			return
@@ -329,12 +361,36 @@ type stmts struct {
 	nextDue   *sql.Stmt
 	ackDelete *sql.Stmt
 	ackDone   *sql.Stmt
+	ackKeep   *sql.Stmt
 	retry     *sql.Stmt
 	release   *sql.Stmt
 	bury      *sql.Stmt
 	extend    *sql.Stmt
 	cleanDone *sql.Stmt
 	cleanDead *sql.Stmt
+	cleanCanc *sql.Stmt
+
+	// Results, progress, cancellation and workflows (see track.go and
+	// workflow.go).
+	progress    *sql.Stmt
+	isCancelled *sql.Stmt
+	cancel      *sql.Stmt
+	insertDeps  *sql.Stmt
+	insertWaits *sql.Stmt
+	depsOf      *sql.Stmt
+	dropDeps    *sql.Stmt
+	countOne    *sql.Stmt
+	waitingOn   *sql.Stmt
+	countDown   *sql.Stmt
+	dropWaits   *sql.Stmt
+	unwait      *sql.Stmt
+	unwaitAll   *sql.Stmt
+	wakeUp      *sql.Stmt
+	cancelChild *sql.Stmt
+	wfExists    *sql.Stmt
+	claimWf     *sql.Stmt
+	stateOf     *sql.Stmt
+	addWaits    *sql.Stmt
 
 	// The limit-aware claim's (see limit.go).
 	runningUse    *sql.Stmt
@@ -359,7 +415,14 @@ const readyQuery = `SELECT EXISTS (SELECT 1 FROM peonify_tasks WHERE state = 'pe
 
 // The columns of a task, in the order scanTask reads them.
 const taskColumns = `id, type, payload, headers, priority, unique_key, max_attempts, run_at, enqueued_at,
-	attempts, last_error, token, state, visible_at, updated_at, key`
+	attempts, last_error, token, state, visible_at, updated_at, key,
+	workflow, parents, allow_failed, result, progress, progress_message, progress_at`
+
+// taskColumnsNoResult is taskColumns without the result, which reads as
+// NULL.
+const taskColumnsNoResult = `id, type, payload, headers, priority, unique_key, max_attempts, run_at, enqueued_at,
+	attempts, last_error, token, state, visible_at, updated_at, key,
+	workflow, parents, allow_failed, NULL, progress, progress_message, progress_at`
 
 // groupsQuery returns the query of the heads of the groups after (op ">")
 // or from (op ">=") the group ?1, ?2; see stmts.groupsAfter. A row value
@@ -398,8 +461,8 @@ type stmtDef struct {
 func (s *stmts) defs() []stmtDef {
 	return []stmtDef{
 		{"insert", &s.insert, `INSERT INTO peonify_tasks (id, type, payload, headers, priority, unique_key, max_attempts,
-				run_at, enqueued_at, state, visible_at, updated_at, key)
-			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+				run_at, enqueued_at, state, visible_at, updated_at, key, workflow, parents, allow_failed)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
 			ON CONFLICT DO NOTHING`},
 		// A claim first makes due scheduled tasks and expired leases
 		// pending, then leases the first pending tasks in priority order.
@@ -419,7 +482,11 @@ func (s *stmts) defs() []stmtDef {
 			(SELECT min(visible_at) FROM peonify_tasks WHERE state = 'running')`},
 		// Fenced by token: a claim that is no longer current matches no row.
 		{"ackDelete", &s.ackDelete, `DELETE FROM peonify_tasks WHERE id = ?1 AND token = ?2`},
-		{"ackDone", &s.ackDone, `UPDATE peonify_tasks SET state = 'done', token = 0, visible_at = ?3, updated_at = ?3
+		// A done task's visible_at is when the cleanup deletes it.
+		{"ackDone", &s.ackDone, `UPDATE peonify_tasks SET state = 'done', token = 0, visible_at = ?4, updated_at = ?3
+			WHERE id = ?1 AND token = ?2`},
+		{"ackKeep", &s.ackKeep, `UPDATE peonify_tasks SET state = 'done', token = 0, visible_at = ?4, updated_at = ?3,
+				result = ?5
 			WHERE id = ?1 AND token = ?2`},
 		{"retry", &s.retry, `UPDATE peonify_tasks
 			SET state = ?3, token = 0, visible_at = ?4, last_error = ?5, updated_at = ?6
@@ -437,6 +504,70 @@ func (s *stmts) defs() []stmtDef {
 			(SELECT rowid FROM peonify_tasks WHERE state = 'done' AND visible_at <= ?1 LIMIT ?2)`},
 		{"cleanDead", &s.cleanDead, `DELETE FROM peonify_tasks WHERE rowid IN
 			(SELECT rowid FROM peonify_tasks WHERE state = 'dead' AND visible_at <= ?1 LIMIT ?2)`},
+		{"cleanCanc", &s.cleanCanc, `DELETE FROM peonify_tasks WHERE rowid IN
+			(SELECT rowid FROM peonify_tasks WHERE state = 'cancelled' AND visible_at <= ?1 LIMIT ?2)`},
+
+		// Fenced like Ack.
+		{"progress", &s.progress, `UPDATE peonify_tasks SET progress = ?3, progress_message = ?4, progress_at = ?5,
+				updated_at = ?6
+			WHERE id = ?1 AND token = ?2`},
+		// Whether the claim with token ?2 (negated by cancel) was cancelled.
+		{"isCancelled", &s.isCancelled, `SELECT count(*) FROM peonify_tasks WHERE id = ?1 AND token = -?2 AND state = 'cancelled'`},
+		{"cancel", &s.cancel, `UPDATE peonify_tasks
+			SET state = 'cancelled', token = -token, last_error = ?2, visible_at = ?3, updated_at = ?3
+			WHERE id = ?1 AND state IN ('waiting', 'pending', 'scheduled', 'running')
+			RETURNING workflow`},
+		// The dependencies, as a JSON array of [parent, child] pairs, and
+		// the waiting tasks, as one of [id, parents, allow failed parents].
+		{"insertDeps", &s.insertDeps, `INSERT INTO peonify_deps (parent, child)
+			SELECT value ->> 0, value ->> 1 FROM json_each(?1) WHERE true
+			ON CONFLICT DO NOTHING`},
+		{"insertWaits", &s.insertWaits, `INSERT INTO peonify_waiting (id, waiting_on, allow_failed)
+			SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true
+			ON CONFLICT (id) DO UPDATE SET waiting_on = waiting_on + excluded.waiting_on`},
+		// The dependents of task ?1, which finished; dropDeps forgets
+		// them. (A DELETE with RETURNING would cost a temporary table.)
+		{"depsOf", &s.depsOf, `SELECT child FROM peonify_deps WHERE parent = ?1`},
+		{"dropDeps", &s.dropDeps, `DELETE FROM peonify_deps WHERE parent = ?1`},
+		// countOne and waitingOn are countDown for one task, without the
+		// temporary table of a RETURNING.
+		{"countOne", &s.countOne, `UPDATE peonify_waiting SET waiting_on = waiting_on - 1
+			WHERE id = ?1 AND (?2 OR allow_failed = 1)`},
+		{"waitingOn", &s.waitingOn, `SELECT waiting_on FROM peonify_waiting WHERE id = ?1`},
+		// A parent of the waiting tasks ?1 (a JSON array) finished: with
+		// ?2 true it succeeded, and counts for all of them; otherwise only
+		// for those that allow failed parents.
+		{"countDown", &s.countDown, `UPDATE peonify_waiting SET waiting_on = waiting_on - 1
+			WHERE id IN (SELECT value FROM json_each(?1)) AND (?2 OR allow_failed = 1)
+			RETURNING id, waiting_on`},
+		// The waiting tasks among ?1 that do not allow failed parents: a
+		// parent failed, so they are cancelled.
+		{"dropWaits", &s.dropWaits, `DELETE FROM peonify_waiting
+			WHERE id IN (SELECT value FROM json_each(?1)) AND allow_failed = 0
+			RETURNING id`},
+		{"unwait", &s.unwait, `DELETE FROM peonify_waiting WHERE id = ?1`},
+		{"unwaitAll", &s.unwaitAll, `DELETE FROM peonify_waiting WHERE id IN (SELECT value FROM json_each(?1))`},
+		// Waiting tasks whose parents have all finished become ready, or
+		// scheduled for their RunAt.
+		{"wakeUp", &s.wakeUp, `UPDATE peonify_tasks
+			SET state = CASE WHEN run_at > ?2 THEN 'scheduled' ELSE 'pending' END,
+				visible_at = max(run_at, ?2), updated_at = ?2
+			WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'waiting'
+			RETURNING state, visible_at`},
+		{"cancelChild", &s.cancelChild, `UPDATE peonify_tasks
+			SET state = 'cancelled', last_error = ?2, visible_at = ?3, updated_at = ?3
+			WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'waiting'
+			RETURNING id`},
+		// The terms of the workflow index's WHERE are written out so that
+		// the index serves the query.
+		{"wfExists", &s.wfExists, `SELECT EXISTS (SELECT 1 FROM peonify_tasks WHERE workflow = ?1 AND workflow <> '')`},
+		// The workflow of the task whose current claim has token ?2.
+		{"claimWf", &s.claimWf, `SELECT workflow FROM peonify_tasks WHERE id = ?1 AND token = ?2`},
+		{"stateOf", &s.stateOf, `SELECT state FROM peonify_tasks WHERE id = ?1`},
+		// The waiting tasks that depend on ?1 wait for ?2 more parents.
+		{"addWaits", &s.addWaits, `UPDATE peonify_waiting SET waiting_on = waiting_on + ?2
+			WHERE id IN (SELECT child FROM peonify_deps WHERE parent = ?1)
+			RETURNING id`},
 
 		// The limit-aware claim runs after promote and rescue, so every
 		// running task holds a lease that has not ended.
@@ -494,14 +625,21 @@ func (s *stmts) close() {
 // reports whether more may remain.
 func cleanup(tx *wtx, cfg Config) (more bool, err error) {
 	const cleanupLimit = 1000
+	// A done task's visible_at is when it is to be deleted; a dead or
+	// cancelled one's, when it finished.
 	for _, c := range []struct {
-		stmt *sql.Stmt
-		keep time.Duration
-	}{{tx.st.cleanDone, cfg.KeepDone}, {tx.st.cleanDead, cfg.KeepDead}} {
-		if c.keep <= 0 {
+		stmt   *sql.Stmt
+		before time.Time
+		on     bool
+	}{
+		{tx.st.cleanDone, tx.now, true},
+		{tx.st.cleanDead, tx.now.Add(-cfg.KeepDead), cfg.KeepDead > 0},
+		{tx.st.cleanCanc, tx.now.Add(-cfg.KeepDead), cfg.KeepDead > 0},
+	} {
+		if !c.on {
 			continue
 		}
-		n, err := tx.exec(c.stmt, tx.now.Add(-c.keep).UnixNano(), cleanupLimit)
+		n, err := tx.exec(c.stmt, c.before.UnixNano(), cleanupLimit)
 		if err != nil {
 			return false, err
 		}

@@ -1,0 +1,737 @@
+package sqlitestream
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/peonify/peonify"
+)
+
+// How a task's dependencies are kept (see the schema's third migration):
+// a task with parents is stored in state 'waiting', with a row in
+// peonify_waiting that counts its parents that have not finished, and a
+// row in peonify_deps for each of them, found by parent. When a task
+// finishes, in the transaction that finishes it (its Ack, its dead Nack,
+// its cancellation or deletion), finished reads and deletes its rows of
+// peonify_deps and counts it off each waiting dependent; a dependent
+// whose count reaches zero becomes pending (or scheduled for its RunAt)
+// and wakes the processor, as an Enqueue does. Since only the current
+// claim's Ack changes the task (fencing), and its deps rows are gone
+// afterwards, a duplicate run of a parent releases nothing.
+
+// finish is how a task with dependents ended.
+type finish int
+
+const (
+	finishDone finish = iota
+	finishDead
+	finishCancelled
+	finishDeleted
+)
+
+func (f finish) String() string {
+	switch f {
+	case finishDone:
+		return "done"
+	case finishDead:
+		return "dead"
+	case finishCancelled:
+		return "cancelled"
+	}
+	return "deleted"
+}
+
+// cancelledByRequest is the last error of a task cancelled by Cancel or
+// CancelWorkflow.
+const cancelledByRequest = "cancelled by request"
+
+// released is what finishing tasks did to their dependents, for after the
+// transaction commits: wake the processor, and the Wait calls of the
+// dependents it cancelled.
+type released struct {
+	ready    bool      // a dependent became pending
+	next     time.Time // the earliest RunAt of a dependent that became scheduled
+	finished []string  // dependents cancelled with their parent
+}
+
+// reset forgets what a rolled back transaction recorded.
+func (r *released) reset() {
+	*r = released{finished: r.finished[:0]}
+}
+
+func (r *released) scheduled(at time.Time) {
+	if r.next.IsZero() || at.Before(r.next) {
+		r.next = at
+	}
+}
+
+// afterRelease wakes the processor for the dependents that became ready
+// and the waiters of those that were cancelled, once their transaction
+// committed.
+func (s *Stream) afterRelease(r *released) {
+	if r.ready {
+		s.signal()
+	}
+	if !r.next.IsZero() {
+		s.wakeAt(r.next)
+	}
+	s.waits.notify(r.finished...)
+}
+
+// finished applies the end of task id (done, dead, cancelled or deleted,
+// with reason) to the tasks that wait for it, in tx: a dependent counts it
+// off if it succeeded, or if the dependent allows failed parents, and
+// becomes ready when it has no parent left to wait for; otherwise the
+// dependent is cancelled, naming the parent, and so in turn are its own
+// dependents. Each task is visited once: a dependent is cancelled only
+// from state waiting. A task without dependents costs one statement; one
+// with dependents, a few statements whatever their number.
+func (s *Stream) finished(tx *wtx, id string, how finish, reason string, rel *released) error {
+	type end struct {
+		id     string
+		how    finish
+		reason string
+	}
+	now := tx.now.UnixNano()
+	queue := []end{{id, how, reason}}
+	for k := 0; k < len(queue); k++ {
+		e := queue[k]
+		children, err := queryStrings(tx, tx.st.depsOf, e.id)
+		if err != nil {
+			return fmt.Errorf("find the dependents of task %s: %w", e.id, err)
+		}
+		if len(children) == 0 {
+			continue
+		}
+		if _, err := tx.exec(tx.st.dropDeps, e.id); err != nil {
+			return fmt.Errorf("forget the dependents of task %s: %w", e.id, err)
+		}
+		ready, err := countDown(tx, children, e.how == finishDone)
+		if err != nil {
+			return fmt.Errorf("release the dependents of task %s: %w", e.id, err)
+		}
+		if err := release(tx, ready, rel); err != nil {
+			return fmt.Errorf("release the dependents of task %s: %w", e.id, err)
+		}
+		if e.how == finishDone {
+			continue
+		}
+		cancel, err := queryStrings(tx, tx.st.dropWaits, jsonList(children))
+		if err != nil {
+			return fmt.Errorf("cancel the dependents of task %s: %w", e.id, err)
+		}
+		if len(cancel) == 0 {
+			continue
+		}
+		why := "parent " + e.id + " " + e.how.String()
+		if e.reason != "" {
+			why += ": " + e.reason
+		}
+		why = peonify.TruncateReason(why)
+		cancelled, err := queryStrings(tx, tx.st.cancelChild, jsonList(cancel), why, now)
+		if err != nil {
+			return fmt.Errorf("cancel the dependents of task %s: %w", e.id, err)
+		}
+		rel.finished = append(rel.finished, cancelled...)
+		for _, c := range cancelled {
+			queue = append(queue, end{c, finishCancelled, why})
+		}
+	}
+	return nil
+}
+
+// fewDependents is how many dependents finished counts off one by one,
+// with statements that are cheaper for one task than the one for many.
+const fewDependents = 4
+
+// countDown counts a finished parent off the waiting tasks among children
+// (all of them if it succeeded, else those that allow failed parents), and
+// returns those that wait for no other parent.
+func countDown(tx *wtx, children []string, succeeded bool) ([]string, error) {
+	var ready []string
+	if len(children) <= fewDependents {
+		for _, c := range children {
+			n, err := tx.exec(tx.st.countOne, c, succeeded)
+			if err != nil || n == 0 {
+				if err != nil {
+					return nil, err
+				}
+				continue
+			}
+			var left int64
+			if err := tx.queryRow(tx.st.waitingOn, c).Scan(&left); err != nil {
+				return nil, err
+			}
+			if left <= 0 {
+				ready = append(ready, c)
+			}
+		}
+		return ready, nil
+	}
+	rows, err := tx.query(tx.st.countDown, jsonList(children), succeeded)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var (
+			child string
+			n     int64
+		)
+		if err := rows.Scan(&child, &n); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if n <= 0 {
+			ready = append(ready, child)
+		}
+	}
+	return ready, closeRows(rows)
+}
+
+// release makes the waiting tasks ids, whose parents have all finished,
+// pending, or scheduled for their RunAt.
+func release(tx *wtx, ids []string, rel *released) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	list := jsonList(ids)
+	if _, err := tx.exec(tx.st.unwaitAll, list); err != nil {
+		return err
+	}
+	rows, err := tx.query(tx.st.wakeUp, list, tx.now.UnixNano())
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var (
+			state   string
+			visible int64
+		)
+		if err := rows.Scan(&state, &visible); err != nil {
+			rows.Close()
+			return err
+		}
+		if state == "pending" {
+			rel.ready = true
+		} else {
+			rel.scheduled(time.Unix(0, visible))
+		}
+	}
+	return closeRows(rows)
+}
+
+// queryStrings runs stmt and returns the first column of its rows.
+func queryStrings(tx *wtx, stmt *sql.Stmt, args ...any) ([]string, error) {
+	rows, err := tx.query(stmt, args...)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, closeRows(rows)
+}
+
+// jsonList encodes ids as the JSON array the statements that take many
+// IDs read with json_each.
+func jsonList(ids []string) string {
+	b, _ := json.Marshal(ids) // strings always encode
+	return string(b)
+}
+
+func closeRows(rows *sql.Rows) error {
+	if err := rows.Err(); err != nil {
+		rows.Close()
+		return err
+	}
+	return rows.Close()
+}
+
+// depBatch gathers the dependencies and waiting tasks that a workflow or a
+// Spawn stores, to insert them in two statements.
+type depBatch struct {
+	deps  [][2]string // parent, child
+	waits [][3]any    // task, how many parents it waits for, whether it allows failed parents
+}
+
+// add records that task id waits for the n parents listed in parents.
+func (b *depBatch) add(id string, parents []string, allowFailed bool) {
+	if len(parents) == 0 {
+		return
+	}
+	for _, p := range parents {
+		b.deps = append(b.deps, [2]string{p, id})
+	}
+	b.waits = append(b.waits, [3]any{id, len(parents), allowFailed})
+}
+
+// store inserts what b gathered.
+func (b *depBatch) store(tx *wtx) error {
+	if len(b.deps) > 0 {
+		j, err := json.Marshal(b.deps)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.exec(tx.st.insertDeps, string(j)); err != nil {
+			return fmt.Errorf("store the dependencies: %w", err)
+		}
+	}
+	if len(b.waits) > 0 {
+		j, err := json.Marshal(b.waits)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.exec(tx.st.insertWaits, string(j)); err != nil {
+			return fmt.Errorf("store the waiting tasks: %w", err)
+		}
+	}
+	return nil
+}
+
+// EnqueueWorkflow stores the tasks of w in one transaction, after
+// w.Prepare (see peonify.WorkflowStore): the tasks without parents are
+// pending (or scheduled for their RunAt), the others waiting, each until
+// its last parent finishes. If a task's ID, or its UniqueKey among the
+// live tasks, or w's ID is in the file already, it stores nothing and
+// returns a *peonify.DuplicateError naming them. A workflow of 10,000
+// tasks and 20,000 dependencies is one transaction of about 0.2 s.
+func (s *Stream) EnqueueWorkflow(ctx context.Context, w *peonify.Workflow) error {
+	now := s.now()
+	if err := w.Prepare(now); err != nil {
+		return err
+	}
+	rows := make([][]any, len(w.Tasks))
+	for i, t := range w.Tasks {
+		row, err := insertArgs(t, now)
+		if err != nil {
+			return err
+		}
+		rows[i] = row
+	}
+	var dups []string
+	err := s.w.do(ctx, func(tx *wtx) error {
+		dups = dups[:0]
+		var exists bool
+		if err := tx.queryRow(tx.st.wfExists, w.ID).Scan(&exists); err != nil {
+			return fmt.Errorf("enqueue workflow %s: %w", w.ID, err)
+		}
+		if exists {
+			dups = append(dups, w.ID)
+			return nil
+		}
+		// The tasks are inserted after a savepoint, which undoes them if
+		// one is a duplicate, without undoing the other operations of
+		// the batch.
+		if _, err := tx.execSQL("SAVEPOINT peonify_workflow"); err != nil {
+			return fmt.Errorf("enqueue workflow %s: %w", w.ID, err)
+		}
+		for i, row := range rows {
+			n, err := tx.exec(tx.st.insert, row...)
+			if err != nil {
+				return fmt.Errorf("enqueue task %s of workflow %s: %w", w.Tasks[i].ID, w.ID, err)
+			}
+			if n == 0 {
+				dups = append(dups, w.Tasks[i].ID)
+			}
+		}
+		if len(dups) > 0 {
+			if _, err := tx.execSQL("ROLLBACK TO peonify_workflow; RELEASE peonify_workflow"); err != nil {
+				return fmt.Errorf("enqueue workflow %s: undo it: %w", w.ID, err)
+			}
+			return nil
+		}
+		var deps depBatch
+		for _, t := range w.Tasks {
+			deps.add(t.ID, t.Parents, t.AllowFailedParents)
+		}
+		if err := deps.store(tx); err != nil {
+			return fmt.Errorf("enqueue workflow %s: %w", w.ID, err)
+		}
+		if _, err := tx.execSQL("RELEASE peonify_workflow"); err != nil {
+			return fmt.Errorf("enqueue workflow %s: %w", w.ID, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(dups) > 0 {
+		return &peonify.DuplicateError{IDs: dups}
+	}
+	s.enqueued(now, w.Tasks)
+	return nil
+}
+
+// enqueued wakes the processor for the tasks just stored that are ready,
+// and arms the timer for the first one scheduled.
+func (s *Stream) enqueued(now time.Time, tasks []*peonify.Task) {
+	var (
+		ready bool
+		next  time.Time
+	)
+	for _, t := range tasks {
+		switch {
+		case len(t.Parents) > 0:
+		case t.RunAt.After(now):
+			if next.IsZero() || t.RunAt.Before(next) {
+				next = t.RunAt
+			}
+		default:
+			ready = true
+		}
+	}
+	if ready {
+		s.signal()
+	}
+	if !next.IsZero() {
+		s.wakeAt(next)
+	}
+}
+
+// Spawn adds children to the workflow of the task that parent delivered
+// (see peonify.WorkflowStore), in one transaction fenced like Ack: if
+// parent's claim is no longer current, it stores nothing and returns an
+// error wrapping peonify.ErrLeaseLost. Children whose ID is in the file
+// already (a duplicate run of the parent), or whose UniqueKey a live task
+// has, are skipped. Each waiting dependent of the spawning task also waits
+// for the new children, which are added to its Task.Parents, so that
+// peonify.ParentResults gives it their results too.
+func (s *Stream) Spawn(ctx context.Context, parent peonify.Delivery, children ...*peonify.Task) error {
+	if parent.Task == nil {
+		return errors.New("sqlitestream: Spawn from a delivery without a Task: pass the delivery of the running task")
+	}
+	if len(children) == 0 {
+		return nil
+	}
+	if parent.Token == 0 {
+		return fmt.Errorf("sqlitestream: spawn from task %s without a Token: %w (pass a delivery Poll returned)",
+			parent.Task.ID, peonify.ErrLeaseLost)
+	}
+	now := s.now()
+	ids := make(map[string]bool, len(children))
+	for _, c := range children {
+		if c == nil || c.ID == "" {
+			return &peonify.InvalidTaskError{Reason: "a child has no ID: spawn children with peonify.Spawn, which prepares them"}
+		}
+		ids[c.ID] = true
+	}
+	rows := make([][]any, len(children))
+	for i, c := range children {
+		for _, p := range c.Parents {
+			if !ids[p] {
+				return &peonify.InvalidTaskError{ID: c.ID, Reason: fmt.Sprintf("child depends on %s, which is not among the children spawned with it", p)}
+			}
+		}
+		if c.EnqueuedAt.IsZero() {
+			c.EnqueuedAt = now
+		}
+		row, err := insertArgs(c, now)
+		if err != nil {
+			return err
+		}
+		rows[i] = row
+	}
+	var (
+		lost    bool
+		invalid error
+		rel     released
+		added   []*peonify.Task
+	)
+	err := s.w.do(ctx, func(tx *wtx) error {
+		lost, invalid, added = false, nil, added[:0]
+		rel.reset()
+		var wf string
+		err := tx.queryRow(tx.st.claimWf, parent.Task.ID, int64(parent.Token)).Scan(&wf)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			lost = true
+			return nil
+		case err != nil:
+			return fmt.Errorf("spawn from task %s: %w", parent.Task.ID, err)
+		}
+		for _, c := range children {
+			if wf == "" || c.Workflow != wf {
+				invalid = &peonify.InvalidTaskError{ID: c.ID, Reason: fmt.Sprintf(
+					"child of task %s belongs to workflow %q, not to its parent's %q", parent.Task.ID, c.Workflow, wf)}
+				return nil
+			}
+		}
+		stored := make(map[string]bool, len(children))
+		for i, row := range rows {
+			n, err := tx.exec(tx.st.insert, row...)
+			if err != nil {
+				return fmt.Errorf("spawn task %s: %w", children[i].ID, err)
+			}
+			if n > 0 {
+				stored[children[i].ID] = true
+				added = append(added, children[i])
+			}
+		}
+		return s.linkChildren(tx, parent.Task.ID, added, stored, &rel)
+	})
+	switch {
+	case err != nil:
+		return err
+	case lost:
+		return fmt.Errorf("sqlitestream: spawn from task %s: %w (it was acked, nacked, cancelled or claimed again); nothing stored",
+			parent.Task.ID, peonify.ErrLeaseLost)
+	case invalid != nil:
+		return invalid
+	}
+	s.enqueued(now, added)
+	s.afterRelease(&rel)
+	return nil
+}
+
+// linkChildren records the dependencies of the children Spawn stored
+// among themselves, and makes every waiting dependent of the spawning task
+// wait for them too. A parent stored by an earlier call (a duplicate run
+// may spawn fewer children, or others) counts only if it has not
+// finished; one that failed, or is gone, cancels the child unless it
+// allows failed parents.
+func (s *Stream) linkChildren(tx *wtx, spawner string, added []*peonify.Task, stored map[string]bool, rel *released) error {
+	type failed struct{ id, why string }
+	var (
+		deps  depBatch
+		fails []failed
+		ready []string
+	)
+	for _, c := range added {
+		if len(c.Parents) == 0 {
+			continue
+		}
+		var (
+			live []string
+			why  string
+		)
+		for _, p := range c.Parents {
+			if stored[p] {
+				live = append(live, p)
+				continue
+			}
+			var state string
+			err := tx.queryRow(tx.st.stateOf, p).Scan(&state)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				why = "parent " + p + " deleted"
+			case err != nil:
+				return fmt.Errorf("read the state of task %s: %w", p, err)
+			case state == "done":
+			case state == "dead" || state == "cancelled":
+				why = "parent " + p + " " + state
+			default:
+				live = append(live, p)
+			}
+		}
+		deps.add(c.ID, live, c.AllowFailedParents)
+		switch {
+		case why != "" && !c.AllowFailedParents:
+			fails = append(fails, failed{c.ID, why})
+		case len(live) == 0:
+			ready = append(ready, c.ID)
+		}
+	}
+	if len(added) > 0 {
+		dependents, err := queryStrings(tx, tx.st.addWaits, spawner, len(added))
+		if err != nil {
+			return fmt.Errorf("add the children of task %s to its dependents: %w", spawner, err)
+		}
+		for _, d := range dependents {
+			for _, c := range added {
+				deps.deps = append(deps.deps, [2]string{c.ID, d})
+			}
+			if err := addToParents(tx, d, added); err != nil {
+				return err
+			}
+		}
+	}
+	if err := deps.store(tx); err != nil {
+		return err
+	}
+	if err := release(tx, ready, rel); err != nil {
+		return fmt.Errorf("release the children of task %s: %w", spawner, err)
+	}
+	for _, f := range fails {
+		if _, err := tx.exec(tx.st.unwait, f.id); err != nil {
+			return fmt.Errorf("cancel task %s: %w", f.id, err)
+		}
+		cancelled, err := queryStrings(tx, tx.st.cancelChild, jsonList([]string{f.id}), f.why, tx.now.UnixNano())
+		if err != nil {
+			return fmt.Errorf("cancel task %s: %w", f.id, err)
+		}
+		if len(cancelled) > 0 {
+			rel.finished = append(rel.finished, f.id)
+			if err := s.finished(tx, f.id, finishCancelled, f.why, rel); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// addToParents appends the IDs of added to the stored Task.Parents of the
+// waiting task d, so that ParentResults gives it their results.
+func addToParents(tx *wtx, d string, added []*peonify.Task) error {
+	var parents sql.NullString
+	if err := tx.queryRowSQL(
+		`SELECT parents FROM peonify_tasks WHERE id = ?1`, d).Scan(&parents); err != nil {
+		return fmt.Errorf("read the parents of task %s: %w", d, err)
+	}
+	var list []string
+	if parents.Valid {
+		if err := json.Unmarshal([]byte(parents.String), &list); err != nil {
+			return fmt.Errorf("task %s has an unreadable list of parents: %w", d, err)
+		}
+	}
+	for _, c := range added {
+		list = append(list, c.ID)
+	}
+	if _, err := tx.execSQL(`UPDATE peonify_tasks SET parents = ?2 WHERE id = ?1`, d, jsonList(list)); err != nil {
+		return fmt.Errorf("store the parents of task %s: %w", d, err)
+	}
+	return nil
+}
+
+// GetWorkflow returns the workflow with this ID (see
+// peonify.WorkflowStore): its state, its tasks counted by state as the
+// Inspector reports them, and its first peonify.MaxWorkflowTasksListed
+// tasks by ID, without their results. It returns an error wrapping
+// peonify.ErrNotFound if no task of the file belongs to it (its tasks
+// may have been cleaned up: see Config.ResultRetention).
+func (s *Stream) GetWorkflow(ctx context.Context, id string) (peonify.WorkflowInfo, error) {
+	if s.isClosed() {
+		return peonify.WorkflowInfo{}, errClosed
+	}
+	info := peonify.WorkflowInfo{ID: id, Counts: map[peonify.State]int{}}
+	now := s.now()
+	// One read transaction: the counts and the list see the same tasks.
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return info, fmt.Errorf("sqlitestream: get workflow %q: %w", id, err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT
+			CASE WHEN state IN ('scheduled', 'running') AND visible_at <= ?2 THEN 'pending' ELSE state END AS st,
+			count(*), min(enqueued_at), max(updated_at)
+		FROM peonify_tasks WHERE workflow = ?1 AND workflow <> '' GROUP BY st`, id, now.UnixNano())
+	if err != nil {
+		return info, fmt.Errorf("sqlitestream: get workflow %q: %w", id, err)
+	}
+	var created, updated int64
+	for rows.Next() {
+		var (
+			state      string
+			n          int
+			minEnq, up int64
+		)
+		if err := rows.Scan(&state, &n, &minEnq, &up); err != nil {
+			rows.Close()
+			return info, fmt.Errorf("sqlitestream: get workflow %q: %w", id, err)
+		}
+		info.Counts[peonify.State(state)] += n
+		if created == 0 || minEnq < created {
+			created = minEnq
+		}
+		updated = max(updated, up)
+	}
+	if err := closeRows(rows); err != nil {
+		return info, fmt.Errorf("sqlitestream: get workflow %q: %w", id, err)
+	}
+	if len(info.Counts) == 0 {
+		return info, fmt.Errorf("sqlitestream: workflow %q: %w", id, peonify.ErrNotFound)
+	}
+	info.State = peonify.WorkflowStateOf(info.Counts)
+	info.CreatedAt, info.UpdatedAt = fromNanos(created), fromNanos(updated)
+	rows, err = tx.QueryContext(ctx, `SELECT `+taskColumnsNoResult+` FROM peonify_tasks
+		WHERE workflow = ?1 AND workflow <> '' ORDER BY id LIMIT ?2`, id, peonify.MaxWorkflowTasksListed)
+	if err != nil {
+		return info, fmt.Errorf("sqlitestream: list the tasks of workflow %q: %w", id, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		r, err := scanTask(rows)
+		if err != nil {
+			return info, fmt.Errorf("sqlitestream: list the tasks of workflow %q: %w", id, err)
+		}
+		reported(&r, now)
+		info.Tasks = append(info.Tasks, r.TaskInfo)
+	}
+	if err := rows.Err(); err != nil {
+		return info, fmt.Errorf("sqlitestream: list the tasks of workflow %q: %w", id, err)
+	}
+	return info, nil
+}
+
+// CancelWorkflow cancels every task of the workflow that has not finished,
+// as Cancel does, and returns how many. It returns an error wrapping
+// peonify.ErrNotFound if no task of the file belongs to the workflow.
+func (s *Stream) CancelWorkflow(ctx context.Context, id string) (int, error) {
+	var (
+		ids    []string
+		exists bool
+		rel    released
+	)
+	err := s.w.do(ctx, func(tx *wtx) error {
+		ids = ids[:0]
+		rel.reset()
+		if err := tx.queryRow(tx.st.wfExists, id).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			return nil
+		}
+		now := tx.now.UnixNano()
+		rows, err := tx.querySQL(`UPDATE peonify_tasks
+			SET state = 'cancelled', token = -token, last_error = ?2, visible_at = ?3, updated_at = ?3
+			WHERE workflow = ?1 AND workflow <> '' AND state IN ('waiting', 'pending', 'scheduled', 'running')
+			RETURNING id`, id, cancelledByRequest, now)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var t string
+			if err := rows.Scan(&t); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, t)
+		}
+		if err := closeRows(rows); err != nil {
+			return err
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		if _, err := tx.exec(tx.st.unwaitAll, jsonList(ids)); err != nil {
+			return err
+		}
+		for _, t := range ids {
+			if err := s.finished(tx, t, finishCancelled, cancelledByRequest, &rel); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlitestream: cancel workflow %q: %w", id, err)
+	}
+	if !exists {
+		return 0, fmt.Errorf("sqlitestream: workflow %q: %w", id, peonify.ErrNotFound)
+	}
+	s.waits.notify(ids...)
+	s.afterRelease(&rel)
+	if len(ids) > 0 && s.limits.Load() != nil {
+		s.signal() // running tasks of the workflow held permits
+	}
+	return len(ids), nil
+}
