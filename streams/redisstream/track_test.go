@@ -351,6 +351,29 @@ func TestWaitWokenByAnotherStream(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Wait did not return")
 	}
+
+	// A task done without a result is not kept: its Wait returns
+	// ErrNotFound as soon as it is acked.
+	plain := task("t")
+	if err := worker.Enqueue(ctx, plain); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		info, err := waiter.Wait(ctx, plain.ID)
+		ch <- res{info, err, time.Now()}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	ds = streamtest.Poll(t, worker, 1)
+	acked = time.Now()
+	ack(t, worker, ds...)
+	select {
+	case r := <-ch:
+		if !errors.Is(r.err, peonify.ErrNotFound) || r.at.Sub(acked) > waitRecheck/2 {
+			t.Errorf("Wait of a task acked without a result = %v after %s, want ErrNotFound at once", r.err, r.at.Sub(acked))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait did not return")
+	}
 }
 
 // TestWorkflowUnderLimits: a task released by its parent's ack is claimed
@@ -444,4 +467,33 @@ func TestChainLatency(t *testing.T) {
 	if p50 > 50*time.Millisecond {
 		t.Errorf("p50 per step %s: a released task is not picked up at once", p50)
 	}
+
+	// The store's part of a step, without the processor's batching of
+	// acks: the ack that releases the next step, and the poll that claims
+	// it.
+	w = &peonify.Workflow{}
+	prev = nil
+	for range steps {
+		if prev == nil {
+			prev = w.Add(&peonify.Task{Type: "direct"})
+		} else {
+			prev = w.Add(&peonify.Task{Type: "direct"}, prev)
+		}
+	}
+	direct := newTestStream(t, c, Config{})
+	if err := direct.EnqueueWorkflow(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	ds := streamtest.Poll(t, direct, 1)
+	gaps = gaps[:0]
+	for range steps - 1 {
+		start := time.Now()
+		ack(t, direct, ds...)
+		if ds = streamtest.Poll(t, direct, 1); len(ds) != 1 {
+			t.Fatal("the next step was not released by the ack")
+		}
+		gaps = append(gaps, time.Since(start))
+	}
+	slices.Sort(gaps)
+	t.Logf("Ack and Poll of a chain step: p50 %s, max %s", gaps[len(gaps)/2], gaps[len(gaps)-1])
 }

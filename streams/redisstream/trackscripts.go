@@ -275,10 +275,13 @@ function WF.taken(t, window, uniqs)
   end
   return false
 end
--- store stores task t of readTasks in workflow wf, waiting for its
--- parents among them that waits counts (all of them when nil), and
--- returns the time it is due if it went to the schedule.
-function WF.store(t, wf, window, waits)
+-- store stores task t of readTasks, waiting for its parents among them
+-- that waits counts (all of them when nil), and returns the time it is
+-- due if it went to the schedule. The additions to the workflow's set,
+-- the waiting set and the tasks hash are gathered in WF.pending, for
+-- flush.
+WF.pending = {wf = {}, waiting = {}, tasks = {}}
+function WF.store(t, window, waits)
   if window > 0 then redis.call('SET', seenPrefix .. t.id, '1', 'PX', window) end
   if t.uniq ~= '' then redis.call('SET', uniquePrefix .. t.uniq, t.id) end
   local fields = {unpack(ARGV, t.ffrom, t.ffrom + 2 * t.nf - 1)}
@@ -289,18 +292,34 @@ function WF.store(t, wf, window, waits)
       n = n + 1
     end
   end
-  redis.call('ZADD', WF.wf .. wf, t.enq, t.id)
+  local p = WF.pending
+  p.wf[#p.wf + 1] = t.enq
+  p.wf[#p.wf + 1] = t.id
   if n > 0 then
-    local h = WF.info .. t.id
-    redis.call('DEL', h)
-    redis.call('HSET', h, unpackAll(fields))
-    redis.call('HSET', h, 'waiting_on', n, 'due', t.due)
-    redis.call('ZADD', WF.waiting, t.enq, t.id)
-    redis.call('HSET', tasks, t.id, 'w')
+    fields[#fields + 1] = 'waiting_on'
+    fields[#fields + 1] = n
+    fields[#fields + 1] = 'due'
+    fields[#fields + 1] = t.due
+    redis.call('HSET', WF.info .. t.id, unpackAll(fields))
+    p.waiting[#p.waiting + 1] = t.enq
+    p.waiting[#p.waiting + 1] = t.id
+    p.tasks[#p.tasks + 1] = t.id
+    p.tasks[#p.tasks + 1] = 'w'
     return nil
   end
   if WF.place(t.id, fields, t.due) == 's' then return t.due end
   return nil
+end
+-- flush writes what store gathered, for workflow wf.
+function WF.flush(wf)
+  local p = WF.pending
+  for _, x in ipairs({{'ZADD', WF.wf .. wf, p.wf}, {'ZADD', WF.waiting, p.waiting}, {'HSET', tasks, p.tasks}}) do
+    local l = x[3]
+    for i = 1, #l, 1000 do
+      redis.call(x[1], x[2], unpack(l, i, math.min(i + 999, #l)))
+    end
+  end
+  WF.pending = {wf = {}, waiting = {}, tasks = {}}
 end
 `
 
@@ -311,7 +330,7 @@ end
 // reads their entries before the scripts delete them and stores them in
 // their task hashes; ackAfter, after the tasks hash forgot the acked
 // tasks, marks them done ('k'), releases their dependents and announces
-// them.
+// them (and the tasks not kept, if a Wait is subscribed: PUBSUB NUMSUB).
 const ackKeep = `
 local kept = {}
 if m > 0 and k > 0 then
@@ -363,6 +382,13 @@ for _, id in ipairs(kept) do
   redis.call('HSET', tasks, id, 'k')
   WF.finished[#WF.finished + 1] = id
   WF.succeeded(id)
+end
+if #kept < k and tonumber(redis.call('PUBSUB', 'NUMSUB', WF.chan)[2]) > 0 then
+  -- Someone waits: a task not kept is announced too, so that its Wait
+  -- returns at once (not found).
+  for x = 1, k do
+    if not isKept[ids[x]] then WF.finished[#WF.finished + 1] = ids[x] end
+  end
 end
 if #kept < k and redis.call('EXISTS', WF.progress) == 1 then
   -- The progress of a task not kept goes with it.
@@ -494,9 +520,10 @@ end
 if #dups > 0 then return {0, dups} end
 local first = 0
 for _, t in ipairs(list) do
-  local due = WF.store(t, wf, window, nil)
+  local due = WF.store(t, window, nil)
   if due and (first == 0 or due < first) then first = due end
 end
+WF.flush(wf)
 return {1, WF.released, first}
 `)
 
@@ -531,9 +558,10 @@ local function waits(p)
 end
 local first = 0
 for _, t in ipairs(new) do
-  local due = WF.store(t, wf, window, waits)
+  local due = WF.store(t, window, waits)
   if due and (first == 0 or due < first) then first = due end
 end
+WF.flush(wf)
 if #new > 0 then
   local enc = {}
   for i, t in ipairs(new) do enc[i] = cjson.encode(t.id) end
