@@ -183,9 +183,10 @@ type Keys struct {
 	// waiting task: Scheduled + task ID.
 	Scheduled string
 
-	// Tasks is a hash from the ID of every live or dead task to where it
-	// is: its entry ID in Stream, "s" while scheduled, or "d" and its
-	// entry ID in Dead. Enqueue checks it for duplicates and the
+	// Tasks is a hash from the ID of every stored task to where it is:
+	// its entry ID in Stream, "s" while scheduled, "d" and its entry ID in
+	// Dead, or, in its Task hash, "w" while waiting, "c" once cancelled,
+	// "k" done and kept. Enqueue checks it for duplicates and the
 	// Inspector finds tasks by ID through it.
 	Tasks string
 
