@@ -552,6 +552,7 @@ func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Dura
 	case 0:
 		return d, fmt.Errorf("redisstream: cannot extend task %s: %w", d.Task.ID, peonify.ErrLeaseLost)
 	case 2:
+		s.untrack(d) // neither acked nor nacked: its entry is gone
 		return d, fmt.Errorf("redisstream: cannot extend task %s: %w", d.Task.ID, peonify.ErrCancelled)
 	}
 	d.Deadline = start.Add(lease - time.Millisecond)

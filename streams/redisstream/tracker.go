@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/peonify/peonify"
 	"github.com/redis/go-redis/v9"
@@ -64,8 +65,11 @@ func (s *Stream) SetProgress(ctx context.Context, d peonify.Delivery, p peonify.
 	if p.UpdatedAt.IsZero() {
 		p.UpdatedAt = time.Now()
 	}
-	if len(p.Message) > peonify.MaxProgressMessageLen {
-		p.Message = peonify.TruncateReason(p.Message)[:peonify.MaxProgressMessageLen]
+	if n := peonify.MaxProgressMessageLen; len(p.Message) > n {
+		for n > 0 && !utf8.RuneStart(p.Message[n]) {
+			n--
+		}
+		p.Message = p.Message[:n]
 	}
 	n, err := s.run(ctx, progressScript, eid, d.Token, d.Task.ID, formatProgress(p)).Int()
 	if err != nil {
@@ -75,6 +79,7 @@ func (s *Stream) SetProgress(ctx context.Context, d peonify.Delivery, p peonify.
 	case 0:
 		return fmt.Errorf("redisstream: progress of task %s not stored: %w", d.Task.ID, peonify.ErrLeaseLost)
 	case 2:
+		s.untrack(d) // neither acked nor nacked: its entry is gone
 		return fmt.Errorf("redisstream: progress of task %s not stored: %w", d.Task.ID, peonify.ErrCancelled)
 	}
 	return nil
