@@ -95,19 +95,31 @@ function WF.release(id)
   redis.call('ZREM', WF.waiting, id)
   if #fields > 0 then WF.place(id, fields, due) else redis.call('HDEL', tasks, id) end
 end
--- parentDone counts a finished parent of waiting task id, and releases
--- it when none is left.
-function WF.parentDone(id)
-  if redis.call('HINCRBY', WF.info .. id, 'waiting_on', -1) <= 0 then WF.release(id) end
+-- parentDone counts n (default 1) finished parents of waiting task id,
+-- and releases it when none is left.
+function WF.parentDone(id, n)
+  if redis.call('HINCRBY', WF.info .. id, 'waiting_on', -(n or 1)) <= 0 then WF.release(id) end
 end
--- succeeded releases the dependents of task id, which is done.
-function WF.succeeded(id)
-  local dk = WF.deps .. id
-  local ds = redis.call('SMEMBERS', dk)
-  if #ds == 0 then return end
-  redis.call('DEL', dk)
-  for _, d in ipairs(ds) do
-    if redis.call('HGET', tasks, d) == 'w' then WF.parentDone(d) end
+-- succeeded releases the dependents of the tasks ids, which are done. A
+-- dependent of several of them (a fan-in) is counted down once.
+function WF.succeeded(ids)
+  local count, order = {}, {}
+  for _, id in ipairs(ids) do
+    local dk = WF.deps .. id
+    local ds = redis.call('SMEMBERS', dk)
+    if #ds > 0 then
+      redis.call('DEL', dk)
+      for _, d in ipairs(ds) do
+        if not count[d] then
+          count[d] = 0
+          order[#order + 1] = d
+        end
+        count[d] = count[d] + 1
+      end
+    end
+  end
+  for _, d in ipairs(order) do
+    if redis.call('HGET', tasks, d) == 'w' then WF.parentDone(d, count[d]) end
   end
 end
 -- cancelWaiting cancels waiting task id with reason.
@@ -278,21 +290,27 @@ end
 -- store stores task t of readTasks, waiting for its parents among them
 -- that waits counts (all of them when nil), and returns the time it is
 -- due if it went to the schedule. The additions to the workflow's set,
--- the waiting set and the tasks hash are gathered in WF.pending, for
--- flush.
-WF.pending = {wf = {}, waiting = {}, tasks = {}}
+-- the waiting set, the tasks hash and the sets of dependents are gathered
+-- in WF.pending, for flush.
+WF.pending = {wf = {}, waiting = {}, tasks = {}, deps = {}}
 function WF.store(t, window, waits)
   if window > 0 then redis.call('SET', seenPrefix .. t.id, '1', 'PX', window) end
   if t.uniq ~= '' then redis.call('SET', uniquePrefix .. t.uniq, t.id) end
   local fields = {unpack(ARGV, t.ffrom, t.ffrom + 2 * t.nf - 1)}
   local n = 0
+  local p = WF.pending
   for j = t.pfrom, t.pfrom + t.np - 1 do
-    if not waits or waits(ARGV[j]) then
-      redis.call('SADD', WF.deps .. ARGV[j], t.id)
+    local parent = ARGV[j]
+    if not waits or waits(parent) then
+      local l = p.deps[parent]
+      if not l then
+        l = {}
+        p.deps[parent] = l
+      end
+      l[#l + 1] = t.id
       n = n + 1
     end
   end
-  local p = WF.pending
   p.wf[#p.wf + 1] = t.enq
   p.wf[#p.wf + 1] = t.id
   if n > 0 then
@@ -319,7 +337,12 @@ function WF.flush(wf)
       redis.call(x[1], x[2], unpack(l, i, math.min(i + 999, #l)))
     end
   end
-  WF.pending = {wf = {}, waiting = {}, tasks = {}}
+  for parent, l in pairs(p.deps) do
+    for i = 1, #l, 1000 do
+      redis.call('SADD', WF.deps .. parent, unpack(l, i, math.min(i + 999, #l)))
+    end
+  end
+  WF.pending = {wf = {}, waiting = {}, tasks = {}, deps = {}}
 end
 `
 
@@ -363,10 +386,8 @@ if m > 0 and k > 0 then
           out[#out + 1] = 'result'
           out[#out + 1] = ARGV[j + 2]
         end
-        local h = WF.info .. id
-        redis.call('DEL', h)
-        redis.call('HSET', h, unpackAll(out))
-        redis.call('ZADD', WF.done, WF.now(), id)
+        -- A running task has no hash yet.
+        redis.call('HSET', WF.info .. id, unpackAll(out))
         kept[#kept + 1] = id
       end
     end
@@ -377,12 +398,22 @@ end
 // ackAfter: see ackKeep.
 const ackAfter = `
 local isKept = {}
+if #kept > 0 then
+  local scored, locs = {}, {}
+  for i, id in ipairs(kept) do
+    scored[2 * i - 1], scored[2 * i] = WF.now(), id
+    locs[2 * i - 1], locs[2 * i] = id, 'k'
+  end
+  for i = 1, #scored, 1000 do
+    redis.call('ZADD', WF.done, unpack(scored, i, math.min(i + 999, #scored)))
+    redis.call('HSET', tasks, unpack(locs, i, math.min(i + 999, #locs)))
+  end
+end
 for _, id in ipairs(kept) do
   isKept[id] = true
-  redis.call('HSET', tasks, id, 'k')
   WF.finished[#WF.finished + 1] = id
-  WF.succeeded(id)
 end
+WF.succeeded(kept)
 if #kept < k and tonumber(redis.call('PUBSUB', 'NUMSUB', WF.chan)[2]) > 0 then
   -- Someone waits: a task not kept is announced too, so that its Wait
   -- returns at once (not found).
