@@ -141,6 +141,9 @@ while i <= #ARGV do
     end
     redis.call('HSET', tasks, id, loc)
     out[#out + 1] = loc
+    -- A task enqueued on its own with a workflow label counts in it.
+    local wf = field(fields, 'workflow')
+    if wf then redis.call('ZADD', WF.wf .. wf, tonumber(field(fields, 'enqueued_at')) or now, id) end
   end
 end
 return out

@@ -497,3 +497,27 @@ func TestChainLatency(t *testing.T) {
 	slices.Sort(gaps)
 	t.Logf("Ack and Poll of a chain step: p50 %s, max %s", gaps[len(gaps)/2], gaps[len(gaps)-1])
 }
+
+// TestWorkflowLabel: a task enqueued on its own with a Workflow is a task
+// of that workflow, kept when done.
+func TestWorkflowLabel(t *testing.T) {
+	s := newTestStream(t, testClient(t), Config{})
+	ctx := streamtest.Context(t)
+	tk := &peonify.Task{Type: "t", Workflow: "label"}
+	if err := s.Enqueue(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	ds := streamtest.Poll(t, s, 1)
+	if ds[0].Task.Workflow != "label" {
+		t.Errorf("delivered with Workflow %q", ds[0].Task.Workflow)
+	}
+	ack(t, s, ds...)
+	info, err := s.GetWorkflow(ctx, "label")
+	if err != nil || info.State != peonify.WorkflowSucceeded || len(info.Tasks) != 1 || info.Tasks[0].Task.ID != tk.ID {
+		t.Errorf("GetWorkflow = %+v, %v; want the task, done", info, err)
+	}
+	err = s.EnqueueWorkflow(ctx, &peonify.Workflow{ID: "label", Tasks: []*peonify.Task{{Type: "t"}}})
+	if !errors.Is(err, peonify.ErrDuplicate) {
+		t.Errorf("EnqueueWorkflow of the label's ID = %v, want ErrDuplicate", err)
+	}
+}
