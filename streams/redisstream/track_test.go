@@ -521,3 +521,36 @@ func TestWorkflowLabel(t *testing.T) {
 		t.Errorf("EnqueueWorkflow of the label's ID = %v, want ErrDuplicate", err)
 	}
 }
+
+// TestCancelRunningFreesPermit: a running task cancelled under a limit
+// frees its permit at once: the next task of its key is claimed.
+func TestCancelRunningFreesPermit(t *testing.T) {
+	s := newTestStream(t, testClient(t), Config{})
+	if err := s.SetLimits([]peonify.Limit{{PerKey: true, Concurrency: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := streamtest.Context(t)
+	a, b := &peonify.Task{Type: "t", Key: "k"}, &peonify.Task{Type: "t", Key: "k"}
+	if err := s.Enqueue(ctx, a, b); err != nil {
+		t.Fatal(err)
+	}
+	ds := streamtest.Poll(t, s, 10)
+	if len(ds) != 1 || ds[0].Task.ID != a.ID {
+		t.Fatalf("Poll = %v, want %s alone", ids(ds), a.ID)
+	}
+	if got := streamtest.Poll(t, s, 10); len(got) != 0 {
+		t.Fatalf("Poll = %v while the key's permit is held", ids(got))
+	}
+	if n, err := s.Cancel(ctx, a.ID); n != 1 || err != nil {
+		t.Fatalf("Cancel = %d, %v", n, err)
+	}
+	if got := streamtest.Poll(t, s, 10); len(got) != 1 || got[0].Task.ID != b.ID {
+		t.Errorf("Poll after cancelling the running task = %v, want %s", ids(got), b.ID)
+	}
+	if err := s.Nack(ctx, ds[0], peonify.NackOptions{Outcome: peonify.OutcomeFailed}); !errors.Is(err, peonify.ErrLeaseLost) {
+		t.Errorf("Nack of the cancelled claim = %v, want ErrLeaseLost", err)
+	}
+	if info, _ := s.Get(ctx, a.ID); info.State != peonify.StateCancelled || info.LastError != "cancelled by request" {
+		t.Errorf("Get = %s %q, want cancelled by request", info.State, info.LastError)
+	}
+}
