@@ -164,7 +164,10 @@ for _, id in ipairs(ids) do
     redis.call('DEL', h)
   end
 end
-if ARGV[7] then WF.trim(tonumber(ARGV[7]), tonumber(ARGV[8])) end
+if ARGV[7] then
+  WF.trim(tonumber(ARGV[7]), tonumber(ARGV[8]))
+  WF.announce()
+end
 return #ids
 `)
 

@@ -36,9 +36,18 @@ function WF.now()
   if not WF.t then WF.t = nowMs() end
   return WF.t
 end
--- announce publishes the IDs of the tasks that finished, one per line,
--- for Wait.
+-- unwaited collects the released tasks, for announce to take them out
+-- of the waiting set in one command: only Inspector calls read it.
+WF.unwaited = {}
+-- announce takes the released tasks out of the waiting set, and
+-- publishes the IDs of the tasks that finished, one per line, for Wait.
+-- Every script that may release or finish tasks calls it at its end.
 function WF.announce()
+  local u = WF.unwaited
+  for i = 1, #u, 1000 do
+    redis.call('ZREM', WF.waiting, unpack(u, i, math.min(i + 999, #u)))
+  end
+  WF.unwaited = {}
   if #WF.finished > 0 then
     redis.call('PUBLISH', WF.chan, table.concat(WF.finished, '\n'))
     WF.finished = {}
@@ -92,7 +101,7 @@ function WF.release(id)
   local h = WF.info .. id
   local fields, due = WF.entryOf(redis.call('HGETALL', h))
   redis.call('DEL', h)
-  redis.call('ZREM', WF.waiting, id)
+  WF.unwaited[#WF.unwaited + 1] = id
   if #fields > 0 then WF.place(id, fields, due) else redis.call('HDEL', tasks, id) end
 end
 -- parentDone counts n (default 1) finished parents of waiting task id,
@@ -105,10 +114,9 @@ end
 function WF.succeeded(ids)
   local count, order = {}, {}
   for _, id in ipairs(ids) do
-    local dk = WF.deps .. id
-    local ds = redis.call('SMEMBERS', dk)
+    -- SPOP of more than it holds returns the whole set and deletes it.
+    local ds = redis.call('SPOP', WF.deps .. id, 1000000000)
     if #ds > 0 then
-      redis.call('DEL', dk)
       for _, d in ipairs(ds) do
         if not count[d] then
           count[d] = 0
@@ -143,10 +151,7 @@ function WF.failed(id, how, why)
   while i <= #todo do
     local p, phow, pwhy = todo[i][1], todo[i][2], todo[i][3]
     i = i + 1
-    local dk = WF.deps .. p
-    local ds = redis.call('SMEMBERS', dk)
-    redis.call('DEL', dk)
-    for _, d in ipairs(ds) do
+    for _, d in ipairs(redis.call('SPOP', WF.deps .. p, 1000000000)) do
       if redis.call('HGET', tasks, d) == 'w' then
         if redis.call('HGET', WF.info .. d, 'allow_failed_parents') == '1' then
           WF.parentDone(d)
@@ -229,13 +234,20 @@ end
 -- drop removes task id held in a task hash, at location loc ('w', 'c' or
 -- 'k'), and returns 1, or 0 if it was not there.
 function WF.drop(id, loc)
+  local set = WF.done
+  if loc == 'w' then set = WF.waiting elseif loc == 'c' then set = WF.cancelled end
+  redis.call('ZREM', set, id)
+  local cur = redis.call('HGET', tasks, id)
+  if cur ~= loc then
+    -- Moved meanwhile (released by an earlier drop of this script), or
+    -- left behind.
+    if not cur then redis.call('DEL', WF.info .. id) end
+    return 0
+  end
   local h = WF.info .. id
   local r = redis.call('HMGET', h, 'unique_key', 'workflow')
   local n = redis.call('DEL', h)
   if loc == 'w' then release(r[1], id) end
-  local set = WF.done
-  if loc == 'w' then set = WF.waiting elseif loc == 'c' then set = WF.cancelled end
-  redis.call('ZREM', set, id)
   forget(id, loc)
   WF.removed(id, r[2])
   return n
