@@ -387,6 +387,11 @@ func ref(d peonify.Delivery) string {
 // consumer's with the same delivery count), or that was already acked, is
 // silently ignored.
 //
+// A delivery with a Result, or of a task in a workflow, is kept as done
+// (see Config.ResultRetention) by the same script, which also releases
+// the task's dependents whose parents have all finished: they are added
+// to the stream, and Wake fires. A stale ack keeps and releases nothing.
+//
 // With limits (see SetLimits) the entries are deleted one by one, since
 // ready entries sit below the group's last delivered ID, and the permits
 // the tasks held are freed in the same script: Wake fires, here and, through
@@ -463,8 +468,10 @@ func keep(kept []any, i int, d peonify.Delivery) []any {
 // Nack hands a delivery back: OutcomeFailed and OutcomeReleased add the
 // task again, at the end of the stream or, after opts.Delay, through the
 // schedule (Released does not count the attempt); OutcomeDead moves it to
-// the dead stream with opts.Reason as its last error. A nack of a lost
-// lease changes nothing and returns an error wrapping peonify.ErrLeaseLost.
+// the dead stream with opts.Reason as its last error, and cancels its
+// waiting dependents in a workflow (see Cancel). A nack of a lost lease,
+// or of a cancelled task, changes nothing and returns an error wrapping
+// peonify.ErrLeaseLost.
 // With limits, the task's permits are freed, and a failed or released task
 // keeps its place in its key's order, while a dead one releases the key.
 func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.NackOptions) error {
