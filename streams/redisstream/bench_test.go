@@ -340,3 +340,72 @@ func BenchmarkLimits(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFanOut compares, through a processor with 50 workers, 10,000
+// plain tasks with a workflow of a root, 10,000 children and a sink that
+// waits for them all (the fan-in), from the enqueue to the last task done.
+// Each op is one run of 10,000 tasks; tasks/s is the figure to compare
+// (the spec asks the workflow for at least half the plain throughput).
+//
+//	go test -run '^$' -bench BenchmarkFanOut -benchtime 3x ./streams/redisstream/
+func BenchmarkFanOut(b *testing.B) {
+	const n = 10000
+	for _, mode := range []string{"plain", "workflow"} {
+		b.Run(mode, func(b *testing.B) {
+			client := testClient(b)
+			s := newTestStream(b, client, Config{DedupWindow: -1})
+			var done atomic.Int64
+			all := make(chan struct{}, 1)
+			want := int64(n)
+			if mode == "workflow" {
+				want = n + 2
+			}
+			noop := peonify.HandlerFunc(func(context.Context, *peonify.Task) error {
+				if done.Add(1) == want {
+					all <- struct{}{}
+				}
+				return nil
+			})
+			p := streamtest.Processor(b, peonify.Config{Workers: 50, Logger: slog.New(slog.DiscardHandler)}, s,
+				peonify.TaskList{"bench": noop, "root": noop, "sink": noop})
+			ctx, cancel := context.WithCancel(context.Background())
+			errc := make(chan error, 1)
+			go func() { errc <- p.Run(ctx) }()
+			defer func() {
+				cancel()
+				<-errc
+			}()
+			time.Sleep(100 * time.Millisecond)
+			start := time.Now()
+			for b.Loop() {
+				done.Store(0)
+				if mode == "plain" {
+					for i := 0; i < n; i += 1000 {
+						if err := s.Enqueue(ctx, benchTasks(1000)...); err != nil {
+							b.Fatal(err)
+						}
+					}
+				} else {
+					w := &peonify.Workflow{}
+					root := w.Add(&peonify.Task{Type: "root"})
+					kids := make([]*peonify.Task, n)
+					for i := range kids {
+						kids[i] = w.Add(&peonify.Task{Type: "bench", Payload: benchPayload}, root)
+					}
+					w.Add(&peonify.Task{Type: "sink"}, kids...)
+					t0 := time.Now()
+					if err := s.EnqueueWorkflow(ctx, w); err != nil {
+						b.Fatal(err)
+					}
+					b.Logf("EnqueueWorkflow of %d tasks: %s", n+2, time.Since(t0).Round(time.Millisecond))
+				}
+				select {
+				case <-all:
+				case <-time.After(2 * time.Minute):
+					b.Fatalf("%d of %d tasks done after 2 minutes", done.Load(), want)
+				}
+			}
+			b.ReportMetric(float64(n*b.N)/time.Since(start).Seconds(), "tasks/s")
+		})
+	}
+}

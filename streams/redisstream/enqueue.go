@@ -19,9 +19,11 @@ const (
 // Enqueue stores tasks in the queue, checking for duplicates and adding
 // them in one atomic script run per chunk of 500: tasks due now are added
 // to the stream (XADD), tasks with a RunAt in the future to the schedule.
-// It fills empty IDs and EnqueuedAt (see peonify.Task.Prepare).
+// It fills empty IDs and EnqueuedAt (see peonify.Task.Prepare). A task
+// with a Workflow label counts in that workflow (see GetWorkflow).
 //
-// A task whose ID is already stored (live or dead), or was enqueued within
+// A task whose ID is already stored (live, waiting, dead, cancelled, or
+// done and kept for Config.ResultRetention), or was enqueued within
 // Config.DedupWindow, or whose UniqueKey a live task holds, is not stored
 // again: Enqueue stores the others and returns a *peonify.DuplicateError.
 // A task is refused, before anything is stored, if it is invalid or has
