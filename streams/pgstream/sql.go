@@ -255,6 +255,13 @@ WITH d AS (
 	// migration 3 installs do the work that must be atomic with an ack, a
 	// cancel or a delete.
 	st.ackTracked = r.Replace(`SELECT {s}.peonify_ack($1, $2::text[], $3::bigint[], $4::bytea[], $5, $6, $7)`)
+	if !syncCommit {
+		// Committed asynchronously, as the plain ack is: the setting is
+		// the transaction's, taken before the function runs.
+		st.ackTracked = r.Replace(`
+SELECT {s}.peonify_ack($1, $2::text[], $3::bigint[], $4::bytea[], $5, $6, $7)
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS c(v)`)
+	}
 	st.release = r.Replace(`SELECT {s}.peonify_release($1, $2::text[], $3::text[], $4, $5, $6)`)
 	st.cancel = r.Replace(`SELECT {s}.peonify_cancel($1, $2::text[], $3, $4, $5)`)
 	st.cancelWorkflow = r.Replace(`

@@ -662,3 +662,116 @@ func TestMigrateFromVersion2(t *testing.T) {
 		t.Fatalf("old task after its ack = %+v, %v", info, err)
 	}
 }
+
+// A chain's next step starts within milliseconds of the previous one's
+// end: the release in the ack wakes the processor through the same path
+// as an enqueue. The figure (p50 per step) is logged; the test fails only
+// far beyond the goal of 2 ms, since the machine may be shared.
+func TestWorkflowChainStepLatency(t *testing.T) {
+	pool := testPool(t)
+	s := newTestStream(t, pool, Config{})
+	const chains, steps = 5, 10
+	starts := make(chan time.Time, chains*steps)
+	ends := make(chan time.Time, chains)
+	h := peonify.HandlerFunc(func(ctx context.Context, tk *peonify.Task) error {
+		starts <- time.Now()
+		if len(tk.Parents) > 0 {
+			res, err := peonify.ParentResults(ctx)
+			if err != nil || len(res[tk.Parents[0]]) == 0 {
+				return fmt.Errorf("parent results %q, %v", res, err)
+			}
+		}
+		if err := peonify.SetResult(ctx, []byte(tk.ID)); err != nil {
+			return err
+		}
+		if string(tk.Payload) == fmt.Sprint(steps-1) {
+			ends <- time.Now()
+		}
+		return nil
+	})
+	p := streamtest.Processor(t, peonify.Config{Logger: streamtest.Logger(t)}, s, peonify.TaskList{"step": h})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Error(err)
+		}
+	}()
+	var per []time.Duration
+	for range chains {
+		w := &peonify.Workflow{}
+		var prev *peonify.Task
+		for i := range steps {
+			tk := &peonify.Task{Type: "step", Payload: []byte(fmt.Sprint(i))}
+			if prev == nil {
+				prev = w.Add(tk)
+			} else {
+				prev = w.Add(tk, prev)
+			}
+		}
+		if err := s.EnqueueWorkflow(streamtest.Context(t), w); err != nil {
+			t.Fatal(err)
+		}
+		var first time.Time
+		var last time.Time
+		for i := range steps {
+			select {
+			case at := <-starts:
+				if i == 0 {
+					first = at
+				} else {
+					per = append(per, at.Sub(last))
+				}
+				last = at
+			case <-time.After(10 * time.Second):
+				t.Fatalf("step %d of the chain did not start", i)
+			}
+		}
+		<-ends
+		_ = first
+	}
+	slices.Sort(per)
+	p50 := per[len(per)/2]
+	t.Logf("chain step latency (start to start, including the handler): p50 %s, max %s over %d steps", p50, per[len(per)-1], len(per))
+	if p50 > 50*time.Millisecond {
+		t.Fatalf("p50 step latency %s: the release does not wake the processor", p50)
+	}
+}
+
+// The stream's own share of a chain step: the ack that releases the next
+// step, with its result, and the claim of that step.
+func TestWorkflowChainStepStreamCost(t *testing.T) {
+	pool := testPool(t)
+	s := newTestStream(t, pool, Config{NoListen: true})
+	ctx := streamtest.Context(t)
+	const steps = 50
+	w := &peonify.Workflow{}
+	var prev *peonify.Task
+	for range steps {
+		if prev == nil {
+			prev = w.Add(&peonify.Task{Type: "step"})
+		} else {
+			prev = w.Add(&peonify.Task{Type: "step"}, prev)
+		}
+	}
+	if err := s.EnqueueWorkflow(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	var ack, claim []time.Duration
+	d := pollOne(t, s, w.Tasks[0].ID)
+	for i := 1; i < steps; i++ {
+		d.Result = []byte(`{"ok":true}`)
+		t0 := time.Now()
+		if err := s.Ack(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		t1 := time.Now()
+		d = pollOne(t, s, w.Tasks[i].ID)
+		ack, claim = append(ack, t1.Sub(t0)), append(claim, time.Since(t1))
+	}
+	slices.Sort(ack)
+	slices.Sort(claim)
+	t.Logf("per chain step: ack with release p50 %s, claim p50 %s", ack[len(ack)/2], claim[len(claim)/2])
+}
