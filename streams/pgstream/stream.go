@@ -24,8 +24,8 @@ const maxBatch = 10000
 
 // Stream is a Peonify stream backed by a Postgres table: one named queue
 // in the peonify_tasks table. It implements peonify.Stream, Extender,
-// Waker, Starter, Enqueuer, Inspector and PollLimiter, and adds EnqueueTx, Pause and
-// Resume.
+// Waker, Starter, Enqueuer, Inspector, PollLimiter, Limiter, Tracker and
+// WorkflowStore, and adds EnqueueTx, Pause and Resume.
 //
 // A Stream used only to enqueue starts nothing in the background. Start
 // (or else the first Poll) starts, until Close, the rescuer and cleaner
