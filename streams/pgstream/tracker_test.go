@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -292,6 +293,24 @@ func TestWorkflowCascade(t *testing.T) {
 		}
 		if n := countRows(t, pool, s, "peonify_edges", " AND parent_id LIKE 'dead-%'"); n != 0 {
 			t.Fatalf("%d dependencies left after every parent finished", n)
+		}
+	})
+
+	t.Run("lease-expired", func(t *testing.T) {
+		s := newTestStream(t, pool, Config{NoListen: true, Lease: 50 * time.Millisecond, RescueInterval: time.Hour})
+		w := &peonify.Workflow{}
+		a := w.Add(&peonify.Task{ID: "exp-a", Type: "a", MaxAttempts: 1})
+		b := w.Add(&peonify.Task{ID: "exp-b", Type: "b"}, a)
+		if err := s.EnqueueWorkflow(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+		pollOne(t, s, a.ID) // and the process running it dies
+		time.Sleep(100 * time.Millisecond)
+		if _, dead, err := s.rescue(ctx); err != nil || dead != 1 {
+			t.Fatalf("rescue = %d dead, %v; want 1", dead, err)
+		}
+		if st, why := stateOf(t, s, b.ID); st != peonify.StateCancelled || !strings.HasPrefix(why, "parent exp-a dead: lease expired") {
+			t.Fatalf("B is %s (%q), want cancelled by its parent's expired lease", st, why)
 		}
 	})
 
@@ -774,4 +793,124 @@ func TestWorkflowChainStepStreamCost(t *testing.T) {
 	slices.Sort(ack)
 	slices.Sort(claim)
 	t.Logf("per chain step: ack with release p50 %s, claim p50 %s", ack[len(ack)/2], claim[len(claim)/2])
+}
+
+// The release is part of the ack's transaction: when releasing the
+// dependent fails (here, a trigger refuses it, as a crash would cut it
+// short), the ack is undone too, so the parent is still running under its
+// claim, and a later ack of the same claim releases it.
+func TestReleaseFailureUndoesAck(t *testing.T) {
+	pool := testPool(t)
+	ctx := streamtest.Context(t)
+	schema := "peonify_atomic_" + streamtest.RandHex(4)
+	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
+	if err := MigrateSchema(ctx, pool, schema); err != nil {
+		t.Fatal(err)
+	}
+	_, err := pool.Exec(ctx, `
+CREATE TABLE `+schema+`.refuse (on_ boolean NOT NULL);
+INSERT INTO `+schema+`.refuse VALUES (true);
+CREATE FUNCTION `+schema+`.refuse_release() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF OLD.state = 'waiting' AND NEW.state = 'pending' AND (SELECT on_ FROM `+schema+`.refuse) THEN
+    RAISE EXCEPTION 'release refused by the test';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER refuse BEFORE UPDATE ON `+schema+`.peonify_tasks FOR EACH ROW EXECUTE FUNCTION `+schema+`.refuse_release();`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestStream(t, pool, Config{Schema: schema, NoListen: true})
+	w := &peonify.Workflow{}
+	a := w.Add(&peonify.Task{Type: "a"})
+	b := w.Add(&peonify.Task{Type: "b"}, a)
+	if err := s.EnqueueWorkflow(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	d := pollOne(t, s, a.ID)
+	d.Result = []byte("r")
+	if err := s.Ack(ctx, d); err == nil || !strings.Contains(err.Error(), "release refused") {
+		t.Fatalf("Ack whose release failed = %v, want the trigger's error", err)
+	}
+	wantState(t, s, a.ID, peonify.StateRunning)
+	wantState(t, s, b.ID, peonify.StateWaiting)
+	if res, _ := s.Results(ctx, a.ID); len(res) != 0 {
+		t.Fatalf("the failed ack stored a result: %q", res)
+	}
+	if _, err := pool.Exec(ctx, "UPDATE "+schema+".refuse SET on_ = false"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ack(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	wantState(t, s, a.ID, peonify.StateDone)
+	pollOne(t, s, b.ID)
+}
+
+// A fan-out of 10,000 tasks and their fan-in, run by a processor, against
+// 10,000 plain tasks: the workflow's throughput is logged with the ratio
+// (the goal is at least 0.5). Skipped with -short.
+func TestWorkflowFanOutThroughput(t *testing.T) {
+	if testing.Short() {
+		t.Skip("drains 20,000 tasks; skipped with -short")
+	}
+	const n = 10000
+	run := func(name string, enqueue func(s *Stream) error) float64 {
+		s := newTestStream(t, testPool(t), Config{})
+		var done atomic.Int64
+		all := make(chan struct{})
+		h := peonify.HandlerFunc(func(ctx context.Context, tk *peonify.Task) error {
+			if tk.Type == "sink" {
+				if _, err := peonify.ParentResults(ctx); err != nil {
+					return err
+				}
+			} else if tk.Workflow != "" {
+				if err := peonify.SetResult(ctx, []byte(`1`)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		p := streamtest.Processor(t, peonify.Config{Logger: streamtest.Logger(t), Workers: 100, OnEvent: func(e peonify.Event) {
+			if e.Kind == peonify.EventSucceeded && done.Add(1) == n {
+				close(all)
+			}
+		}}, s, peonify.TaskList{"t": h, "sink": h})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		start := time.Now()
+		if err := enqueue(s); err != nil {
+			t.Fatal(err)
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- p.Run(ctx) }()
+		select {
+		case <-all:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("%s: %d of %d tasks done in 2 minutes", name, done.Load(), n)
+		}
+		rate := n / time.Since(start).Seconds()
+		cancel()
+		<-errc
+		t.Logf("%s: %.0f tasks/s", name, rate)
+		return rate
+	}
+	plain := run("plain", func(s *Stream) error {
+		tasks := make([]*peonify.Task, n)
+		for i := range tasks {
+			tasks[i] = &peonify.Task{Type: "t"}
+		}
+		return s.Enqueue(context.Background(), tasks...)
+	})
+	wf := run("workflow", func(s *Stream) error {
+		w := &peonify.Workflow{}
+		var mids []*peonify.Task
+		for range n - 1 {
+			mids = append(mids, w.Add(&peonify.Task{Type: "t"}))
+		}
+		w.Add(&peonify.Task{Type: "sink"}, mids...)
+		return s.EnqueueWorkflow(context.Background(), w)
+	})
+	t.Logf("RESULT mode=workflow peonify=%.0f peer=plain:%.0f ratio=%.2f", wf, plain, wf/plain)
 }
