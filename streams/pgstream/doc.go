@@ -85,7 +85,7 @@
 //	headers       jsonb        NULL                a JSON object of string values (trace context, tenant, ...)
 //	priority      integer      0                   higher runs first
 //	max_attempts  integer      0                   0 means the processor's RetryPolicy decides
-//	unique_key    text         NULL                at most one pending or running task per key and queue
+//	unique_key    text         NULL                at most one waiting, pending or running task per key and queue
 //	run_at        timestamptz  now()               not delivered before this time
 //	enqueued_at   timestamptz  now()               when the task was first stored
 //
@@ -233,9 +233,11 @@
 //     queue's processors are woken with the same NOTIFY as an enqueue,
 //     this one at once: a chain's next step is claimed within a
 //     millisecond of the ack (the processor's ack batching adds its own
-//     2 ms). Waiting tasks hold no key for Ordered limits and no unique
-//     key; once released, they are claimed through the same limited claim
-//     as any task.
+//     2 ms). Waiting tasks hold no key for Ordered limits; once released,
+//     they are claimed through the same limited claim as any task. A
+//     waiting task does hold its UniqueKey (the unique index covers
+//     waiting, pending and running tasks since version 3), so that its
+//     release never meets another live task of its key.
 //   - Failures cascade in the same transaction as the failure: a task
 //     that goes dead (a Nack, or the rescuer when its MaxAttempts is used
 //     up), is cancelled, or is deleted or purged before it finished,

@@ -29,7 +29,7 @@ type querier interface {
 // Enqueue stores tasks in the queue durably, in one transaction: when it
 // returns nil every task is committed. It fills empty IDs and EnqueuedAt
 // (see peonify.Task.Prepare). Tasks whose ID is already stored in the
-// queue, or whose UniqueKey belongs to a live (pending, scheduled or
+// queue, or whose UniqueKey belongs to a live (waiting, pending, scheduled or
 // running) task, are skipped; the others are stored and the error is a
 // *peonify.DuplicateError naming the skipped ones. An invalid task stores
 // nothing.

@@ -16,7 +16,7 @@ type statements struct {
 
 	// Results, progress, cancellation and workflows (see tracker.go).
 	ackTracked, cancelledClaim, progress, results, cancel, cancelWorkflow string
-	wfLock, wfExists, wfInsert, wfCounts, wfList, release                 string
+	wfLock, wfExists, wfStored, wfInsert, wfCounts, wfList, release       string
 	spawnParent, spawnDependents, cleanupPlainDone, cleanupKept           string
 }
 
@@ -226,7 +226,7 @@ WITH u AS (
 	UPDATE {t} t SET state = 'pending', attempts = 0, run_at = now(), updated_at = now(), lease_until = NULL
 	WHERE t.queue = $1 AND t.state = 'dead' AND ($2::text[] IS NULL OR t.id = ANY($2))
 	  AND (t.unique_key IS NULL OR NOT EXISTS (
-		SELECT 1 FROM {t} l WHERE l.queue = t.queue AND l.unique_key = t.unique_key AND l.state IN ('pending', 'running')))
+		SELECT 1 FROM {t} l WHERE l.queue = t.queue AND l.unique_key = t.unique_key AND l.state IN ('waiting', 'pending', 'running')))
 	RETURNING 1
 ), n AS (
 	SELECT pg_notify($3, $1) WHERE EXISTS (SELECT 1 FROM u)
@@ -284,6 +284,14 @@ WHERE t.queue = $1 AND t.id = ANY($2::text[]) AND t.state = 'done' AND t.result 
 	// EnqueueWorkflow: one advisory lock per workflow ID, so that two
 	// calls with the same one cannot both find it new.
 	st.wfLock = `SELECT pg_advisory_xact_lock(1885693531, hashtext($1))`
+	// wfStored returns the IDs among $2 that are stored already, or whose
+	// unique key ($3) belongs to a live task.
+	st.wfStored = r.Replace(`
+SELECT t.id FROM {t} t WHERE t.queue = $1 AND t.id = ANY($2::text[])
+UNION
+SELECT x.id FROM unnest($2::text[], $3::text[]) AS x(id, uk)
+JOIN {t} t ON t.queue = $1 AND t.unique_key = x.uk AND t.state IN ('waiting', 'pending', 'running')
+WHERE x.uk IS NOT NULL`)
 	st.wfExists = r.Replace(`SELECT EXISTS (SELECT 1 FROM {t} t WHERE t.queue = $1 AND t.workflow = $2)`)
 	// wfInsert stores workflow tasks ($2..$11 as insert's, $12 the
 	// workflow, $13 allow_failed_parents) and the dependencies ($14

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/internal/streamkit"
 )
@@ -271,7 +272,8 @@ func (s *Stream) GetWorkflow(ctx context.Context, id string) (peonify.WorkflowIn
 // EnqueueWorkflow prepares w (see peonify.Workflow.Prepare) and stores
 // all of its tasks in the queue in one transaction, with batched inserts
 // (peonify.WorkflowStore): tasks without parents pending (or scheduled),
-// the others waiting. If the workflow's ID, one of its task IDs, or a
+// the others waiting. Workflows of more than CopyThreshold tasks are
+// loaded with COPY, after a look for IDs and unique keys stored already. If the workflow's ID, one of its task IDs, or a
 // task's live UniqueKey is stored already, it stores nothing and returns
 // a *peonify.DuplicateError naming them.
 func (s *Stream) EnqueueWorkflow(ctx context.Context, w *peonify.Workflow) error {
@@ -287,16 +289,34 @@ func (s *Stream) EnqueueWorkflow(ctx context.Context, w *peonify.Workflow) error
 	}
 	var dup error
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var exists bool
+		var (
+			exists bool
+			stored []string
+		)
 		pb := &pgx.Batch{}
 		pb.Queue(s.sql.wfLock, s.cfg.Schema+"."+s.cfg.Queue+"."+w.ID)
 		pb.Queue(s.sql.wfExists, s.cfg.Queue, w.ID).QueryRow(func(r pgx.Row) error { return r.Scan(&exists) })
+		big := b.n() > CopyThreshold
+		if big {
+			// COPY cannot skip conflicts: look for them first.
+			pb.Queue(s.sql.wfStored, s.cfg.Queue, b.ids, b.uniqueKeys).Query(func(rows pgx.Rows) error {
+				var err error
+				stored, err = pgx.CollectRows(rows, pgx.RowTo[string])
+				return err
+			})
+		}
 		if err := tx.SendBatch(ctx, pb).Close(); err != nil {
 			return s.dbError("enqueueing workflow "+w.ID, err)
 		}
-		if exists {
+		switch {
+		case exists:
 			dup = &peonify.DuplicateError{IDs: []string{w.ID}}
 			return dup
+		case len(stored) > 0:
+			dup = &peonify.DuplicateError{IDs: stored}
+			return dup
+		case big:
+			return s.copyWorkflow(ctx, tx, b, w.ID)
 		}
 		inserted, err := s.insertWorkflow(ctx, tx, b, w.ID)
 		if err != nil {
@@ -311,11 +331,69 @@ func (s *Stream) EnqueueWorkflow(ctx context.Context, w *peonify.Workflow) error
 	if dup != nil {
 		return dup
 	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23505" { // unique_violation: stored meanwhile
+		return &peonify.DuplicateError{IDs: b.ids}
+	}
 	if err != nil {
 		return err
 	}
 	s.signal()
 	return nil
+}
+
+// copyWorkflow stores b's tasks of workflow wf, and their dependencies,
+// with COPY, in tx.
+func (s *Stream) copyWorkflow(ctx context.Context, tx pgx.Tx, b *batch, wf string) error {
+	cols := []string{"queue", "id", "type", "payload", "headers", "priority", "max_attempts", "unique_key", "enqueued_at", "key",
+		"workflow", "allow_failed_parents", "parents", "waiting_on", "state", "run_at"}
+	for _, scheduled := range []bool{false, true} {
+		var rows []int
+		for i, r := range b.runAt {
+			if r.Valid == scheduled {
+				rows = append(rows, i)
+			}
+		}
+		if len(rows) == 0 {
+			continue
+		}
+		c := cols
+		if !scheduled {
+			c = cols[:len(cols)-1] // the database's now(), as the other paths give
+		}
+		_, err := tx.CopyFrom(ctx, pgx.Identifier{s.cfg.Schema, "peonify_tasks"}, c, pgx.CopyFromSlice(len(rows), func(j int) ([]any, error) {
+			i := rows[j]
+			t := b.tasks[i]
+			var h, uk, parents any
+			if b.headers[i] != nil {
+				h = *b.headers[i]
+			}
+			if b.uniqueKeys[i] != nil {
+				uk = *b.uniqueKeys[i]
+			}
+			state := "pending"
+			if len(t.Parents) > 0 {
+				state, parents = "waiting", t.Parents
+			}
+			v := []any{s.cfg.Queue, b.ids[i], b.types[i], b.payloads[i], h, b.priorities[i], b.maxAttempts[i], uk, b.enqueuedAt[i], b.keys[i],
+				wf, b.allow[i], parents, int32(len(t.Parents)), state}
+			if scheduled {
+				v = append(v, b.runAt[i])
+			}
+			return v, nil
+		}))
+		if err != nil {
+			return err
+		}
+	}
+	if len(b.edgeParents) == 0 {
+		return nil
+	}
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{s.cfg.Schema, "peonify_edges"}, []string{"queue", "parent_id", "child_id"},
+		pgx.CopyFromSlice(len(b.edgeParents), func(i int) ([]any, error) {
+			return []any{s.cfg.Queue, b.edgeParents[i], b.edgeChildren[i]}, nil
+		}))
+	return err
 }
 
 // workflowBatch checks prepared workflow tasks and puts them in columns.

@@ -81,7 +81,7 @@ func TestEnqueueWorkflowAtomic(t *testing.T) {
 			}
 			mids = append(mids, w.Add(tk, root))
 		}
-		w.Add(&peonify.Task{Type: "sink", AllowFailedParents: true}, mids[:100]...)
+		w.Add(&peonify.Task{Type: "sink", AllowFailedParents: true}, mids[:min(100, len(mids))]...)
 		return w
 	}
 	w := build(10000, 5000)
@@ -95,6 +95,24 @@ func TestEnqueueWorkflowAtomic(t *testing.T) {
 	}
 	if n := countRows(t, pool, s, "peonify_edges", ""); n != 0 {
 		t.Fatalf("after the failed EnqueueWorkflow the queue has %d dependencies, want none", n)
+	}
+
+	// The same with a small workflow (a single INSERT, not COPY), and
+	// with a live unique key.
+	small := build(5, 2)
+	if err := s.EnqueueWorkflow(ctx, small); !errors.As(err, &de) || !slices.Equal(de.IDs, []string{existing.ID}) {
+		t.Fatalf("EnqueueWorkflow of 5 tasks with a stored ID = %v, want a DuplicateError naming %s", err, existing.ID)
+	}
+	streamtest.Enqueue(t, s, &peonify.Task{Type: "x", UniqueKey: "uk-1"})
+	for _, n := range []int{5, 200} {
+		w := build(n, -1)
+		w.Tasks[1].UniqueKey = "uk-1"
+		if err := s.EnqueueWorkflow(ctx, w); !errors.As(err, &de) || !slices.Equal(de.IDs, []string{w.Tasks[1].ID}) {
+			t.Fatalf("EnqueueWorkflow of %d tasks with a live unique key = %v, want a DuplicateError naming %s", n, err, w.Tasks[1].ID)
+		}
+	}
+	if n := countRows(t, pool, s, "peonify_tasks", ""); n != 2 {
+		t.Fatalf("after the failed EnqueueWorkflows the queue has %d tasks, want only the two stored before", n)
 	}
 
 	w = build(10000, -1)
@@ -113,8 +131,8 @@ func TestEnqueueWorkflowAtomic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if counts[peonify.StateWaiting] != 9999 || counts[peonify.StatePending] != 2 {
-		t.Fatalf("counts %v, want 9999 waiting and 2 pending (the root and the plain task)", counts)
+	if counts[peonify.StateWaiting] != 9999 || counts[peonify.StatePending] != 3 {
+		t.Fatalf("counts %v, want 9999 waiting and 3 pending (the root and the plain tasks)", counts)
 	}
 	sink := w.Tasks[len(w.Tasks)-1]
 	info, err := s.Get(ctx, sink.ID)
@@ -861,6 +879,13 @@ func TestWorkflowFanOutThroughput(t *testing.T) {
 		var done atomic.Int64
 		all := make(chan struct{})
 		h := peonify.HandlerFunc(func(ctx context.Context, tk *peonify.Task) error {
+			if tk.Type == "root" {
+				children := make([]*peonify.Task, n-2)
+				for i := range children {
+					children[i] = &peonify.Task{Type: "t"}
+				}
+				return peonify.Spawn(ctx, children...)
+			}
 			if tk.Type == "sink" {
 				if _, err := peonify.ParentResults(ctx); err != nil {
 					return err
@@ -876,7 +901,7 @@ func TestWorkflowFanOutThroughput(t *testing.T) {
 			if e.Kind == peonify.EventSucceeded && done.Add(1) == n {
 				close(all)
 			}
-		}}, s, peonify.TaskList{"t": h, "sink": h})
+		}}, s, peonify.TaskList{"t": h, "sink": h, "root": h})
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		start := time.Now()
@@ -912,5 +937,12 @@ func TestWorkflowFanOutThroughput(t *testing.T) {
 		w.Add(&peonify.Task{Type: "sink"}, mids...)
 		return s.EnqueueWorkflow(context.Background(), w)
 	})
-	t.Logf("RESULT mode=workflow peonify=%.0f peer=plain:%.0f ratio=%.2f", wf, plain, wf/plain)
+	spawned := run("spawned", func(s *Stream) error {
+		w := &peonify.Workflow{}
+		root := w.Add(&peonify.Task{Type: "root"})
+		w.Add(&peonify.Task{Type: "sink"}, root)
+		return s.EnqueueWorkflow(context.Background(), w)
+	})
+	t.Logf("RESULT mode=workflow peonify=%.0f peer=plain:%.0f ratio=%.2f (fan-out at enqueue); spawned %.0f ratio=%.2f",
+		wf, plain, wf/plain, spawned, spawned/plain)
 }

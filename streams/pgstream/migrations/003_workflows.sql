@@ -22,6 +22,13 @@ ALTER TABLE {schema}.peonify_tasks ADD CONSTRAINT peonify_tasks_state_check
 ALTER TABLE {schema}.peonify_tasks
   ADD CONSTRAINT peonify_tasks_workflow_check CHECK (octet_length(workflow) BETWEEN 1 AND 255) NOT VALID;
 
+-- A waiting task holds its unique key too: otherwise its release, in its
+-- parent's ack, could meet another live task with the key, and fail the
+-- ack.
+DROP INDEX {schema}.peonify_tasks_unique_key_idx;
+CREATE UNIQUE INDEX peonify_tasks_unique_key_idx ON {schema}.peonify_tasks (queue, unique_key)
+  WHERE unique_key IS NOT NULL AND state IN ('waiting', 'pending', 'running');
+
 -- A workflow's tasks, by ID (GetWorkflow, CancelWorkflow, duplicate checks).
 CREATE INDEX peonify_tasks_workflow_idx ON {schema}.peonify_tasks (queue, workflow, id)
   WHERE workflow IS NOT NULL;
