@@ -15,9 +15,9 @@ type statements struct {
 	counts, list, get, retry, deleteIDs, purge, pause, resume, paused                 string
 
 	// Results, progress, cancellation and workflows (see tracker.go).
-	ackTracked, cancelledClaim, progress, results, cancel, cancelWorkflow string
-	wfLock, wfExists, wfStored, wfInsert, wfCounts, wfList, release       string
-	spawnParent, spawnDependents, cleanupPlainDone, cleanupKept           string
+	ackTracked, cancelledClaim, progress, results, unfinished, cancel, cancelWorkflow string
+	wfLock, wfExists, wfStored, wfInsert, wfCounts, wfList, release                   string
+	spawnParent, spawnDependents, cleanupPlainDone, cleanupKept                       string
 }
 
 // asyncCommit, in the WHERE clause of an autocommit statement, lets its
@@ -277,6 +277,9 @@ SELECT EXISTS (SELECT 1 FROM {t} t WHERE t.queue = $1 AND t.id = $2 AND t.token 
 	st.progress = r.Replace(`
 UPDATE {t} t SET progress_fraction = $4, progress_message = $5, progress_at = $6
 WHERE t.queue = $1 AND t.id = $2 AND t.token = $3` + asyncCommit)
+	st.unfinished = r.Replace(`
+SELECT t.id FROM {t} t
+WHERE t.queue = $1 AND t.id = ANY($2::text[]) AND t.state NOT IN ('done', 'dead', 'cancelled')`)
 	st.results = r.Replace(`
 SELECT t.id, t.result FROM {t} t
 WHERE t.queue = $1 AND t.id = ANY($2::text[]) AND t.state = 'done' AND t.result IS NOT NULL`)

@@ -507,7 +507,9 @@ func idOf(t *peonify.Task) string {
 // share (Wait starts the stream's background work, as Start does); and it
 // looks again every 2 seconds in any case (every 250 ms with
 // Config.NoListen), which is how it learns that a task without a result
-// or workflow was acked and deleted. It returns an error wrapping
+// or workflow was acked and deleted. On each, one query reads the states
+// of all the waited tasks of the stream, and only the waiters of those
+// that finished read them again. It returns an error wrapping
 // peonify.ErrNotFound if no such task is stored, or it is deleted, and
 // ctx's error when ctx ends first.
 func (s *Stream) Wait(ctx context.Context, id string) (peonify.TaskInfo, error) {
@@ -535,9 +537,7 @@ func (s *Stream) Wait(ctx context.Context, id string) (peonify.TaskInfo, error) 
 	}
 }
 
-// waitHub holds Wait's waiters: on a notification of finished tasks, or
-// every recheck interval while there are waiters, it wakes all of them,
-// each of which reads its own task again.
+// waitHub holds Wait's waiters by task ID (see watchFinished).
 type waitHub struct {
 	mu      sync.Mutex
 	waiters map[string]map[chan struct{}]struct{}
@@ -566,22 +566,6 @@ func (h *waitHub) remove(id string, ch chan struct{}) {
 	}
 }
 
-// wakeAll wakes every waiter without blocking, and reports whether there
-// are any.
-func (h *waitHub) wakeAll() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, chans := range h.waiters {
-		for ch := range chans {
-			select {
-			case ch <- struct{}{}:
-			default:
-			}
-		}
-	}
-	return len(h.waiters) > 0
-}
-
 // kickWaiters wakes Wait's waiters after this stream finished tasks.
 func (s *Stream) kickWaiters() {
 	select {
@@ -590,10 +574,11 @@ func (s *Stream) kickWaiters() {
 	}
 }
 
-// watchFinished wakes Wait's waiters on every notification of finished
-// tasks in the queue (s.finKick, which the listener and this stream's own
-// acks, nacks and cancels send to) and every recheck interval, until ctx
-// ends.
+// watchFinished wakes Wait's waiters whose tasks finished or vanished,
+// on every notification of finished tasks in the queue (s.finKick, which
+// the listener and this stream's own acks, nacks and cancels send to) and
+// every recheck interval, until ctx ends: one query for all the waited
+// tasks, and only their waiters read their tasks again.
 func (s *Stream) watchFinished(ctx context.Context) {
 	every := waitRecheck
 	if s.cfg.NoListen {
@@ -608,7 +593,56 @@ func (s *Stream) watchFinished(ctx context.Context) {
 		case <-s.finKick:
 		case <-t.C:
 		}
-		s.waitHub.wakeAll()
+		ids := s.waitHub.ids()
+		if len(ids) == 0 {
+			continue
+		}
+		qctx, cancel := context.WithTimeout(ctx, maintainTimeout)
+		rows, err := s.pool.Query(qctx, s.sql.unfinished, s.cfg.Queue, ids)
+		var unfinished []string
+		if err == nil {
+			unfinished, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+		cancel()
+		if err != nil {
+			// Each waiter reads its own task, and sees the error.
+			s.waitHub.wake(nil, true)
+			continue
+		}
+		s.waitHub.wake(unfinished, false)
+	}
+}
+
+// ids returns the IDs of the waited tasks.
+func (h *waitHub) ids() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ids := make([]string, 0, len(h.waiters))
+	for id := range h.waiters {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// wake wakes, without blocking, the waiters of every task not in
+// unfinished, or all of them with all.
+func (h *waitHub) wake(unfinished []string, all bool) {
+	keep := make(map[string]bool, len(unfinished))
+	for _, id := range unfinished {
+		keep[id] = true
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id, chans := range h.waiters {
+		if !all && keep[id] {
+			continue
+		}
+		for ch := range chans {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
 	}
 }
 
