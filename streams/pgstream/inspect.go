@@ -164,7 +164,7 @@ func (s *Stream) Delete(ctx context.Context, ids ...string) (int, error) {
 // same transaction, cancels or releases the dependents of the unfinished
 // workflow tasks it deleted. It returns how many tasks it deleted.
 func (s *Stream) deleteSettled(ctx context.Context, q string, args ...any) (int, error) {
-	var n int
+	var n, ready int
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var wf []string
 		if err := tx.QueryRow(ctx, q, args...).Scan(&n, &wf); err != nil {
@@ -174,10 +174,15 @@ func (s *Stream) deleteSettled(ctx context.Context, q string, args ...any) (int,
 		for i := range whys {
 			whys[i] = "deleted"
 		}
-		return s.settle(ctx, tx, wf, whys, true)
+		var err error
+		ready, err = s.settle(ctx, tx, wf, whys, true)
+		return err
 	})
 	if err != nil {
 		return 0, err
+	}
+	if ready > 0 {
+		s.signal()
 	}
 	if n > 0 {
 		s.kickWaiters()

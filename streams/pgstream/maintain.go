@@ -47,6 +47,7 @@ func (s *Stream) rescue(ctx context.Context) (pending, dead int, err error) {
 	defer cancel()
 	// Dead workflow tasks settle their dependents in the same
 	// transaction.
+	var ready int
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var (
 			notified int
@@ -55,10 +56,15 @@ func (s *Stream) rescue(ctx context.Context) (pending, dead int, err error) {
 		if err := tx.QueryRow(ctx, s.sql.rescue, s.cfg.Queue, s.channel, s.fin).Scan(&pending, &dead, &notified, &wf, &whys); err != nil {
 			return err
 		}
-		return s.settle(ctx, tx, wf, whys, true)
+		var err error
+		ready, err = s.settle(ctx, tx, wf, whys, true)
+		return err
 	})
 	if err != nil {
 		return 0, 0, s.dbError("rescuing expired leases", err)
+	}
+	if ready > 0 {
+		s.signal()
 	}
 	if dead > 0 {
 		s.kickWaiters()

@@ -61,11 +61,8 @@ func (s *Stream) ackTracked(ctx context.Context, ds []peonify.Delivery) error {
 		}
 		ids = append(ids, d.Task.ID)
 		tokens = append(tokens, int64(d.Token))
-		r := d.Result
-		if r != nil && len(r) == 0 {
-			r = []byte{} // an empty result is a result: stored as empty, not NULL
-		}
-		results = append(results, r)
+		results = append(results, d.Result) // nil is NULL; empty is an empty result
+
 	}
 	var ready int
 	err := s.pool.QueryRow(ctx, s.sql.ackTracked, s.cfg.Queue, ids, tokens, results, s.cfg.KeepDone > 0, s.channel, s.fin).Scan(&ready)
@@ -654,31 +651,32 @@ func (s *Stream) nackDeadWorkflow(ctx context.Context, d peonify.Delivery, args 
 	if reason != nil {
 		why = "dead: " + *reason
 	}
-	var n int
+	var n, ready int
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var notified int
 		if err := tx.QueryRow(ctx, s.sql.nackDead, args...).Scan(&n, &notified); err != nil || n == 0 {
 			return err
 		}
-		return s.settle(ctx, tx, []string{d.Task.ID}, []string{why}, true)
+		var err error
+		ready, err = s.settle(ctx, tx, []string{d.Task.ID}, []string{why}, true)
+		return err
 	})
+	if err == nil && ready > 0 {
+		s.signal()
+	}
 	return n, err
 }
 
 // settle releases or cancels, in tx, the dependents of the workflow tasks
 // ids that have just finished (see peonify_release in migration 3):
 // failed says they went dead, were cancelled or deleted, and whys says
-// how, each.
-func (s *Stream) settle(ctx context.Context, tx pgx.Tx, ids, whys []string, failed bool) error {
+// how, each. It returns how many dependents became ready: the caller
+// wakes its stream once tx has committed.
+func (s *Stream) settle(ctx context.Context, tx pgx.Tx, ids, whys []string, failed bool) (int, error) {
 	if len(ids) == 0 {
-		return nil
+		return 0, nil
 	}
 	var ready int
-	if err := tx.QueryRow(ctx, s.sql.release, s.cfg.Queue, ids, whys, failed, s.channel, s.fin).Scan(&ready); err != nil {
-		return err
-	}
-	if ready > 0 {
-		s.signal()
-	}
-	return nil
+	err := tx.QueryRow(ctx, s.sql.release, s.cfg.Queue, ids, whys, failed, s.channel, s.fin).Scan(&ready)
+	return ready, err
 }
