@@ -946,3 +946,38 @@ func TestWorkflowFanOutThroughput(t *testing.T) {
 	t.Logf("RESULT mode=workflow peonify=%.0f peer=plain:%.0f ratio=%.2f (fan-out at enqueue); spawned %.0f ratio=%.2f",
 		wf, plain, wf/plain, spawned, spawned/plain)
 }
+
+// Released tasks go through the limited claim like any task; a waiting
+// task holds no place in its key's order, and a cancelled running task
+// frees its permit at once.
+func TestWorkflowUnderLimits(t *testing.T) {
+	s := limitedStream(t, Config{NoListen: true},
+		peonify.Limit{Name: "one", PerKey: true, Concurrency: 1},
+		peonify.Limit{Name: "ordered", Type: "o", PerKey: true, Ordered: true})
+	ctx := streamtest.Context(t)
+	w := &peonify.Workflow{}
+	a := w.Add(&peonify.Task{ID: "lim-a", Type: "t", Key: "k"})
+	b := w.Add(&peonify.Task{ID: "lim-b", Type: "o", Key: "k2"}, a)
+	if err := s.EnqueueWorkflow(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	// Stored after b, same key and type: b, waiting, does not hold it back.
+	later := &peonify.Task{ID: "lim-later", Type: "o", Key: "k2"}
+	streamtest.Enqueue(t, s, later)
+	ds := streamtest.Poll(t, s, 10)
+	if got := []string{ds[0].Task.ID, ds[len(ds)-1].Task.ID}; len(ds) != 2 || !slices.Contains(got, "lim-a") || !slices.Contains(got, "lim-later") {
+		t.Fatalf("claimed %d tasks (%v), want lim-a and lim-later", len(ds), got)
+	}
+	for _, d := range ds {
+		if d.Task.ID == "lim-later" {
+			if n, err := s.Cancel(ctx, d.Task.ID); err != nil || n != 1 {
+				t.Fatalf("Cancel = %d, %v", n, err)
+			}
+		} else if err := s.Ack(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// b is released, and k2's permit is free: the cancelled task no
+	// longer runs.
+	pollOne(t, s, b.ID)
+}
