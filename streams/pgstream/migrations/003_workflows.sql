@@ -139,7 +139,8 @@ DECLARE
   n integer;
   d integer := 0;
 BEGIN
-  IF NOT keep_plain THEN
+  -- Only a delivery without a result can be deleted.
+  IF NOT keep_plain AND array_position(results, NULL) IS NOT NULL THEN
     DELETE FROM {schema}.peonify_tasks t
     USING unnest(ids, tokens, results) AS a(id, token, result)
     WHERE t.queue = q AND t.id = a.id AND t.token = a.token AND a.result IS NULL AND t.workflow IS NULL;
