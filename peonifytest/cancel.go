@@ -93,7 +93,9 @@ func testCancelRunning(h *harness) {
 	h.wantCancelled(tk.ID, "a running task after Cancel")
 	h.wantCount(peonify.StateRunning, 0)
 	if h.ext != nil && h.f.Lease > 0 {
-		if _, err := h.ext.Extend(h.ctx(), d, h.f.Lease); !errors.Is(err, peonify.ErrCancelled) {
+		_, err := h.ext.Extend(h.ctx(), d, h.f.Lease)
+		h.noteLate(d.Deadline)
+		if !errors.Is(err, peonify.ErrCancelled) {
 			h.failf("Extend of a cancelled task's claim returned %v, want an error wrapping peonify.ErrCancelled (the processor then cancels the handler)", err)
 		}
 	}
