@@ -413,11 +413,13 @@ func (s *Stream) Start(ctx context.Context) error {
 }
 
 // Close stops the stream's background goroutines and, unless it shares a
-// Config.Listener, closes its listening connection. It does not close the
+// Config.Listener, closes its listening connection; a Wait in progress
+// returns peonify.ErrClosed. It does not close the
 // pool. Close is idempotent; after it, the stream's methods return
 // peonify.ErrClosed.
 func (s *Stream) Close(ctx context.Context) error {
 	s.closed.Store(true)
+	s.waitHub.wake(nil, true) // Wait returns ErrClosed
 	s.timerMu.Lock()
 	if s.timer != nil {
 		s.timer.Stop()

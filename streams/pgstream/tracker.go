@@ -507,8 +507,9 @@ func idOf(t *peonify.Task) string {
 // or workflow was acked and deleted. On each, one query reads the states
 // of all the waited tasks of the stream, and only the waiters of those
 // that finished read them again. It returns an error wrapping
-// peonify.ErrNotFound if no such task is stored, or it is deleted, and
-// ctx's error when ctx ends first.
+// peonify.ErrNotFound if no such task is stored, or it is deleted, ctx's
+// error when ctx ends first, and peonify.ErrClosed when the stream is
+// closed first.
 func (s *Stream) Wait(ctx context.Context, id string) (peonify.TaskInfo, error) {
 	if s.closed.Load() {
 		return peonify.TaskInfo{}, peonify.ErrClosed
@@ -519,6 +520,9 @@ func (s *Stream) Wait(ctx context.Context, id string) (peonify.TaskInfo, error) 
 	ch := s.waitHub.add(id)
 	defer s.waitHub.remove(id, ch)
 	for {
+		if s.closed.Load() {
+			return peonify.TaskInfo{}, fmt.Errorf("pgstream: Wait for task %s: %w", id, peonify.ErrClosed)
+		}
 		info, err := s.Get(ctx, id)
 		if err != nil {
 			return peonify.TaskInfo{}, err

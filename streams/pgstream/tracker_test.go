@@ -981,3 +981,28 @@ func TestWorkflowUnderLimits(t *testing.T) {
 	// longer runs.
 	pollOne(t, s, b.ID)
 }
+
+// Close ends a Wait in progress with ErrClosed.
+func TestWaitEndsOnClose(t *testing.T) {
+	pool := testPool(t)
+	s := newTestStream(t, pool, Config{NoListen: true})
+	tk := task("never-runs")
+	streamtest.Enqueue(t, s, tk)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Wait(streamtest.Context(t), tk.ID)
+		errc <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, peonify.ErrClosed) {
+			t.Fatalf("Wait after Close = %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait did not return after Close")
+	}
+}
