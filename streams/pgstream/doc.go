@@ -253,9 +253,9 @@
 //     ErrCancelled), skips children already stored, and makes each
 //     waiting dependent of the task wait for every new child too, adding
 //     them to its parents (so ParentResults sees them). A second run of
-//     the task must spawn the same children (peonify.Spawn's derived IDs
-//     do): a child it adds with a parent that the first run's children
-//     include and that has finished already would wait for ever.
+//     the task may add children that depend on the first run's: those
+//     are locked while the new dependencies are stored, and counted at
+//     once if they have finished already.
 //   - Cancel moves unfinished tasks to 'cancelled' in one transaction. A
 //     running task's token is negated, so its Ack and Nack are stale and
 //     its next Extend or SetProgress returns an error wrapping

@@ -17,7 +17,7 @@ type statements struct {
 	// Results, progress, cancellation and workflows (see tracker.go).
 	ackTracked, cancelledClaim, progress, results, unfinished, cancel, cancelWorkflow string
 	wfLock, wfExists, wfStored, wfInsert, wfCounts, wfList, release                   string
-	spawnParent, spawnDependents, cleanupPlainDone, cleanupKept                       string
+	spawnParent, spawnEarlier, spawnDependents, cleanupPlainDone, cleanupKept         string
 }
 
 // asyncCommit, in the WHERE clause of an autocommit statement, lets its
@@ -335,6 +335,11 @@ SELECT ` + taskColumnsNoResult + ` FROM {t} t WHERE t.queue = $1 AND t.workflow 
 	// too.
 	st.spawnParent = r.Replace(`
 SELECT coalesce(t.workflow, '') FROM {t} t WHERE t.queue = $1 AND t.id = $2 AND t.token = $3 FOR UPDATE`)
+	st.spawnEarlier = r.Replace(`
+SELECT t.id, t.state, coalesce(t.last_error, '') FROM {t} t
+WHERE t.queue = $1 AND t.id = ANY($2::text[])
+ORDER BY t.id
+FOR SHARE`)
 	st.spawnDependents = r.Replace(`
 WITH d AS (
 	SELECT e.child_id FROM {e} e WHERE e.queue = $1 AND e.parent_id = $2

@@ -466,6 +466,13 @@ func (s *Stream) Spawn(ctx context.Context, parent peonify.Delivery, children ..
 		if got != wf {
 			return fmt.Errorf("pgstream: task %s is in workflow %q, not %q: cannot spawn into it", parent.Task.ID, got, wf)
 		}
+		// Children of an earlier run that new children depend on: locked,
+		// so that they cannot finish unseen before the new dependencies
+		// commit, and settled now if they finished already.
+		earlier, err := s.lockEarlierChildren(ctx, tx, b)
+		if err != nil {
+			return err
+		}
 		inserted, err = s.insertWorkflow(ctx, tx, b, wf)
 		if err != nil || len(inserted) == 0 {
 			return err
@@ -473,7 +480,7 @@ func (s *Stream) Spawn(ctx context.Context, parent peonify.Delivery, children ..
 		if _, err := tx.Exec(ctx, s.sql.spawnDependents, s.cfg.Queue, parent.Task.ID, inserted); err != nil {
 			return s.dbError("spawning children of task "+parent.Task.ID, err)
 		}
-		return nil
+		return s.settleEarlier(ctx, tx, earlier)
 	})
 	if errors.Is(err, errClaimGone) {
 		return s.claimGone(ctx, parent, "spawn children of")
@@ -483,6 +490,58 @@ func (s *Stream) Spawn(ctx context.Context, parent peonify.Delivery, children ..
 	}
 	if len(inserted) > 0 {
 		s.signal()
+	}
+	return nil
+}
+
+// earlierChild is a child stored by an earlier run of a spawning task
+// that a child of this run depends on.
+type earlierChild struct {
+	id, state, lastError string
+}
+
+// lockEarlierChildren locks, in tx, the stored tasks that b's tasks name
+// as parents (children of an earlier run of the spawning task), and
+// returns them.
+func (s *Stream) lockEarlierChildren(ctx context.Context, tx pgx.Tx, b *batch) ([]earlierChild, error) {
+	if len(b.edgeParents) == 0 {
+		return nil, nil
+	}
+	rows, err := tx.Query(ctx, s.sql.spawnEarlier, s.cfg.Queue, b.edgeParents)
+	if err != nil {
+		return nil, s.dbError("spawning children", err)
+	}
+	var out []earlierChild
+	var c earlierChild
+	_, err = pgx.ForEachRow(rows, []any{&c.id, &c.state, &c.lastError}, func() error {
+		out = append(out, c)
+		return nil
+	})
+	if err != nil {
+		return nil, s.dbError("spawning children", err)
+	}
+	return out, nil
+}
+
+// settleEarlier settles, in tx, the new dependencies on earlier children
+// that have finished already: a done one counts as done, a dead or
+// cancelled one as failed.
+func (s *Stream) settleEarlier(ctx context.Context, tx pgx.Tx, earlier []earlierChild) error {
+	var done, failed, whys []string
+	for _, c := range earlier {
+		switch c.state {
+		case "done":
+			done = append(done, c.id)
+		case "dead", "cancelled":
+			failed = append(failed, c.id)
+			whys = append(whys, c.state+": "+c.lastError)
+		}
+	}
+	if _, err := s.settle(ctx, tx, done, nil, false); err != nil {
+		return s.dbError("spawning children", err)
+	}
+	if _, err := s.settle(ctx, tx, failed, whys, true); err != nil {
+		return s.dbError("spawning children", err)
 	}
 	return nil
 }

@@ -1006,3 +1006,41 @@ func TestWaitEndsOnClose(t *testing.T) {
 		t.Fatal("Wait did not return after Close")
 	}
 }
+
+// A second run of a spawning task may add a child that depends on a child
+// of the first run that has finished already: it is not left waiting.
+func TestSpawnAfterEarlierChildFinished(t *testing.T) {
+	pool := testPool(t)
+	s := newTestStream(t, pool, Config{NoListen: true})
+	ctx := streamtest.Context(t)
+	w := &peonify.Workflow{}
+	p := w.Add(&peonify.Task{ID: "R", Type: "p"})
+	if err := s.EnqueueWorkflow(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	d := pollOne(t, s, p.ID)
+	c1 := func() *peonify.Task { return &peonify.Task{ID: "R.c1", Type: "c", Workflow: w.ID} }
+	c2 := func() *peonify.Task { return &peonify.Task{ID: "R.c2", Type: "c", Workflow: w.ID} }
+	if err := s.Spawn(ctx, d, c1(), c2()); err != nil {
+		t.Fatal(err)
+	}
+	for _, dc := range streamtest.Poll(t, s, 10) {
+		if dc.Task.ID == "R.c1" {
+			if err := s.Ack(ctx, dc); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := s.Nack(ctx, dc, peonify.NackOptions{Outcome: peonify.OutcomeDead, Reason: "bad"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The second run spawns more: after c1 (done) and after c2 (dead).
+	c3 := &peonify.Task{ID: "R.c3", Type: "c", Workflow: w.ID, Parents: []string{"R.c1"}}
+	c4 := &peonify.Task{ID: "R.c4", Type: "c", Workflow: w.ID, Parents: []string{"R.c2"}}
+	if err := s.Spawn(ctx, d, c1(), c2(), c3, c4); err != nil {
+		t.Fatal(err)
+	}
+	pollOne(t, s, "R.c3")
+	if st, why := stateOf(t, s, "R.c4"); st != peonify.StateCancelled || why != "parent R.c2 dead: bad" {
+		t.Fatalf("R.c4 is %s (%q), want cancelled by its dead parent", st, why)
+	}
+}
