@@ -268,12 +268,14 @@
 //     (the payload is the queue), which a tracked ack, a dead nack, a
 //     cancel, a delete and the rescuer's dead letters send, through the
 //     stream's one LISTEN connection (or its Config.Listener), which all
-//     its waiters share; Wait starts the stream's background work as
-//     Start does. Every waiter then reads its task again (one primary-key
-//     read each). Each waiter also looks every 2 seconds (250 ms with
-//     Config.NoListen), which is how it learns that a task acked without
-//     a result or workflow was deleted (ErrNotFound), a finish whose
-//     notification a lost connection missed.
+//     its waiters share; Wait starts the stream's background work as Start
+//     does. On each, one query reads the states of every task the stream's
+//     waiters wait for, and only the waiters of finished (or vanished)
+//     tasks read theirs again. The stream also looks every 2 seconds (250
+//     ms with Config.NoListen), which is how a waiter learns that a task
+//     acked without a result or workflow was deleted (ErrNotFound), or of
+//     a finish whose notification a lost connection missed. Close ends
+//     every Wait with peonify.ErrClosed.
 //   - GetWorkflow counts a workflow's tasks by state and lists its first
 //     peonify.MaxWorkflowTasksListed through the index on (queue,
 //     workflow, id), in one round trip.
