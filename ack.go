@@ -8,7 +8,9 @@ import (
 
 // Acks are batched: workers append successful deliveries to their stream's
 // buffer, and the flusher sends the buffer at most ackDelay after the
-// oldest delivery in it, or at once when ackBatch have gathered. No Ack
+// oldest delivery in it, or at once when ackBatch have gathered or nothing
+// else runs or waits in the processor (an idle processor has no batch to
+// wait for, and a workflow's next step waits for this ack). No Ack
 // call carries more than ackBatch deliveries, and each stream has up to
 // ackCalls calls in flight, so a stream that confirms every call with a
 // round trip keeps up with a fast drain instead of making each batch wait
@@ -36,6 +38,13 @@ func (p *Processor) ack(st *streamState, d Delivery) {
 	n := len(q.acks)
 	if n == 1 {
 		q.oldest = time.Now()
+		if p.running.Load() == 0 && len(p.queue) == 0 {
+			// Nothing runs or waits, so no ack will come to share the
+			// batch: send it at once. A workflow's next step, or a
+			// producer waiting for the result, is then not held back by
+			// the batching delay.
+			q.oldest = q.oldest.Add(-ackDelay)
+		}
 	}
 	st.ackMu.Unlock()
 	if n == 1 || n == ackBatch {

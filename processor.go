@@ -45,6 +45,7 @@ type Processor struct {
 
 	capMu   sync.Mutex
 	held    atomic.Int64  // tasks in the local queue plus poll reservations
+	running atomic.Int64  // handlers running
 	waiting atomic.Bool   // a poller may wait on space; stored under capMu
 	space   chan struct{} // closed to wake waiting pollers; guarded by capMu
 

@@ -116,7 +116,9 @@ func (p *Processor) execute(s *slot, j job) {
 		}
 	}
 
+	p.running.Add(1)
 	err := p.call(ctx, h, t)
+	p.running.Add(-1)
 	took := time.Since(now)
 	result := r.finish()
 
