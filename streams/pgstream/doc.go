@@ -234,8 +234,7 @@
 //     A dependent released to zero becomes pending (or scheduled) and the
 //     queue's processors are woken with the same NOTIFY as an enqueue,
 //     this one at once: a chain's next step is claimed within a
-//     millisecond of the ack (the processor's ack batching adds its own
-//     2 ms). Waiting tasks hold no key for Ordered limits; once released,
+//     millisecond of the ack. Waiting tasks hold no key for Ordered limits; once released,
 //     they are claimed through the same limited claim as any task. A
 //     waiting task does hold its UniqueKey (the unique index covers
 //     waiting, pending and running tasks since version 3), so that its
