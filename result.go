@@ -134,20 +134,20 @@ var errNotInTask = errors.New("peonify: not called with a task's context: call i
 // A later call replaces the result; a failed attempt's result is
 // discarded. SetResult copies result.
 //
-// It returns an error if ctx is not a task's context, if result is longer
-// than MaxResultLen, or, wrapping errors.ErrUnsupported, if the task's
-// stream does not keep results.
+// It returns an error if ctx is not a task's context, wrapping
+// errors.ErrUnsupported if the task's stream does not keep results, and
+// if result is longer than MaxResultLen.
 func SetResult(ctx context.Context, result []byte) error {
 	r := runOf(ctx)
 	if r == nil {
 		return errNotInTask
 	}
+	if r.tracker == nil {
+		return fmt.Errorf("peonify: stream %s does not keep task results: %w", r.st.name, errors.ErrUnsupported)
+	}
 	if len(result) > MaxResultLen {
 		return fmt.Errorf("peonify: result of task %s is %d bytes, more than MaxResultLen (%d): store large results elsewhere and return a reference",
 			r.task.ID, len(result), MaxResultLen)
-	}
-	if r.tracker == nil {
-		return fmt.Errorf("peonify: stream %s does not keep task results: %w", r.st.name, errors.ErrUnsupported)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -130,8 +130,9 @@ func (p *Processor) execute(s *slot, j job) {
 	cause := context.Cause(ctx)
 	cancel(nil)
 
-	ts := p.types[t.Type]
-	ts.record(took, err == nil)
+	if ts := p.types[t.Type]; !cancelled {
+		ts.record(took, err == nil)
+	}
 	a := attempt{st: j.st, d: d, claimed: j.claimedAt, started: now, took: took}
 	switch {
 	case abandoned:
