@@ -1044,3 +1044,52 @@ func TestSpawnAfterEarlierChildFinished(t *testing.T) {
 		t.Fatalf("R.c4 is %s (%q), want cancelled by its dead parent", st, why)
 	}
 }
+
+// Streams that share a Listener share its LISTEN connection for Wait
+// too: a waiter of one queue is woken by a finish in its queue.
+func TestWaitWithSharedListener(t *testing.T) {
+	pool := testPool(t)
+	ctx := streamtest.Context(t)
+	l, err := NewListener(pool, ListenerConfig{Schema: testSchema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	a := newTestStream(t, pool, Config{Listener: l})
+	b := newTestStream(t, pool, Config{Listener: l})
+	waitListening(t, a, 1)
+	waitListening(t, b, 1)
+	worker := newTestStream(t, testPool(t), Config{Queue: b.Queue(), NoListen: true})
+	tk := task("shared")
+	streamtest.Enqueue(t, worker, tk)
+	got := make(chan error, 1)
+	go func() {
+		info, err := b.Wait(ctx, tk.ID)
+		if err == nil && string(info.Result) != "ok" {
+			err = fmt.Errorf("result %q", info.Result)
+		}
+		got <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	d := pollOne(t, worker, tk.ID)
+	d.Result = []byte("ok")
+	if err := worker.Ack(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took > time.Second {
+			t.Fatalf("Wait took %s: not woken by the shared listener", took)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait did not return")
+	}
+}
