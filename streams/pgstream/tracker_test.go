@@ -234,7 +234,7 @@ func TestWorkflowDiamondReleasesOnAck(t *testing.T) {
 // dependent is released once, by the current claim's ack.
 func TestStaleAckDoesNotRelease(t *testing.T) {
 	pool := testPool(t)
-	s := newTestStream(t, pool, Config{NoListen: true, Lease: 50 * time.Millisecond})
+	s := newTestStream(t, pool, Config{NoListen: true, Lease: 50 * time.Millisecond, RescueInterval: time.Hour})
 	ctx := streamtest.Context(t)
 	w := &peonify.Workflow{}
 	a := w.Add(&peonify.Task{Type: "a"})
@@ -244,7 +244,7 @@ func TestStaleAckDoesNotRelease(t *testing.T) {
 	}
 	first := pollOne(t, s, a.ID)
 	time.Sleep(100 * time.Millisecond)
-	if _, _, err := s.rescue(ctx); err != nil { // or the background rescuer did
+	if _, _, err := s.rescue(ctx); err != nil {
 		t.Fatal(err)
 	}
 	second := pollOne(t, s, a.ID)
@@ -455,7 +455,7 @@ func TestCancelRunningTask(t *testing.T) {
 // parents.
 func TestSpawnFencedAndDeduplicated(t *testing.T) {
 	pool := testPool(t)
-	s := newTestStream(t, pool, Config{NoListen: true, Lease: 50 * time.Millisecond})
+	s := newTestStream(t, pool, Config{NoListen: true, Lease: 50 * time.Millisecond, RescueInterval: time.Hour})
 	ctx := streamtest.Context(t)
 	w := &peonify.Workflow{}
 	p := w.Add(&peonify.Task{ID: "P", Type: "p"})
