@@ -39,7 +39,7 @@ func (s *postgresSpec) payloadLimit(*resources) (int64, string) {
 // postgresKind is the kind postgres, which --postgres (and --schema)
 // names: a queue in a Postgres table, shared by any number of processors.
 func postgresKind() kind {
-	return kind{name: "postgres", limits: true,
+	return kind{name: "postgres", limits: true, tracks: true,
 		new: func() streamSpec { return new(postgresSpec) },
 		flag: queueFlag("postgres", "a Postgres database `URL` (with --queue)", "default", "queue",
 			[]flagDef{{"schema", "public", "the Postgres `schema`, with --postgres"}},

@@ -42,7 +42,7 @@ func (s *redisSpec) payloadLimit(*resources) (int64, string) {
 // redisKind is the kind redis, which --redis names: a queue on Redis
 // Streams, shared by any number of processors.
 func redisKind() kind {
-	return kind{name: "redis", limits: true,
+	return kind{name: "redis", limits: true, tracks: true,
 		new: func() streamSpec { return new(redisSpec) },
 		flag: queueFlag("redis", "a Redis server `URL` (with --queue)", "default", "Redis queue", nil,
 			func(url, queue string, _ *storeFlags) storeSpec { return &redisSpec{URL: url, Queue: queue} })}

@@ -42,7 +42,7 @@ func (s *sqliteSpec) file() string { return s.Path }
 // sqliteKind is the kind sqlite, which --store names: the embedded durable
 // store: one SQLite file, no server.
 func sqliteKind() kind {
-	return kind{name: "sqlite", limits: true,
+	return kind{name: "sqlite", limits: true, tracks: true,
 		new: func() streamSpec { return new(sqliteSpec) },
 		flag: &storeFlag{name: "store", usage: "the SQLite store `file` (a sqlite stream's path)", hint: "--store FILE (SQLite)",
 			spec: func(value string, _ *storeFlags, mustExist bool) (storeSpec, string, string, error) {
