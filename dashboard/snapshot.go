@@ -97,6 +97,12 @@ type StoreView struct {
 	Pausable bool `json:"pausable"`
 	Paused   bool `json:"paused"`
 
+	// Tracks is true when the store keeps results and progress and can
+	// cancel tasks (a peonify.Tracker); Workflows when it runs workflows
+	// (a peonify.WorkflowStore).
+	Tracks    bool `json:"tracks"`
+	Workflows bool `json:"workflows"`
+
 	// Limits are the flow-control limits the store enforces (see
 	// Store.Limiter), in the order they were set; absent when it enforces
 	// none.
@@ -197,7 +203,8 @@ func (d *Dashboard) snapshot(ctx context.Context) Snapshot {
 func (d *Dashboard) storeView(ctx context.Context, st *store) StoreView {
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	v := StoreView{Name: st.name, Counts: make(map[peonify.State]int, len(peonify.States)), Pausable: st.pauser != nil}
+	v := StoreView{Name: st.name, Counts: make(map[peonify.State]int, len(peonify.States)), Pausable: st.pauser != nil,
+		Tracks: st.tracker != nil, Workflows: st.workflows != nil}
 	for _, state := range peonify.States {
 		v.Counts[state] = 0
 	}
