@@ -519,8 +519,8 @@
   }
 
   // workflowLink opens the view of a task's workflow.
-  function workflowLink(st, wf) {
-    const a = el('a', {href: '#', class: 'wflink', data: {workflow: wf}, title: 'Show workflow ' + wf}, 'workflow ' + wf);
+  function workflowLink(st, wf, label) {
+    const a = el('a', {href: '#', class: 'wflink', data: {workflow: wf}, title: 'Show workflow ' + wf}, label || 'workflow ' + wf);
     a.addEventListener('click', (ev) => { ev.preventDefault(); showWorkflow(st, wf); });
     return a;
   }
@@ -578,7 +578,7 @@
       ['ID', t.id], ['Type', t.type], ['Key', t.key || ''], ['State', t.state], ['Attempts', String(t.attempts)],
       ['Enqueued', t.enqueuedAt || ''], ['Runs at', t.runAt || ''], ['Updated', t.updatedAt || ''],
     ].filter((r) => r[1] !== '');
-    if (t.workflow) rows.push(['Workflow', st.workflows ? workflowLink(st, t.workflow) : t.workflow]);
+    if (t.workflow) rows.push(['Workflow', st.workflows ? workflowLink(st, t.workflow, t.workflow) : t.workflow]);
     if (t.parents && t.parents.length) rows.push(['Parents', t.parents.join(', ') + (t.allowFailedParents ? ' (runs even if they fail)' : '')]);
     if (t.progress) rows.push(['Progress', progressBar(t.progress)]);
     let result = null;
@@ -664,8 +664,10 @@
     try {
       const r = await api('POST', storePath(st.name, action), body);
       const n = r && typeof r.count === 'number' ? r.count : null;
+      const wf = /^workflows\/(.*)\/cancel$/.exec(action);
       const done = {retry: 'Retried', delete: 'Deleted', pause: 'Paused', resume: 'Resumed', cancel: 'Cancelled'}[action] || 'Cancelled';
-      notice(n === null ? done + ' ' + st.name + '.' : done + ' ' + fmtInt(n) + ' task' + (n === 1 ? '' : 's') + ' in ' + st.name + '.');
+      const where = wf ? ' of workflow ' + decodeURIComponent(wf[1]) : ' in ' + st.name;
+      notice(n === null ? done + ' ' + st.name + '.' : done + ' ' + fmtInt(n) + ' task' + (n === 1 ? '' : 's') + where + '.');
       if (action === 'pause' || action === 'resume') {
         st.paused = action === 'pause';
         st.badge.hidden = !st.paused;
