@@ -61,7 +61,10 @@ type Store struct {
 	Name string
 
 	// Inspector reads and repairs the store's tasks. Every durable stream
-	// of Peonify implements it.
+	// of Peonify implements it. If it is also a peonify.Tracker and a
+	// peonify.WorkflowStore, or a stream through whose wrappers
+	// peonify.As finds them, the dashboard shows results and progress,
+	// cancels tasks and shows workflows.
 	Inspector peonify.Inspector
 
 	// Limiter reports the flow-control limits the store enforces: each
