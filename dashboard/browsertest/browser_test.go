@@ -267,6 +267,7 @@ func TestBrowserWorkflow(t *testing.T) {
 	// and runs until it is cancelled; "publish" depends on it.
 	mem := memstream.New(memstream.Config{Name: "mem", Lease: 3 * time.Second})
 	stopped := make(chan error, 1)
+	step := make(chan struct{})
 	p, err := peonify.New(peonify.Config{Workers: 2, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -278,6 +279,13 @@ func TestBrowserWorkflow(t *testing.T) {
 		"resize": peonify.HandlerFunc(func(ctx context.Context, _ *peonify.Task) error {
 			if err := peonify.ReportProgress(ctx, 0.5, "resizing 1 of 2"); err != nil {
 				return err
+			}
+			select {
+			case <-step:
+				if err := peonify.ReportProgress(ctx, 0.75, "resizing 2 of 2"); err != nil {
+					return err
+				}
+			case <-ctx.Done():
 			}
 			<-ctx.Done()
 			stopped <- context.Cause(ctx)
@@ -339,6 +347,9 @@ func TestBrowserWorkflow(t *testing.T) {
 	waitJS("waiting for the progress bar", `(() => { const p = document.querySelector('`+row+`.progress progress');
 		return p && p.value === 50 && document.querySelector('`+row+`.progress .msg').textContent === 'resizing 1 of 2'; })()`)
 	do("waiting for the Cancel button", chromedp.WaitVisible(chromedp.CSS(row+`button[data-action="cancel"]`)))
+	close(step) // the bar follows the task's next report, without a click
+	waitJS("waiting for the progress bar to move", `(() => { const p = document.querySelector('`+row+`.progress progress');
+		return p && p.value === 75 && document.querySelector('`+row+`.progress .msg').textContent === 'resizing 2 of 2'; })()`)
 
 	// The done task shows its result, and links to its workflow.
 	do("opening the done tab", chromedp.Click(chromedp.CSS(store+`button.count.done`)))
@@ -351,7 +362,7 @@ func TestBrowserWorkflow(t *testing.T) {
 		return d && d.open && d.querySelector('.wfstate').textContent === 'running' &&
 			d.querySelector('tr[data-id="fetch"]').dataset.state === 'done' &&
 			d.querySelector('tr[data-id="resize"]').dataset.state === 'running' &&
-			d.querySelector('tr[data-id="resize"] progress').value === 50 &&
+			d.querySelector('tr[data-id="resize"] progress').value === 75 &&
 			d.querySelector('tr[data-id="publish"]').dataset.state === 'waiting' &&
 			d.querySelector('tr[data-id="publish"] td.parents').textContent === 'resize' &&
 			!!d.querySelector('button[data-action="cancel-workflow"]'); })()`)

@@ -438,6 +438,10 @@
     if (key !== st.countsKey) {
       st.countsKey = key;
       loadTasks(st, false);
+    } else if (st.tab === 'running' && st.tracks && !st.paged && v.counts.running > 0) {
+      // Running tasks report progress without changing the counts: keep
+      // their bars current, unless more pages were loaded.
+      loadTasks(st, false);
     }
   }
 
@@ -485,6 +489,7 @@
       if (more && st.next) q += '&after=' + encodeURIComponent(st.next);
       const page = await api('GET', storePath(st.name, 'tasks' + q));
       if (tab === st.tab) {
+        st.paged = more;
         const rows = page.tasks.map((t) => taskRow(st, t));
         if (more) st.tbody.append(...rows);
         else fill(st.tbody, rows, 7, 'No ' + tab + ' tasks' + (st.key ? ' of key ' + st.key : '') + '.');
