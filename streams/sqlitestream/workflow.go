@@ -88,7 +88,8 @@ func (s *Stream) afterRelease(r *released) {
 // becomes ready when it has no parent left to wait for; otherwise the
 // dependent is cancelled, naming the parent, and so in turn are its own
 // dependents. Each task is visited once: a dependent is cancelled only
-// from state waiting.
+// from state waiting. A task without dependents costs one statement; one
+// with dependents, a few statements whatever their number.
 func (s *Stream) finished(tx *wtx, id string, how finish, reason string, rel *released) error {
 	type end struct {
 		id     string
@@ -97,54 +98,31 @@ func (s *Stream) finished(tx *wtx, id string, how finish, reason string, rel *re
 	}
 	now := tx.now.UnixNano()
 	queue := []end{{id, how, reason}}
-	var ready, cancel []string
 	for k := 0; k < len(queue); k++ {
 		e := queue[k]
-		ready, cancel = ready[:0], cancel[:0]
-		rows, err := tx.st.countDown.Query(e.id, e.how == finishDone)
+		children, err := queryStrings(tx.st.depsOf, e.id)
 		if err != nil {
-			return fmt.Errorf("release the dependents of task %s: %w", e.id, err)
+			return fmt.Errorf("find the dependents of task %s: %w", e.id, err)
 		}
-		for rows.Next() {
-			var (
-				child string
-				n     int64
-			)
-			if err := rows.Scan(&child, &n); err != nil {
-				rows.Close()
-				return fmt.Errorf("release the dependents of task %s: %w", e.id, err)
-			}
-			if n <= 0 {
-				ready = append(ready, child)
-			}
-		}
-		if err := closeRows(rows); err != nil {
-			return fmt.Errorf("release the dependents of task %s: %w", e.id, err)
-		}
-		if e.how != finishDone {
-			rows, err := tx.st.dropWaits.Query(e.id)
-			if err != nil {
-				return fmt.Errorf("cancel the dependents of task %s: %w", e.id, err)
-			}
-			for rows.Next() {
-				var child string
-				if err := rows.Scan(&child); err != nil {
-					rows.Close()
-					return fmt.Errorf("cancel the dependents of task %s: %w", e.id, err)
-				}
-				cancel = append(cancel, child)
-			}
-			if err := closeRows(rows); err != nil {
-				return fmt.Errorf("cancel the dependents of task %s: %w", e.id, err)
-			}
+		if len(children) == 0 {
+			continue
 		}
 		if _, err := tx.exec(tx.st.dropDeps, e.id); err != nil {
 			return fmt.Errorf("forget the dependents of task %s: %w", e.id, err)
 		}
-		for _, child := range ready {
-			if err := release(tx, child, rel); err != nil {
-				return err
-			}
+		ready, err := countDown(tx, children, e.how == finishDone)
+		if err != nil {
+			return fmt.Errorf("release the dependents of task %s: %w", e.id, err)
+		}
+		if err := release(tx, ready, rel); err != nil {
+			return fmt.Errorf("release the dependents of task %s: %w", e.id, err)
+		}
+		if e.how == finishDone {
+			continue
+		}
+		cancel, err := queryStrings(tx.st.dropWaits, jsonList(children))
+		if err != nil {
+			return fmt.Errorf("cancel the dependents of task %s: %w", e.id, err)
 		}
 		if len(cancel) == 0 {
 			continue
@@ -154,42 +132,121 @@ func (s *Stream) finished(tx *wtx, id string, how finish, reason string, rel *re
 			why += ": " + e.reason
 		}
 		why = peonify.TruncateReason(why)
-		for _, child := range cancel {
-			n, err := tx.exec(tx.st.cancelChild, child, why, now)
-			if err != nil {
-				return fmt.Errorf("cancel task %s, a dependent of task %s: %w", child, e.id, err)
-			}
-			if n > 0 {
-				rel.finished = append(rel.finished, child)
-				queue = append(queue, end{child, finishCancelled, why})
-			}
+		cancelled, err := queryStrings(tx.st.cancelChild, jsonList(cancel), why, now)
+		if err != nil {
+			return fmt.Errorf("cancel the dependents of task %s: %w", e.id, err)
+		}
+		rel.finished = append(rel.finished, cancelled...)
+		for _, c := range cancelled {
+			queue = append(queue, end{c, finishCancelled, why})
 		}
 	}
 	return nil
 }
 
-// release makes the waiting task id, whose parents have all finished,
-// pending, or scheduled for its RunAt.
-func release(tx *wtx, id string, rel *released) error {
-	if _, err := tx.exec(tx.st.unwait, id); err != nil {
-		return fmt.Errorf("release task %s: %w", id, err)
+// fewDependents is how many dependents finished counts off one by one,
+// with statements that are cheaper for one task than the one for many.
+const fewDependents = 4
+
+// countDown counts a finished parent off the waiting tasks among children
+// (all of them if it succeeded, else those that allow failed parents), and
+// returns those that wait for no other parent.
+func countDown(tx *wtx, children []string, succeeded bool) ([]string, error) {
+	var ready []string
+	if len(children) <= fewDependents {
+		for _, c := range children {
+			n, err := tx.exec(tx.st.countOne, c, succeeded)
+			if err != nil || n == 0 {
+				if err != nil {
+					return nil, err
+				}
+				continue
+			}
+			var left int64
+			if err := tx.st.waitingOn.QueryRow(c).Scan(&left); err != nil {
+				return nil, err
+			}
+			if left <= 0 {
+				ready = append(ready, c)
+			}
+		}
+		return ready, nil
 	}
-	var (
-		state   string
-		visible int64
-	)
-	err := tx.st.wakeUp.QueryRow(id, tx.now.UnixNano()).Scan(&state, &visible)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return nil // deleted, or cancelled meanwhile
-	case err != nil:
-		return fmt.Errorf("release task %s: %w", id, err)
-	case state == "pending":
-		rel.ready = true
-	default:
-		rel.scheduled(time.Unix(0, visible))
+	rows, err := tx.st.countDown.Query(jsonList(children), succeeded)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	for rows.Next() {
+		var (
+			child string
+			n     int64
+		)
+		if err := rows.Scan(&child, &n); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if n <= 0 {
+			ready = append(ready, child)
+		}
+	}
+	return ready, closeRows(rows)
+}
+
+// release makes the waiting tasks ids, whose parents have all finished,
+// pending, or scheduled for their RunAt.
+func release(tx *wtx, ids []string, rel *released) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	list := jsonList(ids)
+	if _, err := tx.exec(tx.st.unwaitAll, list); err != nil {
+		return err
+	}
+	rows, err := tx.st.wakeUp.Query(list, tx.now.UnixNano())
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var (
+			state   string
+			visible int64
+		)
+		if err := rows.Scan(&state, &visible); err != nil {
+			rows.Close()
+			return err
+		}
+		if state == "pending" {
+			rel.ready = true
+		} else {
+			rel.scheduled(time.Unix(0, visible))
+		}
+	}
+	return closeRows(rows)
+}
+
+// queryStrings runs stmt and returns the first column of its rows.
+func queryStrings(stmt *sql.Stmt, args ...any) ([]string, error) {
+	rows, err := stmt.Query(args...)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, closeRows(rows)
+}
+
+// jsonList encodes ids as the JSON array the statements that take many
+// IDs read with json_each.
+func jsonList(ids []string) string {
+	b, _ := json.Marshal(ids) // strings always encode
+	return string(b)
 }
 
 func closeRows(rows *sql.Rows) error {
@@ -198,6 +255,47 @@ func closeRows(rows *sql.Rows) error {
 		return err
 	}
 	return rows.Close()
+}
+
+// depBatch gathers the dependencies and waiting tasks that a workflow or a
+// Spawn stores, to insert them in two statements.
+type depBatch struct {
+	deps  [][2]string // parent, child
+	waits [][3]any    // task, how many parents it waits for, whether it allows failed parents
+}
+
+// add records that task id waits for the n parents listed in parents.
+func (b *depBatch) add(id string, parents []string, allowFailed bool) {
+	if len(parents) == 0 {
+		return
+	}
+	for _, p := range parents {
+		b.deps = append(b.deps, [2]string{p, id})
+	}
+	b.waits = append(b.waits, [3]any{id, len(parents), allowFailed})
+}
+
+// store inserts what b gathered.
+func (b *depBatch) store(tx *wtx) error {
+	if len(b.deps) > 0 {
+		j, err := json.Marshal(b.deps)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.exec(tx.st.insertDeps, string(j)); err != nil {
+			return fmt.Errorf("store the dependencies: %w", err)
+		}
+	}
+	if len(b.waits) > 0 {
+		j, err := json.Marshal(b.waits)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.exec(tx.st.insertWaits, string(j)); err != nil {
+			return fmt.Errorf("store the waiting tasks: %w", err)
+		}
+	}
+	return nil
 }
 
 // EnqueueWorkflow stores the tasks of w in one transaction, after
@@ -252,10 +350,12 @@ func (s *Stream) EnqueueWorkflow(ctx context.Context, w *peonify.Workflow) error
 			}
 			return nil
 		}
+		var deps depBatch
 		for _, t := range w.Tasks {
-			if err := addParents(tx, t.ID, t.Parents, len(t.Parents), t.AllowFailedParents); err != nil {
-				return err
-			}
+			deps.add(t.ID, t.Parents, t.AllowFailedParents)
+		}
+		if err := deps.store(tx); err != nil {
+			return fmt.Errorf("enqueue workflow %s: %w", w.ID, err)
 		}
 		if _, err := tx.execSQL("RELEASE peonify_workflow"); err != nil {
 			return fmt.Errorf("enqueue workflow %s: %w", w.ID, err)
@@ -269,23 +369,6 @@ func (s *Stream) EnqueueWorkflow(ctx context.Context, w *peonify.Workflow) error
 		return &peonify.DuplicateError{IDs: dups}
 	}
 	s.enqueued(now, w.Tasks)
-	return nil
-}
-
-// addParents records that task id waits for n parents, the dependencies
-// on which are in parents.
-func addParents(tx *wtx, id string, parents []string, n int, allowFailed bool) error {
-	if n == 0 {
-		return nil
-	}
-	for _, p := range parents {
-		if _, err := tx.exec(tx.st.insertDep, p, id); err != nil {
-			return fmt.Errorf("record that task %s depends on %s: %w", id, p, err)
-		}
-	}
-	if _, err := tx.exec(tx.st.insertWait, id, n, allowFailed); err != nil {
-		return fmt.Errorf("record that task %s waits for its parents: %w", id, err)
-	}
 	return nil
 }
 
@@ -394,13 +477,7 @@ func (s *Stream) Spawn(ctx context.Context, parent peonify.Delivery, children ..
 				added = append(added, children[i])
 			}
 		}
-		if err := s.linkChildren(tx, added, stored, &rel); err != nil {
-			return err
-		}
-		if len(added) == 0 {
-			return nil
-		}
-		return s.extendDependents(tx, parent.Task.ID, added)
+		return s.linkChildren(tx, parent.Task.ID, added, stored, &rel)
 	})
 	switch {
 	case err != nil:
@@ -417,24 +494,29 @@ func (s *Stream) Spawn(ctx context.Context, parent peonify.Delivery, children ..
 }
 
 // linkChildren records the dependencies of the children Spawn stored
-// among themselves. A parent stored by an earlier call (a duplicate run
+// among themselves, and makes every waiting dependent of the spawning task
+// wait for them too. A parent stored by an earlier call (a duplicate run
 // may spawn fewer children, or others) counts only if it has not
 // finished; one that failed, or is gone, cancels the child unless it
 // allows failed parents.
-func (s *Stream) linkChildren(tx *wtx, added []*peonify.Task, stored map[string]bool, rel *released) error {
+func (s *Stream) linkChildren(tx *wtx, spawner string, added []*peonify.Task, stored map[string]bool, rel *released) error {
 	type failed struct{ id, why string }
-	var fails []failed
+	var (
+		deps  depBatch
+		fails []failed
+		ready []string
+	)
 	for _, c := range added {
 		if len(c.Parents) == 0 {
 			continue
 		}
 		var (
-			deps []string
+			live []string
 			why  string
 		)
 		for _, p := range c.Parents {
 			if stored[p] {
-				deps = append(deps, p)
+				live = append(live, p)
 				continue
 			}
 			var state string
@@ -448,30 +530,46 @@ func (s *Stream) linkChildren(tx *wtx, added []*peonify.Task, stored map[string]
 			case state == "dead" || state == "cancelled":
 				why = "parent " + p + " " + state
 			default:
-				deps = append(deps, p)
+				live = append(live, p)
 			}
 		}
-		if err := addParents(tx, c.ID, deps, len(deps), c.AllowFailedParents); err != nil {
-			return err
-		}
+		deps.add(c.ID, live, c.AllowFailedParents)
 		switch {
 		case why != "" && !c.AllowFailedParents:
 			fails = append(fails, failed{c.ID, why})
-		case len(deps) == 0:
-			if err := release(tx, c.ID, rel); err != nil {
+		case len(live) == 0:
+			ready = append(ready, c.ID)
+		}
+	}
+	if len(added) > 0 {
+		dependents, err := queryStrings(tx.st.addWaits, spawner, len(added))
+		if err != nil {
+			return fmt.Errorf("add the children of task %s to its dependents: %w", spawner, err)
+		}
+		for _, d := range dependents {
+			for _, c := range added {
+				deps.deps = append(deps.deps, [2]string{c.ID, d})
+			}
+			if err := addToParents(tx, d, added); err != nil {
 				return err
 			}
 		}
+	}
+	if err := deps.store(tx); err != nil {
+		return err
+	}
+	if err := release(tx, ready, rel); err != nil {
+		return fmt.Errorf("release the children of task %s: %w", spawner, err)
 	}
 	for _, f := range fails {
 		if _, err := tx.exec(tx.st.unwait, f.id); err != nil {
 			return fmt.Errorf("cancel task %s: %w", f.id, err)
 		}
-		n, err := tx.exec(tx.st.cancelChild, f.id, f.why, tx.now.UnixNano())
+		cancelled, err := queryStrings(tx.st.cancelChild, jsonList([]string{f.id}), f.why, tx.now.UnixNano())
 		if err != nil {
 			return fmt.Errorf("cancel task %s: %w", f.id, err)
 		}
-		if n > 0 {
+		if len(cancelled) > 0 {
 			rel.finished = append(rel.finished, f.id)
 			if err := s.finished(tx, f.id, finishCancelled, f.why, rel); err != nil {
 				return err
@@ -481,50 +579,25 @@ func (s *Stream) linkChildren(tx *wtx, added []*peonify.Task, stored map[string]
 	return nil
 }
 
-// extendDependents makes every waiting dependent of task id wait for the
-// children it spawned too, and adds them to its parents.
-func (s *Stream) extendDependents(tx *wtx, id string, added []*peonify.Task) error {
-	rows, err := tx.st.addWaits.Query(id, len(added))
-	if err != nil {
-		return fmt.Errorf("add the children of task %s to its dependents: %w", id, err)
+// addToParents appends the IDs of added to the stored Task.Parents of the
+// waiting task d, so that ParentResults gives it their results.
+func addToParents(tx *wtx, d string, added []*peonify.Task) error {
+	var parents sql.NullString
+	if err := tx.conn.QueryRowContext(context.Background(),
+		`SELECT parents FROM peonify_tasks WHERE id = ?1`, d).Scan(&parents); err != nil {
+		return fmt.Errorf("read the parents of task %s: %w", d, err)
 	}
-	var deps []string
-	for rows.Next() {
-		var d string
-		if err := rows.Scan(&d); err != nil {
-			rows.Close()
-			return fmt.Errorf("add the children of task %s to its dependents: %w", id, err)
+	var list []string
+	if parents.Valid {
+		if err := json.Unmarshal([]byte(parents.String), &list); err != nil {
+			return fmt.Errorf("task %s has an unreadable list of parents: %w", d, err)
 		}
-		deps = append(deps, d)
 	}
-	if err := closeRows(rows); err != nil {
-		return fmt.Errorf("add the children of task %s to its dependents: %w", id, err)
+	for _, c := range added {
+		list = append(list, c.ID)
 	}
-	for _, d := range deps {
-		var parents sql.NullString
-		if err := tx.conn.QueryRowContext(context.Background(),
-			`SELECT parents FROM peonify_tasks WHERE id = ?1`, d).Scan(&parents); err != nil {
-			return fmt.Errorf("read the parents of task %s: %w", d, err)
-		}
-		var list []string
-		if parents.Valid {
-			if err := json.Unmarshal([]byte(parents.String), &list); err != nil {
-				return fmt.Errorf("task %s has an unreadable list of parents: %w", d, err)
-			}
-		}
-		for _, c := range added {
-			list = append(list, c.ID)
-			if _, err := tx.exec(tx.st.insertDep, c.ID, d); err != nil {
-				return fmt.Errorf("record that task %s depends on %s: %w", d, c.ID, err)
-			}
-		}
-		b, err := json.Marshal(list)
-		if err != nil {
-			return fmt.Errorf("store the parents of task %s: %w", d, err)
-		}
-		if _, err := tx.execSQL(`UPDATE peonify_tasks SET parents = ?2 WHERE id = ?1`, d, string(b)); err != nil {
-			return fmt.Errorf("store the parents of task %s: %w", d, err)
-		}
+	if _, err := tx.execSQL(`UPDATE peonify_tasks SET parents = ?2 WHERE id = ?1`, d, jsonList(list)); err != nil {
+		return fmt.Errorf("store the parents of task %s: %w", d, err)
 	}
 	return nil
 }
@@ -636,10 +709,11 @@ func (s *Stream) CancelWorkflow(ctx context.Context, id string) (int, error) {
 		if err := closeRows(rows); err != nil {
 			return err
 		}
-		for _, t := range ids {
-			if _, err := tx.exec(tx.st.unwait, t); err != nil {
-				return err
-			}
+		if len(ids) == 0 {
+			return nil
+		}
+		if _, err := tx.exec(tx.st.unwaitAll, jsonList(ids)); err != nil {
+			return err
 		}
 		for _, t := range ids {
 			if err := s.finished(tx, t, finishCancelled, cancelledByRequest, &rel); err != nil {

@@ -960,3 +960,49 @@ func TestMigrateToWorkflows(t *testing.T) {
 	diamond(t, s, "w")
 	wantState(t, s, "w-d", peonify.StateWaiting)
 }
+
+// BenchmarkAckFanIn measures the writer's cost of an ack (in one large
+// Ack, so no commit is counted): of a plain task, and of a task with a
+// result whose ack counts it off a fan-in task that waits for all of
+// them.
+func BenchmarkAckFanIn(b *testing.B) {
+	for _, wf := range []bool{false, true} {
+		name := "plain"
+		if wf {
+			name = "workflow"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := openTest(b, Config{}, nil)
+			ctx := context.Background()
+			n := b.N
+			if wf {
+				w := &peonify.Workflow{}
+				var cs []*peonify.Task
+				for range n {
+					cs = append(cs, w.Add(&peonify.Task{Type: "c"}))
+				}
+				w.Add(&peonify.Task{Type: "sink"}, cs...)
+				if err := s.EnqueueWorkflow(ctx, w); err != nil {
+					b.Fatal(err)
+				}
+			} else {
+				var ts []*peonify.Task
+				for range n {
+					ts = append(ts, &peonify.Task{Type: "c"})
+				}
+				enqueue(b, s, ts...)
+			}
+			ds := poll(b, s, n)
+			for i := range ds {
+				ds[i].Result = []byte("1")
+				if !wf {
+					ds[i].Result = nil
+				}
+			}
+			b.ResetTimer()
+			if err := s.Ack(ctx, ds...); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}

@@ -343,12 +343,16 @@ type stmts struct {
 	progress    *sql.Stmt
 	isCancelled *sql.Stmt
 	cancel      *sql.Stmt
-	insertDep   *sql.Stmt
-	insertWait  *sql.Stmt
+	insertDeps  *sql.Stmt
+	insertWaits *sql.Stmt
+	depsOf      *sql.Stmt
+	dropDeps    *sql.Stmt
+	countOne    *sql.Stmt
+	waitingOn   *sql.Stmt
 	countDown   *sql.Stmt
 	dropWaits   *sql.Stmt
-	dropDeps    *sql.Stmt
 	unwait      *sql.Stmt
+	unwaitAll   *sql.Stmt
 	wakeUp      *sql.Stmt
 	cancelChild *sql.Stmt
 	wfExists    *sql.Stmt
@@ -481,32 +485,47 @@ func (s *stmts) defs() []stmtDef {
 			SET state = 'cancelled', token = -token, last_error = ?2, visible_at = ?3, updated_at = ?3
 			WHERE id = ?1 AND state IN ('waiting', 'pending', 'scheduled', 'running')
 			RETURNING workflow`},
-		{"insertDep", &s.insertDep, `INSERT INTO peonify_deps (parent, child) VALUES (?1, ?2) ON CONFLICT DO NOTHING`},
-		{"insertWait", &s.insertWait, `INSERT INTO peonify_waiting (id, waiting_on, allow_failed) VALUES (?1, ?2, ?3)
+		// The dependencies, as a JSON array of [parent, child] pairs, and
+		// the waiting tasks, as one of [id, parents, allow failed parents].
+		{"insertDeps", &s.insertDeps, `INSERT INTO peonify_deps (parent, child)
+			SELECT value ->> 0, value ->> 1 FROM json_each(?1) WHERE true
+			ON CONFLICT DO NOTHING`},
+		{"insertWaits", &s.insertWaits, `INSERT INTO peonify_waiting (id, waiting_on, allow_failed)
+			SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true
 			ON CONFLICT (id) DO UPDATE SET waiting_on = waiting_on + excluded.waiting_on`},
-		// A parent of the waiting tasks that depend on ?1 finished: with
+		// The dependents of task ?1, which finished; dropDeps forgets
+		// them. (A DELETE with RETURNING would cost a temporary table.)
+		{"depsOf", &s.depsOf, `SELECT child FROM peonify_deps WHERE parent = ?1`},
+		{"dropDeps", &s.dropDeps, `DELETE FROM peonify_deps WHERE parent = ?1`},
+		// countOne and waitingOn are countDown for one task, without the
+		// temporary table of a RETURNING.
+		{"countOne", &s.countOne, `UPDATE peonify_waiting SET waiting_on = waiting_on - 1
+			WHERE id = ?1 AND (?2 OR allow_failed = 1)`},
+		{"waitingOn", &s.waitingOn, `SELECT waiting_on FROM peonify_waiting WHERE id = ?1`},
+		// A parent of the waiting tasks ?1 (a JSON array) finished: with
 		// ?2 true it succeeded, and counts for all of them; otherwise only
 		// for those that allow failed parents.
 		{"countDown", &s.countDown, `UPDATE peonify_waiting SET waiting_on = waiting_on - 1
-			WHERE id IN (SELECT child FROM peonify_deps WHERE parent = ?1) AND (?2 OR allow_failed = 1)
+			WHERE id IN (SELECT value FROM json_each(?1)) AND (?2 OR allow_failed = 1)
 			RETURNING id, waiting_on`},
-		// The waiting tasks that depend on ?1, which failed, and do not
-		// allow failed parents: they are cancelled.
+		// The waiting tasks among ?1 that do not allow failed parents: a
+		// parent failed, so they are cancelled.
 		{"dropWaits", &s.dropWaits, `DELETE FROM peonify_waiting
-			WHERE id IN (SELECT child FROM peonify_deps WHERE parent = ?1) AND allow_failed = 0
+			WHERE id IN (SELECT value FROM json_each(?1)) AND allow_failed = 0
 			RETURNING id`},
-		{"dropDeps", &s.dropDeps, `DELETE FROM peonify_deps WHERE parent = ?1`},
 		{"unwait", &s.unwait, `DELETE FROM peonify_waiting WHERE id = ?1`},
-		// A waiting task whose parents have all finished becomes ready,
-		// or scheduled for its RunAt.
+		{"unwaitAll", &s.unwaitAll, `DELETE FROM peonify_waiting WHERE id IN (SELECT value FROM json_each(?1))`},
+		// Waiting tasks whose parents have all finished become ready, or
+		// scheduled for their RunAt.
 		{"wakeUp", &s.wakeUp, `UPDATE peonify_tasks
 			SET state = CASE WHEN run_at > ?2 THEN 'scheduled' ELSE 'pending' END,
 				visible_at = max(run_at, ?2), updated_at = ?2
-			WHERE id = ?1 AND state = 'waiting'
+			WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'waiting'
 			RETURNING state, visible_at`},
 		{"cancelChild", &s.cancelChild, `UPDATE peonify_tasks
 			SET state = 'cancelled', last_error = ?2, visible_at = ?3, updated_at = ?3
-			WHERE id = ?1 AND state = 'waiting'`},
+			WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'waiting'
+			RETURNING id`},
 		// The terms of the workflow index's WHERE are written out so that
 		// the index serves the query.
 		{"wfExists", &s.wfExists, `SELECT EXISTS (SELECT 1 FROM peonify_tasks WHERE workflow = ?1 AND workflow <> '')`},
