@@ -162,3 +162,78 @@ func ExampleStream_SetLimits() {
 
 	log.Fatal(p.Run(ctx))
 }
+
+// A workflow: fetch, then resize and thumbnail side by side, then publish
+// with both results; the producer waits for the last step. (Not run by go
+// test: it needs a Postgres server in DATABASE_URL, and a processor
+// running the four types.)
+func ExampleStream_EnqueueWorkflow() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	stream, err := pgstream.New(pool, pgstream.Config{Queue: "images", ResultRetention: time.Hour})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer stream.Close(ctx)
+
+	w := &peonify.Workflow{}
+	fetch := w.Add(&peonify.Task{Type: "fetch", Payload: []byte(`{"url":"https://example.com/a.png"}`)})
+	resize := w.Add(&peonify.Task{Type: "resize"}, fetch)
+	thumb := w.Add(&peonify.Task{Type: "thumbnail"}, fetch)
+	publish := w.Add(&peonify.Task{Type: "publish"}, resize, thumb)
+	if err := stream.EnqueueWorkflow(ctx, w); err != nil { // all four, or none
+		log.Fatal(err)
+	}
+
+	// The handler of "publish" reads its parents' results with
+	// peonify.ParentResults(ctx), and sets its own with peonify.SetResult.
+	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	info, err := stream.Wait(waitCtx, publish.ID) // woken by NOTIFY, not a tight poll
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(info.State, string(info.Result))
+
+	wf, err := stream.GetWorkflow(ctx, w.ID)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(wf.State, wf.Counts)
+}
+
+// Cancel a task, or a whole workflow: what has not run never runs, and a
+// running task's context is cancelled (with cause peonify.ErrCancelled)
+// within a third of its lease. (Not run by go test: it needs a Postgres
+// server in DATABASE_URL.)
+func ExampleStream_Cancel() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	stream, err := pgstream.New(pool, pgstream.Config{Queue: "reports"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer stream.Close(ctx)
+
+	t := &peonify.Task{Type: "monthly-report"}
+	if err := stream.Enqueue(ctx, t); err != nil {
+		log.Fatal(err)
+	}
+	n, err := stream.Cancel(ctx, t.ID)
+	if err != nil {
+		log.Fatal(err)
+	}
+	info, err := stream.Get(ctx, t.ID)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(n, info.State, info.LastError) // 1 cancelled cancelled by request
+}

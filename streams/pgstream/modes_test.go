@@ -91,6 +91,84 @@ func TestQueryExecModes(t *testing.T) {
 			if _, err := s.LimitStats(ctx); err != nil {
 				t.Fatal(err)
 			}
+
+			// Workflows, results, progress, cancellation.
+			if err := s.SetLimits(nil); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Purge(ctx, peonify.StatePending); err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range []int{3, CopyThreshold + 1} {
+				w := &peonify.Workflow{}
+				a := w.Add(&peonify.Task{Type: "wa"})
+				for range n - 2 {
+					w.Add(&peonify.Task{Type: "wb", Headers: map[string]string{"h": "v"}}, a)
+				}
+				last := w.Add(&peonify.Task{Type: "wc", AllowFailedParents: true}, w.Tasks[1:]...)
+				if err := s.EnqueueWorkflow(ctx, w); err != nil {
+					t.Fatal(err)
+				}
+				da := streamtest.Poll(t, s, 10)
+				if len(da) != 1 {
+					t.Fatalf("polled %d, want the workflow's root", len(da))
+				}
+				if err := s.SetProgress(ctx, da[0], peonify.Progress{Fraction: 0.5, Message: "half"}); err != nil {
+					t.Fatal(err)
+				}
+				child := &peonify.Task{ID: a.ID + ".c1", Type: "wb", Workflow: w.ID}
+				if err := s.Spawn(ctx, da[0], child); err != nil {
+					t.Fatal(err)
+				}
+				da[0].Result = []byte{0, 1}
+				if err := s.Ack(ctx, da...); err != nil {
+					t.Fatal(err)
+				}
+				// The root's dependents wait for its child too.
+				dc := streamtest.Poll(t, s, 500)
+				if len(dc) != 1 || dc[0].Task.ID != child.ID {
+					t.Fatalf("polled %d after the root's ack, want its child", len(dc))
+				}
+				if err := s.Ack(ctx, dc...); err != nil {
+					t.Fatal(err)
+				}
+				ds := streamtest.Poll(t, s, 500)
+				if len(ds) != n-2 {
+					t.Fatalf("polled %d after the child's ack, want %d", len(ds), n-2)
+				}
+				for i := range ds {
+					if i%2 == 0 {
+						ds[i].Result = []byte("r")
+					}
+				}
+				if err := s.Nack(ctx, ds[0], peonify.NackOptions{Outcome: peonify.OutcomeDead, Reason: "x"}); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.Ack(ctx, ds[1:]...); err != nil {
+					t.Fatal(err)
+				}
+				if res, err := s.Results(ctx, a.ID); err != nil || string(res[a.ID]) != "\x00\x01" {
+					t.Fatalf("Results = %q, %v", res, err)
+				}
+				if info, err := s.Wait(ctx, a.ID); err != nil || info.State != peonify.StateDone {
+					t.Fatalf("Wait = %+v, %v", info, err)
+				}
+				if _, err := s.GetWorkflow(ctx, w.ID); err != nil {
+					t.Fatal(err)
+				}
+				if n, err := s.CancelWorkflow(ctx, w.ID); err != nil || n != 1 {
+					t.Fatalf("CancelWorkflow = %d, %v; want the last task", n, err)
+				}
+				if _, err := s.Get(ctx, last.ID); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n, err := s.Purge(ctx, peonify.StateCancelled); err != nil || n != 2 {
+				t.Fatalf("Purge(cancelled) = %d, %v", n, err)
+			}
+			if _, err := s.Delete(ctx, "no-such-task"); err != nil {
+				t.Fatal(err)
+			}
 		})
 	}
 }
