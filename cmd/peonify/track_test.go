@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/dashboard"
 	"github.com/peonify/peonify/internal/testenv"
 	"github.com/peonify/peonify/streams/pgstream"
 	"github.com/peonify/peonify/streams/redisstream"
@@ -44,6 +45,8 @@ tasks:
   big: {executor: http, url: "%[2]s/big"}
   slow: {executor: exec, shell: 'trap "touch stopped; exit 143" TERM; touch started; sleep 30 & wait'}
   later: {executor: exec, shell: 'true'}
+http:
+  listen: 127.0.0.1:0
 `
 
 // A workflow enqueued from a file runs with the daemon; tasks get shows
@@ -51,26 +54,26 @@ tasks:
 // get shows the workflow, and tasks cancel and workflows cancel stop what
 // has not finished; on each store that keeps the state of its tasks.
 func TestWorkflowResultsWaitAndCancel(t *testing.T) {
-	t.Run("sqlite", func(t *testing.T) { trackEndToEnd(t, "{kind: sqlite, path: store.db, lease: 3s}") })
+	t.Run("sqlite", func(t *testing.T) { trackEndToEnd(t, "{kind: sqlite, path: store.db, lease: 3s}", "sqlite") })
 	t.Run("postgres", func(t *testing.T) {
 		url := testenv.URL(t, "postgres")
 		t.Setenv("PEONIFY_CLI_TEST_PG", url)
 		mustRun(t, t.TempDir(), "", "migrate", "--postgres", url)
 		queue := fmt.Sprintf("cli_track_%d", time.Now().UnixNano())
-		trackEndToEnd(t, "{kind: postgres, name: pg, url: '${PEONIFY_CLI_TEST_PG}', queue: "+queue+", lease: 3s}")
+		trackEndToEnd(t, "{kind: postgres, name: pg, url: '${PEONIFY_CLI_TEST_PG}', queue: "+queue+", lease: 3s}", "pg")
 	})
 	t.Run("redis", func(t *testing.T) {
 		url := testenv.URL(t, "redis")
 		t.Setenv("PEONIFY_CLI_TEST_REDIS", url)
 		queue := fmt.Sprintf("peonify-cli-track-%d", time.Now().UnixNano())
 		t.Cleanup(func() { deleteRedisQueue(url, queue) })
-		trackEndToEnd(t, "{kind: redis, name: rd, url: '${PEONIFY_CLI_TEST_REDIS}', queue: "+queue+", lease: 3s}")
+		trackEndToEnd(t, "{kind: redis, name: rd, url: '${PEONIFY_CLI_TEST_REDIS}', queue: "+queue+", lease: 3s}", "rd")
 	})
 }
 
 // trackEndToEnd runs TestWorkflowResultsWaitAndCancel on the store of
-// entry.
-func trackEndToEnd(t *testing.T, entry string) {
+// entry, a stream named name.
+func trackEndToEnd(t *testing.T, entry, name string) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/notify":
@@ -137,6 +140,18 @@ func trackEndToEnd(t *testing.T, entry string) {
 	}
 	if wj.State != peonify.WorkflowSucceeded || wj.Total != 3 || wj.Counts[peonify.StateDone] != 3 || len(wj.Tasks) != 3 || wj.CreatedAt == nil {
 		t.Errorf("workflows get --json: %s", r.stdout)
+	}
+	// The daemon's dashboard shows them too.
+	admin := d.listenAddr("serving metrics and health checks")
+	code, body := get(t, admin+"/dashboard/api/stores/"+name+"/workflows/"+wf1)
+	var wv dashboard.WorkflowView
+	if err := json.Unmarshal([]byte(body), &wv); code != http.StatusOK || err != nil || wv.State != peonify.WorkflowSucceeded || len(wv.Tasks) != 3 {
+		t.Errorf("the dashboard's workflow: %d %s", code, body)
+	}
+	code, body = get(t, admin+"/dashboard/api/stores/"+name+"/tasks/"+f)
+	var tv dashboard.TaskView
+	if err := json.Unmarshal([]byte(body), &tv); code != http.StatusOK || err != nil || tv.Result != `{"bytes":1234}` || tv.Workflow != wf1 {
+		t.Errorf("the dashboard's task: %d %s", code, body)
 	}
 
 	// A response body larger than a result can be kills its task.
