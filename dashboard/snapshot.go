@@ -38,6 +38,7 @@ type ProcessorView struct {
 	Released  uint64 `json:"released"`
 	Snoozed   uint64 `json:"snoozed"`
 	LeaseLost uint64 `json:"leaseLost"`
+	Cancelled uint64 `json:"cancelled"` // found cancelled before they started or while they ran
 	AckErrors uint64 `json:"ackErrors"`
 
 	Workers    int `json:"workers"`
@@ -241,7 +242,7 @@ func processorView(st peonify.Stats) *ProcessorView {
 	v := &ProcessorView{
 		Polled: st.Polled, Started: st.Started, Succeeded: st.Succeeded, Failed: st.Failed,
 		Retried: st.Retried, Dead: st.Dead, Released: st.Released, Snoozed: st.Snoozed,
-		LeaseLost: st.LeaseLost, AckErrors: st.AckErrors,
+		LeaseLost: st.LeaseLost, Cancelled: st.Cancelled, AckErrors: st.AckErrors,
 		Workers: st.Workers, QueueDepth: st.QueueDepth,
 		Running:  len(st.InFlight),
 		InFlight: make([]InFlightView, 0, min(len(st.InFlight), maxInFlight)),

@@ -385,6 +385,7 @@ func TestBrowserWorkflow(t *testing.T) {
 	if got := evalJS(`document.getElementById('notice').textContent`); got != "Cancelled 1 task in mem." {
 		t.Errorf("notice after the cancel: %q", got)
 	}
+	waitJS("waiting for the processor's cancelled count", `document.getElementById('stat-cancelled').textContent === '1'`)
 
 	// Cancel a whole workflow from its view.
 	do("opening the waiting tab", chromedp.Click(chromedp.CSS(store+`button.count.waiting`)))

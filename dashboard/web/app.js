@@ -258,6 +258,7 @@
     $('stat-failed').textContent = fmtInt(p.failed);
     $('stat-retried').textContent = fmtInt(p.retried);
     $('stat-dead').textContent = fmtInt(p.dead);
+    $('stat-cancelled').textContent = fmtInt(p.cancelled);
     $('stat-running').textContent = fmtInt(p.running);
     $('stat-workers').textContent = fmtInt(p.workers);
     $('stat-queued').textContent = fmtInt(p.queueDepth);
