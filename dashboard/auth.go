@@ -46,7 +46,7 @@ func (d *Dashboard) mutator(h func(http.ResponseWriter, *http.Request)) http.Han
 			d.unauthorized(w)
 		case !d.cfg.Auth.enabled():
 			writeError(w, http.StatusForbidden, "read_only",
-				"this dashboard is read-only: configure dashboard.Config.Auth (a Token, or a Username and Password) to retry, delete, pause or resume")
+				"this dashboard is read-only: configure dashboard.Config.Auth (a Token, or a Username and Password) to retry, cancel, delete, pause or resume")
 		case d.cop.Check(r) != nil:
 			writeError(w, http.StatusForbidden, "cross_origin",
 				"cross-origin request refused: changes can only be made from the dashboard's own page")
@@ -152,7 +152,8 @@ type Session struct {
 	// Auth lists the accepted credentials: "token", "basic", or none.
 	Auth []string `json:"auth"`
 
-	// CanMutate is true when retry, delete, pause and resume are allowed.
+	// CanMutate is true when retry, cancel, delete, pause and resume are
+	// allowed.
 	CanMutate bool `json:"canMutate"`
 
 	// CSRF is the token to send in the X-CSRF-Token header of every POST,

@@ -61,7 +61,10 @@ type Store struct {
 	Name string
 
 	// Inspector reads and repairs the store's tasks. Every durable stream
-	// of Peonify implements it.
+	// of Peonify implements it. If it is also a peonify.Tracker and a
+	// peonify.WorkflowStore, or a stream through whose wrappers
+	// peonify.As finds them, the dashboard shows results and progress,
+	// cancels tasks and shows workflows.
 	Inspector peonify.Inspector
 
 	// Limiter reports the flow-control limits the store enforces: each
@@ -185,10 +188,12 @@ type Dashboard struct {
 
 // store is one Config.Stores entry, with its optional capabilities.
 type store struct {
-	name   string
-	insp   peonify.Inspector
-	pauser Pauser          // nil if the store cannot pause
-	lim    peonify.Limiter // nil if the store enforces no limits
+	name      string
+	insp      peonify.Inspector
+	pauser    Pauser                // nil if the store cannot pause
+	lim       peonify.Limiter       // nil if the store enforces no limits
+	tracker   peonify.Tracker       // nil if the store keeps no results, progress or cancellation
+	workflows peonify.WorkflowStore // nil if the store has no workflows
 }
 
 // Defaults and bounds of Config fields.
@@ -241,6 +246,8 @@ func New(cfg Config) (*Dashboard, error) {
 		}
 		st := &store{name: s.Name, insp: s.Inspector}
 		st.pauser = pauserOf(s.Inspector)
+		st.tracker = trackerOf(s.Inspector)
+		st.workflows = workflowStoreOf(s.Inspector)
 		st.lim = s.Limiter
 		if st.lim == nil {
 			st.lim = limiterOf(s.Inspector)
@@ -263,6 +270,9 @@ func (d *Dashboard) routes() {
 	m.HandleFunc("GET /api/stores/{store}/tasks/{id}", d.reader(d.withStore(d.serveTask)))
 	m.HandleFunc("POST /api/stores/{store}/retry", d.mutator(d.withStore(d.serveRetry)))
 	m.HandleFunc("POST /api/stores/{store}/delete", d.mutator(d.withStore(d.serveDelete)))
+	m.HandleFunc("POST /api/stores/{store}/cancel", d.mutator(d.withStore(d.serveCancel)))
+	m.HandleFunc("GET /api/stores/{store}/workflows/{id}", d.reader(d.withStore(d.serveWorkflow)))
+	m.HandleFunc("POST /api/stores/{store}/workflows/{id}/cancel", d.mutator(d.withStore(d.serveCancelWorkflow)))
 	m.HandleFunc("POST /api/stores/{store}/pause", d.mutator(d.withStore(d.servePause)))
 	m.HandleFunc("POST /api/stores/{store}/resume", d.mutator(d.withStore(d.serveResume)))
 	d.mux = m

@@ -13,6 +13,16 @@
 // Store.Limiter) it shows each limit with its tasks in use and waiting and
 // its busiest keys; clicking a key lists that key's tasks.
 //
+// For a store that keeps the state of its tasks (a peonify.Tracker: the
+// embedded store, Postgres, Redis, memstream) the counts include waiting
+// and cancelled tasks, a running task shows a progress bar with the last
+// progress it reported, a done task shows its result, and tasks that have
+// not finished (waiting, pending, scheduled, running) have a Cancel
+// button. For a store that runs workflows (a peonify.WorkflowStore) a
+// task of a workflow links to the workflow's view: its state, its tasks'
+// counts by state, its tasks with their states, parents and progress, and
+// a Cancel workflow button while it runs.
+//
 // The page is plain HTML, CSS and JavaScript embedded in the program: no
 // build step, nothing loaded from elsewhere, so it works offline.
 //
@@ -116,8 +126,17 @@
 //	GET  api/stores/{name}/tasks/{id}    TaskView with up to 64 KiB of payload and the headers
 //	POST api/stores/{name}/retry         Selection → Result: retry dead tasks ({"ids": [...]} or {"all": true})
 //	POST api/stores/{name}/delete        Selection → Result: delete tasks, or with "all" every dead task
+//	POST api/stores/{name}/cancel        {"ids": [...]} → Result: cancel tasks that have not finished (a Tracker)
+//	GET  api/stores/{name}/workflows/{id}          WorkflowView: state, counts, the first 1000 tasks (a WorkflowStore)
+//	POST api/stores/{name}/workflows/{id}/cancel   → Result: cancel the workflow's unfinished tasks
 //	POST api/stores/{name}/pause         → PauseState, for stores that implement Pauser
 //	POST api/stores/{name}/resume        → PauseState
+//
+// A TaskView carries the task's workflow, parents and progress, and
+// whether it has a result; the result itself (up to 64 KiB) comes with
+// one task only, hidden with the payload by Config.HidePayload. A
+// StoreView says whether the store tracks tasks (Tracks) and runs
+// workflows (Workflows).
 //
 // A Snapshot's StoreView lists the store's limits (LimitView: name,
 // inUse, waiting and the busiest keys), read from its Limiter with the
@@ -125,6 +144,6 @@
 //
 // Errors are an APIError with a status of 400 (bad request), 401
 // (credential missing or wrong), 403 (read-only dashboard, cross-origin,
-// or CSRF token missing), 404 (no such store or task), 501 (the store
-// cannot pause) or 502 (the store failed).
+// or CSRF token missing), 404 (no such store, task or workflow), 501 (the
+// store cannot pause, cancel or run workflows) or 502 (the store failed).
 package dashboard

@@ -38,6 +38,7 @@ type ProcessorView struct {
 	Released  uint64 `json:"released"`
 	Snoozed   uint64 `json:"snoozed"`
 	LeaseLost uint64 `json:"leaseLost"`
+	Cancelled uint64 `json:"cancelled"` // found cancelled before they started or while they ran
 	AckErrors uint64 `json:"ackErrors"`
 
 	Workers    int `json:"workers"`
@@ -96,6 +97,12 @@ type StoreView struct {
 	// its state.
 	Pausable bool `json:"pausable"`
 	Paused   bool `json:"paused"`
+
+	// Tracks is true when the store keeps results and progress and can
+	// cancel tasks (a peonify.Tracker); Workflows when it runs workflows
+	// (a peonify.WorkflowStore).
+	Tracks    bool `json:"tracks"`
+	Workflows bool `json:"workflows"`
 
 	// Limits are the flow-control limits the store enforces (see
 	// Store.Limiter), in the order they were set; absent when it enforces
@@ -197,7 +204,8 @@ func (d *Dashboard) snapshot(ctx context.Context) Snapshot {
 func (d *Dashboard) storeView(ctx context.Context, st *store) StoreView {
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	v := StoreView{Name: st.name, Counts: make(map[peonify.State]int, len(peonify.States)), Pausable: st.pauser != nil}
+	v := StoreView{Name: st.name, Counts: make(map[peonify.State]int, len(peonify.States)), Pausable: st.pauser != nil,
+		Tracks: st.tracker != nil, Workflows: st.workflows != nil}
 	for _, state := range peonify.States {
 		v.Counts[state] = 0
 	}
@@ -234,7 +242,7 @@ func processorView(st peonify.Stats) *ProcessorView {
 	v := &ProcessorView{
 		Polled: st.Polled, Started: st.Started, Succeeded: st.Succeeded, Failed: st.Failed,
 		Retried: st.Retried, Dead: st.Dead, Released: st.Released, Snoozed: st.Snoozed,
-		LeaseLost: st.LeaseLost, AckErrors: st.AckErrors,
+		LeaseLost: st.LeaseLost, Cancelled: st.Cancelled, AckErrors: st.AckErrors,
 		Workers: st.Workers, QueueDepth: st.QueueDepth,
 		Running:  len(st.InFlight),
 		InFlight: make([]InFlightView, 0, min(len(st.InFlight), maxInFlight)),

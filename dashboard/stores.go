@@ -41,6 +41,29 @@ type TaskView struct {
 
 	// Headers are shown for one task only, unless hidden.
 	Headers map[string]string `json:"headers,omitempty"`
+
+	// Workflow is the workflow the task belongs to, Parents the tasks it
+	// waits for, and AllowFailedParents whether it runs even if they fail
+	// (see peonify.Workflow).
+	Workflow           string   `json:"workflow,omitempty"`
+	Parents            []string `json:"parents,omitempty"`
+	AllowFailedParents bool     `json:"allowFailedParents,omitempty"`
+
+	// Progress is the last progress the task reported, on a store that
+	// keeps it (a peonify.Tracker); absent if none.
+	Progress *ProgressView `json:"progress,omitempty"`
+
+	// HasResult is true for a done task with a result, on a store that
+	// keeps results. The result itself is shown for one task only, like
+	// the payload: Result holds up to 64 KiB of it as text (bytes that are
+	// not UTF-8 replaced with U+FFFD, and ResultBinary set), unless the
+	// type's payloads are hidden (ResultHidden).
+	HasResult       bool   `json:"hasResult,omitempty"`
+	Result          string `json:"result,omitempty"`
+	ResultSize      int    `json:"resultSize,omitempty"`
+	ResultTruncated bool   `json:"resultTruncated,omitempty"`
+	ResultHidden    bool   `json:"resultHidden,omitempty"`
+	ResultBinary    bool   `json:"resultBinary,omitempty"`
 }
 
 // TaskPage is the answer of GET /api/stores/{name}/tasks.
@@ -127,6 +150,12 @@ func (d *Dashboard) taskView(ti peonify.TaskInfo, preview int, full bool) TaskVi
 		ID: t.ID, Type: t.Type, Key: t.Key, State: ti.State, Attempts: ti.Attempts, MaxAttempts: t.MaxAttempts,
 		Priority: t.Priority, EnqueuedAt: t.EnqueuedAt, RunAt: t.RunAt, UpdatedAt: ti.UpdatedAt,
 		LeaseUntil: ti.LeaseUntil, LastError: cmp.Or(ti.LastError, t.LastError), PayloadSize: len(t.Payload),
+		Workflow: t.Workflow, Parents: t.Parents, AllowFailedParents: t.AllowFailedParents, Progress: progressView(ti),
+	}
+	if full {
+		d.setResult(&v, ti)
+	} else {
+		v.HasResult = ti.Result != nil
 	}
 	if !full {
 		v.LastError, _ = truncate(v.LastError, maxListError)

@@ -47,6 +47,7 @@
 //	peonify_tasks_released_total       handed back at shutdown, not counted as attempts
 //	peonify_tasks_snoozed_total        asked to run later, not counted as attempts
 //	peonify_tasks_lease_lost_total     lease lost; the result was discarded
+//	peonify_tasks_cancelled_total      cancelled (peonify.Tracker.Cancel) before or while running; not a failure
 //	peonify_task_run_seconds           histogram of handler run time, per attempt
 //	peonify_task_local_wait_seconds    histogram of the wait in the local queue (claimed → started)
 //	peonify_task_wait_seconds          histogram of the end-to-end wait of first attempts

@@ -109,8 +109,8 @@ func (c Config) validate() error {
 // Metrics is safe for concurrent use. See the package documentation for
 // the list of metrics.
 type Metrics struct {
-	succeeded, failed, retried, dead, released, snoozed, leaseLost *prometheus.CounterVec
-	run, localWait, wait                                           *prometheus.HistogramVec
+	succeeded, failed, retried, dead, released, snoozed, leaseLost, cancelled *prometheus.CounterVec
+	run, localWait, wait                                                      *prometheus.HistogramVec
 
 	workers, queued, inFlight, oldest, ackErrors *prometheus.Desc
 	polled, polls, pollErrors, backingOff        *prometheus.Desc
@@ -132,8 +132,8 @@ type seriesKey struct{ stream, typ string }
 // series holds the children of the event metrics for one label pair, so an
 // event costs no label hashing.
 type series struct {
-	succeeded, failed, retried, dead, released, snoozed, leaseLost prometheus.Counter
-	timings                                                        atomic.Pointer[timings]
+	succeeded, failed, retried, dead, released, snoozed, leaseLost, cancelled prometheus.Counter
+	timings                                                                   atomic.Pointer[timings]
 }
 
 // timings holds the histograms of one label pair. They are made when a
@@ -186,6 +186,7 @@ func New(cfg Config) (*Metrics, error) {
 		released:  counter("peonify_tasks_released_total", "Tasks handed back unstarted or interrupted by shutdown, not counted as attempts."),
 		snoozed:   counter("peonify_tasks_snoozed_total", "Tasks that asked to run again later, not counted as attempts."),
 		leaseLost: counter("peonify_tasks_lease_lost_total", "Tasks whose lease was lost; their results were discarded."),
+		cancelled: counter("peonify_tasks_cancelled_total", "Tasks cancelled (Tracker.Cancel) before they started or while they ran; their results were discarded."),
 
 		run: histogram("peonify_task_run_seconds", "How long handlers ran, per attempt.", cfg.RunBuckets),
 		localWait: histogram("peonify_task_local_wait_seconds",
@@ -300,6 +301,8 @@ func (m *Metrics) OnEvent(e peonify.Event) {
 		s.snoozed.Inc()
 	case peonify.EventLeaseLost:
 		s.leaseLost.Inc()
+	case peonify.EventCancelled:
+		s.cancelled.Inc()
 	}
 	if e.Started.IsZero() {
 		return
@@ -382,7 +385,7 @@ func (m *Metrics) learn(s peonify.Stats) map[string]bool {
 }
 
 func (m *Metrics) counterVecs() []*prometheus.CounterVec {
-	return []*prometheus.CounterVec{m.succeeded, m.failed, m.retried, m.dead, m.released, m.snoozed, m.leaseLost}
+	return []*prometheus.CounterVec{m.succeeded, m.failed, m.retried, m.dead, m.released, m.snoozed, m.leaseLost, m.cancelled}
 }
 
 // seriesFor returns the event metrics of one label pair, creating them on
@@ -400,6 +403,7 @@ func (m *Metrics) seriesFor(k seriesKey) *series {
 		released:  m.released.WithLabelValues(stream, typ),
 		snoozed:   m.snoozed.WithLabelValues(stream, typ),
 		leaseLost: m.leaseLost.WithLabelValues(stream, typ),
+		cancelled: m.cancelled.WithLabelValues(stream, typ),
 	}
 	got, _ := m.series.LoadOrStore(k, s)
 	return got.(*series)

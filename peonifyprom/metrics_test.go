@@ -423,6 +423,37 @@ peonify_tasks_succeeded_total{processor="a",stream="s",type="unknown"} 0
 	}
 }
 
+// A cancelled task is counted as cancelled, not as failed, and a run it
+// was cut short of is still timed.
+func TestCancelledCounted(t *testing.T) {
+	m, err := peonifyprom.New(peonifyprom.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	m.OnEvent(peonify.Event{Kind: peonify.EventCancelled, Task: &peonify.Task{Type: "report", Attempt: 1},
+		Stream: "s", Claimed: now, Started: now, Duration: time.Millisecond, Err: peonify.ErrCancelled})
+	m.OnEvent(peonify.Event{Kind: peonify.EventCancelled, Task: &peonify.Task{Type: "report"}, Stream: "s",
+		Claimed: now, Err: peonify.ErrCancelled}) // cancelled before it started: unattached, its type is not known
+	const want = `
+# HELP peonify_tasks_cancelled_total Tasks cancelled (Tracker.Cancel) before they started or while they ran; their results were discarded.
+# TYPE peonify_tasks_cancelled_total counter
+peonify_tasks_cancelled_total{stream="s",type="report"} 1
+peonify_tasks_cancelled_total{stream="s",type="unknown"} 1
+# HELP peonify_tasks_failed_total Failed tasks: the sum of retried and dead.
+# TYPE peonify_tasks_failed_total counter
+peonify_tasks_failed_total{stream="s",type="report"} 0
+peonify_tasks_failed_total{stream="s",type="unknown"} 0
+`
+	if err := testutil.CollectAndCompare(m, strings.NewReader(want),
+		"peonify_tasks_cancelled_total", "peonify_tasks_failed_total"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(m, "peonify_task_run_seconds"); n != 1 {
+		t.Errorf("run_seconds has %d series, want the one of the run that was cut short", n)
+	}
+}
+
 func BenchmarkOnEvent(b *testing.B) {
 	m, err := peonifyprom.New(peonifyprom.Config{})
 	if err != nil {

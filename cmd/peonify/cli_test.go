@@ -453,7 +453,7 @@ func TestHelpAndVersion(t *testing.T) {
 			t.Errorf("peonify %s --help has no example:\n%s", cmd.name, h.stdout)
 		}
 	}
-	for _, sub := range taskSubcommands() {
+	for _, sub := range append(taskSubcommands(), workflowSubcommands()...) {
 		h := mustRun(t, dir, "", append(strings.Fields(sub.name), "--help")...)
 		if !strings.Contains(h.stdout, "Example:\n  peonify "+sub.name) || !strings.Contains(h.stdout, "-store") {
 			t.Errorf("peonify %s --help:\n%s", sub.name, h.stdout)

@@ -9,12 +9,20 @@
 //	peonify tasks list --state dead --store peonify.db
 //	peonify tasks retry --all --store peonify.db
 //	peonify tasks limits -c peonify.yaml   # each limit's tasks in use and waiting, busiest keys
+//	peonify enqueue --store peonify.db --workflow nightly.json   # tasks with dependencies, all or none
+//	peonify tasks get 01a2… --store peonify.db    # with its progress, result, workflow and parents
+//	peonify tasks wait 01a2… --timeout 5m --store peonify.db   # prints the result once done
+//	peonify tasks cancel 01a2… --store peonify.db
+//	peonify workflows get nightly-2030-01-02 --store peonify.db
 //	peonify migrate --postgres "$DATABASE_URL"
 //	peonify version
 //
 // A minimal peonify.yaml takes tasks from an embedded SQLite store and
 // runs each task type with a built-in executor: http delivers the payload
-// to a URL, exec runs a command with the payload on its standard input.
+// to a URL, exec runs a command with the payload on its standard input. On
+// the stores that keep results (sqlite, postgres, redis), the body of an
+// http task's 2xx answer, and with stdout: result an exec task's output,
+// is the task's result.
 //
 //	streams:
 //	  - kind: sqlite

@@ -22,7 +22,7 @@ func enqueueCommand() *command {
 	return &command{
 		name:    "enqueue",
 		summary: "add tasks to a store",
-		usage:   "enqueue --type TYPE [--payload JSON|@FILE|-] [task flags] STORE\n  peonify enqueue --jsonl STORE < tasks.jsonl",
+		usage:   "enqueue --type TYPE [--payload JSON|@FILE|-] [task flags] STORE\n  peonify enqueue --jsonl STORE < tasks.jsonl\n  peonify enqueue --workflow FILE.json STORE",
 		about: `Enqueue stores one task, or a batch of tasks read as JSON lines from stdin,
 in a durable store, and prints the ID of each (a new sortable ID unless --id
 gives one). A task whose ID is already stored is not stored again: enqueue
@@ -46,10 +46,24 @@ max_message_size), and the server's max_payload on NATS (1 MiB by
 default). Memory use stays bounded by the longest line, however many lines
 there are: a piped stdin is copied to a temporary file to be read twice.
 Tasks are stored in batches; if the store fails midway, enqueue says up to
-which line the tasks were stored.`,
+which line the tasks were stored.
+
+With --workflow FILE.json (or - for stdin), enqueue stores a workflow: tasks
+with dependencies, all of them or none, in a store that runs workflows
+(sqlite, postgres, redis). It prints the workflow's ID. The file is one JSON
+document:
+  {"id": "nightly-2030-01-02", "tasks": [
+    {"id": "fetch", "type": "fetch", "payload": {"day": "2030-01-02"}},
+    {"id": "resize", "type": "resize", "parents": ["fetch"]},
+    {"type": "report", "parents": ["fetch", "resize"], "allow_failed_parents": true}]}
+A task starts once all its parents are done, and is cancelled if one of them
+is dead or cancelled, unless it sets allow_failed_parents. Tasks take the
+fields of a --jsonl line too. A workflow whose ID is stored already is not
+stored again; enqueue says so and succeeds.`,
 		example: `peonify enqueue --store peonify.db --type email --payload '{"to":"ada@example.com"}'
 peonify enqueue --store peonify.db --type report --payload @report.json --delay 10m
-generate-tasks | peonify enqueue -c peonify.yaml --stream orders --jsonl`,
+generate-tasks | peonify enqueue -c peonify.yaml --stream orders --jsonl
+peonify enqueue --store peonify.db --workflow nightly.json`,
 		run: (*cli).enqueue,
 	}
 }
@@ -102,6 +116,7 @@ func (c *cli) enqueue(cmd *command, args []string) error {
 	headers := headerFlags{}
 	fs.Var(headers, "header", "a task header as `key=value` (repeatable)")
 	jsonl := fs.Bool("jsonl", false, "read tasks from stdin, one JSON object per line")
+	workflow := fs.String("workflow", "", "enqueue the workflow of this JSON `file` (- for stdin): its tasks and their parents, all or none")
 	jsonOut := fs.Bool("json", false, `print {"id", "duplicate"} per task instead of the bare ID`)
 	if err := c.parseFlags(cmd, fs, args); err != nil {
 		return err
@@ -112,6 +127,24 @@ func (c *cli) enqueue(cmd *command, args []string) error {
 	st, err := sf.resolve(c, false)
 	if err != nil {
 		return err
+	}
+	if *workflow != "" {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for _, name := range []string{"jsonl", "type", "payload", "raw", "id", "delay", "run-at", "priority", "max-attempts", "unique-key", "key", "header"} {
+			if set[name] {
+				return usagef("--%s cannot be used with --workflow: the file sets each task's fields", name)
+			}
+		}
+		w, err := c.readWorkflow(*workflow, time.Now())
+		if err != nil {
+			return err
+		}
+		if err := st.open(ctx); err != nil {
+			return err
+		}
+		defer st.close()
+		return c.enqueueWorkflow(ctx, st, w, *jsonOut)
 	}
 	var next func() (*peonify.Task, int, error) // the tasks to store, each with its input line
 	if *jsonl {
@@ -538,8 +571,13 @@ func parseJSONLine(line []byte, n int, now time.Time) (*peonify.Task, error) {
 	if dec.More() {
 		return nil, usagef("line %d: more than one JSON value: put one task per line", n)
 	}
+	return jt.task(fmt.Sprintf("line %d", n), now)
+}
+
+// task returns the task that jt describes; where names it in errors.
+func (jt *jsonlTask) task(where string, now time.Time) (*peonify.Task, error) {
 	if jt.Type == "" {
-		return nil, usagef(`line %d: "type" is required`, n)
+		return nil, usagef(`%s: "type" is required`, where)
 	}
 	t := &peonify.Task{Type: jt.Type, ID: jt.ID, Priority: jt.Priority, MaxAttempts: jt.MaxAttempts,
 		UniqueKey: jt.UniqueKey, Key: jt.Key, Headers: jt.Headers, RunAt: jt.RunAt}
@@ -548,11 +586,11 @@ func parseJSONLine(line []byte, n int, now time.Time) (*peonify.Task, error) {
 	}
 	if jt.Delay != "" {
 		if !jt.RunAt.IsZero() {
-			return nil, usagef(`line %d: give "delay" or "run_at", not both`, n)
+			return nil, usagef(`%s: give "delay" or "run_at", not both`, where)
 		}
 		d, err := time.ParseDuration(jt.Delay)
 		if err != nil || d < 0 {
-			return nil, usagef(`line %d: "delay" %q is not a duration like 30s or 2h`, n, jt.Delay)
+			return nil, usagef(`%s: "delay" %q is not a duration like 30s or 2h`, where, jt.Delay)
 		}
 		t.RunAt = now.Add(d)
 	}

@@ -15,17 +15,20 @@ import (
 
 // postgresSpec is a stream of kind postgres: pgstream.
 type postgresSpec struct {
-	Common     streamCommon      `yaml:",inline"`
-	URL        string            `yaml:"url"`         // required: postgres://user:password@host:5432/db
-	Queue      string            `yaml:"queue"`       // defaults to "default"
-	Schema     string            `yaml:"schema"`      // defaults to public
-	Lease      yamlfile.Duration `yaml:"lease"`       // defaults to 30s
-	KeepDone   yamlfile.Duration `yaml:"keep_done"`   // defaults to 0: acked tasks are deleted
-	KeepDead   yamlfile.Duration `yaml:"keep_dead"`   // defaults to 7 days
-	NoListen   bool              `yaml:"no_listen"`   // for poolers in transaction mode
-	SyncCommit bool              `yaml:"sync_commit"` // claims and acks wait for the disk
-	Migrate    bool              `yaml:"migrate"`     // create or upgrade the tables at start-up
-	MaxConns   int32             `yaml:"max_conns"`   // pool size for this URL; defaults to pgx's default
+	Common   streamCommon      `yaml:",inline"`
+	URL      string            `yaml:"url"`       // required: postgres://user:password@host:5432/db
+	Queue    string            `yaml:"queue"`     // defaults to "default"
+	Schema   string            `yaml:"schema"`    // defaults to public
+	Lease    yamlfile.Duration `yaml:"lease"`     // defaults to 30s
+	KeepDone yamlfile.Duration `yaml:"keep_done"` // defaults to 0: acked tasks are deleted
+	KeepDead yamlfile.Duration `yaml:"keep_dead"` // defaults to 7 days
+	// ResultRetention keeps done tasks with a result or in a workflow;
+	// defaults to 24h.
+	ResultRetention yamlfile.Duration `yaml:"result_retention"`
+	NoListen        bool              `yaml:"no_listen"`   // for poolers in transaction mode
+	SyncCommit      bool              `yaml:"sync_commit"` // claims and acks wait for the disk
+	Migrate         bool              `yaml:"migrate"`     // create or upgrade the tables at start-up
+	MaxConns        int32             `yaml:"max_conns"`   // pool size for this URL; defaults to pgx's default
 }
 
 func (s *postgresSpec) common() *streamCommon { return &s.Common }
@@ -39,7 +42,7 @@ func (s *postgresSpec) payloadLimit(*resources) (int64, string) {
 // postgresKind is the kind postgres, which --postgres (and --schema)
 // names: a queue in a Postgres table, shared by any number of processors.
 func postgresKind() kind {
-	return kind{name: "postgres", limits: true,
+	return kind{name: "postgres", limits: true, tracks: true,
 		new: func() streamSpec { return new(postgresSpec) },
 		flag: queueFlag("postgres", "a Postgres database `URL` (with --queue)", "default", "queue",
 			[]flagDef{{"schema", "public", "the Postgres `schema`, with --postgres"}},
@@ -72,15 +75,16 @@ func (s *postgresSpec) check() error {
 
 func (s *postgresSpec) config(log *slog.Logger, l *pgstream.Listener) pgstream.Config {
 	return pgstream.Config{
-		Queue:      s.Queue,
-		Schema:     s.Schema,
-		Lease:      time.Duration(s.Lease),
-		KeepDone:   time.Duration(s.KeepDone),
-		KeepDead:   time.Duration(s.KeepDead),
-		NoListen:   s.NoListen,
-		SyncCommit: s.SyncCommit,
-		Listener:   l,
-		Logger:     log,
+		Queue:           s.Queue,
+		Schema:          s.Schema,
+		Lease:           time.Duration(s.Lease),
+		KeepDone:        time.Duration(s.KeepDone),
+		KeepDead:        time.Duration(s.KeepDead),
+		ResultRetention: time.Duration(s.ResultRetention),
+		NoListen:        s.NoListen,
+		SyncCommit:      s.SyncCommit,
+		Listener:        l,
+		Logger:          log,
 	}
 }
 

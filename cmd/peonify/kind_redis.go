@@ -24,8 +24,11 @@ type redisSpec struct {
 	RescueInterval yamlfile.Duration `yaml:"rescue_interval"` // defaults to min(1s, lease/2)
 	DedupWindow    yamlfile.Duration `yaml:"dedup_window"`    // defaults to 5m; negative: off
 	KeepDead       yamlfile.Duration `yaml:"keep_dead"`       // defaults to 7 days; negative: until deleted
-	PoolSize       int               `yaml:"pool_size"`       // connections for this URL; defaults to go-redis's
-	TLS            tlsFiles          `yaml:",inline"`
+	// ResultRetention keeps done tasks with a result or in a workflow;
+	// defaults to 24h.
+	ResultRetention yamlfile.Duration `yaml:"result_retention"`
+	PoolSize        int               `yaml:"pool_size"` // connections for this URL; defaults to go-redis's
+	TLS             tlsFiles          `yaml:",inline"`
 
 	tls *tls.Config // built by check
 }
@@ -42,7 +45,7 @@ func (s *redisSpec) payloadLimit(*resources) (int64, string) {
 // redisKind is the kind redis, which --redis names: a queue on Redis
 // Streams, shared by any number of processors.
 func redisKind() kind {
-	return kind{name: "redis", limits: true,
+	return kind{name: "redis", limits: true, tracks: true,
 		new: func() streamSpec { return new(redisSpec) },
 		flag: queueFlag("redis", "a Redis server `URL` (with --queue)", "default", "Redis queue", nil,
 			func(url, queue string, _ *storeFlags) storeSpec { return &redisSpec{URL: url, Queue: queue} })}
@@ -74,13 +77,14 @@ func (s *redisSpec) check() error {
 
 func (s *redisSpec) config(r *resources) redisstream.Config {
 	cfg := redisstream.Config{
-		Queue:          s.Queue,
-		Prefix:         s.Prefix,
-		Consumer:       s.Consumer,
-		Lease:          time.Duration(s.Lease),
-		RescueInterval: time.Duration(s.RescueInterval),
-		DedupWindow:    time.Duration(s.DedupWindow),
-		KeepDead:       time.Duration(s.KeepDead),
+		Queue:           s.Queue,
+		Prefix:          s.Prefix,
+		Consumer:        s.Consumer,
+		Lease:           time.Duration(s.Lease),
+		RescueInterval:  time.Duration(s.RescueInterval),
+		DedupWindow:     time.Duration(s.DedupWindow),
+		KeepDead:        time.Duration(s.KeepDead),
+		ResultRetention: time.Duration(s.ResultRetention),
 	}
 	if r != nil {
 		cfg.Logger = r.log

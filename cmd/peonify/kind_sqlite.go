@@ -16,13 +16,16 @@ import (
 
 // sqliteSpec is a stream of kind sqlite: sqlitestream.
 type sqliteSpec struct {
-	Common      streamCommon       `yaml:",inline"`
-	Path        string             `yaml:"path"`         // required: the database file, created if missing
-	Lease       yamlfile.Duration  `yaml:"lease"`        // defaults to 30s
-	KeepDone    *yamlfile.Duration `yaml:"keep_done"`    // defaults to 0 (acked tasks are deleted), or 24h for a webhook's store
-	KeepDead    yamlfile.Duration  `yaml:"keep_dead"`    // defaults to 0: dead tasks are kept until purged
-	Synchronous string             `yaml:"synchronous"`  // full (default) or normal
-	BusyTimeout yamlfile.Duration  `yaml:"busy_timeout"` // defaults to 5s
+	Common   streamCommon       `yaml:",inline"`
+	Path     string             `yaml:"path"`      // required: the database file, created if missing
+	Lease    yamlfile.Duration  `yaml:"lease"`     // defaults to 30s
+	KeepDone *yamlfile.Duration `yaml:"keep_done"` // defaults to 0 (acked tasks are deleted), or 24h for a webhook's store
+	KeepDead yamlfile.Duration  `yaml:"keep_dead"` // defaults to 0: dead tasks are kept until purged
+	// ResultRetention keeps done tasks with a result or in a workflow;
+	// defaults to 24h.
+	ResultRetention yamlfile.Duration `yaml:"result_retention"`
+	Synchronous     string            `yaml:"synchronous"`  // full (default) or normal
+	BusyTimeout     yamlfile.Duration `yaml:"busy_timeout"` // defaults to 5s
 }
 
 func (s *sqliteSpec) common() *streamCommon { return &s.Common }
@@ -42,7 +45,7 @@ func (s *sqliteSpec) file() string { return s.Path }
 // sqliteKind is the kind sqlite, which --store names: the embedded durable
 // store: one SQLite file, no server.
 func sqliteKind() kind {
-	return kind{name: "sqlite", limits: true,
+	return kind{name: "sqlite", limits: true, tracks: true,
 		new: func() streamSpec { return new(sqliteSpec) },
 		flag: &storeFlag{name: "store", usage: "the SQLite store `file` (a sqlite stream's path)", hint: "--store FILE (SQLite)",
 			spec: func(value string, _ *storeFlags, mustExist bool) (storeSpec, string, string, error) {
@@ -72,11 +75,12 @@ func (s *sqliteSpec) check() error {
 // watch for other processes' commits, which only a processor needs.
 func (s *sqliteSpec) config(log *slog.Logger, watch bool) (sqlitestream.Config, error) {
 	cfg := sqlitestream.Config{
-		Name:        s.Common.Name,
-		Lease:       time.Duration(s.Lease),
-		KeepDead:    time.Duration(s.KeepDead),
-		BusyTimeout: time.Duration(s.BusyTimeout),
-		Logger:      log,
+		Name:            s.Common.Name,
+		Lease:           time.Duration(s.Lease),
+		KeepDead:        time.Duration(s.KeepDead),
+		ResultRetention: time.Duration(s.ResultRetention),
+		BusyTimeout:     time.Duration(s.BusyTimeout),
+		Logger:          log,
 	}
 	if s.KeepDone != nil {
 		cfg.KeepDone = time.Duration(*s.KeepDone)

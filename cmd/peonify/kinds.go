@@ -17,6 +17,10 @@ type kind struct {
 	// limits is set for kinds whose stores enforce the limits section in
 	// their claims (peonify.Limiter).
 	limits bool
+	// tracks is set for kinds whose stores keep the state of their tasks
+	// (peonify.Tracker: results, progress, cancellation) and run
+	// workflows (peonify.WorkflowStore).
+	tracks bool
 }
 
 // kinds returns the kinds of the streams list, in the order that
@@ -45,6 +49,18 @@ func kindNames() []string {
 		names = append(names, k.name)
 	}
 	slices.Sort(names)
+	return names
+}
+
+// trackKinds returns the names of the kinds whose stores keep results,
+// progress and cancellation and run workflows.
+func trackKinds() []string {
+	var names []string
+	for _, k := range kinds() {
+		if k.tracks {
+			names = append(names, k.name)
+		}
+	}
 	return names
 }
 

@@ -41,7 +41,19 @@ const (
 	exitOK      = 0
 	exitFailure = 1 // the command ran and failed
 	exitUsage   = 2 // bad flags, arguments or config file
+	exitFailed  = 3 // tasks wait: the task finished dead or cancelled
+	exitTimeout = 4 // tasks wait: the task did not finish within --timeout
 )
+
+// statusError ends a command with an exit status of its own, after its
+// message.
+type statusError struct {
+	code int
+	err  error
+}
+
+func (e *statusError) Error() string { return e.err.Error() }
+func (e *statusError) Unwrap() error { return e.err }
 
 // command is one subcommand.
 type command struct {
@@ -55,7 +67,7 @@ type command struct {
 
 // commands lists the subcommands in the order help shows them.
 func commands() []*command {
-	return []*command{demoCommand(), runCommand(), enqueueCommand(), tasksCommand(), migrateCommand(), versionCommand()}
+	return []*command{demoCommand(), runCommand(), enqueueCommand(), tasksCommand(), workflowsCommand(), migrateCommand(), versionCommand()}
 }
 
 // usageError is a mistake in how the command was called.
@@ -98,6 +110,7 @@ func (c *cli) main(args []string) int {
 	var (
 		ue *usageError
 		ce *configError
+		se *statusError
 	)
 	switch {
 	case err == nil, errors.Is(err, errHelp):
@@ -108,6 +121,9 @@ func (c *cli) main(args []string) int {
 	case errors.As(err, &ce):
 		fmt.Fprintf(c.stderr, "peonify %s: bad config: %s\n", cmd.name, ce)
 		return exitUsage
+	case errors.As(err, &se):
+		fmt.Fprintf(c.stderr, "peonify %s: %s\n", cmd.name, se)
+		return se.code
 	default:
 		fmt.Fprintf(c.stderr, "peonify %s: %s\n", cmd.name, err)
 		return exitFailure

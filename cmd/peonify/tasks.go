@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -27,16 +28,19 @@ or -c peonify.yaml [--stream NAME].`
 func tasksCommand() *command {
 	return &command{
 		name:    "tasks",
-		summary: "inspect a store's tasks; retry, delete or purge them",
-		usage:   "tasks stats|list|show|retry|delete|purge|limits [flags] STORE",
+		summary: "inspect a store's tasks; retry, cancel, wait for, delete or purge them",
+		usage:   "tasks stats|list|show|get|retry|cancel|wait|delete|purge|limits [flags] STORE",
 		about: `Tasks looks at the tasks of a store and repairs them:
 
   stats    count the tasks in each state
   list     list tasks, by state and type
-  show     show one task, with its payload and last error
+  show     show one task, with its payload, last error, progress, result
+           and workflow (get is the same)
   retry    make dead tasks pending again, with a fresh attempt count
+  cancel   cancel tasks that have not finished (and their workflow dependents)
+  wait     wait until a task finishes and print its result
   delete   remove tasks that are not running
-  purge    remove every task in a state (dead, done or pending)
+  purge    remove every task in a state (dead, done, cancelled or pending)
   limits   show each flow-control limit of a config file's store: tasks in
            use, waiting, and the busiest keys
 
@@ -67,16 +71,25 @@ peonify tasks stats --postgres "$DATABASE_URL" --queue emails --json`},
 peonify tasks list --state pending --type email --limit 10 --store peonify.db
 peonify tasks list --state pending --key acme -c peonify.yaml`},
 		{name: "tasks show", usage: "tasks show [--json] ID STORE", run: (*cli).tasksShow,
-			about:   "Show prints one task: its state, attempts, times, headers, last error and\npayload.\n\n" + storeHelp,
+			about:   showAbout + storeHelp,
 			example: `peonify tasks show welcome-42 --store peonify.db`},
+		{name: "tasks get", usage: "tasks get [--json] ID STORE", run: (*cli).tasksShow,
+			about:   "Get is show: " + showAbout + storeHelp,
+			example: `peonify tasks get welcome-42 --store peonify.db --json`},
 		{name: "tasks retry", usage: "tasks retry [--json] (ID... | --all) STORE", run: (*cli).tasksRetry,
 			about: "Retry makes dead tasks pending again with a fresh attempt count.\n\n" + storeHelp,
 			example: `peonify tasks retry welcome-42 invoice-7 --store peonify.db
 peonify tasks retry --all --store peonify.db`},
+		{name: "tasks cancel", usage: "tasks cancel [--json] ID... STORE", run: (*cli).tasksCancel,
+			about:   "Cancel cancels tasks that have not finished: waiting, pending and scheduled\ntasks never run, and a running task is stopped when its processor next\nextends its lease (within a third of the lease). Their dependents in a\nworkflow are cancelled too, unless they allow failed parents. It prints\nhow many of the IDs it cancelled; finished and unknown IDs are skipped.\nOnly " + orList(trackKinds()) + " stores can cancel.\n\n" + storeHelp,
+			example: `peonify tasks cancel welcome-42 invoice-7 --store peonify.db`},
+		{name: "tasks wait", usage: "tasks wait [--timeout D] [--json] ID STORE", run: (*cli).tasksWait,
+			about:   "Wait waits until a task finishes. When it is done, wait prints its result\n(the bytes the handler set, as they are; with --json the whole task) and\nexits 0. When it is dead or cancelled, wait says so with its last error and\nexits 3; when --timeout passes first, it exits 4. Only " + orList(trackKinds()) + "\nstores can wait, and a done task is found only if its store kept it (a task\nwith a result or in a workflow is kept for the store's result retention).\n\n" + storeHelp,
+			example: `peonify tasks wait report-7 --timeout 5m --store peonify.db > report.json`},
 		{name: "tasks delete", usage: "tasks delete [--json] ID... STORE", run: (*cli).tasksDelete,
 			about:   "Delete removes tasks that are not running.\n\n" + storeHelp,
 			example: `peonify tasks delete welcome-42 --store peonify.db`},
-		{name: "tasks purge", usage: "tasks purge --state dead|done|pending [--yes] [--json] STORE", run: (*cli).tasksPurge,
+		{name: "tasks purge", usage: "tasks purge --state dead|done|cancelled|pending [--yes] [--json] STORE", run: (*cli).tasksPurge,
 			about:   "Purge removes every task in a state. Purging pending tasks empties the queue\nand needs --yes.\n\n" + storeHelp,
 			example: `peonify tasks purge --state dead --store peonify.db`},
 		{name: "tasks limits", usage: "tasks limits [--json] -c peonify.yaml [--stream NAME]", run: (*cli).tasksLimits,
@@ -88,7 +101,7 @@ peonify tasks limits -c peonify.yaml --stream orders --json`},
 
 func (c *cli) tasks(cmd *command, args []string) error {
 	if len(args) == 0 {
-		return usagef("which subcommand? stats, list, show, retry, delete, purge or limits")
+		return usagef("which subcommand? stats, list, show, get, retry, cancel, wait, delete, purge or limits")
 	}
 	if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
 		c.commandHelp(cmd, nil)
@@ -104,7 +117,7 @@ func (c *cli) tasks(cmd *command, args []string) error {
 			return err
 		}
 	}
-	return usagef("unknown subcommand %q: use stats, list, show, retry, delete, purge or limits", args[0])
+	return usagef("unknown subcommand %q: use stats, list, show, get, retry, cancel, wait, delete, purge or limits", args[0])
 }
 
 // inspectFlags are the flags every tasks subcommand has.
@@ -199,7 +212,7 @@ func parseState(s string, allowed ...peonify.State) (peonify.State, error) {
 
 func (c *cli) tasksList(cmd *command, args []string) error {
 	fs, f := newInspectFlags(cmd)
-	state := fs.String("state", "", "list only tasks in this `state`: pending, scheduled, running, dead or done (default: all)")
+	state := fs.String("state", "", "list only tasks in this `state`: waiting, pending, scheduled, running, dead, cancelled or done (default: all)")
 	typ := fs.String("type", "", "list only tasks of this `type`")
 	key := fs.String("key", "", "list only tasks of this flow-control `key`")
 	limit := fs.Int("limit", 50, "list at most `n` tasks")
@@ -279,6 +292,15 @@ func (c *cli) tasksList(cmd *command, args []string) error {
 	})
 }
 
+// showAbout is the help of tasks show and get.
+const showAbout = `Show prints one task: its state, attempts, times, headers, last error and
+payload; its workflow and parents; the progress it reported while it ran;
+and once done, its result (as JSON when it is JSON, else as quoted text or
+base64). Tasks with a result or in a workflow stay in a store that keeps
+results (sqlite, postgres, redis) for its result retention once done.
+
+`
+
 func (c *cli) tasksShow(cmd *command, args []string) error {
 	fs, f := newInspectFlags(cmd)
 	args, err := c.parse(cmd, fs, args)
@@ -320,6 +342,14 @@ func (c *cli) tasksShow(cmd *command, args []string) error {
 		}
 		row("Unique key", t.UniqueKey)
 		row("Key", t.Key)
+		row("Workflow", t.Workflow)
+		if len(t.Parents) > 0 {
+			parents := strings.Join(t.Parents, ", ")
+			if t.AllowFailedParents {
+				parents += " (runs even if they fail)"
+			}
+			row("Parents", parents)
+		}
 		row("Enqueued", stamp(t.EnqueuedAt, now))
 		if ti.State == peonify.StateScheduled || ti.State == peonify.StatePending {
 			row("Run at", stamp(t.RunAt, now))
@@ -331,11 +361,23 @@ func (c *cli) tasksShow(cmd *command, args []string) error {
 		for _, k := range yamlfile.SortedKeys(t.Headers) {
 			row("Header "+k, t.Headers[k])
 		}
+		if pc := progressPercent(ti); pc != "" {
+			if ti.Progress.Message != "" {
+				pc += " " + oneLine(ti.Progress.Message, peonify.MaxProgressMessageLen)
+			}
+			if !ti.Progress.UpdatedAt.IsZero() {
+				pc += " (" + ago(ti.Progress.UpdatedAt, now) + ")"
+			}
+			row("Progress", pc)
+		}
 		row("Last error", ti.LastError)
 		if err := tw.Flush(); err != nil {
 			return err
 		}
 		fmt.Fprintf(c.stdout, "Payload: %s\n", showPayload(t.Payload))
+		if ti.Result != nil {
+			fmt.Fprintf(c.stdout, "Result: %s\n", showResult(ti.Result))
+		}
 		return nil
 	})
 }
@@ -396,15 +438,15 @@ func (c *cli) reportChanged(f *inspectFlags, verb string, n int, kind string, as
 
 func (c *cli) tasksPurge(cmd *command, args []string) error {
 	fs, f := newInspectFlags(cmd)
-	state := fs.String("state", "", "the `state` to empty: dead, done or pending (required)")
+	state := fs.String("state", "", "the `state` to empty: dead, done, cancelled or pending (required)")
 	yes := fs.Bool("yes", false, "confirm purging pending tasks, which have not run yet")
 	if err := c.parseFlags(cmd, fs, args); err != nil {
 		return err
 	}
 	if *state == "" {
-		return usagef("--state is required: dead, done or pending")
+		return usagef("--state is required: dead, done, cancelled or pending")
 	}
-	s, err := parseState(*state, peonify.StateDead, peonify.StateDone, peonify.StatePending)
+	s, err := parseState(*state, peonify.StateDead, peonify.StateDone, peonify.StateCancelled, peonify.StatePending)
 	if err != nil {
 		return err
 	}
@@ -442,6 +484,20 @@ type taskJSON struct {
 	UpdatedAt     *time.Time        `json:"updated_at,omitempty"`
 	Payload       json.RawMessage   `json:"payload,omitempty"`        // when it is JSON
 	PayloadBase64 []byte            `json:"payload_base64,omitempty"` // when it is not
+
+	Workflow           string          `json:"workflow,omitempty"`
+	Parents            []string        `json:"parents,omitempty"`
+	AllowFailedParents bool            `json:"allow_failed_parents,omitempty"`
+	Progress           *progressJSON   `json:"progress,omitempty"`
+	Result             json.RawMessage `json:"result,omitempty"`        // when it is JSON
+	ResultBase64       *[]byte         `json:"result_base64,omitempty"` // when it is not (an empty result is "")
+}
+
+// progressJSON is a task's progress in --json output.
+type progressJSON struct {
+	Fraction  float64    `json:"fraction"`
+	Message   string     `json:"message,omitempty"`
+	UpdatedAt *time.Time `json:"updated_at,omitempty"`
 }
 
 func toJSON(ti peonify.TaskInfo, withPayload bool) taskJSON {
@@ -462,6 +518,18 @@ func toJSON(ti peonify.TaskInfo, withPayload bool) taskJSON {
 			out.PayloadBase64 = t.Payload
 		}
 	}
+	out.Workflow, out.Parents, out.AllowFailedParents = t.Workflow, t.Parents, t.AllowFailedParents
+	if progressPercent(ti) != "" {
+		out.Progress = &progressJSON{Fraction: ti.Progress.Fraction, Message: ti.Progress.Message, UpdatedAt: opt(ti.Progress.UpdatedAt)}
+	}
+	if withPayload && ti.Result != nil {
+		if json.Valid(ti.Result) {
+			out.Result = ti.Result
+		} else {
+			r := ti.Result
+			out.ResultBase64 = &r
+		}
+	}
 	return out
 }
 
@@ -479,6 +547,22 @@ func showPayload(p []byte) string {
 		return fmt.Sprintf("%q", p)
 	}
 	return fmt.Sprintf("(%d bytes of binary data; --json shows them in base64)", len(p))
+}
+
+// showResult formats a task's result for people: indented JSON, quoted
+// text, or base64 for binary data.
+func showResult(r []byte) string {
+	if len(r) == 0 {
+		return "(empty)"
+	}
+	var buf bytes.Buffer
+	if json.Valid(r) && json.Indent(&buf, r, "  ", "  ") == nil {
+		return "\n  " + buf.String()
+	}
+	if utf8.Valid(r) && !slices.ContainsFunc([]rune(string(r)), func(c rune) bool { return c < ' ' && c != '\n' && c != '\t' }) {
+		return fmt.Sprintf("%q", r)
+	}
+	return fmt.Sprintf("(%d bytes, base64) %s", len(r), base64.StdEncoding.EncodeToString(r))
 }
 
 // stamp formats a time with how far it is from now.

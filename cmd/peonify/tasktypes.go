@@ -100,7 +100,7 @@ func (t *httpTask) handler(io.Writer) (peonify.Handler, func(), error) {
 type execTask struct {
 	Common              taskCommon `yaml:",inline"`
 	executor.ExecConfig `yaml:",inline"`
-	Stdout              string `yaml:"stdout"` // discard (default) or inherit
+	Stdout              string `yaml:"stdout"` // discard (default), inherit or result
 }
 
 func (t *execTask) handler(stdout io.Writer) (peonify.Handler, func(), error) {
@@ -112,8 +112,10 @@ func (t *execTask) handler(stdout io.Writer) (peonify.Handler, func(), error) {
 	case "", "discard":
 	case "inherit":
 		cfg.Stdout = stdout
+	case "result":
+		cfg.StdoutResult = true
 	default:
-		return nil, nil, yamlfile.Errorf(t.Common.path+".stdout", "%q is not a choice: use discard (the default) or inherit (peonify's own stdout)", t.Stdout)
+		return nil, nil, yamlfile.Errorf(t.Common.path+".stdout", "%q is not a choice: use discard (the default), inherit (peonify's own stdout) or result (the task's result, kept by sqlite, postgres and redis stores)", t.Stdout)
 	}
 	e, err := executor.NewExec(cfg)
 	if err != nil {

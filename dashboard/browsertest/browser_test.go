@@ -190,7 +190,7 @@ func TestBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(d)
-	defer srv.Close()
+	t.Cleanup(srv.Close) // after the browser, whose page holds an event stream open
 
 	b := newBrowser(t, ctx, chrome)
 	do, waitJS, evalJS := b.do, b.waitJS, b.evalJS
@@ -253,6 +253,156 @@ func TestBrowser(t *testing.T) {
 	waitJS("waiting for the slow tasks", `document.getElementById('stat-succeeded').textContent === '31'`)
 
 	b.finish("dashboard.png")
+}
+
+// TestBrowserWorkflow drives the views of a store that tracks its tasks and
+// runs workflows: a running task's progress bar, a done task's result, a
+// workflow's view reached from one of its tasks, a task's Cancel button
+// (which stops it while it runs, and its dependent with it) and a Cancel
+// workflow button.
+func TestBrowserWorkflow(t *testing.T) {
+	chrome := findChromium(t)
+
+	// "fetch" succeeds with a JSON result; "resize" reports its progress
+	// and runs until it is cancelled; "publish" depends on it.
+	mem := memstream.New(memstream.Config{Name: "mem", Lease: 3 * time.Second})
+	stopped := make(chan error, 1)
+	step := make(chan struct{})
+	p, err := peonify.New(peonify.Config{Workers: 2, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.AddTaskList(peonify.TaskList{
+		"fetch": peonify.JSONResult(func(context.Context, struct{}) (map[string]int, error) {
+			return map[string]int{"bytes": 1234}, nil
+		}),
+		"resize": peonify.HandlerFunc(func(ctx context.Context, _ *peonify.Task) error {
+			if err := peonify.ReportProgress(ctx, 0.5, "resizing 1 of 2"); err != nil {
+				return err
+			}
+			select {
+			case <-step:
+				if err := peonify.ReportProgress(ctx, 0.75, "resizing 2 of 2"); err != nil {
+					return err
+				}
+			case <-ctx.Done():
+			}
+			<-ctx.Done()
+			stopped <- context.Cause(ctx)
+			return ctx.Err()
+		}),
+		"publish": peonify.HandlerFunc(func(context.Context, *peonify.Task) error { return nil }),
+		"later":   peonify.HandlerFunc(func(context.Context, *peonify.Task) error { return nil }),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddStream(mem); err != nil {
+		t.Fatal(err)
+	}
+	runProcessor(t, p)
+	ctx := context.Background()
+	w := &peonify.Workflow{ID: "nightly"}
+	fetch := w.Add(&peonify.Task{ID: "fetch", Type: "fetch"})
+	resize := w.Add(&peonify.Task{ID: "resize", Type: "resize"}, fetch)
+	w.Add(&peonify.Task{ID: "publish", Type: "publish"}, resize)
+	if err := mem.EnqueueWorkflow(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	// A second workflow waits for a task an hour ahead.
+	w2 := &peonify.Workflow{ID: "weekly"}
+	first := w2.Add(&peonify.Task{ID: "weekly-first", Type: "later", RunAt: time.Now().Add(time.Hour)})
+	w2.Add(&peonify.Task{ID: "weekly-then", Type: "later"}, first)
+	if err := mem.EnqueueWorkflow(ctx, w2); err != nil {
+		t.Fatal(err)
+	}
+
+	d, err := dashboard.New(dashboard.Config{
+		Processor: p,
+		Stores:    []dashboard.Store{{Name: "mem", Inspector: mem}},
+		Auth:      dashboard.Auth{Token: testToken},
+		Interval:  200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(d)
+	t.Cleanup(srv.Close) // after the browser, whose page holds an event stream open
+
+	b := newBrowser(t, ctx, chrome)
+	do, waitJS, evalJS := b.do, b.waitJS, b.evalJS
+	do("loading the page", chromedp.Navigate(srv.URL+"/#token="+testToken))
+	waitJS("waiting for live updates", `document.getElementById('status').dataset.state === 'live'`)
+	evalJS(`(window.confirm = () => true, 'ok')`) // the buttons ask first
+	store := `[data-store="mem"] `
+
+	// The new states are counted.
+	waitJS("waiting for the counts", `document.querySelector('`+store+`.count.waiting .n').textContent === '2' &&
+		document.querySelector('`+store+`.count.running .n').textContent === '1' &&
+		document.querySelector('`+store+`.count.done .n').textContent === '1'`)
+
+	// The running task shows its progress bar and a Cancel button.
+	do("opening the running tab", chromedp.Click(chromedp.CSS(store+`button.count.running`)))
+	row := store + `tr[data-id="resize"] `
+	waitJS("waiting for the progress bar", `(() => { const p = document.querySelector('`+row+`.progress progress');
+		return p && p.value === 50 && document.querySelector('`+row+`.progress .msg').textContent === 'resizing 1 of 2'; })()`)
+	do("waiting for the Cancel button", chromedp.WaitVisible(chromedp.CSS(row+`button[data-action="cancel"]`)))
+	close(step) // the bar follows the task's next report, without a click
+	waitJS("waiting for the progress bar to move", `(() => { const p = document.querySelector('`+row+`.progress progress');
+		return p && p.value === 75 && document.querySelector('`+row+`.progress .msg').textContent === 'resizing 2 of 2'; })()`)
+
+	// The done task shows its result, and links to its workflow.
+	do("opening the done tab", chromedp.Click(chromedp.CSS(store+`button.count.done`)))
+	do("opening the done task", chromedp.Click(chromedp.CSS(store+`tr[data-id="fetch"] td.id a`)))
+	waitJS("waiting for the result", `(() => { const r = document.querySelector('dialog.task[data-id="fetch"] pre.result');
+		return r && JSON.parse(r.textContent).bytes === 1234; })()`)
+	do("opening the workflow from the task", chromedp.Click(chromedp.CSS(`dialog.task a.wflink[data-workflow="nightly"]`)))
+	wf := `dialog.workflow[data-workflow="nightly"] `
+	waitJS("waiting for the workflow view", `(() => { const d = document.querySelector('`+wf+`');
+		return d && d.open && d.querySelector('.wfstate').textContent === 'running' &&
+			d.querySelector('tr[data-id="fetch"]').dataset.state === 'done' &&
+			d.querySelector('tr[data-id="resize"]').dataset.state === 'running' &&
+			d.querySelector('tr[data-id="resize"] progress').value === 75 &&
+			d.querySelector('tr[data-id="publish"]').dataset.state === 'waiting' &&
+			d.querySelector('tr[data-id="publish"] td.parents').textContent === 'resize' &&
+			!!d.querySelector('button[data-action="cancel-workflow"]'); })()`)
+	do("closing the workflow view", chromedp.Click(chromedp.CSS(wf+`.dialog-actions button:not([data-action])`)))
+
+	// Cancel the running task with its button: its handler is stopped with
+	// ErrCancelled, and its dependent is cancelled with it.
+	do("opening the running tab", chromedp.Click(chromedp.CSS(store+`button.count.running`)))
+	do("clicking Cancel", chromedp.Click(chromedp.CSS(row+`button[data-action="cancel"]`)))
+	select {
+	case cause := <-stopped:
+		if !errors.Is(cause, peonify.ErrCancelled) {
+			t.Errorf("the running task was stopped with %v, want ErrCancelled", cause)
+		}
+	case <-b.ctx.Done():
+		t.Fatalf("the cancelled task kept running; page problems: %q", b.problems.get())
+	}
+	waitJS("waiting for the cancelled counts", `document.querySelector('`+store+`.count.cancelled .n').textContent === '2' &&
+		document.querySelector('`+store+`.count.running .n').textContent === '0'`)
+	if got := evalJS(`document.getElementById('notice').textContent`); got != "Cancelled 1 task in mem." {
+		t.Errorf("notice after the cancel: %q", got)
+	}
+	waitJS("waiting for the processor's cancelled count", `document.getElementById('stat-cancelled').textContent === '1'`)
+
+	// Cancel a whole workflow from its view.
+	do("opening the waiting tab", chromedp.Click(chromedp.CSS(store+`button.count.waiting`)))
+	do("opening the workflow from the list", chromedp.Click(chromedp.CSS(store+`tr[data-id="weekly-then"] a.wflink`)))
+	wf2 := `dialog.workflow[data-workflow="weekly"] `
+	do("clicking Cancel workflow", chromedp.Click(chromedp.CSS(wf2+`button[data-action="cancel-workflow"]`)))
+	waitJS("waiting for the workflow to be cancelled", `(() => { const d = document.querySelector('`+wf2+`');
+		return d && d.open && d.querySelector('.wfstate').textContent === 'cancelled' &&
+			!d.querySelector('button[data-action="cancel-workflow"]') &&
+			d.querySelector('tr[data-id="weekly-then"]').dataset.state === 'cancelled'; })()`)
+	if got := evalJS(`document.getElementById('notice').textContent`); got != "Cancelled 2 tasks of workflow weekly." {
+		t.Errorf("notice after the workflow's cancel: %q", got)
+	}
+	waitJS("waiting for the counts", `document.querySelector('`+store+`.count.cancelled .n').textContent === '4' &&
+		document.querySelector('`+store+`.count.waiting .n').textContent === '0'`)
+
+	b.finish("dashboard-workflow.png")
 }
 
 // browser is a headless Chromium on one page, with the test's problems

@@ -85,7 +85,7 @@ func TestBrowserLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(d)
-	defer srv.Close()
+	t.Cleanup(srv.Close) // after the browser, whose page holds an event stream open
 
 	b := newBrowser(t, ctx, chrome)
 	do, waitJS, evalJS := b.do, b.waitJS, b.evalJS

@@ -9,8 +9,10 @@
 (function () {
   const TOKEN_KEY = 'peonify-dashboard-token';
   const HISTORY = 120; // snapshots kept for the chart
-  const STATES = ['pending', 'scheduled', 'running', 'dead', 'done'];
-  const WHEN = {pending: 'Enqueued', scheduled: 'Runs at', running: 'Lease until', dead: 'Died', done: 'Finished'};
+  const STATES = ['waiting', 'pending', 'scheduled', 'running', 'dead', 'cancelled', 'done'];
+  const WHEN = {waiting: 'Enqueued', pending: 'Enqueued', scheduled: 'Runs at', running: 'Lease until', dead: 'Died', cancelled: 'Cancelled', done: 'Finished'};
+  // States of tasks that can still be cancelled.
+  const CANCELLABLE = new Set(['waiting', 'pending', 'scheduled', 'running']);
 
   const state = {
     token: null,
@@ -256,6 +258,7 @@
     $('stat-failed').textContent = fmtInt(p.failed);
     $('stat-retried').textContent = fmtInt(p.retried);
     $('stat-dead').textContent = fmtInt(p.dead);
+    $('stat-cancelled').textContent = fmtInt(p.cancelled);
     $('stat-running').textContent = fmtInt(p.running);
     $('stat-workers').textContent = fmtInt(p.workers);
     $('stat-queued').textContent = fmtInt(p.queueDepth);
@@ -354,7 +357,7 @@
 
   function ensureStore(name) {
     if (state.stores.has(name)) return state.stores.get(name);
-    const st = {name, tab: 'dead', countsKey: '', next: '', loading: false, dirty: false, counts: {}};
+    const st = {name, tab: 'dead', countsKey: '', next: '', loading: false, dirty: false, counts: {}, tracks: false, workflows: false};
     const canMutate = state.session && state.session.canMutate;
 
     st.badge = el('span', {class: 'badge paused', hidden: true}, 'paused');
@@ -425,6 +428,8 @@
     st.error.hidden = !v.error;
     st.error.textContent = v.error ? 'Cannot read the store: ' + v.error : '';
     st.paused = v.paused;
+    st.tracks = !!v.tracks;
+    st.workflows = !!v.workflows;
     st.badge.hidden = !v.paused;
     st.pauseBtn.hidden = !v.pausable || !(state.session && state.session.canMutate);
     st.pauseBtn.textContent = v.paused ? 'Resume' : 'Pause';
@@ -433,6 +438,10 @@
     const key = JSON.stringify(v.counts);
     if (key !== st.countsKey) {
       st.countsKey = key;
+      loadTasks(st, false);
+    } else if (st.tab === 'running' && st.tracks && !st.paged && v.counts.running > 0) {
+      // Running tasks report progress without changing the counts: keep
+      // their bars current, unless more pages were loaded.
       loadTasks(st, false);
     }
   }
@@ -481,6 +490,7 @@
       if (more && st.next) q += '&after=' + encodeURIComponent(st.next);
       const page = await api('GET', storePath(st.name, 'tasks' + q));
       if (tab === st.tab) {
+        st.paged = more;
         const rows = page.tasks.map((t) => taskRow(st, t));
         if (more) st.tbody.append(...rows);
         else fill(st.tbody, rows, 7, 'No ' + tab + ' tasks' + (st.key ? ' of key ' + st.key : '') + '.');
@@ -495,8 +505,34 @@
     }
   }
 
+  // progressBar shows a task's reported progress: a bar, its percentage and
+  // its message.
+  function progressBar(p) {
+    const pct = Math.floor(Math.max(0, Math.min(1, p.fraction || 0)) * 100);
+    return el('span', {class: 'progress', data: {fraction: String(p.fraction || 0)}},
+      el('progress', {max: '100', value: String(pct)}, pct + '%'),
+      el('span', {class: 'pct'}, pct + '%'),
+      p.message ? el('span', {class: 'msg'}, p.message) : null);
+  }
+
+  // cancelButton is the Cancel button of a task that has not finished, for
+  // those who may change the store.
+  function cancelButton(st, t, after) {
+    if (!(state.session && state.session.canMutate) || !st.tracks || !CANCELLABLE.has(t.state)) return null;
+    const b = el('button', {class: 'btn danger small', type: 'button', data: {action: 'cancel', id: t.id}}, 'Cancel');
+    b.addEventListener('click', () => confirm('Cancel task ' + t.id + '?') && act(st, 'cancel', {ids: [t.id]}, b).then(after));
+    return b;
+  }
+
+  // workflowLink opens the view of a task's workflow.
+  function workflowLink(st, wf, label) {
+    const a = el('a', {href: '#', class: 'wflink', data: {workflow: wf}, title: 'Show workflow ' + wf}, label || 'workflow ' + wf);
+    a.addEventListener('click', (ev) => { ev.preventDefault(); showWorkflow(st, wf); });
+    return a;
+  }
+
   function taskRow(st, t) {
-    const when = {pending: t.enqueuedAt, scheduled: t.runAt, running: t.leaseUntil, dead: t.updatedAt, done: t.updatedAt}[t.state];
+    const when = {waiting: t.enqueuedAt, pending: t.enqueuedAt, scheduled: t.runAt, running: t.leaseUntil, dead: t.updatedAt, cancelled: t.updatedAt, done: t.updatedAt}[t.state];
     let payload;
     if (t.payloadHidden) payload = el('span', {class: 'hint'}, 'hidden (' + fmtInt(t.payloadSize) + ' bytes)');
     else payload = el('code', null, t.payload + (t.payloadTruncated ? ' …' : ''));
@@ -507,6 +543,8 @@
       retry.addEventListener('click', () => act(st, 'retry', {ids: [t.id]}, retry));
       actions.append(retry, ' ');
     }
+    const cancel = cancelButton(st, t);
+    if (cancel) actions.append(cancel, ' ');
     if (canMutate && t.state !== 'running') {
       const del = el('button', {class: 'btn danger small', type: 'button', data: {action: 'delete', id: t.id}}, 'Delete');
       del.addEventListener('click', () => confirm('Delete task ' + t.id + '?') && act(st, 'delete', {ids: [t.id]}, del));
@@ -516,12 +554,22 @@
     idLink.addEventListener('click', (ev) => { ev.preventDefault(); showTask(st, t.id); });
     return el('tr', {data: {id: t.id}},
       el('td', {class: 'id'}, idLink),
-      el('td', {class: 'type'}, t.type, t.key ? el('span', {class: 'taskkey', title: 'key'}, t.key) : null),
+      el('td', {class: 'type'}, t.type, t.key ? el('span', {class: 'taskkey', title: 'key'}, t.key) : null,
+        t.workflow && st.workflows ? el('span', {class: 'taskwf'}, workflowLink(st, t.workflow)) : null,
+        t.progress && t.state === 'running' ? progressBar(t.progress) : null),
       el('td', {class: 'num'}, t.attempts + (t.maxAttempts ? ' / ' + t.maxAttempts : '')),
       el('td', {title: when || ''}, fmtWhen(when)),
       el('td', {class: 'err'}, t.lastError || ''),
       el('td', {class: 'payload'}, payload),
       actions);
+  }
+
+  // openDialog shows dlg as the one dialog of the page, closing another.
+  function openDialog(dlg) {
+    for (const d of document.querySelectorAll('dialog')) d.close();
+    dlg.addEventListener('close', () => dlg.remove());
+    document.body.append(dlg);
+    dlg.showModal();
   }
 
   async function showTask(st, id) {
@@ -536,21 +584,81 @@
       ['ID', t.id], ['Type', t.type], ['Key', t.key || ''], ['State', t.state], ['Attempts', String(t.attempts)],
       ['Enqueued', t.enqueuedAt || ''], ['Runs at', t.runAt || ''], ['Updated', t.updatedAt || ''],
     ].filter((r) => r[1] !== '');
+    if (t.workflow) rows.push(['Workflow', st.workflows ? workflowLink(st, t.workflow, t.workflow) : t.workflow]);
+    if (t.parents && t.parents.length) rows.push(['Parents', t.parents.join(', ') + (t.allowFailedParents ? ' (runs even if they fail)' : '')]);
+    if (t.progress) rows.push(['Progress', progressBar(t.progress)]);
+    let result = null;
+    if (t.hasResult) {
+      const what = 'Result (' + fmtInt(t.resultSize) + ' bytes' + (t.resultBinary ? ', not UTF-8' : '') + ')';
+      result = [el('h3', null, what),
+        t.resultHidden ? el('p', {class: 'hint'}, 'Hidden for this task type.')
+          : el('pre', {class: 'result'}, prettyJSON(t.result) + (t.resultTruncated ? '\n…' : ''))];
+    }
     const close = el('button', {class: 'btn', type: 'button'}, 'Close');
-    const dlg = el('dialog', {class: 'task'},
+    const dlg = el('dialog', {class: 'task', data: {id: t.id}},
       el('h2', null, 'Task ', el('code', null, t.id)),
       el('table', null, el('tbody', null, ...rows.map((r) => el('tr', null, el('th', null, r[0]), el('td', null, r[1]))))),
       t.lastError ? el('h3', null, 'Last error') : null,
       t.lastError ? el('pre', null, t.lastError) : null,
+      ...(result || []),
       t.headers ? el('h3', null, 'Headers') : null,
       t.headers ? el('pre', null, Object.entries(t.headers).map(([k, v]) => k + ': ' + v).join('\n')) : null,
       el('h3', null, 'Payload (' + fmtInt(t.payloadSize) + ' bytes' + (t.binary ? ', not UTF-8' : '') + ')'),
       t.payloadHidden ? el('p', {class: 'hint'}, 'Hidden for this task type.') : el('pre', null, prettyJSON(t.payload) + (t.payloadTruncated ? '\n…' : '')),
-      close);
+      el('div', {class: 'dialog-actions'}, cancelButton(st, t, () => showTask(st, t.id)), close));
     close.addEventListener('click', () => dlg.close());
-    dlg.addEventListener('close', () => dlg.remove());
-    document.body.append(dlg);
-    dlg.showModal();
+    openDialog(dlg);
+  }
+
+  // showWorkflow shows a workflow: its state, its tasks' counts by state,
+  // and its tasks with their states and parents; a task's ID opens it.
+  async function showWorkflow(st, id) {
+    let w;
+    try {
+      w = await api('GET', storePath(st.name, 'workflows/' + encodeURIComponent(id)));
+    } catch (e) {
+      notice(e.message, true);
+      return;
+    }
+    const counts = el('div', {class: 'wfcounts'});
+    for (const s of STATES) {
+      if (w.counts[s]) counts.append(el('span', {class: 'badge state-' + s, data: {state: s}}, fmtInt(w.counts[s]) + ' ' + s), ' ');
+    }
+    const rows = (w.tasks || []).map((t) => {
+      const link = el('a', {href: '#', data: {id: t.id}}, t.id);
+      link.addEventListener('click', (ev) => { ev.preventDefault(); showTask(st, t.id); });
+      return el('tr', {data: {id: t.id, state: t.state}},
+        el('td', {class: 'id'}, link),
+        el('td', null, t.type),
+        el('td', {class: 'state'}, el('span', {class: 'badge state-' + t.state}, t.state)),
+        el('td', {class: 'id parents'}, (t.parents || []).join(', ') + (t.allowFailedParents ? ' (any outcome)' : '')),
+        el('td', null, t.progress && t.state === 'running' ? progressBar(t.progress) : ''),
+        el('td', {class: 'err'}, t.lastError || ''));
+    });
+    const tbody = el('tbody');
+    fill(tbody, rows, 6, 'No tasks.');
+    const canMutate = state.session && state.session.canMutate;
+    let cancel = null;
+    if (canMutate && w.state === 'running') {
+      cancel = el('button', {class: 'btn danger', type: 'button', data: {action: 'cancel-workflow', workflow: w.id}}, 'Cancel workflow');
+      cancel.addEventListener('click', () => confirm('Cancel every unfinished task of workflow ' + w.id + '?') &&
+        act(st, 'workflows/' + encodeURIComponent(w.id) + '/cancel', undefined, cancel).then(() => showWorkflow(st, w.id)));
+    }
+    const close = el('button', {class: 'btn', type: 'button'}, 'Close');
+    close.addEventListener('click', () => dlg.close());
+    const info = [['State', el('span', {class: 'badge wfstate state-' + w.state}, w.state)], ['Tasks', fmtInt(w.total)],
+      ['Created', w.createdAt || ''], ['Updated', w.updatedAt || '']].filter((r) => r[1] !== '');
+    const dlg = el('dialog', {class: 'workflow', data: {workflow: w.id}},
+      el('h2', null, 'Workflow ', el('code', null, w.id)),
+      el('table', null, el('tbody', null, ...info.map((r) => el('tr', null, el('th', null, r[0]), el('td', null, r[1]))))),
+      counts,
+      el('div', {class: 'scroll'}, el('table', {class: 'wftasks'},
+        el('thead', null, el('tr', null, el('th', null, 'Task'), el('th', null, 'Type'), el('th', null, 'State'),
+          el('th', null, 'Parents'), el('th', null, 'Progress'), el('th', null, 'Last error'))),
+        tbody)),
+      w.total > (w.tasks || []).length ? el('p', {class: 'hint'}, 'Showing the first ' + fmtInt(w.tasks.length) + ' tasks by ID.') : null,
+      el('div', {class: 'dialog-actions'}, cancel, close));
+    openDialog(dlg);
   }
 
   function prettyJSON(s) {
@@ -562,8 +670,10 @@
     try {
       const r = await api('POST', storePath(st.name, action), body);
       const n = r && typeof r.count === 'number' ? r.count : null;
-      const done = {retry: 'Retried', delete: 'Deleted', pause: 'Paused', resume: 'Resumed'}[action];
-      notice(n === null ? done + ' ' + st.name + '.' : done + ' ' + fmtInt(n) + ' task' + (n === 1 ? '' : 's') + ' in ' + st.name + '.');
+      const wf = /^workflows\/(.*)\/cancel$/.exec(action);
+      const done = {retry: 'Retried', delete: 'Deleted', pause: 'Paused', resume: 'Resumed', cancel: 'Cancelled'}[action] || 'Cancelled';
+      const where = wf ? ' of workflow ' + decodeURIComponent(wf[1]) : ' in ' + st.name;
+      notice(n === null ? done + ' ' + st.name + '.' : done + ' ' + fmtInt(n) + ' task' + (n === 1 ? '' : 's') + where + '.');
       if (action === 'pause' || action === 'resume') {
         st.paused = action === 'pause';
         st.badge.hidden = !st.paused;

@@ -56,6 +56,15 @@ type ExecConfig struct {
 	// discarded.
 	Stdout io.Writer `yaml:"-"`
 
+	// StdoutResult keeps the command's standard output as the task's
+	// result (see peonify.SetResult) when it exits with status 0, also
+	// writing it to Stdout if that is set. Output longer than
+	// peonify.MaxResultLen fails the task for good (peonify.SkipRetry)
+	// rather than keep a truncated result; on a store that does not keep
+	// results (not a peonify.Tracker) the output is dropped. Defaults to
+	// false.
+	StdoutResult bool `yaml:"-"`
+
 	// Supervise runs each command under a supervisor, this very program
 	// started again, that kills the command's process group with SIGKILL
 	// as soon as this process dies, even by SIGKILL, so that no process of
@@ -101,6 +110,7 @@ type Exec struct {
 	killGrace time.Duration
 	dead      []int
 	stdout    io.Writer
+	result    bool   // ExecConfig.StdoutResult
 	self      string // the program that supervises each command; "" for none
 }
 
@@ -147,6 +157,7 @@ func NewExec(cfg ExecConfig) (*Exec, error) {
 		killGrace: cfg.KillGrace,
 		dead:      cfg.DeadExitCodes,
 		stdout:    cfg.Stdout,
+		result:    cfg.StdoutResult,
 	}
 	if e.killGrace == 0 {
 		e.killGrace = 2 * time.Second
@@ -217,6 +228,15 @@ func (e *Exec) Execute(ctx context.Context, t *peonify.Task) error {
 	cmd.Env = env
 	cmd.Stdin = bytes.NewReader(t.Payload)
 	cmd.Stdout = e.stdout
+	var out *resultBuffer
+	if e.result {
+		out = &resultBuffer{}
+		if e.stdout != nil {
+			cmd.Stdout = io.MultiWriter(out, e.stdout)
+		} else {
+			cmd.Stdout = out
+		}
+	}
 	cmd.Stderr = &stderr
 	ownGroup(cmd)
 	var sup *supervision
@@ -269,6 +289,9 @@ func (e *Exec) Execute(ctx context.Context, t *peonify.Task) error {
 		return fmt.Errorf("start %s: %w", e.path, end.startErr)
 	}
 	if end.exited && end.code == 0 && end.err == nil {
+		if out != nil {
+			return out.keep(ctx)
+		}
 		return nil
 	}
 
@@ -338,6 +361,50 @@ func (e *ExitError) Error() string {
 
 // Unwrap returns why the command was stopped, such as a timeout, if it was.
 func (e *ExitError) Unwrap() error { return e.cause }
+
+// resultBuffer keeps a command's standard output, up to one byte more than
+// peonify.MaxResultLen, and counts what it did not keep: the command is
+// never blocked by a full pipe, however much it prints.
+type resultBuffer struct {
+	mu   sync.Mutex
+	buf  []byte
+	size int64 // bytes written in all
+}
+
+func (b *resultBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.size += int64(len(p))
+	if room := peonify.MaxResultLen + 1 - len(b.buf); room > 0 {
+		b.buf = append(b.buf, p[:min(len(p), room)]...)
+	}
+	return len(p), nil
+}
+
+// keep sets the output as the result of the task whose context ctx is: an
+// empty output sets none, and one longer than peonify.MaxResultLen fails
+// the task for good, on a store that keeps results; elsewhere the output
+// is dropped.
+func (b *resultBuffer) keep(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.size <= peonify.MaxResultLen {
+		if b.size > 0 {
+			// Without a store that keeps results (errors.ErrUnsupported),
+			// or outside a processor, there is nothing to keep it.
+			_ = peonify.SetResult(ctx, b.buf)
+		}
+		return nil
+	}
+	// Only a store that keeps results refuses the task for its size:
+	// setting an empty result tells if it is one (the failed attempt's
+	// result is discarded anyway).
+	if peonify.SetResult(ctx, []byte{}) != nil {
+		return nil
+	}
+	return peonify.SkipRetry(fmt.Errorf("command exited with status 0 but printed %d bytes, more than a task result can be (peonify.MaxResultLen, %d bytes): "+
+		"print a reference to the data instead, or keep stdout out of the result", b.size, peonify.MaxResultLen))
+}
 
 // tailBuffer keeps the last stderrTail bytes written to it.
 type tailBuffer struct {

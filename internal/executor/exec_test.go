@@ -5,6 +5,7 @@ package executor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -310,5 +311,35 @@ func TestTailBuffer(t *testing.T) {
 	got := b.String()
 	if !strings.HasPrefix(got, "…") || !strings.HasSuffix(got, "last line") || len(got) > stderrTail+len("…") {
 		t.Errorf("long tail %q…", got[:min(len(got), 40)])
+	}
+}
+
+// With StdoutResult the command's output is the task's result; without,
+// it is dropped; more than a result can be kills the task on a store that
+// keeps results, but not elsewhere.
+func TestExecStdoutResult(t *testing.T) { eachWay(t, testExecStdoutResult) }
+
+func testExecStdoutResult(t *testing.T, supervise bool) {
+	task := func() *peonify.Task { return &peonify.Task{Type: "resize", Payload: []byte(`{"w":64}`)} }
+	e, res := run(t, newExec(t, ExecConfig{Shell: `cat; printf ' done'`, StdoutResult: true, Supervise: supervise}), task(), false)
+	if e.Kind != peonify.EventSucceeded || string(res) != `{"w":64} done` {
+		t.Errorf("stdout result: %s (%v), result %q", e.Kind, e.Err, res)
+	}
+	if e, res := run(t, newExec(t, ExecConfig{Shell: `cat`, Supervise: supervise}), task(), false); e.Kind != peonify.EventSucceeded || res != nil {
+		t.Errorf("without StdoutResult: %s (%v), result %q, want none", e.Kind, e.Err, res)
+	}
+	if e, res := run(t, newExec(t, ExecConfig{Shell: `true`, StdoutResult: true, Supervise: supervise}), task(), false); e.Kind != peonify.EventSucceeded || res != nil {
+		t.Errorf("no output: %s (%v), result %q, want none", e.Kind, e.Err, res)
+	}
+	big := fmt.Sprintf(`head -c %d /dev/zero`, peonify.MaxResultLen+1)
+	e, _ = run(t, newExec(t, ExecConfig{Shell: big, StdoutResult: true, Supervise: supervise}), task(), false)
+	if e.Kind != peonify.EventDead || !strings.Contains(e.Err.Error(), "printed 1048577 bytes, more than a task result can be") {
+		t.Errorf("too much output: %s (%v), want dead with the reason", e.Kind, e.Err)
+	}
+	if e, _ := run(t, newExec(t, ExecConfig{Shell: big, StdoutResult: true, Supervise: supervise}), task(), true); e.Kind != peonify.EventSucceeded {
+		t.Errorf("too much output on a store without results: %s (%v), want succeeded", e.Kind, e.Err)
+	}
+	if e, _ := run(t, newExec(t, ExecConfig{Shell: `echo partial; exit 3`, StdoutResult: true, Supervise: supervise}), task(), false); e.Kind != peonify.EventRetried {
+		t.Errorf("a failed command with output: %s (%v), want retried", e.Kind, e.Err)
 	}
 }

@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"strings"
@@ -33,6 +34,19 @@ func TestMain(m *testing.M) {
 // tests see exactly what the processor makes of the executor's error.
 func outcome(t *testing.T, h peonify.Handler, task *peonify.Task) peonify.Event {
 	t.Helper()
+	e, _ := run(t, h, task, false)
+	return e
+}
+
+// untracked is a stream that keeps no results: it shows its processor
+// only the Stream methods of the stream it holds (no Unwrap).
+type untracked struct{ peonify.Stream }
+
+// run is outcome on a store that keeps results, memstream, unless
+// untrack: it returns the first outcome event, and the result the store
+// kept for the task once it finished (nil if none was kept).
+func run(t *testing.T, h peonify.Handler, task *peonify.Task, untrack bool) (peonify.Event, []byte) {
+	t.Helper()
 	events := make(chan peonify.Event, 16)
 	p, err := peonify.New(peonify.Config{
 		Workers: 1,
@@ -50,7 +64,11 @@ func outcome(t *testing.T, h peonify.Handler, task *peonify.Task) peonify.Event 
 	if err := s.Enqueue(context.Background(), task); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.AddStream(s); err != nil {
+	var stream peonify.Stream = s
+	if untrack {
+		stream = untracked{s}
+	}
+	if err := p.AddStream(stream); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -62,11 +80,23 @@ func outcome(t *testing.T, h peonify.Handler, task *peonify.Task) peonify.Event 
 			t.Errorf("Run: %v", err)
 		}
 	}()
+	var e peonify.Event
 	select {
-	case e := <-events:
-		return e
+	case e = <-events:
 	case <-time.After(20 * time.Second):
 		t.Fatal("no outcome within 20s")
-		return peonify.Event{}
 	}
+	if e.Kind != peonify.EventSucceeded {
+		return e, nil
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	ti, err := s.Wait(wctx, task.ID)
+	switch {
+	case errors.Is(err, peonify.ErrNotFound):
+		return e, nil // done without a result: not kept
+	case err != nil:
+		t.Fatalf("waiting for task %s: %v", task.ID, err)
+	}
+	return e, ti.Result
 }

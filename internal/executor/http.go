@@ -45,6 +45,12 @@ type HTTPConfig struct {
 	// timeout bounds it.
 	Timeout time.Duration `yaml:"timeout"`
 
+	// DiscardResult drops the body of 2xx answers instead of keeping it as
+	// the task's result. Defaults to false: a non-empty body of at most
+	// peonify.MaxResultLen bytes is the task's result (see
+	// peonify.SetResult), and a larger one fails the task.
+	DiscardResult bool `yaml:"discard_result"`
+
 	// Client sends the requests. Defaults to a client with its own
 	// connection pool that does not follow redirects.
 	Client *http.Client `yaml:"-"`
@@ -69,7 +75,13 @@ const (
 // Idempotency-Key, Peonify-Task-Id, Peonify-Task-Type and
 // Peonify-Task-Attempt. The answer decides the outcome:
 //
-//   - 2xx: the task is done.
+//   - 2xx: the task is done. A non-empty response body is the task's
+//     result (peonify.SetResult), kept by stores that keep results (a
+//     peonify.Tracker) and read with Tracker.Wait, Inspector.Get or
+//     peonify tasks get; a body longer than peonify.MaxResultLen fails the
+//     task for good (peonify.SkipRetry) rather than keep a truncated
+//     result. HTTPConfig.DiscardResult turns this off; on a store that
+//     does not keep results the body is dropped, whatever its size.
 //   - 408, 429 and 5xx, and network errors and timeouts: the attempt failed
 //     and is retried, after the delay of a Retry-After header when the
 //     answer has one, else after the processor's backoff.
@@ -83,6 +95,7 @@ type HTTP struct {
 	headers     http.Header
 	contentType string
 	timeout     time.Duration
+	discard     bool // HTTPConfig.DiscardResult
 	client      *http.Client
 	own         *http.Transport // closed by Close when the client is ours
 }
@@ -106,6 +119,7 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 		headers:     make(http.Header, len(cfg.Headers)),
 		contentType: cfg.ContentType,
 		timeout:     cfg.Timeout,
+		discard:     cfg.DiscardResult,
 		client:      cfg.Client,
 	}
 	if h.method == "" {
@@ -198,12 +212,16 @@ func (h *HTTP) Execute(ctx context.Context, t *peonify.Task) error {
 		return fmt.Errorf("%s %s: %w", h.method, h.shown, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		if h.discard {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // so the connection can be reused
+			return nil
+		}
+		return h.keepResult(ctx, resp)
+	}
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // so the connection can be reused
 
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		return nil
-	}
 	serr := &StatusError{Method: h.method, URL: h.shown, Code: resp.StatusCode, Status: resp.Status, Body: cleanSnippet(snippet)}
 	if resp.StatusCode == http.StatusRequestTimeout || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
 		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
@@ -215,6 +233,46 @@ func (h *HTTP) Execute(ctx context.Context, t *peonify.Task) error {
 		serr.Location = resp.Header.Get("Location")
 	}
 	return peonify.SkipRetry(serr)
+}
+
+// keepResult reads the body of a 2xx answer and sets it as the task's
+// result: an empty body sets none, and one longer than
+// peonify.MaxResultLen fails the task for good, on a store that keeps
+// results; elsewhere the body is dropped.
+func (h *HTTP) keepResult(ctx context.Context, resp *http.Response) error {
+	var body []byte
+	if resp.ContentLength <= peonify.MaxResultLen {
+		var err error
+		body, err = io.ReadAll(io.LimitReader(resp.Body, peonify.MaxResultLen+1))
+		if err != nil {
+			// The work is done but its result is lost: the retry asks
+			// again, and the receiver, keyed by Idempotency-Key, answers
+			// without doing it twice.
+			return fmt.Errorf("%s %s: %s, but reading the response body (the task's result) failed: %w", h.method, h.shown, resp.Status, err)
+		}
+		if len(body) <= peonify.MaxResultLen {
+			if len(body) > 0 {
+				// Without a store that keeps results (errors.ErrUnsupported),
+				// or outside a processor, there is nothing to keep it.
+				_ = peonify.SetResult(ctx, body)
+			}
+			return nil
+		}
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // so the connection can be reused
+	// Only a store that keeps results refuses the task for its size:
+	// setting an empty result tells if it is one (the failed attempt's
+	// result is discarded anyway).
+	if peonify.SetResult(ctx, []byte{}) != nil {
+		return nil
+	}
+	size := "more than " + strconv.Itoa(peonify.MaxResultLen)
+	if resp.ContentLength > 0 {
+		size = strconv.FormatInt(resp.ContentLength, 10)
+	}
+	return peonify.SkipRetry(fmt.Errorf("%s %s: %s with a body of %s bytes, larger than a task result can be (peonify.MaxResultLen, %d bytes): "+
+		"answer with a reference to the data instead, or set discard_result: true",
+		h.method, h.shown, resp.Status, size, peonify.MaxResultLen))
 }
 
 // StatusError is the error of an HTTP task answered with a status other

@@ -188,3 +188,51 @@ func TestParseRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// A 2xx body is the task's result on a store that keeps results; an empty
+// body sets none, discard_result drops it, and a body larger than a result
+// can be kills the task there, but not on a store that keeps no results.
+func TestHTTPResult(t *testing.T) {
+	big := strings.Repeat("x", peonify.MaxResultLen+1)
+	srv, _ := server(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/json":
+			io.WriteString(w, `{"sent":true}`)
+		case "/empty":
+			w.WriteHeader(http.StatusNoContent)
+		case "/max":
+			io.WriteString(w, big[1:])
+		case "/big":
+			io.WriteString(w, big)
+		case "/big-chunked":
+			w.(http.Flusher).Flush() // no Content-Length
+			io.WriteString(w, big)
+		}
+	})
+	task := func() *peonify.Task { return &peonify.Task{Type: "notify"} }
+
+	if e, res := run(t, newHTTP(t, HTTPConfig{URL: srv.URL + "/json"}), task(), false); e.Kind != peonify.EventSucceeded || string(res) != `{"sent":true}` {
+		t.Errorf("200 with a body: %s (%v), result %q", e.Kind, e.Err, res)
+	}
+	if e, res := run(t, newHTTP(t, HTTPConfig{URL: srv.URL + "/empty"}), task(), false); e.Kind != peonify.EventSucceeded || res != nil {
+		t.Errorf("204: %s (%v), result %q, want none", e.Kind, e.Err, res)
+	}
+	if e, res := run(t, newHTTP(t, HTTPConfig{URL: srv.URL + "/json", DiscardResult: true}), task(), false); e.Kind != peonify.EventSucceeded || res != nil {
+		t.Errorf("discard_result: %s (%v), result %q, want none", e.Kind, e.Err, res)
+	}
+	if e, res := run(t, newHTTP(t, HTTPConfig{URL: srv.URL + "/max"}), task(), false); e.Kind != peonify.EventSucceeded || len(res) != peonify.MaxResultLen {
+		t.Errorf("a body of MaxResultLen: %s (%v), result of %d bytes", e.Kind, e.Err, len(res))
+	}
+	for _, path := range []string{"/big", "/big-chunked"} {
+		e, _ := run(t, newHTTP(t, HTTPConfig{URL: srv.URL + path}), task(), false)
+		if e.Kind != peonify.EventDead || !strings.Contains(e.Err.Error(), "larger than a task result can be (peonify.MaxResultLen") {
+			t.Errorf("%s: %s (%v), want dead with the reason", path, e.Kind, e.Err)
+		}
+		if e, _ := run(t, newHTTP(t, HTTPConfig{URL: srv.URL + path}), task(), true); e.Kind != peonify.EventSucceeded {
+			t.Errorf("%s on a store without results: %s (%v), want succeeded", path, e.Kind, e.Err)
+		}
+	}
+	if e, _ := run(t, newHTTP(t, HTTPConfig{URL: srv.URL + "/big", DiscardResult: true}), task(), false); e.Kind != peonify.EventSucceeded {
+		t.Errorf("a large body with discard_result: %s (%v), want succeeded", e.Kind, e.Err)
+	}
+}
