@@ -47,6 +47,8 @@ func TestMinimalStream(t *testing.T) {
 		NoLastError:      true,
 		NoDuplicateCheck: true,
 		NoLimiter:        true,
+		NoTracker:        true,
+		NoWorkflows:      true,
 		MaxPayload:       1 << 10,
 	})
 }

@@ -87,6 +87,20 @@ type Features struct {
 	NoOrdered    bool
 	NoLocalLimit bool
 
+	// NoTracker says the stream is not a peonify.Tracker, by design: it
+	// forgets a task once it is acked (a broker), so it keeps no results,
+	// progress or cancellations, and peonify.SetResult fails on it with
+	// errors.ErrUnsupported. The checks of results, progress, waiting and
+	// cancellation are skipped. Like NoLimiter, the Tracker check fails if
+	// the flag disagrees with peonify.As[peonify.Tracker].
+	NoTracker bool
+
+	// NoWorkflows says the stream is not a peonify.WorkflowStore, by
+	// design, and peonify.Spawn fails on it with errors.ErrUnsupported.
+	// The workflow checks are skipped. The WorkflowStore check fails if
+	// the flag disagrees with peonify.As[peonify.WorkflowStore].
+	NoWorkflows bool
+
 	// MaxPayload is the largest Task.Payload, in bytes, that the stream
 	// carries. Zero means at least 256 KiB, the largest payload the suite
 	// sends.
@@ -175,6 +189,21 @@ var tests = []test{
 	{"LimitBlockedPollWakes", testLimitBlockedPollWakes},
 	{"LimitStats", testLimitStats},
 	{"LimitProcessor", testLimitProcessor},
+	{"Tracker", testTracker},
+	{"ResultRoundTrip", testResultRoundTrip},
+	{"ResultWaitWakes", testResultWaitWakes},
+	{"ProgressStored", testProgressStored},
+	{"CancelPending", testCancelPending},
+	{"CancelRunning", testCancelRunning},
+	{"CancelRunningProcessor", testCancelRunningProcessor},
+	{"WorkflowStore", testWorkflowStore},
+	{"WorkflowDiamond", testWorkflowDiamond},
+	{"WorkflowInvalid", testWorkflowInvalid},
+	{"WorkflowCascade", testWorkflowCascade},
+	{"WorkflowStaleAckDoesNotRelease", testWorkflowStaleAckDoesNotRelease},
+	{"WorkflowFanOut", testWorkflowFanOut},
+	{"CancelWorkflow", testCancelWorkflow},
+	{"WorkflowDeleteCascades", testWorkflowDeleteCascades},
 	{"Close", testClose},
 	{"Processor", testProcessor},
 }

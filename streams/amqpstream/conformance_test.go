@@ -19,6 +19,7 @@ var conformanceFeatures = peonifytest.Features{
 	// The broker decides delivery, so the stream cannot enforce limits
 	// in its claim (see the package's Flow control section).
 	NoLimiter: true,
+	NoTracker: true, NoWorkflows: true, // RabbitMQ forgets an acked message: no results, cancellation or workflows
 	InspectorUnsupported: []peonifytest.InspectCall{
 		"List(pending)", "List(scheduled)", "List(running)",
 		"Get(pending)", "Get(scheduled)", "Get(running)", "Get(done)",

@@ -1,6 +1,7 @@
 package memstream
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 
@@ -9,8 +10,8 @@ import (
 )
 
 // Counts returns the number of tasks in each state, after moving scheduled
-// tasks that fell due and expired leases as Poll would. StateDone is
-// always 0: acked tasks are not kept.
+// tasks that fell due and expired leases as Poll would. StateDone counts
+// the done tasks kept (see Config.ResultRetention).
 func (s *Stream) Counts(ctx context.Context) (map[peonify.State]int, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -24,14 +25,16 @@ func (s *Stream) Counts(ctx context.Context) (map[peonify.State]int, error) {
 		peonify.StateScheduled: s.scheduled.len(),
 		peonify.StateRunning:   s.leased.len(),
 		peonify.StateDead:      s.deadCount,
-		peonify.StateDone:      0,
+		peonify.StateWaiting:   s.waiting.n,
+		peonify.StateCancelled: s.cancelled.n,
+		peonify.StateDone:      s.done.n,
 	}, nil
 }
 
 // List returns up to opts.Limit tasks in opts.State (and of opts.Type and
 // with opts.Key, when set) whose ID sorts after opts.After, ordered by ID.
 // To page, pass the last ID of a page as the next page's After. Listing
-// StateDone returns nothing: acked tasks are not kept.
+// StateDone lists the done tasks kept (see Config.ResultRetention).
 func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.TaskInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -61,6 +64,12 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 		for e := s.deadHead; e != nil; e = e.next {
 			add(e)
 		}
+	case stateWaiting:
+		s.waiting.each(add)
+	case stateCancelled:
+		s.cancelled.each(add)
+	case stateDone:
+		s.done.each(add)
 	}
 	pick := page.Items()
 	infos := make([]peonify.TaskInfo, len(pick))
@@ -82,8 +91,12 @@ func parseState(st peonify.State, field string) (state, error) {
 		return stateRunning, nil
 	case peonify.StateDead:
 		return stateDead, nil
-	case peonify.StateDone, peonify.StateWaiting, peonify.StateCancelled:
-		return stateGone, nil
+	case peonify.StateWaiting:
+		return stateWaiting, nil
+	case peonify.StateCancelled:
+		return stateCancelled, nil
+	case peonify.StateDone:
+		return stateDone, nil
 	case "":
 		return 0, fmt.Errorf("memstream: %s is empty: choose one of %v", field, peonify.States)
 	}
@@ -101,6 +114,10 @@ func (e *entry) info() peonify.TaskInfo {
 		Attempts:  e.attempts,
 		LastError: e.lastError,
 		UpdatedAt: e.updated,
+		Progress:  e.progress,
+	}
+	if e.st == stateDone || e.st == stateGone {
+		ti.Result = bytes.Clone(e.result)
 	}
 	if e.st == stateRunning {
 		ti.LeaseUntil = e.deadline
@@ -109,7 +126,8 @@ func (e *entry) info() peonify.TaskInfo {
 }
 
 // Get returns the task with the given ID, or an error wrapping
-// peonify.ErrNotFound (acked tasks are not kept).
+// peonify.ErrNotFound (a task acked without a result, and not in a
+// workflow, is not kept).
 func (s *Stream) Get(ctx context.Context, id string) (peonify.TaskInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return peonify.TaskInfo{}, err
@@ -172,12 +190,15 @@ func (s *Stream) Retry(ctx context.Context, ids ...string) (int, error) {
 }
 
 // Delete removes the given tasks unless they are running. Unknown IDs and
-// running tasks are skipped. It returns how many tasks it removed.
+// running tasks are skipped. It returns how many tasks it removed. The
+// dependents of a deleted workflow task that wait for it are cancelled
+// (or released, if they allow failed parents), as if it had been.
 func (s *Stream) Delete(ctx context.Context, ids ...string) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	if _, err := s.lockAdvanced(); err != nil {
+	now, err := s.lockAdvanced()
+	if err != nil {
 		return 0, err
 	}
 	defer s.mu.Unlock()
@@ -187,6 +208,7 @@ func (s *Stream) Delete(ctx context.Context, ids ...string) (int, error) {
 		if e := s.byID[id]; e != nil && e.st != stateRunning {
 			turn = turn || s.holdsTurn(e)
 			s.remove(e)
+			s.settle(e, "deleted", now)
 			n++
 		}
 	}
@@ -206,14 +228,21 @@ func (s *Stream) remove(e *entry) {
 		s.scheduled.remove(e)
 	case stateDead:
 		s.unlinkDead(e)
+	case stateWaiting:
+		s.waiting.unlink(e)
+	case stateCancelled:
+		s.cancelled.unlink(e)
+	case stateDone:
+		s.done.unlink(e)
 	}
 	s.forget(e)
 }
 
 // Purge removes every task in state and returns how many it removed.
-// StatePending, StateScheduled and StateDead may be purged; StateDone is
-// always empty, so purging it removes nothing. Running tasks cannot be
-// purged: ack or nack them, or let their leases expire.
+// Every state but StateRunning may be purged: running tasks cannot be,
+// ack or nack them, or let their leases expire (or Cancel them). The
+// dependents of a purged workflow task that wait for it are cancelled (or
+// released, if they allow failed parents), as if it had been.
 func (s *Stream) Purge(ctx context.Context, st peonify.State) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
@@ -225,20 +254,24 @@ func (s *Stream) Purge(ctx context.Context, st peonify.State) (int, error) {
 	if want == stateRunning {
 		return 0, fmt.Errorf("memstream: cannot purge %s tasks: ack or nack them, or let their leases expire", st)
 	}
-	if _, err := s.lockAdvanced(); err != nil {
+	now, err := s.lockAdvanced()
+	if err != nil {
 		return 0, err
 	}
 	defer s.mu.Unlock()
 	n := 0
+	var gone []*entry // removed tasks that may have dependents
 	switch want {
 	case statePending:
 		for _, e := range s.ready.drain() {
 			s.forget(e)
+			gone = append(gone, e)
 			n++
 		}
 	case stateScheduled:
 		for _, e := range s.scheduled.drain() {
 			s.forget(e)
+			gone = append(gone, e)
 			n++
 		}
 		if n > 0 && len(s.limits) > 0 {
@@ -251,6 +284,18 @@ func (s *Stream) Purge(ctx context.Context, st peonify.State) (int, error) {
 			s.forget(e)
 			n++
 		}
+	case stateWaiting, stateCancelled, stateDone:
+		l := map[state]*elist{stateWaiting: &s.waiting, stateCancelled: &s.cancelled, stateDone: &s.done}[want]
+		for l.head != nil {
+			e := l.head
+			l.unlink(e)
+			s.forget(e)
+			gone = append(gone, e)
+			n++
+		}
+	}
+	for _, e := range gone {
+		s.settle(e, "deleted", now)
 	}
 	return n, nil
 }

@@ -1,6 +1,7 @@
 package memstream
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,11 +13,13 @@ import (
 
 // Compile-time checks that Stream provides the whole contract.
 var (
-	_ peonify.Stream    = (*Stream)(nil)
-	_ peonify.Extender  = (*Stream)(nil)
-	_ peonify.Waker     = (*Stream)(nil)
-	_ peonify.Enqueuer  = (*Stream)(nil)
-	_ peonify.Inspector = (*Stream)(nil)
+	_ peonify.Stream        = (*Stream)(nil)
+	_ peonify.Extender      = (*Stream)(nil)
+	_ peonify.Waker         = (*Stream)(nil)
+	_ peonify.Enqueuer      = (*Stream)(nil)
+	_ peonify.Inspector     = (*Stream)(nil)
+	_ peonify.Tracker       = (*Stream)(nil)
+	_ peonify.WorkflowStore = (*Stream)(nil)
 )
 
 // Default values of Config fields.
@@ -24,6 +27,10 @@ const (
 	DefaultLease   = 30 * time.Second
 	DefaultName    = "memory"
 	DefaultMaxDead = 10000
+
+	// DefaultResultRetention is how long a done task with a result, or of
+	// a workflow, is kept unless Config.ResultRetention says otherwise.
+	DefaultResultRetention = 24 * time.Hour
 )
 
 // Config configures a Stream. The zero value is valid.
@@ -43,6 +50,13 @@ type Config struct {
 	// default.
 	MaxDead int
 
+	// ResultRetention is how long a done task that has a result (see
+	// peonify.SetResult) or belongs to a workflow is kept, in StateDone
+	// with its result, for Inspector.Get, Tracker.Results and
+	// Tracker.Wait; other done tasks are forgotten at once. Defaults to
+	// DefaultResultRetention (24h); zero or negative means the default.
+	ResultRetention time.Duration
+
 	// Now is the clock, for tests that drive time by hand. It must be safe
 	// for concurrent use. Defaults to time.Now. With a clock of its own the
 	// stream does not signal Wake when a scheduled task falls due, a lease
@@ -59,8 +73,16 @@ const (
 	stateScheduled
 	stateRunning
 	stateDead
-	stateGone // acked, deleted or purged: no longer stored
+	stateWaiting   // in a workflow, waiting for its parents
+	stateCancelled // cancelled, kept for inspection
+	stateDone      // acked, kept with its result (see Config.ResultRetention)
+	stateGone      // acked, deleted or purged: no longer stored
 )
+
+// finished reports whether st is a final state that Tracker.Wait returns.
+func (st state) finished() bool {
+	return st == stateDead || st == stateCancelled || st == stateDone
+}
 
 func (st state) public() peonify.State {
 	switch st {
@@ -72,6 +94,10 @@ func (st state) public() peonify.State {
 		return peonify.StateRunning
 	case stateDead:
 		return peonify.StateDead
+	case stateWaiting:
+		return peonify.StateWaiting
+	case stateCancelled:
+		return peonify.StateCancelled
 	}
 	return peonify.StateDone
 }
@@ -97,7 +123,19 @@ type entry struct {
 
 	k          key    // order in the queue that holds it
 	pos        int    // position in that queue
-	prev, next *entry // neighbours in the dead list
+	prev, next *entry // neighbours in the list that holds it (dead, waiting, cancelled or done)
+
+	result   []byte           // the result the Ack stored, for stateDone
+	progress peonify.Progress // the last progress reported (SetProgress)
+	acked    bool             // the task was acked (stateDone, or stateGone if not kept)
+	waiters  chan struct{}    // closed when the task finishes; nil if no one waits
+
+	// Workflows: the tasks waiting for this one, how many parents this
+	// one still waits for, and whether its dependents were already told
+	// that it finished (they are told once, the first time).
+	dependents []*entry
+	waitingOn  int
+	settled    bool
 }
 
 // Stream is an in-memory stream: a priority queue of tasks with leases,
@@ -134,6 +172,11 @@ type Stream struct {
 	deadHead  *entry            // oldest dead task
 	deadTail  *entry            // newest dead task
 	deadCount int
+	waiting   elist                          // tasks waiting for their parents
+	cancelled elist                          // cancelled tasks, oldest first
+	done      elist                          // kept done tasks, oldest first
+	workflows map[string]map[*entry]struct{} // stored tasks by Task.Workflow
+	retention time.Duration
 	seq       uint64
 	token     uint64
 	peak      int         // most tasks held since byID was last made
@@ -166,6 +209,9 @@ func New(cfg Config) *Stream {
 		wake:     make(chan struct{}, 1),
 		byID:     make(map[string]*entry),
 		byUnique: make(map[string]*entry),
+
+		workflows: make(map[string]map[*entry]struct{}),
+		retention: cmp.Or(max(cfg.ResultRetention, 0), DefaultResultRetention),
 	}
 }
 
@@ -311,8 +357,10 @@ func (s *Stream) lockAdvanced() (time.Time, error) {
 }
 
 // advance makes scheduled tasks that fell due ready, and expired leases
-// available again, as of now. s.mu must be held.
+// available again, and forgets the done tasks whose retention ended, as
+// of now. s.mu must be held.
 func (s *Stream) advance(now time.Time) {
+	s.expire(now)
 	for e := s.scheduled.peek(); e != nil && !now.Before(e.avail); e = s.scheduled.peek() {
 		s.scheduled.pop()
 		e.st = statePending
@@ -371,8 +419,10 @@ func (s *Stream) current(d peonify.Delivery) (*entry, error) {
 	switch {
 	case e.token != d.Token:
 		return nil, leaseLost(e, d, "the task was claimed again")
-	case e.st == stateGone:
+	case e.st == stateGone || e.st == stateDone:
 		return nil, nil
+	case e.st == stateCancelled:
+		return nil, fmt.Errorf("memstream: claim %d of task %s is stale: %w (%w)", d.Token, e.task.ID, peonify.ErrCancelled, peonify.ErrLeaseLost)
 	case e.st != stateRunning:
 		return nil, leaseLost(e, d, "the claim already ended (nacked, or its lease expired)")
 	}
@@ -394,8 +444,12 @@ func leaseLost(e *entry, d peonify.Delivery, why string) error {
 	return fmt.Errorf("memstream: claim %d of task %s is stale: %s: %w", d.Token, e.task.ID, why, peonify.ErrLeaseLost)
 }
 
-// Ack completes the deliveries' tasks and forgets them. Acking a delivery
-// twice is not an error. A delivery whose claim is no longer current is
+// Ack completes the deliveries' tasks: a task acked with a non-nil
+// Delivery.Result, or of a workflow, is kept in StateDone with its result
+// for Config.ResultRetention; others are forgotten. The dependents of a
+// workflow task are released in the same step, under the stream's lock:
+// each one whose parents have all finished becomes pending. Acking a
+// delivery twice is not an error, and releases nothing twice. A delivery whose claim is no longer current is
 // left alone and reported with an error wrapping peonify.ErrLeaseLost; the
 // other deliveries of the call are still acked.
 //
@@ -403,8 +457,9 @@ func leaseLost(e *entry, d peonify.Delivery, why string) error {
 // again. The stream makes the task of an expired lease available again
 // when it next looks (in Poll and the Inspector methods), so an Ack that
 // arrives after the deadline but before that is accepted: no one else holds
-// the task. Ack does not read the clock.
+// the task. The Ack of a cancelled task's claim is ignored.
 func (s *Stream) Ack(_ context.Context, ds ...peonify.Delivery) error {
+	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -415,14 +470,16 @@ func (s *Stream) Ack(_ context.Context, ds ...peonify.Delivery) error {
 	for _, d := range ds {
 		e, err := s.current(d)
 		if err != nil {
-			errs = append(errs, err)
+			if !errors.Is(err, peonify.ErrCancelled) {
+				errs = append(errs, err)
+			}
 			continue
 		}
 		if e == nil {
 			continue
 		}
 		s.leased.remove(e)
-		s.forget(e)
+		s.complete(e, d.Result, now)
 		freed = freed || s.freesPermit(e)
 	}
 	if freed {
@@ -437,9 +494,19 @@ func (s *Stream) forget(e *entry) {
 	e.st = stateGone
 	delete(s.byID, e.task.ID)
 	s.releaseUnique(e)
+	if wf := e.task.Workflow; wf != "" {
+		if set := s.workflows[wf]; set != nil {
+			delete(set, e)
+			if len(set) == 0 {
+				delete(s.workflows, wf)
+			}
+		}
+	}
+	s.notify(e)
 	if len(s.byID) == 0 && s.peak > 4096 {
 		// Maps do not shrink: give back the memory of a large burst.
 		s.byID, s.byUnique, s.peak = make(map[string]*entry), make(map[string]*entry), 0
+		s.workflows = make(map[string]map[*entry]struct{})
 	}
 }
 
@@ -498,6 +565,7 @@ func (s *Stream) Nack(_ context.Context, d peonify.Delivery, opts peonify.NackOp
 	case peonify.OutcomeDead:
 		e.lastError = opts.Reason
 		s.bury(e)
+		s.settle(e, "dead", now)
 	}
 	if s.freesPermit(e) {
 		s.signal() // a task a limit held back may start now
@@ -534,6 +602,7 @@ func (s *Stream) bury(e *entry) {
 	}
 	s.deadTail = e
 	s.deadCount++
+	s.notify(e)
 	for s.deadCount > s.maxDead {
 		old := s.deadHead
 		s.unlinkDead(old)
@@ -628,25 +697,7 @@ func (s *Stream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
 			dups = append(dups, t.ID)
 			continue
 		}
-		e := &entry{owner: s, task: *t, prio: t.Priority, updated: now, pos: -1}
-		e.t = &e.task
-		e.task.Attempt = 0
-		e.task.LastError = ""
-		if t.Payload != nil {
-			e.task.Payload = append(make([]byte, 0, len(t.Payload)), t.Payload...)
-		}
-		if t.Headers != nil {
-			e.task.Headers = make(map[string]string, len(t.Headers))
-			for k, v := range t.Headers {
-				e.task.Headers[k] = v
-			}
-		}
-		s.seq++
-		e.seq = s.seq
-		s.byID[t.ID] = e
-		if t.UniqueKey != "" {
-			s.byUnique[t.UniqueKey] = e
-		}
+		e := s.store(t, now)
 		if t.RunAt.After(now) {
 			e.avail = t.RunAt
 			e.st = stateScheduled
@@ -672,6 +723,42 @@ func (s *Stream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
 	return nil
 }
 
+// store makes an entry of a copy of t and indexes it by ID, UniqueKey and
+// workflow; the caller queues it. s.mu must be held.
+func (s *Stream) store(t *peonify.Task, now time.Time) *entry {
+	e := &entry{owner: s, task: *t, prio: t.Priority, updated: now, pos: -1}
+	e.t = &e.task
+	e.task.Attempt = 0
+	e.task.LastError = ""
+	if t.Payload != nil {
+		e.task.Payload = append(make([]byte, 0, len(t.Payload)), t.Payload...)
+	}
+	if t.Headers != nil {
+		e.task.Headers = make(map[string]string, len(t.Headers))
+		for k, v := range t.Headers {
+			e.task.Headers[k] = v
+		}
+	}
+	if t.Parents != nil {
+		e.task.Parents = append(make([]string, 0, len(t.Parents)), t.Parents...)
+	}
+	s.seq++
+	e.seq = s.seq
+	s.byID[t.ID] = e
+	if t.UniqueKey != "" {
+		s.byUnique[t.UniqueKey] = e
+	}
+	if wf := t.Workflow; wf != "" {
+		set := s.workflows[wf]
+		if set == nil {
+			set = make(map[*entry]struct{})
+			s.workflows[wf] = set
+		}
+		set[e] = struct{}{}
+	}
+	return e
+}
+
 // Close drops every stored task and makes later calls return
 // peonify.ErrClosed. It is idempotent.
 func (s *Stream) Close(context.Context) error {
@@ -684,8 +771,13 @@ func (s *Stream) Close(context.Context) error {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
+	for _, e := range s.byID {
+		s.notify(e) // waiters return peonify.ErrClosed
+	}
 	s.byID, s.byUnique = nil, nil
 	s.ready, s.scheduled, s.leased = queue{}, queue{}, queue{}
 	s.deadHead, s.deadTail, s.deadCount = nil, nil, 0
+	s.waiting, s.cancelled, s.done = elist{}, elist{}, elist{}
+	s.workflows = nil
 	return nil
 }

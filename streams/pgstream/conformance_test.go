@@ -31,5 +31,5 @@ func TestConformance(t *testing.T) {
 	const lease = 500 * time.Millisecond
 	peonifytest.TestStream(t, func(t *testing.T) peonify.Stream {
 		return newTestStream(t, pool, Config{Lease: lease, RescueInterval: 25 * time.Millisecond})
-	}, peonifytest.Features{Lease: lease})
+	}, peonifytest.Features{Lease: lease, NoTracker: true, NoWorkflows: true}) // the flags go when the store implements issue 16
 }
