@@ -331,11 +331,11 @@ func fanoutConfig(wo workflowOptions, batch int) string {
 func (r *runner) fanout(ctx context.Context, mk func(peonifyConfig) contender, cfg peonifyConfig, wo workflowOptions) (result, error) {
 	children, batch := wo.children, r.batch
 	spawn := wo.fanout == "spawn"
-	rootSeq, finalSeq := children, children+1
 	n := children + 1 // the children and the final task
 	if spawn {
 		n++ // and the root
 	}
+	rootSeq, finalSeq := children, n-1
 	fail := newFailure()
 	cfg.Handlers = func(rec *recorder) peonify.TaskList {
 		return peonify.TaskList{
