@@ -76,6 +76,10 @@ func (f *faulty) current(d peonify.Delivery) peonify.Delivery {
 
 func (f *faulty) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	switch f.fault {
+	case "ack-drops-result":
+		for i := range ds {
+			ds[i].Result = nil
+		}
 	case "unfenced-ack":
 		for i := range ds {
 			ds[i] = f.current(ds[i])
@@ -112,7 +116,68 @@ func (f *faulty) Extend(ctx context.Context, d peonify.Delivery, l time.Duration
 	if f.fault == "unfenced-extend" {
 		d = f.current(d)
 	}
-	return f.Stream.Extend(ctx, d, l)
+	nd, err := f.Stream.Extend(ctx, d, l)
+	if f.fault == "extend-hides-cancel" && errors.Is(err, peonify.ErrCancelled) {
+		err = fmt.Errorf("faulty: task %s: %w", d.Task.ID, peonify.ErrLeaseLost)
+	}
+	return nd, err
+}
+
+func (f *faulty) SetProgress(ctx context.Context, d peonify.Delivery, p peonify.Progress) error {
+	if f.fault == "unfenced-progress" {
+		d = f.current(d)
+	}
+	return f.Stream.SetProgress(ctx, d, p)
+}
+
+// Wait polls Get once a second under the fault "wait-polls".
+func (f *faulty) Wait(ctx context.Context, id string) (peonify.TaskInfo, error) {
+	if f.fault != "wait-polls" {
+		return f.Stream.Wait(ctx, id)
+	}
+	for {
+		info, err := f.Stream.Get(ctx, id)
+		if err != nil || info.State.Finished() {
+			return info, err
+		}
+		select {
+		case <-ctx.Done():
+			return peonify.TaskInfo{}, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (f *faulty) Cancel(ctx context.Context, ids ...string) (int, error) {
+	if f.fault == "cancel-ignored" {
+		return len(ids), nil
+	}
+	return f.Stream.Cancel(ctx, ids...)
+}
+
+func (f *faulty) EnqueueWorkflow(ctx context.Context, w *peonify.Workflow) error {
+	err := f.Stream.EnqueueWorkflow(ctx, w)
+	if f.fault == "hide-duplicates" && errors.Is(err, peonify.ErrDuplicate) {
+		return nil
+	}
+	return err
+}
+
+func (f *faulty) CancelWorkflow(ctx context.Context, id string) (int, error) {
+	if f.fault == "cancel-workflow-running-only" {
+		info, err := f.Stream.GetWorkflow(ctx, id)
+		if err != nil {
+			return 0, err
+		}
+		var ids []string
+		for _, ti := range info.Tasks {
+			if ti.State == peonify.StateRunning {
+				ids = append(ids, ti.Task.ID)
+			}
+		}
+		return f.Stream.Cancel(ctx, ids...)
+	}
+	return f.Stream.CancelWorkflow(ctx, id)
 }
 
 func (f *faulty) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
@@ -200,6 +265,8 @@ func TestFaultyStream(t *testing.T) {
 		NoKey:       fault == "declared-no-key",
 		NoLimiter:   fault == "declared-no-limiter",
 		NoRateLimit: fault == "declared-no-rate-limit",
+		NoTracker:   fault == "declared-no-tracker",
+		NoWorkflows: fault == "declared-no-workflows",
 	})
 }
 
@@ -247,6 +314,20 @@ func TestSuiteCatchesFaults(t *testing.T) {
 		{"declared-no-key", "KeyRoundTrip"},
 		{"declared-no-limiter", "Limiter"},
 		{"declared-no-rate-limit", "Limiter"},
+		{"declared-no-tracker", "Tracker"},
+		{"declared-no-workflows", "WorkflowStore"},
+		{"ack-drops-result", "ResultRoundTrip"},
+		{"ack-drops-result", "WorkflowDiamond"},
+		{"ack-drops-result", "WorkflowFanOut"},
+		{"wait-polls", "ResultWaitWakes"},
+		{"unfenced-progress", "ProgressStored"},
+		{"cancel-ignored", "CancelPending"},
+		{"cancel-ignored", "CancelRunning"},
+		{"extend-hides-cancel", "CancelRunning"},
+		{"extend-hides-cancel", "CancelRunningProcessor"},
+		{"hide-duplicates", "WorkflowInvalid"},
+		{"unfenced-ack", "WorkflowStaleAckDoesNotRelease"},
+		{"cancel-workflow-running-only", "CancelWorkflow"},
 	}
 	for _, tc := range faults {
 		t.Run(tc.fault+"/"+tc.check, func(t *testing.T) {

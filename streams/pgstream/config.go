@@ -35,7 +35,15 @@ type Config struct {
 	// acked: the cheapest and the right choice for most queues.
 	KeepDone time.Duration
 
-	// KeepDead is how long dead-lettered tasks are kept for inspection
+	// ResultRetention is how long a done task that has a result (see
+	// peonify.SetResult) or belongs to a workflow is kept, in state done
+	// with its result, for Inspector.Get, Results, Wait and the workflow's
+	// inspection, before the cleaner deletes it; KeepDone applies instead
+	// if it is longer. Zero means the default, 24 hours; a negative value
+	// is an error.
+	ResultRetention time.Duration
+
+	// KeepDead is how long dead-lettered and cancelled tasks are kept for inspection
 	// and retry before the cleaner deletes them. A negative value keeps
 	// them until an operator deletes them. Defaults to 7 days.
 	KeepDead time.Duration
@@ -124,6 +132,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, &peonify.ConfigError{Field: "pgstream.Config.Lease", Reason: "must be at least 1ms"}
 	case c.KeepDone < 0:
 		return c, &peonify.ConfigError{Field: "pgstream.Config.KeepDone", Reason: "must not be negative (0 deletes tasks when acked)"}
+	case c.ResultRetention < 0:
+		return c, &peonify.ConfigError{Field: "pgstream.Config.ResultRetention", Reason: "is negative: use a positive duration (0 means the default, 24h)"}
 	case c.RescueInterval < 0:
 		return c, &peonify.ConfigError{Field: "pgstream.Config.RescueInterval", Reason: "must not be negative (0 means the default)"}
 	case c.CleanupInterval < 0:
@@ -131,6 +141,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Lease == 0 {
 		c.Lease = 30 * time.Second
+	}
+	if c.ResultRetention == 0 {
+		c.ResultRetention = 24 * time.Hour
 	}
 	if c.KeepDead == 0 {
 		c.KeepDead = 7 * 24 * time.Hour

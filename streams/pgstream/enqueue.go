@@ -103,6 +103,12 @@ type batch struct {
 	enqueuedAt  []time.Time
 	runAt       []pgtype.Timestamptz
 	keys        []string
+	workflows   []*string
+	seen        map[string]struct{}
+
+	// Workflows only (see EnqueueWorkflow and Spawn).
+	allow                     []bool
+	edgeParents, edgeChildren []string
 }
 
 func (b *batch) n() int { return len(b.tasks) }
@@ -116,63 +122,88 @@ func newBatch(tasks []*peonify.Task) (*batch, error) {
 		tasks: make([]*peonify.Task, 0, n), ids: make([]string, 0, n), types: make([]string, 0, n),
 		payloads: make([][]byte, 0, n), headers: make([]*string, 0, n), priorities: make([]int32, 0, n),
 		maxAttempts: make([]int32, 0, n), uniqueKeys: make([]*string, 0, n), enqueuedAt: make([]time.Time, 0, n),
-		runAt: make([]pgtype.Timestamptz, 0, n), keys: make([]string, 0, n),
+		runAt: make([]pgtype.Timestamptz, 0, n), keys: make([]string, 0, n), allow: make([]bool, 0, n),
 	}
-	seen := make(map[string]struct{}, n)
+	b.seen = make(map[string]struct{}, n)
 	for _, t := range tasks {
 		if err := t.Prepare(now); err != nil {
 			return nil, err
 		}
-		if err := validText(t); err != nil {
+		if err := b.add(t); err != nil {
 			return nil, err
 		}
-		if t.Priority < math.MinInt32 || t.Priority > math.MaxInt32 || t.MaxAttempts > math.MaxInt32 {
-			return nil, &peonify.InvalidTaskError{ID: t.ID, Reason: "Priority or MaxAttempts does not fit in 32 bits"}
-		}
-		if _, ok := seen[t.ID]; ok {
-			b.dups = append(b.dups, t.ID)
-			continue
-		}
-		seen[t.ID] = struct{}{}
-		var h *string
-		if len(t.Headers) > 0 {
-			j, err := json.Marshal(t.Headers)
-			if err != nil {
-				return nil, &peonify.InvalidTaskError{ID: t.ID, Reason: "Headers do not encode as JSON: " + err.Error()}
-			}
-			js := string(j)
-			h = &js
-		}
-		var uk *string
-		if t.UniqueKey != "" {
-			k := t.UniqueKey
-			uk = &k
-		}
-		payload := t.Payload
-		if payload == nil {
-			payload = []byte{}
-		}
-		b.tasks = append(b.tasks, t)
-		b.ids = append(b.ids, t.ID)
-		b.types = append(b.types, t.Type)
-		b.payloads = append(b.payloads, payload)
-		b.headers = append(b.headers, h)
-		b.priorities = append(b.priorities, int32(t.Priority))
-		b.maxAttempts = append(b.maxAttempts, int32(t.MaxAttempts))
-		b.uniqueKeys = append(b.uniqueKeys, uk)
-		b.enqueuedAt = append(b.enqueuedAt, t.EnqueuedAt)
-		b.runAt = append(b.runAt, pgtype.Timestamptz{Time: t.RunAt, Valid: !t.RunAt.IsZero()})
-		b.keys = append(b.keys, t.Key)
 	}
 	return b, nil
+}
+
+// add checks t, prepared already, and appends it to b (or to b.dups if
+// its ID is in b already).
+func (b *batch) add(t *peonify.Task) error {
+	if err := validText(t); err != nil {
+		return err
+	}
+	if t.Priority < math.MinInt32 || t.Priority > math.MaxInt32 || t.MaxAttempts > math.MaxInt32 {
+		return &peonify.InvalidTaskError{ID: t.ID, Reason: "Priority or MaxAttempts does not fit in 32 bits"}
+	}
+	if _, ok := b.seen[t.ID]; ok {
+		b.dups = append(b.dups, t.ID)
+		return nil
+	}
+	b.seen[t.ID] = struct{}{}
+	var h *string
+	if len(t.Headers) > 0 {
+		j, err := json.Marshal(t.Headers)
+		if err != nil {
+			return &peonify.InvalidTaskError{ID: t.ID, Reason: "Headers do not encode as JSON: " + err.Error()}
+		}
+		js := string(j)
+		h = &js
+	}
+	var uk *string
+	if t.UniqueKey != "" {
+		k := t.UniqueKey
+		uk = &k
+	}
+	payload := t.Payload
+	if payload == nil {
+		payload = []byte{}
+	}
+	b.tasks = append(b.tasks, t)
+	b.ids = append(b.ids, t.ID)
+	b.types = append(b.types, t.Type)
+	b.payloads = append(b.payloads, payload)
+	b.headers = append(b.headers, h)
+	b.priorities = append(b.priorities, int32(t.Priority))
+	b.maxAttempts = append(b.maxAttempts, int32(t.MaxAttempts))
+	b.uniqueKeys = append(b.uniqueKeys, uk)
+	b.enqueuedAt = append(b.enqueuedAt, t.EnqueuedAt)
+	b.runAt = append(b.runAt, pgtype.Timestamptz{Time: t.RunAt, Valid: !t.RunAt.IsZero()})
+	b.keys = append(b.keys, t.Key)
+	var wf *string
+	if t.Workflow != "" {
+		w := t.Workflow
+		wf = &w
+	}
+	b.workflows = append(b.workflows, wf)
+	b.allow = append(b.allow, t.AllowFailedParents)
+	for _, p := range t.Parents {
+		b.edgeParents = append(b.edgeParents, p)
+		b.edgeChildren = append(b.edgeChildren, t.ID)
+	}
+	return nil
 }
 
 // validText rejects strings that Postgres text columns cannot hold, with
 // a reason instead of a database error.
 func validText(t *peonify.Task) error {
-	for _, f := range []struct{ name, v string }{{"ID", t.ID}, {"Type", t.Type}, {"UniqueKey", t.UniqueKey}, {"Key", t.Key}} {
+	for _, f := range []struct{ name, v string }{{"ID", t.ID}, {"Type", t.Type}, {"UniqueKey", t.UniqueKey}, {"Key", t.Key}, {"Workflow", t.Workflow}} {
 		if !utf8.ValidString(f.v) || strings.IndexByte(f.v, 0) >= 0 {
 			return &peonify.InvalidTaskError{ID: t.ID, Reason: "task " + f.name + " must be valid UTF-8 without NUL bytes"}
+		}
+	}
+	for _, p := range t.Parents {
+		if !utf8.ValidString(p) || strings.IndexByte(p, 0) >= 0 {
+			return &peonify.InvalidTaskError{ID: t.ID, Reason: "task Parents must be valid UTF-8 without NUL bytes"}
 		}
 	}
 	for k, v := range t.Headers {
@@ -210,7 +241,7 @@ func (b *batch) duplicates(inserted []string) error {
 // the IDs it inserted.
 func (s *Stream) insert(ctx context.Context, q querier, b *batch) ([]string, error) {
 	rows, err := q.Query(ctx, s.sql.insert, s.cfg.Queue, b.ids, b.types, b.payloads, b.headers, b.priorities,
-		b.maxAttempts, b.uniqueKeys, b.enqueuedAt, b.runAt, b.keys)
+		b.maxAttempts, b.uniqueKeys, b.enqueuedAt, b.runAt, b.keys, b.workflows)
 	if err != nil {
 		return nil, s.dbError("enqueueing tasks", err)
 	}
@@ -252,7 +283,7 @@ func (s *Stream) copyInsert(ctx context.Context, tx pgx.Tx, b *batch) ([]string,
 // give them, and the scheduled ones with it.
 func (s *Stream) copyRows(ctx context.Context, tx pgx.Tx, b *batch) error {
 	table := pgx.Identifier{s.cfg.Schema, "peonify_tasks"}
-	cols := []string{"queue", "id", "type", "payload", "headers", "priority", "max_attempts", "unique_key", "enqueued_at", "key", "run_at"}
+	cols := []string{"queue", "id", "type", "payload", "headers", "priority", "max_attempts", "unique_key", "enqueued_at", "key", "workflow", "run_at"}
 	for _, scheduled := range []bool{false, true} {
 		var rows []int
 		for i, r := range b.runAt {
@@ -269,14 +300,17 @@ func (s *Stream) copyRows(ctx context.Context, tx pgx.Tx, b *batch) error {
 		}
 		_, err := tx.CopyFrom(ctx, table, c, pgx.CopyFromSlice(len(rows), func(j int) ([]any, error) {
 			i := rows[j]
-			var h, uk any
+			var h, uk, wf any
 			if b.headers[i] != nil {
 				h = *b.headers[i]
+			}
+			if b.workflows[i] != nil {
+				wf = *b.workflows[i]
 			}
 			if b.uniqueKeys[i] != nil {
 				uk = *b.uniqueKeys[i]
 			}
-			v := []any{s.cfg.Queue, b.ids[i], b.types[i], b.payloads[i], h, b.priorities[i], b.maxAttempts[i], uk, b.enqueuedAt[i], b.keys[i]}
+			v := []any{s.cfg.Queue, b.ids[i], b.types[i], b.payloads[i], h, b.priorities[i], b.maxAttempts[i], uk, b.enqueuedAt[i], b.keys[i], wf}
 			if scheduled {
 				v = append(v, b.runAt[i])
 			}

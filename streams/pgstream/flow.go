@@ -169,11 +169,11 @@ WITH c AS (
 UPDATE ` + f.t + ` t
 SET state = 'running', attempts = t.attempts + 1, token = (SELECT nextval('` + f.seq + `')),
     lease_until = now() + $9::bigint * interval '1 microsecond', updated_at = now(), claimed_by = $3
-WHERE t.ctid = ANY(ARRAY(SELECT c.tid FROM c)) AND t.queue = $1 AND t.token = 0 AND t.state NOT IN ('dead', 'done')
+WHERE t.ctid = ANY(ARRAY(SELECT c.tid FROM c)) AND t.queue = $1 AND t.token = 0 AND t.state NOT IN ('dead', 'done', 'waiting', 'cancelled')
 RETURNING ` + taskColumns
 	}
 	// The candidates were pending when read, under the lock; token 0 and
-	// neither dead nor done check that they still are (a claim without
+	// neither dead, done, waiting nor cancelled check that they still are (a claim without
 	// limits may have taken one meanwhile). state = 'pending' would invite
 	// the planner to read the queue's pending index instead of the primary
 	// key, and so would a join, or an array whose size it knows, on a
@@ -183,7 +183,7 @@ RETURNING ` + taskColumns
 UPDATE ` + f.t + ` t
 SET state = 'running', attempts = t.attempts + 1, token = (SELECT nextval('` + f.seq + `')),
     lease_until = now() + $3::bigint * interval '1 microsecond', updated_at = now(), claimed_by = $4
-WHERE t.id = ANY(ARRAY(SELECT unnest($2::text[]))) AND t.queue = $1 AND t.token = 0 AND t.state NOT IN ('dead', 'done')
+WHERE t.id = ANY(ARRAY(SELECT unnest($2::text[]))) AND t.queue = $1 AND t.token = 0 AND t.state NOT IN ('dead', 'done', 'waiting', 'cancelled')
 RETURNING ` + taskColumns
 	p.buckets = `
 INSERT INTO ` + f.b + ` AS b (queue, name, key, empty_at)

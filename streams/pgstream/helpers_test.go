@@ -25,8 +25,10 @@ func TestMain(m *testing.M) {
 
 // testSchema is the schema the tests use unless they make one of their
 // own: the public schema of a shared test server may be at an older
-// version, used by older builds, that migrating it would break.
-const testSchema = "pgstream_test"
+// version, used by older builds, that migrating it would break, and so
+// may the schema an older build of these tests made: the name carries the
+// schema version.
+const testSchema = "pgstream_test_v3"
 
 // migrateOnce migrates testSchema once per test binary.
 var migrateOnce sync.Once
@@ -91,7 +93,7 @@ func newTestStream(t testing.TB, pool *pgxpool.Pool, cfg Config) *Stream {
 			t.Error(err)
 		}
 		// Leave the shared test database as we found it.
-		for _, table := range []string{"peonify_tasks", "peonify_queues", "peonify_buckets"} {
+		for _, table := range []string{"peonify_tasks", "peonify_queues", "peonify_buckets", "peonify_edges"} {
 			q := "DELETE FROM " + pgx.Identifier{cfg.Schema, table}.Sanitize() + " WHERE queue = $1"
 			if _, err := pool.Exec(context.Background(), q, cfg.Queue); err != nil {
 				t.Logf("cleaning up queue %s: %v", cfg.Queue, err)

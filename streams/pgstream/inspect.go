@@ -139,7 +139,10 @@ func (s *Stream) Retry(ctx context.Context, ids ...string) (int, error) {
 }
 
 // Delete removes the tasks with the given ids that are not running, and
-// returns how many it removed.
+// returns how many it removed. Deleting a waiting, pending or scheduled
+// workflow task cancels its dependents (with the reason "parent <id>
+// deleted"), or releases those that allow failed parents, in the same
+// transaction.
 func (s *Stream) Delete(ctx context.Context, ids ...string) (int, error) {
 	if s.closed.Load() {
 		return 0, peonify.ErrClosed
@@ -147,19 +150,46 @@ func (s *Stream) Delete(ctx context.Context, ids ...string) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	tag, err := s.pool.Exec(ctx, s.sql.deleteIDs, s.cfg.Queue, ids)
+	n, err := s.deleteSettled(ctx, s.sql.deleteIDs, s.cfg.Queue, ids, s.fin)
 	if err != nil {
 		return 0, s.dbError("deleting tasks", err)
 	}
-	if tag.RowsAffected() > 0 && s.plan.Load() != nil {
+	if n > 0 && s.plan.Load() != nil {
 		s.signal() // a deleted task may have held back its key (Ordered)
 	}
-	return int(tag.RowsAffected()), nil
+	return n, nil
+}
+
+// deleteSettled runs a delete statement (deleteIDs or purge) and, in the
+// same transaction, cancels or releases the dependents of the unfinished
+// workflow tasks it deleted. It returns how many tasks it deleted.
+func (s *Stream) deleteSettled(ctx context.Context, q string, args ...any) (int, error) {
+	var n int
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var wf []string
+		if err := tx.QueryRow(ctx, q, args...).Scan(&n, &wf); err != nil {
+			return err
+		}
+		whys := make([]string, len(wf))
+		for i := range whys {
+			whys[i] = "deleted"
+		}
+		return s.settle(ctx, tx, wf, whys, true)
+	})
+	if err != nil {
+		return 0, err
+	}
+	if n > 0 {
+		s.kickWaiters()
+	}
+	return n, nil
 }
 
 // Purge removes every task of the queue in state: StateDead, StateDone,
-// StatePending (ready tasks) or StateScheduled. Running tasks cannot be
-// purged. It returns how many it removed.
+// StateCancelled, StateWaiting, StatePending (ready tasks) or
+// StateScheduled. Running tasks cannot be purged. Unfinished workflow
+// tasks settle their dependents as Delete does. It returns how many it
+// removed.
 func (s *Stream) Purge(ctx context.Context, state peonify.State) (int, error) {
 	if s.closed.Load() {
 		return 0, peonify.ErrClosed
@@ -171,11 +201,11 @@ func (s *Stream) Purge(ctx context.Context, state peonify.State) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	tag, err := s.pool.Exec(ctx, s.sql.purge, s.cfg.Queue, st, future)
+	n, err := s.deleteSettled(ctx, s.sql.purge, s.cfg.Queue, st, s.fin, future)
 	if err != nil {
 		return 0, s.dbError("purging "+string(state)+" tasks", err)
 	}
-	return int(tag.RowsAffected()), nil
+	return n, nil
 }
 
 // Pause stops delivery from the queue, for every processor on it: Poll

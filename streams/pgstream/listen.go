@@ -52,6 +52,7 @@ type Listener struct {
 	schema  string
 	channel string // the payload of each notification is a queue name
 	free    string // flow control: limits' permits freed, as a freeNote
+	fin     string // tasks finished, for Wait; the payload is a queue name
 	logger  *slog.Logger
 	health  time.Duration // ListenerConfig.HealthCheck
 
@@ -59,6 +60,7 @@ type Listener struct {
 
 	mu      sync.Mutex
 	subs    map[string]map[chan<- struct{}]func(keys []string) // queue -> wake channels and their hint function
+	finSubs map[string]map[chan<- struct{}]struct{}            // queue -> Wait's wake channels
 	running bool                                               // from the first subscription until Close
 	closed  bool
 	bg      streamkit.Group // the listening goroutine
@@ -91,8 +93,10 @@ func NewListener(pool *pgxpool.Pool, cfg ListenerConfig) (*Listener, error) {
 		schema:  cfg.Schema,
 		channel: channelName(cfg.Schema),
 		free:    freeChannelName(cfg.Schema),
+		fin:     finishedChannelName(cfg.Schema),
 		logger:  cfg.Logger,
 		subs:    make(map[string]map[chan<- struct{}]func([]string)),
+		finSubs: make(map[string]map[chan<- struct{}]struct{}),
 	}, nil
 }
 
@@ -166,6 +170,47 @@ func (l *Listener) subscribe(queue string, ch chan<- struct{}, hint func(keys []
 	}
 }
 
+// subscribeFinished makes ch receive (without blocking) when tasks of
+// queue finish (see Stream.Wait), and after every (re)connect. It starts
+// nothing: the stream subscribes with subscribe too. The returned
+// function ends the subscription.
+func (l *Listener) subscribeFinished(queue string, ch chan<- struct{}) (unsubscribe func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return func() {}
+	}
+	if l.finSubs[queue] == nil {
+		l.finSubs[queue] = make(map[chan<- struct{}]struct{})
+	}
+	l.finSubs[queue][ch] = struct{}{}
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		delete(l.finSubs[queue], ch)
+		if len(l.finSubs[queue]) == 0 {
+			delete(l.finSubs, queue)
+		}
+	}
+}
+
+// notifyFinished wakes the waiters of queue, or all of them with all.
+func (l *Listener) notifyFinished(queue string, all bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for q, chans := range l.finSubs {
+		if !all && q != queue {
+			continue
+		}
+		for ch := range chans {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
 // notify wakes the subscribers of queue, or all of them when all is set,
 // passing keys to their hint functions (see subscribe).
 func (l *Listener) notify(queue string, all bool, keys []string) {
@@ -227,13 +272,14 @@ func (l *Listener) listenOnce(ctx context.Context) (bool, error) {
 		defer cancel()
 		_ = conn.Close(closeCtx)
 	}()
-	for _, ch := range []string{l.channel, l.free} {
+	for _, ch := range []string{l.channel, l.free, l.fin} {
 		if _, err := conn.Exec(step, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
 			return false, err
 		}
 	}
 	cancel()
 	l.notify("", true, nil)
+	l.notifyFinished("", true)
 	l.connects.Add(1)
 	for {
 		wait, cancel := context.WithTimeout(ctx, l.health)
@@ -245,6 +291,9 @@ func (l *Listener) listenOnce(ctx context.Context) (bool, error) {
 			if json.Unmarshal([]byte(n.Payload), &note) == nil {
 				l.notify(note.Queue, false, note.Keys)
 			}
+			continue
+		case err == nil && n.Channel == l.fin:
+			l.notifyFinished(n.Payload, false)
 			continue
 		case err == nil:
 			l.notify(n.Payload, false, nil)

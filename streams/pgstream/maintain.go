@@ -3,6 +3,8 @@ package pgstream
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // cleanupBatch bounds one DELETE of finished tasks, so that the cleaner
@@ -43,10 +45,23 @@ func (s *Stream) maintain(ctx context.Context) {
 func (s *Stream) rescue(ctx context.Context) (pending, dead int, err error) {
 	ctx, cancel := context.WithTimeout(ctx, maintainTimeout)
 	defer cancel()
-	var notified int
-	err = s.pool.QueryRow(ctx, s.sql.rescue, s.cfg.Queue, s.channel).Scan(&pending, &dead, &notified)
+	// Dead workflow tasks settle their dependents in the same
+	// transaction.
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var (
+			notified int
+			wf, whys []string
+		)
+		if err := tx.QueryRow(ctx, s.sql.rescue, s.cfg.Queue, s.channel, s.fin).Scan(&pending, &dead, &notified, &wf, &whys); err != nil {
+			return err
+		}
+		return s.settle(ctx, tx, wf, whys, true)
+	})
 	if err != nil {
 		return 0, 0, s.dbError("rescuing expired leases", err)
+	}
+	if dead > 0 {
+		s.kickWaiters()
 	}
 	if pending+dead > 0 {
 		s.cfg.Logger.Info("pgstream: rescued tasks whose lease expired",
@@ -55,8 +70,10 @@ func (s *Stream) rescue(ctx context.Context) (pending, dead int, err error) {
 	return pending, dead, nil
 }
 
-// cleanup deletes done tasks older than KeepDone and dead tasks older than
-// KeepDead, and reports how many. It also deletes the rows of rate limits'
+// cleanup deletes done tasks older than KeepDone (those with a result or a
+// workflow: older than the larger of KeepDone and ResultRetention), and
+// dead and cancelled tasks older than KeepDead, in bounded batches, and
+// reports how many. It also deletes the rows of rate limits'
 // buckets that are full again.
 func (s *Stream) cleanup(ctx context.Context) (int, error) {
 	total := 0
@@ -68,19 +85,34 @@ func (s *Stream) cleanup(ctx context.Context) (int, error) {
 			return total, s.dbError("deleting full token buckets", err)
 		}
 	}
+	keepKept := max(s.cfg.KeepDone, s.cfg.ResultRetention)
 	for _, r := range []struct {
-		state string
+		what  string
+		stmt  string
+		state string // for s.sql.cleanup
 		keep  time.Duration
-	}{{"done", s.cfg.KeepDone}, {"dead", s.cfg.KeepDead}} {
-		if r.keep < 0 {
-			continue // dead tasks kept until an operator deletes them
+	}{
+		{"done", s.sql.cleanupPlainDone, "", s.cfg.KeepDone},
+		{"done (with a result or workflow)", s.sql.cleanupKept, "", keepKept},
+		{"dead", s.sql.cleanup, "dead", s.cfg.KeepDead},
+		{"cancelled", s.sql.cleanup, "cancelled", s.cfg.KeepDead},
+	} {
+		if r.keep < 0 || r.keep == 0 && r.stmt == s.sql.cleanupPlainDone {
+			// Dead tasks kept until an operator deletes them; without
+			// KeepDone, done tasks without a result are deleted when
+			// acked, and the kept ones are not looked through.
+			continue
 		}
 		for {
 			stmt, cancel := context.WithTimeout(ctx, maintainTimeout)
-			tag, err := s.pool.Exec(stmt, s.sql.cleanup, s.cfg.Queue, r.state, r.keep.Microseconds(), cleanupBatch)
+			args := []any{s.cfg.Queue, r.keep.Microseconds(), cleanupBatch}
+			if r.state != "" {
+				args = []any{s.cfg.Queue, r.state, r.keep.Microseconds(), cleanupBatch}
+			}
+			tag, err := s.pool.Exec(stmt, r.stmt, args...)
 			cancel()
 			if err != nil {
-				return total, s.dbError("deleting "+r.state+" tasks", err)
+				return total, s.dbError("deleting "+r.what+" tasks", err)
 			}
 			n := int(tag.RowsAffected())
 			total += n

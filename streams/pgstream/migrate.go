@@ -51,7 +51,7 @@ func loadMigrations() ([]migration, error) {
 
 // SchemaVersion is the schema version that this package's code needs; Migrate
 // brings a database up to it.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // Migrate creates or upgrades Peonify's tables in the "public" schema. See
 // MigrateSchema.

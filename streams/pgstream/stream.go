@@ -64,6 +64,9 @@ type Stream struct {
 	timerAt   time.Time
 
 	wake     chan struct{}
+	fin      string        // NOTIFY channel of finished tasks, for Wait
+	finKick  chan struct{} // wakes watchFinished
+	waitHub  waitHub
 	listener *Listener // shared or own; nil with NoListen or before Start or the first Poll
 
 	closed atomic.Bool
@@ -112,6 +115,8 @@ func New(pool *pgxpool.Pool, cfg Config) (*Stream, error) {
 		sql:      newStatements(cfg.Schema, cfg.SyncCommit),
 		channel:  channelName(cfg.Schema),
 		free:     freeChannelName(cfg.Schema),
+		fin:      finishedChannelName(cfg.Schema),
+		finKick:  make(chan struct{}, 1),
 		lease:    cfg.Lease.Microseconds(),
 		wake:     make(chan struct{}, 1),
 		freeKick: make(chan struct{}, 1),
@@ -242,13 +247,25 @@ func (s *Stream) claim(ctx context.Context, q string, limit int, after ...any) (
 }
 
 // Ack completes deliveries in one statement: their tasks are deleted, or
-// kept in state done when Config.KeepDone is set. A delivery whose lease
-// was lost, or that was already acked, is silently ignored.
+// kept in state done when Config.KeepDone is set. A task with a result
+// (Delivery.Result not nil) or in a workflow is kept done, with its
+// result, for Config.ResultRetention, and its waiting dependents are
+// released, in the same transaction (one call of a function that
+// migration 3 installs; a batch of tasks without either takes the plain
+// statement). A delivery whose lease was lost, or that was already acked,
+// is silently ignored: it releases nothing.
 func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	if s.closed.Load() {
 		return peonify.ErrClosed
 	}
 	if len(ds) == 0 {
+		return nil
+	}
+	if tracked(ds) {
+		if err := s.ackTracked(ctx, ds); err != nil {
+			return err
+		}
+		s.freed(ds...)
 		return nil
 	}
 	ids := make([]string, 0, len(ds))
@@ -310,15 +327,26 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	args := []any{s.cfg.Queue, d.Task.ID, int64(d.Token), s.channel, reason}
 	if opts.Outcome != peonify.OutcomeDead {
 		args = append(args, opts.Delay.Microseconds())
+	} else {
+		args[3] = s.fin // a dead task wakes Wait's waiters
 	}
 
 	var n, notified int
-	err = s.pool.QueryRow(ctx, q, args...).Scan(&n, &notified)
+	if opts.Outcome == peonify.OutcomeDead && d.Task.Workflow != "" {
+		// Its dependents are cancelled (or released) in the same
+		// transaction.
+		n, err = s.nackDeadWorkflow(ctx, d, args, reason)
+	} else {
+		err = s.pool.QueryRow(ctx, q, args...).Scan(&n, &notified)
+	}
 	if err != nil {
 		return s.dbError("nacking task "+d.Task.ID, err)
 	}
 	if n == 0 {
 		return fmt.Errorf("pgstream: nack of task %s ignored: %w", d.Task.ID, peonify.ErrLeaseLost)
+	}
+	if opts.Outcome == peonify.OutcomeDead {
+		s.kickWaiters()
 	}
 	s.freed(d) // a permit is free again: here, and for the other processors
 	if p := s.plan.Load(); p != nil && p.perKey && d.Task.Key != "" && opts.Outcome != peonify.OutcomeDead && opts.Delay > 0 {
@@ -334,8 +362,9 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 }
 
 // Extend renews the lease of d so that it ends lease from now (Config.Lease
-// when lease <= 0). It returns an error wrapping peonify.ErrLeaseLost if the
-// task was acked, nacked or claimed again since.
+// when lease <= 0). It returns an error wrapping peonify.ErrCancelled if
+// the task was cancelled during this claim (see Cancel), and one wrapping
+// peonify.ErrLeaseLost if it was acked, nacked or claimed again since.
 func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Duration) (peonify.Delivery, error) {
 	if err := streamkit.CheckDelivery(s.closed.Load(), d, "pgstream", "Extend"); err != nil {
 		return d, err
@@ -350,7 +379,7 @@ func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Dura
 	var until time.Time
 	err := s.pool.QueryRow(ctx, s.sql.extend, s.cfg.Queue, d.Task.ID, int64(d.Token), us).Scan(&until)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return d, fmt.Errorf("pgstream: cannot extend task %s: %w", d.Task.ID, peonify.ErrLeaseLost)
+		return d, s.claimGone(ctx, d, "extend")
 	}
 	if err != nil {
 		return d, s.dbError("extending the lease of task "+d.Task.ID, err)
@@ -423,21 +452,25 @@ func (s *Stream) startBackground() bool {
 	s.start = true
 	s.bg.Go(s.maintain)
 	s.bg.Go(s.announceFreed)
-	var unsubscribe func()
+	s.bg.Go(s.watchFinished)
+	var unsubscribe, unsubscribeFin func()
 	var own *Listener
 	switch {
 	case s.cfg.Listener != nil:
 		s.listener = s.cfg.Listener
-		unsubscribe = s.cfg.Listener.subscribe(s.cfg.Queue, s.wake, s.addHints)
 	case !s.cfg.NoListen:
 		// New validated the schema, so NewListener cannot fail.
 		own, _ = NewListener(s.pool, ListenerConfig{Schema: s.cfg.Schema, Logger: s.cfg.Logger})
 		s.listener = own
-		unsubscribe = own.subscribe(s.cfg.Queue, s.wake, s.addHints)
+	}
+	if s.listener != nil {
+		unsubscribe = s.listener.subscribe(s.cfg.Queue, s.wake, s.addHints)
+		unsubscribeFin = s.listener.subscribeFinished(s.cfg.Queue, s.finKick)
 	}
 	s.stop = func(ctx context.Context) error {
 		if unsubscribe != nil {
 			unsubscribe()
+			unsubscribeFin()
 		}
 		if own != nil {
 			return own.Close(ctx)
@@ -484,11 +517,20 @@ func scanTask(rows pgx.Rows) (peonify.TaskInfo, uint64, error) {
 		lease     pgtype.Timestamptz
 		token     int64
 		lastError pgtype.Text
+		workflow  pgtype.Text
+		fraction  pgtype.Float8
+		message   pgtype.Text
+		progAt    pgtype.Timestamptz
 	)
 	err := rows.Scan(&t.ID, &t.Type, &t.Payload, &headers, &state, &t.Priority, &info.Attempts, &t.MaxAttempts,
-		&uniqueKey, &t.RunAt, &t.EnqueuedAt, &info.UpdatedAt, &lease, &token, &lastError, &t.Key)
+		&uniqueKey, &t.RunAt, &t.EnqueuedAt, &info.UpdatedAt, &lease, &token, &lastError, &t.Key,
+		&workflow, &t.Parents, &t.AllowFailedParents, &info.Result, &fraction, &message, &progAt)
 	if err != nil {
 		return info, 0, err
+	}
+	t.Workflow = workflow.String
+	if progAt.Valid {
+		info.Progress = peonify.Progress{Fraction: fraction.Float64, Message: message.String, UpdatedAt: progAt.Time}
 	}
 	t.Headers = streamkit.DecodeHeaders(headers)
 	t.UniqueKey = uniqueKey.String

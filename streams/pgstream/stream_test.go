@@ -262,12 +262,12 @@ func TestPlainSQLInsertIsAValidTask(t *testing.T) {
 	waitListening(t, s, 1)
 
 	// What a producer in any language does: no Peonify code involved.
-	_, err := pool.Exec(ctx, `INSERT INTO pgstream_test.peonify_tasks (queue, type, payload)
+	_, err := pool.Exec(ctx, `INSERT INTO pgstream_test_v3.peonify_tasks (queue, type, payload)
 		VALUES ($1, 'resize-image', convert_to('{"url":"https://example.com/a.png"}', 'UTF8'))`, s.Queue())
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = pool.Exec(ctx, `INSERT INTO pgstream_test.peonify_tasks (queue, type, payload, headers, priority)
+	_, err = pool.Exec(ctx, `INSERT INTO pgstream_test_v3.peonify_tasks (queue, type, payload, headers, priority)
 		VALUES ($1, 'literal', '{"a":1}', '{"tenant":"t1","n":2}', 5)`, s.Queue())
 	if err != nil {
 		t.Fatal(err)
@@ -291,7 +291,7 @@ func TestPlainSQLInsertIsAValidTask(t *testing.T) {
 
 	// Skipping duplicates and scheduling, as the README shows.
 	for range 2 {
-		_, err = pool.Exec(ctx, `INSERT INTO pgstream_test.peonify_tasks (queue, id, type, payload, unique_key, run_at)
+		_, err = pool.Exec(ctx, `INSERT INTO pgstream_test_v3.peonify_tasks (queue, id, type, payload, unique_key, run_at)
 			VALUES ($1, 'report-1', 'daily-report', '\x', 'daily-report:1', now() + interval '1 hour')
 			ON CONFLICT DO NOTHING`, s.Queue())
 		if err != nil {
@@ -302,7 +302,7 @@ func TestPlainSQLInsertIsAValidTask(t *testing.T) {
 		t.Fatalf("Counts after two plain inserts of one scheduled task = %v, %v", c, err)
 	}
 	// A running row without a lease would never be rescued: refused.
-	_, err = pool.Exec(ctx, `INSERT INTO pgstream_test.peonify_tasks (queue, type, state) VALUES ($1, 'x', 'running')`, s.Queue())
+	_, err = pool.Exec(ctx, `INSERT INTO pgstream_test_v3.peonify_tasks (queue, type, state) VALUES ($1, 'x', 'running')`, s.Queue())
 	if err == nil {
 		t.Fatal("a running task without lease_until was accepted")
 	}
