@@ -210,30 +210,43 @@ func (c *cell) checkDiamonds(wf peonify.WorkflowStore, tr peonify.Tracker, all [
 	c.mu.Lock()
 	runs := c.hist.Runs()
 	c.mu.Unlock()
-	// The first success of each task: the earliest end of a run that
-	// returned nil.
-	firstOK := map[string]time.Time{}
-	started := map[string]int{}
+	ran := map[string]bool{}
 	for _, r := range runs {
-		started[r.ID]++
-		if r.Ended() && !r.Failed {
-			if at, ok := firstOK[r.ID]; !ok || r.End.Before(at) {
-				firstOK[r.ID] = r.End
-			}
-		}
-	}
-	early, checked := 0, 0
-	for _, d := range all {
-		for _, t := range d.tasks {
-			if started[t.ID] == 0 {
-				c.t.Errorf("task %s has no timed run in the ledger", t.ID)
-			}
-		}
+		ran[r.ID] = true
 	}
 	parents := map[string][]string{}
 	for _, d := range all {
 		for _, t := range d.tasks {
 			parents[t.ID] = t.Parents
+			if !ran[t.ID] {
+				c.t.Errorf("task %s has no timed run in the ledger", t.ID)
+			}
+		}
+	}
+	bad, checked := startedEarly(runs, parents)
+	early := len(bad)
+	for _, b := range some5(bad) {
+		c.t.Error(b)
+	}
+	if early > 0 {
+		c.t.Errorf("%d runs of dependents started before a parent's success", early)
+	}
+	c.note("%d workflows succeeded; no dependent started before its parents' success (%d run-parent pairs)", len(all)-failed, checked)
+}
+
+// startedEarly checks that every run in runs began after a run of each of
+// the task's parents (by task ID) had returned success, and returns the
+// runs that did not, described, and how many (run, parent) pairs it
+// checked.
+func startedEarly(runs []Run, parents map[string][]string) (bad []string, checked int) {
+	// The first success of each task: the earliest end of a run that
+	// returned nil.
+	firstOK := map[string]time.Time{}
+	for _, r := range runs {
+		if r.Ended() && !r.Failed {
+			if at, ok := firstOK[r.ID]; !ok || r.End.Before(at) {
+				firstOK[r.ID] = r.End
+			}
 		}
 	}
 	for _, r := range runs {
@@ -243,20 +256,42 @@ func (c *cell) checkDiamonds(wf peonify.WorkflowStore, tr peonify.Tracker, all [
 			if done && !at.After(r.Start) {
 				continue
 			}
-			if early++; early <= 5 {
-				when := "never succeeded"
-				if done {
-					when = fmt.Sprintf("first succeeded %s later", at.Sub(r.Start))
-				}
-				c.t.Errorf("task %s (attempt %d, pid %d) started at %s, but its parent %s %s",
-					r.ID, r.Attempt, r.Pid, r.Start.Format("15:04:05.000000"), p, when)
+			when := "never succeeded"
+			if done {
+				when = fmt.Sprintf("first succeeded %s later", at.Sub(r.Start))
 			}
+			bad = append(bad, fmt.Sprintf("task %s (attempt %d, pid %d) started at %s, but its parent %s %s",
+				r.ID, r.Attempt, r.Pid, r.Start.Format("15:04:05.000000"), p, when))
 		}
 	}
-	if early > 0 {
-		c.t.Errorf("%d runs of dependents started before a parent's success", early)
+	return bad, checked
+}
+
+// startedEarly finds a dependent that started before its parent's
+// success, one whose parent never succeeded, and none in a correct order.
+func TestStartedEarly(t *testing.T) {
+	at := func(ms int) time.Time { return time.UnixMilli(int64(1_000_000 + ms)) }
+	parents := map[string][]string{"b": {"a"}, "d": {"b", "c"}}
+	ok := []Run{
+		{ID: "a", Attempt: 1, Start: at(0), End: at(10), Failed: true},
+		{ID: "a", Attempt: 2, Start: at(20), End: at(30)},
+		{ID: "b", Attempt: 1, Start: at(30), End: at(40)},
+		{ID: "c", Attempt: 1, Start: at(0), End: at(5)},
+		{ID: "d", Attempt: 1, Start: at(41), End: at(50)},
 	}
-	c.note("%d workflows succeeded; %d starts of dependents checked against their parents' success", len(all)-failed, checked)
+	if bad, n := startedEarly(ok, parents); len(bad) != 0 || n != 3 {
+		t.Errorf("a correct order: %d pairs checked (want 3), flagged %q", n, bad)
+	}
+	early := slices.Clone(ok)
+	early[2].Start = at(25) // b began after a's failed run, before its success
+	if bad, _ := startedEarly(early, parents); len(bad) != 1 || !strings.Contains(bad[0], "parent a first succeeded 5ms later") {
+		t.Errorf("b before a's success: flagged %q", bad)
+	}
+	never := append(slices.Clone(ok[1:]), Run{ID: "d", Attempt: 2, Start: at(60)})
+	never[0].Failed = true // a never succeeded
+	if bad, _ := startedEarly(never, parents); len(bad) != 1 || !strings.Contains(bad[0], "parent a never succeeded") {
+		t.Errorf("a never succeeded: flagged %q", bad)
+	}
 }
 
 // The results the diamonds' tasks must end with show what each was given.
