@@ -97,5 +97,69 @@
 // is skipped, saying so), not failed: the permit of an expired lease
 // comes back by design.
 //
+// Results, progress, cancellation and workflows have checks of their own,
+// run against a stream that is a peonify.Tracker (and an Inspector) and,
+// for the workflow checks, a peonify.WorkflowStore, found with
+// peonify.As. A stream that forgets a task once it is acked (a broker)
+// sets Features.NoTracker, and one without workflows Features.NoWorkflows;
+// as with NoLimiter, the Tracker and WorkflowStore checks fail when the
+// flag disagrees with what the stream is, and the others skip:
+//
+//   - Tracker, WorkflowStore: the stream is one unless the flag says it
+//     is not, and is not one if the flag says so.
+//   - ResultRoundTrip: Ack stores Delivery.Result byte for byte; Get shows
+//     the task done with it, and Results maps it; an empty non-nil result
+//     is a result; a task acked with a nil one has none (gone, or done
+//     with a nil Result); Results leaves out pending and unknown IDs.
+//   - ResultWaitWakes: Wait blocks while the task runs and returns it
+//     done, with its result, within 500ms of the ack by another goroutine
+//     (woken, not polled); it returns a dead task, a finished one at once,
+//     ErrNotFound for an unknown ID, and the context's error when the
+//     context ends first.
+//   - ProgressStored: SetProgress shows in Get while the task runs and is
+//     kept once it is done; with a Lease, a stale claim's SetProgress
+//     fails with ErrLeaseLost and changes nothing.
+//   - CancelPending: Cancel moves pending and scheduled tasks to
+//     StateCancelled with a reason, never to be delivered, counts them,
+//     and skips done, dead, cancelled and unknown IDs; Wait returns a
+//     cancelled task; Purge(cancelled) removes them.
+//   - CancelRunning: a running task is cancelled at once (no longer
+//     counted running); its claim's Extend and SetProgress fail with
+//     ErrCancelled; its Ack and Nack are stale and change nothing; it is
+//     not delivered again when its lease ends.
+//   - CancelRunningProcessor (needs a Lease): a real peonify.Processor's
+//     handler sees context.Cause ErrCancelled within a third of the lease
+//     (plus 500ms) of Cancel, and the task stays cancelled, not retried.
+//   - WorkflowDiamond: A → (B, C) → D through a Processor with
+//     peonify.JSONResult handlers: dependents wait in StateWaiting, read
+//     their parents' results with peonify.ParentResults, start only after
+//     their parents ended; GetWorkflow shows the workflow succeeded, its
+//     counts and its tasks by ID.
+//   - WorkflowInvalid: a cycle or an unknown parent is an
+//     *InvalidTaskError and stores nothing; a workflow whose ID or one of
+//     whose task IDs is stored is a *DuplicateError and stores nothing.
+//   - WorkflowCascade: a dead parent cancels its dependents, and theirs,
+//     with reasons naming the parent; a dependent with AllowFailedParents
+//     runs once all its parents finished, and its own dependent after it;
+//     the workflow ends failed.
+//   - WorkflowStaleAckDoesNotRelease (needs a Lease): after the parent
+//     was claimed again, the stale claim's ack leaves the child waiting;
+//     the current one releases it, once, however often it is repeated.
+//   - WorkflowFanOut: a task spawns 1,000 children with peonify.Spawn
+//     through a Processor; its dependent runs after all of them and reads
+//     their 1,000 results with ParentResults (Spawn adds the children to
+//     the Parents of the spawning task's dependents).
+//   - CancelWorkflow: cancels the running and waiting tasks of the
+//     workflow and counts them, leaves done ones done; the running one's
+//     Extend then fails with ErrCancelled; an unknown workflow is
+//     ErrNotFound.
+//   - WorkflowDeleteCascades: deleting a pending task, or a waiting one,
+//     cancels the tasks that wait for it, transitively; nothing is left
+//     waiting.
+//
+// Each takes well under a few seconds on memstream, and uses
+// Features.Timeout for what must happen and Features.Settle for what
+// must not.
+//
 // This package imports only the standard library and peonify.
 package peonifytest

@@ -2,8 +2,8 @@
 // tasks with leases, fenced acks, retries, scheduling, dead letters and
 // inspection, held entirely in this process.
 //
-// It implements peonify.Stream, Extender, Waker, Enqueuer, Inspector and
-// Limiter, but nothing survives the process, so it is meant for tests,
+// It implements peonify.Stream, Extender, Waker, Enqueuer, Inspector,
+// Limiter, Tracker and WorkflowStore, but nothing survives the process, so it is meant for tests,
 // examples, benchmarks and fan-in between goroutines of one program. Use a
 // durable stream when tasks must outlive a crash.
 //
@@ -84,4 +84,44 @@
 //
 // Nothing here holds across processes, since nothing of the stream is
 // outside this one: a crash loses the tasks along with their permits.
+//
+// # Results, progress, cancellation and workflows
+//
+// Stream is a peonify.Tracker and a peonify.WorkflowStore, and the
+// reference for their semantics; each step below happens under the
+// stream's one lock, so it is atomic by construction.
+//
+//   - Results: Ack stores Delivery.Result with the task. A task acked with
+//     a non-nil result (an empty one too), or of a workflow, stays in
+//     StateDone with it for Config.ResultRetention (24h by default); the
+//     stream forgets it the first time it looks after that (each kept task
+//     is looked at once, oldest first). Other acked tasks are forgotten at
+//     once, as before.
+//   - Progress: SetProgress is fenced like Ack (ErrLeaseLost for a stale
+//     claim, ErrCancelled for a cancelled task); Get and List show the last
+//     progress while the task runs and after.
+//   - Wait is woken by a channel the finishing step closes (ack, dead
+//     Nack, Cancel, Delete, Purge, retention, Close): no polling. Wait
+//     started before a task acked without a result still returns it done.
+//   - Cancel moves waiting, pending, scheduled and running tasks to
+//     StateCancelled ("cancelled by request"), kept for inspection like
+//     dead tasks (at most Config.MaxDead, oldest dropped first). A running
+//     task's claim then fails Extend and SetProgress with an error wrapping
+//     both peonify.ErrCancelled and peonify.ErrLeaseLost; its Ack is
+//     ignored and its Nack reported stale. It frees its limit permits at
+//     once.
+//   - Workflows: EnqueueWorkflow stores all of a workflow's tasks or none.
+//     Each task keeps the list of its dependents, and each waiting task
+//     the number of parents it waits for, so that finishing a task costs
+//     O(its dependents): an ack decrements them and makes those at zero
+//     pending (or scheduled until RunAt), signalling Wake; a task that
+//     goes dead, is cancelled, deleted or purged cancels its waiting
+//     dependents ("parent <id> dead: <reason>") and theirs in turn, or
+//     releases those with AllowFailedParents. A task tells its dependents
+//     once, the first time it finishes, so a stale or duplicate ack, or the
+//     success of a dead task that Retry revived, releases nothing. Spawn
+//     adds each new child to the Parents of the spawning task's waiting
+//     dependents, who then wait for it and read its result. Waiting tasks
+//     are in no queue: they take no limit permit and do not hold an
+//     ordered key.
 package memstream

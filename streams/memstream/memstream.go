@@ -144,16 +144,18 @@ type entry struct {
 // benchmarks and fan-in between goroutines of one program.
 //
 // Stream implements peonify.Stream, peonify.Extender, peonify.Waker,
-// peonify.Enqueuer, peonify.Inspector and peonify.Limiter, and is safe for
-// concurrent use.
+// peonify.Enqueuer, peonify.Inspector, peonify.Limiter, peonify.Tracker
+// and peonify.WorkflowStore, and is safe for concurrent use.
 //
 // Poll hands out the stored task itself rather than a copy, so handlers
 // must not modify the *peonify.Task they receive (the peonify contract
 // already says so). Later changes, such as the attempt number of a retry,
 // go into a new Task value and never touch one already handed out.
 //
-// Completed tasks are forgotten: once acked, a task's ID may be enqueued
-// again and StateDone is always empty.
+// A task acked without a result, and not in a workflow, is forgotten: its
+// ID may be enqueued again. A task acked with a result (Delivery.Result,
+// see peonify.SetResult), or of a workflow, is kept in StateDone with its
+// result for Config.ResultRetention (see peonify.Tracker).
 type Stream struct {
 	name    string
 	lease   time.Duration

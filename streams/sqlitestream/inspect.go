@@ -56,7 +56,7 @@ func (s *Stream) Counts(ctx context.Context) (map[peonify.State]int, error) {
 		return nil, errClosed
 	}
 	// Each count reads one state's partial index only.
-	var pending, schedDue, sched, runExpired, running, dead, done int
+	var pending, schedDue, sched, runExpired, running, dead, done, waiting, cancelled int
 	err := s.db.QueryRowContext(ctx, `SELECT
 		(SELECT count(*) FROM peonify_tasks WHERE state = 'pending'),
 		(SELECT count(*) FROM peonify_tasks WHERE state = 'scheduled' AND visible_at <= ?1),
@@ -64,16 +64,20 @@ func (s *Stream) Counts(ctx context.Context) (map[peonify.State]int, error) {
 		(SELECT count(*) FROM peonify_tasks WHERE state = 'running' AND visible_at <= ?1),
 		(SELECT count(*) FROM peonify_tasks WHERE state = 'running'),
 		(SELECT count(*) FROM peonify_tasks WHERE state = 'dead'),
-		(SELECT count(*) FROM peonify_tasks WHERE state = 'done')`, s.now().UnixNano()).
-		Scan(&pending, &schedDue, &sched, &runExpired, &running, &dead, &done)
+		(SELECT count(*) FROM peonify_tasks WHERE state = 'done'),
+		(SELECT count(*) FROM peonify_tasks WHERE state = 'waiting'),
+		(SELECT count(*) FROM peonify_tasks WHERE state = 'cancelled')`, s.now().UnixNano()).
+		Scan(&pending, &schedDue, &sched, &runExpired, &running, &dead, &done, &waiting, &cancelled)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestream: count tasks: %w", err)
 	}
 	return map[peonify.State]int{
+		peonify.StateWaiting:   waiting,
 		peonify.StatePending:   pending + schedDue + runExpired,
 		peonify.StateScheduled: sched - schedDue,
 		peonify.StateRunning:   running - runExpired,
 		peonify.StateDead:      dead,
+		peonify.StateCancelled: cancelled,
 		peonify.StateDone:      done,
 	}, nil
 }
@@ -169,32 +173,65 @@ func (s *Stream) Retry(ctx context.Context, ids ...string) (int, error) {
 }
 
 // Delete removes the tasks with these IDs unless they are running (leased
-// and the lease has not ended), and returns how many it removed.
+// and the lease has not ended), and returns how many it removed. The
+// waiting dependents of a deleted task of a workflow that had not finished
+// are cancelled, naming it, unless they allow failed parents.
 func (s *Stream) Delete(ctx context.Context, ids ...string) (int, error) {
-	var total int64
+	var (
+		total int64
+		rel   released
+	)
 	err := s.w.do(ctx, func(tx *wtx) error {
 		total = 0
+		rel.reset()
 		for _, id := range ids {
-			n, err := tx.execSQL(`DELETE FROM peonify_tasks
-				WHERE id = ?2 AND NOT (state = 'running' AND visible_at > ?1)`, tx.now.UnixNano(), id)
-			if err != nil {
+			var wf, state string
+			err := tx.conn.QueryRowContext(context.Background(), `DELETE FROM peonify_tasks
+				WHERE id = ?2 AND NOT (state = 'running' AND visible_at > ?1)
+				RETURNING workflow, state`, tx.now.UnixNano(), id).Scan(&wf, &state)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				continue
+			case err != nil:
 				return err
 			}
-			total += n
+			total++
+			if err := s.deleted(tx, id, wf, state, &rel); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("sqlitestream: delete tasks: %w", err)
 	}
-	if total > 0 && s.limits.Load() != nil {
-		s.signal() // a deleted task may have held an ordered key
+	if total > 0 {
+		s.waits.notify(ids...)
+		s.afterRelease(&rel)
+		if s.limits.Load() != nil {
+			s.signal() // a deleted task may have held an ordered key
+		}
 	}
 	return int(total), nil
 }
 
+// deleted applies the deletion of task id, of workflow wf, that was in
+// state: a task of a workflow that had not finished ends for its
+// dependents.
+func (s *Stream) deleted(tx *wtx, id, wf, state string, rel *released) error {
+	if wf == "" || peonify.State(state).Finished() {
+		return nil
+	}
+	if _, err := tx.exec(tx.st.unwait, id); err != nil {
+		return err
+	}
+	return s.finished(tx, id, finishDeleted, "", rel)
+}
+
 // Purge removes every task in state and returns how many it removed.
 // Running tasks cannot be purged: their processors still hold them.
+// Purging waiting, pending or scheduled tasks of a workflow cancels their
+// dependents, as Delete does.
 func (s *Stream) Purge(ctx context.Context, state peonify.State) (int, error) {
 	if state == peonify.StateRunning {
 		return 0, errors.New("sqlitestream: running tasks cannot be purged: " +
@@ -204,13 +241,50 @@ func (s *Stream) Purge(ctx context.Context, state peonify.State) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var n int64
+	var (
+		n   int64
+		rel released
+	)
 	err = s.w.do(ctx, func(tx *wtx) (err error) {
-		n, err = tx.execSQL(`DELETE FROM peonify_tasks WHERE `+where, tx.now.UnixNano())
-		return err
+		rel.reset()
+		// The tasks of workflows among them, whose dependents wait:
+		// finished tasks have released theirs already.
+		type gone struct{ id, wf, state string }
+		var wfs []gone
+		if !state.Finished() {
+			rows, err := tx.conn.QueryContext(context.Background(), `SELECT id, workflow, state FROM peonify_tasks
+				WHERE `+where+` AND workflow <> ''`, tx.now.UnixNano())
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var g gone
+				if err := rows.Scan(&g.id, &g.wf, &g.state); err != nil {
+					rows.Close()
+					return err
+				}
+				wfs = append(wfs, g)
+			}
+			if err := closeRows(rows); err != nil {
+				return err
+			}
+		}
+		if n, err = tx.execSQL(`DELETE FROM peonify_tasks WHERE `+where, tx.now.UnixNano()); err != nil {
+			return err
+		}
+		for _, g := range wfs {
+			if err := s.deleted(tx, g.id, g.wf, g.state, &rel); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("sqlitestream: purge %s tasks: %w", state, err)
+	}
+	if n > 0 {
+		s.waits.notifyAll()
+		s.afterRelease(&rel)
 	}
 	return int(n), nil
 }

@@ -26,6 +26,9 @@ var (
 	_ peonify.Enqueuer  = (*Stream)(nil)
 	_ peonify.Inspector = (*Stream)(nil)
 	_ peonify.Limiter   = (*Stream)(nil)
+
+	_ peonify.Tracker       = (*Stream)(nil)
+	_ peonify.WorkflowStore = (*Stream)(nil)
 )
 
 // Synchronous selects how hard SQLite works to make a commit durable: the
@@ -78,9 +81,18 @@ type Config struct {
 	// deduplicating Enqueue. Defaults to 0: acked tasks are deleted at once.
 	KeepDone time.Duration
 
-	// KeepDead deletes dead-lettered tasks this long after they died.
-	// Defaults to 0: dead tasks are kept until retried, deleted or purged.
+	// KeepDead deletes dead-lettered and cancelled tasks this long after
+	// they died or were cancelled. Defaults to 0: they are kept until
+	// retried, deleted or purged.
 	KeepDead time.Duration
+
+	// ResultRetention keeps the done tasks that have a result (see
+	// peonify.SetResult) or belong to a workflow as peonify.StateDone,
+	// with their result, for this long after they finished (or KeepDone,
+	// if longer), so that Get, Results and Wait find them and a
+	// workflow's dependents read their parents' results; then the
+	// cleanup deletes them. Defaults to 24h.
+	ResultRetention time.Duration
 
 	// Synchronous trades durability for speed; see its constants. Defaults
 	// to SynchronousFull.
@@ -115,6 +127,8 @@ func (c Config) validate() error {
 		return &peonify.ConfigError{Field: "sqlitestream.Config.KeepDone", Reason: "must not be negative (0 deletes tasks when they are acked)"}
 	case c.KeepDead < 0:
 		return &peonify.ConfigError{Field: "sqlitestream.Config.KeepDead", Reason: "must not be negative (0 keeps dead tasks until they are purged)"}
+	case c.ResultRetention < 0:
+		return &peonify.ConfigError{Field: "sqlitestream.Config.ResultRetention", Reason: "is negative: use a positive duration (0 means the default, 24h)"}
 	case c.Synchronous != SynchronousFull && c.Synchronous != SynchronousNormal:
 		return &peonify.ConfigError{Field: "sqlitestream.Config.Synchronous", Reason: "must be SynchronousFull or SynchronousNormal"}
 	case c.BusyTimeout < 0:
@@ -132,6 +146,9 @@ func (c Config) withDefaults() Config {
 	if c.BusyTimeout == 0 {
 		c.BusyTimeout = 5 * time.Second
 	}
+	if c.ResultRetention == 0 {
+		c.ResultRetention = 24 * time.Hour
+	}
 	if c.MaxBatch == 0 {
 		c.MaxBatch = 256
 	}
@@ -145,8 +162,9 @@ func (c Config) withDefaults() Config {
 }
 
 // Stream is a durable task store in one SQLite file. It implements
-// peonify.Stream, Extender, Waker, Enqueuer, Inspector and Limiter. It is
-// safe for concurrent use, and several processes may open the same file.
+// peonify.Stream, Extender, Waker, Enqueuer, Inspector, Limiter, Tracker
+// and WorkflowStore. It is safe for concurrent use, and several processes
+// may open the same file.
 type Stream struct {
 	cfg  Config
 	db   *sql.DB
@@ -178,6 +196,10 @@ type Stream struct {
 	timer   *time.Timer // wakes the processor when a scheduled task is due
 	timerAt time.Time   // when timer fires; zero when it is not armed
 	closed  bool        // guarded by timerMu: no timer may be armed
+
+	// waits are the Wait calls in progress, woken when their task
+	// finishes (see track.go).
+	waits waitSet
 
 	closeOnce sync.Once
 }
@@ -270,7 +292,12 @@ func (s *Stream) watch(every time.Duration) {
 	defer conn.Close()
 	t := time.NewTicker(every)
 	defer t.Stop()
+	// The version at the start, so that a commit before the first tick
+	// wakes too: a Wait may have read its task before it.
 	last := int64(-1)
+	if err := conn.QueryRowContext(ctx, "PRAGMA data_version").Scan(&last); err != nil {
+		last = -1
+	}
 	for {
 		select {
 		case <-t.C:
@@ -283,6 +310,7 @@ func (s *Stream) watch(every time.Duration) {
 		}
 		if last >= 0 && v != last {
 			s.signal()
+			s.checkWaits(ctx, conn)
 		}
 		last = v
 	}

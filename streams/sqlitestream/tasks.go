@@ -107,17 +107,29 @@ func insertArgs(t *peonify.Task, now time.Time) ([]any, error) {
 	}
 	uniqueKey := sql.NullString{String: t.UniqueKey, Valid: t.UniqueKey != ""}
 	state, visible := "pending", t.RunAt
-	if t.RunAt.After(now) {
+	switch {
+	case len(t.Parents) > 0:
+		state, visible = "waiting", now // until its parents finish (see workflow.go)
+	case t.RunAt.After(now):
 		state = "scheduled"
-	} else if t.RunAt.IsZero() {
+	case t.RunAt.IsZero():
 		visible = now
 	}
 	payload := t.Payload
 	if payload == nil {
 		payload = []byte{}
 	}
+	var parents sql.NullString
+	if len(t.Parents) > 0 {
+		b, err := json.Marshal(t.Parents)
+		if err != nil {
+			return nil, &peonify.InvalidTaskError{ID: t.ID, Reason: "parents cannot be stored: " + err.Error()}
+		}
+		parents = sql.NullString{String: string(b), Valid: true}
+	}
 	return []any{t.ID, t.Type, payload, headers, t.Priority, uniqueKey, t.MaxAttempts,
-		toNanos(t.RunAt), toNanos(t.EnqueuedAt), state, visible.UnixNano(), now.UnixNano(), t.Key}, nil
+		toNanos(t.RunAt), toNanos(t.EnqueuedAt), state, visible.UnixNano(), now.UnixNano(), t.Key,
+		t.Workflow, parents, t.AllowFailedParents}, nil
 }
 
 // Poll claims up to limit ready tasks, highest Priority first and then the
@@ -252,8 +264,14 @@ func readySince(t *peonify.Task) time.Time {
 
 // Ack deletes the tasks of ds, or marks them done when Config.KeepDone is
 // set, in one transaction. It is fenced by each delivery's Token: a
-// delivery whose task was claimed again since, or was acked or nacked
-// already, changes nothing and is not an error.
+// delivery whose task was claimed again since, or was acked, nacked or
+// cancelled already, changes nothing and is not an error.
+//
+// A delivery with a Result, or of a task in a workflow, is kept as done
+// with its result for Config.ResultRetention (see Config), and in the same
+// transaction the task's dependents that waited for it alone become ready
+// (see EnqueueWorkflow). Other tasks cost what they always did: one
+// statement each.
 func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	if len(ds) == 0 {
 		return nil
@@ -263,27 +281,57 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 			return errors.New("sqlitestream: Ack of a delivery without a Task: pass the deliveries Poll returned")
 		}
 	}
+	var (
+		acked []bool
+		rel   released
+	)
 	err := s.w.do(ctx, func(tx *wtx) error {
-		for _, d := range ds {
+		acked = slices.Grow(acked[:0], len(ds))[:len(ds)]
+		clear(acked)
+		rel.reset()
+		now := tx.now.UnixNano()
+		for i, d := range ds {
 			if d.Token == 0 { // never a claim: there is nothing to ack
 				continue
 			}
-			var err error
-			if s.cfg.KeepDone > 0 {
-				_, err = tx.exec(tx.st.ackDone, d.Task.ID, int64(d.Token), tx.now.UnixNano())
-			} else {
-				_, err = tx.exec(tx.st.ackDelete, d.Task.ID, int64(d.Token))
+			var (
+				n   int64
+				err error
+			)
+			switch {
+			case d.Result != nil || d.Task.Workflow != "":
+				keep := max(s.cfg.ResultRetention, s.cfg.KeepDone)
+				n, err = tx.exec(tx.st.ackKeep, d.Task.ID, int64(d.Token), now, tx.now.Add(keep).UnixNano(), d.Result)
+				if err == nil && n > 0 && d.Task.Workflow != "" {
+					err = s.finished(tx, d.Task.ID, finishDone, "", &rel)
+				}
+			case s.cfg.KeepDone > 0:
+				n, err = tx.exec(tx.st.ackDone, d.Task.ID, int64(d.Token), now, tx.now.Add(s.cfg.KeepDone).UnixNano())
+			default:
+				n, err = tx.exec(tx.st.ackDelete, d.Task.ID, int64(d.Token))
 			}
 			if err != nil {
 				return fmt.Errorf("ack task %s: %w", d.Task.ID, err)
 			}
+			acked[i] = n > 0
 		}
 		return nil
 	})
-	if err == nil && s.limits.Load().holdsAny(ds...) {
+	if err != nil {
+		return err
+	}
+	if s.waits.active() {
+		for i, d := range ds {
+			if acked[i] {
+				s.waits.notify(d.Task.ID)
+			}
+		}
+	}
+	s.afterRelease(&rel)
+	if s.limits.Load().holdsAny(ds...) {
 		s.signal() // a permit is free: a task waiting for it can start
 	}
-	return err
+	return nil
 }
 
 // Nack hands a delivery back. OutcomeFailed makes the task ready again
@@ -308,8 +356,10 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	var (
 		lost bool
 		at   time.Time
+		rel  released
 	)
 	err = s.w.do(ctx, func(tx *wtx) error {
+		rel.reset()
 		at = tx.now.Add(opts.Delay)
 		state := "pending"
 		if opts.Delay > 0 {
@@ -325,6 +375,9 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 			n, err = tx.exec(tx.st.release, id, token, state, at.UnixNano(), now)
 		case peonify.OutcomeDead:
 			n, err = tx.exec(tx.st.bury, id, token, now, opts.Reason)
+			if err == nil && n > 0 && d.Task.Workflow != "" {
+				err = s.finished(tx, id, finishDead, opts.Reason, &rel)
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("nack task %s: %w", id, err)
@@ -336,9 +389,14 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	case err != nil:
 		return err
 	case lost:
-		return fmt.Errorf("sqlitestream: nack of task %s ignored: %w (it was acked, nacked or claimed again)",
+		return fmt.Errorf("sqlitestream: nack of task %s ignored: %w (it was acked, nacked, cancelled or claimed again)",
 			d.Task.ID, peonify.ErrLeaseLost)
-	case s.limits.Load().holdsAny(d):
+	}
+	if opts.Outcome == peonify.OutcomeDead {
+		s.waits.notify(d.Task.ID)
+		s.afterRelease(&rel)
+	}
+	if s.limits.Load().holdsAny(d) {
 		s.signal() // a permit is free (for an ordered key, after a dead task)
 	}
 	if opts.Outcome != peonify.OutcomeDead {
@@ -349,7 +407,8 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 
 // Extend renews the lease of d so that it ends lease from now (Config.Lease
 // when lease is not positive). It returns an error wrapping
-// peonify.ErrLeaseLost if the task was claimed again, acked or nacked since.
+// peonify.ErrLeaseLost if the task was claimed again, acked or nacked since,
+// and one wrapping peonify.ErrCancelled if it was cancelled (see Cancel).
 // A lease that ended is renewed if no other poll claimed the task meanwhile.
 func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Duration) (peonify.Delivery, error) {
 	if d.Task == nil {
@@ -363,8 +422,8 @@ func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Dura
 			d.Task.ID, peonify.ErrLeaseLost)
 	}
 	var (
-		lost     bool
-		deadline time.Time
+		lost, cancelled bool
+		deadline        time.Time
 	)
 	err := s.w.do(ctx, func(tx *wtx) error {
 		deadline = tx.now.Add(lease)
@@ -373,11 +432,19 @@ func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Dura
 			return fmt.Errorf("extend the lease of task %s: %w", d.Task.ID, err)
 		}
 		lost = n == 0
+		if lost {
+			cancelled, err = claimCancelled(tx, d)
+			if err != nil {
+				return fmt.Errorf("extend the lease of task %s: %w", d.Task.ID, err)
+			}
+		}
 		return nil
 	})
 	switch {
 	case err != nil:
 		return d, err
+	case cancelled:
+		return d, fmt.Errorf("sqlitestream: lease of task %s: %w", d.Task.ID, peonify.ErrCancelled)
 	case lost:
 		return d, fmt.Errorf("sqlitestream: lease of task %s: %w (it was acked, nacked or claimed again)",
 			d.Task.ID, peonify.ErrLeaseLost)
@@ -405,18 +472,35 @@ func scanTask(rows interface{ Scan(...any) error }) (taskRow, error) {
 		token      int64
 		visibleAt  int64
 		updatedAt  int64
+		parents    sql.NullString
+		result     any
+		progressAt int64
 	)
 	t := &r.Task
 	err := rows.Scan(&t.ID, &t.Type, &t.Payload, &headers, &t.Priority, &uniqueKey, &t.MaxAttempts,
-		&runAt, &enqueuedAt, &r.Attempts, &r.LastError, &token, &r.rawState, &visibleAt, &updatedAt, &t.Key)
+		&runAt, &enqueuedAt, &r.Attempts, &r.LastError, &token, &r.rawState, &visibleAt, &updatedAt, &t.Key,
+		&t.Workflow, &parents, &t.AllowFailedParents, &result, &r.Progress.Fraction, &r.Progress.Message, &progressAt)
 	if err != nil {
 		return r, err
+	}
+	// The driver reads an empty blob as a nil []byte, and NULL as nil.
+	if b, ok := result.([]byte); ok {
+		if b == nil {
+			b = []byte{}
+		}
+		r.Result = b
 	}
 	if headers.Valid {
 		if err := json.Unmarshal([]byte(headers.String), &t.Headers); err != nil {
 			return r, fmt.Errorf("task %s has unreadable headers: %w", t.ID, err)
 		}
 	}
+	if parents.Valid {
+		if err := json.Unmarshal([]byte(parents.String), &t.Parents); err != nil {
+			return r, fmt.Errorf("task %s has an unreadable list of parents: %w", t.ID, err)
+		}
+	}
+	r.Progress.UpdatedAt = fromNanos(progressAt)
 	t.UniqueKey = uniqueKey.String
 	t.RunAt = fromNanos(runAt)
 	t.EnqueuedAt = fromNanos(enqueuedAt)

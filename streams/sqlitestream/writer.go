@@ -92,7 +92,7 @@ func newWriter(db *sql.DB, cfg Config, now func() time.Time) (*writer, error) {
 		conn.Close()
 		return nil, err
 	}
-	if err := migrate(ctx, conn); err != nil {
+	if err := migrate(ctx, conn, cfg.KeepDone); err != nil {
 		conn.Close()
 		return nil, err
 	}
@@ -119,10 +119,10 @@ func newWriter(db *sql.DB, cfg Config, now func() time.Time) (*writer, error) {
 		conn.Close()
 		return nil, fmt.Errorf("prepare the ready statement: %w", err)
 	}
-	if cfg.KeepDone > 0 || cfg.KeepDead > 0 {
-		w.cleanEvery = cleanupInterval(cfg)
-		w.clean = func(tx *wtx) (bool, error) { return cleanup(tx, cfg) }
-	}
+	// Done tasks with a result are kept for Config.ResultRetention, so
+	// there is always something that may need cleaning up.
+	w.cleanEvery = cleanupInterval(cfg)
+	w.clean = func(tx *wtx) (bool, error) { return cleanup(tx, cfg) }
 	return w, nil
 }
 
@@ -159,7 +159,7 @@ func isBusy(err error) bool {
 // second and at least once a minute.
 func cleanupInterval(cfg Config) time.Duration {
 	d := time.Minute
-	for _, keep := range []time.Duration{cfg.KeepDone, cfg.KeepDead} {
+	for _, keep := range []time.Duration{cfg.KeepDone, cfg.KeepDead, cfg.ResultRetention} {
 		if keep > 0 {
 			d = min(d, keep/4)
 		}
@@ -329,12 +329,32 @@ type stmts struct {
 	nextDue   *sql.Stmt
 	ackDelete *sql.Stmt
 	ackDone   *sql.Stmt
+	ackKeep   *sql.Stmt
 	retry     *sql.Stmt
 	release   *sql.Stmt
 	bury      *sql.Stmt
 	extend    *sql.Stmt
 	cleanDone *sql.Stmt
 	cleanDead *sql.Stmt
+	cleanCanc *sql.Stmt
+
+	// Results, progress, cancellation and workflows (see track.go and
+	// workflow.go).
+	progress    *sql.Stmt
+	isCancelled *sql.Stmt
+	cancel      *sql.Stmt
+	insertDep   *sql.Stmt
+	insertWait  *sql.Stmt
+	countDown   *sql.Stmt
+	dropWaits   *sql.Stmt
+	dropDeps    *sql.Stmt
+	unwait      *sql.Stmt
+	wakeUp      *sql.Stmt
+	cancelChild *sql.Stmt
+	wfExists    *sql.Stmt
+	claimWf     *sql.Stmt
+	stateOf     *sql.Stmt
+	addWaits    *sql.Stmt
 
 	// The limit-aware claim's (see limit.go).
 	runningUse    *sql.Stmt
@@ -359,7 +379,14 @@ const readyQuery = `SELECT EXISTS (SELECT 1 FROM peonify_tasks WHERE state = 'pe
 
 // The columns of a task, in the order scanTask reads them.
 const taskColumns = `id, type, payload, headers, priority, unique_key, max_attempts, run_at, enqueued_at,
-	attempts, last_error, token, state, visible_at, updated_at, key`
+	attempts, last_error, token, state, visible_at, updated_at, key,
+	workflow, parents, allow_failed, result, progress, progress_message, progress_at`
+
+// taskColumnsNoResult is taskColumns without the result, which reads as
+// NULL.
+const taskColumnsNoResult = `id, type, payload, headers, priority, unique_key, max_attempts, run_at, enqueued_at,
+	attempts, last_error, token, state, visible_at, updated_at, key,
+	workflow, parents, allow_failed, NULL, progress, progress_message, progress_at`
 
 // groupsQuery returns the query of the heads of the groups after (op ">")
 // or from (op ">=") the group ?1, ?2; see stmts.groupsAfter. A row value
@@ -398,8 +425,8 @@ type stmtDef struct {
 func (s *stmts) defs() []stmtDef {
 	return []stmtDef{
 		{"insert", &s.insert, `INSERT INTO peonify_tasks (id, type, payload, headers, priority, unique_key, max_attempts,
-				run_at, enqueued_at, state, visible_at, updated_at, key)
-			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+				run_at, enqueued_at, state, visible_at, updated_at, key, workflow, parents, allow_failed)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
 			ON CONFLICT DO NOTHING`},
 		// A claim first makes due scheduled tasks and expired leases
 		// pending, then leases the first pending tasks in priority order.
@@ -419,7 +446,11 @@ func (s *stmts) defs() []stmtDef {
 			(SELECT min(visible_at) FROM peonify_tasks WHERE state = 'running')`},
 		// Fenced by token: a claim that is no longer current matches no row.
 		{"ackDelete", &s.ackDelete, `DELETE FROM peonify_tasks WHERE id = ?1 AND token = ?2`},
-		{"ackDone", &s.ackDone, `UPDATE peonify_tasks SET state = 'done', token = 0, visible_at = ?3, updated_at = ?3
+		// A done task's visible_at is when the cleanup deletes it.
+		{"ackDone", &s.ackDone, `UPDATE peonify_tasks SET state = 'done', token = 0, visible_at = ?4, updated_at = ?3
+			WHERE id = ?1 AND token = ?2`},
+		{"ackKeep", &s.ackKeep, `UPDATE peonify_tasks SET state = 'done', token = 0, visible_at = ?4, updated_at = ?3,
+				result = ?5
 			WHERE id = ?1 AND token = ?2`},
 		{"retry", &s.retry, `UPDATE peonify_tasks
 			SET state = ?3, token = 0, visible_at = ?4, last_error = ?5, updated_at = ?6
@@ -437,6 +468,55 @@ func (s *stmts) defs() []stmtDef {
 			(SELECT rowid FROM peonify_tasks WHERE state = 'done' AND visible_at <= ?1 LIMIT ?2)`},
 		{"cleanDead", &s.cleanDead, `DELETE FROM peonify_tasks WHERE rowid IN
 			(SELECT rowid FROM peonify_tasks WHERE state = 'dead' AND visible_at <= ?1 LIMIT ?2)`},
+		{"cleanCanc", &s.cleanCanc, `DELETE FROM peonify_tasks WHERE rowid IN
+			(SELECT rowid FROM peonify_tasks WHERE state = 'cancelled' AND visible_at <= ?1 LIMIT ?2)`},
+
+		// Fenced like Ack.
+		{"progress", &s.progress, `UPDATE peonify_tasks SET progress = ?3, progress_message = ?4, progress_at = ?5,
+				updated_at = ?6
+			WHERE id = ?1 AND token = ?2`},
+		// Whether the claim with token ?2 (negated by cancel) was cancelled.
+		{"isCancelled", &s.isCancelled, `SELECT count(*) FROM peonify_tasks WHERE id = ?1 AND token = -?2 AND state = 'cancelled'`},
+		{"cancel", &s.cancel, `UPDATE peonify_tasks
+			SET state = 'cancelled', token = -token, last_error = ?2, visible_at = ?3, updated_at = ?3
+			WHERE id = ?1 AND state IN ('waiting', 'pending', 'scheduled', 'running')
+			RETURNING workflow`},
+		{"insertDep", &s.insertDep, `INSERT INTO peonify_deps (parent, child) VALUES (?1, ?2) ON CONFLICT DO NOTHING`},
+		{"insertWait", &s.insertWait, `INSERT INTO peonify_waiting (id, waiting_on, allow_failed) VALUES (?1, ?2, ?3)
+			ON CONFLICT (id) DO UPDATE SET waiting_on = waiting_on + excluded.waiting_on`},
+		// A parent of the waiting tasks that depend on ?1 finished: with
+		// ?2 true it succeeded, and counts for all of them; otherwise only
+		// for those that allow failed parents.
+		{"countDown", &s.countDown, `UPDATE peonify_waiting SET waiting_on = waiting_on - 1
+			WHERE id IN (SELECT child FROM peonify_deps WHERE parent = ?1) AND (?2 OR allow_failed = 1)
+			RETURNING id, waiting_on`},
+		// The waiting tasks that depend on ?1, which failed, and do not
+		// allow failed parents: they are cancelled.
+		{"dropWaits", &s.dropWaits, `DELETE FROM peonify_waiting
+			WHERE id IN (SELECT child FROM peonify_deps WHERE parent = ?1) AND allow_failed = 0
+			RETURNING id`},
+		{"dropDeps", &s.dropDeps, `DELETE FROM peonify_deps WHERE parent = ?1`},
+		{"unwait", &s.unwait, `DELETE FROM peonify_waiting WHERE id = ?1`},
+		// A waiting task whose parents have all finished becomes ready,
+		// or scheduled for its RunAt.
+		{"wakeUp", &s.wakeUp, `UPDATE peonify_tasks
+			SET state = CASE WHEN run_at > ?2 THEN 'scheduled' ELSE 'pending' END,
+				visible_at = max(run_at, ?2), updated_at = ?2
+			WHERE id = ?1 AND state = 'waiting'
+			RETURNING state, visible_at`},
+		{"cancelChild", &s.cancelChild, `UPDATE peonify_tasks
+			SET state = 'cancelled', last_error = ?2, visible_at = ?3, updated_at = ?3
+			WHERE id = ?1 AND state = 'waiting'`},
+		// The terms of the workflow index's WHERE are written out so that
+		// the index serves the query.
+		{"wfExists", &s.wfExists, `SELECT EXISTS (SELECT 1 FROM peonify_tasks WHERE workflow = ?1 AND workflow <> '')`},
+		// The workflow of the task whose current claim has token ?2.
+		{"claimWf", &s.claimWf, `SELECT workflow FROM peonify_tasks WHERE id = ?1 AND token = ?2`},
+		{"stateOf", &s.stateOf, `SELECT state FROM peonify_tasks WHERE id = ?1`},
+		// The waiting tasks that depend on ?1 wait for ?2 more parents.
+		{"addWaits", &s.addWaits, `UPDATE peonify_waiting SET waiting_on = waiting_on + ?2
+			WHERE id IN (SELECT child FROM peonify_deps WHERE parent = ?1)
+			RETURNING id`},
 
 		// The limit-aware claim runs after promote and rescue, so every
 		// running task holds a lease that has not ended.
@@ -494,14 +574,21 @@ func (s *stmts) close() {
 // reports whether more may remain.
 func cleanup(tx *wtx, cfg Config) (more bool, err error) {
 	const cleanupLimit = 1000
+	// A done task's visible_at is when it is to be deleted; a dead or
+	// cancelled one's, when it finished.
 	for _, c := range []struct {
-		stmt *sql.Stmt
-		keep time.Duration
-	}{{tx.st.cleanDone, cfg.KeepDone}, {tx.st.cleanDead, cfg.KeepDead}} {
-		if c.keep <= 0 {
+		stmt   *sql.Stmt
+		before time.Time
+		on     bool
+	}{
+		{tx.st.cleanDone, tx.now, true},
+		{tx.st.cleanDead, tx.now.Add(-cfg.KeepDead), cfg.KeepDead > 0},
+		{tx.st.cleanCanc, tx.now.Add(-cfg.KeepDead), cfg.KeepDead > 0},
+	} {
+		if !c.on {
 			continue
 		}
-		n, err := tx.exec(c.stmt, tx.now.Add(-c.keep).UnixNano(), cleanupLimit)
+		n, err := tx.exec(c.stmt, c.before.UnixNano(), cleanupLimit)
 		if err != nil {
 			return false, err
 		}
