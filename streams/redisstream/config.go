@@ -67,6 +67,15 @@ type Config struct {
 	// them. Defaults to 7 days.
 	KeepDead time.Duration
 
+	// ResultRetention is how long a done task that has a result (see
+	// peonify.SetResult) or belongs to a workflow is kept, as
+	// peonify.StateDone with its result, for Results, Wait, Get and
+	// GetWorkflow. Other done tasks are deleted when acked. Expired ones
+	// are removed a hundred at a time by the polls of the queue's
+	// processors, and are never reported once expired. Defaults to 24
+	// hours; it must not be negative.
+	ResultRetention time.Duration
+
 	// Logger receives the stream's logs (reconnects of the wake-up
 	// reader, failed clean-ups). Defaults to slog.Default().
 	Logger *slog.Logger
@@ -103,6 +112,13 @@ func (c Config) withDefaults() (Config, error) {
 		return c, &peonify.ConfigError{Field: "redisstream.Config.Lease", Reason: "must be at least 1ms: Redis counts idle time in milliseconds"}
 	case c.RescueInterval < 0:
 		return c, &peonify.ConfigError{Field: "redisstream.Config.RescueInterval", Reason: "must not be negative (0 means the default)"}
+	case c.ResultRetention < 0:
+		return c, &peonify.ConfigError{Field: "redisstream.Config.ResultRetention", Reason: "is negative: use a positive duration (0 means the default, 24h)"}
+	case c.ResultRetention > 0 && c.ResultRetention < time.Millisecond:
+		return c, &peonify.ConfigError{Field: "redisstream.Config.ResultRetention", Reason: "must be at least 1ms: Redis keeps times in milliseconds"}
+	}
+	if c.ResultRetention == 0 {
+		c.ResultRetention = 24 * time.Hour
 	}
 	if c.Lease == 0 {
 		c.Lease = 30 * time.Second
@@ -181,6 +197,39 @@ type Keys struct {
 	// Task.UniqueKey, whose value is the ID of the live task holding it.
 	Unique string
 
+	// Task starts the name of the hash, Task + task ID, that holds the
+	// fields of a task that is neither in Stream, nor scheduled, nor
+	// dead: a workflow task waiting for its parents (with waiting_on, the
+	// number of its unfinished parents), a cancelled task (with its
+	// reason in last_error), and a done task kept for
+	// Config.ResultRetention (with its result).
+	Task string
+
+	// Dependents starts the name of the set, Dependents + task ID, of the
+	// IDs of the waiting tasks that wait for that task to finish.
+	Dependents string
+
+	// Workflow starts the name of the sorted set, Workflow + workflow ID,
+	// of the IDs of a workflow's tasks, scored by their EnqueuedAt in
+	// Unix milliseconds.
+	Workflow string
+
+	// Waiting, Cancelled and Done are sorted sets of the IDs of the
+	// waiting tasks (scored by EnqueuedAt), the cancelled ones (by when
+	// they were cancelled) and the done tasks kept for
+	// Config.ResultRetention (by when they finished), all in Unix
+	// milliseconds.
+	Waiting, Cancelled, Done string
+
+	// Progress is a hash from task ID to the last progress its running
+	// task reported: "fraction updated-ms message".
+	Progress string
+
+	// Finished is the Pub/Sub channel on which the scripts publish the
+	// IDs of tasks that finished (done and kept, dead or cancelled), one
+	// per line, for Stream.Wait. It is not a key.
+	Finished string
+
 	// Limits starts the names of the keys that flow control keeps (see
 	// the package documentation, "Flow control"): the ready tasks of each
 	// type and key, the permits in use, the rate buckets. They exist only
@@ -199,5 +248,14 @@ func newKeys(prefix, queue string) Keys {
 		Seen:      base + ":seen:",
 		Unique:    base + ":unique:",
 		Limits:    base + ":lim:",
+
+		Task:       base + ":task:",
+		Dependents: base + ":deps:",
+		Workflow:   base + ":wf:",
+		Waiting:    base + ":waiting",
+		Cancelled:  base + ":cancelled",
+		Done:       base + ":done",
+		Progress:   base + ":progress",
+		Finished:   base + ":finished",
 	}
 }

@@ -19,6 +19,5 @@ func TestConformance(t *testing.T) {
 	}, peonifytest.Features{
 		Lease:      lease,
 		NoPriority: true,
-		NoTracker:  true, NoWorkflows: true, // until the store implements issue 16
 	})
 }

@@ -14,20 +14,23 @@ import (
 // The fields of a stream entry: the format documented in README.md for
 // producers in other languages. Only type is required.
 const (
-	fieldID          = "id"           // task ID; defaults to the entry ID
-	fieldType        = "type"         // handler name
-	fieldPayload     = "payload"      // bytes, usually JSON
-	fieldHeaders     = "headers"      // JSON object of string values
-	fieldPriority    = "priority"     // decimal integer, carried but not ordered on
-	fieldMaxAttempts = "max_attempts" // decimal integer
-	fieldUniqueKey   = "unique_key"   // Task.UniqueKey
-	fieldKey         = "key"          // Task.Key, for flow control
-	fieldEnqueuedAt  = "enqueued_at"  // Unix milliseconds; defaults to the entry ID's time
-	fieldRunAt       = "run_at"       // Unix milliseconds, as the producer asked
-	fieldAttempts    = "attempts"     // attempts counted before this entry was added
-	fieldLastError   = "last_error"   // error of the last failed attempt, or the dead reason
-	fieldDeadAt      = "dead_at"      // Unix milliseconds, in the dead stream
-	fieldOrd         = "ord"          // the task's place in its key's order, kept by retries (flow control)
+	fieldID          = "id"                   // task ID; defaults to the entry ID
+	fieldType        = "type"                 // handler name
+	fieldPayload     = "payload"              // bytes, usually JSON
+	fieldHeaders     = "headers"              // JSON object of string values
+	fieldPriority    = "priority"             // decimal integer, carried but not ordered on
+	fieldMaxAttempts = "max_attempts"         // decimal integer
+	fieldUniqueKey   = "unique_key"           // Task.UniqueKey
+	fieldKey         = "key"                  // Task.Key, for flow control
+	fieldEnqueuedAt  = "enqueued_at"          // Unix milliseconds; defaults to the entry ID's time
+	fieldRunAt       = "run_at"               // Unix milliseconds, as the producer asked
+	fieldAttempts    = "attempts"             // attempts counted before this entry was added
+	fieldLastError   = "last_error"           // error of the last failed attempt, or the dead reason
+	fieldDeadAt      = "dead_at"              // Unix milliseconds, in the dead stream
+	fieldOrd         = "ord"                  // the task's place in its key's order, kept by retries (flow control)
+	fieldWorkflow    = "workflow"             // Task.Workflow
+	fieldParents     = "parents"              // Task.Parents, a JSON array of strings
+	fieldAllowFailed = "allow_failed_parents" // "1" for Task.AllowFailedParents
 )
 
 // entry holds the fields of a stream entry or scheduled hash that Peonify
@@ -36,6 +39,7 @@ type entry struct {
 	id, typ, payload, headers, priority, maxAttempts  string
 	uniqueKey, enqueuedAt, runAt, attempts, lastError string
 	deadAt, key                                       string
+	workflow, parents, allowFailed                    string
 	hasPayload                                        bool
 }
 
@@ -68,6 +72,12 @@ func (e *entry) set(name, value string) {
 		e.deadAt = value
 	case fieldKey:
 		e.key = value
+	case fieldWorkflow:
+		e.workflow = value
+	case fieldParents:
+		e.parents = value
+	case fieldAllowFailed:
+		e.allowFailed = value
 	}
 }
 
@@ -105,8 +115,14 @@ func (e *entry) task(eid string) *peonify.Task {
 		Type:      e.typ,
 		UniqueKey: e.uniqueKey,
 		Key:       e.key,
+		Workflow:  e.workflow,
 		LastError: e.lastError,
-		Headers:   streamkit.DecodeHeaders([]byte(e.headers)),
+
+		AllowFailedParents: e.allowFailed == "1",
+		Headers:            streamkit.DecodeHeaders([]byte(e.headers)),
+	}
+	if e.parents != "" {
+		_ = json.Unmarshal([]byte(e.parents), &t.Parents) // malformed: no parents
 	}
 	if t.Key == "" {
 		// A producer that set the header rather than the field.
@@ -187,6 +203,11 @@ func checkTask(t *peonify.Task) error {
 	if err := t.Validate(); err != nil {
 		return err
 	}
+	return checkHeaders(t)
+}
+
+// checkHeaders refuses headers that JSON cannot carry unchanged.
+func checkHeaders(t *peonify.Task) error {
 	for k, v := range t.Headers {
 		if !utf8.ValidString(k) || !utf8.ValidString(v) {
 			return &peonify.InvalidTaskError{ID: t.ID, Reason: "header " + strconv.Quote(k) +
@@ -226,6 +247,16 @@ func fields(t *peonify.Task) ([]any, error) {
 	}
 	if !t.RunAt.IsZero() {
 		f = append(f, fieldRunAt, strconv.FormatInt(t.RunAt.UnixMilli(), 10))
+	}
+	if t.Workflow != "" {
+		f = append(f, fieldWorkflow, t.Workflow)
+	}
+	if len(t.Parents) > 0 {
+		b, _ := json.Marshal(t.Parents) // strings always encode
+		f = append(f, fieldParents, b)
+	}
+	if t.AllowFailedParents {
+		f = append(f, fieldAllowFailed, "1")
 	}
 	return f, nil
 }

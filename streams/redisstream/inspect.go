@@ -8,6 +8,8 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/peonify/peonify"
@@ -61,7 +63,8 @@ return n
 `)
 
 // deleteScript removes the tasks whose IDs are ARGV[6..] unless they are
-// running, and returns how many it removed.
+// running, cancels their waiting dependents in a workflow (see WF.failed),
+// and returns how many it removed.
 var deleteScript = redis.NewScript(luaPrelude + `
 local n = 0
 for i = 6, #ARGV do
@@ -70,32 +73,42 @@ for i = 6, #ARGV do
   if not loc and string.match(id, '^%d+%-%d+$') then loc = id end
   if loc == 's' then
     local h = schedPrefix .. id
-    local uniq = redis.call('HGET', h, 'unique_key')
+    local r = redis.call('HMGET', h, 'unique_key', 'workflow')
     if redis.call('DEL', h) + redis.call('ZREM', schedule, id) > 0 then
       n = n + 1
-      release(uniq, id)
+      release(r[1], id)
     end
     forget(id, loc)
+    WF.removed(id, r[2])
+  elseif loc == 'w' or loc == 'c' or loc == 'k' then
+    n = n + WF.drop(id, loc)
   elseif loc and string.sub(loc, 1, 1) == 'd' then
-    n = n + redis.call('XDEL', dead, string.sub(loc, 2))
+    local did = string.sub(loc, 2)
+    local e = redis.call('XRANGE', dead, did, did)
+    n = n + redis.call('XDEL', dead, did)
     forget(id, loc)
+    if #e > 0 then WF.removed(id, field(e[1][2], 'workflow')) end
   elseif loc and claimOf(loc) == nil then
     local e = redis.call('XRANGE', stream, loc, loc)
     if #e > 0 and (field(e[1][2], 'id') or loc) == id then
       redis.call('XDEL', stream, loc)
       release(field(e[1][2], 'unique_key'), id)
       n = n + 1
+      WF.removed(id, field(e[1][2], 'workflow'))
     end
     forget(id, loc)
   end
 end
 if n > 0 then limitsChanged() end
+WF.announce()
 return n
 `)
 
 // purgeScript removes up to ARGV[8] tasks in state ARGV[6] ('pending',
-// 'scheduled' or 'dead'), starting after entry ID ARGV[7] for pending. It
-// returns {removed, entries looked at, last entry ID looked at}.
+// 'scheduled', 'dead', 'waiting', 'cancelled' or 'done'), starting after
+// entry ID ARGV[7] for pending, and cancels their waiting dependents in a
+// workflow. It returns {removed, entries looked at, last entry ID looked
+// at}.
 var purgeScript = redis.NewScript(luaPrelude + `
 local state, after, count = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local n, seen, last = 0, 0, after
@@ -107,6 +120,7 @@ if state == 'pending' then
       redis.call('XDEL', stream, e[1])
       forget(id, e[1])
       release(field(e[2], 'unique_key'), id)
+      WF.removed(id, field(e[2], 'workflow'))
       n = n + 1
     end
   end
@@ -114,21 +128,35 @@ elseif state == 'scheduled' then
   for _, id in ipairs(redis.call('ZRANGE', schedule, 0, count - 1)) do
     seen = seen + 1
     local h = schedPrefix .. id
-    release(redis.call('HGET', h, 'unique_key'), id)
+    local r = redis.call('HMGET', h, 'unique_key', 'workflow')
+    release(r[1], id)
     redis.call('DEL', h)
     redis.call('ZREM', schedule, id)
     forget(id, 's')
+    WF.removed(id, r[2])
     n = n + 1
   end
 elseif state == 'dead' then
   for _, e in ipairs(redis.call('XRANGE', dead, '-', '+', 'COUNT', count)) do
     seen, last = seen + 1, e[1]
     redis.call('XDEL', dead, e[1])
-    forget(field(e[2], 'id') or e[1], 'd' .. e[1])
+    local id = field(e[2], 'id') or e[1]
+    forget(id, 'd' .. e[1])
+    WF.removed(id, field(e[2], 'workflow'))
+    n = n + 1
+  end
+else
+  local key, loc = WF.waiting, 'w'
+  if state == 'cancelled' then key, loc = WF.cancelled, 'c' elseif state == 'done' then key, loc = WF.done, 'k' end
+  for _, id in ipairs(redis.call('ZRANGE', key, 0, count - 1)) do
+    seen = seen + 1
+    WF.drop(id, loc)
+    redis.call('ZREM', key, id)
     n = n + 1
   end
 end
 if n > 0 then limitsChanged() end
+WF.announce()
 return {n, seen, last}
 `)
 
@@ -139,7 +167,9 @@ var entryIDRE = regexp.MustCompile(`^[0-9]+-[0-9]+$`)
 // Counts returns the number of tasks in each state: pending is the
 // stream's length less the entries the group has delivered and not acked
 // (running); scheduled counts the schedule (due tasks not yet moved into
-// the stream included); dead the dead stream. Done tasks are not kept.
+// the stream included); dead the dead stream; waiting, cancelled and done
+// their sorted sets (done: those kept for Config.ResultRetention; other
+// done tasks are not kept).
 func (s *Stream) Counts(ctx context.Context) (map[peonify.State]int, error) {
 	if s.closed.Load() {
 		return nil, peonify.ErrClosed
@@ -149,8 +179,11 @@ func (s *Stream) Counts(ctx context.Context) (map[peonify.State]int, error) {
 	groups := pipe.XInfoGroups(ctx, s.keys.Stream)
 	scheduled := pipe.ZCard(ctx, s.keys.Schedule)
 	dead := pipe.XLen(ctx, s.keys.Dead)
+	waiting := pipe.ZCard(ctx, s.keys.Waiting)
+	cancelled := pipe.ZCard(ctx, s.keys.Cancelled)
+	done := pipe.ZCount(ctx, s.keys.Done, strconv.FormatInt(time.Now().Add(-s.cfg.ResultRetention).UnixMilli(), 10), "+inf")
 	_, _ = pipe.Exec(ctx)
-	for _, c := range []redis.Cmder{length, scheduled, dead} {
+	for _, c := range []redis.Cmder{length, scheduled, dead, waiting, cancelled, done} {
 		if err := c.Err(); err != nil {
 			return nil, s.redisError("counting tasks", err)
 		}
@@ -170,72 +203,195 @@ func (s *Stream) Counts(ctx context.Context) (map[peonify.State]int, error) {
 		peonify.StateRunning:   int(running),
 		peonify.StateScheduled: int(scheduled.Val()),
 		peonify.StateDead:      int(dead.Val()),
+		peonify.StateWaiting:   int(waiting.Val()),
+		peonify.StateCancelled: int(cancelled.Val()),
+		peonify.StateDone:      int(done.Val()),
 	}, nil
 }
 
-// Get returns one task, or an error wrapping peonify.ErrNotFound.
+// Get returns one task, or an error wrapping peonify.ErrNotFound: in any
+// state, with the result of a done task kept for Config.ResultRetention
+// and the last progress it reported.
 func (s *Stream) Get(ctx context.Context, id string) (peonify.TaskInfo, error) {
 	if s.closed.Load() {
 		return peonify.TaskInfo{}, peonify.ErrClosed
 	}
-	notFound := fmt.Errorf("redisstream: task %q in queue %q: %w", id, s.cfg.Queue, peonify.ErrNotFound)
-	loc, err := s.client.HGet(ctx, s.keys.Tasks, id).Result()
-	switch {
-	case errors.Is(err, redis.Nil) && entryIDRE.MatchString(id):
-		loc = id // a task added without an id field
-	case errors.Is(err, redis.Nil) || err == nil && loc == "":
-		return peonify.TaskInfo{}, notFound
-	case err != nil:
-		return peonify.TaskInfo{}, s.redisError("looking up task "+id, err)
-	}
-	var info peonify.TaskInfo
-	var ok bool
-	switch {
-	case loc == "s":
-		infos, err := s.scheduledInfos(ctx, []string{id}, "")
-		if err != nil {
-			return info, err
-		}
-		if ok = len(infos) == 1; ok {
-			info = infos[0]
-		}
-	case loc[0] == 'd':
-		info, ok, err = s.deadInfo(ctx, loc[1:])
-	default:
-		info, ok, err = s.streamInfo(ctx, loc)
-	}
+	infos, err := s.infos(ctx, []string{id})
 	if err != nil {
-		return info, err
+		return peonify.TaskInfo{}, err
 	}
-	if !ok || info.Task.ID != id {
-		return peonify.TaskInfo{}, notFound
+	if len(infos) == 0 {
+		return peonify.TaskInfo{}, fmt.Errorf("redisstream: task %q in queue %q: %w", id, s.cfg.Queue, peonify.ErrNotFound)
 	}
-	return info, nil
+	return infos[0], nil
 }
 
-// streamInfo reads one entry of the stream, pending or running.
-func (s *Stream) streamInfo(ctx context.Context, eid string) (peonify.TaskInfo, bool, error) {
-	pipe := s.client.Pipeline()
-	rng := pipe.XRange(ctx, s.keys.Stream, eid, eid)
-	pend := pipe.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: s.keys.Stream, Group: Group, Start: eid, End: eid, Count: 1})
-	_, _ = pipe.Exec(ctx)
-	msgs, err := rng.Result()
+// infos reads tasks by ID, in two round trips: their locations, then
+// them and their progress. Unknown IDs, and done tasks whose retention
+// ended, are left out.
+func (s *Stream) infos(ctx context.Context, ids []string) ([]peonify.TaskInfo, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	locs, err := s.client.HMGet(ctx, s.keys.Tasks, ids...).Result()
 	if err != nil {
-		return peonify.TaskInfo{}, false, s.redisError("reading task entry "+eid, err)
+		return nil, s.redisError("looking up tasks", err)
 	}
-	if len(msgs) == 0 {
-		return peonify.TaskInfo{}, false, nil
+	type read struct {
+		id, loc string
+		hash    *redis.MapStringStringCmd
+		score   *redis.FloatCmd
+		rng     *redis.XMessageSliceCmd
+		pend    *redis.XPendingExtCmd
 	}
-	ps, err := pend.Result()
-	if err != nil && !isNoGroup(err) {
-		return peonify.TaskInfo{}, false, s.redisError("reading the claim of task entry "+eid, err)
+	reads := make([]read, 0, len(ids))
+	pipe := s.client.Pipeline()
+	for i, id := range ids {
+		loc, _ := locs[i].(string)
+		if loc == "" {
+			if !entryIDRE.MatchString(id) {
+				continue
+			}
+			loc = id // a task added without an id field
+		}
+		r := read{id: id, loc: loc}
+		switch {
+		case loc == "s":
+			r.hash = pipe.HGetAll(ctx, s.keys.Scheduled+id)
+			r.score = pipe.ZScore(ctx, s.keys.Schedule, id)
+		case loc == "w" || loc == "c" || loc == "k":
+			r.hash = pipe.HGetAll(ctx, s.keys.Task+id)
+		case loc[0] == 'd':
+			r.rng = pipe.XRange(ctx, s.keys.Dead, loc[1:], loc[1:])
+		default:
+			r.rng = pipe.XRange(ctx, s.keys.Stream, loc, loc)
+			r.pend = pipe.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: s.keys.Stream, Group: Group, Start: loc, End: loc, Count: 1})
+		}
+		reads = append(reads, r)
 	}
-	e := entryFromMap(msgs[0].Values)
-	var p *redis.XPendingExt
-	if len(ps) == 1 {
-		p = &ps[0]
+	if len(reads) == 0 {
+		return nil, nil
 	}
-	return s.info(eid, e, p, time.Now()), true, nil
+	progIDs := make([]string, len(reads))
+	for i, r := range reads {
+		progIDs[i] = r.id
+	}
+	prog := pipe.HMGet(ctx, s.keys.Progress, progIDs...)
+	_, _ = pipe.Exec(ctx)
+	if err := prog.Err(); err != nil {
+		return nil, s.redisError("reading the progress of tasks", err)
+	}
+	now := time.Now()
+	infos := make([]peonify.TaskInfo, 0, len(reads))
+	for i, r := range reads {
+		var info peonify.TaskInfo
+		ok := false
+		switch {
+		case r.loc == "s":
+			h, err := r.hash.Result()
+			if err != nil {
+				return nil, s.redisError("reading scheduled task "+r.id, err)
+			}
+			score, err := r.score.Result()
+			if len(h) == 0 || errors.Is(err, redis.Nil) {
+				continue // promoted or deleted meanwhile
+			}
+			if err != nil {
+				return nil, s.redisError("reading the schedule of task "+r.id, err)
+			}
+			info, ok = scheduledInfo(r.id, h, score), true
+		case r.hash != nil:
+			h, err := r.hash.Result()
+			if err != nil {
+				return nil, s.redisError("reading task "+r.id, err)
+			}
+			info, ok = s.heldInfo(r.id, r.loc, h, now)
+		case r.pend == nil:
+			msgs, err := r.rng.Result()
+			if err != nil {
+				return nil, s.redisError("reading dead task entry "+r.loc[1:], err)
+			}
+			if len(msgs) == 1 {
+				info, ok = deadInfo(r.loc[1:], entryFromMap(msgs[0].Values)), true
+			}
+		default:
+			msgs, err := r.rng.Result()
+			if err != nil {
+				return nil, s.redisError("reading task entry "+r.loc, err)
+			}
+			ps, err := r.pend.Result()
+			if err != nil && !isNoGroup(err) {
+				return nil, s.redisError("reading the claim of task entry "+r.loc, err)
+			}
+			if len(msgs) == 1 {
+				var p *redis.XPendingExt
+				if len(ps) == 1 {
+					p = &ps[0]
+				}
+				info, ok = s.info(r.loc, entryFromMap(msgs[0].Values), p, now), true
+			}
+		}
+		if !ok || info.Task.ID != r.id {
+			continue
+		}
+		if v, _ := prog.Val()[i].(string); v != "" {
+			info.Progress = parseProgress(v)
+		}
+		infos = append(infos, info)
+	}
+	return infos, nil
+}
+
+// heldInfo describes a task held in its task hash h: waiting ('w'),
+// cancelled ('c') or done and kept ('k'). It reports false for a done
+// task whose retention ended, or a hash that is gone.
+func (s *Stream) heldInfo(id, loc string, h map[string]string, now time.Time) (peonify.TaskInfo, bool) {
+	if len(h) == 0 {
+		return peonify.TaskInfo{}, false
+	}
+	var e entry
+	for k, v := range h {
+		e.set(k, v)
+	}
+	t := e.task(id)
+	info := peonify.TaskInfo{Attempts: e.counted(), LastError: e.lastError}
+	switch loc {
+	case "w":
+		info.State = peonify.StateWaiting
+		info.UpdatedAt = t.EnqueuedAt
+	case "c":
+		info.State = peonify.StateCancelled
+		info.UpdatedAt, _ = parseMs(h["cancelled_at"])
+	default:
+		info.State = peonify.StateDone
+		info.UpdatedAt, _ = parseMs(h["done_at"])
+		if info.UpdatedAt.Add(s.cfg.ResultRetention).Before(now) {
+			return peonify.TaskInfo{}, false // expired, not trimmed yet
+		}
+		if r, ok := h["result"]; ok {
+			info.Result = []byte(r)
+		}
+	}
+	t.Attempt = info.Attempts
+	info.Task = *t
+	return info, true
+}
+
+// parseProgress reads the progress of a task as the progress hash holds
+// it: "fraction updated-ms message".
+func parseProgress(v string) peonify.Progress {
+	var p peonify.Progress
+	f, rest, _ := strings.Cut(v, " ")
+	ms, msg, _ := strings.Cut(rest, " ")
+	p.Fraction, _ = strconv.ParseFloat(f, 64)
+	p.UpdatedAt, _ = parseMs(ms)
+	p.Message = msg
+	return p
+}
+
+// formatProgress is the inverse of parseProgress.
+func formatProgress(p peonify.Progress) string {
+	return strconv.FormatFloat(p.Fraction, 'g', -1, 64) + " " + strconv.FormatInt(p.UpdatedAt.UnixMilli(), 10) + " " + p.Message
 }
 
 // info describes a stream entry; p is its claim if it is running.
@@ -256,18 +412,7 @@ func (s *Stream) info(eid string, e entry, p *redis.XPendingExt, now time.Time) 
 	return info
 }
 
-// deadInfo reads one entry of the dead stream.
-func (s *Stream) deadInfo(ctx context.Context, did string) (peonify.TaskInfo, bool, error) {
-	msgs, err := s.client.XRange(ctx, s.keys.Dead, did, did).Result()
-	if err != nil {
-		return peonify.TaskInfo{}, false, s.redisError("reading dead task entry "+did, err)
-	}
-	if len(msgs) == 0 {
-		return peonify.TaskInfo{}, false, nil
-	}
-	return deadInfo(did, entryFromMap(msgs[0].Values)), true, nil
-}
-
+// deadInfo describes entry did of the dead stream.
 func deadInfo(did string, e entry) peonify.TaskInfo {
 	t := e.task(did)
 	info := peonify.TaskInfo{State: peonify.StateDead, Attempts: e.counted(), LastError: e.lastError}
@@ -303,25 +448,30 @@ func (s *Stream) scheduledInfos(ctx context.Context, ids []string, typ string) (
 		if err != nil {
 			return nil, s.redisError("reading the schedule of task "+id, err)
 		}
-		var e entry
-		for k, v := range h {
-			e.set(k, v)
-		}
-		if typ != "" && e.typ != typ {
+		if typ != "" && h[fieldType] != typ {
 			continue
 		}
-		t := e.task(id)
-		t.RunAt = time.UnixMilli(int64(score))
-		infos = append(infos, peonify.TaskInfo{Task: *t, State: peonify.StateScheduled, Attempts: e.counted(),
-			LastError: e.lastError, UpdatedAt: t.EnqueuedAt})
+		infos = append(infos, scheduledInfo(id, h, score))
 	}
 	return infos, nil
 }
 
+// scheduledInfo describes scheduled task id, of fields h, due at score.
+func scheduledInfo(id string, h map[string]string, score float64) peonify.TaskInfo {
+	var e entry
+	for k, v := range h {
+		e.set(k, v)
+	}
+	t := e.task(id)
+	t.RunAt = time.UnixMilli(int64(score))
+	return peonify.TaskInfo{Task: *t, State: peonify.StateScheduled, Attempts: e.counted(),
+		LastError: e.lastError, UpdatedAt: t.EnqueuedAt}
+}
+
 // List returns tasks in opts.State ordered by ID. Redis keeps no index by
 // task ID, so listing pending or dead tasks reads the whole stream, and
-// listing scheduled tasks the whole schedule: fine for an operator, not for
-// a hot path.
+// listing scheduled, waiting, cancelled or done tasks the IDs of the whole
+// sorted set: fine for an operator, not for a hot path.
 func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.TaskInfo, error) {
 	if s.closed.Load() {
 		return nil, peonify.ErrClosed
@@ -385,7 +535,27 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 			return nil, err
 		}
 	case peonify.StateDone, peonify.StateWaiting, peonify.StateCancelled:
-		return nil, nil // acked tasks are deleted
+		key := map[peonify.State]string{peonify.StateDone: s.keys.Done, peonify.StateWaiting: s.keys.Waiting, peonify.StateCancelled: s.keys.Cancelled}[opts.State]
+		ids, err := s.client.ZRange(ctx, key, 0, -1).Result()
+		if err != nil {
+			return nil, s.redisError("listing "+string(opts.State)+" tasks", err)
+		}
+		ids = slices.DeleteFunc(ids, func(id string) bool { return id <= opts.After })
+		slices.Sort(ids)
+		for chunk := range slices.Chunk(ids, inspectPage) {
+			infos, err := s.infos(ctx, chunk)
+			if err != nil {
+				return nil, err
+			}
+			for _, info := range infos {
+				if info.State == opts.State {
+					keep(info)
+				}
+			}
+			if page.Full() {
+				break
+			}
+		}
 	default:
 		return nil, fmt.Errorf("redisstream: List of unknown state %q: use one of %v", opts.State, peonify.States)
 	}
@@ -496,13 +666,20 @@ func (s *Stream) Retry(ctx context.Context, ids ...string) (int, error) {
 	return total, nil
 }
 
-// Delete removes tasks that are not running: pending, scheduled or dead.
-// It returns how many it removed.
+// Delete removes tasks that are not running: pending, scheduled, dead,
+// waiting, cancelled or done (kept). The waiting dependents of a deleted
+// task in a workflow are cancelled, as if it had been (unless they allow
+// failed parents). It returns how many it removed.
 func (s *Stream) Delete(ctx context.Context, ids ...string) (int, error) {
 	if s.closed.Load() {
 		return 0, peonify.ErrClosed
 	}
 	total := 0
+	defer func() {
+		if total > 0 {
+			s.signal() // dependents that allow failed parents may be ready
+		}
+	}()
 	for chunk := range slices.Chunk(ids, inspectPage) {
 		n, err := s.run(ctx, deleteScript, strs(chunk)...).Int()
 		if err != nil {
@@ -514,22 +691,28 @@ func (s *Stream) Delete(ctx context.Context, ids ...string) (int, error) {
 }
 
 // Purge removes every task in state: StatePending (the tasks waiting in
-// the stream, not the running ones), StateScheduled or StateDead.
-// StateDone has nothing to remove. It returns how many it removed.
+// the stream, not the running ones), StateScheduled, StateDead,
+// StateWaiting, StateCancelled or StateDone (the done tasks kept). The
+// waiting dependents of a purged task in a workflow are cancelled. It
+// returns how many it removed.
 func (s *Stream) Purge(ctx context.Context, state peonify.State) (int, error) {
 	if s.closed.Load() {
 		return 0, peonify.ErrClosed
 	}
 	switch state {
-	case peonify.StatePending, peonify.StateScheduled, peonify.StateDead:
-	case peonify.StateDone, peonify.StateWaiting, peonify.StateCancelled:
-		return 0, nil
+	case peonify.StatePending, peonify.StateScheduled, peonify.StateDead,
+		peonify.StateDone, peonify.StateWaiting, peonify.StateCancelled:
 	case peonify.StateRunning:
 		return 0, errors.New("redisstream: Purge of running tasks: processors hold their leases; purge pending, scheduled or dead tasks, or let the running ones finish")
 	default:
-		return 0, fmt.Errorf("redisstream: Purge of unknown state %q: use pending, scheduled or dead", state)
+		return 0, fmt.Errorf("redisstream: Purge of unknown state %q: use pending, scheduled, dead, waiting, cancelled or done", state)
 	}
 	total, after := 0, "0-0"
+	defer func() {
+		if total > 0 {
+			s.signal() // dependents that allow failed parents may be ready
+		}
+	}()
 	for {
 		res, err := s.run(ctx, purgeScript, string(state), after, inspectPage).Slice()
 		if err != nil || len(res) != 3 {

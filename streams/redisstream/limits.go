@@ -157,7 +157,7 @@ func (s *Stream) pollLimited(ctx context.Context, ls *limitSet, limit int, start
 	var claim *redis.Cmd
 	if last := s.lastPromote.Load(); start.UnixNano()-last >= int64(promoteEvery) && s.lastPromote.CompareAndSwap(last, start.UnixNano()) {
 		pipe := s.client.Pipeline()
-		promote = promoteScript.EvalSha(ctx, pipe, s.skeys, append(s.head[:len(s.head):len(s.head)], promoteLimit)...)
+		promote = promoteScript.EvalSha(ctx, pipe, s.skeys, s.promoteArgs()...)
 		claim = claimLimitedScript.EvalSha(ctx, pipe, s.skeys, append(s.head[:len(s.head):len(s.head)], args...)...)
 		_, _ = pipe.Exec(ctx)
 		if err := promote.Err(); isNoScript(err) {
@@ -257,6 +257,11 @@ func (s *Stream) ackLimited(ctx context.Context, ls *limitSet, ds []peonify.Deli
 		args[3+i], args[3+n+i], args[3+2*n+i] = it.eid, it.d.Token, it.d.Task.ID
 	}
 	args = append(args, uniques...)
+	var kept []any
+	for i, it := range items {
+		kept = keep(kept, i+1, it.d)
+	}
+	args = append(append(args, kept...), len(kept)/3)
 	for _, it := range items {
 		args = append(args, it.d.Task.Type)
 	}
@@ -264,12 +269,12 @@ func (s *Stream) ackLimited(ctx context.Context, ls *limitSet, ds []peonify.Deli
 		args = append(args, it.d.Task.Key)
 	}
 	args = append(args, ls.json)
-	err := s.run(ctx, ackLimitedScript, args...).Err()
+	released, err := s.run(ctx, ackLimitedScript, args...).Int()
 	s.untrack(ds...)
 	if err != nil {
 		return s.redisError("acking tasks", err)
 	}
-	if frees {
+	if frees || released > 0 {
 		s.signal() // a permit is free: a held task may start
 	}
 	return nil

@@ -546,7 +546,7 @@ if not last then return redis.error_reply('NOGROUP the consumer group of the str
 -- isLive reports whether task id is pending, scheduled or running.
 local function isLive(id)
   local loc = redis.call('HGET', tasks, id)
-  if loc then return string.sub(loc, 1, 1) ~= 'd' and live(loc, id) end
+  if loc then return loc ~= 'w' and not ended(loc) and live(loc, id) end
   return string.match(id, '^%d+%-%d+$') ~= nil and #redis.call('XRANGE', stream, id, id) > 0
 end
 -- liveHead returns the place of the first live task of an ordered scope,
@@ -932,19 +932,23 @@ return {out, ownN, wait}
 `)
 
 // ackLimitedScript completes deliveries claimed with limits: the arguments
-// of ackChecks, then the deliveries' n task types and n keys, then the
-// limits. It deletes the acked entries one by one (the stream holds ready
+// of ackChecks (with the kept section and m), then the deliveries' n task
+// types and n keys, then the limits. It deletes the acked entries one by one (the stream holds ready
 // entries below the group's last delivered ID), frees their permits and
-// takes them out of their keys' order. It returns how many were acked.
+// takes them out of their keys' order. It keeps and releases as ackScript
+// does, and returns how many tasks it added to the stream.
 var ackLimitedScript = redis.NewScript(luaPrelude + `
 local LIMJSON = ARGV[#ARGV]
-local ackEnd = #ARGV - 1 - 2 * tonumber(ARGV[8])
-` + limitsLib + ackChecks + `
+local typBase = #ARGV - 1 - 2 * tonumber(ARGV[8])
+local m = tonumber(ARGV[typBase])
+local keepFrom = typBase - 3 * m
+local ackEnd = keepFrom - 1
+` + limitsLib + ackChecks + ackKeep + `
 if k == 0 then return 0 end
 local fields = {}
 for x = 1, k do
-  local key = ARGV[ackEnd + n + at[x]]
-  local a = applying(ARGV[ackEnd + at[x]], key)
+  local key = ARGV[typBase + n + at[x]]
+  local a = applying(ARGV[typBase + at[x]], key)
   for i, l in ipairs(a.ls) do
     if holds(l) then
       fields[a.nk[i]] = fields[a.nk[i]] or {}
@@ -957,7 +961,7 @@ for i = 1, k, 1000 do
   local j = math.min(i + 999, k)
   local held = redis.call('ZMSCORE', leaseKey, unpack(eids, i, j))
   for x = i, j do
-    local typ, key = ARGV[ackEnd + at[x]], ARGV[ackEnd + n + at[x]]
+    local typ, key = ARGV[typBase + at[x]], ARGV[typBase + n + at[x]]
     if held[x - i + 1] then freePermits(typ, key) end
     if anyOrdered then leaveOrder(ids[x], typ, key) end
   end
@@ -966,8 +970,9 @@ for i = 1, k, 1000 do
   redis.call('HDEL', tasks, unpack(ids, i, j))
   redis.call('XDEL', stream, unpack(eids, i, j))
 end
+` + ackAfter + `
 finish()
-return k
+return WF.released
 `)
 
 // nackLimitedScript is nackScript for a delivery claimed with limits:
@@ -997,15 +1002,18 @@ end`,
 }
 
 // extendLimitedScript is extendScript for a delivery claimed with limits:
-// ARGV[9] and ARGV[10] are the task's type and key, ARGV[11] the limits
-// and ARGV[12] Config.Lease in ms. Its permits are held to the new lease
+// ARGV[9] and ARGV[10] are the task's type and key, ARGV[11] the limits,
+// ARGV[12] Config.Lease in ms and ARGV[13] the task ID. Its permits are held to the new lease
 // end.
 var extendLimitedScript = redis.NewScript(luaPrelude + `
 local LIMJSON, LEASE = ARGV[11], tonumber(ARGV[12])
 ` + limitsLib + `
 local eid = ARGV[6]
 local owner, count = claimOf(eid)
-if owner ~= me or count ~= tonumber(ARGV[7]) then return 0 end
+if owner ~= me or count ~= tonumber(ARGV[7]) then
+  if WF.cancelledClaim(ARGV[13], eid) then return 2 end
+  return 0
+end
 redis.call('XCLAIM', stream, group, me, 0, eid, 'IDLE', tonumber(ARGV[8]), 'JUSTID')
 hold(eid, ARGV[9], ARGV[10], nowMs() + LEASE - tonumber(ARGV[8]))
 finish()

@@ -21,6 +21,17 @@ const luaPrelude = `
 local stream, schedule, dead, tasks, lim = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local seenPrefix, uniquePrefix, schedPrefix = ARGV[1], ARGV[2], ARGV[3]
 local group, me = ARGV[4], ARGV[5]
+-- The keys of results, progress, cancellation and workflows (see Keys),
+-- named after the tasks hash: they share its hash tag.
+-- They and the functions of workflowLib are in the table WF, so as not to
+-- take more of the 200 locals that a Lua chunk may have.
+local WF = {}
+do
+  local base = string.sub(tasks, 1, -6)
+  WF.info, WF.deps, WF.wf = base .. 'task:', base .. 'deps:', base .. 'wf:'
+  WF.waiting, WF.cancelled, WF.done = base .. 'waiting', base .. 'cancelled', base .. 'done'
+  WF.progress, WF.chan = base .. 'progress', base .. 'finished'
+end
 local function nowMs()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -50,6 +61,7 @@ end
 -- scheduled, 'd' and an entry ID of the dead stream) still holds task id.
 local function live(loc, id)
   if loc == 's' then return redis.call('EXISTS', schedPrefix .. id) == 1 end
+  if loc == 'w' or loc == 'c' or loc == 'k' then return redis.call('EXISTS', WF.info .. id) == 1 end
   local key, eid = stream, loc
   if string.sub(loc, 1, 1) == 'd' then key, eid = dead, string.sub(loc, 2) end
   return #redis.call('XRANGE', key, eid, eid) > 0
@@ -77,7 +89,13 @@ local function limitsChanged()
 end
 -- unpackAll spreads a list into arguments.
 local function unpackAll(t) return unpack(t, 1, #t) end
-`
+-- ended reports whether location loc is that of a finished task: dead
+-- ('d' and an entry ID), cancelled ('c') or done and kept ('k'). A
+-- waiting task is 'w'.
+local function ended(loc)
+  return loc == 'c' or loc == 'k' or string.sub(loc, 1, 1) == 'd'
+end
+` + workflowLib
 
 // enqueueScript stores tasks. ARGV[6] is the dedup window in ms (0: none);
 // then, for each task, its ID, unique key (empty for none), due time (0:
@@ -102,7 +120,7 @@ while i <= #ARGV do
     local holder = redis.call('GET', uniqKey)
     if holder then
       local hloc = redis.call('HGET', tasks, holder)
-      dup = hloc and string.sub(hloc, 1, 1) ~= 'd' and live(hloc, holder)
+      dup = hloc and not ended(hloc) and live(hloc, holder)
     end
   end
   if not dup and window > 0 then
@@ -129,7 +147,9 @@ return out
 `)
 
 // promoteScript moves up to ARGV[6] due tasks from the schedule to the
-// stream and returns how many it moved.
+// stream and returns how many it moved. With ARGV[7] (ResultRetention in
+// ms) and ARGV[8] (KeepDead in ms, 0: forever) it also removes up to 100
+// expired done tasks and 100 expired cancelled ones (see WF.trim).
 var promoteScript = redis.NewScript(luaPrelude + `
 local ids = redis.call('ZRANGEBYSCORE', schedule, '-inf', nowMs(), 'LIMIT', 0, tonumber(ARGV[6]))
 for _, id in ipairs(ids) do
@@ -141,6 +161,7 @@ for _, id in ipairs(ids) do
     redis.call('DEL', h)
   end
 end
+if ARGV[7] then WF.trim(tonumber(ARGV[7]), tonumber(ARGV[8])) end
 return #ids
 `)
 
@@ -148,11 +169,12 @@ return #ids
 // lowest and highest entry ID of the batch and ARGV[8] the number of
 // deliveries n; then come their n entry IDs, n delivery counts (the fencing
 // tokens), n task IDs, and, for the deliveries whose task has a unique key,
-// pairs of entry ID and unique key. A delivery counts only if this consumer
+// pairs of entry ID and unique key, then the kept section (see ackKeep)
+// and its length m. A delivery counts only if this consumer
 // still holds its entry with the same delivery count. It leaves the k
 // deliveries that count in eids and ids, their positions among the n in
 // at, and their unique keys released. The unique-key pairs end at
-// ARGV[ackEnd], which the script sets before.
+// ARGV[ackEnd], which the script sets before, with m and keepFrom.
 const ackChecks = `
 local n = tonumber(ARGV[8])
 local mine = {}
@@ -180,22 +202,28 @@ for i = 9 + 3 * n, ackEnd, 2 do
 end
 `
 
-// ackScript completes deliveries (see ackChecks for its arguments) and
-// returns how many were acked.
-var ackScript = redis.NewScript(luaPrelude + "local ackEnd = #ARGV\n" + ackChecks + `
+// ackScript completes deliveries (see ackChecks for its arguments),
+// keeps those with a result or a workflow (see ackKeep) and releases
+// their dependents. It returns how many tasks it added to the stream.
+var ackScript = redis.NewScript(luaPrelude + `
+local m = tonumber(ARGV[#ARGV])
+local keepFrom = #ARGV - 3 * m
+local ackEnd = keepFrom - 1
+` + ackChecks + ackKeep + `
 for i = 1, k, 1000 do
   local j = math.min(i + 999, k)
   redis.call('XACK', stream, group, unpack(eids, i, j))
   redis.call('HDEL', tasks, unpack(ids, i, j))
 end
 if k == 0 then return 0 end
+` + ackAfter + `
 if redis.call('EXISTS', lim .. 'mode') == 1 then
   -- The queue has been claimed with limits: entries below the group's
   -- last delivered ID may be ready, not acked, so nothing is trimmed.
   for i = 1, k, 1000 do
     redis.call('XDEL', stream, unpack(eids, i, math.min(i + 999, k)))
   end
-  return k
+  return WF.released
 end
 -- Delete the acked entries. Every entry older than both the oldest
 -- pending one and the first not yet delivered is acked: trimming them
@@ -222,7 +250,7 @@ end
 for i = 1, r, 1000 do
   redis.call('XDEL', stream, unpack(rest, i, math.min(i + 999, r)))
 end
-return k
+return WF.released
 `)
 
 // nackScript hands a delivery back. ARGV[6..]: entry ID, delivery count,
@@ -285,14 +313,20 @@ if outcome == 'dead' then
     -- Drop dead tasks older than KeepDead, a few at a time.
     local cutoff = tostring(now - keepDead)
     for _, old in ipairs(redis.call('XRANGE', dead, '-', '(' .. cutoff, 'COUNT', 100)) do
-      forget(field(old[2], 'id') or old[1], 'd' .. old[1])
+      local oid = field(old[2], 'id') or old[1]
+      forget(oid, 'd' .. old[1])
       redis.call('XDEL', dead, old[1])
+      WF.removed(oid, field(old[2], 'workflow'))
     end
   end
   fields[#fields + 1] = 'dead_at'
   fields[#fields + 1] = tostring(now)
   redis.call('HSET', tasks, id, 'd' .. redis.call('XADD', dead, '*', unpackAll(fields)))
   release(uniq, id)
+  -- Its dependents in a workflow are cancelled (see WF.failed).
+  WF.finished[#WF.finished + 1] = id
+  if redis.call('EXISTS', WF.deps .. id) == 1 then WF.failed(id, 'dead', lastErr or '') end
+  WF.announce()
 elseif delay > 0 then
   local h = schedPrefix .. id
   redis.call('DEL', h)
@@ -312,13 +346,17 @@ return 1
 	return body
 }
 
-// extendScript renews a lease: ARGV[6..] entry ID, delivery count, and the
-// idle time in ms to leave on the entry. It returns 1, or 0 if the claim is
-// no longer this consumer's with that delivery count.
+// extendScript renews a lease: ARGV[6..] entry ID, delivery count, the
+// idle time in ms to leave on the entry, and the task ID. It returns 1, or
+// 0 if the claim is no longer this consumer's with that delivery count,
+// or 2 if it was cancelled.
 var extendScript = redis.NewScript(luaPrelude + `
 local eid = ARGV[6]
 local owner, count = claimOf(eid)
-if owner ~= me or count ~= tonumber(ARGV[7]) then return 0 end
+if owner ~= me or count ~= tonumber(ARGV[7]) then
+  if WF.cancelledClaim(ARGV[9], eid) then return 2 end
+  return 0
+end
 redis.call('XCLAIM', stream, group, me, 0, eid, 'IDLE', tonumber(ARGV[8]), 'JUSTID')
 return 1
 `)

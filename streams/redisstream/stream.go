@@ -41,8 +41,9 @@ const forgetIdle = time.Hour
 // Stream is a Peonify stream on a Redis stream: one named queue, shared
 // by any number of processors through a consumer group. It implements
 // peonify.Stream, Extender, Waker, Starter, Enqueuer, Inspector,
-// PollLimiter and Limiter (see "Flow control" in the package
-// documentation).
+// PollLimiter, Limiter (see "Flow control" in the package
+// documentation), Tracker and WorkflowStore (see "Results and
+// workflows").
 //
 // A Stream used only to enqueue or polled without Start starts nothing in
 // the background. Start starts, until Close, a goroutine that waits for new
@@ -77,6 +78,10 @@ type Stream struct {
 	dueTimer *time.Timer       // fires Wake when a task this stream scheduled is due
 	wakeID   string            // the last entry of the limits' wake stream the watcher saw; only the watcher uses it
 	bg       streamkit.Group   // the watcher
+
+	waiters waiters         // Wait's subscription and waiters
+	waitBg  streamkit.Group // the dispatcher of Wait's subscription
+	closing chan struct{}   // closed by Close
 }
 
 var (
@@ -114,6 +119,7 @@ func New(client redis.UniversalClient, cfg Config) (*Stream, error) {
 		wake:     make(chan struct{}, 1),
 		armed:    make(chan struct{}, 1),
 		inflight: make(map[string]uint64),
+		closing:  make(chan struct{}),
 	}
 	s.readOwn.Store(true)
 	s.armed <- struct{}{}
@@ -234,7 +240,7 @@ func (s *Stream) readNew(ctx context.Context, ds []peonify.Delivery, limit int, 
 	var read *redis.XStreamSliceCmd
 	if last := s.lastPromote.Load(); start.UnixNano()-last >= int64(promoteEvery) && s.lastPromote.CompareAndSwap(last, start.UnixNano()) {
 		pipe := s.client.Pipeline()
-		promote = promoteScript.EvalSha(ctx, pipe, s.skeys, append(s.head[:len(s.head):len(s.head)], promoteLimit)...)
+		promote = promoteScript.EvalSha(ctx, pipe, s.skeys, s.promoteArgs()...)
 		read = pipe.XReadGroup(ctx, args)
 		_, _ = pipe.Exec(ctx)
 	} else {
@@ -278,6 +284,13 @@ func (s *Stream) readNew(ctx context.Context, ds []peonify.Delivery, limit int, 
 		}
 	}
 	return ds, nil
+}
+
+// promoteArgs returns the arguments of promoteScript: it also trims
+// expired done and cancelled tasks.
+func (s *Stream) promoteArgs() []any {
+	return append(s.head[:len(s.head):len(s.head)], promoteLimit,
+		s.cfg.ResultRetention.Milliseconds(), max(s.cfg.KeepDead.Milliseconds(), 0))
 }
 
 // claim runs claimScript in mode "own" or "idle".
@@ -411,21 +424,40 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	args := make([]any, 3+3*n, 3+3*n+len(uniques))
 	args[0], args[1], args[2] = lo, hi, n
 	i := 0
+	var kept []any
 	for _, d := range ds {
 		if eid := ref(d); eid != "" {
 			args[3+i], args[3+n+i], args[3+2*n+i] = eid, d.Token, d.Task.ID
 			i++
+			kept = keep(kept, i, d)
 		}
 	}
 	args = append(args, uniques...)
-	err := s.run(ctx, ackScript, args...).Err()
+	args = append(append(args, kept...), len(kept)/3)
+	released, err := s.run(ctx, ackScript, args...).Int()
 	// Forgotten only now, so that taking back own entries meanwhile skips
 	// them; if the ack failed, that is what brings them back soon.
 	s.untrack(ds...)
 	if err != nil {
 		return s.redisError("acking tasks", err)
 	}
+	if released > 0 {
+		s.signal() // dependents in a workflow are ready
+	}
 	return nil
+}
+
+// keep adds to kept the triple of the ack scripts' kept section (see
+// ackKeep) for d, the i-th delivery of the batch, if the store keeps it
+// once done: it has a result or belongs to a workflow.
+func keep(kept []any, i int, d peonify.Delivery) []any {
+	switch {
+	case d.Result != nil:
+		return append(kept, i, "1", d.Result)
+	case d.Task.Workflow != "":
+		return append(kept, i, "0", "")
+	}
+	return kept
 }
 
 // Nack hands a delivery back: OutcomeFailed and OutcomeReleased add the
@@ -475,6 +507,9 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	}
 	switch {
 	case opts.Outcome == peonify.OutcomeDead:
+		if d.Task.Workflow != "" {
+			s.signal() // dependents that allow failed parents may be ready
+		}
 	case delay == 0:
 		s.signal()
 	default:
@@ -487,7 +522,9 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 // idle time is reset. A lease longer than Config.Lease is cut to it, since
 // Redis keeps one lease per queue. It returns an error wrapping
 // peonify.ErrLeaseLost if the task was acked, nacked or claimed again
-// since. With limits, the task's permits are held to the new lease end.
+// since, or one wrapping peonify.ErrCancelled if the task was cancelled
+// while this claim ran (see Cancel). With limits, the task's permits are
+// held to the new lease end.
 func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Duration) (peonify.Delivery, error) {
 	if err := streamkit.CheckDelivery(s.closed.Load(), d, "redisstream", "Extend"); err != nil {
 		return d, err
@@ -503,16 +540,19 @@ func (s *Stream) Extend(ctx context.Context, d peonify.Delivery, lease time.Dura
 	var cmd *redis.Cmd
 	if ls := s.lim.Load(); ls != nil {
 		cmd = s.run(ctx, extendLimitedScript, eid, d.Token, (s.cfg.Lease - lease).Milliseconds(),
-			d.Task.Type, d.Task.Key, ls.json, s.cfg.Lease.Milliseconds())
+			d.Task.Type, d.Task.Key, ls.json, s.cfg.Lease.Milliseconds(), d.Task.ID)
 	} else {
-		cmd = s.run(ctx, extendScript, eid, d.Token, (s.cfg.Lease - lease).Milliseconds())
+		cmd = s.run(ctx, extendScript, eid, d.Token, (s.cfg.Lease - lease).Milliseconds(), d.Task.ID)
 	}
 	n, err := cmd.Int()
 	if err != nil {
 		return d, s.redisError("extending the lease of task "+d.Task.ID, err)
 	}
-	if n == 0 {
+	switch n {
+	case 0:
 		return d, fmt.Errorf("redisstream: cannot extend task %s: %w", d.Task.ID, peonify.ErrLeaseLost)
+	case 2:
+		return d, fmt.Errorf("redisstream: cannot extend task %s: %w", d.Task.ID, peonify.ErrCancelled)
 	}
 	d.Deadline = start.Add(lease - time.Millisecond)
 	return d, nil
@@ -526,6 +566,9 @@ func (s *Stream) Close(ctx context.Context) error {
 		return nil
 	}
 	err := s.stopWatching(ctx)
+	if werr := s.stopWaiters(ctx); err == nil {
+		err = werr
+	}
 	if s.started.Load() {
 		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		if ferr := s.run(ctx, forgetScript, forgetIdle.Milliseconds()).Err(); ferr != nil {
