@@ -51,3 +51,20 @@ func TestWorkflowPostgres(t *testing.T) {
 	url := testenv.URL(t, "postgres")
 	checkWorkflowReport(t, runSmall(t, append([]string{"-backend", "postgres", "-pg-url", url}, smallWorkflow...)...), "postgres")
 }
+
+func TestWorkflowSQLite(t *testing.T) {
+	checkWorkflowReport(t, runSmall(t, append([]string{"-backend", "sqlite"}, smallWorkflow...)...), "sqlite")
+}
+
+func TestWorkflowRedis(t *testing.T) {
+	url := testenv.URL(t, "redis")
+	checkWorkflowReport(t, runSmall(t, append([]string{"-backend", "redis", "-redis-url", url}, smallWorkflow...)...), "redis")
+}
+
+// -fanout workflow enqueues the fan-out as one workflow.
+func TestWorkflowOneEnqueue(t *testing.T) {
+	out := runSmall(t, append([]string{"-backend", "sqlite", "-fanout", "workflow", "-count", "1"}, smallWorkflow...)...)
+	if !strings.Contains(out, "one EnqueueWorkflow of 300 tasks") {
+		t.Errorf("the report does not say the fan-out was one EnqueueWorkflow")
+	}
+}
