@@ -265,6 +265,11 @@ func runBroker(ctx context.Context, o options, w io.Writer) error {
 			return err
 		}
 	}
+	if o.modes[workflowMode] {
+		if err := runWorkflow(ctx, &rep, r, o.backend, pcfg, b.peonify, o.workflowOptions, o.count); err != nil {
+			return err
+		}
+	}
 	rep.configurations()
 	if la := loadAverage(); la != "" {
 		fmt.Fprintf(w, "load average after: %s\n", la)
@@ -302,10 +307,12 @@ func brokerGoals(r *report, backend string) {
 		}
 	}
 	r.limitsGoals(check)
+	r.workflowGoals(check)
 	if okPeon && okPeer {
 		fmt.Fprintln(r.w, resultLine(backend, peerName, peon.jobsPerSec(), peer.jobsPerSec()))
 	}
 	r.limitsResult(backend)
+	r.workflowResult(backend)
 }
 
 // rawLabel is the report's name of a broker's raw ceiling.
@@ -438,6 +445,13 @@ func (s *brokerPeonify) Verify(ctx context.Context, n int) error { return s.veri
 
 // Detail reports how the processor used its stream.
 func (s *brokerPeonify) Detail() string { return s.calls.String() }
+
+// peonifyStream returns the stream the processor runs on, for what the
+// benchmark asks of it besides (peonify.As).
+func (s *brokerPeonify) peonifyStream() peonify.Stream { return s.stream }
+
+// streamCalls returns the counts of the processor's calls of its stream.
+func (s *brokerPeonify) streamCalls() *streamCalls { return &s.calls }
 
 func (s *brokerPeonify) serverCPU() (time.Duration, bool) { return s.watch.result() }
 

@@ -41,7 +41,8 @@ type options struct {
 	profileDir string
 	verbose    bool
 
-	brokerOptions // -backend redis, nats and amqp (brokers.go)
+	workflowOptions // -modes workflow (workflow.go)
+	brokerOptions   // -backend redis, nats and amqp (brokers.go)
 }
 
 // Peonify's configuration for the benchmark, chosen by measuring drains on
@@ -75,6 +76,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.idleEvery, "idle-every", 20*time.Millisecond, "interval between idle-pickup tasks")
 	fs.IntVar(&o.rawLoops, "raw-loops", 4, "concurrent loops of the raw SQL ceiling")
 	fs.IntVar(&o.keys, "keys", 1000, "keys the tasks of -modes limits are spread over, each limited to one running task")
+	fs.IntVar(&o.chainRuns, "chain-runs", 20, "workflow mode: chains of each variant, one at a time")
+	fs.IntVar(&o.chainSteps, "chain-steps", 10, "workflow mode: tasks per chain")
+	fs.IntVar(&o.children, "children", 10000, "workflow mode: tasks of the fan-out, and plain tasks it is compared with")
+	fs.StringVar(&o.fanout, "fanout", "spawn", `workflow mode: "spawn" (a root task spawns the children) or "workflow" (one EnqueueWorkflow of all of them)`)
 	fs.IntVar(&o.workers, "workers", defaultWorkers, "Peonify Config.Workers")
 	fs.IntVar(&o.queueSize, "queue-size", defaultQueueSize, "Peonify Config.QueueSize")
 	fs.IntVar(&o.splitPoll, "split-poll", 1, "experiment: split each Peonify Poll into this many concurrent claims")
@@ -91,8 +96,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	switch {
 	case o.backend != "sqlite" && o.backend != "postgres" && !isBroker(o.backend):
 		return o, fmt.Errorf("-backend %q: use sqlite, postgres, redis, nats or amqp", o.backend)
-	case o.tasks < 1 || o.idleTasks < 1 || o.batch < 1 || o.producers < 1 || o.rawLoops < 1 || o.count < 1 || o.keys < 1:
-		return o, errors.New("-tasks, -idle-tasks, -batch, -producers, -raw-loops, -count and -keys must be at least 1")
+	case o.tasks < 1 || o.idleTasks < 1 || o.batch < 1 || o.producers < 1 || o.rawLoops < 1 || o.count < 1 || o.keys < 1 ||
+		o.chainRuns < 1 || o.children < 1:
+		return o, errors.New("-tasks, -idle-tasks, -batch, -producers, -raw-loops, -count, -keys, -chain-runs and -children must be at least 1")
+	case o.chainSteps < 2:
+		return o, errors.New("-chain-steps must be at least 2")
+	case o.fanout != "spawn" && o.fanout != "workflow":
+		return o, fmt.Errorf(`-fanout %q: use "spawn" or "workflow"`, o.fanout)
 	case o.pgConns < 2:
 		return o, errors.New("-pg-conns must be at least 2")
 	case o.workers < 1 || o.queueSize < 2:
@@ -109,7 +119,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			return o, err
 		}
 	}
-	if o.modes, err = set("-modes", *modes, "drain", "insert", "idle", "raw", limitsMode); err != nil {
+	if o.modes, err = set("-modes", *modes, "drain", "insert", "idle", "raw", limitsMode, workflowMode); err != nil {
 		return o, err
 	}
 	if o.systems, err = set("-systems", *systems, "peonify", riverTuned.Label, riverDefault.Label,
@@ -252,6 +262,14 @@ func run(ctx context.Context, o options, w io.Writer) error {
 			return err
 		}
 	}
+	if o.modes[workflowMode] {
+		mk := func(cfg peonifyConfig) contender {
+			return contender{name: "peonify", config: cfg.String(), make: newPeonify(cfg)}
+		}
+		if err := runWorkflow(ctx, &rep, r, o.backend, pcfg, mk, o.workflowOptions, o.count); err != nil {
+			return err
+		}
+	}
 	rep.configurations()
 	if la := loadAverage(); la != "" {
 		fmt.Fprintf(w, "load average after: %s\n", la)
@@ -284,6 +302,12 @@ type report struct {
 	// limitsUnsupported says why the limits mode could not run: the
 	// store cannot enforce limits.
 	limitsUnsupported string
+
+	chains       []chainResult // the workflow mode's chains
+	chainConfigs [][2]string   // their names and configurations
+	// workflowUnsupported says why the workflow mode could not run: the
+	// store has no workflows.
+	workflowUnsupported string
 }
 
 func (r *report) add(rs []result, err error) error {
@@ -318,6 +342,9 @@ func (r *report) configurations() {
 			seen[res.system] = true
 			fmt.Fprintf(r.w, "  %-23s %s\n", res.system, res.config)
 		}
+	}
+	for _, c := range r.chainConfigs {
+		fmt.Fprintf(r.w, "  %-23s %s\n", c[0], c[1])
 	}
 }
 
@@ -360,10 +387,12 @@ func (r *report) goals(backend string) {
 		}
 	}
 	r.limitsGoals(check)
+	r.workflowGoals(check)
 	if okPeon && okPeer {
 		fmt.Fprintln(r.w, resultLine(backend, "river", peon.jobsPerSec(), peer.jobsPerSec()))
 	}
 	r.limitsResult(backend)
+	r.workflowResult(backend)
 }
 
 // repeat runs each of fns count times, interleaved so that a slow

@@ -27,6 +27,9 @@ type peonifyConfig struct {
 	Keys int
 	// Limits are given to the stream with peonify.Limits.
 	Limits []peonify.Limit
+	// Handlers, when set, returns handlers of more task types than
+	// "bench", reporting to rec (-modes workflow).
+	Handlers func(rec *recorder) peonify.TaskList
 }
 
 func (c peonifyConfig) String() string {
@@ -91,6 +94,12 @@ func (c countingStream) Unwrap() peonify.Stream { return c.durableStream }
 type streamCalls struct {
 	polls, polled, pollNanos atomic.Int64
 	acks, acked, ackNanos    atomic.Int64
+
+	// onAck, when set before the processor starts, is called after
+	// every Ack that returned nil, with the acked deliveries and when
+	// the call began and returned (recorder time): -modes workflow
+	// times its chains with it.
+	onAck func(ds []peonify.Delivery, began, returned int64)
 }
 
 func (c *streamCalls) String() string {
@@ -118,12 +127,16 @@ func (c *streamCalls) poll(ctx context.Context, s peonify.Stream, limit int) ([]
 // ack calls s.Ack, counts it, and reports the acked tasks to rec as
 // completed.
 func (c *streamCalls) ack(ctx context.Context, s peonify.Stream, rec *recorder, ds []peonify.Delivery) error {
+	began := rec.now()
 	t0 := time.Now()
 	err := s.Ack(ctx, ds...)
 	c.ackNanos.Add(int64(time.Since(t0)))
 	c.acks.Add(1)
 	c.acked.Add(int64(len(ds)))
 	if err == nil {
+		if c.onAck != nil {
+			c.onAck(ds, began, rec.now())
+		}
 		rec.completedN(len(ds))
 	}
 	return err
@@ -207,6 +220,13 @@ func newPeonify(cfg peonifyConfig) newSystemFunc {
 }
 
 func (s *peonifySystem) schema() *freshSchema { return s.sc }
+
+// peonifyStream returns the stream the processor runs on, for what the
+// benchmark asks of it besides (peonify.As).
+func (s *peonifySystem) peonifyStream() peonify.Stream { return s.stream }
+
+// streamCalls returns the counts of the processor's calls of its stream.
+func (s *peonifySystem) streamCalls() *streamCalls { return &s.calls }
 
 // RemoteInsert enqueues through a second, producer-only stream on the same
 // queue, so the processor hears of the tasks through LISTEN/NOTIFY as it
@@ -367,7 +387,13 @@ func newBenchProcessor(cfg peonifyConfig, e *env, rec *recorder) (*peonify.Proce
 		rec.started(a.Seq)
 		return nil
 	})
-	if err := p.AddTaskList(peonify.TaskList{"bench": h}); err != nil {
+	tasks := peonify.TaskList{"bench": h}
+	if cfg.Handlers != nil {
+		for typ, h := range cfg.Handlers(rec) {
+			tasks[typ] = h
+		}
+	}
+	if err := p.AddTaskList(tasks); err != nil {
 		return nil, err
 	}
 	return p, nil

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -40,6 +41,7 @@ type orders struct {
 	Stuck       bool          // honour work.Stuck: such runs ignore their context and never return
 	Sample      time.Duration // when set, record live heap and goroutines at this interval
 	Backlog     int           // enqueue this many tasks before running (b-0000000 on)
+	Timed       bool          // record when each handler run begins and returns (Ledger.Timed)
 }
 
 // work is a task's payload: what its handler does. Every field is
@@ -52,6 +54,15 @@ type work struct {
 	Crash bool   `json:"crash,omitempty"` // crash the process
 	Stuck bool   `json:"stuck,omitempty"` // ignore the context and never return, in a child with orders.Stuck
 	Pad   string `json:"pad,omitempty"`   // filler that makes the payload big
+
+	// Result, when set, is the task's result (peonify.SetResult): this
+	// text, followed, if the task has parents, by their results in
+	// parentheses, in the order of its Parents.
+	Result string `json:"result,omitempty"`
+	// Parents are the results the task's parents must have set, by
+	// parent ID (peonify.ParentResults); a task given others fails for
+	// good, so that it ends dead with the reason.
+	Parents map[string]string `json:"parents,omitempty"`
 }
 
 // Exit codes of a child.
@@ -131,13 +142,17 @@ func runChild(env string) int {
 		}
 	}
 
+	middleware := []peonify.Middleware{led.Middleware()}
+	if o.Timed {
+		middleware = append(middleware, led.Timed()) // last: its times are the handler's
+	}
 	p, err := peonify.New(peonify.Config{
 		Workers:       o.Workers,
 		QueueSize:     o.QueueSize,
 		ShutdownGrace: o.Grace,
 		PollInterval:  250 * time.Millisecond,
 		Retry:         peonify.RetryPolicy{MaxAttempts: o.MaxAttempts, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
-		Middleware:    []peonify.Middleware{led.Middleware()},
+		Middleware:    middleware,
 		Logger:        logger,
 	})
 	if err != nil {
@@ -264,8 +279,46 @@ func (c *childRun) run(ctx context.Context, t *peonify.Task, w work) error {
 			}
 		}
 	}
+	if w.Result != "" || len(w.Parents) > 0 {
+		if err := results(ctx, t, w); err != nil {
+			return err
+		}
+	}
 	c.completed.Add(1)
 	return nil
+}
+
+// results checks the results of t's parents against w.Parents and sets
+// t's result as w.Result says.
+func results(ctx context.Context, t *peonify.Task, w work) error {
+	got, err := peonify.ParentResults(ctx)
+	if err != nil {
+		return err // the store failed: try again
+	}
+	for _, id := range t.Parents {
+		want, ok := w.Parents[id]
+		if v, has := got[id]; ok && (!has || string(v) != want) {
+			return peonify.SkipRetry(fmt.Errorf("chaostest: parent %s's result is %q (present: %v), want %q: this task started before its parent succeeded, or was given another's result",
+				id, v, has, want))
+		}
+	}
+	if w.Result == "" {
+		return nil
+	}
+	return peonify.SetResult(ctx, []byte(resultOf(w.Result, t.Parents, got)))
+}
+
+// resultOf is the result a task sets: text, followed by its parents'
+// results, in the order of parents, in parentheses.
+func resultOf(text string, parents []string, results map[string][]byte) string {
+	if len(parents) == 0 {
+		return text
+	}
+	vals := make([]string, len(parents))
+	for i, id := range parents {
+		vals[i] = string(results[id])
+	}
+	return text + "(" + strings.Join(vals, ",") + ")"
 }
 
 // gate holds a run until the gate file exists.

@@ -19,6 +19,9 @@
 //	payloads   malformed payloads and an unknown task type end dead with a reason; big payloads are
 //	           refused at Enqueue or delivered
 //	backlog    a million queued tasks drain while the processor's live heap and goroutines stay flat
+//	workflow   200 diamond workflows (A→B, A→C, B→D, C→D) run while a processor is SIGKILLed three times:
+//	           every workflow succeeds, no task starts before its parents' success, D ends with B's and
+//	           C's results (on the stores that run workflows: SQLite, Postgres, Redis)
 //
 // Each scenario asserts that every task whose Enqueue returned nil
 // completed at least once, that no other task appeared, that tasks ran

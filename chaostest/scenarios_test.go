@@ -37,6 +37,7 @@ var scenarios = []scenario{
 	{name: "poison", smoke: true, run: scenarioPoison},
 	{name: "payloads", run: scenarioPayloads},
 	{name: "backlog", only: "sqlite", run: scenarioBacklog},
+	{name: "workflow", smoke: true, run: scenarioWorkflow}, // skipped where the stream runs no workflows
 }
 
 // knownIssues are the failures, by scenario/backend, that a stream's
