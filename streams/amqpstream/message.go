@@ -240,7 +240,9 @@ func setMeta(h amqp.Table, t *peonify.Task, attempts int) {
 	setInt(headerPriority, int64(t.Priority))
 	var runAt int64
 	if !t.RunAt.IsZero() {
-		runAt = max(t.RunAt.UnixMilli(), 1)
+		// Round up: the header has milliseconds, and a task is never
+		// early, not even by the fraction cut off.
+		runAt = max(t.RunAt.Add(time.Millisecond-1).UnixMilli(), 1)
 	}
 	setInt(headerRunAt, runAt)
 	setStr(headerUniqueKey, t.UniqueKey)
