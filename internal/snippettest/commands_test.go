@@ -18,13 +18,14 @@ var (
 	codeSpan    = regexp.MustCompile("`([^`]+)`")
 	htmlComment = regexp.MustCompile(`(?s)<!--.*?-->`)
 	helpCommand = regexp.MustCompile(`(?m)^  ([a-z]+)  `)
-	tasksUsage  = regexp.MustCompile(`peonify tasks ([a-z|]+)`)
+	subUsage    = regexp.MustCompile(`peonify (?:tasks|workflows) ([a-z|]+)`)
 )
 
 // TestCommands checks that every use of the peonify command in the
-// READMEs' code (inline code and shell blocks) names a command, a tasks
-// subcommand and flags that the binary has: a README once sent readers to
-// `peonify tasks get`, which is `peonify tasks show`.
+// READMEs' code (inline code and shell blocks) names a command, a
+// subcommand (of tasks and workflows) and flags that the binary has: a
+// README once sent readers to `peonify tasks get`, which was then
+// `peonify tasks show`.
 func TestCommands(t *testing.T) {
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -36,12 +37,19 @@ func TestCommands(t *testing.T) {
 	for _, m := range helpCommand.FindAllStringSubmatch(string(help), -1) {
 		commands = append(commands, m[1])
 	}
-	tasksHelp, _ := exec.Command(bin, "tasks", "--help").CombinedOutput()
-	m := tasksUsage.FindStringSubmatch(string(tasksHelp))
-	if len(commands) < 5 || m == nil {
-		t.Fatalf("cannot read the commands from peonify --help:\n%s\nor peonify tasks --help:\n%s", help, tasksHelp)
+	if len(commands) < 5 {
+		t.Fatalf("cannot read the commands from peonify --help:\n%s", help)
 	}
-	subcommands := strings.Split(m[1], "|")
+	// subcommands lists the subcommands of the commands that have some.
+	subcommands := map[string][]string{}
+	for _, cmd := range []string{"tasks", "workflows"} {
+		out, _ := exec.Command(bin, cmd, "--help").CombinedOutput()
+		m := subUsage.FindStringSubmatch(string(out))
+		if m == nil {
+			t.Fatalf("cannot read the subcommands from peonify %s --help:\n%s", cmd, out)
+		}
+		subcommands[cmd] = strings.Split(m[1], "|")
+	}
 
 	files, err := readmes(root)
 	if err != nil {
@@ -73,11 +81,11 @@ func TestCommands(t *testing.T) {
 			switch {
 			case !slices.Contains(commands, u.cmd):
 				t.Errorf("%s:%d: `peonify %s` is not a command; peonify --help lists %s", f, u.line, u.cmd, strings.Join(commands, ", "))
-			case u.cmd == "tasks" && u.sub != "" && !slices.Contains(subcommands, u.sub):
-				t.Errorf("%s:%d: `peonify tasks %s` is not a subcommand; peonify tasks --help lists %s", f, u.line, u.sub, strings.Join(subcommands, ", "))
+			case subcommands[u.cmd] != nil && u.sub != "" && !slices.Contains(subcommands[u.cmd], u.sub):
+				t.Errorf("%s:%d: `peonify %s %s` is not a subcommand; peonify %s --help lists %s", f, u.line, u.cmd, u.sub, u.cmd, strings.Join(subcommands[u.cmd], ", "))
 			default:
 				args := []string{u.cmd}
-				if u.cmd == "tasks" && u.sub != "" {
+				if subcommands[u.cmd] != nil && u.sub != "" {
 					args = append(args, u.sub)
 				}
 				known := flags(args...)
@@ -127,7 +135,7 @@ func commandUses(text string) []commandUseAt {
 		for _, s := range spans {
 			for _, m := range commandUse.FindAllStringSubmatch(s, -1) {
 				rest := m[3]
-				if m[2] != "" && m[1] != "tasks" { // a second word that is an argument, not a subcommand
+				if m[2] != "" && m[1] != "tasks" && m[1] != "workflows" { // a second word that is an argument, not a subcommand
 					rest = " " + m[2] + rest
 				}
 				out = append(out, commandUseAt{line: i + 1, cmd: m[1], sub: m[2], rest: rest})
