@@ -100,15 +100,21 @@ peonify tasks limits -c peonify.yaml --stream orders --json`},
 }
 
 func (c *cli) tasks(cmd *command, args []string) error {
+	return c.dispatch(cmd, args, "tasks", taskSubcommands(), "stats, list, show, get, retry, cancel, wait, delete, purge or limits")
+}
+
+// dispatch runs the subcommand of group (tasks, workflows) that args name;
+// names lists the subcommands for the usage errors.
+func (c *cli) dispatch(cmd *command, args []string, group string, subs []*command, names string) error {
 	if len(args) == 0 {
-		return usagef("which subcommand? stats, list, show, get, retry, cancel, wait, delete, purge or limits")
+		return usagef("which subcommand? %s", names)
 	}
 	if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
 		c.commandHelp(cmd, nil)
 		return errHelp
 	}
-	for _, sub := range taskSubcommands() {
-		if sub.name == "tasks "+args[0] {
+	for _, sub := range subs {
+		if sub.name == group+" "+args[0] {
 			err := sub.run(c, sub, args[1:])
 			var ue *usageError
 			if errors.As(err, &ue) {
@@ -117,7 +123,7 @@ func (c *cli) tasks(cmd *command, args []string) error {
 			return err
 		}
 	}
-	return usagef("unknown subcommand %q: use stats, list, show, get, retry, cancel, wait, delete, purge or limits", args[0])
+	return usagef("unknown subcommand %q: use %s", args[0], names)
 }
 
 // inspectFlags are the flags every tasks subcommand has.

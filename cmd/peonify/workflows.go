@@ -167,24 +167,7 @@ func workflowSubcommands() []*command {
 }
 
 func (c *cli) workflows(cmd *command, args []string) error {
-	if len(args) == 0 {
-		return usagef("which subcommand? get or cancel")
-	}
-	if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
-		c.commandHelp(cmd, nil)
-		return errHelp
-	}
-	for _, sub := range workflowSubcommands() {
-		if sub.name == "workflows "+args[0] {
-			err := sub.run(c, sub, args[1:])
-			var ue *usageError
-			if errors.As(err, &ue) {
-				return usagef("%s: %s", args[0], ue.msg)
-			}
-			return err
-		}
-	}
-	return usagef("unknown subcommand %q: use get or cancel", args[0])
+	return c.dispatch(cmd, args, "workflows", workflowSubcommands(), "get or cancel")
 }
 
 // workflowJSON is a workflow in --json output.
