@@ -192,10 +192,13 @@ func notReady(st peonify.Stats, ready []readyCheck, draining bool) []string {
 // stop shuts the server down, waiting a little for scrapes in flight.
 func (a *adminServer) stop() {
 	a.cancel()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), adminStopTimeout)
 	defer cancel()
 	if err := a.srv.Shutdown(ctx); err != nil {
 		_ = a.srv.Close()
 	}
 	<-a.done
 }
+
+// adminStopTimeout bounds how long stop waits for scrapes in flight.
+const adminStopTimeout = 5 * time.Second
