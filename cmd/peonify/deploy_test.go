@@ -232,6 +232,17 @@ func TestKubernetesManifests(t *testing.T) {
 			return code == http.StatusOK
 		}, d.stderr)
 	}
+	// The store metrics the autoscalers use, once the daemon has them.
+	_, metrics := get(t, admin+"/metrics")
+	if strings.Contains(metrics, "\npeonify_store_") {
+		for _, name := range storeMetrics {
+			if !strings.Contains(metrics, "\n"+name+"{") {
+				t.Errorf("/metrics has store metrics, but not %s, which the autoscaling manifests use", name)
+			}
+		}
+	} else {
+		t.Log("/metrics has no peonify_store_ metrics yet (they come with the store-metrics work): the names were not checked against the daemon")
+	}
 	if code, log := d.stop(); code != 0 {
 		t.Fatalf("peonify run exited %d; log:\n%s", code, log)
 	}
