@@ -143,6 +143,8 @@ type daemon struct {
 	// stopping is set when the context of run ends: /readyz then reports
 	// the drain.
 	stopping atomic.Bool
+	// ready lists the intakes' checks of /readyz.
+	ready []readyCheck
 	// running is set when the processor runs, which closes the streams
 	// itself.
 	running bool
@@ -260,6 +262,7 @@ func newDaemon(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Wri
 			return nil, err
 		}
 	}
+	d.ready = w.ready
 	if d.scheds, err = schedulers(cfg, opened, log); err != nil {
 		return nil, err
 	}
@@ -309,6 +312,7 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	defer d.close()
 	stopWatch := context.AfterFunc(ctx, func() { d.stopping.Store(true) })
 	defer stopWatch()
+	defer d.notifySystemd(ctx)() // sdnotify.go
 	cfg, log, p := d.cfg, d.log, d.p
 	log.Info("peonify: running", "config", cfg.path, "streams", strings.Join(cfg.storeNames(), ","),
 		"intakes", strings.Join(d.intakes, ","), "task_types", strings.Join(yamlfile.SortedKeys(cfg.tasks), ","),
