@@ -36,7 +36,7 @@ type fakeClock struct {
 	t  time.Time
 }
 
-func (c *fakeClock) now() time.Time     { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *fakeClock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 func newStoreMetrics(t *testing.T, cfg StoreConfig, clock *fakeClock, stores map[string]peonify.Inspector) *StoreMetrics {
@@ -128,7 +128,9 @@ type reporting struct {
 	since time.Time
 }
 
-func (r *reporting) OldestPending(context.Context) (time.Time, bool, error) { return r.since, true, nil }
+func (r *reporting) OldestPending(context.Context) (time.Time, bool, error) {
+	return r.since, true, nil
+}
 
 func TestStoreMetricsUsesOldestPendingReporter(t *testing.T) {
 	s := memstream.New(memstream.Config{})
