@@ -200,6 +200,9 @@ func parseConfig(data []byte, lookupEnv func(string) (string, bool)) (_ *config,
 	if err := c.http.check(); err != nil {
 		return nil, err
 	}
+	if err := c.http.checkMetrics(); err != nil {
+		return nil, err
+	}
 	if c.tracing, err = fc.Tracing.resolve(lookupEnv); err != nil {
 		return nil, err
 	}
