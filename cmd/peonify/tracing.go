@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
@@ -29,7 +28,8 @@ type tracingConfig struct {
 	// Endpoint is the base URL of an OTLP/HTTP receiver, like
 	// OTEL_EXPORTER_OTLP_ENDPOINT: spans go to its /v1/traces.
 	Endpoint string `yaml:"endpoint"`
-	// Headers are sent with every export (e.g. an API key).
+	// Headers are sent with every export (e.g. an API key), over those of
+	// OTEL_EXPORTER_OTLP_(TRACES_)HEADERS.
 	Headers map[string]string `yaml:"headers"`
 	// ServiceName is the service.name resource attribute; defaults to
 	// OTEL_SERVICE_NAME, else "peonify".
@@ -56,6 +56,8 @@ type tracing struct {
 	sampler      string
 	samplerArg   float64
 	flushTimeout time.Duration
+
+	exportTimeout time.Duration // bounds one export, retries included
 }
 
 // resolve combines the section with the OTEL_* variables of lookupEnv:
@@ -85,8 +87,26 @@ func (tc *tracingConfig) resolve(lookupEnv func(string) (string, bool)) (tracing
 			break
 		}
 	}
-	t := tracing{headers: tc.Headers, serviceName: "peonify", sampler: "parentbased_always_on", samplerArg: 1,
-		flushTimeout: defaultFlushTimeout}
+	t := tracing{headers: map[string]string{}, serviceName: "peonify", sampler: "parentbased_always_on", samplerArg: 1,
+		flushTimeout: defaultFlushTimeout, exportTimeout: 10 * time.Second}
+	for _, k := range []string{"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"} { // the second wins
+		if err := parseOTLPHeaders(getenv(k), t.headers); err != nil {
+			return tracing{}, fmt.Errorf("%s: %w", k, err)
+		}
+	}
+	for k, v := range tc.Headers {
+		t.headers[k] = v
+	}
+	for _, k := range []string{"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"} {
+		if v := getenv(k); v != "" {
+			ms, err := strconv.Atoi(v)
+			if err != nil || ms <= 0 {
+				return tracing{}, fmt.Errorf("%s is %q: give the export timeout in milliseconds, e.g. 10000", k, v)
+			}
+			t.exportTimeout = time.Duration(ms) * time.Millisecond
+			break
+		}
+	}
 	switch {
 	case tc.Endpoint != "":
 		u, err := otlpURL(tc.Endpoint, true)
@@ -159,6 +179,27 @@ func (tc *tracingConfig) resolve(lookupEnv func(string) (string, bool)) (tracing
 	return t, nil
 }
 
+// parseOTLPHeaders adds the headers of an OTEL_EXPORTER_OTLP_HEADERS
+// value (key=value pairs, comma-separated, values URL-encoded) to h.
+func parseOTLPHeaders(v string, h map[string]string) error {
+	if v == "" {
+		return nil
+	}
+	for _, pair := range strings.Split(v, ",") {
+		k, val, ok := strings.Cut(pair, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return fmt.Errorf("%q is not key=value: write the headers as key1=value1,key2=value2", pair)
+		}
+		dec, err := url.PathUnescape(strings.TrimSpace(val))
+		if err != nil {
+			return fmt.Errorf("the value of %s is not URL-encoded: %w", k, err)
+		}
+		h[k] = dec
+	}
+	return nil
+}
+
 // otlpURL checks an endpoint URL and, for a base endpoint, appends the
 // traces path as the OTLP exporter specification says.
 func otlpURL(raw string, base bool) (string, error) {
@@ -199,10 +240,7 @@ func (t *tracing) start(ctx context.Context, log *slog.Logger) (*sdktrace.Tracer
 	if err != nil {
 		return nil, nil, err
 	}
-	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(t.url), otlptracehttp.WithHeaders(t.headers))
-	if err != nil {
-		return nil, nil, fmt.Errorf("tracing: %w", err)
-	}
+	exp := newOTLPExporter(t.url, t.headers, t.exportTimeout)
 	res, err := resource.New(ctx, resource.WithTelemetrySDK(), resource.WithHost(), resource.WithFromEnv(),
 		resource.WithAttributes(semconv.ServiceName(t.serviceName)))
 	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
