@@ -242,4 +242,3 @@ func array[T any](vs []T, conv func(T) attribute.Value) *commonpb.AnyValue {
 	}
 	return &commonpb.AnyValue{Value: &commonpb.AnyValue_ArrayValue{ArrayValue: arr}}
 }
-
