@@ -15,6 +15,8 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
+	"go.uber.org/goleak"
+
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/streams/sqlitestream"
 )
@@ -126,6 +128,9 @@ func TestDaemonTracesAttempts(t *testing.T) {
 	if sent != want {
 		t.Errorf("the endpoint got traceparent %q, want the attempt span's %q", sent, want)
 	}
+	endpoint.Close()
+	receiver.Close()
+	goleak.VerifyNone(t) // the span processor and the exporter's connections stopped
 }
 
 // The OTEL_* variables and the tracing section resolve as documented,
