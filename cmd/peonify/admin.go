@@ -27,6 +27,9 @@ import (
 type httpConfig struct {
 	Listen    string          `yaml:"listen"` // host:port; the server is off without it
 	Dashboard dashboardConfig `yaml:"dashboard"`
+	// StoreMetricsInterval is how often the stores are queried for
+	// peonify_store_* (see metrics.go); defaults to 15s.
+	StoreMetricsInterval yamlfile.Duration `yaml:"store_metrics_interval"`
 }
 
 // dashboardConfig is the http.dashboard section.
@@ -109,6 +112,11 @@ func startAdmin(hc httpConfig, p *peonify.Processor, stores []dashboard.Store, m
 		return nil, err
 	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), readBuildInfo().collector())
+	ops, err := opsCollectors(hc, stores, log)
+	if err != nil {
+		return nil, err
+	}
+	reg.MustRegister(ops...)
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{

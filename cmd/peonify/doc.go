@@ -51,6 +51,11 @@
 //	http:
 //	  listen: 127.0.0.1:9090   # /metrics, /healthz, /readyz
 //
+// The same server's /metrics also shows each store's tasks by state and
+// queue latency, for autoscaling (metrics.go). A tracing section, or the
+// standard OTEL_* variables, turn on a span per attempt exported with
+// OTLP over HTTP (tracing.go, otlp.go).
+//
 // A limits section adds flow control that the stores (sqlite, postgres,
 // redis) enforce in their claims, across every processor that shares them:
 // concurrency and rates per task type or per task key, per-key ordering

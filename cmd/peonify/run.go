@@ -16,6 +16,7 @@ import (
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/dashboard"
+	"github.com/peonify/peonify/peonifyotel"
 	"github.com/peonify/peonify/peonifyprom"
 	"github.com/peonify/peonify/periodic"
 	"github.com/peonify/peonify/streams/webhookstream"
@@ -165,6 +166,14 @@ func newDaemon(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Wri
 	pcfg := cfg.processor
 	pcfg.Logger = log
 	pcfg.OnEvent = eventLogger(log)
+	if cfg.tracing.on {
+		tp, stop, err := cfg.tracing.start(ctx, log)
+		if err != nil {
+			return nil, err
+		}
+		d.cleanup = append(d.cleanup, stop) // last: after the drain
+		pcfg.Middleware = append([]peonify.Middleware{peonifyotel.Middleware(tp)}, pcfg.Middleware...)
+	}
 	var metrics *peonifyprom.Metrics
 	if cfg.http.Listen != "" {
 		var err error

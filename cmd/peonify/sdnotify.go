@@ -164,7 +164,8 @@ type bounds struct {
 // SIGTERM to its exit: the processor's drain (processor.shutdown_timeout,
 // which bounds the grace of running tasks, the hand-back of the others,
 // the acks and the closing of the streams), the moment Run gives a stream
-// past it, and the admin server's wait for scrapes in flight. A
+// past it, the admin server's wait for scrapes in flight, and with tracing
+// on the export of the last spans (tracing.flush_timeout). A
 // supervisor's stop timeout (systemd's TimeoutStopSec, Kubernetes'
 // terminationGracePeriodSeconds) must be above total, or it kills the
 // daemon mid-drain.
@@ -181,6 +182,9 @@ func shutdownBounds(cfg *config) bounds {
 	total := timeout + closeSlack
 	if cfg.http.Listen != "" {
 		total += adminStopTimeout
+	}
+	if cfg.tracing.on {
+		total += cfg.tracing.flushTimeout // the last spans are exported after the drain
 	}
 	return bounds{grace: grace, timeout: timeout, total: total}
 }
