@@ -352,3 +352,30 @@ func checkDown(t *testing.T, s peonify.Stream) {
 		t.Fatalf("stores of a store that is down: %+v", v)
 	}
 }
+
+// Two handlers on one store (two daemons) racing with one
+// Idempotency-Key store one task: the store detects the duplicate ID.
+func TestIdempotencyAcrossHandlers(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, open func(testing.TB) peonify.Stream) {
+		s := open(t)
+		cfg := httpapi.Config{Stores: []httpapi.Store{{Name: "main", Stream: s}}}
+		cs := []*api{newAPI(t, cfg), newAPI(t, cfg)}
+		answers := make([]answer, 10)
+		var wg sync.WaitGroup
+		for i := range answers {
+			wg.Go(func() {
+				answers[i] = cs[i%2].do("POST", "/v1/tasks", enqueueSecret, `{"type": "t", "payload": [1, 2]}`, "Idempotency-Key", "k-2")
+			})
+		}
+		wg.Wait()
+		for _, a := range answers {
+			a.want(t, http.StatusCreated)
+			if string(a.body) != string(answers[0].body) {
+				t.Fatalf("answers differ: %s and %s", a.body, answers[0].body)
+			}
+		}
+		if n := total(cs[0].counts(t)); n != 1 {
+			t.Fatalf("%d tasks stored, want 1", n)
+		}
+	})
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/pb33f/libopenapi"
 	validator "github.com/pb33f/libopenapi-validator"
 	"github.com/pb33f/libopenapi-validator/config"
+	validationerrors "github.com/pb33f/libopenapi-validator/errors"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
@@ -181,20 +182,31 @@ func (c *api) do(method, path, secret, body string, header ...string) answer {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	c.validate(method, path, body, resp, b)
+	c.validate(method, path, body, secret, resp, b)
 	return answer{status: resp.StatusCode, header: resp.Header, body: b}
 }
 
-// validate checks an answer against the OpenAPI document.
-func (c *api) validate(method, path, body string, resp *http.Response, b []byte) {
+// validate checks an answer against the OpenAPI document, and the
+// request too when it succeeded: a request the API accepts must be one
+// the document allows.
+func (c *api) validate(method, path, body, secret string, resp *http.Response, b []byte) {
 	c.t.Helper()
 	req, _ := http.NewRequest(method, "http://example.test"+path, strings.NewReader(body))
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if secret != "" {
+		req.Header.Set("Authorization", "Bearer "+secret)
+	}
 	r := &http.Response{StatusCode: resp.StatusCode, Header: resp.Header.Clone(), Body: io.NopCloser(bytes.NewReader(b)), Request: req}
 	validatorMu.Lock()
-	ok, errs := openapiValidator(c.t).ValidateHttpResponse(req, r)
+	var ok bool
+	var errs []*validationerrors.ValidationError
+	if resp.StatusCode < 300 {
+		ok, errs = openapiValidator(c.t).ValidateHttpRequestResponse(req, r)
+	} else {
+		ok, errs = openapiValidator(c.t).ValidateHttpResponse(req, r)
+	}
 	validatorMu.Unlock()
 	if !ok {
 		var msg strings.Builder
