@@ -30,18 +30,19 @@ const childEnv = "PEONIFY_CHAOS_CHILD"
 
 // orders tell a child process what to run.
 type orders struct {
-	Spec        streamSpec
-	Ledger      string        // the ledger file of the cell
-	Name        string        // the child's name in logs, and its consumer name where the stream has one
-	Workers     int           // Config.Workers
-	QueueSize   int           // Config.QueueSize
-	Grace       time.Duration // Config.ShutdownGrace
-	MaxAttempts int           // Config.Retry.MaxAttempts
-	Gate        string        // when set, runs of attempt 2 or later wait until this file exists
-	Stuck       bool          // honour work.Stuck: such runs ignore their context and never return
-	Sample      time.Duration // when set, record live heap and goroutines at this interval
-	Backlog     int           // enqueue this many tasks before running (b-0000000 on)
-	Timed       bool          // record when each handler run begins and returns (Ledger.Timed)
+	Spec         streamSpec
+	Ledger       string        // the ledger file of the cell
+	Name         string        // the child's name in logs, and its consumer name where the stream has one
+	Workers      int           // Config.Workers
+	QueueSize    int           // Config.QueueSize
+	Grace        time.Duration // Config.ShutdownGrace
+	MaxAttempts  int           // Config.Retry.MaxAttempts
+	Gate         string        // when set, runs of attempt 2 or later wait until this file exists
+	Stuck        bool          // honour work.Stuck: such runs ignore their context and never return
+	Sample       time.Duration // when set, record live heap and goroutines at this interval
+	Backlog      int           // enqueue this many tasks before running (b-0000000 on)
+	Timed        bool          // record when each handler run begins and returns (Ledger.Timed)
+	StoreTimeout time.Duration // Config.StoreTimeout; the processor's default when 0
 }
 
 // work is a task's payload: what its handler does. Every field is
@@ -151,6 +152,7 @@ func runChild(env string) int {
 		QueueSize:     o.QueueSize,
 		ShutdownGrace: o.Grace,
 		PollInterval:  250 * time.Millisecond,
+		StoreTimeout:  o.StoreTimeout,
 		Retry:         peonify.RetryPolicy{MaxAttempts: o.MaxAttempts, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
 		Middleware:    middleware,
 		Logger:        logger,

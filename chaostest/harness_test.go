@@ -67,9 +67,18 @@ type cell struct {
 // scenario may restart if restart is set. The cell's row is added to tbl
 // when the test ends.
 func newCell(t *testing.T, b *backend, scenario string, restart bool, tbl *Table) *cell {
+	return newCellIn(t, b, scenario, restart, 0, tbl)
+}
+
+// newCellIn is newCell with, if tmpfs is above 0, the cell's queue on a
+// tmpfs of that many bytes that the cell mounts (see mountTmpfs).
+func newCellIn(t *testing.T, b *backend, scenario string, restart bool, tmpfs int64, tbl *Table) *cell {
 	dir := t.TempDir()
 	c := &cell{t: t, b: b, scenario: scenario, dir: dir, ledger: filepath.Join(dir, "ledger")}
 	t.Cleanup(c.addRow(tbl))
+	if tmpfs > 0 {
+		dir = c.mountTmpfs(tmpfs)
+	}
 	addr := ""
 	if restart {
 		if b.restarter == nil {
@@ -347,9 +356,15 @@ func (c *cell) enqueueDead(tasks ...*peonify.Task) {
 // tryEnqueue stores tasks and, if Enqueue returned nil or reported them
 // as stored already, counts them as tasks that must complete (or end dead).
 func (c *cell) tryEnqueue(dead bool, tasks ...*peonify.Task) error {
+	return c.tryEnqueueWith(c.st.enq, dead, tasks...)
+}
+
+// tryEnqueueWith is tryEnqueue through enq, a producer of the cell's queue
+// other than the test's own.
+func (c *cell) tryEnqueueWith(enq peonify.Enqueuer, dead bool, tasks ...*peonify.Task) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := c.st.enq.Enqueue(ctx, tasks...)
+	err := enq.Enqueue(ctx, tasks...)
 	if err != nil && !errors.Is(err, peonify.ErrDuplicate) {
 		return err
 	}
