@@ -43,6 +43,7 @@ type orders struct {
 	Backlog      int           // enqueue this many tasks before running (b-0000000 on)
 	Timed        bool          // record when each handler run begins and returns (Ledger.Timed)
 	StoreTimeout time.Duration // Config.StoreTimeout; the processor's default when 0
+	Shutdown     time.Duration // Config.ShutdownTimeout; the processor's default when 0
 }
 
 // work is a task's payload: what its handler does. Every field is
@@ -148,14 +149,15 @@ func runChild(env string) int {
 		middleware = append(middleware, led.Timed()) // last: its times are the handler's
 	}
 	p, err := peonify.New(peonify.Config{
-		Workers:       o.Workers,
-		QueueSize:     o.QueueSize,
-		ShutdownGrace: o.Grace,
-		PollInterval:  250 * time.Millisecond,
-		StoreTimeout:  o.StoreTimeout,
-		Retry:         peonify.RetryPolicy{MaxAttempts: o.MaxAttempts, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
-		Middleware:    middleware,
-		Logger:        logger,
+		Workers:         o.Workers,
+		QueueSize:       o.QueueSize,
+		ShutdownGrace:   o.Grace,
+		PollInterval:    250 * time.Millisecond,
+		StoreTimeout:    o.StoreTimeout,
+		ShutdownTimeout: o.Shutdown,
+		Retry:           peonify.RetryPolicy{MaxAttempts: o.MaxAttempts, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
+		Middleware:      middleware,
+		Logger:          logger,
 	})
 	if err != nil {
 		return fail("configuring the processor", err)
@@ -181,9 +183,13 @@ func runChild(env string) int {
 		return fail("writing the ledger", err)
 	}
 	runErr := p.Run(ctx) // closes the stream
+	ran := time.Now()
 	close(stopSampling)
 	<-sampled
 	st.done()
+	if d := time.Since(ran); d > time.Second {
+		logger.Warn("chaostest child: closing the stream's client took long", "took", d)
+	}
 	stop()
 
 	r := exitReport{Baseline: baseCount, Stuck: int(c.stuck.Load()), Stats: p.Stats()}

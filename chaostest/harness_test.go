@@ -269,7 +269,7 @@ func (c *cell) terminate(ch *child, want int) time.Duration {
 	}
 	took := ch.ExitedAt().Sub(sent)
 	if took > limit {
-		c.t.Errorf("child %s exited %s after SIGTERM, beyond its drain deadline of %s", ch.o.Name, took.Round(time.Millisecond), limit)
+		c.t.Errorf("child %s exited %s after SIGTERM, beyond its drain deadline of %s; its output:\n%s", ch.o.Name, took.Round(time.Millisecond), limit, ch.Output())
 	}
 	if code := exitCode(ch.Err()); code != want {
 		c.t.Errorf("child %s exited with %v (code %d) after SIGTERM, want code %d; its output:\n%s", ch.o.Name, ch.Err(), code, want, ch.Output())

@@ -101,6 +101,30 @@ func (c *cell) claimedBy(pid int, from, to time.Time) []string {
 	return ids
 }
 
+// feedUntil enqueues a batch of short tasks every half second until
+// process pid completes one of them, and reports how long that took, or
+// false if it did not within within. The other processors take their
+// share, so a single batch could be gone before pid polls again.
+func (c *cell) feedUntil(prefix string, pid int, within time.Duration) (time.Duration, bool) {
+	c.t.Helper()
+	start := time.Now()
+	next := start
+	for i := 0; time.Since(start) < min(within, c.remaining()); {
+		if time.Now().After(next) {
+			c.enqueue(c.tasks(fmt.Sprintf("%s%02d", prefix, i), 20, work{Ms: 50})...)
+			i++
+			next = time.Now().Add(500 * time.Millisecond)
+		}
+		for _, id := range c.completedBy(pid, start) {
+			if strings.HasPrefix(id, prefix) {
+				return time.Since(start), true
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Since(start), false
+}
+
 // inFlight records ids as in flight at a fault.
 func (c *cell) inFlight(ids ...[]string) {
 	var all []string
@@ -153,11 +177,10 @@ func scenarioPartition(c *cell) {
 	c.note("cut off for %s holding %d tasks, all taken over", healed.Sub(cut).Round(100*time.Millisecond), len(held))
 
 	// It works again by itself.
-	c.enqueue(c.tasks("healed", 120, work{Ms: 50})...)
-	if !waitFor(min(30*time.Second, c.remaining()), func() bool { return len(c.completedBy(v.pid, healed.Add(time.Second))) > 0 }) {
+	back, ok := c.feedUntil("healed", v.pid, 30*time.Second)
+	if !ok {
 		c.t.Fatal("the cut-off processor completed no task within 30s of the heal")
 	}
-	back := time.Since(healed)
 	// In flight at the partition: what it held, and what it claimed
 	// around it (a poll the partition held may deliver claims the server
 	// made before it healed).
@@ -251,9 +274,13 @@ func scenarioHalfOpen(c *cell) {
 	const storeTimeout = 2 * time.Second
 	px, spec := c.proxy()
 	a := c.startChild(nil)
-	v := c.startChild(func(o *orders) { o.Spec, o.StoreTimeout = spec, storeTimeout })
+	// Its whole shutdown is bounded by the drain deadline the test
+	// enforces: the processor's default ShutdownTimeout is 28s.
+	v := c.startChild(func(o *orders) {
+		o.Spec, o.StoreTimeout, o.Shutdown = spec, storeTimeout, drainDeadline(o.Grace)-2*time.Second
+	})
 	c.waitUp(a, v)
-	c.enqueue(c.tasks("half", 200, work{Ms: 100})...)
+	c.enqueue(c.tasks("half", 80, work{Ms: 100})...)
 	if !c.waitHolding(v, 2) {
 		c.t.Fatal("the processor whose connections die never held 2 tasks")
 	}
@@ -263,12 +290,11 @@ func scenarioHalfOpen(c *cell) {
 	time.Sleep(2 * storeTimeout)
 	px.Restore()
 	restored := time.Now()
-	c.enqueue(c.tasks("half2", 100, work{Ms: 20})...)
 	within := 2*storeTimeout + 20*time.Second
-	if !waitFor(min(within, c.remaining()), func() bool { return len(c.completedBy(v.pid, restored)) > 0 }) {
+	back, ok := c.feedUntil("half2-", v.pid, within)
+	if !ok {
 		c.t.Fatalf("the processor completed no task within %s of new connections working again", within)
 	}
-	back := time.Since(restored)
 	c.inFlight(held, c.claimedBy(v.pid, dead.Add(-time.Second), restored.Add(time.Second)))
 
 	// SIGTERM while its connections are dead.
