@@ -46,6 +46,7 @@ var scenarios = []scenario{
 	{name: "halfopen", run: scenarioHalfOpen},
 	{name: "reset", run: scenarioReset},
 	{name: "fulldisk", only: "sqlite", tmpfs: fullDiskSize, run: scenarioFullDisk},
+	{name: "intake", run: scenarioIntake}, // intake_test.go
 }
 
 // knownIssues are the failures, by scenario/backend, that a stream's
