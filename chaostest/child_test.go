@@ -97,6 +97,8 @@ type exitReport struct {
 	Goroutines int    // goroutines after Run returned and the clients closed
 	Stuck      int    // runs that never returned
 	Stats      peonify.Stats
+	Drain      time.Duration // from SIGTERM to Run's return
+	Close      time.Duration // closing the stream's client after Run returned
 }
 
 // childRun is the state of a running child.
@@ -182,17 +184,23 @@ func runChild(env string) int {
 	if err := led.write(kindUp); err != nil {
 		return fail("writing the ledger", err)
 	}
+	var termAt atomic.Pointer[time.Time]
+	context.AfterFunc(ctx, func() { now := time.Now(); termAt.Store(&now) })
 	runErr := p.Run(ctx) // closes the stream
 	ran := time.Now()
 	close(stopSampling)
 	<-sampled
 	st.done()
-	if d := time.Since(ran); d > time.Second {
-		logger.Warn("chaostest child: closing the stream's client took long", "took", d)
+	closed := time.Since(ran)
+	if closed > time.Second {
+		logger.Warn("chaostest child: closing the stream's client took long", "took", closed)
 	}
 	stop()
 
-	r := exitReport{Baseline: baseCount, Stuck: int(c.stuck.Load()), Stats: p.Stats()}
+	r := exitReport{Baseline: baseCount, Stuck: int(c.stuck.Load()), Stats: p.Stats(), Close: closed}
+	if at := termAt.Load(); at != nil {
+		r.Drain = ran.Sub(*at)
+	}
 	r.Stats.InFlight = nil
 	if runErr != nil {
 		r.RunErr = runErr.Error()

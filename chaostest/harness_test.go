@@ -167,6 +167,9 @@ type child struct {
 	o        orders
 	pid      int
 	signaled bool // the test ended it on purpose
+	// slack is time beyond its drain deadline that its exit may take, for
+	// a known bound of its store's client (see knownSlack).
+	slack time.Duration
 }
 
 // startChild starts a processor process; change adjusts its default
@@ -259,7 +262,7 @@ func (c *cell) terminate(ch *child, want int) time.Duration {
 	if err := ch.Signal(syscall.SIGTERM); err != nil {
 		c.t.Fatal(err)
 	}
-	limit := drainDeadline(ch.o.Grace)
+	limit := drainDeadline(ch.o.Grace) + ch.slack
 	select {
 	case <-ch.Done():
 	case <-time.After(limit + 10*time.Second):

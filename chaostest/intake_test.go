@@ -67,7 +67,7 @@ func scenarioIntake(c *cell) {
 			if err != nil {
 				if try == 0 {
 					cut++
-					cutIDs = append(cutIDs, id)
+					cutIDs = append(cutIDs, "chaos:"+id)
 				}
 				if try == 10 {
 					c.t.Fatalf("delivery %s failed 10 times: %v", id, err)
@@ -89,7 +89,8 @@ func scenarioIntake(c *cell) {
 			break
 		}
 		c.mu.Lock()
-		c.enqueued = append(c.enqueued, id)
+		c.enqueued = append(c.enqueued, "chaos:"+id) // the route's IDPrefix is its Type and ":"
+
 		c.mu.Unlock()
 	}
 	c.inFlight(cutIDs)
