@@ -242,7 +242,7 @@ func scenarioLatency(c *cell) {
 // at 0 and 50ms each way, with the default QueueSize and the README's
 // advice for remote stores (10× Workers), and logs the figures.
 func (c *cell) throughput(px *streamtest.Proxy, spec streamSpec) {
-	const n = 400
+	const n = 200
 	for _, lat := range []time.Duration{0, netLatency} {
 		for _, qs := range []int{0, 40} {
 			px.SetFaults(streamtest.Faults{Latency: lat, Jitter: lat / 5})
