@@ -30,18 +30,20 @@ const childEnv = "PEONIFY_CHAOS_CHILD"
 
 // orders tell a child process what to run.
 type orders struct {
-	Spec        streamSpec
-	Ledger      string        // the ledger file of the cell
-	Name        string        // the child's name in logs, and its consumer name where the stream has one
-	Workers     int           // Config.Workers
-	QueueSize   int           // Config.QueueSize
-	Grace       time.Duration // Config.ShutdownGrace
-	MaxAttempts int           // Config.Retry.MaxAttempts
-	Gate        string        // when set, runs of attempt 2 or later wait until this file exists
-	Stuck       bool          // honour work.Stuck: such runs ignore their context and never return
-	Sample      time.Duration // when set, record live heap and goroutines at this interval
-	Backlog     int           // enqueue this many tasks before running (b-0000000 on)
-	Timed       bool          // record when each handler run begins and returns (Ledger.Timed)
+	Spec         streamSpec
+	Ledger       string        // the ledger file of the cell
+	Name         string        // the child's name in logs, and its consumer name where the stream has one
+	Workers      int           // Config.Workers
+	QueueSize    int           // Config.QueueSize
+	Grace        time.Duration // Config.ShutdownGrace
+	MaxAttempts  int           // Config.Retry.MaxAttempts
+	Gate         string        // when set, runs of attempt 2 or later wait until this file exists
+	Stuck        bool          // honour work.Stuck: such runs ignore their context and never return
+	Sample       time.Duration // when set, record live heap and goroutines at this interval
+	Backlog      int           // enqueue this many tasks before running (b-0000000 on)
+	Timed        bool          // record when each handler run begins and returns (Ledger.Timed)
+	StoreTimeout time.Duration // Config.StoreTimeout; the processor's default when 0
+	Shutdown     time.Duration // Config.ShutdownTimeout; the processor's default when 0
 }
 
 // work is a task's payload: what its handler does. Every field is
@@ -95,6 +97,8 @@ type exitReport struct {
 	Goroutines int    // goroutines after Run returned and the clients closed
 	Stuck      int    // runs that never returned
 	Stats      peonify.Stats
+	Drain      time.Duration // from SIGTERM to Run's return
+	Close      time.Duration // closing the stream's client after Run returned
 }
 
 // childRun is the state of a running child.
@@ -147,13 +151,15 @@ func runChild(env string) int {
 		middleware = append(middleware, led.Timed()) // last: its times are the handler's
 	}
 	p, err := peonify.New(peonify.Config{
-		Workers:       o.Workers,
-		QueueSize:     o.QueueSize,
-		ShutdownGrace: o.Grace,
-		PollInterval:  250 * time.Millisecond,
-		Retry:         peonify.RetryPolicy{MaxAttempts: o.MaxAttempts, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
-		Middleware:    middleware,
-		Logger:        logger,
+		Workers:         o.Workers,
+		QueueSize:       o.QueueSize,
+		ShutdownGrace:   o.Grace,
+		PollInterval:    250 * time.Millisecond,
+		StoreTimeout:    o.StoreTimeout,
+		ShutdownTimeout: o.Shutdown,
+		Retry:           peonify.RetryPolicy{MaxAttempts: o.MaxAttempts, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
+		Middleware:      middleware,
+		Logger:          logger,
 	})
 	if err != nil {
 		return fail("configuring the processor", err)
@@ -178,13 +184,23 @@ func runChild(env string) int {
 	if err := led.write(kindUp); err != nil {
 		return fail("writing the ledger", err)
 	}
+	var termAt atomic.Pointer[time.Time]
+	context.AfterFunc(ctx, func() { now := time.Now(); termAt.Store(&now) })
 	runErr := p.Run(ctx) // closes the stream
+	ran := time.Now()
 	close(stopSampling)
 	<-sampled
 	st.done()
+	closed := time.Since(ran)
+	if closed > time.Second {
+		logger.Warn("chaostest child: closing the stream's client took long", "took", closed)
+	}
 	stop()
 
-	r := exitReport{Baseline: baseCount, Stuck: int(c.stuck.Load()), Stats: p.Stats()}
+	r := exitReport{Baseline: baseCount, Stuck: int(c.stuck.Load()), Stats: p.Stats(), Close: closed}
+	if at := termAt.Load(); at != nil {
+		r.Drain = ran.Sub(*at)
+	}
 	r.Stats.InFlight = nil
 	if runErr != nil {
 		r.RunErr = runErr.Error()

@@ -23,6 +23,23 @@
 //	           every workflow succeeds, no task starts before its parents' success, D ends with B's and
 //	           C's results (on the stores that run workflows: SQLite, Postgres, Redis)
 //
+// and network faults, through an in-process fault-injecting TCP proxy
+// (internal/streamtest.Proxy) between some processes and the server, so
+// skipped on the embedded store, which has no network:
+//
+//	partition  one of three processors is cut off from the server (no byte either way, nothing closed) past its
+//	           leases, then healed: the others take its tasks over, it works again without a restart
+//	latency    50ms (±20ms) each way for the whole run: everything completes, no lease is lost
+//	           (PEONIFY_CHAOS_LONG=1 also logs throughput at 0 and 50ms for QueueSize Workers and 10× Workers)
+//	halfopen   a processor's connections go silent (no reset, no FIN): it notices within its StoreTimeout,
+//	           reconnects, and on SIGTERM with silent connections Run returns within the drain deadline
+//	reset      a producer and a processor at 256 KiB/s, one connection reset mid-reply every 150ms: an Enqueue
+//	           that failed is tried again, one that returned nil is never lost
+//	fulldisk   the embedded store's file system (a tmpfs the cell mounts; skipped without CAP_SYS_ADMIN) fills
+//	           up: Enqueue fails saying so, PRAGMA integrity_check passes, processing resumes once space is freed
+//	intake     a webhook intake whose answers are cut mid-reply: the sender resends, the resend is answered as a
+//	           duplicate, the task runs
+//
 // Each scenario asserts that every task whose Enqueue returned nil
 // completed at least once, that no other task appeared, that tasks ran
 // more than once only if they were in flight at a fault (and no more often

@@ -25,6 +25,7 @@ type scenario struct {
 	restart bool   // restarts a server: the cell runs on one it may restart
 	smoke   bool   // part of the default run, on the embedded store
 	only    string // the one backend it applies to, if any
+	tmpfs   int64  // the size of the tmpfs the cell's queue is on; none when 0
 	run     func(c *cell)
 }
 
@@ -38,6 +39,14 @@ var scenarios = []scenario{
 	{name: "payloads", run: scenarioPayloads},
 	{name: "backlog", only: "sqlite", run: scenarioBacklog},
 	{name: "workflow", smoke: true, run: scenarioWorkflow}, // skipped where the stream runs no workflows
+	// Network faults (netfault_test.go), skipped on the embedded store,
+	// which has no network, and a full disk under it.
+	{name: "partition", run: scenarioPartition},
+	{name: "latency", run: scenarioLatency},
+	{name: "halfopen", run: scenarioHalfOpen},
+	{name: "reset", run: scenarioReset},
+	{name: "fulldisk", only: "sqlite", tmpfs: fullDiskSize, run: scenarioFullDisk},
+	{name: "intake", run: scenarioIntake}, // intake_test.go
 }
 
 // knownIssues are the failures, by scenario/backend, that a stream's
@@ -69,7 +78,7 @@ func TestChaos(t *testing.T) {
 					if !full {
 						t.Parallel() // the embedded store's cells share nothing
 					}
-					sc.run(newCell(t, b, sc.name, sc.restart, &tbl))
+					sc.run(newCellIn(t, b, sc.name, sc.restart, sc.tmpfs, &tbl))
 				})
 			}
 		}

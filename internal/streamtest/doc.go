@@ -4,7 +4,9 @@
 // RunUntil and Register for a processor, CloseAtEnd, SyncBuffer, Processes
 // to find a task's processes in /proc), the Processor drain benchmark, the dead-connection checks
 // (DeadConnection, DeadShutdown) that put a blackholing Proxy between a
-// processor and its server, and the child-process harness (Child,
+// processor and its server (the Proxy also partitions, adds latency with
+// jitter and a bandwidth limit, and resets connections mid-reply, for
+// chaostest's network-fault scenarios), and the child-process harness (Child,
 // StartChild, StartMain, Orders) of every test that runs part of itself in
 // another process and signals or kills it.
 //
