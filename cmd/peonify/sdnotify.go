@@ -164,7 +164,7 @@ type bounds struct {
 // SIGTERM to its exit: the processor's drain (processor.shutdown_timeout,
 // which bounds the grace of running tasks, the hand-back of the others,
 // the acks and the closing of the streams), the moment Run gives a stream
-// past it, the admin server's wait for scrapes in flight, and with tracing
+// past it, the closing of the store clients, the admin server's wait for scrapes in flight, and with tracing
 // on the export of the last spans (tracing.flush_timeout). A
 // supervisor's stop timeout (systemd's TimeoutStopSec, Kubernetes'
 // terminationGracePeriodSeconds) must be above total, or it kills the
@@ -179,7 +179,7 @@ func shutdownBounds(cfg *config) bounds {
 	if grace == 0 {
 		grace = min(20*time.Second, timeout-min(timeout*3/10, 8*time.Second))
 	}
-	total := timeout + closeSlack
+	total := timeout + closeSlack + clientsCloseTimeout
 	if cfg.http.Listen != "" {
 		total += adminStopTimeout
 	}

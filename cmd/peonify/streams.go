@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/goccy/go-yaml/ast"
@@ -161,24 +162,42 @@ func (r *resources) listener(pool *pgxpool.Pool, rawURL, schema string) (*pgstre
 	return l, nil
 }
 
-// close closes the listeners, then the pools and the broker clients. Call
-// it after the streams are closed.
+// clientsCloseTimeout bounds the closing of the store clients after the
+// drain. A client whose connections stopped answering can take far longer
+// (pgxpool waits up to 15s for each half-open connection): it is left to
+// the process's exit, which closes its sockets.
+const clientsCloseTimeout = 2 * time.Second
+
+// close closes the listeners, the pools and the broker clients side by
+// side, for clientsCloseTimeout at most. Call it after the streams are
+// closed.
 func (r *resources) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), clientsCloseTimeout)
 	defer cancel()
+	var wg sync.WaitGroup
 	for _, l := range r.listeners {
-		if err := l.Close(ctx); err != nil {
-			r.log.Error("peonify: closing a postgres listener", "err", err)
-		}
+		wg.Go(func() {
+			if err := l.Close(ctx); err != nil {
+				r.log.Error("peonify: closing a postgres listener", "err", err)
+			}
+		})
 	}
 	for _, p := range r.pools {
-		p.Close()
+		wg.Go(p.Close)
 	}
 	for _, c := range r.redisClients {
-		_ = c.Close()
+		wg.Go(func() { _ = c.Close() })
 	}
 	for _, nc := range r.natsConns {
-		nc.Close()
+		wg.Go(nc.Close)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		r.log.Warn("peonify: store clients did not close in time; their connections end with the process",
+			"timeout", clientsCloseTimeout)
 	}
 }
 
