@@ -106,6 +106,7 @@ func (cfg *config) summary() string {
 	if cfg.http.Listen != "" {
 		out += "; http on " + cfg.http.Listen
 	}
+	out += cfg.api.summary()
 	return out
 }
 
