@@ -1,6 +1,20 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -115,4 +129,78 @@ func TestAPIConfigErrorLine(t *testing.T) {
 	if want := "peonify.yaml:12:25: api.tokens[0].secret: environment variable A_TOKEN is not set"; r.code != 2 || !strings.Contains(r.stderr, want) {
 		t.Errorf("run --check: %s\nwant exit status 2 and %q", r, want)
 	}
+}
+
+// With tls_cert and tls_key, the http listener speaks HTTPS only.
+func TestHTTPListenerTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, pool := selfSignedCert(t, dir)
+	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(`
+streams:
+  - {kind: sqlite, name: main, path: store.db}
+tasks:
+  resize: {executor: exec, command: [cat], stdout: result}
+http:
+  listen: 127.0.0.1:0
+  tls_cert: %s
+  tls_key: %s
+`, certFile, keyFile))
+	d := startDaemon(t, dir, "peonify.yaml")
+	addr := d.listenAddr("serving metrics and health checks")
+	if !strings.HasPrefix(addr, "https://") {
+		t.Fatalf("the http listener's address is %s, want https://", addr)
+	}
+	d.waitLog("peonify: running")
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := c.Get(addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(b) != "ok\n" {
+		t.Errorf("GET /healthz over HTTPS: %d %q", resp.StatusCode, b)
+	}
+	if resp, err := http.Get("http://" + strings.TrimPrefix(addr, "https://") + "/healthz"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("/healthz answered plain HTTP on a TLS listener")
+		}
+	}
+	if code, log := d.stop(); code != 0 {
+		t.Errorf("exit status %d after SIGTERM; log:\n%s", code, log)
+	}
+}
+
+// selfSignedCert writes a certificate for 127.0.0.1 and its key to dir,
+// and returns their paths and a pool that trusts it.
+func selfSignedCert(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "peonify test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	return certFile, keyFile, pool
 }
