@@ -106,9 +106,10 @@ type adminServer struct {
 //	/readyz   200 while every stream polls without error and every intake is
 //	          connected; 503 with the reasons otherwise, and once shutdown began
 //	/dashboard/  the dashboard of p and of stores, unless turned off
+//	/v1/      api, the HTTP API of the api section, if not nil
 //
 // draining reports whether shutdown began.
-func startAdmin(hc httpConfig, p *peonify.Processor, stores []dashboard.Store, m *peonifyprom.Metrics, ready []readyCheck, draining func() bool, log *slog.Logger) (*adminServer, error) {
+func startAdmin(hc httpConfig, p *peonify.Processor, stores []dashboard.Store, m *peonifyprom.Metrics, ready []readyCheck, draining func() bool, log *slog.Logger, api http.Handler) (*adminServer, error) {
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(m); err != nil {
 		return nil, err
@@ -144,6 +145,10 @@ func startAdmin(hc httpConfig, p *peonify.Processor, stores []dashboard.Store, m
 		mux.Handle("/dashboard/", http.StripPrefix("/dashboard", dash))
 		index += ", /dashboard/"
 	}
+	if api != nil {
+		mux.Handle("/v1/", api)
+		index += ", /v1/ (the HTTP API; its OpenAPI document at /v1/openapi.json)"
+	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, index)
@@ -176,6 +181,9 @@ func startAdmin(hc httpConfig, p *peonify.Processor, stores []dashboard.Store, m
 			url = "https" + strings.TrimPrefix(url, "http")
 		}
 		log.Info("peonify: serving the dashboard", "url", url)
+	}
+	if api != nil {
+		log.Info("peonify: serving the HTTP API", "url", scheme+"://"+ln.Addr().String()+"/v1/")
 	}
 	go func() {
 		if hc.TLSCert != "" {

@@ -2,11 +2,15 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"time"
 
+	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
+	"github.com/peonify/peonify/httpapi"
 )
 
 // This file holds the api section of the file: the HTTP API (package
@@ -163,4 +167,56 @@ func (ac *apiConfig) summary() string {
 		out += " and anonymous " + strings.Join(ac.Anonymous, ",")
 	}
 	return out
+}
+
+// apiHandler returns the HTTP API of the api section over the opened
+// stores, or nil without an api section. The section was checked with the
+// file; what is left to find out is whether a store named in api.stores
+// takes enqueued tasks, which only the opened stream knows.
+func (c *config) apiHandler(opened map[string]peonify.Stream, log *slog.Logger) (http.Handler, error) {
+	ac := c.api
+	if ac == nil {
+		return nil, nil
+	}
+	names, explicit := ac.Stores, len(ac.Stores) > 0
+	if !explicit {
+		names = c.storeNames()
+	}
+	var stores []httpapi.Store
+	for i, name := range names {
+		s := opened[name]
+		if _, ok := peonify.As[peonify.Enqueuer](s); !ok {
+			if explicit {
+				return nil, &configError{c.path, yamlfile.Errorf(fmt.Sprintf("api.stores[%d]", i), "stream %q does not take enqueued tasks: name a store that does", name)}
+			}
+			continue
+		}
+		stores = append(stores, httpapi.Store{Name: name, Stream: s})
+	}
+	if len(stores) == 0 {
+		return nil, &configError{c.path, yamlfile.Errorf("api", "no store of the file takes enqueued tasks, so the API would have nothing to serve")}
+	}
+	cfg := httpapi.Config{
+		Stores:            stores,
+		MaxBody:           int64(ac.MaxBody),
+		IdempotencyWindow: time.Duration(ac.IdempotencyWindow),
+		MaxWait:           time.Duration(ac.MaxWait),
+		StoreTimeout:      c.processor.StoreTimeout, // 0: the API's default, 10s
+		Logger:            log,
+	}
+	for _, tok := range ac.Tokens {
+		t := httpapi.Token{Name: tok.Name, Secret: tok.Secret}
+		for _, s := range tok.Scopes {
+			t.Scopes = append(t.Scopes, httpapi.Scope(s))
+		}
+		cfg.Tokens = append(cfg.Tokens, t)
+	}
+	for _, s := range ac.Anonymous {
+		cfg.Anonymous = append(cfg.Anonymous, httpapi.Scope(s))
+	}
+	h, err := httpapi.New(cfg)
+	if err != nil {
+		return nil, &configError{c.path, fmt.Errorf("api: %w", err)}
+	}
+	return h, nil
 }
