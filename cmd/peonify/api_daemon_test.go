@@ -178,14 +178,16 @@ func apiEndToEnd(t *testing.T, entry string) {
 	}
 }
 
-// The API is served over HTTPS when the http listener has tls_cert, and
-// anonymous scopes work on a loopback listener when the file grants them.
+// The API is served over HTTPS when the http listener has tls_cert;
+// anonymous scopes work on a loopback listener when the file grants them;
+// api.max_body and the order of api.stores reach the API.
 func TestAPIDaemonTLSAndAnonymous(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile, pool := selfSignedCert(t, dir)
 	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(`
 streams:
   - {kind: sqlite, name: main, path: store.db}
+  - {kind: sqlite, name: other, path: other.db}
 tasks:
   resize: {executor: exec, command: [cat], stdout: result}
 http:
@@ -194,6 +196,8 @@ http:
   tls_key: %s
 api:
   anonymous: [enqueue, read]
+  max_body: 1KiB
+  stores: [other, main]
 `, certFile, keyFile))
 	d := startDaemon(t, dir, "peonify.yaml")
 	addr := d.listenAddr("serving metrics and health checks")
@@ -206,9 +210,20 @@ api:
 	if code != http.StatusCreated {
 		t.Fatalf("anonymous POST over HTTPS: %d %v\nlog:\n%s", code, body, d.stderr)
 	}
-	code, task := apiCall(t, c, "GET", addr+"/v1/tasks/anon-1?wait=30s", "", nil)
+	if body["store"] != "other" {
+		t.Errorf("the task went to store %v, want other, the first of api.stores", body["store"])
+	}
+	code, task := apiCall(t, c, "GET", addr+"/v1/tasks/anon-1?store=other&wait=30s", "", nil)
 	if code != http.StatusOK || task["state"] != "done" || fmt.Sprint(task["result"]) != "[1 2]" {
 		t.Errorf("anonymous GET ?wait over HTTPS: %d %v", code, task)
+	}
+	// api.max_body: a body over 1KiB is refused, and nothing is stored.
+	code, body = apiCall(t, c, "POST", addr+"/v1/tasks", "", map[string]any{"type": "resize", "id": "big-1", "store": "main", "payload": strings.Repeat("x", 2048)})
+	if code != http.StatusRequestEntityTooLarge {
+		t.Errorf("a 2KiB body with max_body 1KiB: %d %v, want 413", code, body)
+	}
+	if code, _ := apiCall(t, c, "GET", addr+"/v1/tasks/big-1?store=main", "", nil); code != http.StatusNotFound {
+		t.Errorf("GET the refused task: %d, want 404", code)
 	}
 	// Anonymous requests have only the scopes granted: no cancel.
 	if code, _ := apiCall(t, c, "POST", addr+"/v1/tasks/anon-1/cancel", "", nil); code != http.StatusUnauthorized && code != http.StatusForbidden {
