@@ -15,9 +15,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 )
 
 // apiBase is a file with two stores, an intake and an http listener on
@@ -203,4 +207,19 @@ func selfSignedCert(t *testing.T, dir string) (certFile, keyFile string, pool *x
 	pool = x509.NewCertPool()
 	pool.AppendCertsFromPEM(certPEM)
 	return certFile, keyFile, pool
+}
+
+// Every field of the api section is in the README's reference.
+func TestREADMEDocumentsAPIFields(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []any{apiConfig{}, apiToken{}} {
+		for _, name := range yamlfile.Names(reflect.TypeOf(v)) {
+			if !regexp.MustCompile(`(?m)^[ #-]*` + name + `:`).Match(readme) {
+				t.Errorf("README.md does not show the field %s of %T", name, v)
+			}
+		}
+	}
 }
