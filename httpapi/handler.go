@@ -250,7 +250,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, st *store, doing 
 		h.log.LogAttrs(r.Context(), slog.LevelError, "httpapi: store call failed", slog.String("store", st.name),
 			slog.String("doing", doing), slog.String("path", r.URL.Path), slog.Any("err", err))
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("store %q is unavailable (%s: %v); nothing was changed by this request unless it says otherwise: retry later, with the same Idempotency-Key", st.name, doing, err), "")
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("store %q is unavailable (%s: %v): retry later; a write may or may not have been applied before the failure, so retry an enqueue with the same Idempotency-Key (or task id), which makes that safe", st.name, doing, err), "")
 	}
 }
 
