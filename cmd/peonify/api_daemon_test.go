@@ -135,10 +135,6 @@ func apiEndToEnd(t *testing.T, entry string) {
 		sep = "&"
 	}
 	code, task := apiCall(t, c, "GET", strings.TrimSuffix(base, "/v1")+url+sep+"wait=30s", apiTestToken, nil)
-	if code == http.StatusNotFound { // see the GET of the http task below
-		t.Logf("GET %s: 404 %v; asking again", url, task)
-		code, task = apiCall(t, c, "GET", strings.TrimSuffix(base, "/v1")+url+sep+"wait=30s", apiTestToken, nil)
-	}
 	if code != http.StatusOK || task["state"] != "done" || fmt.Sprint(task["result"]) != "map[size:64]" {
 		t.Errorf("GET %s?wait=30s: %d %v\nlog:\n%s", url, code, task, d.stderr)
 	}
@@ -159,14 +155,6 @@ func apiEndToEnd(t *testing.T, entry string) {
 		}
 	}
 	code, task = apiCall(t, c, "GET", base+"/tasks/"+first+"?wait=30s", apiTestToken, nil)
-	if code == http.StatusNotFound {
-		// redisstream.Get reads a task in two round trips (its location,
-		// then the task), so an ack between the two makes a task that
-		// exists read as not found; reported, not fixed here (not this
-		// package's code). Ask once more.
-		t.Logf("GET the http task: 404 %v; asking again", task)
-		code, task = apiCall(t, c, "GET", base+"/tasks/"+first+"?wait=30s", apiTestToken, nil)
-	}
 	if code != http.StatusOK || task["state"] != "done" || fmt.Sprint(task["result"]) != "map[sent:true]" {
 		t.Errorf("GET the http task ?wait=30s: %d %v\nlog:\n%s", code, task, d.stderr)
 	}
