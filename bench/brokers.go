@@ -270,6 +270,11 @@ func runBroker(ctx context.Context, o options, w io.Writer) error {
 			return err
 		}
 	}
+	if o.modes[apiMode] {
+		if err := runAPI(ctx, &rep, r, pcfg, b.peonify, o.apiOptions, o.count); err != nil {
+			return err
+		}
+	}
 	rep.configurations()
 	if la := loadAverage(); la != "" {
 		fmt.Fprintf(w, "load average after: %s\n", la)
@@ -308,11 +313,13 @@ func brokerGoals(r *report, backend string) {
 	}
 	r.limitsGoals(check)
 	r.workflowGoals(check)
+	r.apiGoals(check)
 	if okPeon && okPeer {
 		fmt.Fprintln(r.w, resultLine(backend, peerName, peon.jobsPerSec(), peer.jobsPerSec()))
 	}
 	r.limitsResult(backend)
 	r.workflowResult(backend)
+	r.apiResult(backend)
 }
 
 // rawLabel is the report's name of a broker's raw ceiling.

@@ -33,6 +33,13 @@
 //     (1,000) drained with a PerKey Concurrency 1 limit, against the same
 //     drain unlimited: the cost of flow control. Streams that cannot
 //     enforce limits (nats, amqp) report it unsupported.
+//   - workflow (-modes workflow, not by default): chains of tasks and a
+//     fan-out of -children tasks, against as many plain tasks.
+//   - api (-modes api, not by default): -api-tasks tasks (20,000) enqueued
+//     by -api-clients (16) concurrent clients through the HTTP API
+//     (package httpapi on a loopback listener, keep-alive), one per POST
+//     /v1/tasks and -api-batch (100) per POST /v1/tasks/batch, against the
+//     stream's Enqueue with one task per call and -api-batch per call.
 //
 // Every run checks that exactly N distinct tasks ran once and that the
 // database holds nothing else, and fails loudly otherwise. The last line
@@ -43,6 +50,11 @@
 // and -modes limits ends with
 //
 //	RESULT backend=<b> mode=limits peonify=<jobs/s> peer=unlimited:<jobs/s> ratio=<limited/unlimited>
+//
+// and -modes api ends with
+//
+//	RESULT backend=<b> mode=api-batch peonify=<tasks/s> peer=go-enqueue-batch:<tasks/s> ratio=<api-batch/go-enqueue-batch>
+//	RESULT backend=<b> mode=api peonify=<tasks/s> peer=go-enqueue:<tasks/s> ratio=<api/go-enqueue>
 //
 // See README.md for the flags, what each column means and the latest
 // figures.

@@ -42,6 +42,7 @@ type options struct {
 	verbose    bool
 
 	workflowOptions // -modes workflow (workflow.go)
+	apiOptions      // -modes api (api.go)
 	brokerOptions   // -backend redis, nats and amqp (brokers.go)
 }
 
@@ -63,7 +64,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	modes := fs.String("modes", "drain,insert,idle",
 		"comma-separated runs: drain, insert (insert-while-working, not sqlite), idle, "+
 			"raw (the raw ceiling, postgres and brokers; runs with drain too), "+
-			"limits (Peonify draining -keys keys with PerKey Concurrency 1, against the same unlimited)")
+			"limits (Peonify draining -keys keys with PerKey Concurrency 1, against the same unlimited), "+
+			"workflow (chains and a fan-out), api (enqueue through the HTTP API against the Go Enqueue)")
 	systems := fs.String("systems", "peonify,river,river-default",
 		"comma-separated systems to run: peonify, river (tuned), river-default (postgres drain only); "+
 			"redis: peonify, asynq, asynq-default, raw (default all); nats, amqp: peonify, raw (default both)")
@@ -80,6 +82,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.chainSteps, "chain-steps", 10, "workflow mode: tasks per chain")
 	fs.IntVar(&o.children, "children", 10000, "workflow mode: tasks of the fan-out, and plain tasks it is compared with")
 	fs.StringVar(&o.fanout, "fanout", "spawn", `workflow mode: "spawn" (a root task spawns the children) or "workflow" (one EnqueueWorkflow of all of them)`)
+	fs.IntVar(&o.apiTasks, "api-tasks", 20000, "api mode: tasks enqueued by each variant")
+	fs.IntVar(&o.apiClients, "api-clients", 16, "api mode: concurrent HTTP clients, and goroutines calling Enqueue")
+	fs.IntVar(&o.apiBatch, "api-batch", 100, "api mode: tasks per POST /v1/tasks/batch, and per batch Enqueue")
 	fs.IntVar(&o.workers, "workers", defaultWorkers, "Peonify Config.Workers")
 	fs.IntVar(&o.queueSize, "queue-size", defaultQueueSize, "Peonify Config.QueueSize")
 	fs.IntVar(&o.splitPoll, "split-poll", 1, "experiment: split each Peonify Poll into this many concurrent claims")
@@ -97,8 +102,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	case o.backend != "sqlite" && o.backend != "postgres" && !isBroker(o.backend):
 		return o, fmt.Errorf("-backend %q: use sqlite, postgres, redis, nats or amqp", o.backend)
 	case o.tasks < 1 || o.idleTasks < 1 || o.batch < 1 || o.producers < 1 || o.rawLoops < 1 || o.count < 1 || o.keys < 1 ||
-		o.chainRuns < 1 || o.children < 1:
-		return o, errors.New("-tasks, -idle-tasks, -batch, -producers, -raw-loops, -count, -keys, -chain-runs and -children must be at least 1")
+		o.chainRuns < 1 || o.children < 1 || o.apiTasks < 1 || o.apiClients < 1 || o.apiBatch < 1:
+		return o, errors.New("-tasks, -idle-tasks, -batch, -producers, -raw-loops, -count, -keys, -chain-runs, -children, " +
+			"-api-tasks, -api-clients and -api-batch must be at least 1")
 	case o.chainSteps < 2:
 		return o, errors.New("-chain-steps must be at least 2")
 	case o.fanout != "spawn" && o.fanout != "workflow":
@@ -119,7 +125,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			return o, err
 		}
 	}
-	if o.modes, err = set("-modes", *modes, "drain", "insert", "idle", "raw", limitsMode, workflowMode); err != nil {
+	if o.modes, err = set("-modes", *modes, "drain", "insert", "idle", "raw", limitsMode, workflowMode, apiMode); err != nil {
 		return o, err
 	}
 	if o.systems, err = set("-systems", *systems, "peonify", riverTuned.Label, riverDefault.Label,
@@ -270,6 +276,14 @@ func run(ctx context.Context, o options, w io.Writer) error {
 			return err
 		}
 	}
+	if o.modes[apiMode] {
+		mk := func(cfg peonifyConfig) contender {
+			return contender{name: "peonify", config: cfg.String(), make: newPeonify(cfg)}
+		}
+		if err := runAPI(ctx, &rep, r, pcfg, mk, o.apiOptions, o.count); err != nil {
+			return err
+		}
+	}
 	rep.configurations()
 	if la := loadAverage(); la != "" {
 		fmt.Fprintf(w, "load average after: %s\n", la)
@@ -388,11 +402,13 @@ func (r *report) goals(backend string) {
 	}
 	r.limitsGoals(check)
 	r.workflowGoals(check)
+	r.apiGoals(check)
 	if okPeon && okPeer {
 		fmt.Fprintln(r.w, resultLine(backend, "river", peon.jobsPerSec(), peer.jobsPerSec()))
 	}
 	r.limitsResult(backend)
 	r.workflowResult(backend)
+	r.apiResult(backend)
 }
 
 // repeat runs each of fns count times, interleaved so that a slow

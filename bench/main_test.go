@@ -131,6 +131,8 @@ func TestParseFlagsRejects(t *testing.T) {
 		{"-systems", "peonify,sidekiq"},
 		{"-count", "0"},
 		{"-keys", "0"},
+		{"-api-clients", "0"},
+		{"-modes", "api", "-api-batch", "0"},
 	} {
 		if _, err := parseFlags(args, &bytes.Buffer{}); err == nil {
 			t.Errorf("parseFlags(%q) accepted", args)

@@ -139,25 +139,18 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) error {
 func (h *Handler) wait(ctx context.Context, st *store, id string, d time.Duration) (peonify.TaskInfo, error) {
 	wctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	for lost := 0; ; lost++ {
-		done, err := st.tracker.Wait(wctx, id)
-		switch {
-		case err == nil:
-			return done, nil
-		case ctx.Err() != nil:
-			return done, nil // the client left
-		case wctx.Err() != nil:
-			return h.getTask(ctx, st, id) // the wait ended: show the task as it is
-		case errors.Is(err, peonify.ErrNotFound) && lost < 3:
-			// A store may miss a task while it moves from one state to
-			// the next (redisstream reads it in two round trips): look
-			// again before saying it is gone.
-			time.Sleep(10 * time.Millisecond)
-		case errors.Is(err, peonify.ErrNotFound):
-			return done, errorf(http.StatusNotFound, "", "task %q is no longer in store %q: it finished and was not kept (a done task is kept only if it has a result, belongs to a workflow, or the store keeps done tasks), or it was deleted", id, st.name)
-		default:
-			return done, &storeError{st, "waiting for the task", err}
-		}
+	done, err := st.tracker.Wait(wctx, id)
+	switch {
+	case err == nil:
+		return done, nil
+	case ctx.Err() != nil:
+		return done, nil // the client left
+	case wctx.Err() != nil:
+		return h.getTask(ctx, st, id) // the wait ended: show the task as it is
+	case errors.Is(err, peonify.ErrNotFound):
+		return done, errorf(http.StatusNotFound, "", "task %q is no longer in store %q: it finished and was not kept (a done task is kept only if it has a result, belongs to a workflow, or the store keeps done tasks), or it was deleted", id, st.name)
+	default:
+		return done, &storeError{st, "waiting for the task", err}
 	}
 }
 
@@ -165,13 +158,6 @@ func (h *Handler) getTask(ctx context.Context, st *store, id string) (peonify.Ta
 	ctx, cancel := h.storeCtx(ctx)
 	defer cancel()
 	ti, err := st.insp.Get(ctx, id)
-	for lost := 0; errors.Is(err, peonify.ErrNotFound) && lost < 2 && st.kind == "redisstream"; lost++ {
-		// redisstream reads a task in two round trips, and misses one
-		// that moves between them (claimed, acked): look again before
-		// saying it does not exist.
-		time.Sleep(5 * time.Millisecond)
-		ti, err = st.insp.Get(ctx, id)
-	}
 	switch {
 	case errors.Is(err, peonify.ErrNotFound):
 		return ti, errorf(http.StatusNotFound, "", "store %q has no task %q (a finished task is kept only if it has a result, belongs to a workflow, or the store keeps done tasks)", st.name, id)

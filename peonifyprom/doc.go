@@ -87,6 +87,24 @@
 //		}
 //	}
 //
+// # Store metrics, for autoscaling
+//
+// Metrics sees one processor; to scale processors on the backlog, a
+// StoreMetrics reads what is in the stores themselves through their
+// peonify.Inspector, cached so that one query round per store per
+// StoreConfig.Interval (15s by default) is made whatever the scrape rate:
+//
+//	peonify_store_tasks{store,state}            tasks in each state
+//	peonify_store_oldest_pending_seconds{store} queue latency: how long the oldest pending
+//	                                            task has been ready to run (0 when none)
+//	peonify_store_query_errors_total{store}     failed query rounds
+//
+// The StoreMetrics documentation says how the age is computed and when it
+// is only a lower bound; a store may implement OldestPendingReporter to
+// make it exact and cheap. KEDA (Prometheus scaler) and HPA
+// external-metric queries on these series are in the README of
+// cmd/peonify, "Autoscaling".
+//
 // # Cardinality
 //
 // Stream names are the ones given to AddStream (and AttachLimiter), limit

@@ -29,6 +29,9 @@ type httpConfig struct {
 	TLSCert   string          `yaml:"tls_cert"` // serve HTTPS with this certificate (PEM) ...
 	TLSKey    string          `yaml:"tls_key"`  // ... and this private key (PEM)
 	Dashboard dashboardConfig `yaml:"dashboard"`
+	// StoreMetricsInterval is how often the stores are queried for
+	// peonify_store_* (see metrics.go); defaults to 15s.
+	StoreMetricsInterval yamlfile.Duration `yaml:"store_metrics_interval"`
 }
 
 // dashboardConfig is the http.dashboard section.
@@ -114,7 +117,12 @@ func startAdmin(hc httpConfig, p *peonify.Processor, stores []dashboard.Store, m
 	if err := reg.Register(m); err != nil {
 		return nil, err
 	}
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), readBuildInfo().collector())
+	ops, err := opsCollectors(hc, stores, log)
+	if err != nil {
+		return nil, err
+	}
+	reg.MustRegister(ops...)
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
@@ -219,10 +227,13 @@ func notReady(st peonify.Stats, ready []readyCheck, draining bool) []string {
 // stop shuts the server down, waiting a little for scrapes in flight.
 func (a *adminServer) stop() {
 	a.cancel()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), adminStopTimeout)
 	defer cancel()
 	if err := a.srv.Shutdown(ctx); err != nil {
 		_ = a.srv.Close()
 	}
 	<-a.done
 }
+
+// adminStopTimeout bounds how long stop waits for scrapes in flight.
+const adminStopTimeout = 5 * time.Second

@@ -29,6 +29,7 @@ type fileConfig struct {
 	Periodic  []periodicEntry          `yaml:"periodic"`
 	Limits    []limitEntry             `yaml:"limits"`
 	HTTP      httpConfig               `yaml:"http"`
+	Tracing   tracingConfig            `yaml:"tracing"`
 	API       *apiConfig               `yaml:"api"`
 }
 
@@ -83,6 +84,7 @@ type config struct {
 	periodic  []periodicEntry
 	limits    map[string][]peonify.Limit // by the name of the store that enforces them
 	http      httpConfig
+	tracing   tracing    // resolved with the OTEL_* environment
 	api       *apiConfig // nil without an api section
 }
 
@@ -198,6 +200,12 @@ func parseConfig(data []byte, lookupEnv func(string) (string, bool)) (_ *config,
 		return nil, err
 	}
 	if err := c.http.check(); err != nil {
+		return nil, err
+	}
+	if err := c.http.checkMetrics(); err != nil {
+		return nil, err
+	}
+	if c.tracing, err = fc.Tracing.resolve(lookupEnv); err != nil {
 		return nil, err
 	}
 	if err := c.checkListeners(); err != nil {

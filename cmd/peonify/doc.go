@@ -15,7 +15,7 @@
 //	peonify tasks cancel 01a2… --store peonify.db
 //	peonify workflows get nightly-2030-01-02 --store peonify.db
 //	peonify migrate --postgres "$DATABASE_URL"
-//	peonify version
+//	peonify version                  # version and commit, from the Go build info
 //
 // A minimal peonify.yaml takes tasks from an embedded SQLite store and
 // runs each task type with a built-in executor: http delivers the payload
@@ -51,6 +51,11 @@
 //	http:
 //	  listen: 127.0.0.1:9090   # /metrics, /healthz, /readyz
 //
+// The same server's /metrics also shows each store's tasks by state and
+// queue latency, for autoscaling (metrics.go). A tracing section, or the
+// standard OTEL_* variables, turn on a span per attempt exported with
+// OTLP over HTTP (tracing.go, otlp.go).
+//
 // An api section serves the HTTP API of package httpapi under /v1/ on the
 // http listener (over HTTPS with http.tls_cert and tls_key): services in
 // any language enqueue tasks and wait for their results with bearer tokens
@@ -73,6 +78,11 @@
 // missing one or an unset ${VARIABLE} is reported with its place in the
 // file, and peonify exits with status 2. README.md in this directory is
 // the reference of every command and config field.
+//
+// Under systemd (Type=notify) run tells the service manager when it is
+// ready, when it drains, and pings its watchdog (sdnotify.go); the unit
+// file, Kubernetes manifests and Dockerfile in deploy/ and at the module's
+// root are checked against the daemon by deploy_test.go.
 //
 // This is the only package that imports every stream: the table from a
 // config file's stream kinds to their files (kind_<name>.go) is kinds, and

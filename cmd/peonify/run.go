@@ -16,6 +16,7 @@ import (
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/cmd/peonify/internal/yamlfile"
 	"github.com/peonify/peonify/dashboard"
+	"github.com/peonify/peonify/peonifyotel"
 	"github.com/peonify/peonify/peonifyprom"
 	"github.com/peonify/peonify/periodic"
 	"github.com/peonify/peonify/streams/webhookstream"
@@ -145,6 +146,8 @@ type daemon struct {
 	// stopping is set when the context of run ends: /readyz then reports
 	// the drain.
 	stopping atomic.Bool
+	// ready lists the intakes' checks of /readyz.
+	ready []readyCheck
 	// running is set when the processor runs, which closes the streams
 	// itself.
 	running bool
@@ -165,6 +168,14 @@ func newDaemon(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Wri
 	pcfg := cfg.processor
 	pcfg.Logger = log
 	pcfg.OnEvent = eventLogger(log)
+	if cfg.tracing.on {
+		tp, stop, err := cfg.tracing.start(ctx, log)
+		if err != nil {
+			return nil, err
+		}
+		d.cleanup = append(d.cleanup, stop) // last: after the drain
+		pcfg.Middleware = append([]peonify.Middleware{peonifyotel.Middleware(tp)}, pcfg.Middleware...)
+	}
 	var metrics *peonifyprom.Metrics
 	if cfg.http.Listen != "" {
 		var err error
@@ -262,6 +273,7 @@ func newDaemon(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Wri
 			return nil, err
 		}
 	}
+	d.ready = w.ready
 	if d.scheds, err = schedulers(cfg, opened, log); err != nil {
 		return nil, err
 	}
@@ -315,6 +327,7 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	defer d.close()
 	stopWatch := context.AfterFunc(ctx, func() { d.stopping.Store(true) })
 	defer stopWatch()
+	defer d.notifySystemd(ctx)() // sdnotify.go
 	cfg, log, p := d.cfg, d.log, d.p
 	log.Info("peonify: running", "config", cfg.path, "streams", strings.Join(cfg.storeNames(), ","),
 		"intakes", strings.Join(d.intakes, ","), "task_types", strings.Join(yamlfile.SortedKeys(cfg.tasks), ","),

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/peonify/peonify"
 )
 
@@ -91,7 +93,8 @@ const stderrTail = 2 << 10
 //
 // The command gets the payload on its standard input, and PEONIFY_TASK_ID,
 // PEONIFY_TASK_TYPE, PEONIFY_TASK_ATTEMPT and PEONIFY_TASK_HEADERS in its
-// environment. Exit status 0 means done. Any other status fails the
+// environment, and, when the attempt is traced, its W3C trace context in
+// TRACEPARENT and TRACESTATE. Exit status 0 means done. Any other status fails the
 // attempt, which is retried, unless it is one of DeadExitCodes; the error
 // ends with the last lines of the command's standard error.
 //
@@ -220,6 +223,15 @@ func (e *Exec) Execute(ctx context.Context, t *peonify.Task) error {
 	if len(t.Headers) > 0 {
 		hj, _ := json.Marshal(t.Headers) // a map of strings always encodes
 		env = append(env, EnvTaskHeaders+"="+string(hj))
+	}
+	// The attempt's span is the parent of the command's work, passed the
+	// way OpenTelemetry passes context through the environment.
+	tc := propagation.MapCarrier{}
+	traceContext.Inject(ctx, tc)
+	for _, k := range []string{"traceparent", "tracestate"} {
+		if v := tc[k]; v != "" {
+			env = append(env, strings.ToUpper(k)+"="+v)
+		}
 	}
 
 	var stderr tailBuffer

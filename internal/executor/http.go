@@ -14,7 +14,12 @@ import (
 	"unicode/utf8"
 
 	"github.com/peonify/peonify"
+	"go.opentelemetry.io/otel/propagation"
 )
+
+// traceContext writes the W3C traceparent and tracestate of the attempt's
+// span into the request.
+var traceContext = propagation.TraceContext{}
 
 // FieldError reports an invalid field of an executor's config, named as in
 // the peonify.yaml file.
@@ -73,7 +78,10 @@ const (
 // with HTTPConfig.Headers or the ones the executor sets), and the task's
 // identity in
 // Idempotency-Key, Peonify-Task-Id, Peonify-Task-Type and
-// Peonify-Task-Attempt. The answer decides the outcome:
+// Peonify-Task-Attempt. When ctx holds a span (the attempt's span of
+// peonifyotel.Middleware), the request carries its W3C trace context
+// (traceparent, tracestate) in place of the task's own, so the endpoint's
+// spans are children of the attempt. The answer decides the outcome:
 //
 //   - 2xx: the task is done. A non-empty response body is the task's
 //     result (peonify.SetResult), kept by stores that keep results (a
@@ -199,6 +207,10 @@ func (h *HTTP) Execute(ctx context.Context, t *peonify.Task) error {
 	req.Header.Set(HeaderTaskID, t.ID)
 	req.Header.Set(HeaderTaskType, t.Type)
 	req.Header.Set(HeaderTaskAttempt, strconv.Itoa(t.Attempt))
+	// The attempt's span (the daemon's tracing middleware) is the parent
+	// of the endpoint's work; it replaces a producer's traceparent that
+	// the task's headers carried. Without a span ctx adds nothing.
+	traceContext.Inject(ctx, propagation.HeaderCarrier(req.Header))
 
 	resp, err := h.client.Do(req)
 	if err != nil {

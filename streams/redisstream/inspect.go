@@ -226,16 +226,35 @@ func (s *Stream) Get(ctx context.Context, id string) (peonify.TaskInfo, error) {
 	return infos[0], nil
 }
 
-// infos reads tasks by ID, in two round trips: their locations, then
-// them and their progress. Unknown IDs, and done tasks whose retention
-// ended, are left out.
+// infos reads tasks by ID, ordered by ID. Unknown IDs, and done tasks
+// whose retention ended, are left out. A task that moved between the two
+// round trips of a read (claimed, acked, promoted) is read again, five
+// times at most: a task moves when it is claimed, handed back or acked,
+// so it is read unless it moves six times within as many reads.
 func (s *Stream) infos(ctx context.Context, ids []string) ([]peonify.TaskInfo, error) {
+	out, moved, err := s.readInfos(ctx, ids)
+	for try := 0; err == nil && len(moved) > 0 && try < 5; try++ {
+		var more []peonify.TaskInfo
+		more, moved, err = s.readInfos(ctx, moved)
+		out = append(out, more...)
+	}
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b peonify.TaskInfo) int { return strings.Compare(a.Task.ID, b.Task.ID) })
+	return out, nil
+}
+
+// readInfos reads tasks by ID, in two round trips: their locations, then
+// them and their progress. It returns the tasks it read, and the IDs of
+// those that were located but gone from there by the second round trip.
+func (s *Stream) readInfos(ctx context.Context, ids []string) (infos []peonify.TaskInfo, moved []string, err error) {
 	if len(ids) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	locs, err := s.client.HMGet(ctx, s.keys.Tasks, ids...).Result()
 	if err != nil {
-		return nil, s.redisError("looking up tasks", err)
+		return nil, nil, s.redisError("looking up tasks", err)
 	}
 	type read struct {
 		id, loc string
@@ -270,7 +289,7 @@ func (s *Stream) infos(ctx context.Context, ids []string) ([]peonify.TaskInfo, e
 		reads = append(reads, r)
 	}
 	if len(reads) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	progIDs := make([]string, len(reads))
 	for i, r := range reads {
@@ -279,10 +298,10 @@ func (s *Stream) infos(ctx context.Context, ids []string) ([]peonify.TaskInfo, e
 	prog := pipe.HMGet(ctx, s.keys.Progress, progIDs...)
 	_, _ = pipe.Exec(ctx)
 	if err := prog.Err(); err != nil {
-		return nil, s.redisError("reading the progress of tasks", err)
+		return nil, nil, s.redisError("reading the progress of tasks", err)
 	}
 	now := time.Now()
-	infos := make([]peonify.TaskInfo, 0, len(reads))
+	infos = make([]peonify.TaskInfo, 0, len(reads))
 	for i, r := range reads {
 		var info peonify.TaskInfo
 		ok := false
@@ -290,26 +309,27 @@ func (s *Stream) infos(ctx context.Context, ids []string) ([]peonify.TaskInfo, e
 		case r.loc == "s":
 			h, err := r.hash.Result()
 			if err != nil {
-				return nil, s.redisError("reading scheduled task "+r.id, err)
+				return nil, nil, s.redisError("reading scheduled task "+r.id, err)
 			}
 			score, err := r.score.Result()
 			if len(h) == 0 || errors.Is(err, redis.Nil) {
-				continue // promoted or deleted meanwhile
+				moved = append(moved, r.id) // promoted or deleted meanwhile
+				continue
 			}
 			if err != nil {
-				return nil, s.redisError("reading the schedule of task "+r.id, err)
+				return nil, nil, s.redisError("reading the schedule of task "+r.id, err)
 			}
 			info, ok = scheduledInfo(r.id, h, score), true
 		case r.hash != nil:
 			h, err := r.hash.Result()
 			if err != nil {
-				return nil, s.redisError("reading task "+r.id, err)
+				return nil, nil, s.redisError("reading task "+r.id, err)
 			}
 			info, ok = s.heldInfo(r.id, r.loc, h, now)
 		case r.pend == nil:
 			msgs, err := r.rng.Result()
 			if err != nil {
-				return nil, s.redisError("reading dead task entry "+r.loc[1:], err)
+				return nil, nil, s.redisError("reading dead task entry "+r.loc[1:], err)
 			}
 			if len(msgs) == 1 {
 				info, ok = deadInfo(r.loc[1:], entryFromMap(msgs[0].Values)), true
@@ -317,11 +337,11 @@ func (s *Stream) infos(ctx context.Context, ids []string) ([]peonify.TaskInfo, e
 		default:
 			msgs, err := r.rng.Result()
 			if err != nil {
-				return nil, s.redisError("reading task entry "+r.loc, err)
+				return nil, nil, s.redisError("reading task entry "+r.loc, err)
 			}
 			ps, err := r.pend.Result()
 			if err != nil && !isNoGroup(err) {
-				return nil, s.redisError("reading the claim of task entry "+r.loc, err)
+				return nil, nil, s.redisError("reading the claim of task entry "+r.loc, err)
 			}
 			if len(msgs) == 1 {
 				var p *redis.XPendingExt
@@ -332,6 +352,9 @@ func (s *Stream) infos(ctx context.Context, ids []string) ([]peonify.TaskInfo, e
 			}
 		}
 		if !ok || info.Task.ID != r.id {
+			if r.loc != r.id { // located by its ID, and gone from there
+				moved = append(moved, r.id)
+			}
 			continue
 		}
 		if v, _ := prog.Val()[i].(string); v != "" {
@@ -339,7 +362,7 @@ func (s *Stream) infos(ctx context.Context, ids []string) ([]peonify.TaskInfo, e
 		}
 		infos = append(infos, info)
 	}
-	return infos, nil
+	return infos, moved, nil
 }
 
 // heldInfo describes a task held in its task hash h: waiting ('w'),
