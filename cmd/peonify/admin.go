@@ -25,7 +25,9 @@ import (
 
 // httpConfig is the http section of the file.
 type httpConfig struct {
-	Listen    string          `yaml:"listen"` // host:port; the server is off without it
+	Listen    string          `yaml:"listen"`   // host:port; the server is off without it
+	TLSCert   string          `yaml:"tls_cert"` // serve HTTPS with this certificate (PEM) ...
+	TLSKey    string          `yaml:"tls_key"`  // ... and this private key (PEM)
 	Dashboard dashboardConfig `yaml:"dashboard"`
 	// StoreMetricsInterval is how often the stores are queried for
 	// peonify_store_* (see metrics.go); defaults to 15s.
@@ -62,10 +64,13 @@ func (hc *httpConfig) check() error {
 		if hc.Dashboard.Enabled != nil || hc.Dashboard.Token != "" || hc.Dashboard.Username != "" {
 			return yamlfile.Errorf("http.listen", "required with http.dashboard: the address to serve on, e.g. 127.0.0.1:9090")
 		}
+		if hc.TLSCert != "" || hc.TLSKey != "" {
+			return yamlfile.Errorf("http.listen", "required with http.tls_cert: the address to serve on, e.g. :9443")
+		}
 		return nil
 	}
-	if err := checkListen(hc.Listen); err != nil {
-		return yamlfile.Errorf("http.listen", "%v", err)
+	if err := (&serverFields{Listen: hc.Listen, TLSCert: hc.TLSCert, TLSKey: hc.TLSKey}).check("http"); err != nil {
+		return err
 	}
 	dc := &hc.Dashboard
 	if !dc.on() {
@@ -104,9 +109,10 @@ type adminServer struct {
 //	/readyz   200 while every stream polls without error and every intake is
 //	          connected; 503 with the reasons otherwise, and once shutdown began
 //	/dashboard/  the dashboard of p and of stores, unless turned off
+//	/v1/      api, the HTTP API of the api section, if not nil
 //
 // draining reports whether shutdown began.
-func startAdmin(hc httpConfig, p *peonify.Processor, stores []dashboard.Store, m *peonifyprom.Metrics, ready []readyCheck, draining func() bool, log *slog.Logger) (*adminServer, error) {
+func startAdmin(hc httpConfig, p *peonify.Processor, stores []dashboard.Store, m *peonifyprom.Metrics, ready []readyCheck, draining func() bool, log *slog.Logger, api http.Handler) (*adminServer, error) {
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(m); err != nil {
 		return nil, err
@@ -147,6 +153,10 @@ func startAdmin(hc httpConfig, p *peonify.Processor, stores []dashboard.Store, m
 		mux.Handle("/dashboard/", http.StripPrefix("/dashboard", dash))
 		index += ", /dashboard/"
 	}
+	if api != nil {
+		mux.Handle("/v1/", api)
+		index += ", /v1/ (the HTTP API; its OpenAPI document at /v1/openapi.json)"
+	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, index)
@@ -165,14 +175,31 @@ func startAdmin(hc httpConfig, p *peonify.Processor, stores []dashboard.Store, m
 		done:   make(chan error, 1),
 		cancel: cancel,
 	}
-	log.Info("peonify: serving metrics and health checks", "addr", "http://"+ln.Addr().String(),
+	scheme := "http"
+	if hc.TLSCert != "" {
+		scheme = "https"
+	}
+	log.Info("peonify: serving metrics and health checks", "addr", scheme+"://"+ln.Addr().String(),
 		"paths", "/metrics /healthz /readyz")
 	if dash != nil {
 		// The token is a password: it is not logged, and the operator
 		// opens the URL and signs in with it.
-		log.Info("peonify: serving the dashboard", "url", strings.TrimSuffix(dash.URL(ln.Addr()), "/")+"/dashboard/")
+		url := strings.TrimSuffix(dash.URL(ln.Addr()), "/") + "/dashboard/"
+		if scheme == "https" {
+			url = "https" + strings.TrimPrefix(url, "http")
+		}
+		log.Info("peonify: serving the dashboard", "url", url)
 	}
-	go func() { a.done <- a.srv.Serve(ln) }()
+	if api != nil {
+		log.Info("peonify: serving the HTTP API", "url", scheme+"://"+ln.Addr().String()+"/v1/")
+	}
+	go func() {
+		if hc.TLSCert != "" {
+			a.done <- a.srv.ServeTLS(ln, hc.TLSCert, hc.TLSKey) // loaded once by the config check
+			return
+		}
+		a.done <- a.srv.Serve(ln)
+	}()
 	return a, nil
 }
 

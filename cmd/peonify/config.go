@@ -30,6 +30,7 @@ type fileConfig struct {
 	Limits    []limitEntry             `yaml:"limits"`
 	HTTP      httpConfig               `yaml:"http"`
 	Tracing   tracingConfig            `yaml:"tracing"`
+	API       *apiConfig               `yaml:"api"`
 }
 
 // processorConfig maps onto peonify.Config.
@@ -83,7 +84,8 @@ type config struct {
 	periodic  []periodicEntry
 	limits    map[string][]peonify.Limit // by the name of the store that enforces them
 	http      httpConfig
-	tracing   tracing // resolved with the OTEL_* environment
+	tracing   tracing    // resolved with the OTEL_* environment
+	api       *apiConfig // nil without an api section
 }
 
 // configError is a config file that cannot be used; the command exits
@@ -143,7 +145,7 @@ func parseConfig(data []byte, lookupEnv func(string) (string, bool)) (_ *config,
 	if err := yamlfile.DecodeStrict(body, &fc); err != nil {
 		return nil, err
 	}
-	c := &config{log: fc.Log, periodic: fc.Periodic, http: fc.HTTP, tasks: make(map[string]taskSpec)}
+	c := &config{log: fc.Log, periodic: fc.Periodic, http: fc.HTTP, api: fc.API, tasks: make(map[string]taskSpec)}
 
 	if c.processor, err = fc.Processor.toPeonify(); err != nil {
 		return nil, err
@@ -207,6 +209,9 @@ func parseConfig(data []byte, lookupEnv func(string) (string, bool)) (_ *config,
 		return nil, err
 	}
 	if err := c.checkListeners(); err != nil {
+		return nil, err
+	}
+	if err := c.checkAPI(); err != nil {
 		return nil, err
 	}
 

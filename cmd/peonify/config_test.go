@@ -134,7 +134,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"syntax", "streams: [\n", "YAML syntax"},
 		{"duplicate key", base + "streams: []\n", "YAML syntax"},
 		{"unknown top-level field", base + "proccessor: {}\n",
-			`proccessor: unknown field (fields of the top level: processor, log, streams, tasks, periodic, limits, http, tracing)`},
+			`proccessor: unknown field (fields of the top level: processor, log, streams, tasks, periodic, limits, http, tracing, api)`},
 		{"unknown nested field", base + "processor:\n  retry:\n    attempts: 3\n",
 			`processor.retry.attempts: unknown field (fields of processor.retry: max_attempts, min_backoff, max_backoff, jitter)`},
 		{"no streams", "tasks: {a: {executor: http, url: http://x}}\n", "streams: required"},
@@ -228,7 +228,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"periodic into an intake", "streams:\n  - {kind: sqlite, path: x.db}\n  - {kind: websocket, listen: ':8081'}\n" + tasksOnly + "periodic:\n  - {name: a, spec: '@daily', type: email, stream: websocket}\n",
 			`periodic[0].stream: "websocket" is a websocket intake, which stores into another stream: name a store ("sqlite")`},
 		{"http bad listen", base + "http: {listen: 'localhost'}\n", `http.listen: "localhost" is not host:port`},
-		{"http unknown field", base + "http: {listen: ':9090', port: 9090}\n", "http.port: unknown field (fields of http: listen, dashboard, store_metrics_interval)"},
+		{"http unknown field", base + "http: {listen: ':9090', port: 9090}\n", "http.port: unknown field (fields of http: listen, tls_cert, tls_key, dashboard, store_metrics_interval)"},
 		{"dashboard without listen", base + "http: {dashboard: {token: 0123456789abcdef}}\n", "http.listen: required with http.dashboard"},
 		{"dashboard open to all", base + "http: {listen: '0.0.0.0:9090'}\n", "http.dashboard.token: required when http.listen (0.0.0.0:9090) can be reached from other machines"},
 		{"dashboard user without password", base + "http: {listen: ':9090', dashboard: {username: ops}}\n", "http.dashboard.password: required with username"},
@@ -565,8 +565,8 @@ func TestDocumentedConfigsParse(t *testing.T) {
 	block = strings.NewReplacer("/usr/local/bin/thumbnail", "sh", "/srv/images", t.TempDir()).Replace(block)
 	c, err := parseConfig([]byte(block), env(map[string]string{"PGPASSWORD": "pw", "MAILER_TOKEN": "t",
 		"GITHUB_WEBHOOK_SECRET": "s", "CHAT_SECRET": "s", "INTAKE_TOKEN": "0123456789abcdef", "MQTT_PASSWORD": "pw",
-		"PEONIFY_DASHBOARD_TOKEN": "0123456789abcdef",
-		"REDIS_PASSWORD":          "pw", "RABBITMQ_PASSWORD": "pw"}))
+		"PEONIFY_DASHBOARD_TOKEN": "0123456789abcdef", "BILLING_API_TOKEN": "0123456789abcdef",
+		"REDIS_PASSWORD": "pw", "RABBITMQ_PASSWORD": "pw"}))
 	if err != nil {
 		t.Fatalf("the README's config: %v", err)
 	}

@@ -56,6 +56,15 @@
 // standard OTEL_* variables, turn on a span per attempt exported with
 // OTLP over HTTP (tracing.go, otlp.go).
 //
+// An api section serves the HTTP API of package httpapi under /v1/ on the
+// http listener (over HTTPS with http.tls_cert and tls_key): services in
+// any language enqueue tasks and wait for their results with bearer tokens
+// and scopes (see api.go and the README's "api"):
+//
+//	api:
+//	  tokens:
+//	    - {name: billing, secret: "${BILLING_API_TOKEN}", scopes: [enqueue, read]}
+//
 // A limits section adds flow control that the stores (sqlite, postgres,
 // redis) enforce in their claims, across every processor that shares them:
 // concurrency and rates per task type or per task key, per-key ordering

@@ -33,7 +33,8 @@ a URL; exec: run a command with the payload on stdin), so that services in
 any language can use Peonify. It also enqueues the file's periodic tasks,
 serves the file's intakes (webhooks, a WebSocket endpoint, MQTT
 subscriptions), which store what they receive before acknowledging it, and,
-with an http section, serves /metrics, /healthz and /readyz.
+with an http section, serves /metrics, /healthz and /readyz, and with an
+api section the HTTP API under /v1/.
 
 SIGTERM or Ctrl-C stops it gracefully: it stops its intakes, stops taking
 tasks, lets running ones finish within processor.shutdown_grace, hands back
@@ -107,6 +108,7 @@ func (cfg *config) summary() string {
 	if cfg.http.Listen != "" {
 		out += "; http on " + cfg.http.Listen
 	}
+	out += cfg.api.summary()
 	return out
 }
 
@@ -296,7 +298,11 @@ func newDaemon(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Wri
 				stores = append(stores, dashboard.Store{Name: name, Inspector: in, Limiter: lim})
 			}
 		}
-		admin, err := startAdmin(cfg.http, p, stores, metrics, w.ready, d.stopping.Load, log)
+		api, err := cfg.apiHandler(opened, log)
+		if err != nil {
+			return nil, err
+		}
+		admin, err := startAdmin(cfg.http, p, stores, metrics, w.ready, d.stopping.Load, log, api)
 		if err != nil {
 			return nil, err
 		}

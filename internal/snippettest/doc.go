@@ -26,14 +26,18 @@
 //
 // The first word is the kind of the daemon's stream or intake that the
 // snippet needs: postgres, redis, nats, amqp, mqtt, webhook or websocket;
-// or "none", followed by the reason, for a block that is not a producer
-// (a SELECT, an install command). The other words are key=value pairs, and
+// api, for a client of the HTTP API (the daemon then has a SQLite store
+// and an api section whose token the snippet reads from
+// PEONIFY_API_TOKEN; the task's result is {"sent":true}, and the
+// snippet's output must show the task done with it: an api snippet
+// enqueues and waits for the result); or "none", followed by the reason,
+// for a block that is not a producer (a SELECT, an install command). The other words are key=value pairs, and
 // payload= takes the rest of the comment:
 //
 //	url=LITERAL      LITERAL in the snippet is replaced by the server's URL:
-//	                 the PEONIFY_TEST_<KIND>_URL of a store or of MQTT, or
-//	                 the http:// or ws:// address of the daemon's webhook or
-//	                 WebSocket intake
+//	                 the PEONIFY_TEST_<KIND>_URL of a store or of MQTT, the
+//	                 http:// or ws:// address of the daemon's webhook or
+//	                 WebSocket intake, or (api) that of its http listener
 //	host=LITERAL     LITERAL is replaced by the host of that URL
 //	queue=, subject=, topic=, path=LITERAL
 //	                 the queue (redis, postgres, amqp), the JetStream

@@ -61,6 +61,7 @@ var kinds = map[string][]string{
 	"mqtt":      {"topic"},
 	"webhook":   {"path", "secret", "header", "prefix", "id_header"},
 	"websocket": {"path"},
+	"api":       {},
 }
 
 var (
@@ -178,7 +179,7 @@ func parseMarker(m string) (snippet, error) {
 	}
 	keys, ok := kinds[kind]
 	if !ok {
-		return s, fmt.Errorf("unknown kind %q: one of postgres, redis, nats, amqp, mqtt, webhook, websocket or none", kind)
+		return s, fmt.Errorf("unknown kind %q: one of postgres, redis, nats, amqp, mqtt, webhook, websocket, api or none", kind)
 	}
 	keys = append([]string{"type", "id", "url", "host", "run", "resend"}, keys...)
 	rest = strings.TrimSpace(rest)

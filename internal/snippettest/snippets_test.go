@@ -269,6 +269,18 @@ func buildPeonify(t *testing.T, root string) string {
 	return buildBin
 }
 
+// apiToken is the bearer token of the api section of the daemon that api
+// snippets run against; they read it from PEONIFY_API_TOKEN.
+var apiToken = "snippettest-" + randHex(16)
+
+// apiResult is the answer of the test's http executor to the task of an
+// api snippet, and so the task's result, which the snippet waits for and
+// prints: apiResultShown matches it in JSON and in Python's and Node's
+// printing of the parsed value.
+const apiResult = `{"sent":true}`
+
+var apiResultShown = regexp.MustCompile(`(?s)done.*sent['"]?:\s*(true|True)`)
+
 // A received task, as the daemon's http executor posted it.
 type received struct {
 	id, typ string
@@ -284,7 +296,10 @@ func runSnippet(t *testing.T, bin, nodeModules string, s snippet) {
 	// Where the snippet sends to.
 	var service string
 	intakePort := 0
+	adminPort := freePort(t)
 	switch s.kind {
+	case "api":
+		service = fmt.Sprintf("http://127.0.0.1:%d", adminPort)
 	case "webhook":
 		intakePort = freePort(t)
 		service = fmt.Sprintf("http://127.0.0.1:%d", intakePort)
@@ -333,10 +348,14 @@ func runSnippet(t *testing.T, bin, nodeModules string, s snippet) {
 			return
 		}
 		got <- received{id: r.Header.Get("Peonify-Task-Id"), typ: r.Header.Get("Peonify-Task-Type"), body: body}
+		if s.kind == "api" {
+			// The task's result, which an api snippet waits for and prints.
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, apiResult)
+		}
 	}))
 	defer recv.Close()
 
-	adminPort := freePort(t)
 	cfg := daemonConfig(s, service, fresh, suffix, recv.URL, dir, adminPort, intakePort)
 	cfgPath := filepath.Join(dir, "peonify.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
@@ -364,6 +383,9 @@ func runSnippet(t *testing.T, bin, nodeModules string, s snippet) {
 		}
 		if id := s.attr["id"]; id != "" && r.id != id {
 			t.Errorf("%s: the task's ID is %q, want %q", s, r.id, id)
+		}
+		if s.kind == "api" && !apiResultShown.Match(out) {
+			t.Errorf("%s: the snippet's output does not show the task done with its result %s (the test's http executor's answer):\n%s", s, apiResult, out)
 		}
 		t.Logf("the daemon ran task %s of type %s with payload %q; the snippet's output:\n%s", r.id, r.typ, r.body, out)
 	case <-time.After(30 * time.Second):
@@ -425,6 +447,8 @@ streams:
 		fmt.Fprintf(&b, "  - {name: store, kind: sqlite, path: %s}\n", q(filepath.Join(dir, "tasks.db")))
 	}
 	switch s.kind {
+	case "api":
+		fmt.Fprintf(&b, "api:\n  tokens:\n    - {name: snippettest, secret: %s, scopes: [enqueue, read]}\n", q(apiToken))
 	case "mqtt":
 		fmt.Fprintf(&b, "  - {name: intake, kind: mqtt, store: store, url: %s, client_id: %s, session_expiry: 1s, routes: {%s: %s}}\n",
 			q(service), q("snippettest-"+suffix), q(fresh["topic"]), q(s.attr["type"]))
@@ -489,6 +513,9 @@ func runCode(t *testing.T, s snippet, code, dir, service, nodeModules string) ([
 		t.Fatalf("%s: no runner %q", s, s.runner())
 	}
 	cmd.Dir = dir
+	if s.kind == "api" {
+		cmd.Env = append(os.Environ(), "PEONIFY_API_TOKEN="+apiToken)
+	}
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	if err == nil && s.runner() == "redis-cli" {
