@@ -24,7 +24,7 @@ func (s *Stream) Counts(ctx context.Context) (map[peonify.State]int, error) {
 		peonify.StatePending:   s.ready.len(),
 		peonify.StateScheduled: s.scheduled.len(),
 		peonify.StateRunning:   s.leased.len(),
-		peonify.StateDead:      s.deadCount,
+		peonify.StateDead:      s.dead.n,
 		peonify.StateWaiting:   s.waiting.n,
 		peonify.StateCancelled: s.cancelled.n,
 		peonify.StateDone:      s.done.n,
@@ -61,7 +61,7 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 	case stateRunning:
 		s.leased.each(add)
 	case stateDead:
-		for e := s.deadHead; e != nil; e = e.next {
+		for e := s.dead.head; e != nil; e = e.next {
 			add(e)
 		}
 	case stateWaiting:
@@ -161,7 +161,7 @@ func (s *Stream) Retry(ctx context.Context, ids ...string) (int, error) {
 	}
 	n := 0
 	revive := func(e *entry) {
-		s.unlinkDead(e)
+		s.dead.unlink(e)
 		e.attempts = 0
 		e.lastError = ""
 		e.updated = now
@@ -174,8 +174,8 @@ func (s *Stream) Retry(ctx context.Context, ids ...string) (int, error) {
 		n++
 	}
 	if len(ids) == 0 {
-		for s.deadHead != nil {
-			revive(s.deadHead)
+		for s.dead.head != nil {
+			revive(s.dead.head)
 		}
 	}
 	for _, id := range ids {
@@ -227,7 +227,7 @@ func (s *Stream) remove(e *entry) {
 	case stateScheduled:
 		s.scheduled.remove(e)
 	case stateDead:
-		s.unlinkDead(e)
+		s.dead.unlink(e)
 	case stateWaiting:
 		s.waiting.unlink(e)
 	case stateCancelled:
@@ -278,9 +278,9 @@ func (s *Stream) Purge(ctx context.Context, st peonify.State) (int, error) {
 			s.signal() // a task waiting for its retry may have held its key's turn
 		}
 	case stateDead:
-		for s.deadHead != nil {
-			e := s.deadHead
-			s.unlinkDead(e)
+		for s.dead.head != nil {
+			e := s.dead.head
+			s.dead.unlink(e)
 			s.forget(e)
 			n++
 		}

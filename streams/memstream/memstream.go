@@ -167,13 +167,11 @@ type Stream struct {
 	mu        sync.Mutex
 	closed    bool
 	byID      map[string]*entry
-	byUnique  map[string]*entry // live (pending, scheduled, running) tasks by UniqueKey
-	ready     queue             // pending tasks
-	scheduled queue             // tasks waiting for RunAt or a retry delay
-	leased    queue             // running tasks, by lease deadline
-	deadHead  *entry            // oldest dead task
-	deadTail  *entry            // newest dead task
-	deadCount int
+	byUnique  map[string]*entry              // live (pending, scheduled, running) tasks by UniqueKey
+	ready     queue                          // pending tasks
+	scheduled queue                          // tasks waiting for RunAt or a retry delay
+	leased    queue                          // running tasks, by lease deadline
+	dead      elist                          // dead tasks, oldest first
 	waiting   elist                          // tasks waiting for their parents
 	cancelled elist                          // cancelled tasks, oldest first
 	done      elist                          // kept done tasks, oldest first
@@ -596,35 +594,13 @@ func (s *Stream) makeAvailable(e *entry, now time.Time, delay time.Duration) {
 func (s *Stream) bury(e *entry) {
 	e.st = stateDead
 	s.releaseUnique(e)
-	e.prev, e.next = s.deadTail, nil
-	if s.deadTail != nil {
-		s.deadTail.next = e
-	} else {
-		s.deadHead = e
-	}
-	s.deadTail = e
-	s.deadCount++
+	s.dead.push(e)
 	s.notify(e)
-	for s.deadCount > s.maxDead {
-		old := s.deadHead
-		s.unlinkDead(old)
+	for s.dead.n > s.maxDead {
+		old := s.dead.head
+		s.dead.unlink(old)
 		s.forget(old)
 	}
-}
-
-func (s *Stream) unlinkDead(e *entry) {
-	if e.prev != nil {
-		e.prev.next = e.next
-	} else {
-		s.deadHead = e.next
-	}
-	if e.next != nil {
-		e.next.prev = e.prev
-	} else {
-		s.deadTail = e.prev
-	}
-	e.prev, e.next = nil, nil
-	s.deadCount--
 }
 
 // Extend renews the lease of d so that it ends lease from now, and returns
@@ -778,8 +754,7 @@ func (s *Stream) Close(context.Context) error {
 	}
 	s.byID, s.byUnique = nil, nil
 	s.ready, s.scheduled, s.leased = queue{}, queue{}, queue{}
-	s.deadHead, s.deadTail, s.deadCount = nil, nil, 0
-	s.waiting, s.cancelled, s.done = elist{}, elist{}, elist{}
+	s.dead, s.waiting, s.cancelled, s.done = elist{}, elist{}, elist{}, elist{}
 	s.workflows = nil
 	return nil
 }

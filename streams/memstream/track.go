@@ -11,8 +11,8 @@ import (
 )
 
 // elist is a doubly linked list of entries, oldest first, through their
-// prev and next fields: the tasks waiting for their parents, the
-// cancelled ones and the kept done ones.
+// prev and next fields: the dead tasks, the tasks waiting for their
+// parents, the cancelled ones and the kept done ones.
 type elist struct {
 	head, tail *entry
 	n          int
