@@ -61,9 +61,7 @@ func (s *Stream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.
 	case stateRunning:
 		s.leased.each(add)
 	case stateDead:
-		for e := s.dead.head; e != nil; e = e.next {
-			add(e)
-		}
+		s.dead.each(add)
 	case stateWaiting:
 		s.waiting.each(add)
 	case stateCancelled:
