@@ -178,12 +178,27 @@ func (sc *scenario) enqueue(tasks ...*peonify.Task) {
 }
 
 // store stores tasks, in batches of 1,000 and in order, that the scenario
-// does not wait for.
+// does not wait for. A batch that fails is stored again, as the Enqueuer
+// contract allows (the tasks keep the IDs the first try gave them, and
+// those stored already come back as duplicates): on a SQLite file that
+// four processes claim from in turn, a write can wait past its busy
+// timeout.
 func (sc *scenario) store(tasks ...*peonify.Task) {
 	sc.t.Helper()
 	for len(tasks) > 0 {
 		n := min(len(tasks), 1000)
-		streamtest.Enqueue(sc.t, sc.st.s, tasks[:n]...)
+		for try := 1; ; try++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err := sc.st.s.Enqueue(ctx, tasks[:n]...)
+			cancel()
+			if err == nil || errors.Is(err, peonify.ErrDuplicate) {
+				break
+			}
+			if try == 5 {
+				sc.t.Fatalf("enqueue: %v (%d tries)", err, try)
+			}
+			sc.t.Logf("enqueue failed, storing the batch again: %v", err)
+		}
 		tasks = tasks[n:]
 	}
 }
