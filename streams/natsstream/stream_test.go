@@ -3,6 +3,7 @@ package natsstream
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -191,22 +192,28 @@ func TestAttemptsAcrossOutcomes(t *testing.T) {
 
 	d := streamtest.PollUntil(t, s, 1, 5*time.Second)[0] // attempt 1; let its lease run out
 	d = streamtest.PollUntil(t, s, 1, 5*time.Second)[0]
-	if d.Task.Attempt != 2 {
-		t.Fatalf("after an expired lease: Attempt %d, want 2", d.Task.Attempt)
+	// Normally 2. The server also counts a delivery to a Poll that gave up
+	// on its request (README.md, "Counting attempts"), which a loaded
+	// machine can make happen; what follows is counted from here.
+	expired := d.Task.Attempt
+	if expired < 2 {
+		t.Fatalf("after an expired lease: Attempt %d, want 2", expired)
+	} else if expired > 2 {
+		t.Logf("after an expired lease: Attempt %d: the server counted a delivery no Poll saw", expired)
 	}
 	if err := s.Nack(ctx, d, peonify.NackOptions{Outcome: peonify.OutcomeReleased}); err != nil {
 		t.Fatal(err)
 	}
 	d = streamtest.PollUntil(t, s, 1, 5*time.Second)[0]
-	if d.Task.Attempt != 2 {
-		t.Fatalf("after a release: Attempt %d, want 2", d.Task.Attempt)
+	if d.Task.Attempt != expired {
+		t.Fatalf("after a release: Attempt %d, want %d", d.Task.Attempt, expired)
 	}
 	if err := s.Nack(ctx, d, peonify.NackOptions{Outcome: peonify.OutcomeFailed, Reason: "line one\nline two"}); err != nil {
 		t.Fatal(err)
 	}
 	d = streamtest.PollUntil(t, s, 1, 5*time.Second)[0]
-	if d.Task.Attempt != 3 || d.Task.LastError != "line one line two" {
-		t.Fatalf("after a failure: Attempt %d, LastError %q; want 3 and the reason on one line", d.Task.Attempt, d.Task.LastError)
+	if d.Task.Attempt != expired+1 || d.Task.LastError != "line one line two" {
+		t.Fatalf("after a failure: Attempt %d, LastError %q; want %d and the reason on one line", d.Task.Attempt, d.Task.LastError, expired+1)
 	}
 	if err := s.Nack(ctx, d, peonify.NackOptions{Outcome: peonify.OutcomeDead, Reason: "poison"}); err != nil {
 		t.Fatal(err)
@@ -221,7 +228,7 @@ func TestAttemptsAcrossOutcomes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for k, want := range map[string]string{
-		HeaderID: "a1", HeaderType: "t", HeaderAttempts: "3", HeaderDeadReason: "poison",
+		HeaderID: "a1", HeaderType: "t", HeaderAttempts: strconv.Itoa(expired + 1), HeaderDeadReason: "poison",
 		HeaderLastError: "line one line two", "k": "v",
 	} {
 		if got := rm.Header.Get(k); got != want {
@@ -232,8 +239,8 @@ func TestAttemptsAcrossOutcomes(t *testing.T) {
 		t.Errorf("dead letter: %s %q, payload %q", HeaderDeadAt, rm.Header.Get(HeaderDeadAt), rm.Data)
 	}
 	info, err := s.Get(ctx, "a1")
-	if err != nil || info.State != peonify.StateDead || info.Attempts != 3 || info.LastError != "poison" {
-		t.Errorf("Get = %+v, %v; want dead after 3 attempts with reason poison", info, err)
+	if err != nil || info.State != peonify.StateDead || info.Attempts != expired+1 || info.LastError != "poison" {
+		t.Errorf("Get = %+v, %v; want dead after %d attempts with reason poison", info, err, expired+1)
 	}
 }
 
