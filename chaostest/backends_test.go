@@ -124,8 +124,16 @@ func openStream(ctx context.Context, spec streamSpec, name string, logger *slog.
 		}
 		return &opened{s: s, enq: s, insp: s, done: func() {}}, nil
 	}
+	if open, ok := openers[spec.Kind]; ok {
+		return open(ctx, spec, name, logger)
+	}
 	return nil, fmt.Errorf("unknown stream kind %q", spec.Kind)
 }
+
+// openers open the stream kinds that files of their own add to the matrix
+// (the clusters, in cluster_*_test.go), by kind. They register in an init
+// function, so that children, which run this binary, open them too.
+var openers = map[string]func(ctx context.Context, spec streamSpec, name string, logger *slog.Logger) (*opened, error){}
 
 func natsConfig(spec streamSpec, logger *slog.Logger) natsstream.Config {
 	return natsstream.Config{Stream: spec.Queue, Subject: "chaos." + spec.Queue, AckWait: spec.Lease, Logger: logger}
@@ -158,6 +166,11 @@ type backend struct {
 	// those that must end dead; nil where the stream documents no such
 	// producers.
 	raw func(t *testing.T, spec streamSpec) (complete, dead []string)
+
+	// cluster marks a backend whose prepare starts a cluster of the test's
+	// own: only the scenarios marked cluster run on it, and those run on
+	// nothing else.
+	cluster bool
 }
 
 var backends = []*backend{

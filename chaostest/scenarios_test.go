@@ -26,6 +26,7 @@ type scenario struct {
 	smoke   bool   // part of the default run, on the embedded store
 	only    string // the one backend it applies to, if any
 	tmpfs   int64  // the size of the tmpfs the cell's queue is on; none when 0
+	cluster bool   // runs on the cluster backends only, which run nothing else
 	run     func(c *cell)
 }
 
@@ -68,7 +69,7 @@ func TestChaos(t *testing.T) {
 	t.Run("cells", func(t *testing.T) {
 		for _, sc := range scenarios {
 			for _, b := range backends {
-				if sc.only != "" && sc.only != b.name {
+				if sc.only != "" && sc.only != b.name || sc.cluster != b.cluster {
 					continue
 				}
 				if !full && (!sc.smoke || b.name != "sqlite") {
