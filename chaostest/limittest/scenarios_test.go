@@ -94,9 +94,16 @@ func TestRate(t *testing.T) {
 		for i, r := range runs {
 			starts[i] = r.Start
 		}
+		// The store grants at most Rate 20 + Burst 5 in any second, but a
+		// start is recorded by the handler, after the grant: on a loaded
+		// machine a process that stalls for a moment records several late
+		// starts at once, which can move up to jitterStarts of them into
+		// another second. A store that overshoots for longer shows in the
+		// whole run's duration below.
+		const jitterStarts = 5 // 250ms of grants at Rate 20
 		most, from := busiestWindow(starts, time.Second)
-		if most > 25 {
-			t.Errorf("%d tasks started in the second from %s: over Rate 20 + Burst 5", most, from.Format("15:04:05.000000"))
+		if most > 25+jitterStarts {
+			t.Errorf("%d tasks started in the second from %s: over Rate 20 + Burst 5 (+ %d for late records)", most, from.Format("15:04:05.000000"), jitterStarts)
 		}
 		if len(starts) == 0 {
 			t.Fatal("no run recorded")
