@@ -407,7 +407,9 @@ func testWorkflowFanOut(h *harness) {
 	}
 	stop := h.runProcessor(tl)
 	defer stop()
-	ctx, cancel := context.WithTimeout(h.ctx(), 2*h.f.Timeout)
+	// A thousand tasks through one processor: on a loaded machine an
+	// embedded store under -race has taken over 20s.
+	ctx, cancel := context.WithTimeout(h.ctx(), 4*h.f.Timeout)
 	defer cancel()
 	info, err := tr.Wait(ctx, sink.ID)
 	if err != nil || info.State != peonify.StateDone {

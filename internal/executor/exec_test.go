@@ -106,13 +106,15 @@ func testExecTimeoutKillsProcessGroup(t *testing.T, supervise bool) {
 	e := newExec(t, ExecConfig{
 		Shell:     `trap '' TERM; sh -c 'trap "" TERM; sleep 60' & echo $! > child.pid; wait`,
 		Dir:       dir,
-		Timeout:   200 * time.Millisecond,
+		// Long enough that a loaded machine starts the grandchild and
+		// writes its pid before the timeout: at 200ms it once did not.
+		Timeout:   time.Second,
 		KillGrace: 100 * time.Millisecond,
 		Supervise: supervise,
 	})
 	start := time.Now()
 	ev := outcome(t, e, &peonify.Task{Type: "job"})
-	if ev.Kind != peonify.EventRetried || !strings.Contains(ev.Err.Error(), "ran longer than its timeout (200ms)") {
+	if ev.Kind != peonify.EventRetried || !strings.Contains(ev.Err.Error(), "ran longer than its timeout (1s)") {
 		t.Fatalf("outcome %s (%v), want retried after the timeout", ev.Kind, ev.Err)
 	}
 	if took := time.Since(start); took > 10*time.Second {

@@ -252,29 +252,35 @@ func TestMaxDeliver(t *testing.T) {
 	s, _ := newTestStream(t, js, Config{AckWait: 100 * time.Millisecond, MaxDeliver: 2})
 	ctx := streamtest.Context(t)
 	streamtest.Enqueue(t, s, &peonify.Task{ID: "crashy", Type: "t"})
-	for want := 1; want <= 2; want++ {
-		d := streamtest.PollUntil(t, s, 1, 5*time.Second)[0]
-		if d.Task.Attempt != want {
-			t.Fatalf("delivery %d has Attempt %d", want, d.Task.Attempt)
-		}
-	}
-	deadline := time.Now().Add(5 * time.Second)
+	// Normally attempts 1 and 2 are delivered, then the task is dead. The
+	// server also counts a delivery to a Poll that gave up on its request
+	// (README.md, "Counting attempts"), so on a loaded machine one of them
+	// may not be seen; none may be delivered past MaxDeliver.
+	seen := 0
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ds, err := s.Poll(ctx, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(ds) > 0 {
-			t.Fatalf("the task was delivered a third time (Attempt %d) with MaxDeliver 2", ds[0].Task.Attempt)
+			seen++
+			if a := ds[0].Task.Attempt; a > 2 || a < seen {
+				t.Fatalf("delivery %d has Attempt %d, with MaxDeliver 2", seen, a)
+			}
+			continue // let its lease run out
 		}
 		if info, err := s.Get(ctx, "crashy"); err == nil && info.State == peonify.StateDead {
 			if info.Attempts != 2 || !strings.Contains(info.LastError, "MaxDeliver") {
 				t.Errorf("dead task: Attempts %d, reason %q", info.Attempts, info.LastError)
 			}
+			if seen == 0 {
+				t.Error("the task went dead without being delivered once")
+			}
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the task was not dead-lettered")
+			t.Fatalf("the task was not dead-lettered (%d deliveries seen)", seen)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
