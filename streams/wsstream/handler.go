@@ -1,13 +1,16 @@
 package wsstream
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -214,7 +217,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ws, err := websocket.Accept(w, r, &h.accept) // answers 403 for a foreign origin
+	hw := &hijackWriter{ResponseWriter: w}
+	ws, err := websocket.Accept(hw, r, &h.accept) // answers 403 for a foreign origin
 	if err != nil {
 		h.log.Debug("wsstream: handshake refused", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
 		return
@@ -223,7 +227,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
-	c := &serverConn{h: h, ws: ws, cancel: cancel, remote: r.RemoteAddr,
+	c := &serverConn{h: h, ws: ws, tcp: hw.conn, cancel: cancel, remote: r.RemoteAddr,
 		in: make(chan inbound, h.cfg.MaxInFlight), done: make(chan struct{})}
 	if !h.register(c) {
 		_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
@@ -302,6 +306,7 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 type serverConn struct {
 	h      *Handler
 	ws     *websocket.Conn
+	tcp    *endConn           // the connection ws runs on
 	cancel context.CancelFunc // aborts the connection's reads, writes and enqueues
 	remote string
 
@@ -340,6 +345,15 @@ func (c *serverConn) read(ctx context.Context) {
 			} else if st := websocket.CloseStatus(err); st != websocket.StatusNormalClosure && st != websocket.StatusGoingAway && ctx.Err() == nil {
 				c.h.log.Debug("wsstream: connection ended", "remote", c.remote, "err", err)
 			}
+			return
+		}
+		if c.tcp.ended.Load() {
+			// The connection ended while the message was read, which
+			// the WebSocket library takes for the message's end when it
+			// comes between two fragments or right after a frame's
+			// header: what was read may be cut short. Nothing is stored
+			// and nothing answered; the client sends it again.
+			c.h.log.Debug("wsstream: connection ended in the middle of a message; the message is dropped", "remote", c.remote, "bytes", len(data))
 			return
 		}
 		t, bad := decode(data)
@@ -537,4 +551,41 @@ func (c *serverConn) ping(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// hijackWriter hands the WebSocket library, when it takes over the HTTP
+// connection, an endConn around it.
+type hijackWriter struct {
+	http.ResponseWriter
+	conn *endConn // set by Hijack
+}
+
+// Hijack takes over the connection from net/http.
+func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.conn = &endConn{Conn: conn}
+	return w.conn, brw, nil
+}
+
+// endConn is a connection that notes when a read of it failed or met
+// its end. The WebSocket library reads exactly what a message needs, so a
+// read that ends the connection while a message is read means the
+// message did not arrive whole, even when the library returns it as if
+// it had (it does so for a connection that closes between two fragments
+// of a message, or after a frame's header and before its payload).
+type endConn struct {
+	net.Conn
+	ended atomic.Bool
+}
+
+// Read reads from the connection, and notes its end or failure.
+func (c *endConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.ended.Store(true)
+	}
+	return n, err
 }
