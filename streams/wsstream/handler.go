@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -167,7 +168,8 @@ type Handler struct {
 	closing   bool
 	goingAway chan struct{} // closed when Shutdown starts
 	conns     map[*serverConn]struct{}
-	wg        sync.WaitGroup // one per connection being served
+	storing   map[string]chan struct{} // IDs being stored, by the connection that claimed them; closed when done
+	wg        sync.WaitGroup           // one per connection being served
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -200,6 +202,7 @@ func New(store peonify.Enqueuer, cfg Config) (*Handler, error) {
 		},
 		goingAway: make(chan struct{}),
 		conns:     make(map[*serverConn]struct{}),
+		storing:   make(map[string]chan struct{}),
 	}, nil
 }
 
@@ -442,26 +445,69 @@ type failure struct {
 // each task that is stored (now or before) and the failure of the others.
 // A task whose ID the Handler stored within Config.ResendWindow is
 // answered as stored without asking the store, which may have forgotten
-// it.
+// it. A task that another connection is storing at the moment (the first
+// send of a task whose client reconnected and sent it again before the
+// first connection's Enqueue returned) waits for that Enqueue, so that the
+// resend is recognised and not stored twice.
 func (c *serverConn) store(ctx context.Context, batch []inbound) []*failure {
 	results := make([]*failure, len(batch))
-	var tasks []*peonify.Task
+	var todo []*peonify.Task
 	seen := make(map[string]bool)
 	for _, in := range batch {
 		if in.task == nil || seen[in.task.ID] { // a repeat within the batch is answered with the first
 			continue
 		}
 		seen[in.task.ID] = true
-		if c.h.resends.Seen(in.task.ID) {
-			c.h.log.Debug("wsstream: task resent within Config.ResendWindow; acknowledged without storing it again", "remote", c.remote, "id", in.task.ID)
-			continue
-		}
-		tasks = append(tasks, in.task)
-	}
-	if len(tasks) == 0 {
-		return results
+		todo = append(todo, in.task)
 	}
 	failed := make(map[string]*failure)
+	for len(todo) > 0 {
+		todo = slices.DeleteFunc(todo, func(t *peonify.Task) bool {
+			if c.h.resends.Seen(t.ID) {
+				c.h.log.Debug("wsstream: task resent within Config.ResendWindow; acknowledged without storing it again", "remote", c.remote, "id", t.ID)
+				return true
+			}
+			return false
+		})
+		mine, busy, wait := c.h.claim(todo)
+		func() {
+			defer c.h.release(mine) // also if the store panics
+			c.storeClaimed(ctx, mine, failed)
+		}()
+		if len(busy) == 0 {
+			break
+		}
+		for _, ch := range wait {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				for _, t := range busy {
+					failed[t.ID] = &failure{msg: "task not stored: the server is shutting down; send it again later", retryable: true}
+				}
+				busy = nil
+			}
+			if busy == nil {
+				break
+			}
+		}
+		// The other connection's Enqueue returned: its tasks are now
+		// recognised as resends, or are tried again here if it failed.
+		todo = busy
+	}
+	for i, in := range batch {
+		if in.task != nil {
+			results[i] = failed[in.task.ID]
+		}
+	}
+	return results
+}
+
+// storeClaimed enqueues tasks, which no other connection is storing, and
+// sets the failure of each that was not stored in failed.
+func (c *serverConn) storeClaimed(ctx context.Context, tasks []*peonify.Task, failed map[string]*failure) {
+	if len(tasks) == 0 {
+		return
+	}
 	if err := c.enqueue(ctx, tasks...); err != nil {
 		if len(tasks) == 1 {
 			failed[tasks[0].ID] = c.failure(err)
@@ -476,12 +522,35 @@ func (c *serverConn) store(ctx context.Context, batch []inbound) []*failure {
 		}
 	}
 	c.record(tasks, failed)
-	for i, in := range batch {
-		if in.task != nil {
-			results[i] = failed[in.task.ID]
+}
+
+// claim marks the tasks that no connection is storing now as stored by
+// the caller, who must release them, and returns them (mine); it returns
+// the others (busy) with what to wait for until their Enqueue returned.
+func (h *Handler) claim(tasks []*peonify.Task) (mine, busy []*peonify.Task, wait []chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, t := range tasks {
+		if ch, ok := h.storing[t.ID]; ok {
+			busy = append(busy, t)
+			wait = append(wait, ch)
+			continue
 		}
+		h.storing[t.ID] = make(chan struct{})
+		mine = append(mine, t)
 	}
-	return results
+	return mine, busy, wait
+}
+
+// release ends the claims of claim, once the tasks are stored and
+// recorded, or failed.
+func (h *Handler) release(tasks []*peonify.Task) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, t := range tasks {
+		close(h.storing[t.ID])
+		delete(h.storing, t.ID)
+	}
 }
 
 // record remembers the IDs of the tasks that were stored, before they are
