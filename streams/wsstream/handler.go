@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -462,14 +461,10 @@ func (c *serverConn) store(ctx context.Context, batch []inbound) []*failure {
 	}
 	failed := make(map[string]*failure)
 	for len(todo) > 0 {
-		todo = slices.DeleteFunc(todo, func(t *peonify.Task) bool {
-			if c.h.resends.Seen(t.ID) {
-				c.h.log.Debug("wsstream: task resent within Config.ResendWindow; acknowledged without storing it again", "remote", c.remote, "id", t.ID)
-				return true
-			}
-			return false
-		})
-		mine, busy, wait := c.h.claim(todo)
+		mine, busy, wait, resent := c.h.claim(todo)
+		for _, t := range resent {
+			c.h.log.Debug("wsstream: task resent within Config.ResendWindow; acknowledged without storing it again", "remote", c.remote, "id", t.ID)
+		}
 		func() {
 			defer c.h.release(mine) // also if the store panics
 			c.storeClaimed(ctx, mine, failed)
@@ -524,13 +519,20 @@ func (c *serverConn) storeClaimed(ctx context.Context, tasks []*peonify.Task, fa
 	c.record(tasks, failed)
 }
 
-// claim marks the tasks that no connection is storing now as stored by
-// the caller, who must release them, and returns them (mine); it returns
-// the others (busy) with what to wait for until their Enqueue returned.
-func (h *Handler) claim(tasks []*peonify.Task) (mine, busy []*peonify.Task, wait []chan struct{}) {
+// claim sorts tasks: those stored within Config.ResendWindow go to
+// resent; those that another connection is storing now are returned as
+// busy, with what to wait for until its Enqueue returned; the others are
+// marked as being stored by the caller, who must release them, and
+// returned as mine. Since release runs after the IDs are recorded, a task
+// is either seen as stored or as being stored, never stored twice.
+func (h *Handler) claim(tasks []*peonify.Task) (mine, busy []*peonify.Task, wait []chan struct{}, resent []*peonify.Task) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, t := range tasks {
+		if h.resends.Seen(t.ID) {
+			resent = append(resent, t)
+			continue
+		}
 		if ch, ok := h.storing[t.ID]; ok {
 			busy = append(busy, t)
 			wait = append(wait, ch)
@@ -539,7 +541,7 @@ func (h *Handler) claim(tasks []*peonify.Task) (mine, busy []*peonify.Task, wait
 		h.storing[t.ID] = make(chan struct{})
 		mine = append(mine, t)
 	}
-	return mine, busy, wait
+	return mine, busy, wait, resent
 }
 
 // release ends the claims of claim, once the tasks are stored and
