@@ -38,7 +38,23 @@
 //	fulldisk   the embedded store's file system (a tmpfs the cell mounts; skipped without CAP_SYS_ADMIN) fills
 //	           up: Enqueue fails saying so, PRAGMA integrity_check passes, processing resumes once space is freed
 //	intake     a webhook intake whose answers are cut mid-reply: the sender resends, the resend is answered as a
-//	           duplicate, the task runs
+//	           duplicate, the task runs; requests cut while their body is sent (short of Content-Length, a
+//	           chunked body without its last chunk) store nothing, and sent again whole are new tasks
+//	intakews   a WebSocket intake whose acks are cut mid-reply, whose messages are cut while sent (inside a
+//	           frame, between fragments), and the Go client resending through cut answers: every task runs,
+//	           and each reaches the store once, whole (the resend window recognises every resend, RabbitMQ
+//	           included)
+//
+// TestChaosKeepalive (PEONIFY_CHAOS=1, as root) runs a processor in a
+// network namespace of its own, joined by a veth pair, and then drops
+// every packet both ways with a queueing discipline (netem's loss 100%,
+// or blackhole on a kernel without netem), so that nothing answers even
+// its TCP keepalives, unlike the in-process proxy. It reports, for each
+// server stream side by side, how long the processor took to notice and
+// what noticed (the first warning it logs), and checks that it works
+// again once the packets flow and that nothing is lost. It removes its
+// namespaces and links when it ends, also on failure, and skips without
+// root, ip or tc.
 //
 // Each scenario asserts that every task whose Enqueue returned nil
 // completed at least once, that no other task appeared, that tasks ran

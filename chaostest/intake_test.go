@@ -26,10 +26,13 @@ import (
 // once, and a resend the store still holds is answered as a duplicate
 // (Peonify-Duplicate) rather than stored again, except on a store that
 // cannot refuse a duplicate ID (RabbitMQ), whose duplicates are bounded by
-// the cut answers.
+// the cut answers. Then requests whose connection drops while the body is
+// partly sent: nothing of them is stored, and each, sent again whole, is a
+// new task (202 Accepted) with the whole body.
 func scenarioIntake(c *cell) {
 	const secret = "chaos intake secret"
-	hooks, err := webhookstream.New(c.st.enq, webhookstream.Config{Routes: map[string]webhookstream.Route{
+	store := &countingStore{enq: c.st.enq, calls: make(map[string][]string)}
+	hooks, err := webhookstream.New(store, webhookstream.Config{Routes: map[string]webhookstream.Route{
 		"/hooks/github": {Type: "chaos", JSON: true,
 			Verifier: webhookstream.GitHub{Secrets: []webhookstream.Secret{webhookstream.NewSecret(secret)}}},
 	}})
@@ -93,6 +96,10 @@ func scenarioIntake(c *cell) {
 
 		c.mu.Unlock()
 	}
+	// Requests cut while their body is sent (cutWebhooks, in
+	// intake_ws_test.go) store nothing, and are then sent whole.
+	truncated := cutWebhooks(c, strings.TrimPrefix(srv.URL, "http://"), 20, body, sig)
+	checkWhole(c, store, body)
 	c.inFlight(cutIDs)
 	// The processor starts once every delivery is stored, so that each
 	// resend finds its task still held, as the intake promises.
@@ -103,5 +110,6 @@ func scenarioIntake(c *cell) {
 	if c.b.name != "amqp" && dups < resent {
 		c.t.Errorf("%d of %d resends of deliveries the store held were not recognised as duplicates", resent-dups, resent)
 	}
-	c.note("%d answers cut mid-reply; %d resends, %d answered as duplicates", cut, resent, dups)
+	c.note("%d answers cut mid-reply; %d resends, %d answered as duplicates; %d requests cut mid-body stored nothing",
+		cut, resent, dups, len(truncated))
 }

@@ -48,6 +48,7 @@ var scenarios = []scenario{
 	{name: "reset", run: scenarioReset},
 	{name: "fulldisk", only: "sqlite", tmpfs: fullDiskSize, run: scenarioFullDisk},
 	{name: "intake", run: scenarioIntake}, // intake_test.go
+	{name: "intakews", run: scenarioIntakeWS},
 }
 
 // knownIssues are the failures, by scenario/backend, that a stream's

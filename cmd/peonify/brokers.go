@@ -106,7 +106,9 @@ func (r *resources) nats(rawURL, credentials string, tlsCfg *tls.Config) (*nats.
 	if nc, ok := r.natsConns[key]; ok {
 		return nc, nil
 	}
-	opts := []nats.Option{nats.Name("peonify")}
+	// Keepalives find an idle connection that went silent (see
+	// tcpKeepAlive): a publishing intake's, between its tasks.
+	opts := []nats.Option{nats.Name("peonify"), nats.SetCustomDialer(keepAliveDialer(nats.DefaultTimeout))}
 	if r.processing {
 		opts = append(opts, nats.MaxReconnects(-1))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -133,6 +134,9 @@ func (r *resources) pool(ctx context.Context, rawURL string, maxConns int32) (*p
 	if pc.ConnConfig.ConnectTimeout == 0 {
 		pc.ConnConfig.ConnectTimeout = 10 * time.Second
 	}
+	// An idle connection that went silent (the LISTEN connection, the
+	// pool's idle ones) is found by TCP keepalives: see tcpKeepAlive.
+	pc.ConnConfig.DialFunc = keepAliveDialer(0).DialContext
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres at %s: %s", redactURL(rawURL), redactErr(pgConnectError(err), rawURL))
@@ -145,6 +149,22 @@ func (r *resources) pool(ctx context.Context, rawURL string, maxConns int32) (*p
 	}
 	r.pools[rawURL] = pool
 	return pool, nil
+}
+
+// tcpKeepAlive is the TCP keepalive policy of the daemon's Postgres and
+// NATS connections, the one go-redis uses by default: probe after 30s
+// idle, 5s apart, and give a connection up after 3 unanswered probes, so
+// that an idle connection that went silent without a reset or a FIN (a
+// link gone dark, a NAT or a firewall that forgot it) fails within about
+// 45s, and is replaced. pgx and nats.go leave Go's default, 15s idle
+// then 9 probes 15s apart: 150s. (A connection waiting for an answer is
+// bounded by the processor's store_timeout instead; keepalives apply
+// only while nothing is in flight.)
+var tcpKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 5 * time.Second, Count: 3}
+
+// keepAliveDialer returns a dialer with tcpKeepAlive and the timeout.
+func keepAliveDialer(timeout time.Duration) *net.Dialer {
+	return &net.Dialer{Timeout: timeout, KeepAliveConfig: tcpKeepAlive}
 }
 
 // listener returns the LISTEN connection shared by the streams of one

@@ -29,7 +29,11 @@
 // remembers the IDs it stored (at most Config.ResendMaxIDs, 1,000,000 by
 // default) in memory and, with Config.ResendLog, in a file synced before
 // each acknowledgement, so that the window also holds across restarts and
-// crashes of the server. Without ResendLog a resend after a restart is
+// crashes of the server. A resend that arrives while the first send of
+// the task is still being stored, on the connection that dropped, waits
+// for that Enqueue instead of storing the task a second time. A message
+// that the connection's end cut short, even between two fragments, is
+// neither stored nor answered. Without ResendLog a resend after a restart is
 // recognised only while the store still holds the task. Each Handler
 // remembers its own IDs: behind a load balancer, a resend that reaches
 // another server is recognised by the store alone (give the store a

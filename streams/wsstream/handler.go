@@ -1,13 +1,16 @@
 package wsstream
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -164,7 +167,8 @@ type Handler struct {
 	closing   bool
 	goingAway chan struct{} // closed when Shutdown starts
 	conns     map[*serverConn]struct{}
-	wg        sync.WaitGroup // one per connection being served
+	storing   map[string]chan struct{} // IDs being stored, by the connection that claimed them; closed when done
+	wg        sync.WaitGroup           // one per connection being served
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -197,6 +201,7 @@ func New(store peonify.Enqueuer, cfg Config) (*Handler, error) {
 		},
 		goingAway: make(chan struct{}),
 		conns:     make(map[*serverConn]struct{}),
+		storing:   make(map[string]chan struct{}),
 	}, nil
 }
 
@@ -214,7 +219,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ws, err := websocket.Accept(w, r, &h.accept) // answers 403 for a foreign origin
+	hw := &hijackWriter{ResponseWriter: w}
+	ws, err := websocket.Accept(hw, r, &h.accept) // answers 403 for a foreign origin
 	if err != nil {
 		h.log.Debug("wsstream: handshake refused", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
 		return
@@ -223,7 +229,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
-	c := &serverConn{h: h, ws: ws, cancel: cancel, remote: r.RemoteAddr,
+	c := &serverConn{h: h, ws: ws, tcp: hw.conn, cancel: cancel, remote: r.RemoteAddr,
 		in: make(chan inbound, h.cfg.MaxInFlight), done: make(chan struct{})}
 	if !h.register(c) {
 		_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
@@ -302,6 +308,7 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 type serverConn struct {
 	h      *Handler
 	ws     *websocket.Conn
+	tcp    *endConn           // the connection ws runs on
 	cancel context.CancelFunc // aborts the connection's reads, writes and enqueues
 	remote string
 
@@ -340,6 +347,15 @@ func (c *serverConn) read(ctx context.Context) {
 			} else if st := websocket.CloseStatus(err); st != websocket.StatusNormalClosure && st != websocket.StatusGoingAway && ctx.Err() == nil {
 				c.h.log.Debug("wsstream: connection ended", "remote", c.remote, "err", err)
 			}
+			return
+		}
+		if c.tcp.ended.Load() {
+			// The connection ended while the message was read, which
+			// the WebSocket library takes for the message's end when it
+			// comes between two fragments or right after a frame's
+			// header: what was read may be cut short. Nothing is stored
+			// and nothing answered; the client sends it again.
+			c.h.log.Debug("wsstream: connection ended in the middle of a message; the message is dropped", "remote", c.remote, "bytes", len(data))
 			return
 		}
 		t, bad := decode(data)
@@ -428,26 +444,65 @@ type failure struct {
 // each task that is stored (now or before) and the failure of the others.
 // A task whose ID the Handler stored within Config.ResendWindow is
 // answered as stored without asking the store, which may have forgotten
-// it.
+// it. A task that another connection is storing at the moment (the first
+// send of a task whose client reconnected and sent it again before the
+// first connection's Enqueue returned) waits for that Enqueue, so that the
+// resend is recognised and not stored twice.
 func (c *serverConn) store(ctx context.Context, batch []inbound) []*failure {
 	results := make([]*failure, len(batch))
-	var tasks []*peonify.Task
+	var todo []*peonify.Task
 	seen := make(map[string]bool)
 	for _, in := range batch {
 		if in.task == nil || seen[in.task.ID] { // a repeat within the batch is answered with the first
 			continue
 		}
 		seen[in.task.ID] = true
-		if c.h.resends.Seen(in.task.ID) {
-			c.h.log.Debug("wsstream: task resent within Config.ResendWindow; acknowledged without storing it again", "remote", c.remote, "id", in.task.ID)
-			continue
-		}
-		tasks = append(tasks, in.task)
-	}
-	if len(tasks) == 0 {
-		return results
+		todo = append(todo, in.task)
 	}
 	failed := make(map[string]*failure)
+	for len(todo) > 0 {
+		mine, busy, wait, resent := c.h.claim(todo)
+		for _, t := range resent {
+			c.h.log.Debug("wsstream: task resent within Config.ResendWindow; acknowledged without storing it again", "remote", c.remote, "id", t.ID)
+		}
+		func() {
+			defer c.h.release(mine) // also if the store panics
+			c.storeClaimed(ctx, mine, failed)
+		}()
+		if len(busy) == 0 {
+			break
+		}
+		for _, ch := range wait {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				for _, t := range busy {
+					failed[t.ID] = &failure{msg: "task not stored: the server is shutting down; send it again later", retryable: true}
+				}
+				busy = nil
+			}
+			if busy == nil {
+				break
+			}
+		}
+		// The other connection's Enqueue returned: its tasks are now
+		// recognised as resends, or are tried again here if it failed.
+		todo = busy
+	}
+	for i, in := range batch {
+		if in.task != nil {
+			results[i] = failed[in.task.ID]
+		}
+	}
+	return results
+}
+
+// storeClaimed enqueues tasks, which no other connection is storing, and
+// sets the failure of each that was not stored in failed.
+func (c *serverConn) storeClaimed(ctx context.Context, tasks []*peonify.Task, failed map[string]*failure) {
+	if len(tasks) == 0 {
+		return
+	}
 	if err := c.enqueue(ctx, tasks...); err != nil {
 		if len(tasks) == 1 {
 			failed[tasks[0].ID] = c.failure(err)
@@ -462,12 +517,42 @@ func (c *serverConn) store(ctx context.Context, batch []inbound) []*failure {
 		}
 	}
 	c.record(tasks, failed)
-	for i, in := range batch {
-		if in.task != nil {
-			results[i] = failed[in.task.ID]
+}
+
+// claim sorts tasks: those stored within Config.ResendWindow go to
+// resent; those that another connection is storing now are returned as
+// busy, with what to wait for until its Enqueue returned; the others are
+// marked as being stored by the caller, who must release them, and
+// returned as mine. Since release runs after the IDs are recorded, a task
+// is either seen as stored or as being stored, never stored twice.
+func (h *Handler) claim(tasks []*peonify.Task) (mine, busy []*peonify.Task, wait []chan struct{}, resent []*peonify.Task) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, t := range tasks {
+		if h.resends.Seen(t.ID) {
+			resent = append(resent, t)
+			continue
 		}
+		if ch, ok := h.storing[t.ID]; ok {
+			busy = append(busy, t)
+			wait = append(wait, ch)
+			continue
+		}
+		h.storing[t.ID] = make(chan struct{})
+		mine = append(mine, t)
 	}
-	return results
+	return mine, busy, wait, resent
+}
+
+// release ends the claims of claim, once the tasks are stored and
+// recorded, or failed.
+func (h *Handler) release(tasks []*peonify.Task) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, t := range tasks {
+		close(h.storing[t.ID])
+		delete(h.storing, t.ID)
+	}
 }
 
 // record remembers the IDs of the tasks that were stored, before they are
@@ -537,4 +622,41 @@ func (c *serverConn) ping(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// hijackWriter hands the WebSocket library, when it takes over the HTTP
+// connection, an endConn around it.
+type hijackWriter struct {
+	http.ResponseWriter
+	conn *endConn // set by Hijack
+}
+
+// Hijack takes over the connection from net/http.
+func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.conn = &endConn{Conn: conn}
+	return w.conn, brw, nil
+}
+
+// endConn is a connection that notes when a read of it failed or met
+// its end. The WebSocket library reads exactly what a message needs, so a
+// read that ends the connection while a message is read means the
+// message did not arrive whole, even when the library returns it as if
+// it had (it does so for a connection that closes between two fragments
+// of a message, or after a frame's header and before its payload).
+type endConn struct {
+	net.Conn
+	ended atomic.Bool
+}
+
+// Read reads from the connection, and notes its end or failure.
+func (c *endConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.ended.Store(true)
+	}
+	return n, err
 }

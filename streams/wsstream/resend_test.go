@@ -1,10 +1,14 @@
 package wsstream
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/peonify/peonify"
 
 	"github.com/peonify/peonify/internal/intaketest"
 	"github.com/peonify/peonify/streams/sqlitestream"
@@ -81,5 +85,64 @@ func TestResendLogCannotOpen(t *testing.T) {
 	_, err := New(intaketest.NewMem(t), Config{ResendLog: t.TempDir()}) // a directory
 	if err == nil || !strings.Contains(err.Error(), "Config.ResendLog") {
 		t.Fatalf("New = %v, want an error naming Config.ResendLog", err)
+	}
+}
+
+// gatedStore holds every Enqueue until its gate opens, and counts the
+// Enqueue calls of each task ID.
+type gatedStore struct {
+	peonify.Enqueuer
+	gate    chan struct{}
+	entered chan string
+	mu      sync.Mutex
+	calls   map[string]int
+}
+
+func (s *gatedStore) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
+	s.mu.Lock()
+	for _, t := range tasks {
+		s.calls[t.ID]++
+	}
+	s.mu.Unlock()
+	for _, t := range tasks {
+		select {
+		case s.entered <- t.ID:
+		default: // the test failed already
+		}
+	}
+	select {
+	case <-s.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.Enqueuer.Enqueue(ctx, tasks...)
+}
+
+// A resend that arrives on a new connection while the first connection's
+// Enqueue of the same task is still running (the client reconnected and
+// sent it again before that Enqueue returned) waits for it and is
+// acknowledged without a second Enqueue, which a store that detects no
+// duplicates (RabbitMQ) would store twice.
+func TestResendWhileFirstSendIsStoring(t *testing.T) {
+	store := &gatedStore{Enqueuer: intaketest.NewMem(t), gate: make(chan struct{}), entered: make(chan string, 10), calls: make(map[string]int)}
+	_, url := serve(t, store, Config{EnqueueTimeout: 3 * time.Second})
+	first, second := dialRaw(t, url, nil), dialRaw(t, url, nil)
+	first.send(`{"id":"slow-1","type":"t"}`)
+	if id := <-store.entered; id != "slow-1" {
+		t.Fatalf("the store got %s, want slow-1", id)
+	}
+	second.send(`{"id":"slow-1","type":"t"}`)
+	select {
+	case id := <-store.entered:
+		t.Fatalf("a second Enqueue of %s began while the first was running", id)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(store.gate)
+	first.want(`{"ack":"slow-1"}`)
+	second.want(`{"ack":"slow-1"}`)
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	if n := store.calls["slow-1"]; n != 1 {
+		t.Fatalf("slow-1 reached the store %d times, want once", n)
 	}
 }
