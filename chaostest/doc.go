@@ -73,7 +73,7 @@
 // Postgres and RabbitMQ servers, so run it on its own, not beside other
 // tests; it leaves them running. Redis and NATS are restarted as private
 // servers that the scenario starts itself. PEONIFY_CHAOS_TABLE=file also
-// writes the table to file.
+// appends the table to file (TestChaosKeepalive appends its rows too).
 //
 // # The toolkit
 //

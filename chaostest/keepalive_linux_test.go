@@ -48,6 +48,7 @@ func TestChaosKeepalive(t *testing.T) {
 		}
 	})
 	t.Logf("chaos table (keepalive):\n%s", tbl.String())
+	appendTable(t, &tbl)
 }
 
 // keepaliveDark is how long the link stays dark at most: the time

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -63,7 +64,7 @@ var knownIssues = map[string]string{}
 // embedded store; PEONIFY_CHAOS=1 runs the whole matrix, server restarts
 // and the million-task backlog included, and should run alone: it restarts
 // the shared Postgres and RabbitMQ servers. It logs a table of scenario ×
-// stream, also written to the file named by PEONIFY_CHAOS_TABLE if set.
+// stream, also appended to the file named by PEONIFY_CHAOS_TABLE if set.
 func TestChaos(t *testing.T) {
 	full := chaosEnabled()
 	var tbl Table
@@ -90,10 +91,23 @@ func TestChaos(t *testing.T) {
 		mode = "full matrix"
 	}
 	t.Logf("chaos table (%s):\n%s", mode, tbl.String())
-	if path := os.Getenv("PEONIFY_CHAOS_TABLE"); path != "" {
-		if err := os.WriteFile(path, []byte(tbl.String()), 0o644); err != nil {
-			t.Error(err)
-		}
+	appendTable(t, &tbl)
+}
+
+// appendTable appends tbl to the file named by PEONIFY_CHAOS_TABLE, if
+// set, where every test of the matrix adds its rows.
+func appendTable(t *testing.T, tbl *Table) {
+	path := os.Getenv("PEONIFY_CHAOS_TABLE")
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err == nil {
+		_, err = f.WriteString(tbl.String())
+		err = errors.Join(err, f.Close())
+	}
+	if err != nil {
+		t.Error(err)
 	}
 }
 
