@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,6 +50,13 @@ const asyncLossWindow = time.Second
 // lag.
 const asyncAgainWindow = 2 * time.Second
 
+// replicaLease is the lease of the pair's cells: longer than chaosLease,
+// since each cell runs two Postgres servers besides its processors, and a
+// commit that waits for the synchronous standby on a loaded two-core
+// machine has been seen to stall past 2s, which let leases end under live
+// processors before the failover.
+const replicaLease = 5 * time.Second
+
 func init() {
 	backends = append(backends, &backend{name: "postgres-replica", prepare: preparePostgresReplica, cluster: true,
 		seesRunning: true, acksConfirmed: true})
@@ -79,7 +87,7 @@ func preparePostgresReplica(t *testing.T, _, _ string) streamSpec {
 	if err := pgstream.Migrate(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
-	return streamSpec{Kind: "postgres-replica", Addr: p.URL(), Queue: "chaos-" + randHex(6), Lease: chaosLease}
+	return streamSpec{Kind: "postgres-replica", Addr: p.URL(), Queue: "chaos-" + randHex(6), Lease: replicaLease}
 }
 
 // openPostgresReplica opens a stream on a pgxpool of the pair's multi-host
@@ -108,7 +116,7 @@ func openPostgresReplica(syncCommit bool) func(context.Context, streamSpec, stri
 
 // scenarioPromote runs two processors and a producer on the pair, stops
 // the primary at once when a quarter of the tasks are enqueued and a sixth
-// done, keeps the pair without a primary for a second, and promotes the
+// done, while a second producer enqueues back to back, keeps the pair without a primary for a second, and promotes the
 // standby. With durable (synchronous replication and SyncCommit) nothing
 // may be lost and only the tasks in flight at the failover may run twice;
 // without, the tasks enqueued within asyncLossWindow before the stop may
@@ -139,9 +147,12 @@ func scenarioPromote(c *cell, durable bool) {
 	)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := 0; i < total && ctx.Err() == nil; i += batch {
-			tasks := c.tasks(fmt.Sprintf("promote%04d", i), batch, work{Ms: 10})
+	// produce enqueues batches of tasks named prefix and a number while
+	// more says so, pausing between them, and retries a batch whose
+	// Enqueue failed until it is stored.
+	produce := func(prefix string, batch int, pause time.Duration, more func(i int) bool) {
+		for i := 0; more(i) && ctx.Err() == nil; i += batch {
+			tasks := c.tasks(fmt.Sprintf("%s%04d", prefix, i), batch, work{Ms: 10})
 			for try := 0; c.tryEnqueue(false, tasks...) != nil; try++ {
 				// The failed call may have stored the tasks; the retry
 				// then finds them stored, or stores them again if the
@@ -163,9 +174,11 @@ func scenarioPromote(c *cell, durable bool) {
 			smu.Lock()
 			stamps = append(stamps, stored{time.Now(), ids(tasks)})
 			smu.Unlock()
-			time.Sleep(60 * time.Millisecond) // about 300 tasks a second, for 4s
+			time.Sleep(pause)
 		}
-	})
+	}
+	// About 300 tasks a second for 4s.
+	wg.Go(func() { produce("promote", batch, 60*time.Millisecond, func(i int) bool { return i < total }) })
 	c.t.Cleanup(func() { cancel(); wg.Wait() })
 
 	waitFor(c.remaining(), func() bool {
@@ -177,7 +190,13 @@ func scenarioPromote(c *cell, durable bool) {
 	lctx, lcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	write, _, replay, lagErr := p.ReplicationLag(lctx)
 	lcancel()
+	// A burst of small enqueues back to back, from just before the stop
+	// until one goes through after it: some commit as the primary stops.
+	var stopped atomic.Bool
+	wg.Go(func() { produce("burst", 5, 0, func(int) bool { return !stopped.Load() }) })
+	time.Sleep(300 * time.Millisecond)
 	before := c.heldBy(a.pid, b.pid)
+	stopped.Store(true)
 	stop := time.Now()
 	p.StopPrimary(c.t)
 	time.Sleep(time.Second) // no primary: the processors' polls and the producer's enqueues fail
