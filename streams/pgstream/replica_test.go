@@ -52,6 +52,17 @@ func TestReplicaConformance(t *testing.T) {
 	}, peonifytest.Features{Lease: lease})
 }
 
+// TestReplicaScaleOut runs the scale-out test (see TestScaleOut) on a
+// primary with a synchronous replica, its processes connected through the
+// multi-host URL.
+func TestReplicaScaleOut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs four processes over 20,000 tasks; skipped with -short")
+	}
+	p := testcluster.StartPostgres(t, testcluster.PostgresOptions{Synchronous: "on"})
+	scaleOut(t, replicaPool(t, p, 8), p.URL())
+}
+
 // TestReplicaFailover runs a processor on the multi-host URL of a primary
 // with a synchronous replica, stops the primary as a crash would and
 // promotes the standby. The processor, its stream's listener and the
