@@ -295,6 +295,29 @@ type Verdict struct {
 	Duplicates int      // completed runs beyond the first, over all tasks
 	Bound      int      // duplicates the faults allow: tasks in flight at them
 	Excess     []string // tasks that ran more often than the faults they were in flight at allow
+	// MayLose are the lost tasks that the faults may lose by what the
+	// stream documents (see AllowLoss); Err does not count them.
+	MayLose []string
+}
+
+// AllowLoss moves the lost tasks that are among mayLose from Lost to
+// MayLose: tasks that a fault may lose by the stream's documented
+// guarantees, such as those enqueued within the replication lag before an
+// asynchronous standby was promoted.
+func (v *Verdict) AllowLoss(mayLose []string) {
+	allowed := make(map[string]bool, len(mayLose))
+	for _, id := range mayLose {
+		allowed[id] = true
+	}
+	lost := v.Lost[:0]
+	for _, id := range v.Lost {
+		if allowed[id] {
+			v.MayLose = append(v.MayLose, id)
+		} else {
+			lost = append(lost, id)
+		}
+	}
+	v.Lost = lost
 }
 
 // Verify checks the history against the tasks whose Enqueue returned nil

@@ -277,6 +277,23 @@ func TestVerify(t *testing.T) {
 	}
 }
 
+// TestVerdictAllowLoss checks that only the tasks a fault may lose stop
+// counting as lost.
+func TestVerdictAllowLoss(t *testing.T) {
+	v := Verdict{Tasks: 5, Lost: []string{"a", "b", "c"}}
+	v.AllowLoss([]string{"b", "c", "z"})
+	if strings.Join(v.Lost, ",") != "a" || strings.Join(v.MayLose, ",") != "b,c" {
+		t.Fatalf("after AllowLoss: Lost %v, MayLose %v; want [a], [b c]", v.Lost, v.MayLose)
+	}
+	if err := v.Err(); err == nil || !strings.Contains(err.Error(), "1 of 5") {
+		t.Fatalf("Err() = %v, want the one task not allowed named as lost", err)
+	}
+	v.AllowLoss([]string{"a"})
+	if err := v.Err(); err != nil {
+		t.Fatalf("Err() = %v with every loss allowed", err)
+	}
+}
+
 func TestVerdictErrListsSome(t *testing.T) {
 	var lost []string
 	for i := range 12 {

@@ -82,7 +82,9 @@ type Config struct {
 	// claims and acks, so those tasks are delivered again, which
 	// at-least-once delivery allows, and drains spend no time waiting for
 	// the disk. Enqueue is always synchronous: a task it reported stored
-	// survives a crash.
+	// survives a crash. With a synchronous standby, SyncCommit also makes
+	// claims and acks wait for the standby, so that a failover to it keeps
+	// them (see "Clusters and failover" in the README).
 	SyncCommit bool
 
 	// Logger receives the stream's logs (listener reconnects, rescued

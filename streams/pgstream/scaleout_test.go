@@ -47,6 +47,7 @@ type scaleOutOrders struct {
 	Ledger   string // the ledger file every child records in
 	Identity string // the stream's Config.Identity: claimed_by of the rows it leases
 	App      string // application_name of the child's connections
+	URL      string // the database; the test server's when empty
 }
 
 // TestScaleOut runs four processor processes on one queue of 20,000 tasks
@@ -68,7 +69,12 @@ func TestScaleOut(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs four processes over 20,000 tasks; skipped with -short")
 	}
-	pool := testPool(t)
+	scaleOut(t, testPool(t), "")
+}
+
+// scaleOut runs the scale-out test on pool; the children connect to url,
+// or to the test server when it is empty.
+func scaleOut(t *testing.T, pool *pgxpool.Pool, url string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -119,6 +125,7 @@ func TestScaleOut(t *testing.T) {
 			Ledger:   ledger,
 			Identity: fmt.Sprintf("scaleout-%d", i),
 			App:      fmt.Sprintf("pgstream-scaleout-%s-%d", tag, i),
+			URL:      url,
 		}
 	}
 	crashtest.ScaleOut{
@@ -181,7 +188,11 @@ func TestScaleOutHelper(t *testing.T) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 
-	cfg, err := pgxpool.ParseConfig(testenv.URL(t, "postgres"))
+	url := o.URL
+	if url == "" {
+		url = testenv.URL(t, "postgres")
+	}
+	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		t.Fatal(err)
 	}
