@@ -1,0 +1,133 @@
+package redisstream
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
+	"github.com/peonify/peonify/internal/testcluster"
+	"github.com/peonify/peonify/peonifytest"
+	"github.com/redis/go-redis/v9"
+)
+
+// clusterClient returns a client of rc, closed when the test ends.
+func clusterClient(t testing.TB, rc *testcluster.RedisCluster) *redis.ClusterClient {
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Addrs(), PoolSize: 64})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// spreadQueues returns n queue names whose slots are served by n different
+// masters of rc when n is at most the number of masters, so that a test
+// over them touches every master.
+func spreadQueues(t testing.TB, rc *testcluster.RedisCluster, n int) []string {
+	t.Helper()
+	ctx := streamtest.Context(t)
+	seen := map[string]bool{}
+	var qs []string
+	for i := 0; len(qs) < n && i < 1000; i++ {
+		q := "q" + strconv.Itoa(i)
+		m, err := rc.MasterOf(ctx, "{"+q+"}")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !seen[m] || len(seen) >= 3 {
+			seen[m] = true
+			qs = append(qs, q)
+		}
+	}
+	return qs
+}
+
+// TestCluster runs the stream on a Redis Cluster of 3 masters with a
+// replica each, through a redis.ClusterClient: the conformance suite with
+// every check on a queue of its own (so spread over the slots of all the
+// masters), one processor over queues on three masters, and the
+// scale-out test.
+func TestCluster(t *testing.T) {
+	rc := testcluster.Redis(t)
+	c := clusterClient(t, rc)
+
+	t.Run("conformance", func(t *testing.T) {
+		const lease = 500 * time.Millisecond
+		peonifytest.TestStream(t, func(t *testing.T) peonify.Stream {
+			return newTestStream(t, c, Config{Queue: "c" + streamtest.RandHex(4), Lease: lease, RescueInterval: 20 * time.Millisecond})
+		}, peonifytest.Features{
+			Lease:      lease,
+			NoPriority: true,
+		})
+	})
+
+	t.Run("queues", func(t *testing.T) {
+		// One processor over three queues, each on another master: every
+		// task runs, and Wait, whose notifications travel by the
+		// cluster's Pub/Sub, sees each finish.
+		var ss []*Stream
+		tl := peonify.TaskList{}
+		var mu sync.Mutex
+		ran := map[string]int{}
+		prefix := uniquePrefix(t, c)
+		for _, q := range spreadQueues(t, rc, 3) {
+			ss = append(ss, newTestStream(t, c, Config{Prefix: prefix, Queue: q}))
+		}
+		tl["job"] = peonify.HandlerFunc(func(ctx context.Context, task *peonify.Task) error {
+			mu.Lock()
+			ran[task.ID]++
+			mu.Unlock()
+			return peonify.SetResult(ctx, []byte(`"ok"`))
+		})
+		cfg := peonify.Config{Workers: 4}
+		p := streamtest.Processor(t, cfg, ss[0], tl)
+		for _, s := range ss[1:] {
+			if err := p.AddStream(s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		const per = 200
+		for i, s := range ss {
+			for j := range per {
+				streamtest.Enqueue(t, s, &peonify.Task{ID: "t" + strconv.Itoa(i) + "-" + strconv.Itoa(j), Type: "job"})
+			}
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() { errc <- p.Run(ctx) }()
+		defer func() {
+			cancel()
+			if err := <-errc; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}()
+		wctx, wcancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer wcancel()
+		for i, s := range ss {
+			id := "t" + strconv.Itoa(i) + "-" + strconv.Itoa(per-1)
+			info, err := s.Wait(wctx, id)
+			if err != nil {
+				t.Fatalf("Wait(%s) on queue %s: %v", id, s.Queue(), err)
+			}
+			if info.State != peonify.StateDone || string(info.Result) != `"ok"` {
+				t.Errorf("Wait(%s) = %v with result %q, want done with \"ok\"", id, info.State, info.Result)
+			}
+		}
+		for _, s := range ss {
+			waitCounts(t, s, map[peonify.State]int{peonify.StateDone: per}, 30*time.Second)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(ran) != 3*per {
+			t.Errorf("%d tasks ran, want %d", len(ran), 3*per)
+		}
+	})
+
+	t.Run("scaleout", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("runs child processes; skipped with -short")
+		}
+		scaleOut(t, c, scaleOrders{Queue: "scale", Cluster: rc.Addrs()}, 5000)
+	})
+}
