@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -355,7 +356,7 @@ func (c *RedisCluster) MasterOf(ctx context.Context, key string) (string, error)
 // KillMaster kills the master that serves key's slot with SIGKILL, and
 // returns once one of the surviving nodes has taken over the slot and
 // every live node agrees on it: the address of the old and of the new
-// master. The killed node stays down.
+// master. The killed node stays down until Restart.
 func (c *RedisCluster) KillMaster(ctx context.Context, key string) (killed, promoted string, err error) {
 	killed, err = c.MasterOf(ctx, key)
 	if err != nil {
@@ -385,6 +386,37 @@ func (c *RedisCluster) KillMaster(ctx context.Context, key string) (killed, prom
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// Restart starts again the node at addr, which KillMaster killed, with its
+// nodes.conf: it rejoins the cluster as a replica of the master that took
+// over from it. Restart returns once the cluster is healthy again, every
+// master with a replica in sync.
+func (c *RedisCluster) Restart(ctx context.Context, addr string) error {
+	c.mu.Lock()
+	i := slices.IndexFunc(c.nodes, func(n *redisNode) bool { return n.addr == addr })
+	c.mu.Unlock()
+	if i < 0 {
+		return fmt.Errorf("testcluster: no node %s in this cluster", addr)
+	}
+	if c.nodes[i].alive() {
+		return fmt.Errorf("testcluster: node %s is running: kill it first", addr)
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	n, err := c.startNode(p)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.nodes[i] = n
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := waitPing(ctx, n); err != nil {
+		return err
+	}
+	return c.waitHealthy(ctx)
 }
 
 // agreed reports whether every live node says cluster_state:ok and sees

@@ -57,4 +57,10 @@ func TestRedis(t *testing.T) {
 	if err != nil || got != "v" {
 		t.Fatalf("after the failover, GET %s = %q, %v; want \"v\"", key, got, err)
 	}
+	if err := c.Restart(ctx, killed); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := c.MasterOf(ctx, key); err != nil || m != promoted {
+		t.Fatalf("after the restart of %s, the master of %s is %s, %v; want %s", killed, key, m, err, promoted)
+	}
 }

@@ -264,6 +264,12 @@ type Keys struct {
 	// per line, for Stream.Wait. It is not a key.
 	Finished string
 
+	// Fence is a key that a stream with Config.WaitReplicas writes before
+	// each WAIT, so that WAIT also covers an earlier write that the
+	// retried command finds done already (a second Ack, an Enqueue that
+	// finds its tasks stored). It expires a minute after the last write.
+	Fence string
+
 	// Limits starts the names of the keys that flow control keeps (see
 	// the package documentation, "Flow control"): the ready tasks of each
 	// type and key, the permits in use, the rate buckets. They exist only
@@ -282,6 +288,7 @@ func newKeys(prefix, queue string) Keys {
 		Seen:      base + ":seen:",
 		Unique:    base + ":unique:",
 		Limits:    base + ":lim:",
+		Fence:     base + ":fence",
 
 		Task:       base + ":task:",
 		Dependents: base + ":deps:",

@@ -112,6 +112,11 @@ func (s *Stream) durableOnce(ctx context.Context, sc *redis.Script, calls [][]an
 		for i, a := range calls {
 			cmds[i] = sc.EvalSha(ctx, pipe, s.skeys, args(a)...)
 		}
+		// WAIT waits for the connection's last write that was
+		// replicated: the fence makes that one come after every write
+		// the master made so far, this batch's and, if it found its work
+		// done already, an earlier try's.
+		pipe.Set(ctx, s.keys.Fence, "1", time.Minute)
 		wait = pipe.Do(ctx, "wait", s.cfg.WaitReplicas, s.cfg.WaitTimeout.Milliseconds())
 		_, _ = pipe.Exec(ctx)
 		if !isNoScript(cmds[0].Err()) {
