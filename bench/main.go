@@ -99,8 +99,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, err
 	}
 	switch {
-	case o.backend != "sqlite" && o.backend != "postgres" && !isBroker(o.backend):
-		return o, fmt.Errorf("-backend %q: use sqlite, postgres, redis, nats or amqp", o.backend)
+	case o.backend != "sqlite" && o.backend != "postgres" && !isBroker(o.backend) && o.backend != clusterBackend:
+		return o, fmt.Errorf("-backend %q: use sqlite, postgres, redis, redis-cluster, nats or amqp", o.backend)
 	case o.tasks < 1 || o.idleTasks < 1 || o.batch < 1 || o.producers < 1 || o.rawLoops < 1 || o.count < 1 || o.keys < 1 ||
 		o.chainRuns < 1 || o.children < 1 || o.apiTasks < 1 || o.apiClients < 1 || o.apiBatch < 1:
 		return o, errors.New("-tasks, -idle-tasks, -batch, -producers, -raw-loops, -count, -keys, -chain-runs, -children, " +
@@ -169,6 +169,9 @@ func main() {
 func run(ctx context.Context, o options, w io.Writer) error {
 	if isBroker(o.backend) {
 		return runBroker(ctx, o, w)
+	}
+	if o.backend == clusterBackend {
+		return runRedisCluster(ctx, o, w) // cluster.go
 	}
 	dir, err := os.MkdirTemp("", "peonify-bench-")
 	if err != nil {
