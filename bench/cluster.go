@@ -21,8 +21,9 @@ import (
 )
 
 // -backend redis-cluster drains a backlog spread over three queues with
-// one Peonify processor, on a Redis Cluster of 3 masters with a replica
-// each that the benchmark starts (redis-server and redis-cli in PATH), and
+// one Peonify processor, on a Redis Cluster of 3 masters (with a replica
+// each under -cluster-replicas) that the benchmark starts (redis-server
+// and redis-cli in PATH), and
 // the same on the single server of -redis-url, in the same run. Each
 // cluster queue lives on another master. The RESULT line compares the
 // two: on one machine a cluster cannot be faster than a server (its nodes
@@ -51,7 +52,7 @@ func runRedisCluster(ctx context.Context, o options, w io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	rc, err := testcluster.StartRedis(ctx, testcluster.RedisOptions{Dir: dir})
+	rc, err := testcluster.StartRedis(ctx, testcluster.RedisOptions{Dir: dir, NoReplicas: !o.clusterReplicas})
 	if err != nil {
 		return fmt.Errorf("starting a Redis Cluster (needs redis-server and redis-cli in PATH): %w", err)
 	}
@@ -60,7 +61,11 @@ func runRedisCluster(ctx context.Context, o options, w io.Writer) error {
 	cfg := brokerPeonifyDefaults["redis"]
 	fmt.Fprintf(w, "peonify bench: backend=%s tasks=%d in %d queues, %d runs each, Peonify Workers %d QueueSize %d, GOMAXPROCS=%d\n",
 		clusterBackend, o.tasks, clusterQueues, o.count, cfg.Workers, cfg.QueueSize, runtime.GOMAXPROCS(0))
-	fmt.Fprintf(w, "cluster: 3 masters with a replica each, local processes (%s); single: %s\n", rc.Addrs(), single.describe())
+	shape := "3 masters without replicas, like the single server"
+	if o.clusterReplicas {
+		shape = "3 masters with a replica each"
+	}
+	fmt.Fprintf(w, "cluster: %s, local processes (%s); single: %s\n", shape, rc.Addrs(), single.describe())
 	if la := loadAverage(); la != "" {
 		fmt.Fprintf(w, "load average before: %s (other processes on this machine skew the figures)\n", la)
 	}

@@ -41,6 +41,8 @@ type options struct {
 	profileDir string
 	verbose    bool
 
+	clusterReplicas bool // -backend redis-cluster: a replica per master (cluster.go)
+
 	workflowOptions // -modes workflow (workflow.go)
 	apiOptions      // -modes api (api.go)
 	brokerOptions   // -backend redis, nats and amqp (brokers.go)
@@ -93,6 +95,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		`comma-separated Workers/QueueSize[/SplitPoll], or "grid" for a standard set`)
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "longest wait for one run to finish")
 	fs.StringVar(&o.profileDir, "profile", "", "write a CPU profile of each drain and insert-while-working run into this directory")
+	fs.BoolVar(&o.clusterReplicas, "cluster-replicas", false, "-backend redis-cluster: give each master a replica (the single server has none)")
 	fs.BoolVar(&o.verbose, "v", false, "log the libraries' warnings and show how Peonify used its stream")
 	addBrokerFlags(fs, &o.brokerOptions)
 	if err := fs.Parse(args); err != nil {

@@ -32,12 +32,16 @@ type RedisOptions struct {
 	// quickly.
 	NodeTimeout time.Duration
 
+	// NoReplicas starts masters only: no failover, half the processes.
+	// Benchmarks that compare a cluster with one server use it.
+	NoReplicas bool
+
 	// Dir holds each node's directory, log and nodes.conf. It must exist.
 	Dir string
 }
 
 // RedisCluster is a running Redis Cluster whose nodes are processes of
-// this one, each with a replica. Its methods are safe for concurrent use.
+// this one, each master with a replica unless RedisOptions.NoReplicas. Its methods are safe for concurrent use.
 type RedisCluster struct {
 	opts RedisOptions
 
@@ -82,8 +86,8 @@ func needBinaries(t testing.TB, names ...string) {
 	}
 }
 
-// StartRedis starts a Redis Cluster: opts.Masters masters and a replica
-// for each, on free loopback ports, and returns once every node reports
+// StartRedis starts a Redis Cluster: opts.Masters masters and, unless
+// opts.NoReplicas, a replica for each, on free loopback ports, and returns once every node reports
 // cluster_state:ok and every replica is in sync with its master. The
 // caller must call Stop, also when the cluster is no longer healthy.
 func StartRedis(ctx context.Context, opts RedisOptions) (*RedisCluster, error) {
@@ -108,7 +112,11 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*RedisCluster, error) {
 			c.Stop()
 		}
 	}()
-	ports, err := freePorts(2 * opts.Masters)
+	replicas := 1
+	if opts.NoReplicas {
+		replicas = 0
+	}
+	ports, err := freePorts((1 + replicas) * opts.Masters)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +136,7 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*RedisCluster, error) {
 	for _, n := range c.nodes {
 		args = append(args, n.addr)
 	}
-	args = append(args, "--cluster-replicas", "1", "--cluster-yes")
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
 	out, err := exec.CommandContext(ctx, "redis-cli", args...).CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("testcluster: redis-cli --cluster create: %v\n%s", err, out)
@@ -275,7 +283,7 @@ func (c *RedisCluster) healthy(ctx context.Context) error {
 			return fmt.Errorf("%s: cluster state not ok", n.addr)
 		case strings.Contains(repl, "role:slave") && !strings.Contains(repl, "master_link_status:up"):
 			return fmt.Errorf("%s: replica not in sync with its master", n.addr)
-		case strings.Contains(repl, "role:master") && !strings.Contains(repl, "connected_slaves:1"):
+		case !c.opts.NoReplicas && strings.Contains(repl, "role:master") && !strings.Contains(repl, "connected_slaves:1"):
 			return fmt.Errorf("%s: master without a connected replica", n.addr)
 		case view != "" && slots != view:
 			return fmt.Errorf("%s: sees other masters than the other nodes", n.addr)
