@@ -361,6 +361,46 @@ func (c *RedisCluster) MasterOf(ctx context.Context, key string) (string, error)
 	return "", fmt.Errorf("testcluster: finding the master of %q: %v", key, last)
 }
 
+// ReplicaOf returns the address of a replica of the master that serves
+// key's slot, as the first live node that answers sees it.
+func (c *RedisCluster) ReplicaOf(ctx context.Context, key string) (string, error) {
+	slot := Slot(key)
+	for _, n := range c.live() {
+		cl := redis.NewClient(&redis.Options{Addr: n.addr, MaxRetries: -1})
+		ss, err := cl.ClusterSlots(ctx).Result()
+		_ = cl.Close()
+		if err != nil {
+			continue
+		}
+		for _, s := range ss {
+			if s.Start <= slot && slot <= s.End && len(s.Nodes) > 1 {
+				return s.Nodes[1].Addr, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("testcluster: found no replica of the master of %q", key)
+}
+
+// Freeze stops the node at addr with SIGSTOP, as a stalled machine would,
+// until Thaw. Keep it short: after RedisOptions.NodeTimeout the cluster
+// takes the node for failed. Only on Unix.
+func (c *RedisCluster) Freeze(addr string) error { return c.signal(addr, sigStop) }
+
+// Thaw resumes a node that Freeze stopped.
+func (c *RedisCluster) Thaw(addr string) error { return c.signal(addr, sigCont) }
+
+func (c *RedisCluster) signal(addr string, sig os.Signal) error {
+	if sig == nil {
+		return errors.New("testcluster: Freeze and Thaw need SIGSTOP and SIGCONT (Unix)")
+	}
+	for _, n := range c.live() {
+		if n.addr == addr {
+			return n.cmd.Process.Signal(sig)
+		}
+	}
+	return fmt.Errorf("testcluster: no running node %s in this cluster", addr)
+}
+
 // KillMaster kills the master that serves key's slot with SIGKILL, and
 // returns once one of the surviving nodes has taken over the slot and
 // every live node agrees on it: the address of the old and of the new

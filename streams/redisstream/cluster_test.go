@@ -149,6 +149,41 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("stalledreplica", func(t *testing.T) {
+		// While the replica is stopped, an Enqueue that waits for it
+		// stores the task and reports it as not replicated; once the
+		// replica is back, enqueueing the task again reports it as a
+		// duplicate, with no replication error: the fence made the second
+		// WAIT cover the first write.
+		ctx := streamtest.Context(t)
+		q := "stall" + streamtest.RandHex(4)
+		s := newTestStream(t, c, Config{Queue: q, WaitReplicas: 1, WaitTimeout: 200 * time.Millisecond})
+		streamtest.Enqueue(t, s, task("warm")) // the client knows the slot, the script is loaded
+		replica, err := rc.ReplicaOf(ctx, "{"+q+"}")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rc.Freeze(replica); err != nil {
+			t.Fatal(err)
+		}
+		tk := &peonify.Task{ID: "stalled", Type: "a"}
+		err = s.Enqueue(ctx, tk)
+		if terr := rc.Thaw(replica); terr != nil {
+			t.Fatal(terr)
+		}
+		var re *ReplicationError
+		if !errors.As(err, &re) || re.Got != 0 || re.Wanted != 1 {
+			t.Fatalf("Enqueue while the replica is stopped = %v, want a *ReplicationError of 0 of 1", err)
+		}
+		streamtest.WaitFor(t, 10*time.Second, "the enqueue to be replicated", func() bool {
+			err = s.Enqueue(ctx, &peonify.Task{ID: "stalled", Type: "a"})
+			return !errors.Is(err, ErrNotReplicated)
+		})
+		if !isDup(err) {
+			t.Fatalf("Enqueue again once the replica is back = %v, want a duplicate", err)
+		}
+	})
+
 	t.Run("scaleout", func(t *testing.T) {
 		if testing.Short() {
 			t.Skip("runs child processes; skipped with -short")
