@@ -41,6 +41,8 @@ type options struct {
 	profileDir string
 	verbose    bool
 
+	clusterReplicas bool // -backend redis-cluster: a replica per master (cluster.go)
+
 	workflowOptions // -modes workflow (workflow.go)
 	apiOptions      // -modes api (api.go)
 	brokerOptions   // -backend redis, nats and amqp (brokers.go)
@@ -93,14 +95,15 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		`comma-separated Workers/QueueSize[/SplitPoll], or "grid" for a standard set`)
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "longest wait for one run to finish")
 	fs.StringVar(&o.profileDir, "profile", "", "write a CPU profile of each drain and insert-while-working run into this directory")
+	fs.BoolVar(&o.clusterReplicas, "cluster-replicas", false, "-backend redis-cluster: give each master a replica (the single server has none)")
 	fs.BoolVar(&o.verbose, "v", false, "log the libraries' warnings and show how Peonify used its stream")
 	addBrokerFlags(fs, &o.brokerOptions)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	switch {
-	case o.backend != "sqlite" && o.backend != "postgres" && !isBroker(o.backend):
-		return o, fmt.Errorf("-backend %q: use sqlite, postgres, redis, nats or amqp", o.backend)
+	case o.backend != "sqlite" && o.backend != "postgres" && !isBroker(o.backend) && o.backend != clusterBackend:
+		return o, fmt.Errorf("-backend %q: use sqlite, postgres, redis, redis-cluster, nats or amqp", o.backend)
 	case o.tasks < 1 || o.idleTasks < 1 || o.batch < 1 || o.producers < 1 || o.rawLoops < 1 || o.count < 1 || o.keys < 1 ||
 		o.chainRuns < 1 || o.children < 1 || o.apiTasks < 1 || o.apiClients < 1 || o.apiBatch < 1:
 		return o, errors.New("-tasks, -idle-tasks, -batch, -producers, -raw-loops, -count, -keys, -chain-runs, -children, " +
@@ -169,6 +172,9 @@ func main() {
 func run(ctx context.Context, o options, w io.Writer) error {
 	if isBroker(o.backend) {
 		return runBroker(ctx, o, w)
+	}
+	if o.backend == clusterBackend {
+		return runRedisCluster(ctx, o, w) // cluster.go
 	}
 	dir, err := os.MkdirTemp("", "peonify-bench-")
 	if err != nil {

@@ -16,7 +16,11 @@ import (
 // redisSpec is a stream of kind redis: redisstream.
 type redisSpec struct {
 	Common         streamCommon      `yaml:",inline"`
-	URL            string            `yaml:"url"`             // required: redis://user:password@host:6379/0
+	URL            string            `yaml:"url"`             // required unless addrs: redis://user:password@host:6379/0
+	Addrs          []string          `yaml:"addrs"`           // a Redis Cluster's seed nodes, host:port (redis_cluster.go)
+	Cluster        bool              `yaml:"cluster"`         // url names one node of a Redis Cluster
+	WaitReplicas   int               `yaml:"wait_replicas"`   // replicas each acknowledged write waits for; 0: none
+	WaitTimeout    yamlfile.Duration `yaml:"wait_timeout"`    // how long it waits; defaults to 1s
 	Queue          string            `yaml:"queue"`           // defaults to "default"
 	Prefix         string            `yaml:"prefix"`          // defaults to "peonify"
 	Consumer       string            `yaml:"consumer"`        // defaults to hostname-pid-random
@@ -53,10 +57,13 @@ func redisKind() kind {
 
 func (s *redisSpec) check() error {
 	path := s.Common.path
-	if s.URL == "" {
-		return yamlfile.Errorf(path+".url", "required: the server's address, e.g. redis://:${REDIS_PASSWORD}@redis:6379/0 (rediss:// for TLS)")
-	}
-	if _, err := redis.ParseURL(s.URL); err != nil {
+	if s.isCluster() {
+		if err := s.checkCluster(); err != nil {
+			return err
+		}
+	} else if s.URL == "" {
+		return yamlfile.Errorf(path+".url", "required: the server's address, e.g. redis://:${REDIS_PASSWORD}@redis:6379/0 (rediss:// for TLS), or addrs: the nodes of a Redis Cluster")
+	} else if _, err := redis.ParseURL(s.URL); err != nil {
 		return yamlfile.Errorf(path+".url", "not a Redis URL: %s", redactErr(err, s.URL))
 	}
 	if s.Queue == "" {
@@ -85,6 +92,8 @@ func (s *redisSpec) config(r *resources) redisstream.Config {
 		DedupWindow:     time.Duration(s.DedupWindow),
 		KeepDead:        time.Duration(s.KeepDead),
 		ResultRetention: time.Duration(s.ResultRetention),
+		WaitReplicas:    s.WaitReplicas,
+		WaitTimeout:     time.Duration(s.WaitTimeout),
 	}
 	if r != nil {
 		cfg.Logger = r.log
@@ -93,7 +102,13 @@ func (s *redisSpec) config(r *resources) redisstream.Config {
 }
 
 func (s *redisSpec) open(ctx context.Context, r *resources) (peonify.Stream, error) {
-	c, err := r.redis(ctx, s.URL, s.PoolSize, s.tls)
+	var c redis.UniversalClient
+	var err error
+	if s.isCluster() {
+		c, err = r.redisCluster(ctx, s)
+	} else {
+		c, err = r.redis(ctx, s.URL, s.PoolSize, s.tls)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", s.Common.path, err)
 	}

@@ -107,7 +107,10 @@ type resources struct {
 	pools        map[string]*pgxpool.Pool
 	listeners    map[string]*pgstream.Listener // by URL and schema
 	redisClients map[string]*redis.Client
-	natsConns    map[string]*nats.Conn // by URL and credentials
+	// redisClusters are the Redis Cluster clients, by their seeds and
+	// options (see redis_cluster.go); created on first use.
+	redisClusters map[string]*redis.ClusterClient
+	natsConns     map[string]*nats.Conn // by URL and credentials
 }
 
 func newResources(log *slog.Logger, processing bool) *resources {
@@ -206,6 +209,9 @@ func (r *resources) close() {
 		wg.Go(p.Close)
 	}
 	for _, c := range r.redisClients {
+		wg.Go(func() { _ = c.Close() })
+	}
+	for _, c := range r.redisClusters {
 		wg.Go(func() { _ = c.Close() })
 	}
 	for _, nc := range r.natsConns {

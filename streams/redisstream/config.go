@@ -76,6 +76,28 @@ type Config struct {
 	// hours; it must not be negative.
 	ResultRetention time.Duration
 
+	// WaitReplicas, when above 0, makes every write that tells the caller
+	// a task's state has changed wait until that many replicas of the
+	// queue's master have acknowledged it: Enqueue, EnqueueWorkflow,
+	// Spawn, Ack, Nack and Cancel follow their script with WAIT
+	// WaitReplicas WaitTimeout on the same connection, and fail with an
+	// error wrapping ErrNotReplicated when fewer replicas acknowledged in
+	// time (the write was applied on the master all the same). Claims
+	// (Poll), Extend, progress and the Inspector's Retry, Delete and
+	// Purge do not wait. It needs a *redis.Client or a
+	// *redis.ClusterClient. See "Clusters and failover" in the README
+	// for what it guarantees and what it does not: WAIT makes a write
+	// survive the failover to a replica that acknowledged it, but Redis
+	// may still promote another one. 0, the default, does not wait:
+	// Redis replicates asynchronously, and a failover may lose the last
+	// writes the master acknowledged.
+	WaitReplicas int
+
+	// WaitTimeout is how long WAIT waits for Config.WaitReplicas replicas,
+	// in whole milliseconds. Keep it below the client's ReadTimeout.
+	// Defaults to 1 second; used only with WaitReplicas.
+	WaitTimeout time.Duration
+
 	// Logger receives the stream's logs (reconnects of the wake-up
 	// reader, failed clean-ups). Defaults to slog.Default().
 	Logger *slog.Logger
@@ -116,6 +138,17 @@ func (c Config) withDefaults() (Config, error) {
 		return c, &peonify.ConfigError{Field: "redisstream.Config.ResultRetention", Reason: "is negative: use a positive duration (0 means the default, 24h)"}
 	case c.ResultRetention > 0 && c.ResultRetention < time.Millisecond:
 		return c, &peonify.ConfigError{Field: "redisstream.Config.ResultRetention", Reason: "must be at least 1ms: Redis keeps times in milliseconds"}
+	}
+	switch {
+	case c.WaitReplicas < 0:
+		return c, &peonify.ConfigError{Field: "redisstream.Config.WaitReplicas", Reason: "must not be negative (0 does not wait for replicas)"}
+	case c.WaitTimeout < 0:
+		return c, &peonify.ConfigError{Field: "redisstream.Config.WaitTimeout", Reason: "must not be negative (0 means the default, 1s)"}
+	case c.WaitTimeout > 0 && c.WaitTimeout < time.Millisecond:
+		return c, &peonify.ConfigError{Field: "redisstream.Config.WaitTimeout", Reason: "must be at least 1ms: WAIT counts in milliseconds (0 means the default, 1s)"}
+	}
+	if c.WaitReplicas > 0 && c.WaitTimeout == 0 {
+		c.WaitTimeout = time.Second
 	}
 	if c.ResultRetention == 0 {
 		c.ResultRetention = 24 * time.Hour
@@ -231,6 +264,12 @@ type Keys struct {
 	// per line, for Stream.Wait. It is not a key.
 	Finished string
 
+	// Fence is a key that a stream with Config.WaitReplicas writes before
+	// each WAIT, so that WAIT also covers an earlier write that the
+	// retried command finds done already (a second Ack, an Enqueue that
+	// finds its tasks stored). It expires a minute after the last write.
+	Fence string
+
 	// Limits starts the names of the keys that flow control keeps (see
 	// the package documentation, "Flow control"): the ready tasks of each
 	// type and key, the permits in use, the rate buckets. They exist only
@@ -249,6 +288,7 @@ func newKeys(prefix, queue string) Keys {
 		Seen:      base + ":seen:",
 		Unique:    base + ":unique:",
 		Limits:    base + ":lim:",
+		Fence:     base + ":fence",
 
 		Task:       base + ":task:",
 		Dependents: base + ":deps:",

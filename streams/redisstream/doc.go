@@ -20,8 +20,14 @@
 //
 // It needs Redis 6.2 or later (it is tested on 7.0). Every key of a queue
 // shares the hash tag {queue}, and every script touches the keys of one
-// queue only, so a queue lives in one slot of a Redis Cluster; the tests
-// run on a single server.
+// queue only, so a queue lives in one slot of a Redis Cluster: give New a
+// redis.ClusterClient, and spread the load over the masters with several
+// queues. The tests run on a single server and on a cluster of 3 masters
+// with a replica each. Redis replicates asynchronously: a failover may
+// lose the writes the master acknowledged last, unless
+// Config.WaitReplicas makes Enqueue, Ack and the other writes that report
+// a task's state wait for replicas (the README, "Clusters and failover",
+// says what each setting guarantees, with measurements).
 //
 // # Getting started
 //

@@ -84,7 +84,7 @@ func (s *Stream) Enqueue(ctx context.Context, tasks ...*peonify.Task) error {
 	for i, c := range chunks {
 		calls[i] = append([]any{window}, c.args...)
 	}
-	cmds := s.runAll(ctx, enqueueScript, calls)
+	cmds := s.durable(ctx, enqueueScript, calls...)
 	var dups []string
 	stored := false
 	var firstDue time.Time

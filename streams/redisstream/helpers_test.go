@@ -37,8 +37,18 @@ func uniquePrefix(t testing.TB, c redis.UniversalClient) string {
 	return p
 }
 
-// deleteKeys deletes every key whose name starts with prefix.
+// deleteKeys deletes every key whose name starts with prefix, on every
+// master of a cluster.
 func deleteKeys(t testing.TB, c redis.UniversalClient, prefix string) {
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+			deleteKeys(t, m, prefix)
+			return nil
+		})
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	iter := c.Scan(ctx, 0, prefix+":*", 1000).Iterator()

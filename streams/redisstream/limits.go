@@ -269,7 +269,7 @@ func (s *Stream) ackLimited(ctx context.Context, ls *limitSet, ds []peonify.Deli
 		args = append(args, it.d.Task.Key)
 	}
 	args = append(args, ls.json)
-	released, err := s.run(ctx, ackLimitedScript, args...).Int()
+	released, err := s.runDurable(ctx, ackLimitedScript, args...).Int()
 	s.untrack(ds...)
 	if err != nil {
 		return s.redisError("acking tasks", err)

@@ -29,6 +29,9 @@ type scaleOrders struct {
 	Prefix string // the queue's key prefix
 	Ledger string // the ledger file every child records in
 	Child  int    // names the child's consumer
+
+	Queue   string   // the queue; empty for the default
+	Cluster []string // the seed addresses of a Redis Cluster; empty for the test server
 }
 
 // TestScaleOut drains a backlog with four processor processes on one
@@ -40,10 +43,14 @@ func TestScaleOut(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs child processes; skipped with -short")
 	}
-	c := testClient(t)
+	scaleOut(t, testClient(t), scaleOrders{}, 20000)
+}
+
+// scaleOut runs TestScaleOut's scenario on c, with n tasks in the queue
+// that orders name (its Queue and Cluster; scaleOut fills in the rest).
+func scaleOut(t *testing.T, c redis.UniversalClient, orders scaleOrders, n int) {
 	prefix := uniquePrefix(t, c)
-	s := newTestStream(t, c, Config{Prefix: prefix})
-	const n = 20000
+	s := newTestStream(t, c, Config{Prefix: prefix, Queue: orders.Queue})
 	ids := streamtest.Backfill(t, s, n, "scale", func(i int) string { return "t" + strconv.Itoa(i) })
 
 	ledger := filepath.Join(t.TempDir(), "ledger")
@@ -51,7 +58,9 @@ func TestScaleOut(t *testing.T) {
 		IDs:    ids,
 		Ledger: ledger,
 		Start: func(t *testing.T, i int) *streamtest.Child {
-			return streamtest.StartChild(t, "TestScaleOutChild", scaleEnv, scaleOrders{prefix, ledger, i})
+			o := orders
+			o.Prefix, o.Ledger, o.Child = prefix, ledger, i
+			return streamtest.StartChild(t, "TestScaleOutChild", scaleEnv, o)
 		},
 		// No Drained: the others drain the rest, the killed child's tasks
 		// included once its lease ends, and exit when the queue is empty.
@@ -64,13 +73,18 @@ func TestScaleOut(t *testing.T) {
 func TestScaleOutChild(t *testing.T) {
 	var o scaleOrders
 	streamtest.Orders(t, scaleEnv, &o)
-	opts, err := redis.ParseURL(testenv.URL(t, "redis"))
-	if err != nil {
-		t.Fatal(err)
+	var c redis.UniversalClient
+	if len(o.Cluster) > 0 {
+		c = redis.NewClusterClient(&redis.ClusterOptions{Addrs: o.Cluster})
+	} else {
+		opts, err := redis.ParseURL(testenv.URL(t, "redis"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c = redis.NewClient(opts)
 	}
-	c := redis.NewClient(opts)
 	defer c.Close()
-	s, err := New(c, Config{Prefix: o.Prefix, Consumer: "child-" + strconv.Itoa(o.Child), Lease: scaleLease, RescueInterval: 100 * time.Millisecond})
+	s, err := New(c, Config{Prefix: o.Prefix, Queue: o.Queue, Consumer: "child-" + strconv.Itoa(o.Child), Lease: scaleLease, RescueInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

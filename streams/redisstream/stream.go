@@ -108,6 +108,11 @@ func New(client redis.UniversalClient, cfg Config) (*Stream, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.WaitReplicas > 0 {
+		if err := checkWaitClient(client); err != nil {
+			return nil, err
+		}
+	}
 	keys := newKeys(cfg.Prefix, cfg.Queue)
 	s := &Stream{
 		client:   client,
@@ -439,7 +444,7 @@ func (s *Stream) Ack(ctx context.Context, ds ...peonify.Delivery) error {
 	}
 	args = append(args, uniques...)
 	args = append(append(args, kept...), len(kept)/3)
-	released, err := s.run(ctx, ackScript, args...).Int()
+	released, err := s.runDurable(ctx, ackScript, args...).Int()
 	// Forgotten only now, so that taking back own entries meanwhile skips
 	// them; if the ack failed, that is what brings them back soon.
 	s.untrack(ds...)
@@ -496,10 +501,10 @@ func (s *Stream) Nack(ctx context.Context, d peonify.Delivery, opts peonify.Nack
 	var cmd *redis.Cmd
 	ls := s.lim.Load()
 	if ls != nil {
-		cmd = s.run(ctx, nackLimitedScript, eid, d.Token, d.Task.ID, outcome, delay,
+		cmd = s.runDurable(ctx, nackLimitedScript, eid, d.Token, d.Task.ID, outcome, delay,
 			opts.Reason, keepDead, d.Task.Type, d.Task.Key, ls.json)
 	} else {
-		cmd = s.run(ctx, nackScript, eid, d.Token, d.Task.ID, outcome, delay,
+		cmd = s.runDurable(ctx, nackScript, eid, d.Token, d.Task.ID, outcome, delay,
 			opts.Reason, keepDead)
 	}
 	n, err := cmd.Int()

@@ -26,6 +26,9 @@ func TestNewValidatesConfig(t *testing.T) {
 		{Lease: -time.Second},
 		{Lease: time.Microsecond},
 		{RescueInterval: -1},
+		{WaitReplicas: -1},
+		{WaitReplicas: 1, WaitTimeout: -time.Second},
+		{WaitReplicas: 1, WaitTimeout: time.Microsecond},
 	} {
 		_, err := New(c, cfg)
 		var ce *peonify.ConfigError

@@ -114,7 +114,7 @@ func (s *Stream) Cancel(ctx context.Context, ids ...string) (int, error) {
 
 // cancelRun runs a script that returns {n, tasks added to the stream}.
 func (s *Stream) cancelRun(ctx context.Context, sc *redis.Script, args ...any) (n, released int, err error) {
-	res, err := s.run(ctx, sc, args...).Int64Slice()
+	res, err := s.runDurable(ctx, sc, args...).Int64Slice()
 	if err != nil {
 		return 0, 0, err
 	}

@@ -45,7 +45,7 @@ func (s *Stream) EnqueueWorkflow(ctx context.Context, w *peonify.Workflow) error
 			return err
 		}
 	}
-	res, err := s.run(ctx, enqueueWorkflowScript, args...).Slice()
+	res, err := s.runDurable(ctx, enqueueWorkflowScript, args...).Slice()
 	if err != nil {
 		return s.redisError("enqueueing workflow "+w.ID, err)
 	}
@@ -140,7 +140,7 @@ func (s *Stream) Spawn(ctx context.Context, parent peonify.Delivery, children ..
 			return err
 		}
 	}
-	res, err := s.run(ctx, spawnScript, args...).Slice()
+	res, err := s.runDurable(ctx, spawnScript, args...).Slice()
 	if err != nil {
 		return s.redisError("spawning children of task "+parent.Task.ID, err)
 	}
