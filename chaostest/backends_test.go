@@ -71,6 +71,12 @@ func openStream(ctx context.Context, spec streamSpec, name string, logger *slog.
 			return nil, err
 		}
 		cfg.ConnConfig.RuntimeParams["application_name"] = "chaostest-" + name
+		if cfg.ConnConfig.ConnectTimeout == 0 {
+			// As cmd/peonify does, and pgstream.New asks: without it, a
+			// connection attempt into a half-open link hangs for good and
+			// holds a place in the pool.
+			cfg.ConnConfig.ConnectTimeout = 10 * time.Second
+		}
 		pool, err := pgxpool.NewWithConfig(ctx, cfg)
 		if err != nil {
 			return nil, err
