@@ -101,7 +101,12 @@ var (
 // on opening a connection after the call that asked for it gave up: with
 // no connect timeout, an attempt into a network that swallows packets
 // hangs for good and holds a place in the pool, and enough of them stall
-// the pool after the network recovers.
+// the pool after the network recovers. Even with one, the attempts made
+// while the network was silent hold their places until it ends them, so
+// after a half-open link heals, a processor may take up to about the
+// connect timeout to work again: the chaos matrix's halfopen cell
+// measures under a second with 2s, and about 9s with 10s, cmd/peonify's
+// default.
 func New(pool *pgxpool.Pool, cfg Config) (*Stream, error) {
 	if pool == nil {
 		return nil, errors.New("pgstream: New needs a *pgxpool.Pool, got nil")
