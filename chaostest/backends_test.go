@@ -71,6 +71,16 @@ func openStream(ctx context.Context, spec streamSpec, name string, logger *slog.
 			return nil, err
 		}
 		cfg.ConnConfig.RuntimeParams["application_name"] = "chaostest-" + name
+		if cfg.ConnConfig.ConnectTimeout == 0 {
+			// pgstream.New asks for one: without it, a connection attempt
+			// into a half-open link hangs for good and holds a place in
+			// the pool. The attempts made while the link was silent hold
+			// theirs until it ends them, so it bounds how long the
+			// halfopen cell's processor takes to work again after the
+			// heal: under a second with 2s, about 9s with cmd/peonify's
+			// default of 10s.
+			cfg.ConnConfig.ConnectTimeout = 2 * time.Second
+		}
 		pool, err := pgxpool.NewWithConfig(ctx, cfg)
 		if err != nil {
 			return nil, err

@@ -12,9 +12,10 @@ import (
 	"github.com/peonify/peonify/internal/testenv"
 )
 
-// proxiedPool returns a pool on the test database whose connections go
-// through a streamtest.Proxy, closed when the test ends.
-func proxiedPool(t *testing.T) (*pgxpool.Pool, *streamtest.Proxy) {
+// proxiedPool returns a pool of up to maxConns connections on the test
+// database whose connections go through a streamtest.Proxy, closed when
+// the test ends.
+func proxiedPool(t *testing.T, maxConns int32) (*pgxpool.Pool, *streamtest.Proxy) {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(testenv.URL(t, "postgres"))
 	if err != nil {
@@ -26,7 +27,7 @@ func proxiedPool(t *testing.T) (*pgxpool.Pool, *streamtest.Proxy) {
 	cfg.ConnConfig.Host, cfg.ConnConfig.Port = host, uint16(p)
 	cfg.ConnConfig.Fallbacks = nil
 	cfg.ConnConfig.RuntimeParams["application_name"] = appName(t)
-	cfg.MaxConns = 2
+	cfg.MaxConns = maxConns
 	// Without a connect timeout, a connection attempt into the blackhole
 	// would hang for good and hold a place in the pool (see New).
 	cfg.ConnConfig.ConnectTimeout = time.Second
@@ -50,7 +51,7 @@ func proxiedPool(t *testing.T) (*pgxpool.Pool, *streamtest.Proxy) {
 // has dropped every dead one.
 func TestDeadConnectionIsAPollErrorAndRecovers(t *testing.T) {
 	producer := newTestStream(t, testPool(t), Config{})
-	pool, proxy := proxiedPool(t)
+	pool, proxy := proxiedPool(t, 2)
 	l, err := NewListener(pool, ListenerConfig{Schema: testSchema, HealthCheck: 500 * time.Millisecond, Logger: streamtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -80,11 +81,38 @@ func TestDeadConnectionIsAPollErrorAndRecovers(t *testing.T) {
 func TestShutdownWithDeadConnectionIsBounded(t *testing.T) {
 	direct := testPool(t)
 	producer := newTestStream(t, direct, Config{})
-	pool, proxy := proxiedPool(t)
+	pool, proxy := proxiedPool(t, 2)
 	s, err := New(pool, Config{Schema: testSchema, Queue: producer.Queue(), Lease: 3 * time.Second, NoListen: true, Logger: streamtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	reader := newTestStream(t, direct, Config{Queue: producer.Queue(), RescueInterval: 200 * time.Millisecond})
 	streamtest.DeadShutdown{Proxy: proxy, Stream: s, Producer: producer, Reader: reader}.Run(t)
+}
+
+// TestDeadConnectionListenerRecoversFast checks that a processor whose
+// link to Postgres went half-open recovers within seconds of the heal,
+// its listener too, with the listener's default HealthCheck of 10s: the
+// stream's first timeout makes the listener ping its own connection at
+// once, instead of after the rest of a quiet period and a ping as long
+// (up to 20s), so that it listens again, and wakes the processor out of
+// its error backoff, soon after the network works again.
+func TestDeadConnectionListenerRecoversFast(t *testing.T) {
+	producer := newTestStream(t, testPool(t), Config{})
+	pool, proxy := proxiedPool(t, 2)
+	l, err := NewListener(pool, ListenerConfig{Schema: testSchema, Logger: streamtest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := l.Close(streamtest.Context(t)); err != nil {
+			t.Error(err)
+		}
+	}()
+	s, err := New(pool, Config{Schema: testSchema, Queue: producer.Queue(), Listener: l, Logger: streamtest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamtest.DeadConnection{Proxy: proxy, Stream: s, Producer: producer, Dead: time.Second, RecoverWithin: 6 * time.Second}.Run(t)
+	streamtest.WaitFor(t, 6*time.Second, "the listener to replace its dead connection", func() bool { return l.connects.Load() >= 2 })
 }

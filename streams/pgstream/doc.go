@@ -299,8 +299,9 @@
 //     which cannot LISTEN, set Config.NoListen. Tasks scheduled for later,
 //     and retries after a delay, are picked up at the processor's poll
 //     interval. A quiet LISTEN connection is pinged every
-//     ListenerConfig.HealthCheck (10s), so one that died without a reset
-//     is replaced within seconds.
+//     ListenerConfig.HealthCheck (10s), and at once (within a second) when
+//     a call of a stream that uses the listener times out, so one that
+//     died without a reset is replaced within seconds.
 //   - Every call ends with its context (the processor bounds each with
 //     its StoreTimeout), and pgx drops a connection whose query was cut
 //     short. Give the pool a connect timeout too (see New).

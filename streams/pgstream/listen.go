@@ -31,7 +31,10 @@ type ListenerConfig struct {
 	// is dropped and replaced. So a connection that died without a reset
 	// (a middlebox that dropped its state) is noticed within twice
 	// HealthCheck, not when the operating system gives up on it minutes
-	// later. Defaults to 10 seconds.
+	// later; and sooner when a call of a stream that uses the listener
+	// times out: the listener then pings at once, and drops a connection
+	// that does not answer within a second (or HealthCheck, if shorter).
+	// Defaults to 10 seconds.
 	HealthCheck time.Duration
 
 	// Logger receives reconnect warnings. Defaults to slog.Default().
@@ -64,6 +67,10 @@ type Listener struct {
 	running bool                                               // from the first subscription until Close
 	closed  bool
 	bg      streamkit.Group // the listening goroutine
+
+	checkMu   sync.Mutex         // guards interrupt and checkNow; held for no call but interrupt
+	interrupt context.CancelFunc // ends the current wait for a notification; nil between waits
+	checkNow  bool               // a stream's call timed out: ping the connection now (see check)
 }
 
 // NewListener returns a Listener on the database behind pool. It starts
@@ -194,6 +201,50 @@ func (l *Listener) subscribeFinished(queue string, ch chan<- struct{}) (unsubscr
 	}
 }
 
+// quickCheck bounds the ping that a stream's timed-out call asks for (see
+// check): a connection that answers no ping within it is replaced.
+const quickCheck = time.Second
+
+// check asks the listener to ping its connection now rather than after
+// the rest of its HealthCheck period: a stream's call has just timed out,
+// so the connection may have died without a reset, and until the listener
+// has replaced it, no notification wakes the streams, and their polls wait
+// out their error backoff. A ping that does not answer within quickCheck
+// (or HealthCheck, if shorter) drops the connection.
+func (l *Listener) check() {
+	l.checkMu.Lock()
+	defer l.checkMu.Unlock()
+	l.checkNow = true
+	if l.interrupt != nil {
+		l.interrupt()
+	}
+}
+
+// startWait records cancel as the way to end the wait for a notification
+// that begins, and reports false, clearing the request, if a check is
+// asked for already: the caller pings instead of waiting.
+func (l *Listener) startWait(cancel context.CancelFunc) bool {
+	l.checkMu.Lock()
+	defer l.checkMu.Unlock()
+	if l.checkNow {
+		l.checkNow = false
+		return false
+	}
+	l.interrupt = cancel
+	return true
+}
+
+// endWait ends a wait that startWait began, and reports whether check
+// asked for a ping meanwhile.
+func (l *Listener) endWait() bool {
+	l.checkMu.Lock()
+	defer l.checkMu.Unlock()
+	l.interrupt = nil
+	asked := l.checkNow
+	l.checkNow = false
+	return asked
+}
+
 // notifyFinished wakes the waiters of queue, or all of them with all.
 func (l *Listener) notifyFinished(queue string, all bool) {
 	l.mu.Lock()
@@ -283,32 +334,46 @@ func (l *Listener) listenOnce(ctx context.Context) (bool, error) {
 	l.connects.Add(1)
 	for {
 		wait, cancel := context.WithTimeout(ctx, l.health)
-		n, err := conn.WaitForNotification(wait)
+		var (
+			n      *pgconn.Notification
+			err    error
+			asked  = true // a stream asked for a check: ping now (a notification, which shows the connection works, cancels it)
+			within = min(l.health, quickCheck)
+		)
+		if l.startWait(cancel) {
+			n, err = conn.WaitForNotification(wait)
+			asked = l.endWait()
+		}
 		cancel()
 		switch {
-		case err == nil && n.Channel == l.free:
+		case n != nil && n.Channel == l.free:
 			var note freeNote
 			if json.Unmarshal([]byte(n.Payload), &note) == nil {
 				l.notify(note.Queue, false, note.Keys)
 			}
 			continue
-		case err == nil && n.Channel == l.fin:
+		case n != nil && n.Channel == l.fin:
 			l.notifyFinished(n.Payload, false)
 			continue
-		case err == nil:
+		case n != nil:
 			l.notify(n.Payload, false, nil)
 			continue
-		case ctx.Err() != nil || !pgconn.Timeout(err):
+		case ctx.Err() != nil:
+			return true, ctx.Err()
+		case err != nil && !asked && !pgconn.Timeout(err):
 			return true, err
+		case !asked:
+			within = l.health
 		}
-		// Quiet for a whole period: make sure the server still answers.
-		// A timeout leaves the connection usable, so notifications that
-		// arrive meanwhile are read by the next wait.
-		ping, cancel := context.WithTimeout(ctx, l.health)
+		// Quiet for a whole period, or a stream's call timed out: make
+		// sure the server still answers. A timeout, or the end of the wait
+		// that check asked for, leaves the connection usable, so
+		// notifications that arrive meanwhile are read by the next wait.
+		ping, cancel := context.WithTimeout(ctx, within)
 		err = conn.Ping(ping)
 		cancel()
 		if err != nil {
-			return true, fmt.Errorf("pgstream: the LISTEN connection did not answer a ping within %s: %w", l.health, err)
+			return true, fmt.Errorf("pgstream: the LISTEN connection did not answer a ping within %s: %w", within, err)
 		}
 	}
 }

@@ -74,6 +74,7 @@ type Stream struct {
 	start  bool
 	stop   func(context.Context) error // stops the listening; nil until started
 	bg     streamkit.Group             // the rescuer and cleaner
+	checks atomic.Pointer[Listener]    // the listener, for suspect; nil while there is none
 }
 
 var (
@@ -100,7 +101,12 @@ var (
 // on opening a connection after the call that asked for it gave up: with
 // no connect timeout, an attempt into a network that swallows packets
 // hangs for good and holds a place in the pool, and enough of them stall
-// the pool after the network recovers.
+// the pool after the network recovers. Even with one, the attempts made
+// while the network was silent hold their places until it ends them, so
+// after a half-open link heals, a processor may take up to about the
+// connect timeout to work again: the chaos matrix's halfopen cell
+// measures under a second with 2s, and about 9s with 10s, cmd/peonify's
+// default.
 func New(pool *pgxpool.Pool, cfg Config) (*Stream, error) {
 	if pool == nil {
 		return nil, errors.New("pgstream: New needs a *pgxpool.Pool, got nil")
@@ -419,6 +425,7 @@ func (s *Stream) Start(ctx context.Context) error {
 // peonify.ErrClosed.
 func (s *Stream) Close(ctx context.Context) error {
 	s.closed.Store(true)
+	s.checks.Store(nil)
 	s.waitHub.wake(nil, true) // Wait returns ErrClosed
 	s.timerMu.Lock()
 	if s.timer != nil {
@@ -466,6 +473,7 @@ func (s *Stream) startBackground() bool {
 		s.listener = own
 	}
 	if s.listener != nil {
+		s.checks.Store(s.listener)
 		unsubscribe = s.listener.subscribe(s.cfg.Queue, s.wake, s.addHints)
 		unsubscribeFin = s.listener.subscribeFinished(s.cfg.Queue, s.finKick)
 	}
@@ -505,7 +513,29 @@ func (s *Stream) dbError(doing string, err error) error {
 		return fmt.Errorf("pgstream: %s in queue %q: Peonify's tables are missing in schema %q: run pgstream.MigrateSchema(ctx, pool, %q) first: %w",
 			doing, s.cfg.Queue, s.cfg.Schema, s.cfg.Schema, err)
 	}
+	s.suspect(err)
 	return fmt.Errorf("pgstream: %s in queue %q: %w", doing, s.cfg.Queue, err)
+}
+
+// suspect looks at the error of a call to the database. A call that timed
+// out may have met a connection that died without a reset (a half-open
+// link: a middlebox or a peer that dropped its state). pgx closes the
+// connection whose call was cut short, and the pool drops the idle ones
+// that died with it as it hands them out (it pings a connection idle for
+// over a second, within the caller's context, and one whose ping ran out
+// of time is closed). But the listener's connection is idle by design:
+// the listener would notice only after the rest of its HealthCheck
+// period, and a ping as long (10s each by default), and until it has
+// listened again, no notification wakes the processor out of its error
+// backoff. So suspect asks the listener to check its connection now (see
+// Listener.check). It never blocks.
+func (s *Stream) suspect(err error) {
+	if !errors.Is(err, context.DeadlineExceeded) && !pgconn.Timeout(err) {
+		return
+	}
+	if l := s.checks.Load(); l != nil {
+		l.check()
+	}
 }
 
 // scanTask reads one row of taskColumns.

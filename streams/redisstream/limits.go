@@ -412,12 +412,16 @@ func splitQueue(q string) (typ, key string, ok bool) {
 	return q[i+1 : i+1+n], q[i+1+n:], true
 }
 
-// unlimit undoes, a little at each look for expired leases, the index of
-// ready tasks that claims with limits left, when this stream has none: the
-// limits were removed. It costs one script run that returns at once when
-// there is no index.
-func (s *Stream) unlimit(ctx context.Context) {
-	n, err := s.run(ctx, unlimitScript, 100).Int()
+// unlimitBatch is how many queues' indexes one run of unlimitScript
+// undoes. A poll without limits runs it at each look for expired leases,
+// in the same round trip (see Stream.claim), to undo, a little at a time,
+// the index of ready tasks that claims with limits left when the limits
+// were removed; it returns at once when there is no index.
+const unlimitBatch = 100
+
+// unlimited logs the outcome of a run of unlimitScript.
+func (s *Stream) unlimited(cmd *redis.Cmd) {
+	n, err := cmd.Int()
 	switch {
 	case err != nil:
 		s.cfg.Logger.Debug("redisstream: could not undo the index of a queue claimed with limits", "queue", s.cfg.Queue, "err", err)

@@ -367,40 +367,62 @@ redis.call('XCLAIM', stream, group, me, 0, eid, 'IDLE', tonumber(ARGV[8]), 'JUST
 return 1
 `)
 
-// claimScript claims pending entries for this consumer and returns them as
-// {entry ID, fields, delivery count} triples. ARGV[6] is the mode: 'own'
-// takes back this consumer's own entries, except those listed from
-// ARGV[9] on (the ones this process holds); 'idle' takes entries of any
-// consumer idle for at least ARGV[7] ms (expired leases). ARGV[8] is the
-// most to claim. Entries deleted from the stream are dropped from the
-// group's pending list.
-var claimScript = redis.NewScript(luaPrelude + `
-local mode, minIdle, want = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+// pollScript claims up to ARGV[8] entries for this consumer in one run,
+// in this order: with ARGV[6] = '1', this consumer's own pending entries,
+// except those listed from ARGV[10] on (the ones this process holds);
+// with ARGV[7] not negative, entries of any consumer idle for at least
+// ARGV[7] ms (expired leases); with ARGV[9] = '1', new entries, as
+// XREADGROUP reads them. It returns how many of its own entries it took
+// back, then {entry ID, fields, delivery count} triples. Pending entries
+// deleted from the stream are dropped from the group's pending list. A
+// failed read of new entries returns its error, unless entries were
+// claimed before it (they would be taken back as this consumer's own).
+var pollScript = redis.NewScript(luaPrelude + `
+local own, minIdle, want, readNew = ARGV[6] == '1', tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9] == '1'
 local skip = {}
-for i = 9, #ARGV do skip[ARGV[i]] = true end
-local out = {}
-local from = '-'
-while #out < want do
-  local page
-  if mode == 'own' then
-    page = redis.pcall('XPENDING', stream, group, from, '+', 1000, me)
-  else
-    page = redis.pcall('XPENDING', stream, group, 'IDLE', minIdle, from, '+', 1000)
-  end
-  if type(page) ~= 'table' or page.err then return out end
-  for _, p in ipairs(page) do
-    local eid, count = p[1], tonumber(p[4])
-    if #out < want and not skip[eid] then
-      local c = redis.call('XCLAIM', stream, group, me, minIdle, eid, 'RETRYCOUNT', count + 1)
-      if #c > 0 and c[1] and c[1][2] then
-        out[#out + 1] = {eid, c[1][2], count + 1}
-      else
-        redis.call('XACK', stream, group, eid)
+for i = 10, #ARGV do skip[ARGV[i]] = true end
+local out, n = {0}, 0
+local function claim(mode, idle)
+  local from = '-'
+  while n < want do
+    local page
+    if mode == 'own' then
+      page = redis.pcall('XPENDING', stream, group, from, '+', 1000, me)
+    else
+      page = redis.pcall('XPENDING', stream, group, 'IDLE', idle, from, '+', 1000)
+    end
+    if type(page) ~= 'table' or page.err then return end
+    for _, p in ipairs(page) do
+      local eid, count = p[1], tonumber(p[4])
+      if n < want and not (mode == 'own' and skip[eid]) then
+        local c = redis.call('XCLAIM', stream, group, me, idle, eid, 'RETRYCOUNT', count + 1)
+        if #c > 0 and c[1] and c[1][2] then
+          n = n + 1
+          out[n + 1] = {eid, c[1][2], count + 1}
+        else
+          redis.call('XACK', stream, group, eid)
+        end
       end
     end
+    if #page < 1000 then break end
+    from = '(' .. page[#page][1]
   end
-  if #page < 1000 then break end
-  from = '(' .. page[#page][1]
+end
+if own then
+  claim('own', 0)
+  out[1] = n
+end
+if minIdle >= 0 then claim('idle', minIdle) end
+if readNew and n < want then
+  local r = redis.pcall('XREADGROUP', 'GROUP', group, me, 'COUNT', want - n, 'STREAMS', stream, '>')
+  if type(r) == 'table' and r.err then
+    if n == 0 then return r end
+  elseif r then
+    for _, e in ipairs(r[1][2]) do
+      n = n + 1
+      out[n + 1] = {e[1], e[2], 1}
+    end
+  end
 end
 return out
 `)

@@ -147,8 +147,8 @@ func (s *Stream) Keys() Keys { return s.keys }
 // Poll claims up to limit tasks: first entries this consumer holds but this
 // stream does not (after a start or a failed read, and once per
 // Config.RescueInterval), then, once per RescueInterval, entries whose
-// lease ended, then new entries, in one XREADGROUP pipelined with the move
-// of due scheduled tasks into the stream. New entries come in
+// lease ended, then new entries: all in one round trip, with the move of
+// due scheduled tasks into the stream. New entries come in
 // stream order (FIFO); Task.Priority is not used for ordering. Poll does
 // not block: it returns what is there.
 func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error) {
@@ -185,7 +185,9 @@ func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error
 // poll claims up to limit tasks and tracks them: this consumer's own
 // entries that this stream does not hold (after a start or a failed read,
 // and once per RescueInterval), then entries whose lease ended (once per
-// RescueInterval), then new entries.
+// RescueInterval), then new entries. Each poll is one round trip: the
+// claims that look at pending entries and the read of new ones run in one
+// script (see claim).
 //
 // The periodic look at its own entries catches reads whose reply was lost
 // although no error reached the stream: go-redis retries a command once
@@ -198,36 +200,20 @@ func (s *Stream) poll(ctx context.Context, limit int, start time.Time) ([]peonif
 	if last := s.lastRescue.Load(); start.UnixNano()-last >= int64(s.cfg.RescueInterval) {
 		rescue = s.lastRescue.CompareAndSwap(last, start.UnixNano())
 	}
-	var ds []peonify.Delivery
-	if rescue || s.readOwn.Load() {
-		s.pollMu.Lock()
-		got, err := s.claim(ctx, "own", 0, limit, start)
-		if err != nil {
-			s.pollMu.Unlock()
-			return nil, err
-		}
-		s.readOwn.Store(len(got) == limit) // there may be more
-		s.track(got)
-		s.pollMu.Unlock()
-		if ds = got; len(ds) == limit {
-			return ds, nil
-		}
+	if !rescue && !s.readOwn.Load() {
+		s.pollMu.RLock()
+		defer s.pollMu.RUnlock()
+		ds, err := s.readNew(ctx, nil, limit, start, true)
+		s.track(ds)
+		return ds, err
 	}
-	s.pollMu.RLock()
-	defer s.pollMu.RUnlock()
-	n := len(ds)
-	var err error
-	if rescue {
-		s.unlimit(ctx)
-		var got []peonify.Delivery
-		if got, err = s.claim(ctx, "idle", s.cfg.Lease, limit-len(ds), start); err == nil {
-			ds = append(ds, got...)
-		}
+	s.pollMu.Lock()
+	defer s.pollMu.Unlock()
+	ds, own, err := s.claim(ctx, rescue, limit, start, true)
+	if err == nil || len(ds) > 0 {
+		s.readOwn.Store(own == limit) // there may be more
 	}
-	if err == nil && len(ds) < limit {
-		ds, err = s.readNew(ctx, ds, limit, start, true)
-	}
-	s.track(ds[n:])
+	s.track(ds)
 	return ds, err
 }
 
@@ -241,29 +227,17 @@ func (s *Stream) readNew(ctx context.Context, ds []peonify.Delivery, limit int, 
 		Count:    int64(limit - len(ds)),
 		Block:    -1,
 	}
-	var promote *redis.Cmd
 	var read *redis.XStreamSliceCmd
-	if last := s.lastPromote.Load(); start.UnixNano()-last >= int64(promoteEvery) && s.lastPromote.CompareAndSwap(last, start.UnixNano()) {
-		pipe := s.client.Pipeline()
-		promote = promoteScript.EvalSha(ctx, pipe, s.skeys, s.promoteArgs()...)
+	pipe := s.client.Pipeline()
+	promote := s.promote(ctx, pipe, start)
+	if promote != nil {
 		read = pipe.XReadGroup(ctx, args)
 		_, _ = pipe.Exec(ctx)
 	} else {
 		read = s.client.XReadGroup(ctx, args)
 	}
 
-	var promoteErr error
-	if promote != nil {
-		if err := promote.Err(); isNoScript(err) {
-			// The server lost its script cache (a restart): load it for
-			// the next poll.
-			s.lastPromote.Store(0)
-			_ = promoteScript.Load(ctx, s.client).Err()
-		} else if err != nil {
-			s.lastPromote.Store(0)
-			promoteErr = s.redisError("moving due tasks into the stream", err)
-		}
-	}
+	promoteErr := s.promoted(ctx, promote)
 	streams, err := read.Result()
 	switch {
 	case errors.Is(err, redis.Nil):
@@ -298,27 +272,89 @@ func (s *Stream) promoteArgs() []any {
 		s.cfg.ResultRetention.Milliseconds(), max(s.cfg.KeepDead.Milliseconds(), 0))
 }
 
-// claim runs claimScript in mode "own" or "idle".
-func (s *Stream) claim(ctx context.Context, mode string, minIdle time.Duration, want int, start time.Time) ([]peonify.Delivery, error) {
-	args := []any{mode, minIdle.Milliseconds(), want}
-	if mode == "own" {
-		s.mu.Lock()
-		for id := range s.inflight {
-			args = append(args, id)
-		}
-		s.mu.Unlock()
+// promote queues, in pipe, the move of due scheduled tasks into the
+// stream, if it is time for one (at most every promoteEvery); it returns
+// nil otherwise. See promoted for its result.
+func (s *Stream) promote(ctx context.Context, pipe redis.Pipeliner, start time.Time) *redis.Cmd {
+	if last := s.lastPromote.Load(); start.UnixNano()-last >= int64(promoteEvery) && s.lastPromote.CompareAndSwap(last, start.UnixNano()) {
+		return promoteScript.EvalSha(ctx, pipe, s.skeys, s.promoteArgs()...)
 	}
-	res, err := s.run(ctx, claimScript, args...).Slice()
-	if err != nil {
-		what := "claiming tasks whose lease ended"
-		if mode == "own" {
-			what = "taking back this consumer's pending tasks"
-		}
-		return nil, s.redisError(what, err)
+	return nil
+}
+
+// promoted returns the error of a move of due tasks that promote queued,
+// if any, and has the next poll try again after a failure.
+func (s *Stream) promoted(ctx context.Context, promote *redis.Cmd) error {
+	if promote == nil {
+		return nil
 	}
+	if err := promote.Err(); isNoScript(err) {
+		// The server lost its script cache (a restart): load it for
+		// the next poll.
+		s.lastPromote.Store(0)
+		_ = promoteScript.Load(ctx, s.client).Err()
+	} else if err != nil {
+		s.lastPromote.Store(0)
+		return s.redisError("moving due tasks into the stream", err)
+	}
+	return nil
+}
+
+// claim runs pollScript: it takes back this consumer's own entries that
+// this stream does not hold, then, with rescue, entries whose lease ended
+// (after the undoing of a queue's limit index, see unlimitBatch), then reads
+// new entries, up to limit in all, in one round trip with the move of due
+// scheduled tasks into the stream. It returns the deliveries and how many
+// of them were this consumer's own.
+func (s *Stream) claim(ctx context.Context, rescue bool, limit int, start time.Time, retry bool) ([]peonify.Delivery, int, error) {
+	minIdle := int64(-1)
+	if rescue {
+		minIdle = s.cfg.Lease.Milliseconds()
+	}
+	args := []any{"1", minIdle, limit, "1"}
+	s.mu.Lock()
+	for id := range s.inflight {
+		args = append(args, id)
+	}
+	s.mu.Unlock()
+	args = append(s.head[:len(s.head):len(s.head)], args...)
+
+	pipe := s.client.Pipeline()
+	var unlimit *redis.Cmd
+	if rescue {
+		unlimit = unlimitScript.EvalSha(ctx, pipe, s.skeys, append(s.head[:len(s.head):len(s.head)], unlimitBatch)...)
+	}
+	promote := s.promote(ctx, pipe, start)
+	claim := pollScript.EvalSha(ctx, pipe, s.skeys, args...)
+	_, _ = pipe.Exec(ctx)
+
+	if unlimit != nil {
+		if err := unlimit.Err(); isNoScript(err) {
+			_ = unlimitScript.Load(ctx, s.client).Err() // for the next rescue
+		} else {
+			s.unlimited(unlimit)
+		}
+	}
+	promoteErr := s.promoted(ctx, promote)
+	res, err := claim.Slice()
+	if isNoScript(err) {
+		res, err = pollScript.Run(ctx, s.client, s.skeys, args...).Slice()
+	}
+	switch {
+	case err != nil && retry && isNoGroup(err):
+		if err := s.ensureGroup(ctx); err != nil {
+			return nil, 0, err
+		}
+		return s.claim(ctx, rescue, limit, start, false)
+	case err != nil:
+		return nil, 0, s.redisError("claiming tasks", err)
+	case len(res) == 0:
+		return nil, 0, promoteErr
+	}
+	own, _ := res[0].(int64)
 	deadline := s.deadline(start)
-	ds := make([]peonify.Delivery, 0, len(res))
-	for _, r := range res {
+	ds := make([]peonify.Delivery, 0, len(res)-1)
+	for _, r := range res[1:] {
 		triple, _ := r.([]any)
 		if len(triple) != 3 {
 			continue
@@ -326,7 +362,7 @@ func (s *Stream) claim(ctx context.Context, mode string, minIdle time.Duration, 
 		eid, _ := triple[0].(string)
 		list, _ := triple[1].([]any)
 		count, _ := triple[2].(int64)
-		if eid == "" || count <= 0 || len(ds) == want {
+		if eid == "" || count <= 0 || len(ds) == limit {
 			continue
 		}
 		e := entryFromList(list)
@@ -334,7 +370,7 @@ func (s *Stream) claim(ctx context.Context, mode string, minIdle time.Duration, 
 		t.Attempt = e.counted() + int(count)
 		ds = append(ds, peonify.Delivery{Task: t, Token: uint64(count), Deadline: deadline, Ref: eid})
 	}
-	return ds, nil
+	return ds, int(own), promoteErr
 }
 
 // deadline is when a claim made at start ends, by this machine's clock: a
