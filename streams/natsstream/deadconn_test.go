@@ -27,3 +27,19 @@ func TestShutdownWithDeadConnection(t *testing.T) {
 	}
 	streamtest.DeadShutdown{Proxy: proxy, Stream: s, Producer: producer, Reader: reader}.Run(t)
 }
+
+// TestSilenceWithoutDeadline checks the ping of a fetch the server did not
+// end (a new consumer of a cluster whose leader is being elected, a slow
+// server) when Poll's context has no deadline: the live connection must
+// pass the check, not be dropped. FlushWithContext refuses such a context,
+// and that refusal once made every such Poll force a reconnect.
+func TestSilenceWithoutDeadline(t *testing.T) {
+	js := testJS(t)
+	s, _ := newTestStream(t, js, Config{})
+	if err := s.checkSilence(t.Context()); err != nil {
+		t.Fatalf("checkSilence on a live connection, with a context without a deadline: %v", err)
+	}
+	if n := s.nc.Stats().Reconnects; n != 0 || !s.nc.IsConnected() {
+		t.Errorf("after checkSilence on a live connection: %d reconnects, connection %s; want none, connected", n, s.nc.Status())
+	}
+}
