@@ -139,10 +139,23 @@ func scenarioNATSNodeFail(c *cell, leader bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var failures int
+	var misleading string // an Enqueue error that asks for Setup and says nothing of a leader
+	var firstErr string   // the first Enqueue error, for the cell's note
 	wg.Go(func() {
 		for i := 0; i < total && ctx.Err() == nil; i += batch {
 			tasks := c.tasks(fmt.Sprintf("%s%04d", c.scenario, i), batch, work{Ms: 10})
-			for try := 0; c.tryEnqueue(false, tasks...) != nil; try++ {
+			for try := 0; ; try++ {
+				err := c.tryEnqueue(false, tasks...)
+				if err == nil {
+					break
+				}
+				msg := err.Error()
+				if strings.Contains(msg, "Setup") && !strings.Contains(msg, "leader") && misleading == "" {
+					misleading = msg
+				}
+				if firstErr == "" {
+					firstErr = msg[:min(len(msg), 160)]
+				}
 				if try == 0 {
 					// The failed call may have stored some of the tasks.
 					c.mu.Lock()
@@ -247,6 +260,12 @@ func scenarioNATSNodeFail(c *cell, leader bool) {
 	c.waitAll()
 	c.waitQuiet()
 	c.note("%d enqueues failed and were retried", failures)
+	if firstErr != "" {
+		c.note("first enqueue error: %s", firstErr)
+	}
+	if misleading != "" {
+		c.t.Errorf("an Enqueue while the cluster was short of a node failed with %q, which asks for Setup without saying that a cluster may be electing a leader", misleading)
+	}
 	c.finish()
 }
 

@@ -2,9 +2,11 @@ package testcluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,6 +47,7 @@ type natsNode struct {
 	name  string // the server's name, which JetStream reports as a leader
 	port  int    // client port
 	route int    // cluster (route) port
+	http  int    // monitoring port, for the meta group's view (/jsz)
 	args  []string
 
 	mu   sync.Mutex // guards cmd, done and out
@@ -54,7 +57,8 @@ type natsNode struct {
 }
 
 // StartNATS starts a 3-node JetStream cluster and returns once it has
-// elected a meta leader and every node serves JetStream requests. Every
+// elected a meta leader that sees every other node as a current peer, and
+// every node serves JetStream requests. Every
 // process is stopped, and its data removed, when the test ends. Without
 // the nats-server binary the test is skipped, or fails when
 // PEONIFY_REQUIRE_SERVICES=1.
@@ -63,15 +67,15 @@ func StartNATS(t testing.TB) *NATS {
 	bin := natsServerBinary(t)
 	dir := t.TempDir()
 	c := &NATS{t: t, bin: bin, name: "peonify-test-" + streamtest.RandHex(3)}
-	ports := natsFreePorts(t, 2*NATSNodes)
+	ports := natsFreePorts(t, 3*NATSNodes)
 	var routes []string
 	for i := range NATSNodes {
-		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(ports[2*i+1]))
+		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(ports[3*i+1]))
 	}
 	for i := range NATSNodes {
-		n := &natsNode{name: fmt.Sprintf("%s-n%d", c.name, i), port: ports[2*i], route: ports[2*i+1]}
+		n := &natsNode{name: fmt.Sprintf("%s-n%d", c.name, i), port: ports[3*i], route: ports[3*i+1], http: ports[3*i+2]}
 		n.args = []string{
-			"-a", "127.0.0.1", "-p", strconv.Itoa(n.port), "-n", n.name,
+			"-a", "127.0.0.1", "-p", strconv.Itoa(n.port), "-m", strconv.Itoa(n.http), "-n", n.name,
 			"-js", "-sd", filepath.Join(dir, "n"+strconv.Itoa(i)),
 			"--cluster_name", c.name, "--cluster", "nats://127.0.0.1:" + strconv.Itoa(n.route),
 			"--routes", strings.Join(natsOthers(routes, i), ","),
@@ -85,6 +89,7 @@ func StartNATS(t testing.TB) *NATS {
 	for i := range c.nodes {
 		c.waitNode(i)
 	}
+	c.waitMeta()
 	return c
 }
 
@@ -243,6 +248,91 @@ func natsJetStreamInfo(url string) error {
 	return err
 }
 
+// waitMeta waits until the meta group's leader sees every other node as
+// a current peer. Until then it places a stream with three replicas on
+// no peers ("no suitable peers for placement"), as a cluster just started
+// does.
+func (c *NATS) waitMeta() {
+	c.t.Helper()
+	deadline := time.Now().Add(natsReadyWithin)
+	var last error
+	for time.Now().Before(deadline) {
+		if last = c.metaCurrent(); last == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatalf("testcluster: the JetStream meta group did not gather every node within %s: %v", natsReadyWithin, last)
+}
+
+// natsJSZ is the part of a server's /jsz that tells the meta group's
+// state.
+type natsJSZ struct {
+	Meta *struct {
+		Leader   string `json:"leader"`
+		Replicas []struct {
+			Name    string `json:"name"`
+			Current bool   `json:"current"`
+			Offline bool   `json:"offline"`
+		} `json:"replicas"`
+	} `json:"meta_cluster"`
+}
+
+// metaCurrent returns nil if the meta leader sees every other node as a
+// current peer.
+func (c *NATS) metaCurrent() error {
+	leader := ""
+	for i := range c.nodes {
+		if !c.Running(i) {
+			continue
+		}
+		jsz, err := c.jsz(i)
+		if err != nil {
+			return err
+		}
+		if jsz.Meta == nil || jsz.Meta.Leader == "" {
+			return fmt.Errorf("node %d knows no meta leader", i)
+		}
+		leader = jsz.Meta.Leader
+	}
+	l := c.Node(leader)
+	if l < 0 || !c.Running(l) {
+		return fmt.Errorf("the meta leader %q is not a running node", leader)
+	}
+	jsz, err := c.jsz(l)
+	if err != nil {
+		return err
+	}
+	if jsz.Meta == nil || jsz.Meta.Leader != leader {
+		return fmt.Errorf("node %d no longer leads the meta group", l)
+	}
+	current := 0
+	for _, r := range jsz.Meta.Replicas {
+		if r.Current && !r.Offline {
+			current++
+		}
+	}
+	if current < len(c.nodes)-1 {
+		return fmt.Errorf("the meta leader, node %d, sees %d of its %d peers current", l, current, len(c.nodes)-1)
+	}
+	return nil
+}
+
+// jsz returns node i's /jsz.
+func (c *NATS) jsz(i int) (*natsJSZ, error) {
+	client := http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get("http://127.0.0.1:" + strconv.Itoa(c.nodes[i].http) + "/jsz")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var jsz natsJSZ
+	if err := json.NewDecoder(resp.Body).Decode(&jsz); err != nil {
+		return nil, fmt.Errorf("node %d's /jsz: %w", i, err)
+	}
+	return &jsz, nil
+}
+
 // Kill ends node i with SIGKILL, as a crash or a power cut would, and
 // waits until the process has exited.
 func (c *NATS) Kill(i int) {
@@ -260,13 +350,15 @@ func (c *NATS) Kill(i int) {
 }
 
 // Start starts node i again, after Kill, with the same ports and store
-// directory, and waits until it serves JetStream requests. The node then
+// directory, and waits until it serves JetStream requests and the meta
+// group's leader sees it as a current peer. The node then
 // catches up with the streams' leaders in the background: see
 // WaitStreamCurrent.
 func (c *NATS) Start(i int) {
 	c.t.Helper()
 	c.spawn(i)
 	c.waitNode(i)
+	c.waitMeta()
 }
 
 // Running reports whether node i's process is running.

@@ -122,7 +122,11 @@ func (s *Stream) publishError(err error, unsure, total int) error {
 	hint := ""
 	switch {
 	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse):
-		hint = ": no stream stores subject " + s.subj.work + ": run natsstream.Setup with the same Config first"
+		// In a JetStream cluster, only the stream's leader takes
+		// publishes: while the replicas elect a new one (seconds after
+		// the leader's node failed), nobody answers either.
+		hint = ": no stream answered on subject " + s.subj.work + ": run natsstream.Setup with the same Config first, " +
+			"or, in a JetStream cluster, the stream is electing a leader (a few seconds after a node failed): enqueue again"
 	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrTimeout),
 		errors.Is(err, context.DeadlineExceeded):
 		hint = ": the tasks may or may not be stored; enqueue them again, the stored ones are then reported as duplicates"
