@@ -333,6 +333,37 @@ func (c *NATS) jsz(i int) (*natsJSZ, error) {
 	return &jsz, nil
 }
 
+// ConnectedTo returns the index of the running node that has a client
+// connection named name (nats.Name), or -1 if none has.
+func (c *NATS) ConnectedTo(name string) (int, error) {
+	client := http.Client{Timeout: 2 * time.Second}
+	for i := range c.nodes {
+		if !c.Running(i) {
+			continue
+		}
+		resp, err := client.Get("http://127.0.0.1:" + strconv.Itoa(c.nodes[i].http) + "/connz?limit=1024")
+		if err != nil {
+			return -1, err
+		}
+		var connz struct {
+			Conns []struct {
+				Name string `json:"name"`
+			} `json:"connections"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&connz)
+		resp.Body.Close()
+		if err != nil {
+			return -1, fmt.Errorf("node %d's /connz: %w", i, err)
+		}
+		for _, cn := range connz.Conns {
+			if cn.Name == name {
+				return i, nil
+			}
+		}
+	}
+	return -1, nil
+}
+
 // Kill ends node i with SIGKILL, as a crash or a power cut would, and
 // waits until the process has exited.
 func (c *NATS) Kill(i int) {

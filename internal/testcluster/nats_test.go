@@ -22,13 +22,16 @@ func TestNATS(t *testing.T) {
 	if got := len(c.URLs()); got != NATSNodes {
 		t.Fatalf("URLs returned %d URLs, want %d", got, NATSNodes)
 	}
-	nc, err := nats.Connect(c.Servers(1), nats.DontRandomize(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	nc, err := nats.Connect(c.Servers(1), nats.Name("testcluster-test"), nats.DontRandomize(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	if got, want := nc.ConnectedUrl(), c.URL(1); got != want {
 		t.Errorf("connected to %s, want node 1 at %s first", got, want)
+	}
+	if got, err := c.ConnectedTo("testcluster-test"); got != 1 || err != nil {
+		t.Errorf("ConnectedTo = %d, %v; want node 1", got, err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
