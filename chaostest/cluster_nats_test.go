@@ -291,7 +291,11 @@ func natsConsumerLeader(cl *testcluster.NATS, cfg natsstream.Config) (int, error
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cons, err := js.Consumer(ctx, cfg.Stream, "peonify")
+	consumer := cfg.Consumer
+	if consumer == "" {
+		consumer = "peonify" // natsstream's default
+	}
+	cons, err := js.Consumer(ctx, cfg.Stream, consumer)
 	if err != nil {
 		return -1, err
 	}
