@@ -26,7 +26,8 @@ import (
 // replicas, and runs three processors, each connected to a different node
 // first, while a producer enqueues. The scenarios kill a node with
 // SIGKILL mid-run and start it again: a node that leads nothing of the
-// stream (nodefail), or the stream leader's node (leaderfail). Every task
+// stream (nodefail), the stream leader's node (leaderfail), or the node of
+// the leader of the consumer the processors share (consumerfail). Every task
 // whose Enqueue returned nil must complete (JetStream acknowledges a
 // publish once a majority of the replicas stored it), processing must go
 // on while the node is down, and only tasks in flight around the fault
@@ -36,11 +37,21 @@ func init() {
 	backends = append(backends, &backend{name: "nats-cluster", cluster: true, prepare: prepareNATSCluster,
 		seesRunning: true, acksConfirmed: true})
 	scenarios = append(scenarios,
-		scenario{name: "nodefail", cluster: true, only: "nats-cluster", run: func(c *cell) { scenarioNATSNodeFail(c, false) }},
-		scenario{name: "leaderfail", cluster: true, only: "nats-cluster", run: func(c *cell) { scenarioNATSNodeFail(c, true) }},
+		scenario{name: "nodefail", cluster: true, only: "nats-cluster", run: func(c *cell) { scenarioNATSNodeFail(c, killFollower) }},
+		scenario{name: "leaderfail", cluster: true, only: "nats-cluster", run: func(c *cell) { scenarioNATSNodeFail(c, killStreamLeader) }},
+		scenario{name: "consumerfail", cluster: true, only: "nats-cluster", run: func(c *cell) { scenarioNATSNodeFail(c, killConsumerLeader) }},
 	)
 	openers["nats-cluster"] = openNATSCluster
 }
+
+// natsVictim is the node a cluster scenario kills.
+type natsVictim int
+
+const (
+	killFollower       natsVictim = iota // a node that leads neither the stream nor its work consumer
+	killStreamLeader                     // the stream leader's node
+	killConsumerLeader                   // the node of the work consumer's leader, which takes pull requests and acks
+)
 
 // natsClusters are the clusters of the running cells, by queue.
 var natsClusters sync.Map // string → *testcluster.NATS
@@ -114,14 +125,13 @@ func natsFirstNode(name string, nodes int) int {
 }
 
 // scenarioNATSNodeFail kills a node of the cell's cluster with SIGKILL
-// while three processors drain what a producer enqueues: the stream
-// leader's node if leader is set, else a node that leads neither the
-// stream nor its work consumer. Tasks must keep completing while the node
+// while three processors drain what a producer enqueues: the node that
+// kill names. Tasks must keep completing while the node
 // is down; then it is started again and must catch up. In flight at the
 // fault: what the processors held when the node died and when it came
 // back, and every task they claimed, ran, acked or nacked meanwhile (an
 // ack sent to a leader that died may not have been applied).
-func scenarioNATSNodeFail(c *cell, leader bool) {
+func scenarioNATSNodeFail(c *cell, kill natsVictim) {
 	v, ok := natsClusters.Load(c.spec.Queue)
 	if !ok {
 		c.t.Fatal("the cell's cluster is not registered")
@@ -188,25 +198,31 @@ func scenarioNATSNodeFail(c *cell, leader bool) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	victim := streamLeader
-	if !leader {
+	victim, what := -1, ""
+	switch kill {
+	case killFollower:
 		for i := range testcluster.NATSNodes {
 			if i != streamLeader && i != consumerLeader {
 				victim = i
 				break
 			}
 		}
-		if victim == streamLeader {
+		if victim < 0 {
 			c.t.Fatalf("every node leads the stream (node %d) or its consumer (node %d): no node to kill that leads nothing", streamLeader, consumerLeader)
 		}
-	}
-	what := "a node leading nothing of the stream"
-	if leader {
-		what = "the stream leader's node"
+		what = "a node leading nothing of the stream"
+	case killStreamLeader:
+		victim, what = streamLeader, "the stream leader's node"
 		if victim == consumerLeader {
 			what += ", which also led the work consumer"
 		}
+	case killConsumerLeader:
+		victim, what = consumerLeader, "the work consumer leader's node"
+		if victim == streamLeader {
+			what += ", which also led the stream"
+		}
 	}
+	leader := victim == streamLeader
 
 	before := c.heldBy(pids...)
 	doneBefore := c.completedAll()
@@ -216,7 +232,7 @@ func scenarioNATSNodeFail(c *cell, leader bool) {
 	// Processing goes on with two nodes of three: wait for 100 more
 	// completions, and for longer than the lease, so that claims stranded
 	// by the fault come back, before starting the node again.
-	var elected time.Duration
+	var elected, consumerElected time.Duration
 	if leader {
 		next, err := cl.StreamLeader(cfg.Stream, 30*time.Second)
 		if err != nil {
@@ -226,6 +242,17 @@ func scenarioNATSNodeFail(c *cell, leader bool) {
 		if next == victim {
 			c.t.Fatalf("node %d, killed, still leads the stream", victim)
 		}
+	}
+	if victim == consumerLeader {
+		var next int
+		var err error
+		if !waitFor(min(30*time.Second, c.remaining()), func() bool {
+			next, err = natsConsumerLeader(cl, cfg)
+			return err == nil && next != victim
+		}) {
+			c.t.Fatalf("no new leader of the work consumer after its node was killed: node %d, %v", next, err)
+		}
+		consumerElected = time.Since(down)
 	}
 	if !waitFor(min(30*time.Second, c.remaining()), func() bool { return c.completedAll() >= doneBefore+100 }) {
 		c.t.Fatalf("processing stopped with node %d down: %d completions in %s", victim, c.completedAll()-doneBefore, time.Since(down).Round(time.Millisecond))
@@ -247,6 +274,9 @@ func scenarioNATSNodeFail(c *cell, leader bool) {
 		restarted.Sub(down).Round(100*time.Millisecond), progressed.Round(100*time.Millisecond))
 	if leader {
 		note += fmt.Sprintf(", new stream leader in %s", elected.Round(100*time.Millisecond))
+	}
+	if victim == consumerLeader {
+		note += fmt.Sprintf(", new consumer leader in %s", consumerElected.Round(100*time.Millisecond))
 	}
 	c.note("%s; caught up %s after its restart", note, caughtUp.Round(100*time.Millisecond))
 
