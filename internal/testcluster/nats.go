@@ -27,6 +27,10 @@ import (
 // keeps a quorum of a stream with three replicas when one node is down.
 const NATSNodes = 3
 
+// natsHTTP asks the nodes' monitoring endpoints; it keeps no connection
+// open, so that no goroutine of it outlives a test.
+var natsHTTP = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
 // natsReadyWithin bounds the wait for a cluster, or a node started again,
 // to serve JetStream requests.
 const natsReadyWithin = 30 * time.Second
@@ -320,8 +324,7 @@ func (c *NATS) metaCurrent() error {
 
 // jsz returns node i's /jsz.
 func (c *NATS) jsz(i int) (*natsJSZ, error) {
-	client := http.Client{Timeout: 2 * time.Second}
-	resp, err := client.Get("http://127.0.0.1:" + strconv.Itoa(c.nodes[i].http) + "/jsz")
+	resp, err := natsHTTP.Get("http://127.0.0.1:" + strconv.Itoa(c.nodes[i].http) + "/jsz")
 	if err != nil {
 		return nil, err
 	}
@@ -336,12 +339,11 @@ func (c *NATS) jsz(i int) (*natsJSZ, error) {
 // ConnectedTo returns the index of the running node that has a client
 // connection named name (nats.Name), or -1 if none has.
 func (c *NATS) ConnectedTo(name string) (int, error) {
-	client := http.Client{Timeout: 2 * time.Second}
 	for i := range c.nodes {
 		if !c.Running(i) {
 			continue
 		}
-		resp, err := client.Get("http://127.0.0.1:" + strconv.Itoa(c.nodes[i].http) + "/connz?limit=1024")
+		resp, err := natsHTTP.Get("http://127.0.0.1:" + strconv.Itoa(c.nodes[i].http) + "/connz?limit=1024")
 		if err != nil {
 			return -1, err
 		}
