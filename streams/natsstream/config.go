@@ -67,7 +67,10 @@ type Config struct {
 	MaxBytes int64
 
 	// Replicas is the number of copies of the streams and consumers in a
-	// JetStream cluster. Defaults to 1.
+	// JetStream cluster, at most 5. With 3, an Enqueue that returned nil
+	// survives the loss of any one node; README.md ("Clusters and
+	// failover") says what a failover does to running tasks. Defaults
+	// to 1.
 	Replicas int
 
 	// MemoryStorage keeps the streams in memory instead of on disk: faster,

@@ -16,6 +16,16 @@ import (
 // acknowledgements at once.
 const enqueueWindow = 512
 
+// enqueueAckWait is how long an Enqueue of several tasks waits for the
+// next acknowledgement before it reports the rest as unsure, whatever its
+// context allows. An asynchronous publish has no timeout of its own: one
+// sent to a stream leader whose node then died is never answered, and
+// Enqueue waited until its context ended (for ever without a deadline)
+// although the cluster had elected a new leader after a few seconds
+// (chaostest's leaderfail cell). It is nats.go's default timeout of a
+// single publish.
+const enqueueAckWait = 5 * time.Second
+
 // Enqueue stores tasks with JetStream publishes, each with its task ID as
 // Nats-Msg-Id, and returns when the server has acknowledged every one (on
 // file storage, the task is then on disk). A task with a RunAt ahead goes
@@ -100,6 +110,8 @@ func (s *Stream) publishAsync(ctx context.Context, tasks []*peonify.Task, msgs [
 		futures = append(futures, f)
 	}
 	var dups []string
+	timer := time.NewTimer(enqueueAckWait)
+	defer timer.Stop()
 	for i, f := range futures {
 		select {
 		case pa := <-f.Ok():
@@ -112,7 +124,11 @@ func (s *Stream) publishAsync(ctx context.Context, tasks []*peonify.Task, msgs [
 			}
 		case <-ctx.Done():
 			return dups, ctx.Err()
+		case <-timer.C:
+			return dups, fmt.Errorf("%w: no acknowledgement from the stream for %s (in a JetStream cluster, its leader may have failed)",
+				nats.ErrTimeout, enqueueAckWait)
 		}
+		timer.Reset(enqueueAckWait) // each acknowledgement gives the next its own wait
 	}
 	return dups, perr
 }
@@ -122,7 +138,11 @@ func (s *Stream) publishError(err error, unsure, total int) error {
 	hint := ""
 	switch {
 	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse):
-		hint = ": no stream stores subject " + s.subj.work + ": run natsstream.Setup with the same Config first"
+		// In a JetStream cluster, only the stream's leader takes
+		// publishes: while the replicas elect a new one (seconds after
+		// the leader's node failed), nobody answers either.
+		hint = ": no stream answered on subject " + s.subj.work + ": run natsstream.Setup with the same Config first, " +
+			"or, in a JetStream cluster, the stream is electing a leader (a few seconds after a node failed): enqueue again"
 	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrTimeout),
 		errors.Is(err, context.DeadlineExceeded):
 		hint = ": the tasks may or may not be stored; enqueue them again, the stored ones are then reported as duplicates"

@@ -3,7 +3,12 @@ package natsstream
 import (
 	"context"
 	"fmt"
+	"time"
 )
+
+// silencePing bounds checkSilence's ping when Poll's context has no
+// deadline.
+const silencePing = 2 * time.Second
 
 // checkSilence tells a dead connection from a slow server after a fetch
 // that the server did not end (see fetch). A connection that died
@@ -11,9 +16,16 @@ import (
 // client for minutes, until its pings go unanswered, and every fetch on it
 // comes back empty: Poll would report "nothing to do" while tasks pile
 // up. So when the server did not answer the fetch, a ping checks it within
-// ctx; if that fails too the connection is dropped and reconnected, and
+// ctx (or silencePing, if ctx has no deadline); if that fails too the connection is dropped and reconnected, and
 // Poll reports the error.
 func (s *Stream) checkSilence(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		// FlushWithContext refuses a context without a deadline, and
+		// that refusal must not pass for a dead connection.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, silencePing)
+		defer cancel()
+	}
 	err := s.nc.FlushWithContext(ctx)
 	if err == nil {
 		return nil // slow, but alive

@@ -36,6 +36,7 @@ type scaleOrders struct {
 	Stream, Subject string
 	Ledger          string // the ledger file every child records in
 	Child           int
+	Servers         string // the server URLs, comma-separated, the first tried first; the test server when empty
 }
 
 // TestScaleOut drains 20,000 tasks with four processor processes sharing
@@ -49,6 +50,12 @@ func TestScaleOut(t *testing.T) {
 	}
 	js := testJS(t)
 	s, cfg := newTestStream(t, js, Config{AckWait: scaleAckWait})
+	scaleOut(t, s, cfg, func(int) string { return "" })
+}
+
+// scaleOut runs the scale-out test on s, whose Config is cfg; servers
+// returns the server URLs child i connects to (see scaleOrders).
+func scaleOut(t *testing.T, s *Stream, cfg Config, servers func(child int) string) {
 	ids := streamtest.Backfill(t, s, scaleTasks, "scale", func(i int) string { return fmt.Sprintf("t-%05d", i) })
 
 	ledger := filepath.Join(t.TempDir(), "ledger")
@@ -56,7 +63,7 @@ func TestScaleOut(t *testing.T) {
 		IDs:    ids,
 		Ledger: ledger,
 		Start: func(t *testing.T, i int) *streamtest.Child {
-			return streamtest.StartChild(t, "TestScaleOutChild", scaleEnv, scaleOrders{cfg.Stream, cfg.Subject, ledger, i})
+			return streamtest.StartChild(t, "TestScaleOutChild", scaleEnv, scaleOrders{cfg.Stream, cfg.Subject, ledger, i, servers(i)})
 		},
 		Jitter: 20 * time.Millisecond,
 		// The claims of the killed process come back after their AckWait.
@@ -78,7 +85,11 @@ func TestScaleOutChild(t *testing.T) {
 	streamtest.Orders(t, scaleEnv, &o)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	nc, err := nats.Connect(testenv.URL(t, "nats"), nats.MaxReconnects(-1))
+	servers := o.Servers
+	if servers == "" {
+		servers = testenv.URL(t, "nats")
+	}
+	nc, err := nats.Connect(servers, nats.MaxReconnects(-1), nats.DontRandomize())
 	if err != nil {
 		t.Fatal(err)
 	}

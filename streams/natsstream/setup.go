@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -50,41 +51,54 @@ func Setup(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 	if maxBytes == 0 {
 		maxBytes = -1
 	}
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        cfg.Stream,
-		Description: "Peonify tasks (natsstream)",
-		Subjects:    []string{subj.work, subj.scheduled},
-		Retention:   jetstream.WorkQueuePolicy,
-		Discard:     jetstream.DiscardNew, // a full stream refuses new tasks, never drops stored ones
-		MaxBytes:    maxBytes,
-		MaxMsgs:     -1,
-		MaxAge:      0,
-		Storage:     storage,
-		Replicas:    cfg.Replicas,
-		Duplicates:  cfg.DuplicateWindow,
-		RePublish:   &jetstream.RePublish{Source: subj.work, Destination: subj.wake, HeadersOnly: true},
-	})
-	if err != nil {
-		return fmt.Errorf("natsstream: creating or updating stream %s (subjects %s, %s): %w", cfg.Stream, subj.work, subj.scheduled, err)
+	// The two streams, then the two consumers, are made at the same time:
+	// in a JetStream cluster each is a replicated group whose creation
+	// waits for an election, and one after the other took about two
+	// seconds with 3 replicas.
+	mainStream := func() error {
+		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:        cfg.Stream,
+			Description: "Peonify tasks (natsstream)",
+			Subjects:    []string{subj.work, subj.scheduled},
+			Retention:   jetstream.WorkQueuePolicy,
+			Discard:     jetstream.DiscardNew, // a full stream refuses new tasks, never drops stored ones
+			MaxBytes:    maxBytes,
+			MaxMsgs:     -1,
+			MaxAge:      0,
+			Storage:     storage,
+			Replicas:    cfg.Replicas,
+			Duplicates:  cfg.DuplicateWindow,
+			RePublish:   &jetstream.RePublish{Source: subj.work, Destination: subj.wake, HeadersOnly: true},
+		})
+		if err != nil {
+			return fmt.Errorf("natsstream: creating or updating stream %s (subjects %s, %s): %w", cfg.Stream, subj.work, subj.scheduled, err)
+		}
+		return nil
 	}
 	keep := cfg.KeepDead
 	if keep < 0 {
 		keep = 0 // no age limit
 	}
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        cfg.DeadStream,
-		Description: "Peonify dead-lettered tasks of stream " + cfg.Stream + " (natsstream)",
-		Subjects:    []string{subj.dead},
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      keep,
-		MaxMsgs:     -1,
-		MaxBytes:    -1,
-		Storage:     storage,
-		Replicas:    cfg.Replicas,
-	})
-	if err != nil {
-		return fmt.Errorf("natsstream: creating or updating dead-letter stream %s: %w", cfg.DeadStream, err)
+	deadStream := func() error {
+		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:        cfg.DeadStream,
+			Description: "Peonify dead-lettered tasks of stream " + cfg.Stream + " (natsstream)",
+			Subjects:    []string{subj.dead},
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      keep,
+			MaxMsgs:     -1,
+			MaxBytes:    -1,
+			Storage:     storage,
+			Replicas:    cfg.Replicas,
+		})
+		if err != nil {
+			return fmt.Errorf("natsstream: creating or updating dead-letter stream %s: %w", cfg.DeadStream, err)
+		}
+		return nil
+	}
+	if err := together(mainStream, deadStream); err != nil {
+		return err
 	}
 	maxDeliver := -1
 	if cfg.MaxDeliver > 0 {
@@ -92,37 +106,54 @@ func Setup(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 		// exceeds it and dead-letters the task.
 		maxDeliver = cfg.MaxDeliver + 1
 	}
-	_, err = js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
-		Durable:       cfg.Consumer,
-		Description:   "Peonify processors (natsstream)",
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
-		MaxDeliver:    maxDeliver,
-		MaxAckPending: cfg.MaxAckPending,
-		FilterSubject: subj.work,
-		Replicas:      cfg.Replicas,
-		MemoryStorage: cfg.MemoryStorage,
-	})
-	if err != nil {
-		return fmt.Errorf("natsstream: creating or updating consumer %s on stream %s: %w", cfg.Consumer, cfg.Stream, err)
+	workConsumer := func() error {
+		_, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
+			Durable:       cfg.Consumer,
+			Description:   "Peonify processors (natsstream)",
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       cfg.AckWait,
+			MaxDeliver:    maxDeliver,
+			MaxAckPending: cfg.MaxAckPending,
+			FilterSubject: subj.work,
+			Replicas:      cfg.Replicas,
+			MemoryStorage: cfg.MemoryStorage,
+		})
+		if err != nil {
+			return fmt.Errorf("natsstream: creating or updating consumer %s on stream %s: %w", cfg.Consumer, cfg.Stream, err)
+		}
+		return nil
 	}
-	_, err = js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
-		Durable:       cfg.schedulerConsumer(),
-		Description:   "Peonify scheduler (natsstream)",
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       schedulerAckWait,
-		MaxDeliver:    -1,
-		MaxAckPending: -1, // every waiting task holds a timer on the server
-		FilterSubject: subj.scheduled,
-		Replicas:      cfg.Replicas,
-		MemoryStorage: cfg.MemoryStorage,
-	})
-	if err != nil {
-		return fmt.Errorf("natsstream: creating or updating consumer %s on stream %s: %w", cfg.schedulerConsumer(), cfg.Stream, err)
+	schedConsumer := func() error {
+		_, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
+			Durable:       cfg.schedulerConsumer(),
+			Description:   "Peonify scheduler (natsstream)",
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       schedulerAckWait,
+			MaxDeliver:    -1,
+			MaxAckPending: -1, // every waiting task holds a timer on the server
+			FilterSubject: subj.scheduled,
+			Replicas:      cfg.Replicas,
+			MemoryStorage: cfg.MemoryStorage,
+		})
+		if err != nil {
+			return fmt.Errorf("natsstream: creating or updating consumer %s on stream %s: %w", cfg.schedulerConsumer(), cfg.Stream, err)
+		}
+		return nil
 	}
-	return nil
+	return together(workConsumer, schedConsumer)
+}
+
+// together runs fns at the same time and returns their errors, joined.
+func together(fns ...func() error) error {
+	errs := make([]error, len(fns))
+	var wg sync.WaitGroup
+	for i, fn := range fns {
+		wg.Go(func() { errs[i] = fn() })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // Teardown deletes the streams, with their consumers and every task, that

@@ -466,3 +466,24 @@ func TestPollAtCapTakesFreedTask(t *testing.T) {
 		held = got
 	}
 }
+
+// TestEnqueueNoStream checks what Enqueue says when no stream answers on
+// the subject: not set up, or, in a JetStream cluster, a stream electing
+// a leader after its leader's node failed (chaostest's leaderfail cell
+// sees that one), which takes no Setup, only a retry.
+func TestEnqueueNoStream(t *testing.T) {
+	s, err := New(testJS(t), uniqueConfig(t, Config{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamtest.CloseAtEnd(t, s)
+	err = s.Enqueue(streamtest.Context(t), &peonify.Task{Type: "x"}, &peonify.Task{Type: "x"})
+	if err == nil {
+		t.Fatal("Enqueue to a stream that was never set up returned nil")
+	}
+	for _, want := range []string{"run natsstream.Setup", "electing a leader", "enqueue again"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Enqueue's error %q does not say %q", err, want)
+		}
+	}
+}
