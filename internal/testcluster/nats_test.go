@@ -7,10 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/goleak"
 )
-
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestNATS starts a cluster, stores messages in a stream with three
 // replicas through a client that knows every node, kills the stream

@@ -5,11 +5,7 @@ import (
 	"strconv"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 )
-
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestRedis starts a cluster, writes a key that 1 replica acknowledged,
 // kills the master of its slot and reads the key back from the promoted
