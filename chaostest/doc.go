@@ -45,6 +45,21 @@
 //	           and each reaches the store once, whole (the resend window recognises every resend, RabbitMQ
 //	           included)
 //
+// and failover, on clusters each cell starts on ports of its own
+// (internal/testcluster), never on the shared servers:
+//
+//	failover      redis-cluster: the master of the queue's slot is SIGKILLed mid-run and its replica promoted;
+//	              with the fast defaults only tasks enqueued within a second before the kill may be lost
+//	              (counted in the lost column, noted as documented), with WaitReplicas=1 (redis-cluster-wait)
+//	              nothing, and no task whose Ack returned nil before the kill runs again
+//	nodefail      nats-cluster (3 nodes, 3 replicas): a node that leads nothing is killed and restarted
+//	leaderfail    nats-cluster: the stream leader's node is killed and restarted; 0 lost
+//	consumerfail  nats-cluster: the work consumer leader's node is killed and restarted; 0 lost
+//	promote       postgres-replica: the primary stops (immediate shutdown) and the synchronous standby is
+//	              promoted, processors and producers on a multi-host URL, SyncCommit set: 0 lost
+//	promote-async postgres-replica with asynchronous replication and the defaults: only tasks enqueued within
+//	              a second before the stop may be lost
+//
 // TestChaosKeepalive (PEONIFY_CHAOS=1, as root) runs a processor in a
 // network namespace of its own, joined by a veth pair, and then drops
 // every packet both ways with a queueing discipline (netem's loss 100%,
