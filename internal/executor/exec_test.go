@@ -104,8 +104,8 @@ func testExecTimeoutKillsProcessGroup(t *testing.T, supervise bool) {
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "child.pid")
 	e := newExec(t, ExecConfig{
-		Shell:     `trap '' TERM; sh -c 'trap "" TERM; sleep 60' & echo $! > child.pid; wait`,
-		Dir:       dir,
+		Shell: `trap '' TERM; sh -c 'trap "" TERM; sleep 60' & echo $! > child.pid; wait`,
+		Dir:   dir,
 		// Long enough that a loaded machine starts the grandchild and
 		// writes its pid before the timeout: at 200ms it once did not.
 		Timeout:   time.Second,
