@@ -65,7 +65,17 @@ func TestDeadConnectionIsAPollErrorAndRecovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	streamtest.DeadConnection{Proxy: proxy, Stream: s, Producer: producer}.Run(t)
+	// The listener must be listening when the network dies, or it has no
+	// dead connection to replace: it starts on the processor's first poll
+	// and connects in the background, and on a loaded machine the
+	// blackhole, right after the first task ran, can come first.
+	waitListening(t, s, 1)
+	// A poll in flight when the network dies may have reached Postgres:
+	// the server still runs it, late when it is loaded, after the tasks
+	// below were enqueued, and commits a claim whose reply never comes
+	// back. That task runs again once its lease (30s) has ended and the
+	// rescuer (every 5s) has found it, about 35s after the blackhole.
+	streamtest.DeadConnection{Proxy: proxy, Stream: s, Producer: producer, RecoverWithin: 45 * time.Second}.Run(t)
 	// The listener retries with a backoff that grows to 10s while the
 	// network is down, so its next try may come that long after the heal,
 	// and the pool may still hand it a dead connection first.
@@ -113,6 +123,7 @@ func TestDeadConnectionListenerRecoversFast(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitListening(t, s, 1) // see TestDeadConnectionIsAPollErrorAndRecovers
 	streamtest.DeadConnection{Proxy: proxy, Stream: s, Producer: producer, Dead: time.Second, RecoverWithin: 6 * time.Second}.Run(t)
 	streamtest.WaitFor(t, 6*time.Second, "the listener to replace its dead connection", func() bool { return l.connects.Load() >= 2 })
 }
