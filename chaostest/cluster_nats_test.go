@@ -154,11 +154,7 @@ func scenarioNATSNodeFail(c *cell, kill natsVictim) {
 	wg.Go(func() {
 		for i := 0; i < total && ctx.Err() == nil; i += batch {
 			tasks := c.tasks(fmt.Sprintf("%s%04d", c.scenario, i), batch, work{Ms: 10})
-			for try := 0; ; try++ {
-				err := c.tryEnqueue(false, tasks...)
-				if err == nil {
-					break
-				}
+			stored := c.enqueueUntilStored(ctx, tasks, func(err error) {
 				msg := err.Error()
 				if strings.Contains(msg, "Setup") && !strings.Contains(msg, "leader") && misleading == "" {
 					misleading = msg
@@ -166,30 +162,17 @@ func scenarioNATSNodeFail(c *cell, kill natsVictim) {
 				if firstErr == "" {
 					firstErr = msg[:min(len(msg), 160)]
 				}
-				if try == 0 {
-					// The failed call may have stored some of the tasks.
-					c.mu.Lock()
-					c.faults = append(c.faults, ids(tasks))
-					c.mu.Unlock()
-				}
 				failures++
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(100 * time.Millisecond):
-				}
+			})
+			if !stored {
+				return
 			}
 			time.Sleep(40 * time.Millisecond)
 		}
 	})
 	c.t.Cleanup(func() { cancel(); wg.Wait() })
 
-	waitFor(c.remaining(), func() bool {
-		c.mu.Lock()
-		stored := slices.Clone(c.enqueued)
-		c.mu.Unlock()
-		return len(stored) >= total/4 && c.completed(stored) >= total/6
-	})
+	c.waitProgress(total)
 	streamLeader, err := cl.StreamLeader(cfg.Stream, 10*time.Second)
 	if err != nil {
 		c.t.Fatal(err)

@@ -153,23 +153,16 @@ func scenarioPromote(c *cell, durable bool) {
 	produce := func(prefix string, batch int, pause time.Duration, more func(i int) bool) {
 		for i := 0; more(i) && ctx.Err() == nil; i += batch {
 			tasks := c.tasks(fmt.Sprintf("%s%04d", prefix, i), batch, work{Ms: 10})
-			for try := 0; c.tryEnqueue(false, tasks...) != nil; try++ {
-				// The failed call may have stored the tasks; the retry
-				// then finds them stored, or stores them again if the
-				// failover lost them.
-				if try == 0 {
-					c.mu.Lock()
-					c.faults = append(c.faults, ids(tasks))
-					c.mu.Unlock()
-				}
+			// A failed call may have stored the tasks; the retry then
+			// finds them stored, or stores them again if the failover
+			// lost them.
+			ok := c.enqueueUntilStored(ctx, tasks, func(error) {
 				smu.Lock()
 				failures++
 				smu.Unlock()
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(100 * time.Millisecond):
-				}
+			})
+			if !ok {
+				return
 			}
 			smu.Lock()
 			stamps = append(stamps, stored{time.Now(), ids(tasks)})
@@ -181,12 +174,7 @@ func scenarioPromote(c *cell, durable bool) {
 	wg.Go(func() { produce("promote", batch, 60*time.Millisecond, func(i int) bool { return i < total }) })
 	c.t.Cleanup(func() { cancel(); wg.Wait() })
 
-	waitFor(c.remaining(), func() bool {
-		c.mu.Lock()
-		st := slices.Clone(c.enqueued)
-		c.mu.Unlock()
-		return len(st) >= total/4 && c.completed(st) >= total/6
-	})
+	c.waitProgress(total)
 	lctx, lcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	write, _, replay, lagErr := p.ReplicationLag(lctx)
 	lcancel()

@@ -119,43 +119,29 @@ func scenarioRedisFailover(c *cell) {
 	wg.Go(func() {
 		for i := 0; i < total && ctx.Err() == nil; i += batch {
 			tasks := c.tasks(fmt.Sprintf("failover%04d", i), batch, work{Ms: 10})
-			for try := 0; ; try++ {
-				start := time.Now()
-				err := c.tryEnqueue(false, tasks...)
-				if err == nil {
-					callsMu.Lock()
-					calls = append(calls, call{ids(tasks), start, time.Now()})
-					callsMu.Unlock()
-					break
-				}
-				// The failed call may have stored the tasks; the stream
-				// reports them as duplicates when they are enqueued again.
-				if try == 0 {
-					c.mu.Lock()
-					c.faults = append(c.faults, ids(tasks))
-					c.mu.Unlock()
-				}
+			// A failed call may have stored the tasks; the stream reports
+			// them as duplicates when they are enqueued again. The loss
+			// window counts from the start of the call that returned nil.
+			start := time.Now()
+			stored := c.enqueueUntilStored(ctx, tasks, func(error) {
 				callsMu.Lock()
 				failures++
 				callsMu.Unlock()
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(100 * time.Millisecond):
-				}
+				start = time.Now()
+			})
+			if !stored {
+				return
 			}
+			callsMu.Lock()
+			calls = append(calls, call{ids(tasks), start, time.Now()})
+			callsMu.Unlock()
 			time.Sleep(10 * time.Millisecond)
 		}
 	})
 	c.t.Cleanup(func() { cancel(); wg.Wait() })
 
 	// Fail over once a quarter is enqueued and a sixth done.
-	waitFor(c.remaining(), func() bool {
-		c.mu.Lock()
-		stored := slices.Clone(c.enqueued)
-		c.mu.Unlock()
-		return len(stored) >= total/4 && c.completed(stored) >= total/6
-	})
+	c.waitProgress(total)
 	before := c.heldBy(a.pid, b.pid)
 	kctx, kcancel := context.WithTimeout(context.Background(), c.remaining())
 	defer kcancel()

@@ -124,6 +124,43 @@ func (c *cell) waitUp(children ...*child) {
 	}
 }
 
+// enqueueUntilStored enqueues tasks until an Enqueue returns nil, 100ms
+// apart, calling failed with each error, and reports false if ctx ended
+// first. The first failed call may have stored some of the tasks, and a
+// broker that cannot refuse a duplicate ID stores them again, so they count
+// as in flight at a fault.
+func (c *cell) enqueueUntilStored(ctx context.Context, tasks []*peonify.Task, failed func(error)) bool {
+	for try := 0; ; try++ {
+		err := c.tryEnqueue(false, tasks...)
+		if err == nil {
+			return true
+		}
+		if try == 0 {
+			c.mu.Lock()
+			c.faults = append(c.faults, ids(tasks))
+			c.mu.Unlock()
+		}
+		failed(err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// waitProgress waits, within the cell's budget, until a quarter of total
+// tasks are enqueued and a sixth are done: the moment the server scenarios
+// strike, with work both queued and running.
+func (c *cell) waitProgress(total int) {
+	waitFor(c.remaining(), func() bool {
+		c.mu.Lock()
+		stored := slices.Clone(c.enqueued)
+		c.mu.Unlock()
+		return len(stored) >= total/4 && c.completed(stored) >= total/6
+	})
+}
+
 // heldBy returns the tasks the processes hold now.
 func (c *cell) heldBy(pids ...int) []string {
 	c.refresh()
@@ -308,20 +345,8 @@ func scenarioRestart(c *cell) {
 	wg.Go(func() {
 		for i := 0; i < total && ctx.Err() == nil; i += batch {
 			tasks := c.tasks(fmt.Sprintf("restart%04d", i), batch, work{Ms: 10})
-			for try := 0; c.tryEnqueue(false, tasks...) != nil; try++ {
-				// The failed call may have stored some of the tasks, and a
-				// broker that cannot refuse a duplicate ID stores them again.
-				if try == 0 {
-					c.mu.Lock()
-					c.faults = append(c.faults, ids(tasks))
-					c.mu.Unlock()
-				}
-				failures++
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(100 * time.Millisecond):
-				}
+			if !c.enqueueUntilStored(ctx, tasks, func(error) { failures++ }) {
+				return
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -329,12 +354,7 @@ func scenarioRestart(c *cell) {
 	c.t.Cleanup(func() { cancel(); wg.Wait() })
 
 	// Restart once a quarter is enqueued and a sixth done.
-	waitFor(c.remaining(), func() bool {
-		c.mu.Lock()
-		stored := slices.Clone(c.enqueued)
-		c.mu.Unlock()
-		return len(stored) >= total/4 && c.completed(stored) >= total/6
-	})
+	c.waitProgress(total)
 	before := c.heldBy(a.pid, b.pid)
 	down := time.Now()
 	stopped := c.srv.restart(c.t, 1500*time.Millisecond)
