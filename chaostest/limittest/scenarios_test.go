@@ -307,6 +307,13 @@ func TestKill(t *testing.T) {
 		})
 		sc.start(3, []string{"hold"}, fast)
 		time.Sleep(200 * time.Millisecond)
+		// Kill it while its ledger shows it holding tasks (a loaded CI
+		// machine once killed it at a moment it held none).
+		streamtest.WaitUntil(t, "the first process to hold a task", 30*time.Second, func() (bool, string) {
+			sc.refresh()
+			n := len(sc.hist.Held(victim.pid))
+			return n > 0, fmt.Sprintf("it holds %d", n)
+		})
 		killedAt := time.Now()
 		held := sc.kill(victim)
 		if len(held) == 0 {
