@@ -108,22 +108,7 @@ func openStream(ctx context.Context, spec streamSpec, name string, logger *slog.
 		return &opened{s: s, enq: s, insp: s, done: func() { _ = c.Close() }}, nil
 
 	case "nats":
-		nc, err := nats.Connect(spec.Addr, nats.Name("chaostest-"+name), nats.MaxReconnects(-1),
-			nats.ReconnectWait(50*time.Millisecond), nats.ReconnectJitter(50*time.Millisecond, 50*time.Millisecond))
-		if err != nil {
-			return nil, err
-		}
-		js, err := jetstream.New(nc)
-		if err != nil {
-			nc.Close()
-			return nil, err
-		}
-		s, err := natsstream.New(js, natsConfig(spec, logger))
-		if err != nil {
-			nc.Close()
-			return nil, err
-		}
-		return &opened{s: s, enq: s, insp: s, done: nc.Close}, nil
+		return openNATS(spec.Addr, spec, name, logger)
 
 	case "amqp":
 		s, err := amqpstream.New(spec.Addr, amqpstream.Config{Queue: spec.Queue, Identity: "chaostest-" + name,
@@ -144,6 +129,29 @@ func openStream(ctx context.Context, spec streamSpec, name string, logger *slog.
 // (the clusters, in cluster_*_test.go), by kind. They register in an init
 // function, so that children, which run this binary, open them too.
 var openers = map[string]func(ctx context.Context, spec streamSpec, name string, logger *slog.Logger) (*opened, error){}
+
+// openNATS opens the NATS stream spec describes on a connection to urls
+// (comma-separated), reconnecting for good, quickly; extra options are
+// added to the connection's.
+func openNATS(urls string, spec streamSpec, name string, logger *slog.Logger, extra ...nats.Option) (*opened, error) {
+	opts := append([]nats.Option{nats.Name("chaostest-" + name), nats.MaxReconnects(-1),
+		nats.ReconnectWait(50 * time.Millisecond), nats.ReconnectJitter(50*time.Millisecond, 50*time.Millisecond)}, extra...)
+	nc, err := nats.Connect(urls, opts...)
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	s, err := natsstream.New(js, natsConfig(spec, logger))
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return &opened{s: s, enq: s, insp: s, done: nc.Close}, nil
+}
 
 func natsConfig(spec streamSpec, logger *slog.Logger) natsstream.Config {
 	return natsstream.Config{Stream: spec.Queue, Subject: "chaos." + spec.Queue, AckWait: spec.Lease, Logger: logger}

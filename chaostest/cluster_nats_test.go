@@ -91,22 +91,7 @@ func openNATSCluster(_ context.Context, spec streamSpec, name string, logger *sl
 	urls := strings.Split(spec.Addr, ",")
 	first := natsFirstNode(name, len(urls))
 	urls = append(urls[first:], urls[:first]...)
-	nc, err := nats.Connect(strings.Join(urls, ","), nats.Name("chaostest-"+name), nats.DontRandomize(), nats.MaxReconnects(-1),
-		nats.ReconnectWait(50*time.Millisecond), nats.ReconnectJitter(50*time.Millisecond, 50*time.Millisecond))
-	if err != nil {
-		return nil, err
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	s, err := natsstream.New(js, natsConfig(spec, logger))
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	return &opened{s: s, enq: s, insp: s, done: nc.Close}, nil
+	return openNATS(strings.Join(urls, ","), spec, name, logger, nats.DontRandomize())
 }
 
 // natsFirstNode returns the node a process named name connects to first:

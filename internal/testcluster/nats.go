@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/peonify/peonify/internal/streamtest"
+	"github.com/peonify/peonify/internal/testenv"
 )
 
 // NATSNodes is how many nodes StartNATS starts: the smallest cluster that
@@ -224,32 +225,13 @@ func (c *NATS) waitNode(i int) {
 			c.t.Fatalf("testcluster: nats-server node %d exited at start; its output:\n%s", i, c.Output(i))
 		default:
 		}
-		if last = natsJetStreamInfo(c.URL(i)); last == nil {
+		if last = testenv.JetStreamReady(c.URL(i)); last == nil {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	c.t.Fatalf("testcluster: NATS node %d did not serve JetStream requests within %s: %v; its output:\n%s",
 		i, natsReadyWithin, last, c.Output(i))
-}
-
-// natsJetStreamInfo asks the server at url for the account's JetStream
-// information ($JS.API.INFO), which a clustered server answers only once
-// there is a meta leader.
-func natsJetStreamInfo(url string) error {
-	nc, err := nats.Connect(url, nats.Timeout(time.Second), nats.NoReconnect())
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	_, err = js.AccountInfo(ctx)
-	return err
 }
 
 // waitMeta waits until the meta group's leader sees every other node as
