@@ -106,7 +106,14 @@ var (
 // after a half-open link heals, a processor may take up to about the
 // connect timeout to work again: the chaos matrix's halfopen cell
 // measures under a second with 2s, and about 9s with 10s, cmd/peonify's
-// default.
+// default. And a connection whose query was cut short keeps its place in
+// the pool until pgx has closed it: pgx sends the server a cancel request
+// and waits for its close, for up to 15s, which on a link that died
+// without a reset never comes. A pool whose every connection was cut
+// short works again only then, up to 15s after the cut however soon the
+// link heals (TestEveryConnectionCutHoldsThePool); give the pool more
+// connections than the processor has calls in flight (MaxConns; pgx's
+// default is 4 or the number of CPUs) so that new ones have room.
 func New(pool *pgxpool.Pool, cfg Config) (*Stream, error) {
 	if pool == nil {
 		return nil, errors.New("pgstream: New needs a *pgxpool.Pool, got nil")
