@@ -88,7 +88,8 @@ type run struct {
 	mu        sync.Mutex
 	done      bool // the handler returned
 	result    []byte
-	spawned   int // children spawned with generated IDs
+	resultErr error // the last SetResult's result was too large
+	spawned   int   // children spawned with generated IDs
 	prog      Progress
 	progDirty bool
 	progBusy  bool // a write is in flight
@@ -113,8 +114,10 @@ func (r *run) delivery() Delivery {
 }
 
 // finish ends the run: later calls of the functions for handlers do
-// nothing, and a progress write that waits is dropped.
-func (r *run) finish() []byte {
+// nothing, and a progress write that waits is dropped. It returns the
+// result to store with the ack, and the error of the last SetResult if its
+// result was too large (the task then fails for good).
+func (r *run) finish() ([]byte, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.done = true
@@ -122,7 +125,7 @@ func (r *run) finish() []byte {
 		r.progTimer.Stop()
 		r.progTimer = nil
 	}
-	return r.result
+	return r.result, r.resultErr
 }
 
 var errNotInTask = errors.New("peonify: not called with a task's context: call it from a Handler with the context it was given")
@@ -136,7 +139,11 @@ var errNotInTask = errors.New("peonify: not called with a task's context: call i
 //
 // It returns an error if ctx is not a task's context, wrapping
 // errors.ErrUnsupported if the task's stream does not keep results, and
-// if result is longer than MaxResultLen.
+// if result is longer than MaxResultLen. A result that is too long is not
+// kept, and fails the task for good (it goes dead with the error as its
+// reason, as with SkipRetry) unless a later SetResult replaces it, even
+// if the handler ignores the error and returns nil: a result is never
+// dropped silently.
 func SetResult(ctx context.Context, result []byte) error {
 	r := runOf(ctx)
 	if r == nil {
@@ -145,14 +152,18 @@ func SetResult(ctx context.Context, result []byte) error {
 	if r.tracker == nil {
 		return fmt.Errorf("peonify: stream %s does not keep task results: %w", r.st.name, errors.ErrUnsupported)
 	}
-	if len(result) > MaxResultLen {
-		return fmt.Errorf("peonify: result of task %s is %d bytes, more than MaxResultLen (%d): store large results elsewhere and return a reference",
-			r.task.ID, len(result), MaxResultLen)
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if len(result) > MaxResultLen {
+		err := fmt.Errorf("peonify: result of task %s is %d bytes, more than MaxResultLen (%d): store large results elsewhere and return a reference",
+			r.task.ID, len(result), MaxResultLen)
+		if !r.done {
+			r.result, r.resultErr = nil, err
+		}
+		return err
+	}
 	if !r.done {
-		r.result = bytes.Clone(result)
+		r.result, r.resultErr = bytes.Clone(result), nil
 		if r.result == nil {
 			r.result = []byte{}
 		}

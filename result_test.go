@@ -324,3 +324,64 @@ func TestParentResultsAndSpawnNeedAWorkflow(t *testing.T) {
 	}
 	nextEvent(t, events)
 }
+
+// A result too large to store fails the task for good even when the
+// handler ignores SetResult's error and returns nil, or returns that error;
+// a later SetResult of a result that fits replaces it.
+func TestSetResultTooLargeFailsTheTask(t *testing.T) {
+	r := newRecorder(0)
+	big := make([]byte, peonify.MaxResultLen+1)
+	events, stop := runRecorder(t, r, peonify.TaskList{
+		"ignored": peonify.HandlerFunc(func(ctx context.Context, _ *peonify.Task) error {
+			if err := peonify.SetResult(ctx, big); err == nil || !strings.Contains(err.Error(), "MaxResultLen") {
+				t.Errorf("SetResult of %d bytes = %v, want an error naming MaxResultLen", len(big), err)
+			}
+			return nil
+		}),
+		"returned": peonify.HandlerFunc(func(ctx context.Context, _ *peonify.Task) error {
+			return peonify.SetResult(ctx, big)
+		}),
+		"replaced": peonify.HandlerFunc(func(ctx context.Context, _ *peonify.Task) error {
+			_ = peonify.SetResult(ctx, big)
+			return peonify.SetResult(ctx, []byte("fits"))
+		}),
+	})
+	defer stop()
+	_ = r.Enqueue(context.Background(),
+		&peonify.Task{ID: "ignored", Type: "ignored", MaxAttempts: 5},
+		&peonify.Task{ID: "returned", Type: "returned", MaxAttempts: 5},
+		&peonify.Task{ID: "replaced", Type: "replaced"})
+	for range 3 {
+		e := nextEvent(t, events)
+		switch e.Task.ID {
+		case "replaced":
+			if e.Kind != peonify.EventSucceeded {
+				t.Errorf("task replaced: event %s (%v), want succeeded with the result that fits", e.Kind, e.Err)
+			}
+		default:
+			if e.Kind != peonify.EventDead || e.Task.Attempt != 1 || !strings.Contains(e.Err.Error(), "MaxResultLen") {
+				t.Errorf("task %s: event %s at attempt %d (%v); want dead at the first attempt, naming MaxResultLen", e.Task.ID, e.Kind, e.Task.Attempt, e.Err)
+			}
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r.mu.Lock()
+		res, ok := r.results["replaced"]
+		_, ignored := r.results["ignored"]
+		r.mu.Unlock()
+		if ignored {
+			t.Fatal("task ignored was acked after its result was too large")
+		}
+		if ok {
+			if string(res) != "fits" {
+				t.Errorf("task replaced acked with result %q, want %q", res, "fits")
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("task replaced was not acked")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -120,7 +120,12 @@ func (p *Processor) execute(s *slot, j job) {
 	err := p.call(ctx, h, t)
 	p.running.Add(-1)
 	took := time.Since(now)
-	result := r.finish()
+	result, resultErr := r.finish()
+	if resultErr != nil && (err == nil || errors.Is(err, resultErr)) {
+		// The handler's result was too large: it can never be stored,
+		// so no retry can succeed.
+		err = SkipRetry(resultErr)
+	}
 
 	s.mu.Lock()
 	d, lost, cancelled, abandoned := s.d, s.leaseLost, s.cancelled, s.abandoned

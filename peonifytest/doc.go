@@ -156,6 +156,11 @@
 //   - WorkflowDeleteCascades: deleting a pending task, or a waiting one,
 //     cancels the tasks that wait for it, transitively; nothing is left
 //     waiting.
+//   - UnsupportedInHandler (a stream that is not a Tracker, or not a
+//     WorkflowStore): a real peonify.Processor's handler gets errors
+//     wrapping errors.ErrUnsupported, saying why, from peonify.SetResult
+//     and ReportProgress (not a Tracker) and peonify.Spawn (not a
+//     WorkflowStore), and the task still succeeds, once.
 //
 // Each takes well under a few seconds on memstream, and uses
 // Features.Timeout for what must happen and Features.Settle for what

@@ -91,14 +91,17 @@ type Features struct {
 	// forgets a task once it is acked (a broker), so it keeps no results,
 	// progress or cancellations, and peonify.SetResult fails on it with
 	// errors.ErrUnsupported. The checks of results, progress, waiting and
-	// cancellation are skipped. Like NoLimiter, the Tracker check fails if
-	// the flag disagrees with peonify.As[peonify.Tracker].
+	// cancellation are skipped, and UnsupportedInHandler checks that a
+	// handler's SetResult and ReportProgress fail so. Like NoLimiter, the
+	// Tracker check fails if the flag disagrees with
+	// peonify.As[peonify.Tracker].
 	NoTracker bool
 
 	// NoWorkflows says the stream is not a peonify.WorkflowStore, by
-	// design, and peonify.Spawn fails on it with errors.ErrUnsupported.
-	// The workflow checks are skipped. The WorkflowStore check fails if
-	// the flag disagrees with peonify.As[peonify.WorkflowStore].
+	// design, and peonify.Spawn fails on it with errors.ErrUnsupported
+	// (UnsupportedInHandler checks it). The workflow checks are skipped.
+	// The WorkflowStore check fails if the flag disagrees with
+	// peonify.As[peonify.WorkflowStore].
 	NoWorkflows bool
 
 	// MaxPayload is the largest Task.Payload, in bytes, that the stream
@@ -204,6 +207,7 @@ var tests = []test{
 	{"WorkflowFanOut", testWorkflowFanOut},
 	{"CancelWorkflow", testCancelWorkflow},
 	{"WorkflowDeleteCascades", testWorkflowDeleteCascades},
+	{"UnsupportedInHandler", testUnsupportedInHandler},
 	{"Close", testClose},
 	{"Processor", testProcessor},
 }

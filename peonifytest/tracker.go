@@ -388,3 +388,66 @@ func (h *harness) runProcessor(tl peonify.TaskList) (stop func()) {
 func lowerContains(s, sub string) bool {
 	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
 }
+
+// testUnsupportedInHandler runs, for a stream that is not a
+// peonify.Tracker or not a peonify.WorkflowStore, a real peonify.Processor
+// whose handler calls what the stream lacks: peonify.SetResult and
+// ReportProgress must fail with an error wrapping errors.ErrUnsupported on
+// a stream that is not a Tracker, and peonify.Spawn on one that is not a
+// WorkflowStore, each saying why (not a bare ErrUnsupported); and the task
+// must still succeed, once, when its handler returns nil.
+func testUnsupportedInHandler(h *harness) {
+	_, isTracker := peonify.As[peonify.Tracker](h.s)
+	_, isWorkflows := peonify.As[peonify.WorkflowStore](h.s)
+	if isTracker && isWorkflows {
+		h.t.Skipf("%T is a peonify.Tracker and a peonify.WorkflowStore: nothing is unsupported", h.s)
+	}
+	type call struct {
+		name string
+		err  error
+	}
+	tk := h.newTask()
+	var (
+		mu   sync.Mutex
+		runs int
+	)
+	calls := make(chan []call, 10)
+	stop := h.runProcessor(peonify.TaskList{tk.Type: peonify.HandlerFunc(func(ctx context.Context, _ *peonify.Task) error {
+		mu.Lock()
+		runs++
+		mu.Unlock()
+		var got []call
+		if !isTracker {
+			got = append(got,
+				call{"peonify.SetResult", peonify.SetResult(ctx, []byte(`"peonifytest"`))},
+				call{"peonify.ReportProgress", peonify.ReportProgress(ctx, 0.5, "peonifytest: half way")})
+		}
+		if !isWorkflows {
+			got = append(got, call{"peonify.Spawn", peonify.Spawn(ctx, &peonify.Task{Type: tk.Type + ".child"})})
+		}
+		calls <- got
+		return nil
+	})})
+	defer stop()
+	h.enqueue(tk)
+	select {
+	case got := <-calls:
+		for _, c := range got {
+			switch {
+			case !errors.Is(c.err, errors.ErrUnsupported):
+				h.t.Errorf("%s in a handler of a task from %T returned %v, want an error wrapping errors.ErrUnsupported", c.name, h.s, c.err)
+			case c.err.Error() == errors.ErrUnsupported.Error():
+				h.t.Errorf("%s returned a bare errors.ErrUnsupported: wrap it with why the stream cannot do it", c.name)
+			}
+		}
+	case <-time.After(h.f.Timeout):
+		h.t.Fatalf("the processor did not run task %s within %s", tk.ID, h.f.Timeout)
+	}
+	h.pause(h.f.Settle + h.f.Lease)
+	mu.Lock()
+	n := runs
+	mu.Unlock()
+	if n != 1 {
+		h.t.Errorf("the task whose handler returned nil after the unsupported calls ran %d times, want once: their errors must not fail it", n)
+	}
+}

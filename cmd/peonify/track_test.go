@@ -241,3 +241,46 @@ func TestTrackingUnsupportedAndWorkflowMistakes(t *testing.T) {
 		t.Error("a mistaken workflow file created the store")
 	}
 }
+
+// tasks get shows a running task's progress, as text and as JSON.
+func TestTasksGetShowsProgress(t *testing.T) {
+	dir := t.TempDir()
+	s, err := sqlitestream.Open(filepath.Join(dir, "p.db"), sqlitestream.Config{Lease: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if err := s.Enqueue(ctx, &peonify.Task{ID: "resize-1", Type: "resize"}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := s.Poll(ctx, 1)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("Poll = %d deliveries, %v", len(ds), err)
+	}
+	if err := s.SetProgress(ctx, ds[0], peonify.Progress{Fraction: 0.42, Message: "resizing 3 of 7", UpdatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	r := mustRun(t, dir, "", "tasks", "get", "resize-1", "--store", "p.db")
+	if !regexp.MustCompile(`\nProgress: +42% resizing 3 of 7 \(`).MatchString(r.stdout) {
+		t.Errorf("tasks get does not show the progress:\n%s", r.stdout)
+	}
+	r = mustRun(t, dir, "", "tasks", "get", "resize-1", "--store", "p.db", "--json")
+	var got struct {
+		State    string `json:"state"`
+		Progress *struct {
+			Fraction  float64    `json:"fraction"`
+			Message   string     `json:"message"`
+			UpdatedAt *time.Time `json:"updated_at"`
+		} `json:"progress"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+		t.Fatalf("tasks get --json: %v\n%s", err, r.stdout)
+	}
+	if p := got.Progress; got.State != "running" || p == nil || p.Fraction != 0.42 || p.Message != "resizing 3 of 7" || p.UpdatedAt == nil {
+		t.Errorf("tasks get --json = %s, want a running task with its progress", r.stdout)
+	}
+}
