@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/goccy/go-yaml"
+
+	"github.com/peonify/peonify"
 )
 
 // These tests check what can be checked here of the deployment files in
@@ -24,8 +27,8 @@ import (
 const deployDir = "../../deploy"
 
 // storeMetrics are the store-level metrics the autoscaling manifests may
-// use. The daemon exports them on /metrics with the store-metrics work
-// (issue 18); the manifests must name no others.
+// use (peonifyprom.StoreMetrics, on the daemon's /metrics); the manifests
+// must name no others.
 var storeMetrics = []string{"peonify_store_tasks", "peonify_store_oldest_pending_seconds"}
 
 // manifest is the part of a Kubernetes object the tests read.
@@ -232,16 +235,12 @@ func TestKubernetesManifests(t *testing.T) {
 			return code == http.StatusOK
 		}, d.stderr)
 	}
-	// The store metrics the autoscalers use, once the daemon has them.
+	// The store metrics the autoscalers use are on /metrics.
 	_, metrics := get(t, admin+"/metrics")
-	if strings.Contains(metrics, "\npeonify_store_") {
-		for _, name := range storeMetrics {
-			if !strings.Contains(metrics, "\n"+name+"{") {
-				t.Errorf("/metrics has store metrics, but not %s, which the autoscaling manifests use", name)
-			}
+	for _, name := range storeMetrics {
+		if !strings.Contains(metrics, "\n"+name+"{") {
+			t.Errorf("/metrics lacks %s, which the autoscaling manifests use", name)
 		}
-	} else {
-		t.Log("/metrics has no peonify_store_ metrics yet (they come with the store-metrics work): the names were not checked against the daemon")
 	}
 	if code, log := d.stop(); code != 0 {
 		t.Fatalf("peonify run exited %d; log:\n%s", code, log)
@@ -277,6 +276,29 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Errorf("the HPA's external metric %q is none of %v", m.External.Metric.Name, storeMetrics)
 		}
 	}
+	// The autoscalers' label values are a store of the ConfigMap's config
+	// and a state the store metrics report: a typo would match no series,
+	// and the autoscaler would see no backlog.
+	for _, f := range []string{"keda-scaledobject.yaml", "hpa-external.yaml"} {
+		data, err := os.ReadFile(filepath.Join(deployDir, "kubernetes", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stores := regexp.MustCompile(`\bstore(?:=|: )"?([\w-]+)`).FindAllStringSubmatch(string(data), -1)
+		if len(stores) == 0 {
+			t.Errorf("%s selects no store", f)
+		}
+		for _, m := range stores {
+			if !slices.Contains(cfg.storeNames(), m[1]) {
+				t.Errorf("%s selects store %q, which the ConfigMap's config does not have (it has %v)", f, m[1], cfg.storeNames())
+			}
+		}
+		for _, m := range regexp.MustCompile(`\bstate(?:=|: )"?([\w-]+)`).FindAllStringSubmatch(string(data), -1) {
+			if !slices.Contains(peonify.States, peonify.State(m[1])) {
+				t.Errorf("%s selects state %q, which is none of %v", f, m[1], peonify.States)
+			}
+		}
+	}
 	k := ms["Kustomization"]
 	for _, r := range k.Resources {
 		if !fileExists(filepath.Join(deployDir, "kubernetes", r)) {
@@ -285,8 +307,8 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 }
 
-// The deployment files name only the store metrics of the daemon (come
-// with the store-metrics work of issue 18), and each of them.
+// The autoscaling manifests name only the store metrics of the daemon,
+// and each of them.
 func TestDeployMetricNames(t *testing.T) {
 	seen := make(map[string]bool)
 	re := regexp.MustCompile(`\bpeonify_[a-z_]+\b`)
@@ -337,8 +359,9 @@ func readUnit(t *testing.T, path string) map[string][]string {
 }
 
 // The systemd unit is a sandboxed Type=notify service whose stop timeout
-// is above the drain of a config with the processor section's defaults,
-// and systemd-analyze verify finds nothing wrong with it.
+// is above the drain of a config with the processor section's defaults
+// (with an http section and tracing on, the longest of them), and
+// systemd-analyze verify finds nothing wrong with it.
 func TestSystemdUnit(t *testing.T) {
 	unitPath := filepath.Join(deployDir, "systemd", "peonify.service")
 	u := readUnit(t, unitPath)
@@ -361,9 +384,13 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("ExecStart %q does not run peonify run -c", u["Service.ExecStart"])
 	}
 	cfg, err := parseConfig([]byte("streams:\n  - {kind: sqlite, path: /var/lib/peonify/peonify.db}\n"+
-		"tasks:\n  t: {executor: exec, shell: 'true'}\nhttp: {listen: '127.0.0.1:9090'}\n"), env(nil))
+		"tasks:\n  t: {executor: exec, shell: 'true'}\nhttp: {listen: '127.0.0.1:9090'}\n"),
+		env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector:4318"}))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !cfg.tracing.on {
+		t.Fatal("OTEL_EXPORTER_OTLP_ENDPOINT did not turn tracing on")
 	}
 	b := shutdownBounds(cfg)
 	stop, err := time.ParseDuration(strings.Join(u["Service.TimeoutStopSec"], ""))
@@ -430,8 +457,12 @@ func TestContainerImage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the image is not built")
 	}
-	if err := podmanRuns(t, podman); err != nil {
+	global, runFlags, err := podmanRuns(t, podman)
+	if err != nil {
 		t.Skipf("podman is installed, but cannot run a container on this machine (a sandbox without the privileges it needs): %v", err)
+	}
+	if len(global)+len(runFlags) > 0 {
+		t.Logf("podman runs containers here with %q and run flags %q", global, runFlags)
 	}
 	// The build stage's output, made here as it would make it.
 	ctx := t.TempDir()
@@ -468,7 +499,8 @@ func TestContainerImage(t *testing.T) {
 		t.Fatalf("podman build: %v\n%s", err, b)
 	}
 	defer exec.Command(podman, "rmi", "-f", tag).Run()
-	runOut, err := exec.Command(podman, "run", "--rm", "--network", "none", tag, "demo", "--tasks", "50", "--dashboard=false").CombinedOutput()
+	args := append(append(slices.Clone(global), "run", "--rm", "--network", "none"), runFlags...)
+	runOut, err := exec.Command(podman, append(args, tag, "demo", "--tasks", "50", "--dashboard=false")...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("peonify demo in the image: %v\n%s", err, runOut)
 	}
@@ -477,23 +509,38 @@ func TestContainerImage(t *testing.T) {
 	}
 }
 
-// podmanRuns reports why podman cannot run a FROM scratch container here,
-// if it cannot: it tries one with a file and no command to run.
-func podmanRuns(t *testing.T, podman string) error {
+// podmanRuns finds how podman can run a FROM scratch container here, if
+// it can: it tries one with a file and no command to run, first as is,
+// then with lower resource limits (a sandbox may forbid the container's
+// process the limits podman asks for by default), then with runc (crun
+// does not run on hybrid cgroups). It returns podman's global flags and
+// run flags that work, or why none does.
+func podmanRuns(t *testing.T, podman string) (global, run []string, err error) {
 	t.Helper()
 	dir := t.TempDir()
 	writeFile(t, dir, "empty", "")
 	writeFile(t, dir, "Containerfile", "FROM scratch\nCOPY empty /empty\n")
 	tag := fmt.Sprintf("localhost/peonify-probe:%d", time.Now().UnixNano())
 	if out, err := exec.Command(podman, "build", "-q", "-t", tag, dir).CombinedOutput(); err != nil {
-		return fmt.Errorf("podman build: %v: %s", err, bytes.TrimSpace(out))
+		return nil, nil, fmt.Errorf("podman build: %v: %s", err, bytes.TrimSpace(out))
 	}
 	defer exec.Command(podman, "rmi", "-f", tag).Run()
-	// Running /empty fails in any case; a runtime that works says it
-	// cannot execute it, one that cannot start a container says why.
-	out, _ := exec.Command(podman, "run", "--rm", "--network", "none", tag, "/empty").CombinedOutput()
-	if bytes.Contains(out, []byte("Operation not permitted")) || bytes.Contains(out, []byte("permission denied")) && !bytes.Contains(out, []byte("/empty")) {
-		return fmt.Errorf("podman run: %s", bytes.TrimSpace(out))
+	limits := []string{"--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"}
+	tries := [][2][]string{{nil, nil}, {nil, limits}}
+	if _, err := exec.LookPath("runc"); err == nil {
+		tries = append(tries, [2][]string{{"--runtime", "runc"}, limits})
 	}
-	return nil
+	var why []string
+	for _, try := range tries {
+		// Running /empty fails in any case: a runtime that could start
+		// the container says it cannot execute /empty, one that could
+		// not says why.
+		args := append(append(slices.Clone(try[0]), "run", "--rm", "--network", "none"), try[1]...)
+		out, _ := exec.Command(podman, append(args, tag, "/empty")...).CombinedOutput()
+		if bytes.Contains(out, []byte("/empty")) {
+			return try[0], try[1], nil
+		}
+		why = append(why, fmt.Sprintf("podman %s: %s", strings.Join(args, " "), bytes.TrimSpace(out)))
+	}
+	return nil, nil, errors.New(strings.Join(why, "; "))
 }

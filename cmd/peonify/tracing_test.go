@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,13 +56,19 @@ func otlpReceiver(t *testing.T) (*httptest.Server, <-chan *tracepb.Span) {
 }
 
 // The daemon exports a span per attempt to the OTLP/HTTP endpoint of the
-// environment, as a child of the traceparent in the task's headers, and
+// environment, each a child of the traceparent in the task's headers, and
 // the http executor sends the attempt span's traceparent to its endpoint.
-// The spans are flushed when the daemon stops.
+// Here the endpoint fails the first attempt (500) and the retry succeeds:
+// two spans, the first one an error. The spans are flushed when the
+// daemon stops.
 func TestDaemonTracesAttempts(t *testing.T) {
 	receiver, spans := otlpReceiver(t)
 	seen := make(chan string, 4)
+	var requests atomic.Int32
 	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1) == 1 {
+			w.WriteHeader(http.StatusInternalServerError) // retried
+		}
 		seen <- r.Header.Get("Traceparent")
 	}))
 	defer endpoint.Close()
@@ -69,7 +76,7 @@ func TestDaemonTracesAttempts(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "p.db")
 	yaml := "streams:\n  - {kind: sqlite, path: " + db + "}\n" +
 		"tasks:\n  hook: {executor: http, url: '" + endpoint.URL + "'}\n" +
-		"processor: {poll_interval: 50ms}\n"
+		"processor: {poll_interval: 50ms, retry: {min_backoff: 10ms, max_backoff: 20ms}}\n"
 	cfg, err := parseConfig([]byte(yaml), env(map[string]string{
 		"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.URL, "OTEL_SERVICE_NAME": "billing-worker"}))
 	if err != nil {
@@ -98,35 +105,53 @@ func TestDaemonTracesAttempts(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.run(ctx) }()
-	var sent string
-	select {
-	case sent = <-seen:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the endpoint got no request")
+	var sent []string // the traceparent of each attempt's request
+	for len(sent) < 2 {
+		select {
+		case tp := <-seen:
+			sent = append(sent, tp)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the endpoint got %d requests, want 2: the failed attempt and its retry", len(sent))
+		}
 	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 
-	var span *tracepb.Span
-	select {
-	case span = <-spans: // flushed by the daemon's shutdown, before run returned
-	default:
-		t.Fatal("the receiver got no span by the time the daemon stopped")
+	// Flushed by the daemon's shutdown, before run returned.
+	bySpanID := make(map[string]*tracepb.Span)
+	for len(spans) > 0 {
+		s := <-spans
+		bySpanID[hex.EncodeToString(s.SpanId)] = s
 	}
-	if got := hex.EncodeToString(span.TraceId); got != traceID {
-		t.Errorf("the attempt span's trace ID is %s, want the task's %s", got, traceID)
+	if len(bySpanID) != 2 {
+		t.Fatalf("the receiver got %d spans by the time the daemon stopped, want one per attempt (2)", len(bySpanID))
 	}
-	if got := hex.EncodeToString(span.ParentSpanId); got != parentID {
-		t.Errorf("the attempt span's parent is %s, want the task's %s", got, parentID)
-	}
-	if span.Name != "peonify.task hook" || span.Kind != tracepb.Span_SPAN_KIND_CONSUMER {
-		t.Errorf("the attempt span is %q of kind %v", span.Name, span.Kind)
-	}
-	want := "00-" + traceID + "-" + hex.EncodeToString(span.SpanId) + "-01"
-	if sent != want {
-		t.Errorf("the endpoint got traceparent %q, want the attempt span's %q", sent, want)
+	for i, tp := range sent {
+		parts := strings.Split(tp, "-")
+		if len(parts) != 4 || parts[1] != traceID {
+			t.Errorf("attempt %d: the endpoint got traceparent %q, want one in the task's trace %s", i+1, tp, traceID)
+			continue
+		}
+		span := bySpanID[parts[2]]
+		if span == nil {
+			t.Errorf("attempt %d: the endpoint got traceparent %q, and no exported span has its span ID", i+1, tp)
+			continue
+		}
+		if got := hex.EncodeToString(span.TraceId); got != traceID {
+			t.Errorf("attempt %d: the span's trace ID is %s, want the task's %s", i+1, got, traceID)
+		}
+		if got := hex.EncodeToString(span.ParentSpanId); got != parentID {
+			t.Errorf("attempt %d: the span's parent is %s, want the task's %s", i+1, got, parentID)
+		}
+		if span.Name != "peonify.task hook" || span.Kind != tracepb.Span_SPAN_KIND_CONSUMER {
+			t.Errorf("attempt %d: the span is %q of kind %v", i+1, span.Name, span.Kind)
+		}
+		wantErr := i == 0 // the 500
+		if gotErr := span.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR; gotErr != wantErr {
+			t.Errorf("attempt %d: the span's status is %v, want an error: %v", i+1, span.GetStatus(), wantErr)
+		}
 	}
 	endpoint.Close()
 	receiver.Close()

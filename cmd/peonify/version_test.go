@@ -1,7 +1,9 @@
 package main
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -45,6 +47,41 @@ func TestVersionShowsTheCommit(t *testing.T) {
 	}
 	if code, log := d.stop(); code != 0 {
 		t.Fatalf("peonify run exited %d; log:\n%s", code, log)
+	}
+}
+
+// A binary built from a git clone with -buildvcs=true names the clone's
+// HEAD, whatever GOFLAGS the tests run with (-buildvcs=false leaves the
+// test binary of TestVersionShowsTheCommit without a commit).
+func TestVersionNamesHead(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: no second binary is built")
+	}
+	out, err := exec.Command("git", "rev-parse", "HEAD", "--show-toplevel").Output()
+	if err != nil {
+		t.Skipf("not in a git clone, or no git (%v): the build records no commit", err)
+	}
+	lines := strings.Fields(string(out))
+	rev, top := lines[0], lines[1]
+	if fi, err := os.Stat(filepath.Join(top, ".git")); err != nil || !fi.IsDir() {
+		// The go command looks for a .git directory: in a worktree or a
+		// submodule, whose .git is a file, it records no commit.
+		t.Skipf("%s/.git is not a directory (a git worktree or submodule): the go command records no commit there", top)
+	}
+	exe := filepath.Join(t.TempDir(), "peonify")
+	args := []string{"build", "-buildvcs=true", "-o", exe}
+	if raceEnabled {
+		args = append(args, "-race") // as TestMain builds bin: the packages are built already
+	}
+	if b, err := exec.Command("go", append(args, ".")...).CombinedOutput(); err != nil {
+		t.Fatalf("go build -buildvcs=true: %v\n%s", err, b)
+	}
+	v, err := exec.Command(exe, "version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(v), " commit "+rev[:12]) {
+		t.Errorf("peonify version printed %q, want the commit %s", v, rev[:12])
 	}
 }
 
