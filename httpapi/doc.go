@@ -96,12 +96,14 @@
 // POST /v1/tasks/batch takes up to MaxBatch tasks for one store, checks
 // them all, then stores them with one Enqueue call: on sqlitestream and
 // pgstream that is one transaction, all or nothing; on redisstream one
-// atomic script run per chunk of 500 tasks, the runs in one pipeline, so
-// a batch of up to 500 is all or nothing and a larger one may be cut
-// between chunks by a failure; on memstream one step under its lock; on natsstream and amqpstream one publish per
-// task, not atomic. A task whose ID or unique key is already stored is
-// not stored again and is marked "duplicate": true in the answer, while
-// the others are stored, so that retrying a batch is safe. After a 503,
+// atomic script run per chunk of at most 500 tasks and about 4 MiB of
+// payloads, the runs in one pipeline, so a batch of up to 500 tasks whose
+// payloads total less than 4 MiB is all or nothing and a larger one may
+// be cut between chunks by a failure; on memstream one step under its
+// lock; on natsstream and amqpstream one publish per task, not atomic.
+// A task whose ID or unique key is already stored is not stored again
+// and is marked "duplicate": true in the answer, while the others are
+// stored, so that retrying a batch is safe. After a 503,
 // retry the batch (with its Idempotency-Key): the tasks stored before the
 // failure come back as duplicates.
 //
