@@ -44,10 +44,10 @@
 //
 // Every error answer is JSON, {"error": "...", "field": "..."}: error says
 // what is wrong and how to fix it, field is the JSON path of the request
-// field at fault (such as "tasks[2].delay") when there is one. 400 is a
-// body that is not JSON or a field of the wrong type, 401 and 403 are as
-// above, 404 an unknown task, workflow or store, 409 a task ID or unique
-// key already stored (or a task in a state the operation does not apply
+// field at fault (such as "tasks[2].delay") when there is one, also for
+// a syntax error inside a field's value. 400 is a body that is not JSON
+// or a field of the wrong type, 401 and 403 are as above, 404 an unknown
+// task, workflow or store, 409 a task ID or unique key already stored (or a task in a state the operation does not apply
 // to, such as retrying a task that is not dead), 413 a body over
 // Config.MaxBody, 422 a request that is well formed but invalid (an
 // unknown parent, a cycle, an Idempotency-Key reused with another body),
