@@ -2,6 +2,7 @@ package openapitest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -192,6 +193,8 @@ func TestBadRequests(t *testing.T) {
 			field      string
 		}{
 			{"/v1/tasks", `{"type": "t"`, 400, ""},
+			{"/v1/tasks", `{"type": "t", "payload": {"a": }}`, 400, "payload.a"},
+			{"/v1/tasks/batch", `{"tasks": [{"type": "a"}, {"type": "b", "priority": nul}]}`, 400, "tasks[1].priority"},
 			{"/v1/tasks", `[1]`, 400, ""},
 			{"/v1/tasks", `{"type": 5}`, 400, "type"},
 			{"/v1/tasks", `{"payload": {}}`, 400, "type"},
@@ -376,6 +379,45 @@ func TestIdempotencyAcrossHandlers(t *testing.T) {
 		}
 		if n := total(cs[0].counts(t)); n != 1 {
 			t.Fatalf("%d tasks stored, want 1", n)
+		}
+	})
+}
+
+// GET ?wait answers when the task is cancelled or goes dead, not only
+// when it is done, and within the wait when the task stays pending.
+func TestWaitUntilFinished(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, open func(testing.TB) peonify.Stream) {
+		s := open(t)
+		c := newAPI(t, httpapi.Config{Stores: []httpapi.Store{{Name: "main", Stream: s}}})
+
+		// Pending for the whole wait: the task as it is when the wait ends.
+		c.do("POST", "/v1/tasks", enqueueSecret, `{"id": "w-pending", "type": "t", "delay": "1h"}`).want(t, http.StatusCreated)
+		var v httpapi.TaskView
+		c.do("GET", "/v1/tasks/w-pending?wait=200ms", readSecret, "").want(t, http.StatusOK).json(t, &v)
+		if v.State != peonify.StateScheduled {
+			t.Fatalf("after a wait that ended: %+v", v)
+		}
+
+		// Cancelled while a GET waits.
+		got := make(chan answer, 1)
+		go func() { got <- c.do("GET", "/v1/tasks/w-pending?wait=30s", readSecret, "") }()
+		c.do("POST", "/v1/tasks/w-pending/cancel", adminSecret, "").want(t, http.StatusOK)
+		(<-got).want(t, http.StatusOK).json(t, &v)
+		if v.State != peonify.StateCancelled {
+			t.Fatalf("a wait ended by a cancel: %+v", v)
+		}
+
+		// Dead while a GET waits.
+		c.do("POST", "/v1/tasks", enqueueSecret, `{"id": "w-dead", "type": "fail", "max_attempts": 1}`).want(t, http.StatusCreated)
+		go func() { got <- c.do("GET", "/v1/tasks/w-dead?wait=30s", readSecret, "") }()
+		p := streamtest.Processor(t, peonify.Config{Logger: streamtest.Logger(t)}, s, peonify.TaskList{
+			"fail": peonify.HandlerFunc(func(context.Context, *peonify.Task) error { return errors.New("it fails") }),
+		})
+		stop := streamtest.Run(t, p)
+		defer stop()
+		(<-got).want(t, http.StatusOK).json(t, &v)
+		if v.State != peonify.StateDead || v.Attempts != 1 || !strings.Contains(v.LastError, "it fails") {
+			t.Fatalf("a wait ended by the task going dead: %+v", v)
 		}
 	})
 }
