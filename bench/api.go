@@ -162,7 +162,7 @@ func (r *runner) apiEnqueue(ctx context.Context, c contender, variant string, ao
 	if srv != nil {
 		res.detail = srv.detail()
 		if conns := srv.conns.Load(); conns > int64(ao.apiClients) {
-			return res, fmt.Errorf("%s: the clients opened %d connections for %d clients: keep-alive failed", c.name, conns, ao.apiClients)
+			return res, fmt.Errorf("%s: the requests came over %d connections for %d clients: keep-alive failed", c.name, conns, ao.apiClients)
 		}
 	}
 	if err := checkPending(ctx, st, n); err != nil {
@@ -245,7 +245,9 @@ type apiServer struct {
 	client *http.Client
 	served chan error
 
-	conns    atomic.Int64 // connections the client opened
+	conns    atomic.Int64 // connections that carried at least one request
+	used     sync.Map     // net.Conn → true, once it carried a request
+	dials    atomic.Int64 // connections the client dialed
 	requests atomic.Int64
 }
 
@@ -273,15 +275,27 @@ func startAPIServer(st peonify.Stream, clients int, r *runner) (*apiServer, erro
 	s := &apiServer{
 		url:    "http://" + ln.Addr().String(),
 		auth:   "Bearer " + token.Secret,
-		server: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
 		served: make(chan error, 1),
 	}
+	// The keep-alive check counts the connections that carried a request,
+	// not the dials: the transport may dial one for a request that then
+	// gets a connection freed meanwhile, and keep it idle, unused, which
+	// the server closes after ReadHeaderTimeout. -v shows both.
+	s.server = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		ConnState: func(c net.Conn, state http.ConnState) {
+			if state != http.StateActive {
+				return
+			}
+			if _, seen := s.used.LoadOrStore(c, true); !seen {
+				s.conns.Add(1)
+			}
+		}}
 	dialer := &net.Dialer{}
 	s.client = &http.Client{
 		Timeout: r.timeout,
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				s.conns.Add(1)
+				s.dials.Add(1)
 				return dialer.DialContext(ctx, network, addr)
 			},
 			MaxIdleConns:        clients,
@@ -305,7 +319,7 @@ func (s *apiServer) close() {
 
 // detail says how the client used the server, for -v.
 func (s *apiServer) detail() string {
-	return fmt.Sprintf("%d requests over %d connections", s.requests.Load(), s.conns.Load())
+	return fmt.Sprintf("%d requests over %d connections (%d dialed)", s.requests.Load(), s.conns.Load(), s.dials.Load())
 }
 
 // appendTaskJSON appends the API's JSON of the bench task seq, built

@@ -30,7 +30,7 @@ func checkAPIReport(t *testing.T, out, backend string) {
 	for _, want := range []string{`(?m)^api +go-enqueue +\d+ `, `(?m)^api +api +\d+ `, `(?m)^api +go-enqueue-batch +\d+ `,
 		`(?m)^api +api-batch +\d+ `, `api/go-enqueue >= 0.5 +(met|MISSED)`,
 		`api-batch/go-enqueue-batch >= 0.9 +(met|MISSED)`, `POST /v1/tasks/batch, 30 tasks per request`,
-		`Enqueue of one task per call`, `(?m)^  300 requests over [1-4] connections$`} {
+		`Enqueue of one task per call`, `(?m)^  300 requests over [1-4] connections \(\d+ dialed\)$`} {
 		if !regexp.MustCompile(want).MatchString(out) {
 			t.Errorf("report lacks %s", want)
 		}

@@ -87,14 +87,89 @@ func parseBody(body []byte, allowed ...string) (*object, error) {
 		err := json.Unmarshal(body, &v)
 		msg := "the body is not valid JSON"
 		var se *json.SyntaxError
-		if errors.As(err, &se) {
+		field := syntaxErrorField(body)
+		switch {
+		case errors.As(err, &se) && field != "":
+			msg = fmt.Sprintf("the body is not valid JSON: %v (at byte %d, in %s)", se, se.Offset, field)
+		case errors.As(err, &se):
 			msg = fmt.Sprintf("the body is not valid JSON: %v (at byte %d)", se, se.Offset)
-		} else if len(bytes.TrimSpace(body)) == 0 {
+		case len(bytes.TrimSpace(body)) == 0:
 			msg = "the body is empty: send a JSON object"
 		}
-		return nil, errorf(http.StatusBadRequest, "", "%s", msg)
+		return nil, errorf(http.StatusBadRequest, field, "%s", msg)
 	}
 	return parseObject(body, "", allowed...)
+}
+
+// syntaxErrorField returns the JSON path of the innermost value being
+// read where body's first syntax error is, such as "tasks[1].priority"
+// (or "tasks[1]" for an error between two of its fields), or "" when the
+// error is in the body's object itself (a missing closing brace, say).
+func syntaxErrorField(body []byte) string {
+	type frame struct {
+		object  bool
+		key     string // the object's current key
+		haveKey bool   // the key's value is being read
+		index   int    // the array's current element
+	}
+	var stack []frame
+	// done marks the value being read in the innermost container read.
+	done := func() {
+		if len(stack) == 0 {
+			return
+		}
+		top := &stack[len(stack)-1]
+		if top.object {
+			top.haveKey = false
+		} else {
+			top.index++
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			break
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{object: true})
+			continue
+		case json.Delim('['):
+			stack = append(stack, frame{})
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			done()
+			continue
+		}
+		if n := len(stack); n > 0 && stack[n-1].object && !stack[n-1].haveKey {
+			stack[n-1].key, stack[n-1].haveKey = tok.(string), true
+			continue
+		}
+		done()
+	}
+	// The path of the value being read when the error came: each
+	// container's element, up to the last one whose value is pending.
+	if len(stack) == 0 || !stack[0].object {
+		return "" // the body is not an object: no field
+	}
+	var path strings.Builder
+	for _, f := range stack {
+		switch {
+		case f.object && !f.haveKey:
+			return path.String()
+		case f.object:
+			if path.Len() > 0 {
+				path.WriteByte('.')
+			}
+			path.WriteString(f.key)
+		default:
+			fmt.Fprintf(&path, "[%d]", f.index)
+		}
+	}
+	return path.String()
 }
 
 func cmpOr(a, b string) string {

@@ -44,10 +44,10 @@
 //
 // Every error answer is JSON, {"error": "...", "field": "..."}: error says
 // what is wrong and how to fix it, field is the JSON path of the request
-// field at fault (such as "tasks[2].delay") when there is one. 400 is a
-// body that is not JSON or a field of the wrong type, 401 and 403 are as
-// above, 404 an unknown task, workflow or store, 409 a task ID or unique
-// key already stored (or a task in a state the operation does not apply
+// field at fault (such as "tasks[2].delay") when there is one, also for
+// a syntax error inside a field's value. 400 is a body that is not JSON
+// or a field of the wrong type, 401 and 403 are as above, 404 an unknown
+// task, workflow or store, 409 a task ID or unique key already stored (or a task in a state the operation does not apply
 // to, such as retrying a task that is not dead), 413 a body over
 // Config.MaxBody, 422 a request that is well formed but invalid (an
 // unknown parent, a cycle, an Idempotency-Key reused with another body),
@@ -96,12 +96,14 @@
 // POST /v1/tasks/batch takes up to MaxBatch tasks for one store, checks
 // them all, then stores them with one Enqueue call: on sqlitestream and
 // pgstream that is one transaction, all or nothing; on redisstream one
-// atomic script run per chunk of 500 tasks, the runs in one pipeline, so
-// a batch of up to 500 is all or nothing and a larger one may be cut
-// between chunks by a failure; on memstream one step under its lock; on natsstream and amqpstream one publish per
-// task, not atomic. A task whose ID or unique key is already stored is
-// not stored again and is marked "duplicate": true in the answer, while
-// the others are stored, so that retrying a batch is safe. After a 503,
+// atomic script run per chunk of at most 500 tasks and about 4 MiB of
+// payloads, the runs in one pipeline, so a batch of up to 500 tasks whose
+// payloads total less than 4 MiB is all or nothing and a larger one may
+// be cut between chunks by a failure; on memstream one step under its
+// lock; on natsstream and amqpstream one publish per task, not atomic.
+// A task whose ID or unique key is already stored is not stored again
+// and is marked "duplicate": true in the answer, while the others are
+// stored, so that retrying a batch is safe. After a 503,
 // retry the batch (with its Idempotency-Key): the tasks stored before the
 // failure come back as duplicates.
 //

@@ -2,7 +2,10 @@ package openapitest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -15,6 +18,8 @@ import (
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/httpapi"
 	"github.com/peonify/peonify/internal/streamtest"
+	"github.com/peonify/peonify/internal/testenv"
+	"github.com/peonify/peonify/internal/testqueue"
 	"github.com/peonify/peonify/streams/pgstream"
 	"github.com/peonify/peonify/streams/redisstream"
 )
@@ -192,6 +197,8 @@ func TestBadRequests(t *testing.T) {
 			field      string
 		}{
 			{"/v1/tasks", `{"type": "t"`, 400, ""},
+			{"/v1/tasks", `{"type": "t", "payload": {"a": }}`, 400, "payload.a"},
+			{"/v1/tasks/batch", `{"tasks": [{"type": "a"}, {"type": "b", "priority": nul}]}`, 400, "tasks[1].priority"},
 			{"/v1/tasks", `[1]`, 400, ""},
 			{"/v1/tasks", `{"type": 5}`, 400, "type"},
 			{"/v1/tasks", `{"payload": {}}`, 400, "type"},
@@ -378,4 +385,171 @@ func TestIdempotencyAcrossHandlers(t *testing.T) {
 			t.Fatalf("%d tasks stored, want 1", n)
 		}
 	})
+}
+
+// GET ?wait answers when the task is cancelled or goes dead, not only
+// when it is done, and within the wait when the task stays pending.
+func TestWaitUntilFinished(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, open func(testing.TB) peonify.Stream) {
+		s := open(t)
+		c := newAPI(t, httpapi.Config{Stores: []httpapi.Store{{Name: "main", Stream: s}}})
+
+		// Pending for the whole wait: the task as it is when the wait ends.
+		c.do("POST", "/v1/tasks", enqueueSecret, `{"id": "w-pending", "type": "t", "delay": "1h"}`).want(t, http.StatusCreated)
+		var v httpapi.TaskView
+		c.do("GET", "/v1/tasks/w-pending?wait=200ms", readSecret, "").want(t, http.StatusOK).json(t, &v)
+		if v.State != peonify.StateScheduled {
+			t.Fatalf("after a wait that ended: %+v", v)
+		}
+
+		// Cancelled while a GET waits.
+		got := make(chan answer, 1)
+		go func() { got <- c.do("GET", "/v1/tasks/w-pending?wait=30s", readSecret, "") }()
+		c.do("POST", "/v1/tasks/w-pending/cancel", adminSecret, "").want(t, http.StatusOK)
+		(<-got).want(t, http.StatusOK).json(t, &v)
+		if v.State != peonify.StateCancelled {
+			t.Fatalf("a wait ended by a cancel: %+v", v)
+		}
+
+		// Dead while a GET waits.
+		c.do("POST", "/v1/tasks", enqueueSecret, `{"id": "w-dead", "type": "fail", "max_attempts": 1}`).want(t, http.StatusCreated)
+		go func() { got <- c.do("GET", "/v1/tasks/w-dead?wait=30s", readSecret, "") }()
+		p := streamtest.Processor(t, peonify.Config{Logger: streamtest.Logger(t)}, s, peonify.TaskList{
+			"fail": peonify.HandlerFunc(func(context.Context, *peonify.Task) error { return errors.New("it fails") }),
+		})
+		stop := streamtest.Run(t, p)
+		defer stop()
+		(<-got).want(t, http.StatusOK).json(t, &v)
+		if v.State != peonify.StateDead || v.Attempts != 1 || !strings.Contains(v.LastError, "it fails") {
+			t.Fatalf("a wait ended by the task going dead: %+v", v)
+		}
+	})
+}
+
+// A store that goes down while the API serves it: every write is
+// answered 503 with Retry-After and stores nothing; once the store is
+// back, the same requests retried with their Idempotency-Keys store each
+// task once.
+func TestStoreGoesDown(t *testing.T) {
+	url := testenv.URL(t, "redis")
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, opts.Addr)
+	opts.Addr, opts.MaxRetries, opts.DialTimeout = p.addr, -1, time.Second
+	client := redis.NewClient(opts)
+	t.Cleanup(func() { _ = client.Close() })
+	prefix := "httpapi-down-" + streamtest.RandHex(6)
+	testqueue.Redis(t, url, prefix)
+	s, err := redisstream.New(client, redisstream.Config{Prefix: prefix, Logger: streamtest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamtest.CloseAtEnd(t, s)
+	c := newAPI(t, httpapi.Config{Stores: []httpapi.Store{{Name: "main", Stream: s}}, StoreTimeout: 5 * time.Second})
+	c.do("POST", "/v1/tasks", enqueueSecret, `{"type": "before"}`).want(t, http.StatusCreated)
+
+	writes := []struct{ path, body, key string }{
+		{"/v1/tasks", `{"type": "t"}`, "down-task"},
+		{"/v1/tasks/batch", `{"tasks": [{"type": "t"}, {"type": "u"}]}`, "down-batch"},
+		{"/v1/workflows", `{"tasks": [{"id": "down-a", "type": "t"}, {"id": "down-b", "type": "u", "parents": ["down-a"]}]}`, "down-workflow"},
+	}
+	p.stop()
+	for _, w := range writes {
+		a := c.do("POST", w.path, enqueueSecret, w.body, "Idempotency-Key", w.key)
+		a.want(t, http.StatusServiceUnavailable).errorField(t)
+		if a.header.Get("Retry-After") == "" {
+			t.Fatalf("POST %s: 503 without Retry-After", w.path)
+		}
+	}
+	var v httpapi.StoresView
+	c.do("GET", "/v1/stores", readSecret, "").want(t, http.StatusOK).json(t, &v)
+	if v.Stores[0].Error == "" {
+		t.Fatalf("stores while the store is down: %+v", v)
+	}
+
+	p.start(t)
+	eventually(t, 10*time.Second, func() bool {
+		_, err := client.Ping(context.Background()).Result()
+		return err == nil
+	})
+	if n := total(c.counts(t)); n != 1 {
+		t.Fatalf("%d tasks stored after the 503s, want the 1 from before", n)
+	}
+	for range 2 { // the retry, and a retry of the retry
+		for _, w := range writes {
+			c.do("POST", w.path, enqueueSecret, w.body, "Idempotency-Key", w.key).want(t, http.StatusCreated)
+		}
+	}
+	if n := total(c.counts(t)); n != 1+1+2+2 {
+		t.Fatalf("%d tasks stored after the retries, want 6", n)
+	}
+}
+
+// proxy forwards TCP connections on a loopback address to target, and can
+// be stopped (its listener and every connection closed) and started again
+// on the same address.
+type proxy struct {
+	target, addr string
+	mu           sync.Mutex
+	ln           net.Listener
+	conns        map[net.Conn]bool
+	wg           sync.WaitGroup
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	p := &proxy{target: target, addr: "127.0.0.1:0", conns: map[net.Conn]bool{}}
+	p.start(t)
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *proxy) start(t *testing.T) {
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.ln, p.addr = ln, ln.Addr().String()
+	p.mu.Unlock()
+	p.wg.Go(func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", p.target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns[in], p.conns[out] = true, true
+			p.mu.Unlock()
+			for _, pair := range [][2]net.Conn{{in, out}, {out, in}} {
+				p.wg.Go(func() {
+					_, _ = io.Copy(pair[0], pair[1])
+					pair[0].Close()
+					pair[1].Close()
+				})
+			}
+		}
+	})
+}
+
+// stop closes the listener and every connection, and waits for the
+// copies to end.
+func (p *proxy) stop() {
+	p.mu.Lock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for c := range p.conns {
+		c.Close()
+	}
+	clear(p.conns)
+	p.mu.Unlock()
+	p.wg.Wait()
 }
