@@ -1,7 +1,6 @@
 package pgstream
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -491,11 +490,7 @@ func TestKeyRoundTripAndList(t *testing.T) {
 func TestMigrateFromVersion1(t *testing.T) {
 	pool := testPool(t)
 	ctx := streamtest.Context(t)
-	schema := "peonify_v1_" + streamtest.RandHex(4)
-	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
-	if err := migrateTo(ctx, pool, schema, 1); err != nil {
-		t.Fatal(err)
-	}
+	schema := schemaAtVersion(t, pool, 1)
 	// A task stored by the previous release, by a raw INSERT.
 	_, err := pool.Exec(ctx, `INSERT INTO `+schema+`.peonify_tasks (queue, id, type) VALUES ('q', 'old', 'old-type')`)
 	if err != nil {

@@ -657,11 +657,7 @@ func TestWaitWokenByAnotherStream(t *testing.T) {
 func TestMigrateFromVersion2(t *testing.T) {
 	pool := testPool(t)
 	ctx := streamtest.Context(t)
-	schema := "peonify_v2_" + streamtest.RandHex(4)
-	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
-	if err := migrateTo(ctx, pool, schema, 2); err != nil {
-		t.Fatal(err)
-	}
+	schema := schemaAtVersion(t, pool, 2)
 	_, err := pool.Exec(ctx, `INSERT INTO `+schema+`.peonify_tasks (queue, id, type, key) VALUES ('q', 'old', 'old-type', 'k');
 		INSERT INTO `+schema+`.peonify_tasks (queue, id, type, state, last_error) VALUES ('q', 'old-dead', 'old-type', 'dead', 'gone')`)
 	if err != nil {
@@ -1050,19 +1046,7 @@ func TestSpawnAfterEarlierChildFinished(t *testing.T) {
 func TestWaitWithSharedListener(t *testing.T) {
 	pool := testPool(t)
 	ctx := streamtest.Context(t)
-	l, err := NewListener(pool, ListenerConfig{Schema: testSchema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := l.Close(context.Background()); err != nil {
-			t.Error(err)
-		}
-	})
-	a := newTestStream(t, pool, Config{Listener: l})
-	b := newTestStream(t, pool, Config{Listener: l})
-	waitListening(t, a, 1)
-	waitListening(t, b, 1)
+	_, _, b := sharedListenerStreams(t, pool)
 	worker := newTestStream(t, testPool(t), Config{Queue: b.Queue(), NoListen: true})
 	tk := task("shared")
 	streamtest.Enqueue(t, worker, tk)
