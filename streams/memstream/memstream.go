@@ -599,8 +599,15 @@ func (s *Stream) Nack(_ context.Context, d peonify.Delivery, opts peonify.NackOp
 // makeAvailable queues e to be delivered after delay from now. s.mu must
 // be held.
 func (s *Stream) makeAvailable(e *entry, now time.Time, delay time.Duration) {
-	if delay > 0 {
-		e.avail = now.Add(delay)
+	s.makeAvailableAt(e, now, now.Add(delay))
+}
+
+// makeAvailableAt queues e, which is in no queue, to be delivered at at:
+// scheduled if at is after now, else pending, and wakes pollers. s.mu must
+// be held.
+func (s *Stream) makeAvailableAt(e *entry, now, at time.Time) {
+	if at.After(now) {
+		e.avail = at
 		e.st = stateScheduled
 		s.pushScheduled(e)
 		s.arm(e.avail, now)

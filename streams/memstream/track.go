@@ -135,17 +135,7 @@ func (s *Stream) settle(e *entry, how string, now time.Time) {
 // pollers. s.mu must be held.
 func (s *Stream) release(e *entry, now time.Time) {
 	e.updated = now
-	if e.task.RunAt.After(now) {
-		e.avail = e.task.RunAt
-		e.st = stateScheduled
-		s.pushScheduled(e)
-		s.arm(e.avail, now)
-		return
-	}
-	e.avail = now
-	e.st = statePending
-	s.pushReady(e)
-	s.signal()
+	s.makeAvailableAt(e, now, e.task.RunAt)
 }
 
 // cancelOne moves e, which is in no queue or list, to stateCancelled with
