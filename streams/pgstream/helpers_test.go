@@ -173,6 +173,28 @@ func sharedListenerStreams(t *testing.T, pool *pgxpool.Pool) (l *Listener, a, b 
 	return l, a, b
 }
 
+// migratedFrom makes a schema of its own at the given schema version, runs
+// seed in it (its %s, or %[1]s, the schema's name), migrates it to
+// SchemaVersion, checks the version, and returns a stream of the queue "q"
+// in it.
+func migratedFrom(t *testing.T, version int, seed string) *Stream {
+	t.Helper()
+	pool := testPool(t)
+	ctx := streamtest.Context(t)
+	schema := schemaAtVersion(t, pool, version)
+	if _, err := pool.Exec(ctx, fmt.Sprintf(seed, schema)); err != nil {
+		t.Fatal(err)
+	}
+	if err := MigrateSchema(ctx, pool, schema); err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	if err := pool.QueryRow(ctx, "SELECT max(version) FROM "+schema+".peonify_migrations").Scan(&v); err != nil || v != SchemaVersion {
+		t.Fatalf("version %d, %v", v, err)
+	}
+	return newTestStream(t, pool, Config{Schema: schema, Queue: "q", NoListen: true})
+}
+
 // schemaAtVersion makes a schema of its own at the given schema version,
 // dropped when the test ends, and returns its name.
 func schemaAtVersion(t *testing.T, pool *pgxpool.Pool, version int) string {

@@ -655,22 +655,9 @@ func TestWaitWokenByAnotherStream(t *testing.T) {
 // A schema at version 2 with tasks in it migrates to version 3: the tasks
 // stay as they were, and workflows work.
 func TestMigrateFromVersion2(t *testing.T) {
-	pool := testPool(t)
 	ctx := streamtest.Context(t)
-	schema := schemaAtVersion(t, pool, 2)
-	_, err := pool.Exec(ctx, `INSERT INTO `+schema+`.peonify_tasks (queue, id, type, key) VALUES ('q', 'old', 'old-type', 'k');
-		INSERT INTO `+schema+`.peonify_tasks (queue, id, type, state, last_error) VALUES ('q', 'old-dead', 'old-type', 'dead', 'gone')`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := MigrateSchema(ctx, pool, schema); err != nil {
-		t.Fatal(err)
-	}
-	var v int
-	if err := pool.QueryRow(ctx, "SELECT max(version) FROM "+schema+".peonify_migrations").Scan(&v); err != nil || v != SchemaVersion {
-		t.Fatalf("version %d, %v", v, err)
-	}
-	s := newTestStream(t, pool, Config{Schema: schema, Queue: "q", NoListen: true})
+	s := migratedFrom(t, 2, `INSERT INTO %[1]s.peonify_tasks (queue, id, type, key) VALUES ('q', 'old', 'old-type', 'k');
+		INSERT INTO %[1]s.peonify_tasks (queue, id, type, state, last_error) VALUES ('q', 'old-dead', 'old-type', 'dead', 'gone')`)
 	if st, why := stateOf(t, s, "old-dead"); st != peonify.StateDead || why != "gone" {
 		t.Fatalf("old dead task is %s (%q)", st, why)
 	}
