@@ -59,13 +59,9 @@ func (c *cli) withStore(f *inspectFlags, fn func(ctx context.Context, st *store)
 }
 
 func (c *cli) tasksCancel(cmd *command, args []string) error {
-	fs, f := newInspectFlags(cmd)
-	args, err := c.parse(cmd, fs, args)
+	f, args, err := c.parseIDs(cmd, args, "give the IDs of the tasks to cancel (a whole workflow: peonify workflows cancel ID)")
 	if err != nil {
 		return err
-	}
-	if len(args) == 0 {
-		return usagef("give the IDs of the tasks to cancel (a whole workflow: peonify workflows cancel ID)")
 	}
 	return c.withStore(f, func(ctx context.Context, st *store) error {
 		tr, err := st.tracker()
@@ -185,20 +181,16 @@ type workflowJSON struct {
 // workflow ID, and calls fn with the store the flags name, its
 // WorkflowStore and the ID.
 func (c *cli) withWorkflow(cmd *command, args []string, fn func(ctx context.Context, f *inspectFlags, st *store, ws peonify.WorkflowStore, id string) error) error {
-	fs, f := newInspectFlags(cmd)
-	args, err := c.parse(cmd, fs, args)
+	f, id, err := c.parseOneID(cmd, args, "workflow")
 	if err != nil {
 		return err
-	}
-	if len(args) != 1 {
-		return usagef("give one workflow ID")
 	}
 	return c.withStore(f, func(ctx context.Context, st *store) error {
 		ws, err := st.workflowStore()
 		if err != nil {
 			return err
 		}
-		return fn(ctx, f, st, ws, args[0])
+		return fn(ctx, f, st, ws, id)
 	})
 }
 
