@@ -77,6 +77,21 @@ func Processor(t testing.TB, cfg peonify.Config, s peonify.Stream, tl peonify.Ta
 	return p
 }
 
+// Chain returns a workflow of n tasks of type typ, each a dependent of the
+// one before.
+func Chain(typ string, n int) *peonify.Workflow {
+	w := &peonify.Workflow{}
+	var prev *peonify.Task
+	for range n {
+		if prev == nil {
+			prev = w.Add(&peonify.Task{Type: typ})
+		} else {
+			prev = w.Add(&peonify.Task{Type: typ}, prev)
+		}
+	}
+	return w
+}
+
 // Poll polls s once for up to limit tasks, failing the test on an error.
 func Poll(t testing.TB, s peonify.Stream, limit int) []peonify.Delivery {
 	t.Helper()

@@ -767,15 +767,7 @@ func TestWorkflowChainStepStreamCost(t *testing.T) {
 	s := newTestStream(t, pool, Config{NoListen: true})
 	ctx := streamtest.Context(t)
 	const steps = 50
-	w := &peonify.Workflow{}
-	var prev *peonify.Task
-	for range steps {
-		if prev == nil {
-			prev = w.Add(&peonify.Task{Type: "step"})
-		} else {
-			prev = w.Add(&peonify.Task{Type: "step"}, prev)
-		}
-	}
+	w := streamtest.Chain("step", steps)
 	if err := s.EnqueueWorkflow(ctx, w); err != nil {
 		t.Fatal(err)
 	}
