@@ -197,7 +197,7 @@ func (p *Processor) ackBatch(ctx context.Context, st *streamState, batch []Deliv
 			return
 		}
 		// Wait before the next try, unless ctx ends meanwhile.
-		if try == 3 || p.waitFor(ctx.Done(), jitter(wait, 0.5)) {
+		if try == 3 || waitFor(ctx.Done(), jitter(wait, 0.5)) {
 			p.log.Error("peonify: ack failed; these tasks will run again when their leases end",
 				"stream", st.name, "tasks", len(batch), "err", err)
 			p.counters.ackErrors.Add(uint64(len(batch)))

@@ -10,7 +10,8 @@ type wrapper interface {
 // As finds the first stream in the chain of s and the streams that its
 // Unwrap methods return that is a T, and returns it. T is usually one of
 // the optional interfaces (Extender, PollLimiter, Waker, Starter, Namer,
-// Enqueuer, Inspector) or a stream package's concrete type:
+// Enqueuer, Inspector, Limiter, Tracker, WorkflowStore) or a stream
+// package's concrete type:
 //
 //	if in, ok := peonify.As[peonify.Inspector](s); ok {
 //		counts, err := in.Counts(ctx)

@@ -39,8 +39,8 @@
 // The Stream interface is small: Poll claims up to limit tasks, Ack completes
 // them, Nack fails, releases or dead-letters one, Close ends the stream.
 // Optional capabilities are extra interfaces: Extender, PollLimiter, Waker,
-// Starter, Namer, Enqueuer and Inspector, found with As, which looks through
-// wrappers. Registering a stream does no I/O: Run starts it. The peonifytest
+// Starter, Namer, Enqueuer, Inspector, Limiter, Tracker and WorkflowStore,
+// found with As, which looks through wrappers. Registering a stream does no I/O: Run starts it. The peonifytest
 // package is the conformance suite every stream passes.
 //
 // # Handlers and retries

@@ -496,14 +496,7 @@ func waitCtx(ctx context.Context, wg *sync.WaitGroup) bool {
 		return true
 	case <-ctx.Done():
 	}
-	t := time.NewTimer(closeSlack)
-	defer t.Stop()
-	select {
-	case <-done:
-		return true
-	case <-t.C:
-		return false
-	}
+	return waitFor(done, closeSlack)
 }
 
 // doneCh returns a channel closed when wg's goroutines have all returned.
@@ -548,7 +541,7 @@ func (p *Processor) start(ctx context.Context) error {
 }
 
 // waitFor waits until done is closed or d passes, and reports which.
-func (p *Processor) waitFor(done <-chan struct{}, d time.Duration) bool {
+func waitFor(done <-chan struct{}, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -561,7 +554,7 @@ func (p *Processor) waitFor(done <-chan struct{}, d time.Duration) bool {
 
 // waitUntil waits until done is closed or t passes, and reports which.
 func (p *Processor) waitUntil(done <-chan struct{}, t time.Time) bool {
-	return p.waitFor(done, time.Until(t))
+	return waitFor(done, time.Until(t))
 }
 
 // releaseCalls bounds the Nack calls that a shutdown makes at once.

@@ -63,12 +63,12 @@ func (p *Processor) execute(s *slot, j job) {
 		return
 	}
 
-	if max := p.maxAttempts(t); t.Attempt > max {
+	if most := p.maxAttempts(t); t.Attempt > most {
 		// Every attempt counts when it is claimed, so an attempt past the
 		// limit means earlier ones never finished: the task may be crashing
 		// its process. Running it again could crash this one too.
 		p.deadLetter(&attempt{st: j.st, d: j.d, claimed: j.claimedAt},
-			fmt.Errorf("out of attempts (%d of %d): earlier attempts never finished; the task may crash its process", t.Attempt, max))
+			fmt.Errorf("out of attempts (%d of %d): earlier attempts never finished; the task may crash its process", t.Attempt, most))
 		return
 	}
 

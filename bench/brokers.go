@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 )
 
 // The message-broker backends (-backend redis, nats, amqp) compare Peonify
@@ -630,7 +631,7 @@ func procCPUByName(comm string) cpuMeter {
 	return func(context.Context) (time.Duration, bool) {
 		var sum time.Duration
 		for _, pid := range pids {
-			d, ok := procCPU(pid)
+			d, ok := streamtest.ProcessCPU(pid)
 			if !ok {
 				return 0, false
 			}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,12 +8,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/peonify/peonify/internal/streamtest"
 )
 
 // env is where a run's systems live: the backend, and how to make a fresh
@@ -110,7 +108,7 @@ func (s *freshSchema) backendCPU(ctx context.Context) map[int]time.Duration {
 	}
 	out := make(map[int]time.Duration, len(pids))
 	for _, pid := range pids {
-		d, ok := procCPU(pid)
+		d, ok := streamtest.ProcessCPU(pid)
 		if !ok {
 			return nil
 		}
@@ -130,33 +128,4 @@ func serverCPUBetween(before, after map[int]time.Duration) (time.Duration, bool)
 		sum += d - before[pid] // a process started meanwhile began at zero
 	}
 	return sum, true
-}
-
-// clockTick is the unit of the CPU times in /proc/<pid>/stat (USER_HZ),
-// 100 per second on every Linux architecture Go supports.
-const clockTick = 10 * time.Millisecond
-
-// procCPU reads the user plus system CPU time of a process from
-// /proc/<pid>/stat.
-func procCPU(pid int) (time.Duration, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	// The command name, in parentheses, may hold spaces: count fields
-	// after its closing parenthesis, where the state is the first.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, false
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, false
-	}
-	return time.Duration(utime+stime) * clockTick, true
 }

@@ -223,11 +223,7 @@ func (r *runner) insertWhileWorking(ctx context.Context, c contender, n int) (re
 		return res, err
 	}
 	defer sys.Close()
-	if err := sys.Start(ctx); err != nil {
-		return res, fmt.Errorf("%s: start: %w", c.name, err)
-	}
-	time.Sleep(100 * time.Millisecond) // let the system reach its steady idle state
-	ph, err := r.startPhase(ctx, "insert-while-working", c.name, sys, rec)
+	ph, err := r.startIdlePhase(ctx, "insert-while-working", c, sys, rec)
 	if err != nil {
 		return res, err
 	}
@@ -332,6 +328,17 @@ func (r *runner) startPhase(ctx context.Context, mode, name string, sys system, 
 		return phase{}, err
 	}
 	return phase{stopProfile: stopProfile, begin: takeSample(ctx, sys), start: rec.now()}, nil
+}
+
+// startIdlePhase starts sys, lets it reach its steady idle state, and then
+// begins a measured phase of mode, for the modes that give tasks to a
+// system already running.
+func (r *runner) startIdlePhase(ctx context.Context, mode string, c contender, sys system, rec *recorder) (phase, error) {
+	if err := sys.Start(ctx); err != nil {
+		return phase{}, fmt.Errorf("%s: start: %w", c.name, err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	return r.startPhase(ctx, mode, c.name, sys, rec)
 }
 
 // endPhase waits for the run to finish, stops the profile and fills res.

@@ -380,11 +380,7 @@ func (r *runner) fanout(ctx context.Context, mk func(peonifyConfig) contender, c
 		}
 		w.Add(final, kids...)
 	}
-	if err := sys.Start(ctx); err != nil {
-		return res, fmt.Errorf("%s: start: %w", c.name, err)
-	}
-	time.Sleep(100 * time.Millisecond) // let the processor reach its steady idle state
-	ph, err := r.startPhase(ctx, workflowMode, c.name, sys, rec)
+	ph, err := r.startIdlePhase(ctx, workflowMode, c, sys, rec)
 	if err != nil {
 		return res, err
 	}
@@ -456,11 +452,7 @@ func (r *runner) plainFanout(ctx context.Context, mk func(peonifyConfig) contend
 		return res, err
 	}
 	defer sys.Close()
-	if err := sys.Start(ctx); err != nil {
-		return res, fmt.Errorf("%s: start: %w", c.name, err)
-	}
-	time.Sleep(100 * time.Millisecond) // let the processor reach its steady idle state
-	ph, err := r.startPhase(ctx, workflowMode, c.name, sys, rec)
+	ph, err := r.startIdlePhase(ctx, workflowMode, c, sys, rec)
 	if err != nil {
 		return res, err
 	}

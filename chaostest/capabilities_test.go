@@ -44,6 +44,8 @@ var allCapabilities = []capability{
 	capabilityOf[peonify.Enqueuer]("Enqueuer"),
 	capabilityOf[peonify.Inspector]("Inspector"),
 	capabilityOf[peonify.Limiter]("Limiter"),
+	capabilityOf[peonify.Tracker]("Tracker"),
+	capabilityOf[peonify.WorkflowStore]("WorkflowStore"),
 }
 
 // capabilities names the optional interfaces that peonify.As finds

@@ -235,9 +235,7 @@ func scenarioNATSNodeFail(c *cell, kill natsVictim) {
 	caughtUp := time.Since(restarted)
 	after := c.heldBy(pids...)
 	touched, _ := c.recordsBetween(down, time.Now())
-	c.mu.Lock()
-	c.faults = append(c.faults, slices.Compact(slices.Sorted(slices.Values(append(append(before, after...), touched...)))))
-	c.mu.Unlock()
+	c.addFault(before, after, touched)
 	note := fmt.Sprintf("killed %s (node %d) for %s; 100 completions %s after the kill", what, victim,
 		restarted.Sub(down).Round(100*time.Millisecond), progressed.Round(100*time.Millisecond))
 	if leader {
@@ -248,13 +246,7 @@ func scenarioNATSNodeFail(c *cell, kill natsVictim) {
 	}
 	c.note("%s; caught up %s after its restart", note, caughtUp.Round(100*time.Millisecond))
 
-	produced := make(chan struct{})
-	go func() { wg.Wait(); close(produced) }()
-	select {
-	case <-produced:
-	case <-time.After(c.remaining()):
-		c.t.Fatal("the producer did not finish within the cell's budget")
-	}
+	c.waitProducer(&wg)
 	c.waitAll()
 	c.waitQuiet()
 	c.note("%d enqueues failed and were retried", failures)

@@ -206,19 +206,9 @@ func scenarioPromote(c *cell, durable bool) {
 		from = stop.Add(-asyncAgainWindow)
 	}
 	touched, _ := c.recordsBetween(from, promoted)
-	held := slices.Concat(before, after, touched)
-	slices.Sort(held)
-	c.mu.Lock()
-	c.faults = append(c.faults, slices.Compact(held))
-	c.mu.Unlock()
+	c.addFault(before, after, touched)
 
-	produced := make(chan struct{})
-	go func() { wg.Wait(); close(produced) }()
-	select {
-	case <-produced:
-	case <-time.After(c.remaining()):
-		c.t.Fatal("the producer did not finish within the cell's budget")
-	}
+	c.waitProducer(&wg)
 
 	// The tasks the failover may lose: none when durable; else those
 	// whose Enqueue returned nil within the window before the stop.

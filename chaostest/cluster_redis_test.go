@@ -164,17 +164,9 @@ func scenarioRedisFailover(c *cell) {
 	// of a lease that ended while the slot had no master, which the
 	// stream ignores.
 	_, firstOK := c.recordsBetween(killAt.Add(-lossWindow), killAt)
-	c.mu.Lock()
-	c.faults = append(c.faults, slices.Compact(slices.Sorted(slices.Values(append(held, touched...)))))
-	c.mu.Unlock()
+	c.addFault(held, touched)
 
-	produced := make(chan struct{})
-	go func() { wg.Wait(); close(produced) }()
-	select {
-	case <-produced:
-	case <-time.After(c.remaining()):
-		c.t.Fatal("the producer did not finish within the cell's budget")
-	}
+	c.waitProducer(&wg)
 
 	// The tasks whose Enqueue returned nil just before the kill: the
 	// replica that took over may lack them.

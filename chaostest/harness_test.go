@@ -157,6 +157,29 @@ func (c *cell) addRow(tbl *Table) func() {
 // so that a late step still reports what it waited for.
 func (c *cell) remaining() time.Duration { return max(time.Until(c.deadline), time.Second) }
 
+// waitProducer waits for the cell's producer goroutines, counted by wg,
+// and fails the cell if they do not finish within its budget.
+func (c *cell) waitProducer(wg *sync.WaitGroup) {
+	c.t.Helper()
+	produced := make(chan struct{})
+	go func() { wg.Wait(); close(produced) }()
+	select {
+	case <-produced:
+	case <-time.After(c.remaining()):
+		c.t.Fatal("the producer did not finish within the cell's budget")
+	}
+}
+
+// addFault records the tasks of sets, sorted and each once, as in flight
+// at a fault: what the processors held before and after it, and what they
+// touched meanwhile.
+func (c *cell) addFault(sets ...[]string) {
+	ids := slices.Compact(slices.Sorted(slices.Values(slices.Concat(sets...))))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.faults = append(c.faults, ids)
+}
+
 // refresh reads what the children recorded since the last look.
 func (c *cell) refresh() {
 	c.mu.Lock()

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/peonify/peonify/internal/streamtest"
@@ -57,14 +58,7 @@ func scenarioIntake(c *cell) {
 			px.ResetMidReply(1)
 		}
 		for try := 0; ; try++ {
-			req, err := http.NewRequest(http.MethodPost, "http://"+px.Addr()+"/hooks/github", bytes.NewReader(body))
-			if err != nil {
-				c.t.Fatal(err)
-			}
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("X-GitHub-Event", "push")
-			req.Header.Set("X-GitHub-Delivery", id)
-			req.Header.Set("X-Hub-Signature-256", sig)
+			req := githubPush(c.t, px.Addr(), body, sig, id)
 			req.Close = true // a connection per delivery, as GitHub's
 			resp, err := client.Do(req)
 			if err != nil {
@@ -112,4 +106,19 @@ func scenarioIntake(c *cell) {
 	}
 	c.note("%d answers cut mid-reply; %d resends, %d answered as duplicates; %d requests cut mid-body stored nothing",
 		cut, resent, dups, len(truncated))
+}
+
+// githubPush returns a GitHub push delivery of body, signed with sig, with
+// the delivery ID id, to the webhook route /hooks/github at addr.
+func githubPush(t *testing.T, addr string, body []byte, sig, id string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/hooks/github", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("X-GitHub-Delivery", id)
+	req.Header.Set("X-Hub-Signature-256", sig)
+	return req
 }

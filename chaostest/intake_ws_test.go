@@ -4,7 +4,6 @@ package chaostest
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -406,14 +405,7 @@ func cutWebhooks(c *cell, addr string, n int, body []byte, sig string) []string 
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
 	for _, id := range ids {
-		req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/hooks/github", bytes.NewReader(body))
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-GitHub-Event", "push")
-		req.Header.Set("X-GitHub-Delivery", id)
-		req.Header.Set("X-Hub-Signature-256", sig)
+		req := githubPush(c.t, addr, body, sig, id)
 		resp, err := client.Do(req)
 		if err != nil {
 			c.t.Fatalf("delivery %s, sent whole after a cut request: %v", id, err)

@@ -366,17 +366,9 @@ func scenarioRestart(c *cell) {
 	// acknowledgements it has received but not yet applied.
 	held := slices.Compact(slices.Sorted(slices.Values(append(before, after...))))
 	touched, firstOK := c.recordsBetween(down, stopped)
-	c.mu.Lock()
-	c.faults = append(c.faults, slices.Compact(slices.Sorted(slices.Values(append(held, touched...)))))
-	c.mu.Unlock()
+	c.addFault(held, touched)
 
-	produced := make(chan struct{})
-	go func() { wg.Wait(); close(produced) }()
-	select {
-	case <-produced:
-	case <-time.After(c.remaining()):
-		c.t.Fatal("the producer did not finish within the cell's budget")
-	}
+	c.waitProducer(&wg)
 	c.waitAll()
 	c.waitQuiet()
 	c.note("%d enqueues failed and were retried", failures)

@@ -97,17 +97,6 @@ func local(rawURL string) string {
 	return ""
 }
 
-// freePort returns a TCP port that nothing listens on now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // privateServer is a server process that belongs to one cell.
 type privateServer struct {
 	name  string
@@ -169,7 +158,7 @@ func (s *privateServer) restarter() *restarter {
 // on, stopped when the test ends.
 func privateRedis(t *testing.T, dir string) *restarter {
 	bin := lookPath(t, "redis-server")
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	data := filepath.Join(dir, "redis")
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		t.Fatal(err)
@@ -194,7 +183,7 @@ func privateRedis(t *testing.T, dir string) *restarter {
 // disk, stopped when the test ends.
 func privateNATS(t *testing.T, dir string) *restarter {
 	bin := lookPath(t, "nats-server")
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	s := &privateServer{name: "nats-server " + addr, bin: bin, addr: "nats://" + addr,
 		args:  []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "nats")},

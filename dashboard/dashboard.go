@@ -142,34 +142,21 @@ type Pauser interface {
 	Paused(ctx context.Context) (bool, error)
 }
 
-// pauserOf returns the Pauser of a store: its Inspector, or, if that is a
-// stream, the first Pauser that peonify.As finds through its wrappers; nil
-// if there is none.
-func pauserOf(in peonify.Inspector) Pauser {
-	if p, ok := in.(Pauser); ok {
-		return p
+// capabilityOf returns the T of a store, such as its Pauser or its
+// peonify.Limiter: its Inspector, or, if that is a stream, the first T
+// that peonify.As finds through its wrappers; the zero T (nil for an
+// interface) if there is none.
+func capabilityOf[T any](in peonify.Inspector) T {
+	if t, ok := in.(T); ok {
+		return t
 	}
 	if s, ok := in.(peonify.Stream); ok {
-		if p, ok := peonify.As[Pauser](s); ok {
-			return p
+		if t, ok := peonify.As[T](s); ok {
+			return t
 		}
 	}
-	return nil
-}
-
-// limiterOf returns the Limiter of a store: its Inspector, or, if that is
-// a stream, the first Limiter that peonify.As finds through its wrappers;
-// nil if there is none.
-func limiterOf(in peonify.Inspector) peonify.Limiter {
-	if l, ok := in.(peonify.Limiter); ok {
-		return l
-	}
-	if s, ok := in.(peonify.Stream); ok {
-		if l, ok := peonify.As[peonify.Limiter](s); ok {
-			return l
-		}
-	}
-	return nil
+	var none T
+	return none
 }
 
 // Dashboard is the web dashboard: an http.Handler serving the page, its
@@ -245,12 +232,12 @@ func New(cfg Config) (*Dashboard, error) {
 			return nil, fmt.Errorf("dashboard: Config.Stores has two stores named %q: names must be unique", s.Name)
 		}
 		st := &store{name: s.Name, insp: s.Inspector}
-		st.pauser = pauserOf(s.Inspector)
-		st.tracker = trackerOf(s.Inspector)
-		st.workflows = workflowStoreOf(s.Inspector)
+		st.pauser = capabilityOf[Pauser](s.Inspector)
+		st.tracker = capabilityOf[peonify.Tracker](s.Inspector)
+		st.workflows = capabilityOf[peonify.WorkflowStore](s.Inspector)
 		st.lim = s.Limiter
 		if st.lim == nil {
-			st.lim = limiterOf(s.Inspector)
+			st.lim = capabilityOf[peonify.Limiter](s.Inspector)
 		}
 		d.stores[s.Name] = st
 		d.order = append(d.order, st)

@@ -12,6 +12,7 @@ import (
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/dashboard"
 	"github.com/peonify/peonify/internal/testenv"
+	"github.com/peonify/peonify/streams/memstream"
 	"github.com/peonify/peonify/streams/pgstream"
 )
 
@@ -86,6 +87,40 @@ func TestPauserFoundThroughWrapper(t *testing.T) {
 	decode(t, body, &snap)
 	if v := snap.Stores[0]; !v.Pausable {
 		t.Fatalf("a wrapped pgstream is not pausable: %+v", v)
+	}
+}
+
+// A store whose Inspector is a wrapper of a memstream shows the results,
+// workflows and limits of the memstream, which the dashboard finds through
+// the wrapper with peonify.As, and no pause, which the memstream lacks;
+// through a wrapper of a stream that has none of them, none is shown.
+func TestCapabilitiesFoundThroughWrapper(t *testing.T) {
+	mem := memstream.New(memstream.Config{})
+	defer mem.Close(context.Background())
+	if err := mem.SetLimits([]peonify.Limit{{Name: "one", Concurrency: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	bare := struct{ peonify.Stream }{mem}
+	f := newFixture(t, dashboard.Config{Stores: []dashboard.Store{
+		{Name: "wrapped", Inspector: inspecting{mem, mem}},
+		{Name: "bare", Inspector: inspecting{bare, struct{ peonify.Inspector }{mem}}},
+	}, Auth: dashboard.Auth{Token: testToken}})
+	f.signIn(request{})
+	res, body := f.do("GET", "/api/stats", nil, request{})
+	wantStatus(t, res, body, http.StatusOK, "")
+	var snap dashboard.Snapshot
+	decode(t, body, &snap)
+	views := map[string]dashboard.StoreView{}
+	for _, v := range snap.Stores {
+		views[v.Name] = v
+	}
+	if v := views["wrapped"]; !v.Tracks || !v.Workflows || len(v.Limits) != 1 || v.Pausable {
+		t.Errorf("a wrapped memstream shows tracks %t, workflows %t, %d limits, pausable %t; want true, true, 1, false",
+			v.Tracks, v.Workflows, len(v.Limits), v.Pausable)
+	}
+	if v := views["bare"]; v.Tracks || v.Workflows || len(v.Limits) != 0 || v.Pausable {
+		t.Errorf("a wrapped stream without capabilities shows tracks %t, workflows %t, %d limits, pausable %t; want none",
+			v.Tracks, v.Workflows, len(v.Limits), v.Pausable)
 	}
 }
 

@@ -15,35 +15,6 @@ import (
 // of their tasks (peonify.Tracker: results, progress, cancellation) and
 // run workflows (peonify.WorkflowStore).
 
-// trackerOf returns the Tracker of a store: its Inspector, or, if that is
-// a stream, the first Tracker that peonify.As finds through its wrappers;
-// nil if there is none.
-func trackerOf(in peonify.Inspector) peonify.Tracker {
-	if t, ok := in.(peonify.Tracker); ok {
-		return t
-	}
-	if s, ok := in.(peonify.Stream); ok {
-		if t, ok := peonify.As[peonify.Tracker](s); ok {
-			return t
-		}
-	}
-	return nil
-}
-
-// workflowStoreOf returns the WorkflowStore of a store, found as
-// trackerOf finds a Tracker; nil if there is none.
-func workflowStoreOf(in peonify.Inspector) peonify.WorkflowStore {
-	if w, ok := in.(peonify.WorkflowStore); ok {
-		return w
-	}
-	if s, ok := in.(peonify.Stream); ok {
-		if w, ok := peonify.As[peonify.WorkflowStore](s); ok {
-			return w
-		}
-	}
-	return nil
-}
-
 // ProgressView is the progress a running task reported (see
 // peonify.ReportProgress).
 type ProgressView struct {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -698,13 +697,7 @@ func testLimitProcessor(h *harness) {
 		}
 		return nil
 	})
-	p, err := peonify.New(peonify.Config{
-		Workers:         8,
-		PollInterval:    50 * time.Millisecond,
-		MinPollInterval: time.Millisecond,
-		ShutdownGrace:   h.f.Timeout,
-		Logger:          slog.New(slog.NewTextHandler(h.t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
+	p, err := peonify.New(h.processorConfig())
 	if err != nil {
 		h.t.Fatalf("peonify.New: %v", err)
 	}

@@ -86,13 +86,16 @@ func (capped) MaxPoll() int { return 7 }
 func capabilities(s peonify.Stream) []string {
 	var names []string
 	for name, ok := range map[string]bool{
-		"Extender":    has[peonify.Extender](s),
-		"PollLimiter": has[peonify.PollLimiter](s),
-		"Waker":       has[peonify.Waker](s),
-		"Starter":     has[peonify.Starter](s),
-		"Namer":       has[peonify.Namer](s),
-		"Enqueuer":    has[peonify.Enqueuer](s),
-		"Inspector":   has[peonify.Inspector](s),
+		"Extender":      has[peonify.Extender](s),
+		"PollLimiter":   has[peonify.PollLimiter](s),
+		"Waker":         has[peonify.Waker](s),
+		"Starter":       has[peonify.Starter](s),
+		"Namer":         has[peonify.Namer](s),
+		"Enqueuer":      has[peonify.Enqueuer](s),
+		"Inspector":     has[peonify.Inspector](s),
+		"Limiter":       has[peonify.Limiter](s),
+		"Tracker":       has[peonify.Tracker](s),
+		"WorkflowStore": has[peonify.WorkflowStore](s),
 	} {
 		if ok {
 			names = append(names, name)

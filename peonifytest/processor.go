@@ -3,7 +3,6 @@ package peonifytest
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -55,14 +54,9 @@ func testProcessor(h *harness) {
 		return nil
 	})
 
-	p, err := peonify.New(peonify.Config{
-		Workers:         8,
-		PollInterval:    50 * time.Millisecond,
-		MinPollInterval: time.Millisecond,
-		ShutdownGrace:   h.f.Timeout,
-		Retry:           peonify.RetryPolicy{MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, Jitter: -1},
-		Logger:          slog.New(slog.NewTextHandler(h.t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
+	cfg := h.processorConfig()
+	cfg.Retry = fastRetry
+	p, err := peonify.New(cfg)
 	if err != nil {
 		h.t.Fatalf("peonify.New: %v", err)
 	}

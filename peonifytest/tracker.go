@@ -340,20 +340,32 @@ func (h *harness) processorLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(h.t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
+// processorConfig is the config of the processors the suite runs over the
+// stream: 8 workers that poll often, the suite's Timeout to finish their
+// tasks at shutdown, and warnings logged to the test.
+func (h *harness) processorConfig() peonify.Config {
+	return peonify.Config{
+		Workers:         8,
+		PollInterval:    50 * time.Millisecond,
+		MinPollInterval: time.Millisecond,
+		ShutdownGrace:   h.f.Timeout,
+		Logger:          h.processorLogger(),
+	}
+}
+
+// fastRetry retries a failed task after 10 to 20ms, without jitter, so
+// that a retry does not hold up a test.
+var fastRetry = peonify.RetryPolicy{MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, Jitter: -1}
+
 // runProcessor runs a real peonify.Processor over the stream with the
 // handlers of tl, and returns a function that stops it and checks that
 // Run returns nil. The processor closes the stream when it stops, so the
 // test inspects the stream before calling stop.
 func (h *harness) runProcessor(tl peonify.TaskList) (stop func()) {
 	h.t.Helper()
-	p, err := peonify.New(peonify.Config{
-		Workers:         8,
-		PollInterval:    50 * time.Millisecond,
-		MinPollInterval: time.Millisecond,
-		ShutdownGrace:   h.f.Timeout,
-		Retry:           peonify.RetryPolicy{MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, Jitter: -1},
-		Logger:          h.processorLogger(),
-	})
+	cfg := h.processorConfig()
+	cfg.Retry = fastRetry
+	p, err := peonify.New(cfg)
 	if err != nil {
 		h.t.Fatalf("peonify.New: %v", err)
 	}

@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	amqp "github.com/rabbitmq/amqp091-go"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/peonify/peonify/internal/testenv"
 	"github.com/peonify/peonify/streams/natsstream"
@@ -123,20 +122,7 @@ tasks:
 func TestRunRedis(t *testing.T) {
 	url := testenv.URL(t, "redis")
 	queue := fmt.Sprintf("peonify-cli-test-%d", time.Now().UnixNano())
-	t.Cleanup(func() {
-		opts, err := redis.ParseURL(url)
-		if err != nil {
-			return
-		}
-		c := redis.NewClient(opts)
-		defer c.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		keys, _ := c.Keys(ctx, "peonify:*"+queue+"*").Result()
-		if len(keys) > 0 {
-			c.Del(ctx, keys...)
-		}
-	})
+	t.Cleanup(func() { deleteRedisQueue(url, queue) })
 	runBrokerCase(t, brokerCase{
 		entry:  "kind: redis\n    url: ${PEONIFY_CLI_TEST_REDIS}\n    queue: " + queue,
 		env:    []string{"PEONIFY_CLI_TEST_REDIS=" + url},

@@ -307,19 +307,44 @@ results (sqlite, postgres, redis) for its result retention once done.
 
 `
 
-func (c *cli) tasksShow(cmd *command, args []string) error {
+// parseIDs parses the flags of an inspecting command whose operands are
+// task IDs, and returns them; with none it fails with the usage message
+// missing.
+func (c *cli) parseIDs(cmd *command, args []string, missing string) (*inspectFlags, []string, error) {
 	fs, f := newInspectFlags(cmd)
 	args, err := c.parse(cmd, fs, args)
 	if err != nil {
-		return err
+		return nil, nil, err
+	}
+	if len(args) == 0 {
+		return nil, nil, usagef("%s", missing)
+	}
+	return f, args, nil
+}
+
+// parseOneID parses the flags of an inspecting command whose operand is
+// one ID of a what ("task" or "workflow"), and returns it.
+func (c *cli) parseOneID(cmd *command, args []string, what string) (*inspectFlags, string, error) {
+	fs, f := newInspectFlags(cmd)
+	args, err := c.parse(cmd, fs, args)
+	if err != nil {
+		return nil, "", err
 	}
 	if len(args) != 1 {
-		return usagef("give one task ID")
+		return nil, "", usagef("give one %s ID", what)
+	}
+	return f, args[0], nil
+}
+
+func (c *cli) tasksShow(cmd *command, args []string) error {
+	f, id, err := c.parseOneID(cmd, args, "task")
+	if err != nil {
+		return err
 	}
 	return c.withInspector(f, func(ctx context.Context, in peonify.Inspector, st *store) error {
-		ti, err := in.Get(ctx, args[0])
+		ti, err := in.Get(ctx, id)
 		if errors.Is(err, peonify.ErrNotFound) {
-			return fmt.Errorf("no task %q in the %s (an acked task is deleted unless the store keeps done tasks)", args[0], st.desc)
+			return fmt.Errorf("no task %q in the %s (an acked task is deleted unless the store keeps done tasks)", id, st.desc)
 		}
 		if err != nil {
 			return err
@@ -411,13 +436,9 @@ func (c *cli) tasksRetry(cmd *command, args []string) error {
 }
 
 func (c *cli) tasksDelete(cmd *command, args []string) error {
-	fs, f := newInspectFlags(cmd)
-	args, err := c.parse(cmd, fs, args)
+	f, args, err := c.parseIDs(cmd, args, "give the IDs of the tasks to delete (to delete every task in a state, use purge)")
 	if err != nil {
 		return err
-	}
-	if len(args) == 0 {
-		return usagef("give the IDs of the tasks to delete (to delete every task in a state, use purge)")
 	}
 	return c.withInspector(f, func(ctx context.Context, in peonify.Inspector, st *store) error {
 		n, err := in.Delete(ctx, args...)

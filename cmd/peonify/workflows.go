@@ -59,13 +59,9 @@ func (c *cli) withStore(f *inspectFlags, fn func(ctx context.Context, st *store)
 }
 
 func (c *cli) tasksCancel(cmd *command, args []string) error {
-	fs, f := newInspectFlags(cmd)
-	args, err := c.parse(cmd, fs, args)
+	f, args, err := c.parseIDs(cmd, args, "give the IDs of the tasks to cancel (a whole workflow: peonify workflows cancel ID)")
 	if err != nil {
 		return err
-	}
-	if len(args) == 0 {
-		return usagef("give the IDs of the tasks to cancel (a whole workflow: peonify workflows cancel ID)")
 	}
 	return c.withStore(f, func(ctx context.Context, st *store) error {
 		tr, err := st.tracker()
@@ -181,23 +177,28 @@ type workflowJSON struct {
 	Tasks     []taskJSON            `json:"tasks"` // the first MaxWorkflowTasksListed by ID
 }
 
-func (c *cli) workflowsGet(cmd *command, args []string) error {
-	fs, f := newInspectFlags(cmd)
-	args, err := c.parse(cmd, fs, args)
+// withWorkflow parses the flags of a workflows subcommand and its one
+// workflow ID, and calls fn with the store the flags name, its
+// WorkflowStore and the ID.
+func (c *cli) withWorkflow(cmd *command, args []string, fn func(ctx context.Context, f *inspectFlags, st *store, ws peonify.WorkflowStore, id string) error) error {
+	f, id, err := c.parseOneID(cmd, args, "workflow")
 	if err != nil {
 		return err
-	}
-	if len(args) != 1 {
-		return usagef("give one workflow ID")
 	}
 	return c.withStore(f, func(ctx context.Context, st *store) error {
 		ws, err := st.workflowStore()
 		if err != nil {
 			return err
 		}
-		wf, err := ws.GetWorkflow(ctx, args[0])
+		return fn(ctx, f, st, ws, id)
+	})
+}
+
+func (c *cli) workflowsGet(cmd *command, args []string) error {
+	return c.withWorkflow(cmd, args, func(ctx context.Context, f *inspectFlags, st *store, ws peonify.WorkflowStore, id string) error {
+		wf, err := ws.GetWorkflow(ctx, id)
 		if errors.Is(err, peonify.ErrNotFound) {
-			return fmt.Errorf("no workflow %q in the %s (a finished workflow's tasks are removed after the store's result retention)", args[0], st.desc)
+			return fmt.Errorf("no workflow %q in the %s (a finished workflow's tasks are removed after the store's result retention)", id, st.desc)
 		}
 		if err != nil {
 			return err
@@ -262,22 +263,10 @@ func (c *cli) workflowsGet(cmd *command, args []string) error {
 }
 
 func (c *cli) workflowsCancel(cmd *command, args []string) error {
-	fs, f := newInspectFlags(cmd)
-	args, err := c.parse(cmd, fs, args)
-	if err != nil {
-		return err
-	}
-	if len(args) != 1 {
-		return usagef("give one workflow ID")
-	}
-	return c.withStore(f, func(ctx context.Context, st *store) error {
-		ws, err := st.workflowStore()
-		if err != nil {
-			return err
-		}
-		n, err := ws.CancelWorkflow(ctx, args[0])
+	return c.withWorkflow(cmd, args, func(ctx context.Context, f *inspectFlags, st *store, ws peonify.WorkflowStore, id string) error {
+		n, err := ws.CancelWorkflow(ctx, id)
 		if errors.Is(err, peonify.ErrNotFound) {
-			return fmt.Errorf("no workflow %q in the %s", args[0], st.desc)
+			return fmt.Errorf("no workflow %q in the %s", id, st.desc)
 		}
 		if err != nil {
 			return err
@@ -285,7 +274,7 @@ func (c *cli) workflowsCancel(cmd *command, args []string) error {
 		if f.json {
 			return c.printJSON(map[string]int{"cancelled": n})
 		}
-		fmt.Fprintf(c.stdout, "cancelled %d %s of workflow %s\n", n, plural(n, "task", "tasks"), args[0])
+		fmt.Fprintf(c.stdout, "cancelled %d %s of workflow %s\n", n, plural(n, "task", "tasks"), id)
 		return nil
 	})
 }

@@ -180,19 +180,7 @@ func TestBrowser(t *testing.T) {
 		}
 	}
 
-	d, err := dashboard.New(dashboard.Config{
-		Processor: p,
-		Stores:    []dashboard.Store{{Name: "mem", Inspector: mem}},
-		Auth:      dashboard.Auth{Token: testToken},
-		Interval:  200 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(d)
-	t.Cleanup(srv.Close) // after the browser, whose page holds an event stream open
-
-	b := newBrowser(t, ctx, chrome)
+	srv, b := serveDashboard(t, ctx, chrome, dashboard.Config{Processor: p, Stores: []dashboard.Store{{Name: "mem", Inspector: mem}}})
 	do, waitJS, evalJS := b.do, b.waitJS, b.evalJS
 
 	// Sign in from the link an operator is given.
@@ -317,19 +305,7 @@ func TestBrowserWorkflow(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d, err := dashboard.New(dashboard.Config{
-		Processor: p,
-		Stores:    []dashboard.Store{{Name: "mem", Inspector: mem}},
-		Auth:      dashboard.Auth{Token: testToken},
-		Interval:  200 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(d)
-	t.Cleanup(srv.Close) // after the browser, whose page holds an event stream open
-
-	b := newBrowser(t, ctx, chrome)
+	srv, b := serveDashboard(t, ctx, chrome, dashboard.Config{Processor: p, Stores: []dashboard.Store{{Name: "mem", Inspector: mem}}})
 	do, waitJS, evalJS := b.do, b.waitJS, b.evalJS
 	do("loading the page", chromedp.Navigate(srv.URL+"/#token="+testToken))
 	waitJS("waiting for live updates", `document.getElementById('status').dataset.state === 'live'`)
@@ -411,6 +387,21 @@ type browser struct {
 	t        *testing.T
 	ctx      context.Context
 	problems *browserProblems
+}
+
+// serveDashboard serves a dashboard of cfg, signed in with testToken and
+// refreshed every 200ms, and returns its server and a browser for it.
+func serveDashboard(t *testing.T, ctx context.Context, chrome string, cfg dashboard.Config) (*httptest.Server, *browser) {
+	t.Helper()
+	cfg.Auth = dashboard.Auth{Token: testToken}
+	cfg.Interval = 200 * time.Millisecond
+	d, err := dashboard.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(d)
+	t.Cleanup(srv.Close) // after the browser, whose page holds an event stream open
+	return srv, newBrowser(t, ctx, chrome)
 }
 
 // newBrowser starts Chromium at path chrome; it stops when the test ends.

@@ -2,7 +2,6 @@ package browsertest_test
 
 import (
 	"context"
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -76,18 +75,7 @@ func TestBrowserLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d, err := dashboard.New(dashboard.Config{
-		Stores:   []dashboard.Store{{Name: "mem", Inspector: ls}},
-		Auth:     dashboard.Auth{Token: testToken},
-		Interval: 200 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(d)
-	t.Cleanup(srv.Close) // after the browser, whose page holds an event stream open
-
-	b := newBrowser(t, ctx, chrome)
+	srv, b := serveDashboard(t, ctx, chrome, dashboard.Config{Stores: []dashboard.Store{{Name: "mem", Inspector: ls}}})
 	do, waitJS, evalJS := b.do, b.waitJS, b.evalJS
 
 	do("loading the page", chromedp.Navigate(srv.URL+"/#token="+testToken))

@@ -85,16 +85,16 @@ type batch struct {
 	err  error // what every Record of the batch returns
 }
 
-// Open returns a Log that remembers IDs for window, at most max of them
+// Open returns a Log that remembers IDs for window, at most maxIDs of them
 // (the oldest are forgotten first). With a path it reads the records of
 // that file, creating it if needed, and appends new ones to it; without
 // one the Log remembers in memory only. now is the clock (time.Now when
 // nil).
-func Open(path string, window time.Duration, max int, now func() time.Time) (*Log, error) {
+func Open(path string, window time.Duration, maxIDs int, now func() time.Time) (*Log, error) {
 	if now == nil {
 		now = time.Now
 	}
-	l := &Log{window: window, max: max, now: now, path: path, seen: make(map[hash]int64)}
+	l := &Log{window: window, max: maxIDs, now: now, path: path, seen: make(map[hash]int64)}
 	l.synced = sync.NewCond(&l.mu)
 	l.sync = (*os.File).Sync
 	if path == "" {

@@ -296,15 +296,15 @@ func runSnippet(t *testing.T, bin, nodeModules string, s snippet) {
 	// Where the snippet sends to.
 	var service string
 	intakePort := 0
-	adminPort := freePort(t)
+	adminPort := testenv.FreePort(t)
 	switch s.kind {
 	case "api":
 		service = fmt.Sprintf("http://127.0.0.1:%d", adminPort)
 	case "webhook":
-		intakePort = freePort(t)
+		intakePort = testenv.FreePort(t)
 		service = fmt.Sprintf("http://127.0.0.1:%d", intakePort)
 	case "websocket":
-		intakePort = freePort(t)
+		intakePort = testenv.FreePort(t)
 		service = fmt.Sprintf("ws://127.0.0.1:%d", intakePort)
 	default:
 		service = testenv.URL(t, s.kind)
@@ -669,16 +669,6 @@ func cleanupServer(t *testing.T, s snippet, service string, fresh map[string]str
 			t.Logf("cleanup: %v", err)
 		}
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func randHex(n int) string {

@@ -77,6 +77,21 @@ func Processor(t testing.TB, cfg peonify.Config, s peonify.Stream, tl peonify.Ta
 	return p
 }
 
+// Chain returns a workflow of n tasks of type typ, each a dependent of the
+// one before.
+func Chain(typ string, n int) *peonify.Workflow {
+	w := &peonify.Workflow{}
+	var prev *peonify.Task
+	for range n {
+		if prev == nil {
+			prev = w.Add(&peonify.Task{Type: typ})
+		} else {
+			prev = w.Add(&peonify.Task{Type: typ}, prev)
+		}
+	}
+	return w
+}
+
 // Poll polls s once for up to limit tasks, failing the test on an error.
 func Poll(t testing.TB, s peonify.Stream, limit int) []peonify.Delivery {
 	t.Helper()
@@ -111,19 +126,19 @@ func RandHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// Name returns the test's name, cut to max bytes, with every character
+// Name returns the test's name, cut to maxLen bytes, with every character
 // but ASCII letters, digits, '-' and '_' replaced by '_', then '-' and 12
 // random hex digits: a queue or stream name that no other test uses and
 // that every server accepts.
-func Name(t testing.TB, max int) string {
+func Name(t testing.TB, maxLen int) string {
 	name := strings.Map(func(r rune) rune {
 		if r == '-' || r == '_' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' {
 			return r
 		}
 		return '_'
 	}, t.Name())
-	if len(name) > max {
-		name = name[:max]
+	if len(name) > maxLen {
+		name = name[:maxLen]
 	}
 	return name + "-" + RandHex(6)
 }

@@ -381,15 +381,7 @@ func (c *NATS) Running(i int) bool {
 	n := c.nodes[i]
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.cmd == nil {
-		return false
-	}
-	select {
-	case <-n.done:
-		return false
-	default:
-		return true
-	}
+	return n.cmd != nil && !closed(n.done)
 }
 
 // StreamLeader returns the index of the node that leads stream, asking

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/peonify/peonify/internal/testenv"
 )
 
 // PostgresBinDirEnv names the environment variable that may give the
@@ -101,8 +101,8 @@ func StartPostgres(t testing.TB, opts PostgresOptions) *Postgres {
 	bin := postgresBinDir(t)
 	root, cred := pgTempDir(t, "peonify-pg-")
 	p := &Postgres{database: opts.Database, bin: bin}
-	p.Primary = &PostgresNode{Name: "primary", Port: pgFreePort(t), dir: filepath.Join(root, "primary"), bin: bin, cred: cred, db: opts.Database}
-	p.Standby = &PostgresNode{Name: "standby", Port: pgFreePort(t), dir: filepath.Join(root, "standby"), bin: bin, cred: cred, db: opts.Database}
+	p.Primary = &PostgresNode{Name: "primary", Port: testenv.FreePort(t), dir: filepath.Join(root, "primary"), bin: bin, cred: cred, db: opts.Database}
+	p.Standby = &PostgresNode{Name: "standby", Port: testenv.FreePort(t), dir: filepath.Join(root, "standby"), bin: bin, cred: cred, db: opts.Database}
 	t.Cleanup(func() {
 		p.Standby.stop(t, syscall.SIGQUIT)
 		p.Primary.stop(t, syscall.SIGQUIT)
@@ -157,15 +157,7 @@ func (n *PostgresNode) URL() string {
 func (n *PostgresNode) Running() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.done == nil {
-		return false
-	}
-	select {
-	case <-n.done:
-		return false
-	default:
-		return true
-	}
+	return n.done != nil && !closed(n.done)
 }
 
 // SetSynchronous switches the primary's replication, while it runs, to
@@ -483,15 +475,15 @@ func pgTempDir(t testing.TB, prefix string) (string, *syscall.Credential) {
 	return dir, &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 }
 
-// pgFreePort returns a TCP port on 127.0.0.1 that nothing listens on now.
-func pgFreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// closed reports whether done is closed: whether the process whose exit
+// closes it has exited.
+func closed(done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	default:
+		return false
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // pgSkipOrFail skips the test with why, or fails it when

@@ -29,29 +29,7 @@ func TestKeyRoundTrip(t *testing.T) {
 	if ds[1].Task.Key != "" {
 		t.Errorf("a task without a key was delivered with Key %q", ds[1].Task.Key)
 	}
-	if err := s.Ack(ctx, ds[1]); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Nack(ctx, ds[0], peonify.NackOptions{Outcome: peonify.OutcomeFailed, Reason: "again"}); err != nil {
-		t.Fatal(err)
-	}
-	d := pollN(t, s, 1, 10*time.Second)[0]
-	if d.Task.Key != "tenant-7" || d.Task.Attempt != 2 {
-		t.Errorf("the retry has Key %q, attempt %d; want tenant-7, 2", d.Task.Key, d.Task.Attempt)
-	}
-	if err := s.Nack(ctx, d, peonify.NackOptions{Outcome: peonify.OutcomeDead, Reason: "no"}); err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Get(ctx, keyed.ID)
-	if err != nil || info.Task.Key != "tenant-7" {
-		t.Errorf("Get = Key %q, %v; want tenant-7", info.Task.Key, err)
-	}
-	for key, want := range map[string]int{"tenant-7": 1, "tenant-8": 0, "": 1} {
-		got, err := s.List(ctx, peonify.ListOptions{State: peonify.StateDead, Key: key})
-		if err != nil || len(got) != want {
-			t.Errorf("List(dead, Key %q) = %d tasks, %v; want %d", key, len(got), err, want)
-		}
-	}
+	streamtest.KeyThroughRetryAndDeath(t, s, keyed.ID, ds, func() peonify.Delivery { return pollN(t, s, 1, 10*time.Second)[0] })
 }
 
 // TestKeyFromPlainClient publishes with nothing but amqp091-go, as

@@ -13,10 +13,7 @@ import (
 // tasks that fell due and expired leases as Poll would. StateDone counts
 // the done tasks kept (see Config.ResultRetention).
 func (s *Stream) Counts(ctx context.Context) (map[peonify.State]int, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if _, err := s.lockAdvanced(); err != nil {
+	if _, err := s.lockAdvancedCtx(ctx); err != nil {
 		return nil, err
 	}
 	defer s.mu.Unlock()
@@ -127,10 +124,7 @@ func (e *entry) info() peonify.TaskInfo {
 // peonify.ErrNotFound (a task acked without a result, and not in a
 // workflow, is not kept).
 func (s *Stream) Get(ctx context.Context, id string) (peonify.TaskInfo, error) {
-	if err := ctx.Err(); err != nil {
-		return peonify.TaskInfo{}, err
-	}
-	if _, err := s.lockAdvanced(); err != nil {
+	if _, err := s.lockAdvancedCtx(ctx); err != nil {
 		return peonify.TaskInfo{}, err
 	}
 	defer s.mu.Unlock()
@@ -192,10 +186,7 @@ func (s *Stream) Retry(ctx context.Context, ids ...string) (int, error) {
 // dependents of a deleted workflow task that wait for it are cancelled
 // (or released, if they allow failed parents), as if it had been.
 func (s *Stream) Delete(ctx context.Context, ids ...string) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	now, err := s.lockAdvanced()
+	now, err := s.lockAdvancedCtx(ctx)
 	if err != nil {
 		return 0, err
 	}

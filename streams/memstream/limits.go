@@ -319,10 +319,7 @@ func (s *Stream) holdsTurn(e *entry) bool {
 // most first, then by key. It first makes due and expired tasks ready, as
 // Poll does.
 func (s *Stream) LimitStats(ctx context.Context) ([]peonify.LimitStat, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if _, err := s.lockAdvanced(); err != nil {
+	if _, err := s.lockAdvancedCtx(ctx); err != nil {
 		return nil, err
 	}
 	defer s.mu.Unlock()

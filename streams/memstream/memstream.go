@@ -341,6 +341,27 @@ func (s *Stream) claim(e *entry, now, deadline time.Time) peonify.Delivery {
 	return peonify.Delivery{Task: t, Token: e.token, Deadline: deadline, Ref: e}
 }
 
+// lockCurrent locks s.mu for a method on the claim d and returns its task's
+// entry. After Close, or when d is not current (see current), or its task
+// was acked already, it leaves s.mu unlocked and returns the error. The
+// caller unlocks s.mu.
+func (s *Stream) lockCurrent(d peonify.Delivery) (*entry, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, peonify.ErrClosed
+	}
+	e, err := s.current(d)
+	if err == nil && e == nil {
+		err = acked(d)
+	}
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	return e, nil
+}
+
 // lockAdvanced locks s.mu for a method that reads or claims tasks, and
 // advances the stream to now as Poll does; it returns now. After Close it
 // leaves s.mu unlocked and returns peonify.ErrClosed. The caller unlocks
@@ -354,6 +375,15 @@ func (s *Stream) lockAdvanced() (time.Time, error) {
 	}
 	s.advance(now)
 	return now, nil
+}
+
+// lockAdvancedCtx is lockAdvanced for a method that returns ctx's error,
+// without locking, once ctx has ended.
+func (s *Stream) lockAdvancedCtx(ctx context.Context) (time.Time, error) {
+	if err := ctx.Err(); err != nil {
+		return time.Time{}, err
+	}
+	return s.lockAdvanced()
 }
 
 // advance makes scheduled tasks that fell due ready, and expired leases
@@ -535,18 +565,11 @@ func (s *Stream) Nack(_ context.Context, d peonify.Delivery, opts peonify.NackOp
 		return fmt.Errorf("memstream: %w", err)
 	}
 	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return peonify.ErrClosed
-	}
-	e, err := s.current(d)
+	e, err := s.lockCurrent(d)
 	if err != nil {
 		return err
 	}
-	if e == nil {
-		return acked(d)
-	}
+	defer s.mu.Unlock()
 	s.leased.remove(e)
 	e.updated = now
 	switch opts.Outcome {
@@ -576,8 +599,15 @@ func (s *Stream) Nack(_ context.Context, d peonify.Delivery, opts peonify.NackOp
 // makeAvailable queues e to be delivered after delay from now. s.mu must
 // be held.
 func (s *Stream) makeAvailable(e *entry, now time.Time, delay time.Duration) {
-	if delay > 0 {
-		e.avail = now.Add(delay)
+	s.makeAvailableAt(e, now, now.Add(delay))
+}
+
+// makeAvailableAt queues e, which is in no queue, to be delivered at at:
+// scheduled if at is after now, else pending, and wakes pollers. s.mu must
+// be held.
+func (s *Stream) makeAvailableAt(e *entry, now, at time.Time) {
+	if at.After(now) {
+		e.avail = at
 		e.st = stateScheduled
 		s.pushScheduled(e)
 		s.arm(e.avail, now)
@@ -612,18 +642,11 @@ func (s *Stream) Extend(_ context.Context, d peonify.Delivery, lease time.Durati
 		return d, fmt.Errorf("memstream: Extend lease is %s: it must be positive", lease)
 	}
 	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return d, peonify.ErrClosed
-	}
-	e, err := s.current(d)
+	e, err := s.lockCurrent(d)
 	if err != nil {
 		return d, err
 	}
-	if e == nil {
-		return d, acked(d)
-	}
+	defer s.mu.Unlock()
 	if !now.Before(e.deadline) {
 		return d, leaseLost(e, d, "its lease ended at "+e.deadline.Format(time.RFC3339Nano))
 	}

@@ -135,17 +135,7 @@ func (s *Stream) settle(e *entry, how string, now time.Time) {
 // pollers. s.mu must be held.
 func (s *Stream) release(e *entry, now time.Time) {
 	e.updated = now
-	if e.task.RunAt.After(now) {
-		e.avail = e.task.RunAt
-		e.st = stateScheduled
-		s.pushScheduled(e)
-		s.arm(e.avail, now)
-		return
-	}
-	e.avail = now
-	e.st = statePending
-	s.pushReady(e)
-	s.signal()
+	s.makeAvailableAt(e, now, e.task.RunAt)
 }
 
 // cancelOne moves e, which is in no queue or list, to stateCancelled with
@@ -216,10 +206,7 @@ const cancelReason = "cancelled by request"
 // tasks acked with a non-nil Delivery.Result and still kept (see
 // Config.ResultRetention). Unknown IDs, and tasks not done, are left out.
 func (s *Stream) Results(ctx context.Context, ids ...string) (map[string][]byte, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if _, err := s.lockAdvanced(); err != nil {
+	if _, err := s.lockAdvancedCtx(ctx); err != nil {
 		return nil, err
 	}
 	defer s.mu.Unlock()
@@ -240,18 +227,11 @@ func (s *Stream) SetProgress(ctx context.Context, d peonify.Delivery, p peonify.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return peonify.ErrClosed
-	}
-	e, err := s.current(d)
+	e, err := s.lockCurrent(d)
 	if err != nil {
 		return err
 	}
-	if e == nil {
-		return acked(d)
-	}
+	defer s.mu.Unlock()
 	if len(p.Message) > peonify.MaxProgressMessageLen {
 		m := p.Message[:peonify.MaxProgressMessageLen]
 		for !utf8.ValidString(m) {
@@ -271,10 +251,7 @@ func (s *Stream) SetProgress(ctx context.Context, d peonify.Delivery, p peonify.
 // SetProgress with an error wrapping peonify.ErrCancelled, and its Ack
 // and Nack are ignored. Cancel returns how many of ids it cancelled.
 func (s *Stream) Cancel(ctx context.Context, ids ...string) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	now, err := s.lockAdvanced()
+	now, err := s.lockAdvancedCtx(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -296,10 +273,7 @@ func (s *Stream) Cancel(ctx context.Context, ids ...string) (int, error) {
 // starts, or if it is deleted meanwhile; ctx's error if ctx ends first;
 // and peonify.ErrClosed if the stream is closed.
 func (s *Stream) Wait(ctx context.Context, id string) (peonify.TaskInfo, error) {
-	if err := ctx.Err(); err != nil {
-		return peonify.TaskInfo{}, err
-	}
-	if _, err := s.lockAdvanced(); err != nil {
+	if _, err := s.lockAdvancedCtx(ctx); err != nil {
 		return peonify.TaskInfo{}, err
 	}
 	e := s.byID[id]

@@ -112,18 +112,11 @@ func (s *Stream) Spawn(ctx context.Context, parent peonify.Delivery, children ..
 		return err
 	}
 	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return peonify.ErrClosed
-	}
-	pe, err := s.current(parent)
+	pe, err := s.lockCurrent(parent)
 	if err != nil {
 		return err
 	}
-	if pe == nil {
-		return acked(parent)
-	}
+	defer s.mu.Unlock()
 	wf := pe.task.Workflow
 	if wf == "" {
 		return fmt.Errorf("memstream: task %s is not in a workflow, so it cannot spawn children: enqueue it with EnqueueWorkflow", pe.task.ID)
@@ -164,10 +157,7 @@ func (s *Stream) Spawn(ctx context.Context, parent peonify.Delivery, children ..
 // counts, and its first peonify.MaxWorkflowTasksListed tasks by ID, or an
 // error wrapping peonify.ErrNotFound if no task of it is stored.
 func (s *Stream) GetWorkflow(ctx context.Context, id string) (peonify.WorkflowInfo, error) {
-	if err := ctx.Err(); err != nil {
-		return peonify.WorkflowInfo{}, err
-	}
-	if _, err := s.lockAdvanced(); err != nil {
+	if _, err := s.lockAdvancedCtx(ctx); err != nil {
 		return peonify.WorkflowInfo{}, err
 	}
 	defer s.mu.Unlock()
@@ -202,10 +192,7 @@ func (s *Stream) GetWorkflow(ctx context.Context, id string) (peonify.WorkflowIn
 // as Cancel does, and returns how many, or an error wrapping
 // peonify.ErrNotFound if no task of it is stored.
 func (s *Stream) CancelWorkflow(ctx context.Context, id string) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	now, err := s.lockAdvanced()
+	now, err := s.lockAdvancedCtx(ctx)
 	if err != nil {
 		return 0, err
 	}

@@ -19,22 +19,7 @@ import (
 // closed when the test ends.
 func clusterJS(t testing.TB, c *testcluster.NATS, first int) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(c.Servers(first),
-		nats.Name("natsstream-test "+t.Name()),
-		nats.DontRandomize(),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(50*time.Millisecond),
-		nats.ReconnectJitter(20*time.Millisecond, 20*time.Millisecond),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
+	return jetStreamOn(t, connectTest(t, c.Servers(first), nats.DontRandomize()))
 }
 
 // TestCluster runs the conformance suite and the scale-out test on a
@@ -63,13 +48,7 @@ func TestCluster(t *testing.T) {
 			}
 			t.Cleanup(func() { _ = s.Close(t.Context()) })
 			return s
-		}, peonifytest.Features{
-			Lease:       lease,
-			NoPriority:  true,
-			NoUniqueKey: true,
-			NoLimiter:   true,
-			NoTracker:   true, NoWorkflows: true,
-		})
+		}, features(lease))
 	})
 
 	// A Poll must not wait for a status the server never sends: the

@@ -18,13 +18,5 @@ func TestConformance(t *testing.T) {
 	peonifytest.TestStream(t, func(t *testing.T) peonify.Stream {
 		s, _ := newTestStream(t, js, Config{AckWait: lease})
 		return s
-	}, peonifytest.Features{
-		Lease:       lease,
-		NoPriority:  true,
-		NoUniqueKey: true,
-		// The broker decides delivery, so the stream cannot enforce limits
-		// in its claim (see the package's Flow control section).
-		NoLimiter: true,
-		NoTracker: true, NoWorkflows: true, // JetStream forgets an acked message: no results, cancellation or workflows
-	})
+	}, features(lease))
 }

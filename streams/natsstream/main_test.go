@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/internal/testenv"
+	"github.com/peonify/peonify/peonifytest"
 	"go.uber.org/goleak"
 )
 
@@ -19,12 +20,20 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // the connection when the test ends.
 func testConn(t testing.TB) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(testenv.URL(t, "nats"),
-		nats.Name("natsstream-test "+t.Name()),
+	return connectTest(t, testenv.URL(t, "nats"))
+}
+
+// connectTest connects to the servers, reconnecting for ever, with the
+// options extra too, and closes the connection when the test ends.
+func connectTest(t testing.TB, servers string, extra ...nats.Option) *nats.Conn {
+	t.Helper()
+	opts := append([]nats.Option{
+		nats.Name("natsstream-test " + t.Name()),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(50*time.Millisecond),
+		nats.ReconnectWait(50 * time.Millisecond),
 		nats.ReconnectJitter(20*time.Millisecond, 20*time.Millisecond),
-	)
+	}, extra...)
+	nc, err := nats.Connect(servers, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,11 +44,31 @@ func testConn(t testing.TB) *nats.Conn {
 // testJS returns a JetStream context on a new test connection.
 func testJS(t testing.TB) jetstream.JetStream {
 	t.Helper()
-	js, err := jetstream.New(testConn(t))
+	return jetStreamOn(t, testConn(t))
+}
+
+// jetStreamOn returns a JetStream context on nc.
+func jetStreamOn(t testing.TB, nc *nats.Conn) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return js
+}
+
+// features are what the stream does not do, for the conformance suite,
+// with lease as its AckWait.
+func features(lease time.Duration) peonifytest.Features {
+	return peonifytest.Features{
+		Lease:       lease,
+		NoPriority:  true,
+		NoUniqueKey: true,
+		// The broker decides delivery, so the stream cannot enforce limits
+		// in its claim (see the package's Flow control section).
+		NoLimiter: true,
+		NoTracker: true, NoWorkflows: true, // JetStream forgets an acked message: no results, cancellation or workflows
+	}
 }
 
 // uniqueConfig fills cfg with a stream and subject no other test uses.

@@ -43,6 +43,31 @@ func proxiedPool(t *testing.T, maxConns int32) (*pgxpool.Pool, *streamtest.Proxy
 	return pool, proxy
 }
 
+// listenedStream returns a Listener on pool made with lcfg, in testSchema
+// and logging to the test, and a stream on pool for producer's queue that
+// uses it. The caller closes the listener, with closeListener.
+func listenedStream(t *testing.T, pool *pgxpool.Pool, producer *Stream, lcfg ListenerConfig) (*Listener, *Stream) {
+	t.Helper()
+	lcfg.Schema, lcfg.Logger = testSchema, streamtest.Logger(t)
+	l, err := NewListener(pool, lcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(pool, Config{Schema: testSchema, Queue: producer.Queue(), Listener: l, Logger: streamtest.Logger(t)})
+	if err != nil {
+		closeListener(t, l)
+		t.Fatal(err)
+	}
+	return l, s
+}
+
+// closeListener closes l, and fails the test if that fails.
+func closeListener(t *testing.T, l *Listener) {
+	if err := l.Close(streamtest.Context(t)); err != nil {
+		t.Error(err)
+	}
+}
+
 // TestDeadConnectionIsAPollErrorAndRecovers runs
 // streamtest.DeadConnection: a dead connection to Postgres (no reset, no
 // bytes) shows within the StoreTimeout as a poll error that says the store
@@ -52,19 +77,8 @@ func proxiedPool(t *testing.T, maxConns int32) (*pgxpool.Pool, *streamtest.Proxy
 func TestDeadConnectionIsAPollErrorAndRecovers(t *testing.T) {
 	producer := newTestStream(t, testPool(t), Config{})
 	pool, proxy := proxiedPool(t, 2)
-	l, err := NewListener(pool, ListenerConfig{Schema: testSchema, HealthCheck: 500 * time.Millisecond, Logger: streamtest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := l.Close(streamtest.Context(t)); err != nil {
-			t.Error(err)
-		}
-	}()
-	s, err := New(pool, Config{Schema: testSchema, Queue: producer.Queue(), Listener: l, Logger: streamtest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, s := listenedStream(t, pool, producer, ListenerConfig{HealthCheck: 500 * time.Millisecond})
+	defer closeListener(t, l)
 	// The listener must be listening when the network dies, or it has no
 	// dead connection to replace: it starts on the processor's first poll
 	// and connects in the background, and on a loaded machine the
@@ -114,19 +128,8 @@ func TestDeadConnectionListenerRecoversFast(t *testing.T) {
 	// with 2, polls of a run on a loaded machine still timed out waiting
 	// for a connection 4s after the heal, and the test failed.
 	pool, proxy := proxiedPool(t, 6)
-	l, err := NewListener(pool, ListenerConfig{Schema: testSchema, Logger: streamtest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := l.Close(streamtest.Context(t)); err != nil {
-			t.Error(err)
-		}
-	}()
-	s, err := New(pool, Config{Schema: testSchema, Queue: producer.Queue(), Listener: l, Logger: streamtest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, s := listenedStream(t, pool, producer, ListenerConfig{})
+	defer closeListener(t, l)
 	waitListening(t, s, 1) // see TestDeadConnectionIsAPollErrorAndRecovers
 	streamtest.DeadConnection{Proxy: proxy, Stream: s, Producer: producer, Dead: time.Second, RecoverWithin: 6 * time.Second}.Run(t)
 	streamtest.WaitFor(t, 6*time.Second, "the listener to replace its dead connection", func() bool { return l.connects.Load() >= 2 })

@@ -284,20 +284,7 @@ func (s *Stream) copyInsert(ctx context.Context, tx pgx.Tx, b *batch) ([]string,
 func (s *Stream) copyRows(ctx context.Context, tx pgx.Tx, b *batch) error {
 	table := pgx.Identifier{s.cfg.Schema, "peonify_tasks"}
 	cols := []string{"queue", "id", "type", "payload", "headers", "priority", "max_attempts", "unique_key", "enqueued_at", "key", "workflow", "run_at"}
-	for _, scheduled := range []bool{false, true} {
-		var rows []int
-		for i, r := range b.runAt {
-			if r.Valid == scheduled {
-				rows = append(rows, i)
-			}
-		}
-		if len(rows) == 0 {
-			continue
-		}
-		c := cols
-		if !scheduled {
-			c = cols[:len(cols)-1]
-		}
+	return b.copyInTwo(cols, func(rows []int, c []string, scheduled bool) error {
 		_, err := tx.CopyFrom(ctx, table, c, pgx.CopyFromSlice(len(rows), func(j int) ([]any, error) {
 			i := rows[j]
 			var h, uk, wf any
@@ -316,7 +303,31 @@ func (s *Stream) copyRows(ctx context.Context, tx pgx.Tx, b *batch) error {
 			}
 			return v, nil
 		}))
-		if err != nil {
+		return err
+	})
+}
+
+// copyInTwo calls fn for b's tasks in two sets, each with its rows'
+// indexes in b and the columns to copy: the tasks without RunAt with cols
+// but its last (run_at), so that they get the database's now() as the other
+// paths give them, and then the scheduled ones with every column. It skips
+// a set with no tasks, and stops at the first error.
+func (b *batch) copyInTwo(cols []string, fn func(rows []int, cols []string, scheduled bool) error) error {
+	for _, scheduled := range []bool{false, true} {
+		var rows []int
+		for i, r := range b.runAt {
+			if r.Valid == scheduled {
+				rows = append(rows, i)
+			}
+		}
+		if len(rows) == 0 {
+			continue
+		}
+		c := cols
+		if !scheduled {
+			c = cols[:len(cols)-1]
+		}
+		if err := fn(rows, c, scheduled); err != nil {
 			return err
 		}
 	}

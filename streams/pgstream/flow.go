@@ -883,17 +883,7 @@ func (s *Stream) pollLimited(ctx context.Context, p *flowPlan, limit int) ([]peo
 	}
 	b = &pgx.Batch{}
 	ds := make([]peonify.Delivery, 0, len(a.ids))
-	b.Queue(p.claim, s.cfg.Queue, a.ids, s.lease, s.cfg.Identity).Query(func(rows pgx.Rows) error {
-		defer rows.Close()
-		for rows.Next() {
-			info, token, err := scanTask(rows)
-			if err != nil {
-				return err
-			}
-			ds = append(ds, peonify.Delivery{Task: &info.Task, Token: token, Deadline: info.LeaseUntil})
-		}
-		return rows.Err()
-	})
+	b.Queue(p.claim, s.cfg.Queue, a.ids, s.lease, s.cfg.Identity).Query(appendDeliveries(&ds))
 	if len(a.buckets) > 0 {
 		var names, keys []string
 		var at []time.Time
@@ -1141,17 +1131,7 @@ func (s *Stream) claimFast(ctx context.Context, conn *pgxpool.Conn, p *flowPlan,
 	b := &pgx.Batch{}
 	s.beginLimited(b)
 	ds := make([]peonify.Delivery, 0, min(limit, len(hints)+16))
-	b.Queue(p.fastClaim, s.cfg.Queue, limit, s.cfg.Identity, "", []int32{}, []string{}, hints, 1, s.lease).Query(func(rows pgx.Rows) error {
-		defer rows.Close()
-		for rows.Next() {
-			info, token, err := scanTask(rows)
-			if err != nil {
-				return err
-			}
-			ds = append(ds, peonify.Delivery{Task: &info.Task, Token: token, Deadline: info.LeaseUntil})
-		}
-		return rows.Err()
-	})
+	b.Queue(p.fastClaim, s.cfg.Queue, limit, s.cfg.Identity, "", []int32{}, []string{}, hints, 1, s.lease).Query(appendDeliveries(&ds))
 	b.Queue("COMMIT")
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return nil, s.dbError("claiming tasks", err)

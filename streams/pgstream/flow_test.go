@@ -1,7 +1,6 @@
 package pgstream
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -489,26 +488,8 @@ func TestKeyRoundTripAndList(t *testing.T) {
 }
 
 func TestMigrateFromVersion1(t *testing.T) {
-	pool := testPool(t)
-	ctx := streamtest.Context(t)
-	schema := "peonify_v1_" + streamtest.RandHex(4)
-	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
-	if err := migrateTo(ctx, pool, schema, 1); err != nil {
-		t.Fatal(err)
-	}
 	// A task stored by the previous release, by a raw INSERT.
-	_, err := pool.Exec(ctx, `INSERT INTO `+schema+`.peonify_tasks (queue, id, type) VALUES ('q', 'old', 'old-type')`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := MigrateSchema(ctx, pool, schema); err != nil {
-		t.Fatal(err)
-	}
-	var v int
-	if err := pool.QueryRow(ctx, "SELECT max(version) FROM "+schema+".peonify_migrations").Scan(&v); err != nil || v != SchemaVersion {
-		t.Fatalf("version %d, %v", v, err)
-	}
-	s := newTestStream(t, pool, Config{Schema: schema, Queue: "q", NoListen: true})
+	s := migratedFrom(t, 1, `INSERT INTO %s.peonify_tasks (queue, id, type) VALUES ('q', 'old', 'old-type')`)
 	if err := s.SetLimits([]peonify.Limit{{PerKey: true, Ordered: true}, {Type: "old-type", Concurrency: 5}}); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package pgstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -150,3 +151,58 @@ func task(typ string) *peonify.Task {
 }
 
 func isDup(err error) bool { return errors.Is(err, peonify.ErrDuplicate) }
+
+// sharedListenerStreams returns a Listener on pool, closed after the
+// streams' own cleanups, and two streams of queues of their own that share
+// it, both listening.
+func sharedListenerStreams(t *testing.T, pool *pgxpool.Pool) (l *Listener, a, b *Stream) {
+	t.Helper()
+	l, err := NewListener(pool, ListenerConfig{Schema: testSchema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // after the streams' own cleanups
+		if err := l.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	a = newTestStream(t, pool, Config{Listener: l})
+	b = newTestStream(t, pool, Config{Listener: l})
+	waitListening(t, a, 1)
+	waitListening(t, b, 1)
+	return l, a, b
+}
+
+// migratedFrom makes a schema of its own at the given schema version, runs
+// seed in it (its %s, or %[1]s, the schema's name), migrates it to
+// SchemaVersion, checks the version, and returns a stream of the queue "q"
+// in it.
+func migratedFrom(t *testing.T, version int, seed string) *Stream {
+	t.Helper()
+	pool := testPool(t)
+	ctx := streamtest.Context(t)
+	schema := schemaAtVersion(t, pool, version)
+	if _, err := pool.Exec(ctx, fmt.Sprintf(seed, schema)); err != nil {
+		t.Fatal(err)
+	}
+	if err := MigrateSchema(ctx, pool, schema); err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	if err := pool.QueryRow(ctx, "SELECT max(version) FROM "+schema+".peonify_migrations").Scan(&v); err != nil || v != SchemaVersion {
+		t.Fatalf("version %d, %v", v, err)
+	}
+	return newTestStream(t, pool, Config{Schema: schema, Queue: "q", NoListen: true})
+}
+
+// schemaAtVersion makes a schema of its own at the given schema version,
+// dropped when the test ends, and returns its name.
+func schemaAtVersion(t *testing.T, pool *pgxpool.Pool, version int) string {
+	t.Helper()
+	schema := fmt.Sprintf("peonify_v%d_%s", version, streamtest.RandHex(4))
+	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
+	if err := migrateTo(streamtest.Context(t), pool, schema, version); err != nil {
+		t.Fatal(err)
+	}
+	return schema
+}

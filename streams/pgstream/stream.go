@@ -545,6 +545,22 @@ func (s *Stream) suspect(err error) {
 	}
 }
 
+// appendDeliveries returns a batch query's reader of claimed rows of
+// taskColumns, which appends their deliveries to *ds.
+func appendDeliveries(ds *[]peonify.Delivery) func(pgx.Rows) error {
+	return func(rows pgx.Rows) error {
+		defer rows.Close()
+		for rows.Next() {
+			info, token, err := scanTask(rows)
+			if err != nil {
+				return err
+			}
+			*ds = append(*ds, peonify.Delivery{Task: &info.Task, Token: token, Deadline: info.LeaseUntil})
+		}
+		return rows.Err()
+	}
+}
+
 // scanTask reads one row of taskColumns.
 func scanTask(rows pgx.Rows) (peonify.TaskInfo, uint64, error) {
 	var (

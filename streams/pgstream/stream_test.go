@@ -498,23 +498,11 @@ func TestSyncCommit(t *testing.T) {
 func TestSharedListener(t *testing.T) {
 	pool := testPool(t)
 	ctx := streamtest.Context(t)
-	l, err := NewListener(pool, ListenerConfig{Schema: testSchema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { // after the streams' own cleanups
-		if err := l.Close(context.Background()); err != nil {
-			t.Error(err)
-		}
-	})
-	a := newTestStream(t, pool, Config{Listener: l})
-	b := newTestStream(t, pool, Config{Listener: l})
-	waitListening(t, a, 1)
-	waitListening(t, b, 1)
+	l, a, b := sharedListenerStreams(t, pool)
 
 	var listening int
 	app := pool.Config().ConnConfig.RuntimeParams["application_name"]
-	err = pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'LISTEN%'`, app).Scan(&listening)
+	err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'LISTEN%'`, app).Scan(&listening)
 	if err != nil || listening != 1 {
 		t.Fatalf("%d LISTEN connections for two streams sharing a Listener (%v), want 1", listening, err)
 	}

@@ -344,20 +344,7 @@ func (s *Stream) EnqueueWorkflow(ctx context.Context, w *peonify.Workflow) error
 func (s *Stream) copyWorkflow(ctx context.Context, tx pgx.Tx, b *batch, wf string) error {
 	cols := []string{"queue", "id", "type", "payload", "headers", "priority", "max_attempts", "unique_key", "enqueued_at", "key",
 		"workflow", "allow_failed_parents", "parents", "waiting_on", "state", "run_at"}
-	for _, scheduled := range []bool{false, true} {
-		var rows []int
-		for i, r := range b.runAt {
-			if r.Valid == scheduled {
-				rows = append(rows, i)
-			}
-		}
-		if len(rows) == 0 {
-			continue
-		}
-		c := cols
-		if !scheduled {
-			c = cols[:len(cols)-1] // the database's now(), as the other paths give
-		}
+	err := b.copyInTwo(cols, func(rows []int, c []string, scheduled bool) error {
 		_, err := tx.CopyFrom(ctx, pgx.Identifier{s.cfg.Schema, "peonify_tasks"}, c, pgx.CopyFromSlice(len(rows), func(j int) ([]any, error) {
 			i := rows[j]
 			t := b.tasks[i]
@@ -379,14 +366,15 @@ func (s *Stream) copyWorkflow(ctx context.Context, tx pgx.Tx, b *batch, wf strin
 			}
 			return v, nil
 		}))
-		if err != nil {
-			return err
-		}
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	if len(b.edgeParents) == 0 {
 		return nil
 	}
-	_, err := tx.CopyFrom(ctx, pgx.Identifier{s.cfg.Schema, "peonify_edges"}, []string{"queue", "parent_id", "child_id"},
+	_, err = tx.CopyFrom(ctx, pgx.Identifier{s.cfg.Schema, "peonify_edges"}, []string{"queue", "parent_id", "child_id"},
 		pgx.CopyFromSlice(len(b.edgeParents), func(i int) ([]any, error) {
 			return []any{s.cfg.Queue, b.edgeParents[i], b.edgeChildren[i]}, nil
 		}))

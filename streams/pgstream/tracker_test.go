@@ -655,26 +655,9 @@ func TestWaitWokenByAnotherStream(t *testing.T) {
 // A schema at version 2 with tasks in it migrates to version 3: the tasks
 // stay as they were, and workflows work.
 func TestMigrateFromVersion2(t *testing.T) {
-	pool := testPool(t)
 	ctx := streamtest.Context(t)
-	schema := "peonify_v2_" + streamtest.RandHex(4)
-	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
-	if err := migrateTo(ctx, pool, schema, 2); err != nil {
-		t.Fatal(err)
-	}
-	_, err := pool.Exec(ctx, `INSERT INTO `+schema+`.peonify_tasks (queue, id, type, key) VALUES ('q', 'old', 'old-type', 'k');
-		INSERT INTO `+schema+`.peonify_tasks (queue, id, type, state, last_error) VALUES ('q', 'old-dead', 'old-type', 'dead', 'gone')`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := MigrateSchema(ctx, pool, schema); err != nil {
-		t.Fatal(err)
-	}
-	var v int
-	if err := pool.QueryRow(ctx, "SELECT max(version) FROM "+schema+".peonify_migrations").Scan(&v); err != nil || v != SchemaVersion {
-		t.Fatalf("version %d, %v", v, err)
-	}
-	s := newTestStream(t, pool, Config{Schema: schema, Queue: "q", NoListen: true})
+	s := migratedFrom(t, 2, `INSERT INTO %[1]s.peonify_tasks (queue, id, type, key) VALUES ('q', 'old', 'old-type', 'k');
+		INSERT INTO %[1]s.peonify_tasks (queue, id, type, state, last_error) VALUES ('q', 'old-dead', 'old-type', 'dead', 'gone')`)
 	if st, why := stateOf(t, s, "old-dead"); st != peonify.StateDead || why != "gone" {
 		t.Fatalf("old dead task is %s (%q)", st, why)
 	}
@@ -784,15 +767,7 @@ func TestWorkflowChainStepStreamCost(t *testing.T) {
 	s := newTestStream(t, pool, Config{NoListen: true})
 	ctx := streamtest.Context(t)
 	const steps = 50
-	w := &peonify.Workflow{}
-	var prev *peonify.Task
-	for range steps {
-		if prev == nil {
-			prev = w.Add(&peonify.Task{Type: "step"})
-		} else {
-			prev = w.Add(&peonify.Task{Type: "step"}, prev)
-		}
-	}
+	w := streamtest.Chain("step", steps)
 	if err := s.EnqueueWorkflow(ctx, w); err != nil {
 		t.Fatal(err)
 	}
@@ -1050,19 +1025,7 @@ func TestSpawnAfterEarlierChildFinished(t *testing.T) {
 func TestWaitWithSharedListener(t *testing.T) {
 	pool := testPool(t)
 	ctx := streamtest.Context(t)
-	l, err := NewListener(pool, ListenerConfig{Schema: testSchema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := l.Close(context.Background()); err != nil {
-			t.Error(err)
-		}
-	})
-	a := newTestStream(t, pool, Config{Listener: l})
-	b := newTestStream(t, pool, Config{Listener: l})
-	waitListening(t, a, 1)
-	waitListening(t, b, 1)
+	_, _, b := sharedListenerStreams(t, pool)
 	worker := newTestStream(t, testPool(t), Config{Queue: b.Queue(), NoListen: true})
 	tk := task("shared")
 	streamtest.Enqueue(t, worker, tk)

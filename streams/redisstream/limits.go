@@ -329,39 +329,19 @@ func (s *Stream) LimitStats(ctx context.Context) ([]peonify.LimitStat, error) {
 			}
 		}
 	}
-	queues, _ := res[0].([]any)
+	queues := replyPairs(res[0])
 	for _, q := range queues {
-		pair, _ := q.([]any)
-		if len(pair) != 2 {
-			continue
-		}
-		qid, _ := pair[0].(string)
-		n, _ := pair[1].(int64)
-		if typ, key, ok := splitQueue(qid); ok && n > 0 {
-			count(typ, key, 0, int(n))
+		if typ, key, ok := splitQueue(q.first); ok && q.n > 0 {
+			count(typ, key, 0, int(q.n))
 		}
 	}
-	running, _ := res[1].([]any)
-	for _, r := range running {
-		pair, _ := r.([]any)
-		if len(pair) != 2 {
-			continue
-		}
-		typ, _ := pair[0].(string)
-		key, _ := pair[1].(string)
-		count(typ, key, 1, 0)
+	for _, r := range replyPairs(res[1]) {
+		count(r.first, r.second, 1, 0)
 	}
-	locals, _ := res[2].([]any)
-	for _, r := range locals {
-		pair, _ := r.([]any)
-		if len(pair) != 2 {
-			continue
-		}
-		name, _ := pair[0].(string)
-		n, _ := pair[1].(int64)
+	for _, r := range replyPairs(res[2]) {
 		for i, l := range ls.limits {
-			if l.Local && l.Name == name {
-				stats[i].InUse = int(n)
+			if l.Local && l.Name == r.first {
+				stats[i].InUse = int(r.n)
 			}
 		}
 	}
@@ -371,14 +351,8 @@ func (s *Stream) LimitStats(ctx context.Context) ([]peonify.LimitStat, error) {
 			continue
 		}
 		for _, q := range queues {
-			pair, _ := q.([]any)
-			if len(pair) != 2 {
-				continue
-			}
-			qid, _ := pair[0].(string)
-			n, _ := pair[1].(int64)
-			if typ, key, ok := splitQueue(qid); ok && l.Applies(&peonify.Task{Type: typ, Key: key}) {
-				stats[i].Waiting += int(n)
+			if typ, key, ok := splitQueue(q.first); ok && l.Applies(&peonify.Task{Type: typ, Key: key}) {
+				stats[i].Waiting += int(q.n)
 			}
 		}
 	}
@@ -428,4 +402,31 @@ func (s *Stream) unlimited(cmd *redis.Cmd) {
 	case n > 0:
 		s.cfg.Logger.Info("redisstream: moving the ready tasks that claims with limits indexed back to the stream", "queue", s.cfg.Queue, "left", n)
 	}
+}
+
+// replyPair is a two-element array of a script's reply: its first element,
+// a string, and its second as a string or as an integer, whichever it is
+// (the other is the zero value).
+type replyPair struct {
+	first, second string
+	n             int64
+}
+
+// replyPairs returns the two-element arrays in the array v of a script's
+// reply, and skips any other element.
+func replyPairs(v any) []replyPair {
+	a, _ := v.([]any)
+	ps := make([]replyPair, 0, len(a))
+	for _, e := range a {
+		pair, _ := e.([]any)
+		if len(pair) != 2 {
+			continue
+		}
+		var p replyPair
+		p.first, _ = pair[0].(string)
+		p.second, _ = pair[1].(string)
+		p.n, _ = pair[1].(int64)
+		ps = append(ps, p)
+	}
+	return ps
 }

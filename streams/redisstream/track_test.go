@@ -436,15 +436,7 @@ func TestChainLatency(t *testing.T) {
 	defer stop()
 	ctx := streamtest.Context(t)
 	time.Sleep(100 * time.Millisecond) // the processor is idle
-	w := &peonify.Workflow{}
-	var prev *peonify.Task
-	for range steps {
-		if prev == nil {
-			prev = w.Add(&peonify.Task{Type: "step"})
-		} else {
-			prev = w.Add(&peonify.Task{Type: "step"}, prev)
-		}
-	}
+	w := streamtest.Chain("step", steps)
 	if err := s.EnqueueWorkflow(ctx, w); err != nil {
 		t.Fatal(err)
 	}
@@ -471,15 +463,7 @@ func TestChainLatency(t *testing.T) {
 	// The store's part of a step, without the processor's batching of
 	// acks: the ack that releases the next step, and the poll that claims
 	// it.
-	w = &peonify.Workflow{}
-	prev = nil
-	for range steps {
-		if prev == nil {
-			prev = w.Add(&peonify.Task{Type: "direct"})
-		} else {
-			prev = w.Add(&peonify.Task{Type: "direct"}, prev)
-		}
-	}
+	w = streamtest.Chain("direct", steps)
 	direct := newTestStream(t, c, Config{})
 	if err := direct.EnqueueWorkflow(ctx, w); err != nil {
 		t.Fatal(err)

@@ -855,14 +855,8 @@ func (s *Stream) pollLimited(ctx context.Context, ls *limitSet, limit int) ([]pe
 		if len(ds) == limit {
 			return nil
 		}
-		var sched, lease sql.NullInt64
-		if err := tx.st.nextDue.QueryRow().Scan(&sched, &lease); err != nil {
+		if next, err = tx.earliestDue(); err != nil {
 			return fmt.Errorf("poll: %w", err)
-		}
-		for _, n := range []sql.NullInt64{sched, lease} {
-			if n.Valid && (next.IsZero() || n.Int64 < next.UnixNano()) {
-				next = time.Unix(0, n.Int64)
-			}
 		}
 		return nil
 	})

@@ -262,16 +262,11 @@ func TestLimitTwoProcesses(t *testing.T) {
 				if finished {
 					return
 				}
-				ds, err := s.Poll(ctx, 2)
-				if err != nil {
-					t.Error(err)
+				ds, ok := pollOrWait(ctx, t, s, 2)
+				if !ok {
 					return
 				}
 				if len(ds) == 0 {
-					select {
-					case <-s.Wake():
-					case <-time.After(5 * time.Millisecond):
-					}
 					continue
 				}
 				mu.Lock()
@@ -721,16 +716,11 @@ func TestLimitOrderedTwoProcesses(t *testing.T) {
 				if finished || t.Failed() {
 					return
 				}
-				ds, err := s.Poll(ctx, 3)
-				if err != nil {
-					t.Error(err)
+				ds, ok := pollOrWait(ctx, t, s, 3)
+				if !ok {
 					return
 				}
 				if len(ds) == 0 {
-					select {
-					case <-s.Wake():
-					case <-time.After(5 * time.Millisecond):
-					}
 					continue
 				}
 				for _, d := range ds {
@@ -756,6 +746,7 @@ func TestLimitOrderedTwoProcesses(t *testing.T) {
 						done++
 					}
 					mu.Unlock()
+					var err error
 					if fail {
 						err = s.Nack(ctx, d, peonify.NackOptions{Outcome: peonify.OutcomeFailed, Reason: "once"})
 					} else {
@@ -934,4 +925,22 @@ func TestGroupsIndexOnlyWithLimits(t *testing.T) {
 	if !has() {
 		t.Fatal("a limited claim did not create the groups index")
 	}
+}
+
+// pollOrWait polls s for up to n tasks for a worker goroutine of a test.
+// When there are none it waits for s to wake, at most 5ms, and returns
+// none; when Poll fails it reports the error and false.
+func pollOrWait(ctx context.Context, t *testing.T, s *Stream, n int) ([]peonify.Delivery, bool) {
+	ds, err := s.Poll(ctx, n)
+	if err != nil {
+		t.Error(err)
+		return nil, false
+	}
+	if len(ds) == 0 {
+		select {
+		case <-s.Wake():
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return ds, true
 }

@@ -193,14 +193,8 @@ func (s *Stream) Poll(ctx context.Context, limit int) ([]peonify.Delivery, error
 			return nil
 		}
 		// Nothing else is ready: find when something will be.
-		var sched, lease sql.NullInt64
-		if err := tx.st.nextDue.QueryRow().Scan(&sched, &lease); err != nil {
+		if next, err = tx.earliestDue(); err != nil {
 			return fmt.Errorf("poll: %w", err)
-		}
-		for _, n := range []sql.NullInt64{sched, lease} {
-			if n.Valid && (next.IsZero() || n.Int64 < next.UnixNano()) {
-				next = time.Unix(0, n.Int64)
-			}
 		}
 		return nil
 	})

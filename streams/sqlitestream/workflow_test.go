@@ -683,12 +683,7 @@ func TestSpawn(t *testing.T) {
 	clk := newClock()
 	s := openTest(t, Config{Lease: time.Minute}, clk)
 	ctx := context.Background()
-	w := &peonify.Workflow{ID: "w"}
-	p := w.Add(&peonify.Task{ID: "p", Type: "test"})
-	w.Add(&peonify.Task{ID: "fanin", Type: "test"}, p)
-	if err := s.EnqueueWorkflow(ctx, w); err != nil {
-		t.Fatal(err)
-	}
+	enqueueSpawner(t, s)
 	old := pollOne(t, s)
 	clk.Add(2 * time.Minute)
 	cur := pollOne(t, s)
@@ -752,12 +747,7 @@ func TestSpawnDuplicateRun(t *testing.T) {
 	clk := newClock()
 	s := openTest(t, Config{Lease: time.Minute}, clk)
 	ctx := context.Background()
-	w := &peonify.Workflow{ID: "w"}
-	p := w.Add(&peonify.Task{ID: "p", Type: "test"})
-	w.Add(&peonify.Task{ID: "fanin", Type: "test"}, p)
-	if err := s.EnqueueWorkflow(ctx, w); err != nil {
-		t.Fatal(err)
-	}
+	enqueueSpawner(t, s)
 	child := func() *peonify.Task {
 		return &peonify.Task{ID: "p.c1", Type: "test", Workflow: "w", EnqueuedAt: clk.Now()}
 	}
@@ -1011,5 +1001,17 @@ func BenchmarkAckFanIn(b *testing.B) {
 				b.Fatal(err)
 			}
 		})
+	}
+}
+
+// enqueueSpawner stores the workflow "w" of the spawn tests: a task "p",
+// which spawns children when it runs, and "fanin", which depends on it.
+func enqueueSpawner(t *testing.T, s *Stream) {
+	t.Helper()
+	w := &peonify.Workflow{ID: "w"}
+	p := w.Add(&peonify.Task{ID: "p", Type: "test"})
+	w.Add(&peonify.Task{ID: "fanin", Type: "test"}, p)
+	if err := s.EnqueueWorkflow(context.Background(), w); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -68,6 +68,22 @@ type wtx struct {
 	stmts int
 }
 
+// earliestDue returns when the first scheduled task falls due or the first
+// lease ends, whichever is sooner, or the zero time if there is neither.
+func (tx *wtx) earliestDue() (time.Time, error) {
+	var sched, lease sql.NullInt64
+	if err := tx.st.nextDue.QueryRow().Scan(&sched, &lease); err != nil {
+		return time.Time{}, err
+	}
+	var next time.Time
+	for _, n := range []sql.NullInt64{sched, lease} {
+		if n.Valid && (next.IsZero() || n.Int64 < next.UnixNano()) {
+			next = time.Unix(0, n.Int64)
+		}
+	}
+	return next, nil
+}
+
 // exec runs a prepared statement and returns how many rows it changed.
 func (tx *wtx) exec(stmt *sql.Stmt, args ...any) (int64, error) {
 	tx.stmts++
