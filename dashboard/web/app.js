@@ -451,6 +451,11 @@
   // when clicked.
   function renderLimits(st, v) {
     const limits = v.limits || [];
+    // Rows are rebuilt only when something in them changed: a rebuild
+    // between a key button's mousedown and mouseup loses the click.
+    const shown = JSON.stringify([limits, v.limitsError || '']);
+    if (shown === st.limitsShown) return;
+    st.limitsShown = shown;
     st.limits.hidden = limits.length === 0 && !v.limitsError;
     st.limitsError.hidden = !v.limitsError;
     st.limitsError.textContent = v.limitsError ? 'Cannot read the limits: ' + v.limitsError : '';
