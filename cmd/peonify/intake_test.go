@@ -308,22 +308,14 @@ http:
 func TestReadyzReportsWhatIsDown(t *testing.T) {
 	dead := closedPort(t) // nothing listens there
 	dir := t.TempDir()
-	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(`
-streams:
-  - kind: sqlite
-    path: store.db
-  - name: devices
-    kind: mqtt
-    url: mqtt://%s
+	writeFile(t, dir, "peonify.yaml", mqttIntakeFile(dead, `
     client_id: peonify-cli-test-down
     connect_timeout: 1s
     wait_for_broker: true
-    routes: {"a/b": mark}
-tasks:
-  mark: {executor: exec, shell: 'true'}
+    routes: {"a/b": mark}`, `
 http:
   listen: 127.0.0.1:0
-`, dead))
+`))
 	d := startDaemon(t, dir, "peonify.yaml")
 	admin := d.listenAddr("serving metrics and health checks")
 	d.waitLog("peonify: running")
@@ -394,18 +386,9 @@ tasks:
 func TestRunMQTTUnreachableBroker(t *testing.T) {
 	dead := closedPort(t)
 	dir := t.TempDir()
-	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(`
-streams:
-  - kind: sqlite
-    path: store.db
-  - name: devices
-    kind: mqtt
-    url: mqtt://%s
+	writeFile(t, dir, "peonify.yaml", mqttIntakeFile(dead, `
     client_id: peonify-cli-test-unreachable
-    routes: {"a/b": mark}
-tasks:
-  mark: {executor: exec, shell: 'true'}
-`, dead))
+    routes: {"a/b": mark}`, ""))
 	start := time.Now()
 	r := run(t, dir, "", "run", "-c", "peonify.yaml")
 	took := time.Since(start)
@@ -417,6 +400,23 @@ tasks:
 	if took > 5*time.Second {
 		t.Errorf("peonify run took %s to give up", took)
 	}
+}
+
+// mqttIntakeFile is a file with a SQLite store and the MQTT intake
+// "devices" on the broker at host (host:port), with the further fields of
+// its entry (indented as they are in the file) and a task mark that does
+// nothing, for its routes; rest follows.
+func mqttIntakeFile(host, fields, rest string) string {
+	return `
+streams:
+  - kind: sqlite
+    path: store.db
+  - name: devices
+    kind: mqtt
+    url: mqtt://` + host + fields + `
+tasks:
+  mark: {executor: exec, shell: 'true'}
+` + rest
 }
 
 // wsResendConfig runs each task on one worker, in order, and counts its
