@@ -118,11 +118,7 @@ http:
 // its exec executor runs; the metrics count them and the health checks
 // pass.
 func TestRunWebhookWebSocketAndMetrics(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "marks"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, dir, "peonify.yaml", intakeDaemonConfig)
+	dir := newMarksDir(t, intakeDaemonConfig)
 	const secret, token = "gh-secret-for-the-test", "ws-token-0123456789"
 	d := startDaemon(t, dir, "peonify.yaml", "PEONIFY_CLI_TEST_GH_SECRET="+secret, "PEONIFY_CLI_TEST_WS_TOKEN="+token)
 	hooks := d.listenAddr("kind=webhook intake=hooks")
@@ -232,12 +228,8 @@ func TestRunMQTT(t *testing.T) {
 		}
 		t.Skip("needs mosquitto_pub (the mosquitto-clients package)")
 	}
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "marks"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	run := fmt.Sprintf("%d", time.Now().UnixNano())
-	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(`
+	dir := newMarksDir(t, fmt.Sprintf(`
 processor:
   workers: 1
 streams:
@@ -445,11 +437,7 @@ func runs(dir, id string) int {
 // A WebSocket producer resends a task after it ran and the store deleted
 // it, and again after the daemon restarted: it runs once.
 func TestRunWebSocketResend(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "marks"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, dir, "peonify.yaml", wsResendConfig)
+	dir := newMarksDir(t, wsResendConfig)
 	for round := range 2 { // the second after a restart
 		d := startDaemon(t, dir, "peonify.yaml")
 		ws := d.listenAddr("kind=websocket intake=producers")

@@ -228,6 +228,18 @@ func waitFor(t *testing.T, what string, cond func() bool, log fmt.Stringer) {
 	}
 }
 
+// newMarksDir returns a new directory that holds config as peonify.yaml and
+// an empty marks/, where the mark tasks of the tests' files write.
+func newMarksDir(t *testing.T, config string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "marks"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "peonify.yaml", config)
+	return dir
+}
+
 // writeFile writes a file in dir and returns its path.
 func writeFile(t *testing.T, dir, name, content string) string {
 	t.Helper()
