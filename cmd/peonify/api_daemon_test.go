@@ -17,11 +17,7 @@ import (
 // apiDaemonConfig runs, on the store of the entry %[1]s, exec tasks that
 // print their results and http tasks answered by the server at %[2]s,
 // with the HTTP API on its http listener.
-const apiDaemonConfig = `
-processor:
-  shutdown_grace: 1s
-  shutdown_timeout: 5s
-streams:
+const apiDaemonConfig = quickStop + `streams:
   - %[1]s
 tasks:
   resize: {executor: exec, command: [cat], stdout: result}
