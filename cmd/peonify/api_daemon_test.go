@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,11 +17,7 @@ import (
 // apiDaemonConfig runs, on the store of the entry %[1]s, exec tasks that
 // print their results and http tasks answered by the server at %[2]s,
 // with the HTTP API on its http listener.
-const apiDaemonConfig = `
-processor:
-  shutdown_grace: 1s
-  shutdown_timeout: 5s
-streams:
+const apiDaemonConfig = quickStop + `streams:
   - %[1]s
 tasks:
   resize: {executor: exec, command: [cat], stdout: result}
@@ -170,30 +165,17 @@ func apiEndToEnd(t *testing.T, entry string) {
 // anonymous scopes work on a loopback listener when the file grants them;
 // api.max_body and the order of api.stores reach the API.
 func TestAPIDaemonTLSAndAnonymous(t *testing.T) {
-	dir := t.TempDir()
-	certFile, keyFile, pool := selfSignedCert(t, dir)
-	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(`
+	d, addr, c := startHTTPSDaemon(t, `
 streams:
   - {kind: sqlite, name: main, path: store.db}
   - {kind: sqlite, name: other, path: other.db}
 tasks:
   resize: {executor: exec, command: [cat], stdout: result}
-http:
-  listen: 127.0.0.1:0
-  tls_cert: %s
-  tls_key: %s
 api:
   anonymous: [enqueue, read]
   max_body: 1KiB
   stores: [other, main]
-`, certFile, keyFile))
-	d := startDaemon(t, dir, "peonify.yaml")
-	addr := d.listenAddr("serving metrics and health checks")
-	if !strings.HasPrefix(addr, "https://") {
-		t.Fatalf("the http listener's address is %s, want https://", addr)
-	}
-	d.waitLog("peonify: running")
-	c := &http.Client{Timeout: 90 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+`, 90*time.Second)
 	code, body := apiCall(t, c, "POST", addr+"/v1/tasks", "", map[string]any{"type": "resize", "id": "anon-1", "payload": []int{1, 2}})
 	if code != http.StatusCreated {
 		t.Fatalf("anonymous POST over HTTPS: %d %v\nlog:\n%s", code, body, d.stderr)

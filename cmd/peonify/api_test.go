@@ -137,25 +137,12 @@ func TestAPIConfigErrorLine(t *testing.T) {
 
 // With tls_cert and tls_key, the http listener speaks HTTPS only.
 func TestHTTPListenerTLS(t *testing.T) {
-	dir := t.TempDir()
-	certFile, keyFile, pool := selfSignedCert(t, dir)
-	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(`
+	d, addr, c := startHTTPSDaemon(t, `
 streams:
   - {kind: sqlite, name: main, path: store.db}
 tasks:
   resize: {executor: exec, command: [cat], stdout: result}
-http:
-  listen: 127.0.0.1:0
-  tls_cert: %s
-  tls_key: %s
-`, certFile, keyFile))
-	d := startDaemon(t, dir, "peonify.yaml")
-	addr := d.listenAddr("serving metrics and health checks")
-	if !strings.HasPrefix(addr, "https://") {
-		t.Fatalf("the http listener's address is %s, want https://", addr)
-	}
-	d.waitLog("peonify: running")
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+`, 10*time.Second)
 	resp, err := c.Get(addr + "/healthz")
 	if err != nil {
 		t.Fatal(err)
@@ -174,6 +161,30 @@ http:
 	if code, log := d.stop(); code != 0 {
 		t.Errorf("exit status %d after SIGTERM; log:\n%s", code, log)
 	}
+}
+
+// startHTTPSDaemon starts the daemon on config, a file without an http
+// section, with an http listener on loopback that serves HTTPS with a
+// self-signed certificate. It returns once the daemon runs, with the
+// listener's https:// address and a client with timeout that trusts the
+// certificate.
+func startHTTPSDaemon(t *testing.T, config string, timeout time.Duration) (*daemonProc, string, *http.Client) {
+	t.Helper()
+	dir := t.TempDir()
+	certFile, keyFile, pool := selfSignedCert(t, dir)
+	writeFile(t, dir, "peonify.yaml", config+fmt.Sprintf(`
+http:
+  listen: 127.0.0.1:0
+  tls_cert: %s
+  tls_key: %s
+`, certFile, keyFile))
+	d := startDaemon(t, dir, "peonify.yaml")
+	addr := d.listenAddr("serving metrics and health checks")
+	if !strings.HasPrefix(addr, "https://") {
+		t.Fatalf("the http listener's address is %s, want https://", addr)
+	}
+	d.waitLog("peonify: running")
+	return d, addr, &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 }
 
 // selfSignedCert writes a certificate for 127.0.0.1 and its key to dir,

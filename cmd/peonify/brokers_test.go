@@ -31,11 +31,7 @@ type brokerCase struct {
 // `peonify enqueue -c`, and inspects and repairs the store with `peonify
 // tasks`, with -c and with the store flags.
 func runBrokerCase(t *testing.T, bc brokerCase) {
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "marks"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, dir, "peonify.yaml", `
+	dir := newMarksDir(t, `
 processor:
   workers: 4
 streams:

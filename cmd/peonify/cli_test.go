@@ -240,13 +240,8 @@ func TestRunExecTasksFromEnqueue(t *testing.T) {
 func TestRunPostgres(t *testing.T) {
 	url := testenv.URL(t, "postgres")
 	t.Setenv("PEONIFY_CLI_TEST_PG", url)
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "marks"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	queue := fmt.Sprintf("cli_test_%d", time.Now().UnixNano())
-	mustRun(t, dir, "", "migrate", "--postgres", url)
-	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(`
+	dir := newMarksDir(t, fmt.Sprintf(`
 processor:
   workers: 4
 streams:
@@ -259,6 +254,7 @@ tasks:
     executor: exec
     shell: 'cat > "marks/$PEONIFY_TASK_ID.json"'
 `, queue))
+	mustRun(t, dir, "", "migrate", "--postgres", url)
 	store := []string{"-c", "peonify.yaml", "--stream", "pg"}
 
 	mustRun(t, dir, "", append([]string{"enqueue", "--type", "mark", "--id", "before", "--payload", `{"n":0}`}, store...)...)

@@ -4,7 +4,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,12 +20,8 @@ import (
 // and it still drains and exits 0 on SIGTERM.
 func TestRunPostgresFailover(t *testing.T) {
 	pair := testcluster.StartPostgres(t, testcluster.PostgresOptions{Synchronous: "on"})
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "marks"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	t.Setenv("PEONIFY_CLI_TEST_PG_PAIR", pair.URL())
-	writeFile(t, dir, "peonify.yaml", `
+	dir := newMarksDir(t, `
 processor:
   workers: 4
 streams:

@@ -118,11 +118,7 @@ http:
 // its exec executor runs; the metrics count them and the health checks
 // pass.
 func TestRunWebhookWebSocketAndMetrics(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "marks"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, dir, "peonify.yaml", intakeDaemonConfig)
+	dir := newMarksDir(t, intakeDaemonConfig)
 	const secret, token = "gh-secret-for-the-test", "ws-token-0123456789"
 	d := startDaemon(t, dir, "peonify.yaml", "PEONIFY_CLI_TEST_GH_SECRET="+secret, "PEONIFY_CLI_TEST_WS_TOKEN="+token)
 	hooks := d.listenAddr("kind=webhook intake=hooks")
@@ -232,12 +228,8 @@ func TestRunMQTT(t *testing.T) {
 		}
 		t.Skip("needs mosquitto_pub (the mosquitto-clients package)")
 	}
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "marks"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	run := fmt.Sprintf("%d", time.Now().UnixNano())
-	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(`
+	dir := newMarksDir(t, fmt.Sprintf(`
 processor:
   workers: 1
 streams:
@@ -308,22 +300,14 @@ http:
 func TestReadyzReportsWhatIsDown(t *testing.T) {
 	dead := closedPort(t) // nothing listens there
 	dir := t.TempDir()
-	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(`
-streams:
-  - kind: sqlite
-    path: store.db
-  - name: devices
-    kind: mqtt
-    url: mqtt://%s
+	writeFile(t, dir, "peonify.yaml", mqttIntakeFile(dead, `
     client_id: peonify-cli-test-down
     connect_timeout: 1s
     wait_for_broker: true
-    routes: {"a/b": mark}
-tasks:
-  mark: {executor: exec, shell: 'true'}
+    routes: {"a/b": mark}`, `
 http:
   listen: 127.0.0.1:0
-`, dead))
+`))
 	d := startDaemon(t, dir, "peonify.yaml")
 	admin := d.listenAddr("serving metrics and health checks")
 	d.waitLog("peonify: running")
@@ -394,18 +378,9 @@ tasks:
 func TestRunMQTTUnreachableBroker(t *testing.T) {
 	dead := closedPort(t)
 	dir := t.TempDir()
-	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(`
-streams:
-  - kind: sqlite
-    path: store.db
-  - name: devices
-    kind: mqtt
-    url: mqtt://%s
+	writeFile(t, dir, "peonify.yaml", mqttIntakeFile(dead, `
     client_id: peonify-cli-test-unreachable
-    routes: {"a/b": mark}
-tasks:
-  mark: {executor: exec, shell: 'true'}
-`, dead))
+    routes: {"a/b": mark}`, ""))
 	start := time.Now()
 	r := run(t, dir, "", "run", "-c", "peonify.yaml")
 	took := time.Since(start)
@@ -417,6 +392,23 @@ tasks:
 	if took > 5*time.Second {
 		t.Errorf("peonify run took %s to give up", took)
 	}
+}
+
+// mqttIntakeFile is a file with a SQLite store and the MQTT intake
+// "devices" on the broker at host (host:port), with the further fields of
+// its entry (indented as they are in the file) and a task mark that does
+// nothing, for its routes; rest follows.
+func mqttIntakeFile(host, fields, rest string) string {
+	return `
+streams:
+  - kind: sqlite
+    path: store.db
+  - name: devices
+    kind: mqtt
+    url: mqtt://` + host + fields + `
+tasks:
+  mark: {executor: exec, shell: 'true'}
+` + rest
 }
 
 // wsResendConfig runs each task on one worker, in order, and counts its
@@ -445,11 +437,7 @@ func runs(dir, id string) int {
 // A WebSocket producer resends a task after it ran and the store deleted
 // it, and again after the daemon restarted: it runs once.
 func TestRunWebSocketResend(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "marks"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, dir, "peonify.yaml", wsResendConfig)
+	dir := newMarksDir(t, wsResendConfig)
 	for round := range 2 { // the second after a restart
 		d := startDaemon(t, dir, "peonify.yaml")
 		ws := d.listenAddr("kind=websocket intake=producers")

@@ -27,11 +27,7 @@ var (
 
 // limitsDaemonConfig runs "slow" tasks for 3s each, one at a time per
 // key, on the store of the entry %s.
-const limitsDaemonConfig = `
-processor:
-  shutdown_grace: 1s
-  shutdown_timeout: 5s
-streams:
+const limitsDaemonConfig = quickStop + `streams:
   - %s
 tasks:
   slow: {executor: exec, shell: 'sleep 3'}

@@ -228,6 +228,27 @@ func waitFor(t *testing.T, what string, cond func() bool, log fmt.Stringer) {
 	}
 }
 
+// quickStop is the processor section of the daemons that the tests run on
+// a store of each kind: on SIGTERM, a running task has 1s to finish and
+// the daemon 5s to stop.
+const quickStop = `
+processor:
+  shutdown_grace: 1s
+  shutdown_timeout: 5s
+`
+
+// newMarksDir returns a new directory that holds config as peonify.yaml and
+// an empty marks/, where the mark tasks of the tests' files write.
+func newMarksDir(t *testing.T, config string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "marks"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "peonify.yaml", config)
+	return dir
+}
+
 // writeFile writes a file in dir and returns its path.
 func writeFile(t *testing.T, dir, name, content string) string {
 	t.Helper()

@@ -20,11 +20,7 @@ func TestRunNATSCluster(t *testing.T) {
 		t.Skip("starts a 3-node nats-server cluster; skipped with -short")
 	}
 	cl := testcluster.StartNATS(t)
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "marks"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, dir, "peonify.yaml", `
+	dir := newMarksDir(t, `
 processor:
   workers: 4
 streams:

@@ -138,25 +138,17 @@ func TestSystemdNotify(t *testing.T) {
 	proxy := newToggleProxy(t, host)
 	sd := newFakeSystemd(t)
 	dir := t.TempDir()
-	writeFile(t, dir, "peonify.yaml", fmt.Sprintf(`
-streams:
-  - kind: sqlite
-    path: store.db
-  - name: devices
-    kind: mqtt
-    url: mqtt://%s
+	writeFile(t, dir, "peonify.yaml", mqttIntakeFile(proxy.ln.Addr().String(), fmt.Sprintf(`
     client_id: peonify-cli-test-sdnotify-%d
     connect_timeout: 1s
     min_backoff: 100ms
     max_backoff: 200ms
     wait_for_broker: true
-    routes: {"peonify-cli-test/sdnotify/+": mark}
-tasks:
-  mark: {executor: exec, shell: 'true'}
+    routes: {"peonify-cli-test/sdnotify/+": mark}`, time.Now().UnixNano()), `
 http:
   listen: 127.0.0.1:0
   dashboard: {enabled: false}
-`, proxy.ln.Addr(), time.Now().UnixNano()))
+`))
 	d := startDaemon(t, dir, "peonify.yaml", "NOTIFY_SOCKET="+sd.path, "WATCHDOG_USEC=200000")
 	admin := d.listenAddr("serving metrics and health checks")
 	d.waitLog("peonify: running")

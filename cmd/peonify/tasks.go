@@ -146,8 +146,9 @@ func (f *inspectFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.json, "json", false, "print JSON instead of text")
 }
 
-// withInspector opens the store and runs fn with its Inspector.
-func (c *cli) withInspector(f *inspectFlags, fn func(ctx context.Context, in peonify.Inspector, st *store) error) error {
+// withStore opens the store of f and runs fn with it, until SIGINT or
+// SIGTERM.
+func (c *cli) withStore(f *inspectFlags, fn func(ctx context.Context, st *store) error) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	st, err := f.open(ctx, c, true)
@@ -155,11 +156,19 @@ func (c *cli) withInspector(f *inspectFlags, fn func(ctx context.Context, in peo
 		return err
 	}
 	defer st.close()
-	in, err := st.inspector()
-	if err != nil {
-		return err
-	}
-	return fn(ctx, in, st)
+	return fn(ctx, st)
+}
+
+// withInspector opens the store of f and runs fn with its Inspector, until
+// SIGINT or SIGTERM.
+func (c *cli) withInspector(f *inspectFlags, fn func(ctx context.Context, in peonify.Inspector, st *store) error) error {
+	return c.withStore(f, func(ctx context.Context, st *store) error {
+		in, err := st.inspector()
+		if err != nil {
+			return err
+		}
+		return fn(ctx, in, st)
+	})
 }
 
 func (c *cli) printJSON(v any) error {

@@ -32,11 +32,7 @@ var (
 
 // trackConfig runs, on the store of the entry %[1]s, exec tasks that print
 // their results and http tasks answered by the server at %[2]s.
-const trackConfig = `
-processor:
-  shutdown_grace: 1s
-  shutdown_timeout: 5s
-streams:
+const trackConfig = quickStop + `streams:
   - %[1]s
 tasks:
   fetch: {executor: exec, shell: 'printf "{\"bytes\":1234}"', stdout: result}

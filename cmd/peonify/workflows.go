@@ -9,10 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -43,19 +41,6 @@ func (s *store) workflowStore() (peonify.WorkflowStore, error) {
 			s.desc, orList(trackKinds()), errors.ErrUnsupported)
 	}
 	return ws, nil
-}
-
-// withStore opens the store of f and runs fn with it, until SIGINT or
-// SIGTERM.
-func (c *cli) withStore(f *inspectFlags, fn func(ctx context.Context, st *store) error) error {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	st, err := f.open(ctx, c, true)
-	if err != nil {
-		return err
-	}
-	defer st.close()
-	return fn(ctx, st)
 }
 
 func (c *cli) tasksCancel(cmd *command, args []string) error {
