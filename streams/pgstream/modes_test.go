@@ -1,7 +1,6 @@
 package pgstream
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -21,16 +20,9 @@ func TestQueryExecModes(t *testing.T) {
 		"simple": pgx.QueryExecModeSimpleProtocol,
 	} {
 		t.Run(name, func(t *testing.T) {
-			cfg, err := pgxpool.ParseConfig(testenv.URL(t, "postgres"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg.ConnConfig.DefaultQueryExecMode = mode
-			pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(pool.Close)
+			pool := openPool(t, testenv.URL(t, "postgres"), func(cfg *pgxpool.Config) {
+				cfg.ConnConfig.DefaultQueryExecMode = mode
+			})
 			s := newTestStream(t, pool, Config{NoListen: true})
 			ctx := streamtest.Context(t)
 
