@@ -111,15 +111,6 @@ func task(typ string) *peonify.Task {
 	return &peonify.Task{Type: typ, Payload: []byte(`{"n":1}`)}
 }
 
-// taskBatch returns n tasks made by task(typ).
-func taskBatch(n int, typ string) []*peonify.Task {
-	tasks := make([]*peonify.Task, n)
-	for i := range tasks {
-		tasks[i] = task(typ)
-	}
-	return tasks
-}
-
 // rawChannel returns a channel on a plain connection of its own, closed
 // when the test ends.
 func rawChannel(t testing.TB) *amqp.Channel {

@@ -29,10 +29,7 @@ func TestQueryExecModes(t *testing.T) {
 			small := &peonify.Task{Type: "a", Payload: []byte{0, 1, 0xff}, Headers: map[string]string{"h": "v"},
 				UniqueKey: "u", RunAt: time.Now().Add(-time.Second)}
 			streamtest.Enqueue(t, s, small)
-			bulk := make([]*peonify.Task, CopyThreshold+1)
-			for i := range bulk {
-				bulk[i] = task("bulk")
-			}
+			bulk := streamtest.Tasks(CopyThreshold+1, "bulk")
 			streamtest.Enqueue(t, s, bulk...)
 			if err := s.Enqueue(ctx, small); !isDup(err) {
 				t.Fatalf("duplicate = %v", err)

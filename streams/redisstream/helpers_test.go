@@ -92,13 +92,4 @@ func task(typ string) *peonify.Task {
 	return &peonify.Task{Type: typ, Payload: []byte(`{"n":1}`)}
 }
 
-// taskBatch returns n tasks made by task(typ).
-func taskBatch(n int, typ string) []*peonify.Task {
-	tasks := make([]*peonify.Task, n)
-	for i := range tasks {
-		tasks[i] = task(typ)
-	}
-	return tasks
-}
-
 func isDup(err error) bool { return errors.Is(err, peonify.ErrDuplicate) }

@@ -182,7 +182,7 @@ func TestPurgeKeepsRunning(t *testing.T) {
 	c := testClient(t)
 	s := newTestStream(t, c, Config{Lease: time.Hour})
 	ctx := streamtest.Context(t)
-	tasks := taskBatch(1200, "x")
+	tasks := streamtest.Tasks(1200, "x")
 	streamtest.Enqueue(t, s, tasks...)
 	running := streamtest.Poll(t, s, 700)
 	if n, err := s.Purge(ctx, peonify.StatePending); n != 500 || err != nil {

@@ -147,7 +147,7 @@ func TestProcessorRetriesAndDeadLetters(t *testing.T) {
 func TestProcessorShutdownReleases(t *testing.T) {
 	c := testClient(t)
 	s := newTestStream(t, c, Config{Lease: 5 * time.Second})
-	tasks := taskBatch(10, "slow")
+	tasks := streamtest.Tasks(10, "slow")
 	streamtest.Enqueue(t, s, tasks...)
 	started := make(chan string, 10)
 	release := make(chan struct{})
