@@ -2,7 +2,7 @@
 // streams/ shares, and that the root, periodic, executor and CLI tests use
 // too: helpers that fail the test instead of returning errors (Run,
 // RunUntil and Register for a processor, CloseAtEnd, SyncBuffer, Processes
-// to find a task's processes in /proc), the Processor drain benchmark, the dead-connection checks
+// to find a task's processes in /proc), a Clock the test moves by hand, the Processor drain benchmark, the dead-connection checks
 // (DeadConnection, DeadShutdown) that put a blackholing Proxy between a
 // processor and its server (the Proxy also partitions, adds latency with
 // jitter and a bandwidth limit, and resets connections mid-reply, for

@@ -44,6 +44,16 @@ func Enqueue(t testing.TB, e peonify.Enqueuer, tasks ...*peonify.Task) {
 	}
 }
 
+// Tasks returns n tasks of type typ, each with the small JSON payload
+// {"n":1}, for a test to enqueue.
+func Tasks(n int, typ string) []*peonify.Task {
+	tasks := make([]*peonify.Task, n)
+	for i := range tasks {
+		tasks[i] = &peonify.Task{Type: typ, Payload: []byte(`{"n":1}`)}
+	}
+	return tasks
+}
+
 // Backfill enqueues n tasks of type typ on e, in calls of 1000, the task
 // with index i having the ID id(i), and returns the IDs in order.
 func Backfill(t testing.TB, e peonify.Enqueuer, n int, typ string, id func(i int) string) []string {

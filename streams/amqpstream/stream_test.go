@@ -339,10 +339,7 @@ func TestCrashLoopEndsDead(t *testing.T) {
 func TestPrefetchFollowsPoll(t *testing.T) {
 	s := newTestStream(t, Config{})
 	ctx := streamtest.Context(t)
-	tasks := make([]*peonify.Task, 100)
-	for i := range tasks {
-		tasks[i] = task("p")
-	}
+	tasks := streamtest.Tasks(100, "p")
 	streamtest.Enqueue(t, s, tasks...)
 	first := pollN(t, s, 5, 10*time.Second)
 	held := func() int {
@@ -384,10 +381,7 @@ func TestPrefetchFollowsPoll(t *testing.T) {
 // TestFixedPrefetch checks Config.Prefetch.
 func TestFixedPrefetch(t *testing.T) {
 	s := newTestStream(t, Config{Prefetch: 7})
-	tasks := make([]*peonify.Task, 20)
-	for i := range tasks {
-		tasks[i] = task("p")
-	}
+	tasks := streamtest.Tasks(20, "p")
 	streamtest.Enqueue(t, s, tasks...)
 	var all []peonify.Delivery
 	for range 3 {
@@ -415,10 +409,7 @@ func TestFixedPrefetch(t *testing.T) {
 func TestAckBatchesAcrossGaps(t *testing.T) {
 	s := newTestStream(t, Config{})
 	ctx := streamtest.Context(t)
-	tasks := make([]*peonify.Task, 30)
-	for i := range tasks {
-		tasks[i] = task("a")
-	}
+	tasks := streamtest.Tasks(30, "a")
 	streamtest.Enqueue(t, s, tasks...)
 	ds := pollN(t, s, 30, 10*time.Second)
 	var even, odd []peonify.Delivery
@@ -522,10 +513,7 @@ func TestInspector(t *testing.T) {
 			t.Errorf("Counts()[%s] = %d, want %d (all: %v)", st, counts[st], n, counts)
 		}
 	}
-	tasks := make([]*peonify.Task, 5)
-	for i := range tasks {
-		tasks[i] = task("i")
-	}
+	tasks := streamtest.Tasks(5, "i")
 	later := task("later")
 	later.RunAt = time.Now().Add(time.Hour)
 	streamtest.Enqueue(t, s, append(tasks, later)...)
@@ -650,10 +638,7 @@ func TestDeletedQueue(t *testing.T) {
 // handed out: another stream gets them, at attempt 1.
 func TestCloseGivesBackBuffered(t *testing.T) {
 	a := newTestStream(t, Config{Prefetch: 50})
-	tasks := make([]*peonify.Task, 20)
-	for i := range tasks {
-		tasks[i] = task("b")
-	}
+	tasks := streamtest.Tasks(20, "b")
 	streamtest.Enqueue(t, a, tasks...)
 	d := pollN(t, a, 1, 10*time.Second)
 	if err := a.Ack(streamtest.Context(t), d...); err != nil {
@@ -859,10 +844,7 @@ func TestClosedStream(t *testing.T) {
 func TestPrefetchStaysNearCapacity(t *testing.T) {
 	s := newTestStream(t, Config{})
 	const n = 120
-	tasks := make([]*peonify.Task, n)
-	for i := range tasks {
-		tasks[i] = task("slow")
-	}
+	tasks := streamtest.Tasks(n, "slow")
 	streamtest.Enqueue(t, s, tasks...)
 	var done atomic.Int32
 	all := make(chan struct{})

@@ -10,32 +10,18 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/streams/memstream"
 )
 
-// clock is a hand-driven time source for Config.Now.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
+// newClock returns a hand-driven time source for Config.Now.
+func newClock() *streamtest.Clock {
+	return streamtest.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 }
 
 const lease = 10 * time.Second
 
-func newStream(t *testing.T) (*memstream.Stream, *clock) {
+func newStream(t *testing.T) (*memstream.Stream, *streamtest.Clock) {
 	t.Helper()
 	c := newClock()
 	s := memstream.New(memstream.Config{Lease: lease, Now: c.Now})

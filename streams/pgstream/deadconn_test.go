@@ -17,25 +17,18 @@ import (
 // the test ends.
 func proxiedPool(t *testing.T, maxConns int32) (*pgxpool.Pool, *streamtest.Proxy) {
 	t.Helper()
-	cfg, err := pgxpool.ParseConfig(testenv.URL(t, "postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := streamtest.NewProxy(t, net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))))
-	host, port, _ := net.SplitHostPort(proxy.Addr())
-	p, _ := strconv.Atoi(port)
-	cfg.ConnConfig.Host, cfg.ConnConfig.Port = host, uint16(p)
-	cfg.ConnConfig.Fallbacks = nil
-	cfg.ConnConfig.RuntimeParams["application_name"] = appName(t)
-	cfg.MaxConns = maxConns
-	// Without a connect timeout, a connection attempt into the blackhole
-	// would hang for good and hold a place in the pool (see New).
-	cfg.ConnConfig.ConnectTimeout = time.Second
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	var proxy *streamtest.Proxy
+	pool := openPool(t, testenv.URL(t, "postgres"), func(cfg *pgxpool.Config) {
+		proxy = streamtest.NewProxy(t, net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))))
+		host, port, _ := net.SplitHostPort(proxy.Addr())
+		p, _ := strconv.Atoi(port)
+		cfg.ConnConfig.Host, cfg.ConnConfig.Port = host, uint16(p)
+		cfg.ConnConfig.Fallbacks = nil
+		cfg.MaxConns = maxConns
+		// Without a connect timeout, a connection attempt into the blackhole
+		// would hang for good and hold a place in the pool (see New).
+		cfg.ConnConfig.ConnectTimeout = time.Second
+	})
 	// The proxy closes first: pgx sends a cancel request for a query it
 	// gave up on, and the pool waits for it, up to 15s, when the proxy
 	// still blackholes it.

@@ -38,21 +38,43 @@ var migrateOnce sync.Once
 // closed when the test ends. appName tags its connections.
 func testPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	url := testenv.URL(t, "postgres")
+	pool := openPool(t, testenv.URL(t, "postgres"), nil)
+	var merr error
+	migrateOnce.Do(func() { merr = MigrateSchema(context.Background(), pool, testSchema) })
+	if merr != nil {
+		t.Fatal(merr)
+	}
+	return pool
+}
+
+// openPool returns a pool on url, its connections tagged with appName,
+// closed when the test ends. configure, when not nil, adjusts the pool's
+// config before the pool is made.
+func openPool(t testing.TB, url string, configure func(*pgxpool.Config)) *pgxpool.Pool {
+	t.Helper()
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = appName(t)
+	if configure != nil {
+		configure(cfg)
+	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	var merr error
-	migrateOnce.Do(func() { merr = MigrateSchema(context.Background(), pool, testSchema) })
-	if merr != nil {
-		t.Fatal(merr)
+	return pool
+}
+
+// migratedPool returns a pool of up to maxConns connections on url, with
+// testSchema migrated, closed when the test ends.
+func migratedPool(t *testing.T, url string, maxConns int32) *pgxpool.Pool {
+	t.Helper()
+	pool := openPool(t, url, func(cfg *pgxpool.Config) { cfg.MaxConns = maxConns })
+	if err := MigrateSchema(t.Context(), pool, testSchema); err != nil {
+		t.Fatal(err)
 	}
 	return pool
 }

@@ -1,7 +1,6 @@
 package pgstream
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -21,26 +20,16 @@ func TestQueryExecModes(t *testing.T) {
 		"simple": pgx.QueryExecModeSimpleProtocol,
 	} {
 		t.Run(name, func(t *testing.T) {
-			cfg, err := pgxpool.ParseConfig(testenv.URL(t, "postgres"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg.ConnConfig.DefaultQueryExecMode = mode
-			pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(pool.Close)
+			pool := openPool(t, testenv.URL(t, "postgres"), func(cfg *pgxpool.Config) {
+				cfg.ConnConfig.DefaultQueryExecMode = mode
+			})
 			s := newTestStream(t, pool, Config{NoListen: true})
 			ctx := streamtest.Context(t)
 
 			small := &peonify.Task{Type: "a", Payload: []byte{0, 1, 0xff}, Headers: map[string]string{"h": "v"},
 				UniqueKey: "u", RunAt: time.Now().Add(-time.Second)}
 			streamtest.Enqueue(t, s, small)
-			bulk := make([]*peonify.Task, CopyThreshold+1)
-			for i := range bulk {
-				bulk[i] = task("bulk")
-			}
+			bulk := streamtest.Tasks(CopyThreshold+1, "bulk")
 			streamtest.Enqueue(t, s, bulk...)
 			if err := s.Enqueue(ctx, small); !isDup(err) {
 				t.Fatalf("duplicate = %v", err)

@@ -12,40 +12,18 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/internal/streamtest"
 	"github.com/peonify/peonify/internal/testcluster"
 	"github.com/peonify/peonify/peonifytest"
 )
 
-// replicaPool returns a pool on the multi-host URL of p, with testSchema
-// migrated, closed when the test ends.
-func replicaPool(t *testing.T, p *testcluster.Postgres, maxConns int32) *pgxpool.Pool {
-	t.Helper()
-	cfg, err := pgxpool.ParseConfig(p.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MaxConns = maxConns
-	cfg.ConnConfig.RuntimeParams["application_name"] = appName(t)
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if err := MigrateSchema(t.Context(), pool, testSchema); err != nil {
-		t.Fatal(err)
-	}
-	return pool
-}
-
 // TestReplicaConformance runs the public stream suite on a primary with a
 // synchronous streaming replica, through the multi-host URL that a
 // deployment with a standby uses.
 func TestReplicaConformance(t *testing.T) {
 	p := testcluster.StartPostgres(t, testcluster.PostgresOptions{Synchronous: "on"})
-	pool := replicaPool(t, p, 48)
+	pool := migratedPool(t, p.URL(), 48)
 	const lease = 500 * time.Millisecond
 	peonifytest.TestStream(t, func(t *testing.T) peonify.Stream {
 		return newTestStream(t, pool, Config{Lease: lease, RescueInterval: 25 * time.Millisecond, SyncCommit: true})
@@ -60,7 +38,7 @@ func TestReplicaScaleOut(t *testing.T) {
 		t.Skip("runs four processes over 20,000 tasks; skipped with -short")
 	}
 	p := testcluster.StartPostgres(t, testcluster.PostgresOptions{Synchronous: "on"})
-	scaleOut(t, replicaPool(t, p, 8), p.URL())
+	scaleOut(t, migratedPool(t, p.URL(), 8), p.URL())
 }
 
 // TestReplicaFailover runs a processor on the multi-host URL of a primary
@@ -71,7 +49,7 @@ func TestReplicaScaleOut(t *testing.T) {
 // failover runs again (claims and acks commit synchronously).
 func TestReplicaFailover(t *testing.T) {
 	p := testcluster.StartPostgres(t, testcluster.PostgresOptions{Synchronous: "on"})
-	pool := replicaPool(t, p, 16)
+	pool := migratedPool(t, p.URL(), 16)
 	s := newTestStream(t, pool, Config{Lease: 2 * time.Second, RescueInterval: 250 * time.Millisecond, SyncCommit: true})
 
 	var mu sync.Mutex

@@ -182,10 +182,7 @@ func TestPurgeKeepsRunning(t *testing.T) {
 	c := testClient(t)
 	s := newTestStream(t, c, Config{Lease: time.Hour})
 	ctx := streamtest.Context(t)
-	tasks := make([]*peonify.Task, 1200)
-	for i := range tasks {
-		tasks[i] = task("x")
-	}
+	tasks := streamtest.Tasks(1200, "x")
 	streamtest.Enqueue(t, s, tasks...)
 	running := streamtest.Poll(t, s, 700)
 	if n, err := s.Purge(ctx, peonify.StatePending); n != 500 || err != nil {

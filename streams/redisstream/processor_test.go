@@ -147,10 +147,7 @@ func TestProcessorRetriesAndDeadLetters(t *testing.T) {
 func TestProcessorShutdownReleases(t *testing.T) {
 	c := testClient(t)
 	s := newTestStream(t, c, Config{Lease: 5 * time.Second})
-	tasks := make([]*peonify.Task, 10)
-	for i := range tasks {
-		tasks[i] = task("slow")
-	}
+	tasks := streamtest.Tasks(10, "slow")
 	streamtest.Enqueue(t, s, tasks...)
 	started := make(chan string, 10)
 	release := make(chan struct{})

@@ -465,10 +465,7 @@ func TestLargeBatch(t *testing.T) {
 	c := testClient(t)
 	s := newTestStream(t, c, Config{})
 	ctx := streamtest.Context(t)
-	tasks := make([]*peonify.Task, 2500)
-	for i := range tasks {
-		tasks[i] = task("bulk")
-	}
+	tasks := streamtest.Tasks(2500, "bulk")
 	tasks[3].ID, tasks[700].ID = "dup", "dup" // a duplicate within the call
 	err := s.Enqueue(ctx, tasks...)
 	var de *peonify.DuplicateError

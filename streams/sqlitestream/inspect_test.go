@@ -8,12 +8,13 @@ import (
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 )
 
 // fillStates stores tasks in every state: p1 p2 pending, s1 scheduled,
 // r1 running, d1 d2 dead (d2 of type other), and returns the running
 // delivery.
-func fillStates(t *testing.T, s *Stream, clk *clock) peonify.Delivery {
+func fillStates(t *testing.T, s *Stream, clk *streamtest.Clock) peonify.Delivery {
 	t.Helper()
 	ctx := context.Background()
 	enqueue(t, s, task("d1"), &peonify.Task{ID: "d2", Type: "other"})
@@ -91,7 +92,7 @@ func TestCountsAndList(t *testing.T) {
 
 	// Time passes: the scheduled task is due and the lease has ended, so
 	// both are reported pending before any poll changes them.
-	clk.Add(time.Hour)
+	clk.Advance(time.Hour)
 	wantCounts(t, s, map[peonify.State]int{peonify.StatePending: 4, peonify.StateDead: 2})
 	if got := ids(list(t, s, peonify.ListOptions{State: peonify.StatePending})); got != "[p1 p2 r1 s1]" {
 		t.Errorf("List(pending) after an hour = %s, want [p1 p2 r1 s1]", got)
@@ -158,7 +159,7 @@ func TestDelete(t *testing.T) {
 	}
 	// Once its lease has ended, a running task can be deleted; its late
 	// ack is then harmless.
-	clk.Add(time.Minute)
+	clk.Advance(time.Minute)
 	if n, err := s.Delete(ctx, "r1"); err != nil || n != 1 {
 		t.Fatalf("Delete of a task whose lease ended = %d, %v; want 1", n, err)
 	}
@@ -220,13 +221,13 @@ func TestKeepDone(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	clk.Add(time.Hour - time.Second)
+	clk.Advance(time.Hour - time.Second)
 	runCleanup()
 	wantCounts(t, s, map[peonify.State]int{peonify.StateDone: 1, peonify.StateDead: 1})
-	clk.Add(time.Second)
+	clk.Advance(time.Second)
 	runCleanup()
 	wantCounts(t, s, map[peonify.State]int{peonify.StateDead: 1})
-	clk.Add(time.Hour)
+	clk.Advance(time.Hour)
 	runCleanup()
 	wantCounts(t, s, nil)
 	enqueue(t, s, task("a"))

@@ -196,9 +196,9 @@ func TestLimitConcurrencyLeaseEnds(t *testing.T) {
 	enqueue(t, s, task("a"), task("b"))
 	got, _ := pollIDs(t, s, 10)
 	wantIDs(t, got, "a")
-	clk.Add(59 * time.Second)
+	clk.Advance(59 * time.Second)
 	pollNone(t, s)
-	clk.Add(time.Second)
+	clk.Advance(time.Second)
 	if got, _ = pollIDs(t, s, 10); len(got) != 1 {
 		t.Fatalf("after the lease ended polled %v, want one task", got)
 	}
@@ -336,12 +336,12 @@ func TestLimitRate(t *testing.T) {
 	ack(t, a, ds...)
 	pollNone(t, a)
 	pollNone(t, b) // the bucket is in the file: b sees it empty too
-	clk.Add(499 * time.Millisecond)
+	clk.Advance(499 * time.Millisecond)
 	pollNone(t, b)
-	clk.Add(time.Millisecond)
+	clk.Advance(time.Millisecond)
 	got, _ = pollIDs(t, b, 10)
 	wantIDs(t, got, "3")
-	clk.Add(10 * time.Second) // refills up to Burst only
+	clk.Advance(10 * time.Second) // refills up to Burst only
 	got, _ = pollIDs(t, a, 10)
 	wantIDs(t, got, "4", "5", "6")
 	if info := get(t, a, "7"); info.Attempts != 0 || info.State != peonify.StatePending {
@@ -359,7 +359,7 @@ func TestLimitRatePerKey(t *testing.T) {
 	got, _ := pollIDs(t, s, 10)
 	wantIDs(t, got, "a1", "b1")
 	pollNone(t, s)
-	clk.Add(time.Minute)
+	clk.Advance(time.Minute)
 	got, _ = pollIDs(t, s, 10)
 	wantIDs(t, got, "a2", "b2")
 }
@@ -411,7 +411,7 @@ func TestLimitOrdered(t *testing.T) {
 	// k1 fails: the key waits through its backoff, and k1 runs next.
 	nack(t, s, ds[0], peonify.NackOptions{Outcome: peonify.OutcomeFailed, Delay: time.Minute, Reason: "boom"})
 	pollNone(t, s)
-	clk.Add(time.Minute)
+	clk.Advance(time.Minute)
 	got, ds = pollIDs(t, s, 10)
 	wantIDs(t, got, "k1")
 	// Released (the processor shut down): still first.
@@ -440,7 +440,7 @@ func TestLimitOrderedLeaseEnds(t *testing.T) {
 	enqueue(t, s, keyed("1", "k"), keyed("2", "k"))
 	got, _ := pollIDs(t, s, 10)
 	wantIDs(t, got, "1")
-	clk.Add(time.Minute)
+	clk.Advance(time.Minute)
 	got, _ = pollIDs(t, s, 10)
 	wantIDs(t, got, "1")
 }
@@ -789,10 +789,10 @@ func TestLimitBucketSweep(t *testing.T) {
 	if n := buckets(); n != 2 {
 		t.Fatalf("%d buckets after taking tokens of 2 keys, want 2", n)
 	}
-	clk.Add(sweepEvery)
+	clk.Advance(sweepEvery)
 	got, _ = pollIDs(t, s, 10) // sweeps first, then takes a token of each key
 	wantIDs(t, got, "a2", "b2")
-	clk.Add(sweepEvery)
+	clk.Advance(sweepEvery)
 	enqueue(t, s, task("unkeyed")) // a claim runs only when a task is ready
 	got, _ = pollIDs(t, s, 10)
 	wantIDs(t, got, "unkeyed")

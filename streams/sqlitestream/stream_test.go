@@ -13,38 +13,24 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/streamtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// clock is a time source the tests move by hand.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+// newClock returns a time source the tests move by hand.
+func newClock() *streamtest.Clock {
+	return streamtest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 }
 
 // openTest opens a stream on a new file in the test's temporary directory,
 // driven by clk when it is not nil, and closes it at the end of the test.
-func openTest(t testing.TB, cfg Config, clk *clock) *Stream {
+func openTest(t testing.TB, cfg Config, clk *streamtest.Clock) *Stream {
 	t.Helper()
 	return openFile(t, filepath.Join(t.TempDir(), "tasks.db"), cfg, clk)
 }
 
-func openFile(t testing.TB, path string, cfg Config, clk *clock) *Stream {
+func openFile(t testing.TB, path string, cfg Config, clk *streamtest.Clock) *Stream {
 	t.Helper()
 	now := time.Now
 	if clk != nil {
@@ -284,7 +270,7 @@ func TestPriorityThenFIFO(t *testing.T) {
 	s := openTest(t, Config{}, clk)
 	for i, p := range []int{0, 5, 0, -1, 5, 9} {
 		enqueue(t, s, &peonify.Task{ID: fmt.Sprintf("t%d", i), Type: "test", Priority: p})
-		clk.Add(time.Millisecond)
+		clk.Advance(time.Millisecond)
 	}
 	var got []string
 	for range 6 {
@@ -315,9 +301,9 @@ func TestScheduled(t *testing.T) {
 		t.Fatalf("state = %s, want scheduled", info.State)
 	}
 	pollNone(t, s)
-	clk.Add(59 * time.Second)
+	clk.Advance(59 * time.Second)
 	pollNone(t, s)
-	clk.Add(time.Second)
+	clk.Advance(time.Second)
 	wantCounts(t, s, map[peonify.State]int{peonify.StatePending: 1}) // due, though not yet promoted
 	d := pollOne(t, s)
 	if d.Task.ID != "later" || d.Task.Attempt != 1 {
@@ -336,7 +322,7 @@ func TestLeaseExpiryAndFencing(t *testing.T) {
 		t.Fatalf("info = %+v, want running until %v", info, first.Deadline)
 	}
 
-	clk.Add(10 * time.Second)
+	clk.Advance(10 * time.Second)
 	wantCounts(t, s, map[peonify.State]int{peonify.StatePending: 1})
 	second := pollOne(t, s)
 	if second.Task.Attempt != 2 || second.Token == first.Token {
@@ -375,7 +361,7 @@ func TestAckAfterLeaseEndedBeforeReclaim(t *testing.T) {
 	s := openTest(t, Config{Lease: time.Second}, clk)
 	enqueue(t, s, task("a"), task("b"))
 	ds := poll(t, s, 2)
-	clk.Add(2 * time.Second)
+	clk.Advance(2 * time.Second)
 	// A poll makes the expired leases pending, but nothing claims them
 	// again yet: the late acks still complete their tasks.
 	if _, err := s.Poll(context.Background(), 1); err != nil {
@@ -432,7 +418,7 @@ func TestNackFailed(t *testing.T) {
 		t.Fatalf("after failed nack: %+v; want scheduled, last error boom, 1 attempt", info)
 	}
 	pollNone(t, s)
-	clk.Add(time.Minute)
+	clk.Advance(time.Minute)
 	d = pollOne(t, s)
 	if d.Task.Attempt != 2 || d.Task.LastError != "boom" {
 		t.Fatalf("retry: attempt %d, last error %q; want 2 and boom", d.Task.Attempt, d.Task.LastError)
@@ -481,7 +467,7 @@ func TestNackReleased(t *testing.T) {
 		t.Fatal(err)
 	}
 	pollNone(t, s)
-	clk.Add(time.Second)
+	clk.Advance(time.Second)
 	pollOne(t, s)
 }
 
@@ -509,7 +495,7 @@ func TestExtend(t *testing.T) {
 	ctx := context.Background()
 	enqueue(t, s, task("a"))
 	d := pollOne(t, s)
-	clk.Add(8 * time.Second)
+	clk.Advance(8 * time.Second)
 	d2, err := s.Extend(ctx, d, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -517,14 +503,14 @@ func TestExtend(t *testing.T) {
 	if !d2.Deadline.Equal(clk.Now().Add(30*time.Second)) || d2.Token != d.Token {
 		t.Fatalf("extended delivery: deadline %v token %d; want now+30s and the same token", d2.Deadline, d2.Token)
 	}
-	clk.Add(20 * time.Second) // past the first lease, within the extension
+	clk.Advance(20 * time.Second) // past the first lease, within the extension
 	pollNone(t, s)
 	// Zero means Config.Lease.
 	if d2, err = s.Extend(ctx, d2, 0); err != nil || !d2.Deadline.Equal(clk.Now().Add(10*time.Second)) {
 		t.Fatalf("Extend(0) = %v, %v; want the default lease", d2.Deadline, err)
 	}
 	// A lease that ended may be renewed while nobody claimed the task.
-	clk.Add(11 * time.Second)
+	clk.Advance(11 * time.Second)
 	if _, err := s.Extend(ctx, d2, time.Minute); err != nil {
 		t.Fatalf("extend after the lease ended, before a new claim: %v", err)
 	}

@@ -155,13 +155,13 @@ func TestResultRetention(t *testing.T) {
 	ack(t, s, pollOne(t, s))
 	wantCounts(t, s, map[peonify.State]int{peonify.StateDone: 3})
 
-	clk.Add(time.Minute)
+	clk.Advance(time.Minute)
 	runCleanup()
 	wantCounts(t, s, map[peonify.State]int{peonify.StateDone: 2}) // plain went after KeepDone
-	clk.Add(time.Hour - time.Minute - time.Second)
+	clk.Advance(time.Hour - time.Minute - time.Second)
 	runCleanup()
 	wantCounts(t, s, map[peonify.State]int{peonify.StateDone: 2})
-	clk.Add(time.Second)
+	clk.Advance(time.Second)
 	runCleanup()
 	wantCounts(t, s, nil)
 	if _, err := s.GetWorkflow(ctx, "wf"); !errors.Is(err, peonify.ErrNotFound) {
@@ -184,7 +184,7 @@ func TestResultRetention(t *testing.T) {
 		}
 		ack(t, s, ds...)
 	}
-	clk.Add(time.Hour)
+	clk.Advance(time.Hour)
 	var more bool
 	if err := s.w.do(ctx, func(tx *wtx) (err error) { more, err = cleanup(tx, s.cfg); return err }); err != nil {
 		t.Fatal(err)
@@ -224,7 +224,7 @@ func TestEnqueueWorkflowStates(t *testing.T) {
 	}
 	ack(t, s, d)
 	wantState(t, s, b.ID, peonify.StateWaiting) // later has not run
-	clk.Add(time.Hour)
+	clk.Advance(time.Hour)
 	d = pollOne(t, s)
 	ack(t, s, d)
 	d = pollOne(t, s)
@@ -387,7 +387,7 @@ func TestStaleAckDoesNotRelease(t *testing.T) {
 	s := openTest(t, Config{Lease: time.Minute}, clk)
 	diamond(t, s, "w")
 	old := pollOne(t, s)
-	clk.Add(2 * time.Minute)
+	clk.Advance(2 * time.Minute)
 	cur := pollOne(t, s) // the lease ended: claimed again
 	if cur.Task.ID != "w-a" || cur.Token == old.Token {
 		t.Fatalf("reclaim: %+v", cur)
@@ -606,7 +606,7 @@ func TestCancel(t *testing.T) {
 		t.Fatalf("polled %s", d.Task.ID)
 	}
 	ack(t, s, d)
-	clk.Add(2 * time.Hour)
+	clk.Advance(2 * time.Hour)
 	pollNone(t, s) // s never runs
 	wantCounts(t, s, map[peonify.State]int{peonify.StateCancelled: 6})
 	if got := list(t, s, peonify.ListOptions{State: peonify.StateCancelled}); len(got) != 6 {
@@ -660,7 +660,7 @@ func TestProgress(t *testing.T) {
 	if info.Progress.Fraction != 0.25 || info.Progress.Message != "a quarter" || !info.Progress.UpdatedAt.Equal(at) {
 		t.Fatalf("progress = %+v", info.Progress)
 	}
-	clk.Add(2 * time.Minute)
+	clk.Advance(2 * time.Minute)
 	cur := pollOne(t, s)
 	if err := s.SetProgress(ctx, old, peonify.Progress{Fraction: 0.9}); !errors.Is(err, peonify.ErrLeaseLost) {
 		t.Fatalf("SetProgress of a stale claim = %v, want ErrLeaseLost", err)
@@ -685,7 +685,7 @@ func TestSpawn(t *testing.T) {
 	ctx := context.Background()
 	enqueueSpawner(t, s)
 	old := pollOne(t, s)
-	clk.Add(2 * time.Minute)
+	clk.Advance(2 * time.Minute)
 	cur := pollOne(t, s)
 	children := func() []*peonify.Task {
 		c1 := &peonify.Task{ID: "p.c1", Type: "test", Workflow: "w", EnqueuedAt: clk.Now()}
@@ -755,7 +755,7 @@ func TestSpawnDuplicateRun(t *testing.T) {
 	if err := s.Spawn(ctx, first, child()); err != nil {
 		t.Fatal(err)
 	}
-	clk.Add(2 * time.Minute) // the first run stalls; its lease ends
+	clk.Advance(2 * time.Minute) // the first run stalls; its lease ends
 	var second peonify.Delivery
 	for _, d := range poll(t, s, 10) {
 		switch d.Task.ID {
