@@ -81,31 +81,20 @@ func openStream(ctx context.Context, spec streamSpec, name string, logger *slog.
 			// default of 10s.
 			cfg.ConnConfig.ConnectTimeout = 2 * time.Second
 		}
-		pool, err := pgxpool.NewWithConfig(ctx, cfg)
-		if err != nil {
-			return nil, err
-		}
-		s, err := pgstream.New(pool, pgstream.Config{Queue: spec.Queue, Lease: spec.Lease, RescueInterval: spec.Lease / 4,
+		s, done, err := testqueue.PostgresStream(ctx, cfg, pgstream.Config{Queue: spec.Queue, Lease: spec.Lease, RescueInterval: spec.Lease / 4,
 			Identity: name, Logger: logger})
 		if err != nil {
-			pool.Close()
 			return nil, err
 		}
-		return &opened{s: s, enq: s, insp: s, done: pool.Close}, nil
+		return &opened{s: s, enq: s, insp: s, done: done}, nil
 
 	case "redis":
-		opts, err := redis.ParseURL(spec.Addr)
-		if err != nil {
-			return nil, err
-		}
-		c := redis.NewClient(opts)
-		s, err := redisstream.New(c, redisstream.Config{Prefix: spec.Queue, Queue: "chaos", Consumer: name,
+		s, done, err := testqueue.RedisStream(spec.Addr, redisstream.Config{Prefix: spec.Queue, Queue: "chaos", Consumer: name,
 			Lease: spec.Lease, RescueInterval: spec.Lease / 4, Logger: logger})
 		if err != nil {
-			_ = c.Close()
 			return nil, err
 		}
-		return &opened{s: s, enq: s, insp: s, done: func() { _ = c.Close() }}, nil
+		return &opened{s: s, enq: s, insp: s, done: done}, nil
 
 	case "nats":
 		return openNATS(spec.Addr, spec, name, logger)

@@ -6,64 +6,24 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/dashboard"
+	"github.com/peonify/peonify/internal/testlimiter"
 	"github.com/peonify/peonify/streams/memstream"
 )
-
-// limitedStream is a real memstream with a stand-in Limiter, for testing
-// the dashboard before the stores enforce limits: it records the limits
-// it is given and reports the stats the test sets. It also records the
-// ListOptions of each List, to check what the API asks the store.
-type limitedStream struct {
-	*memstream.Stream
-
-	mu     sync.Mutex
-	limits []peonify.Limit
-	stats  []peonify.LimitStat
-	err    error
-	lists  []peonify.ListOptions
-}
-
-func (s *limitedStream) Unwrap() peonify.Stream { return s.Stream }
-
-func (s *limitedStream) SetLimits(limits []peonify.Limit) error {
-	n, err := peonify.NormalizeLimits(limits)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.limits = n
-	return nil
-}
-
-func (s *limitedStream) LimitStats(context.Context) ([]peonify.LimitStat, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stats, s.err
-}
-
-func (s *limitedStream) List(ctx context.Context, opts peonify.ListOptions) ([]peonify.TaskInfo, error) {
-	s.mu.Lock()
-	s.lists = append(s.lists, opts)
-	s.mu.Unlock()
-	return s.Stream.List(ctx, opts)
-}
 
 func TestLimitsInTheSnapshot(t *testing.T) {
 	mem := memstream.New(memstream.Config{})
 	defer mem.Close(context.Background())
-	ls := &limitedStream{Stream: mem}
-	ls.stats = []peonify.LimitStat{
+	stats := []peonify.LimitStat{
 		{Name: "email/key", InUse: 2, Waiting: 130, Keys: []peonify.KeyStat{
 			{Key: "acme", InUse: 1, Waiting: 100}, {Key: "<b>globex</b>", InUse: 1, Waiting: 30}}},
 		{Name: "api", InUse: 0, Waiting: 4},
 	}
+	ls := testlimiter.New(mem, stats...)
 	f := newFixture(t, dashboard.Config{Stores: []dashboard.Store{{Name: "mem", Inspector: ls}}})
 	res, body := f.do("GET", "/api/stats", nil, request{})
 	wantStatus(t, res, body, http.StatusOK, "")
@@ -79,9 +39,7 @@ func TestLimitsInTheSnapshot(t *testing.T) {
 	}
 
 	// A store whose limits cannot be read still shows its counts.
-	ls.mu.Lock()
-	ls.err = errors.New("connection refused")
-	ls.mu.Unlock()
+	ls.SetStats(stats, errors.New("connection refused"))
 	waitFor(t, "the error in a snapshot", 5*time.Second, func() bool { // after the shared snapshot ages
 
 		_, body = f.do("GET", "/api/stats", nil, request{})
@@ -104,7 +62,7 @@ func TestLimitsOnlyForLimiters(t *testing.T) {
 
 	mem := memstream.New(memstream.Config{})
 	defer mem.Close(context.Background())
-	ls := &limitedStream{Stream: memstream.New(memstream.Config{}), stats: []peonify.LimitStat{{Name: "x", InUse: 1}}}
+	ls := testlimiter.New(memstream.New(memstream.Config{}), peonify.LimitStat{Name: "x", InUse: 1})
 	defer ls.Close(context.Background())
 	f = newFixture(t, dashboard.Config{Stores: []dashboard.Store{{Name: "mem", Inspector: mem, Limiter: ls}}})
 	_, body = f.do("GET", "/api/stats", nil, request{})
@@ -119,14 +77,13 @@ func TestLimitsOnlyForLimiters(t *testing.T) {
 func TestTasksOfAKey(t *testing.T) {
 	mem := memstream.New(memstream.Config{})
 	defer mem.Close(context.Background())
-	ls := &limitedStream{Stream: mem}
+	ls := testlimiter.New(mem)
 	f := newFixture(t, dashboard.Config{Stores: []dashboard.Store{{Name: "mem", Inspector: ls}}})
 	deadLetter(t, mem, &peonify.Task{ID: "a", Type: "t", Key: "acme"}, "x")
 	res, body := f.do("GET", "/api/stores/mem/tasks?state=dead&key=acme", nil, request{})
 	wantStatus(t, res, body, http.StatusOK, "")
-	ls.mu.Lock()
-	last := ls.lists[len(ls.lists)-1]
-	ls.mu.Unlock()
+	lists := ls.Lists()
+	last := lists[len(lists)-1]
 	if last.Key != "acme" || last.State != peonify.StateDead {
 		t.Errorf("the store was asked for %+v, want the tasks of key acme", last)
 	}

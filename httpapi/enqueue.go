@@ -320,6 +320,34 @@ func (h *Handler) batchStore(o *object, trs []*taskRequest) (*store, error) {
 	return h.pickStore(name, field)
 }
 
+// batchTasks reads the tasks of a batch or, inWorkflow, of a workflow,
+// picks their store and refuses one that cannot take them; then it reads
+// the request's idempotency key and gives every task an ID.
+func (h *Handler) batchTasks(r *http.Request, c caller, body []byte, o *object, inWorkflow bool) ([]*taskRequest, *store, idempotency, error) {
+	trs, err := parseTasks(o, inWorkflow)
+	if err != nil {
+		return nil, nil, idempotency{}, err
+	}
+	st, err := h.batchStore(o, trs)
+	if err != nil {
+		return nil, nil, idempotency{}, err
+	}
+	switch {
+	case inWorkflow && st.workflow == nil:
+		return nil, nil, idempotency{}, errorf(http.StatusNotImplemented, "store", "store %q (%s) does not run workflows: it is not a peonify.WorkflowStore", st.name, st.kind)
+	case !inWorkflow && st.enq == nil:
+		return nil, nil, idempotency{}, errorf(http.StatusNotImplemented, "store", "store %q (%s) cannot enqueue: it is not a peonify.Enqueuer", st.name, st.kind)
+	}
+	k, err := h.idempotency(r, c, body)
+	if err != nil {
+		return nil, nil, idempotency{}, err
+	}
+	if err := fillIDs(trs, k); err != nil {
+		return nil, nil, idempotency{}, err
+	}
+	return trs, st, k, nil
+}
+
 // fillIDs gives every task an ID (derived from the key, with one) and
 // refuses an ID given twice.
 func fillIDs(trs []*taskRequest, k idempotency) error {
@@ -351,22 +379,8 @@ func (h *Handler) batch(w http.ResponseWriter, r *http.Request, c caller) error 
 	if err != nil {
 		return err
 	}
-	trs, err := parseTasks(o, false)
+	trs, st, k, err := h.batchTasks(r, c, body, o, false)
 	if err != nil {
-		return err
-	}
-	st, err := h.batchStore(o, trs)
-	if err != nil {
-		return err
-	}
-	if st.enq == nil {
-		return errorf(http.StatusNotImplemented, "store", "store %q (%s) cannot enqueue: it is not a peonify.Enqueuer", st.name, st.kind)
-	}
-	k, err := h.idempotency(r, c, body)
-	if err != nil {
-		return err
-	}
-	if err := fillIDs(trs, k); err != nil {
 		return err
 	}
 	tasks := make([]*peonify.Task, len(trs))
@@ -445,26 +459,12 @@ func (h *Handler) enqueueWorkflow(w http.ResponseWriter, r *http.Request, c call
 	if len(wf.ID) > peonify.MaxIDLen || hasControl(wf.ID) || (o.has("id") && wf.ID == "") {
 		return errorf(http.StatusUnprocessableEntity, "id", "id must be 1 to %d printable bytes, or left out", peonify.MaxIDLen)
 	}
-	trs, err := parseTasks(o, true)
-	if err != nil {
-		return err
-	}
-	st, err := h.batchStore(o, trs)
-	if err != nil {
-		return err
-	}
-	if st.workflow == nil {
-		return errorf(http.StatusNotImplemented, "store", "store %q (%s) does not run workflows: it is not a peonify.WorkflowStore", st.name, st.kind)
-	}
-	k, err := h.idempotency(r, c, body)
+	trs, st, k, err := h.batchTasks(r, c, body, o, true)
 	if err != nil {
 		return err
 	}
 	if wf.ID == "" && k.key != "" {
 		wf.ID = k.id()
-	}
-	if err := fillIDs(trs, k); err != nil {
-		return err
 	}
 	index := make(map[string]string, len(trs))
 	for _, tr := range trs {

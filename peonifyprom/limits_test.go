@@ -3,58 +3,16 @@ package peonifyprom_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/peonify/peonify"
+	"github.com/peonify/peonify/internal/testlimiter"
 	"github.com/peonify/peonify/peonifyprom"
 	"github.com/peonify/peonify/streams/memstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
-
-// limitedStream is a real memstream with a stand-in Limiter, for testing
-// the export before the stores enforce limits: it records the limits the
-// processor gives it and reports the stats the test sets.
-type limitedStream struct {
-	*memstream.Stream
-
-	mu     sync.Mutex
-	limits []peonify.Limit
-	stats  []peonify.LimitStat
-	err    error
-	block  chan struct{} // when set, LimitStats waits for it, ignoring ctx
-}
-
-func (s *limitedStream) Unwrap() peonify.Stream { return s.Stream }
-
-func (s *limitedStream) SetLimits(limits []peonify.Limit) error {
-	n, err := peonify.NormalizeLimits(limits)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.limits = n
-	return nil
-}
-
-func (s *limitedStream) LimitStats(ctx context.Context) ([]peonify.LimitStat, error) {
-	s.mu.Lock()
-	block, stats, err := s.block, s.stats, s.err
-	s.mu.Unlock()
-	if block != nil {
-		<-block
-	}
-	return stats, err
-}
-
-func (s *limitedStream) set(stats []peonify.LimitStat, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stats, s.err = stats, err
-}
 
 func TestLimitGauges(t *testing.T) {
 	m, err := peonifyprom.New(peonifyprom.Config{LimitTimeout: 100 * time.Millisecond})
@@ -65,7 +23,7 @@ func TestLimitGauges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &limitedStream{Stream: memstream.New(memstream.Config{Name: "mem"})}
+	s := testlimiter.New(memstream.New(memstream.Config{Name: "mem"}))
 	defer s.Close(context.Background())
 	if err := p.AddStream(s, peonify.StreamName("orders"), peonify.Limits(
 		peonify.Limit{Type: "email", PerKey: true, Concurrency: 1},
@@ -73,8 +31,8 @@ func TestLimitGauges(t *testing.T) {
 	)); err != nil {
 		t.Fatal(err)
 	}
-	if len(s.limits) != 2 {
-		t.Fatalf("the stream got limits %+v", s.limits)
+	if limits := s.Limits(); len(limits) != 2 {
+		t.Fatalf("the stream got limits %+v", limits)
 	}
 	if err := m.Attach(p); err != nil {
 		t.Fatal(err)
@@ -98,7 +56,7 @@ func TestLimitGauges(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m)
 
-	s.set([]peonify.LimitStat{
+	s.SetStats([]peonify.LimitStat{
 		{Name: "email/key", InUse: 3, Waiting: 120, Keys: []peonify.KeyStat{{Key: "acme", InUse: 1, Waiting: 100}}},
 		{Name: "api", InUse: 0, Waiting: 7},
 	}, nil)
@@ -121,7 +79,7 @@ func TestLimitGauges(t *testing.T) {
 	}
 
 	// A failing store: no gauges this scrape, and an error counted.
-	s.set(nil, errors.New("connection refused"))
+	s.SetStats(nil, errors.New("connection refused"))
 	if n := testutil.CollectAndCount(m, "peonify_limit_in_use"); n != 0 {
 		t.Errorf("%d in-use gauges from a failing limiter", n)
 	}
@@ -131,9 +89,7 @@ func TestLimitGauges(t *testing.T) {
 
 	// A store that does not answer: the scrape ends after LimitTimeout.
 	block := make(chan struct{})
-	s.mu.Lock()
-	s.block = block
-	s.mu.Unlock()
+	s.Block(block)
 	start := time.Now()
 	n := testutil.CollectAndCount(m, "peonify_limit_in_use")
 	took := time.Since(start)

@@ -110,18 +110,10 @@ func (h *harness) quietWhileHeld(held []peonify.Delivery, why string) {
 func (h *harness) claimExactly(n, limit int, held []peonify.Delivery, why string) []peonify.Delivery {
 	h.t.Helper()
 	deadline := time.Now().Add(h.f.Timeout)
-	var got []peonify.Delivery
-	for len(got) < n {
-		ds := h.poll(limit)
-		got = append(got, ds...)
-		if len(ds) > 0 {
-			continue
-		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("%d of %d tasks were claimed within %s (%s): %s; a limit holds back a task only while it must",
-				len(got), n, h.f.Timeout, why, describe(got))
-		}
-		h.pause(pollPause)
+	got, ok := h.pollUntil(n, limit, deadline)
+	if !ok {
+		h.t.Fatalf("%d of %d tasks were claimed within %s (%s): %s; a limit holds back a task only while it must",
+			len(got), n, h.f.Timeout, why, describe(got))
 	}
 	all := append(slices.Clone(held), got...)
 	if len(got) > n {
@@ -707,25 +699,11 @@ func testLimitProcessor(h *harness) {
 	if err := p.AddStream(h.s, peonify.Limits(peonify.Limit{Type: typ, PerKey: true, Concurrency: limit})); err != nil {
 		h.t.Fatalf("AddStream with a PerKey limit: %v", err)
 	}
-	ctx, cancel := context.WithCancel(h.ctx())
-	defer cancel()
-	runErr := make(chan error, 1)
-	go func() { runErr <- p.Run(ctx) }()
-	timer := time.NewTimer(h.f.Timeout)
-	defer timer.Stop()
-	select {
-	case <-allDone:
-	case err := <-runErr:
-		h.t.Fatalf("Processor.Run returned %v before its context ended", err)
-	case <-timer.C:
+	h.runUntilDone(p, allDone, func() {
 		mu.Lock()
 		h.t.Errorf("the processor completed %d of %d tasks within %s under a PerKey limit of %d", len(done), len(tasks), h.f.Timeout, limit)
 		mu.Unlock()
-	}
-	cancel()
-	if err := <-runErr; err != nil {
-		h.t.Errorf("Processor.Run returned %v after its context was cancelled, want nil", err)
-	}
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	for key, n := range most {

@@ -168,6 +168,22 @@ func (h *harness) collect(n, limit int) []peonify.Delivery {
 // collectBy is collect with an explicit deadline.
 func (h *harness) collectBy(n, limit int, deadline time.Time) []peonify.Delivery {
 	h.t.Helper()
+	got, ok := h.pollUntil(n, limit, deadline)
+	if !ok {
+		h.t.Fatalf("got %d of %d expected deliveries before the deadline (%s); delivered: %s",
+			len(got), n, h.f.Timeout, describe(got))
+	}
+	if len(got) > n {
+		h.t.Fatalf("got %d deliveries, expected %d: %s", len(got), n, describe(got))
+	}
+	return got
+}
+
+// pollUntil polls with limit until it has n deliveries or more, pausing
+// while none come. It returns what came, and false if deadline passed
+// first.
+func (h *harness) pollUntil(n, limit int, deadline time.Time) ([]peonify.Delivery, bool) {
+	h.t.Helper()
 	var got []peonify.Delivery
 	for len(got) < n {
 		ds := h.poll(limit)
@@ -176,15 +192,11 @@ func (h *harness) collectBy(n, limit int, deadline time.Time) []peonify.Delivery
 			continue
 		}
 		if time.Now().After(deadline) {
-			h.t.Fatalf("got %d of %d expected deliveries before the deadline (%s); delivered: %s",
-				len(got), n, h.f.Timeout, describe(got))
+			return got, false
 		}
 		h.pause(pollPause)
 	}
-	if len(got) > n {
-		h.t.Fatalf("got %d deliveries, expected %d: %s", len(got), n, describe(got))
-	}
-	return got
+	return got, true
 }
 
 // next waits for one delivery.

@@ -67,6 +67,30 @@ func testProcessor(h *harness) {
 		h.t.Fatalf("AddStream: %v", err)
 	}
 
+	h.runUntilDone(p, allDone, func() {
+		mu.Lock()
+		h.t.Errorf("the processor completed %d of %d tasks within %s", len(done), n, h.f.Timeout)
+		mu.Unlock()
+	})
+
+	mu.Lock()
+	defer mu.Unlock()
+	for _, id := range wrong {
+		h.t.Errorf("the handler received task %s, which was not enqueued or whose payload changed", id)
+	}
+	for _, tk := range tasks {
+		if c := done[tk.ID]; c > 1 {
+			h.t.Logf("task %s completed %d times; delivery is at-least-once, but with no crash or lost lease it should run once", tk.ID, c)
+		}
+	}
+}
+
+// runUntilDone runs p until allDone is closed, calling late if that takes
+// longer than Features.Timeout, and fails the test if Run returns before
+// its context ends. Then it cancels Run and checks that Run returns nil
+// within Features.Timeout.
+func (h *harness) runUntilDone(p *peonify.Processor, allDone <-chan struct{}, late func()) {
+	h.t.Helper()
 	ctx, cancel := context.WithCancel(h.ctx())
 	defer cancel()
 	runErr := make(chan error, 1)
@@ -79,9 +103,7 @@ func testProcessor(h *harness) {
 	case err := <-runErr:
 		h.t.Fatalf("Processor.Run returned %v before its context ended", err)
 	case <-timer.C:
-		mu.Lock()
-		h.t.Errorf("the processor completed %d of %d tasks within %s", len(done), n, h.f.Timeout)
-		mu.Unlock()
+		late()
 	}
 	cancel()
 	timer.Reset(h.f.Timeout)
@@ -92,16 +114,5 @@ func testProcessor(h *harness) {
 		}
 	case <-timer.C:
 		h.t.Fatalf("Processor.Run did not return within %s of its context being cancelled", h.f.Timeout)
-	}
-
-	mu.Lock()
-	defer mu.Unlock()
-	for _, id := range wrong {
-		h.t.Errorf("the handler received task %s, which was not enqueued or whose payload changed", id)
-	}
-	for _, tk := range tasks {
-		if c := done[tk.ID]; c > 1 {
-			h.t.Logf("task %s completed %d times; delivery is at-least-once, but with no crash or lost lease it should run once", tk.ID, c)
-		}
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
 	_ "modernc.org/sqlite" // the driver of bulkSQLite, which sqlitestream uses too
 
 	"github.com/peonify/peonify"
@@ -63,31 +62,20 @@ func openStream(ctx context.Context, spec streamSpec, name string, logger *slog.
 			return nil, err
 		}
 		cfg.ConnConfig.RuntimeParams["application_name"] = "limittest-" + name
-		pool, err := pgxpool.NewWithConfig(ctx, cfg)
-		if err != nil {
-			return nil, err
-		}
-		s, err := pgstream.New(pool, pgstream.Config{Queue: spec.Queue, Lease: spec.Lease, RescueInterval: spec.Lease / 4,
+		s, done, err := testqueue.PostgresStream(ctx, cfg, pgstream.Config{Queue: spec.Queue, Lease: spec.Lease, RescueInterval: spec.Lease / 4,
 			Identity: name, Logger: logger})
 		if err != nil {
-			pool.Close()
 			return nil, err
 		}
-		return &opened{s: s, done: pool.Close}, nil
+		return &opened{s: s, done: done}, nil
 
 	case "redis":
-		opts, err := redis.ParseURL(spec.Addr)
-		if err != nil {
-			return nil, err
-		}
-		c := redis.NewClient(opts)
-		s, err := redisstream.New(c, redisstream.Config{Prefix: spec.Queue, Queue: "flow", Consumer: name,
+		s, done, err := testqueue.RedisStream(spec.Addr, redisstream.Config{Prefix: spec.Queue, Queue: "flow", Consumer: name,
 			Lease: spec.Lease, RescueInterval: spec.Lease / 4, Logger: logger})
 		if err != nil {
-			_ = c.Close()
 			return nil, err
 		}
-		return &opened{s: s, done: func() { _ = c.Close() }}, nil
+		return &opened{s: s, done: done}, nil
 	}
 	return nil, fmt.Errorf("unknown stream kind %q", spec.Kind)
 }

@@ -29,9 +29,20 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // testToken is the dashboard's bearer token in the test.
 const testToken = "test-token-0123456789abcdef"
 
-// runProcessor runs p until the test ends.
-func runProcessor(t *testing.T, p *peonify.Processor) {
+// runProcessor runs a processor with cfg over s with the handlers of tl
+// until the test ends, and returns it.
+func runProcessor(t *testing.T, cfg peonify.Config, s peonify.Stream, tl peonify.TaskList) *peonify.Processor {
 	t.Helper()
+	p, err := peonify.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddTaskList(tl); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddStream(s); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -41,6 +52,7 @@ func runProcessor(t *testing.T, p *peonify.Processor) {
 			t.Errorf("Run: %v", err)
 		}
 	})
+	return p
 }
 
 // findChromium returns the path of Chromium, or skips the test (fails it
@@ -118,7 +130,7 @@ func TestBrowser(t *testing.T) {
 	)
 	recovered := make(chan string, 1)
 	dead := make(chan string, 10)
-	p, err := peonify.New(peonify.Config{
+	p := runProcessor(t, peonify.Config{
 		Workers: 2,
 		Logger:  slog.New(slog.DiscardHandler),
 		OnEvent: func(e peonify.Event) {
@@ -126,11 +138,7 @@ func TestBrowser(t *testing.T) {
 				dead <- e.Task.ID
 			}
 		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = p.AddTaskList(peonify.TaskList{
+	}, mem, peonify.TaskList{
 		"slow": peonify.HandlerFunc(func(ctx context.Context, _ *peonify.Task) error {
 			select {
 			case <-time.After(100 * time.Millisecond):
@@ -157,15 +165,8 @@ func TestBrowser(t *testing.T) {
 			return peonify.SkipRetry(errors.New(`<img src=x onerror="window.__xss='error'">`))
 		}),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AddStream(mem); err != nil {
-		t.Fatal(err)
-	}
-	runProcessor(t, p)
 	ctx := context.Background()
-	err = mem.Enqueue(ctx,
+	err := mem.Enqueue(ctx,
 		&peonify.Task{ID: "charge-1", Type: "charge", Payload: []byte(`{"order":42,"cents":1999}`)},
 		&peonify.Task{ID: "evil-1", Type: "evil",
 			Payload: []byte(`<script>window.__xss='script'</script><img src=x onerror="window.__xss='payload'">`)})
@@ -256,11 +257,7 @@ func TestBrowserWorkflow(t *testing.T) {
 	mem := memstream.New(memstream.Config{Name: "mem", Lease: 3 * time.Second})
 	stopped := make(chan error, 1)
 	step := make(chan struct{})
-	p, err := peonify.New(peonify.Config{Workers: 2, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = p.AddTaskList(peonify.TaskList{
+	p := runProcessor(t, peonify.Config{Workers: 2, Logger: slog.New(slog.DiscardHandler)}, mem, peonify.TaskList{
 		"fetch": peonify.JSONResult(func(context.Context, struct{}) (map[string]int, error) {
 			return map[string]int{"bytes": 1234}, nil
 		}),
@@ -282,13 +279,6 @@ func TestBrowserWorkflow(t *testing.T) {
 		"publish": peonify.HandlerFunc(func(context.Context, *peonify.Task) error { return nil }),
 		"later":   peonify.HandlerFunc(func(context.Context, *peonify.Task) error { return nil }),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AddStream(mem); err != nil {
-		t.Fatal(err)
-	}
-	runProcessor(t, p)
 	ctx := context.Background()
 	w := &peonify.Workflow{ID: "nightly"}
 	fetch := w.Add(&peonify.Task{ID: "fetch", Type: "fetch"})

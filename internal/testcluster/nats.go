@@ -444,15 +444,11 @@ func (c *NATS) streamInfo(stream string, within time.Duration, check func(*jetst
 }
 
 func natsStreamInfo(url, stream string, check func(*jetstream.StreamInfo) error) error {
-	nc, err := nats.Connect(url, nats.Timeout(time.Second), nats.NoReconnect())
+	nc, js, err := testenv.JetStream(url, nats.NoReconnect())
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, stream)

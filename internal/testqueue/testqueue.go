@@ -1,7 +1,7 @@
 // Package testqueue readies and cleans up the queues that tests of several
 // processes (chaostest, limittest) make on the shared Postgres and Redis
-// servers. It imports the stream packages, so their own tests cannot use
-// it.
+// servers, and opens their streams on clients of their own. It imports the
+// stream packages, so their own tests cannot use it.
 package testqueue
 
 import (
@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/peonify/peonify/streams/pgstream"
+	"github.com/peonify/peonify/streams/redisstream"
 )
 
 var migrated sync.Map // Postgres URL -> *migration
@@ -87,4 +88,35 @@ func Redis(t testing.TB, url, prefix string) {
 			keys = keys[n:]
 		}
 	})
+}
+
+// PostgresStream opens a pgstream with scfg on a pool of its own, made
+// with cfg; done closes the pool, after the stream is closed.
+func PostgresStream(ctx context.Context, cfg *pgxpool.Config, scfg pgstream.Config) (s *pgstream.Stream, done func(), err error) {
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err = pgstream.New(pool, scfg)
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return s, pool.Close, nil
+}
+
+// RedisStream opens a redisstream with cfg on a client of its own for the
+// Redis server at url; done closes the client, after the stream is closed.
+func RedisStream(url string, cfg redisstream.Config) (s *redisstream.Stream, done func(), err error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, nil, err
+	}
+	c := redis.NewClient(opts)
+	s, err = redisstream.New(c, cfg)
+	if err != nil {
+		_ = c.Close()
+		return nil, nil, err
+	}
+	return s, func() { _ = c.Close() }, nil
 }
