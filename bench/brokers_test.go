@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/peonify/peonify/internal/testenv"
@@ -77,15 +75,7 @@ func TestNATS(t *testing.T) {
 	checkBrokerReport(t, out, "nats", "raw", "drain                 peonify ", "raw-nats ",
 		"insert-while-working  peonify ", "idle-pickup           peonify ", "FetchNoWait(1000)")
 
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := testenv.ConnectJetStream(t, url)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	names := js.StreamNames(ctx)

@@ -12,9 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/peonify/peonify/internal/testenv"
 	"github.com/peonify/peonify/streams/natsstream"
 )
@@ -101,15 +98,7 @@ func TestEnqueueJSONLLongLines(t *testing.T) {
 func TestEnqueueJSONLOverTheLimitStoresNothing(t *testing.T) {
 	url := testenv.URL(t, "nats")
 	stream := fmt.Sprintf("CLIBIG_%d", time.Now().UnixNano())
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := testenv.ConnectJetStream(t, url)
 	cfg := natsstream.Config{Stream: stream, Subject: strings.ToLower(stream) + ".tasks"}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

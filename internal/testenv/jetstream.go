@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,6 +23,18 @@ func JetStream(url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream
 		return nil, nil, err
 	}
 	return nc, js, nil
+}
+
+// ConnectJetStream is JetStream for a test: it fails t if the server
+// cannot be reached, and closes the connection when the test ends.
+func ConnectJetStream(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, js, err := JetStream(url, opts...)
+	if err != nil {
+		t.Fatalf("connecting to JetStream at %s: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc, js
 }
 
 // JetStreamReady returns nil once the NATS server at url answers

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/peonify/peonify"
 	"github.com/peonify/peonify/internal/crashtest"
 	"github.com/peonify/peonify/internal/streamtest"
@@ -89,15 +88,7 @@ func TestScaleOutChild(t *testing.T) {
 	if servers == "" {
 		servers = testenv.URL(t, "nats")
 	}
-	nc, err := nats.Connect(servers, nats.MaxReconnects(-1), nats.DontRandomize())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := testenv.ConnectJetStream(t, servers, nats.MaxReconnects(-1), nats.DontRandomize())
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	s, err := New(js, Config{Stream: o.Stream, Subject: o.Subject, AckWait: scaleAckWait, Logger: logger})
 	if err != nil {
