@@ -422,7 +422,10 @@ func TestReleaseWakes(t *testing.T) {
 	w := &peonify.Workflow{}
 	a := w.Add(&peonify.Task{Type: "test"})
 	w.Add(&peonify.Task{Type: "test"}, a)
-	w.Add(&peonify.Task{Type: "test", RunAt: time.Now().Add(100 * time.Millisecond)}, a)
+	// Due a second from now, so that it is still not due when its
+	// parent is acked, however slow a loaded machine: if it were due by
+	// then, the release would be its only wake.
+	w.Add(&peonify.Task{Type: "test", RunAt: time.Now().Add(time.Second)}, a)
 	if err := s.EnqueueWorkflow(context.Background(), w); err != nil {
 		t.Fatal(err)
 	}
@@ -442,7 +445,7 @@ func TestReleaseWakes(t *testing.T) {
 	pollOne(t, s)
 	select {
 	case <-s.Wake():
-	case <-time.After(5 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("the dependent scheduled for later did not wake the processor")
 	}
 	pollOne(t, s)
