@@ -151,6 +151,16 @@ func (p *Proxy) ResetMidReply(n int) {
 	p.mu.Unlock()
 }
 
+// Disarm cancels the armed resets that have not happened yet, and returns
+// how many there were.
+func (p *Proxy) Disarm() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := p.resets
+	p.resets = 0
+	return n
+}
+
 // Resets returns how many armed resets have not happened yet.
 func (p *Proxy) Resets() int {
 	p.mu.Lock()

@@ -92,6 +92,20 @@ func TestProxyFaults(t *testing.T) {
 		t.Errorf("Resets = %d after the reset, want 0", p.Resets())
 	}
 
+	// Disarmed resets do not happen.
+	conn3, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn3.Close()
+	p.ResetMidReply(2)
+	if n := p.Disarm(); n != 2 || p.Resets() != 0 {
+		t.Errorf("Disarm = %d, then Resets = %d; want 2, then 0", n, p.Resets())
+	}
+	if _, err := roundTrip(t, conn3, bufio.NewReader(conn3)); err != nil {
+		t.Errorf("a round trip after Disarm: %v", err)
+	}
+
 	// Bandwidth: 64 KiB at 128 KiB/s takes about half a second.
 	conn2, err := net.Dial("tcp", p.Addr())
 	if err != nil {
