@@ -134,20 +134,16 @@ func (c *cell) waitUp(children ...*child) {
 
 // enqueueUntilStored enqueues tasks until an Enqueue returns nil, 100ms
 // apart, calling failed with each error, and reports false if ctx ended
-// first. The first failed call may have stored some of the tasks, and a
-// broker that cannot refuse a duplicate ID stores them again, so they count
-// as in flight at a fault.
+// first. Each failed call may have stored some of the tasks, and a broker
+// that cannot refuse a duplicate ID stores them again, so they count as in
+// flight at a fault for each failed call.
 func (c *cell) enqueueUntilStored(ctx context.Context, tasks []*peonify.Task, failed func(error)) bool {
-	for try := 0; ; try++ {
+	for {
 		err := c.tryEnqueue(false, tasks...)
 		if err == nil {
 			return true
 		}
-		if try == 0 {
-			c.mu.Lock()
-			c.faults = append(c.faults, ids(tasks))
-			c.mu.Unlock()
-		}
+		c.inFlight(ids(tasks))
 		failed(err)
 		select {
 		case <-ctx.Done():
